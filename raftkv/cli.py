@@ -1,10 +1,12 @@
-"""``raftkv``: run a node, run a local cluster, administer a cluster."""
+"""``raftkv``: run a node, run a local cluster, look at a cluster."""
 
 from __future__ import annotations
 
 import click
 
 from raftkv import __version__
+
+LOCAL_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 
 
 def not_yet(what: str, issue: str) -> None:
@@ -18,22 +20,112 @@ def main() -> None:
     """RaftKV server and cluster administration."""
 
 
-@main.command()
-def serve() -> None:
-    """Run one RaftKV node."""
-    not_yet("raftkv serve", "the running-node issue")
+def _env(name: str) -> str:
+    return f"RAFTKV_{name}"
 
 
 @main.command()
-def up() -> None:
-    """Start a local 3-node cluster on 127.0.0.1 (client ports 7001-7003)."""
-    not_yet("raftkv up (it needs the node runtime)", "the running-node issue")
+@click.option("--id", "node_id", type=click.IntRange(min=1), required=True, envvar=_env("ID"),
+              help="This node's id (an integer >= 1, unique in the cluster).")
+@click.option("--client-addr", default="127.0.0.1:7001", show_default=True,
+              envvar=_env("CLIENT_ADDR"), help="Listen address of the Redis-protocol port.")
+@click.option("--peer-addr", default="127.0.0.1:7101", show_default=True,
+              envvar=_env("PEER_ADDR"), help="Listen address of the Raft peer port.")
+@click.option("--cluster", required=True, envvar=_env("CLUSTER"),
+              help="Initial voters: 1=HOST:PORT,2=HOST:PORT,... (their peer addresses).")
+@click.option("--data-dir", required=True, envvar=_env("DATA_DIR"), type=click.Path(),
+              help="Where this node keeps its log and snapshots.")
+@click.option("--cluster-id", default="raftkv", show_default=True, envvar=_env("CLUSTER_ID"),
+              help="Peers with another cluster id are refused.")
+@click.option("--advertise-client-addr", default="", envvar=_env("ADVERTISE_CLIENT_ADDR"),
+              help="Client address other nodes tell clients (default: --client-addr).")
+@click.option("--advertise-peer-addr", default="", envvar=_env("ADVERTISE_PEER_ADDR"),
+              help="Peer address announced to other nodes (default: --peer-addr).")
+@click.option("--tick-ms", default=10.0, show_default=True, envvar=_env("TICK_MS"),
+              type=click.FloatRange(min=1), help="Length of one logical tick.")
+@click.option("--heartbeat-ticks", default=5, show_default=True, envvar=_env("HEARTBEAT_TICKS"),
+              type=click.IntRange(min=1))
+@click.option("--election-ticks", default=15, show_default=True, envvar=_env("ELECTION_TICKS"),
+              type=click.IntRange(min=2),
+              help="Election timeout is random in [N, 2N) ticks.")
+@click.option("--fsync", type=click.Choice(["always", "never"]), default="always",
+              show_default=True, envvar=_env("FSYNC"),
+              help="'never' is for benchmarks only: a crash can lose acknowledged writes.")
+@click.option("--max-clients", default=10_000, show_default=True, envvar=_env("MAX_CLIENTS"),
+              type=click.IntRange(min=1))
+@click.option("--idle-timeout", default=0.0, show_default=True, envvar=_env("IDLE_TIMEOUT"),
+              type=click.FloatRange(min=0), help="Close idle client connections (0: never).")
+@click.option("-v", "--verbose", count=True, help="-v: the Raft story; -vv: debug.")
+def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, data_dir: str,
+          cluster_id: str, advertise_client_addr: str, advertise_peer_addr: str,
+          tick_ms: float, heartbeat_ticks: int, election_ticks: int, fsync: str,
+          max_clients: int, idle_timeout: float, verbose: int) -> None:
+    """Run one RaftKV node. Every flag also reads RAFTKV_<FLAG> (e.g. RAFTKV_ID)."""
+    from raftkv.log import setup_logging
+    from raftkv.node.run import run_node
+    from raftkv.node.settings import NodeSettings, parse_addr, parse_cluster
+
+    try:
+        members = parse_cluster(cluster)
+        parse_addr(client_addr)
+        parse_addr(peer_addr)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if node_id not in members:
+        raise click.BadParameter(f"--id {node_id} is not in --cluster {cluster}")
+    setup_logging(verbose)
+    settings = NodeSettings(
+        node_id=node_id, client_addr=client_addr, peer_addr=peer_addr, cluster=members,
+        data_dir=data_dir, cluster_id=cluster_id, advertise_client_addr=advertise_client_addr,
+        advertise_peer_addr=advertise_peer_addr, tick_ms=tick_ms,
+        heartbeat_ticks=heartbeat_ticks, election_ticks=election_ticks, fsync=fsync,
+        max_clients=max_clients, idle_timeout=idle_timeout,
+    )
+    run_node(settings)
 
 
 @main.command()
-def status() -> None:
-    """One line per node: role, term, commit/applied index, lag."""
-    not_yet("raftkv status", "the running-node issue")
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
+@click.option("--data-dir", default="./raftkv-data", show_default=True, type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--fsync", type=click.Choice(["always", "never"]), default="always",
+              show_default=True)
+@click.option("-v", "--verbose", count=True, help="Passed to every node.")
+def up(nodes: int, data_dir: str, host: str, fsync: str, verbose: int) -> None:
+    """Start a local cluster: client ports 7001.., peer ports 7101..; Ctrl-C stops it."""
+    from raftkv.local_cluster import run_local_cluster
+
+    run_local_cluster(nodes=nodes, data_dir=data_dir, host=host, fsync=fsync, verbose=verbose)
+
+
+@main.command()
+@click.option("--endpoints", default=LOCAL_ENDPOINTS, show_default=True,
+              envvar="RAFTKV_ENDPOINTS", help="Client addresses, comma separated.")
+def status(endpoints: str) -> None:
+    """One line per node: role, term, commit/applied index, lag behind the leader."""
+    from raftkv.probe import info_raft
+
+    rows = []
+    for addr in filter(None, (e.strip() for e in endpoints.split(","))):
+        try:
+            rows.append((addr, info_raft(addr)))
+        except (OSError, ConnectionError) as exc:
+            rows.append((addr, {"error": str(exc)}))
+    leader_commit = max((int(i.get("commit_index", 0)) for _, i in rows
+                         if i.get("role") == "leader"), default=None)
+    click.echo(f"{'ADDRESS':<22}{'ID':>4}  {'ROLE':<10}{'TERM':>6}{'COMMIT':>9}"
+               f"{'APPLIED':>9}{'LAG':>7}")
+    for addr, info in rows:
+        if "error" in info:
+            click.echo(f"{addr:<22}{'-':>4}  {'down':<10}  ({info['error']})")
+            continue
+        applied = int(info.get("last_applied", 0))
+        lag = "-" if leader_commit is None else str(max(0, leader_commit - applied))
+        click.echo(f"{addr:<22}{info.get('node_id', '?'):>4}  {info.get('role', '?'):<10}"
+                   f"{info.get('term', '?'):>6}{info.get('commit_index', '?'):>9}"
+                   f"{applied:>9}{lag:>7}")
+    if not any("error" not in info for _, info in rows):
+        raise SystemExit(1)
 
 
 @main.command()

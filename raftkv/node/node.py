@@ -1,0 +1,427 @@
+"""The trio runtime of one node: one loop around the consensus core.
+
+Everything that touches the core runs in the trio thread, so the core needs no locks:
+the ticker calls ``tick``, the inbound task calls ``step``, client connections call
+``submit``; each of them only *wakes* the ready loop, which is the single place that
+persists, sends and applies (``_handle_ready``, in the order DESIGN.md requires). Only the
+fsync runs in a worker thread; while it runs, new proposals accumulate in the core and go to
+disk together in the next Ready (group commit).
+
+Client requests never get a task each. A request is a ``Pending`` that the ready loop fills
+(write applied, read confirmed and applied, forwarded reply received) or the sweeper fails
+when its deadline passes, so a pipelined connection just awaits its Pendings in order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from raftkv.kv import KVStateMachine, check_arity, encode_command, lookup
+from raftkv.log import event
+from raftkv.node.pending import Pending
+from raftkv.node.settings import NodeSettings, parse_addr
+from raftkv.node.transport import PeerTransport
+from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role
+from raftkv.storage import open_storage
+from wire.raft import NORMAL, ClusterConfig, ForwardRequest, ForwardResponse, Member
+from wire.reply import ErrorReply
+from wire.resp import encode_reply
+from wire.resp_reply import decode_reply
+
+log = logging.getLogger("raftkv.node")
+
+NO_LEADER = ErrorReply("TRYAGAIN no leader known; the command was not applied, retry")
+LOST = ErrorReply("TRYAGAIN the command was not committed (leader changed); retry")
+READ_FAILED = ErrorReply("TRYAGAIN the read could not be confirmed by a quorum; retry")
+UNKNOWN_TIMEOUT = ErrorReply(
+    "UNKNOWN timed out waiting for a quorum; the command may or may not have been applied"
+)
+UNKNOWN_FORWARD = ErrorReply(
+    "UNKNOWN no reply from the leader; the command may or may not have been applied"
+)
+SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
+
+
+class Node:
+    """One RaftKV node: core + storage + state machine + peer transport + client port."""
+
+    def __init__(self, settings: NodeSettings, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.id = settings.node_id
+        self.rng = rng or random.Random()
+        self.kv = KVStateMachine()
+        self.applied = 0
+        self.started_at = 0.0
+        self.client_port = 0  # actual bound ports (tests bind port 0)
+        self.peer_port = 0
+        self.core: RaftNode
+        self.transport: PeerTransport
+        self._wake = trio.Event()
+        self._role_changed = trio.Event()
+        self._last_leader = 0
+        self._last_term = 0
+        self._last_role: Role | None = None
+        self._ids = itertools.count(1)
+        # index -> (term, pending, deadline): our proposals awaiting apply
+        self._writes: dict[int, tuple[int, Pending, float]] = {}
+        # ctx -> (pending, args, deadline): reads awaiting leadership confirmation
+        self._reads: dict[bytes, tuple[Pending, list[bytes], float]] = {}
+        # (index, seq, pending, args): confirmed reads awaiting apply
+        self._read_wait: list[tuple[int, int, Pending, list[bytes]]] = []
+        # req_id -> (pending, deadline): commands forwarded to the leader
+        self._forwards: dict[int, tuple[Pending, float]] = {}
+        # commands waiting for a leader to be known
+        self._parked: deque[tuple[list[bytes], bool, Pending, float]] = deque()
+        self._stopping = False
+        self.stats = {"proposed": 0, "forwarded": 0, "reads": 0, "applied": 0}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        from raftkv.server.client_port import serve_clients
+
+        s = self.settings
+        bootstrap = ClusterConfig(
+            tuple(Member(i, addr) for i, addr in sorted(s.cluster.items()))
+        )
+        self.storage = await trio.to_thread.run_sync(
+            lambda: open_storage(s.data_dir, s.cluster_id, s.node_id, bootstrap, fsync=s.fsync)
+        )
+        if s.fsync != "always":
+            log.warning("fsync=%s: acknowledged writes can be lost on a crash (benchmarks only)",
+                        s.fsync)
+        meta = self.storage.snapshot_meta()
+        if meta.index > 0:
+            self.kv.restore(self.storage.snapshot_data())
+        self.applied = meta.index
+        config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks)
+        self.core = RaftNode(self.id, self.storage, config, self.rng)
+        members = {m.id: m.peer_addr for m in self.core.cluster_config.members}
+        if not getattr(self.storage, "created", True) and members != s.cluster:
+            log.warning("existing data directory: using its membership, not --cluster",
+                        extra={"fields": {"members": members}})
+        event(log, logging.INFO, "node starting", id=self.id, term=self.core.term,
+              applied=self.applied, last_index=self.core.last_index)
+        self.started_at = trio.current_time()
+
+        inbound_send, inbound_recv = trio.open_memory_channel[Any](4096)
+        host, port = parse_addr(s.peer_addr)
+        self.transport = PeerTransport(
+            node_id=self.id,
+            cluster_id=s.cluster_id,
+            listen=(host, port),
+            advertise_peer_addr=s.peer_advertised,
+            client_addr=s.client_advertised,
+            peers={i: a for i, a in members.items() if i != self.id},
+            inbound=inbound_send,
+            rng=self.rng,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self.peer_port = await nursery.start(self.transport.run)
+                nursery.start_soon(self._inbound_loop, inbound_recv)
+                nursery.start_soon(self._ready_loop)
+                nursery.start_soon(self._ticker)
+                nursery.start_soon(self._sweeper)
+                self.client_port = await nursery.start(serve_clients, self)
+                task_status.started(self)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.storage.close)
+
+    async def stop(self, transfer_timeout: float = 1.0) -> None:
+        """Graceful stop: a leader hands leadership to the most caught-up voter first."""
+        self._stopping = True
+        if self.core.role is Role.LEADER:
+            target = self._best_transfer_target()
+            if target:
+                event(log, logging.INFO, "transferring leadership before stop", to=target)
+                try:
+                    self.core.transfer_leadership(target)
+                    self.wake()
+                    with trio.move_on_after(transfer_timeout):
+                        while self.core.role is Role.LEADER:
+                            await self._role_changed.wait()
+                except NotLeader:
+                    pass
+        self._fail_all(SHUTTING_DOWN)
+        self._nursery.cancel_scope.cancel()
+
+    def _best_transfer_target(self) -> int:
+        voters = [m.id for m in self.core.cluster_config.members
+                  if not m.learner and m.id != self.id]
+        match = getattr(self.core, "match_index", lambda _id: 0)
+        return max(voters, key=match, default=0)
+
+    # -- the loops ------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _ticker(self) -> None:
+        # Ticks are spaced by a sleep, not caught up after a stall: a busy node slows its
+        # clocks instead of bursting into a spurious election.
+        interval = self.settings.tick_ms / 1000
+        while True:
+            await trio.sleep(interval)
+            self.core.tick()
+            self.wake()
+
+    async def _inbound_loop(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
+        async for msg in inbound:
+            self._on_peer_message(msg)
+            while True:  # drain what else arrived, then wake the ready loop once
+                try:
+                    msg = inbound.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._on_peer_message(msg)
+            self.wake()
+            await trio.lowlevel.checkpoint()
+
+    def _on_peer_message(self, msg: Any) -> None:
+        if isinstance(msg, ForwardRequest):
+            self._on_forward_request(msg)
+        elif isinstance(msg, ForwardResponse):
+            entry = self._forwards.pop(msg.req_id, None)
+            if entry is not None:
+                entry[0].set(decode_reply(msg.reply))
+        else:
+            self.core.step(msg)
+
+    async def _ready_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self.core.has_ready():
+                await self._handle_ready()
+            self._observe_leadership()
+
+    async def _handle_ready(self) -> None:
+        rd = self.core.ready()
+        storage = self.storage
+        if rd.entries:
+            storage.append(rd.entries)
+        if rd.hard_state is not None:
+            storage.set_hard_state(rd.hard_state)
+        if rd.must_sync:
+            # DESIGN.md ordering: the hard state (vote, term) and appended entries are
+            # durable before any message of this Ready (a vote, an append ack) leaves.
+            await trio.to_thread.run_sync(storage.sync)
+        send = self.transport.send
+        for msg in rd.messages:
+            send(msg)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        for rs in rd.read_states:
+            self._on_read_state(rs.ctx, rs.index)
+        for ctx in rd.failed_reads:
+            entry = self._reads.pop(ctx, None)
+            if entry is not None:
+                entry[0].set(READ_FAILED)
+        self.core.advance(rd)
+
+    def _apply(self, entries: list[Any]) -> None:
+        kv, writes = self.kv, self._writes
+        for entry in entries:
+            result = kv.apply(entry.data) if entry.kind == NORMAL else None
+            waiting = writes.pop(entry.index, None)
+            if waiting is not None:
+                term, pending, _ = waiting
+                pending.set(result if term == entry.term and entry.kind == NORMAL else LOST)
+            self.applied = entry.index
+        self.stats["applied"] += len(entries)
+        wait = self._read_wait
+        while wait and wait[0][0] <= self.applied:
+            _, _, pending, args = heapq.heappop(wait)
+            pending.set(kv.read(args))
+
+    def _observe_leadership(self) -> None:
+        core = self.core
+        leader, term, role = core.leader_id, core.term, core.role
+        if term != self._last_term:
+            event(log, logging.INFO, "term changed", term=term, leader=leader or "-")
+        if role is not self._last_role:
+            event(log, logging.INFO, "role changed", role=role.name.lower(), term=term)
+            self._role_changed.set()
+            self._role_changed = trio.Event()
+        if leader != self._last_leader and leader:
+            event(log, logging.INFO, "leader elected", leader=leader, term=term)
+        if self._parked and leader and (leader != self._last_leader or role is not self._last_role):
+            self._unpark()
+        self._last_leader, self._last_term, self._last_role = leader, term, role
+
+    async def _sweeper(self) -> None:
+        """Fail requests whose deadline passed; a reply is owed to every client."""
+        while True:
+            await trio.sleep(0.05)
+            now = trio.current_time()
+            for index, (_, pending, deadline) in list(self._writes.items()):
+                if deadline <= now:
+                    del self._writes[index]
+                    pending.set(UNKNOWN_TIMEOUT)
+            for ctx, (pending, _, deadline) in list(self._reads.items()):
+                if deadline <= now:
+                    del self._reads[ctx]
+                    pending.set(READ_FAILED)
+            for req_id, (pending, deadline) in list(self._forwards.items()):
+                if deadline <= now:
+                    del self._forwards[req_id]
+                    pending.set(UNKNOWN_FORWARD)
+            parked = self._parked
+            while parked and parked[0][3] <= now:
+                parked.popleft()[2].set(NO_LEADER)
+
+    def _fail_all(self, reply: ErrorReply) -> None:
+        for _, pending, _ in self._writes.values():
+            pending.set(UNKNOWN_TIMEOUT)
+        for pending, _, _ in self._reads.values():
+            pending.set(reply)
+        for _, _, pending, _ in self._read_wait:
+            pending.set(reply)
+        for pending, _ in self._forwards.values():
+            pending.set(UNKNOWN_FORWARD)
+        for _, _, pending, _ in self._parked:
+            pending.set(reply)
+        self._writes.clear()
+        self._reads.clear()
+        self._read_wait.clear()
+        self._forwards.clear()
+        self._parked.clear()
+
+    # -- client requests ------------------------------------------------------------------
+
+    def submit(self, args: list[bytes]) -> Pending:
+        """Run a state-machine command: writes through the log, reads through ReadIndex."""
+        spec = lookup(args[0])
+        error = check_arity(args)
+        if error is not None:
+            return Pending.of(error)
+        if self._stopping:
+            return Pending.of(SHUTTING_DOWN)
+        pending = Pending()
+        self._dispatch(args, spec.write, pending, trio.current_time() + self.settings.leader_wait)
+        return pending
+
+    def _dispatch(
+        self, args: list[bytes], write: bool, pending: Pending, park_until: float
+    ) -> None:
+        core = self.core
+        deadline = trio.current_time() + self.settings.request_timeout
+        if write:
+            if core.role is Role.LEADER:
+                try:
+                    index, term = core.propose(encode_command(args))
+                except NotLeader:
+                    self._parked.append((args, write, pending, park_until))
+                    return
+                self._writes[index] = (term, pending, deadline)
+                self.stats["proposed"] += 1
+                self.wake()
+            elif core.leader_id:
+                self._forward(args, pending, deadline)
+            else:
+                self._parked.append((args, write, pending, park_until))
+        else:
+            ctx = next(self._ids).to_bytes(8, "big")
+            try:
+                core.read_index(ctx)
+            except NotLeader:
+                self._parked.append((args, write, pending, park_until))
+                return
+            self._reads[ctx] = (pending, args, deadline)
+            self.stats["reads"] += 1
+            self.wake()
+
+    def _unpark(self) -> None:
+        parked, self._parked = self._parked, deque()
+        for args, write, pending, park_until in parked:
+            if not pending.done:
+                self._dispatch(args, write, pending, park_until)
+
+    def _on_read_state(self, ctx: bytes, index: int) -> None:
+        entry = self._reads.pop(ctx, None)
+        if entry is None:
+            return
+        pending, args, _ = entry
+        if index <= self.applied:
+            pending.set(self.kv.read(args))
+        else:
+            heapq.heappush(self._read_wait, (index, next(self._ids), pending, args))
+
+    def _forward(self, args: list[bytes], pending: Pending, deadline: float) -> None:
+        req_id = next(self._ids)
+        msg = ForwardRequest(
+            term=self.core.term, src=self.id, dst=self.core.leader_id, req_id=req_id,
+            args=tuple(args),
+        )
+        if not self.transport.send(msg):
+            pending.set(NO_LEADER)  # never left this node: definitely not applied
+            return
+        self._forwards[req_id] = (pending, deadline)
+        self.stats["forwarded"] += 1
+
+    def _on_forward_request(self, msg: ForwardRequest) -> None:
+        """Run a follower's command as leader and send the reply back; never re-forward."""
+        args = list(msg.args)
+        if lookup(args[0]) is None or check_arity(args) is not None:
+            reply: Pending = Pending.of(check_arity(args) or ErrorReply("ERR unknown command"))
+        elif self.core.role is not Role.LEADER:
+            reply = Pending.of(NO_LEADER)
+        else:
+            reply = Pending()
+            self._dispatch(args, True, reply, trio.current_time())
+        reply.add_callback(self._forward_replier(msg))
+
+    def _forward_replier(self, msg: ForwardRequest) -> Callable[[Any], None]:
+        def send_back(value: Any) -> None:
+            self.transport.send(ForwardResponse(
+                term=self.core.term, src=self.id, dst=msg.src, req_id=msg.req_id,
+                reply=encode_reply(value, 3),
+            ))
+        return send_back
+
+    # -- introspection (INFO, RAFT STATUS) -------------------------------------------------
+
+    def leader_client_addr(self) -> str:
+        leader = self.core.leader_id
+        if leader == self.id:
+            return self.settings.client_advertised
+        if leader:
+            return self.transport.peer_client_addr(leader) or ""
+        return ""
+
+    def raft_info(self) -> dict[str, Any]:
+        core = self.core
+        meta = self.storage.snapshot_meta()
+        members = ",".join(
+            f"{m.id}={m.peer_addr}{'(learner)' if m.learner else ''}"
+            for m in core.cluster_config.members
+        )
+        role = core.role.name.lower() if not core.is_learner else "learner"
+        if role == "pre_candidate":
+            role = "candidate"
+        return {
+            "node_id": self.id,
+            "role": role,
+            "term": core.term,
+            "leader_id": core.leader_id,
+            "leader_client_addr": self.leader_client_addr(),
+            "commit_index": core.commit_index,
+            "last_applied": self.applied,
+            "last_log_index": core.last_index,
+            "snapshot_index": meta.index,
+            "members": members,
+            "client_addr": self.settings.client_advertised,
+            "peer_addr": self.settings.peer_advertised,
+            "fsync": self.settings.fsync,
+        }

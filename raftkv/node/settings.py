@@ -1,0 +1,59 @@
+"""Everything a node is configured with; built by ``raftkv serve`` from flags and env vars."""
+
+from __future__ import annotations
+
+import attrs
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port); ``[::1]:7001`` for IPv6."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_cluster(text: str) -> dict[int, str]:
+    """``1=host:port,2=host:port`` -> {1: "host:port", ...} (like etcd's --initial-cluster)."""
+    members: dict[int, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        ident, sep, addr = item.partition("=")
+        if not sep or not ident.isdigit() or int(ident) < 1:
+            raise ValueError(f"expected ID=HOST:PORT with ID >= 1, got {item!r}")
+        parse_addr(addr)
+        if int(ident) in members:
+            raise ValueError(f"node id {ident} appears twice in the cluster list")
+        members[int(ident)] = addr
+    if not members:
+        raise ValueError("the cluster list is empty")
+    return members
+
+
+@attrs.frozen
+class NodeSettings:
+    node_id: int
+    client_addr: str
+    peer_addr: str
+    cluster: dict[int, str]
+    data_dir: str
+    cluster_id: str = "raftkv"
+    advertise_client_addr: str = ""
+    advertise_peer_addr: str = ""
+    tick_ms: float = 10.0
+    heartbeat_ticks: int = 5
+    election_ticks: int = 15
+    fsync: str = "always"
+    snapshot_entries: int = 100_000
+    max_clients: int = 10_000
+    max_bulk_len: int = 512 * 1024 * 1024
+    idle_timeout: float = 0.0  # seconds; 0 = never close idle client connections
+    request_timeout: float = 5.0
+    leader_wait: float = 2.0  # how long a command waits for a leader before -TRYAGAIN
+
+    @property
+    def client_advertised(self) -> str:
+        return self.advertise_client_addr or self.client_addr
+
+    @property
+    def peer_advertised(self) -> str:
+        return self.advertise_peer_addr or self.peer_addr

@@ -1,0 +1,42 @@
+"""A tiny blocking RESP client for the admin commands (`raftkv up`, `raftkv status`).
+
+The full client library lives in client/; this is just enough to ask a node ``INFO raft``
+without pulling trio into a one-shot command.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from raftkv.node.settings import parse_addr
+from wire.resp import encode_command
+from wire.resp_reply import NEED_MORE, ReplyParser
+
+
+def call(addr: str, *args: str | bytes, timeout: float = 1.0) -> object:
+    """Send one command to ``host:port`` and return its reply value."""
+    host, port = parse_addr(addr)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(encode_command(*args))
+        parser = ReplyParser()
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError(f"{addr} closed the connection")
+            parser.feed(data)
+            reply = parser.next_reply()
+            if reply is not NEED_MORE:
+                return reply
+
+
+def info_raft(addr: str, timeout: float = 1.0) -> dict[str, str]:
+    """``INFO raft`` of one node as a dict of strings."""
+    text = call(addr, "INFO", "raft", timeout=timeout)
+    if not isinstance(text, bytes):
+        raise ConnectionError(f"{addr}: unexpected INFO reply {text!r}")
+    out: dict[str, str] = {}
+    for line in text.decode().splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            key, _, value = line.partition(":")
+            out[key] = value
+    return out

@@ -1,0 +1,49 @@
+"""``RAFT STATUS | TRANSFER id | SNAPSHOT``: cluster administration on the client port."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from raftkv.node.pending import Pending
+from raftkv.raft import NotLeader, Role
+from wire.reply import OK, ErrorReply
+
+if TYPE_CHECKING:
+    from raftkv.node.node import Node
+
+
+def raft_command(node: Node, args: list[bytes]) -> Pending:
+    sub = args[1].lower() if len(args) > 1 else b""
+    if sub == b"status" and len(args) == 2:
+        return Pending.of(node.raft_info())
+    if sub == b"transfer" and len(args) == 3:
+        return transfer(node, args[2])
+    if sub == b"snapshot" and len(args) == 2:
+        return Pending.of(ErrorReply("ERR RAFT SNAPSHOT is not implemented yet"))
+    return Pending.of(ErrorReply(
+        "ERR unknown RAFT subcommand or wrong arguments; try RAFT STATUS | TRANSFER id"
+    ))
+
+
+def transfer(node: Node, target: bytes) -> Pending:
+    try:
+        to = int(target)
+    except ValueError:
+        return Pending.of(ErrorReply("ERR node id must be an integer"))
+    core = node.core
+    voters = {m.id for m in core.cluster_config.members if not m.learner}
+    if to not in voters:
+        return Pending.of(ErrorReply(f"ERR node {to} is not a voting member"))
+    if core.role is not Role.LEADER:
+        leader = node.leader_client_addr() or "unknown"
+        return Pending.of(ErrorReply(
+            f"TRYAGAIN not the leader; send RAFT TRANSFER to the leader at {leader}"
+        ))
+    if to == node.id:
+        return Pending.of(OK)
+    try:
+        core.transfer_leadership(to)
+    except NotLeader:
+        return Pending.of(ErrorReply("TRYAGAIN leadership changed; retry"))
+    node.wake()
+    return Pending.of(OK)

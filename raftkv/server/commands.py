@@ -1,0 +1,189 @@
+"""Commands the client port answers itself, and the hand-off of the rest to the node.
+
+Connection-level commands (PING, HELLO, CLIENT, SELECT, ...) and what real clients send
+when they connect (redis-py: HELLO 3, CLIENT SETINFO; redis-cli: COMMAND DOCS;
+redis-benchmark: CONFIG GET) are answered here without touching Raft. ``INFO`` and ``RAFT``
+read the node. Everything else is a state-machine command: ``node.submit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from raftkv import __version__
+from raftkv.node.pending import Pending
+from raftkv.server.info import render_info
+from wire.reply import OK, ErrorReply, SimpleString
+
+if TYPE_CHECKING:
+    from raftkv.node.node import Node
+    from raftkv.server.client_port import Connection
+
+REDIS_COMPAT_VERSION = "7.2.0"  # the Redis protocol level we speak, reported by HELLO/INFO
+PONG = SimpleString("PONG")
+
+
+def _err(text: str) -> Pending:
+    return Pending.of(ErrorReply(text))
+
+
+def _wrong_args(name: str) -> Pending:
+    return _err(f"ERR wrong number of arguments for '{name}' command")
+
+
+def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    name = args[0].lower()
+    handler = LOCAL.get(name)
+    if handler is not None:
+        return handler(node, conn, args)
+    if name == b"set" and len(args) == 2 and b"=" in args[1]:
+        # The original RaftKV's form: `set mykey=hello`.
+        key, _, value = args[1].partition(b"=")
+        args = [args[0], key, value]
+    return node.submit(args)
+
+
+def cmd_ping(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    if len(args) > 2:
+        return _wrong_args("ping")
+    return Pending.of(args[1] if len(args) == 2 else PONG)
+
+
+def cmd_echo(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    return Pending.of(args[1]) if len(args) == 2 else _wrong_args("echo")
+
+
+def cmd_quit(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    conn.closing = True
+    return Pending.of(OK)
+
+
+def cmd_select(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    if len(args) != 2:
+        return _wrong_args("select")
+    if args[1] != b"0":
+        return _err("ERR DB index is out of range")
+    return Pending.of(OK)
+
+
+def cmd_hello(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    proto = conn.proto
+    rest = args[1:]
+    if rest:
+        try:
+            proto = int(rest[0])
+        except ValueError:
+            return _err("ERR Protocol version is not an integer or out of range")
+        if proto not in (2, 3):
+            return _err("NOPROTO unsupported protocol version")
+        rest = rest[1:]
+    while rest:
+        opt = rest[0].lower()
+        if opt == b"setname" and len(rest) >= 2:
+            conn.name = rest[1].decode(errors="replace")
+            rest = rest[2:]
+        elif opt == b"auth" and len(rest) >= 3:
+            rest = rest[3:]  # no authentication in RaftKV: accepted and ignored
+        else:
+            return _err(f"ERR Syntax error in HELLO option '{rest[0].decode(errors='replace')}'")
+    conn.proto = proto
+    return Pending.of({
+        "server": "raftkv",
+        "version": REDIS_COMPAT_VERSION,
+        "raftkv_version": __version__,
+        "proto": proto,
+        "id": conn.id,
+        "mode": "standalone",
+        "role": "master" if node.core.leader_id == node.id else "replica",
+        "modules": [],
+    })
+
+
+def cmd_client(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    if len(args) < 2:
+        return _wrong_args("client")
+    sub = args[1].lower()
+    if sub == b"setname" and len(args) == 3:
+        if any(c <= 32 or c > 126 for c in args[2]):
+            return _err("ERR Client names cannot contain spaces, newlines or special characters.")
+        conn.name = args[2].decode()
+        return Pending.of(OK)
+    if sub == b"getname" and len(args) == 2:
+        return Pending.of(conn.name.encode() if conn.name else None)
+    if sub == b"id" and len(args) == 2:
+        return Pending.of(conn.id)
+    if sub == b"setinfo" and len(args) == 4:
+        attr = args[2].lower()
+        if attr == b"lib-name":
+            conn.lib_name = args[3].decode(errors="replace")
+        elif attr == b"lib-ver":
+            conn.lib_ver = args[3].decode(errors="replace")
+        else:
+            return _err(f"ERR Unrecognized option '{args[2].decode(errors='replace')}'")
+        return Pending.of(OK)
+    if sub == b"info" and len(args) == 2:
+        return Pending.of(_client_line(conn).encode() + b"\n")
+    if sub == b"list":
+        lines = [_client_line(c) for c in node.client_server.connections.values()]
+        return Pending.of(("\n".join(lines) + "\n").encode())
+    sub_text = args[1].decode(errors="replace")
+    return _err(f"ERR unknown subcommand '{sub_text}'. Try CLIENT HELP.")
+
+
+def _client_line(conn: Connection) -> str:
+    return (f"id={conn.id} addr={conn.addr} name={conn.name} db=0 resp={conn.proto} "
+            f"lib-name={conn.lib_name} lib-ver={conn.lib_ver}")
+
+
+def cmd_command(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    # redis-cli asks COMMAND DOCS for its hints and copes with an empty answer.
+    sub = args[1].lower() if len(args) > 1 else b""
+    if sub == b"count":
+        from raftkv.kv import COMMANDS
+
+        return Pending.of(len(COMMANDS) + len(LOCAL))
+    if sub == b"docs":
+        return Pending.of({})
+    return Pending.of([])
+
+
+CONFIG_VALUES = {b"save": b"", b"appendonly": b"yes", b"databases": b"1"}
+
+
+def cmd_config(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    if len(args) >= 3 and args[1].lower() == b"get":
+        found: dict[bytes, bytes] = {}
+        for pattern in args[2:]:
+            key = pattern.lower()
+            if key in CONFIG_VALUES:
+                found[key] = CONFIG_VALUES[key]
+        return Pending.of(found)
+    if len(args) >= 2 and args[1].lower() in (b"set", b"resetstat", b"rewrite"):
+        return _err("ERR RaftKV is configured by its command-line flags, not CONFIG")
+    return _wrong_args("config")
+
+
+def cmd_info(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    sections = [a.decode(errors="replace").lower() for a in args[1:]]
+    return Pending.of(render_info(node, sections).encode())
+
+
+def cmd_raft(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    from raftkv.server.admin import raft_command
+
+    return raft_command(node, args)
+
+
+LOCAL: dict[bytes, Callable[[Any, Any, list[bytes]], Pending]] = {
+    b"ping": cmd_ping,
+    b"echo": cmd_echo,
+    b"quit": cmd_quit,
+    b"select": cmd_select,
+    b"hello": cmd_hello,
+    b"client": cmd_client,
+    b"command": cmd_command,
+    b"config": cmd_config,
+    b"info": cmd_info,
+    b"raft": cmd_raft,
+}
