@@ -1,21 +1,51 @@
 """Typed msgpack records: ``@record(tag=N)`` marks an ``@attrs.frozen`` class as a wire type.
 
-A record encodes as a msgpack array ``[tag, field1, field2, ...]`` in declaration order;
-nested records are encoded the same way. Decoding checks the tag, the field count and every
-field's type against the class annotations and raises ``ProtocolError`` on any mismatch.
+A record encodes as a msgpack array ``[tag, field1, field2, ...]`` in attrs field order;
+nested records are encoded the same way (with their own tag). Every field is always
+encoded, defaults included: fixed arity keeps the format simple and strict. Decoding checks
+the tag, the field count and every field's type against the class annotations and raises
+``ProtocolError`` on any mismatch, so a bad peer frame can only ever cost its connection.
 
-Supported field annotations: ``int`` (0 <= x < 2**64), ``bool``, ``bytes``, ``str``,
-``float``, another record class, ``X | None`` and ``tuple[X, ...]`` of any of these.
+Supported field annotations: ``int`` (0 <= x < 2**64; ``bool`` is not an int here),
+``bool``, ``bytes``, ``str``, ``float``, another record class, ``X | None`` and
+``tuple[X, ...]`` of any of these.
+
+This runs for every Raft message, so each class gets a compiled plan on first use: a pair
+of generated functions with the checks for its fields inlined (the approach attrs itself
+takes for ``__init__``), rather than a generic walk over the annotations per value.
 """
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Callable
+from itertools import repeat
 from typing import Any, TypeVar
+
+import attrs
+import msgpack
+
+from wire.errors import ProtocolError
+from wire.frames import encode_frame
 
 T = TypeVar("T")
 
 # tag -> class; filled by @record at import time.
 REGISTRY: dict[int, type] = {}
+
+MAX_INT = 2**64 - 1
+
+# A converter maps one field value to its msgpack form (encode) or back (decode), raising
+# on a mismatch; ``label`` is the field's path, used only to build error messages.
+Converter = Callable[[Any, str], Any]
+
+_ENCODERS: dict[type, Converter] = {}
+_DECODERS: dict[type, Converter] = {}
+_COMPILING: set[type] = set()
+
+_packer = msgpack.Packer(use_bin_type=True)
+_unpackb = msgpack.unpackb
 
 
 def record(tag: int):
@@ -33,9 +63,315 @@ def record(tag: int):
     return wrap
 
 
-def encode(obj: Any) -> bytes:  # pragma: no cover - replaced by the codec implementation
-    raise NotImplementedError
+def encode(obj: Any) -> bytes:
+    """Encode a registered record to msgpack bytes.
+
+    A field holding the wrong type raises ``TypeError``; an int out of range or an
+    unencodable string raises ``ValueError``. Both are bugs in the sender, caught here so
+    that a peer never has to reject our frame.
+    """
+    enc = _ENCODERS.get(type(obj)) or _encoder(type(obj))
+    try:
+        return _packer.pack(enc(obj))
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{type(obj).__name__}: unencodable string: {e}") from None
 
 
-def decode(data: bytes) -> Any:  # pragma: no cover - replaced by the codec implementation
-    raise NotImplementedError
+def encode_frame_record(obj: Any) -> bytes:
+    """A complete frame (length prefix included) holding ``encode(obj)``."""
+    return encode_frame(encode(obj))
+
+
+def decode(data: bytes | bytearray | memoryview, expect: type | tuple[type, ...] | None = None):
+    """Decode one record from ``data`` (exactly one msgpack value, no trailing bytes).
+
+    ``expect`` (a class or a tuple of classes) rejects any other top-level record. Raises
+    ``ProtocolError`` on anything that is not a valid record, and nothing else.
+    """
+    n = len(data)
+    try:
+        value = _unpackb(
+            data,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            # Never let a declared length exceed what the input could hold.
+            max_str_len=n,
+            max_bin_len=n,
+            max_array_len=n,
+            max_map_len=n // 2,
+            max_ext_len=n,
+        )
+    except msgpack.ExtraData as e:
+        raise ProtocolError(f"trailing bytes after the record ({len(e.extra)} extra)") from None
+    except Exception as e:  # msgpack documents that unpacking may raise any exception
+        raise ProtocolError(f"invalid msgpack: {e}") from None
+    if type(value) is not tuple or not value:
+        raise ProtocolError(f"expected a record (a non-empty array), got {_describe(value)}")
+    tag = value[0]
+    cls = REGISTRY.get(tag) if type(tag) is int else None
+    if cls is None:
+        raise ProtocolError(f"unknown record tag {_describe(tag)}")
+    if expect is not None and not issubclass(cls, expect):
+        raise ProtocolError(f"expected {_names(expect)}, got {cls.__name__}")
+    dec = _DECODERS.get(cls) or _decoder(cls)
+    return dec(value, cls.__name__)
+
+
+def compile_all() -> None:
+    """Build the plan of every registered record now (raises TypeError on a bad annotation).
+
+    Plans are otherwise built on first use; tests call this to surface unsupported
+    annotations early rather than on the first message of that type.
+    """
+    for cls in list(REGISTRY.values()):
+        _decoder(cls)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    if type(value) is int:
+        return f"int {value}"
+    return type(value).__name__
+
+
+def _names(expect: type | tuple[type, ...]) -> str:
+    classes = expect if isinstance(expect, tuple) else (expect,)
+    return " or ".join(c.__name__ for c in classes)
+
+
+def _bad_decode(label: str, expected: str, value: Any) -> ProtocolError:
+    return ProtocolError(f"{label}: expected {expected}, got {_describe(value)}")
+
+
+def _bad_encode(label: str, expected: str, value: Any) -> Exception:
+    kind = ValueError if type(value) is int and expected.startswith("int") else TypeError
+    return kind(f"{label}: expected {expected}, got {_describe(value)}")
+
+
+def _bad_shape(label: str, cls: type, value: Any) -> ProtocolError:
+    tag, arity = cls.__wire_tag__, len(attrs.fields(cls))  # type: ignore[attr-defined]
+    if type(value) is not tuple:
+        return _bad_decode(label, f"{cls.__name__} record (an array)", value)
+    if len(value) != arity + 1:
+        return ProtocolError(
+            f"{label}: {cls.__name__} has tag + {arity} fields, got an array of {len(value)}"
+        )
+    return ProtocolError(f"{label}: expected tag {tag} ({cls.__name__}), got {_describe(value[0])}")
+
+
+def _bad_fields(label: str, cls: type, error: Exception) -> ProtocolError:
+    return ProtocolError(f"{label}: {cls.__name__} rejected its fields: {error!r}")
+
+
+def _as_int(value: Any, label: str) -> int:
+    """Accept int subclasses such as IntEnum when encoding (never bool)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    raise _bad_encode(label, _INT, value)
+
+
+# --- annotation specs -----------------------------------------------------------------------
+
+_INT = "int in [0, 2**64)"
+_PRIMS: dict[type, str] = {int: _INT, bool: "bool", bytes: "bytes", str: "str", float: "float"}
+_UNIONS = (typing.Union, types.UnionType)
+
+
+@attrs.frozen
+class _Spec:
+    """A parsed field annotation: kind is 'prim', 'record', 'optional' or 'tuple'."""
+
+    kind: str
+    type: type | None = None
+    inner: _Spec | None = None
+
+    def describe(self) -> str:
+        if self.kind == "prim":
+            return _PRIMS[self.type]  # type: ignore[index]
+        if self.kind == "record":
+            return f"{self.type.__name__} record"  # type: ignore[union-attr]
+        if self.kind == "optional":
+            return f"{self.inner.describe()} or nil"  # type: ignore[union-attr]
+        return f"tuple of {self.inner.describe()}"  # type: ignore[union-attr]
+
+
+def _parse(tp: Any, where: str) -> _Spec:
+    if tp in _PRIMS:
+        return _Spec("prim", tp)
+    if isinstance(tp, type) and tp.__dict__.get("__wire_tag__") is not None:
+        if REGISTRY.get(tp.__wire_tag__) is not tp:
+            raise TypeError(f"{where}: {tp.__name__} is not a registered record")
+        return _Spec("record", tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in _UNIONS and len(args) == 2 and type(None) in args:
+        (inner,) = (a for a in args if a is not type(None))
+        return _Spec("optional", inner=_parse(inner, where))
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return _Spec("tuple", inner=_parse(args[0], where))
+    raise TypeError(f"{where}: unsupported wire annotation {tp!r}")
+
+
+# --- converters for nested values (records, optionals, tuples) ------------------------------
+
+
+def _prim_converter(tp: type, decoding: bool) -> Converter:
+    expected = _PRIMS[tp]
+    bad = _bad_decode if decoding else _bad_encode
+    if tp is int:
+
+        def check_int(v: Any, label: str) -> int:
+            if type(v) is not int:
+                if decoding:
+                    raise bad(label, expected, v)
+                v = _as_int(v, label)
+            if v < 0 or v > MAX_INT:
+                raise bad(label, expected, v)
+            return v
+
+        return check_int
+
+    def check(v: Any, label: str) -> Any:
+        if type(v) is not tp:
+            raise bad(label, expected, v)
+        return v
+
+    return check
+
+
+def _converter(spec: _Spec, decoding: bool) -> Converter:
+    if spec.kind == "prim":
+        return _prim_converter(spec.type, decoding)  # type: ignore[arg-type]
+    if spec.kind == "record":
+        return _decoder(spec.type) if decoding else _encoder(spec.type)  # type: ignore[arg-type]
+    inner = _converter(spec.inner, decoding)  # type: ignore[arg-type]
+    if spec.kind == "optional":
+
+        def optional(v: Any, label: str) -> Any:
+            return None if v is None else inner(v, label)
+
+        return optional
+    bad = _bad_decode if decoding else _bad_encode
+    expected = spec.describe()
+    # msgpack arrays come back as tuples (use_list=False); going out, lists are cheapest.
+    build = tuple if decoding else list
+
+    def sequence(v: Any, label: str) -> Any:
+        if type(v) is not tuple:
+            raise bad(label, expected, v)
+        try:
+            return build(map(inner, v, repeat(label)))
+        except (ProtocolError, TypeError, ValueError):
+            # Rare path: redo the work item by item to name the offending index.
+            for i, item in enumerate(v):
+                inner(item, f"{label}[{i}]")
+            raise
+
+    return sequence
+
+
+# --- code generation ------------------------------------------------------------------------
+
+_BAD_PRIM = {
+    int: "type({v}) is not int or {v} < 0 or {v} > MAX_INT",
+    bool: "type({v}) is not bool",
+    bytes: "type({v}) is not bytes",
+    str: "type({v}) is not str",
+    float: "type({v}) is not float",
+}
+
+
+def _plan(cls: type) -> tuple[str, list[tuple[str, _Spec]]]:
+    tag = cls.__dict__.get("__wire_tag__")
+    if tag is None or REGISTRY.get(tag) is not cls:
+        raise TypeError(f"{cls.__name__} is not a registered wire record")
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for a in attrs.fields(cls):
+        if not a.init or a.kw_only:
+            raise TypeError(f"{cls.__name__}.{a.name}: wire fields must be positional init args")
+        fields.append((a.name, _parse(hints[a.name], f"{cls.__name__}.{a.name}")))
+    return cls.__name__, fields
+
+
+def _compile(cls: type) -> None:
+    """Generate and cache ``cls``'s encoder and decoder."""
+    if cls in _COMPILING:
+        raise TypeError(f"{cls.__name__}: recursive record types are not supported")
+    _COMPILING.add(cls)
+    try:
+        name, fields = _plan(cls)
+        tag = cls.__wire_tag__  # type: ignore[attr-defined]
+        ns: dict[str, Any] = {
+            "cls": cls,
+            "MAX_INT": MAX_INT,
+            "ProtocolError": ProtocolError,
+            "bad_decode": _bad_decode,
+            "bad_encode": _bad_encode,
+            "bad_shape": _bad_shape,
+            "bad_fields": _bad_fields,
+            "as_int": _as_int,
+            "describe": _describe,
+        }
+        for tp in _PRIMS:
+            ns[tp.__name__] = tp
+        enc = [f"def encode(o, label={name!r}):"]
+        enc.append("    if type(o) is not cls:")
+        enc.append(f"        raise TypeError(f'{{label}}: expected {name}, got {{describe(o)}}')")
+        dec = [f"def decode(v, label={name!r}):"]
+        shape = f"len(v) != {len(fields) + 1} or type(v[0]) is not int or v[0] != {tag}"
+        dec.append(f"    if type(v) is not tuple or {shape}:")
+        dec.append("        raise bad_shape(label, cls, v)")
+        args = [f"a{i}" for i in range(len(fields))]
+        if args:
+            dec.append(f"    _, {', '.join(args)}, = v")
+        for i, (field, spec) in enumerate(fields):
+            a, where = args[i], f"label + '.{field}'"
+            enc.append(f"    {a} = o.{field}")
+            prim = spec.type if spec.kind == "prim" else None
+            if spec.kind == "optional" and spec.inner.kind == "prim":  # type: ignore[union-attr]
+                prim = spec.inner.type  # type: ignore[union-attr]
+            if prim is not None:
+                exp = repr(spec.describe())
+                guard = f"{a} is not None and " if spec.kind == "optional" else ""
+                dec.append(f"    if {guard}({_BAD_PRIM[prim].format(v=a)}):")
+                dec.append(f"        raise bad_decode({where}, {exp}, {a})")
+                indent = "    "
+                if spec.kind == "optional":
+                    enc.append(f"    if {a} is not None:")
+                    indent = "        "
+                if prim is int:
+                    enc.append(f"{indent}if type({a}) is not int:")
+                    enc.append(f"{indent}    {a} = as_int({a}, {where})")
+                enc.append(f"{indent}if {_BAD_PRIM[prim].format(v=a)}:")
+                enc.append(f"{indent}    raise bad_encode({where}, {exp}, {a})")
+            else:
+                ns[f"dec_{a}"] = _converter(spec, decoding=True)
+                ns[f"enc_{a}"] = _converter(spec, decoding=False)
+                dec.append(f"    {a} = dec_{a}({a}, {where})")
+                enc.append(f"    {a} = enc_{a}({a}, {where})")
+        enc.append(f"    return [{', '.join([str(tag), *args])}]")
+        dec.append("    try:")
+        dec.append(f"        return cls({', '.join(args)})")
+        dec.append("    except Exception as e:")
+        dec.append("        raise bad_fields(label, cls, e) from e")
+        source = "\n".join(enc) + "\n\n" + "\n".join(dec) + "\n"
+        exec(compile(source, f"<wire.record plan for {cls.__qualname__}>", "exec"), ns)
+        _ENCODERS[cls] = ns["encode"]
+        _DECODERS[cls] = ns["decode"]
+    finally:
+        _COMPILING.discard(cls)
+
+
+def _encoder(cls: type) -> Converter:
+    if cls not in _ENCODERS:
+        _compile(cls)
+    return _ENCODERS[cls]
+
+
+def _decoder(cls: type) -> Converter:
+    if cls not in _DECODERS:
+        _compile(cls)
+    return _DECODERS[cls]
