@@ -1,0 +1,580 @@
+"""DiskStorage: a durable ``LogStorage`` made of WAL segments, snapshot files and meta.json.
+
+Synchronous and single-threaded by design: the runtime calls it from one worker thread at
+a time (``trio.to_thread.run_sync``). Reads are served from memory: every entry since the
+latest snapshot is kept in a list (snapshots bound the log), so ``term`` is O(1) and
+``entries`` O(size of the result).
+
+Writes are group-committed: ``append`` and ``set_hard_state`` only encode records into a
+buffer (and update memory, which the core reads at once); ``sync`` writes the whole buffer
+with one ``write`` and one ``fsync``. ``compact``, ``install_snapshot`` and a finished
+``SnapshotWriter`` first sync the buffer, then are durable when they return.
+
+Crash reasoning (what recovery sees after a crash at any point):
+- a group is appended then fsynced; a crash mid-group leaves a prefix of it, possibly cut
+  inside a record: the torn final record is truncated away on open, the complete records
+  before it are a prefix of the group, which is a state between the last two syncs;
+- a truncation marker precedes the entries that replace the suffix, in the same group;
+- a snapshot file appears only complete (temp + fsync + rename + directory fsync), and
+  segments or older snapshots are deleted only after that, oldest segment first;
+- on open the log is reconciled with the newest snapshot by the same rule
+  ``install_snapshot`` applies, so a crash anywhere inside an install recovers to the
+  installed state once the snapshot file exists, and to the old state before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from itertools import islice, pairwise
+
+import attrs
+
+from raftkv.raft.log_storage import Compacted, Unavailable
+from raftkv.storage import records
+from raftkv.storage.errors import (
+    CorruptionError,
+    DataDirLocked,
+    DataDirMismatch,
+    NotADataDir,
+    StorageFailure,
+)
+from raftkv.storage.files import TMP_SUFFIX, remove_durably, truncate_durably
+from raftkv.storage.fsync import FsyncPolicy, fsync_dir
+from raftkv.storage.meta import META_NAME, DirMeta, read_meta, write_meta
+from raftkv.storage.snapshot_file import (
+    SnapshotFile,
+    SnapshotFileWriter,
+    parse_snapshot_name,
+    snapshot_name,
+    write_snapshot,
+)
+from raftkv.storage.wal import (
+    Segment,
+    create_segment,
+    parse_segment_name,
+    scan_segment,
+    segment_header,
+    segment_name,
+)
+from wire.raft import CONFIG, ClusterConfig, Entry, HardState, SnapshotMeta
+
+DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
+LOCK_NAME = "LOCK"
+ENTRY_OVERHEAD = 16  # per-entry bytes counted by entries(max_bytes=...) beyond its data
+
+
+def open_storage(
+    data_dir: str | os.PathLike[str],
+    cluster_id: str,
+    node_id: int,
+    bootstrap_config: ClusterConfig,
+    fsync: FsyncPolicy | str = "always",
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
+) -> DiskStorage:
+    """Open the data directory, creating and bootstrapping it if it does not exist yet.
+
+    A new directory starts from the snapshot ``SnapshotMeta(0, 0, bootstrap_config)``;
+    an existing one keeps the configuration on disk and ignores ``bootstrap_config``
+    (``storage.created`` tells which happened). A directory of another cluster or node
+    raises ``DataDirMismatch``.
+    """
+    return DiskStorage(
+        os.fspath(data_dir), cluster_id, node_id, bootstrap_config, fsync, segment_size
+    )
+
+
+@attrs.define
+class _Replay:
+    """The log as the WAL records describe it, before reconciling with the snapshot."""
+
+    base: int | None = None  # index just before raw[0]; None until a record fixes it
+    raw: list = attrs.Factory(list)  # [term, kind, data] per entry
+    hs: HardState | None = None
+
+    @property
+    def last(self) -> int:
+        assert self.base is not None
+        return self.base + len(self.raw)
+
+
+class DiskStorage:
+    """A durable LogStorage (raftkv.raft.log_storage) on a local directory."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        cluster_id: str,
+        node_id: int,
+        bootstrap_config: ClusterConfig,
+        fsync: FsyncPolicy | str = "always",
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+    ) -> None:
+        if type(node_id) is not int or node_id < 1:
+            raise ValueError(f"node id must be an integer >= 1, not {node_id!r}")
+        if segment_size < 1:
+            raise ValueError("segment_size must be positive")
+        self.data_dir = os.path.abspath(data_dir)
+        self.fsync_policy = FsyncPolicy.parse(fsync)
+        self.segment_size = segment_size
+        self.created = False
+        self.recovery_notes: list[str] = []  # what open repaired, for the runtime to log
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._buf = bytearray()
+        self._buf_max_index = 0
+        self._segments: list[Segment] = []
+        self._lock_fd = -1
+        try:
+            self._open(cluster_id, node_id, bootstrap_config)
+        except OSError as e:
+            self._release()
+            raise StorageFailure(f"cannot open data dir {self.data_dir}: {e}") from e
+        except BaseException:
+            self._release()
+            raise
+
+    # -- opening and recovery --------------------------------------------------------------
+    def _open(self, cluster_id: str, node_id: int, bootstrap: ClusterConfig) -> None:
+        d, policy = self.data_dir, self.fsync_policy
+        if not os.path.isdir(d):
+            os.makedirs(d, exist_ok=True)
+            fsync_dir(os.path.dirname(d), policy)  # the new directory's name is durable
+        self._lock()
+        meta = read_meta(d)
+        if meta is None:
+            self._initialise(DirMeta(cluster_id=cluster_id, node_id=node_id), bootstrap)
+            self.created = True
+        elif (meta.cluster_id, meta.node_id) != (cluster_id, node_id):
+            raise DataDirMismatch(
+                f"data dir {d} belongs to cluster {meta.cluster_id!r} node {meta.node_id}, "
+                f"not cluster {cluster_id!r} node {node_id}; use another directory"
+            )
+        self._remove_temp_files()
+        self._load_snapshot()
+        self._recover_wal()
+
+    def _lock(self) -> None:
+        """One storage per directory: two nodes on one WAL would destroy it."""
+        self._lock_fd = os.open(os.path.join(self.data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataDirLocked(f"data dir {self.data_dir} is in use by another node") from None
+
+    def _initialise(self, meta: DirMeta, bootstrap: ClusterConfig) -> None:
+        """Bootstrap snapshot, first segment, then meta.json last: its presence means done.
+
+        A crash before meta.json leaves only files this very function writes; they are
+        removed and the directory initialised again. Anything else means the directory
+        is not ours and is refused.
+        """
+        d, policy = self.data_dir, self.fsync_policy
+        snap0, seg1 = snapshot_name(0, 0), segment_name(1)
+        preamble = records.hard_state_record(HardState())
+        for name in sorted(os.listdir(d)):
+            ours = name in (LOCK_NAME, snap0) or name.endswith(TMP_SUFFIX)
+            if name == seg1:
+                ours = os.path.getsize(os.path.join(d, name)) == len(segment_header(1) + preamble)
+            if not ours:
+                raise NotADataDir(f"{d} has no {META_NAME} but holds {name!r}: not a RaftKV dir")
+            if name != LOCK_NAME:
+                remove_durably(d, name, policy)
+        write_snapshot(d, SnapshotMeta(index=0, term=0, config=bootstrap), b"", policy)
+        create_segment(d, 1, preamble, policy).close()
+        write_meta(d, meta, policy)
+
+    def _remove_temp_files(self) -> None:
+        """Temp files are unfinished snapshots / segments / meta: never visible state."""
+        temps = [n for n in os.listdir(self.data_dir) if n.endswith(TMP_SUFFIX)]
+        for name in temps:
+            os.unlink(os.path.join(self.data_dir, name))
+            self.recovery_notes.append(f"removed unfinished {name}")
+        if temps:
+            fsync_dir(self.data_dir, self.fsync_policy)
+
+    def _load_snapshot(self) -> None:
+        found = sorted(
+            (parsed, name)
+            for name in os.listdir(self.data_dir)
+            if (parsed := parse_snapshot_name(name)) is not None
+        )
+        if not found:
+            raise CorruptionError(self.data_dir, 0, "no snapshot file in an initialised data dir")
+        (index, term), name = found[-1]
+        snap = SnapshotFile(os.path.join(self.data_dir, name))
+        if (snap.meta.index, snap.meta.term) != (index, term):
+            raise CorruptionError(snap.path, 0, f"meta says {snap.meta.index}/{snap.meta.term}")
+        self._snap, self._snap_file = snap.meta, snap
+        # Older ones survive only a crash between installing this one and removing them.
+        for _, old in found[:-1]:
+            remove_durably(self.data_dir, old, self.fsync_policy)
+            self.recovery_notes.append(f"removed superseded {old}")
+
+    def _recover_wal(self) -> None:
+        d = self.data_dir
+        seqs = sorted(s for n in os.listdir(d) if (s := parse_segment_name(n)) is not None)
+        if not seqs:
+            raise CorruptionError(d, 0, "no WAL segment in an initialised data dir")
+        for a, b in pairwise(seqs):
+            if b != a + 1:
+                missing = os.path.join(d, segment_name(a + 1))
+                raise CorruptionError(missing, 0, "WAL segment missing between existing ones")
+        replay = _Replay()
+        for i, seq in enumerate(seqs):
+            path = os.path.join(d, segment_name(seq))
+            last = i == len(seqs) - 1
+            scan = scan_segment(path, seq, last)
+            seg = Segment(seq=seq, path=path, max_index=0, size=scan.good_end)
+            for offset, rec in scan.records:
+                self._replay_record(replay, rec, seg, offset)
+            if scan.tail_problem is not None:
+                truncate_durably(path, scan.good_end, self.fsync_policy)
+                self.recovery_notes.append(
+                    f"truncated torn tail of {segment_name(seq)} at byte {scan.good_end} "
+                    f"({scan.size - scan.good_end} bytes dropped: {scan.tail_problem})"
+                )
+            self._segments.append(seg)
+        if replay.hs is None:
+            raise CorruptionError(self._segments[0].path, 0, "no hard state record in the WAL")
+        self._hs = self._durable_hs = replay.hs
+        self._entries = self._reconcile(replay)
+        self._segments[-1].open_for_append()
+
+    @staticmethod
+    def _replay_record(r: _Replay, rec: records.Record, seg: Segment, offset: int) -> None:
+        if isinstance(rec, records.EntriesRec):
+            if r.base is None:
+                r.base = rec.first - 1
+            elif rec.first != r.last + 1:
+                raise CorruptionError(
+                    seg.path, offset, f"entries start at {rec.first}, log ends at {r.last}"
+                )
+            r.raw.extend(rec.items)
+            seg.max_index = max(seg.max_index, r.last)
+        elif isinstance(rec, records.HardStateRec):
+            r.hs = rec.hs
+        elif isinstance(rec, records.TruncateRec):
+            if r.base is None or rec.after <= r.base:
+                # The entries it cuts were in segments deleted as covered by a snapshot.
+                r.base, r.raw = rec.after, []
+            elif rec.after > r.last:
+                raise CorruptionError(
+                    seg.path, offset, f"truncation after {rec.after} but log ends at {r.last}"
+                )
+            else:
+                del r.raw[rec.after - r.base :]
+        else:
+            r.base, r.raw = rec.index, []
+
+    def _reconcile(self, r: _Replay) -> list[Entry]:
+        """The entries after the snapshot: the ``install_snapshot`` rule, applied on open.
+
+        Keep the WAL's suffix after the snapshot index only if the WAL holds the snapshot's
+        entry with the snapshot's term (or starts right after it); otherwise the WAL is older
+        than the snapshot (an install the crash interrupted) and is void.
+        """
+        s = self._snap
+        if r.base is None:
+            return []
+        if r.base > s.index:
+            raise CorruptionError(
+                self._segments[0].path, 0, f"WAL starts at {r.base + 1}, after snapshot {s.index}"
+            )
+        if s.index > r.last:
+            return []
+        if s.index > r.base and r.raw[s.index - r.base - 1][0] != s.term:
+            return []
+        first = s.index + 1
+        return [
+            Entry(term=t, index=i, kind=k, data=b)
+            for i, (t, k, b) in enumerate(r.raw[first - r.base - 1 :], start=first)
+        ]
+
+    # -- read side (the core) --------------------------------------------------------------
+    def initial_state(self) -> tuple[HardState, ClusterConfig]:
+        """Hard state (commit raised to the snapshot index, which is committed by definition:
+        a crash after an install may precede the hard state's update) and the latest config
+        in the log, or the snapshot's."""
+        hs = self._hs
+        if hs.commit < self._snap.index:
+            hs = attrs.evolve(hs, commit=self._snap.index)
+        return hs, self._latest_config()
+
+    def _latest_config(self) -> ClusterConfig:
+        for e in reversed(self._entries):
+            if e.kind == CONFIG:
+                from wire.record import decode
+
+                config = decode(e.data)
+                if not isinstance(config, ClusterConfig):
+                    raise TypeError(f"config entry {e.index} holds {type(config).__name__}")
+                return config
+        return self._snap.config
+
+    def first_index(self) -> int:
+        return self._snap.index + 1
+
+    def last_index(self) -> int:
+        return self._snap.index + len(self._entries)
+
+    def term(self, index: int) -> int:
+        s = self._snap
+        if index < s.index:
+            raise Compacted(f"entry {index} is compacted (snapshot at {s.index})")
+        if index == s.index:
+            return s.term
+        if index > s.index + len(self._entries):
+            raise Unavailable(f"entry {index} is past the last index {self.last_index()}")
+        return self._entries[index - s.index - 1].term
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        s = self._snap
+        if lo <= s.index:
+            raise Compacted(f"entry {lo} is compacted (snapshot at {s.index})")
+        if hi > s.index + len(self._entries) + 1:
+            raise Unavailable(f"entry {hi - 1} is past the last index {self.last_index()}")
+        if lo >= hi:
+            return []
+        start, stop = lo - s.index - 1, hi - s.index - 1
+        if max_bytes is None:
+            return self._entries[start:stop]
+        out: list[Entry] = []
+        size = 0
+        for e in islice(self._entries, start, stop):
+            size += len(e.data) + ENTRY_OVERHEAD
+            if out and size > max_bytes:
+                break
+            out.append(e)
+        return out
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        return self._snap
+
+    def snapshot_data(self) -> bytes:
+        """Read from disk each time (checksum verified): memory stays bounded."""
+        with self._io("reading the snapshot", write=False):
+            return self._snap_file.read_data()
+
+    def snapshot_size(self) -> int:
+        return self._snap_file.data_len
+
+    def snapshot_chunk(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes of the snapshot data from ``offset``, for chunked sending."""
+        with self._io("reading the snapshot", write=False):
+            return self._snap_file.read_chunk(offset, size)
+
+    # -- write side (the runtime) ----------------------------------------------------------
+    def append(self, entries: list[Entry]) -> None:
+        """Buffer ``entries`` (durable at the next ``sync``), truncating a conflicting suffix."""
+        self._check_writable()
+        if not entries:
+            return
+        first = entries[0].index
+        for i, e in enumerate(entries):
+            if e.index != first + i:
+                raise ValueError(f"entries not consecutive: {e.index} after {first + i - 1}")
+        last = self.last_index()
+        if first > last + 1:
+            raise ValueError(f"append at {first} leaves a gap after the last index {last}")
+        if first <= self._snap.index:
+            raise ValueError(f"append at {first} overwrites the snapshot at {self._snap.index}")
+        if first <= last:
+            # Ordering rule: the truncation marker goes into the same group as the entries
+            # replacing the suffix, before them, so the one fsync in sync() makes the cut
+            # durable no later than the new entries, i.e. before they can be acknowledged.
+            self._buf += records.truncate_record(first - 1)
+            del self._entries[first - self._snap.index - 1 :]
+        self._buf += records.entries_record(entries)
+        self._entries.extend(entries)
+        self._buf_max_index = max(self._buf_max_index, entries[-1].index)
+
+    def set_hard_state(self, hs: HardState) -> None:
+        """Buffer the hard state (durable at the next ``sync``)."""
+        self._check_writable()
+        if hs != self._hs:
+            self._buf += records.hard_state_record(hs)
+            self._hs = hs
+
+    def sync(self) -> None:
+        """Write everything buffered with one write and one fsync (group commit).
+
+        Ordering rule: the runtime calls this before sending a Ready's messages, so the hard
+        state (term, vote) and the entries behind any vote or append response are on disk
+        before the response leaves: both are in this one group, covered by this one fsync.
+        """
+        self._check_writable()
+        if not self._buf:
+            return
+        with self._io("writing the WAL"):
+            seg = self._segments[-1]
+            if seg.size >= self.segment_size:
+                seg = self._roll(records.hard_state_record(self._durable_hs))
+            seg.append(self._buf, self.fsync_policy)
+            seg.max_index = max(seg.max_index, self._buf_max_index)
+            self._buf.clear()
+            self._buf_max_index = 0
+            self._durable_hs = self._hs
+
+    def _roll(self, preamble: bytes) -> Segment:
+        """Start the next segment, created complete with ``preamble`` (durable hard state)."""
+        old = self._segments[-1]
+        seg = create_segment(self.data_dir, old.seq + 1, preamble, self.fsync_policy)
+        old.close()
+        self._segments.append(seg)
+        return seg
+
+    def compact(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Save the state machine's snapshot at ``meta.index`` and drop the entries it covers.
+
+        Durable on return. ``meta.index`` must be in (snapshot index, last index] with the
+        log's term there.
+        """
+        self._check_writable()
+        s = self._snap
+        if not s.index < meta.index <= self.last_index():
+            raise ValueError(f"compact at {meta.index}: outside ({s.index}, {self.last_index()}]")
+        if self.term(meta.index) != meta.term:
+            raise ValueError(f"compact at {meta.index}: term {meta.term} != log's term")
+        self.sync()  # all earlier writes durable first: crash states stay one linear history
+        with self._io("writing a snapshot"):
+            path = write_snapshot(self.data_dir, meta, data, self.fsync_policy)
+            self._switch_snapshot(meta, path)
+
+    def install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Replace state with a leader's snapshot (durable on return); keep the log suffix
+        only if the entry at ``meta.index`` has ``meta.term``."""
+        self._check_writable()
+        self._check_newer(meta)
+        self.sync()
+        with self._io("installing a snapshot"):
+            path = write_snapshot(self.data_dir, meta, data, self.fsync_policy)
+            self._switch_snapshot(meta, path)
+
+    def snapshot_writer(self, meta: SnapshotMeta) -> SnapshotWriter:
+        """A writer for a snapshot received in chunks; ``finish()`` installs it."""
+        self._check_writable()
+        self._check_newer(meta)
+        with self._io("starting a snapshot"):
+            return SnapshotWriter(self, SnapshotFileWriter(self.data_dir, meta, self.fsync_policy))
+
+    def _check_newer(self, meta: SnapshotMeta) -> None:
+        if meta.index <= self._snap.index:
+            raise ValueError(f"snapshot at {meta.index} is not newer than {self._snap.index}")
+
+    def _switch_snapshot(self, meta: SnapshotMeta, path: str) -> None:
+        """The snapshot at ``path`` is durable: now drop what it covers, memory then files."""
+        s = self._snap
+        keep = meta.index <= self.last_index() and self.term(meta.index) == meta.term
+        policy = self.fsync_policy
+        if keep:
+            del self._entries[: meta.index - s.index]
+            doomed = []
+            for seg in self._segments[:-1]:  # a prefix only, never the active segment
+                if seg.max_index > meta.index:
+                    break
+                doomed.append(seg)
+        else:
+            # Reset: the whole log is older than the snapshot. A new segment carries the
+            # durable hard state and a RESET marker; only once it is durable do the old
+            # segments go (recovery would reach the same state from the snapshot file alone).
+            self._entries = []
+            self._roll(
+                records.hard_state_record(self._durable_hs)
+                + records.reset_record(meta.index, meta.term)
+            )
+            doomed = self._segments[:-1]
+        self._snap = meta
+        self._snap_file = SnapshotFile(path)
+        for seg in doomed:  # oldest first, each removal durable: no gap can ever appear
+            remove_durably(self.data_dir, os.path.basename(seg.path), policy)
+            self._segments.remove(seg)
+        for name in os.listdir(self.data_dir):
+            if (parsed := parse_snapshot_name(name)) and parsed != (meta.index, meta.term):
+                remove_durably(self.data_dir, name, policy)
+
+    # -- failure handling and closing ------------------------------------------------------
+    def _check_writable(self) -> None:
+        if self._failed is not None:
+            raise StorageFailure(
+                f"storage in {self.data_dir} failed earlier ({self._failed}); it refuses "
+                "writes: restart the node so it recovers from what is on disk"
+            )
+        if self._closed:
+            raise ValueError("storage is closed")
+
+    @contextlib.contextmanager
+    def _io(self, what: str, write: bool = True) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            if write:
+                self._failed = e
+            hint = " (disk full)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            raise StorageFailure(f"{what} in {self.data_dir} failed{hint}: {e}") from e
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
+
+    def close(self, sync: bool = True) -> None:
+        """Sync what is buffered (unless ``sync=False`` or failed), release the directory."""
+        if self._closed:
+            return
+        try:
+            if sync and self._failed is None:
+                self.sync()
+        finally:
+            self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        for seg in self._segments:
+            seg.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> DiskStorage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SnapshotWriter:
+    """Receives a snapshot in chunks (InstallSnapshot); ``finish`` installs it atomically."""
+
+    def __init__(self, storage: DiskStorage, file: SnapshotFileWriter) -> None:
+        self._storage = storage
+        self._file = file
+        self.meta = file.meta
+
+    @property
+    def received(self) -> int:
+        return self._file.received
+
+    def write(self, offset: int, chunk: bytes) -> None:
+        st = self._storage
+        st._check_writable()
+        with st._io("writing a received snapshot"):
+            self._file.write(offset, chunk)
+
+    def finish(self) -> None:
+        """Make it durable and the current snapshot, like ``install_snapshot``."""
+        st = self._storage
+        st._check_writable()
+        if self.meta.index <= st.snapshot_meta().index:  # overtaken while receiving
+            self.abort()
+            st._check_newer(self.meta)
+        st.sync()
+        with st._io("installing a received snapshot"):
+            path = self._file.finish()
+            st._switch_snapshot(self.meta, path)
+
+    def abort(self) -> None:
+        with self._storage._io("discarding a received snapshot", write=False):
+            self._file.abort()

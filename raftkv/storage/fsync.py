@@ -1,0 +1,54 @@
+"""The fsync policy, and the one place that calls fsync on files and directories.
+
+``always`` (the default) fsyncs every WAL group, snapshot, segment and directory change:
+what ``sync()`` returns from is on the disk. ``never`` skips every fsync; a power loss
+can then lose acknowledged writes and break Raft's safety, so it exists for benchmarks only
+and the runtime must log ``fsync_policy_warning()`` loudly when it is chosen.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+
+
+class FsyncPolicy(enum.Enum):
+    ALWAYS = "always"
+    NEVER = "never"
+
+    @classmethod
+    def parse(cls, value: FsyncPolicy | str) -> FsyncPolicy:
+        if isinstance(value, FsyncPolicy):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(p.value for p in cls)
+            raise ValueError(f"unknown fsync policy {value!r} (choose one of {choices})") from None
+
+
+def fsync_policy_warning(policy: FsyncPolicy | str) -> str | None:
+    """Text the runtime must log at WARNING level for a weak policy (None for ``always``)."""
+    if FsyncPolicy.parse(policy) is FsyncPolicy.ALWAYS:
+        return None
+    return (
+        "fsync=never: the write-ahead log is NOT fsynced. A power loss or kernel crash can "
+        "lose acknowledged writes and votes, which breaks Raft's safety guarantees. Use it "
+        "for benchmarks only, never for data you care about."
+    )
+
+
+def fsync_fd(fd: int, policy: FsyncPolicy) -> None:
+    if policy is FsyncPolicy.ALWAYS:
+        os.fsync(fd)
+
+
+def fsync_dir(path: str, policy: FsyncPolicy) -> None:
+    """Make a directory's entries (creates, renames, unlinks) durable."""
+    if policy is not FsyncPolicy.ALWAYS:
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,201 @@
+"""Snapshot files: ``snapshot-<index>-<term>.snap``, written atomically, checked on read.
+
+Layout: a 24-byte header (magic, format version, meta length, data length), the meta
+(msgpack ``[index, term, [[id, peer_addr, learner], ...]]``), the state-machine data, then
+a u32 ``zlib.crc32`` of everything before it. The data is streamed in chunks both ways, so
+neither writing a received snapshot nor checking one needs it all in memory.
+
+A snapshot becomes visible only by ``os.replace`` of a fully written and fsynced temp file,
+followed by a directory fsync: a crash leaves either the old set of snapshots or the new.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import struct
+import zlib
+
+import msgpack
+
+from raftkv.storage.errors import CorruptionError, UnsupportedFormat
+from raftkv.storage.files import TMP_SUFFIX, pwrite_all
+from raftkv.storage.fsync import FsyncPolicy, fsync_dir, fsync_fd
+from wire.raft import ClusterConfig, Member, SnapshotMeta
+
+MAGIC = b"RAFTKVSN"
+VERSION = 1
+HEADER = struct.Struct("<8sIIQ")  # magic, version, meta length, data length
+CRC = struct.Struct("<I")
+CHUNK = 1 << 20
+
+_NAME = re.compile(r"^snapshot-(\d{20})-(\d{20})\.snap$")
+
+
+def snapshot_name(index: int, term: int) -> str:
+    return f"snapshot-{index:020d}-{term:020d}.snap"
+
+
+def parse_snapshot_name(name: str) -> tuple[int, int] | None:
+    m = _NAME.match(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def encode_meta(meta: SnapshotMeta) -> bytes:
+    members = [[m.id, m.peer_addr, m.learner] for m in meta.config.members]
+    return msgpack.packb([meta.index, meta.term, members], use_bin_type=True)
+
+
+def decode_meta(raw: bytes) -> SnapshotMeta:
+    obj = msgpack.unpackb(raw, raw=False)
+    index, term, members = obj
+    config = ClusterConfig(tuple(Member(int(i), str(a), bool(ln)) for i, a, ln in members))
+    if type(index) is not int or type(term) is not int:
+        raise ValueError("index and term must be integers")
+    return SnapshotMeta(index=index, term=term, config=config)
+
+
+class SnapshotFileWriter:
+    """Streams one snapshot into a temp file; ``finish`` makes it visible atomically."""
+
+    def __init__(self, directory: str, meta: SnapshotMeta, policy: FsyncPolicy) -> None:
+        self.directory = directory
+        self.meta = meta
+        self.policy = policy
+        self.path = os.path.join(directory, snapshot_name(meta.index, meta.term))
+        self.tmp = self.path + TMP_SUFFIX
+        self._meta_raw = encode_meta(meta)
+        self._data_start = HEADER.size + len(self._meta_raw)
+        self._received = 0
+        self._fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            pwrite_all(self._fd, self._header(0) + self._meta_raw, 0)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _header(self, data_len: int) -> bytes:
+        return HEADER.pack(MAGIC, VERSION, len(self._meta_raw), data_len)
+
+    @property
+    def received(self) -> int:
+        """Bytes of data received so far (the next offset a sender should use)."""
+        return self._received
+
+    def write(self, offset: int, chunk: bytes) -> None:
+        """Write ``chunk`` at data ``offset``; a resent chunk may overlap, a hole may not."""
+        if self._fd < 0:
+            raise ValueError("snapshot writer is closed")
+        if offset < 0 or offset > self._received:
+            raise ValueError(f"chunk at offset {offset} leaves a hole (have {self._received})")
+        pwrite_all(self._fd, chunk, self._data_start + offset)
+        self._received = max(self._received, offset + len(chunk))
+
+    def finish(self) -> str:
+        """Seal (data length, checksum), fsync, rename into place, fsync the directory."""
+        if self._fd < 0:
+            raise ValueError("snapshot writer is closed")
+        fd = self._fd
+        pwrite_all(fd, self._header(self._received), 0)
+        end = self._data_start + self._received
+        os.ftruncate(fd, end)  # an overlapping resend can never have made it longer; be sure
+        crc = 0
+        pos = 0
+        while pos < end:
+            block = os.pread(fd, min(CHUNK, end - pos), pos)
+            if not block:
+                raise OSError(f"{self.tmp}: short read while sealing the snapshot")
+            crc = zlib.crc32(block, crc)
+            pos += len(block)
+        pwrite_all(fd, CRC.pack(crc), end)
+        fsync_fd(fd, self.policy)
+        os.close(fd)
+        self._fd = -1
+        os.replace(self.tmp, self.path)  # the snapshot exists from here on ...
+        fsync_dir(self.directory, self.policy)  # ... and its name is durable from here on
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temp file (idempotent; a no-op after ``finish``)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
+
+
+def write_snapshot(directory: str, meta: SnapshotMeta, data: bytes, policy: FsyncPolicy) -> str:
+    writer = SnapshotFileWriter(directory, meta, policy)
+    try:
+        writer.write(0, data)
+        return writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+class SnapshotFile:
+    """An existing snapshot file: meta and data location, checksum verified on open."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        with open(path, "rb") as f:
+            head = f.read(HEADER.size)
+            if len(head) < HEADER.size:
+                raise CorruptionError(path, 0, "short snapshot header")
+            magic, version, meta_len, data_len = HEADER.unpack(head)
+            if magic != MAGIC:
+                raise CorruptionError(path, 0, f"bad snapshot magic {magic!r}")
+            if version != VERSION:
+                raise UnsupportedFormat(
+                    f"{path}: snapshot format version {version}; this build reads {VERSION}"
+                )
+            size = os.fstat(f.fileno()).st_size
+            expected = HEADER.size + meta_len + data_len + CRC.size
+            if size != expected:
+                raise CorruptionError(path, 0, f"file is {size} bytes, header implies {expected}")
+            raw_meta = f.read(meta_len)
+            self.data_offset = HEADER.size + meta_len
+            self.data_len = data_len
+            crc = zlib.crc32(raw_meta, zlib.crc32(head))
+            crc = self._stream(f, data_len, crc, None)
+            (stored,) = CRC.unpack(f.read(CRC.size))
+        if crc != stored:
+            raise CorruptionError(path, expected - CRC.size, "snapshot checksum mismatch")
+        try:
+            self.meta = decode_meta(raw_meta)
+        except Exception as e:
+            raise CorruptionError(path, HEADER.size, f"bad snapshot meta ({e})") from None
+
+    @staticmethod
+    def _stream(f, n: int, crc: int, sink: list[bytes] | None) -> int:
+        while n > 0:
+            block = f.read(min(CHUNK, n))
+            if not block:
+                raise CorruptionError(f.name, f.tell(), "snapshot file ended early")
+            crc = zlib.crc32(block, crc)
+            if sink is not None:
+                sink.append(block)
+            n -= len(block)
+        return crc
+
+    def read_data(self) -> bytes:
+        """The data, re-checked against the checksum (the file may have rotted since open)."""
+        parts: list[bytes] = []
+        with open(self.path, "rb") as f:
+            prefix = f.read(self.data_offset)
+            crc = self._stream(f, self.data_len, zlib.crc32(prefix), parts)
+            (stored,) = CRC.unpack(f.read(CRC.size))
+        if crc != stored:
+            raise CorruptionError(self.path, self.data_offset + self.data_len, "checksum mismatch")
+        return b"".join(parts)
+
+    def read_chunk(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` data bytes from ``offset`` (for sending a snapshot in chunks)."""
+        if offset < 0 or size < 0:
+            raise ValueError("offset and size must be >= 0")
+        size = max(0, min(size, self.data_len - offset))
+        with open(self.path, "rb") as f:
+            f.seek(self.data_offset + offset)
+            return f.read(size)
