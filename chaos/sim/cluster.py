@@ -1,0 +1,358 @@
+"""K consensus cores, their disks, the network and a virtual clock, driven step by step.
+
+The driver handles each node's ``Ready`` exactly as the core's contract says: append the
+entries and save the hard state, sync if asked, then send the messages, then apply the
+committed entries (and answer reads), then ``advance``. Every step (a message delivered, a
+node's tick, a client call, a fault) ends with the incremental safety checks.
+
+Virtual time runs in units of 1/``TICK`` of a tick; node i ticks when ``time % TICK`` equals
+its random phase, so ticks and deliveries interleave differently per node and per seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from chaos.sim import messages
+from chaos.sim.faults import Fault, View
+from chaos.sim.history import History
+from chaos.sim.invariants import MISSING, SafetyChecker, Violation
+from chaos.sim.network import TICK, LinkModel, Network
+from chaos.sim.storage import DiskImage, SimStorage
+from raftkv.raft.log_storage import Compacted, Unavailable
+from wire.raft import NORMAL, ClusterConfig, Member
+
+
+@attrs.define
+class SimNode:
+    """One node id across incarnations: the disk persists, the core is rebuilt on restart."""
+
+    id: int
+    image: DiskImage
+    phase: int
+    inc: int = 0
+    raft: Any = None
+    storage: SimStorage | None = None
+    alive: bool = False
+    applied: int = 0
+    value: bytes = b""
+    torn_armed: bool = False
+
+    def term_at(self, index: int) -> int | None:
+        try:
+            return self.storage.term(index)  # type: ignore[union-attr]
+        except Compacted:
+            return None
+        except Unavailable:
+            return MISSING
+
+
+@attrs.define
+class ClusterStats:
+    steps: int = 0  # events checked
+    delivered_to_dead: int = 0
+    proposals_rejected: int = 0
+    reads_rejected: int = 0
+    transfers: int = 0
+    faults: dict[str, int] = attrs.Factory(dict)
+
+
+class Cluster:
+    """The simulated world. ``make_node(id, storage, rng)`` builds a consensus core."""
+
+    def __init__(
+        self,
+        rng: random.Random,
+        ids: list[int],
+        make_node: Callable[[int, SimStorage, random.Random], Any],
+        trace_len: int = 50,
+        digest: Any = None,
+    ) -> None:
+        self.rng = rng
+        self.ids = list(ids)
+        self.make_node = make_node
+        self.now = 0
+        self.net = Network(random.Random(rng.getrandbits(64)), ids)
+        self.disk_rng = random.Random(rng.getrandbits(64))
+        self.checker = SafetyChecker()
+        self.history = History()
+        self.stats = ClusterStats()
+        self.trace: deque[tuple[int, int, str, Any]] = deque(maxlen=trace_len)
+        self.digest = digest
+        config = ClusterConfig(tuple(Member(i, f"sim-{i}") for i in ids))
+        self.nodes: dict[int, SimNode] = {}
+        for i in ids:
+            node = SimNode(i, DiskImage.bootstrap(config), phase=rng.randrange(TICK))
+            self.nodes[i] = node
+        for i in ids:
+            self._start(self.nodes[i])
+        self.vote_crash_armed = False
+        self._restart_at: dict[int, int] = {}
+
+    # -- tracing --------------------------------------------------------------------------
+    def event(self, node: int, what: str, detail: Any = None) -> None:
+        self.trace.append((self.now, node, what, detail))
+        if self.digest is not None:
+            self.digest.update(f"{self.now}|{node}|{what}|{messages.brief(detail)}\n".encode())
+
+    def format_trace(self) -> list[str]:
+        out = []
+        for now, node, what, detail in self.trace:
+            where = f"n{node}" if node else "--"
+            text = f"t={now // TICK}.{now % TICK} {where} {what}"
+            if detail is not None:
+                text += f" {messages.show(detail)}"
+            out.append(text)
+        return out
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _start(self, node: SimNode) -> None:
+        node.inc += 1
+        node.storage = SimStorage(node.image)
+        node.raft = self.make_node(node.id, node.storage, random.Random(self.rng.getrandbits(64)))
+        node.alive = True
+        node.torn_armed = False
+        node.applied = node.image.snapshot.index
+        node.value = messages.register_from_snapshot(node.image.snapshot_data)
+        self.checker.incarnation(node.id, node.inc, node.applied)
+        self.event(node.id, "start", f"inc {node.inc} {node.image.hard_state}")
+        self._drain(node)
+
+    def crash(self, node: SimNode, torn: bool = False) -> None:
+        if not node.alive:
+            return
+        note = node.storage.crash(self.disk_rng, torn=torn)  # type: ignore[union-attr]
+        node.alive = False
+        node.raft = None
+        self.history.forget_node(node.id, node.inc)
+        self.event(node.id, "crash" + (" (torn)" if torn else ""), note)
+
+    def restart(self, node: SimNode) -> None:
+        if not node.alive:
+            self._start(node)
+
+    # -- the event loop -------------------------------------------------------------------------
+    def run_tick(self, tick: int) -> None:
+        """Advance virtual time by one tick: deliveries and node ticks interleaved."""
+        base = tick * TICK
+        net = self.net
+        nodes = self.nodes
+        for unit in range(TICK):
+            self.now = now = base + unit
+            while True:
+                msg = net.pop_due(now)
+                if msg is None:
+                    break
+                self.deliver(msg)
+            for node in nodes.values():
+                if node.phase == unit and node.alive:
+                    self.stats.steps += 1
+                    node.raft.tick()
+                    self._drain(node)
+        due = [n for n, t in self._restart_at.items() if t <= tick]
+        for n in due:
+            del self._restart_at[n]
+            self.restart(self.nodes[n])
+
+    def deliver(self, msg: Any) -> None:
+        node = self.nodes[msg.dst]
+        self.stats.steps += 1
+        if not node.alive:
+            self.stats.delivered_to_dead += 1
+            return
+        self.event(node.id, "recv", msg)
+        node.raft.step(msg)
+        self._drain(node)
+
+    # -- Ready handling -------------------------------------------------------------------------
+    def _drain(self, node: SimNode) -> None:
+        raft = node.raft
+        while node.alive and raft.has_ready():
+            self._handle(node, raft.ready())
+        if node.alive:
+            self._observe(node)
+
+    def _handle(self, node: SimNode, rd: Any) -> None:
+        raft, storage, checker = node.raft, node.storage, self.checker
+        assert storage is not None
+        if rd.entries:
+            checker.appending(
+                node.id,
+                rd.entries,
+                storage.last_index(),
+                node.term_at,
+                checker.commit_seen(node.id, node.inc),
+            )
+            storage.append(list(rd.entries))
+        if rd.hard_state is not None:
+            storage.set_hard_state(rd.hard_state)
+        if node.torn_armed and (rd.entries or rd.hard_state is not None):
+            self.crash(node, torn=True)
+            return
+        if rd.must_sync:
+            storage.sync()
+        vote_granted = False
+        durable = storage.image.hard_state
+        for msg in rd.messages:
+            if not messages.is_prevote(msg) and msg.term > durable.term:
+                raise Violation(
+                    "persistence",
+                    f"node {node.id} sends {messages.show(msg)} in term {msg.term} but its "
+                    f"durable term is {durable.term}",
+                )
+            if messages.is_vote_grant(msg):
+                if durable.term == msg.term and durable.vote != msg.dst:
+                    raise Violation(
+                        "persistence",
+                        f"node {node.id} grants its term-{msg.term} vote to {msg.dst} but its "
+                        f"durable vote is {durable.vote}",
+                    )
+                checker.vote(node.id, msg.term, msg.dst)
+                vote_granted = True
+            self.event(node.id, "send", msg)
+            self.net.send(self.now, msg)
+        if rd.committed_entries:
+            history = self.history
+            commit = raft.commit_index
+            for e in rd.committed_entries:
+                checker.apply(node.id, node.inc, e, commit)
+                node.applied = e.index
+                if e.kind == NORMAL:
+                    node.value = e.data
+                history.applied(e)
+            self.event(node.id, "apply", f"{rd.committed_entries[0].index}..{node.applied}")
+            for ctx in history.ready_to_serve(node.id, node.inc, node.applied):
+                history.serve(ctx, node.applied, node.value)
+        for rs in rd.read_states:
+            self.event(node.id, "read index", f"{rs.ctx!r} -> {rs.index}")
+            if self.history.read_state(node.id, node.inc, rs.ctx, rs.index, node.applied):
+                self.history.serve(rs.ctx, node.applied, node.value)
+        for ctx in rd.failed_reads:
+            self.history.read_failed(ctx)
+        raft.advance(rd)
+        if vote_granted and self.vote_crash_armed:
+            self.vote_crash_armed = False
+            self.crash(node)
+            self._restart_at[node.id] = self.now // TICK + 1 + self.disk_rng.randrange(3)
+
+    def _observe(self, node: SimNode) -> None:
+        raft = node.raft
+        if raft.role is messages.LEADER and self.checker.leader(node.id, raft.term, node.term_at):
+            self.event(node.id, "leader", f"term {raft.term}")
+        self.checker.commit(node.id, node.inc, raft.commit_index, node.term_at)
+
+    # -- clients -------------------------------------------------------------------------------
+    def propose(self, node: SimNode, value: bytes) -> int | None:
+        """Propose at ``node``; the leader hint on NotLeader, None on success."""
+        if not node.alive:
+            return 0
+        self.stats.steps += 1
+        try:
+            index, term = node.raft.propose(value)
+        except messages.NotLeader as e:
+            self.stats.proposals_rejected += 1
+            return e.leader_id or 0
+        self.history.proposed(node.id, value, index, term, self.now)
+        self.event(node.id, "propose", f"{value!r} -> ({index}, {term})")
+        self._drain(node)
+        return None
+
+    def read(self, node: SimNode, ctx: bytes) -> bool:
+        if not node.alive:
+            return False
+        self.stats.steps += 1
+        frontier = self.checker.commit_max
+        try:
+            node.raft.read_index(ctx)
+        except messages.NotLeader:
+            self.stats.reads_rejected += 1
+            return False
+        self.history.read_requested(node.id, node.inc, ctx, self.now, frontier)
+        self.event(node.id, "read", f"{ctx!r} (committed >= {frontier})")
+        self._drain(node)
+        return True
+
+    def transfer(self, node: SimNode, target: int) -> None:
+        if not node.alive:
+            return
+        self.stats.steps += 1
+        self.stats.transfers += 1
+        self.event(node.id, "transfer", f"to {target}")
+        node.raft.transfer_leadership(target)
+        self._drain(node)
+
+    # -- faults --------------------------------------------------------------------------------
+    def view(self) -> View:
+        crashed = tuple(n.id for n in self.nodes.values() if not n.alive)
+        return View(tuple(self.ids), crashed, self.leader())
+
+    def leader(self) -> int:
+        """The live leader with the highest term, or 0."""
+        best, best_term = 0, -1
+        for node in self.nodes.values():
+            if node.alive and node.raft.role is messages.LEADER and node.raft.term > best_term:
+                best, best_term = node.id, node.raft.term
+        return best
+
+    def apply_fault(self, fault: Fault) -> None:
+        kind = fault.kind
+        if kind not in ("restart", "calm"):
+            self.stats.faults[kind] = self.stats.faults.get(kind, 0) + 1
+        self.stats.steps += 1
+        self.event(0, "fault", fault)
+        net = self.net
+        if kind == "partition":
+            net.partition(fault.groups)
+        elif kind == "isolate_leader":
+            net.isolate(fault.nodes[0])
+        elif kind == "one_way":
+            net.one_way(fault.groups[0], fault.groups[1])
+        elif kind == "heal":
+            net.heal()
+        elif kind == "crash":
+            self.crash(self.nodes[fault.nodes[0]])
+        elif kind == "torn_crash":
+            self.nodes[fault.nodes[0]].torn_armed = True
+        elif kind == "vote_crash":
+            self.vote_crash_armed = True
+        elif kind == "restart":
+            self.restart(self.nodes[fault.nodes[0]])
+        elif kind == "lossy":
+            net.model.drop, net.model.dup = fault.drop, fault.dup
+        elif kind == "slow":
+            net.model.spike = fault.spike
+        elif kind == "calm":
+            net.model = LinkModel()
+        else:
+            raise ValueError(f"unknown fault {kind}")
+
+    def heal_all(self) -> None:
+        """The final phase: links up, no loss, every crashed node back."""
+        self.event(0, "heal all")
+        self.net.heal()
+        self.net.model = LinkModel()
+        self.vote_crash_armed = False
+        self._restart_at.clear()
+        for node in self.nodes.values():
+            node.torn_armed = False
+            self.restart(node)
+
+    def quiescent(self) -> int:
+        """The leader's id once the cluster is healthy and fully caught up, else 0."""
+        lid = self.leader()
+        if not lid:
+            return 0
+        leader = self.nodes[lid].raft
+        if leader.commit_index != leader.last_index:
+            return 0
+        for node in self.nodes.values():
+            if not node.alive or node.applied != leader.commit_index:
+                return 0
+            if node.raft.leader_id != lid or node.raft.term != leader.term:
+                return 0
+        return lid

@@ -1,0 +1,243 @@
+"""Raft's safety properties, checked incrementally as the simulation runs.
+
+Every check is O(new work): entries appended, commit indexes advanced, entries applied,
+elections won. The checker keeps the global facts those need:
+
+- ``leaders``: term -> the one node that led it (election safety, across all time).
+- ``entry_ids``: (index, term) -> (kind, data, previous term). If every appended entry with
+  a given (index, term) has the same contents *and* the same previous term, then by
+  induction any two logs holding (index, term) agree on every entry before it: the Log
+  Matching property, checked one entry at a time instead of comparing whole logs.
+- ``committed``: index -> term of every entry some node has seen committed. A node whose
+  commit index advances must hold exactly these terms (two different entries committed at
+  one index is a violation), and a node that becomes leader must hold all of them (Leader
+  Completeness). Commit indexes are not persisted synchronously, so a restarted node may
+  come back with a lower commit index: monotonicity is checked per incarnation, and what
+  must survive a restart is the committed entries themselves (a later leader lacking one
+  is caught by Leader Completeness, a node applying something else by State Machine
+  Safety).
+- ``applied``: index -> the entry applied there by anyone (State Machine Safety), and per
+  incarnation applied indexes advance by exactly one.
+- ``votes``: (voter, term) -> candidate granted, across restarts (a node that forgets its
+  vote and votes twice in a term is the root of two leaders in one term).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from wire.raft import Entry
+
+# term_at(index) -> term, None when the index is compacted into a snapshot (its entry was
+# committed and applied), or MISSING when the log does not reach that index.
+MISSING = -1
+TermAt = Callable[[int], "int | None"]
+
+
+class Violation(Exception):
+    """A safety or liveness property failed; ``prop`` names it, the message explains."""
+
+    def __init__(self, prop: str, detail: str) -> None:
+        super().__init__(f"{prop}: {detail}")
+        self.prop = prop
+        self.detail = detail
+
+
+class SafetyChecker:
+    """Incremental checks of Raft's safety properties over all nodes and incarnations."""
+
+    def __init__(self) -> None:
+        self.leaders: dict[int, int] = {}
+        self.entry_ids: dict[tuple[int, int], tuple[int, bytes, int]] = {}
+        self.committed: dict[int, int] = {}
+        self.commit_max = 0
+        self.applied: dict[int, Entry] = {}
+        self.votes: dict[tuple[int, int], int] = {}
+        self._commit_seen: dict[tuple[int, int], int] = {}
+        self._applied_seen: dict[tuple[int, int], int] = {}
+
+    @property
+    def elections(self) -> int:
+        return len(self.leaders)
+
+    # -- incarnations --------------------------------------------------------------------
+    def incarnation(self, node: int, inc: int, applied: int) -> None:
+        """A node (re)started; its state machine starts at ``applied`` (the snapshot)."""
+        self._commit_seen[(node, inc)] = 0
+        self._applied_seen[(node, inc)] = applied
+
+    # -- election safety and leader completeness -------------------------------------------
+    def leader(self, node: int, term: int, term_at: TermAt) -> bool:
+        """``node`` is leader of ``term``; returns True when this is a new leadership."""
+        known = self.leaders.get(term)
+        if known is not None:
+            if known != node:
+                raise Violation(
+                    "election safety", f"nodes {known} and {node} are both leader of term {term}"
+                )
+            return False
+        self.leaders[term] = node
+        for index in self.committed:
+            got = term_at(index)
+            if got is None:
+                continue
+            want = self.committed[index]
+            if got != want:
+                has = "lacks it" if got == MISSING else f"has term {got} there"
+                raise Violation(
+                    "leader completeness",
+                    f"node {node} became leader of term {term} but entry {index} "
+                    f"(term {want}) is committed and its log {has}",
+                )
+        return True
+
+    # -- votes ---------------------------------------------------------------------------------
+    def vote(self, voter: int, term: int, candidate: int) -> None:
+        before = self.votes.setdefault((voter, term), candidate)
+        if before != candidate:
+            raise Violation(
+                "vote safety",
+                f"node {voter} granted its term-{term} vote to {before} and then to {candidate}",
+            )
+
+    # -- log matching and the truncation rule -----------------------------------------------
+    def appending(
+        self,
+        node: int,
+        entries: Sequence[Entry],
+        last_index: int,
+        term_at: TermAt,
+        commit_index: int,
+    ) -> None:
+        """Check a batch before ``node``'s storage appends it (its log ends at last_index)."""
+        if not entries:
+            return
+        first = entries[0].index
+        if first > last_index + 1:
+            raise Violation(
+                "log append", f"node {node} appends at {first} but its log ends at {last_index}"
+            )
+        prev_term = term_at(first - 1)
+        conflict = None
+        replaced = 0
+        for e in entries:
+            if e.index <= last_index and conflict is None:
+                have = term_at(e.index)
+                if have is not None and have != e.term:
+                    conflict, replaced = e.index, have
+            if prev_term is not None and prev_term != MISSING and e.term < prev_term:
+                raise Violation(
+                    "log order",
+                    f"node {node} appends entry {e.index} of term {e.term} after term {prev_term}",
+                )
+            self._match(node, e, prev_term)
+            prev_term = e.term
+        end = entries[-1].index
+        if conflict is None and end < last_index:
+            raise Violation(
+                "log truncation",
+                f"node {node} drops entries {end + 1}..{last_index} although entries "
+                f"{first}..{end} match its log (truncate only from a term conflict)",
+            )
+        if conflict is not None:
+            if conflict <= commit_index:
+                raise Violation(
+                    "log truncation",
+                    f"node {node} overwrites entry {conflict} at or below its own commit "
+                    f"index {commit_index}",
+                )
+            if self.committed.get(conflict) == replaced:
+                raise Violation(
+                    "log truncation",
+                    f"node {node} overwrites committed entry {conflict} (term {replaced}) "
+                    f"with term {entries[conflict - first].term}",
+                )
+
+    def _match(self, node: int, e: Entry, prev_term: int | None) -> None:
+        key = (e.index, e.term)
+        # -2: the previous term is unknown (compacted): compare contents only.
+        prev = -2 if prev_term is None or prev_term == MISSING else prev_term
+        seen = self.entry_ids.get(key)
+        if seen is None:
+            self.entry_ids[key] = (e.kind, e.data, prev)
+            return
+        if seen[0] != e.kind or seen[1] != e.data:
+            raise Violation(
+                "log matching",
+                f"node {node} has entry {e.index} of term {e.term} with contents "
+                f"{e.kind}/{e.data[:24]!r}, elsewhere {seen[0]}/{seen[1][:24]!r}",
+            )
+        if prev != -2 and seen[2] != -2 and seen[2] != prev:
+            raise Violation(
+                "log matching",
+                f"node {node} has entry {e.index} of term {e.term} after an entry of term "
+                f"{prev}, another log has it after term {seen[2]}",
+            )
+        if seen[2] == -2 and prev != -2:
+            self.entry_ids[key] = (e.kind, e.data, prev)
+
+    def commit_seen(self, node: int, inc: int) -> int:
+        """The highest commit index this incarnation of ``node`` has reported."""
+        return self._commit_seen.get((node, inc), 0)
+
+    # -- commit ----------------------------------------------------------------------------------
+    def commit(self, node: int, inc: int, commit_index: int, term_at: TermAt) -> None:
+        """``node`` reports ``commit_index``: monotonic, and it holds the committed entries."""
+        key = (node, inc)
+        seen = self._commit_seen.get(key, 0)
+        if commit_index < seen:
+            raise Violation(
+                "commit monotonic",
+                f"node {node} commit index went back from {seen} to {commit_index}",
+            )
+        if commit_index == seen:
+            return
+        committed = self.committed
+        for index in range(seen + 1, commit_index + 1):
+            got = term_at(index)
+            if got is None:
+                continue
+            if got == MISSING:
+                raise Violation(
+                    "commit", f"node {node} commit index {commit_index} is past its log"
+                )
+            want = committed.setdefault(index, got)
+            if want != got:
+                raise Violation(
+                    "commit safety",
+                    f"entry {index} committed with term {want}, node {node} commits term {got}",
+                )
+        self._commit_seen[key] = commit_index
+        if commit_index > self.commit_max:
+            self.commit_max = commit_index
+
+    # -- apply -----------------------------------------------------------------------------------
+    def apply(self, node: int, inc: int, entry: Entry, commit_index: int) -> None:
+        key = (node, inc)
+        last = self._applied_seen.get(key, 0)
+        if entry.index != last + 1:
+            raise Violation(
+                "apply order", f"node {node} applies entry {entry.index} after {last}"
+            )
+        if entry.index > commit_index:
+            raise Violation(
+                "apply", f"node {node} applies entry {entry.index} beyond commit {commit_index}"
+            )
+        self._applied_seen[key] = entry.index
+        before = self.applied.setdefault(entry.index, entry)
+        if before != entry:
+            raise Violation(
+                "state machine safety",
+                f"node {node} applies {_show(entry)} but {_show(before)} was applied at that "
+                "index before",
+            )
+        want = self.committed.get(entry.index)
+        if want is not None and want != entry.term:
+            raise Violation(
+                "state machine safety",
+                f"node {node} applies {_show(entry)} but term {want} is committed there",
+            )
+
+
+def _show(e: Entry) -> str:
+    return f"entry {e.index} (term {e.term}, kind {e.kind}, {e.data[:24]!r})"

@@ -1,0 +1,245 @@
+"""One seed -> one simulation -> one verdict; many seeds, optionally on several processes.
+
+A run is a pure function of (seed, params): ``random.Random(seed)`` picks the cluster size
+and the core's configuration, then seeds separate child generators for the network, the
+disks, the fault planner, the clients and every node incarnation. Nothing reads the wall
+clock, iterates a set of strings, or touches the global ``random``.
+
+Phases: *chaos* (``ticks`` ticks of faults and client traffic), then *heal* (links up, no
+loss, crashed nodes restarted; clients keep proposing for ``HEAL_TRAFFIC`` ticks, then
+stop) until the cluster is quiescent: one leader, everything committed and applied
+everywhere. Liveness: a leader within ``LEADER_BOUND`` ticks of the heal, quiescence within
+``QUIESCE_BOUND``, and then every proposal is either committed or lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import traceback
+from collections.abc import Iterable, Iterator
+
+import attrs
+
+from chaos.sim.cluster import Cluster
+from chaos.sim.faults import FaultPlanner
+from chaos.sim.invariants import Violation
+from chaos.sim.workload import Workload
+
+DEFAULT_TICKS = 600
+LONG_FACTOR = 10
+HEAL_TRAFFIC = 30
+LEADER_BOUND = 300  # ticks: 10 maximal election timeouts at the default 15-tick base
+QUIESCE_BOUND = 600
+TRACE_LEN = 50
+
+
+@attrs.frozen
+class SimParams:
+    nodes: int | None = None  # None: drawn from the seed (3 or 5, sometimes 7)
+    ticks: int | None = None  # chaos-phase ticks; None: DEFAULT_TICKS (x LONG_FACTOR if long)
+    long: bool = False
+    bugs: frozenset[str] = frozenset()
+    digest: bool = False
+
+    def chaos_ticks(self) -> int:
+        if self.ticks is not None:
+            return self.ticks
+        return DEFAULT_TICKS * (LONG_FACTOR if self.long else 1)
+
+    def command(self, seed: int, nodes: int) -> str:
+        cmd = f"raftkv-chaos sim --seeds 1 --seed-start {seed} --nodes {nodes}"
+        if self.ticks is not None:
+            cmd += f" --steps {self.ticks}"
+        if self.long:
+            cmd += " --long"
+        for bug in sorted(self.bugs):
+            cmd += f" --bug {bug}"
+        return cmd
+
+
+@attrs.frozen
+class SeedResult:
+    seed: int
+    nodes: int
+    ok: bool
+    prop: str = ""
+    message: str = ""
+    trace: tuple[str, ...] = ()
+    command: str = ""
+    ticks: int = 0
+    steps: int = 0
+    elections: int = 0
+    commits: int = 0
+    lost: int = 0
+    reads: int = 0
+    faults: tuple[tuple[str, int], ...] = ()
+    digest: str = ""
+
+
+def draw_nodes(rng: random.Random) -> int:
+    return rng.choices((3, 5, 7), weights=(45, 45, 10))[0]
+
+
+def make_config(rng: random.Random, bugs: frozenset[str]):  # -> RaftConfig
+    from raftkv.raft import RaftConfig
+
+    return RaftConfig(
+        pre_vote=rng.random() < 0.8,
+        check_quorum=rng.random() < 0.8,
+        max_inflight=rng.choice((1, 4, 64)),
+        bugs=bugs,
+    )
+
+
+def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
+    from raftkv.raft import RaftNode
+
+    rng = random.Random(seed)
+    k = draw_nodes(rng)
+    if params.nodes is not None:
+        k = params.nodes
+    ids = list(range(1, k + 1))
+    config = make_config(rng, params.bugs)
+    digest = hashlib.sha256() if params.digest else None
+
+    def make_node(node_id: int, storage: object, node_rng: random.Random) -> object:
+        return RaftNode(node_id, storage, config, node_rng)
+
+    cluster = Cluster(
+        random.Random(rng.getrandbits(64)), ids, make_node, trace_len=TRACE_LEN, digest=digest
+    )
+    planner = FaultPlanner(random.Random(rng.getrandbits(64)), ids)
+    clients = Workload(random.Random(rng.getrandbits(64)), ids)
+    chaos = params.chaos_ticks()
+    tick = 0
+    prop = message = ""
+    try:
+        for tick in range(chaos):
+            for fault in planner.plan(tick, cluster.view()):
+                cluster.apply_fault(fault)
+            clients.act(cluster)
+            cluster.run_tick(tick)
+            if tick % 64 == 0:
+                cluster.history.expire_reads(cluster.now - 200 * 10)
+        tick = chaos
+        cluster.heal_all()
+        leader_at = None
+        while True:
+            clients.act(cluster, propose=tick < chaos + HEAL_TRAFFIC)
+            cluster.run_tick(tick)
+            tick += 1
+            since = tick - chaos
+            if leader_at is None and cluster.leader():
+                leader_at = tick
+            if leader_at is None and since > LEADER_BOUND:
+                raise Violation("liveness", f"no leader {LEADER_BOUND} ticks after the heal")
+            if since > HEAL_TRAFFIC and cluster.quiescent():
+                break
+            if since > QUIESCE_BOUND:
+                raise Violation(
+                    "liveness",
+                    f"not quiescent {QUIESCE_BOUND} ticks after the heal "
+                    f"({_state(cluster)})",
+                )
+        unresolved = cluster.history.unresolved()
+        if unresolved:
+            p = unresolved[0]
+            raise Violation(
+                "liveness",
+                f"{len(unresolved)} proposals neither committed nor lost after the heal, "
+                f"e.g. {p.value!r} at ({p.index}, {p.term}) via node {p.node} ({_state(cluster)})",
+            )
+    except Violation as v:
+        prop, message = v.prop, v.detail
+    except Exception as e:  # a crash of the core (or of the simulator) fails the seed too
+        prop = "exception"
+        message = "".join(traceback.format_exception(e)).rstrip()
+    ok = not prop
+    if digest is not None:
+        digest.update(f"{ok}|{prop}|{message}|{_state(cluster)}".encode())
+    history = cluster.history
+    return SeedResult(
+        seed=seed,
+        nodes=k,
+        ok=ok,
+        prop=prop,
+        message=message,
+        trace=() if ok else tuple(cluster.format_trace()),
+        command=params.command(seed, k),
+        ticks=tick,
+        steps=cluster.stats.steps,
+        elections=cluster.checker.elections,
+        commits=history.stats.committed,
+        lost=history.stats.lost,
+        reads=history.stats.reads_served,
+        faults=tuple(sorted(cluster.stats.faults.items())),
+        digest=digest.hexdigest() if digest is not None else "",
+    )
+
+
+def _state(cluster: Cluster) -> str:
+    parts = []
+    for node in cluster.nodes.values():
+        if not node.alive:
+            parts.append(f"n{node.id}:down")
+            continue
+        r = node.raft
+        parts.append(
+            f"n{node.id}:{r.role.name.lower()} t{r.term} c{r.commit_index} "
+            f"l{r.last_index} a{node.applied}"
+        )
+    return ", ".join(parts)
+
+
+def _job(args: tuple[int, SimParams]) -> SeedResult:
+    return run_seed(*args)
+
+
+def run_seeds(seeds: Iterable[int], params: SimParams, jobs: int = 1) -> Iterator[SeedResult]:
+    """Results in seed order, whatever ``jobs`` is (each seed is independent)."""
+    work = [(s, params) for s in seeds]
+    if jobs <= 1 or len(work) <= 1:
+        for item in work:
+            yield _job(item)
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(jobs) as pool:
+        yield from pool.imap(_job, work, chunksize=4)
+
+
+@attrs.define
+class Totals:
+    seeds: int = 0
+    failed: int = 0
+    ticks: int = 0
+    steps: int = 0
+    elections: int = 0
+    commits: int = 0
+    lost: int = 0
+    reads: int = 0
+    faults: dict[str, int] = attrs.Factory(dict)
+
+    def add(self, r: SeedResult) -> None:
+        self.seeds += 1
+        self.failed += not r.ok
+        self.ticks += r.ticks
+        self.steps += r.steps
+        self.elections += r.elections
+        self.commits += r.commits
+        self.lost += r.lost
+        self.reads += r.reads
+        for kind, n in r.faults:
+            self.faults[kind] = self.faults.get(kind, 0) + n
+
+    def summary(self, wall: float) -> str:
+        faults = ",".join(f"{k}:{v}" for k, v in sorted(self.faults.items())) or "none"
+        verdict = "OK" if not self.failed else "FAILED"
+        return (
+            f"sim {verdict}: seeds={self.seeds} held={self.seeds - self.failed} "
+            f"failed={self.failed} ticks={self.ticks} steps={self.steps} "
+            f"elections={self.elections} commits={self.commits} lost={self.lost} "
+            f"reads={self.reads} faults={faults} wall={wall:.1f}s"
+        )

@@ -1,0 +1,328 @@
+"""The deterministic simulator: its parts on fake inputs, then whole seeded runs and the CLI."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from chaos.sim.faults import KINDS, Fault, FaultPlanner, View
+from chaos.sim.history import COMMITTED, LOST, PENDING, History
+from chaos.sim.invariants import MISSING, SafetyChecker, Violation
+from chaos.sim.network import TICK, Network
+from chaos.sim.storage import DiskImage, SimStorage
+from wire.raft import NORMAL, ClusterConfig, Entry, HardState, Member
+
+CONFIG = ClusterConfig((Member(1, "a"), Member(2, "b"), Member(3, "c")))
+
+
+def E(index: int, term: int, data: bytes = b"", kind: int = NORMAL) -> Entry:
+    return Entry(term=term, index=index, kind=kind, data=data or b"x%d.%d" % (index, term))
+
+
+def log_terms(*terms: int):
+    """term_at over a log whose entry i has terms[i-1] (index 0: term 0)."""
+
+    def term_at(index: int) -> int | None:
+        if index == 0:
+            return 0
+        return terms[index - 1] if index <= len(terms) else MISSING
+
+    return term_at
+
+
+class Msg:
+    def __init__(self, src: int, dst: int, n: int = 0) -> None:
+        self.src, self.dst, self.n, self.term = src, dst, n, 1
+
+
+def drain(net: Network, until: int) -> list[Msg]:
+    out = []
+    for now in range(until):
+        while (m := net.pop_due(now)) is not None:
+            out.append(m)
+    return out
+
+
+# -- network -------------------------------------------------------------------------------
+
+
+def test_network_delivers_after_latency_and_reorders() -> None:
+    net = Network(random.Random(1), [1, 2])
+    net.model.min_latency, net.model.max_latency = 1, 30
+    for i in range(50):
+        net.send(0, Msg(1, 2, i))
+    assert net.pop_due(0) is None  # nothing arrives with zero latency
+    got = [m.n for m in drain(net, 31)]
+    assert sorted(got) == list(range(50))
+    assert got != list(range(50))  # random latencies reorder
+
+
+def test_network_partitions_cut_both_ways_and_one_way_cuts_one() -> None:
+    net = Network(random.Random(2), [1, 2, 3])
+    net.partition([[1], [2, 3]])
+    for src, dst in [(1, 2), (2, 1), (2, 3), (3, 2), (1, 3)]:
+        net.send(0, Msg(src, dst))
+    assert {(m.src, m.dst) for m in drain(net, 100)} == {(2, 3), (3, 2)}
+    net.heal()
+    net.one_way([1], [2, 3])
+    for src, dst in [(1, 2), (2, 1), (3, 1), (1, 3)]:
+        net.send(0, Msg(src, dst))
+    assert {(m.src, m.dst) for m in drain(net, 100)} == {(2, 1), (3, 1)}
+
+
+def test_network_cut_mid_flight_loses_the_message() -> None:
+    net = Network(random.Random(3), [1, 2])
+    net.send(0, Msg(1, 2))
+    net.isolate(2)
+    assert drain(net, 100) == []
+    assert net.stats.cut == 1
+
+
+def test_network_drop_dup_and_spikes() -> None:
+    net = Network(random.Random(4), [1, 2])
+    net.model.drop, net.model.dup = 0.3, 0.3
+    for i in range(1000):
+        net.send(0, Msg(1, 2, i))
+    got = [m.n for m in drain(net, 100)]
+    assert 0 < net.stats.dropped < 1000 and net.stats.duplicated > 0
+    assert len(got) == 1000 + net.stats.duplicated - net.stats.dropped
+    assert len(set(got)) < len(got)  # duplicates arrive
+    net.model.drop = net.model.dup = 0.0
+    net.model.spike = 1.0
+    net.send(0, Msg(1, 2))
+    assert drain(net, TICK) == []  # a spike delays by at least a tick
+    assert len(drain(net, net.model.spike_max + 100)) == 1
+
+
+def test_network_is_deterministic() -> None:
+    def run(seed: int) -> list[int]:
+        net = Network(random.Random(seed), [1, 2, 3])
+        net.model.drop, net.model.dup, net.model.spike = 0.2, 0.2, 0.1
+        for i in range(200):
+            net.send(i, Msg(1 + i % 3, 1 + (i + 1) % 3, i))
+        return [m.n for m in drain(net, 2000)]
+
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+
+
+# -- disk ------------------------------------------------------------------------------------
+
+
+class FakeMemory:
+    """A minimal live log for SimStorage (the real one is raftkv.raft.MemoryStorage)."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.img = DiskImage.bootstrap(config)
+
+    def last_index(self) -> int:
+        return self.img.last_index()
+
+    def term(self, index: int) -> int:
+        return self.img.term(index)
+
+    def append(self, entries: list[Entry]) -> None:
+        self.img.append(entries)
+
+    def set_hard_state(self, hs: HardState) -> None:
+        self.img.hard_state = hs
+
+
+def test_disk_keeps_only_synced_writes_and_a_prefix_of_the_rest() -> None:
+    image = DiskImage.bootstrap(CONFIG)
+    disk = SimStorage(image, FakeMemory)
+    disk.append([E(1, 1), E(2, 1)])
+    disk.set_hard_state(HardState(1, 1, 0))
+    disk.sync()
+    assert image.last_index() == 2 and image.hard_state == HardState(1, 1, 0)
+    disk.append([E(3, 2), E(4, 2), E(5, 2)])
+    disk.set_hard_state(HardState(2, 2, 2))
+    assert image.last_index() == 2  # not durable before sync
+    outcomes = set()
+    for seed in range(200):
+        img = image.copy()
+        d = SimStorage(img, FakeMemory)
+        d.pending = list(disk.pending)
+        d.crash(random.Random(seed))
+        outcomes.add((img.last_index(), img.hard_state.term))
+    # Any prefix of the entries may survive, and the hard state only after all of them.
+    assert outcomes == {(2, 1), (3, 1), (4, 1), (5, 1), (5, 2)}
+    restarted = SimStorage(image, FakeMemory)
+    assert restarted.last_index() == 2
+
+
+def test_disk_truncates_on_append_and_rejects_gaps() -> None:
+    image = DiskImage.bootstrap(CONFIG)
+    image.append([E(1, 1), E(2, 1), E(3, 1)])
+    image.append([E(2, 2)])
+    assert [e.term for e in image.entries] == [1, 2]
+    with pytest.raises(Exception, match="does not fit"):
+        image.append([E(5, 2)])
+
+
+# -- safety checks --------------------------------------------------------------------------
+
+
+def test_one_leader_per_term() -> None:
+    c = SafetyChecker()
+    assert c.leader(1, 3, log_terms()) is True
+    assert c.leader(1, 3, log_terms()) is False
+    assert c.leader(2, 4, log_terms()) is True
+    with pytest.raises(Violation, match="election safety"):
+        c.leader(3, 3, log_terms())
+
+
+def test_leader_completeness() -> None:
+    c = SafetyChecker()
+    c.incarnation(1, 1, 0)
+    c.commit(1, 1, 2, log_terms(1, 1, 2))
+    assert c.committed == {1: 1, 2: 1}
+    c.leader(2, 3, log_terms(1, 1))
+    with pytest.raises(Violation, match=r"leader completeness.*lacks"):
+        c.leader(3, 4, log_terms(1))
+    with pytest.raises(Violation, match=r"leader completeness.*has term 3"):
+        c.leader(3, 5, log_terms(1, 3))
+
+
+def test_commit_safety_and_monotonic_commit_per_incarnation() -> None:
+    c = SafetyChecker()
+    c.incarnation(1, 1, 0)
+    c.commit(1, 1, 2, log_terms(1, 2))
+    with pytest.raises(Violation, match="commit monotonic"):
+        c.commit(1, 1, 1, log_terms(1, 2))
+    c.incarnation(1, 2, 0)
+    c.commit(1, 2, 1, log_terms(1, 2))  # a restart may come back with a lower commit index
+    c.incarnation(2, 1, 0)
+    with pytest.raises(Violation, match="commit safety"):
+        c.commit(2, 1, 2, log_terms(1, 3))
+    with pytest.raises(Violation, match="past its log"):
+        c.commit(2, 1, 5, log_terms(1, 2))
+
+
+def test_log_matching_checked_per_entry() -> None:
+    c = SafetyChecker()
+    c.appending(1, [E(1, 1), E(2, 1)], 0, log_terms(), 0)
+    c.appending(2, [E(1, 1)], 0, log_terms(), 0)
+    with pytest.raises(Violation, match=r"log matching.*contents"):
+        c.appending(3, [E(1, 1, b"other")], 0, log_terms(), 0)
+    # Same (index, term) after a different previous term: the logs differ before it.
+    c.appending(4, [E(1, 2), E(2, 2)], 0, log_terms(), 0)
+    with pytest.raises(Violation, match=r"log matching.*after an entry of term"):
+        c.appending(5, [E(2, 2)], 1, log_terms(1), 0)
+    with pytest.raises(Violation, match="log order"):
+        c.appending(6, [E(3, 1)], 2, log_terms(2, 2), 0)
+
+
+def test_truncation_only_from_a_conflict_and_never_committed() -> None:
+    c = SafetyChecker()
+    c.appending(1, [E(1, 1), E(2, 1), E(3, 1)], 0, log_terms(), 0)
+    log = log_terms(1, 1, 1)
+    c.appending(1, [E(2, 1), E(3, 1)], 3, log, 0)  # a duplicate batch: harmless
+    with pytest.raises(Violation, match=r"drops entries 3..3"):
+        c.appending(1, [E(2, 1)], 3, log, 0)  # matching, yet the suffix would go
+    c.appending(1, [E(2, 1), E(3, 2)], 3, log, 2)  # conflict above commit: fine
+    with pytest.raises(Violation, match="at or below its own commit"):
+        c.appending(1, [E(2, 2)], 3, log, 2)
+    c.incarnation(2, 1, 0)
+    c.commit(2, 1, 2, log)
+    with pytest.raises(Violation, match="overwrites committed entry 2"):
+        c.appending(1, [E(2, 2)], 3, log, 0)
+    with pytest.raises(Violation, match="log append"):
+        c.appending(1, [E(5, 1)], 3, log, 0)
+
+
+def test_state_machine_safety_and_apply_order() -> None:
+    c = SafetyChecker()
+    for node in (1, 2, 3):
+        c.incarnation(node, 1, 0)
+    c.apply(1, 1, E(1, 1), 1)
+    c.apply(2, 1, E(1, 1), 1)
+    with pytest.raises(Violation, match="state machine safety"):
+        c.apply(3, 1, E(1, 2), 1)
+    with pytest.raises(Violation, match="apply order"):
+        c.apply(1, 1, E(3, 1), 3)
+    with pytest.raises(Violation, match="beyond commit"):
+        c.apply(2, 1, E(2, 1), 1)
+
+
+def test_double_vote_across_restarts() -> None:
+    c = SafetyChecker()
+    c.vote(1, 5, 2)
+    c.vote(1, 5, 2)
+    c.vote(1, 6, 3)
+    with pytest.raises(Violation, match="vote safety"):
+        c.vote(1, 5, 3)
+
+
+# -- client history ----------------------------------------------------------------------------
+
+
+def test_proposal_fates() -> None:
+    h = History()
+    h.proposed(1, b"a", 1, 1, 0)
+    h.proposed(1, b"b", 2, 1, 0)
+    h.proposed(2, b"c", 2, 2, 0)
+    h.proposed(2, b"d", 5, 1, 0)
+    h.applied(E(1, 1, b"a"))
+    h.applied(E(2, 2, b"c"))
+    h.applied(E(2, 2, b"c"))  # another node applying it again changes nothing
+    fates = {v: p.status for v, p in h.proposals.items()}
+    assert fates == {b"a": COMMITTED, b"b": LOST, b"c": COMMITTED, b"d": PENDING}
+    assert h.unresolved() == []  # term 2 is committed before index 5: term 1 can't come back
+    assert h.proposals[b"d"].status == LOST
+    h.proposed(2, b"e", 3, 2, 0)
+    assert [p.value for p in h.unresolved()] == [b"e"]
+    with pytest.raises(Violation, match="proposal placement"):
+        h.applied(E(3, 2, b"a"))
+
+
+def test_reads_must_cover_everything_committed_before_them() -> None:
+    h = History()
+    h.applied(E(1, 1, b"a"))
+    h.applied(E(2, 1, b"b"))
+    h.read_requested(1, 1, b"r1", now=0, frontier=2)
+    assert h.read_state(1, 1, b"r1", 2, applied=1) is False  # wait for apply
+    assert h.ready_to_serve(1, 1, 1) == []
+    assert h.ready_to_serve(1, 1, 2) == [b"r1"]
+    h.serve(b"r1", 2, b"b")
+    h.read_requested(2, 1, b"r2", now=0, frontier=2)
+    with pytest.raises(Violation, match=r"linearizable read.*read index 1"):
+        h.read_state(2, 1, b"r2", 1, applied=2)
+    h.read_requested(3, 1, b"r3", now=0, frontier=1)
+    assert h.read_state(3, 1, b"r3", 1, applied=2) is True
+    with pytest.raises(Violation, match="served b'a' at apply 2"):
+        h.serve(b"r3", 2, b"a")
+    assert h.read_state(3, 1, b"unknown", 1, applied=2) is False
+    assert h.stats.stray_read_states == 1
+
+
+# -- fault planner ---------------------------------------------------------------------------
+
+
+def test_planner_draws_every_kind_and_schedules_their_end() -> None:
+    seen: dict[str, int] = {}
+    for seed in range(30):
+        planner = FaultPlanner(random.Random(seed), [1, 2, 3, 4, 5], intensity=3.0)
+        crashed: set[int] = set()
+        for tick in range(400):
+            for f in planner.plan(tick, View((1, 2, 3, 4, 5), tuple(sorted(crashed)), 1)):
+                seen[f.kind] = seen.get(f.kind, 0) + 1
+                if f.kind == "crash":
+                    assert f.nodes[0] not in crashed
+                    crashed.add(f.nodes[0])
+                elif f.kind == "restart":
+                    crashed.discard(f.nodes[0])
+                elif f.kind == "partition":
+                    assert sorted(f.groups[0] + f.groups[1]) == [1, 2, 3, 4, 5]
+    assert set(KINDS) | {"restart", "calm"} <= set(seen)
+    assert seen["restart"] >= seen["crash"] + seen["torn_crash"] - 30 * 5
+
+
+def test_planner_is_deterministic() -> None:
+    def faults(seed: int) -> list[Fault]:
+        planner = FaultPlanner(random.Random(seed), [1, 2, 3])
+        return [f for t in range(500) for f in planner.plan(t, View((1, 2, 3), (), 2))]
+
+    assert faults(11) == faults(11)
+    assert faults(11) != faults(12)
