@@ -1,0 +1,633 @@
+"""Peer transport: TCP links between nodes carrying length-prefixed msgpack frames.
+
+Model (like etcd's streams): every node dials every peer and *sends* on that outbound
+connection; it *receives* on the connections it accepted. Two TCP connections per pair,
+so there is no tie-break between simultaneous dials. Each link is kept warm: the dialer
+reconnects at once after a loss (backing off only on repeated failures), an idle sender
+writes a Ping every ``keepalive_interval``, and the acceptor pings back, so either side
+closes a connection that stays silent for ``stall_timeout``.
+
+Structured concurrency: ``run()`` owns one nursery; each peer gets its own nursery (its
+dialer, and per connection a sender and a watcher) under a cancel scope that
+``update_peers`` cancels to remove the peer. Receivers of inbound connections run under
+the listener and are tied to the peer's link, so removing a peer closes them too.
+
+A connection that misbehaves (garbage, oversized frame, undecodable record, a message
+that is not from the authenticated peer) is closed with a WARNING; nothing else is.
+``send`` never blocks: a full per-peer queue drops the message (Raft retransmits).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from raftkv.node.backoff import Backoff
+from raftkv.node.log_throttle import LogThrottle
+from wire.errors import ProtocolError
+from wire.frames import FrameDecoder, encode_frame
+from wire.hello import PROTOCOL_VERSION, Hello, Ping, Refused
+from wire.record import decode, encode
+
+log = logging.getLogger("raftkv.transport")
+
+RECEIVE_SIZE = 64 * 1024
+
+# What ends one connection (and only that connection).
+CONNECTION_ERRORS = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+    OSError,
+    ProtocolError,
+)
+
+
+@attrs.frozen
+class TransportLimits:
+    """Sizes and timeouts of the peer transport (seconds, bytes, messages)."""
+
+    max_frame_size: int = 16 * 1024 * 1024
+    send_queue: int = 1024  # messages queued per peer before send() drops
+    stall_timeout: float = 3.0  # silence on a receiver / a blocked send_all closes the link
+    keepalive_interval: float = 1.0  # an idle connection pings this often
+    hello_timeout: float = 5.0  # connect + handshake must finish within this
+    dial_backoff_base: float = 0.05
+    dial_backoff_max: float = 1.0
+    batch_bytes: int = 256 * 1024  # frames joined into one send_all, at most about this
+
+    def __attrs_post_init__(self) -> None:
+        if self.send_queue < 1 or self.max_frame_size < 1 or self.batch_bytes < 1:
+            raise ValueError("send_queue, max_frame_size and batch_bytes must be positive")
+        if min(self.stall_timeout, self.keepalive_interval, self.hello_timeout) <= 0:
+            raise ValueError("timeouts must be positive")
+        if self.keepalive_interval >= self.stall_timeout:
+            raise ValueError("keepalive_interval must be shorter than stall_timeout")
+
+
+@attrs.frozen
+class LinkStats:
+    """One peer's link, as ``PeerTransport.stats()`` reports it."""
+
+    peer_id: int
+    addr: str
+    connected: bool  # our outbound connection is up (handshake done)
+    inbound: bool  # an inbound connection from the peer is up
+    queued: int  # messages waiting in the send queue
+    sent: int  # messages written to the socket
+    dropped: int  # messages dropped (queue full, link stalled or down, unencodable)
+    reconnects: int  # outbound connections established after the first
+    received: int  # messages received from the peer and delivered
+    keepalives: int  # Pings received from the peer on its outbound connection
+    refused: int  # handshakes the peer refused (or whose Hello did not match)
+
+
+class _Refused(Exception):
+    """The peer refused our Hello, or its Hello was not what we dialled."""
+
+
+def split_addr(text: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:7101`` for IPv6) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _decode(frame: bytes) -> Any:
+    """Decode an untrusted frame; any failure is the peer's ProtocolError, never a crash."""
+    try:
+        return decode(frame)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # a codec bug must not let a hostile peer kill the node
+        raise ProtocolError(f"undecodable record: {exc!r}") from exc
+
+
+class _FrameReader:
+    """Frames from a stream; the timeout is per read, so slow-but-flowing data is fine."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream, max_frame_size: int) -> None:
+        self._stream = stream
+        self._decoder = FrameDecoder(max_frame_size)
+        self._frames: deque[bytes] = deque()
+
+    async def next(self, idle_timeout: float = math.inf) -> bytes | None:
+        """The next frame; None at end of stream; TooSlowError after idle_timeout silence."""
+        while not self._frames:
+            with trio.fail_after(idle_timeout):
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                return None
+            self._frames.extend(self._decoder.feed(data))
+        return self._frames.popleft()
+
+
+class _Link:
+    """Mutable state of the link to one peer."""
+
+    def __init__(self, peer_id: int, addr: str, queue_len: int) -> None:
+        self.peer_id = peer_id
+        self.addr = addr
+        self.queue_in, self.queue_out = trio.open_memory_channel[Any](queue_len)
+        self.scope = trio.CancelScope()  # cancelled when the peer is removed
+        self.inbound_scope: trio.CancelScope | None = None
+        self.connected = False
+        self.client_addr = ""
+        self.sent = self.dropped = self.received = self.keepalives = 0
+        self.connects = self.refused = 0
+
+    def queued(self) -> int:
+        return self.queue_in.statistics().current_buffer_used
+
+    def drop_queued(self) -> int:
+        """Empty the send queue (its messages are stale once the link failed)."""
+        n = 0
+        while True:
+            try:
+                self.queue_out.receive_nowait()
+            except trio.WouldBlock:
+                break
+            n += 1
+        self.dropped += n
+        return n
+
+
+class PeerTransport:
+    """TCP links to every other member; see the module docstring for the model.
+
+    ``inbound`` receives every message from a peer: a trio memory channel's send side
+    (awaited, so a slow consumer pushes back on the peer's connection) or a plain
+    callable. ``message_types``, if given, is what a peer may send after the handshake;
+    anything else closes its connection. Every message must carry ``src`` (the
+    authenticated peer) and ``dst`` (this node).
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        cluster_id: str,
+        listen: tuple[str, int],
+        advertise_peer_addr: str,
+        client_addr: str,
+        peers: Mapping[int, str],
+        inbound: trio.MemorySendChannel[Any] | Callable[[Any], None],
+        limits: TransportLimits | None = None,
+        rng: random.Random | None = None,
+        message_types: tuple[type, ...] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.listen = listen
+        self.limits = limits or TransportLimits()
+        self.port: int | None = None  # the bound peer port, once run() started
+        self._rng = rng or random.Random()
+        self._message_types = message_types
+        if isinstance(inbound, trio.MemorySendChannel):
+            self._deliver = inbound.send
+        else:
+            callback = inbound
+
+            async def deliver(msg: Any) -> None:
+                callback(msg)
+
+            self._deliver = deliver
+        hello = Hello(PROTOCOL_VERSION, cluster_id, node_id, advertise_peer_addr, client_addr)
+        self._hello_frame = encode_frame(encode(hello))
+        self._ping_frame = encode_frame(encode(Ping()))
+        self._links: dict[int, _Link] = {}
+        self._nursery: trio.Nursery | None = None
+        self._changed: trio.Event | None = None
+        self._throttle = LogThrottle(log)
+        # Transport-wide counters.
+        self.unroutable = 0  # send() to an unknown peer
+        self.refused_inbound = 0  # inbound handshakes we refused
+        self.bad_connections = 0  # connections closed for a protocol error
+        self.update_peers(peers)
+
+    # -- public API ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, report the bound port via ``task_status``, then serve until cancelled."""
+        host, port = self.listen
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        try:
+            self.port = listeners[0].socket.getsockname()[1]
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for link in self._links.values():
+                    nursery.start_soon(self._run_link, link)
+                nursery.start_soon(trio.serve_listeners, self._handle_inbound, listeners)
+                self._debug("transport listening", port=self.port, peers=len(self._links))
+                task_status.started(self.port)
+        finally:
+            self._nursery = None
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+
+    def send(self, msg: Any) -> bool:
+        """Queue ``msg`` for ``msg.dst``; never blocks. False (and counted) if dropped."""
+        link = self._links.get(msg.dst)
+        if link is None:
+            self.unroutable += 1
+            return False
+        try:
+            link.queue_in.send_nowait(msg)
+        except trio.WouldBlock:
+            link.dropped += 1
+            return False
+        return True
+
+    def send_many(self, msgs: Iterable[Any]) -> int:
+        """``send`` each message; returns how many were queued."""
+        return sum(self.send(msg) for msg in msgs)
+
+    def update_peers(self, peers: Mapping[int, str]) -> None:
+        """Make the links match ``peers`` (id -> "host:port" of every other member).
+
+        A removed peer's nursery is cancelled (its connections close, its queue is lost);
+        a peer whose address changed is removed and added again.
+        """
+        for peer_id, addr in peers.items():
+            if peer_id == self.node_id:
+                raise ValueError(f"peers must not include this node ({peer_id})")
+            split_addr(addr)
+        for peer_id, link in list(self._links.items()):
+            if peers.get(peer_id) != link.addr:
+                del self._links[peer_id]
+                link.scope.cancel()
+                if link.inbound_scope is not None:
+                    link.inbound_scope.cancel()
+                self._debug("peer removed", peer=peer_id, addr=link.addr)
+        for peer_id, addr in peers.items():
+            if peer_id not in self._links:
+                link = self._links[peer_id] = _Link(peer_id, addr, self.limits.send_queue)
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._run_link, link)
+        self._notify()
+
+    def peers(self) -> dict[int, str]:
+        return {peer_id: link.addr for peer_id, link in self._links.items()}
+
+    def peer_client_addr(self, peer_id: int) -> str | None:
+        """The client address the peer advertised in its last Hello, if we have one."""
+        link = self._links.get(peer_id)
+        return (link.client_addr or None) if link is not None else None
+
+    def stats(self) -> dict[int, LinkStats]:
+        return {
+            peer_id: LinkStats(
+                peer_id=peer_id,
+                addr=link.addr,
+                connected=link.connected,
+                inbound=link.inbound_scope is not None,
+                queued=link.queued(),
+                sent=link.sent,
+                dropped=link.dropped,
+                reconnects=max(0, link.connects - 1),
+                received=link.received,
+                keepalives=link.keepalives,
+                refused=link.refused,
+            )
+            for peer_id, link in self._links.items()
+        }
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds; re-checked whenever a link's state or counters
+        change (connects, disconnects, refusals, messages and keepalives received)."""
+        while not predicate():
+            if self._changed is None:
+                self._changed = trio.Event()
+            await self._changed.wait()
+
+    # -- one peer's link -----------------------------------------------------------------
+
+    async def _run_link(self, link: _Link) -> None:
+        with link.scope:
+            async with trio.open_nursery() as nursery:  # this peer's nursery
+                nursery.start_soon(self._dial_loop, link)
+
+    async def _dial_loop(self, link: _Link) -> None:
+        lim = self.limits
+        backoff = Backoff(lim.dial_backoff_base, lim.dial_backoff_max, self._rng)
+        while True:
+            await trio.sleep(backoff.delay())
+            try:
+                stream, reader = await self._dial(link)
+            except _Refused as exc:
+                link.refused += 1
+                self._warn(("refused-by", link.peer_id), "peer refused handshake",
+                           peer=link.peer_id, addr=link.addr, reason=str(exc))
+            except CONNECTION_ERRORS as exc:
+                if isinstance(exc, ProtocolError):
+                    self._protocol_error(link.peer_id, link.addr, exc)
+                else:
+                    self._debug("dial failed", peer=link.peer_id, addr=link.addr,
+                                error=_describe(exc))
+            else:
+                up_since = trio.current_time()
+                await self._run_outbound(link, stream, reader)
+                # Only a connection that lasted counts as a success: a peer that accepts
+                # and drops at once must not make us spin.
+                if trio.current_time() - up_since >= lim.dial_backoff_max:
+                    backoff.reset()
+                else:
+                    backoff.failed()
+                continue
+            backoff.failed()
+            link.drop_queued()  # stale by the next attempt; Raft retransmits
+            self._notify()
+
+    async def _dial(self, link: _Link) -> tuple[trio.SocketStream, _FrameReader]:
+        """Connect and handshake; the caller owns the returned stream."""
+        host, port = split_addr(link.addr)
+        with trio.fail_after(self.limits.hello_timeout):
+            stream = await trio.open_tcp_stream(host, port)
+            try:
+                reader = _FrameReader(stream, self.limits.max_frame_size)
+                await stream.send_all(self._hello_frame)
+                frame = await reader.next()
+                if frame is None:
+                    raise trio.BrokenResourceError("closed during the handshake")
+                reply = _decode(frame)
+                if isinstance(reply, Refused):
+                    raise _Refused(reply.reason)
+                if not isinstance(reply, Hello):
+                    raise ProtocolError(f"expected Hello, got {type(reply).__name__}")
+                problem = self._check_hello(reply, expect=link.peer_id)
+                if problem:
+                    raise _Refused(f"its Hello does not match: {problem}")
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+        link.client_addr = reply.client_addr
+        return stream, reader
+
+    async def _run_outbound(
+        self, link: _Link, stream: trio.SocketStream, reader: _FrameReader
+    ) -> None:
+        link.connected = True
+        link.connects += 1
+        self._debug("link up", peer=link.peer_id, addr=link.addr, connects=link.connects)
+        self._notify()
+        try:
+            async with stream, trio.open_nursery() as conn:
+                conn.start_soon(self._watch_outbound, link, reader, conn.cancel_scope)
+                await self._send_loop(link, stream)
+                conn.cancel_scope.cancel()
+        finally:
+            link.connected = False
+            self._notify()
+
+    async def _send_loop(self, link: _Link, stream: trio.SocketStream) -> None:
+        """Drain the queue onto the socket, several frames per send_all; ping when idle."""
+        lim = self.limits
+        nothing = object()
+        try:
+            while True:
+                first: Any = nothing
+                with trio.move_on_after(lim.keepalive_interval):
+                    first = await link.queue_out.receive()
+                if first is nothing:
+                    data, count = self._ping_frame, 0
+                else:
+                    data, count = self._encode_batch(link, first)
+                    if not data:
+                        continue
+                with trio.move_on_after(lim.stall_timeout) as stall:
+                    await stream.send_all(data)
+                if stall.cancelled_caught:
+                    dropped = count + link.drop_queued()
+                    link.dropped += count
+                    self._warn(("stalled", link.peer_id), "send stalled, closing link",
+                               peer=link.peer_id, seconds=lim.stall_timeout, dropped=dropped)
+                    self._notify()
+                    return
+                link.sent += count
+        except CONNECTION_ERRORS as exc:
+            self._debug("link down", peer=link.peer_id, error=_describe(exc))
+
+    def _encode_batch(self, link: _Link, first: Any) -> tuple[bytes, int]:
+        """Encode ``first`` and whatever else is queued, up to about ``batch_bytes``."""
+        frames: list[bytes] = []
+        size = 0
+        msg = first
+        while True:
+            frame = self._encode(link, msg)
+            if frame is not None:
+                frames.append(frame)
+                size += len(frame)
+            if size >= self.limits.batch_bytes:
+                break
+            try:
+                msg = link.queue_out.receive_nowait()
+            except trio.WouldBlock:
+                break
+        return b"".join(frames), len(frames)
+
+    def _encode(self, link: _Link, msg: Any) -> bytes | None:
+        try:
+            payload = encode(msg)
+        except (ProtocolError, TypeError, ValueError) as exc:
+            link.dropped += 1
+            self._throttle.log(("unencodable", type(msg).__name__), logging.ERROR,
+                               "message not encodable, dropped",
+                               peer=link.peer_id, type=type(msg).__name__, error=repr(exc))
+            return None
+        if len(payload) > self.limits.max_frame_size:
+            link.dropped += 1
+            self._warn(("oversized-out", link.peer_id), "message larger than a frame, dropped",
+                       peer=link.peer_id, type=type(msg).__name__, size=len(payload))
+            return None
+        return encode_frame(payload, self.limits.max_frame_size)
+
+    async def _watch_outbound(
+        self, link: _Link, reader: _FrameReader, conn_scope: trio.CancelScope
+    ) -> None:
+        """Read the outbound connection: the peer only pings on it; EOF or silence ends it."""
+        try:
+            while True:
+                frame = await reader.next(self.limits.stall_timeout)
+                if frame is None:
+                    self._debug("link closed by peer", peer=link.peer_id)
+                    break
+                msg = _decode(frame)
+                if not isinstance(msg, Ping):
+                    raise ProtocolError(f"unexpected {type(msg).__name__} on our outbound link")
+        except trio.TooSlowError:
+            self._debug("link silent, closing", peer=link.peer_id,
+                        seconds=self.limits.stall_timeout)
+        except ProtocolError as exc:
+            self._protocol_error(link.peer_id, link.addr, exc)
+        except CONNECTION_ERRORS as exc:
+            self._debug("link down", peer=link.peer_id, error=_describe(exc))
+        conn_scope.cancel()
+
+    # -- inbound connections -------------------------------------------------------------
+
+    async def _handle_inbound(self, stream: trio.SocketStream) -> None:
+        """One accepted connection: handshake, then receive until it ends.
+
+        trio.serve_listeners closes the stream when this returns."""
+        remote = _remote(stream)
+        lim = self.limits
+        reader = _FrameReader(stream, lim.max_frame_size)
+        try:
+            with trio.fail_after(lim.hello_timeout):
+                frame = await reader.next()
+                if frame is None:
+                    self._debug("closed before Hello", remote=remote)
+                    return
+                hello = _decode(frame)
+                if not isinstance(hello, Hello):
+                    raise ProtocolError(f"expected Hello, got {type(hello).__name__}")
+                problem = self._check_hello(hello, expect=None)
+                if problem:
+                    self.refused_inbound += 1
+                    self._warn(("refused", remote[0], hello.node_id), "refused peer",
+                               remote=remote, node_id=hello.node_id, reason=problem)
+                    self._notify()
+                    await stream.send_all(encode_frame(encode(Refused(problem))))
+                    return
+                await stream.send_all(self._hello_frame)
+        except trio.TooSlowError:
+            self._debug("no Hello in time", remote=remote)
+            return
+        except ProtocolError as exc:
+            self._protocol_error(None, remote, exc)
+            return
+        except CONNECTION_ERRORS as exc:
+            self._debug("inbound handshake failed", remote=remote, error=_describe(exc))
+            return
+        link = self._links.get(hello.node_id)
+        if link is None:  # removed while we were replying
+            return
+        await self._serve_inbound(link, hello, stream, reader)
+
+    async def _serve_inbound(
+        self, link: _Link, hello: Hello, stream: trio.SocketStream, reader: _FrameReader
+    ) -> None:
+        # The peer has one outbound connection at a time: a newer one means the older is
+        # dead, and closing it keeps two receivers from interleaving the peer's messages.
+        if link.inbound_scope is not None:
+            link.inbound_scope.cancel()
+        scope = link.inbound_scope = trio.CancelScope()
+        link.client_addr = hello.client_addr
+        self._debug("inbound up", peer=link.peer_id, remote=_remote(stream))
+        self._notify()
+        try:
+            with scope:
+                async with trio.open_nursery() as conn:
+                    conn.start_soon(self._ping_back, link, stream, conn.cancel_scope)
+                    await self._receive_loop(link, reader)
+                    conn.cancel_scope.cancel()
+        finally:
+            if link.inbound_scope is scope:
+                link.inbound_scope = None
+            self._notify()
+
+    async def _receive_loop(self, link: _Link, reader: _FrameReader) -> None:
+        try:
+            while True:
+                frame = await reader.next(self.limits.stall_timeout)
+                if frame is None:
+                    self._debug("inbound closed by peer", peer=link.peer_id)
+                    return
+                msg = _decode(frame)
+                if isinstance(msg, Ping):
+                    link.keepalives += 1
+                    self._notify()
+                    continue
+                self._check_message(link, msg)
+                await self._deliver(msg)
+                link.received += 1
+                self._notify()
+        except trio.TooSlowError:
+            self._debug("inbound silent, closing", peer=link.peer_id,
+                        seconds=self.limits.stall_timeout)
+        except ProtocolError as exc:
+            self._protocol_error(link.peer_id, link.addr, exc)
+        except CONNECTION_ERRORS as exc:
+            self._debug("inbound down", peer=link.peer_id, error=_describe(exc))
+
+    async def _ping_back(
+        self, link: _Link, stream: trio.SocketStream, conn_scope: trio.CancelScope
+    ) -> None:
+        """Ping the dialer so it, too, notices a dead link within stall_timeout."""
+        lim = self.limits
+        try:
+            while True:
+                await trio.sleep(lim.keepalive_interval)
+                with trio.fail_after(lim.stall_timeout):
+                    await stream.send_all(self._ping_frame)
+        except CONNECTION_ERRORS as exc:
+            self._debug("inbound ping failed", peer=link.peer_id, error=_describe(exc))
+        conn_scope.cancel()
+
+    def _check_hello(self, hello: Hello, *, expect: int | None) -> str:
+        """Why ``hello`` is unacceptable ("" if it is fine). ``expect``: the id we dialled."""
+        if hello.version != PROTOCOL_VERSION:
+            return f"protocol version {hello.version} is not {PROTOCOL_VERSION}"
+        if hello.cluster_id != self.cluster_id:
+            return f"cluster id {hello.cluster_id!r} is not {self.cluster_id!r}"
+        if expect is not None:
+            if hello.node_id != expect:
+                return f"dialled node {expect}, reached node {hello.node_id}"
+        elif hello.node_id == self.node_id:
+            return f"node id {hello.node_id} is this node's own"
+        elif hello.node_id not in self._links:
+            return f"node id {hello.node_id} is not a member"
+        return ""
+
+    def _check_message(self, link: _Link, msg: Any) -> None:
+        if isinstance(msg, Hello | Refused) or (
+            self._message_types is not None and not isinstance(msg, self._message_types)
+        ):
+            raise ProtocolError(f"unexpected {type(msg).__name__} after the handshake")
+        src, dst = getattr(msg, "src", None), getattr(msg, "dst", None)
+        if src != link.peer_id:
+            raise ProtocolError(f"message from src {src!r} on node {link.peer_id}'s link")
+        if dst != self.node_id:
+            raise ProtocolError(f"message for dst {dst!r} reached node {self.node_id}")
+
+    # -- logging and notification --------------------------------------------------------
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def _protocol_error(self, peer_id: int | None, where: Any, exc: Exception) -> None:
+        self.bad_connections += 1
+        self._notify()
+        host = where[0] if isinstance(where, tuple) else where
+        self._warn(("protocol", peer_id, host),
+                   "protocol error, connection closed", peer=peer_id, remote=where,
+                   error=str(exc))
+
+    def _warn(self, key: Any, name: str, **fields: Any) -> None:
+        self._throttle.log(key, logging.WARNING, name, node=self.node_id, **fields)
+
+    def _debug(self, name: str, **fields: Any) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(name, extra={"fields": {"node": self.node_id, **fields}})
+
+
+def _remote(stream: trio.SocketStream) -> tuple[str, int]:
+    try:
+        host, port, *_ = stream.socket.getpeername()
+        return host, port
+    except OSError:
+        return "?", 0
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

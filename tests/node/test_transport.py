@@ -1,0 +1,522 @@
+"""PeerTransport over real loopback sockets: delivery, order, handshake, bad peers, stalls.
+
+Every test is bounded by ``trio.fail_after``; waits are on transport state
+(``wait_until``) and channels, never sleeps. The short timeouts below are I/O timeouts
+under test, not synchronisation.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterator
+from functools import partial
+
+import attrs
+import pytest
+import trio
+
+from raftkv.node.backoff import Backoff
+from raftkv.node.log_throttle import LogThrottle
+from raftkv.node.transport import PeerTransport, TransportLimits, split_addr
+from wire.frames import FrameDecoder, encode_frame
+from wire.hello import PROTOCOL_VERSION, Hello, Ping, Refused
+from wire.record import decode, encode, record
+
+CLUSTER = "test-cluster"
+LIMITS = TransportLimits(
+    stall_timeout=2.0,
+    keepalive_interval=0.5,
+    hello_timeout=2.0,
+    dial_backoff_base=0.01,
+    dial_backoff_max=0.1,
+)
+# A link that must notice silence fast (keepalive and stall tests).
+FAST = attrs.evolve(LIMITS, stall_timeout=0.3, keepalive_interval=0.05)
+
+
+@record(tag=60_001)
+@attrs.frozen
+class Note:
+    """A stand-in peer message: the transport only needs ``src`` and ``dst``."""
+
+    src: int
+    dst: int
+    seq: int
+    data: bytes = b""
+
+
+@attrs.define
+class Peer:
+    t: PeerTransport
+    inbox: trio.MemoryReceiveChannel[Note]
+    port: int
+    scope: trio.CancelScope
+    stopped: trio.Event
+
+    @property
+    def id(self) -> int:
+        return self.t.node_id
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        self.scope.cancel()
+        await self.stopped.wait()
+
+
+async def start(
+    nursery: trio.Nursery,
+    node_id: int,
+    peers: dict[int, str] | None = None,
+    *,
+    cluster: str = CLUSTER,
+    port: int = 0,
+    limits: TransportLimits = LIMITS,
+    inbox_size: int = 4096,
+) -> Peer:
+    send, recv = trio.open_memory_channel[Note](inbox_size)
+    t = PeerTransport(
+        node_id=node_id,
+        cluster_id=cluster,
+        listen=("127.0.0.1", port),
+        advertise_peer_addr=f"127.0.0.1:{port}",
+        client_addr=f"client-of-{node_id}",
+        peers=peers or {},
+        inbound=send,
+        limits=limits,
+        rng=random.Random(node_id),
+    )
+    scope, stopped = trio.CancelScope(), trio.Event()
+
+    async def run(task_status: trio.TaskStatus[int]) -> None:
+        try:
+            with scope:
+                await t.run(task_status=task_status)
+        finally:
+            stopped.set()
+
+    bound = await nursery.start(run)
+    return Peer(t, recv, bound, scope, stopped)
+
+
+def connected(p: Peer, *peer_ids: int) -> Callable[[], bool]:
+    return lambda: all(p.t.stats()[i].connected for i in peer_ids)
+
+
+async def mesh(nursery: trio.Nursery, n: int, limits: TransportLimits = LIMITS) -> list[Peer]:
+    """n transports, every one a peer of every other, all links up."""
+    nodes = [await start(nursery, i, limits=limits) for i in range(1, n + 1)]
+    for p in nodes:
+        p.t.update_peers({q.id: q.addr for q in nodes if q is not p})
+    for p in nodes:
+        await p.t.wait_until(connected(p, *(q.id for q in nodes if q is not p)))
+    return nodes
+
+
+async def receive(p: Peer, count: int) -> list[Note]:
+    return [await p.inbox.receive() for _ in range(count)]
+
+
+@pytest.fixture
+def warnings() -> Iterator[list[logging.LogRecord]]:
+    """WARNING records of raftkv.transport (own handler: works whatever propagate is)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("raftkv.transport")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def logged(records: list[logging.LogRecord], message: str) -> list[dict]:
+    return [r.fields for r in records if r.getMessage() == message]  # type: ignore[attr-defined]
+
+
+# -- raw sockets playing a peer ------------------------------------------------------------
+
+
+class RawPeer:
+    """A hand-driven peer connection, to send what a real transport never would."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.decoder = FrameDecoder(1 << 20)
+        self.frames: list[bytes] = []
+
+    @classmethod
+    async def connect(cls, port: int) -> RawPeer:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def hello(self, node_id: int, cluster: str = CLUSTER) -> object:
+        await self.stream.send_all(encode_frame(encode(
+            Hello(PROTOCOL_VERSION, cluster, node_id, "127.0.0.1:1", "client"))))
+        return await self.next()
+
+    async def next(self) -> object:
+        while not self.frames:
+            data = await self.stream.receive_some()
+            assert data, "closed while waiting for a frame"
+            self.frames.extend(self.decoder.feed(data))
+        return decode(self.frames.pop(0))
+
+    async def read_until_closed(self) -> bytes:
+        """Everything the other side sent until it closed the connection."""
+        data = b""
+        while True:
+            try:
+                chunk = await self.stream.receive_some()
+            except trio.BrokenResourceError:  # reset: closed with our bytes unread
+                return data
+            if not chunk:
+                return data
+            data += chunk
+
+
+def frames_of(data: bytes) -> list[object]:
+    return [decode(f) for f in FrameDecoder(1 << 20).feed(data)]
+
+
+# -- delivery ------------------------------------------------------------------------------
+
+
+async def test_two_transports_exchange_in_both_directions_in_order(nursery) -> None:
+    with trio.fail_after(10):
+        a, b = await mesh(nursery, 2)
+        for seq in range(300):
+            assert a.t.send(Note(1, 2, seq))
+            assert b.t.send(Note(2, 1, seq, b"x" * seq))
+        got_b, got_a = await receive(b, 300), await receive(a, 300)
+    assert got_b == [Note(1, 2, seq) for seq in range(300)]
+    assert got_a == [Note(2, 1, seq, b"x" * seq) for seq in range(300)]
+    assert a.t.stats()[2].sent == 300 and b.t.stats()[1].received == 300
+    assert a.t.peer_client_addr(2) == "client-of-2"
+    assert b.t.peer_client_addr(1) == "client-of-1"
+
+
+async def test_three_transports_all_pairs_in_order(nursery) -> None:
+    with trio.fail_after(10):
+        nodes = await mesh(nursery, 3)
+        for p in nodes:
+            for q in nodes:
+                if q is not p:
+                    assert p.t.send_many(Note(p.id, q.id, seq) for seq in range(100)) == 100
+        for p in nodes:
+            got = await receive(p, 200)
+            for q in nodes:
+                if q is not p:
+                    assert [m.seq for m in got if m.src == q.id] == list(range(100))
+            assert all(m.dst == p.id for m in got)
+
+
+async def test_reconnects_after_the_receiver_restarts_without_reordering(nursery) -> None:
+    with trio.fail_after(10):
+        a, b = await mesh(nursery, 2)
+        a.t.send_many(Note(1, 2, seq) for seq in range(50))
+        first = await receive(b, 50)
+        await b.stop()
+        await a.t.wait_until(lambda: not a.t.stats()[2].connected)
+        sent_while_down = a.t.send_many(Note(1, 2, seq) for seq in range(50, 100))
+        b2 = await start(nursery, 2, {1: a.addr}, port=b.port)
+        await a.t.wait_until(connected(a, 2))
+        a.t.send_many(Note(1, 2, seq) for seq in range(100, 150))
+        second = []
+        while not second or second[-1].seq != 149:
+            second.append(await b2.inbox.receive())
+    assert [m.seq for m in first] == list(range(50))
+    seqs = [m.seq for m in second]
+    assert seqs == sorted(set(seqs)) and seqs[0] >= 50  # no duplicates, no reordering
+    assert set(range(100, 150)) <= set(seqs)  # everything sent on the new link arrived
+    assert sent_while_down > 0
+    assert a.t.stats()[2].reconnects >= 1
+
+
+# -- handshake -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("node_id", "cluster", "reason"),
+    [(3, "another-cluster", "cluster id"), (9, CLUSTER, "not a member")],
+)
+async def test_handshake_refused_and_the_node_keeps_serving(
+    nursery, warnings, node_id: int, cluster: str, reason: str
+) -> None:
+    with trio.fail_after(10):
+        a, b = await mesh(nursery, 2)
+        a.t.update_peers({2: b.addr, 3: "127.0.0.1:9"})  # 3 is a member, 9 is not
+        x = await start(nursery, node_id, {1: a.addr}, cluster=cluster)
+        await x.t.wait_until(lambda: x.t.stats()[1].refused >= 2)  # it retries, refused again
+        a.t.send(Note(1, 2, 7))
+        b.t.send(Note(2, 1, 8))
+        assert await b.inbox.receive() == Note(1, 2, 7)
+        assert await a.inbox.receive() == Note(2, 1, 8)
+    assert not x.t.stats()[1].connected
+    assert a.t.refused_inbound >= 2
+    refusals = logged(warnings, "refused peer")
+    assert refusals and reason in refusals[0]["reason"] and refusals[0]["node_id"] == node_id
+    assert reason in logged(warnings, "peer refused handshake")[0]["reason"]
+    # Rate-limited: the repeated refusals of the same peer logged once.
+    assert len(refusals) == 1
+
+
+async def test_refused_reply_is_sent_before_closing(nursery) -> None:
+    with trio.fail_after(5):
+        a = await start(nursery, 1, {2: "127.0.0.1:9"})
+        raw = await RawPeer.connect(a.port)
+        reply = await raw.hello(9)
+        assert isinstance(reply, Refused) and "not a member" in reply.reason
+        assert await raw.read_until_closed() == b""
+        raw = await RawPeer.connect(a.port)
+        assert isinstance(await raw.hello(1), Refused)  # our own id is not a peer either
+
+
+async def test_dialer_checks_the_acceptors_hello(nursery, warnings) -> None:
+    with trio.fail_after(10):
+        wrong = await start(nursery, 3, {1: "127.0.0.1:9"})
+        # Node 1 thinks node 2 lives at wrong's address; node 3 answers there.
+        a = await start(nursery, 1, {2: wrong.addr})
+        await a.t.wait_until(lambda: a.t.stats()[2].refused >= 1)
+    assert not a.t.stats()[2].connected
+    assert "reached node 3" in logged(warnings, "peer refused handshake")[0]["reason"]
+
+
+# -- misbehaving peers ---------------------------------------------------------------------
+
+
+def bad_inputs() -> dict[str, tuple[bool, bytes]]:
+    """name -> (handshake first as member 9?, bytes to send)."""
+    return {
+        "garbage-before-hello": (False, encode_frame(b"\xc1 not msgpack")),
+        "oversized-length": (False, b"\xff\xff\xff\xff" + b"x" * 100),
+        "zero-length": (False, b"\x00\x00\x00\x00"),
+        "garbage-after-hello": (True, encode_frame(b"\x93\x01\x02")),
+        "oversized-after-hello": (True, (LIMITS.max_frame_size + 1).to_bytes(4, "big")),
+        "wrong-src": (True, encode_frame(encode(Note(2, 1, 0)))),
+        "wrong-dst": (True, encode_frame(encode(Note(9, 2, 0)))),
+        "hello-again": (True, encode_frame(encode(
+            Hello(PROTOCOL_VERSION, CLUSTER, 9, "127.0.0.1:1", "c")))),
+        "unknown-tag": (True, encode_frame(b"\x92\xcd\xff\xff\x01")),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(bad_inputs()))
+async def test_bad_input_closes_only_that_connection(nursery, warnings, case: str) -> None:
+    handshake, payload = bad_inputs()[case]
+    with trio.fail_after(10):
+        a, b = await mesh(nursery, 2)
+        a.t.update_peers({2: b.addr, 9: "127.0.0.1:9"})
+        raw = await RawPeer.connect(a.port)
+        if handshake:
+            assert isinstance(await raw.hello(9), Hello)
+            await a.t.wait_until(lambda: a.t.stats()[9].inbound)
+        await raw.stream.send_all(payload)
+        rest = await raw.read_until_closed()
+        assert all(isinstance(m, Ping) for m in frames_of(rest))
+        await a.t.wait_until(lambda: not a.t.stats()[9].inbound)
+        # The legitimate link was untouched and still carries messages both ways.
+        a.t.send(Note(1, 2, 1))
+        b.t.send(Note(2, 1, 2))
+        assert await b.inbox.receive() == Note(1, 2, 1)
+        assert await a.inbox.receive() == Note(2, 1, 2)
+    assert a.t.bad_connections == 1
+    assert a.t.stats()[2].reconnects == 0 and b.t.stats()[1].reconnects == 0
+    assert len(logged(warnings, "protocol error, connection closed")) == 1
+
+
+async def test_stalled_peer_is_dropped_without_blocking_other_peers(nursery, warnings) -> None:
+    limits = attrs.evolve(LIMITS, stall_timeout=0.5, keepalive_interval=0.1, send_queue=256)
+    with trio.fail_after(15):
+        a, b = await mesh(nursery, 2, limits)
+        # c never reads its inbox: its receiver blocks, so it stops reading the socket,
+        # while it still answers keepalives (a live process whose reader is stuck).
+        c = await start(nursery, 3, {1: a.addr}, limits=limits, inbox_size=0)
+        a.t.update_peers({2: b.addr, 3: c.addr})
+        await a.t.wait_until(connected(a, 3))
+        big = b"x" * (256 * 1024)
+        queued = a.t.send_many(Note(1, 3, seq, big) for seq in range(256))  # 64 MiB
+        assert queued == 256
+        a.t.send_many(Note(1, 2, seq) for seq in range(100))
+        assert [m.seq for m in await receive(b, 100)] == list(range(100))
+        await a.t.wait_until(lambda: a.t.stats()[3].dropped > 0)
+    stalls = logged(warnings, "send stalled, closing link")
+    assert stalls and stalls[0]["peer"] == 3
+    assert a.t.stats()[3].queued == 0  # what was queued for the stalled link was dropped
+    assert a.t.stats()[2].reconnects == 0
+
+
+def test_send_queue_is_bounded_and_drops() -> None:
+    send, _ = trio.open_memory_channel[Note](1)
+    t = PeerTransport(
+        node_id=1, cluster_id=CLUSTER, listen=("127.0.0.1", 0), advertise_peer_addr="",
+        client_addr="", peers={2: "127.0.0.1:9"}, inbound=send,
+        limits=attrs.evolve(LIMITS, send_queue=8),
+    )
+    assert [t.send(Note(1, 2, i)) for i in range(10)] == [True] * 8 + [False] * 2
+    assert t.send(Note(1, 5, 0)) is False  # unknown peer
+    stats = t.stats()[2]
+    assert (stats.queued, stats.dropped, stats.sent, t.unroutable) == (8, 2, 0, 1)
+
+
+
+async def test_failed_dial_drops_what_was_queued(nursery) -> None:
+    with trio.fail_after(5):
+        a = await start(nursery, 1)
+        gone = await start(nursery, 2)
+        await gone.stop()  # a port nothing listens on any more
+        assert a.t.send_many(Note(1, 2, seq) for seq in range(5)) == 0  # not a peer yet
+        a.t.update_peers({2: gone.addr})
+        assert a.t.send_many(Note(1, 2, seq) for seq in range(5)) == 5
+        await a.t.wait_until(lambda: a.t.stats()[2].dropped == 5)
+    assert a.t.stats()[2].queued == 0 and a.t.unroutable == 5
+
+
+async def test_a_newer_inbound_connection_replaces_the_older(nursery) -> None:
+    with trio.fail_after(5):
+        a = await start(nursery, 1, {9: "127.0.0.1:9"})
+        old, new = await RawPeer.connect(a.port), await RawPeer.connect(a.port)
+        assert isinstance(await old.hello(9), Hello)
+        assert isinstance(await new.hello(9), Hello)
+        # The peer dials one connection at a time: the old one is dead, so a closes it.
+        assert all(isinstance(m, Ping) for m in frames_of(await old.read_until_closed()))
+        await new.stream.send_all(encode_frame(encode(Note(9, 1, 42))))
+        assert await a.inbox.receive() == Note(9, 1, 42)
+    assert a.t.stats()[9].inbound
+
+# -- keepalives ----------------------------------------------------------------------------
+
+
+async def test_keepalives_keep_an_idle_link_up(nursery) -> None:
+    with trio.fail_after(10):
+        a, b = await mesh(nursery, 2, FAST)
+        # 15 keepalives span 0.75 s, well past the 0.3 s stall timeout.
+        await b.t.wait_until(lambda: b.t.stats()[1].keepalives >= 15)
+        await a.t.wait_until(lambda: a.t.stats()[2].keepalives >= 15)
+    for p, other in ((a, 2), (b, 1)):
+        s = p.t.stats()[other]
+        assert s.connected and s.inbound and s.reconnects == 0
+
+
+async def test_silent_inbound_connection_is_closed_after_stall_timeout(nursery) -> None:
+    with trio.fail_after(5):
+        a = await start(nursery, 1, {9: "127.0.0.1:9"}, limits=FAST)
+        raw = await RawPeer.connect(a.port)
+        assert isinstance(await raw.hello(9), Hello)
+        rest = await raw.read_until_closed()  # we never ping: a must give up on us
+    # a kept pinging us until it gave up, so it was alive and closed the link on purpose.
+    assert frames_of(rest) and all(isinstance(m, Ping) for m in frames_of(rest))
+    assert not a.t.stats()[9].inbound
+
+
+async def test_silent_outbound_connection_is_closed_and_redialled(nursery) -> None:
+    """A peer that handshakes but never pings back is dropped and dialled again."""
+    accepted: list[bytes] = []
+    done = trio.Event()
+
+    async def silent_peer(stream: trio.SocketStream) -> None:
+        raw = RawPeer(stream)
+        hello = await raw.next()
+        assert isinstance(hello, Hello) and hello.node_id == 1
+        await stream.send_all(encode_frame(encode(
+            Hello(PROTOCOL_VERSION, CLUSTER, 9, "127.0.0.1:1", "c"))))
+        accepted.append(await raw.read_until_closed())
+        if len(accepted) == 2:
+            done.set()
+
+    with trio.fail_after(5):
+        listeners = await nursery.start(partial(trio.serve_tcp, silent_peer, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        a = await start(nursery, 1, {9: f"127.0.0.1:{port}"}, limits=FAST)
+        await done.wait()
+    assert all(frames_of(data) and all(isinstance(m, Ping) for m in frames_of(data))
+               for data in accepted)
+    assert a.t.stats()[9].reconnects >= 1
+
+
+# -- membership and shutdown ---------------------------------------------------------------
+
+
+async def test_update_peers_adds_and_removes_links(nursery) -> None:
+    with trio.fail_after(10):
+        a, b = await mesh(nursery, 2)
+        c = await start(nursery, 3, {1: a.addr})
+        a.t.update_peers({2: b.addr, 3: c.addr})
+        await a.t.wait_until(connected(a, 2, 3))
+        await c.t.wait_until(connected(c, 1))
+        assert a.t.send(Note(1, 3, 1)) and c.t.send(Note(3, 1, 2))
+        assert await c.inbox.receive() == Note(1, 3, 1)
+        assert await a.inbox.receive() == Note(3, 1, 2)
+
+        a.t.update_peers({2: b.addr})
+        assert set(a.t.stats()) == {2}
+        assert a.t.send(Note(1, 3, 3)) is False
+        # a's outbound link to c closed, and c's link to a is now refused.
+        await c.t.wait_until(lambda: not c.t.stats()[1].inbound)
+        await c.t.wait_until(lambda: c.t.stats()[1].refused >= 1)
+        assert a.t.send(Note(1, 2, 4))
+        assert await b.inbox.receive() == Note(1, 2, 4)
+    assert not c.t.stats()[1].connected
+    with pytest.raises(ValueError):
+        a.t.update_peers({1: b.addr})  # never a peer of itself
+
+
+async def test_cancelling_run_closes_the_port_and_every_link(nursery) -> None:
+    with trio.fail_after(10):
+        a, b = await mesh(nursery, 2)
+        await a.stop()
+        await b.t.wait_until(lambda: not (b.t.stats()[1].connected or b.t.stats()[1].inbound))
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream("127.0.0.1", a.port)
+    assert a.t.stats()[2].connected is False and a.t.stats()[2].inbound is False
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def test_backoff_grows_with_jitter_and_caps() -> None:
+    b = Backoff(0.1, 1.0, random.Random(7))
+    assert b.delay() == 0.0  # first try after a working link: at once
+    delays = []
+    for _ in range(8):
+        b.failed()
+        delays.append(b.delay())
+    for n, d in enumerate(delays):
+        ceiling = min(1.0, 0.1 * 2**n)
+        assert ceiling / 2 <= d <= ceiling
+    assert len(set(delays[-3:])) == 3  # jittered, not lock-step
+    assert Backoff(0.1, 1.0, random.Random(7)).rng.random() == random.Random(7).random()
+    b.reset()
+    assert b.delay() == 0.0
+
+
+def test_log_throttle_suppresses_repeats_per_key() -> None:
+    records: list[logging.LogRecord] = []
+    logger = logging.getLogger("raftkv.test-throttle")
+    logger.setLevel(logging.WARNING)
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    now = [0.0]
+    throttle = LogThrottle(logger, interval=10.0, clock=lambda: now[0])
+    try:
+        assert throttle.log("k", logging.WARNING, "event", n=1)
+        assert not throttle.log("k", logging.WARNING, "event", n=2)
+        assert not throttle.log("k", logging.WARNING, "event", n=3)
+        assert throttle.log("other", logging.WARNING, "event", n=4)
+        now[0] = 10.0
+        assert throttle.log("k", logging.WARNING, "event", n=5)
+    finally:
+        logger.removeHandler(handler)
+    fields = [r.fields for r in records]  # type: ignore[attr-defined]
+    assert fields == [{"n": 1}, {"n": 4}, {"n": 5, "suppressed": 2}]
+
+
+def test_split_addr() -> None:
+    assert split_addr("127.0.0.1:7101") == ("127.0.0.1", 7101)
+    assert split_addr("[::1]:7101") == ("::1", 7101)
+    for bad in ("7101", "host:", ":7101", "host:0", "host:99999"):
+        with pytest.raises(ValueError):
+            split_addr(bad)
+
