@@ -1,0 +1,275 @@
+"""Recovery on open: torn tails are cut, any other damage is a CorruptionError; I/O errors
+make the storage refuse writes."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+from storage_model import CONFIG, entries, entry, reopen
+
+from raftkv.storage import CorruptionError, StorageFailure
+from raftkv.storage import records as rec
+from raftkv.storage import wal as wal_mod
+from wire.raft import HardState, SnapshotMeta
+
+SEG1 = "wal-0000000000000001.log"
+
+
+def three_groups(path, segment_size: int = 1 << 20) -> list[int]:
+    """Write three synced groups; return the segment size after each (group boundaries)."""
+    s = reopen(path, segment_size=segment_size)
+    ends = [os.path.getsize(path / SEG1)]
+    for g in range(3):
+        s.append(entries(g * 3 + 1, g * 3 + 3, term=1, size=30))
+        s.set_hard_state(HardState(1, 1, g * 3))
+        s.sync()
+        ends.append(os.path.getsize(path / SEG1))
+    s.close()
+    return ends
+
+
+def damage(path, offset: int, data: bytes | None = None, cut: int | None = None) -> None:
+    raw = bytearray(path.read_bytes())
+    if data is not None:
+        raw[offset : offset + len(data)] = data
+    if cut is not None:
+        del raw[cut:]
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["short header", "short payload", "crc mismatch at tail", "trailing zeros", "zeros only"],
+)
+def test_torn_final_record_is_truncated_and_the_node_starts(tmp_path, how):
+    ends = three_groups(tmp_path)
+    seg = tmp_path / SEG1
+    last_group_start = ends[2]
+    if how == "short header":
+        damage(seg, 0, cut=last_group_start + 5)
+    elif how == "short payload":
+        damage(seg, 0, cut=last_group_start + rec.FRAME.size + 20)
+    elif how == "crc mismatch at tail":
+        damage(seg, ends[3] - 1, b"\xff")  # last byte of the final record's payload
+    elif how == "trailing zeros":
+        with open(seg, "ab") as f:
+            f.write(b"\0" * 4096)
+    else:  # the final group's pages never reached the disk, the size did
+        raw = seg.read_bytes()
+        seg.write_bytes(raw[:last_group_start] + b"\0" * (len(raw) - last_group_start))
+    s = reopen(tmp_path)
+    if how == "trailing zeros":
+        assert s.last_index() == 9
+        assert os.path.getsize(seg) == ends[3]
+    elif how == "crc mismatch at tail":
+        # Only the final record (the hard state of group 3) is lost; its entries remain.
+        assert s.last_index() == 9
+        assert s.initial_state()[0] == HardState(1, 1, 3)
+    else:
+        assert s.last_index() == 6
+        assert s.initial_state()[0] == HardState(1, 1, 3)
+        assert os.path.getsize(seg) == last_group_start  # cut back to the last good record
+    assert any("truncated torn tail" in note for note in s.recovery_notes)
+    # The repaired segment takes new appends and they survive another restart.
+    s.append(entries(s.last_index() + 1, 12, term=2))
+    s.sync()
+    s.close()
+    s = reopen(tmp_path)
+    assert s.last_index() == 12
+    assert s.recovery_notes == []
+    s.close()
+
+
+def test_corrupt_middle_record_names_file_and_offset(tmp_path):
+    ends = three_groups(tmp_path)
+    target = ends[1] + rec.FRAME.size + 2  # inside group 2's first record payload
+    damage(tmp_path / SEG1, target, b"\xaa")
+    with pytest.raises(CorruptionError) as info:
+        reopen(tmp_path)
+    assert info.value.path == str(tmp_path / SEG1)
+    assert info.value.offset == ends[1]
+    assert f"offset {ends[1]}" in str(info.value) and SEG1 in str(info.value)
+    assert os.path.getsize(tmp_path / SEG1) == ends[3]  # nothing was cut
+
+
+def test_bad_length_field_in_the_middle_is_corruption(tmp_path):
+    ends = three_groups(tmp_path)
+    damage(tmp_path / SEG1, ends[1], (7).to_bytes(4, "little"))
+    with pytest.raises(CorruptionError) as info:
+        reopen(tmp_path)
+    assert info.value.offset == ends[1]
+
+
+def test_zero_hole_followed_by_data_is_corruption_not_a_torn_tail(tmp_path):
+    ends = three_groups(tmp_path)
+    damage(tmp_path / SEG1, ends[1], b"\0" * (ends[2] - ends[1]))
+    with pytest.raises(CorruptionError) as info:
+        reopen(tmp_path)
+    assert info.value.offset == ends[1]
+
+
+def multi_segment(path) -> list[str]:
+    s = reopen(path, segment_size=200)
+    for i in range(1, 16):
+        s.append([entry(i, 1, b"z" * 40)])
+        s.sync()
+    s.close()
+    names = sorted(n for n in os.listdir(path) if n.startswith("wal-"))
+    assert len(names) >= 3
+    return names
+
+
+def test_torn_tail_of_an_earlier_segment_is_corruption(tmp_path):
+    names = multi_segment(tmp_path)
+    seg = tmp_path / names[0]
+    size = os.path.getsize(seg)
+    damage(seg, 0, cut=size - 2)
+    with pytest.raises(CorruptionError) as info:
+        reopen(tmp_path)
+    assert info.value.path == str(seg)
+
+
+def test_bad_segment_header_is_corruption(tmp_path):
+    names = multi_segment(tmp_path)
+    damage(tmp_path / names[-1], 0, b"NOTAWAL!")
+    with pytest.raises(CorruptionError, match="magic") as info:
+        reopen(tmp_path)
+    assert (info.value.path, info.value.offset) == (str(tmp_path / names[-1]), 0)
+
+
+def test_missing_middle_segment_is_corruption(tmp_path):
+    names = multi_segment(tmp_path)
+    os.unlink(tmp_path / names[1])
+    with pytest.raises(CorruptionError, match="missing") as info:
+        reopen(tmp_path)
+    assert info.value.path == str(tmp_path / names[1])
+
+
+def test_checksummed_but_undecodable_record_is_corruption(tmp_path):
+    three_groups(tmp_path)
+    with open(tmp_path / SEG1, "ab") as f:
+        f.write(rec.frame(b"\x92\x63\x01"))  # msgpack [99, 1]: unknown kind
+    with pytest.raises(CorruptionError, match="unknown record kind 99"):
+        reopen(tmp_path)
+
+
+def test_gap_between_entries_is_corruption(tmp_path):
+    three_groups(tmp_path)
+    with open(tmp_path / SEG1, "ab") as f:
+        f.write(rec.entries_record([entry(20, 1)]))
+    with pytest.raises(CorruptionError, match="entries start at 20, log ends at 9"):
+        reopen(tmp_path)
+
+
+def test_corrupt_snapshot_is_corruption(tmp_path):
+    s = reopen(tmp_path)
+    s.append(entries(1, 4, term=1))
+    s.compact(SnapshotMeta(3, 1, CONFIG), b"0123456789" * 10)
+    s.close()
+    snap = next(p for p in tmp_path.iterdir() if p.suffix == ".snap")
+    raw = bytearray(snap.read_bytes())
+    raw[-20] ^= 1
+    snap.write_bytes(bytes(raw))
+    with pytest.raises(CorruptionError, match="checksum") as info:
+        reopen(tmp_path)
+    assert info.value.path == str(snap)
+
+
+def test_segment_header_constant_is_what_files_start_with(tmp_path):
+    three_groups(tmp_path)
+    assert (tmp_path / SEG1).read_bytes()[: wal_mod.HEADER.size] == wal_mod.segment_header(1)
+
+
+# -- I/O failures: StorageFailure, then no more writes (fsyncgate) -------------------------
+
+
+def fail_with(code: int):
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    return fail
+
+
+def test_enospc_on_write_fails_and_refuses_further_writes(tmp_path, monkeypatch):
+    s = reopen(tmp_path, fsync="always")
+    s.append(entries(1, 3, term=1))
+    s.sync()
+    s.append(entries(4, 6, term=1))
+    monkeypatch.setattr(os, "write", fail_with(errno.ENOSPC))
+    with pytest.raises(StorageFailure, match="disk full"):
+        s.sync()
+    assert s.failed
+    writes: list[int] = []
+    monkeypatch.setattr(os, "write", lambda fd, b: writes.append(fd) or len(b))
+    monkeypatch.setattr(os, "pwrite", lambda fd, b, o: writes.append(fd) or len(b))
+    for op in (
+        lambda: s.sync(),
+        lambda: s.append(entries(7, 7, term=1)),
+        lambda: s.set_hard_state(HardState(9, 9, 0)),
+        lambda: s.compact(SnapshotMeta(2, 1, CONFIG), b""),
+        lambda: s.install_snapshot(SnapshotMeta(20, 1, CONFIG), b""),
+        lambda: s.snapshot_writer(SnapshotMeta(20, 1, CONFIG)),
+    ):
+        with pytest.raises(StorageFailure, match="refuses writes"):
+            op()
+    assert writes == []
+    s.close()
+    monkeypatch.undo()
+    s = reopen(tmp_path)
+    assert s.last_index() == 3
+    s.close()
+
+
+def test_partial_write_then_enospc_recovers_the_synced_prefix(tmp_path, monkeypatch):
+    s = reopen(tmp_path, fsync="always")
+    s.append(entries(1, 3, term=1))
+    s.sync()
+    s.append(entries(4, 30, term=1, size=50))
+    real_write = os.write
+    state = {"first": True}
+
+    def half_then_full(fd, data):
+        if state["first"]:
+            state["first"] = False
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(StorageFailure):
+        s.sync()
+    monkeypatch.undo()
+    s.close()
+    s = reopen(tmp_path)
+    assert s.last_index() == 3
+    assert any("torn tail" in n for n in s.recovery_notes)
+    s.close()
+
+
+def test_fsync_error_fails_and_refuses_further_writes(tmp_path, monkeypatch):
+    s = reopen(tmp_path, fsync="always")
+    s.append(entries(1, 3, term=1))
+    monkeypatch.setattr(os, "fsync", fail_with(errno.EIO))
+    with pytest.raises(StorageFailure, match="Input/output error"):
+        s.sync()
+    monkeypatch.undo()
+    with pytest.raises(StorageFailure):
+        s.sync()  # never retry an fsync that failed: the page cache state is unknown
+    s.close()
+
+
+def test_enospc_while_writing_a_snapshot_leaves_the_old_one(tmp_path, monkeypatch):
+    s = reopen(tmp_path, fsync="always")
+    s.append(entries(1, 5, term=1))
+    s.sync()
+    monkeypatch.setattr(os, "pwrite", fail_with(errno.ENOSPC))
+    with pytest.raises(StorageFailure):
+        s.compact(SnapshotMeta(4, 1, CONFIG), b"big" * 1000)
+    monkeypatch.undo()
+    assert s.snapshot_meta().index == 0
+    s.close()
+    s = reopen(tmp_path)
+    assert (s.snapshot_meta().index, s.last_index()) == (0, 5)
+    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+    s.close()
