@@ -85,10 +85,8 @@ class Model:
     def install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         self.sync()
         s = self.live
-        if s.term(meta.index) == meta.term:
-            rest = s.entries[meta.index - s.snap.index :]
-        else:
-            rest = ()
+        matches = s.term(meta.index) == meta.term
+        rest = s.entries[meta.index - s.snap.index :] if matches else ()
         self.live = self.durable = State(meta, data, s.hs, rest)
 
     def candidates(self) -> list[State]:

@@ -352,4 +352,3 @@ def test_unknown_format_versions_are_clear_errors(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({**meta, "format": 2}))
     with pytest.raises(UnsupportedFormat, match="format 2"):
         reopen(tmp_path)
-
