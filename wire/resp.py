@@ -264,6 +264,8 @@ class CommandParser:
         buf = self._buf
         pos = self._pos
         n = len(buf)
+        scan = self._scan  # nonzero only when resuming a stalled search
+        self._scan = 0
         max_inline = self.max_inline_len
         args = self._args
         small = _SMALL_INTS
@@ -273,37 +275,23 @@ class CommandParser:
                     self._stall(pos, 1)
                     return None
                 if buf[pos] != 42:  # not '*': inline
-                    nl = buf.find(b"\n", pos + self._scan)
-                    if nl < 0:
-                        if n - pos > max_inline:
-                            raise ProtocolError(_TOO_BIG_INLINE)
-                        self._scan = n - pos
-                        self._stall(pos, max_inline + 1, 10)
+                    nl = buf.find(b"\n", pos + scan)
+                    if nl < 0 or nl - pos > max_inline:
+                        self._line_incomplete(pos, nl, 10, _TOO_BIG_INLINE)
                         return None
-                    if nl - pos > max_inline:
-                        raise ProtocolError(_TOO_BIG_INLINE)
+                    scan = 0
                     end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
                     line = buf[pos:end]
-                    pos = nl + 1
-                    self._scan = 0
-                    self._pos = pos
+                    pos = self._pos = nl + 1
                     cmd = split_args(line)
                     if cmd:
                         return cmd
                     continue  # empty line: no command
-                r = buf.find(b"\r", pos + self._scan)
-                if r < 0:
-                    if n - pos > max_inline:
-                        raise ProtocolError(_TOO_BIG_MBULK)
-                    self._scan = n - pos
-                    self._stall(pos, max_inline + 1, 13)
+                r = buf.find(b"\r", pos + scan)
+                if r < 0 or r + 1 >= n or r - pos > max_inline:
+                    self._line_incomplete(pos, r, 13, _TOO_BIG_MBULK)
                     return None
-                if r - pos > max_inline:
-                    raise ProtocolError(_TOO_BIG_MBULK)
-                if r + 1 >= n:
-                    self._scan = r - pos
-                    self._stall(pos, r + 2 - pos)
-                    return None
+                scan = 0
                 field = buf[pos + 1 : r]
                 count = small.get(field)
                 if count is None:
@@ -311,7 +299,6 @@ class CommandParser:
                 if count is None or count > self.max_multibulk_len:
                     raise ProtocolError(_BAD_MBULK_LEN)
                 pos = r + 2
-                self._scan = 0
                 if count <= 0:
                     continue  # Redis skips empty and null multibulks
                 args = []
@@ -320,45 +307,59 @@ class CommandParser:
             else:
                 left = self._left
                 bulklen = self._bulklen
+            max_bulk = self.max_bulk_len
+            append = args.append
             while left:
                 if bulklen < 0:
-                    r = buf.find(b"\r", pos + self._scan)
-                    if r < 0:
-                        if n - pos > max_inline:
-                            raise ProtocolError(_TOO_BIG_BULK)
-                        self._scan = n - pos
-                        self._save(args, left, bulklen)
-                        self._stall(pos, max_inline + 1, 13)
+                    r = buf.find(b"\r", pos + scan)
+                    if r < 0 or r + 1 >= n or r - pos > max_inline:
+                        self._save(args, left, -1)
+                        self._line_incomplete(pos, r, 13, _TOO_BIG_BULK)
                         return None
-                    if r - pos > max_inline:
-                        raise ProtocolError(_TOO_BIG_BULK)
-                    if r + 1 >= n:
-                        self._scan = r - pos
-                        self._save(args, left, bulklen)
-                        self._stall(pos, r + 2 - pos)
-                        return None
+                    scan = 0
                     if buf[pos] != 36:  # '$'
                         raise _expected_dollar(buf[pos])
                     field = buf[pos + 1 : r]
                     bulklen = small.get(field)
                     if bulklen is None:
                         bulklen = string2ll(field)
-                    if bulklen is None or bulklen < 0 or bulklen > self.max_bulk_len:
+                        if bulklen is None:
+                            raise ProtocolError(_BAD_BULK_LEN)
+                    if bulklen < 0 or bulklen > max_bulk:
                         raise ProtocolError(_BAD_BULK_LEN)
                     pos = r + 2
-                    self._scan = 0
                 end = pos + bulklen
                 if end + 2 > n:
                     self._save(args, left, bulklen)
                     self._stall(pos, bulklen + 2)
                     return None
-                args.append(buf[pos:end])
+                append(buf[pos:end])
                 pos = end + 2
                 bulklen = -1
                 left -= 1
             self._args = None
             self._pos = pos
             return args
+
+    def _line_incomplete(self, pos: int, found: int, terminator: int, too_big: str) -> None:
+        """Stall on, or reject, a line or header whose terminator is not (all) buffered.
+
+        ``found`` is the terminator's index or -1. A header (CR terminated) also needs the
+        byte after its CR. Longer than ``max_inline_len`` is an error whether or not the
+        terminator has arrived, so the outcome does not depend on how the input was split.
+        """
+        n = len(self._buf)
+        limit = self.max_inline_len
+        if found < 0:
+            if n - pos > limit:
+                raise ProtocolError(too_big)
+            self._scan = n - pos
+            self._stall(pos, limit + 1, terminator)
+        elif found - pos > limit:
+            raise ProtocolError(too_big)
+        else:  # a header's CR is the last byte: wait for the one after it
+            self._scan = found - pos
+            self._stall(pos, found + 2 - pos)
 
     def _save(self, args: list[bytes], left: int, bulklen: int) -> None:
         self._args = args
