@@ -338,6 +338,9 @@ class CommandParser:
                 bulklen = -1
                 left -= 1
             self._args = None
+            if pos == n:  # drop a consumed (possibly large) buffer now, not at the next feed
+                self._buf = b""
+                pos = 0
             self._pos = pos
             return args
 
