@@ -241,8 +241,16 @@ class DiskStorage:
         if replay.hs is None:
             raise CorruptionError(self._segments[0].path, 0, "no hard state record in the WAL")
         self._hs = self._durable_hs = replay.hs
-        self._entries = self._reconcile(replay)
-        self._segments[-1].open_for_append()
+        entries = self._reconcile(replay)
+        if entries is None:
+            # The snapshot voids the whole WAL: a crash interrupted an install before its
+            # RESET segment. Finish it, or later appends would follow stale entries on disk.
+            self._entries = []
+            self._reset_wal(self._snap)
+            self.recovery_notes.append(f"completed the install of snapshot {self._snap.index}")
+        else:
+            self._entries = entries
+            self._segments[-1].open_for_append()
 
     @staticmethod
     def _replay_record(r: _Replay, rec: records.Record, seg: Segment, offset: int) -> None:
@@ -270,12 +278,12 @@ class DiskStorage:
         else:
             r.base, r.raw = rec.index, []
 
-    def _reconcile(self, r: _Replay) -> list[Entry]:
+    def _reconcile(self, r: _Replay) -> list[Entry] | None:
         """The entries after the snapshot: the ``install_snapshot`` rule, applied on open.
 
         Keep the WAL's suffix after the snapshot index only if the WAL holds the snapshot's
         entry with the snapshot's term (or starts right after it); otherwise the WAL is older
-        than the snapshot (an install the crash interrupted) and is void.
+        than the snapshot (an install the crash interrupted) and is void: None.
         """
         s = self._snap
         if r.base is None:
@@ -285,9 +293,9 @@ class DiskStorage:
                 self._segments[0].path, 0, f"WAL starts at {r.base + 1}, after snapshot {s.index}"
             )
         if s.index > r.last:
-            return []
+            return None
         if s.index > r.base and r.raw[s.index - r.base - 1][0] != s.term:
-            return []
+            return None
         first = s.index + 1
         return [
             Entry(term=t, index=i, kind=k, data=b)
@@ -377,6 +385,8 @@ class DiskStorage:
         for i, e in enumerate(entries):
             if e.index != first + i:
                 raise ValueError(f"entries not consecutive: {e.index} after {first + i - 1}")
+            if e.term < 0 or e.kind < 0 or type(e.data) is not bytes:
+                raise ValueError(f"entry {e.index}: negative term/kind or non-bytes data")
         last = self.last_index()
         if first > last + 1:
             raise ValueError(f"append at {first} leaves a gap after the last index {last}")
@@ -395,6 +405,8 @@ class DiskStorage:
     def set_hard_state(self, hs: HardState) -> None:
         """Buffer the hard state (durable at the next ``sync``)."""
         self._check_writable()
+        if min(hs.term, hs.vote, hs.commit) < 0:
+            raise ValueError(f"negative field in {hs}")  # recovery would reject the record
         if hs != self._hs:
             self._buf += records.hard_state_record(hs)
             self._hs = hs
@@ -478,23 +490,31 @@ class DiskStorage:
                     break
                 doomed.append(seg)
         else:
-            # Reset: the whole log is older than the snapshot. A new segment carries the
-            # durable hard state and a RESET marker; only once it is durable do the old
-            # segments go (recovery would reach the same state from the snapshot file alone).
             self._entries = []
-            self._roll(
-                records.hard_state_record(self._durable_hs)
-                + records.reset_record(meta.index, meta.term)
-            )
-            doomed = self._segments[:-1]
+            doomed = []
+            self._reset_wal(meta)
         self._snap = meta
         self._snap_file = SnapshotFile(path)
-        for seg in doomed:  # oldest first, each removal durable: no gap can ever appear
-            remove_durably(self.data_dir, os.path.basename(seg.path), policy)
-            self._segments.remove(seg)
+        self._remove_segments(doomed)
         for name in os.listdir(self.data_dir):
             if (parsed := parse_snapshot_name(name)) and parsed != (meta.index, meta.term):
                 remove_durably(self.data_dir, name, policy)
+
+    def _reset_wal(self, meta: SnapshotMeta) -> None:
+        """The whole log is older than the (durable) snapshot ``meta``: start a new segment
+        carrying the durable hard state and a RESET marker; only once it is durable do the
+        old segments go (until then recovery reaches the same state from the snapshot)."""
+        self._roll(
+            records.hard_state_record(self._durable_hs)
+            + records.reset_record(meta.index, meta.term)
+        )
+        self._remove_segments(self._segments[:-1])
+
+    def _remove_segments(self, doomed: list[Segment]) -> None:
+        """Oldest first, each removal durable before the next: no gap can ever appear."""
+        for seg in doomed:
+            remove_durably(self.data_dir, os.path.basename(seg.path), self.fsync_policy)
+            self._segments.remove(seg)
 
     # -- failure handling and closing ------------------------------------------------------
     def _check_writable(self) -> None:

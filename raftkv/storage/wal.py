@@ -89,9 +89,9 @@ class ScanResult:
 def scan_segment(path: str, seq: int, is_last: bool) -> ScanResult:
     """Read and check every record of a segment.
 
-    A bad record counts as a torn tail (crash mid-write) only in the last segment, and only
-    if nothing good could follow it: the record claims to extend to or past the end of the
-    file, or every byte from it to the end is zero (the file was extended but the data never
+    A bad record (short, checksum mismatch, zeroed) counts as a torn tail (crash mid-write)
+    only if it is the final record of the last segment: it claims to extend to or past the
+    end of the file, or only zero bytes follow it (the file was extended but the data never
     reached the disk). Anything else raises ``CorruptionError`` with the record's offset;
     nothing is ever skipped. (A crash that persisted a group's pages out of order, leaving
     a hole before good data, is therefore reported as corruption rather than guessed at.)
@@ -135,7 +135,7 @@ def scan_segment(path: str, seq: int, is_last: bool) -> ScanResult:
                     raise CorruptionError(path, pos, str(e)) from None
                 pos = end
                 continue
-        if is_last and (end >= n or data.count(0, pos) == n - pos):
+        if is_last and (end >= n or data.count(0, end) == n - end):
             return ScanResult(out, pos, n, problem)
         raise CorruptionError(path, pos, problem)
     return ScanResult(out, pos, n, None)

@@ -10,7 +10,6 @@ different one invents data.
 from __future__ import annotations
 
 import os
-import shutil
 
 import attrs
 
@@ -104,9 +103,10 @@ def reopen(path: str | os.PathLike[str], fsync: str = "never", **kw) -> DiskStor
 
 
 def materialise(files: dict[str, bytes], path: str) -> None:
-    """Write a recorded directory state into a fresh directory at ``path``."""
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
+    """Make the directory at ``path`` hold exactly ``files`` (reused: faster than rmtree)."""
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        os.unlink(os.path.join(path, name))
     for name, data in files.items():
         with open(os.path.join(path, name), "wb") as f:
             f.write(data)
