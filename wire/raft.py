@@ -53,3 +53,142 @@ class SnapshotMeta:
     index: int
     term: int
     config: ClusterConfig
+
+
+# -- peer messages (tags 20-39; 28-29 reserved for InstallSnapshot / InstallSnapshotResponse) ---
+
+
+@record(tag=20)
+@attrs.frozen
+class RequestVote:
+    """A (pre-)vote request. ``pre_vote``: a PreVote probe at ``term`` = candidate's term + 1,
+    which changes nobody's term or vote. ``transfer``: sent because of TimeoutNow, so the
+    receiver's leader lease (CheckQuorum) does not apply."""
+
+    term: int
+    src: int
+    dst: int
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool = False
+    transfer: bool = False
+
+
+@record(tag=21)
+@attrs.frozen
+class RequestVoteResponse:
+    """``term`` is the voter's term, or the requested term for a granted pre-vote."""
+
+    term: int
+    src: int
+    dst: int
+    granted: bool
+    pre_vote: bool = False
+
+
+@record(tag=22)
+@attrs.frozen
+class AppendEntries:
+    """Entries after ``prev_index`` (empty for a heartbeat). ``seq`` is the leader's latest
+    ReadIndex round number when this was sent; the response echoes it."""
+
+    term: int
+    src: int
+    dst: int
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+    seq: int = 0
+
+
+@record(tag=23)
+@attrs.frozen
+class AppendEntriesResponse:
+    """On success ``match_index`` is the last index known to match the leader's log. On a
+    rejection it is the rejected ``prev_index`` (so the leader can drop stale rejections) and
+    ``conflict_term`` / ``conflict_index`` are the fast back-off hint: the follower's term at
+    prev_index and the first index it holds of that term, or (0, last index + 1) when the
+    follower's log is too short."""
+
+    term: int
+    src: int
+    dst: int
+    success: bool
+    match_index: int
+    conflict_index: int = 0
+    conflict_term: int = 0
+    seq: int = 0
+
+
+@record(tag=24)
+@attrs.frozen
+class TimeoutNow:
+    """Leadership transfer: the target campaigns at once (no PreVote, lease bypassed)."""
+
+    term: int
+    src: int
+    dst: int
+
+
+@record(tag=25)
+@attrs.frozen
+class ReadIndexRequest:
+    """A follower asks the leader for a confirmed read index for ``ctx``."""
+
+    term: int
+    src: int
+    dst: int
+    ctx: bytes
+
+
+@record(tag=26)
+@attrs.frozen
+class ReadIndexResponse:
+    """``ok`` False: the leader could not serve the read (not leader any more)."""
+
+    term: int
+    src: int
+    dst: int
+    ctx: bytes
+    index: int
+    ok: bool
+
+
+# -- forwarding (tags 40-49): routed by the runtime, never given to the consensus core -------
+
+
+@record(tag=40)
+@attrs.frozen
+class ForwardRequest:
+    """A client command forwarded from a follower to the leader."""
+
+    term: int
+    src: int
+    dst: int
+    req_id: int
+    args: tuple[bytes, ...]
+
+
+@record(tag=41)
+@attrs.frozen
+class ForwardResponse:
+    """The leader's reply to a ForwardRequest: ``reply`` is an encoded reply the runtime defines."""
+
+    term: int
+    src: int
+    dst: int
+    req_id: int
+    reply: bytes
+
+
+# Messages the consensus core steps (RaftNode.step accepts exactly these).
+RaftMessage = (
+    RequestVote
+    | RequestVoteResponse
+    | AppendEntries
+    | AppendEntriesResponse
+    | TimeoutNow
+    | ReadIndexRequest
+    | ReadIndexResponse
+)

@@ -69,3 +69,13 @@ class LogStorage(Protocol):
 
     def sync(self) -> None:
         """Make everything written so far durable (fsync). No-op in memory."""
+
+
+# Fixed per-entry allowance (term, index, kind and framing) added to len(data) when entries
+# are counted against a byte budget; storages and the core use the same measure.
+ENTRY_OVERHEAD = 24
+
+
+def entry_size(entry: Entry) -> int:
+    """Approximate encoded size of an entry, for the ``max_bytes`` budgets."""
+    return len(entry.data) + ENTRY_OVERHEAD

@@ -1,0 +1,45 @@
+"""Tuning knobs of the consensus core, and the test-only bug switches."""
+
+from __future__ import annotations
+
+import attrs
+
+# Test-only switches that deliberately break one Raft rule each, so the simulator can prove
+# that its checks catch the violation. Never set outside tests.
+BUGS = frozenset(
+    {
+        "vote_without_log_check",  # grant votes to candidates with a less up-to-date log
+        "commit_previous_term",  # commit a previous-term entry by counting replicas (Fig. 8)
+        "read_without_quorum",  # release ReadIndex reads without a heartbeat round
+        "skip_persist_vote",  # the Ready's hard state never carries the vote
+        "truncate_matching_suffix",  # follower rewrites its log from every AppendEntries
+        "no_term_check_on_append",  # follower accepts AppendEntries from a stale term
+    }
+)
+
+
+def _check_bugs(_inst: object, _attr: object, value: frozenset[str]) -> None:
+    unknown = set(value) - BUGS
+    if unknown:
+        raise ValueError(f"unknown bug switches {sorted(unknown)}; known: {sorted(BUGS)}")
+
+
+@attrs.frozen
+class RaftConfig:
+    """Times are in ticks (the runtime ticks every 10 ms by default)."""
+
+    election_ticks: int = attrs.field(default=15, validator=attrs.validators.ge(2))
+    heartbeat_ticks: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    max_inflight: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    max_batch_bytes: int = attrs.field(default=1 << 20, validator=attrs.validators.ge(1))
+    # Bytes of committed entries handed out per Ready (at least one entry).
+    max_apply_bytes: int = attrs.field(default=4 << 20, validator=attrs.validators.ge(1))
+    pre_vote: bool = True
+    check_quorum: bool = True
+    bugs: frozenset[str] = attrs.field(
+        default=frozenset(), converter=frozenset, validator=_check_bugs
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.heartbeat_ticks >= self.election_ticks:
+            raise ValueError("heartbeat_ticks must be smaller than election_ticks")

@@ -1,0 +1,849 @@
+"""RaftNode: the consensus state machine (Ongaro's dissertation, in the etcd-io/raft shape).
+
+Inputs: ``tick()``, ``step(message)``, ``propose(data)``, ``read_index(ctx)``,
+``transfer_leadership(id)``, ``campaign()``. Outputs: ``ready()`` returns a ``Ready`` batch
+(entries and hard state to persist, messages to send afterwards, committed entries to apply,
+confirmed and failed reads); ``advance(ready)`` says it was handled. Nothing here does I/O or
+reads a clock; randomness comes from the ``rng`` the caller passes.
+
+Choices worth knowing (see also the module docstrings of progress, read_only, raft_log):
+
+- Term rules follow etcd: a higher-term message makes us a follower, except pre-votes (and
+  granted pre-vote replies), and except that with CheckQuorum a node that heard from a leader
+  within the election timeout ignores higher-term RequestVotes unless ``transfer`` is set
+  (the leader lease). Stale AppendEntries get a reply carrying our term so that a deposed
+  leader steps down; stale pre-votes get a rejection with our term.
+- Heartbeats are AppendEntries with no entries. To a follower in PROBE or SNAPSHOT state
+  the heartbeat's prev_index is the follower's known match, so the consistency check always
+  passes and the follower takes ``min(commit, match)`` as commit (the usual
+  ``min(leader_commit, index of last new entry)`` rule): etcd's rule, derived instead of
+  special-cased. To a follower in REPLICATE state with AppendEntries in flight the prev_index
+  is ``next - 1``: if an AppendEntries was lost the heartbeat is rejected and the follower
+  drops back to PROBE, so a lost message never stalls replication (etcd does the same from
+  the heartbeat reply).
+- A follower receiving AppendEntries whose prev_index is below its commit index skips the
+  entries it has committed (they match the leader's by Leader Completeness) instead of
+  checking them; etcd instead replies with its commit index and drops the message.
+- Proposals and ReadIndex requests made between two ``ready()`` calls are sent in one batch
+  by ``ready()``: one AppendEntries per follower for many proposals, one read round for many
+  reads.
+- ForwardRequest / ForwardResponse are routed by the runtime: ``step`` raises TypeError.
+- Configuration changes take effect when their CONFIG entry is appended (4.1) and are rolled
+  back if it is truncated; quorums always use the configuration in force. ``propose_config``
+  is the raw, single-change-at-a-time primitive; membership safety checks (one server at a
+  time, learners first) belong to the admin API on top.
+- Compaction: the log may start after a snapshot. A follower that needs compacted entries
+  moves to SNAPSHOT progress and is left alone until InstallSnapshot exists (tags 28-29).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raftkv.raft.config import RaftConfig
+from raftkv.raft.errors import NotLeader
+from raftkv.raft.log_storage import Compacted, LogStorage
+from raftkv.raft.membership import (
+    ConfigHistory,
+    committed_index,
+    decode_config,
+    encode_config,
+    learners,
+    quorum,
+    voters,
+)
+from raftkv.raft.progress import Inflights, Progress, ProgressState
+from raftkv.raft.raft_log import RaftLog
+from raftkv.raft.read_only import ForwardedRead, LeaderReads, PendingRead
+from raftkv.raft.ready import ReadState, Ready
+from raftkv.raft.role import Role
+from wire.raft import (
+    CONFIG,
+    NOOP,
+    NORMAL,
+    AppendEntries,
+    AppendEntriesResponse,
+    ClusterConfig,
+    Entry,
+    ForwardRequest,
+    ForwardResponse,
+    HardState,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
+
+_RAFT_MESSAGES = (
+    RequestVote,
+    RequestVoteResponse,
+    AppendEntries,
+    AppendEntriesResponse,
+    TimeoutNow,
+    ReadIndexRequest,
+    ReadIndexResponse,
+)
+
+
+class SafetyViolation(RuntimeError):
+    """An invariant that Raft guarantees was broken (e.g. a committed entry conflicts)."""
+
+
+class RaftNode:
+    def __init__(self, node_id: int, storage: LogStorage, config: RaftConfig, rng: Any) -> None:
+        if node_id < 1:
+            raise ValueError("node ids are integers >= 1")
+        self._id = node_id
+        self._cfg = config
+        self._bugs = config.bugs
+        self._rng = rng
+        self._log = RaftLog(storage)
+        hs, stored_config = storage.initial_state()
+        snap_index = storage.first_index() - 1
+        self._term = hs.term
+        self._vote = hs.vote
+        self._commit = min(max(hs.commit, snap_index), self._log.last_index())
+        self._apply_emitted = snap_index  # committed entries handed out up to here
+        self._prev_hs = hs  # the hard state storage holds (as far as we were told)
+        self._configs = self._load_configs(stored_config)
+
+        self._msgs: list[Any] = []
+        self._read_states: list[ReadState] = []
+        self._failed_reads: list[bytes] = []
+
+        self._role = Role.FOLLOWER
+        self._leader = 0
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_timeout = config.election_ticks
+        self._votes: dict[int, bool] = {}
+        self._progress: dict[int, Progress] = {}
+        self._transferee = 0
+        self._transfer_elapsed = 0
+        self._reads = LeaderReads()
+        self._forwarded: list[ForwardedRead] = []
+        self._bcast_pending = False  # leader: new entries to send at the next ready()
+        self._commit_bcast = False  # leader: commit advanced, tell followers at next ready()
+        self._reset(self._term)
+
+    # -- read-only properties --------------------------------------------------------------
+    @property
+    def id(self) -> int:
+        return self._id
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def term(self) -> int:
+        return self._term
+
+    @property
+    def vote(self) -> int:
+        return self._vote
+
+    @property
+    def leader_id(self) -> int:
+        return self._leader
+
+    @property
+    def commit_index(self) -> int:
+        return self._commit
+
+    @property
+    def last_index(self) -> int:
+        return self._log.last_index()
+
+    @property
+    def cluster_config(self) -> ClusterConfig:
+        return self._configs.current
+
+    @property
+    def voters(self) -> frozenset[int]:
+        return voters(self._configs.current)
+
+    @property
+    def is_learner(self) -> bool:
+        return self._id in learners(self._configs.current)
+
+    @property
+    def transferee(self) -> int:
+        """Target of the leadership transfer in progress (0: none)."""
+        return self._transferee
+
+    def progress(self, peer: int) -> Progress | None:
+        """The leader's replication progress for ``peer`` (introspection: tests, metrics)."""
+        return self._progress.get(peer) if self._role is Role.LEADER else None
+
+    def log_term(self, index: int) -> int | None:
+        """Term of entry ``index`` in this node's log (None if compacted or absent)."""
+        return self._log.term_or_none(index)
+
+    # -- inputs ----------------------------------------------------------------------------
+    def tick(self) -> None:
+        """One logical clock tick."""
+        if self._role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_election()
+        self._tick_forwarded_reads()
+
+    def campaign(self) -> None:
+        """Start an election now (with PreVote if enabled). No-op for leaders and non-voters."""
+        if self._role is not Role.LEADER:
+            self._hup(transfer=False)
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """Append a command; returns its (index, term). It is committed if an entry with that
+        index *and term* is later applied; another term at that index means it was lost."""
+        e = self._append_as_leader(NORMAL, data)
+        return e.index, e.term
+
+    def propose_config(self, config: ClusterConfig) -> tuple[int, int]:
+        """Append a CONFIG entry (in force at once). One change at a time: raises ValueError
+        while the previous configuration is uncommitted. No membership checks here."""
+        self._check_can_propose()
+        if self._configs.index > self._commit:
+            raise ValueError("a configuration change is still uncommitted")
+        e = self._append_as_leader(CONFIG, encode_config(config))
+        return e.index, e.term
+
+    def read_index(self, ctx: bytes) -> None:
+        """Ask for a linearizable read; the answer is a ReadState(ctx, index) or ctx in
+        failed_reads of a later Ready. ``ctx`` must be unique among pending reads."""
+        if self._role is Role.LEADER:
+            self._leader_read(PendingRead(ctx, 0))
+        elif self._leader and self._role is Role.FOLLOWER:
+            self._forwarded.append(ForwardedRead(ctx, self._leader))
+            self._send(ReadIndexRequest(self._term, self._id, self._leader, ctx))
+        else:
+            raise NotLeader(0, "no leader known")
+
+    def transfer_leadership(self, target: int) -> None:
+        """Hand leadership to ``target``: stop taking proposals, bring it up to date, then send
+        TimeoutNow. Aborted after an election timeout. ``target == id`` cancels a transfer."""
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        if target == self._id:
+            self._transferee = 0
+            return
+        if target not in self.voters:
+            raise ValueError(f"node {target} is not a voter")
+        if self._transferee == target:
+            return
+        self._transferee = target
+        self._transfer_elapsed = 0
+        pr = self._progress[target]
+        if pr.match == self._log.last_index():
+            self._send(TimeoutNow(self._term, self._id, target))
+        else:
+            self._send_appends(target)
+
+    def step(self, m: Any) -> None:
+        """Handle one peer message addressed to this node."""
+        if isinstance(m, ForwardRequest | ForwardResponse):
+            raise TypeError(f"{type(m).__name__} is routed by the runtime, not the raft core")
+        if not isinstance(m, _RAFT_MESSAGES):
+            raise TypeError(f"not a raft message: {m!r}")
+        if m.dst != self._id:
+            raise ValueError(f"message for node {m.dst} stepped into node {self._id}")
+        if m.term > self._term:
+            if isinstance(m, RequestVote) and not m.transfer:
+                # Leader lease: we heard from a live leader within the election timeout, so
+                # a candidate (a rejoining partitioned node, say) gets no answer. Pre-votes
+                # always obey it (dissertation 9.6); real votes with CheckQuorum (etcd).
+                heard_leader = (
+                    self._leader != 0 and self._election_elapsed < self._cfg.election_ticks
+                )
+                if heard_leader and (m.pre_vote or self._cfg.check_quorum):
+                    return
+            if isinstance(m, RequestVote) and m.pre_vote:
+                pass  # a pre-vote changes nobody's term
+            elif isinstance(m, RequestVoteResponse) and m.pre_vote and m.granted:
+                pass  # our own proposed term echoed back; we bump it when we win
+            else:
+                self._become_follower(m.term, m.src if isinstance(m, AppendEntries) else 0)
+        elif m.term < self._term:
+            stale_ok = "no_term_check_on_append" in self._bugs and isinstance(m, AppendEntries)
+            if not stale_ok:
+                self._reply_stale(m)
+                return
+        if self._role is Role.LEADER:
+            self._step_leader(m)
+        else:
+            self._step_not_leader(m)
+
+    # -- outputs ---------------------------------------------------------------------------
+    def has_ready(self) -> bool:
+        leader_work = self._role is Role.LEADER and bool(
+            self._bcast_pending or self._commit_bcast or self._reads.unassigned
+        )
+        return bool(
+            leader_work
+            or self._msgs
+            or self._read_states
+            or self._failed_reads
+            or self._log.has_unemitted()
+            or self._hard_state() != self._prev_hs
+            or self._apply_emitted < min(self._commit, self._log.last_index())
+        )
+
+    def ready(self) -> Ready:
+        """Collect the pending work. Call ``advance`` with it once it has been handled."""
+        if self._role is Role.LEADER:
+            self._flush_leader()
+        entries = self._log.take_unemitted()
+        hs = self._hard_state()
+        committed: list[Entry] = []
+        hi = min(self._commit, self._log.last_index())
+        if self._apply_emitted < hi:
+            committed = self._log.entries(
+                self._apply_emitted + 1, hi + 1, self._cfg.max_apply_bytes
+            )
+            self._apply_emitted = committed[-1].index
+        vote_changed = (hs.term, hs.vote) != (self._prev_hs.term, self._prev_hs.vote)
+        rd = Ready(
+            messages=self._msgs,
+            entries=entries,
+            hard_state=hs if hs != self._prev_hs else None,
+            committed_entries=committed,
+            read_states=self._read_states,
+            failed_reads=self._failed_reads,
+            must_sync=bool(entries) or vote_changed,
+        )
+        self._msgs, self._read_states, self._failed_reads = [], [], []
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The runtime persisted ``rd``'s entries and hard state and sent its messages."""
+        if rd.hard_state is not None:
+            self._prev_hs = rd.hard_state
+        if rd.entries:
+            last = rd.entries[-1]
+            self._log.stable_to(last.index, last.term)
+            if self._role is Role.LEADER:
+                me = self._progress.get(self._id)
+                if me is not None and me.maybe_update(self._log.stable_index()):
+                    self._maybe_commit()
+
+    # -- roles -----------------------------------------------------------------------------
+    def _reset(self, term: int) -> None:
+        if term != self._term:
+            self._term = term
+            self._vote = 0
+        self._leader = 0
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_timeout = self._rng.randrange(
+            self._cfg.election_ticks, 2 * self._cfg.election_ticks
+        )
+        self._votes = {}
+        self._transferee = 0
+        self._bcast_pending = self._commit_bcast = False
+        self._fail_leader_reads()
+        self._fail_forwarded_reads()
+
+    def _become_follower(self, term: int, leader: int) -> None:
+        self._reset(term)
+        self._role = Role.FOLLOWER
+        self._leader = leader
+        self._progress = {}
+
+    def _become_pre_candidate(self) -> None:
+        # Term and vote stay as they are: a pre-candidate disturbs nobody.
+        self._reset(self._term)
+        self._role = Role.PRE_CANDIDATE
+        self._progress = {}
+
+    def _become_candidate(self) -> None:
+        self._reset(self._term + 1)
+        self._role = Role.CANDIDATE
+        self._vote = self._id
+        self._progress = {}
+
+    def _become_leader(self) -> None:
+        self._reset(self._term)
+        self._role = Role.LEADER
+        self._leader = self._id
+        self._progress = {}
+        self._reads = LeaderReads()
+        self._sync_progress()
+        me = self._progress[self._id]
+        me.match = self._log.stable_index()
+        me.recent_active = True
+        # The no-op: entries of earlier terms commit only underneath a current-term entry.
+        self._append_entry(NOOP, b"")
+
+    def _promotable(self) -> bool:
+        return self._id in self.voters
+
+    def _hup(self, transfer: bool) -> None:
+        if not self._promotable():
+            return
+        self._campaign(pre=self._cfg.pre_vote and not transfer, transfer=transfer)
+
+    def _campaign(self, pre: bool, transfer: bool) -> None:
+        if pre:
+            self._become_pre_candidate()
+            term = self._term + 1
+        else:
+            self._become_candidate()
+            term = self._term
+        self._votes = {self._id: True}
+        if self._poll() is True:  # a single voter wins at once
+            if pre:
+                self._campaign(pre=False, transfer=False)
+            else:
+                self._become_leader()
+            return
+        last = self._log.last_index()
+        last_term = self._log.last_term()
+        for v in sorted(self.voters - {self._id}):
+            self._send(RequestVote(term, self._id, v, last, last_term, pre, transfer))
+
+    def _poll(self) -> bool | None:
+        """True: won, False: lost, None: undecided (counting only current voters)."""
+        vs = self.voters
+        granted = sum(1 for v in vs if self._votes.get(v) is True)
+        rejected = sum(1 for v in vs if self._votes.get(v) is False)
+        q = quorum(len(vs))
+        if granted >= q:
+            return True
+        if rejected > len(vs) - q:
+            return False
+        return None
+
+    # -- ticks -----------------------------------------------------------------------------
+    def _tick_election(self) -> None:
+        self._election_elapsed += 1
+        if self._promotable() and self._election_elapsed >= self._randomized_timeout:
+            self._election_elapsed = 0
+            self._hup(transfer=False)
+
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self._transferee:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self._cfg.election_ticks:
+                self._transferee = 0  # target did not take over in time: resume
+        if self._election_elapsed >= self._cfg.election_ticks:
+            self._election_elapsed = 0
+            if self._cfg.check_quorum:
+                vs = self.voters
+                active = sum(
+                    1
+                    for v in vs
+                    if v == self._id or (v in self._progress and self._progress[v].recent_active)
+                )
+                for peer, pr in self._progress.items():
+                    pr.recent_active = peer == self._id
+                if active < quorum(len(vs)):
+                    self._become_follower(self._term, 0)  # lost our quorum: stop leading
+                    return
+        if self._heartbeat_elapsed >= self._cfg.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            for peer in self._peers():
+                self._send_heartbeat(peer)
+
+    def _tick_forwarded_reads(self) -> None:
+        if not self._forwarded:
+            return
+        keep = []
+        for r in self._forwarded:
+            r.age += 1
+            if r.age >= self._cfg.election_ticks:
+                self._failed_reads.append(r.ctx)
+            else:
+                keep.append(r)
+        self._forwarded = keep
+
+    # -- message handling ------------------------------------------------------------------
+    def _reply_stale(self, m: Any) -> None:
+        """A message from an older term. Tell a deposed leader or a pre-candidate our term."""
+        if isinstance(m, AppendEntries):
+            if self._cfg.check_quorum or self._cfg.pre_vote:
+                self._send(
+                    AppendEntriesResponse(
+                        self._term, self._id, m.src, False, m.prev_index, seq=m.seq
+                    )
+                )
+        elif isinstance(m, RequestVote) and m.pre_vote:
+            self._send(RequestVoteResponse(self._term, self._id, m.src, False, True))
+        elif isinstance(m, ReadIndexRequest):
+            self._send(ReadIndexResponse(self._term, self._id, m.src, m.ctx, 0, False))
+
+    def _step_leader(self, m: Any) -> None:
+        pr = self._progress.get(m.src)
+        if pr is not None and m.term == self._term:
+            pr.recent_active = True
+        if isinstance(m, AppendEntriesResponse):
+            if pr is not None:
+                self._handle_append_response(pr, m)
+        elif isinstance(m, RequestVote):
+            self._handle_vote_request(m)
+        elif isinstance(m, ReadIndexRequest):
+            self._leader_read(PendingRead(m.ctx, m.src))
+        # Other messages (a stale-bug AppendEntries, late votes, TimeoutNow) mean nothing here.
+
+    def _step_not_leader(self, m: Any) -> None:
+        if isinstance(m, AppendEntries):
+            if self._role is not Role.FOLLOWER:
+                self._become_follower(self._term, m.src)
+            self._handle_append(m)
+        elif isinstance(m, RequestVote):
+            self._handle_vote_request(m)
+        elif isinstance(m, RequestVoteResponse):
+            self._handle_vote_response(m)
+        elif isinstance(m, TimeoutNow):
+            if self._role is Role.FOLLOWER:
+                self._hup(transfer=True)
+        elif isinstance(m, ReadIndexRequest):
+            self._send(ReadIndexResponse(self._term, self._id, m.src, m.ctx, 0, False))
+        elif isinstance(m, ReadIndexResponse):
+            self._handle_read_response(m)
+
+    # -- elections -------------------------------------------------------------------------
+    def _handle_vote_request(self, m: RequestVote) -> None:
+        if m.pre_vote:
+            # Would we vote in term m.term? The lease was checked in step().
+            can_vote = m.term > self._term
+        else:
+            # m.term == our term here; one vote per term, none while we follow a leader.
+            can_vote = self._vote == m.src or (self._vote == 0 and self._leader == 0)
+        up_to_date = self._log.is_up_to_date(m.last_log_index, m.last_log_term)
+        up_to_date = up_to_date or "vote_without_log_check" in self._bugs
+        if can_vote and up_to_date:
+            if m.pre_vote:
+                self._send(RequestVoteResponse(m.term, self._id, m.src, True, True))
+            else:
+                self._vote = m.src  # persisted via the Ready's hard state before the reply
+                self._election_elapsed = 0
+                self._send(RequestVoteResponse(self._term, self._id, m.src, True, False))
+        else:
+            self._send(RequestVoteResponse(self._term, self._id, m.src, False, m.pre_vote))
+
+    def _handle_vote_response(self, m: RequestVoteResponse) -> None:
+        if m.pre_vote:
+            if self._role is not Role.PRE_CANDIDATE:
+                return
+            if m.term != (self._term + 1 if m.granted else self._term):
+                return  # a reply to an earlier pre-campaign
+        elif self._role is not Role.CANDIDATE or m.term != self._term:
+            return
+        self._votes.setdefault(m.src, m.granted)
+        result = self._poll()
+        if result is True:
+            if self._role is Role.PRE_CANDIDATE:
+                self._campaign(pre=False, transfer=False)
+            else:
+                self._become_leader()
+        elif result is False:
+            self._become_follower(self._term, 0)
+
+    # -- replication: follower side --------------------------------------------------------
+    def _handle_append(self, m: AppendEntries) -> None:
+        self._election_elapsed = 0
+        if self._leader != m.src:
+            if self._leader:
+                self._fail_forwarded_reads()
+            self._leader = m.src
+        prev, ents = m.prev_index, m.entries
+        if ents and (ents[0].index != prev + 1 or ents[-1].index != prev + len(ents)):
+            return  # malformed: entries must directly follow prev_index
+        if prev < self._commit:
+            # Everything up to our commit index matches the leader's log (Leader
+            # Completeness): skip those entries rather than compare them.
+            skip = self._commit - prev
+            if skip >= len(ents):
+                self._reply_append(m, True, self._commit)
+                return
+            ents = ents[skip:]
+            prev = self._commit
+        elif not self._log.match_term(prev, m.prev_term):
+            self._reject_append(m)
+            return
+        conflict = self._log.find_conflict(ents)
+        if conflict and conflict <= self._commit:
+            raise SafetyViolation(f"entry {conflict} conflicts but is committed")
+        if "truncate_matching_suffix" in self._bugs and ents:
+            conflict = ents[0].index
+        if conflict:
+            self._append_from_leader(list(ents[conflict - ents[0].index :]))
+        last_new = prev + len(ents)
+        self._commit_to(min(m.commit, last_new))
+        self._reply_append(m, True, last_new)
+
+    def _reject_append(self, m: AppendEntries) -> None:
+        last = self._log.last_index()
+        if m.prev_index > last:
+            hint_index, hint_term = last + 1, 0
+        else:
+            hint_term = self._log.term(m.prev_index)
+            floor = max(self._commit + 1, self._log.first_index())
+            hint_index = self._log.first_index_of_term(m.prev_index, floor)
+        self._send(
+            AppendEntriesResponse(
+                self._term, self._id, m.src, False, m.prev_index, hint_index, hint_term, m.seq
+            )
+        )
+
+    def _reply_append(self, m: AppendEntries, success: bool, match: int) -> None:
+        self._send(AppendEntriesResponse(self._term, self._id, m.src, success, match, seq=m.seq))
+
+    def _append_from_leader(self, ents: list[Entry]) -> None:
+        first = ents[0].index
+        if first <= self._log.last_index():
+            # Truncated CONFIG entries put the previous configuration back in force.
+            self._configs.truncate_from(first)
+        self._log.append(ents)
+        for e in ents:
+            if e.kind == CONFIG:
+                self._configs.push(e.index, decode_config(e.data))
+
+    def _commit_to(self, index: int) -> None:
+        if index <= self._commit:
+            return
+        self._commit = index
+        self._configs.compact_to(index)
+        if self._role is not Role.LEADER:
+            return
+        self._commit_bcast = True
+        if self._reads.waiting_commit and self._log.term_or_none(index) == self._term:
+            self._reads.release_waiting()
+        if self._id not in self.voters and index >= self._configs.index:
+            self._become_follower(self._term, 0)  # removed from the cluster: step down (4.2.2)
+
+    # -- replication: leader side ----------------------------------------------------------
+    def _check_can_propose(self) -> None:
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        if self._transferee:
+            raise NotLeader(0, "leadership transfer in progress")
+
+    def _append_as_leader(self, kind: int, data: bytes) -> Entry:
+        self._check_can_propose()
+        return self._append_entry(kind, data)
+
+    def _append_entry(self, kind: int, data: bytes) -> Entry:
+        e = Entry(self._term, self._log.last_index() + 1, kind, data)
+        self._log.append([e])
+        self._bcast_pending = True
+        if kind == CONFIG:
+            self._configs.push(e.index, decode_config(data))
+            self._sync_progress()
+            self._maybe_commit()
+        return e
+
+    def _sync_progress(self) -> None:
+        """Track exactly the members of the configuration in force (and ourselves)."""
+        members = voters(self.cluster_config) | learners(self.cluster_config) | {self._id}
+        nxt = self._log.last_index() + 1
+        for peer in members - self._progress.keys():
+            self._progress[peer] = Progress(0, nxt, Inflights(self._cfg.max_inflight))
+        for peer in self._progress.keys() - members:
+            del self._progress[peer]
+        if self._transferee and self._transferee not in self.voters:
+            self._transferee = 0
+
+    def _peers(self) -> list[int]:
+        return [p for p in self._progress if p != self._id]
+
+    def _maybe_commit(self) -> None:
+        match = {peer: pr.match for peer, pr in self._progress.items()}
+        index = committed_index(self.voters, match)
+        if index <= self._commit:
+            return
+        # Only an entry of the current term commits by counting replicas (5.4.2, Figure 8).
+        if self._log.term(index) == self._term or "commit_previous_term" in self._bugs:
+            self._commit_to(index)
+
+    def _send_appends(self, peer: int) -> bool:
+        """Send as many AppendEntries as flow control allows; True if any went out."""
+        sent = False
+        while self._send_append(peer):
+            sent = True
+        return sent
+
+    def _send_append(self, peer: int) -> bool:
+        pr = self._progress[peer]
+        last = self._log.last_index()
+        if pr.paused() or pr.next > last:
+            return False
+        prev = pr.next - 1
+        try:
+            prev_term = self._log.term(prev)
+            ents = self._log.entries(pr.next, last + 1, self._cfg.max_batch_bytes)
+        except Compacted:
+            pr.become_snapshot(self._log.first_index() - 1)  # InstallSnapshot: not yet
+            return False
+        self._send(
+            AppendEntries(
+                self._term,
+                self._id,
+                peer,
+                prev,
+                prev_term,
+                tuple(ents),
+                self._commit,
+                self._reads.seq,
+            )
+        )
+        pr.sent_commit = max(pr.sent_commit, min(self._commit, ents[-1].index))
+        pr.sent_entries(ents[-1].index)
+        return pr.state is ProgressState.REPLICATE
+
+    def _send_heartbeat(self, peer: int) -> None:
+        pr = self._progress[peer]
+        prev = pr.match
+        if pr.state is ProgressState.REPLICATE and pr.next - 1 > pr.match:
+            prev = pr.next - 1  # rejected if an AppendEntries in flight was lost
+        prev_term = self._log.term_or_none(prev)
+        if prev_term is None:
+            prev, prev_term = 0, 0  # compacted: below any follower's commit index
+        self._send(
+            AppendEntries(
+                self._term, self._id, peer, prev, prev_term, (), self._commit, self._reads.seq
+            )
+        )
+        pr.sent_commit = max(pr.sent_commit, min(self._commit, prev))
+
+    def _handle_append_response(self, pr: Progress, m: AppendEntriesResponse) -> None:
+        if m.seq > pr.acked_seq:
+            pr.acked_seq = m.seq
+            self._maybe_confirm_reads()
+        if not m.success:
+            if self._back_off(pr, m):
+                self._send_appends(m.src)
+            return
+        if m.match_index > self._log.last_index():
+            return  # cannot be a reply to us
+        if pr.maybe_update(m.match_index):
+            if pr.state is ProgressState.PROBE:
+                pr.become_replicate()
+            elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+                pr.become_probe()
+            if m.src in self.voters:
+                self._maybe_commit()
+            if self._role is not Role.LEADER:
+                return
+            if m.src == self._transferee and pr.match == self._log.last_index():
+                self._send(TimeoutNow(self._term, self._id, m.src))
+        elif pr.state is ProgressState.PROBE:
+            pr.probe_sent = False  # any reply (a heartbeat's too) lets the probe go again
+        if not self._send_appends(m.src) and pr.can_bump_commit(self._commit):
+            self._send_heartbeat(m.src)  # it can apply more now: tell it without waiting
+
+    def _back_off(self, pr: Progress, m: AppendEntriesResponse) -> bool:
+        """Move ``next`` back after a rejection; False if the rejection is out of date."""
+        rejected = m.match_index
+        if pr.state is ProgressState.REPLICATE:
+            if rejected <= pr.match:
+                return False
+            pr.become_probe()
+        elif pr.state is ProgressState.PROBE:
+            if rejected != pr.next - 1:
+                return False
+        else:
+            return False
+        hint = m.conflict_index
+        if m.conflict_term:
+            j = self._log.last_index_with_term_at_most(m.conflict_term, rejected)
+            if j is not None and self._log.term(j) == m.conflict_term:
+                hint = j + 1  # we have that term: resume right after our last entry of it
+        pr.next = max(pr.match + 1, min(hint, rejected))
+        pr.probe_sent = False
+        return True
+
+    # -- reads -----------------------------------------------------------------------------
+    def _leader_read(self, read: PendingRead) -> None:
+        committed_in_term = self._log.term_or_none(self._commit) == self._term
+        self._reads.add(read, committed_in_term)
+
+    def _flush_leader(self) -> None:
+        """Send what proposals, commits and reads since the last ready() need, batched."""
+        new_round = False
+        if self._reads.unassigned:
+            q_self = self._id in self.voters and len(self.voters) == 1
+            if q_self or "read_without_quorum" in self._bugs:
+                for r in self._reads.unassigned:
+                    r.index = self._commit
+                self._release_reads(self._reads.unassigned)
+                self._reads.unassigned = []
+            else:
+                self._reads.start_round(self._commit)
+                new_round = True
+        if self._bcast_pending or new_round or self._commit_bcast:
+            for peer in self._peers():
+                sent = self._bcast_pending and self._send_appends(peer)
+                if not sent and (new_round or self._progress[peer].can_bump_commit(self._commit)):
+                    self._send_heartbeat(peer)
+        self._bcast_pending = self._commit_bcast = False
+
+    def _maybe_confirm_reads(self) -> None:
+        if not self._reads.rounds:
+            return
+        acked = {peer: pr.acked_seq for peer, pr in self._progress.items()}
+        acked[self._id] = self._reads.seq
+        confirmed = committed_index(self.voters, acked)
+        self._release_reads(self._reads.confirm(confirmed))
+
+    def _release_reads(self, reads: list[PendingRead]) -> None:
+        for r in reads:
+            if r.src == 0:
+                self._read_states.append(ReadState(r.ctx, r.index))
+            else:
+                self._send(ReadIndexResponse(self._term, self._id, r.src, r.ctx, r.index, True))
+
+    def _fail_leader_reads(self) -> None:
+        for r in self._reads.drain():
+            if r.src == 0:
+                self._failed_reads.append(r.ctx)
+            else:
+                self._send(ReadIndexResponse(self._term, self._id, r.src, r.ctx, 0, False))
+
+    def _fail_forwarded_reads(self) -> None:
+        self._failed_reads.extend(r.ctx for r in self._forwarded)
+        self._forwarded = []
+
+    def _handle_read_response(self, m: ReadIndexResponse) -> None:
+        for n, r in enumerate(self._forwarded):
+            if r.ctx == m.ctx and r.leader == m.src:
+                del self._forwarded[n]
+                if m.ok:
+                    self._read_states.append(ReadState(m.ctx, m.index))
+                else:
+                    self._failed_reads.append(m.ctx)
+                return
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _send(self, m: Any) -> None:
+        self._msgs.append(m)
+
+    def _hard_state(self) -> HardState:
+        vote = 0 if "skip_persist_vote" in self._bugs else self._vote
+        return HardState(self._term, vote, self._commit)
+
+    def _load_configs(self, stored: ClusterConfig) -> ConfigHistory:
+        """Configuration history from storage: CONFIG entries past the commit index may still
+        be truncated, so keep them separately from the committed base."""
+        first, last = self._log.first_index(), self._log.last_index()
+        start = max(first, self._commit + 1)
+        uncommitted = [(e.index, decode_config(e.data)) for e in self._scan_configs(start, last)]
+        if not uncommitted:
+            return ConfigHistory([(self._commit, stored)])
+        base_index = first - 1
+        base = self._log.storage.snapshot_meta().config
+        for e in self._scan_configs(first, self._commit):
+            base_index, base = e.index, decode_config(e.data)
+        return ConfigHistory([(base_index, base), *uncommitted])
+
+    def _scan_configs(self, lo: int, hi: int) -> list[Entry]:
+        out: list[Entry] = []
+        while lo <= hi:
+            chunk = self._log.entries(lo, hi + 1, self._cfg.max_batch_bytes)
+            out += [e for e in chunk if e.kind == CONFIG]
+            lo = chunk[-1].index + 1
+        return out

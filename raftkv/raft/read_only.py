@@ -1,0 +1,82 @@
+"""Bookkeeping for linearizable reads by ReadIndex (dissertation 6.4).
+
+Leader side: a read is registered with the current commit index, then waits until a quorum
+has answered an AppendEntries *sent after it was registered*. Rounds are numbered (``seq``);
+every AppendEntries carries the latest round number and the reply echoes it, so a quorum of
+replies with seq >= r confirms every read of round r and earlier. All reads registered
+between two rounds share one round (one heartbeat per follower for any number of reads).
+A new leader's reads wait until its no-op entry commits: only then does its commit index
+cover every entry committed by earlier leaders.
+
+Follower side: the read is forwarded to the leader, which answers with a confirmed index.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import attrs
+
+
+@attrs.define
+class PendingRead:
+    ctx: bytes
+    src: int  # 0: this node's own read; otherwise the follower that asked
+    index: int = 0
+
+
+@attrs.define
+class LeaderReads:
+    seq: int = 0  # latest round number handed out
+    waiting_commit: list[PendingRead] = attrs.field(factory=list)  # before the no-op commits
+    unassigned: list[PendingRead] = attrs.field(factory=list)  # next round's reads
+    rounds: deque[tuple[int, list[PendingRead]]] = attrs.field(factory=deque)
+
+    def add(self, read: PendingRead, committed_in_term: bool) -> None:
+        (self.unassigned if committed_in_term else self.waiting_commit).append(read)
+
+    def release_waiting(self) -> None:
+        """The leader's no-op committed: queued reads may join the next round."""
+        self.unassigned.extend(self.waiting_commit)
+        self.waiting_commit.clear()
+
+    def start_round(self, commit: int) -> tuple[int, list[PendingRead]]:
+        """Stamp the unassigned reads with ``commit`` and open round ``seq + 1`` for them."""
+        reads, self.unassigned = self.unassigned, []
+        for r in reads:
+            r.index = commit
+        self.seq += 1
+        self.rounds.append((self.seq, reads))
+        return self.seq, reads
+
+    def confirm(self, seq: int) -> list[PendingRead]:
+        """Rounds up to ``seq`` are confirmed by a quorum: their reads are released."""
+        out: list[PendingRead] = []
+        while self.rounds and self.rounds[0][0] <= seq:
+            out.extend(self.rounds.popleft()[1])
+        return out
+
+    def drain(self) -> list[PendingRead]:
+        """Every read still pending (leadership lost: they all fail)."""
+        out = self.waiting_commit + self.unassigned
+        for _, reads in self.rounds:
+            out.extend(reads)
+        self.waiting_commit, self.unassigned = [], []
+        self.rounds.clear()
+        return out
+
+    def __len__(self) -> int:
+        return (
+            len(self.waiting_commit)
+            + len(self.unassigned)
+            + sum(len(reads) for _, reads in self.rounds)
+        )
+
+
+@attrs.define
+class ForwardedRead:
+    """A follower's read waiting for the leader's ReadIndexResponse."""
+
+    ctx: bytes
+    leader: int
+    age: int = 0  # ticks since it was sent; it fails after an election timeout
