@@ -73,6 +73,20 @@ class Holder:
     n: int = 7  # a default is still always encoded
 
 
+@record(tag=905)
+@attrs.frozen(cache_hash=True)
+class Hashed:
+    """attrs keeps a hidden slot here, so decoding must go through __init__."""
+
+    s: str
+
+
+@record(tag=906)
+@attrs.frozen
+class Converted:
+    n: int = attrs.field(converter=lambda n: n if n < 100 else 99)
+
+
 ALL_TEST_RECORDS = [Prims, Opts, Seqs, Small, Holder]
 
 
@@ -273,6 +287,13 @@ def test_attrs_validator_failure_becomes_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="Small rejected its fields") as info:
         decode(pack([903, 10]))
     assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_records_with_init_logic_are_built_through_init() -> None:
+    hashed = decode(encode(Hashed("k")))
+    assert hashed == Hashed("k")
+    assert hash(hashed) == hash(Hashed("k"))
+    assert decode(pack([906, 500])) == Converted(99)  # the converter ran
 
 
 def test_huge_declared_lengths_are_rejected_without_allocating() -> None:

@@ -4,5 +4,6 @@ Nothing in this package touches sockets, files, clocks or trio.
 """
 
 from wire.errors import ProtocolError
+from wire.frames import MAX_FRAME_SIZE, FrameDecoder, encode_frame
 
-__all__ = ["ProtocolError"]
+__all__ = ["MAX_FRAME_SIZE", "FrameDecoder", "ProtocolError", "encode_frame"]

@@ -66,9 +66,9 @@ def record(tag: int):
 def encode(obj: Any) -> bytes:
     """Encode a registered record to msgpack bytes.
 
-    A field holding the wrong type raises ``TypeError``; an int out of range or an
-    unencodable string raises ``ValueError``. Both are bugs in the sender, caught here so
-    that a peer never has to reject our frame.
+    A non-record or a field holding the wrong type raises ``TypeError``; an int out of range
+    or an unencodable string raises ``ValueError``. Both are bugs in the sender, caught here
+    so that a peer never has to reject our frame (hence not ``ProtocolError``).
     """
     enc = _ENCODERS.get(type(obj)) or _encoder(type(obj))
     try:
@@ -82,7 +82,9 @@ def encode_frame_record(obj: Any) -> bytes:
     return encode_frame(encode(obj))
 
 
-def decode(data: bytes | bytearray | memoryview, expect: type | tuple[type, ...] | None = None):
+def decode(
+    data: bytes | bytearray | memoryview, expect: type | tuple[type, ...] | None = None
+) -> Any:
     """Decode one record from ``data`` (exactly one msgpack value, no trailing bytes).
 
     ``expect`` (a class or a tuple of classes) rejects any other top-level record. Raises
@@ -353,16 +355,51 @@ def _compile(cls: type) -> None:
                 dec.append(f"    {a} = dec_{a}({a}, {where})")
                 enc.append(f"    {a} = enc_{a}({a}, {where})")
         enc.append(f"    return [{', '.join([str(tag), *args])}]")
-        dec.append("    try:")
-        dec.append(f"        return cls({', '.join(args)})")
-        dec.append("    except Exception as e:")
-        dec.append("        raise bad_fields(label, cls, e) from e")
+        setters = _slot_setters(cls)
+        if setters is None:
+            dec.append("    try:")
+            dec.append(f"        return cls({', '.join(args)})")
+            dec.append("    except Exception as e:")
+            dec.append("        raise bad_fields(label, cls, e) from e")
+        else:
+            # Nothing in __init__ but plain stores: do them directly (a third cheaper).
+            dec.append("    o = new(cls)")
+            for i, a in enumerate(args):
+                ns[f"set_{a}"] = setters[i]
+                dec.append(f"    set_{a}(o, {a})")
+            dec.append("    return o")
+            ns["new"] = object.__new__
         source = "\n".join(enc) + "\n\n" + "\n".join(dec) + "\n"
         exec(compile(source, f"<wire.record plan for {cls.__qualname__}>", "exec"), ns)
         _ENCODERS[cls] = ns["encode"]
         _DECODERS[cls] = ns["decode"]
     finally:
         _COMPILING.discard(cls)
+
+
+def _slot_setters(cls: type) -> list[Callable[[Any, Any], None]] | None:
+    """The slot stores attrs' ``__init__`` would do, when that is all it would do.
+
+    None (so decoding calls ``cls(...)``) if the class has validators, converters, init
+    hooks, a ``__dict__`` or slots beyond its fields (e.g. attrs' cached hash).
+    """
+    fields = attrs.fields(cls)
+    if any(a.validator is not None or a.converter is not None for a in fields):
+        return None
+    if hasattr(cls, "__attrs_pre_init__") or hasattr(cls, "__attrs_post_init__"):
+        return None
+    slots: set[str] = set()
+    for klass in cls.__mro__[:-1]:
+        if "__slots__" not in klass.__dict__:
+            return None
+        declared = klass.__dict__["__slots__"]
+        slots.update([declared] if isinstance(declared, str) else declared)
+    if slots - {"__weakref__"} != {a.name for a in fields}:
+        return None
+    descriptors = [getattr(cls, a.name) for a in fields]
+    if not all(type(d) is types.MemberDescriptorType for d in descriptors):
+        return None
+    return [d.__set__ for d in descriptors]
 
 
 def _encoder(cls: type) -> Converter:
