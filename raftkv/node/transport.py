@@ -192,7 +192,17 @@ class PeerTransport:
         self._rng = rng or random.Random()
         self._message_types = message_types
         if isinstance(inbound, trio.MemorySendChannel):
-            self._deliver = inbound.send
+            channel = inbound
+
+            async def deliver(msg: Any) -> None:
+                # A checkpoint per message would cost a trip through the scheduler each;
+                # receive_some already yields once per read, so block only when full.
+                try:
+                    channel.send_nowait(msg)
+                except trio.WouldBlock:
+                    await channel.send(msg)
+
+            self._deliver = deliver
         else:
             callback = inbound
 
@@ -302,7 +312,7 @@ class PeerTransport:
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds; re-checked whenever a link's state or counters
-        change (connects, disconnects, refusals, messages and keepalives received)."""
+        change (connects, disconnects, refusals, drops, messages sent and received, keepalives)."""
         while not predicate():
             if self._changed is None:
                 self._changed = trio.Event()
@@ -411,7 +421,9 @@ class PeerTransport:
                                peer=link.peer_id, seconds=lim.stall_timeout, dropped=dropped)
                     self._notify()
                     return
-                link.sent += count
+                if count:
+                    link.sent += count
+                    self._notify()
         except CONNECTION_ERRORS as exc:
             self._debug("link down", peer=link.peer_id, error=_describe(exc))
 

@@ -327,7 +327,19 @@ async def test_bad_input_closes_only_that_connection(nursery, warnings, case: st
 
 
 async def test_stalled_peer_is_dropped_without_blocking_other_peers(nursery, warnings) -> None:
-    limits = attrs.evolve(LIMITS, stall_timeout=0.5, keepalive_interval=0.1, send_queue=256)
+    limits = attrs.evolve(LIMITS, stall_timeout=0.5, keepalive_interval=0.1, send_queue=64)
+    big = b"x" * (256 * 1024)
+
+    async def keep_queue_to_c_full() -> None:
+        # Top the queue up after every write until the socket buffers (whatever their
+        # size) are full and send_all blocks.
+        seq = 0
+        while True:
+            while a.t.send(Note(1, 3, seq, big)):
+                seq += 1
+            sent = a.t.stats()[3].sent
+            await a.t.wait_until(lambda sent=sent: a.t.stats()[3].sent != sent)
+
     with trio.fail_after(15):
         a, b = await mesh(nursery, 2, limits)
         # c never reads its inbox: its receiver blocks, so it stops reading the socket,
@@ -335,12 +347,13 @@ async def test_stalled_peer_is_dropped_without_blocking_other_peers(nursery, war
         c = await start(nursery, 3, {1: a.addr}, limits=limits, inbox_size=0)
         a.t.update_peers({2: b.addr, 3: c.addr})
         await a.t.wait_until(connected(a, 3))
-        big = b"x" * (256 * 1024)
-        queued = a.t.send_many(Note(1, 3, seq, big) for seq in range(256))  # 64 MiB
-        assert queued == 256
-        a.t.send_many(Note(1, 2, seq) for seq in range(100))
-        assert [m.seq for m in await receive(b, 100)] == list(range(100))
-        await a.t.wait_until(lambda: a.t.stats()[3].dropped > 0)
+        async with trio.open_nursery() as feeding:
+            feeding.start_soon(keep_queue_to_c_full)
+            assert a.t.send_many(Note(1, 2, seq) for seq in range(50)) == 50
+            assert [m.seq for m in await receive(b, 50)] == list(range(50))
+            # The blocked link is closed (and at once redialled): c was dropped.
+            await a.t.wait_until(lambda: a.t.stats()[3].reconnects >= 1)
+            feeding.cancel_scope.cancel()
     stalls = logged(warnings, "send stalled, closing link")
     assert stalls and stalls[0]["peer"] == 3
     assert a.t.stats()[3].queued == 0  # what was queued for the stalled link was dropped
