@@ -33,7 +33,8 @@ from itertools import islice, pairwise
 
 import attrs
 
-from raftkv.raft.log_storage import Compacted, Unavailable
+from raftkv.raft.log_storage import Compacted, Unavailable, entry_size
+from raftkv.raft.membership import decode_config
 from raftkv.storage import records
 from raftkv.storage.errors import (
     CorruptionError,
@@ -64,7 +65,6 @@ from wire.raft import CONFIG, ClusterConfig, Entry, HardState, SnapshotMeta
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 LOCK_NAME = "LOCK"
-ENTRY_OVERHEAD = 16  # per-entry bytes counted by entries(max_bytes=...) beyond its data
 
 
 def open_storage(
@@ -315,12 +315,7 @@ class DiskStorage:
     def _latest_config(self) -> ClusterConfig:
         for e in reversed(self._entries):
             if e.kind == CONFIG:
-                from wire.record import decode
-
-                config = decode(e.data)
-                if not isinstance(config, ClusterConfig):
-                    raise TypeError(f"config entry {e.index} holds {type(config).__name__}")
-                return config
+                return decode_config(e.data)
         return self._snap.config
 
     def first_index(self) -> int:
@@ -332,20 +327,22 @@ class DiskStorage:
     def term(self, index: int) -> int:
         s = self._snap
         if index < s.index:
-            raise Compacted(f"entry {index} is compacted (snapshot at {s.index})")
+            raise Compacted(index)
         if index == s.index:
             return s.term
         if index > s.index + len(self._entries):
-            raise Unavailable(f"entry {index} is past the last index {self.last_index()}")
+            raise Unavailable(index)
         return self._entries[index - s.index - 1].term
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         s = self._snap
+        if lo > hi:
+            raise ValueError(f"entries({lo}, {hi}): lo > hi")
         if lo <= s.index:
-            raise Compacted(f"entry {lo} is compacted (snapshot at {s.index})")
+            raise Compacted(lo)
         if hi > s.index + len(self._entries) + 1:
-            raise Unavailable(f"entry {hi - 1} is past the last index {self.last_index()}")
-        if lo >= hi:
+            raise Unavailable(hi - 1)
+        if lo == hi:
             return []
         start, stop = lo - s.index - 1, hi - s.index - 1
         if max_bytes is None:
@@ -353,7 +350,7 @@ class DiskStorage:
         out: list[Entry] = []
         size = 0
         for e in islice(self._entries, start, stop):
-            size += len(e.data) + ENTRY_OVERHEAD
+            size += entry_size(e)
             if out and size > max_bytes:
                 break
             out.append(e)
@@ -377,7 +374,9 @@ class DiskStorage:
 
     # -- write side (the runtime) ----------------------------------------------------------
     def append(self, entries: list[Entry]) -> None:
-        """Buffer ``entries`` (durable at the next ``sync``), truncating a conflicting suffix."""
+        """Buffer ``entries`` (durable at the next ``sync``), truncating the suffix from
+        ``entries[0].index`` if it is within the log. Entries the snapshot already covers are
+        dropped (like MemoryStorage)."""
         self._check_writable()
         if not entries:
             return
@@ -387,11 +386,14 @@ class DiskStorage:
                 raise ValueError(f"entries not consecutive: {e.index} after {first + i - 1}")
             if e.term < 0 or e.kind < 0 or type(e.data) is not bytes:
                 raise ValueError(f"entry {e.index}: negative term/kind or non-bytes data")
+        if first <= self._snap.index:
+            entries = entries[self._snap.index - first + 1 :]
+            if not entries:
+                return
+            first = entries[0].index
         last = self.last_index()
         if first > last + 1:
             raise ValueError(f"append at {first} leaves a gap after the last index {last}")
-        if first <= self._snap.index:
-            raise ValueError(f"append at {first} overwrites the snapshot at {self._snap.index}")
         if first <= last:
             # Ordering rule: the truncation marker goes into the same group as the entries
             # replacing the suffix, before them, so the one fsync in sync() makes the cut
@@ -442,13 +444,15 @@ class DiskStorage:
     def compact(self, meta: SnapshotMeta, data: bytes) -> None:
         """Save the state machine's snapshot at ``meta.index`` and drop the entries it covers.
 
-        Durable on return. ``meta.index`` must be in (snapshot index, last index] with the
-        log's term there.
+        Durable on return. A snapshot not newer than the current one is ignored (like
+        MemoryStorage); past the last index raises Unavailable; the log's term at
+        ``meta.index`` must be ``meta.term``.
         """
         self._check_writable()
-        s = self._snap
-        if not s.index < meta.index <= self.last_index():
-            raise ValueError(f"compact at {meta.index}: outside ({s.index}, {self.last_index()}]")
+        if meta.index <= self._snap.index:
+            return
+        if meta.index > self.last_index():
+            raise Unavailable(meta.index)
         if self.term(meta.index) != meta.term:
             raise ValueError(f"compact at {meta.index}: term {meta.term} != log's term")
         self.sync()  # all earlier writes durable first: crash states stay one linear history
@@ -458,7 +462,8 @@ class DiskStorage:
 
     def install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         """Replace state with a leader's snapshot (durable on return); keep the log suffix
-        only if the entry at ``meta.index`` has ``meta.term``."""
+        only if the entry at ``meta.index`` has ``meta.term``. It must be newer than the
+        current snapshot (ValueError otherwise: going back would forget applied state)."""
         self._check_writable()
         self._check_newer(meta)
         self.sync()

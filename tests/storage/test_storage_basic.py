@@ -63,6 +63,8 @@ def test_reads_follow_appends_and_truncation(tmp_path):
     assert (s.first_index(), s.last_index()) == (1, 5)
     assert [e.index for e in s.entries(2, 5)] == [2, 3, 4]
     assert s.entries(3, 3) == []
+    with pytest.raises(ValueError):
+        s.entries(4, 3)
     assert s.term(5) == 1
     with pytest.raises(Unavailable):
         s.term(6)
@@ -181,14 +183,21 @@ def test_compact_drops_entries_segments_and_old_snapshots(tmp_path):
     with pytest.raises(Compacted):
         s.entries(12, 14)
     assert s.initial_state()[0].commit == 12  # the snapshot is committed by definition
-    with pytest.raises(ValueError):
-        s.compact(SnapshotMeta(10, 1, CONFIG), b"")  # not newer
-    with pytest.raises(ValueError):
-        s.compact(SnapshotMeta(15, 2, CONFIG), b"")  # wrong term
+    s.compact(SnapshotMeta(10, 1, CONFIG), b"stale")  # not newer: ignored
+    assert (s.snapshot_meta().index, s.snapshot_data()) == (12, b"state@12")
+    with pytest.raises(ValueError, match="term"):
+        s.compact(SnapshotMeta(15, 2, CONFIG), b"")
+    with pytest.raises(Unavailable):
+        s.compact(SnapshotMeta(21, 1, CONFIG), b"")
+    # A batch overlapping the snapshot: the covered entries are dropped, the rest appended.
+    s.append(entries(11, 21, term=1))
+    assert (s.first_index(), s.last_index(), s.term(12)) == (13, 21, 1)
+    s.append(entries(5, 8, term=1))  # wholly covered: nothing happens
+    assert s.last_index() == 21
     s.close()
     s = reopen(tmp_path, segment_size=200)
     assert s.snapshot_data() == b"state@12"
-    assert [e.index for e in s.entries(13, 21)] == list(range(13, 21))
+    assert [e.index for e in s.entries(13, 22)] == list(range(13, 22))
     s.close()
 
 
@@ -217,6 +226,17 @@ def test_install_snapshot_resets_a_conflicting_log(tmp_path):
     s = reopen(tmp_path)
     assert [(e.index, e.term) for e in s.entries(7, 9)] == [(7, 3), (8, 3)]
     assert s.snapshot_data() == b"leader@6"
+    s.close()
+
+
+def test_install_snapshot_must_be_newer(tmp_path):
+    s = reopen(tmp_path)
+    s.install_snapshot(SnapshotMeta(5, 1, CONFIG), b"five")
+    with pytest.raises(ValueError, match="not newer"):
+        s.install_snapshot(SnapshotMeta(5, 1, CONFIG), b"again")
+    with pytest.raises(ValueError, match="not newer"):
+        s.snapshot_writer(SnapshotMeta(3, 1, CONFIG))
+    assert s.snapshot_data() == b"five"
     s.close()
 
 
