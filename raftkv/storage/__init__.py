@@ -20,6 +20,7 @@ from raftkv.storage.errors import (
     UnsupportedFormat,
 )
 from raftkv.storage.fsync import FsyncPolicy, fsync_policy_warning
+from raftkv.storage.snapshot_file import SnapshotReader
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE",
@@ -30,6 +31,7 @@ __all__ = [
     "DiskStorageError",
     "FsyncPolicy",
     "NotADataDir",
+    "SnapshotReader",
     "SnapshotWriter",
     "StorageFailure",
     "UnsupportedFormat",

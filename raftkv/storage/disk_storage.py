@@ -49,6 +49,7 @@ from raftkv.storage.meta import META_NAME, DirMeta, read_meta, write_meta
 from raftkv.storage.snapshot_file import (
     SnapshotFile,
     SnapshotFileWriter,
+    SnapshotReader,
     parse_snapshot_name,
     snapshot_name,
     write_snapshot,
@@ -364,13 +365,11 @@ class DiskStorage:
         with self._io("reading the snapshot", write=False):
             return self._snap_file.read_data()
 
-    def snapshot_size(self) -> int:
-        return self._snap_file.data_len
-
-    def snapshot_chunk(self, offset: int, size: int) -> bytes:
-        """Up to ``size`` bytes of the snapshot data from ``offset``, for chunked sending."""
-        with self._io("reading the snapshot", write=False):
-            return self._snap_file.read_chunk(offset, size)
+    def open_snapshot(self) -> SnapshotReader:
+        """The current snapshot, open for chunked reads (close it when done); it stays
+        readable if a newer snapshot replaces it meanwhile."""
+        with self._io("opening the snapshot", write=False):
+            return SnapshotReader(self._snap_file)
 
     # -- write side (the runtime) ----------------------------------------------------------
     def append(self, entries: list[Entry]) -> None:

@@ -191,11 +191,31 @@ class SnapshotFile:
             raise CorruptionError(self.path, self.data_offset + self.data_len, "checksum mismatch")
         return b"".join(parts)
 
-    def read_chunk(self, offset: int, size: int) -> bytes:
-        """Up to ``size`` data bytes from ``offset`` (for sending a snapshot in chunks)."""
+
+class SnapshotReader:
+    """An open snapshot, for sending it in chunks. It holds the file open, so it stays
+    readable even after a newer snapshot replaces (unlinks) it mid-transfer."""
+
+    def __init__(self, snap: SnapshotFile) -> None:
+        self.meta = snap.meta
+        self.size = snap.data_len
+        self._offset = snap.data_offset
+        self._fd = os.open(snap.path, os.O_RDONLY)
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` data bytes from ``offset`` (b"" at or past the end)."""
         if offset < 0 or size < 0:
             raise ValueError("offset and size must be >= 0")
-        size = max(0, min(size, self.data_len - offset))
-        with open(self.path, "rb") as f:
-            f.seek(self.data_offset + offset)
-            return f.read(size)
+        size = max(0, min(size, self.size - offset))
+        return os.pread(self._fd, size, self._offset + offset) if size else b""
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> SnapshotReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -268,8 +268,10 @@ def test_snapshot_writer_streams_chunks_and_installs(tmp_path):
     w.finish()
     assert s.snapshot_meta() == meta
     assert s.snapshot_data() == b"hello world"
-    assert s.snapshot_size() == 11
-    assert s.snapshot_chunk(6, 100) == b"world"
+    with s.open_snapshot() as reader:
+        assert (reader.meta, reader.size) == (meta, 11)
+        assert reader.read(6, 100) == b"world"
+        assert reader.read(11, 5) == b""
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
     s.close()
     s = reopen(tmp_path)
@@ -372,3 +374,16 @@ def test_unknown_format_versions_are_clear_errors(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({**meta, "format": 2}))
     with pytest.raises(UnsupportedFormat, match="format 2"):
         reopen(tmp_path)
+
+
+def test_an_open_snapshot_survives_being_replaced(tmp_path):
+    s = reopen(tmp_path)
+    s.append(entries(1, 6, term=1))
+    s.compact(SnapshotMeta(3, 1, CONFIG), b"old snapshot data")
+    reader = s.open_snapshot()
+    s.compact(SnapshotMeta(5, 1, CONFIG), b"new")  # deletes the old file
+    assert not (tmp_path / "snapshot-00000000000000000003-00000000000000000001.snap").exists()
+    assert reader.read(4, 8) == b"snapshot"
+    reader.close()
+    assert s.snapshot_data() == b"new"
+    s.close()
