@@ -234,6 +234,29 @@ async def test_reconnects_after_the_receiver_restarts_without_reordering(nursery
     assert a.t.stats()[2].reconnects >= 1
 
 
+
+async def test_inbound_may_be_a_plain_callback(nursery) -> None:
+    got: list[Note] = []
+    all_in = trio.Event()
+
+    def on_message(msg: Note) -> None:
+        got.append(msg)
+        if len(got) == 20:
+            all_in.set()
+
+    with trio.fail_after(5):
+        a = await start(nursery, 1)
+        b = PeerTransport(
+            node_id=2, cluster_id=CLUSTER, listen=("127.0.0.1", 0), advertise_peer_addr="",
+            client_addr="", peers={1: a.addr}, inbound=on_message, limits=LIMITS,
+        )
+        b_port = await nursery.start(b.run)
+        a.t.update_peers({2: f"127.0.0.1:{b_port}"})
+        await a.t.wait_until(connected(a, 2))
+        a.t.send_many(Note(1, 2, seq) for seq in range(20))
+        await all_in.wait()
+    assert got == [Note(1, 2, seq) for seq in range(20)]
+
 # -- handshake -----------------------------------------------------------------------------
 
 
