@@ -299,7 +299,7 @@ class DiskStorage:
             return None
         first = s.index + 1
         return [
-            Entry(term=t, index=i, kind=k, data=b)
+            Entry(t, i, k, b)  # positional: measurably faster over a whole segment
             for i, (t, k, b) in enumerate(r.raw[first - r.base - 1 :], start=first)
         ]
 

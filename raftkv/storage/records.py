@@ -96,15 +96,14 @@ def decode(payload: bytes | memoryview) -> Record:
     if kind == ENTRIES:
         if len(args) != 2 or not _uint(args[0]) or args[0] < 1 or not isinstance(args[1], list):
             raise ValueError("malformed entries record")
-        for item in args[1]:
-            if not (
-                isinstance(item, list)
-                and len(item) == 3
-                and _uint(item[0])
-                and _uint(item[1])
-                and type(item[2]) is bytes
-            ):
-                raise ValueError("malformed entry in entries record")
+        try:
+            for term, kind, data in args[1]:
+                if type(term) is not int or type(kind) is not int or type(data) is not bytes:
+                    raise ValueError
+                if term < 0 or kind < 0:
+                    raise ValueError
+        except (ValueError, TypeError):
+            raise ValueError("malformed entry in entries record") from None
         if not args[1]:
             raise ValueError("empty entries record")
         return EntriesRec(args[0], args[1])
