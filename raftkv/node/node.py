@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from raftkv.kv import KVStateMachine, check_arity, encode_command, lookup
+from raftkv.kv import KVStateMachine, encode_command, lookup, validate
 from raftkv.log import event
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings, parse_addr
@@ -34,7 +34,7 @@ from raftkv.storage import open_storage
 from wire.raft import NORMAL, ClusterConfig, ForwardRequest, ForwardResponse, Member
 from wire.reply import ErrorReply
 from wire.resp import encode_reply
-from wire.resp_reply import decode_reply
+from wire.resp_reply import NEED_MORE, ReplyParser
 
 log = logging.getLogger("raftkv.node")
 
@@ -48,6 +48,14 @@ UNKNOWN_FORWARD = ErrorReply(
     "UNKNOWN no reply from the leader; the command may or may not have been applied"
 )
 SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
+
+
+def decode_reply(data: bytes) -> Any:
+    """A forwarded reply (RESP3 bytes from the leader) back to a reply value."""
+    parser = ReplyParser()
+    parser.feed(data)
+    value = parser.next_reply()
+    return ErrorReply("ERR malformed reply from the leader") if value is NEED_MORE else value
 
 
 class Node:
@@ -159,7 +167,10 @@ class Node:
     def _best_transfer_target(self) -> int:
         voters = [m.id for m in self.core.cluster_config.members
                   if not m.learner and m.id != self.id]
-        match = getattr(self.core, "match_index", lambda _id: 0)
+        def match(peer: int) -> int:
+            progress = self.core.progress(peer)
+            return progress.match if progress is not None else 0
+
         return max(voters, key=match, default=0)
 
     # -- the loops ------------------------------------------------------------------------
@@ -302,14 +313,16 @@ class Node:
 
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
-        spec = lookup(args[0])
-        error = check_arity(args)
+        error = validate(args)
         if error is not None:
             return Pending.of(error)
         if self._stopping:
             return Pending.of(SHUTTING_DOWN)
+        spec = lookup(args[0])
+        assert spec is not None  # validate() rejects unknown commands
         pending = Pending()
-        self._dispatch(args, spec.write, pending, trio.current_time() + self.settings.leader_wait)
+        self._dispatch(args, spec.is_write, pending,
+                       trio.current_time() + self.settings.leader_wait)
         return pending
 
     def _dispatch(
@@ -373,8 +386,9 @@ class Node:
     def _on_forward_request(self, msg: ForwardRequest) -> None:
         """Run a follower's command as leader and send the reply back; never re-forward."""
         args = list(msg.args)
-        if lookup(args[0]) is None or check_arity(args) is not None:
-            reply: Pending = Pending.of(check_arity(args) or ErrorReply("ERR unknown command"))
+        error = validate(args) if args else ErrorReply("ERR empty command")
+        if error is not None:
+            reply = Pending.of(error)
         elif self.core.role is not Role.LEADER:
             reply = Pending.of(NO_LEADER)
         else:
