@@ -55,11 +55,15 @@ def _env(name: str) -> str:
               type=click.IntRange(min=1))
 @click.option("--idle-timeout", default=0.0, show_default=True, envvar=_env("IDLE_TIMEOUT"),
               type=click.FloatRange(min=0), help="Close idle client connections (0: never).")
+@click.option("--unsafe-stale-reads", is_flag=True, hidden=True,
+              envvar=_env("UNSAFE_STALE_READS"),
+              help="TEST ONLY: followers answer reads from local state (not linearizable).")
 @click.option("-v", "--verbose", count=True, help="-v: the Raft story; -vv: debug.")
 def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, data_dir: str,
           cluster_id: str, advertise_client_addr: str, advertise_peer_addr: str,
           tick_ms: float, heartbeat_ticks: int, election_ticks: int, fsync: str,
-          max_clients: int, idle_timeout: float, verbose: int) -> None:
+          max_clients: int, idle_timeout: float, unsafe_stale_reads: bool,
+          verbose: int) -> None:
     """Run one RaftKV node. Every flag also reads RAFTKV_<FLAG> (e.g. RAFTKV_ID)."""
     from raftkv.log import setup_logging
     from raftkv.node.run import run_node
@@ -80,7 +84,11 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, data_dir
         advertise_peer_addr=advertise_peer_addr, tick_ms=tick_ms,
         heartbeat_ticks=heartbeat_ticks, election_ticks=election_ticks, fsync=fsync,
         max_clients=max_clients, idle_timeout=idle_timeout,
+        unsafe_stale_reads=unsafe_stale_reads,
     )
+    if unsafe_stale_reads:
+        click.echo("WARNING: --unsafe-stale-reads: reads on followers may be stale "
+                   "(a test-only switch)", err=True)
     run_node(settings)
 
 

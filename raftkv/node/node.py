@@ -344,6 +344,8 @@ class Node:
                 self._forward(args, pending, deadline)
             else:
                 self._parked.append((args, write, pending, park_until))
+        elif self.settings.unsafe_stale_reads and core.role is not Role.LEADER:
+            pending.set(self.kv.read(args))  # deliberately unsafe: see NodeSettings
         else:
             ctx = next(self._ids).to_bytes(8, "big")
             try:
