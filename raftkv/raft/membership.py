@@ -54,6 +54,16 @@ class ConfigHistory:
     never be truncated away)."""
 
     items: list[tuple[int, ClusterConfig]]
+    # Of the configuration in force; kept up to date because quorum math runs per message.
+    voters: frozenset[int] = attrs.field(init=False)
+    learners: frozenset[int] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._changed()
+
+    def _changed(self) -> None:
+        self.voters = voters(self.current)
+        self.learners = learners(self.current)
 
     @property
     def current(self) -> ClusterConfig:
@@ -66,13 +76,17 @@ class ConfigHistory:
 
     def push(self, index: int, config: ClusterConfig) -> None:
         self.items.append((index, config))
+        self._changed()
 
     def truncate_from(self, index: int) -> bool:
         """Forget configurations from entries at ``index`` or later; True if any were."""
         before = len(self.items)
         while len(self.items) > 1 and self.items[-1][0] >= index:
             self.items.pop()
-        return len(self.items) != before
+        if len(self.items) == before:
+            return False
+        self._changed()
+        return True
 
     def compact_to(self, commit: int) -> None:
         """Drop configurations superseded by a committed one (keeps the list short)."""

@@ -48,9 +48,7 @@ from raftkv.raft.membership import (
     committed_index,
     decode_config,
     encode_config,
-    learners,
     quorum,
-    voters,
 )
 from raftkv.raft.progress import Inflights, Progress, ProgressState
 from raftkv.raft.raft_log import RaftLog
@@ -162,11 +160,11 @@ class RaftNode:
 
     @property
     def voters(self) -> frozenset[int]:
-        return voters(self._configs.current)
+        return self._configs.voters
 
     @property
     def is_learner(self) -> bool:
-        return self._id in learners(self._configs.current)
+        return self._id in self._configs.learners
 
     @property
     def transferee(self) -> int:
@@ -238,8 +236,8 @@ class RaftNode:
         pr = self._progress[target]
         if pr.match == self._log.last_index():
             self._send(TimeoutNow(self._term, self._id, target))
-        else:
-            self._send_appends(target)
+        elif not self._send_appends(target):
+            self._send_heartbeat(target)  # find out where it stands (a lost append, say)
 
     def step(self, m: Any) -> None:
         """Handle one peer message addressed to this node."""
@@ -614,7 +612,12 @@ class RaftNode:
         if self._reads.waiting_commit and self._log.term_or_none(index) == self._term:
             self._reads.release_waiting()
         if self._id not in self.voters and index >= self._configs.index:
-            self._become_follower(self._term, 0)  # removed from the cluster: step down (4.2.2)
+            # Removed from the cluster and the removal is committed: step down (4.2.2), but
+            # first tell the others it committed.
+            for peer in self._peers():
+                if self._progress[peer].can_bump_commit(index):
+                    self._send_heartbeat(peer)
+            self._become_follower(self._term, 0)
 
     # -- replication: leader side ----------------------------------------------------------
     def _check_can_propose(self) -> None:
@@ -639,7 +642,7 @@ class RaftNode:
 
     def _sync_progress(self) -> None:
         """Track exactly the members of the configuration in force (and ourselves)."""
-        members = voters(self.cluster_config) | learners(self.cluster_config) | {self._id}
+        members = self._configs.voters | self._configs.learners | {self._id}
         nxt = self._log.last_index() + 1
         for peer in members - self._progress.keys():
             self._progress[peer] = Progress(0, nxt, Inflights(self._cfg.max_inflight))
@@ -734,7 +737,8 @@ class RaftNode:
         elif pr.state is ProgressState.PROBE:
             pr.probe_sent = False  # any reply (a heartbeat's too) lets the probe go again
         if not self._send_appends(m.src) and pr.can_bump_commit(self._commit):
-            self._send_heartbeat(m.src)  # it can apply more now: tell it without waiting
+            self._commit_bcast = True  # it may apply more: tell it at ready() unless an append
+            # with new entries (which carries the commit index) goes first
 
     def _back_off(self, pr: Progress, m: AppendEntriesResponse) -> bool:
         """Move ``next`` back after a rejection; False if the rejection is out of date."""

@@ -115,7 +115,12 @@ class Cluster:
                     busy = True
 
     def blocked(self, m: Any) -> bool:
-        return m.dst in self.down or frozenset((m.src, m.dst)) in self.cut or self.drop(m)
+        return (
+            m.dst not in self.nodes  # a member that was never started
+            or m.dst in self.down
+            or frozenset((m.src, m.dst)) in self.cut
+            or self.drop(m)
+        )
 
     def deliver(self, m: Any) -> None:
         if not self.blocked(m):

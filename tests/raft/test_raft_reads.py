@@ -1,0 +1,154 @@
+"""Linearizable reads by ReadIndex: on the leader, across leader changes, on followers."""
+
+from __future__ import annotations
+
+import pytest
+from raft_harness import FAST, Cluster
+
+from raftkv.raft import NotLeader, RaftConfig, ReadState, Role
+from wire.raft import AppendEntries, AppendEntriesResponse, ReadIndexRequest, ReadIndexResponse
+
+
+def _cluster(n: int = 3, config: RaftConfig = FAST) -> Cluster:
+    c = Cluster(n, config=config)
+    c.elect(1)
+    c.nodes[1].propose(b"x")
+    c.run()
+    return c
+
+
+def test_many_reads_share_one_heartbeat_round() -> None:
+    c = _cluster()
+    leader = c.nodes[1]
+    for ctx in (b"a", b"b", b"c", b"d"):
+        leader.read_index(ctx)
+    out = c.take()
+    beats = [m for m in out if isinstance(m, AppendEntries)]
+    assert sorted(m.dst for m in beats) == [2, 3]  # one message per follower for four reads
+    assert len({m.seq for m in beats}) == 1 and beats[0].seq >= 1
+    assert c.read_states[1] == []  # nothing is served before a quorum confirms
+    # One follower's reply makes a quorum (with the leader itself).
+    c.deliver(next(m for m in beats if m.dst == 2))
+    (resp,) = c.take(lambda m: isinstance(m, AppendEntriesResponse))
+    assert resp.seq == beats[0].seq
+    c.deliver(resp)
+    c.flush()
+    commit = leader.commit_index
+    assert c.read_states[1] == [ReadState(ctx, commit) for ctx in (b"a", b"b", b"c", b"d")]
+
+
+def test_reply_to_a_message_sent_before_the_read_does_not_confirm_it() -> None:
+    c = _cluster()
+    leader = c.nodes[1]
+    leader.propose(b"y")
+    old = c.take()  # AppendEntries sent before the read, with the old round number
+    leader.read_index(b"r")
+    new = c.take()
+    for m in old:
+        c.deliver(m)
+    replies = c.take(lambda m: isinstance(m, AppendEntriesResponse))
+    for m in replies:
+        c.deliver(m)
+    c.flush()
+    assert c.read_states[1] == []
+    for m in new:
+        c.deliver(m)
+    c.run()
+    assert [rs.ctx for rs in c.read_states[1]] == [b"r"]
+
+
+def test_single_voter_serves_reads_without_a_round() -> None:
+    c = Cluster(1)
+    c.elect(1)
+    c.nodes[1].read_index(b"r")
+    rd = c.handle(1)
+    assert rd.read_states == [ReadState(b"r", 1)] and rd.messages == []
+
+
+def test_new_leader_queues_reads_until_its_noop_commits() -> None:
+    c = Cluster(3)
+    c.nodes[1].campaign()
+    c.drop = lambda m: isinstance(m, AppendEntries) and bool(m.entries)  # no-op held back
+    c.run()
+    leader = c.nodes[1]
+    assert leader.role is Role.LEADER and leader.commit_index == 0
+    leader.read_index(b"early")
+    c.tick(3)  # heartbeats flow and are answered, but the no-op is not committed
+    assert c.read_states[1] == [] and c.failed_reads[1] == []
+    c.heal()
+    c.tick(3)
+    assert leader.commit_index == 1
+    assert c.read_states[1] == [ReadState(b"early", 1)]
+
+
+def test_pending_read_fails_when_leadership_is_lost() -> None:
+    c = _cluster()
+    old = c.nodes[1]
+    old.read_index(b"doomed")
+    c.isolate(1)
+    c.run()  # the round's heartbeats are lost
+    c.tick(3 * FAST.election_ticks, nodes=[2, 3])
+    assert c.nodes[1].role is Role.LEADER  # not ticked: it still believes it leads
+    assert len(c.leaders()) == 2 and c.nodes[1].term < max(n.term for n in c.nodes.values())
+    c.heal()
+    c.tick(2)  # the old leader hears the new term and steps down
+    assert old.role is Role.FOLLOWER
+    assert c.failed_reads[1] == [b"doomed"] and c.read_states[1] == []
+
+
+def test_check_quorum_step_down_fails_pending_reads() -> None:
+    c = _cluster()
+    c.nodes[1].read_index(b"r")
+    c.isolate(1)
+    c.tick(2 * FAST.election_ticks, nodes=[1])
+    assert c.nodes[1].role is Role.FOLLOWER
+    assert c.failed_reads[1] == [b"r"]
+
+
+def test_read_on_a_follower() -> None:
+    c = _cluster()
+    follower = c.nodes[2]
+    follower.read_index(b"f")
+    (req,) = c.take(lambda m: isinstance(m, ReadIndexRequest))
+    assert (req.src, req.dst, req.ctx) == (2, 1, b"f")
+    c.deliver(req)
+    c.run()
+    responses = [m for m in c.sent if isinstance(m, ReadIndexResponse)]
+    assert [(m.dst, m.ok, m.index) for m in responses] == [(2, True, c.nodes[1].commit_index)]
+    assert c.read_states[2] == [ReadState(b"f", c.nodes[1].commit_index)]
+    assert follower.commit_index >= c.read_states[2][0].index  # it can apply and serve
+
+
+def test_follower_read_fails_on_leader_change_and_on_timeout() -> None:
+    c = _cluster()
+    c.nodes[2].read_index(b"lost")
+    c.take(lambda m: isinstance(m, ReadIndexRequest))  # the request is lost
+    c.tick(FAST.election_ticks, nodes=[2])
+    assert c.failed_reads[2] == [b"lost"]
+    c.nodes[3].read_index(b"moved")
+    c.take(lambda m: isinstance(m, ReadIndexRequest))
+    c.nodes[3].step(AppendEntries(c.nodes[1].term + 1, 2, 3, 0, 0, (), 0, 0))
+    c.flush()
+    assert c.failed_reads[3] == [b"moved"]
+
+
+def test_read_without_a_leader_raises() -> None:
+    c = Cluster(3)
+    with pytest.raises(NotLeader):
+        c.nodes[1].read_index(b"r")
+
+
+def test_bug_read_without_quorum_serves_an_isolated_leader() -> None:
+    config = RaftConfig(
+        election_ticks=10,
+        heartbeat_ticks=2,
+        check_quorum=False,
+        bugs=frozenset({"read_without_quorum"}),
+    )
+    c = _cluster(config=config)
+    c.isolate(1)
+    c.tick(3 * FAST.election_ticks, nodes=[2, 3])
+    assert c.leaders() != [1]  # a newer leader exists...
+    c.nodes[1].read_index(b"stale")
+    c.flush()
+    assert [rs.ctx for rs in c.read_states[1]] == [b"stale"]  # ...yet the old one serves
