@@ -1,0 +1,29 @@
+"""The deterministic key-value state machine every node applies from the Raft log.
+
+``KVStateMachine`` holds the map; ``encode_command``/``decode_command`` define a log entry's
+data; ``lookup``/``check_arity``/``validate`` are the command table the client port uses
+to route a command (``write`` through the log, ``read`` after a ReadIndex) and to reject
+malformed ones before they are proposed.
+"""
+
+from .codec import decode_command, encode_command
+from .commands import COMMANDS, READ, WRITE, CommandSpec, Reply, check_arity, lookup, validate
+from .errors import KVDecodeError
+from .glob import stringmatch
+from .machine import KVStateMachine
+
+__all__ = [
+    "COMMANDS",
+    "READ",
+    "WRITE",
+    "CommandSpec",
+    "KVDecodeError",
+    "KVStateMachine",
+    "Reply",
+    "check_arity",
+    "decode_command",
+    "encode_command",
+    "lookup",
+    "stringmatch",
+    "validate",
+]

@@ -1,0 +1,294 @@
+"""The replicated state machine: a map of bytes to bytes, changed only by applied commands.
+
+Every node applies the same log in the same order, so ``apply`` must be a pure function of
+(state, entry): no clock, no randomness, no iteration over unordered containers in replies
+(KEYS sorts; SCAN uses a fixed hash order), and never an exception, whatever the entry
+holds. A malformed entry yields an ``ErrorReply`` like any failing command.
+
+Semantics follow Redis 7 for the supported commands, with these differences:
+
+* No expiry: SET accepts ``NX``, ``XX`` and ``GET`` only; ``EX``/``PX``/``EXAT``/``PXAT``/
+  ``KEEPTTL`` are ``ERR syntax error``.
+* ``CAS key expected new`` is RaftKV's own: it sets ``key`` to ``new`` and answers 1 only if
+  ``key`` exists and holds exactly ``expected``; otherwise it changes nothing and answers 0.
+  A missing key never matches, not even an empty ``expected`` (use ``SET key new NX``).
+* KEYS answers in byte order of the keys; SCAN walks keys in hash order (see scan.py) and
+  returns every key that exists for the whole scan exactly once.
+* FLUSHALL ASYNC and SYNC both empty the map immediately.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import msgpack
+
+from wire.reply import OK, ErrorReply
+
+from . import syntax
+from .codec import decode_command
+from .commands import COMMANDS, Reply, check_arity
+from .errors import (
+    INCR_OVERFLOW,
+    INVALID_CURSOR,
+    NOT_INTEGER,
+    STRING_TOO_LONG,
+    KVDecodeError,
+    unknown_command,
+    wrong_arity,
+)
+from .glob import stringmatch
+from .numbers import INT64_MAX, INT64_MIN, parse_cursor, parse_int64
+from .scan import ScanOrder
+
+SNAPSHOT_VERSION = 1
+# Redis's default proto-max-bulk-len: APPEND may not grow a value past it.
+MAX_VALUE_LEN = 512 * 1024 * 1024
+
+_Handler = Callable[[list[bytes]], Reply]
+
+
+class _Pairs(list):
+    """A msgpack map decoded as its list of (key, value) pairs, to validate it in order."""
+
+
+class KVStateMachine:
+    """The key-value map every node builds by applying the Raft log."""
+
+    def __init__(self, *, max_value_len: int = MAX_VALUE_LEN) -> None:
+        # Must be equal on every node of a cluster, like the code itself.
+        self._max_value_len = max_value_len
+        self._data: dict[bytes, bytes] = {}
+        # SCAN's hash-ordered index of the keys; built by the first SCAN (a cache, not state).
+        self._order: ScanOrder | None = None
+        # lower-case name -> (arity, arity error, handler, is_write)
+        self._dispatch: dict[bytes, tuple[int, ErrorReply, _Handler, bool]] = {
+            name.encode(): (spec.arity, wrong_arity(name), getattr(self, "_" + name), spec.is_write)
+            for name, spec in COMMANDS.items()
+        }
+
+    # -- the runtime's interface -------------------------------------------------------
+
+    def apply(self, data: bytes) -> Reply:
+        """Apply one log entry's command (see ``encode_command``) and return its reply."""
+        try:
+            args = decode_command(data)
+        except KVDecodeError as exc:
+            return ErrorReply(f"ERR corrupt command in the log: {exc}")
+        return self._execute(args)
+
+    def read(self, args: list[bytes]) -> Reply:
+        """Answer a read command from the current state, changing nothing."""
+        entry = self._dispatch.get(args[0].lower()) if args else None
+        if entry is not None and entry[3]:
+            name = args[0].lower().decode()
+            return ErrorReply(f"ERR '{name}' is a write command: it must go through the log")
+        return self._execute(args)
+
+    def _execute(self, args: list[bytes]) -> Reply:
+        entry = self._dispatch.get(args[0].lower()) if args else None
+        if entry is None:
+            return unknown_command(args)
+        arity, arity_error, handler, _ = entry
+        argc = len(args)
+        if (argc != arity) if arity > 0 else (argc < -arity):
+            return arity_error
+        return handler(args)
+
+    def snapshot(self) -> bytes:
+        """The whole map as msgpack, keys sorted: equal states give identical bytes."""
+        data = self._data
+        return msgpack.packb(
+            [SNAPSHOT_VERSION, {key: data[key] for key in sorted(data)}], use_bin_type=True
+        )
+
+    def restore(self, blob: bytes) -> None:
+        """Replace the state with a ``snapshot()``; ``KVDecodeError`` (state kept) if invalid."""
+        try:
+            obj = msgpack.unpackb(blob, raw=False, object_pairs_hook=_Pairs)
+        except Exception as exc:  # msgpack raises several types for the many ways bytes are bad
+            raise KVDecodeError(f"snapshot is not valid msgpack ({exc!r})") from None
+        if type(obj) is not list or len(obj) != 2:
+            raise KVDecodeError("snapshot is not a [version, map] array")
+        version, pairs = obj
+        if type(version) is not int or version != SNAPSHOT_VERSION:
+            raise KVDecodeError(f"unsupported snapshot version {version!r}")
+        if type(pairs) is not _Pairs:
+            raise KVDecodeError("snapshot does not hold a map")
+        previous = None
+        for key, value in pairs:
+            if type(key) is not bytes or type(value) is not bytes:
+                raise KVDecodeError("snapshot keys and values must be bin strings")
+            if previous is not None and key <= previous:
+                raise KVDecodeError("snapshot keys are not strictly increasing")
+            previous = key
+        self._data = dict(pairs)
+        self._order = None
+
+    # -- inspection (tests, chaos checks) ------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KVStateMachine):
+            return NotImplemented
+        return self._data == other._data
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"<KVStateMachine keys={len(self._data)}>"
+
+    def to_dict(self) -> dict[bytes, bytes]:
+        """A copy of the map."""
+        return dict(self._data)
+
+    def digest(self) -> str:
+        """A short fingerprint of the state, equal on nodes with equal maps."""
+        return hashlib.blake2b(self.snapshot(), digest_size=16).hexdigest()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _store(self, key: bytes, value: bytes) -> None:
+        if self._order is not None and key not in self._data:
+            self._order.added(key)
+        self._data[key] = value
+
+    def _incr_by(self, key: bytes, amount: int) -> Reply:
+        current = self._data.get(key)
+        if current is None:
+            value = 0
+        else:
+            parsed = parse_int64(current)
+            if parsed is None:
+                return NOT_INTEGER
+            value = parsed
+        value += amount
+        if value < INT64_MIN or value > INT64_MAX:
+            return INCR_OVERFLOW
+        self._store(key, str(value).encode())
+        return value
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _set(self, args: list[bytes]) -> Reply:
+        key = args[1]
+        data = self._data
+        if len(args) == 3:  # the hot path: plain SET
+            if self._order is not None and key not in data:
+                self._order.added(key)
+            data[key] = args[2]
+            return OK
+        flags = syntax.parse_set_options(args)
+        if isinstance(flags, ErrorReply):
+            return flags
+        old = data.get(key)
+        if (flags & syntax.SET_NX and old is not None) or (flags & syntax.SET_XX and old is None):
+            return old if flags & syntax.SET_GET else None
+        self._store(key, args[2])
+        return old if flags & syntax.SET_GET else OK
+
+    def _del(self, args: list[bytes]) -> Reply:
+        data = self._data
+        removed = 0
+        for key in args[1:]:
+            if key in data:
+                del data[key]
+                removed += 1
+                if self._order is not None:
+                    self._order.removed()
+        return removed
+
+    def _incr(self, args: list[bytes]) -> Reply:
+        return self._incr_by(args[1], 1)
+
+    def _decr(self, args: list[bytes]) -> Reply:
+        return self._incr_by(args[1], -1)
+
+    def _incrby(self, args: list[bytes]) -> Reply:
+        amount = syntax.parse_increment(args[2])
+        return amount if isinstance(amount, ErrorReply) else self._incr_by(args[1], amount)
+
+    def _decrby(self, args: list[bytes]) -> Reply:
+        amount = syntax.parse_decrement(args[2])
+        return amount if isinstance(amount, ErrorReply) else self._incr_by(args[1], amount)
+
+    def _append(self, args: list[bytes]) -> Reply:
+        key, suffix = args[1], args[2]
+        current = self._data.get(key)
+        if current is None:
+            self._store(key, suffix)
+            return len(suffix)
+        if len(current) + len(suffix) > self._max_value_len:
+            return STRING_TOO_LONG
+        value = current + suffix
+        self._data[key] = value
+        return len(value)
+
+    def _mset(self, args: list[bytes]) -> Reply:
+        if len(args) % 2 == 0:
+            return check_arity(args)
+        for i in range(1, len(args), 2):
+            self._store(args[i], args[i + 1])
+        return OK
+
+    def _flushall(self, args: list[bytes]) -> Reply:
+        error = syntax.check_flushall(args)
+        if error is not None:
+            return error
+        self._data.clear()
+        self._order = None
+        return OK
+
+    def _cas(self, args: list[bytes]) -> Reply:
+        key = args[1]
+        current = self._data.get(key)
+        if current is None or current != args[2]:
+            return 0
+        self._data[key] = args[3]
+        return 1
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _get(self, args: list[bytes]) -> Reply:
+        return self._data.get(args[1])
+
+    def _exists(self, args: list[bytes]) -> Reply:
+        data = self._data
+        return sum(1 for key in args[1:] if key in data)
+
+    def _strlen(self, args: list[bytes]) -> Reply:
+        value = self._data.get(args[1])
+        return 0 if value is None else len(value)
+
+    def _mget(self, args: list[bytes]) -> Reply:
+        get = self._data.get
+        return [get(key) for key in args[1:]]
+
+    def _keys(self, args: list[bytes]) -> Reply:
+        pattern = args[1]
+        if pattern == b"*":
+            return sorted(self._data)
+        return sorted(key for key in self._data if stringmatch(pattern, key))
+
+    def _scan(self, args: list[bytes]) -> Reply:
+        cursor = parse_cursor(args[1])
+        if cursor is None:
+            return INVALID_CURSOR
+        options = syntax.parse_scan_options(args)
+        if isinstance(options, ErrorReply):
+            return options
+        if self._order is None:
+            self._order = ScanOrder(self._data)
+        following, keys = self._order.batch(self._data, cursor, options.count)
+        if not options.type_matches:
+            keys = []
+        elif options.pattern is not None:
+            pattern = options.pattern
+            keys = [key for key in keys if stringmatch(pattern, key)]
+        return [str(following).encode(), keys]
+
+    def _dbsize(self, args: list[bytes]) -> Reply:
+        return len(self._data)
