@@ -1,0 +1,236 @@
+"""Shared pieces of the cluster benchmarks: scratch dirs on a real disk, a redis-server
+reference, redis-benchmark runs, a blocking RESP connection, percentiles.
+
+The benchmarks compare RaftKV with ``redis-server --appendfsync always`` on the same disk,
+so every scratch directory must be on a real file system: fsync on tmpfs is free and
+would flatter the reference (and RaftKV) by orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import attrs
+
+from chaos.cluster import LocalCluster, free_ports
+from wire.reply import ErrorReply
+from wire.resp import encode_command
+from wire.resp_reply import NEED_MORE, ReplyParser
+
+HOST = "127.0.0.1"
+
+
+# -- scratch space ----------------------------------------------------------------------
+
+
+def fs_type(path: str) -> str:
+    """File system type of the mount holding ``path`` (from /proc/mounts)."""
+    path = os.path.realpath(path)
+    best, kind = "", "unknown"
+    with contextlib.suppress(OSError), open("/proc/mounts") as f:
+        for line in f:
+            _, mnt, fstype, *_ = line.split()
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+                best, kind = mnt, fstype
+    return kind
+
+
+def default_base() -> str:
+    """$RAFTKV_BENCH_DIR, else /work/tmp when it exists, else the current directory."""
+    base = os.environ.get("RAFTKV_BENCH_DIR") or ("/work/tmp" if os.path.isdir("/work/tmp")
+                                                   else os.getcwd())
+    return base
+
+
+@contextlib.contextmanager
+def scratch_dir(base: str | None = None, prefix: str = "bench-") -> Iterator[Path]:
+    """A fresh directory under ``base``, removed afterwards; warns when it is on tmpfs."""
+    base = base or default_base()
+    os.makedirs(base, exist_ok=True)
+    kind = fs_type(base)
+    if kind in ("tmpfs", "ramfs"):
+        print(f"WARNING: {base} is on {kind}: fsync is free there, figures mean little",
+              file=sys.stderr)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+def kill_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL the process group ``proc`` leads (it was started with a new session)."""
+    if proc is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGCONT)
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def raft_cluster(workdir: Path, nodes: int = 3, fsync: str = "always") -> Iterator[LocalCluster]:
+    """A started LocalCluster with an agreed leader; every node's group killed on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cluster = LocalCluster(workdir, nodes=nodes, fsync=fsync)
+    try:
+        cluster.start()
+        cluster.wait_for_leader(timeout=30)
+        yield cluster
+    finally:
+        try:
+            cluster.close()
+        finally:
+            for node in cluster.nodes.values():
+                kill_group(node.proc)
+
+
+def wait_for_ping(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with RespConn(host, port, timeout=1.0) as conn:
+                if conn.call("PING") is not None:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)  # polling another process's start: there is no event to wait on
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[int]:
+    """``redis-server`` with appendfsync always on a free port in ``workdir``; yields the port."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("redis-server not found (apt-get install -y redis-server)")
+    (port,) = free_ports(1)
+    rdir = workdir / "redis"
+    rdir.mkdir(parents=True, exist_ok=True)
+    log = open(rdir / "redis.log", "wb")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", HOST, "--appendonly", "yes",
+         "--appendfsync", "always", "--save", "", "--dir", str(rdir), "--daemonize", "no",
+         "--protected-mode", "no"],
+        stdout=log, stderr=log, start_new_session=True)
+    log.close()
+    try:
+        wait_for_ping(HOST, port)
+        yield port
+    finally:
+        kill_group(proc)
+
+
+# -- a blocking RESP connection ---------------------------------------------------------
+
+
+class RespConn:
+    """One TCP connection speaking RESP2; ``call`` sends a command and waits for its reply."""
+
+    def __init__(self, host: str, port: int, timeout: float | None = 5.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.parser = ReplyParser()
+
+    def call(self, *args: str | bytes | int) -> object:
+        self.sock.sendall(encode_command(*args))
+        while True:
+            reply = self.parser.next_reply()
+            if reply is not NEED_MORE:
+                return reply
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("connection closed by the server")
+            self.parser.feed(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RespConn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def is_ok(reply: object) -> bool:
+    return not isinstance(reply, ErrorReply) and reply is not None
+
+
+# -- redis-benchmark --------------------------------------------------------------------
+
+
+@attrs.frozen
+class BenchRow:
+    test: str
+    rps: float
+    avg_ms: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+@attrs.frozen
+class BenchRun:
+    rows: dict[str, BenchRow]
+    alerts: list[str]  # output lines mentioning WARNING or ERROR
+    seconds: float
+    returncode: int
+
+
+def redis_benchmark(port: int, tests: str, requests: int, clients: int, pipeline: int = 1,
+                    host: str = HOST, extra: Sequence[str] = ()) -> BenchRun:
+    """Run ``redis-benchmark --csv`` and parse its rows (redis-benchmark 7's CSV columns)."""
+    cmd = ["redis-benchmark", "-h", host, "-p", str(port), "-t", tests, "-n", str(requests),
+           "-c", str(clients), "-P", str(pipeline), "--csv", *extra]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    rows: dict[str, BenchRow] = {}
+    alerts = [line.strip() for line in (proc.stdout + "\n" + proc.stderr).splitlines()
+              if "WARN" in line.upper() or "ERR" in line.upper()]
+    for rec in csv.DictReader(io.StringIO(proc.stdout)):
+        try:
+            rows[rec["test"]] = BenchRow(
+                rec["test"], float(rec["rps"]), float(rec["avg_latency_ms"]),
+                float(rec["p50_latency_ms"]), float(rec["p99_latency_ms"]),
+                float(rec["max_latency_ms"]))
+        except (KeyError, TypeError, ValueError):
+            alerts.append(f"unparsed CSV row: {rec}")
+    if proc.returncode:
+        alerts.append(f"redis-benchmark exited {proc.returncode}: {proc.stderr.strip()[:300]}")
+    return BenchRun(rows, alerts, seconds, proc.returncode)
+
+
+# -- numbers ----------------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of an already sorted sequence."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), math.ceil(q / 100 * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+def roles(cluster: LocalCluster) -> tuple[int, list[int]]:
+    """(leader id, follower ids) once the live nodes agree on a leader."""
+    leader = cluster.wait_for_leader(timeout=30)
+    return leader, [i for i, n in cluster.nodes.items() if i != leader and n.alive]
