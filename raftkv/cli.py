@@ -98,12 +98,15 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, data_dir
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--fsync", type=click.Choice(["always", "never"]), default="always",
               show_default=True)
+@click.option("--port-base", default=7000, show_default=True, type=click.IntRange(1, 65000),
+              help="Node N gets client port BASE+N and peer port BASE+100+N.")
 @click.option("-v", "--verbose", count=True, help="Passed to every node.")
-def up(nodes: int, data_dir: str, host: str, fsync: str, verbose: int) -> None:
+def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, verbose: int) -> None:
     """Start a local cluster: client ports 7001.., peer ports 7101..; Ctrl-C stops it."""
     from raftkv.local_cluster import run_local_cluster
 
-    run_local_cluster(nodes=nodes, data_dir=data_dir, host=host, fsync=fsync, verbose=verbose)
+    run_local_cluster(nodes=nodes, data_dir=data_dir, host=host, fsync=fsync, verbose=verbose,
+                      base=port_base)
 
 
 @main.command()

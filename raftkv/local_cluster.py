@@ -1,6 +1,7 @@
 """``raftkv up``: a local cluster of real node processes, their logs streamed with a prefix.
 
-Node N listens on client port 7000+N and peer port 7100+N with data in DATA_DIR/node-N, so
+Node N listens on client port BASE+N and peer port BASE+100+N (BASE is 7000 by default),
+with data in DATA_DIR/node-N, so
 running it again resumes the same data. Ctrl-C sends SIGTERM to every node (a leader hands
 over leadership first) and waits for them to exit.
 """
@@ -20,10 +21,10 @@ from raftkv.probe import info_raft
 
 
 def node_command(i: int, nodes: int, data_dir: str, host: str, fsync: str,
-                 verbose: int) -> list[str]:
-    cluster = ",".join(f"{n}={host}:{7100 + n}" for n in range(1, nodes + 1))
+                 verbose: int, base: int = 7000) -> list[str]:
+    cluster = ",".join(f"{n}={host}:{base + 100 + n}" for n in range(1, nodes + 1))
     cmd = [sys.executable, "-m", "raftkv", "serve", "--id", str(i),
-           "--client-addr", f"{host}:{7000 + i}", "--peer-addr", f"{host}:{7100 + i}",
+           "--client-addr", f"{host}:{base + i}", "--peer-addr", f"{host}:{base + 100 + i}",
            "--cluster", cluster, "--data-dir", str(Path(data_dir) / f"node-{i}"),
            "--fsync", fsync]
     if verbose:
@@ -46,11 +47,11 @@ async def _report_exit(i: int, proc: trio.Process) -> None:
     click.echo(f"node-{i} exited with status {code}", err=True)
 
 
-async def _wait_for_leader(nodes: int, host: str) -> dict[str, str]:
+async def _wait_for_leader(nodes: int, host: str, base: int) -> dict[str, str]:
     while True:
         for i in range(1, nodes + 1):
             try:
-                info = await trio.to_thread.run_sync(info_raft, f"{host}:{7000 + i}", 0.5)
+                info = await trio.to_thread.run_sync(info_raft, f"{host}:{base + i}", 0.5)
             except (OSError, ConnectionError):
                 continue
             if info.get("role") == "leader":
@@ -58,12 +59,32 @@ async def _wait_for_leader(nodes: int, host: str) -> dict[str, str]:
         await trio.sleep(0.1)  # polling other processes: there is no event to wait on
 
 
-async def _main(nodes: int, data_dir: str, host: str, fsync: str, verbose: int) -> int:
+async def _main(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
+                base: int) -> int:
     procs: list[trio.Process] = []
+    # Handled explicitly (not KeyboardInterrupt): it works even where a parent shell made
+    # SIGINT ignored, and a stop is a normal exit, status 0.
+    code = 0
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as outer:
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    outer.cancel_scope.cancel()
+                    return
+
+            outer.start_soon(stop_on_signal)
+            code = await _supervise(nodes, data_dir, host, fsync, verbose, base, procs)
+            outer.cancel_scope.cancel()
+    return code
+
+
+async def _supervise(nodes: int, data_dir: str, host: str, fsync: str, verbose: int, base: int,
+                     procs: list[trio.Process]) -> int:
     async with trio.open_nursery() as nursery:
         for i in range(1, nodes + 1):
             proc = await trio.lowlevel.open_process(
-                node_command(i, nodes, data_dir, host, fsync, verbose),
+                node_command(i, nodes, data_dir, host, fsync, verbose, base),
                 stderr=subprocess.PIPE, start_new_session=True,
             )
             procs.append(proc)
@@ -71,23 +92,24 @@ async def _main(nodes: int, data_dir: str, host: str, fsync: str, verbose: int) 
         try:
             leader = None
             with trio.move_on_after(15):
-                leader = await _wait_for_leader(nodes, host)
+                leader = await _wait_for_leader(nodes, host, base)
             if leader is None:
                 click.echo("raftkv up: no leader after 15 s; see the node logs above", err=True)
                 return 1
-            ports = ", ".join(str(7000 + i) for i in range(1, nodes + 1))
+            ports = ", ".join(str(base + i) for i in range(1, nodes + 1))
+            first = base + 1
             click.echo(
                 f"RaftKV cluster of {nodes} up: leader is node {leader['node_id']} "
                 f"(term {leader['term']}); client ports {ports} on {host}\n"
-                f"  nc {host} 7001              then type: set mykey=hello / get mykey\n"
-                f"  redis-cli -p 7001           (or -p 7002, -p 7003: any node)\n"
+                f"  nc {host} {first}              then type: set mykey=hello / get mykey\n"
+                f"  redis-cli -p {first}           (any node's port works)\n"
                 f"  raftkv-cli                  interactive client\n"
                 f"  raftkv status               one line per node\n"
                 f"Ctrl-C stops the cluster (data stays in {data_dir})."
             )
             for i, proc in enumerate(procs, 1):
                 nursery.start_soon(_report_exit, i, proc)
-            await trio.sleep_forever()
+            await trio.sleep_forever()  # until a signal cancels us
         finally:
             with trio.CancelScope(shield=True):
                 for proc in procs:
@@ -103,13 +125,10 @@ async def _main(nodes: int, data_dir: str, host: str, fsync: str, verbose: int) 
     return 0
 
 
-def run_local_cluster(nodes: int, data_dir: str, host: str, fsync: str, verbose: int) -> None:
+def run_local_cluster(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
+                      base: int = 7000) -> None:
     # Ctrl-C in the terminal reaches only us (nodes run in their own sessions); we then stop
     # the nodes in order.
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    try:
-        code = trio.run(_main, nodes, data_dir, host, fsync, verbose)
-    except KeyboardInterrupt:
-        code = 0
-    raise SystemExit(code)
+    raise SystemExit(trio.run(_main, nodes, data_dir, host, fsync, verbose, base))
