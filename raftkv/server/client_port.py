@@ -73,6 +73,7 @@ class ClientServer:
         try:
             peer = stream.socket.getpeername()
             addr = f"{peer[0]}:{peer[1]}"
+            _enable_keepalive(stream.socket)
         except OSError:
             addr = "?"
         conn = Connection(next(_connection_ids), addr)
@@ -136,6 +137,15 @@ class ClientServer:
             if out:
                 await stream.send_all(b"".join(out))
         scope.cancel()
+
+
+def _enable_keepalive(sock: trio.socket.SocketType) -> None:
+    """Find half-open connections (a client host that vanished) in about two minutes, as
+    Redis's tcp-keepalive does; idle but live clients are never closed unless --idle-timeout."""
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4)):
+        if hasattr(trio.socket, name):
+            sock.setsockopt(trio.socket.IPPROTO_TCP, getattr(trio.socket, name), value)
 
 
 async def serve_clients(node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
