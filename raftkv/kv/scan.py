@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 # Above this many pending new keys a merge pass beats one list insertion per key.
 _INSERT_LIMIT = 256
@@ -33,8 +33,10 @@ def key_hash(key: bytes) -> int:
 class ScanOrder:
     """A sorted ``[(key_hash(key), key)]`` over a live dict; the owner reports new keys."""
 
-    def __init__(self, keys: Iterable[bytes]) -> None:
-        self._entries = sorted((key_hash(k), k) for k in keys)
+    def __init__(self, keys: Iterable[bytes], hash_key: Callable[[bytes], int] = key_hash) -> None:
+        # hash_key is replaceable so tests can force hash ties; nodes must all use key_hash.
+        self._hash = hash_key
+        self._entries = sorted((hash_key(k), k) for k in keys)
         self._pending: list[bytes] = []
         self._removed = 0
 
@@ -49,7 +51,7 @@ class ScanOrder:
     def _refresh(self, data: Mapping[bytes, bytes]) -> None:
         entries = self._entries
         if self._pending:
-            fresh = sorted({(key_hash(k), k) for k in self._pending if k in data})
+            fresh = sorted({(self._hash(k), k) for k in self._pending if k in data})
             self._pending = []
             if len(fresh) <= _INSERT_LIMIT:
                 for item in fresh:
