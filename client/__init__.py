@@ -1,0 +1,35 @@
+"""RaftKV's client library (trio, RESP2) and the ``raftkv-cli`` command line.
+
+``async with client.connect(["127.0.0.1:7001", ...]) as kv: await kv.set("k", "v")``;
+``client.connect_sync`` is the blocking twin for scripts without trio.
+"""
+
+from client.api import Client, connect
+from client.errors import (
+    ConnectionFailed,
+    DeadlineExceeded,
+    OutcomeUnknown,
+    RaftKVError,
+    ResponseError,
+    TryAgain,
+)
+from client.pipeline import Pipeline
+from client.safety import Safety, classify
+from client.sync import SyncClient, SyncPipeline, connect_sync
+
+__all__ = [
+    "Client",
+    "ConnectionFailed",
+    "DeadlineExceeded",
+    "OutcomeUnknown",
+    "Pipeline",
+    "RaftKVError",
+    "ResponseError",
+    "Safety",
+    "SyncClient",
+    "SyncPipeline",
+    "TryAgain",
+    "classify",
+    "connect",
+    "connect_sync",
+]

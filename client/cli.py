@@ -1,15 +1,134 @@
-"""``raftkv-cli``: the click command line for RaftKV."""
+"""``raftkv-cli``: the click command line for RaftKV (one-shot commands, a REPL, status).
+
+Exit statuses: 0 success; 1 an error reply (including -TRYAGAIN and an unknown outcome
+once the client gave up); 2 no node reachable (or the deadline passed with no answer),
+and click's usage errors. A scripted session (stdin not a terminal) exits with the worst
+status of its commands; an interactive one with 0.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+
 import click
 
+from client.connection import DEFAULT_ENDPOINTS, parse_endpoints
+from client.errors import ConnectionFailed, RaftKVError
+from client.format import JSON, RAW, TTY, Output
+from client.repl import NO_CLUSTER, OK, Repl, exit_status, original_forms
+from client.status import render_table, to_json
+from client.sync import SyncClient
 from raftkv import __version__
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def _output(raw: bool | None, as_json: bool) -> Output:
+    tty = sys.stdout.isatty()
+    if as_json:
+        mode = JSON
+    elif raw is None:
+        mode = TTY if tty else RAW  # like redis-cli: plain values when piped
+    else:
+        mode = RAW if raw else TTY
+    color = tty and mode == TTY and not os.environ.get("NO_COLOR")
+    return Output(mode, color)
+
+
+@click.command(context_settings={
+    "help_option_names": ["-h", "--help"],
+    "ignore_unknown_options": True,  # `raftkv-cli INCRBY n -5`: -5 is an argument
+    "allow_interspersed_args": False,  # options come before the command, as in redis-cli
+})
 @click.version_option(__version__, prog_name="raftkv-cli")
-@click.argument("command", nargs=-1)
-def main(command: tuple[str, ...]) -> None:
-    """Talk to a RaftKV cluster: one-shot (raftkv-cli SET a b) or interactive."""
-    raise click.ClickException("raftkv-cli is not implemented yet (the client issue).")
+@click.option("-e", "--endpoints", envvar="RAFTKV_ENDPOINTS", show_envvar=True,
+              default=",".join(DEFAULT_ENDPOINTS), show_default=True,
+              help="Comma-separated HOST:PORT client addresses of the nodes.")
+@click.option("--mode", type=click.Choice(["one-shot", "interactive"]), default=None,
+              help="Default: one-shot when a command is given, else interactive.")
+@click.option("-x", "stdin_arg", is_flag=True,
+              help="Read the last argument of the command from stdin.")
+@click.option("--raw/--no-raw", default=None,
+              help="Plain values (the default when stdout is not a terminal) or "
+                   "redis-cli formatting.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Deadline of each command in seconds, retries included.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def main(endpoints: str, mode: str | None, stdin_arg: bool, raw: bool | None,
+         as_json: bool, timeout: float, command: tuple[str, ...]) -> None:
+    """Talk to a RaftKV cluster.
+
+    \b
+      raftkv-cli SET greeting hello      one command (Redis syntax)
+      raftkv-cli GET greeting
+      echo -n hi | raftkv-cli -x SET k   the last argument from stdin
+      raftkv-cli status                  every node: role, term, indexes, lag
+      raftkv-cli                         interactive (help, Tab completion)
+    """
+    try:
+        eps = parse_endpoints(endpoints)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--endpoints") from exc
+    out = _output(raw, as_json)
+    if mode is None:
+        mode = "one-shot" if command else "interactive"
+    if command and command[0].lower() == "status":
+        rest = [a for a in command[1:] if a != "--json"]
+        if rest:
+            raise click.UsageError("status takes no arguments (options go before it)")
+        sys.exit(_status(eps, as_json or "--json" in command, out, timeout))
+    if mode == "interactive":
+        sys.exit(_interactive(eps, out, timeout))
+    if not command:
+        raise click.UsageError("--mode one-shot needs a command")
+    sys.exit(_one_shot(eps, list(command), stdin_arg, out, timeout))
+
+
+def _connect(eps: list[str], timeout: float) -> SyncClient:
+    return SyncClient(eps, timeout=timeout)
+
+
+def _one_shot(eps: list[str], command: list[str], stdin_arg: bool, out: Output,
+              timeout: float) -> int:
+    args = original_forms([os.fsencode(a) for a in command])
+    if stdin_arg:
+        args.append(click.get_binary_stream("stdin").read())
+    try:
+        kv = _connect(eps, timeout)
+    except ConnectionFailed as exc:
+        out.error(f"Could not connect to RaftKV: {exc}")
+        return NO_CLUSTER
+    with kv:
+        try:
+            value = kv.execute(*args)
+        except RaftKVError as exc:
+            value = exc
+    out.reply(value)
+    return exit_status(value)
+
+
+def _interactive(eps: list[str], out: Output, timeout: float) -> int:
+    kv = SyncClient(eps, timeout=timeout, eager=False)
+    with kv:
+        interactive = sys.stdin.isatty()
+        try:
+            kv.connect_once()
+        except ConnectionFailed as exc:
+            out.error(f"Could not connect to RaftKV: {exc}")
+            if not interactive:
+                return NO_CLUSTER
+        return Repl(kv, out, interactive).run()
+
+
+def _status(eps: list[str], as_json: bool, out: Output, timeout: float) -> int:
+    """0 when every node is up and there is a leader, 1 otherwise, 2 if none answered."""
+    with SyncClient(eps, timeout=timeout, eager=False) as kv:
+        nodes = kv.cluster_status()
+    if as_json:
+        out.write(json.dumps(to_json(nodes)) + "\n")
+    else:
+        out.write(render_table(nodes, out.color) + "\n")
+    if not any(n.up for n in nodes):
+        return NO_CLUSTER
+    return OK if all(n.up for n in nodes) and any(n.role == "leader" for n in nodes) else 1

@@ -1,0 +1,336 @@
+"""The async client: endpoints, leader discovery, reconnects, deadlines and safe retries.
+
+Every call (one command or a pipeline) runs under one deadline and goes through ``_run``,
+the single place that decides whether a failed command is sent again (see
+``client.safety``): after ``-TRYAGAIN`` or a connection that failed before the request
+left, always; after ``-UNKNOWN``, a connection lost after sending, reads and idempotent
+writes only. Anything else is reported to the caller (``OutcomeUnknown``), never hidden.
+
+A client holds one connection, preferably to the leader (``INFO raft`` names it, which
+saves followers the forwarding hop); concurrent tasks share it one exchange at a time, so
+open several clients, or pipeline, for parallel traffic.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from client.commands import Arg, Commands, Convert, parse_info
+from client.connection import TRANSPORT_ERRORS, Connection, parse_endpoints
+from client.errors import (
+    ConnectionFailed,
+    DeadlineExceeded,
+    OutcomeUnknown,
+    RaftKVError,
+    TryAgain,
+    error_from_reply,
+)
+from client.safety import Safety, classify
+from client.status import NodeStatus, cluster_status
+from raftkv.node.backoff import Backoff
+from wire.reply import ErrorReply
+from wire.resp import encode_command
+
+if TYPE_CHECKING:
+    from client.pipeline import Pipeline
+
+_PENDING: Any = object()  # no result yet for this command
+
+
+@attrs.define
+class _Attempt:
+    """What one send-and-receive round got through before it ended."""
+
+    addr: str | None = None
+    sent: bool = False
+    replies: list[Any] = attrs.Factory(list)
+    failure: BaseException | None = None
+
+
+class Client(Commands):
+    """Async RaftKV client; use as ``async with connect([...]) as kv``.
+
+    ``timeout`` is the deadline of each call (all retries included; an attribute, so it
+    can be changed between calls);
+    ``connect_timeout`` bounds each connect and leader probe, so a paused node is skipped.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Iterable[str] | None = None,
+        *,
+        timeout: float = 10.0,
+        connect_timeout: float = 1.0,
+        eager: bool = True,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.endpoints = parse_endpoints(endpoints)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.eager = eager
+        self._backoff = (backoff_base, backoff_cap)
+        self._rng = rng or random.Random()
+        self._conn: Connection | None = None
+        self._lock = trio.Lock()
+        self._after: str | None = None  # endpoint that failed last: try the others first
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        if self.eager:
+            await self.connect_once()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def connect_once(self) -> str:
+        """Connect now (one round through the endpoints, no retries); the node's address.
+
+        Raises ``ConnectionFailed`` when no endpoint answers, so a command line can say
+        "no cluster" at once instead of retrying until the deadline.
+        """
+        async with self._lock:
+            if self._conn is None or self._conn.stale():
+                await self._drop()
+                self._conn = await self._connect()
+            return self._conn.addr
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self._drop()
+
+    @property
+    def current_endpoint(self) -> str | None:
+        """The node this client is connected to right now, if any."""
+        return self._conn.addr if self._conn is not None else None
+
+    def pipeline(self) -> Pipeline:
+        from client.pipeline import Pipeline
+
+        return Pipeline(self)
+
+    async def cluster_status(self) -> list[NodeStatus]:
+        """Every endpoint's Raft state (``raftkv-cli status``), asked of each node."""
+        return await cluster_status(self.endpoints, self.connect_timeout)
+
+    # -- commands ----------------------------------------------------------------------------
+
+    async def execute(self, *args: Arg) -> Any:
+        """Run any command; its raw reply, or the typed error raised."""
+        (result,) = await self._run([args])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _call(self, args: tuple[Arg, ...], convert: Convert = None) -> Any:
+        return self._call_async(args, convert)
+
+    async def _call_async(self, args: tuple[Arg, ...], convert: Convert) -> Any:
+        reply = await self.execute(*args)
+        return convert(reply) if convert is not None else reply
+
+    # -- the retry loop ----------------------------------------------------------------------
+
+    async def _run(self, cmds: Sequence[tuple[Arg, ...]]) -> list[Any]:
+        """Results in order: reply values, or ``RaftKVError`` instances (not raised).
+
+        The deadline is ``self.timeout`` from now, not a cancel scope around the call: on
+        expiry the caller must still learn whether a write may have been applied.
+        """
+        if self._closed:
+            raise ConnectionFailed("the client is closed")
+        payloads = [encode_command(*c) for c in cmds]  # bad argument types fail here
+        limit = self.timeout
+        deadline = trio.current_time() + limit
+        safety = [classify(c) for c in cmds]
+        results: list[Any] = [_PENDING] * len(cmds)
+        todo = list(range(len(cmds)))
+        backoff = Backoff(*self._backoff, self._rng)
+        last: BaseException | None = None
+
+        def expire(i: int, sent: bool) -> RaftKVError:
+            if sent and safety[i] is Safety.UNSAFE:
+                return OutcomeUnknown(f"UNKNOWN deadline of {limit}s passed after the command "
+                                      "was sent; it may or may not have been applied")
+            if isinstance(last, TryAgain | ConnectionFailed):
+                return type(last)(str(last))
+            reason = f"; last failure: {last}" if last is not None else ""
+            return DeadlineExceeded(f"deadline of {limit}s passed{reason}")
+
+        with trio.move_on_at(deadline) as waited:
+            await self._lock.acquire()  # another task's call is using the connection
+        if waited.cancelled_caught:
+            return [expire(i, False) for i in todo]
+        try:
+            while True:
+                attempt = _Attempt()
+                with trio.move_on_at(deadline) as scope:
+                    await self._attempt(b"".join(payloads[i] for i in todo), len(todo), attempt)
+                self._absorb(attempt, todo, results)
+                if scope.cancelled_caught:
+                    await self._drop()
+                    for i in todo:
+                        if results[i] is _PENDING:
+                            results[i] = expire(i, attempt.sent)
+                    return results
+                unanswered = set(todo[len(attempt.replies):])
+                first = next((pos for pos, i in enumerate(todo) if i in unanswered
+                              or isinstance(results[i], TryAgain | OutcomeUnknown)), None)
+                if first is None:
+                    return results
+                suffix = todo[first:]
+
+                def may_retry(i: int, attempt: _Attempt = attempt,
+                              unanswered: set[int] = unanswered) -> bool:
+                    if i in unanswered:
+                        return not attempt.sent or safety[i] is not Safety.UNSAFE
+                    return isinstance(results[i], TryAgain) or safety[i] is not Safety.UNSAFE
+
+                if not all(may_retry(i) for i in suffix):
+                    for i in suffix:
+                        if i in unanswered:
+                            results[i] = self._lost(attempt)
+                    return results
+                last = attempt.failure if todo[first] in unanswered else results[todo[first]]
+                if isinstance(last, TryAgain | OutcomeUnknown) or attempt.failure is not None:
+                    await self._drop()  # find the leader again before the retry
+                delay = backoff.delay()
+                backoff.failed()
+                if trio.current_time() + delay >= deadline:
+                    for i in suffix:
+                        if results[i] is _PENDING:
+                            results[i] = expire(i, False)
+                    return results
+                await trio.sleep(delay)
+                for i in suffix:
+                    results[i] = _PENDING
+                todo = suffix
+        finally:
+            self._lock.release()
+
+    @staticmethod
+    def _absorb(attempt: _Attempt, todo: list[int], results: list[Any]) -> None:
+        for i, reply in zip(todo, attempt.replies, strict=False):
+            results[i] = error_from_reply(reply.text) if isinstance(reply, ErrorReply) else reply
+
+    @staticmethod
+    def _lost(attempt: _Attempt) -> OutcomeUnknown:
+        err = OutcomeUnknown(
+            f"UNKNOWN the connection to {attempt.addr} failed after the command was sent "
+            f"({attempt.failure or 'no reply'}); it may or may not have been applied"
+        )
+        err.__cause__ = attempt.failure
+        return err
+
+    async def _attempt(self, data: bytes, count: int, attempt: _Attempt) -> None:
+        """Send ``count`` encoded commands in one write and read their replies."""
+        try:
+            conn = await self._connection()
+        except ConnectionFailed as exc:
+            attempt.failure = exc
+            return
+        attempt.addr = conn.addr
+        attempt.sent = True
+        try:
+            await conn.send(data)
+        except TRANSPORT_ERRORS as exc:
+            # A failed send_all never sent its last byte: one command is definitely lost
+            # before reaching the node; of several, the first ones may have gone out.
+            attempt.failure = exc
+            attempt.sent = count > 1
+            await self._drop()
+            return
+        try:
+            for _ in range(count):
+                attempt.replies.append(await conn.receive_reply())
+        except TRANSPORT_ERRORS as exc:
+            attempt.failure = exc
+            await self._drop()
+
+    # -- connections -------------------------------------------------------------------------
+
+    async def _connection(self) -> Connection:
+        if self._conn is not None and self._conn.stale():
+            await self._drop()
+        if self._conn is None:
+            self._conn = await self._connect()
+        return self._conn
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._after = conn.addr
+            await conn.aclose()
+
+    def _order(self) -> list[str]:
+        eps = self.endpoints
+        if self._after in eps:
+            i = eps.index(self._after) + 1
+            return eps[i:] + eps[:i]
+        return list(eps)
+
+    async def _connect(self) -> Connection:
+        """One round through the endpoints: the first that answers ``INFO raft``, replaced
+        by the leader it names when the leader can be reached."""
+        errors: list[str] = []
+        for addr in self._order():
+            conn = await self._open(addr, errors)
+            if conn is None:
+                continue
+            leader = await self._leader_of(conn, errors)
+            if leader is None:
+                await conn.aclose()
+                continue
+            if leader and leader != addr:
+                direct = await self._open(leader, errors)
+                if direct is not None:
+                    if leader not in self.endpoints:
+                        self.endpoints.append(leader)
+                    await conn.aclose()
+                    conn = direct
+            return conn
+        raise ConnectionFailed("could not reach any node: " + "; ".join(errors))
+
+    async def _open(self, addr: str, errors: list[str]) -> Connection | None:
+        with trio.move_on_after(self.connect_timeout):
+            try:
+                return await Connection.open(addr)
+            except OSError as exc:
+                errors.append(f"{addr}: {exc.strerror or exc}")
+                return None
+        errors.append(f"{addr}: connect timed out")
+        return None
+
+    async def _leader_of(self, conn: Connection, errors: list[str]) -> str | None:
+        """The leader's client address as ``conn``'s node knows it ("" if none); None if
+        the node did not answer in time."""
+        with trio.move_on_after(self.connect_timeout):
+            try:
+                reply = await conn.request("INFO", "raft")
+            except TRANSPORT_ERRORS as exc:
+                errors.append(f"{conn.addr}: {exc}")
+                return None
+            if isinstance(reply, ErrorReply):
+                return ""
+            return parse_info(reply).get("leader_client_addr", "")
+        errors.append(f"{conn.addr}: no answer to INFO raft")
+        return None
+
+
+def connect(endpoints: str | Iterable[str] | None = None, **options: Any) -> Client:
+    """A client for ``endpoints`` (``"h:p,h:p"`` or a list; default 127.0.0.1:7001-7003).
+
+    ``async with connect(...) as kv`` connects at once (one round through the endpoints,
+    ``ConnectionFailed`` if none answers; ``eager=False`` defers it to the first call).
+    """
+    return Client(endpoints, **options)
+

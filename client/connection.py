@@ -1,0 +1,97 @@
+"""One TCP connection to one node's client port, speaking RESP2 through wire's codecs."""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import trio
+
+from wire.errors import ProtocolError
+from wire.resp import encode_command
+from wire.resp_reply import NEED_MORE, ReplyParser
+
+DEFAULT_ENDPOINTS = ("127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003")
+
+# What a broken connection raises while sending or receiving.
+TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                    ProtocolError, EOFError)
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) -> ``(host, port)``; ValueError if malformed."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"endpoint must be HOST:PORT, got {text!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def parse_endpoints(endpoints: str | Iterable[str] | None) -> list[str]:
+    """A comma-separated string or a list of ``host:port`` -> checked, de-duplicated list."""
+    if endpoints is None:
+        return list(DEFAULT_ENDPOINTS)
+    items: Sequence[str] = endpoints.split(",") if isinstance(endpoints, str) else list(
+        endpoints
+    )
+    out: list[str] = []
+    for item in items:
+        if not item.strip():
+            continue
+        parse_endpoint(item)
+        if item.strip() not in out:
+            out.append(item.strip())
+    if not out:
+        raise ValueError("no endpoints given")
+    return out
+
+
+class Connection:
+    """A socket stream plus its reply parser; one request/reply exchange at a time."""
+
+    def __init__(self, addr: str, stream: trio.SocketStream) -> None:
+        self.addr = addr
+        self.stream = stream
+        self.parser = ReplyParser()
+
+    @classmethod
+    async def open(cls, addr: str) -> Connection:
+        host, port = parse_endpoint(addr)
+        stream = await trio.open_tcp_stream(host, port)
+        stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, True)
+        return cls(addr, stream)
+
+    def stale(self) -> bool:
+        """True if an idle connection has something to read: the node closed it (or spoke
+        out of turn), so a request sent on it would be lost. Checked before each request,
+        so a connection to a node that died while idle is replaced before anything is sent.
+        """
+        if self.parser.buffered:
+            return True
+        try:
+            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def receive_reply(self) -> Any:
+        """The next reply value (an ``ErrorReply`` is returned, not raised)."""
+        while True:
+            reply = self.parser.next_reply()
+            if reply is not NEED_MORE:
+                return reply
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError(f"{self.addr} closed the connection")
+            self.parser.feed(data)
+
+    async def request(self, *args: bytes | str | int | float) -> Any:
+        await self.send(encode_command(*args))
+        return await self.receive_reply()
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self.stream.aclose()

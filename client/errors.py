@@ -1,0 +1,55 @@
+"""The client's exceptions, mirroring the server's error replies.
+
+The split that matters to a caller is *was my command applied?*: ``TryAgain`` says
+definitely not (safe to retry), ``OutcomeUnknown`` says it may or may not have been (the
+client never retries such a command silently unless it is idempotent), any other
+``ResponseError`` is the command's own answer (wrong type, syntax, ...).
+"""
+
+from __future__ import annotations
+
+
+class RaftKVError(Exception):
+    """Base of every error the client raises."""
+
+
+class ResponseError(RaftKVError):
+    """An error reply from the server; ``text`` is the whole reply, e.g. ``ERR syntax error``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    @property
+    def code(self) -> str:
+        """The first word of the reply (``ERR``, ``WRONGTYPE``, ``TRYAGAIN``, ...)."""
+        return self.text.split(" ", 1)[0]
+
+
+class TryAgain(ResponseError):
+    """``-TRYAGAIN``: the command was definitely not applied (no leader, leader changed)."""
+
+
+class OutcomeUnknown(ResponseError):
+    """The command may or may not have been applied.
+
+    Raised for a ``-UNKNOWN`` reply, and for a non-idempotent write whose connection failed
+    (or whose deadline passed) after it was sent; then ``__cause__`` holds the failure.
+    """
+
+
+class ConnectionFailed(RaftKVError, ConnectionError):
+    """No node could be reached (or every connection failed) before the call's deadline."""
+
+
+class DeadlineExceeded(RaftKVError, TimeoutError):
+    """The call's deadline passed while a safe command (read, idempotent write) was pending."""
+
+
+def error_from_reply(text: str) -> ResponseError:
+    """The typed exception for an error reply's text."""
+    if text.startswith("TRYAGAIN"):
+        return TryAgain(text)
+    if text.startswith("UNKNOWN"):
+        return OutcomeUnknown(text)
+    return ResponseError(text)

@@ -1,0 +1,57 @@
+"""Pipelining: queue commands, send them in one write, get the replies in order."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from client.commands import Arg, Commands, Convert
+from client.errors import RaftKVError
+
+if TYPE_CHECKING:
+    from client.api import Client
+
+
+class Pipeline(Commands):
+    """``pipe = kv.pipeline(); pipe.set("a", 1).incr("n"); await pipe.execute()``.
+
+    Not a transaction: each command is applied on its own. A failure part-way follows the
+    client's retry rules from the first command that did not get a definite answer: the
+    rest are sent again only if that is safe for every one of them (each got -TRYAGAIN or
+    is a read or idempotent); otherwise the unanswered ones get ``OutcomeUnknown``.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._queue: list[tuple[tuple[Arg, ...], Convert]] = []
+
+    def _call(self, args: tuple[Arg, ...], convert: Convert = None) -> Pipeline:
+        self._queue.append((args, convert))
+        return self
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def reset(self) -> None:
+        self._queue.clear()
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Send the queued commands; their results in order (the queue is emptied).
+
+        With ``raise_on_error`` the first error is raised after every reply is in;
+        otherwise errors take their command's place in the list as exception objects.
+        """
+        queue, self._queue = self._queue, []
+        if not queue:
+            return []
+        results = await self._client._run([args for args, _ in queue])
+        out: list[Any] = []
+        for result, (_, convert) in zip(results, queue, strict=True):
+            if isinstance(result, RaftKVError) or convert is None:
+                out.append(result)
+            else:
+                out.append(convert(result))
+        if raise_on_error:
+            for result in out:
+                if isinstance(result, RaftKVError):
+                    raise result
+        return out

@@ -1,0 +1,158 @@
+"""The interactive ``raftkv-cli`` session: prompt, history, completion, help.
+
+On a terminal: a ``raftkv HOST:PORT>`` prompt naming the node the client talks to,
+readline editing, history in ``~/.raftkv_history`` and Tab completion of command names.
+Without a terminal on stdin: no prompt and no readline, one command per input line, so
+``printf 'set a=1\\nget a\\n' | raftkv-cli`` works as a script. Leader changes need nothing
+from the user: the client reconnects and retries what is safe to retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from client.errors import ConnectionFailed, DeadlineExceeded, RaftKVError
+from client.format import Output
+from client.help import complete, overview, usage
+from client.status import render_table
+from client.sync import SyncClient
+from wire.errors import ProtocolError
+from wire.resp import split_args
+
+HISTORY_FILE = Path("~/.raftkv_history")
+
+# Exit statuses (one-shot mode, and scripted sessions: the worst seen).
+OK, ERROR_REPLY, NO_CLUSTER = 0, 1, 2
+
+
+def original_forms(args: list[bytes]) -> list[bytes]:
+    """The original RaftKV's ``set key=value`` as ``SET key value`` (so the client sees a
+    plain, idempotent SET); anything else unchanged."""
+    if len(args) == 2 and args[0].lower() == b"set" and b"=" in args[1]:
+        key, _, value = args[1].partition(b"=")
+        return [args[0], key, value]
+    return args
+
+
+def parse_line(line: str) -> list[bytes]:
+    """A typed line -> command arguments (redis-cli quoting, via ``wire.resp.split_args``)."""
+    return original_forms(split_args(line.encode("utf-8", "surrogateescape")))
+
+
+def exit_status(value: Any) -> int:
+    if isinstance(value, ConnectionFailed | DeadlineExceeded):
+        return NO_CLUSTER
+    return ERROR_REPLY if isinstance(value, RaftKVError) else OK
+
+
+def setup_readline(history: Path) -> Callable[[], None]:
+    """Editing, history and completion for a terminal session; returns the saver."""
+    try:
+        import readline
+    except ImportError:  # e.g. a Python built without it: plain input() still works
+        return lambda: None
+    with contextlib.suppress(OSError):
+        readline.read_history_file(history)
+    readline.set_history_length(1000)
+
+    def completer(text: str, state: int) -> str | None:
+        line = readline.get_line_buffer()[: readline.get_endidx()]
+        options = complete(line, text)
+        return options[state] if state < len(options) else None
+
+    readline.set_completer(completer)
+    readline.set_completer_delims(" \t")
+    if "libedit" in (readline.__doc__ or ""):
+        readline.parse_and_bind("bind ^I rl_complete")
+    else:
+        readline.parse_and_bind("tab: complete")
+
+    def save() -> None:
+        with contextlib.suppress(OSError):
+            readline.write_history_file(history)
+
+    return save
+
+
+class Repl:
+    def __init__(self, kv: SyncClient, out: Output, interactive: bool) -> None:
+        self.kv = kv
+        self.out = out
+        self.interactive = interactive
+        self.status = OK
+
+    def prompt(self) -> str:
+        return f"raftkv {self.kv.current_endpoint or 'not connected'}> "
+
+    def run(self) -> int:
+        """Read commands until EOF or QUIT; the exit status (scripted sessions only)."""
+        save = setup_readline(HISTORY_FILE.expanduser()) if self.interactive else None
+        try:
+            while True:
+                try:
+                    line = self.read()
+                except KeyboardInterrupt:
+                    self.out.write("\n")
+                    continue
+                if line is None:
+                    break
+                try:
+                    if not self.handle(line):
+                        break
+                except KeyboardInterrupt:
+                    self.out.write("(interrupted)\n")
+        finally:
+            if save is not None:
+                save()
+        return OK if self.interactive else self.status
+
+    def read(self) -> str | None:
+        if self.interactive:
+            try:
+                return input(self.prompt())
+            except EOFError:
+                self.out.write("\n")
+                return None
+        line = sys.stdin.readline()
+        return line.rstrip("\r\n") if line else None
+
+    def handle(self, line: str) -> bool:
+        """Run one line; False to end the session."""
+        try:
+            args = parse_line(line)
+        except ProtocolError:
+            self.out.error("Invalid argument(s)")
+            return True
+        if not args:
+            return True
+        name = args[0].decode("utf-8", "replace").lower()
+        if name in ("quit", "exit") and len(args) == 1:
+            return False
+        if name == "help":
+            topic = args[1].decode("utf-8", "replace") if len(args) > 1 else None
+            text = overview() if topic is None else usage(topic)
+            self.out.write((text or f"no help for {topic!r}; type `help`") + "\n")
+            return True
+        if name == "clear" and len(args) == 1:
+            click.clear()
+            return True
+        if name == "status" and len(args) == 1:
+            self.show_status()
+            return True
+        try:
+            value = self.kv.execute(*args)
+        except RaftKVError as exc:
+            value = exc
+        self.status = max(self.status, exit_status(value))
+        self.out.reply(value)
+        return True
+
+    def show_status(self) -> None:
+        nodes = self.kv.cluster_status()
+        self.out.write(render_table(nodes, self.out.color) + "\n")

@@ -1,0 +1,58 @@
+"""Which commands the client may send again after a failure (pure: no I/O).
+
+A command whose outcome is unknown (a ``-UNKNOWN`` reply, or a connection that failed
+after the request left) may be sent again only if doing it twice is the same as doing it
+once. ``-TRYAGAIN`` and a connection that failed before sending are definite failures:
+every command may be retried after them.
+
+Idempotent means the *state* is the same; a retried ``DEL`` may count 0 keys that its
+first, applied, attempt had already removed. ``SET ... NX`` is not idempotent here (a
+retry would answer "not set" about the key it set itself), nor is ``SET ... GET`` (the
+retry returns the value the first attempt wrote).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+
+class Safety(enum.Enum):
+    READ = "read"  # changes nothing: always retried
+    IDEMPOTENT = "idempotent"  # retried after an unknown outcome too
+    UNSAFE = "unsafe"  # retried only after a definite failure
+
+
+READS = frozenset(
+    b"get mget exists strlen keys scan dbsize ping echo info command".split()
+)
+IDEMPOTENT_WRITES = frozenset(b"del mset flushall".split())
+_READ_SUBCOMMANDS = {
+    b"raft": frozenset({b"status"}),
+    b"config": frozenset({b"get"}),
+    b"client": frozenset({b"getname", b"id", b"info", b"list"}),
+}
+
+
+def _word(arg: bytes | str | int | float) -> bytes:
+    if isinstance(arg, bytes):
+        return arg.lower()
+    return str(arg).encode().lower()
+
+
+def classify(args: Sequence[bytes | str | int | float]) -> Safety:
+    """How safe it is to send ``args`` again; unknown commands are ``UNSAFE``."""
+    if not args:
+        return Safety.UNSAFE
+    name = _word(args[0])
+    if name in READS:
+        return Safety.READ
+    if name in IDEMPOTENT_WRITES:
+        return Safety.IDEMPOTENT
+    if name == b"set":
+        options = {_word(a) for a in args[3:]}
+        return Safety.UNSAFE if options & {b"nx", b"get"} else Safety.IDEMPOTENT
+    subs = _READ_SUBCOMMANDS.get(name)
+    if subs is not None and len(args) > 1 and _word(args[1]) in subs:
+        return Safety.READ
+    return Safety.UNSAFE
