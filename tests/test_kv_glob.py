@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftkv.kv.glob import stringmatch
@@ -122,6 +122,7 @@ def _regex_of(pattern: bytes) -> re.Pattern[bytes]:
     return re.compile(out, re.S)
 
 
+@settings(deadline=None)
 @given(
     st.lists(st.sampled_from([b"*", b"?", b"a", b"b", b"\x00"]), max_size=8).map(b"".join),
     st.binary(max_size=8).map(lambda s: s.replace(b"\x01", b"a")),
@@ -133,6 +134,7 @@ def test_stars_and_marks_agree_with_a_regex(pattern: bytes, string: bytes) -> No
     assert stringmatch(pattern, string) is expected
 
 
+@settings(deadline=None)
 @given(st.text("abcxyz", min_size=1, max_size=4), st.booleans(), st.sampled_from("abcdxyz"))
 def test_simple_classes_agree_with_a_regex(members: str, negate: bool, ch: str) -> None:
     pattern = ("[^" if negate else "[") + members + "]"

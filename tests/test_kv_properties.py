@@ -65,7 +65,7 @@ def _valid_reply(reply: object) -> bool:
     return isinstance(reply, REPLY_TYPES) and not isinstance(reply, bool)
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(PROGRAM)
 def test_same_commands_same_replies_and_state(program: list[list[bytes]]) -> None:
     one, two = KVStateMachine(), KVStateMachine()
@@ -79,7 +79,7 @@ def test_same_commands_same_replies_and_state(program: list[list[bytes]]) -> Non
     assert one.digest() == two.digest()
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(PROGRAM, PROGRAM)
 def test_snapshot_restore_continues_identically(
     before: list[list[bytes]], after: list[list[bytes]]
@@ -97,7 +97,7 @@ def test_snapshot_restore_continues_identically(
     assert copy.snapshot() == original.snapshot()
 
 
-@settings(max_examples=300)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.binary(max_size=12), max_size=8))
 def test_apply_and_read_never_raise(args: list[bytes]) -> None:
     kv = KVStateMachine()
@@ -109,7 +109,7 @@ def test_apply_and_read_never_raise(args: list[bytes]) -> None:
         assert _valid_reply(kv.apply(encode_command(args)))
 
 
-@settings(max_examples=300)
+@settings(max_examples=150, deadline=None)
 @given(COMMAND)
 def test_known_commands_never_raise_and_reads_do_not_mutate(args: list[bytes]) -> None:
     kv = KVStateMachine()
@@ -137,7 +137,7 @@ MSGPACK_OBJECTS = st.recursive(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=150, deadline=None)
 @given(st.one_of(st.binary(max_size=40), MSGPACK_OBJECTS.map(msgpack.packb)))
 def test_decoding_garbage_raises_only_the_clear_error(blob: bytes) -> None:
     try:
@@ -156,6 +156,7 @@ def test_decoding_garbage_raises_only_the_clear_error(blob: bytes) -> None:
     assert _valid_reply(reply)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=22))
 def test_parse_int64_is_redis_strict(raw: bytes) -> None:
     strict = re.fullmatch(rb"0|-?[1-9][0-9]*", raw)
@@ -163,6 +164,7 @@ def test_parse_int64_is_redis_strict(raw: bytes) -> None:
     assert parse_int64(raw) == expected
 
 
+@settings(deadline=None)
 @given(st.integers(-(2**63), 2**63 - 1))
 def test_parse_int64_reads_back_every_int64(value: int) -> None:
     assert parse_int64(str(value).encode()) == value
@@ -171,7 +173,7 @@ def test_parse_int64_reads_back_every_int64(value: int) -> None:
 # -- SCAN under random churn --------------------------------------------------------------
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sets(st.binary(min_size=1, max_size=3), max_size=60),
     st.integers(1, 12),

@@ -102,7 +102,7 @@ def test_keys_deleted_and_added_again_appear_once(readded: int) -> None:
     assert sorted(store.scan(7)) == sorted(keys)
 
 
-@settings(max_examples=80)
+@settings(max_examples=80, deadline=None)
 @given(
     st.sets(st.binary(max_size=2), max_size=40),
     st.integers(1, 5),

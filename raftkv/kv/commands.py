@@ -13,7 +13,6 @@ fail for arity or syntax; ``KVStateMachine.apply`` checks again, since the log i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Union
 
 import attrs
 
@@ -24,7 +23,7 @@ from .errors import INVALID_CURSOR, unknown_command, wrong_arity
 from .numbers import parse_cursor
 
 # What a command answers with (see wire/reply.py): bulk, null, integer, array, status, error.
-Reply = Union[bytes, int, None, list["Reply"], SimpleString, ErrorReply]  # noqa: UP007
+Reply = bytes | int | None | list["Reply"] | SimpleString | ErrorReply
 
 WRITE = "write"
 READ = "read"
@@ -44,6 +43,10 @@ class CommandSpec:
     @property
     def is_write(self) -> bool:
         return self.flag == WRITE
+
+    @property
+    def is_read(self) -> bool:
+        return self.flag == READ
 
     @property
     def flags(self) -> frozenset[str]:
