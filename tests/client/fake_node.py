@@ -1,0 +1,81 @@
+"""A scripted stand-in for a node's client port, to test the client's retry rules exactly.
+
+Every command except ``INFO`` (the client's leader probe) is recorded in ``seen`` and
+answered by the next scripted action: reply bytes, ``CLOSE`` (read the command, close
+without replying), ``HANG`` (read it, never reply), or ``Then(reply, CLOSE)`` (reply,
+then close the idle connection). With the script used up, commands get ``default``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from collections.abc import Iterable
+
+import attrs
+import trio
+
+from wire.resp import CommandParser, encode_reply
+
+CLOSE = "close"
+HANG = "hang"
+
+
+@attrs.frozen
+class Then:
+    reply: bytes
+    after: str
+
+
+class FakeNode:
+    def __init__(self, actions: Iterable[bytes | str | Then] = (), leader_addr: str = "",
+                 default: bytes = b"+OK\r\n") -> None:
+        self.actions = deque(actions)
+        self.leader_addr = leader_addr
+        self.default = default
+        self.seen: list[list[bytes]] = []
+        self.connections = 0
+        self.closed = trio.Event()  # set once the node has closed a connection itself
+        self.addr = ""
+
+    async def serve(self, nursery: trio.Nursery) -> str:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, self.handle, 0, host="127.0.0.1"))
+        host, port = listeners[0].socket.getsockname()[:2]
+        self.addr = f"{host}:{port}"
+        return self.addr
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        parser = CommandParser()
+        async with stream:
+            while True:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                parser.feed(data)
+                for cmd in parser:
+                    if cmd[0].upper() == b"INFO":
+                        info = f"# Raft\r\nleader_client_addr:{self.leader_addr}\r\n"
+                        await stream.send_all(encode_reply(info.encode()))
+                        continue
+                    self.seen.append(cmd)
+                    action = self.actions.popleft() if self.actions else self.default
+                    if action == HANG:
+                        await trio.sleep_forever()
+                    if action == CLOSE:
+                        await self._close(stream)
+                        return
+                    if isinstance(action, Then):
+                        await stream.send_all(action.reply)
+                        await self._close(stream)
+                        return
+                    assert isinstance(action, bytes)
+                    await stream.send_all(action)
+
+    async def _close(self, stream: trio.SocketStream) -> None:
+        await stream.aclose()
+        self.closed.set()
+
+    def commands(self, name: bytes) -> list[list[bytes]]:
+        return [c for c in self.seen if c[0].upper() == name]

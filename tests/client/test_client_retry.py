@@ -1,0 +1,231 @@
+"""The client's retry rules, exactly, against a scripted fake node (see fake_node.py)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+from fake_node import CLOSE, HANG, FakeNode, Then
+
+from client import (
+    Client,
+    ConnectionFailed,
+    DeadlineExceeded,
+    OutcomeUnknown,
+    ResponseError,
+    TryAgain,
+    connect,
+)
+
+TRYAGAIN = b"-TRYAGAIN no leader known; the command was not applied, retry\r\n"
+UNKNOWN = b"-UNKNOWN timed out waiting for a quorum; may or may not have been applied\r\n"
+
+
+def client(*addrs: str, timeout: float = 10.0) -> Client:
+    return connect(list(addrs), timeout=timeout, backoff_base=0.001, backoff_cap=0.002)
+
+
+def closed_port() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connecting is refused
+    return f"127.0.0.1:{port}"
+
+
+async def test_tryagain_is_retried_even_for_incr(nursery: trio.Nursery) -> None:
+    node = FakeNode([TRYAGAIN, TRYAGAIN, b":5\r\n"])
+    async with client(await node.serve(nursery)) as kv:
+        assert await kv.incr("n") == 5
+    assert node.commands(b"INCR") == [[b"INCR", b"n"]] * 3
+
+
+async def test_unknown_reply_to_incr_raises_and_is_not_retried(nursery: trio.Nursery) -> None:
+    node = FakeNode([UNKNOWN])
+    async with client(await node.serve(nursery)) as kv:
+        with pytest.raises(OutcomeUnknown) as info:
+            await kv.incr("n")
+    assert info.value.text.startswith("UNKNOWN timed out")
+    assert len(node.commands(b"INCR")) == 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda kv: kv.append("k", "x"), lambda kv: kv.cas("k", "a", "b"),
+    lambda kv: kv.decr("k"), lambda kv: kv.incrby("k", 2), lambda kv: kv.set("k", "v", nx=True),
+    lambda kv: kv.execute("RAFT", "TRANSFER", 2), lambda kv: kv.execute("NEWCMD", "x"),
+])
+async def test_no_unsafe_command_is_retried_after_unknown(nursery: trio.Nursery, call) -> None:
+    node = FakeNode([UNKNOWN], default=b":1\r\n")
+    async with client(await node.serve(nursery)) as kv:
+        with pytest.raises(OutcomeUnknown):
+            await call(kv)
+    assert len(node.seen) == 1
+
+
+@pytest.mark.parametrize(("call", "reply", "expected"), [
+    (lambda kv: kv.set("k", "v"), b"+OK\r\n", True),
+    (lambda kv: kv.set("k", "v", xx=True), b"+OK\r\n", True),
+    (lambda kv: kv.delete("a", "b"), b":2\r\n", 2),
+    (lambda kv: kv.mset({"a": 1, "b": 2}), b"+OK\r\n", True),
+    (lambda kv: kv.flushall(), b"+OK\r\n", True),
+    (lambda kv: kv.get("k"), b"$1\r\nv\r\n", b"v"),
+    (lambda kv: kv.mget("a", "b"), b"*2\r\n$1\r\n1\r\n$-1\r\n", [b"1", None]),
+])
+async def test_reads_and_idempotent_writes_are_retried_after_unknown(
+    nursery: trio.Nursery, call, reply: bytes, expected: object
+) -> None:
+    node = FakeNode([UNKNOWN, reply])
+    async with client(await node.serve(nursery)) as kv:
+        assert await call(kv) == expected
+    assert len(node.seen) == 2 and node.seen[0] == node.seen[1]
+
+
+async def test_connection_lost_after_sending_incr_is_unknown(nursery: trio.Nursery) -> None:
+    node = FakeNode([CLOSE])
+    async with client(await node.serve(nursery)) as kv:
+        with pytest.raises(OutcomeUnknown) as info:
+            await kv.incr("n")
+    assert info.value.__cause__ is not None  # the connection failure, for the curious
+    assert len(node.commands(b"INCR")) == 1
+
+
+async def test_connection_lost_after_sending_set_or_get_is_retried(
+    nursery: trio.Nursery,
+) -> None:
+    node = FakeNode([CLOSE, b"+OK\r\n", CLOSE, b"$2\r\nhi\r\n"])
+    async with client(await node.serve(nursery)) as kv:
+        assert await kv.set("k", "hi") is True
+        assert await kv.get("k") == b"hi"
+    assert [c[0] for c in node.seen] == [b"SET", b"SET", b"GET", b"GET"]
+    assert node.connections == 3  # the first, and one after each loss
+
+
+async def test_a_connection_that_died_while_idle_is_replaced_before_sending(
+    nursery: trio.Nursery,
+) -> None:
+    # The node answers the SET and closes; the INCR must not be sent on the dead
+    # connection (that would make its outcome unknown) but on a fresh one.
+    node = FakeNode([Then(b"+OK\r\n", CLOSE), b":1\r\n"])
+    async with client(await node.serve(nursery)) as kv:
+        assert await kv.set("k", "v") is True
+        await node.closed.wait()
+        assert await kv.incr("n") == 1
+    assert [c[0] for c in node.seen] == [b"SET", b"INCR"]
+    assert node.connections == 2
+
+
+async def test_error_replies_are_typed_and_not_retried(nursery: trio.Nursery) -> None:
+    node = FakeNode([b"-ERR value is not an integer or out of range\r\n",
+                     b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"])
+    async with client(await node.serve(nursery)) as kv:
+        with pytest.raises(ResponseError) as info:
+            await kv.incr("n")
+        assert type(info.value) is ResponseError and info.value.code == "ERR"
+        with pytest.raises(ResponseError) as info:
+            await kv.get("n")
+        assert info.value.code == "WRONGTYPE"
+    assert len(node.seen) == 2
+
+
+async def test_deadline_on_an_unanswered_incr_is_unknown_on_a_get_exceeded(
+    nursery: trio.Nursery,
+) -> None:
+    node = FakeNode([HANG, HANG])
+    addr = await node.serve(nursery)
+    async with client(addr, timeout=0.3) as kv:
+        with pytest.raises(OutcomeUnknown):
+            await kv.incr("n")
+    async with client(addr, timeout=0.3) as kv:
+        with pytest.raises(DeadlineExceeded):
+            await kv.get("k")
+
+
+async def test_tryagain_until_the_deadline_raises_tryagain(nursery: trio.Nursery) -> None:
+    node = FakeNode(default=TRYAGAIN)
+    async with client(await node.serve(nursery), timeout=0.3) as kv:
+        with pytest.raises(TryAgain):
+            await kv.incr("n")
+    assert len(node.seen) > 1
+
+
+async def test_unreachable_endpoints_are_skipped(nursery: trio.Nursery) -> None:
+    node = FakeNode([b"$1\r\n1\r\n"])
+    addr = await node.serve(nursery)
+    async with client(closed_port(), addr) as kv:
+        assert kv.current_endpoint == addr
+        assert await kv.get("a") == b"1"
+
+
+async def test_no_reachable_endpoint_fails_at_connect() -> None:
+    with pytest.raises(ConnectionFailed):
+        async with client(closed_port(), closed_port()):
+            pass
+
+
+async def test_the_leader_named_by_info_raft_is_preferred(nursery: trio.Nursery) -> None:
+    leader = FakeNode([b"+OK\r\n"])
+    leader_addr = await leader.serve(nursery)
+    follower = FakeNode(leader_addr=leader_addr)
+    follower_addr = await follower.serve(nursery)
+    async with client(follower_addr) as kv:
+        assert kv.current_endpoint == leader_addr
+        assert leader_addr in kv.endpoints  # learned, for the next reconnect
+        assert await kv.set("k", "v") is True
+    assert follower.seen == [] and leader.seen == [[b"SET", b"k", b"v"]]
+
+
+async def test_an_unreachable_leader_falls_back_to_the_node_asked(
+    nursery: trio.Nursery,
+) -> None:
+    follower = FakeNode([b"+OK\r\n"], leader_addr=closed_port())
+    addr = await follower.serve(nursery)
+    async with client(addr) as kv:
+        assert kv.current_endpoint == addr
+        assert await kv.set("k", "v") is True
+
+
+async def test_pipeline_retries_from_a_tryagain_when_the_rest_is_safe(
+    nursery: trio.Nursery,
+) -> None:
+    node = FakeNode([b"+OK\r\n", TRYAGAIN, b"$1\r\n1\r\n", b":7\r\n", b"$1\r\n1\r\n"])
+    async with client(await node.serve(nursery)) as kv:
+        pipe = kv.pipeline().set("a", 1).incr("n").get("a")
+        assert await pipe.execute() == [True, 7, b"1"]
+    assert [c[0] for c in node.seen] == [b"SET", b"INCR", b"GET", b"INCR", b"GET"]
+
+
+async def test_pipeline_never_resends_an_applied_unsafe_command(
+    nursery: trio.Nursery,
+) -> None:
+    # The second INCR succeeded after the first got TRYAGAIN: resending both would apply it
+    # twice, and resending only the first would reorder them; the caller is told instead.
+    node = FakeNode([TRYAGAIN, b":1\r\n", TRYAGAIN, b":2\r\n"])
+    async with client(await node.serve(nursery)) as kv:
+        results = await kv.pipeline().incr("a").incr("b").execute(raise_on_error=False)
+        assert isinstance(results[0], TryAgain) and results[1] == 1
+        with pytest.raises(TryAgain):
+            await kv.pipeline().incr("a").incr("b").execute()
+    assert len(node.seen) == 4
+
+
+async def test_pipeline_lost_connection_with_an_unsafe_command_is_unknown(
+    nursery: trio.Nursery,
+) -> None:
+    node = FakeNode([CLOSE])
+    async with client(await node.serve(nursery)) as kv:
+        results = await kv.pipeline().set("a", 1).incr("n").get("a").execute(
+            raise_on_error=False)
+    assert all(isinstance(r, OutcomeUnknown) for r in results)
+    assert len(node.seen) == 1  # the node closed after reading the first one
+
+
+async def test_pipeline_lost_connection_with_only_safe_commands_is_resent(
+    nursery: trio.Nursery,
+) -> None:
+    node = FakeNode([b"+OK\r\n", CLOSE, b"+OK\r\n", b"$1\r\n1\r\n"])
+    async with client(await node.serve(nursery)) as kv:
+        assert await kv.pipeline().set("a", 1).set("b", 2).get("a").execute() == [
+            True, True, b"1"]
+    assert [c[:2] for c in node.seen] == [[b"SET", b"a"], [b"SET", b"b"], [b"SET", b"b"],
+                                          [b"GET", b"a"]]
