@@ -261,6 +261,13 @@ class RaftNode:
                 pass  # a pre-vote changes nobody's term
             elif isinstance(m, RequestVoteResponse) and m.pre_vote and m.granted:
                 pass  # our own proposed term echoed back; we bump it when we win
+            elif isinstance(m, RequestVote) and self._role is not Role.LEADER:
+                # Adopt the term, but keep our election timer running: only granting the
+                # vote resets it (Figure 3.1), so candidates with stale logs cannot keep
+                # postponing the election of a node that has the log to win it.
+                elapsed, timeout = self._election_elapsed, self._randomized_timeout
+                self._become_follower(m.term, 0)
+                self._election_elapsed, self._randomized_timeout = elapsed, timeout
             else:
                 self._become_follower(m.term, m.src if isinstance(m, AppendEntries) else 0)
         elif m.term < self._term:
