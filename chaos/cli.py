@@ -37,15 +37,176 @@ def sim(count: int, seed_start: int, nodes: int | None, steps: int | None, long_
     then heals everything and checks liveness. Exit status 0 only if every seed held.
     """
     from chaos.sim.report import run_cli
+    from raftkv.raft import RaftConfig
 
+    try:
+        RaftConfig(bugs=frozenset(bugs))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--bug") from None
     code = run_cli(count, seed_start, nodes, steps, long_, quiet, jobs, frozenset(bugs))
     raise SystemExit(code)
 
 
+def _default_out() -> str:
+    import time
+
+    return f"results/{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _common_run_options(fn):  # type: ignore[no-untyped-def]
+    """Options ``run`` and ``partition`` share."""
+    opts = [
+        click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True,
+                     help="Cluster size."),
+        click.option("--clients", type=click.IntRange(min=1), default=10, show_default=True,
+                     help="Concurrent clients, spread over the nodes."),
+        click.option("--keys", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="Size of the key set."),
+        click.option("--seed", type=click.IntRange(min=0),
+                     help="Seed of the fault schedule and the workload (default: random)."),
+        click.option("--out", type=click.Path(file_okay=False),
+                     help="Report directory (default: results/<timestamp>)."),
+        click.option("--net", type=click.Choice(["proxy", "nft", "docker"]), default="proxy",
+                     show_default=True,
+                     help="proxy: userspace relays, no privileges; nft: nftables rules in a "
+                          "private network namespace (root); docker: the compose cluster "
+                          "(needs --endpoints and a Docker engine)."),
+        click.option("--rate", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+                     help="Operations per second per client."),
+        click.option("--op-timeout", type=click.FloatRange(min=0.1), default=2.5,
+                     show_default=True, help="An operation without a reply by then is "
+                                              "'info' (unknown) and the client reconnects."),
+        click.option("--endpoints", default="",
+                     help="--net docker: the nodes' client addresses, node 1 first."),
+        click.option("--project", default="raftkv", show_default=True,
+                     help="--net docker: the compose project."),
+        click.option("--docker-network", default=None,
+                     help="--net docker: the network to disconnect nodes from "
+                          "(default <project>_default)."),
+        click.option("--check-timeout", type=click.FloatRange(min=1), default=300.0,
+                     show_default=True, help="Wall-clock budget of the linearizability search."),
+        click.option("--unsafe-stale-reads", is_flag=True, hidden=True,
+                     help="TEST ONLY: start the nodes with --unsafe-stale-reads."),
+        click.option("--quiet", is_flag=True, help="No progress lines; the summary only."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _run_options(**kw):  # type: ignore[no-untyped-def]
+    import random
+    from pathlib import Path
+
+    from chaos.run import RunOptions
+
+    seed = kw["seed"] if kw["seed"] is not None else random.randrange(2**31)
+    endpoints = tuple(filter(None, (e.strip() for e in kw["endpoints"].split(","))))
+    if kw["net"] == "docker" and len(endpoints) != kw["nodes"]:
+        raise click.BadParameter(f"--net docker needs --endpoints with {kw['nodes']} "
+                                 "client addresses", param_hint="--endpoints")
+    if endpoints and kw["net"] != "docker":
+        raise click.BadParameter("attaching to a running cluster (--endpoints) needs "
+                                 "--net docker: proxies and nftables rules must be wired "
+                                 "into the nodes' --cluster lists from the start",
+                                 param_hint="--endpoints")
+    return RunOptions(
+        nodes=kw["nodes"], duration=kw.get("duration", 60.0),
+        nemeses=kw.get("nemeses", ()), clients=kw["clients"], keys=kw["keys"], seed=seed,
+        out=Path(kw["out"] or _default_out()), net=kw["net"], rate=kw["rate"],
+        op_timeout=kw["op_timeout"], unsafe_stale_reads=kw["unsafe_stale_reads"],
+        endpoints=endpoints, project=kw["project"], docker_network=kw["docker_network"],
+        check_timeout=kw["check_timeout"], quiet=kw["quiet"],
+    )
+
+
+def _execute(opts, args_for_netns):  # type: ignore[no-untyped-def]
+    """Run ``opts`` here, or re-executed in a private network namespace for --net nft."""
+    from chaos import nft
+    from chaos.run import execute
+
+    if opts.net == "nft" and not nft.in_private_netns():
+        try:
+            code = nft.reexec_in_netns(args_for_netns)
+        except nft.NftError as exc:
+            raise click.ClickException(str(exc)) from None
+        raise SystemExit(code)
+    try:
+        return execute(opts)
+    except nft.NftError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command()
-def run() -> None:
-    """Run real nodes under faults and check the history."""
-    raise click.ClickException("raftkv-chaos run is not implemented yet (the chaos issue).")
+@click.option("--duration", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds of workload under faults.")
+@click.option("--nemesis", "nemesis_text", default="kill,pause,partition", show_default=True,
+              help="Comma-separated: kill, kill-leader, pause, partition (isolate-leader, "
+                   "isolate-follower, split, bridge), one-way, latency; all; none.")
+@_common_run_options
+def run(duration: float, nemesis_text: str, **kw: object) -> None:
+    """Run real nodes under faults and check the history.
+
+    Starts NODES real `raftkv serve` processes on loopback (own data directories), waits for
+    a leader, runs CLIENTS concurrent clients (reads, writes of unique values, CAS) while a
+    seeded schedule of faults is injected and healed, then reads every key once more and
+    checks the history: linearizability per key, durability (no acknowledged write lost),
+    availability per fault kind, election and write latency. Writes history.jsonl,
+    summary.json, summary.txt and timeline.png (with matplotlib) to --out. Everything is torn
+    down at the end, whatever happens. Exit 0 only if every check held (1: a check failed,
+    2: only the linearizability search ran out of budget).
+    """
+    from chaos.nemesis import parse_nemeses
+    from chaos.run import options_to_args
+
+    try:
+        nemeses = parse_nemeses(nemesis_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--nemesis") from None
+    opts = _run_options(duration=duration, nemeses=nemeses, **kw)
+    result = _execute(opts, options_to_args(opts))
+    from chaos.report import render
+
+    click.echo(render(result))
+    raise SystemExit(result.exit_code)
+
+
+@main.command()
+@click.option("--target", type=click.Choice(["leader", "follower"]), default="leader",
+              show_default=True, help="Which node to cut off.")
+@click.option("--before", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Seconds of writes before the cut.")
+@click.option("--delay", type=click.FloatRange(min=1), default=15.0, show_default=True,
+              help="Seconds the node stays cut off before it is reconnected.")
+@click.option("--after", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="Seconds of writes after the reconnect.")
+@_common_run_options
+def partition(target: str, before: float, delay: float, after: float, **kw: object) -> None:
+    """Cut one node off, keep writing, reconnect it: the partition-test.sh scenario.
+
+    Starts a cluster (or attaches to one: --endpoints with --net docker), waits for a
+    leader, writes through every node, cuts the leader (or a follower) off for --delay
+    seconds, reconnects it, and reports uptime during the partition, how soon a new leader
+    served writes and how soon the cut-off node served again. Exit 0 only if the history
+    checks held and the node came back.
+    """
+    from chaos import partition as scenario
+    from chaos.report import render
+
+    opts = scenario.options(_run_options(**kw), target, before, delay, after)
+    args = ["partition", "--target", target, "--before", str(before), "--delay", str(delay),
+            "--after", str(after), "--nodes", str(opts.nodes), "--clients", str(opts.clients),
+            "--keys", str(opts.keys), "--seed", str(opts.seed), "--out", str(opts.out),
+            "--net", opts.net, "--rate", str(opts.rate), "--op-timeout", str(opts.op_timeout)]
+    result = _execute(opts, args + (["--quiet"] if opts.quiet else []))
+    report = scenario.analyse(result)
+    click.echo(render(result).rsplit("\n", 1)[0])
+    click.echo(report.render())
+    (opts.out / "partition.txt").write_text(report.render() + "\n")
+    ok = result.exit_code == 0 and report.rejoined
+    click.echo(("PASS: " if ok else "FAIL: ") + result.verdict.split(": ", 1)[1]
+               + ("" if report.rejoined else "; the cut-off node did not come back"))
+    raise SystemExit(0 if ok else (result.exit_code or 1))
 
 
 @main.command()

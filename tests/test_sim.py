@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import random
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,7 +68,7 @@ def test_network_partitions_cut_both_ways_and_one_way_cuts_one() -> None:
     for src, dst in [(1, 2), (2, 1), (2, 3), (3, 2), (1, 3)]:
         net.send(0, Msg(src, dst))
     assert {(m.src, m.dst) for m in drain(net, 100)} == {(2, 3), (3, 2)}
-    net.heal()
+    net.heal(0)
     net.one_way([1], [2, 3])
     for src, dst in [(1, 2), (2, 1), (3, 1), (1, 3)]:
         net.send(0, Msg(src, dst))
@@ -79,12 +83,23 @@ def test_network_cut_mid_flight_loses_the_message() -> None:
     assert net.stats.cut == 1
 
 
+def test_network_holding_cut_delivers_after_the_heal() -> None:
+    net = Network(random.Random(5), [1, 2, 3])
+    net.isolate(1, hold=True)
+    for src, dst in [(1, 2), (3, 1), (2, 3)]:
+        net.send(0, Msg(src, dst))
+    assert {(m.src, m.dst) for m in drain(net, 100)} == {(2, 3)}
+    assert net.in_flight() == 2
+    net.heal(100)
+    assert {(m.src, m.dst) for m in drain(net, 300)} == {(1, 2), (3, 1)}
+
+
 def test_network_drop_dup_and_spikes() -> None:
     net = Network(random.Random(4), [1, 2])
     net.model.drop, net.model.dup = 0.3, 0.3
     for i in range(1000):
         net.send(0, Msg(1, 2, i))
-    got = [m.n for m in drain(net, 100)]
+    got = [m.n for m in drain(net, net.model.spike_max + 100)]  # late duplicates too
     assert 0 < net.stats.dropped < 1000 and net.stats.duplicated > 0
     assert len(got) == 1000 + net.stats.duplicated - net.stats.dropped
     assert len(set(got)) < len(got)  # duplicates arrive
@@ -246,6 +261,29 @@ def test_state_machine_safety_and_apply_order() -> None:
         c.apply(2, 1, E(2, 1), 1)
 
 
+def test_commit_rule_leaders_commit_only_their_own_term() -> None:
+    c = SafetyChecker()
+    c.incarnation(1, 1, 0)
+    log = log_terms(1, 1, 2, 3, 3)
+    c.commit(1, 1, 2, log)  # as a follower, previous terms are fine
+    c.commit(1, 1, 2, log, leading=3)  # became leader of term 3 with commit 2
+    with pytest.raises(Violation, match="commit rule"):
+        c.commit(1, 1, 3, log, leading=3)  # moved onto the term-2 entry
+    c.incarnation(2, 1, 0)
+    c.commit(2, 1, 2, log, leading=3)
+    c.commit(2, 1, 5, log, leading=3)  # onto its own term: 3 commits underneath
+
+
+def test_appends_acknowledged_only_to_the_leader_of_the_term() -> None:
+    c = SafetyChecker()
+    c.leader(1, 2, log_terms())
+    c.append_ack(3, 2, 1)
+    with pytest.raises(Violation, match="append acknowledgement"):
+        c.append_ack(3, 2, 2)
+    with pytest.raises(Violation, match="whose leader is nobody"):
+        c.append_ack(3, 3, 1)
+
+
 def test_double_vote_across_restarts() -> None:
     c = SafetyChecker()
     c.vote(1, 5, 2)
@@ -326,3 +364,117 @@ def test_planner_is_deterministic() -> None:
 
     assert faults(11) == faults(11)
     assert faults(11) != faults(12)
+
+
+# -- whole runs ------------------------------------------------------------------------------
+
+# These need the consensus core (raftkv.raft.RaftNode).
+
+UNIT_SEEDS = 200
+
+
+def test_same_seed_same_run_bit_for_bit() -> None:
+    from chaos.sim.runner import SimParams, run_seed
+
+    params = SimParams(digest=True)
+    for seed in (3, 4):
+        a, b = run_seed(seed, params), run_seed(seed, params)
+        assert a.digest and a.digest == b.digest
+        assert a == b
+    assert run_seed(3, params).digest != run_seed(4, params).digest
+
+
+def test_results_do_not_depend_on_jobs() -> None:
+    from chaos.sim.runner import SimParams, run_seeds
+
+    params = SimParams(ticks=150, digest=True)
+    one = list(run_seeds(range(8), params, jobs=1))
+    two = list(run_seeds(range(8), params, jobs=2))
+    assert one == two
+
+
+def test_unit_quota_of_seeds_holds() -> None:
+    from chaos.sim.report import describe_failure
+    from chaos.sim.runner import SimParams, Totals, run_seed
+
+    totals = Totals()
+    sizes = set()
+    for seed in range(UNIT_SEEDS):
+        r = run_seed(seed, SimParams(ticks=200))
+        assert r.ok, "\n".join(describe_failure(r))
+        totals.add(r)
+        sizes.add(r.nodes)
+    assert sizes == {3, 5, 7}
+    # The runs did real work: elections, commits, reads and every kind of fault.
+    assert totals.elections > UNIT_SEEDS and totals.commits > 20 * UNIT_SEEDS
+    assert totals.reads > UNIT_SEEDS
+    assert set(totals.faults) == set(KINDS)
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+def cli(*args: str):
+    from click.testing import CliRunner
+
+    from chaos.cli import main
+
+    return CliRunner().invoke(main, ["sim", *args])
+
+
+SUMMARY = re.compile(
+    r"^sim (OK|FAILED): seeds=(\d+) held=(\d+) failed=(\d+) ticks=\d+ steps=\d+ "
+    r"elections=\d+ commits=\d+ lost=\d+ reads=\d+ faults=\S+ wall=[\d.]+s$"
+)
+
+
+def test_cli_runs_seeds_and_ends_with_the_summary() -> None:
+    out = cli("--seeds", "4", "--seed-start", "10", "--steps", "100")
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0].startswith("sim: 4 seeds from 10, 3/5/7 nodes by seed, 100 fault ticks")
+    m = SUMMARY.match(lines[-1])
+    assert m and m.group(1, 2, 3, 4) == ("OK", "4", "4", "0"), lines[-1]
+    quiet = cli("--seeds", "2", "--nodes", "3", "--steps", "50", "--quiet")
+    assert quiet.exit_code == 0 and len(quiet.output.splitlines()) == 1
+
+
+def test_cli_failing_seed_prints_property_trace_and_reproducer() -> None:
+    out = cli("--seeds", "2", "--steps", "150", "--bug", "skip_persist_vote")
+    assert out.exit_code == 1
+    lines = out.output.splitlines()
+    fail = next(i for i, line in enumerate(lines) if line.startswith("FAIL seed "))
+    assert re.match(r"FAIL seed \d+ \(\d nodes\): \S[^:]*: .+", lines[fail])
+    assert "last " in lines[fail + 1] and lines[fail + 2].startswith("    t=")
+    repro = next(line for line in lines if "reproduce:" in line).split("reproduce: ")[1]
+    assert re.fullmatch(
+        r"raftkv-chaos sim --seeds 1 --seed-start \d+ --nodes \d --steps 150 "
+        r"--bug skip_persist_vote",
+        repro,
+    )
+    m = SUMMARY.match(lines[-1])
+    assert m and m.group(1) == "FAILED"
+    again = cli(*repro.split()[2:], "--quiet")
+    assert again.exit_code == 1
+    assert lines[fail] in again.output.splitlines()  # same seed, same violation
+
+
+def test_cli_rejects_bad_usage() -> None:
+    assert cli("--seeds", "0").exit_code == 2
+    assert cli("--bug", "no_such_bug", "--seeds", "1").exit_code != 0
+
+
+@pytest.mark.timeout(600)
+def test_ci_quota_of_seeds_via_the_console_script() -> None:
+    """What CI promises: 2,000 seeds, 3- and 5-node clusters mixed, on two processes."""
+    script = Path(sys.executable).parent / "raftkv-chaos"
+    out = subprocess.run(
+        [str(script), "sim", "--seeds", "2000", "--jobs", "2", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=590,
+    )
+    last = out.stdout.splitlines()[-1]
+    assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
+    m = SUMMARY.match(last)
+    assert m and m.group(1, 2, 3, 4) == ("OK", "2000", "2000", "0"), last

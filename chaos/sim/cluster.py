@@ -42,6 +42,7 @@ class SimNode:
     applied: int = 0
     value: bytes = b""
     torn_armed: bool = False
+    send_armed: bool = False
 
     def term_at(self, index: int) -> int | None:
         try:
@@ -92,7 +93,9 @@ class Cluster:
         for i in ids:
             self._start(self.nodes[i])
         self.vote_crash_armed = False
-        self._restart_at: dict[int, int] = {}
+        self.churn = 0  # how many of the next new leaders to kill young
+        self._crash_at: dict[int, int] = {}  # node -> tick
+        self._restart_at: dict[int, int] = {}  # node -> tick
 
     # -- tracing --------------------------------------------------------------------------
     def event(self, node: int, what: str, detail: Any = None) -> None:
@@ -116,7 +119,7 @@ class Cluster:
         node.storage = SimStorage(node.image)
         node.raft = self.make_node(node.id, node.storage, random.Random(self.rng.getrandbits(64)))
         node.alive = True
-        node.torn_armed = False
+        node.torn_armed = node.send_armed = False
         node.applied = node.image.snapshot.index
         node.value = messages.register_from_snapshot(node.image.snapshot_data)
         self.checker.incarnation(node.id, node.inc, node.applied)
@@ -154,8 +157,10 @@ class Cluster:
                     self.stats.steps += 1
                     node.raft.tick()
                     self._drain(node)
-        due = [n for n, t in self._restart_at.items() if t <= tick]
-        for n in due:
+        for n in [n for n, t in self._crash_at.items() if t <= tick]:
+            del self._crash_at[n]
+            self.crash(self.nodes[n])
+        for n in [n for n, t in self._restart_at.items() if t <= tick]:
             del self._restart_at[n]
             self.restart(self.nodes[n])
 
@@ -172,6 +177,8 @@ class Cluster:
     # -- Ready handling -------------------------------------------------------------------------
     def _drain(self, node: SimNode) -> None:
         raft = node.raft
+        if raft.role is messages.LEADER:
+            self._new_leader(node)  # checked before anything it says goes out
         while node.alive and raft.has_ready():
             self._handle(node, raft.ready())
         if node.alive:
@@ -198,14 +205,21 @@ class Cluster:
             storage.sync()
         vote_granted = False
         durable = storage.image.hard_state
-        for msg in rd.messages:
+        outgoing = rd.messages
+        cut_short = node.send_armed and any(getattr(m, "entries", None) for m in outgoing)
+        if cut_short:
+            # Power fails while the batch goes out: each peer may or may not have got it.
+            outgoing = [m for m in outgoing if self.disk_rng.random() < 0.5]
+        for msg in outgoing:
             if not messages.is_prevote(msg) and msg.term > durable.term:
                 raise Violation(
                     "persistence",
                     f"node {node.id} sends {messages.show(msg)} in term {msg.term} but its "
                     f"durable term is {durable.term}",
                 )
-            if messages.is_vote_grant(msg):
+            if messages.is_append_ack(msg):
+                checker.append_ack(node.id, msg.term, msg.dst)
+            elif messages.is_vote_grant(msg):
                 if durable.term == msg.term and durable.vote != msg.dst:
                     raise Violation(
                         "persistence",
@@ -216,6 +230,9 @@ class Cluster:
                 vote_granted = True
             self.event(node.id, "send", msg)
             self.net.send(self.now, msg)
+        if cut_short:
+            self.crash(node)
+            return
         if rd.committed_entries:
             history = self.history
             commit = raft.commit_index
@@ -240,11 +257,32 @@ class Cluster:
             self.crash(node)
             self._restart_at[node.id] = self.now // TICK + 1 + self.disk_rng.randrange(3)
 
+    def _kill_young(self, node: SimNode) -> None:
+        """Leaders dying early in their term, with their first entries on a minority, are
+        what Figure 8 of the Raft paper is made of."""
+        self.churn -= 1
+        rng = self.disk_rng
+        tick = self.now // TICK
+        if rng.random() < 0.5:
+            node.send_armed = True
+            self._restart_at[node.id] = tick + rng.randint(2, 40)
+        else:
+            self._crash_at[node.id] = tick + rng.randint(0, 10)
+            self._restart_at[node.id] = self._crash_at[node.id] + rng.randint(1, 40)
+
+    def _new_leader(self, node: SimNode) -> None:
+        raft = node.raft
+        if self.checker.leader(node.id, raft.term, node.term_at):
+            self.event(node.id, "leader", f"term {raft.term}")
+            if self.churn:
+                self._kill_young(node)
+
     def _observe(self, node: SimNode) -> None:
         raft = node.raft
-        if raft.role is messages.LEADER and self.checker.leader(node.id, raft.term, node.term_at):
-            self.event(node.id, "leader", f"term {raft.term}")
-        self.checker.commit(node.id, node.inc, raft.commit_index, node.term_at)
+        if raft.role is messages.LEADER:
+            self._new_leader(node)
+        leading = raft.term if raft.role is messages.LEADER else 0
+        self.checker.commit(node.id, node.inc, raft.commit_index, node.term_at, leading)
 
     # -- clients -------------------------------------------------------------------------------
     def propose(self, node: SimNode, value: bytes) -> int | None:
@@ -307,17 +345,21 @@ class Cluster:
         self.event(0, "fault", fault)
         net = self.net
         if kind == "partition":
-            net.partition(fault.groups)
+            net.partition(fault.groups, fault.hold)
         elif kind == "isolate_leader":
-            net.isolate(fault.nodes[0])
+            net.isolate(fault.nodes[0], fault.hold)
         elif kind == "one_way":
-            net.one_way(fault.groups[0], fault.groups[1])
+            net.one_way(fault.groups[0], fault.groups[1], fault.hold)
         elif kind == "heal":
-            net.heal()
+            net.heal(self.now)
+        elif kind == "churn":
+            self.churn = fault.count
         elif kind == "crash":
             self.crash(self.nodes[fault.nodes[0]])
         elif kind == "torn_crash":
             self.nodes[fault.nodes[0]].torn_armed = True
+        elif kind == "send_crash":
+            self.nodes[fault.nodes[0]].send_armed = True
         elif kind == "vote_crash":
             self.vote_crash_armed = True
         elif kind == "restart":
@@ -334,12 +376,14 @@ class Cluster:
     def heal_all(self) -> None:
         """The final phase: links up, no loss, every crashed node back."""
         self.event(0, "heal all")
-        self.net.heal()
+        self.churn = 0
+        self._crash_at.clear()
+        self.net.heal(self.now)
         self.net.model = LinkModel()
         self.vote_crash_armed = False
         self._restart_at.clear()
         for node in self.nodes.values():
-            node.torn_armed = False
+            node.torn_armed = node.send_armed = False
             self.restart(node)
 
     def quiescent(self) -> int:

@@ -24,7 +24,9 @@ KINDS = (
     "one_way",  # a directed cut: some nodes cannot reach others, the reverse works
     "crash",  # power loss of a node (the leader half of the time); restarts later
     "torn_crash",  # the node crashes in the middle of its next Ready's persistence
+    "send_crash",  # the node crashes while sending its next entries: some peers got them
     "vote_crash",  # the next node to grant a vote crashes right after, restarts at once
+    "churn",  # the next few new leaders die young (mid-send or within a few ticks)
     "lossy",  # a spell of dropped and duplicated messages
     "slow",  # a spell of long delays: stale messages arrive after the world moved on
     "heal",  # all links up again
@@ -39,6 +41,8 @@ class Fault:
     drop: float = 0.0
     dup: float = 0.0
     spike: float = 0.0
+    hold: bool = False  # cut links hold messages until the heal instead of losing them
+    count: int = 0
 
 
 @attrs.frozen
@@ -55,7 +59,7 @@ class FaultPlanner:
         self.rng = rng
         self.ids = tuple(ids)
         # Per-seed profile: each kind's weight is skewed so seeds differ in character.
-        self.weights = [rng.random() ** 2 + 0.02 for _ in KINDS]
+        self.weights = [rng.random() ** 2 + 0.1 for _ in KINDS]
         self.rate = intensity * rng.uniform(0.02, 0.10)  # new faults per tick
         self.max_crashed = rng.choice([len(ids) // 2, len(ids) // 2, len(ids)])
         self._later: dict[int, list[Fault]] = {}
@@ -82,12 +86,13 @@ class FaultPlanner:
             rng.shuffle(ids)
             cut = rng.randint(1, len(ids) - 1)
             self.later(tick + rng.randint(10, 200), Fault("heal"))
-            return Fault(kind, groups=(tuple(sorted(ids[:cut])), tuple(sorted(ids[cut:]))))
+            groups = (tuple(sorted(ids[:cut])), tuple(sorted(ids[cut:])))
+            return Fault(kind, groups=groups, hold=rng.random() < 0.5)
         if kind == "isolate_leader":
             if not view.leader:
                 return None
             self.later(tick + rng.randint(10, 150), Fault("heal"))
-            return Fault(kind, nodes=(view.leader,))
+            return Fault(kind, nodes=(view.leader,), hold=rng.random() < 0.5)
         if kind == "one_way":
             rng.shuffle(ids)
             cut = rng.randint(1, len(ids) - 1)
@@ -98,18 +103,22 @@ class FaultPlanner:
                 if rng.random() < 0.5:
                     src, dst = dst, src
             self.later(tick + rng.randint(10, 150), Fault("heal"))
-            return Fault(kind, groups=(tuple(sorted(src)), tuple(sorted(dst))))
-        if kind in ("crash", "torn_crash", "vote_crash"):
+            groups = (tuple(sorted(src)), tuple(sorted(dst)))
+            return Fault(kind, groups=groups, hold=rng.random() < 0.5)
+        if kind in ("crash", "torn_crash", "send_crash", "vote_crash"):
             if len(view.crashed) >= self.max_crashed or not alive:
                 return None
             if kind == "vote_crash":
                 return Fault(kind)
-            if view.leader and view.leader in alive and rng.random() < 0.5:
+            leader_bias = 0.8 if kind == "send_crash" else 0.5
+            if view.leader and view.leader in alive and rng.random() < leader_bias:
                 node = view.leader
             else:
                 node = rng.choice(alive)
             self.later(tick + rng.randint(1, 120), Fault("restart", nodes=(node,)))
             return Fault(kind, nodes=(node,))
+        if kind == "churn":
+            return Fault(kind, count=rng.randint(1, 4))
         if kind == "lossy":
             self.later(tick + rng.randint(10, 150), Fault("calm"))
             return Fault(kind, drop=rng.uniform(0.02, 0.5), dup=rng.uniform(0.0, 0.4))

@@ -16,8 +16,10 @@ elections won. The checker keeps the global facts those need:
   must survive a restart is the committed entries themselves (a later leader lacking one
   is caught by Leader Completeness, a node applying something else by State Machine
   Safety).
+- Raft's commit rule: a leader moves its commit index only onto an entry of its own term.
 - ``applied``: index -> the entry applied there by anyone (State Machine Safety), and per
   incarnation applied indexes advance by exactly one.
+- Appends are acknowledged only to the leader of the acknowledger's term.
 - ``votes``: (voter, term) -> candidate granted, across restarts (a node that forgets its
   vote and votes twice in a term is the root of two leaders in one term).
 """
@@ -55,6 +57,7 @@ class SafetyChecker:
         self.votes: dict[tuple[int, int], int] = {}
         self._commit_seen: dict[tuple[int, int], int] = {}
         self._applied_seen: dict[tuple[int, int], int] = {}
+        self._leading: dict[tuple[int, int], int] = {}
 
     @property
     def elections(self) -> int:
@@ -90,6 +93,18 @@ class SafetyChecker:
                     f"(term {want}) is committed and its log {has}",
                 )
         return True
+
+    def append_ack(self, node: int, term: int, leader: int) -> None:
+        """``node`` acknowledges (success) an AppendEntries from ``leader`` in ``term``: only
+        the leader of the acknowledger's own term may get one (Raft 5.1: reject older terms).
+        An ack to anyone else means a stale leader's entries were taken into the log."""
+        known = self.leaders.get(term)
+        if known != leader:
+            raise Violation(
+                "append acknowledgement",
+                f"node {node} acknowledges AppendEntries from node {leader} in term {term}, "
+                f"whose leader is {known or 'nobody'}",
+            )
 
     # -- votes ---------------------------------------------------------------------------------
     def vote(self, voter: int, term: int, candidate: int) -> None:
@@ -181,10 +196,19 @@ class SafetyChecker:
         return self._commit_seen.get((node, inc), 0)
 
     # -- commit ----------------------------------------------------------------------------------
-    def commit(self, node: int, inc: int, commit_index: int, term_at: TermAt) -> None:
-        """``node`` reports ``commit_index``: monotonic, and it holds the committed entries."""
+    def commit(
+        self, node: int, inc: int, commit_index: int, term_at: TermAt, leading: int = 0
+    ) -> None:
+        """``node`` reports ``commit_index``: monotonic, and it holds the committed entries.
+
+        ``leading``: the term ``node`` leads (0 if not leader). A leader moves its commit
+        index only onto an entry of its own term (Raft 5.4.2: earlier terms' entries commit
+        only underneath one): breaking that rule is what Figure 8's lost commit grows from,
+        so it is checked directly rather than waiting for that rare schedule.
+        """
         key = (node, inc)
         seen = self._commit_seen.get(key, 0)
+        led, self._leading[key] = self._leading.get(key, 0), leading
         if commit_index < seen:
             raise Violation(
                 "commit monotonic",
@@ -192,6 +216,14 @@ class SafetyChecker:
             )
         if commit_index == seen:
             return
+        if leading and led == leading:
+            got = term_at(commit_index)
+            if got is not None and got != leading:
+                raise Violation(
+                    "commit rule",
+                    f"leader {node} of term {leading} moved its commit index from {seen} to "
+                    f"{commit_index}, an entry of term {got}",
+                )
         committed = self.committed
         for index in range(seen + 1, commit_index + 1):
             got = term_at(index)

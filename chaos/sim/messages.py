@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from raftkv.raft import NotLeader, Role
-from wire.raft import RequestVoteResponse
+from wire.raft import AppendEntriesResponse, RequestVoteResponse
 
 LEADER = Role.LEADER
 
-__all__ = ["LEADER", "NotLeader", "brief", "is_prevote", "is_vote_grant", "show"]
+__all__ = [
+    "LEADER",
+    "NotLeader",
+    "brief",
+    "is_append_ack",
+    "is_prevote",
+    "is_vote_grant",
+    "show",
+]
 
 
 def is_prevote(msg: Any) -> bool:
@@ -20,6 +28,10 @@ def is_prevote(msg: Any) -> bool:
 def is_vote_grant(msg: Any) -> bool:
     """A (real, not pre-) vote response that grants the vote to ``msg.dst``."""
     return type(msg) is RequestVoteResponse and msg.granted and not msg.pre_vote
+
+
+def is_append_ack(msg: Any) -> bool:
+    return type(msg) is AppendEntriesResponse and msg.success
 
 
 def brief(obj: Any) -> str:

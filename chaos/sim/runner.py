@@ -25,6 +25,7 @@ from chaos.sim.cluster import Cluster
 from chaos.sim.faults import FaultPlanner
 from chaos.sim.invariants import Violation
 from chaos.sim.workload import Workload
+from raftkv.raft import RaftConfig, RaftNode, SafetyViolation
 
 DEFAULT_TICKS = 600
 LONG_FACTOR = 10
@@ -81,19 +82,17 @@ def draw_nodes(rng: random.Random) -> int:
     return rng.choices((3, 5, 7), weights=(45, 45, 10))[0]
 
 
-def make_config(rng: random.Random, bugs: frozenset[str]):  # -> RaftConfig
-    from raftkv.raft import RaftConfig
-
+def make_config(rng: random.Random, bugs: frozenset[str]) -> RaftConfig:
     return RaftConfig(
         pre_vote=rng.random() < 0.8,
         check_quorum=rng.random() < 0.8,
         max_inflight=rng.choice((1, 4, 64)),
+        max_batch_bytes=rng.choice((1, 100, 1 << 20)),  # 1: one entry per AppendEntries
         bugs=bugs,
     )
 
 
 def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
-    from raftkv.raft import RaftNode
 
     rng = random.Random(seed)
     k = draw_nodes(rng)
@@ -152,6 +151,8 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
             )
     except Violation as v:
         prop, message = v.prop, v.detail
+    except SafetyViolation as e:  # the core's own assertion fired
+        prop, message = "core safety check", f"{e} ({_where(e)})"
     except Exception as e:  # a crash of the core (or of the simulator) fails the seed too
         prop = "exception"
         message = "".join(traceback.format_exception(e)).rstrip()
@@ -190,6 +191,11 @@ def _state(cluster: Cluster) -> str:
             f"l{r.last_index} a{node.applied}"
         )
     return ", ".join(parts)
+
+
+def _where(e: BaseException) -> str:
+    frame = traceback.extract_tb(e.__traceback__)[-1]
+    return f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name}"
 
 
 def _job(args: tuple[int, SimParams]) -> SeedResult:
