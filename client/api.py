@@ -21,10 +21,11 @@ import attrs
 import trio
 
 from client.commands import Arg, Commands, Convert, parse_info
-from client.connection import TRANSPORT_ERRORS, Connection, parse_endpoints
+from client.connection import TRANSPORT_ERRORS, Connection, failure_reason, parse_endpoints
 from client.errors import (
     ConnectionFailed,
     DeadlineExceeded,
+    LeaderUnreachable,
     OutcomeUnknown,
     RaftKVError,
     TryAgain,
@@ -57,7 +58,9 @@ class Client(Commands):
 
     ``timeout`` is the deadline of each call (all retries included; an attribute, so it
     can be changed between calls);
-    ``connect_timeout`` bounds each connect and leader probe, so a paused node is skipped.
+    ``connect_timeout`` bounds each connect and leader probe, so a paused node is skipped;
+    ``leader_grace`` is how long a leader that cannot be reached is waited for (see
+    ``_connect``).
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class Client(Commands):
         *,
         timeout: float = 10.0,
         connect_timeout: float = 1.0,
+        leader_grace: float = 2.0,
         eager: bool = True,
         backoff_base: float = 0.05,
         backoff_cap: float = 1.0,
@@ -74,6 +78,8 @@ class Client(Commands):
         self.endpoints = parse_endpoints(endpoints)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.leader_grace = leader_grace
+        self._unreachable_since: dict[str, float] = {}  # leader address -> first failure
         self.eager = eager
         self._backoff = (backoff_base, backoff_cap)
         self._rng = rng or random.Random()
@@ -101,7 +107,11 @@ class Client(Commands):
         async with self._lock:
             if self._conn is None or self._conn.stale():
                 await self._drop()
-                self._conn = await self._connect()
+                while self._conn is None:
+                    try:
+                        self._conn = await self._connect()
+                    except LeaderUnreachable:
+                        await trio.sleep(self._backoff[0])  # ends: leader_grace passes
             return self._conn.addr
 
     async def aclose(self) -> None:
@@ -280,8 +290,18 @@ class Client(Commands):
 
     async def _connect(self) -> Connection:
         """One round through the endpoints: the first that answers ``INFO raft``, replaced
-        by the leader it names when the leader can be reached."""
+        by the leader it names when the leader can be reached.
+
+        A named leader that cannot be reached has usually just died and the nodes do not
+        know yet; a follower would forward to it and wait for the server's request timeout.
+        So for ``leader_grace`` seconds the round fails instead (``LeaderUnreachable``: the
+        caller backs off and asks again, by when an election has usually named a new
+        leader); after that the client settles for the node it asked (a leader that
+        lives on but is unroutable from here, say).
+        """
         errors: list[str] = []
+        fallback: Connection | None = None
+        unreachable = ""
         for addr in self._order():
             conn = await self._open(addr, errors)
             if conn is None:
@@ -290,22 +310,43 @@ class Client(Commands):
             if leader is None:
                 await conn.aclose()
                 continue
-            if leader and leader != addr:
-                direct = await self._open(leader, errors)
-                if direct is not None:
-                    if leader not in self.endpoints:
-                        self.endpoints.append(leader)
-                    await conn.aclose()
-                    conn = direct
-            return conn
-        raise ConnectionFailed("could not reach any node: " + "; ".join(errors))
+            if not leader or leader == addr:
+                break
+            direct = await self._open(leader, errors)
+            if direct is not None:
+                self._unreachable_since.pop(leader, None)
+                if leader not in self.endpoints:
+                    self.endpoints.append(leader)
+                await conn.aclose()
+                conn = direct
+                break
+            since = self._unreachable_since.setdefault(leader, trio.current_time())
+            if trio.current_time() - since >= self.leader_grace:
+                break
+            unreachable = leader
+            if fallback is None:
+                fallback = conn
+            else:
+                await conn.aclose()
+        else:
+            if fallback is not None:
+                await fallback.aclose()
+            if unreachable:
+                raise LeaderUnreachable(
+                    f"the nodes name {unreachable} as leader but it cannot be reached "
+                    "(an election is probably under way)")
+            raise ConnectionFailed("could not reach any node: " + "; ".join(
+                dict.fromkeys(errors)))
+        if fallback is not None and fallback is not conn:
+            await fallback.aclose()
+        return conn
 
     async def _open(self, addr: str, errors: list[str]) -> Connection | None:
         with trio.move_on_after(self.connect_timeout):
             try:
                 return await Connection.open(addr)
             except OSError as exc:
-                errors.append(f"{addr}: {exc.strerror or exc}")
+                errors.append(f"{addr}: {failure_reason(exc)}")
                 return None
         errors.append(f"{addr}: connect timed out")
         return None

@@ -46,6 +46,16 @@ def parse_endpoints(endpoints: str | Iterable[str] | None) -> list[str]:
     return out
 
 
+def failure_reason(exc: BaseException) -> str:
+    """A short reason for a failed connect ("Connection refused"), not trio's summary."""
+    cause = exc.__cause__
+    inner = getattr(cause, "exceptions", None) or ([cause] if cause else [])
+    for e in [exc, *inner]:
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+    return str(exc)
+
+
 class Connection:
     """A socket stream plus its reply parser; one request/reply exchange at a time."""
 

@@ -42,6 +42,10 @@ class ConnectionFailed(RaftKVError, ConnectionError):
     """No node could be reached (or every connection failed) before the call's deadline."""
 
 
+class LeaderUnreachable(ConnectionFailed):
+    """The nodes name a leader this client cannot reach (usually: it just died)."""
+
+
 class DeadlineExceeded(RaftKVError, TimeoutError):
     """The call's deadline passed while a safe command (read, idempotent write) was pending."""
 

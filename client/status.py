@@ -9,7 +9,7 @@ import click
 import trio
 
 from client.commands import parse_info
-from client.connection import TRANSPORT_ERRORS, Connection, parse_endpoints
+from client.connection import TRANSPORT_ERRORS, Connection, failure_reason, parse_endpoints
 from wire.reply import ErrorReply
 
 
@@ -43,7 +43,7 @@ async def probe(endpoint: str, answer_within: float) -> NodeStatus:
         try:
             conn = await Connection.open(endpoint)
         except OSError as exc:
-            return NodeStatus(endpoint, False, error=exc.strerror or str(exc))
+            return NodeStatus(endpoint, False, error=failure_reason(exc))
         try:
             reply = await conn.request("INFO", "raft")
         except TRANSPORT_ERRORS as exc:

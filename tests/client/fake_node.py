@@ -35,6 +35,7 @@ class FakeNode:
         self.default = default
         self.seen: list[list[bytes]] = []
         self.connections = 0
+        self.probes = 0  # INFO requests (the client's leader probes)
         self.closed = trio.Event()  # set once the node has closed a connection itself
         self.addr = ""
 
@@ -56,6 +57,7 @@ class FakeNode:
                 parser.feed(data)
                 for cmd in parser:
                     if cmd[0].upper() == b"INFO":
+                        self.probes += 1
                         info = f"# Raft\r\nleader_client_addr:{self.leader_addr}\r\n"
                         await stream.send_all(encode_reply(info.encode()))
                         continue
