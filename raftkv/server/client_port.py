@@ -19,7 +19,7 @@ import trio
 from raftkv.log import event
 from raftkv.node.pending import Pending
 from raftkv.node.settings import parse_addr
-from raftkv.server.commands import execute
+from raftkv.server.commands import execute, is_write
 from wire.errors import ProtocolError
 from wire.reply import ErrorReply
 from wire.resp import CommandParser, encode_reply
@@ -58,6 +58,37 @@ class Slot:
     close_after: bool = False
 
 
+class ProgramOrder:
+    """Per-connection order between writes and reads, as a Redis user expects.
+
+    Consecutive writes are proposed at once (the log orders them) and consecutive reads
+    share read-index rounds; but a read after a write waits until the write is answered
+    (so it sees it), and a write after a read waits for the read (so the read cannot see
+    a later command's effect). Only the switch between the two costs a round trip.
+    """
+
+    __slots__ = ("kind", "outstanding")
+
+    def __init__(self) -> None:
+        self.kind: bool | None = None
+        self.outstanding: list[Pending] = []
+
+    async def before(self, write: bool | None) -> None:
+        if write is None:
+            return
+        if write is not self.kind:
+            for pending in self.outstanding:
+                await pending.wait()
+            self.outstanding.clear()
+            self.kind = write
+
+    def track(self, pending: Pending) -> None:
+        if self.kind is not None and not pending.done:
+            if len(self.outstanding) > 64:
+                self.outstanding = [p for p in self.outstanding if not p.done]
+            self.outstanding.append(pending)
+
+
 class ClientServer:
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -94,6 +125,7 @@ class ClientServer:
         settings = self.node.settings
         parser = CommandParser(max_bulk_len=settings.max_bulk_len)
         idle = settings.idle_timeout or float("inf")
+        order = ProgramOrder()
         async with send:
             while not conn.closing:
                 with trio.move_on_after(idle) as idle_scope:
@@ -103,7 +135,9 @@ class ClientServer:
                 try:
                     parser.feed(data)
                     while (args := parser.next_command()) is not None:
+                        await order.before(is_write(args))
                         pending = execute(self.node, conn, args)
+                        order.track(pending)
                         await send.send(Slot(pending, conn.proto, conn.closing))
                         if conn.closing:
                             return

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from raftkv import __version__
+from raftkv.kv import lookup
 from raftkv.node.pending import Pending
 from raftkv.server.info import render_info
 from wire.reply import OK, ErrorReply, SimpleString
@@ -32,16 +33,28 @@ def _wrong_args(name: str) -> Pending:
     return _err(f"ERR wrong number of arguments for '{name}' command")
 
 
+def is_write(args: list[bytes]) -> bool | None:
+    """True for commands that go through the log, False for reads, None for the rest."""
+    if args[0].lower() in LOCAL:
+        return None
+    spec = lookup(args[0])
+    return None if spec is None else spec.is_write
+
+
 def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     name = args[0].lower()
     handler = LOCAL.get(name)
     if handler is not None:
         return handler(node, conn, args)
-    if name == b"set" and len(args) == 2 and b"=" in args[1]:
-        # The original RaftKV's form: `set mykey=hello`.
+    return node.submit(legacy_form(args))
+
+
+def legacy_form(args: list[bytes]) -> list[bytes]:
+    """The original RaftKV's `set mykey=hello` as `SET mykey hello`."""
+    if len(args) == 2 and b"=" in args[1] and args[0].lower() == b"set":
         key, _, value = args[1].partition(b"=")
-        args = [args[0], key, value]
-    return node.submit(args)
+        return [args[0], key, value]
+    return args
 
 
 def cmd_ping(node: Node, conn: Connection, args: list[bytes]) -> Pending:

@@ -12,6 +12,9 @@ import pytest
 import redis
 
 from chaos.cluster import LocalCluster
+from wire.reply import SimpleString
+from wire.resp import encode_command
+from wire.resp_reply import NEED_MORE, ReplyParser
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -169,3 +172,31 @@ def test_bad_input_on_both_ports_leaves_the_node_serving(cluster: LocalCluster) 
         assert client(cluster, 2).get("still") == b"ok"
     finally:
         idle.close()
+
+
+def test_pipelined_commands_keep_program_order_on_every_node(cluster: LocalCluster) -> None:
+    # A pipelined GET after a SET must see it, and a GET before a SET must not see it,
+    # on the leader and on followers (regression: reads used to race ahead of writes).
+    for node_id in cluster.nodes:
+        with socket.create_connection(cluster.client_addr(node_id), timeout=10) as s:
+            stream = b"".join(
+                encode(["GET", f"po{node_id}"]) + encode(["SET", f"po{node_id}", f"v{i}"])
+                + encode(["GET", f"po{node_id}"])
+                for i in range(50)
+            )
+            s.sendall(stream)
+            parser = ReplyParser()
+            replies: list[object] = []
+            while len(replies) < 150:
+                parser.feed(s.recv(65536))
+                while (reply := parser.next_reply()) is not NEED_MORE:
+                    replies.append(reply)
+        for i in range(50):
+            before, ok, after = replies[3 * i: 3 * i + 3]
+            assert before == (None if i == 0 else f"v{i - 1}".encode())
+            assert ok == SimpleString("OK")
+            assert after == f"v{i}".encode()
+
+
+def encode(args: list[str]) -> bytes:
+    return encode_command(*args)
