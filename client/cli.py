@@ -93,7 +93,7 @@ def _one_shot(eps: list[str], command: list[str], stdin_arg: bool, out: Output,
               timeout: float) -> int:
     args = original_forms([os.fsencode(a) for a in command])
     if stdin_arg:
-        args.append(click.get_binary_stream("stdin").read())
+        args.append(sys.stdin.buffer.read())
     try:
         kv = _connect(eps, timeout)
     except ConnectionFailed as exc:

@@ -51,7 +51,8 @@ def format_reply(value: Any, mode: str = TTY) -> str:
     if mode == JSON:
         return json.dumps(to_json(value))
     if mode == RAW:
-        return _raw(value)
+        # redis-cli ends a raw error with its own newline before the usual one.
+        return _raw(value) + ("\n" if is_error(value) else "")
     return _tty(value, "").rstrip("\n")
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import trio
@@ -21,20 +19,6 @@ pytestmark = pytest.mark.timeout(120)
 
 def endpoints(c: LocalCluster) -> list[str]:
     return [n.client_addr for n in c.nodes.values()]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path_factory.mktemp("cluster")) as c:
-        c.wait_for_leader()
-        yield c
-
-
-@pytest.fixture
-def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path) as c:
-        c.wait_for_leader()
-        yield c
 
 
 async def test_commands(cluster: LocalCluster) -> None:

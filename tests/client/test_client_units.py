@@ -77,7 +77,7 @@ def test_raw_and_json_format() -> None:
     assert format_reply(None, RAW) == ""
     assert format_reply(7, RAW) == "7"
     assert format_reply([b"0", [b"a", b"b"]], RAW) == "0\na\nb"
-    assert format_reply(ResponseError("ERR boom"), RAW) == "ERR boom"
+    assert format_reply(ResponseError("ERR boom"), RAW) == "ERR boom\n"
     assert json.loads(format_reply([b"a", None, 3, SimpleString("OK")], JSON)) == [
         "a", None, 3, "OK"]
     assert json.loads(format_reply(TryAgain("TRYAGAIN x"), JSON)) == {"error": "TRYAGAIN x"}
