@@ -1,18 +1,20 @@
 """RaftNode: the consensus state machine (Ongaro's dissertation, in the etcd-io/raft shape).
 
 Inputs: ``tick()``, ``step(message)``, ``propose(data)``, ``read_index(ctx)``,
-``transfer_leadership(id)``, ``campaign()``. Outputs: ``ready()`` returns a ``Ready`` batch
-(entries and hard state to persist, messages to send afterwards, committed entries to apply,
-confirmed and failed reads); ``advance(ready)`` says it was handled. Nothing here does I/O or
-reads a clock; randomness comes from the ``rng`` the caller passes.
+``transfer_leadership(id)``, ``campaign()``, and ``propose_config(config)`` (the raw
+primitive the membership admin API will build on). Outputs: ``ready()`` returns a ``Ready``
+batch (entries and hard state to persist, messages to send afterwards, committed entries to
+apply, confirmed and failed reads); ``advance(ready)`` says it was handled. Nothing here does
+I/O or reads a clock; randomness comes from the ``rng`` the caller passes.
 
 Choices worth knowing (see also the module docstrings of progress, read_only, raft_log):
 
 - Term rules follow etcd: a higher-term message makes us a follower, except pre-votes (and
-  granted pre-vote replies), and except that with CheckQuorum a node that heard from a leader
-  within the election timeout ignores higher-term RequestVotes unless ``transfer`` is set
-  (the leader lease). Stale AppendEntries get a reply carrying our term so that a deposed
-  leader steps down; stale pre-votes get a rejection with our term.
+  granted pre-vote replies). The leader lease: a node that heard from a leader within the
+  election timeout ignores higher-term pre-votes (always, dissertation 9.6) and RequestVotes
+  (with CheckQuorum, as etcd), unless ``transfer`` is set. Stale AppendEntries get a reply
+  carrying our term so that a deposed leader steps down; stale pre-votes get a rejection
+  with our term.
 - Heartbeats are AppendEntries with no entries. To a follower in PROBE or SNAPSHOT state
   the heartbeat's prev_index is the follower's known match, so the consistency check always
   passes and the follower takes ``min(commit, match)`` as commit (the usual
@@ -26,7 +28,14 @@ Choices worth knowing (see also the module docstrings of progress, read_only, ra
   checking them; etcd instead replies with its commit index and drops the message.
 - Proposals and ReadIndex requests made between two ``ready()`` calls are sent in one batch
   by ``ready()``: one AppendEntries per follower for many proposals, one read round for many
-  reads.
+  reads. A commit index that advanced is sent the same way: carried by the next
+  AppendEntries with entries, or by an empty one at ``ready()`` to followers that can use it.
+- Only granting a vote (or hearing the leader) restarts a follower's election timer; a
+  RequestVote that merely raises our term does not (Figure 3.1; etcd restarts it), so a
+  candidate with a stale log cannot keep postponing the election of one that can win.
+- Steps may arrive between ``ready()`` and ``advance()`` (the runtime awaits fsync): entries
+  handed out are remembered so they are not handed out twice, and a tail replaced in the
+  meantime is simply not marked stable by the old Ready's ``advance``.
 - ForwardRequest / ForwardResponse are routed by the runtime: ``step`` raises TypeError.
 - Configuration changes take effect when their CONFIG entry is appended (4.1) and are rolled
   back if it is truncated; quorums always use the configuration in force. ``propose_config``
