@@ -1,9 +1,13 @@
 """Real ``raftkv serve`` processes on loopback, for the tests and the chaos suite.
 
 Blocking by design (subprocess + the tiny probe client): the tests that use it are plain
-functions driving real clients (redis-cli, redis-py) and the chaos suite runs it from a
-worker thread. Every process is started in its own session and killed on ``close``
-whatever happened, so a failed test leaves no stray node behind.
+functions driving real clients (redis-cli, redis-py) and the chaos suite calls it from
+worker threads. Every process is started in its own session (its own process group) and the
+whole group is killed on ``close`` whatever happened, so a failed run leaves no stray node.
+
+The chaos suite needs two things plain tests do not: each node may see its peers at
+different addresses (``peer_maps``: node i dials proxy(i->j) instead of j, or a port that
+nftables rewrites), and each node may live on its own loopback address (``hosts``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from raftkv.probe import info_raft
@@ -45,6 +50,7 @@ class NodeProcess:
         self.data_dir = data_dir
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.expect_exit = False  # we killed or stopped it: an exit is not a crash
 
     @property
     def alive(self) -> bool:
@@ -52,47 +58,94 @@ class NodeProcess:
 
 
 class LocalCluster:
-    """``nodes`` real processes on ``host``; ports picked free unless given."""
+    """``nodes`` real processes; ports picked free unless given.
+
+    ``hosts``: one listen host per node (e.g. 127.0.0.1, 127.0.0.2, ...), default ``host``
+    for all. ``ports``: (client, peer) port per node, default free ports. ``peer_maps``:
+    node id -> {peer id: address node dials for that peer}; a peer missing from a node's
+    map is dialled at its real peer address. ``node_args``: extra arguments per node.
+    """
 
     def __init__(self, workdir: Path, nodes: int = 3, host: str = "127.0.0.1",
-                 extra_args: list[str] | None = None, fsync: str = "always") -> None:
+                 extra_args: list[str] | None = None, fsync: str = "always",
+                 hosts: Sequence[str] | None = None,
+                 ports: Sequence[tuple[int, int]] | None = None,
+                 peer_maps: Mapping[int, Mapping[int, str]] | None = None,
+                 node_args: Mapping[int, list[str]] | None = None) -> None:
         self.workdir = Path(workdir)
         self.host = host
         self.extra_args = extra_args or []
         self.fsync = fsync
-        ports = free_ports(2 * nodes, host)
+        hosts = list(hosts) if hosts else [host] * nodes
+        if len(hosts) != nodes:
+            raise ValueError(f"{len(hosts)} hosts for {nodes} nodes")
+        if ports is None:
+            ports = []
+            for h in hosts:
+                client, peer = free_ports(2, h)
+                ports.append((client, peer))
+        if len(ports) != nodes:
+            raise ValueError(f"{len(ports)} port pairs for {nodes} nodes")
         self.nodes = {
-            i: NodeProcess(i, f"{host}:{ports[2 * (i - 1)]}", f"{host}:{ports[2 * i - 1]}",
+            i: NodeProcess(i, f"{hosts[i - 1]}:{ports[i - 1][0]}",
+                           f"{hosts[i - 1]}:{ports[i - 1][1]}",
                            self.workdir / f"node-{i}", self.workdir / f"node-{i}.log")
             for i in range(1, nodes + 1)
         }
+        self.peer_maps: dict[int, dict[int, str]] = {
+            i: dict(m) for i, m in (peer_maps or {}).items()}
+        self.node_args: dict[int, list[str]] = {i: list(a) for i, a in (node_args or {}).items()}
         self.cluster_arg = ",".join(f"{n.id}={n.peer_addr}" for n in self.nodes.values())
 
     # -- processes ------------------------------------------------------------------------
 
+    def cluster_arg_for(self, node_id: int) -> str:
+        """The --cluster list node ``node_id`` is started with (its view of its peers)."""
+        view = self.peer_maps.get(node_id, {})
+        return ",".join(f"{n.id}={n.peer_addr if n.id == node_id else view.get(n.id, n.peer_addr)}"
+                        for n in self.nodes.values())
+
     def command(self, node: NodeProcess) -> list[str]:
         return [sys.executable, "-m", "raftkv", "serve", "--id", str(node.id),
                 "--client-addr", node.client_addr, "--peer-addr", node.peer_addr,
-                "--cluster", self.cluster_arg, "--data-dir", str(node.data_dir),
-                "--fsync", self.fsync, "-v", *self.extra_args]
+                "--cluster", self.cluster_arg_for(node.id), "--data-dir", str(node.data_dir),
+                "--fsync", self.fsync, "-v", *self.extra_args, *self.node_args.get(node.id, [])]
 
     def start(self, node_id: int | None = None) -> None:
         targets = [self.nodes[node_id]] if node_id else list(self.nodes.values())
+        self.workdir.mkdir(parents=True, exist_ok=True)
         for node in targets:
             if node.alive:
                 continue
             log = open(node.log_path, "ab")  # noqa: SIM115 - handed to the child process
             node.proc = subprocess.Popen(self.command(node), stdout=log, stderr=log,
                                          start_new_session=True)
+            node.expect_exit = False
             log.close()
 
+    def _signal_group(self, node: NodeProcess, sig: int) -> None:
+        assert node.proc is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(node.proc.pid, sig)
+
     def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the node's process group; waits for the exit of KILL and TERM."""
         node = self.nodes[node_id]
         if node.alive:
             assert node.proc is not None
-            node.proc.send_signal(sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                node.expect_exit = True
+                self._signal_group(node, signal.SIGCONT)  # a paused node must die too
+            self._signal_group(node, sig)
             if sig in (signal.SIGKILL, signal.SIGTERM):
                 node.proc.wait(timeout=15)
+
+    def pause(self, node_id: int) -> None:
+        """SIGSTOP the node: its sockets stay open but nothing answers."""
+        self.kill(node_id, signal.SIGSTOP)
+
+    def resume(self, node_id: int) -> None:
+        self.kill(node_id, signal.SIGCONT)
 
     def stop(self, node_id: int) -> int:
         """Graceful stop (SIGTERM); returns the exit status."""
@@ -100,19 +153,33 @@ class LocalCluster:
         if not node.alive:
             return node.proc.returncode if node.proc else 0
         assert node.proc is not None
+        node.expect_exit = True
+        self._signal_group(node, signal.SIGCONT)
         node.proc.send_signal(signal.SIGTERM)
         return node.proc.wait(timeout=15)
 
     def wipe(self, node_id: int) -> None:
         shutil.rmtree(self.nodes[node_id].data_dir, ignore_errors=True)
 
-    def close(self) -> None:
+    def crashed(self) -> dict[int, int]:
+        """Nodes that exited on their own (not killed or stopped by us): id -> status."""
+        out = {}
         for node in self.nodes.values():
-            if node.alive:
-                assert node.proc is not None
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(node.proc.pid, signal.SIGCONT)  # a paused node must die too
-                node.proc.kill()
+            if node.proc is not None and not node.expect_exit:
+                code = node.proc.poll()
+                if code is not None:
+                    out[node.id] = code
+        return out
+
+    def close(self) -> None:
+        """Kill every node's whole process group (a paused one too) and reap it."""
+        for node in self.nodes.values():
+            if node.proc is None:
+                continue
+            node.expect_exit = True
+            self._signal_group(node, signal.SIGCONT)
+            self._signal_group(node, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 node.proc.wait(timeout=15)
 
     def __enter__(self) -> LocalCluster:

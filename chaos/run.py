@@ -1,0 +1,457 @@
+"""``raftkv-chaos run``: real nodes, a seeded schedule of faults, clients, and the checks.
+
+One trio program drives everything: it starts the network backend (proxies, nftables
+rules, or nothing for docker), the node processes, the clients and the nemesis; at the end
+it heals every fault, reads every key once more (durability), and tears everything down in
+``finally`` blocks whatever happened (node process groups killed, rules deleted, proxies
+closed). The checks run afterwards, on the recorded history, outside the event loop.
+
+Times in the history, the fault windows and the report are seconds since the workload
+started (trio's clock, so client and nemesis timestamps are comparable).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import attrs
+import trio
+
+from chaos import checks as chk
+from chaos.cluster import LocalCluster
+from chaos.history import Op, Value
+from chaos.linearizability import DEFAULT_MAX_STATES, Result, check
+from chaos.nemesis import (
+    DEFAULT_NEMESES,
+    Control,
+    Fault,
+    Injected,
+    Nemesis,
+    Net,
+    Unsupported,
+    plan,
+    supported_kinds,
+)
+from chaos.proxy import ProxyMesh
+from chaos.workload import (
+    Addr,
+    Client,
+    Mix,
+    Recorder,
+    WorkloadConfig,
+    final_reads,
+    find_leader,
+    spread,
+)
+
+NETS = ("proxy", "nft", "docker")
+
+
+@attrs.frozen
+class RunOptions:
+    nodes: int = 3
+    duration: float = 60.0
+    nemeses: tuple[str, ...] = DEFAULT_NEMESES
+    clients: int = 10
+    keys: int = 8
+    seed: int = 0
+    out: Path = Path("results")
+    net: str = "proxy"
+    rate: float = 10.0  # ops/s per client
+    op_timeout: float = 2.5
+    mix: Mix = attrs.field(factory=Mix)
+    unsafe_stale_reads: bool = False  # test only: the nodes answer stale reads
+    endpoints: tuple[str, ...] = ()  # docker: the nodes' client addresses, node 1 first
+    project: str = "raftkv"
+    docker_network: str | None = None
+    schedule: tuple[Fault, ...] | None = None  # None: drawn from the seed
+    check_budget: int = DEFAULT_MAX_STATES
+    check_timeout: float = 300.0
+    max_election: float = 10.0  # a leader fault must be followed by an ok write within this
+    min_calm_up: float = 0.8  # share of 1 s windows outside faults that must be up
+    quiet: bool = False
+
+
+@attrs.frozen
+class Collected:
+    """What the event loop gathered: the raw material of the checks."""
+
+    history: tuple[Op, ...]
+    faults: tuple[Injected, ...]
+    skipped: tuple[str, ...]
+    final: dict[str, Value]
+    crashes: tuple[str, ...]
+    end: float
+    leader_at_start: int
+
+
+@attrs.frozen
+class CheckOutcome:
+    name: str
+    ok: bool
+    summary: str
+    counted: bool = True  # False: reported, but judged by another check
+
+
+@attrs.frozen
+class RunResult:
+    options: RunOptions
+    collected: Collected
+    linearizability: Result
+    durability: chk.Durability
+    availability: chk.AvailabilityReport
+    checks: tuple[CheckOutcome, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks if c.counted)
+
+    @property
+    def exit_code(self) -> int:
+        if self.ok:
+            return 0
+        failed = [c for c in self.checks if c.counted and not c.ok]
+        only_unknown = all(c.name == "linearizability" for c in failed) and (
+            self.linearizability.verdict == "unknown")
+        return 2 if only_unknown else 1
+
+    @property
+    def verdict(self) -> str:
+        ops = len(self.collected.history)
+        faults = len(self.collected.faults)
+        if self.ok:
+            return f"PASS: {ops} operations, {faults} faults, every check held"
+        failed = ", ".join(c.name for c in self.checks if c.counted and not c.ok)
+        return f"FAIL: {failed} ({ops} operations, {faults} faults)"
+
+
+# -- node control --------------------------------------------------------------------
+
+
+def _addr(text: str) -> Addr:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class LocalControl:
+    """``Control`` over a ``LocalCluster`` (its blocking calls run in worker threads)."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.node_ids = sorted(cluster.nodes)
+        self.addrs = {i: _addr(n.client_addr) for i, n in cluster.nodes.items()}
+
+    async def kill(self, node: int) -> None:
+        await trio.to_thread.run_sync(self.cluster.kill, node)
+
+    async def start(self, node: int) -> None:
+        await trio.to_thread.run_sync(self.cluster.start, node)
+
+    async def pause(self, node: int) -> None:
+        self.cluster.pause(node)
+
+    async def resume(self, node: int) -> None:
+        self.cluster.resume(node)
+
+    async def leader(self) -> int | None:
+        return await find_leader(self.addrs)
+
+    def crashed(self) -> dict[int, int]:
+        return self.cluster.crashed()
+
+
+class _NoNet:
+    """No network faults (a backend that is not needed, e.g. for --nemesis kill only)."""
+
+    name = "none"
+    kinds = frozenset({"kill", "kill-leader", "pause"})
+
+    async def cut(self, links: object) -> None:
+        raise Unsupported("no network backend")
+
+    async def slow(self, links: object, delay: float, jitter: float) -> None:
+        raise Unsupported("no network backend")
+
+    async def heal(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+# -- the event loop ------------------------------------------------------------------
+
+
+class Progress:
+    """One status line while the run goes (redrawn on a terminal, every 5 s otherwise)."""
+
+    def __init__(self, opts: RunOptions, rec: Recorder) -> None:
+        self.opts = opts
+        self.rec = rec
+        self.fault = "-"
+        self.tty = sys.stderr.isatty()
+        self._last_line = -math.inf
+
+    def say(self, text: str) -> None:
+        if not self.opts.quiet:
+            if self.tty:
+                sys.stderr.write("\r\x1b[K")
+            print(text, file=sys.stderr, flush=True)
+
+    def tick(self) -> None:
+        if self.opts.quiet:
+            return
+        t = self.rec.now()
+        c = self.rec.counts
+        line = (f"[{t:6.1f}/{self.opts.duration:.0f}s] ops {sum(c.values())} (ok {c['ok']}, "
+                f"fail {c['fail']}, info {c['info']})  fault: {self.fault}")
+        if self.tty:
+            sys.stderr.write("\r\x1b[K" + line[:150])
+            sys.stderr.flush()
+        elif t - self._last_line >= 5:
+            self._last_line = t
+            print(line, file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty and not self.opts.quiet:
+            sys.stderr.write("\n")
+
+
+async def _wait_leader(control: Control, patience: float) -> int:
+    with trio.move_on_after(patience):
+        while True:
+            leader = await control.leader()
+            if leader is not None:
+                return leader
+            await trio.sleep(0.1)  # polling other processes: no event to wait on
+    raise RuntimeError(f"no leader elected within {patience:.0f} s")
+
+
+async def session(opts: RunOptions, control: Control, net: Net,
+                  addrs: dict[int, Addr]) -> Collected:
+    """The run proper, on a started cluster: clients + nemesis, heal, final reads."""
+    leader0 = await _wait_leader(control, 30.0)
+    t0 = trio.current_time()
+    rec = Recorder(lambda: trio.current_time() - t0)
+    progress = Progress(opts, rec)
+    schedule = list(opts.schedule if opts.schedule is not None else
+                    plan(opts.seed, opts.nemeses, opts.duration, opts.nodes,
+                         supported_kinds(net)))
+    wanted = {k for n in opts.nemeses for k in (("isolate-leader", "isolate-follower",
+                                                  "split", "bridge") if n == "partition"
+                                                 else (n,))}
+    skipped = [f"{k}: not available with --net {opts.net}"
+               for k in sorted(wanted - supported_kinds(net))] if opts.schedule is None else []
+    for s in skipped:
+        progress.say(f"note: {s}")
+    nemesis = Nemesis(control, net)
+    config = WorkloadConfig(opts.clients, opts.keys, opts.rate, opts.op_timeout, opts.mix)
+    rng = random.Random(f"chaos-clients-{opts.seed}")
+    nodes = sorted(addrs)
+    clients = [Client(i, node, addrs[node], config, rec, random.Random(rng.random()))
+               for i, node in enumerate(spread(opts.clients, nodes))]
+    injected: list[Injected] = []
+    crashes: list[str] = []
+    stop = trio.Event()
+
+    async def tick() -> None:
+        while not stop.is_set():
+            progress.tick()
+            crashed = getattr(control, "crashed", dict)()
+            for node, code in sorted(crashed.items()):
+                msg = f"n{node} exited on its own with status {code} at {rec.now():.1f} s"
+                if msg.split(" at ")[0] not in (c.split(" at ")[0] for c in crashes):
+                    crashes.append(msg)
+                    progress.say(f"NODE CRASH: {msg}")
+            with trio.move_on_after(0.5):
+                await stop.wait()
+
+    async with trio.open_nursery() as nursery:
+        for c in clients:
+            nursery.start_soon(c.run, stop)
+        nursery.start_soon(tick)
+        try:
+            for fault in schedule:
+                await trio.sleep_until(t0 + fault.start)
+                start = rec.now()
+                try:
+                    desc, targets = await nemesis.inject(fault)
+                except Unsupported as exc:
+                    desc, targets = f"skipped: {exc}", ()
+                progress.fault = f"{fault.kind}: {desc}"
+                if desc.startswith("skipped"):
+                    skipped.append(f"{fault.kind} at {start:.1f} s: {desc}")
+                await trio.sleep_until(t0 + fault.start + fault.duration)
+                await nemesis.heal()
+                progress.fault = "-"
+                if not desc.startswith("skipped"):
+                    injected.append(Injected(fault.kind, start, rec.now(), desc, targets))
+                    progress.say(f"[{start:6.1f}s] {fault.kind}: {desc} (healed at "
+                                 f"{rec.now():.1f} s)")
+            await trio.sleep_until(t0 + opts.duration)
+        finally:
+            with trio.CancelScope(shield=True):
+                await nemesis.heal()
+                stop.set()
+    end = rec.now()
+    progress.done()
+    for node in getattr(control, "crashed", dict)():
+        await control.start(node)  # give the final reads the whole cluster
+
+    async def leader_addr() -> Addr | None:
+        leader = await control.leader()
+        return addrs[leader] if leader is not None else None
+
+    final = await final_reads(leader_addr, config.key_names, 30.0)
+    return Collected(tuple(rec.ops), tuple(injected), tuple(skipped), final, tuple(crashes),
+                     end, leader0)
+
+
+async def drive(opts: RunOptions) -> Collected:
+    """Set up the backend and nodes, run the session, tear everything down."""
+    nodes = list(range(1, opts.nodes + 1))
+    if opts.net == "docker":
+        from chaos.docker import DockerBackend
+
+        if len(opts.endpoints) != opts.nodes:
+            raise ValueError(f"--net docker needs --endpoints with {opts.nodes} addresses")
+        addrs = {i: _addr(e) for i, e in zip(nodes, opts.endpoints, strict=True)}
+        backend = DockerBackend(addrs, opts.project, opts.docker_network)
+        try:
+            return await session(opts, backend, backend, addrs)
+        finally:
+            with trio.CancelScope(shield=True):
+                await backend.close()
+
+    workdir = opts.out / "nodes"
+    node_args = {i: ["--unsafe-stale-reads"] for i in nodes} if opts.unsafe_stale_reads else {}
+    nft_net = None
+    if opts.net == "nft":
+        from chaos import nft
+
+        nft.bring_up_loopback()
+        nft_net = nft.NftNet(nodes, nft.require_nft())
+        cluster = LocalCluster(workdir, opts.nodes, hosts=[nft.host(i) for i in nodes],
+                               ports=[(nft.CLIENT_PORT, nft.PEER_PORT)] * opts.nodes,
+                               peer_maps={i: nft_net.peer_map(i) for i in nodes},
+                               node_args=node_args)
+    else:
+        cluster = LocalCluster(workdir, opts.nodes, node_args=node_args)
+    control = LocalControl(cluster)
+    try:
+        async with trio.open_nursery() as nursery:
+            net: Net
+            if nft_net is not None:
+                await nft_net.setup()
+                net = nft_net
+            else:
+                mesh = ProxyMesh({i: _addr(n.peer_addr) for i, n in cluster.nodes.items()},
+                                 seed=opts.seed)
+                await nursery.start(mesh.run)
+                cluster.peer_maps = {i: mesh.peer_map(i) for i in nodes}
+                net = mesh
+            await trio.to_thread.run_sync(cluster.start)
+            collected = await session(opts, control, net, control.addrs)
+            nursery.cancel_scope.cancel()
+        return collected
+    finally:
+        cluster.close()
+        if nft_net is not None:
+            with trio.CancelScope(shield=True):
+                await trio.run_process([nft_net.nft, "-f", "-"], check=False, capture_stdout=True,
+                                       capture_stderr=True,
+                                       stdin=nft_net.teardown_ruleset().encode())
+
+
+# -- the checks ----------------------------------------------------------------------
+
+
+def analyse(opts: RunOptions, col: Collected) -> RunResult:
+    history = list(col.history)
+    deadline = opts.check_timeout
+    t = time.monotonic()
+    lin = check(history, max_states=opts.check_budget, timeout=deadline)
+    left = max(10.0, deadline - (time.monotonic() - t))
+    dur = chk.check_durability(history, col.final, max_states=opts.check_budget, timeout=left)
+    windows = [chk.FaultWindow(f.start, f.end, f.kind) for f in col.faults]
+    avail = chk.availability(history, windows, start=0.0, end=min(col.end, opts.duration))
+    return RunResult(opts, col, lin, dur, avail, tuple(_judge(opts, col, lin, dur, avail)))
+
+
+def _judge(opts: RunOptions, col: Collected, lin: Result, dur: chk.Durability,
+           avail: chk.AvailabilityReport) -> list[CheckOutcome]:
+    out = [CheckOutcome("linearizability", lin.ok, lin.summary())]
+    missing = sorted(set(WorkloadConfig(keys=opts.keys).key_names) - set(col.final))
+    if missing:
+        out.append(CheckOutcome("durability", False,
+                                f"no final read of {', '.join(missing)} after healing"))
+    elif dur.lost:
+        out.append(CheckOutcome("durability", False,
+                                f"{len(dur.lost)} acknowledged writes lost"))
+    elif not lin.ok:
+        out.append(CheckOutcome("durability", dur.ok, "no lost write proven; the history "
+                                "itself is not linearizable (see linearizability)",
+                                counted=False))
+    else:
+        out.append(CheckOutcome("durability", dur.ok, f"{len(col.final)} keys read after "
+                                f"healing: {dur.linearizability.summary()}"))
+    problems = []
+    for e in avail.elections:
+        if e.latency is None or e.latency > opts.max_election:
+            took = "never" if e.latency is None else f"{e.latency:.1f} s"
+            problems.append(f"{e.fault.kind} at {e.fault.start:.1f} s recovered {took}")
+    calm = avail.by_kind[0]
+    if calm.window_share is not None and calm.window_share < opts.min_calm_up:
+        problems.append(f"up in only {calm.window_share:.0%} of windows outside faults")
+    ok_writes = sum(1 for op in col.history if op.outcome == "ok" and op.f != "read")
+    if ok_writes == 0:
+        problems.append("no write succeeded at all")
+    out.append(CheckOutcome("availability", not problems, "; ".join(problems) or (
+        f"up {_pct(calm.window_share)} of windows outside faults; "
+        f"{len(avail.elections)} leader faults recovered within {opts.max_election:.0f} s")))
+    out.append(CheckOutcome("nodes", not col.crashes,
+                            "; ".join(col.crashes) or "no node exited on its own"))
+    return out
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.0%}"
+
+
+# -- entry point ---------------------------------------------------------------------
+
+
+def execute(opts: RunOptions) -> RunResult:
+    """Run, check, write the report; the caller prints the verdict and exits."""
+    from chaos import report
+
+    opts.out.mkdir(parents=True, exist_ok=True)
+    if not opts.quiet:
+        print(f"raftkv-chaos run: seed {opts.seed}, {opts.nodes} nodes, {opts.duration:.0f} s, "
+              f"nemesis {','.join(opts.nemeses) or 'none'}, {opts.clients} clients, "
+              f"{opts.keys} keys, --net {opts.net}, out {opts.out}", file=sys.stderr)
+    collected = trio.run(drive, opts)
+    if not opts.quiet:
+        print(f"checking {len(collected.history)} operations ...", file=sys.stderr)
+    result = analyse(opts, collected)
+    report.write(result)
+    return result
+
+
+def options_to_args(opts: RunOptions) -> list[str]:
+    """The ``raftkv-chaos run`` arguments that reproduce ``opts`` (for re-executing)."""
+    args = ["run", "--nodes", str(opts.nodes), "--duration", str(opts.duration),
+            "--nemesis", ",".join(opts.nemeses) or "none", "--clients", str(opts.clients),
+            "--keys", str(opts.keys), "--seed", str(opts.seed), "--out", str(opts.out),
+            "--net", opts.net, "--rate", str(opts.rate), "--op-timeout", str(opts.op_timeout),
+            "--check-timeout", str(opts.check_timeout)]
+    if opts.unsafe_stale_reads:
+        args.append("--unsafe-stale-reads")
+    if opts.quiet:
+        args.append("--quiet")
+    return args
+
