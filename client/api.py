@@ -60,7 +60,9 @@ class Client(Commands):
     can be changed between calls);
     ``connect_timeout`` bounds each connect and leader probe, so a paused node is skipped;
     ``leader_grace`` is how long a leader that cannot be reached is waited for (see
-    ``_connect``).
+    ``_connect``); ``attempt_timeout`` is how long a read or idempotent write waits for
+    one node before trying another (the server answers within its request timeout, 5 s,
+    unless it is paused or cut off).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class Client(Commands):
         timeout: float = 10.0,
         connect_timeout: float = 1.0,
         leader_grace: float = 2.0,
+        attempt_timeout: float = 6.0,
         eager: bool = True,
         backoff_base: float = 0.05,
         backoff_cap: float = 1.0,
@@ -79,6 +82,7 @@ class Client(Commands):
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.leader_grace = leader_grace
+        self.attempt_timeout = attempt_timeout
         self._unreachable_since: dict[str, float] = {}  # leader address -> first failure
         self.eager = eager
         self._backoff = (backoff_base, backoff_cap)
@@ -158,6 +162,8 @@ class Client(Commands):
         """
         if self._closed:
             raise ConnectionFailed("the client is closed")
+        if not all(cmds):
+            raise ValueError("empty command")
         payloads = [encode_command(*c) for c in cmds]  # bad argument types fail here
         limit = self.timeout
         deadline = trio.current_time() + limit
@@ -183,10 +189,25 @@ class Client(Commands):
         try:
             while True:
                 attempt = _Attempt()
-                with trio.move_on_at(deadline) as scope:
-                    await self._attempt(b"".join(payloads[i] for i in todo), len(todo), attempt)
+                # Only sends that are safe to repeat give up on a silent node early (it may
+                # be paused) to try another; an unsafe one waits for its answer.
+                safe = all(safety[i] is not Safety.UNSAFE for i in todo)
+                give_up = min(deadline, trio.current_time() + self.attempt_timeout) if (
+                    safe) else deadline
+                try:
+                    with trio.move_on_at(give_up) as scope:
+                        await self._attempt(b"".join(payloads[i] for i in todo), len(todo),
+                                            attempt)
+                except BaseException:
+                    await self._drop()  # cut short by the caller: a late reply would be misread
+                    raise
                 self._absorb(attempt, todo, results)
-                if scope.cancelled_caught:
+                if scope.cancelled_caught and give_up < deadline:
+                    attempt.failure = TimeoutError(
+                        f"{attempt.addr or 'no node'} did not answer within "
+                        f"{self.attempt_timeout}s")
+                    await self._drop()
+                elif scope.cancelled_caught:
                     await self._drop()
                     for i in todo:
                         if results[i] is _PENDING:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -51,8 +52,8 @@ def failure_reason(exc: BaseException) -> str:
     cause = exc.__cause__
     inner = getattr(cause, "exceptions", None) or ([cause] if cause else [])
     for e in [exc, *inner]:
-        if isinstance(e, OSError) and e.strerror:
-            return e.strerror
+        if isinstance(e, OSError) and e.errno:
+            return os.strerror(e.errno)  # trio's strerror repeats the address
     return str(exc)
 
 

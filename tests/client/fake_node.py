@@ -2,12 +2,14 @@
 
 Every command except ``INFO`` (the client's leader probe) is recorded in ``seen`` and
 answered by the next scripted action: reply bytes, ``CLOSE`` (read the command, close
-without replying), ``HANG`` (read it, never reply), or ``Then(reply, CLOSE)`` (reply,
-then close the idle connection). With the script used up, commands get ``default``.
+without replying), ``HANG`` (read it, never reply), ``Then(reply, CLOSE)`` (reply,
+then close the idle connection) or ``Later(reply, event)`` (reply once the event is set).
+With the script used up, commands get ``default``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import deque
 from collections.abc import Iterable
@@ -25,6 +27,14 @@ HANG = "hang"
 class Then:
     reply: bytes
     after: str
+
+
+@attrs.frozen
+class Later:
+    """Reply only once ``release`` is set."""
+
+    reply: bytes
+    release: trio.Event
 
 
 class FakeNode:
@@ -68,6 +78,11 @@ class FakeNode:
                     if action == CLOSE:
                         await self._close(stream)
                         return
+                    if isinstance(action, Later):
+                        await action.release.wait()
+                        with contextlib.suppress(trio.BrokenResourceError):
+                            await stream.send_all(action.reply)
+                        continue
                     if isinstance(action, Then):
                         await stream.send_all(action.reply)
                         await self._close(stream)

@@ -173,6 +173,5 @@ def test_output_matches_redis_cli(cluster: LocalCluster) -> None:
         for cmd in commands:
             theirs = subprocess.run(["redis-cli", "-h", host, "-p", port, *mode, *cmd],
                                     capture_output=True, timeout=30).stdout
-            ours = subprocess.run([CLI, "-e", leader, *mode, *cmd], capture_output=True,
-                                  timeout=30).stdout
+            ours = CliRunner().invoke(main, ["-e", leader, *mode, *cmd]).stdout_bytes
             assert ours == theirs, (mode, cmd)

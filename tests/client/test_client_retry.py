@@ -6,7 +6,8 @@ import socket
 
 import pytest
 import trio
-from fake_node import CLOSE, HANG, FakeNode, Then
+import trio.testing
+from fake_node import CLOSE, HANG, FakeNode, Later, Then
 
 from client import (
     Client,
@@ -142,6 +143,20 @@ async def test_deadline_on_an_unanswered_incr_is_unknown_on_a_get_exceeded(
             await kv.get("k")
 
 
+async def test_a_silent_node_is_given_up_early_for_a_safe_command_only(
+    nursery: trio.Nursery,
+) -> None:
+    node = FakeNode([HANG, b"$1\r\nv\r\n", HANG])
+    addr = await node.serve(nursery)
+    async with connect([addr], timeout=10, attempt_timeout=0.2) as kv:
+        assert await kv.get("k") == b"v"  # second attempt, on a new connection
+        assert node.connections == 2
+    async with connect([addr], timeout=0.5, attempt_timeout=0.1) as kv:
+        with pytest.raises(OutcomeUnknown):
+            await kv.incr("n")
+    assert [c[0] for c in node.seen] == [b"GET", b"GET", b"INCR"]  # INCR sent once
+
+
 async def test_tryagain_until_the_deadline_raises_tryagain(nursery: trio.Nursery) -> None:
     node = FakeNode(default=TRYAGAIN)
     async with client(await node.serve(nursery), timeout=0.3) as kv:
@@ -234,3 +249,18 @@ async def test_pipeline_lost_connection_with_only_safe_commands_is_resent(
             True, True, b"1"]
     assert [c[:2] for c in node.seen] == [[b"SET", b"a"], [b"SET", b"b"], [b"SET", b"b"],
                                           [b"GET", b"a"]]
+
+
+async def test_a_call_cancelled_by_the_caller_leaves_no_reply_behind(
+    nursery: trio.Nursery,
+) -> None:
+    release = trio.Event()
+    node = FakeNode([Later(b"$3\r\nold\r\n", release), b"$3\r\nnew\r\n"])
+    async with client(await node.serve(nursery)) as kv:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(kv.get, "a")
+            await trio.testing.wait_all_tasks_blocked()  # the GET is awaiting its reply
+            inner.cancel_scope.cancel()
+        release.set()  # the first GET's reply now arrives, on the abandoned connection
+        assert await kv.get("b") == b"new"
+    assert node.connections == 2
