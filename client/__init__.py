@@ -8,6 +8,7 @@ from client.api import Client, connect
 from client.errors import (
     ConnectionFailed,
     DeadlineExceeded,
+    LeaderUnreachable,
     OutcomeUnknown,
     RaftKVError,
     ResponseError,
@@ -15,12 +16,15 @@ from client.errors import (
 )
 from client.pipeline import Pipeline
 from client.safety import Safety, classify
+from client.status import NodeStatus, cluster_status
 from client.sync import SyncClient, SyncPipeline, connect_sync
 
 __all__ = [
     "Client",
     "ConnectionFailed",
     "DeadlineExceeded",
+    "LeaderUnreachable",
+    "NodeStatus",
     "OutcomeUnknown",
     "Pipeline",
     "RaftKVError",
@@ -30,6 +34,7 @@ __all__ = [
     "SyncPipeline",
     "TryAgain",
     "classify",
+    "cluster_status",
     "connect",
     "connect_sync",
 ]

@@ -65,6 +65,8 @@ def main(endpoints: str, mode: str | None, stdin_arg: bool, raw: bool | None,
       echo -n hi | raftkv-cli -x SET k   the last argument from stdin
       raftkv-cli status                  every node: role, term, indexes, lag
       raftkv-cli                         interactive (help, Tab completion)
+
+    Exit status: 0 success, 1 error reply, 2 no node reachable (or usage error).
     """
     try:
         eps = parse_endpoints(endpoints)

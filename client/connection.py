@@ -79,11 +79,12 @@ class Connection:
         """
         if self.parser.buffered:
             return True
+        poller = select.poll()  # not select(): it cannot watch descriptors past 1023
         try:
-            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+            poller.register(self.stream.socket.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)

@@ -58,13 +58,14 @@ def usage(name: str) -> str | None:
 
 
 def overview() -> str:
-    width = max(len(c.name) for c in COMMANDS.values())
+    syntax = {c.name: f"{c.name} {c.arguments}".rstrip() for c in COMMANDS.values()}
+    width = max(len(text) for text in syntax.values())
     lines = [
         "raftkv-cli: talk to a RaftKV cluster (Redis forms, and `set key=value`).",
         "Type `help COMMAND` for one command; Tab completes command names.",
         "",
     ]
-    lines += [f"  {c.name:<{width}}  {c.summary}" for c in COMMANDS.values()]
+    lines += [f"  {syntax[c.name]:<{width}}  {c.summary}" for c in COMMANDS.values()]
     return "\n".join(lines)
 
 
