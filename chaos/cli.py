@@ -78,11 +78,12 @@ def _common_run_options(fn):  # type: ignore[no-untyped-def]
                                               "'info' (unknown) and the client reconnects."),
         click.option("--endpoints", default="",
                      help="--net docker: the nodes' client addresses, node 1 first."),
-        click.option("--project", default="raftkv", show_default=True,
-                     help="--net docker: the compose project."),
+        click.option("--project", default=None,
+                     help="--net docker: the compose project (default: whichever runs "
+                          "services node1..N)."),
         click.option("--docker-network", default=None,
                      help="--net docker: the network to disconnect nodes from "
-                          "(default <project>_default)."),
+                          "(default: the nodes' network)."),
         click.option("--check-timeout", type=click.FloatRange(min=1), default=300.0,
                      show_default=True, help="Wall-clock budget of the linearizability search."),
         click.option("--unsafe-stale-reads", is_flag=True, hidden=True,

@@ -1,9 +1,11 @@
 """The docker backend: faults on the containers of the compose cluster.
 
 Documented, not run here (it needs a Docker engine). Nodes are the compose services
-node1..N of one project; the suite runs where it can reach their client ports (on the host
-through the published ports, or in the compose network as the ``chaos`` service does) and
-where the ``docker`` CLI can reach the engine. Faults are docker commands:
+node1..N (found by compose's labels, in one project if --project is given); the suite runs
+where it can reach their client ports (on the host through the published ports, or in the
+compose network as docker-compose.yml's ``chaos`` service does) and where the ``docker`` CLI
+can reach the engine. The network to disconnect from is the nodes' own (asked of the engine
+unless --docker-network names it). Faults are docker commands:
 
 - kill -9 / restart: ``docker kill --signal KILL C`` / ``docker start C``
 - pause: ``docker pause C`` / ``docker unpause C`` (the cgroup freezer, like SIGSTOP)
@@ -51,6 +53,8 @@ class DryRun:
             service = next(a.rsplit("=", 1)[1] for a in argv
                            if a.startswith("label=com.docker.compose.service="))
             return f"{service}-container\n"
+        if argv[1:2] == ["inspect"]:
+            return "raftkv_default \n"
         return ""
 
 
@@ -79,13 +83,13 @@ class DockerBackend:
     kinds = frozenset({"kill", "kill-leader", "pause", "isolate-leader", "isolate-follower",
                        "split"})
 
-    def __init__(self, endpoints: Mapping[int, Addr], project: str = "raftkv",
+    def __init__(self, endpoints: Mapping[int, Addr], project: str | None = None,
                  network: str | None = None, services: Mapping[int, str] | None = None,
                  runner: Runner = run_docker, docker: str = "docker") -> None:
         self.endpoints = dict(endpoints)
         self.node_ids = sorted(self.endpoints)
         self.project = project
-        self.network = network or f"{project}_default"
+        self.network = network
         self.services = dict(services or {i: f"node{i}" for i in self.node_ids})
         self.runner = runner
         self.docker = docker
@@ -95,17 +99,33 @@ class DockerBackend:
     async def container(self, node: int) -> str:
         """The container of ``node``'s service, found by compose's labels (v1 and v2 agree)."""
         if node not in self._containers:
+            project = ([] if not self.project else
+                       ["--filter", f"label=com.docker.compose.project={self.project}"])
             out = await self.runner([
-                self.docker, "ps", "--all", "--quiet",
-                "--filter", f"label=com.docker.compose.project={self.project}",
+                self.docker, "ps", "--all", "--quiet", *project,
                 "--filter", f"label=com.docker.compose.service={self.services[node]}"])
             ids = out.split()
             if len(ids) != 1:
+                where = f" of project {self.project!r}" if self.project else ""
                 raise RuntimeError(f"expected one container for service "
-                                   f"{self.services[node]!r} of project {self.project!r}, "
-                                   f"found {len(ids)}")
+                                   f"{self.services[node]!r}{where}, found {len(ids)} "
+                                   f"(name the project with --project)")
             self._containers[node] = ids[0]
         return self._containers[node]
+
+    async def network_name(self) -> str:
+        """The network the nodes talk on (asked of node 1's container, while connected)."""
+        if self.network is None:
+            out = await self.runner([
+                self.docker, "inspect", "--format",
+                "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+                await self.container(self.node_ids[0])])
+            names = out.split()
+            if len(names) != 1:
+                raise RuntimeError(f"node 1 is on networks {names}: name the one to cut "
+                                   f"with --docker-network")
+            self.network = names[0]
+        return self.network
 
     async def _docker(self, *args: str, node: int) -> None:
         await self.runner([self.docker, *args, await self.container(node)])
@@ -136,15 +156,16 @@ class DockerBackend:
             raise Unsupported("docker can only cut whole containers off the network")
         keep = max(groups, key=len)
         want = {n for g in groups if g is not keep for n in g}
+        network = await self.network_name()
         for node in sorted(self._disconnected - want):
             await self._connect(node)
         for node in sorted(want - self._disconnected):
-            await self._docker("network", "disconnect", "--force", self.network, node=node)
+            await self._docker("network", "disconnect", "--force", network, node=node)
             self._disconnected.add(node)
 
     async def _connect(self, node: int) -> None:
-        await self._docker("network", "connect", "--alias", self.services[node], self.network,
-                           node=node)
+        await self._docker("network", "connect", "--alias", self.services[node],
+                           await self.network_name(), node=node)
         self._disconnected.discard(node)
 
     async def slow(self, links: Iterable[Link], delay: float, jitter: float) -> None:

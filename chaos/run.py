@@ -66,7 +66,7 @@ class RunOptions:
     mix: Mix = attrs.field(factory=Mix)
     unsafe_stale_reads: bool = False  # test only: the nodes answer stale reads
     endpoints: tuple[str, ...] = ()  # docker: the nodes' client addresses, node 1 first
-    project: str = "raftkv"
+    project: str | None = None
     docker_network: str | None = None
     schedule: tuple[Fault, ...] | None = None  # None: drawn from the seed
     check_budget: int = DEFAULT_MAX_STATES

@@ -43,13 +43,28 @@ async def test_isolating_a_node_disconnects_it_and_heal_reconnects_with_its_dns_
     b, runner = backend()
     await b.cut(partition_links([[2], [1, 3]]))
     await b.heal()
-    assert runner.commands[1:] == [
+    assert runner.commands == [
+        ps("node1"),  # the network is the one node 1 is on
+        ["docker", "inspect", "--format",
+         "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", "node1-container"],
+        ps("node2"),
         ["docker", "network", "disconnect", "--force", "raftkv_default", "node2-container"],
         ["docker", "network", "connect", "--alias", "node2", "raftkv_default",
          "node2-container"],
     ]
     await b.heal()  # nothing left to heal
-    assert len(runner.commands) == 3
+    assert len(runner.commands) == 5
+
+
+async def test_without_a_project_any_compose_project_matches() -> None:
+    runner = DryRun()
+    b = DockerBackend(ENDPOINTS, runner=runner, network="given_net")
+    await b.cut(partition_links([[3], [1, 2]]))
+    assert runner.commands == [
+        ["docker", "ps", "--all", "--quiet", "--filter",
+         "label=com.docker.compose.service=node3"],
+        ["docker", "network", "disconnect", "--force", "given_net", "node3-container"],
+    ]
 
 
 async def test_a_new_cut_reconnects_the_nodes_it_no_longer_isolates() -> None:
