@@ -23,9 +23,12 @@ import time
 
 from common import (
     BenchRun,
+    CpuSampler,
+    load_line,
     raft_cluster,
     redis_benchmark,
     redis_server,
+    revive_dead,
     roles,
     scratch_dir,
 )
@@ -67,6 +70,7 @@ def main() -> int:
     results: dict[tuple[str, str], BenchRun] = {}
     alerts: list[str] = []
     started = time.perf_counter()
+    print(load_line())
     with scratch_dir(args.dir, "bench-cluster-") as work:
         with redis_server(work) as rport:
             for name, c, p, req in configs:
@@ -77,6 +81,7 @@ def main() -> int:
             leader, followers = roles(cluster)
             before = terms(cluster)
             print(f"raftkv: leader n{leader}, followers {followers}, terms {before}")
+            cpu = CpuSampler(cluster)
             for target in ("raftkv-follower", "raftkv-leader"):
                 for name, c, p, req in configs:
                     leader, followers = roles(cluster)
@@ -85,6 +90,9 @@ def main() -> int:
                     run = redis_benchmark(port, "set,get", req, c, p)
                     results[(target, name)] = run
                     alerts += [f"{target} n{node} {name}: {a}" for a in run.alerts]
+                    alerts += [f"after {target} n{node} {name}: {d} (restarted)"
+                               for d in revive_dead(cluster)]
+            cpu_line = cpu.report()
             after = terms(cluster)
             final_leader, _ = roles(cluster)
 
@@ -102,9 +110,12 @@ def main() -> int:
     changed = {i: (before[i], after[i]) for i in before if before[i] != after[i]}
     print(f"terms before {before}, after {after}; leader at the end n{final_leader}: "
           + ("LEADER CHANGE during the runs " + str(changed) if changed else "no leader change"))
-    print("redis-benchmark WARNING/ERROR lines: " + ("none" if not alerts else str(len(alerts))))
+    print("redis-benchmark WARNING/ERROR lines and node deaths: "
+          + ("none" if not alerts else str(len(alerts))))
     for line in alerts:
         print("  " + line)
+    print(cpu_line + " (during the raftkv runs)")
+    print(load_line())
     print(f"wall time {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -28,7 +28,16 @@ import threading
 import time
 from collections import Counter
 
-from common import RespConn, is_ok, percentile, raft_cluster, roles, scratch_dir
+from common import (
+    RespConn,
+    is_ok,
+    load_line,
+    percentile,
+    raft_cluster,
+    revive_dead,
+    roles,
+    scratch_dir,
+)
 
 from chaos.cluster import LocalCluster
 from wire.reply import ErrorReply
@@ -225,9 +234,12 @@ def main() -> int:
     ap.add_argument("--dir", default=None, help="scratch base directory (a real disk)")
     args = ap.parse_args()
     rounds: list[dict[str, object]] = []
+    print(load_line())
     with scratch_dir(args.dir, "bench-failover-") as work, \
             raft_cluster(work / "raftkv", fsync="always") as cluster:
         for n in range(1, args.rounds + 1):
+            for death in revive_dead(cluster):
+                print(f"before round {n}: {death} (restarted)")
             r = one_round(cluster, args.timeout)
             rounds.append(r)
             print(f"round {n:2}: killed n{r['killed']} -> n{r['new_leader']}; "
@@ -244,6 +256,7 @@ def main() -> int:
                   [r["resumed_ms"] for r in rounds]))  # type: ignore[misc]
     print(summary("survivors agreed on a new leader (INFO)  ",
                   [r["agreed_ms"] for r in rounds]))  # type: ignore[misc]
+    print(load_line())
     return 0
 
 

@@ -102,6 +102,24 @@ def raft_cluster(workdir: Path, nodes: int = 3, fsync: str = "always") -> Iterat
                 kill_group(node.proc)
 
 
+def revive_dead(cluster: LocalCluster) -> list[str]:
+    """Restart every node that exited on its own; describe each death (exit code, last log
+    line). Call it only when no node is meant to be down."""
+    deaths = []
+    for i, node in cluster.nodes.items():
+        if node.proc is not None and node.proc.poll() is not None:
+            last = ""
+            with contextlib.suppress(OSError):
+                lines = node.log_path.read_text(errors="replace").splitlines()
+                useful = [ln.strip(" |+-") for ln in lines if ln.strip(" |+-")]
+                last = useful[-1] if useful else ""
+            deaths.append(f"NODE n{i} DIED (exit {node.proc.returncode}): {last[:200]}")
+            cluster.start(i)
+    if deaths:
+        cluster.wait_for_leader(timeout=30)
+    return deaths
+
+
 def wait_for_ping(host: str, port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -196,12 +214,25 @@ class BenchRun:
 
 
 def redis_benchmark(port: int, tests: str, requests: int, clients: int, pipeline: int = 1,
-                    host: str = HOST, extra: Sequence[str] = ()) -> BenchRun:
-    """Run ``redis-benchmark --csv`` and parse its rows (redis-benchmark 7's CSV columns)."""
+                    host: str = HOST, extra: Sequence[str] = (),
+                    timeout: float | None = None) -> BenchRun:
+    """Run ``redis-benchmark --csv`` and parse its rows (redis-benchmark 7's CSV columns).
+
+    redis-benchmark retries a dead server forever, hence ``timeout`` (killed after it; by
+    default far above what the slowest RaftKV run takes: ~20 SET/s per client)."""
+    if timeout is None:
+        timeout = 120 + requests * len(tests.split(",")) / (20 * min(clients * pipeline, 50))
     cmd = ["redis-benchmark", "-h", host, "-p", str(port), "-t", tests, "-n", str(requests),
            "-c", str(clients), "-P", str(pipeline), "--csv", *extra]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        err += f"\nERROR: redis-benchmark killed after {timeout:g} s"
+        proc = subprocess.CompletedProcess(cmd, -9, out, err)
     seconds = time.perf_counter() - start
     rows: dict[str, BenchRow] = {}
     alerts = [line.strip() for line in (proc.stdout + "\n" + proc.stderr).splitlines()
@@ -234,3 +265,46 @@ def roles(cluster: LocalCluster) -> tuple[int, list[int]]:
     """(leader id, follower ids) once the live nodes agree on a leader."""
     leader = cluster.wait_for_leader(timeout=30)
     return leader, [i for i, n in cluster.nodes.items() if i != leader and n.alive]
+
+
+# -- the machine ------------------------------------------------------------------------
+
+
+def load_line() -> str:
+    """Load average and cores: on a shared machine other work skews every figure here."""
+    one, five, _ = os.getloadavg()
+    return f"machine: {os.cpu_count()} cores, load average {one:.1f} (1 min) {five:.1f} (5 min)"
+
+
+def _schedstat(pid: int) -> tuple[int, int]:
+    """(ns on CPU, ns runnable but waiting for a CPU), summed over the process's threads."""
+    run = wait = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError), \
+                    open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                a, b, _ = f.read().split()
+                run, wait = run + int(a), wait + int(b)
+    return run, wait
+
+
+class CpuSampler:
+    """On-CPU and run-queue-wait time of the cluster's node processes over an interval.
+
+    A node that waits for a CPU longer than it runs is starved by other work on the
+    machine: its latencies then measure the scheduler, not RaftKV."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.pids = {i: n.proc.pid for i, n in cluster.nodes.items() if n.proc and n.alive}
+        self.start = {i: _schedstat(p) for i, p in self.pids.items()}
+        self.t0 = time.monotonic()
+
+    def report(self) -> str:
+        el = time.monotonic() - self.t0
+        parts = []
+        for i, pid in self.pids.items():
+            run, wait = _schedstat(pid)
+            r0, w0 = self.start[i]
+            parts.append(f"n{i} on-CPU {(run - r0) / 1e9 / el:.0%} "
+                         f"waiting-for-CPU {(wait - w0) / 1e9 / el:.0%}")
+        return "node CPU (summed over threads): " + "; ".join(parts)
