@@ -84,8 +84,8 @@ class Node:
         self._reads: dict[bytes, tuple[Pending, list[bytes], float]] = {}
         # (index, seq, pending, args): confirmed reads awaiting apply
         self._read_wait: list[tuple[int, int, Pending, list[bytes]]] = []
-        # req_id -> (pending, deadline): commands forwarded to the leader
-        self._forwards: dict[int, tuple[Pending, float]] = {}
+        # req_id -> (pending, deadline, leader): commands forwarded to the leader
+        self._forwards: dict[int, tuple[Pending, float, int]] = {}
         # commands waiting for a leader to be known
         self._parked: deque[tuple[list[bytes], bool, Pending, float]] = deque()
         self._stopping = False
@@ -112,6 +112,8 @@ class Node:
         self.applied = meta.index
         config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks)
         self.core = RaftNode(self.id, self.storage, config, self.rng)
+        hard_state, _ = self.storage.initial_state()
+        self._durable_vote = (hard_state.term, hard_state.vote)
         members = {m.id: m.peer_addr for m in self.core.cluster_config.members}
         if not getattr(self.storage, "created", True) and members != s.cluster:
             log.warning("existing data directory: using its membership, not --cluster",
@@ -224,13 +226,22 @@ class Node:
             storage.append(rd.entries)
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
+        send = self.transport.send
+        early = rd.must_sync and self._may_send_before_sync(rd)
+        if early:
+            # Dissertation 10.2.1: a leader may send its new entries to followers while its
+            # own fsync runs; the core counts the leader's copy only after advance().
+            for msg in rd.messages:
+                send(msg)
         if rd.must_sync:
             # DESIGN.md ordering: the hard state (vote, term) and appended entries are
-            # durable before any message of this Ready (a vote, an append ack) leaves.
+            # durable before any other message of this Ready (a vote, an append ack) leaves.
             await trio.to_thread.run_sync(storage.sync)
-        send = self.transport.send
-        for msg in rd.messages:
-            send(msg)
+        if rd.hard_state is not None:
+            self._durable_vote = (rd.hard_state.term, rd.hard_state.vote)
+        if not early:
+            for msg in rd.messages:
+                send(msg)
         if rd.committed_entries:
             self._apply(rd.committed_entries)
         for rs in rd.read_states:
@@ -240,6 +251,14 @@ class Node:
             if entry is not None:
                 entry[0].set(READ_FAILED)
         self.core.advance(rd)
+
+    def _may_send_before_sync(self, rd: Any) -> bool:
+        """Only a leader's messages, and only if this Ready changes no term or vote (those
+        must be durable before anyone hears of them)."""
+        if self.core.role is not Role.LEADER:
+            return False
+        hs = rd.hard_state
+        return hs is None or (hs.term, hs.vote) == self._durable_vote
 
     def _apply(self, entries: list[Any]) -> None:
         kv, writes = self.kv, self._writes
@@ -267,9 +286,18 @@ class Node:
             self._role_changed = trio.Event()
         if leader != self._last_leader and leader:
             event(log, logging.INFO, "leader elected", leader=leader, term=term)
+            self._fail_forwards_to_old_leaders(leader)
         if self._parked and leader and (leader != self._last_leader or role is not self._last_role):
             self._unpark()
         self._last_leader, self._last_term, self._last_role = leader, term, role
+
+    def _fail_forwards_to_old_leaders(self, leader: int) -> None:
+        """A new leader was elected: commands forwarded to an earlier one will get no reply
+        (that leader is gone or deposed), so answer them now instead of at the timeout."""
+        for req_id, (pending, _, target) in list(self._forwards.items()):
+            if target != leader:
+                del self._forwards[req_id]
+                pending.set(UNKNOWN_FORWARD)
 
     async def _sweeper(self) -> None:
         """Fail requests whose deadline passed; a reply is owed to every client."""
@@ -284,7 +312,7 @@ class Node:
                 if deadline <= now:
                     del self._reads[ctx]
                     pending.set(READ_FAILED)
-            for req_id, (pending, deadline) in list(self._forwards.items()):
+            for req_id, (pending, deadline, _) in list(self._forwards.items()):
                 if deadline <= now:
                     del self._forwards[req_id]
                     pending.set(UNKNOWN_FORWARD)
@@ -299,7 +327,7 @@ class Node:
             pending.set(reply)
         for _, _, pending, _ in self._read_wait:
             pending.set(reply)
-        for pending, _ in self._forwards.values():
+        for pending, _, _ in self._forwards.values():
             pending.set(UNKNOWN_FORWARD)
         for _, _, pending, _ in self._parked:
             pending.set(reply)
@@ -382,7 +410,7 @@ class Node:
         if not self.transport.send(msg):
             pending.set(NO_LEADER)  # never left this node: definitely not applied
             return
-        self._forwards[req_id] = (pending, deadline)
+        self._forwards[req_id] = (pending, deadline, msg.dst)
         self.stats["forwarded"] += 1
 
     def _on_forward_request(self, msg: ForwardRequest) -> None:
