@@ -85,8 +85,8 @@ def plan(seed: int, names: Sequence[str], duration: float, nodes: int,
          gap: tuple[float, float] = (1.0, 2.5)) -> list[Fault]:
     """The faults of a run of ``duration`` seconds, drawn from ``seed``.
 
-    Faults start after ``warmup`` and all end ``tail`` seconds (default: 15% of the run, at
-    least 3 s) before the end. Kinds the backend does not support, and bridges in clusters
+    Faults start after ``warmup`` and all end ``tail`` seconds (default: 15% of the run,
+    between 3 and 10 s) before the end. Kinds the backend does not support, and bridges in clusters
     too small for one, are left out.
     """
     rng = random.Random(f"chaos-plan-{seed}")
@@ -95,7 +95,7 @@ def plan(seed: int, names: Sequence[str], duration: float, nodes: int,
         ok_kinds -= {*PARTITIONS, "one-way", "latency"}
     pool = [n for n in names if any(k in ok_kinds for k in kinds_of(n))]
     if tail is None:
-        tail = max(3.0, 0.15 * duration)
+        tail = min(10.0, max(3.0, 0.15 * duration))
     faults: list[Fault] = []
     if not pool:
         return faults
@@ -226,10 +226,11 @@ class Nemesis:
             return f"kill -9 n{node}", (node,)
         if kind == "pause":
             on_leader, anyone = rng.random() < 0.5, rng.choice(nodes)
-            node = (await self._leader() if on_leader else None) or anyone
+            leader = await self._leader() if on_leader else None
+            node = leader or anyone
             await self.control.pause(node)
             self._paused.add(node)
-            return f"SIGSTOP n{node}" + (" (leader)" if on_leader else ""), (node,)
+            return f"SIGSTOP n{node}" + (" (leader)" if leader else ""), (node,)
         if kind == "latency":
             delay = rng.uniform(0.02, 0.15)
             jitter = delay / 2

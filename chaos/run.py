@@ -33,6 +33,7 @@ from chaos.nemesis import (
     Nemesis,
     Net,
     Unsupported,
+    kinds_of,
     plan,
     supported_kinds,
 )
@@ -164,25 +165,6 @@ class LocalControl:
         return self.cluster.crashed()
 
 
-class _NoNet:
-    """No network faults (a backend that is not needed, e.g. for --nemesis kill only)."""
-
-    name = "none"
-    kinds = frozenset({"kill", "kill-leader", "pause"})
-
-    async def cut(self, links: object) -> None:
-        raise Unsupported("no network backend")
-
-    async def slow(self, links: object, delay: float, jitter: float) -> None:
-        raise Unsupported("no network backend")
-
-    async def heal(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-
 # -- the event loop ------------------------------------------------------------------
 
 
@@ -241,9 +223,7 @@ async def session(opts: RunOptions, control: Control, net: Net,
     schedule = list(opts.schedule if opts.schedule is not None else
                     plan(opts.seed, opts.nemeses, opts.duration, opts.nodes,
                          supported_kinds(net)))
-    wanted = {k for n in opts.nemeses for k in (("isolate-leader", "isolate-follower",
-                                                  "split", "bridge") if n == "partition"
-                                                 else (n,))}
+    wanted = {k for n in opts.nemeses for k in kinds_of(n)}
     skipped = [f"{k}: not available with --net {opts.net}"
                for k in sorted(wanted - supported_kinds(net))] if opts.schedule is None else []
     for s in skipped:
@@ -258,13 +238,18 @@ async def session(opts: RunOptions, control: Control, net: Net,
     crashes: list[str] = []
     stop = trio.Event()
 
+    seen_crashed: set[int] = set()
+
     async def tick() -> None:
+        """Progress, and a watch for nodes that die without being killed (a server bug)."""
         while not stop.is_set():
             progress.tick()
             crashed = getattr(control, "crashed", dict)()
             for node, code in sorted(crashed.items()):
-                msg = f"n{node} exited on its own with status {code} at {rec.now():.1f} s"
-                if msg.split(" at ")[0] not in (c.split(" at ")[0] for c in crashes):
+                if node not in seen_crashed:
+                    seen_crashed.add(node)
+                    msg = (f"n{node} exited on its own with status {code} at {rec.now():.1f} s "
+                           f"(see nodes/node-{node}.log)")
                     crashes.append(msg)
                     progress.say(f"NODE CRASH: {msg}")
             with trio.move_on_after(0.5):

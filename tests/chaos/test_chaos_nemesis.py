@@ -55,6 +55,12 @@ def test_a_short_plan_meets_every_name_one_fault_at_a_time(seed: int) -> None:
     assert faults[-1].start + faults[-1].duration <= 25 - 3.75  # recovery time at the end
 
 
+def test_a_long_plan_keeps_faulting_until_ten_seconds_before_the_end() -> None:
+    faults = plan(1, ("kill",), 300, 3)
+    last = faults[-1]
+    assert 300 - 10 - 5 - 2.5 <= last.start + last.duration <= 300 - 10
+
+
 def test_plan_leaves_out_what_the_backend_cannot_do() -> None:
     supported = set(KINDS) - {"latency", "bridge"}
     for seed in range(10):

@@ -109,3 +109,12 @@ def test_bad_arguments_fail_before_starting_anything(tmp_path: Path) -> None:
     res = chaos("partition", "--endpoints", "127.0.0.1:7001", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "needs --net docker" in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_partition_test_sh_wraps_the_partition_command() -> None:
+    script = Path(__file__).resolve().parents[2] / "chaos" / "partition-test.sh"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    res = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "Usage: raftkv-chaos partition" in res.stdout and "--delay" in res.stdout
