@@ -17,9 +17,17 @@ a backtrack, and the search succeeds as soon as every ``ok`` operation is linear
 operation left over simply did not happen). An info CAS, if linearized, swaps when the
 compare holds and does nothing otherwise (its answer is unknown).
 
-Pruning before the search (sound, see ``_prune_info``): an info write whose value nothing
-ever observes cannot help any linearization, so it is dropped when the key has no
-not-swapped CAS (whose "value != expected" could depend on it).
+Info operations are what make this search expensive (each may or may not have happened,
+at any later time), so three sound reductions keep them in check:
+
+- an info operation that would not change the register where it is tried (a CAS whose
+  compare fails, a write of the current value) is not linearized there: doing so is the
+  same as leaving it out, and would only split the cache;
+- info operations whose written value nothing observes are dropped when the key has no
+  not-swapped CAS, and otherwise applied only just in time, before a not-swapped CAS that
+  needs the value to change (see ``_split_silent``);
+- the cache keys the linearized ok operations as a bitset shifted past its run of low
+  ones (the search goes roughly in invoke order), and the info ones as a separate bitset.
 
 Budget: at most ``max_states`` configurations per key and an optional wall-clock deadline;
 when either runs out the key is ``unknown``, never ``ok``.
@@ -168,26 +176,35 @@ def relevant(ops: Iterable[Op]) -> list[Op]:
             if op.outcome != "fail" and not (op.f == "read" and op.outcome != "ok")]
 
 
-def _prune_info(ops: list[Op]) -> list[Op]:
-    """Drop info writes/CASes whose written value no operation could ever observe.
+def _split_silent(ops: list[Op]) -> tuple[list[Op], list[Op]]:
+    """Set aside the info operations whose written value nothing ever observes.
 
-    Sound: take a linearization that includes such an operation W (writing v) and delete W.
-    Only the operations between W and the next write see a different register (the value
-    before W instead of v). None of them is a write; none is an ok read or swapping CAS of v,
-    nor an info CAS expecting v (none exists); an info CAS there did not swap (the register
-    held v, not its expected value), so it can be dropped too. Only a not-swapped CAS could
-    tell the difference (its "value != expected" might hold for v but not for the old value),
-    so when the key has one we keep everything.
+    Returns (searched, silent). A value is observed if an ok read returned it or a CAS
+    expects it. To the model every unobserved value looks alike: no read or swapping CAS
+    can match it and every not-swapped CAS accepts it. So, in any linearization, an info
+    operation W writing an unobserved value can be moved later, up to the first not-swapped
+    CAS that needs the register to differ from what it held before W (the operations it
+    passes over are not writes and cannot tell; an info CAS it passes over that would now
+    swap is dropped: it may not have happened), and deleted if there is none. Hence:
+
+    - with no not-swapped CAS on the key, such operations are dropped outright;
+    - otherwise the info *writes* among them are "silent": the search applies one only
+      just in time, right before a not-swapped CAS that the current value would refuse,
+      and then the earliest-invoked one available (they are interchangeable). Info CASes
+      stay in the search, as their effect depends on the register.
     """
-    if any(op.f == "cas" and op.outcome == "ok" and not op.result for op in ops):
-        return ops
     observed: set[Value] = set()
     for op in ops:
         if op.f == "read":
             observed.add(op.value)
         elif op.f == "cas":
             observed.add(op.value[0])
-    return [op for op in ops if op.outcome == "ok" or op.written in observed]
+    unseen = [op.outcome == "info" and op.written not in observed for op in ops]
+    if not any(op.f == "cas" and op.outcome == "ok" and not op.result for op in ops):
+        return [op for op, u in zip(ops, unseen, strict=True) if not u], []
+    silent = [u and op.f == "write" for op, u in zip(ops, unseen, strict=True)]
+    return ([op for op, s in zip(ops, silent, strict=True) if not s],
+            [op for op, s in zip(ops, silent, strict=True) if s])
 
 
 def check_key(
@@ -197,10 +214,18 @@ def check_key(
     deadline: float | None = None,
 ) -> KeyResult:
     """Search for a linearization of one key's operations (all must have ``op.key == key``)."""
-    ops = _prune_info(relevant(ops))
+    searched, silent = _split_silent(relevant(ops))
+    # Index order: ok operations by invoke, then info ones, then silent ones. The linearized
+    # set is two bitsets: ok operations (bit i) and the others (bit i - n_ok). The search
+    # linearizes roughly in invoke order, so the ok set is mostly a run of low ones and the
+    # cache stores it shifted past that run (the cache's memory is what bounds a search).
+    searched.sort(key=lambda op: (op.outcome != "ok", op.invoke))
+    silent.sort(key=lambda op: op.invoke)
+    ops = searched + silent
     n = len(ops)
+    first_silent = len(searched)
     required = [op.outcome == "ok" for op in ops]
-    must = sum(required)
+    must = n_ok = sum(required)
     if must == 0:
         return KeyResult(key, "ok", n, 0)
 
@@ -222,17 +247,18 @@ def check_key(
             arg_b.append(op.value[1])
 
     # Events sorted by time, calls before returns at equal times (touching operations are
-    # treated as concurrent: the lenient, sound choice). Node 0 is the list head.
-    events = sorted([(op.invoke, 0, i) for i, op in enumerate(ops)]
-                    + [(op.end, 1, i) for i, op in enumerate(ops)])
-    size = 2 * n + 1
+    # treated as concurrent: the lenient, sound choice). Node 0 is the list head. Silent
+    # operations have no node: they are never candidates on their own.
+    events = sorted([(op.invoke, 0, i) for i, op in enumerate(searched)]
+                    + [(op.end, 1, i) for i, op in enumerate(searched)])
+    size = 2 * first_silent + 1
     nxt = list(range(1, size + 1))
     nxt[-1] = -1
     prv = list(range(-1, size - 1))
     is_call = [False] * size
     op_of = [0] * size
     match = [0] * size
-    call_node = [0] * n
+    call_node = [0] * first_silent
     for node, (_, kind, i) in enumerate(events, 1):
         op_of[node] = i
         if kind == 0:
@@ -263,12 +289,25 @@ def check_key(
         if q != -1:
             prv[q] = c
 
-    cache: set[tuple[int, Value]] = set()
-    stack: list[tuple[int, Value]] = []  # (call node, register before it)
+    def silent_for(entry: int, maybe: int) -> int:
+        """The earliest-invoked unused silent write invoked before the next due return."""
+        node = entry
+        while is_call[node]:
+            node = nxt[node]
+        due = ops[op_of[node]].end
+        for j in range(first_silent, n):
+            if not maybe >> (j - n_ok) & 1:
+                return j if ops[j].invoke <= due else -1
+        return -1
+
+    cache: set[tuple[int, int, int, Value]] = set()
+    # Choice points: (call node, register before it, silent op applied with it or -1).
+    stack: list[tuple[int, Value, int]] = []
     path: list[int] = []  # op indices linearized so far, in order
     best: list[int] = []
     best_state: Value = None
-    linearized = 0
+    lin_ok = 0  # linearized ok operations
+    lin_maybe = 0  # linearized info (and silent) operations
     state: Value = None
     done = 0
     explored = 0
@@ -277,19 +316,31 @@ def check_key(
         if is_call[entry]:
             i = op_of[entry]
             c = code[i]
+            helper = -1
             if c == _READ:
                 accept, new = state == arg_a[i], state
-            elif c == _WRITE:
-                accept, new = True, arg_a[i]
+            elif c == _WRITE:  # an info write of the current value changes nothing: skip it
+                accept, new = required[i] or state != arg_a[i], arg_a[i]
             elif c == _CAS:
                 accept, new = state == arg_a[i], arg_b[i]
             elif c == _CAS_NOT:
                 accept, new = state != arg_a[i], state
+                if not accept and first_silent < n:
+                    helper = silent_for(entry, lin_maybe)
+                    if helper != -1:
+                        accept, new = True, arg_a[helper]
             else:
-                accept, new = True, (arg_b[i] if state == arg_a[i] else state)
+                # An info CAS that would not swap here is as good as not linearized yet.
+                accept, new = state == arg_a[i], arg_b[i]
             if accept:
-                grown = linearized | (1 << i)
-                config = (grown, new)
+                if required[i]:
+                    ok_bits, maybe_bits = lin_ok | (1 << i), lin_maybe
+                else:
+                    ok_bits, maybe_bits = lin_ok, lin_maybe | (1 << (i - n_ok))
+                if helper != -1:
+                    maybe_bits |= 1 << (helper - n_ok)
+                run = (~ok_bits & (ok_bits + 1)).bit_length() - 1  # trailing ones
+                config = (ok_bits >> run, run, maybe_bits, new)
                 if config not in cache:
                     explored += 1
                     if explored > max_states:
@@ -300,9 +351,11 @@ def check_key(
                         return KeyResult(key, "unknown", n, explored,
                                          reason="time limit reached")
                     cache.add(config)
-                    stack.append((entry, state))
+                    stack.append((entry, state, helper))
+                    if helper != -1:
+                        path.append(helper)
                     path.append(i)
-                    state, linearized = new, grown
+                    state, lin_ok, lin_maybe = new, ok_bits, maybe_bits
                     done += required[i]
                     lift(entry)
                     if done == must:
@@ -318,9 +371,15 @@ def check_key(
             if not stack:
                 return KeyResult(key, "violation", n, explored,
                                  explanation=_explain(ops, best, best_state))
-            entry, state = stack.pop()
+            entry, state, helper = stack.pop()
             i = path.pop()
-            linearized ^= 1 << i
+            if required[i]:
+                lin_ok ^= 1 << i
+            else:
+                lin_maybe ^= 1 << (i - n_ok)
+            if helper != -1:
+                path.pop()
+                lin_maybe ^= 1 << (helper - n_ok)
             done -= required[i]
             unlift(entry)
             entry = nxt[entry]

@@ -140,6 +140,13 @@ def test_unobserved_info_write_pruning_keeps_what_a_refused_cas_needs() -> None:
     assert verdict(ops) == "ok"
     # Without the refused CAS, an unobserved info write is dropped before the search.
     assert check_key("k", ops[:2]).ops == 1
+    # It cannot help a refused CAS that returned before it was invoked ...
+    late = [w(1, "a", 0, 1), cas(3, "a", "b", 2, 3, result=False), w(2, "z", 4, 5, "info")]
+    assert verdict(late) == "violation"
+    # ... and one unobserved write explains one refusal, not two separated by a rewrite.
+    twice = [*ops, w(1, "a", 6, 7), cas(3, "a", "b", 8, 9, result=False)]
+    assert verdict(twice) == "violation"
+    assert verdict([*twice, w(4, "y", 6.5, None, "info")]) == "ok"
 
 
 def test_keys_are_checked_independently() -> None:
@@ -381,15 +388,22 @@ def brute_force_linearizable(ops: list[Op]) -> bool:
 
 @st.composite
 def small_histories(draw: st.DrawFn) -> list[Op]:
-    """Arbitrary (mostly not linearizable) histories over a tiny value set."""
-    values = st.sampled_from([None, 0, 1])
+    """Arbitrary (mostly not linearizable) histories over a tiny value set.
+
+    In "refusals" mode every info write writes a value nothing observes and CASes are
+    common, which exercises the just-in-time application of silent writes.
+    """
+    refusals = draw(st.booleans())
+    values = st.sampled_from([None, 0, 1, 2])  # what reads and CASes expect
     ops = []
     for p in range(draw(st.integers(1, 6))):
         invoke = draw(st.integers(0, 6))
         complete = invoke + draw(st.integers(0, 3))
-        f = draw(st.sampled_from(["read", "write", "cas"]))
+        f = draw(st.sampled_from(["read", "write", "cas", *(["write", "cas"] * refusals)]))
         outcome = draw(st.sampled_from(["ok", "ok", "ok", "info", "fail"]))
-        new = draw(st.sampled_from([0, 1]))
+        new = draw(st.sampled_from([0, 1, 2, 3]))  # 3 (often 2) is never observed
+        if refusals and f == "write" and outcome == "info":
+            new = draw(st.sampled_from([3, 4]))
         if f == "read":
             ops.append(Op(p, "k", f, draw(values), invoke, complete, outcome))
         elif f == "write":
@@ -401,7 +415,7 @@ def small_histories(draw: st.DrawFn) -> list[Op]:
     return ops
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(small_histories())
 def test_agrees_with_brute_force_on_small_histories(ops: list[Op]) -> None:
     expected = "ok" if brute_force_linearizable(ops) else "violation"
