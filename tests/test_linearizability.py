@@ -396,7 +396,7 @@ def small_histories(draw: st.DrawFn) -> list[Op]:
     refusals = draw(st.booleans())
     values = st.sampled_from([None, 0, 1, 2])  # what reads and CASes expect
     ops = []
-    for p in range(draw(st.integers(1, 6))):
+    for p in range(draw(st.integers(1, 5))):
         invoke = draw(st.integers(0, 6))
         complete = invoke + draw(st.integers(0, 3))
         f = draw(st.sampled_from(["read", "write", "cas", *(["write", "cas"] * refusals)]))
@@ -415,7 +415,7 @@ def small_histories(draw: st.DrawFn) -> list[Op]:
     return ops
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(small_histories())
 def test_agrees_with_brute_force_on_small_histories(ops: list[Op]) -> None:
     expected = "ok" if brute_force_linearizable(ops) else "violation"
