@@ -131,8 +131,14 @@ class FakeMemory:
     def __init__(self, config: ClusterConfig) -> None:
         self.img = DiskImage.bootstrap(config)
 
+    def first_index(self) -> int:
+        return self.img.snapshot.index + 1
+
     def last_index(self) -> int:
         return self.img.last_index()
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        return self.img.entries[lo - 1 : hi - 1]
 
     def term(self, index: int) -> int:
         return self.img.term(index)

@@ -43,6 +43,9 @@ class SimNode:
     value: bytes = b""
     torn_armed: bool = False
     send_armed: bool = False
+    # What the checks last saw of this incarnation: commit index, term led (0: not leader).
+    seen_commit: int = -1
+    seen_lead: int = 0
 
     def term_at(self, index: int) -> int | None:
         try:
@@ -90,6 +93,9 @@ class Cluster:
         for i in ids:
             node = SimNode(i, DiskImage.bootstrap(config), phase=rng.randrange(TICK))
             self.nodes[i] = node
+        self._by_phase: list[list[SimNode]] = [[] for _ in range(TICK)]
+        for node in self.nodes.values():
+            self._by_phase[node.phase].append(node)
         for i in ids:
             self._start(self.nodes[i])
         self.vote_crash_armed = False
@@ -120,6 +126,7 @@ class Cluster:
         node.raft = self.make_node(node.id, node.storage, random.Random(self.rng.getrandbits(64)))
         node.alive = True
         node.torn_armed = node.send_armed = False
+        node.seen_commit, node.seen_lead = -1, 0
         node.applied = node.image.snapshot.index
         node.value = messages.register_from_snapshot(node.image.snapshot_data)
         self.checker.incarnation(node.id, node.inc, node.applied)
@@ -144,7 +151,7 @@ class Cluster:
         """Advance virtual time by one tick: deliveries and node ticks interleaved."""
         base = tick * TICK
         net = self.net
-        nodes = self.nodes
+        by_phase = self._by_phase
         for unit in range(TICK):
             self.now = now = base + unit
             while True:
@@ -152,8 +159,8 @@ class Cluster:
                 if msg is None:
                     break
                 self.deliver(msg)
-            for node in nodes.values():
-                if node.phase == unit and node.alive:
+            for node in by_phase[unit]:
+                if node.alive:
                     self.stats.steps += 1
                     node.raft.tick()
                     self._drain(node)
@@ -177,7 +184,7 @@ class Cluster:
     # -- Ready handling -------------------------------------------------------------------------
     def _drain(self, node: SimNode) -> None:
         raft = node.raft
-        if raft.role is messages.LEADER:
+        if raft.role is messages.LEADER and raft.term != node.seen_lead:
             self._new_leader(node)  # checked before anything it says goes out
         while node.alive and raft.has_ready():
             self._handle(node, raft.ready())
@@ -279,10 +286,14 @@ class Cluster:
 
     def _observe(self, node: SimNode) -> None:
         raft = node.raft
-        if raft.role is messages.LEADER:
-            self._new_leader(node)
         leading = raft.term if raft.role is messages.LEADER else 0
-        self.checker.commit(node.id, node.inc, raft.commit_index, node.term_at, leading)
+        commit = raft.commit_index
+        if commit == node.seen_commit and leading == node.seen_lead:
+            return  # nothing the checks look at changed
+        if leading and leading != node.seen_lead:
+            self._new_leader(node)
+        self.checker.commit(node.id, node.inc, commit, node.term_at, leading)
+        node.seen_commit, node.seen_lead = commit, leading
 
     # -- clients -------------------------------------------------------------------------------
     def propose(self, node: SimNode, value: bytes) -> int | None:
@@ -386,17 +397,22 @@ class Cluster:
             node.torn_armed = node.send_armed = False
             self.restart(node)
 
-    def quiescent(self) -> int:
-        """The leader's id once the cluster is healthy and fully caught up, else 0."""
+    def settled(self) -> int:
+        """The leader's id once every node is up and follows it and it has committed and
+        applied its whole log (so every proposal's fate is decided), else 0."""
         lid = self.leader()
         if not lid:
             return 0
-        leader = self.nodes[lid].raft
-        if leader.commit_index != leader.last_index:
+        leader = self.nodes[lid]
+        commit = leader.raft.commit_index
+        if commit != leader.raft.last_index or leader.applied != commit:
             return 0
         for node in self.nodes.values():
-            if not node.alive or node.applied != leader.commit_index:
-                return 0
-            if node.raft.leader_id != lid or node.raft.term != leader.term:
+            if not node.alive or node.raft.leader_id != lid or node.raft.term != leader.raft.term:
                 return 0
         return lid
+
+    def lag(self, lid: int) -> int:
+        """How far the furthest node's state machine is behind leader ``lid``'s commit."""
+        commit = self.nodes[lid].raft.commit_index
+        return max(commit - node.applied for node in self.nodes.values())

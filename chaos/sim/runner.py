@@ -7,9 +7,10 @@ clock, iterates a set of strings, or touches the global ``random``.
 
 Phases: *chaos* (``ticks`` ticks of faults and client traffic), then *heal* (links up, no
 loss, crashed nodes restarted; clients keep proposing for ``HEAL_TRAFFIC`` ticks, then
-stop) until the cluster is quiescent: one leader, everything committed and applied
-everywhere. Liveness: a leader within ``LEADER_BOUND`` ticks of the heal, quiescence within
-``QUIESCE_BOUND``, and then every proposal is either committed or lost.
+stop) until the cluster is *settled*: one leader, followed by every node, with its whole log
+committed and applied. Liveness: a leader within ``LEADER_BOUND`` ticks of the heal, settled
+within ``SETTLE_BOUND``, every proposal then either committed or lost, and every follower
+caught up at a pace of at least one entry per ``CATCH_UP_TICKS`` ticks.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import attrs
 from chaos.sim.cluster import Cluster
 from chaos.sim.faults import FaultPlanner
 from chaos.sim.invariants import Violation
+from chaos.sim.network import TICK
 from chaos.sim.workload import Workload
 from raftkv.raft import RaftConfig, RaftNode, SafetyViolation
 
@@ -31,7 +33,8 @@ DEFAULT_TICKS = 600
 LONG_FACTOR = 10
 HEAL_TRAFFIC = 30
 LEADER_BOUND = 300  # ticks: 10 maximal election timeouts at the default 15-tick base
-QUIESCE_BOUND = 600
+SETTLE_BOUND = 600
+CATCH_UP_TICKS = 4  # per entry a follower is behind
 TRACE_LEN = 50
 
 
@@ -120,7 +123,7 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
             clients.act(cluster)
             cluster.run_tick(tick)
             if tick % 64 == 0:
-                cluster.history.expire_reads(cluster.now - 200 * 10)
+                cluster.history.expire_reads(cluster.now - 200 * TICK)
         tick = chaos
         cluster.heal_all()
         leader_at = None
@@ -133,13 +136,13 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
                 leader_at = tick
             if leader_at is None and since > LEADER_BOUND:
                 raise Violation("liveness", f"no leader {LEADER_BOUND} ticks after the heal")
-            if since > HEAL_TRAFFIC and cluster.quiescent():
+            lid = cluster.settled() if since > HEAL_TRAFFIC else 0
+            if lid:
                 break
-            if since > QUIESCE_BOUND:
+            if since > SETTLE_BOUND:
                 raise Violation(
                     "liveness",
-                    f"not quiescent {QUIESCE_BOUND} ticks after the heal "
-                    f"({_state(cluster)})",
+                    f"no settled leader {SETTLE_BOUND} ticks after the heal ({_state(cluster)})",
                 )
         unresolved = cluster.history.unresolved()
         if unresolved:
@@ -149,6 +152,17 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
                 f"{len(unresolved)} proposals neither committed nor lost after the heal, "
                 f"e.g. {p.value!r} at ({p.index}, {p.term}) via node {p.node} ({_state(cluster)})",
             )
+        # Followers catch up at a bounded pace (one entry per RTT with the smallest batches).
+        deadline = tick + SETTLE_BOUND + CATCH_UP_TICKS * cluster.lag(lid)
+        while not lid or cluster.lag(lid):
+            clients.act(cluster, propose=False)
+            cluster.run_tick(tick)
+            tick += 1
+            lid = cluster.settled()
+            if tick > deadline:
+                raise Violation(
+                    "liveness", f"followers did not catch up by tick {deadline} ({_state(cluster)})"
+                )
     except Violation as v:
         prop, message = v.prop, v.detail
     except SafetyViolation as e:  # the core's own assertion fired

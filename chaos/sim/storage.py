@@ -117,8 +117,13 @@ class SimStorage:
         if image.hard_state != HardState():
             live.set_hard_state(image.hard_state)
         self.live = live
+        # The core reads through these constantly: bind the live log's methods directly.
+        self.first_index = live.first_index
+        self.last_index = live.last_index
+        self.term = live.term
+        self.entries = live.entries
 
-    # -- read side: the live log ----------------------------------------------------------
+    # -- read side: the live log (the hot ones are rebound in __init__) --------------------
     def initial_state(self) -> tuple[HardState, ClusterConfig]:
         return self.live.initial_state()
 

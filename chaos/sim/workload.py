@@ -25,6 +25,7 @@ class Workload:
         self.reads = 0
 
     def act(self, cluster: Cluster, propose: bool = True) -> None:
+        """One tick of client activity; ``propose=False``: reads only (the cluster settles)."""
         rng = self.rng
         nodes = cluster.nodes
         alive = [n for n in nodes.values() if n.alive]
@@ -45,7 +46,7 @@ class Workload:
         if rng.random() < self.p_read:
             self.reads += 1
             cluster.read(rng.choice(alive), b"r%d" % self.reads)
-        if self.p_transfer and rng.random() < self.p_transfer:
+        if propose and self.p_transfer and rng.random() < self.p_transfer:
             lid = cluster.leader()
             if lid:
                 target = rng.choice([i for i in self.ids if i != lid])
