@@ -20,7 +20,7 @@ availability is reported per kind.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import attrs
@@ -193,10 +193,16 @@ class Injected:
 class Nemesis:
     """Injects one fault at a time and heals it; remembers everything it must undo."""
 
-    def __init__(self, control: Control, net: Net, leader_wait: float = 5.0) -> None:
+    def __init__(self, control: Control, net: Net, leader_wait: float = 5.0,
+                 clock: Callable[[], float] = trio.current_time) -> None:
         self.control = control
         self.net = net
         self.leader_wait = leader_wait
+        self.clock = clock
+        # When the last fault took effect: just before a signal is sent, just after the
+        # network backend returns (finding the leader or running nft can take a while, and
+        # the old leader keeps committing until then).
+        self.applied_at = 0.0
         self.nodes = list(control.node_ids)
         self._killed: set[int] = set()
         self._paused: set[int] = set()
@@ -221,6 +227,7 @@ class Nemesis:
             node = await self._leader() if kind == "kill-leader" else rng.choice(nodes)
             if node is None:
                 return "skipped: no leader", ()
+            self.applied_at = self.clock()
             await self.control.kill(node)
             self._killed.add(node)
             return f"kill -9 n{node}", (node,)
@@ -228,6 +235,7 @@ class Nemesis:
             on_leader, anyone = rng.random() < 0.5, rng.choice(nodes)
             leader = await self._leader() if on_leader else None
             node = leader or anyone
+            self.applied_at = self.clock()
             await self.control.pause(node)
             self._paused.add(node)
             return f"SIGSTOP n{node}" + (" (leader)" if leader else ""), (node,)
@@ -241,12 +249,14 @@ class Nemesis:
                 links, where, targets = node_links(node, nodes), f"n{node}'s links", (node,)
             self._net_dirty = True
             await self.net.slow(links, delay, jitter)
+            self.applied_at = self.clock()
             return f"+{delay * 1000:.0f} ms (jitter {jitter * 1000:.0f} ms) on {where}", targets
         links, what, targets = await self._partition(kind, rng)
         if links is None:
             return what, ()
         self._net_dirty = True
         await self.net.cut(links)
+        self.applied_at = self.clock()
         return what, targets
 
     async def _partition(self, kind: str, rng: random.Random

@@ -228,7 +228,7 @@ async def session(opts: RunOptions, control: Control, net: Net,
                for k in sorted(wanted - supported_kinds(net))] if opts.schedule is None else []
     for s in skipped:
         progress.say(f"note: {s}")
-    nemesis = Nemesis(control, net)
+    nemesis = Nemesis(control, net, clock=rec.now)
     config = WorkloadConfig(opts.clients, opts.keys, opts.rate, opts.op_timeout, opts.mix)
     rng = random.Random(f"chaos-clients-{opts.seed}")
     nodes = sorted(addrs)
@@ -265,6 +265,7 @@ async def session(opts: RunOptions, control: Control, net: Net,
                 start = rec.now()
                 try:
                     desc, targets = await nemesis.inject(fault)
+                    start = nemesis.applied_at
                 except Unsupported as exc:
                     desc, targets = f"skipped: {exc}", ()
                 progress.fault = f"{fault.kind}: {desc}"

@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Iterable
 
 import pytest
+import trio
 
 from chaos.nemesis import (
     KINDS,
@@ -136,11 +137,22 @@ def fault(kind: str, seed: int = 0) -> Fault:
     return Fault(kind, 1.0, 2.0, seed)
 
 
-async def test_kill_leader_kills_the_leader_and_heal_restarts_it() -> None:
-    control, net = FakeControl(leader=2), FakeNet()
+async def test_kill_leader_kills_the_leader_and_heal_restarts_it(
+        autojump_clock: object) -> None:
+    control, net = FakeControl(leader=None), FakeNet()
     nemesis = Nemesis(control, net)
-    desc, targets = await nemesis.inject(fault("kill-leader"))
+
+    async def elect() -> None:
+        await trio.sleep(1.5)  # the leader lookup polls until one is elected
+        control.current_leader = 2
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(elect)
+        start = trio.current_time()
+        desc, targets = await nemesis.inject(fault("kill-leader"))
     assert (desc, targets) == ("kill -9 n2", (2,))
+    # The fault took effect when the signal went out, not when inject was called.
+    assert nemesis.applied_at - start >= 1.5
     assert control.log == [("kill", 2)]
     await nemesis.heal()
     assert control.log == [("kill", 2), ("start", 2)]
@@ -217,3 +229,15 @@ async def test_unsupported_propagates_and_heal_still_clears_the_net() -> None:
         await nemesis.inject(fault("split"))
     await nemesis.heal()  # a backend that failed half-way is healed anyway
     assert net.heals == 1
+
+
+async def test_a_cut_takes_effect_when_the_backend_returns(autojump_clock: object) -> None:
+    class SlowNet(FakeNet):
+        async def cut(self, links: Iterable[Link]) -> None:
+            await trio.sleep(0.25)  # e.g. spawning nft
+            await super().cut(links)
+
+    nemesis = Nemesis(FakeControl(), SlowNet())
+    start = trio.current_time()
+    await nemesis.inject(fault("split"))
+    assert nemesis.applied_at - start >= 0.25
