@@ -30,6 +30,7 @@ from common import (
     redis_server,
     revive_dead,
     roles,
+    save_logs,
     scratch_dir,
 )
 
@@ -94,6 +95,7 @@ def main() -> int:
                                for d in revive_dead(cluster)]
             cpu_line = cpu.report()
             after = terms(cluster)
+            kept = save_logs(cluster, "cluster") if alerts or after != before else None
             final_leader, _ = roles(cluster)
 
     print(f"\nredis-benchmark -t set,get; c50 runs n={n}, c1 runs n={n1}; "
@@ -114,6 +116,8 @@ def main() -> int:
           + ("none" if not alerts else str(len(alerts))))
     for line in alerts:
         print("  " + line)
+    if kept:
+        print(f"node logs kept in {kept}")
     print(cpu_line + " (during the raftkv runs)")
     print(load_line())
     print(f"wall time {time.perf_counter() - started:.0f} s")

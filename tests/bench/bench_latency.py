@@ -32,6 +32,7 @@ from common import (
     redis_server,
     revive_dead,
     roles,
+    save_logs,
     scratch_dir,
 )
 
@@ -98,8 +99,9 @@ class Watcher:
 
 
 def bench_loop(port: int, deadline: float, runs: list[BenchRun], requests: int) -> None:
-    while time.monotonic() < deadline:
-        runs.append(redis_benchmark(port, "set", requests, 50, 16, extra=["-r", "100000"]))
+    while (left := deadline - time.monotonic()) > 0:
+        runs.append(redis_benchmark(port, "set", requests, 50, 16, extra=["-r", "100000"],
+                                    timeout=left + 30))
 
 
 def soak(cluster: LocalCluster, seconds: float, requests: int) -> None:
@@ -138,7 +140,8 @@ def soak(cluster: LocalCluster, seconds: float, requests: int) -> None:
               f"p99 worst {max(p99, default=0):.0f} ms; max latency {max(mx, default=0):.0f} ms"
               + (f"; {len(alerts)} WARNING/ERROR lines: {alerts[:3]}" if alerts else ""))
     print(f"  total ~{total / elapsed:.0f} SET/s committed")
-    for death in revive_dead(cluster):
+    deaths = revive_dead(cluster)
+    for death in deaths:
         print(f"  {death} (restarted)")
     print(f"  {cpu_line}")
     print(f"  {load_line()}")
@@ -153,6 +156,8 @@ def soak(cluster: LocalCluster, seconds: float, requests: int) -> None:
     for line in watcher.changes:
         print("  CHANGE " + line)
     changed = terms_a != terms_b or bool(watcher.changes)
+    if changed or deaths:
+        print(f"  node logs kept in {save_logs(cluster, 'soak')}")
     print("  result: " + ("LEADER CHANGE under load" if changed
                           else f"no leader change in {elapsed:.0f} s of full load"))
     # Convergence: once the load stops, every node applies the same last index.

@@ -102,6 +102,16 @@ def raft_cluster(workdir: Path, nodes: int = 3, fsync: str = "always") -> Iterat
                 kill_group(node.proc)
 
 
+def save_logs(cluster: LocalCluster, tag: str) -> Path:
+    """Copy the node logs out of the scratch dir (removed at exit), for a post-mortem."""
+    dest = Path(default_base()) / f"bench-logs-{tag}-{time.strftime('%H%M%S')}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for node in cluster.nodes.values():
+        with contextlib.suppress(OSError):
+            shutil.copy(node.log_path, dest / node.log_path.name)
+    return dest
+
+
 def revive_dead(cluster: LocalCluster) -> list[str]:
     """Restart every node that exited on its own; describe each death (exit code, last log
     line). Call it only when no node is meant to be down."""
