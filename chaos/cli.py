@@ -132,10 +132,19 @@ def _execute(opts, args_for_netns):  # type: ignore[no-untyped-def]
         except nft.NftError as exc:
             raise click.ClickException(str(exc)) from None
         raise SystemExit(code)
+    from chaos.run import Terminated
+
     try:
         return execute(opts)
     except nft.NftError as exc:
         raise click.ClickException(str(exc)) from None
+    except Terminated as exc:
+        click.echo(f"raftkv-chaos: stopped by {exc}; every node and rule was torn down",
+                   err=True)
+        raise SystemExit(143) from None
+    except KeyboardInterrupt:
+        click.echo("raftkv-chaos: interrupted; every node and rule was torn down", err=True)
+        raise SystemExit(130) from None
 
 
 @main.command()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -140,7 +141,17 @@ def reexec_in_netns(args: Sequence[str]) -> int:
         raise NftError("--net nft needs unshare(1) (util-linux)")
     cmd = [unshare, "--net", "--", sys.executable, "-c", "from chaos.cli import main; main()",
            *args]
-    return subprocess.run(cmd, env={**os.environ, NETNS_ENV: "1"}).returncode
+    proc = subprocess.Popen(cmd, env={**os.environ, NETNS_ENV: "1"})
+
+    def forward(signum: int, frame: object) -> None:  # the child tears down and exits
+        proc.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 SIOCGIFFLAGS = 0x8913

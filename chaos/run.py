@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -353,6 +354,28 @@ async def drive(opts: RunOptions) -> Collected:
                                        stdin=nft_net.teardown_ruleset().encode())
 
 
+class Terminated(Exception):
+    """SIGTERM or SIGHUP arrived: the run was torn down before its end."""
+
+
+async def drive_until_signalled(opts: RunOptions) -> Collected:
+    """``drive``, but SIGTERM/SIGHUP cancel it like Ctrl-C does, so the ``finally`` blocks
+    still kill the node process groups (they live in their own sessions and would outlive
+    a harness killed outright)."""
+    out: list[Collected] = []
+
+    async def watch() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                raise Terminated(signal.Signals(signum).name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        out.append(await drive(opts))
+        nursery.cancel_scope.cancel()
+    return out[0]
+
+
 # -- the checks ----------------------------------------------------------------------
 
 
@@ -420,7 +443,16 @@ def execute(opts: RunOptions) -> RunResult:
         print(f"raftkv-chaos run: seed {opts.seed}, {opts.nodes} nodes, {opts.duration:.0f} s, "
               f"nemesis {','.join(opts.nemeses) or 'none'}, {opts.clients} clients, "
               f"{opts.keys} keys, --net {opts.net}, out {opts.out}", file=sys.stderr)
-    collected = trio.run(drive, opts)
+    try:
+        collected = trio.run(drive_until_signalled, opts)
+    except BaseExceptionGroup as group:  # a stop request, reached from inside some task
+        stops, rest = group.split((Terminated, KeyboardInterrupt))
+        if stops is None or rest is not None:
+            raise
+        first = stops.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
     if not opts.quiet:
         print(f"checking {len(collected.history)} operations ...", file=sys.stderr)
     result = analyse(opts, collected)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,25 @@ def test_partition_test_sh_wraps_the_partition_command() -> None:
                          timeout=60)
     assert res.returncode == 0, res.stderr
     assert "Usage: raftkv-chaos partition" in res.stdout and "--delay" in res.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_run_tears_everything_down(tmp_path: Path, sig: signal.Signals) -> None:
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        [CHAOS, "run", "--duration", "60", "--nemesis", "pause", "--out", str(out)],
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:  # the workload is running once progress is reported
+            if line.startswith("[   0.0/60s]"):
+                break
+        assert processes_mentioning(str(out)), "no node was started"
+        proc.send_signal(sig)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == (143 if sig == signal.SIGTERM else 130), rest
+    finally:
+        proc.kill()
+    assert "torn down" in rest
+    assert processes_mentioning(str(out)) == []
