@@ -55,7 +55,7 @@ class SnapshotMeta:
     config: ClusterConfig
 
 
-# -- peer messages (tags 20-39; 28-29 reserved for InstallSnapshot / InstallSnapshotResponse) ---
+# -- peer messages (tags 20-39) ---------------------------------------------------------------
 
 
 @record(tag=20)
@@ -155,6 +155,40 @@ class ReadIndexResponse:
     ok: bool
 
 
+@record(tag=28)
+@attrs.frozen
+class InstallSnapshot:
+    """One chunk of the leader's snapshot ``meta``: ``data`` is the state-machine bytes at
+    ``offset``; ``done`` marks the last chunk. Sent in bounded chunks with a small window in
+    flight; a chunk at offset 0 starts a transfer (any partial receive is discarded)."""
+
+    term: int
+    src: int
+    dst: int
+    meta: SnapshotMeta
+    offset: int
+    data: bytes
+    done: bool
+
+
+@record(tag=29)
+@attrs.frozen
+class InstallSnapshotResponse:
+    """Acknowledges snapshot ``index``: the follower holds its bytes up to ``offset`` (the
+    next offset it wants). ``done``: installed, or not needed because the follower's log
+    already holds the entry at ``index`` with the snapshot's term; either way it matches the
+    leader up to ``index``. ``reject``: the chunk did not continue what the follower holds
+    (it restarted, say): resend from ``offset``."""
+
+    term: int
+    src: int
+    dst: int
+    index: int
+    offset: int
+    done: bool = False
+    reject: bool = False
+
+
 # -- forwarding (tags 40-49): routed by the runtime, never given to the consensus core -------
 
 
@@ -191,4 +225,6 @@ RaftMessage = (
     | TimeoutNow
     | ReadIndexRequest
     | ReadIndexResponse
+    | InstallSnapshot
+    | InstallSnapshotResponse
 )

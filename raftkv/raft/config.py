@@ -34,6 +34,11 @@ class RaftConfig:
     max_batch_bytes: int = attrs.field(default=1 << 20, validator=attrs.validators.ge(1))
     # Bytes of committed entries handed out per Ready (at least one entry).
     max_apply_bytes: int = attrs.field(default=4 << 20, validator=attrs.validators.ge(1))
+    # Snapshot transfer: chunk size, chunks in flight per follower, and how many ticks
+    # without an acknowledgement before the unacknowledged chunks are sent again.
+    snapshot_chunk_bytes: int = attrs.field(default=512 << 10, validator=attrs.validators.ge(1))
+    snapshot_window: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    snapshot_retry_ticks: int = attrs.field(default=20, validator=attrs.validators.ge(1))
     pre_vote: bool = True
     check_quorum: bool = True
     bugs: frozenset[str] = attrs.field(

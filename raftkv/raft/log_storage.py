@@ -28,6 +28,27 @@ class Unavailable(StorageError):
     """The requested index is past the last index."""
 
 
+class SnapshotSink(Protocol):
+    """A snapshot being received (a follower's side of InstallSnapshot). Chunks are written
+    as they arrive, so memory stays bounded; nothing is visible until ``finish``, and a
+    receive that is never finished (a crash, a new transfer) leaves no trace."""
+
+    meta: SnapshotMeta
+
+    @property
+    def received(self) -> int:
+        """Bytes received so far (the next offset)."""
+
+    def write(self, offset: int, chunk: bytes) -> None:
+        """Write ``chunk`` at ``offset`` (<= received: a resend may overlap, never a hole)."""
+
+    def finish(self) -> None:
+        """Install it atomically: durable, replaces the state, discards the covered log."""
+
+    def abort(self) -> None:
+        """Drop what was received (idempotent)."""
+
+
 class LogStorage(Protocol):
     # -- read side (the core) --------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ClusterConfig]:
@@ -53,6 +74,14 @@ class LogStorage(Protocol):
     def snapshot_data(self) -> bytes:
         """The latest snapshot's state-machine bytes (b"" for the bootstrap snapshot)."""
 
+    def snapshot_size(self) -> int:
+        """Length of the latest snapshot's data (what a leader sends in chunks)."""
+
+    def snapshot_chunk(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes of the latest snapshot's data from ``offset`` (b"" past the end).
+        The core checks ``snapshot_meta()`` first: chunks of one transfer come from one
+        snapshot, and a newer snapshot restarts the transfer."""
+
     # -- write side (the runtime / simulator) ----------------------------------------------
     def append(self, entries: list[Entry]) -> None:
         """Append; if ``entries[0].index <= last_index()`` first truncate the suffix from
@@ -63,6 +92,10 @@ class LogStorage(Protocol):
     def install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         """Replace state with a received snapshot; discard log entries it covers (keep a
         suffix only if the entry at meta.index has meta.term)."""
+
+    def snapshot_writer(self, meta: SnapshotMeta) -> SnapshotSink:
+        """Start receiving snapshot ``meta`` in chunks (must be newer than the current one);
+        the sink's ``finish`` installs it like ``install_snapshot``."""
 
     def compact(self, meta: SnapshotMeta, data: bytes) -> None:
         """The state machine snapshotted up to ``meta.index``: save it, drop entries <= it."""

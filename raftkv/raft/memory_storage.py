@@ -5,6 +5,8 @@ far durable and ``crash()`` throws away what was written since (appends, truncat
 state), which is what a power cut does to the on-disk storage. ``compact`` and
 ``install_snapshot`` are durable on return, like the on-disk snapshot files
 (install_snapshot also makes the log before it durable: it replaces the log wholesale).
+``snapshot_writer`` streams a received snapshot like DiskStorage's SnapshotWriter: chunks
+are held by the writer only (a crash loses them with it), ``finish`` installs.
 """
 
 from __future__ import annotations
@@ -73,6 +75,14 @@ class MemoryStorage:
     def snapshot_data(self) -> bytes:
         return self._snap_data
 
+    def snapshot_size(self) -> int:
+        return len(self._snap_data)
+
+    def snapshot_chunk(self, offset: int, n: int) -> bytes:
+        if offset < 0 or n < 0:
+            raise ValueError("offset and n must be >= 0")
+        return self._snap_data[offset : offset + n]
+
     # -- write side ------------------------------------------------------------------------
     def append(self, entries: list[Entry]) -> None:
         if not entries:
@@ -104,6 +114,14 @@ class MemoryStorage:
             keep = self._ents[meta.index - self._snap.index :]
         self._snap, self._snap_data, self._ents = meta, data, keep
         self.sync()
+
+    def snapshot_writer(self, meta: SnapshotMeta) -> MemorySnapshotWriter:
+        self._check_newer(meta)
+        return MemorySnapshotWriter(self, meta)
+
+    def _check_newer(self, meta: SnapshotMeta) -> None:
+        if meta.index <= self._snap.index:
+            raise ValueError(f"snapshot at {meta.index} is not newer than {self._snap.index}")
 
     def compact(self, meta: SnapshotMeta, data: bytes) -> None:
         if meta.index <= self._snap.index:
@@ -137,3 +155,35 @@ class MemoryStorage:
         elif first < self._dirty_from:
             self._saved = old[: self._dirty_from - first] + self._saved
             self._dirty_from = first
+
+
+class MemorySnapshotWriter:
+    """A snapshot received in chunks; the same rules as DiskStorage's SnapshotWriter."""
+
+    def __init__(self, storage: MemoryStorage, meta: SnapshotMeta) -> None:
+        self._storage = storage
+        self.meta = meta
+        self._buf = bytearray()
+        self._closed = False
+
+    @property
+    def received(self) -> int:
+        return len(self._buf)
+
+    def write(self, offset: int, chunk: bytes) -> None:
+        if self._closed:
+            raise ValueError("snapshot writer is closed")
+        if offset < 0 or offset > len(self._buf):
+            raise ValueError(f"chunk at offset {offset} leaves a hole (have {len(self._buf)})")
+        self._buf[offset : offset + len(chunk)] = chunk
+
+    def finish(self) -> None:
+        if self._closed:
+            raise ValueError("snapshot writer is closed")
+        self._closed = True
+        self._storage._check_newer(self.meta)  # overtaken while receiving
+        self._storage.install_snapshot(self.meta, bytes(self._buf))
+
+    def abort(self) -> None:
+        self._closed = True
+        self._buf = bytearray()

@@ -41,13 +41,30 @@ Choices worth knowing (see also the module docstrings of progress, read_only, ra
   back if it is truncated; quorums always use the configuration in force. ``propose_config``
   is the raw, single-change-at-a-time primitive; membership safety checks (one server at a
   time, learners first) belong to the admin API on top.
-- Compaction: the log may start after a snapshot. A follower that needs compacted entries
-  moves to SNAPSHOT progress and is left alone until InstallSnapshot exists (tags 28-29).
+- Compaction: the runtime compacts storage whenever it likes (``storage.compact``, up to
+  an applied index); the core needs no notice, it reads ``first_index`` / ``term`` from
+  storage each time. A follower that needs compacted entries moves to SNAPSHOT progress:
+  the leader streams its current snapshot in ``snapshot_chunk_bytes`` chunks, at most
+  ``snapshot_window`` unacknowledged, read from storage as they go out; a stall of
+  ``snapshot_retry_ticks`` resends from the last acknowledged byte, a rejection from the
+  offset the follower holds, and a newer snapshot in storage restarts the transfer at 0.
+  The follower's acknowledgement of the install (``done``) moves it back to PROBE.
+- Receiving a snapshot: chunks must continue what was received from the same leader, term
+  and snapshot (else rejected, and the leader resends from what the follower holds); each
+  accepted chunk goes to the runtime in ``Ready.snapshot_chunks`` and is acknowledged by
+  that Ready's messages, i.e. once written. At the last chunk the core *restores* at once
+  (etcd's unstable snapshot): the log becomes the snapshot, commit and configuration come
+  from its meta, and storage is not read until ``advance`` of the Ready that installs it.
+  A snapshot the log already holds (entry at meta.index with meta.term, or committed)
+  needs no transfer: the follower commits up to it and says ``done``. A half-received
+  snapshot is dropped on a term change (``Ready.snapshot_discard``) and by a restart.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import attrs
 
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.errors import NotLeader
@@ -75,10 +92,13 @@ from wire.raft import (
     ForwardRequest,
     ForwardResponse,
     HardState,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     ReadIndexRequest,
     ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
+    SnapshotMeta,
     TimeoutNow,
 )
 
@@ -90,7 +110,19 @@ _RAFT_MESSAGES = (
     TimeoutNow,
     ReadIndexRequest,
     ReadIndexResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
 )
+
+
+@attrs.define
+class _Receive:
+    """A snapshot being received: from whom, in which term, how many bytes so far."""
+
+    meta: SnapshotMeta
+    leader: int
+    term: int
+    received: int = 0
 
 
 class SafetyViolation(RuntimeError):
@@ -118,6 +150,9 @@ class RaftNode:
         self._msgs: list[Any] = []
         self._read_states: list[ReadState] = []
         self._failed_reads: list[bytes] = []
+        self._recv: _Receive | None = None  # follower: the snapshot being received
+        self._snap_chunks: list[InstallSnapshot] = []  # accepted, for the next Ready
+        self._snap_discard = False
 
         self._role = Role.FOLLOWER
         self._leader = 0
@@ -278,7 +313,8 @@ class RaftNode:
                 self._become_follower(m.term, 0)
                 self._election_elapsed, self._randomized_timeout = elapsed, timeout
             else:
-                self._become_follower(m.term, m.src if isinstance(m, AppendEntries) else 0)
+                from_leader = isinstance(m, AppendEntries | InstallSnapshot)
+                self._become_follower(m.term, m.src if from_leader else 0)
         elif m.term < self._term:
             stale_ok = "no_term_check_on_append" in self._bugs and isinstance(m, AppendEntries)
             if not stale_ok:
@@ -299,6 +335,8 @@ class RaftNode:
             or self._msgs
             or self._read_states
             or self._failed_reads
+            or self._snap_chunks
+            or self._snap_discard
             or self._log.has_unemitted()
             or self._hard_state() != self._prev_hs
             or self._apply_emitted < min(self._commit, self._log.last_index())
@@ -326,14 +364,22 @@ class RaftNode:
             read_states=self._read_states,
             failed_reads=self._failed_reads,
             must_sync=bool(entries) or vote_changed,
+            snapshot_chunks=self._snap_chunks,
+            snapshot_discard=self._snap_discard,
         )
         self._msgs, self._read_states, self._failed_reads = [], [], []
+        self._snap_chunks, self._snap_discard = [], False
         return rd
 
     def advance(self, rd: Ready) -> None:
         """The runtime persisted ``rd``'s entries and hard state and sent its messages."""
         if rd.hard_state is not None:
             self._prev_hs = rd.hard_state
+        installed = rd.installed_snapshot
+        if installed is not None:
+            # Storage holds the snapshot now (and, by Log Matching, no suffix: the core only
+            # installs a snapshot its log does not match), so it is read again from here on.
+            self._log.installed(installed)
         if rd.entries:
             last = rd.entries[-1]
             self._log.stable_to(last.index, last.term)
@@ -358,6 +404,7 @@ class RaftNode:
         self._bcast_pending = self._commit_bcast = False
         self._fail_leader_reads()
         self._fail_forwarded_reads()
+        self._discard_receive()  # a new term's leader starts its transfer over
 
     def _become_follower(self, term: int, leader: int) -> None:
         self._reset(term)
@@ -461,6 +508,7 @@ class RaftNode:
             self._heartbeat_elapsed = 0
             for peer in self._peers():
                 self._send_heartbeat(peer)
+        self._tick_snapshots()
 
     def _tick_forwarded_reads(self) -> None:
         if not self._forwarded:
@@ -488,6 +536,10 @@ class RaftNode:
             self._send(RequestVoteResponse(self._term, self._id, m.src, False, True))
         elif isinstance(m, ReadIndexRequest):
             self._send(ReadIndexResponse(self._term, self._id, m.src, m.ctx, 0, False))
+        elif isinstance(m, InstallSnapshot) and (self._cfg.check_quorum or self._cfg.pre_vote):
+            self._send(
+                InstallSnapshotResponse(self._term, self._id, m.src, m.meta.index, 0, reject=True)
+            )
 
     def _step_leader(self, m: Any) -> None:
         pr = self._progress.get(m.src)
@@ -500,6 +552,8 @@ class RaftNode:
             self._handle_vote_request(m)
         elif isinstance(m, ReadIndexRequest):
             self._leader_read(PendingRead(m.ctx, m.src))
+        elif isinstance(m, InstallSnapshotResponse) and pr is not None:
+            self._handle_snapshot_response(pr, m)
         # Other messages (a stale-bug AppendEntries, late votes, TimeoutNow) mean nothing here.
 
     def _step_not_leader(self, m: Any) -> None:
@@ -507,6 +561,10 @@ class RaftNode:
             if self._role is not Role.FOLLOWER:
                 self._become_follower(self._term, m.src)
             self._handle_append(m)
+        elif isinstance(m, InstallSnapshot):
+            if self._role is not Role.FOLLOWER:
+                self._become_follower(self._term, m.src)
+            self._handle_snapshot(m)
         elif isinstance(m, RequestVote):
             self._handle_vote_request(m)
         elif isinstance(m, RequestVoteResponse):
@@ -558,12 +616,15 @@ class RaftNode:
             self._become_follower(self._term, 0)
 
     # -- replication: follower side --------------------------------------------------------
-    def _handle_append(self, m: AppendEntries) -> None:
+    def _heard_leader(self, leader: int) -> None:
         self._election_elapsed = 0
-        if self._leader != m.src:
+        if self._leader != leader:
             if self._leader:
                 self._fail_forwarded_reads()
-            self._leader = m.src
+            self._leader = leader
+
+    def _handle_append(self, m: AppendEntries) -> None:
+        self._heard_leader(m.src)
         prev, ents = m.prev_index, m.entries
         if ents and (ents[0].index != prev + 1 or ents[-1].index != prev + len(ents)):
             return  # malformed: entries must directly follow prev_index
@@ -696,7 +757,7 @@ class RaftNode:
             prev_term = self._log.term(prev)
             ents = self._log.entries(pr.next, last + 1, self._cfg.max_batch_bytes)
         except Compacted:
-            pr.become_snapshot(self._log.first_index() - 1)  # InstallSnapshot: not yet
+            self._send_snapshot(peer)
             return False
         self._send(
             AppendEntries(
@@ -776,6 +837,128 @@ class RaftNode:
         pr.next = max(pr.match + 1, min(hint, rejected))
         pr.probe_sent = False
         return True
+
+    # -- snapshots: follower side -----------------------------------------------------------
+    def _handle_snapshot(self, m: InstallSnapshot) -> None:
+        self._heard_leader(m.src)
+        meta = m.meta
+        end = m.offset + len(m.data)
+        if meta.index <= self._commit or self._log.match_term(meta.index, meta.term):
+            # Our log already holds what it covers (committed entries match the leader's; an
+            # entry with the snapshot's index and term has the same prefix): no transfer.
+            self._commit_to(max(self._commit, meta.index))
+            if self._recv is not None and self._recv.meta.index <= self._commit:
+                self._discard_receive()
+            self._reply_snapshot(m, end, done=True)
+            return
+        if self._log.pending is not None:
+            return  # still installing an older one; the leader resends after a stall
+        r = self._recv
+        if r is None or (r.meta, r.leader, r.term) != (meta, m.src, m.term):
+            if m.offset != 0:
+                self._reply_snapshot(m, 0, reject=True)  # send it from the start
+                return
+            self._discard_receive()
+            r = self._recv = _Receive(meta, m.src, m.term)
+        if m.offset > r.received:
+            self._reply_snapshot(m, r.received, reject=True)  # a hole: resend from here
+            return
+        if not m.done and end <= r.received:
+            self._reply_snapshot(m, r.received)  # a duplicate
+            return
+        chunk = m
+        if m.offset < r.received:  # overlaps what we hold: keep only the new part
+            chunk = attrs.evolve(m, offset=r.received, data=m.data[r.received - m.offset :])
+        r.received = end
+        self._snap_chunks.append(chunk)
+        if m.done:
+            self._recv = None
+            self._restore(meta)
+            self._reply_snapshot(m, end, done=True)
+        else:
+            self._reply_snapshot(m, end)
+
+    def _reply_snapshot(
+        self, m: InstallSnapshot, offset: int, done: bool = False, reject: bool = False
+    ) -> None:
+        self._send(
+            InstallSnapshotResponse(
+                self._term, self._id, m.src, m.meta.index, offset, done=done, reject=reject
+            )
+        )
+
+    def _discard_receive(self) -> None:
+        """Give up the snapshot being received: its unhanded chunks go, the runtime drops the
+        rest."""
+        if self._recv is not None:
+            self._recv = None
+            self._snap_chunks = []
+            self._snap_discard = True
+
+    def _restore(self, meta: SnapshotMeta) -> None:
+        """Become the snapshot: our log does not hold its last entry, so all of it goes (a
+        conflicting suffix included); commit and configuration are the snapshot's."""
+        self._log.restore(meta)
+        self._commit = meta.index
+        self._apply_emitted = meta.index
+        self._configs = ConfigHistory([(meta.index, meta.config)])
+
+    # -- snapshots: leader side -------------------------------------------------------------
+    def _send_snapshot(self, peer: int) -> None:
+        """Send chunks of our current snapshot to ``peer`` as far as the window allows; a
+        snapshot newer than the one in transfer restarts the transfer."""
+        if self._log.pending is not None:
+            return  # our own storage is being replaced by a received snapshot
+        storage = self._log.storage
+        meta = storage.snapshot_meta()
+        pr = self._progress[peer]
+        t = pr.transfer
+        if pr.state is not ProgressState.SNAPSHOT or t is None or t.meta != meta:
+            pr.become_snapshot(meta, storage.snapshot_size())
+            t = pr.transfer
+            assert t is not None
+        size = self._cfg.snapshot_chunk_bytes
+        while t.can_send(self._cfg.snapshot_window):
+            data = storage.snapshot_chunk(t.next, size)
+            end = t.next + len(data)
+            done = end >= t.size
+            self._send(InstallSnapshot(self._term, self._id, peer, meta, t.next, data, done))
+            t.sent(end, done)
+
+    def _handle_snapshot_response(self, pr: Progress, m: InstallSnapshotResponse) -> None:
+        if m.done:
+            if m.index > self._log.last_index():
+                return  # cannot be a reply to us
+            if pr.maybe_update(m.index):
+                if pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+                    pr.become_replicate()  # it matches exactly up to the snapshot
+                if m.src in self.voters:
+                    self._maybe_commit()
+                if self._role is not Role.LEADER:
+                    return
+            if not self._send_appends(m.src) and pr.can_bump_commit(self._commit):
+                self._commit_bcast = True
+            return
+        t = pr.transfer
+        if pr.state is not ProgressState.SNAPSHOT or t is None or m.index != t.meta.index:
+            return  # about a transfer that is over
+        if m.reject:
+            t.rewind(m.offset)
+        else:
+            t.ack(m.offset)
+        self._send_snapshot(m.src)
+
+    def _tick_snapshots(self) -> None:
+        """Resend what a stalled transfer has not had acknowledged (chunks were lost)."""
+        for peer in self._peers():
+            pr = self._progress[peer]
+            t = pr.transfer
+            if pr.state is not ProgressState.SNAPSHOT or t is None:
+                continue
+            t.idle_ticks += 1
+            if t.idle_ticks >= self._cfg.snapshot_retry_ticks:
+                t.rewind(t.acked)
+                self._send_snapshot(peer)
 
     # -- reads -----------------------------------------------------------------------------
     def _leader_read(self, read: PendingRead) -> None:

@@ -5,8 +5,9 @@ States (as etcd-io/raft's tracker):
   reply or by a heartbeat reply.
 - REPLICATE: the follower is known to match up to ``match``; send optimistically from
   ``next`` with up to ``max_inflight`` unacknowledged AppendEntries (pipelining).
-- SNAPSHOT: the follower needs entries the leader has compacted away; nothing is sent until
-  a snapshot is installed. (Stub: InstallSnapshot arrives with the storage issue.)
+- SNAPSHOT: the follower needs entries the leader has compacted away: no AppendEntries
+  (heartbeats only) while the snapshot goes out in chunks (``SnapshotTransfer``), until the
+  follower acknowledges the install; then REPLICATE from the snapshot index (its match).
 
 Safety rule: ``match`` and ``next`` never move backwards on a success, and out-of-date
 replies are ignored (a reordered reply must not rewind a follower's progress).
@@ -18,6 +19,8 @@ import enum
 from collections import deque
 
 import attrs
+
+from wire.raft import SnapshotMeta
 
 
 class ProgressState(enum.Enum):
@@ -51,6 +54,50 @@ class Inflights:
 
 
 @attrs.define
+class SnapshotTransfer:
+    """One snapshot going to one follower, with a window of chunks in flight.
+
+    ``acked``: bytes the follower confirmed holding; ``next``: the next byte to send;
+    ``inflight``: end offsets of the chunks sent and not yet acknowledged. A rejection or a
+    stall (no acknowledgement for ``snapshot_retry_ticks``) rewinds ``next`` to what the
+    follower holds: resent chunks overlap harmlessly."""
+
+    meta: SnapshotMeta
+    size: int
+    acked: int = 0
+    next: int = 0
+    last_sent: bool = False  # the chunk with done=True is out (until a rewind)
+    idle_ticks: int = 0
+    inflight: deque[int] = attrs.field(factory=deque)
+
+    def can_send(self, window: int) -> bool:
+        return not self.last_sent and len(self.inflight) < window
+
+    def sent(self, end: int, done: bool) -> None:
+        self.inflight.append(end)
+        self.next = end
+        self.last_sent = done
+
+    def ack(self, offset: int) -> None:
+        """The follower holds ``offset`` bytes; only moves forward."""
+        if offset > self.acked:
+            self.acked = min(offset, self.size)
+            self.idle_ticks = 0
+        while self.inflight and self.inflight[0] <= self.acked:
+            self.inflight.popleft()
+        if self.next < self.acked:
+            self.next = self.acked
+
+    def rewind(self, offset: int) -> None:
+        """Resend from ``offset`` (what the follower says it holds)."""
+        self.acked = min(offset, self.size)
+        self.next = self.acked
+        self.last_sent = False
+        self.idle_ticks = 0
+        self.inflight.clear()
+
+
+@attrs.define
 class Progress:
     match: int
     next: int
@@ -58,6 +105,7 @@ class Progress:
     state: ProgressState = ProgressState.PROBE
     probe_sent: bool = False  # PROBE: an AppendEntries is out, wait for a reply
     pending_snapshot: int = 0  # SNAPSHOT: index of the snapshot being sent
+    transfer: SnapshotTransfer | None = None  # SNAPSHOT: the chunked transfer in progress
     recent_active: bool = False  # heard from within the current CheckQuorum period
     acked_seq: int = 0  # highest ReadIndex round this follower has answered
     sent_commit: int = 0  # highest commit index this follower has been told it may use
@@ -77,17 +125,21 @@ class Progress:
         self.state = ProgressState.PROBE
         self.probe_sent = False
         self.pending_snapshot = 0
+        self.transfer = None
         self.inflights.reset()
 
     def become_replicate(self) -> None:
+        self.transfer = None
         self.state = ProgressState.REPLICATE
         self.next = self.match + 1
         self.probe_sent = False
         self.inflights.reset()
 
-    def become_snapshot(self, snapshot_index: int) -> None:
+    def become_snapshot(self, meta: SnapshotMeta, size: int) -> None:
+        """Start (or restart, for a newer snapshot) sending ``meta`` from offset 0."""
         self.state = ProgressState.SNAPSHOT
-        self.pending_snapshot = snapshot_index
+        self.pending_snapshot = meta.index
+        self.transfer = SnapshotTransfer(meta, size)
         self.probe_sent = False
         self.inflights.reset()
 

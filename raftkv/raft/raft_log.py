@@ -4,12 +4,17 @@ Entries the core appends (as leader, or from AppendEntries as follower) are *uns
 the runtime has written them and called ``advance``. Unstable entries at ``offset`` and above
 supersede whatever storage holds there (a conflict truncates the tail before storage hears
 of it).
+
+A snapshot received from the leader is *pending* from the moment its last chunk arrives
+until the runtime has installed it (``restore`` .. ``installed``): meanwhile the log is the
+snapshot plus the unstable tail after it, and storage (which the runtime is busy replacing,
+perhaps from a worker thread) is not read at all.
 """
 
 from __future__ import annotations
 
 from raftkv.raft.log_storage import Compacted, LogStorage, Unavailable, entry_size
-from wire.raft import Entry
+from wire.raft import Entry, SnapshotMeta
 
 
 class RaftLog:
@@ -18,14 +23,19 @@ class RaftLog:
         self.unstable: list[Entry] = []
         self.offset = storage.last_index() + 1  # index of unstable[0]
         self.emitted = storage.last_index()  # highest index already handed out in a Ready
+        self.pending: SnapshotMeta | None = None  # restored, not yet installed in storage
 
     # -- reads -----------------------------------------------------------------------------
     def first_index(self) -> int:
+        if self.pending is not None:
+            return self.pending.index + 1
         return self.storage.first_index()
 
     def last_index(self) -> int:
         if self.unstable:
             return self.offset + len(self.unstable) - 1
+        if self.pending is not None:
+            return self.pending.index
         return self.storage.last_index()
 
     def stable_index(self) -> int:
@@ -38,6 +48,10 @@ class RaftLog:
             if index > self.last_index():
                 raise Unavailable(index)
             return self.unstable[index - self.offset].term
+        if self.pending is not None:
+            if index == self.pending.index:
+                return self.pending.term
+            raise Compacted(index) if index < self.pending.index else Unavailable(index)
         return self.storage.term(index)
 
     def term_or_none(self, index: int) -> int | None:
@@ -64,6 +78,8 @@ class RaftLog:
         if hi > self.last_index() + 1:
             raise Unavailable(hi - 1)
         out: list[Entry] = []
+        if self.pending is not None and lo <= self.pending.index:
+            raise Compacted(lo)
         if lo < self.offset:
             out = self.storage.entries(lo, min(hi, self.offset), max_bytes)
             if len(out) < min(hi, self.offset) - lo:
@@ -144,9 +160,25 @@ class RaftLog:
     def has_unemitted(self) -> bool:
         return bool(self.unstable) and self.last_index() > self.emitted
 
+    def restore(self, meta: SnapshotMeta) -> None:
+        """Become the snapshot ``meta`` (the whole log conflicts with it or is too short):
+        every entry is dropped, the unstable tail restarts after it."""
+        self.pending = meta
+        self.unstable = []
+        self.offset = meta.index + 1
+        self.emitted = meta.index
+
+    def installed(self, meta: SnapshotMeta) -> None:
+        """The runtime installed the pending snapshot ``meta``: read storage again."""
+        if self.pending == meta:
+            self.pending = None
+
     def stable_to(self, index: int, term: int) -> None:
         """The runtime persisted entries up to (index, term). Ignored if the tail has been
-        replaced since (a later Ready carries the replacement)."""
+        replaced since (a later Ready carries the replacement), or if a snapshot was
+        restored since (the Ready that installs it comes later)."""
+        if self.pending is not None:
+            return
         if not self.unstable or not self.offset <= index <= self.last_index():
             return
         if self.unstable[index - self.offset].term != term:

@@ -1,7 +1,11 @@
 """A deterministic in-process harness for the consensus core: nodes in a dict, one message
 queue stepped by hand, a ``drop`` filter and partitions. Readies are handled exactly as the
-runtime contract says (persist, sync, send, apply, advance); messages are round-tripped
-through the wire codec so every message the core emits is known to encode."""
+runtime contract says (snapshot chunks, persist, sync, send, apply, advance); messages are
+round-tripped through the wire codec so every message the core emits is known to encode.
+
+The "state machine" is the list of applied entries; ``compact(i)`` snapshots it (msgpack of
+the entries) into node i's storage, and an installed snapshot restores it, so tests can
+compare what every node applied, however it got there."""
 
 from __future__ import annotations
 
@@ -9,9 +13,21 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgpack
+
 from raftkv.raft import MemoryStorage, RaftConfig, RaftNode, ReadState, Ready, Role
+from raftkv.raft.membership import decode_config
+from raftkv.raft.memory_storage import MemorySnapshotWriter
 from wire import record as wire_record
-from wire.raft import AppendEntries, ClusterConfig, Entry, HardState, Member
+from wire.raft import (
+    CONFIG,
+    AppendEntries,
+    ClusterConfig,
+    Entry,
+    HardState,
+    Member,
+    SnapshotMeta,
+)
 
 FAST = RaftConfig(election_ticks=10, heartbeat_ticks=2)
 
@@ -24,6 +40,14 @@ def members(ids: Iterable[int], learners: Iterable[int] = ()) -> ClusterConfig:
 def entries(*terms: int, start: int = 1) -> list[Entry]:
     """Entries with the given terms at consecutive indexes from ``start``."""
     return [Entry(t, start + n, 0, b"") for n, t in enumerate(terms)]
+
+
+def encode_applied(applied: list[Entry]) -> bytes:
+    return msgpack.packb([[e.term, e.index, e.kind, e.data] for e in applied])
+
+
+def decode_applied(data: bytes) -> list[Entry]:
+    return [Entry(*e) for e in msgpack.unpackb(data)] if data else []
 
 
 class Cluster:
@@ -50,9 +74,16 @@ class Cluster:
         self.read_states: dict[int, list[ReadState]] = {i: [] for i in self.ids}
         self.failed_reads: dict[int, list[bytes]] = {i: [] for i in self.ids}
         self.readies: dict[int, list[Ready]] = {i: [] for i in self.ids}
+        # The state machine: what each node applied since its snapshot, on top of it.
+        self.sm: dict[int, list[Entry]] = {i: [] for i in self.ids}
+        self.writers: dict[int, MemorySnapshotWriter] = {}
+        self.installed: dict[int, list[SnapshotMeta]] = {i: [] for i in self.ids}
         self.cut: set[frozenset[int]] = set()
         self.down: set[int] = set()
         self.drop: Callable[[Any], bool] = lambda m: False
+        # Messages matching ``hold`` are parked in ``held`` instead of being delivered.
+        self.hold: Callable[[Any], bool] = lambda m: False
+        self.held: list[Any] = []
         for i in self.ids:
             st = MemoryStorage(self.membership)
             if logs and i in logs:
@@ -72,6 +103,8 @@ class Cluster:
     def crash(self, i: int) -> None:
         """Stop node i, losing whatever it had not synced; drop its queued messages."""
         self.storages[i].crash()
+        self.writers.pop(i, None)  # a half-received snapshot dies with the process
+        self.sm[i] = decode_applied(self.storages[i].snapshot_data())
         self.down.add(i)
         self.queue = [m for m in self.queue if m.dst != i]
 
@@ -88,6 +121,7 @@ class Cluster:
         if i in self.down or not node.has_ready():
             return None
         rd = node.ready()
+        self.write_snapshot(i, rd)
         st.append(rd.entries)
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
@@ -99,11 +133,48 @@ class Cluster:
             self.sent.append(m)
             self.queue.append(m)
         self.applied[i].extend(rd.committed_entries)
+        self.sm[i].extend(rd.committed_entries)
         self.read_states[i].extend(rd.read_states)
         self.failed_reads[i].extend(rd.failed_reads)
         self.readies[i].append(rd)
         node.advance(rd)
         return rd
+
+    def write_snapshot(self, i: int, rd: Ready) -> None:
+        st = self.storages[i]
+        if rd.snapshot_discard and i in self.writers:
+            self.writers.pop(i).abort()
+        for chunk in rd.snapshot_chunks:
+            w = self.writers.get(i)
+            if w is None or chunk.offset == 0 or w.meta != chunk.meta:
+                if w is not None:
+                    w.abort()
+                w = self.writers[i] = st.snapshot_writer(chunk.meta)
+            w.write(chunk.offset, chunk.data)
+            if chunk.done:
+                self.writers.pop(i).finish()
+                self.sm[i] = decode_applied(st.snapshot_data())
+                self.applied[i] = list(self.sm[i])
+                self.installed[i].append(chunk.meta)
+
+    def compact(self, i: int, index: int | None = None) -> SnapshotMeta:
+        """Snapshot node i's applied entries (up to ``index``) and compact its storage."""
+        applied = self.state(i)
+        if index is not None:
+            applied = [e for e in applied if e.index <= index]
+        last = applied[-1]
+        st = self.storages[i]
+        config = self.membership  # the configuration in force at ``last``
+        for e in applied:
+            if e.kind == CONFIG:
+                config = decode_config(e.data)
+        meta = SnapshotMeta(last.index, last.term, config)
+        st.compact(meta, encode_applied(applied))
+        return meta
+
+    def state(self, i: int) -> list[Entry]:
+        """Node i's state machine: every entry it applied, in order (from its snapshot on)."""
+        return self.sm[i]
 
     def flush(self) -> None:
         """Handle every node's Ready until none has one."""
@@ -123,7 +194,9 @@ class Cluster:
         )
 
     def deliver(self, m: Any) -> None:
-        if not self.blocked(m):
+        if self.hold(m):
+            self.held.append(m)
+        elif not self.blocked(m):
             self.nodes[m.dst].step(m)
 
     def take(self, pred: Callable[[Any], bool] = lambda m: True) -> list[Any]:
@@ -161,6 +234,13 @@ class Cluster:
         for j in self.ids:
             if j != i:
                 self.cut.add(frozenset((i, j)))
+
+    def release(self, pred: Callable[[Any], bool] = lambda m: True) -> list[Any]:
+        """Stop holding; return the held messages matching ``pred`` (the rest are lost)."""
+        self.hold = lambda m: False
+        out = [m for m in self.held if pred(m)]
+        self.held = []
+        return out
 
     def heal(self) -> None:
         self.cut.clear()

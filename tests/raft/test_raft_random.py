@@ -44,7 +44,10 @@ class Checker:
             if i not in c.down and n.role is Role.LEADER and n.term == top
         ]
         for lead in newest:  # leader completeness, for the leader of the highest term so far
+            compacted = lead.log_term(0) is None  # index 0 is gone once a snapshot is taken
             for index, (term, _) in self.committed.items():
+                if compacted and lead.log_term(index) is None and index < lead.commit_index:
+                    continue  # in the leader's snapshot (its entries were checked as applied)
                 assert lead.log_term(index) == term, f"leader lacks committed {index}"
         for i in c.ids:  # ReadIndex: a read covers everything committed when it was asked
             for rs in c.read_states[i]:
@@ -56,13 +59,19 @@ class Checker:
         )
 
 
-def _run(seed: int, config: RaftConfig, steps: int = 1500) -> tuple[int, int]:
+def _run(
+    seed: int, config: RaftConfig, steps: int = 1500, compact: float = 0.0
+) -> tuple[int, int]:
     rng = random.Random(seed)
     c = Cluster(rng.choice((3, 5)), config=config, seed=seed)
     chk = Checker(c)
     proposals = reads = 0
     for _ in range(steps):
         c.flush()
+        if compact and rng.random() < compact:  # a node snapshots what it applied
+            i = rng.choice(c.ids)
+            if i not in c.down and c.state(i):
+                c.compact(i, rng.choice(c.state(i)).index)
         r = rng.random()
         if r < 0.45 and c.queue:
             m = c.queue.pop(rng.randrange(min(len(c.queue), 4)))  # mild reordering
@@ -116,7 +125,14 @@ def _run(seed: int, config: RaftConfig, steps: int = 1500) -> tuple[int, int]:
     c.tick(6)
     chk.check()
     assert all(n.commit_index >= index for n in c.nodes.values())
-    assert len({tuple(c.log(i)) for i in c.ids}) == 1
+    if compact:  # logs start at different snapshots: they agree wherever they overlap
+        logs = [dict(c.log(i)) for i in c.ids]
+        for log in logs[1:]:
+            assert all(logs[0][k] == log[k] for k in logs[0].keys() & log.keys())
+        assert len({n.last_index for n in c.nodes.values()}) == 1
+        assert len({tuple(c.state(i)) for i in c.ids}) == 1
+    else:
+        assert len({tuple(c.log(i)) for i in c.ids}) == 1
     return len(chk.committed), sum(len(v) for v in c.read_states.values())
 
 
@@ -128,6 +144,18 @@ def test_random_schedules_keep_raft_safe(config: RaftConfig) -> None:
         committed += n
         served += r
     assert committed > 100 and served > 5  # the schedules did real work
+
+
+@pytest.mark.parametrize("config", CONFIGS[:2], ids=["default", "one-entry-batches"])
+def test_random_schedules_with_snapshots_keep_raft_safe(config: RaftConfig) -> None:
+    config = attrs.evolve(
+        config, snapshot_chunk_bytes=16, snapshot_window=2, snapshot_retry_ticks=4
+    )
+    committed = 0
+    for seed in range(6):
+        n, _ = _run(100 + seed, config, compact=0.03)
+        committed += n
+    assert committed > 100
 
 
 def test_the_checks_have_teeth() -> None:
