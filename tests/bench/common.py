@@ -286,15 +286,19 @@ def load_line() -> str:
     return f"machine: {os.cpu_count()} cores, load average {one:.1f} (1 min) {five:.1f} (5 min)"
 
 
-def _schedstat(pid: int) -> tuple[int, int]:
-    """(ns on CPU, ns runnable but waiting for a CPU), summed over the process's threads."""
+def _schedstat(pid: int) -> tuple[int, int] | None:
+    """(ns on CPU, ns runnable but waiting for a CPU), summed over the process's threads;
+    None once the process is gone."""
     run = wait = 0
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError, ValueError), \
-                    open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                a, b, _ = f.read().split()
-                run, wait = run + int(a), wait + int(b)
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        with contextlib.suppress(OSError, ValueError), \
+                open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            a, b, _ = f.read().split()
+            run, wait = run + int(a), wait + int(b)
     return run, wait
 
 
@@ -305,16 +309,19 @@ class CpuSampler:
     machine: its latencies then measure the scheduler, not RaftKV."""
 
     def __init__(self, cluster: LocalCluster) -> None:
-        self.pids = {i: n.proc.pid for i, n in cluster.nodes.items() if n.proc and n.alive}
-        self.start = {i: _schedstat(p) for i, p in self.pids.items()}
+        self.procs = {i: n.proc for i, n in cluster.nodes.items() if n.proc and n.alive}
+        self.start = {i: _schedstat(p.pid) for i, p in self.procs.items()}
         self.t0 = time.monotonic()
 
     def report(self) -> str:
         el = time.monotonic() - self.t0
         parts = []
-        for i, pid in self.pids.items():
-            run, wait = _schedstat(pid)
-            r0, w0 = self.start[i]
+        for i, proc in self.procs.items():
+            now, then = _schedstat(proc.pid), self.start[i]
+            if now is None or then is None or proc.poll() is not None:
+                parts.append(f"n{i} exited during the interval")
+                continue
+            (run, wait), (r0, w0) = now, then
             parts.append(f"n{i} on-CPU {(run - r0) / 1e9 / el:.0%} "
                          f"waiting-for-CPU {(wait - w0) / 1e9 / el:.0%}")
         return "node CPU (summed over threads): " + "; ".join(parts)
