@@ -51,6 +51,10 @@ def _env(name: str) -> str:
 @click.option("--fsync", type=click.Choice(["always", "never"]), default="always",
               show_default=True, envvar=_env("FSYNC"),
               help="'never' is for benchmarks only: a crash can lose acknowledged writes.")
+@click.option("--snapshot-entries", default=100_000, show_default=True,
+              envvar=_env("SNAPSHOT_ENTRIES"), type=click.IntRange(min=0),
+              help="Snapshot and compact the log every N applied entries (0: only on "
+                   "RAFT SNAPSHOT).")
 @click.option("--max-clients", default=10_000, show_default=True, envvar=_env("MAX_CLIENTS"),
               type=click.IntRange(min=1))
 @click.option("--idle-timeout", default=0.0, show_default=True, envvar=_env("IDLE_TIMEOUT"),
@@ -62,7 +66,7 @@ def _env(name: str) -> str:
 def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, data_dir: str,
           cluster_id: str, advertise_client_addr: str, advertise_peer_addr: str,
           tick_ms: float, heartbeat_ticks: int, election_ticks: int, fsync: str,
-          max_clients: int, idle_timeout: float, unsafe_stale_reads: bool,
+          snapshot_entries: int, max_clients: int, idle_timeout: float, unsafe_stale_reads: bool,
           verbose: int) -> None:
     """Run one RaftKV node. Every flag also reads RAFTKV_<FLAG> (e.g. RAFTKV_ID)."""
     from raftkv.log import setup_logging
@@ -83,7 +87,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, data_dir
         data_dir=data_dir, cluster_id=cluster_id, advertise_client_addr=advertise_client_addr,
         advertise_peer_addr=advertise_peer_addr, tick_ms=tick_ms,
         heartbeat_ticks=heartbeat_ticks, election_ticks=election_ticks, fsync=fsync,
-        max_clients=max_clients, idle_timeout=idle_timeout,
+        snapshot_entries=snapshot_entries, max_clients=max_clients, idle_timeout=idle_timeout,
         unsafe_stale_reads=unsafe_stale_reads,
     )
     if unsafe_stale_reads:

@@ -7,6 +7,12 @@ persists, sends and applies (``_handle_ready``, in the order DESIGN.md requires)
 fsync runs in a worker thread; while it runs, new proposals accumulate in the core and go to
 disk together in the next Ready (group commit).
 
+Snapshots (the methods under "snapshots"): between Readys the ready loop compacts the log
+once ``snapshot_entries`` entries were applied since the last snapshot, or when RAFT SNAPSHOT
+asks; the snapshot file is written in a worker thread (the ready loop is the only storage
+writer, and it waits), the in-memory switch happens here, where the core reads the log. A
+follower writes received chunks as its Readys hand them out and installs the last one.
+
 Client requests never get a task each. A request is a ``Pending`` that the ready loop fills
 (write applied, read confirmed and applied, forwarded reply received) or the sweeper fails
 when its deadline passes, so a pipelined connection just awaits its Pendings in order.
@@ -30,8 +36,18 @@ from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings, parse_addr
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role
-from raftkv.storage import open_storage
-from wire.raft import NORMAL, ClusterConfig, ForwardRequest, ForwardResponse, Member
+from raftkv.raft.membership import decode_config
+from raftkv.storage import SnapshotWriter, open_storage
+from wire.raft import (
+    CONFIG,
+    NORMAL,
+    ClusterConfig,
+    ForwardRequest,
+    ForwardResponse,
+    InstallSnapshot,
+    Member,
+    SnapshotMeta,
+)
 from wire.reply import ErrorReply
 from wire.resp import encode_reply
 from wire.resp_reply import NEED_MORE, ReplyParser
@@ -90,6 +106,13 @@ class Node:
         self._parked: deque[tuple[list[bytes], bool, Pending, float]] = deque()
         self._stopping = False
         self.stats = {"proposed": 0, "forwarded": 0, "reads": 0, "applied": 0}
+        # Snapshots: the term and configuration at ``applied`` (a snapshot's meta), the
+        # snapshot being received, RAFT SNAPSHOT callers, and transfers already logged.
+        self._applied_term = 0
+        self._applied_config = ClusterConfig()
+        self._snap_writer: SnapshotWriter | None = None
+        self._snapshot_waiters: list[Pending] = []
+        self._snap_logged: set[tuple[int, int, bool]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -103,6 +126,8 @@ class Node:
         self.storage = await trio.to_thread.run_sync(
             lambda: open_storage(s.data_dir, s.cluster_id, s.node_id, bootstrap, fsync=s.fsync)
         )
+        for note in self.storage.recovery_notes:  # e.g. a torn WAL tail truncated
+            event(log, logging.WARNING, "storage recovered", note=note)
         if s.fsync != "always":
             log.warning("fsync=%s: acknowledged writes can be lost on a crash (benchmarks only)",
                         s.fsync)
@@ -110,6 +135,7 @@ class Node:
         if meta.index > 0:
             self.kv.restore(self.storage.snapshot_data())
         self.applied = meta.index
+        self._applied_term, self._applied_config = meta.term, meta.config
         config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks)
         self.core = RaftNode(self.id, self.storage, config, self.rng)
         hard_state, _ = self.storage.initial_state()
@@ -217,11 +243,14 @@ class Node:
             self._wake = trio.Event()
             while self.core.has_ready():
                 await self._handle_ready()
+            await self._maybe_snapshot()
             self._observe_leadership()
 
     async def _handle_ready(self) -> None:
         rd = self.core.ready()
         storage = self.storage
+        if rd.snapshot_chunks or rd.snapshot_discard:
+            await self._receive_snapshot(rd)  # first: this Ready's entries follow it
         if rd.entries:
             storage.append(rd.entries)
         if rd.hard_state is not None:
@@ -242,6 +271,7 @@ class Node:
         if not early:
             for msg in rd.messages:
                 send(msg)
+        self._log_snapshot_sends(rd.messages)
         if rd.committed_entries:
             self._apply(rd.committed_entries)
         for rs in rd.read_states:
@@ -264,16 +294,107 @@ class Node:
         kv, writes = self.kv, self._writes
         for entry in entries:
             result = kv.apply(entry.data) if entry.kind == NORMAL else None
+            if entry.kind == CONFIG:
+                self._applied_config = decode_config(entry.data)
             waiting = writes.pop(entry.index, None)
             if waiting is not None:
                 term, pending, _ = waiting
                 pending.set(result if term == entry.term and entry.kind == NORMAL else LOST)
             self.applied = entry.index
         self.stats["applied"] += len(entries)
+        if entries:
+            self._applied_term = entries[-1].term
         wait = self._read_wait
         while wait and wait[0][0] <= self.applied:
             _, _, pending, args = heapq.heappop(wait)
             pending.set(kv.read(args))
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def request_snapshot(self) -> Pending:
+        """RAFT SNAPSHOT: snapshot what is applied now; the Pending gets the snapshot index."""
+        pending = Pending()
+        self._snapshot_waiters.append(pending)
+        self.wake()
+        return pending
+
+    async def _maybe_snapshot(self) -> None:
+        """Between Readys: compact if asked to, or if enough was applied since the last."""
+        if not self._snapshot_waiters:
+            every = self.settings.snapshot_entries
+            if not every or self.applied - self.storage.snapshot_meta().index < every:
+                return
+        waiters, self._snapshot_waiters = self._snapshot_waiters, []
+        storage = self.storage
+        if self.applied > storage.snapshot_meta().index:
+            started = trio.current_time()
+            meta = SnapshotMeta(self.applied, self._applied_term, self._applied_config)
+            data = self.kv.snapshot()
+            # The file in a worker thread: the core keeps reading the log meanwhile, which
+            # prepare_compact leaves alone; nothing else writes storage (we are the ready
+            # loop). The switch, which the core does see, happens here in the trio thread.
+            path = await trio.to_thread.run_sync(storage.prepare_compact, meta, data)
+            if path is not None:
+                storage.finish_compact(meta, path)
+                event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
+                      bytes=len(data), keys=len(self.kv),
+                      ms=round((trio.current_time() - started) * 1000, 1))
+        index = storage.snapshot_meta().index
+        for pending in waiters:
+            pending.set(index)
+
+    async def _receive_snapshot(self, rd: Any) -> None:
+        """Write received chunks durably as they come (memory stays bounded); install at
+        the last one. The core reads no storage until this Ready's advance, so the install
+        may replace the log from a worker thread."""
+        if rd.snapshot_discard and self._snap_writer is not None:
+            writer, self._snap_writer = self._snap_writer, None
+            await trio.to_thread.run_sync(writer.abort)
+        for chunk in rd.snapshot_chunks:
+            writer = self._snap_writer
+            if writer is None or chunk.offset == 0 or writer.meta != chunk.meta:
+                if writer is not None:
+                    await trio.to_thread.run_sync(writer.abort)
+                self._snap_writer = None
+                writer = await trio.to_thread.run_sync(self.storage.snapshot_writer, chunk.meta)
+                self._snap_writer = writer
+                event(log, logging.INFO, "snapshot receiving", leader=chunk.src,
+                      index=chunk.meta.index, term=chunk.meta.term)
+            await trio.to_thread.run_sync(writer.write, chunk.offset, chunk.data)
+            if chunk.done:
+                self._snap_writer = None
+                await self._install_snapshot(writer)
+
+    async def _install_snapshot(self, writer: SnapshotWriter) -> None:
+        started = trio.current_time()
+        meta = writer.meta
+        await trio.to_thread.run_sync(writer.finish)
+        data = await trio.to_thread.run_sync(self.storage.snapshot_data)
+        self.kv.restore(data)
+        self.applied = meta.index
+        self._applied_term, self._applied_config = meta.term, meta.config
+        for index in [i for i in self._writes if i <= meta.index]:
+            # Our own proposals from an old term, covered by the snapshot: whether they
+            # made it is unknowable from here.
+            self._writes.pop(index)[1].set(UNKNOWN_TIMEOUT)
+        self._apply([])  # serve the reads that waited for this index
+        event(log, logging.INFO, "snapshot installed", index=meta.index, term=meta.term,
+              bytes=len(data), keys=len(self.kv),
+              ms=round((trio.current_time() - started) * 1000, 1))
+
+    def _log_snapshot_sends(self, messages: list[Any]) -> None:
+        for msg in messages:
+            if type(msg) is InstallSnapshot and (msg.offset == 0 or msg.done):
+                key = (msg.dst, msg.meta.index, msg.done)
+                if key in self._snap_logged:
+                    continue
+                self._snap_logged.add(key)
+                if msg.offset == 0:
+                    event(log, logging.INFO, "snapshot sending", to=msg.dst,
+                          index=msg.meta.index, term=msg.meta.term)
+                if msg.done:
+                    event(log, logging.INFO, "snapshot sent", to=msg.dst, index=msg.meta.index,
+                          bytes=msg.offset + len(msg.data))
 
     def _observe_leadership(self) -> None:
         core = self.core

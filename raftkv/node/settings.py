@@ -43,7 +43,7 @@ class NodeSettings:
     heartbeat_ticks: int = 5
     election_ticks: int = 15
     fsync: str = "always"
-    snapshot_entries: int = 100_000
+    snapshot_entries: int = 100_000  # compact every N applied entries; 0: only on request
     max_clients: int = 10_000
     max_bulk_len: int = 512 * 1024 * 1024
     idle_timeout: float = 0.0  # seconds; 0 = never close idle client connections

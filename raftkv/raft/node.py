@@ -781,7 +781,13 @@ class RaftNode:
         if pr.state is ProgressState.REPLICATE and pr.next - 1 > pr.match:
             prev = pr.next - 1  # rejected if an AppendEntries in flight was lost
         prev_term = self._log.term_or_none(prev)
-        if prev_term is None:
+        if prev_term is None and pr.state is ProgressState.REPLICATE:
+            # All in flight is compacted: check the follower against our snapshot instead.
+            # Lacking it, it rejects, which drops it to PROBE and so to a snapshot; with
+            # prev = 0 it would accept and its lost appends would stall it for good.
+            prev = self._log.first_index() - 1
+            prev_term = self._log.term(prev)
+        elif prev_term is None:
             prev, prev_term = 0, 0  # compacted: below any follower's commit index
         self._send(
             AppendEntries(

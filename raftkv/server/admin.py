@@ -19,9 +19,12 @@ def raft_command(node: Node, args: list[bytes]) -> Pending:
     if sub == b"transfer" and len(args) == 3:
         return transfer(node, args[2])
     if sub == b"snapshot" and len(args) == 2:
-        return Pending.of(ErrorReply("ERR RAFT SNAPSHOT is not implemented yet"))
+        # Snapshot this node's applied state now and compact its log; replies with the
+        # snapshot index (the current one if nothing was applied since).
+        return node.request_snapshot()
     return Pending.of(ErrorReply(
-        "ERR unknown RAFT subcommand or wrong arguments; try RAFT STATUS | TRANSFER id"
+        "ERR unknown RAFT subcommand or wrong arguments; try RAFT STATUS | TRANSFER id | "
+        "SNAPSHOT"
     ))
 
 

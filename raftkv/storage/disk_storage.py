@@ -128,6 +128,7 @@ class DiskStorage:
         self._buf = bytearray()
         self._buf_max_index = 0
         self._segments: list[Segment] = []
+        self._chunk_reader: SnapshotReader | None = None  # for snapshot_chunk
         self._lock_fd = -1
         try:
             self._open(cluster_id, node_id, bootstrap_config)
@@ -371,6 +372,20 @@ class DiskStorage:
         with self._io("opening the snapshot", write=False):
             return SnapshotReader(self._snap_file)
 
+    def snapshot_size(self) -> int:
+        return self._snap_file.data_len
+
+    def snapshot_chunk(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes of the current snapshot's data from ``offset`` (a leader sending
+        it in chunks); the file is kept open between calls and reopened when replaced."""
+        r = self._chunk_reader
+        if r is None or (r.meta.index, r.meta.term) != (self._snap.index, self._snap.term):
+            if r is not None:
+                r.close()
+            r = self._chunk_reader = self.open_snapshot()
+        with self._io("reading a snapshot chunk", write=False):
+            return r.read(offset, n)
+
     # -- write side (the runtime) ----------------------------------------------------------
     def append(self, entries: list[Entry]) -> None:
         """Buffer ``entries`` (durable at the next ``sync``), truncating the suffix from
@@ -457,6 +472,32 @@ class DiskStorage:
         self.sync()  # all earlier writes durable first: crash states stay one linear history
         with self._io("writing a snapshot"):
             path = write_snapshot(self.data_dir, meta, data, self.fsync_policy)
+            self._switch_snapshot(meta, path)
+
+    def prepare_compact(self, meta: SnapshotMeta, data: bytes) -> str | None:
+        """The file half of ``compact``: sync, then write the snapshot durably; returns its
+        path for ``finish_compact`` (None: not newer, nothing to do). It leaves everything the
+        log's readers look at untouched, so it may run in a worker thread while the core
+        reads the log, provided nothing else writes to this storage meanwhile."""
+        self._check_writable()
+        if meta.index <= self._snap.index:
+            return None
+        if meta.index > self.last_index():
+            raise Unavailable(meta.index)
+        if self.term(meta.index) != meta.term:
+            raise ValueError(f"compact at {meta.index}: term {meta.term} != log's term")
+        self.sync()
+        with self._io("writing a snapshot"):
+            return write_snapshot(self.data_dir, meta, data, self.fsync_policy)
+
+    def finish_compact(self, meta: SnapshotMeta, path: str) -> None:
+        """The memory half of ``compact`` (run it where the log is read): make the snapshot
+        written by ``prepare_compact`` current and drop what it covers. A crash between the
+        two halves recovers to the same state (the newest snapshot file wins on open)."""
+        self._check_writable()
+        if meta.index <= self._snap.index:
+            return  # overtaken meanwhile; the newer one already removed this file
+        with self._io("switching to a snapshot"):
             self._switch_snapshot(meta, path)
 
     def install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
@@ -556,6 +597,9 @@ class DiskStorage:
             self._release()
 
     def _release(self) -> None:
+        if self._chunk_reader is not None:
+            self._chunk_reader.close()
+            self._chunk_reader = None
         for seg in self._segments:
             seg.close()
         if self._lock_fd >= 0:

@@ -354,3 +354,21 @@ def test_heartbeats_keep_a_receiving_follower_from_campaigning() -> None:
     c.tick(20)
     assert len(c.installed[3]) == 1
     assert_caught_up(c, 3)
+
+
+def test_lost_appends_to_a_replicating_follower_then_compaction_lead_to_a_snapshot() -> None:
+    """REPLICATE with a full window of lost appends, all of them compacted away since: the
+    heartbeat must still expose the gap (it once passed with prev = 0, stalling forever)."""
+    config = RaftConfig(election_ticks=10, heartbeat_ticks=2, max_inflight=2,
+                        snapshot_chunk_bytes=64)
+    c = Cluster(3, config=config)
+    leader = c.elect(1)
+    c.drop = lambda m: m.dst == 3  # node 3 vanishes (a kill -9), its appends are lost
+    write(c, leader, 6)
+    assert leader.progress(3).state is ProgressState.REPLICATE
+    assert leader.progress(3).inflights.full()
+    c.compact(1)
+    c.heal()
+    c.tick(10)
+    assert len(c.installed[3]) == 1
+    assert_caught_up(c, 3)
