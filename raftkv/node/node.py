@@ -285,8 +285,8 @@ class Node:
     def _may_send_before_sync(self, rd: Any) -> bool:
         """Only a leader's messages, and only if this Ready changes no term or vote (those
         must be durable before anyone hears of them)."""
-        if self.core.role is not Role.LEADER:
-            return False
+        if self.core.role is not Role.LEADER or rd.snapshot_chunks or rd.snapshot_discard:
+            return False  # (a follower's Ready: the snapshot awaits may have let it win since)
         hs = rd.hard_state
         return hs is None or (hs.term, hs.vote) == self._durable_vote
 
