@@ -9,6 +9,7 @@ bounded, so a client that pipelines without reading is throttled instead of grow
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from typing import TYPE_CHECKING, Any
@@ -97,7 +98,7 @@ class ClientServer:
     async def handle(self, stream: trio.SocketStream) -> None:
         settings = self.node.settings
         if len(self.connections) >= settings.max_clients:
-            with trio.move_on_after(1):
+            with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError, OSError):
                 await stream.send_all(MAX_CLIENTS_REACHED)
             await stream.aclose()
             return
@@ -114,8 +115,13 @@ class ClientServer:
                 send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW)
                 nursery.start_soon(self._writer, stream, recv, nursery.cancel_scope)
                 await self._reader(stream, conn, send)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            event(log, logging.DEBUG, "client connection lost", conn=conn.id, error=exc)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
+            # A client that resets or vanishes (trio wraps it in an ExceptionGroup).
+            event(log, logging.DEBUG, "client connection lost", conn=conn.id,
+                  error=group.exceptions[0])
+        except* Exception:
+            # A bug in serving one connection must not take the node down with it.
+            log.exception("client connection failed", extra={"fields": {"conn": conn.id}})
         finally:
             del self.connections[conn.id]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -200,3 +201,20 @@ def test_pipelined_commands_keep_program_order_on_every_node(cluster: LocalClust
 
 def encode(args: list[str]) -> bytes:
     return encode_command(*args)
+
+
+def test_clients_that_reset_their_connection_leave_every_node_serving(
+    cluster: LocalCluster,
+) -> None:
+    # Regression: a reset (RST with replies still unread, as redis-benchmark does when it
+    # stops) used to escape the connection handler inside an ExceptionGroup and kill the node.
+    for node_id in cluster.nodes:
+        for _ in range(3):
+            s = socket.create_connection(cluster.client_addr(node_id), timeout=10)
+            s.sendall(b"".join(encode(["SET", f"rst{i}", "x" * 100]) for i in range(100)))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+    time.sleep(0.5)  # let the nodes hit the reset while writing the replies
+    for node_id, node in cluster.nodes.items():
+        assert node.alive, cluster.logs_tail()
+        assert retry(lambda n=node_id: client(cluster, n).set(f"alive{n}", 1)) is True
