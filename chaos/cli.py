@@ -21,7 +21,7 @@ def main() -> None:
 @click.option("--nodes", type=click.IntRange(1, 9),
               help="Cluster size (default: drawn from each seed: 3 or 5, sometimes 7).")
 @click.option("--steps", type=click.IntRange(min=1),
-              help="Virtual ticks of the fault phase per seed (default 600, 6000 with --long).")
+              help="Virtual ticks of the fault phase per seed (default 500, 5000 with --long).")
 @click.option("--long", "long_", is_flag=True, help="Ten times longer runs.")
 @click.option("--quiet", is_flag=True, help="No progress lines: failures and the summary.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,

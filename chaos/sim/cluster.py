@@ -76,6 +76,7 @@ class Cluster:
         make_node: Callable[[int, SimStorage, random.Random], Any],
         trace_len: int = 50,
         digest: Any = None,
+        rules: bool = True,
     ) -> None:
         self.rng = rng
         self.ids = list(ids)
@@ -83,7 +84,7 @@ class Cluster:
         self.now = 0
         self.net = Network(random.Random(rng.getrandbits(64)), ids)
         self.disk_rng = random.Random(rng.getrandbits(64))
-        self.checker = SafetyChecker()
+        self.checker = SafetyChecker(rules)
         self.history = History()
         self.stats = ClusterStats()
         self.trace: deque[tuple[int, int, str, Any]] = deque(maxlen=trace_len)
@@ -218,7 +219,7 @@ class Cluster:
             # Power fails while the batch goes out: each peer may or may not have got it.
             outgoing = [m for m in outgoing if self.disk_rng.random() < 0.5]
         for msg in outgoing:
-            if not messages.is_prevote(msg) and msg.term > durable.term:
+            if checker.rules and not messages.is_prevote(msg) and msg.term > durable.term:
                 raise Violation(
                     "persistence",
                     f"node {node.id} sends {messages.show(msg)} in term {msg.term} but its "
@@ -227,7 +228,7 @@ class Cluster:
             if messages.is_append_ack(msg):
                 checker.append_ack(node.id, msg.term, msg.dst)
             elif messages.is_vote_grant(msg):
-                if durable.term == msg.term and durable.vote != msg.dst:
+                if checker.rules and durable.term == msg.term and durable.vote != msg.dst:
                     raise Violation(
                         "persistence",
                         f"node {node.id} grants its term-{msg.term} vote to {msg.dst} but its "

@@ -48,7 +48,12 @@ class Violation(Exception):
 class SafetyChecker:
     """Incremental checks of Raft's safety properties over all nodes and incarnations."""
 
-    def __init__(self) -> None:
+    def __init__(self, rules: bool = True) -> None:
+        # rules=False keeps only the checks of outcomes (two leaders, a lost commit, a stale
+        # read...) and drops those of Raft's rules that lead to them (commit rule, ack rule,
+        # truncation rule, persistence before sending): used to show that the schedule
+        # reaches the outcomes too, not only the first broken rule.
+        self.rules = rules
         self.leaders: dict[int, int] = {}
         self.entry_ids: dict[tuple[int, int], tuple[int, bytes, int]] = {}
         self.committed: dict[int, int] = {}
@@ -99,7 +104,7 @@ class SafetyChecker:
         the leader of the acknowledger's own term may get one (Raft 5.1: reject older terms).
         An ack to anyone else means a stale leader's entries were taken into the log."""
         known = self.leaders.get(term)
-        if known != leader:
+        if known != leader and self.rules:
             raise Violation(
                 "append acknowledgement",
                 f"node {node} acknowledges AppendEntries from node {leader} in term {term}, "
@@ -109,7 +114,7 @@ class SafetyChecker:
     # -- votes ---------------------------------------------------------------------------------
     def vote(self, voter: int, term: int, candidate: int) -> None:
         before = self.votes.setdefault((voter, term), candidate)
-        if before != candidate:
+        if before != candidate and self.rules:
             raise Violation(
                 "vote safety",
                 f"node {voter} granted its term-{term} vote to {before} and then to {candidate}",
@@ -148,14 +153,14 @@ class SafetyChecker:
             self._match(node, e, prev_term)
             prev_term = e.term
         end = entries[-1].index
-        if conflict is None and end < last_index:
+        if conflict is None and end < last_index and self.rules:
             raise Violation(
                 "log truncation",
                 f"node {node} drops entries {end + 1}..{last_index} although entries "
                 f"{first}..{end} match its log (truncate only from a term conflict)",
             )
         if conflict is not None:
-            if conflict <= commit_index:
+            if conflict <= commit_index and self.rules:
                 raise Violation(
                     "log truncation",
                     f"node {node} overwrites entry {conflict} at or below its own commit "
@@ -216,7 +221,7 @@ class SafetyChecker:
             )
         if commit_index == seen:
             return
-        if leading and led == leading:
+        if leading and led == leading and self.rules:
             got = term_at(commit_index)
             if got is not None and got != leading:
                 raise Violation(

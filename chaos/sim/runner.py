@@ -29,7 +29,7 @@ from chaos.sim.network import TICK
 from chaos.sim.workload import Workload
 from raftkv.raft import RaftConfig, RaftNode, SafetyViolation
 
-DEFAULT_TICKS = 600
+DEFAULT_TICKS = 500
 LONG_FACTOR = 10
 HEAL_TRAFFIC = 30
 LEADER_BOUND = 300  # ticks: 10 maximal election timeouts at the default 15-tick base
@@ -45,6 +45,7 @@ class SimParams:
     long: bool = False
     bugs: frozenset[str] = frozenset()
     digest: bool = False
+    rules: bool = True  # False: check outcomes only (see SafetyChecker)
 
     def chaos_ticks(self) -> int:
         if self.ticks is not None:
@@ -109,7 +110,12 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
         return RaftNode(node_id, storage, config, node_rng)
 
     cluster = Cluster(
-        random.Random(rng.getrandbits(64)), ids, make_node, trace_len=TRACE_LEN, digest=digest
+        random.Random(rng.getrandbits(64)),
+        ids,
+        make_node,
+        trace_len=TRACE_LEN,
+        digest=digest,
+        rules=params.rules,
     )
     planner = FaultPlanner(random.Random(rng.getrandbits(64)), ids)
     clients = Workload(random.Random(rng.getrandbits(64)), ids)
