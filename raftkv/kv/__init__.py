@@ -10,7 +10,7 @@ from .codec import decode_command, encode_command
 from .commands import COMMANDS, READ, WRITE, CommandSpec, Reply, check_arity, lookup, validate
 from .errors import KVDecodeError
 from .glob import stringmatch
-from .machine import KVStateMachine
+from .machine import KVStateMachine, encode_snapshot
 
 __all__ = [
     "COMMANDS",
@@ -23,6 +23,7 @@ __all__ = [
     "check_arity",
     "decode_command",
     "encode_command",
+    "encode_snapshot",
     "lookup",
     "stringmatch",
     "validate",

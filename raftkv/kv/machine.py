@@ -53,6 +53,22 @@ class _Pairs(list):
     """A msgpack map decoded as its list of (key, value) pairs, to validate it in order."""
 
 
+def encode_snapshot(data: dict[bytes, bytes]) -> bytes:
+    """``[version, {key: value}]`` as msgpack with keys sorted (what ``snapshot`` returns).
+
+    Packed one item at a time rather than in one ``packb`` call: the runtime runs this in a
+    worker thread, and many short calls let the GIL go back to the event loop in between.
+    """
+    keys = sorted(data)
+    packer = msgpack.Packer(use_bin_type=True)
+    pack = packer.pack
+    parts = [packer.pack_array_header(2), pack(SNAPSHOT_VERSION), packer.pack_map_header(len(keys))]
+    for key in keys:
+        parts.append(pack(key))
+        parts.append(pack(data[key]))
+    return b"".join(parts)
+
+
 class KVStateMachine:
     """The key-value map every node builds by applying the Raft log."""
 
@@ -98,10 +114,12 @@ class KVStateMachine:
 
     def snapshot(self) -> bytes:
         """The whole map as msgpack, keys sorted: equal states give identical bytes."""
-        data = self._data
-        return msgpack.packb(
-            [SNAPSHOT_VERSION, {key: data[key] for key in sorted(data)}], use_bin_type=True
-        )
+        return encode_snapshot(self._data)
+
+    def state_copy(self) -> dict[bytes, bytes]:
+        """A cheap copy of the map (values are immutable bytes) for ``encode_snapshot``
+        elsewhere, e.g. in a worker thread while this machine keeps applying."""
+        return dict(self._data)
 
     def restore(self, blob: bytes) -> None:
         """Replace the state with a ``snapshot()``; ``KVDecodeError`` (state kept) if invalid."""

@@ -30,12 +30,12 @@ from typing import Any
 
 import trio
 
-from raftkv.kv import KVStateMachine, encode_command, lookup, validate
+from raftkv.kv import KVStateMachine, encode_command, encode_snapshot, lookup, validate
 from raftkv.log import event
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings, parse_addr
 from raftkv.node.transport import PeerTransport
-from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role
+from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError
 from raftkv.raft.membership import decode_config
 from raftkv.storage import SnapshotWriter, open_storage
 from wire.raft import (
@@ -112,6 +112,8 @@ class Node:
         self._applied_config = ClusterConfig()
         self._snap_writer: SnapshotWriter | None = None
         self._snapshot_waiters: list[Pending] = []
+        self._snapshotting = False
+        self._storage_lock = trio.Lock()
         self._snap_logged: set[tuple[int, int, bool]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -247,6 +249,10 @@ class Node:
             self._observe_leadership()
 
     async def _handle_ready(self) -> None:
+        async with self._storage_lock:
+            await self._handle_ready_locked()
+
+    async def _handle_ready_locked(self) -> None:
         rd = self.core.ready()
         storage = self.storage
         if rd.snapshot_chunks or rd.snapshot_discard:
@@ -319,29 +325,50 @@ class Node:
         return pending
 
     async def _maybe_snapshot(self) -> None:
-        """Between Readys: compact if asked to, or if enough was applied since the last."""
+        """Between Readys: start a snapshot if asked to, or if enough was applied since the
+        last one. It runs as its own task, so Readys (heartbeats!) keep flowing meanwhile."""
+        if self._snapshotting:
+            return
         if not self._snapshot_waiters:
             every = self.settings.snapshot_entries
             if not every or self.applied - self.storage.snapshot_meta().index < every:
                 return
         waiters, self._snapshot_waiters = self._snapshot_waiters, []
+        if self.applied <= self.storage.snapshot_meta().index:
+            for pending in waiters:
+                pending.set(self.storage.snapshot_meta().index)
+            return
+        self._snapshotting = True
+        meta = SnapshotMeta(self.applied, self._applied_term, self._applied_config)
+        self._nursery.start_soon(self._take_snapshot, meta, self.kv.state_copy(), waiters)
+
+    async def _take_snapshot(
+        self, meta: SnapshotMeta, state: dict[bytes, bytes], waiters: list[Pending]
+    ) -> None:
+        started = trio.current_time()
         storage = self.storage
-        if self.applied > storage.snapshot_meta().index:
-            started = trio.current_time()
-            meta = SnapshotMeta(self.applied, self._applied_term, self._applied_config)
-            data = self.kv.snapshot()
-            # The file in a worker thread: the core keeps reading the log meanwhile, which
-            # prepare_compact leaves alone; nothing else writes storage (we are the ready
-            # loop). The switch, which the core does see, happens here in the trio thread.
-            path = await trio.to_thread.run_sync(storage.prepare_compact, meta, data)
+        try:
+            data = await trio.to_thread.run_sync(encode_snapshot, state)
+            # The file in a worker thread beside the ready loop's log writes: the snapshot
+            # covers only applied entries, which are already durable, so no log sync first.
+            try:
+                path = await trio.to_thread.run_sync(storage.prepare_compact, meta, data, False)
+            except (ValueError, StorageError) as exc:
+                # A leader's snapshot replaced our log meanwhile: this one is moot.
+                event(log, logging.INFO, "snapshot skipped", index=meta.index, reason=exc)
+                path = None
             if path is not None:
-                storage.finish_compact(meta, path)
+                async with self._storage_lock:  # the switch drops segments: not mid-sync
+                    storage.finish_compact(meta, path)
                 event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
-                      bytes=len(data), keys=len(self.kv),
+                      bytes=len(data), keys=len(state),
                       ms=round((trio.current_time() - started) * 1000, 1))
+        finally:
+            self._snapshotting = False
         index = storage.snapshot_meta().index
         for pending in waiters:
             pending.set(index)
+        self.wake()
 
     async def _receive_snapshot(self, rd: Any) -> None:
         """Write received chunks durably as they come (memory stays bounded); install at

@@ -474,7 +474,9 @@ class DiskStorage:
             path = write_snapshot(self.data_dir, meta, data, self.fsync_policy)
             self._switch_snapshot(meta, path)
 
-    def prepare_compact(self, meta: SnapshotMeta, data: bytes) -> str | None:
+    def prepare_compact(
+        self, meta: SnapshotMeta, data: bytes, sync_log: bool = True
+    ) -> str | None:
         """The file half of ``compact``: sync, then write the snapshot durably; returns its
         path for ``finish_compact`` (None: not newer, nothing to do). It leaves everything the
         log's readers look at untouched, so it may run in a worker thread while the core
@@ -486,7 +488,10 @@ class DiskStorage:
             raise Unavailable(meta.index)
         if self.term(meta.index) != meta.term:
             raise ValueError(f"compact at {meta.index}: term {meta.term} != log's term")
-        self.sync()
+        if sync_log:
+            # A caller whose snapshot covers only synced entries (the runtime applies only
+            # what is durable) passes False and may then run this beside log writes.
+            self.sync()
         with self._io("writing a snapshot"):
             return write_snapshot(self.data_dir, meta, data, self.fsync_policy)
 
