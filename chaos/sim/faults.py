@@ -82,6 +82,8 @@ class FaultPlanner:
         rng = self.rng
         ids = list(view.ids)
         alive = [n for n in ids if n not in view.crashed]
+        if len(ids) < 2 and kind in ("partition", "isolate_leader", "one_way"):
+            return None  # a single node has no links to cut
         if kind == "partition":
             rng.shuffle(ids)
             cut = rng.randint(1, len(ids) - 1)

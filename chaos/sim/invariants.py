@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from wire.raft import Entry
+from wire.raft import NORMAL, Entry
 
 # term_at(index) -> term, None when the index is compacted into a snapshot (its entry was
 # committed and applied), or MISSING when the log does not reach that index.
@@ -274,6 +274,45 @@ class SafetyChecker:
                 "state machine safety",
                 f"node {node} applies {_show(entry)} but term {want} is committed there",
             )
+
+    # -- snapshots -------------------------------------------------------------------------------
+    def snapshot(
+        self, node: int, inc: int, index: int, term: int, value: bytes, installed: bool
+    ) -> None:
+        """``node`` took (``installed=False``) or installed a snapshot of its register at
+        (``index``, ``term``) holding ``value``: it must be committed state, agree with the
+        committed term there, and equal what applying the committed prefix gives (the last
+        write at or before ``index``). An installed one moves the node's applied index."""
+        key = (node, inc)
+        if installed and index > self.commit_max:  # (one taken was just applied: checked)
+            raise Violation(
+                "snapshot", f"node {node} has a snapshot at {index}, past every commit index"
+            )
+        want = self.committed.setdefault(index, term)
+        if want != term:
+            raise Violation(
+                "snapshot",
+                f"node {node} has a snapshot at ({index}, {term}) but term {want} is "
+                "committed there",
+            )
+        last = next(
+            (e for i in range(index, 0, -1) if (e := self.applied.get(i)) and e.kind == NORMAL),
+            None,
+        )
+        expect = last.data if last is not None else b""
+        if value != expect:
+            raise Violation(
+                "state machine safety",
+                f"node {node} snapshot at {index} holds {value[:24]!r}, applying the log "
+                f"gives {expect[:24]!r}",
+            )
+        if installed:
+            if index <= self._applied_seen.get(key, 0):
+                raise Violation(
+                    "apply order", f"node {node} installs snapshot {index} over applied "
+                    f"{self._applied_seen.get(key, 0)}"
+                )
+            self._applied_seen[key] = index
 
 
 def _show(e: Entry) -> str:

@@ -63,6 +63,15 @@ def show(obj: Any) -> str:
     return f"{type(obj).__name__}({', '.join(parts)})"
 
 
+def register_snapshot(value: bytes, index: int) -> bytes:
+    """The simulator's snapshot of its register at ``index``: the value, then filler (so a
+    snapshot spans several chunks and differs per index)."""
+    return len(value).to_bytes(4, "big") + value + f"@{index}".encode() * 8
+
+
 def register_from_snapshot(data: bytes) -> bytes:
     """The register value a snapshot holds (the simulator snapshots nothing else)."""
-    return data
+    if not data:
+        return b""
+    n = int.from_bytes(data[:4], "big")
+    return data[4 : 4 + n]

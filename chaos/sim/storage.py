@@ -6,6 +6,10 @@ also queued as a pending operation and reaches the durable ``DiskImage`` only at
 A crash keeps a random prefix of the pending writes, and may tear the first write it does
 not keep fully (an append keeps only a prefix of its entries): a WAL written in order and
 cut off by power loss. ``restart`` builds a fresh live storage from the image alone.
+
+Snapshots are like DiskStorage's: a received snapshot streams into a ``SimSnapshotWriter``
+(held by the node's incarnation only, so a crash loses it) and ``finish`` syncs, then
+installs durably at once, as the snapshot file's rename does.
 """
 
 from __future__ import annotations
@@ -145,6 +149,17 @@ class SimStorage:
     def snapshot_data(self) -> bytes:
         return self.live.snapshot_data()
 
+    def snapshot_size(self) -> int:
+        return len(self.live.snapshot_data())
+
+    def snapshot_chunk(self, offset: int, n: int) -> bytes:
+        return self.live.snapshot_data()[offset : offset + n]
+
+    def snapshot_writer(self, meta: SnapshotMeta) -> SimSnapshotWriter:
+        if meta.index <= self.live.snapshot_meta().index:
+            raise DiskError(f"snapshot {meta.index} is not newer than the one installed")
+        return SimSnapshotWriter(self, meta)
+
     # -- write side: live now, durable at sync --------------------------------------------
     def append(self, entries: list[Entry]) -> None:
         if entries:
@@ -194,3 +209,33 @@ class SimStorage:
 
     def durable_hard_state(self) -> HardState:
         return self.image.hard_state
+
+
+class SimSnapshotWriter:
+    """A snapshot received in chunks (contiguous; a resend may overlap, never a hole)."""
+
+    def __init__(self, storage: SimStorage, meta: SnapshotMeta) -> None:
+        self.storage = storage
+        self.meta = meta
+        self.data = bytearray()
+
+    @property
+    def received(self) -> int:
+        return len(self.data)
+
+    def write(self, offset: int, chunk: bytes) -> None:
+        if offset > len(self.data):
+            raise DiskError(f"snapshot chunk at {offset} leaves a hole after {len(self.data)}")
+        self.data[offset : offset + len(chunk)] = chunk
+
+    def finish(self) -> None:
+        st = self.storage
+        st.sync()  # earlier writes first: the crash states stay one linear history
+        data = bytes(self.data)
+        st.live.install_snapshot(self.meta, data)
+        st.image.install_snapshot(self.meta, data)
+        if st.image.last_index() != st.live.last_index():
+            raise DiskError("the installed snapshot left the live log and the image apart")
+
+    def abort(self) -> None:
+        self.data = bytearray()

@@ -48,6 +48,6 @@ class Workload:
             cluster.read(rng.choice(alive), b"r%d" % self.reads)
         if propose and self.p_transfer and rng.random() < self.p_transfer:
             lid = cluster.leader()
-            if lid:
-                target = rng.choice([i for i in self.ids if i != lid])
-                cluster.transfer(nodes[lid], target)
+            others = [i for i in self.ids if i != lid]
+            if lid and others:
+                cluster.transfer(nodes[lid], rng.choice(others))
