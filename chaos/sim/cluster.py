@@ -5,6 +5,11 @@ entries and save the hard state, sync if asked, then send the messages, then app
 committed entries (and answer reads), then ``advance``. Every step (a message delivered, a
 node's tick, a client call, a fault) ends with the incremental safety checks.
 
+Snapshots (when the cluster gets a ``snapshots`` generator): every node compacts its log at
+random points of its applied index (a snapshot of its register), and a follower writes the
+InstallSnapshot chunks its Readys hand out and installs the last; a ``torn_crash`` armed on
+a node that is finishing an install crashes it then, losing the half-received snapshot.
+
 Virtual time runs in units of 1/``TICK`` of a tick; node i ticks when ``time % TICK`` equals
 its random phase, so ticks and deliveries interleave differently per node and per seed.
 """
@@ -25,7 +30,8 @@ from chaos.sim.invariants import MISSING, SafetyChecker, Violation
 from chaos.sim.network import TICK, LinkModel, Network
 from chaos.sim.storage import DiskImage, SimStorage
 from raftkv.raft.log_storage import Compacted, Unavailable
-from wire.raft import NORMAL, ClusterConfig, Member
+from raftkv.raft.membership import decode_config
+from wire.raft import CONFIG, NORMAL, ClusterConfig, Member, SnapshotMeta
 
 
 @attrs.define
@@ -46,6 +52,12 @@ class SimNode:
     # What the checks last saw of this incarnation: commit index, term led (0: not leader).
     seen_commit: int = -1
     seen_lead: int = 0
+    # Snapshots: the term and configuration at ``applied``, the snapshot being received,
+    # and how many more applied entries until the next compaction.
+    applied_term: int = 0
+    config: ClusterConfig = attrs.field(factory=ClusterConfig)
+    writer: Any = None
+    snap_due: int = 0
 
     def term_at(self, index: int) -> int | None:
         try:
@@ -77,8 +89,12 @@ class Cluster:
         trace_len: int = 50,
         digest: Any = None,
         rules: bool = True,
+        snapshots: random.Random | None = None,
+        snapshot_max: int = 40,
     ) -> None:
         self.rng = rng
+        self.snap_rng = snapshots  # None: no compaction
+        self.snapshot_max = snapshot_max
         self.ids = list(ids)
         self.make_node = make_node
         self.now = 0
@@ -97,12 +113,12 @@ class Cluster:
         self._by_phase: list[list[SimNode]] = [[] for _ in range(TICK)]
         for node in self.nodes.values():
             self._by_phase[node.phase].append(node)
-        for i in ids:
-            self._start(self.nodes[i])
         self.vote_crash_armed = False
         self.churn = 0  # how many of the next new leaders to kill young
         self._crash_at: dict[int, int] = {}  # node -> tick
         self._restart_at: dict[int, int] = {}  # node -> tick
+        for i in ids:
+            self._start(self.nodes[i])
 
     # -- tracing --------------------------------------------------------------------------
     def event(self, node: int, what: str, detail: Any = None) -> None:
@@ -130,6 +146,10 @@ class Cluster:
         node.seen_commit, node.seen_lead = -1, 0
         node.applied = node.image.snapshot.index
         node.value = messages.register_from_snapshot(node.image.snapshot_data)
+        node.applied_term, node.config = node.image.snapshot.term, node.image.snapshot.config
+        node.writer = None
+        if self.snap_rng is not None:
+            node.snap_due = self.snap_rng.randint(1, self.snapshot_max)
         self.checker.incarnation(node.id, node.inc, node.applied)
         self.event(node.id, "start", f"inc {node.inc} {node.image.hard_state}")
         self._drain(node)
@@ -140,6 +160,7 @@ class Cluster:
         note = node.storage.crash(self.disk_rng, torn=torn)  # type: ignore[union-attr]
         node.alive = False
         node.raft = None
+        node.writer = None  # a half-received snapshot dies with the process
         self.history.forget_node(node.id, node.inc)
         self.event(node.id, "crash" + (" (torn)" if torn else ""), note)
 
@@ -195,6 +216,8 @@ class Cluster:
     def _handle(self, node: SimNode, rd: Any) -> None:
         raft, storage, checker = node.raft, node.storage, self.checker
         assert storage is not None
+        if (rd.snapshot_chunks or rd.snapshot_discard) and self._receive_snapshot(node, rd):
+            return  # crashed while installing
         if rd.entries:
             checker.appending(
                 node.id,
@@ -227,6 +250,13 @@ class Cluster:
                 )
             if messages.is_append_ack(msg):
                 checker.append_ack(node.id, msg.term, msg.dst)
+                match = msg.match_index
+                if checker.rules and storage.image.term(match) != node.term_at(match):
+                    raise Violation(
+                        "persistence",
+                        f"node {node.id} acknowledges its log up to {match} before that "
+                        "entry is durable",
+                    )
             elif messages.is_vote_grant(msg):
                 if checker.rules and durable.term == msg.term and durable.vote != msg.dst:
                     raise Violation(
@@ -247,8 +277,11 @@ class Cluster:
             for e in rd.committed_entries:
                 checker.apply(node.id, node.inc, e, commit)
                 node.applied = e.index
+                node.applied_term = e.term
                 if e.kind == NORMAL:
                     node.value = e.data
+                elif e.kind == CONFIG:
+                    node.config = decode_config(e.data)
                 history.applied(e)
             self.event(node.id, "apply", f"{rd.committed_entries[0].index}..{node.applied}")
             for ctx in history.ready_to_serve(node.id, node.inc, node.applied):
@@ -260,10 +293,57 @@ class Cluster:
         for ctx in rd.failed_reads:
             self.history.read_failed(ctx)
         raft.advance(rd)
+        if self.snap_rng is not None and rd.committed_entries:
+            self._maybe_compact(node)
         if vote_granted and self.vote_crash_armed:
             self.vote_crash_armed = False
             self.crash(node)
             self._restart_at[node.id] = self.now // TICK + 1 + self.disk_rng.randrange(3)
+
+    # -- snapshots -------------------------------------------------------------------------------
+    def _receive_snapshot(self, node: SimNode, rd: Any) -> bool:
+        """Write the Ready's snapshot chunks; install at the last. True if the node crashed."""
+        storage = node.storage
+        assert storage is not None
+        if rd.snapshot_discard and node.writer is not None:
+            node.writer.abort()
+            node.writer = None
+        for chunk in rd.snapshot_chunks:
+            w = node.writer
+            if w is None or chunk.offset == 0 or w.meta != chunk.meta:
+                if w is not None:
+                    w.abort()
+                w = node.writer = storage.snapshot_writer(chunk.meta)
+            w.write(chunk.offset, chunk.data)
+            if not chunk.done:
+                continue
+            if node.torn_armed:  # power fails in the middle of the install
+                self.crash(node, torn=True)
+                return True
+            node.writer = None
+            w.finish()
+            meta = chunk.meta
+            value = messages.register_from_snapshot(storage.snapshot_data())
+            self.checker.snapshot(node.id, node.inc, meta.index, meta.term, value, True)
+            node.applied, node.applied_term, node.config = meta.index, meta.term, meta.config
+            node.value = value
+            self.event(node.id, "snapshot installed", f"({meta.index}, {meta.term})")
+            history = self.history
+            for ctx in history.ready_to_serve(node.id, node.inc, node.applied):
+                history.serve(ctx, node.applied, node.value)
+        return False
+
+    def _maybe_compact(self, node: SimNode) -> None:
+        """Snapshot the register and compact the log, at a random distance from the last."""
+        storage = node.storage
+        assert storage is not None and self.snap_rng is not None
+        if node.applied - storage.snapshot_meta().index < node.snap_due:
+            return
+        meta = SnapshotMeta(node.applied, node.applied_term, node.config)
+        self.checker.snapshot(node.id, node.inc, meta.index, meta.term, node.value, False)
+        storage.compact(meta, messages.register_snapshot(node.value, node.applied))
+        node.snap_due = self.snap_rng.randint(1, self.snapshot_max)
+        self.event(node.id, "snapshot", f"({meta.index}, {meta.term})")
 
     def _kill_young(self, node: SimNode) -> None:
         """Leaders dying early in their term, with their first entries on a minority, are
