@@ -299,6 +299,89 @@ def test_double_vote_across_restarts() -> None:
         c.vote(1, 5, 3)
 
 
+# -- the driver's persistence checks, on a scripted core ----------------------------------
+
+
+class ScriptedCore:
+    """Stands in for RaftNode: hands out the Readies a test queues, nothing else."""
+
+    def __init__(self, node_id: int, storage: object, rng: random.Random) -> None:
+        from raftkv.raft import Role
+
+        self.id, self.role, self.term, self.commit_index, self.leader_id = (
+            node_id, Role.FOLLOWER, 0, 0, 0,
+        )
+        self.queue: list = []
+
+    def has_ready(self) -> bool:
+        return bool(self.queue)
+
+    def ready(self):
+        return self.queue.pop(0)
+
+    def advance(self, rd: object) -> None:
+        pass
+
+
+def scripted_cluster():
+    from chaos.sim.cluster import Cluster
+
+    cluster = Cluster(random.Random(1), [1, 2, 3], ScriptedCore)
+    cluster.checker.leader(1, 1, log_terms())
+    return cluster, cluster.nodes[2]
+
+
+def test_driver_rejects_messages_sent_before_their_state_is_durable() -> None:
+    from raftkv.raft import Ready
+    from wire.raft import AppendEntriesResponse, RequestVoteResponse
+
+    cluster, node = scripted_cluster()
+    node.raft.queue.append(Ready(hard_state=HardState(1, 0, 0), must_sync=False,
+                                 messages=[AppendEntriesResponse(1, 2, 1, False, 0)]))
+    with pytest.raises(Violation, match="in term 1 but its durable term is 0"):
+        cluster._drain(node)
+
+    cluster, node = scripted_cluster()
+    node.raft.queue.append(Ready(hard_state=HardState(1, 0, 0), must_sync=True))
+    node.raft.queue.append(Ready(entries=[E(1, 1)], must_sync=False,
+                                 messages=[AppendEntriesResponse(1, 2, 1, True, 1)]))
+    with pytest.raises(Violation, match="acknowledges its log up to 1 before"):
+        cluster._drain(node)
+
+    cluster, node = scripted_cluster()
+    node.raft.queue.append(Ready(hard_state=HardState(1, 0, 0), must_sync=True))
+    node.raft.queue.append(Ready(hard_state=HardState(1, 3, 0), must_sync=False,
+                                 messages=[RequestVoteResponse(1, 2, 3, True)]))
+    with pytest.raises(Violation, match="grants its term-1 vote to 3 but its durable vote is 0"):
+        cluster._drain(node)
+
+    cluster, node = scripted_cluster()  # the same, synced: fine
+    node.raft.queue.append(Ready(hard_state=HardState(1, 3, 0), must_sync=True,
+                                 messages=[RequestVoteResponse(1, 2, 3, True)]))
+    node.raft.queue.append(Ready(entries=[E(1, 1)], must_sync=True,
+                                 messages=[AppendEntriesResponse(1, 2, 1, True, 1)]))
+    cluster._drain(node)
+    assert cluster.net.in_flight() == 2 and cluster.checker.votes == {(2, 1): 3}
+
+
+def test_driver_torn_crash_keeps_a_prefix_and_sends_nothing() -> None:
+    from raftkv.raft import Ready
+    from wire.raft import AppendEntriesResponse
+
+    kept = set()
+    for seed in range(40):
+        cluster, node = scripted_cluster()
+        cluster.disk_rng.seed(seed)
+        node.torn_armed = True
+        node.raft.queue.append(Ready(entries=[E(1, 1), E(2, 1), E(3, 1)],
+                                     hard_state=HardState(1, 1, 0), must_sync=True,
+                                     messages=[AppendEntriesResponse(1, 2, 1, True, 3)]))
+        cluster._drain(node)
+        assert not node.alive and cluster.net.in_flight() == 0
+        kept.add((node.image.last_index(), node.image.hard_state.term))
+    assert kept == {(0, 0), (1, 0), (2, 0), (3, 0), (3, 1)}
+
+
 # -- client history ----------------------------------------------------------------------------
 
 

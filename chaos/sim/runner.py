@@ -46,6 +46,7 @@ class SimParams:
     bugs: frozenset[str] = frozenset()
     digest: bool = False
     rules: bool = True  # False: check outcomes only (see SafetyChecker)
+    snapshots: bool = True  # most seeds compact logs and send InstallSnapshot (see below)
 
     def chaos_ticks(self) -> int:
         if self.ticks is not None:
@@ -106,6 +107,21 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
     config = make_config(rng, params.bugs)
     digest = hashlib.sha256() if params.digest else None
 
+    # Snapshots draw from their own generator, so the other draws (and so the schedules of
+    # runs without them) stay as they were.
+    snap: random.Random | None = random.Random(f"snapshots-{seed}")
+    snapshot_max = 0
+    if not params.snapshots or snap.random() < 0.25:
+        snap = None
+    else:
+        config = attrs.evolve(
+            config,
+            snapshot_chunk_bytes=snap.choice((8, 32, 1 << 20)),
+            snapshot_window=snap.choice((1, 2, 4)),
+            snapshot_retry_ticks=snap.choice((3, 10, 20)),
+        )
+        snapshot_max = snap.choice((5, 20, 80))
+
     def make_node(node_id: int, storage: object, node_rng: random.Random) -> object:
         return RaftNode(node_id, storage, config, node_rng)
 
@@ -116,6 +132,8 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
         trace_len=TRACE_LEN,
         digest=digest,
         rules=params.rules,
+        snapshots=snap,
+        snapshot_max=snapshot_max,
     )
     planner = FaultPlanner(random.Random(rng.getrandbits(64)), ids)
     clients = Workload(random.Random(rng.getrandbits(64)), ids)
