@@ -8,7 +8,8 @@ node's tick, a client call, a fault) ends with the incremental safety checks.
 Snapshots (when the cluster gets a ``snapshots`` generator): every node compacts its log at
 random points of its applied index (a snapshot of its register), and a follower writes the
 InstallSnapshot chunks its Readys hand out and installs the last; a ``torn_crash`` armed on
-a node that is finishing an install crashes it then, losing the half-received snapshot.
+a node receiving a snapshot crashes it at its next chunk (the last one included), losing
+the half-received snapshot.
 
 Virtual time runs in units of 1/``TICK`` of a tick; node i ticks when ``time % TICK`` equals
 its random phase, so ticks and deliveries interleave differently per node and per seed.
@@ -75,6 +76,9 @@ class ClusterStats:
     proposals_rejected: int = 0
     reads_rejected: int = 0
     transfers: int = 0
+    snapshots: int = 0  # compactions
+    installs: int = 0  # snapshots installed from a leader
+    install_crashes: int = 0  # crashes while receiving or installing one
     faults: dict[str, int] = attrs.Factory(dict)
 
 
@@ -314,12 +318,13 @@ class Cluster:
                 if w is not None:
                     w.abort()
                 w = node.writer = storage.snapshot_writer(chunk.meta)
+            if node.torn_armed:  # power fails in the middle of the receive or the install
+                self.stats.install_crashes += 1
+                self.crash(node, torn=True)
+                return True
             w.write(chunk.offset, chunk.data)
             if not chunk.done:
                 continue
-            if node.torn_armed:  # power fails in the middle of the install
-                self.crash(node, torn=True)
-                return True
             node.writer = None
             w.finish()
             meta = chunk.meta
@@ -327,6 +332,7 @@ class Cluster:
             self.checker.snapshot(node.id, node.inc, meta.index, meta.term, value, True)
             node.applied, node.applied_term, node.config = meta.index, meta.term, meta.config
             node.value = value
+            self.stats.installs += 1
             self.event(node.id, "snapshot installed", f"({meta.index}, {meta.term})")
             history = self.history
             for ctx in history.ready_to_serve(node.id, node.inc, node.applied):
@@ -343,6 +349,7 @@ class Cluster:
         self.checker.snapshot(node.id, node.inc, meta.index, meta.term, node.value, False)
         storage.compact(meta, messages.register_snapshot(node.value, node.applied))
         node.snap_due = self.snap_rng.randint(1, self.snapshot_max)
+        self.stats.snapshots += 1
         self.event(node.id, "snapshot", f"({meta.index}, {meta.term})")
 
     def _kill_young(self, node: SimNode) -> None:

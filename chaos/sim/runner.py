@@ -81,6 +81,7 @@ class SeedResult:
     reads: int = 0
     faults: tuple[tuple[str, int], ...] = ()
     digest: str = ""
+    snapshots: tuple[int, int, int] = (0, 0, 0)  # compactions, installs, install crashes
 
 
 def draw_nodes(rng: random.Random) -> int:
@@ -214,6 +215,7 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
         reads=history.stats.reads_served,
         faults=tuple(sorted(cluster.stats.faults.items())),
         digest=digest.hexdigest() if digest is not None else "",
+        snapshots=(cluster.stats.snapshots, cluster.stats.installs, cluster.stats.install_crashes),
     )
 
 
