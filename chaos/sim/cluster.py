@@ -7,9 +7,10 @@ node's tick, a client call, a fault) ends with the incremental safety checks.
 
 Snapshots (when the cluster gets a ``snapshots`` generator): every node compacts its log at
 random points of its applied index (a snapshot of its register), and a follower writes the
-InstallSnapshot chunks its Readys hand out and installs the last; a ``torn_crash`` armed on
-a node receiving a snapshot crashes it at its next chunk (the last one included), losing
-the half-received snapshot.
+InstallSnapshot chunks its Readys hand out and installs the last. Until the heal, a node
+may crash at any chunk it receives (the last one included: in the middle of the install),
+losing the half-received snapshot, and restart a little later; so does one that a
+``torn_crash`` was armed on.
 
 Virtual time runs in units of 1/``TICK`` of a tick; node i ticks when ``time % TICK`` equals
 its random phase, so ticks and deliveries interleave differently per node and per seed.
@@ -99,6 +100,7 @@ class Cluster:
         self.rng = rng
         self.snap_rng = snapshots  # None: no compaction
         self.snapshot_max = snapshot_max
+        self.install_crash_p = 0.03  # chance a Ready with snapshot chunks crashes its node
         self.ids = list(ids)
         self.make_node = make_node
         self.now = 0
@@ -318,9 +320,12 @@ class Cluster:
                 if w is not None:
                     w.abort()
                 w = node.writer = storage.snapshot_writer(chunk.meta)
-            if node.torn_armed:  # power fails in the middle of the receive or the install
+            if node.torn_armed or self._install_crash():
+                # Power fails in the middle of the receive or the install.
                 self.stats.install_crashes += 1
                 self.crash(node, torn=True)
+                delay = 1 + (self.snap_rng or self.disk_rng).randrange(20)
+                self._restart_at.setdefault(node.id, self.now // TICK + delay)
                 return True
             w.write(chunk.offset, chunk.data)
             if not chunk.done:
@@ -338,6 +343,10 @@ class Cluster:
             for ctx in history.ready_to_serve(node.id, node.inc, node.applied):
                 history.serve(ctx, node.applied, node.value)
         return False
+
+    def _install_crash(self) -> bool:
+        rng = self.snap_rng
+        return rng is not None and self.install_crash_p > 0 and rng.random() < self.install_crash_p
 
     def _maybe_compact(self, node: SimNode) -> None:
         """Snapshot the register and compact the log, at a random distance from the last."""
@@ -480,6 +489,7 @@ class Cluster:
         self.net.heal(self.now)
         self.net.model = LinkModel()
         self.vote_crash_armed = False
+        self.install_crash_p = 0.0
         self._restart_at.clear()
         for node in self.nodes.values():
             node.torn_armed = node.send_armed = False
