@@ -136,7 +136,7 @@ def test_round_trip(obj: object) -> None:
 
 def test_layout_is_tag_then_fields_in_order_with_nested_tags() -> None:
     meta = SnapshotMeta(5, 2, ClusterConfig((Member(1, "a", False),)))
-    assert msgpack.unpackb(encode(meta)) == [14, 5, 2, [13, [[12, 1, "a", False]]]]
+    assert msgpack.unpackb(encode(meta)) == [14, 5, 2, [13, [[12, 1, "a", False, False]]]]
     assert msgpack.unpackb(encode(Ping())) == [2]
 
 
@@ -248,16 +248,16 @@ def test_tuple_fields() -> None:
 
 
 def test_nested_record_errors_name_the_path() -> None:
-    bad_member = [14, 5, 3, [13, [[12, 1, "a", False], [12, "2", "b", True]]]]
+    bad_member = [14, 5, 3, [13, [[12, 1, "a", False, False], [12, "2", "b", True, False]]]]
     rejects(pack(bad_member), r"SnapshotMeta.config.members\[1\].id: expected int")
     bad_bool = [904, prims_array(b=0), 1]
     rejects(pack(bad_bool), r"Holder.inner.b: expected bool, got int 0")
 
 
 def test_nested_record_with_the_wrong_tag() -> None:
-    # A HardState where a Member belongs: same arity, wrong tag.
-    value = [13, [[11, 1, 2, 3]]]
-    rejects(pack(value), r"ClusterConfig.members\[0\]: expected tag 12 \(Member\), got int 11")
+    # An Entry where a Member belongs: same arity, wrong tag.
+    value = [13, [[10, 1, 2, 3, b"x"]]]
+    rejects(pack(value), r"ClusterConfig.members\[0\]: expected tag 12 \(Member\), got int 10")
     rejects(pack([904, [903, *prims_array()[1:]], 1]), r"Holder.inner: expected tag 900 \(Prims\)")
 
 

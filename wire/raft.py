@@ -36,9 +36,13 @@ class HardState:
 @record(tag=12)
 @attrs.frozen
 class Member:
+    """``promote``: a learner the leader turns into a voter once it has caught up (added
+    with RAFT ADDNODE without LEARNER); False for voters and for learners meant to stay."""
+
     id: int
     peer_addr: str
     learner: bool = False
+    promote: bool = False
 
 
 @record(tag=13)

@@ -13,6 +13,7 @@ from raftkv.raft.log_storage import (
     Unavailable,
     entry_size,
 )
+from raftkv.raft.membership import ConfigChangePending, MembershipError
 from raftkv.raft.memory_storage import MemoryStorage
 from raftkv.raft.node import RaftNode, SafetyViolation
 from raftkv.raft.progress import Progress, ProgressState
@@ -22,7 +23,9 @@ from raftkv.raft.role import Role
 __all__ = [
     "BUGS",
     "Compacted",
+    "ConfigChangePending",
     "LogStorage",
+    "MembershipError",
     "MemoryStorage",
     "NotLeader",
     "Progress",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 
 from wire import record as wire_record
-from wire.raft import ClusterConfig
+from wire.raft import ClusterConfig, Member
 
 
 def decode_config(data: bytes) -> ClusterConfig:
@@ -88,7 +88,90 @@ class ConfigHistory:
         self._changed()
         return True
 
-    def compact_to(self, commit: int) -> None:
-        """Drop configurations superseded by a committed one (keeps the list short)."""
+    def compact_to(self, commit: int) -> bool:
+        """Drop configurations superseded by a committed one (keeps the list short); True
+        if any were."""
+        before = len(self.items)
         while len(self.items) > 1 and self.items[1][0] <= commit:
             self.items.pop(0)
+        return len(self.items) != before
+
+    def known_members(self) -> dict[int, Member]:
+        """Members of the configuration in force plus those of the earlier ones not yet
+        superseded by a committed change: a removed server keeps receiving the log until
+        its removal commits, so it normally learns that it was removed."""
+        out: dict[int, Member] = {}
+        for _, config in self.items:
+            out.update((m.id, m) for m in config.members)
+        return out
+
+
+# -- membership changes: one server at a time (dissertation 4.1, 4.2.1) -----------------------
+
+
+class MembershipError(ValueError):
+    """A membership change that is not allowed; the message says why."""
+
+
+class ConfigChangePending(MembershipError):
+    """Not now: another change is still uncommitted, the leader is new, or the learner
+    is still catching up. Retrying later can succeed."""
+
+
+def find_member(config: ClusterConfig, node_id: int) -> Member | None:
+    for m in config.members:
+        if m.id == node_id:
+            return m
+    return None
+
+
+def _sorted(members: list[Member]) -> ClusterConfig:
+    return ClusterConfig(tuple(sorted(members, key=lambda m: m.id)))
+
+
+def with_learner(
+    config: ClusterConfig, node_id: int, peer_addr: str, promote: bool
+) -> ClusterConfig:
+    """``config`` plus a new learner. New servers always start as learners (4.2.1): an
+    empty voter would count toward the quorum while it catches up."""
+    if node_id < 1:
+        raise MembershipError("node ids are integers >= 1")
+    if find_member(config, node_id) is not None:
+        raise MembershipError(f"node {node_id} is already a member")
+    for m in config.members:
+        if m.peer_addr == peer_addr:
+            raise MembershipError(f"peer address {peer_addr} is already node {m.id}'s")
+    return _sorted([*config.members, Member(node_id, peer_addr, True, promote)])
+
+
+def with_promoted(config: ClusterConfig, node_id: int) -> ClusterConfig:
+    """``config`` with learner ``node_id`` made a voter."""
+    m = find_member(config, node_id)
+    if m is None:
+        raise MembershipError(f"node {node_id} is not a member")
+    if not m.learner:
+        raise MembershipError(f"node {node_id} is already a voter")
+    rest = [x for x in config.members if x.id != node_id]
+    return _sorted([*rest, Member(node_id, m.peer_addr, False, False)])
+
+
+def without_member(config: ClusterConfig, node_id: int) -> ClusterConfig:
+    """``config`` without ``node_id``; the last voter cannot go (nobody could commit)."""
+    m = find_member(config, node_id)
+    if m is None:
+        raise MembershipError(f"node {node_id} is not a member")
+    if not m.learner and voters(config) == {node_id}:
+        raise MembershipError(f"node {node_id} is the last voter; it cannot be removed")
+    return _sorted([x for x in config.members if x.id != node_id])
+
+
+def check_single_change(old: ClusterConfig, new: ClusterConfig) -> None:
+    """At most one voter added or removed: any two majorities of ``old`` and ``new`` then
+    overlap, so no joint consensus is needed (4.2)."""
+    changed = voters(old) ^ voters(new)
+    if len(changed) > 1:
+        raise MembershipError(
+            f"voters {sorted(changed)} would change at once; change one voter at a time"
+        )
+    if not voters(new):
+        raise MembershipError("a configuration needs at least one voter")

@@ -70,11 +70,16 @@ from raftkv.raft.config import RaftConfig
 from raftkv.raft.errors import NotLeader
 from raftkv.raft.log_storage import Compacted, LogStorage
 from raftkv.raft.membership import (
+    ConfigChangePending,
     ConfigHistory,
+    check_single_change,
     committed_index,
     decode_config,
     encode_config,
     quorum,
+    with_learner,
+    with_promoted,
+    without_member,
 )
 from raftkv.raft.progress import Inflights, Progress, ProgressState
 from raftkv.raft.raft_log import RaftLog
@@ -94,6 +99,7 @@ from wire.raft import (
     HardState,
     InstallSnapshot,
     InstallSnapshotResponse,
+    Member,
     ReadIndexRequest,
     ReadIndexResponse,
     RequestVote,
@@ -207,6 +213,12 @@ class RaftNode:
         return self._configs.voters
 
     @property
+    def known_members(self) -> dict[int, Member]:
+        """Who this node exchanges messages with: the configuration in force plus members
+        removed by a change that has not committed yet (id -> Member)."""
+        return self._configs.known_members()
+
+    @property
     def is_learner(self) -> bool:
         return self._id in self._configs.learners
 
@@ -244,13 +256,78 @@ class RaftNode:
         return e.index, e.term
 
     def propose_config(self, config: ClusterConfig) -> tuple[int, int]:
-        """Append a CONFIG entry (in force at once). One change at a time: raises ValueError
-        while the previous configuration is uncommitted. No membership checks here."""
+        """Append a CONFIG entry (in force at once). One change at a time: raises
+        ConfigChangePending (a ValueError) while the previous configuration is uncommitted,
+        or before this leader committed an entry of its own term: the fix for the
+        single-server change bug (Ongaro, raft-dev 2015) - a change proposed earlier could
+        otherwise be overwritten by a leader that never saw it, after ours committed.
+        No membership checks here; the methods below make them."""
         self._check_can_propose()
         if self._configs.index > self._commit:
-            raise ValueError("a configuration change is still uncommitted")
+            raise ConfigChangePending(
+                f"a configuration change (index {self._configs.index}) is still uncommitted;"
+                " retry once it commits"
+            )
+        if self._log.term_or_none(self._commit) != self._term:
+            raise ConfigChangePending(
+                "the leader has not committed an entry of its term yet; retry shortly"
+            )
         e = self._append_as_leader(CONFIG, encode_config(config))
         return e.index, e.term
+
+    # -- membership (one server at a time; new servers join as learners) ---------------------
+    @property
+    def config_pending(self) -> bool:
+        """A CONFIG entry is in force but not committed yet."""
+        return self._configs.index > self._commit
+
+    def add_learner(self, node_id: int, peer_addr: str, promote: bool = False) -> tuple[int, int]:
+        """Add a non-voting member that receives the log. ``promote``: ask leaders to make it
+        a voter once caught up (see ``learners_to_promote``)."""
+        self._check_can_propose()
+        return self.propose_config(
+            with_learner(self.cluster_config, node_id, peer_addr, promote)
+        )
+
+    def promote_learner(self, node_id: int, max_lag: int) -> tuple[int, int]:
+        """Make learner ``node_id`` a voter, if it holds the log to within ``max_lag``
+        entries: a lagging new voter could stall commits until it catches up (4.2.1)."""
+        self._check_can_propose()
+        new = with_promoted(self.cluster_config, node_id)
+        if not self._caught_up(node_id, max_lag):
+            pr = self._progress.get(node_id)
+            match = pr.match if pr is not None else 0
+            raise ConfigChangePending(
+                f"learner {node_id} is not caught up (has {match} of {self.last_index}"
+                f" entries, must be within {max_lag}); retry later"
+            )
+        return self.propose_config(new)
+
+    def remove_member(self, node_id: int) -> tuple[int, int]:
+        """Remove a voter or a learner. Removing the leader itself is allowed: it leads
+        (without counting itself) until the change commits, then steps down (4.2.2)."""
+        self._check_can_propose()
+        new = without_member(self.cluster_config, node_id)
+        check_single_change(self.cluster_config, new)
+        return self.propose_config(new)
+
+    def learners_to_promote(self, max_lag: int) -> list[int]:
+        """Leader: learners marked ``promote`` that are caught up (to within ``max_lag``)."""
+        if self._role is not Role.LEADER:
+            return []
+        return [
+            m.id
+            for m in self.cluster_config.members
+            if m.learner and m.promote and self._caught_up(m.id, max_lag)
+        ]
+
+    def _caught_up(self, node_id: int, max_lag: int) -> bool:
+        pr = self._progress.get(node_id)
+        return (
+            pr is not None
+            and pr.match > 0
+            and pr.match >= self._log.last_index() - max_lag
+        )
 
     def read_index(self, ctx: bytes) -> None:
         """Ask for a linearizable read; the answer is a ReadState(ctx, index) or ctx in
@@ -682,9 +759,11 @@ class RaftNode:
         if index <= self._commit:
             return
         self._commit = index
-        self._configs.compact_to(index)
+        superseded = self._configs.compact_to(index)
         if self._role is not Role.LEADER:
             return
+        if superseded:
+            self._sync_progress()  # stop replicating to servers whose removal committed
         self._commit_bcast = True
         if self._reads.waiting_commit and self._log.term_or_none(index) == self._term:
             self._reads.release_waiting()
@@ -713,14 +792,15 @@ class RaftNode:
         self._bcast_pending = True
         if kind == CONFIG:
             self._configs.push(e.index, decode_config(data))
-            self._sync_progress()
+            self._sync_progress(e.index)  # a new member is probed from this entry back
             self._maybe_commit()
         return e
 
-    def _sync_progress(self) -> None:
-        """Track exactly the members of the configuration in force (and ourselves)."""
-        members = self._configs.voters | self._configs.learners | {self._id}
-        nxt = self._log.last_index() + 1
+    def _sync_progress(self, nxt: int = 0) -> None:
+        """Track exactly the members of the configuration in force (and ourselves); new
+        ones start at ``nxt`` (default: after our last entry)."""
+        members = self._configs.known_members().keys() | {self._id}
+        nxt = nxt or self._log.last_index() + 1
         for peer in members - self._progress.keys():
             self._progress[peer] = Progress(0, nxt, Inflights(self._cfg.max_inflight))
         for peer in self._progress.keys() - members:

@@ -1,7 +1,8 @@
 """Snapshot files: ``snapshot-<index>-<term>.snap``, written atomically, checked on read.
 
 Layout: a 24-byte header (magic, format version, meta length, data length), the meta
-(msgpack ``[index, term, [[id, peer_addr, learner], ...]]``), the state-machine data, then
+(msgpack ``[index, term, [[id, peer_addr, learner, promote], ...]]``; members of
+three fields, written before ``promote`` existed, still read), the state-machine data, then
 a u32 ``zlib.crc32`` of everything before it. The data is streamed in chunks both ways, so
 neither writing a received snapshot nor checking one needs it all in memory.
 
@@ -43,14 +44,17 @@ def parse_snapshot_name(name: str) -> tuple[int, int] | None:
 
 
 def encode_meta(meta: SnapshotMeta) -> bytes:
-    members = [[m.id, m.peer_addr, m.learner] for m in meta.config.members]
+    members = [[m.id, m.peer_addr, m.learner, m.promote] for m in meta.config.members]
     return msgpack.packb([meta.index, meta.term, members], use_bin_type=True)
 
 
 def decode_meta(raw: bytes) -> SnapshotMeta:
     obj = msgpack.unpackb(raw, raw=False)
     index, term, members = obj
-    config = ClusterConfig(tuple(Member(int(i), str(a), bool(ln)) for i, a, ln in members))
+    config = ClusterConfig(tuple(
+        Member(int(i), str(a), bool(ln), bool(rest[0]) if rest else False)
+        for i, a, ln, *rest in members
+    ))
     if type(index) is not int or type(term) is not int:
         raise ValueError("index and term must be integers")
     return SnapshotMeta(index=index, term=term, config=config)
