@@ -51,6 +51,7 @@ class NodeProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.expect_exit = False  # we killed or stopped it: an exit is not a crash
+        self.join: list[str] = []  # started with --join (client addresses), not --cluster
 
     @property
     def alive(self) -> bool:
@@ -106,10 +107,35 @@ class LocalCluster:
                         for n in self.nodes.values())
 
     def command(self, node: NodeProcess) -> list[str]:
+        members = (["--join", ",".join(node.join)] if node.join
+                   else ["--cluster", self.cluster_arg_for(node.id)])
         return [sys.executable, "-m", "raftkv", "serve", "--id", str(node.id),
                 "--client-addr", node.client_addr, "--peer-addr", node.peer_addr,
-                "--cluster", self.cluster_arg_for(node.id), "--data-dir", str(node.data_dir),
+                *members, "--data-dir", str(node.data_dir),
                 "--fsync", self.fsync, "-v", *self.extra_args, *self.node_args.get(node.id, [])]
+
+    def add_node(self, node_id: int, *, learner: bool = False,
+                 join: Sequence[int] | None = None) -> NodeProcess:
+        """Start a new node ``node_id`` (free ports, empty data directory) with ``--join``
+        pointing at the client addresses of the nodes ``join`` (default: the live ones)."""
+        if node_id in self.nodes:
+            raise ValueError(f"node {node_id} already exists")
+        client, peer = free_ports(2, self.host)
+        node = NodeProcess(node_id, f"{self.host}:{client}", f"{self.host}:{peer}",
+                           self.workdir / f"node-{node_id}", self.workdir / f"node-{node_id}.log")
+        ids = join if join is not None else [i for i, n in self.nodes.items() if n.alive]
+        node.join = [self.nodes[i].client_addr for i in ids]
+        if learner:
+            self.node_args.setdefault(node_id, []).append("--learner")
+        self.nodes[node_id] = node
+        self.start(node_id)
+        return node
+
+    def forget(self, node_id: int) -> None:
+        """Kill node ``node_id`` if it runs and drop it from the harness (a removed member:
+        ``wait_for_leader`` and ``close`` no longer look at it)."""
+        self.kill(node_id)
+        del self.nodes[node_id]
 
     def start(self, node_id: int | None = None) -> None:
         targets = [self.nodes[node_id]] if node_id else list(self.nodes.values())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from raftkv import __version__
@@ -31,8 +33,14 @@ def _env(name: str) -> str:
               envvar=_env("CLIENT_ADDR"), help="Listen address of the Redis-protocol port.")
 @click.option("--peer-addr", default="127.0.0.1:7101", show_default=True,
               envvar=_env("PEER_ADDR"), help="Listen address of the Raft peer port.")
-@click.option("--cluster", required=True, envvar=_env("CLUSTER"),
-              help="Initial voters: 1=HOST:PORT,2=HOST:PORT,... (their peer addresses).")
+@click.option("--cluster", default="", envvar=_env("CLUSTER"),
+              help="Initial voters: 1=HOST:PORT,2=HOST:PORT,... (their peer addresses). "
+                   "Not needed with --join.")
+@click.option("--join", default="", envvar=_env("JOIN"),
+              help="Join a running cluster: HOST:PORT[,HOST:PORT...] client addresses of "
+                   "members. Only for an empty data directory (ignored once it has state).")
+@click.option("--learner", is_flag=True, envvar=_env("LEARNER"),
+              help="With --join: stay a non-voting learner (RAFT PROMOTE makes it a voter).")
 @click.option("--data-dir", required=True, envvar=_env("DATA_DIR"), type=click.Path(),
               help="Where this node keeps its log and snapshots.")
 @click.option("--cluster-id", default="raftkv", show_default=True, envvar=_env("CLUSTER_ID"),
@@ -63,7 +71,8 @@ def _env(name: str) -> str:
               envvar=_env("UNSAFE_STALE_READS"),
               help="TEST ONLY: followers answer reads from local state (not linearizable).")
 @click.option("-v", "--verbose", count=True, help="-v: the Raft story; -vv: debug.")
-def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, data_dir: str,
+def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: str,
+          learner: bool, data_dir: str,
           cluster_id: str, advertise_client_addr: str, advertise_peer_addr: str,
           tick_ms: float, heartbeat_ticks: int, election_ticks: int, fsync: str,
           snapshot_entries: int, max_clients: int, idle_timeout: float, unsafe_stale_reads: bool,
@@ -73,14 +82,19 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, data_dir
     from raftkv.node.run import run_node
     from raftkv.node.settings import NodeSettings, parse_addr, parse_cluster
 
+    seeds = tuple(filter(None, (e.strip() for e in join.split(","))))
     try:
-        members = parse_cluster(cluster)
+        members = parse_cluster(cluster) if cluster or not seeds else {}
         parse_addr(client_addr)
         parse_addr(peer_addr)
+        for seed in seeds:
+            parse_addr(seed)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    if node_id not in members:
+    if not seeds and node_id not in members:
         raise click.BadParameter(f"--id {node_id} is not in --cluster {cluster}")
+    if learner and not seeds:
+        raise click.BadParameter("--learner only applies with --join")
     setup_logging(verbose)
     settings = NodeSettings(
         node_id=node_id, client_addr=client_addr, peer_addr=peer_addr, cluster=members,
@@ -88,7 +102,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, data_dir
         advertise_peer_addr=advertise_peer_addr, tick_ms=tick_ms,
         heartbeat_ticks=heartbeat_ticks, election_ticks=election_ticks, fsync=fsync,
         snapshot_entries=snapshot_entries, max_clients=max_clients, idle_timeout=idle_timeout,
-        unsafe_stale_reads=unsafe_stale_reads,
+        unsafe_stale_reads=unsafe_stale_reads, join=seeds, learner=learner,
     )
     if unsafe_stale_reads:
         click.echo("WARNING: --unsafe-stale-reads: reads on followers may be stale "
@@ -143,7 +157,67 @@ def status(endpoints: str) -> None:
         raise SystemExit(1)
 
 
-@main.command()
+@main.group()
 def member() -> None:
-    """List, add, remove and promote cluster members."""
-    not_yet("raftkv member", "the membership issue")
+    """List, add, remove and promote cluster members (like etcdctl member).
+
+    Any endpoint takes a change and forwards it to the leader; the command returns once the
+    change is committed. A new node is added as a learner and promoted automatically once
+    it has caught up, unless added with --learner."""
+
+
+def _endpoints_option(f: Any) -> Any:
+    return click.option("--endpoints", default=LOCAL_ENDPOINTS, show_default=True,
+                        envvar="RAFTKV_ENDPOINTS",
+                        help="Client addresses of members, comma separated.")(f)
+
+
+@member.command("list")
+@_endpoints_option
+def member_list(endpoints: str) -> None:
+    """The members, their peer address, role, and which one leads."""
+    from raftkv.member_cli import print_members
+
+    print_members(_split(endpoints))
+
+
+@member.command("add")
+@click.argument("node_id", type=click.IntRange(min=1))
+@click.argument("peer_addr")
+@click.option("--learner", is_flag=True, help="Keep it a learner (no automatic promotion).")
+@click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(min=0),
+              help="Keep retrying while the cluster says TRYAGAIN for this long.")
+@_endpoints_option
+def member_add(node_id: int, peer_addr: str, learner: bool, timeout: float,
+               endpoints: str) -> None:
+    """Add node NODE_ID (peer address PEER_ADDR) as a learner; start it with --join."""
+    from raftkv.member_cli import change
+
+    words = ["ADDNODE", str(node_id), peer_addr] + (["LEARNER"] if learner else [])
+    change(_split(endpoints), words, timeout)
+
+
+@member.command("remove")
+@click.argument("node_id", type=click.IntRange(min=1))
+@click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(min=0))
+@_endpoints_option
+def member_remove(node_id: int, timeout: float, endpoints: str) -> None:
+    """Remove node NODE_ID (a voter or a learner; the leader too)."""
+    from raftkv.member_cli import change
+
+    change(_split(endpoints), ["REMOVENODE", str(node_id)], timeout)
+
+
+@member.command("promote")
+@click.argument("node_id", type=click.IntRange(min=1))
+@click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(min=0))
+@_endpoints_option
+def member_promote(node_id: int, timeout: float, endpoints: str) -> None:
+    """Make learner NODE_ID a voter (once it has caught up with the leader)."""
+    from raftkv.member_cli import change
+
+    change(_split(endpoints), ["PROMOTE", str(node_id)], timeout)
+
+
+def _split(endpoints: str) -> list[str]:
+    return [e.strip() for e in endpoints.split(",") if e.strip()]

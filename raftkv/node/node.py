@@ -32,6 +32,7 @@ import trio
 
 from raftkv.kv import KVStateMachine, encode_command, encode_snapshot, lookup, validate
 from raftkv.log import event
+from raftkv.node.membership import Membership, describe_members
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings, parse_addr
 from raftkv.node.transport import PeerTransport
@@ -40,6 +41,7 @@ from raftkv.raft.membership import decode_config
 from raftkv.storage import SnapshotWriter, open_storage
 from wire.raft import (
     CONFIG,
+    NOOP,
     NORMAL,
     ClusterConfig,
     ForwardRequest,
@@ -48,7 +50,7 @@ from wire.raft import (
     Member,
     SnapshotMeta,
 )
-from wire.reply import ErrorReply
+from wire.reply import OK, ErrorReply
 from wire.resp import encode_reply
 from wire.resp_reply import NEED_MORE, ReplyParser
 
@@ -115,6 +117,7 @@ class Node:
         self._snapshotting = False
         self._storage_lock = trio.Lock()
         self._snap_logged: set[tuple[int, int, bool]] = set()
+        self.membership = Membership(self)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -122,8 +125,8 @@ class Node:
         from raftkv.server.client_port import serve_clients
 
         s = self.settings
-        bootstrap = ClusterConfig(
-            tuple(Member(i, addr) for i, addr in sorted(s.cluster.items()))
+        bootstrap = ClusterConfig(  # empty with --join: learnt from the leader
+            tuple(Member(i, addr) for i, addr in sorted(s.cluster.items()) if not s.join)
         )
         self.storage = await trio.to_thread.run_sync(
             lambda: open_storage(s.data_dir, s.cluster_id, s.node_id, bootstrap, fsync=s.fsync)
@@ -142,8 +145,12 @@ class Node:
         self.core = RaftNode(self.id, self.storage, config, self.rng)
         hard_state, _ = self.storage.initial_state()
         self._durable_vote = (hard_state.term, hard_state.vote)
-        members = {m.id: m.peer_addr for m in self.core.cluster_config.members}
-        if not getattr(self.storage, "created", True) and members != s.cluster:
+        members = {m.id: m.peer_addr for m in self.core.known_members.values()}
+        joining = bool(s.join) and not members
+        if s.join and members:
+            event(log, logging.WARNING, "the data directory has cluster state: ignoring "
+                  "--join", members=describe_members(self.core.cluster_config))
+        elif not s.join and not getattr(self.storage, "created", True) and members != s.cluster:
             log.warning("existing data directory: using its membership, not --cluster",
                         extra={"fields": {"members": members}})
         event(log, logging.INFO, "node starting", id=self.id, term=self.core.term,
@@ -171,6 +178,8 @@ class Node:
                 nursery.start_soon(self._ticker)
                 nursery.start_soon(self._sweeper)
                 self.client_port = await nursery.start(serve_clients, self)
+                if joining:
+                    nursery.start_soon(self.membership.join, list(s.join))
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
@@ -244,9 +253,11 @@ class Node:
             await self._wake.wait()
             self._wake = trio.Event()
             while self.core.has_ready():
+                self.membership.observe()
                 await self._handle_ready()
             await self._maybe_snapshot()
             self._observe_leadership()
+            self.membership.observe()
 
     async def _handle_ready(self) -> None:
         async with self._storage_lock:
@@ -302,10 +313,11 @@ class Node:
             result = kv.apply(entry.data) if entry.kind == NORMAL else None
             if entry.kind == CONFIG:
                 self._applied_config = decode_config(entry.data)
+                result = OK  # a membership change (RAFT ADDNODE/...) is done once committed
             waiting = writes.pop(entry.index, None)
             if waiting is not None:
                 term, pending, _ = waiting
-                pending.set(result if term == entry.term and entry.kind == NORMAL else LOST)
+                pending.set(result if term == entry.term and entry.kind != NOOP else LOST)
             self.applied = entry.index
         self.stats["applied"] += len(entries)
         if entries:
@@ -565,7 +577,9 @@ class Node:
         """Run a follower's command as leader and send the reply back; never re-forward."""
         args = list(msg.args)
         error = validate(args) if args else ErrorReply("ERR empty command")
-        if error is not None:
+        if args and args[0].lower() == b"raft":  # a membership change (RAFT ADDNODE ...)
+            reply = self.membership.command(args, forwarded=True)
+        elif error is not None:
             reply = Pending.of(error)
         elif self.core.role is not Role.LEADER:
             reply = Pending.of(NO_LEADER)
@@ -582,6 +596,18 @@ class Node:
             ))
         return send_back
 
+    # -- membership entry points (raftkv.node.membership) ---------------------------------
+
+    def forward_command(self, args: list[bytes], pending: Pending) -> None:
+        """Send a command to the leader as a ForwardRequest; ``pending`` gets its reply."""
+        self._forward(args, pending, trio.current_time() + self.settings.request_timeout)
+
+    def await_commit(self, index: int, term: int, pending: Pending) -> None:
+        """``pending`` gets OK once the entry proposed at (index, term) is applied, LOST if
+        another term's entry is, UNKNOWN at the request timeout."""
+        self._writes[index] = (term, pending, trio.current_time() + self.settings.request_timeout)
+        self.wake()
+
     # -- introspection (INFO, RAFT STATUS) -------------------------------------------------
 
     def leader_client_addr(self) -> str:
@@ -595,13 +621,8 @@ class Node:
     def raft_info(self) -> dict[str, Any]:
         core = self.core
         meta = self.storage.snapshot_meta()
-        members = ",".join(
-            f"{m.id}={m.peer_addr}{'(learner)' if m.learner else ''}"
-            for m in core.cluster_config.members
-        )
-        role = core.role.name.lower() if not core.is_learner else "learner"
-        if role == "pre_candidate":
-            role = "candidate"
+        members = describe_members(core.cluster_config)
+        role = self.membership.role()
         return {
             "node_id": self.id,
             "role": role,

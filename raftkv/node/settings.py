@@ -49,6 +49,12 @@ class NodeSettings:
     idle_timeout: float = 0.0  # seconds; 0 = never close idle client connections
     request_timeout: float = 5.0
     leader_wait: float = 2.0  # how long a command waits for a leader before -TRYAGAIN
+    # Membership: --join (client addresses of members; an empty node asks to be added),
+    # --learner (stay a learner once joined), and how close to the leader's log a learner
+    # must be before the leader promotes it.
+    join: tuple[str, ...] = ()
+    learner: bool = False
+    promote_lag: int = 100
     # Test-only: followers answer reads from local state without ReadIndex. It exists so
     # the chaos suite can prove its checker catches stale reads; never use it otherwise.
     unsafe_stale_reads: bool = False

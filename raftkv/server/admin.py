@@ -1,9 +1,12 @@
-"""``RAFT STATUS | TRANSFER id | SNAPSHOT``: cluster administration on the client port."""
+"""``RAFT STATUS | TRANSFER id | SNAPSHOT | ADDNODE id peer_addr [LEARNER] | PROMOTE id |
+REMOVENODE id``: cluster administration on the client port (membership changes are in
+raftkv.node.membership: any node takes them and forwards them to the leader)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from raftkv.node.membership import SUBCOMMANDS
 from raftkv.node.pending import Pending
 from raftkv.raft import NotLeader, Role
 from wire.reply import OK, ErrorReply
@@ -22,9 +25,11 @@ def raft_command(node: Node, args: list[bytes]) -> Pending:
         # Snapshot this node's applied state now and compact its log; replies with the
         # snapshot index (the current one if nothing was applied since).
         return node.request_snapshot()
+    if sub in SUBCOMMANDS:
+        return node.membership.command(args)
     return Pending.of(ErrorReply(
         "ERR unknown RAFT subcommand or wrong arguments; try RAFT STATUS | TRANSFER id | "
-        "SNAPSHOT"
+        "SNAPSHOT | ADDNODE id peer_addr [LEARNER] | PROMOTE id | REMOVENODE id"
     ))
 
 
