@@ -263,3 +263,34 @@ def raftkv(*args: str, endpoints: LocalCluster, ids: list[int]) -> str:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def test_a_learner_stays_until_promoted_and_errors_are_clear(cluster: LocalCluster) -> None:
+    c = cluster
+    leader = c.wait_for_leader()
+    follower = next(i for i in c.nodes if i != leader)
+    addr = c.nodes[follower].client_addr
+    for args, error in [
+        (("RAFT", "REMOVENODE", "9"), "ERR node 9 is not a member"),
+        (("RAFT", "ADDNODE", "2", "127.0.0.1:9"), "ERR node 2 is already a member"),
+        (("RAFT", "ADDNODE", "9"), "ERR wrong arguments"),
+        (("RAFT", "PROMOTE", "1"), "ERR node 1 is already a voter"),
+    ]:
+        reply = call(addr, *args)  # a follower: forwarded to the leader, error sent back
+        assert isinstance(reply, ErrorReply) and reply.text.startswith(error), reply
+    c.add_node(4, learner=True)
+    wait_members(c, {1: "voter", 2: "voter", 3: "voter", 4: "learner"})
+    for n in range(200):
+        assert call(addr, "SET", f"k{n}", str(n)) == OK
+    assert retry_call(c.nodes[4].client_addr, "GET", "k199") == b"199"  # learners serve reads
+    info = c.info(leader) or {}
+    deadline = time.monotonic() + 20
+    while int((c.info(4) or {}).get("last_applied", 0)) < int(info["commit_index"]):
+        assert time.monotonic() < deadline, "the learner did not catch up"
+        time.sleep(0.05)  # polling another process
+    assert call(addr, "SET", "after", "1") == OK  # more Readys on the leader: still no promotion
+    assert members(c, leader)[4] == "learner"
+    assert (c.info(4) or {}).get("role") == "learner"
+    out = raftkv("member", "promote", "4", endpoints=c, ids=[follower])
+    assert "PROMOTE 4: committed" in out
+    wait_members(c, {i: "voter" for i in (1, 2, 3, 4)})

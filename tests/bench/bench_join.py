@@ -1,0 +1,116 @@
+"""How long a fresh node takes to join a loaded cluster and catch up, with real processes.
+
+Run: /work/venv/bin/python tests/bench/bench_join.py [--keys 100000] [--value-size 100]
+     [--compare] [--dir DIR]
+
+A 3-node cluster (fsync always) takes --keys SETs (pipelined), the leader snapshots
+(RAFT SNAPSHOT: its log is compacted, so the new node must get the snapshot), then node 4
+starts with an empty data directory and ``--join``. Timed from its start (which includes
+starting Python, about 0.5 s): ADDNODE committed ("joined the cluster"), snapshot
+installed, promoted to voter (INFO raft members), serving the last key. With --compare,
+the same join without a snapshot (the new node replays the whole log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+import redis
+from common import scratch_dir
+
+from chaos.cluster import LocalCluster
+
+
+def conn(c: LocalCluster, node_id: int) -> redis.Redis:
+    host, port = c.client_addr(node_id)
+    return redis.Redis(host=host, port=port, socket_timeout=60, protocol=2)
+
+
+def wait(predicate, timeout: float = 300.0) -> float:
+    """Seconds until ``predicate()`` (polled: another process has no event to wait on)."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError("gave up waiting")
+        time.sleep(0.005)
+    return time.monotonic() - start
+
+
+def field(log: Path, line: str, name: str) -> str:
+    for row in reversed(log.read_text(errors="replace").splitlines()):
+        if line in row and (m := re.search(rf"\b{name}=(\S+)", row)):
+            return m.group(1)
+    return "?"
+
+
+def serves(c: LocalCluster, node_id: int, key: str, value: bytes) -> bool:
+    try:
+        return conn(c, node_id).get(key) == value
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+        return False
+
+
+def is_voter(c: LocalCluster, node_id: int) -> bool:
+    info = c.info(node_id) or {}
+    return f"{node_id}=" in info.get("members", "") and info.get("role") not in (
+        "learner", "joining")
+
+
+def run(workdir: Path, keys: int, value_size: int, snapshot: bool) -> None:
+    with LocalCluster(workdir, extra_args=["--snapshot-entries", "0"]) as c:
+        leader = c.wait_for_leader(timeout=30)
+        r = conn(c, leader)
+        value = b"v" * value_size
+        started = time.monotonic()
+        for lo in range(0, keys, 1000):
+            with r.pipeline(transaction=False) as pipe:
+                for k in range(lo, min(lo + 1000, keys)):
+                    pipe.set(f"key:{k:08d}", value)
+                pipe.execute()
+        took = time.monotonic() - started
+        print(f"  wrote {keys} keys of {value_size} B in {took:.1f} s ({keys / took:.0f}/s)")
+        last = f"key:{keys - 1:08d}"
+        if snapshot:
+            index = r.execute_command("RAFT", "SNAPSHOT")
+            print(f"  leader snapshot at index {index} "
+                  f"({field(c.nodes[leader].log_path, 'snapshot taken', 'bytes')} bytes)")
+        t0 = time.monotonic()
+        node = c.add_node(4)
+        log = node.log_path
+
+        def logged(line: str) -> bool:
+            return log.exists() and line in log.read_text(errors="replace")
+
+        joined = wait(lambda: logged("joined the cluster"))
+        print(f"  start -> ADDNODE committed (learner): {joined:.2f} s")
+        if snapshot:
+            wait(lambda: logged("snapshot installed"))
+            print(f"  start -> snapshot installed: {time.monotonic() - t0:.2f} s "
+                  f"(install + restore: {field(log, 'snapshot installed', 'ms')} ms)")
+        wait(lambda: is_voter(c, 4))
+        print(f"  start -> promoted to voter: {time.monotonic() - t0:.2f} s")
+        wait(lambda: serves(c, 4, last, value))
+        print(f"  start -> serves the last key: {time.monotonic() - t0:.2f} s")
+        assert snapshot == logged("snapshot installed")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--value-size", type=int, default=100)
+    ap.add_argument("--compare", action="store_true", help="also join by log replay")
+    ap.add_argument("--dir", default=None, help="scratch base (a real disk)")
+    a = ap.parse_args()
+    with scratch_dir(a.dir, "bench-join-") as d:
+        print("join, catching up by snapshot:")
+        run(d / "snap", a.keys, a.value_size, snapshot=True)
+        if a.compare:
+            print("join, catching up by log replay (no snapshot):")
+            run(d / "replay", a.keys, a.value_size, snapshot=False)
+
+
+if __name__ == "__main__":
+    main()
