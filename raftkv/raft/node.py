@@ -39,8 +39,11 @@ Choices worth knowing (see also the module docstrings of progress, read_only, ra
 - ForwardRequest / ForwardResponse are routed by the runtime: ``step`` raises TypeError.
 - Configuration changes take effect when their CONFIG entry is appended (4.1) and are rolled
   back if it is truncated; quorums always use the configuration in force. ``propose_config``
-  is the raw, single-change-at-a-time primitive; membership safety checks (one server at a
-  time, learners first) belong to the admin API on top.
+  is the raw, single-change-at-a-time primitive (also refused until a new leader committed
+  an entry of its term); ``add_learner`` / ``promote_learner`` / ``remove_member`` add the
+  membership rules (new servers as learners, promotion once caught up, one voter at a
+  time). A server removed by an uncommitted change is still replicated to, so it normally
+  sees its removal; nobody checks membership before answering a message (4.1).
 - Compaction: the runtime compacts storage whenever it likes (``storage.compact``, up to
   an applied index); the core needs no notice, it reads ``first_index`` / ``term`` from
   storage each time. A follower that needs compacted entries moves to SNAPSHOT progress:
