@@ -14,43 +14,12 @@ the same join without a snapshot (the new node replays the whole log).
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
-import redis
-from common import scratch_dir
+from common import conn, field, scratch_dir, serves, wait
 
 from chaos.cluster import LocalCluster
-
-
-def conn(c: LocalCluster, node_id: int) -> redis.Redis:
-    host, port = c.client_addr(node_id)
-    return redis.Redis(host=host, port=port, socket_timeout=60, protocol=2)
-
-
-def wait(predicate, timeout: float = 300.0) -> float:
-    """Seconds until ``predicate()`` (polled: another process has no event to wait on)."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError("gave up waiting")
-        time.sleep(0.005)
-    return time.monotonic() - start
-
-
-def field(log: Path, line: str, name: str) -> str:
-    for row in reversed(log.read_text(errors="replace").splitlines()):
-        if line in row and (m := re.search(rf"\b{name}=(\S+)", row)):
-            return m.group(1)
-    return "?"
-
-
-def serves(c: LocalCluster, node_id: int, key: str, value: bytes) -> bool:
-    try:
-        return conn(c, node_id).get(key) == value
-    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-        return False
 
 
 def is_voter(c: LocalCluster, node_id: int) -> bool:

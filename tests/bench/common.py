@@ -13,6 +13,7 @@ import csv
 import io
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
+import redis
 
 from chaos.cluster import LocalCluster, free_ports
 from wire.reply import ErrorReply
@@ -325,3 +327,34 @@ class CpuSampler:
             parts.append(f"n{i} on-CPU {(run - r0) / 1e9 / el:.0%} "
                          f"waiting-for-CPU {(wait - w0) / 1e9 / el:.0%}")
         return "node CPU (summed over threads): " + "; ".join(parts)
+
+
+# -- shared by bench_join and bench_snapshot ------------------------------------------
+
+def conn(c: LocalCluster, node_id: int) -> redis.Redis:
+    host, port = c.client_addr(node_id)
+    return redis.Redis(host=host, port=port, socket_timeout=60, protocol=2)
+
+
+def wait(predicate, timeout: float = 300.0) -> float:
+    """Seconds until ``predicate()`` (polled: another process has no event to wait on)."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError("gave up waiting")
+        time.sleep(0.005)
+    return time.monotonic() - start
+
+
+def field(log: Path, line: str, name: str) -> str:
+    for row in reversed(log.read_text(errors="replace").splitlines()):
+        if line in row and (m := re.search(rf"\b{name}=(\S+)", row)):
+            return m.group(1)
+    return "?"
+
+
+def serves(c: LocalCluster, node_id: int, key: str, value: bytes) -> bool:
+    try:
+        return conn(c, node_id).get(key) == value
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+        return False
