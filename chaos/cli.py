@@ -66,11 +66,12 @@ def _common_run_options(fn):  # type: ignore[no-untyped-def]
                      help="Seed of the fault schedule and the workload (default: random)."),
         click.option("--out", type=click.Path(file_okay=False),
                      help="Report directory (default: results/<timestamp>)."),
-        click.option("--net", type=click.Choice(["proxy", "nft", "docker"]), default="proxy",
-                     show_default=True,
+        click.option("--net", type=click.Choice(["proxy", "nft", "docker", "none"]),
+                     default="proxy", show_default=True,
                      help="proxy: userspace relays, no privileges; nft: nftables rules in a "
                           "private network namespace (root); docker: the compose cluster "
-                          "(needs --endpoints and a Docker engine)."),
+                          "(needs --endpoints and a Docker engine); none: plain loopback, "
+                          "no network faults (kill, pause, member only)."),
         click.option("--rate", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
                      help="Operations per second per client."),
         click.option("--op-timeout", type=click.FloatRange(min=0.1), default=2.5,
@@ -152,7 +153,11 @@ def _execute(opts, args_for_netns):  # type: ignore[no-untyped-def]
               help="Seconds of workload under faults.")
 @click.option("--nemesis", "nemesis_text", default="kill,pause,partition", show_default=True,
               help="Comma-separated: kill, kill-leader, pause, partition (isolate-leader, "
-                   "isolate-follower, split, bridge), one-way, latency; all; none.")
+                   "isolate-follower, split, bridge), one-way, latency, member (replace a "
+                   "node by an empty one under a new id; grow to +2 nodes and shrink back); "
+                   "all; none. member needs --net none: the proxy and nft backends give each "
+                   "node its own address for each peer, while a membership change puts one "
+                   "address per member in the log for everyone (all skips it there).")
 @_common_run_options
 def run(duration: float, nemesis_text: str, **kw: object) -> None:
     """Run real nodes under faults and check the history.
@@ -173,6 +178,14 @@ def run(duration: float, nemesis_text: str, **kw: object) -> None:
         nemeses = parse_nemeses(nemesis_text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--nemesis") from None
+    named = {p.strip() for p in nemesis_text.split(",")}
+    if "member" in named and kw["net"] != "none":
+        raise click.BadParameter(
+            f"the member nemesis needs --net none, not --net {kw['net']}: membership changes "
+            "put one peer address per member in the log for every node, but with proxy and "
+            "nft each node reaches each peer at its own address (a proxy, a per-link port) "
+            "and docker's nodes are fixed; --net none has no network faults, so combine "
+            "member with kill, kill-leader or pause", param_hint="--nemesis")
     opts = _run_options(duration=duration, nemeses=nemeses, **kw)
     result = _execute(opts, options_to_args(opts))
     from chaos.report import render

@@ -115,13 +115,17 @@ class LocalCluster:
                 "--fsync", self.fsync, "-v", *self.extra_args, *self.node_args.get(node.id, [])]
 
     def add_node(self, node_id: int, *, learner: bool = False,
-                 join: Sequence[int] | None = None) -> NodeProcess:
+                 join: Sequence[int] | None = None,
+                 addrs: tuple[str, str] | None = None) -> NodeProcess:
         """Start a new node ``node_id`` (free ports, empty data directory) with ``--join``
-        pointing at the client addresses of the nodes ``join`` (default: the live ones)."""
+        pointing at the client addresses of the nodes ``join`` (default: the live ones).
+        ``addrs``: (client, peer) address to listen on instead, e.g. a replaced node's."""
         if node_id in self.nodes:
             raise ValueError(f"node {node_id} already exists")
-        client, peer = free_ports(2, self.host)
-        node = NodeProcess(node_id, f"{self.host}:{client}", f"{self.host}:{peer}",
+        if addrs is None:
+            client, peer = free_ports(2, self.host)
+            addrs = (f"{self.host}:{client}", f"{self.host}:{peer}")
+        node = NodeProcess(node_id, addrs[0], addrs[1],
                            self.workdir / f"node-{node_id}", self.workdir / f"node-{node_id}.log")
         ids = join if join is not None else [i for i, n in self.nodes.items() if n.alive]
         node.join = [self.nodes[i].client_addr for i in ids]

@@ -10,10 +10,18 @@ seed, so a seed names the same sequence of faults on every run.
 Names (``--nemesis``): kill (kill -9 a random node, restart it), kill-leader, pause
 (SIGSTOP/SIGCONT a node, the leader half the time), partition (one of isolate-leader,
 isolate-follower, split, bridge; each can also be named alone), one-way (one direction of
-one link lost), latency (delay and jitter on a node's links or on all links); ``all``.
+one link lost), latency (delay and jitter on a node's links or on all links), member
+(membership changes: ``replace`` removes a random node, the leader half the time, wipes it
+and adds it back empty under a new id; ``grow`` adds two empty nodes and, when healed,
+removes two random members, the leader possibly among them); ``all``.
+
+Membership changes need a backend whose peer addresses are the same for every node (a
+CONFIG entry carries one address per member for everyone), so only ``--net none`` has
+them; ``all`` skips them elsewhere.
 
 The fault kinds recorded in the history's fault windows are the specific ones (kill,
-kill-leader, pause, isolate-leader, isolate-follower, split, bridge, one-way, latency), so
+kill-leader, pause, isolate-leader, isolate-follower, split, bridge, one-way, latency,
+replace, grow), so
 availability is reported per kind.
 """
 
@@ -28,8 +36,11 @@ import trio
 
 Link = tuple[int, int]
 
-NEMESES = ("kill", "kill-leader", "pause", "partition", "one-way", "latency")
+NEMESES = ("kill", "kill-leader", "pause", "partition", "one-way", "latency", "member")
 PARTITIONS = ("isolate-leader", "isolate-follower", "split", "bridge")
+MEMBER_KINDS = ("replace", "grow")
+# What a backend supports unless it says otherwise (``kinds``): membership changes only
+# where it says so.
 KINDS = ("kill", "kill-leader", "pause", *PARTITIONS, "one-way", "latency")
 DEFAULT_NEMESES = ("kill", "pause", "partition")
 
@@ -59,6 +70,8 @@ def parse_nemeses(text: str) -> tuple[str, ...]:
 
 def kinds_of(name: str) -> tuple[str, ...]:
     """The fault kinds a nemesis name can produce."""
+    if name == "member":
+        return MEMBER_KINDS
     return PARTITIONS if name == "partition" else (name,)
 
 
@@ -76,7 +89,7 @@ class Fault:
 
 
 DURATIONS = {"kill": (2.0, 5.0), "kill-leader": (2.0, 5.0), "pause": (2.0, 5.0),
-             "latency": (3.0, 6.0)}
+             "latency": (3.0, 6.0), "replace": (3.0, 6.0), "grow": (4.0, 8.0)}
 PARTITION_DURATION = (3.0, 7.0)
 
 
@@ -163,6 +176,14 @@ class Control(Protocol):
     async def leader(self) -> int | None: ...
 
 
+class MemberControl(Control, Protocol):
+    """A ``Control`` that can also change the membership (``node_ids`` follows it)."""
+
+    async def remove_member(self, node: int) -> None: ...  # RAFT REMOVENODE, then kill it
+    async def add_member(self, replacing: int | None = None) -> int: ...  # a new, empty id
+    async def wait_all_voters(self) -> None: ...  # every node in node_ids is a voter
+
+
 class Net(Protocol):
     """The network between nodes (proxies, nftables, docker networks)."""
 
@@ -203,10 +224,17 @@ class Nemesis:
         # network backend returns (finding the leader or running nft can take a while, and
         # the old leader keeps committing until then).
         self.applied_at = 0.0
-        self.nodes = list(control.node_ids)
         self._killed: set[int] = set()
+        self._grown: int = 0  # nodes added by a grow fault: as many to remove when healed
+        self._member_dirty = False
+        self.heal_note = ""  # what the last heal did beyond undoing (a grow's shrink)
         self._paused: set[int] = set()
         self._net_dirty = False
+
+    @property
+    def nodes(self) -> list[int]:
+        """The current members (membership faults change them)."""
+        return list(self.control.node_ids)
 
     async def _leader(self) -> int | None:
         """The current leader, waiting up to ``leader_wait`` for one to be elected."""
@@ -239,6 +267,8 @@ class Nemesis:
             await self.control.pause(node)
             self._paused.add(node)
             return f"SIGSTOP n{node}" + (" (leader)" if leader else ""), (node,)
+        if kind in MEMBER_KINDS:
+            return await self._member(kind, rng)
         if kind == "latency":
             delay = rng.uniform(0.02, 0.15)
             jitter = delay / 2
@@ -258,6 +288,48 @@ class Nemesis:
         await self.net.cut(links)
         self.applied_at = self.clock()
         return what, targets
+
+    def _members(self) -> MemberControl:
+        control = self.control
+        if not hasattr(control, "add_member"):
+            raise Unsupported("this backend cannot change the membership")
+        return control  # type: ignore[return-value]
+
+    async def _member(self, kind: str, rng: random.Random) -> tuple[str, tuple[int, ...]]:
+        control = self._members()
+        on_leader, anyone = rng.random() < 0.5, rng.choice(self.nodes)
+        if kind == "replace":
+            leader = await self._leader() if on_leader else None
+            node = leader or anyone
+            self.applied_at = self.clock()
+            self._member_dirty = True
+            await control.remove_member(node)
+            new = await control.add_member(replacing=node)
+            return (f"n{node} removed, wiped, back empty as n{new}"
+                    + (" (was leader)" if leader else ""), (node, new))
+        self.applied_at = self.clock()
+        self._member_dirty = True
+        added = []
+        for _ in range(2):
+            added.append(await control.add_member())
+            self._grown += 1
+        return f"grew by {_group(added)} to {len(self.nodes)} nodes", tuple(added)
+
+    async def _heal_members(self) -> None:
+        """Back to the original size, every member a voter: the grown nodes' count is
+        removed again (random members, the leader possibly among them)."""
+        control = self._members()
+        await control.wait_all_voters()
+        rng = random.Random(len(self.nodes) * 7919 + self._grown)
+        removed = []
+        while self._grown:
+            node = rng.choice(self.nodes)
+            await control.remove_member(node)
+            removed.append(node)
+            self._grown -= 1
+        if removed:
+            await control.wait_all_voters()
+            self.heal_note = f"; shrank by {_group(removed)}"
 
     async def _partition(self, kind: str, rng: random.Random
                          ) -> tuple[frozenset[Link] | None, str, tuple[int, ...]]:
@@ -305,6 +377,9 @@ class Nemesis:
         for node in sorted(self._killed):
             await self.control.start(node)
         self._killed.clear()
+        if self._member_dirty:
+            await self._heal_members()
+            self._member_dirty = False
 
 
 def _group(nodes: Iterable[int]) -> str:

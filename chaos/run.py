@@ -17,6 +17,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -28,6 +29,7 @@ from chaos.history import Op, Value
 from chaos.linearizability import DEFAULT_MAX_STATES, Result, check
 from chaos.nemesis import (
     DEFAULT_NEMESES,
+    MEMBER_KINDS,
     Control,
     Fault,
     Injected,
@@ -47,10 +49,34 @@ from chaos.workload import (
     WorkloadConfig,
     final_reads,
     find_leader,
+    info_raft,
     spread,
 )
 
-NETS = ("proxy", "nft", "docker")
+NETS = ("proxy", "nft", "docker", "none")
+
+
+class NoNet:
+    """``--net none``: the nodes talk over plain loopback at their real addresses. No
+    network faults, but every node names its peers alike, which membership changes need:
+    a CONFIG entry carries one peer address per member for everyone, while the proxy and
+    nft backends give each node its own address for each peer (a proxy, a per-link port)."""
+
+    name = "none"
+    kinds = frozenset({"kill", "kill-leader", "pause", *MEMBER_KINDS})
+
+    async def cut(self, links: object) -> None:
+        raise Unsupported("--net none cannot cut links")
+
+    async def slow(self, links: object, delay: float, jitter: float) -> None:
+        raise Unsupported("--net none cannot delay links")
+
+    async def heal(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
 
 
 @attrs.frozen
@@ -140,12 +166,87 @@ def _addr(text: str) -> Addr:
 
 
 class LocalControl:
-    """``Control`` over a ``LocalCluster`` (its blocking calls run in worker threads)."""
+    """``Control`` over a ``LocalCluster`` (its blocking calls run in worker threads), and
+    ``MemberControl``: membership changes through ``RAFT ADDNODE``/``REMOVENODE``, with
+    ``node_ids`` and ``addrs`` (shared with the session) following the members."""
 
-    def __init__(self, cluster: LocalCluster) -> None:
+    def __init__(self, cluster: LocalCluster, member_patience: float = 60.0) -> None:
         self.cluster = cluster
         self.node_ids = sorted(cluster.nodes)
         self.addrs = {i: _addr(n.client_addr) for i, n in cluster.nodes.items()}
+        self.member_patience = member_patience
+        self.next_id = max(self.node_ids) + 1
+        self.retired: dict[int, tuple[str, str]] = {}  # removed node -> (client, peer) addr
+        self.on_change: Callable[[], None] = lambda: None  # after node_ids changed
+
+    def _admin(self, via: list[int], *args: str, done: str = "") -> None:
+        """Send a RAFT admin command through any of ``via`` until it is committed (OK) or
+        refused with an error containing ``done`` (a retry of a change that was made)."""
+        from raftkv.probe import call
+        from wire.reply import OK, ErrorReply
+
+        deadline = time.monotonic() + self.member_patience
+        last: object = None
+        while time.monotonic() < deadline:
+            for node in via:
+                try:
+                    last = call(self.cluster.nodes[node].client_addr, *args, timeout=10.0)
+                except (OSError, ConnectionError) as exc:
+                    last = exc
+                    continue
+                if last == OK or (done and isinstance(last, ErrorReply) and done in last.text):
+                    return
+                if isinstance(last, ErrorReply) and last.text.split()[0] == "ERR":
+                    raise RuntimeError(f"{' '.join(args)} refused: {last.text}")
+            time.sleep(0.2)  # the cluster asked us to retry (TRYAGAIN/UNKNOWN)
+        raise RuntimeError(f"{' '.join(args)} not committed within "
+                           f"{self.member_patience:.0f} s: {last!r}")
+
+    def _remove(self, node: int) -> None:
+        others = [i for i in self.node_ids if i != node]
+        self._admin(others, "RAFT", "REMOVENODE", str(node), done="is not a member")
+        n = self.cluster.nodes[node]
+        self.retired[node] = (n.client_addr, n.peer_addr)
+        self.cluster.kill(node)
+        self.cluster.wipe(node)  # its disk is gone: it can only come back as a new member
+        self.cluster.forget(node)
+
+    async def remove_member(self, node: int) -> None:
+        await trio.to_thread.run_sync(self._remove, node)
+        self.node_ids.remove(node)
+        del self.addrs[node]
+        self.on_change()
+
+    async def add_member(self, replacing: int | None = None) -> int:
+        """Start an empty node under a new id with ``--join``; it listens where the node it
+        replaces did (clients of that node then reach it), else on free ports."""
+        new = self.next_id
+        self.next_id += 1
+        reuse = self.retired.pop(replacing) if replacing is not None else None
+        join = list(self.node_ids)
+        node = await trio.to_thread.run_sync(
+            lambda: self.cluster.add_node(new, join=join, addrs=reuse))
+        self.node_ids.append(new)
+        self.addrs[new] = _addr(node.client_addr)
+        self.on_change()
+        return new
+
+    async def wait_all_voters(self) -> None:
+        """Until every node in ``node_ids`` reports exactly them, all voters."""
+        from raftkv.node.membership import parse_members
+
+        want = {i: "voter" for i in self.node_ids}
+        views: dict[int, dict[int, str]] = {}
+        with trio.move_on_after(self.member_patience):
+            while True:
+                for i in self.node_ids:
+                    info = await info_raft(self.addrs[i])
+                    views[i] = {k: role for k, (_, role) in
+                                parse_members((info or {}).get("members", "")).items()}
+                if all(views.get(i) == want for i in self.node_ids):
+                    return
+                await trio.sleep(0.2)  # polling other processes: no event to wait on
+        raise RuntimeError(f"members {views} never became {want}")
 
     async def kill(self, node: int) -> None:
         await trio.to_thread.run_sync(self.cluster.kill, node)
@@ -235,6 +336,18 @@ async def session(opts: RunOptions, control: Control, net: Net,
     nodes = sorted(addrs)
     clients = [Client(i, node, addrs[node], config, rec, random.Random(rng.random()))
                for i, node in enumerate(spread(opts.clients, nodes))]
+
+    def retarget() -> None:
+        """Clients of a removed node go to its replacement (same address) or a member."""
+        by_addr = {a: i for i, a in addrs.items()}
+        live = sorted(addrs)
+        for c in clients:
+            if c.node not in addrs:
+                c.node = by_addr.get(c.addr, live[c.index % len(live)])
+                c.addr = addrs[c.node]
+
+    if hasattr(control, "on_change"):
+        control.on_change = retarget
     injected: list[Injected] = []
     crashes: list[str] = []
     stop = trio.Event()
@@ -262,6 +375,9 @@ async def session(opts: RunOptions, control: Control, net: Net,
         nursery.start_soon(tick)
         try:
             for fault in schedule:
+                if rec.now() + fault.duration > opts.duration:  # a membership change overran
+                    skipped.append(f"{fault.kind} at {fault.start:.1f} s: no time left")
+                    continue
                 await trio.sleep_until(t0 + fault.start)
                 start = rec.now()
                 try:
@@ -274,6 +390,7 @@ async def session(opts: RunOptions, control: Control, net: Net,
                     skipped.append(f"{fault.kind} at {start:.1f} s: {desc}")
                 await trio.sleep_until(t0 + fault.start + fault.duration)
                 await nemesis.heal()
+                desc, nemesis.heal_note = desc + nemesis.heal_note, ""
                 progress.fault = "-"
                 if not desc.startswith("skipped"):
                     injected.append(Injected(fault.kind, start, rec.now(), desc, targets))
@@ -326,7 +443,7 @@ async def drive(opts: RunOptions) -> Collected:
                                ports=[(nft.CLIENT_PORT, nft.PEER_PORT)] * opts.nodes,
                                peer_maps={i: nft_net.peer_map(i) for i in nodes},
                                node_args=node_args)
-    else:
+    else:  # proxy: the peer maps are set once the proxies listen; none: no maps
         cluster = LocalCluster(workdir, opts.nodes, node_args=node_args)
     control = LocalControl(cluster)
     try:
@@ -335,6 +452,8 @@ async def drive(opts: RunOptions) -> Collected:
             if nft_net is not None:
                 await nft_net.setup()
                 net = nft_net
+            elif opts.net == "none":
+                net = NoNet()
             else:
                 mesh = ProxyMesh({i: _addr(n.peer_addr) for i, n in cluster.nodes.items()},
                                  seed=opts.seed)

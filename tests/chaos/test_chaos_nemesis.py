@@ -30,7 +30,7 @@ Link = tuple[int, int]
 def test_parse_nemeses() -> None:
     assert parse_nemeses("kill,partition") == ("kill", "partition")
     assert parse_nemeses("all") == ("kill", "kill-leader", "pause", "partition", "one-way",
-                                    "latency")
+                                    "latency", "member")
     assert parse_nemeses("split, kill ,split") == ("split", "kill")
     assert parse_nemeses("none") == ()
     with pytest.raises(ValueError, match="unknown nemesis 'chaos-monkey'"):
