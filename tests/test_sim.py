@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -557,13 +559,20 @@ def test_cli_rejects_bad_usage() -> None:
 def test_ci_quota_of_seeds_via_the_console_script() -> None:
     """What CI promises: 2,000 seeds, 3- and 5-node clusters mixed, on two processes."""
     script = Path(sys.executable).parent / "raftkv-chaos"
-    out = subprocess.run(
+    proc = subprocess.Popen(
         [str(script), "sim", "--seeds", "2000", "--jobs", "2", "--quiet"],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=590,
+        start_new_session=True,  # on a timeout, kill the workers too, not only the parent
     )
-    last = out.stdout.splitlines()[-1]
-    assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
+    try:
+        stdout, stderr = proc.communicate(timeout=590)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    last = stdout.splitlines()[-1]
+    assert proc.returncode == 0, stdout[-5000:] + stderr[-2000:]
     m = SUMMARY.match(last)
     assert m and m.group(1, 2, 3, 4) == ("OK", "2000", "2000", "0"), last
