@@ -12,6 +12,13 @@ may crash at any chunk it receives (the last one included: in the middle of the 
 losing the half-received snapshot, and restart a little later; so does one that a
 ``torn_crash`` was armed on.
 
+Membership changes (``change_config``, when the runner has a generator for them): at the
+current leader, through the core's API, one change at a time as the core enforces: add a
+fresh empty node as a learner, promote a learner, remove a voter, or remove the leader and
+add a fresh node next. Removed nodes keep running (and may try to disrupt) until the heal,
+where nodes outside every configuration are stopped for good, as an operator would; the
+liveness checks then look at the members of the leader's configuration only.
+
 Virtual time runs in units of 1/``TICK`` of a tick; node i ticks when ``time % TICK`` equals
 its random phase, so ticks and deliveries interleave differently per node and per seed.
 """
@@ -32,7 +39,7 @@ from chaos.sim.invariants import MISSING, SafetyChecker, Violation
 from chaos.sim.network import TICK, LinkModel, Network
 from chaos.sim.storage import DiskImage, SimStorage
 from raftkv.raft.log_storage import Compacted, Unavailable
-from raftkv.raft.membership import decode_config
+from raftkv.raft.membership import ConfigChangePending, MembershipError, decode_config
 from wire.raft import CONFIG, NORMAL, ClusterConfig, Member, SnapshotMeta
 
 
@@ -60,6 +67,7 @@ class SimNode:
     config: ClusterConfig = attrs.field(factory=ClusterConfig)
     writer: Any = None
     snap_due: int = 0
+    retired: bool = False  # removed from the cluster and stopped for good (at the heal)
 
     def term_at(self, index: int) -> int | None:
         try:
@@ -81,6 +89,10 @@ class ClusterStats:
     installs: int = 0  # snapshots installed from a leader
     install_crashes: int = 0  # crashes while receiving or installing one
     faults: dict[str, int] = attrs.Factory(dict)
+    # Membership changes proposed (add, promote, remove, replace-leader), refused
+    # (ConfigChangePending or not allowed), and CONFIG entries committed.
+    changes: dict[str, int] = attrs.Factory(dict)
+    configs_committed: int = 0
 
 
 class Cluster:
@@ -123,6 +135,11 @@ class Cluster:
         self.churn = 0  # how many of the next new leaders to kill young
         self._crash_at: dict[int, int] = {}  # node -> tick
         self._restart_at: dict[int, int] = {}  # node -> tick
+        # Membership: the newest committed configuration (index, config) any node applied,
+        # the next fresh node id, and whether a removed leader still awaits its replacement.
+        self.committed_config: tuple[int, ClusterConfig] = (0, config)
+        self.next_id = max(ids) + 1
+        self.replace_pending = False
         for i in ids:
             self._start(self.nodes[i])
 
@@ -171,7 +188,7 @@ class Cluster:
         self.event(node.id, "crash" + (" (torn)" if torn else ""), note)
 
     def restart(self, node: SimNode) -> None:
-        if not node.alive:
+        if not node.alive and not node.retired:
             self._start(node)
 
     # -- the event loop -------------------------------------------------------------------------
@@ -288,6 +305,9 @@ class Cluster:
                     node.value = e.data
                 elif e.kind == CONFIG:
                     node.config = decode_config(e.data)
+                    if e.index > self.committed_config[0]:
+                        self.committed_config = (e.index, node.config)
+                        self.stats.configs_committed += 1
                 history.applied(e)
             self.event(node.id, "apply", f"{rd.committed_entries[0].index}..{node.applied}")
             for ctx in history.ready_to_serve(node.id, node.inc, node.applied):
@@ -424,7 +444,7 @@ class Cluster:
         return True
 
     def transfer(self, node: SimNode, target: int) -> None:
-        if not node.alive:
+        if not node.alive or target not in node.raft.voters:  # removed, or a learner
             return
         self.stats.steps += 1
         self.stats.transfers += 1
@@ -491,13 +511,23 @@ class Cluster:
         self.vote_crash_armed = False
         self.install_crash_p = 0.0
         self._restart_at.clear()
+        members = {m.id for m in self.committed_config[1].members}
+        for node in self.nodes.values():  # and those of changes not committed yet
+            if node.alive:
+                members.update(node.raft.known_members)
         for node in self.nodes.values():
             node.torn_armed = node.send_armed = False
+            if node.id not in members and self.stats.changes:
+                # Removed (or never added): an operator stops it, as the runtime's docs ask.
+                self.crash(node)
+                node.retired = True
+                self.event(node.id, "retired")
             self.restart(node)
 
     def settled(self) -> int:
-        """The leader's id once every node is up and follows it and it has committed and
-        applied its whole log (so every proposal's fate is decided), else 0."""
+        """The leader's id once it is a voter of its configuration, every member is up and
+        follows it, and it has committed and applied its whole log (so every proposal's fate
+        is decided), else 0."""
         lid = self.leader()
         if not lid:
             return 0
@@ -505,12 +535,87 @@ class Cluster:
         commit = leader.raft.commit_index
         if commit != leader.raft.last_index or leader.applied != commit:
             return 0
-        for node in self.nodes.values():
+        if lid not in leader.raft.voters:
+            return 0
+        for node in self._members(leader):
             if not node.alive or node.raft.leader_id != lid or node.raft.term != leader.raft.term:
                 return 0
         return lid
 
+    def _members(self, leader: SimNode) -> list[SimNode]:
+        """The nodes of ``leader``'s configuration (all nodes without membership changes)."""
+        if not self.stats.changes:
+            return list(self.nodes.values())
+        return [self.nodes[m.id] for m in leader.raft.cluster_config.members]
+
     def lag(self, lid: int) -> int:
-        """How far the furthest node's state machine is behind leader ``lid``'s commit."""
-        commit = self.nodes[lid].raft.commit_index
-        return max(commit - node.applied for node in self.nodes.values())
+        """How far the furthest member's state machine is behind leader ``lid``'s commit."""
+        leader = self.nodes[lid]
+        commit = leader.raft.commit_index
+        return max(commit - node.applied for node in self._members(leader))
+
+    # -- membership changes ----------------------------------------------------------------------
+    def add_node(self, node_id: int, rng: random.Random) -> SimNode:
+        """A fresh, empty node (no configuration: it learns it from the leader's log)."""
+        node = SimNode(node_id, DiskImage.bootstrap(ClusterConfig()), phase=rng.randrange(TICK))
+        self.nodes[node_id] = node
+        self._by_phase[node.phase].append(node)
+        self.ids.append(node_id)
+        self.net.ids = tuple(sorted(self.ids))
+        self._start(node)
+        return node
+
+    def change_config(self, change: str, rng: random.Random, max_members: int = 7,
+                      promote_lag: int = 20) -> bool:
+        """One membership change proposed at the current leader, through the core's API
+        (``add_learner``/``promote_learner``/``remove_member``, all ``propose_config``):
+        ``add`` a learner, ``promote`` a learner, ``remove`` a voter other than the leader,
+        ``replace_leader`` (remove the leader; the next change adds a fresh node). A change
+        the core refuses (another one pending, not allowed) is counted, not an error."""
+        lid = self.leader()
+        if not lid:
+            return False
+        leader = self.nodes[lid]
+        raft = leader.raft
+        config = raft.cluster_config
+        voters = sorted(raft.voters)
+        learners = sorted(m.id for m in config.members if m.learner)
+        if self.replace_pending:
+            change = "add"
+        stats = self.stats.changes
+        new_nodes: list[int] = []
+        try:
+            if change == "add":
+                if len(config.members) >= max_members:
+                    return False
+                new_nodes = [self.next_id]
+                raft.add_learner(self.next_id, f"sim-{self.next_id}", promote=False)
+                self.replace_pending = False
+            elif change == "promote":
+                if not learners:
+                    return False
+                raft.promote_learner(rng.choice(learners), promote_lag)
+            elif change == "remove":
+                others = [v for v in voters if v != lid]
+                if len(voters) <= 2 or not others:
+                    return False
+                raft.remove_member(rng.choice(others))
+            elif change == "replace_leader":
+                if len(voters) <= 2 or lid not in voters:
+                    return False
+                raft.remove_member(lid)
+                self.replace_pending = True
+            else:
+                raise ValueError(f"unknown membership change {change}")
+        except (ConfigChangePending, MembershipError, messages.NotLeader) as e:
+            stats["refused"] = stats.get("refused", 0) + 1
+            self.event(lid, "config refused", f"{change}: {e}")
+            return False
+        stats[change] = stats.get(change, 0) + 1
+        self.event(lid, "config change", f"{change} {new_nodes or ''} -> "
+                   f"{raft.cluster_config.members and sorted(raft.voters)}")
+        for node_id in new_nodes:
+            self.next_id = node_id + 1
+            self.add_node(node_id, rng)
+        self._drain(leader)
+        return True

@@ -5,6 +5,9 @@ and the core's configuration, then seeds separate child generators for the netwo
 disks, the fault planner, the clients and every node incarnation. Nothing reads the wall
 clock, iterates a set of strings, or touches the global ``random``.
 
+Half the seeds also change their membership at random during the chaos phase (their own
+generator, so the others keep their schedules; see ``Cluster.change_config``).
+
 Phases: *chaos* (``ticks`` ticks of faults and client traffic), then *heal* (links up, no
 loss, crashed nodes restarted; clients keep proposing for ``HEAL_TRAFFIC`` ticks, then
 stop) until the cluster is *settled*: one leader, followed by every node, with its whole log
@@ -36,6 +39,8 @@ LEADER_BOUND = 300  # ticks: 10 maximal election timeouts at the default 15-tick
 SETTLE_BOUND = 600
 CATCH_UP_TICKS = 4  # per entry a follower is behind
 TRACE_LEN = 50
+CHANGES = ("add", "promote", "remove", "replace_leader")
+CHANGE_WEIGHTS = (3, 3, 2, 1)
 
 
 @attrs.frozen
@@ -47,6 +52,7 @@ class SimParams:
     digest: bool = False
     rules: bool = True  # False: check outcomes only (see SafetyChecker)
     snapshots: bool = True  # most seeds compact logs and send InstallSnapshot (see below)
+    membership: bool = True  # half the seeds change their membership (see below)
 
     def chaos_ticks(self) -> int:
         if self.ticks is not None:
@@ -82,6 +88,9 @@ class SeedResult:
     faults: tuple[tuple[str, int], ...] = ()
     digest: str = ""
     snapshots: tuple[int, int, int] = (0, 0, 0)  # compactions, installs, install crashes
+    # Membership changes proposed: add, promote, remove, replace_leader, refused (by the
+    # core), and CONFIG entries committed.
+    membership: tuple[tuple[str, int], ...] = ()
 
 
 def draw_nodes(rng: random.Random) -> int:
@@ -123,6 +132,14 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
         )
         snapshot_max = snap.choice((5, 20, 80))
 
+    # Membership changes too: their own generator, on for half the seeds.
+    member: random.Random | None = random.Random(f"membership-{seed}")
+    member_rate = 0.0
+    if not params.membership or member.random() < 0.5:
+        member = None
+    else:
+        member_rate = member.uniform(0.005, 0.04)
+
     def make_node(node_id: int, storage: object, node_rng: random.Random) -> object:
         return RaftNode(node_id, storage, config, node_rng)
 
@@ -146,6 +163,9 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
             for fault in planner.plan(tick, cluster.view()):
                 cluster.apply_fault(fault)
             clients.act(cluster)
+            if member is not None and member.random() < member_rate:
+                change = member.choices(CHANGES, CHANGE_WEIGHTS)[0]
+                cluster.change_config(change, member)
             cluster.run_tick(tick)
             if tick % 64 == 0:
                 cluster.history.expire_reads(cluster.now - 200 * TICK)
@@ -216,6 +236,9 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
         faults=tuple(sorted(cluster.stats.faults.items())),
         digest=digest.hexdigest() if digest is not None else "",
         snapshots=(cluster.stats.snapshots, cluster.stats.installs, cluster.stats.install_crashes),
+        membership=tuple(sorted({**cluster.stats.changes,
+                                 "committed": cluster.stats.configs_committed}.items()))
+        if cluster.stats.changes else (),
     )
 
 
