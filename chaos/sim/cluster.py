@@ -511,18 +511,21 @@ class Cluster:
         self.vote_crash_armed = False
         self.install_crash_p = 0.0
         self._restart_at.clear()
+        for node in self.nodes.values():
+            node.torn_armed = node.send_armed = False
+            self.restart(node)
+        # Every node is up, so every log's latest configuration is known: a change still
+        # uncommitted in a log that was down at this point may yet commit and need its node.
         members = {m.id for m in self.committed_config[1].members}
         for node in self.nodes.values():  # and those of changes not committed yet
             if node.alive:
                 members.update(node.raft.known_members)
         for node in self.nodes.values():
-            node.torn_armed = node.send_armed = False
             if node.id not in members and self.stats.changes:
                 # Removed (or never added): an operator stops it, as the runtime's docs ask.
                 self.crash(node)
                 node.retired = True
                 self.event(node.id, "retired")
-            self.restart(node)
 
     def settled(self) -> int:
         """The leader's id once it is a voter of its configuration, every member is up and
