@@ -524,19 +524,16 @@ def test_unit_quota_of_seeds_holds() -> None:
     assert set(totals.faults) == set(KINDS)
 
 
-# -- core bugs the simulator found (xfail(strict=True) only while reported) ----------------
+# -- core bugs the simulator found: their seeds stay as regression tests ------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CORE BUG (reported): a leader re-sends heartbeats to followers in SNAPSHOT/PROBE "
-    "state whose match is compacted on every append response: prev_index=0 never advances "
-    "sent_commit, so can_bump_commit stays true; with 2+ such followers it is exponential",
-)
-def test_core_regression_no_heartbeat_storm_seed_566() -> None:
+@pytest.mark.parametrize("seed", [566, 771, 1217, 1674, 1710, 1714, 1881, 1957])
+def test_core_regression_no_heartbeat_storm(seed: int) -> None:
+    # A leader re-sent a heartbeat on every reply of a follower whose match was compacted
+    # (prev_index 0 never advanced sent_commit): a message storm, caught by the sim.
     from chaos.sim.runner import SimParams, run_seed
 
-    found = run_seed(566, SimParams())
+    found = run_seed(seed, SimParams())
     assert found.ok, f"{found.prop}: {found.message}"
 
 
@@ -593,17 +590,7 @@ def test_cli_rejects_bad_usage() -> None:
     assert cli("--bug", "no_such_bug", "--seeds", "1").exit_code != 0
 
 
-class KnownCoreBug(Exception):
-    """Seeds failed only by the reported core bug (see the regression test above)."""
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownCoreBug,
-    reason="CORE BUG (reported): heartbeat storm, seeds 566 771 1217 1674 1710 1714 1881 1957 "
-    "of the 2,000; any other failure fails this test outright",
-)
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1800)  # ~4-6 min on an idle 2-core machine; generous for a busy one
 def test_ci_quota_of_seeds_via_the_console_script() -> None:
     """What CI promises: 2,000 seeds, 3- and 5-node clusters mixed, on two processes."""
     script = Path(sys.executable).parent / "raftkv-chaos"
@@ -615,16 +602,12 @@ def test_ci_quota_of_seeds_via_the_console_script() -> None:
         start_new_session=True,  # on a timeout, kill the workers too, not only the parent
     )
     try:
-        stdout, stderr = proc.communicate(timeout=590)
+        stdout, stderr = proc.communicate(timeout=1750)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         raise
     last = stdout.splitlines()[-1]
-    failures = [line for line in stdout.splitlines() if line.startswith("FAIL seed ")]
-    assert all(": message storm: " in line for line in failures), "\n".join(failures)
-    if failures:
-        raise KnownCoreBug("\n".join(failures))
     assert proc.returncode == 0, stdout[-5000:] + stderr[-2000:]
     m = SUMMARY.match(last)
     assert m and m.group(1, 2, 3, 4) == ("OK", "2000", "2000", "0"), last

@@ -872,6 +872,10 @@ class RaftNode:
             prev_term = self._log.term(prev)
         elif prev_term is None:
             prev, prev_term = 0, 0  # compacted: below any follower's commit index
+            # Such a heartbeat proves no entry, so it cannot raise the follower's commit:
+            # count that commit as told, or every reply would trigger another heartbeat
+            # (a storm with two such followers; found by the simulator, seed 566).
+            pr.sent_commit = max(pr.sent_commit, min(self._commit, pr.match))
         self._send(
             AppendEntries(
                 self._term, self._id, peer, prev, prev_term, (), self._commit, self._reads.seq
