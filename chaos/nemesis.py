@@ -226,6 +226,7 @@ class Nemesis:
         self.applied_at = 0.0
         self._killed: set[int] = set()
         self._grown: int = 0  # nodes added by a grow fault: as many to remove when healed
+        self._shrink_rng = random.Random(0)
         self._member_dirty = False
         self.heal_note = ""  # what the last heal did beyond undoing (a grow's shrink)
         self._paused: set[int] = set()
@@ -309,6 +310,7 @@ class Nemesis:
                     + (" (was leader)" if leader else ""), (node, new))
         self.applied_at = self.clock()
         self._member_dirty = True
+        self._shrink_rng = rng  # the heal picks whom to remove from this fault's seed too
         added = []
         for _ in range(2):
             added.append(await control.add_member())
@@ -320,7 +322,7 @@ class Nemesis:
         removed again (random members, the leader possibly among them)."""
         control = self._members()
         await control.wait_all_voters()
-        rng = random.Random(len(self.nodes) * 7919 + self._grown)
+        rng = self._shrink_rng
         removed = []
         while self._grown:
             node = rng.choice(self.nodes)
