@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from wire.chunk_buffer import ChunkBuffer
 from wire.errors import ProtocolError
 from wire.reply import OK, ErrorReply, SimpleString
 
@@ -138,7 +139,7 @@ def split_args(line: bytes) -> list[bytes]:
         args.append(bytes(cur))
 
 
-class CommandParser:
+class CommandParser(ChunkBuffer):
     """Incremental parser of client commands (multibulk and inline, detected per command).
 
     ``feed(data)`` buffers bytes; ``next_command()`` returns the next complete command as a
@@ -158,15 +159,10 @@ class CommandParser:
 
     __slots__ = (
         "_args",
-        "_buf",
         "_bulklen",
         "_checked",
-        "_chunks",
-        "_chunks_len",
-        "_error",
         "_left",
         "_need",
-        "_pos",
         "_scan",
         "_wait",
         "max_bulk_len",
@@ -183,10 +179,7 @@ class CommandParser:
         self.max_inline_len = max_inline_len
         self.max_bulk_len = max_bulk_len
         self.max_multibulk_len = max_multibulk_len
-        self._buf = b""
-        self._pos = 0
-        self._chunks: list[bytes] = []
-        self._chunks_len = 0
+        super().__init__()
         # Stall state: retry once `buffered >= _need` or byte `_wait` is in a new chunk.
         self._need = 0
         self._wait = -1
@@ -196,19 +189,6 @@ class CommandParser:
         self._args: list[bytes] | None = None
         self._left = 0
         self._bulklen = -1
-        self._error: ProtocolError | None = None
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received and not yet consumed by a returned or in-progress command."""
-        return len(self._buf) - self._pos + self._chunks_len
-
-    def feed(self, data: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        if data:
-            self._chunks.append(data if type(data) is bytes else bytes(data))
-            self._chunks_len += len(data)
 
     def __iter__(self) -> Iterator[list[bytes]]:
         while (cmd := self.next_command()) is not None:
@@ -222,6 +202,7 @@ class CommandParser:
                 return None
             self._need = 0
             self._wait = -1
+            self._checked = 0
             self._join()
         elif self._chunks:
             self._join()
@@ -242,18 +223,6 @@ class CommandParser:
                     return True
             self._checked = len(chunks)
         return False
-
-    def _join(self) -> None:
-        chunks = self._chunks
-        if self._pos >= len(self._buf):
-            self._buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        else:
-            chunks.insert(0, self._buf[self._pos :])
-            self._buf = b"".join(chunks)
-        self._pos = 0
-        self._chunks = []
-        self._chunks_len = 0
-        self._checked = 0
 
     def _stall(self, pos: int, need: int, wait: int = -1) -> None:
         self._pos = pos

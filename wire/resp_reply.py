@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from wire.chunk_buffer import ChunkBuffer
 from wire.errors import ProtocolError
 from wire.reply import ErrorReply, SimpleString
 
@@ -62,7 +63,7 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-class ReplyParser:
+class ReplyParser(ChunkBuffer):
     """Incremental reply parser: ``feed(data)``, then ``next_reply()`` until ``NEED_MORE``.
 
     Any split of the input gives the same replies. Partly received aggregates keep their
@@ -71,12 +72,7 @@ class ReplyParser:
     """
 
     __slots__ = (
-        "_buf",
-        "_chunks",
-        "_chunks_len",
-        "_error",
         "_need",
-        "_pos",
         "_scan",
         "_stack",
         "max_bulk_len",
@@ -93,27 +89,11 @@ class ReplyParser:
         self.max_bulk_len = max_bulk_len
         self.max_depth = max_depth
         self.max_line_len = max_line_len
-        self._buf = b""
-        self._pos = 0
-        self._chunks: list[bytes] = []
-        self._chunks_len = 0
+        super().__init__()
         self._need = 0  # stalled: retry once `buffered >= _need`
         self._scan = 0  # bytes after `_pos` already searched for CRLF
         # Open aggregates: [type byte, elements still expected, elements so far].
         self._stack: list[list[Any]] = []
-        self._error: ProtocolError | None = None
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received and not yet consumed."""
-        return len(self._buf) - self._pos + self._chunks_len
-
-    def feed(self, data: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        if data:
-            self._chunks.append(data if type(data) is bytes else bytes(data))
-            self._chunks_len += len(data)
 
     def next_reply(self) -> Any:
         """The next complete reply, or ``NEED_MORE``."""
@@ -130,17 +110,6 @@ class ReplyParser:
         except ProtocolError as exc:
             self._error = exc
             raise
-
-    def _join(self) -> None:
-        chunks = self._chunks
-        if self._pos >= len(self._buf):
-            self._buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        else:
-            chunks.insert(0, self._buf[self._pos :])
-            self._buf = b"".join(chunks)
-        self._pos = 0
-        self._chunks = []
-        self._chunks_len = 0
 
     def _parse(self) -> Any:
         buf = self._buf
