@@ -17,6 +17,10 @@ def describe_failure(r: SeedResult) -> list[str]:
     return lines
 
 
+def _echo(line: str) -> None:
+    print(line, flush=True)  # progress must show through a pipe or a log file too
+
+
 def run_cli(
     count: int,
     seed_start: int,
@@ -26,8 +30,10 @@ def run_cli(
     quiet: bool,
     jobs: int,
     bugs: frozenset[str],
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] | None = None,
 ) -> int:
+    if echo is None:
+        echo = _echo
     params = SimParams(nodes=nodes, ticks=steps, long=long, bugs=bugs)
     started = time.monotonic()
     size = f"{nodes} nodes" if nodes else "3/5/7 nodes by seed"
