@@ -11,6 +11,7 @@ from raftkv.kv import (
     KVStateMachine,
     check_arity,
     decode_command,
+    decode_snapshot,
     encode_command,
     lookup,
     validate,
@@ -545,6 +546,18 @@ def test_snapshot_is_canonical_and_restores(kv: KVStateMachine) -> None:
     assert fresh == kv and len(fresh) == 3
     run(other, "SET", "d", "4")
     assert other != kv and other.digest() != kv.digest()
+
+
+def test_decode_snapshot_then_replace_is_restore(kv: KVStateMachine) -> None:
+    """The runtime decodes in a worker thread and replaces on the loop: same result."""
+    run(kv, "SET", "a", "1")
+    run(kv, "SET", "b", "")
+    data = decode_snapshot(kv.snapshot())
+    assert data == {b"a": b"1", b"b": b""}
+    other = KVStateMachine()
+    run(other, "SET", "stale", "x")
+    other.replace(data)
+    assert other == kv and other.digest() == kv.digest()
 
 
 def test_restore_replaces_everything(kv: KVStateMachine) -> None:

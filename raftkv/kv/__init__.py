@@ -10,7 +10,7 @@ from .codec import decode_command, encode_command
 from .commands import COMMANDS, READ, WRITE, CommandSpec, Reply, check_arity, lookup, validate
 from .errors import KVDecodeError
 from .glob import stringmatch
-from .machine import KVStateMachine, encode_snapshot
+from .machine import KVStateMachine, decode_snapshot, encode_snapshot
 
 __all__ = [
     "COMMANDS",
@@ -22,6 +22,7 @@ __all__ = [
     "Reply",
     "check_arity",
     "decode_command",
+    "decode_snapshot",
     "encode_command",
     "encode_snapshot",
     "lookup",

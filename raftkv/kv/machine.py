@@ -69,6 +69,33 @@ def encode_snapshot(data: dict[bytes, bytes]) -> bytes:
     return b"".join(parts)
 
 
+def decode_snapshot(blob: bytes) -> dict[bytes, bytes]:
+    """The map of an ``encode_snapshot`` blob, checked; ``KVDecodeError`` if invalid.
+
+    A pure function of the blob, so the runtime can run it in a worker thread: the
+    validation loop lets the GIL go back to the event loop, a large map does not stall it.
+    """
+    try:
+        obj = msgpack.unpackb(blob, raw=False, object_pairs_hook=_Pairs)
+    except Exception as exc:  # msgpack raises several types for the many ways bytes are bad
+        raise KVDecodeError(f"snapshot is not valid msgpack ({exc!r})") from None
+    if type(obj) is not list or len(obj) != 2:
+        raise KVDecodeError("snapshot is not a [version, map] array")
+    version, pairs = obj
+    if type(version) is not int or version != SNAPSHOT_VERSION:
+        raise KVDecodeError(f"unsupported snapshot version {version!r}")
+    if type(pairs) is not _Pairs:
+        raise KVDecodeError("snapshot does not hold a map")
+    previous = None
+    for key, value in pairs:
+        if type(key) is not bytes or type(value) is not bytes:
+            raise KVDecodeError("snapshot keys and values must be bin strings")
+        if previous is not None and key <= previous:
+            raise KVDecodeError("snapshot keys are not strictly increasing")
+        previous = key
+    return dict(pairs)
+
+
 class KVStateMachine:
     """The key-value map every node builds by applying the Raft log."""
 
@@ -123,25 +150,11 @@ class KVStateMachine:
 
     def restore(self, blob: bytes) -> None:
         """Replace the state with a ``snapshot()``; ``KVDecodeError`` (state kept) if invalid."""
-        try:
-            obj = msgpack.unpackb(blob, raw=False, object_pairs_hook=_Pairs)
-        except Exception as exc:  # msgpack raises several types for the many ways bytes are bad
-            raise KVDecodeError(f"snapshot is not valid msgpack ({exc!r})") from None
-        if type(obj) is not list or len(obj) != 2:
-            raise KVDecodeError("snapshot is not a [version, map] array")
-        version, pairs = obj
-        if type(version) is not int or version != SNAPSHOT_VERSION:
-            raise KVDecodeError(f"unsupported snapshot version {version!r}")
-        if type(pairs) is not _Pairs:
-            raise KVDecodeError("snapshot does not hold a map")
-        previous = None
-        for key, value in pairs:
-            if type(key) is not bytes or type(value) is not bytes:
-                raise KVDecodeError("snapshot keys and values must be bin strings")
-            if previous is not None and key <= previous:
-                raise KVDecodeError("snapshot keys are not strictly increasing")
-            previous = key
-        self._data = dict(pairs)
+        self.replace(decode_snapshot(blob))
+
+    def replace(self, data: dict[bytes, bytes]) -> None:
+        """Take ``data`` (from ``decode_snapshot``, decoded elsewhere) as the whole state."""
+        self._data = data
         self._order = None
 
     # -- inspection (tests, chaos checks) ------------------------------------------------

@@ -30,7 +30,14 @@ from typing import Any
 
 import trio
 
-from raftkv.kv import KVStateMachine, encode_command, encode_snapshot, lookup, validate
+from raftkv.kv import (
+    KVStateMachine,
+    decode_snapshot,
+    encode_command,
+    encode_snapshot,
+    lookup,
+    validate,
+)
 from raftkv.log import event
 from raftkv.node.membership import Membership, describe_members
 from raftkv.node.pending import Pending
@@ -409,7 +416,7 @@ class Node:
         meta = writer.meta
         await trio.to_thread.run_sync(writer.finish)
         data = await trio.to_thread.run_sync(self.storage.snapshot_data)
-        self.kv.restore(data)
+        self.kv.replace(await trio.to_thread.run_sync(decode_snapshot, data))
         self.applied = meta.index
         self._applied_term, self._applied_config = meta.term, meta.config
         for index in [i for i in self._writes if i <= meta.index]:
