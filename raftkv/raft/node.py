@@ -596,7 +596,7 @@ class RaftNode:
         keep = []
         for r in self._forwarded:
             r.age += 1
-            if r.age >= self._cfg.election_ticks:
+            if r.age >= self._cfg.read_timeout_ticks:
                 self._failed_reads.append(r.ctx)
             else:
                 keep.append(r)

@@ -159,6 +159,12 @@ def test_random_schedules_with_snapshots_keep_raft_safe(config: RaftConfig) -> N
 
 
 def test_the_checks_have_teeth() -> None:
+    """A core that grants votes without the log check is caught within a few seeds."""
     broken = attrs.evolve(CONFIGS[0], bugs=frozenset({"vote_without_log_check"}))
-    with pytest.raises(AssertionError, match="leader lacks committed"):
-        _run(0, broken)
+    for seed in range(10):
+        try:
+            _run(seed, broken)
+        except AssertionError as exc:
+            assert "leader lacks committed" in str(exc) or "applied a different" in str(exc)
+            return
+    pytest.fail("vote_without_log_check went unnoticed for 10 seeds")

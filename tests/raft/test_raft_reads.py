@@ -123,13 +123,28 @@ def test_follower_read_fails_on_leader_change_and_on_timeout() -> None:
     c = _cluster()
     c.nodes[2].read_index(b"lost")
     c.take(lambda m: isinstance(m, ReadIndexRequest))  # the request is lost
-    c.tick(FAST.election_ticks, nodes=[2])
+    c.tick(FAST.read_timeout_ticks - 1)  # heartbeats keep node 2 a follower
+    assert c.failed_reads[2] == []
+    c.tick(1)
     assert c.failed_reads[2] == [b"lost"]
     c.nodes[3].read_index(b"moved")
     c.take(lambda m: isinstance(m, ReadIndexRequest))
     c.nodes[3].step(AppendEntries(c.nodes[1].term + 1, 2, 3, 0, 0, (), 0, 0))
     c.flush()
     assert c.failed_reads[3] == [b"moved"]
+
+
+def test_follower_read_outlives_an_election_timeout_on_a_slow_link() -> None:
+    """Request, heartbeat round and answer each take a while: the read still succeeds."""
+    c = _cluster()
+    assert FAST.read_timeout_ticks > 2 * FAST.election_ticks
+    c.nodes[2].read_index(b"slow")
+    (req,) = c.take(lambda m: isinstance(m, ReadIndexRequest))
+    c.tick(2 * FAST.election_ticks)  # heartbeats flow; the request arrives two timeouts late
+    c.deliver(req)
+    c.run()
+    assert c.failed_reads[2] == []
+    assert c.read_states[2] == [ReadState(b"slow", c.nodes[1].commit_index)]
 
 
 def test_read_without_a_leader_raises() -> None:
