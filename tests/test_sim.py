@@ -199,7 +199,7 @@ def test_one_leader_per_term() -> None:
 def test_leader_completeness() -> None:
     c = SafetyChecker()
     c.incarnation(1, 1, 0)
-    c.commit(1, 1, 2, log_terms(1, 1, 2))
+    c.commit(1, 1, 2, log_terms(1, 1, 2), term=2)
     assert c.committed == {1: 1, 2: 1}
     c.leader(2, 3, log_terms(1, 1))
     with pytest.raises(Violation, match=r"leader completeness.*lacks"):
@@ -208,19 +208,37 @@ def test_leader_completeness() -> None:
         c.leader(3, 5, log_terms(1, 3))
 
 
+def test_leader_completeness_binds_only_leaders_of_later_terms() -> None:
+    """Seed 7555: a term-15 candidate's late votes made it leader after the leader of term 16
+    had committed more. Raft promises the term-16 entries only to leaders of terms > 16."""
+    c = SafetyChecker()
+    c.incarnation(1, 1, 0)
+    c.commit(1, 1, 2, log_terms(1, 1), term=2)  # entries 1-2 committed in term 2
+    c.commit(1, 1, 4, log_terms(1, 1, 1, 4), term=4)  # 3-4 committed in term 4
+    assert c.commit_term == {1: 2, 2: 2, 3: 4, 4: 4}
+    c.leader(2, 3, log_terms(1, 1))  # lacks 3-4: committed after its term, allowed
+    with pytest.raises(Violation, match=r"leader completeness.*entry 2 .*lacks"):
+        c.leader(3, 4, log_terms(1))  # term 4 > 2: needs entry 2
+    with pytest.raises(Violation, match=r"leader completeness.*entry 3 .*lacks"):
+        c.leader(4, 5, log_terms(1, 1))  # term 5 > 4: needs entries 3-4 too
+    c.incarnation(2, 1, 0)
+    c.commit(2, 1, 4, log_terms(1, 1, 1, 4), term=6)  # a later report does not raise it
+    assert c.commit_term[3] == 4
+
+
 def test_commit_safety_and_monotonic_commit_per_incarnation() -> None:
     c = SafetyChecker()
     c.incarnation(1, 1, 0)
-    c.commit(1, 1, 2, log_terms(1, 2))
+    c.commit(1, 1, 2, log_terms(1, 2), term=2)
     with pytest.raises(Violation, match="commit monotonic"):
-        c.commit(1, 1, 1, log_terms(1, 2))
+        c.commit(1, 1, 1, log_terms(1, 2), term=2)
     c.incarnation(1, 2, 0)
-    c.commit(1, 2, 1, log_terms(1, 2))  # a restart may come back with a lower commit index
+    c.commit(1, 2, 1, log_terms(1, 2), term=2)  # a restart may come back lower
     c.incarnation(2, 1, 0)
     with pytest.raises(Violation, match="commit safety"):
-        c.commit(2, 1, 2, log_terms(1, 3))
+        c.commit(2, 1, 2, log_terms(1, 3), term=3)
     with pytest.raises(Violation, match="past its log"):
-        c.commit(2, 1, 5, log_terms(1, 2))
+        c.commit(2, 1, 5, log_terms(1, 2), term=2)
 
 
 def test_log_matching_checked_per_entry() -> None:
@@ -248,7 +266,7 @@ def test_truncation_only_from_a_conflict_and_never_committed() -> None:
     with pytest.raises(Violation, match="at or below its own commit"):
         c.appending(1, [E(2, 2)], 3, log, 2)
     c.incarnation(2, 1, 0)
-    c.commit(2, 1, 2, log)
+    c.commit(2, 1, 2, log, term=1)
     with pytest.raises(Violation, match="overwrites committed entry 2"):
         c.appending(1, [E(2, 2)], 3, log, 0)
     with pytest.raises(Violation, match="log append"):
@@ -273,13 +291,13 @@ def test_commit_rule_leaders_commit_only_their_own_term() -> None:
     c = SafetyChecker()
     c.incarnation(1, 1, 0)
     log = log_terms(1, 1, 2, 3, 3)
-    c.commit(1, 1, 2, log)  # as a follower, previous terms are fine
-    c.commit(1, 1, 2, log, leading=3)  # became leader of term 3 with commit 2
+    c.commit(1, 1, 2, log, term=3)  # as a follower, previous terms are fine
+    c.commit(1, 1, 2, log, leading=3, term=3)  # became leader of term 3 with commit 2
     with pytest.raises(Violation, match="commit rule"):
-        c.commit(1, 1, 3, log, leading=3)  # moved onto the term-2 entry
+        c.commit(1, 1, 3, log, leading=3, term=3)  # moved onto the term-2 entry
     c.incarnation(2, 1, 0)
-    c.commit(2, 1, 2, log, leading=3)
-    c.commit(2, 1, 5, log, leading=3)  # onto its own term: 3 commits underneath
+    c.commit(2, 1, 2, log, leading=3, term=3)
+    c.commit(2, 1, 5, log, leading=3, term=3)  # onto its own term: 3 commits underneath
 
 
 def test_appends_acknowledged_only_to_the_leader_of_the_term() -> None:
@@ -535,6 +553,16 @@ def test_core_regression_no_heartbeat_storm(seed: int) -> None:
 
     found = run_seed(seed, SimParams())
     assert found.ok, f"{found.prop}: {found.message}"
+
+
+def test_checker_regression_late_vote_winner_of_an_older_term() -> None:
+    # Seed 7555: vote replies delayed past a newer leader's commits made a term-15 candidate
+    # leader; the checker wrongly asked it for a term-16 entry (a false alarm, not a core bug).
+    from chaos.sim.runner import SimParams, run_seed
+
+    found = run_seed(7555, SimParams())
+    assert found.ok, f"{found.prop}: {found.message}"
+    assert found.elections >= 10
 
 
 # -- the CLI ------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def _checker() -> SafetyChecker:
     chk = SafetyChecker()
     chk.incarnation(1, 1, 0)
     entries = [Entry(1, 1, NOOP, b""), Entry(1, 2, NORMAL, b"a"), Entry(1, 3, NORMAL, b"b")]
-    chk.commit(1, 1, 3, lambda i: 1)
+    chk.commit(1, 1, 3, lambda i: 1, term=1)
     for e in entries:
         chk.apply(1, 1, e, 3)
     return chk
@@ -51,15 +51,17 @@ def _checker() -> SafetyChecker:
 
 def test_snapshot_checks_have_teeth() -> None:
     chk = _checker()
-    chk.snapshot(1, 1, 2, 1, b"a", installed=False)  # right: the write at 2
+    chk.snapshot(1, 1, 2, 1, b"a", installed=False, node_term=2)  # right: the write at 2
     chk.incarnation(2, 1, 0)
-    chk.snapshot(2, 1, 3, 1, b"b", installed=True)
+    chk.snapshot(2, 1, 3, 1, b"b", installed=True, node_term=2)
     with pytest.raises(Violation, match="state machine safety"):
-        chk.snapshot(1, 1, 3, 1, b"a", installed=False)  # misses the write at 3
+        chk.snapshot(1, 1, 3, 1, b"a", installed=False, node_term=2)  # misses the write at 3
     with pytest.raises(Violation, match="snapshot"):
-        chk.snapshot(1, 1, 3, 2, b"b", installed=False)  # another term than committed
+        # another term than committed:
+        chk.snapshot(1, 1, 3, 2, b"b", installed=False, node_term=2)
     chk.incarnation(3, 1, 0)
     with pytest.raises(Violation, match="past every commit"):
-        chk.snapshot(3, 1, 9, 1, b"b", installed=True)  # not committed anywhere
+        chk.snapshot(3, 1, 9, 1, b"b", installed=True, node_term=2)  # not committed anywhere
     with pytest.raises(Violation, match="apply order"):
-        chk.snapshot(2, 1, 2, 1, b"a", installed=True)  # older than what node 2 applied
+        # older than what node 2 applied:
+        chk.snapshot(2, 1, 2, 1, b"a", installed=True, node_term=2)

@@ -354,7 +354,8 @@ class Cluster:
             w.finish()
             meta = chunk.meta
             value = messages.register_from_snapshot(storage.snapshot_data())
-            self.checker.snapshot(node.id, node.inc, meta.index, meta.term, value, True)
+            self.checker.snapshot(node.id, node.inc, meta.index, meta.term, value, True,
+                                 node_term=node.raft.term)
             node.applied, node.applied_term, node.config = meta.index, meta.term, meta.config
             node.value = value
             self.stats.installs += 1
@@ -375,7 +376,8 @@ class Cluster:
         if node.applied - storage.snapshot_meta().index < node.snap_due:
             return
         meta = SnapshotMeta(node.applied, node.applied_term, node.config)
-        self.checker.snapshot(node.id, node.inc, meta.index, meta.term, node.value, False)
+        self.checker.snapshot(node.id, node.inc, meta.index, meta.term, node.value, False,
+                             node_term=node.raft.term)
         storage.compact(meta, messages.register_snapshot(node.value, node.applied))
         node.snap_due = self.snap_rng.randint(1, self.snapshot_max)
         self.stats.snapshots += 1
@@ -409,7 +411,7 @@ class Cluster:
             return  # nothing the checks look at changed
         if leading and leading != node.seen_lead:
             self._new_leader(node)
-        self.checker.commit(node.id, node.inc, commit, node.term_at, leading)
+        self.checker.commit(node.id, node.inc, commit, node.term_at, leading, term=raft.term)
         node.seen_commit, node.seen_lead = commit, leading
 
     # -- clients -------------------------------------------------------------------------------

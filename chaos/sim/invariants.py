@@ -10,12 +10,15 @@ elections won. The checker keeps the global facts those need:
   Matching property, checked one entry at a time instead of comparing whole logs.
 - ``committed``: index -> term of every entry some node has seen committed. A node whose
   commit index advances must hold exactly these terms (two different entries committed at
-  one index is a violation), and a node that becomes leader must hold all of them (Leader
-  Completeness). Commit indexes are not persisted synchronously, so a restarted node may
-  come back with a lower commit index: monotonicity is checked per incarnation, and what
-  must survive a restart is the committed entries themselves (a later leader lacking one
-  is caught by Leader Completeness, a node applying something else by State Machine
-  Safety).
+  one index is a violation). ``commit_term``: index -> the lowest term in which a node
+  reported the entry committed (an upper bound of the term whose leader committed it). A
+  node that becomes leader of term T must hold every entry committed in a term below T
+  (Leader Completeness); a candidate of an older term may still win after a newer leader
+  committed more, and it need not hold that. Commit indexes are not persisted
+  synchronously, so a restarted node may come back with a lower commit index: monotonicity
+  is checked per incarnation, and what must survive a restart is the committed entries
+  themselves (a later leader lacking one is caught by Leader Completeness, a node applying
+  something else by State Machine Safety).
 - Raft's commit rule: a leader moves its commit index only onto an entry of its own term.
 - ``applied``: index -> the entry applied there by anyone (State Machine Safety), and per
   incarnation applied indexes advance by exactly one.
@@ -57,6 +60,7 @@ class SafetyChecker:
         self.leaders: dict[int, int] = {}
         self.entry_ids: dict[tuple[int, int], tuple[int, bytes, int]] = {}
         self.committed: dict[int, int] = {}
+        self.commit_term: dict[int, int] = {}
         self.commit_max = 0
         self.applied: dict[int, Entry] = {}
         self.votes: dict[tuple[int, int], int] = {}
@@ -85,7 +89,10 @@ class SafetyChecker:
                 )
             return False
         self.leaders[term] = node
+        commit_term = self.commit_term
         for index in self.committed:
+            if commit_term[index] >= term:
+                continue  # committed in this term or later: not promised to this leader
             got = term_at(index)
             if got is None:
                 continue
@@ -202,9 +209,17 @@ class SafetyChecker:
 
     # -- commit ----------------------------------------------------------------------------------
     def commit(
-        self, node: int, inc: int, commit_index: int, term_at: TermAt, leading: int = 0
+        self,
+        node: int,
+        inc: int,
+        commit_index: int,
+        term_at: TermAt,
+        leading: int = 0,
+        *,
+        term: int,
     ) -> None:
-        """``node`` reports ``commit_index``: monotonic, and it holds the committed entries.
+        """``node``, in ``term``, reports ``commit_index``: monotonic, and it holds the
+        committed entries.
 
         ``leading``: the term ``node`` leads (0 if not leader). A leader moves its commit
         index only onto an entry of its own term (Raft 5.4.2: earlier terms' entries commit
@@ -230,6 +245,7 @@ class SafetyChecker:
                     f"{commit_index}, an entry of term {got}",
                 )
         committed = self.committed
+        self._commit_terms(commit_index, term)
         for index in range(seen + 1, commit_index + 1):
             got = term_at(index)
             if got is None:
@@ -247,6 +263,14 @@ class SafetyChecker:
         self._commit_seen[key] = commit_index
         if commit_index > self.commit_max:
             self.commit_max = commit_index
+
+    def _commit_terms(self, commit_index: int, term: int) -> None:
+        """Everything up to ``commit_index`` is known committed by ``term``."""
+        commit_term = self.commit_term
+        for index in range(commit_index, 0, -1):
+            if commit_term.get(index, term + 1) <= term:
+                break  # and so is everything below it
+            commit_term[index] = term
 
     # -- apply -----------------------------------------------------------------------------------
     def apply(self, node: int, inc: int, entry: Entry, commit_index: int) -> None:
@@ -277,7 +301,15 @@ class SafetyChecker:
 
     # -- snapshots -------------------------------------------------------------------------------
     def snapshot(
-        self, node: int, inc: int, index: int, term: int, value: bytes, installed: bool
+        self,
+        node: int,
+        inc: int,
+        index: int,
+        term: int,
+        value: bytes,
+        installed: bool,
+        *,
+        node_term: int,
     ) -> None:
         """``node`` took (``installed=False``) or installed a snapshot of its register at
         (``index``, ``term``) holding ``value``: it must be committed state, agree with the
@@ -289,6 +321,7 @@ class SafetyChecker:
                 "snapshot", f"node {node} has a snapshot at {index}, past every commit index"
             )
         want = self.committed.setdefault(index, term)
+        self._commit_terms(index, node_term)
         if want != term:
             raise Violation(
                 "snapshot",
