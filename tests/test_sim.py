@@ -555,6 +555,29 @@ def test_core_regression_no_heartbeat_storm(seed: int) -> None:
     assert found.ok, f"{found.prop}: {found.message}"
 
 
+@pytest.mark.parametrize("seed", [6392, 9188, 9607])
+def test_core_regression_no_probe_storm(seed: int) -> None:
+    # A leader answered every reply that moved nothing (late or duplicated) with a new
+    # probe, so on a duplicating network the messages in flight multiplied (20,000-seed
+    # run). Now a stale reply sends nothing; a lost probe goes again after a heartbeat.
+    from chaos.sim.runner import SimParams, run_seed
+
+    found = run_seed(seed, SimParams())
+    assert found.ok, f"{found.prop}: {found.message}"
+
+
+@pytest.mark.parametrize("seed", [10940, 16648])
+def test_liveness_bound_allows_a_slow_but_steady_catch_up(seed: int) -> None:
+    # One entry per round trip (max_inflight=1, one-entry batches) and a voter ~450 entries
+    # behind at the heal: commits wait for it, and it caught up steadily yet took longer
+    # than the fixed settle bound. The bound now grows with the backlog (4 ticks/entry).
+    from chaos.sim.runner import SETTLE_BOUND, SimParams, run_seed
+
+    found = run_seed(seed, SimParams())
+    assert found.ok, f"{found.prop}: {found.message}"
+    assert found.ticks > 500 + SETTLE_BOUND  # it did need more than the fixed bound
+
+
 def test_checker_regression_late_vote_winner_of_an_older_term() -> None:
     # Seed 7555: vote replies delayed past a newer leader's commits made a term-15 candidate
     # leader; the checker wrongly asked it for a term-16 entry (a false alarm, not a core bug).

