@@ -566,6 +566,17 @@ def test_core_regression_no_probe_storm(seed: int) -> None:
     assert found.ok, f"{found.prop}: {found.message}"
 
 
+def test_core_regression_no_stale_read_from_an_old_terms_round_number() -> None:
+    # Seed 8706 (7 nodes): replies to a re-elected leader's AppendEntries of an earlier term
+    # echoed that term's read round (17, 21) and counted as acks of its new rounds (1, 2):
+    # a minority leader served a stale read.
+    from chaos.sim.runner import SimParams, run_seed
+
+    found = run_seed(8706, SimParams())
+    assert found.ok, f"{found.prop}: {found.message}"
+    assert found.reads > 10
+
+
 @pytest.mark.parametrize("seed", [10940, 16648])
 def test_liveness_bound_allows_a_slow_but_steady_catch_up(seed: int) -> None:
     # One entry per round trip (max_inflight=1, one-entry batches) and a voter ~450 entries

@@ -610,10 +610,12 @@ class RaftNode:
         """A message from an older term. Tell a deposed leader or a pre-candidate our term."""
         if isinstance(m, AppendEntries):
             if self._cfg.check_quorum or self._cfg.pre_vote:
+                # seq=0: this answers no read round. The old leader may lead our term by
+                # the time it arrives, and its new rounds count from 0 again: echoing the
+                # old round number would confirm them without a quorum (a stale read;
+                # found by the simulator, seed 8706).
                 self._send(
-                    AppendEntriesResponse(
-                        self._term, self._id, m.src, False, m.prev_index, seq=m.seq
-                    )
+                    AppendEntriesResponse(self._term, self._id, m.src, False, m.prev_index)
                 )
         elif isinstance(m, RequestVote) and m.pre_vote:
             self._send(RequestVoteResponse(self._term, self._id, m.src, False, True))
@@ -887,7 +889,7 @@ class RaftNode:
         pr.sent_commit = max(pr.sent_commit, min(self._commit, prev))
 
     def _handle_append_response(self, pr: Progress, m: AppendEntriesResponse) -> None:
-        if m.seq > pr.acked_seq:
+        if pr.acked_seq < m.seq <= self._reads.seq:  # a later round is not ours: not an ack
             pr.acked_seq = m.seq
             self._maybe_confirm_reads()
         if not m.success:

@@ -167,3 +167,34 @@ def test_bug_read_without_quorum_serves_an_isolated_leader() -> None:
     c.nodes[1].read_index(b"stale")
     c.flush()
     assert [rs.ctx for rs in c.read_states[1]] == [b"stale"]  # ...yet the old one serves
+
+
+def test_a_reply_to_an_older_terms_append_answers_no_read_round() -> None:
+    """Seed 8706: the reply to a late AppendEntries of an older term carries the replier's
+    term, which its sender may lead again by then; echoing the old round number would
+    confirm that leader's new rounds without a quorum."""
+    c = _cluster()
+    term = c.nodes[1].term
+    follower = c.nodes[3]
+    follower.step(AppendEntries(term + 1, 2, 3, 0, 0, (), 0, 0))  # now follows 2 in term+1
+    c.flush()
+    follower.step(AppendEntries(term, 1, 3, 0, 0, (), 0, 9))  # late: term's read round 9
+    c.flush()
+    reply = [m for m in c.sent if isinstance(m, AppendEntriesResponse) and m.dst == 1][-1]
+    assert (reply.term, reply.success, reply.seq) == (term + 1, False, 0)
+
+
+def test_a_leader_takes_no_ack_for_a_round_it_has_not_opened() -> None:
+    c = _cluster()
+    leader = c.nodes[1]
+    term = leader.term
+    for peer in (2, 3):  # replies echoing some other leadership's round 50
+        leader.step(AppendEntriesResponse(term, peer, 1, False, 0, seq=50))
+    c.flush()
+    c.isolate(1)
+    leader.read_index(b"r")
+    c.run()
+    assert c.read_states[1] == []  # no quorum heard the round: the read waits
+    c.heal()
+    c.tick(FAST.heartbeat_ticks)
+    assert [rs.ctx for rs in c.read_states[1]] == [b"r"]
