@@ -149,7 +149,7 @@ def compose_command() -> list[str]:
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
                                                  capture_output=True).returncode == 0:
         return ["docker", "compose"]
-    raise AssertionError("no docker-compose (CI's .ci/run installs it: "
+    raise AssertionError("no docker-compose (.ci/debian-packages installs it: "
                          "apt-get install docker-compose)")
 
 
