@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -72,7 +73,7 @@ class ProgramOrder:
 
     def __init__(self) -> None:
         self.kind: bool | None = None
-        self.outstanding: list[Pending] = []
+        self.outstanding: deque[Pending] = deque()
 
     async def before(self, write: bool | None) -> None:
         if write is None:
@@ -85,9 +86,10 @@ class ProgramOrder:
 
     def track(self, pending: Pending) -> None:
         if self.kind is not None and not pending.done:
-            if len(self.outstanding) > 64:
-                self.outstanding = [p for p in self.outstanding if not p.done]
-            self.outstanding.append(pending)
+            outstanding = self.outstanding
+            while outstanding and outstanding[0].done:  # answers come back mostly in order
+                outstanding.popleft()
+            outstanding.append(pending)
 
 
 class ClientServer:
