@@ -532,7 +532,7 @@ class Node:
                 except NotLeader:
                     self._parked.append((args, write, pending, park_until))
                     return
-                self._writes[index] = (term, pending, deadline)
+                self._track_write(index, term, pending, deadline)
                 self.stats["proposed"] += 1
                 self.wake()
             elif core.leader_id:
@@ -612,8 +612,17 @@ class Node:
     def await_commit(self, index: int, term: int, pending: Pending) -> None:
         """``pending`` gets OK once the entry proposed at (index, term) is applied, LOST if
         another term's entry is, UNKNOWN at the request timeout."""
-        self._writes[index] = (term, pending, trio.current_time() + self.settings.request_timeout)
+        self._track_write(index, term, pending,
+                          trio.current_time() + self.settings.request_timeout)
         self.wake()
+
+    def _track_write(self, index: int, term: int, pending: Pending, deadline: float) -> None:
+        old = self._writes.get(index)
+        if old is not None and not old[1].done:
+            # An entry of an older term we proposed at this index is gone from our log, now
+            # that we lead and reuse the index: it never committed (Leader Completeness).
+            old[1].set(LOST)
+        self._writes[index] = (term, pending, deadline)
 
     # -- introspection (INFO, RAFT STATUS) -------------------------------------------------
 
