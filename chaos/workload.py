@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from chaos.history import Op, Value
+from raftkv.probe import parse_info
 from wire.errors import ProtocolError
 from wire.reply import ErrorReply, SimpleString
 from wire.resp import encode_command
@@ -75,12 +76,7 @@ async def info_raft(addr: Addr, patience: float = 0.5) -> dict[str, str] | None:
             await conn.aclose()
     if not isinstance(text, bytes):
         return None
-    out = {}
-    for line in text.decode(errors="replace").splitlines():
-        if line and not line.startswith("#") and ":" in line:
-            k, _, v = line.partition(":")
-            out[k] = v
-    return out
+    return parse_info(text)
 
 
 async def find_leader(addrs: Mapping[int, Addr], patience: float = 0.5) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from raftkv.probe import parse_info
 from wire.reply import SimpleString
 
 Arg = bytes | str | int | float
@@ -34,17 +35,6 @@ def pong(reply: Any) -> Any:
 def scan_result(reply: Any) -> tuple[int, list[bytes]]:
     cursor, keys = reply
     return int(cursor), list(keys)
-
-
-def parse_info(reply: Any) -> dict[str, str]:
-    """INFO's ``key:value`` lines -> dict (section headers and blank lines dropped)."""
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#") and ":" in line:
-            key, _, value = line.partition(":")
-            out[key] = value
-    return out
 
 
 def pairs_to_dict(reply: Any) -> dict[str, Any]:

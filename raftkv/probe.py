@@ -29,14 +29,20 @@ def call(addr: str, *args: str | bytes, timeout: float = 1.0) -> object:
                 return reply
 
 
+def parse_info(reply: object) -> dict[str, str]:
+    """INFO's ``key:value`` lines -> dict (section headers and blank lines dropped)."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            key, _, value = line.partition(":")
+            out[key] = value
+    return out
+
+
 def info_raft(addr: str, timeout: float = 1.0) -> dict[str, str]:
     """``INFO raft`` of one node as a dict of strings."""
     text = call(addr, "INFO", "raft", timeout=timeout)
     if not isinstance(text, bytes):
         raise ConnectionError(f"{addr}: unexpected INFO reply {text!r}")
-    out: dict[str, str] = {}
-    for line in text.decode().splitlines():
-        if line and not line.startswith("#") and ":" in line:
-            key, _, value = line.partition(":")
-            out[key] = value
-    return out
+    return parse_info(text)
