@@ -82,7 +82,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
     from raftkv.node.run import run_node
     from raftkv.node.settings import NodeSettings, parse_addr, parse_cluster
 
-    seeds = tuple(filter(None, (e.strip() for e in join.split(","))))
+    seeds = tuple(_split(join))
     try:
         members = parse_cluster(cluster) if cluster or not seeds else {}
         parse_addr(client_addr)
@@ -135,7 +135,7 @@ def status(endpoints: str) -> None:
     from raftkv.probe import info_raft
 
     rows = []
-    for addr in filter(None, (e.strip() for e in endpoints.split(","))):
+    for addr in _split(endpoints):
         try:
             rows.append((addr, info_raft(addr)))
         except (OSError, ConnectionError) as exc:

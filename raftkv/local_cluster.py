@@ -61,7 +61,6 @@ async def _wait_for_leader(nodes: int, host: str, base: int) -> dict[str, str]:
 
 async def _main(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
                 base: int) -> int:
-    procs: list[trio.Process] = []
     # Handled explicitly (not KeyboardInterrupt): it works even where a parent shell made
     # SIGINT ignored, and a stop is a normal exit, status 0.
     code = 0
@@ -74,13 +73,14 @@ async def _main(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
                     return
 
             outer.start_soon(stop_on_signal)
-            code = await _supervise(nodes, data_dir, host, fsync, verbose, base, procs)
+            code = await _supervise(nodes, data_dir, host, fsync, verbose, base)
             outer.cancel_scope.cancel()
     return code
 
 
-async def _supervise(nodes: int, data_dir: str, host: str, fsync: str, verbose: int, base: int,
-                     procs: list[trio.Process]) -> int:
+async def _supervise(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
+                     base: int) -> int:
+    procs: list[trio.Process] = []
     async with trio.open_nursery() as nursery:
         for i in range(1, nodes + 1):
             proc = await trio.lowlevel.open_process(

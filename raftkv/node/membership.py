@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from raftkv.log import event
+from raftkv.node.backoff import Backoff
 from raftkv.node.pending import Pending
 from raftkv.raft import ConfigChangePending, MembershipError, NotLeader, Role
 from wire.raft import ClusterConfig, Member
@@ -171,7 +172,7 @@ class Membership:
         words = ["RAFT", "ADDNODE", str(node.id), s.peer_advertised]
         if s.learner:
             words.append("LEARNER")
-        delay = 0.2
+        backoff = Backoff(0.2, 2.0, node.rng)
         while not node.core.cluster_config.members:
             for addr in endpoints:
                 try:
@@ -193,8 +194,8 @@ class Membership:
                           learner=s.learner)
                     return
                 event(log, logging.INFO, "join: not yet", endpoint=addr, reply=reply)
-            await trio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            backoff.failed()
+            await trio.sleep(backoff.delay())
 
 
 def _parse(args: list[bytes]) -> tuple[bytes, int, str, bool]:

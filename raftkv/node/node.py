@@ -429,6 +429,8 @@ class Node:
               ms=round((trio.current_time() - started) * 1000, 1))
 
     def _log_snapshot_sends(self, messages: list[Any]) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # the scan below only feeds these log lines
         for msg in messages:
             if type(msg) is InstallSnapshot and (msg.offset == 0 or msg.done):
                 key = (msg.dst, msg.meta.index, msg.done)
