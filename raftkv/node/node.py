@@ -371,14 +371,15 @@ class Node:
             # The file in a worker thread beside the ready loop's log writes: the snapshot
             # covers only applied entries, which are already durable, so no log sync first.
             try:
-                path = await trio.to_thread.run_sync(storage.prepare_compact, meta, data, False)
+                # (The file is read back and checked there too, not on the loop.)
+                snap = await trio.to_thread.run_sync(storage.prepare_compact, meta, data, False)
             except (ValueError, StorageError) as exc:
                 # A leader's snapshot replaced our log meanwhile: this one is moot.
                 event(log, logging.INFO, "snapshot skipped", index=meta.index, reason=exc)
-                path = None
-            if path is not None:
+                snap = None
+            if snap is not None:
                 async with self._storage_lock:  # the switch drops segments: not mid-sync
-                    storage.finish_compact(meta, path)
+                    storage.finish_compact(meta, snap)
                 event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
                       bytes=len(data), keys=len(state),
                       ms=round((trio.current_time() - started) * 1000, 1))

@@ -462,25 +462,18 @@ class DiskStorage:
         MemoryStorage); past the last index raises Unavailable; the log's term at
         ``meta.index`` must be ``meta.term``.
         """
-        self._check_writable()
-        if meta.index <= self._snap.index:
-            return
-        if meta.index > self.last_index():
-            raise Unavailable(meta.index)
-        if self.term(meta.index) != meta.term:
-            raise ValueError(f"compact at {meta.index}: term {meta.term} != log's term")
-        self.sync()  # all earlier writes durable first: crash states stay one linear history
-        with self._io("writing a snapshot"):
-            path = write_snapshot(self.data_dir, meta, data, self.fsync_policy)
-            self._switch_snapshot(meta, path)
+        snap = self.prepare_compact(meta, data)
+        if snap is not None:
+            self.finish_compact(meta, snap)
 
     def prepare_compact(
         self, meta: SnapshotMeta, data: bytes, sync_log: bool = True
-    ) -> str | None:
-        """The file half of ``compact``: sync, then write the snapshot durably; returns its
-        path for ``finish_compact`` (None: not newer, nothing to do). It leaves everything the
-        log's readers look at untouched, so it may run in a worker thread while the core
-        reads the log, provided nothing else writes to this storage meanwhile."""
+    ) -> SnapshotFile | None:
+        """The file half of ``compact``: sync, then write the snapshot durably and read it
+        back (checksum); returns it for ``finish_compact`` (None: not newer, nothing to do).
+        It leaves everything the log's readers look at untouched, so it may run in a worker
+        thread while the core reads the log, provided nothing else writes to this storage
+        meanwhile."""
         self._check_writable()
         if meta.index <= self._snap.index:
             return None
@@ -489,13 +482,14 @@ class DiskStorage:
         if self.term(meta.index) != meta.term:
             raise ValueError(f"compact at {meta.index}: term {meta.term} != log's term")
         if sync_log:
-            # A caller whose snapshot covers only synced entries (the runtime applies only
+            # All earlier writes durable first, so crash states stay one linear history. A
+            # caller whose snapshot covers only synced entries (the runtime applies only
             # what is durable) passes False and may then run this beside log writes.
             self.sync()
         with self._io("writing a snapshot"):
-            return write_snapshot(self.data_dir, meta, data, self.fsync_policy)
+            return SnapshotFile(write_snapshot(self.data_dir, meta, data, self.fsync_policy))
 
-    def finish_compact(self, meta: SnapshotMeta, path: str) -> None:
+    def finish_compact(self, meta: SnapshotMeta, snap: SnapshotFile) -> None:
         """The memory half of ``compact`` (run it where the log is read): make the snapshot
         written by ``prepare_compact`` current and drop what it covers. A crash between the
         two halves recovers to the same state (the newest snapshot file wins on open)."""
@@ -503,7 +497,7 @@ class DiskStorage:
         if meta.index <= self._snap.index:
             return  # overtaken meanwhile; the newer one already removed this file
         with self._io("switching to a snapshot"):
-            self._switch_snapshot(meta, path)
+            self._switch_snapshot(meta, snap)
 
     def install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         """Replace state with a leader's snapshot (durable on return); keep the log suffix
@@ -514,7 +508,7 @@ class DiskStorage:
         self.sync()
         with self._io("installing a snapshot"):
             path = write_snapshot(self.data_dir, meta, data, self.fsync_policy)
-            self._switch_snapshot(meta, path)
+            self._switch_snapshot(meta, SnapshotFile(path))
 
     def snapshot_writer(self, meta: SnapshotMeta) -> SnapshotWriter:
         """A writer for a snapshot received in chunks; ``finish()`` installs it."""
@@ -527,8 +521,9 @@ class DiskStorage:
         if meta.index <= self._snap.index:
             raise ValueError(f"snapshot at {meta.index} is not newer than {self._snap.index}")
 
-    def _switch_snapshot(self, meta: SnapshotMeta, path: str) -> None:
-        """The snapshot at ``path`` is durable: now drop what it covers, memory then files."""
+    def _switch_snapshot(self, meta: SnapshotMeta, snap: SnapshotFile) -> None:
+        """The snapshot ``snap`` is durable and checked: now drop what it covers, memory then
+        files."""
         s = self._snap
         keep = meta.index <= self.last_index() and self.term(meta.index) == meta.term
         policy = self.fsync_policy
@@ -544,7 +539,7 @@ class DiskStorage:
             doomed = []
             self._reset_wal(meta)
         self._snap = meta
-        self._snap_file = SnapshotFile(path)
+        self._snap_file = snap
         self._remove_segments(doomed)
         for name in os.listdir(self.data_dir):
             if (parsed := parse_snapshot_name(name)) and parsed != (meta.index, meta.term):
@@ -646,7 +641,7 @@ class SnapshotWriter:
         st.sync()
         with st._io("installing a received snapshot"):
             path = self._file.finish()
-            st._switch_snapshot(self.meta, path)
+            st._switch_snapshot(self.meta, SnapshotFile(path))
 
     def abort(self) -> None:
         with self._storage._io("discarding a received snapshot", write=False):

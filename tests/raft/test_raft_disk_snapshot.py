@@ -88,10 +88,10 @@ def test_two_step_compaction_and_chunks_follow_the_current_snapshot(tmp_path: Pa
     applied = c.state(1)
     meta = SnapshotMeta(applied[-1].index, applied[-1].term, c.membership)
     data = encode_applied(applied)
-    path = st.prepare_compact(meta, data)
-    assert path is not None and os.path.exists(path)
+    snap = st.prepare_compact(meta, data)
+    assert snap is not None and os.path.exists(snap.path) and snap.meta == meta
     assert st.first_index() == 1  # the log readers see nothing until finish_compact
-    st.finish_compact(meta, path)
+    st.finish_compact(meta, snap)
     assert st.first_index() == meta.index + 1 and st.snapshot_meta() == meta
     assert st.snapshot_size() == len(data)
     assert st.snapshot_chunk(0, 10) + st.snapshot_chunk(10, 10_000) == data
