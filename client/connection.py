@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from raftkv.node.settings import parse_addr
 from wire.errors import ProtocolError
 from wire.resp import encode_command
 from wire.resp_reply import NEED_MORE, ReplyParser
@@ -22,10 +23,10 @@ TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
 
 def parse_endpoint(text: str) -> tuple[str, int]:
     """``host:port`` (``[v6]:port`` for IPv6) -> ``(host, port)``; ValueError if malformed."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"endpoint must be HOST:PORT, got {text!r}")
-    return host.removeprefix("[").removesuffix("]"), int(port)
+    host, port = parse_addr(text.strip())
+    if port == 0:  # a server may bind port 0; nobody can connect to it
+        raise ValueError(f"endpoint must be HOST:PORT with a port > 0, got {text!r}")
+    return host, port
 
 
 def parse_endpoints(endpoints: str | Iterable[str] | None) -> list[str]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
+from raftkv.kv import COMMANDS
+
 
 class Safety(enum.Enum):
     READ = "read"  # changes nothing: always retried
@@ -23,9 +25,11 @@ class Safety(enum.Enum):
     UNSAFE = "unsafe"  # retried only after a definite failure
 
 
-READS = frozenset(
-    b"get mget exists strlen keys scan dbsize ping echo info command".split()
-)
+# The key-value reads come from the server's own command table, so a read command added
+# there is retried here too; the rest are the connection and introspection commands.
+READS = frozenset(name.encode() for name, spec in COMMANDS.items() if not spec.is_write) | {
+    b"ping", b"echo", b"info", b"command"
+}
 IDEMPOTENT_WRITES = frozenset(b"del mset flushall".split())
 _READ_SUBCOMMANDS = {
     b"raft": frozenset({b"status"}),

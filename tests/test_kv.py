@@ -348,7 +348,7 @@ def test_append_past_the_size_limit() -> None:
 
 def test_mset(kv: KVStateMachine) -> None:
     assert run(kv, "MSET", "a", "1", "b", "2", "a", "3") == OK
-    assert kv.to_dict() == {b"a": b"3", b"b": b"2"}
+    assert kv.state_copy() == {b"a": b"3", b"b": b"2"}
 
 
 def test_cas(kv: KVStateMachine) -> None:
@@ -586,7 +586,7 @@ def test_restore_rejects_garbage_and_keeps_state(kv: KVStateMachine, blob: bytes
     run(kv, "SET", "keep", "me")
     with pytest.raises(KVDecodeError):
         kv.restore(blob)
-    assert kv.to_dict() == {b"keep": b"me"}
+    assert kv.state_copy() == {b"keep": b"me"}
 
 
 def test_every_table_command_has_a_handler(kv: KVStateMachine) -> None:

@@ -45,10 +45,6 @@ class CommandSpec:
         return self.flag == WRITE
 
     @property
-    def is_read(self) -> bool:
-        return self.flag == READ
-
-    @property
     def flags(self) -> frozenset[str]:
         return frozenset((self.flag,))
 

@@ -172,10 +172,6 @@ class KVStateMachine:
     def __repr__(self) -> str:
         return f"<KVStateMachine keys={len(self._data)}>"
 
-    def to_dict(self) -> dict[bytes, bytes]:
-        """A copy of the map."""
-        return dict(self._data)
-
     def digest(self) -> str:
         """A short fingerprint of the state, equal on nodes with equal maps."""
         return hashlib.blake2b(self.snapshot(), digest_size=16).hexdigest()

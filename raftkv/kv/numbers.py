@@ -1,34 +1,22 @@
 """Redis's number parsing, byte for byte: which argument strings count as integers or cursors.
 
 ``parse_int64`` is Redis's ``string2ll`` (no sign but ``-``, no spaces, no leading zeros, no
-``-0``, signed 64-bit range); values stored by INCR are exactly the strings it accepts back.
+``-0``, signed 64-bit range), the one ``wire.resp`` parses headers with; values stored by
+INCR are exactly the strings it accepts back.
 ``parse_cursor`` is SCAN's ``strtoul``-based cursor parsing, quirks included.
 """
 
 from __future__ import annotations
+
+from wire.resp import string2ll as parse_int64
+
+__all__ = ["INT64_MAX", "INT64_MIN", "UINT64_MAX", "parse_cursor", "parse_int64"]
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
 
 _C_SPACE = frozenset(b" \t\n\v\f\r")
-
-
-def parse_int64(raw: bytes) -> int | None:
-    """The integer ``raw`` spells in Redis's strict form, or None."""
-    size = len(raw)
-    if size == 0 or size > 20:
-        return None
-    if raw == b"0":
-        return 0
-    digits = raw[1:] if raw[0] == 0x2D else raw  # '-'
-    # bytes.isdigit is ASCII-only; the first digit may not be 0 (no "01", no "-0").
-    if not digits.isdigit() or digits[0] == 0x30:
-        return None
-    value = int(raw)
-    if value < INT64_MIN or value > INT64_MAX:
-        return None
-    return value
 
 
 def parse_cursor(raw: bytes) -> int | None:
