@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from raftkv.node.settings import parse_addr
 from raftkv.probe import info_raft
 
 
@@ -96,7 +97,6 @@ class LocalCluster:
         self.peer_maps: dict[int, dict[int, str]] = {
             i: dict(m) for i, m in (peer_maps or {}).items()}
         self.node_args: dict[int, list[str]] = {i: list(a) for i, a in (node_args or {}).items()}
-        self.cluster_arg = ",".join(f"{n.id}={n.peer_addr}" for n in self.nodes.values())
 
     # -- processes ------------------------------------------------------------------------
 
@@ -254,5 +254,4 @@ class LocalCluster:
         return "\n".join(out)
 
     def client_addr(self, node_id: int) -> tuple[str, int]:
-        host, _, port = self.nodes[node_id].client_addr.rpartition(":")
-        return host, int(port)
+        return parse_addr(self.nodes[node_id].client_addr)

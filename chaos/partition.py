@@ -13,7 +13,7 @@ from __future__ import annotations
 import attrs
 
 from chaos.nemesis import Fault
-from chaos.run import RunOptions, RunResult
+from chaos.run import RunOptions, RunResult, _pct
 from chaos.workload import Mix
 
 
@@ -68,6 +68,3 @@ def analyse(result: RunResult) -> PartitionReport:
         lines.append(f"  n{node} did NOT serve again after the reconnect")
     return PartitionReport(tuple(lines), bool(back))
 
-
-def _pct(share: float | None) -> str:
-    return "n/a" if share is None else f"{share:.0%}"

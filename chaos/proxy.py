@@ -226,10 +226,6 @@ class ProxyMesh:
         for link in links:
             self.links[link].set_latency(delay, jitter)
 
-    async def reset(self, links: Iterable[Link]) -> None:
-        for link in links:
-            self.links[link].reset()
-
     async def heal(self) -> None:
         for proxy in self.links.values():
             proxy.set_latency(0.0, 0.0)

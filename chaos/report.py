@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from chaos import history as hist
-from chaos.checks import percentile
+from chaos.checks import _ms, percentile
 
 if TYPE_CHECKING:
     from chaos.run import RunResult
@@ -25,10 +25,6 @@ FAULT_COLOURS = {"kill": "tab:gray", "kill-leader": "black", "pause": "tab:purpl
                  "isolate-leader": "tab:blue", "isolate-follower": "tab:cyan",
                  "split": "tab:olive", "bridge": "tab:brown", "one-way": "tab:pink",
                  "latency": "gold"}
-
-
-def _ms(t: float | None) -> str:
-    return "n/a" if t is None else f"{t * 1000:.1f} ms"
 
 
 def election_stats(result: RunResult) -> dict[str, Any]:

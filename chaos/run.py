@@ -12,6 +12,7 @@ started (trio's clock, so client and nemesis timestamps are comparable).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import signal
@@ -52,6 +53,7 @@ from chaos.workload import (
     info_raft,
     spread,
 )
+from raftkv.node.settings import parse_addr
 
 NETS = ("proxy", "nft", "docker", "none")
 
@@ -160,11 +162,6 @@ class RunResult:
 # -- node control --------------------------------------------------------------------
 
 
-def _addr(text: str) -> Addr:
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 class LocalControl:
     """``Control`` over a ``LocalCluster`` (its blocking calls run in worker threads), and
     ``MemberControl``: membership changes through ``RAFT ADDNODE``/``REMOVENODE``, with
@@ -173,7 +170,7 @@ class LocalControl:
     def __init__(self, cluster: LocalCluster, member_patience: float = 60.0) -> None:
         self.cluster = cluster
         self.node_ids = sorted(cluster.nodes)
-        self.addrs = {i: _addr(n.client_addr) for i, n in cluster.nodes.items()}
+        self.addrs = {i: cluster.client_addr(i) for i in cluster.nodes}
         self.member_patience = member_patience
         self.next_id = max(self.node_ids) + 1
         self.retired: dict[int, tuple[str, str]] = {}  # removed node -> (client, peer) addr
@@ -224,10 +221,10 @@ class LocalControl:
         self.next_id += 1
         reuse = self.retired.pop(replacing) if replacing is not None else None
         join = list(self.node_ids)
-        node = await trio.to_thread.run_sync(
+        await trio.to_thread.run_sync(
             lambda: self.cluster.add_node(new, join=join, addrs=reuse))
         self.node_ids.append(new)
-        self.addrs[new] = _addr(node.client_addr)
+        self.addrs[new] = self.cluster.client_addr(new)
         self.on_change()
         return new
 
@@ -423,7 +420,7 @@ async def drive(opts: RunOptions) -> Collected:
 
         if len(opts.endpoints) != opts.nodes:
             raise ValueError(f"--net docker needs --endpoints with {opts.nodes} addresses")
-        addrs = {i: _addr(e) for i, e in zip(nodes, opts.endpoints, strict=True)}
+        addrs = {i: parse_addr(e) for i, e in zip(nodes, opts.endpoints, strict=True)}
         backend = DockerBackend(addrs, opts.project, opts.docker_network)
         try:
             return await session(opts, backend, backend, addrs)
@@ -455,7 +452,7 @@ async def drive(opts: RunOptions) -> Collected:
             elif opts.net == "none":
                 net = NoNet()
             else:
-                mesh = ProxyMesh({i: _addr(n.peer_addr) for i, n in cluster.nodes.items()},
+                mesh = ProxyMesh({i: parse_addr(n.peer_addr) for i, n in cluster.nodes.items()},
                                  seed=opts.seed)
                 await nursery.start(mesh.run)
                 cluster.peer_maps = {i: mesh.peer_map(i) for i in nodes}
@@ -467,10 +464,8 @@ async def drive(opts: RunOptions) -> Collected:
     finally:
         cluster.close()
         if nft_net is not None:
-            with trio.CancelScope(shield=True):
-                await trio.run_process([nft_net.nft, "-f", "-"], check=False, capture_stdout=True,
-                                       capture_stderr=True,
-                                       stdin=nft_net.teardown_ruleset().encode())
+            with trio.CancelScope(shield=True), contextlib.suppress(nft.NftError):
+                await nft_net.close()
 
 
 class Terminated(Exception):

@@ -18,25 +18,8 @@ import attrs
 import msgpack
 
 from wire.frames import FrameDecoder, encode_frame
-from wire.raft import Entry
-from wire.record import decode, encode, record
-
-try:
-    from wire.raft import AppendEntries
-except ImportError:  # wire/raft.py without peer messages yet: an equivalent stand-in
-
-    @record(tag=22)
-    @attrs.frozen
-    class AppendEntries:  # type: ignore[no-redef]
-        term: int
-        src: int
-        dst: int
-        prev_index: int
-        prev_term: int
-        entries: tuple[Entry, ...]
-        commit: int
-        seq: int = 0
-
+from wire.raft import AppendEntries, Entry
+from wire.record import decode, encode
 
 READ_SIZE = 64 * 1024  # what one socket read would typically return
 HEADER = struct.Struct(">I")

@@ -17,15 +17,15 @@ import argparse
 import time
 from pathlib import Path
 
-from common import conn, field, scratch_dir, serves, wait
+from common import conn, field, load_keys, scratch_dir, serves, wait
 
 from chaos.cluster import LocalCluster
+from raftkv.node.membership import parse_members
 
 
 def is_voter(c: LocalCluster, node_id: int) -> bool:
     info = c.info(node_id) or {}
-    return f"{node_id}=" in info.get("members", "") and info.get("role") not in (
-        "learner", "joining")
+    return parse_members(info.get("members", "")).get(node_id, ("", ""))[1] == "voter"
 
 
 def run(workdir: Path, keys: int, value_size: int, snapshot: bool) -> None:
@@ -33,15 +33,7 @@ def run(workdir: Path, keys: int, value_size: int, snapshot: bool) -> None:
         leader = c.wait_for_leader(timeout=30)
         r = conn(c, leader)
         value = b"v" * value_size
-        started = time.monotonic()
-        for lo in range(0, keys, 1000):
-            with r.pipeline(transaction=False) as pipe:
-                for k in range(lo, min(lo + 1000, keys)):
-                    pipe.set(f"key:{k:08d}", value)
-                pipe.execute()
-        took = time.monotonic() - started
-        print(f"  wrote {keys} keys of {value_size} B in {took:.1f} s ({keys / took:.0f}/s)")
-        last = f"key:{keys - 1:08d}"
+        last = load_keys(r, keys, value)
         if snapshot:
             index = r.execute_command("RAFT", "SNAPSHOT")
             print(f"  leader snapshot at index {index} "

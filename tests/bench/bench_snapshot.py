@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from common import conn, field, scratch_dir, serves, wait
+from common import conn, field, load_keys, scratch_dir, serves, wait
 
 from chaos.cluster import LocalCluster
 
@@ -30,15 +30,7 @@ def run(workdir: Path, keys: int, value_size: int, snapshot: bool) -> None:
         c.kill(lagging)
         r = conn(c, leader)
         value = b"v" * value_size
-        started = time.monotonic()
-        for lo in range(0, keys, 1000):
-            with r.pipeline(transaction=False) as pipe:
-                for k in range(lo, min(lo + 1000, keys)):
-                    pipe.set(f"key:{k:08d}", value)
-                pipe.execute()
-        took = time.monotonic() - started
-        print(f"  wrote {keys} keys of {value_size} B in {took:.1f} s ({keys / took:.0f}/s)")
-        last = f"key:{keys - 1:08d}"
+        last = load_keys(r, keys, value)
         if snapshot:
             t0 = time.monotonic()
             index = r.execute_command("RAFT", "SNAPSHOT")

@@ -18,29 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import tempfile
 import time
+
+from common import fs_type, scratch_dir
 
 from raftkv.storage import open_storage
 from wire.raft import ClusterConfig, Entry, HardState, Member
 
 PAYLOAD = 100
 CONFIG = ClusterConfig((Member(1, "127.0.0.1:7101"),))
-
-
-def fs_type(path: str) -> str:
-    """File system type of the mount holding ``path`` (from /proc/mounts)."""
-    path = os.path.realpath(path)
-    best, kind = "", "unknown"
-    try:
-        with open("/proc/mounts") as f:
-            for line in f:
-                _, mnt, fstype, *_ = line.split()
-                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
-                    best, kind = mnt, fstype
-    except OSError:
-        pass
-    return kind
 
 
 def raw_fsync_rate(directory: str, seconds: float) -> float:
@@ -82,15 +68,13 @@ def group_commit(directory: str, batch: int, fsync: str, seconds: float) -> tupl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default=os.getcwd(), help="where to put the temp dir")
+    parser.add_argument("--dir", default=os.getcwd(), help="scratch base (a real disk)")
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="bench-wal-", dir=args.dir)
-    kind = fs_type(work)
-    print(f"directory {work} ({kind}); {PAYLOAD}-byte entries; {args.seconds:g} s per line")
-    if kind in ("tmpfs", "ramfs"):
-        print("WARNING: memory file system: fsync costs nothing here, figures are not a disk's")
-    try:
+    with scratch_dir(args.dir, "bench-wal-") as path:
+        work = str(path)
+        print(f"directory {work} ({fs_type(work)}); {PAYLOAD}-byte entries; "
+              f"{args.seconds:g} s per line")
         raw = raw_fsync_rate(work, args.seconds)
         print(f"raw write+fsync: {raw:10.0f} fsyncs/s")
         print(
@@ -102,9 +86,6 @@ def main() -> None:
                 mbs = eps * PAYLOAD / 1e6
                 ratio = f"{eps / raw:7.2f}" if fsync == "always" else "    cpu"
                 print(f"{batch:>5} {fsync:>6} {eps:11.0f} {sps:9.0f} {mbs:7.2f} {ratio}")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

@@ -97,11 +97,7 @@ def raft_cluster(workdir: Path, nodes: int = 3, fsync: str = "always") -> Iterat
         cluster.wait_for_leader(timeout=30)
         yield cluster
     finally:
-        try:
-            cluster.close()
-        finally:
-            for node in cluster.nodes.values():
-                kill_group(node.proc)
+        cluster.close()  # kills and reaps every node's process group
 
 
 def save_logs(cluster: LocalCluster, tag: str) -> Path:
@@ -115,18 +111,18 @@ def save_logs(cluster: LocalCluster, tag: str) -> Path:
 
 
 def revive_dead(cluster: LocalCluster) -> list[str]:
-    """Restart every node that exited on its own; describe each death (exit code, last log
-    line). Call it only when no node is meant to be down."""
+    """Restart every node that exited on its own (not one the bench killed); describe each
+    death (exit code, last log line)."""
     deaths = []
-    for i, node in cluster.nodes.items():
-        if node.proc is not None and node.proc.poll() is not None:
-            last = ""
-            with contextlib.suppress(OSError):
-                lines = node.log_path.read_text(errors="replace").splitlines()
-                useful = [ln.strip(" |+-") for ln in lines if ln.strip(" |+-")]
-                last = useful[-1] if useful else ""
-            deaths.append(f"NODE n{i} DIED (exit {node.proc.returncode}): {last[:200]}")
-            cluster.start(i)
+    for i, code in cluster.crashed().items():
+        node = cluster.nodes[i]
+        last = ""
+        with contextlib.suppress(OSError):
+            lines = node.log_path.read_text(errors="replace").splitlines()
+            useful = [ln.strip(" |+-") for ln in lines if ln.strip(" |+-")]
+            last = useful[-1] if useful else ""
+        deaths.append(f"NODE n{i} DIED (exit {code}): {last[:200]}")
+        cluster.start(i)
     if deaths:
         cluster.wait_for_leader(timeout=30)
     return deaths
@@ -334,6 +330,19 @@ class CpuSampler:
 def conn(c: LocalCluster, node_id: int) -> redis.Redis:
     host, port = c.client_addr(node_id)
     return redis.Redis(host=host, port=port, socket_timeout=60, protocol=2)
+
+
+def load_keys(r: redis.Redis, keys: int, value: bytes) -> str:
+    """SET ``key:00000000`` .. in pipelined batches of 1000; print the rate; the last key."""
+    started = time.monotonic()
+    for lo in range(0, keys, 1000):
+        with r.pipeline(transaction=False) as pipe:
+            for k in range(lo, min(lo + 1000, keys)):
+                pipe.set(f"key:{k:08d}", value)
+            pipe.execute()
+    took = time.monotonic() - started
+    print(f"  wrote {keys} keys of {len(value)} B in {took:.1f} s ({keys / took:.0f}/s)")
+    return f"key:{keys - 1:08d}"
 
 
 def wait(predicate, timeout: float = 300.0) -> float:
