@@ -25,41 +25,12 @@ import attrs
 import trio
 
 from chaos.history import Op, Value
+from client.connection import TRANSPORT_ERRORS as LOST  # what a broken connection raises
+from client.connection import Connection
 from raftkv.probe import parse_info
-from wire.errors import ProtocolError
 from wire.reply import ErrorReply, SimpleString
-from wire.resp import encode_command
-from wire.resp_reply import NEED_MORE, ReplyParser
 
 Addr = tuple[str, int]
-LOST = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError,
-        ProtocolError)
-
-
-class RespConn:
-    """One RESP2 connection: send a command, read its reply."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.parser = ReplyParser()
-
-    @classmethod
-    async def connect(cls, addr: Addr) -> RespConn:
-        return cls(await trio.open_tcp_stream(*addr))
-
-    async def call(self, *args: str | bytes | int) -> Any:
-        await self.stream.send_all(encode_command(*args))
-        while True:
-            reply = self.parser.next_reply()
-            if reply is not NEED_MORE:
-                return reply
-            data = await self.stream.receive_some(65536)
-            if not data:
-                raise ConnectionError("the node closed the connection")
-            self.parser.feed(data)
-
-    async def aclose(self) -> None:
-        await trio.aclose_forcefully(self.stream)
 
 
 async def info_raft(addr: Addr, patience: float = 0.5) -> dict[str, str] | None:
@@ -67,8 +38,8 @@ async def info_raft(addr: Addr, patience: float = 0.5) -> dict[str, str] | None:
     conn = None
     try:
         with trio.fail_after(patience):
-            conn = await RespConn.connect(addr)
-            text = await conn.call("INFO", "raft")
+            conn = await Connection.open_host(*addr)
+            text = await conn.request("INFO", "raft")
     except (*LOST, trio.TooSlowError):
         return None
     finally:
@@ -175,7 +146,7 @@ class Client:
         self.rec = recorder
         self.rng = rng
         self.known: dict[str, Value] = {}
-        self.conn: RespConn | None = None
+        self.conn: Connection | None = None
 
     def _choose(self) -> tuple[str, str, Any, tuple[Any, ...]]:
         cfg, rng = self.config, self.rng
@@ -203,14 +174,14 @@ class Client:
         if self.conn is None:
             try:
                 with trio.fail_at(deadline):
-                    self.conn = await RespConn.connect(self.addr)
+                    self.conn = await Connection.open_host(*self.addr)
             except (*LOST, trio.TooSlowError) as exc:
                 return self._record(key, f, value, invoke, "fail", None,
                                     f"connect: {_describe(exc)}")
         broken = True
         try:
             with trio.fail_at(deadline):
-                reply = await self.conn.call(*args)
+                reply = await self.conn.request(*args)
         except trio.TooSlowError:
             outcome, read, swapped, error = "info", None, None, "timeout"
         except LOST as exc:
@@ -267,9 +238,9 @@ async def final_reads(addr_of: Callable[[], Awaitable[Addr | None]], keys: Seque
                     continue
                 try:
                     with trio.fail_after(2.0):
-                        conn = await RespConn.connect(addr)
+                        conn = await Connection.open_host(*addr)
                         try:
-                            reply = await conn.call("GET", key)
+                            reply = await conn.request("GET", key)
                         finally:
                             await conn.aclose()
                 except (*LOST, trio.TooSlowError):

@@ -69,9 +69,13 @@ class Connection:
     @classmethod
     async def open(cls, addr: str) -> Connection:
         host, port = parse_endpoint(addr)
+        return await cls.open_host(host, port, addr)
+
+    @classmethod
+    async def open_host(cls, host: str, port: int, addr: str = "") -> Connection:
         stream = await trio.open_tcp_stream(host, port)
         stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, True)
-        return cls(addr, stream)
+        return cls(addr or f"{host}:{port}", stream)
 
     def stale(self) -> bool:
         """True if an idle connection has something to read: the node closed it (or spoke
