@@ -17,10 +17,11 @@ import click
 from client.connection import DEFAULT_ENDPOINTS, parse_endpoints
 from client.errors import ConnectionFailed, RaftKVError
 from client.format import JSON, RAW, TTY, Output
-from client.repl import NO_CLUSTER, OK, Repl, exit_status, original_forms
+from client.repl import NO_CLUSTER, OK, Repl, exit_status
 from client.status import render_table, to_json
 from client.sync import SyncClient
 from raftkv import __version__
+from raftkv.kv import legacy_form
 
 
 def _output(raw: bool | None, as_json: bool) -> Output:
@@ -93,7 +94,7 @@ def _connect(eps: list[str], timeout: float) -> SyncClient:
 
 def _one_shot(eps: list[str], command: list[str], stdin_arg: bool, out: Output,
               timeout: float) -> int:
-    args = original_forms([os.fsencode(a) for a in command])
+    args = legacy_form([os.fsencode(a) for a in command])
     if stdin_arg:
         args.append(sys.stdin.buffer.read())
     try:

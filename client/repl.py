@@ -22,6 +22,7 @@ from client.format import Output
 from client.help import complete, overview, usage
 from client.status import render_table
 from client.sync import SyncClient
+from raftkv.kv import legacy_form
 from wire.errors import ProtocolError
 from wire.resp import split_args
 
@@ -31,18 +32,9 @@ HISTORY_FILE = Path("~/.raftkv_history")
 OK, ERROR_REPLY, NO_CLUSTER = 0, 1, 2
 
 
-def original_forms(args: list[bytes]) -> list[bytes]:
-    """The original RaftKV's ``set key=value`` as ``SET key value`` (so the client sees a
-    plain, idempotent SET); anything else unchanged."""
-    if len(args) == 2 and args[0].lower() == b"set" and b"=" in args[1]:
-        key, _, value = args[1].partition(b"=")
-        return [args[0], key, value]
-    return args
-
-
 def parse_line(line: str) -> list[bytes]:
     """A typed line -> command arguments (redis-cli quoting, via ``wire.resp.split_args``)."""
-    return original_forms(split_args(line.encode("utf-8", "surrogateescape")))
+    return legacy_form(split_args(line.encode("utf-8", "surrogateescape")))
 
 
 def exit_status(value: Any) -> int:

@@ -7,7 +7,17 @@ malformed ones before they are proposed.
 """
 
 from .codec import decode_command, encode_command
-from .commands import COMMANDS, READ, WRITE, CommandSpec, Reply, check_arity, lookup, validate
+from .commands import (
+    COMMANDS,
+    READ,
+    WRITE,
+    CommandSpec,
+    Reply,
+    check_arity,
+    legacy_form,
+    lookup,
+    validate,
+)
 from .errors import KVDecodeError
 from .glob import stringmatch
 from .machine import KVStateMachine, decode_snapshot, encode_snapshot
@@ -25,6 +35,7 @@ __all__ = [
     "decode_snapshot",
     "encode_command",
     "encode_snapshot",
+    "legacy_form",
     "lookup",
     "stringmatch",
     "validate",

@@ -88,6 +88,15 @@ COMMANDS: dict[str, CommandSpec] = {
 _BY_BYTES: dict[bytes, CommandSpec] = {name.encode(): spec for name, spec in COMMANDS.items()}
 
 
+def legacy_form(args: list[bytes]) -> list[bytes]:
+    """The original RaftKV's ``set key=value`` as ``SET key value`` (the server runs it as a
+    plain SET; the client sends it as one, so it retries it as an idempotent write)."""
+    if len(args) == 2 and b"=" in args[1] and args[0].lower() == b"set":
+        key, _, value = args[1].partition(b"=")
+        return [args[0], key, value]
+    return args
+
+
 def lookup(name: bytes | str) -> CommandSpec | None:
     """The command called ``name`` in any case, or None."""
     if isinstance(name, str):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from raftkv import __version__
-from raftkv.kv import lookup
+from raftkv.kv import legacy_form, lookup
 from raftkv.node.pending import Pending
 from raftkv.server.info import render_info
 from wire.reply import OK, ErrorReply, SimpleString
@@ -47,14 +47,6 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if handler is not None:
         return handler(node, conn, args)
     return node.submit(legacy_form(args))
-
-
-def legacy_form(args: list[bytes]) -> list[bytes]:
-    """The original RaftKV's `set mykey=hello` as `SET mykey hello`."""
-    if len(args) == 2 and b"=" in args[1] and args[0].lower() == b"set":
-        key, _, value = args[1].partition(b"=")
-        return [args[0], key, value]
-    return args
 
 
 def cmd_ping(node: Node, conn: Connection, args: list[bytes]) -> Pending:
