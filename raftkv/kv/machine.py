@@ -47,6 +47,7 @@ SNAPSHOT_VERSION = 1
 MAX_VALUE_LEN = 512 * 1024 * 1024
 
 _Handler = Callable[[list[bytes]], Reply]
+_Entry = tuple[int, ErrorReply, _Handler, bool]  # arity, its error, handler, is_write
 
 
 class _Pairs(list):
@@ -106,7 +107,7 @@ class KVStateMachine:
         # SCAN's hash-ordered index of the keys; built by the first SCAN (a cache, not state).
         self._order: ScanOrder | None = None
         # lower-case name -> (arity, arity error, handler, is_write)
-        self._dispatch: dict[bytes, tuple[int, ErrorReply, _Handler, bool]] = {
+        self._dispatch: dict[bytes, _Entry] = {
             name.encode(): (spec.arity, wrong_arity(name), getattr(self, "_" + name), spec.is_write)
             for name, spec in COMMANDS.items()
         }
@@ -127,10 +128,12 @@ class KVStateMachine:
         if entry is not None and entry[3]:
             name = args[0].lower().decode()
             return ErrorReply(f"ERR '{name}' is a write command: it must go through the log")
-        return self._execute(args)
+        return self._run(args, entry)
 
     def _execute(self, args: list[bytes]) -> Reply:
-        entry = self._dispatch.get(args[0].lower()) if args else None
+        return self._run(args, self._dispatch.get(args[0].lower()) if args else None)
+
+    def _run(self, args: list[bytes], entry: _Entry | None) -> Reply:
         if entry is None:
             return unknown_command(args)
         arity, arity_error, handler, _ = entry
