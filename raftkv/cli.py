@@ -67,16 +67,15 @@ def _env(name: str) -> str:
               type=click.IntRange(min=1))
 @click.option("--idle-timeout", default=0.0, show_default=True, envvar=_env("IDLE_TIMEOUT"),
               type=click.FloatRange(min=0), help="Close idle client connections (0: never).")
+@click.option("--max-request-bytes", default=8 * 1024 * 1024, show_default=True,
+              envvar=_env("MAX_REQUEST_BYTES"), type=click.IntRange(min=1024),
+              help="Largest client request (all arguments of one command together).")
 @click.option("--unsafe-stale-reads", is_flag=True, hidden=True,
               envvar=_env("UNSAFE_STALE_READS"),
               help="TEST ONLY: followers answer reads from local state (not linearizable).")
 @click.option("-v", "--verbose", count=True, help="-v: the Raft story; -vv: debug.")
 def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: str,
-          learner: bool, data_dir: str,
-          cluster_id: str, advertise_client_addr: str, advertise_peer_addr: str,
-          tick_ms: float, heartbeat_ticks: int, election_ticks: int, fsync: str,
-          snapshot_entries: int, max_clients: int, idle_timeout: float, unsafe_stale_reads: bool,
-          verbose: int) -> None:
+          learner: bool, unsafe_stale_reads: bool, verbose: int, **options: Any) -> None:
     """Run one RaftKV node. Every flag also reads RAFTKV_<FLAG> (e.g. RAFTKV_ID)."""
     from raftkv.log import setup_logging
     from raftkv.node.run import run_node
@@ -98,11 +97,8 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
     setup_logging(verbose)
     settings = NodeSettings(
         node_id=node_id, client_addr=client_addr, peer_addr=peer_addr, cluster=members,
-        data_dir=data_dir, cluster_id=cluster_id, advertise_client_addr=advertise_client_addr,
-        advertise_peer_addr=advertise_peer_addr, tick_ms=tick_ms,
-        heartbeat_ticks=heartbeat_ticks, election_ticks=election_ticks, fsync=fsync,
-        snapshot_entries=snapshot_entries, max_clients=max_clients, idle_timeout=idle_timeout,
-        unsafe_stale_reads=unsafe_stale_reads, join=seeds, learner=learner,
+        join=seeds, learner=learner, unsafe_stale_reads=unsafe_stale_reads,
+        **options,  # every other flag is a NodeSettings field of the same name
     )
     if unsafe_stale_reads:
         click.echo("WARNING: --unsafe-stale-reads: reads on followers may be stale "

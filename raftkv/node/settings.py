@@ -46,6 +46,9 @@ class NodeSettings:
     snapshot_entries: int = 100_000  # compact every N applied entries; 0: only on request
     max_clients: int = 10_000
     max_bulk_len: int = 512 * 1024 * 1024
+    # The largest client request (a command's arguments together). Everything downstream is
+    # sized from it: a log entry holding one such request always fits in a peer frame.
+    max_request_bytes: int = 8 * 1024 * 1024
     idle_timeout: float = 0.0  # seconds; 0 = never close idle client connections
     request_timeout: float = 5.0
     leader_wait: float = 2.0  # how long a command waits for a leader before -TRYAGAIN
