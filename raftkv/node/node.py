@@ -43,7 +43,7 @@ from raftkv.node.membership import Membership, describe_members
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings, parse_addr
 from raftkv.node.transport import PeerTransport
-from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError
+from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
 from raftkv.storage import SnapshotWriter, open_storage
 from wire.raft import (
@@ -150,8 +150,6 @@ class Node:
         self._applied_term, self._applied_config = meta.term, meta.config
         config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks)
         self.core = RaftNode(self.id, self.storage, config, self.rng)
-        hard_state, _ = self.storage.initial_state()
-        self._durable_vote = (hard_state.term, hard_state.vote)
         members = {m.id: m.peer_addr for m in self.core.known_members.values()}
         joining = bool(s.join) and not members
         if s.join and members:
@@ -275,24 +273,16 @@ class Node:
         storage = self.storage
         if rd.snapshot_chunks or rd.snapshot_discard:
             await self._receive_snapshot(rd)  # first: this Ready's entries follow it
-        if rd.entries:
-            storage.append(rd.entries)
-        if rd.hard_state is not None:
-            storage.set_hard_state(rd.hard_state)
+        persist(storage, rd)
         send = self.transport.send
-        early = rd.must_sync and self._may_send_before_sync(rd)
-        if early:
-            # Dissertation 10.2.1: a leader may send its new entries to followers while its
-            # own fsync runs; the core counts the leader's copy only after advance().
+        if rd.send_before_sync:  # the core's call (Ready.send_before_sync)
             for msg in rd.messages:
                 send(msg)
         if rd.must_sync:
             # DESIGN.md ordering: the hard state (vote, term) and appended entries are
             # durable before any other message of this Ready (a vote, an append ack) leaves.
             await trio.to_thread.run_sync(storage.sync)
-        if rd.hard_state is not None:
-            self._durable_vote = (rd.hard_state.term, rd.hard_state.vote)
-        if not early:
+        if not rd.send_before_sync:
             for msg in rd.messages:
                 send(msg)
         self._log_snapshot_sends(rd.messages)
@@ -305,14 +295,6 @@ class Node:
             if entry is not None:
                 entry[0].set(READ_FAILED)
         self.core.advance(rd)
-
-    def _may_send_before_sync(self, rd: Any) -> bool:
-        """Only a leader's messages, and only if this Ready changes no term or vote (those
-        must be durable before anyone hears of them)."""
-        if self.core.role is not Role.LEADER or rd.snapshot_chunks or rd.snapshot_discard:
-            return False  # (a follower's Ready: the snapshot awaits may have let it win since)
-        hs = rd.hard_state
-        return hs is None or (hs.term, hs.vote) == self._durable_vote
 
     def _apply(self, entries: list[Any]) -> None:
         kv, writes = self.kv, self._writes

@@ -176,7 +176,21 @@ class RaftNode:
         self._forwarded: list[ForwardedRead] = []
         self._bcast_pending = False  # leader: new entries to send at the next ready()
         self._commit_bcast = False  # leader: commit advanced, tell followers at next ready()
-        self._reset(self._term)
+        self._reset(self._restart_term(hs))
+
+    def _restart_term(self, hs: HardState) -> int:
+        """The term to restart in: the stored term, or the last log entry's if that is higher.
+
+        A crash can keep a prefix of one Ready's writes: the entries (written first, so that a
+        durable commit index never points past entries that are not durable) without the hard
+        state that follows them. The log then holds an entry of term T while the stored term
+        is below T, and a node in that state would accept appends from a stale leader of an
+        older term and overwrite an entry of a newer one (simulator seed 9100594). A node has
+        seen term T if it holds an entry of term T, so it restarts in T. Clearing the vote
+        (``_reset`` does, on a term change) is safe: a vote in T leaves only after a hard state
+        of term T is durable, and then the stored term would be T. The first Ready persists
+        the raised term (it differs from the stored hard state)."""
+        return max(hs.term, self._log.last_term())
 
     # -- read-only properties --------------------------------------------------------------
     @property
@@ -206,6 +220,10 @@ class RaftNode:
     @property
     def last_index(self) -> int:
         return self._log.last_index()
+
+    @property
+    def last_term(self) -> int:
+        return self._log.last_term()
 
     @property
     def cluster_config(self) -> ClusterConfig:
@@ -436,6 +454,8 @@ class RaftNode:
             )
             self._apply_emitted = committed[-1].index
         vote_changed = (hs.term, hs.vote) != (self._prev_hs.term, self._prev_hs.vote)
+        must_sync = bool(entries) or vote_changed
+        snapshot_work = bool(self._snap_chunks) or self._snap_discard
         rd = Ready(
             messages=self._msgs,
             entries=entries,
@@ -443,7 +463,10 @@ class RaftNode:
             committed_entries=committed,
             read_states=self._read_states,
             failed_reads=self._failed_reads,
-            must_sync=bool(entries) or vote_changed,
+            must_sync=must_sync,
+            send_before_sync=(
+                must_sync and self._role is Role.LEADER and not vote_changed and not snapshot_work
+            ),
             snapshot_chunks=self._snap_chunks,
             snapshot_discard=self._snap_discard,
         )
