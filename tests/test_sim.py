@@ -598,6 +598,16 @@ def test_core_regression_restart_below_the_term_of_its_own_log() -> None:
     assert found.ok, f"{found.prop}: {found.message}"
 
 
+def test_core_regression_stale_vote_requests_are_answered() -> None:
+    # Seed 30002979 (3 nodes, PreVote off): after the leader removed itself, the one voter
+    # that could elect the remaining candidate ignored its vote requests of older terms and
+    # the candidate stayed one term behind for good: no leader after the heal.
+    from chaos.sim.runner import SimParams, run_seed
+
+    found = run_seed(30002979, SimParams(nodes=3))
+    assert found.ok, f"{found.prop}: {found.message}"
+
+
 @pytest.mark.parametrize("seed", [10940, 16648])
 def test_liveness_bound_allows_a_slow_but_steady_catch_up(seed: int) -> None:
     # One entry per round trip (max_inflight=1, one-entry batches) and a voter ~450 entries

@@ -630,7 +630,7 @@ class RaftNode:
 
     # -- message handling ------------------------------------------------------------------
     def _reply_stale(self, m: Any) -> None:
-        """A message from an older term. Tell a deposed leader or a pre-candidate our term."""
+        """A message from an older term. Tell a deposed leader or a candidate our term."""
         if isinstance(m, AppendEntries):
             if self._cfg.check_quorum or self._cfg.pre_vote:
                 # seq=0: this answers no read round. The old leader may lead our term by
@@ -640,8 +640,13 @@ class RaftNode:
                 self._send(
                     AppendEntriesResponse(self._term, self._id, m.src, False, m.prev_index)
                 )
-        elif isinstance(m, RequestVote) and m.pre_vote:
-            self._send(RequestVoteResponse(self._term, self._id, m.src, False, True))
+        elif isinstance(m, RequestVote):
+            # Rejected, with our term (Raft 5.1), pre-vote or not. Ignoring a stale real
+            # vote can stall elections for good: after a membership change, a candidate that
+            # only we can elect, and that we never otherwise talk to (it is not a voter in
+            # the configuration our shorter log knows), kept campaigning one term behind us
+            # (simulator seed 30002979, PreVote off).
+            self._send(RequestVoteResponse(self._term, self._id, m.src, False, m.pre_vote))
         elif isinstance(m, ReadIndexRequest):
             self._send(ReadIndexResponse(self._term, self._id, m.src, m.ctx, 0, False))
         elif isinstance(m, InstallSnapshot) and (self._cfg.check_quorum or self._cfg.pre_vote):

@@ -275,3 +275,22 @@ def test_storage_with_prior_state_restarts_as_follower() -> None:
     )
     rd = node.ready()
     assert [e.index for e in rd.committed_entries] == [1, 2]  # re-applied from the log
+
+
+def test_a_stale_vote_request_is_rejected_with_our_term_and_the_candidate_catches_up() -> None:
+    # Seed 30002979 (PreVote off): after a membership change the only node that could elect
+    # a candidate ignored its vote requests of older terms, and never otherwise spoke to it,
+    # so the candidate campaigned one term behind for good. Raft 5.1: reject, with our term.
+    c = Cluster(2, config=NO_PRE_VOTE)
+    voter, candidate = c.nodes[1], c.nodes[2]
+    for _ in range(3):
+        voter.campaign()  # voter at term 3
+    c.take()  # its requests are lost
+    candidate.campaign()  # term 1
+    (request,) = c.take(lambda m: isinstance(m, RequestVote))
+    voter.step(request)
+    c.handle(1)
+    (reply,) = c.take(lambda m: isinstance(m, RequestVoteResponse))
+    assert reply == RequestVoteResponse(term=3, src=1, dst=2, granted=False, pre_vote=False)
+    candidate.step(reply)
+    assert candidate.term == 3 and candidate.role is Role.FOLLOWER
