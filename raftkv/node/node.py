@@ -41,11 +41,12 @@ from raftkv.kv import (
 from raftkv.log import event
 from raftkv.node.membership import Membership, describe_members
 from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings, parse_addr
+from raftkv.node.settings import NodeSettings
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError
 from raftkv.raft.membership import decode_config
 from raftkv.storage import SnapshotWriter, open_storage
+from wire.addr import parse_addr
 from wire.raft import (
     CONFIG,
     NOOP,
@@ -165,7 +166,7 @@ class Node:
         self.started_at = trio.current_time()
 
         inbound_send, inbound_recv = trio.open_memory_channel[Any](4096)
-        host, port = parse_addr(s.peer_addr)
+        host, port = parse_addr(s.peer_addr, listen=True)
         self.transport = PeerTransport(
             node_id=self.id,
             cluster_id=s.cluster_id,
@@ -317,10 +318,7 @@ class Node:
     def _apply(self, entries: list[Any]) -> None:
         kv, writes = self.kv, self._writes
         for entry in entries:
-            result = kv.apply(entry.data) if entry.kind == NORMAL else None
-            if entry.kind == CONFIG:
-                self._applied_config = decode_config(entry.data)
-                result = OK  # a membership change (RAFT ADDNODE/...) is done once committed
+            result = self._apply_one(entry)
             waiting = writes.pop(entry.index, None)
             if waiting is not None:
                 term, pending, _ = waiting
@@ -333,6 +331,26 @@ class Node:
         while wait and wait[0][0] <= self.applied:
             _, _, pending, args = heapq.heappop(wait)
             pending.set(kv.read(args))
+
+    def _apply_one(self, entry: Any) -> Any:
+        """One committed entry's reply. Total: whatever the log holds, nothing raises here
+        (a raise would stop the node, and every restart would replay the same entry)."""
+        if entry.kind == NORMAL:
+            try:
+                return self.kv.apply(entry.data)
+            except Exception as exc:  # a state-machine bug must not become a crash loop
+                event(log, logging.ERROR, "applying an entry failed", index=entry.index,
+                      error=repr(exc))
+                return ErrorReply(f"ERR applying the command failed: {type(exc).__name__}")
+        if entry.kind == CONFIG:
+            try:
+                self._applied_config = decode_config(entry.data)
+            except Exception as exc:  # the core already acted on it; keep what we had
+                event(log, logging.ERROR, "undecodable CONFIG entry ignored",
+                      index=entry.index, error=repr(exc))
+                return ErrorReply("ERR undecodable membership change")
+            return OK  # a membership change (RAFT ADDNODE/...) is done once committed
+        return None
 
     # -- snapshots ------------------------------------------------------------------------
 

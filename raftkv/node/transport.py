@@ -31,6 +31,7 @@ import trio
 
 from raftkv.node.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
+from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
 from wire.hello import PROTOCOL_VERSION, Hello, Ping, Refused
@@ -87,18 +88,15 @@ class LinkStats:
     received: int  # messages received from the peer and delivered
     keepalives: int  # Pings received from the peer on its outbound connection
     refused: int  # handshakes the peer refused (or whose Hello did not match)
+    dial_failures: int = 0  # dials that failed (unreachable, refused, bad address)
 
 
 class _Refused(Exception):
     """The peer refused our Hello, or its Hello was not what we dialled."""
 
 
-def split_addr(text: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:7101`` for IPv6) -> (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+class _BadAddress(Exception):
+    """The peer's configured address cannot be dialled (syntax, IDNA, port range)."""
 
 
 def _decode(frame: bytes) -> Any:
@@ -142,7 +140,7 @@ class _Link:
         self.connected = False
         self.client_addr = ""
         self.sent = self.dropped = self.received = self.keepalives = 0
-        self.connects = self.refused = 0
+        self.connects = self.refused = self.dial_failures = 0
 
     def queued(self) -> int:
         return self.queue_in.statistics().current_buffer_used
@@ -264,12 +262,12 @@ class PeerTransport:
         """Make the links match ``peers`` (id -> "host:port" of every other member).
 
         A removed peer's nursery is cancelled (its connections close, its queue is lost);
-        a peer whose address changed is removed and added again.
+        a peer whose address changed is removed and added again. Addresses are not checked
+        here: they come from committed configuration, which must never crash a node, so a
+        bad one is a link whose every dial fails and logs (rate-limited).
         """
-        for peer_id, addr in peers.items():
-            if peer_id == self.node_id:
-                raise ValueError(f"peers must not include this node ({peer_id})")
-            split_addr(addr)
+        if self.node_id in peers:
+            raise ValueError(f"peers must not include this node ({self.node_id})")
         for peer_id, link in list(self._links.items()):
             if peers.get(peer_id) != link.addr:
                 del self._links[peer_id]
@@ -306,6 +304,7 @@ class PeerTransport:
                 received=link.received,
                 keepalives=link.keepalives,
                 refused=link.refused,
+                dial_failures=link.dial_failures,
             )
             for peer_id, link in self._links.items()
         }
@@ -336,6 +335,9 @@ class PeerTransport:
                 link.refused += 1
                 self._warn(("refused-by", link.peer_id), "peer refused handshake",
                            peer=link.peer_id, addr=link.addr, reason=str(exc))
+            except _BadAddress as exc:
+                self._warn(("bad-address", link.peer_id), "cannot dial peer: bad address",
+                           peer=link.peer_id, addr=link.addr, error=str(exc))
             except CONNECTION_ERRORS as exc:
                 if isinstance(exc, ProtocolError):
                     self._protocol_error(link.peer_id, link.addr, exc)
@@ -353,14 +355,24 @@ class PeerTransport:
                     backoff.failed()
                 continue
             backoff.failed()
+            link.dial_failures += 1
             link.drop_queued()  # stale by the next attempt; Raft retransmits
             self._notify()
 
     async def _dial(self, link: _Link) -> tuple[trio.SocketStream, _FrameReader]:
-        """Connect and handshake; the caller owns the returned stream."""
-        host, port = split_addr(link.addr)
+        """Connect and handshake; the caller owns the returned stream.
+
+        The name is resolved again on every dial (a peer's address may change: a container
+        reconnected to its network gets a new one)."""
+        try:
+            host, port = parse_addr(link.addr)
+        except ValueError as exc:
+            raise _BadAddress(str(exc)) from None
         with trio.fail_after(self.limits.hello_timeout):
-            stream = await trio.open_tcp_stream(host, port)
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except (ValueError, UnicodeError) as exc:  # what the resolver rejects
+                raise _BadAddress(f"{type(exc).__name__}: {exc}") from None
             try:
                 reader = _FrameReader(stream, self.limits.max_frame_size)
                 await stream.send_all(self._hello_frame)

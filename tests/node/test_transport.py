@@ -18,7 +18,7 @@ import trio
 
 from raftkv.node.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
-from raftkv.node.transport import PeerTransport, TransportLimits, split_addr
+from raftkv.node.transport import PeerTransport, TransportLimits
 from wire.frames import FrameDecoder, encode_frame
 from wire.hello import PROTOCOL_VERSION, Hello, Ping, Refused
 from wire.record import decode, encode, record
@@ -549,10 +549,31 @@ def test_log_throttle_suppresses_repeats_per_key() -> None:
     assert fields == [{"n": 1}, {"n": 4}, {"n": 5, "suppressed": 2}]
 
 
-def test_split_addr() -> None:
-    assert split_addr("127.0.0.1:7101") == ("127.0.0.1", 7101)
-    assert split_addr("[::1]:7101") == ("::1", 7101)
-    for bad in ("7101", "host:", ":7101", "host:0", "host:99999"):
-        with pytest.raises(ValueError):
-            split_addr(bad)
+# -- hostile configuration -----------------------------------------------------------
 
+# What committed CONFIG entries may hold (tests/node/test_hostile_config.py replays them
+# through the runtime's apply).
+HOSTILE_ADDRS = [
+    "a..b:7000", "127.0.0.1:99999", "127.0.0.1:0", "", ":", "host", "[zz]:1", "a\x00b:1",
+    "\u200b:7000", "x" * 300 + ":1", "::1:7000", "-:1", "999.999.999.999:1", "h:\u0667",
+]
+
+
+async def test_update_peers_with_hostile_addresses_never_raises(nursery, warnings) -> None:
+    with trio.fail_after(10):
+        a, b = await mesh(nursery, 2)
+        for n, addr in enumerate(HOSTILE_ADDRS):
+            a.t.update_peers({2: b.addr, 9: addr})  # a new bad address for peer 9 each time
+            assert a.t.peers()[9] == addr
+            await a.t.wait_until(lambda: a.t.stats()[9].dial_failures >= 1)
+            # The good link is untouched and keeps carrying traffic both ways.
+            assert a.t.send(Note(1, 2, n)) and b.t.send(Note(2, 1, n))
+            assert await b.inbox.receive() == Note(1, 2, n)
+            assert await a.inbox.receive() == Note(2, 1, n)
+        a.t.update_peers({2: b.addr, 9: "a..b:7000"})
+        await a.t.wait_until(lambda: a.t.stats()[9].dial_failures >= 5)
+    bad = logged(warnings, "cannot dial peer: bad address")
+    assert bad and all(f["peer"] == 9 for f in bad)
+    # Rate-limited: one line per peer per interval, not one per dial.
+    assert len(bad) < sum(1 for _ in HOSTILE_ADDRS) + 5
+    assert a.t.stats()[2].connected and b.t.stats()[1].connected
