@@ -40,8 +40,10 @@ from raftkv.kv import (
 )
 from raftkv.log import event
 from raftkv.node.membership import Membership, describe_members
+from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
+from raftkv.node.sizes import max_reply_bytes, transport_limits
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError
 from raftkv.raft.membership import decode_config
@@ -176,6 +178,9 @@ class Node:
             peers={i: a for i, a in members.items() if i != self.id},
             inbound=inbound_send,
             rng=self.rng,
+            limits=transport_limits(s),
+            message_types=PEER_MESSAGES,
+            validate=check_peer_message,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -529,7 +534,7 @@ class Node:
 
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
-        error = validate(args)
+        error = validate(args) or self._check_size(args)
         if error is not None:
             return Pending.of(error)
         if self._stopping:
@@ -540,6 +545,15 @@ class Node:
         self._dispatch(args, spec.is_write, pending,
                        trio.current_time() + self.settings.leader_wait)
         return pending
+
+    def _check_size(self, args: list[bytes]) -> ErrorReply | None:
+        """A request larger than --max-request-bytes never becomes a log entry: every
+        peer-side size (frames, batches) is derived from that bound (raftkv.node.sizes)."""
+        limit = self.settings.max_request_bytes
+        size = sum(len(a) for a in args)
+        if size > limit:
+            return ErrorReply(f"ERR request of {size} bytes exceeds max-request-bytes {limit}")
+        return None
 
     def _dispatch(
         self, args: list[bytes], write: bool, pending: Pending, park_until: float
@@ -604,7 +618,8 @@ class Node:
     def _on_forward_request(self, msg: ForwardRequest) -> None:
         """Run a follower's command as leader and send the reply back; never re-forward."""
         args = list(msg.args)
-        error = validate(args) if args else ErrorReply("ERR empty command")
+        error = (validate(args) or self._check_size(args)) if args else ErrorReply(
+            "ERR empty command")
         if args and args[0].lower() == b"raft":  # a membership change (RAFT ADDNODE ...)
             reply = self.membership.command(args, forwarded=True)
         elif error is not None:
@@ -617,10 +632,18 @@ class Node:
         reply.add_callback(self._forward_replier(msg))
 
     def _forward_replier(self, msg: ForwardRequest) -> Callable[[Any], None]:
+        limit = max_reply_bytes(self.settings)
+
         def send_back(value: Any) -> None:
+            reply = encode_reply(value, 3)
+            if len(reply) > limit:  # would not fit in a frame: the follower's client
+                reply = encode_reply(ErrorReply(  # would wait for nothing
+                    f"ERR the reply ({len(reply)} bytes) is too large to return through "
+                    f"this node; the command was applied; read the result from the leader"
+                ), 3)
             self.transport.send(ForwardResponse(
                 term=self.core.term, src=self.id, dst=msg.src, req_id=msg.req_id,
-                reply=encode_reply(value, 3),
+                reply=reply,
             ))
         return send_back
 

@@ -165,7 +165,8 @@ class PeerTransport:
     (awaited, so a slow consumer pushes back on the peer's connection) or a plain
     callable. ``message_types``, if given, is what a peer may send after the handshake;
     anything else closes its connection. Every message must carry ``src`` (the
-    authenticated peer) and ``dst`` (this node).
+    authenticated peer) and ``dst`` (this node); ``validate``, if given, then checks the
+    rest (raising ProtocolError), before the message is delivered.
     """
 
     def __init__(
@@ -181,6 +182,7 @@ class PeerTransport:
         limits: TransportLimits | None = None,
         rng: random.Random | None = None,
         message_types: tuple[type, ...] | None = None,
+        validate: Callable[[Any], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -189,6 +191,7 @@ class PeerTransport:
         self.port: int | None = None  # the bound peer port, once run() started
         self._rng = rng or random.Random()
         self._message_types = message_types
+        self._validate = validate
         if isinstance(inbound, trio.MemorySendChannel):
             channel = inbound
 
@@ -621,6 +624,8 @@ class PeerTransport:
             raise ProtocolError(f"message from src {src!r} on node {link.peer_id}'s link")
         if dst != self.node_id:
             raise ProtocolError(f"message for dst {dst!r} reached node {self.node_id}")
+        if self._validate is not None:
+            self._validate(msg)
 
     # -- logging and notification --------------------------------------------------------
 

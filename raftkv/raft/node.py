@@ -91,6 +91,7 @@ from raftkv.raft.ready import ReadState, Ready
 from raftkv.raft.role import Role
 from wire.raft import (
     CONFIG,
+    MAX_TERM,
     NOOP,
     NORMAL,
     AppendEntries,
@@ -371,11 +372,18 @@ class RaftNode:
             raise TypeError(f"not a raft message: {m!r}")
         if m.dst != self._id:
             raise ValueError(f"message for node {m.dst} stepped into node {self._id}")
+        if m.term > MAX_TERM:
+            return  # malformed (the runtime refuses it on receipt): term + 1 must stay valid
         if m.term > self._term:
-            if isinstance(m, RequestVote) and not m.transfer:
+            if isinstance(m, RequestVote) and not (m.transfer and m.term == self._term + 1):
                 # Leader lease: we heard from a live leader within the election timeout, so
                 # a candidate (a rejoining partitioned node, say) gets no answer. Pre-votes
                 # always obey it (dissertation 9.6); real votes with CheckQuorum (etcd).
+                # The transfer flag bypasses it only one term ahead of ours: a genuine
+                # transfer target campaigns at its leader's term + 1, which is ours. etcd
+                # (campaignTransfer) trusts the flag at any term; unauthenticated, a forged
+                # or buggy flag could then drag every node to an arbitrary term. Here it
+                # can do no more than a real transfer does: start one election.
                 heard_leader = (
                     self._leader != 0 and self._election_elapsed < self._cfg.election_ticks
                 )
@@ -655,7 +663,9 @@ class RaftNode:
         elif isinstance(m, RequestVoteResponse):
             self._handle_vote_response(m)
         elif isinstance(m, TimeoutNow):
-            if self._role is Role.FOLLOWER:
+            # Only our current leader may hand leadership over (the vote requests we then
+            # send bypass the other voters' leader lease).
+            if self._role is Role.FOLLOWER and m.src == self._leader:
                 self._hup(transfer=True)
         elif isinstance(m, ReadIndexRequest):
             self._send(ReadIndexResponse(self._term, self._id, m.src, m.ctx, 0, False))

@@ -18,9 +18,11 @@ import trio
 
 from raftkv.node.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
+from raftkv.node.peer_validation import check_peer_message
 from raftkv.node.transport import PeerTransport, TransportLimits
 from wire.frames import FrameDecoder, encode_frame
 from wire.hello import PROTOCOL_VERSION, Hello, Ping, Refused
+from wire.raft import RequestVote
 from wire.record import decode, encode, record
 
 CLUSTER = "test-cluster"
@@ -76,6 +78,7 @@ async def start(
     port: int = 0,
     limits: TransportLimits = LIMITS,
     inbox_size: int = 4096,
+    validate: Callable[[object], None] | None = None,
 ) -> Peer:
     send, recv = trio.open_memory_channel[Note](inbox_size)
     t = PeerTransport(
@@ -88,6 +91,7 @@ async def start(
         inbound=send,
         limits=limits,
         rng=random.Random(node_id),
+        validate=validate,
     )
     scope, stopped = trio.CancelScope(), trio.Event()
 
@@ -577,3 +581,46 @@ async def test_update_peers_with_hostile_addresses_never_raises(nursery, warning
     # Rate-limited: one line per peer per interval, not one per dial.
     assert len(bad) < sum(1 for _ in HOSTILE_ADDRS) + 5
     assert a.t.stats()[2].connected and b.t.stats()[1].connected
+
+
+# -- hostile peers: validation and the handshake ---------------------------------------
+
+
+async def test_a_malformed_message_is_refused_before_delivery(nursery, warnings) -> None:
+    """The runtime's validator (raftkv.node.peer_validation) runs on receipt: a RequestVote
+    at term 2**64 - 1 (issue 12: it left every node a candidate there for good) closes the
+    connection and never reaches the inbox; the next good message from the peer does."""
+    with trio.fail_after(10):
+        a = await start(nursery, 1, {9: "127.0.0.1:9"}, validate=check_peer_message)
+        bad, good = await RawPeer.connect(a.port), await RawPeer.connect(a.port)
+        assert isinstance(await bad.hello(9), Hello)
+        await bad.stream.send_all(encode_frame(encode(
+            RequestVote(2**64 - 1, 9, 1, 0, 0, transfer=True))))
+        assert all(isinstance(m, Ping) for m in frames_of(await bad.read_until_closed()))
+        assert isinstance(await good.hello(9), Hello)
+        await good.stream.send_all(encode_frame(encode(RequestVote(3, 9, 1, 0, 0))))
+        assert await a.inbox.receive() == RequestVote(3, 9, 1, 0, 0)
+    assert a.t.bad_connections == 1
+    assert "out of range" in logged(warnings, "protocol error, connection closed")[0]["error"]
+
+
+async def test_a_connection_replaces_the_link_only_after_a_checked_hello(nursery) -> None:
+    """Silent, refused and garbled newcomers leave the established inbound link alone; a
+    silent one is closed after hello_timeout."""
+    fast_hello = attrs.evolve(LIMITS, hello_timeout=0.3)
+    with trio.fail_after(10):
+        a = await start(nursery, 1, {9: "127.0.0.1:9"}, limits=fast_hello)
+        real = await RawPeer.connect(a.port)
+        assert isinstance(await real.hello(9), Hello)
+        await a.t.wait_until(lambda: a.t.stats()[9].inbound)
+        silent = await RawPeer.connect(a.port)
+        assert await silent.read_until_closed() == b""  # closed after hello_timeout
+        wrong = await RawPeer.connect(a.port)
+        assert isinstance(await wrong.hello(9, cluster="other"), Refused)
+        garbled = await RawPeer.connect(a.port)
+        await garbled.stream.send_all(encode_frame(b"\xc1"))
+        assert await garbled.read_until_closed() == b""
+        # The real link still delivers (it was never replaced or closed).
+        await real.stream.send_all(encode_frame(encode(Note(9, 1, 7))))
+        assert await a.inbox.receive() == Note(9, 1, 7)
+    assert a.t.stats()[9].inbound
