@@ -75,6 +75,9 @@ UNKNOWN_TIMEOUT = ErrorReply(
 UNKNOWN_FORWARD = ErrorReply(
     "UNKNOWN no reply from the leader; the command may or may not have been applied"
 )
+APPLY_TIMEOUT = ErrorReply(
+    "TRYAGAIN the read was confirmed but this node did not apply up to it in time; retry"
+)
 SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
 
 
@@ -110,8 +113,8 @@ class Node:
         self._writes: dict[int, tuple[int, Pending, float]] = {}
         # ctx -> (pending, args, deadline): reads awaiting leadership confirmation
         self._reads: dict[bytes, tuple[Pending, list[bytes], float]] = {}
-        # (index, seq, pending, args): confirmed reads awaiting apply
-        self._read_wait: list[tuple[int, int, Pending, list[bytes]]] = []
+        # (index, seq, pending, args, deadline): confirmed reads awaiting apply
+        self._read_wait: list[tuple[int, int, Pending, list[bytes], float]] = []
         # req_id -> (pending, deadline, leader): commands forwarded to the leader
         self._forwards: dict[int, tuple[Pending, float, int]] = {}
         # commands waiting for a leader to be known
@@ -334,7 +337,7 @@ class Node:
             self._applied_term = entries[-1].term
         wait = self._read_wait
         while wait and wait[0][0] <= self.applied:
-            _, _, pending, args = heapq.heappop(wait)
+            _, _, pending, args, _ = heapq.heappop(wait)
             pending.set(kv.read(args))
 
     def _apply_one(self, entry: Any) -> Any:
@@ -496,29 +499,38 @@ class Node:
         """Fail requests whose deadline passed; a reply is owed to every client."""
         while True:
             await trio.sleep(0.05)
-            now = trio.current_time()
-            for index, (_, pending, deadline) in list(self._writes.items()):
-                if deadline <= now:
-                    del self._writes[index]
-                    pending.set(UNKNOWN_TIMEOUT)
-            for ctx, (pending, _, deadline) in list(self._reads.items()):
-                if deadline <= now:
-                    del self._reads[ctx]
-                    pending.set(READ_FAILED)
-            for req_id, (pending, deadline, _) in list(self._forwards.items()):
-                if deadline <= now:
-                    del self._forwards[req_id]
-                    pending.set(UNKNOWN_FORWARD)
-            parked = self._parked
-            while parked and parked[0][3] <= now:
-                parked.popleft()[2].set(NO_LEADER)
+            self._sweep(trio.current_time())
+
+    def _sweep(self, now: float) -> None:
+        """Answer every request whose deadline is ``now`` or earlier."""
+        for index, (_, pending, deadline) in list(self._writes.items()):
+            if deadline <= now:
+                del self._writes[index]
+                pending.set(UNKNOWN_TIMEOUT)
+        for ctx, (pending, _, deadline) in list(self._reads.items()):
+            if deadline <= now:
+                del self._reads[ctx]
+                pending.set(READ_FAILED)
+        for req_id, (pending, deadline, _) in list(self._forwards.items()):
+            if deadline <= now:
+                del self._forwards[req_id]
+                pending.set(UNKNOWN_FORWARD)
+        if any(item[4] <= now for item in self._read_wait):
+            late = [item for item in self._read_wait if item[4] <= now]
+            self._read_wait = [item for item in self._read_wait if item[4] > now]
+            heapq.heapify(self._read_wait)
+            for item in late:
+                item[2].set(APPLY_TIMEOUT)
+        parked = self._parked
+        while parked and parked[0][3] <= now:
+            parked.popleft()[2].set(NO_LEADER)
 
     def _fail_all(self, reply: ErrorReply) -> None:
         for _, pending, _ in self._writes.values():
             pending.set(UNKNOWN_TIMEOUT)
         for pending, _, _ in self._reads.values():
             pending.set(reply)
-        for _, _, pending, _ in self._read_wait:
+        for _, _, pending, _, _ in self._read_wait:
             pending.set(reply)
         for pending, _, _ in self._forwards.values():
             pending.set(UNKNOWN_FORWARD)
@@ -597,11 +609,11 @@ class Node:
         entry = self._reads.pop(ctx, None)
         if entry is None:
             return
-        pending, args, _ = entry
+        pending, args, deadline = entry
         if index <= self.applied:
             pending.set(self.kv.read(args))
         else:
-            heapq.heappush(self._read_wait, (index, next(self._ids), pending, args))
+            heapq.heappush(self._read_wait, (index, next(self._ids), pending, args, deadline))
 
     def _forward(self, args: list[bytes], pending: Pending, deadline: float) -> None:
         req_id = next(self._ids)

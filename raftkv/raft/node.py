@@ -133,6 +133,7 @@ class _Receive:
     leader: int
     term: int
     received: int = 0
+    idle: int = 0  # ticks since the last chunk
 
 
 class SafetyViolation(RuntimeError):
@@ -246,6 +247,7 @@ class RaftNode:
             self._tick_leader()
         else:
             self._tick_election()
+            self._tick_receive()
         self._tick_forwarded_reads()
 
     def campaign(self) -> None:
@@ -971,6 +973,7 @@ class RaftNode:
                 return
             self._discard_receive()
             r = self._recv = _Receive(meta, m.src, m.term)
+        r.idle = 0
         if m.offset > r.received:
             self._reply_snapshot(m, r.received, reject=True)  # a hole: resend from here
             return
@@ -988,6 +991,15 @@ class RaftNode:
             self._reply_snapshot(m, end, done=True)
         else:
             self._reply_snapshot(m, end)
+
+    def _tick_receive(self) -> None:
+        """A snapshot receive with no chunk for ``snapshot_receive_ticks`` is abandoned (its
+        partial file goes): the leader that sent it stopped, and a live one restarts at 0."""
+        r = self._recv
+        if r is not None:
+            r.idle += 1
+            if r.idle >= self._cfg.snapshot_receive_ticks:
+                self._discard_receive()
 
     def _reply_snapshot(
         self, m: InstallSnapshot, offset: int, done: bool = False, reject: bool = False
