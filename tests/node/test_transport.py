@@ -19,9 +19,10 @@ import trio
 from raftkv.node.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.peer_validation import check_peer_message
-from raftkv.node.transport import PeerTransport, TransportLimits
+from raftkv.node.transport import PeerTransport, TransportLimits, _Delivery
+from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
-from wire.hello import PROTOCOL_VERSION, Hello, Ping, Refused
+from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Refused
 from wire.raft import RequestVote
 from wire.record import decode, encode, record
 
@@ -341,7 +342,7 @@ async def test_bad_input_closes_only_that_connection(nursery, warnings, case: st
             await a.t.wait_until(lambda: a.t.stats()[9].inbound)
         await raw.stream.send_all(payload)
         rest = await raw.read_until_closed()
-        assert all(isinstance(m, Ping) for m in frames_of(rest))
+        assert all(isinstance(m, Ack) for m in frames_of(rest))
         await a.t.wait_until(lambda: not a.t.stats()[9].inbound)
         # The legitimate link was untouched and still carries messages both ways.
         a.t.send(Note(1, 2, 1))
@@ -381,8 +382,10 @@ async def test_stalled_peer_is_dropped_without_blocking_other_peers(nursery, war
             # The blocked link is closed (and at once redialled): c was dropped.
             await a.t.wait_until(lambda: a.t.stats()[3].reconnects >= 1)
             feeding.cancel_scope.cancel()
-    stalls = logged(warnings, "send stalled, closing link")
-    assert stalls and stalls[0]["peer"] == 3
+    # Whichever notices first: our send_all blocked, or c stopped acknowledging frames.
+    stalls = (logged(warnings, "send stalled, closing link")
+              + logged(warnings, "frames not acknowledged, closing link"))
+    assert stalls and {s["peer"] for s in stalls} == {3}
     assert a.t.stats()[3].queued == 0  # what was queued for the stalled link was dropped
     assert a.t.stats()[2].reconnects == 0
 
@@ -420,7 +423,7 @@ async def test_a_newer_inbound_connection_replaces_the_older(nursery) -> None:
         assert isinstance(await old.hello(9), Hello)
         assert isinstance(await new.hello(9), Hello)
         # The peer dials one connection at a time: the old one is dead, so a closes it.
-        assert all(isinstance(m, Ping) for m in frames_of(await old.read_until_closed()))
+        assert all(isinstance(m, Ack) for m in frames_of(await old.read_until_closed()))
         await new.stream.send_all(encode_frame(encode(Note(9, 1, 42))))
         assert await a.inbox.receive() == Note(9, 1, 42)
     assert a.t.stats()[9].inbound
@@ -445,8 +448,8 @@ async def test_silent_inbound_connection_is_closed_after_stall_timeout(nursery) 
         raw = await RawPeer.connect(a.port)
         assert isinstance(await raw.hello(9), Hello)
         rest = await raw.read_until_closed()  # we never ping: a must give up on us
-    # a kept pinging us until it gave up, so it was alive and closed the link on purpose.
-    assert frames_of(rest) and all(isinstance(m, Ping) for m in frames_of(rest))
+    # a kept acking us until it gave up, so it was alive and closed the link on purpose.
+    assert frames_of(rest) and all(isinstance(m, Ack) for m in frames_of(rest))
     assert not a.t.stats()[9].inbound
 
 
@@ -596,7 +599,7 @@ async def test_a_malformed_message_is_refused_before_delivery(nursery, warnings)
         assert isinstance(await bad.hello(9), Hello)
         await bad.stream.send_all(encode_frame(encode(
             RequestVote(2**64 - 1, 9, 1, 0, 0, transfer=True))))
-        assert all(isinstance(m, Ping) for m in frames_of(await bad.read_until_closed()))
+        assert all(isinstance(m, Ack) for m in frames_of(await bad.read_until_closed()))
         assert isinstance(await good.hello(9), Hello)
         await good.stream.send_all(encode_frame(encode(RequestVote(3, 9, 1, 0, 0))))
         assert await a.inbox.receive() == RequestVote(3, 9, 1, 0, 0)
@@ -624,3 +627,81 @@ async def test_a_connection_replaces_the_link_only_after_a_checked_hello(nursery
         await real.stream.send_all(encode_frame(encode(Note(9, 1, 7))))
         assert await a.inbox.receive() == Note(9, 1, 7)
     assert a.t.stats()[9].inbound
+
+
+# -- dead paths (issue 20) -----------------------------------------------------------------
+
+
+async def test_a_link_whose_frames_are_never_acknowledged_is_redialled(nursery, warnings) -> None:
+    """A blackhole peer: it handshakes and keeps sending keepalives (so the connection looks
+    alive from our side) but never reads what we send, like a peer that moved to a new
+    address while its old connection still delivers its packets to us and ours nowhere.
+    The link is abandoned and redialled within about stall_timeout."""
+    accepted = 0
+    second = trio.Event()
+
+    async def blackhole(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        if accepted == 2:
+            second.set()
+        raw = RawPeer(stream)
+        assert isinstance(await raw.next(), Hello)
+        await stream.send_all(encode_frame(encode(
+            Hello(PROTOCOL_VERSION, CLUSTER, 9, "127.0.0.1:1", "c"))))
+        while True:  # alive, acknowledging the Hello and nothing after it, never reading
+            await stream.send_all(encode_frame(encode(Ack(1))))
+            await trio.sleep(FAST.keepalive_interval / 2)
+
+    with trio.fail_after(10):
+        listeners = await nursery.start(partial(trio.serve_tcp, blackhole, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        a = await start(nursery, 1, {9: f"127.0.0.1:{port}"}, limits=FAST)
+        await a.t.wait_until(connected(a, 9))
+        for seq in range(20):  # traffic that is never acknowledged
+            a.t.send(Note(1, 9, seq))
+        with trio.fail_after(FAST.stall_timeout + 2 * FAST.keepalive_interval + 1.0):
+            await second.wait()
+    closed = logged(warnings, "frames not acknowledged, closing link")
+    assert closed and closed[0]["peer"] == 9 and closed[0]["acked"] == 1
+
+
+async def test_a_peer_that_accepts_and_never_answers_is_redialled(nursery) -> None:
+    """A blackhole that accepts TCP and sends nothing: each dial gives up at hello_timeout
+    and the next one follows (bounded, never stuck on the first)."""
+    limits = attrs.evolve(FAST, hello_timeout=0.2)
+    accepted = 0
+    third = trio.Event()
+
+    async def mute(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        if accepted == 3:
+            third.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(10):
+        listeners = await nursery.start(partial(trio.serve_tcp, mute, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        a = await start(nursery, 1, {9: f"127.0.0.1:{port}"}, limits=limits)
+        await third.wait()
+    assert a.t.stats()[9].dial_failures >= 2 and not a.t.stats()[9].connected
+
+
+def test_delivery_tracks_the_oldest_unacknowledged_send() -> None:
+    d = _Delivery(bucket=0.1)
+    assert d.oldest_unacked() is None
+    d.sent_frames(2, 1.0)  # frames 2-3 (the Hello is frame 1)
+    d.sent_frames(1, 1.05)  # same bucket
+    d.sent_frames(1, 2.0)
+    assert d.oldest_unacked() == 1.0
+    d.ack(3)
+    assert d.oldest_unacked() == 1.0  # frame 4 went in the 1.0 bucket
+    d.ack(4)
+    assert d.oldest_unacked() == 2.0
+    d.ack(5)
+    assert d.oldest_unacked() is None
+    with pytest.raises(ProtocolError):
+        d.ack(6)  # more than was sent
+    with pytest.raises(ProtocolError):
+        d.ack(4)  # going back
