@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 from collections.abc import Callable, Iterator
 from functools import partial
 
@@ -19,7 +20,7 @@ import trio
 from raftkv.node.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.peer_validation import check_peer_message
-from raftkv.node.transport import PeerTransport, TransportLimits, _Delivery
+from raftkv.node.transport import PeerTransport, TransportLimits, _Delivery, _tune_socket
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
 from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Refused
@@ -705,3 +706,29 @@ def test_delivery_tracks_the_oldest_unacknowledged_send() -> None:
         d.ack(6)  # more than was sent
     with pytest.raises(ProtocolError):
         d.ack(4)  # going back
+
+
+async def test_peer_sockets_get_keepalive_and_user_timeout(nursery) -> None:
+    """Both ends of a link: the kernel, too, gives up on a dead path (TCP_USER_TIMEOUT =
+    stall_timeout) and probes an idle one (keepalive)."""
+    streams: list[trio.SocketStream] = []
+    got = trio.Event()
+
+    async def keep(stream: trio.SocketStream) -> None:
+        streams.append(stream)
+        got.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(5):
+        listeners = await nursery.start(partial(trio.serve_tcp, keep, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        await got.wait()
+    for stream in (client, streams[0]):
+        _tune_socket(stream, 2.5)
+        assert stream.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            assert stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 2500
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 3
+    await client.aclose()
