@@ -211,6 +211,8 @@ def _parse(args: list[bytes]) -> tuple[bytes, int, str, bool]:
     """(subcommand, node id, peer address, learner) or ValueError (its text is for the
     client). Everything is checked here, before proposing: a committed entry can no longer
     be refused, and every node (and every restart) acts on it."""
+    if len(args) < 2:
+        raise _Usage
     sub = args[1].lower()
     rest = args[2:]
     if sub == b"addnode" and len(rest) in (2, 3):

@@ -83,10 +83,14 @@ SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was 
 
 def decode_reply(data: bytes) -> Any:
     """A forwarded reply (RESP3 bytes from the leader) back to a reply value."""
+    malformed = ErrorReply("ERR malformed reply from the leader")
     parser = ReplyParser()
-    parser.feed(data)
-    value = parser.next_reply()
-    return ErrorReply("ERR malformed reply from the leader") if value is NEED_MORE else value
+    try:  # peer input: anything it holds must become an answer, never an exception
+        parser.feed(data)
+        value = parser.next_reply()
+    except Exception:
+        return malformed
+    return malformed if value is NEED_MORE else value
 
 
 class Node:
