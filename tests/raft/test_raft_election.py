@@ -9,6 +9,7 @@ from raft_harness import FAST, Cluster, entries
 
 from raftkv.raft import MemoryStorage, NotLeader, RaftConfig, RaftNode, Role
 from wire.raft import (
+    MAX_TERM,
     AppendEntries,
     AppendEntriesResponse,
     ForwardRequest,
@@ -193,10 +194,30 @@ def test_leader_lease_ignores_a_higher_term_vote() -> None:
     follower.step(RequestVote(follower.term + 5, 3, 2, 100, 100))
     assert follower.term == c.nodes[1].term and follower.role is Role.FOLLOWER
     assert follower.ready().messages == []  # silently ignored: it heard from a live leader
-    # A transfer-triggered vote bypasses the lease.
+    # A transfer-triggered vote bypasses the lease, but only one term ahead (a genuine
+    # transfer target campaigns at its leader's term + 1): a forged or buggy flag further
+    # ahead is ignored like any other vote.
     follower.step(RequestVote(follower.term + 5, 3, 2, 100, 100, transfer=True))
+    assert follower.term == c.nodes[1].term and follower.ready().messages == []
+    follower.step(RequestVote(follower.term + 1, 3, 2, 100, 100, transfer=True))
     (resp,) = follower.ready().messages
-    assert resp.granted and follower.term == c.nodes[1].term + 5
+    assert resp.granted and follower.term == c.nodes[1].term + 1
+
+
+def test_a_vote_at_an_absurd_term_is_ignored() -> None:
+    """Terms past MAX_TERM (the runtime refuses them on receipt) change nothing, so no node
+    can be stuck at a term it cannot increment (issue 12: 2**64 - 1 with the transfer flag
+    left every node a candidate there for good)."""
+    c = _healthy(NO_PRE_VOTE)
+    term = c.nodes[1].term
+    for node in (1, 2, 3):
+        for bad in (MAX_TERM + 1, 2**64 - 1):
+            c.nodes[node].step(RequestVote(bad, 3 if node != 3 else 1, node, 2**64 - 1,
+                                           bad, transfer=True))
+    assert all(n.term == term for n in c.nodes.values())
+    c.nodes[1].propose(b"still works")
+    c.run()
+    assert c.nodes[2].commit_index == c.nodes[1].commit_index
 
 
 def test_check_quorum_steps_down_an_isolated_leader() -> None:
