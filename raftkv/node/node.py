@@ -43,7 +43,7 @@ from raftkv.node.membership import Membership, describe_members
 from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
-from raftkv.node.sizes import max_reply_bytes, transport_limits
+from raftkv.node.sizes import max_reply_bytes, request_size, transport_limits
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
@@ -548,7 +548,7 @@ class Node:
         """A request larger than --max-request-bytes never becomes a log entry: every
         peer-side size (frames, batches) is derived from that bound (raftkv.node.sizes)."""
         limit = self.settings.max_request_bytes
-        size = sum(len(a) for a in args)
+        size = request_size(args)
         if size > limit:
             return ErrorReply(f"ERR request of {size} bytes exceeds max-request-bytes {limit}")
         return None
