@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from raftkv import __version__
+from raftkv.config_file import config_option
 
 LOCAL_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 
@@ -27,6 +28,7 @@ def _env(name: str) -> str:
 
 
 @main.command()
+@config_option
 @click.option("--id", "node_id", type=click.IntRange(min=1), required=True, envvar=_env("ID"),
               help="This node's id (an integer >= 1, unique in the cluster).")
 @click.option("--client-addr", default="127.0.0.1:7001", show_default=True,
@@ -70,6 +72,16 @@ def _env(name: str) -> str:
 @click.option("--max-request-bytes", default=8 * 1024 * 1024, show_default=True,
               envvar=_env("MAX_REQUEST_BYTES"), type=click.IntRange(min=1024),
               help="Largest client request (all arguments of one command together).")
+@click.option("--metrics-addr", default="", envvar=_env("METRICS_ADDR"),
+              help="HOST:PORT of the HTTP port serving /metrics (Prometheus), /livez and "
+                   "/readyz (default: off).")
+@click.option("--ready-max-lag", default=1000, show_default=True,
+              envvar=_env("READY_MAX_LAG"), type=click.IntRange(min=0),
+              help="/readyz answers 503 while applying trails the commit index by more.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, envvar=_env("LOG_FORMAT"),
+              help="json: one JSON object per line (ts, level, logger, msg, node_id, term, "
+                   "fields).")
 @click.option("--unsafe-stale-reads", is_flag=True, hidden=True,
               envvar=_env("UNSAFE_STALE_READS"),
               help="TEST ONLY: followers answer reads from local state (not linearizable).")
@@ -88,13 +100,15 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
         parse_addr(peer_addr)
         for seed in seeds:
             parse_addr(seed)
+        if options["metrics_addr"]:
+            parse_addr(options["metrics_addr"])
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     if not seeds and node_id not in members:
         raise click.BadParameter(f"--id {node_id} is not in --cluster {cluster}")
     if learner and not seeds:
         raise click.BadParameter("--learner only applies with --join")
-    setup_logging(verbose)
+    setup_logging(verbose, fmt=options["log_format"], node_id=node_id)
     settings = NodeSettings(
         node_id=node_id, client_addr=client_addr, peer_addr=peer_addr, cluster=members,
         join=seeds, learner=learner, unsafe_stale_reads=unsafe_stale_reads,
