@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
 
 from raftkv import __version__
+from raftkv.backup import take_backup
+from raftkv.backup_file import BackupError, verify_backup
 from raftkv.config_file import config_option
+from raftkv.node.settings import parse_cluster
+from raftkv.recover import recover as do_recover
+from raftkv.restore import RestoreError
+from raftkv.restore import restore as do_restore
+from raftkv.storage import DiskStorageError
 
 LOCAL_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 
@@ -231,3 +239,106 @@ def member_promote(node_id: int, timeout: float, endpoints: str) -> None:
 
 def _split(endpoints: str) -> list[str]:
     return [e.strip() for e in endpoints.split(",") if e.strip()]
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.argument("words", nargs=-1, required=True, metavar="FILE | verify FILE")
+@click.option("--endpoints", default=LOCAL_ENDPOINTS, show_default=True,
+              envvar="RAFTKV_ENDPOINTS", help="Client addresses; the first that answers "
+              "serves the backup (any node: followers too).")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Keep trying while no node can start a backup (no leader) this long.")
+def backup(words: tuple[str, ...], endpoints: str, timeout: float) -> None:
+    """Write a consistent backup of a live cluster to FILE; `backup verify FILE` checks one.
+
+    The backup is taken at a linearizable point (every write acknowledged before it started
+    is in it) and says which Raft index it covers. Exit status: 0 ok, 1 failed."""
+    try:
+        if words[0] == "verify":
+            if len(words) != 2:
+                raise click.UsageError("usage: raftkv backup verify FILE")
+            h = verify_backup(words[1])
+            click.echo(f"{words[1]}: OK: cluster {h.cluster_id!r} index {h.index} term "
+                       f"{h.term}, {h.keys} keys, {h.bytes} bytes, sha256 {h.sha256[:16]}..., "
+                       f"taken {h.created} from {h.source}")
+            return
+        if len(words) != 1:
+            raise click.UsageError("usage: raftkv backup [--endpoints ...] FILE")
+        started = time.monotonic()
+        h = take_backup(_split(endpoints), words[0], timeout)
+        click.echo(f"backup of cluster {h.cluster_id!r} at index {h.index} (term {h.term}): "
+                   f"{h.keys} keys, {h.bytes} bytes, from {h.source}, in "
+                   f"{time.monotonic() - started:.2f} s -> {words[0]}")
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data-dir", required=True, type=click.Path(), help="New, empty directory.")
+@click.option("--id", "node_id", type=click.IntRange(min=1), required=True,
+              help="The id of the member this directory is for.")
+@click.option("--cluster", required=True,
+              help="The NEW cluster's voters: 1=HOST:PORT,2=HOST:PORT,... (peer addresses).")
+@click.option("--cluster-id", required=True,
+              help="The NEW cluster's id (must differ from the backed-up cluster's); start "
+                   "its nodes with the same --cluster-id.")
+def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: str) -> None:
+    """Prepare DATA_DIR for member ID of a NEW cluster holding FILE's state.
+
+    Run it for every member with the same FILE, --cluster and --cluster-id, then start the
+    members with `raftkv serve --id I --data-dir DIR --cluster ... --cluster-id ...`."""
+    try:
+        members = parse_cluster(cluster)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cluster") from None
+    started = time.monotonic()
+    try:
+        h = do_restore(file, data_dir, node_id, members, cluster_id)
+    except (BackupError, RestoreError, DiskStorageError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restored {h.keys} keys (index {h.index}, term {h.term} of cluster "
+               f"{h.cluster_id!r}) into {data_dir} for node {node_id} of new cluster "
+               f"{cluster_id!r} in {time.monotonic() - started:.2f} s\n"
+               f"start it with: raftkv serve --id {node_id} --data-dir {data_dir} "
+               f"--peer-addr {members[node_id]} --cluster {cluster} --cluster-id {cluster_id}"
+               " --client-addr HOST:PORT")
+
+
+@main.command()
+@click.option("--data-dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The surviving node's data directory (the node stopped).")
+@click.option("--id", "node_id", type=click.IntRange(min=1), required=True,
+              help="The surviving node's id.")
+@click.option("--force-new-cluster", is_flag=True,
+              help="Required: you accept that writes only the lost nodes had are gone.")
+@click.option("--cluster-id", default="",
+              help="Give the one-node cluster a new id (default: keep the old one).")
+@click.option("--peer-addr", default="",
+              help="Its peer address (default: the one in its configuration).")
+def recover(data_dir: str, node_id: int, force_new_cluster: bool, cluster_id: str,
+            peer_addr: str) -> None:
+    """DISASTER RECOVERY: turn a stopped survivor's data into a one-node cluster.
+
+    Only when a majority of the voters is lost for good. Keeps every entry in the
+    survivor's log; the old directory is moved aside, not deleted. Never restart the lost
+    nodes with their old data afterwards. Grow the cluster again with `raftkv member add`
+    and `raftkv serve --join`."""
+    if not force_new_cluster:
+        raise click.UsageError(
+            "recover rewrites the membership to this one node and can drop writes that only "
+            "the lost nodes had; pass --force-new-cluster to do it")
+    click.echo("WARNING: forcing a new one-node cluster from node "
+               f"{node_id}'s data in {data_dir}", err=True)
+    try:
+        r = do_recover(data_dir, node_id, cluster_id, peer_addr)
+    except (RestoreError, DiskStorageError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"recovered {r.keys} keys at index {r.index} (term {r.term}; {r.beyond_commit} "
+        f"entries past the known commit index kept) into a one-node cluster: node {node_id} "
+        f"at {r.peer_addr}, cluster id {r.cluster_id!r}\nold data kept in {r.old_dir}\n"
+        f"start it with: raftkv serve --id {node_id} --data-dir {data_dir} "
+        f"--peer-addr {r.peer_addr} --cluster {node_id}={r.peer_addr} "
+        f"--cluster-id {r.cluster_id} --client-addr HOST:PORT\n"
+        f"then grow it: raftkv member add ID PEER_ADDR, and start that node with --join")

@@ -40,6 +40,7 @@ from raftkv.kv import (
 )
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
+from raftkv.node.backup_source import BackupSource
 from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership, describe_members
 from raftkv.node.pending import Pending
@@ -132,6 +133,7 @@ class Node:
         self._storage_lock = trio.Lock()
         self._snap_logged: set[tuple[int, int, bool]] = set()
         self.membership = Membership(self)
+        self.backups = BackupSource(self)  # RAFT BACKUP sessions
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -202,6 +204,15 @@ class Node:
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    @property
+    def applied_term(self) -> int:
+        """The term of the entry at ``applied`` (a snapshot's term)."""
+        return self._applied_term
+
+    def start_background(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task of the node (ends with it)."""
+        self._nursery.start_soon(fn, *args)
 
     async def stop(self, transfer_timeout: float = 1.0) -> None:
         """Graceful stop: a leader hands leadership to the most caught-up voter first."""
