@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from typing import Any
 
 import click
+import trio
 
+from client.status import cluster_status, render_table, status_exit_code, to_json
 from raftkv import __version__
 from raftkv.backup import take_backup
 from raftkv.backup_file import BackupError, verify_backup
@@ -134,11 +138,12 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--fsync", type=click.Choice(["always", "never"]), default="always",
               show_default=True)
-@click.option("--port-base", default=7000, show_default=True, type=click.IntRange(1, 65000),
-              help="Node N gets client port BASE+N and peer port BASE+100+N.")
+@click.option("--port-base", default=7000, show_default=True, type=click.IntRange(1, 63000),
+              help="Node N gets client port BASE+N, peer port BASE+100+N, metrics port "
+                   "BASE+2000+N.")
 @click.option("-v", "--verbose", count=True, help="Passed to every node.")
 def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, verbose: int) -> None:
-    """Start a local cluster: client ports 7001.., peer ports 7101..; Ctrl-C stops it."""
+    """Start a local cluster: client ports 7001.., peer 7101.., metrics 9001..; Ctrl-C stops it."""
     from raftkv.local_cluster import run_local_cluster
 
     run_local_cluster(nodes=nodes, data_dir=data_dir, host=host, fsync=fsync, verbose=verbose,
@@ -148,31 +153,20 @@ def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, verbose
 @main.command()
 @click.option("--endpoints", default=LOCAL_ENDPOINTS, show_default=True,
               envvar="RAFTKV_ENDPOINTS", help="Client addresses, comma separated.")
-def status(endpoints: str) -> None:
-    """One line per node: role, term, commit/applied index, lag behind the leader."""
-    from raftkv.probe import info_raft
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@click.option("--timeout", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="How long each node has to answer.")
+def status(endpoints: str, as_json: bool, timeout: float) -> None:
+    """One line per node: id, role, term, commit/applied index, lag behind the leader.
 
-    rows = []
-    for addr in _split(endpoints):
-        try:
-            rows.append((addr, info_raft(addr)))
-        except (OSError, ConnectionError) as exc:
-            rows.append((addr, {"error": str(exc)}))
-    leader_commit = max((int(i.get("commit_index", 0)) for _, i in rows
-                         if i.get("role") == "leader"), default=None)
-    click.echo(f"{'ADDRESS':<22}{'ID':>4}  {'ROLE':<10}{'TERM':>6}{'COMMIT':>9}"
-               f"{'APPLIED':>9}{'LAG':>7}")
-    for addr, info in rows:
-        if "error" in info:
-            click.echo(f"{addr:<22}{'-':>4}  {'down':<10}  ({info['error']})")
-            continue
-        applied = int(info.get("last_applied", 0))
-        lag = "-" if leader_commit is None else str(max(0, leader_commit - applied))
-        click.echo(f"{addr:<22}{info.get('node_id', '?'):>4}  {info.get('role', '?'):<10}"
-                   f"{info.get('term', '?'):>6}{info.get('commit_index', '?'):>9}"
-                   f"{applied:>9}{lag:>7}")
-    if not any("error" not in info for _, info in rows):
-        raise SystemExit(1)
+    The same table (and --json) as `raftkv-cli status`. Exit status: 0 every node up and
+    one leads, 1 some node down or no leader, 2 no node answered."""
+    nodes = trio.run(cluster_status, endpoints, timeout)
+    if as_json:
+        click.echo(json.dumps(to_json(nodes)))
+    else:
+        click.echo(render_table(nodes, color=sys.stdout.isatty()))
+    raise SystemExit(status_exit_code(nodes))
 
 
 @main.group()
