@@ -8,7 +8,9 @@ Two kinds of series, so metrics cost nothing measurable on the hot path:
   updated per event for them.
 - Only what cannot be read back later is updated inline, each in O(1): the command-duration
   histogram and the per-command counter (one child per command name, cached), the fsync
-  and snapshot durations, the WAL bytes.
+  and snapshot durations, the WAL bytes. Without ``--metrics-addr`` the per-command
+  instruments are switched off (``track`` does nothing), so a node that is not scraped
+  pays nothing per command.
 
 Labels stay bounded: ``command`` is a known command name or ``other`` (never a key or a
 client's word), ``peer`` a member id, ``kind`` one of three read paths.
@@ -69,7 +71,8 @@ def command_label(name: bytes) -> str:
 class NodeMetrics:
     """The registry and inline instruments of one node (``node.metrics``)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         self.registry.register(NodeCollector(node))
@@ -93,6 +96,8 @@ class NodeMetrics:
 
     def track(self, name: bytes, pending: Pending) -> None:
         """Count a command and time it until ``pending`` is set (O(1): cached children)."""
+        if not self.enabled:
+            return
         children = self._children.get(name)
         if children is None:
             label = command_label(name)

@@ -122,7 +122,7 @@ class Node:
                       "reads_follower": 0, "reads_stale": 0}
         self.ticks = 0  # the ticker's count (/livez waits for the next one)
         self._tick_event: trio.Event | None = None
-        self.metrics = NodeMetrics(self)
+        self.metrics = NodeMetrics(self, enabled=bool(settings.metrics_addr))
         # Snapshots: the term and configuration at ``applied`` (a snapshot's meta), the
         # snapshot being received, RAFT SNAPSHOT callers, and transfers already logged.
         self._applied_term = 0
