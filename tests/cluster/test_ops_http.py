@@ -8,6 +8,8 @@ cut off from both peers turns /readyz 503 (with a reason) while /livez stays 200
 from __future__ import annotations
 
 import http.client
+import json
+import re
 import socket
 import time
 import urllib.error
@@ -56,6 +58,14 @@ def families(url: str) -> set[str]:
     return {f.name for f in text_string_to_metric_families(get(url + "/metrics")[1])}
 
 
+def dashboard_families() -> set[str]:
+    path = Path(__file__).parents[2] / "deploy" / "grafana" / "raftkv.json"
+    exprs = [t["expr"] for p in json.loads(path.read_text())["panels"] for t in p["targets"]]
+    names = {n for e in exprs for n in re.findall(r"\b(?:raftkv|process)_[a-z_]+", e)}
+    assert len(names) >= 15
+    return {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in names}
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[LocalCluster, dict[int, str]]]:
     ports = free_ports(3)
@@ -88,6 +98,9 @@ def test_metrics_health_and_isolated_node_not_ready(cluster) -> None:  # type: i
         assert families(url) >= EXPECTED, EXPECTED - families(url)
         assert get(url + "/livez")[0] == 200
         wait_for(lambda url=url: get(url + "/readyz")[0] == 200)
+    # Every series the Grafana dashboard plots is one a node exports.
+    assert dashboard_families() <= families(urls[leader]), (
+        dashboard_families() - families(urls[leader]))
 
     lead = samples(urls[leader])
     fol = samples(urls[follower])
