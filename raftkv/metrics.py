@@ -6,11 +6,14 @@ Two kinds of series, so metrics cost nothing measurable on the hot path:
   (``NodeCollector``): term, role, indexes, keys, connections, peer links, follower lag, and
   the counters in ``node.stats`` (plain ``int += 1`` where the event happens). Nothing is
   updated per event for them.
-- Only what cannot be read back later is updated inline, each in O(1): the command-duration
-  histogram and the per-command counter (one child per command name, cached), the fsync
-  and snapshot durations, the WAL bytes. Without ``--metrics-addr`` the per-command
-  instruments are switched off (``track`` does nothing), so a node that is not scraped
-  pays nothing per command.
+- Only what cannot be read back later is updated inline, each in O(1). Per command (the
+  hot path) that is plain Python on the event loop, no locks: a counter and a bucket
+  (``bisect``) of ``CommandStats``, which the collector hands to prometheus_client's
+  ``HistogramMetricFamily`` at scrape time (measured: ~1 us per command, where a
+  ``prometheus_client`` Counter plus Histogram with labels cost ~7 us). Per group commit
+  and per snapshot, the library's own Histogram and Counter. Without ``--metrics-addr``
+  the per-command instruments are switched off (``track`` does nothing), so a node that
+  is not scraped pays nothing per command.
 
 Labels stay bounded: ``command`` is a known command name or ``other`` (never a key or a
 client's word), ``peer`` a member id, ``kind`` one of three read paths.
@@ -18,10 +21,12 @@ client's word), ``peer`` a member id, ``kind`` one of three read paths.
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections.abc import Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import trio
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -29,7 +34,12 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from raftkv.kv import COMMANDS
@@ -68,6 +78,29 @@ def command_label(name: bytes) -> str:
     return text if text in KNOWN_COMMANDS else "other"
 
 
+class CommandStats:
+    """One command label's counter and latency histogram, as plain numbers."""
+
+    __slots__ = ("buckets", "received", "total")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.total = 0.0
+        self.buckets = [0] * (len(COMMAND_BUCKETS) + 1)  # the last one is +Inf
+
+    def observe(self, started: float, _value: Any = None) -> None:
+        seconds = time.perf_counter() - started
+        self.total += seconds
+        self.buckets[bisect_left(COMMAND_BUCKETS, seconds)] += 1  # le: bound >= seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, n in zip((*map(str, COMMAND_BUCKETS), "+Inf"), self.buckets, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+
 class NodeMetrics:
     """The registry and inline instruments of one node (``node.metrics``)."""
 
@@ -75,14 +108,9 @@ class NodeMetrics:
         self.enabled = enabled
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
-        self.registry.register(NodeCollector(node))
-        self.commands = Counter("raftkv_commands", "Commands received on the client port.",
-                                ["command"], registry=self.registry)
-        self.command_duration = Histogram(
-            "raftkv_command_duration_seconds",
-            "From a command's parse to its reply being ready (forwarding, commit or read "
-            "confirmation included).", ["command"], buckets=COMMAND_BUCKETS,
-            registry=self.registry)
+        self.command_stats: dict[str, CommandStats] = {}  # by label
+        self._by_name: dict[bytes, CommandStats] = {}  # by the name as the client sent it
+        self.registry.register(NodeCollector(node, self.command_stats))
         self.wal_fsync = Histogram("raftkv_wal_fsync_duration_seconds",
                                    "One group commit: write and fsync of a WAL batch.",
                                    buckets=FSYNC_BUCKETS, registry=self.registry)
@@ -92,32 +120,36 @@ class NodeMetrics:
             "raftkv_snapshot_duration_seconds",
             "Taking a snapshot (encode, write, switch) or installing a leader's.",
             ["op"], buckets=SNAPSHOT_BUCKETS, registry=self.registry)
-        self._children: dict[bytes, tuple[Any, Any]] = {}
 
     def track(self, name: bytes, pending: Pending) -> None:
-        """Count a command and time it until ``pending`` is set (O(1): cached children)."""
+        """Count a command and time it until ``pending`` is set (O(1), no locks)."""
         if not self.enabled:
             return
-        children = self._children.get(name)
-        if children is None:
-            label = command_label(name)
-            children = (self.commands.labels(label), self.command_duration.labels(label))
-            if len(self._children) < 4 * len(KNOWN_COMMANDS):  # bounded: case variants
-                self._children[name] = children
-        counter, histogram = children
-        counter.inc()
+        stats = self._by_name.get(name)
+        if stats is None:
+            stats = self._stats_for(name)
+        stats.received += 1
         if pending.done:
-            histogram.observe(0.0)
+            stats.buckets[0] += 1  # answered at once (local commands, immediate errors)
             return
-        started = trio.current_time()
-        pending.add_callback(lambda _value: histogram.observe(trio.current_time() - started))
+        pending.add_callback(partial(stats.observe, time.perf_counter()))
+
+    def _stats_for(self, name: bytes) -> CommandStats:
+        label = command_label(name)
+        stats = self.command_stats.get(label)
+        if stats is None:
+            stats = self.command_stats[label] = CommandStats()
+        if len(self._by_name) < 4 * len(KNOWN_COMMANDS):  # bounded: case variants
+            self._by_name[name] = stats
+        return stats
 
 
 class NodeCollector(Collector):
     """Everything read from the node's own state when Prometheus scrapes."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, command_stats: dict[str, CommandStats]) -> None:
         self.node = node
+        self.command_stats = command_stats
 
     def describe(self) -> list[Metric]:
         return []  # families vary with the members; collect() is the truth
@@ -158,7 +190,22 @@ class NodeCollector(Collector):
         for kind in READ_KINDS:
             reads.add_metric([kind], stats[f"reads_{kind}"])
         yield reads
+        yield from self._commands()
         yield from self._peers()
+
+    def _commands(self) -> Iterator[Metric]:
+        received = CounterMetricFamily("raftkv_commands",
+                                       "Commands received on the client port.",
+                                       labels=["command"])
+        duration = HistogramMetricFamily(
+            "raftkv_command_duration_seconds",
+            "From a command's parse to its reply being ready (forwarding, commit or read "
+            "confirmation included).", labels=["command"])
+        for label, stats in sorted(self.command_stats.items()):
+            received.add_metric([label], stats.received)
+            duration.add_metric([label], stats.cumulative(), stats.total)
+        yield received
+        yield duration
 
     def _peers(self) -> Iterator[Metric]:
         node, core = self.node, self.node.core

@@ -57,10 +57,9 @@ def metrics_overhead(work: Path, requests: int, rounds: int) -> None:
         stop, counts = threading.Event(), [0]
         thread = threading.Thread(target=scraper, args=(urls, stop, counts), daemon=True)
         thread.start()
-        order = ["without", "with"] * rounds
-        for k in range(1, len(order), 4):  # A B B A A B B A ...
-            if k + 1 < len(order):
-                order[k], order[k + 1] = order[k + 1], order[k]
+        order: list[str] = []
+        for r in range(rounds):  # A B B A A B ...: drifting load hits both alike
+            order += ["without", "with"] if r % 2 == 0 else ["with", "without"]
         for name in order:
             c = a if name == "without" else b
             for _ in range(3):  # a run cut short by a leader change is run again
