@@ -235,7 +235,7 @@ def _split(endpoints: str) -> list[str]:
     return [e.strip() for e in endpoints.split(",") if e.strip()]
 
 
-@main.command(context_settings={"ignore_unknown_options": False})
+@main.command()
 @click.argument("words", nargs=-1, required=True, metavar="FILE | verify FILE")
 @click.option("--endpoints", default=LOCAL_ENDPOINTS, show_default=True,
               envvar="RAFTKV_ENDPOINTS", help="Client addresses; the first that answers "

@@ -5,7 +5,10 @@ Run: .venv/bin/python tests/bench/bench_ops.py [--requests N] [--rounds R] [--ke
 1. Metrics overhead. Two 3-node clusters (fsync always) run side by side, one with
    ``--metrics-addr`` and scraped every second during the run (as Prometheus would), one
    without. ``redis-benchmark -t set -c 50`` is run on each leader in alternating rounds
-   (A B B A A B ...), so both see the same machine load; the medians are compared.
+   (A B B A A B ...), so both see the same machine load; the medians are compared, of
+   throughput and of CPU time per SET (all three nodes' on-CPU time over the run, the
+   scrapes included, divided by the SETs): on a shared machine throughput swings with other
+   work, CPU time per operation much less.
 2. Backup and restore. A 3-node cluster is loaded with K keys of 100 B; ``raftkv backup``
    (through a follower) is timed, then ``raftkv restore`` of each member's directory, then
    the restored cluster's start until it serves the last key.
@@ -23,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import redis
-from common import conn, load_line, redis_benchmark, roles, scratch_dir, wait
+from common import _schedstat, conn, load_line, redis_benchmark, roles, scratch_dir, wait
 
 from chaos.cluster import LocalCluster, free_ports
 
@@ -37,6 +40,14 @@ def scraper(urls: list[str], stop: threading.Event, counts: list[int]) -> None:
                 counts[0] += 1
             except OSError:
                 pass
+
+
+def cpu_ns(c: LocalCluster) -> int:
+    total = 0
+    for node in c.nodes.values():
+        stat = _schedstat(node.proc.pid) if node.proc else None
+        total += stat[0] if stat else 0
+    return total
 
 
 def metrics_overhead(work: Path, requests: int, rounds: int) -> None:
@@ -54,6 +65,7 @@ def metrics_overhead(work: Path, requests: int, rounds: int) -> None:
             c.wait_for_leader(timeout=30)
         urls = [f"http://127.0.0.1:{p}/metrics" for p in ports]
         results: dict[str, list[float]] = {"without": [], "with": []}
+        cpu: dict[str, list[float]] = {"without": [], "with": []}
         stop, counts = threading.Event(), [0]
         thread = threading.Thread(target=scraper, args=(urls, stop, counts), daemon=True)
         thread.start()
@@ -64,21 +76,27 @@ def metrics_overhead(work: Path, requests: int, rounds: int) -> None:
             c = a if name == "without" else b
             for _ in range(3):  # a run cut short by a leader change is run again
                 leader, _ = roles(c)
+                before = cpu_ns(c)
                 run = redis_benchmark(c.client_addr(leader)[1], "set", requests, 50, 1)
+                per_set = (cpu_ns(c) - before) / 1000 / requests
                 if "SET" in run.rows and not run.returncode:
                     break
             rps = run.rows["SET"].rps if "SET" in run.rows else 0.0
             if rps:
                 results[name].append(rps)
+                cpu[name].append(per_set)
             print(f"  c50 SET {name:>7} --metrics-addr: {rps:8.0f}/s "
-                  f"p50 {run.rows['SET'].p50_ms if 'SET' in run.rows else 0:.2f} ms "
-                  f"{' '.join(run.alerts)[:120]}")
+                  f"p50 {run.rows['SET'].p50_ms if 'SET' in run.rows else 0:.2f} ms, "
+                  f"cluster CPU {per_set:.0f} us/SET {' '.join(run.alerts)[:120]}")
         stop.set()
         thread.join()
         med = {k: statistics.median(v) for k, v in results.items()}
         print(f"metrics overhead: median c50 SET without {med['without']:.0f}/s, with "
               f"{med['with']:.0f}/s (scraped {counts[0]} times): "
               f"{(med['with'] / med['without'] - 1) * 100:+.1f}%")
+        per = {k: statistics.median(v) for k, v in cpu.items()}
+        print(f"cluster CPU per SET: median without {per['without']:.0f} us, with "
+              f"{per['with']:.0f} us: {(per['with'] / per['without'] - 1) * 100:+.1f}%")
     finally:
         a.close()
         b.close()
