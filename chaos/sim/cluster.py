@@ -538,6 +538,14 @@ class Cluster:
         for node in self.nodes.values():  # and those of changes not committed yet
             if node.alive:
                 members.update(node.raft.known_members)
+        # A leader sends its entries before its own fsync: a CONFIG entry its crash lost may
+        # still be on its way to a follower that will keep it (seed 30005386: learner 5 was
+        # retired at the heal, then its add arrived and committed, and the cluster never
+        # settled without it).
+        for msg in self.net.messages():
+            for e in getattr(msg, "entries", ()):
+                if e.kind == CONFIG:
+                    members.update(m.id for m in decode_config(e.data).members)
         for node in self.nodes.values():
             if node.id not in members and self.stats.changes:
                 # Removed (or never added): an operator stops it, as the runtime's docs ask.

@@ -43,12 +43,15 @@ from raftkv.metrics import NodeMetrics
 from raftkv.node.backup_source import BackupSource
 from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership, describe_members
+from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings, parse_addr
+from raftkv.node.settings import NodeSettings
+from raftkv.node.sizes import max_reply_bytes, transport_limits
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
 from raftkv.storage import SnapshotWriter, open_storage
+from wire.addr import parse_addr
 from wire.raft import (
     CONFIG,
     NOOP,
@@ -75,15 +78,22 @@ UNKNOWN_TIMEOUT = ErrorReply(
 UNKNOWN_FORWARD = ErrorReply(
     "UNKNOWN no reply from the leader; the command may or may not have been applied"
 )
+APPLY_TIMEOUT = ErrorReply(
+    "TRYAGAIN the read was confirmed but this node did not apply up to it in time; retry"
+)
 SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
 
 
 def decode_reply(data: bytes) -> Any:
     """A forwarded reply (RESP3 bytes from the leader) back to a reply value."""
+    malformed = ErrorReply("ERR malformed reply from the leader")
     parser = ReplyParser()
-    parser.feed(data)
-    value = parser.next_reply()
-    return ErrorReply("ERR malformed reply from the leader") if value is NEED_MORE else value
+    try:  # peer input: anything it holds must become an answer, never an exception
+        parser.feed(data)
+        value = parser.next_reply()
+    except Exception:
+        return malformed
+    return malformed if value is NEED_MORE else value
 
 
 class Node:
@@ -110,8 +120,8 @@ class Node:
         self._writes: dict[int, tuple[int, Pending, float]] = {}
         # ctx -> (pending, args, deadline): reads awaiting leadership confirmation
         self._reads: dict[bytes, tuple[Pending, list[bytes], float]] = {}
-        # (index, seq, pending, args): confirmed reads awaiting apply
-        self._read_wait: list[tuple[int, int, Pending, list[bytes]]] = []
+        # (index, seq, pending, args, deadline): confirmed reads awaiting apply
+        self._read_wait: list[tuple[int, int, Pending, list[bytes], float]] = []
         # req_id -> (pending, deadline, leader): commands forwarded to the leader
         self._forwards: dict[int, tuple[Pending, float, int]] = {}
         # commands waiting for a leader to be known
@@ -172,7 +182,7 @@ class Node:
         self.started_at = trio.current_time()
 
         inbound_send, inbound_recv = trio.open_memory_channel[Any](4096)
-        host, port = parse_addr(s.peer_addr)
+        host, port = parse_addr(s.peer_addr, listen=True)
         self.transport = PeerTransport(
             node_id=self.id,
             cluster_id=s.cluster_id,
@@ -182,6 +192,9 @@ class Node:
             peers={i: a for i, a in members.items() if i != self.id},
             inbound=inbound_send,
             rng=self.rng,
+            limits=transport_limits(s),
+            message_types=PEER_MESSAGES,
+            validate=check_peer_message,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -338,10 +351,7 @@ class Node:
     def _apply(self, entries: list[Any]) -> None:
         kv, writes = self.kv, self._writes
         for entry in entries:
-            result = kv.apply(entry.data) if entry.kind == NORMAL else None
-            if entry.kind == CONFIG:
-                self._applied_config = decode_config(entry.data)
-                result = OK  # a membership change (RAFT ADDNODE/...) is done once committed
+            result = self._apply_one(entry)
             waiting = writes.pop(entry.index, None)
             if waiting is not None:
                 term, pending, _ = waiting
@@ -355,8 +365,28 @@ class Node:
             self._applied_term = entries[-1].term
         wait = self._read_wait
         while wait and wait[0][0] <= self.applied:
-            _, _, pending, args = heapq.heappop(wait)
+            _, _, pending, args, _ = heapq.heappop(wait)
             pending.set(kv.read(args))
+
+    def _apply_one(self, entry: Any) -> Any:
+        """One committed entry's reply. Total: whatever the log holds, nothing raises here
+        (a raise would stop the node, and every restart would replay the same entry)."""
+        if entry.kind == NORMAL:
+            try:
+                return self.kv.apply(entry.data)
+            except Exception as exc:  # a state-machine bug must not become a crash loop
+                event(log, logging.ERROR, "applying an entry failed", index=entry.index,
+                      error=repr(exc))
+                return ErrorReply(f"ERR applying the command failed: {type(exc).__name__}")
+        if entry.kind == CONFIG:
+            try:
+                self._applied_config = decode_config(entry.data)
+            except Exception as exc:  # the core already acted on it; keep what we had
+                event(log, logging.ERROR, "undecodable CONFIG entry ignored",
+                      index=entry.index, error=repr(exc))
+                return ErrorReply("ERR undecodable membership change")
+            return OK  # a membership change (RAFT ADDNODE/...) is done once committed
+        return None
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -500,22 +530,31 @@ class Node:
         """Fail requests whose deadline passed; a reply is owed to every client."""
         while True:
             await trio.sleep(0.05)
-            now = trio.current_time()
-            for index, (_, pending, deadline) in list(self._writes.items()):
-                if deadline <= now:
-                    del self._writes[index]
-                    self._fail_write(pending, UNKNOWN_TIMEOUT)
-            for ctx, (pending, _, deadline) in list(self._reads.items()):
-                if deadline <= now:
-                    del self._reads[ctx]
-                    pending.set(READ_FAILED)
-            for req_id, (pending, deadline, _) in list(self._forwards.items()):
-                if deadline <= now:
-                    del self._forwards[req_id]
-                    pending.set(UNKNOWN_FORWARD)
-            parked = self._parked
-            while parked and parked[0][3] <= now:
-                parked.popleft()[2].set(NO_LEADER)
+            self._sweep(trio.current_time())
+
+    def _sweep(self, now: float) -> None:
+        """Answer every request whose deadline is ``now`` or earlier."""
+        for index, (_, pending, deadline) in list(self._writes.items()):
+            if deadline <= now:
+                del self._writes[index]
+                self._fail_write(pending, UNKNOWN_TIMEOUT)
+        for ctx, (pending, _, deadline) in list(self._reads.items()):
+            if deadline <= now:
+                del self._reads[ctx]
+                pending.set(READ_FAILED)
+        for req_id, (pending, deadline, _) in list(self._forwards.items()):
+            if deadline <= now:
+                del self._forwards[req_id]
+                pending.set(UNKNOWN_FORWARD)
+        if any(item[4] <= now for item in self._read_wait):
+            late = [item for item in self._read_wait if item[4] <= now]
+            self._read_wait = [item for item in self._read_wait if item[4] > now]
+            heapq.heapify(self._read_wait)
+            for item in late:
+                item[2].set(APPLY_TIMEOUT)
+        parked = self._parked
+        while parked and parked[0][3] <= now:
+            parked.popleft()[2].set(NO_LEADER)
 
     def _fail_write(self, pending: Pending, reply: ErrorReply) -> None:
         if not pending.done:
@@ -527,7 +566,7 @@ class Node:
             self._fail_write(pending, UNKNOWN_TIMEOUT)
         for pending, _, _ in self._reads.values():
             pending.set(reply)
-        for _, _, pending, _ in self._read_wait:
+        for _, _, pending, _, _ in self._read_wait:
             pending.set(reply)
         for pending, _, _ in self._forwards.values():
             pending.set(UNKNOWN_FORWARD)
@@ -543,7 +582,7 @@ class Node:
 
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
-        error = validate(args)
+        error = validate(args) or self._check_size(args)
         if error is not None:
             return Pending.of(error)
         if self._stopping:
@@ -554,6 +593,15 @@ class Node:
         self._dispatch(args, spec.is_write, pending,
                        trio.current_time() + self.settings.leader_wait)
         return pending
+
+    def _check_size(self, args: list[bytes]) -> ErrorReply | None:
+        """A request larger than --max-request-bytes never becomes a log entry: every
+        peer-side size (frames, batches) is derived from that bound (raftkv.node.sizes)."""
+        limit = self.settings.max_request_bytes
+        size = sum(len(a) for a in args)
+        if size > limit:
+            return ErrorReply(f"ERR request of {size} bytes exceeds max-request-bytes {limit}")
+        return None
 
     def _dispatch(
         self, args: list[bytes], write: bool, pending: Pending, park_until: float
@@ -599,11 +647,11 @@ class Node:
         entry = self._reads.pop(ctx, None)
         if entry is None:
             return
-        pending, args, _ = entry
+        pending, args, deadline = entry
         if index <= self.applied:
             pending.set(self.kv.read(args))
         else:
-            heapq.heappush(self._read_wait, (index, next(self._ids), pending, args))
+            heapq.heappush(self._read_wait, (index, next(self._ids), pending, args, deadline))
 
     def _forward(self, args: list[bytes], pending: Pending, deadline: float) -> None:
         req_id = next(self._ids)
@@ -620,7 +668,8 @@ class Node:
     def _on_forward_request(self, msg: ForwardRequest) -> None:
         """Run a follower's command as leader and send the reply back; never re-forward."""
         args = list(msg.args)
-        error = validate(args) if args else ErrorReply("ERR empty command")
+        error = (validate(args) or self._check_size(args)) if args else ErrorReply(
+            "ERR empty command")
         if args and args[0].lower() == b"raft":  # a membership change (RAFT ADDNODE ...)
             reply = self.membership.command(args, forwarded=True)
         elif error is not None:
@@ -633,10 +682,18 @@ class Node:
         reply.add_callback(self._forward_replier(msg))
 
     def _forward_replier(self, msg: ForwardRequest) -> Callable[[Any], None]:
+        limit = max_reply_bytes(self.settings)
+
         def send_back(value: Any) -> None:
+            reply = encode_reply(value, 3)
+            if len(reply) > limit:  # would not fit in a frame: the follower's client
+                reply = encode_reply(ErrorReply(  # would wait for nothing
+                    f"ERR the reply ({len(reply)} bytes) is too large to return through "
+                    f"this node; the command was applied; read the result from the leader"
+                ), 3)
             self.transport.send(ForwardResponse(
                 term=self.core.term, src=self.id, dst=msg.src, req_id=msg.req_id,
-                reply=encode_reply(value, 3),
+                reply=reply,
             ))
         return send_back
 

@@ -91,6 +91,7 @@ from raftkv.raft.ready import ReadState, Ready
 from raftkv.raft.role import Role
 from wire.raft import (
     CONFIG,
+    MAX_TERM,
     NOOP,
     NORMAL,
     AppendEntries,
@@ -132,6 +133,7 @@ class _Receive:
     leader: int
     term: int
     received: int = 0
+    idle: int = 0  # ticks since the last chunk
 
 
 class SafetyViolation(RuntimeError):
@@ -269,6 +271,7 @@ class RaftNode:
             self._tick_leader()
         else:
             self._tick_election()
+            self._tick_receive()
         self._tick_forwarded_reads()
 
     def campaign(self) -> None:
@@ -395,11 +398,18 @@ class RaftNode:
             raise TypeError(f"not a raft message: {m!r}")
         if m.dst != self._id:
             raise ValueError(f"message for node {m.dst} stepped into node {self._id}")
+        if m.term > MAX_TERM:
+            return  # malformed (the runtime refuses it on receipt): term + 1 must stay valid
         if m.term > self._term:
-            if isinstance(m, RequestVote) and not m.transfer:
+            if isinstance(m, RequestVote) and not (m.transfer and m.term == self._term + 1):
                 # Leader lease: we heard from a live leader within the election timeout, so
                 # a candidate (a rejoining partitioned node, say) gets no answer. Pre-votes
                 # always obey it (dissertation 9.6); real votes with CheckQuorum (etcd).
+                # The transfer flag bypasses it only one term ahead of ours: a genuine
+                # transfer target campaigns at its leader's term + 1, which is ours. etcd
+                # (campaignTransfer) trusts the flag at any term; unauthenticated, a forged
+                # or buggy flag could then drag every node to an arbitrary term. Here it
+                # can do no more than a real transfer does: start one election.
                 heard_leader = (
                     self._leader != 0 and self._election_elapsed < self._cfg.election_ticks
                 )
@@ -636,7 +646,7 @@ class RaftNode:
 
     # -- message handling ------------------------------------------------------------------
     def _reply_stale(self, m: Any) -> None:
-        """A message from an older term. Tell a deposed leader or a pre-candidate our term."""
+        """A message from an older term. Tell a deposed leader or a candidate our term."""
         if isinstance(m, AppendEntries):
             if self._cfg.check_quorum or self._cfg.pre_vote:
                 # seq=0: this answers no read round. The old leader may lead our term by
@@ -646,8 +656,13 @@ class RaftNode:
                 self._send(
                     AppendEntriesResponse(self._term, self._id, m.src, False, m.prev_index)
                 )
-        elif isinstance(m, RequestVote) and m.pre_vote:
-            self._send(RequestVoteResponse(self._term, self._id, m.src, False, True))
+        elif isinstance(m, RequestVote):
+            # Rejected, with our term (Raft 5.1), pre-vote or not. Ignoring a stale real
+            # vote can stall elections for good: after a membership change, a candidate that
+            # only we can elect, and that we never otherwise talk to (it is not a voter in
+            # the configuration our shorter log knows), kept campaigning one term behind us
+            # (simulator seed 30002979, PreVote off).
+            self._send(RequestVoteResponse(self._term, self._id, m.src, False, m.pre_vote))
         elif isinstance(m, ReadIndexRequest):
             self._send(ReadIndexResponse(self._term, self._id, m.src, m.ctx, 0, False))
         elif isinstance(m, InstallSnapshot) and (self._cfg.check_quorum or self._cfg.pre_vote):
@@ -684,7 +699,9 @@ class RaftNode:
         elif isinstance(m, RequestVoteResponse):
             self._handle_vote_response(m)
         elif isinstance(m, TimeoutNow):
-            if self._role is Role.FOLLOWER:
+            # Only our current leader may hand leadership over (the vote requests we then
+            # send bypass the other voters' leader lease).
+            if self._role is Role.FOLLOWER and m.src == self._leader:
                 self._hup(transfer=True)
         elif isinstance(m, ReadIndexRequest):
             self._send(ReadIndexResponse(self._term, self._id, m.src, m.ctx, 0, False))
@@ -990,6 +1007,7 @@ class RaftNode:
                 return
             self._discard_receive()
             r = self._recv = _Receive(meta, m.src, m.term)
+        r.idle = 0
         if m.offset > r.received:
             self._reply_snapshot(m, r.received, reject=True)  # a hole: resend from here
             return
@@ -1007,6 +1025,15 @@ class RaftNode:
             self._reply_snapshot(m, end, done=True)
         else:
             self._reply_snapshot(m, end)
+
+    def _tick_receive(self) -> None:
+        """A snapshot receive with no chunk for ``snapshot_receive_ticks`` is abandoned (its
+        partial file goes): the leader that sent it stopped, and a live one restarts at 0."""
+        r = self._recv
+        if r is not None:
+            r.idle += 1
+            if r.idle >= self._cfg.snapshot_receive_ticks:
+                self._discard_receive()
 
     def _reply_snapshot(
         self, m: InstallSnapshot, offset: int, done: bool = False, reject: bool = False
