@@ -23,6 +23,8 @@ import redis
 
 from chaos.cluster import LocalCluster
 from raftkv.backup_file import verify_backup
+from raftkv.probe import call
+from wire.reply import ErrorReply
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -117,6 +119,21 @@ def test_restore_refuses_the_old_cluster_id_and_a_used_directory(tmp_path: Path)
         client(old, 1).set("a", "1")
         assert raftkv("backup", "--endpoints", old.nodes[1].client_addr,
                       str(tmp_path / "b.bak")).returncode == 0
+        # Sessions are bounded (2 per node) and every argument is checked.
+        addr = old.nodes[1].client_addr
+        first, second = (dict(zip(*[iter(call(addr, "RAFT", "BACKUP"))] * 2, strict=True))
+                         for _ in range(2))
+        third = call(addr, "RAFT", "BACKUP")
+        assert isinstance(third, ErrorReply) and third.text.startswith("TRYAGAIN")
+        token = first[b"id"]
+        assert len(call(addr, "RAFT", "BACKUP", "CHUNK", token, "0")) == first[b"bytes"]
+        assert isinstance(call(addr, "RAFT", "BACKUP", "CHUNK", token, "99999999"), ErrorReply)
+        assert isinstance(call(addr, "RAFT", "BACKUP", "CHUNK", token, "-1"), ErrorReply)
+        assert isinstance(call(addr, "RAFT", "BACKUP", "CHUNK", "nope", "0"), ErrorReply)
+        assert call(addr, "RAFT", "BACKUP", "END", token) == 1
+        assert call(addr, "RAFT", "BACKUP", "END", token) == 0
+        assert not isinstance(call(addr, "RAFT", "BACKUP"), ErrorReply)  # a slot again
+        assert second[b"index"] >= 2 and second[b"keys"] == 1
     same = raftkv("restore", str(tmp_path / "b.bak"), "--data-dir", str(tmp_path / "x"),
                   "--id", "1", "--cluster", "1=127.0.0.1:1", "--cluster-id", "raftkv")
     assert same.returncode == 1 and "new id" in same.stderr
