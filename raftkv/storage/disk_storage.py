@@ -427,6 +427,11 @@ class DiskStorage:
             self._buf += records.hard_state_record(hs)
             self._hs = hs
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes the next ``sync`` will write (for the WAL bytes metric)."""
+        return len(self._buf)
+
     def sync(self) -> None:
         """Write everything buffered with one write and one fsync (group commit).
 

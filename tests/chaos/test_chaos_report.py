@@ -126,3 +126,12 @@ def test_cluster_gives_each_node_its_own_view_of_its_peers(tmp_path: Path) -> No
     assert cmd[cmd.index("--cluster") + 1] == c.cluster_arg_for(2)
     assert cmd[-1] == "--unsafe-stale-reads"
     assert "--unsafe-stale-reads" not in c.command(c.nodes[1])
+
+
+def test_a_missing_plot_library_prints_a_hint(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    history = [op(0, "write", 1, 0.0, 0.1), *(op(1, "read", 1, t, t + 0.1) for t in range(1, 10))]
+    result = analyse(opts(tmp_path), collected(history, {"k0": 1}))
+    monkeypatch.setattr(report, "plot", lambda *_: False)  # as when matplotlib is missing
+    report.write(result)
+    assert "matplotlib is not installed" in capsys.readouterr().err
+    assert not (result.options.out / "timeline.png").exists()
