@@ -52,3 +52,14 @@ def fsync_dir(path: str, policy: FsyncPolicy) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_path(path: str, policy: FsyncPolicy) -> None:
+    """fsync a file by name (what an earlier process wrote may still be only in the cache)."""
+    if policy is not FsyncPolicy.ALWAYS:
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -339,3 +339,36 @@ def test_enospc_while_writing_a_snapshot_leaves_the_old_one(tmp_path, monkeypatc
     assert (s.snapshot_meta().index, s.last_index()) == (0, 5)
     assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
     s.close()
+
+
+def test_open_fsyncs_every_file_it_trusts_and_the_directory(tmp_path, monkeypatch):
+    """What an earlier process wrote may be only in the page cache (it died before its
+    fsync): open makes it durable before acting on it, segments, snapshot, meta and the
+    directory, each fsync before the first read of that file."""
+    names = multi_segment(tmp_path)
+    s = reopen(tmp_path)
+    s.compact(SnapshotMeta(3, 1, CONFIG), b"state@3")
+    s.close()
+    expected = {str(tmp_path / n) for n in os.listdir(tmp_path) if n != "LOCK"}
+    assert {str(tmp_path / n) for n in names[-2:]} <= expected
+    synced: list[str] = []
+    read_before_sync: list[str] = []
+    real_fsync, real_open = os.fsync, open
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    def spy_open(path, *args, **kwargs):
+        if str(path) in expected and str(path) not in synced:
+            read_before_sync.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr("builtins.open", spy_open)
+    s = reopen(tmp_path, fsync="always")
+    monkeypatch.undo()
+    assert expected <= set(synced), expected - set(synced)
+    assert str(tmp_path) in synced[synced.index(max(expected, key=synced.index)) :]
+    assert read_before_sync == []
+    s.close()
