@@ -40,6 +40,7 @@ from raftkv.storage.errors import (
     CorruptionError,
     DataDirLocked,
     DataDirMismatch,
+    DataDirNotWritable,
     NotADataDir,
     StorageFailure,
 )
@@ -66,6 +67,7 @@ from wire.raft import CONFIG, ClusterConfig, Entry, HardState, SnapshotMeta
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 LOCK_NAME = "LOCK"
+PROBE_NAME = "write-probe" + TMP_SUFFIX
 
 
 def open_storage(
@@ -142,9 +144,15 @@ class DiskStorage:
     # -- opening and recovery --------------------------------------------------------------
     def _open(self, cluster_id: str, node_id: int, bootstrap: ClusterConfig) -> None:
         d, policy = self.data_dir, self.fsync_policy
+        if os.path.lexists(d) and not os.path.isdir(d):
+            raise DataDirNotWritable(f"data dir {d} exists and is not a directory")
         if not os.path.isdir(d):
-            os.makedirs(d, exist_ok=True)
+            try:
+                os.makedirs(d, exist_ok=True)
+            except OSError as e:
+                raise DataDirNotWritable(f"cannot create data dir {d}: {e}") from None
             fsync_dir(os.path.dirname(d), policy)  # the new directory's name is durable
+        self._probe_writable()
         self._lock()
         self._make_durable_what_we_found()
         meta = read_meta(d)
@@ -159,6 +167,27 @@ class DiskStorage:
         self._remove_temp_files()
         self._load_snapshot()
         self._recover_wal()
+
+    def _probe_writable(self) -> None:
+        """Create, fsync and remove a file, so a directory the node cannot write is found
+        now, with one clear error, not at the first snapshot or segment roll (which need new
+        files) while the node already serves. A real write, not ``os.access``: root passes
+        every permission check, but not a read-only mount or an immutable directory. The
+        file is empty: a nearly full disk is not unwritable (a full one is the runtime's
+        ENOSPC stop). A leftover probe is a temp file, removed on open like any other."""
+        d = self.data_dir
+        path = os.path.join(d, PROBE_NAME)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.unlink(path)
+            fsync_dir(d, self.fsync_policy)
+        except OSError as e:
+            raise DataDirNotWritable(f"data dir {d} is not writable: {e.strerror} "
+                                     f"({e.filename or d})") from None
 
     def _lock(self) -> None:
         """One storage per directory: two nodes on one WAL would destroy it."""

@@ -45,3 +45,9 @@ class DataDirLocked(DiskStorageError):
 
 class NotADataDir(DiskStorageError):
     """The directory holds files that are not RaftKV's and has no meta file."""
+
+
+class DataDirNotWritable(DiskStorageError):
+    """The data directory cannot be written (read-only mount, permissions, immutable, or
+    a file where the directory should be). Found at start by a probe write, not at the
+    first snapshot or segment roll."""
