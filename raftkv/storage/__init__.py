@@ -6,6 +6,7 @@ crash reasoning, wal/records for the on-disk log format, snapshot_file for snaps
 
 from raftkv.storage.disk_storage import (
     DEFAULT_SEGMENT_SIZE,
+    STORAGE_FDS,
     DiskStorage,
     SnapshotWriter,
     open_storage,
@@ -17,6 +18,7 @@ from raftkv.storage.errors import (
     DataDirNotWritable,
     DiskStorageError,
     NotADataDir,
+    SnapshotNotWritten,
     StorageFailure,
     UnsupportedFormat,
 )
@@ -25,6 +27,7 @@ from raftkv.storage.snapshot_file import SnapshotReader
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE",
+    "STORAGE_FDS",
     "CorruptionError",
     "DataDirLocked",
     "DataDirMismatch",
@@ -33,6 +36,7 @@ __all__ = [
     "DiskStorageError",
     "FsyncPolicy",
     "NotADataDir",
+    "SnapshotNotWritten",
     "SnapshotReader",
     "SnapshotWriter",
     "StorageFailure",

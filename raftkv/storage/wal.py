@@ -5,8 +5,8 @@ sequence number) followed by records (see ``records``). Sequence numbers are con
 only a prefix of old segments is ever deleted, so a gap means a lost file.
 
 A segment is created complete with its header and a preamble (the durable hard state, so
-the newest segment always holds a hard state even after older ones are deleted) by
-``files.atomic_write``: a segment file never exists without a valid header. Records are
+the newest segment always holds a hard state even after older ones are deleted) in a temp
+file renamed into place: a segment file never exists without a valid header. Records are
 then only ever appended, one ``write`` + ``fsync`` per group.
 """
 
@@ -21,8 +21,8 @@ import attrs
 
 from raftkv.storage import records
 from raftkv.storage.errors import CorruptionError, UnsupportedFormat
-from raftkv.storage.files import atomic_write, write_all
-from raftkv.storage.fsync import FsyncPolicy, fsync_fd
+from raftkv.storage.files import TMP_SUFFIX, Spare, write_all
+from raftkv.storage.fsync import FsyncPolicy, fsync_dir, fsync_fd
 
 MAGIC = b"RAFTKVWL"
 VERSION = 1
@@ -71,13 +71,30 @@ class Segment:
             self.fd = -1
 
 
-def create_segment(directory: str, seq: int, preamble: bytes, policy: FsyncPolicy) -> Segment:
-    """Atomically create a segment holding its header and ``preamble``, open for appending."""
+def create_segment(directory: str, seq: int, preamble: bytes, policy: FsyncPolicy,
+                   spare: Spare | None = None) -> Segment:
+    """Atomically create a segment holding its header and ``preamble``, open for appending
+    on the descriptor it was written with (temp file, write, fsync, rename, directory
+    fsync: as ``files.atomic_write``). ``spare``: a held-open temp file (opened with
+    O_APPEND) to use instead of opening a new one."""
     data = segment_header(seq) + preamble
-    path = atomic_write(directory, segment_name(seq), data, policy)
-    seg = Segment(seq=seq, path=path, max_index=0, size=len(data))
-    seg.open_for_append()
-    return seg
+    path = os.path.join(directory, segment_name(seq))
+    if spare is not None:
+        tmp, fd = spare.path, spare.fd
+        spare.fd = -1  # ours now
+    else:
+        tmp = path + TMP_SUFFIX
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    try:
+        os.ftruncate(fd, 0)
+        write_all(fd, data)
+        fsync_fd(fd, policy)
+        os.replace(tmp, path)
+        fsync_dir(directory, policy)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Segment(seq=seq, path=path, max_index=0, size=len(data), fd=fd)
 
 
 @attrs.frozen

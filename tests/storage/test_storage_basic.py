@@ -24,7 +24,13 @@ from wire.raft import ClusterConfig, Entry, HardState, Member, SnapshotMeta
 
 
 def files(path) -> list[str]:
-    return sorted(n for n in os.listdir(path) if n != "LOCK")
+    """The data dir's files but the LOCK and the spare files held open for new files."""
+    return sorted(n for n in os.listdir(path) if n != "LOCK" and not n.startswith("spare-"))
+
+
+def unfinished(path) -> list[str]:
+    """Temp files but the spares (held open on purpose, see files.Spare)."""
+    return [n for n in os.listdir(path) if n.endswith(".tmp") and not n.startswith("spare-")]
 
 
 def segments(path) -> list[str]:
@@ -272,7 +278,7 @@ def test_snapshot_writer_streams_chunks_and_installs(tmp_path):
         assert (reader.meta, reader.size) == (meta, 11)
         assert reader.read(6, 100) == b"world"
         assert reader.read(11, 5) == b""
-    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert not unfinished(tmp_path)
     s.close()
     s = reopen(tmp_path)
     assert (s.snapshot_meta(), s.snapshot_data(), s.last_index()) == (meta, b"hello world", 9)
@@ -299,7 +305,7 @@ def test_snapshot_writer_overtaken_by_a_newer_snapshot_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not newer"):
         w.finish()
     assert s.snapshot_data() == b"newer"
-    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+    assert not unfinished(tmp_path)
     s.close()
 
 

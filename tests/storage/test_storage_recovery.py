@@ -9,9 +9,10 @@ import os
 import pytest
 from storage_model import CONFIG, entries, entry, reopen
 
-from raftkv.storage import CorruptionError, StorageFailure
+from raftkv.storage import CorruptionError, SnapshotNotWritten, StorageFailure
 from raftkv.storage import records as rec
 from raftkv.storage import wal as wal_mod
+from raftkv.storage.disk_storage import SNAPSHOT_HEADROOM
 from wire.raft import HardState, SnapshotMeta
 
 SEG1 = "wal-0000000000000001.log"
@@ -325,19 +326,45 @@ def test_fsync_error_fails_and_refuses_further_writes(tmp_path, monkeypatch):
     s.close()
 
 
-def test_enospc_while_writing_a_snapshot_leaves_the_old_one(tmp_path, monkeypatch):
+def test_enospc_while_writing_a_snapshot_leaves_the_old_one_and_storage_works(
+    tmp_path, monkeypatch
+):
+    """A snapshot that does not fit changed nothing visible: it is SnapshotNotWritten (the
+    node may retry later), not a StorageFailure that stops the node."""
     s = reopen(tmp_path, fsync="always")
     s.append(entries(1, 5, term=1))
     s.sync()
     monkeypatch.setattr(os, "pwrite", fail_with(errno.ENOSPC))
-    with pytest.raises(StorageFailure):
+    with pytest.raises(SnapshotNotWritten, match="No space left") as info:
         s.compact(SnapshotMeta(4, 1, CONFIG), b"big" * 1000)
+    assert info.value.errno == errno.ENOSPC
     monkeypatch.undo()
+    assert not s.failed
     assert s.snapshot_meta().index == 0
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp") and "spare-" not in n]
+    s.append(entries(6, 7, term=1))  # the log goes on, and the retry succeeds
+    s.sync()
+    s.compact(SnapshotMeta(4, 1, CONFIG), b"big" * 1000)
     s.close()
     s = reopen(tmp_path)
-    assert (s.snapshot_meta().index, s.last_index()) == (0, 5)
-    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+    assert (s.snapshot_meta().index, s.last_index()) == (4, 7)
+    s.close()
+
+
+def test_a_snapshot_that_would_leave_too_little_space_is_not_written(tmp_path, monkeypatch):
+    s = reopen(tmp_path, fsync="always")
+    s.append(entries(1, 5, term=1))
+    s.sync()
+    real = os.statvfs(tmp_path)
+    free_blocks = SNAPSHOT_HEADROOM // real.f_frsize + 2  # headroom + 2 blocks free
+    fake = os.statvfs_result((*real[:4], free_blocks, *real[5:]))
+    monkeypatch.setattr(os, "statvfs", lambda path: fake)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(SnapshotNotWritten, match="not enough free space"):
+        s.compact(SnapshotMeta(4, 1, CONFIG), b"x" * (3 * real.f_frsize))
+    assert sorted(os.listdir(tmp_path)) == before  # not even a temp file was written
+    s.compact(SnapshotMeta(4, 1, CONFIG), b"x" * 100)  # a small one still fits
+    assert not s.failed and s.snapshot_meta().index == 4
     s.close()
 
 
