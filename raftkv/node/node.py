@@ -39,13 +39,14 @@ from raftkv.kv import (
     validate,
 )
 from raftkv.log import event
+from raftkv.node.backoff import Backoff
 from raftkv.node.membership import Membership, describe_members
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings, parse_addr
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError
 from raftkv.raft.membership import decode_config
-from raftkv.storage import SnapshotWriter, open_storage
+from raftkv.storage import SnapshotNotWritten, SnapshotWriter, open_storage
 from wire.raft import (
     CONFIG,
     NOOP,
@@ -122,6 +123,12 @@ class Node:
         self._snap_writer: SnapshotWriter | None = None
         self._snapshot_waiters: list[Pending] = []
         self._snapshotting = False
+        # Automatic snapshots start only once the node serves (one that needs space it
+        # lacks must not stand between a restart and serving), and after one could not
+        # be written (disk full, no descriptor) the next waits a growing delay.
+        self._serving = False
+        self._snapshot_backoff = Backoff(1.0, 60.0, self.rng)
+        self._snapshot_not_before = 0.0
         self._storage_lock = trio.Lock()
         self._snap_logged: set[tuple[int, int, bool]] = set()
         self.membership = Membership(self)
@@ -187,6 +194,7 @@ class Node:
                 self.client_port = await nursery.start(serve_clients, self)
                 if joining:
                     nursery.start_soon(self.membership.join, list(s.join))
+                self._serving = True
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
@@ -352,6 +360,8 @@ class Node:
             every = self.settings.snapshot_entries
             if not every or self.applied - self.storage.snapshot_meta().index < every:
                 return
+            if not self._serving or trio.current_time() < self._snapshot_not_before:
+                return
         waiters, self._snapshot_waiters = self._snapshot_waiters, []
         if self.applied <= self.storage.snapshot_meta().index:
             for pending in waiters:
@@ -377,9 +387,21 @@ class Node:
                 # A leader's snapshot replaced our log meanwhile: this one is moot.
                 event(log, logging.INFO, "snapshot skipped", index=meta.index, reason=exc)
                 snap = None
+            except SnapshotNotWritten as exc:
+                # Nothing changed on disk and the log goes on: not a reason to stop. Try
+                # again later (growing delays), so a full disk does not crash-loop us.
+                self._snapshot_backoff.failed()
+                delay = self._snapshot_backoff.delay()
+                self._snapshot_not_before = trio.current_time() + delay
+                event(log, logging.WARNING, "snapshot not written", index=meta.index,
+                      reason=exc, retry_in_s=round(delay, 1))
+                for pending in waiters:
+                    pending.set(ErrorReply(f"ERR snapshot not written: {exc}"))
+                return
             if snap is not None:
                 async with self._storage_lock:  # the switch drops segments: not mid-sync
                     storage.finish_compact(meta, snap)
+                self._snapshot_backoff.reset()
                 event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
                       bytes=len(data), keys=len(state),
                       ms=round((trio.current_time() - started) * 1000, 1))
