@@ -250,8 +250,11 @@ class DiskStorage:
         """Temp files are unfinished snapshots / segments / meta: never visible state."""
         temps = [n for n in os.listdir(self.data_dir) if n.endswith(TMP_SUFFIX)]
         for name in temps:
-            os.unlink(os.path.join(self.data_dir, name))
-            if not name.startswith(SPARE_PREFIX):  # spares are left by every crash
+            path = os.path.join(self.data_dir, name)
+            # Every crash leaves the (empty) spares: only one written into is news.
+            unused = name.startswith(SPARE_PREFIX) and os.path.getsize(path) == 0
+            os.unlink(path)
+            if not unused:
                 self.recovery_notes.append(f"removed unfinished {name}")
         if temps:
             fsync_dir(self.data_dir, self.fsync_policy)
