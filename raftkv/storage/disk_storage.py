@@ -157,6 +157,7 @@ class DiskStorage:
         self._snap_file: SnapshotFile | None = None
         self._spare_segment: Spare | None = None  # for the next segment roll or WAL reset
         self._spare_snapshot: Spare | None = None  # for the next snapshot from a leader
+        self._roll_postponed = False
         try:
             self._open(cluster_id, node_id, bootstrap_config)
         except OSError as e:
@@ -545,9 +546,12 @@ class DiskStorage:
         except OSError as e:
             if not (optional and spare is None and e.errno in (errno.EMFILE, errno.ENFILE)):
                 raise
-            log.warning("WAL segment roll postponed: %s (the current segment grows past "
-                        "its size meanwhile)", e)
+            if not self._roll_postponed:  # once, not at every sync while it lasts
+                log.warning("WAL segment roll postponed: %s (the current segment grows "
+                            "past its size meanwhile)", e)
+            self._roll_postponed = True
             return old
+        self._roll_postponed = False
         old.close()
         self._segments.append(seg)
         self._replenish_spares()
