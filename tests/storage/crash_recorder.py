@@ -99,6 +99,13 @@ class FsRecorder:
             if ours(src_full):
                 self._dir_dirty = True
                 self._dirty.discard(src_full)
+                # A descriptor follows its file: one still open on the temp file (a new
+                # segment is appended to through the descriptor it was created with) now
+                # writes to ``dst``, and must be checked and recorded as such.
+                dst_full = os.path.abspath(dst)
+                for fd, path in self._fdpath.items():
+                    if path == src_full:
+                        self._fdpath[fd] = dst_full
                 self._record()
             return result
 

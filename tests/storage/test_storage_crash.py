@@ -156,6 +156,8 @@ def test_crash_during_segment_rolls(tmp_path, monkeypatch):
         h.hard_state(HardState(1 + i // 5, 1, i - 1))
         h.sync()
     assert sum(n.startswith("wal-") for n in os.listdir(h.dir)) >= 4
+    # Appends to rolled segments (through the descriptor each was created with) are cut too.
+    assert len({name for _, name, _ in h.rec.writes}) >= 4
     h.verify(every_byte_from=mark)
 
 
