@@ -621,8 +621,12 @@ class DiskStorage:
         two halves recovers to the same state (the newest snapshot file wins on open)."""
         self._check_writable()
         if meta.index <= self._snap.index:
-            # Overtaken meanwhile by a newer snapshot: this file is superseded.
+            # Overtaken meanwhile by a newer snapshot: this file is superseded, unless a
+            # leader's snapshot of the same index and term took its very name (then the
+            # file is the current snapshot and stays).
             snap.release()
+            if snap.path == self._current_snapshot().path:
+                return
             with self._io("removing a superseded snapshot"), contextlib.suppress(
                 FileNotFoundError
             ):

@@ -393,3 +393,24 @@ def test_an_open_snapshot_survives_being_replaced(tmp_path):
     reader.close()
     assert s.snapshot_data() == b"new"
     s.close()
+
+
+def test_a_compaction_overtaken_by_a_snapshot_removes_its_file_but_never_the_current(tmp_path):
+    s = reopen(tmp_path)
+    s.append(entries(1, 9, term=1))
+    s.sync()
+    own = s.prepare_compact(SnapshotMeta(5, 1, CONFIG), b"own@5")
+    s.install_snapshot(SnapshotMeta(7, 1, CONFIG), b"leader@7")  # overtakes it
+    s.finish_compact(SnapshotMeta(5, 1, CONFIG), own)
+    assert [n for n in files(tmp_path) if n.endswith(".snap")] == [
+        "snapshot-00000000000000000007-00000000000000000001.snap"
+    ]
+    # A leader's snapshot of the same index and term replaces the file by its very name.
+    same = s.prepare_compact(SnapshotMeta(8, 1, CONFIG), b"own@8")
+    s.install_snapshot(SnapshotMeta(8, 1, CONFIG), b"leader@8")
+    s.finish_compact(SnapshotMeta(8, 1, CONFIG), same)
+    assert s.snapshot_data() == b"leader@8"
+    s.close()
+    s = reopen(tmp_path)  # the current snapshot file is still there
+    assert (s.snapshot_meta().index, s.snapshot_data()) == (8, b"leader@8")
+    s.close()
