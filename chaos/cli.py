@@ -157,7 +157,9 @@ def _execute(opts, args_for_netns):  # type: ignore[no-untyped-def]
                    "node by an empty one under a new id; grow to +2 nodes and shrink back); "
                    "all; none. member needs --net none: the proxy and nft backends give each "
                    "node its own address for each peer, while a membership change puts one "
-                   "address per member in the log for everyone (all skips it there).")
+                   "address per member in the log for everyone (all skips it there). "
+                   "disk-full (root only, not in all): each node's data directory on its own "
+                   "32 MiB tmpfs; the fault fills one node's to the last 4 KiB.")
 @_common_run_options
 def run(duration: float, nemesis_text: str, **kw: object) -> None:
     """Run real nodes under faults and check the history.

@@ -40,6 +40,7 @@ from raftkv.kv import (
 )
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
+from raftkv.node.backoff import Backoff
 from raftkv.node.backup_source import BackupSource
 from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership, describe_members
@@ -50,7 +51,7 @@ from raftkv.node.sizes import max_reply_bytes, request_size, transport_limits
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
-from raftkv.storage import SnapshotWriter, open_storage
+from raftkv.storage import SnapshotNotWritten, SnapshotWriter, open_storage
 from wire.addr import parse_addr
 from wire.raft import (
     CONFIG,
@@ -140,6 +141,12 @@ class Node:
         self._snap_writer: SnapshotWriter | None = None
         self._snapshot_waiters: list[Pending] = []
         self._snapshotting = False
+        # Automatic snapshots start only once the node serves (one that needs space it
+        # lacks must not stand between a restart and serving), and after one could not
+        # be written (disk full, no descriptor) the next waits a growing delay.
+        self._serving = False
+        self._snapshot_backoff = Backoff(1.0, 60.0, self.rng)
+        self._snapshot_not_before = 0.0
         self._storage_lock = trio.Lock()
         self._snap_logged: set[tuple[int, int, bool]] = set()
         self.membership = Membership(self)
@@ -209,6 +216,7 @@ class Node:
                     nursery, "--client-addr", s.client_addr, serve_clients, self)
                 if joining:
                     nursery.start_soon(self.membership.join, list(s.join))
+                self._serving = True
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
@@ -406,6 +414,8 @@ class Node:
             every = self.settings.snapshot_entries
             if not every or self.applied - self.storage.snapshot_meta().index < every:
                 return
+            if not self._serving or trio.current_time() < self._snapshot_not_before:
+                return
         waiters, self._snapshot_waiters = self._snapshot_waiters, []
         if self.applied <= self.storage.snapshot_meta().index:
             for pending in waiters:
@@ -431,11 +441,23 @@ class Node:
                 # A leader's snapshot replaced our log meanwhile: this one is moot.
                 event(log, logging.INFO, "snapshot skipped", index=meta.index, reason=exc)
                 snap = None
+            except SnapshotNotWritten as exc:
+                # Nothing changed on disk and the log goes on: not a reason to stop. Try
+                # again later (growing delays), so a full disk does not crash-loop us.
+                self._snapshot_backoff.failed()
+                delay = self._snapshot_backoff.delay()
+                self._snapshot_not_before = trio.current_time() + delay
+                event(log, logging.WARNING, "snapshot not written", index=meta.index,
+                      reason=exc, retry_in_s=round(delay, 1))
+                for pending in waiters:
+                    pending.set(ErrorReply(f"ERR snapshot not written: {exc}"))
+                return
             if snap is not None:
                 async with self._storage_lock:  # the switch drops segments: not mid-sync
                     storage.finish_compact(meta, snap)
                 took = trio.current_time() - started
                 self.metrics.snapshot_duration.labels("take").observe(took)
+                self._snapshot_backoff.reset()
                 event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
                       bytes=len(data), keys=len(state), ms=round(took * 1000, 1))
         finally:

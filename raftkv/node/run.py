@@ -14,17 +14,19 @@ import sys
 import trio
 
 from raftkv.log import event, set_term_source
-from raftkv.node.listen import ListenError, first_listen_error, start_listener
+from raftkv.node.listen import first_listen_error, start_listener
 from raftkv.node.node import Node
 from raftkv.node.settings import NodeSettings
 from raftkv.server.http import serve_http
+from raftkv.storage import DiskStorageError, StorageFailure
 
 log = logging.getLogger("raftkv.node")
 # The "serving" line is printed even without -v (its own logger, at INFO).
 serving_log = logging.getLogger("raftkv.serving")
 
 
-async def serve_until_signalled(settings: NodeSettings) -> None:
+async def serve_until_signalled(settings: NodeSettings, started: list[bool] | None = None
+                                ) -> None:
     node = Node(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -36,6 +38,8 @@ async def serve_until_signalled(settings: NodeSettings) -> None:
                 metrics = f"http://{host}:{port}/metrics"
             await nursery.start(node.run)
             set_term_source(lambda: node.core.term)
+            if started is not None:
+                started.append(True)
             event(serving_log, logging.WARNING if settings.fsync != "always" else logging.INFO,
                   "node serving", id=settings.node_id, client=settings.client_advertised,
                   peer=settings.peer_advertised, client_port=node.client_port,
@@ -47,15 +51,39 @@ async def serve_until_signalled(settings: NodeSettings) -> None:
             nursery.cancel_scope.cancel()  # the HTTP port goes with the node
 
 
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order; ``exc`` itself if none."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
+
+
+def fatal_line(exc: BaseException, started: bool) -> str | None:
+    """The one line to print for an error that stops the node, or None to let it raise.
+
+    A storage error is the operator's business, not a bug: a full disk, a read-only or
+    corrupt data directory. It gets one line naming the cause (file and offset for
+    corruption), never a traceback per task of the nursery it tore down. The first
+    failure is named, not the "failed earlier" refusals that may follow it.
+    """
+    found = leaves(exc)
+    storage = [leaf for leaf in found if isinstance(leaf, DiskStorageError)]
+    storage.sort(key=lambda e: isinstance(e, StorageFailure) and "failed earlier" in str(e))
+    if storage:
+        return f"{'stopping' if started else 'refusing to start'}: {storage[0]}"
+    if all(isinstance(leaf, OSError) for leaf in found):
+        return str(found[0])
+    return None
+
+
 def run_node(settings: NodeSettings) -> None:
+    started: list[bool] = []
     try:
-        trio.run(serve_until_signalled, settings)
-    except (ListenError, OSError, BaseExceptionGroup) as exc:
+        trio.run(serve_until_signalled, settings, started)
+    except (Exception, BaseExceptionGroup) as exc:
         listen = first_listen_error(exc)
-        if listen is not None:
-            print(f"raftkv serve: {listen}", file=sys.stderr)
-            raise SystemExit(1) from None
-        if isinstance(exc, OSError):
-            print(f"raftkv serve: {exc}", file=sys.stderr)
-            raise SystemExit(1) from exc
-        raise
+        line = str(listen) if listen is not None else fatal_line(exc, bool(started))
+        if line is None:
+            raise
+        print(f"raftkv serve: {line}", file=sys.stderr)
+        raise SystemExit(1) from None
