@@ -98,6 +98,9 @@ class RunOptions:
     endpoints: tuple[str, ...] = ()  # docker: the nodes' client addresses, node 1 first
     project: str | None = None
     docker_network: str | None = None
+    engine: str = "docker"  # docker: the CLI that drives the containers (docker or podman)
+    reconnect: str = "alias"  # docker: heal with the service alias, or "plain" (no alias)
+    key_prefix: str = "k"  # docker: unique per run (the attached cluster keeps old keys)
     schedule: tuple[Fault, ...] | None = None  # None: drawn from the seed
     check_budget: int = DEFAULT_MAX_STATES
     check_timeout: float = 300.0
@@ -328,7 +331,8 @@ async def session(opts: RunOptions, control: Control, net: Net,
     for s in skipped:
         progress.say(f"note: {s}")
     nemesis = Nemesis(control, net, clock=rec.now)
-    config = WorkloadConfig(opts.clients, opts.keys, opts.rate, opts.op_timeout, opts.mix)
+    config = WorkloadConfig(opts.clients, opts.keys, opts.rate, opts.op_timeout, opts.mix,
+                            opts.key_prefix)
     rng = random.Random(f"chaos-clients-{opts.seed}")
     nodes = sorted(addrs)
     clients = [Client(i, node, addrs[node], config, rec, random.Random(rng.random()))
@@ -421,7 +425,8 @@ async def drive(opts: RunOptions) -> Collected:
         if len(opts.endpoints) != opts.nodes:
             raise ValueError(f"--net docker needs --endpoints with {opts.nodes} addresses")
         addrs = {i: parse_addr(e) for i, e in zip(nodes, opts.endpoints, strict=True)}
-        backend = DockerBackend(addrs, opts.project, opts.docker_network)
+        backend = DockerBackend(addrs, opts.project, opts.docker_network,
+                                docker=opts.engine, reconnect=opts.reconnect)
         try:
             return await session(opts, backend, backend, addrs)
         finally:
@@ -508,7 +513,8 @@ def analyse(opts: RunOptions, col: Collected) -> RunResult:
 def _judge(opts: RunOptions, col: Collected, lin: Result, dur: chk.Durability,
            avail: chk.AvailabilityReport) -> list[CheckOutcome]:
     out = [CheckOutcome("linearizability", lin.ok, lin.summary())]
-    missing = sorted(set(WorkloadConfig(keys=opts.keys).key_names) - set(col.final))
+    keys = WorkloadConfig(keys=opts.keys, key_prefix=opts.key_prefix).key_names
+    missing = sorted(set(keys) - set(col.final))
     if missing:
         out.append(CheckOutcome("durability", False,
                                 f"no final read of {', '.join(missing)} after healing"))
