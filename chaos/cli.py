@@ -288,7 +288,9 @@ def image() -> None:
               help="Base image (default: python:3.11-slim if present or pullable, else a "
                    "local debootstrap image, localhost/raftkv-base:bookworm, made once).")
 @click.option("--tag", default="raftkv:latest", show_default=True, help="Image name.")
-def image_build(engine: str | None, base: str | None, tag: str) -> None:
+@click.option("--force", is_flag=True,
+              help="Build even if the image was built from the same sources already.")
+def image_build(engine: str | None, base: str | None, tag: str, force: bool) -> None:
     """Build the node image anywhere, even without a container registry.
 
     podman: writes /etc/containers/containers.conf (runc, lowered ulimits) if missing.
@@ -299,10 +301,13 @@ def image_build(engine: str | None, base: str | None, tag: str) -> None:
     from chaos import image as img
 
     try:
-        result = img.build(engine or img.engine_default(), base, tag)
+        result = img.build(engine or img.engine_default(), base, tag, force=force)
     except img.ImageError as exc:
         raise click.ClickException(str(exc)) from None
     base_note = (f"built in {result.base_seconds:.1f} s" if result.base_seconds
                  else "already there")
+    if not result.built:
+        click.echo(f"{tag} is up to date (sources unchanged; --force rebuilds)")
+        return
     click.echo(f"built {tag} from {result.base} in {result.image_seconds:.1f} s "
                f"(base {base_note})")

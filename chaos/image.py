@@ -20,6 +20,7 @@ Every command goes through ``Host`` so tests can check the plan without an engin
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -48,6 +49,9 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 [engine]
 runtime = "runc"
 """
+SOURCE_LABEL = "raftkv.source-digest"
+SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "Dockerfile", ".dockerignore",
+           "raftkv", "wire", "client", "chaos")
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
 
@@ -116,6 +120,27 @@ class BuildResult:
     base_seconds: float  # 0 when an existing base image was used
     image_seconds: float
     config_written: bool
+    built: bool = True  # False: the image was already built from the same sources
+
+
+def source_digest(context: Path, base: str) -> str:
+    """A digest of everything the image is built from (the files the Dockerfile copies, the
+    Dockerfile, the base's name): an image labelled with it need not be built again."""
+    h = hashlib.sha256(base.encode())
+    for name in SOURCES:
+        path = context / name
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            if "__pycache__" in f.parts or f.suffix == ".pyc":
+                continue
+            h.update(str(f.relative_to(context)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def image_label(engine: str, name: str, label: str, host: Host) -> str | None:
+    out = host.run([engine, "image", "inspect", "--format",
+                    "{{index .Config.Labels \"" + label + "\"}}", name])
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def ensure_engine_config(engine: str, host: Host) -> bool:
@@ -174,7 +199,7 @@ def build_wheels(host: Host, context: Path) -> Path:
 
 
 def build(engine: str = "podman", base: str | None = None, tag: str = IMAGE,
-          context: Path = ROOT, host: Host | None = None) -> BuildResult:
+          context: Path = ROOT, host: Host | None = None, force: bool = False) -> BuildResult:
     """Everything in the module docstring, in order; raises ImageError with the reason."""
     host = host or Host()
     if host.run is run_command and shutil.which(engine) is None:
@@ -187,11 +212,16 @@ def build(engine: str = "podman", base: str | None = None, tag: str = IMAGE,
         build_local_base(engine, host, debian_mirror())
         base_seconds = time.monotonic() - start
         chosen = LOCAL_BASE
+    digest = source_digest(context, chosen)
+    if not force and image_label(engine, tag, SOURCE_LABEL, host) == digest:
+        host.log(f"{tag} is up to date (built from these sources on {chosen})")
+        return BuildResult(chosen, base_seconds, 0.0, written, built=False)
     start = time.monotonic()
     build_wheels(host, context)
     # podman writes OCI images by default, which have no HEALTHCHECK: ask for docker's.
     fmt = ["--format", "docker"] if engine == "podman" else []
     host.check([engine, "build", *fmt, "--build-arg", f"BASE={chosen}", "--tag", tag,
+                "--label", f"{SOURCE_LABEL}={digest}",
                 "--file", str(context / "Dockerfile"), str(context)], "building the image")
     return BuildResult(chosen, base_seconds, time.monotonic() - start, written)
 
