@@ -66,11 +66,13 @@ def _common_run_options(fn):  # type: ignore[no-untyped-def]
                      help="Seed of the fault schedule and the workload (default: random)."),
         click.option("--out", type=click.Path(file_okay=False),
                      help="Report directory (default: results/<timestamp>)."),
-        click.option("--net", type=click.Choice(["proxy", "nft", "docker", "none"]),
+        click.option("--net", type=click.Choice(["proxy", "nft", "netns", "docker", "none"]),
                      default="proxy", show_default=True,
                      help="proxy: userspace relays, no privileges; nft: nftables rules in a "
                           "private network namespace (root); docker: the compose cluster "
-                          "(needs --endpoints and a Docker engine); none: plain loopback, "
+                          "(needs --endpoints and a Docker engine); netns: a network namespace "
+                          "per node, a cut node comes back at a NEW address (root); "
+                          "none: plain loopback, "
                           "no network faults (kill, pause, member only)."),
         click.option("--rate", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
                      help="Operations per second per client."),
@@ -88,12 +90,12 @@ def _common_run_options(fn):  # type: ignore[no-untyped-def]
         click.option("--engine", type=click.Choice(["docker", "podman"]), default="docker",
                      show_default=True, help="--net docker: the engine CLI that drives the "
                                              "containers."),
-        click.option("--docker-reconnect", "reconnect", type=click.Choice(["alias", "plain"]),
+        click.option("--reconnect", type=click.Choice(["alias", "plain"]),
                      default="alias", show_default=True,
-                     help="--net docker: heal with `network connect --alias SERVICE` "
-                          "(the name peers dial comes back) or plain `network connect`, "
-                          "as the original partition-test.sh (the container comes back at "
-                          "a new address without its service name)."),
+                     help="--net docker/netns: a cut node comes back at a new address "
+                          "with its name (docker: `network connect --alias SERVICE`) or, "
+                          "plain, without it, as the original partition-test.sh's `docker "
+                          "network connect` (peers cannot resolve it any more)."),
         click.option("--check-timeout", type=click.FloatRange(min=1), default=300.0,
                      show_default=True, help="Wall-clock budget of the linearizability search."),
         click.option("--unsafe-stale-reads", is_flag=True, hidden=True,
@@ -140,9 +142,9 @@ def _execute(opts, args_for_netns):  # type: ignore[no-untyped-def]
     from chaos import nft
     from chaos.run import execute
 
-    if opts.net == "nft" and not nft.in_private_netns():
+    if opts.net in ("nft", "netns") and not nft.in_private_netns():
         try:
-            code = nft.reexec_in_netns(args_for_netns)
+            code = nft.reexec_in_netns(args_for_netns, opts.net)
         except nft.NftError as exc:
             raise click.ClickException(str(exc)) from None
         raise SystemExit(code)
@@ -233,7 +235,8 @@ def partition(target: str, before: float, delay: float, after: float, **kw: obje
     args = ["partition", "--target", target, "--before", str(before), "--delay", str(delay),
             "--after", str(after), "--nodes", str(opts.nodes), "--clients", str(opts.clients),
             "--keys", str(opts.keys), "--seed", str(opts.seed), "--out", str(opts.out),
-            "--net", opts.net, "--rate", str(opts.rate), "--op-timeout", str(opts.op_timeout)]
+            "--net", opts.net, "--rate", str(opts.rate), "--op-timeout", str(opts.op_timeout),
+            "--reconnect", opts.reconnect]
     result = _execute(opts, args + (["--quiet"] if opts.quiet else []))
     report = scenario.analyse(result)
     click.echo(render(result).rsplit("\n", 1)[0])

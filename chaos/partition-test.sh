@@ -76,7 +76,7 @@ for i in "${!targets[@]}"; do
   target=${targets[$i]}
   echo "=== round: the $target cut off for $delay s ($engine, reconnect $reconnect)"
   args=(partition --net docker --engine "$engine" --endpoints "$endpoints"
-        --docker-reconnect "$reconnect" --target "$target" --before "$before"
+        --reconnect "$reconnect" --target "$target" --before "$before"
         --delay "$delay" --after "$after" --clients 6 --out "$out/$target" --quiet)
   [ -n "$project" ] && args+=(--project "$project")
   set +e

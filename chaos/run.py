@@ -55,7 +55,7 @@ from chaos.workload import (
 )
 from raftkv.node.settings import parse_addr
 
-NETS = ("proxy", "nft", "docker", "none")
+NETS = ("proxy", "nft", "netns", "docker", "none")
 
 
 class NoNet:
@@ -99,7 +99,7 @@ class RunOptions:
     project: str | None = None
     docker_network: str | None = None
     engine: str = "docker"  # docker: the CLI that drives the containers (docker or podman)
-    reconnect: str = "alias"  # docker: heal with the service alias, or "plain" (no alias)
+    reconnect: str = "alias"  # docker, netns: heal with the node's name back, or "plain"
     key_prefix: str = "k"  # docker: unique per run (the attached cluster keeps old keys)
     schedule: tuple[Fault, ...] | None = None  # None: drawn from the seed
     check_budget: int = DEFAULT_MAX_STATES
@@ -436,7 +436,18 @@ async def drive(opts: RunOptions) -> Collected:
     workdir = opts.out / "nodes"
     node_args = {i: ["--unsafe-stale-reads"] for i in nodes} if opts.unsafe_stale_reads else {}
     nft_net = None
-    if opts.net == "nft":
+    netns_net = None
+    if opts.net == "netns":
+        from chaos import netns
+
+        netns_net = netns.NetnsNet(nodes, reconnect=opts.reconnect)
+        try:
+            await trio.to_thread.run_sync(netns_net.setup)
+        except BaseException:
+            netns_net.teardown()
+            raise
+        cluster = netns.NetnsCluster(workdir, netns_net, node_args=node_args)
+    elif opts.net == "nft":
         from chaos import nft
 
         nft.bring_up_loopback()
@@ -454,6 +465,8 @@ async def drive(opts: RunOptions) -> Collected:
             if nft_net is not None:
                 await nft_net.setup()
                 net = nft_net
+            elif netns_net is not None:
+                net = netns_net
             elif opts.net == "none":
                 net = NoNet()
             else:
@@ -468,6 +481,8 @@ async def drive(opts: RunOptions) -> Collected:
         return collected
     finally:
         cluster.close()
+        if netns_net is not None:
+            netns_net.teardown()
         if nft_net is not None:
             with trio.CancelScope(shield=True), contextlib.suppress(nft.NftError):
                 await nft_net.close()
@@ -586,7 +601,7 @@ def options_to_args(opts: RunOptions) -> list[str]:
             "--nemesis", ",".join(opts.nemeses) or "none", "--clients", str(opts.clients),
             "--keys", str(opts.keys), "--seed", str(opts.seed), "--out", str(opts.out),
             "--net", opts.net, "--rate", str(opts.rate), "--op-timeout", str(opts.op_timeout),
-            "--check-timeout", str(opts.check_timeout)]
+            "--check-timeout", str(opts.check_timeout), "--reconnect", opts.reconnect]
     if opts.unsafe_stale_reads:
         args.append("--unsafe-stale-reads")
     if opts.quiet:
