@@ -129,6 +129,8 @@ def source_digest(context: Path, base: str) -> str:
     h = hashlib.sha256(base.encode())
     for name in SOURCES:
         path = context / name
+        if not path.exists():
+            continue
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for f in files:
             if "__pycache__" in f.parts or f.suffix == ".pyc":

@@ -44,6 +44,7 @@ else
   py=${PYTHON:-python3} chaos=("$py" -c 'from chaos.cli import main; main()')
   export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 fi
+case "$engine" in docker|podman) ;; *) echo "partition-test.sh: --engine docker or podman" >&2; exit 2 ;; esac
 command -v "$engine" >/dev/null || { echo "partition-test.sh: $engine is not installed" >&2; exit 2; }
 
 # The cluster is whole when every node answers INFO raft and all name the same leader.
@@ -59,7 +60,8 @@ while True:
             seen[a] = info_raft(a, timeout=1.0).get("leader_id", "?")
         except (OSError, ConnectionError) as exc:
             seen[a] = f"({exc.__class__.__name__})"
-    if len(set(seen.values())) == 1 and next(iter(seen.values())) not in ("0", "?"):
+    leaders = set(seen.values())
+    if len(leaders) == 1 and next(iter(leaders)).isdigit() and leaders != {"0"}:
         print(f"cluster whole: leader {next(iter(seen.values()))} ({', '.join(addrs)})")
         sys.exit(0)
     if time.monotonic() > deadline:
