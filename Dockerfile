@@ -37,7 +37,8 @@ EXPOSE 7001 7101
 
 # Healthy = the client port answers INFO raft and the node knows a leader: a node cut off
 # from its peers (or still electing after the start period) is unhealthy, not just alive.
-HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+# The timeout allows for a Python start on a loaded machine (~0.5 s of imports at load 20).
+HEALTHCHECK --interval=10s --timeout=10s --start-period=20s --retries=3 \
   CMD ["python3", "-c", "from raftkv.probe import info_raft; i = info_raft('127.0.0.1:7001', 2.0); raise SystemExit(0 if i.get('leader_id', '0') not in ('', '0', 'None') else 1)"]
 
 # raftkv serve is PID 1 and stops gracefully on SIGTERM (a leader hands over first);

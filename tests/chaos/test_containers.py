@@ -88,12 +88,12 @@ def compose() -> Iterator[Compose]:
 def test_the_compose_cluster_elects_advertises_service_names_and_keeps_its_data(
         compose: Compose) -> None:
     leader = wait_for(compose.leader, 60, "the three containers agree on a leader")
-    info = info_raft(compose.addrs[0])
+    info = info_raft(compose.addrs[0], timeout=10)
     # Inside the network a client is sent to the leader's service name, not to 127.0.0.1.
     assert info["leader_client_addr"] == f"node{leader}:7001"
     assert info["client_addr"] == "node1:7001"
-    assert call(compose.addrs[0], "SET", "kept", "across-down-up") == SimpleString("OK")
-    assert call(compose.addrs[2], "GET", "kept") == b"across-down-up"
+    assert call(compose.addrs[0], "SET", "kept", "across-down-up", timeout=10) == SimpleString("OK")
+    assert call(compose.addrs[2], "GET", "kept", timeout=10) == b"across-down-up"
     # The HEALTHCHECK is real: it runs in the container and passes on a node with a leader.
     health = sh(["podman", "healthcheck", "run", compose.container(2)])
     assert health.returncode == 0, health.stdout + health.stderr
