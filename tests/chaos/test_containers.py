@@ -25,7 +25,8 @@ from raftkv.probe import call, info_raft
 from wire.reply import SimpleString
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+# The first run on a machine makes the base image (~2 min) before the first test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def sh(argv: list[str], env: dict[str, str] | None = None,
