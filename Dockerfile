@@ -5,6 +5,8 @@
 ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS build
+# Marks the build stage's leftover image, which `raftkv-chaos image build` prunes.
+LABEL raftkv.stage=build
 WORKDIR /src
 COPY setup.cfg pyproject.toml README.md ./
 COPY raftkv ./raftkv

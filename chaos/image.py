@@ -139,6 +139,11 @@ def source_digest(context: Path, base: str) -> str:
     return h.hexdigest()
 
 
+def image_id(engine: str, name: str, host: Host) -> str | None:
+    out = host.run([engine, "image", "inspect", "--format", "{{.Id}}", name])
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def image_label(engine: str, name: str, label: str, host: Host) -> str | None:
     out = host.run([engine, "image", "inspect", "--format",
                     "{{index .Config.Labels \"" + label + "\"}}", name])
@@ -218,6 +223,7 @@ def build(engine: str = "podman", base: str | None = None, tag: str = IMAGE,
     if not force and image_label(engine, tag, SOURCE_LABEL, host) == digest:
         host.log(f"{tag} is up to date (built from these sources on {chosen})")
         return BuildResult(chosen, base_seconds, 0.0, written, built=False)
+    previous = image_id(engine, tag, host)
     start = time.monotonic()
     build_wheels(host, context)
     # podman writes OCI images by default, which have no HEALTHCHECK: ask for docker's.
@@ -225,7 +231,13 @@ def build(engine: str = "podman", base: str | None = None, tag: str = IMAGE,
     host.check([engine, "build", *fmt, "--build-arg", f"BASE={chosen}", "--tag", tag,
                 "--label", f"{SOURCE_LABEL}={digest}",
                 "--file", str(context / "Dockerfile"), str(context)], "building the image")
-    return BuildResult(chosen, base_seconds, time.monotonic() - start, written)
+    seconds = time.monotonic() - start
+    if previous and previous != image_id(engine, tag, host):
+        # The image this tag named is now unnamed (~300 MB a build): drop it unless in use.
+        host.run([engine, "rmi", previous])
+    # So is the build stage's (only dangling ones go: the Dockerfile labels that stage).
+    host.run([engine, "image", "prune", "--force", "--filter", "label=raftkv.stage=build"])
+    return BuildResult(chosen, base_seconds, seconds, written)
 
 
 def engine_default() -> str:

@@ -70,13 +70,15 @@ def test_without_a_registry_it_writes_the_config_makes_the_base_and_builds(
     assert 'runtime = "runc"' in conf and "nofile=1024:1024" in conf
     assert result.config_written and result.built and result.base == image.LOCAL_BASE
     tools = [c[0] if c[0] != sys.executable else "pip" for c in run.commands]
-    assert tools == ["podman"] * 3 + ["debootstrap", "tar", "podman", "podman", "pip", "podman"]
+    assert tools == (["podman"] * 3 + ["debootstrap", "tar", "podman"]
+                     + ["podman"] * 2 + ["pip", "podman", "podman"])
     debootstrap = run.commands[3]
     assert debootstrap[1:3] == ["--variant=minbase", "--include=python3,python3-venv,"
                                                      "ca-certificates"]
     assert debootstrap[-1] == "http://mirror.example/debian"
     assert run.commands[5][:2] == ["podman", "import"] and run.commands[5][-1] == image.LOCAL_BASE
-    final = run.commands[-1]
+    final = run.commands[-2]
+    assert run.commands[-1][1:3] == ["image", "prune"]
     assert final[:4] == ["podman", "build", "--format", "docker"]
     assert f"BASE={image.LOCAL_BASE}" in final and "raftkv:latest" in final
 
@@ -105,7 +107,7 @@ def test_docker_with_a_given_base_writes_no_podman_config(tmp_path: Path) -> Non
     result = build("docker", base="python:3.11-slim", context=context(tmp_path),
                    host=host(tmp_path, run))
     assert not (tmp_path / "containers.conf").exists() and not result.config_written
-    assert run.commands[-1][:3] == ["docker", "build", "--build-arg"]
+    assert run.commands[-2][:3] == ["docker", "build", "--build-arg"]
 
 
 def test_a_failing_step_says_which_and_why(tmp_path: Path) -> None:
@@ -114,3 +116,18 @@ def test_a_failing_step_says_which_and_why(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match=r"(?s)building the wheels.*failed.*no space left"):
         build("docker", base="b", context=context(tmp_path),
               host=Host(run=fail, conf_path=tmp_path / "c", log=lambda line: None))
+
+
+def test_the_image_a_rebuild_replaces_is_removed(tmp_path: Path) -> None:
+    class Rebuilt(Recorded):
+        ids = iter(["old-id", "new-id"])
+
+        def __call__(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+            if "{{.Id}}" in argv:
+                self.commands.append(list(argv))
+                return subprocess.CompletedProcess(list(argv), 0, next(self.ids) + "\n", "")
+            return super().__call__(argv)
+
+    run = Rebuilt(present={image.LOCAL_BASE, "raftkv:latest"})
+    assert build("podman", context=context(tmp_path), host=host(tmp_path, run)).built
+    assert run.commands[-2] == ["podman", "rmi", "old-id"]
