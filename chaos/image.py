@@ -212,6 +212,8 @@ def build(engine: str = "podman", base: str | None = None, tag: str = IMAGE,
     if host.run is run_command and shutil.which(engine) is None:
         raise ImageError(f"{engine} is not installed (.ci/container-engine installs podman)")
     written = ensure_engine_config(engine, host)
+    # A broken engine answers every later question "no such image": ask it first.
+    host.check([engine, "info"], f"starting {engine} (`{engine} info`)")
     chosen = choose_base(engine, host, base)
     base_seconds = 0.0
     if chosen is None:

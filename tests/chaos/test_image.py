@@ -55,7 +55,7 @@ def host(tmp_path: Path, run: Recorded) -> Host:
 
 def context(tmp_path: Path) -> Path:
     ctx = tmp_path / "ctx"
-    (ctx / "raftkv").mkdir(parents=True)
+    (ctx / "raftkv").mkdir(parents=True, exist_ok=True)
     (ctx / "raftkv" / "a.py").write_text("x = 1\n")
     (ctx / "Dockerfile").write_text("FROM x\n")
     return ctx
@@ -70,13 +70,14 @@ def test_without_a_registry_it_writes_the_config_makes_the_base_and_builds(
     assert 'runtime = "runc"' in conf and "nofile=1024:1024" in conf
     assert result.config_written and result.built and result.base == image.LOCAL_BASE
     tools = [c[0] if c[0] != sys.executable else "pip" for c in run.commands]
-    assert tools == (["podman"] * 3 + ["debootstrap", "tar", "podman"]
+    assert run.commands[0] == ["podman", "info"]
+    assert tools == (["podman"] * 4 + ["debootstrap", "tar", "podman"]
                      + ["podman"] * 2 + ["pip", "podman", "podman"])
-    debootstrap = run.commands[3]
+    debootstrap = run.commands[4]
     assert debootstrap[1:3] == ["--variant=minbase", "--include=python3,python3-venv,"
                                                      "ca-certificates"]
     assert debootstrap[-1] == "http://mirror.example/debian"
-    assert run.commands[5][:2] == ["podman", "import"] and run.commands[5][-1] == image.LOCAL_BASE
+    assert run.commands[6][:2] == ["podman", "import"] and run.commands[6][-1] == image.LOCAL_BASE
     final = run.commands[-2]
     assert run.commands[-1][1:3] == ["image", "prune"]
     assert final[:4] == ["podman", "build", "--format", "docker"]
@@ -111,8 +112,15 @@ def test_docker_with_a_given_base_writes_no_podman_config(tmp_path: Path) -> Non
 
 
 def test_a_failing_step_says_which_and_why(tmp_path: Path) -> None:
+    def broken(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(list(argv), 125, "", 'runtime "crun" not found')
+    with pytest.raises(ImageError, match=r'(?s)starting podman.*failed.*"crun" not found'):
+        build("podman", context=context(tmp_path),
+              host=Host(run=broken, conf_path=tmp_path / "c", log=lambda line: None))
+
     def fail(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.CompletedProcess(list(argv), 1, "", "Error: no space left")
+        code = 0 if argv[1:2] == ["info"] else 1
+        return subprocess.CompletedProcess(list(argv), code, "", "Error: no space left")
     with pytest.raises(ImageError, match=r"(?s)building the wheels.*failed.*no space left"):
         build("docker", base="b", context=context(tmp_path),
               host=Host(run=fail, conf_path=tmp_path / "c", log=lambda line: None))
