@@ -57,7 +57,7 @@ from chaos.workload import (
 )
 from raftkv.node.settings import parse_addr
 
-NETS = ("proxy", "nft", "docker", "none")
+NETS = ("proxy", "nft", "netns", "docker", "none")
 
 
 class NoNet:
@@ -100,6 +100,9 @@ class RunOptions:
     endpoints: tuple[str, ...] = ()  # docker: the nodes' client addresses, node 1 first
     project: str | None = None
     docker_network: str | None = None
+    engine: str = "docker"  # docker: the CLI that drives the containers (docker or podman)
+    reconnect: str = "alias"  # docker, netns: heal with the node's name back, or "plain"
+    key_prefix: str = "k"  # docker: unique per run (the attached cluster keeps old keys)
     schedule: tuple[Fault, ...] | None = None  # None: drawn from the seed
     check_budget: int = DEFAULT_MAX_STATES
     check_timeout: float = 300.0
@@ -376,7 +379,8 @@ async def session(opts: RunOptions, control: Control, net: Net,
     for s in skipped:
         progress.say(f"note: {s}")
     nemesis = Nemesis(control, net, clock=rec.now)
-    config = WorkloadConfig(opts.clients, opts.keys, opts.rate, opts.op_timeout, opts.mix)
+    config = WorkloadConfig(opts.clients, opts.keys, opts.rate, opts.op_timeout, opts.mix,
+                            opts.key_prefix)
     rng = random.Random(f"chaos-clients-{opts.seed}")
     nodes = sorted(addrs)
     clients = [Client(i, node, addrs[node], config, rec, random.Random(rng.random()))
@@ -473,7 +477,8 @@ async def drive(opts: RunOptions) -> Collected:
         if len(opts.endpoints) != opts.nodes:
             raise ValueError(f"--net docker needs --endpoints with {opts.nodes} addresses")
         addrs = {i: parse_addr(e) for i, e in zip(nodes, opts.endpoints, strict=True)}
-        backend = DockerBackend(addrs, opts.project, opts.docker_network)
+        backend = DockerBackend(addrs, opts.project, opts.docker_network,
+                                docker=opts.engine, reconnect=opts.reconnect)
         try:
             return await session(opts, backend, backend, addrs)
         finally:
@@ -483,7 +488,18 @@ async def drive(opts: RunOptions) -> Collected:
     workdir = opts.out / "nodes"
     node_args = {i: ["--unsafe-stale-reads"] for i in nodes} if opts.unsafe_stale_reads else {}
     nft_net = None
-    if opts.net == "nft":
+    netns_net = None
+    if opts.net == "netns":
+        from chaos import netns
+
+        netns_net = netns.NetnsNet(nodes, reconnect=opts.reconnect)
+        try:
+            await trio.to_thread.run_sync(netns_net.setup)
+        except BaseException:
+            netns_net.teardown()
+            raise
+        cluster = netns.NetnsCluster(workdir, netns_net, node_args=node_args)
+    elif opts.net == "nft":
         from chaos import nft
 
         nft.bring_up_loopback()
@@ -506,6 +522,8 @@ async def drive(opts: RunOptions) -> Collected:
             if nft_net is not None:
                 await nft_net.setup()
                 net = nft_net
+            elif netns_net is not None:
+                net = netns_net
             elif opts.net == "none":
                 net = NoNet()
             else:
@@ -522,6 +540,8 @@ async def drive(opts: RunOptions) -> Collected:
         cluster.close()
         if disks is not None:
             disks.unmount_all()
+        if netns_net is not None:
+            netns_net.teardown()
         if nft_net is not None:
             with trio.CancelScope(shield=True), contextlib.suppress(nft.NftError):
                 await nft_net.close()
@@ -567,7 +587,8 @@ def analyse(opts: RunOptions, col: Collected) -> RunResult:
 def _judge(opts: RunOptions, col: Collected, lin: Result, dur: chk.Durability,
            avail: chk.AvailabilityReport) -> list[CheckOutcome]:
     out = [CheckOutcome("linearizability", lin.ok, lin.summary())]
-    missing = sorted(set(WorkloadConfig(keys=opts.keys).key_names) - set(col.final))
+    keys = WorkloadConfig(keys=opts.keys, key_prefix=opts.key_prefix).key_names
+    missing = sorted(set(keys) - set(col.final))
     if missing:
         out.append(CheckOutcome("durability", False,
                                 f"no final read of {', '.join(missing)} after healing"))
@@ -639,7 +660,7 @@ def options_to_args(opts: RunOptions) -> list[str]:
             "--nemesis", ",".join(opts.nemeses) or "none", "--clients", str(opts.clients),
             "--keys", str(opts.keys), "--seed", str(opts.seed), "--out", str(opts.out),
             "--net", opts.net, "--rate", str(opts.rate), "--op-timeout", str(opts.op_timeout),
-            "--check-timeout", str(opts.check_timeout)]
+            "--check-timeout", str(opts.check_timeout), "--reconnect", opts.reconnect]
     if opts.unsafe_stale_reads:
         args.append("--unsafe-stale-reads")
     if opts.quiet:
