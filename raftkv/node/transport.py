@@ -549,8 +549,9 @@ class PeerTransport:
         delivery: _Delivery,
         conn_scope: trio.CancelScope,
     ) -> None:
-        """Read the outbound connection: the peer only Acks on it. EOF, silence, or our
-        frames unacknowledged for ``stall_timeout`` end the connection (and so redial)."""
+        """Read the outbound connection: the peer Acks on it, and sends its own messages on
+        it while it cannot dial us. EOF, silence, or our frames unacknowledged for
+        ``stall_timeout`` end the connection (and so redial)."""
         lim = self.limits
         heard = trio.current_time()
         try:
@@ -565,12 +566,15 @@ class PeerTransport:
                 now = trio.current_time()
                 if frame:
                     msg = _decode(frame)
-                    if not isinstance(msg, Ack):
-                        raise ProtocolError(
-                            f"unexpected {type(msg).__name__} on our outbound link")
-                    delivery.ack(msg.received, now)
                     heard = now
-                    link.keepalives += 1
+                    if isinstance(msg, Ack):
+                        delivery.ack(msg.received, now)
+                        link.keepalives += 1
+                    else:  # the peer's messages, while it cannot dial us (see _ack_back)
+                        self._check_message(link, msg)
+                        await self._deliver(msg)
+                        link.received += 1
+                        self._notify()
                 if now - heard >= lim.stall_timeout:
                     self._warn(("silent", link.peer_id), "link silent, closing",
                                peer=link.peer_id, seconds=lim.stall_timeout,
@@ -685,13 +689,38 @@ class PeerTransport:
         conn_scope: trio.CancelScope,
     ) -> None:
         """Ack what arrived, every keepalive_interval: the dialer learns both that we live
-        and that its frames reach us, and closes the link within stall_timeout otherwise."""
+        and that its frames reach us, and closes the link within stall_timeout otherwise.
+
+        While our own link to this peer is down, our messages to it go out here too. A peer
+        can reach us when we cannot reach it: a container reconnected to its network has a
+        new address and may have lost the name we dial (issue 20: the others' answers had no
+        way back, and the old leader stayed out for good). The connection it opened is then
+        the one path that works; the dialer delivers what it reads on it (_watch_outbound).
+        """
         lim = self.limits
+        nothing = object()
+        next_ack = trio.current_time() + lim.keepalive_interval
         try:
             while True:
-                await trio.sleep(lim.keepalive_interval)
-                with trio.fail_after(lim.stall_timeout):
-                    await stream.send_all(encode_frame(encode(Ack(reader.received))))
+                first: Any = nothing
+                if link.connected:
+                    await trio.sleep_until(next_ack)
+                else:
+                    with trio.move_on_at(next_ack):
+                        first = await link.queue_out.receive()
+                data, count = b"", 0
+                if first is not nothing:
+                    data, count = self._encode_batch(link, first)
+                now = trio.current_time()
+                if now >= next_ack:
+                    data += encode_frame(encode(Ack(reader.received)))
+                    next_ack = now + lim.keepalive_interval
+                if data:
+                    with trio.fail_after(lim.stall_timeout):
+                        await stream.send_all(data)
+                if count:
+                    link.sent += count
+                    self._notify()
         except CONNECTION_ERRORS as exc:
             self._debug("inbound ping failed", peer=link.peer_id, error=_describe(exc))
         conn_scope.cancel()

@@ -732,3 +732,23 @@ async def test_peer_sockets_get_keepalive_and_user_timeout(nursery) -> None:
         if hasattr(socket, "TCP_KEEPIDLE"):
             assert stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 3
     await client.aclose()
+
+
+async def test_a_peer_we_cannot_dial_gets_our_messages_on_the_link_it_opened() -> None:
+    # Issue 20: a container reconnected to its network had a new address and no longer the
+    # name the others dialled; its own links to them were up, but their answers had no way
+    # back, and it stayed out of the cluster for good.
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            a = await start(nursery, 1)
+            b = await start(nursery, 2)
+            a.t.update_peers({2: b.addr})
+            b.t.update_peers({1: "nowhere.invalid:1"})  # b cannot reach a's address
+            await a.t.wait_until(connected(a, 2))
+            assert not b.t.stats()[1].connected
+            b.t.send(Note(2, 1, seq=7))
+            a.t.send(Note(1, 2, seq=8))
+            assert (await receive(a, 1))[0].seq == 7
+            assert (await receive(b, 1))[0].seq == 8
+            await a.stop()
+            await b.stop()
