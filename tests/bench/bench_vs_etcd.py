@@ -23,7 +23,10 @@ for each, the disk's raw fsync time (write+fsync of 100 bytes, tests/bench/bench
 the load average (the machine is shared: say so with the figures) and any leader change of
 either system outside the failover kills. ``--stability S`` adds S seconds of c50 SET plus
 c50 GET on a separate RaftKV cluster snapshotting every 10k entries, and reports leader
-changes (bench_latency.py's INFO watcher). Every process started is killed on exit.
+changes (bench_latency.py's INFO watcher). ``--baseline REF`` adds a third system: a
+second 3-node RaftKV running the code of git ref REF (``git archive`` into the scratch
+directory), measured in the same rounds, so a change is judged before/after in one
+invocation on the same machine state. Every process started is killed on exit.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from common import (
     scratch_dir,
 )
 
-from chaos.cluster import LocalCluster, free_ports
+from chaos.cluster import LocalCluster, NodeProcess, free_ports
 
 PACKAGES = {"etcd": "etcd-server", "etcdctl": "etcd-client", "wrk": "wrk",
             "redis-benchmark": "redis-tools"}
@@ -241,22 +244,66 @@ def etcd_round(etcd: Etcd, work: Path, z: Sizes) -> dict[str, Figure]:
 
 
 def raft_round(cluster: LocalCluster, z: Sizes) -> dict[str, Figure]:
-    leader, followers = roles(cluster)
-    lport, fport = cluster.client_addr(leader)[1], cluster.client_addr(followers[0])[1]
-    out = {
-        "SET c50": rb(lport, "SET", z.n50, 50),
-        "SET c1": rb(lport, "SET", z.n1, 1),
-        "GET c50 leader": rb(lport, "GET", z.n50, 50),
-        "GET c50 follower": rb(fport, "GET", z.n50, 50),
-        "SET c50 -P16": rb(lport, "SET", z.nP, 50, 16),
-    }
-    for death in revive_dead(cluster):
-        print(f"  {death} (restarted)")
+    """The RaftKV rows. A run that a leader change broke (redis-benchmark stops at the first
+    error reply) is run again on the new leader, at most twice, and says so."""
+    loads = [("SET c50", False, "SET", z.n50, 50, 1), ("SET c1", False, "SET", z.n1, 1, 1),
+             ("GET c50 leader", False, "GET", z.n50, 50, 1),
+             ("GET c50 follower", True, "GET", z.n50, 50, 1),
+             ("SET c50 -P16", False, "SET", z.nP, 50, 16)]
+    out = {}
+    for row, on_follower, test, n, clients, pipeline in loads:
+        notes = []
+        for _ in range(3):
+            for death in revive_dead(cluster):
+                print(f"  {death} (restarted)")
+            leader, followers = roles(cluster)
+            port = cluster.client_addr(followers[0] if on_follower else leader)[1]
+            term = raft_terms(cluster)
+            fig = rb(port, test, n, clients, pipeline)
+            if fig.rps > 0 and not fig.errors:
+                break
+            notes.append(f"retried: terms {term} -> {raft_terms(cluster)}: {fig.errors[:120]}")
+        out[row] = attrs.evolve(fig, errors="; ".join([*notes, fig.errors]).strip("; "))
     return out
 
 
 def raft_terms(cluster: LocalCluster) -> list[int]:
     return [int(i["term"]) if i else -1 for i in (cluster.info(n, 2.0) for n in cluster.nodes)]
+
+
+class BaselineCluster(LocalCluster):
+    """A LocalCluster whose nodes run the RaftKV source tree ``src`` (not the installed one):
+    PYTHONPATH first, and ``-P`` so the current directory does not shadow it."""
+
+    def __init__(self, workdir: Path, src: Path, **kw: object) -> None:
+        super().__init__(workdir, **kw)  # type: ignore[arg-type]
+        self.src = src
+
+    def command(self, node: NodeProcess) -> list[str]:
+        python, *rest = super().command(node)
+        return ["env", f"PYTHONPATH={self.src}", python, "-P", *rest]
+
+
+def export_tree(ref: str, dest: Path) -> Path:
+    """The raftkv and wire packages of git ref ``ref`` unpacked under ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    repo = Path(__file__).resolve().parents[2]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "raftkv", "wire"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+@contextlib.contextmanager
+def baseline_cluster(workdir: Path, ref: str) -> Iterator[LocalCluster]:
+    cluster = BaselineCluster(workdir / "cluster", export_tree(ref, workdir / "src"),
+                              nodes=3, fsync="always")
+    try:
+        cluster.start()
+        cluster.wait_for_leader(timeout=30)
+        yield cluster
+    finally:
+        cluster.close()
 
 
 def failovers(cluster: LocalCluster, kills: int) -> list[float | None]:
@@ -277,6 +324,10 @@ def fmt(f: Figure | None) -> str:
         f"  [{f.errors}]" if f.errors else "")
 
 
+def _div(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
 def med(figs: list[Figure], attr: str) -> float:
     return statistics.median(getattr(f, attr) for f in figs) if figs else float("nan")
 
@@ -292,36 +343,53 @@ AIMS = [
 ]
 
 
-def report(rounds: list[dict[str, dict[str, Figure]]], fails: list[float | None],
+def report(rounds: list[dict[str, dict[str, Figure]]], fails: dict[str, list[float | None]],
            fsync_us: float) -> None:
+    systems = [name for name in rounds[0] if name != "etcd"]
     rows = list(rounds[0]["raftkv"])
     print(f"\nmedians of {len(rounds)} rounds (disk write+fsync {fsync_us:.0f} us)")
-    print(f"{'row':<18} {'raftkv':>40}   {'etcd 3.4':>40}   raftkv/etcd ops/s")
+    print(f"{'row':<18} {'system':<14} {'ops/s, latency':>40}   x etcd ops/s")
     for row in rows:
-        figs = {s: [r[s][row] for r in rounds if row in r[s]] for s in ("raftkv", "etcd")}
-        m = {s: Figure(med(f, "rps"), med(f, "p50_ms"), med(f, "p99_ms")) if f else None
-             for s, f in figs.items()}
-        ratio = (f"{m['raftkv'].rps / m['etcd'].rps:6.2f}"  # type: ignore[union-attr]
-                 if m["raftkv"] and m["etcd"] and m["etcd"].rps else "   n/a")
-        print(f"{row:<18} {fmt(m['raftkv']):>40}   {fmt(m['etcd']):>40}   {ratio}")
-    print("\naims (issue 15), on the medians:")
-    for label, row, attr, erow, factor, lower in AIMS:
-        rv = statistics.median(getattr(r["raftkv"][row], attr) for r in rounds)
-        ev = statistics.median(getattr(r["etcd"][erow], attr) for r in rounds)
-        ok = rv <= ev * factor if lower else rv >= ev * factor
-        print(f"  {label:<34} raftkv {rv:10.2f}  etcd {ev:10.2f}  ratio {rv / ev:5.2f}  "
-              f"{'met' if ok else 'NOT met'}")
-    p99 = statistics.median(r["raftkv"]["SET c1"].p99_ms for r in rounds)
-    print(f"  {'SET c1 p99 <= 3 ms':<34} raftkv {p99:10.2f}  {'met' if p99 <= 3 else 'NOT met'}")
-    got = sorted(v for v in fails if v is not None)
-    if fails:
-        missing = len(fails) - len(got)
-        ok = bool(got) and percentile(got, 50) < 200 and got[-1] < 500 and not missing
-        print(f"  {'failover p50 < 200 ms, max < 500':<34} raftkv "
-              + (f"p50 {percentile(got, 50):.0f} ms max {got[-1]:.0f} ms over {len(got)} kills"
-                 if got else "no kill recovered")
-              + (f", {missing} never recovered" if missing else "")
-              + f"  {'met' if ok else 'NOT met'}  (etcd: not measured)")
+        for name in [*systems, "etcd"]:
+            figs = [r[name][row] for r in rounds if row in r[name]]
+            if not figs:
+                continue
+            m = Figure(med(figs, "rps"), med(figs, "p50_ms"), med(figs, "p99_ms"))
+            erow = "GET c50 leader" if row == "GET c50 follower" else row
+            efigs = [r["etcd"][erow] for r in rounds if erow in r["etcd"]]
+            ratio = (f"{_div(m.rps, med(efigs, 'rps')):6.2f}" if name != "etcd" and efigs
+                     else "")
+            print(f"{row:<18} {name:<14} {fmt(m):>40}   {ratio}")
+    for name in systems:
+        print(f"\naims (issue 15), on the medians, {name}:")
+        for label, row, attr, erow, factor, lower in AIMS:
+            rv = statistics.median(getattr(r[name][row], attr) for r in rounds)
+            ev = statistics.median(getattr(r["etcd"][erow], attr) for r in rounds)
+            ok = rv <= ev * factor if lower else rv >= ev * factor
+            print(f"  {label:<34} {name} {rv:10.2f}  etcd {ev:10.2f}  ratio {_div(rv, ev):5.2f}  "
+                  f"{'met' if ok else 'NOT met'}")
+        p99 = statistics.median(r[name]["SET c1"].p99_ms for r in rounds)
+        print(f"  {'SET c1 p99 <= 3 ms':<34} {name} {p99:10.2f}  "
+              f"{'met' if p99 <= 3 else 'NOT met'}")
+        kills = fails.get(name, [])
+        got = sorted(v for v in kills if v is not None)
+        if kills:
+            missing = len(kills) - len(got)
+            ok = bool(got) and percentile(got, 50) < 200 and got[-1] < 500 and not missing
+            print(f"  {'failover p50 < 200 ms, max < 500':<34} {name} "
+                  + (f"p50 {percentile(got, 50):.0f} ms max {got[-1]:.0f} ms over "
+                     f"{len(got)} kills" if got else "no kill recovered")
+                  + (f", {missing} never recovered" if missing else "")
+                  + f"  {'met' if ok else 'NOT met'}  (etcd: not measured)")
+    if len(systems) > 1:
+        print("\nbaseline vs this tree (medians; ops/s ratio, p50 ratio):")
+        for row in rows:
+            a = [r["raftkv"][row] for r in rounds]
+            b = [r[systems[1]][row] for r in rounds]
+            print(f"  {row:<18} ops/s x{_div(med(a, 'rps'), med(b, 'rps')):5.2f}  "
+                  f"p50 x{_div(med(a, 'p50_ms'), med(b, 'p50_ms')):5.2f}  "
+                  f"(per round ops/s: {[round(f.rps) for f in a]} vs "
+                  f"{[round(f.rps) for f in b]})")
 
 
 # -- stability --------------------------------------------------------------------------
@@ -377,12 +445,6 @@ def stability(work: Path, seconds: float, snapshot_every: int) -> None:
 # -- main -------------------------------------------------------------------------------
 
 
-def alternate(n: int, first: Callable[[], None], second: Callable[[], None]) -> None:
-    """Run the pair in order on even rounds, reversed on odd ones."""
-    for step in ((first, second) if n % 2 == 0 else (second, first)):
-        step()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -391,48 +453,56 @@ def main() -> int:
                     help="kill -9 leader rounds per round (default 7, quick 1)")
     ap.add_argument("--stability", type=float, default=0.0,
                     help="seconds of c50 SET + c50 GET with snapshots every 10k (0: skip)")
+    ap.add_argument("--baseline", default=None, metavar="REF",
+                    help="also measure the RaftKV of git ref REF (e.g. main) in the same rounds")
     ap.add_argument("--dir", default=None, help="scratch base directory (a real disk)")
     args = ap.parse_args()
-    z = (Sizes(seconds=3, n50=20_000, n1=2_000, nP=100_000) if args.quick
-         else Sizes(seconds=10, n50=100_000, n1=10_000, nP=500_000))
+    z = (Sizes(seconds=3, n50=10_000, n1=500, nP=30_000) if args.quick
+         else Sizes(seconds=8, n50=30_000, n1=2_000, nP=100_000))
     kills = args.failover_kills if args.failover_kills is not None else (1 if args.quick else 7)
     ensure_packages()
     started = time.monotonic()
     print(load_line(), flush=True)
     rounds: list[dict[str, dict[str, Figure]]] = []
-    fails: list[float | None] = []
-    with scratch_dir(args.dir, "bench-vs-etcd-") as work:
+    fails: dict[str, list[float | None]] = {}
+    with scratch_dir(args.dir, "bench-vs-etcd-") as work, contextlib.ExitStack() as stack:
         fsync_us = 1e6 / raw_fsync_rate(str(work), 2.0)
         print(f"disk: write+fsync of 100 B takes {fsync_us:.0f} us ({work})", flush=True)
-        with etcd_cluster(work / "etcd") as etcd, \
-                raft_cluster(work / "raftkv", fsync="always") as cluster:
-            eterms0, rterms0 = etcd.raft_terms(), raft_terms(cluster)
-            for n in range(args.rounds):
-                got: dict[str, dict[str, Figure]] = {}
-
-                def run_etcd(got: dict[str, dict[str, Figure]] = got) -> None:
-                    got["etcd"] = etcd_round(etcd, work, z)
-
-                def run_raft(got: dict[str, dict[str, Figure]] = got) -> None:
-                    got["raftkv"] = raft_round(cluster, z)
-
-                alternate(n, run_etcd, run_raft)
-                rounds.append(got)
-                print(f"\nround {n + 1} ({load_line()})")
-                for row in got["raftkv"]:
-                    print(f"  {row:<18} raftkv {fmt(got['raftkv'][row])}\n"
-                          f"  {'':<18} etcd   {fmt(got['etcd'].get(row))}")
-                print(flush=True)
-            eterms1, rterms1 = etcd.raft_terms(), raft_terms(cluster)
-            print(f"leader changes outside the kills: etcd terms {eterms0} -> {eterms1}, "
-                  f"raftkv terms {rterms0} -> {rterms1}")
-            if kills:
-                for n in range(args.rounds):
-                    f = failovers(cluster, kills)
-                    print("failover round {}: first OK after kill -9 leader: {}".format(
-                        n + 1, ", ".join("never" if v is None else f"{v:.0f} ms" for v in f)),
-                        flush=True)
-                    fails += f
+        etcd = stack.enter_context(etcd_cluster(work / "etcd"))
+        clusters = {"raftkv": stack.enter_context(raft_cluster(work / "raftkv", fsync="always"))}
+        if args.baseline:
+            clusters[f"raftkv@{args.baseline}"] = stack.enter_context(
+                baseline_cluster(work / "baseline", args.baseline))
+        eterms0 = etcd.raft_terms()
+        rterms0 = {name: raft_terms(c) for name, c in clusters.items()}
+        for n in range(args.rounds):
+            got: dict[str, dict[str, Figure]] = {}
+            steps: list[Callable[[], None]] = [
+                lambda got=got: got.__setitem__("etcd", etcd_round(etcd, work, z))]
+            steps += [lambda got=got, name=name, c=c: got.__setitem__(name, raft_round(c, z))
+                      for name, c in clusters.items()]
+            shift = n % len(steps)  # rotate the order: nobody always gets the quiet moment
+            for step in steps[shift:] + steps[:shift]:
+                step()
+            rounds.append({"raftkv": got["raftkv"], **{k: v for k, v in got.items()
+                                                       if k != "raftkv"}})
+            print(f"\nround {n + 1} ({load_line()})")
+            for row in got["raftkv"]:
+                for name in [*clusters, "etcd"]:
+                    if row in got[name]:
+                        print(f"  {row:<18} {name:<14} {fmt(got[name][row])}")
+            print(flush=True)
+        print(f"leader changes outside the kills: etcd terms {eterms0} -> {etcd.raft_terms()}, "
+              + ", ".join(f"{name} terms {rterms0[name]} -> {raft_terms(c)}"
+                          for name, c in clusters.items()))
+        for n in range(args.rounds if kills else 0):
+            for name, c in clusters.items():
+                f = failovers(c, kills)
+                fails.setdefault(name, []).extend(f)
+                print("failover round {} {}: first OK after kill -9 leader: {}".format(
+                    n + 1, name, ", ".join("never" if v is None else f"{v:.0f} ms" for v in f)),
+                    flush=True)
+        stack.close()
         report(rounds, fails, fsync_us)
         if args.stability:
             stability(work / "stability", args.stability, 10_000)
