@@ -42,6 +42,7 @@ from raftkv.log import event
 from raftkv.node.membership import Membership, describe_members
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings, parse_addr
+from raftkv.node.sync_thread import SyncThread
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
@@ -97,6 +98,7 @@ class Node:
         self.peer_port = 0
         self.core: RaftNode
         self.transport: PeerTransport
+        self._sync_thread: SyncThread  # the WAL fsync worker, alive while run() is
         self._wake = trio.Event()
         self._role_changed = trio.Event()
         self._last_leader = 0
@@ -175,7 +177,7 @@ class Node:
             rng=self.rng,
         )
         try:
-            async with trio.open_nursery() as nursery:
+            async with SyncThread() as self._sync_thread, trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self.peer_port = await nursery.start(self.transport.run)
                 nursery.start_soon(self._inbound_loop, inbound_recv)
@@ -281,7 +283,7 @@ class Node:
         if rd.must_sync:
             # DESIGN.md ordering: the hard state (vote, term) and appended entries are
             # durable before any other message of this Ready (a vote, an append ack) leaves.
-            await trio.to_thread.run_sync(storage.sync)
+            await self._sync_thread.run(storage.sync)
         if not rd.send_before_sync:
             for msg in rd.messages:
                 send(msg)
