@@ -5,10 +5,12 @@ Run (py-spy in the venv; root, or ptrace allowed):
 
 Starts a 3-node cluster (fsync always), runs ``redis-benchmark -t set -c CLIENTS`` on the
 leader, and meanwhile records ``py-spy record`` of the leader and of a follower twice: with
-``--idle`` (wall time: where a write waits) and without (CPU only). Writes speedscope-free
-``raw`` (collapsed stack) files DIR/{leader,follower}{,-idle}.txt and prints, for each, the
-share of samples in the frames that matter for one write (fsync, thread hand-off, socket
-send/recv, epoll, the core, apply, RESP parse/encode). Every process is killed on exit.
+``--idle`` (wall time: where a write waits) and without (CPU only). Writes
+``raw`` (collapsed stack) files DIR/c{CLIENTS}-{leader,follower}{,-idle}.txt and prints, per
+thread (the trio loop; the fsync worker), each stage's share of the samples and what that
+is in microseconds per write (the profile's wall time over the writes the leader applied
+meanwhile). With ``--idle`` the shares are of wall time: where a write waits. Every process
+is killed on exit.
 """
 
 from __future__ import annotations
@@ -23,18 +25,42 @@ from pathlib import Path
 
 from common import raft_cluster, redis_benchmark, roles, scratch_dir
 
-# (label, substring of a collapsed frame); a sample counts once per label
-STAGES = [
-    ("fsync (os.fsync in the worker)", "sync (raftkv/storage"),
-    ("waiting: epoll / trio idle", "get_events"),
-    ("thread hand-off (to_thread / from_thread)", "to_thread"),
-    ("peer send (transport)", "transport.py"),
-    ("client port (parse, dispatch, reply)", "client_port.py"),
-    ("raft core (step/ready/advance)", "raftkv/raft/"),
-    ("persist (WAL append, encode)", "wal.py"),
-    ("apply (kv)", "raftkv/kv/machine.py"),
-    ("msgpack / frame codecs", "wire/"),
+from chaos.cluster import LocalCluster
+
+# Stages of a write, by the frames a sample's stack holds (first match wins). Stacks under
+# the node's trio loop (run_node) are the main thread; the rest is the fsync worker.
+MAIN = [
+    ("idle: epoll wait", ("get_events",)),
+    ("trio scheduler", ("process_events", "reschedule")),
+    ("peer send (encode + send syscall)", ("_send_loop", "_encode_batch")),
+    ("peer receive + decode", ("_receive_loop", "_serve_inbound")),
+    ("core.step of peer messages", ("_inbound_loop",)),
+    ("client reply send", ("ClientServer._writer",)),
+    ("client recv", ("ClientServer._reader;", "receive_some")),
+    ("client parse + dispatch + propose", ("ClientServer",)),
+    ("fsync hand-off (loop side)", ("to_thread", "start_thread_soon", "sync_thread")),
+    ("persist (WAL encode + write)", ("persist", "wal.py")),
+    ("apply + answer", ("_apply",)),
+    ("ready (core.ready / advance)", ("_ready_loop", "_handle_ready")),
+    ("ticker / sweeper", ("_ticker", "_sweeper")),
 ]
+WORKER = [
+    ("fsync", ("fsync_fd",)),
+    ("sync: other (WAL write)", ("DiskStorage.sync",)),
+    ("idle: waiting for a job", ("_thread_cache", "sync_thread")),
+]
+
+
+def classify(stack: str) -> str:
+    main = "run_node" in stack
+    for label, needles in MAIN if main else WORKER:
+        if label == "client recv":
+            if all(n in stack for n in needles):
+                return "main: " + label
+            continue
+        if any(n in stack for n in needles):
+            return ("main: " if main else "worker: ") + label
+    return "main: other" if main else "worker: other"
 
 
 def py_spy() -> str:
@@ -52,18 +78,21 @@ def record(pid: int, out: Path, seconds: float, idle: bool) -> subprocess.Popen[
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def shares(path: Path) -> tuple[int, dict[str, float]]:
-    """(samples, label -> share) of a collapsed-stack file."""
-    total, hits = 0, collections.Counter[str]()
+def shares(path: Path) -> dict[str, tuple[int, int]]:
+    """label -> (samples, samples of its thread) of a collapsed-stack file."""
+    hits, per_thread = collections.Counter[str](), collections.Counter[str]()
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
-        total += int(count)
-        for label, needle in STAGES:
-            if needle in stack:
-                hits[label] += int(count)
-    return total, {label: hits[label] / total if total else 0.0 for label, _ in STAGES}
+        label = classify(stack)
+        hits[label] += int(count)
+        per_thread[label.split(":")[0]] += int(count)
+    return {label: (n, per_thread[label.split(":")[0]]) for label, n in sorted(hits.items())}
+
+
+def applied(cluster: LocalCluster, node: int) -> int:
+    return int((cluster.info(node, 2.0) or {}).get("last_applied", 0))
 
 
 def main() -> int:
@@ -89,7 +118,9 @@ def main() -> int:
         loader = threading.Thread(target=load, daemon=True)
         loader.start()
         files = {}
+        writes: dict[bool, int] = {}
         for idle in (True, False):
+            first = applied(cluster, leader)
             procs = []
             for name, node in (("leader", leader), ("follower", followers[0])):
                 proc = cluster.nodes[node].proc
@@ -99,16 +130,20 @@ def main() -> int:
                 procs.append(record(proc.pid, path, args.seconds, idle))
             for p in procs:
                 p.wait(timeout=args.seconds + 60)
+            writes[idle] = applied(cluster, leader) - first
         stop.set()
         loader.join()
     for stem, path in files.items():
         if not path.exists():
             print(f"{stem}: no profile written")
             continue
-        total, sh = shares(path)
-        print(f"{stem}: {total} samples")
-        for label, v in sh.items():
-            print(f"  {v:6.1%}  {label}")
+        n = writes[stem.endswith("-idle")]
+        print(f"{stem}: ~{n} writes in {args.seconds:g} s "
+              f"({args.seconds / max(n, 1) * 1e6:.0f} us of wall time each); share of the "
+              f"thread's samples, and us per write")
+        for label, (hits, total) in shares(path).items():
+            share = hits / total
+            print(f"  {share:6.1%} {share * args.seconds / max(n, 1) * 1e6:8.0f} us  {label}")
     return 0
 
 
