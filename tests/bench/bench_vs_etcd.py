@@ -329,7 +329,9 @@ def _div(a: float, b: float) -> float:
 
 
 def med(figs: list[Figure], attr: str) -> float:
-    return statistics.median(getattr(f, attr) for f in figs) if figs else float("nan")
+    """Median over the runs that produced a figure (a run every retry failed has none)."""
+    ok = [getattr(f, attr) for f in figs if f.rps > 0]
+    return statistics.median(ok) if ok else float("nan")
 
 
 # Each aim: (label, raftkv row, attribute, etcd row, factor, lower_is_better)
@@ -354,7 +356,9 @@ def report(rounds: list[dict[str, dict[str, Figure]]], fails: dict[str, list[flo
             figs = [r[name][row] for r in rounds if row in r[name]]
             if not figs:
                 continue
-            m = Figure(med(figs, "rps"), med(figs, "p50_ms"), med(figs, "p99_ms"))
+            failed = sum(f.rps == 0 for f in figs)
+            m = Figure(med(figs, "rps"), med(figs, "p50_ms"), med(figs, "p99_ms"),
+                       f"{failed} of {len(figs)} rounds failed" if failed else "")
             erow = "GET c50 leader" if row == "GET c50 follower" else row
             efigs = [r["etcd"][erow] for r in rounds if erow in r["etcd"]]
             ratio = (f"{_div(m.rps, med(efigs, 'rps')):6.2f}" if name != "etcd" and efigs
@@ -363,12 +367,12 @@ def report(rounds: list[dict[str, dict[str, Figure]]], fails: dict[str, list[flo
     for name in systems:
         print(f"\naims (issue 15), on the medians, {name}:")
         for label, row, attr, erow, factor, lower in AIMS:
-            rv = statistics.median(getattr(r[name][row], attr) for r in rounds)
-            ev = statistics.median(getattr(r["etcd"][erow], attr) for r in rounds)
+            rv = med([r[name][row] for r in rounds], attr)
+            ev = med([r["etcd"][erow] for r in rounds], attr)
             ok = rv <= ev * factor if lower else rv >= ev * factor
             print(f"  {label:<34} {name} {rv:10.2f}  etcd {ev:10.2f}  ratio {_div(rv, ev):5.2f}  "
                   f"{'met' if ok else 'NOT met'}")
-        p99 = statistics.median(r[name]["SET c1"].p99_ms for r in rounds)
+        p99 = med([r[name]["SET c1"] for r in rounds], "p99_ms")
         print(f"  {'SET c1 p99 <= 3 ms':<34} {name} {p99:10.2f}  "
               f"{'met' if p99 <= 3 else 'NOT met'}")
         kills = fails.get(name, [])
