@@ -507,7 +507,8 @@ def main() -> int:
                     n + 1, name, ", ".join("never" if v is None else f"{v:.0f} ms" for v in f)),
                     flush=True)
         stack.close()
-        report(rounds, fails, fsync_us)
+        if rounds:  # --rounds 0: only the stability run
+            report(rounds, fails, fsync_us)
         if args.stability:
             stability(work / "stability", args.stability, 10_000)
     print(f"\n{load_line()}; wall time {time.monotonic() - started:.0f} s")

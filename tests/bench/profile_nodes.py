@@ -23,7 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
-from common import raft_cluster, redis_benchmark, roles, scratch_dir
+from common import CpuSampler, raft_cluster, redis_benchmark, roles, scratch_dir
 
 from chaos.cluster import LocalCluster
 
@@ -117,6 +117,7 @@ def main() -> int:
 
         loader = threading.Thread(target=load, daemon=True)
         loader.start()
+        cpu = CpuSampler(cluster)
         files = {}
         writes: dict[bool, int] = {}
         for idle in (True, False):
@@ -132,7 +133,11 @@ def main() -> int:
                 p.wait(timeout=args.seconds + 60)
             writes[idle] = applied(cluster, leader) - first
         stop.set()
+        cpu_line = cpu.report()
         loader.join()
+    # "idle" below includes time a thread was runnable but waiting for a CPU (py-spy sees
+    # the stack it was preempted in): the schedstat line says how much of that there was.
+    print(cpu_line)
     for stem, path in files.items():
         if not path.exists():
             print(f"{stem}: no profile written")
