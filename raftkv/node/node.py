@@ -48,6 +48,7 @@ from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import max_reply_bytes, request_size, transport_limits
+from raftkv.node.sync_thread import SyncThread
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
@@ -111,6 +112,7 @@ class Node:
         self.peer_port = 0
         self.core: RaftNode
         self.transport: PeerTransport
+        self._sync_thread: SyncThread  # the WAL fsync worker, alive while run() is
         self._wake = trio.Event()
         self._role_changed = trio.Event()
         self._last_leader = 0
@@ -204,7 +206,7 @@ class Node:
             validate=check_peer_message,
         )
         try:
-            async with trio.open_nursery() as nursery:
+            async with SyncThread() as self._sync_thread, trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self.peer_port = await start_listener(
                     nursery, "--peer-addr", s.peer_addr, self.transport.run)
@@ -339,7 +341,7 @@ class Node:
             # durable before any other message of this Ready (a vote, an append ack) leaves.
             written = storage.buffered_bytes
             started = trio.current_time()
-            await trio.to_thread.run_sync(storage.sync)
+            await self._sync_thread.run(storage.sync)
             self.metrics.wal_fsync.observe(trio.current_time() - started)
             self.metrics.wal_bytes.inc(written)
         if not rd.send_before_sync:
