@@ -316,7 +316,8 @@ protocolish = st.lists(
     ),
     max_size=40,
 ).map(b"".join)
-SMALL = {"max_inline_len": 16, "max_bulk_len": 12, "max_multibulk_len": 4}
+SMALL = {"max_inline_len": 16, "max_bulk_len": 12, "max_multibulk_len": 4,
+         "max_request_len": 40}
 
 
 @settings(max_examples=300)
@@ -334,6 +335,27 @@ def test_arbitrary_bytes_give_commands_or_protocol_error_within_bounds(
         assert all(len(c) <= SMALL["max_multibulk_len"] for c in cmds)
         assert most <= max(SMALL["max_inline_len"], SMALL["max_bulk_len"]) + 1
     assert bytewise[2] <= max(SMALL["max_inline_len"], SMALL["max_bulk_len"]) + 1
+
+
+def test_request_over_max_request_len_errors_at_the_header_before_its_payload() -> None:
+    # Each argument is within max_bulk_len; together they are not. The wire size counts
+    # headers too: *2 $3 SET $4 ab.. = 4 + 9 + 10 = 23 bytes.
+    command = encode_command(b"SET", b"abcd")
+    assert len(command) == 23
+    assert parse_all(command, max_request_len=23) == [[b"SET", b"abcd"]]
+    parser = CommandParser(max_request_len=22)
+    parser.feed(command[:-6])  # the last header, without the payload
+    with pytest.raises(ProtocolError, match=r"^Protocol error: request larger than "
+                                            r"max-request-bytes \(22 bytes\)$"):
+        parser.next_command()
+
+
+def test_request_size_is_counted_per_command_across_stalls() -> None:
+    # Two commands of 23 bytes fit a limit of 23 each; a split mid-command keeps the count.
+    data = encode_command(b"SET", b"abcd") * 2
+    assert run_split(data, list(range(len(data))), max_request_len=23)[:2] == (
+        [[b"SET", b"abcd"]] * 2, None)
+    assert run_split(data, list(range(len(data))), max_request_len=22)[1] is not None
 
 
 def test_buffered_counts_unconsumed_bytes() -> None:
