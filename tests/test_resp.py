@@ -13,7 +13,13 @@ from redis.connection import Connection
 
 from wire import ProtocolError
 from wire.reply import OK, ErrorReply, SimpleString
-from wire.resp import CommandParser, encode_command, encode_reply, split_args
+from wire.resp import (
+    CommandParser,
+    encode_command,
+    encode_reply,
+    encode_reply_chunks,
+    split_args,
+)
 
 
 def parse_all(data: bytes, **limits: int) -> list[list[bytes]]:
@@ -483,3 +489,23 @@ def test_hiredis_reads_our_resp3_maps_doubles_and_sets() -> None:
     reader = hiredis.Reader()
     reader.feed(encode_reply([{b"a": 1.5, 2: [True]}, {b"x"}, -math.inf, None], 3))
     assert reader.gets() == [{b"a": 1.5, 2: [True]}, [b"x"], -math.inf, None]
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+@pytest.mark.parametrize("value", [
+    b"x" * 200_000,
+    [b"k%d" % i for i in range(50_000)],
+    [b"a", [b"b" * 100_000, 7, None], {b"m": [1, 2]}, {b"s"}, 1.5, OK],
+    {b"k%d" % i: b"v" * (i % 300) for i in range(5000)},
+    7,
+    None,
+    ErrorReply("ERR x"),
+])
+def test_encode_reply_chunks_joins_to_encode_reply_in_bounded_pieces(value: object,
+                                                                     proto: int) -> None:
+    pieces = list(encode_reply_chunks(value, proto, chunk=4096))
+    assert b"".join(pieces) == encode_reply(value, proto)
+    # A piece is one element past the chunk size at most, or one large value on its own.
+    assert all(len(p) < 4096 + 1024 or p in (value, b"b" * 100_000) for p in pieces)
+    if isinstance(value, list) and len(value) > 1000:
+        assert len(pieces) > 10

@@ -25,7 +25,7 @@ from wire.chunk_buffer import ChunkBuffer
 from wire.errors import ProtocolError
 from wire.reply import OK, ErrorReply, SimpleString
 
-__all__ = ["CommandParser", "encode_command", "encode_reply", "split_args"]
+__all__ = ["CommandParser", "encode_command", "encode_reply", "encode_reply_chunks", "split_args"]
 
 _LLONG_MAX = 2**63 - 1
 _LLONG_MIN = -(2**63)
@@ -422,6 +422,56 @@ def encode_reply(value: Any, proto: int = 2) -> bytes:
     out: list[bytes] = []
     _encode_into(value, proto, out)
     return out[0] if len(out) == 1 else b"".join(out)
+
+
+_BIG_BULK = 64 * 1024
+
+
+def encode_reply_chunks(value: Any, proto: int = 2, chunk: int = 64 * 1024) -> Iterator[bytes]:
+    """``encode_reply`` as a stream of pieces, so a large reply is never encoded whole.
+
+    Arrays, maps and sets are encoded an element at a time and handed out in pieces of
+    about ``chunk`` bytes; a large bulk string goes out as header, the value itself (not
+    copied) and CRLF. The pieces joined equal ``encode_reply(value, proto)``. A caller that
+    sends each piece before asking for the next holds one piece, not the whole reply.
+    """
+    t = type(value)
+    if t is bytes:
+        if len(value) < _BIG_BULK:
+            yield _bulk(value)
+        else:
+            yield b"$%d\r\n" % len(value)
+            yield value
+            yield _CRLF
+        return
+    if t is list or t is tuple:
+        header, items = b"*%d\r\n" % len(value), value
+    elif t is dict:
+        header = b"%%%d\r\n" % len(value) if proto == 3 else b"*%d\r\n" % (2 * len(value))
+        items = [x for pair in value.items() for x in pair]
+    elif t is set or t is frozenset:
+        header, items = (b"~%d\r\n" if proto == 3 else b"*%d\r\n") % len(value), list(value)
+    else:
+        yield encode_reply(value, proto)
+        return
+    out = [header]
+    size = len(header)
+    for item in items:
+        if (type(item) is bytes and len(item) >= _BIG_BULK) or type(item) in (list, tuple, dict):
+            if out:
+                yield b"".join(out)
+                out, size = [], 0
+            yield from encode_reply_chunks(item, proto, chunk)
+            continue
+        before = len(out)
+        _encode_into(item, proto, out)
+        for piece in out[before:]:
+            size += len(piece)
+        if size >= chunk:
+            yield b"".join(out)
+            out, size = [], 0
+    if out:
+        yield b"".join(out)
 
 
 def _encode_into(value: Any, proto: int, out: list[bytes]) -> None:
