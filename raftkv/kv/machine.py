@@ -20,6 +20,7 @@ Semantics follow Redis 7 for the supported commands, with these differences:
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
 
 import msgpack
@@ -39,10 +40,17 @@ from .errors import (
     wrong_arity,
 )
 from .glob import stringmatch
+from .keys_job import KeysJob
 from .numbers import INT64_MAX, INT64_MIN, parse_cursor, parse_int64
 from .scan import ScanOrder
 
 SNAPSHOT_VERSION = 1
+# SCAN answers at most this many keys per call whatever COUNT asks (COUNT is a hint in
+# Redis too), so one SCAN cannot hold the node's event loop for long.
+SCAN_MAX_COUNT = 10_000
+# FLUSHALL and replace hand maps at least this large to the runtime (``retired``) to free
+# in slices; smaller ones are freed at once.
+RETIRE_AT = 10_000
 # Redis's default proto-max-bulk-len: APPEND may not grow a value past it.
 MAX_VALUE_LEN = 512 * 1024 * 1024
 
@@ -106,6 +114,9 @@ class KVStateMachine:
         self._data: dict[bytes, bytes] = {}
         # SCAN's hash-ordered index of the keys; built by the first SCAN (a cache, not state).
         self._order: ScanOrder | None = None
+        # Maps dropped by FLUSHALL or replace, for the runtime to free in slices
+        # (freeing a million keys at once would stall it).
+        self.retired: list[dict[bytes, bytes]] = []
         # lower-case name -> (arity, arity error, handler, is_write)
         self._dispatch: dict[bytes, _Entry] = {
             name.encode(): (spec.arity, wrong_arity(name), getattr(self, "_" + name), spec.is_write)
@@ -142,6 +153,13 @@ class KVStateMachine:
             return arity_error
         return handler(args)
 
+    def read_deferred(self, args: list[bytes]) -> Reply | KeysJob:
+        """``read``, except that ``KEYS`` returns a ``KeysJob`` over a point-in-time copy of
+        the key list, for the runtime to finish in slices (see keys_job.py)."""
+        if len(args) == 2 and args[0].lower() == b"keys":
+            return KeysJob(list(self._data), args[1])
+        return self.read(args)
+
     def snapshot(self) -> bytes:
         """The whole map as msgpack, keys sorted: equal states give identical bytes."""
         return encode_snapshot(self._data)
@@ -157,6 +175,8 @@ class KVStateMachine:
 
     def replace(self, data: dict[bytes, bytes]) -> None:
         """Take ``data`` (from ``decode_snapshot``, decoded elsewhere) as the whole state."""
+        if len(self._data) >= RETIRE_AT:
+            self.retired.append(self._data)
         self._data = data
         self._order = None
 
@@ -260,6 +280,11 @@ class KVStateMachine:
     def _mset(self, args: list[bytes]) -> Reply:
         if len(args) % 2 == 0:
             return check_arity(args)
+        if self._order is None:  # no SCAN index to keep up to date: one C-level update
+            pairs = iter(args)
+            next(pairs)
+            self._data.update(zip(pairs, pairs, strict=False))
+            return OK
         for i in range(1, len(args), 2):
             self._store(args[i], args[i + 1])
         return OK
@@ -268,7 +293,11 @@ class KVStateMachine:
         error = syntax.check_flushall(args)
         if error is not None:
             return error
-        self._data.clear()
+        if len(self._data) >= RETIRE_AT:
+            self.retired.append(self._data)  # freed by the runtime, a slice at a time
+            self._data = {}
+        else:
+            self._data.clear()
         self._order = None
         return OK
 
@@ -294,8 +323,7 @@ class KVStateMachine:
         return 0 if value is None else len(value)
 
     def _mget(self, args: list[bytes]) -> Reply:
-        get = self._data.get
-        return [get(key) for key in args[1:]]
+        return list(map(self._data.get, itertools.islice(args, 1, None)))
 
     def _keys(self, args: list[bytes]) -> Reply:
         pattern = args[1]
@@ -312,7 +340,8 @@ class KVStateMachine:
             return options
         if self._order is None:
             self._order = ScanOrder(self._data)
-        following, keys = self._order.batch(self._data, cursor, options.count)
+        count = min(options.count, SCAN_MAX_COUNT)
+        following, keys = self._order.batch(self._data, cursor, count)
         if not options.type_matches:
             keys = []
         elif options.pattern is not None:

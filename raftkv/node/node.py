@@ -40,6 +40,7 @@ from raftkv.kv import (
 )
 from raftkv.log import event
 from raftkv.node.membership import Membership, describe_members
+from raftkv.node.memory import MemoryGuard
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings, parse_addr
 from raftkv.node.transport import PeerTransport
@@ -73,6 +74,13 @@ UNKNOWN_FORWARD = ErrorReply(
     "UNKNOWN no reply from the leader; the command may or may not have been applied"
 )
 SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
+
+
+async def _free_in_slices(data: dict[bytes, bytes], step: int = 5000) -> None:
+    while data:
+        for _ in range(min(step, len(data))):
+            data.popitem()
+        await trio.lowlevel.checkpoint()
 
 
 def decode_reply(data: bytes) -> Any:
@@ -125,6 +133,7 @@ class Node:
         self._storage_lock = trio.Lock()
         self._snap_logged: set[tuple[int, int, bool]] = set()
         self.membership = Membership(self)
+        self.memory = MemoryGuard(settings.maxmemory)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -332,7 +341,16 @@ class Node:
         wait = self._read_wait
         while wait and wait[0][0] <= self.applied:
             _, _, pending, args = heapq.heappop(wait)
-            pending.set(kv.read(args))
+            pending.set(kv.read_deferred(args))
+        if kv.retired:
+            self._free_retired()
+
+    def _free_retired(self) -> None:
+        """Free the maps FLUSHALL (or a snapshot install) dropped, a slice at a time: freeing
+        a million keys in one go would hold the loop for an election timeout."""
+        for old in self.kv.retired:
+            self._nursery.start_soon(_free_in_slices, old)
+        self.kv.retired.clear()
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -512,6 +530,8 @@ class Node:
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
         error = validate(args)
+        if error is None:
+            error = self.memory.refuse(args)
         if error is not None:
             return Pending.of(error)
         if self._stopping:
@@ -543,7 +563,7 @@ class Node:
             else:
                 self._parked.append((args, write, pending, park_until))
         elif self.settings.unsafe_stale_reads and core.role is not Role.LEADER:
-            pending.set(self.kv.read(args))  # deliberately unsafe: see NodeSettings
+            pending.set(self.kv.read_deferred(args))  # deliberately unsafe: see NodeSettings
         else:
             ctx = next(self._ids).to_bytes(8, "big")
             try:
@@ -567,7 +587,7 @@ class Node:
             return
         pending, args, _ = entry
         if index <= self.applied:
-            pending.set(self.kv.read(args))
+            pending.set(self.kv.read_deferred(args))
         else:
             heapq.heappush(self._read_wait, (index, next(self._ids), pending, args))
 
@@ -589,8 +609,8 @@ class Node:
         error = validate(args) if args else ErrorReply("ERR empty command")
         if args and args[0].lower() == b"raft":  # a membership change (RAFT ADDNODE ...)
             reply = self.membership.command(args, forwarded=True)
-        elif error is not None:
-            reply = Pending.of(error)
+        elif error is not None or (error := self.memory.refuse(args)) is not None:
+            reply = Pending.of(error)  # (maxmemory checked again here, on the leader)
         elif self.core.role is not Role.LEADER:
             reply = Pending.of(NO_LEADER)
         else:
