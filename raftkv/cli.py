@@ -79,6 +79,10 @@ def _env(name: str) -> str:
               envvar=_env("CLIENT_OUTPUT_BUFFER_LIMIT"), type=click.IntRange(min=0),
               help="Bytes of replies owed to a client and not yet sent; past it the "
                    "client is disconnected (0: unlimited).")
+@click.option("--client-output-stall-timeout", default=10.0, show_default=True,
+              envvar=_env("CLIENT_OUTPUT_STALL_TIMEOUT"), type=click.FloatRange(min=0.1),
+              help="Over half the output-buffer limit the port reads no more commands from "
+                   "a client; a client that reads nothing for this long is disconnected.")
 @click.option("--max-new-clients", default=1024, show_default=True,
               envvar=_env("MAX_NEW_CLIENTS"), type=click.IntRange(min=1),
               help="Connections that have not yet sent a complete command.")

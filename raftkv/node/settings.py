@@ -53,6 +53,8 @@ class NodeSettings:
     # Client-port limits (README "Limits"). 0 for the query buffer: 4 x max_request_bytes.
     client_query_buffer_limit: int = 0
     client_output_buffer_limit: int = 64 * 1024 * 1024  # 0 = unlimited
+    # Seconds a client may keep its output buffer over half the limit without reading.
+    client_output_stall_timeout: float = 10.0
     max_new_clients: int = 1024  # connections that have not sent a complete command yet
     first_command_timeout: float = 10.0  # seconds a new connection has to send one
     maxmemory: int = 0  # bytes of RSS above which writes that grow memory get -OOM; 0 = off

@@ -242,10 +242,15 @@ class ClientServer:
 
     async def _wait_for_output_room(self, conn: Connection) -> None:
         """Read no more commands while the output buffer is over half its limit: a client
-        that reads its replies slowly is slowed down before it is disconnected."""
+        that reads its replies slowly is slowed down. One that reads nothing for
+        ``output_stall_timeout`` is disconnected (Redis's soft limit with its seconds)."""
         limit = self.limits.output_buffer_bytes
         while limit and conn.out_bytes > limit // 2:
-            await conn.out_drained.wait()
+            with trio.move_on_after(self.limits.output_stall_timeout) as stall:
+                await conn.out_drained.wait()
+            if stall.cancelled_caught:
+                self._disconnect_for_output(conn)
+                await trio.lowlevel.checkpoint()  # (cancelled: the connection ends)
 
     def _output_meter(self, conn: Connection, slot: Slot) -> Any:
         """A callback for when ``slot``'s reply is ready: weigh it into the output buffer
@@ -254,15 +259,19 @@ class ClientServer:
             slot.size = reply_size(value)
             conn.out_bytes += slot.size
             limit = self.limits.output_buffer_bytes
-            if limit and conn.out_bytes > limit and conn.scope is not None \
-                    and not conn.scope.cancel_called:
-                self.stats["client_output_buffer_disconnects"] += 1
-                self._throttle.log(("output-buffer", conn.id), logging.WARNING,
-                                   "client output buffer limit reached: disconnecting",
-                                   conn=conn.id, addr=conn.addr, bytes=conn.out_bytes,
-                                   limit=limit)
-                conn.scope.cancel()
+            if limit and conn.out_bytes > limit:
+                self._disconnect_for_output(conn)
         return ready
+
+    def _disconnect_for_output(self, conn: Connection) -> None:
+        if conn.scope is None or conn.scope.cancel_called:
+            return
+        self.stats["client_output_buffer_disconnects"] += 1
+        self._throttle.log("output-buffer", logging.WARNING,
+                           "client output buffer limit reached: disconnecting",
+                           conn=conn.id, addr=conn.addr, bytes=conn.out_bytes,
+                           limit=self.limits.output_buffer_bytes)
+        conn.scope.cancel()
 
     async def _writer(
         self,

@@ -30,6 +30,7 @@ class ClientLimits:
     max_bulk_len: int
     query_buffer_bytes: int
     output_buffer_bytes: int  # 0: unlimited
+    output_stall_timeout: float
     max_clients: int
     max_new_clients: int
     first_command_timeout: float
@@ -42,6 +43,7 @@ class ClientLimits:
             max_bulk_len=min(s.max_bulk_len, s.max_request_bytes),
             query_buffer_bytes=s.client_query_buffer_limit or 4 * s.max_request_bytes,
             output_buffer_bytes=s.client_output_buffer_limit,
+            output_stall_timeout=s.client_output_stall_timeout,
             max_clients=max_clients,
             max_new_clients=min(s.max_new_clients, max_clients),
             first_command_timeout=s.first_command_timeout,
