@@ -40,17 +40,17 @@ from .errors import (
     wrong_arity,
 )
 from .glob import stringmatch
-from .keys_job import KeysJob
 from .numbers import INT64_MAX, INT64_MIN, parse_cursor, parse_int64
 from .scan import ScanOrder
+from .sliced import KeysJob, ScanBuild, ScanRead, SlicedRead
 
 SNAPSHOT_VERSION = 1
 # SCAN answers at most this many keys per call whatever COUNT asks (COUNT is a hint in
 # Redis too), so one SCAN cannot hold the node's event loop for long.
 SCAN_MAX_COUNT = 10_000
-# FLUSHALL and replace hand maps at least this large to the runtime (``retired``) to free
-# in slices; smaller ones are freed at once.
-RETIRE_AT = 10_000
+# Maps at least this large are walked and freed in slices: FLUSHALL and replace hand them
+# to the runtime (``retired``), and the first SCAN builds its order with ``ScanBuild``.
+LARGE_MAP = 10_000
 # Redis's default proto-max-bulk-len: APPEND may not grow a value past it.
 MAX_VALUE_LEN = 512 * 1024 * 1024
 
@@ -114,6 +114,7 @@ class KVStateMachine:
         self._data: dict[bytes, bytes] = {}
         # SCAN's hash-ordered index of the keys; built by the first SCAN (a cache, not state).
         self._order: ScanOrder | None = None
+        self._order_build: ScanBuild | None = None  # filling ``_order`` in slices
         # Maps dropped by FLUSHALL or replace, for the runtime to free in slices
         # (freeing a million keys at once would stall it).
         self.retired: list[dict[bytes, bytes]] = []
@@ -153,11 +154,19 @@ class KVStateMachine:
             return arity_error
         return handler(args)
 
-    def read_deferred(self, args: list[bytes]) -> Reply | KeysJob:
-        """``read``, except that ``KEYS`` returns a ``KeysJob`` over a point-in-time copy of
-        the key list, for the runtime to finish in slices (see keys_job.py)."""
-        if len(args) == 2 and args[0].lower() == b"keys":
+    def read_deferred(self, args: list[bytes]) -> Reply | SlicedRead:
+        """``read``, except for reads that walk a large map: ``KEYS`` and the first ``SCAN``
+        return a ``SlicedRead`` for the runtime to finish in slices (see sliced.py)."""
+        name = args[0].lower() if args else b""
+        if name == b"keys" and len(args) == 2:
             return KeysJob(list(self._data), args[1])
+        if name == b"scan":
+            if self._order is None and len(self._data) >= LARGE_MAP:
+                self._order = ScanOrder(())  # records keys added while it is built
+                self._order_build = ScanBuild(list(self._data), self._order)
+            build = self._order_build
+            if build is not None:
+                return ScanRead(build, lambda: self.read(args))
         return self.read(args)
 
     def snapshot(self) -> bytes:
@@ -175,10 +184,11 @@ class KVStateMachine:
 
     def replace(self, data: dict[bytes, bytes]) -> None:
         """Take ``data`` (from ``decode_snapshot``, decoded elsewhere) as the whole state."""
-        if len(self._data) >= RETIRE_AT:
+        if len(self._data) >= LARGE_MAP:
             self.retired.append(self._data)
         self._data = data
         self._order = None
+        self._order_build = None
 
     # -- inspection (tests, chaos checks) ------------------------------------------------
 
@@ -293,12 +303,13 @@ class KVStateMachine:
         error = syntax.check_flushall(args)
         if error is not None:
             return error
-        if len(self._data) >= RETIRE_AT:
+        if len(self._data) >= LARGE_MAP:
             self.retired.append(self._data)  # freed by the runtime, a slice at a time
             self._data = {}
         else:
             self._data.clear()
         self._order = None
+        self._order_build = None
         return OK
 
     def _cas(self, args: list[bytes]) -> Reply:
@@ -338,6 +349,9 @@ class KVStateMachine:
         options = syntax.parse_scan_options(args)
         if isinstance(options, ErrorReply):
             return options
+        if self._order_build is not None:  # being built in slices: finish it here
+            self._order_build.finish()
+            self._order_build = None
         if self._order is None:
             self._order = ScanOrder(self._data)
         count = min(options.count, SCAN_MAX_COUNT)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from raftkv.kv.keys_job import KeysJob
+from raftkv.kv.sliced import SlicedRead
 from raftkv.log import event
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
@@ -291,7 +291,7 @@ class ClientServer:
                         size = 0
                     await slot.pending.wait()
                 value = slot.pending.value
-                if type(value) is KeysJob:
+                if isinstance(value, SlicedRead):
                     value = await _finish(value)
                 for piece in encode_reply_chunks(value, slot.proto, SEND_CHUNK):
                     if len(piece) >= SEND_CHUNK and not out:
@@ -320,11 +320,10 @@ class ClientServer:
         scope.cancel()
 
 
-async def _finish(job: KeysJob) -> list[bytes]:
-    """Run a KEYS job a slice at a time, letting the loop run other tasks in between."""
+async def _finish(job: SlicedRead) -> Any:
+    """Run a KEYS or SCAN job a slice at a time, letting the loop run other tasks between."""
     while not job.step():
         await trio.lowlevel.checkpoint()
-    assert job.result is not None
     return job.result
 
 
