@@ -97,7 +97,7 @@ def test_scan_count_is_capped() -> None:
 
 
 def test_flushall_hands_a_large_map_to_the_runtime_and_small_ones_not() -> None:
-    kv = loaded(LARGE_MAP)
+    kv = loaded(LARGE_MAP * 2)
     assert apply(kv, b"FLUSHALL") is OK
     assert len(kv) == 0 and len(kv.retired) == 1 and len(kv.retired[0]) >= LARGE_MAP
     kv.retired.clear()
