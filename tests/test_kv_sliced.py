@@ -101,6 +101,12 @@ def test_flushall_hands_a_large_map_to_the_runtime_and_small_ones_not() -> None:
     assert apply(kv, b"FLUSHALL") is OK
     assert len(kv) == 0 and len(kv.retired) == 1 and len(kv.retired[0]) >= LARGE_MAP
     kv.retired.clear()
+    kv = loaded(LARGE_MAP * 2)
+    kv.read([b"SCAN", b"0"])  # a SCAN index of as many entries goes too
+    assert apply(kv, b"FLUSHALL") is OK
+    assert [type(x) for x in kv.retired] == [dict, list] and kv.read([b"SCAN", b"0"]) == [
+        b"0", []]
+    kv.retired.clear()
     apply(kv, b"SET", b"k", b"v")
     assert apply(kv, b"FLUSHALL") is OK
     assert len(kv) == 0 and kv.retired == []

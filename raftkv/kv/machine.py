@@ -115,9 +115,9 @@ class KVStateMachine:
         # SCAN's hash-ordered index of the keys; built by the first SCAN (a cache, not state).
         self._order: ScanOrder | None = None
         self._order_build: ScanBuild | None = None  # filling ``_order`` in slices
-        # Maps dropped by FLUSHALL or replace, for the runtime to free in slices
-        # (freeing a million keys at once would stall it).
-        self.retired: list[dict[bytes, bytes]] = []
+        # Large maps (and SCAN indexes) dropped by FLUSHALL or replace, for the runtime to
+        # free in slices (freeing a million keys at once would stall it).
+        self.retired: list[dict[bytes, bytes] | list[tuple[int, bytes]]] = []
         # lower-case name -> (arity, arity error, handler, is_write)
         self._dispatch: dict[bytes, _Entry] = {
             name.encode(): (spec.arity, wrong_arity(name), getattr(self, "_" + name), spec.is_write)
@@ -184,11 +184,8 @@ class KVStateMachine:
 
     def replace(self, data: dict[bytes, bytes]) -> None:
         """Take ``data`` (from ``decode_snapshot``, decoded elsewhere) as the whole state."""
-        if len(self._data) >= LARGE_MAP:
-            self.retired.append(self._data)
+        self._drop_state()
         self._data = data
-        self._order = None
-        self._order_build = None
 
     # -- inspection (tests, chaos checks) ------------------------------------------------
 
@@ -303,14 +300,23 @@ class KVStateMachine:
         error = syntax.check_flushall(args)
         if error is not None:
             return error
+        self._drop_state()
+        return OK
+
+    def _drop_state(self) -> None:
+        """Empty the map and the SCAN index; large ones go to ``retired``, freed later in
+        slices by the runtime, small ones now."""
         if len(self._data) >= LARGE_MAP:
-            self.retired.append(self._data)  # freed by the runtime, a slice at a time
+            self.retired.append(self._data)
             self._data = {}
         else:
             self._data.clear()
+        if self._order is not None:
+            entries = self._order.release()
+            if len(entries) >= LARGE_MAP:
+                self.retired.append(entries)
         self._order = None
         self._order_build = None
-        return OK
 
     def _cas(self, args: list[bytes]) -> Reply:
         key = args[1]

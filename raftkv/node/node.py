@@ -76,10 +76,12 @@ UNKNOWN_FORWARD = ErrorReply(
 SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
 
 
-async def _free_in_slices(data: dict[bytes, bytes], step: int = 5000) -> None:
+async def _free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000) -> None:
+    """Free a large map or list dropped by the state machine, ``step`` items at a time."""
+    pop = data.popitem if isinstance(data, dict) else data.pop
     while data:
         for _ in range(min(step, len(data))):
-            data.popitem()
+            pop()
         await trio.lowlevel.checkpoint()
 
 

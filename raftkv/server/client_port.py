@@ -134,6 +134,11 @@ class ClientServer:
     def info(self) -> dict[str, Any]:
         return {**self.stats, **self.loop_lag.info()}
 
+    def reset_stats(self) -> None:
+        """CONFIG RESETSTAT: the client-port counters and the loop-lag maximum."""
+        self.stats = dict.fromkeys(self.stats, 0)
+        self.loop_lag.reset()
+
     async def handle(self, stream: trio.SocketStream) -> None:
         limits = self.limits
         if len(self.connections) >= limits.max_clients:

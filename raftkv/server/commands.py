@@ -162,7 +162,10 @@ def cmd_config(node: Node, conn: Connection, args: list[bytes]) -> Pending:
             if key in CONFIG_VALUES:
                 found[key] = CONFIG_VALUES[key]
         return Pending.of(found)
-    if len(args) >= 2 and args[1].lower() in (b"set", b"resetstat", b"rewrite"):
+    if len(args) == 2 and args[1].lower() == b"resetstat":
+        node.client_server.reset_stats()  # as Redis: counters and maxima start again
+        return Pending.of(OK)
+    if len(args) >= 2 and args[1].lower() in (b"set", b"rewrite"):
         return _err("ERR RaftKV is configured by its command-line flags, not CONFIG")
     return _wrong_args("config")
 

@@ -37,6 +37,10 @@ class LoopLagMonitor:
             self._throttle.log("loop-lag", logging.WARNING, "event loop stalled",
                                lag_ms=round(lag_ms, 1), max_ms=round(self.max_ms, 1))
 
+    def reset(self) -> None:
+        self.last_ms = self.max_ms = 0.0
+        self.stalls = 0
+
     def info(self) -> dict[str, float | int]:
         return {"loop_lag_last_ms": round(self.last_ms, 3),
                 "loop_lag_max_ms": round(self.max_ms, 3),
