@@ -69,6 +69,7 @@ class Connection:
     closing: bool = False
     registered: bool = False  # has sent a complete command
     out_bytes: int = 0  # replies ready and not yet sent (the output buffer)
+    owed: int = 0  # replies not yet written, ready or not
     scope: trio.CancelScope | None = None
     out_drained: trio.Event = attrs.field(factory=trio.Event)
 
@@ -208,6 +209,8 @@ class ClientServer:
                 with trio.move_on_after(timeout) as idle_scope:
                     data = await stream.receive_some(READ_CHUNK)
                 if idle_scope.cancelled_caught:
+                    if conn.registered and conn.owed:
+                        continue  # still waiting for or sending replies: not idle
                     self.stats["client_timeouts"] += 1
                     event(log, logging.DEBUG, "closing idle client", conn=conn.id,
                           registered=conn.registered)
@@ -233,6 +236,7 @@ class ClientServer:
                             inflight_bytes += size
                         slot = Slot(pending, conn.proto, conn.closing)
                         pending.add_callback(self._output_meter(conn, slot))
+                        conn.owed += 1
                         await send.send(slot)
                         if conn.closing:
                             return
@@ -241,6 +245,7 @@ class ClientServer:
                     # Redis answers a protocol error and closes the connection.
                     self.stats["client_protocol_errors"] += 1
                     event(log, logging.DEBUG, "client protocol error", conn=conn.id, error=exc)
+                    conn.owed += 1
                     await send.send(Slot(Pending.of(ErrorReply(f"ERR {exc}")), conn.proto, True))
                     conn.closing = True
                     return
@@ -309,6 +314,7 @@ class ClientServer:
                         out.clear()
                         size = 0
                 conn.out_bytes -= slot.size
+                conn.owed -= 1
                 if conn.out_bytes <= self.limits.output_buffer_bytes // 2:
                     conn.out_drained.set()
                     conn.out_drained = trio.Event()
