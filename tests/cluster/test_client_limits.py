@@ -104,6 +104,18 @@ def read_reply(s: socket.socket) -> object:
             return reply
 
 
+def read_replies(s: socket.socket, n: int) -> list[object]:
+    parser, replies = ReplyParser(), []
+    while len(replies) < n:
+        data = s.recv(1 << 20)
+        if not data:
+            raise ConnectionError("closed")
+        parser.feed(data)
+        while (reply := parser.next_reply()) is not NEED_MORE:
+            replies.append(reply)
+    return replies
+
+
 def closed_by_server(s: socket.socket) -> bool:
     """Drain ``s``; True once the server closed it (EOF or reset)."""
     try:
@@ -143,6 +155,23 @@ def test_a_17_mb_set_gets_the_redis_protocol_error_and_costs_no_election(
     r = client(cluster, leader)
     assert r.exists("big", "a", "b") == 0
     assert r.set("fits", b"z" * MiB) is True
+
+
+def test_a_pipeline_larger_than_the_query_buffer_is_throttled_not_refused(
+    tmp_path: Path,
+) -> None:
+    # Query buffer 2 MiB: 24 pipelined SETs of 256 KiB (6 MiB) are read a few at a time,
+    # as earlier ones are answered; all succeed, in order.
+    c = start(tmp_path, nodes=1, args=["--client-query-buffer-limit", str(2 * MiB)])
+    try:
+        with socket.create_connection(c.client_addr(1), timeout=20) as s:
+            s.sendall(b"".join(encode_command("SET", f"q{i}", bytes([65 + i]) * (MiB // 4))
+                               for i in range(24)) + encode_command("MGET", "q0", "q23"))
+            replies = read_replies(s, 25)
+        assert [str(r) for r in replies[:24]] == ["SimpleString(text='OK')"] * 24
+        assert replies[24] == [b"A" * (MiB // 4), bytes([65 + 23]) * (MiB // 4)]
+    finally:
+        c.close()
 
 
 # -- 2. a client that does not read --------------------------------------------------------
