@@ -39,14 +39,21 @@ from raftkv.kv import (
     validate,
 )
 from raftkv.log import event
+from raftkv.metrics import NodeMetrics
+from raftkv.node.backoff import Backoff
+from raftkv.node.backup_source import BackupSource
+from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership, describe_members
 from raftkv.node.memory import MemoryGuard
+from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings, parse_addr
+from raftkv.node.settings import NodeSettings
+from raftkv.node.sizes import max_reply_bytes, request_size, transport_limits
 from raftkv.node.transport import PeerTransport
-from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError
+from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
-from raftkv.storage import SnapshotWriter, open_storage
+from raftkv.storage import SnapshotNotWritten, SnapshotWriter, open_storage
+from wire.addr import parse_addr
 from wire.raft import (
     CONFIG,
     NOOP,
@@ -73,6 +80,9 @@ UNKNOWN_TIMEOUT = ErrorReply(
 UNKNOWN_FORWARD = ErrorReply(
     "UNKNOWN no reply from the leader; the command may or may not have been applied"
 )
+APPLY_TIMEOUT = ErrorReply(
+    "TRYAGAIN the read was confirmed but this node did not apply up to it in time; retry"
+)
 SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
 
 
@@ -87,10 +97,14 @@ async def _free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000
 
 def decode_reply(data: bytes) -> Any:
     """A forwarded reply (RESP3 bytes from the leader) back to a reply value."""
+    malformed = ErrorReply("ERR malformed reply from the leader")
     parser = ReplyParser()
-    parser.feed(data)
-    value = parser.next_reply()
-    return ErrorReply("ERR malformed reply from the leader") if value is NEED_MORE else value
+    try:  # peer input: anything it holds must become an answer, never an exception
+        parser.feed(data)
+        value = parser.next_reply()
+    except Exception:
+        return malformed
+    return malformed if value is NEED_MORE else value
 
 
 class Node:
@@ -117,14 +131,19 @@ class Node:
         self._writes: dict[int, tuple[int, Pending, float]] = {}
         # ctx -> (pending, args, deadline): reads awaiting leadership confirmation
         self._reads: dict[bytes, tuple[Pending, list[bytes], float]] = {}
-        # (index, seq, pending, args): confirmed reads awaiting apply
-        self._read_wait: list[tuple[int, int, Pending, list[bytes]]] = []
+        # (index, seq, pending, args, deadline): confirmed reads awaiting apply
+        self._read_wait: list[tuple[int, int, Pending, list[bytes], float]] = []
         # req_id -> (pending, deadline, leader): commands forwarded to the leader
         self._forwards: dict[int, tuple[Pending, float, int]] = {}
         # commands waiting for a leader to be known
         self._parked: deque[tuple[list[bytes], bool, Pending, float]] = deque()
         self._stopping = False
-        self.stats = {"proposed": 0, "forwarded": 0, "reads": 0, "applied": 0}
+        self.stats = {"proposed": 0, "forwarded": 0, "reads": 0, "applied": 0,
+                      "proposals_failed": 0, "leader_changes": 0, "reads_leader": 0,
+                      "reads_follower": 0, "reads_stale": 0}
+        self.ticks = 0  # the ticker's count (/livez waits for the next one)
+        self._tick_event: trio.Event | None = None
+        self.metrics = NodeMetrics(self, enabled=bool(settings.metrics_addr))
         # Snapshots: the term and configuration at ``applied`` (a snapshot's meta), the
         # snapshot being received, RAFT SNAPSHOT callers, and transfers already logged.
         self._applied_term = 0
@@ -132,9 +151,16 @@ class Node:
         self._snap_writer: SnapshotWriter | None = None
         self._snapshot_waiters: list[Pending] = []
         self._snapshotting = False
+        # Automatic snapshots start only once the node serves (one that needs space it
+        # lacks must not stand between a restart and serving), and after one could not
+        # be written (disk full, no descriptor) the next waits a growing delay.
+        self._serving = False
+        self._snapshot_backoff = Backoff(1.0, 60.0, self.rng)
+        self._snapshot_not_before = 0.0
         self._storage_lock = trio.Lock()
         self._snap_logged: set[tuple[int, int, bool]] = set()
         self.membership = Membership(self)
+        self.backups = BackupSource(self)  # RAFT BACKUP sessions
         self.memory = MemoryGuard(settings.maxmemory)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -161,8 +187,6 @@ class Node:
         self._applied_term, self._applied_config = meta.term, meta.config
         config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks)
         self.core = RaftNode(self.id, self.storage, config, self.rng)
-        hard_state, _ = self.storage.initial_state()
-        self._durable_vote = (hard_state.term, hard_state.vote)
         members = {m.id: m.peer_addr for m in self.core.known_members.values()}
         joining = bool(s.join) and not members
         if s.join and members:
@@ -176,7 +200,7 @@ class Node:
         self.started_at = trio.current_time()
 
         inbound_send, inbound_recv = trio.open_memory_channel[Any](4096)
-        host, port = parse_addr(s.peer_addr)
+        host, port = parse_addr(s.peer_addr, listen=True)
         self.transport = PeerTransport(
             node_id=self.id,
             cluster_id=s.cluster_id,
@@ -186,22 +210,41 @@ class Node:
             peers={i: a for i, a in members.items() if i != self.id},
             inbound=inbound_send,
             rng=self.rng,
+            limits=transport_limits(s),
+            message_types=PEER_MESSAGES,
+            validate=check_peer_message,
         )
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self.peer_port = await nursery.start(self.transport.run)
+                self.peer_port = await start_listener(
+                    nursery, "--peer-addr", s.peer_addr, self.transport.run)
                 nursery.start_soon(self._inbound_loop, inbound_recv)
                 nursery.start_soon(self._ready_loop)
                 nursery.start_soon(self._ticker)
                 nursery.start_soon(self._sweeper)
-                self.client_port = await nursery.start(serve_clients, self)
+                self.client_port = await start_listener(
+                    nursery, "--client-addr", s.client_addr, serve_clients, self)
                 if joining:
                     nursery.start_soon(self.membership.join, list(s.join))
+                self._serving = True
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.storage.close)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def applied_term(self) -> int:
+        """The term of the entry at ``applied`` (a snapshot's term)."""
+        return self._applied_term
+
+    def start_background(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task of the node (ends with it)."""
+        self._nursery.start_soon(fn, *args)
 
     async def stop(self, transfer_timeout: float = 1.0) -> None:
         """Graceful stop: a leader hands leadership to the most caught-up voter first."""
@@ -242,7 +285,18 @@ class Node:
         while True:
             await trio.sleep(interval)
             self.core.tick()
+            self.ticks += 1
+            if self._tick_event is not None:
+                self._tick_event.set()
+                self._tick_event = None
             self.wake()
+
+    async def next_tick(self) -> int:
+        """Wait for the ticker's next tick (liveness: the loop and the ticker turn)."""
+        if self._tick_event is None:
+            self._tick_event = trio.Event()
+        await self._tick_event.wait()
+        return self.ticks
 
     async def _inbound_loop(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
         async for msg in inbound:
@@ -286,24 +340,20 @@ class Node:
         storage = self.storage
         if rd.snapshot_chunks or rd.snapshot_discard:
             await self._receive_snapshot(rd)  # first: this Ready's entries follow it
-        if rd.entries:
-            storage.append(rd.entries)
-        if rd.hard_state is not None:
-            storage.set_hard_state(rd.hard_state)
+        persist(storage, rd)
         send = self.transport.send
-        early = rd.must_sync and self._may_send_before_sync(rd)
-        if early:
-            # Dissertation 10.2.1: a leader may send its new entries to followers while its
-            # own fsync runs; the core counts the leader's copy only after advance().
+        if rd.send_before_sync:  # the core's call (Ready.send_before_sync)
             for msg in rd.messages:
                 send(msg)
         if rd.must_sync:
             # DESIGN.md ordering: the hard state (vote, term) and appended entries are
             # durable before any other message of this Ready (a vote, an append ack) leaves.
+            written = storage.buffered_bytes
+            started = trio.current_time()
             await trio.to_thread.run_sync(storage.sync)
-        if rd.hard_state is not None:
-            self._durable_vote = (rd.hard_state.term, rd.hard_state.vote)
-        if not early:
+            self.metrics.wal_fsync.observe(trio.current_time() - started)
+            self.metrics.wal_bytes.inc(written)
+        if not rd.send_before_sync:
             for msg in rd.messages:
                 send(msg)
         self._log_snapshot_sends(rd.messages)
@@ -317,32 +367,24 @@ class Node:
                 entry[0].set(READ_FAILED)
         self.core.advance(rd)
 
-    def _may_send_before_sync(self, rd: Any) -> bool:
-        """Only a leader's messages, and only if this Ready changes no term or vote (those
-        must be durable before anyone hears of them)."""
-        if self.core.role is not Role.LEADER or rd.snapshot_chunks or rd.snapshot_discard:
-            return False  # (a follower's Ready: the snapshot awaits may have let it win since)
-        hs = rd.hard_state
-        return hs is None or (hs.term, hs.vote) == self._durable_vote
-
     def _apply(self, entries: list[Any]) -> None:
         kv, writes = self.kv, self._writes
         for entry in entries:
-            result = kv.apply(entry.data) if entry.kind == NORMAL else None
-            if entry.kind == CONFIG:
-                self._applied_config = decode_config(entry.data)
-                result = OK  # a membership change (RAFT ADDNODE/...) is done once committed
+            result = self._apply_one(entry)
             waiting = writes.pop(entry.index, None)
             if waiting is not None:
                 term, pending, _ = waiting
-                pending.set(result if term == entry.term and entry.kind != NOOP else LOST)
+                if term == entry.term and entry.kind != NOOP:
+                    pending.set(result)
+                else:
+                    self._fail_write(pending, LOST)
             self.applied = entry.index
         self.stats["applied"] += len(entries)
         if entries:
             self._applied_term = entries[-1].term
         wait = self._read_wait
         while wait and wait[0][0] <= self.applied:
-            _, _, pending, args = heapq.heappop(wait)
+            _, _, pending, args, _ = heapq.heappop(wait)
             pending.set(kv.read_deferred(args))
         if kv.retired:
             self._free_retired()
@@ -353,6 +395,26 @@ class Node:
         for old in self.kv.retired:
             self._nursery.start_soon(_free_in_slices, old)
         self.kv.retired.clear()
+
+    def _apply_one(self, entry: Any) -> Any:
+        """One committed entry's reply. Total: whatever the log holds, nothing raises here
+        (a raise would stop the node, and every restart would replay the same entry)."""
+        if entry.kind == NORMAL:
+            try:
+                return self.kv.apply(entry.data)
+            except Exception as exc:  # a state-machine bug must not become a crash loop
+                event(log, logging.ERROR, "applying an entry failed", index=entry.index,
+                      error=repr(exc))
+                return ErrorReply(f"ERR applying the command failed: {type(exc).__name__}")
+        if entry.kind == CONFIG:
+            try:
+                self._applied_config = decode_config(entry.data)
+            except Exception as exc:  # the core already acted on it; keep what we had
+                event(log, logging.ERROR, "undecodable CONFIG entry ignored",
+                      index=entry.index, error=repr(exc))
+                return ErrorReply("ERR undecodable membership change")
+            return OK  # a membership change (RAFT ADDNODE/...) is done once committed
+        return None
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -371,6 +433,8 @@ class Node:
         if not self._snapshot_waiters:
             every = self.settings.snapshot_entries
             if not every or self.applied - self.storage.snapshot_meta().index < every:
+                return
+            if not self._serving or trio.current_time() < self._snapshot_not_before:
                 return
         waiters, self._snapshot_waiters = self._snapshot_waiters, []
         if self.applied <= self.storage.snapshot_meta().index:
@@ -397,12 +461,25 @@ class Node:
                 # A leader's snapshot replaced our log meanwhile: this one is moot.
                 event(log, logging.INFO, "snapshot skipped", index=meta.index, reason=exc)
                 snap = None
+            except SnapshotNotWritten as exc:
+                # Nothing changed on disk and the log goes on: not a reason to stop. Try
+                # again later (growing delays), so a full disk does not crash-loop us.
+                self._snapshot_backoff.failed()
+                delay = self._snapshot_backoff.delay()
+                self._snapshot_not_before = trio.current_time() + delay
+                event(log, logging.WARNING, "snapshot not written", index=meta.index,
+                      reason=exc, retry_in_s=round(delay, 1))
+                for pending in waiters:
+                    pending.set(ErrorReply(f"ERR snapshot not written: {exc}"))
+                return
             if snap is not None:
                 async with self._storage_lock:  # the switch drops segments: not mid-sync
                     storage.finish_compact(meta, snap)
+                took = trio.current_time() - started
+                self.metrics.snapshot_duration.labels("take").observe(took)
+                self._snapshot_backoff.reset()
                 event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
-                      bytes=len(data), keys=len(state),
-                      ms=round((trio.current_time() - started) * 1000, 1))
+                      bytes=len(data), keys=len(state), ms=round(took * 1000, 1))
         finally:
             self._snapshotting = False
         index = storage.snapshot_meta().index
@@ -443,8 +520,9 @@ class Node:
         for index in [i for i in self._writes if i <= meta.index]:
             # Our own proposals from an old term, covered by the snapshot: whether they
             # made it is unknowable from here.
-            self._writes.pop(index)[1].set(UNKNOWN_TIMEOUT)
+            self._fail_write(self._writes.pop(index)[1], UNKNOWN_TIMEOUT)
         self._apply([])  # serve the reads that waited for this index
+        self.metrics.snapshot_duration.labels("install").observe(trio.current_time() - started)
         event(log, logging.INFO, "snapshot installed", index=meta.index, term=meta.term,
               bytes=len(data), keys=len(self.kv),
               ms=round((trio.current_time() - started) * 1000, 1))
@@ -476,6 +554,7 @@ class Node:
             self._role_changed = trio.Event()
         if leader != self._last_leader and leader:
             event(log, logging.INFO, "leader elected", leader=leader, term=term)
+            self.stats["leader_changes"] += 1
             self._fail_forwards_to_old_leaders(leader)
         if self._parked and leader and (leader != self._last_leader or role is not self._last_role):
             self._unpark()
@@ -493,29 +572,43 @@ class Node:
         """Fail requests whose deadline passed; a reply is owed to every client."""
         while True:
             await trio.sleep(0.05)
-            now = trio.current_time()
-            for index, (_, pending, deadline) in list(self._writes.items()):
-                if deadline <= now:
-                    del self._writes[index]
-                    pending.set(UNKNOWN_TIMEOUT)
-            for ctx, (pending, _, deadline) in list(self._reads.items()):
-                if deadline <= now:
-                    del self._reads[ctx]
-                    pending.set(READ_FAILED)
-            for req_id, (pending, deadline, _) in list(self._forwards.items()):
-                if deadline <= now:
-                    del self._forwards[req_id]
-                    pending.set(UNKNOWN_FORWARD)
-            parked = self._parked
-            while parked and parked[0][3] <= now:
-                parked.popleft()[2].set(NO_LEADER)
+            self._sweep(trio.current_time())
+
+    def _sweep(self, now: float) -> None:
+        """Answer every request whose deadline is ``now`` or earlier."""
+        for index, (_, pending, deadline) in list(self._writes.items()):
+            if deadline <= now:
+                del self._writes[index]
+                self._fail_write(pending, UNKNOWN_TIMEOUT)
+        for ctx, (pending, _, deadline) in list(self._reads.items()):
+            if deadline <= now:
+                del self._reads[ctx]
+                pending.set(READ_FAILED)
+        for req_id, (pending, deadline, _) in list(self._forwards.items()):
+            if deadline <= now:
+                del self._forwards[req_id]
+                pending.set(UNKNOWN_FORWARD)
+        if any(item[4] <= now for item in self._read_wait):
+            late = [item for item in self._read_wait if item[4] <= now]
+            self._read_wait = [item for item in self._read_wait if item[4] > now]
+            heapq.heapify(self._read_wait)
+            for item in late:
+                item[2].set(APPLY_TIMEOUT)
+        parked = self._parked
+        while parked and parked[0][3] <= now:
+            parked.popleft()[2].set(NO_LEADER)
+
+    def _fail_write(self, pending: Pending, reply: ErrorReply) -> None:
+        if not pending.done:
+            self.stats["proposals_failed"] += 1
+        pending.set(reply)
 
     def _fail_all(self, reply: ErrorReply) -> None:
         for _, pending, _ in self._writes.values():
-            pending.set(UNKNOWN_TIMEOUT)
+            self._fail_write(pending, UNKNOWN_TIMEOUT)
         for pending, _, _ in self._reads.values():
             pending.set(reply)
-        for _, _, pending, _ in self._read_wait:
+        for _, _, pending, _, _ in self._read_wait:
             pending.set(reply)
         for pending, _, _ in self._forwards.values():
             pending.set(UNKNOWN_FORWARD)
@@ -531,7 +624,7 @@ class Node:
 
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
-        error = validate(args)
+        error = validate(args) or self._check_size(args)
         if error is None:
             error = self.memory.refuse(args)
         if error is not None:
@@ -544,6 +637,15 @@ class Node:
         self._dispatch(args, spec.is_write, pending,
                        trio.current_time() + self.settings.leader_wait)
         return pending
+
+    def _check_size(self, args: list[bytes]) -> ErrorReply | None:
+        """A request larger than --max-request-bytes never becomes a log entry: every
+        peer-side size (frames, batches) is derived from that bound (raftkv.node.sizes)."""
+        limit = self.settings.max_request_bytes
+        size = request_size(args)
+        if size > limit:
+            return ErrorReply(f"ERR request of {size} bytes exceeds max-request-bytes {limit}")
+        return None
 
     def _dispatch(
         self, args: list[bytes], write: bool, pending: Pending, park_until: float
@@ -566,6 +668,7 @@ class Node:
                 self._parked.append((args, write, pending, park_until))
         elif self.settings.unsafe_stale_reads and core.role is not Role.LEADER:
             pending.set(self.kv.read_deferred(args))  # deliberately unsafe: see NodeSettings
+            self.stats["reads_stale"] += 1
         else:
             ctx = next(self._ids).to_bytes(8, "big")
             try:
@@ -575,6 +678,7 @@ class Node:
                 return
             self._reads[ctx] = (pending, args, deadline)
             self.stats["reads"] += 1
+            self.stats["reads_leader" if core.role is Role.LEADER else "reads_follower"] += 1
             self.wake()
 
     def _unpark(self) -> None:
@@ -587,11 +691,11 @@ class Node:
         entry = self._reads.pop(ctx, None)
         if entry is None:
             return
-        pending, args, _ = entry
+        pending, args, deadline = entry
         if index <= self.applied:
             pending.set(self.kv.read_deferred(args))
         else:
-            heapq.heappush(self._read_wait, (index, next(self._ids), pending, args))
+            heapq.heappush(self._read_wait, (index, next(self._ids), pending, args, deadline))
 
     def _forward(self, args: list[bytes], pending: Pending, deadline: float) -> None:
         req_id = next(self._ids)
@@ -608,7 +712,8 @@ class Node:
     def _on_forward_request(self, msg: ForwardRequest) -> None:
         """Run a follower's command as leader and send the reply back; never re-forward."""
         args = list(msg.args)
-        error = validate(args) if args else ErrorReply("ERR empty command")
+        error = (validate(args) or self._check_size(args)) if args else ErrorReply(
+            "ERR empty command")
         if args and args[0].lower() == b"raft":  # a membership change (RAFT ADDNODE ...)
             reply = self.membership.command(args, forwarded=True)
         elif error is not None or (error := self.memory.refuse(args)) is not None:
@@ -621,10 +726,18 @@ class Node:
         reply.add_callback(self._forward_replier(msg))
 
     def _forward_replier(self, msg: ForwardRequest) -> Callable[[Any], None]:
+        limit = max_reply_bytes(self.settings)
+
         def send_back(value: Any) -> None:
+            reply = encode_reply(value, 3)
+            if len(reply) > limit:  # would not fit in a frame: the follower's client
+                reply = encode_reply(ErrorReply(  # would wait for nothing
+                    f"ERR the reply ({len(reply)} bytes) is too large to return through "
+                    f"this node; the command was applied; read the result from the leader"
+                ), 3)
             self.transport.send(ForwardResponse(
                 term=self.core.term, src=self.id, dst=msg.src, req_id=msg.req_id,
-                reply=encode_reply(value, 3),
+                reply=reply,
             ))
         return send_back
 
@@ -646,7 +759,7 @@ class Node:
         if old is not None and not old[1].done:
             # An entry of an older term we proposed at this index is gone from our log, now
             # that we lead and reuse the index: it never committed (Leader Completeness).
-            old[1].set(LOST)
+            self._fail_write(old[1], LOST)
         self._writes[index] = (term, pending, deadline)
 
     # -- introspection (INFO, RAFT STATUS) -------------------------------------------------

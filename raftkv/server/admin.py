@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from raftkv.node.membership import SUBCOMMANDS
+from raftkv.node.membership import SUBCOMMANDS, parse_node_id
 from raftkv.node.pending import Pending
 from raftkv.raft import NotLeader, Role
+from raftkv.server.backup_cmd import backup_command
 from wire.reply import OK, ErrorReply
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ def raft_command(node: Node, args: list[bytes]) -> Pending:
         # Snapshot this node's applied state now and compact its log; replies with the
         # snapshot index (the current one if nothing was applied since).
         return node.request_snapshot()
+    if sub == b"backup":  # raftkv backup: a consistent copy in chunks (server/backup_cmd.py)
+        return backup_command(node, args)
     if sub in SUBCOMMANDS:
         return node.membership.command(args)
     return Pending.of(ErrorReply(
@@ -35,9 +38,9 @@ def raft_command(node: Node, args: list[bytes]) -> Pending:
 
 def transfer(node: Node, target: bytes) -> Pending:
     try:
-        to = int(target)
-    except ValueError:
-        return Pending.of(ErrorReply("ERR node id must be an integer"))
+        to = parse_node_id(target)
+    except ValueError as exc:
+        return Pending.of(ErrorReply(f"ERR {exc}"))
     core = node.core
     voters = {m.id for m in core.cluster_config.members if not m.learner}
     if to not in voters:

@@ -230,6 +230,7 @@ class ClientServer:
                             inflight_bytes -= n
                         await order.before(is_write(args))
                         pending = execute(self.node, conn, args)
+                        self.node.metrics.track(args[0], pending)
                         order.track(pending)
                         if not pending.done:
                             inflight.append((pending, size))

@@ -9,6 +9,7 @@ import types
 
 from raftkv.node.memory import OOM, MemoryGuard, grows_memory
 from raftkv.node.node import Node
+from raftkv.node.settings import NodeSettings
 from raftkv.raft import Role
 from raftkv.server.limits import FD_RESERVE, clients_for_descriptors
 from raftkv.server.loop_lag import LoopLagMonitor
@@ -56,8 +57,11 @@ def test_a_forwarded_write_is_checked_again_on_the_leader() -> None:
         core=types.SimpleNamespace(role=Role.LEADER, term=3),
         transport=types.SimpleNamespace(send=sent.append),
         id=1,
+        settings=NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
+                              cluster={1: "127.0.0.1:2"}, data_dir="unused"),
     )
     node._forward_replier = types.MethodType(Node._forward_replier, node)
+    node._check_size = types.MethodType(Node._check_size, node)
     msg = ForwardRequest(term=3, src=2, dst=1, req_id=7, args=(b"SET", b"k", b"v"))
     Node._on_forward_request(node, msg)  # type: ignore[arg-type]
     (response,) = sent
