@@ -44,6 +44,7 @@ from raftkv.node.backoff import Backoff
 from raftkv.node.backup_source import BackupSource
 from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership, describe_members
+from raftkv.node.memory import MemoryGuard
 from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
@@ -84,6 +85,15 @@ APPLY_TIMEOUT = ErrorReply(
     "TRYAGAIN the read was confirmed but this node did not apply up to it in time; retry"
 )
 SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
+
+
+async def _free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000) -> None:
+    """Free a large map or list dropped by the state machine, ``step`` items at a time."""
+    pop = data.popitem if isinstance(data, dict) else data.pop
+    while data:
+        for _ in range(min(step, len(data))):
+            pop()
+        await trio.lowlevel.checkpoint()
 
 
 def decode_reply(data: bytes) -> Any:
@@ -153,6 +163,7 @@ class Node:
         self._snap_logged: set[tuple[int, int, bool]] = set()
         self.membership = Membership(self)
         self.backups = BackupSource(self)  # RAFT BACKUP sessions
+        self.memory = MemoryGuard(settings.maxmemory)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -376,7 +387,16 @@ class Node:
         wait = self._read_wait
         while wait and wait[0][0] <= self.applied:
             _, _, pending, args, _ = heapq.heappop(wait)
-            pending.set(kv.read(args))
+            pending.set(kv.read_deferred(args))
+        if kv.retired:
+            self._free_retired()
+
+    def _free_retired(self) -> None:
+        """Free the maps FLUSHALL (or a snapshot install) dropped, a slice at a time: freeing
+        a million keys in one go would hold the loop for an election timeout."""
+        for old in self.kv.retired:
+            self._nursery.start_soon(_free_in_slices, old)
+        self.kv.retired.clear()
 
     def _apply_one(self, entry: Any) -> Any:
         """One committed entry's reply. Total: whatever the log holds, nothing raises here
@@ -607,6 +627,8 @@ class Node:
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
         error = validate(args) or self._check_size(args)
+        if error is None:
+            error = self.memory.refuse(args)
         if error is not None:
             return Pending.of(error)
         if self._stopping:
@@ -647,7 +669,7 @@ class Node:
             else:
                 self._parked.append((args, write, pending, park_until))
         elif self.settings.unsafe_stale_reads and core.role is not Role.LEADER:
-            pending.set(self.kv.read(args))  # deliberately unsafe: see NodeSettings
+            pending.set(self.kv.read_deferred(args))  # deliberately unsafe: see NodeSettings
             self.stats["reads_stale"] += 1
         else:
             ctx = next(self._ids).to_bytes(8, "big")
@@ -673,7 +695,7 @@ class Node:
             return
         pending, args, deadline = entry
         if index <= self.applied:
-            pending.set(self.kv.read(args))
+            pending.set(self.kv.read_deferred(args))
         else:
             heapq.heappush(self._read_wait, (index, next(self._ids), pending, args, deadline))
 
@@ -696,8 +718,8 @@ class Node:
             "ERR empty command")
         if args and args[0].lower() == b"raft":  # a membership change (RAFT ADDNODE ...)
             reply = self.membership.command(args, forwarded=True)
-        elif error is not None:
-            reply = Pending.of(error)
+        elif error is not None or (error := self.memory.refuse(args)) is not None:
+            reply = Pending.of(error)  # (maxmemory checked again here, on the leader)
         elif self.core.role is not Role.LEADER:
             reply = Pending.of(NO_LEADER)
         else:
