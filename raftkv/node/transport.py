@@ -205,7 +205,7 @@ class _Link:
         self.scope = trio.CancelScope()  # cancelled when the peer is removed
         self.inbound_scope: trio.CancelScope | None = None
         self.connected = False
-        self.down_since = -math.inf  # when our outbound connection last went down
+        self.down_since = -math.inf  # since when our outbound connection has been down
         self.client_addr = ""
         self.sent = self.dropped = self.received = self.keepalives = 0
         self.connects = self.refused = self.dial_failures = 0
@@ -397,6 +397,7 @@ class PeerTransport:
 
     async def _dial_loop(self, link: _Link) -> None:
         lim = self.limits
+        link.down_since = trio.current_time()  # not up yet: we have not reached it
         backoff = Backoff(lim.dial_backoff_base, lim.dial_backoff_max, self._rng)
         while True:
             await trio.sleep(backoff.delay())

@@ -749,12 +749,18 @@ async def test_a_peer_we_cannot_dial_gets_our_messages_on_the_link_it_opened() -
             b.t.update_peers({1: "nowhere.invalid:1"})  # b cannot reach a's address
             await a.t.wait_until(connected(a, 2))
             assert not b.t.stats()[1].connected
-            b.t.send(Note(2, 1, seq=7))  # goes out once b's link has been down stall_timeout
+
+            async def retransmit() -> None:  # as Raft does: each failed dial drops the queue
+                for seq in range(1000):
+                    b.t.send(Note(2, 1, seq=seq))
+                    await trio.sleep(0.1)
+
+            nursery.start_soon(retransmit)
             a.t.send(Note(1, 2, seq=8))
-            assert (await receive(a, 1))[0].seq == 7
+            got = (await receive(a, 1))[0]  # once b's link has been down stall_timeout
+            assert got.src == 2 and not b.t.stats()[1].connected
             assert (await receive(b, 1))[0].seq == 8
-            await a.stop()
-            await b.stop()
+            nursery.cancel_scope.cancel()
 
 
 # Acks every 50 ms; a stall timeout long enough that only the Ack bookkeeping can close it.
