@@ -1,5 +1,8 @@
-"""Issue 12, reproduction 5, for real: idle clients take every descriptor of a node, and
-RAFT SNAPSHOT must not stop it (it answered with StorageFailure (EMFILE) and exited)."""
+"""Issue 12, reproduction 5, for real: idle clients take every descriptor a node lets them
+have, and RAFT SNAPSHOT must not stop it (it answered with StorageFailure (EMFILE) and
+exited). maxclients is capped below the descriptor limit with a reserve for storage and
+peers, so the snapshot now simply succeeds; storage's own EMFILE handling (a snapshot that
+cannot be written is SnapshotNotWritten, the node goes on) is tested in the storage tests."""
 
 from __future__ import annotations
 
@@ -54,18 +57,20 @@ def test_raft_snapshot_with_every_descriptor_taken_by_clients(tmp_path):
         admin.execute_command("RAFT", "STATUS")
         # Idle clients until the node can accept no more: a PING on a new connection
         # goes unanswered once accept fails with EMFILE (the kernel still queues it).
+        refusal = b""
         while True:
             s = socket.create_connection(("127.0.0.1", client_port), timeout=1)
             idle.append(s)
             s.sendall(b"PING\r\n")
             try:
-                if s.recv(16) != b"+PONG\r\n":
+                refusal = s.recv(64)
+                if refusal != b"+PONG\r\n":
                     break
             except TimeoutError:
                 break
             assert len(idle) < NOFILE, "the node accepted more clients than it has descriptors"
-        with pytest.raises(redis.ResponseError, match=r"snapshot not written.*Too many open"):
-            admin.execute_command("RAFT", "SNAPSHOT")
+        assert refusal.startswith(b"-ERR max number of clients reached"), refusal
+        assert int(admin.execute_command("RAFT", "SNAPSHOT")) >= 52  # storage kept its share
         assert admin.set("after", "1")  # still serving, the log still takes writes
         assert proc.poll() is None
         for s in idle:
