@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from raftkv.kv import (
+    KVState,
     KVStateMachine,
     decode_snapshot,
     encode_command,
@@ -39,6 +40,8 @@ from raftkv.kv import (
     validate,
 )
 from raftkv.log import event
+from raftkv.node.clock import LeaderClock
+from raftkv.node.expiry import active_expiry
 from raftkv.node.membership import Membership, describe_members
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings, parse_addr
@@ -91,6 +94,7 @@ class Node:
         self.id = settings.node_id
         self.rng = rng or random.Random()
         self.kv = KVStateMachine()
+        self.clock = LeaderClock()  # stamps our proposals as leader; the time reads use
         self.applied = 0
         self.started_at = 0.0
         self.client_port = 0  # actual bound ports (tests bind port 0)
@@ -146,6 +150,7 @@ class Node:
         meta = self.storage.snapshot_meta()
         if meta.index > 0:
             self.kv.restore(self.storage.snapshot_data())
+            self.clock.observe(self.kv.now)
         self.applied = meta.index
         self._applied_term, self._applied_config = meta.term, meta.config
         config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks)
@@ -184,6 +189,7 @@ class Node:
                 nursery.start_soon(self._ready_loop)
                 nursery.start_soon(self._ticker)
                 nursery.start_soon(self._sweeper)
+                nursery.start_soon(active_expiry, self)
                 self.client_port = await nursery.start(serve_clients, self)
                 if joining:
                     nursery.start_soon(self.membership.join, list(s.join))
@@ -329,10 +335,11 @@ class Node:
         self.stats["applied"] += len(entries)
         if entries:
             self._applied_term = entries[-1].term
+        self.clock.observe(kv.now)
         wait = self._read_wait
         while wait and wait[0][0] <= self.applied:
             _, _, pending, args = heapq.heappop(wait)
-            pending.set(kv.read(args))
+            pending.set(kv.read(args, self.clock.now()))
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -359,10 +366,10 @@ class Node:
             return
         self._snapshotting = True
         meta = SnapshotMeta(self.applied, self._applied_term, self._applied_config)
-        self._nursery.start_soon(self._take_snapshot, meta, self.kv.state_copy(), waiters)
+        self._nursery.start_soon(self._take_snapshot, meta, self.kv.snapshot_state(), waiters)
 
     async def _take_snapshot(
-        self, meta: SnapshotMeta, state: dict[bytes, bytes], waiters: list[Pending]
+        self, meta: SnapshotMeta, state: KVState, waiters: list[Pending]
     ) -> None:
         started = trio.current_time()
         storage = self.storage
@@ -381,7 +388,7 @@ class Node:
                 async with self._storage_lock:  # the switch drops segments: not mid-sync
                     storage.finish_compact(meta, snap)
                 event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
-                      bytes=len(data), keys=len(state),
+                      bytes=len(data), keys=len(state.data),
                       ms=round((trio.current_time() - started) * 1000, 1))
         finally:
             self._snapshotting = False
@@ -418,6 +425,7 @@ class Node:
         await trio.to_thread.run_sync(writer.finish)
         data = await trio.to_thread.run_sync(self.storage.snapshot_data)
         self.kv.replace(await trio.to_thread.run_sync(decode_snapshot, data))
+        self.clock.observe(self.kv.now)
         self.applied = meta.index
         self._applied_term, self._applied_config = meta.term, meta.config
         for index in [i for i in self._writes if i <= meta.index]:
@@ -531,7 +539,8 @@ class Node:
         if write:
             if core.role is Role.LEADER:
                 try:
-                    index, term = core.propose(encode_command(args))
+                    # The leader's time goes into the entry: see raftkv/node/clock.py.
+                    index, term = core.propose(encode_command(args, self.clock.stamp()))
                 except NotLeader:
                     self._parked.append((args, write, pending, park_until))
                     return
@@ -543,7 +552,7 @@ class Node:
             else:
                 self._parked.append((args, write, pending, park_until))
         elif self.settings.unsafe_stale_reads and core.role is not Role.LEADER:
-            pending.set(self.kv.read(args))  # deliberately unsafe: see NodeSettings
+            pending.set(self.kv.read(args, self.clock.now()))  # deliberately unsafe
         else:
             ctx = next(self._ids).to_bytes(8, "big")
             try:
@@ -567,7 +576,7 @@ class Node:
             return
         pending, args, _ = entry
         if index <= self.applied:
-            pending.set(self.kv.read(args))
+            pending.set(self.kv.read(args, self.clock.now()))
         else:
             heapq.heappush(self._read_wait, (index, next(self._ids), pending, args))
 

@@ -22,6 +22,7 @@ from raftkv.log import event
 from raftkv.node.pending import Pending
 from raftkv.node.settings import parse_addr
 from raftkv.server.commands import execute, is_write
+from raftkv.server.transaction import Transaction
 from wire.errors import ProtocolError
 from wire.reply import ErrorReply
 from wire.resp import CommandParser, encode_reply
@@ -49,6 +50,7 @@ class Connection:
     lib_name: str = ""
     lib_ver: str = ""
     closing: bool = False
+    tx: Transaction = attrs.Factory(Transaction)  # MULTI/WATCH state (transaction.py)
 
 
 @attrs.frozen

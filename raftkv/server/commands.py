@@ -8,12 +8,14 @@ read the node. Everything else is a state-machine command: ``node.submit``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from raftkv import __version__
-from raftkv.kv import legacy_form, lookup
+from raftkv.kv import COMMANDS, legacy_form, lookup
 from raftkv.node.pending import Pending
+from raftkv.server import transaction
 from raftkv.server.info import render_info
 from wire.reply import OK, ErrorReply, SimpleString
 
@@ -35,7 +37,8 @@ def _wrong_args(name: str) -> Pending:
 
 def is_write(args: list[bytes]) -> bool | None:
     """True for commands that go through the log, False for reads, None for the rest."""
-    if args[0].lower() in LOCAL:
+    name = args[0].lower()
+    if name in LOCAL or name in (b"multi", b"discard", b"unwatch"):
         return None
     spec = lookup(args[0])
     return None if spec is None else spec.is_write
@@ -43,10 +46,45 @@ def is_write(args: list[bytes]) -> bool | None:
 
 def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     name = args[0].lower()
+    control = TRANSACTION.get(name)
+    if control is not None:
+        return control(node, conn, args)
     handler = LOCAL.get(name)
+    if conn.tx.queue is not None:  # inside MULTI: queue it
+        return transaction.enqueue(node, conn.tx, args, handler is not None)
     if handler is not None:
         return handler(node, conn, args)
     return node.submit(legacy_form(args))
+
+
+def cmd_multi(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    return transaction.multi(conn.tx) if len(args) == 1 else _wrong_args("multi")
+
+
+def cmd_exec(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    return transaction.exec_(node, conn.tx) if len(args) == 1 else _wrong_args("exec")
+
+
+def cmd_discard(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    return transaction.discard(conn.tx) if len(args) == 1 else _wrong_args("discard")
+
+
+def cmd_watch(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    return transaction.watch(node, conn.tx, args) if len(args) >= 2 else _wrong_args("watch")
+
+
+def cmd_unwatch(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    if conn.tx.queue is not None:  # queued like Redis; answered OK in EXEC's array
+        return transaction.enqueue(node, conn.tx, args, True)
+    return transaction.unwatch(conn.tx) if len(args) == 1 else _wrong_args("unwatch")
+
+
+def cmd_time(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    """TIME from this node's wall clock (served locally, as the brief of the command says)."""
+    if len(args) != 1:
+        return _wrong_args("time")
+    micros = time.time_ns() // 1000
+    return Pending.of([b"%d" % (micros // 1_000_000), b"%d" % (micros % 1_000_000)])
 
 
 def cmd_ping(node: Node, conn: Connection, args: list[bytes]) -> Pending:
@@ -145,9 +183,8 @@ def cmd_command(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     # redis-cli asks COMMAND DOCS for its hints and copes with an empty answer.
     sub = args[1].lower() if len(args) > 1 else b""
     if sub == b"count":
-        from raftkv.kv import COMMANDS
-
-        return Pending.of(len(COMMANDS) + len(LOCAL))
+        public = sum(1 for spec in COMMANDS.values() if not spec.internal)
+        return Pending.of(public + len(LOCAL) + len(TRANSACTION) - 2)  # EXEC, WATCH: twice
     if sub == b"docs":
         return Pending.of({})
     return Pending.of([])
@@ -191,4 +228,14 @@ LOCAL: dict[bytes, Callable[[Any, Any, list[bytes]], Pending]] = {
     b"config": cmd_config,
     b"info": cmd_info,
     b"raft": cmd_raft,
+    b"time": cmd_time,
+}
+
+# Transaction control: handled before queuing (they are what MULTI does not queue).
+TRANSACTION: dict[bytes, Callable[[Any, Any, list[bytes]], Pending]] = {
+    b"multi": cmd_multi,
+    b"exec": cmd_exec,
+    b"discard": cmd_discard,
+    b"watch": cmd_watch,
+    b"unwatch": cmd_unwatch,
 }
