@@ -220,6 +220,11 @@ class KVStateMachine:
         """A short fingerprint of the state, equal on nodes with equal states."""
         return hashlib.blake2b(self.snapshot(), digest_size=16).hexdigest()
 
+    @property
+    def expiring(self) -> int:
+        """How many keys have a deadline (INFO keyspace's ``expires``)."""
+        return len(self._expires)
+
     def deadline(self, key: bytes) -> int | None:
         """``key``'s expiry deadline in ms, or None (tests and checks)."""
         return self._expires.get(key)
@@ -651,19 +656,15 @@ class KVStateMachine:
     def _exec(self, args: list[bytes]) -> Reply:
         """``EXEC payload``: the queued commands of one MULTI, as one entry (commands.py
         builds the payload). A null reply if a watched key's version changed."""
+        error = validate(args)  # (the server checked it; the log is input too)
         decoded = decode_exec(args[1])
-        if isinstance(decoded, ErrorReply):
-            return decoded
+        if error is not None or isinstance(decoded, ErrorReply):
+            return error or ErrorReply("ERR malformed transaction")
         watches, commands = decoded
         for key, exists, index in watches:
             if self._version(key) != (exists, index):
                 return None
-        replies: list[Reply] = []
-        for command in commands:
-            error = validate(command)
-            if error is None and command[0].lower() in (b"exec", b"watch"):
-                error = ErrorReply("ERR EXEC and WATCH cannot run inside a transaction")
-            replies.append(error if error is not None else self._execute(command))
+        replies: list[Reply] = [self._execute(command) for command in commands]
         return replies
 
     # -- scripts ---------------------------------------------------------------------------
