@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -472,3 +472,38 @@ class AgainstTimedDict(RuleBasedStateMachine):
 AgainstTimedDict.TestCase.settings = settings(max_examples=60, stateful_step_count=40,
                                               deadline=None)
 TestAgainstTimedDict = AgainstTimedDict.TestCase
+
+
+# -- determinism with time -----------------------------------------------------------------
+
+TIMED_COMMAND = st.one_of(
+    st.tuples(st.sampled_from([b"SET"]), KEYS, st.just(b"v"), st.sampled_from([b"PX", b"EX"]),
+              st.integers(-1, 300).map(lambda i: str(i).encode())),
+    st.tuples(st.sampled_from([b"PEXPIRE", b"EXPIRE", b"PEXPIREAT", b"GETEX"]), KEYS,
+              st.sampled_from([b"PX", b"50", str(T0 + 100).encode(), b"NX", b"GT"])),
+    st.tuples(st.sampled_from([b"INCR", b"GET", b"PERSIST", b"DEL", b"TTL", b"EXISTS",
+                               b"RANDOMKEY", b"DBSIZE"]), KEYS),
+    st.tuples(st.sampled_from([b"EXPIRED", b"RENAME", b"COPY", b"MSETNX"]), KEYS, KEYS),
+).map(list)
+TIMED_PROGRAM = st.lists(
+    st.tuples(st.one_of(st.none(), st.integers(T0 - 100, T0 + 600)), TIMED_COMMAND), max_size=40)
+
+
+@settings(max_examples=80, deadline=None)
+@given(TIMED_PROGRAM, st.integers(0, 40))
+def test_replicas_agree_on_any_stamped_history(program: list, cut: int) -> None:
+    """Two replicas, one of them restored from a snapshot part way: same replies, state."""
+    one, two = KVStateMachine(), KVStateMachine()
+    for i, (stamp, args) in enumerate(program):
+        if i == cut:
+            two = KVStateMachine()
+            two.restore(one.snapshot())
+        entry = encode_command(args, stamp)
+        reply = one.apply(entry)
+        assert two.apply(entry) == reply
+        assert not isinstance(reply, ErrorReply) or reply.text.startswith("ERR")
+    assert one == two and one.snapshot() == two.snapshot()
+    for key in (b"a", b"b", b"c"):  # nothing visible past its deadline at the applied now
+        deadline = one.deadline(key)
+        if one.read([b"EXISTS", key]) == 1 and deadline is not None:
+            assert deadline > one.now

@@ -50,7 +50,7 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if control is not None:
         return control(node, conn, args)
     handler = LOCAL.get(name)
-    if conn.tx.queue is not None:  # inside MULTI: queue it
+    if conn.tx.queue is not None and name != b"quit":  # inside MULTI: queue it
         return transaction.enqueue(node, conn.tx, args, handler is not None)
     if handler is not None:
         return handler(node, conn, args)
