@@ -9,6 +9,7 @@ node may show the key.
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -242,3 +243,61 @@ def test_scripts_and_everyday_commands(cluster: LocalCluster) -> None:
     assert r.unlink("u") == 1 and r.flushdb() is True and r.dbsize() == 0
     with pytest.raises(redis.ResponseError, match="invalid expire time in 'set' command"):
         r.set("k", "v", ex=0)
+
+
+def _try(fn: Callable, *allowed: type[BaseException]):
+    """``fn()``, retried while TRYAGAIN or the connection fails; ``UNKNOWN`` (outcome not
+    known: the leader died meanwhile) and ``allowed`` errors come back as None."""
+    try:
+        return retry(fn)
+    except redis.ResponseError as exc:
+        if "UNKNOWN" in str(exc):
+            return None
+        raise
+    except allowed:
+        return None
+
+
+@pytest.mark.slow
+def test_lock_holders_never_overlap_across_a_leader_kill(cluster: LocalCluster) -> None:
+    """Critical sections (from acquire() returning to release() being called) of threads
+    contending through the two followers never overlap, while the leader is killed."""
+    c = cluster
+    leader = c.wait_for_leader()
+    followers = [i for i in c.nodes if i != leader]
+    workers, rounds = 4, 6
+    errors: list[BaseException] = []
+    sections: list[tuple[float, float]] = []
+    some_held = threading.Event()
+
+    def work(w: int) -> None:
+        try:
+            r = client(c, followers[w % 2])
+            done = 0
+            while done < rounds:
+                lock = Lock(r, "guarded", timeout=3, blocking_timeout=30, sleep=0.01)
+                if not _try(lock.acquire):
+                    continue  # not acquired, or unknown: a lost token expires with its TTL
+                start = time.monotonic()
+                time.sleep(0.02)  # the critical section
+                sections.append((start, time.monotonic()))
+                _try(lock.release, redis.exceptions.LockNotOwnedError)
+                done += 1
+                if len(sections) >= workers:
+                    some_held.set()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    assert some_held.wait(30)
+    c.kill(leader)
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert c.wait_for_leader(exclude=leader) != leader
+    assert len(sections) == workers * rounds
+    ordered = sorted(sections)
+    for (_, end), (start, _) in itertools.pairwise(ordered):
+        assert end <= start, "two holders at once"
