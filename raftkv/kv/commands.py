@@ -32,6 +32,16 @@ Reply = bytes | int | None | list["Reply"] | SimpleString | ErrorReply
 WRITE = "write"
 READ = "read"
 _SCRIPT_COMMANDS = frozenset(("eval", "evalsha", "eval_ro", "evalsha_ro"))
+_GROUPS = {
+    **{name: "@keyspace" for name in (
+        "del", "unlink", "exists", "touch", "type", "rename", "renamenx", "copy", "randomkey",
+        "object", "keys", "scan", "dbsize", "flushall", "flushdb", "expire", "pexpire",
+        "expireat", "pexpireat", "persist", "ttl", "pttl", "expiretime", "pexpiretime",
+        "expired")},
+    **{name: "@scripting" for name in (*_SCRIPT_COMMANDS, "script")},
+    "exec": "@transaction",
+    "watch": "@transaction",
+}
 # Bounds of one EXEC entry: how many commands and watched keys a transaction may carry.
 MAX_TRANSACTION_COMMANDS = 100_000
 MAX_WATCHED_KEYS = 10_000
@@ -52,6 +62,11 @@ class CommandSpec:
     @property
     def is_write(self) -> bool:
         return self.flag == WRITE
+
+    @property
+    def acl_categories(self) -> tuple[str, ...]:
+        """Redis's ACL categories of this command (COMMAND INFO's seventh field)."""
+        return ("@write" if self.is_write else "@read", _GROUPS.get(self.name, "@string"))
 
     @property
     def flags(self) -> frozenset[str]:

@@ -179,15 +179,34 @@ def _client_line(conn: Connection) -> str:
             f"lib-name={conn.lib_name} lib-ver={conn.lib_ver}")
 
 
+def _command_names() -> set[bytes]:
+    public = {name.encode() for name, spec in COMMANDS.items() if not spec.internal}
+    return public | set(LOCAL) | set(TRANSACTION)
+
+
+def _command_entry(name: bytes) -> list[Any] | None:
+    """``COMMAND INFO``'s fields for a state-machine command: name, arity, flags, first
+    key, last key, step, ACL categories (no tips, key specs or subcommands)."""
+    spec = lookup(name)
+    if spec is None or spec.internal:
+        return None
+    flags = {SimpleString(spec.flag if spec.is_write else "readonly")}
+    categories = {SimpleString(category) for category in spec.acl_categories}
+    return [spec.name.encode(), spec.arity, flags, spec.first_key, spec.last_key,
+            spec.key_step, categories]
+
+
 def cmd_command(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     # redis-cli asks COMMAND DOCS for its hints and copes with an empty answer.
     sub = args[1].lower() if len(args) > 1 else b""
     if sub == b"count":
-        public = sum(1 for spec in COMMANDS.values() if not spec.internal)
-        return Pending.of(public + len(LOCAL) + len(TRANSACTION) - 2)  # EXEC, WATCH: twice
+        return Pending.of(len(_command_names()))
     if sub == b"docs":
         return Pending.of({})
-    return Pending.of([])
+    if sub == b"info":
+        return Pending.of([_command_entry(name) for name in args[2:]])
+    return Pending.of([_command_entry(name.encode()) for name, spec in COMMANDS.items()
+                       if not spec.internal])
 
 
 CONFIG_VALUES = {b"save": b"", b"appendonly": b"yes", b"databases": b"1"}

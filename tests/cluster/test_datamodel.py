@@ -241,6 +241,10 @@ def test_scripts_and_everyday_commands(cluster: LocalCluster) -> None:
     assert r.randomkey() is not None
     assert sorted(k for k in r.scan_iter(_type="string")) == sorted(r.keys("*"))
     assert r.unlink("u") == 1 and r.flushdb() is True and r.dbsize() == 0
+    for conn in (r, other):  # COMMAND knows the table, in RESP2 and RESP3
+        table = conn.command()
+        assert table["getex"]["arity"] == -2 and table["ttl"]["first_key_pos"] == 1
+    assert r.command_count() >= len(table) + 4  # + MULTI, EXEC, DISCARD, UNWATCH, PING...
     with pytest.raises(redis.ResponseError, match="invalid expire time in 'set' command"):
         r.set("k", "v", ex=0)
 
