@@ -549,9 +549,10 @@ def test_snapshot_is_canonical_and_restores(kv: KVStateMachine) -> None:
     # Same history up to the order of keys in one entry: identical bytes (maps are sorted).
     assert kv.snapshot() == other.snapshot()
     assert kv == other and kv.digest() == other.digest()
-    version, values, expires, mods, now, seq, gone, scripts = msgpack.unpackb(kv.snapshot())
+    version, values, expires, mods, now, seq, gone, scripts, tombs = msgpack.unpackb(
+        kv.snapshot())
     assert (version, values) == (2, {b"a": b"1", b"b": b"2", b"c": b"\x00"})
-    assert (expires, now, seq, gone, scripts) == ({}, 0, 1, 0, {})
+    assert (expires, now, seq, gone, scripts, tombs) == ({}, 0, 1, 0, {}, {})
     assert mods == {b"a": 1, b"b": 1, b"c": 1}
     fresh = KVStateMachine()
     fresh.restore(kv.snapshot())

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from raftkv.kv import KVStateMachine, encode_command, encode_exec, validate
+from raftkv.kv import machine as machine_module
 from wire.reply import OK, ErrorReply, SimpleString
 
 NOT_INT = ErrorReply("ERR value is not an integer or out of range")
@@ -332,6 +333,25 @@ def test_watch_of_a_missing_key_sees_it_created_and_deleted_again(kv: KVStateMac
     at(kv, T0, "SET", "m", "1")
     at(kv, T0, "DEL", "m")
     assert kv.apply(encode_command(exec_entry(watches, ["SET", "x", 1]), T0)) is None
+
+
+def test_watch_of_a_missing_key_ignores_unrelated_deletions(kv: KVStateMachine) -> None:
+    at(kv, T0, "SET", "other", "1", "PX", 10)
+    watches = watch(kv, "m")
+    at(kv, T0, "DEL", "other")
+    at(kv, T0 + 20, "SET", "x", "1")
+    assert kv.apply(encode_command(exec_entry(watches, ["SET", "m", 1]), T0)) == [OK]
+
+
+def test_forgetting_deletions_fails_watches_of_missing_keys(
+        kv: KVStateMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_TOMBS remembered deletions all are forgotten: conservative, never wrong."""
+    monkeypatch.setattr(machine_module, "MAX_TOMBS", 2)
+    watches = watch(kv, "m")
+    for key in ("a", "b", "c"):
+        at(kv, T0, "SET", key, "1")
+        at(kv, T0, "DEL", key)
+    assert kv.apply(encode_command(exec_entry(watches, ["SET", "m", 1]), T0)) is None
 
 
 def test_watch_sees_a_key_expire(kv: KVStateMachine) -> None:

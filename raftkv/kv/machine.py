@@ -15,10 +15,10 @@ delete only keys whose deadline is at or before that entry's now. Reads (``read`
 time from the node, never below the applied now, and hide expired keys without deleting.
 
 **Modification indexes** (WATCH). ``_seq`` counts applied entries; a write sets the key's
-index to it. A key's version is ``(1, index)`` while it exists, ``(0, gone)`` when missing,
-``gone`` being the entry that last deleted any key: a missing key that is created, or that
-is created and deleted again, changes version; so may an unrelated deletion (EXEC then
-fails although Redis would not: conservative, never the reverse).
+index to it. A key's version is ``(1, index)`` while it exists, and ``(0, index of the
+entry that deleted it)`` when missing; the last ``MAX_TOMBS`` deletions are remembered, and
+past that they are all forgotten at once, which changes the version of every missing key
+(EXEC then fails although Redis would not: conservative, never the reverse).
 
 Semantics follow Redis 7 for the supported commands, with these differences:
 
@@ -70,6 +70,7 @@ from .scan import ScanOrder, key_hash
 from .scripts import ScriptRunner, script_sha
 from .state import KVState, decode_snapshot, encode_snapshot
 
+MAX_TOMBS = 100_000  # deleted keys whose deletion index WATCH can tell apart
 _Handler = Callable[[list[bytes]], Reply]
 _Entry = tuple[int, ErrorReply, _Handler, bool]  # arity, its error, handler, is_write
 _STRING = SimpleString("string")
@@ -89,7 +90,10 @@ class KVStateMachine:
         self._mods: dict[bytes, int] = {}  # key -> the entry (seq) that last changed it
         self._now = 0  # the highest stamp applied
         self._seq = 0  # entries applied
-        self._gone = 0  # the entry that last deleted a key
+        # WATCH versions of missing keys: the entry that deleted each recently deleted key
+        # (at most MAX_TOMBS), else ``_gone``, the entry that last forgot them all.
+        self._tombs: dict[bytes, int] = {}
+        self._gone = 0
         self._scripts: dict[bytes, bytes] = {}  # sha1 hex -> body (SCRIPT LOAD, EVAL)
         # Caches, not state: SCAN's hash order (built by the first SCAN) and a heap of
         # (deadline, key) that may hold stale pairs (checked against _expires when popped).
@@ -176,7 +180,7 @@ class KVStateMachine:
         """Cheap copies of the state (values are immutable) for ``encode_snapshot``
         elsewhere, e.g. in a worker thread while this machine keeps applying."""
         return KVState(dict(self._data), dict(self._expires), dict(self._mods), self._now,
-                       self._seq, self._gone, dict(self._scripts))
+                       self._seq, self._gone, dict(self._scripts), dict(self._tombs))
 
     def state_copy(self) -> dict[bytes, bytes]:
         """A copy of the map of values (tests and checks compare it with a model)."""
@@ -196,6 +200,7 @@ class KVStateMachine:
         self._now = state.now
         self._seq = state.seq
         self._gone = state.gone
+        self._tombs = state.tombs
         self._scripts = state.scripts
         self._order = None
         self._heap = [(deadline, key) for key, deadline in self._expires.items()]
@@ -258,7 +263,11 @@ class KVStateMachine:
             return False
         self._expires.pop(key, None)
         self._mods.pop(key, None)
-        self._gone = self._seq
+        tombs = self._tombs
+        tombs[key] = self._seq
+        if len(tombs) > MAX_TOMBS:  # forget them all: every missing key's version changes
+            tombs.clear()
+            self._gone = self._seq
         if self._order is not None:
             self._order.removed()
         return True
@@ -271,7 +280,7 @@ class KVStateMachine:
     def _version(self, key: bytes) -> tuple[int, int]:
         """What WATCH remembers and EXEC compares (see the module docstring)."""
         if self._alive(key) is None:
-            return (0, self._gone)
+            return (0, self._tombs.get(key, self._gone))
         return (1, self._mods.get(key, 0))
 
     def _incr_by(self, key: bytes, amount: int) -> Reply:
@@ -490,6 +499,7 @@ class KVStateMachine:
             return error
         if self._data:
             self._gone = self._seq
+            self._tombs.clear()
         self._data.clear()
         self._expires.clear()
         self._mods.clear()

@@ -2,12 +2,13 @@
 
 A snapshot holds everything replicas must agree on: the values, each key's expiry deadline,
 each key's modification index (what WATCH compares), the time ("now", the highest stamp
-applied), the entry counter the modification indexes come from, the index of the latest
-deletion, and the loaded scripts.
+applied), the entry counter the modification indexes come from, the loaded scripts, and
+the WATCH versions of missing keys: the entry that deleted each recently deleted key, and
+``gone``, the entry that last forgot them all.
 
 Version 2 is ``[2, {key: value}, {key: deadline_ms}, {key: mod_index}, now, seq, gone,
-{sha: body}]``; version 1 (``[1, {key: value}]``, from earlier releases) still restores,
-with no expiry and every index 0. Maps are written with keys sorted, so equal states give
+{sha: body}, {deleted key: index}]``; version 1 (``[1, {key: value}]``, from earlier
+releases) still restores, with no expiry and every index 0. Maps are written with keys sorted, so equal states give
 identical bytes.
 """
 
@@ -35,6 +36,7 @@ class KVState:
     seq: int = 0
     gone: int = 0
     scripts: dict[bytes, bytes] = attrs.Factory(dict)
+    tombs: dict[bytes, int] = attrs.Factory(dict)
 
 
 class _Pairs(list):
@@ -51,7 +53,7 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
         state = KVState(data=state)
     packer = msgpack.Packer(use_bin_type=True)
     pack = packer.pack
-    parts = [packer.pack_array_header(8), pack(SNAPSHOT_VERSION)]
+    parts = [packer.pack_array_header(9), pack(SNAPSHOT_VERSION)]
     for mapping in (state.data, state.expires, state.mods):
         keys = sorted(mapping)
         parts.append(packer.pack_map_header(len(keys)))
@@ -60,6 +62,7 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
             parts.append(pack(mapping[key]))
     parts += [pack(state.now), pack(state.seq), pack(state.gone)]
     parts.append(pack(dict(sorted(state.scripts.items()))))
+    parts.append(pack(dict(sorted(state.tombs.items()))))
     return b"".join(parts)
 
 
@@ -99,7 +102,7 @@ def decode_snapshot(blob: bytes) -> KVState:
     version = obj[0]
     if type(version) is int and version == 1 and len(obj) == 2:
         return KVState(data=_check_map(obj[1], bytes, "values"))
-    if type(version) is not int or version != SNAPSHOT_VERSION or len(obj) != 8:
+    if type(version) is not int or version != SNAPSHOT_VERSION or len(obj) != 9:
         raise KVDecodeError(f"unsupported snapshot version {version!r}")
     data = _check_map(obj[1], bytes, "values")
     expires = _check_map(obj[2], int, "deadlines")
@@ -107,5 +110,6 @@ def decode_snapshot(blob: bytes) -> KVState:
     if not expires.keys() <= data.keys() or not mods.keys() <= data.keys():
         raise KVDecodeError("snapshot has deadlines or indexes of missing keys")
     scripts = _check_map(obj[7], bytes, "scripts")
+    tombs = _check_map(obj[8], int, "deletions")
     return KVState(data, expires, mods, _check_int(obj[4], "now"), _check_int(obj[5], "seq"),
-                   _check_int(obj[6], "gone"), scripts)
+                   _check_int(obj[6], "gone"), scripts, tombs)
