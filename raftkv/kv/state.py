@@ -8,8 +8,8 @@ the WATCH versions of missing keys: the entry that deleted each recently deleted
 
 Version 2 is ``[2, {key: value}, {key: deadline_ms}, {key: mod_index}, now, seq, gone,
 {sha: body}, {deleted key: index}]``; version 1 (``[1, {key: value}]``, from earlier
-releases) still restores, with no expiry and every index 0. Maps are written with keys sorted, so equal states give
-identical bytes.
+releases) still restores, with no expiry and every index 0. Maps are written with keys
+sorted, so equal states give identical bytes.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import argparse
 import threading
 import time
 
+import redis
 from common import conn, load_line, raft_cluster, redis_benchmark, roles, scratch_dir
 
 from chaos.cluster import LocalCluster
@@ -42,10 +43,18 @@ def main() -> int:
         started = time.time()
         deadline_ms = int((started + 30 + args.keys / 5000) * 1000)
         for lo in range(0, args.keys, 1000):
-            with r.pipeline(transaction=False) as pipe:
-                for k in range(lo, min(lo + 1000, args.keys)):
-                    pipe.set(f"ttl:{k:08d}", b"x" * 32, pxat=deadline_ms)
-                pipe.execute()
+            for _ in range(20):  # SET ... PXAT is idempotent: retry a batch a leader lost
+                try:
+                    with r.pipeline(transaction=False) as pipe:
+                        for k in range(lo, min(lo + 1000, args.keys)):
+                            pipe.set(f"ttl:{k:08d}", b"x" * 32, pxat=deadline_ms)
+                        pipe.execute()
+                    break
+                except (redis.ResponseError, redis.ConnectionError) as exc:
+                    print(f"  retrying a batch: {exc!s:.80}")
+                    time.sleep(0.5)
+                    leader, _ = roles(cluster)
+                    r = conn(cluster, leader)
         loaded = time.time() - started
         print(f"  loaded {args.keys} keys with one deadline in {loaded:.1f} s")
         baseline_keys = keyspace_keys(cluster, leader) - args.keys
