@@ -30,6 +30,11 @@ from wire.reply import SimpleString
     (["RAFT", "TRANSFER", "2"], Safety.UNSAFE), (["SOMETHINGNEW"], Safety.UNSAFE),
     ([], Safety.UNSAFE),
     ([b"get", b"k"], Safety.READ),
+    (["SET", "k", "v", "PX", "100"], Safety.UNSAFE), (["SET", "k", "v", "ex", "1"], Safety.UNSAFE),
+    (["SET", "k", "v", "PXAT", "100"], Safety.IDEMPOTENT), (["TTL", "k"], Safety.READ),
+    (["PEXPIREAT", "k", "100"], Safety.IDEMPOTENT), (["EXPIRE", "k", "1"], Safety.UNSAFE),
+    (["EVAL", "return 1", "0"], Safety.UNSAFE), (["EVAL_RO", "return 1", "0"], Safety.READ),
+    (["EXEC"], Safety.UNSAFE), (["MULTI"], Safety.UNSAFE),
 ])
 def test_classify(args: list[str], safety: Safety) -> None:
     assert classify(args) is safety
