@@ -56,12 +56,20 @@ def main() -> int:
                     leader, _ = roles(cluster)
                     r = conn(cluster, leader)
         print(f"  loaded {args.keys} keys in {time.time() - started:.1f} s")
-        # Then one deadline for all, a few seconds ahead, set by scripts of 10k keys each
-        # (a script is one entry: 10 entries instead of 100k).
-        deadline_ms = int((time.time() + 10) * 1000)
-        for lo in range(0, args.keys, 10_000):
-            keys = [f"ttl:{k:08d}" for k in range(lo, min(lo + 10_000, args.keys))]
-            r.eval(_EXPIRE_ALL, len(keys), *keys, deadline_ms)
+        # Then one deadline for all, a few seconds ahead, set by scripts of 1000 keys each
+        # (a script is one entry; a short one keeps the apply loop, heartbeats, flowing).
+        deadline_ms = int((time.time() + 15) * 1000)
+        for lo in range(0, args.keys, 1000):
+            keys = [f"ttl:{k:08d}" for k in range(lo, min(lo + 1000, args.keys))]
+            for _ in range(20):  # PEXPIREAT is idempotent
+                try:
+                    r.eval(_EXPIRE_ALL, len(keys), *keys, deadline_ms)
+                    break
+                except (redis.ResponseError, redis.ConnectionError) as exc:
+                    print(f"  retrying a script: {exc!s:.80}")
+                    time.sleep(0.5)
+                    leader, _ = roles(cluster)
+                    r = conn(cluster, leader)
         left = deadline_ms / 1000 - time.time()
         print(f"  deadlines set; {left:.1f} s before they pass")
         baseline_keys = keyspace_keys(cluster, leader) - args.keys
