@@ -104,6 +104,7 @@ def test_expired_keys_are_invisible_on_every_node_after_the_deadline(
     wait_until(lambda: all(keyspace_keys(c, i) == 1 for i in c.nodes), "active expiry")
 
 
+@pytest.mark.slow
 def test_ttl_survives_snapshot_install_and_leader_kill(cluster: LocalCluster) -> None:
     c = cluster
     leader = c.wait_for_leader()
