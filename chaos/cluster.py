@@ -59,6 +59,31 @@ class NodeProcess:
         return self.proc is not None and self.proc.poll() is None
 
 
+def wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Wait until every thread of ``pid`` is stopped. SIGSTOP takes effect when each thread
+    next enters the kernel, not when kill() returns: a request sent in between may still be
+    read (seen on a loaded machine: a "paused" leader applied an INCR sent after the signal)."""
+    deadline = time.monotonic() + timeout
+    task_dir = f"/proc/{pid}/task"
+    while time.monotonic() < deadline:
+        try:
+            states = [_thread_state(f"{task_dir}/{tid}/stat") for tid in os.listdir(task_dir)]
+        except FileNotFoundError:
+            return  # gone: nothing left to run
+        if all(state in "tT" for state in states if state):
+            return
+        time.sleep(0.001)
+    raise TimeoutError(f"process {pid} did not stop within {timeout}s of SIGSTOP")
+
+
+def _thread_state(stat_path: str) -> str:
+    try:
+        with open(stat_path) as f:
+            return f.read().rpartition(")")[2].split()[0]  # the field after "(comm)"
+    except (FileNotFoundError, IndexError):
+        return ""  # the thread exited meanwhile
+
+
 class LocalCluster:
     """``nodes`` real processes; ports picked free unless given.
 
@@ -165,10 +190,16 @@ class LocalCluster:
             assert node.proc is not None
             if sig in (signal.SIGKILL, signal.SIGTERM):
                 node.expect_exit = True
-                self._signal_group(node, signal.SIGCONT)  # a paused node must die too
             self._signal_group(node, sig)
+            if sig == signal.SIGTERM:
+                # A paused node must act on TERM too. Never CONT before KILL (KILL ends a
+                # stopped process as it is): a CONT first let a paused leader read and
+                # replicate a request in the instant before it died.
+                self._signal_group(node, signal.SIGCONT)
             if sig in (signal.SIGKILL, signal.SIGTERM):
                 node.proc.wait(timeout=15)
+            elif sig == signal.SIGSTOP:
+                wait_stopped(node.proc.pid)
 
     def pause(self, node_id: int) -> None:
         """SIGSTOP the node: its sockets stay open but nothing answers."""

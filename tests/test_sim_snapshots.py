@@ -54,7 +54,7 @@ def test_snapshot_checks_have_teeth() -> None:
     chk.snapshot(1, 1, 2, 1, b"a", installed=False, node_term=2)  # right: the write at 2
     chk.incarnation(2, 1, 0)
     chk.snapshot(2, 1, 3, 1, b"b", installed=True, node_term=2)
-    with pytest.raises(Violation, match="state machine safety"):
+    with pytest.raises(Violation, match="State Machine Safety"):
         chk.snapshot(1, 1, 3, 1, b"a", installed=False, node_term=2)  # misses the write at 3
     with pytest.raises(Violation, match="snapshot"):
         # another term than committed:

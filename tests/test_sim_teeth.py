@@ -26,14 +26,14 @@ LIMIT = 200  # seeds, with every check on
 # limit of 1500 misses such a rate with probability under 1%.
 OUTCOME_LIMIT = 1500
 
-LOST_COMMIT = {"leader completeness", "commit safety", "state machine safety", "log truncation"}
+LOST_COMMIT = {"Leader Completeness", "commit safety", "State Machine Safety", "log truncation"}
 
 # Which properties each bug may legitimately break (the first check to notice wins).
 EXPECTED = {
     "vote_without_log_check": LOST_COMMIT | {"linearizable read"},
     "commit_previous_term": LOST_COMMIT | {"commit rule"},
     "read_without_quorum": {"linearizable read"},
-    "skip_persist_vote": {"persistence", "vote safety", "election safety"},
+    "skip_persist_vote": {"persistence", "vote safety", "Election Safety"},
     "truncate_matching_suffix": LOST_COMMIT,
     "no_term_check_on_append": LOST_COMMIT | {"append acknowledgement", "log order"},
 }
@@ -42,7 +42,7 @@ OUTCOMES = {
     "vote_without_log_check": LOST_COMMIT | {"linearizable read"},
     "commit_previous_term": LOST_COMMIT,
     "read_without_quorum": {"linearizable read"},
-    "skip_persist_vote": {"election safety"},
+    "skip_persist_vote": {"Election Safety"},
     "truncate_matching_suffix": LOST_COMMIT | {"liveness", "core safety check"},
     "no_term_check_on_append": LOST_COMMIT | {"log order", "core safety check"},
 }

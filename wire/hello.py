@@ -1,8 +1,11 @@
 """The peer handshake: the first frame each side sends on every peer connection.
 
 The dialer sends ``Hello``; the listener checks version and cluster id and answers with its
-own ``Hello``, or with ``Refused`` just before closing. ``Ping`` keeps an idle connection
-observably alive.
+own ``Hello``, or with ``Refused`` just before closing. After that the dialer sends its
+messages (``Ping`` when idle) and the listener answers only ``Ack``: how many frames of the
+connection it has received so far, Hello included. So the dialer knows its frames arrive,
+not just that the peer is alive: a path that carries the peer's packets to us but ours
+nowhere (a peer that moved to a new address while the old connection lingers) is noticed.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import attrs
 from wire.record import record
 
 # Bumped on any incompatible change to the peer protocol; peers refuse a different version.
-PROTOCOL_VERSION = 1
+# 2: the listener acknowledges frames (Ack) instead of pinging back.
+PROTOCOL_VERSION = 2
 
 
 @record(tag=1)
@@ -37,3 +41,11 @@ class Refused:
     """Why the handshake was refused (for the other side's log), sent before closing."""
 
     reason: str
+
+
+@record(tag=4)
+@attrs.frozen
+class Ack:
+    """The listener's keepalive: frames received on this connection so far (Hello included)."""
+
+    received: int

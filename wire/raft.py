@@ -10,6 +10,15 @@ import attrs
 
 from wire.record import record
 
+# Bounds a peer message must respect (raftkv.node.peer_validation checks them on receipt).
+# Terms and indexes stop at 2**62 - 1: far beyond any real cluster (a new term every
+# millisecond for 146 million years), yet ``term + 1`` always stays encodable, so a hostile
+# or corrupt term near 2**64 is refused as malformed instead of wedging every node at a
+# term it cannot increment. Node ids are 1 .. 2**63 - 1 (0 means "none").
+MAX_TERM = 2**62 - 1
+MAX_INDEX = 2**62 - 1
+MAX_NODE_ID = 2**63 - 1
+
 # Entry kinds.
 NORMAL = 0  # a state-machine command
 NOOP = 1  # appended by a new leader at the start of its term

@@ -40,6 +40,7 @@ from chaos.sim.network import TICK, LinkModel, Network
 from chaos.sim.storage import DiskImage, SimStorage
 from raftkv.raft.log_storage import Compacted, Unavailable
 from raftkv.raft.membership import ConfigChangePending, MembershipError, decode_config
+from raftkv.raft.ready import persist
 from wire.raft import CONFIG, NORMAL, ClusterConfig, Member, SnapshotMeta
 
 
@@ -248,18 +249,62 @@ class Cluster:
                 storage.last_index(),
                 node.term_at,
                 checker.commit_seen(node.id, node.inc),
+                leading=raft.role is messages.LEADER,
             )
-            storage.append(list(rd.entries))
-        if rd.hard_state is not None:
-            storage.set_hard_state(rd.hard_state)
+        persist(storage, rd)
+        vote_granted = False
+        early = rd.send_before_sync  # a leader's entries leave during its own fsync
+        if early and self._send(node, rd.messages) is None:
+            return  # crashed while sending
         if node.torn_armed and (rd.entries or rd.hard_state is not None):
             self.crash(node, torn=True)
             return
         if rd.must_sync:
             storage.sync()
+        if not early:
+            sent = self._send(node, rd.messages)
+            if sent is None:
+                return
+            vote_granted = sent
+        if rd.committed_entries:
+            history = self.history
+            commit = raft.commit_index
+            for e in rd.committed_entries:
+                checker.apply(node.id, node.inc, e, commit)
+                node.applied = e.index
+                node.applied_term = e.term
+                if e.kind == NORMAL:
+                    node.value = e.data
+                elif e.kind == CONFIG:
+                    node.config = decode_config(e.data)
+                    if e.index > self.committed_config[0]:
+                        self.committed_config = (e.index, node.config)
+                        self.stats.configs_committed += 1
+                history.applied(e)
+            self.event(node.id, "apply", f"{rd.committed_entries[0].index}..{node.applied}")
+            for ctx in history.ready_to_serve(node.id, node.inc, node.applied):
+                history.serve(ctx, node.applied, node.value)
+        for rs in rd.read_states:
+            self.event(node.id, "read index", f"{rs.ctx!r} -> {rs.index}")
+            if self.history.read_state(node.id, node.inc, rs.ctx, rs.index, node.applied):
+                self.history.serve(rs.ctx, node.applied, node.value)
+        for ctx in rd.failed_reads:
+            self.history.read_failed(ctx)
+        raft.advance(rd)
+        if self.snap_rng is not None and rd.committed_entries:
+            self._maybe_compact(node)
+        if vote_granted and self.vote_crash_armed:
+            self.vote_crash_armed = False
+            self.crash(node)
+            self._restart_at[node.id] = self.now // TICK + 1 + self.disk_rng.randrange(3)
+
+    def _send(self, node: SimNode, outgoing: list[Any]) -> bool | None:
+        """Send a Ready's messages, checking each against what is durable; True if a vote
+        was granted, None if the node crashed while they went out."""
+        storage, checker = node.storage, self.checker
+        assert storage is not None
         vote_granted = False
         durable = storage.image.hard_state
-        outgoing = rd.messages
         cut_short = node.send_armed and any(getattr(m, "entries", None) for m in outgoing)
         if cut_short:
             # Power fails while the batch goes out: each peer may or may not have got it.
@@ -293,38 +338,8 @@ class Cluster:
             self.net.send(self.now, msg)
         if cut_short:
             self.crash(node)
-            return
-        if rd.committed_entries:
-            history = self.history
-            commit = raft.commit_index
-            for e in rd.committed_entries:
-                checker.apply(node.id, node.inc, e, commit)
-                node.applied = e.index
-                node.applied_term = e.term
-                if e.kind == NORMAL:
-                    node.value = e.data
-                elif e.kind == CONFIG:
-                    node.config = decode_config(e.data)
-                    if e.index > self.committed_config[0]:
-                        self.committed_config = (e.index, node.config)
-                        self.stats.configs_committed += 1
-                history.applied(e)
-            self.event(node.id, "apply", f"{rd.committed_entries[0].index}..{node.applied}")
-            for ctx in history.ready_to_serve(node.id, node.inc, node.applied):
-                history.serve(ctx, node.applied, node.value)
-        for rs in rd.read_states:
-            self.event(node.id, "read index", f"{rs.ctx!r} -> {rs.index}")
-            if self.history.read_state(node.id, node.inc, rs.ctx, rs.index, node.applied):
-                self.history.serve(rs.ctx, node.applied, node.value)
-        for ctx in rd.failed_reads:
-            self.history.read_failed(ctx)
-        raft.advance(rd)
-        if self.snap_rng is not None and rd.committed_entries:
-            self._maybe_compact(node)
-        if vote_granted and self.vote_crash_armed:
-            self.vote_crash_armed = False
-            self.crash(node)
-            self._restart_at[node.id] = self.now // TICK + 1 + self.disk_rng.randrange(3)
+            return None
+        return vote_granted
 
     # -- snapshots -------------------------------------------------------------------------------
     def _receive_snapshot(self, node: SimNode, rd: Any) -> bool:
@@ -405,6 +420,7 @@ class Cluster:
 
     def _observe(self, node: SimNode) -> None:
         raft = node.raft
+        self.checker.term_covers_log(node.id, raft.term, raft.last_term)
         leading = raft.term if raft.role is messages.LEADER else 0
         commit = raft.commit_index
         if commit == node.seen_commit and leading == node.seen_lead:
@@ -522,6 +538,14 @@ class Cluster:
         for node in self.nodes.values():  # and those of changes not committed yet
             if node.alive:
                 members.update(node.raft.known_members)
+        # A leader sends its entries before its own fsync: a CONFIG entry its crash lost may
+        # still be on its way to a follower that will keep it (seed 30005386: learner 5 was
+        # retired at the heal, then its add arrived and committed, and the cluster never
+        # settled without it).
+        for msg in self.net.messages():
+            for e in getattr(msg, "entries", ()):
+                if e.kind == CONFIG:
+                    members.update(m.id for m in decode_config(e.data).members)
         for node in self.nodes.values():
             if node.id not in members and self.stats.changes:
                 # Removed (or never added): an operator stops it, as the runtime's docs ask.

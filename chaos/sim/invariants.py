@@ -1,5 +1,9 @@
 """Raft's safety properties, checked incrementally as the simulation runs.
 
+The five of the Raft paper (Figure 3) carry their names in violations: Election Safety,
+Leader Append-Only, Log Matching, Leader Completeness, State Machine Safety. The others are
+the rules that lead to them (commit rule, persistence, truncation, ...).
+
 Every check is O(new work): entries appended, commit indexes advanced, entries applied,
 elections won. The checker keeps the global facts those need:
 
@@ -23,6 +27,8 @@ elections won. The checker keeps the global facts those need:
 - ``applied``: index -> the entry applied there by anyone (State Machine Safety), and per
   incarnation applied indexes advance by exactly one.
 - Appends are acknowledged only to the leader of the acknowledger's term.
+- A leader only appends to its log (Leader Append-Only), and no node's current term is below
+  the last term in its log, after a restart included.
 - ``votes``: (voter, term) -> candidate granted, across restarts (a node that forgets its
   vote and votes twice in a term is the root of two leaders in one term).
 """
@@ -37,6 +43,15 @@ from wire.raft import NORMAL, Entry
 # committed and applied), or MISSING when the log does not reach that index.
 MISSING = -1
 TermAt = Callable[[int], "int | None"]
+
+
+STANDARD_PROPERTIES = (
+    "Election Safety",
+    "Leader Append-Only",
+    "Log Matching",
+    "Leader Completeness",
+    "State Machine Safety",
+)
 
 
 class Violation(Exception):
@@ -85,7 +100,7 @@ class SafetyChecker:
         if known is not None:
             if known != node:
                 raise Violation(
-                    "election safety", f"nodes {known} and {node} are both leader of term {term}"
+                    "Election Safety", f"nodes {known} and {node} are both leader of term {term}"
                 )
             return False
         self.leaders[term] = node
@@ -100,7 +115,7 @@ class SafetyChecker:
             if got != want:
                 has = "lacks it" if got == MISSING else f"has term {got} there"
                 raise Violation(
-                    "leader completeness",
+                    "Leader Completeness",
                     f"node {node} became leader of term {term} but entry {index} "
                     f"(term {want}) is committed and its log {has}",
                 )
@@ -116,6 +131,18 @@ class SafetyChecker:
                 "append acknowledgement",
                 f"node {node} acknowledges AppendEntries from node {leader} in term {term}, "
                 f"whose leader is {known or 'nobody'}",
+            )
+
+    # -- terms ---------------------------------------------------------------------------------
+    def term_covers_log(self, node: int, term: int, last_log_term: int) -> None:
+        """A node has seen every term in its log: its current term is at least the last
+        entry's. Below it, a stale leader of an older term could overwrite an entry of a newer
+        one (seed 9100594: a crash kept an entry of a Ready but not its hard state)."""
+        if term < last_log_term and self.rules:
+            raise Violation(
+                "term below log",
+                f"node {node} is at term {term} but its log holds an entry of term "
+                f"{last_log_term}",
             )
 
     # -- votes ---------------------------------------------------------------------------------
@@ -135,14 +162,22 @@ class SafetyChecker:
         last_index: int,
         term_at: TermAt,
         commit_index: int,
+        leading: bool = False,
     ) -> None:
-        """Check a batch before ``node``'s storage appends it (its log ends at last_index)."""
+        """Check a batch before ``node``'s storage appends it (its log ends at last_index);
+        ``leading``: the node appends as leader (its own proposals)."""
         if not entries:
             return
         first = entries[0].index
         if first > last_index + 1:
             raise Violation(
                 "log append", f"node {node} appends at {first} but its log ends at {last_index}"
+            )
+        if leading and first <= last_index:
+            raise Violation(
+                "Leader Append-Only",
+                f"node {node} as leader writes entries from {first} over its log ending at "
+                f"{last_index}",
             )
         prev_term = term_at(first - 1)
         conflict = None
@@ -190,13 +225,13 @@ class SafetyChecker:
             return
         if seen[0] != e.kind or seen[1] != e.data:
             raise Violation(
-                "log matching",
+                "Log Matching",
                 f"node {node} has entry {e.index} of term {e.term} with contents "
                 f"{e.kind}/{e.data[:24]!r}, elsewhere {seen[0]}/{seen[1][:24]!r}",
             )
         if prev != -2 and seen[2] != -2 and seen[2] != prev:
             raise Violation(
-                "log matching",
+                "Log Matching",
                 f"node {node} has entry {e.index} of term {e.term} after an entry of term "
                 f"{prev}, another log has it after term {seen[2]}",
             )
@@ -288,14 +323,14 @@ class SafetyChecker:
         before = self.applied.setdefault(entry.index, entry)
         if before != entry:
             raise Violation(
-                "state machine safety",
+                "State Machine Safety",
                 f"node {node} applies {_show(entry)} but {_show(before)} was applied at that "
                 "index before",
             )
         want = self.committed.get(entry.index)
         if want is not None and want != entry.term:
             raise Violation(
-                "state machine safety",
+                "State Machine Safety",
                 f"node {node} applies {_show(entry)} but term {want} is committed there",
             )
 
@@ -335,7 +370,7 @@ class SafetyChecker:
         expect = last.data if last is not None else b""
         if value != expect:
             raise Violation(
-                "state machine safety",
+                "State Machine Safety",
                 f"node {node} snapshot at {index} holds {value[:24]!r}, applying the log "
                 f"gives {expect[:24]!r}",
             )

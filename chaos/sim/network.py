@@ -147,3 +147,7 @@ class Network:
 
     def in_flight(self) -> int:
         return len(self._heap) + len(self._held)
+
+    def messages(self) -> list[Any]:
+        """Every message still in flight or held, in no particular order."""
+        return [item[2] for item in self._heap] + list(self._held)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from chaos.sim.invariants import STANDARD_PROPERTIES
 from chaos.sim.runner import SeedResult, SimParams, Totals, run_seeds
 
 
@@ -43,6 +44,7 @@ def run_cli(
             f"sim: {count} seeds from {seed_start}, {size}, {params.chaos_ticks()} fault "
             f"ticks each, {jobs} job(s){extra}"
         )
+        echo(f"sim: checking {', '.join(STANDARD_PROPERTIES)}, and the rules behind them")
     totals = Totals()
     every = max(1, count // 10)
     for r in run_seeds(range(seed_start, seed_start + count), params, jobs):

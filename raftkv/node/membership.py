@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 import trio
@@ -29,7 +30,8 @@ from raftkv.log import event
 from raftkv.node.backoff import Backoff
 from raftkv.node.pending import Pending
 from raftkv.raft import ConfigChangePending, MembershipError, NotLeader, Role
-from wire.raft import ClusterConfig, Member
+from wire.addr import parse_addr
+from wire.raft import MAX_NODE_ID, ClusterConfig, Member
 from wire.reply import OK, ErrorReply
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ USAGE = ErrorReply(
 )
 NO_LEADER = ErrorReply("TRYAGAIN no leader known; the membership change was not made, retry")
 SUBCOMMANDS = (b"addnode", b"promote", b"removenode")
+_DIGITS = re.compile(rb"[0-9]{1,19}")
 
 
 def describe_members(config: ClusterConfig) -> str:
@@ -130,8 +133,10 @@ class Membership:
         core = node.core
         try:
             change = _parse(args)
-        except ValueError:
+        except _Usage:
             return Pending.of(USAGE)
+        except ValueError as exc:
+            return Pending.of(ErrorReply(f"ERR {exc}"))
         if core.role is not Role.LEADER:
             if forwarded or not core.leader_id:
                 return Pending.of(NO_LEADER)
@@ -198,19 +203,34 @@ class Membership:
             await trio.sleep(backoff.delay())
 
 
+class _Usage(ValueError):
+    """Wrong subcommand or argument count: the reply is the usage line."""
+
+
 def _parse(args: list[bytes]) -> tuple[bytes, int, str, bool]:
-    """(subcommand, node id, peer address, learner) or ValueError."""
+    """(subcommand, node id, peer address, learner) or ValueError (its text is for the
+    client). Everything is checked here, before proposing: a committed entry can no longer
+    be refused, and every node (and every restart) acts on it."""
+    if len(args) < 2:
+        raise _Usage
     sub = args[1].lower()
     rest = args[2:]
     if sub == b"addnode" and len(rest) in (2, 3):
         if len(rest) == 3 and rest[2].lower() != b"learner":
-            raise ValueError(rest[2])
-        addr = rest[1].decode()
-        host, sep, port = addr.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(addr)
-        return sub, int(rest[0]), addr, len(rest) == 3
+            raise _Usage
+        try:
+            addr = rest[1].decode()
+        except UnicodeDecodeError:
+            raise ValueError("peer address is not UTF-8") from None
+        parse_addr(addr)  # ValueError says what is wrong with it
+        return sub, parse_node_id(rest[0]), addr, len(rest) == 3
     if sub in (b"promote", b"removenode") and len(rest) == 1:
-        return sub, int(rest[0]), "", False
-    raise ValueError(sub)
+        return sub, parse_node_id(rest[0]), "", False
+    raise _Usage
 
+
+def parse_node_id(text: bytes) -> int:
+    """A node id: decimal digits, 1 .. 2**63 - 1."""
+    if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= MAX_NODE_ID:
+        raise ValueError(f"node id must be an integer from 1 to {MAX_NODE_ID}")
+    return int(text)

@@ -43,12 +43,15 @@ from raftkv.log import event
 from raftkv.node.clock import LeaderClock
 from raftkv.node.expiry import active_expiry
 from raftkv.node.membership import Membership, describe_members
+from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings, parse_addr
+from raftkv.node.settings import NodeSettings
+from raftkv.node.sizes import max_reply_bytes, transport_limits
 from raftkv.node.transport import PeerTransport
-from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError
+from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
 from raftkv.storage import SnapshotWriter, open_storage
+from wire.addr import parse_addr
 from wire.raft import (
     CONFIG,
     NOOP,
@@ -75,15 +78,22 @@ UNKNOWN_TIMEOUT = ErrorReply(
 UNKNOWN_FORWARD = ErrorReply(
     "UNKNOWN no reply from the leader; the command may or may not have been applied"
 )
+APPLY_TIMEOUT = ErrorReply(
+    "TRYAGAIN the read was confirmed but this node did not apply up to it in time; retry"
+)
 SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
 
 
 def decode_reply(data: bytes) -> Any:
     """A forwarded reply (RESP3 bytes from the leader) back to a reply value."""
+    malformed = ErrorReply("ERR malformed reply from the leader")
     parser = ReplyParser()
-    parser.feed(data)
-    value = parser.next_reply()
-    return ErrorReply("ERR malformed reply from the leader") if value is NEED_MORE else value
+    try:  # peer input: anything it holds must become an answer, never an exception
+        parser.feed(data)
+        value = parser.next_reply()
+    except Exception:
+        return malformed
+    return malformed if value is NEED_MORE else value
 
 
 class Node:
@@ -111,8 +121,8 @@ class Node:
         self._writes: dict[int, tuple[int, Pending, float]] = {}
         # ctx -> (pending, args, deadline): reads awaiting leadership confirmation
         self._reads: dict[bytes, tuple[Pending, list[bytes], float]] = {}
-        # (index, seq, pending, args): confirmed reads awaiting apply
-        self._read_wait: list[tuple[int, int, Pending, list[bytes]]] = []
+        # (index, seq, pending, args, deadline): confirmed reads awaiting apply
+        self._read_wait: list[tuple[int, int, Pending, list[bytes], float]] = []
         # req_id -> (pending, deadline, leader): commands forwarded to the leader
         self._forwards: dict[int, tuple[Pending, float, int]] = {}
         # commands waiting for a leader to be known
@@ -155,8 +165,6 @@ class Node:
         self._applied_term, self._applied_config = meta.term, meta.config
         config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks)
         self.core = RaftNode(self.id, self.storage, config, self.rng)
-        hard_state, _ = self.storage.initial_state()
-        self._durable_vote = (hard_state.term, hard_state.vote)
         members = {m.id: m.peer_addr for m in self.core.known_members.values()}
         joining = bool(s.join) and not members
         if s.join and members:
@@ -170,7 +178,7 @@ class Node:
         self.started_at = trio.current_time()
 
         inbound_send, inbound_recv = trio.open_memory_channel[Any](4096)
-        host, port = parse_addr(s.peer_addr)
+        host, port = parse_addr(s.peer_addr, listen=True)
         self.transport = PeerTransport(
             node_id=self.id,
             cluster_id=s.cluster_id,
@@ -180,6 +188,9 @@ class Node:
             peers={i: a for i, a in members.items() if i != self.id},
             inbound=inbound_send,
             rng=self.rng,
+            limits=transport_limits(s),
+            message_types=PEER_MESSAGES,
+            validate=check_peer_message,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -281,24 +292,16 @@ class Node:
         storage = self.storage
         if rd.snapshot_chunks or rd.snapshot_discard:
             await self._receive_snapshot(rd)  # first: this Ready's entries follow it
-        if rd.entries:
-            storage.append(rd.entries)
-        if rd.hard_state is not None:
-            storage.set_hard_state(rd.hard_state)
+        persist(storage, rd)
         send = self.transport.send
-        early = rd.must_sync and self._may_send_before_sync(rd)
-        if early:
-            # Dissertation 10.2.1: a leader may send its new entries to followers while its
-            # own fsync runs; the core counts the leader's copy only after advance().
+        if rd.send_before_sync:  # the core's call (Ready.send_before_sync)
             for msg in rd.messages:
                 send(msg)
         if rd.must_sync:
             # DESIGN.md ordering: the hard state (vote, term) and appended entries are
             # durable before any other message of this Ready (a vote, an append ack) leaves.
             await trio.to_thread.run_sync(storage.sync)
-        if rd.hard_state is not None:
-            self._durable_vote = (rd.hard_state.term, rd.hard_state.vote)
-        if not early:
+        if not rd.send_before_sync:
             for msg in rd.messages:
                 send(msg)
         self._log_snapshot_sends(rd.messages)
@@ -312,21 +315,10 @@ class Node:
                 entry[0].set(READ_FAILED)
         self.core.advance(rd)
 
-    def _may_send_before_sync(self, rd: Any) -> bool:
-        """Only a leader's messages, and only if this Ready changes no term or vote (those
-        must be durable before anyone hears of them)."""
-        if self.core.role is not Role.LEADER or rd.snapshot_chunks or rd.snapshot_discard:
-            return False  # (a follower's Ready: the snapshot awaits may have let it win since)
-        hs = rd.hard_state
-        return hs is None or (hs.term, hs.vote) == self._durable_vote
-
     def _apply(self, entries: list[Any]) -> None:
         kv, writes = self.kv, self._writes
         for entry in entries:
-            result = kv.apply(entry.data) if entry.kind == NORMAL else None
-            if entry.kind == CONFIG:
-                self._applied_config = decode_config(entry.data)
-                result = OK  # a membership change (RAFT ADDNODE/...) is done once committed
+            result = self._apply_one(entry)
             waiting = writes.pop(entry.index, None)
             if waiting is not None:
                 term, pending, _ = waiting
@@ -338,8 +330,28 @@ class Node:
         self.clock.observe(kv.now)
         wait = self._read_wait
         while wait and wait[0][0] <= self.applied:
-            _, _, pending, args = heapq.heappop(wait)
+            _, _, pending, args, _ = heapq.heappop(wait)
             pending.set(kv.read(args, self.clock.now()))
+
+    def _apply_one(self, entry: Any) -> Any:
+        """One committed entry's reply. Total: whatever the log holds, nothing raises here
+        (a raise would stop the node, and every restart would replay the same entry)."""
+        if entry.kind == NORMAL:
+            try:
+                return self.kv.apply(entry.data)
+            except Exception as exc:  # a state-machine bug must not become a crash loop
+                event(log, logging.ERROR, "applying an entry failed", index=entry.index,
+                      error=repr(exc))
+                return ErrorReply(f"ERR applying the command failed: {type(exc).__name__}")
+        if entry.kind == CONFIG:
+            try:
+                self._applied_config = decode_config(entry.data)
+            except Exception as exc:  # the core already acted on it; keep what we had
+                event(log, logging.ERROR, "undecodable CONFIG entry ignored",
+                      index=entry.index, error=repr(exc))
+                return ErrorReply("ERR undecodable membership change")
+            return OK  # a membership change (RAFT ADDNODE/...) is done once committed
+        return None
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -481,29 +493,38 @@ class Node:
         """Fail requests whose deadline passed; a reply is owed to every client."""
         while True:
             await trio.sleep(0.05)
-            now = trio.current_time()
-            for index, (_, pending, deadline) in list(self._writes.items()):
-                if deadline <= now:
-                    del self._writes[index]
-                    pending.set(UNKNOWN_TIMEOUT)
-            for ctx, (pending, _, deadline) in list(self._reads.items()):
-                if deadline <= now:
-                    del self._reads[ctx]
-                    pending.set(READ_FAILED)
-            for req_id, (pending, deadline, _) in list(self._forwards.items()):
-                if deadline <= now:
-                    del self._forwards[req_id]
-                    pending.set(UNKNOWN_FORWARD)
-            parked = self._parked
-            while parked and parked[0][3] <= now:
-                parked.popleft()[2].set(NO_LEADER)
+            self._sweep(trio.current_time())
+
+    def _sweep(self, now: float) -> None:
+        """Answer every request whose deadline is ``now`` or earlier."""
+        for index, (_, pending, deadline) in list(self._writes.items()):
+            if deadline <= now:
+                del self._writes[index]
+                pending.set(UNKNOWN_TIMEOUT)
+        for ctx, (pending, _, deadline) in list(self._reads.items()):
+            if deadline <= now:
+                del self._reads[ctx]
+                pending.set(READ_FAILED)
+        for req_id, (pending, deadline, _) in list(self._forwards.items()):
+            if deadline <= now:
+                del self._forwards[req_id]
+                pending.set(UNKNOWN_FORWARD)
+        if any(item[4] <= now for item in self._read_wait):
+            late = [item for item in self._read_wait if item[4] <= now]
+            self._read_wait = [item for item in self._read_wait if item[4] > now]
+            heapq.heapify(self._read_wait)
+            for item in late:
+                item[2].set(APPLY_TIMEOUT)
+        parked = self._parked
+        while parked and parked[0][3] <= now:
+            parked.popleft()[2].set(NO_LEADER)
 
     def _fail_all(self, reply: ErrorReply) -> None:
         for _, pending, _ in self._writes.values():
             pending.set(UNKNOWN_TIMEOUT)
         for pending, _, _ in self._reads.values():
             pending.set(reply)
-        for _, _, pending, _ in self._read_wait:
+        for _, _, pending, _, _ in self._read_wait:
             pending.set(reply)
         for pending, _, _ in self._forwards.values():
             pending.set(UNKNOWN_FORWARD)
@@ -519,7 +540,7 @@ class Node:
 
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
-        error = validate(args)
+        error = validate(args) or self._check_size(args)
         if error is not None:
             return Pending.of(error)
         if self._stopping:
@@ -530,6 +551,15 @@ class Node:
         self._dispatch(args, spec.is_write, pending,
                        trio.current_time() + self.settings.leader_wait)
         return pending
+
+    def _check_size(self, args: list[bytes]) -> ErrorReply | None:
+        """A request larger than --max-request-bytes never becomes a log entry: every
+        peer-side size (frames, batches) is derived from that bound (raftkv.node.sizes)."""
+        limit = self.settings.max_request_bytes
+        size = sum(len(a) for a in args)
+        if size > limit:
+            return ErrorReply(f"ERR request of {size} bytes exceeds max-request-bytes {limit}")
+        return None
 
     def _dispatch(
         self, args: list[bytes], write: bool, pending: Pending, park_until: float
@@ -574,11 +604,11 @@ class Node:
         entry = self._reads.pop(ctx, None)
         if entry is None:
             return
-        pending, args, _ = entry
+        pending, args, deadline = entry
         if index <= self.applied:
             pending.set(self.kv.read(args, self.clock.now()))
         else:
-            heapq.heappush(self._read_wait, (index, next(self._ids), pending, args))
+            heapq.heappush(self._read_wait, (index, next(self._ids), pending, args, deadline))
 
     def _forward(self, args: list[bytes], pending: Pending, deadline: float) -> None:
         req_id = next(self._ids)
@@ -595,7 +625,8 @@ class Node:
     def _on_forward_request(self, msg: ForwardRequest) -> None:
         """Run a follower's command as leader and send the reply back; never re-forward."""
         args = list(msg.args)
-        error = validate(args) if args else ErrorReply("ERR empty command")
+        error = (validate(args) or self._check_size(args)) if args else ErrorReply(
+            "ERR empty command")
         if args and args[0].lower() == b"raft":  # a membership change (RAFT ADDNODE ...)
             reply = self.membership.command(args, forwarded=True)
         elif error is not None:
@@ -608,10 +639,18 @@ class Node:
         reply.add_callback(self._forward_replier(msg))
 
     def _forward_replier(self, msg: ForwardRequest) -> Callable[[Any], None]:
+        limit = max_reply_bytes(self.settings)
+
         def send_back(value: Any) -> None:
+            reply = encode_reply(value, 3)
+            if len(reply) > limit:  # would not fit in a frame: the follower's client
+                reply = encode_reply(ErrorReply(  # would wait for nothing
+                    f"ERR the reply ({len(reply)} bytes) is too large to return through "
+                    f"this node; the command was applied; read the result from the leader"
+                ), 3)
             self.transport.send(ForwardResponse(
                 term=self.core.term, src=self.id, dst=msg.src, req_id=msg.req_id,
-                reply=encode_reply(value, 3),
+                reply=reply,
             ))
         return send_back
 

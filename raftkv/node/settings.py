@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import attrs
 
+from wire.addr import parse_addr
+from wire.raft import MAX_NODE_ID
 
-def parse_addr(text: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port); ``[::1]:7001`` for IPv6."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+__all__ = ["NodeSettings", "parse_addr", "parse_cluster"]  # parse_addr: re-exported
+
+_ID = re.compile(r"[0-9]{1,19}")
 
 
 def parse_cluster(text: str) -> dict[int, str]:
@@ -18,8 +19,8 @@ def parse_cluster(text: str) -> dict[int, str]:
     members: dict[int, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         ident, sep, addr = item.partition("=")
-        if not sep or not ident.isdigit() or int(ident) < 1:
-            raise ValueError(f"expected ID=HOST:PORT with ID >= 1, got {item!r}")
+        if not sep or not _ID.fullmatch(ident) or not 1 <= int(ident) <= MAX_NODE_ID:
+            raise ValueError(f"expected ID=HOST:PORT with 1 <= ID < 2**63, got {item!r}")
         parse_addr(addr)
         if int(ident) in members:
             raise ValueError(f"node id {ident} appears twice in the cluster list")

@@ -3,9 +3,17 @@
 Model (like etcd's streams): every node dials every peer and *sends* on that outbound
 connection; it *receives* on the connections it accepted. Two TCP connections per pair,
 so there is no tie-break between simultaneous dials. Each link is kept warm: the dialer
-reconnects at once after a loss (backing off only on repeated failures), an idle sender
-writes a Ping every ``keepalive_interval``, and the acceptor pings back, so either side
-closes a connection that stays silent for ``stall_timeout``.
+reconnects at once after a loss (backing off only on repeated failures), resolving the
+peer's name again on every dial (a container reconnected to its network has a new address).
+An idle sender writes a Ping every ``keepalive_interval``; the acceptor answers every
+``keepalive_interval`` with an Ack of the frames it has received. Either side closes a
+connection that stays silent for ``stall_timeout``, and the dialer also closes one whose
+frames stay unacknowledged that long: a path that still brings the peer's packets but
+takes ours nowhere (issue 20: links to a peer's old address sat in FIN_WAIT1 while its
+keepalives still arrived) is abandoned and redialled within about ``stall_timeout``.
+Peer sockets also get TCP keepalive and TCP_USER_TIMEOUT (= ``stall_timeout``), so the
+kernel gives up on a dead path too. Every peer the node knows has an outbound link: an
+inbound connection is accepted only from a configured member, which we dial ourselves.
 
 Structured concurrency: ``run()`` owns one nursery; each peer gets its own nursery (its
 dialer, and per connection a sender and a watcher) under a cancel scope that
@@ -19,9 +27,11 @@ that is not from the authenticated peer) is closed with a WARNING; nothing else 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
+import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -31,9 +41,10 @@ import trio
 
 from raftkv.node.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
+from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
-from wire.hello import PROTOCOL_VERSION, Hello, Ping, Refused
+from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Refused
 from wire.record import decode, encode
 
 log = logging.getLogger("raftkv.transport")
@@ -85,20 +96,17 @@ class LinkStats:
     dropped: int  # messages dropped (queue full, link stalled or down, unencodable)
     reconnects: int  # outbound connections established after the first
     received: int  # messages received from the peer and delivered
-    keepalives: int  # Pings received from the peer on its outbound connection
+    keepalives: int  # Pings received on the peer's outbound connection, Acks on ours
     refused: int  # handshakes the peer refused (or whose Hello did not match)
+    dial_failures: int = 0  # dials that failed (unreachable, refused, bad address)
 
 
 class _Refused(Exception):
     """The peer refused our Hello, or its Hello was not what we dialled."""
 
 
-def split_addr(text: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:7101`` for IPv6) -> (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+class _BadAddress(Exception):
+    """The peer's configured address cannot be dialled (syntax, IDNA, port range)."""
 
 
 def _decode(frame: bytes) -> Any:
@@ -118,6 +126,7 @@ class _FrameReader:
         self._stream = stream
         self._decoder = FrameDecoder(max_frame_size)
         self._frames: deque[bytes] = deque()
+        self.count = 0  # frames received so far (what an Ack reports)
 
     async def next(self, idle_timeout: float = math.inf) -> bytes | None:
         """The next frame; None at end of stream; TooSlowError after idle_timeout silence."""
@@ -126,8 +135,62 @@ class _FrameReader:
                 data = await self._stream.receive_some(RECEIVE_SIZE)
             if not data:
                 return None
-            self._frames.extend(self._decoder.feed(data))
+            frames = self._decoder.feed(data)
+            self.count += len(frames)
+            self._frames.extend(frames)
         return self._frames.popleft()
+
+
+class _Delivery:
+    """Frames sent on one outbound connection, and how many of them the peer has Acked.
+
+    Only the send time of the oldest unacknowledged frame matters; sends close together
+    share one record (``bucket`` seconds), so the bookkeeping stays small under load and the
+    age is over-estimated by at most ``bucket``."""
+
+    def __init__(self, bucket: float) -> None:
+        self.sent = 1  # the Hello
+        self.acked = 0
+        self._bucket = bucket
+        self._pending: deque[list[float]] = deque()  # [total sent after it, first send time]
+
+    def sent_frames(self, n: int, at: float) -> None:
+        self.sent += n
+        pending = self._pending
+        if pending and at - pending[-1][1] < self._bucket:
+            pending[-1][0] = self.sent
+        else:
+            pending.append([self.sent, at])
+
+    def ack(self, received: int) -> None:
+        if not self.acked <= received <= self.sent:
+            raise ProtocolError(f"Ack of {received} frames; sent {self.sent}, acked {self.acked}")
+        self.acked = received
+        pending = self._pending
+        while pending and pending[0][0] <= received:
+            pending.popleft()
+
+    def oldest_unacked(self) -> float | None:
+        """When the oldest frame not yet acknowledged was sent (None: all acknowledged)."""
+        return self._pending[0][1] if self._pending else None
+
+
+def _tune_socket(stream: trio.SocketStream, stall_timeout: float) -> None:
+    """TCP keepalive and TCP_USER_TIMEOUT, where the platform has them: the kernel drops a
+    connection whose sent data stays unacknowledged for ``stall_timeout`` (Linux)."""
+    idle = max(1, math.ceil(stall_timeout))
+    options = [
+        (socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
+        (socket.IPPROTO_TCP, "TCP_KEEPIDLE", idle),
+        (socket.IPPROTO_TCP, "TCP_KEEPINTVL", 1),
+        (socket.IPPROTO_TCP, "TCP_KEEPCNT", 3),
+        (socket.IPPROTO_TCP, "TCP_USER_TIMEOUT", max(1, int(stall_timeout * 1000))),
+    ]
+    for level, name, value in options:
+        option = getattr(socket, name, None)
+        if option is not None:
+            with contextlib.suppress(OSError):  # not supported on this platform
+                stream.setsockopt(level, option, value)
 
 
 class _Link:
@@ -142,7 +205,7 @@ class _Link:
         self.connected = False
         self.client_addr = ""
         self.sent = self.dropped = self.received = self.keepalives = 0
-        self.connects = self.refused = 0
+        self.connects = self.refused = self.dial_failures = 0
 
     def queued(self) -> int:
         return self.queue_in.statistics().current_buffer_used
@@ -167,7 +230,8 @@ class PeerTransport:
     (awaited, so a slow consumer pushes back on the peer's connection) or a plain
     callable. ``message_types``, if given, is what a peer may send after the handshake;
     anything else closes its connection. Every message must carry ``src`` (the
-    authenticated peer) and ``dst`` (this node).
+    authenticated peer) and ``dst`` (this node); ``validate``, if given, then checks the
+    rest (raising ProtocolError), before the message is delivered.
     """
 
     def __init__(
@@ -183,6 +247,7 @@ class PeerTransport:
         limits: TransportLimits | None = None,
         rng: random.Random | None = None,
         message_types: tuple[type, ...] | None = None,
+        validate: Callable[[Any], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -191,6 +256,7 @@ class PeerTransport:
         self.port: int | None = None  # the bound peer port, once run() started
         self._rng = rng or random.Random()
         self._message_types = message_types
+        self._validate = validate
         if isinstance(inbound, trio.MemorySendChannel):
             channel = inbound
 
@@ -264,12 +330,12 @@ class PeerTransport:
         """Make the links match ``peers`` (id -> "host:port" of every other member).
 
         A removed peer's nursery is cancelled (its connections close, its queue is lost);
-        a peer whose address changed is removed and added again.
+        a peer whose address changed is removed and added again. Addresses are not checked
+        here: they come from committed configuration, which must never crash a node, so a
+        bad one is a link whose every dial fails and logs (rate-limited).
         """
-        for peer_id, addr in peers.items():
-            if peer_id == self.node_id:
-                raise ValueError(f"peers must not include this node ({peer_id})")
-            split_addr(addr)
+        if self.node_id in peers:
+            raise ValueError(f"peers must not include this node ({self.node_id})")
         for peer_id, link in list(self._links.items()):
             if peers.get(peer_id) != link.addr:
                 del self._links[peer_id]
@@ -306,6 +372,7 @@ class PeerTransport:
                 received=link.received,
                 keepalives=link.keepalives,
                 refused=link.refused,
+                dial_failures=link.dial_failures,
             )
             for peer_id, link in self._links.items()
         }
@@ -336,6 +403,9 @@ class PeerTransport:
                 link.refused += 1
                 self._warn(("refused-by", link.peer_id), "peer refused handshake",
                            peer=link.peer_id, addr=link.addr, reason=str(exc))
+            except _BadAddress as exc:
+                self._warn(("bad-address", link.peer_id), "cannot dial peer: bad address",
+                           peer=link.peer_id, addr=link.addr, error=str(exc))
             except CONNECTION_ERRORS as exc:
                 if isinstance(exc, ProtocolError):
                     self._protocol_error(link.peer_id, link.addr, exc)
@@ -353,14 +423,25 @@ class PeerTransport:
                     backoff.failed()
                 continue
             backoff.failed()
+            link.dial_failures += 1
             link.drop_queued()  # stale by the next attempt; Raft retransmits
             self._notify()
 
     async def _dial(self, link: _Link) -> tuple[trio.SocketStream, _FrameReader]:
-        """Connect and handshake; the caller owns the returned stream."""
-        host, port = split_addr(link.addr)
+        """Connect and handshake; the caller owns the returned stream.
+
+        The name is resolved again on every dial (a peer's address may change: a container
+        reconnected to its network gets a new one)."""
+        try:
+            host, port = parse_addr(link.addr)
+        except ValueError as exc:
+            raise _BadAddress(str(exc)) from None
         with trio.fail_after(self.limits.hello_timeout):
-            stream = await trio.open_tcp_stream(host, port)
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except (ValueError, UnicodeError) as exc:  # what the resolver rejects
+                raise _BadAddress(f"{type(exc).__name__}: {exc}") from None
+            _tune_socket(stream, self.limits.stall_timeout)
             try:
                 reader = _FrameReader(stream, self.limits.max_frame_size)
                 await stream.send_all(self._hello_frame)
@@ -388,16 +469,19 @@ class PeerTransport:
         link.connects += 1
         self._debug("link up", peer=link.peer_id, addr=link.addr, connects=link.connects)
         self._notify()
+        delivery = _Delivery(self.limits.keepalive_interval / 4)
         try:
             async with stream, trio.open_nursery() as conn:
-                conn.start_soon(self._watch_outbound, link, reader, conn.cancel_scope)
-                await self._send_loop(link, stream)
+                conn.start_soon(self._watch_outbound, link, reader, delivery, conn.cancel_scope)
+                await self._send_loop(link, stream, delivery)
                 conn.cancel_scope.cancel()
         finally:
             link.connected = False
             self._notify()
 
-    async def _send_loop(self, link: _Link, stream: trio.SocketStream) -> None:
+    async def _send_loop(
+        self, link: _Link, stream: trio.SocketStream, delivery: _Delivery
+    ) -> None:
         """Drain the queue onto the socket, several frames per send_all; ping when idle."""
         lim = self.limits
         nothing = object()
@@ -412,6 +496,7 @@ class PeerTransport:
                     data, count = self._encode_batch(link, first)
                     if not data:
                         continue
+                started = trio.current_time()
                 with trio.move_on_after(lim.stall_timeout) as stall:
                     await stream.send_all(data)
                 if stall.cancelled_caught:
@@ -421,6 +506,7 @@ class PeerTransport:
                                peer=link.peer_id, seconds=lim.stall_timeout, dropped=dropped)
                     self._notify()
                     return
+                delivery.sent_frames(count or 1, started)
                 if count:
                     link.sent += count
                     self._notify()
@@ -462,25 +548,51 @@ class PeerTransport:
         return encode_frame(payload, self.limits.max_frame_size)
 
     async def _watch_outbound(
-        self, link: _Link, reader: _FrameReader, conn_scope: trio.CancelScope
+        self,
+        link: _Link,
+        reader: _FrameReader,
+        delivery: _Delivery,
+        conn_scope: trio.CancelScope,
     ) -> None:
-        """Read the outbound connection: the peer only pings on it; EOF or silence ends it."""
+        """Read the outbound connection: the peer only Acks on it. EOF, silence, or our
+        frames unacknowledged for ``stall_timeout`` end the connection (and so redial)."""
+        lim = self.limits
+        heard = trio.current_time()
         try:
             while True:
-                frame = await reader.next(self.limits.stall_timeout)
+                try:
+                    frame: bytes | None = await reader.next(lim.keepalive_interval)
+                except trio.TooSlowError:
+                    frame = b""  # no frame this interval: check the deadlines below
                 if frame is None:
                     self._debug("link closed by peer", peer=link.peer_id)
                     break
-                msg = _decode(frame)
-                if not isinstance(msg, Ping):
-                    raise ProtocolError(f"unexpected {type(msg).__name__} on our outbound link")
-        except trio.TooSlowError:
-            self._debug("link silent, closing", peer=link.peer_id,
-                        seconds=self.limits.stall_timeout)
+                now = trio.current_time()
+                if frame:
+                    msg = _decode(frame)
+                    if not isinstance(msg, Ack):
+                        raise ProtocolError(
+                            f"unexpected {type(msg).__name__} on our outbound link")
+                    delivery.ack(msg.received)
+                    heard = now
+                    link.keepalives += 1
+                oldest = delivery.oldest_unacked()
+                if now - heard >= lim.stall_timeout:
+                    self._warn(("silent", link.peer_id), "link silent, closing",
+                               peer=link.peer_id, seconds=lim.stall_timeout,
+                               dropped=link.drop_queued())  # stale by the next link
+                    break
+                if oldest is not None and now - oldest >= lim.stall_timeout:
+                    self._warn(("unacked", link.peer_id),
+                               "frames not acknowledged, closing link", peer=link.peer_id,
+                               seconds=lim.stall_timeout, sent=delivery.sent,
+                               acked=delivery.acked, dropped=link.drop_queued())
+                    break
         except ProtocolError as exc:
             self._protocol_error(link.peer_id, link.addr, exc)
         except CONNECTION_ERRORS as exc:
             self._debug("link down", peer=link.peer_id, error=_describe(exc))
+        self._notify()
         conn_scope.cancel()
 
     # -- inbound connections -------------------------------------------------------------
@@ -491,6 +603,7 @@ class PeerTransport:
         trio.serve_listeners closes the stream when this returns."""
         remote = _remote(stream)
         lim = self.limits
+        _tune_socket(stream, lim.stall_timeout)
         reader = _FrameReader(stream, lim.max_frame_size)
         try:
             with trio.fail_after(lim.hello_timeout):
@@ -538,7 +651,7 @@ class PeerTransport:
         try:
             with scope:
                 async with trio.open_nursery() as conn:
-                    conn.start_soon(self._ping_back, link, stream, conn.cancel_scope)
+                    conn.start_soon(self._ack_back, link, stream, reader, conn.cancel_scope)
                     await self._receive_loop(link, reader)
                     conn.cancel_scope.cancel()
         finally:
@@ -570,16 +683,21 @@ class PeerTransport:
         except CONNECTION_ERRORS as exc:
             self._debug("inbound down", peer=link.peer_id, error=_describe(exc))
 
-    async def _ping_back(
-        self, link: _Link, stream: trio.SocketStream, conn_scope: trio.CancelScope
+    async def _ack_back(
+        self,
+        link: _Link,
+        stream: trio.SocketStream,
+        reader: _FrameReader,
+        conn_scope: trio.CancelScope,
     ) -> None:
-        """Ping the dialer so it, too, notices a dead link within stall_timeout."""
+        """Ack what arrived, every keepalive_interval: the dialer learns both that we live
+        and that its frames reach us, and closes the link within stall_timeout otherwise."""
         lim = self.limits
         try:
             while True:
                 await trio.sleep(lim.keepalive_interval)
                 with trio.fail_after(lim.stall_timeout):
-                    await stream.send_all(self._ping_frame)
+                    await stream.send_all(encode_frame(encode(Ack(reader.count))))
         except CONNECTION_ERRORS as exc:
             self._debug("inbound ping failed", peer=link.peer_id, error=_describe(exc))
         conn_scope.cancel()
@@ -609,6 +727,8 @@ class PeerTransport:
             raise ProtocolError(f"message from src {src!r} on node {link.peer_id}'s link")
         if dst != self.node_id:
             raise ProtocolError(f"message for dst {dst!r} reached node {self.node_id}")
+        if self._validate is not None:
+            self._validate(msg)
 
     # -- logging and notification --------------------------------------------------------
 

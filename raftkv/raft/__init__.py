@@ -17,7 +17,7 @@ from raftkv.raft.membership import ConfigChangePending, MembershipError
 from raftkv.raft.memory_storage import MemoryStorage
 from raftkv.raft.node import RaftNode, SafetyViolation
 from raftkv.raft.progress import Progress, ProgressState
-from raftkv.raft.ready import ReadState, Ready
+from raftkv.raft.ready import ReadState, Ready, persist
 from raftkv.raft.role import Role
 
 __all__ = [
@@ -39,4 +39,5 @@ __all__ = [
     "StorageError",
     "Unavailable",
     "entry_size",
+    "persist",
 ]

@@ -39,6 +39,12 @@ class RaftConfig:
     snapshot_chunk_bytes: int = attrs.field(default=512 << 10, validator=attrs.validators.ge(1))
     snapshot_window: int = attrs.field(default=4, validator=attrs.validators.ge(1))
     snapshot_retry_ticks: int = attrs.field(default=20, validator=attrs.validators.ge(1))
+    # A follower abandons a partial snapshot receive after this many ticks without a chunk
+    # (a live leader resends every snapshot_retry_ticks; a gone one never will).
+    snapshot_receive_ticks: int = attrs.field(
+        default=attrs.Factory(lambda self: 10 * self.snapshot_retry_ticks, takes_self=True),
+        validator=attrs.validators.ge(1),
+    )
     # A read forwarded to the leader fails (``failed_reads``) if no answer came by then. It
     # takes a request, a heartbeat round and an answer: four one-way delays, so this must
     # be well past an election timeout, or every follower read fails on a slow network.

@@ -91,6 +91,7 @@ from raftkv.raft.ready import ReadState, Ready
 from raftkv.raft.role import Role
 from wire.raft import (
     CONFIG,
+    MAX_TERM,
     NOOP,
     NORMAL,
     AppendEntries,
@@ -132,6 +133,7 @@ class _Receive:
     leader: int
     term: int
     received: int = 0
+    idle: int = 0  # ticks since the last chunk
 
 
 class SafetyViolation(RuntimeError):
@@ -176,7 +178,21 @@ class RaftNode:
         self._forwarded: list[ForwardedRead] = []
         self._bcast_pending = False  # leader: new entries to send at the next ready()
         self._commit_bcast = False  # leader: commit advanced, tell followers at next ready()
-        self._reset(self._term)
+        self._reset(self._restart_term(hs))
+
+    def _restart_term(self, hs: HardState) -> int:
+        """The term to restart in: the stored term, or the last log entry's if that is higher.
+
+        A crash can keep a prefix of one Ready's writes: the entries (written first, so that a
+        durable commit index never points past entries that are not durable) without the hard
+        state that follows them. The log then holds an entry of term T while the stored term
+        is below T, and a node in that state would accept appends from a stale leader of an
+        older term and overwrite an entry of a newer one (simulator seed 9100594). A node has
+        seen term T if it holds an entry of term T, so it restarts in T. Clearing the vote
+        (``_reset`` does, on a term change) is safe: a vote in T leaves only after a hard state
+        of term T is durable, and then the stored term would be T. The first Ready persists
+        the raised term (it differs from the stored hard state)."""
+        return max(hs.term, self._log.last_term())
 
     # -- read-only properties --------------------------------------------------------------
     @property
@@ -206,6 +222,10 @@ class RaftNode:
     @property
     def last_index(self) -> int:
         return self._log.last_index()
+
+    @property
+    def last_term(self) -> int:
+        return self._log.last_term()
 
     @property
     def cluster_config(self) -> ClusterConfig:
@@ -245,6 +265,7 @@ class RaftNode:
             self._tick_leader()
         else:
             self._tick_election()
+            self._tick_receive()
         self._tick_forwarded_reads()
 
     def campaign(self) -> None:
@@ -371,11 +392,18 @@ class RaftNode:
             raise TypeError(f"not a raft message: {m!r}")
         if m.dst != self._id:
             raise ValueError(f"message for node {m.dst} stepped into node {self._id}")
+        if m.term > MAX_TERM:
+            return  # malformed (the runtime refuses it on receipt): term + 1 must stay valid
         if m.term > self._term:
-            if isinstance(m, RequestVote) and not m.transfer:
+            if isinstance(m, RequestVote) and not (m.transfer and m.term == self._term + 1):
                 # Leader lease: we heard from a live leader within the election timeout, so
                 # a candidate (a rejoining partitioned node, say) gets no answer. Pre-votes
                 # always obey it (dissertation 9.6); real votes with CheckQuorum (etcd).
+                # The transfer flag bypasses it only one term ahead of ours: a genuine
+                # transfer target campaigns at its leader's term + 1, which is ours. etcd
+                # (campaignTransfer) trusts the flag at any term; unauthenticated, a forged
+                # or buggy flag could then drag every node to an arbitrary term. Here it
+                # can do no more than a real transfer does: start one election.
                 heard_leader = (
                     self._leader != 0 and self._election_elapsed < self._cfg.election_ticks
                 )
@@ -436,6 +464,8 @@ class RaftNode:
             )
             self._apply_emitted = committed[-1].index
         vote_changed = (hs.term, hs.vote) != (self._prev_hs.term, self._prev_hs.vote)
+        must_sync = bool(entries) or vote_changed
+        snapshot_work = bool(self._snap_chunks) or self._snap_discard
         rd = Ready(
             messages=self._msgs,
             entries=entries,
@@ -443,7 +473,10 @@ class RaftNode:
             committed_entries=committed,
             read_states=self._read_states,
             failed_reads=self._failed_reads,
-            must_sync=bool(entries) or vote_changed,
+            must_sync=must_sync,
+            send_before_sync=(
+                must_sync and self._role is Role.LEADER and not vote_changed and not snapshot_work
+            ),
             snapshot_chunks=self._snap_chunks,
             snapshot_discard=self._snap_discard,
         )
@@ -607,7 +640,7 @@ class RaftNode:
 
     # -- message handling ------------------------------------------------------------------
     def _reply_stale(self, m: Any) -> None:
-        """A message from an older term. Tell a deposed leader or a pre-candidate our term."""
+        """A message from an older term. Tell a deposed leader or a candidate our term."""
         if isinstance(m, AppendEntries):
             if self._cfg.check_quorum or self._cfg.pre_vote:
                 # seq=0: this answers no read round. The old leader may lead our term by
@@ -617,8 +650,13 @@ class RaftNode:
                 self._send(
                     AppendEntriesResponse(self._term, self._id, m.src, False, m.prev_index)
                 )
-        elif isinstance(m, RequestVote) and m.pre_vote:
-            self._send(RequestVoteResponse(self._term, self._id, m.src, False, True))
+        elif isinstance(m, RequestVote):
+            # Rejected, with our term (Raft 5.1), pre-vote or not. Ignoring a stale real
+            # vote can stall elections for good: after a membership change, a candidate that
+            # only we can elect, and that we never otherwise talk to (it is not a voter in
+            # the configuration our shorter log knows), kept campaigning one term behind us
+            # (simulator seed 30002979, PreVote off).
+            self._send(RequestVoteResponse(self._term, self._id, m.src, False, m.pre_vote))
         elif isinstance(m, ReadIndexRequest):
             self._send(ReadIndexResponse(self._term, self._id, m.src, m.ctx, 0, False))
         elif isinstance(m, InstallSnapshot) and (self._cfg.check_quorum or self._cfg.pre_vote):
@@ -655,7 +693,9 @@ class RaftNode:
         elif isinstance(m, RequestVoteResponse):
             self._handle_vote_response(m)
         elif isinstance(m, TimeoutNow):
-            if self._role is Role.FOLLOWER:
+            # Only our current leader may hand leadership over (the vote requests we then
+            # send bypass the other voters' leader lease).
+            if self._role is Role.FOLLOWER and m.src == self._leader:
                 self._hup(transfer=True)
         elif isinstance(m, ReadIndexRequest):
             self._send(ReadIndexResponse(self._term, self._id, m.src, m.ctx, 0, False))
@@ -961,6 +1001,7 @@ class RaftNode:
                 return
             self._discard_receive()
             r = self._recv = _Receive(meta, m.src, m.term)
+        r.idle = 0
         if m.offset > r.received:
             self._reply_snapshot(m, r.received, reject=True)  # a hole: resend from here
             return
@@ -978,6 +1019,15 @@ class RaftNode:
             self._reply_snapshot(m, end, done=True)
         else:
             self._reply_snapshot(m, end)
+
+    def _tick_receive(self) -> None:
+        """A snapshot receive with no chunk for ``snapshot_receive_ticks`` is abandoned (its
+        partial file goes): the leader that sent it stopped, and a live one restarts at 0."""
+        r = self._recv
+        if r is not None:
+            r.idle += 1
+            if r.idle >= self._cfg.snapshot_receive_ticks:
+                self._discard_receive()
 
     def _reply_snapshot(
         self, m: InstallSnapshot, offset: int, done: bool = False, reject: bool = False

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from wire.raft import Entry, HardState, InstallSnapshot, SnapshotMeta
+
+if TYPE_CHECKING:
+    from raftkv.raft.log_storage import LogStorage
 
 
 @attrs.frozen
@@ -17,11 +22,13 @@ class ReadState:
 
 @attrs.frozen
 class Ready:
-    """Handle in this order: the snapshot work (below), ``storage.append(entries)``,
-    ``storage.set_hard_state(hard_state)`` (if not None), ``storage.sync()`` if ``must_sync``;
-    then send ``messages``; then apply ``committed_entries`` and serve ``read_states``; fail
-    ``failed_reads``; then ``node.advance(ready)``. Messages go out only after the entries and
-    hard state are durable: that is what makes a vote or an append acknowledgement a promise.
+    """Handle in this order: the snapshot work (below); ``persist(storage, ready)``; send
+    ``messages`` if ``send_before_sync``; ``storage.sync()`` if ``must_sync``; send
+    ``messages`` if not sent yet; apply ``committed_entries`` and serve ``read_states``; fail
+    ``failed_reads``; then ``node.advance(ready)``. Unless ``send_before_sync`` says
+    otherwise, messages go out only after the entries and hard state are durable: that is
+    what makes a vote or an append acknowledgement a promise. The runtime, the simulator and
+    the test harness all follow this one contract.
 
     Snapshot work (a follower receiving InstallSnapshot): if ``snapshot_discard``, abort the
     partly received snapshot. Then write each of ``snapshot_chunks`` (InstallSnapshot
@@ -39,6 +46,13 @@ class Ready:
     read_states: list[ReadState] = attrs.field(factory=list)
     failed_reads: list[bytes] = attrs.field(factory=list)
     must_sync: bool = False
+    # The messages may leave before this Ready's writes are durable: set only on a leader's
+    # Ready that changes no term or vote and carries no snapshot work. A leader may send its
+    # new entries while its own fsync runs (dissertation 10.2.1): it counts its own copy
+    # toward a commit only after ``advance``, and nothing else it says depends on the
+    # entries being on its disk. A vote, an append acknowledgement or any message of a new
+    # term is a promise and waits for the fsync.
+    send_before_sync: bool = False
     snapshot_chunks: list[InstallSnapshot] = attrs.field(factory=list)
     snapshot_discard: bool = False
 
@@ -48,3 +62,25 @@ class Ready:
         if self.snapshot_chunks and self.snapshot_chunks[-1].done:
             return self.snapshot_chunks[-1].meta
         return None
+
+
+def persist(storage: LogStorage, rd: Ready) -> None:
+    """Hand a Ready's writes to storage, in the one order the runtime, the simulator and the
+    test harness all use: the entries, then the hard state.
+
+    A crash before ``sync`` may keep any prefix of these writes (a torn WAL tail), so the
+    order decides which half-states a restart can see:
+
+    - Entries first means a surviving hard state always comes with the entries before it,
+      so a durable commit index never points past entries that are not durable. (Hard state
+      first would let a commit index survive without the entries that replace a stale
+      suffix, and a restarted follower would apply the stale entries as committed.)
+    - The cost is the other half-state: entries of term T without the hard state that
+      raised the term to T. The core restarts in the highest of the stored term and the last
+      entry's term (``RaftNode._restart_term``), so a node never runs below a term it holds
+      an entry of; the simulator checks that after every step ("term below log").
+    """
+    if rd.entries:
+        storage.append(rd.entries)
+    if rd.hard_state is not None:
+        storage.set_hard_state(rd.hard_state)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from raftkv.node.membership import SUBCOMMANDS
+from raftkv.node.membership import SUBCOMMANDS, parse_node_id
 from raftkv.node.pending import Pending
 from raftkv.raft import NotLeader, Role
 from wire.reply import OK, ErrorReply
@@ -35,9 +35,9 @@ def raft_command(node: Node, args: list[bytes]) -> Pending:
 
 def transfer(node: Node, target: bytes) -> Pending:
     try:
-        to = int(target)
-    except ValueError:
-        return Pending.of(ErrorReply("ERR node id must be an integer"))
+        to = parse_node_id(target)
+    except ValueError as exc:
+        return Pending.of(ErrorReply(f"ERR {exc}"))
     core = node.core
     voters = {m.id for m in core.cluster_config.members if not m.learner}
     if to not in voters:

@@ -186,7 +186,7 @@ async def test_incr_with_unknown_outcome_raises_and_set_is_retried(
     assert isinstance(outcome.get("error"), OutcomeUnknown), outcome
     async with connect(endpoints(c), timeout=30) as kv:
         # The paused leader never read the INCR, and the client did not send it again.
-        assert await kv.get("n") == b"10"
+        assert await kv.get("n") == b"10", outcome
     outcome = await _in_flight_when_leader_dies(c, lambda kv: kv.set("s", "v"))
     assert outcome == {"result": True}
     async with connect(endpoints(c), timeout=30) as kv:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 from collections.abc import Callable, Iterator
 from functools import partial
 
@@ -18,9 +19,12 @@ import trio
 
 from raftkv.node.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
-from raftkv.node.transport import PeerTransport, TransportLimits, split_addr
+from raftkv.node.peer_validation import check_peer_message
+from raftkv.node.transport import PeerTransport, TransportLimits, _Delivery, _tune_socket
+from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
-from wire.hello import PROTOCOL_VERSION, Hello, Ping, Refused
+from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Refused
+from wire.raft import RequestVote
 from wire.record import decode, encode, record
 
 CLUSTER = "test-cluster"
@@ -76,6 +80,7 @@ async def start(
     port: int = 0,
     limits: TransportLimits = LIMITS,
     inbox_size: int = 4096,
+    validate: Callable[[object], None] | None = None,
 ) -> Peer:
     send, recv = trio.open_memory_channel[Note](inbox_size)
     t = PeerTransport(
@@ -88,6 +93,7 @@ async def start(
         inbound=send,
         limits=limits,
         rng=random.Random(node_id),
+        validate=validate,
     )
     scope, stopped = trio.CancelScope(), trio.Event()
 
@@ -337,7 +343,7 @@ async def test_bad_input_closes_only_that_connection(nursery, warnings, case: st
             await a.t.wait_until(lambda: a.t.stats()[9].inbound)
         await raw.stream.send_all(payload)
         rest = await raw.read_until_closed()
-        assert all(isinstance(m, Ping) for m in frames_of(rest))
+        assert all(isinstance(m, Ack) for m in frames_of(rest))
         await a.t.wait_until(lambda: not a.t.stats()[9].inbound)
         # The legitimate link was untouched and still carries messages both ways.
         a.t.send(Note(1, 2, 1))
@@ -377,8 +383,10 @@ async def test_stalled_peer_is_dropped_without_blocking_other_peers(nursery, war
             # The blocked link is closed (and at once redialled): c was dropped.
             await a.t.wait_until(lambda: a.t.stats()[3].reconnects >= 1)
             feeding.cancel_scope.cancel()
-    stalls = logged(warnings, "send stalled, closing link")
-    assert stalls and stalls[0]["peer"] == 3
+    # Whichever notices first: our send_all blocked, or c stopped acknowledging frames.
+    stalls = (logged(warnings, "send stalled, closing link")
+              + logged(warnings, "frames not acknowledged, closing link"))
+    assert stalls and {s["peer"] for s in stalls} == {3}
     assert a.t.stats()[3].queued == 0  # what was queued for the stalled link was dropped
     assert a.t.stats()[2].reconnects == 0
 
@@ -416,7 +424,7 @@ async def test_a_newer_inbound_connection_replaces_the_older(nursery) -> None:
         assert isinstance(await old.hello(9), Hello)
         assert isinstance(await new.hello(9), Hello)
         # The peer dials one connection at a time: the old one is dead, so a closes it.
-        assert all(isinstance(m, Ping) for m in frames_of(await old.read_until_closed()))
+        assert all(isinstance(m, Ack) for m in frames_of(await old.read_until_closed()))
         await new.stream.send_all(encode_frame(encode(Note(9, 1, 42))))
         assert await a.inbox.receive() == Note(9, 1, 42)
     assert a.t.stats()[9].inbound
@@ -441,8 +449,8 @@ async def test_silent_inbound_connection_is_closed_after_stall_timeout(nursery) 
         raw = await RawPeer.connect(a.port)
         assert isinstance(await raw.hello(9), Hello)
         rest = await raw.read_until_closed()  # we never ping: a must give up on us
-    # a kept pinging us until it gave up, so it was alive and closed the link on purpose.
-    assert frames_of(rest) and all(isinstance(m, Ping) for m in frames_of(rest))
+    # a kept acking us until it gave up, so it was alive and closed the link on purpose.
+    assert frames_of(rest) and all(isinstance(m, Ack) for m in frames_of(rest))
     assert not a.t.stats()[9].inbound
 
 
@@ -549,10 +557,178 @@ def test_log_throttle_suppresses_repeats_per_key() -> None:
     assert fields == [{"n": 1}, {"n": 4}, {"n": 5, "suppressed": 2}]
 
 
-def test_split_addr() -> None:
-    assert split_addr("127.0.0.1:7101") == ("127.0.0.1", 7101)
-    assert split_addr("[::1]:7101") == ("::1", 7101)
-    for bad in ("7101", "host:", ":7101", "host:0", "host:99999"):
-        with pytest.raises(ValueError):
-            split_addr(bad)
+# -- hostile configuration -----------------------------------------------------------
 
+# What committed CONFIG entries may hold (tests/node/test_hostile_config.py replays them
+# through the runtime's apply).
+HOSTILE_ADDRS = [
+    "a..b:7000", "127.0.0.1:99999", "127.0.0.1:0", "", ":", "host", "[zz]:1", "a\x00b:1",
+    "\u200b:7000", "x" * 300 + ":1", "::1:7000", "-:1", "999.999.999.999:1", "h:\u0667",
+]
+
+
+async def test_update_peers_with_hostile_addresses_never_raises(nursery, warnings) -> None:
+    with trio.fail_after(10):
+        a, b = await mesh(nursery, 2)
+        for n, addr in enumerate(HOSTILE_ADDRS):
+            a.t.update_peers({2: b.addr, 9: addr})  # a new bad address for peer 9 each time
+            assert a.t.peers()[9] == addr
+            await a.t.wait_until(lambda: a.t.stats()[9].dial_failures >= 1)
+            # The good link is untouched and keeps carrying traffic both ways.
+            assert a.t.send(Note(1, 2, n)) and b.t.send(Note(2, 1, n))
+            assert await b.inbox.receive() == Note(1, 2, n)
+            assert await a.inbox.receive() == Note(2, 1, n)
+        a.t.update_peers({2: b.addr, 9: "a..b:7000"})
+        await a.t.wait_until(lambda: a.t.stats()[9].dial_failures >= 5)
+    bad = logged(warnings, "cannot dial peer: bad address")
+    assert bad and all(f["peer"] == 9 for f in bad)
+    # Rate-limited: one line per peer per interval, not one per dial.
+    assert len(bad) < sum(1 for _ in HOSTILE_ADDRS) + 5
+    assert a.t.stats()[2].connected and b.t.stats()[1].connected
+
+
+# -- hostile peers: validation and the handshake ---------------------------------------
+
+
+async def test_a_malformed_message_is_refused_before_delivery(nursery, warnings) -> None:
+    """The runtime's validator (raftkv.node.peer_validation) runs on receipt: a RequestVote
+    at term 2**64 - 1 (issue 12: it left every node a candidate there for good) closes the
+    connection and never reaches the inbox; the next good message from the peer does."""
+    with trio.fail_after(10):
+        a = await start(nursery, 1, {9: "127.0.0.1:9"}, validate=check_peer_message)
+        bad, good = await RawPeer.connect(a.port), await RawPeer.connect(a.port)
+        assert isinstance(await bad.hello(9), Hello)
+        await bad.stream.send_all(encode_frame(encode(
+            RequestVote(2**64 - 1, 9, 1, 0, 0, transfer=True))))
+        assert all(isinstance(m, Ack) for m in frames_of(await bad.read_until_closed()))
+        assert isinstance(await good.hello(9), Hello)
+        await good.stream.send_all(encode_frame(encode(RequestVote(3, 9, 1, 0, 0))))
+        assert await a.inbox.receive() == RequestVote(3, 9, 1, 0, 0)
+    assert a.t.bad_connections == 1
+    assert "out of range" in logged(warnings, "protocol error, connection closed")[0]["error"]
+
+
+async def test_a_connection_replaces_the_link_only_after_a_checked_hello(nursery) -> None:
+    """Silent, refused and garbled newcomers leave the established inbound link alone; a
+    silent one is closed after hello_timeout."""
+    fast_hello = attrs.evolve(LIMITS, hello_timeout=0.3)
+    with trio.fail_after(10):
+        a = await start(nursery, 1, {9: "127.0.0.1:9"}, limits=fast_hello)
+        real = await RawPeer.connect(a.port)
+        assert isinstance(await real.hello(9), Hello)
+        await a.t.wait_until(lambda: a.t.stats()[9].inbound)
+        silent = await RawPeer.connect(a.port)
+        assert await silent.read_until_closed() == b""  # closed after hello_timeout
+        wrong = await RawPeer.connect(a.port)
+        assert isinstance(await wrong.hello(9, cluster="other"), Refused)
+        garbled = await RawPeer.connect(a.port)
+        await garbled.stream.send_all(encode_frame(b"\xc1"))
+        assert await garbled.read_until_closed() == b""
+        # The real link still delivers (it was never replaced or closed).
+        await real.stream.send_all(encode_frame(encode(Note(9, 1, 7))))
+        assert await a.inbox.receive() == Note(9, 1, 7)
+    assert a.t.stats()[9].inbound
+
+
+# -- dead paths (issue 20) -----------------------------------------------------------------
+
+
+async def test_a_link_whose_frames_are_never_acknowledged_is_redialled(nursery, warnings) -> None:
+    """A blackhole peer: it handshakes and keeps sending keepalives (so the connection looks
+    alive from our side) but never reads what we send, like a peer that moved to a new
+    address while its old connection still delivers its packets to us and ours nowhere.
+    The link is abandoned and redialled within about stall_timeout."""
+    accepted = 0
+    second = trio.Event()
+
+    async def blackhole(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        if accepted == 2:
+            second.set()
+        raw = RawPeer(stream)
+        assert isinstance(await raw.next(), Hello)
+        await stream.send_all(encode_frame(encode(
+            Hello(PROTOCOL_VERSION, CLUSTER, 9, "127.0.0.1:1", "c"))))
+        while True:  # alive, acknowledging the Hello and nothing after it, never reading
+            await stream.send_all(encode_frame(encode(Ack(1))))
+            await trio.sleep(FAST.keepalive_interval / 2)
+
+    with trio.fail_after(10):
+        listeners = await nursery.start(partial(trio.serve_tcp, blackhole, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        a = await start(nursery, 1, {9: f"127.0.0.1:{port}"}, limits=FAST)
+        await a.t.wait_until(connected(a, 9))
+        for seq in range(20):  # traffic that is never acknowledged
+            a.t.send(Note(1, 9, seq))
+        with trio.fail_after(FAST.stall_timeout + 2 * FAST.keepalive_interval + 1.0):
+            await second.wait()
+    closed = logged(warnings, "frames not acknowledged, closing link")
+    assert closed and closed[0]["peer"] == 9 and closed[0]["acked"] == 1
+
+
+async def test_a_peer_that_accepts_and_never_answers_is_redialled(nursery) -> None:
+    """A blackhole that accepts TCP and sends nothing: each dial gives up at hello_timeout
+    and the next one follows (bounded, never stuck on the first)."""
+    limits = attrs.evolve(FAST, hello_timeout=0.2)
+    accepted = 0
+    third = trio.Event()
+
+    async def mute(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        if accepted == 3:
+            third.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(10):
+        listeners = await nursery.start(partial(trio.serve_tcp, mute, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        a = await start(nursery, 1, {9: f"127.0.0.1:{port}"}, limits=limits)
+        await third.wait()
+    assert a.t.stats()[9].dial_failures >= 2 and not a.t.stats()[9].connected
+
+
+def test_delivery_tracks_the_oldest_unacknowledged_send() -> None:
+    d = _Delivery(bucket=0.1)
+    assert d.oldest_unacked() is None
+    d.sent_frames(2, 1.0)  # frames 2-3 (the Hello is frame 1)
+    d.sent_frames(1, 1.05)  # same bucket
+    d.sent_frames(1, 2.0)
+    assert d.oldest_unacked() == 1.0
+    d.ack(3)
+    assert d.oldest_unacked() == 1.0  # frame 4 went in the 1.0 bucket
+    d.ack(4)
+    assert d.oldest_unacked() == 2.0
+    d.ack(5)
+    assert d.oldest_unacked() is None
+    with pytest.raises(ProtocolError):
+        d.ack(6)  # more than was sent
+    with pytest.raises(ProtocolError):
+        d.ack(4)  # going back
+
+
+async def test_peer_sockets_get_keepalive_and_user_timeout(nursery) -> None:
+    """Both ends of a link: the kernel, too, gives up on a dead path (TCP_USER_TIMEOUT =
+    stall_timeout) and probes an idle one (keepalive)."""
+    streams: list[trio.SocketStream] = []
+    got = trio.Event()
+
+    async def keep(stream: trio.SocketStream) -> None:
+        streams.append(stream)
+        got.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(5):
+        listeners = await nursery.start(partial(trio.serve_tcp, keep, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        await got.wait()
+    for stream in (client, streams[0]):
+        _tune_socket(stream, 2.5)
+        assert stream.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            assert stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 2500
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 3
+    await client.aclose()

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from raftkv.raft import MemoryStorage, RaftConfig, RaftNode, ReadState, Ready, Role
+from raftkv.raft import MemoryStorage, RaftConfig, RaftNode, ReadState, Ready, Role, persist
 from raftkv.raft.membership import decode_config
 from raftkv.raft.memory_storage import MemorySnapshotWriter
 from wire import record as wire_record
@@ -122,16 +122,13 @@ class Cluster:
             return None
         rd = node.ready()
         self.write_snapshot(i, rd)
-        st.append(rd.entries)
-        if rd.hard_state is not None:
-            st.set_hard_state(rd.hard_state)
+        persist(st, rd)
+        if rd.send_before_sync:
+            self._send(rd.messages)
         if rd.must_sync:
             st.sync()
-        for m in rd.messages:
-            m2 = wire_record.decode(wire_record.encode(m))
-            assert m2 == m, m
-            self.sent.append(m)
-            self.queue.append(m)
+        if not rd.send_before_sync:
+            self._send(rd.messages)
         self.applied[i].extend(rd.committed_entries)
         self.sm[i].extend(rd.committed_entries)
         self.read_states[i].extend(rd.read_states)
@@ -139,6 +136,13 @@ class Cluster:
         self.readies[i].append(rd)
         node.advance(rd)
         return rd
+
+    def _send(self, messages: list[Any]) -> None:
+        for m in messages:
+            m2 = wire_record.decode(wire_record.encode(m))
+            assert m2 == m, m
+            self.sent.append(m)
+            self.queue.append(m)
 
     def write_snapshot(self, i: int, rd: Ready) -> None:
         st = self.storages[i]

@@ -9,6 +9,7 @@ from raft_harness import FAST, Cluster, entries
 
 from raftkv.raft import MemoryStorage, NotLeader, RaftConfig, RaftNode, Role
 from wire.raft import (
+    MAX_TERM,
     AppendEntries,
     AppendEntriesResponse,
     ForwardRequest,
@@ -193,10 +194,30 @@ def test_leader_lease_ignores_a_higher_term_vote() -> None:
     follower.step(RequestVote(follower.term + 5, 3, 2, 100, 100))
     assert follower.term == c.nodes[1].term and follower.role is Role.FOLLOWER
     assert follower.ready().messages == []  # silently ignored: it heard from a live leader
-    # A transfer-triggered vote bypasses the lease.
+    # A transfer-triggered vote bypasses the lease, but only one term ahead (a genuine
+    # transfer target campaigns at its leader's term + 1): a forged or buggy flag further
+    # ahead is ignored like any other vote.
     follower.step(RequestVote(follower.term + 5, 3, 2, 100, 100, transfer=True))
+    assert follower.term == c.nodes[1].term and follower.ready().messages == []
+    follower.step(RequestVote(follower.term + 1, 3, 2, 100, 100, transfer=True))
     (resp,) = follower.ready().messages
-    assert resp.granted and follower.term == c.nodes[1].term + 5
+    assert resp.granted and follower.term == c.nodes[1].term + 1
+
+
+def test_a_vote_at_an_absurd_term_is_ignored() -> None:
+    """Terms past MAX_TERM (the runtime refuses them on receipt) change nothing, so no node
+    can be stuck at a term it cannot increment (issue 12: 2**64 - 1 with the transfer flag
+    left every node a candidate there for good)."""
+    c = _healthy(NO_PRE_VOTE)
+    term = c.nodes[1].term
+    for node in (1, 2, 3):
+        for bad in (MAX_TERM + 1, 2**64 - 1):
+            c.nodes[node].step(RequestVote(bad, 3 if node != 3 else 1, node, 2**64 - 1,
+                                           bad, transfer=True))
+    assert all(n.term == term for n in c.nodes.values())
+    c.nodes[1].propose(b"still works")
+    c.run()
+    assert c.nodes[2].commit_index == c.nodes[1].commit_index
 
 
 def test_check_quorum_steps_down_an_isolated_leader() -> None:
@@ -275,3 +296,22 @@ def test_storage_with_prior_state_restarts_as_follower() -> None:
     )
     rd = node.ready()
     assert [e.index for e in rd.committed_entries] == [1, 2]  # re-applied from the log
+
+
+def test_a_stale_vote_request_is_rejected_with_our_term_and_the_candidate_catches_up() -> None:
+    # Seed 30002979 (PreVote off): after a membership change the only node that could elect
+    # a candidate ignored its vote requests of older terms, and never otherwise spoke to it,
+    # so the candidate campaigned one term behind for good. Raft 5.1: reject, with our term.
+    c = Cluster(2, config=NO_PRE_VOTE)
+    voter, candidate = c.nodes[1], c.nodes[2]
+    for _ in range(3):
+        voter.campaign()  # voter at term 3
+    c.take()  # its requests are lost
+    candidate.campaign()  # term 1
+    (request,) = c.take(lambda m: isinstance(m, RequestVote))
+    voter.step(request)
+    c.handle(1)
+    (reply,) = c.take(lambda m: isinstance(m, RequestVoteResponse))
+    assert reply == RequestVoteResponse(term=3, src=1, dst=2, granted=False, pre_vote=False)
+    candidate.step(reply)
+    assert candidate.term == 3 and candidate.role is Role.FOLLOWER

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import pytest
 from raft_harness import Cluster, members
 
@@ -372,3 +373,30 @@ def test_lost_appends_to_a_replicating_follower_then_compaction_lead_to_a_snapsh
     c.tick(10)
     assert len(c.installed[3]) == 1
     assert_caught_up(c, 3)
+
+
+def test_a_partial_receive_without_chunks_is_abandoned_after_its_deadline() -> None:
+    """The leader stops sending mid-transfer (gone, or no longer sending to us): after
+    snapshot_receive_ticks without a chunk the follower discards the partial snapshot, and a
+    later chunk that does not start at 0 is refused so the transfer restarts cleanly."""
+    config = attrs.evolve(SNAP, election_ticks=100, snapshot_receive_ticks=30)
+    c = Cluster(3, config=config)  # (a follower that campaigns discards it anyway)
+    behind(c)
+    c.hold = is_chunk
+    c.tick(2)
+    first, *_ = c.release()
+    c.deliver(first)
+    c.flush()
+    assert c.writers[3].received == 64
+    c.hold = lambda m: True  # from now on nothing reaches node 3 (or leaves it)
+    node3 = c.nodes[3]
+    for _ in range(config.snapshot_receive_ticks - 1):
+        node3.tick()
+        assert not node3.ready().snapshot_discard
+    node3.tick()
+    rd = node3.ready()
+    assert rd.snapshot_discard
+    node3.advance(rd)
+    node3.step(attrs.evolve(first, offset=64, data=b"y" * 64))  # the rest of the old transfer
+    (reply,) = [m for m in node3.ready().messages if isinstance(m, InstallSnapshotResponse)]
+    assert reply.reject and reply.offset == 0

@@ -96,3 +96,15 @@ def test_timeout_now_is_ignored_by_a_non_voter_and_from_a_stale_term() -> None:
     assert c.nodes[3].role is Role.FOLLOWER and c.nodes[3].term == term
     c.nodes[2].step(TimeoutNow(term - 1, 1, 2))
     assert c.nodes[2].role is Role.FOLLOWER and c.nodes[2].term == term
+
+
+def test_timeout_now_only_from_the_current_leader() -> None:
+    """A TimeoutNow from anyone but our leader (a buggy or hostile peer) starts nothing: the
+    votes it would trigger bypass the other voters' leader lease."""
+    c = Cluster(3)
+    c.elect(1)
+    term = c.nodes[1].term
+    c.nodes[2].step(TimeoutNow(term, 3, 2))
+    assert c.nodes[2].role is Role.FOLLOWER and c.nodes[2].term == term
+    c.nodes[2].step(TimeoutNow(term, 1, 2))  # from the leader: campaigns at once
+    assert c.nodes[2].role is Role.CANDIDATE and c.nodes[2].term == term + 1

@@ -1,0 +1,40 @@
+"""Peer-side sizes, all derived from the one size a user sets: ``--max-request-bytes``.
+
+A client request becomes one log entry of about the same size; that entry must always fit
+in one peer frame, inside an AppendEntries (or a ForwardRequest from a follower), with room
+to spare, or the cluster wedges on it (issue 12: a 17 MB SET against a 16 MiB frame limit
+stalled commit for good). So the frame limit is twice the largest request plus 1 MiB, and
+never below 16 MiB. AppendEntries batches are bounded in bytes by the core
+(``RaftConfig.max_batch_bytes``, 1 MiB like etcd's MaxSizePerMsg; a single entry larger
+than that travels alone), and snapshots go in 512 KiB chunks, both far below the limit.
+"""
+
+from __future__ import annotations
+
+from raftkv.node.settings import NodeSettings
+from raftkv.node.transport import TransportLimits
+
+MIB = 1024 * 1024
+MIN_FRAME_SIZE = 16 * MIB
+FRAME_OVERHEAD = MIB  # message fields, msgpack headers, per-argument lengths
+MAX_FRAME_SIZE = 2**32 - 1  # what the 4-byte frame header can express
+
+
+def peer_frame_limit(max_request_bytes: int) -> int:
+    """The peer frame limit for requests up to ``max_request_bytes``."""
+    if max_request_bytes < 1:
+        raise ValueError("max_request_bytes must be positive")
+    limit = max(MIN_FRAME_SIZE, 2 * max_request_bytes + FRAME_OVERHEAD)
+    if limit > MAX_FRAME_SIZE:
+        raise ValueError(f"max_request_bytes {max_request_bytes} is too large: a peer frame "
+                         f"holds at most {(MAX_FRAME_SIZE - FRAME_OVERHEAD) // 2} bytes of it")
+    return limit
+
+
+def max_reply_bytes(settings: NodeSettings) -> int:
+    """The largest reply a leader sends back to a follower for a forwarded command."""
+    return peer_frame_limit(settings.max_request_bytes) - FRAME_OVERHEAD
+
+
+def transport_limits(settings: NodeSettings) -> TransportLimits:
+    return TransportLimits(max_frame_size=peer_frame_limit(settings.max_request_bytes))
