@@ -18,13 +18,11 @@ import time
 import redis
 from common import conn, load_line, raft_cluster, redis_benchmark, roles, scratch_dir
 
-from chaos.cluster import LocalCluster
-
 _EXPIRE_ALL = "for i = 1, #KEYS do redis.call('PEXPIREAT', KEYS[i], ARGV[1]) end"
 
 
-def keyspace_keys(c: LocalCluster, node_id: int) -> int:
-    info = conn(c, node_id).info("keyspace")
+def keyspace_keys(client: redis.Redis) -> int:
+    info = client.info("keyspace")
     return int(info.get("db0", {}).get("keys", 0))
 
 
@@ -75,16 +73,17 @@ def main() -> int:
                     r = conn(cluster, leader)
         left = deadline_ms / 1000 - time.time()
         print(f"  deadlines set; {left:.1f} s before they pass")
-        baseline_keys = keyspace_keys(cluster, leader) - args.keys
+        clients = {i: conn(cluster, i) for i in cluster.nodes}  # one connection each
+        baseline_keys = keyspace_keys(clients[leader]) - args.keys
         time.sleep(max(deadline_ms / 1000 - time.time() - 0.2, 0))
-        expiring = keyspace_keys(cluster, leader) - baseline_keys
+        expiring = keyspace_keys(clients[leader]) - baseline_keys
         gone: dict[int, float] = {}
 
         def watch_expiry() -> None:
             while len(gone) < len(cluster.nodes) and time.time() < deadline_ms / 1000 + 300:
                 for i in cluster.nodes:  # (the SET load adds a key or two of its own)
                     try:
-                        if i not in gone and keyspace_keys(cluster, i) <= baseline_keys + 10:
+                        if i not in gone and keyspace_keys(clients[i]) <= baseline_keys + 10:
                             gone[i] = time.time() - deadline_ms / 1000
                     except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError):
                         pass  # an election or a busy node: ask again
