@@ -41,8 +41,11 @@ class LeaderClock:
     ) -> None:
         self._wall = wall
         self._mono = mono
-        self._last = 0  # the highest stamp issued or observed
-        self._anchor: float | None = None  # monotonic seconds when _last was anchored
+        self._last = 0  # the highest stamp issued or observed: the floor
+        # The rate bound's reference: a stamp and the monotonic time (s) it was true at.
+        # Kept as a pair: a late observation raises the floor but must not pair itself
+        # with an old monotonic time (that would put the clock ahead by the time between).
+        self._anchor: tuple[int, float] | None = None
 
     @property
     def last(self) -> int:
@@ -55,7 +58,7 @@ class LeaderClock:
         self._last = applied_now
         wall_ms = self._wall() * 1000
         if abs(wall_ms - applied_now) <= AGREE_MS:
-            self._anchor = self._mono()
+            self._anchor = (applied_now, self._mono())
         # (Else: an old entry replayed, or a leader far off our clock: a floor, no anchor.)
 
     def now(self) -> int:
@@ -63,14 +66,15 @@ class LeaderClock:
         wall_ms = int(self._wall() * 1000)
         if self._anchor is None:
             return max(wall_ms, self._last)
-        elapsed = max(self._mono() - self._anchor, 0.0) * 1000
-        low = self._last + int(elapsed - elapsed / SLEW)
-        high = self._last + int(elapsed + elapsed / SLEW)
+        stamp, mono = self._anchor
+        elapsed = max(self._mono() - mono, 0.0) * 1000
+        low = stamp + int(elapsed - elapsed / SLEW)
+        high = stamp + int(elapsed + elapsed / SLEW)
         return max(min(max(wall_ms, low), high), self._last)
 
     def stamp(self) -> int:
         """The stamp for an entry proposed now; it becomes the new anchor."""
         t = self.now()
         self._last = t
-        self._anchor = self._mono()
+        self._anchor = (t, self._mono())
         return t

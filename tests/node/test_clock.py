@@ -73,3 +73,17 @@ def test_a_live_applied_stamp_anchors_the_rate_bound() -> None:
     clocks.wall += 3600
     clocks.mono += 1.0
     assert clock.now() <= int(T0 * 1000) + 1000 + 1000 // SLEW
+
+
+def test_a_late_applied_stamp_raises_the_floor_not_the_clock() -> None:
+    """A follower applying entries more than AGREE_MS late (a loaded machine) must not run
+    ahead: the rate bound is measured from a consistent (stamp, monotonic) anchor.
+    Found by tests/bench/bench_expiry.py on a loaded machine: keys vanished ~20 s early."""
+    clock, clocks = make()
+    clock.observe(int(T0 * 1000))  # anchored, live
+    clocks.advance(60.0)
+    late = int(clocks.wall * 1000) - 2 * AGREE_MS  # an entry stamped 2 s ago, applied now
+    clock.observe(late)
+    assert clock.last == late
+    assert abs(clock.now() - int(clocks.wall * 1000)) <= 1
+    assert abs(clock.stamp() - int(clocks.wall * 1000)) <= 1
