@@ -2,8 +2,8 @@
 
 The dialer sends ``Hello``; the listener checks version and cluster id and answers with its
 own ``Hello``, or with ``Refused`` just before closing. After that the dialer sends its
-messages (``Ping`` when idle) and the listener answers only ``Ack``: how many frames of the
-connection it has received so far, Hello included. So the dialer knows its frames arrive,
+messages (``Ping`` when idle) and the listener answers only ``Ack``: how many bytes of the
+connection it has received so far, Hello included. So the dialer knows its bytes arrive,
 not just that the peer is alive: a path that carries the peer's packets to us but ours
 nowhere (a peer that moved to a new address while the old connection lingers) is noticed.
 """
@@ -46,6 +46,6 @@ class Refused:
 @record(tag=4)
 @attrs.frozen
 class Ack:
-    """The listener's keepalive: frames received on this connection so far (Hello included)."""
+    """The listener's keepalive: bytes received on this connection so far (Hello included)."""
 
     received: int

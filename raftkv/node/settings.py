@@ -59,6 +59,11 @@ class NodeSettings:
     join: tuple[str, ...] = ()
     learner: bool = False
     promote_lag: int = 100
+    # Operations: the HTTP port for /metrics /livez /readyz ("" = off), how far applying
+    # may trail the commit index for /readyz to answer 200, and the log line format.
+    metrics_addr: str = ""
+    ready_max_lag: int = 1000
+    log_format: str = "text"
     # Test-only: followers answer reads from local state without ReadIndex. It exists so
     # the chaos suite can prove its checker catches stale reads; never use it otherwise.
     unsafe_stale_reads: bool = False

@@ -20,6 +20,16 @@ FRAME_OVERHEAD = MIB  # message fields, msgpack headers, per-argument lengths
 MAX_FRAME_SIZE = 2**32 - 1  # what the 4-byte frame header can express
 
 
+def request_size(args: list[bytes]) -> int:
+    """A command's size as the client sent it in RESP (``*N``, then ``$len`` and the bytes of
+    each argument): the measure --max-request-bytes bounds, like etcd's bound on the encoded
+    request. It is never below the command's size inside a log entry or a ForwardRequest
+    (msgpack frames each argument in at most 5 bytes, RESP in at least 6), so counting
+    this way, many tiny arguments cannot outgrow a frame either."""
+    return len(b"*%d\r\n" % len(args)) + sum(len(b"$%d\r\n" % len(a)) + len(a) + 2
+                                               for a in args)
+
+
 def peer_frame_limit(max_request_bytes: int) -> int:
     """The peer frame limit for requests up to ``max_request_bytes``."""
     if max_request_bytes < 1:

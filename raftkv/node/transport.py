@@ -6,11 +6,12 @@ so there is no tie-break between simultaneous dials. Each link is kept warm: the
 reconnects at once after a loss (backing off only on repeated failures), resolving the
 peer's name again on every dial (a container reconnected to its network has a new address).
 An idle sender writes a Ping every ``keepalive_interval``; the acceptor answers every
-``keepalive_interval`` with an Ack of the frames it has received. Either side closes a
+``keepalive_interval`` with an Ack of the bytes it has received. Either side closes a
 connection that stays silent for ``stall_timeout``, and the dialer also closes one whose
-frames stay unacknowledged that long: a path that still brings the peer's packets but
-takes ours nowhere (issue 20: links to a peer's old address sat in FIN_WAIT1 while its
-keepalives still arrived) is abandoned and redialled within about ``stall_timeout``.
+outstanding bytes see no acknowledgement progress that long: a path that still brings the
+peer's packets but takes ours nowhere (issue 20: links to a peer's old address sat in
+FIN_WAIT1 while its keepalives still arrived) is abandoned and redialled within about
+``stall_timeout``, while a slow link that delivers a large frame bit by bit is not.
 Peer sockets also get TCP keepalive and TCP_USER_TIMEOUT (= ``stall_timeout``), so the
 kernel gives up on a dead path too. Every peer the node knows has an outbound link: an
 inbound connection is accepted only from a configured member, which we dial ourselves.
@@ -126,7 +127,7 @@ class _FrameReader:
         self._stream = stream
         self._decoder = FrameDecoder(max_frame_size)
         self._frames: deque[bytes] = deque()
-        self.count = 0  # frames received so far (what an Ack reports)
+        self.received = 0  # bytes received so far (what an Ack reports)
 
     async def next(self, idle_timeout: float = math.inf) -> bytes | None:
         """The next frame; None at end of stream; TooSlowError after idle_timeout silence."""
@@ -135,44 +136,39 @@ class _FrameReader:
                 data = await self._stream.receive_some(RECEIVE_SIZE)
             if not data:
                 return None
-            frames = self._decoder.feed(data)
-            self.count += len(frames)
-            self._frames.extend(frames)
+            self.received += len(data)
+            self._frames.extend(self._decoder.feed(data))
         return self._frames.popleft()
 
 
 class _Delivery:
-    """Frames sent on one outbound connection, and how many of them the peer has Acked.
+    """Bytes sent on one outbound connection, how many the peer has Acked, and since when
+    the acknowledgements stopped making progress while some were outstanding.
 
-    Only the send time of the oldest unacknowledged frame matters; sends close together
-    share one record (``bucket`` seconds), so the bookkeeping stays small under load and the
-    age is over-estimated by at most ``bucket``."""
+    Progress, not the age of the oldest unacknowledged byte, is what counts: a large frame
+    on a slow link takes long to arrive but is acknowledged piece by piece as it does."""
 
-    def __init__(self, bucket: float) -> None:
-        self.sent = 1  # the Hello
+    def __init__(self, sent: int, at: float) -> None:
+        self.sent = sent  # the Hello, written at ``at``
         self.acked = 0
-        self._bucket = bucket
-        self._pending: deque[list[float]] = deque()  # [total sent after it, first send time]
+        self._since = at  # the last progress (or the first unacknowledged send)
 
-    def sent_frames(self, n: int, at: float) -> None:
+    def sending(self, n: int, at: float) -> None:
+        """Called *before* the bytes are written: the Ack may race ahead of the write."""
+        if self.sent == self.acked:
+            self._since = at
         self.sent += n
-        pending = self._pending
-        if pending and at - pending[-1][1] < self._bucket:
-            pending[-1][0] = self.sent
-        else:
-            pending.append([self.sent, at])
 
-    def ack(self, received: int) -> None:
+    def ack(self, received: int, at: float) -> None:
         if not self.acked <= received <= self.sent:
-            raise ProtocolError(f"Ack of {received} frames; sent {self.sent}, acked {self.acked}")
-        self.acked = received
-        pending = self._pending
-        while pending and pending[0][0] <= received:
-            pending.popleft()
+            raise ProtocolError(f"Ack of {received} bytes; sent {self.sent}, acked {self.acked}")
+        if received > self.acked:
+            self.acked = received
+            self._since = at
 
-    def oldest_unacked(self) -> float | None:
-        """When the oldest frame not yet acknowledged was sent (None: all acknowledged)."""
-        return self._pending[0][1] if self._pending else None
+    def stalled_for(self, now: float) -> float:
+        """How long bytes have been outstanding without any being acknowledged (0: none)."""
+        return now - self._since if self.sent > self.acked else 0.0
 
 
 def _tune_socket(stream: trio.SocketStream, stall_timeout: float) -> None:
@@ -469,7 +465,7 @@ class PeerTransport:
         link.connects += 1
         self._debug("link up", peer=link.peer_id, addr=link.addr, connects=link.connects)
         self._notify()
-        delivery = _Delivery(self.limits.keepalive_interval / 4)
+        delivery = _Delivery(len(self._hello_frame), trio.current_time())
         try:
             async with stream, trio.open_nursery() as conn:
                 conn.start_soon(self._watch_outbound, link, reader, delivery, conn.cancel_scope)
@@ -496,7 +492,7 @@ class PeerTransport:
                     data, count = self._encode_batch(link, first)
                     if not data:
                         continue
-                started = trio.current_time()
+                delivery.sending(len(data), trio.current_time())
                 with trio.move_on_after(lim.stall_timeout) as stall:
                     await stream.send_all(data)
                 if stall.cancelled_caught:
@@ -506,7 +502,6 @@ class PeerTransport:
                                peer=link.peer_id, seconds=lim.stall_timeout, dropped=dropped)
                     self._notify()
                     return
-                delivery.sent_frames(count or 1, started)
                 if count:
                     link.sent += count
                     self._notify()
@@ -554,8 +549,9 @@ class PeerTransport:
         delivery: _Delivery,
         conn_scope: trio.CancelScope,
     ) -> None:
-        """Read the outbound connection: the peer only Acks on it. EOF, silence, or our
-        frames unacknowledged for ``stall_timeout`` end the connection (and so redial)."""
+        """Read the outbound connection: the peer Acks on it, and sends its own messages on
+        it while it cannot dial us. EOF, silence, or our frames unacknowledged for
+        ``stall_timeout`` end the connection (and so redial)."""
         lim = self.limits
         heard = trio.current_time()
         try:
@@ -570,21 +566,23 @@ class PeerTransport:
                 now = trio.current_time()
                 if frame:
                     msg = _decode(frame)
-                    if not isinstance(msg, Ack):
-                        raise ProtocolError(
-                            f"unexpected {type(msg).__name__} on our outbound link")
-                    delivery.ack(msg.received)
                     heard = now
-                    link.keepalives += 1
-                oldest = delivery.oldest_unacked()
+                    if isinstance(msg, Ack):
+                        delivery.ack(msg.received, now)
+                        link.keepalives += 1
+                    else:  # the peer's messages, while it cannot dial us (see _ack_back)
+                        self._check_message(link, msg)
+                        await self._deliver(msg)
+                        link.received += 1
+                        self._notify()
                 if now - heard >= lim.stall_timeout:
                     self._warn(("silent", link.peer_id), "link silent, closing",
                                peer=link.peer_id, seconds=lim.stall_timeout,
                                dropped=link.drop_queued())  # stale by the next link
                     break
-                if oldest is not None and now - oldest >= lim.stall_timeout:
+                if delivery.stalled_for(now) >= lim.stall_timeout:
                     self._warn(("unacked", link.peer_id),
-                               "frames not acknowledged, closing link", peer=link.peer_id,
+                               "sent bytes not acknowledged, closing link", peer=link.peer_id,
                                seconds=lim.stall_timeout, sent=delivery.sent,
                                acked=delivery.acked, dropped=link.drop_queued())
                     break
@@ -691,13 +689,38 @@ class PeerTransport:
         conn_scope: trio.CancelScope,
     ) -> None:
         """Ack what arrived, every keepalive_interval: the dialer learns both that we live
-        and that its frames reach us, and closes the link within stall_timeout otherwise."""
+        and that its frames reach us, and closes the link within stall_timeout otherwise.
+
+        While our own link to this peer is down, our messages to it go out here too. A peer
+        can reach us when we cannot reach it: a container reconnected to its network has a
+        new address and may have lost the name we dial (issue 20: the others' answers had no
+        way back, and the old leader stayed out for good). The connection it opened is then
+        the one path that works; the dialer delivers what it reads on it (_watch_outbound).
+        """
         lim = self.limits
+        nothing = object()
+        next_ack = trio.current_time() + lim.keepalive_interval
         try:
             while True:
-                await trio.sleep(lim.keepalive_interval)
-                with trio.fail_after(lim.stall_timeout):
-                    await stream.send_all(encode_frame(encode(Ack(reader.count))))
+                first: Any = nothing
+                if link.connected:
+                    await trio.sleep_until(next_ack)
+                else:
+                    with trio.move_on_at(next_ack):
+                        first = await link.queue_out.receive()
+                data, count = b"", 0
+                if first is not nothing:
+                    data, count = self._encode_batch(link, first)
+                now = trio.current_time()
+                if now >= next_ack:
+                    data += encode_frame(encode(Ack(reader.received)))
+                    next_ack = now + lim.keepalive_interval
+                if data:
+                    with trio.fail_after(lim.stall_timeout):
+                        await stream.send_all(data)
+                if count:
+                    link.sent += count
+                    self._notify()
         except CONNECTION_ERRORS as exc:
             self._debug("inbound ping failed", peer=link.peer_id, error=_describe(exc))
         conn_scope.cancel()

@@ -147,6 +147,7 @@ class ClientServer:
                     while (args := parser.next_command()) is not None:
                         await order.before(is_write(args))
                         pending = execute(self.node, conn, args)
+                        self.node.metrics.track(args[0], pending)
                         order.track(pending)
                         await send.send(Slot(pending, conn.proto, conn.closing))
                         if conn.closing:

@@ -102,7 +102,9 @@ def test_parse_line() -> None:
 def test_completion() -> None:
     assert sorted(complete("INC", "INC")) == ["INCR", "INCRBY", "INCRBYFLOAT"]
     assert sorted(complete("inc", "inc")) == ["incr", "incrby", "incrbyfloat"]
-    assert complete("RAFT S", "S") == ["STATUS"]
+    assert complete("RAFT S", "S") == ["STATUS", "SNAPSHOT"]
+    assert complete("RAFT ", "") == ["STATUS", "TRANSFER", "SNAPSHOT", "ADDNODE", "PROMOTE",
+                                     "REMOVENODE"]
     assert complete("help GETR", "GETR") == ["GETRANGE"]
     assert complete("SCRIPT L", "L") == ["LOAD"]
     assert complete("GET k", "k") == []

@@ -21,12 +21,12 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def free_port_base() -> int:
-    """A base B with B+1..3 and B+101..103 all free (so a developer's own cluster on the
-    default ports does not collide with the test)."""
+    """A base B with B+1..3, B+101..103 and B+2001..2003 (metrics) all free (so a
+    developer's own cluster on the default ports does not collide with the test)."""
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(20000, 60000, 1000)
-        ports = [base + k for k in (1, 2, 3, 101, 102, 103)]
+        ports = [base + k for k in (1, 2, 3, 101, 102, 103, 2001, 2002, 2003)]
         if all(_port_free(p) for p in ports):
             return base
     raise RuntimeError("no free port range found")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from chaos.cluster import LocalCluster
+from raftkv.node.sizes import request_size
 from raftkv.probe import call
 from wire.addr import parse_addr
 from wire.frames import encode_frame
@@ -112,15 +113,22 @@ def test_entries_near_the_max_request_size_commit_and_replicate(tmp_path: Path) 
     them; one byte more is refused with -ERR before it is proposed. (On a 16 MiB frame
     limit such an entry never reached a follower and commit stalled for good.)"""
     limit = 17_500_000
-    with LocalCluster(tmp_path, extra_args=["--max-request-bytes", str(limit)]) as c:
+    # Election timeouts of 1-2 s: moving a 17 MB entry through a node's loop takes longer
+    # than the default 150 ms on a loaded machine (the loop-lag issue, not this one), and
+    # every election would start the big entry's replication over.
+    args = ["--max-request-bytes", str(limit), "--election-ticks", "100",
+            "--heartbeat-ticks", "10"]
+    with LocalCluster(tmp_path, extra_args=args) as c:
         leader = c.wait_for_leader()
         follower = next(i for i in c.nodes if i != leader)
         values = {}
         for n, via in enumerate((leader, follower)):
             key = f"big-{n}"
-            values[key] = bytes([65 + n]) * (limit - len(key) - 3)  # "SET" + key + value
-            # (Handling a 17 MB entry can hold a loaded node's loop past an election
-            # timeout, the client port's and storage's issue: a TRYAGAIN is then fair.)
+            # As large as the limit admits (it counts the request as RESP: request_size).
+            size = limit - request_size([b"SET", key.encode(), b""]) - 10
+            values[key] = bytes([65 + n]) * size
+            assert request_size([b"SET", key.encode(), values[key]]) <= limit
+            # (A TRYAGAIN after an election is fair: retried.)
             reply = retry_call(c.nodes[via].client_addr, "SET", key, values[key])
             assert reply == OK, reply
         too_big = call(c.nodes[leader].client_addr, "SET", "x", b"y" * limit, timeout=30.0)

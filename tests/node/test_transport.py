@@ -385,7 +385,7 @@ async def test_stalled_peer_is_dropped_without_blocking_other_peers(nursery, war
             feeding.cancel_scope.cancel()
     # Whichever notices first: our send_all blocked, or c stopped acknowledging frames.
     stalls = (logged(warnings, "send stalled, closing link")
-              + logged(warnings, "frames not acknowledged, closing link"))
+              + logged(warnings, "sent bytes not acknowledged, closing link"))
     assert stalls and {s["peer"] for s in stalls} == {3}
     assert a.t.stats()[3].queued == 0  # what was queued for the stalled link was dropped
     assert a.t.stats()[2].reconnects == 0
@@ -663,7 +663,7 @@ async def test_a_link_whose_frames_are_never_acknowledged_is_redialled(nursery, 
             a.t.send(Note(1, 9, seq))
         with trio.fail_after(FAST.stall_timeout + 2 * FAST.keepalive_interval + 1.0):
             await second.wait()
-    closed = logged(warnings, "frames not acknowledged, closing link")
+    closed = logged(warnings, "sent bytes not acknowledged, closing link")
     assert closed and closed[0]["peer"] == 9 and closed[0]["acked"] == 1
 
 
@@ -689,23 +689,23 @@ async def test_a_peer_that_accepts_and_never_answers_is_redialled(nursery) -> No
     assert a.t.stats()[9].dial_failures >= 2 and not a.t.stats()[9].connected
 
 
-def test_delivery_tracks_the_oldest_unacknowledged_send() -> None:
-    d = _Delivery(bucket=0.1)
-    assert d.oldest_unacked() is None
-    d.sent_frames(2, 1.0)  # frames 2-3 (the Hello is frame 1)
-    d.sent_frames(1, 1.05)  # same bucket
-    d.sent_frames(1, 2.0)
-    assert d.oldest_unacked() == 1.0
-    d.ack(3)
-    assert d.oldest_unacked() == 1.0  # frame 4 went in the 1.0 bucket
-    d.ack(4)
-    assert d.oldest_unacked() == 2.0
-    d.ack(5)
-    assert d.oldest_unacked() is None
+def test_delivery_measures_how_long_acknowledgements_made_no_progress() -> None:
+    d = _Delivery(sent=10, at=0.0)  # the Hello
+    assert d.stalled_for(0.4) == 0.4
+    d.ack(10, 0.5)
+    assert d.stalled_for(100.0) == 0.0  # nothing outstanding
+    d.sending(1000, 1.0)
+    assert d.stalled_for(3.5) == 2.5
+    d.ack(400, 3.0)  # a large frame arriving piece by piece is progress
+    assert d.stalled_for(3.5) == 0.5
+    d.sending(5, 3.2)  # more bytes while some are outstanding: no reset
+    assert d.stalled_for(3.5) == 0.5
+    d.ack(1015, 4.0)
+    assert d.stalled_for(9.0) == 0.0
     with pytest.raises(ProtocolError):
-        d.ack(6)  # more than was sent
+        d.ack(1016, 9.0)  # more than was sent
     with pytest.raises(ProtocolError):
-        d.ack(4)  # going back
+        d.ack(900, 9.0)  # going back
 
 
 async def test_peer_sockets_get_keepalive_and_user_timeout(nursery) -> None:
@@ -732,3 +732,23 @@ async def test_peer_sockets_get_keepalive_and_user_timeout(nursery) -> None:
         if hasattr(socket, "TCP_KEEPIDLE"):
             assert stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 3
     await client.aclose()
+
+
+async def test_a_peer_we_cannot_dial_gets_our_messages_on_the_link_it_opened() -> None:
+    # Issue 20: a container reconnected to its network had a new address and no longer the
+    # name the others dialled; its own links to them were up, but their answers had no way
+    # back, and it stayed out of the cluster for good.
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            a = await start(nursery, 1)
+            b = await start(nursery, 2)
+            a.t.update_peers({2: b.addr})
+            b.t.update_peers({1: "nowhere.invalid:1"})  # b cannot reach a's address
+            await a.t.wait_until(connected(a, 2))
+            assert not b.t.stats()[1].connected
+            b.t.send(Note(2, 1, seq=7))
+            a.t.send(Note(1, 2, seq=8))
+            assert (await receive(a, 1))[0].seq == 7
+            assert (await receive(b, 1))[0].seq == 8
+            await a.stop()
+            await b.stop()
