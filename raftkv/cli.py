@@ -83,7 +83,30 @@ def _env(name: str) -> str:
               type=click.FloatRange(min=0), help="Close idle client connections (0: never).")
 @click.option("--max-request-bytes", default=8 * 1024 * 1024, show_default=True,
               envvar=_env("MAX_REQUEST_BYTES"), type=click.IntRange(min=1024),
-              help="Largest client request (all arguments of one command together).")
+              help="Largest client request (one command as sent, all arguments "
+                   "together); larger ones get -ERR and the connection is closed.")
+@click.option("--client-query-buffer-limit", default=0, show_default=True,
+              envvar=_env("CLIENT_QUERY_BUFFER_LIMIT"), type=click.IntRange(min=0),
+              help="Bytes of a client's commands read but not yet answered; past it the "
+                   "port stops reading from that client (0: 4 x --max-request-bytes).")
+@click.option("--client-output-buffer-limit", default=64 * 1024 * 1024, show_default=True,
+              envvar=_env("CLIENT_OUTPUT_BUFFER_LIMIT"), type=click.IntRange(min=0),
+              help="Bytes of replies owed to a client and not yet sent; past it the "
+                   "client is disconnected (0: unlimited).")
+@click.option("--client-output-stall-timeout", default=10.0, show_default=True,
+              envvar=_env("CLIENT_OUTPUT_STALL_TIMEOUT"), type=click.FloatRange(min=0.1),
+              help="Over half the output-buffer limit the port reads no more commands from "
+                   "a client; a client that reads nothing for this long is disconnected.")
+@click.option("--max-new-clients", default=1024, show_default=True,
+              envvar=_env("MAX_NEW_CLIENTS"), type=click.IntRange(min=1),
+              help="Connections that have not yet sent a complete command.")
+@click.option("--first-command-timeout", default=10.0, show_default=True,
+              envvar=_env("FIRST_COMMAND_TIMEOUT"), type=click.FloatRange(min=0.1),
+              help="Seconds a new connection has to send its first complete command.")
+@click.option("--maxmemory", default=0, show_default=True, envvar=_env("MAXMEMORY"),
+              type=click.IntRange(min=0),
+              help="RSS in bytes above which writes that grow memory answer -OOM "
+                   "(Redis's noeviction); reads and deletes still work (0: no limit).")
 @click.option("--metrics-addr", default="", envvar=_env("METRICS_ADDR"),
               help="HOST:PORT of the HTTP port serving /metrics (Prometheus), /livez and "
                    "/readyz (default: off).")

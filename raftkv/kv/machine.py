@@ -36,7 +36,9 @@ from __future__ import annotations
 import bisect
 import hashlib
 import heapq
+import itertools
 from collections.abc import Callable
+from typing import Any
 
 from wire.reply import OK, ErrorReply, SimpleString
 
@@ -68,7 +70,15 @@ from .numbers import (
 )
 from .scan import ScanOrder, key_hash
 from .scripts import ScriptRunner, script_sha
+from .sliced import KeysJob, ScanBuild, ScanRead, SlicedRead
 from .state import KVState, decode_snapshot, encode_snapshot
+
+# SCAN answers at most this many keys per call whatever COUNT asks (COUNT is a hint in
+# Redis too), so one SCAN cannot hold the node's event loop for long.
+SCAN_MAX_COUNT = 10_000
+# Maps at least this large are walked and freed in slices: FLUSHALL and replace hand them
+# to the runtime (``retired``), and the first SCAN builds its order with ``ScanBuild``.
+LARGE_MAP = 10_000
 
 MAX_TOMBS = 100_000  # deleted keys whose deletion index WATCH can tell apart
 _Handler = Callable[[list[bytes]], Reply]
@@ -98,7 +108,11 @@ class KVStateMachine:
         # Caches, not state: SCAN's hash order (built by the first SCAN) and a heap of
         # (deadline, key) that may hold stale pairs (checked against _expires when popped).
         self._order: ScanOrder | None = None
+        self._order_build: ScanBuild | None = None  # filling ``_order`` in slices
         self._heap: list[tuple[int, bytes]] = []
+        # Large maps, lists and SCAN indexes dropped by FLUSHALL or replace, for the runtime
+        # to free in slices (freeing a million keys at once would stall it).
+        self.retired: list[dict[bytes, Any] | list[tuple[int, bytes]]] = []
         # What the running command sees: the time, and whether it may delete expired keys.
         self._t = 0
         self._writing = False
@@ -172,6 +186,26 @@ class KVStateMachine:
             heapq.heappush(heap, item)
         return [key for _, key in found]
 
+    def read_deferred(self, args: list[bytes], now: int | None = None) -> Reply | SlicedRead:
+        """``read`` at time ``now``, except for reads that walk a large map: ``KEYS`` and the
+        first ``SCAN`` return a ``SlicedRead`` for the runtime to finish in slices (see
+        sliced.py). KEYS copies the key list and the deadlines now (point in time) and drops
+        the keys expired at the read's time; SCAN answers through ``read`` once the order
+        is built, at ``now`` or the applied stamp of that moment if higher."""
+        name = args[0].lower() if args else b""
+        if name == b"keys" and len(args) == 2:
+            t = self._now if now is None else max(self._now, now)
+            deadlines = dict(self._expires) if self._expires else None
+            return KeysJob(list(self._data), args[1], deadlines, t)
+        if name == b"scan":
+            if self._order is None and len(self._data) >= LARGE_MAP:
+                self._order = ScanOrder(())  # records keys added while it is built
+                self._order_build = ScanBuild(list(self._data), self._order)
+            build = self._order_build
+            if build is not None:
+                return ScanRead(build, lambda: self.read(args, now))
+        return self.read(args, now)
+
     def snapshot(self) -> bytes:
         """The whole state as msgpack, keys sorted: equal states give identical bytes."""
         return encode_snapshot(self.snapshot_state())
@@ -191,9 +225,12 @@ class KVStateMachine:
         self.replace(decode_snapshot(blob))
 
     def replace(self, state: KVState | dict[bytes, bytes]) -> None:
-        """Take ``state`` (from ``decode_snapshot``, decoded elsewhere) as the whole state."""
+        """Take ``state`` (from ``decode_snapshot``, decoded elsewhere) as the whole state;
+        the old one's large maps go to ``retired``."""
         if isinstance(state, dict):
             state = KVState(data=state)
+        self._drop_state()
+        self._retire(self._tombs)
         self._data = state.data
         self._expires = state.expires
         self._mods = state.mods
@@ -202,7 +239,6 @@ class KVStateMachine:
         self._gone = state.gone
         self._tombs = state.tombs
         self._scripts = state.scripts
-        self._order = None
         self._heap = [(deadline, key) for key, deadline in self._expires.items()]
         heapq.heapify(self._heap)
 
@@ -470,6 +506,15 @@ class KVStateMachine:
     def _mset(self, args: list[bytes]) -> Reply:
         if len(args) % 2 == 0:
             return check_arity(args)
+        if self._order is None:  # no SCAN index to keep up to date: C-level updates
+            keys = args[1::2]
+            self._data.update(zip(keys, args[2::2], strict=True))
+            self._mods.update(dict.fromkeys(keys, self._seq))
+            expires = self._expires
+            if expires:  # MSET drops any TTL, as SET does (stale heap pairs are skipped)
+                for key in keys:
+                    expires.pop(key, None)
+            return OK
         for i in range(1, len(args), 2):
             self._store(args[i], args[i + 1])
         return OK
@@ -497,17 +542,33 @@ class KVStateMachine:
         error = syntax.check_flushall(args)
         if error is not None:
             return error
-        if self._data:
+        if self._data:  # every missing key's WATCH version becomes this entry
             self._gone = self._seq
-            self._tombs.clear()
-        self._data.clear()
-        self._expires.clear()
-        self._mods.clear()
-        self._heap = []
-        self._order = None
+            self._retire(self._tombs)
+            self._tombs = {}
+        self._drop_state()
         return OK
 
     _flushdb = _flushall
+
+    def _drop_state(self) -> None:
+        """Empty the map, its deadlines, versions, the deadline heap and the SCAN index;
+        large ones go to ``retired``, freed later in slices by the runtime, small ones now.
+        (``_tombs``, ``_gone``, ``_now``, ``_seq`` and scripts are the caller's to set.)"""
+        self._retire(self._data)
+        self._retire(self._expires)
+        self._retire(self._mods)
+        self._retire(self._heap)
+        self._data, self._expires, self._mods, self._heap = {}, {}, {}, []
+        if self._order is not None:
+            self._retire(self._order.release())
+        self._order = None
+        self._order_build = None
+
+    def _retire(self, old: dict[bytes, Any] | list[tuple[int, bytes]]) -> None:
+        """``old`` is being dropped: a large one is handed to the runtime to free."""
+        if len(old) >= LARGE_MAP:
+            self.retired.append(old)
 
     def _rename_generic(self, args: list[bytes], nx: bool) -> Reply:
         src, dst = args[1], args[2]
@@ -569,9 +630,7 @@ class KVStateMachine:
     def _randomkey(self, args: list[bytes]) -> Reply:
         if not self._data:
             return None
-        if self._order is None:
-            self._order = ScanOrder(self._data)
-        entries = self._order.entries(self._data)
+        entries = self._scan_order().entries(self._data)
         start = bisect.bisect_left(entries, (key_hash(self._seq.to_bytes(8, "big")), b""))
         for i in range(len(entries)):
             key = entries[(start + i) % len(entries)][1]
@@ -743,8 +802,10 @@ class KVStateMachine:
         return 0 if value is None else len(value)
 
     def _mget(self, args: list[bytes]) -> Reply:
+        if not self._expires:  # no deadlines anywhere: one C-level pass
+            return list(map(self._data.get, itertools.islice(args, 1, None)))
         alive = self._alive
-        return [alive(key) for key in args[1:]]
+        return [alive(key) for key in itertools.islice(args, 1, None)]
 
     def _keys(self, args: list[bytes]) -> Reply:
         pattern = args[1]
@@ -761,9 +822,8 @@ class KVStateMachine:
         options = syntax.parse_scan_options(args)
         if isinstance(options, ErrorReply):
             return options
-        if self._order is None:
-            self._order = ScanOrder(self._data)
-        following, keys = self._order.batch(self._data, cursor, options.count)
+        count = min(options.count, SCAN_MAX_COUNT)
+        following, keys = self._scan_order().batch(self._data, cursor, count)
         if not options.type_matches:
             keys = []
         elif options.pattern is not None:
@@ -772,6 +832,17 @@ class KVStateMachine:
         if self._expires:
             keys = [key for key in keys if self._alive(key) is not None]
         return [str(following).encode(), keys]
+
+    def _scan_order(self) -> ScanOrder:
+        """SCAN's hash order, complete: one being built in slices (``read_deferred``) is
+        finished here. RANDOMKEY needs it whole too: inside a script it runs on apply, and a
+        replica whose order is half built must pick the key every other replica picks."""
+        if self._order_build is not None:
+            self._order_build.finish()
+            self._order_build = None
+        if self._order is None:
+            self._order = ScanOrder(self._data)
+        return self._order
 
     def _dbsize(self, args: list[bytes]) -> Reply:
         t = self._t

@@ -47,10 +47,12 @@ from raftkv.node.clock import LeaderClock
 from raftkv.node.expiry import active_expiry
 from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership, describe_members
+from raftkv.node.memory import MemoryGuard
 from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import max_reply_bytes, request_size, transport_limits
+from raftkv.node.sync_thread import SyncThread
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
@@ -88,6 +90,15 @@ APPLY_TIMEOUT = ErrorReply(
 SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
 
 
+async def _free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000) -> None:
+    """Free a large map or list dropped by the state machine, ``step`` items at a time."""
+    pop = data.popitem if isinstance(data, dict) else data.pop
+    while data:
+        for _ in range(min(step, len(data))):
+            pop()
+        await trio.lowlevel.checkpoint()
+
+
 def decode_reply(data: bytes) -> Any:
     """A forwarded reply (RESP3 bytes from the leader) back to a reply value."""
     malformed = ErrorReply("ERR malformed reply from the leader")
@@ -115,6 +126,7 @@ class Node:
         self.peer_port = 0
         self.core: RaftNode
         self.transport: PeerTransport
+        self._sync_thread: SyncThread  # the WAL fsync worker, alive while run() is
         self._wake = trio.Event()
         self._role_changed = trio.Event()
         self._last_leader = 0
@@ -155,6 +167,7 @@ class Node:
         self._snap_logged: set[tuple[int, int, bool]] = set()
         self.membership = Membership(self)
         self.backups = BackupSource(self)  # RAFT BACKUP sessions
+        self.memory = MemoryGuard(settings.maxmemory)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -209,7 +222,7 @@ class Node:
             validate=check_peer_message,
         )
         try:
-            async with trio.open_nursery() as nursery:
+            async with SyncThread() as self._sync_thread, trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self.peer_port = await start_listener(
                     nursery, "--peer-addr", s.peer_addr, self.transport.run)
@@ -345,7 +358,7 @@ class Node:
             # durable before any other message of this Ready (a vote, an append ack) leaves.
             written = storage.buffered_bytes
             started = trio.current_time()
-            await trio.to_thread.run_sync(storage.sync)
+            await self._sync_thread.run(storage.sync)
             self.metrics.wal_fsync.observe(trio.current_time() - started)
             self.metrics.wal_bytes.inc(written)
         if not rd.send_before_sync:
@@ -381,7 +394,16 @@ class Node:
         wait = self._read_wait
         while wait and wait[0][0] <= self.applied:
             _, _, pending, args, _ = heapq.heappop(wait)
-            pending.set(kv.read(args, self.clock.now()))
+            pending.set(kv.read_deferred(args, self.clock.now()))
+        if kv.retired:
+            self._free_retired()
+
+    def _free_retired(self) -> None:
+        """Free the maps FLUSHALL (or a snapshot install) dropped, a slice at a time: freeing
+        a million keys in one go would hold the loop for an election timeout."""
+        for old in self.kv.retired:
+            self._nursery.start_soon(_free_in_slices, old)
+        self.kv.retired.clear()
 
     def _apply_one(self, entry: Any) -> Any:
         """One committed entry's reply. Total: whatever the log holds, nothing raises here
@@ -613,6 +635,8 @@ class Node:
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
         error = validate(args) or self._check_size(args)
+        if error is None:
+            error = self.memory.refuse(args)
         if error is not None:
             return Pending.of(error)
         if self._stopping:
@@ -654,7 +678,8 @@ class Node:
             else:
                 self._parked.append((args, write, pending, park_until))
         elif self.settings.unsafe_stale_reads and core.role is not Role.LEADER:
-            pending.set(self.kv.read(args, self.clock.now()))  # deliberately unsafe
+            # deliberately unsafe: see NodeSettings
+            pending.set(self.kv.read_deferred(args, self.clock.now()))
             self.stats["reads_stale"] += 1
         else:
             ctx = next(self._ids).to_bytes(8, "big")
@@ -680,7 +705,7 @@ class Node:
             return
         pending, args, deadline = entry
         if index <= self.applied:
-            pending.set(self.kv.read(args, self.clock.now()))
+            pending.set(self.kv.read_deferred(args, self.clock.now()))
         else:
             heapq.heappush(self._read_wait, (index, next(self._ids), pending, args, deadline))
 
@@ -703,8 +728,8 @@ class Node:
             "ERR empty command")
         if args and args[0].lower() == b"raft":  # a membership change (RAFT ADDNODE ...)
             reply = self.membership.command(args, forwarded=True)
-        elif error is not None:
-            reply = Pending.of(error)
+        elif error is not None or (error := self.memory.refuse(args)) is not None:
+            reply = Pending.of(error)  # (maxmemory checked again here, on the leader)
         elif self.core.role is not Role.LEADER:
             reply = Pending.of(NO_LEADER)
         else:

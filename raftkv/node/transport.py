@@ -199,6 +199,7 @@ class _Link:
         self.scope = trio.CancelScope()  # cancelled when the peer is removed
         self.inbound_scope: trio.CancelScope | None = None
         self.connected = False
+        self.down_since = -math.inf  # when our outbound connection last went down
         self.client_addr = ""
         self.sent = self.dropped = self.received = self.keepalives = 0
         self.connects = self.refused = self.dial_failures = 0
@@ -473,6 +474,7 @@ class PeerTransport:
                 conn.cancel_scope.cancel()
         finally:
             link.connected = False
+            link.down_since = trio.current_time()
             self._notify()
 
     async def _send_loop(
@@ -703,7 +705,11 @@ class PeerTransport:
         try:
             while True:
                 first: Any = nothing
-                if link.connected:
+                # Only once our own link has been down for a while (a redial usually
+                # succeeds at once): messages split over two connections may overtake
+                # each other, which Raft tolerates but needs no more often than this.
+                reachable = trio.current_time() - link.down_since < lim.stall_timeout
+                if link.connected or reachable:
                     await trio.sleep_until(next_ack)
                 else:
                     with trio.move_on_at(next_ack):
