@@ -120,6 +120,9 @@ def _decode(frame: bytes) -> Any:
         raise ProtocolError(f"undecodable record: {exc!r}") from exc
 
 
+HELLO_MAX_FRAME = 64 * 1024  # a Hello or Refused: ids, a cluster id, two addresses
+
+
 class _FrameReader:
     """Frames from a stream; the timeout is per read, so slow-but-flowing data is fine."""
 
@@ -128,6 +131,9 @@ class _FrameReader:
         self._decoder = FrameDecoder(max_frame_size)
         self._frames: deque[bytes] = deque()
         self.received = 0  # bytes received so far (what an Ack reports)
+
+    def allow(self, max_frame_size: int) -> None:
+        self._decoder.max_frame_size = max_frame_size
 
     async def next(self, idle_timeout: float = math.inf) -> bytes | None:
         """The next frame; None at end of stream; TooSlowError after idle_timeout silence."""
@@ -604,7 +610,10 @@ class PeerTransport:
         remote = _remote(stream)
         lim = self.limits
         _tune_socket(stream, lim.stall_timeout)
-        reader = _FrameReader(stream, lim.max_frame_size)
+        # Until its Hello has been checked a connection may send only a small frame: a
+        # stranger must not make us buffer max_frame_size bytes (17 MiB by default) per
+        # connection for the whole handshake timeout.
+        reader = _FrameReader(stream, HELLO_MAX_FRAME)
         try:
             with trio.fail_after(lim.hello_timeout):
                 frame = await reader.next()
@@ -623,6 +632,7 @@ class PeerTransport:
                     await stream.send_all(encode_frame(encode(Refused(problem))))
                     return
                 await stream.send_all(self._hello_frame)
+                reader.allow(lim.max_frame_size)
         except trio.TooSlowError:
             self._debug("no Hello in time", remote=remote)
             return
