@@ -8,7 +8,9 @@ every command may be retried after them.
 Idempotent means the *state* is the same; a retried ``DEL`` may count 0 keys that its
 first, applied, attempt had already removed. ``SET ... NX`` is not idempotent here (a
 retry would answer "not set" about the key it set itself), nor is ``SET ... GET`` (the
-retry returns the value the first attempt wrote).
+retry returns the value the first attempt wrote), nor ``SET ... EX|PX`` (the retry moves
+the deadline later). Absolute deadlines (``EXPIREAT``, ``PEXPIREAT``, ``SET ... EXAT|PXAT``)
+and ``PERSIST`` are idempotent; relative ones (``EXPIRE``, ``SETEX``) are not.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ class Safety(enum.Enum):
 READS = frozenset(name.encode() for name, spec in COMMANDS.items() if not spec.is_write) | {
     b"ping", b"echo", b"info", b"command"
 }
-IDEMPOTENT_WRITES = frozenset(b"del mset flushall".split())
+IDEMPOTENT_WRITES = frozenset(
+    b"del unlink mset flushall flushdb persist expireat pexpireat".split())
 _READ_SUBCOMMANDS = {
     b"raft": frozenset({b"status"}),
     b"config": frozenset({b"get"}),
@@ -55,7 +58,8 @@ def classify(args: Sequence[bytes | str | int | float]) -> Safety:
         return Safety.IDEMPOTENT
     if name == b"set":
         options = {_word(a) for a in args[3:]}
-        return Safety.UNSAFE if options & {b"nx", b"get"} else Safety.IDEMPOTENT
+        unsafe = options & {b"nx", b"get", b"ex", b"px"}
+        return Safety.UNSAFE if unsafe else Safety.IDEMPOTENT
     subs = _READ_SUBCOMMANDS.get(name)
     if subs is not None and len(args) > 1 and _word(args[1]) in subs:
         return Safety.READ

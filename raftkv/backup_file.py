@@ -151,6 +151,6 @@ def verify_backup(path: str) -> BackupHeader:
         state = decode_snapshot(payload)
     except Exception as exc:  # a decode error of any kind means the file is unusable
         raise BackupError(f"{path}: the state does not decode ({exc})") from None
-    if len(state) != header.keys:
-        raise BackupError(f"{path}: {len(state)} keys, header says {header.keys}")
+    if len(state.data) != header.keys:
+        raise BackupError(f"{path}: {len(state.data)} keys, header says {header.keys}")
     return header

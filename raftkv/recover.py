@@ -79,7 +79,7 @@ def recover(data_dir: str, node_id: int, cluster_id: str = "",
     os.rename(data_dir, old_dir)
     new_id = cluster_id or meta.cluster_id
     create_data_dir(data_dir, new_id, node_id, config_of({node_id: addr}), last, last_term,
-                    encode_snapshot(kv.state_copy()), current_term=hs.term)
+                    encode_snapshot(kv.snapshot_state()), current_term=hs.term)
     return Recovered(index=last, term=max(hs.term, last_term), keys=len(kv),
                      beyond_commit=max(0, last - hs.commit),
                      peer_addr=addr, cluster_id=new_id, old_dir=old_dir)

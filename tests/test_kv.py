@@ -95,8 +95,17 @@ def test_apply_turns_a_corrupt_entry_into_an_error_reply(kv: KVStateMachine) -> 
 
 
 def test_table_flags_and_arity() -> None:
-    writes = {"set", "del", "incr", "decr", "incrby", "decrby", "append", "mset", "flushall", "cas"}
-    reads = {"get", "exists", "strlen", "mget", "keys", "scan", "dbsize"}
+    writes = {
+        "set", "del", "incr", "decr", "incrby", "decrby", "append", "mset", "flushall", "cas",
+        "setnx", "setex", "psetex", "getex", "getdel", "getset", "unlink", "incrbyfloat",
+        "setrange", "msetnx", "rename", "renamenx", "copy", "flushdb", "expire", "pexpire",
+        "expireat", "pexpireat", "persist", "eval", "evalsha", "script", "exec", "expired",
+    }
+    reads = {
+        "get", "exists", "strlen", "mget", "keys", "scan", "dbsize", "getrange", "touch",
+        "type", "object", "ttl", "pttl", "expiretime", "pexpiretime", "randomkey", "eval_ro",
+        "evalsha_ro", "watch",
+    }
     assert {n for n, s in COMMANDS.items() if s.is_write} == writes
     assert {n for n, s in COMMANDS.items() if not s.is_write} == reads
     assert all(s.flags in ({"write"}, {"read"}) for s in COMMANDS.values())
@@ -199,10 +208,10 @@ def test_unknown_command_text_follows_redis_formatting() -> None:
     [
         (b("SET", "k", "v", "NX", "XX"), SYNTAX),
         (b("SET", "k", "v", "XX", "NX"), SYNTAX),
-        (b("SET", "k", "v", "EX", "10"), SYNTAX),  # no expiry in this store
-        (b("SET", "k", "v", "PX", "10"), SYNTAX),
-        (b("SET", "k", "v", "KEEPTTL"), SYNTAX),
-        (b("SET", "k", "v", "EXAT", "1"), SYNTAX),
+        (b("SET", "k", "v", "EX", "10", "PX", "10"), SYNTAX),
+        (b("SET", "k", "v", "KEEPTTL", "EX", "1"), SYNTAX),
+        (b("SET", "k", "v", "EX"), SYNTAX),
+        (b("SET", "k", "v", "EXAT", "0"), ErrorReply("ERR invalid expire time in 'set' command")),
         (b("SET", "k", "v", "bogus"), SYNTAX),
         (b("INCRBY", "k", "x"), NOT_INT),
         (b("INCRBY", "k", "1.5"), NOT_INT),
@@ -536,11 +545,15 @@ def test_a_cursor_past_every_key_ends_the_scan(kv: KVStateMachine) -> None:
 def test_snapshot_is_canonical_and_restores(kv: KVStateMachine) -> None:
     run(kv, "MSET", "b", "2", "a", "1", "c", "\x00")
     other = KVStateMachine()
-    run(other, "MSET", "c", "\x00", "a", "1")
-    run(other, "SET", "b", "2")
-    assert kv.snapshot() == other.snapshot()  # insertion order does not matter
+    run(other, "MSET", "c", "\x00", "a", "1", "b", "2")
+    # Same history up to the order of keys in one entry: identical bytes (maps are sorted).
+    assert kv.snapshot() == other.snapshot()
     assert kv == other and kv.digest() == other.digest()
-    assert msgpack.unpackb(kv.snapshot()) == [1, {b"a": b"1", b"b": b"2", b"c": b"\x00"}]
+    version, values, expires, mods, now, seq, gone, scripts, tombs = msgpack.unpackb(
+        kv.snapshot())
+    assert (version, values) == (2, {b"a": b"1", b"b": b"2", b"c": b"\x00"})
+    assert (expires, now, seq, gone, scripts, tombs) == ({}, 0, 1, 0, {}, {})
+    assert mods == {b"a": 1, b"b": 1, b"c": 1}
     fresh = KVStateMachine()
     fresh.restore(kv.snapshot())
     assert fresh == kv and len(fresh) == 3
@@ -548,12 +561,20 @@ def test_snapshot_is_canonical_and_restores(kv: KVStateMachine) -> None:
     assert other != kv and other.digest() != kv.digest()
 
 
+def test_version_1_snapshots_still_restore(kv: KVStateMachine) -> None:
+    """Snapshots written before expiry existed: values only, no deadlines, indexes 0."""
+    kv.restore(msgpack.packb([1, {b"a": b"1", b"b": b""}], use_bin_type=True))
+    assert kv.state_copy() == {b"a": b"1", b"b": b""}
+    assert kv.read(b("PTTL", "a")) == -1
+    assert run(kv, "GET", "a") == b"1"
+
+
 def test_decode_snapshot_then_replace_is_restore(kv: KVStateMachine) -> None:
     """The runtime decodes in a worker thread and replaces on the loop: same result."""
     run(kv, "SET", "a", "1")
     run(kv, "SET", "b", "")
     data = decode_snapshot(kv.snapshot())
-    assert data == {b"a": b"1", b"b": b""}
+    assert data.data == {b"a": b"1", b"b": b""}
     other = KVStateMachine()
     run(other, "SET", "stale", "x")
     other.replace(data)

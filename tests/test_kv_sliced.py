@@ -9,8 +9,10 @@ import random
 import pytest
 
 from raftkv.kv import KVStateMachine, encode_command
+from raftkv.kv.glob import stringmatch
 from raftkv.kv.machine import LARGE_MAP, SCAN_MAX_COUNT
 from raftkv.kv.sliced import BUDGET, KeysJob, SlicedRead
+from raftkv.kv.state import KVState
 from wire.reply import OK
 
 
@@ -96,20 +98,150 @@ def test_scan_count_is_capped() -> None:
     assert SCAN_MAX_COUNT <= len(keys) < SCAN_MAX_COUNT + 10  # (hash ties stay together)
 
 
-def test_flushall_hands_a_large_map_to_the_runtime_and_small_ones_not() -> None:
+def test_flushall_hands_large_maps_to_the_runtime_and_small_ones_not() -> None:
     kv = loaded(LARGE_MAP * 2)
+    n = len(kv)
     assert apply(kv, b"FLUSHALL") is OK
-    assert len(kv) == 0 and len(kv.retired) == 1 and len(kv.retired[0]) >= LARGE_MAP
+    # The values and their WATCH versions (one per key); no deadlines, no SCAN index.
+    assert len(kv) == 0 and [(type(x), len(x)) for x in kv.retired] == [(dict, n), (dict, n)]
     kv.retired.clear()
     kv = loaded(LARGE_MAP * 2)
     kv.read([b"SCAN", b"0"])  # a SCAN index of as many entries goes too
     assert apply(kv, b"FLUSHALL") is OK
-    assert [type(x) for x in kv.retired] == [dict, list] and kv.read([b"SCAN", b"0"]) == [
+    assert [type(x) for x in kv.retired] == [dict, dict, list] and kv.read([b"SCAN", b"0"]) == [
         b"0", []]
     kv.retired.clear()
     apply(kv, b"SET", b"k", b"v")
     assert apply(kv, b"FLUSHALL") is OK
     assert len(kv) == 0 and kv.retired == []
+
+
+def test_flushall_of_keys_with_deadlines_retires_and_forgets_them_all() -> None:
+    kv = with_deadlines(LARGE_MAP * 2)
+    n, expiring = len(kv), kv.expiring
+    assert expiring >= LARGE_MAP
+    watched = kv.read([b"WATCH", b"abc", b"never-set"])
+    assert stamped(kv, T0, b"FLUSHDB") is OK
+    # values, deadlines, versions, the deadline heap
+    assert [(type(x), len(x)) for x in kv.retired] == [
+        (dict, n), (dict, expiring), (dict, n), (list, expiring)]
+    assert kv.expiring == 0 and kv.expired_keys(T0 + 10**9, 10) == []
+    assert kv.read([b"WATCH", b"abc", b"never-set"]) != watched  # both versions moved on
+    assert stamped(kv, T0, b"SET", b"abc", b"v") is OK
+    assert kv.deadline(b"abc") is None and kv.read([b"KEYS", b"*"], T0 + 10**9) == [b"abc"]
+
+
+def test_replace_takes_a_kvstate_and_retires_the_old_large_maps() -> None:
+    kv = with_deadlines(LARGE_MAP * 2)
+    old = len(kv)
+    kv.replace(KVState(data={b"k": b"v"}, expires={b"k": T0 + 5}, now=T0, seq=7))
+    assert [len(x) for x in kv.retired][:1] == [old] and len(kv.retired) == 4
+    assert kv.read([b"MGET", b"k"]) == [b"v"] and kv.read([b"MGET", b"k"], T0 + 5) == [None]
+    assert kv.expired_keys(T0 + 5, 10) == [b"k"]  # the heap was rebuilt from the state
+
+
+T0 = 1_700_000_000_000
+
+
+def stamped(kv: KVStateMachine, stamp: int, *args: bytes) -> object:
+    return kv.apply(encode_command(list(args), stamp))
+
+
+def with_deadlines(n: int) -> KVStateMachine:
+    """``loaded(n)`` where every third key (in byte order) expires at T0 + 100, every
+    third one after it at T0 + 200, and ``abc`` never."""
+    kv = loaded(n)
+    for i, key in enumerate(kv.read([b"KEYS", b"*"])):
+        if key != b"abc" and i % 3 < 2:
+            deadline = T0 + 100 * (i % 3 + 1)
+            assert stamped(kv, T0, b"PEXPIREAT", key, str(deadline).encode()) == 1
+    return kv
+
+
+def alive_at(kv: KVStateMachine, t: int) -> list[bytes]:
+    return sorted(k for k in kv.state_copy() if (kv.deadline(k) or t + 1) > t)
+
+
+def test_sliced_keys_hides_keys_expired_at_the_reads_time() -> None:
+    kv = with_deadlines(LARGE_MAP * 2)
+    assert len(kv) >= LARGE_MAP
+    for t, gone in [(T0 + 99, 0), (T0 + 100, 1), (T0 + 200, 2), (None, 0)]:
+        expected = alive_at(kv, T0 if t is None else t)
+        assert len(expected) < len(kv) or not gone
+        for pattern in (b"*", b"a*", b"*[a-f]?"):
+            job = kv.read_deferred([b"KEYS", pattern], t)
+            assert isinstance(job, KeysJob) and job.step() is False  # many slices
+            steps_to_finish(job)
+            # (KEYS * is every key, the empty one too, as in Redis)
+            assert job.result == [k for k in expected if pattern == b"*" or stringmatch(pattern, k)]
+            assert job.result == kv.read([b"KEYS", pattern], t)
+    assert b"abc" in kv.read([b"KEYS", b"*"], T0 + 10**9)
+
+
+def test_sliced_keys_uses_the_deadlines_of_its_point_in_time() -> None:
+    kv = with_deadlines(LARGE_MAP * 2)
+    t = T0 + 150
+    expected = alive_at(kv, t)
+    job = kv.read_deferred([b"KEYS", b"*"], t)
+    assert job.step() is False
+    # Applied while the job runs: the active expiry deletes the keys past T0 + 100, a key
+    # with a later deadline loses it, an expired one would come back: none of it shows.
+    doomed = kv.expired_keys(t, 10**6)
+    assert doomed and stamped(kv, t, b"EXPIRED", *doomed) == len(doomed)
+    later = next(k for k in expected if kv.deadline(k) is not None)
+    assert stamped(kv, t, b"PERSIST", later) == 1
+    assert stamped(kv, t, b"SET", doomed[0], b"back") is OK
+    steps_to_finish(job)
+    assert job.result == expected
+
+
+def test_scan_hides_expired_keys_sliced_or_not_with_type_and_a_capped_count() -> None:
+    kv = with_deadlines(LARGE_MAP * 2)
+    t = T0 + 100
+    expected = alive_at(kv, t)
+    assert len(expected) < len(kv)
+    job = kv.read_deferred([b"SCAN", b"0", b"COUNT", b"1000000000", b"TYPE", b"string"], t)
+    assert isinstance(job, SlicedRead) and job.step() is False  # the first SCAN: built
+    steps_to_finish(job)
+    cursor, first = job.result
+    assert cursor != b"0" and 0 < len(first) < SCAN_MAX_COUNT + 10  # capped, then filtered
+    seen = list(first)
+    while cursor != b"0":
+        cursor, keys = kv.read_deferred(
+            [b"SCAN", cursor, b"COUNT", b"1000000000", b"TYPE", b"string"], t)
+        seen += keys
+    assert sorted(seen) == expected
+    assert kv.read([b"SCAN", b"0", b"COUNT", b"100000000", b"TYPE", b"hash"], t)[1] == []
+
+
+def test_mget_hides_expired_keys() -> None:
+    kv = KVStateMachine()
+    assert stamped(kv, T0, b"MSET", b"a", b"1", b"b", b"2") is OK
+    assert kv.read([b"MGET", b"a", b"b", b"c"], T0 + 10) == [b"1", b"2", None]  # fast path
+    assert stamped(kv, T0, b"PEXPIRE", b"a", b"10") == 1
+    assert kv.read([b"MGET", b"a", b"b", b"c"], T0 + 9) == [b"1", b"2", None]
+    assert kv.read([b"MGET", b"a", b"b", b"c"], T0 + 10) == [None, b"2", None]
+
+
+def test_mset_fast_path_drops_deadlines_and_sets_versions_as_the_slow_path() -> None:
+    fast, slow = KVStateMachine(), KVStateMachine()
+    slow.read([b"SCAN", b"0"])  # builds the index: MSET takes the per-key path
+    for kv in (fast, slow):
+        assert stamped(kv, T0, b"SET", b"a", b"0", b"PX", b"50") is OK
+        assert stamped(kv, T0, b"SET", b"keep", b"0", b"PX", b"50") is OK
+        assert stamped(kv, T0 + 1, b"MSET", b"a", b"1", b"b", b"2") is OK
+    assert fast == slow  # values, deadlines, versions
+    assert fast.deadline(b"a") is None and fast.deadline(b"keep") == T0 + 50
+    assert fast.read([b"MGET", b"a", b"keep"], T0 + 50) == [b"1", None]
+
+
+def test_randomkey_during_a_sliced_build_answers_what_a_built_order_answers() -> None:
+    kv, reference = loaded(LARGE_MAP * 2), loaded(LARGE_MAP * 2)
+    reference.read([b"SCAN", b"0"])
+    job = kv.read_deferred([b"SCAN", b"0"])
+    assert job.step() is False
+    script = [b"EVAL", b"return redis.call('RANDOMKEY')", b"0"]  # runs on apply
+    assert stamped(kv, T0, *script) == stamped(reference, T0, *script) is not None
 
 
 def test_mset_without_a_scan_index_matches_the_slow_path() -> None:

@@ -6,34 +6,43 @@ to route a command (``write`` through the log, ``read`` after a ReadIndex) and t
 malformed ones before they are proposed.
 """
 
-from .codec import decode_command, encode_command
+from .codec import decode_command, decode_entry, encode_command
 from .commands import (
     COMMANDS,
+    MAX_TRANSACTION_COMMANDS,
     READ,
     WRITE,
     CommandSpec,
     Reply,
     check_arity,
+    decode_exec,
+    encode_exec,
     legacy_form,
     lookup,
     validate,
 )
 from .errors import KVDecodeError
 from .glob import stringmatch
-from .machine import KVStateMachine, decode_snapshot, encode_snapshot
+from .machine import KVStateMachine
+from .state import KVState, decode_snapshot, encode_snapshot
 
 __all__ = [
     "COMMANDS",
+    "MAX_TRANSACTION_COMMANDS",
     "READ",
     "WRITE",
     "CommandSpec",
     "KVDecodeError",
+    "KVState",
     "KVStateMachine",
     "Reply",
     "check_arity",
     "decode_command",
+    "decode_entry",
+    "decode_exec",
     "decode_snapshot",
     "encode_command",
+    "encode_exec",
     "encode_snapshot",
     "legacy_form",
     "lookup",

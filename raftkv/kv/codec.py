@@ -1,4 +1,12 @@
-"""What a log entry's data holds: one command as a msgpack array of bin strings.
+"""What a log entry's data holds: one command, stamped with the leader's clock.
+
+Two layouts, both msgpack arrays:
+
+* ``[stamp_ms, name, arg, ...]``: written since expiry exists. ``stamp_ms`` is the leader's
+  wall-clock time in milliseconds when it proposed the entry (an int); the state machine's
+  "now" is the highest stamp it has applied, so every replica expires keys identically.
+* ``[name, arg, ...]``: entries written by earlier versions (no stamp). They still apply,
+  with the state machine's current "now".
 
 The command is stored exactly as the client sent it (name first, any case), so applying
 it later needs nothing but the state machine, and every node decodes the same arguments.
@@ -13,27 +21,46 @@ import msgpack
 from .errors import KVDecodeError
 
 _ArgBytes = (bytes, bytearray, memoryview)
+# A stamp is a non-negative int64 number of milliseconds since the Unix epoch.
+MAX_STAMP = 2**63 - 1
 
 
-def encode_command(args: Sequence[bytes]) -> bytes:
-    """The log-entry bytes of ``args`` (a non-empty list of byte strings)."""
+def encode_command(args: Sequence[bytes], stamp: int | None = None) -> bytes:
+    """The log-entry bytes of ``args`` (a non-empty list of byte strings), stamped if given."""
     if not args:
         raise ValueError("a command has at least its name")
     for arg in args:
         if not isinstance(arg, _ArgBytes):
             raise TypeError(f"command arguments are bytes, not {type(arg).__name__}")
-    return msgpack.packb(list(args), use_bin_type=True)
+    if stamp is None:
+        return msgpack.packb(list(args), use_bin_type=True)
+    if type(stamp) is not int or not 0 <= stamp <= MAX_STAMP:
+        raise ValueError(f"a stamp is a non-negative int64, not {stamp!r}")
+    return msgpack.packb([stamp, *args], use_bin_type=True)
+
+
+def decode_entry(data: bytes) -> tuple[int | None, list[bytes]]:
+    """The (stamp or None, arguments) of a log entry; ``KVDecodeError`` if it is not one."""
+    try:
+        items = msgpack.unpackb(data, raw=False)
+    except Exception as exc:  # msgpack raises several types for the many ways bytes are bad
+        raise KVDecodeError(f"command is not valid msgpack ({exc!r})") from None
+    if type(items) is not list or not items:
+        raise KVDecodeError("command is not a non-empty msgpack array")
+    stamp = None
+    if type(items[0]) is int:
+        stamp = items[0]
+        if not 0 <= stamp <= MAX_STAMP:
+            raise KVDecodeError(f"stamp {stamp} out of range")
+        items = items[1:]
+        if not items:
+            raise KVDecodeError("stamped entry holds no command")
+    for arg in items:
+        if type(arg) is not bytes:
+            raise KVDecodeError(f"command argument is {type(arg).__name__}, not bin")
+    return stamp, items
 
 
 def decode_command(data: bytes) -> list[bytes]:
-    """The arguments in a log entry's ``data``; ``KVDecodeError`` if it is not a command."""
-    try:
-        args = msgpack.unpackb(data, raw=False)
-    except Exception as exc:  # msgpack raises several types for the many ways bytes are bad
-        raise KVDecodeError(f"command is not valid msgpack ({exc!r})") from None
-    if type(args) is not list or not args:
-        raise KVDecodeError("command is not a non-empty msgpack array")
-    for arg in args:
-        if type(arg) is not bytes:
-            raise KVDecodeError(f"command argument is {type(arg).__name__}, not bin")
-    return args
+    """The arguments in a log entry's ``data`` (its stamp dropped)."""
+    return decode_entry(data)[1]

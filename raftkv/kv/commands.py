@@ -15,18 +15,36 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import attrs
+import msgpack
 
 from wire.reply import ErrorReply, SimpleString
 
 from . import syntax
-from .errors import INVALID_CURSOR, unknown_command, wrong_arity
-from .numbers import parse_cursor
+from .errors import INVALID_CURSOR, NOT_FLOAT, NOT_INTEGER, unknown_command, wrong_arity
+from .numbers import parse_cursor, parse_int64, parse_long_double
+
+# Redis's default proto-max-bulk-len: APPEND and SETRANGE may not grow a value past it.
+MAX_VALUE_LEN = 512 * 1024 * 1024
 
 # What a command answers with (see wire/reply.py): bulk, null, integer, array, status, error.
 Reply = bytes | int | None | list["Reply"] | SimpleString | ErrorReply
 
 WRITE = "write"
 READ = "read"
+_SCRIPT_COMMANDS = frozenset(("eval", "evalsha", "eval_ro", "evalsha_ro"))
+_GROUPS = {
+    **{name: "@keyspace" for name in (
+        "del", "unlink", "exists", "touch", "type", "rename", "renamenx", "copy", "randomkey",
+        "object", "keys", "scan", "dbsize", "flushall", "flushdb", "expire", "pexpire",
+        "expireat", "pexpireat", "persist", "ttl", "pttl", "expiretime", "pexpiretime",
+        "expired")},
+    **{name: "@scripting" for name in (*_SCRIPT_COMMANDS, "script")},
+    "exec": "@transaction",
+    "watch": "@transaction",
+}
+# Bounds of one EXEC entry: how many commands and watched keys a transaction may carry.
+MAX_TRANSACTION_COMMANDS = 100_000
+MAX_WATCHED_KEYS = 10_000
 
 
 @attrs.frozen
@@ -39,10 +57,16 @@ class CommandSpec:
     first_key: int = 1
     last_key: int = 1
     key_step: int = 1
+    internal: bool = False  # built by the server, not typed by users (COMMAND hides it)
 
     @property
     def is_write(self) -> bool:
         return self.flag == WRITE
+
+    @property
+    def acl_categories(self) -> tuple[str, ...]:
+        """Redis's ACL categories of this command (COMMAND INFO's seventh field)."""
+        return ("@write" if self.is_write else "@read", _GROUPS.get(self.name, "@string"))
 
     @property
     def flags(self) -> frozenset[str]:
@@ -54,6 +78,9 @@ class CommandSpec:
 
     def keys(self, args: list[bytes]) -> list[bytes]:
         """The key arguments of ``args`` (a call of this command that passed arity)."""
+        if self.name in _SCRIPT_COMMANDS:
+            numkeys = syntax.parse_numkeys(args) if len(args) >= 3 else 0
+            return [] if isinstance(numkeys, ErrorReply) else args[3 : 3 + numkeys]
         if self.first_key == 0:
             return []
         last = len(args) - 1 if self.last_key < 0 else self.last_key
@@ -65,23 +92,61 @@ COMMANDS: dict[str, CommandSpec] = {
     for spec in (
         # writes
         CommandSpec("set", -3, WRITE),
+        CommandSpec("setnx", 3, WRITE),
+        CommandSpec("setex", 4, WRITE),
+        CommandSpec("psetex", 4, WRITE),
+        CommandSpec("getex", -2, WRITE),
+        CommandSpec("getdel", 2, WRITE),
+        CommandSpec("getset", 3, WRITE),
         CommandSpec("del", -2, WRITE, 1, -1, 1),
+        CommandSpec("unlink", -2, WRITE, 1, -1, 1),
         CommandSpec("incr", 2, WRITE),
         CommandSpec("decr", 2, WRITE),
         CommandSpec("incrby", 3, WRITE),
         CommandSpec("decrby", 3, WRITE),
+        CommandSpec("incrbyfloat", 3, WRITE),
         CommandSpec("append", 3, WRITE),
+        CommandSpec("setrange", 4, WRITE),
         CommandSpec("mset", -3, WRITE, 1, -1, 2),
+        CommandSpec("msetnx", -3, WRITE, 1, -1, 2),
+        CommandSpec("rename", 3, WRITE, 1, 2, 1),
+        CommandSpec("renamenx", 3, WRITE, 1, 2, 1),
+        CommandSpec("copy", -3, WRITE, 1, 2, 1),
         CommandSpec("flushall", -1, WRITE, 0, 0, 0),
+        CommandSpec("flushdb", -1, WRITE, 0, 0, 0),
         CommandSpec("cas", 4, WRITE),
+        CommandSpec("expire", -3, WRITE),
+        CommandSpec("pexpire", -3, WRITE),
+        CommandSpec("expireat", -3, WRITE),
+        CommandSpec("pexpireat", -3, WRITE),
+        CommandSpec("persist", 2, WRITE),
+        CommandSpec("eval", -3, WRITE, 0, 0, 0),
+        CommandSpec("evalsha", -3, WRITE, 0, 0, 0),
+        CommandSpec("script", -2, WRITE, 0, 0, 0),
+        # RaftKV's own, built by the server: one MULTI's commands; the leader's expiry
+        CommandSpec("exec", 2, WRITE, 0, 0, 0, internal=True),
+        CommandSpec("expired", -2, WRITE, 1, -1, 1, internal=True),
         # reads
         CommandSpec("get", 2, READ),
+        CommandSpec("getrange", 4, READ),
         CommandSpec("exists", -2, READ, 1, -1, 1),
+        CommandSpec("touch", -2, READ, 1, -1, 1),
         CommandSpec("strlen", 2, READ),
+        CommandSpec("type", 2, READ),
+        CommandSpec("object", -2, READ, 2, 2, 1),
+        CommandSpec("ttl", 2, READ),
+        CommandSpec("pttl", 2, READ),
+        CommandSpec("expiretime", 2, READ),
+        CommandSpec("pexpiretime", 2, READ),
         CommandSpec("mget", -2, READ, 1, -1, 1),
         CommandSpec("keys", 2, READ, 0, 0, 0),
         CommandSpec("scan", -2, READ, 0, 0, 0),
+        CommandSpec("randomkey", 1, READ, 0, 0, 0),
         CommandSpec("dbsize", 1, READ, 0, 0, 0),
+        CommandSpec("eval_ro", -3, READ, 0, 0, 0),
+        CommandSpec("evalsha_ro", -3, READ, 0, 0, 0),
+        # served through the client port's transaction state (transaction.py)
+        CommandSpec("watch", -2, READ, 1, -1, 1),
     )
 }
 
@@ -112,14 +177,15 @@ def check_arity(args: list[bytes]) -> ErrorReply | None:
     spec = _BY_BYTES.get(args[0].lower()) if args else None
     if spec is None:
         return unknown_command(args)
-    if not spec.arity_ok(len(args)) or (spec.name == "mset" and len(args) % 2 == 0):
+    paired = spec.name in ("mset", "msetnx")
+    if not spec.arity_ok(len(args)) or (paired and len(args) % 2 == 0):
         return wrong_arity(spec.name)
     return None
 
 
 def _set(args: list[bytes]) -> ErrorReply | None:
-    flags = syntax.parse_set_options(args)
-    return flags if isinstance(flags, ErrorReply) else None
+    options = syntax.parse_set_options(args)
+    return options if isinstance(options, ErrorReply) else None
 
 
 def _incrby(args: list[bytes]) -> ErrorReply | None:
@@ -139,14 +205,118 @@ def _scan(args: list[bytes]) -> ErrorReply | None:
     return options if isinstance(options, ErrorReply) else None
 
 
+def _setex(args: list[bytes]) -> ErrorReply | None:
+    unit = 1000 if args[0].lower() == b"setex" else 1
+    spec = syntax.parse_expire_value(args[2], unit, False, args[0].lower().decode())
+    return spec if isinstance(spec, ErrorReply) else None
+
+
+def _getex(args: list[bytes]) -> ErrorReply | None:
+    options = syntax.parse_set_options(args, getex=True)
+    return options if isinstance(options, ErrorReply) else None
+
+
+def _expire(args: list[bytes]) -> ErrorReply | None:
+    name = args[0].lower()
+    parsed = syntax.parse_expire_args(args, 1000 if name in (b"expire", b"expireat") else 1)
+    return parsed if isinstance(parsed, ErrorReply) else None
+
+
+def _incrbyfloat(args: list[bytes]) -> ErrorReply | None:
+    return NOT_FLOAT if parse_long_double(args[2]) is None else None
+
+
+def _getrange(args: list[bytes]) -> ErrorReply | None:
+    if parse_int64(args[2]) is None or parse_int64(args[3]) is None:
+        return NOT_INTEGER
+    return None
+
+
+def _copy(args: list[bytes]) -> ErrorReply | None:
+    options = syntax.parse_copy_options(args)
+    return options if isinstance(options, ErrorReply) else None
+
+
+def _eval(args: list[bytes]) -> ErrorReply | None:
+    numkeys = syntax.parse_numkeys(args)
+    return numkeys if isinstance(numkeys, ErrorReply) else None
+
+
+def _exec(args: list[bytes]) -> ErrorReply | None:
+    decoded = decode_exec(args[1])
+    if isinstance(decoded, ErrorReply):
+        return decoded
+    for command in decoded[1]:
+        if command[0].lower() in (b"exec", b"watch"):
+            return ErrorReply("ERR EXEC and WATCH cannot run inside a transaction")
+        error = validate(command)
+        if error is not None:
+            return error
+    return None
+
+
 # Checks that need only the arguments (never the data); commands without one cannot fail so.
 _SYNTAX: dict[str, Callable[[list[bytes]], ErrorReply | None]] = {
     "set": _set,
+    "setex": _setex,
+    "psetex": _setex,
+    "getex": _getex,
     "incrby": _incrby,
     "decrby": _decrby,
+    "incrbyfloat": _incrbyfloat,
+    "setrange": lambda args: syntax.check_setrange(args, MAX_VALUE_LEN),
+    "getrange": _getrange,
+    "copy": _copy,
+    "object": syntax.check_object,
     "flushall": syntax.check_flushall,
+    "flushdb": syntax.check_flushall,
     "scan": _scan,
+    "expire": _expire,
+    "pexpire": _expire,
+    "expireat": _expire,
+    "pexpireat": _expire,
+    "eval": _eval,
+    "evalsha": _eval,
+    "eval_ro": _eval,
+    "evalsha_ro": _eval,
+    "script": syntax.check_script,
+    "exec": _exec,
 }
+
+
+def encode_exec(watches: list[tuple[bytes, int, int]], commands: list[list[bytes]]) -> bytes:
+    """The argument of the internal ``EXEC payload`` entry: watched versions and commands."""
+    return msgpack.packb([[list(w) for w in watches], commands], use_bin_type=True)
+
+
+Watches = list[tuple[bytes, int, int]]  # (key, exists, modification index) per watched key
+
+
+def decode_exec(payload: bytes) -> tuple[Watches, list[list[bytes]]] | ErrorReply:
+    """The (watches, commands) of an ``encode_exec`` payload, checked; an error if malformed."""
+    bad = ErrorReply("ERR malformed transaction")
+    try:
+        obj = msgpack.unpackb(payload, raw=False)
+    except Exception:  # msgpack raises several types for the many ways bytes are bad
+        return bad
+    if type(obj) is not list or len(obj) != 2 or type(obj[0]) is not list:
+        return bad
+    raw_watches, raw_commands = obj
+    if type(raw_commands) is not list or len(raw_commands) > MAX_TRANSACTION_COMMANDS:
+        return bad
+    if len(raw_watches) > MAX_WATCHED_KEYS:
+        return bad
+    watches: list[tuple[bytes, int, int]] = []
+    for w in raw_watches:
+        if (type(w) is not list or len(w) != 3 or type(w[0]) is not bytes
+                or type(w[1]) is not int or type(w[2]) is not int):
+            return bad
+        watches.append((w[0], w[1], w[2]))
+    for command in raw_commands:
+        if (type(command) is not list or not command
+                or any(type(arg) is not bytes for arg in command)):
+            return bad
+    return watches, raw_commands
 
 
 def validate(args: list[bytes]) -> ErrorReply | None:

@@ -20,6 +20,24 @@ INCR_OVERFLOW = ErrorReply("ERR increment or decrement would overflow")
 DECR_OVERFLOW = ErrorReply("ERR decrement would overflow")
 INVALID_CURSOR = ErrorReply("ERR invalid cursor")
 STRING_TOO_LONG = ErrorReply("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+NOT_FLOAT = ErrorReply("ERR value is not a valid float")
+FLOAT_NAN_OR_INF = ErrorReply("ERR increment would produce NaN or Infinity")
+NO_SUCH_KEY = ErrorReply("ERR no such key")
+OFFSET_OUT_OF_RANGE = ErrorReply("ERR offset is out of range")
+SAME_OBJECT = ErrorReply("ERR source and destination objects are the same")
+DB_OUT_OF_RANGE = ErrorReply("ERR DB index is out of range")
+NOSCRIPT = ErrorReply("NOSCRIPT No matching script. Please use EVAL.")
+
+
+def invalid_expire(command: str) -> ErrorReply:
+    """``ERR invalid expire time in 'set' command`` (the lower-case command name)."""
+    return ErrorReply(f"ERR invalid expire time in '{command}' command")
+
+
+def unknown_subcommand(sub: bytes, command: str) -> ErrorReply:
+    """``ERR unknown subcommand 'foo'. Try OBJECT HELP.``"""
+    text = _as_text(_c_text(sub, 128))
+    return ErrorReply(f"ERR unknown subcommand '{text}'. Try {command.upper()} HELP.")
 
 # Redis builds the unknown-command text from C strings into a budget of 128 bytes.
 _ARGS_BUDGET = 128

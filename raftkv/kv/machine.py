@@ -5,104 +5,88 @@ Every node applies the same log in the same order, so ``apply`` must be a pure f
 (KEYS sorts; SCAN uses a fixed hash order), and never an exception, whatever the entry
 holds. A malformed entry yields an ``ErrorReply`` like any failing command.
 
+**Time.** The machine never reads a clock. Each entry carries the leader's stamp (see
+codec.py); "now" is the highest stamp applied (``self._now``), and a command sees the key
+whose deadline is at or before now as missing. Relative TTLs (EX, PX, EXPIRE) become
+deadlines at the entry's now, so every replica computes the same deadline. A key past its
+deadline that a write touches is deleted then (lazy expiry, identical on every replica);
+the leader also proposes ``EXPIRED key...`` entries for keys past their deadline, which
+delete only keys whose deadline is at or before that entry's now. Reads (``read``) get a
+time from the node, never below the applied now, and hide expired keys without deleting.
+
+**Modification indexes** (WATCH). ``_seq`` counts applied entries; a write sets the key's
+index to it. A key's version is ``(1, index)`` while it exists, and ``(0, index of the
+entry that deleted it)`` when missing; the last ``MAX_TOMBS`` deletions are remembered, and
+past that they are all forgotten at once, which changes the version of every missing key
+(EXEC then fails although Redis would not: conservative, never the reverse).
+
 Semantics follow Redis 7 for the supported commands, with these differences:
 
-* No expiry: SET accepts ``NX``, ``XX`` and ``GET`` only; ``EX``/``PX``/``EXAT``/``PXAT``/
-  ``KEEPTTL`` are ``ERR syntax error``.
-* ``CAS key expected new`` is RaftKV's own: it sets ``key`` to ``new`` and answers 1 only if
-  ``key`` exists and holds exactly ``expected``; otherwise it changes nothing and answers 0.
-  A missing key never matches, not even an empty ``expected`` (use ``SET key new NX``).
+* ``CAS key expected new`` is RaftKV's own: it sets ``key`` to ``new`` (keeping its TTL)
+  and answers 1 only if ``key`` exists and holds exactly ``expected``; otherwise 0.
 * KEYS answers in byte order of the keys; SCAN walks keys in hash order (see scan.py) and
   returns every key that exists for the whole scan exactly once.
-* FLUSHALL ASYNC and SYNC both empty the map immediately.
+* RANDOMKEY is deterministic: it picks by the hash order and the entry counter, so equal
+  states answer the same key.
+* FLUSHALL/FLUSHDB ASYNC and SYNC both empty the map immediately.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import heapq
 import itertools
 from collections.abc import Callable
+from typing import Any
 
-import msgpack
-
-from wire.reply import OK, ErrorReply
+from wire.reply import OK, ErrorReply, SimpleString
 
 from . import syntax
-from .codec import decode_command
-from .commands import COMMANDS, Reply, check_arity
+from .codec import decode_entry
+from .commands import COMMANDS, MAX_VALUE_LEN, Reply, check_arity, decode_exec, validate
 from .errors import (
+    FLOAT_NAN_OR_INF,
     INCR_OVERFLOW,
     INVALID_CURSOR,
+    NO_SUCH_KEY,
+    NOT_FLOAT,
     NOT_INTEGER,
     STRING_TOO_LONG,
     KVDecodeError,
+    invalid_expire,
     unknown_command,
     wrong_arity,
 )
 from .glob import stringmatch
-from .numbers import INT64_MAX, INT64_MIN, parse_cursor, parse_int64
-from .scan import ScanOrder
+from .numbers import (
+    INT64_MAX,
+    INT64_MIN,
+    add_long_double,
+    format_long_double,
+    parse_cursor,
+    parse_int64,
+    parse_long_double,
+)
+from .scan import ScanOrder, key_hash
+from .scripts import ScriptRunner, script_sha
 from .sliced import KeysJob, ScanBuild, ScanRead, SlicedRead
+from .state import KVState, decode_snapshot, encode_snapshot
 
-SNAPSHOT_VERSION = 1
 # SCAN answers at most this many keys per call whatever COUNT asks (COUNT is a hint in
 # Redis too), so one SCAN cannot hold the node's event loop for long.
 SCAN_MAX_COUNT = 10_000
 # Maps at least this large are walked and freed in slices: FLUSHALL and replace hand them
 # to the runtime (``retired``), and the first SCAN builds its order with ``ScanBuild``.
 LARGE_MAP = 10_000
-# Redis's default proto-max-bulk-len: APPEND may not grow a value past it.
-MAX_VALUE_LEN = 512 * 1024 * 1024
 
+MAX_TOMBS = 100_000  # deleted keys whose deletion index WATCH can tell apart
 _Handler = Callable[[list[bytes]], Reply]
 _Entry = tuple[int, ErrorReply, _Handler, bool]  # arity, its error, handler, is_write
+_STRING = SimpleString("string")
+_NONE = SimpleString("none")
 
-
-class _Pairs(list):
-    """A msgpack map decoded as its list of (key, value) pairs, to validate it in order."""
-
-
-def encode_snapshot(data: dict[bytes, bytes]) -> bytes:
-    """``[version, {key: value}]`` as msgpack with keys sorted (what ``snapshot`` returns).
-
-    Packed one item at a time rather than in one ``packb`` call: the runtime runs this in a
-    worker thread, and many short calls let the GIL go back to the event loop in between.
-    """
-    keys = sorted(data)
-    packer = msgpack.Packer(use_bin_type=True)
-    pack = packer.pack
-    parts = [packer.pack_array_header(2), pack(SNAPSHOT_VERSION), packer.pack_map_header(len(keys))]
-    for key in keys:
-        parts.append(pack(key))
-        parts.append(pack(data[key]))
-    return b"".join(parts)
-
-
-def decode_snapshot(blob: bytes) -> dict[bytes, bytes]:
-    """The map of an ``encode_snapshot`` blob, checked; ``KVDecodeError`` if invalid.
-
-    A pure function of the blob, so the runtime can run it in a worker thread: the
-    validation loop lets the GIL go back to the event loop, a large map does not stall it.
-    """
-    try:
-        obj = msgpack.unpackb(blob, raw=False, object_pairs_hook=_Pairs)
-    except Exception as exc:  # msgpack raises several types for the many ways bytes are bad
-        raise KVDecodeError(f"snapshot is not valid msgpack ({exc!r})") from None
-    if type(obj) is not list or len(obj) != 2:
-        raise KVDecodeError("snapshot is not a [version, map] array")
-    version, pairs = obj
-    if type(version) is not int or version != SNAPSHOT_VERSION:
-        raise KVDecodeError(f"unsupported snapshot version {version!r}")
-    if type(pairs) is not _Pairs:
-        raise KVDecodeError("snapshot does not hold a map")
-    previous = None
-    for key, value in pairs:
-        if type(key) is not bytes or type(value) is not bytes:
-            raise KVDecodeError("snapshot keys and values must be bin strings")
-        if previous is not None and key <= previous:
-            raise KVDecodeError("snapshot keys are not strictly increasing")
-        previous = key
-    return dict(pairs)
+__all__ = ["MAX_VALUE_LEN", "KVState", "KVStateMachine", "decode_snapshot", "encode_snapshot"]
 
 
 class KVStateMachine:
@@ -112,12 +96,27 @@ class KVStateMachine:
         # Must be equal on every node of a cluster, like the code itself.
         self._max_value_len = max_value_len
         self._data: dict[bytes, bytes] = {}
-        # SCAN's hash-ordered index of the keys; built by the first SCAN (a cache, not state).
+        self._expires: dict[bytes, int] = {}  # key -> deadline (ms since the epoch)
+        self._mods: dict[bytes, int] = {}  # key -> the entry (seq) that last changed it
+        self._now = 0  # the highest stamp applied
+        self._seq = 0  # entries applied
+        # WATCH versions of missing keys: the entry that deleted each recently deleted key
+        # (at most MAX_TOMBS), else ``_gone``, the entry that last forgot them all.
+        self._tombs: dict[bytes, int] = {}
+        self._gone = 0
+        self._scripts: dict[bytes, bytes] = {}  # sha1 hex -> body (SCRIPT LOAD, EVAL)
+        # Caches, not state: SCAN's hash order (built by the first SCAN) and a heap of
+        # (deadline, key) that may hold stale pairs (checked against _expires when popped).
         self._order: ScanOrder | None = None
         self._order_build: ScanBuild | None = None  # filling ``_order`` in slices
-        # Large maps (and SCAN indexes) dropped by FLUSHALL or replace, for the runtime to
-        # free in slices (freeing a million keys at once would stall it).
-        self.retired: list[dict[bytes, bytes] | list[tuple[int, bytes]]] = []
+        self._heap: list[tuple[int, bytes]] = []
+        # Large maps, lists and SCAN indexes dropped by FLUSHALL or replace, for the runtime
+        # to free in slices (freeing a million keys at once would stall it).
+        self.retired: list[dict[bytes, Any] | list[tuple[int, bytes]]] = []
+        # What the running command sees: the time, and whether it may delete expired keys.
+        self._t = 0
+        self._writing = False
+        self._scripting = ScriptRunner(self)
         # lower-case name -> (arity, arity error, handler, is_write)
         self._dispatch: dict[bytes, _Entry] = {
             name.encode(): (spec.arity, wrong_arity(name), getattr(self, "_" + name), spec.is_write)
@@ -126,21 +125,41 @@ class KVStateMachine:
 
     # -- the runtime's interface -------------------------------------------------------
 
+    @property
+    def now(self) -> int:
+        """The highest stamp applied (ms since the epoch): the replicated clock."""
+        return self._now
+
     def apply(self, data: bytes) -> Reply:
-        """Apply one log entry's command (see ``encode_command``) and return its reply."""
+        """Apply one log entry (see ``encode_command``) and return its reply. Never raises."""
         try:
-            args = decode_command(data)
+            stamp, args = decode_entry(data)
         except KVDecodeError as exc:
             return ErrorReply(f"ERR corrupt command in the log: {exc}")
-        return self._execute(args)
+        self._seq += 1
+        if stamp is not None and stamp > self._now:
+            self._now = stamp
+        self._t = self._now
+        self._writing = True
+        try:
+            return self._execute(args)
+        except Exception as exc:  # a bug must not stop the apply loop; every replica agrees
+            return ErrorReply(f"ERR internal error applying the command: {type(exc).__name__}")
+        finally:
+            self._writing = False
 
-    def read(self, args: list[bytes]) -> Reply:
-        """Answer a read command from the current state, changing nothing."""
+    def read(self, args: list[bytes], now: int | None = None) -> Reply:
+        """Answer a read command from the current state at time ``now`` (never below the
+        applied stamp), changing nothing."""
         entry = self._dispatch.get(args[0].lower()) if args else None
         if entry is not None and entry[3]:
             name = args[0].lower().decode()
             return ErrorReply(f"ERR '{name}' is a write command: it must go through the log")
-        return self._run(args, entry)
+        self._t = self._now if now is None else max(self._now, now)
+        try:
+            return self._run(args, entry)
+        except Exception as exc:  # same guard as apply: a read must not kill the loop
+            return ErrorReply(f"ERR internal error serving the command: {type(exc).__name__}")
 
     def _execute(self, args: list[bytes]) -> Reply:
         return self._run(args, self._dispatch.get(args[0].lower()) if args else None)
@@ -154,38 +173,74 @@ class KVStateMachine:
             return arity_error
         return handler(args)
 
-    def read_deferred(self, args: list[bytes]) -> Reply | SlicedRead:
-        """``read``, except for reads that walk a large map: ``KEYS`` and the first ``SCAN``
-        return a ``SlicedRead`` for the runtime to finish in slices (see sliced.py)."""
+    def expired_keys(self, now: int, limit: int) -> list[bytes]:
+        """Up to ``limit`` keys whose deadline is at or before ``now``, earliest first: what
+        the leader proposes to delete (``EXPIRED``). Changes no state, only the heap cache."""
+        heap, expires = self._heap, self._expires
+        found: list[tuple[int, bytes]] = []
+        while heap and heap[0][0] <= now and len(found) < limit:
+            deadline, key = heapq.heappop(heap)
+            if expires.get(key) == deadline:
+                found.append((deadline, key))
+        for item in found:  # until the deletion applies, they stay candidates
+            heapq.heappush(heap, item)
+        return [key for _, key in found]
+
+    def read_deferred(self, args: list[bytes], now: int | None = None) -> Reply | SlicedRead:
+        """``read`` at time ``now``, except for reads that walk a large map: ``KEYS`` and the
+        first ``SCAN`` return a ``SlicedRead`` for the runtime to finish in slices (see
+        sliced.py). KEYS copies the key list and the deadlines now (point in time) and drops
+        the keys expired at the read's time; SCAN answers through ``read`` once the order
+        is built, at ``now`` or the applied stamp of that moment if higher."""
         name = args[0].lower() if args else b""
         if name == b"keys" and len(args) == 2:
-            return KeysJob(list(self._data), args[1])
+            t = self._now if now is None else max(self._now, now)
+            deadlines = dict(self._expires) if self._expires else None
+            return KeysJob(list(self._data), args[1], deadlines, t)
         if name == b"scan":
             if self._order is None and len(self._data) >= LARGE_MAP:
                 self._order = ScanOrder(())  # records keys added while it is built
                 self._order_build = ScanBuild(list(self._data), self._order)
             build = self._order_build
             if build is not None:
-                return ScanRead(build, lambda: self.read(args))
-        return self.read(args)
+                return ScanRead(build, lambda: self.read(args, now))
+        return self.read(args, now)
 
     def snapshot(self) -> bytes:
-        """The whole map as msgpack, keys sorted: equal states give identical bytes."""
-        return encode_snapshot(self._data)
+        """The whole state as msgpack, keys sorted: equal states give identical bytes."""
+        return encode_snapshot(self.snapshot_state())
+
+    def snapshot_state(self) -> KVState:
+        """Cheap copies of the state (values are immutable) for ``encode_snapshot``
+        elsewhere, e.g. in a worker thread while this machine keeps applying."""
+        return KVState(dict(self._data), dict(self._expires), dict(self._mods), self._now,
+                       self._seq, self._gone, dict(self._scripts), dict(self._tombs))
 
     def state_copy(self) -> dict[bytes, bytes]:
-        """A cheap copy of the map (values are immutable bytes) for ``encode_snapshot``
-        elsewhere, e.g. in a worker thread while this machine keeps applying."""
+        """A copy of the map of values (tests and checks compare it with a model)."""
         return dict(self._data)
 
     def restore(self, blob: bytes) -> None:
         """Replace the state with a ``snapshot()``; ``KVDecodeError`` (state kept) if invalid."""
         self.replace(decode_snapshot(blob))
 
-    def replace(self, data: dict[bytes, bytes]) -> None:
-        """Take ``data`` (from ``decode_snapshot``, decoded elsewhere) as the whole state."""
+    def replace(self, state: KVState | dict[bytes, bytes]) -> None:
+        """Take ``state`` (from ``decode_snapshot``, decoded elsewhere) as the whole state;
+        the old one's large maps go to ``retired``."""
+        if isinstance(state, dict):
+            state = KVState(data=state)
         self._drop_state()
-        self._data = data
+        self._retire(self._tombs)
+        self._data = state.data
+        self._expires = state.expires
+        self._mods = state.mods
+        self._now = state.now
+        self._seq = state.seq
+        self._gone = state.gone
+        self._tombs = state.tombs
+        self._scripts = state.scripts
+        self._heap = [(deadline, key) for key, deadline in self._expires.items()]
+        heapq.heapify(self._heap)
 
     # -- inspection (tests, chaos checks) ------------------------------------------------
 
@@ -195,26 +250,77 @@ class KVStateMachine:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KVStateMachine):
             return NotImplemented
-        return self._data == other._data
+        return self.snapshot_state() == other.snapshot_state()
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        return f"<KVStateMachine keys={len(self._data)}>"
+        return f"<KVStateMachine keys={len(self._data)} now={self._now}>"
 
     def digest(self) -> str:
-        """A short fingerprint of the state, equal on nodes with equal maps."""
+        """A short fingerprint of the state, equal on nodes with equal states."""
         return hashlib.blake2b(self.snapshot(), digest_size=16).hexdigest()
+
+    @property
+    def expiring(self) -> int:
+        """How many keys have a deadline (INFO keyspace's ``expires``)."""
+        return len(self._expires)
+
+    def deadline(self, key: bytes) -> int | None:
+        """``key``'s expiry deadline in ms, or None (tests and checks)."""
+        return self._expires.get(key)
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _store(self, key: bytes, value: bytes) -> None:
-        if self._order is not None and key not in self._data:
-            self._order.added(key)
-        self._data[key] = value
+    def _alive(self, key: bytes) -> bytes | None:
+        """The value of ``key`` unless missing or expired at the command's time; a write
+        deletes the expired key it meets (every replica meets it at the same entry)."""
+        value = self._data.get(key)
+        if value is not None and self._expires:
+            deadline = self._expires.get(key)
+            if deadline is not None and deadline <= self._t:
+                if self._writing:
+                    self._remove(key)
+                return None
+        return value
+
+    def _store(self, key: bytes, value: bytes, *, keep_ttl: bool = False) -> None:
+        data = self._data
+        if key not in data:
+            if self._order is not None:
+                self._order.added(key)
+        elif not keep_ttl and self._expires:
+            self._expires.pop(key, None)
+        data[key] = value
+        self._mods[key] = self._seq
+
+    def _remove(self, key: bytes) -> bool:
+        if self._data.pop(key, None) is None:
+            return False
+        self._expires.pop(key, None)
+        self._mods.pop(key, None)
+        tombs = self._tombs
+        tombs[key] = self._seq
+        if len(tombs) > MAX_TOMBS:  # forget them all: every missing key's version changes
+            tombs.clear()
+            self._gone = self._seq
+        if self._order is not None:
+            self._order.removed()
+        return True
+
+    def _set_deadline(self, key: bytes, deadline: int) -> None:
+        self._expires[key] = deadline
+        self._mods[key] = self._seq
+        heapq.heappush(self._heap, (deadline, key))
+
+    def _version(self, key: bytes) -> tuple[int, int]:
+        """What WATCH remembers and EXEC compares (see the module docstring)."""
+        if self._alive(key) is None:
+            return (0, self._tombs.get(key, self._gone))
+        return (1, self._mods.get(key, 0))
 
     def _incr_by(self, key: bytes, amount: int) -> Reply:
-        current = self._data.get(key)
+        current = self._alive(key)
         if current is None:
             value = 0
         else:
@@ -225,38 +331,105 @@ class KVStateMachine:
         value += amount
         if value < INT64_MIN or value > INT64_MAX:
             return INCR_OVERFLOW
-        self._store(key, str(value).encode())
+        self._store(key, str(value).encode(), keep_ttl=True)
         return value
 
-    # -- writes ----------------------------------------------------------------------------
+    def _expire_at(self, key: bytes, deadline: int) -> None:
+        """Give ``key`` (alive) a deadline; one already past deletes it, as Redis does."""
+        if deadline <= self._t:
+            self._remove(key)
+        else:
+            self._set_deadline(key, deadline)
+
+    # -- strings ---------------------------------------------------------------------------
 
     def _set(self, args: list[bytes]) -> Reply:
         key = args[1]
-        data = self._data
-        if len(args) == 3:  # the hot path: plain SET
+        if len(args) == 3 and not self._expires:  # the hot path: plain SET, no TTLs anywhere
+            data = self._data
             if self._order is not None and key not in data:
                 self._order.added(key)
             data[key] = args[2]
+            self._mods[key] = self._seq
             return OK
-        flags = syntax.parse_set_options(args)
-        if isinstance(flags, ErrorReply):
-            return flags
-        old = data.get(key)
+        options = syntax.parse_set_options(args)
+        if isinstance(options, ErrorReply):
+            return options
+        flags = options.flags
+        deadline = None
+        if options.expire is not None:
+            deadline = options.expire.deadline(self._t, "set")
+            if isinstance(deadline, ErrorReply):
+                return deadline
+        old = self._alive(key)
         if (flags & syntax.SET_NX and old is not None) or (flags & syntax.SET_XX and old is None):
             return old if flags & syntax.SET_GET else None
-        self._store(key, args[2])
+        self._store(key, args[2], keep_ttl=bool(flags & syntax.SET_KEEPTTL))
+        if deadline is not None:
+            self._expire_at(key, deadline)
         return old if flags & syntax.SET_GET else OK
 
+    def _setnx(self, args: list[bytes]) -> Reply:
+        if self._alive(args[1]) is not None:
+            return 0
+        self._store(args[1], args[2])
+        return 1
+
+    def _setex_generic(self, args: list[bytes], unit_ms: int, name: str) -> Reply:
+        spec = syntax.parse_expire_value(args[2], unit_ms, False, name)
+        if isinstance(spec, ErrorReply):
+            return spec
+        deadline = spec.deadline(self._t, name)
+        if isinstance(deadline, ErrorReply):
+            return deadline
+        self._store(args[1], args[3])
+        self._expire_at(args[1], deadline)
+        return OK
+
+    def _setex(self, args: list[bytes]) -> Reply:
+        return self._setex_generic(args, 1000, "setex")
+
+    def _psetex(self, args: list[bytes]) -> Reply:
+        return self._setex_generic(args, 1, "psetex")
+
+    def _getex(self, args: list[bytes]) -> Reply:
+        options = syntax.parse_set_options(args, getex=True)
+        if isinstance(options, ErrorReply):
+            return options
+        deadline = None
+        if options.expire is not None:
+            deadline = options.expire.deadline(self._t, "getex")
+            if isinstance(deadline, ErrorReply):
+                return deadline
+        key = args[1]
+        value = self._alive(key)
+        if value is None:
+            return None
+        if deadline is not None:
+            self._expire_at(key, deadline)
+        elif options.flags & syntax.SET_PERSIST and self._expires.pop(key, None) is not None:
+            self._mods[key] = self._seq
+        return value
+
+    def _getdel(self, args: list[bytes]) -> Reply:
+        value = self._alive(args[1])
+        if value is not None:
+            self._remove(args[1])
+        return value
+
+    def _getset(self, args: list[bytes]) -> Reply:
+        old = self._alive(args[1])
+        self._store(args[1], args[2])
+        return old
+
     def _del(self, args: list[bytes]) -> Reply:
-        data = self._data
         removed = 0
         for key in args[1:]:
-            if key in data:
-                del data[key]
+            if self._alive(key) is not None and self._remove(key):
                 removed += 1
-                if self._order is not None:
-                    self._order.removed()
         return removed
+
+    _unlink = _del
 
     def _incr(self, args: list[bytes]) -> Reply:
         return self._incr_by(args[1], 1)
@@ -272,81 +445,375 @@ class KVStateMachine:
         amount = syntax.parse_decrement(args[2])
         return amount if isinstance(amount, ErrorReply) else self._incr_by(args[1], amount)
 
+    def _incrbyfloat(self, args: list[bytes]) -> Reply:
+        key = args[1]
+        current = self._alive(key)
+        base = parse_long_double(b"0" if current is None else current)
+        increment = parse_long_double(args[2])
+        if base is None or increment is None or not base.is_finite():
+            return NOT_FLOAT
+        total = add_long_double(base, increment)
+        if total is None:
+            return FLOAT_NAN_OR_INF
+        value = format_long_double(total)
+        self._store(key, value, keep_ttl=True)
+        return value
+
     def _append(self, args: list[bytes]) -> Reply:
         key, suffix = args[1], args[2]
-        current = self._data.get(key)
+        current = self._alive(key)
         if current is None:
             self._store(key, suffix)
             return len(suffix)
         if len(current) + len(suffix) > self._max_value_len:
             return STRING_TOO_LONG
         value = current + suffix
-        self._data[key] = value
+        self._store(key, value, keep_ttl=True)
         return len(value)
+
+    def _setrange(self, args: list[bytes]) -> Reply:
+        error = syntax.check_setrange(args, self._max_value_len)
+        if error is not None:
+            return error
+        key, offset, piece = args[1], int(args[2]), args[3]
+        current = self._alive(key)
+        if not piece:
+            return 0 if current is None else len(current)
+        base = current or b""
+        if len(base) < offset:
+            base += b"\0" * (offset - len(base))
+        value = base[:offset] + piece + base[offset + len(piece):]
+        self._store(key, value, keep_ttl=True)
+        return len(value)
+
+    def _getrange(self, args: list[bytes]) -> Reply:
+        start, end = parse_int64(args[2]), parse_int64(args[3])
+        if start is None or end is None:
+            return NOT_INTEGER
+        value = self._alive(args[1]) or b""
+        if start < 0 and end < 0 and start > end:
+            return b""
+        n = len(value)
+        if start < 0:
+            start = max(n + start, 0)
+        if end < 0:
+            end = max(n + end, 0)
+        end = min(end, n - 1)
+        if start > end or n == 0:
+            return b""
+        return value[start : end + 1]
 
     def _mset(self, args: list[bytes]) -> Reply:
         if len(args) % 2 == 0:
             return check_arity(args)
-        if self._order is None:  # no SCAN index to keep up to date: one C-level update
-            pairs = iter(args)
-            next(pairs)
-            self._data.update(zip(pairs, pairs, strict=False))
+        if self._order is None:  # no SCAN index to keep up to date: C-level updates
+            keys = args[1::2]
+            self._data.update(zip(keys, args[2::2], strict=True))
+            self._mods.update(dict.fromkeys(keys, self._seq))
+            expires = self._expires
+            if expires:  # MSET drops any TTL, as SET does (stale heap pairs are skipped)
+                for key in keys:
+                    expires.pop(key, None)
             return OK
         for i in range(1, len(args), 2):
             self._store(args[i], args[i + 1])
         return OK
 
+    def _msetnx(self, args: list[bytes]) -> Reply:
+        if len(args) % 2 == 0:
+            return check_arity(args)
+        if any(self._alive(args[i]) is not None for i in range(1, len(args), 2)):
+            return 0
+        for i in range(1, len(args), 2):
+            self._store(args[i], args[i + 1])
+        return 1
+
+    def _cas(self, args: list[bytes]) -> Reply:
+        key = args[1]
+        current = self._alive(key)
+        if current is None or current != args[2]:
+            return 0
+        self._store(key, args[3], keep_ttl=True)
+        return 1
+
+    # -- keyspace --------------------------------------------------------------------------
+
     def _flushall(self, args: list[bytes]) -> Reply:
         error = syntax.check_flushall(args)
         if error is not None:
             return error
+        if self._data:  # every missing key's WATCH version becomes this entry
+            self._gone = self._seq
+            self._retire(self._tombs)
+            self._tombs = {}
         self._drop_state()
         return OK
 
+    _flushdb = _flushall
+
     def _drop_state(self) -> None:
-        """Empty the map and the SCAN index; large ones go to ``retired``, freed later in
-        slices by the runtime, small ones now."""
-        if len(self._data) >= LARGE_MAP:
-            self.retired.append(self._data)
-            self._data = {}
-        else:
-            self._data.clear()
+        """Empty the map, its deadlines, versions, the deadline heap and the SCAN index;
+        large ones go to ``retired``, freed later in slices by the runtime, small ones now.
+        (``_tombs``, ``_gone``, ``_now``, ``_seq`` and scripts are the caller's to set.)"""
+        self._retire(self._data)
+        self._retire(self._expires)
+        self._retire(self._mods)
+        self._retire(self._heap)
+        self._data, self._expires, self._mods, self._heap = {}, {}, {}, []
         if self._order is not None:
-            entries = self._order.release()
-            if len(entries) >= LARGE_MAP:
-                self.retired.append(entries)
+            self._retire(self._order.release())
         self._order = None
         self._order_build = None
 
-    def _cas(self, args: list[bytes]) -> Reply:
-        key = args[1]
-        current = self._data.get(key)
-        if current is None or current != args[2]:
+    def _retire(self, old: dict[bytes, Any] | list[tuple[int, bytes]]) -> None:
+        """``old`` is being dropped: a large one is handed to the runtime to free."""
+        if len(old) >= LARGE_MAP:
+            self.retired.append(old)
+
+    def _rename_generic(self, args: list[bytes], nx: bool) -> Reply:
+        src, dst = args[1], args[2]
+        value = self._alive(src)
+        if value is None:
+            return NO_SUCH_KEY
+        if src == dst:
+            return 0 if nx else OK
+        if nx and self._alive(dst) is not None:
             return 0
-        self._data[key] = args[3]
+        deadline = self._expires.get(src)
+        self._remove(src)
+        self._store(dst, value)
+        if deadline is not None:
+            self._set_deadline(dst, deadline)
+        return 1 if nx else OK
+
+    def _rename(self, args: list[bytes]) -> Reply:
+        return self._rename_generic(args, False)
+
+    def _renamenx(self, args: list[bytes]) -> Reply:
+        return self._rename_generic(args, True)
+
+    def _copy(self, args: list[bytes]) -> Reply:
+        options = syntax.parse_copy_options(args)
+        if isinstance(options, ErrorReply):
+            return options
+        src, dst = args[1], args[2]
+        value = self._alive(src)
+        if value is None:
+            return 0
+        if self._alive(dst) is not None:
+            if not options:
+                return 0
+            self._remove(dst)
+        self._store(dst, value)
+        deadline = self._expires.get(src)
+        if deadline is not None:
+            self._set_deadline(dst, deadline)
         return 1
+
+    def _type(self, args: list[bytes]) -> Reply:
+        return _NONE if self._alive(args[1]) is None else _STRING
+
+    def _object(self, args: list[bytes]) -> Reply:
+        error = syntax.check_object(args)
+        if error is not None:
+            return error
+        value = self._alive(args[2])
+        if value is None:
+            return None
+        if len(value) <= 20 and parse_int64(value) is not None:
+            return b"int"
+        return b"embstr" if len(value) <= 44 else b"raw"
+
+    def _touch(self, args: list[bytes]) -> Reply:
+        return sum(1 for key in args[1:] if self._alive(key) is not None)
+
+    def _randomkey(self, args: list[bytes]) -> Reply:
+        if not self._data:
+            return None
+        entries = self._scan_order().entries(self._data)
+        start = bisect.bisect_left(entries, (key_hash(self._seq.to_bytes(8, "big")), b""))
+        for i in range(len(entries)):
+            key = entries[(start + i) % len(entries)][1]
+            if self._alive(key) is not None:
+                return key
+        return None
+
+    # -- expiry ----------------------------------------------------------------------------
+
+    def _expire_generic(self, args: list[bytes], unit_ms: int, absolute: bool) -> Reply:
+        parsed = syntax.parse_expire_args(args, unit_ms)
+        if isinstance(parsed, ErrorReply):
+            return parsed
+        when, flags = parsed
+        if not absolute:
+            if when > INT64_MAX - self._t:
+                return invalid_expire(args[0].lower().decode("utf-8", "replace"))
+            when += self._t
+        key = args[1]
+        if self._alive(key) is None:
+            return 0
+        current = self._expires.get(key)
+        if flags & syntax.EXPIRE_NX and current is not None:
+            return 0
+        if flags & syntax.EXPIRE_XX and current is None:
+            return 0
+        if flags & syntax.EXPIRE_GT and (current is None or when <= current):
+            return 0
+        if flags & syntax.EXPIRE_LT and current is not None and when >= current:
+            return 0
+        self._expire_at(key, when)
+        return 1
+
+    def _expire(self, args: list[bytes]) -> Reply:
+        return self._expire_generic(args, 1000, False)
+
+    def _pexpire(self, args: list[bytes]) -> Reply:
+        return self._expire_generic(args, 1, False)
+
+    def _expireat(self, args: list[bytes]) -> Reply:
+        return self._expire_generic(args, 1000, True)
+
+    def _pexpireat(self, args: list[bytes]) -> Reply:
+        return self._expire_generic(args, 1, True)
+
+    def _persist(self, args: list[bytes]) -> Reply:
+        key = args[1]
+        if self._alive(key) is None or self._expires.pop(key, None) is None:
+            return 0
+        self._mods[key] = self._seq
+        return 1
+
+    def _ttl_generic(self, key: bytes, ms: bool, absolute: bool) -> Reply:
+        if self._alive(key) is None:
+            return -2
+        deadline = self._expires.get(key)
+        if deadline is None:
+            return -1
+        if absolute:
+            return deadline if ms else deadline // 1000
+        left = max(deadline - self._t, 0)
+        return left if ms else (left + 500) // 1000
+
+    def _ttl(self, args: list[bytes]) -> Reply:
+        return self._ttl_generic(args[1], False, False)
+
+    def _pttl(self, args: list[bytes]) -> Reply:
+        return self._ttl_generic(args[1], True, False)
+
+    def _expiretime(self, args: list[bytes]) -> Reply:
+        return self._ttl_generic(args[1], False, True)
+
+    def _pexpiretime(self, args: list[bytes]) -> Reply:
+        return self._ttl_generic(args[1], True, True)
+
+    def _expired(self, args: list[bytes]) -> Reply:
+        """RaftKV's own: delete those keys whose deadline is at or before this entry's now."""
+        removed = 0
+        for key in args[1:]:
+            deadline = self._expires.get(key)
+            if deadline is not None and deadline <= self._t and self._remove(key):
+                removed += 1
+        return removed
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def _watch(self, args: list[bytes]) -> Reply:
+        """Each key's version ``[exists, index]`` (served as a read; the client port keeps
+        them for EXEC)."""
+        return [list(self._version(key)) for key in args[1:]]
+
+    def _exec(self, args: list[bytes]) -> Reply:
+        """``EXEC payload``: the queued commands of one MULTI, as one entry (commands.py
+        builds the payload). A null reply if a watched key's version changed."""
+        error = validate(args)  # (the server checked it; the log is input too)
+        decoded = decode_exec(args[1])
+        if error is not None or isinstance(decoded, ErrorReply):
+            return error or ErrorReply("ERR malformed transaction")
+        watches, commands = decoded
+        for key, exists, index in watches:
+            if self._version(key) != (exists, index):
+                return None
+        replies: list[Reply] = [self._execute(command) for command in commands]
+        return replies
+
+    # -- scripts ---------------------------------------------------------------------------
+
+    def _eval(self, args: list[bytes]) -> Reply:
+        return self._scripting.eval(args, body=args[1], read_only=False)
+
+    def _eval_ro(self, args: list[bytes]) -> Reply:
+        return self._scripting.eval(args, body=args[1], read_only=True)
+
+    def _evalsha(self, args: list[bytes]) -> Reply:
+        return self._scripting.eval(args, body=None, read_only=False)
+
+    def _evalsha_ro(self, args: list[bytes]) -> Reply:
+        return self._scripting.eval(args, body=None, read_only=True)
+
+    def _script(self, args: list[bytes]) -> Reply:
+        sub = syntax.option_word(args[1])
+        if sub == b"load" and len(args) == 3:
+            sha = script_sha(args[2])
+            error = self._scripting.compile_error(args[2])
+            if error is not None:
+                return error
+            self._scripts[sha] = args[2]
+            return sha
+        if sub == b"flush" and len(args) <= 3:
+            self._scripts.clear()
+            return OK
+        if sub == b"exists":
+            return [1 if arg.lower() in self._scripts else 0 for arg in args[2:]]
+        return syntax.check_script(args) or ErrorReply("ERR syntax error")
+
+    def script_body(self, sha: bytes) -> bytes | None:
+        """The loaded script with this sha1 (lower-case hex), or None."""
+        return self._scripts.get(sha.lower())
+
+    def remember_script(self, body: bytes) -> None:
+        """EVAL caches its body, as Redis does, so a later EVALSHA finds it."""
+        self._scripts[script_sha(body)] = body
+
+    def call_from_script(self, args: list[bytes], read_only: bool) -> Reply:
+        """``redis.call`` inside a script: RaftKV's own commands only, same time as the script."""
+        entry = self._dispatch.get(args[0].lower()) if args else None
+        name = args[0].lower() if args else b""
+        if entry is None:
+            return ErrorReply("ERR Unknown Redis command called from script")
+        if name in _NOT_IN_SCRIPTS:
+            return ErrorReply("ERR This Redis command is not allowed from script")
+        if read_only and entry[3]:
+            return ErrorReply("ERR Write commands are not allowed from read-only scripts.")
+        error = validate(args)
+        if error is not None:
+            return error
+        return self._run(args, entry)
 
     # -- reads -----------------------------------------------------------------------------
 
     def _get(self, args: list[bytes]) -> Reply:
-        return self._data.get(args[1])
+        return self._alive(args[1])
 
     def _exists(self, args: list[bytes]) -> Reply:
-        data = self._data
-        return sum(1 for key in args[1:] if key in data)
+        return sum(1 for key in args[1:] if self._alive(key) is not None)
 
     def _strlen(self, args: list[bytes]) -> Reply:
-        value = self._data.get(args[1])
+        value = self._alive(args[1])
         return 0 if value is None else len(value)
 
     def _mget(self, args: list[bytes]) -> Reply:
-        return list(map(self._data.get, itertools.islice(args, 1, None)))
+        if not self._expires:  # no deadlines anywhere: one C-level pass
+            return list(map(self._data.get, itertools.islice(args, 1, None)))
+        alive = self._alive
+        return [alive(key) for key in itertools.islice(args, 1, None)]
 
     def _keys(self, args: list[bytes]) -> Reply:
         pattern = args[1]
+        alive = self._alive
         if pattern == b"*":
-            return sorted(self._data)
-        return sorted(key for key in self._data if stringmatch(pattern, key))
+            return sorted(key for key in self._data if alive(key) is not None)
+        return sorted(key for key in self._data
+                      if stringmatch(pattern, key) and alive(key) is not None)
 
     def _scan(self, args: list[bytes]) -> Reply:
         cursor = parse_cursor(args[1])
@@ -355,19 +822,34 @@ class KVStateMachine:
         options = syntax.parse_scan_options(args)
         if isinstance(options, ErrorReply):
             return options
-        if self._order_build is not None:  # being built in slices: finish it here
-            self._order_build.finish()
-            self._order_build = None
-        if self._order is None:
-            self._order = ScanOrder(self._data)
         count = min(options.count, SCAN_MAX_COUNT)
-        following, keys = self._order.batch(self._data, cursor, count)
+        following, keys = self._scan_order().batch(self._data, cursor, count)
         if not options.type_matches:
             keys = []
         elif options.pattern is not None:
             pattern = options.pattern
             keys = [key for key in keys if stringmatch(pattern, key)]
+        if self._expires:
+            keys = [key for key in keys if self._alive(key) is not None]
         return [str(following).encode(), keys]
 
+    def _scan_order(self) -> ScanOrder:
+        """SCAN's hash order, complete: one being built in slices (``read_deferred``) is
+        finished here. RANDOMKEY needs it whole too: inside a script it runs on apply, and a
+        replica whose order is half built must pick the key every other replica picks."""
+        if self._order_build is not None:
+            self._order_build.finish()
+            self._order_build = None
+        if self._order is None:
+            self._order = ScanOrder(self._data)
+        return self._order
+
     def _dbsize(self, args: list[bytes]) -> Reply:
-        return len(self._data)
+        t = self._t
+        return len(self._data) - sum(1 for d in self._expires.values() if d <= t)
+
+
+# Commands a script may not call: transactions, scripts, and RaftKV's internal ones.
+_NOT_IN_SCRIPTS = frozenset((b"exec", b"watch", b"eval", b"evalsha", b"eval_ro",
+                             b"evalsha_ro", b"script", b"expired"))
+

@@ -79,6 +79,11 @@ class ScanOrder:
             self._entries = [item for item in entries if item[1] in data]
             self._removed = 0
 
+    def entries(self, data: Mapping[bytes, bytes]) -> list[tuple[int, bytes]]:
+        """The sorted ``(hash, key)`` list, brought up to date (may hold removed keys)."""
+        self._refresh(data)
+        return self._entries
+
     def batch(
         self, data: Mapping[bytes, bytes], cursor: int, count: int
     ) -> tuple[int, list[bytes]]:

@@ -8,7 +8,10 @@ milliseconds. Pure: no clock, no I/O; the answers are those ``read`` gives.
 
 * ``KeysJob``: ``KEYS pattern`` over a copy of the key list taken at the confirmed read
   point (one C-level copy: a consistent point-in-time answer whatever is applied while the
-  job runs), matched and sorted in slices.
+  job runs), matched and sorted in slices. Keys whose deadline (from a copy of the
+  deadlines taken at the same point) is at or before the read's time are left out, as
+  ``read`` leaves them out: expired keys stay in the map until an ``EXPIRED`` entry
+  deletes them.
 * ``ScanBuild``: the first SCAN of a large map needs SCAN's hash order of every key
   (scan.py), seconds of work for a million keys. It is built in slices over a copy of the
   key list into an order the machine already uses to record keys added meanwhile;
@@ -89,21 +92,35 @@ def sort_in_slices(items: list[Any], out: list[Any]) -> Iterator[int]:
 
 
 class KeysJob(SlicedRead):
-    __slots__ = ("_keys", "_pattern")
+    """``KEYS pattern`` over ``keys``, without those whose deadline in ``deadlines`` (key ->
+    ms, taken with ``keys``) is at or before ``now``."""
 
-    def __init__(self, keys: list[bytes], pattern: bytes) -> None:
+    __slots__ = ("_deadlines", "_keys", "_now", "_pattern")
+
+    def __init__(self, keys: list[bytes], pattern: bytes,
+                 deadlines: dict[bytes, int] | None = None, now: int = 0) -> None:
         self._keys = keys
         self._pattern = pattern
+        self._deadlines = deadlines
+        self._now = now
         super().__init__()
 
     def _run(self) -> Iterator[int]:
-        keys, pattern = self._keys, self._pattern
-        self._keys = []
-        if pattern != b"*":  # (KEYS * is every key, the empty one too, as in Redis)
+        keys, pattern, deadlines, now = self._keys, self._pattern, self._deadlines, self._now
+        self._keys, self._deadlines = [], None
+        dead: set[bytes] = set()  # the keys expired at the read's time
+        if deadlines:
+            items = iter(deadlines.items())
+            while chunk := list(itertools.islice(items, _MATCH)):
+                dead.update(k for k, deadline in chunk if deadline <= now)
+                yield 4 * len(chunk)
+        if pattern != b"*" or dead:  # (KEYS * is every key, the empty one too, as in Redis)
+            every = pattern == b"*"
             matched: list[bytes] = []
             for start in range(0, len(keys), _MATCH):
                 chunk = keys[start : start + _MATCH]
-                matched.extend(k for k in chunk if stringmatch(pattern, k))
+                matched.extend(k for k in chunk
+                               if k not in dead and (every or stringmatch(pattern, k)))
                 yield 32 * len(chunk)
             keys = matched
         out: list[bytes] = []

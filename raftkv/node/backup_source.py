@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from raftkv.kv import encode_snapshot
+from raftkv.kv import KVState, encode_snapshot
 from raftkv.node.pending import Pending
 from wire.reply import ErrorReply
 
@@ -44,7 +44,7 @@ class Session:
     deadline: float = 0.0
 
 
-def _encode(state: dict[bytes, bytes]) -> tuple[bytes, str]:
+def _encode(state: KVState) -> tuple[bytes, str]:
     data = encode_snapshot(state)
     return data, hashlib.sha256(data).hexdigest()
 
@@ -72,12 +72,12 @@ class BackupSource:
                 return
             session = Session(secrets.token_hex(16), node.applied, node.applied_term,
                               len(node.kv))
-            node.start_background(self._prepare, session, node.kv.state_copy(), reply)
+            node.start_background(self._prepare, session, node.kv.snapshot_state(), reply)
 
         barrier.add_callback(at_linearizable_point)
         return reply
 
-    async def _prepare(self, session: Session, state: dict[bytes, bytes],
+    async def _prepare(self, session: Session, state: KVState,
                        reply: Pending) -> None:
         try:
             session.data, session.sha256 = await trio.to_thread.run_sync(_encode, state)

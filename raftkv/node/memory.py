@@ -25,8 +25,11 @@ from wire.reply import ErrorReply
 OOM = ErrorReply("OOM command not allowed when used memory > 'maxmemory'.")
 
 # Writes that never grow the map (Redis: the write commands without the denyoom flag).
+# EXPIRED is the active expiry's own deletion (node/expiry.py): refusing it would stop
+# the leader reclaiming the memory of expired keys exactly when memory is short.
 SHRINKING = frozenset({b"del", b"unlink", b"flushall", b"flushdb", b"persist", b"expire",
-                       b"pexpire", b"expireat", b"pexpireat", b"getdel", b"discard"})
+                       b"pexpire", b"expireat", b"pexpireat", b"getdel", b"discard",
+                       b"expired"})
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

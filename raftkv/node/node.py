@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from raftkv.kv import (
+    KVState,
     KVStateMachine,
     decode_snapshot,
     encode_command,
@@ -42,6 +43,8 @@ from raftkv.log import event
 from raftkv.metrics import NodeMetrics
 from raftkv.node.backoff import Backoff
 from raftkv.node.backup_source import BackupSource
+from raftkv.node.clock import LeaderClock
+from raftkv.node.expiry import active_expiry
 from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership, describe_members
 from raftkv.node.memory import MemoryGuard
@@ -116,6 +119,7 @@ class Node:
         self.id = settings.node_id
         self.rng = rng or random.Random()
         self.kv = KVStateMachine()
+        self.clock = LeaderClock()  # stamps our proposals as leader; the time reads use
         self.applied = 0
         self.started_at = 0.0
         self.client_port = 0  # actual bound ports (tests bind port 0)
@@ -185,6 +189,7 @@ class Node:
         meta = self.storage.snapshot_meta()
         if meta.index > 0:
             self.kv.restore(self.storage.snapshot_data())
+            self.clock.observe(self.kv.now)
         self.applied = meta.index
         self._applied_term, self._applied_config = meta.term, meta.config
         config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks)
@@ -225,6 +230,7 @@ class Node:
                 nursery.start_soon(self._ready_loop)
                 nursery.start_soon(self._ticker)
                 nursery.start_soon(self._sweeper)
+                nursery.start_soon(active_expiry, self)
                 self.client_port = await start_listener(
                     nursery, "--client-addr", s.client_addr, serve_clients, self)
                 if joining:
@@ -384,10 +390,11 @@ class Node:
         self.stats["applied"] += len(entries)
         if entries:
             self._applied_term = entries[-1].term
+        self.clock.observe(kv.now)
         wait = self._read_wait
         while wait and wait[0][0] <= self.applied:
             _, _, pending, args, _ = heapq.heappop(wait)
-            pending.set(kv.read_deferred(args))
+            pending.set(kv.read_deferred(args, self.clock.now()))
         if kv.retired:
             self._free_retired()
 
@@ -445,10 +452,10 @@ class Node:
             return
         self._snapshotting = True
         meta = SnapshotMeta(self.applied, self._applied_term, self._applied_config)
-        self._nursery.start_soon(self._take_snapshot, meta, self.kv.state_copy(), waiters)
+        self._nursery.start_soon(self._take_snapshot, meta, self.kv.snapshot_state(), waiters)
 
     async def _take_snapshot(
-        self, meta: SnapshotMeta, state: dict[bytes, bytes], waiters: list[Pending]
+        self, meta: SnapshotMeta, state: KVState, waiters: list[Pending]
     ) -> None:
         started = trio.current_time()
         storage = self.storage
@@ -481,7 +488,7 @@ class Node:
                 self.metrics.snapshot_duration.labels("take").observe(took)
                 self._snapshot_backoff.reset()
                 event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
-                      bytes=len(data), keys=len(state), ms=round(took * 1000, 1))
+                      bytes=len(data), keys=len(state.data), ms=round(took * 1000, 1))
         finally:
             self._snapshotting = False
         index = storage.snapshot_meta().index
@@ -517,6 +524,7 @@ class Node:
         await trio.to_thread.run_sync(writer.finish)
         data = await trio.to_thread.run_sync(self.storage.snapshot_data)
         self.kv.replace(await trio.to_thread.run_sync(decode_snapshot, data))
+        self.clock.observe(self.kv.now)
         self.applied = meta.index
         self._applied_term, self._applied_config = meta.term, meta.config
         for index in [i for i in self._writes if i <= meta.index]:
@@ -657,7 +665,8 @@ class Node:
         if write:
             if core.role is Role.LEADER:
                 try:
-                    index, term = core.propose(encode_command(args))
+                    # The leader's time goes into the entry: see raftkv/node/clock.py.
+                    index, term = core.propose(encode_command(args, self.clock.stamp()))
                 except NotLeader:
                     self._parked.append((args, write, pending, park_until))
                     return
@@ -669,7 +678,8 @@ class Node:
             else:
                 self._parked.append((args, write, pending, park_until))
         elif self.settings.unsafe_stale_reads and core.role is not Role.LEADER:
-            pending.set(self.kv.read_deferred(args))  # deliberately unsafe: see NodeSettings
+            # deliberately unsafe: see NodeSettings
+            pending.set(self.kv.read_deferred(args, self.clock.now()))
             self.stats["reads_stale"] += 1
         else:
             ctx = next(self._ids).to_bytes(8, "big")
@@ -695,7 +705,7 @@ class Node:
             return
         pending, args, deadline = entry
         if index <= self.applied:
-            pending.set(self.kv.read_deferred(args))
+            pending.set(self.kv.read_deferred(args, self.clock.now()))
         else:
             heapq.heappush(self._read_wait, (index, next(self._ids), pending, args, deadline))
 

@@ -34,6 +34,7 @@ from raftkv.server.commands import execute, is_write
 from raftkv.server.limits import ClientLimits, cap_max_clients
 from raftkv.server.loop_lag import LoopLagMonitor
 from raftkv.server.output_buffer import reply_size
+from raftkv.server.transaction import Transaction
 from wire.errors import ProtocolError
 from wire.reply import ErrorReply
 from wire.resp import CommandParser, encode_reply_chunks
@@ -67,6 +68,7 @@ class Connection:
     lib_name: str = ""
     lib_ver: str = ""
     closing: bool = False
+    tx: Transaction = attrs.Factory(Transaction)  # MULTI/WATCH state (transaction.py)
     registered: bool = False  # has sent a complete command
     out_bytes: int = 0  # replies ready and not yet sent (the output buffer)
     owed: int = 0  # replies not yet written, ready or not

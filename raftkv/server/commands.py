@@ -8,12 +8,14 @@ read the node. Everything else is a state-machine command: ``node.submit``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from raftkv import __version__
 from raftkv.kv import COMMANDS, legacy_form, lookup
 from raftkv.node.pending import Pending
+from raftkv.server import transaction
 from raftkv.server.admin import raft_command
 from raftkv.server.info import REDIS_COMPAT_VERSION, render_info
 from wire.reply import OK, ErrorReply, SimpleString
@@ -36,7 +38,8 @@ def _wrong_args(name: str) -> Pending:
 
 def is_write(args: list[bytes]) -> bool | None:
     """True for commands that go through the log, False for reads, None for the rest."""
-    if args[0].lower() in LOCAL:
+    name = args[0].lower()
+    if name in LOCAL or name in (b"multi", b"discard", b"unwatch"):
         return None
     spec = lookup(args[0])
     return None if spec is None else spec.is_write
@@ -44,10 +47,45 @@ def is_write(args: list[bytes]) -> bool | None:
 
 def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     name = args[0].lower()
+    control = TRANSACTION.get(name)
+    if control is not None:
+        return control(node, conn, args)
     handler = LOCAL.get(name)
+    if conn.tx.queue is not None and name != b"quit":  # inside MULTI: queue it
+        return transaction.enqueue(node, conn.tx, args, handler is not None)
     if handler is not None:
         return handler(node, conn, args)
     return node.submit(legacy_form(args))
+
+
+def cmd_multi(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    return transaction.multi(conn.tx) if len(args) == 1 else _wrong_args("multi")
+
+
+def cmd_exec(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    return transaction.exec_(node, conn.tx) if len(args) == 1 else _wrong_args("exec")
+
+
+def cmd_discard(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    return transaction.discard(conn.tx) if len(args) == 1 else _wrong_args("discard")
+
+
+def cmd_watch(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    return transaction.watch(node, conn.tx, args) if len(args) >= 2 else _wrong_args("watch")
+
+
+def cmd_unwatch(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    if conn.tx.queue is not None:  # queued like Redis; answered OK in EXEC's array
+        return transaction.enqueue(node, conn.tx, args, True)
+    return transaction.unwatch(conn.tx) if len(args) == 1 else _wrong_args("unwatch")
+
+
+def cmd_time(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    """TIME from this node's wall clock (served locally, as the brief of the command says)."""
+    if len(args) != 1:
+        return _wrong_args("time")
+    micros = time.time_ns() // 1000
+    return Pending.of([b"%d" % (micros // 1_000_000), b"%d" % (micros % 1_000_000)])
 
 
 def cmd_ping(node: Node, conn: Connection, args: list[bytes]) -> Pending:
@@ -155,14 +193,34 @@ def _client_line(conn: Connection) -> str:
             f"lib-name={conn.lib_name} lib-ver={conn.lib_ver}")
 
 
+def _command_names() -> set[bytes]:
+    public = {name.encode() for name, spec in COMMANDS.items() if not spec.internal}
+    return public | set(LOCAL) | set(TRANSACTION)
+
+
+def _command_entry(name: bytes) -> list[Any] | None:
+    """``COMMAND INFO``'s fields for a state-machine command: name, arity, flags, first
+    key, last key, step, ACL categories (no tips, key specs or subcommands)."""
+    spec = lookup(name)
+    if spec is None or spec.internal:
+        return None
+    flags = {SimpleString(spec.flag if spec.is_write else "readonly")}
+    categories = {SimpleString(category) for category in spec.acl_categories}
+    return [spec.name.encode(), spec.arity, flags, spec.first_key, spec.last_key,
+            spec.key_step, categories]
+
+
 def cmd_command(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     # redis-cli asks COMMAND DOCS for its hints and copes with an empty answer.
     sub = args[1].lower() if len(args) > 1 else b""
     if sub == b"count":
-        return Pending.of(len(COMMANDS) + len(LOCAL))
+        return Pending.of(len(_command_names()))
     if sub == b"docs":
         return Pending.of({})
-    return Pending.of([])
+    if sub == b"info":
+        return Pending.of([_command_entry(name) for name in args[2:]])
+    return Pending.of([_command_entry(name.encode()) for name, spec in COMMANDS.items()
+                       if not spec.internal])
 
 
 CONFIG_VALUES = {b"save": b"", b"appendonly": b"yes", b"databases": b"1"}
@@ -206,4 +264,14 @@ LOCAL: dict[bytes, Callable[[Any, Any, list[bytes]], Pending]] = {
     b"config": cmd_config,
     b"info": cmd_info,
     b"raft": cmd_raft,
+    b"time": cmd_time,
+}
+
+# Transaction control: handled before queuing (they are what MULTI does not queue).
+TRANSACTION: dict[bytes, Callable[[Any, Any, list[bytes]], Pending]] = {
+    b"multi": cmd_multi,
+    b"exec": cmd_exec,
+    b"discard": cmd_discard,
+    b"watch": cmd_watch,
+    b"unwatch": cmd_unwatch,
 }

@@ -55,7 +55,7 @@ def _replication(node: Node) -> dict[str, Any]:
 
 def _keyspace(node: Node) -> dict[str, Any]:
     n = len(node.kv)
-    return {"db0": f"keys={n},expires=0,avg_ttl=0"} if n else {}
+    return {"db0": f"keys={n},expires={node.kv.expiring},avg_ttl=0"} if n else {}
 
 
 SECTIONS = {

@@ -12,6 +12,7 @@ from client.format import JSON, RAW, TTY, format_reply, quote
 from client.help import complete, usage
 from client.repl import parse_line
 from client.safety import Safety, classify
+from raftkv.kv import COMMANDS as TABLE
 from wire.reply import SimpleString
 
 
@@ -29,6 +30,11 @@ from wire.reply import SimpleString
     (["RAFT", "TRANSFER", "2"], Safety.UNSAFE), (["SOMETHINGNEW"], Safety.UNSAFE),
     ([], Safety.UNSAFE),
     ([b"get", b"k"], Safety.READ),
+    (["SET", "k", "v", "PX", "100"], Safety.UNSAFE), (["SET", "k", "v", "ex", "1"], Safety.UNSAFE),
+    (["SET", "k", "v", "PXAT", "100"], Safety.IDEMPOTENT), (["TTL", "k"], Safety.READ),
+    (["PEXPIREAT", "k", "100"], Safety.IDEMPOTENT), (["EXPIRE", "k", "1"], Safety.UNSAFE),
+    (["EVAL", "return 1", "0"], Safety.UNSAFE), (["EVAL_RO", "return 1", "0"], Safety.READ),
+    (["EXEC"], Safety.UNSAFE), (["MULTI"], Safety.UNSAFE),
 ])
 def test_classify(args: list[str], safety: Safety) -> None:
     assert classify(args) is safety
@@ -94,11 +100,17 @@ def test_parse_line() -> None:
 
 
 def test_completion() -> None:
-    assert complete("INC", "INC") == ["INCR", "INCRBY"]
-    assert complete("inc", "inc") == ["incr", "incrby"]
+    assert sorted(complete("INC", "INC")) == ["INCR", "INCRBY", "INCRBYFLOAT"]
+    assert sorted(complete("inc", "inc")) == ["incr", "incrby", "incrbyfloat"]
     assert complete("RAFT S", "S") == ["STATUS", "SNAPSHOT"]
     assert complete("RAFT ", "") == ["STATUS", "TRANSFER", "SNAPSHOT", "ADDNODE", "PROMOTE",
                                      "REMOVENODE"]
-    assert complete("help GE", "GE") == ["GET"]
+    assert complete("help GETR", "GETR") == ["GETRANGE"]
+    assert complete("SCRIPT L", "L") == ["LOAD"]
     assert complete("GET k", "k") == []
     assert "summary" in (usage("get") or "") and usage("nope") is None
+
+
+def test_help_knows_every_command_of_the_table() -> None:
+    missing = [name for name, spec in TABLE.items() if not spec.internal and usage(name) is None]
+    assert missing == []

@@ -30,7 +30,8 @@ def test_over_maxmemory_only_writes_that_grow_memory_are_refused_with_redis_text
                  [b"INCR", b"n"], [b"CAS", b"k", b"a", b"b"]):
         assert full.refuse(args) is OOM, args
     for args in ([b"GET", b"k"], [b"DEL", b"k"], [b"FLUSHALL"], [b"KEYS", b"*"],
-                 [b"SCAN", b"0"], [b"nosuch"]):
+                 [b"SCAN", b"0"], [b"nosuch"], [b"EXPIRED", b"k"], [b"FLUSHDB"],
+                 [b"PERSIST", b"k"], [b"TTL", b"k"]):
         assert full.refuse(args) is None, args
     assert full.refused == 5
     assert OOM.text == "OOM command not allowed when used memory > 'maxmemory'."

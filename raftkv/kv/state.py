@@ -1,0 +1,115 @@
+"""The state machine's whole state as plain data, and its snapshot encoding.
+
+A snapshot holds everything replicas must agree on: the values, each key's expiry deadline,
+each key's modification index (what WATCH compares), the time ("now", the highest stamp
+applied), the entry counter the modification indexes come from, the loaded scripts, and
+the WATCH versions of missing keys: the entry that deleted each recently deleted key, and
+``gone``, the entry that last forgot them all.
+
+Version 2 is ``[2, {key: value}, {key: deadline_ms}, {key: mod_index}, now, seq, gone,
+{sha: body}, {deleted key: index}]``; version 1 (``[1, {key: value}]``, from earlier
+releases) still restores, with no expiry and every index 0. Maps are written with keys
+sorted, so equal states give identical bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import msgpack
+
+from .errors import KVDecodeError
+
+SNAPSHOT_VERSION = 2
+_INT64_MAX = 2**63 - 1
+
+
+@attrs.define
+class KVState:
+    """Plain copies of the state machine's fields (see the module docstring)."""
+
+    data: dict[bytes, bytes] = attrs.Factory(dict)
+    expires: dict[bytes, int] = attrs.Factory(dict)
+    mods: dict[bytes, int] = attrs.Factory(dict)
+    now: int = 0
+    seq: int = 0
+    gone: int = 0
+    scripts: dict[bytes, bytes] = attrs.Factory(dict)
+    tombs: dict[bytes, int] = attrs.Factory(dict)
+
+
+class _Pairs(list):
+    """A msgpack map decoded as its list of (key, value) pairs, to validate it in order."""
+
+
+def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
+    """The snapshot bytes of ``state`` (a bare dict is a state with values only).
+
+    Packed one item at a time rather than in one ``packb`` call: the runtime runs this in a
+    worker thread, and many short calls let the GIL go back to the event loop in between.
+    """
+    if isinstance(state, dict):
+        state = KVState(data=state)
+    packer = msgpack.Packer(use_bin_type=True)
+    pack = packer.pack
+    parts = [packer.pack_array_header(9), pack(SNAPSHOT_VERSION)]
+    for mapping in (state.data, state.expires, state.mods):
+        keys = sorted(mapping)
+        parts.append(packer.pack_map_header(len(keys)))
+        for key in keys:
+            parts.append(pack(key))
+            parts.append(pack(mapping[key]))
+    parts += [pack(state.now), pack(state.seq), pack(state.gone)]
+    parts.append(pack(dict(sorted(state.scripts.items()))))
+    parts.append(pack(dict(sorted(state.tombs.items()))))
+    return b"".join(parts)
+
+
+def _check_map(pairs: Any, value_type: type, what: str) -> dict:
+    if type(pairs) is not _Pairs:
+        raise KVDecodeError(f"snapshot {what} is not a map")
+    previous = None
+    for key, value in pairs:
+        if type(key) is not bytes or type(value) is not value_type:
+            raise KVDecodeError(f"snapshot {what} has a bad key or value")
+        if value_type is int and not 0 <= value <= _INT64_MAX:
+            raise KVDecodeError(f"snapshot {what} holds {value}, out of range")
+        if previous is not None and key <= previous:
+            raise KVDecodeError(f"snapshot {what} keys are not strictly increasing")
+        previous = key
+    return dict(pairs)
+
+
+def _check_int(value: Any, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= _INT64_MAX:
+        raise KVDecodeError(f"snapshot {what} is not a non-negative int64")
+    return value
+
+
+def decode_snapshot(blob: bytes) -> KVState:
+    """The state in a snapshot blob (version 1 or 2), checked; ``KVDecodeError`` if invalid.
+
+    A pure function of the blob, so the runtime can run it in a worker thread: the
+    validation loop lets the GIL go back to the event loop, a large map does not stall it.
+    """
+    try:
+        obj = msgpack.unpackb(blob, raw=False, object_pairs_hook=_Pairs)
+    except Exception as exc:  # msgpack raises several types for the many ways bytes are bad
+        raise KVDecodeError(f"snapshot is not valid msgpack ({exc!r})") from None
+    if type(obj) is not list or not obj:
+        raise KVDecodeError("snapshot is not a [version, ...] array")
+    version = obj[0]
+    if type(version) is int and version == 1 and len(obj) == 2:
+        return KVState(data=_check_map(obj[1], bytes, "values"))
+    if type(version) is not int or version != SNAPSHOT_VERSION or len(obj) != 9:
+        raise KVDecodeError(f"unsupported snapshot version {version!r}")
+    data = _check_map(obj[1], bytes, "values")
+    expires = _check_map(obj[2], int, "deadlines")
+    mods = _check_map(obj[3], int, "modification indexes")
+    if not expires.keys() <= data.keys() or not mods.keys() <= data.keys():
+        raise KVDecodeError("snapshot has deadlines or indexes of missing keys")
+    scripts = _check_map(obj[7], bytes, "scripts")
+    tombs = _check_map(obj[8], int, "deletions")
+    return KVState(data, expires, mods, _check_int(obj[4], "now"), _check_int(obj[5], "seq"),
+                   _check_int(obj[6], "gone"), scripts, tombs)

@@ -1,0 +1,89 @@
+"""LeaderClock: the stamps a leader puts on entries, with a fake wall and monotonic clock."""
+
+from __future__ import annotations
+
+from raftkv.node.clock import AGREE_MS, SLEW, LeaderClock
+
+T0 = 1_700_000_000.0  # wall seconds
+
+
+class Clocks:
+    def __init__(self) -> None:
+        self.wall = T0
+        self.mono = 100.0
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+def make() -> tuple[LeaderClock, Clocks]:
+    clocks = Clocks()
+    return LeaderClock(lambda: clocks.wall, lambda: clocks.mono), clocks
+
+
+def test_follows_a_good_wall_clock() -> None:
+    clock, clocks = make()
+    assert clock.stamp() == int(T0 * 1000)
+    clocks.advance(1.5)
+    assert clock.stamp() == int(T0 * 1000) + 1500
+
+
+def test_never_below_a_stamp_issued_or_applied() -> None:
+    clock, clocks = make()
+    first = clock.stamp()
+    clocks.wall -= 3600  # the wall clock steps back an hour
+    assert clock.now() >= first
+    clock.observe(first + 50)  # another leader's stamp, applied
+    assert clock.stamp() >= first + 50
+
+
+def test_a_forward_jump_is_absorbed_at_a_bounded_rate() -> None:
+    clock, clocks = make()
+    start = clock.stamp()
+    clocks.wall += 3600  # an hour ahead at once: must not expire every short TTL
+    for _ in range(100):  # many proposals do not add up to more than the rate bound
+        clocks.mono += 0.01
+        clocks.wall += 0.01
+        clock.stamp()
+    elapsed_ms = 1000
+    assert clock.last - start <= elapsed_ms + elapsed_ms // SLEW + 1
+    assert clock.last - start >= elapsed_ms  # and time still moves forward
+
+
+def test_a_backward_jump_slows_time_but_never_stops_or_reverses_it() -> None:
+    clock, clocks = make()
+    start = clock.stamp()
+    clocks.wall -= 3600
+    clocks.mono += 1.0
+    stamp = clock.stamp()
+    assert 1000 - 1000 // SLEW - 1 <= stamp - start <= 1000
+
+
+def test_replayed_old_stamps_are_a_floor_not_an_anchor() -> None:
+    """After a restart following downtime, old entries must not pin time to the past."""
+    clock, _ = make()
+    clock.observe(int(T0 * 1000) - 3_600_000)  # an hour-old entry from the log
+    assert clock.stamp() == int(T0 * 1000)
+
+
+def test_a_live_applied_stamp_anchors_the_rate_bound() -> None:
+    clock, clocks = make()
+    clock.observe(int(T0 * 1000) - AGREE_MS // 2)  # agrees with our clock: live
+    clocks.wall += 3600
+    clocks.mono += 1.0
+    assert clock.now() <= int(T0 * 1000) + 1000 + 1000 // SLEW
+
+
+def test_a_late_applied_stamp_raises_the_floor_not_the_clock() -> None:
+    """A follower applying entries more than AGREE_MS late (a loaded machine) must not run
+    ahead: the rate bound is measured from a consistent (stamp, monotonic) anchor.
+    Found by tests/bench/bench_expiry.py on a loaded machine: keys vanished ~20 s early."""
+    clock, clocks = make()
+    clock.observe(int(T0 * 1000))  # anchored, live
+    clocks.advance(60.0)
+    late = int(clocks.wall * 1000) - 2 * AGREE_MS  # an entry stamped 2 s ago, applied now
+    clock.observe(late)
+    assert clock.last == late
+    assert abs(clock.now() - int(clocks.wall * 1000)) <= 1
+    assert abs(clock.stamp() - int(clocks.wall * 1000)) <= 1
