@@ -45,11 +45,22 @@ def is_write(args: list[bytes]) -> bool | None:
     return None if spec is None else spec.is_write
 
 
+# Lua scripts are off unless every node runs with --enable-scripts: the attacker found
+# scripts that crash or hang every replica (README, "Known issues").
+SCRIPTING = frozenset({b"eval", b"evalsha", b"eval_ro", b"evalsha_ro", b"script"})
+SCRIPTS_DISABLED = ("ERR scripts are disabled on this node; start every node with "
+                    "--enable-scripts (see the README's known issues)")
+
+
 def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     name = args[0].lower()
     control = TRANSACTION.get(name)
     if control is not None:
         return control(node, conn, args)
+    if name in SCRIPTING and not node.settings.enable_scripts:
+        if conn.tx.queue is not None:
+            conn.tx.dirty = True  # EXEC will answer EXECABORT, as for any refused command
+        return _err(SCRIPTS_DISABLED)
     handler = LOCAL.get(name)
     if conn.tx.queue is not None and name != b"quit":  # inside MULTI: queue it
         return transaction.enqueue(node, conn.tx, args, handler is not None)
