@@ -21,6 +21,12 @@ dialer, and per connection a sender and a watcher) under a cancel scope that
 ``update_peers`` cancels to remove the peer. Receivers of inbound connections run under
 the listener and are tied to the peer's link, so removing a peer closes them too.
 
+Authentication (``secret``, see raftkv.node.peer_auth): with a peer secret, both sides of
+every connection prove they know it right after the Hellos, before any other frame is
+read; a connection that fails is closed and logged (rate-limited, with the remote address
+and the reason), and since an inbound connection replaces the peer's previous one only
+once it has authenticated, a failed one never disturbs an established link.
+
 A connection that misbehaves (garbage, oversized frame, undecodable record, a message
 that is not from the authenticated peer) is closed with a WARNING; nothing else is.
 ``send`` never blocks: a full per-peer queue drops the message (Raft retransmits).
@@ -40,12 +46,13 @@ from typing import Any
 import attrs
 import trio
 
+from raftkv.node import peer_auth
 from raftkv.node.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
-from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Refused
+from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Proof, Refused
 from wire.record import decode, encode
 
 log = logging.getLogger("raftkv.transport")
@@ -104,6 +111,10 @@ class LinkStats:
 
 class _Refused(Exception):
     """The peer refused our Hello, or its Hello was not what we dialled."""
+
+
+class _AuthFailed(Exception):
+    """The peer did not prove it knows the peer secret."""
 
 
 class _BadAddress(Exception):
@@ -244,6 +255,7 @@ class PeerTransport:
         rng: random.Random | None = None,
         message_types: tuple[type, ...] | None = None,
         validate: Callable[[Any], None] | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -253,6 +265,7 @@ class PeerTransport:
         self._rng = rng or random.Random()
         self._message_types = message_types
         self._validate = validate
+        self._secret = secret or None
         if isinstance(inbound, trio.MemorySendChannel):
             channel = inbound
 
@@ -272,8 +285,9 @@ class PeerTransport:
                 callback(msg)
 
             self._deliver = deliver
-        hello = Hello(PROTOCOL_VERSION, cluster_id, node_id, advertise_peer_addr, client_addr)
-        self._hello_frame = encode_frame(encode(hello))
+        self._hello = Hello(PROTOCOL_VERSION, cluster_id, node_id, advertise_peer_addr,
+                            client_addr)
+        self._hello_frame = encode_frame(encode(self._hello))
         self._ping_frame = encode_frame(encode(Ping()))
         self._links: dict[int, _Link] = {}
         self._nursery: trio.Nursery | None = None
@@ -283,6 +297,7 @@ class PeerTransport:
         self.unroutable = 0  # send() to an unknown peer
         self.refused_inbound = 0  # inbound handshakes we refused
         self.bad_connections = 0  # connections closed for a protocol error
+        self.auth_failures = 0  # connections (either way) whose peer failed authentication
         self.update_peers(peers)
 
     # -- public API ----------------------------------------------------------------------
@@ -394,10 +409,14 @@ class PeerTransport:
         while True:
             await trio.sleep(backoff.delay())
             try:
-                stream, reader = await self._dial(link)
+                stream, reader, sent = await self._dial(link)
             except _Refused as exc:
                 link.refused += 1
                 self._warn(("refused-by", link.peer_id), "peer refused handshake",
+                           peer=link.peer_id, addr=link.addr, reason=str(exc))
+            except _AuthFailed as exc:
+                self.auth_failures += 1
+                self._warn(("auth-out", link.peer_id), "peer failed authentication",
                            peer=link.peer_id, addr=link.addr, reason=str(exc))
             except _BadAddress as exc:
                 self._warn(("bad-address", link.peer_id), "cannot dial peer: bad address",
@@ -410,7 +429,7 @@ class PeerTransport:
                                 error=_describe(exc))
             else:
                 up_since = trio.current_time()
-                await self._run_outbound(link, stream, reader)
+                await self._run_outbound(link, stream, reader, sent)
                 # Only a connection that lasted counts as a success: a peer that accepts
                 # and drops at once must not make us spin.
                 if trio.current_time() - up_since >= lim.dial_backoff_max:
@@ -423,8 +442,9 @@ class PeerTransport:
             link.drop_queued()  # stale by the next attempt; Raft retransmits
             self._notify()
 
-    async def _dial(self, link: _Link) -> tuple[trio.SocketStream, _FrameReader]:
-        """Connect and handshake; the caller owns the returned stream.
+    async def _dial(self, link: _Link) -> tuple[trio.SocketStream, _FrameReader, int]:
+        """Connect and handshake; the caller owns the returned stream. Also returns how
+        many bytes the handshake sent (the peer's Acks count them).
 
         The name is resolved again on every dial (a peer's address may change: a container
         reconnected to its network gets a new one)."""
@@ -440,7 +460,9 @@ class PeerTransport:
             _tune_socket(stream, self.limits.stall_timeout)
             try:
                 reader = _FrameReader(stream, self.limits.max_frame_size)
-                await stream.send_all(self._hello_frame)
+                nonce = peer_auth.new_nonce() if self._secret else b""
+                hello_frame = self._hello_frame_with(nonce)
+                await stream.send_all(hello_frame)
                 frame = await reader.next()
                 if frame is None:
                     raise trio.BrokenResourceError("closed during the handshake")
@@ -452,20 +474,52 @@ class PeerTransport:
                 problem = self._check_hello(reply, expect=link.peer_id)
                 if problem:
                     raise _Refused(f"its Hello does not match: {problem}")
+                sent = len(hello_frame)
+                if self._secret is not None:
+                    sent += await self._authenticate_listener(stream, reader, link, nonce,
+                                                              reply.nonce)
             except BaseException:
                 await trio.aclose_forcefully(stream)
                 raise
         link.client_addr = reply.client_addr
-        return stream, reader
+        return stream, reader, sent
+
+    async def _authenticate_listener(
+        self, stream: trio.SocketStream, reader: _FrameReader, link: _Link,
+        ours: bytes, theirs: bytes,
+    ) -> int:
+        """Dialer side: check the listener's Proof, then send ours; bytes sent."""
+        assert self._secret is not None
+        frame = await reader.next()
+        if frame is None:
+            raise trio.BrokenResourceError("closed during authentication")
+        msg = _decode(frame)
+        if isinstance(msg, Refused):
+            raise _Refused(msg.reason)
+        if not isinstance(msg, Proof):
+            raise _AuthFailed(f"expected Proof, got {type(msg).__name__}")
+        if not peer_auth.verify(self._secret, msg.mac, peer_auth.LISTENER, ours, theirs,
+                                link.peer_id, self.cluster_id):
+            raise _AuthFailed("wrong proof: it does not know the peer secret")
+        mine = peer_auth.proof(self._secret, peer_auth.DIALER, ours, theirs, self.node_id,
+                               self.cluster_id)
+        frame = encode_frame(encode(Proof(mine)))
+        await stream.send_all(frame)
+        return len(frame)
+
+    def _hello_frame_with(self, nonce: bytes) -> bytes:
+        if not nonce:
+            return self._hello_frame
+        return encode_frame(encode(attrs.evolve(self._hello, nonce=nonce)))
 
     async def _run_outbound(
-        self, link: _Link, stream: trio.SocketStream, reader: _FrameReader
+        self, link: _Link, stream: trio.SocketStream, reader: _FrameReader, sent: int
     ) -> None:
         link.connected = True
         link.connects += 1
         self._debug("link up", peer=link.peer_id, addr=link.addr, connects=link.connects)
         self._notify()
-        delivery = _Delivery(len(self._hello_frame), trio.current_time())
+        delivery = _Delivery(sent, trio.current_time())
         try:
             async with stream, trio.open_nursery() as conn:
                 conn.start_soon(self._watch_outbound, link, reader, delivery, conn.cancel_scope)
@@ -616,9 +670,23 @@ class PeerTransport:
                     self._notify()
                     await stream.send_all(encode_frame(encode(Refused(problem))))
                     return
-                await stream.send_all(self._hello_frame)
+                if self._secret is None:
+                    await stream.send_all(self._hello_frame)
+                else:
+                    failure = await self._authenticate_dialer(stream, reader, hello)
+                    if failure:
+                        self.auth_failures += 1
+                        self._warn(("auth-in", remote[0]), "peer failed authentication",
+                                   remote=remote, node_id=hello.node_id, reason=failure)
+                        self._notify()
+                        return
         except trio.TooSlowError:
             self._debug("no Hello in time", remote=remote)
+            if self._secret is not None:
+                self.auth_failures += 1
+                self._warn(("auth-in", remote[0]), "peer failed authentication",
+                           remote=remote, reason="handshake not finished in time")
+                self._notify()
             return
         except ProtocolError as exc:
             self._protocol_error(None, remote, exc)
@@ -630,6 +698,27 @@ class PeerTransport:
         if link is None:  # removed while we were replying
             return
         await self._serve_inbound(link, hello, stream, reader)
+
+    async def _authenticate_dialer(
+        self, stream: trio.SocketStream, reader: _FrameReader, hello: Hello
+    ) -> str:
+        """Listener side: answer with our Hello and Proof, then check the dialer's Proof.
+        Returns why it failed ("" once the dialer has proved it knows the secret)."""
+        assert self._secret is not None
+        ours = peer_auth.new_nonce()
+        mine = peer_auth.proof(self._secret, peer_auth.LISTENER, hello.nonce, ours,
+                               self.node_id, self.cluster_id)
+        await stream.send_all(self._hello_frame_with(ours) + encode_frame(encode(Proof(mine))))
+        frame = await reader.next()
+        if frame is None:
+            return "closed before its Proof"
+        msg = _decode(frame)
+        if not isinstance(msg, Proof):
+            return f"expected Proof, got {type(msg).__name__}"
+        if not peer_auth.verify(self._secret, msg.mac, peer_auth.DIALER, hello.nonce, ours,
+                                hello.node_id, self.cluster_id):
+            return "wrong proof: it does not know the peer secret"
+        return ""
 
     async def _serve_inbound(
         self, link: _Link, hello: Hello, stream: trio.SocketStream, reader: _FrameReader
@@ -709,10 +798,15 @@ class PeerTransport:
             return f"node id {hello.node_id} is this node's own"
         elif hello.node_id not in self._links:
             return f"node id {hello.node_id} is not a member"
+        if self._secret is not None and len(hello.nonce) != peer_auth.NONCE_BYTES:
+            return ("peer authentication required: the peer sent no nonce "
+                    "(is its --peer-secret-file set?)")
+        if self._secret is None and hello.nonce:
+            return "the peer wants peer authentication; this node has no --peer-secret-file"
         return ""
 
     def _check_message(self, link: _Link, msg: Any) -> None:
-        if isinstance(msg, Hello | Refused) or (
+        if isinstance(msg, Hello | Refused | Proof) or (
             self._message_types is not None and not isinstance(msg, self._message_types)
         ):
             raise ProtocolError(f"unexpected {type(msg).__name__} after the handshake")

@@ -81,6 +81,7 @@ async def start(
     limits: TransportLimits = LIMITS,
     inbox_size: int = 4096,
     validate: Callable[[object], None] | None = None,
+    secret: bytes | None = None,
 ) -> Peer:
     send, recv = trio.open_memory_channel[Note](inbox_size)
     t = PeerTransport(
@@ -94,6 +95,7 @@ async def start(
         limits=limits,
         rng=random.Random(node_id),
         validate=validate,
+        secret=secret,
     )
     scope, stopped = trio.CancelScope(), trio.Event()
 
