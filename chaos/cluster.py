@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from raftkv.node.peer_auth import ensure_secret_file
 from raftkv.node.settings import parse_addr
 from raftkv.probe import info_raft
 
@@ -91,6 +92,8 @@ class LocalCluster:
     for all. ``ports``: (client, peer) port per node, default free ports. ``peer_maps``:
     node id -> {peer id: address node dials for that peer}; a peer missing from a node's
     map is dialled at its real peer address. ``node_args``: extra arguments per node.
+    ``peer_secret``: every node gets ``--peer-secret-file`` (one random secret, made in
+    ``workdir``).
     """
 
     def __init__(self, workdir: Path, nodes: int = 3, host: str = "127.0.0.1",
@@ -98,10 +101,15 @@ class LocalCluster:
                  hosts: Sequence[str] | None = None,
                  ports: Sequence[tuple[int, int]] | None = None,
                  peer_maps: Mapping[int, Mapping[int, str]] | None = None,
-                 node_args: Mapping[int, list[str]] | None = None) -> None:
+                 node_args: Mapping[int, list[str]] | None = None,
+                 peer_secret: bool = False) -> None:
         self.workdir = Path(workdir)
         self.host = host
-        self.extra_args = extra_args or []
+        self.extra_args = list(extra_args or [])
+        if peer_secret:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.secret_file = ensure_secret_file(self.workdir / "peer-secret")
+            self.extra_args += ["--peer-secret-file", str(self.secret_file)]
         self.fsync = fsync
         hosts = list(hosts) if hosts else [host] * nodes
         if len(hosts) != nodes:

@@ -45,6 +45,10 @@ def _env(name: str) -> str:
               help="Where this node keeps its log and snapshots.")
 @click.option("--cluster-id", default="raftkv", show_default=True, envvar=_env("CLUSTER_ID"),
               help="Peers with another cluster id are refused.")
+@click.option("--peer-secret-file", default="", envvar=_env("PEER_SECRET_FILE"),
+              type=click.Path(dir_okay=False),
+              help="A secret shared by every member (at least 16 bytes, e.g. `openssl rand "
+                   "-hex 32`): peers prove they know it on every connection.")
 @click.option("--advertise-client-addr", default="", envvar=_env("ADVERTISE_CLIENT_ADDR"),
               help="Client address other nodes tell clients (default: --client-addr).")
 @click.option("--advertise-peer-addr", default="", envvar=_env("ADVERTISE_PEER_ADDR"),
@@ -94,6 +98,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
         raise click.BadParameter(f"--id {node_id} is not in --cluster {cluster}")
     if learner and not seeds:
         raise click.BadParameter("--learner only applies with --join")
+    check_peer_security(options)
     setup_logging(verbose)
     settings = NodeSettings(
         node_id=node_id, client_addr=client_addr, peer_addr=peer_addr, cluster=members,
@@ -213,6 +218,21 @@ def member_promote(node_id: int, timeout: float, endpoints: str) -> None:
     from raftkv.member_cli import change
 
     change(_split(endpoints), ["PROMOTE", str(node_id)], timeout)
+
+
+def check_peer_security(options: dict[str, Any]) -> None:
+    """Fail before starting on an unusable secret file; warn if others may read it."""
+    from raftkv.node.peer_auth import SecretFileError, load_secret, loose_permissions
+
+    path = options.get("peer_secret_file")
+    if path:
+        try:
+            load_secret(path)
+        except SecretFileError as exc:
+            raise click.BadParameter(str(exc), param_hint="--peer-secret-file") from exc
+        if loose_permissions(path):
+            click.echo(f"WARNING: peer secret file {path} is readable by group or others "
+                       f"(chmod 600 it)", err=True)
 
 
 def _split(endpoints: str) -> list[str]:

@@ -1,9 +1,10 @@
 """``raftkv up``: a local cluster of real node processes, their logs streamed with a prefix.
 
 Node N listens on client port BASE+N and peer port BASE+100+N (BASE is 7000 by default),
-with data in DATA_DIR/node-N, so
-running it again resumes the same data. Ctrl-C sends SIGTERM to every node (a leader hands
-over leadership first) and waits for them to exit.
+with data in DATA_DIR/node-N, so running it again resumes the same data. The nodes
+authenticate each other with a secret made once in DATA_DIR/peer-secret (mode 0600).
+Ctrl-C sends SIGTERM to every node (a leader hands over leadership first) and waits for
+them to exit.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from pathlib import Path
 import click
 import trio
 
+from raftkv.node.peer_auth import ensure_secret_file
 from raftkv.probe import info_raft
+
+SECRET_FILE = "peer-secret"
 
 
 def node_command(i: int, nodes: int, data_dir: str, host: str, fsync: str,
@@ -26,7 +30,7 @@ def node_command(i: int, nodes: int, data_dir: str, host: str, fsync: str,
     cmd = [sys.executable, "-m", "raftkv", "serve", "--id", str(i),
            "--client-addr", f"{host}:{base + i}", "--peer-addr", f"{host}:{base + 100 + i}",
            "--cluster", cluster, "--data-dir", str(Path(data_dir) / f"node-{i}"),
-           "--fsync", fsync]
+           "--fsync", fsync, "--peer-secret-file", str(Path(data_dir) / SECRET_FILE)]
     if verbose:
         cmd.append("-" + "v" * verbose)
     return cmd
@@ -131,4 +135,5 @@ def run_local_cluster(nodes: int, data_dir: str, host: str, fsync: str, verbose:
     # the nodes in order.
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     Path(data_dir).mkdir(parents=True, exist_ok=True)
+    ensure_secret_file(Path(data_dir) / SECRET_FILE)
     raise SystemExit(trio.run(_main, nodes, data_dir, host, fsync, verbose, base))

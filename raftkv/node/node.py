@@ -40,6 +40,7 @@ from raftkv.kv import (
 )
 from raftkv.log import event
 from raftkv.node.membership import Membership, describe_members
+from raftkv.node.peer_auth import load_secret
 from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
@@ -186,6 +187,7 @@ class Node:
             limits=transport_limits(s),
             message_types=PEER_MESSAGES,
             validate=check_peer_message,
+            secret=load_secret(s.peer_secret_file) if s.peer_secret_file else None,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -695,4 +697,5 @@ class Node:
             "client_addr": self.settings.client_advertised,
             "peer_addr": self.settings.peer_advertised,
             "fsync": self.settings.fsync,
+            "cluster_id": self.transport.cluster_id,
         }

@@ -58,6 +58,8 @@ class NodeSettings:
     # must be before the leader promotes it.
     join: tuple[str, ...] = ()
     learner: bool = False
+    # Peer security (issue 13): a shared secret every peer connection proves it knows.
+    peer_secret_file: str = ""
     promote_lag: int = 100
     # Test-only: followers answer reads from local state without ReadIndex. It exists so
     # the chaos suite can prove its checker catches stale reads; never use it otherwise.

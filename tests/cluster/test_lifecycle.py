@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -68,12 +69,18 @@ def test_raftkv_up_starts_serves_and_stops_cleanly(tmp_path: Path) -> None:
     for k in (1, 2, 3):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", base + k)) != 0, "a node outlived `raftkv up`"
+    # The nodes authenticated each other with a secret made in the data directory.
+    secret = tmp_path / "data" / "peer-secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    made = secret.read_bytes()
+    assert len(made.strip()) == 64
     # Running it again resumes the same data.
     proc = up(tmp_path / "data", base)
     try:
         assert proc.stdout is not None
         assert "up: leader is node" in proc.stdout.readline()
         assert redis.Redis(port=base + 1, socket_timeout=10).get("up") == b"yes"
+        assert secret.read_bytes() == made  # kept, not replaced
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
