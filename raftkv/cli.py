@@ -43,8 +43,10 @@ def _env(name: str) -> str:
               help="With --join: stay a non-voting learner (RAFT PROMOTE makes it a voter).")
 @click.option("--data-dir", required=True, envvar=_env("DATA_DIR"), type=click.Path(),
               help="Where this node keeps its log and snapshots.")
-@click.option("--cluster-id", default="raftkv", show_default=True, envvar=_env("CLUSTER_ID"),
-              help="Peers with another cluster id are refused.")
+@click.option("--cluster-id", default="", envvar=_env("CLUSTER_ID"),
+              help="Override the cluster id (peers with another one are refused). Default: "
+                   "kept in the data directory; a --join node learns it from the cluster; "
+                   "a --cluster bootstrap derives it from the member list.")
 @click.option("--peer-secret-file", default="", envvar=_env("PEER_SECRET_FILE"),
               type=click.Path(dir_okay=False),
               help="A secret shared by every member (at least 16 bytes, e.g. `openssl rand "
@@ -82,6 +84,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
           learner: bool, unsafe_stale_reads: bool, verbose: int, **options: Any) -> None:
     """Run one RaftKV node. Every flag also reads RAFTKV_<FLAG> (e.g. RAFTKV_ID)."""
     from raftkv.log import setup_logging
+    from raftkv.node.cluster_id import valid_cluster_id
     from raftkv.node.run import run_node
     from raftkv.node.settings import NodeSettings, parse_addr, parse_cluster
 
@@ -99,6 +102,8 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
     if learner and not seeds:
         raise click.BadParameter("--learner only applies with --join")
     check_peer_security(options)
+    if options["cluster_id"] and not valid_cluster_id(options["cluster_id"]):
+        raise click.BadParameter("1 to 64 of A-Z a-z 0-9 . _ -", param_hint="--cluster-id")
     setup_logging(verbose)
     settings = NodeSettings(
         node_id=node_id, client_addr=client_addr, peer_addr=peer_addr, cluster=members,

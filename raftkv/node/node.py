@@ -39,6 +39,8 @@ from raftkv.kv import (
     validate,
 )
 from raftkv.log import event
+from raftkv.node.backoff import Backoff
+from raftkv.node.cluster_id import resolve_cluster_id
 from raftkv.node.membership import Membership, describe_members
 from raftkv.node.peer_auth import load_secret
 from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
@@ -46,6 +48,7 @@ from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import max_reply_bytes, request_size, transport_limits
 from raftkv.node.transport import PeerTransport
+from raftkv.probe import info_raft
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
 from raftkv.storage import SnapshotWriter, open_storage
@@ -146,8 +149,12 @@ class Node:
         bootstrap = ClusterConfig(  # empty with --join: learnt from the leader
             tuple(Member(i, addr) for i, addr in sorted(s.cluster.items()) if not s.join)
         )
+        cluster_id, source = await resolve_cluster_id(
+            s.data_dir, s.cluster_id, s.join, s.cluster,
+            lambda addr: info_raft(addr, 2.0), Backoff(0.2, 2.0, self.rng))
+        event(log, logging.INFO, "cluster id", cluster_id=cluster_id, source=source)
         self.storage = await trio.to_thread.run_sync(
-            lambda: open_storage(s.data_dir, s.cluster_id, s.node_id, bootstrap, fsync=s.fsync)
+            lambda: open_storage(s.data_dir, cluster_id, s.node_id, bootstrap, fsync=s.fsync)
         )
         for note in self.storage.recovery_notes:  # e.g. a torn WAL tail truncated
             event(log, logging.WARNING, "storage recovered", note=note)
@@ -177,7 +184,7 @@ class Node:
         host, port = parse_addr(s.peer_addr, listen=True)
         self.transport = PeerTransport(
             node_id=self.id,
-            cluster_id=s.cluster_id,
+            cluster_id=cluster_id,
             listen=(host, port),
             advertise_peer_addr=s.peer_advertised,
             client_addr=s.client_advertised,

@@ -37,7 +37,7 @@ class NodeSettings:
     peer_addr: str
     cluster: dict[int, str]
     data_dir: str
-    cluster_id: str = "raftkv"
+    cluster_id: str = ""  # "": from the data dir, the cluster (--join) or --cluster
     advertise_client_addr: str = ""
     advertise_peer_addr: str = ""
     tick_ms: float = 10.0

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from chaos.cluster import LocalCluster
+from raftkv.probe import info_raft
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,6 +82,8 @@ def test_raftkv_up_starts_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert "up: leader is node" in proc.stdout.readline()
         assert redis.Redis(port=base + 1, socket_timeout=10).get("up") == b"yes"
         assert secret.read_bytes() == made  # kept, not replaced
+        ids = {info_raft(f"127.0.0.1:{base + k}", 10)["cluster_id"] for k in (1, 2, 3)}
+        assert ids == {(tmp_path / "data" / "cluster-id").read_text().strip()}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

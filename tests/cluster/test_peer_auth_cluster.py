@@ -5,13 +5,19 @@ high term at every node. No node changes term, log or data, and the cluster keep
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from chaos.cluster import LocalCluster
+from chaos.cluster import LocalCluster, free_ports
 from raftkv.kv import encode_command
 from raftkv.probe import call
 from wire.addr import parse_addr
@@ -96,3 +102,60 @@ def test_peers_without_the_secret_change_nothing(cluster: LocalCluster) -> None:
     assert not c.crashed(), c.logs_tail()
     log = "".join(n.log_path.read_text() for n in c.nodes.values())
     assert "peer failed authentication" in log and "wrong proof" in log
+
+
+def _get(addr: str, key: str) -> object:
+    try:
+        return call(addr, "GET", key, timeout=10.0)
+    except (OSError, ConnectionError):
+        return None  # not listening yet
+
+
+def test_a_joining_node_learns_the_cluster_id_and_a_foreign_node_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Node 4 starts empty with --join (and the secret): it learns the cluster id from a
+    member's INFO raft, keeps it in its data directory and catches up. A node of another
+    cluster (same secret, --cluster-id other, listing the members' peer addresses) is
+    refused by every member: no term changes, nothing of it reaches a core."""
+    with LocalCluster(tmp_path / "c", peer_secret=True) as c:
+        leader = c.wait_for_leader()
+        cluster_id = (c.info(leader, timeout=10) or {})["cluster_id"]
+        assert call(c.nodes[leader].client_addr, "SET", "k", "v", timeout=10.0) == OK
+        c.add_node(4, learner=True)
+        deadline = time.monotonic() + 20
+        while _get(c.nodes[4].client_addr, "k") != b"v":
+            assert time.monotonic() < deadline, c.logs_tail()
+            time.sleep(0.1)  # polling another process: no event to wait on
+        assert (c.info(4, timeout=10) or {})["cluster_id"] == cluster_id
+        meta = json.loads((c.nodes[4].data_dir / "meta.json").read_text())
+        assert meta["cluster_id"] == cluster_id
+        assert "learnt from the cluster" in c.nodes[4].log_path.read_text()
+
+        terms = {i: (c.info(i, timeout=10) or {})["term"] for i in c.nodes}
+        client, peer = free_ports(2)
+        members = ",".join(f"{i}={n.peer_addr}" for i, n in c.nodes.items())
+        log_path = tmp_path / "foreign.log"
+        with open(log_path, "wb") as log:
+            foreign = subprocess.Popen(
+                [sys.executable, "-m", "raftkv", "serve", "--id", "9",
+                 "--client-addr", f"127.0.0.1:{client}", "--peer-addr", f"127.0.0.1:{peer}",
+                 "--cluster", f"{members},9=127.0.0.1:{peer}", "--cluster-id", "other",
+                 "--data-dir", str(tmp_path / "foreign"), "--fsync", "never",
+                 "--election-ticks", "2", "--heartbeat-ticks", "1",
+                 "--peer-secret-file", str(c.secret_file), "-v"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 20
+            while "cluster id 'other' is not" not in "".join(
+                    n.log_path.read_text() for n in c.nodes.values()):
+                assert time.monotonic() < deadline, c.logs_tail()
+                time.sleep(0.1)  # polling other processes' logs
+            foreign_log = log_path.read_text()
+            assert "peer refused handshake" in foreign_log, foreign_log[-2000:]
+            assert {i: (c.info(i, timeout=10) or {})["term"] for i in c.nodes} == terms
+            assert call(c.nodes[leader].client_addr, "SET", "k2", "v", timeout=10.0) == OK
+            assert not c.crashed(), c.logs_tail()
+        finally:
+            os.killpg(foreign.pid, signal.SIGKILL)
+            foreign.wait(timeout=15)
