@@ -49,6 +49,7 @@ import trio
 from raftkv.node import peer_auth
 from raftkv.node.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
+from raftkv.node.tls import PeerTLS
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
@@ -111,6 +112,10 @@ class LinkStats:
 
 class _Refused(Exception):
     """The peer refused our Hello, or its Hello was not what we dialled."""
+
+
+class _TLSFailed(Exception):
+    """The TLS handshake failed (certificate not signed by the peer CA, not TLS, ...)."""
 
 
 class _AuthFailed(Exception):
@@ -256,6 +261,7 @@ class PeerTransport:
         message_types: tuple[type, ...] | None = None,
         validate: Callable[[Any], None] | None = None,
         secret: bytes | None = None,
+        tls: PeerTLS | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -266,6 +272,7 @@ class PeerTransport:
         self._message_types = message_types
         self._validate = validate
         self._secret = secret or None
+        self._tls = tls
         if isinstance(inbound, trio.MemorySendChannel):
             channel = inbound
 
@@ -298,6 +305,7 @@ class PeerTransport:
         self.refused_inbound = 0  # inbound handshakes we refused
         self.bad_connections = 0  # connections closed for a protocol error
         self.auth_failures = 0  # connections (either way) whose peer failed authentication
+        self.tls_failures = 0  # connections (either way) whose TLS handshake failed
         self.update_peers(peers)
 
     # -- public API ----------------------------------------------------------------------
@@ -414,6 +422,10 @@ class PeerTransport:
                 link.refused += 1
                 self._warn(("refused-by", link.peer_id), "peer refused handshake",
                            peer=link.peer_id, addr=link.addr, reason=str(exc))
+            except _TLSFailed as exc:
+                self.tls_failures += 1
+                self._warn(("tls-out", link.peer_id), "peer TLS handshake failed",
+                           peer=link.peer_id, addr=link.addr, reason=str(exc))
             except _AuthFailed as exc:
                 self.auth_failures += 1
                 self._warn(("auth-out", link.peer_id), "peer failed authentication",
@@ -442,7 +454,7 @@ class PeerTransport:
             link.drop_queued()  # stale by the next attempt; Raft retransmits
             self._notify()
 
-    async def _dial(self, link: _Link) -> tuple[trio.SocketStream, _FrameReader, int]:
+    async def _dial(self, link: _Link) -> tuple[trio.abc.Stream, _FrameReader, int]:
         """Connect and handshake; the caller owns the returned stream. Also returns how
         many bytes the handshake sent (the peer's Acks count them).
 
@@ -454,11 +466,18 @@ class PeerTransport:
             raise _BadAddress(str(exc)) from None
         with trio.fail_after(self.limits.hello_timeout):
             try:
-                stream = await trio.open_tcp_stream(host, port)
+                tcp = await trio.open_tcp_stream(host, port)
             except (ValueError, UnicodeError) as exc:  # what the resolver rejects
                 raise _BadAddress(f"{type(exc).__name__}: {exc}") from None
-            _tune_socket(stream, self.limits.stall_timeout)
+            _tune_socket(tcp, self.limits.stall_timeout)
+            stream: trio.abc.Stream = tcp
             try:
+                if self._tls is not None:
+                    stream = trio.SSLStream(tcp, self._tls.client, server_hostname=host)
+                    try:
+                        await stream.do_handshake()
+                    except trio.BrokenResourceError as exc:
+                        raise _TLSFailed(_describe(exc.__cause__ or exc)) from None
                 reader = _FrameReader(stream, self.limits.max_frame_size)
                 nonce = peer_auth.new_nonce() if self._secret else b""
                 hello_frame = self._hello_frame_with(nonce)
@@ -485,7 +504,7 @@ class PeerTransport:
         return stream, reader, sent
 
     async def _authenticate_listener(
-        self, stream: trio.SocketStream, reader: _FrameReader, link: _Link,
+        self, stream: trio.abc.Stream, reader: _FrameReader, link: _Link,
         ours: bytes, theirs: bytes,
     ) -> int:
         """Dialer side: check the listener's Proof, then send ours; bytes sent."""
@@ -513,7 +532,7 @@ class PeerTransport:
         return encode_frame(encode(attrs.evolve(self._hello, nonce=nonce)))
 
     async def _run_outbound(
-        self, link: _Link, stream: trio.SocketStream, reader: _FrameReader, sent: int
+        self, link: _Link, stream: trio.abc.Stream, reader: _FrameReader, sent: int
     ) -> None:
         link.connected = True
         link.connects += 1
@@ -521,16 +540,19 @@ class PeerTransport:
         self._notify()
         delivery = _Delivery(sent, trio.current_time())
         try:
-            async with stream, trio.open_nursery() as conn:
+            async with trio.open_nursery() as conn:
                 conn.start_soon(self._watch_outbound, link, reader, delivery, conn.cancel_scope)
                 await self._send_loop(link, stream, delivery)
                 conn.cancel_scope.cancel()
         finally:
             link.connected = False
             self._notify()
+            # Forcefully: a graceful TLS close would write close_notify, which blocks on
+            # the stalled peer we are probably leaving.
+            await trio.aclose_forcefully(stream)
 
     async def _send_loop(
-        self, link: _Link, stream: trio.SocketStream, delivery: _Delivery
+        self, link: _Link, stream: trio.abc.Stream, delivery: _Delivery
     ) -> None:
         """Drain the queue onto the socket, several frames per send_all; ping when idle."""
         lim = self.limits
@@ -645,16 +667,27 @@ class PeerTransport:
 
     # -- inbound connections -------------------------------------------------------------
 
-    async def _handle_inbound(self, stream: trio.SocketStream) -> None:
-        """One accepted connection: handshake, then receive until it ends.
+    async def _handle_inbound(self, tcp: trio.SocketStream) -> None:
+        """One accepted connection: TLS and Hello handshakes, then receive until it ends.
 
-        trio.serve_listeners closes the stream when this returns."""
-        remote = _remote(stream)
+        trio.serve_listeners closes the TCP stream when this returns."""
+        remote = _remote(tcp)
         lim = self.limits
-        _tune_socket(stream, lim.stall_timeout)
-        reader = _FrameReader(stream, lim.max_frame_size)
+        _tune_socket(tcp, lim.stall_timeout)
+        stream: trio.abc.Stream = tcp
         try:
             with trio.fail_after(lim.hello_timeout):
+                if self._tls is not None:
+                    stream = trio.SSLStream(tcp, self._tls.server, server_side=True)
+                    try:
+                        await stream.do_handshake()
+                    except trio.BrokenResourceError as exc:
+                        self.tls_failures += 1
+                        self._warn(("tls-in", remote[0]), "peer TLS handshake failed",
+                                   remote=remote, reason=_describe(exc.__cause__ or exc))
+                        self._notify()
+                        return
+                reader = _FrameReader(stream, lim.max_frame_size)
                 frame = await reader.next()
                 if frame is None:
                     self._debug("closed before Hello", remote=remote)
@@ -682,7 +715,7 @@ class PeerTransport:
                         return
         except trio.TooSlowError:
             self._debug("no Hello in time", remote=remote)
-            if self._secret is not None:
+            if self._secret is not None or self._tls is not None:
                 self.auth_failures += 1
                 self._warn(("auth-in", remote[0]), "peer failed authentication",
                            remote=remote, reason="handshake not finished in time")
@@ -700,7 +733,7 @@ class PeerTransport:
         await self._serve_inbound(link, hello, stream, reader)
 
     async def _authenticate_dialer(
-        self, stream: trio.SocketStream, reader: _FrameReader, hello: Hello
+        self, stream: trio.abc.Stream, reader: _FrameReader, hello: Hello
     ) -> str:
         """Listener side: answer with our Hello and Proof, then check the dialer's Proof.
         Returns why it failed ("" once the dialer has proved it knows the secret)."""
@@ -721,7 +754,7 @@ class PeerTransport:
         return ""
 
     async def _serve_inbound(
-        self, link: _Link, hello: Hello, stream: trio.SocketStream, reader: _FrameReader
+        self, link: _Link, hello: Hello, stream: trio.abc.Stream, reader: _FrameReader
     ) -> None:
         # The peer has one outbound connection at a time: a newer one means the older is
         # dead, and closing it keeps two receivers from interleaving the peer's messages.
@@ -729,7 +762,7 @@ class PeerTransport:
             link.inbound_scope.cancel()
         scope = link.inbound_scope = trio.CancelScope()
         link.client_addr = hello.client_addr
-        self._debug("inbound up", peer=link.peer_id, remote=_remote(stream))
+        self._debug("inbound up", peer=link.peer_id)
         self._notify()
         try:
             with scope:
@@ -769,7 +802,7 @@ class PeerTransport:
     async def _ack_back(
         self,
         link: _Link,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         reader: _FrameReader,
         conn_scope: trio.CancelScope,
     ) -> None:

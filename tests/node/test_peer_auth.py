@@ -11,10 +11,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
-
-from raftkv.node import peer_auth
-from raftkv.node.peer_auth import SecretFileError, ensure_secret_file, load_secret
-from tests.node.test_transport import (  # noqa: F401 (warnings: a fixture)
+from test_transport import (  # noqa: F401 (pytest imports tests/node/ as top level)
     LIMITS,
     Note,
     RawPeer,
@@ -22,6 +19,9 @@ from tests.node.test_transport import (  # noqa: F401 (warnings: a fixture)
     start,
     warnings,
 )
+
+from raftkv.node import peer_auth
+from raftkv.node.peer_auth import SecretFileError, ensure_secret_file, load_secret
 from wire.frames import encode_frame
 from wire.hello import PROTOCOL_VERSION, Hello, Proof, Refused
 from wire.raft import RequestVote
