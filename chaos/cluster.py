@@ -93,7 +93,8 @@ class LocalCluster:
     node id -> {peer id: address node dials for that peer}; a peer missing from a node's
     map is dialled at its real peer address. ``node_args``: extra arguments per node.
     ``peer_secret``: every node gets ``--peer-secret-file`` (one random secret, made in
-    ``workdir``).
+    ``workdir``). ``peer_tls``: a directory made by ``raftkv certs create``; every node
+    gets its node certificate, key and CA as ``--peer-tls-*``.
     """
 
     def __init__(self, workdir: Path, nodes: int = 3, host: str = "127.0.0.1",
@@ -102,7 +103,7 @@ class LocalCluster:
                  ports: Sequence[tuple[int, int]] | None = None,
                  peer_maps: Mapping[int, Mapping[int, str]] | None = None,
                  node_args: Mapping[int, list[str]] | None = None,
-                 peer_secret: bool = False) -> None:
+                 peer_secret: bool = False, peer_tls: Path | None = None) -> None:
         self.workdir = Path(workdir)
         self.host = host
         self.extra_args = list(extra_args or [])
@@ -110,6 +111,10 @@ class LocalCluster:
             self.workdir.mkdir(parents=True, exist_ok=True)
             self.secret_file = ensure_secret_file(self.workdir / "peer-secret")
             self.extra_args += ["--peer-secret-file", str(self.secret_file)]
+        if peer_tls is not None:
+            self.extra_args += ["--peer-tls-cert", str(peer_tls / "node.crt"),
+                                "--peer-tls-key", str(peer_tls / "node.key"),
+                                "--peer-tls-ca", str(peer_tls / "ca.crt")]
         self.fsync = fsync
         hosts = list(hosts) if hosts else [host] * nodes
         if len(hosts) != nodes:

@@ -51,6 +51,17 @@ def _env(name: str) -> str:
               type=click.Path(dir_okay=False),
               help="A secret shared by every member (at least 16 bytes, e.g. `openssl rand "
                    "-hex 32`): peers prove they know it on every connection.")
+@click.option("--peer-tls-cert", default="", envvar=_env("PEER_TLS_CERT"),
+              type=click.Path(dir_okay=False), help="Mutual TLS between peers: this node's "
+              "certificate (PEM; used as server and as client certificate).")
+@click.option("--peer-tls-key", default="", envvar=_env("PEER_TLS_KEY"),
+              type=click.Path(dir_okay=False), help="The private key of --peer-tls-cert.")
+@click.option("--peer-tls-ca", default="", envvar=_env("PEER_TLS_CA"),
+              type=click.Path(dir_okay=False),
+              help="The CA that signs every member's peer certificate (both ways checked).")
+@click.option("--insecure", is_flag=True, envvar=_env("INSECURE"),
+              help="Allow a non-loopback --client-addr/--peer-addr without peer "
+                   "authentication (--peer-secret-file or --peer-tls-*).")
 @click.option("--advertise-client-addr", default="", envvar=_env("ADVERTISE_CLIENT_ADDR"),
               help="Client address other nodes tell clients (default: --client-addr).")
 @click.option("--advertise-peer-addr", default="", envvar=_env("ADVERTISE_PEER_ADDR"),
@@ -102,6 +113,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
     if learner and not seeds:
         raise click.BadParameter("--learner only applies with --join")
     check_peer_security(options)
+    refuse_unprotected(client_addr, peer_addr, options)
     if options["cluster_id"] and not valid_cluster_id(options["cluster_id"]):
         raise click.BadParameter("1 to 64 of A-Z a-z 0-9 . _ -", param_hint="--cluster-id")
     setup_logging(verbose)
@@ -131,6 +143,31 @@ def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, verbose
 
     run_local_cluster(nodes=nodes, data_dir=data_dir, host=host, fsync=fsync, verbose=verbose,
                       base=port_base)
+
+
+@main.group()
+def certs() -> None:
+    """Certificates for trying TLS out (a CA, a node and a client certificate)."""
+
+
+@certs.command("create")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for ca.crt/key, node.crt/key, client.crt/key (keys 0600).")
+@click.option("--hosts", default="127.0.0.1,localhost", show_default=True,
+              help="Names and IPs the node certificate is valid for (comma separated).")
+def certs_create(out: str, hosts: str) -> None:
+    """Make a CA and certificates signed by it; never overwrites a file."""
+    from pathlib import Path
+
+    from raftkv.certs import create
+
+    try:
+        written = create(Path(out), tuple(_split(hosts)))
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("\n".join(str(p) for p in written))
+    click.echo(f"Peer TLS: raftkv serve ... --peer-tls-cert {out}/node.crt "
+               f"--peer-tls-key {out}/node.key --peer-tls-ca {out}/ca.crt")
 
 
 @main.command()
@@ -228,6 +265,7 @@ def member_promote(node_id: int, timeout: float, endpoints: str) -> None:
 def check_peer_security(options: dict[str, Any]) -> None:
     """Fail before starting on an unusable secret file; warn if others may read it."""
     from raftkv.node.peer_auth import SecretFileError, load_secret, loose_permissions
+    from raftkv.node.tls import TLSConfigError, peer_tls
 
     path = options.get("peer_secret_file")
     if path:
@@ -238,6 +276,42 @@ def check_peer_security(options: dict[str, Any]) -> None:
         if loose_permissions(path):
             click.echo(f"WARNING: peer secret file {path} is readable by group or others "
                        f"(chmod 600 it)", err=True)
+    tls = [options.get(f"peer_tls_{part}") for part in ("cert", "key", "ca")]
+    if any(tls) and not all(tls):
+        missing = [f"--peer-tls-{part}" for part, v in zip(("cert", "key", "ca"), tls,
+                                                           strict=True) if not v]
+        raise click.UsageError(f"peer TLS needs --peer-tls-cert, --peer-tls-key and "
+                               f"--peer-tls-ca; missing {', '.join(missing)}")
+    if all(tls):
+        try:
+            peer_tls(*tls)
+        except TLSConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
+
+
+def refuse_unprotected(client_addr: str, peer_addr: str, options: dict[str, Any]) -> None:
+    """Protected mode (like Redis's): listening beyond loopback needs peer authentication,
+    unless --insecure says the network is trusted. Client AUTH/TLS do not exist yet, so
+    only the peer side can be required."""
+    from raftkv.node.security import exposed_addresses
+
+    exposed = exposed_addresses({"--client-addr": client_addr, "--peer-addr": peer_addr})
+    protected = options.get("peer_secret_file") or options.get("peer_tls_cert")
+    if not exposed or protected:
+        return
+    where = ", ".join(f"{flag} {addr}" for flag, addr in exposed)
+    if options.get("insecure"):
+        click.echo(f"WARNING: --insecure: {where} reachable beyond loopback and peers are "
+                   f"not authenticated: anyone who reaches the peer port can change the "
+                   f"cluster", err=True)
+        return
+    raise click.UsageError(
+        f"refusing to start: {where} is not a loopback address and peers are not "
+        f"authenticated. Give --peer-secret-file FILE (a shared secret, e.g. `openssl rand "
+        f"-hex 32`) or --peer-tls-cert/--peer-tls-key/--peer-tls-ca (mutual TLS; "
+        f"`raftkv certs create` makes them), or --insecure on a trusted network. Client "
+        f"connections are not authenticated in any case (client TLS/AUTH are not available "
+        f"yet).")
 
 
 def _split(endpoints: str) -> list[str]:

@@ -47,6 +47,7 @@ from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import max_reply_bytes, request_size, transport_limits
+from raftkv.node.tls import peer_tls
 from raftkv.node.transport import PeerTransport
 from raftkv.probe import info_raft
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
@@ -195,6 +196,8 @@ class Node:
             message_types=PEER_MESSAGES,
             validate=check_peer_message,
             secret=load_secret(s.peer_secret_file) if s.peer_secret_file else None,
+            tls=peer_tls(s.peer_tls_cert, s.peer_tls_key, s.peer_tls_ca)
+            if s.peer_tls_cert else None,
         )
         try:
             async with trio.open_nursery() as nursery:

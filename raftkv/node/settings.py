@@ -60,6 +60,12 @@ class NodeSettings:
     learner: bool = False
     # Peer security (issue 13): a shared secret every peer connection proves it knows.
     peer_secret_file: str = ""
+    # Mutual TLS on peer links: this node's certificate and key, and the peer CA.
+    peer_tls_cert: str = ""
+    peer_tls_key: str = ""
+    peer_tls_ca: str = ""
+    # Allow a non-loopback client or peer address without peer authentication.
+    insecure: bool = False
     promote_lag: int = 100
     # Test-only: followers answer reads from local state without ReadIndex. It exists so
     # the chaos suite can prove its checker catches stale reads; never use it otherwise.
