@@ -38,6 +38,7 @@ from raftkv.storage.meta import read_meta
 
 log = logging.getLogger("raftkv.node")
 
+LEARN_TIMEOUT = 60.0  # seconds a --join node waits for a member to name the cluster id
 _VALID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -77,13 +78,31 @@ def stored_cluster_id(data_dir: str) -> str | None:
     return None if meta is None else meta.cluster_id
 
 
+class ClusterIdUnknown(ConnectionError):
+    """No --join member named the cluster id in time (an OSError: serve exits cleanly)."""
+
+
 async def learn_cluster_id(
     seeds: Sequence[str],
     fetch: Callable[[str], dict[str, str]],
     backoff: Backoff,
+    give_up_after: float = LEARN_TIMEOUT,
 ) -> str:
     """Ask the members at ``seeds`` (client addresses) until one names a valid cluster id;
-    ``fetch`` is a blocking INFO raft (run in a thread)."""
+    ``fetch`` is a blocking INFO raft (run in a thread). Bounded: the node is not serving
+    yet (it cannot open its data directory without the id, and does not handle signals
+    before it serves), so after ``give_up_after`` seconds it exits with a clear error
+    rather than wait unseen."""
+    with trio.move_on_after(give_up_after):
+        return await _ask_until_answered(seeds, fetch, backoff)
+    raise ClusterIdUnknown(
+        f"no --join member ({', '.join(seeds)}) named the cluster id within {give_up_after:g} s; "
+        f"are they running? (or give --cluster-id)")
+
+
+async def _ask_until_answered(
+    seeds: Sequence[str], fetch: Callable[[str], dict[str, str]], backoff: Backoff
+) -> str:
     while True:
         for addr in seeds:
             try:

@@ -10,8 +10,10 @@ import trio
 
 from raftkv.node.backoff import Backoff
 from raftkv.node.cluster_id import (
+    ClusterIdUnknown,
     derived_cluster_id,
     ensure_cluster_id_file,
+    learn_cluster_id,
     new_cluster_id,
     resolve_cluster_id,
     valid_cluster_id,
@@ -89,3 +91,11 @@ def test_storage_refuses_another_cluster_id(tmp_path: Path) -> None:
     open_storage(tmp_path, "one", 1, config, fsync="never").close()
     with pytest.raises(Exception, match="belongs to cluster 'one'"):
         open_storage(tmp_path, "two", 1, config, fsync="never")
+
+
+async def test_learning_gives_up_with_a_clear_error_when_no_member_answers() -> None:
+    def down(addr: str) -> dict[str, str]:
+        raise OSError("connection refused")
+
+    with trio.fail_after(5), pytest.raises(ClusterIdUnknown, match="--cluster-id"):
+        await learn_cluster_id(("a:1",), down, backoff(), give_up_after=0.05)
