@@ -675,9 +675,11 @@ class PeerTransport:
         lim = self.limits
         _tune_socket(tcp, lim.stall_timeout)
         stream: trio.abc.Stream = tcp
+        phase = "Hello"  # what a timeout interrupted, for the log
         try:
             with trio.fail_after(lim.hello_timeout):
                 if self._tls is not None:
+                    phase = "TLS handshake"
                     stream = trio.SSLStream(tcp, self._tls.server, server_side=True)
                     try:
                         await stream.do_handshake()
@@ -687,6 +689,7 @@ class PeerTransport:
                                    remote=remote, reason=_describe(exc.__cause__ or exc))
                         self._notify()
                         return
+                    phase = "Hello"
                 reader = _FrameReader(stream, lim.max_frame_size)
                 frame = await reader.next()
                 if frame is None:
@@ -706,6 +709,7 @@ class PeerTransport:
                 if self._secret is None:
                     await stream.send_all(self._hello_frame)
                 else:
+                    phase = "Proof"
                     failure = await self._authenticate_dialer(stream, reader, hello)
                     if failure:
                         self.auth_failures += 1
@@ -714,12 +718,18 @@ class PeerTransport:
                         self._notify()
                         return
         except trio.TooSlowError:
-            self._debug("no Hello in time", remote=remote)
-            if self._secret is not None or self._tls is not None:
+            reason = f"no {phase} within {lim.hello_timeout:g} s"
+            if phase == "TLS handshake":
+                self.tls_failures += 1
+                self._warn(("tls-in", remote[0]), "peer TLS handshake failed",
+                           remote=remote, reason=reason)
+            elif phase == "Proof":
                 self.auth_failures += 1
                 self._warn(("auth-in", remote[0]), "peer failed authentication",
-                           remote=remote, reason="handshake not finished in time")
-                self._notify()
+                           remote=remote, reason=reason)
+            else:
+                self._debug("no Hello in time", remote=remote)
+            self._notify()
             return
         except ProtocolError as exc:
             self._protocol_error(None, remote, exc)
