@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from raftkv.node.cluster_id import new_cluster_id
 from raftkv.node.peer_auth import ensure_secret_file
 from raftkv.node.settings import parse_addr
 from raftkv.probe import info_raft
@@ -106,6 +107,9 @@ class LocalCluster:
                  peer_secret: bool = False, peer_tls: Path | None = None) -> None:
         self.workdir = Path(workdir)
         self.host = host
+        # Given explicitly to the founding nodes: with peer_maps each sees other addresses,
+        # so ids derived from their --cluster lists would differ. --join nodes learn it.
+        self.cluster_id = new_cluster_id()
         self.extra_args = list(extra_args or [])
         if peer_secret:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +150,8 @@ class LocalCluster:
 
     def command(self, node: NodeProcess) -> list[str]:
         members = (["--join", ",".join(node.join)] if node.join
-                   else ["--cluster", self.cluster_arg_for(node.id)])
+                   else ["--cluster", self.cluster_arg_for(node.id),
+                         "--cluster-id", self.cluster_id])
         return [sys.executable, "-m", "raftkv", "serve", "--id", str(node.id),
                 "--client-addr", node.client_addr, "--peer-addr", node.peer_addr,
                 *members, "--data-dir", str(node.data_dir),

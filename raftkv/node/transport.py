@@ -833,7 +833,9 @@ class PeerTransport:
         if hello.version != PROTOCOL_VERSION:
             return f"protocol version {hello.version} is not {PROTOCOL_VERSION}"
         if hello.cluster_id != self.cluster_id:
-            return f"cluster id {hello.cluster_id!r} is not {self.cluster_id!r}"
+            return (f"cluster id {hello.cluster_id!r} is not {self.cluster_id!r} (another "
+                    f"cluster, or members bootstrapped from different --cluster lists: give "
+                    f"them one --cluster-id)")
         if expect is not None:
             if hello.node_id != expect:
                 return f"dialled node {expect}, reached node {hello.node_id}"
