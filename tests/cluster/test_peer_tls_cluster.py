@@ -2,7 +2,8 @@
 a certificate from another CA (one that trusts the cluster's CA, so only the cluster's check
 can stop it), and a plain-text peer, each pushing forged Raft messages at every node, get
 nowhere; the cluster keeps its term, log and data and keeps serving. A node with a rogue
-certificate that tries to --join never becomes a member."""
+certificate that tries to --join never gets a byte of the log, while one with a good
+certificate joins and catches up by snapshot over TLS (forwarded writes travel TLS too)."""
 
 from __future__ import annotations
 
@@ -54,13 +55,23 @@ def _rogue_tls(sock: socket.socket, rogue: Path, good: Path, forged: bytes) -> b
         return repr(exc).encode()
 
 
+def _get(addr: str, key: str) -> object:
+    try:
+        return call(addr, "GET", key, timeout=10.0)
+    except (OSError, ConnectionError):
+        return None  # not listening yet
+
+
 def test_rogue_ca_and_plain_text_peers_change_nothing(tmp_path: Path) -> None:
     good, rogue = tmp_path / "good", tmp_path / "rogue"
     certs.create(good)
     certs.create(rogue)
-    with LocalCluster(tmp_path / "c", peer_tls=good) as c:
+    with LocalCluster(tmp_path / "c", peer_tls=good,
+                      extra_args=["--snapshot-entries", "40"]) as c:
         leader = c.wait_for_leader()
         assert call(c.nodes[leader].client_addr, "SET", "before", "1", timeout=10.0) == OK
+        for n in range(60):  # past --snapshot-entries: a new member catches up by snapshot
+            assert call(c.nodes[leader].client_addr, "SET", f"k{n}", n, timeout=10.0) == OK
         infos = {i: c.info(i, timeout=10) or {} for i in c.nodes}
         for node in c.nodes:
             sender = 3 if node == 2 else 2
@@ -98,4 +109,12 @@ def test_rogue_ca_and_plain_text_peers_change_nothing(tmp_path: Path) -> None:
         assert "peer TLS handshake failed" in log and "CERTIFICATE_VERIFY_FAILED" in log
         four = c.info(4, timeout=10) or {}
         assert four.get("last_applied") == "0" and four.get("commit_index") == "0", four
+
+        # A node with a good certificate joins over TLS and gets the snapshot and the log.
+        c.add_node(5, learner=True)
+        deadline = time.monotonic() + 20
+        while _get(c.nodes[5].client_addr, "k59") != b"59":
+            assert time.monotonic() < deadline, c.logs_tail()
+            time.sleep(0.1)  # polling another process
+        assert "snapshot installed" in c.nodes[5].log_path.read_text()
         assert not c.crashed(), c.logs_tail()
