@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
 from raftkv import __version__
+from raftkv.certs import create as create_certs
+from raftkv.node.cluster_id import valid_cluster_id
+from raftkv.node.security import SecurityConfigError, security_warnings
 
 LOCAL_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 
@@ -95,7 +99,6 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
           learner: bool, unsafe_stale_reads: bool, verbose: int, **options: Any) -> None:
     """Run one RaftKV node. Every flag also reads RAFTKV_<FLAG> (e.g. RAFTKV_ID)."""
     from raftkv.log import setup_logging
-    from raftkv.node.cluster_id import valid_cluster_id
     from raftkv.node.run import run_node
     from raftkv.node.settings import NodeSettings, parse_addr, parse_cluster
 
@@ -112,8 +115,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
         raise click.BadParameter(f"--id {node_id} is not in --cluster {cluster}")
     if learner and not seeds:
         raise click.BadParameter("--learner only applies with --join")
-    check_peer_security(options)
-    refuse_unprotected(client_addr, peer_addr, options)
+    check_peer_security(client_addr, peer_addr, options)
     if options["cluster_id"] and not valid_cluster_id(options["cluster_id"]):
         raise click.BadParameter("1 to 64 of A-Z a-z 0-9 . _ -", param_hint="--cluster-id")
     setup_logging(verbose)
@@ -157,12 +159,8 @@ def certs() -> None:
               help="Names and IPs the node certificate is valid for (comma separated).")
 def certs_create(out: str, hosts: str) -> None:
     """Make a CA and certificates signed by it; never overwrites a file."""
-    from pathlib import Path
-
-    from raftkv.certs import create
-
     try:
-        written = create(Path(out), tuple(_split(hosts)))
+        written = create_certs(Path(out), tuple(_split(hosts)))
     except FileExistsError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("\n".join(str(p) for p in written))
@@ -262,56 +260,14 @@ def member_promote(node_id: int, timeout: float, endpoints: str) -> None:
     change(_split(endpoints), ["PROMOTE", str(node_id)], timeout)
 
 
-def check_peer_security(options: dict[str, Any]) -> None:
-    """Fail before starting on an unusable secret file; warn if others may read it."""
-    from raftkv.node.peer_auth import SecretFileError, load_secret, loose_permissions
-    from raftkv.node.tls import TLSConfigError, peer_tls
-
-    path = options.get("peer_secret_file")
-    if path:
-        try:
-            load_secret(path)
-        except SecretFileError as exc:
-            raise click.BadParameter(str(exc), param_hint="--peer-secret-file") from exc
-        if loose_permissions(path):
-            click.echo(f"WARNING: peer secret file {path} is readable by group or others "
-                       f"(chmod 600 it)", err=True)
-    tls = [options.get(f"peer_tls_{part}") for part in ("cert", "key", "ca")]
-    if any(tls) and not all(tls):
-        missing = [f"--peer-tls-{part}" for part, v in zip(("cert", "key", "ca"), tls,
-                                                           strict=True) if not v]
-        raise click.UsageError(f"peer TLS needs --peer-tls-cert, --peer-tls-key and "
-                               f"--peer-tls-ca; missing {', '.join(missing)}")
-    if all(tls):
-        try:
-            peer_tls(*tls)
-        except TLSConfigError as exc:
-            raise click.UsageError(str(exc)) from exc
-
-
-def refuse_unprotected(client_addr: str, peer_addr: str, options: dict[str, Any]) -> None:
-    """Protected mode (like Redis's): listening beyond loopback needs peer authentication,
-    unless --insecure says the network is trusted. Client AUTH/TLS do not exist yet, so
-    only the peer side can be required."""
-    from raftkv.node.security import exposed_addresses
-
-    exposed = exposed_addresses({"--client-addr": client_addr, "--peer-addr": peer_addr})
-    protected = options.get("peer_secret_file") or options.get("peer_tls_cert")
-    if not exposed or protected:
-        return
-    where = ", ".join(f"{flag} {addr}" for flag, addr in exposed)
-    if options.get("insecure"):
-        click.echo(f"WARNING: --insecure: {where} reachable beyond loopback and peers are "
-                   f"not authenticated: anyone who reaches the peer port can change the "
-                   f"cluster", err=True)
-        return
-    raise click.UsageError(
-        f"refusing to start: {where} is not a loopback address and peers are not "
-        f"authenticated. Give --peer-secret-file FILE (a shared secret, e.g. `openssl rand "
-        f"-hex 32`) or --peer-tls-cert/--peer-tls-key/--peer-tls-ca (mutual TLS; "
-        f"`raftkv certs create` makes them), or --insecure on a trusted network. Client "
-        f"connections are not authenticated in any case (client TLS/AUTH are not available "
-        f"yet).")
+def check_peer_security(client_addr: str, peer_addr: str, options: dict[str, Any]) -> None:
+    """Peer-security flags, checked before anything starts (raftkv.node.security)."""
+    try:
+        warnings = security_warnings(client_addr, peer_addr, options)
+    except SecurityConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    for warning in warnings:
+        click.echo(f"WARNING: {warning}", err=True)
 
 
 def _split(endpoints: str) -> list[str]:
