@@ -11,7 +11,13 @@ unless --docker-network names it). Faults are docker commands:
 - pause: ``docker pause C`` / ``docker unpause C`` (the cgroup freezer, like SIGSTOP)
 - partitions: ``docker network disconnect --force NET C`` and, to heal,
   ``docker network connect --alias SERVICE NET C`` (the alias restores the service's DNS
-  name, which peers dial), as the original RaftKV's partition-test.sh did.
+  name, which peers dial). With ``reconnect="plain"`` the heal is the original RaftKV's
+  partition-test.sh's bare ``docker network connect NET C``: the container comes back at a
+  new address *without* its service name, so peers can only reach it through the
+  connections it dials itself (issue 20's failure).
+
+The engine is the ``docker`` argument: ``docker`` or ``podman`` (same commands, and
+podman-compose writes the same ``com.docker.compose.*`` labels).
 
 A disconnected container loses every link at once, so only clean partitions can be made
 (isolate a node, a majority/minority split: the minority's nodes are each cut off); a
@@ -85,7 +91,10 @@ class DockerBackend:
 
     def __init__(self, endpoints: Mapping[int, Addr], project: str | None = None,
                  network: str | None = None, services: Mapping[int, str] | None = None,
-                 runner: Runner = run_docker, docker: str = "docker") -> None:
+                 runner: Runner = run_docker, docker: str = "docker",
+                 reconnect: str = "alias") -> None:
+        if reconnect not in ("alias", "plain"):
+            raise ValueError(f"reconnect must be alias or plain, not {reconnect!r}")
         self.endpoints = dict(endpoints)
         self.node_ids = sorted(self.endpoints)
         self.project = project
@@ -93,6 +102,7 @@ class DockerBackend:
         self.services = dict(services or {i: f"node{i}" for i in self.node_ids})
         self.runner = runner
         self.docker = docker
+        self.reconnect = reconnect
         self._containers: dict[int, str] = {}
         self._disconnected: set[int] = set()
 
@@ -164,8 +174,9 @@ class DockerBackend:
             self._disconnected.add(node)
 
     async def _connect(self, node: int) -> None:
-        await self._docker("network", "connect", "--alias", self.services[node],
-                           await self.network_name(), node=node)
+        alias = ["--alias", self.services[node]] if self.reconnect == "alias" else []
+        await self._docker("network", "connect", *alias, await self.network_name(),
+                           node=node)
         self._disconnected.discard(node)
 
     async def slow(self, links: Iterable[Link], delay: float, jitter: float) -> None:

@@ -13,7 +13,10 @@ isolate-follower, split, bridge; each can also be named alone), one-way (one dir
 one link lost), latency (delay and jitter on a node's links or on all links), member
 (membership changes: ``replace`` removes a random node, the leader half the time, wipes it
 and adds it back empty under a new id; ``grow`` adds two empty nodes and, when healed,
-removes two random members, the leader possibly among them); ``all``.
+removes two random members, the leader possibly among them); ``all``. Resource faults,
+named only explicitly (not in ``all``: they need root): disk-full (a node's data directory,
+on its own small tmpfs, is filled to the last few KiB; the node must stop with one clear
+line, and is restarted once the space is freed).
 
 Membership changes need a backend whose peer addresses are the same for every node (a
 CONFIG entry carries one address per member for everyone), so only ``--net none`` has
@@ -21,8 +24,7 @@ them; ``all`` skips them elsewhere.
 
 The fault kinds recorded in the history's fault windows are the specific ones (kill,
 kill-leader, pause, isolate-leader, isolate-follower, split, bridge, one-way, latency,
-replace, grow), so
-availability is reported per kind.
+replace, grow, disk-full), so availability is reported per kind.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ Link = tuple[int, int]
 NEMESES = ("kill", "kill-leader", "pause", "partition", "one-way", "latency", "member")
 PARTITIONS = ("isolate-leader", "isolate-follower", "split", "bridge")
 MEMBER_KINDS = ("replace", "grow")
+RESOURCE_NEMESES = ("disk-full",)  # need a Control with disks (DiskControl); not in "all"
 # What a backend supports unless it says otherwise (``kinds``): membership changes only
 # where it says so.
 KINDS = ("kill", "kill-leader", "pause", *PARTITIONS, "one-way", "latency")
@@ -60,11 +63,12 @@ def parse_nemeses(text: str) -> tuple[str, ...]:
             names += NEMESES
         elif item == "none":
             continue
-        elif item in NEMESES or item in PARTITIONS:
+        elif item in NEMESES or item in PARTITIONS or item in RESOURCE_NEMESES:
             names.append(item)
         else:
             raise ValueError(f"unknown nemesis {item!r}; choose from "
-                             f"{', '.join((*NEMESES, *PARTITIONS, 'all', 'none'))}")
+                             f"{', '.join((*NEMESES, *PARTITIONS, *RESOURCE_NEMESES))}, "
+                             "all, none")
     return tuple(dict.fromkeys(names))
 
 
@@ -89,7 +93,8 @@ class Fault:
 
 
 DURATIONS = {"kill": (2.0, 5.0), "kill-leader": (2.0, 5.0), "pause": (2.0, 5.0),
-             "latency": (3.0, 6.0), "replace": (3.0, 6.0), "grow": (4.0, 8.0)}
+             "latency": (3.0, 6.0), "replace": (3.0, 6.0), "grow": (4.0, 8.0),
+             "disk-full": (3.0, 6.0)}
 PARTITION_DURATION = (3.0, 7.0)
 
 
@@ -184,6 +189,15 @@ class MemberControl(Control, Protocol):
     async def wait_all_voters(self) -> None: ...  # every node in node_ids is a voter
 
 
+class DiskControl(Control, Protocol):
+    """A ``Control`` whose nodes keep their data on disks it can fill."""
+
+    disks: dict[int, object]  # node -> its disk (nodes without one cannot be filled)
+
+    async def fill_disk(self, node: int) -> str: ...  # leaves a few KiB; says how much
+    async def free_disk(self, node: int) -> None: ...
+
+
 class Net(Protocol):
     """The network between nodes (proxies, nftables, docker networks)."""
 
@@ -230,6 +244,7 @@ class Nemesis:
         self._member_dirty = False
         self.heal_note = ""  # what the last heal did beyond undoing (a grow's shrink)
         self._paused: set[int] = set()
+        self._filled: set[int] = set()
         self._net_dirty = False
 
     @property
@@ -270,6 +285,8 @@ class Nemesis:
             return f"SIGSTOP n{node}" + (" (leader)" if leader else ""), (node,)
         if kind in MEMBER_KINDS:
             return await self._member(kind, rng)
+        if kind == "disk-full":
+            return await self._fill(rng)
         if kind == "latency":
             delay = rng.uniform(0.02, 0.15)
             jitter = delay / 2
@@ -316,6 +333,20 @@ class Nemesis:
             added.append(await control.add_member())
             self._grown += 1
         return f"grew by {_group(added)} to {len(self.nodes)} nodes", tuple(added)
+
+    async def _fill(self, rng: random.Random) -> tuple[str, tuple[int, ...]]:
+        """Fill one node's disk, the leader's half the time."""
+        control = self.control
+        disks = getattr(control, "disks", None)
+        if not disks:
+            raise Unsupported("no node has a disk the nemesis can fill (needs root)")
+        on_leader, anyone = rng.random() < 0.5, rng.choice(sorted(disks))
+        leader = await self._leader() if on_leader else None
+        node = leader if leader in disks else anyone
+        self.applied_at = self.clock()
+        what = await control.fill_disk(node)  # type: ignore[attr-defined]
+        self._filled.add(node)
+        return f"n{node}'s disk full ({what})" + (" (leader)" if leader == node else ""), (node,)
 
     async def _heal_members(self) -> None:
         """Back to the original size, every member a voter: the grown nodes' count is
@@ -376,6 +407,10 @@ class Nemesis:
         for node in sorted(self._paused):
             await self.control.resume(node)
         self._paused.clear()
+        for node in sorted(self._filled):
+            await self.control.free_disk(node)  # type: ignore[attr-defined]
+            await self.control.start(node)  # if the full disk stopped it
+        self._filled.clear()
         for node in sorted(self._killed):
             await self.control.start(node)
         self._killed.clear()

@@ -130,11 +130,12 @@ def in_private_netns() -> bool:
     return os.environ.get(NETNS_ENV) == "1"
 
 
-def reexec_in_netns(args: Sequence[str]) -> int:
+def reexec_in_netns(args: Sequence[str], net: str = "nft") -> int:
     """Run ``raftkv-chaos ARGS`` again inside a new network namespace; its exit status."""
-    require_nft()
+    if net == "nft":
+        require_nft()
     if os.geteuid() != 0:
-        raise NftError("--net nft needs root (it creates a network namespace and nftables "
+        raise NftError(f"--net {net} needs root (it creates a network namespace and nftables "
                        "rules); run as root or use --net proxy")
     unshare = shutil.which("unshare")
     if unshare is None:

@@ -26,10 +26,20 @@ def options(base: RunOptions, target: str, before: float, delay: float,
                         mix=Mix(read=0.2, write=0.8))
 
 
+MIN_UPTIME = 0.999  # the original's claim: > 99.9% of 1 s windows served
+
+
 @attrs.frozen
 class PartitionReport:
     lines: tuple[str, ...]
-    rejoined: bool
+    rejoined: bool  # the cut-off node answered a linearizable read after the reconnect
+    uptime: float | None = None  # share of 1 s windows of the whole run with an ok operation
+    replication: float | None = None  # reconnect -> that first read (it had caught up)
+
+    @property
+    def ok(self) -> bool:
+        """The partition-test verdict on top of the history checks."""
+        return self.rejoined and self.uptime is not None and self.uptime >= MIN_UPTIME
 
     def render(self) -> str:
         return "\n".join(self.lines)
@@ -66,5 +76,15 @@ def analyse(result: RunResult) -> PartitionReport:
         lines.append(f"  n{node} served again {first - cut.end:.2f} s after the reconnect")
     else:
         lines.append(f"  n{node} did NOT serve again after the reconnect")
-    return PartitionReport(tuple(lines), bool(back))
+    # A linearizable read through the rejoined node needs its state machine to have applied
+    # the leader's commit index of that moment: the first one times its catch-up.
+    reads = [op.complete for op in back if op.f == "read" and op.complete is not None]
+    replication = min(reads) - cut.end if reads else None
+    lines.append("  replication latency (reconnect -> first linearizable read through "
+                 f"n{node}): " + ("never" if replication is None
+                                  else f"{replication * 1000:.0f} ms"))
+    uptime = result.availability.overall.window_share
+    lines.append(f"  uptime over the whole run: {_pct(uptime)} of 1 s windows "
+                 f"(needs >= {MIN_UPTIME:.1%})")
+    return PartitionReport(tuple(lines), replication is not None, uptime, replication)
 

@@ -8,6 +8,7 @@ fault windows: where the cluster stalled, and for how long, is visible at a glan
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,4 +162,6 @@ def write(result: RunResult) -> None:
     hist.save(out / "history.jsonl", result.collected.history)
     (out / "summary.json").write_text(json.dumps(summary(result), indent=2, default=str) + "\n")
     (out / "summary.txt").write_text(render(result) + "\n")
-    plot(result, out / "timeline.png")
+    if not plot(result, out / "timeline.png"):
+        print("raftkv-chaos: no timeline.png: matplotlib is not installed "
+              "(pip install -e '.[test]' or '.[plot]')", file=sys.stderr)

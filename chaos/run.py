@@ -26,11 +26,13 @@ import trio
 
 from chaos import checks as chk
 from chaos.cluster import LocalCluster
+from chaos.disks import TmpfsDisks, stopped_cleanly
 from chaos.history import Op, Value
 from chaos.linearizability import DEFAULT_MAX_STATES, Result, check
 from chaos.nemesis import (
     DEFAULT_NEMESES,
     MEMBER_KINDS,
+    RESOURCE_NEMESES,
     Control,
     Fault,
     Injected,
@@ -55,7 +57,7 @@ from chaos.workload import (
 )
 from raftkv.node.settings import parse_addr
 
-NETS = ("proxy", "nft", "docker", "none")
+NETS = ("proxy", "nft", "netns", "docker", "none")
 
 
 class NoNet:
@@ -98,6 +100,9 @@ class RunOptions:
     endpoints: tuple[str, ...] = ()  # docker: the nodes' client addresses, node 1 first
     project: str | None = None
     docker_network: str | None = None
+    engine: str = "docker"  # docker: the CLI that drives the containers (docker or podman)
+    reconnect: str = "alias"  # docker, netns: heal with the node's name back, or "plain"
+    key_prefix: str = "k"  # docker: unique per run (the attached cluster keeps old keys)
     schedule: tuple[Fault, ...] | None = None  # None: drawn from the seed
     check_budget: int = DEFAULT_MAX_STATES
     check_timeout: float = 300.0
@@ -167,8 +172,15 @@ class LocalControl:
     ``MemberControl``: membership changes through ``RAFT ADDNODE``/``REMOVENODE``, with
     ``node_ids`` and ``addrs`` (shared with the session) following the members."""
 
-    def __init__(self, cluster: LocalCluster, member_patience: float = 60.0) -> None:
+    def __init__(self, cluster: LocalCluster, member_patience: float = 60.0,
+                 disks: TmpfsDisks | None = None) -> None:
         self.cluster = cluster
+        self._disks = disks
+        # DiskControl: the nodes whose data directory is on a disk the nemesis can fill.
+        self.disks: dict[int, object] = dict(disks.mounts) if disks is not None else {}
+        self._full: dict[int, int] = {}  # node -> its log's size when its disk was filled
+        self._freed: set[int] = set()  # of those, the ones whose disk was freed since
+        self._stopped_full: set[int] = set()  # stopped cleanly by a full disk: no crash
         self.node_ids = sorted(cluster.nodes)
         self.addrs = {i: cluster.client_addr(i) for i in cluster.nodes}
         self.member_patience = member_patience
@@ -249,7 +261,35 @@ class LocalControl:
         await trio.to_thread.run_sync(self.cluster.kill, node)
 
     async def start(self, node: int) -> None:
+        was_down = not self.cluster.nodes[node].alive
         await trio.to_thread.run_sync(self.cluster.start, node)
+        if was_down and node in self._freed:  # back after its full disk: judged, done
+            self._forget_full(node)
+
+    def _forget_full(self, node: int) -> None:
+        self._full.pop(node, None)
+        self._freed.discard(node)
+        self._stopped_full.discard(node)
+
+    async def fill_disk(self, node: int) -> str:
+        assert self._disks is not None
+        log = self.cluster.nodes[node].log_path
+        self._full[node] = log.stat().st_size if log.exists() else 0
+        self._freed.discard(node)
+        return await trio.to_thread.run_sync(self._disks.fill, node)
+
+    async def free_disk(self, node: int) -> None:
+        """Free the space. The node may still be on its way out (it found the disk full
+        just before): it stays under watch until it is restarted (``revive``)."""
+        assert self._disks is not None
+        await trio.to_thread.run_sync(self._disks.free, node)
+        self._freed.add(node)
+
+    async def revive(self) -> None:
+        """Restart nodes that a full disk stopped (cleanly) once their disk is freed."""
+        self.crashed()
+        for node in sorted(self._stopped_full & self._freed):
+            await self.start(node)
 
     async def pause(self, node: int) -> None:
         self.cluster.pause(node)
@@ -261,7 +301,15 @@ class LocalControl:
         return await find_leader(self.addrs)
 
     def crashed(self) -> dict[int, int]:
-        return self.cluster.crashed()
+        """Nodes that exited on their own, but for those a full disk stopped as it must
+        (one clear line, no traceback): that is the expected reaction to the fault."""
+        out = self.cluster.crashed()
+        for node in list(out):
+            if node in self._full and node not in self._stopped_full and stopped_cleanly(
+                self.cluster.nodes[node].log_path, self._full[node]
+            ):
+                self._stopped_full.add(node)
+        return {n: code for n, code in out.items() if n not in self._stopped_full}
 
 
 # -- the event loop ------------------------------------------------------------------
@@ -319,16 +367,20 @@ async def session(opts: RunOptions, control: Control, net: Net,
     t0 = trio.current_time()
     rec = Recorder(lambda: trio.current_time() - t0)
     progress = Progress(opts, rec)
+    supported = supported_kinds(net) | (
+        set(RESOURCE_NEMESES) if getattr(control, "disks", None) else set()
+    )
     schedule = list(opts.schedule if opts.schedule is not None else
-                    plan(opts.seed, opts.nemeses, opts.duration, opts.nodes,
-                         supported_kinds(net)))
+                    plan(opts.seed, opts.nemeses, opts.duration, opts.nodes, supported))
     wanted = {k for n in opts.nemeses for k in kinds_of(n)}
     skipped = [f"{k}: not available with --net {opts.net}"
-               for k in sorted(wanted - supported_kinds(net))] if opts.schedule is None else []
+               + (" (disk faults need root, for tmpfs mounts)" if k in RESOURCE_NEMESES else "")
+               for k in sorted(wanted - supported)] if opts.schedule is None else []
     for s in skipped:
         progress.say(f"note: {s}")
     nemesis = Nemesis(control, net, clock=rec.now)
-    config = WorkloadConfig(opts.clients, opts.keys, opts.rate, opts.op_timeout, opts.mix)
+    config = WorkloadConfig(opts.clients, opts.keys, opts.rate, opts.op_timeout, opts.mix,
+                            opts.key_prefix)
     rng = random.Random(f"chaos-clients-{opts.seed}")
     nodes = sorted(addrs)
     clients = [Client(i, node, addrs[node], config, rec, random.Random(rng.random()))
@@ -355,6 +407,8 @@ async def session(opts: RunOptions, control: Control, net: Net,
         """Progress, and a watch for nodes that die without being killed (a server bug)."""
         while not stop.is_set():
             progress.tick()
+            if hasattr(control, "revive"):
+                await control.revive()
             crashed = getattr(control, "crashed", dict)()
             for node, code in sorted(crashed.items()):
                 if node not in seen_crashed:
@@ -400,6 +454,8 @@ async def session(opts: RunOptions, control: Control, net: Net,
                 stop.set()
     end = rec.now()
     progress.done()
+    if hasattr(control, "revive"):
+        await control.revive()
     for node in getattr(control, "crashed", dict)():
         await control.start(node)  # give the final reads the whole cluster
 
@@ -421,7 +477,8 @@ async def drive(opts: RunOptions) -> Collected:
         if len(opts.endpoints) != opts.nodes:
             raise ValueError(f"--net docker needs --endpoints with {opts.nodes} addresses")
         addrs = {i: parse_addr(e) for i, e in zip(nodes, opts.endpoints, strict=True)}
-        backend = DockerBackend(addrs, opts.project, opts.docker_network)
+        backend = DockerBackend(addrs, opts.project, opts.docker_network,
+                                docker=opts.engine, reconnect=opts.reconnect)
         try:
             return await session(opts, backend, backend, addrs)
         finally:
@@ -431,7 +488,18 @@ async def drive(opts: RunOptions) -> Collected:
     workdir = opts.out / "nodes"
     node_args = {i: ["--unsafe-stale-reads"] for i in nodes} if opts.unsafe_stale_reads else {}
     nft_net = None
-    if opts.net == "nft":
+    netns_net = None
+    if opts.net == "netns":
+        from chaos import netns
+
+        netns_net = netns.NetnsNet(nodes, reconnect=opts.reconnect)
+        try:
+            await trio.to_thread.run_sync(netns_net.setup)
+        except BaseException:
+            netns_net.teardown()
+            raise
+        cluster = netns.NetnsCluster(workdir, netns_net, node_args=node_args)
+    elif opts.net == "nft":
         from chaos import nft
 
         nft.bring_up_loopback()
@@ -442,13 +510,20 @@ async def drive(opts: RunOptions) -> Collected:
                                node_args=node_args)
     else:  # proxy: the peer maps are set once the proxies listen; none: no maps
         cluster = LocalCluster(workdir, opts.nodes, node_args=node_args)
-    control = LocalControl(cluster)
+    disks = None
+    if set(opts.nemeses) & set(RESOURCE_NEMESES) and TmpfsDisks.available():
+        disks = TmpfsDisks()
+        for i, node in cluster.nodes.items():
+            disks.mount(i, node.data_dir)
+    control = LocalControl(cluster, disks=disks)
     try:
         async with trio.open_nursery() as nursery:
             net: Net
             if nft_net is not None:
                 await nft_net.setup()
                 net = nft_net
+            elif netns_net is not None:
+                net = netns_net
             elif opts.net == "none":
                 net = NoNet()
             else:
@@ -463,6 +538,10 @@ async def drive(opts: RunOptions) -> Collected:
         return collected
     finally:
         cluster.close()
+        if disks is not None:
+            disks.unmount_all()
+        if netns_net is not None:
+            netns_net.teardown()
         if nft_net is not None:
             with trio.CancelScope(shield=True), contextlib.suppress(nft.NftError):
                 await nft_net.close()
@@ -508,7 +587,8 @@ def analyse(opts: RunOptions, col: Collected) -> RunResult:
 def _judge(opts: RunOptions, col: Collected, lin: Result, dur: chk.Durability,
            avail: chk.AvailabilityReport) -> list[CheckOutcome]:
     out = [CheckOutcome("linearizability", lin.ok, lin.summary())]
-    missing = sorted(set(WorkloadConfig(keys=opts.keys).key_names) - set(col.final))
+    keys = WorkloadConfig(keys=opts.keys, key_prefix=opts.key_prefix).key_names
+    missing = sorted(set(keys) - set(col.final))
     if missing:
         out.append(CheckOutcome("durability", False,
                                 f"no final read of {', '.join(missing)} after healing"))
@@ -580,7 +660,7 @@ def options_to_args(opts: RunOptions) -> list[str]:
             "--nemesis", ",".join(opts.nemeses) or "none", "--clients", str(opts.clients),
             "--keys", str(opts.keys), "--seed", str(opts.seed), "--out", str(opts.out),
             "--net", opts.net, "--rate", str(opts.rate), "--op-timeout", str(opts.op_timeout),
-            "--check-timeout", str(opts.check_timeout)]
+            "--check-timeout", str(opts.check_timeout), "--reconnect", opts.reconnect]
     if opts.unsafe_stale_reads:
         args.append("--unsafe-stale-reads")
     if opts.quiet:

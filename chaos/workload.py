@@ -80,10 +80,13 @@ class WorkloadConfig:
     rate: float = 10.0  # operations per second per client (on average)
     op_timeout: float = 2.5
     mix: Mix = attrs.field(factory=Mix)
+    # A cluster the run attaches to (--net docker) keeps its data between runs, while the
+    # checkers assume every key starts missing: such runs use a prefix of their own.
+    key_prefix: str = "k"
 
     @property
     def key_names(self) -> list[str]:
-        return [f"k{i}" for i in range(self.keys)]
+        return [f"{self.key_prefix}{i}" for i in range(self.keys)]
 
 
 class Recorder:

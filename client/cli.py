@@ -17,8 +17,9 @@ import click
 from client.connection import DEFAULT_ENDPOINTS, parse_endpoints
 from client.errors import ConnectionFailed, RaftKVError
 from client.format import JSON, RAW, TTY, Output
+from client.help import overview, usage
 from client.repl import NO_CLUSTER, OK, Repl, exit_status
-from client.status import render_table, to_json
+from client.status import render_table, status_exit_code, to_json
 from client.sync import SyncClient
 from raftkv import __version__
 from raftkv.kv import legacy_form
@@ -76,6 +77,11 @@ def main(endpoints: str, mode: str | None, stdin_arg: bool, raw: bool | None,
     out = _output(raw, as_json)
     if mode is None:
         mode = "one-shot" if command else "interactive"
+    if command and command[0].lower() == "help":  # answered here, never sent to a node
+        topic = command[1] if len(command) > 1 else None
+        text = overview() if topic is None else usage(topic)
+        click.echo(text or f"no help for {topic!r}; try `raftkv-cli help`")
+        sys.exit(OK if text else 1)
     if command and command[0].lower() == "status":
         rest = [a for a in command[1:] if a != "--json"]
         if rest:
@@ -125,13 +131,11 @@ def _interactive(eps: list[str], out: Output, timeout: float) -> int:
 
 
 def _status(eps: list[str], as_json: bool, out: Output, timeout: float) -> int:
-    """0 when every node is up and there is a leader, 1 otherwise, 2 if none answered."""
+    """The table (or JSON) shared with ``raftkv status``; client.status.status_exit_code."""
     with SyncClient(eps, timeout=timeout, eager=False) as kv:
         nodes = kv.cluster_status()
     if as_json:
         out.write(json.dumps(to_json(nodes)) + "\n")
     else:
         out.write(render_table(nodes, out.color) + "\n")
-    if not any(n.up for n in nodes):
-        return NO_CLUSTER
-    return OK if all(n.up for n in nodes) and any(n.role == "leader" for n in nodes) else 1
+    return status_exit_code(nodes)

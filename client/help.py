@@ -34,8 +34,9 @@ _TABLE = [
     ("PING", "[message]", "PONG, or the message back", "connection"),
     ("ECHO", "message", "The message back", "connection"),
     ("INFO", "[section ...]", "Server information (`INFO raft` for consensus state)", "server"),
-    ("RAFT", "STATUS | TRANSFER id", "Raft state of this node; hand leadership to a node",
-     "cluster"),
+    ("RAFT", "STATUS | TRANSFER id | SNAPSHOT | ADDNODE id peer_addr [LEARNER] | PROMOTE id "
+     "| REMOVENODE id", "Raft state; hand over leadership; snapshot and compact now; "
+     "add a learner, promote it, remove a member", "cluster"),
     ("STATUS", "", "Table of every node: role, term, indexes, lag, up/down", "cluster"),
     ("HELP", "[command]", "This help, or one command's", "cli"),
     ("QUIT", "", "Leave the REPL (also EXIT or Ctrl-D)", "cli"),
@@ -45,7 +46,9 @@ _TABLE = [
 COMMANDS: dict[str, CommandHelp] = {
     name: CommandHelp(name, args, summary, group) for name, args, summary, group in _TABLE
 }
-SUBCOMMANDS: dict[str, tuple[str, ...]] = {"RAFT": ("STATUS", "TRANSFER")}
+SUBCOMMANDS: dict[str, tuple[str, ...]] = {
+    "RAFT": ("STATUS", "TRANSFER", "SNAPSHOT", "ADDNODE", "PROMOTE", "REMOVENODE"),
+}
 
 
 def usage(name: str) -> str | None:
@@ -59,13 +62,17 @@ def usage(name: str) -> str | None:
 
 def overview() -> str:
     syntax = {c.name: f"{c.name} {c.arguments}".rstrip() for c in COMMANDS.values()}
-    width = max(len(text) for text in syntax.values())
+    width = max(len(text) for text in syntax.values() if len(text) <= 40)
     lines = [
         "raftkv-cli: talk to a RaftKV cluster (Redis forms, and `set key=value`).",
         "Type `help COMMAND` for one command; Tab completes command names.",
         "",
     ]
-    lines += [f"  {syntax[c.name]:<{width}}  {c.summary}" for c in COMMANDS.values()]
+    for c in COMMANDS.values():
+        if len(syntax[c.name]) > width:  # a long syntax gets its own line
+            lines += [f"  {syntax[c.name]}", f"  {'':<{width}}  {c.summary}"]
+        else:
+            lines.append(f"  {syntax[c.name]:<{width}}  {c.summary}")
     return "\n".join(lines)
 
 

@@ -1,4 +1,8 @@
-"""``raftkv-cli status``: every node's Raft state, asked of each node directly."""
+"""``raftkv-cli status`` and ``raftkv status`` (one renderer for both): every node's Raft
+state, asked of each node directly.
+
+Exit codes of both commands: 0 every node answered and one leads; 1 some node is down or
+no leader is known; 2 no node answered."""
 
 from __future__ import annotations
 
@@ -100,6 +104,13 @@ async def cluster_status(endpoints: str | Iterable[str] | None = None,
     if len(missing) == 1 and len(down) == 1:
         out[down[0]] = attrs.evolve(out[down[0]], node_id=missing[0])
     return out
+
+
+def status_exit_code(nodes: list[NodeStatus]) -> int:
+    """0 all up with a leader, 1 some down or no leader, 2 none answered."""
+    if not any(n.up for n in nodes):
+        return 2
+    return 0 if all(n.up for n in nodes) and any(n.role == "leader" for n in nodes) else 1
 
 
 _HEADERS = ("ID", "ENDPOINT", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "STATUS")

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
+import trio
 
+from client.status import cluster_status, render_table, status_exit_code, to_json
 from raftkv import __version__
+from raftkv.backup import take_backup
+from raftkv.backup_file import BackupError, verify_backup
 from raftkv.certs import create as create_certs
+from raftkv.config_file import config_option
 from raftkv.node.cluster_id import valid_cluster_id
 from raftkv.node.security import SecurityConfigError, security_warnings
+from raftkv.node.settings import parse_cluster
+from raftkv.recover import recover as do_recover
+from raftkv.restore import RestoreError
+from raftkv.restore import restore as do_restore
+from raftkv.storage import DiskStorageError
 
 LOCAL_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 
@@ -31,6 +44,7 @@ def _env(name: str) -> str:
 
 
 @main.command()
+@config_option
 @click.option("--id", "node_id", type=click.IntRange(min=1), required=True, envvar=_env("ID"),
               help="This node's id (an integer >= 1, unique in the cluster).")
 @click.option("--client-addr", default="127.0.0.1:7001", show_default=True,
@@ -90,7 +104,40 @@ def _env(name: str) -> str:
               type=click.FloatRange(min=0), help="Close idle client connections (0: never).")
 @click.option("--max-request-bytes", default=8 * 1024 * 1024, show_default=True,
               envvar=_env("MAX_REQUEST_BYTES"), type=click.IntRange(min=1024),
-              help="Largest client request (all arguments of one command together).")
+              help="Largest client request (one command as sent, all arguments "
+                   "together); larger ones get -ERR and the connection is closed.")
+@click.option("--client-query-buffer-limit", default=0, show_default=True,
+              envvar=_env("CLIENT_QUERY_BUFFER_LIMIT"), type=click.IntRange(min=0),
+              help="Bytes of a client's commands read but not yet answered; past it the "
+                   "port stops reading from that client (0: 4 x --max-request-bytes).")
+@click.option("--client-output-buffer-limit", default=64 * 1024 * 1024, show_default=True,
+              envvar=_env("CLIENT_OUTPUT_BUFFER_LIMIT"), type=click.IntRange(min=0),
+              help="Bytes of replies owed to a client and not yet sent; past it the "
+                   "client is disconnected (0: unlimited).")
+@click.option("--client-output-stall-timeout", default=10.0, show_default=True,
+              envvar=_env("CLIENT_OUTPUT_STALL_TIMEOUT"), type=click.FloatRange(min=0.1),
+              help="Over half the output-buffer limit the port reads no more commands from "
+                   "a client; a client that reads nothing for this long is disconnected.")
+@click.option("--max-new-clients", default=1024, show_default=True,
+              envvar=_env("MAX_NEW_CLIENTS"), type=click.IntRange(min=1),
+              help="Connections that have not yet sent a complete command.")
+@click.option("--first-command-timeout", default=10.0, show_default=True,
+              envvar=_env("FIRST_COMMAND_TIMEOUT"), type=click.FloatRange(min=0.1),
+              help="Seconds a new connection has to send its first complete command.")
+@click.option("--maxmemory", default=0, show_default=True, envvar=_env("MAXMEMORY"),
+              type=click.IntRange(min=0),
+              help="RSS in bytes above which writes that grow memory answer -OOM "
+                   "(Redis's noeviction); reads and deletes still work (0: no limit).")
+@click.option("--metrics-addr", default="", envvar=_env("METRICS_ADDR"),
+              help="HOST:PORT of the HTTP port serving /metrics (Prometheus), /livez and "
+                   "/readyz (default: off).")
+@click.option("--ready-max-lag", default=1000, show_default=True,
+              envvar=_env("READY_MAX_LAG"), type=click.IntRange(min=0),
+              help="/readyz answers 503 while applying trails the commit index by more.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, envvar=_env("LOG_FORMAT"),
+              help="json: one JSON object per line (ts, level, logger, msg, node_id, term, "
+                   "fields).")
 @click.option("--unsafe-stale-reads", is_flag=True, hidden=True,
               envvar=_env("UNSAFE_STALE_READS"),
               help="TEST ONLY: followers answer reads from local state (not linearizable).")
@@ -109,6 +156,8 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
         parse_addr(peer_addr)
         for seed in seeds:
             parse_addr(seed)
+        if options["metrics_addr"]:
+            parse_addr(options["metrics_addr"])
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     if not seeds and node_id not in members:
@@ -118,7 +167,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
     check_peer_security(client_addr, peer_addr, options)
     if options["cluster_id"] and not valid_cluster_id(options["cluster_id"]):
         raise click.BadParameter("1 to 64 of A-Z a-z 0-9 . _ -", param_hint="--cluster-id")
-    setup_logging(verbose)
+    setup_logging(verbose, fmt=options["log_format"], node_id=node_id)
     settings = NodeSettings(
         node_id=node_id, client_addr=client_addr, peer_addr=peer_addr, cluster=members,
         join=seeds, learner=learner, unsafe_stale_reads=unsafe_stale_reads,
@@ -136,11 +185,12 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--fsync", type=click.Choice(["always", "never"]), default="always",
               show_default=True)
-@click.option("--port-base", default=7000, show_default=True, type=click.IntRange(1, 65000),
-              help="Node N gets client port BASE+N and peer port BASE+100+N.")
+@click.option("--port-base", default=7000, show_default=True, type=click.IntRange(1, 63000),
+              help="Node N gets client port BASE+N, peer port BASE+100+N, metrics port "
+                   "BASE+2000+N.")
 @click.option("-v", "--verbose", count=True, help="Passed to every node.")
 def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, verbose: int) -> None:
-    """Start a local cluster: client ports 7001.., peer ports 7101..; Ctrl-C stops it."""
+    """Start a local cluster: client ports 7001.., peer 7101.., metrics 9001..; Ctrl-C stops it."""
     from raftkv.local_cluster import run_local_cluster
 
     run_local_cluster(nodes=nodes, data_dir=data_dir, host=host, fsync=fsync, verbose=verbose,
@@ -171,31 +221,20 @@ def certs_create(out: str, hosts: str) -> None:
 @main.command()
 @click.option("--endpoints", default=LOCAL_ENDPOINTS, show_default=True,
               envvar="RAFTKV_ENDPOINTS", help="Client addresses, comma separated.")
-def status(endpoints: str) -> None:
-    """One line per node: role, term, commit/applied index, lag behind the leader."""
-    from raftkv.probe import info_raft
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@click.option("--timeout", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="How long each node has to answer.")
+def status(endpoints: str, as_json: bool, timeout: float) -> None:
+    """One line per node: id, role, term, commit/applied index, lag behind the leader.
 
-    rows = []
-    for addr in _split(endpoints):
-        try:
-            rows.append((addr, info_raft(addr)))
-        except (OSError, ConnectionError) as exc:
-            rows.append((addr, {"error": str(exc)}))
-    leader_commit = max((int(i.get("commit_index", 0)) for _, i in rows
-                         if i.get("role") == "leader"), default=None)
-    click.echo(f"{'ADDRESS':<22}{'ID':>4}  {'ROLE':<10}{'TERM':>6}{'COMMIT':>9}"
-               f"{'APPLIED':>9}{'LAG':>7}")
-    for addr, info in rows:
-        if "error" in info:
-            click.echo(f"{addr:<22}{'-':>4}  {'down':<10}  ({info['error']})")
-            continue
-        applied = int(info.get("last_applied", 0))
-        lag = "-" if leader_commit is None else str(max(0, leader_commit - applied))
-        click.echo(f"{addr:<22}{info.get('node_id', '?'):>4}  {info.get('role', '?'):<10}"
-                   f"{info.get('term', '?'):>6}{info.get('commit_index', '?'):>9}"
-                   f"{applied:>9}{lag:>7}")
-    if not any("error" not in info for _, info in rows):
-        raise SystemExit(1)
+    The same table (and --json) as `raftkv-cli status`. Exit status: 0 every node up and
+    one leads, 1 some node down or no leader, 2 no node answered."""
+    nodes = trio.run(cluster_status, endpoints, timeout)
+    if as_json:
+        click.echo(json.dumps(to_json(nodes)))
+    else:
+        click.echo(render_table(nodes, color=sys.stdout.isatty()))
+    raise SystemExit(status_exit_code(nodes))
 
 
 @main.group()
@@ -272,3 +311,106 @@ def check_peer_security(client_addr: str, peer_addr: str, options: dict[str, Any
 
 def _split(endpoints: str) -> list[str]:
     return [e.strip() for e in endpoints.split(",") if e.strip()]
+
+
+@main.command()
+@click.argument("words", nargs=-1, required=True, metavar="FILE | verify FILE")
+@click.option("--endpoints", default=LOCAL_ENDPOINTS, show_default=True,
+              envvar="RAFTKV_ENDPOINTS", help="Client addresses; the first that answers "
+              "serves the backup (any node: followers too).")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Keep trying while no node can start a backup (no leader) this long.")
+def backup(words: tuple[str, ...], endpoints: str, timeout: float) -> None:
+    """Write a consistent backup of a live cluster to FILE; `backup verify FILE` checks one.
+
+    The backup is taken at a linearizable point (every write acknowledged before it started
+    is in it) and says which Raft index it covers. Exit status: 0 ok, 1 failed."""
+    try:
+        if words[0] == "verify":
+            if len(words) != 2:
+                raise click.UsageError("usage: raftkv backup verify FILE")
+            h = verify_backup(words[1])
+            click.echo(f"{words[1]}: OK: cluster {h.cluster_id!r} index {h.index} term "
+                       f"{h.term}, {h.keys} keys, {h.bytes} bytes, sha256 {h.sha256[:16]}..., "
+                       f"taken {h.created} from {h.source}")
+            return
+        if len(words) != 1:
+            raise click.UsageError("usage: raftkv backup [--endpoints ...] FILE")
+        started = time.monotonic()
+        h = take_backup(_split(endpoints), words[0], timeout)
+        click.echo(f"backup of cluster {h.cluster_id!r} at index {h.index} (term {h.term}): "
+                   f"{h.keys} keys, {h.bytes} bytes, from {h.source}, in "
+                   f"{time.monotonic() - started:.2f} s -> {words[0]}")
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data-dir", required=True, type=click.Path(), help="New, empty directory.")
+@click.option("--id", "node_id", type=click.IntRange(min=1), required=True,
+              help="The id of the member this directory is for.")
+@click.option("--cluster", required=True,
+              help="The NEW cluster's voters: 1=HOST:PORT,2=HOST:PORT,... (peer addresses).")
+@click.option("--cluster-id", required=True,
+              help="The NEW cluster's id (must differ from the backed-up cluster's); start "
+                   "its nodes with the same --cluster-id.")
+def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: str) -> None:
+    """Prepare DATA_DIR for member ID of a NEW cluster holding FILE's state.
+
+    Run it for every member with the same FILE, --cluster and --cluster-id, then start the
+    members with `raftkv serve --id I --data-dir DIR --cluster ... --cluster-id ...`."""
+    try:
+        members = parse_cluster(cluster)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cluster") from None
+    started = time.monotonic()
+    try:
+        h = do_restore(file, data_dir, node_id, members, cluster_id)
+    except (BackupError, RestoreError, DiskStorageError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restored {h.keys} keys (index {h.index}, term {h.term} of cluster "
+               f"{h.cluster_id!r}) into {data_dir} for node {node_id} of new cluster "
+               f"{cluster_id!r} in {time.monotonic() - started:.2f} s\n"
+               f"start it with: raftkv serve --id {node_id} --data-dir {data_dir} "
+               f"--peer-addr {members[node_id]} --cluster {cluster} --cluster-id {cluster_id}"
+               " --client-addr HOST:PORT")
+
+
+@main.command()
+@click.option("--data-dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The surviving node's data directory (the node stopped).")
+@click.option("--id", "node_id", type=click.IntRange(min=1), required=True,
+              help="The surviving node's id.")
+@click.option("--force-new-cluster", is_flag=True,
+              help="Required: you accept that writes only the lost nodes had are gone.")
+@click.option("--cluster-id", default="",
+              help="Give the one-node cluster a new id (default: keep the old one).")
+@click.option("--peer-addr", default="",
+              help="Its peer address (default: the one in its configuration).")
+def recover(data_dir: str, node_id: int, force_new_cluster: bool, cluster_id: str,
+            peer_addr: str) -> None:
+    """DISASTER RECOVERY: turn a stopped survivor's data into a one-node cluster.
+
+    Only when a majority of the voters is lost for good. Keeps every entry in the
+    survivor's log; the old directory is moved aside, not deleted. Never restart the lost
+    nodes with their old data afterwards. Grow the cluster again with `raftkv member add`
+    and `raftkv serve --join`."""
+    if not force_new_cluster:
+        raise click.UsageError(
+            "recover rewrites the membership to this one node and can drop writes that only "
+            "the lost nodes had; pass --force-new-cluster to do it")
+    click.echo("WARNING: forcing a new one-node cluster from node "
+               f"{node_id}'s data in {data_dir}", err=True)
+    try:
+        r = do_recover(data_dir, node_id, cluster_id, peer_addr)
+    except (RestoreError, DiskStorageError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"recovered {r.keys} keys at index {r.index} (term {r.term}; {r.beyond_commit} "
+        f"entries past the known commit index kept) into a one-node cluster: node {node_id} "
+        f"at {r.peer_addr}, cluster id {r.cluster_id!r}\nold data kept in {r.old_dir}\n"
+        f"start it with: raftkv serve --id {node_id} --data-dir {data_dir} "
+        f"--peer-addr {r.peer_addr} --cluster {node_id}={r.peer_addr} "
+        f"--cluster-id {r.cluster_id} --client-addr HOST:PORT\n"
+        f"then grow it: raftkv member add ID PEER_ADDR, and start that node with --join")

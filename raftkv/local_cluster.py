@@ -1,17 +1,21 @@
 """``raftkv up``: a local cluster of real node processes, their logs streamed with a prefix.
 
-Node N listens on client port BASE+N and peer port BASE+100+N (BASE is 7000 by default),
-with data in DATA_DIR/node-N, so running it again resumes the same data. The nodes
-authenticate each other with a secret made once in DATA_DIR/peer-secret (mode 0600), and
-share a random cluster id made once in DATA_DIR/cluster-id.
-Ctrl-C sends SIGTERM to every node (a leader hands over leadership first) and waits for
-them to exit.
+Node N listens on client port BASE+N, peer port BASE+100+N and serves /metrics, /livez and
+/readyz on BASE+2000+N (BASE is 7000 by default), with data in DATA_DIR/node-N, so running
+it again resumes the same data. Before starting anything it checks that every one of those
+ports is free, and says in one line which is not (another cluster answering on it, or
+something else holding it). The nodes authenticate each other with a secret made once
+in DATA_DIR/peer-secret (mode 0600), and share a random cluster id made once in
+DATA_DIR/cluster-id. Ctrl-C sends SIGTERM to every node (a leader hands over leadership
+first) and waits for them to exit.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +25,13 @@ import trio
 
 from raftkv.node.cluster_id import ensure_cluster_id_file
 from raftkv.node.peer_auth import ensure_secret_file
-from raftkv.probe import info_raft
+from raftkv.probe import call, parse_info
+
+
+def ports_of(i: int, base: int) -> dict[str, int]:
+    """Node ``i``'s ports by the flag that sets them."""
+    return {"--client-addr": base + i, "--peer-addr": base + 100 + i,
+            "--metrics-addr": base + 2000 + i}
 
 SECRET_FILE = "peer-secret"
 CLUSTER_ID_FILE = "cluster-id"  # random, made at the first run
@@ -30,10 +40,12 @@ CLUSTER_ID_FILE = "cluster-id"  # random, made at the first run
 def node_command(i: int, nodes: int, data_dir: str, host: str, fsync: str,
                  verbose: int, base: int = 7000, cluster_id: str = "") -> list[str]:
     cluster = ",".join(f"{n}={host}:{base + 100 + n}" for n in range(1, nodes + 1))
+    ports = ports_of(i, base)
     cmd = [sys.executable, "-m", "raftkv", "serve", "--id", str(i),
-           "--client-addr", f"{host}:{base + i}", "--peer-addr", f"{host}:{base + 100 + i}",
            "--cluster", cluster, "--data-dir", str(Path(data_dir) / f"node-{i}"),
            "--fsync", fsync, "--peer-secret-file", str(Path(data_dir) / SECRET_FILE)]
+    for flag, port in ports.items():
+        cmd += [flag, f"{host}:{port}"]
     if cluster_id:
         cmd += ["--cluster-id", cluster_id]
     if verbose:
@@ -56,16 +68,86 @@ async def _report_exit(i: int, proc: trio.Process) -> None:
     click.echo(f"node-{i} exited with status {code}", err=True)
 
 
-async def _wait_for_leader(nodes: int, host: str, base: int) -> dict[str, str]:
+def preflight(nodes: int, host: str, base: int) -> str | None:
+    """One line saying why the cluster cannot start on these ports, or None if it can."""
+    for i in range(1, nodes + 1):
+        for flag, port in ports_of(i, base).items():
+            addr = f"{host}:{port}"
+            if flag == "--client-addr":
+                try:
+                    info = parse_info(call(addr, "INFO", "server", "raft", timeout=0.5))
+                except (OSError, ConnectionError):
+                    info = {}
+                if info.get("node_id"):
+                    return (f"another RaftKV cluster is already answering on {addr} (node "
+                            f"{info['node_id']}, pid {info.get('process_id', '?')}, data "
+                            f"{info.get('data_dir', '?')}); stop it, or use --port-base")
+            with socket.socket() as sock:
+                # As trio's listeners do: a port in TIME_WAIT after a stop is free to reuse.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((host, port))
+                except OSError as exc:
+                    return (f"{addr} ({flag} of node {i}) is not free: "
+                            f"{exc.strerror or exc}; stop what uses it, or use --port-base")
+    return None
+
+
+async def _wait_for_leader(nodes: int, host: str, base: int,
+                           procs: list[trio.Process]) -> dict[str, str]:
+    """The leader among OUR processes (its INFO's process_id is one of theirs)."""
+    pids = {str(p.pid) for p in procs}
     while True:
+        for i, proc in enumerate(procs, 1):
+            if proc.returncode is not None:
+                raise RuntimeError(f"node-{i} exited with status {proc.returncode} before a "
+                                   "leader was elected; see its log above")
         for i in range(1, nodes + 1):
             try:
-                info = await trio.to_thread.run_sync(info_raft, f"{host}:{base + i}", 0.5)
+                reply = await trio.to_thread.run_sync(
+                    lambda a=f"{host}:{base + i}": call(a, "INFO", "server", "raft",
+                                                        timeout=0.5))
             except (OSError, ConnectionError):
                 continue
-            if info.get("role") == "leader":
+            info = parse_info(reply)
+            if info.get("role") == "leader" and info.get("process_id") in pids:
                 return info
         await trio.sleep(0.1)  # polling other processes: there is no event to wait on
+
+
+def _cli_command() -> str:
+    """How to run raftkv-cli here: on PATH, next to this Python (a venv not activated), or
+    as a module of this Python."""
+    if shutil.which("raftkv-cli"):
+        return "raftkv-cli"
+    beside = Path(sys.executable).parent / "raftkv-cli"
+    if beside.exists():
+        return str(beside)
+    return f"{sys.executable} -m client"
+
+
+def banner(nodes: int, host: str, base: int, leader: dict[str, str], data_dir: str) -> str:
+    """What `raftkv up` prints once a leader is elected: how to connect, with what is
+    installed on this machine, in aligned columns."""
+    first = f"{host}:{base + 1}"
+    ports = ", ".join(str(base + i) for i in range(1, nodes + 1))
+    cli = _cli_command()
+    tools = [(f"{cli} --endpoints {first}", "interactive client (help, Tab completion)"),
+             (f"{cli} SET greeting hello", "one command")]
+    if shutil.which("redis-cli"):
+        target = "" if host in ("127.0.0.1", "localhost") else f"-h {host} "
+        tools.append((f"redis-cli {target}-p {base + 1}", "any node's port works"))
+    tools += [("raftkv status", "one line per node"),
+              (f"curl http://{host}:{base + 2001}/metrics", "Prometheus metrics (also "
+               "/livez /readyz)")]
+    width = max(len(cmd) for cmd, _ in tools)
+    metrics = ", ".join(f"http://{host}:{base + 2000 + i}/metrics" for i in range(1, nodes + 1))
+    lines = [f"RaftKV cluster of {nodes} up: leader is node {leader['node_id']} "
+             f"(term {leader['term']}); client ports {ports} on {host}",
+             *(f"  {cmd:<{width}}  {what}" for cmd, what in tools),
+             f"metrics: {metrics}",
+             f"Ctrl-C stops the cluster (data stays in {data_dir})."]
+    return "\n".join(lines)
 
 
 async def _main(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
@@ -100,22 +182,16 @@ async def _supervise(nodes: int, data_dir: str, host: str, fsync: str, verbose: 
             nursery.start_soon(_stream, i, proc)
         try:
             leader = None
-            with trio.move_on_after(15):
-                leader = await _wait_for_leader(nodes, host, base)
+            try:
+                with trio.move_on_after(15):
+                    leader = await _wait_for_leader(nodes, host, base, procs)
+            except RuntimeError as exc:
+                click.echo(f"raftkv up: {exc}", err=True)
+                return 1
             if leader is None:
                 click.echo("raftkv up: no leader after 15 s; see the node logs above", err=True)
                 return 1
-            ports = ", ".join(str(base + i) for i in range(1, nodes + 1))
-            first = base + 1
-            click.echo(
-                f"RaftKV cluster of {nodes} up: leader is node {leader['node_id']} "
-                f"(term {leader['term']}); client ports {ports} on {host}\n"
-                f"  nc {host} {first}              then type: set mykey=hello / get mykey\n"
-                f"  redis-cli -p {first}           (any node's port works)\n"
-                f"  raftkv-cli                  interactive client\n"
-                f"  raftkv status               one line per node\n"
-                f"Ctrl-C stops the cluster (data stays in {data_dir})."
-            )
+            click.echo(banner(nodes, host, base, leader, data_dir))
             for i, proc in enumerate(procs, 1):
                 nursery.start_soon(_report_exit, i, proc)
             await trio.sleep_forever()  # until a signal cancels us
@@ -139,6 +215,10 @@ def run_local_cluster(nodes: int, data_dir: str, host: str, fsync: str, verbose:
     # Ctrl-C in the terminal reaches only us (nodes run in their own sessions); we then stop
     # the nodes in order.
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    problem = preflight(nodes, host, base)
+    if problem is not None:
+        click.echo(f"raftkv up: {problem}", err=True)
+        raise SystemExit(1)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     ensure_secret_file(Path(data_dir) / SECRET_FILE)
     try:

@@ -13,7 +13,13 @@ from redis.connection import Connection
 
 from wire import ProtocolError
 from wire.reply import OK, ErrorReply, SimpleString
-from wire.resp import CommandParser, encode_command, encode_reply, split_args
+from wire.resp import (
+    CommandParser,
+    encode_command,
+    encode_reply,
+    encode_reply_chunks,
+    split_args,
+)
 
 
 def parse_all(data: bytes, **limits: int) -> list[list[bytes]]:
@@ -316,7 +322,8 @@ protocolish = st.lists(
     ),
     max_size=40,
 ).map(b"".join)
-SMALL = {"max_inline_len": 16, "max_bulk_len": 12, "max_multibulk_len": 4}
+SMALL = {"max_inline_len": 16, "max_bulk_len": 12, "max_multibulk_len": 4,
+         "max_request_len": 40}
 
 
 @settings(max_examples=300)
@@ -334,6 +341,27 @@ def test_arbitrary_bytes_give_commands_or_protocol_error_within_bounds(
         assert all(len(c) <= SMALL["max_multibulk_len"] for c in cmds)
         assert most <= max(SMALL["max_inline_len"], SMALL["max_bulk_len"]) + 1
     assert bytewise[2] <= max(SMALL["max_inline_len"], SMALL["max_bulk_len"]) + 1
+
+
+def test_request_over_max_request_len_errors_at_the_header_before_its_payload() -> None:
+    # Each argument is within max_bulk_len; together they are not. The wire size counts
+    # headers too: *2 $3 SET $4 ab.. = 4 + 9 + 10 = 23 bytes.
+    command = encode_command(b"SET", b"abcd")
+    assert len(command) == 23
+    assert parse_all(command, max_request_len=23) == [[b"SET", b"abcd"]]
+    parser = CommandParser(max_request_len=22)
+    parser.feed(command[:-6])  # the last header, without the payload
+    with pytest.raises(ProtocolError, match=r"^Protocol error: request larger than "
+                                            r"max-request-bytes \(22 bytes\)$"):
+        parser.next_command()
+
+
+def test_request_size_is_counted_per_command_across_stalls() -> None:
+    # Two commands of 23 bytes fit a limit of 23 each; a split mid-command keeps the count.
+    data = encode_command(b"SET", b"abcd") * 2
+    assert run_split(data, list(range(len(data))), max_request_len=23)[:2] == (
+        [[b"SET", b"abcd"]] * 2, None)
+    assert run_split(data, list(range(len(data))), max_request_len=22)[1] is not None
 
 
 def test_buffered_counts_unconsumed_bytes() -> None:
@@ -461,3 +489,23 @@ def test_hiredis_reads_our_resp3_maps_doubles_and_sets() -> None:
     reader = hiredis.Reader()
     reader.feed(encode_reply([{b"a": 1.5, 2: [True]}, {b"x"}, -math.inf, None], 3))
     assert reader.gets() == [{b"a": 1.5, 2: [True]}, [b"x"], -math.inf, None]
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+@pytest.mark.parametrize("value", [
+    b"x" * 200_000,
+    [b"k%d" % i for i in range(50_000)],
+    [b"a", [b"b" * 100_000, 7, None], {b"m": [1, 2]}, {b"s"}, 1.5, OK],
+    {b"k%d" % i: b"v" * (i % 300) for i in range(5000)},
+    7,
+    None,
+    ErrorReply("ERR x"),
+])
+def test_encode_reply_chunks_joins_to_encode_reply_in_bounded_pieces(value: object,
+                                                                     proto: int) -> None:
+    pieces = list(encode_reply_chunks(value, proto, chunk=4096))
+    assert b"".join(pieces) == encode_reply(value, proto)
+    # A piece is one element past the chunk size at most, or one large value on its own.
+    assert all(len(p) < 4096 + 1024 or p in (value, b"b" * 100_000) for p in pieces)
+    if isinstance(value, list) and len(value) > 1000:
+        assert len(pieces) > 10

@@ -25,7 +25,7 @@ from wire.chunk_buffer import ChunkBuffer
 from wire.errors import ProtocolError
 from wire.reply import OK, ErrorReply, SimpleString
 
-__all__ = ["CommandParser", "encode_command", "encode_reply", "split_args"]
+__all__ = ["CommandParser", "encode_command", "encode_reply", "encode_reply_chunks", "split_args"]
 
 _LLONG_MAX = 2**63 - 1
 _LLONG_MIN = -(2**63)
@@ -44,6 +44,9 @@ _BAD_MBULK_LEN = "Protocol error: invalid multibulk length"
 _BAD_BULK_LEN = "Protocol error: invalid bulk length"
 _TOO_BIG_MBULK = "Protocol error: too big mbulk count string"
 _TOO_BIG_BULK = "Protocol error: too big bulk count string"
+# Not a Redis text (Redis has no per-command bound, only proto-max-bulk-len per argument and
+# client-query-buffer-limit for the whole input buffer): RaftKV bounds one command's size.
+_TOO_BIG_REQUEST = "Protocol error: request larger than max-request-bytes ({} bytes)"
 
 
 def string2ll(s: bytes) -> int | None:
@@ -150,7 +153,9 @@ class CommandParser(ChunkBuffer):
 
     Memory stays bounded when the caller drains after each feed: unconsumed input never
     exceeds ``max(max_inline_len, max_bulk_len) + 1`` bytes (see ``buffered``) and a command
-    holds at most ``max_multibulk_len`` arguments of ``max_bulk_len`` bytes. Nothing is
+    holds at most ``max_multibulk_len`` arguments of ``max_bulk_len`` bytes, and at most
+    ``max_request_len`` bytes as counted on the wire (headers and payloads; checked at each
+    bulk header, so an oversized command is refused before its payload is buffered). Nothing is
     allocated ahead from a declared length. Input is kept as a bytes buffer plus a list of
     unjoined chunks; a stalled parse records what it waits for (a byte count or a
     terminator byte) and new chunks are joined only once that can have arrived, so a large
@@ -164,10 +169,12 @@ class CommandParser(ChunkBuffer):
         "_left",
         "_need",
         "_scan",
+        "_size",
         "_wait",
         "max_bulk_len",
         "max_inline_len",
         "max_multibulk_len",
+        "max_request_len",
     )
 
     def __init__(
@@ -175,10 +182,13 @@ class CommandParser(ChunkBuffer):
         max_inline_len: int = 64 * 1024,
         max_bulk_len: int = 512 * 1024 * 1024,
         max_multibulk_len: int = 1024 * 1024,
+        max_request_len: int | None = None,
     ) -> None:
         self.max_inline_len = max_inline_len
         self.max_bulk_len = max_bulk_len
         self.max_multibulk_len = max_multibulk_len
+        # None: no bound beyond the per-argument ones (Redis's behaviour).
+        self.max_request_len = max_request_len
         super().__init__()
         # Stall state: retry once `buffered >= _need` or byte `_wait` is in a new chunk.
         self._need = 0
@@ -189,6 +199,7 @@ class CommandParser(ChunkBuffer):
         self._args: list[bytes] | None = None
         self._left = 0
         self._bulklen = -1
+        self._size = 0  # wire bytes of the multibulk in progress, its headers included
 
     def __iter__(self) -> Iterator[list[bytes]]:
         while (cmd := self.next_command()) is not None:
@@ -267,22 +278,26 @@ class CommandParser(ChunkBuffer):
                     count = string2ll(field)
                 if count is None or count > self.max_multibulk_len:
                     raise ProtocolError(_BAD_MBULK_LEN)
+                start = pos
                 pos = r + 2
                 if count <= 0:
                     continue  # Redis skips empty and null multibulks
                 args = []
                 left = count
                 bulklen = -1
+                size = r + 2 - start
             else:
                 left = self._left
                 bulklen = self._bulklen
+                size = self._size
             max_bulk = self.max_bulk_len
+            max_request = self.max_request_len
             append = args.append
             while left:
                 if bulklen < 0:
                     r = buf.find(b"\r", pos + scan)
                     if r < 0 or r + 1 >= n or r - pos > max_inline:
-                        self._save(args, left, -1)
+                        self._save(args, left, -1, size)
                         self._line_incomplete(pos, r, 13, _TOO_BIG_BULK)
                         return None
                     scan = 0
@@ -296,10 +311,13 @@ class CommandParser(ChunkBuffer):
                             raise ProtocolError(_BAD_BULK_LEN)
                     if bulklen < 0 or bulklen > max_bulk:
                         raise ProtocolError(_BAD_BULK_LEN)
+                    size += r + 4 - pos + bulklen
+                    if max_request is not None and size > max_request:
+                        raise ProtocolError(_TOO_BIG_REQUEST.format(max_request))
                     pos = r + 2
                 end = pos + bulklen
                 if end + 2 > n:
-                    self._save(args, left, bulklen)
+                    self._save(args, left, bulklen, size)
                     self._stall(pos, bulklen + 2)
                     return None
                 append(buf[pos:end])
@@ -333,10 +351,11 @@ class CommandParser(ChunkBuffer):
             self._scan = found - pos
             self._stall(pos, found + 2 - pos)
 
-    def _save(self, args: list[bytes], left: int, bulklen: int) -> None:
+    def _save(self, args: list[bytes], left: int, bulklen: int, size: int) -> None:
         self._args = args
         self._left = left
         self._bulklen = bulklen
+        self._size = size
 
 
 # ---------------------------------------------------------------------------------------
@@ -403,6 +422,56 @@ def encode_reply(value: Any, proto: int = 2) -> bytes:
     out: list[bytes] = []
     _encode_into(value, proto, out)
     return out[0] if len(out) == 1 else b"".join(out)
+
+
+_BIG_BULK = 64 * 1024
+
+
+def encode_reply_chunks(value: Any, proto: int = 2, chunk: int = 64 * 1024) -> Iterator[bytes]:
+    """``encode_reply`` as a stream of pieces, so a large reply is never encoded whole.
+
+    Arrays, maps and sets are encoded an element at a time and handed out in pieces of
+    about ``chunk`` bytes; a large bulk string goes out as header, the value itself (not
+    copied) and CRLF. The pieces joined equal ``encode_reply(value, proto)``. A caller that
+    sends each piece before asking for the next holds one piece, not the whole reply.
+    """
+    t = type(value)
+    if t is bytes:
+        if len(value) < _BIG_BULK:
+            yield _bulk(value)
+        else:
+            yield b"$%d\r\n" % len(value)
+            yield value
+            yield _CRLF
+        return
+    if t is list or t is tuple:
+        header, items = b"*%d\r\n" % len(value), value
+    elif t is dict:
+        header = b"%%%d\r\n" % len(value) if proto == 3 else b"*%d\r\n" % (2 * len(value))
+        items = [x for pair in value.items() for x in pair]
+    elif t is set or t is frozenset:
+        header, items = (b"~%d\r\n" if proto == 3 else b"*%d\r\n") % len(value), list(value)
+    else:
+        yield encode_reply(value, proto)
+        return
+    out = [header]
+    size = len(header)
+    for item in items:
+        if (type(item) is bytes and len(item) >= _BIG_BULK) or type(item) in (list, tuple, dict):
+            if out:
+                yield b"".join(out)
+                out, size = [], 0
+            yield from encode_reply_chunks(item, proto, chunk)
+            continue
+        before = len(out)
+        _encode_into(item, proto, out)
+        for piece in out[before:]:
+            size += len(piece)
+        if size >= chunk:
+            yield b"".join(out)
+            out, size = [], 0
+    if out:
+        yield b"".join(out)
 
 
 def _encode_into(value: Any, proto: int, out: list[bytes]) -> None:

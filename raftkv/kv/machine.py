@@ -20,6 +20,7 @@ Semantics follow Redis 7 for the supported commands, with these differences:
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
 
 import msgpack
@@ -41,8 +42,15 @@ from .errors import (
 from .glob import stringmatch
 from .numbers import INT64_MAX, INT64_MIN, parse_cursor, parse_int64
 from .scan import ScanOrder
+from .sliced import KeysJob, ScanBuild, ScanRead, SlicedRead
 
 SNAPSHOT_VERSION = 1
+# SCAN answers at most this many keys per call whatever COUNT asks (COUNT is a hint in
+# Redis too), so one SCAN cannot hold the node's event loop for long.
+SCAN_MAX_COUNT = 10_000
+# Maps at least this large are walked and freed in slices: FLUSHALL and replace hand them
+# to the runtime (``retired``), and the first SCAN builds its order with ``ScanBuild``.
+LARGE_MAP = 10_000
 # Redis's default proto-max-bulk-len: APPEND may not grow a value past it.
 MAX_VALUE_LEN = 512 * 1024 * 1024
 
@@ -106,6 +114,10 @@ class KVStateMachine:
         self._data: dict[bytes, bytes] = {}
         # SCAN's hash-ordered index of the keys; built by the first SCAN (a cache, not state).
         self._order: ScanOrder | None = None
+        self._order_build: ScanBuild | None = None  # filling ``_order`` in slices
+        # Large maps (and SCAN indexes) dropped by FLUSHALL or replace, for the runtime to
+        # free in slices (freeing a million keys at once would stall it).
+        self.retired: list[dict[bytes, bytes] | list[tuple[int, bytes]]] = []
         # lower-case name -> (arity, arity error, handler, is_write)
         self._dispatch: dict[bytes, _Entry] = {
             name.encode(): (spec.arity, wrong_arity(name), getattr(self, "_" + name), spec.is_write)
@@ -142,6 +154,21 @@ class KVStateMachine:
             return arity_error
         return handler(args)
 
+    def read_deferred(self, args: list[bytes]) -> Reply | SlicedRead:
+        """``read``, except for reads that walk a large map: ``KEYS`` and the first ``SCAN``
+        return a ``SlicedRead`` for the runtime to finish in slices (see sliced.py)."""
+        name = args[0].lower() if args else b""
+        if name == b"keys" and len(args) == 2:
+            return KeysJob(list(self._data), args[1])
+        if name == b"scan":
+            if self._order is None and len(self._data) >= LARGE_MAP:
+                self._order = ScanOrder(())  # records keys added while it is built
+                self._order_build = ScanBuild(list(self._data), self._order)
+            build = self._order_build
+            if build is not None:
+                return ScanRead(build, lambda: self.read(args))
+        return self.read(args)
+
     def snapshot(self) -> bytes:
         """The whole map as msgpack, keys sorted: equal states give identical bytes."""
         return encode_snapshot(self._data)
@@ -157,8 +184,8 @@ class KVStateMachine:
 
     def replace(self, data: dict[bytes, bytes]) -> None:
         """Take ``data`` (from ``decode_snapshot``, decoded elsewhere) as the whole state."""
+        self._drop_state()
         self._data = data
-        self._order = None
 
     # -- inspection (tests, chaos checks) ------------------------------------------------
 
@@ -260,6 +287,11 @@ class KVStateMachine:
     def _mset(self, args: list[bytes]) -> Reply:
         if len(args) % 2 == 0:
             return check_arity(args)
+        if self._order is None:  # no SCAN index to keep up to date: one C-level update
+            pairs = iter(args)
+            next(pairs)
+            self._data.update(zip(pairs, pairs, strict=False))
+            return OK
         for i in range(1, len(args), 2):
             self._store(args[i], args[i + 1])
         return OK
@@ -268,9 +300,23 @@ class KVStateMachine:
         error = syntax.check_flushall(args)
         if error is not None:
             return error
-        self._data.clear()
-        self._order = None
+        self._drop_state()
         return OK
+
+    def _drop_state(self) -> None:
+        """Empty the map and the SCAN index; large ones go to ``retired``, freed later in
+        slices by the runtime, small ones now."""
+        if len(self._data) >= LARGE_MAP:
+            self.retired.append(self._data)
+            self._data = {}
+        else:
+            self._data.clear()
+        if self._order is not None:
+            entries = self._order.release()
+            if len(entries) >= LARGE_MAP:
+                self.retired.append(entries)
+        self._order = None
+        self._order_build = None
 
     def _cas(self, args: list[bytes]) -> Reply:
         key = args[1]
@@ -294,8 +340,7 @@ class KVStateMachine:
         return 0 if value is None else len(value)
 
     def _mget(self, args: list[bytes]) -> Reply:
-        get = self._data.get
-        return [get(key) for key in args[1:]]
+        return list(map(self._data.get, itertools.islice(args, 1, None)))
 
     def _keys(self, args: list[bytes]) -> Reply:
         pattern = args[1]
@@ -310,9 +355,13 @@ class KVStateMachine:
         options = syntax.parse_scan_options(args)
         if isinstance(options, ErrorReply):
             return options
+        if self._order_build is not None:  # being built in slices: finish it here
+            self._order_build.finish()
+            self._order_build = None
         if self._order is None:
             self._order = ScanOrder(self._data)
-        following, keys = self._order.batch(self._data, cursor, options.count)
+        count = min(options.count, SCAN_MAX_COUNT)
+        following, keys = self._order.batch(self._data, cursor, count)
         if not options.type_matches:
             keys = []
         elif options.pattern is not None:

@@ -40,6 +40,17 @@ class ScanOrder:
         self._pending: list[bytes] = []
         self._removed = 0
 
+    def fill(self, entries: list[tuple[int, bytes]]) -> None:
+        """Take ``entries`` (sorted ``(hash, key)`` of the keys at some point, built
+        elsewhere in slices) as the order; keys reported ``added`` since stay pending."""
+        self._entries = entries
+
+    def release(self) -> list[tuple[int, bytes]]:
+        """Hand the entries over (to be freed elsewhere, in slices); the order is empty."""
+        entries, self._entries = self._entries, []
+        self._pending = []
+        return entries
+
     def added(self, key: bytes) -> None:
         """``key`` was just inserted into the dict (it was absent before)."""
         self._pending.append(key)

@@ -39,20 +39,25 @@ from raftkv.kv import (
     validate,
 )
 from raftkv.log import event
+from raftkv.metrics import NodeMetrics
 from raftkv.node.backoff import Backoff
+from raftkv.node.backup_source import BackupSource
 from raftkv.node.cluster_id import resolve_cluster_id
+from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership, describe_members
+from raftkv.node.memory import MemoryGuard
 from raftkv.node.peer_auth import load_secret
 from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import max_reply_bytes, request_size, transport_limits
+from raftkv.node.sync_thread import SyncThread
 from raftkv.node.tls import peer_tls
 from raftkv.node.transport import PeerTransport
 from raftkv.probe import info_raft
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
-from raftkv.storage import SnapshotWriter, open_storage
+from raftkv.storage import SnapshotNotWritten, SnapshotWriter, open_storage
 from wire.addr import parse_addr
 from wire.raft import (
     CONFIG,
@@ -86,6 +91,15 @@ APPLY_TIMEOUT = ErrorReply(
 SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
 
 
+async def _free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000) -> None:
+    """Free a large map or list dropped by the state machine, ``step`` items at a time."""
+    pop = data.popitem if isinstance(data, dict) else data.pop
+    while data:
+        for _ in range(min(step, len(data))):
+            pop()
+        await trio.lowlevel.checkpoint()
+
+
 def decode_reply(data: bytes) -> Any:
     """A forwarded reply (RESP3 bytes from the leader) back to a reply value."""
     malformed = ErrorReply("ERR malformed reply from the leader")
@@ -112,6 +126,7 @@ class Node:
         self.peer_port = 0
         self.core: RaftNode
         self.transport: PeerTransport
+        self._sync_thread: SyncThread  # the WAL fsync worker, alive while run() is
         self._wake = trio.Event()
         self._role_changed = trio.Event()
         self._last_leader = 0
@@ -129,7 +144,12 @@ class Node:
         # commands waiting for a leader to be known
         self._parked: deque[tuple[list[bytes], bool, Pending, float]] = deque()
         self._stopping = False
-        self.stats = {"proposed": 0, "forwarded": 0, "reads": 0, "applied": 0}
+        self.stats = {"proposed": 0, "forwarded": 0, "reads": 0, "applied": 0,
+                      "proposals_failed": 0, "leader_changes": 0, "reads_leader": 0,
+                      "reads_follower": 0, "reads_stale": 0}
+        self.ticks = 0  # the ticker's count (/livez waits for the next one)
+        self._tick_event: trio.Event | None = None
+        self.metrics = NodeMetrics(self, enabled=bool(settings.metrics_addr))
         # Snapshots: the term and configuration at ``applied`` (a snapshot's meta), the
         # snapshot being received, RAFT SNAPSHOT callers, and transfers already logged.
         self._applied_term = 0
@@ -137,9 +157,17 @@ class Node:
         self._snap_writer: SnapshotWriter | None = None
         self._snapshot_waiters: list[Pending] = []
         self._snapshotting = False
+        # Automatic snapshots start only once the node serves (one that needs space it
+        # lacks must not stand between a restart and serving), and after one could not
+        # be written (disk full, no descriptor) the next waits a growing delay.
+        self._serving = False
+        self._snapshot_backoff = Backoff(1.0, 60.0, self.rng)
+        self._snapshot_not_before = 0.0
         self._storage_lock = trio.Lock()
         self._snap_logged: set[tuple[int, int, bool]] = set()
         self.membership = Membership(self)
+        self.backups = BackupSource(self)  # RAFT BACKUP sessions
+        self.memory = MemoryGuard(settings.maxmemory)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -200,20 +228,36 @@ class Node:
             if s.peer_tls_cert else None,
         )
         try:
-            async with trio.open_nursery() as nursery:
+            async with SyncThread() as self._sync_thread, trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self.peer_port = await nursery.start(self.transport.run)
+                self.peer_port = await start_listener(
+                    nursery, "--peer-addr", s.peer_addr, self.transport.run)
                 nursery.start_soon(self._inbound_loop, inbound_recv)
                 nursery.start_soon(self._ready_loop)
                 nursery.start_soon(self._ticker)
                 nursery.start_soon(self._sweeper)
-                self.client_port = await nursery.start(serve_clients, self)
+                self.client_port = await start_listener(
+                    nursery, "--client-addr", s.client_addr, serve_clients, self)
                 if joining:
                     nursery.start_soon(self.membership.join, list(s.join))
+                self._serving = True
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.storage.close)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def applied_term(self) -> int:
+        """The term of the entry at ``applied`` (a snapshot's term)."""
+        return self._applied_term
+
+    def start_background(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task of the node (ends with it)."""
+        self._nursery.start_soon(fn, *args)
 
     async def stop(self, transfer_timeout: float = 1.0) -> None:
         """Graceful stop: a leader hands leadership to the most caught-up voter first."""
@@ -254,7 +298,18 @@ class Node:
         while True:
             await trio.sleep(interval)
             self.core.tick()
+            self.ticks += 1
+            if self._tick_event is not None:
+                self._tick_event.set()
+                self._tick_event = None
             self.wake()
+
+    async def next_tick(self) -> int:
+        """Wait for the ticker's next tick (liveness: the loop and the ticker turn)."""
+        if self._tick_event is None:
+            self._tick_event = trio.Event()
+        await self._tick_event.wait()
+        return self.ticks
 
     async def _inbound_loop(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
         async for msg in inbound:
@@ -306,7 +361,11 @@ class Node:
         if rd.must_sync:
             # DESIGN.md ordering: the hard state (vote, term) and appended entries are
             # durable before any other message of this Ready (a vote, an append ack) leaves.
-            await trio.to_thread.run_sync(storage.sync)
+            written = storage.buffered_bytes
+            started = trio.current_time()
+            await self._sync_thread.run(storage.sync)
+            self.metrics.wal_fsync.observe(trio.current_time() - started)
+            self.metrics.wal_bytes.inc(written)
         if not rd.send_before_sync:
             for msg in rd.messages:
                 send(msg)
@@ -328,7 +387,10 @@ class Node:
             waiting = writes.pop(entry.index, None)
             if waiting is not None:
                 term, pending, _ = waiting
-                pending.set(result if term == entry.term and entry.kind != NOOP else LOST)
+                if term == entry.term and entry.kind != NOOP:
+                    pending.set(result)
+                else:
+                    self._fail_write(pending, LOST)
             self.applied = entry.index
         self.stats["applied"] += len(entries)
         if entries:
@@ -336,7 +398,16 @@ class Node:
         wait = self._read_wait
         while wait and wait[0][0] <= self.applied:
             _, _, pending, args, _ = heapq.heappop(wait)
-            pending.set(kv.read(args))
+            pending.set(kv.read_deferred(args))
+        if kv.retired:
+            self._free_retired()
+
+    def _free_retired(self) -> None:
+        """Free the maps FLUSHALL (or a snapshot install) dropped, a slice at a time: freeing
+        a million keys in one go would hold the loop for an election timeout."""
+        for old in self.kv.retired:
+            self._nursery.start_soon(_free_in_slices, old)
+        self.kv.retired.clear()
 
     def _apply_one(self, entry: Any) -> Any:
         """One committed entry's reply. Total: whatever the log holds, nothing raises here
@@ -376,6 +447,8 @@ class Node:
             every = self.settings.snapshot_entries
             if not every or self.applied - self.storage.snapshot_meta().index < every:
                 return
+            if not self._serving or trio.current_time() < self._snapshot_not_before:
+                return
         waiters, self._snapshot_waiters = self._snapshot_waiters, []
         if self.applied <= self.storage.snapshot_meta().index:
             for pending in waiters:
@@ -401,12 +474,25 @@ class Node:
                 # A leader's snapshot replaced our log meanwhile: this one is moot.
                 event(log, logging.INFO, "snapshot skipped", index=meta.index, reason=exc)
                 snap = None
+            except SnapshotNotWritten as exc:
+                # Nothing changed on disk and the log goes on: not a reason to stop. Try
+                # again later (growing delays), so a full disk does not crash-loop us.
+                self._snapshot_backoff.failed()
+                delay = self._snapshot_backoff.delay()
+                self._snapshot_not_before = trio.current_time() + delay
+                event(log, logging.WARNING, "snapshot not written", index=meta.index,
+                      reason=exc, retry_in_s=round(delay, 1))
+                for pending in waiters:
+                    pending.set(ErrorReply(f"ERR snapshot not written: {exc}"))
+                return
             if snap is not None:
                 async with self._storage_lock:  # the switch drops segments: not mid-sync
                     storage.finish_compact(meta, snap)
+                took = trio.current_time() - started
+                self.metrics.snapshot_duration.labels("take").observe(took)
+                self._snapshot_backoff.reset()
                 event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
-                      bytes=len(data), keys=len(state),
-                      ms=round((trio.current_time() - started) * 1000, 1))
+                      bytes=len(data), keys=len(state), ms=round(took * 1000, 1))
         finally:
             self._snapshotting = False
         index = storage.snapshot_meta().index
@@ -447,8 +533,9 @@ class Node:
         for index in [i for i in self._writes if i <= meta.index]:
             # Our own proposals from an old term, covered by the snapshot: whether they
             # made it is unknowable from here.
-            self._writes.pop(index)[1].set(UNKNOWN_TIMEOUT)
+            self._fail_write(self._writes.pop(index)[1], UNKNOWN_TIMEOUT)
         self._apply([])  # serve the reads that waited for this index
+        self.metrics.snapshot_duration.labels("install").observe(trio.current_time() - started)
         event(log, logging.INFO, "snapshot installed", index=meta.index, term=meta.term,
               bytes=len(data), keys=len(self.kv),
               ms=round((trio.current_time() - started) * 1000, 1))
@@ -480,6 +567,7 @@ class Node:
             self._role_changed = trio.Event()
         if leader != self._last_leader and leader:
             event(log, logging.INFO, "leader elected", leader=leader, term=term)
+            self.stats["leader_changes"] += 1
             self._fail_forwards_to_old_leaders(leader)
         if self._parked and leader and (leader != self._last_leader or role is not self._last_role):
             self._unpark()
@@ -504,7 +592,7 @@ class Node:
         for index, (_, pending, deadline) in list(self._writes.items()):
             if deadline <= now:
                 del self._writes[index]
-                pending.set(UNKNOWN_TIMEOUT)
+                self._fail_write(pending, UNKNOWN_TIMEOUT)
         for ctx, (pending, _, deadline) in list(self._reads.items()):
             if deadline <= now:
                 del self._reads[ctx]
@@ -523,9 +611,14 @@ class Node:
         while parked and parked[0][3] <= now:
             parked.popleft()[2].set(NO_LEADER)
 
+    def _fail_write(self, pending: Pending, reply: ErrorReply) -> None:
+        if not pending.done:
+            self.stats["proposals_failed"] += 1
+        pending.set(reply)
+
     def _fail_all(self, reply: ErrorReply) -> None:
         for _, pending, _ in self._writes.values():
-            pending.set(UNKNOWN_TIMEOUT)
+            self._fail_write(pending, UNKNOWN_TIMEOUT)
         for pending, _, _ in self._reads.values():
             pending.set(reply)
         for _, _, pending, _, _ in self._read_wait:
@@ -545,6 +638,8 @@ class Node:
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
         error = validate(args) or self._check_size(args)
+        if error is None:
+            error = self.memory.refuse(args)
         if error is not None:
             return Pending.of(error)
         if self._stopping:
@@ -585,7 +680,8 @@ class Node:
             else:
                 self._parked.append((args, write, pending, park_until))
         elif self.settings.unsafe_stale_reads and core.role is not Role.LEADER:
-            pending.set(self.kv.read(args))  # deliberately unsafe: see NodeSettings
+            pending.set(self.kv.read_deferred(args))  # deliberately unsafe: see NodeSettings
+            self.stats["reads_stale"] += 1
         else:
             ctx = next(self._ids).to_bytes(8, "big")
             try:
@@ -595,6 +691,7 @@ class Node:
                 return
             self._reads[ctx] = (pending, args, deadline)
             self.stats["reads"] += 1
+            self.stats["reads_leader" if core.role is Role.LEADER else "reads_follower"] += 1
             self.wake()
 
     def _unpark(self) -> None:
@@ -609,7 +706,7 @@ class Node:
             return
         pending, args, deadline = entry
         if index <= self.applied:
-            pending.set(self.kv.read(args))
+            pending.set(self.kv.read_deferred(args))
         else:
             heapq.heappush(self._read_wait, (index, next(self._ids), pending, args, deadline))
 
@@ -632,8 +729,8 @@ class Node:
             "ERR empty command")
         if args and args[0].lower() == b"raft":  # a membership change (RAFT ADDNODE ...)
             reply = self.membership.command(args, forwarded=True)
-        elif error is not None:
-            reply = Pending.of(error)
+        elif error is not None or (error := self.memory.refuse(args)) is not None:
+            reply = Pending.of(error)  # (maxmemory checked again here, on the leader)
         elif self.core.role is not Role.LEADER:
             reply = Pending.of(NO_LEADER)
         else:
@@ -675,7 +772,7 @@ class Node:
         if old is not None and not old[1].done:
             # An entry of an older term we proposed at this index is gone from our log, now
             # that we lead and reuse the index: it never committed (Leader Completeness).
-            old[1].set(LOST)
+            self._fail_write(old[1], LOST)
         self._writes[index] = (term, pending, deadline)
 
     # -- introspection (INFO, RAFT STATUS) -------------------------------------------------

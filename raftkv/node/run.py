@@ -1,4 +1,9 @@
-"""Run a node until SIGTERM/SIGINT, then stop it gracefully (leader hands over first)."""
+"""Run a node until SIGTERM/SIGINT, then stop it gracefully (leader hands over first).
+
+The ops HTTP port (``--metrics-addr``) runs beside the node in the same event loop, so
+``/livez`` proves that loop turns. A listener that cannot bind (port in use, address not
+local) ends the process with one line naming the address and its flag.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +13,77 @@ import sys
 
 import trio
 
-from raftkv.log import event
+from raftkv.log import event, set_term_source
+from raftkv.node.listen import first_listen_error, start_listener
 from raftkv.node.node import Node
 from raftkv.node.settings import NodeSettings
+from raftkv.server.http import serve_http
+from raftkv.storage import DiskStorageError, StorageFailure
 
 log = logging.getLogger("raftkv.node")
+# The "serving" line is printed even without -v (its own logger, at INFO).
+serving_log = logging.getLogger("raftkv.serving")
 
 
-async def serve_until_signalled(settings: NodeSettings) -> None:
+async def serve_until_signalled(settings: NodeSettings, started: list[bool] | None = None
+                                ) -> None:
     node = Node(settings)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            metrics = ""
+            if settings.metrics_addr:
+                port = await start_listener(nursery, "--metrics-addr", settings.metrics_addr,
+                                            serve_http, node)
+                host = settings.metrics_addr.rpartition(":")[0]
+                metrics = f"http://{host}:{port}/metrics"
             await nursery.start(node.run)
-            event(log, logging.WARNING if settings.fsync != "always" else logging.INFO,
+            set_term_source(lambda: node.core.term)
+            if started is not None:
+                started.append(True)
+            event(serving_log, logging.WARNING if settings.fsync != "always" else logging.INFO,
                   "node serving", id=settings.node_id, client=settings.client_advertised,
-                  peer=settings.peer_advertised, client_port=node.client_port)
+                  peer=settings.peer_advertised, client_port=node.client_port,
+                  metrics=metrics or "off", data_dir=settings.data_dir, fsync=settings.fsync)
             async for signum in signals:
                 event(log, logging.INFO, "stopping", signal=signal.Signals(signum).name)
                 await node.stop()
                 break
+            nursery.cancel_scope.cancel()  # the HTTP port goes with the node
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order; ``exc`` itself if none."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
+
+
+def fatal_line(exc: BaseException, started: bool) -> str | None:
+    """The one line to print for an error that stops the node, or None to let it raise.
+
+    A storage error is the operator's business, not a bug: a full disk, a read-only or
+    corrupt data directory. It gets one line naming the cause (file and offset for
+    corruption), never a traceback per task of the nursery it tore down. The first
+    failure is named, not the "failed earlier" refusals that may follow it.
+    """
+    found = leaves(exc)
+    storage = [leaf for leaf in found if isinstance(leaf, DiskStorageError)]
+    storage.sort(key=lambda e: isinstance(e, StorageFailure) and "failed earlier" in str(e))
+    if storage:
+        return f"{'stopping' if started else 'refusing to start'}: {storage[0]}"
+    if all(isinstance(leaf, OSError) for leaf in found):
+        return str(found[0])
+    return None
 
 
 def run_node(settings: NodeSettings) -> None:
+    started: list[bool] = []
     try:
-        trio.run(serve_until_signalled, settings)
-    except OSError as exc:
-        print(f"raftkv serve: {exc}", file=sys.stderr)
-        raise SystemExit(1) from exc
+        trio.run(serve_until_signalled, settings, started)
+    except (Exception, BaseExceptionGroup) as exc:
+        listen = first_listen_error(exc)
+        line = str(listen) if listen is not None else fatal_line(exc, bool(started))
+        if line is None:
+            raise
+        print(f"raftkv serve: {line}", file=sys.stderr)
+        raise SystemExit(1) from None

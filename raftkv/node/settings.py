@@ -51,6 +51,14 @@ class NodeSettings:
     # sized from it: a log entry holding one such request always fits in a peer frame.
     max_request_bytes: int = 8 * 1024 * 1024
     idle_timeout: float = 0.0  # seconds; 0 = never close idle client connections
+    # Client-port limits (README "Limits"). 0 for the query buffer: 4 x max_request_bytes.
+    client_query_buffer_limit: int = 0
+    client_output_buffer_limit: int = 64 * 1024 * 1024  # 0 = unlimited
+    # Seconds a client may keep its output buffer over half the limit without reading.
+    client_output_stall_timeout: float = 10.0
+    max_new_clients: int = 1024  # connections that have not sent a complete command yet
+    first_command_timeout: float = 10.0  # seconds a new connection has to send one
+    maxmemory: int = 0  # bytes of RSS above which writes that grow memory get -OOM; 0 = off
     request_timeout: float = 5.0
     leader_wait: float = 2.0  # how long a command waits for a leader before -TRYAGAIN
     # Membership: --join (client addresses of members; an empty node asks to be added),
@@ -67,6 +75,11 @@ class NodeSettings:
     # Allow a non-loopback client or peer address without peer authentication.
     insecure: bool = False
     promote_lag: int = 100
+    # Operations: the HTTP port for /metrics /livez /readyz ("" = off), how far applying
+    # may trail the commit index for /readyz to answer 200, and the log line format.
+    metrics_addr: str = ""
+    ready_max_lag: int = 1000
+    log_format: str = "text"
     # Test-only: followers answer reads from local state without ReadIndex. It exists so
     # the chaos suite can prove its checker catches stale reads; never use it otherwise.
     unsafe_stale_reads: bool = False

@@ -215,6 +215,7 @@ class _Link:
         self.scope = trio.CancelScope()  # cancelled when the peer is removed
         self.inbound_scope: trio.CancelScope | None = None
         self.connected = False
+        self.down_since = -math.inf  # when our outbound connection last went down
         self.client_addr = ""
         self.sent = self.dropped = self.received = self.keepalives = 0
         self.connects = self.refused = self.dial_failures = 0
@@ -546,6 +547,7 @@ class PeerTransport:
                 conn.cancel_scope.cancel()
         finally:
             link.connected = False
+            link.down_since = trio.current_time()
             self._notify()
             # Forcefully: a graceful TLS close would write close_notify, which blocks on
             # the stalled peer we are probably leaving.
@@ -625,8 +627,9 @@ class PeerTransport:
         delivery: _Delivery,
         conn_scope: trio.CancelScope,
     ) -> None:
-        """Read the outbound connection: the peer only Acks on it. EOF, silence, or our
-        frames unacknowledged for ``stall_timeout`` end the connection (and so redial)."""
+        """Read the outbound connection: the peer Acks on it, and sends its own messages on
+        it while it cannot dial us. EOF, silence, or our frames unacknowledged for
+        ``stall_timeout`` end the connection (and so redial)."""
         lim = self.limits
         heard = trio.current_time()
         try:
@@ -641,12 +644,15 @@ class PeerTransport:
                 now = trio.current_time()
                 if frame:
                     msg = _decode(frame)
-                    if not isinstance(msg, Ack):
-                        raise ProtocolError(
-                            f"unexpected {type(msg).__name__} on our outbound link")
-                    delivery.ack(msg.received, now)
                     heard = now
-                    link.keepalives += 1
+                    if isinstance(msg, Ack):
+                        delivery.ack(msg.received, now)
+                        link.keepalives += 1
+                    else:  # the peer's messages, while it cannot dial us (see _ack_back)
+                        self._check_message(link, msg)
+                        await self._deliver(msg)
+                        link.received += 1
+                        self._notify()
                 if now - heard >= lim.stall_timeout:
                     self._warn(("silent", link.peer_id), "link silent, closing",
                                peer=link.peer_id, seconds=lim.stall_timeout,
@@ -817,13 +823,42 @@ class PeerTransport:
         conn_scope: trio.CancelScope,
     ) -> None:
         """Ack what arrived, every keepalive_interval: the dialer learns both that we live
-        and that its frames reach us, and closes the link within stall_timeout otherwise."""
+        and that its frames reach us, and closes the link within stall_timeout otherwise.
+
+        While our own link to this peer is down, our messages to it go out here too. A peer
+        can reach us when we cannot reach it: a container reconnected to its network has a
+        new address and may have lost the name we dial (issue 20: the others' answers had no
+        way back, and the old leader stayed out for good). The connection it opened is then
+        the one path that works; the dialer delivers what it reads on it (_watch_outbound).
+        """
         lim = self.limits
+        nothing = object()
+        next_ack = trio.current_time() + lim.keepalive_interval
         try:
             while True:
-                await trio.sleep(lim.keepalive_interval)
-                with trio.fail_after(lim.stall_timeout):
-                    await stream.send_all(encode_frame(encode(Ack(reader.received))))
+                first: Any = nothing
+                # Only once our own link has been down for a while (a redial usually
+                # succeeds at once): messages split over two connections may overtake
+                # each other, which Raft tolerates but needs no more often than this.
+                reachable = trio.current_time() - link.down_since < lim.stall_timeout
+                if link.connected or reachable:
+                    await trio.sleep_until(next_ack)
+                else:
+                    with trio.move_on_at(next_ack):
+                        first = await link.queue_out.receive()
+                data, count = b"", 0
+                if first is not nothing:
+                    data, count = self._encode_batch(link, first)
+                now = trio.current_time()
+                if now >= next_ack:
+                    data += encode_frame(encode(Ack(reader.received)))
+                    next_ack = now + lim.keepalive_interval
+                if data:
+                    with trio.fail_after(lim.stall_timeout):
+                        await stream.send_all(data)
+                if count:
+                    link.sent += count
+                    self._notify()
         except CONNECTION_ERRORS as exc:
             self._debug("inbound ping failed", peer=link.peer_id, error=_describe(exc))
         conn_scope.cancel()

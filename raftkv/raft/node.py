@@ -216,6 +216,12 @@ class RaftNode:
         return self._leader
 
     @property
+    def election_elapsed(self) -> int:
+        """Ticks since we last heard from the leader (a follower) or since the last
+        CheckQuorum window began (a leader): readiness checks read it."""
+        return self._election_elapsed
+
+    @property
     def commit_index(self) -> int:
         return self._commit
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from raftkv.node.membership import SUBCOMMANDS, parse_node_id
 from raftkv.node.pending import Pending
 from raftkv.raft import NotLeader, Role
+from raftkv.server.backup_cmd import backup_command
 from wire.reply import OK, ErrorReply
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ def raft_command(node: Node, args: list[bytes]) -> Pending:
         # Snapshot this node's applied state now and compact its log; replies with the
         # snapshot index (the current one if nothing was applied since).
         return node.request_snapshot()
+    if sub == b"backup":  # raftkv backup: a consistent copy in chunks (server/backup_cmd.py)
+        return backup_command(node, args)
     if sub in SUBCOMMANDS:
         return node.membership.command(args)
     return Pending.of(ErrorReply(

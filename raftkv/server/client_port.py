@@ -3,13 +3,20 @@
 Each connection is two tasks in its own nursery: a reader that parses commands and turns
 each into a ``Pending`` (without waiting for earlier ones, so a pipeline of writes is
 proposed at once and shares fsyncs), and a writer that awaits the Pendings in order and
-coalesces every reply already available into one ``send_all``. The channel between them is
-bounded, so a client that pipelines without reading is throttled instead of growing memory.
+sends the replies as they come, coalescing small ready ones into pieces of about 64 KiB
+(a large reply is encoded and sent a piece at a time, never whole).
+
+Every buffer is bounded (README "Limits", raftkv.server.limits): a command larger than
+``max_request_bytes`` is a protocol error; the reader stops reading while the commands it
+has read and not yet seen answered exceed the query-buffer limit, or while the output
+buffer is half full; replies ready and not yet sent count against the output-buffer limit,
+past which the client is disconnected (a client that pipelines and never reads).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 from collections import deque
@@ -18,13 +25,18 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from raftkv.kv.sliced import SlicedRead
 from raftkv.log import event
+from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
 from raftkv.node.settings import parse_addr
 from raftkv.server.commands import execute, is_write
+from raftkv.server.limits import ClientLimits, cap_max_clients
+from raftkv.server.loop_lag import LoopLagMonitor
+from raftkv.server.output_buffer import reply_size
 from wire.errors import ProtocolError
 from wire.reply import ErrorReply
-from wire.resp import CommandParser, encode_reply
+from wire.resp import CommandParser, encode_reply_chunks
 
 if TYPE_CHECKING:
     from raftkv.node.node import Node
@@ -33,7 +45,13 @@ log = logging.getLogger("raftkv.server")
 
 PIPELINE_WINDOW = 1024  # replies owed per connection before the reader stops reading
 READ_CHUNK = 64 * 1024
+SEND_CHUNK = 64 * 1024  # ready replies are coalesced up to about this many bytes
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
+TOO_MANY_NEW = b"-ERR too many connections that have not sent a command yet\r\n"
+# errno values that mean "out of descriptors or buffers" on accept: back off, not spin.
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_BACKOFF = (0.01, 1.0)  # first and longest pause after such a failure
+AFTER_ERROR_DRAIN = 1.0  # seconds to read and drop input after a protocol error
 
 _connection_ids = itertools.count(1)
 
@@ -49,15 +67,22 @@ class Connection:
     lib_name: str = ""
     lib_ver: str = ""
     closing: bool = False
+    registered: bool = False  # has sent a complete command
+    out_bytes: int = 0  # replies ready and not yet sent (the output buffer)
+    owed: int = 0  # replies not yet written, ready or not
+    scope: trio.CancelScope | None = None
+    out_drained: trio.Event = attrs.field(factory=trio.Event)
 
 
-@attrs.frozen
+@attrs.define
 class Slot:
-    """A reply owed to the client, encoded with the protocol in force when it was asked."""
+    """A reply owed to the client, encoded with the protocol in force when it was asked;
+    ``size`` is its weight in the output buffer once ready."""
 
     pending: Pending
     proto: int
     close_after: bool = False
+    size: int = 0
 
 
 class ProgramOrder:
@@ -93,16 +118,35 @@ class ProgramOrder:
 
 
 class ClientServer:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, max_clients: int | None = None) -> None:
         self.node = node
+        settings = node.settings
+        if max_clients is None:
+            max_clients = cap_max_clients(settings.max_clients)
+        self.limits = ClientLimits.from_settings(settings, max_clients)
         self.connections: dict[int, Connection] = {}
+        self.new_clients = 0  # connections that have not sent a complete command yet
+        self.loop_lag = LoopLagMonitor()
+        self.stats = {"rejected_connections": 0, "client_output_buffer_disconnects": 0,
+                      "client_protocol_errors": 0, "client_timeouts": 0,
+                      "accept_capacity_errors": 0}
+        self._throttle = LogThrottle(log, 10.0)
+
+    def info(self) -> dict[str, Any]:
+        return {**self.stats, **self.loop_lag.info()}
+
+    def reset_stats(self) -> None:
+        """CONFIG RESETSTAT: the client-port counters and the loop-lag maximum."""
+        self.stats = dict.fromkeys(self.stats, 0)
+        self.loop_lag.reset()
 
     async def handle(self, stream: trio.SocketStream) -> None:
-        settings = self.node.settings
-        if len(self.connections) >= settings.max_clients:
-            with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError, OSError):
-                await stream.send_all(MAX_CLIENTS_REACHED)
-            await stream.aclose()
+        limits = self.limits
+        if len(self.connections) >= limits.max_clients:
+            await self._refuse(stream, MAX_CLIENTS_REACHED)
+            return
+        if self.new_clients >= limits.max_new_clients:
+            await self._refuse(stream, TOO_MANY_NEW)
             return
         try:
             peer = stream.socket.getpeername()
@@ -112,10 +156,12 @@ class ClientServer:
             addr = "?"
         conn = Connection(next(_connection_ids), addr)
         self.connections[conn.id] = conn
+        self.new_clients += 1
         try:
             async with stream, trio.open_nursery() as nursery:
+                conn.scope = nursery.cancel_scope
                 send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW)
-                nursery.start_soon(self._writer, stream, recv, nursery.cancel_scope)
+                nursery.start_soon(self._writer, stream, conn, recv, nursery.cancel_scope)
                 await self._reader(stream, conn, send)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
             # A client that resets or vanishes (trio wraps it in an ExceptionGroup).
@@ -126,59 +172,186 @@ class ClientServer:
             log.exception("client connection failed", extra={"fields": {"conn": conn.id}})
         finally:
             del self.connections[conn.id]
+            if not conn.registered:
+                self.new_clients -= 1
+
+    async def _refuse(self, stream: trio.SocketStream, reply: bytes) -> None:
+        """Answer a connection we cannot take, as Redis does, and close it at once."""
+        self.stats["rejected_connections"] += 1
+        self._throttle.log(("refused", reply), logging.WARNING, "client connection refused",
+                           reason=reply[5:-2].decode(), clients=len(self.connections),
+                           new_clients=self.new_clients)
+        with trio.move_on_after(0.1), contextlib.suppress(trio.BrokenResourceError, OSError):
+            await stream.send_all(reply)
+        with contextlib.suppress(trio.BrokenResourceError, OSError):
+            await stream.aclose()
+
+    def _register(self, conn: Connection) -> None:
+        conn.registered = True
+        self.new_clients -= 1
 
     async def _reader(
         self, stream: trio.SocketStream, conn: Connection, send: trio.MemorySendChannel[Slot]
     ) -> None:
-        settings = self.node.settings
-        parser = CommandParser(max_bulk_len=settings.max_bulk_len)
-        idle = settings.idle_timeout or float("inf")
+        limits = self.limits
+        parser = CommandParser(max_bulk_len=limits.max_bulk_len,
+                               max_request_len=limits.max_request_bytes)
+        idle = limits.idle_timeout or float("inf")
         order = ProgramOrder()
+        # Commands read and not yet answered, with their size: the query buffer.
+        inflight: deque[tuple[Pending, int]] = deque()
+        inflight_bytes = 0
+        query_limit = limits.query_buffer_bytes
         async with send:
             while not conn.closing:
-                with trio.move_on_after(idle) as idle_scope:
+                await self._wait_for_output_room(conn)
+                timeout = idle if conn.registered else limits.first_command_timeout
+                with trio.move_on_after(timeout) as idle_scope:
                     data = await stream.receive_some(READ_CHUNK)
-                if idle_scope.cancelled_caught or not data:
+                if idle_scope.cancelled_caught:
+                    if conn.registered and conn.owed:
+                        continue  # still waiting for or sending replies: not idle
+                    self.stats["client_timeouts"] += 1
+                    event(log, logging.DEBUG, "closing idle client", conn=conn.id,
+                          registered=conn.registered)
+                    return
+                if not data:
                     return
                 try:
                     parser.feed(data)
                     while (args := parser.next_command()) is not None:
+                        if not conn.registered:
+                            self._register(conn)
+                        size = sum(map(len, args))
+                        while inflight and (inflight[0][0].done
+                                            or inflight_bytes + size > query_limit):
+                            pending, n = inflight.popleft()
+                            await pending.wait()
+                            inflight_bytes -= n
                         await order.before(is_write(args))
                         pending = execute(self.node, conn, args)
+                        self.node.metrics.track(args[0], pending)
                         order.track(pending)
-                        await send.send(Slot(pending, conn.proto, conn.closing))
+                        if not pending.done:
+                            inflight.append((pending, size))
+                            inflight_bytes += size
+                        slot = Slot(pending, conn.proto, conn.closing)
+                        pending.add_callback(self._output_meter(conn, slot))
+                        conn.owed += 1
+                        await send.send(slot)
                         if conn.closing:
                             return
+                        await self._wait_for_output_room(conn)
                 except ProtocolError as exc:
                     # Redis answers a protocol error and closes the connection.
+                    self.stats["client_protocol_errors"] += 1
                     event(log, logging.DEBUG, "client protocol error", conn=conn.id, error=exc)
+                    conn.owed += 1
                     await send.send(Slot(Pending.of(ErrorReply(f"ERR {exc}")), conn.proto, True))
                     conn.closing = True
                     return
 
+    async def _wait_for_output_room(self, conn: Connection) -> None:
+        """Read no more commands while the output buffer is over half its limit: a client
+        that reads its replies slowly is slowed down. One that reads nothing for
+        ``output_stall_timeout`` is disconnected (Redis's soft limit with its seconds)."""
+        limit = self.limits.output_buffer_bytes
+        while limit and conn.out_bytes > limit // 2:
+            with trio.move_on_after(self.limits.output_stall_timeout) as stall:
+                await conn.out_drained.wait()
+            if stall.cancelled_caught:
+                self._disconnect_for_output(conn)
+                await trio.lowlevel.checkpoint()  # (cancelled: the connection ends)
+
+    def _output_meter(self, conn: Connection, slot: Slot) -> Any:
+        """A callback for when ``slot``'s reply is ready: weigh it into the output buffer
+        and disconnect the client if the buffer passes its limit."""
+        def ready(value: Any) -> None:
+            slot.size = reply_size(value)
+            conn.out_bytes += slot.size
+            limit = self.limits.output_buffer_bytes
+            if limit and conn.out_bytes > limit:
+                self._disconnect_for_output(conn)
+        return ready
+
+    def _disconnect_for_output(self, conn: Connection) -> None:
+        if conn.scope is None or conn.scope.cancel_called:
+            return
+        self.stats["client_output_buffer_disconnects"] += 1
+        self._throttle.log("output-buffer", logging.WARNING,
+                           "client output buffer limit reached: disconnecting",
+                           conn=conn.id, addr=conn.addr, bytes=conn.out_bytes,
+                           limit=self.limits.output_buffer_bytes)
+        conn.scope.cancel()
+
     async def _writer(
         self,
         stream: trio.SocketStream,
+        conn: Connection,
         recv: trio.MemoryReceiveChannel[Slot],
         scope: trio.CancelScope,
     ) -> None:
         out: list[bytes] = []
+        size = 0
         async with recv:
             async for slot in recv:
                 if not slot.pending.done:
                     if out:  # send what is answered before waiting on a slow reply
                         await stream.send_all(b"".join(out))
                         out.clear()
+                        size = 0
                     await slot.pending.wait()
-                out.append(encode_reply(slot.pending.value, slot.proto))
+                value = slot.pending.value
+                if isinstance(value, SlicedRead):
+                    value = await _finish(value)
+                for piece in encode_reply_chunks(value, slot.proto, SEND_CHUNK):
+                    if len(piece) >= SEND_CHUNK and not out:
+                        await stream.send_all(piece)  # a large piece goes out uncopied
+                        continue
+                    out.append(piece)
+                    size += len(piece)
+                    if size >= SEND_CHUNK:
+                        await stream.send_all(b"".join(out))
+                        out.clear()
+                        size = 0
+                conn.out_bytes -= slot.size
+                conn.owed -= 1
+                if conn.out_bytes <= self.limits.output_buffer_bytes // 2:
+                    conn.out_drained.set()
+                    conn.out_drained = trio.Event()
                 if slot.close_after:
                     break
-                if recv.statistics().current_buffer_used == 0:
+                if out and recv.statistics().current_buffer_used == 0:
                     await stream.send_all(b"".join(out))
                     out.clear()
+                    size = 0
             if out:
                 await stream.send_all(b"".join(out))
+        if conn.closing:
+            await _drain_after_error(stream, self.limits.max_request_bytes)
         scope.cancel()
+
+
+async def _finish(job: SlicedRead) -> Any:
+    """Run a KEYS or SCAN job a slice at a time, letting the loop run other tasks between."""
+    while not job.step():
+        await trio.lowlevel.checkpoint()
+    return job.result
+
+
+async def _drain_after_error(stream: trio.SocketStream, limit: int) -> None:
+    """After the last reply of a connection we close (a protocol error, QUIT): say so
+    (FIN) and read and drop what the client still sends for a moment, so a client in the
+    middle of sending an oversized command reads our error instead of a reset."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await stream.send_eof()
+        dropped = 0
+        with trio.move_on_after(AFTER_ERROR_DRAIN):
+            while dropped < 2 * limit:
+                data = await stream.receive_some(READ_CHUNK)
+                if not data:
+                    break
+                dropped += len(data)
 
 
 def _enable_keepalive(sock: trio.socket.SocketType) -> None:
@@ -196,5 +369,32 @@ async def serve_clients(node: Node, *, task_status: Any = trio.TASK_STATUS_IGNOR
     server = ClientServer(node)
     node.client_server = server
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.loop_lag.run)
+        for listener in listeners:
+            nursery.start_soon(_accept_loop, server, listener, nursery)
         task_status.started(listeners[0].socket.getsockname()[1])
-        await trio.serve_listeners(server.handle, listeners, handler_nursery=nursery)
+
+
+async def _accept_loop(server: ClientServer, listener: trio.SocketListener,
+                       nursery: trio.Nursery) -> None:
+    """Accept clients; when out of descriptors (EMFILE/ENFILE) or buffers, pause with a
+    doubling delay and log at most once per 10 s, instead of failing in a tight loop."""
+    first, longest = ACCEPT_BACKOFF
+    delay = first
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                server.stats["accept_capacity_errors"] += 1
+                server._throttle.log("accept", logging.WARNING,
+                                     "accept failed: out of descriptors or buffers; backing off",
+                                     error=errno.errorcode.get(exc.errno or 0, exc.errno),
+                                     delay_s=delay, clients=len(server.connections))
+                await trio.sleep(delay)
+                delay = min(longest, delay * 2)
+                continue
+            delay = first
+            nursery.start_soon(server.handle, stream)

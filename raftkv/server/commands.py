@@ -12,16 +12,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from raftkv import __version__
-from raftkv.kv import legacy_form, lookup
+from raftkv.kv import COMMANDS, legacy_form, lookup
 from raftkv.node.pending import Pending
-from raftkv.server.info import render_info
+from raftkv.server.admin import raft_command
+from raftkv.server.info import REDIS_COMPAT_VERSION, render_info
 from wire.reply import OK, ErrorReply, SimpleString
 
 if TYPE_CHECKING:
     from raftkv.node.node import Node
     from raftkv.server.client_port import Connection
 
-REDIS_COMPAT_VERSION = "7.2.0"  # the Redis protocol level we speak, reported by HELLO/INFO
 PONG = SimpleString("PONG")
 
 
@@ -145,8 +145,6 @@ def cmd_command(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     # redis-cli asks COMMAND DOCS for its hints and copes with an empty answer.
     sub = args[1].lower() if len(args) > 1 else b""
     if sub == b"count":
-        from raftkv.kv import COMMANDS
-
         return Pending.of(len(COMMANDS) + len(LOCAL))
     if sub == b"docs":
         return Pending.of({})
@@ -164,7 +162,10 @@ def cmd_config(node: Node, conn: Connection, args: list[bytes]) -> Pending:
             if key in CONFIG_VALUES:
                 found[key] = CONFIG_VALUES[key]
         return Pending.of(found)
-    if len(args) >= 2 and args[1].lower() in (b"set", b"resetstat", b"rewrite"):
+    if len(args) == 2 and args[1].lower() == b"resetstat":
+        node.client_server.reset_stats()  # as Redis: counters and maxima start again
+        return Pending.of(OK)
+    if len(args) >= 2 and args[1].lower() in (b"set", b"rewrite"):
         return _err("ERR RaftKV is configured by its command-line flags, not CONFIG")
     return _wrong_args("config")
 
@@ -175,8 +176,8 @@ def cmd_info(node: Node, conn: Connection, args: list[bytes]) -> Pending:
 
 
 def cmd_raft(node: Node, conn: Connection, args: list[bytes]) -> Pending:
-    from raftkv.server.admin import raft_command
-
+    # (Imported at the top, not here: a lazy import opens files, and under descriptor
+    # exhaustion it failed, issue 12.)
     return raft_command(node, args)
 
 

@@ -12,12 +12,11 @@ from raftkv import __version__
 if TYPE_CHECKING:
     from raftkv.node.node import Node
 
-DEFAULT = ("server", "clients", "stats", "replication", "keyspace", "raft")
+REDIS_COMPAT_VERSION = "7.2.0"  # the Redis protocol level we speak, reported by HELLO/INFO
+DEFAULT = ("server", "clients", "memory", "stats", "replication", "keyspace", "raft")
 
 
 def _server(node: Node) -> dict[str, Any]:
-    from raftkv.server.commands import REDIS_COMPAT_VERSION
-
     s = node.settings
     return {
         "redis_version": REDIS_COMPAT_VERSION,
@@ -33,12 +32,20 @@ def _server(node: Node) -> dict[str, Any]:
 
 
 def _clients(node: Node) -> dict[str, Any]:
-    return {"connected_clients": len(node.client_server.connections),
-            "maxclients": node.settings.max_clients}
+    server = node.client_server
+    return {"connected_clients": len(server.connections),
+            "clients_without_command": server.new_clients,
+            "maxclients": server.limits.max_clients}
+
+
+def _memory(node: Node) -> dict[str, Any]:
+    memory = node.memory
+    return {"used_memory_rss": memory.used(), "maxmemory": memory.limit,
+            "maxmemory_policy": "noeviction", "oom_refused_commands": memory.refused}
 
 
 def _stats(node: Node) -> dict[str, Any]:
-    return {f"raft_{k}": v for k, v in node.stats.items()}
+    return {**{f"raft_{k}": v for k, v in node.stats.items()}, **node.client_server.info()}
 
 
 def _replication(node: Node) -> dict[str, Any]:
@@ -54,6 +61,7 @@ def _keyspace(node: Node) -> dict[str, Any]:
 SECTIONS = {
     "server": _server,
     "clients": _clients,
+    "memory": _memory,
     "stats": _stats,
     "replication": _replication,
     "keyspace": _keyspace,

@@ -6,6 +6,7 @@ crash reasoning, wal/records for the on-disk log format, snapshot_file for snaps
 
 from raftkv.storage.disk_storage import (
     DEFAULT_SEGMENT_SIZE,
+    STORAGE_FDS,
     DiskStorage,
     SnapshotWriter,
     open_storage,
@@ -14,8 +15,10 @@ from raftkv.storage.errors import (
     CorruptionError,
     DataDirLocked,
     DataDirMismatch,
+    DataDirNotWritable,
     DiskStorageError,
     NotADataDir,
+    SnapshotNotWritten,
     StorageFailure,
     UnsupportedFormat,
 )
@@ -24,13 +27,16 @@ from raftkv.storage.snapshot_file import SnapshotReader
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE",
+    "STORAGE_FDS",
     "CorruptionError",
     "DataDirLocked",
     "DataDirMismatch",
+    "DataDirNotWritable",
     "DiskStorage",
     "DiskStorageError",
     "FsyncPolicy",
     "NotADataDir",
+    "SnapshotNotWritten",
     "SnapshotReader",
     "SnapshotWriter",
     "StorageFailure",

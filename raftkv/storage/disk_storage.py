@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
 from itertools import islice, pairwise
@@ -40,11 +41,19 @@ from raftkv.storage.errors import (
     CorruptionError,
     DataDirLocked,
     DataDirMismatch,
+    DataDirNotWritable,
     NotADataDir,
+    SnapshotNotWritten,
     StorageFailure,
 )
-from raftkv.storage.files import TMP_SUFFIX, remove_durably, truncate_durably
-from raftkv.storage.fsync import FsyncPolicy, fsync_dir
+from raftkv.storage.files import (
+    SPARE_PREFIX,
+    TMP_SUFFIX,
+    Spare,
+    remove_durably,
+    truncate_durably,
+)
+from raftkv.storage.fsync import FsyncPolicy, fsync_dir, fsync_path, hold_dir, release_dir
 from raftkv.storage.meta import META_NAME, DirMeta, read_meta, write_meta
 from raftkv.storage.snapshot_file import (
     SnapshotFile,
@@ -66,6 +75,20 @@ from wire.raft import CONFIG, ClusterConfig, Entry, HardState, SnapshotMeta
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 LOCK_NAME = "LOCK"
+PROBE_NAME = "write-probe" + TMP_SUFFIX
+# Free space a snapshot of our own state must leave behind: the WAL keeps growing while
+# the snapshot is written beside it, and a WAL write that finds the disk full stops the
+# node, while a snapshot skipped for want of space is only retried later.
+SNAPSHOT_HEADROOM = 16 * 1024 * 1024
+# File descriptors an open DiskStorage may hold at once: the LOCK, the data directory
+# (for fsyncs), the active segment, the current snapshot (shared by every reader of it),
+# the snapshot it replaced while a transfer still reads it, a spare segment, a spare
+# snapshot file, and a snapshot of our own state being written. A node must keep this many
+# free of clients and peers (maxclients = open-file limit - reserve); the storage itself
+# never needs a new descriptor where failing to get one would stop the node (see Spare).
+STORAGE_FDS = 8
+
+log = logging.getLogger("raftkv.storage")
 
 
 def open_storage(
@@ -130,6 +153,11 @@ class DiskStorage:
         self._segments: list[Segment] = []
         self._chunk_reader: SnapshotReader | None = None  # for snapshot_chunk
         self._lock_fd = -1
+        self._dir_fd = -1
+        self._snap_file: SnapshotFile | None = None
+        self._spare_segment: Spare | None = None  # for the next segment roll or WAL reset
+        self._spare_snapshot: Spare | None = None  # for the next snapshot from a leader
+        self._roll_postponed = False
         try:
             self._open(cluster_id, node_id, bootstrap_config)
         except OSError as e:
@@ -142,10 +170,18 @@ class DiskStorage:
     # -- opening and recovery --------------------------------------------------------------
     def _open(self, cluster_id: str, node_id: int, bootstrap: ClusterConfig) -> None:
         d, policy = self.data_dir, self.fsync_policy
+        if os.path.lexists(d) and not os.path.isdir(d):
+            raise DataDirNotWritable(f"data dir {d} exists and is not a directory")
         if not os.path.isdir(d):
-            os.makedirs(d, exist_ok=True)
+            try:
+                os.makedirs(d, exist_ok=True)
+            except OSError as e:
+                raise DataDirNotWritable(f"cannot create data dir {d}: {e}") from None
             fsync_dir(os.path.dirname(d), policy)  # the new directory's name is durable
+        self._probe_writable()
         self._lock()
+        self._dir_fd = hold_dir(d)
+        self._make_durable_what_we_found()
         meta = read_meta(d)
         if meta is None:
             self._initialise(DirMeta(cluster_id=cluster_id, node_id=node_id), bootstrap)
@@ -158,6 +194,28 @@ class DiskStorage:
         self._remove_temp_files()
         self._load_snapshot()
         self._recover_wal()
+        self._replenish_spares()
+
+    def _probe_writable(self) -> None:
+        """Create, fsync and remove a file, so a directory the node cannot write is found
+        now, with one clear error, not at the first snapshot or segment roll (which need new
+        files) while the node already serves. A real write, not ``os.access``: root passes
+        every permission check, but not a read-only mount or an immutable directory. The
+        file is empty: a nearly full disk is not unwritable (a full one is the runtime's
+        ENOSPC stop). A leftover probe is a temp file, removed on open like any other."""
+        d = self.data_dir
+        path = os.path.join(d, PROBE_NAME)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.unlink(path)
+            fsync_dir(d, self.fsync_policy)
+        except OSError as e:
+            raise DataDirNotWritable(f"data dir {d} is not writable: {e.strerror} "
+                                     f"({e.filename or d})") from None
 
     def _lock(self) -> None:
         """One storage per directory: two nodes on one WAL would destroy it."""
@@ -185,7 +243,7 @@ class DiskStorage:
                 raise NotADataDir(f"{d} has no {META_NAME} but holds {name!r}: not a RaftKV dir")
             if name != LOCK_NAME:
                 remove_durably(d, name, policy)
-        write_snapshot(d, SnapshotMeta(index=0, term=0, config=bootstrap), b"", policy)
+        write_snapshot(d, SnapshotMeta(index=0, term=0, config=bootstrap), b"", policy).release()
         create_segment(d, 1, preamble, policy).close()
         write_meta(d, meta, policy)
 
@@ -193,10 +251,34 @@ class DiskStorage:
         """Temp files are unfinished snapshots / segments / meta: never visible state."""
         temps = [n for n in os.listdir(self.data_dir) if n.endswith(TMP_SUFFIX)]
         for name in temps:
-            os.unlink(os.path.join(self.data_dir, name))
-            self.recovery_notes.append(f"removed unfinished {name}")
+            path = os.path.join(self.data_dir, name)
+            # Every crash leaves the (empty) spares: only one written into is news.
+            unused = name.startswith(SPARE_PREFIX) and os.path.getsize(path) == 0
+            os.unlink(path)
+            if not unused:
+                self.recovery_notes.append(f"removed unfinished {name}")
         if temps:
             fsync_dir(self.data_dir, self.fsync_policy)
+
+    def _make_durable_what_we_found(self) -> None:
+        """fsync every file recovery will trust (segments, snapshots, meta) and then the
+        directory, before reading any of them.
+
+        Why: the previous process may have died (kill -9, a crash, a failed fsync that
+        stopped it) after its ``write`` and before its ``fsync``. Its data then sits in the
+        kernel's page cache, and this process reads it back as if it were on disk. Acting on
+        it (voting with that hard state, acknowledging those entries, counting them towards
+        a commit) and then losing power would lose or change what other nodes were told is
+        durable, breaking Raft's safety. After these fsyncs, what recovery reads is what
+        the disk holds. (A page a failed fsync already dropped is not in the cache either:
+        the scan sees what is really there.) Costs one fsync per file, nearly free when
+        nothing is dirty.
+        """
+        d, policy = self.data_dir, self.fsync_policy
+        for name in sorted(os.listdir(d)):
+            if name == META_NAME or parse_segment_name(name) or parse_snapshot_name(name):
+                fsync_path(os.path.join(d, name), policy)
+        fsync_dir(d, policy)
 
     def _load_snapshot(self) -> None:
         found = sorted(
@@ -208,9 +290,9 @@ class DiskStorage:
             raise CorruptionError(self.data_dir, 0, "no snapshot file in an initialised data dir")
         (index, term), name = found[-1]
         snap = SnapshotFile(os.path.join(self.data_dir, name))
+        self._snap, self._snap_file = snap.meta, snap  # (released by close from here on)
         if (snap.meta.index, snap.meta.term) != (index, term):
             raise CorruptionError(snap.path, 0, f"meta says {snap.meta.index}/{snap.meta.term}")
-        self._snap, self._snap_file = snap.meta, snap
         # Older ones survive only a crash between installing this one and removing them.
         for _, old in found[:-1]:
             remove_durably(self.data_dir, old, self.fsync_policy)
@@ -364,16 +446,20 @@ class DiskStorage:
     def snapshot_data(self) -> bytes:
         """Read from disk each time (checksum verified): memory stays bounded."""
         with self._io("reading the snapshot", write=False):
-            return self._snap_file.read_data()
+            return self._current_snapshot().read_data()
 
     def open_snapshot(self) -> SnapshotReader:
         """The current snapshot, open for chunked reads (close it when done); it stays
         readable if a newer snapshot replaces it meanwhile."""
         with self._io("opening the snapshot", write=False):
-            return SnapshotReader(self._snap_file)
+            return SnapshotReader(self._current_snapshot())
 
     def snapshot_size(self) -> int:
-        return self._snap_file.data_len
+        return self._current_snapshot().data_len
+
+    def _current_snapshot(self) -> SnapshotFile:
+        assert self._snap_file is not None, "storage is closed"
+        return self._snap_file
 
     def snapshot_chunk(self, offset: int, n: int) -> bytes:
         """Up to ``n`` bytes of the current snapshot's data from ``offset`` (a leader sending
@@ -427,6 +513,11 @@ class DiskStorage:
             self._buf += records.hard_state_record(hs)
             self._hs = hs
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes the next ``sync`` will write (for the WAL bytes metric)."""
+        return len(self._buf)
+
     def sync(self) -> None:
         """Write everything buffered with one write and one fsync (group commit).
 
@@ -440,20 +531,44 @@ class DiskStorage:
         with self._io("writing the WAL"):
             seg = self._segments[-1]
             if seg.size >= self.segment_size:
-                seg = self._roll(records.hard_state_record(self._durable_hs))
+                seg = self._roll(records.hard_state_record(self._durable_hs), optional=True)
             seg.append(self._buf, self.fsync_policy)
             seg.max_index = max(seg.max_index, self._buf_max_index)
             self._buf.clear()
             self._buf_max_index = 0
             self._durable_hs = self._hs
 
-    def _roll(self, preamble: bytes) -> Segment:
-        """Start the next segment, created complete with ``preamble`` (durable hard state)."""
+    def _roll(self, preamble: bytes, optional: bool = False) -> Segment:
+        """Start the next segment, created complete with ``preamble`` (durable hard state),
+        in the spare segment file if there is one. ``optional`` (a roll for size): with no
+        spare and no descriptor to open a file (EMFILE/ENFILE: clients took them all), keep
+        appending to the current segment, whose size limit is only a target, and try again
+        at the next sync; nothing was created, so nothing is lost."""
         old = self._segments[-1]
-        seg = create_segment(self.data_dir, old.seq + 1, preamble, self.fsync_policy)
+        spare, self._spare_segment = self._spare_segment, None
+        try:
+            seg = create_segment(self.data_dir, old.seq + 1, preamble, self.fsync_policy, spare)
+        except OSError as e:
+            if not (optional and spare is None and e.errno in (errno.EMFILE, errno.ENFILE)):
+                raise
+            if not self._roll_postponed:  # once, not at every sync while it lasts
+                log.warning("WAL segment roll postponed: %s (the current segment grows "
+                            "past its size meanwhile)", e)
+            self._roll_postponed = True
+            return old
+        self._roll_postponed = False
         old.close()
         self._segments.append(seg)
+        self._replenish_spares()
         return seg
+
+    def _replenish_spares(self) -> None:
+        """Best effort: without a spare, the next new file is opened when needed."""
+        d = self.data_dir
+        if self._spare_segment is None:
+            self._spare_segment = Spare.create(d, "wal", os.O_WRONLY | os.O_APPEND)
+        if self._spare_snapshot is None:
+            self._spare_snapshot = Spare.create(d, "snapshot", os.O_RDWR)
 
     def compact(self, meta: SnapshotMeta, data: bytes) -> None:
         """Save the state machine's snapshot at ``meta.index`` and drop the entries it covers.
@@ -486,8 +601,24 @@ class DiskStorage:
             # caller whose snapshot covers only synced entries (the runtime applies only
             # what is durable) passes False and may then run this beside log writes.
             self.sync()
+        self._check_space_for(len(data))
+        # A failure before the new file is renamed into place is SnapshotNotWritten: it
+        # changed nothing visible, the node goes on and may try again (a full disk must
+        # not turn a routine compaction into a stop, let alone a crash loop at start).
         with self._io("writing a snapshot"):
-            return SnapshotFile(write_snapshot(self.data_dir, meta, data, self.fsync_policy))
+            return write_snapshot(self.data_dir, meta, data, self.fsync_policy)
+
+    def _check_space_for(self, size: int) -> None:
+        """Refuse (SnapshotNotWritten) a snapshot that would leave less than
+        ``SNAPSHOT_HEADROOM`` free: filling the disk with it would make the WAL's next
+        write fail, which stops the node."""
+        st = os.statvfs(self.data_dir)  # by path: needs no descriptor
+        free = st.f_bavail * st.f_frsize
+        if free < size + SNAPSHOT_HEADROOM:
+            raise SnapshotNotWritten(
+                f"not enough free space in {self.data_dir} for a snapshot of {size} bytes "
+                f"({free} bytes free, {SNAPSHOT_HEADROOM} kept for the WAL)", errno.ENOSPC
+            )
 
     def finish_compact(self, meta: SnapshotMeta, snap: SnapshotFile) -> None:
         """The memory half of ``compact`` (run it where the log is read): make the snapshot
@@ -495,7 +626,17 @@ class DiskStorage:
         two halves recovers to the same state (the newest snapshot file wins on open)."""
         self._check_writable()
         if meta.index <= self._snap.index:
-            return  # overtaken meanwhile; the newer one already removed this file
+            # Overtaken meanwhile by a newer snapshot: this file is superseded, unless a
+            # leader's snapshot of the same index and term took its very name (then the
+            # file is the current snapshot and stays).
+            snap.release()
+            if snap.path == self._current_snapshot().path:
+                return
+            with self._io("removing a superseded snapshot"), contextlib.suppress(
+                FileNotFoundError
+            ):
+                remove_durably(self.data_dir, os.path.basename(snap.path), self.fsync_policy)
+            return
         with self._io("switching to a snapshot"):
             self._switch_snapshot(meta, snap)
 
@@ -507,15 +648,22 @@ class DiskStorage:
         self._check_newer(meta)
         self.sync()
         with self._io("installing a snapshot"):
-            path = write_snapshot(self.data_dir, meta, data, self.fsync_policy)
-            self._switch_snapshot(meta, SnapshotFile(path))
+            snap = write_snapshot(self.data_dir, meta, data, self.fsync_policy,
+                                  self._take_spare_snapshot())
+            self._switch_snapshot(meta, snap)
 
     def snapshot_writer(self, meta: SnapshotMeta) -> SnapshotWriter:
         """A writer for a snapshot received in chunks; ``finish()`` installs it."""
         self._check_writable()
         self._check_newer(meta)
         with self._io("starting a snapshot"):
-            return SnapshotWriter(self, SnapshotFileWriter(self.data_dir, meta, self.fsync_policy))
+            return SnapshotWriter(self, SnapshotFileWriter(
+                self.data_dir, meta, self.fsync_policy, self._take_spare_snapshot()
+            ))
+
+    def _take_spare_snapshot(self) -> Spare | None:
+        spare, self._spare_snapshot = self._spare_snapshot, None
+        return spare
 
     def _check_newer(self, meta: SnapshotMeta) -> None:
         if meta.index <= self._snap.index:
@@ -538,12 +686,17 @@ class DiskStorage:
             self._entries = []
             doomed = []
             self._reset_wal(meta)
+        old = self._current_snapshot()
         self._snap = meta
         self._snap_file = snap
+        old.release()  # its descriptor closes once no transfer reads it any more
         self._remove_segments(doomed)
-        for name in os.listdir(self.data_dir):
-            if (parsed := parse_snapshot_name(name)) and parsed != (meta.index, meta.term):
-                remove_durably(self.data_dir, name, policy)
+        # The replaced file is the only other snapshot: open keeps just the newest one,
+        # and a superseded one written beside it is removed by finish_compact. (No
+        # listdir: it would need a new descriptor.)
+        if old.path != snap.path:
+            remove_durably(self.data_dir, os.path.basename(old.path), policy)
+        self._replenish_spares()
 
     def _reset_wal(self, meta: SnapshotMeta) -> None:
         """The whole log is older than the (durable) snapshot ``meta``: start a new segment
@@ -600,6 +753,17 @@ class DiskStorage:
         if self._chunk_reader is not None:
             self._chunk_reader.close()
             self._chunk_reader = None
+        for spare in (self._spare_segment, self._spare_snapshot):
+            if spare is not None:
+                with contextlib.suppress(OSError):
+                    spare.discard()
+        self._spare_segment = self._spare_snapshot = None
+        if self._snap_file is not None:
+            self._snap_file.release()
+            self._snap_file = None
+        if self._dir_fd >= 0:
+            release_dir(self.data_dir, self._dir_fd)
+            self._dir_fd = -1
         for seg in self._segments:
             seg.close()
         if self._lock_fd >= 0:
@@ -640,9 +804,9 @@ class SnapshotWriter:
             st._check_newer(self.meta)
         st.sync()
         with st._io("installing a received snapshot"):
-            path = self._file.finish()
-            st._switch_snapshot(self.meta, SnapshotFile(path))
+            st._switch_snapshot(self.meta, self._file.finish())
 
     def abort(self) -> None:
         with self._storage._io("discarding a received snapshot", write=False):
             self._file.abort()
+            self._storage._replenish_spares()

@@ -45,3 +45,20 @@ class DataDirLocked(DiskStorageError):
 
 class NotADataDir(DiskStorageError):
     """The directory holds files that are not RaftKV's and has no meta file."""
+
+
+class DataDirNotWritable(DiskStorageError):
+    """The data directory cannot be written (read-only mount, permissions, immutable, or
+    a file where the directory should be). Found at start by a probe write, not at the
+    first snapshot or segment roll."""
+
+
+class SnapshotNotWritten(DiskStorageError):
+    """A snapshot file could not be written (no space, no descriptor): nothing visible
+    changed, the temp file is gone, the log and the current snapshot are intact, and the
+    storage keeps working. Unlike ``StorageFailure`` the node need not stop: it may try
+    again later. ``errno`` is the failing call's (ENOSPC, EMFILE, ...)."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno

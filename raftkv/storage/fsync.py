@@ -43,11 +43,48 @@ def fsync_fd(fd: int, policy: FsyncPolicy) -> None:
         os.fsync(fd)
 
 
+# Directories an open storage holds a descriptor on (path -> fd), so that fsyncing them
+# needs no new descriptor: with every descriptor taken (clients can use them all up), an
+# ``open`` would fail with EMFILE and turn a routine fsync into a StorageFailure.
+_held_dirs: dict[str, int] = {}
+
+
+def hold_dir(path: str) -> int:
+    """Open ``path`` for fsyncs from now on (``release_dir`` closes it); returns the fd."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    old = _held_dirs.pop(path, None)
+    _held_dirs[path] = fd
+    if old is not None:
+        os.close(old)
+    return fd
+
+
+def release_dir(path: str, fd: int) -> None:
+    if _held_dirs.get(path) == fd:
+        del _held_dirs[path]
+    os.close(fd)
+
+
 def fsync_dir(path: str, policy: FsyncPolicy) -> None:
     """Make a directory's entries (creates, renames, unlinks) durable."""
     if policy is not FsyncPolicy.ALWAYS:
         return
+    held = _held_dirs.get(path)
+    if held is not None:
+        os.fsync(held)
+        return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_path(path: str, policy: FsyncPolicy) -> None:
+    """fsync a file by name (what an earlier process wrote may still be only in the cache)."""
+    if policy is not FsyncPolicy.ALWAYS:
+        return
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

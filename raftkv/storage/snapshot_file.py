@@ -16,12 +16,14 @@ import contextlib
 import os
 import re
 import struct
+import threading
 import zlib
+from collections.abc import Iterator
 
 import msgpack
 
-from raftkv.storage.errors import CorruptionError, UnsupportedFormat
-from raftkv.storage.files import TMP_SUFFIX, pwrite_all
+from raftkv.storage.errors import CorruptionError, SnapshotNotWritten, UnsupportedFormat
+from raftkv.storage.files import TMP_SUFFIX, Spare, pwrite_all
 from raftkv.storage.fsync import FsyncPolicy, fsync_dir, fsync_fd
 from wire.raft import ClusterConfig, Member, SnapshotMeta
 
@@ -61,23 +63,43 @@ def decode_meta(raw: bytes) -> SnapshotMeta:
 
 
 class SnapshotFileWriter:
-    """Streams one snapshot into a temp file; ``finish`` makes it visible atomically."""
+    """Streams one snapshot into a temp file; ``finish`` makes it visible atomically.
 
-    def __init__(self, directory: str, meta: SnapshotMeta, policy: FsyncPolicy) -> None:
+    Any failure before the rename (no space, no descriptor, an I/O error on the temp file)
+    raises ``SnapshotNotWritten`` after removing the temp file: nothing visible changed, so
+    the storage need not stop. ``spare``: a held-open temp file to write into instead of
+    opening a new one (see ``files.Spare``)."""
+
+    def __init__(self, directory: str, meta: SnapshotMeta, policy: FsyncPolicy,
+                 spare: Spare | None = None) -> None:
         self.directory = directory
         self.meta = meta
         self.policy = policy
         self.path = os.path.join(directory, snapshot_name(meta.index, meta.term))
-        self.tmp = self.path + TMP_SUFFIX
         self._meta_raw = encode_meta(meta)
         self._data_start = HEADER.size + len(self._meta_raw)
         self._received = 0
-        self._fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
+        self._fd = -1
+        with self._unwritten("creating"):
+            if spare is not None:
+                self.tmp, self._fd = spare.path, spare.fd
+                spare.fd = -1  # ours now
+                os.ftruncate(self._fd, 0)
+            else:
+                self.tmp = self.path + TMP_SUFFIX
+                self._fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             pwrite_all(self._fd, self._header(0) + self._meta_raw, 0)
-        except BaseException:
-            self.abort()
-            raise
+
+    @contextlib.contextmanager
+    def _unwritten(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                self.abort()
+            raise SnapshotNotWritten(
+                f"{what} snapshot {self.meta.index} in {self.directory} failed: {e}", e.errno
+            ) from e
 
     def _header(self, data_len: int) -> bytes:
         return HEADER.pack(MAGIC, VERSION, len(self._meta_raw), data_len)
@@ -93,32 +115,40 @@ class SnapshotFileWriter:
             raise ValueError("snapshot writer is closed")
         if offset < 0 or offset > self._received:
             raise ValueError(f"chunk at offset {offset} leaves a hole (have {self._received})")
-        pwrite_all(self._fd, chunk, self._data_start + offset)
+        with self._unwritten("writing"):
+            pwrite_all(self._fd, chunk, self._data_start + offset)
         self._received = max(self._received, offset + len(chunk))
 
-    def finish(self) -> str:
-        """Seal (data length, checksum), fsync, rename into place, fsync the directory."""
+    def finish(self) -> SnapshotFile:
+        """Seal (data length, checksum), fsync, rename into place, fsync the directory.
+
+        Returns the new snapshot read back and checked through the descriptor written
+        with, which it keeps (no new descriptor is needed to read it later)."""
         if self._fd < 0:
             raise ValueError("snapshot writer is closed")
         fd = self._fd
-        pwrite_all(fd, self._header(self._received), 0)
-        end = self._data_start + self._received
-        os.ftruncate(fd, end)  # an overlapping resend can never have made it longer; be sure
-        crc = 0
-        pos = 0
-        while pos < end:
-            block = os.pread(fd, min(CHUNK, end - pos), pos)
-            if not block:
-                raise OSError(f"{self.tmp}: short read while sealing the snapshot")
-            crc = zlib.crc32(block, crc)
-            pos += len(block)
-        pwrite_all(fd, CRC.pack(crc), end)
-        fsync_fd(fd, self.policy)
-        os.close(fd)
+        with self._unwritten("sealing"):
+            pwrite_all(fd, self._header(self._received), 0)
+            end = self._data_start + self._received
+            os.ftruncate(fd, end)  # an overlapping resend can never have made it longer
+            crc = 0
+            pos = 0
+            while pos < end:
+                block = os.pread(fd, min(CHUNK, end - pos), pos)
+                if not block:
+                    raise OSError(f"{self.tmp}: short read while sealing the snapshot")
+                crc = zlib.crc32(block, crc)
+                pos += len(block)
+            pwrite_all(fd, CRC.pack(crc), end)
+            fsync_fd(fd, self.policy)
         self._fd = -1
-        os.replace(self.tmp, self.path)  # the snapshot exists from here on ...
-        fsync_dir(self.directory, self.policy)  # ... and its name is durable from here on
-        return self.path
+        try:
+            os.replace(self.tmp, self.path)  # the snapshot exists from here on ...
+            fsync_dir(self.directory, self.policy)  # ... and its name is durable from here on
+        except BaseException:
+            os.close(fd)
+            raise
+        return SnapshotFile(self.path, fd)  # (it closes fd itself if the check fails)
 
     def abort(self) -> None:
         """Drop the temp file (idempotent; a no-op after ``finish``)."""
@@ -129,8 +159,9 @@ class SnapshotFileWriter:
                 os.unlink(self.tmp)
 
 
-def write_snapshot(directory: str, meta: SnapshotMeta, data: bytes, policy: FsyncPolicy) -> str:
-    writer = SnapshotFileWriter(directory, meta, policy)
+def write_snapshot(directory: str, meta: SnapshotMeta, data: bytes, policy: FsyncPolicy,
+                   spare: Spare | None = None) -> SnapshotFile:
+    writer = SnapshotFileWriter(directory, meta, policy, spare)
     try:
         writer.write(0, data)
         return writer.finish()
@@ -139,32 +170,64 @@ def write_snapshot(directory: str, meta: SnapshotMeta, data: bytes, policy: Fsyn
         raise
 
 
-class SnapshotFile:
-    """An existing snapshot file: meta and data location, checksum verified on open."""
+class _PreadFile:
+    """File-like reads through a shared descriptor by ``pread`` (no seek position shared
+    with other readers, no new descriptor)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, fd: int, name: str, pos: int = 0) -> None:
+        self.fd, self.name, self.pos = fd, name, pos
+
+    def read(self, n: int) -> bytes:
+        block = os.pread(self.fd, n, self.pos)
+        self.pos += len(block)
+        return block
+
+    def tell(self) -> int:
+        return self.pos
+
+
+class SnapshotFile:
+    """An existing snapshot file: meta and data location, checksum verified on open.
+
+    It holds one descriptor on the file for its whole life, shared by every reader
+    (``read_data``, ``SnapshotReader``) and counted: the last ``release`` closes it. So
+    reading the snapshot never needs a new descriptor, and a reader keeps a replaced
+    (unlinked) snapshot readable until it is done."""
+
+    def __init__(self, path: str, fd: int | None = None) -> None:
         self.path = path
-        with open(path, "rb") as f:
-            head = f.read(HEADER.size)
-            if len(head) < HEADER.size:
-                raise CorruptionError(path, 0, "short snapshot header")
-            magic, version, meta_len, data_len = HEADER.unpack(head)
-            if magic != MAGIC:
-                raise CorruptionError(path, 0, f"bad snapshot magic {magic!r}")
-            if version != VERSION:
-                raise UnsupportedFormat(
-                    f"{path}: snapshot format version {version}; this build reads {VERSION}"
-                )
-            size = os.fstat(f.fileno()).st_size
-            expected = HEADER.size + meta_len + data_len + CRC.size
-            if size != expected:
-                raise CorruptionError(path, 0, f"file is {size} bytes, header implies {expected}")
-            raw_meta = f.read(meta_len)
-            self.data_offset = HEADER.size + meta_len
-            self.data_len = data_len
-            crc = zlib.crc32(raw_meta, zlib.crc32(head))
-            crc = self._stream(f, data_len, crc, None)
-            (stored,) = CRC.unpack(f.read(CRC.size))
+        self.fd = os.open(path, os.O_RDONLY) if fd is None else fd
+        self._refs = 1
+        self._lock = threading.Lock()
+        try:
+            self._check()
+        except BaseException:
+            self.release()
+            raise
+
+    def _check(self) -> None:
+        path = self.path
+        f = _PreadFile(self.fd, path)
+        head = f.read(HEADER.size)
+        if len(head) < HEADER.size:
+            raise CorruptionError(path, 0, "short snapshot header")
+        magic, version, meta_len, data_len = HEADER.unpack(head)
+        if magic != MAGIC:
+            raise CorruptionError(path, 0, f"bad snapshot magic {magic!r}")
+        if version != VERSION:
+            raise UnsupportedFormat(
+                f"{path}: snapshot format version {version}; this build reads {VERSION}"
+            )
+        size = os.fstat(self.fd).st_size
+        expected = HEADER.size + meta_len + data_len + CRC.size
+        if size != expected:
+            raise CorruptionError(path, 0, f"file is {size} bytes, header implies {expected}")
+        raw_meta = f.read(meta_len)
+        self.data_offset = HEADER.size + meta_len
+        self.data_len = data_len
+        crc = zlib.crc32(raw_meta, zlib.crc32(head))
+        crc = self._stream(f, data_len, crc, None)
+        (stored,) = CRC.unpack(f.read(CRC.size))
         if crc != stored:
             raise CorruptionError(path, expected - CRC.size, "snapshot checksum mismatch")
         try:
@@ -172,8 +235,20 @@ class SnapshotFile:
         except Exception as e:
             raise CorruptionError(path, HEADER.size, f"bad snapshot meta ({e})") from None
 
+    def acquire(self) -> None:
+        with self._lock:
+            if self._refs <= 0:
+                raise ValueError(f"{self.path}: snapshot file already closed")
+            self._refs += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._refs -= 1
+            if self._refs == 0:
+                os.close(self.fd)
+
     @staticmethod
-    def _stream(f, n: int, crc: int, sink: list[bytes] | None) -> int:
+    def _stream(f: _PreadFile, n: int, crc: int, sink: list[bytes] | None) -> int:
         while n > 0:
             block = f.read(min(CHUNK, n))
             if not block:
@@ -187,36 +262,40 @@ class SnapshotFile:
     def read_data(self) -> bytes:
         """The data, re-checked against the checksum (the file may have rotted since open)."""
         parts: list[bytes] = []
-        with open(self.path, "rb") as f:
-            prefix = f.read(self.data_offset)
-            crc = self._stream(f, self.data_len, zlib.crc32(prefix), parts)
-            (stored,) = CRC.unpack(f.read(CRC.size))
+        f = _PreadFile(self.fd, self.path)
+        prefix = f.read(self.data_offset)
+        crc = self._stream(f, self.data_len, zlib.crc32(prefix), parts)
+        (stored,) = CRC.unpack(f.read(CRC.size))
         if crc != stored:
             raise CorruptionError(self.path, self.data_offset + self.data_len, "checksum mismatch")
         return b"".join(parts)
 
 
 class SnapshotReader:
-    """An open snapshot, for sending it in chunks. It holds the file open, so it stays
-    readable even after a newer snapshot replaces (unlinks) it mid-transfer."""
+    """An open snapshot, for sending it in chunks. It shares the snapshot's descriptor (a
+    counted reference), so it stays readable even after a newer snapshot replaces
+    (unlinks) it mid-transfer, and opening it needs no new descriptor."""
 
     def __init__(self, snap: SnapshotFile) -> None:
+        snap.acquire()
+        self._snap: SnapshotFile | None = snap
         self.meta = snap.meta
         self.size = snap.data_len
         self._offset = snap.data_offset
-        self._fd = os.open(snap.path, os.O_RDONLY)
 
     def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` data bytes from ``offset`` (b"" at or past the end)."""
         if offset < 0 or size < 0:
             raise ValueError("offset and size must be >= 0")
+        if self._snap is None:
+            raise ValueError("snapshot reader is closed")
         size = max(0, min(size, self.size - offset))
-        return os.pread(self._fd, size, self._offset + offset) if size else b""
+        return os.pread(self._snap.fd, size, self._offset + offset) if size else b""
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._snap is not None:
+            self._snap.release()
+            self._snap = None
 
     def __enter__(self) -> SnapshotReader:
         return self

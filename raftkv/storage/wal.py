@@ -5,8 +5,8 @@ sequence number) followed by records (see ``records``). Sequence numbers are con
 only a prefix of old segments is ever deleted, so a gap means a lost file.
 
 A segment is created complete with its header and a preamble (the durable hard state, so
-the newest segment always holds a hard state even after older ones are deleted) by
-``files.atomic_write``: a segment file never exists without a valid header. Records are
+the newest segment always holds a hard state even after older ones are deleted) in a temp
+file renamed into place: a segment file never exists without a valid header. Records are
 then only ever appended, one ``write`` + ``fsync`` per group.
 """
 
@@ -21,12 +21,14 @@ import attrs
 
 from raftkv.storage import records
 from raftkv.storage.errors import CorruptionError, UnsupportedFormat
-from raftkv.storage.files import atomic_write, write_all
-from raftkv.storage.fsync import FsyncPolicy, fsync_fd
+from raftkv.storage.files import TMP_SUFFIX, Spare, write_all
+from raftkv.storage.fsync import FsyncPolicy, fsync_dir, fsync_fd
 
 MAGIC = b"RAFTKVWL"
 VERSION = 1
 HEADER = struct.Struct("<8sIQ")  # magic, format version, sequence number
+# Unit of a torn write: a sector is written whole or not at all (etcd's minSectorSize).
+SECTOR = 512
 
 _NAME = re.compile(r"^wal-(\d{16})\.log$")
 
@@ -69,13 +71,30 @@ class Segment:
             self.fd = -1
 
 
-def create_segment(directory: str, seq: int, preamble: bytes, policy: FsyncPolicy) -> Segment:
-    """Atomically create a segment holding its header and ``preamble``, open for appending."""
+def create_segment(directory: str, seq: int, preamble: bytes, policy: FsyncPolicy,
+                   spare: Spare | None = None) -> Segment:
+    """Atomically create a segment holding its header and ``preamble``, open for appending
+    on the descriptor it was written with (temp file, write, fsync, rename, directory
+    fsync: as ``files.atomic_write``). ``spare``: a held-open temp file (opened with
+    O_APPEND) to use instead of opening a new one."""
     data = segment_header(seq) + preamble
-    path = atomic_write(directory, segment_name(seq), data, policy)
-    seg = Segment(seq=seq, path=path, max_index=0, size=len(data))
-    seg.open_for_append()
-    return seg
+    path = os.path.join(directory, segment_name(seq))
+    if spare is not None:
+        tmp, fd = spare.path, spare.fd
+        spare.fd = -1  # ours now
+    else:
+        tmp = path + TMP_SUFFIX
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    try:
+        os.ftruncate(fd, 0)
+        write_all(fd, data)
+        fsync_fd(fd, policy)
+        os.replace(tmp, path)
+        fsync_dir(directory, policy)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Segment(seq=seq, path=path, max_index=0, size=len(data), fd=fd)
 
 
 @attrs.frozen
@@ -89,12 +108,14 @@ class ScanResult:
 def scan_segment(path: str, seq: int, is_last: bool) -> ScanResult:
     """Read and check every record of a segment.
 
-    A bad record (short, checksum mismatch, zeroed) counts as a torn tail (crash mid-write)
-    only if it is the final record of the last segment: it claims to extend to or past the
-    end of the file, or only zero bytes follow it (the file was extended but the data never
-    reached the disk). Anything else raises ``CorruptionError`` with the record's offset;
-    nothing is ever skipped. (A crash that persisted a group's pages out of order, leaving
-    a hole before good data, is therefore reported as corruption rather than guessed at.)
+    A bad record counts as a torn tail (a crash mid-write) only if it is the final record of
+    the last segment, nothing but zero bytes follow it, and it is *torn* as etcd decides
+    (``is_torn``): the file ends inside it, or part of it was never written and reads back
+    as zeros. A complete record whose bytes are merely wrong (a bit flip: it may be an
+    acknowledged entry or a vote) raises ``CorruptionError`` naming the file and offset, as
+    does any bad record that is not the final one; nothing is ever skipped. (A crash that
+    persisted a group's pages out of order, leaving a hole before good data, is therefore
+    reported as corruption rather than guessed at.)
     """
     with open(path, "rb") as f:
         data = f.read()
@@ -135,7 +156,48 @@ def scan_segment(path: str, seq: int, is_last: bool) -> ScanResult:
                     raise CorruptionError(path, pos, str(e)) from None
                 pos = end
                 continue
-        if is_last and (end >= n or data.count(0, end) == n - end):
-            return ScanResult(out, pos, n, problem)
+        final = end >= n or data.count(0, end) == n - end
+        if is_last and final:
+            verdict = is_torn(view, pos, end)
+            if verdict is None:
+                return ScanResult(out, pos, n, problem)
+            problem = f"{problem} in a complete final record ({verdict}): not a torn write"
         raise CorruptionError(path, pos, problem)
     return ScanResult(out, pos, n, None)
+
+
+def is_torn(data: memoryview, pos: int, end: int) -> str | None:
+    """Whether the bad final record at ``pos`` (claiming to end at ``end``) is a torn write.
+
+    None if it is: a write cut short leaves the file ending inside the record (short header
+    or payload), and a write whose size reached the disk but not all its data leaves whole
+    sectors of zeros (as etcd's ``isTornEntry``: the record is split at ``SECTOR`` boundaries
+    of the file and any all-zero piece means torn; a record wholly of zeros is the file
+    extended by a write none of whose data arrived). Otherwise a reason why it is not: the
+    record is complete, so its bad checksum is damage to written data, possibly a bit flip
+    in an acknowledged entry or a vote, and must not be silently dropped.
+
+    A record that looks short because a bit flip *raised* its length field is recognised
+    too: if the length with any one bit flipped makes a record that fits in the file and
+    matches its checksum, the record was complete.
+    """
+    n = len(data)
+    frame_size = records.FRAME.size
+    if end >= n:
+        if n - pos < frame_size:
+            return None  # the file ends inside the frame header: short
+        if end > n:
+            length, crc = records.FRAME.unpack_from(data, pos)
+            for bit in range(32):
+                alt = length ^ (1 << bit)
+                stop = pos + frame_size + alt
+                if alt < length and stop <= n and zlib.crc32(data[pos + frame_size : stop]) == crc:
+                    return f"its length field has a flipped bit: {alt} fits and checks"
+            return None  # the file ends inside the payload: short
+    start = pos
+    while start < end:
+        stop = min(end, (start // SECTOR + 1) * SECTOR)
+        if data[start:stop].tobytes().count(0) == stop - start:
+            return None  # a sector of it was never written
+        start = stop
+    return "no part of it reads as unwritten zeros"

@@ -1,5 +1,8 @@
 """Throughput of wire.resp: command parsing (multibulk and inline), reply encoding, and
-hiredis parsing the same multibulk stream as the reference.
+hiredis parsing the same multibulk stream as the reference; and the whole pure per-command
+path of a SET in the client port and node (parse, command lookup, legacy form, validate,
+log-entry encoding, apply, reply encoding: everything but sockets, trio and Raft), so the
+port's CPU cost per command can be set against the hiredis parse in one run.
 
 Run: /work/venv/bin/python tests/bench/bench_resp.py   (takes well under 20 s)
 """
@@ -13,6 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from raftkv.kv import KVStateMachine, legacy_form, lookup, validate
+from raftkv.kv import encode_command as encode_entry
+from raftkv.server.commands import is_write
 from wire.reply import OK
 from wire.resp import CommandParser, encode_command, encode_reply
 from wire.resp_reply import NEED_MORE, ReplyParser
@@ -69,6 +75,22 @@ def parse_replies(pieces: list[bytes]) -> int:
     return count
 
 
+def command_path(pieces: list[bytes]) -> int:
+    """Every pure step a SET takes from the socket's bytes to the reply's bytes."""
+    parser = CommandParser()
+    kv = KVStateMachine()
+    count = 0
+    for piece in pieces:
+        parser.feed(piece)
+        while (args := parser.next_command()) is not None:
+            is_write(args)
+            args = legacy_form(args)
+            if validate(args) is None and lookup(args[0]) is not None:
+                encode_reply(kv.apply(encode_entry(args)), 2)
+            count += 1
+    return count
+
+
 def encode_many(value: object, proto: int = 2) -> Callable[[], int]:
     def run() -> int:
         for _ in range(N):
@@ -86,11 +108,14 @@ def main() -> None:
     mb_pieces, in_pieces, q_pieces = chunks(multibulk), chunks(inline), chunks(quoted)
     assert parse_ours(mb_pieces) == parse_ours(in_pieces) == parse_hiredis(mb_pieces) == N
 
+    assert command_path(mb_pieces) == N
     ours = best_of(lambda: parse_ours(mb_pieces))
+    path = best_of(lambda: command_path(mb_pieces))
     ref = best_of(lambda: parse_hiredis(mb_pieces))
     rows = [
         ("parse multibulk SET (16 KiB chunks)", ours),
         ("  hiredis.Reader, same bytes", ref),
+        ("whole pure SET path (parse..reply)", path),
         ("parse inline SET", best_of(lambda: parse_ours(in_pieces))),
         ("parse inline SET with quotes", best_of(lambda: parse_ours(q_pieces))),
         ("ReplyParser, same multibulk bytes", best_of(lambda: parse_replies(mb_pieces))),
@@ -104,6 +129,8 @@ def main() -> None:
     for name, rate in rows:
         print(f"{name:40s} {rate / 1000:9.0f} k/s")
     print(f"ratio ours/hiredis (multibulk parse)     {ours / ref:9.2f}")
+    print(f"per SET: hiredis parse {1e6 / ref:.2f} us, our parse {1e6 / ours:.2f} us, "
+          f"whole pure path {1e6 / path:.2f} us")
     print(f"total time {time.process_time() - t_start:.1f} s")
 
 

@@ -119,3 +119,17 @@ async def test_a_nemesis_split_on_docker(autojump_clock: object) -> None:
         ["docker", "network", "connect", "--alias", f"node{minority}", "raftkv_default", name],
     ]
     assert desc.startswith(f"split {{n{minority}}}")
+
+
+async def test_a_plain_reconnect_is_the_originals_bare_network_connect() -> None:
+    runner = DryRun()
+    b = DockerBackend(ENDPOINTS, network="net", runner=runner, docker="podman",
+                      reconnect="plain")
+    await b.cut(partition_links([[2], [1, 3]]))
+    await b.heal()
+    assert [c for c in runner.commands if c[1] == "network"] == [
+        ["podman", "network", "disconnect", "--force", "net", "node2-container"],
+        ["podman", "network", "connect", "net", "node2-container"],
+    ]
+    with pytest.raises(ValueError):
+        DockerBackend(ENDPOINTS, reconnect="sometimes")

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from chaos import history as hist
 from chaos import report
 from chaos.cluster import LocalCluster
@@ -126,3 +128,34 @@ def test_cluster_gives_each_node_its_own_view_of_its_peers(tmp_path: Path) -> No
     assert cmd[cmd.index("--cluster") + 1] == c.cluster_arg_for(2)
     assert cmd[-1] == "--unsafe-stale-reads"
     assert "--unsafe-stale-reads" not in c.command(c.nodes[1])
+
+
+def test_a_missing_plot_library_prints_a_hint(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    history = [op(0, "write", 1, 0.0, 0.1), *(op(1, "read", 1, t, t + 0.1) for t in range(1, 10))]
+    result = analyse(opts(tmp_path), collected(history, {"k0": 1}))
+    monkeypatch.setattr(report, "plot", lambda *_: False)  # as when matplotlib is missing
+    report.write(result)
+    assert "matplotlib is not installed" in capsys.readouterr().err
+    assert not (result.options.out / "timeline.png").exists()
+
+
+def test_the_partition_verdict_needs_the_node_back_and_99_9_percent_uptime(
+        tmp_path: Path) -> None:
+    from chaos import partition
+
+    cut = [Injected("isolate-leader", 2.0, 5.0, "n2 cut off from {n1,n3}", (2,))]
+    steady = [op(1, "write", t, t, t + 0.1, key=f"w{t}") for t in range(10)]
+    back_read = Op(3, "k0", "read", None, 6.0, 6.4, "ok", None, "n2", None)
+    result = analyse(opts(tmp_path), collected(steady, {"k0": None}, cut))
+    report = partition.analyse(result)
+    assert not report.rejoined and not report.ok and report.replication is None
+    assert any("n2 did NOT serve again" in line for line in report.lines)
+    result = analyse(opts(tmp_path), collected([*steady, back_read], {"k0": None}, cut))
+    report = partition.analyse(result)
+    assert report.rejoined and report.ok and report.uptime == 1.0
+    assert report.replication == pytest.approx(1.4)  # reconnect at 5.0 -> read done at 6.4
+    gap = [o for o in steady if not 3 <= o.invoke < 5]  # two silent 1 s windows
+    report = partition.analyse(analyse(opts(tmp_path), collected([*gap, back_read],
+                                                                   {"k0": None}, cut)))
+    assert report.rejoined and not report.ok and report.uptime is not None
+    assert report.uptime < partition.MIN_UPTIME

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from chaos.cluster import free_ports
 from chaos.nemesis import PARTITIONS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
@@ -112,13 +113,21 @@ def test_bad_arguments_fail_before_starting_anything(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_partition_test_sh_wraps_the_partition_command() -> None:
+def test_partition_test_sh_explains_itself_and_fails_without_a_cluster() -> None:
     script = Path(__file__).resolve().parents[2] / "chaos" / "partition-test.sh"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     res = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=env,
                          timeout=60)
     assert res.returncode == 0, res.stderr
-    assert "Usage: raftkv-chaos partition" in res.stdout and "--delay" in res.stdout
+    assert "original RaftKV's partition test" in res.stdout and "--delay" in res.stdout
+    res = subprocess.run([str(script), "--bogus", "1"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert res.returncode == 2 and "unknown option --bogus" in res.stderr
+    # Nobody listens there: it waits --wait seconds for the cluster, then says so and fails.
+    dead = ",".join(f"127.0.0.1:{p}" for p in free_ports(3))
+    res = subprocess.run([str(script), "--engine", "podman", "--endpoints", dead, "--wait", "1"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 1 and "cluster not whole after 1 s" in res.stderr, res.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

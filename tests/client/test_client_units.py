@@ -96,7 +96,9 @@ def test_parse_line() -> None:
 def test_completion() -> None:
     assert complete("INC", "INC") == ["INCR", "INCRBY"]
     assert complete("inc", "inc") == ["incr", "incrby"]
-    assert complete("RAFT S", "S") == ["STATUS"]
+    assert complete("RAFT S", "S") == ["STATUS", "SNAPSHOT"]
+    assert complete("RAFT ", "") == ["STATUS", "TRANSFER", "SNAPSHOT", "ADDNODE", "PROMOTE",
+                                     "REMOVENODE"]
     assert complete("help GE", "GE") == ["GET"]
     assert complete("GET k", "k") == []
     assert "summary" in (usage("get") or "") and usage("nope") is None

@@ -23,12 +23,12 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def free_port_base() -> int:
-    """A base B with B+1..3 and B+101..103 all free (so a developer's own cluster on the
-    default ports does not collide with the test)."""
+    """A base B with B+1..3, B+101..103 and B+2001..2003 (metrics) all free (so a
+    developer's own cluster on the default ports does not collide with the test)."""
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(20000, 60000, 1000)
-        ports = [base + k for k in (1, 2, 3, 101, 102, 103)]
+        ports = [base + k for k in (1, 2, 3, 101, 102, 103, 2001, 2002, 2003)]
         if all(_port_free(p) for p in ports):
             return base
     raise RuntimeError("no free port range found")
@@ -48,6 +48,18 @@ def up(data: Path, base: int) -> subprocess.Popen[str]:
         [sys.executable, "-m", "raftkv", "up", "--data-dir", str(data), "--port-base", str(base)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
     )
+
+
+def _cluster_id(addr: str) -> str:
+    """A node's cluster id, once it listens (a leader can be up before the others)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return info_raft(addr, 10)["cluster_id"]
+        except (OSError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # polling another process: no event to wait on
 
 
 def test_raftkv_up_starts_serves_and_stops_cleanly(tmp_path: Path) -> None:
@@ -82,7 +94,7 @@ def test_raftkv_up_starts_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert "up: leader is node" in proc.stdout.readline()
         assert redis.Redis(port=base + 1, socket_timeout=10).get("up") == b"yes"
         assert secret.read_bytes() == made  # kept, not replaced
-        ids = {info_raft(f"127.0.0.1:{base + k}", 10)["cluster_id"] for k in (1, 2, 3)}
+        ids = {_cluster_id(f"127.0.0.1:{base + k}") for k in (1, 2, 3)}
         assert ids == {(tmp_path / "data" / "cluster-id").read_text().strip()}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -239,7 +239,10 @@ async def test_reconnects_after_the_receiver_restarts_without_reordering(nursery
             second.append(await b2.inbox.receive())
     assert [m.seq for m in first] == list(range(50))
     seqs = [m.seq for m in second]
-    assert seqs == sorted(set(seqs)) and seqs[0] >= 50  # no duplicates, no reordering
+    assert len(seqs) == len(set(seqs)) and min(seqs) >= 50  # no duplicates, none old
+    # Had the redial taken longer than stall_timeout, what waited for it could have come
+    # back over b2's own connection to us and interleaved with the new link's messages.
+    assert seqs == sorted(seqs)
     assert set(range(100, 150)) <= set(seqs)  # everything sent on the new link arrived
     assert sent_while_down > 0
     assert a.t.stats()[2].reconnects >= 1
@@ -737,3 +740,23 @@ async def test_peer_sockets_get_keepalive_and_user_timeout(nursery) -> None:
         if hasattr(socket, "TCP_KEEPIDLE"):
             assert stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 3
     await client.aclose()
+
+
+async def test_a_peer_we_cannot_dial_gets_our_messages_on_the_link_it_opened() -> None:
+    # Issue 20: a container reconnected to its network had a new address and no longer the
+    # name the others dialled; its own links to them were up, but their answers had no way
+    # back, and it stayed out of the cluster for good.
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            a = await start(nursery, 1)
+            b = await start(nursery, 2)
+            a.t.update_peers({2: b.addr})
+            b.t.update_peers({1: "nowhere.invalid:1"})  # b cannot reach a's address
+            await a.t.wait_until(connected(a, 2))
+            assert not b.t.stats()[1].connected
+            b.t.send(Note(2, 1, seq=7))  # goes out once b's link has been down stall_timeout
+            a.t.send(Note(1, 2, seq=8))
+            assert (await receive(a, 1))[0].seq == 7
+            assert (await receive(b, 1))[0].seq == 8
+            await a.stop()
+            await b.stop()

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raftkv.storage.files import TMP_SUFFIX
+from raftkv.storage.wal import SECTOR
 
 Files = dict[str, bytes]
 
@@ -98,6 +99,13 @@ class FsRecorder:
             if ours(src_full):
                 self._dir_dirty = True
                 self._dirty.discard(src_full)
+                # A descriptor follows its file: one still open on the temp file (a new
+                # segment is appended to through the descriptor it was created with) now
+                # writes to ``dst``, and must be checked and recorded as such.
+                dst_full = os.path.abspath(dst)
+                for fd, path in self._fdpath.items():
+                    if path == src_full:
+                        self._fdpath[fd] = dst_full
                 self._record()
             return result
 
@@ -162,7 +170,15 @@ class FsRecorder:
 
     def torn_variants(self, every_byte_from: int) -> list[tuple[Files, Any, str]]:
         """Each WAL write cut at many offsets (every offset for writes recorded at or after
-        state ``every_byte_from``), plus the same cuts padded with zeros to full length."""
+        state ``every_byte_from``), plus the same write with its unwritten part reading
+        back as zeros at full length.
+
+        Zeros come only where a power loss can leave them: from the write's first byte (none
+        of its data reached the disk, its size did) or from a sector boundary on (sectors
+        are written whole: a write's data can stop only at one). A zero run that starts
+        inside a sector is not a torn write but damage to written data; the scan must
+        refuse it (test_storage_recovery checks that), so it is not a crash state here.
+        """
         out: list[tuple[Files, Any, str]] = []
         for index, name, data in self.writes:
             files, tag = self.states[index]
@@ -176,8 +192,9 @@ class FsRecorder:
                 torn = dict(files)
                 torn[name] = base + data[:k]
                 out.append((torn, tag, f"{name} cut at +{k}/{n} (state {index})"))
-                if k % 5 == 0:
-                    zeros = dict(files)
-                    zeros[name] = base + data[:k] + b"\0" * (n - k)
-                    out.append((zeros, tag, f"{name} zeroed from +{k}/{n} (state {index})"))
+            first_boundary = -len(base) % SECTOR
+            for k in sorted({0, *range(first_boundary, n, SECTOR)}):
+                zeros = dict(files)
+                zeros[name] = base + data[:k] + b"\0" * (n - k)
+                out.append((zeros, tag, f"{name} zeroed from +{k}/{n} (state {index})"))
         return out

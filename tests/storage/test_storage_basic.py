@@ -24,7 +24,13 @@ from wire.raft import ClusterConfig, Entry, HardState, Member, SnapshotMeta
 
 
 def files(path) -> list[str]:
-    return sorted(n for n in os.listdir(path) if n != "LOCK")
+    """The data dir's files but the LOCK and the spare files held open for new files."""
+    return sorted(n for n in os.listdir(path) if n != "LOCK" and not n.startswith("spare-"))
+
+
+def unfinished(path) -> list[str]:
+    """Temp files but the spares (held open on purpose, see files.Spare)."""
+    return [n for n in os.listdir(path) if n.endswith(".tmp") and not n.startswith("spare-")]
 
 
 def segments(path) -> list[str]:
@@ -272,7 +278,7 @@ def test_snapshot_writer_streams_chunks_and_installs(tmp_path):
         assert (reader.meta, reader.size) == (meta, 11)
         assert reader.read(6, 100) == b"world"
         assert reader.read(11, 5) == b""
-    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert not unfinished(tmp_path)
     s.close()
     s = reopen(tmp_path)
     assert (s.snapshot_meta(), s.snapshot_data(), s.last_index()) == (meta, b"hello world", 9)
@@ -299,7 +305,7 @@ def test_snapshot_writer_overtaken_by_a_newer_snapshot_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not newer"):
         w.finish()
     assert s.snapshot_data() == b"newer"
-    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+    assert not unfinished(tmp_path)
     s.close()
 
 
@@ -386,4 +392,25 @@ def test_an_open_snapshot_survives_being_replaced(tmp_path):
     assert reader.read(4, 8) == b"snapshot"
     reader.close()
     assert s.snapshot_data() == b"new"
+    s.close()
+
+
+def test_a_compaction_overtaken_by_a_snapshot_removes_its_file_but_never_the_current(tmp_path):
+    s = reopen(tmp_path)
+    s.append(entries(1, 9, term=1))
+    s.sync()
+    own = s.prepare_compact(SnapshotMeta(5, 1, CONFIG), b"own@5")
+    s.install_snapshot(SnapshotMeta(7, 1, CONFIG), b"leader@7")  # overtakes it
+    s.finish_compact(SnapshotMeta(5, 1, CONFIG), own)
+    assert [n for n in files(tmp_path) if n.endswith(".snap")] == [
+        "snapshot-00000000000000000007-00000000000000000001.snap"
+    ]
+    # A leader's snapshot of the same index and term replaces the file by its very name.
+    same = s.prepare_compact(SnapshotMeta(8, 1, CONFIG), b"own@8")
+    s.install_snapshot(SnapshotMeta(8, 1, CONFIG), b"leader@8")
+    s.finish_compact(SnapshotMeta(8, 1, CONFIG), same)
+    assert s.snapshot_data() == b"leader@8"
+    s.close()
+    s = reopen(tmp_path)  # the current snapshot file is still there
+    assert (s.snapshot_meta().index, s.snapshot_data()) == (8, b"leader@8")
     s.close()

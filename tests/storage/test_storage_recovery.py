@@ -9,9 +9,10 @@ import os
 import pytest
 from storage_model import CONFIG, entries, entry, reopen
 
-from raftkv.storage import CorruptionError, StorageFailure
+from raftkv.storage import CorruptionError, SnapshotNotWritten, StorageFailure
 from raftkv.storage import records as rec
 from raftkv.storage import wal as wal_mod
+from raftkv.storage.disk_storage import SNAPSHOT_HEADROOM
 from wire.raft import HardState, SnapshotMeta
 
 SEG1 = "wal-0000000000000001.log"
@@ -41,7 +42,7 @@ def damage(path, offset: int, data: bytes | None = None, cut: int | None = None)
 
 @pytest.mark.parametrize(
     "how",
-    ["short header", "short payload", "crc mismatch at tail", "trailing zeros", "zeros only"],
+    ["short header", "short payload", "trailing zeros", "zeros only"],
 )
 def test_torn_final_record_is_truncated_and_the_node_starts(tmp_path, how):
     ends = three_groups(tmp_path)
@@ -51,8 +52,6 @@ def test_torn_final_record_is_truncated_and_the_node_starts(tmp_path, how):
         damage(seg, 0, cut=last_group_start + 5)
     elif how == "short payload":
         damage(seg, 0, cut=last_group_start + rec.FRAME.size + 20)
-    elif how == "crc mismatch at tail":
-        damage(seg, ends[3] - 1, b"\xff")  # last byte of the final record's payload
     elif how == "trailing zeros":
         with open(seg, "ab") as f:
             f.write(b"\0" * 4096)
@@ -63,10 +62,6 @@ def test_torn_final_record_is_truncated_and_the_node_starts(tmp_path, how):
     if how == "trailing zeros":
         assert s.last_index() == 9
         assert os.path.getsize(seg) == ends[3]
-    elif how == "crc mismatch at tail":
-        # Only the final record (the hard state of group 3) is lost; its entries remain.
-        assert s.last_index() == 9
-        assert s.initial_state()[0] == HardState(1, 1, 3)
     else:
         assert s.last_index() == 6
         assert s.initial_state()[0] == HardState(1, 1, 3)
@@ -80,6 +75,78 @@ def test_torn_final_record_is_truncated_and_the_node_starts(tmp_path, how):
     assert s.last_index() == 12
     assert s.recovery_notes == []
     s.close()
+
+
+def final_record_start(path, end: int) -> int:
+    """Offset of the last record of a segment whose records end at ``end``."""
+    pos = wal_mod.HEADER.size
+    while True:
+        length, _ = rec.FRAME.unpack_from(path.read_bytes(), pos)
+        nxt = pos + rec.FRAME.size + length
+        if nxt == end:
+            return pos
+        pos = nxt
+
+
+@pytest.mark.parametrize("final", ["hard state", "entries"])
+def test_any_bit_flip_in_the_final_record_is_corruption_not_a_torn_tail(tmp_path, final):
+    """The final record is complete: a flipped bit anywhere in it (length, checksum or
+    payload) is damage to what may be an acknowledged entry or vote. The node must refuse
+    to start and name file and offset, never truncate it away as a torn write."""
+    ends = three_groups(tmp_path)
+    seg = tmp_path / SEG1
+    if final == "entries":  # a group of entries only: the final record is acknowledged data
+        s = reopen(tmp_path)
+        s.append(entries(10, 11, term=1, size=20))
+        s.sync()
+        s.close()
+        ends.append(os.path.getsize(seg))
+    good = seg.read_bytes()
+    start = final_record_start(seg, ends[-1])
+    assert (start // wal_mod.SECTOR) == (ends[-1] - 1) // wal_mod.SECTOR  # within one sector
+    flips = 0
+    for offset in range(start, ends[-1]):
+        for bit in range(8):
+            damage(seg, offset, bytes([good[offset] ^ (1 << bit)]))
+            with pytest.raises(CorruptionError) as info:
+                reopen(tmp_path)
+            assert (info.value.path, info.value.offset) == (str(seg), start), (offset, bit)
+            assert f"{SEG1}: corrupt at byte offset {start}" in str(info.value)
+            assert seg.read_bytes()[: len(good)] == good[:offset] + bytes(
+                [good[offset] ^ (1 << bit)]
+            ) + good[offset + 1 :]  # nothing was cut
+            seg.write_bytes(good)
+            flips += 1
+    assert flips >= 8 * 12
+    s = reopen(tmp_path)  # undamaged, it opens with nothing repaired
+    assert s.recovery_notes == []
+    s.close()
+
+
+def test_final_record_with_an_unwritten_sector_is_a_torn_tail(tmp_path):
+    """A record spanning sectors whose later sectors never reached the disk (zeros, the
+    size did): a torn write, truncated; the same record complete but damaged is not."""
+    s = reopen(tmp_path)
+    s.append(entries(1, 2, term=1))
+    s.sync()
+    before = os.path.getsize(tmp_path / SEG1)
+    s.append([entry(3, 1, b"x" * 3000)])
+    s.sync()
+    s.close()
+    seg = tmp_path / SEG1
+    good = seg.read_bytes()
+    boundary = (before // wal_mod.SECTOR + 2) * wal_mod.SECTOR
+    damage(seg, boundary, b"\0" * wal_mod.SECTOR)  # one sector in the middle unwritten
+    s = reopen(tmp_path)
+    assert s.last_index() == 2
+    assert os.path.getsize(seg) == before
+    assert any(f"truncated torn tail of {SEG1} at byte {before}" in n for n in s.recovery_notes)
+    s.close()
+    seg.write_bytes(good)
+    damage(seg, boundary, b"\0" * (wal_mod.SECTOR - 1))  # not a whole sector: damage
+    with pytest.raises(CorruptionError, match="not a torn write") as info:
+        reopen(tmp_path)
+    assert info.value.offset == before
 
 
 def test_corrupt_middle_record_names_file_and_offset(tmp_path):
@@ -259,17 +326,76 @@ def test_fsync_error_fails_and_refuses_further_writes(tmp_path, monkeypatch):
     s.close()
 
 
-def test_enospc_while_writing_a_snapshot_leaves_the_old_one(tmp_path, monkeypatch):
+def test_enospc_while_writing_a_snapshot_leaves_the_old_one_and_storage_works(
+    tmp_path, monkeypatch
+):
+    """A snapshot that does not fit changed nothing visible: it is SnapshotNotWritten (the
+    node may retry later), not a StorageFailure that stops the node."""
     s = reopen(tmp_path, fsync="always")
     s.append(entries(1, 5, term=1))
     s.sync()
     monkeypatch.setattr(os, "pwrite", fail_with(errno.ENOSPC))
-    with pytest.raises(StorageFailure):
+    with pytest.raises(SnapshotNotWritten, match="No space left") as info:
         s.compact(SnapshotMeta(4, 1, CONFIG), b"big" * 1000)
+    assert info.value.errno == errno.ENOSPC
     monkeypatch.undo()
+    assert not s.failed
     assert s.snapshot_meta().index == 0
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp") and "spare-" not in n]
+    s.append(entries(6, 7, term=1))  # the log goes on, and the retry succeeds
+    s.sync()
+    s.compact(SnapshotMeta(4, 1, CONFIG), b"big" * 1000)
     s.close()
     s = reopen(tmp_path)
-    assert (s.snapshot_meta().index, s.last_index()) == (0, 5)
-    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+    assert (s.snapshot_meta().index, s.last_index()) == (4, 7)
+    s.close()
+
+
+def test_a_snapshot_that_would_leave_too_little_space_is_not_written(tmp_path, monkeypatch):
+    s = reopen(tmp_path, fsync="always")
+    s.append(entries(1, 5, term=1))
+    s.sync()
+    real = os.statvfs(tmp_path)
+    free_blocks = SNAPSHOT_HEADROOM // real.f_frsize + 2  # headroom + 2 blocks free
+    fake = os.statvfs_result((*real[:4], free_blocks, *real[5:]))
+    monkeypatch.setattr(os, "statvfs", lambda path: fake)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(SnapshotNotWritten, match="not enough free space"):
+        s.compact(SnapshotMeta(4, 1, CONFIG), b"x" * (3 * real.f_frsize))
+    assert sorted(os.listdir(tmp_path)) == before  # not even a temp file was written
+    s.compact(SnapshotMeta(4, 1, CONFIG), b"x" * 100)  # a small one still fits
+    assert not s.failed and s.snapshot_meta().index == 4
+    s.close()
+
+
+def test_open_fsyncs_every_file_it_trusts_and_the_directory(tmp_path, monkeypatch):
+    """What an earlier process wrote may be only in the page cache (it died before its
+    fsync): open makes it durable before acting on it, segments, snapshot, meta and the
+    directory, each fsync before the first read of that file."""
+    names = multi_segment(tmp_path)
+    s = reopen(tmp_path)
+    s.compact(SnapshotMeta(3, 1, CONFIG), b"state@3")
+    s.close()
+    expected = {str(tmp_path / n) for n in os.listdir(tmp_path) if n != "LOCK"}
+    assert {str(tmp_path / n) for n in names[-2:]} <= expected
+    synced: list[str] = []
+    read_before_sync: list[str] = []
+    real_fsync, real_open = os.fsync, open
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    def spy_open(path, *args, **kwargs):
+        if str(path) in expected and str(path) not in synced:
+            read_before_sync.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr("builtins.open", spy_open)
+    s = reopen(tmp_path, fsync="always")
+    monkeypatch.undo()
+    assert expected <= set(synced), expected - set(synced)
+    assert str(tmp_path) in synced[synced.index(max(expected, key=synced.index)) :]
+    assert read_before_sync == []
     s.close()

@@ -1,0 +1,152 @@
+"""Reads over a large map, done in slices so the event loop never waits for all of it.
+
+``KVStateMachine.read_deferred`` answers the reads that walk the whole map with a
+``SlicedRead`` instead of a reply: the runtime calls ``step()`` until it returns True,
+yielding to its loop in between, then sends ``result``. Each step does about ``budget``
+units of work (matching, hashing or moving one key through a sort or a merge), a few
+milliseconds. Pure: no clock, no I/O; the answers are those ``read`` gives.
+
+* ``KeysJob``: ``KEYS pattern`` over a copy of the key list taken at the confirmed read
+  point (one C-level copy: a consistent point-in-time answer whatever is applied while the
+  job runs), matched and sorted in slices.
+* ``ScanBuild``: the first SCAN of a large map needs SCAN's hash order of every key
+  (scan.py), seconds of work for a million keys. It is built in slices over a copy of the
+  key list into an order the machine already uses to record keys added meanwhile;
+  ``ScanRead`` waits for it, then answers the SCAN from the state current at that moment
+  (still within the read's invocation and response, so linearizable).
+
+Sorting is by runs: small runs sorted by ``sorted`` (C), merged pairwise by ``sorted`` of two
+runs concatenated (timsort merges two runs in linear time) until they are long, then merged
+lazily by ``heapq.merge`` a slice at a time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .glob import stringmatch
+from .scan import ScanOrder, key_hash
+
+_RUN = 4096  # items sorted by one `sorted` call
+_LONG_RUN = 16384  # runs at least this long are merged lazily
+_MATCH = 256  # keys matched or hashed per slice; either costs ~30 sort steps
+BUDGET = 8192
+
+
+class SlicedRead:
+    """A read finished by repeated ``step()`` calls; ``result`` once one returns True."""
+
+    __slots__ = ("_work", "result")
+
+    def __init__(self) -> None:
+        self.result: Any = None
+        self._work: Iterator[int] = self._run()
+
+    def step(self, budget: int = BUDGET) -> bool:
+        spent = 0
+        for cost in self._work:
+            spent += cost
+            if spent >= budget:
+                return False
+        return True
+
+    def finish(self) -> Any:
+        """Run to the end at once (for a caller with no loop to yield to)."""
+        while not self.step(1 << 62):
+            pass
+        return self.result
+
+    def _run(self) -> Iterator[int]:
+        raise NotImplementedError
+
+
+def sort_in_slices(items: list[Any], out: list[Any]) -> Iterator[int]:
+    """Sort ``items`` into ``out`` (which must be empty), yielding work done as it goes."""
+    runs: list[list[Any]] = []
+    for start in range(0, len(items), _RUN):
+        runs.append(sorted(items[start : start + _RUN]))
+        yield _RUN
+    items.clear()
+    while len(runs) > 1 and len(runs[0]) < _LONG_RUN:
+        merged: list[list[Any]] = []
+        for i in range(0, len(runs) - 1, 2):
+            merged.append(sorted(runs[i] + runs[i + 1]))
+            runs[i] = runs[i + 1] = []
+            yield len(merged[-1])
+        if len(runs) % 2:
+            merged.append(runs[-1])
+        runs = merged
+    if len(runs) == 1:
+        out.extend(runs[0])
+        return
+    stream = heapq.merge(*runs)
+    while piece := list(itertools.islice(stream, _RUN)):
+        out.extend(piece)
+        yield 2 * len(piece)  # a Python-level merge step costs more than a C one
+
+
+class KeysJob(SlicedRead):
+    __slots__ = ("_keys", "_pattern")
+
+    def __init__(self, keys: list[bytes], pattern: bytes) -> None:
+        self._keys = keys
+        self._pattern = pattern
+        super().__init__()
+
+    def _run(self) -> Iterator[int]:
+        keys, pattern = self._keys, self._pattern
+        self._keys = []
+        if pattern != b"*":  # (KEYS * is every key, the empty one too, as in Redis)
+            matched: list[bytes] = []
+            for start in range(0, len(keys), _MATCH):
+                chunk = keys[start : start + _MATCH]
+                matched.extend(k for k in chunk if stringmatch(pattern, k))
+                yield 32 * len(chunk)
+            keys = matched
+        out: list[bytes] = []
+        yield from sort_in_slices(keys, out)
+        self.result = out
+
+
+class ScanBuild(SlicedRead):
+    """Fills ``order`` (created empty, already recording keys added meanwhile) with the
+    hash order of ``keys``; ``result`` is True once done."""
+
+    __slots__ = ("_keys", "order")
+
+    def __init__(self, keys: list[bytes], order: ScanOrder) -> None:
+        self._keys = keys
+        self.order = order
+        super().__init__()
+
+    def _run(self) -> Iterator[int]:
+        keys, self._keys = self._keys, []
+        hashed: list[tuple[int, bytes]] = []
+        for start in range(0, len(keys), _MATCH):
+            chunk = keys[start : start + _MATCH]
+            hashed.extend((key_hash(k), k) for k in chunk)
+            yield 32 * len(chunk)
+        keys.clear()
+        entries: list[tuple[int, bytes]] = []
+        yield from sort_in_slices(hashed, entries)
+        self.order.fill(entries)
+        self.result = True
+
+
+class ScanRead(SlicedRead):
+    """A SCAN waiting for ``build``; then ``answer()`` from the state of that moment."""
+
+    __slots__ = ("_answer", "_build")
+
+    def __init__(self, build: ScanBuild, answer: Callable[[], Any]) -> None:
+        self._build = build
+        self._answer = answer
+        super().__init__()
+
+    def _run(self) -> Iterator[int]:
+        while not self._build.step():
+            yield BUDGET
+        self.result = self._answer()

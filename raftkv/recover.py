@@ -1,0 +1,85 @@
+"""``raftkv recover --data-dir DIR --id I --force-new-cluster``: the way out when a
+majority of the voters is lost for good (etcd's ``--force-new-cluster``).
+
+It turns one surviving node's data into a one-node cluster that can grow again with
+``raftkv member add`` / ``serve --join``:
+
+1. open the survivor's stopped data directory (its lock proves no node runs on it);
+2. rebuild the state: its snapshot, then *every* entry in its log, including entries past
+   the commit index it knew: such an entry may have been committed and acknowledged by a
+   leader that is now gone, and keeping it is the only way not to lose it (an entry that
+   was in fact never committed was never acknowledged, so its client saw -UNKNOWN at worst);
+3. move the directory aside to ``DIR.before-recover-<UTC time>`` (nothing is deleted) and
+   write a new ``DIR`` whose snapshot holds that state and whose only member is node I.
+
+What it cannot do: bring back writes that only the lost nodes had. Pick the survivor with
+the highest last log index (``raftkv status`` before the loss, or the INFO of the
+survivors), and never restart a lost node with its old data afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import attrs
+
+from raftkv.kv import KVStateMachine, encode_snapshot
+from raftkv.restore import RestoreError, config_of, create_data_dir
+from raftkv.storage import open_storage
+from raftkv.storage.meta import read_meta
+from wire.raft import NORMAL, ClusterConfig
+
+
+@attrs.frozen
+class Recovered:
+    index: int
+    term: int
+    keys: int
+    beyond_commit: int  # entries kept past the commit index the survivor knew
+    peer_addr: str
+    cluster_id: str
+    old_dir: str
+
+
+def _peer_addr(config: ClusterConfig, node_id: int, override: str) -> str:
+    if override:
+        return override
+    for member in config.members:
+        if member.id == node_id:
+            return member.peer_addr
+    raise RestoreError(f"node {node_id} is not a member in this data directory's "
+                       "configuration; give --peer-addr")
+
+
+def recover(data_dir: str, node_id: int, cluster_id: str = "",
+            peer_addr: str = "") -> Recovered:
+    meta = read_meta(data_dir)
+    if meta is None:
+        raise RestoreError(f"{data_dir} is not a RaftKV data directory")
+    if meta.node_id != node_id:
+        raise RestoreError(f"{data_dir} belongs to node {meta.node_id}, not --id {node_id}")
+    storage = open_storage(data_dir, meta.cluster_id, node_id, ClusterConfig(), fsync="always")
+    try:
+        hs, config = storage.initial_state()
+        snap = storage.snapshot_meta()
+        kv = KVStateMachine()
+        if snap.index > 0:
+            kv.restore(storage.snapshot_data())
+        last = storage.last_index()
+        for entry in storage.entries(snap.index + 1, last + 1):
+            if entry.kind == NORMAL:
+                kv.apply(entry.data)
+        last_term = storage.term(last) if last > snap.index else snap.term
+        addr = _peer_addr(config, node_id, peer_addr)
+    finally:
+        storage.close(sync=False)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    old_dir = f"{data_dir.rstrip('/')}.before-recover-{stamp}"
+    os.rename(data_dir, old_dir)
+    new_id = cluster_id or meta.cluster_id
+    create_data_dir(data_dir, new_id, node_id, config_of({node_id: addr}), last, last_term,
+                    encode_snapshot(kv.state_copy()), current_term=hs.term)
+    return Recovered(index=last, term=max(hs.term, last_term), keys=len(kv),
+                     beyond_commit=max(0, last - hs.commit),
+                     peer_addr=addr, cluster_id=new_id, old_dir=old_dir)

@@ -1,0 +1,521 @@
+"""RaftKV against etcd 3.4 on the same machine: the figures of issue 15, as medians of rounds.
+
+Run: .venv/bin/python tests/bench/bench_vs_etcd.py [--rounds 3] [--quick] [--dir DIR]
+                                                   [--failover-kills K] [--stability S]
+
+Installs Debian's ``etcd-server``, ``etcd-client`` and ``wrk`` if missing (apt-get, as root
+or through sudo), then starts a 3-node etcd (fsync on: its default) and a 3-node RaftKV
+(chaos.cluster.LocalCluster, fsync always) on free loopback ports, both on the disk of
+--dir, and keeps both up for the whole run. Each round measures, with the two systems
+alternating (the order flips every round, so neither always gets the quieter moment):
+
+- SET c50: ``redis-benchmark -t set -c 50`` on the RaftKV leader; ``wrk -c 50`` with a lua
+  script POSTing /v3/kv/put (base64 key/value, the same 3-byte value) to etcd's leader.
+- SET c1: the same with one connection: ops/s, p50 and p99.
+- linearizable GET c50: RaftKV's leader and a follower (ReadIndex either way) against
+  etcd's /v3/kv/range with serializable=false (its default: linearizable) on the leader.
+- SET c50 -P16 (RaftKV only: the aim compares it with etcd's unpipelined SET c50).
+- failover (RaftKV only): --failover-kills rounds of tests/bench/bench_failover.py's
+  kill -9 the leader, first acknowledged write through a survivor.
+
+It prints every round's figures, the medians, the ratios RaftKV/etcd with the issue's aim
+for each, the disk's raw fsync time (write+fsync of 100 bytes, tests/bench/bench_wal.py),
+the load average (the machine is shared: say so with the figures) and any leader change of
+either system outside the failover kills. ``--stability S`` adds S seconds of c50 SET plus
+c50 GET on a separate RaftKV cluster snapshotting every 10k entries, and reports leader
+changes (bench_latency.py's INFO watcher). ``--baseline REF`` adds a third system: a
+second 3-node RaftKV running the code of git ref REF (``git archive`` into the scratch
+directory), measured in the same rounds, so a change is judged before/after in one
+invocation on the same machine state. Every process started is killed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+from bench_failover import one_round
+from bench_latency import Watcher
+from bench_wal import raw_fsync_rate
+from common import (
+    HOST,
+    BenchRun,
+    CpuSampler,
+    kill_group,
+    load_line,
+    percentile,
+    raft_cluster,
+    redis_benchmark,
+    revive_dead,
+    roles,
+    scratch_dir,
+)
+
+from chaos.cluster import LocalCluster, NodeProcess, free_ports
+
+PACKAGES = {"etcd": "etcd-server", "etcdctl": "etcd-client", "wrk": "wrk",
+            "redis-benchmark": "redis-tools"}
+KEY, VALUE = b"key:__rand_int__", b"xxx"  # what redis-benchmark -t set,get uses by default
+
+
+def ensure_packages() -> None:
+    """apt-get install the Debian packages whose binary is missing (as .ci/debian-packages)."""
+    need = sorted({pkg for exe, pkg in PACKAGES.items() if shutil.which(exe) is None})
+    if not need:
+        return
+    if shutil.which("apt-get") is None:
+        raise SystemExit(f"install these packages (or their equivalents) first: {need}")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    print(f"installing {' '.join(need)} (apt-get)", flush=True)
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *need], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
+
+# -- etcd -------------------------------------------------------------------------------
+
+
+class Etcd:
+    """A started 3-node etcd cluster on loopback (default fsync behaviour)."""
+
+    def __init__(self, workdir: Path, nodes: int = 3) -> None:
+        ports = free_ports(2 * nodes)
+        self.clients = [f"http://{HOST}:{ports[2 * i]}" for i in range(nodes)]
+        self.peers = [f"http://{HOST}:{ports[2 * i + 1]}" for i in range(nodes)]
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        initial = ",".join(f"e{i}={p}" for i, p in enumerate(self.peers))
+        for i, (client, peer) in enumerate(zip(self.clients, self.peers, strict=True)):
+            log = open(self.workdir / f"e{i}.log", "wb")  # noqa: SIM115 - for the child
+            self.procs.append(subprocess.Popen(
+                ["etcd", "--name", f"e{i}", "--data-dir", str(self.workdir / f"e{i}"),
+                 "--listen-client-urls", client, "--advertise-client-urls", client,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", initial, "--initial-cluster-state", "new",
+                 "--initial-cluster-token", f"bench-{os.getpid()}"],
+                stdout=log, stderr=log, start_new_session=True))
+            log.close()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            kill_group(proc)
+
+    def status(self, url: str) -> dict[str, object] | None:
+        try:
+            return post(url + "/v3/maintenance/status", {}, timeout=2.0)
+        except (OSError, ValueError):
+            return None
+
+    def leader(self, timeout: float = 30.0) -> str:
+        """Client URL of the member every member names as leader."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = [self.status(u) for u in self.clients]
+            if all(st):
+                leaders = {str(s["leader"]) for s in st if s}  # type: ignore[index]
+                for url, s in zip(self.clients, st, strict=True):
+                    if len(leaders) == 1 and s and str(s["header"]["member_id"]) in leaders:  # type: ignore[index]
+                        return url
+            time.sleep(0.1)  # polling other processes: there is no event to wait on
+        raise TimeoutError(f"etcd: no agreed leader after {timeout} s; logs in {self.workdir}")
+
+    def raft_terms(self) -> list[int]:
+        """Each member's raft term (-1: no answer); printed once to show the field name."""
+        out = []
+        for url in self.clients:
+            s = self.status(url) or {}
+            out.append(int(s.get("raftTerm", s.get("raft_term", -1))))  # type: ignore[call-overload]
+        return out
+
+
+def post(url: str, body: dict[str, object], timeout: float) -> dict[str, object]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+@contextlib.contextmanager
+def etcd_cluster(workdir: Path) -> Iterator[Etcd]:
+    etcd = Etcd(workdir)
+    try:
+        etcd.start()
+        etcd.leader()
+        yield etcd
+    finally:
+        etcd.close()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+LUA = """
+wrk.method = "POST"
+wrk.path = "{path}"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRKJSON {{\\"requests\\": %d, \\"us\\": %d, \\"p50\\": %d, \\"p99\\": %d, "
+    .. "\\"errors\\": %d, \\"status\\": %d}}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+@attrs.frozen
+class Figure:
+    """One measured load: ops/s and latency percentiles (ms); errors seen."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: str = ""
+
+
+def wrk(work: Path, url: str, path: str, body: dict[str, object], clients: int,
+        seconds: float) -> Figure:
+    """``wrk`` POSTing ``body`` to ``url + path`` for ``seconds`` over ``clients`` connections."""
+    script = work / f"wrk-{path.strip('/').replace('/', '-')}.lua"
+    script.write_text(LUA.format(path=path, body=json.dumps(body)))
+    threads = min(clients, os.cpu_count() or 1)
+    proc = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{seconds:g}s",
+         "--timeout", "10s", "-s", str(script), url],
+        capture_output=True, text=True, timeout=seconds + 60, check=False)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        return Figure(0.0, 0.0, 0.0, f"wrk failed: {proc.stdout[-300:]} {proc.stderr[-300:]}")
+    r = json.loads(line[len("WRKJSON "):])
+    errors = ", ".join(f"{v} {k}" for k, v in (("socket errors", r["errors"]),
+                                                ("non-2xx", r["status"])) if v)
+    return Figure(r["requests"] / (r["us"] / 1e6), r["p50"] / 1000, r["p99"] / 1000, errors)
+
+
+def rb(port: int, test: str, requests: int, clients: int, pipeline: int = 1) -> Figure:
+    run: BenchRun = redis_benchmark(port, test.lower(), requests, clients, pipeline)
+    row = run.rows.get(test)
+    errors = "; ".join(run.alerts)[:300]
+    if row is None:
+        return Figure(0.0, 0.0, 0.0, errors or "no result")
+    return Figure(row.rps, row.p50_ms, row.p99_ms, errors)
+
+
+# -- the rows ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Sizes:
+    seconds: float  # wrk duration per etcd measurement
+    n50: int  # redis-benchmark -n at c50
+    n1: int  # ... at c1
+    nP: int  # ... at c50 -P16
+
+
+def etcd_round(etcd: Etcd, work: Path, z: Sizes) -> dict[str, Figure]:
+    url = etcd.leader()
+    put = {"key": b64(KEY), "value": b64(VALUE)}
+    rng = {"key": b64(KEY), "serializable": False}
+    return {
+        "SET c50": wrk(work, url, "/v3/kv/put", put, 50, z.seconds),
+        "SET c1": wrk(work, url, "/v3/kv/put", put, 1, z.seconds),
+        "GET c50 leader": wrk(work, url, "/v3/kv/range", rng, 50, z.seconds),
+    }
+
+
+def raft_round(cluster: LocalCluster, z: Sizes) -> dict[str, Figure]:
+    """The RaftKV rows. A run that a leader change broke (redis-benchmark stops at the first
+    error reply) is run again on the new leader, at most twice, and says so."""
+    loads = [("SET c50", False, "SET", z.n50, 50, 1), ("SET c1", False, "SET", z.n1, 1, 1),
+             ("GET c50 leader", False, "GET", z.n50, 50, 1),
+             ("GET c50 follower", True, "GET", z.n50, 50, 1),
+             ("SET c50 -P16", False, "SET", z.nP, 50, 16)]
+    out = {}
+    for row, on_follower, test, n, clients, pipeline in loads:
+        notes = []
+        for _ in range(3):
+            for death in revive_dead(cluster):
+                print(f"  {death} (restarted)")
+            leader, followers = roles(cluster)
+            port = cluster.client_addr(followers[0] if on_follower else leader)[1]
+            term = raft_terms(cluster)
+            fig = rb(port, test, n, clients, pipeline)
+            if fig.rps > 0 and not fig.errors:
+                break
+            notes.append(f"retried: terms {term} -> {raft_terms(cluster)}: {fig.errors[:120]}")
+        out[row] = attrs.evolve(fig, errors="; ".join([*notes, fig.errors]).strip("; "))
+    return out
+
+
+def raft_terms(cluster: LocalCluster) -> list[int]:
+    return [int(i["term"]) if i else -1 for i in (cluster.info(n, 2.0) for n in cluster.nodes)]
+
+
+class BaselineCluster(LocalCluster):
+    """A LocalCluster whose nodes run the RaftKV source tree ``src`` (not the installed one):
+    PYTHONPATH first, and ``-P`` so the current directory does not shadow it."""
+
+    def __init__(self, workdir: Path, src: Path, **kw: object) -> None:
+        super().__init__(workdir, **kw)  # type: ignore[arg-type]
+        self.src = src
+
+    def command(self, node: NodeProcess) -> list[str]:
+        python, *rest = super().command(node)
+        return ["env", f"PYTHONPATH={self.src}", python, "-P", *rest]
+
+
+def export_tree(ref: str, dest: Path) -> Path:
+    """The raftkv and wire packages of git ref ``ref`` unpacked under ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    repo = Path(__file__).resolve().parents[2]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "raftkv", "wire"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+@contextlib.contextmanager
+def baseline_cluster(workdir: Path, ref: str) -> Iterator[LocalCluster]:
+    cluster = BaselineCluster(workdir / "cluster", export_tree(ref, workdir / "src"),
+                              nodes=3, fsync="always")
+    try:
+        cluster.start()
+        cluster.wait_for_leader(timeout=30)
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def failovers(cluster: LocalCluster, kills: int) -> list[float | None]:
+    """``kills`` rounds of bench_failover: ms from kill -9 of the leader to the first OK."""
+    out: list[float | None] = []
+    for _ in range(kills):
+        for death in revive_dead(cluster):
+            print(f"  {death} (restarted)")
+        r = one_round(cluster, timeout=10.0)
+        out.append(r["first_ok_ms"])  # type: ignore[arg-type]
+    return out
+
+
+def fmt(f: Figure | None) -> str:
+    if f is None:
+        return "-"
+    return f"{f.rps:8.0f}/s p50 {f.p50_ms:6.2f} p99 {f.p99_ms:6.2f} ms" + (
+        f"  [{f.errors}]" if f.errors else "")
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def med(figs: list[Figure], attr: str) -> float:
+    """Median over the runs that produced a figure (a run every retry failed has none)."""
+    ok = [getattr(f, attr) for f in figs if f.rps > 0]
+    return statistics.median(ok) if ok else float("nan")
+
+
+# Each aim: (label, raftkv row, attribute, etcd row, factor, lower_is_better)
+AIMS = [
+    ("SET c50 ops/s >= 2x etcd", "SET c50", "rps", "SET c50", 2.0, False),
+    ("SET c1 ops/s >= etcd", "SET c1", "rps", "SET c1", 1.0, False),
+    ("SET c1 p50 <= etcd", "SET c1", "p50_ms", "SET c1", 1.0, True),
+    ("GET c50 leader >= 3x etcd", "GET c50 leader", "rps", "GET c50 leader", 3.0, False),
+    ("GET c50 follower >= 3x etcd", "GET c50 follower", "rps", "GET c50 leader", 3.0, False),
+    ("SET c50 -P16 >= 8x etcd SET c50", "SET c50 -P16", "rps", "SET c50", 8.0, False),
+]
+
+
+def report(rounds: list[dict[str, dict[str, Figure]]], fails: dict[str, list[float | None]],
+           fsync_us: float) -> None:
+    systems = [name for name in rounds[0] if name != "etcd"]
+    rows = list(rounds[0]["raftkv"])
+    print(f"\nmedians of {len(rounds)} rounds (disk write+fsync {fsync_us:.0f} us)")
+    print(f"{'row':<18} {'system':<14} {'ops/s, latency':>40}   x etcd ops/s")
+    for row in rows:
+        for name in [*systems, "etcd"]:
+            figs = [r[name][row] for r in rounds if row in r[name]]
+            if not figs:
+                continue
+            failed = sum(f.rps == 0 for f in figs)
+            m = Figure(med(figs, "rps"), med(figs, "p50_ms"), med(figs, "p99_ms"),
+                       f"{failed} of {len(figs)} rounds failed" if failed else "")
+            erow = "GET c50 leader" if row == "GET c50 follower" else row
+            efigs = [r["etcd"][erow] for r in rounds if erow in r["etcd"]]
+            ratio = (f"{_div(m.rps, med(efigs, 'rps')):6.2f}" if name != "etcd" and efigs
+                     else "")
+            print(f"{row:<18} {name:<14} {fmt(m):>40}   {ratio}")
+    for name in systems:
+        print(f"\naims (issue 15), on the medians, {name}:")
+        for label, row, attr, erow, factor, lower in AIMS:
+            rv = med([r[name][row] for r in rounds], attr)
+            ev = med([r["etcd"][erow] for r in rounds], attr)
+            ok = rv <= ev * factor if lower else rv >= ev * factor
+            print(f"  {label:<34} {name} {rv:10.2f}  etcd {ev:10.2f}  ratio {_div(rv, ev):5.2f}  "
+                  f"{'met' if ok else 'NOT met'}")
+        p99 = med([r[name]["SET c1"] for r in rounds], "p99_ms")
+        print(f"  {'SET c1 p99 <= 3 ms':<34} {name} {p99:10.2f}  "
+              f"{'met' if p99 <= 3 else 'NOT met'}")
+        kills = fails.get(name, [])
+        got = sorted(v for v in kills if v is not None)
+        if kills:
+            missing = len(kills) - len(got)
+            ok = bool(got) and percentile(got, 50) < 200 and got[-1] < 500 and not missing
+            print(f"  {'failover p50 < 200 ms, max < 500':<34} {name} "
+                  + (f"p50 {percentile(got, 50):.0f} ms max {got[-1]:.0f} ms over "
+                     f"{len(got)} kills" if got else "no kill recovered")
+                  + (f", {missing} never recovered" if missing else "")
+                  + f"  {'met' if ok else 'NOT met'}  (etcd: not measured)")
+    if len(systems) > 1:
+        print("\nbaseline vs this tree (medians; ops/s ratio, p50 ratio):")
+        for row in rows:
+            a = [r["raftkv"][row] for r in rounds]
+            b = [r[systems[1]][row] for r in rounds]
+            print(f"  {row:<18} ops/s x{_div(med(a, 'rps'), med(b, 'rps')):5.2f}  "
+                  f"p50 x{_div(med(a, 'p50_ms'), med(b, 'p50_ms')):5.2f}  "
+                  f"(per round ops/s: {[round(f.rps) for f in a]} vs "
+                  f"{[round(f.rps) for f in b]})")
+
+
+# -- stability --------------------------------------------------------------------------
+
+
+def stability(work: Path, seconds: float, snapshot_every: int) -> None:
+    """c50 SET + c50 GET on the leader for ``seconds`` (snapshots every ``snapshot_every``
+    entries); report leader changes seen by INFO polling and the snapshots taken."""
+    cluster = LocalCluster(work, nodes=3, fsync="always",
+                           extra_args=["--snapshot-entries", str(snapshot_every)])
+    try:
+        cluster.start()
+        leader, _ = roles(cluster)
+        port = cluster.client_addr(leader)[1]
+        watcher = Watcher(cluster)
+        watcher.thread.start()
+        cpu = CpuSampler(cluster)
+        terms0 = raft_terms(cluster)
+        deadline = time.monotonic() + seconds
+        done: dict[str, list[float]] = {"SET": [], "GET": []}
+
+        def loop(test: str) -> None:  # short runs, so the load ends near the deadline
+            while time.monotonic() < deadline:
+                f = rb(port, test, 5_000, 50)
+                done[test].append(f.rps)
+
+        threads = [threading.Thread(target=loop, args=(t,), daemon=True) for t in done]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        loaded = time.monotonic() - t0
+        watcher.stop.set()
+        watcher.thread.join()
+        terms1 = raft_terms(cluster)
+        snaps = {i: (cluster.info(i, 2.0) or {}).get("snapshot_index") for i in cluster.nodes}
+        print(f"\nstability: {loaded:.0f} s of SET c50 + GET c50 on leader n{leader}, "
+              f"--snapshot-entries {snapshot_every}")
+        for test, rps in done.items():
+            print(f"  {test}: {len(rps)} runs of 5k, ops/s median "
+                  f"{statistics.median(rps) if rps else 0:.0f}")
+        print(f"  terms before {terms0} after {terms1}; snapshot_index {snaps}")
+        print("  slowest INFO answer: "
+              + ", ".join(f"n{i} {v * 1000:.0f} ms" for i, v in watcher.slowest.items()))
+        for line in watcher.changes:
+            print("  CHANGE " + line)
+        print("  " + cpu.report())
+        print("  result: " + ("LEADER CHANGE under load" if watcher.changes or terms0 != terms1
+                              else "no leader change"))
+    finally:
+        cluster.close()
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    ap.add_argument("--failover-kills", type=int, default=None,
+                    help="kill -9 leader rounds per round (default 7, quick 1)")
+    ap.add_argument("--stability", type=float, default=0.0,
+                    help="seconds of c50 SET + c50 GET with snapshots every 10k (0: skip)")
+    ap.add_argument("--baseline", default=None, metavar="REF",
+                    help="also measure the RaftKV of git ref REF (e.g. main) in the same rounds")
+    ap.add_argument("--dir", default=None, help="scratch base directory (a real disk)")
+    args = ap.parse_args()
+    z = (Sizes(seconds=3, n50=10_000, n1=500, nP=30_000) if args.quick
+         else Sizes(seconds=8, n50=30_000, n1=2_000, nP=100_000))
+    kills = args.failover_kills if args.failover_kills is not None else (1 if args.quick else 7)
+    ensure_packages()
+    started = time.monotonic()
+    print(load_line(), flush=True)
+    rounds: list[dict[str, dict[str, Figure]]] = []
+    fails: dict[str, list[float | None]] = {}
+    with scratch_dir(args.dir, "bench-vs-etcd-") as work, contextlib.ExitStack() as stack:
+        fsync_us = 1e6 / raw_fsync_rate(str(work), 2.0)
+        print(f"disk: write+fsync of 100 B takes {fsync_us:.0f} us ({work})", flush=True)
+        etcd = stack.enter_context(etcd_cluster(work / "etcd"))
+        clusters = {"raftkv": stack.enter_context(raft_cluster(work / "raftkv", fsync="always"))}
+        if args.baseline:
+            clusters[f"raftkv@{args.baseline}"] = stack.enter_context(
+                baseline_cluster(work / "baseline", args.baseline))
+        eterms0 = etcd.raft_terms()
+        rterms0 = {name: raft_terms(c) for name, c in clusters.items()}
+        for n in range(args.rounds):
+            got: dict[str, dict[str, Figure]] = {}
+            steps: list[Callable[[], None]] = [
+                lambda got=got: got.__setitem__("etcd", etcd_round(etcd, work, z))]
+            steps += [lambda got=got, name=name, c=c: got.__setitem__(name, raft_round(c, z))
+                      for name, c in clusters.items()]
+            shift = n % len(steps)  # rotate the order: nobody always gets the quiet moment
+            for step in steps[shift:] + steps[:shift]:
+                step()
+            rounds.append({"raftkv": got["raftkv"], **{k: v for k, v in got.items()
+                                                       if k != "raftkv"}})
+            print(f"\nround {n + 1} ({load_line()})")
+            for row in got["raftkv"]:
+                for name in [*clusters, "etcd"]:
+                    if row in got[name]:
+                        print(f"  {row:<18} {name:<14} {fmt(got[name][row])}")
+            print(flush=True)
+        print(f"leader changes outside the kills: etcd terms {eterms0} -> {etcd.raft_terms()}, "
+              + ", ".join(f"{name} terms {rterms0[name]} -> {raft_terms(c)}"
+                          for name, c in clusters.items()))
+        for n in range(args.rounds if kills else 0):
+            for name, c in clusters.items():
+                f = failovers(c, kills)
+                fails.setdefault(name, []).extend(f)
+                print("failover round {} {}: first OK after kill -9 leader: {}".format(
+                    n + 1, name, ", ".join("never" if v is None else f"{v:.0f} ms" for v in f)),
+                    flush=True)
+        stack.close()
+        if rounds:  # --rounds 0: only the stability run
+            report(rounds, fails, fsync_us)
+        if args.stability:
+            stability(work / "stability", args.stability, 10_000)
+    print(f"\n{load_line()}; wall time {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Node- and port-level limits as pure units: --maxmemory's guard (and its check on the
+leader for forwarded commands), the loop-lag monitor's figures, reply weights, and
+maxclients under an open-file limit."""
+
+from __future__ import annotations
+
+import resource
+import types
+
+from raftkv.node.memory import OOM, MemoryGuard, grows_memory
+from raftkv.node.node import Node
+from raftkv.node.settings import NodeSettings
+from raftkv.raft import Role
+from raftkv.server.limits import FD_RESERVE, clients_for_descriptors
+from raftkv.server.loop_lag import LoopLagMonitor
+from raftkv.server.output_buffer import reply_size
+from wire.raft import ForwardRequest, ForwardResponse
+from wire.reply import OK
+from wire.resp import encode_reply
+from wire.resp_reply import ReplyParser
+
+
+def guard(used: int, limit: int = 100) -> MemoryGuard:
+    return MemoryGuard(limit, measure=lambda: used, clock=lambda: 0.0)
+
+
+def test_over_maxmemory_only_writes_that_grow_memory_are_refused_with_redis_text() -> None:
+    full = guard(used=101)
+    for args in ([b"SET", b"k", b"v"], [b"mset", b"a", b"b"], [b"APPEND", b"k", b"v"],
+                 [b"INCR", b"n"], [b"CAS", b"k", b"a", b"b"]):
+        assert full.refuse(args) is OOM, args
+    for args in ([b"GET", b"k"], [b"DEL", b"k"], [b"FLUSHALL"], [b"KEYS", b"*"],
+                 [b"SCAN", b"0"], [b"nosuch"]):
+        assert full.refuse(args) is None, args
+    assert full.refused == 5
+    assert OOM.text == "OOM command not allowed when used memory > 'maxmemory'."
+    assert guard(used=100).refuse([b"SET", b"k", b"v"]) is None  # at the limit: fine
+    assert guard(used=10**12, limit=0).refuse([b"SET", b"k", b"v"]) is None  # 0: off
+    assert grows_memory([b"set"]) and not grows_memory([b"del"])
+
+
+def test_used_memory_is_sampled_at_most_once_per_interval() -> None:
+    reads, now = [], [0.0]
+    g = MemoryGuard(1, interval=0.1, measure=lambda: reads.append(1) or 5,
+                    clock=lambda: now[0])
+    assert g.used() == 5 and g.used() == 5 and len(reads) == 1
+    now[0] = 0.2
+    g.used()
+    assert len(reads) == 2
+
+
+def test_a_forwarded_write_is_checked_again_on_the_leader() -> None:
+    # A follower under its limit forwards a SET; the leader is over its own: -OOM comes back.
+    sent: list[object] = []
+    node = types.SimpleNamespace(
+        memory=guard(used=500),
+        core=types.SimpleNamespace(role=Role.LEADER, term=3),
+        transport=types.SimpleNamespace(send=sent.append),
+        id=1,
+        settings=NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
+                              cluster={1: "127.0.0.1:2"}, data_dir="unused"),
+    )
+    node._forward_replier = types.MethodType(Node._forward_replier, node)
+    node._check_size = types.MethodType(Node._check_size, node)
+    msg = ForwardRequest(term=3, src=2, dst=1, req_id=7, args=(b"SET", b"k", b"v"))
+    Node._on_forward_request(node, msg)  # type: ignore[arg-type]
+    (response,) = sent
+    assert isinstance(response, ForwardResponse) and response.req_id == 7
+    parser = ReplyParser()
+    parser.feed(response.reply)
+    assert parser.next_reply() == OOM
+
+
+def test_the_loop_lag_monitor_keeps_last_and_max_and_counts_stalls() -> None:
+    monitor = LoopLagMonitor(warn_ms=50)
+    for lag in (1.0, 70.0, 3.0):
+        monitor.record(lag)
+    assert monitor.info() == {"loop_lag_last_ms": 3.0, "loop_lag_max_ms": 70.0,
+                              "loop_lag_stalls": 1}
+    monitor.reset()
+    assert monitor.info()["loop_lag_max_ms"] == 0
+
+
+def test_reply_size_is_exact_for_small_replies_and_close_for_large_arrays() -> None:
+    for value in (b"x" * 1000, [b"a" * 10] * 100, {b"k": b"v" * 50}, 7, None, OK):
+        assert abs(reply_size(value) - len(encode_reply(value))) <= 16 + 16 * (
+            len(value) if isinstance(value, list | dict) else 0)
+    big = [b"k" * 20] * 100_000
+    assert 0.8 < reply_size(big) / len(encode_reply(big)) < 1.5
+
+
+def test_maxclients_leaves_a_reserve_of_descriptors() -> None:
+    assert clients_for_descriptors(10_000, 256) == 256 - FD_RESERVE
+    assert clients_for_descriptors(100, 1_000_000) == 100
+    assert clients_for_descriptors(100, 10) == 1  # still one, for an administrator
+    assert clients_for_descriptors(100, resource.RLIM_INFINITY) == 100
