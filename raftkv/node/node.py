@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
 from raftkv.kv import (
@@ -182,6 +183,8 @@ class Node:
             s.data_dir, s.cluster_id, s.join, s.cluster,
             lambda addr: info_raft(addr, 2.0), Backoff(0.2, 2.0, self.rng))
         event(log, logging.INFO, "cluster id", cluster_id=cluster_id, source=source)
+        # From here on settings.cluster_id is the cluster's id, whatever decided it.
+        s = self.settings = attrs.evolve(s, cluster_id=cluster_id)
         self.storage = await trio.to_thread.run_sync(
             lambda: open_storage(s.data_dir, cluster_id, s.node_id, bootstrap, fsync=s.fsync)
         )

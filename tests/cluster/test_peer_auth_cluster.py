@@ -131,6 +131,11 @@ def test_a_joining_node_learns_the_cluster_id_and_a_foreign_node_is_refused(
         meta = json.loads((c.nodes[4].data_dir / "meta.json").read_text())
         assert meta["cluster_id"] == cluster_id
         assert "learnt from the cluster" in c.nodes[4].log_path.read_text()
+        # What the node reports elsewhere (a backup's header) is that id too.
+        backup = subprocess.run(
+            [sys.executable, "-m", "raftkv", "backup", "--endpoints", c.nodes[4].client_addr,
+             str(tmp_path / "b.bak")], capture_output=True, text=True, timeout=60)
+        assert f"backup of cluster {cluster_id!r}" in backup.stdout, backup
 
         terms = {i: (c.info(i, timeout=10) or {})["term"] for i in c.nodes}
         client, peer = free_ports(2)
