@@ -33,15 +33,17 @@ ENV PATH=/opt/raftkv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     RAFTKV_DATA_DIR=/data \
     RAFTKV_CLIENT_ADDR=0.0.0.0:7001 \
-    RAFTKV_PEER_ADDR=0.0.0.0:7101
+    RAFTKV_PEER_ADDR=0.0.0.0:7101 \
+    RAFTKV_METRICS_ADDR=0.0.0.0:9001
 VOLUME ["/data"]
-EXPOSE 7001 7101
+EXPOSE 7001 7101 9001
 
-# Healthy = the client port answers INFO raft and the node knows a leader: a node cut off
+# Healthy = /readyz answers 200: the node knows a leader it heard from within an election
+# timeout (or leads with a quorum) and has applied close to the commit index; a node cut off
 # from its peers (or still electing after the start period) is unhealthy, not just alive.
 # The timeout allows for a Python start on a loaded machine (~0.5 s of imports at load 20).
 HEALTHCHECK --interval=10s --timeout=10s --start-period=20s --retries=3 \
-  CMD ["python3", "-c", "from raftkv.probe import info_raft; i = info_raft('127.0.0.1:7001', 2.0); raise SystemExit(0 if i.get('leader_id', '0') not in ('', '0', 'None') else 1)"]
+  CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9001/readyz', timeout=3)"]
 
 # raftkv serve is PID 1 and stops gracefully on SIGTERM (a leader hands over first);
 # docker stop / podman stop send SIGTERM, then SIGKILL after the grace period.

@@ -89,7 +89,8 @@ def test_dockerfile_runs_serve_as_a_non_root_user_with_a_healthcheck() -> None:
     assert "CMD" in health and "NONE" not in health
     env = dockerfile_env()
     client_port = parse_addr(env["RAFTKV_CLIENT_ADDR"])[1]
-    assert str(client_port) in health  # it probes the client port the node listens on
+    metrics_port = parse_addr(env["RAFTKV_METRICS_ADDR"])[1]
+    assert f":{metrics_port}/readyz" in health  # readiness, from the node's own HTTP port
     assert json.loads(instructions("ENTRYPOINT")[-1]) == ["raftkv", "serve"]  # exec form
     exposed = {int(p) for args in instructions("EXPOSE") for p in args.split()}
     assert {client_port, parse_addr(env["RAFTKV_PEER_ADDR"])[1]} <= exposed

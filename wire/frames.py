@@ -57,6 +57,14 @@ class FrameDecoder:
     def max_frame_size(self) -> int:
         return self._max
 
+    @max_frame_size.setter
+    def max_frame_size(self, value: int) -> None:
+        """Change the limit for frames not yet started (e.g. raise it once a peer has
+        authenticated: before that, a stranger may not make us buffer a large frame)."""
+        if not 1 <= value <= _LIMIT:
+            raise ValueError(f"max_frame_size must be in [1, {_LIMIT}], got {value}")
+        self._max = value
+
     @property
     def buffered(self) -> int:
         """Bytes held for a frame not yet complete (at most ``max_frame_size + 4``)."""

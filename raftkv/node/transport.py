@@ -136,6 +136,9 @@ def _decode(frame: bytes) -> Any:
         raise ProtocolError(f"undecodable record: {exc!r}") from exc
 
 
+HELLO_MAX_FRAME = 64 * 1024  # a Hello or Refused: ids, a cluster id, two addresses
+
+
 class _FrameReader:
     """Frames from a stream; the timeout is per read, so slow-but-flowing data is fine."""
 
@@ -144,6 +147,9 @@ class _FrameReader:
         self._decoder = FrameDecoder(max_frame_size)
         self._frames: deque[bytes] = deque()
         self.received = 0  # bytes received so far (what an Ack reports)
+
+    def allow(self, max_frame_size: int) -> None:
+        self._decoder.max_frame_size = max_frame_size
 
     async def next(self, idle_timeout: float = math.inf) -> bytes | None:
         """The next frame; None at end of stream; TooSlowError after idle_timeout silence."""
@@ -696,7 +702,10 @@ class PeerTransport:
                         self._notify()
                         return
                     phase = "Hello"
-                reader = _FrameReader(stream, lim.max_frame_size)
+                # Until its Hello (and Proof) are checked a connection may send only a
+                # small frame: a stranger must not make us buffer max_frame_size bytes
+                # (17 MiB by default) per connection for the whole handshake timeout.
+                reader = _FrameReader(stream, HELLO_MAX_FRAME)
                 frame = await reader.next()
                 if frame is None:
                     self._debug("closed before Hello", remote=remote)
@@ -723,6 +732,8 @@ class PeerTransport:
                                    remote=remote, node_id=hello.node_id, reason=failure)
                         self._notify()
                         return
+                # Authenticated (or no secret): full-size frames from here on.
+                reader.allow(lim.max_frame_size)
         except trio.TooSlowError:
             reason = f"no {phase} within {lim.hello_timeout:g} s"
             if phase == "TLS handshake":

@@ -17,6 +17,7 @@ from raftkv.node.pending import Pending
 from raftkv.server.admin import raft_command
 from raftkv.server.info import REDIS_COMPAT_VERSION, render_info
 from wire.reply import OK, ErrorReply, SimpleString
+from wire.resp import string2ll
 
 if TYPE_CHECKING:
     from raftkv.node.node import Node
@@ -76,9 +77,8 @@ def cmd_hello(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     proto = conn.proto
     rest = args[1:]
     if rest:
-        try:
-            proto = int(rest[0])
-        except ValueError:
+        proto = string2ll(rest[0])  # strict, as Redis: int() would take "0_3" or " 3 "
+        if proto is None:
             return _err("ERR Protocol version is not an integer or out of range")
         if proto not in (2, 3):
             return _err("NOPROTO unsupported protocol version")
@@ -86,7 +86,9 @@ def cmd_hello(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     while rest:
         opt = rest[0].lower()
         if opt == b"setname" and len(rest) >= 2:
-            conn.name = rest[1].decode(errors="replace")
+            if not _printable(rest[1]):
+                return _err(BAD_CLIENT_NAME)
+            conn.name = rest[1].decode()
             rest = rest[2:]
         elif opt == b"auth" and len(rest) >= 3:
             rest = rest[3:]  # no authentication in RaftKV: accepted and ignored
@@ -110,8 +112,8 @@ def cmd_client(node: Node, conn: Connection, args: list[bytes]) -> Pending:
         return _wrong_args("client")
     sub = args[1].lower()
     if sub == b"setname" and len(args) == 3:
-        if any(c <= 32 or c > 126 for c in args[2]):
-            return _err("ERR Client names cannot contain spaces, newlines or special characters.")
+        if not _printable(args[2]):
+            return _err(BAD_CLIENT_NAME)
         conn.name = args[2].decode()
         return Pending.of(OK)
     if sub == b"getname" and len(args) == 2:
@@ -120,10 +122,13 @@ def cmd_client(node: Node, conn: Connection, args: list[bytes]) -> Pending:
         return Pending.of(conn.id)
     if sub == b"setinfo" and len(args) == 4:
         attr = args[2].lower()
+        if attr in (b"lib-name", b"lib-ver") and not _printable(args[3]):
+            return _err(f"ERR {attr.decode()} cannot contain spaces, newlines or special "
+                        "characters.")
         if attr == b"lib-name":
-            conn.lib_name = args[3].decode(errors="replace")
+            conn.lib_name = args[3].decode()
         elif attr == b"lib-ver":
-            conn.lib_ver = args[3].decode(errors="replace")
+            conn.lib_ver = args[3].decode()
         else:
             return _err(f"ERR Unrecognized option '{args[2].decode(errors='replace')}'")
         return Pending.of(OK)
@@ -134,6 +139,15 @@ def cmd_client(node: Node, conn: Connection, args: list[bytes]) -> Pending:
         return Pending.of(("\n".join(lines) + "\n").encode())
     sub_text = args[1].decode(errors="replace")
     return _err(f"ERR unknown subcommand '{sub_text}'. Try CLIENT HELP.")
+
+
+BAD_CLIENT_NAME = "ERR Client names cannot contain spaces, newlines or special characters."
+
+
+def _printable(text: bytes) -> bool:
+    """Redis's rule for names and library info: printable ASCII, no spaces. Anything else
+    could forge fields or whole lines in other clients' CLIENT LIST."""
+    return all(33 <= c <= 126 for c in text)
 
 
 def _client_line(conn: Connection) -> str:

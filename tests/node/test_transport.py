@@ -760,3 +760,56 @@ async def test_a_peer_we_cannot_dial_gets_our_messages_on_the_link_it_opened() -
             assert (await receive(b, 1))[0].seq == 8
             await a.stop()
             await b.stop()
+
+
+# Acks every 50 ms; a stall timeout long enough that only the Ack bookkeeping can close it.
+QUICK_ACKS = attrs.evolve(LIMITS, stall_timeout=5.0, keepalive_interval=0.05)
+
+
+async def test_ack_arriving_before_send_all_returns_is_not_a_protocol_error(
+        nursery, warnings) -> None:
+    """The sender records a batch as sent only after ``send_all`` returns, but the peer may
+    decode and Ack the batch's first frames while the rest is still being written (a large
+    batch, a slow or busy receiver). The Ack then counts more frames than "sent" and the
+    healthy link is closed as a protocol error ("Ack of N frames; sent N-1"), dropping what
+    was queued. Seen on an idle 3-node cluster and on every 8 MiB SET: the links flap and
+    the leader loses its followers. Here: a batch of a small frame and a 15 MB one to a
+    receiver whose inbox is full, so the first frame is counted and Acked while the
+    second cannot be written in full."""
+    with trio.fail_after(15):
+        a = await start(nursery, 1, limits=QUICK_ACKS)
+        b = await start(nursery, 2, limits=QUICK_ACKS, inbox_size=0)
+        a.t.update_peers({2: b.addr})
+        b.t.update_peers({1: a.addr})
+        await a.t.wait_until(connected(a, 2))
+        assert a.t.send(Note(1, 2, 0))
+        assert a.t.send(Note(1, 2, 1, b"x" * (15 * 1024 * 1024)))
+        start_acks = a.t.stats()[2].keepalives
+        # Several Acks from b reach a while the large frame is stuck in the socket.
+        await a.t.wait_until(lambda: a.t.stats()[2].keepalives >= start_acks + 5
+                             or a.t.bad_connections > 0)
+    errors = [r.getMessage() + str(getattr(r, "fields", "")) for r in warnings
+              if r.getMessage() == "protocol error, connection closed"]
+    assert errors == []
+    assert a.t.bad_connections == 0
+
+
+async def test_a_connection_before_its_hello_cannot_make_the_node_buffer_a_full_frame(
+        nursery) -> None:
+    """Found by the attacker: before its Hello a stranger's connection could announce a
+    frame up to max_frame_size (17 MiB in a node) and be buffered for the handshake
+    timeout; 30 such connections took a node from 104 to 590 MB RSS. A Hello is a few
+    hundred bytes: a larger first frame is refused at its header."""
+    slow_hello = attrs.evolve(LIMITS, hello_timeout=30.0)
+    a = await start(nursery, 1, limits=slow_hello)
+    stream = await trio.open_tcp_stream("127.0.0.1", a.port)
+    size = 8 * 1024 * 1024
+    closed = False
+    with trio.move_on_after(5):
+        try:
+            await stream.send_all(size.to_bytes(4, "big") + b"\x00" * (size - 1))
+            closed = await stream.receive_some() == b""
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            closed = True
+    await stream.aclose()
+    assert closed, "the node kept buffering an 8 MiB 'Hello' from an unknown connection"
