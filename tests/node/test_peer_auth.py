@@ -160,3 +160,20 @@ def test_secret_files(tmp_path: Path) -> None:
     assert load_secret(short) == b"k" * 20
     os.chmod(short, 0o644)
     assert peer_auth.loose_permissions(short)
+
+
+async def test_before_its_proof_a_connection_cannot_make_us_buffer_a_full_frame(
+    nursery,
+) -> None:
+    """The small pre-handshake frame limit lasts until the Proof is checked: a stranger that
+    passes the Hello and announces an 8 MiB frame is closed at the frame's header."""
+    a = await start(nursery, 1, {9: "127.0.0.1:9"}, secret=SECRET,
+                    limits=attrs.evolve(LIMITS, hello_timeout=30.0))
+    with trio.fail_after(10):
+        raw = await RawPeer.connect(a.port)
+        assert isinstance(await raw_hello(raw, 9, os.urandom(32)), Hello)
+        assert isinstance(await raw.next(), Proof)
+        size = 8 * 1024 * 1024
+        await raw.stream.send_all(size.to_bytes(4, "big") + b"\x00" * 1024)
+        assert await raw.read_until_closed() == b""
+    assert a.t.bad_connections == 1
