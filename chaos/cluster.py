@@ -23,6 +23,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from raftkv.node.cluster_id import new_cluster_id
+from raftkv.node.peer_auth import ensure_secret_file
 from raftkv.node.settings import parse_addr
 from raftkv.probe import info_raft
 
@@ -91,6 +93,9 @@ class LocalCluster:
     for all. ``ports``: (client, peer) port per node, default free ports. ``peer_maps``:
     node id -> {peer id: address node dials for that peer}; a peer missing from a node's
     map is dialled at its real peer address. ``node_args``: extra arguments per node.
+    ``peer_secret``: every node gets ``--peer-secret-file`` (one random secret, made in
+    ``workdir``). ``peer_tls``: a directory made by ``raftkv certs create``; every node
+    gets its node certificate, key and CA as ``--peer-tls-*``.
     """
 
     def __init__(self, workdir: Path, nodes: int = 3, host: str = "127.0.0.1",
@@ -98,10 +103,22 @@ class LocalCluster:
                  hosts: Sequence[str] | None = None,
                  ports: Sequence[tuple[int, int]] | None = None,
                  peer_maps: Mapping[int, Mapping[int, str]] | None = None,
-                 node_args: Mapping[int, list[str]] | None = None) -> None:
+                 node_args: Mapping[int, list[str]] | None = None,
+                 peer_secret: bool = False, peer_tls: Path | None = None) -> None:
         self.workdir = Path(workdir)
         self.host = host
-        self.extra_args = extra_args or []
+        # Given explicitly to the founding nodes: with peer_maps each sees other addresses,
+        # so ids derived from their --cluster lists would differ. --join nodes learn it.
+        self.cluster_id = new_cluster_id()
+        self.extra_args = list(extra_args or [])
+        if peer_secret:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.secret_file = ensure_secret_file(self.workdir / "peer-secret")
+            self.extra_args += ["--peer-secret-file", str(self.secret_file)]
+        if peer_tls is not None:
+            self.extra_args += ["--peer-tls-cert", str(peer_tls / "node.crt"),
+                                "--peer-tls-key", str(peer_tls / "node.key"),
+                                "--peer-tls-ca", str(peer_tls / "ca.crt")]
         self.fsync = fsync
         hosts = list(hosts) if hosts else [host] * nodes
         if len(hosts) != nodes:
@@ -133,7 +150,8 @@ class LocalCluster:
 
     def command(self, node: NodeProcess) -> list[str]:
         members = (["--join", ",".join(node.join)] if node.join
-                   else ["--cluster", self.cluster_arg_for(node.id)])
+                   else ["--cluster", self.cluster_arg_for(node.id),
+                         "--cluster-id", self.cluster_id])
         return [sys.executable, "-m", "raftkv", "serve", "--id", str(node.id),
                 "--client-addr", node.client_addr, "--peer-addr", node.peer_addr,
                 *members, "--data-dir", str(node.data_dir),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,7 +15,10 @@ from client.status import cluster_status, render_table, status_exit_code, to_jso
 from raftkv import __version__
 from raftkv.backup import take_backup
 from raftkv.backup_file import BackupError, verify_backup
+from raftkv.certs import create as create_certs
 from raftkv.config_file import config_option
+from raftkv.node.cluster_id import valid_cluster_id
+from raftkv.node.security import SecurityConfigError, security_warnings
 from raftkv.node.settings import parse_cluster
 from raftkv.recover import recover as do_recover
 from raftkv.restore import RestoreError
@@ -57,8 +61,25 @@ def _env(name: str) -> str:
               help="With --join: stay a non-voting learner (RAFT PROMOTE makes it a voter).")
 @click.option("--data-dir", required=True, envvar=_env("DATA_DIR"), type=click.Path(),
               help="Where this node keeps its log and snapshots.")
-@click.option("--cluster-id", default="raftkv", show_default=True, envvar=_env("CLUSTER_ID"),
-              help="Peers with another cluster id are refused.")
+@click.option("--cluster-id", default="", envvar=_env("CLUSTER_ID"),
+              help="Override the cluster id (peers with another one are refused). Default: "
+                   "kept in the data directory; a --join node learns it from the cluster; "
+                   "a --cluster bootstrap derives it from the member list.")
+@click.option("--peer-secret-file", default="", envvar=_env("PEER_SECRET_FILE"),
+              type=click.Path(dir_okay=False),
+              help="A secret shared by every member (at least 16 bytes, e.g. `openssl rand "
+                   "-hex 32`): peers prove they know it on every connection.")
+@click.option("--peer-tls-cert", default="", envvar=_env("PEER_TLS_CERT"),
+              type=click.Path(dir_okay=False), help="Mutual TLS between peers: this node's "
+              "certificate (PEM; used as server and as client certificate).")
+@click.option("--peer-tls-key", default="", envvar=_env("PEER_TLS_KEY"),
+              type=click.Path(dir_okay=False), help="The private key of --peer-tls-cert.")
+@click.option("--peer-tls-ca", default="", envvar=_env("PEER_TLS_CA"),
+              type=click.Path(dir_okay=False),
+              help="The CA that signs every member's peer certificate (both ways checked).")
+@click.option("--insecure", is_flag=True, envvar=_env("INSECURE"),
+              help="Allow a non-loopback --client-addr/--peer-addr without peer "
+                   "authentication (--peer-secret-file or --peer-tls-*).")
 @click.option("--advertise-client-addr", default="", envvar=_env("ADVERTISE_CLIENT_ADDR"),
               help="Client address other nodes tell clients (default: --client-addr).")
 @click.option("--advertise-peer-addr", default="", envvar=_env("ADVERTISE_PEER_ADDR"),
@@ -146,6 +167,9 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
         raise click.BadParameter(f"--id {node_id} is not in --cluster {cluster}")
     if learner and not seeds:
         raise click.BadParameter("--learner only applies with --join")
+    check_peer_security(client_addr, peer_addr, options)
+    if options["cluster_id"] and not valid_cluster_id(options["cluster_id"]):
+        raise click.BadParameter("1 to 64 of A-Z a-z 0-9 . _ -", param_hint="--cluster-id")
     setup_logging(verbose, fmt=options["log_format"], node_id=node_id)
     settings = NodeSettings(
         node_id=node_id, client_addr=client_addr, peer_addr=peer_addr, cluster=members,
@@ -174,6 +198,27 @@ def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, verbose
 
     run_local_cluster(nodes=nodes, data_dir=data_dir, host=host, fsync=fsync, verbose=verbose,
                       base=port_base)
+
+
+@main.group()
+def certs() -> None:
+    """Certificates for trying TLS out (a CA, a node and a client certificate)."""
+
+
+@certs.command("create")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for ca.crt/key, node.crt/key, client.crt/key (keys 0600).")
+@click.option("--hosts", default="127.0.0.1,localhost", show_default=True,
+              help="Names and IPs the node certificate is valid for (comma separated).")
+def certs_create(out: str, hosts: str) -> None:
+    """Make a CA and certificates signed by it; never overwrites a file."""
+    try:
+        written = create_certs(Path(out), tuple(_split(hosts)))
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("\n".join(str(p) for p in written))
+    click.echo(f"Peer TLS: raftkv serve ... --peer-tls-cert {out}/node.crt "
+               f"--peer-tls-key {out}/node.key --peer-tls-ca {out}/ca.crt")
 
 
 @main.command()
@@ -255,6 +300,16 @@ def member_promote(node_id: int, timeout: float, endpoints: str) -> None:
     from raftkv.member_cli import change
 
     change(_split(endpoints), ["PROMOTE", str(node_id)], timeout)
+
+
+def check_peer_security(client_addr: str, peer_addr: str, options: dict[str, Any]) -> None:
+    """Peer-security flags, checked before anything starts (raftkv.node.security)."""
+    try:
+        warnings = security_warnings(client_addr, peer_addr, options)
+    except SecurityConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    for warning in warnings:
+        click.echo(f"WARNING: {warning}", err=True)
 
 
 def _split(endpoints: str) -> list[str]:

@@ -4,8 +4,10 @@ Node N listens on client port BASE+N, peer port BASE+100+N and serves /metrics, 
 /readyz on BASE+2000+N (BASE is 7000 by default), with data in DATA_DIR/node-N, so running
 it again resumes the same data. Before starting anything it checks that every one of those
 ports is free, and says in one line which is not (another cluster answering on it, or
-something else holding it). Ctrl-C sends SIGTERM to every node (a leader hands
-over leadership first) and waits for them to exit.
+something else holding it). The nodes authenticate each other with a secret made once
+in DATA_DIR/peer-secret (mode 0600), and share a random cluster id made once in
+DATA_DIR/cluster-id. Ctrl-C sends SIGTERM to every node (a leader hands over leadership
+first) and waits for them to exit.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 import click
 import trio
 
+from raftkv.node.cluster_id import ensure_cluster_id_file
+from raftkv.node.peer_auth import ensure_secret_file
 from raftkv.probe import call, parse_info
 
 
@@ -29,16 +33,21 @@ def ports_of(i: int, base: int) -> dict[str, int]:
     return {"--client-addr": base + i, "--peer-addr": base + 100 + i,
             "--metrics-addr": base + 2000 + i}
 
+SECRET_FILE = "peer-secret"
+CLUSTER_ID_FILE = "cluster-id"  # random, made at the first run
+
 
 def node_command(i: int, nodes: int, data_dir: str, host: str, fsync: str,
-                 verbose: int, base: int = 7000) -> list[str]:
+                 verbose: int, base: int = 7000, cluster_id: str = "") -> list[str]:
     cluster = ",".join(f"{n}={host}:{base + 100 + n}" for n in range(1, nodes + 1))
     ports = ports_of(i, base)
     cmd = [sys.executable, "-m", "raftkv", "serve", "--id", str(i),
            "--cluster", cluster, "--data-dir", str(Path(data_dir) / f"node-{i}"),
-           "--fsync", fsync]
+           "--fsync", fsync, "--peer-secret-file", str(Path(data_dir) / SECRET_FILE)]
     for flag, port in ports.items():
         cmd += [flag, f"{host}:{port}"]
+    if cluster_id:
+        cmd += ["--cluster-id", cluster_id]
     if verbose:
         cmd.append("-" + "v" * verbose)
     return cmd
@@ -142,7 +151,7 @@ def banner(nodes: int, host: str, base: int, leader: dict[str, str], data_dir: s
 
 
 async def _main(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
-                base: int) -> int:
+                base: int, cluster_id: str) -> int:
     # Handled explicitly (not KeyboardInterrupt): it works even where a parent shell made
     # SIGINT ignored, and a stop is a normal exit, status 0.
     code = 0
@@ -155,18 +164,18 @@ async def _main(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
                     return
 
             outer.start_soon(stop_on_signal)
-            code = await _supervise(nodes, data_dir, host, fsync, verbose, base)
+            code = await _supervise(nodes, data_dir, host, fsync, verbose, base, cluster_id)
             outer.cancel_scope.cancel()
     return code
 
 
 async def _supervise(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
-                     base: int) -> int:
+                     base: int, cluster_id: str) -> int:
     procs: list[trio.Process] = []
     async with trio.open_nursery() as nursery:
         for i in range(1, nodes + 1):
             proc = await trio.lowlevel.open_process(
-                node_command(i, nodes, data_dir, host, fsync, verbose, base),
+                node_command(i, nodes, data_dir, host, fsync, verbose, base, cluster_id),
                 stderr=subprocess.PIPE, start_new_session=True,
             )
             procs.append(proc)
@@ -211,4 +220,10 @@ def run_local_cluster(nodes: int, data_dir: str, host: str, fsync: str, verbose:
         click.echo(f"raftkv up: {problem}", err=True)
         raise SystemExit(1)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    raise SystemExit(trio.run(_main, nodes, data_dir, host, fsync, verbose, base))
+    ensure_secret_file(Path(data_dir) / SECRET_FILE)
+    try:
+        cluster_id = ensure_cluster_id_file(Path(data_dir) / CLUSTER_ID_FILE,
+                                            Path(data_dir) / "node-1")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    raise SystemExit(trio.run(_main, nodes, data_dir, host, fsync, verbose, base, cluster_id))

@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
 from raftkv.kv import (
@@ -44,16 +45,20 @@ from raftkv.metrics import NodeMetrics
 from raftkv.node.backoff import Backoff
 from raftkv.node.backup_source import BackupSource
 from raftkv.node.clock import LeaderClock
+from raftkv.node.cluster_id import resolve_cluster_id
 from raftkv.node.expiry import active_expiry
 from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership, describe_members
 from raftkv.node.memory import MemoryGuard
+from raftkv.node.peer_auth import load_secret
 from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import max_reply_bytes, request_size, transport_limits
 from raftkv.node.sync_thread import SyncThread
+from raftkv.node.tls import peer_tls
 from raftkv.node.transport import PeerTransport
+from raftkv.probe import info_raft
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
 from raftkv.storage import SnapshotNotWritten, SnapshotWriter, open_storage
@@ -178,8 +183,14 @@ class Node:
         bootstrap = ClusterConfig(  # empty with --join: learnt from the leader
             tuple(Member(i, addr) for i, addr in sorted(s.cluster.items()) if not s.join)
         )
+        cluster_id, source = await resolve_cluster_id(
+            s.data_dir, s.cluster_id, s.join, s.cluster,
+            lambda addr: info_raft(addr, 2.0), Backoff(0.2, 2.0, self.rng))
+        event(log, logging.INFO, "cluster id", cluster_id=cluster_id, source=source)
+        # From here on settings.cluster_id is the cluster's id, whatever decided it.
+        s = self.settings = attrs.evolve(s, cluster_id=cluster_id)
         self.storage = await trio.to_thread.run_sync(
-            lambda: open_storage(s.data_dir, s.cluster_id, s.node_id, bootstrap, fsync=s.fsync)
+            lambda: open_storage(s.data_dir, cluster_id, s.node_id, bootstrap, fsync=s.fsync)
         )
         for note in self.storage.recovery_notes:  # e.g. a torn WAL tail truncated
             event(log, logging.WARNING, "storage recovered", note=note)
@@ -210,7 +221,7 @@ class Node:
         host, port = parse_addr(s.peer_addr, listen=True)
         self.transport = PeerTransport(
             node_id=self.id,
-            cluster_id=s.cluster_id,
+            cluster_id=cluster_id,
             listen=(host, port),
             advertise_peer_addr=s.peer_advertised,
             client_addr=s.client_advertised,
@@ -220,6 +231,9 @@ class Node:
             limits=transport_limits(s),
             message_types=PEER_MESSAGES,
             validate=check_peer_message,
+            secret=load_secret(s.peer_secret_file) if s.peer_secret_file else None,
+            tls=peer_tls(s.peer_tls_cert, s.peer_tls_key, s.peer_tls_ca)
+            if s.peer_tls_cert else None,
         )
         try:
             async with SyncThread() as self._sync_thread, trio.open_nursery() as nursery:
@@ -803,4 +817,5 @@ class Node:
             "client_addr": self.settings.client_advertised,
             "peer_addr": self.settings.peer_advertised,
             "fsync": self.settings.fsync,
+            "cluster_id": self.transport.cluster_id,
         }

@@ -37,7 +37,7 @@ class NodeSettings:
     peer_addr: str
     cluster: dict[int, str]
     data_dir: str
-    cluster_id: str = "raftkv"
+    cluster_id: str = ""  # "": from the data dir, the cluster (--join) or --cluster
     advertise_client_addr: str = ""
     advertise_peer_addr: str = ""
     tick_ms: float = 10.0
@@ -69,6 +69,14 @@ class NodeSettings:
     # must be before the leader promotes it.
     join: tuple[str, ...] = ()
     learner: bool = False
+    # Peer security (issue 13): a shared secret every peer connection proves it knows.
+    peer_secret_file: str = ""
+    # Mutual TLS on peer links: this node's certificate and key, and the peer CA.
+    peer_tls_cert: str = ""
+    peer_tls_key: str = ""
+    peer_tls_ca: str = ""
+    # Allow a non-loopback client or peer address without peer authentication.
+    insecure: bool = False
     promote_lag: int = 100
     # Operations: the HTTP port for /metrics /livez /readyz ("" = off), how far applying
     # may trail the commit index for /readyz to answer 200, and the log line format.

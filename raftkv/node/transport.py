@@ -21,6 +21,12 @@ dialer, and per connection a sender and a watcher) under a cancel scope that
 ``update_peers`` cancels to remove the peer. Receivers of inbound connections run under
 the listener and are tied to the peer's link, so removing a peer closes them too.
 
+Authentication (``secret``, see raftkv.node.peer_auth): with a peer secret, both sides of
+every connection prove they know it right after the Hellos, before any other frame is
+read; a connection that fails is closed and logged (rate-limited, with the remote address
+and the reason), and since an inbound connection replaces the peer's previous one only
+once it has authenticated, a failed one never disturbs an established link.
+
 A connection that misbehaves (garbage, oversized frame, undecodable record, a message
 that is not from the authenticated peer) is closed with a WARNING; nothing else is.
 ``send`` never blocks: a full per-peer queue drops the message (Raft retransmits).
@@ -40,12 +46,14 @@ from typing import Any
 import attrs
 import trio
 
+from raftkv.node import peer_auth
 from raftkv.node.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
+from raftkv.node.tls import PeerTLS
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
-from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Refused
+from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Proof, Refused
 from wire.record import decode, encode
 
 log = logging.getLogger("raftkv.transport")
@@ -104,6 +112,14 @@ class LinkStats:
 
 class _Refused(Exception):
     """The peer refused our Hello, or its Hello was not what we dialled."""
+
+
+class _TLSFailed(Exception):
+    """The TLS handshake failed (certificate not signed by the peer CA, not TLS, ...)."""
+
+
+class _AuthFailed(Exception):
+    """The peer did not prove it knows the peer secret."""
 
 
 class _BadAddress(Exception):
@@ -251,6 +267,8 @@ class PeerTransport:
         rng: random.Random | None = None,
         message_types: tuple[type, ...] | None = None,
         validate: Callable[[Any], None] | None = None,
+        secret: bytes | None = None,
+        tls: PeerTLS | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -260,6 +278,8 @@ class PeerTransport:
         self._rng = rng or random.Random()
         self._message_types = message_types
         self._validate = validate
+        self._secret = secret or None
+        self._tls = tls
         if isinstance(inbound, trio.MemorySendChannel):
             channel = inbound
 
@@ -279,8 +299,9 @@ class PeerTransport:
                 callback(msg)
 
             self._deliver = deliver
-        hello = Hello(PROTOCOL_VERSION, cluster_id, node_id, advertise_peer_addr, client_addr)
-        self._hello_frame = encode_frame(encode(hello))
+        self._hello = Hello(PROTOCOL_VERSION, cluster_id, node_id, advertise_peer_addr,
+                            client_addr)
+        self._hello_frame = encode_frame(encode(self._hello))
         self._ping_frame = encode_frame(encode(Ping()))
         self._links: dict[int, _Link] = {}
         self._nursery: trio.Nursery | None = None
@@ -290,6 +311,8 @@ class PeerTransport:
         self.unroutable = 0  # send() to an unknown peer
         self.refused_inbound = 0  # inbound handshakes we refused
         self.bad_connections = 0  # connections closed for a protocol error
+        self.auth_failures = 0  # connections (either way) whose peer failed authentication
+        self.tls_failures = 0  # connections (either way) whose TLS handshake failed
         self.update_peers(peers)
 
     # -- public API ----------------------------------------------------------------------
@@ -402,10 +425,18 @@ class PeerTransport:
         while True:
             await trio.sleep(backoff.delay())
             try:
-                stream, reader = await self._dial(link)
+                stream, reader, sent = await self._dial(link)
             except _Refused as exc:
                 link.refused += 1
                 self._warn(("refused-by", link.peer_id), "peer refused handshake",
+                           peer=link.peer_id, addr=link.addr, reason=str(exc))
+            except _TLSFailed as exc:
+                self.tls_failures += 1
+                self._warn(("tls-out", link.peer_id), "peer TLS handshake failed",
+                           peer=link.peer_id, addr=link.addr, reason=str(exc))
+            except _AuthFailed as exc:
+                self.auth_failures += 1
+                self._warn(("auth-out", link.peer_id), "peer failed authentication",
                            peer=link.peer_id, addr=link.addr, reason=str(exc))
             except _BadAddress as exc:
                 self._warn(("bad-address", link.peer_id), "cannot dial peer: bad address",
@@ -418,7 +449,7 @@ class PeerTransport:
                                 error=_describe(exc))
             else:
                 up_since = trio.current_time()
-                await self._run_outbound(link, stream, reader)
+                await self._run_outbound(link, stream, reader, sent)
                 # Only a connection that lasted counts as a success: a peer that accepts
                 # and drops at once must not make us spin.
                 if trio.current_time() - up_since >= lim.dial_backoff_max:
@@ -431,8 +462,9 @@ class PeerTransport:
             link.drop_queued()  # stale by the next attempt; Raft retransmits
             self._notify()
 
-    async def _dial(self, link: _Link) -> tuple[trio.SocketStream, _FrameReader]:
-        """Connect and handshake; the caller owns the returned stream.
+    async def _dial(self, link: _Link) -> tuple[trio.abc.Stream, _FrameReader, int]:
+        """Connect and handshake; the caller owns the returned stream. Also returns how
+        many bytes the handshake sent (the peer's Acks count them).
 
         The name is resolved again on every dial (a peer's address may change: a container
         reconnected to its network gets a new one)."""
@@ -442,13 +474,22 @@ class PeerTransport:
             raise _BadAddress(str(exc)) from None
         with trio.fail_after(self.limits.hello_timeout):
             try:
-                stream = await trio.open_tcp_stream(host, port)
+                tcp = await trio.open_tcp_stream(host, port)
             except (ValueError, UnicodeError) as exc:  # what the resolver rejects
                 raise _BadAddress(f"{type(exc).__name__}: {exc}") from None
-            _tune_socket(stream, self.limits.stall_timeout)
+            _tune_socket(tcp, self.limits.stall_timeout)
+            stream: trio.abc.Stream = tcp
             try:
+                if self._tls is not None:
+                    stream = trio.SSLStream(tcp, self._tls.client, server_hostname=host)
+                    try:
+                        await stream.do_handshake()
+                    except trio.BrokenResourceError as exc:
+                        raise _TLSFailed(_describe(exc.__cause__ or exc)) from None
                 reader = _FrameReader(stream, self.limits.max_frame_size)
-                await stream.send_all(self._hello_frame)
+                nonce = peer_auth.new_nonce() if self._secret else b""
+                hello_frame = self._hello_frame_with(nonce)
+                await stream.send_all(hello_frame)
                 frame = await reader.next()
                 if frame is None:
                     raise trio.BrokenResourceError("closed during the handshake")
@@ -460,22 +501,54 @@ class PeerTransport:
                 problem = self._check_hello(reply, expect=link.peer_id)
                 if problem:
                     raise _Refused(f"its Hello does not match: {problem}")
+                sent = len(hello_frame)
+                if self._secret is not None:
+                    sent += await self._authenticate_listener(stream, reader, link, nonce,
+                                                              reply.nonce)
             except BaseException:
                 await trio.aclose_forcefully(stream)
                 raise
         link.client_addr = reply.client_addr
-        return stream, reader
+        return stream, reader, sent
+
+    async def _authenticate_listener(
+        self, stream: trio.abc.Stream, reader: _FrameReader, link: _Link,
+        ours: bytes, theirs: bytes,
+    ) -> int:
+        """Dialer side: check the listener's Proof, then send ours; bytes sent."""
+        assert self._secret is not None
+        frame = await reader.next()
+        if frame is None:
+            raise trio.BrokenResourceError("closed during authentication")
+        msg = _decode(frame)
+        if isinstance(msg, Refused):
+            raise _Refused(msg.reason)
+        if not isinstance(msg, Proof):
+            raise _AuthFailed(f"expected Proof, got {type(msg).__name__}")
+        if not peer_auth.verify(self._secret, msg.mac, peer_auth.LISTENER, ours, theirs,
+                                link.peer_id, self.cluster_id):
+            raise _AuthFailed("wrong proof: it does not know the peer secret")
+        mine = peer_auth.proof(self._secret, peer_auth.DIALER, ours, theirs, self.node_id,
+                               self.cluster_id)
+        frame = encode_frame(encode(Proof(mine)))
+        await stream.send_all(frame)
+        return len(frame)
+
+    def _hello_frame_with(self, nonce: bytes) -> bytes:
+        if not nonce:
+            return self._hello_frame
+        return encode_frame(encode(attrs.evolve(self._hello, nonce=nonce)))
 
     async def _run_outbound(
-        self, link: _Link, stream: trio.SocketStream, reader: _FrameReader
+        self, link: _Link, stream: trio.abc.Stream, reader: _FrameReader, sent: int
     ) -> None:
         link.connected = True
         link.connects += 1
         self._debug("link up", peer=link.peer_id, addr=link.addr, connects=link.connects)
         self._notify()
-        delivery = _Delivery(len(self._hello_frame), trio.current_time())
+        delivery = _Delivery(sent, trio.current_time())
         try:
-            async with stream, trio.open_nursery() as conn:
+            async with trio.open_nursery() as conn:
                 conn.start_soon(self._watch_outbound, link, reader, delivery, conn.cancel_scope)
                 await self._send_loop(link, stream, delivery)
                 conn.cancel_scope.cancel()
@@ -483,9 +556,12 @@ class PeerTransport:
             link.connected = False
             link.down_since = trio.current_time()
             self._notify()
+            # Forcefully: a graceful TLS close would write close_notify, which blocks on
+            # the stalled peer we are probably leaving.
+            await trio.aclose_forcefully(stream)
 
     async def _send_loop(
-        self, link: _Link, stream: trio.SocketStream, delivery: _Delivery
+        self, link: _Link, stream: trio.abc.Stream, delivery: _Delivery
     ) -> None:
         """Drain the queue onto the socket, several frames per send_all; ping when idle."""
         lim = self.limits
@@ -604,19 +680,33 @@ class PeerTransport:
 
     # -- inbound connections -------------------------------------------------------------
 
-    async def _handle_inbound(self, stream: trio.SocketStream) -> None:
-        """One accepted connection: handshake, then receive until it ends.
+    async def _handle_inbound(self, tcp: trio.SocketStream) -> None:
+        """One accepted connection: TLS and Hello handshakes, then receive until it ends.
 
-        trio.serve_listeners closes the stream when this returns."""
-        remote = _remote(stream)
+        trio.serve_listeners closes the TCP stream when this returns."""
+        remote = _remote(tcp)
         lim = self.limits
-        _tune_socket(stream, lim.stall_timeout)
-        # Until its Hello has been checked a connection may send only a small frame: a
-        # stranger must not make us buffer max_frame_size bytes (17 MiB by default) per
-        # connection for the whole handshake timeout.
-        reader = _FrameReader(stream, HELLO_MAX_FRAME)
+        _tune_socket(tcp, lim.stall_timeout)
+        stream: trio.abc.Stream = tcp
+        phase = "Hello"  # what a timeout interrupted, for the log
         try:
             with trio.fail_after(lim.hello_timeout):
+                if self._tls is not None:
+                    phase = "TLS handshake"
+                    stream = trio.SSLStream(tcp, self._tls.server, server_side=True)
+                    try:
+                        await stream.do_handshake()
+                    except trio.BrokenResourceError as exc:
+                        self.tls_failures += 1
+                        self._warn(("tls-in", remote[0]), "peer TLS handshake failed",
+                                   remote=remote, reason=_describe(exc.__cause__ or exc))
+                        self._notify()
+                        return
+                    phase = "Hello"
+                # Until its Hello (and Proof) are checked a connection may send only a
+                # small frame: a stranger must not make us buffer max_frame_size bytes
+                # (17 MiB by default) per connection for the whole handshake timeout.
+                reader = _FrameReader(stream, HELLO_MAX_FRAME)
                 frame = await reader.next()
                 if frame is None:
                     self._debug("closed before Hello", remote=remote)
@@ -632,10 +722,32 @@ class PeerTransport:
                     self._notify()
                     await stream.send_all(encode_frame(encode(Refused(problem))))
                     return
-                await stream.send_all(self._hello_frame)
+                if self._secret is None:
+                    await stream.send_all(self._hello_frame)
+                else:
+                    phase = "Proof"
+                    failure = await self._authenticate_dialer(stream, reader, hello)
+                    if failure:
+                        self.auth_failures += 1
+                        self._warn(("auth-in", remote[0]), "peer failed authentication",
+                                   remote=remote, node_id=hello.node_id, reason=failure)
+                        self._notify()
+                        return
+                # Authenticated (or no secret): full-size frames from here on.
                 reader.allow(lim.max_frame_size)
         except trio.TooSlowError:
-            self._debug("no Hello in time", remote=remote)
+            reason = f"no {phase} within {lim.hello_timeout:g} s"
+            if phase == "TLS handshake":
+                self.tls_failures += 1
+                self._warn(("tls-in", remote[0]), "peer TLS handshake failed",
+                           remote=remote, reason=reason)
+            elif phase == "Proof":
+                self.auth_failures += 1
+                self._warn(("auth-in", remote[0]), "peer failed authentication",
+                           remote=remote, reason=reason)
+            else:
+                self._debug("no Hello in time", remote=remote)
+            self._notify()
             return
         except ProtocolError as exc:
             self._protocol_error(None, remote, exc)
@@ -648,8 +760,29 @@ class PeerTransport:
             return
         await self._serve_inbound(link, hello, stream, reader)
 
+    async def _authenticate_dialer(
+        self, stream: trio.abc.Stream, reader: _FrameReader, hello: Hello
+    ) -> str:
+        """Listener side: answer with our Hello and Proof, then check the dialer's Proof.
+        Returns why it failed ("" once the dialer has proved it knows the secret)."""
+        assert self._secret is not None
+        ours = peer_auth.new_nonce()
+        mine = peer_auth.proof(self._secret, peer_auth.LISTENER, hello.nonce, ours,
+                               self.node_id, self.cluster_id)
+        await stream.send_all(self._hello_frame_with(ours) + encode_frame(encode(Proof(mine))))
+        frame = await reader.next()
+        if frame is None:
+            return "closed before its Proof"
+        msg = _decode(frame)
+        if not isinstance(msg, Proof):
+            return f"expected Proof, got {type(msg).__name__}"
+        if not peer_auth.verify(self._secret, msg.mac, peer_auth.DIALER, hello.nonce, ours,
+                                hello.node_id, self.cluster_id):
+            return "wrong proof: it does not know the peer secret"
+        return ""
+
     async def _serve_inbound(
-        self, link: _Link, hello: Hello, stream: trio.SocketStream, reader: _FrameReader
+        self, link: _Link, hello: Hello, stream: trio.abc.Stream, reader: _FrameReader
     ) -> None:
         # The peer has one outbound connection at a time: a newer one means the older is
         # dead, and closing it keeps two receivers from interleaving the peer's messages.
@@ -657,7 +790,7 @@ class PeerTransport:
             link.inbound_scope.cancel()
         scope = link.inbound_scope = trio.CancelScope()
         link.client_addr = hello.client_addr
-        self._debug("inbound up", peer=link.peer_id, remote=_remote(stream))
+        self._debug("inbound up", peer=link.peer_id)
         self._notify()
         try:
             with scope:
@@ -697,7 +830,7 @@ class PeerTransport:
     async def _ack_back(
         self,
         link: _Link,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         reader: _FrameReader,
         conn_scope: trio.CancelScope,
     ) -> None:
@@ -747,7 +880,9 @@ class PeerTransport:
         if hello.version != PROTOCOL_VERSION:
             return f"protocol version {hello.version} is not {PROTOCOL_VERSION}"
         if hello.cluster_id != self.cluster_id:
-            return f"cluster id {hello.cluster_id!r} is not {self.cluster_id!r}"
+            return (f"cluster id {hello.cluster_id!r} is not {self.cluster_id!r} (another "
+                    f"cluster, or members bootstrapped from different --cluster lists: give "
+                    f"them one --cluster-id)")
         if expect is not None:
             if hello.node_id != expect:
                 return f"dialled node {expect}, reached node {hello.node_id}"
@@ -755,10 +890,15 @@ class PeerTransport:
             return f"node id {hello.node_id} is this node's own"
         elif hello.node_id not in self._links:
             return f"node id {hello.node_id} is not a member"
+        if self._secret is not None and len(hello.nonce) != peer_auth.NONCE_BYTES:
+            return ("peer authentication required: the peer sent no nonce "
+                    "(is its --peer-secret-file set?)")
+        if self._secret is None and hello.nonce:
+            return "the peer wants peer authentication; this node has no --peer-secret-file"
         return ""
 
     def _check_message(self, link: _Link, msg: Any) -> None:
-        if isinstance(msg, Hello | Refused) or (
+        if isinstance(msg, Hello | Refused | Proof) or (
             self._message_types is not None and not isinstance(msg, self._message_types)
         ):
             raise ProtocolError(f"unexpected {type(msg).__name__} after the handshake")

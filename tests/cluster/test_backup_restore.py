@@ -135,7 +135,7 @@ def test_restore_refuses_the_old_cluster_id_and_a_used_directory(tmp_path: Path)
         assert not isinstance(call(addr, "RAFT", "BACKUP"), ErrorReply)  # a slot again
         assert second[b"index"] >= 2 and second[b"keys"] == 1
     same = raftkv("restore", str(tmp_path / "b.bak"), "--data-dir", str(tmp_path / "x"),
-                  "--id", "1", "--cluster", "1=127.0.0.1:1", "--cluster-id", "raftkv")
+                  "--id", "1", "--cluster", "1=127.0.0.1:1", "--cluster-id", old.cluster_id)
     assert same.returncode == 1 and "new id" in same.stderr
     used = raftkv("restore", str(tmp_path / "b.bak"), "--data-dir", str(old.nodes[1].data_dir),
                   "--id", "1", "--cluster", "1=127.0.0.1:1", "--cluster-id", "other")

@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 import redis
 
 from chaos.cluster import LocalCluster
+from raftkv.probe import info_raft
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,6 +50,18 @@ def up(data: Path, base: int) -> subprocess.Popen[str]:
     )
 
 
+def _cluster_id(addr: str) -> str:
+    """A node's cluster id, once it listens (a leader can be up before the others)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return info_raft(addr, 10)["cluster_id"]
+        except (OSError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # polling another process: no event to wait on
+
+
 def test_raftkv_up_starts_serves_and_stops_cleanly(tmp_path: Path) -> None:
     base = free_port_base()
     proc = up(tmp_path / "data", base)
@@ -68,12 +82,20 @@ def test_raftkv_up_starts_serves_and_stops_cleanly(tmp_path: Path) -> None:
     for k in (1, 2, 3):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", base + k)) != 0, "a node outlived `raftkv up`"
+    # The nodes authenticated each other with a secret made in the data directory.
+    secret = tmp_path / "data" / "peer-secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    made = secret.read_bytes()
+    assert len(made.strip()) == 64
     # Running it again resumes the same data.
     proc = up(tmp_path / "data", base)
     try:
         assert proc.stdout is not None
         assert "up: leader is node" in proc.stdout.readline()
         assert redis.Redis(port=base + 1, socket_timeout=10).get("up") == b"yes"
+        assert secret.read_bytes() == made  # kept, not replaced
+        ids = {_cluster_id(f"127.0.0.1:{base + k}") for k in (1, 2, 3)}
+        assert ids == {(tmp_path / "data" / "cluster-id").read_text().strip()}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

@@ -86,7 +86,8 @@ def test_hostile_peer_frames_close_only_that_connection(cluster: LocalCluster) -
     for node in c.nodes:
         sender = 3 if node == 2 else 2
         hello = encode_frame(encode(
-            Hello(PROTOCOL_VERSION, "raftkv", sender, "127.0.0.1:1", "x")))
+            Hello(PROTOCOL_VERSION, (c.info(node, timeout=10) or {})["cluster_id"], sender,
+                  "127.0.0.1:1", "x")))
         for msg in (
             RequestVote(2**64 - 1, sender, node, 2**64 - 1, 2**64 - 1, transfer=True),
             AppendEntries(terms[node], sender, node, 0, 0,

@@ -20,6 +20,7 @@ import trio
 from raftkv.node.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.peer_validation import check_peer_message
+from raftkv.node.tls import PeerTLS
 from raftkv.node.transport import PeerTransport, TransportLimits, _Delivery, _tune_socket
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
@@ -81,6 +82,8 @@ async def start(
     limits: TransportLimits = LIMITS,
     inbox_size: int = 4096,
     validate: Callable[[object], None] | None = None,
+    secret: bytes | None = None,
+    tls: PeerTLS | None = None,
 ) -> Peer:
     send, recv = trio.open_memory_channel[Note](inbox_size)
     t = PeerTransport(
@@ -94,6 +97,8 @@ async def start(
         limits=limits,
         rng=random.Random(node_id),
         validate=validate,
+        secret=secret,
+        tls=tls,
     )
     scope, stopped = trio.CancelScope(), trio.Event()
 

@@ -1,0 +1,138 @@
+"""Which cluster a node belongs to, decided once, before its data directory is opened.
+
+The cluster id is in every peer Hello (and in every peer-authentication proof), so a node
+of another cluster that dials us by mistake is refused. Where it comes from, first match:
+
+1. ``--cluster-id``: an explicit override (1-64 of ``[A-Za-z0-9._-]``). On a data
+   directory of another cluster the storage refuses to start, naming both ids.
+2. The data directory (``meta.json``): once a node has state, its cluster id never
+   changes, so a restarted node needs no flag.
+3. ``--join`` on an empty directory: learnt from the members' ``INFO raft`` (field
+   ``cluster_id``), the same place the joining node already learns the members' peer
+   addresses from. The answer is not trusted for anything but the id: a wrong one only
+   makes the members refuse this node, and with a peer secret or TLS the node must still
+   authenticate.
+4. Bootstrap with ``--cluster`` on an empty directory: derived from the initial member
+   list (sha256 of the sorted ``id=peer_addr`` pairs), like etcd derives its cluster id
+   from ``--initial-cluster``: the founding members start independently and must agree
+   without talking. Two clusters bootstrapped on the very same addresses get the same id;
+   give them a ``--cluster-id`` (``raftkv up`` makes a random one per data directory and
+   keeps it in ``DATA_DIR/cluster-id``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import trio
+
+from raftkv.log import event
+from raftkv.node.backoff import Backoff
+from raftkv.storage.meta import read_meta
+
+log = logging.getLogger("raftkv.node")
+
+LEARN_TIMEOUT = 60.0  # seconds a --join node waits for a member to name the cluster id
+_VALID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def valid_cluster_id(text: str) -> bool:
+    return bool(_VALID.fullmatch(text))
+
+
+def new_cluster_id() -> str:
+    """A random cluster id (``raftkv up``, tests)."""
+    return secrets.token_hex(8)
+
+
+def derived_cluster_id(members: Mapping[int, str]) -> str:
+    """The id every founding member computes alike from the initial member list."""
+    text = ",".join(f"{i}={members[i]}" for i in sorted(members))
+    return hashlib.sha256(b"raftkv cluster id v1\x00" + text.encode()).hexdigest()[:16]
+
+
+def ensure_cluster_id_file(path: Path, data_dir_of_node: Path) -> str:
+    """``raftkv up``'s cluster id: kept in ``path``, made at the first run (random), or
+    adopted from an existing node directory made before the file existed."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        text = stored_cluster_id(str(data_dir_of_node)) or new_cluster_id()
+        path.write_text(text + "\n")
+    if not valid_cluster_id(text):
+        raise ValueError(f"{path} does not hold a valid cluster id: {text[:80]!r}")
+    return text
+
+
+def stored_cluster_id(data_dir: str) -> str | None:
+    """The cluster id in ``data_dir``'s meta.json, or None for a fresh directory."""
+    if not os.path.isdir(data_dir):
+        return None
+    meta = read_meta(data_dir)
+    return None if meta is None else meta.cluster_id
+
+
+class ClusterIdUnknown(ConnectionError):
+    """No --join member named the cluster id in time (an OSError: serve exits cleanly)."""
+
+
+async def learn_cluster_id(
+    seeds: Sequence[str],
+    fetch: Callable[[str], dict[str, str]],
+    backoff: Backoff,
+    give_up_after: float = LEARN_TIMEOUT,
+) -> str:
+    """Ask the members at ``seeds`` (client addresses) until one names a valid cluster id;
+    ``fetch`` is a blocking INFO raft (run in a thread). Bounded: the node is not serving
+    yet (it cannot open its data directory without the id, and does not handle signals
+    before it serves), so after ``give_up_after`` seconds it exits with a clear error
+    rather than wait unseen."""
+    with trio.move_on_after(give_up_after):
+        return await _ask_until_answered(seeds, fetch, backoff)
+    raise ClusterIdUnknown(
+        f"no --join member ({', '.join(seeds)}) named the cluster id within {give_up_after:g} s; "
+        f"are they running? (or give --cluster-id)")
+
+
+async def _ask_until_answered(
+    seeds: Sequence[str], fetch: Callable[[str], dict[str, str]], backoff: Backoff
+) -> str:
+    while True:
+        for addr in seeds:
+            try:
+                info = await trio.to_thread.run_sync(fetch, addr)
+            except (OSError, ConnectionError, ValueError) as exc:
+                event(log, logging.INFO, "join: member unreachable", endpoint=addr, error=exc)
+                continue
+            found = info.get("cluster_id", "")
+            if valid_cluster_id(found):
+                return found
+            event(log, logging.WARNING, "join: member gave no valid cluster id",
+                  endpoint=addr, cluster_id=found[:80])
+        backoff.failed()
+        await trio.sleep(backoff.delay())
+
+
+async def resolve_cluster_id(
+    data_dir: str,
+    explicit: str,
+    join: Sequence[str],
+    members: Mapping[int, str],
+    fetch: Callable[[str], dict[str, str]],
+    backoff: Backoff,
+) -> tuple[str, str]:
+    """(cluster id, where it came from): see the module docstring for the order."""
+    if explicit:
+        return explicit, "--cluster-id"
+    stored = await trio.to_thread.run_sync(stored_cluster_id, data_dir)
+    if stored is not None:
+        return stored, "data directory"
+    if join:
+        return await learn_cluster_id(join, fetch, backoff), "learnt from the cluster"
+    return derived_cluster_id(members), "derived from --cluster"
