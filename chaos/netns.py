@@ -194,6 +194,9 @@ class NetnsCluster(LocalCluster):
 
     def __init__(self, workdir: Path, net: NetnsNet, **kw: object) -> None:
         nodes = len(net.nodes)
+        # Beyond loopback a node refuses to start with unauthenticated peers (protected
+        # mode): the namespaced nodes share a secret, as a real deployment would.
+        kw.setdefault("peer_secret", True)
         super().__init__(workdir, nodes, hosts=[client_host(n) for n in net.nodes],
                          ports=[(CLIENT_PORT, PEER_PORT)] * nodes, **kw)  # type: ignore[arg-type]
         self.net = net
