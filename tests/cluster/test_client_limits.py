@@ -247,6 +247,16 @@ class NofileCluster(LocalCluster):
         return ["prlimit", "--nofile=256:256", "--", *super().command(node)]
 
 
+def _admitted(c: LocalCluster) -> socket.socket | None:
+    """A new idle connection the node admitted (it answered PING), or None if refused."""
+    s = socket.create_connection(c.client_addr(1), timeout=5)
+    s.sendall(encode_command("PING"))
+    if str(read_reply(s)) == "SimpleString(text='PONG')":
+        return s
+    s.close()
+    return None
+
+
 def test_under_256_descriptors_300_idle_clients_leave_room_for_storage(
     tmp_path: Path,
 ) -> None:
@@ -271,7 +281,11 @@ def test_under_256_descriptors_300_idle_clients_leave_room_for_storage(
         r.close()  # room for one: the node sees the close soon
         snapshot = wait_for(lambda: _call_or_none(c, "RAFT", "SNAPSHOT"), what="a free slot")
         assert isinstance(snapshot, int) and snapshot > 0
-        assert _call_or_none(c, "SET", "b", "2") is None  # full again: refused, not crashed
+        # That call's connection has closed: fill the free slot again, then a client is
+        # refused, not crashed.
+        filler = wait_for(lambda: _admitted(c), what="the slot taken again")
+        socks.append(filler)
+        assert _call_or_none(c, "SET", "b", "2") is None
         socks.pop().close()
         assert str(wait_for(lambda: _call_or_none(c, "SET", "b", "2"))) == \
             "SimpleString(text='OK')"

@@ -106,5 +106,5 @@ def test_storage_holds_at_most_storage_fds_descriptors(tmp_path):
     peak = max(peak, open_fds() - base)
     reader.close()
     s.close()
-    assert open_fds() == base  # nothing leaked
+    assert open_fds() <= base  # nothing leaked (other threads may close their own meanwhile)
     assert 0 < peak <= STORAGE_FDS, peak
