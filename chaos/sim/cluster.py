@@ -317,8 +317,8 @@ class Cluster:
                     f"durable term is {durable.term}",
                 )
             if messages.is_append_ack(msg):
-                checker.append_ack(node.id, msg.term, msg.dst)
                 match = msg.match_index
+                checker.append_ack(node.id, msg.term, msg.dst, match)
                 if checker.rules and storage.image.term(match) != node.term_at(match):
                     raise Violation(
                         "persistence",

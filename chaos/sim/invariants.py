@@ -79,6 +79,8 @@ class SafetyChecker:
         self.commit_max = 0
         self.applied: dict[int, Entry] = {}
         self.votes: dict[tuple[int, int], int] = {}
+        # node -> the longest prefix of its current log it has acknowledged to a leader
+        self.acked: dict[int, int] = {}
         self._commit_seen: dict[tuple[int, int], int] = {}
         self._applied_seen: dict[tuple[int, int], int] = {}
         self._leading: dict[tuple[int, int], int] = {}
@@ -121,10 +123,13 @@ class SafetyChecker:
                 )
         return True
 
-    def append_ack(self, node: int, term: int, leader: int) -> None:
+    def append_ack(self, node: int, term: int, leader: int, match: int = 0) -> None:
         """``node`` acknowledges (success) an AppendEntries from ``leader`` in ``term``: only
         the leader of the acknowledger's own term may get one (Raft 5.1: reject older terms).
-        An ack to anyone else means a stale leader's entries were taken into the log."""
+        An ack to anyone else means a stale leader's entries were taken into the log.
+        ``match``: the log prefix the ack vouches for (a commit quorum is made of these)."""
+        if match > self.acked.get(node, 0):
+            self.acked[node] = match
         known = self.leaders.get(term)
         if known != leader and self.rules:
             raise Violation(
@@ -208,12 +213,19 @@ class SafetyChecker:
                     f"node {node} overwrites entry {conflict} at or below its own commit "
                     f"index {commit_index}",
                 )
-            if self.committed.get(conflict) == replaced:
+            # Only a copy that vouched for the commit must survive. A node that never
+            # acknowledged the entry was in no quorum for it, and may take a stale leader's
+            # entry there (seed 50000251: restarted at term 1, it took a delayed term-2
+            # append over entry 72, which a term-3 leader had committed without it); a
+            # leader that lacks a committed entry is Leader Completeness's to catch.
+            if self.committed.get(conflict) == replaced and self.acked.get(node, 0) >= conflict:
                 raise Violation(
                     "log truncation",
-                    f"node {node} overwrites committed entry {conflict} (term {replaced}) "
-                    f"with term {entries[conflict - first].term}",
+                    f"node {node} overwrites committed entry {conflict} (term {replaced}), "
+                    f"which it had acknowledged, with term {entries[conflict - first].term}",
                 )
+            if self.acked.get(node, 0) >= conflict:
+                self.acked[node] = conflict - 1  # the acks covered entries now replaced
 
     def _match(self, node: int, e: Entry, prev_term: int | None) -> None:
         key = (e.index, e.term)
