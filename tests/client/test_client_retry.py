@@ -158,10 +158,12 @@ async def test_a_silent_node_is_given_up_early_for_a_safe_command_only(
 
 
 async def test_tryagain_until_the_deadline_raises_tryagain(nursery: trio.Nursery) -> None:
+    # A read: for an INCR, a deadline that passes while a retry is in flight rightly
+    # answers OutcomeUnknown instead, which made this test depend on timing (CI, once).
     node = FakeNode(default=TRYAGAIN)
     async with client(await node.serve(nursery), timeout=0.3) as kv:
         with pytest.raises(TryAgain):
-            await kv.incr("n")
+            await kv.get("n")
     assert len(node.seen) > 1
 
 
