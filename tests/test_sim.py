@@ -613,6 +613,16 @@ def test_core_regression_stale_vote_requests_are_answered() -> None:
     assert found.ok, f"{found.prop}: {found.message}"
 
 
+def test_core_regression_a_candidate_that_cannot_win_yields_to_one_that_can() -> None:
+    # Seed 50010599 (5 nodes, PreVote off, sweep): divergent uncommitted configurations left
+    # one candidate that could never win and one that needed its vote; the first always
+    # campaigned just before the second and rejected it every term. No leader after the heal.
+    from chaos.sim.runner import SimParams, run_seed
+
+    found = run_seed(50010599, SimParams(nodes=5))
+    assert found.ok, f"{found.prop}: {found.message}"
+
+
 @pytest.mark.parametrize("seed", [50000251, 50011825])
 def test_checker_regression_an_unacknowledged_copy_of_a_committed_entry_may_go(
         seed: int) -> None:

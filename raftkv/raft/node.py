@@ -513,11 +513,8 @@ class RaftNode:
             self._term = term
             self._vote = 0
         self._leader = 0
-        self._election_elapsed = 0
         self._heartbeat_elapsed = 0
-        self._randomized_timeout = self._rng.randrange(
-            self._cfg.election_ticks, 2 * self._cfg.election_ticks
-        )
+        self._restart_election_timer()
         self._votes = {}
         self._transferee = 0
         self._bcast_pending = self._commit_bcast = False
@@ -594,6 +591,12 @@ class RaftNode:
         if rejected > len(vs) - q:
             return False
         return None
+
+    def _restart_election_timer(self) -> None:
+        self._election_elapsed = 0
+        self._randomized_timeout = self._rng.randrange(
+            self._cfg.election_ticks, 2 * self._cfg.election_ticks
+        )
 
     # -- ticks -----------------------------------------------------------------------------
     def _tick_election(self) -> None:
@@ -726,6 +729,16 @@ class RaftNode:
                 self._election_elapsed = 0
                 self._send(RequestVoteResponse(self._term, self._id, m.src, True, False))
         else:
+            if not m.pre_vote and self._role is Role.CANDIDATE and up_to_date:
+                # A rival candidate of our term whose log is at least as up to date: we
+                # spent our vote on ourselves, but we back off (a fresh election timer from
+                # now) so it can campaign first next round. Without PreVote, two candidates
+                # whose timers keep firing in the same order can both bump the term forever
+                # while the one that can win always asks the other a term too late: its
+                # lead is a zero-drift random walk (simulator seed 50010599, divergent
+                # uncommitted configurations). Resetting only our own timer is always safe,
+                # and a stale-log candidate still cannot postpone a better one.
+                self._restart_election_timer()
             self._send(RequestVoteResponse(self._term, self._id, m.src, False, m.pre_vote))
 
     def _handle_vote_response(self, m: RequestVoteResponse) -> None:

@@ -315,3 +315,30 @@ def test_a_stale_vote_request_is_rejected_with_our_term_and_the_candidate_catche
     assert reply == RequestVoteResponse(term=3, src=1, dst=2, granted=False, pre_vote=False)
     candidate.step(reply)
     assert candidate.term == 3 and candidate.role is Role.FOLLOWER
+
+
+@pytest.mark.parametrize(
+    ("rival_last_index", "rival_last_term", "backs_off"),
+    [
+        (3, 3, True),  # as up to date as us: we yield the next round to it
+        (4, 4, True),  # more up to date
+        (2, 3, False),  # behind us: it cannot postpone our next campaign
+    ],
+)
+def test_a_candidate_backs_off_for_a_rival_with_a_log_as_good(
+    rival_last_index: int, rival_last_term: int, backs_off: bool
+) -> None:
+    # Seed 50010599 (PreVote off): a candidate that could never win kept campaigning just
+    # before the one that could, and rejected it every term, because each kept its own timer.
+    node = _voter((1, 3, 3), term=5)
+    node.campaign()
+    node.ready()
+    assert node.role is Role.CANDIDATE and node.term == 6
+    for _ in range(node._randomized_timeout - 1):
+        node.tick()
+    assert node.term == 6  # one tick from its next campaign
+    node.step(RequestVote(6, 2, 1, rival_last_index, rival_last_term))
+    (resp,) = node.ready().messages
+    assert resp.granted is False  # our vote in term 6 is our own either way
+    node.tick()
+    assert node.term == (6 if backs_off else 7)
