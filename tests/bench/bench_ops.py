@@ -17,6 +17,7 @@ Run: .venv/bin/python tests/bench/bench_ops.py [--requests N] [--rounds R] [--ke
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,26 @@ def cpu_ns(c: LocalCluster) -> int:
     return total
 
 
+def paired_ratios(named: list[tuple[str, float]]) -> list[float]:
+    """with/without throughput of each adjacent pair (runs 0-1, 2-3, ...): the two runs of
+    a pair are seconds apart, so the machine's drifting load cancels out of their ratio."""
+    out = []
+    for i in range(0, len(named) - 1, 2):
+        pair = dict(named[i : i + 2])
+        if pair.get("with") and pair.get("without"):
+            out.append(pair["with"] / pair["without"])
+    return out
+
+
+def median_ci(values: list[float], draws: int = 2000) -> tuple[float, float, float]:
+    """The median and a bootstrap 95% interval of it (seeded: the same runs, the same CI)."""
+    rng = random.Random(0)
+    medians = sorted(
+        statistics.median(rng.choices(values, k=len(values))) for _ in range(draws)
+    )
+    return statistics.median(values), medians[int(0.025 * draws)], medians[int(0.975 * draws)]
+
+
 def metrics_overhead(work: Path, requests: int, rounds: int) -> None:
     ports = free_ports(3)
     with_args = {i: ["--metrics-addr", f"127.0.0.1:{ports[i - 1]}"] for i in (1, 2, 3)}
@@ -70,6 +91,7 @@ def metrics_overhead(work: Path, requests: int, rounds: int) -> None:
         thread = threading.Thread(target=scraper, args=(urls, stop, counts), daemon=True)
         thread.start()
         order: list[str] = []
+        runs: list[float] = []
         for r in range(rounds):  # A B B A A B ...: drifting load hits both alike
             order += ["without", "with"] if r % 2 == 0 else ["with", "without"]
         for name in order:
@@ -82,6 +104,7 @@ def metrics_overhead(work: Path, requests: int, rounds: int) -> None:
                 if "SET" in run.rows and not run.returncode:
                     break
             rps = run.rows["SET"].rps if "SET" in run.rows else 0.0
+            runs.append(rps)
             if rps:
                 results[name].append(rps)
                 cpu[name].append(per_set)
@@ -94,6 +117,12 @@ def metrics_overhead(work: Path, requests: int, rounds: int) -> None:
         print(f"metrics overhead: median c50 SET without {med['without']:.0f}/s, with "
               f"{med['with']:.0f}/s (scraped {counts[0]} times): "
               f"{(med['with'] / med['without'] - 1) * 100:+.1f}%")
+        ratios = paired_ratios([*zip(order, runs, strict=True)])
+        if ratios:
+            mid, lo, hi = median_ci(ratios)
+            print(f"paired throughput with/without over {len(ratios)} adjacent pairs: median "
+                  f"{(mid - 1) * 100:+.1f}%, 95% CI of the median {(lo - 1) * 100:+.1f}% .. "
+                  f"{(hi - 1) * 100:+.1f}%")
         per = {k: statistics.median(v) for k, v in cpu.items()}
         print(f"cluster CPU per SET: median without {per['without']:.0f} us, with "
               f"{per['with']:.0f} us: {(per['with'] / per['without'] - 1) * 100:+.1f}%")
