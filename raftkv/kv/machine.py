@@ -133,7 +133,8 @@ class KVStateMachine:
         return self._now
 
     def apply(self, data: bytes) -> Reply:
-        """Apply one log entry (see ``encode_command``) and return its reply. Never raises."""
+        """Apply one log entry (see ``encode_command``) and return its reply. Raises only
+        ``MemoryError`` (which depends on the process, not the entry)."""
         try:
             stamp, args = decode_entry(data)
         except KVDecodeError as exc:
@@ -145,6 +146,11 @@ class KVStateMachine:
         self._writing = True
         try:
             return self._execute(args)
+        except MemoryError:
+            # Not a property of the entry: this replica, short of memory, would skip what its
+            # peers applied and diverge for good. Stop instead (Redis's OOM handler does);
+            # a restart replays the entry.
+            raise
         except Exception as exc:  # a bug must not stop the apply loop; every replica agrees
             return ErrorReply(f"ERR internal error applying the command: {type(exc).__name__}")
         finally:
