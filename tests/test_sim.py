@@ -289,6 +289,26 @@ def test_truncation_only_from_a_conflict_and_never_committed() -> None:
         c.appending(1, [E(5, 1)], 3, log, 0)
 
 
+def test_only_an_ack_in_the_committing_term_vouches_for_a_committed_entry() -> None:
+    # Seed 70010502 (7-node sweep): node 7 acknowledged entry 72 (term 4) to the term-4
+    # leader, which lost it in a crash; a term-10 leader committed it without node 7; cut
+    # off at term 8, node 7 then took a delayed term-8 append over it. Its term-4 ack was in
+    # no quorum of the term-10 commit: not a violation. An ack in term 10 would have been.
+    log = log_terms(1, 4, 9)
+    for acked_in, violation in ((4, False), (10, True)):
+        c = SafetyChecker()
+        c.leader(6, 4, log_terms(1))
+        c.leader(2, 10, log)
+        c.append_ack(7, acked_in, {4: 6, 10: 2}[acked_in], match=2)
+        c.incarnation(2, 1, 0)
+        c.commit(2, 1, 3, log, leading=10, term=10)
+        if violation:
+            with pytest.raises(Violation, match=r"committed entry 2 .*in term 10"):
+                c.appending(7, [E(2, 8)], 3, log, 0)
+        else:
+            c.appending(7, [E(2, 8)], 3, log, 0)
+
+
 def test_state_machine_safety_and_apply_order() -> None:
     c = SafetyChecker()
     for node in (1, 2, 3):
@@ -620,6 +640,14 @@ def test_core_regression_a_candidate_that_cannot_win_yields_to_one_that_can() ->
     from chaos.sim.runner import SimParams, run_seed
 
     found = run_seed(50010599, SimParams(nodes=5))
+    assert found.ok, f"{found.prop}: {found.message}"
+
+
+def test_checker_regression_an_ack_in_an_earlier_term_does_not_vouch() -> None:
+    # Seed 70010502 (7 nodes, sweep): see test_only_an_ack_in_the_committing_term_vouches...
+    from chaos.sim.runner import SimParams, run_seed
+
+    found = run_seed(70010502, SimParams(nodes=7))
     assert found.ok, f"{found.prop}: {found.message}"
 
 

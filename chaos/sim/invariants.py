@@ -79,8 +79,8 @@ class SafetyChecker:
         self.commit_max = 0
         self.applied: dict[int, Entry] = {}
         self.votes: dict[tuple[int, int], int] = {}
-        # node -> the longest prefix of its current log it has acknowledged to a leader
-        self.acked: dict[int, int] = {}
+        # node -> term -> the longest prefix of its current log it acknowledged in that term
+        self.acked: dict[int, dict[int, int]] = {}
         self._commit_seen: dict[tuple[int, int], int] = {}
         self._applied_seen: dict[tuple[int, int], int] = {}
         self._leading: dict[tuple[int, int], int] = {}
@@ -128,8 +128,9 @@ class SafetyChecker:
         the leader of the acknowledger's own term may get one (Raft 5.1: reject older terms).
         An ack to anyone else means a stale leader's entries were taken into the log.
         ``match``: the log prefix the ack vouches for (a commit quorum is made of these)."""
-        if match > self.acked.get(node, 0):
-            self.acked[node] = match
+        by_term = self.acked.setdefault(node, {})
+        if match > by_term.get(term, 0):
+            by_term[term] = match
         known = self.leaders.get(term)
         if known != leader and self.rules:
             raise Violation(
@@ -213,19 +214,28 @@ class SafetyChecker:
                     f"node {node} overwrites entry {conflict} at or below its own commit "
                     f"index {commit_index}",
                 )
-            # Only a copy that vouched for the commit must survive. A node that never
-            # acknowledged the entry was in no quorum for it, and may take a stale leader's
-            # entry there (seed 50000251: restarted at term 1, it took a delayed term-2
-            # append over entry 72, which a term-3 leader had committed without it); a
-            # leader that lacks a committed entry is Leader Completeness's to catch.
-            if self.committed.get(conflict) == replaced and self.acked.get(node, 0) >= conflict:
+            # Only a copy that vouched for the commit must survive: one acknowledged in the
+            # term the entry was committed in (a leader counts its own term's acks only). A
+            # node in no quorum for it may take a stale leader's entry there (seed
+            # 50000251: restarted at term 1, it took a delayed term-2 append over entry 72,
+            # which a term-3 leader had committed without it; seed 70010502: its ack of
+            # entry 72 went to a term-4 leader that lost the entry in a crash, a term-10
+            # leader committed it without this node, which then, cut off at term 8, took
+            # a delayed term-8 append there). A leader lacking a committed entry is
+            # Leader Completeness's to catch.
+            by_term = self.acked.get(node, {})
+            commit_term = self.commit_term.get(conflict)
+            vouched = commit_term is not None and by_term.get(commit_term, 0) >= conflict
+            if self.committed.get(conflict) == replaced and vouched:
                 raise Violation(
                     "log truncation",
                     f"node {node} overwrites committed entry {conflict} (term {replaced}), "
-                    f"which it had acknowledged, with term {entries[conflict - first].term}",
+                    f"which it had acknowledged in term {commit_term}, the term that "
+                    f"committed it, with term {entries[conflict - first].term}",
                 )
-            if self.acked.get(node, 0) >= conflict:
-                self.acked[node] = conflict - 1  # the acks covered entries now replaced
+            for term, match in by_term.items():
+                if match >= conflict:
+                    by_term[term] = conflict - 1  # the acks covered entries now replaced
 
     def _match(self, node: int, e: Entry, prev_term: int | None) -> None:
         key = (e.index, e.term)
