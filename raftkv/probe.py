@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from raftkv.node.settings import parse_addr
+from wire.addr import parse_addr
 from wire.resp import encode_command
 from wire.resp_reply import NEED_MORE, ReplyParser
 

@@ -29,6 +29,7 @@ import trio
 from raftkv.log import event
 from raftkv.node.backoff import Backoff
 from raftkv.node.pending import Pending
+from raftkv.probe import call, info_raft
 from raftkv.raft import ConfigChangePending, MembershipError, NotLeader, Role
 from wire.addr import parse_addr
 from wire.raft import MAX_NODE_ID, ClusterConfig, Member
@@ -170,8 +171,6 @@ class Membership:
     async def join(self, endpoints: list[str]) -> None:
         """Ask the cluster (through any of ``endpoints``, client addresses) to add this node
         until it is accepted or the node learns its configuration some other way."""
-        from raftkv.probe import call, info_raft
-
         node = self.node
         s = node.settings
         words = ["RAFT", "ADDNODE", str(node.id), s.peer_advertised]

@@ -25,7 +25,7 @@ import itertools
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -176,9 +176,10 @@ class Node:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        from raftkv.server.client_port import serve_clients
-
+    async def run(self, serve_clients: Callable[..., Awaitable[None]], *,
+                  task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Open storage, start the loops, then ``serve_clients`` (the client port, built by
+        raftkv.serve: started here so client connections end with the node)."""
         s = self.settings
         bootstrap = ClusterConfig(  # empty with --join: learnt from the leader
             tuple(Member(i, addr) for i, addr in sorted(s.cluster.items()) if not s.join)
@@ -246,7 +247,7 @@ class Node:
                 nursery.start_soon(self._sweeper)
                 nursery.start_soon(active_expiry, self)
                 self.client_port = await start_listener(
-                    nursery, "--client-addr", s.client_addr, serve_clients, self)
+                    nursery, "--client-addr", s.client_addr, serve_clients)
                 if joining:
                     nursery.start_soon(self.membership.join, list(s.join))
                 self._serving = True
