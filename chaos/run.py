@@ -55,7 +55,8 @@ from chaos.workload import (
     info_raft,
     spread,
 )
-from raftkv.node.settings import parse_addr
+from raftkv.probe import parse_members
+from wire.addr import parse_addr
 
 NETS = ("proxy", "nft", "netns", "docker", "none")
 
@@ -242,8 +243,6 @@ class LocalControl:
 
     async def wait_all_voters(self) -> None:
         """Until every node in ``node_ids`` reports exactly them, all voters."""
-        from raftkv.node.membership import parse_members
-
         want = {i: "voter" for i in self.node_ids}
         views: dict[int, dict[int, str]] = {}
         with trio.move_on_after(self.member_patience):

@@ -33,7 +33,7 @@ from client.errors import (
 )
 from client.safety import Safety, classify
 from client.status import NodeStatus, cluster_status
-from raftkv.node.backoff import Backoff
+from raftkv.backoff import Backoff
 from wire.reply import ErrorReply
 from wire.resp import encode_command
 

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from raftkv.backoff import Backoff
 from raftkv.log import event
-from raftkv.node.backoff import Backoff
 from raftkv.node.pending import Pending
-from raftkv.probe import call, info_raft
+from raftkv.probe import call, describe_members, info_raft, parse_members
 from raftkv.raft import ConfigChangePending, MembershipError, NotLeader, Role
 from wire.addr import parse_addr
-from wire.raft import MAX_NODE_ID, ClusterConfig, Member
+from wire.raft import MAX_NODE_ID, Member
 from wire.reply import OK, ErrorReply
 
 if TYPE_CHECKING:
@@ -46,24 +46,6 @@ USAGE = ErrorReply(
 NO_LEADER = ErrorReply("TRYAGAIN no leader known; the membership change was not made, retry")
 SUBCOMMANDS = (b"addnode", b"promote", b"removenode")
 _DIGITS = re.compile(rb"[0-9]{1,19}")
-
-
-def describe_members(config: ClusterConfig) -> str:
-    """``1=host:port(voter),4=host:port(learner)`` for INFO raft."""
-    return ",".join(
-        f"{m.id}={m.peer_addr}({'learner' if m.learner else 'voter'})" for m in config.members
-    )
-
-
-def parse_members(text: str) -> dict[int, tuple[str, str]]:
-    """INFO raft's ``members`` back to {id: (peer_addr, role)}."""
-    out: dict[int, tuple[str, str]] = {}
-    for item in filter(None, text.split(",")):
-        ident, _, rest = item.partition("=")
-        addr, _, role = rest.partition("(")
-        if ident.isdigit():
-            out[int(ident)] = (addr, role.rstrip(")") or "voter")
-    return out
 
 
 class Membership:

@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 import trio
 
+from raftkv.backoff import Backoff
 from raftkv.kv import (
     KVState,
     KVStateMachine,
@@ -42,13 +43,12 @@ from raftkv.kv import (
 )
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
-from raftkv.node.backoff import Backoff
 from raftkv.node.backup_source import BackupSource
 from raftkv.node.clock import LeaderClock
 from raftkv.node.cluster_id import resolve_cluster_id
 from raftkv.node.expiry import active_expiry
 from raftkv.node.listen import start_listener
-from raftkv.node.membership import Membership, describe_members
+from raftkv.node.membership import Membership
 from raftkv.node.memory import MemoryGuard
 from raftkv.node.peer_auth import load_secret
 from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
@@ -58,7 +58,7 @@ from raftkv.node.sizes import max_reply_bytes, request_size, transport_limits
 from raftkv.node.sync_thread import SyncThread
 from raftkv.node.tls import peer_tls
 from raftkv.node.transport import PeerTransport
-from raftkv.probe import info_raft
+from raftkv.probe import describe_members, info_raft
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role, StorageError, persist
 from raftkv.raft.membership import decode_config
 from raftkv.storage import SnapshotNotWritten, SnapshotWriter, open_storage
