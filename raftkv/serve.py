@@ -23,6 +23,7 @@ from raftkv.log import event, set_term_source
 from raftkv.node.listen import first_listen_error, start_listener
 from raftkv.node.node import Node
 from raftkv.node.settings import NodeSettings
+from raftkv.server.admin import membership_command
 from raftkv.server.client_port import ClientServer, serve_clients
 from raftkv.server.http import serve_http
 from raftkv.storage import DiskStorageError, StorageFailure
@@ -34,7 +35,7 @@ serving_log = logging.getLogger("raftkv.serving")
 
 async def serve_until_signalled(settings: NodeSettings, started: list[bool] | None = None
                                 ) -> None:
-    node = Node(settings)
+    node = Node(settings, admin=lambda args: membership_command(node, args, forwarded=True))
     clients = ClientServer(node)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from raftkv import __version__
+from raftkv.probe import describe_members
 
 if TYPE_CHECKING:
     from raftkv.node.node import Node
@@ -48,13 +49,34 @@ def _stats(node: Node, clients: ClientRegistry | None) -> dict[str, Any]:
 
 
 def _replication(node: Node, clients: ClientRegistry | None) -> dict[str, Any]:
-    info = node.raft_info()
-    return {"role": "master" if info["role"] == "leader" else "slave"}
+    return {"role": "master" if node.membership.role() == "leader" else "slave"}
 
 
 def _keyspace(node: Node, clients: ClientRegistry | None) -> dict[str, Any]:
     n = len(node.kv)
     return {"db0": f"keys={n},expires={node.kv.expiring},avg_ttl=0"} if n else {}
+
+
+def raft_info(node: Node) -> dict[str, Any]:
+    """INFO raft and RAFT STATUS (``raftkv status``, --join and the tools parse it)."""
+    core = node.core
+    s = node.settings
+    return {
+        "node_id": node.id,
+        "role": node.membership.role(),
+        "term": core.term,
+        "leader_id": core.leader_id,
+        "leader_client_addr": node.leader_client_addr(),
+        "commit_index": core.commit_index,
+        "last_applied": node.applied,
+        "last_log_index": core.last_index,
+        "snapshot_index": node.storage.snapshot_meta().index,
+        "members": describe_members(core.cluster_config),
+        "client_addr": s.client_advertised,
+        "peer_addr": s.peer_advertised,
+        "fsync": s.fsync,
+        "cluster_id": node.transport.cluster_id,
+    }
 
 
 SECTIONS = {
@@ -64,7 +86,7 @@ SECTIONS = {
     "stats": _stats,
     "replication": _replication,
     "keyspace": _keyspace,
-    "raft": lambda node, clients: node.raft_info(),
+    "raft": lambda node, clients: raft_info(node),
 }
 
 
