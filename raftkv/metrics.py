@@ -25,7 +25,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -46,8 +46,22 @@ from raftkv.kv import COMMANDS
 from raftkv.raft import Role
 
 if TYPE_CHECKING:
-    from raftkv.node.node import Node
     from raftkv.node.pending import Pending
+
+
+class Node(Protocol):
+    """What the collectors read from the node (raftkv.node.node.Node, which builds its
+    metrics: a protocol, so this module does not import the node back)."""
+
+    id: int
+    stats: dict[str, int]
+    kv: Any
+    core: Any  # from the moment the storage is open
+    storage: Any
+    transport: Any
+
+    @property
+    def applied(self) -> int: ...
 
 # Commands the client port answers itself (raftkv.server.commands.LOCAL) or that real
 # clients send; anything else is counted as "other" so a client cannot grow the label set.
