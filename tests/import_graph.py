@@ -71,8 +71,8 @@ class Import:
         return f"{self.importer}:{self.line} -> {self.target} ({self.kind})"
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -80,7 +80,8 @@ def module_name(path: Path) -> str:
 
 def source_files(root: Path = ROOT) -> dict[str, Path]:
     """Module name -> file, for every .py file of the packages."""
-    return {module_name(p): p for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))}
+    return {module_name(p, root): p
+            for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))}
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -246,6 +247,39 @@ def largest_defs(files: dict[str, Path], n: int = 8, classes: bool = False
                     sizes.append((child.end_lineno - child.lineno + 1, qual))  # type: ignore[operator]
                 stack.append((child, qual))
     return sorted(sizes, reverse=True)[:n]
+
+
+# Known exceptions, each with its reason; the layering test fails on anything else.
+ALLOWED_CYCLES: dict[tuple[str, ...], str] = {
+    ("raftkv.kv.machine", "raftkv.kv.scripts"):
+        "TYPE_CHECKING only (scripts annotates the machine); raftkv/kv is edited elsewhere",
+}
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {
+    ("chaos.cluster", "raftkv.node.cluster_id"): "prepares data directories like `raftkv up`",
+    ("chaos.cluster", "raftkv.node.peer_auth"): "writes the peer secret file like `raftkv up`",
+}
+
+
+def layering_violations(root: Path = ROOT) -> dict[str, list[str]]:
+    """What DESIGN.md's layering forbids, found in the tree at ``root``: each rule with
+    the imports (or cycles) that break it; empty lists when the tree is clean."""
+    files = source_files(root)
+    found = imports(files)
+    return {
+        "raftkv.node imports raftkv.server": [
+            str(i) for i in found
+            if _under(i.importer, ["raftkv.node"]) and _under(i.target, ["raftkv.server"])],
+        "client/ imports the runtime": [
+            str(i) for i in found
+            if _under(i.importer, ["client"]) and _under(i.target, RUNTIME)],
+        "upward imports": [
+            str(i) for i in upward(found) if (i.importer, i.target) not in ALLOWED_UPWARD],
+        "function-local imports in raftkv/": [
+            f"{m}:{line}" for m, p in files.items() if _under(m, ["raftkv"])
+            for line in local_imports_any(p)],
+        "import cycles": [
+            " <-> ".join(c) for c in cycles(found) if tuple(c) not in ALLOWED_CYCLES],
+    }
 
 
 def report(verbose: bool = False) -> str:
