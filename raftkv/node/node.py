@@ -140,7 +140,7 @@ class Node:
                     nursery, "--client-addr", s.client_addr, serve_clients)
                 if joining:
                     nursery.start_soon(self.membership.join, list(s.join))
-                self.snapshots.serving = True
+                self.snapshots.start_serving()
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):

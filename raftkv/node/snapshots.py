@@ -48,7 +48,7 @@ class Snapshotter:
         self.every = every  # --snapshot-entries (0: only on request)
         self.background = background
         self.wake = wake
-        self.serving = False  # automatic snapshots only once the node serves
+        self._serving = False  # automatic snapshots only once the node serves
         self._waiters: list[Pending] = []  # RAFT SNAPSHOT callers
         self._running = False
         self._backoff = Backoff(1.0, 60.0, rng)
@@ -57,6 +57,10 @@ class Snapshotter:
         self._logged: set[tuple[int, int, bool]] = set()  # transfers already logged
 
     # -- taking ---------------------------------------------------------------------------
+
+    def start_serving(self) -> None:
+        """The node serves clients: automatic snapshots may start from now on."""
+        self._serving = True
 
     def request(self) -> Pending:
         """RAFT SNAPSHOT: snapshot what is applied now; the Pending gets the snapshot index."""
@@ -74,7 +78,7 @@ class Snapshotter:
         if not self._waiters:
             if not self.every or applied - self.storage.snapshot_meta().index < self.every:
                 return
-            if not self.serving or trio.current_time() < self._not_before:
+            if not self._serving or trio.current_time() < self._not_before:
                 return
         waiters, self._waiters = self._waiters, []
         if applied <= self.storage.snapshot_meta().index:
