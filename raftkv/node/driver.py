@@ -6,7 +6,8 @@ ticker calls ``tick``, the inbound task calls ``step``, client requests call ``p
 persists, sends and applies (``_handle_ready``, in the order raftkv/raft/ready.py writes
 down: the core says which messages may leave before the fsync). Only the fsync runs in a
 worker thread (raftkv.node.sync_thread); while it runs, new proposals accumulate in the
-core and go to disk together in the next Ready (group commit).
+core and go to disk together in the next Ready (group commit). The ticker is
+raftkv.node.ticker.
 """
 
 from __future__ import annotations
@@ -59,31 +60,9 @@ class CoreDriver:
         self._last_leader = 0
         self._last_term = 0
         self._last_role: Role | None = None
-        self.ticks = 0  # the ticker's count (/livez waits for the next one)
-        self._tick_event: trio.Event | None = None
 
     def wake(self) -> None:
         self._wake.set()
-
-    async def run_ticker(self, tick_ms: float) -> None:
-        # Ticks are spaced by a sleep, not caught up after a stall: a busy node slows its
-        # clocks instead of bursting into a spurious election.
-        interval = tick_ms / 1000
-        while True:
-            await trio.sleep(interval)
-            self.core.tick()
-            self.ticks += 1
-            if self._tick_event is not None:
-                self._tick_event.set()
-                self._tick_event = None
-            self.wake()
-
-    async def next_tick(self) -> int:
-        """Wait for the ticker's next tick (liveness: the loop and the ticker turn)."""
-        if self._tick_event is None:
-            self._tick_event = trio.Event()
-        await self._tick_event.wait()
-        return self.ticks
 
     async def run_inbound(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
         async for msg in inbound:

@@ -38,6 +38,7 @@ from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import request_size
 from raftkv.node.snapshots import Snapshotter
 from raftkv.node.sync_thread import SyncThread
+from raftkv.node.ticker import Ticker
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role
 from raftkv.storage import DiskStorage
@@ -74,6 +75,7 @@ class Node:
                                self.start_background)
         self.backups = BackupSource(self)  # RAFT BACKUP sessions
         self.memory = MemoryGuard(settings.maxmemory)
+        self.ticker = Ticker()  # from the start: /livez may wait for a tick while we open
         # Built by run() once the storage is open.
         self.storage: DiskStorage
         self.core: RaftNode
@@ -133,7 +135,7 @@ class Node:
                     nursery, "--peer-addr", s.peer_addr, self.transport.run)
                 nursery.start_soon(self.driver.run_inbound, inbound_recv)
                 nursery.start_soon(self.driver.run)
-                nursery.start_soon(self.driver.run_ticker, s.tick_ms)
+                nursery.start_soon(self.ticker.run, self.core, s.tick_ms, self.wake)
                 nursery.start_soon(self.requests.run_sweeper)
                 nursery.start_soon(active_expiry, self.core, self.kv, self.clock, self.submit)
                 self.client_port = await start_listener(
@@ -154,7 +156,7 @@ class Node:
         self.driver.wake()
 
     async def next_tick(self) -> int:
-        return await self.driver.next_tick()
+        return await self.ticker.next_tick()
 
     async def stop(self, transfer_timeout: float = 1.0) -> None:
         """Graceful stop: a leader hands leadership to the most caught-up voter first."""
