@@ -10,6 +10,7 @@ from pathlib import Path
 import attrs
 
 from chaos import checks as chk
+from chaos.counters import Verdict
 from chaos.history import Op, Value
 from chaos.linearizability import DEFAULT_MAX_STATES, Result
 from chaos.nemesis import DEFAULT_NEMESES, Fault, Injected
@@ -42,6 +43,8 @@ class RunOptions:
     max_election: float = 10.0  # a leader fault must be followed by an ok write within this
     min_calm_up: float = 0.8  # share of 1 s windows outside faults that must be up
     quiet: bool = False
+    counters: int = 2  # session clients retrying INCR/APPEND (chaos.counters): exactly-once
+    unsafe_counters_without_sessions: bool = False  # test only: the check must then fail
 
 
 @attrs.frozen
@@ -55,6 +58,7 @@ class Collected:
     crashes: tuple[str, ...]
     end: float
     leader_at_start: int
+    exactly_once: Verdict | None = None  # None: no counter clients in this run
 
 
 @attrs.frozen

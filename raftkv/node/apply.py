@@ -1,10 +1,11 @@
 """Applying committed entries to the state machine, and answering who waited for them.
 
 Apply is total: whatever the log holds, nothing here raises (a raise would stop the node,
-and every restart would replay the same entry). A NORMAL entry's command goes to the
-state machine; a CONFIG entry's configuration becomes the one a snapshot at this index
-records; the writes proposed at these indexes get their results (raftkv.node.requests),
-and the confirmed reads waiting for this index are served.
+and every restart would replay the same entry), except MemoryError: a replica that cannot
+allocate stops rather than skip an entry its peers applied (a restart replays it). A
+NORMAL entry's command goes to the state machine; a CONFIG entry's configuration becomes
+the one a snapshot at this index records; the writes proposed at these indexes get their
+results (raftkv.node.requests), and the confirmed reads waiting for this index are served.
 """
 
 from __future__ import annotations
@@ -81,10 +82,13 @@ class Applier:
         self.kv.retired.clear()
 
     def _apply_one(self, entry: Entry) -> Any:
-        """One committed entry's reply (see the module docstring: never raises)."""
+        """One committed entry's reply (see the module docstring: never raises), but
+        MemoryError: a replica that cannot allocate must stop rather than skip the entry."""
         if entry.kind == NORMAL:
             try:
                 return self.kv.apply(entry.data)
+            except MemoryError:
+                raise  # fail-stop, never diverge: see KVStateMachine.apply
             except Exception as exc:  # a state-machine bug must not become a crash loop
                 event(log, logging.ERROR, "applying an entry failed", index=entry.index,
                       error=repr(exc))

@@ -1,5 +1,6 @@
 """``RAFT STATUS | TRANSFER id | SNAPSHOT | ADDNODE id peer_addr [LEARNER] | PROMOTE id |
-REMOVENODE id``: cluster administration on the client port, all of the RAFT text.
+REMOVENODE id | SESSION ... | ONCE ...``: cluster administration on the client port, all of
+the RAFT text (client sessions are translated in session_cmd.py).
 
 ``RAFT ADDNODE id peer_addr [LEARNER]``, ``RAFT PROMOTE id``, ``RAFT REMOVENODE id`` are
 accepted by any node: a follower forwards them to the leader like a write (a
@@ -19,6 +20,7 @@ from raftkv.node.pending import Pending
 from raftkv.raft import NotLeader, Role
 from raftkv.server.backup_cmd import backup_command
 from raftkv.server.info import raft_info
+from raftkv.server.session_cmd import session_command
 from wire.addr import parse_addr
 from wire.raft import MAX_NODE_ID
 from wire.reply import OK, ErrorReply
@@ -45,11 +47,15 @@ def raft_command(node: Node, args: list[bytes]) -> Pending:
         return node.snapshots.request()
     if sub == b"backup":  # raftkv backup: a consistent copy in chunks (server/backup_cmd.py)
         return backup_command(node, args)
+    if sub in (b"session", b"once"):  # client sessions (server/session_cmd.py)
+        command = session_command(args)
+        return Pending.of(command) if isinstance(command, ErrorReply) else node.submit(command)
     if sub in SUBCOMMANDS:
         return membership_command(node, args)
     return Pending.of(ErrorReply(
         "ERR unknown RAFT subcommand or wrong arguments; try RAFT STATUS | TRANSFER id | "
-        "SNAPSHOT | ADDNODE id peer_addr [LEARNER] | PROMOTE id | REMOVENODE id"
+        "SNAPSHOT | ADDNODE id peer_addr [LEARNER] | PROMOTE id | REMOVENODE id | "
+        "SESSION OPEN [seconds] | SESSION CLOSE id | ONCE id seq command..."
     ))
 
 
