@@ -2,14 +2,14 @@
 round 2). Fails today.
 
 ``KVStateMachine.apply`` and ``Applier._apply_one`` (raftkv.node.apply) turn *any*
-exception into an error reply
-and go on applying ("a bug must not stop the apply loop; every replica agrees"). A
-``MemoryError`` is the exception replicas do not agree on: it depends on the process's
-memory, not on the entry. A replica that fails to allocate one SETRANGE/APPEND/MSET
-skips it, answers ``-ERR internal error``, and goes on with a state that differs from its
-peers' for good (no checksum compares them; a snapshot it sends spreads its version).
-Redis's answer to a failed allocation is to stop the process (zmalloc's OOM handler); a
-stopped replica recovers from its log or a snapshot, a diverged one never does.
+exception into an error reply and go on applying ("a bug must not stop the apply loop;
+every replica agrees"). A ``MemoryError`` is the exception replicas do not agree on: it
+depends on the process's memory, not on the entry. A replica that fails to allocate one
+SETRANGE/APPEND/MSET skips it, answers ``-ERR internal error``, and goes on with a state
+that differs from its peers' for good (no checksum compares them; a snapshot it sends
+spreads its version). Redis's answer to a failed allocation is to stop the process
+(zmalloc's OOM handler); a stopped replica recovers from its log or a snapshot, a diverged
+one never does.
 """
 
 from __future__ import annotations
