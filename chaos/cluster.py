@@ -25,8 +25,8 @@ from pathlib import Path
 
 from raftkv.node.cluster_id import new_cluster_id
 from raftkv.node.peer_auth import ensure_secret_file
-from raftkv.node.settings import parse_addr
 from raftkv.probe import info_raft
+from wire.addr import parse_addr
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:

@@ -19,7 +19,7 @@ from chaos import history as hist
 from chaos.checks import _ms, percentile
 
 if TYPE_CHECKING:
-    from chaos.run import RunResult
+    from chaos.result import RunResult
 
 OUTCOME_COLOURS = {"ok": "tab:green", "fail": "tab:orange", "info": "tab:red"}
 FAULT_COLOURS = {"kill": "tab:gray", "kill-leader": "black", "pause": "tab:purple",

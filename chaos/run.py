@@ -19,23 +19,19 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-import attrs
 import trio
 
 from chaos import checks as chk
+from chaos import report
 from chaos.cluster import LocalCluster
 from chaos.counters import CounterClient, CounterKeys, Tally, Verdict, check_counters
 from chaos.disks import TmpfsDisks, stopped_cleanly
-from chaos.history import Op, Value
-from chaos.linearizability import DEFAULT_MAX_STATES, Result, check
+from chaos.linearizability import Result, check
 from chaos.nemesis import (
-    DEFAULT_NEMESES,
     MEMBER_KINDS,
     RESOURCE_NEMESES,
     Control,
-    Fault,
     Injected,
     Nemesis,
     Net,
@@ -45,10 +41,10 @@ from chaos.nemesis import (
     supported_kinds,
 )
 from chaos.proxy import ProxyMesh
+from chaos.result import CheckOutcome, Collected, RunOptions, RunResult
 from chaos.workload import (
     Addr,
     Client,
-    Mix,
     Recorder,
     WorkloadConfig,
     final_reads,
@@ -56,7 +52,8 @@ from chaos.workload import (
     info_raft,
     spread,
 )
-from raftkv.node.settings import parse_addr
+from raftkv.probe import parse_members
+from wire.addr import parse_addr
 
 NETS = ("proxy", "nft", "netns", "docker", "none")
 
@@ -82,90 +79,6 @@ class NoNet:
     async def close(self) -> None:
         pass
 
-
-
-@attrs.frozen
-class RunOptions:
-    nodes: int = 3
-    duration: float = 60.0
-    nemeses: tuple[str, ...] = DEFAULT_NEMESES
-    clients: int = 10
-    keys: int = 8
-    seed: int = 0
-    out: Path = Path("results")
-    net: str = "proxy"
-    rate: float = 10.0  # ops/s per client
-    op_timeout: float = 2.5
-    mix: Mix = attrs.field(factory=Mix)
-    unsafe_stale_reads: bool = False  # test only: the nodes answer stale reads
-    endpoints: tuple[str, ...] = ()  # docker: the nodes' client addresses, node 1 first
-    project: str | None = None
-    docker_network: str | None = None
-    engine: str = "docker"  # docker: the CLI that drives the containers (docker or podman)
-    reconnect: str = "alias"  # docker, netns: heal with the node's name back, or "plain"
-    key_prefix: str = "k"  # docker: unique per run (the attached cluster keeps old keys)
-    schedule: tuple[Fault, ...] | None = None  # None: drawn from the seed
-    check_budget: int = DEFAULT_MAX_STATES
-    check_timeout: float = 300.0
-    max_election: float = 10.0  # a leader fault must be followed by an ok write within this
-    min_calm_up: float = 0.8  # share of 1 s windows outside faults that must be up
-    quiet: bool = False
-    counters: int = 2  # session clients retrying INCR/APPEND (chaos.counters): exactly-once
-    unsafe_counters_without_sessions: bool = False  # test only: the check must then fail
-
-
-@attrs.frozen
-class Collected:
-    """What the event loop gathered: the raw material of the checks."""
-
-    history: tuple[Op, ...]
-    faults: tuple[Injected, ...]
-    skipped: tuple[str, ...]
-    final: dict[str, Value]
-    crashes: tuple[str, ...]
-    end: float
-    leader_at_start: int
-    exactly_once: Verdict | None = None  # None: no counter clients in this run
-
-
-@attrs.frozen
-class CheckOutcome:
-    name: str
-    ok: bool
-    summary: str
-    counted: bool = True  # False: reported, but judged by another check
-
-
-@attrs.frozen
-class RunResult:
-    options: RunOptions
-    collected: Collected
-    linearizability: Result
-    durability: chk.Durability
-    availability: chk.AvailabilityReport
-    checks: tuple[CheckOutcome, ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(c.ok for c in self.checks if c.counted)
-
-    @property
-    def exit_code(self) -> int:
-        if self.ok:
-            return 0
-        failed = [c for c in self.checks if c.counted and not c.ok]
-        only_unknown = all(c.name == "linearizability" for c in failed) and (
-            self.linearizability.verdict == "unknown")
-        return 2 if only_unknown else 1
-
-    @property
-    def verdict(self) -> str:
-        ops = len(self.collected.history)
-        faults = len(self.collected.faults)
-        if self.ok:
-            return f"PASS: {ops} operations, {faults} faults, every check held"
-        failed = ", ".join(c.name for c in self.checks if c.counted and not c.ok)
-        return f"FAIL: {failed} ({ops} operations, {faults} faults)"
 
 
 # -- node control --------------------------------------------------------------------
@@ -246,8 +159,6 @@ class LocalControl:
 
     async def wait_all_voters(self) -> None:
         """Until every node in ``node_ids`` reports exactly them, all voters."""
-        from raftkv.node.membership import parse_members
-
         want = {i: "voter" for i in self.node_ids}
         views: dict[int, dict[int, str]] = {}
         with trio.move_on_after(self.member_patience):
@@ -649,8 +560,6 @@ def _pct(share: float | None) -> str:
 
 def execute(opts: RunOptions) -> RunResult:
     """Run, check, write the report; the caller prints the verdict and exits."""
-    from chaos import report
-
     opts.out.mkdir(parents=True, exist_ok=True)
     if not opts.quiet:
         print(f"raftkv-chaos run: seed {opts.seed}, {opts.nodes} nodes, {opts.duration:.0f} s, "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
@@ -32,14 +32,12 @@ from client.errors import (
     TryAgain,
     error_from_reply,
 )
+from client.pipeline import Pipeline
 from client.safety import Safety, classify, word
 from client.status import NodeStatus, cluster_status
-from raftkv.node.backoff import Backoff
+from raftkv.backoff import Backoff
 from wire.reply import ErrorReply
 from wire.resp import encode_command
-
-if TYPE_CHECKING:
-    from client.pipeline import Pipeline
 
 _PENDING: Any = object()  # no result yet for this command
 
@@ -176,8 +174,6 @@ class Client(Commands):
         return self._conn.addr if self._conn is not None else None
 
     def pipeline(self) -> Pipeline:
-        from client.pipeline import Pipeline
-
         return Pipeline(self)
 
     async def cluster_status(self) -> list[NodeStatus]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import trio
 
-from raftkv.node.settings import parse_addr
+from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.resp import encode_command
 from wire.resp_reply import NEED_MORE, ReplyParser

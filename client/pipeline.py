@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from client.commands import Arg, Commands, Convert
 from client.errors import RaftKVError
 
-if TYPE_CHECKING:
-    from client.api import Client
+
+class Client(Protocol):
+    """What a pipeline needs of its client (client.api.Client, which makes pipelines)."""
+
+    async def _run(self, cmds: Sequence[tuple[Arg, ...]]) -> list[Any]: ...
 
 
 class Pipeline(Commands):

@@ -11,19 +11,24 @@ from typing import Any
 import click
 import trio
 
+import raftkv.serve
 from client.status import cluster_status, render_table, status_exit_code, to_json
 from raftkv import __version__
 from raftkv.backup import take_backup
 from raftkv.backup_file import BackupError, verify_backup
 from raftkv.certs import create as create_certs
 from raftkv.config_file import config_option
+from raftkv.local_cluster import run_local_cluster
+from raftkv.log import setup_logging
+from raftkv.member_cli import change, print_members
 from raftkv.node.cluster_id import valid_cluster_id
 from raftkv.node.security import SecurityConfigError, security_warnings
-from raftkv.node.settings import parse_cluster
+from raftkv.node.settings import NodeSettings, parse_cluster
 from raftkv.recover import recover as do_recover
 from raftkv.restore import RestoreError
 from raftkv.restore import restore as do_restore
 from raftkv.storage import DiskStorageError
+from wire.addr import parse_addr
 
 LOCAL_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 
@@ -148,10 +153,6 @@ def _env(name: str) -> str:
 def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: str,
           learner: bool, unsafe_stale_reads: bool, verbose: int, **options: Any) -> None:
     """Run one RaftKV node. Every flag also reads RAFTKV_<FLAG> (e.g. RAFTKV_ID)."""
-    from raftkv.log import setup_logging
-    from raftkv.node.run import run_node
-    from raftkv.node.settings import NodeSettings, parse_addr, parse_cluster
-
     seeds = tuple(_split(join))
     try:
         members = parse_cluster(cluster) if cluster or not seeds else {}
@@ -179,7 +180,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
     if unsafe_stale_reads:
         click.echo("WARNING: --unsafe-stale-reads: reads on followers may be stale "
                    "(a test-only switch)", err=True)
-    run_node(settings)
+    raftkv.serve.run_node(settings)
 
 
 @main.command()
@@ -194,8 +195,6 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
 @click.option("-v", "--verbose", count=True, help="Passed to every node.")
 def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, verbose: int) -> None:
     """Start a local cluster: client ports 7001.., peer 7101.., metrics 9001..; Ctrl-C stops it."""
-    from raftkv.local_cluster import run_local_cluster
-
     run_local_cluster(nodes=nodes, data_dir=data_dir, host=host, fsync=fsync, verbose=verbose,
                       base=port_base)
 
@@ -259,8 +258,6 @@ def _endpoints_option(f: Any) -> Any:
 @_endpoints_option
 def member_list(endpoints: str) -> None:
     """The members, their peer address, role, and which one leads."""
-    from raftkv.member_cli import print_members
-
     print_members(_split(endpoints))
 
 
@@ -274,8 +271,6 @@ def member_list(endpoints: str) -> None:
 def member_add(node_id: int, peer_addr: str, learner: bool, timeout: float,
                endpoints: str) -> None:
     """Add node NODE_ID (peer address PEER_ADDR) as a learner; start it with --join."""
-    from raftkv.member_cli import change
-
     words = ["ADDNODE", str(node_id), peer_addr] + (["LEARNER"] if learner else [])
     change(_split(endpoints), words, timeout)
 
@@ -286,8 +281,6 @@ def member_add(node_id: int, peer_addr: str, learner: bool, timeout: float,
 @_endpoints_option
 def member_remove(node_id: int, timeout: float, endpoints: str) -> None:
     """Remove node NODE_ID (a voter or a learner; the leader too)."""
-    from raftkv.member_cli import change
-
     change(_split(endpoints), ["REMOVENODE", str(node_id)], timeout)
 
 
@@ -297,8 +290,6 @@ def member_remove(node_id: int, timeout: float, endpoints: str) -> None:
 @_endpoints_option
 def member_promote(node_id: int, timeout: float, endpoints: str) -> None:
     """Make learner NODE_ID a voter (once it has caught up with the leader)."""
-    from raftkv.member_cli import change
-
     change(_split(endpoints), ["PROMOTE", str(node_id)], timeout)
 
 

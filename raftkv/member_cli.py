@@ -6,8 +6,7 @@ import time
 
 import click
 
-from raftkv.node.membership import parse_members
-from raftkv.probe import call, info_raft
+from raftkv.probe import call, info_raft, parse_members
 from wire.reply import OK, ErrorReply
 
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -46,8 +46,22 @@ from raftkv.kv import COMMANDS
 from raftkv.raft import Role
 
 if TYPE_CHECKING:
-    from raftkv.node.node import Node
     from raftkv.node.pending import Pending
+
+
+class Node(Protocol):
+    """What the collectors read from the node (raftkv.node.node.Node, which builds its
+    metrics: a protocol, so this module does not import the node back)."""
+
+    id: int
+    stats: dict[str, int]
+    kv: Any
+    core: Any  # from the moment the storage is open
+    storage: Any
+    transport: Any
+
+    @property
+    def applied(self) -> int: ...
 
 # Commands the client port answers itself (raftkv.server.commands.LOCAL) or that real
 # clients send; anything else is counted as "other" so a client cannot grow the label set.
@@ -121,6 +135,11 @@ class NodeMetrics:
             "Taking a snapshot (encode, write, switch) or installing a leader's.",
             ["op"], buckets=SNAPSHOT_BUCKETS, registry=self.registry)
 
+    def add_client_port(self, connections: Callable[[], int]) -> None:
+        """Export the client port's open connections (it registers itself here: the node
+        does not know the port that serves it)."""
+        self.registry.register(ClientPortCollector(connections))
+
     def track(self, name: bytes, pending: Pending) -> None:
         """Count a command and time it until ``pending`` is set (O(1), no locks)."""
         if not self.enabled:
@@ -142,6 +161,20 @@ class NodeMetrics:
         if len(self._by_name) < 4 * len(KNOWN_COMMANDS):  # bounded: case variants
             self._by_name[name] = stats
         return stats
+
+
+class ClientPortCollector(Collector):
+    """``raftkv_client_connections``, read from the client port at scrape time."""
+
+    def __init__(self, connections: Callable[[], int]) -> None:
+        self.connections = connections
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield _gauge("raftkv_client_connections", "Open client connections.",
+                     self.connections())
 
 
 class NodeCollector(Collector):
@@ -172,9 +205,6 @@ class NodeCollector(Collector):
         yield _gauge("raftkv_snapshot_index", "Index covered by the latest snapshot.",
                      node.storage.snapshot_meta().index)
         yield _gauge("raftkv_keys", "Keys in the state machine.", len(node.kv))
-        server = getattr(node, "client_server", None)
-        yield _gauge("raftkv_client_connections", "Open client connections.",
-                     len(server.connections) if server is not None else 0)
         yield _counter("raftkv_leader_changes", "Times this node saw a new leader.",
                        stats["leader_changes"])
         yield _counter("raftkv_proposals", "Writes proposed to the log by this node as leader.",

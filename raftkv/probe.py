@@ -1,14 +1,17 @@
-"""A tiny blocking RESP client for the admin commands (`raftkv up`, `raftkv status`).
+"""A tiny blocking RESP client for the admin commands (`raftkv up`, `raftkv status`,
+``--join``), and the text of ``INFO raft``'s members both ways.
 
 The full client library lives in client/; this is just enough to ask a node ``INFO raft``
-without pulling trio into a one-shot command.
+without pulling trio into a one-shot command. A neutral helper: the runtime, the tools,
+client/ and chaos/ may all import it.
 """
 
 from __future__ import annotations
 
 import socket
 
-from raftkv.node.settings import parse_addr
+from wire.addr import parse_addr
+from wire.raft import ClusterConfig
 from wire.resp import encode_command
 from wire.resp_reply import NEED_MORE, ReplyParser
 
@@ -46,3 +49,21 @@ def info_raft(addr: str, timeout: float = 1.0) -> dict[str, str]:
     if not isinstance(text, bytes):
         raise ConnectionError(f"{addr}: unexpected INFO reply {text!r}")
     return parse_info(text)
+
+
+def describe_members(config: ClusterConfig) -> str:
+    """``1=host:port(voter),4=host:port(learner)`` for INFO raft."""
+    return ",".join(
+        f"{m.id}={m.peer_addr}({'learner' if m.learner else 'voter'})" for m in config.members
+    )
+
+
+def parse_members(text: str) -> dict[int, tuple[str, str]]:
+    """INFO raft's ``members`` back to {id: (peer_addr, role)}."""
+    out: dict[int, tuple[str, str]] = {}
+    for item in filter(None, text.split(",")):
+        ident, _, rest = item.partition("=")
+        addr, _, role = rest.partition("(")
+        if ident.isdigit():
+            out[int(ident)] = (addr, role.rstrip(")") or "voter")
+    return out

@@ -17,7 +17,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-import raftkv.node.run
+import raftkv.serve
 from chaos.cluster import free_ports
 from raftkv.cli import main
 from raftkv.config_file import option_keys
@@ -29,7 +29,7 @@ def serve_settings(monkeypatch: pytest.MonkeyPatch, args: list[str],
                    env: dict[str, str] | None = None) -> Any:
     """The NodeSettings ``raftkv serve ARGS`` would run with (the node itself not started)."""
     seen = []
-    monkeypatch.setattr(raftkv.node.run, "run_node", seen.append)
+    monkeypatch.setattr(raftkv.serve, "run_node", seen.append)
     result = CliRunner().invoke(main, ["serve", *args], env=env or {}, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return seen[0]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import raftkv.node.run
+import raftkv.serve
 from raftkv.cli import main
 from raftkv.node.security import exposed_addresses, is_loopback_host
 
@@ -18,7 +18,7 @@ from raftkv.node.security import exposed_addresses, is_loopback_host
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     calls: list[Any] = []
-    monkeypatch.setattr(raftkv.node.run, "run_node", calls.append)
+    monkeypatch.setattr(raftkv.serve, "run_node", calls.append)
     return calls
 
 

@@ -1,10 +1,14 @@
-"""The tree is ruff clean and the pure layers import no I/O (DESIGN.md's layering rule)."""
+"""The tree is ruff clean, the pure layers import no I/O, and every layer imports only
+downward with no import cycles (DESIGN.md's layering rules; the graph: import_graph.py)."""
 
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import import_graph
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = [ROOT / "wire", ROOT / "raftkv" / "raft", ROOT / "raftkv" / "kv"]
@@ -26,3 +30,55 @@ def test_pure_layers_import_no_io() -> None:
         if IMPURE.search(path.read_text())
     ]
     assert offenders == []
+
+
+# -- layering (DESIGN.md: every layer imports only downward), from the import graph -------
+
+
+def test_the_layering_holds() -> None:
+    violations = import_graph.layering_violations()
+    assert {rule: found for rule, found in violations.items() if found} == {}
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for package in import_graph.PACKAGES:
+        (tmp_path / package).mkdir(parents=True, exist_ok=True)
+        (tmp_path / package / "__init__.py").touch()
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.parent / "__init__.py").touch()
+        path.write_text(text)
+    return tmp_path
+
+
+CLEAN = {
+    "raftkv/node/node.py": "from raftkv.raft import core\nfrom wire import addr\n",
+    "raftkv/server/port.py": "from raftkv.node import node\n",
+    "raftkv/raft/core.py": "import heapq\n",
+    "raftkv/backoff.py": "import random\n",
+    "client/api.py": "from raftkv.backoff import Backoff\nfrom wire.addr import parse_addr\n",
+    "wire/addr.py": "",
+}
+PLANTS = {  # one violation of each rule
+    "raftkv.node imports raftkv.server": {
+        "raftkv/node/node.py": "from raftkv.server.port import X\n"},
+    "client/ imports the runtime": {"client/api.py": "from raftkv.node.node import Node\n"},
+    "upward imports": {"raftkv/raft/core.py": "from raftkv.node import node\n"},
+    "function-local imports in raftkv/": {
+        "raftkv/backoff.py": "def f():\n    import random\n    return random\n"},
+    "import cycles": {"wire/addr.py": "from typing import TYPE_CHECKING\n"
+                      "if TYPE_CHECKING:\n    from raftkv.node.node import Node\n"},
+}
+
+
+def test_the_layering_checks_see_a_clean_tree_clean(tmp_path: Path) -> None:
+    violations = import_graph.layering_violations(_tree(tmp_path, CLEAN))
+    assert {rule: found for rule, found in violations.items() if found} == {}
+
+
+@pytest.mark.parametrize("rule", sorted(PLANTS))
+def test_each_layering_check_catches_its_violation(tmp_path: Path, rule: str) -> None:
+    """Each rule fails on a planted violation (so the check on the real tree has teeth)."""
+    violations = import_graph.layering_violations(_tree(tmp_path, {**CLEAN, **PLANTS[rule]}))
+    assert violations[rule], violations

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
@@ -26,7 +27,25 @@ from raftkv.node.pending import Pending
 from wire.reply import ErrorReply
 
 if TYPE_CHECKING:
-    from raftkv.node.node import Node
+    from raftkv.kv import KVStateMachine
+    from raftkv.node.settings import NodeSettings
+
+
+class Node(Protocol):
+    """What a backup reads of the node (raftkv.node.node.Node, which owns the sessions)."""
+
+    settings: NodeSettings
+    kv: KVStateMachine
+
+    @property
+    def applied(self) -> int: ...
+
+    @property
+    def applied_term(self) -> int: ...
+
+    def submit(self, args: list[bytes]) -> Pending: ...
+
+    def start_background(self, fn: Callable[..., Any], *args: Any) -> None: ...
 
 MAX_SESSIONS = 2
 SESSION_TTL = 60.0

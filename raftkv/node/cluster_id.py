@@ -32,8 +32,8 @@ from pathlib import Path
 
 import trio
 
+from raftkv.backoff import Backoff
 from raftkv.log import event
-from raftkv.node.backoff import Backoff
 from raftkv.storage.meta import read_meta
 
 log = logging.getLogger("raftkv.node")

@@ -12,28 +12,29 @@ adds to the log: at most one entry per commit round trip.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import trio
 
-from raftkv.raft import Role
-
-if TYPE_CHECKING:
-    from raftkv.node.node import Node
+from raftkv.kv import KVStateMachine
+from raftkv.node.clock import LeaderClock
+from raftkv.node.pending import Pending
+from raftkv.raft import RaftNode, Role
 
 PERIOD = 0.1
 BATCH = 500
 
 
-async def active_expiry(node: Node) -> None:
-    """Run for the node's lifetime (started in its nursery)."""
+async def active_expiry(core: RaftNode, kv: KVStateMachine, clock: LeaderClock,
+                        submit: Callable[[list[bytes]], Pending]) -> None:
+    """Run for the node's lifetime (started in its nursery); ``submit`` runs a command."""
     while True:
         await trio.sleep(PERIOD)
-        while node.core.role is Role.LEADER:
-            keys = node.kv.expired_keys(node.clock.now(), BATCH)
+        while core.role is Role.LEADER:
+            keys = kv.expired_keys(clock.now(), BATCH)
             if not keys:
                 break
             # Answered by apply, or failed by the sweeper at the request timeout.
-            reply = await node.submit([b"EXPIRED", *keys]).wait()
+            reply = await submit([b"EXPIRED", *keys]).wait()
             if len(keys) < BATCH or not isinstance(reply, int):
                 break

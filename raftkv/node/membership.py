@@ -1,15 +1,15 @@
-"""Membership in the runtime: admin commands, transport links, auto-promotion, --join.
+"""Membership in the runtime: changes, transport links, auto-promotion, --join.
 
-- ``RAFT ADDNODE id peer_addr [LEARNER]``, ``RAFT PROMOTE id``, ``RAFT REMOVENODE id``
-  are accepted by any node: a follower forwards them to the leader like a write (a
-  ForwardRequest whose args start with RAFT), and the reply comes once the CONFIG entry is
-  applied (committed), or as an error: ``-ERR`` for a change that is not allowed,
-  ``-TRYAGAIN`` for one that may work later (another change in flight, no leader, a
-  learner still catching up), ``-UNKNOWN`` if the outcome is unknown (timeout, leader lost).
-- ADDNODE always adds a *learner*. Without LEARNER it is marked ``promote`` and the leader
-  turns it into a voter once its log is within ``promote_lag`` entries of the leader's;
-  with LEARNER it stays a learner until RAFT PROMOTE. Adding the same id and address again
-  is a no-op (OK), so a joining node can simply retry.
+- ``add``/``promote``/``remove`` propose a configuration change on the leader; the reply
+  comes once the CONFIG entry is applied (committed), or as an error: ``-ERR`` for a change
+  that is not allowed, ``-TRYAGAIN`` for one that may work later (another change in
+  flight, no leader, a learner still catching up), ``-UNKNOWN`` if the outcome is unknown
+  (timeout, leader lost). The RAFT ADDNODE/PROMOTE/REMOVENODE text, and the forwarding of
+  a change a follower receives, are raftkv.server.admin's.
+- ``add`` always adds a *learner*. Unless kept a learner it is marked ``promote`` and the
+  leader turns it into a voter once its log is within ``promote_lag`` entries of the
+  leader's. Adding the same id and address again is a no-op (OK), so a joining node can
+  simply retry.
 - The transport's links follow the members the core knows (the configuration in force
   plus members removed by a change not yet committed); each change is logged at INFO.
 - ``--join``: an empty node starts with no configuration, learns the members' peer
@@ -21,55 +21,40 @@
 from __future__ import annotations
 
 import logging
-import re
-from typing import TYPE_CHECKING
+import random
+from collections.abc import Callable
 
 import trio
 
+from raftkv.backoff import Backoff
 from raftkv.log import event
-from raftkv.node.backoff import Backoff
 from raftkv.node.pending import Pending
-from raftkv.raft import ConfigChangePending, MembershipError, NotLeader, Role
-from wire.addr import parse_addr
-from wire.raft import MAX_NODE_ID, ClusterConfig, Member
+from raftkv.node.requests import RequestTracker
+from raftkv.node.settings import NodeSettings
+from raftkv.node.transport import PeerTransport
+from raftkv.probe import call, describe_members, info_raft, parse_members
+from raftkv.raft import ConfigChangePending, MembershipError, NotLeader, RaftNode, Role
+from wire.raft import Member
 from wire.reply import OK, ErrorReply
-
-if TYPE_CHECKING:
-    from raftkv.node.node import Node
 
 log = logging.getLogger("raftkv.node")
 
-USAGE = ErrorReply(
-    "ERR wrong arguments; try RAFT ADDNODE id peer_addr [LEARNER] | PROMOTE id | REMOVENODE id"
-)
 NO_LEADER = ErrorReply("TRYAGAIN no leader known; the membership change was not made, retry")
-SUBCOMMANDS = (b"addnode", b"promote", b"removenode")
-_DIGITS = re.compile(rb"[0-9]{1,19}")
-
-
-def describe_members(config: ClusterConfig) -> str:
-    """``1=host:port(voter),4=host:port(learner)`` for INFO raft."""
-    return ",".join(
-        f"{m.id}={m.peer_addr}({'learner' if m.learner else 'voter'})" for m in config.members
-    )
-
-
-def parse_members(text: str) -> dict[int, tuple[str, str]]:
-    """INFO raft's ``members`` back to {id: (peer_addr, role)}."""
-    out: dict[int, tuple[str, str]] = {}
-    for item in filter(None, text.split(",")):
-        ident, _, rest = item.partition("=")
-        addr, _, role = rest.partition("(")
-        if ident.isdigit():
-            out[int(ident)] = (addr, role.rstrip(")") or "voter")
-    return out
 
 
 class Membership:
     """The node's membership bookkeeping; all of it runs in the trio thread."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, node_id: int, settings: NodeSettings, core: RaftNode,
+                 transport: PeerTransport, requests: RequestTracker, rng: random.Random,
+                 wake: Callable[[], None]) -> None:
+        self.id = node_id
+        self.settings = settings
+        self.core = core
+        self.transport = transport
+        self.requests = requests
+        self.rng = rng
+        self.wake = wake
         self.known: dict[int, Member] = {}
         self.seed_peers: dict[int, str] = {}  # --join: members learned from INFO raft
         self.removed_logged = False
@@ -78,115 +63,107 @@ class Membership:
     def observe(self) -> None:
         """Bring the transport in line with the members the core knows (called before each
         Ready, so messages to a new member find its link); then auto-promote."""
-        node = self.node
-        core = node.core
+        core = self.core
         known = core.known_members
         if known != self.known:
             before, self.known = self.known, known
-            peers = {i: m.peer_addr for i, m in known.items() if i != node.id}
+            peers = {i: m.peer_addr for i, m in known.items() if i != self.id}
             if not known:
                 peers = dict(self.seed_peers)  # joining: no configuration yet
-            node.transport.update_peers(peers)
+            self.transport.update_peers(peers)
             event(log, logging.INFO, "membership changed",
                   members=describe_members(core.cluster_config) or "-",
                   added=",".join(str(i) for i in sorted(known.keys() - before.keys())) or "-",
                   removed=",".join(str(i) for i in sorted(before.keys() - known.keys())) or "-")
-            if known and node.id not in known:
+            if known and self.id not in known:
                 if not self.removed_logged:
                     event(log, logging.WARNING, "this node was removed from the cluster; "
-                          "stop it (its data directory can be deleted)", id=node.id)
+                          "stop it (its data directory can be deleted)", id=self.id)
                 self.removed_logged = True
         if core.role is Role.LEADER and not core.config_pending:
             self._auto_promote()
 
     def _auto_promote(self) -> None:
-        core = self.node.core
-        lag = self.node.settings.promote_lag
+        core = self.core
+        lag = self.settings.promote_lag
         for learner in core.learners_to_promote(lag):
             try:
                 index, _ = core.promote_learner(learner, lag)
             except (ConfigChangePending, NotLeader):
                 return
             event(log, logging.INFO, "promoting learner", id=learner, index=index)
-            self.node.wake()
+            self.wake()
             return
 
     def role(self) -> str:
         """This node's role for INFO: follower/leader/candidate, or learner, joining
         (no configuration yet), removed."""
-        core = self.node.core
+        core = self.core
         members = core.cluster_config.members
         if not members:
             return "joining"
-        if all(m.id != self.node.id for m in members):
+        if all(m.id != self.id for m in members):
             return "removed"
         if core.is_learner:
             return "learner"
         role = core.role.name.lower()
         return "candidate" if role == "pre_candidate" else role
 
-    # -- admin commands ---------------------------------------------------------------
-    def command(self, args: list[bytes], forwarded: bool = False) -> Pending:
-        """RAFT ADDNODE/PROMOTE/REMOVENODE; ``forwarded``: from a follower (never
-        re-forwarded)."""
-        node = self.node
-        core = node.core
+    # -- changes (on the leader) ------------------------------------------------------
+    def add(self, node_id: int, peer_addr: str, learner: bool) -> Pending:
+        """Add ``node_id`` as a learner (promoted automatically unless ``learner``)."""
+        existing = next((m for m in self.core.cluster_config.members if m.id == node_id), None)
+        if existing is not None and existing.peer_addr == peer_addr:
+            return Pending.of(OK)  # a retried ADDNODE (a joining node retries)
+        return self._propose("addnode", node_id,
+                             lambda: self.core.add_learner(node_id, peer_addr,
+                                                           promote=not learner))
+
+    def promote(self, node_id: int) -> Pending:
+        return self._propose("promote", node_id, lambda: self.core.promote_learner(
+            node_id, self.settings.promote_lag))
+
+    def remove(self, node_id: int) -> Pending:
+        return self._propose("removenode", node_id, lambda: self.core.remove_member(node_id))
+
+    def _propose(self, change: str, node_id: int,
+                 propose: Callable[[], tuple[int, int]]) -> Pending:
         try:
-            change = _parse(args)
-        except _Usage:
-            return Pending.of(USAGE)
-        except ValueError as exc:
-            return Pending.of(ErrorReply(f"ERR {exc}"))
-        if core.role is not Role.LEADER:
-            if forwarded or not core.leader_id:
-                return Pending.of(NO_LEADER)
-            pending = Pending()
-            node.forward_command(args, pending)
-            return pending
-        sub, target, addr, learner = change
-        try:
-            if sub == b"addnode":
-                existing = next((m for m in core.cluster_config.members if m.id == target), None)
-                if existing is not None and existing.peer_addr == addr:
-                    return Pending.of(OK)  # a retried ADDNODE (a joining node retries)
-                index, term = core.add_learner(target, addr, promote=not learner)
-            elif sub == b"promote":
-                index, term = core.promote_learner(target, node.settings.promote_lag)
-            else:
-                index, term = core.remove_member(target)
+            index, term = propose()
         except NotLeader:
             return Pending.of(NO_LEADER)
         except ConfigChangePending as exc:
             return Pending.of(ErrorReply(f"TRYAGAIN {exc}"))
         except MembershipError as exc:
             return Pending.of(ErrorReply(f"ERR {exc}"))
-        event(log, logging.INFO, "membership change proposed", change=sub.decode(),
-              id=target, index=index)
+        event(log, logging.INFO, "membership change proposed", change=change, id=node_id,
+              index=index)
+        # OK once the entry is applied, LOST if another term's entry is, UNKNOWN at the
+        # request timeout.
         pending = Pending()
-        node.await_commit(index, term, pending)
+        self.requests.track_write(index, term, pending,
+                                  trio.current_time() + self.settings.request_timeout)
+        self.wake()
         return pending
 
     # -- joining ----------------------------------------------------------------------
     async def join(self, endpoints: list[str]) -> None:
         """Ask the cluster (through any of ``endpoints``, client addresses) to add this node
         until it is accepted or the node learns its configuration some other way."""
-        from raftkv.probe import call, info_raft
-
-        node = self.node
-        s = node.settings
-        words = ["RAFT", "ADDNODE", str(node.id), s.peer_advertised]
+        s = self.settings
+        words = ["RAFT", "ADDNODE", str(self.id), s.peer_advertised]
         if s.learner:
             words.append("LEARNER")
-        backoff = Backoff(0.2, 2.0, node.rng)
-        while not node.core.cluster_config.members:
+        backoff = Backoff(0.2, 2.0, self.rng)
+        while not self.core.cluster_config.members:
             for addr in endpoints:
                 try:
                     info = await trio.to_thread.run_sync(info_raft, addr, 2.0)
                     seeds = {i: a for i, (a, _) in parse_members(info.get("members", "")).items()
-                             if i != node.id}
-                    if seeds and not node.core.cluster_config.members:
+                             if i != self.id}
+                    if seeds and not self.core.cluster_config.members:
                         self.seed_peers = seeds
-                        node.transport.update_peers(seeds)
+                        self.transport.update_peers(seeds)
                     reply = await trio.to_thread.run_sync(
                         lambda a=addr: call(a, *words, timeout=s.request_timeout + 2)
                     )
@@ -201,36 +178,3 @@ class Membership:
                 event(log, logging.INFO, "join: not yet", endpoint=addr, reply=reply)
             backoff.failed()
             await trio.sleep(backoff.delay())
-
-
-class _Usage(ValueError):
-    """Wrong subcommand or argument count: the reply is the usage line."""
-
-
-def _parse(args: list[bytes]) -> tuple[bytes, int, str, bool]:
-    """(subcommand, node id, peer address, learner) or ValueError (its text is for the
-    client). Everything is checked here, before proposing: a committed entry can no longer
-    be refused, and every node (and every restart) acts on it."""
-    if len(args) < 2:
-        raise _Usage
-    sub = args[1].lower()
-    rest = args[2:]
-    if sub == b"addnode" and len(rest) in (2, 3):
-        if len(rest) == 3 and rest[2].lower() != b"learner":
-            raise _Usage
-        try:
-            addr = rest[1].decode()
-        except UnicodeDecodeError:
-            raise ValueError("peer address is not UTF-8") from None
-        parse_addr(addr)  # ValueError says what is wrong with it
-        return sub, parse_node_id(rest[0]), addr, len(rest) == 3
-    if sub in (b"promote", b"removenode") and len(rest) == 1:
-        return sub, parse_node_id(rest[0]), "", False
-    raise _Usage
-
-
-def parse_node_id(text: bytes) -> int:
-    """A node id: decimal digits, 1 .. 2**63 - 1."""
-    if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= MAX_NODE_ID:
-        raise ValueError(f"node id must be an integer from 1 to {MAX_NODE_ID}")
-    return int(text)

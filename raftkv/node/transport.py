@@ -46,8 +46,8 @@ from typing import Any
 import attrs
 import trio
 
+from raftkv.backoff import Backoff
 from raftkv.node import peer_auth
-from raftkv.node.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.tls import PeerTLS
 from wire.addr import parse_addr

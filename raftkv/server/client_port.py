@@ -29,12 +29,12 @@ from raftkv.kv.sliced import SlicedRead
 from raftkv.log import event
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
-from raftkv.node.settings import parse_addr
 from raftkv.server.commands import execute, is_write
+from raftkv.server.connection import Connection
 from raftkv.server.limits import ClientLimits, cap_max_clients
 from raftkv.server.loop_lag import LoopLagMonitor
 from raftkv.server.output_buffer import reply_size
-from raftkv.server.transaction import Transaction
+from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.reply import ErrorReply
 from wire.resp import CommandParser, encode_reply_chunks
@@ -55,25 +55,6 @@ ACCEPT_BACKOFF = (0.01, 1.0)  # first and longest pause after such a failure
 AFTER_ERROR_DRAIN = 1.0  # seconds to read and drop input after a protocol error
 
 _connection_ids = itertools.count(1)
-
-
-@attrs.define
-class Connection:
-    """Per-connection state that commands may change (HELLO, CLIENT SETNAME, QUIT)."""
-
-    id: int
-    addr: str
-    proto: int = 2
-    name: str = ""
-    lib_name: str = ""
-    lib_ver: str = ""
-    closing: bool = False
-    tx: Transaction = attrs.Factory(Transaction)  # MULTI/WATCH state (transaction.py)
-    registered: bool = False  # has sent a complete command
-    out_bytes: int = 0  # replies ready and not yet sent (the output buffer)
-    owed: int = 0  # replies not yet written, ready or not
-    scope: trio.CancelScope | None = None
-    out_drained: trio.Event = attrs.field(factory=trio.Event)
 
 
 @attrs.define
@@ -133,9 +114,16 @@ class ClientServer:
                       "client_protocol_errors": 0, "client_timeouts": 0,
                       "accept_capacity_errors": 0}
         self._throttle = LogThrottle(log, 10.0)
+        node.metrics.add_client_port(lambda: len(self.connections))
 
     def info(self) -> dict[str, Any]:
         return {**self.stats, **self.loop_lag.info()}
+
+    def clients_info(self) -> dict[str, Any]:
+        """INFO's clients section."""
+        return {"connected_clients": len(self.connections),
+                "clients_without_command": self.new_clients,
+                "maxclients": self.limits.max_clients}
 
     def reset_stats(self) -> None:
         """CONFIG RESETSTAT: the client-port counters and the loop-lag maximum."""
@@ -156,7 +144,7 @@ class ClientServer:
             _enable_keepalive(stream.socket)
         except OSError:
             addr = "?"
-        conn = Connection(next(_connection_ids), addr)
+        conn = Connection(next(_connection_ids), addr, server=self)
         self.connections[conn.id] = conn
         self.new_clients += 1
         try:
@@ -365,11 +353,12 @@ def _enable_keepalive(sock: trio.socket.SocketType) -> None:
             sock.setsockopt(trio.socket.IPPROTO_TCP, getattr(trio.socket, name), value)
 
 
-async def serve_clients(node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    host, port = parse_addr(node.settings.client_addr)
+async def serve_clients(server: ClientServer, *,
+                        task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Listen on ``--client-addr``; ``task_status`` gets the bound port. The node runs this
+    in its nursery (raftkv.serve hands it over), so its connections end with the node."""
+    host, port = parse_addr(server.node.settings.client_addr)
     listeners = await trio.open_tcp_listeners(port, host=host)
-    server = ClientServer(node)
-    node.client_server = server
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.loop_lag.run)
         for listener in listeners:

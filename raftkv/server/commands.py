@@ -23,7 +23,7 @@ from wire.resp import string2ll
 
 if TYPE_CHECKING:
     from raftkv.node.node import Node
-    from raftkv.server.client_port import Connection
+    from raftkv.server.connection import Connection
 
 PONG = SimpleString("PONG")
 
@@ -184,7 +184,8 @@ def cmd_client(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if sub == b"info" and len(args) == 2:
         return Pending.of(_client_line(conn).encode() + b"\n")
     if sub == b"list":
-        lines = [_client_line(c) for c in node.client_server.connections.values()]
+        others = conn.server.connections.values() if conn.server is not None else [conn]
+        lines = [_client_line(c) for c in others]
         return Pending.of(("\n".join(lines) + "\n").encode())
     sub_text = args[1].decode(errors="replace")
     return _err(f"ERR unknown subcommand '{sub_text}'. Try CLIENT HELP.")
@@ -246,7 +247,8 @@ def cmd_config(node: Node, conn: Connection, args: list[bytes]) -> Pending:
                 found[key] = CONFIG_VALUES[key]
         return Pending.of(found)
     if len(args) == 2 and args[1].lower() == b"resetstat":
-        node.client_server.reset_stats()  # as Redis: counters and maxima start again
+        if conn.server is not None:  # as Redis: counters and maxima start again
+            conn.server.reset_stats()
         return Pending.of(OK)
     if len(args) >= 2 and args[1].lower() in (b"set", b"rewrite"):
         return _err("ERR RaftKV is configured by its command-line flags, not CONFIG")
@@ -255,7 +257,7 @@ def cmd_config(node: Node, conn: Connection, args: list[bytes]) -> Pending:
 
 def cmd_info(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     sections = [a.decode(errors="replace").lower() for a in args[1:]]
-    return Pending.of(render_info(node, sections).encode())
+    return Pending.of(render_info(node, conn.server, sections).encode())
 
 
 def cmd_raft(node: Node, conn: Connection, args: list[bytes]) -> Pending:

@@ -18,8 +18,8 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from raftkv.log import event
-from raftkv.node.health import liveness, readiness
-from raftkv.node.settings import parse_addr
+from raftkv.server.health import liveness, readiness
+from wire.addr import parse_addr
 
 if TYPE_CHECKING:
     from raftkv.node.node import Node

@@ -8,15 +8,17 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from raftkv import __version__
+from raftkv.probe import describe_members
 
 if TYPE_CHECKING:
     from raftkv.node.node import Node
+    from raftkv.server.connection import ClientRegistry
 
 REDIS_COMPAT_VERSION = "7.2.0"  # the Redis protocol level we speak, reported by HELLO/INFO
 DEFAULT = ("server", "clients", "memory", "stats", "replication", "keyspace", "raft")
 
 
-def _server(node: Node) -> dict[str, Any]:
+def _server(node: Node, clients: ClientRegistry | None) -> dict[str, Any]:
     s = node.settings
     return {
         "redis_version": REDIS_COMPAT_VERSION,
@@ -31,31 +33,50 @@ def _server(node: Node) -> dict[str, Any]:
     }
 
 
-def _clients(node: Node) -> dict[str, Any]:
-    server = node.client_server
-    return {"connected_clients": len(server.connections),
-            "clients_without_command": server.new_clients,
-            "maxclients": server.limits.max_clients}
+def _clients(node: Node, clients: ClientRegistry | None) -> dict[str, Any]:
+    return clients.clients_info() if clients is not None else {}
 
 
-def _memory(node: Node) -> dict[str, Any]:
+def _memory(node: Node, clients: ClientRegistry | None) -> dict[str, Any]:
     memory = node.memory
     return {"used_memory_rss": memory.used(), "maxmemory": memory.limit,
             "maxmemory_policy": "noeviction", "oom_refused_commands": memory.refused}
 
 
-def _stats(node: Node) -> dict[str, Any]:
-    return {**{f"raft_{k}": v for k, v in node.stats.items()}, **node.client_server.info()}
+def _stats(node: Node, clients: ClientRegistry | None) -> dict[str, Any]:
+    port = clients.info() if clients is not None else {}
+    return {**{f"raft_{k}": v for k, v in node.stats.items()}, **port}
 
 
-def _replication(node: Node) -> dict[str, Any]:
-    info = node.raft_info()
-    return {"role": "master" if info["role"] == "leader" else "slave"}
+def _replication(node: Node, clients: ClientRegistry | None) -> dict[str, Any]:
+    return {"role": "master" if node.membership.role() == "leader" else "slave"}
 
 
-def _keyspace(node: Node) -> dict[str, Any]:
+def _keyspace(node: Node, clients: ClientRegistry | None) -> dict[str, Any]:
     n = len(node.kv)
     return {"db0": f"keys={n},expires={node.kv.expiring},avg_ttl=0"} if n else {}
+
+
+def raft_info(node: Node) -> dict[str, Any]:
+    """INFO raft and RAFT STATUS (``raftkv status``, --join and the tools parse it)."""
+    core = node.core
+    s = node.settings
+    return {
+        "node_id": node.id,
+        "role": node.membership.role(),
+        "term": core.term,
+        "leader_id": core.leader_id,
+        "leader_client_addr": node.leader_client_addr(),
+        "commit_index": core.commit_index,
+        "last_applied": node.applied,
+        "last_log_index": core.last_index,
+        "snapshot_index": node.storage.snapshot_meta().index,
+        "members": describe_members(core.cluster_config),
+        "client_addr": s.client_advertised,
+        "peer_addr": s.peer_advertised,
+        "fsync": s.fsync,
+        "cluster_id": node.transport.cluster_id,
+    }
 
 
 SECTIONS = {
@@ -65,11 +86,12 @@ SECTIONS = {
     "stats": _stats,
     "replication": _replication,
     "keyspace": _keyspace,
-    "raft": lambda node: node.raft_info(),
+    "raft": lambda node, clients: raft_info(node),
 }
 
 
-def render_info(node: Node, sections: list[str]) -> str:
+def render_info(node: Node, clients: ClientRegistry | None, sections: list[str]) -> str:
+    """INFO's text; ``clients`` is the client port the command came in on."""
     wanted = DEFAULT if not sections or any(s in ("all", "everything", "default")
                                             for s in sections) else sections
     parts = []
@@ -77,6 +99,6 @@ def render_info(node: Node, sections: list[str]) -> str:
         fn = SECTIONS.get(name)
         if fn is None:
             continue
-        body = "".join(f"{k}:{v}\r\n" for k, v in fn(node).items())
+        body = "".join(f"{k}:{v}\r\n" for k, v in fn(node, clients).items())
         parts.append(f"# {name.capitalize()}\r\n{body}")
     return "\r\n".join(parts)

@@ -1,14 +1,15 @@
 """Applying an entry must be deterministic; running out of memory is not (attack2 branch,
 round 2). Fails today.
 
-``KVStateMachine.apply`` and ``Node._apply_one`` turn *any* exception into an error reply
-and go on applying ("a bug must not stop the apply loop; every replica agrees"). A
-``MemoryError`` is the exception replicas do not agree on: it depends on the process's
-memory, not on the entry. A replica that fails to allocate one SETRANGE/APPEND/MSET
-skips it, answers ``-ERR internal error``, and goes on with a state that differs from its
-peers' for good (no checksum compares them; a snapshot it sends spreads its version).
-Redis's answer to a failed allocation is to stop the process (zmalloc's OOM handler); a
-stopped replica recovers from its log or a snapshot, a diverged one never does.
+``KVStateMachine.apply`` and ``Applier._apply_one`` (raftkv.node.apply) turn *any*
+exception into an error reply and go on applying ("a bug must not stop the apply loop;
+every replica agrees"). A ``MemoryError`` is the exception replicas do not agree on: it
+depends on the process's memory, not on the entry. A replica that fails to allocate one
+SETRANGE/APPEND/MSET skips it, answers ``-ERR internal error``, and goes on with a state
+that differs from its peers' for good (no checksum compares them; a snapshot it sends
+spreads its version). Redis's answer to a failed allocation is to stop the process
+(zmalloc's OOM handler); a stopped replica recovers from its log or a snapshot, a diverged
+one never does.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ CHILD = """
     from types import SimpleNamespace
     from raftkv.kv import KVStateMachine
     from raftkv.kv.codec import encode_command
-    from raftkv.node.node import Node
+    from raftkv.node.apply import Applier
     from wire.raft import NORMAL
 
     fake = SimpleNamespace(kv=KVStateMachine())
@@ -31,7 +32,7 @@ CHILD = """
     # Room for the interpreter, not for a 300 MB value: a replica short of memory.
     resource.setrlimit(resource.RLIMIT_AS, (400 * 1024 * 1024, resource.RLIM_INFINITY))
     try:
-        reply = Node._apply_one(fake, entry)
+        reply = Applier._apply_one(fake, entry)
     except MemoryError:
         print("stopped")  # the node's task fails: it stops instead of diverging
     else:

@@ -20,7 +20,7 @@ from pathlib import Path
 from common import conn, field, load_keys, scratch_dir, serves, wait
 
 from chaos.cluster import LocalCluster
-from raftkv.node.membership import parse_members
+from raftkv.probe import parse_members
 
 
 def is_voter(c: LocalCluster, node_id: int) -> bool:

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from chaos.cluster import LocalCluster
-from raftkv.node.membership import parse_members
-from raftkv.probe import call
+from raftkv.probe import call, parse_members
 from wire.reply import OK, ErrorReply
 from wire.resp import encode_command
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from raftkv.node.backoff import Backoff
+from raftkv.backoff import Backoff
 from raftkv.node.cluster_id import (
     ClusterIdUnknown,
     derived_cluster_id,

@@ -6,32 +6,36 @@ apply is stuck behind, say)."""
 
 from __future__ import annotations
 
-from raftkv.kv import encode_command
-from raftkv.node.node import APPLY_TIMEOUT, Node
+from raftkv.kv import KVStateMachine, encode_command
+from raftkv.node.apply import Applier
+from raftkv.node.clock import LeaderClock
 from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
+from raftkv.node.requests import APPLY_TIMEOUT, RequestTracker
 from wire.raft import NORMAL, Entry
 
 
-def node() -> Node:
-    return Node(NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                             cluster={1: "127.0.0.1:2"}, data_dir="/nonexistent"))
+def applier() -> Applier:
+    stats = {"proposals_failed": 0, "applied": 0}
+    return Applier(KVStateMachine(), LeaderClock(), RequestTracker(stats), stats,
+                   lambda *args: None)
 
 
 def test_a_read_waiting_for_apply_is_answered_at_its_deadline() -> None:
-    n = node()
+    a = applier()
+    requests = a.requests
     late, early = Pending(), Pending()
-    n._reads[b"a"] = (late, [b"GET", b"k"], 10.0)
-    n._reads[b"b"] = (early, [b"GET", b"k"], 20.0)
-    n._on_read_state(b"a", 5)  # confirmed at index 5; nothing applied yet
-    n._on_read_state(b"b", 5)
+    requests.track_read(b"a", late, [b"GET", b"k"], 10.0)
+    requests.track_read(b"b", early, [b"GET", b"k"], 20.0)
+    # confirmed at index 5; nothing applied yet
+    assert requests.read_confirmed(b"a", 5, a.applied) is None
+    assert requests.read_confirmed(b"b", 5, a.applied) is None
     assert not late.done and not early.done
-    n._sweep(9.9)
+    requests.sweep(9.9)
     assert not late.done
-    n._sweep(10.0)
+    requests.sweep(10.0)
     assert late.done and late.value is APPLY_TIMEOUT
     assert not early.done  # the other read keeps waiting, and is served once applied
-    n._apply([Entry(1, i, NORMAL, encode_command([b"SET", b"k", b"%d" % i]))
-              for i in range(1, 6)])
+    a.apply([Entry(1, i, NORMAL, encode_command([b"SET", b"k", b"%d" % i]))
+             for i in range(1, 6)])
     assert early.done and early.value == b"5"
-    assert n._read_wait == []
+    assert requests.read_wait == []

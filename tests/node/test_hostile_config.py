@@ -13,11 +13,13 @@ from __future__ import annotations
 import random
 
 from raftkv.kv import encode_command
-from raftkv.node.node import Node, decode_reply
+from raftkv.node.forwarding import Forwarder, decode_reply
+from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
 from raftkv.raft import MemoryStorage, RaftConfig, RaftNode
 from raftkv.raft.membership import decode_config, encode_config
+from raftkv.server.admin import membership_command
 from wire.raft import (
     CONFIG,
     NOOP,
@@ -53,13 +55,14 @@ def hostile_entries() -> list[Entry]:
 
 def test_runtime_apply_of_a_hostile_log_never_raises() -> None:
     node = Node(NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                             cluster={1: "127.0.0.1:2"}, data_dir="/nonexistent"))
+                             cluster={1: "127.0.0.1:2"}, data_dir="/nonexistent"),
+                admin=Pending.of)
     entries = hostile_entries()
-    node._apply(entries)  # must not raise
+    node.applier.apply(entries)  # must not raise
     assert node.applied == len(entries)
     # The last decodable configuration is in force; the garbage ones were skipped.
     last_good = [e for e in entries if e.kind == CONFIG][len(HOSTILE_ADDRS) - 1]
-    assert node._applied_config == decode_config(last_good.data)
+    assert node.applier.applied_config == decode_config(last_good.data)
     assert node.kv.read([b"GET", b"k"]) == b"v"  # and it still applies good commands
 
 
@@ -78,24 +81,26 @@ def test_hostile_forwarded_commands_and_replies_never_raise() -> None:
     """ForwardRequest/ForwardResponse come from peers: their contents are hostile too. A
     bare ``RAFT`` (IndexError in the membership parser) or a reply the RESP parser rejects
     (``:abc``) used to raise in the inbound loop, which stops the node."""
-    n = Node(NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                          cluster={1: "127.0.0.1:2", 2: "127.0.0.1:3"}, data_dir="/x"))
+    settings = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
+                            cluster={1: "127.0.0.1:2", 2: "127.0.0.1:3"}, data_dir="/x")
+    n = Node(settings, admin=lambda args: membership_command(n, args, forwarded=True))
     n.core = RaftNode(1, MemoryStorage(ClusterConfig((Member(1, "127.0.0.1:2"),
                                                       Member(2, "127.0.0.1:3")))),
                       RaftConfig(), random.Random(1))
     n.transport = _Sent()  # type: ignore[assignment]
+    n.forwarder = Forwarder(1, settings, n.core, n.transport, n.requests, n.stats)
     hostile_args: list[tuple[bytes, ...]] = [
         (), (b"",), (b"RAFT",), (b"raft", b"addnode"), (b"RAFT", b"ADDNODE", b"9", b"a..b:7"),
         (b"RAFT", b"REMOVENODE", b"99999999999999999999999"), (b"RAFT", b"\xff"),
         (b"SET",), (b"\x00" * 100,), (b"GET", b"k", b"extra"),
     ]
     for req_id, args in enumerate(hostile_args):
-        n._on_peer_message(ForwardRequest(1, 2, 1, req_id, args))
+        n.on_forward_request(ForwardRequest(1, 2, 1, req_id, args))
     replies = [m for m in n.transport.messages if isinstance(m, ForwardResponse)]
     assert len(replies) == len(hostile_args)
     assert all(decode_reply(r.reply).text.split()[0] in ("ERR", "TRYAGAIN") for r in replies)
     for req_id, data in enumerate([b":abc\r\n", b"$-5\r\n", b"\xff", b"", b"*9\r\n"]):
         pending = Pending()
-        n._forwards[req_id] = (pending, 1e9, 2)
-        n._on_peer_message(ForwardResponse(1, 2, 1, req_id, data))
+        n.requests.track_forward(req_id, pending, 1e9, 2)
+        n.forwarder.on_response(ForwardResponse(1, 2, 1, req_id, data))
         assert isinstance(pending.value, ErrorReply), (data, pending.value)

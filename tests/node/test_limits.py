@@ -7,8 +7,10 @@ from __future__ import annotations
 import resource
 import types
 
+from raftkv.node.forwarding import Forwarder
 from raftkv.node.memory import OOM, MemoryGuard, grows_memory
 from raftkv.node.node import Node
+from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
 from raftkv.raft import Role
 from raftkv.server.limits import FD_RESERVE, clients_for_descriptors
@@ -53,18 +55,19 @@ def test_used_memory_is_sampled_at_most_once_per_interval() -> None:
 def test_a_forwarded_write_is_checked_again_on_the_leader() -> None:
     # A follower under its limit forwards a SET; the leader is over its own: -OOM comes back.
     sent: list[object] = []
-    node = types.SimpleNamespace(
-        memory=guard(used=500),
-        core=types.SimpleNamespace(role=Role.LEADER, term=3),
-        transport=types.SimpleNamespace(send=sent.append),
-        id=1,
-        settings=NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                              cluster={1: "127.0.0.1:2"}, data_dir="unused"),
-    )
-    node._forward_replier = types.MethodType(Node._forward_replier, node)
-    node._check_size = types.MethodType(Node._check_size, node)
+    settings = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
+                            cluster={1: "127.0.0.1:2"}, data_dir="unused")
+    node = Node(settings, admin=Pending.of)
+    node.memory = guard(used=500)
+    core = types.SimpleNamespace(role=Role.LEADER, term=3)
+    transport = types.SimpleNamespace(send=sent.append)
+    forwarder = Forwarder(1, settings, core, transport, node.requests, node.stats)  # type: ignore[arg-type]
     msg = ForwardRequest(term=3, src=2, dst=1, req_id=7, args=(b"SET", b"k", b"v"))
-    Node._on_forward_request(node, msg)  # type: ignore[arg-type]
+
+    def run(args: list[bytes]) -> Pending:
+        raise AssertionError("a refused command must not be proposed")
+
+    forwarder.on_request(msg, node.check, run, Pending.of)
     (response,) = sent
     assert isinstance(response, ForwardResponse) and response.req_id == 7
     parser = ReplyParser()

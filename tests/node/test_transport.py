@@ -17,7 +17,7 @@ import attrs
 import pytest
 import trio
 
-from raftkv.node.backoff import Backoff
+from raftkv.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.peer_validation import check_peer_message
 from raftkv.node.tls import PeerTLS

@@ -1,7 +1,10 @@
-"""Exponential back-off with jitter for re-dialling a peer.
+"""Exponential back-off with jitter: re-dialling a peer, retrying a join or a snapshot,
+a client retrying a command.
 
-Jitter keeps the nodes of a cluster that lost a peer at the same moment from re-dialling
-it in lock-step; the random source is passed in so a seeded run reproduces its delays.
+A neutral helper (no trio, no sockets), so the runtime, client/ and chaos/ share it
+without reaching into each other. Jitter keeps the nodes of a cluster that lost a peer at
+the same moment from re-dialling it in lock-step; the random source is passed in so a
+seeded run reproduces its delays.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Run a node until SIGTERM/SIGINT, then stop it gracefully (leader hands over first).
+"""The composition root: build one node's parts, run them until SIGTERM/SIGINT, then stop
+gracefully (a leader hands over first).
+
+This is the one module that knows every floor: it builds the node runtime
+(raftkv.node), the client port and the ops HTTP port (raftkv.server) and hands each its
+dependencies, so no part imports a layer above it or is wired up from outside.
 
 The ops HTTP port (``--metrics-addr``) runs beside the node in the same event loop, so
 ``/livez`` proves that loop turns. A listener that cannot bind (port in use, address not
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from functools import partial
 
 import trio
 
@@ -17,6 +23,8 @@ from raftkv.log import event, set_term_source
 from raftkv.node.listen import first_listen_error, start_listener
 from raftkv.node.node import Node
 from raftkv.node.settings import NodeSettings
+from raftkv.server.admin import membership_command
+from raftkv.server.client_port import ClientServer, serve_clients
 from raftkv.server.http import serve_http
 from raftkv.storage import DiskStorageError, StorageFailure
 
@@ -27,7 +35,8 @@ serving_log = logging.getLogger("raftkv.serving")
 
 async def serve_until_signalled(settings: NodeSettings, started: list[bool] | None = None
                                 ) -> None:
-    node = Node(settings)
+    node = Node(settings, admin=lambda args: membership_command(node, args, forwarded=True))
+    clients = ClientServer(node)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             metrics = ""
@@ -36,7 +45,7 @@ async def serve_until_signalled(settings: NodeSettings, started: list[bool] | No
                                             serve_http, node)
                 host = settings.metrics_addr.rpartition(":")[0]
                 metrics = f"http://{host}:{port}/metrics"
-            await nursery.start(node.run)
+            await nursery.start(node.run, partial(serve_clients, clients))
             set_term_source(lambda: node.core.term)
             if started is not None:
                 started.append(True)

@@ -1,0 +1,104 @@
+"""Applying committed entries to the state machine, and answering who waited for them.
+
+Apply is total: whatever the log holds, nothing here raises (a raise would stop the node,
+and every restart would replay the same entry), except MemoryError: a replica that cannot
+allocate stops rather than skip an entry its peers applied (a restart replays it). A
+NORMAL entry's command goes to the state machine; a CONFIG entry's configuration becomes
+the one a snapshot at this index records; the writes proposed at these indexes get their
+results (raftkv.node.requests), and the confirmed reads waiting for this index are served.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from raftkv.kv import KVStateMachine
+from raftkv.log import event
+from raftkv.node.clock import LeaderClock
+from raftkv.node.requests import RequestTracker
+from raftkv.raft.membership import decode_config
+from wire.raft import CONFIG, NORMAL, ClusterConfig, Entry, SnapshotMeta
+from wire.reply import OK, ErrorReply
+
+log = logging.getLogger("raftkv.node")
+
+
+async def free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000) -> None:
+    """Free a large map or list dropped by the state machine, ``step`` items at a time."""
+    pop = data.popitem if isinstance(data, dict) else data.pop
+    while data:
+        for _ in range(min(step, len(data))):
+            pop()
+        await trio.lowlevel.checkpoint()
+
+
+class Applier:
+    """The state machine's side of the node: what is applied, and up to where."""
+
+    def __init__(self, kv: KVStateMachine, clock: LeaderClock, requests: RequestTracker,
+                 stats: dict[str, int], background: Callable[..., None]) -> None:
+        self.kv = kv
+        self.clock = clock  # stamps our proposals as leader; the time reads use
+        self.requests = requests
+        self.stats = stats
+        self.background = background  # starts a task of the node
+        self.applied = 0
+        # The term and configuration at ``applied``: a snapshot's meta.
+        self.applied_term = 0
+        self.applied_config = ClusterConfig()
+
+    def restored(self, meta: SnapshotMeta) -> None:
+        """The state machine now holds the snapshot ``meta`` (at start, or installed)."""
+        self.clock.observe(self.kv.now)
+        self.applied = meta.index
+        self.applied_term, self.applied_config = meta.term, meta.config
+
+    def serve_read(self, args: list[bytes]) -> Any:
+        return self.kv.read_deferred(args, self.clock.now())
+
+    def apply(self, entries: list[Entry]) -> None:
+        kv, requests = self.kv, self.requests
+        for entry in entries:
+            requests.applied(entry, self._apply_one(entry))
+            self.applied = entry.index
+        self.stats["applied"] += len(entries)
+        if entries:
+            self.applied_term = entries[-1].term
+        self.clock.observe(kv.now)
+        for waiter in requests.reads_applied(self.applied):
+            waiter.pending.set(self.serve_read(waiter.args))
+        if kv.retired:
+            self._free_retired()
+
+    def _free_retired(self) -> None:
+        """Free the maps FLUSHALL (or a snapshot install) dropped, a slice at a time: freeing
+        a million keys in one go would hold the loop for an election timeout."""
+        for old in self.kv.retired:
+            self.background(free_in_slices, old)
+        self.kv.retired.clear()
+
+    def _apply_one(self, entry: Entry) -> Any:
+        """One committed entry's reply (see the module docstring: never raises), but
+        MemoryError: a replica that cannot allocate must stop rather than skip the entry."""
+        if entry.kind == NORMAL:
+            try:
+                return self.kv.apply(entry.data)
+            except MemoryError:
+                raise  # fail-stop, never diverge: see KVStateMachine.apply
+            except Exception as exc:  # a state-machine bug must not become a crash loop
+                event(log, logging.ERROR, "applying an entry failed", index=entry.index,
+                      error=repr(exc))
+                return ErrorReply(f"ERR applying the command failed: {type(exc).__name__}")
+        if entry.kind == CONFIG:
+            try:
+                self.applied_config = decode_config(entry.data)
+            except Exception as exc:  # the core already acted on it; keep what we had
+                event(log, logging.ERROR, "undecodable CONFIG entry ignored",
+                      index=entry.index, error=repr(exc))
+                return ErrorReply("ERR undecodable membership change")
+            return OK  # a membership change (RAFT ADDNODE/...) is done once committed
+        return None

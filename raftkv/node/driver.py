@@ -1,0 +1,148 @@
+"""The core driver: the one loop around the consensus core (where the WAL is fsynced).
+
+Everything that touches the core runs in the trio thread, so the core needs no locks: the
+ticker calls ``tick``, the inbound task calls ``step``, client requests call ``propose`` or
+``read_index``; each of them only *wakes* the ready loop, which is the single place that
+persists, sends and applies (``_handle_ready``, in the order raftkv/raft/ready.py writes
+down: the core says which messages may leave before the fsync). Only the fsync runs in a
+worker thread (raftkv.node.sync_thread); while it runs, new proposals accumulate in the
+core and go to disk together in the next Ready (group commit). The ticker is
+raftkv.node.ticker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from raftkv.log import event
+from raftkv.metrics import NodeMetrics
+from raftkv.node.apply import Applier
+from raftkv.node.forwarding import Forwarder
+from raftkv.node.membership import Membership
+from raftkv.node.requests import RequestTracker
+from raftkv.node.snapshots import Snapshotter
+from raftkv.node.sync_thread import SyncThread
+from raftkv.node.transport import PeerTransport
+from raftkv.raft import RaftNode, Role, persist
+from raftkv.storage import DiskStorage
+from wire.raft import ForwardRequest, ForwardResponse
+
+log = logging.getLogger("raftkv.node")
+
+
+class CoreDriver:
+    def __init__(self, core: RaftNode, storage: DiskStorage, storage_lock: trio.Lock,
+                 sync_thread: SyncThread, transport: PeerTransport, applier: Applier,
+                 requests: RequestTracker, snapshots: Snapshotter, forwarder: Forwarder,
+                 membership: Membership, metrics: NodeMetrics, stats: dict[str, int],
+                 on_forward_request: Callable[[ForwardRequest], None],
+                 unpark: Callable[[], None]) -> None:
+        self.core = core
+        self.storage = storage
+        self.storage_lock = storage_lock
+        self.sync_thread = sync_thread
+        self.transport = transport
+        self.applier = applier
+        self.requests = requests
+        self.snapshots = snapshots
+        self.forwarder = forwarder
+        self.membership = membership
+        self.metrics = metrics
+        self.stats = stats
+        self.on_forward_request = on_forward_request  # the leader runs a follower's command
+        self.unpark = unpark  # a leader is known: run the commands that waited for one
+        self.role_changed = trio.Event()  # set (and replaced) at every role change
+        self._wake = trio.Event()
+        self._last_leader = 0
+        self._last_term = 0
+        self._last_role: Role | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_inbound(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
+        async for msg in inbound:
+            self.on_peer_message(msg)
+            while True:  # drain what else arrived, then wake the ready loop once
+                try:
+                    msg = inbound.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self.on_peer_message(msg)
+            self.wake()
+            await trio.lowlevel.checkpoint()
+
+    def on_peer_message(self, msg: Any) -> None:
+        if isinstance(msg, ForwardRequest):
+            self.on_forward_request(msg)
+        elif isinstance(msg, ForwardResponse):
+            self.forwarder.on_response(msg)
+        else:
+            self.core.step(msg)
+
+    async def run(self) -> None:
+        """The ready loop."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self.core.has_ready():
+                self.membership.observe()
+                async with self.storage_lock:
+                    await self._handle_ready()
+            self.snapshots.maybe_start()
+            self._observe_leadership()
+            self.membership.observe()
+
+    async def _handle_ready(self) -> None:
+        rd = self.core.ready()
+        storage = self.storage
+        if rd.snapshot_chunks or rd.snapshot_discard:
+            await self.snapshots.receive(rd)  # first: this Ready's entries follow it
+        persist(storage, rd)
+        send = self.transport.send
+        if rd.send_before_sync:  # the core's call (Ready.send_before_sync)
+            for msg in rd.messages:
+                send(msg)
+        if rd.must_sync:
+            # DESIGN.md ordering: the hard state (vote, term) and appended entries are
+            # durable before any other message of this Ready (a vote, an append ack) leaves.
+            written = storage.buffered_bytes
+            started = trio.current_time()
+            await self.sync_thread.run(storage.sync)
+            self.metrics.wal_fsync.observe(trio.current_time() - started)
+            self.metrics.wal_bytes.inc(written)
+        if not rd.send_before_sync:
+            for msg in rd.messages:
+                send(msg)
+        self.snapshots.log_sends(rd.messages)
+        if rd.committed_entries:
+            self.applier.apply(rd.committed_entries)
+        for rs in rd.read_states:
+            waiter = self.requests.read_confirmed(rs.ctx, rs.index, self.applier.applied)
+            if waiter is not None:
+                waiter.pending.set(self.applier.serve_read(waiter.args))
+        for ctx in rd.failed_reads:
+            self.requests.read_failed(ctx)
+        self.core.advance(rd)
+
+    def _observe_leadership(self) -> None:
+        core = self.core
+        leader, term, role = core.leader_id, core.term, core.role
+        if term != self._last_term:
+            event(log, logging.INFO, "term changed", term=term, leader=leader or "-")
+        if role is not self._last_role:
+            event(log, logging.INFO, "role changed", role=role.name.lower(), term=term)
+            self.role_changed.set()
+            self.role_changed = trio.Event()
+        if leader != self._last_leader and leader:
+            event(log, logging.INFO, "leader elected", leader=leader, term=term)
+            self.stats["leader_changes"] += 1
+            self.requests.leader_changed(leader)
+        if (self.requests.parked and leader
+                and (leader != self._last_leader or role is not self._last_role)):
+            self.unpark()
+        self._last_leader, self._last_term, self._last_role = leader, term, role

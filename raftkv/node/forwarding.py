@@ -1,0 +1,114 @@
+"""Where a follower forwards a write to the leader, and the leader answers it.
+
+A follower that knows the leader sends a client's write (or a RAFT membership change) as a
+``ForwardRequest`` over the peer connection; the leader runs it as if a client of its own
+had sent it, never forwarding it again, and sends the reply back, RESP3-encoded, in a
+``ForwardResponse``. Both messages come from peers, so everything they hold is hostile:
+a request is validated like a client's, and a reply that does not parse becomes an error
+for the client, never an exception in the inbound loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from raftkv.node.pending import Pending
+from raftkv.node.requests import NO_LEADER, RequestTracker
+from raftkv.node.settings import NodeSettings
+from raftkv.node.sizes import max_reply_bytes
+from raftkv.node.transport import PeerTransport
+from raftkv.raft import RaftNode, Role
+from wire.raft import ForwardRequest, ForwardResponse
+from wire.reply import ErrorReply
+from wire.resp import encode_reply
+from wire.resp_reply import NEED_MORE, ReplyParser
+
+EMPTY = ErrorReply("ERR empty command")
+# What a leader runs for a forwarded command: (args) -> its reply, as for a client.
+Run = Callable[[list[bytes]], Pending]
+
+
+def decode_reply(data: bytes) -> Any:
+    """A forwarded reply (RESP3 bytes from the leader) back to a reply value."""
+    malformed = ErrorReply("ERR malformed reply from the leader")
+    parser = ReplyParser()
+    try:  # peer input: anything it holds must become an answer, never an exception
+        parser.feed(data)
+        value = parser.next_reply()
+    except Exception:
+        return malformed
+    return malformed if value is NEED_MORE else value
+
+
+class Forwarder:
+    def __init__(self, node_id: int, settings: NodeSettings, core: RaftNode,
+                 transport: PeerTransport, requests: RequestTracker,
+                 stats: dict[str, int]) -> None:
+        self.id = node_id
+        self.core = core
+        self.transport = transport
+        self.requests = requests
+        self.stats = stats
+        self.request_timeout = settings.request_timeout
+        self.reply_limit = max_reply_bytes(settings)
+
+    # -- on a follower --------------------------------------------------------------------
+
+    def forward(self, args: list[bytes], pending: Pending, deadline: float | None = None
+                ) -> None:
+        """Send a command to the leader; ``pending`` gets its reply (or UNKNOWN at the
+        deadline, by default the request timeout from now)."""
+        if deadline is None:
+            deadline = trio.current_time() + self.request_timeout
+        req_id = self.requests.next_id()
+        msg = ForwardRequest(
+            term=self.core.term, src=self.id, dst=self.core.leader_id, req_id=req_id,
+            args=tuple(args),
+        )
+        if not self.transport.send(msg):
+            pending.set(NO_LEADER)  # never left this node: definitely not applied
+            return
+        self.requests.track_forward(req_id, pending, deadline, msg.dst)
+        self.stats["forwarded"] += 1
+
+    def on_response(self, msg: ForwardResponse) -> None:
+        pending = self.requests.forward_answered(msg.req_id)
+        if pending is not None:
+            pending.set(decode_reply(msg.reply))
+
+    # -- on the leader --------------------------------------------------------------------
+
+    def on_request(self, msg: ForwardRequest, check: Callable[[list[bytes]], ErrorReply | None],
+                   run: Run, run_admin: Run) -> None:
+        """Run a follower's command as leader and send the reply back; never re-forward.
+        ``check`` validates it like a client's command, ``run`` runs a write,
+        ``run_admin`` a RAFT membership change."""
+        args = list(msg.args)
+        if args and args[0].lower() == b"raft":  # a membership change (RAFT ADDNODE ...)
+            reply = run_admin(args)
+        elif (error := check(args) if args else EMPTY) is not None:
+            reply = Pending.of(error)
+        elif self.core.role is not Role.LEADER:
+            reply = Pending.of(NO_LEADER)
+        else:
+            reply = run(args)
+        reply.add_callback(self._replier(msg))
+
+    def _replier(self, msg: ForwardRequest) -> Callable[[Any], None]:
+        limit = self.reply_limit
+
+        def send_back(value: Any) -> None:
+            reply = encode_reply(value, 3)
+            if len(reply) > limit:  # would not fit in a frame: the follower's client
+                reply = encode_reply(ErrorReply(  # would wait for nothing
+                    f"ERR the reply ({len(reply)} bytes) is too large to return through "
+                    f"this node; the command was applied; read the result from the leader"
+                ), 3)
+            self.transport.send(ForwardResponse(
+                term=self.core.term, src=self.id, dst=msg.src, req_id=msg.req_id,
+                reply=reply,
+            ))
+        return send_back

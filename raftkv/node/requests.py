@@ -1,0 +1,210 @@
+"""Every client request the node owes an answer: one waiter type with a deadline, one sweep,
+one fail-all.
+
+A request is a ``Pending`` (raftkv.node.pending) plus a ``Waiter`` in one of five tables,
+each keyed by what will answer it:
+
+- ``writes`` by log index: our proposals, answered when their entry applies (LOST if
+  another term's entry does);
+- ``reads`` by ReadIndex context: reads waiting for a quorum to confirm leadership;
+- ``read_wait``, a heap by read index: confirmed reads waiting for apply to catch up;
+- ``forwards`` by request id: commands forwarded to the leader, answered by its reply;
+- ``parked``, in arrival order: commands waiting for a leader to be known.
+
+Whatever answers a waiter first wins (a Pending takes one value). The sweeper answers every
+waiter whose deadline passed with the waiter's own ``late`` reply, so no client waits
+forever; ``fail_all`` answers everything at shutdown. A write or a forward that times out
+may still have been applied: its answer says UNKNOWN, never "not applied".
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import trio
+
+from raftkv.node.pending import Pending
+from wire.raft import NOOP, Entry
+from wire.reply import ErrorReply
+
+NO_LEADER = ErrorReply("TRYAGAIN no leader known; the command was not applied, retry")
+LOST = ErrorReply("TRYAGAIN the command was not committed (leader changed); retry")
+READ_FAILED = ErrorReply("TRYAGAIN the read could not be confirmed by a quorum; retry")
+UNKNOWN_TIMEOUT = ErrorReply(
+    "UNKNOWN timed out waiting for a quorum; the command may or may not have been applied"
+)
+UNKNOWN_FORWARD = ErrorReply(
+    "UNKNOWN no reply from the leader; the command may or may not have been applied"
+)
+APPLY_TIMEOUT = ErrorReply(
+    "TRYAGAIN the read was confirmed but this node did not apply up to it in time; retry"
+)
+SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
+
+SWEEP_INTERVAL = 0.05  # seconds between sweeps: how late a deadline may be answered
+
+
+@attrs.define(eq=False)
+class Waiter:
+    """One request waiting for its answer, with its deadline and the reply it gets then."""
+
+    pending: Pending
+    deadline: float
+    late: ErrorReply  # the answer once ``deadline`` passes
+    args: list[bytes] = attrs.Factory(list)  # a read or a parked command: what to run
+    term: int = 0  # a write: the term it was proposed in
+    leader: int = 0  # a forward: the leader it went to
+    write: bool = False  # a parked command: a write (else a read)
+    proposal: bool = False  # our own proposal: counted in proposals_failed when it fails
+
+    @property
+    def maybe_applied(self) -> bool:
+        """A write or forward: at shutdown it gets its UNKNOWN answer, not a TRYAGAIN."""
+        return self.late is UNKNOWN_TIMEOUT or self.late is UNKNOWN_FORWARD
+
+
+class RequestTracker:
+    """The five tables of waiters (module docstring); all of it runs in the trio thread."""
+
+    def __init__(self, stats: dict[str, int]) -> None:
+        self.stats = stats  # the node's counters (proposals_failed)
+        self.writes: dict[int, Waiter] = {}
+        self.reads: dict[bytes, Waiter] = {}
+        self.read_wait: list[tuple[int, int, Waiter]] = []
+        self.forwards: dict[int, Waiter] = {}
+        self.parked: deque[Waiter] = deque()
+        self._ids = itertools.count(1)
+
+    def next_id(self) -> int:
+        """A fresh id for a ReadIndex context or a forwarded request."""
+        return next(self._ids)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def track_write(self, index: int, term: int, pending: Pending, deadline: float) -> None:
+        old = self.writes.get(index)
+        if old is not None and not old.pending.done:
+            # An entry of an older term we proposed at this index is gone from our log, now
+            # that we lead and reuse the index: it never committed (Leader Completeness).
+            self.fail_write(old, LOST)
+        self.writes[index] = Waiter(pending, deadline, UNKNOWN_TIMEOUT, term=term,
+                                    proposal=True)
+
+    def applied(self, entry: Entry, result: Any) -> None:
+        """``entry`` was applied with ``result``: answer the write proposed at its index."""
+        waiter = self.writes.pop(entry.index, None)
+        if waiter is not None:
+            if waiter.term == entry.term and entry.kind != NOOP:
+                waiter.pending.set(result)
+            else:
+                self.fail_write(waiter, LOST)
+
+    def covered_by_snapshot(self, index: int) -> None:
+        """A leader's snapshot up to ``index`` replaced our log: whether our proposals from
+        an old term at or below it made it is unknowable from here."""
+        for i in [i for i in self.writes if i <= index]:
+            self.fail_write(self.writes.pop(i), UNKNOWN_TIMEOUT)
+
+    def fail_write(self, waiter: Waiter, reply: ErrorReply) -> None:
+        if waiter.proposal and not waiter.pending.done:
+            self.stats["proposals_failed"] += 1
+        waiter.pending.set(reply)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def track_read(self, ctx: bytes, pending: Pending, args: list[bytes],
+                   deadline: float) -> None:
+        self.reads[ctx] = Waiter(pending, deadline, READ_FAILED, args)
+
+    def read_confirmed(self, ctx: bytes, index: int, applied: int) -> Waiter | None:
+        """A quorum confirmed the read ``ctx`` at ``index``: the waiter if it may be served
+        now (``applied`` reached ``index``), else None (it waits in ``read_wait``)."""
+        waiter = self.reads.pop(ctx, None)
+        if waiter is None or index <= applied:
+            return waiter
+        waiter.late = APPLY_TIMEOUT
+        heapq.heappush(self.read_wait, (index, self.next_id(), waiter))
+        return None
+
+    def reads_applied(self, applied: int) -> Iterator[Waiter]:
+        """The confirmed reads that may be served now that ``applied`` is reached."""
+        wait = self.read_wait
+        while wait and wait[0][0] <= applied:
+            yield heapq.heappop(wait)[2]
+
+    def read_failed(self, ctx: bytes) -> None:
+        waiter = self.reads.pop(ctx, None)
+        if waiter is not None:
+            waiter.pending.set(READ_FAILED)
+
+    # -- forwards -------------------------------------------------------------------------
+
+    def track_forward(self, req_id: int, pending: Pending, deadline: float,
+                      leader: int) -> None:
+        self.forwards[req_id] = Waiter(pending, deadline, UNKNOWN_FORWARD, leader=leader)
+
+    def forward_answered(self, req_id: int) -> Pending | None:
+        waiter = self.forwards.pop(req_id, None)
+        return waiter.pending if waiter is not None else None
+
+    def leader_changed(self, leader: int) -> None:
+        """A new leader was elected: commands forwarded to an earlier one will get no reply
+        (that leader is gone or deposed), so answer them now instead of at the timeout."""
+        for req_id, waiter in list(self.forwards.items()):
+            if waiter.leader != leader:
+                del self.forwards[req_id]
+                waiter.pending.set(UNKNOWN_FORWARD)
+
+    # -- commands waiting for a leader ----------------------------------------------------
+
+    def park(self, args: list[bytes], write: bool, pending: Pending, until: float) -> None:
+        self.parked.append(Waiter(pending, until, NO_LEADER, args, write=write))
+
+    def unpark(self) -> list[Waiter]:
+        """Take every parked command still unanswered (a leader is known: run them)."""
+        parked, self.parked = self.parked, deque()
+        return [w for w in parked if not w.pending.done]
+
+    # -- deadlines ------------------------------------------------------------------------
+
+    async def run_sweeper(self) -> None:
+        """Fail requests whose deadline passed; a reply is owed to every client."""
+        while True:
+            await trio.sleep(SWEEP_INTERVAL)
+            self.sweep(trio.current_time())
+
+    def sweep(self, now: float) -> None:
+        """Answer every request whose deadline is ``now`` or earlier."""
+        for table in (self.writes, self.reads, self.forwards):
+            for key, waiter in list(table.items()):
+                if waiter.deadline <= now:
+                    del table[key]
+                    self.fail_write(waiter, waiter.late)
+        if any(item[2].deadline <= now for item in self.read_wait):
+            late = [item[2] for item in self.read_wait if item[2].deadline <= now]
+            self.read_wait = [item for item in self.read_wait if item[2].deadline > now]
+            heapq.heapify(self.read_wait)
+            for waiter in late:
+                waiter.pending.set(APPLY_TIMEOUT)
+        parked = self.parked
+        while parked and parked[0].deadline <= now:
+            parked.popleft().pending.set(NO_LEADER)
+
+    def fail_all(self, reply: ErrorReply) -> None:
+        """Answer everything (the node stops): ``reply``, or UNKNOWN where a write or a
+        forward may have been applied."""
+        waiters = [*self.writes.values(), *self.reads.values(),
+                   *(item[2] for item in self.read_wait), *self.forwards.values(),
+                   *self.parked]
+        for waiter in waiters:
+            self.fail_write(waiter, waiter.late if waiter.maybe_applied else reply)
+        self.writes.clear()
+        self.reads.clear()
+        self.read_wait.clear()
+        self.forwards.clear()
+        self.parked.clear()

@@ -1,0 +1,187 @@
+"""Snapshots in the runtime: taking our own, receiving and installing a leader's.
+
+Taking: between Readys the ready loop asks ``maybe_start`` to compact the log once
+``snapshot_entries`` entries were applied since the last snapshot, or when RAFT SNAPSHOT
+asks (``request``); the snapshot file is written in a worker thread as a task of its own
+(the ready loop keeps turning, heartbeats keep flowing), and the in-memory switch happens
+under the storage lock, never in the middle of a WAL sync. Automatic snapshots start only
+once the node serves (one that needs space it lacks must not stand between a restart and
+serving), and after one could not be written (disk full, no descriptor) the next waits a
+growing delay.
+
+Receiving: a follower writes received chunks durably as its Readys hand them out (memory
+stays bounded) and installs the last one (raftkv.raft.ready describes the contract).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from raftkv.backoff import Backoff
+from raftkv.kv import KVState, decode_snapshot, encode_snapshot
+from raftkv.log import event
+from raftkv.metrics import NodeMetrics
+from raftkv.node.apply import Applier
+from raftkv.node.pending import Pending
+from raftkv.raft import StorageError
+from raftkv.raft.ready import Ready
+from raftkv.storage import DiskStorage, SnapshotNotWritten, SnapshotWriter
+from wire.raft import InstallSnapshot, SnapshotMeta
+from wire.reply import ErrorReply
+
+log = logging.getLogger("raftkv.node")
+
+
+class Snapshotter:
+    def __init__(self, storage: DiskStorage, storage_lock: trio.Lock, applier: Applier,
+                 metrics: NodeMetrics, every: int, rng: random.Random,
+                 background: Callable[..., None], wake: Callable[[], None]) -> None:
+        self.storage = storage
+        self.storage_lock = storage_lock  # the ready loop holds it around each Ready
+        self.applier = applier
+        self.metrics = metrics
+        self.every = every  # --snapshot-entries (0: only on request)
+        self.background = background
+        self.wake = wake
+        self._serving = False  # automatic snapshots only once the node serves
+        self._waiters: list[Pending] = []  # RAFT SNAPSHOT callers
+        self._running = False
+        self._backoff = Backoff(1.0, 60.0, rng)
+        self._not_before = 0.0
+        self._writer: SnapshotWriter | None = None  # the snapshot being received
+        self._logged: set[tuple[int, int, bool]] = set()  # transfers already logged
+
+    # -- taking ---------------------------------------------------------------------------
+
+    def start_serving(self) -> None:
+        """The node serves clients: automatic snapshots may start from now on."""
+        self._serving = True
+
+    def request(self) -> Pending:
+        """RAFT SNAPSHOT: snapshot what is applied now; the Pending gets the snapshot index."""
+        pending = Pending()
+        self._waiters.append(pending)
+        self.wake()
+        return pending
+
+    def maybe_start(self) -> None:
+        """Between Readys: start a snapshot if asked to, or if enough was applied since the
+        last one."""
+        if self._running:
+            return
+        applied = self.applier.applied
+        if not self._waiters:
+            if not self.every or applied - self.storage.snapshot_meta().index < self.every:
+                return
+            if not self._serving or trio.current_time() < self._not_before:
+                return
+        waiters, self._waiters = self._waiters, []
+        if applied <= self.storage.snapshot_meta().index:
+            for pending in waiters:
+                pending.set(self.storage.snapshot_meta().index)
+            return
+        self._running = True
+        a = self.applier
+        meta = SnapshotMeta(applied, a.applied_term, a.applied_config)
+        self.background(self._take, meta, a.kv.snapshot_state(), waiters)
+
+    async def _take(self, meta: SnapshotMeta, state: KVState, waiters: list[Pending]) -> None:
+        started = trio.current_time()
+        storage = self.storage
+        try:
+            data = await trio.to_thread.run_sync(encode_snapshot, state)
+            # The file in a worker thread beside the ready loop's log writes: the snapshot
+            # covers only applied entries, which are already durable, so no log sync first.
+            try:
+                # (The file is read back and checked there too, not on the loop.)
+                snap = await trio.to_thread.run_sync(storage.prepare_compact, meta, data, False)
+            except (ValueError, StorageError) as exc:
+                # A leader's snapshot replaced our log meanwhile: this one is moot.
+                event(log, logging.INFO, "snapshot skipped", index=meta.index, reason=exc)
+                snap = None
+            except SnapshotNotWritten as exc:
+                # Nothing changed on disk and the log goes on: not a reason to stop. Try
+                # again later (growing delays), so a full disk does not crash-loop us.
+                self._backoff.failed()
+                delay = self._backoff.delay()
+                self._not_before = trio.current_time() + delay
+                event(log, logging.WARNING, "snapshot not written", index=meta.index,
+                      reason=exc, retry_in_s=round(delay, 1))
+                for pending in waiters:
+                    pending.set(ErrorReply(f"ERR snapshot not written: {exc}"))
+                return
+            if snap is not None:
+                async with self.storage_lock:  # the switch drops segments: not mid-sync
+                    storage.finish_compact(meta, snap)
+                took = trio.current_time() - started
+                self.metrics.snapshot_duration.labels("take").observe(took)
+                self._backoff.reset()
+                event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
+                      bytes=len(data), keys=len(state.data), ms=round(took * 1000, 1))
+        finally:
+            self._running = False
+        index = storage.snapshot_meta().index
+        for pending in waiters:
+            pending.set(index)
+        self.wake()
+
+    # -- receiving ------------------------------------------------------------------------
+
+    async def receive(self, rd: Ready) -> None:
+        """Write received chunks durably as they come; install at the last one. The core
+        reads no storage until this Ready's advance, so the install may replace the log
+        from a worker thread."""
+        if rd.snapshot_discard and self._writer is not None:
+            writer, self._writer = self._writer, None
+            await trio.to_thread.run_sync(writer.abort)
+        for chunk in rd.snapshot_chunks:
+            writer = self._writer
+            if writer is None or chunk.offset == 0 or writer.meta != chunk.meta:
+                if writer is not None:
+                    await trio.to_thread.run_sync(writer.abort)
+                self._writer = None
+                writer = await trio.to_thread.run_sync(self.storage.snapshot_writer, chunk.meta)
+                self._writer = writer
+                event(log, logging.INFO, "snapshot receiving", leader=chunk.src,
+                      index=chunk.meta.index, term=chunk.meta.term)
+            await trio.to_thread.run_sync(writer.write, chunk.offset, chunk.data)
+            if chunk.done:
+                self._writer = None
+                await self._install(writer)
+
+    async def _install(self, writer: SnapshotWriter) -> None:
+        started = trio.current_time()
+        meta = writer.meta
+        await trio.to_thread.run_sync(writer.finish)
+        data = await trio.to_thread.run_sync(self.storage.snapshot_data)
+        applier = self.applier
+        applier.kv.replace(await trio.to_thread.run_sync(decode_snapshot, data))
+        applier.restored(meta)
+        applier.requests.covered_by_snapshot(meta.index)
+        applier.apply([])  # serve the reads that waited for this index
+        self.metrics.snapshot_duration.labels("install").observe(trio.current_time() - started)
+        event(log, logging.INFO, "snapshot installed", index=meta.index, term=meta.term,
+              bytes=len(data), keys=len(applier.kv),
+              ms=round((trio.current_time() - started) * 1000, 1))
+
+    def log_sends(self, messages: list[Any]) -> None:
+        """One INFO line when a snapshot transfer to a follower starts and when it ends."""
+        if not log.isEnabledFor(logging.INFO):
+            return  # the scan below only feeds these log lines
+        for msg in messages:
+            if type(msg) is InstallSnapshot and (msg.offset == 0 or msg.done):
+                key = (msg.dst, msg.meta.index, msg.done)
+                if key in self._logged:
+                    continue
+                self._logged.add(key)
+                if msg.offset == 0:
+                    event(log, logging.INFO, "snapshot sending", to=msg.dst,
+                          index=msg.meta.index, term=msg.meta.term)
+                if msg.done:
+                    event(log, logging.INFO, "snapshot sent", to=msg.dst, index=msg.meta.index,
+                          bytes=msg.offset + len(msg.data))

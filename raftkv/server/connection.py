@@ -1,0 +1,47 @@
+"""One client connection's state, and what a command may ask of the port it came in on.
+
+Its own module so the command table (raftkv.server.commands) and the client port
+(raftkv.server.client_port, which runs the commands) both import it and not each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from raftkv.server.transaction import Transaction
+
+
+class ClientRegistry(Protocol):
+    """The client port as the connection-level commands see it."""
+
+    connections: dict[int, Connection]
+
+    def info(self) -> dict[str, Any]: ...
+
+    def clients_info(self) -> dict[str, Any]: ...
+
+    def reset_stats(self) -> None: ...
+
+
+@attrs.define
+class Connection:
+    """Per-connection state that commands may change (HELLO, CLIENT SETNAME, QUIT)."""
+
+    id: int
+    addr: str
+    proto: int = 2
+    name: str = ""
+    lib_name: str = ""
+    lib_ver: str = ""
+    closing: bool = False
+    tx: Transaction = attrs.Factory(Transaction)  # MULTI/WATCH state (transaction.py)
+    registered: bool = False  # has sent a complete command
+    out_bytes: int = 0  # replies ready and not yet sent (the output buffer)
+    owed: int = 0  # replies not yet written, ready or not
+    scope: trio.CancelScope | None = None
+    out_drained: trio.Event = attrs.field(factory=trio.Event)
+    # The client port it came in on (CLIENT LIST, INFO clients, CONFIG RESETSTAT).
+    server: ClientRegistry | None = None
