@@ -55,6 +55,7 @@ from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import max_reply_bytes, request_size, transport_limits
+from raftkv.node.snapshot_gate import SnapshotGate
 from raftkv.node.sync_thread import SyncThread
 from raftkv.node.tls import peer_tls
 from raftkv.node.transport import PeerTransport
@@ -160,6 +161,10 @@ class Node:
         self._applied_term = 0
         self._applied_config = ClusterConfig()
         self._snap_writer: SnapshotWriter | None = None
+        # A received snapshot is decoded before its last chunk reaches the core.
+        self.snapshot_gate = SnapshotGate(
+            step=self._step_checked, writer=lambda: self._snap_writer, decode=decode_snapshot,
+            next_tick=self.next_tick, spawn=self.start_background)
         self._snapshot_waiters: list[Pending] = []
         self._snapshotting = False
         # Automatic snapshots start only once the node serves (one that needs space it
@@ -339,8 +344,15 @@ class Node:
             entry = self._forwards.pop(msg.req_id, None)
             if entry is not None:
                 entry[0].set(decode_reply(msg.reply))
+        elif type(msg) is InstallSnapshot and msg.done:
+            self.snapshot_gate.submit(msg)
         else:
             self.core.step(msg)
+
+    def _step_checked(self, msg: Any) -> None:
+        """A message the snapshot gate let through (later than it came: it may be stale)."""
+        self.core.step(msg)
+        self.wake()
 
     async def _ready_loop(self) -> None:
         while True:
@@ -514,6 +526,8 @@ class Node:
         """Write received chunks durably as they come (memory stays bounded); install at
         the last one. The core reads no storage until this Ready's advance, so the install
         may replace the log from a worker thread."""
+        if rd.snapshot_discard:
+            self.snapshot_gate.discarded()
         if rd.snapshot_discard and self._snap_writer is not None:
             writer, self._snap_writer = self._snap_writer, None
             await trio.to_thread.run_sync(writer.abort)
@@ -536,8 +550,11 @@ class Node:
         started = trio.current_time()
         meta = writer.meta
         await trio.to_thread.run_sync(writer.finish)
-        data = await trio.to_thread.run_sync(self.storage.snapshot_data)
-        self.kv.replace(await trio.to_thread.run_sync(decode_snapshot, data))
+        state = self.snapshot_gate.take(meta)  # decoded before the core took it
+        if state is None:
+            data = await trio.to_thread.run_sync(self.storage.snapshot_data)
+            state = await trio.to_thread.run_sync(decode_snapshot, data)
+        self.kv.replace(state)
         self.clock.observe(self.kv.now)
         self.applied = meta.index
         self._applied_term, self._applied_config = meta.term, meta.config
@@ -548,7 +565,7 @@ class Node:
         self._apply([])  # serve the reads that waited for this index
         self.metrics.snapshot_duration.labels("install").observe(trio.current_time() - started)
         event(log, logging.INFO, "snapshot installed", index=meta.index, term=meta.term,
-              bytes=len(data), keys=len(self.kv),
+              bytes=self.storage.snapshot_size(), keys=len(self.kv),
               ms=round((trio.current_time() - started) * 1000, 1))
 
     def _log_snapshot_sends(self, messages: list[Any]) -> None:
