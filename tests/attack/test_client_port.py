@@ -85,3 +85,14 @@ def test_scan_match_against_one_large_key_does_not_stall_the_loop(cluster) -> No
     set_big_key(cluster)
     _cursor, keys = run_without_election(cluster, "SCAN", "0", "MATCH", "*b", "COUNT", "10")
     assert keys == []
+
+
+def test_a_pattern_the_literal_path_cannot_take_is_matched_in_slices(cluster) -> None:
+    """``*?b`` runs the step-by-step port (about a second of Python per MiB), a few ms a
+    slice: the command takes a while, the loop and the leader's term do not notice. (A
+    2 MiB key alone, to keep the test short; the other tests set the 6 MiB one again.)"""
+    leader = cluster.wait_for_leader()
+    assert client(cluster, leader).delete(BIG_KEY) in (0, 1)
+    assert client(cluster, leader).set(b"a" * (2 * 1024 * 1024), b"v")
+    assert run_without_election(cluster, "KEYS", "*?b") == []
+    assert client(cluster, leader).delete(b"a" * (2 * 1024 * 1024)) == 1
