@@ -23,8 +23,10 @@ the peer transport and ``core.step`` for InstallSnapshot messages with ``done`` 
    core and restarts the transfer at offset 0, so a leader keeps sending (and a leader
    whose snapshot is good again is taken).
 
-At most one check runs at a time; a last chunk arriving meanwhile is dropped (the leader
-resends it).
+At most one check runs at a time. A resent last chunk arriving meanwhile goes to the core
+without its data and ``done``: the core counts it as a duplicate, which keeps its partial
+receive alive while a large snapshot is decoded (it would give the receive up after
+``snapshot_receive_ticks`` without a chunk).
 """
 
 from __future__ import annotations
@@ -65,8 +67,15 @@ class SnapshotGate:
     def submit(self, msg: InstallSnapshot) -> None:
         """Take the last chunk ``msg`` instead of ``core.step``; it reaches the core only
         once the whole snapshot decoded (or stripped so that it cannot install anything)."""
-        if self._busy or (msg.meta, msg.src, msg.term) == self._refused:
-            return  # the leader resends it
+        if (msg.meta, msg.src, msg.term) == self._refused:
+            return  # the core's partial receive times out; then the leader starts over
+        if self._busy:
+            # A resend while the check runs (decoding a large snapshot takes seconds): the
+            # core must hear of it, or it abandons the receive after
+            # snapshot_receive_ticks and the check's result comes too late.
+            if msg.offset > 0:
+                self._step(_harmless(msg))
+            return
         self._busy = True
         self._spawn(self._check, msg)
 
@@ -87,7 +96,7 @@ class SnapshotGate:
             if data is None:
                 # The chunks before it are not (yet) here: the core cannot take this as the
                 # last chunk; it answers with what it holds and the leader resends.
-                self._step(attrs.evolve(msg, data=b"", done=False))
+                self._step(_harmless(msg))
                 return
             try:
                 state = await trio.to_thread.run_sync(self._decode, data)
@@ -122,3 +131,9 @@ class SnapshotGate:
         self.refusals += 1
         event(log, logging.WARNING, "snapshot refused", leader=msg.src, index=msg.meta.index,
               term=msg.meta.term, bytes=size, reason=reason)
+
+
+def _harmless(msg: InstallSnapshot) -> InstallSnapshot:
+    """``msg`` without its data and ``done``: the core can only reject it (a hole, another
+    transfer) or acknowledge it as a duplicate; it can never install anything from it."""
+    return attrs.evolve(msg, data=b"", done=False)

@@ -154,3 +154,29 @@ async def test_the_writer_catching_up_while_it_waits_is_enough(nursery) -> None:
     h.hold_ticks.set()
     await h.checked.wait()
     assert h.stepped == [msg] and 0 < h.ticks < WAIT_TICKS
+
+
+async def test_a_resend_during_a_long_check_keeps_the_cores_receive_alive(nursery) -> None:
+    """Decoding a large snapshot takes seconds; the core abandons a receive with no chunk
+    for snapshot_receive_ticks (2 s), after which the checked chunk would come too late and
+    the transfer restart, for ever. So a resend during the check reaches the core
+    stripped (a duplicate to it); a single-chunk one (offset 0) is dropped."""
+    at = len(GOOD) - 700
+    h = Harness(nursery, FakeWriter(META, GOOD[:at]))
+    release = trio.Event()
+    decode = h.gate._decode
+
+    def slow_decode(blob: bytes) -> KVState:
+        trio.from_thread.run(release.wait)
+        return decode(blob)
+
+    h.gate._decode = slow_decode
+    msg = last_chunk(GOOD, at)
+    h.gate.submit(msg)
+    await trio.testing.wait_all_tasks_blocked()
+    h.gate.submit(msg)  # the leader's resend, while the first is decoded
+    h.gate.submit(last_chunk(GOOD, 0))
+    assert h.stepped == [attrs.evolve(msg, data=b"", done=False)]
+    release.set()
+    await h.checked.wait()
+    assert h.stepped[-1] == msg and h.gate.take(META) is not None
