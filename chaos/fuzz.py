@@ -89,6 +89,7 @@ class TargetStats:
     findings: int = 0
     seconds: float = 0.0
     slowest: float = 0.0
+    slowest_input: bytes = b""  # to look at: a slow decode is a denial of service
 
 
 # -- random values -----------------------------------------------------------------------------
@@ -432,7 +433,8 @@ def fuzz_target(target: Target, count: int, seed: int,
                 if on_finding is not None:
                     on_finding(finding)
         took = time.perf_counter() - t0
-        stats.slowest = max(stats.slowest, took)
+        if took > stats.slowest:
+            stats.slowest, stats.slowest_input = took, data
         stats.inputs += 1
         if number % 64 == 0 and len(data) < 4096:
             corpus[rng.randrange(len(corpus))] = data  # keep some mutants as parents
@@ -464,7 +466,8 @@ def campaign(names: list[str], count: int, seed: int, out_dir: str | None,
         total_findings += stats.findings
         total_inputs += stats.inputs
         echo(f"{name:<9} {stats.inputs:>9} {stats.decoded:>9} {stats.refused:>9} "
-             f"{stats.findings:>8} {stats.seconds:>8.1f} {stats.slowest * 1000:>10.2f}")
+             f"{stats.findings:>8} {stats.seconds:>8.1f} {stats.slowest * 1000:>10.2f}"
+             f"  (slowest input: {len(stats.slowest_input)} bytes)")
     echo(f"{total_inputs} inputs in {time.perf_counter() - started:.1f} s, seed {seed}: "
          f"{total_findings} findings")
     return total_findings
