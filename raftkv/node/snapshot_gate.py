@@ -15,7 +15,8 @@ the peer transport and ``core.step`` for InstallSnapshot messages with ``done`` 
 2. The data is decoded as the state machine's restore decodes it (``decode_snapshot``),
    in a worker thread. Decoded, the message goes to the core, and the decoded state is
    kept for the install (``take``) so it is not decoded twice.
-3. Not decoded: the message is dropped and one line is logged (``snapshot refused``). The
+3. Not decoded: the message is dropped and one line is logged (``snapshot refused``, at
+   most once a minute for the same snapshot and leader: a leader resends it for ever). The
    follower stays as it was: nothing was replaced, and its own log and state are intact.
    Resends of the same snapshot from the same leader and term are dropped without
    decoding; the core gives up the partial receive after ``snapshot_receive_ticks``
@@ -39,7 +40,7 @@ import attrs
 import trio
 
 from raftkv.kv import KVDecodeError, KVState
-from raftkv.log import event
+from raftkv.node.log_throttle import LogThrottle
 from raftkv.storage import DiskStorageError, SnapshotWriter
 from wire.raft import InstallSnapshot, SnapshotMeta
 
@@ -63,6 +64,7 @@ class SnapshotGate:
         self._refused: tuple[SnapshotMeta, int, int] | None = None  # (meta, leader, term)
         self._verified: tuple[SnapshotMeta, KVState] | None = None
         self.refusals = 0
+        self._throttle = LogThrottle(log, interval=60.0)  # a leader resends for ever
 
     def submit(self, msg: InstallSnapshot) -> None:
         """Take the last chunk ``msg`` instead of ``core.step``; it reaches the core only
@@ -129,8 +131,10 @@ class SnapshotGate:
     def _refuse(self, msg: InstallSnapshot, size: int, reason: str) -> None:
         self._refused = (msg.meta, msg.src, msg.term)
         self.refusals += 1
-        event(log, logging.WARNING, "snapshot refused", leader=msg.src, index=msg.meta.index,
-              term=msg.meta.term, bytes=size, reason=reason)
+        self._throttle.log((msg.meta.index, msg.meta.term, msg.src), logging.WARNING,
+                           "snapshot refused", leader=msg.src, index=msg.meta.index,
+                           term=msg.meta.term, bytes=size, reason=reason,
+                           refusals=self.refusals)
 
 
 def _harmless(msg: InstallSnapshot) -> InstallSnapshot:
