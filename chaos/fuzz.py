@@ -48,6 +48,7 @@ import msgpack
 
 from raftkv.kv.codec import MAX_STAMP, decode_entry, encode_command
 from raftkv.kv.errors import KVDecodeError
+from raftkv.kv.machine import KVStateMachine
 from raftkv.kv.state import KVState, decode_snapshot, encode_snapshot
 from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.storage import records
@@ -309,7 +310,40 @@ def _entry_seed(rng: random.Random) -> bytes:
     return encode_command(args, stamp)
 
 
+_T0 = 1_700_000_000_000  # a stamp, ms since the epoch
+
+
+def _machine_snapshot(rng: random.Random) -> bytes:
+    """A snapshot of a machine driven by a few commands: values, deadlines, versions,
+    deletions and client sessions with recorded replies (snapshot version 3)."""
+    kv = KVStateMachine()
+    stamp = _T0 + rng.randrange(1000)
+    sessions: list[int] = []
+    for _ in range(rng.randrange(1, 12)):
+        stamp += rng.randrange(50)
+        key = b"k%d" % rng.randrange(6)
+        roll = rng.randrange(6)
+        if roll == 0:
+            args = [b"session_open", b"%d" % rng.choice([1000, 60_000])]
+        elif roll == 1 and sessions:
+            args = [b"once", b"%d" % rng.choice(sessions), b"%d" % rng.randrange(1, 9),
+                    rng.choice([b"incr", b"append", b"set"]), key, b"v"][: 6 if rng.random()
+                                                                          < 0.5 else 5]
+        elif roll == 2:
+            args = [b"pexpire", key, b"%d" % rng.randrange(1, 500)]
+        elif roll == 3:
+            args = [b"del", key]
+        else:
+            args = [b"set", key, _rand_bytes(rng, 10)]
+        reply = kv.apply(encode_command(args, stamp))
+        if args[0] == b"session_open" and type(reply) is int:
+            sessions.append(reply)
+    return kv.snapshot()
+
+
 def _snapshot_seed(rng: random.Random) -> bytes:
+    if rng.random() < 0.3:
+        return _machine_snapshot(rng)
     keys = [_rand_bytes(rng, 8) for _ in range(rng.randrange(0, 6))]
     data = {k: _rand_bytes(rng, 8) for k in keys}
     live = list(data)
