@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from chaos import fuzz as fuzzing
 from raftkv import __version__
 
 
@@ -284,6 +285,23 @@ def check(history: str, budget: int, as_json: bool) -> None:
     else:
         click.echo(result.render())
     click.get_current_context().exit({"ok": 0, "violation": 1, "unknown": 2}[result.verdict])
+
+
+@main.command()
+@click.option("--inputs", "count", type=click.IntRange(min=1), default=1_000_000,
+              show_default=True, help="Inputs per target.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--target", "targets", multiple=True, type=click.Choice(list(fuzzing.TARGETS)),
+              help="Only these decoders (default: all).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Save each finding's input here.")
+def fuzz(count: int, seed: int, targets: tuple[str, ...], out_dir: str | None) -> None:
+    """Feed generated and mutated inputs to every pure decoder (peer frames and records,
+    RESP commands and replies, log entries, snapshots, WAL segments): each must decode or
+    raise its declared error. Exit 0 only if nothing else was raised."""
+    findings = fuzzing.campaign(list(targets or fuzzing.TARGETS), count, seed, out_dir,
+                                click.echo)
+    raise SystemExit(1 if findings else 0)
 
 
 @main.group()

@@ -58,7 +58,7 @@ from .errors import (
     unknown_command,
     wrong_arity,
 )
-from .glob import stringmatch
+from .glob import Glob
 from .numbers import (
     INT64_MAX,
     INT64_MIN,
@@ -71,7 +71,7 @@ from .numbers import (
 from .scan import ScanOrder, key_hash
 from .scripts import ScriptRunner, script_sha
 from .sessions import SessionTable
-from .sliced import KeysJob, ScanBuild, ScanRead, SlicedRead
+from .sliced import KeysJob, ScanBuild, ScanMatch, ScanRead, SlicedRead
 from .state import KVState, decode_snapshot, encode_snapshot
 
 # SCAN answers at most this many keys per call whatever COUNT asks (COUNT is a hint in
@@ -210,6 +210,13 @@ class KVStateMachine:
                 self._order = ScanOrder(())  # records keys added while it is built
                 self._order_build = ScanBuild(list(self._data), self._order)
             build = self._order_build
+            options = syntax.parse_scan_options(args) if len(args) >= 2 else None
+            if isinstance(options, syntax.ScanOptions) and options.pattern is not None:
+                # The batch without MATCH now (or once built), its keys matched in slices.
+                unmatched = args[:2] + [x for i in range(2, len(args), 2)
+                                        if syntax.option_word(args[i]) != b"match"
+                                        for x in args[i : i + 2]]
+                return ScanMatch(build, lambda: self.read(unmatched, now), options.pattern)
             if build is not None:
                 return ScanRead(build, lambda: self.read(args, now))
         return self.read(args, now)
@@ -850,8 +857,8 @@ class KVStateMachine:
         alive = self._alive
         if pattern == b"*":
             return sorted(key for key in self._data if alive(key) is not None)
-        return sorted(key for key in self._data
-                      if stringmatch(pattern, key) and alive(key) is not None)
+        match = Glob(pattern).match
+        return sorted(key for key in self._data if match(key) and alive(key) is not None)
 
     def _scan(self, args: list[bytes]) -> Reply:
         cursor = parse_cursor(args[1])
@@ -865,8 +872,8 @@ class KVStateMachine:
         if not options.type_matches:
             keys = []
         elif options.pattern is not None:
-            pattern = options.pattern
-            keys = [key for key in keys if stringmatch(pattern, key)]
+            match = Glob(options.pattern).match
+            keys = [key for key in keys if match(key)]
         if self._expires:
             keys = [key for key in keys if self._alive(key) is not None]
         return [str(following).encode(), keys]

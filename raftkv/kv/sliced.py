@@ -30,7 +30,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .glob import stringmatch
+from .glob import Glob
 from .scan import ScanOrder, key_hash
 
 _RUN = 4096  # items sorted by one `sorted` call
@@ -91,6 +91,43 @@ def sort_in_slices(items: list[Any], out: list[Any]) -> Iterator[int]:
         yield 2 * len(piece)  # a Python-level merge step costs more than a C one
 
 
+def match_in_slices(glob: Glob, keys: list[bytes], out: list[bytes]) -> Iterator[int]:
+    """Append the keys that match ``glob`` to ``out``, yielding work done as it goes: a
+    fixed cost a key plus the matcher's own (which it yields inside one large key too)."""
+    for key in keys:
+        if (yield from glob.steps(key)):
+            out.append(key)
+        yield 16
+
+
+class ScanMatch(SlicedRead):
+    """``SCAN ... MATCH pattern``: the batch and its cursor from ``answer()`` (the SCAN
+    without its MATCH, once ``build``, if any, is done), then the batch's keys matched in
+    slices. The answer is that of the moment ``answer()`` ran: matching reads no state."""
+
+    __slots__ = ("_answer", "_build", "_glob")
+
+    def __init__(self, build: SlicedRead | None, answer: Callable[[], Any],
+                 pattern: bytes) -> None:
+        self._build = build
+        self._answer = answer
+        self._glob = Glob(pattern)
+        super().__init__()
+
+    def _run(self) -> Iterator[int]:
+        if self._build is not None:
+            while not self._build.step():
+                yield BUDGET
+        reply = self._answer()
+        if not isinstance(reply, list):  # an error: answered as it is
+            self.result = reply
+            return
+        cursor, keys = reply
+        matched: list[bytes] = []
+        yield from match_in_slices(self._glob, keys, matched)
+        self.result = [cursor, matched]
+
+
 class KeysJob(SlicedRead):
     """``KEYS pattern`` over ``keys``, without those whose deadline in ``deadlines`` (key ->
     ms, taken with ``keys``) is at or before ``now``."""
@@ -115,14 +152,17 @@ class KeysJob(SlicedRead):
                 dead.update(k for k, deadline in chunk if deadline <= now)
                 yield 4 * len(chunk)
         if pattern != b"*" or dead:  # (KEYS * is every key, the empty one too, as in Redis)
-            every = pattern == b"*"
-            matched: list[bytes] = []
-            for start in range(0, len(keys), _MATCH):
-                chunk = keys[start : start + _MATCH]
-                matched.extend(k for k in chunk
-                               if k not in dead and (every or stringmatch(pattern, k)))
-                yield 32 * len(chunk)
-            keys = matched
+            live = keys
+            if dead:
+                live = []
+                for start in range(0, len(keys), _MATCH):
+                    live.extend(k for k in keys[start : start + _MATCH] if k not in dead)
+                    yield 4 * _MATCH
+            keys = live
+            if pattern != b"*":
+                matched: list[bytes] = []
+                yield from match_in_slices(Glob(pattern), keys, matched)
+                keys = matched
         out: list[bytes] = []
         yield from sort_in_slices(keys, out)
         self.result = out

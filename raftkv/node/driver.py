@@ -29,7 +29,7 @@ from raftkv.node.sync_thread import SyncThread
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import RaftNode, Role, persist
 from raftkv.storage import DiskStorage
-from wire.raft import ForwardRequest, ForwardResponse
+from wire.raft import ForwardRequest, ForwardResponse, InstallSnapshot
 
 log = logging.getLogger("raftkv.node")
 
@@ -81,6 +81,8 @@ class CoreDriver:
             self.on_forward_request(msg)
         elif isinstance(msg, ForwardResponse):
             self.forwarder.on_response(msg)
+        elif type(msg) is InstallSnapshot and msg.done:
+            self.snapshots.gate.submit(msg)  # decoded before the core may install it
         else:
             self.core.step(msg)
 

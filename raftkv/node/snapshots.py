@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -28,6 +28,7 @@ from raftkv.log import event
 from raftkv.metrics import NodeMetrics
 from raftkv.node.apply import Applier
 from raftkv.node.pending import Pending
+from raftkv.node.snapshot_gate import SnapshotGate
 from raftkv.raft import StorageError
 from raftkv.raft.ready import Ready
 from raftkv.storage import DiskStorage, SnapshotNotWritten, SnapshotWriter
@@ -40,7 +41,9 @@ log = logging.getLogger("raftkv.node")
 class Snapshotter:
     def __init__(self, storage: DiskStorage, storage_lock: trio.Lock, applier: Applier,
                  metrics: NodeMetrics, every: int, rng: random.Random,
-                 background: Callable[..., None], wake: Callable[[], None]) -> None:
+                 background: Callable[..., None], wake: Callable[[], None],
+                 core_step: Callable[[Any], None],
+                 next_tick: Callable[[], Awaitable[int]]) -> None:
         self.storage = storage
         self.storage_lock = storage_lock  # the ready loop holds it around each Ready
         self.applier = applier
@@ -55,6 +58,16 @@ class Snapshotter:
         self._not_before = 0.0
         self._writer: SnapshotWriter | None = None  # the snapshot being received
         self._logged: set[tuple[int, int, bool]] = set()  # transfers already logged
+        self._core_step = core_step
+        # A received snapshot is decoded before its last chunk reaches the core
+        # (snapshot_gate.py): the core takes the last chunk as installed.
+        self.gate = SnapshotGate(step=self._step_checked, writer=lambda: self._writer,
+                                 decode=decode_snapshot, next_tick=next_tick, spawn=background)
+
+    def _step_checked(self, msg: Any) -> None:
+        """A last chunk the gate let through (later than it came: it may be stale)."""
+        self._core_step(msg)
+        self.wake()
 
     # -- taking ---------------------------------------------------------------------------
 
@@ -136,6 +149,8 @@ class Snapshotter:
         """Write received chunks durably as they come; install at the last one. The core
         reads no storage until this Ready's advance, so the install may replace the log
         from a worker thread."""
+        if rd.snapshot_discard:
+            self.gate.discarded()
         if rd.snapshot_discard and self._writer is not None:
             writer, self._writer = self._writer, None
             await trio.to_thread.run_sync(writer.abort)
@@ -158,15 +173,18 @@ class Snapshotter:
         started = trio.current_time()
         meta = writer.meta
         await trio.to_thread.run_sync(writer.finish)
-        data = await trio.to_thread.run_sync(self.storage.snapshot_data)
+        state = self.gate.take(meta)  # decoded before the core took the last chunk
+        if state is None:
+            data = await trio.to_thread.run_sync(self.storage.snapshot_data)
+            state = await trio.to_thread.run_sync(decode_snapshot, data)
         applier = self.applier
-        applier.kv.replace(await trio.to_thread.run_sync(decode_snapshot, data))
+        applier.kv.replace(state)
         applier.restored(meta)
         applier.requests.covered_by_snapshot(meta.index)
         applier.apply([])  # serve the reads that waited for this index
         self.metrics.snapshot_duration.labels("install").observe(trio.current_time() - started)
         event(log, logging.INFO, "snapshot installed", index=meta.index, term=meta.term,
-              bytes=len(data), keys=len(applier.kv),
+              bytes=self.storage.snapshot_size(), keys=len(applier.kv),
               ms=round((trio.current_time() - started) * 1000, 1))
 
     def log_sends(self, messages: list[Any]) -> None:

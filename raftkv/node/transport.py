@@ -49,6 +49,7 @@ import trio
 from raftkv.backoff import Backoff
 from raftkv.node import peer_auth
 from raftkv.node.log_throttle import LogThrottle
+from raftkv.node.peer_accept import AcceptGate
 from raftkv.node.tls import PeerTLS
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
@@ -307,6 +308,8 @@ class PeerTransport:
         self._nursery: trio.Nursery | None = None
         self._changed: trio.Event | None = None
         self._throttle = LogThrottle(log)
+        # Caps connections still in their handshake (peer_accept.py); replaceable before run.
+        self.accept_gate = AcceptGate()
         # Transport-wide counters.
         self.unroutable = 0  # send() to an unknown peer
         self.refused_inbound = 0  # inbound handshakes we refused
@@ -327,7 +330,8 @@ class PeerTransport:
                 self._nursery = nursery
                 for link in self._links.values():
                     nursery.start_soon(self._run_link, link)
-                nursery.start_soon(trio.serve_listeners, self._handle_inbound, listeners)
+                nursery.start_soon(trio.serve_listeners,
+                                   self.accept_gate.wrap(self._handle_inbound), listeners)
                 self._debug("transport listening", port=self.port, peers=len(self._links))
                 task_status.started(self.port)
         finally:
@@ -755,6 +759,7 @@ class PeerTransport:
         except CONNECTION_ERRORS as exc:
             self._debug("inbound handshake failed", remote=remote, error=_describe(exc))
             return
+        self.accept_gate.handshaken(tcp)
         link = self._links.get(hello.node_id)
         if link is None:  # removed while we were replying
             return

@@ -795,6 +795,12 @@ class SnapshotWriter:
         with st._io("writing a received snapshot"):
             self._file.write(offset, chunk)
 
+    def read(self, end: int) -> bytes:
+        """The data received so far up to ``end``, to be checked before ``finish``.
+        ``SnapshotNotWritten`` (the receive is dropped) if it cannot be read back."""
+        with self._storage._io("reading back a received snapshot", write=False):
+            return self._file.read(end)
+
     def finish(self) -> None:
         """Make it durable and the current snapshot, like ``install_snapshot``."""
         st = self._storage

@@ -119,6 +119,23 @@ class SnapshotFileWriter:
             pwrite_all(self._fd, chunk, self._data_start + offset)
         self._received = max(self._received, offset + len(chunk))
 
+    def read(self, end: int) -> bytes:
+        """The data received so far up to ``end`` (<= received), read back from the file:
+        lets a receiver decode the whole snapshot before anything is replaced by it."""
+        if self._fd < 0:
+            raise ValueError("snapshot writer is closed")
+        if end < 0 or end > self._received:
+            raise ValueError(f"cannot read {end} bytes of a snapshot holding {self._received}")
+        parts: list[bytes] = []
+        pos = 0
+        while pos < end:  # (an OSError leaves the receive as it is: the caller decides)
+            block = os.pread(self._fd, min(CHUNK, end - pos), self._data_start + pos)
+            if not block:
+                raise OSError(f"{self.tmp}: short read of a received snapshot")
+            parts.append(block)
+            pos += len(block)
+        return b"".join(parts)
+
     def finish(self) -> SnapshotFile:
         """Seal (data length, checksum), fsync, rename into place, fsync the directory.
 

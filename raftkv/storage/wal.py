@@ -119,6 +119,12 @@ def scan_segment(path: str, seq: int, is_last: bool) -> ScanResult:
     """
     with open(path, "rb") as f:
         data = f.read()
+    return scan_data(data, path, seq, is_last)
+
+
+def scan_data(data: bytes, path: str, seq: int, is_last: bool) -> ScanResult:
+    """``scan_segment`` of a segment's bytes, already read (pure: the fuzz campaign feeds
+    it directly). Raises ``CorruptionError`` or ``UnsupportedFormat``, nothing else."""
     view = memoryview(data)
     n = len(data)
     if n < HEADER.size:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftkv.kv.glob import stringmatch
+from raftkv.kv.glob import STEP, Glob, _port_steps, stringmatch
 
 CASES = [
     # Only the empty pattern matches the empty string (KEYS/SCAN treat "*" specially).
@@ -139,3 +139,60 @@ def test_stars_and_marks_agree_with_a_regex(pattern: bytes, string: bytes) -> No
 def test_simple_classes_agree_with_a_regex(members: str, negate: bool, ch: str) -> None:
     pattern = ("[^" if negate else "[") + members + "]"
     assert stringmatch(pattern.encode(), ch.encode()) is bool(re.fullmatch(pattern, ch))
+
+
+def _port(pattern: bytes, string: bytes) -> bool:
+    """The step-by-step port alone, whatever path ``Glob`` would take."""
+    work = _port_steps(pattern, string)
+    try:
+        while True:
+            next(work)
+    except StopIteration as done:
+        return bool(done.value)
+
+
+@settings(deadline=None, max_examples=1000)
+@given(
+    st.lists(st.sampled_from([b"*", b"a", b"b", b"ab", b"\x00", b"\xff"]), max_size=10)
+    .map(b"".join),
+    st.lists(st.sampled_from([b"a", b"b", b"\x00", b"\xff"]), max_size=12).map(b"".join),
+)
+def test_the_fast_path_for_literals_and_stars_answers_what_the_port_answers(
+        pattern: bytes, string: bytes) -> None:
+    glob = Glob(pattern)
+    assert glob._pieces is not None  # the C-level path is the one under test
+    assert glob.match(string) is _port(pattern, string)
+
+
+def test_more_than_1000_star_runs_take_the_port_and_its_nesting_limit() -> None:
+    # 1001 runs: a match would nest deeper than Redis allows, so it never matches.
+    pattern = b"a*" * 1001 + b"b"
+    assert Glob(pattern)._pieces is None
+    assert stringmatch(pattern, b"a" * 1001 + b"b") is False
+    assert stringmatch(b"a*" * 999 + b"b", b"a" * 999 + b"b") is True  # fast path
+
+
+def test_one_large_key_costs_the_literal_path_no_python_step_per_byte() -> None:
+    # '*b' against a 6 MiB key: the port walked every byte (3-4 s); find() does it in C.
+    key = b"a" * (6 << 20)
+    assert stringmatch(b"*b", key) is False
+    assert stringmatch(b"*a", key) is True
+    assert stringmatch(b"a*a*b*", key) is False
+
+
+@pytest.mark.parametrize("pattern", [b"*?b", b"*[b]", b"\\a*b", b"[a]" + b"*" * 5000 + b"b",
+                                     b"*" * 5000 + b"?b"])
+def test_other_patterns_yield_their_work_in_bounded_steps(pattern: bytes) -> None:
+    """A pattern the literal path cannot take walks a large key a step at a time, yielding
+    every STEP units: a caller that yields to its loop between slices never holds it for
+    the whole key (KEYS and SCAN MATCH do, see test_kv_sliced)."""
+    key = b"a" * (1 << 18)
+    work = Glob(pattern).steps(key)
+    yields: list[int] = []
+    try:
+        while True:
+            yields.append(next(work))
+    except StopIteration as done:
+        assert done.value is False
+    assert max(yields) <= 2 * STEP  # (the port and its inner loop each keep < STEP)
+    assert len(yields) >= len(key) // STEP  # one byte is at least one step

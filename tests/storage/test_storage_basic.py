@@ -285,6 +285,22 @@ def test_snapshot_writer_streams_chunks_and_installs(tmp_path):
     s.close()
 
 
+def test_snapshot_writer_reads_back_what_it_received_before_finish(tmp_path):
+    """What the snapshot gate decodes before the core takes the last chunk."""
+    s = reopen(tmp_path)
+    w = s.snapshot_writer(SnapshotMeta(9, 2, CONFIG))
+    w.write(0, b"hello ")
+    w.write(6, b"world")
+    assert (w.read(11), w.read(5), w.read(0)) == (b"hello world", b"hello", b"")
+    with pytest.raises(ValueError):
+        w.read(12)  # past what it holds
+    assert s.snapshot_meta().index == 0  # reading installs nothing
+    w.abort()
+    with pytest.raises(ValueError, match="closed"):
+        w.read(1)
+    s.close()
+
+
 def test_snapshot_writer_abort_leaves_nothing(tmp_path):
     s = reopen(tmp_path)
     before = files(tmp_path)
