@@ -50,7 +50,7 @@ from raftkv.kv.codec import MAX_STAMP, decode_entry, encode_command
 from raftkv.kv.errors import KVDecodeError
 from raftkv.kv.machine import KVStateMachine
 from raftkv.kv.state import KVState, decode_snapshot, encode_snapshot
-from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
+from raftkv.raft.validation import PEER_MESSAGES, check_peer_message
 from raftkv.storage import records
 from raftkv.storage.errors import CorruptionError, UnsupportedFormat
 from raftkv.storage.wal import scan_data, segment_header

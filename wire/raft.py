@@ -10,7 +10,7 @@ import attrs
 
 from wire.record import record
 
-# Bounds a peer message must respect (raftkv.node.peer_validation checks them on receipt).
+# Bounds a peer message must respect (raftkv.raft.validation checks them on receipt).
 # Terms and indexes stop at 2**62 - 1: far beyond any real cluster (a new term every
 # millisecond for 146 million years), yet ``term + 1`` always stays encodable, so a hostile
 # or corrupt term near 2**64 is refused as malformed instead of wedging every node at a

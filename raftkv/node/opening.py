@@ -19,13 +19,13 @@ from raftkv.backoff import Backoff
 from raftkv.log import event
 from raftkv.node.cluster_id import resolve_cluster_id
 from raftkv.node.peer_auth import load_secret
-from raftkv.node.peer_validation import PEER_MESSAGES, check_peer_message
 from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import transport_limits
 from raftkv.node.tls import peer_tls
 from raftkv.node.transport import PeerTransport
 from raftkv.probe import describe_members, info_raft
 from raftkv.raft import RaftNode
+from raftkv.raft.validation import PEER_MESSAGES, check_peer_message
 from raftkv.storage import DiskStorage, open_storage
 from wire.addr import parse_addr
 from wire.raft import ClusterConfig, Member

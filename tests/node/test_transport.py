@@ -19,9 +19,9 @@ import trio
 
 from raftkv.backoff import Backoff
 from raftkv.node.log_throttle import LogThrottle
-from raftkv.node.peer_validation import check_peer_message
 from raftkv.node.tls import PeerTLS
 from raftkv.node.transport import PeerTransport, TransportLimits, _Delivery, _tune_socket
+from raftkv.raft.validation import check_peer_message
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
 from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Refused
@@ -599,7 +599,7 @@ async def test_update_peers_with_hostile_addresses_never_raises(nursery, warning
 
 
 async def test_a_malformed_message_is_refused_before_delivery(nursery, warnings) -> None:
-    """The runtime's validator (raftkv.node.peer_validation) runs on receipt: a RequestVote
+    """The runtime's validator (raftkv.raft.validation) runs on receipt: a RequestVote
     at term 2**64 - 1 (issue 12: it left every node a candidate there for good) closes the
     connection and never reaches the inbox; the next good message from the peer does."""
     with trio.fail_after(10):

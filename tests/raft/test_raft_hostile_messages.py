@@ -1,5 +1,5 @@
 """The core never raises on a message that passed the runtime's receipt checks
-(raftkv.node.peer_validation): generated messages of every type, at terms around the
+(raftkv.raft.validation): generated messages of every type, at terms around the
 receiver's and far beyond it, with indexes anywhere in range, stepped into a live cluster.
 A raise here would stop the node: with peers not authenticated yet (issue 13), anyone who
 can reach the peer port could do it."""
@@ -11,8 +11,8 @@ from typing import Any
 
 from raft_harness import Cluster
 
-from raftkv.node.peer_validation import check_peer_message
 from raftkv.raft.membership import encode_config
+from raftkv.raft.validation import check_peer_message
 from wire.errors import ProtocolError
 from wire.raft import (
     CONFIG,

@@ -1,4 +1,4 @@
-"""raftkv.node.peer_validation: what a decoded peer message must satisfy before the core
+"""raftkv.raft.validation: what a decoded peer message must satisfy before the core
 sees it. Every case here would reach the core on today's main (the codec only checks types
 and 0 <= int < 2**64)."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from raftkv.node.peer_validation import check_peer_message
 from raftkv.raft.membership import encode_config
+from raftkv.raft.validation import check_peer_message
 from wire.errors import ProtocolError
 from wire.hello import Hello, Ping
 from wire.raft import (
