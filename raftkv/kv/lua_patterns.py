@@ -66,6 +66,7 @@ local classes = {
   [117] = function(c) return c >= 65 and c <= 90 end,                           -- u
   [119] = function(c)                                                          -- w
     return (c >= 48 and c <= 57) or (c >= 65 and c <= 90) or (c >= 97 and c <= 122) end,
+  [122] = function(c) return c == 0 end,                                        -- z (5.1)
   [120] = function(c)                                                          -- x
     return (c >= 48 and c <= 57) or (c >= 65 and c <= 70) or (c >= 97 and c <= 102) end,
 }
