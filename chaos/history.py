@@ -16,6 +16,9 @@ Decisions (the checkers rely on them):
 - Values are JSON scalars (``str`` or ``int``); ``None`` means the key is missing. A read's
   ``value`` is what it returned; a read that is not ``ok`` constrains nothing and is dropped.
 - ``cas`` values are ``(expected, new)``; ``expected=None`` means "only if missing".
+- ``ttl`` (seconds, writes only) makes the write expire: ``SET k v PX ms``. The key then
+  reads as missing from the write's apply time plus ``ttl`` on; a CAS keeps the deadline
+  (RaftKV's CAS keeps the TTL). Optional: histories without it read as before.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ Outcome = Literal["ok", "fail", "info"]
 FS: tuple[str, ...] = ("read", "write", "cas")
 OUTCOMES: tuple[str, ...] = ("ok", "fail", "info")
 FIELDS = ("process", "key", "f", "value", "invoke", "complete", "outcome", "result", "node",
-          "error")
+          "error", "ttl")
 
 
 class HistoryError(ValueError):
@@ -61,6 +64,7 @@ class Op:
     result: bool | None = None
     node: str | None = None
     error: str | None = None
+    ttl: float | None = None
 
     def __attrs_post_init__(self) -> None:
         _validate(self)
@@ -95,6 +99,8 @@ class Op:
                 what += " swapped" if self.result else " not-swapped"
         elif self.f == "write":
             what = f"write({self.key!r}, {self.value!r})"
+            if self.ttl is not None:
+                what += f" ttl {self.ttl:g}s"
         else:
             what = f"read({self.key!r}) = {self.value!r}"
         end = "?" if self.complete is None else f"{self.complete:.3f}"
@@ -102,6 +108,8 @@ class Op:
 
     def to_json(self) -> dict[str, Any]:
         d = attrs.asdict(self)
+        if d["ttl"] is None:
+            del d["ttl"]  # histories without TTLs stay as they were
         if isinstance(d["value"], tuple):
             d["value"] = list(d["value"])
         return d
@@ -149,6 +157,8 @@ def _validate(op: Op) -> None:
             problems.append("a write cannot write null (there is no delete)")
         if op.result is not None:
             problems.append(f"result is only for cas, not {op.f}")
+    if op.ttl is not None and (op.f != "write" or not _is_time(op.ttl) or op.ttl <= 0):
+        problems.append(f"ttl must be a positive number of seconds on a write, not {op.ttl!r}")
     for name in ("node", "error"):
         v = getattr(op, name)
         if v is not None and not isinstance(v, str):

@@ -29,12 +29,26 @@ at any later time), so three sound reductions keep them in check:
 - the cache keys the linearized ok operations as a bitset shifted past its run of low
   ones (the search goes roughly in invoke order), and the info ones as a separate bitset.
 
+Expiry (writes with a ``ttl``): the state machine stamps a write when it applies, some time
+in the write's [invoke, complete], so the key reads as missing from a deadline D in
+[invoke + ttl, complete + ttl]; ``uncertainty`` (seconds) widens that window on both sides
+for the clock differences README's "Uncertainty" documents (0 on one host, but client and
+node clocks differ by scheduling and ms rounding). On a key with such writes the register
+is (value, earliest deadline, latest deadline), and an operation linearized in
+[invoke, end] may see the value if it started before the latest deadline and the key
+missing if it ended after the earliest: both outcomes are legal inside the window, and
+once the key is seen missing it stays missing until the next write (a CAS keeps the
+deadline, as RaftKV's CAS keeps the TTL). This is sound (never a false violation) and
+lenient (a not-swapped CAS leaves the window as it was). Keys with expiring writes get none
+of the reductions below: an unobserved info write can still explain a read of a missing key.
+
 Budget: at most ``max_states`` configurations per key and an optional wall-clock deadline;
 when either runs out the key is ``unknown``, never ``ok``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -46,6 +60,8 @@ from chaos.history import Op, Value
 
 Verdict = Literal["ok", "violation", "unknown"]
 DEFAULT_MAX_STATES = 1_000_000
+DEFAULT_UNCERTAINTY = 0.05  # seconds either side of an expiring write's deadline window
+_NEVER = math.inf
 
 # Model operation codes.
 _READ, _WRITE, _CAS, _CAS_NOT, _CAS_MAYBE = range(5)
@@ -81,6 +97,8 @@ class Explanation:
 
 def _rejection(op: Op, state: Value) -> str:
     """Why the model refuses ``op`` on ``state`` directly ('' if it would accept it)."""
+    if isinstance(state, tuple):  # an expiring register: the window says it (see render)
+        return ""
     if op.f == "read" and op.value != state:
         return f"read {op.value!r} but the register holds {state!r}"
     if op.f == "cas" and op.outcome == "ok":
@@ -157,7 +175,8 @@ class Result:
 
 
 def check(
-    history: Iterable[Op], max_states: int = DEFAULT_MAX_STATES, timeout: float | None = None
+    history: Iterable[Op], max_states: int = DEFAULT_MAX_STATES, timeout: float | None = None,
+    uncertainty: float = DEFAULT_UNCERTAINTY,
 ) -> Result:
     """Check every key of ``history``; ``timeout`` (seconds) bounds the whole check."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -165,7 +184,8 @@ def check(
     for op in history:
         by_key[op.key].append(op)
     return Result(tuple(
-        check_key(key, by_key[key], max_states=max_states, deadline=deadline)
+        check_key(key, by_key[key], max_states=max_states, deadline=deadline,
+                  uncertainty=uncertainty)
         for key in sorted(by_key)
     ))
 
@@ -212,9 +232,14 @@ def check_key(
     ops: Sequence[Op],
     max_states: int = DEFAULT_MAX_STATES,
     deadline: float | None = None,
+    uncertainty: float = DEFAULT_UNCERTAINTY,
 ) -> KeyResult:
     """Search for a linearization of one key's operations (all must have ``op.key == key``)."""
-    searched, silent = _split_silent(relevant(ops))
+    timed = any(op.ttl is not None for op in ops)
+    if timed:
+        searched, silent = relevant(ops), []
+    else:
+        searched, silent = _split_silent(relevant(ops))
     # Index order: ok operations by invoke, then info ones, then silent ones. The linearized
     # set is two bitsets: ok operations (bit i) and the others (bit i - n_ok). The search
     # linearizes roughly in invoke order, so the ok set is mostly a run of low ones and the
@@ -308,7 +333,7 @@ def check_key(
     best_state: Value = None
     lin_ok = 0  # linearized ok operations
     lin_maybe = 0  # linearized info (and silent) operations
-    state: Value = None
+    state: Value = (None, _NEVER, _NEVER) if timed else None
     done = 0
     explored = 0
     entry = nxt[0]
@@ -317,7 +342,9 @@ def check_key(
             i = op_of[entry]
             c = code[i]
             helper = -1
-            if c == _READ:
+            if timed:
+                accept, new = _timed_step(c, ops[i], state, uncertainty)  # type: ignore[arg-type]
+            elif c == _READ:
                 accept, new = state == arg_a[i], state
             elif c == _WRITE:  # an info write of the current value changes nothing: skip it
                 accept, new = required[i] or state != arg_a[i], arg_a[i]
@@ -383,6 +410,37 @@ def check_key(
             done -= required[i]
             unlift(entry)
             entry = nxt[entry]
+
+
+_Timed = tuple[Value, float, float]
+
+
+def _timed_step(code: int, op: Op, state: _Timed, uncertainty: float) -> tuple[bool, _Timed]:
+    """The expiring register's answer to ``op``: (accepted, state after it)."""
+    value, earliest, latest = state
+    possible: list[Value] = [None] if value is None else []
+    if value is not None:
+        if op.invoke < latest:
+            possible.append(value)  # it may have been read before the deadline
+        if op.end >= earliest:
+            possible.append(None)  # or after it
+    if code == _READ:
+        if op.value not in possible:
+            return False, state
+        return True, ((None, _NEVER, _NEVER) if op.value is None else state)
+    if code == _WRITE:
+        if op.ttl is None:
+            new = (op.value, _NEVER, _NEVER)
+        else:
+            new = (op.value, op.invoke + op.ttl - uncertainty, op.end + op.ttl + uncertainty)
+        return (op.outcome == "ok" or new != state), new
+    expected, written = op.value
+    if code == _CAS_NOT:
+        return any(v != expected for v in possible), state
+    # a swap (ok, or an info CAS tried here) keeps the deadline window of a live value
+    if expected is None:
+        return expected in possible, (written, _NEVER, _NEVER)
+    return expected in possible, (written, earliest, latest)
 
 
 def _explain(ops: Sequence[Op], best: list[int], state: Value) -> Explanation:

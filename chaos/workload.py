@@ -67,10 +67,15 @@ async def find_leader(addrs: Mapping[int, Addr], patience: float = 0.5) -> int |
 
 @attrs.frozen
 class Mix:
-    """Shares of reads and writes; the rest are CAS."""
+    """Shares of reads and writes; the rest are CAS. ``expiring``: the share of writes sent
+    as ``SET k v PX ms`` with a TTL drawn from ``ttl_ms`` (the checker's expiry model, see
+    chaos.linearizability). At 0 (the default) no random number is drawn for it, so the
+    schedules of runs without TTLs are unchanged."""
 
     read: float = 0.5
     write: float = 0.3
+    expiring: float = 0.0
+    ttl_ms: tuple[int, int] = (200, 2000)
 
 
 @attrs.frozen
@@ -160,6 +165,9 @@ class Client:
         expected = self.known.get(key) if rng.random() < 0.7 else self.rec.latest.get(key)
         if r < cfg.mix.read + cfg.mix.write or expected is None:
             v = self.rec.next_value()
+            if cfg.mix.expiring > 0 and rng.random() < cfg.mix.expiring:
+                ms = rng.randint(*cfg.mix.ttl_ms)
+                return key, "write", v, ("SET", key, str(v), "PX", str(ms))
             return key, "write", v, ("SET", key, str(v))
         new = self.rec.next_value()
         return key, "cas", (expected, new), ("CAS", key, str(expected), str(new))
@@ -195,13 +203,14 @@ class Client:
         if broken:  # a reply may still be on its way: never read it as the next one's
             await self._drop_connection()
         return self._record(key, f, read if f == "read" else value, invoke, outcome, swapped,
-                            error)
+                            error, _ttl(args))
 
     def _record(self, key: str, f: str, value: Any, invoke: float, outcome: str,
-                swapped: bool | None, error: str | None) -> Op:
+                swapped: bool | None, error: str | None, ttl: float | None = None) -> Op:
         complete = max(self.rec.now(), invoke)
         op = Op(self.process, key, f, value, invoke, complete, outcome,  # type: ignore[arg-type]
-                swapped if f == "cas" and outcome == "ok" else None, f"n{self.node}", error)
+                swapped if f == "cas" and outcome == "ok" else None, f"n{self.node}", error,
+                ttl if outcome != "fail" else None)
         self.rec.add(op)
         if outcome == "ok":
             self.known[key] = op.value if f == "read" else (
@@ -221,6 +230,13 @@ class Client:
         finally:
             with trio.CancelScope(shield=True):
                 await self._drop_connection()
+
+
+def _ttl(args: tuple[Any, ...]) -> float | None:
+    """The TTL in seconds of a ``SET k v PX ms`` (None for anything else)."""
+    if len(args) == 5 and args[0] == "SET" and args[3] == "PX":
+        return int(args[4]) / 1000
+    return None
 
 
 def spread(clients: int, nodes: Sequence[int]) -> list[int]:

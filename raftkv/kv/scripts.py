@@ -16,6 +16,13 @@ same thing on every replica. Each run gets:
   error on every replica (the hook then fires at every instruction, so ``pcall`` cannot
   swallow it). Writes the script made before failing stay, as in Redis.
 * a **memory cap** (``MAX_MEMORY``), through lupa's allocator: past it the script fails.
+* a **cost for work outside the VM**, in instruction units, from inputs and outputs only:
+  ``redis.call`` (``CALL_COST`` plus its arguments, reply and the keys it walks), string
+  and table functions (lua_sandbox.py), pattern matching run in Lua (lua_patterns.py).
+* **teardown at once**: nothing keeps the runtime alive after ``eval`` returns (the bridge
+  holds it only while the script runs), so CPython frees it (``lua_close``) right there,
+  at the same point of the entry on every replica, with its memory; no finalizer or weak
+  table exists to run or change at that moment (lua_sandbox.py).
 
 Both limits are part of the replicated semantics: every replica must run the same lupa and
 Lua build with the same limits, like the rest of the code.
@@ -23,6 +30,7 @@ Lua build with the same limits, like the rest of the code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from typing import TYPE_CHECKING, Any
@@ -33,6 +41,8 @@ from wire.reply import ErrorReply, SimpleString
 
 from . import syntax
 from .errors import NOSCRIPT
+from .lua_patterns import PATTERNS
+from .lua_sandbox import SANDBOX
 
 if TYPE_CHECKING:
     from .commands import Reply
@@ -42,116 +52,19 @@ INSTRUCTION_BUDGET = 10_000_000
 HOOK_STEP = 10_000
 MAX_MEMORY = 64 * 1024 * 1024
 MAX_REPLY_DEPTH = 64
+MAX_REPLY_ITEMS = 1_000_000
+MAX_REPLY_BYTES = MAX_MEMORY
 BUDGET_ERROR = f"ERR Script exceeded the instruction budget ({INSTRUCTION_BUDGET} instructions)"
+MEMORY_ERROR = "ERR Script exceeded the memory limit"
 
-# Runs first in each fresh runtime: builds the sandbox and returns the function that runs
-# one script in it. Receives the Python bridge, the budget in hook steps and the step.
-_PRELUDE = r"""
-local bridge, budget, step = ...
-local sethook, sort, format, floor = debug.sethook, table.sort, string.format, math.floor
-local mtype, select, type, error, raw_tostring = math.type, select, type, error, tostring
-local getmetatable, setmetatable, load, next = getmetatable, setmetatable, load, next
-
-local function key_lt(a, b)
-  local ta, tb = type(a), type(b)
-  if ta ~= tb then return ta < tb end
-  if ta == 'number' or ta == 'string' then return a < b end
-  if ta == 'boolean' then return (not a) and b end
-  error('pairs() over a table with table or function keys is not deterministic', 3)
-end
-local function sorted_pairs(t)
-  local keys = {}
-  for k in next, t do keys[#keys + 1] = k end
-  sort(keys, key_lt)
-  local i = 0
-  return function()
-    i = i + 1
-    local k = keys[i]
-    if k ~= nil then return k, t[k] end
-  end, t, nil
-end
-local function safe_tostring(v)
-  local t = type(v)
-  if t == 'table' or t == 'function' or t == 'thread' or t == 'userdata' then
-    local mt = getmetatable(v)
-    if type(mt) == 'table' and mt.__tostring then return raw_tostring(v) end
-    return t
-  end
-  return raw_tostring(v)
-end
-local safe_string = {}
-for k, v in pairs(string) do safe_string[k] = v end
-safe_string.format = function(fmt, ...)
-  if type(fmt) == 'string' and fmt:find('%%p') then error("format '%p' is not allowed", 2) end
-  local n = select('#', ...)
-  local args = {...}
-  for i = 1, n do
-    local t = type(args[i])
-    if t ~= 'string' and t ~= 'number' then args[i] = safe_tostring(args[i]) end
-  end
-  return format(fmt, table.unpack(args, 1, n))
-end
-getmetatable('').__index = safe_string
-local safe_math = {}
-for k, v in pairs(math) do safe_math[k] = v end
-safe_math.random, safe_math.randomseed = nil, nil
-local safe_table = {}
-for k, v in pairs(table) do safe_table[k] = v end
-local safe_utf8 = {}
-for k, v in pairs(utf8) do safe_utf8[k] = v end
-
-local function to_arg(v)
-  local t = type(v)
-  if t == 'string' then return v end
-  if t == 'number' then
-    if mtype(v) == 'integer' then return format('%d', v) end
-    return format('%.17g', v)
-  end
-  error({err = 'ERR Lua redis lib command arguments must be strings or integers'}, 3)
-end
-local function run_command(protected, ...)
-  local n = select('#', ...)
-  if n == 0 then
-    error({err = 'ERR Please specify at least one argument for this redis lib call'}, 3)
-  end
-  local args = {}
-  for i = 1, n do args[i] = to_arg((select(i, ...))) end
-  local reply = bridge(args)
-  if not protected and type(reply) == 'table' and reply.err ~= nil then error(reply, 0) end
-  return reply
-end
-local redis = {
-  call = function(...) return run_command(false, ...) end,
-  pcall = function(...) return run_command(true, ...) end,
-  status_reply = function(s) return {ok = s} end,
-  error_reply = function(s) return {err = s} end,
-  log = function() end,
-  LOG_DEBUG = 0, LOG_VERBOSE = 1, LOG_NOTICE = 2, LOG_WARNING = 3,
-}
-
-return function(body, keys, argv)
-  local env = {
-    assert = assert, error = error, ipairs = ipairs, pairs = sorted_pairs, pcall = pcall,
-    rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset, select = select,
-    setmetatable = setmetatable, getmetatable = getmetatable, tonumber = tonumber,
-    tostring = safe_tostring, type = type, xpcall = xpcall, unpack = table.unpack,
-    string = safe_string, table = safe_table, math = safe_math, utf8 = safe_utf8,
-    redis = redis, KEYS = keys, ARGV = argv, _VERSION = _VERSION,
-  }
-  local fn, err = load(body, '@user_script', 't', env)
-  if not fn then return false, 'ERR Error compiling script (new function): ' .. err end
-  if keys == nil then return true, nil end  -- a compile check only
-  local count = 0
-  local function over() error(BUDGET, 0) end
-  sethook(function()
-    count = count + 1
-    if count >= budget then sethook(over, '', 1); over() end
-  end, '', step)
-  local result = table.pack(pcall(fn))
-  sethook()
-  return result[1], result[2]
-end
-"""
+# What work outside the VM costs, in instructions (one takes ~15 ns here). Measured on the
+# shared 2-core machine: a redis.call of GET or SET takes 15-20 us, so the whole budget is
+# about 0.15-0.2 s of apply whatever a script spends it on.
+CALL_COST = 1000
+ITEM_COST = 50  # per argument and per reply element crossing the bridge
+BYTES = 16  # bytes of argument or reply per instruction
+KEY_COST = 300  # per key a command walks (KEYS: 4-6 us per key)
+ORDER_COST = 100  # per key of SCAN's hash order, built once per script (SCAN, RANDOMKEY)
 
 
 def script_sha(body: bytes) -> bytes:
@@ -159,47 +72,82 @@ def script_sha(body: bytes) -> bytes:
     return hashlib.sha1(body).hexdigest().encode()
 
 
-class _Run:
-    """One script execution: its runtime and the state machine's bridge."""
+def _new_runtime() -> Any:
+    return lua54.LuaRuntime(
+        register_eval=False, register_builtins=False, encoding=None,
+        max_memory=MAX_MEMORY, unpack_returned_tuples=True,
+        attribute_filter=_deny_attributes,
+    )
 
-    def __init__(self, machine: KVStateMachine, read_only: bool) -> None:
+
+class _Bridge:
+    """``redis.call`` from Lua into the state machine, and its cost.
+
+    It holds the runtime (to build Lua tables for replies) only until ``close()``: the
+    runtime holds the bridge, so keeping it longer would make a cycle that only Python's
+    cyclic GC frees, at a moment that differs per replica."""
+
+    def __init__(self, machine: KVStateMachine, read_only: bool, lua: Any) -> None:
         self.machine = machine
         self.read_only = read_only
-        self.lua = lua54.LuaRuntime(
-            register_eval=False, register_builtins=False, encoding=None,
-            max_memory=MAX_MEMORY, unpack_returned_tuples=True,
-            attribute_filter=_deny_attributes,
-        )
-        prelude = _PRELUDE.replace("error(BUDGET, 0)", "error(" + _lua_quote(BUDGET_ERROR) + ", 0)")
-        self.runner = self.lua.execute(prelude, self._bridge, INSTRUCTION_BUDGET // HOOK_STEP,
-                                       HOOK_STEP)
-        self.lua.execute("python = nil")
+        self.lua: Any = lua
+        self.ordered = False  # SCAN's order charged already in this script
 
-    def _bridge(self, lua_args: Any) -> Any:
+    def close(self) -> None:
+        self.lua = None
+
+    def __call__(self, lua_args: Any, remaining: float) -> tuple[Any, int]:
+        lua = self.lua
+        if lua is None:
+            return False, 0
         args = [lua_args[i] for i in range(1, len(lua_args) + 1)]
+        cost = CALL_COST + ITEM_COST * len(args) + sum(map(len, args)) // BYTES
+        cost += self._walk_cost(args)
+        if cost > remaining:  # refused before doing the work: the budget error follows
+            return False, cost
         reply = self.machine.call_from_script(args, self.read_only)
-        return self._to_lua(reply, 0)
+        cost += _reply_cost(reply)
+        return _to_lua(lua, reply, 0), cost
 
-    def _to_lua(self, reply: Reply, depth: int) -> Any:
-        if isinstance(reply, ErrorReply):
-            return self.lua.table_from({b"err": reply.text.encode()})
-        if isinstance(reply, SimpleString):
-            return self.lua.table_from({b"ok": reply.text.encode()})
-        if reply is None:
-            return False
-        if isinstance(reply, list) and depth < MAX_REPLY_DEPTH:
-            return self.lua.table_from([self._to_lua(item, depth + 1) for item in reply])
-        if isinstance(reply, (bytes, int)):
-            return reply
+    def _walk_cost(self, args: list[bytes]) -> int:
+        """What walking the keyspace costs: KEYS and DBSIZE walk it every time; SCAN and
+        RANDOMKEY need SCAN's hash order, which a replica may or may not have built (reads
+        build it), so every replica charges its building once per script."""
+        name = args[0].lower()
+        if name == b"keys":
+            return KEY_COST * len(self.machine)
+        if name == b"dbsize":
+            return self.machine.expiring
+        if name in (b"scan", b"randomkey") and not self.ordered:
+            self.ordered = True
+            return ORDER_COST * len(self.machine)
+        return 0
+
+
+def _reply_cost(reply: Reply) -> int:
+    if isinstance(reply, bytes):
+        return len(reply) // BYTES
+    if isinstance(reply, list):
+        return sum(ITEM_COST + _reply_cost(item) for item in reply)
+    return 0
+
+
+def _to_lua(lua: Any, reply: Reply, depth: int) -> Any:
+    if isinstance(reply, ErrorReply):
+        return lua.table_from({b"err": reply.text.encode()})
+    if isinstance(reply, SimpleString):
+        return lua.table_from({b"ok": reply.text.encode()})
+    if reply is None:
         return False
+    if isinstance(reply, list) and depth < MAX_REPLY_DEPTH:
+        return lua.table_from([_to_lua(lua, item, depth + 1) for item in reply])
+    if isinstance(reply, (bytes, int)):
+        return reply
+    return False
 
 
 def _deny_attributes(obj: Any, name: Any, is_setting: bool) -> Any:
     raise AttributeError("Python attributes are not reachable from scripts")
-
-
-def _lua_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _as_text(raw: Any) -> str:
@@ -208,45 +156,59 @@ def _as_text(raw: Any) -> str:
     return str(raw)
 
 
+def _one_line(raw: Any) -> str:
+    return _as_text(raw).split("\nstack traceback:", 1)[0].replace("\r", " ").replace("\n", " ")
+
+
 def _error_reply(raw: Any) -> ErrorReply:
-    text = _as_text(raw).split("\nstack traceback:", 1)[0]
+    """An error the script raised (a Redis error table's text, or a message)."""
+    text = _one_line(raw)
     if BUDGET_ERROR in text:
         return ErrorReply(BUDGET_ERROR)
-    text = text.replace("\r", " ").replace("\n", " ")
     code = text.split(" ", 1)[0]
     if not code or not code.isupper():
         text = "ERR " + text
     return ErrorReply(text)
 
 
-def to_reply(value: Any, depth: int = 0) -> Reply:
-    """A Lua value as a reply, by Redis's conversion rules (numbers truncate to integers,
-    true is 1, false and nil are null, ``{ok=}`` a status, ``{err=}`` an error, a table an
-    array up to its first nil)."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return 1
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if math.isfinite(value) else 0
-    if isinstance(value, bytes):
-        return value
-    if lua54.lua_type(value) != "table" or depth >= MAX_REPLY_DEPTH:
-        return None
-    err = value[b"err"]
-    if isinstance(err, bytes):
-        return _error_reply(err)
-    ok = value[b"ok"]
-    if isinstance(ok, bytes):
-        return SimpleString(_as_text(ok).replace("\r", " ").replace("\n", " "))
-    items: list[Reply] = []
-    i = 1
-    while (item := value[i]) is not None:
-        items.append(to_reply(item, depth + 1))
-        i += 1
-    return items
+def _failure_reply(raw: Any) -> ErrorReply:
+    """A Lua error that ended the script: Redis's ``Error running script`` text."""
+    text = _one_line(raw)
+    if BUDGET_ERROR in text:
+        return ErrorReply(BUDGET_ERROR)
+    if "not enough memory" in text:
+        return ErrorReply(MEMORY_ERROR)
+    return ErrorReply("ERR Error running script: " + text)
+
+
+def from_tokens(tokens: Any) -> Reply:
+    """The reply the sandbox's ``to_tokens`` flattened (see lua_sandbox.py)."""
+    flat = [tokens[i] for i in range(1, tokens[b"n"] + 1)]
+    reply, _ = _parse(flat, 0)
+    return reply
+
+
+def _parse(flat: list[Any], at: int) -> tuple[Reply, int]:
+    tag = flat[at]
+    if tag == b"n":
+        return None, at + 1
+    if tag == b"a":
+        items: list[Reply] = []
+        at += 2
+        for _ in range(flat[at - 1]):
+            item, at = _parse(flat, at)
+            items.append(item)
+        return items, at
+    value = flat[at + 1]
+    if tag == b"i":
+        return value, at + 2
+    if tag == b"f":  # Redis truncates numbers to integers
+        return (int(value) if math.isfinite(value) else 0), at + 2
+    if tag == b"b":
+        return value, at + 2
+    if tag == b"s":
+        return SimpleString(_one_line(value)), at + 2
+    return _error_reply(value), at + 2
 
 
 class ScriptRunner:
@@ -257,11 +219,8 @@ class ScriptRunner:
 
     def compile_error(self, body: bytes) -> ErrorReply | None:
         """The compile error of ``body``, or None if it is valid Lua."""
-        try:
-            ok, message = _Run(self._machine, True).runner(body, None, None)
-        except lua54.LuaError as exc:
-            return _error_reply(exc.args[0] if exc.args else "script failed")
-        return None if ok else _error_reply(message)
+        reply = self._run(body, None, None, True)
+        return reply if isinstance(reply, ErrorReply) else None
 
     def eval(self, args: list[bytes], *, body: bytes | None, read_only: bool) -> Reply:
         """Run a script invocation (``args`` as the client sent them)."""
@@ -275,27 +234,43 @@ class ScriptRunner:
                 return NOSCRIPT
         elif not read_only:
             machine.remember_script(body)
-        keys, argv = args[3 : 3 + numkeys], args[3 + numkeys :]
+        return self._run(body, args[3 : 3 + numkeys], args[3 + numkeys :], read_only)
+
+    def _run(self, body: bytes, keys: list[bytes] | None, argv: list[bytes] | None,
+             read_only: bool) -> Reply:
+        """One script in a runtime of its own, freed before this returns (nothing else
+        refers to it once the bridge is closed)."""
+        lua = _new_runtime()
+        bridge = _Bridge(self._machine, read_only, lua)
         try:
-            run = _Run(machine, read_only)
-            ok, result = run.runner(body, run.lua.table_from(keys), run.lua.table_from(argv))
+            run, finish = lua.execute(SANDBOX, bridge, INSTRUCTION_BUDGET, HOOK_STEP,
+                                      BUDGET_ERROR.encode(), PATTERNS.encode(),
+                                      MAX_REPLY_DEPTH, MAX_REPLY_ITEMS, MAX_REPLY_BYTES)
+            try:
+                if keys is None:
+                    kind, payload = run(body, None, None)
+                else:
+                    kind, payload = run(body, lua.table_from(keys), lua.table_from(argv))
+                return _outcome(kind, payload)
+            finally:
+                # (over the budget, the hook already fails every instruction)
+                with contextlib.suppress(lua54.LuaError):
+                    finish()
         except lua54.LuaMemoryError:
-            return ErrorReply("ERR Script exceeded the memory limit")
+            return ErrorReply(MEMORY_ERROR)
         except lua54.LuaError as exc:
-            return _error_reply(exc.args[0] if exc.args else "script failed")
-        if not ok:
-            if lua54.lua_type(result) == "table":
-                reply = to_reply(result)
-                if isinstance(reply, ErrorReply):
-                    return reply
-            if isinstance(result, bytes) and result.startswith(b"ERR Error compiling"):
-                return _error_reply(result)
-            if isinstance(result, bytes) and result == BUDGET_ERROR.encode():
-                return ErrorReply(BUDGET_ERROR)
-            if lua54.lua_type(result) is None and result is not None and not isinstance(
-                    result, bytes):
-                return _error_reply(f"Error running script: {result!r}")
-            return _error_reply(b"ERR Error running script: " + (
-                result if isinstance(result, bytes) else b"not enough memory"
-                if result is None else str(result).encode()))
-        return to_reply(result)
+            return _failure_reply(exc.args[0] if exc.args else "script failed")
+        finally:
+            bridge.close()
+
+
+def _outcome(kind: bytes, payload: Any) -> Reply:
+    if kind == b"reply":
+        return from_tokens(payload)
+    if kind == b"compiled":
+        return None
+    if kind == b"redis_error":
+        return _error_reply(payload)
+    if kind == b"failed":
+        return _failure_reply(payload)
+    return ErrorReply(_one_line(payload))  # texts the sandbox wrote ("ERR ...")

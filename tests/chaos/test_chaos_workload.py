@@ -191,3 +191,14 @@ async def test_find_leader_and_final_reads(nursery: trio.Nursery) -> None:
         return addrs[3]
 
     assert await final_reads(leader_addr, ["k0", "k1"]) == {"k0": None, "k1": 9}
+
+
+async def test_expiring_writes_send_px_and_record_the_ttl(nursery: trio.Nursery) -> None:
+    server = await start(nursery, lambda args: OK)
+    c = client(server.port, Mix(read=0.0, write=1.0, expiring=1.0, ttl_ms=(300, 300)))
+    op = await c.step()
+    assert server.commands[-1] == [b"SET", b"k0", str(op.value).encode(), b"PX", b"300"]
+    assert (op.f, op.outcome, op.ttl) == ("write", "ok", 0.3)
+    c.config = WorkloadConfig(clients=4, keys=1, mix=WRITES)
+    op = await c.step()
+    assert server.commands[-1] == [b"SET", b"k0", str(op.value).encode()] and op.ttl is None

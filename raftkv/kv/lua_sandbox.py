@@ -1,0 +1,428 @@
+"""The Lua side of a script run: the sandbox, the budget and the reply conversion.
+
+``SANDBOX`` runs first in each fresh runtime (see scripts.py). It receives the Python
+bridge, the budget, the hook step, the budget error text, the pattern matcher's source and
+the reply limits, and returns ``run(body, keys, argv)`` and ``finish()``.
+
+Why each piece exists (every one closes a way for a script to behave differently on two
+replicas, or to run longer than the budget says):
+
+* **Budget in instruction units.** The count hook adds ``step`` every ``step`` VM
+  instructions; C functions and ``redis.call`` add what their work is worth (``charge``),
+  computed from their inputs and outputs only, so every replica charges the same. Past the
+  budget the hook fires at every instruction, so ``pcall`` cannot swallow the error.
+* **C functions that loop** are charged per byte (``BYTES`` bytes per instruction) or
+  replaced: pattern matching runs in Lua (lua_patterns.py), ``table.insert/remove/move``
+  are Lua loops, ``string.rep`` is charged before it allocates. ``string.pack/unpack/dump``
+  are not offered (Redis's Lua 5.1 has none of them).
+* **No finalizers, no weak tables.** ``setmetatable`` refuses ``__gc`` and ``__mode``, and
+  installs a copy of the metatable (``getmetatable`` still answers the script's table), so
+  neither can be added later. A finalizer runs when the collector decides, which differs
+  between replicas (Lua's string hash seed is random per runtime, so table layouts and
+  allocation sizes differ), and a weak table empties at such moments.
+* **``finish()``** marks the bridge closed and leaves the hook firing at every
+  instruction: whatever Lua code could still run while the runtime is torn down fails at
+  once instead of running unbounded or calling into the state machine.
+* **The reply** is converted here, inside the budget, with raw access (no metamethods, as
+  Redis), a depth limit, cycle detection and bounds on items and bytes, into a flat token
+  list that Python reads without running any Lua.
+"""
+
+SANDBOX = r"""
+local bridge, budget, step, budget_error, patterns_src, max_depth, max_items, max_bytes = ...
+local sethook, dgetmetatable, dsetmetatable = debug.sethook, debug.getmetatable, debug.setmetatable
+local sort, concat, unpack, pack = table.sort, table.concat, table.unpack, table.pack
+local format, c_find, sub, rep, byte, char = string.format, string.find, string.sub,
+  string.rep, string.byte, string.char
+local upper, lower, reverse = string.upper, string.lower, string.reverse
+local mtype, log = math.type, math.log
+local select, type, error, raw_tostring, raw_tonumber = select, type, error, tostring, tonumber
+local rawget, rawlen, next, load, pcall = rawget, rawlen, next, load, pcall
+local utf8_len, utf8_offset, utf8_codepoint, utf8_char = utf8.len, utf8.offset,
+  utf8.codepoint, utf8.char
+
+local BYTES = 16  -- bytes of C work charged as one instruction
+
+-- The budget -----------------------------------------------------------------------------
+local spent = 0
+local closed = false
+local function over() error(budget_error, 0) end
+local function trip()
+  sethook(over, '', 1)
+  error(budget_error, 0)
+end
+local function charge(n)
+  spent = spent + n
+  if spent >= budget then trip() end
+end
+local function charge_bytes(n) charge(n / BYTES) end
+local function hook()
+  spent = spent + step
+  if spent >= budget then trip() end
+end
+local function counted(...)
+  charge(select('#', ...))
+  return ...
+end
+
+-- Deterministic printing ---------------------------------------------------------------
+local function safe_tostring(v)
+  local t = type(v)
+  if t == 'table' or t == 'function' or t == 'thread' or t == 'userdata' then
+    local mt = dgetmetatable(v)
+    if type(mt) == 'table' and rawget(mt, '__tostring') ~= nil then return raw_tostring(v) end
+    return t
+  end
+  return raw_tostring(v)
+end
+local function tostr_len(v)
+  local t = type(v)
+  if t == 'string' then return #v end
+  if t == 'number' then return #raw_tostring(v) end
+  return 0
+end
+
+-- string -------------------------------------------------------------------------------
+local patterns = load(patterns_src, '=patterns', 't')(charge_bytes, c_find, raw_tostring)
+local function charged_result(f)
+  return function(...)
+    local r = f(...)
+    charge_bytes(#r)
+    return r
+  end
+end
+local safe_string = {
+  len = string.len,
+  sub = charged_result(sub),
+  upper = charged_result(upper),
+  lower = charged_result(lower),
+  reverse = charged_result(reverse),
+  byte = function(...) return counted(byte(...)) end,
+  char = function(...) charge(select('#', ...)) return char(...) end,
+  find = patterns.find, match = patterns.match, gmatch = patterns.gmatch,
+  gsub = patterns.gsub,
+}
+safe_string.rep = function(s, n, sep)
+  local count = raw_tonumber(n)
+  if type(count) == 'number' and count > 0 then
+    charge_bytes(count * tostr_len(s) + (count - 1) * tostr_len(sep))
+  end
+  return rep(s, n, sep)
+end
+safe_string.format = function(fmt, ...)
+  if type(fmt) == 'string' then
+    charge_bytes(#fmt)
+    if c_find(fmt, '%p', 1, true) then error("format '%p' is not allowed", 2) end
+  end
+  local n = select('#', ...)
+  local args = {...}
+  for i = 1, n do
+    local t = type(args[i])
+    if t ~= 'string' and t ~= 'number' then args[i] = safe_tostring(args[i]) end
+  end
+  local r = format(fmt, unpack(args, 1, n))
+  charge_bytes(#r)
+  return r
+end
+local string_mt = dgetmetatable('')
+string_mt.__index = safe_string
+-- Arithmetic on strings converts them in C (lstrlib's metamethods): charge their length.
+for _, event in next, {'__add', '__sub', '__mul', '__div', '__mod', '__pow', '__unm',
+                       '__idiv'} do
+  local f = string_mt[event]
+  if f ~= nil then
+    string_mt[event] = function(a, b)
+      charge_bytes(tostr_len(a) + tostr_len(b))
+      return f(a, b)
+    end
+  end
+end
+string_mt.__metatable = false
+
+local function safe_tonumber(v, base)
+  if type(v) == 'string' then charge_bytes(#v) end
+  return raw_tonumber(v, base)
+end
+
+-- table: the loops in Lua (counted by the hook), the rest charged ------------------------
+local function table_arg(t, n, fname)
+  if type(t) ~= 'table' then
+    error(("bad argument #%d to '%s' (table expected, got %s)"):format(
+      n, fname, t == nil and 'no value' or type(t)), 3)
+  end
+end
+local function int_arg(v, n, fname)
+  local i = math.tointeger(v)
+  if i == nil then
+    error(("bad argument #%d to '%s' (number expected, got %s)"):format(
+      n, fname, v == nil and 'no value' or type(v)), 3)
+  end
+  return i
+end
+local function insert(t, ...)
+  table_arg(t, 1, 'insert')
+  local e = #t + 1
+  local nargs = select('#', ...)
+  if nargs == 1 then
+    t[e] = ...
+    return
+  end
+  if nargs ~= 2 then error("wrong number of arguments to 'insert'", 2) end
+  local pos, v = ...
+  pos = int_arg(pos, 2, 'insert')
+  if pos < 1 or pos > e then error("bad argument #2 to 'insert' (position out of bounds)", 2) end
+  for i = e, pos + 1, -1 do t[i] = t[i - 1] end
+  t[pos] = v
+end
+local function remove(t, pos)
+  table_arg(t, 1, 'remove')
+  local size = #t
+  if pos == nil then pos = size else pos = int_arg(pos, 2, 'remove') end
+  if pos ~= size and (pos < 1 or pos > size + 1) then
+    error("bad argument #2 to 'remove' (position out of bounds)", 2)
+  end
+  local result = t[pos]
+  while pos < size do
+    t[pos] = t[pos + 1]
+    pos = pos + 1
+  end
+  t[pos] = nil
+  return result
+end
+local function move(a1, f, e, t, a2)
+  table_arg(a1, 1, 'move')
+  f, e, t = int_arg(f, 2, 'move'), int_arg(e, 3, 'move'), int_arg(t, 4, 'move')
+  if a2 == nil then a2 = a1 else table_arg(a2, 5, 'move') end
+  if e >= f then
+    if not (f > 0 or e < math.maxinteger + f) then
+      error("bad argument #3 to 'move' (too many elements to move)", 2)
+    end
+    local n = e - f + 1
+    if t > math.maxinteger - n + 1 then
+      error("bad argument #4 to 'move' (destination wrap around)", 2)
+    end
+    if t > e or t <= f or a1 ~= a2 then
+      for i = 0, n - 1 do a2[t + i] = a1[f + i] end
+    else
+      for i = n - 1, 0, -1 do a2[t + i] = a1[f + i] end
+    end
+  end
+  return a2
+end
+local function safe_sort(t, cmp)
+  table_arg(t, 1, 'sort')
+  local mt = dgetmetatable(t)
+  if mt ~= nil and (rawget(mt, '__len') ~= nil or rawget(mt, '__index') ~= nil) then
+    error("table.sort of a table with __len or __index is not allowed in scripts", 2)
+  end
+  local n = rawlen(t)
+  if n > 1 then
+    local steps = n * (log(n, 2) + 1)
+    if cmp == nil then
+      local bytes = 0
+      for i = 1, n do
+        local v = rawget(t, i)
+        if type(v) == 'string' then bytes = bytes + #v end
+      end
+      charge_bytes(bytes * (log(n, 2) + 1))
+    end
+    charge(steps)
+  end
+  return sort(t, cmp)
+end
+local safe_table = {
+  concat = charged_result(concat),
+  insert = insert, remove = remove, move = move, sort = safe_sort, pack = pack,
+  unpack = function(...) return counted(unpack(...)) end,
+}
+
+local safe_math = {}
+for k, v in next, math do safe_math[k] = v end
+safe_math.random, safe_math.randomseed = nil, nil
+
+local safe_utf8 = {
+  char = function(...) charge(select('#', ...)) return utf8_char(...) end,
+  charpattern = utf8.charpattern,
+  codes = utf8.codes,
+  len = function(s, ...) charge_bytes(tostr_len(s)) return utf8_len(s, ...) end,
+  offset = function(s, ...) charge_bytes(tostr_len(s)) return utf8_offset(s, ...) end,
+  codepoint = function(s, ...) return counted(utf8_codepoint(s, ...)) end,
+}
+
+-- Metatables: no finalizers, no weak tables ----------------------------------------------
+local protected = {}  -- installed copy -> true when the script's metatable had __metatable
+local function safe_setmetatable(t, mt)
+  if type(t) ~= 'table' then
+    error(("bad argument #1 to 'setmetatable' (table expected, got %s)"):format(
+      t == nil and 'no value' or type(t)), 2)
+  end
+  if mt ~= nil and type(mt) ~= 'table' then
+    error("bad argument #2 to 'setmetatable' (nil or table expected)", 2)
+  end
+  local current = dgetmetatable(t)
+  if current ~= nil and protected[current] then error('cannot change a protected metatable', 2) end
+  if mt == nil then
+    dsetmetatable(t, nil)
+    return t
+  end
+  if rawget(mt, '__gc') ~= nil then error('__gc metamethods are not allowed in scripts', 2) end
+  if rawget(mt, '__mode') ~= nil then
+    error('weak tables (__mode) are not allowed in scripts', 2)
+  end
+  local copy = {}
+  for k, v in next, mt do copy[k] = v end
+  if rawget(mt, '__metatable') ~= nil then protected[copy] = true else copy.__metatable = mt end
+  dsetmetatable(t, copy)
+  return t
+end
+
+-- pairs in a deterministic order -------------------------------------------------------
+local function key_lt(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta < tb end
+  if ta == 'number' or ta == 'string' then return a < b end
+  if ta == 'boolean' then return (not a) and b end
+  error('pairs() over a table with table or function keys is not deterministic', 3)
+end
+local function sorted_pairs(t)
+  local keys = {}
+  for k in next, t do keys[#keys + 1] = k end
+  local n = #keys
+  if n > 1 then charge(n * (log(n, 2) + 1)) end
+  sort(keys, key_lt)
+  local i = 0
+  return function()
+    i = i + 1
+    local k = keys[i]
+    if k ~= nil then return k, t[k] end
+  end, t, nil
+end
+
+-- redis.* --------------------------------------------------------------------------------
+local function to_arg(v)
+  local t = type(v)
+  if t == 'string' then return v end
+  if t == 'number' then
+    if mtype(v) == 'integer' then return format('%d', v) end
+    return format('%.17g', v)
+  end
+  error({err = 'ERR Lua redis lib command arguments must be strings or integers'}, 3)
+end
+local function run_command(protected_call, ...)
+  if closed then error('ERR the script has ended', 0) end
+  local n = select('#', ...)
+  if n == 0 then
+    error({err = 'ERR Please specify at least one argument for this redis lib call'}, 3)
+  end
+  local args = {}
+  for i = 1, n do args[i] = to_arg((select(i, ...))) end
+  local reply, cost = bridge(args, budget - spent)
+  charge(cost)
+  if not protected_call and type(reply) == 'table' and reply.err ~= nil then error(reply, 0) end
+  return reply
+end
+local redis = {
+  call = function(...) return run_command(false, ...) end,
+  pcall = function(...) return run_command(true, ...) end,
+  status_reply = function(s) return {ok = s} end,
+  error_reply = function(s) return {err = s} end,
+  log = function() end,
+  LOG_DEBUG = 0, LOG_VERBOSE = 1, LOG_NOTICE = 2, LOG_WARNING = 3,
+}
+
+-- The reply, as flat tokens: i <int> | f <float> | b <bytes> | s <status> | e <error> | n |
+-- a <count> <items...> ----------------------------------------------------------------------
+local function to_tokens(value)
+  local out, n, bytes = {}, 0, 0
+  local onpath = {}
+  local function put(v)
+    n = n + 1
+    if n > max_items then
+      error(format('ERR the script reply has more than %d elements', max_items), 0)
+    end
+    out[n] = v
+  end
+  local function text(tag, s)
+    bytes = bytes + #s
+    if bytes > max_bytes then
+      error(format('ERR the script reply is larger than %d bytes', max_bytes), 0)
+    end
+    put(tag)
+    put(s)
+  end
+  local function conv(v, depth)
+    local t = type(v)
+    if t == 'number' then
+      put(mtype(v) == 'integer' and 'i' or 'f')
+      put(v)
+    elseif t == 'string' then
+      text('b', v)
+    elseif v == true then
+      put('i')
+      put(1)
+    elseif t == 'table' then
+      local e = rawget(v, 'err')
+      if type(e) == 'string' then return text('e', e) end
+      local ok = rawget(v, 'ok')
+      if type(ok) == 'string' then return text('s', ok) end
+      if depth >= max_depth or onpath[v] then
+        error(format('ERR the script reply is nested deeper than %d levels or contains ' ..
+                     'itself', max_depth), 0)
+      end
+      onpath[v] = true
+      put('a')
+      local at = n + 1
+      put(0)
+      local i = 1
+      while true do
+        local item = rawget(v, i)
+        if item == nil then break end
+        conv(item, depth + 1)
+        i = i + 1
+      end
+      out[at] = i - 1
+      onpath[v] = nil
+    else
+      put('n')
+    end
+  end
+  conv(value, 0)
+  out.n = n
+  return out
+end
+
+-- One run ------------------------------------------------------------------------------
+local function run(body, keys, argv)
+  local env = {
+    assert = assert, error = error, ipairs = ipairs, pairs = sorted_pairs, pcall = pcall,
+    rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset, select = select,
+    setmetatable = safe_setmetatable, getmetatable = getmetatable,
+    tonumber = safe_tonumber, tostring = safe_tostring, type = type, xpcall = xpcall,
+    unpack = safe_table.unpack, string = safe_string, table = safe_table, math = safe_math,
+    utf8 = safe_utf8, redis = redis, KEYS = keys, ARGV = argv, _VERSION = _VERSION,
+  }
+  local fn, err = load(body, '@user_script', 't', env)
+  if not fn then return 'error', 'ERR Error compiling script (new function): ' .. err end
+  if keys == nil then return 'compiled', false end
+  sethook(hook, '', step)
+  local ok, value = pcall(fn)
+  if ok then
+    ok, value = pcall(to_tokens, value)
+    if ok then return 'reply', value end
+    return 'error', value
+  end
+  if type(value) == 'table' then
+    local e = rawget(value, 'err')
+    if type(e) == 'string' then return 'redis_error', e end
+  end
+  if type(value) == 'string' then return 'failed', value end
+  return 'failed', safe_tostring(value)
+end
+
+local function finish()
+  closed = true
+  return sethook(over, '', 1)  -- a tail call: no instruction of ours runs after it
+end
+
+return run, finish
+"""
