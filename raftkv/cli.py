@@ -23,6 +23,7 @@ from raftkv.node.settings import parse_cluster
 from raftkv.recover import recover as do_recover
 from raftkv.restore import RestoreError
 from raftkv.restore import restore as do_restore
+from raftkv.server.acl import AccessControl, ACLError
 from raftkv.storage import DiskStorageError
 
 LOCAL_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
@@ -77,6 +78,12 @@ def _env(name: str) -> str:
 @click.option("--peer-tls-ca", default="", envvar=_env("PEER_TLS_CA"),
               type=click.Path(dir_okay=False),
               help="The CA that signs every member's peer certificate (both ways checked).")
+@click.option("--requirepass", default="", envvar=_env("REQUIREPASS"), metavar="PASSWORD",
+              help="Clients must AUTH with this password (Redis's requirepass; the default "
+                   "user's). Prefer the env var: a flag shows in `ps`.")
+@click.option("--acl-file", default="", envvar=_env("ACL_FILE"), type=click.Path(dir_okay=False),
+              help="ACL users in Redis's ACL file syntax (`user NAME on >pass ~* +@all`); "
+                   "read at start and on ACL LOAD.")
 @click.option("--insecure", is_flag=True, envvar=_env("INSECURE"),
               help="Allow a non-loopback --client-addr/--peer-addr without peer "
                    "authentication (--peer-secret-file or --peer-tls-*).")
@@ -168,6 +175,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
     if learner and not seeds:
         raise click.BadParameter("--learner only applies with --join")
     check_peer_security(client_addr, peer_addr, options)
+    check_client_auth(options)
     if options["cluster_id"] and not valid_cluster_id(options["cluster_id"]):
         raise click.BadParameter("1 to 64 of A-Z a-z 0-9 . _ -", param_hint="--cluster-id")
     setup_logging(verbose, fmt=options["log_format"], node_id=node_id)
@@ -310,6 +318,14 @@ def check_peer_security(client_addr: str, peer_addr: str, options: dict[str, Any
         raise click.UsageError(str(exc)) from exc
     for warning in warnings:
         click.echo(f"WARNING: {warning}", err=True)
+
+
+def check_client_auth(options: dict[str, Any]) -> None:
+    """--requirepass and --acl-file load (raftkv.server.acl), before anything starts."""
+    try:
+        AccessControl.configure(options["requirepass"], options["acl_file"])
+    except ACLError as exc:
+        raise click.UsageError(f"--acl-file: {exc}") from exc
 
 
 def _split(endpoints: str) -> list[str]:

@@ -6,27 +6,48 @@ without pulling trio into a one-shot command.
 
 from __future__ import annotations
 
+import os
 import socket
 
 from raftkv.node.settings import parse_addr
+from wire.reply import ErrorReply
 from wire.resp import encode_command
 from wire.resp_reply import NEED_MORE, ReplyParser
 
 
+def _credentials() -> list[str] | None:
+    """AUTH's arguments from RAFTKV_USER/RAFTKV_PASSWORD (the admin commands and a --join
+    node use them to talk to nodes that require authentication), or None."""
+    password = os.environ.get("RAFTKV_PASSWORD")
+    if not password:
+        return None
+    user = os.environ.get("RAFTKV_USER")
+    return [user, password] if user else [password]
+
+
 def call(addr: str, *args: str | bytes, timeout: float = 1.0) -> object:
-    """Send one command to ``host:port`` and return its reply value."""
+    """Send one command to ``host:port`` and return its reply value (after AUTH, if
+    RAFTKV_PASSWORD is set; a failed AUTH's error is returned instead)."""
     host, port = parse_addr(addr)
+    auth = _credentials()
     with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(encode_command(*args))
+        payload = encode_command(*args)
+        if auth is not None:
+            payload = encode_command("AUTH", *auth) + payload
+        sock.sendall(payload)
         parser = ReplyParser()
+        replies: list[object] = []
         while True:
             data = sock.recv(65536)
             if not data:
                 raise ConnectionError(f"{addr} closed the connection")
             parser.feed(data)
-            reply = parser.next_reply()
-            if reply is not NEED_MORE:
-                return reply
+            while (reply := parser.next_reply()) is not NEED_MORE:
+                replies.append(reply)
+            if auth is not None and replies and isinstance(replies[0], ErrorReply):
+                return replies[0]
+            if len(replies) == (2 if auth is not None else 1):
+                return replies[-1]
 
 
 def parse_info(reply: object) -> dict[str, str]:

@@ -75,6 +75,9 @@ class NodeSettings:
     peer_tls_cert: str = ""
     peer_tls_key: str = ""
     peer_tls_ca: str = ""
+    # Client authentication (raftkv.server.acl): the default user's password, ACL users.
+    requirepass: str = attrs.field(default="", repr=False)
+    acl_file: str = ""
     # Allow a non-loopback client or peer address without peer authentication.
     insecure: bool = False
     promote_lag: int = 100

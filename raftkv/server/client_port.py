@@ -30,6 +30,7 @@ from raftkv.log import event
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
 from raftkv.node.settings import parse_addr
+from raftkv.server.acl import AccessControl
 from raftkv.server.commands import execute, is_write
 from raftkv.server.limits import ClientLimits, cap_max_clients
 from raftkv.server.loop_lag import LoopLagMonitor
@@ -67,6 +68,8 @@ class Connection:
     name: str = ""
     lib_name: str = ""
     lib_ver: str = ""
+    user: str | None = None  # the ACL user it runs as; None: not authenticated (auth.py)
+    auth_failures: int = 0
     closing: bool = False
     tx: Transaction = attrs.Factory(Transaction)  # MULTI/WATCH state (transaction.py)
     registered: bool = False  # has sent a complete command
@@ -127,6 +130,7 @@ class ClientServer:
             max_clients = cap_max_clients(settings.max_clients)
         self.limits = ClientLimits.from_settings(settings, max_clients)
         self.connections: dict[int, Connection] = {}
+        self.acl = AccessControl.configure(settings.requirepass, settings.acl_file)
         self.new_clients = 0  # connections that have not sent a complete command yet
         self.loop_lag = LoopLagMonitor()
         self.stats = {"rejected_connections": 0, "client_output_buffer_disconnects": 0,
@@ -156,7 +160,7 @@ class ClientServer:
             _enable_keepalive(stream.socket)
         except OSError:
             addr = "?"
-        conn = Connection(next(_connection_ids), addr)
+        conn = Connection(next(_connection_ids), addr, user=self.acl.initial_user())
         self.connections[conn.id] = conn
         self.new_clients += 1
         try:

@@ -17,6 +17,8 @@ from raftkv.kv import COMMANDS, legacy_form, lookup
 from raftkv.node.pending import Pending
 from raftkv.server import transaction
 from raftkv.server.admin import raft_command
+from raftkv.server.auth import gate, hello_auth
+from raftkv.server.auth import handlers as auth_handlers
 from raftkv.server.info import REDIS_COMPAT_VERSION, render_info
 from wire.reply import OK, ErrorReply, SimpleString
 from wire.resp import string2ll
@@ -54,6 +56,11 @@ SCRIPTS_DISABLED = ("ERR scripts are disabled on this node; start every node wit
 
 def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     name = args[0].lower()
+    denied = gate(node.client_server.acl, conn, args)  # AUTH and ACL users (auth.py)
+    if denied is not None:
+        if conn.tx.queue is not None:
+            conn.tx.dirty = True  # EXEC will answer EXECABORT, as Redis does
+        return Pending.of(denied)
     control = TRANSACTION.get(name)
     if control is not None:
         return control(node, conn, args)
@@ -132,17 +139,25 @@ def cmd_hello(node: Node, conn: Connection, args: list[bytes]) -> Pending:
         if proto not in (2, 3):
             return _err("NOPROTO unsupported protocol version")
         rest = rest[1:]
+    name: bytes | None = None
+    pair: tuple[bytes, bytes] | None = None
     while rest:
         opt = rest[0].lower()
         if opt == b"setname" and len(rest) >= 2:
             if not _printable(rest[1]):
                 return _err(BAD_CLIENT_NAME)
-            conn.name = rest[1].decode()
+            name = rest[1]
             rest = rest[2:]
         elif opt == b"auth" and len(rest) >= 3:
-            rest = rest[3:]  # no authentication in RaftKV: accepted and ignored
+            pair = (rest[1], rest[2])  # checked below, never accepted unchecked
+            rest = rest[3:]
         else:
             return _err(f"ERR Syntax error in HELLO option '{rest[0].decode(errors='replace')}'")
+    denied = hello_auth(node.client_server.acl, conn, pair)
+    if denied is not None:
+        return Pending.of(denied)
+    if name is not None:
+        conn.name = name.decode()
     conn.proto = proto
     return Pending.of({
         "server": "raftkv",
@@ -201,7 +216,7 @@ def _printable(text: bytes) -> bool:
 
 def _client_line(conn: Connection) -> str:
     return (f"id={conn.id} addr={conn.addr} name={conn.name} db=0 resp={conn.proto} "
-            f"lib-name={conn.lib_name} lib-ver={conn.lib_ver}")
+            f"user={conn.user or ''} lib-name={conn.lib_name} lib-ver={conn.lib_ver}")
 
 
 def _command_names() -> set[bytes]:
@@ -276,6 +291,7 @@ LOCAL: dict[bytes, Callable[[Any, Any, list[bytes]], Pending]] = {
     b"info": cmd_info,
     b"raft": cmd_raft,
     b"time": cmd_time,
+    **auth_handlers(),  # AUTH, ACL
 }
 
 # Transaction control: handled before queuing (they are what MULTI does not queue).
