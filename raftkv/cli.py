@@ -24,6 +24,7 @@ from raftkv.recover import recover as do_recover
 from raftkv.restore import RestoreError
 from raftkv.restore import restore as do_restore
 from raftkv.server.acl import AccessControl, ACLError
+from raftkv.server.client_tls import ClientTLSError, client_tls_context
 from raftkv.storage import DiskStorageError
 
 LOCAL_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
@@ -84,6 +85,15 @@ def _env(name: str) -> str:
 @click.option("--acl-file", default="", envvar=_env("ACL_FILE"), type=click.Path(dir_okay=False),
               help="ACL users in Redis's ACL file syntax (`user NAME on >pass ~* +@all`); "
                    "read at start and on ACL LOAD.")
+@click.option("--tls-cert", default="", envvar=_env("TLS_CERT"), type=click.Path(dir_okay=False),
+              help="The client port speaks TLS only, with this certificate (PEM).")
+@click.option("--tls-key", default="", envvar=_env("TLS_KEY"), type=click.Path(dir_okay=False),
+              help="The private key of --tls-cert.")
+@click.option("--tls-ca", default="", envvar=_env("TLS_CA"), type=click.Path(dir_okay=False),
+              help="The CA that signs client certificates (for --tls-client-auth).")
+@click.option("--tls-client-auth", is_flag=True, envvar=_env("TLS_CLIENT_AUTH"),
+              help="Clients must present a certificate signed by --tls-ca (Redis's "
+                   "tls-auth-clients yes).")
 @click.option("--insecure", is_flag=True, envvar=_env("INSECURE"),
               help="Allow a non-loopback --client-addr/--peer-addr without peer "
                    "authentication (--peer-secret-file or --peer-tls-*).")
@@ -321,11 +331,18 @@ def check_peer_security(client_addr: str, peer_addr: str, options: dict[str, Any
 
 
 def check_client_auth(options: dict[str, Any]) -> None:
-    """--requirepass and --acl-file load (raftkv.server.acl), before anything starts."""
+    """--requirepass and --acl-file load (raftkv.server.acl), the client TLS files load
+    (raftkv.server.client_tls), before anything starts."""
     try:
         AccessControl.configure(options["requirepass"], options["acl_file"])
     except ACLError as exc:
         raise click.UsageError(f"--acl-file: {exc}") from exc
+    if options["tls_cert"] or options["tls_key"] or options["tls_client_auth"]:
+        try:
+            client_tls_context(options["tls_cert"], options["tls_key"], options["tls_ca"],
+                               options["tls_client_auth"])
+        except ClientTLSError as exc:
+            raise click.UsageError(str(exc)) from exc
 
 
 def _split(endpoints: str) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 
 from raftkv.node.settings import parse_addr
 from wire.reply import ErrorReply
@@ -25,12 +26,38 @@ def _credentials() -> list[str] | None:
     return [user, password] if user else [password]
 
 
+def _tls() -> ssl.SSLContext | None:
+    """A TLS context if RAFTKV_CACERT names the CA of the client ports (with
+    RAFTKV_CERT/RAFTKV_KEY, a client certificate too), else None: plain text."""
+    ca = os.environ.get("RAFTKV_CACERT")
+    if not ca:
+        return None
+    ctx = ssl.create_default_context(cafile=ca)
+    cert = os.environ.get("RAFTKV_CERT")
+    if cert:
+        ctx.load_cert_chain(cert, os.environ.get("RAFTKV_KEY") or None)
+    return ctx
+
+
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=timeout)
+    ctx = _tls()
+    if ctx is None:
+        return sock
+    try:
+        return ctx.wrap_socket(sock, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
+
+
 def call(addr: str, *args: str | bytes, timeout: float = 1.0) -> object:
-    """Send one command to ``host:port`` and return its reply value (after AUTH, if
-    RAFTKV_PASSWORD is set; a failed AUTH's error is returned instead)."""
+    """Send one command to ``host:port`` and return its reply value (over TLS if
+    RAFTKV_CACERT is set; after AUTH if RAFTKV_PASSWORD is set, and a failed AUTH's error
+    is returned instead)."""
     host, port = parse_addr(addr)
     auth = _credentials()
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with _connect(host, port, timeout) as sock:
         payload = encode_command(*args)
         if auth is not None:
             payload = encode_command("AUTH", *auth) + payload

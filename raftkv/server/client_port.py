@@ -31,6 +31,7 @@ from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
 from raftkv.node.settings import parse_addr
 from raftkv.server.acl import AccessControl
+from raftkv.server.client_tls import ClientTLS
 from raftkv.server.commands import execute, is_write
 from raftkv.server.limits import ClientLimits, cap_max_clients
 from raftkv.server.loop_lag import LoopLagMonitor
@@ -131,6 +132,7 @@ class ClientServer:
         self.limits = ClientLimits.from_settings(settings, max_clients)
         self.connections: dict[int, Connection] = {}
         self.acl = AccessControl.configure(settings.requirepass, settings.acl_file)
+        self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
         self.new_clients = 0  # connections that have not sent a complete command yet
         self.loop_lag = LoopLagMonitor()
         self.stats = {"rejected_connections": 0, "client_output_buffer_disconnects": 0,
@@ -146,7 +148,8 @@ class ClientServer:
         self.stats = dict.fromkeys(self.stats, 0)
         self.loop_lag.reset()
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def handle(self, stream: Any) -> None:
+        """Serve one connection (a trio.SocketStream; TLS is layered on here)."""
         limits = self.limits
         if len(self.connections) >= limits.max_clients:
             await self._refuse(stream, MAX_CLIENTS_REACHED)
@@ -164,6 +167,10 @@ class ClientServer:
         self.connections[conn.id] = conn
         self.new_clients += 1
         try:
+            if self.tls is not None:
+                stream = await self.tls.accept(stream, addr)  # within the handshake deadline
+                if stream is None:
+                    return
             async with stream, trio.open_nursery() as nursery:
                 conn.scope = nursery.cancel_scope
                 send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW)

@@ -1,0 +1,133 @@
+"""TLS on the client port of real nodes (issue 13), certificates made by the test:
+redis-cli --tls and redis-py ssl=True with a password work; plain text, garbage and a
+stalled handshake get a closed socket and a log line while the node serves everyone else;
+with --tls-client-auth only a certificate of the client CA gets in."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from chaos.cluster import LocalCluster
+from raftkv import certs
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+
+
+def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> LocalCluster:
+    good = tmp_path / "certs"
+    certs.create(good)
+    # The harness's INFO calls go through raftkv.probe: TLS with this CA, and a password.
+    monkeypatch.setenv("RAFTKV_CACERT", str(good / "ca.crt"))
+    monkeypatch.setenv("RAFTKV_PASSWORD", "pw")
+    monkeypatch.setenv("RAFTKV_CERT", str(good / "client.crt"))
+    monkeypatch.setenv("RAFTKV_KEY", str(good / "client.key"))
+    c = LocalCluster(tmp_path / "c", nodes=3, fsync="never", extra_args=[
+        "--tls-cert", str(good / "node.crt"), "--tls-key", str(good / "node.key"),
+        "--tls-ca", str(good / "ca.crt"), "--requirepass", "pw", *args])
+    c.start()
+    try:
+        c.wait_for_leader()
+    except BaseException:
+        c.close()
+        raise
+    return c
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
+    c = start(tmp_path, monkeypatch)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def tls_client(c: LocalCluster, node: int, ca: Path, **kw: object) -> redis.Redis:
+    host, port = c.client_addr(node)
+    return redis.Redis(host=host, port=port, ssl=True, ssl_ca_certs=str(ca),
+                       socket_timeout=10, retry=Retry(NoBackoff(), 0), **kw)
+
+
+def wait_for_log(c: LocalCluster, node: int, text: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = c.nodes[node].log_path.read_text(errors="replace")
+        if text in log:
+            return log
+        time.sleep(0.05)  # polling another process's log: no event to wait on
+    raise AssertionError(f"{text!r} not in node {node}'s log")
+
+
+def closed_without_reply(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_tls_clients_and_what_is_not_tls(cluster: LocalCluster, tmp_path: Path) -> None:
+    c = cluster
+    ca = tmp_path / "certs" / "ca.crt"
+    leader = c.wait_for_leader()
+    follower = next(i for i in c.nodes if i != leader)
+    host, port = c.client_addr(follower)
+    for protocol in (2, 3):
+        r = tls_client(c, follower, ca, password="pw", protocol=protocol)
+        assert r.set(f"k{protocol}", "v") and r.get(f"k{protocol}") == b"v"
+    with pytest.raises(redis.AuthenticationError):
+        tls_client(c, follower, ca).get("k2")
+    out = subprocess.run(["redis-cli", "--tls", "--cacert", str(ca), "-h", host, "-p",
+                          str(port), "--no-auth-warning", "-a", "pw", "GET", "k2"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.stdout.strip() == "v", out
+    # A stalled handshake holds its slot only until the deadline; others are served meanwhile.
+    stalled = socket.create_connection((host, port), timeout=15)
+    # Plain text: a closed socket, not a reply.
+    with socket.create_connection((host, port), timeout=10) as plain:
+        plain.sendall(b"PING\r\n")
+        assert closed_without_reply(plain)
+    wait_for_log(c, follower, "not a TLS handshake")
+    with socket.create_connection((host, port), timeout=10) as garbage:
+        garbage.sendall(b"\x16\x03\x01\x00\x05" + b"\xff" * 200)
+        assert closed_without_reply(garbage)
+    assert tls_client(c, follower, ca, password="pw").get("k2") == b"v"
+    started = time.monotonic()
+    assert closed_without_reply(stalled)
+    stalled.close()
+    assert time.monotonic() - started < 10  # cut at the 5 s handshake deadline
+    wait_for_log(c, follower, "no handshake within 5 s")
+    # A client that trusts another CA refuses the node (it is the client's check).
+    other = tmp_path / "other"
+    certs.create(other)
+    with pytest.raises(redis.ConnectionError):
+        tls_client(c, follower, other / "ca.crt", password="pw").ping()
+
+
+def test_client_certificates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = start(tmp_path, monkeypatch, "--tls-client-auth")
+    try:
+        good = tmp_path / "certs"
+        rogue = tmp_path / "rogue"
+        certs.create(rogue)
+        with pytest.raises(redis.ConnectionError):
+            tls_client(c, 1, good / "ca.crt", password="pw").ping()
+        with pytest.raises(redis.ConnectionError):
+            tls_client(c, 1, good / "ca.crt", password="pw",
+                       ssl_certfile=str(rogue / "client.crt"),
+                       ssl_keyfile=str(rogue / "client.key")).ping()
+        r = tls_client(c, 1, good / "ca.crt", password="pw",
+                       ssl_certfile=str(good / "client.crt"),
+                       ssl_keyfile=str(good / "client.key"))
+        assert r.ping() is True
+        wait_for_log(c, 1, "client TLS handshake failed")
+    finally:
+        c.close()
