@@ -25,6 +25,7 @@ from raftkv.restore import RestoreError
 from raftkv.restore import restore as do_restore
 from raftkv.server.acl import AccessControl, ACLError
 from raftkv.server.client_tls import ClientTLSError, client_tls_context
+from raftkv.server.protected_mode import ProtectedModeError, client_auth_warnings
 from raftkv.storage import DiskStorageError
 
 LOCAL_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
@@ -185,7 +186,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
     if learner and not seeds:
         raise click.BadParameter("--learner only applies with --join")
     check_peer_security(client_addr, peer_addr, options)
-    check_client_auth(options)
+    check_client_auth(client_addr, options)
     if options["cluster_id"] and not valid_cluster_id(options["cluster_id"]):
         raise click.BadParameter("1 to 64 of A-Z a-z 0-9 . _ -", param_hint="--cluster-id")
     setup_logging(verbose, fmt=options["log_format"], node_id=node_id)
@@ -330,13 +331,20 @@ def check_peer_security(client_addr: str, peer_addr: str, options: dict[str, Any
         click.echo(f"WARNING: {warning}", err=True)
 
 
-def check_client_auth(options: dict[str, Any]) -> None:
-    """--requirepass and --acl-file load (raftkv.server.acl), the client TLS files load
-    (raftkv.server.client_tls), before anything starts."""
+def check_client_auth(client_addr: str, options: dict[str, Any]) -> None:
+    """--requirepass and --acl-file load (raftkv.server.acl), a client address beyond
+    loopback has client authentication (raftkv.server.protected_mode), the client TLS files
+    load (raftkv.server.client_tls), before anything starts."""
     try:
-        AccessControl.configure(options["requirepass"], options["acl_file"])
+        acl = AccessControl.configure(options["requirepass"], options["acl_file"])
     except ACLError as exc:
         raise click.UsageError(f"--acl-file: {exc}") from exc
+    try:
+        warnings = client_auth_warnings(client_addr, acl, options["insecure"])
+    except ProtectedModeError as exc:
+        raise click.UsageError(str(exc)) from exc
+    for warning in warnings:
+        click.echo(f"WARNING: {warning}", err=True)
     if options["tls_cert"] or options["tls_key"] or options["tls_client_auth"]:
         try:
             client_tls_context(options["tls_cert"], options["tls_key"], options["tls_ca"],
