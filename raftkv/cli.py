@@ -11,6 +11,7 @@ from typing import Any
 import click
 import trio
 
+from client.security import from_env as security_from_env
 from client.status import cluster_status, render_table, status_exit_code, to_json
 from raftkv import __version__
 from raftkv.backup import take_backup
@@ -210,13 +211,17 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
 @click.option("--port-base", default=7000, show_default=True, type=click.IntRange(1, 63000),
               help="Node N gets client port BASE+N, peer port BASE+100+N, metrics port "
                    "BASE+2000+N.")
+@click.option("--tls", is_flag=True,
+              help="TLS on client and peer ports and a client password: certificates in "
+                   "DATA_DIR/certs, the password in DATA_DIR/client-password (made once).")
 @click.option("-v", "--verbose", count=True, help="Passed to every node.")
-def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, verbose: int) -> None:
+def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, tls: bool,
+       verbose: int) -> None:
     """Start a local cluster: client ports 7001.., peer 7101.., metrics 9001..; Ctrl-C stops it."""
     from raftkv.local_cluster import run_local_cluster
 
     run_local_cluster(nodes=nodes, data_dir=data_dir, host=host, fsync=fsync, verbose=verbose,
-                      base=port_base)
+                      base=port_base, tls=tls)
 
 
 @main.group()
@@ -251,7 +256,8 @@ def status(endpoints: str, as_json: bool, timeout: float) -> None:
 
     The same table (and --json) as `raftkv-cli status`. Exit status: 0 every node up and
     one leads, 1 some node down or no leader, 2 no node answered."""
-    nodes = trio.run(cluster_status, endpoints, timeout)
+    # TLS and AUTH from RAFTKV_CACERT / RAFTKV_USER / RAFTKV_PASSWORD, as raftkv-cli.
+    nodes = trio.run(cluster_status, endpoints, timeout, security_from_env())
     if as_json:
         click.echo(json.dumps(to_json(nodes)))
     else:

@@ -60,6 +60,9 @@ def client_tls_context(cert: str, key: str, ca: str = "",
         except (OSError, ssl.SSLError) as exc:
             raise ClientTLSError(f"cannot load --tls-ca {ca}: {exc}") from exc
     ctx.verify_mode = ssl.CERT_REQUIRED if client_auth else ssl.CERT_NONE
+    # No TLS 1.3 session tickets: nothing to resume (clients keep their connections), and
+    # tickets arriving unasked would make an idle client think the node spoke out of turn.
+    ctx.num_tickets = 0
     return ctx
 
 

@@ -5,18 +5,23 @@ with --tls-client-auth only a certificate of the client CA gets in."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import trio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+import client
 from chaos.cluster import LocalCluster
+from client.security import tls_context
 from raftkv import certs
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -131,3 +136,44 @@ def test_client_certificates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         wait_for_log(c, 1, "client TLS handshake failed")
     finally:
         c.close()
+
+
+def test_raftkv_cli_and_the_client_library(cluster: LocalCluster, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    c = cluster
+    good = tmp_path / "certs"
+    endpoints = ",".join(n.client_addr for n in c.nodes.values())
+
+    def cli(*args: str, password: str | None = "pw") -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
+        if password is not None:
+            env["RAFTKV_PASSWORD"] = password
+        return subprocess.run([sys.executable, "-m", "client", "-e", endpoints, *args],
+                              capture_output=True, text=True, timeout=30, env=env)
+
+    ca = str(good / "ca.crt")
+    assert cli("--tls", "--cacert", ca, "SET", "cli", "1").stdout.strip() == "OK"
+    assert cli("--cacert", ca, "GET", "cli").stdout.strip() == "1"
+    wrong = cli("--cacert", ca, "--pass", "nope", "GET", "cli")
+    assert wrong.returncode == 2 and "WRONGPASS" in wrong.stderr
+    anonymous = cli("--cacert", ca, "GET", "cli", password=None)
+    assert anonymous.returncode == 1 and "NOAUTH" in anonymous.stdout + anonymous.stderr
+    other = tmp_path / "other"
+    certs.create(other)
+    rogue = cli("--cacert", str(other / "ca.crt"), "GET", "cli")
+    assert rogue.returncode == 2 and "CERTIFICATE_VERIFY_FAILED" in rogue.stderr
+    plain = cli("GET", "cli")
+    assert plain.returncode == 2
+    status = cli("--cacert", ca, "status")
+    assert status.returncode == 0 and "leader" in status.stdout
+
+    async def library() -> object:
+        async with client.connect(endpoints, ssl=tls_context(ca), password="pw") as kv:
+            await kv.execute("SET", "lib", "2")
+            return await kv.execute("GET", "lib")
+
+    assert trio.run(library) == b"2"
+    # raftkv status reads the same environment as raftkv.probe (set by the fixture).
+    out = subprocess.run([sys.executable, "-m", "raftkv", "status", "--endpoints", endpoints],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.count(" up") == 3, out
