@@ -6,6 +6,8 @@ with --tls-client-auth only a certificate of the client CA gets in."""
 from __future__ import annotations
 
 import os
+import random
+import signal
 import socket
 import subprocess
 import sys
@@ -177,3 +179,56 @@ def test_raftkv_cli_and_the_client_library(cluster: LocalCluster, tmp_path: Path
     out = subprocess.run([sys.executable, "-m", "raftkv", "status", "--endpoints", endpoints],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.count(" up") == 3, out
+
+
+def free_base() -> int:
+    """A port base whose 9 ports `raftkv up` uses are free now."""
+    for _ in range(200):
+        base = random.randint(20000, 50000)
+        socks = []
+        try:
+            for i in (1, 2, 3):
+                for port in (base + i, base + 100 + i, base + 2000 + i):
+                    s = socket.socket()
+                    socks.append(s)
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port base")
+
+
+def test_raftkv_up_tls(tmp_path: Path) -> None:
+    base = free_base()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
+    proc = subprocess.Popen([sys.executable, "-m", "raftkv", "up", "--tls", "--data-dir",
+                             str(tmp_path / "d"), "--port-base", str(base), "--fsync",
+                             "never"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=env, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # ends with the banner's last line (or the process)
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        banner = "".join(lines)
+        password = (tmp_path / "d" / "client-password").read_text().strip()
+        assert "redis-cli --tls --cacert" in banner and password not in banner
+        redis_line = next(line.split("  ")[1] for line in lines if "redis-cli --tls" in line)
+        out = subprocess.run(f"{redis_line} SET up tls", shell=True, capture_output=True,
+                             text=True, timeout=20, env=env)
+        assert out.stdout.strip() == "OK", out
+        plain = subprocess.run(["redis-cli", "-p", str(base + 2), "PING"],
+                               capture_output=True, text=True, timeout=20)
+        assert "PONG" not in plain.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
