@@ -94,6 +94,35 @@ def authenticate(acl: AccessControl, conn: Connection, username: bytes,
     return WRONGPASS
 
 
+# Before AUTH a client may send only small commands (Redis: 10 arguments of 16 KiB): an
+# anonymous connection cannot make the node buffer a max-request-bytes command.
+UNAUTHENTICATED_LIMITS = {"max_multibulk_len": 10, "max_bulk_len": 16 * 1024,
+                          "max_request_len": 256 * 1024}
+
+
+def limit_unauthenticated(parser: Any, conn: Connection) -> dict[str, Any] | None:
+    """Tighten ``parser`` (a wire.resp.CommandParser) while ``conn`` is not authenticated;
+    the limits it had, to give back with ``restore_limits`` once it is; None if nothing
+    was changed."""
+    if conn.user is not None:
+        return None
+    saved = {name: getattr(parser, name) for name in UNAUTHENTICATED_LIMITS}
+    for name, value in UNAUTHENTICATED_LIMITS.items():
+        current = getattr(parser, name)
+        setattr(parser, name, value if current is None else min(current, value))
+    return saved
+
+
+def restore_limits(parser: Any, conn: Connection,
+                   saved: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The full limits back once ``conn`` has authenticated; what is still saved."""
+    if saved is None or conn.user is None:
+        return saved
+    for name, value in saved.items():
+        setattr(parser, name, value)
+    return None
+
+
 def cmd_auth(acl: AccessControl, conn: Connection, args: list[bytes]) -> Pending:
     if len(args) == 2:
         default = acl.users.get("default")

@@ -31,6 +31,7 @@ from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
 from raftkv.node.settings import parse_addr
 from raftkv.server.acl import AccessControl
+from raftkv.server.auth import limit_unauthenticated, restore_limits
 from raftkv.server.client_tls import ClientTLS
 from raftkv.server.commands import execute, is_write
 from raftkv.server.limits import ClientLimits, cap_max_clients
@@ -209,6 +210,7 @@ class ClientServer:
         limits = self.limits
         parser = CommandParser(max_bulk_len=limits.max_bulk_len,
                                max_request_len=limits.max_request_bytes)
+        anonymous = limit_unauthenticated(parser, conn)  # small commands until AUTH
         idle = limits.idle_timeout or float("inf")
         order = ProgramOrder()
         # Commands read and not yet answered, with their size: the query buffer.
@@ -243,6 +245,7 @@ class ClientServer:
                             inflight_bytes -= n
                         await order.before(is_write(args))
                         pending = execute(self.node, conn, args)
+                        anonymous = restore_limits(parser, conn, anonymous)
                         self.node.metrics.track(args[0], pending)
                         order.track(pending)
                         if not pending.done:

@@ -5,6 +5,7 @@ nothing reaches the log), HELLO AUTH is checked, and ACL LOAD rereads the file."
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,10 @@ from redis.retry import Retry
 
 from chaos.cluster import LocalCluster
 from raftkv.probe import call, parse_info
+from wire.addr import parse_addr
+from wire.reply import OK, ErrorReply
+from wire.resp import encode_command
+from wire.resp_reply import NEED_MORE, ReplyParser
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -116,3 +121,36 @@ def test_redis_cli_and_acl_load(cluster: LocalCluster, tmp_path: Path) -> None:
     assert "WRONGPASS" in cli("--user", "reader", "--pass", "readpw", "--no-auth-warning",
                               "GET", "k")
     assert cli("--user", "reader", "--pass", "newpw", "--no-auth-warning", "GET", "k") == "1"
+
+
+def exchange(addr: str, payload: bytes, replies: int) -> list[object]:
+    """Send ``payload`` on a fresh connection; the first ``replies`` replies (fewer if the
+    node closes the connection first)."""
+    host, port = parse_addr(addr)
+    parser = ReplyParser()
+    out: list[object] = []
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(payload)
+        while len(out) < replies:
+            data = sock.recv(65536)
+            if not data:
+                break
+            parser.feed(data)
+            while len(out) < replies and (reply := parser.next_reply()) is not NEED_MORE:
+                out.append(reply)
+    return out
+
+
+def test_only_small_commands_before_auth(cluster: LocalCluster) -> None:
+    addr = cluster.nodes[1].client_addr
+    many = encode_command("GET", *["k"] * 10)  # 11 arguments
+    (reply,) = exchange(addr, many, 1)
+    assert isinstance(reply, ErrorReply) and "Protocol error" in reply.text
+    big = encode_command("AUTH", "x" * 20_000)
+    (reply,) = exchange(addr, big, 1)
+    assert isinstance(reply, ErrorReply) and "Protocol error" in reply.text
+    # Once authenticated (in the same pipeline), the usual limits apply.
+    payload = encode_command("AUTH", "defaultpw") + encode_command("SET", "big", "v" * 100_000)
+    payload += encode_command("MGET", *["k"] * 20)
+    auth, stored, values = exchange(addr, payload, 3)
+    assert auth == OK and stored == OK and values == [None] * 20
