@@ -259,3 +259,22 @@ def test_serve_refuses_a_bad_acl_file(tmp_path: Path, monkeypatch: pytest.Monkey
     result = CliRunner().invoke(main, base, env={"RAFTKV_REQUIREPASS": "pw"})
     assert result.exit_code == 0, result.output
     assert started[0].requirepass == "pw" and "pw" not in repr(started[0])
+
+
+def test_scripts_only_for_users_who_may_do_anything_with_data(tmp_path: Path) -> None:
+    acl = AccessControl.configure(acl_file=acl_file(tmp_path))
+    node = fake_node(acl)
+    node.settings.enable_scripts = True
+    script = ("EVAL", "return redis.call('FLUSHALL')", "0")
+    for user in ("reader", "writer"):  # key patterns, or no FLUSHALL: a script would escape
+        conn = Connection(2, "127.0.0.1:5001", user=user)
+        assert run(node, conn, *script) in (auth.SCRIPT_DENIED, ErrorReply(
+            f"NOPERM User {user} has no permissions to run the 'eval' command")), user
+        assert run(node, conn, "EVAL_RO", "return 1", "0") in (auth.SCRIPT_DENIED,
+                                                                ErrorReply(
+            f"NOPERM User {user} has no permissions to run the 'eval_ro' command"))
+    assert node.submitted == []
+    assert run(node, Connection(3, "127.0.0.1:5002", user="writer"),
+               *script) == auth.SCRIPT_DENIED
+    run(node, Connection(4, "127.0.0.1:5003", user="admin"), *script)
+    assert len(node.submitted) == 1

@@ -116,6 +116,13 @@ ALL_IDS = frozenset(COMMAND_CATEGORIES)
 ALWAYS_ALLOWED = frozenset({b"auth", b"hello", b"quit"})
 
 
+# Lua scripts call commands inside the state machine, where neither key patterns nor
+# command rules are checked: only a user who may run every data command on every key may
+# run one (Redis checks each redis.call against the user instead).
+SCRIPT_IDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "script"})
+DATA_IDS = frozenset(name for name, spec in COMMANDS.items() if not spec.internal)
+
+
 def command_id(args: list[bytes]) -> str:
     """The id a call is checked under: ``name`` or ``name|sub``."""
     name = args[0].lower().decode("utf-8", "replace")
@@ -244,6 +251,9 @@ class User:
 
     def may_run(self, cid: str) -> bool:
         return cid in self.allowed
+
+    def may_script(self) -> bool:
+        return self.allkeys and self.allowed >= DATA_IDS
 
     def may_access(self, key: bytes) -> bool:
         return self.allkeys or any(stringmatch(p, key) for p in self.patterns)

@@ -24,6 +24,7 @@ from raftkv.server.acl import (
     ALWAYS_ALLOWED,
     CATEGORIES,
     COMMAND_CATEGORIES,
+    SCRIPT_IDS,
     AccessControl,
     ACLError,
     command_id,
@@ -48,6 +49,9 @@ NO_DEFAULT_PASSWORD = ErrorReply(
     "ERR AUTH <password> called without any password configured for the default user. "
     "Are you sure your configuration is correct?")
 KEY_DENIED = ErrorReply("NOPERM No permissions to access a key")
+SCRIPT_DENIED = ErrorReply(
+    "NOPERM scripts are only for users with allkeys and every data command (RaftKV does "
+    "not check a script's redis.call against the user)")
 
 
 def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply | None:
@@ -65,6 +69,8 @@ def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply 
     if not user.may_run(cid):
         return ErrorReply(f"NOPERM User {user.name} has no permissions to run the "
                           f"'{cid}' command")
+    if cid in SCRIPT_IDS and not user.may_script():
+        return SCRIPT_DENIED
     if user.allkeys:
         return None
     spec = lookup(name)
