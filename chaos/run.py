@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
+import secrets
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -55,6 +58,7 @@ from chaos.workload import (
     info_raft,
     spread,
 )
+from raftkv.certs import create as create_certs
 from raftkv.node.settings import parse_addr
 
 NETS = ("proxy", "nft", "netns", "docker", "none")
@@ -109,6 +113,7 @@ class RunOptions:
     max_election: float = 10.0  # a leader fault must be followed by an ok write within this
     min_calm_up: float = 0.8  # share of 1 s windows outside faults that must be up
     quiet: bool = False
+    tls: bool = False  # TLS on both ports and a client password (secure_cluster)
 
 
 @attrs.frozen
@@ -487,6 +492,7 @@ async def drive(opts: RunOptions) -> Collected:
 
     workdir = opts.out / "nodes"
     node_args = {i: ["--unsafe-stale-reads"] for i in nodes} if opts.unsafe_stale_reads else {}
+    secured = secure_cluster(opts.out) if opts.tls else {}
     nft_net = None
     netns_net = None
     if opts.net == "netns":
@@ -507,9 +513,9 @@ async def drive(opts: RunOptions) -> Collected:
         cluster = LocalCluster(workdir, opts.nodes, hosts=[nft.host(i) for i in nodes],
                                ports=[(nft.CLIENT_PORT, nft.PEER_PORT)] * opts.nodes,
                                peer_maps={i: nft_net.peer_map(i) for i in nodes},
-                               node_args=node_args)
+                               node_args=node_args, **secured)
     else:  # proxy: the peer maps are set once the proxies listen; none: no maps
-        cluster = LocalCluster(workdir, opts.nodes, node_args=node_args)
+        cluster = LocalCluster(workdir, opts.nodes, node_args=node_args, **secured)
     disks = None
     if set(opts.nemeses) & set(RESOURCE_NEMESES) and TmpfsDisks.available():
         disks = TmpfsDisks()
@@ -665,5 +671,24 @@ def options_to_args(opts: RunOptions) -> list[str]:
         args.append("--unsafe-stale-reads")
     if opts.quiet:
         args.append("--quiet")
+    if opts.tls:
+        args.append("--tls")
     return args
+
+
+def secure_cluster(out: Path) -> dict[str, Any]:
+    """LocalCluster arguments for --tls: certificates and a password made in ``out``; the
+    password and CA go into this process's environment, where raftkv.probe (the harness's
+    INFO calls) and the workload's connections (chaos.workload) read them."""
+    certs_dir = out / "certs"
+    if not (certs_dir / "node.crt").exists():
+        create_certs(certs_dir)
+    password = secrets.token_urlsafe(18)
+    os.environ["RAFTKV_CACERT"] = str(certs_dir / "ca.crt")
+    os.environ["RAFTKV_PASSWORD"] = password
+    os.environ.pop("RAFTKV_USER", None)
+    os.environ["RAFTKV_REQUIREPASS"] = password  # the nodes inherit it (not a flag: ps)
+    return {"peer_tls": certs_dir,
+            "extra_args": ["--tls-cert", str(certs_dir / "node.crt"),
+                           "--tls-key", str(certs_dir / "node.key")]}
 
