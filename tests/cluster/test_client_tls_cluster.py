@@ -25,6 +25,8 @@ import client
 from chaos.cluster import LocalCluster
 from client.security import tls_context
 from raftkv import certs
+from raftkv.probe import call
+from wire.reply import OK
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -232,3 +234,27 @@ def test_raftkv_up_tls(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_join_and_member_commands_on_a_secured_cluster(cluster: LocalCluster) -> None:
+    """A --join node asks the members over TLS with the password (RAFTKV_CACERT and
+    RAFTKV_PASSWORD, inherited from the fixture's environment), and so does raftkv member."""
+    c = cluster
+    leader = c.wait_for_leader()
+    assert call(c.nodes[leader].client_addr, "SET", "before-join", "1", timeout=10) == OK
+    c.add_node(4)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            reply = call(c.nodes[4].client_addr, "GET", "before-join", timeout=10)
+        except (OSError, ConnectionError):
+            reply = None  # not listening yet
+        if reply == b"1":
+            break
+        time.sleep(0.1)  # polling another process: no event to wait on
+    else:
+        raise AssertionError(f"node 4 never served the key: {c.logs_tail()}")
+    endpoints = ",".join(n.client_addr for n in c.nodes.values())
+    out = subprocess.run([sys.executable, "-m", "raftkv", "member", "list", "--endpoints",
+                          endpoints], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and c.nodes[4].peer_addr in out.stdout, out
