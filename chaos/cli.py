@@ -76,6 +76,9 @@ def _common_run_options(fn):  # type: ignore[no-untyped-def]
                           "no network faults (kill, pause, member only)."),
         click.option("--rate", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
                      help="Operations per second per client."),
+        click.option("--counters", type=click.IntRange(min=0), default=2, show_default=True,
+                     help="Session clients retrying INCR/APPEND on two shared keys, "
+                          "checked for exactly-once (0: none)."),
         click.option("--op-timeout", type=click.FloatRange(min=0.1), default=2.5,
                      show_default=True, help="An operation without a reply by then is "
                                               "'info' (unknown) and the client reconnects."),
@@ -100,6 +103,8 @@ def _common_run_options(fn):  # type: ignore[no-untyped-def]
                      show_default=True, help="Wall-clock budget of the linearizability search."),
         click.option("--unsafe-stale-reads", is_flag=True, hidden=True,
                      help="TEST ONLY: start the nodes with --unsafe-stale-reads."),
+        click.option("--unsafe-counters-without-sessions", is_flag=True, hidden=True,
+                     help="TEST ONLY: the counter clients retry without a session."),
         click.option("--quiet", is_flag=True, help="No progress lines; the summary only."),
         click.option("--tls", is_flag=True,
                      help="A secured cluster: TLS on client and peer ports and a client "
@@ -139,7 +144,9 @@ def _run_options(**kw):  # type: ignore[no-untyped-def]
         op_timeout=kw["op_timeout"], unsafe_stale_reads=kw["unsafe_stale_reads"],
         endpoints=endpoints, project=kw["project"], docker_network=kw["docker_network"],
         engine=kw["engine"], reconnect=kw["reconnect"],
-        check_timeout=kw["check_timeout"], quiet=kw["quiet"], tls=kw["tls"],
+        check_timeout=kw["check_timeout"], quiet=kw["quiet"], counters=kw["counters"],
+        unsafe_counters_without_sessions=kw["unsafe_counters_without_sessions"],
+        tls=kw["tls"],
     )
 
 

@@ -29,6 +29,7 @@ import trio
 
 from chaos import checks as chk
 from chaos.cluster import LocalCluster
+from chaos.counters import CounterClient, CounterKeys, Tally, Verdict, check_counters
 from chaos.disks import TmpfsDisks, stopped_cleanly
 from chaos.history import Op, Value
 from chaos.linearizability import DEFAULT_MAX_STATES, Result, check
@@ -113,6 +114,8 @@ class RunOptions:
     max_election: float = 10.0  # a leader fault must be followed by an ok write within this
     min_calm_up: float = 0.8  # share of 1 s windows outside faults that must be up
     quiet: bool = False
+    counters: int = 2  # session clients retrying INCR/APPEND (chaos.counters): exactly-once
+    unsafe_counters_without_sessions: bool = False  # test only: the check must then fail
     tls: bool = False  # TLS on both ports and a client password (secure_cluster)
 
 
@@ -127,6 +130,7 @@ class Collected:
     crashes: tuple[str, ...]
     end: float
     leader_at_start: int
+    exactly_once: Verdict | None = None  # None: no counter clients in this run
 
 
 @attrs.frozen
@@ -390,6 +394,12 @@ async def session(opts: RunOptions, control: Control, net: Net,
     nodes = sorted(addrs)
     clients = [Client(i, node, addrs[node], config, rec, random.Random(rng.random()))
                for i, node in enumerate(spread(opts.clients, nodes))]
+    tally, counter_keys = Tally(), CounterKeys.with_prefix(opts.key_prefix)
+    counter_clients = [
+        CounterClient(i, [addrs[n] for n in nodes], counter_keys, tally,
+                      random.Random(f"chaos-counters-{opts.seed}-{i}"), rate=opts.rate,
+                      sessions=not opts.unsafe_counters_without_sessions)
+        for i in range(opts.counters)]
 
     def retarget() -> None:
         """Clients of a removed node go to its replacement (same address) or a member."""
@@ -428,6 +438,8 @@ async def session(opts: RunOptions, control: Control, net: Net,
     async with trio.open_nursery() as nursery:
         for c in clients:
             nursery.start_soon(c.run, stop)
+        for cc in counter_clients:
+            nursery.start_soon(cc.run, stop)
         nursery.start_soon(tick)
         try:
             for fault in schedule:
@@ -469,8 +481,13 @@ async def session(opts: RunOptions, control: Control, net: Net,
         return addrs[leader] if leader is not None else None
 
     final = await final_reads(leader_addr, config.key_names, 30.0)
+    exactly_once = None
+    if counter_clients:
+        got = await final_reads(leader_addr, [counter_keys.counter, counter_keys.log], 30.0)
+        exactly_once = (check_counters(tally, got[counter_keys.counter], got[counter_keys.log])
+                        if len(got) == 2 else Verdict(False, "no final read of the counters"))
     return Collected(tuple(rec.ops), tuple(injected), tuple(skipped), final, tuple(crashes),
-                     end, leader0)
+                     end, leader0, exactly_once)
 
 
 async def drive(opts: RunOptions) -> Collected:
@@ -622,6 +639,8 @@ def _judge(opts: RunOptions, col: Collected, lin: Result, dur: chk.Durability,
     out.append(CheckOutcome("availability", not problems, "; ".join(problems) or (
         f"up {_pct(calm.window_share)} of windows outside faults; "
         f"{len(avail.elections)} leader faults recovered within {opts.max_election:.0f} s")))
+    if col.exactly_once is not None:
+        out.append(CheckOutcome("exactly-once", col.exactly_once.ok, col.exactly_once.summary))
     out.append(CheckOutcome("nodes", not col.crashes,
                             "; ".join(col.crashes) or "no node exited on its own"))
     return out
@@ -666,9 +685,12 @@ def options_to_args(opts: RunOptions) -> list[str]:
             "--nemesis", ",".join(opts.nemeses) or "none", "--clients", str(opts.clients),
             "--keys", str(opts.keys), "--seed", str(opts.seed), "--out", str(opts.out),
             "--net", opts.net, "--rate", str(opts.rate), "--op-timeout", str(opts.op_timeout),
-            "--check-timeout", str(opts.check_timeout), "--reconnect", opts.reconnect]
+            "--check-timeout", str(opts.check_timeout), "--reconnect", opts.reconnect,
+            "--counters", str(opts.counters)]
     if opts.unsafe_stale_reads:
         args.append("--unsafe-stale-reads")
+    if opts.unsafe_counters_without_sessions:
+        args.append("--unsafe-counters-without-sessions")
     if opts.quiet:
         args.append("--quiet")
     if opts.tls:

@@ -29,10 +29,11 @@ from client.errors import (
     LeaderUnreachable,
     OutcomeUnknown,
     RaftKVError,
+    ResponseError,
     TryAgain,
     error_from_reply,
 )
-from client.safety import Safety, classify
+from client.safety import Safety, classify, word
 from client.security import Security
 from client.status import NodeStatus, cluster_status
 from raftkv.node.backoff import Backoff
@@ -43,6 +44,48 @@ if TYPE_CHECKING:
     from client.pipeline import Pipeline
 
 _PENDING: Any = object()  # no result yet for this command
+
+
+@attrs.define
+class _Session:
+    """This client's session: its id, the next sequence number, when it was last used."""
+
+    sid: int
+    last_used: float
+    next_seq: int = 1
+
+
+@attrs.define
+class _Call:
+    """One call's commands (one command or a pipeline) on their way through retries."""
+
+    limit: float
+    deadline: float
+    safety: list[Safety]
+    payloads: list[bytes]
+    results: list[Any] = attrs.field(init=False)
+    sends: list[int] = attrs.field(init=False)  # attempts that sent each command
+    tagged: dict[int, int] = attrs.Factory(dict)  # command -> its session (RAFT ONCE)
+    last: BaseException | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.results = [_PENDING] * len(self.payloads)
+        self.sends = [0] * len(self.payloads)
+
+    def note_sent(self, todo: list[int]) -> None:
+        for i in todo:
+            self.sends[i] += 1
+
+    def expire(self, i: int, sent: bool) -> RaftKVError:
+        """The result of command ``i`` when the deadline passes before its answer."""
+        may_have_applied = sent or (i in self.tagged and self.sends[i] > 0)
+        if may_have_applied and (self.safety[i] is Safety.UNSAFE or i in self.tagged):
+            return OutcomeUnknown(f"UNKNOWN deadline of {self.limit}s passed after the "
+                                  "command was sent; it may or may not have been applied")
+        if isinstance(self.last, TryAgain | ConnectionFailed):
+            return type(self.last)(str(self.last))
+        reason = f"; last failure: {self.last}" if self.last is not None else ""
+        return DeadlineExceeded(f"deadline of {self.limit}s passed{reason}")
 
 
 @attrs.define
@@ -79,6 +122,8 @@ class Client(Commands):
         backoff_base: float = 0.05,
         backoff_cap: float = 1.0,
         rng: random.Random | None = None,
+        sessions: bool = True,
+        session_timeout: float = 300.0,
         ssl: ssl_module.SSLContext | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -99,6 +144,9 @@ class Client(Commands):
         self._lock = trio.Lock()
         self._after: str | None = None  # endpoint that failed last: try the others first
         self._closed = False
+        self.sessions = sessions
+        self.session_timeout = session_timeout
+        self._session: _Session | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -173,88 +221,150 @@ class Client(Commands):
         if not all(cmds):
             raise ValueError("empty command")
         payloads = [encode_command(*c) for c in cmds]  # bad argument types fail here
-        limit = self.timeout
-        deadline = trio.current_time() + limit
-        safety = [classify(c) for c in cmds]
-        results: list[Any] = [_PENDING] * len(cmds)
-        todo = list(range(len(cmds)))
-        backoff = Backoff(*self._backoff, self._rng)
-        last: BaseException | None = None
-
-        def expire(i: int, sent: bool) -> RaftKVError:
-            if sent and safety[i] is Safety.UNSAFE:
-                return OutcomeUnknown(f"UNKNOWN deadline of {limit}s passed after the command "
-                                      "was sent; it may or may not have been applied")
-            if isinstance(last, TryAgain | ConnectionFailed):
-                return type(last)(str(last))
-            reason = f"; last failure: {last}" if last is not None else ""
-            return DeadlineExceeded(f"deadline of {limit}s passed{reason}")
-
-        with trio.move_on_at(deadline) as waited:
+        call = _Call(self.timeout, trio.current_time() + self.timeout,
+                     [classify(c) for c in cmds], payloads)
+        with trio.move_on_at(call.deadline) as waited:
             await self._lock.acquire()  # another task's call is using the connection
         if waited.cancelled_caught:
-            return [expire(i, False) for i in todo]
+            return [call.expire(i, False) for i in range(len(cmds))]
         try:
-            while True:
-                attempt = _Attempt()
-                # Only sends that are safe to repeat give up on a silent node early (it may
-                # be paused) to try another; an unsafe one waits for its answer.
-                safe = all(safety[i] is not Safety.UNSAFE for i in todo)
-                give_up = min(deadline, trio.current_time() + self.attempt_timeout) if (
-                    safe) else deadline
-                try:
-                    with trio.move_on_at(give_up) as scope:
-                        await self._attempt(b"".join(payloads[i] for i in todo), len(todo),
-                                            attempt)
-                except BaseException:
-                    await self._drop()  # cut short by the caller: a late reply would be misread
-                    raise
-                self._absorb(attempt, todo, results)
-                if scope.cancelled_caught and give_up < deadline:
-                    attempt.failure = TimeoutError(
-                        f"{attempt.addr or 'no node'} did not answer within "
-                        f"{self.attempt_timeout}s")
-                    await self._drop()
-                elif scope.cancelled_caught:
-                    await self._drop()
-                    for i in todo:
-                        if results[i] is _PENDING:
-                            results[i] = expire(i, attempt.sent)
-                    return results
-                unanswered = set(todo[len(attempt.replies):])
-                first = next((pos for pos, i in enumerate(todo) if i in unanswered
-                              or isinstance(results[i], TryAgain | OutcomeUnknown)), None)
-                if first is None:
-                    return results
-                suffix = todo[first:]
-
-                def may_retry(i: int, attempt: _Attempt = attempt,
-                              unanswered: set[int] = unanswered) -> bool:
-                    if i in unanswered:
-                        return not attempt.sent or safety[i] is not Safety.UNSAFE
-                    return isinstance(results[i], TryAgain) or safety[i] is not Safety.UNSAFE
-
-                if not all(may_retry(i) for i in suffix):
-                    for i in suffix:
-                        if i in unanswered:
-                            results[i] = self._lost(attempt)
-                    return results
-                last = attempt.failure if todo[first] in unanswered else results[todo[first]]
-                if isinstance(last, TryAgain | OutcomeUnknown) or attempt.failure is not None:
-                    await self._drop()  # find the leader again before the retry
-                delay = backoff.delay()
-                backoff.failed()
-                if trio.current_time() + delay >= deadline:
-                    for i in suffix:
-                        if results[i] is _PENDING:
-                            results[i] = expire(i, False)
-                    return results
-                await trio.sleep(delay)
-                for i in suffix:
-                    results[i] = _PENDING
-                todo = suffix
+            if self.sessions:
+                await self._tag(cmds, call)
+            await self._retry_loop(call)
+            return self._untag(call)
         finally:
             self._lock.release()
+
+    async def _retry_loop(self, call: _Call) -> None:
+        """Send the call's commands until each has its answer, or its deadline passes, or
+        sending one again is not safe."""
+        safety, results = call.safety, call.results
+        todo = list(range(len(call.payloads)))
+        backoff = Backoff(*self._backoff, self._rng)
+        while True:
+            attempt = _Attempt()
+            # Only sends that are safe to repeat give up on a silent node early (it may be
+            # paused) to try another; an unsafe one waits for its answer.
+            safe = all(safety[i] is not Safety.UNSAFE for i in todo)
+            give_up = min(call.deadline, trio.current_time() + self.attempt_timeout) if (
+                safe) else call.deadline
+            try:
+                with trio.move_on_at(give_up) as scope:
+                    await self._attempt(b"".join(call.payloads[i] for i in todo), len(todo),
+                                        attempt)
+            except BaseException:
+                await self._drop()  # cut short by the caller: a late reply would be misread
+                raise
+            self._absorb(attempt, todo, results)
+            if attempt.sent:
+                call.note_sent(todo)
+            if scope.cancelled_caught and give_up < call.deadline:
+                attempt.failure = TimeoutError(
+                    f"{attempt.addr or 'no node'} did not answer within "
+                    f"{self.attempt_timeout}s")
+                await self._drop()
+            elif scope.cancelled_caught:
+                await self._drop()
+                for i in todo:
+                    if results[i] is _PENDING:
+                        results[i] = call.expire(i, attempt.sent)
+                return
+            unanswered = set(todo[len(attempt.replies):])
+            first = next((pos for pos, i in enumerate(todo) if i in unanswered
+                          or isinstance(results[i], TryAgain | OutcomeUnknown)), None)
+            if first is None:
+                return
+            suffix = todo[first:]
+
+            def may_retry(i: int, attempt: _Attempt = attempt,
+                          unanswered: set[int] = unanswered) -> bool:
+                if i in unanswered:
+                    return not attempt.sent or safety[i] is not Safety.UNSAFE
+                return isinstance(results[i], TryAgain) or safety[i] is not Safety.UNSAFE
+
+            if not all(may_retry(i) for i in suffix):
+                for i in suffix:
+                    if i in unanswered:
+                        results[i] = self._lost(attempt)
+                return
+            call.last = attempt.failure if todo[first] in unanswered else results[todo[first]]
+            if isinstance(call.last, TryAgain | OutcomeUnknown) or attempt.failure is not None:
+                await self._drop()  # find the leader again before the retry
+            delay = backoff.delay()
+            backoff.failed()
+            if trio.current_time() + delay >= call.deadline:
+                for i in suffix:
+                    if results[i] is _PENDING:
+                        results[i] = call.expire(i, False)
+                return
+            await trio.sleep(delay)
+            for i in suffix:
+                results[i] = _PENDING
+            todo = suffix
+
+    # -- sessions: every write at most once (raftkv.kv.sessions) -----------------------------
+
+    async def _tag(self, cmds: Sequence[tuple[Arg, ...]], call: _Call) -> None:
+        """Wrap each unsafe write in ``RAFT ONCE id seq``, which makes it safe to send again;
+        opens the session first if there is none (or it has been idle too long)."""
+        unsafe = [i for i, kind in enumerate(call.safety) if kind is Safety.UNSAFE
+                  and word(cmds[i][0]) != b"raft"]
+        if not unsafe:
+            return
+        session = await self._session_for(call.deadline)
+        if session is None:
+            return  # no session (an older server, or none in time): plain sends, as before
+        for i in unsafe:
+            seq = session.next_seq
+            session.next_seq += 1
+            call.payloads[i] = encode_command(b"RAFT", b"ONCE", session.sid, seq, *cmds[i])
+            call.safety[i] = Safety.IDEMPOTENT
+            call.tagged[i] = session.sid
+        session.last_used = trio.current_time()
+
+    async def _session_for(self, deadline: float) -> _Session | None:
+        session = self._session
+        now = trio.current_time()
+        # Reopen well before the server would expire it (its clock is the leader's stamps).
+        if session is not None and now - session.last_used < self.session_timeout / 2:
+            return session
+        self._session = None
+        backoff = Backoff(*self._backoff, self._rng)
+        open_cmd = encode_command(b"RAFT", b"SESSION", b"OPEN", int(self.session_timeout))
+        while trio.current_time() < deadline:
+            attempt = _Attempt()
+            with trio.move_on_at(min(deadline, trio.current_time() + self.attempt_timeout)):
+                await self._attempt(open_cmd, 1, attempt)  # a lost reply leaks one session
+            reply = attempt.replies[0] if attempt.replies else None
+            if type(reply) is int:
+                self._session = _Session(reply, trio.current_time())
+                return self._session
+            retryable = reply is None or (isinstance(reply, ErrorReply) and reply.text.startswith(
+                ("TRYAGAIN", "UNKNOWN")))
+            if not retryable:
+                self.sessions = False  # a server without sessions: plain sends from now on
+                return None
+            await self._drop()
+            await trio.sleep(min(backoff.delay(), max(0.0, deadline - trio.current_time())))
+            backoff.failed()
+        return None
+
+    def _untag(self, call: _Call) -> list[Any]:
+        """Session errors of tagged commands, in the client's terms."""
+        results = call.results
+        for i, sid in call.tagged.items():
+            error = results[i]
+            if not isinstance(error, ResponseError):
+                continue
+            if error.code == "SESSIONEXPIRED":
+                if self._session is not None and self._session.sid == sid:
+                    self._session = None  # the next call opens a new one
+                results[i] = (OutcomeUnknown(f"UNKNOWN {error.text}; an earlier send may "
+                                             "have been applied") if call.sends[i] > 1
+                              else TryAgain(f"TRYAGAIN {error.text}"))
+            elif "acknowledged mark" in error.text:
+                results[i] = OutcomeUnknown(f"UNKNOWN {error.text}")
+        return results
 
     @staticmethod
     def _absorb(attempt: _Attempt, todo: list[int], results: list[Any]) -> None:

@@ -41,7 +41,8 @@ _READ_SUBCOMMANDS = {
 }
 
 
-def _word(arg: bytes | str | int | float) -> bytes:
+def word(arg: bytes | str | int | float) -> bytes:
+    """A command word in lower case, as bytes."""
     if isinstance(arg, bytes):
         return arg.lower()
     return str(arg).encode().lower()
@@ -51,16 +52,16 @@ def classify(args: Sequence[bytes | str | int | float]) -> Safety:
     """How safe it is to send ``args`` again; unknown commands are ``UNSAFE``."""
     if not args:
         return Safety.UNSAFE
-    name = _word(args[0])
+    name = word(args[0])
     if name in READS:
         return Safety.READ
     if name in IDEMPOTENT_WRITES:
         return Safety.IDEMPOTENT
     if name == b"set":
-        options = {_word(a) for a in args[3:]}
+        options = {word(a) for a in args[3:]}
         unsafe = options & {b"nx", b"get", b"ex", b"px"}
         return Safety.UNSAFE if unsafe else Safety.IDEMPOTENT
     subs = _READ_SUBCOMMANDS.get(name)
-    if subs is not None and len(args) > 1 and _word(args[1]) in subs:
+    if subs is not None and len(args) > 1 and word(args[1]) in subs:
         return Safety.READ
     return Safety.UNSAFE

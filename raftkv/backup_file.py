@@ -26,6 +26,7 @@ import attrs
 import msgpack
 
 from raftkv.kv import decode_snapshot
+from wire.raft import MAX_INDEX, MAX_TERM
 
 MAGIC = b"RAFTKV-BACKUP\n"
 FORMAT = 1
@@ -100,31 +101,55 @@ class BackupWriter:
             os.unlink(self.tmp)
 
 
+CHUNK = 1024 * 1024
+
+
 def read_backup(path: str) -> tuple[BackupHeader, bytes]:
-    """Header and payload of a verified backup file; BackupError if anything is off."""
+    """Header and payload of a verified backup file; BackupError if anything is off.
+
+    The file's digest is checked by streaming it first (a huge or endless file costs no
+    memory), then the payload is read once: memory holds the payload, never the file twice.
+    """
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            size = os.fstat(f.fileno()).st_size
+            if not os.path.isfile(path):
+                raise BackupError(f"{path} is not a regular file")
+            _check_digest(f, path, size)
+            f.seek(0)
+            head = f.read(len(MAGIC) + 4)
+            if not head.startswith(MAGIC):
+                raise BackupError(f"{path} is not a RaftKV backup (no magic)")
+            (hlen,) = struct.unpack_from(">I", head, len(MAGIC))
+            start = len(MAGIC) + 4
+            if hlen > MAX_HEADER or start + hlen > size - DIGEST_LEN:
+                raise BackupError(f"{path}: bad header length {hlen}")
+            header = _header(f.read(hlen))
+            payload_len = size - DIGEST_LEN - start - hlen
+            if payload_len != header.bytes:
+                raise BackupError(f"{path}: payload is {payload_len} bytes, header says "
+                                  f"{header.bytes}")
+            payload = f.read(payload_len)
     except OSError as exc:
         raise BackupError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not raw.startswith(MAGIC):
-        raise BackupError(f"{path} is not a RaftKV backup (no magic)")
-    if len(raw) < len(MAGIC) + 4 + DIGEST_LEN:
-        raise BackupError(f"{path} is truncated")
-    body, digest = raw[:-DIGEST_LEN], raw[-DIGEST_LEN:]
-    if hashlib.sha256(body).digest() != digest:
-        raise BackupError(f"{path}: checksum mismatch (truncated or corrupted)")
-    (hlen,) = struct.unpack_from(">I", raw, len(MAGIC))
-    start = len(MAGIC) + 4
-    if hlen > MAX_HEADER or start + hlen > len(body):
-        raise BackupError(f"{path}: bad header length {hlen}")
-    header = _header(raw[start:start + hlen])
-    payload = body[start + hlen:]
-    if len(payload) != header.bytes:
-        raise BackupError(f"{path}: payload is {len(payload)} bytes, header says {header.bytes}")
     if hashlib.sha256(payload).hexdigest() != header.sha256:
         raise BackupError(f"{path}: payload checksum mismatch")
     return header, payload
+
+
+def _check_digest(f: BinaryIO, path: str, size: int) -> None:
+    if size < len(MAGIC) + 4 + DIGEST_LEN:
+        raise BackupError(f"{path} is truncated (or not a RaftKV backup)")
+    digest = hashlib.sha256()
+    left = size - DIGEST_LEN
+    while left:
+        chunk = f.read(min(CHUNK, left))
+        if not chunk:
+            raise BackupError(f"{path} changed while being read")
+        digest.update(chunk)
+        left -= len(chunk)
+    if digest.digest() != f.read(DIGEST_LEN):
+        raise BackupError(f"{path}: checksum mismatch (truncated or corrupted)")
 
 
 def _header(raw: bytes) -> BackupHeader:
@@ -141,12 +166,22 @@ def _header(raw: bytes) -> BackupHeader:
         raise BackupError(f"backup format {doc['format']}; this build reads {FORMAT}")
     if min(doc["index"], doc["term"], doc["keys"], doc["bytes"]) < 0:
         raise BackupError("negative field in the header")
+    # A digest proves the file intact, not its header sane: anyone can write matching
+    # digests. Refuse what no node could run (the peers refuse terms and indexes past these).
+    if doc["index"] > MAX_INDEX or doc["term"] > MAX_TERM:
+        raise BackupError(f"header index {doc['index']} or term {doc['term']} is out of range")
+    if doc["index"] == 0 and doc["keys"]:
+        raise BackupError("header index 0 with keys: a state needs the index it was taken at")
     return BackupHeader(**{name: doc[name] for name in _FIELDS})
 
 
 def verify_backup(path: str) -> BackupHeader:
     """Everything ``read_backup`` checks, plus: the payload decodes to ``keys`` keys."""
-    header, payload = read_backup(path)
+    return check_payload(path, *read_backup(path))
+
+
+def check_payload(path: str, header: BackupHeader, payload: bytes) -> BackupHeader:
+    """``header`` if ``payload`` decodes to a state of ``header.keys`` keys; else BackupError."""
     try:
         state = decode_snapshot(payload)
     except Exception as exc:  # a decode error of any kind means the file is unusable

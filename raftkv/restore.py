@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from raftkv.backup_file import BackupError, BackupHeader, read_backup
+from raftkv.backup_file import BackupError, BackupHeader, check_payload, read_backup
 from raftkv.storage import open_storage
 from wire.raft import ClusterConfig, HardState, Member, SnapshotMeta
 
@@ -45,6 +45,7 @@ def create_data_dir(data_dir: str, cluster_id: str, node_id: int, config: Cluste
 def restore(path: str, data_dir: str, node_id: int, members: dict[int, str],
             cluster_id: str) -> BackupHeader:
     header, payload = read_backup(path)
+    check_payload(path, header, payload)  # what verify checks: a state no node can load
     if node_id not in members:
         raise RestoreError(f"--id {node_id} is not in --cluster")
     if cluster_id == header.cluster_id:

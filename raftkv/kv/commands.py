@@ -45,6 +45,7 @@ _GROUPS = {
 # Bounds of one EXEC entry: how many commands and watched keys a transaction may carry.
 MAX_TRANSACTION_COMMANDS = 100_000
 MAX_WATCHED_KEYS = 10_000
+MAX_SESSION_TIMEOUT_MS = 7 * 86_400_000  # a week
 
 
 @attrs.frozen
@@ -126,6 +127,10 @@ COMMANDS: dict[str, CommandSpec] = {
         # RaftKV's own, built by the server: one MULTI's commands; the leader's expiry
         CommandSpec("exec", 2, WRITE, 0, 0, 0, internal=True),
         CommandSpec("expired", -2, WRITE, 1, -1, 1, internal=True),
+        # client sessions (sessions.py), built by the server from RAFT SESSION / RAFT ONCE
+        CommandSpec("session_open", 2, WRITE, 0, 0, 0, internal=True),
+        CommandSpec("session_close", 2, WRITE, 0, 0, 0, internal=True),
+        CommandSpec("once", -4, WRITE, 0, 0, 0, internal=True),
         # reads
         CommandSpec("get", 2, READ),
         CommandSpec("getrange", 4, READ),
@@ -255,6 +260,41 @@ def _exec(args: list[bytes]) -> ErrorReply | None:
     return None
 
 
+def parse_session_number(raw: bytes, what: str) -> int | ErrorReply:
+    """A session id, sequence number or timeout: a positive int64."""
+    value = parse_int64(raw)
+    if value is None or value <= 0:
+        return ErrorReply(f"ERR {what} must be a positive integer")
+    return value
+
+
+def _session_open(args: list[bytes]) -> ErrorReply | None:
+    timeout = parse_session_number(args[1], "session timeout")
+    if isinstance(timeout, ErrorReply):
+        return timeout
+    return None if timeout <= MAX_SESSION_TIMEOUT_MS else ErrorReply(
+        f"ERR session timeout must be at most {MAX_SESSION_TIMEOUT_MS // 1000} seconds")
+
+
+def _session_close(args: list[bytes]) -> ErrorReply | None:
+    sid = parse_session_number(args[1], "session id")
+    return sid if isinstance(sid, ErrorReply) else None
+
+
+def _once(args: list[bytes]) -> ErrorReply | None:
+    for raw, what in ((args[1], "session id"), (args[2], "sequence number")):
+        number = parse_session_number(raw, what)
+        if isinstance(number, ErrorReply):
+            return number
+    inner = args[3:]
+    spec = _BY_BYTES.get(inner[0].lower())
+    if spec is not None and spec.name in ("once", "session_open", "session_close"):
+        return ErrorReply("ERR RAFT ONCE cannot wrap a session command")
+    if spec is not None and not spec.is_write:
+        return ErrorReply(f"ERR RAFT ONCE wraps writes only; '{spec.name}' is a read")
+    return validate(inner)
+
+
 # Checks that need only the arguments (never the data); commands without one cannot fail so.
 _SYNTAX: dict[str, Callable[[list[bytes]], ErrorReply | None]] = {
     "set": _set,
@@ -281,6 +321,9 @@ _SYNTAX: dict[str, Callable[[list[bytes]], ErrorReply | None]] = {
     "evalsha_ro": _eval,
     "script": syntax.check_script,
     "exec": _exec,
+    "session_open": _session_open,
+    "session_close": _session_close,
+    "once": _once,
 }
 
 

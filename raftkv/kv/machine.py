@@ -70,6 +70,7 @@ from .numbers import (
 )
 from .scan import ScanOrder, key_hash
 from .scripts import ScriptRunner, script_sha
+from .sessions import SessionTable
 from .sliced import KeysJob, ScanBuild, ScanRead, SlicedRead
 from .state import KVState, decode_snapshot, encode_snapshot
 
@@ -105,6 +106,7 @@ class KVStateMachine:
         self._tombs: dict[bytes, int] = {}
         self._gone = 0
         self._scripts: dict[bytes, bytes] = {}  # sha1 hex -> body (SCRIPT LOAD, EVAL)
+        self._sessions = SessionTable()
         # Caches, not state: SCAN's hash order (built by the first SCAN) and a heap of
         # (deadline, key) that may hold stale pairs (checked against _expires when popped).
         self._order: ScanOrder | None = None
@@ -131,7 +133,8 @@ class KVStateMachine:
         return self._now
 
     def apply(self, data: bytes) -> Reply:
-        """Apply one log entry (see ``encode_command``) and return its reply. Never raises."""
+        """Apply one log entry (see ``encode_command``) and return its reply. Raises only
+        ``MemoryError`` (which depends on the process, not the entry)."""
         try:
             stamp, args = decode_entry(data)
         except KVDecodeError as exc:
@@ -143,6 +146,11 @@ class KVStateMachine:
         self._writing = True
         try:
             return self._execute(args)
+        except MemoryError:
+            # Not a property of the entry: this replica, short of memory, would skip what its
+            # peers applied and diverge for good. Stop instead (Redis's OOM handler does);
+            # a restart replays the entry.
+            raise
         except Exception as exc:  # a bug must not stop the apply loop; every replica agrees
             return ErrorReply(f"ERR internal error applying the command: {type(exc).__name__}")
         finally:
@@ -214,7 +222,8 @@ class KVStateMachine:
         """Cheap copies of the state (values are immutable) for ``encode_snapshot``
         elsewhere, e.g. in a worker thread while this machine keeps applying."""
         return KVState(dict(self._data), dict(self._expires), dict(self._mods), self._now,
-                       self._seq, self._gone, dict(self._scripts), dict(self._tombs))
+                       self._seq, self._gone, dict(self._scripts), dict(self._tombs),
+                       self._sessions.state())
 
     def state_copy(self) -> dict[bytes, bytes]:
         """A copy of the map of values (tests and checks compare it with a model)."""
@@ -239,6 +248,7 @@ class KVStateMachine:
         self._gone = state.gone
         self._tombs = state.tombs
         self._scripts = state.scripts
+        self._sessions = SessionTable(state.sessions)
         self._heap = [(deadline, key) for key, deadline in self._expires.items()]
         heapq.heapify(self._heap)
 
@@ -735,6 +745,34 @@ class KVStateMachine:
                 return None
         replies: list[Reply] = [self._execute(command) for command in commands]
         return replies
+
+    # -- client sessions (sessions.py) ----------------------------------------------------
+
+    def _session_open(self, args: list[bytes]) -> Reply:
+        """``session_open timeout_ms``: a new session; its id is this entry's counter."""
+        error = validate(args)
+        if error is not None:
+            return error
+        return self._sessions.open(self._seq, int(args[1]), self._t) or self._seq
+
+    def _session_close(self, args: list[bytes]) -> Reply:
+        error = validate(args)
+        if error is not None:
+            return error
+        return int(self._sessions.close(int(args[1]), self._t))
+
+    def _once(self, args: list[bytes]) -> Reply:
+        """``once session seq command...``: the command at most once per (session, seq)."""
+        error = validate(args)
+        if error is not None:
+            return error
+        sid, seq = int(args[1]), int(args[2])
+        answer = self._sessions.recorded(sid, seq, self._t)
+        if answer is not None:
+            return answer
+        reply = self._execute(args[3:])
+        self._sessions.record(sid, seq, reply)
+        return reply
 
     # -- scripts ---------------------------------------------------------------------------
 

@@ -4,10 +4,11 @@ A snapshot holds everything replicas must agree on: the values, each key's expir
 each key's modification index (what WATCH compares), the time ("now", the highest stamp
 applied), the entry counter the modification indexes come from, the loaded scripts, and
 the WATCH versions of missing keys: the entry that deleted each recently deleted key, and
-``gone``, the entry that last forgot them all.
+``gone``, the entry that last forgot them all; and the client sessions (sessions.py).
 
-Version 2 is ``[2, {key: value}, {key: deadline_ms}, {key: mod_index}, now, seq, gone,
-{sha: body}, {deleted key: index}]``; version 1 (``[1, {key: value}]``, from earlier
+Version 3 is ``[3, {key: value}, {key: deadline_ms}, {key: mod_index}, now, seq, gone,
+{sha: body}, {deleted key: index}, [session, ...]]`` (sessions.py); version 2 is the same
+without the sessions; version 1 (``[1, {key: value}]``, from earlier
 releases) still restores, with no expiry and every index 0. Maps are written with keys
 sorted, so equal states give identical bytes.
 """
@@ -20,8 +21,9 @@ import attrs
 import msgpack
 
 from .errors import KVDecodeError
+from .sessions import Session, sessions_from_wire, sessions_to_wire
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 _INT64_MAX = 2**63 - 1
 
 
@@ -37,6 +39,7 @@ class KVState:
     gone: int = 0
     scripts: dict[bytes, bytes] = attrs.Factory(dict)
     tombs: dict[bytes, int] = attrs.Factory(dict)
+    sessions: dict[int, Session] = attrs.Factory(dict)
 
 
 class _Pairs(list):
@@ -53,7 +56,10 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
         state = KVState(data=state)
     packer = msgpack.Packer(use_bin_type=True)
     pack = packer.pack
-    parts = [packer.pack_array_header(9), pack(SNAPSHOT_VERSION)]
+    # Without sessions, version 2: a state that does not use them stays readable by nodes
+    # of the previous release.
+    version = SNAPSHOT_VERSION if state.sessions else 2
+    parts = [packer.pack_array_header(10 if state.sessions else 9), pack(version)]
     for mapping in (state.data, state.expires, state.mods):
         keys = sorted(mapping)
         parts.append(packer.pack_map_header(len(keys)))
@@ -63,6 +69,8 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
     parts += [pack(state.now), pack(state.seq), pack(state.gone)]
     parts.append(pack(dict(sorted(state.scripts.items()))))
     parts.append(pack(dict(sorted(state.tombs.items()))))
+    if state.sessions:
+        parts.append(pack(sessions_to_wire(state.sessions)))
     return b"".join(parts)
 
 
@@ -102,7 +110,7 @@ def decode_snapshot(blob: bytes) -> KVState:
     version = obj[0]
     if type(version) is int and version == 1 and len(obj) == 2:
         return KVState(data=_check_map(obj[1], bytes, "values"))
-    if type(version) is not int or version != SNAPSHOT_VERSION or len(obj) != 9:
+    if not (type(version) is int and (version, len(obj)) in ((2, 9), (SNAPSHOT_VERSION, 10))):
         raise KVDecodeError(f"unsupported snapshot version {version!r}")
     data = _check_map(obj[1], bytes, "values")
     expires = _check_map(obj[2], int, "deadlines")
@@ -111,5 +119,6 @@ def decode_snapshot(blob: bytes) -> KVState:
         raise KVDecodeError("snapshot has deadlines or indexes of missing keys")
     scripts = _check_map(obj[7], bytes, "scripts")
     tombs = _check_map(obj[8], int, "deletions")
+    sessions = sessions_from_wire(obj[9]) if version == SNAPSHOT_VERSION else {}
     return KVState(data, expires, mods, _check_int(obj[4], "now"), _check_int(obj[5], "seq"),
-                   _check_int(obj[6], "gone"), scripts, tombs)
+                   _check_int(obj[6], "gone"), scripts, tombs, sessions)

@@ -421,10 +421,13 @@ class Node:
 
     def _apply_one(self, entry: Any) -> Any:
         """One committed entry's reply. Total: whatever the log holds, nothing raises here
-        (a raise would stop the node, and every restart would replay the same entry)."""
+        (a raise would stop the node, and every restart would replay the same entry), but
+        MemoryError: a replica that cannot allocate must stop rather than skip the entry."""
         if entry.kind == NORMAL:
             try:
                 return self.kv.apply(entry.data)
+            except MemoryError:
+                raise  # fail-stop, never diverge: see KVStateMachine.apply
             except Exception as exc:  # a state-machine bug must not become a crash loop
                 event(log, logging.ERROR, "applying an entry failed", index=entry.index,
                       error=repr(exc))

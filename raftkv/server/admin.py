@@ -1,6 +1,7 @@
 """``RAFT STATUS | TRANSFER id | SNAPSHOT | ADDNODE id peer_addr [LEARNER] | PROMOTE id |
-REMOVENODE id``: cluster administration on the client port (membership changes are in
-raftkv.node.membership: any node takes them and forwards them to the leader)."""
+REMOVENODE id | SESSION ... | ONCE ...``: cluster administration on the client port
+(membership changes are in raftkv.node.membership: any node takes them and forwards them to
+the leader; client sessions are translated in session_cmd.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from raftkv.node.membership import SUBCOMMANDS, parse_node_id
 from raftkv.node.pending import Pending
 from raftkv.raft import NotLeader, Role
 from raftkv.server.backup_cmd import backup_command
+from raftkv.server.session_cmd import session_command
 from wire.reply import OK, ErrorReply
 
 if TYPE_CHECKING:
@@ -28,11 +30,15 @@ def raft_command(node: Node, args: list[bytes]) -> Pending:
         return node.request_snapshot()
     if sub == b"backup":  # raftkv backup: a consistent copy in chunks (server/backup_cmd.py)
         return backup_command(node, args)
+    if sub in (b"session", b"once"):  # client sessions (server/session_cmd.py)
+        command = session_command(args)
+        return Pending.of(command) if isinstance(command, ErrorReply) else node.submit(command)
     if sub in SUBCOMMANDS:
         return node.membership.command(args)
     return Pending.of(ErrorReply(
         "ERR unknown RAFT subcommand or wrong arguments; try RAFT STATUS | TRANSFER id | "
-        "SNAPSHOT | ADDNODE id peer_addr [LEARNER] | PROMOTE id | REMOVENODE id"
+        "SNAPSHOT | ADDNODE id peer_addr [LEARNER] | PROMOTE id | REMOVENODE id | "
+        "SESSION OPEN [seconds] | SESSION CLOSE id | ONCE id seq command..."
     ))
 
 

@@ -17,7 +17,6 @@ Run: .venv/bin/python tests/bench/bench_ops.py [--requests N] [--rounds R] [--ke
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,17 @@ import urllib.request
 from pathlib import Path
 
 import redis
-from common import _schedstat, conn, load_line, redis_benchmark, roles, scratch_dir, wait
+from common import (
+    _schedstat,
+    conn,
+    load_line,
+    median_ci,
+    paired_ratios,
+    redis_benchmark,
+    roles,
+    scratch_dir,
+    wait,
+)
 
 from chaos.cluster import LocalCluster, free_ports
 
@@ -49,26 +58,6 @@ def cpu_ns(c: LocalCluster) -> int:
         stat = _schedstat(node.proc.pid) if node.proc else None
         total += stat[0] if stat else 0
     return total
-
-
-def paired_ratios(named: list[tuple[str, float]]) -> list[float]:
-    """with/without throughput of each adjacent pair (runs 0-1, 2-3, ...): the two runs of
-    a pair are seconds apart, so the machine's drifting load cancels out of their ratio."""
-    out = []
-    for i in range(0, len(named) - 1, 2):
-        pair = dict(named[i : i + 2])
-        if pair.get("with") and pair.get("without"):
-            out.append(pair["with"] / pair["without"])
-    return out
-
-
-def median_ci(values: list[float], draws: int = 2000) -> tuple[float, float, float]:
-    """The median and a bootstrap 95% interval of it (seeded: the same runs, the same CI)."""
-    rng = random.Random(0)
-    medians = sorted(
-        statistics.median(rng.choices(values, k=len(values))) for _ in range(draws)
-    )
-    return statistics.median(values), medians[int(0.025 * draws)], medians[int(0.975 * draws)]
 
 
 def metrics_overhead(work: Path, requests: int, rounds: int) -> None:

@@ -13,10 +13,12 @@ import csv
 import io
 import math
 import os
+import random
 import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -367,3 +369,26 @@ def serves(c: LocalCluster, node_id: int, key: str, value: bytes) -> bool:
         return conn(c, node_id).get(key) == value
     except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
         return False
+
+
+# -- statistics ----------------------------------------------------------------------
+
+
+def paired_ratios(named: list[tuple[str, float]]) -> list[float]:
+    """with/without throughput of each adjacent pair (runs 0-1, 2-3, ...): the two runs of
+    a pair are seconds apart, so the machine's drifting load cancels out of their ratio."""
+    out = []
+    for i in range(0, len(named) - 1, 2):
+        pair = dict(named[i : i + 2])
+        if pair.get("with") and pair.get("without"):
+            out.append(pair["with"] / pair["without"])
+    return out
+
+
+def median_ci(values: list[float], draws: int = 2000) -> tuple[float, float, float]:
+    """The median and a bootstrap 95% interval of it (seeded: the same runs, the same CI)."""
+    rng = random.Random(0)
+    medians = sorted(
+        statistics.median(rng.choices(values, k=len(values))) for _ in range(draws)
+    )
+    return statistics.median(values), medians[int(0.025 * draws)], medians[int(0.975 * draws)]

@@ -153,12 +153,12 @@ async def test_reads_and_sets_survive_a_leader_kill(own_cluster: LocalCluster) -
         assert kv.current_endpoint != c.nodes[leader].client_addr
 
 
-async def _in_flight_when_leader_dies(c: LocalCluster, call) -> object:
+async def _in_flight_when_leader_dies(c: LocalCluster, call, **options: object) -> object:
     """Run ``call(kv)`` while the leader is paused (so it cannot answer), then kill the
     leader with the request unread: the reply can never come. The call's result or error."""
     leader = c.wait_for_leader()
     outcome: dict[str, object] = {}
-    async with connect(endpoints(c), timeout=30) as kv:
+    async with connect(endpoints(c), timeout=30, **options) as kv:
         assert kv.current_endpoint == c.nodes[leader].client_addr
         c.kill(leader, signal.SIGSTOP)
 
@@ -182,12 +182,49 @@ async def test_incr_with_unknown_outcome_raises_and_set_is_retried(
     c = own_cluster
     async with connect(endpoints(c), timeout=30) as kv:
         assert await kv.incrby("n", 10) == 10
-    outcome = await _in_flight_when_leader_dies(c, lambda kv: kv.incr("n"))
+    outcome = await _in_flight_when_leader_dies(c, lambda kv: kv.incr("n"), sessions=False)
     assert isinstance(outcome.get("error"), OutcomeUnknown), outcome
     async with connect(endpoints(c), timeout=30) as kv:
         # The paused leader never read the INCR, and the client did not send it again.
         assert await kv.get("n") == b"10", outcome
+    # With a session (the default) the client sends it again, safely: applied once.
+    outcome = await _in_flight_when_leader_dies(c, lambda kv: kv.incr("n"))
+    assert outcome == {"result": 11}
+    async with connect(endpoints(c), timeout=30) as kv:
+        assert await kv.get("n") == b"11"
     outcome = await _in_flight_when_leader_dies(c, lambda kv: kv.set("s", "v"))
     assert outcome == {"result": True}
     async with connect(endpoints(c), timeout=30) as kv:
         assert await kv.get("s") == b"v"
+
+
+async def test_a_burst_of_incrs_across_a_leader_kill_counts_exactly(
+    own_cluster: LocalCluster,
+) -> None:
+    """Sessions: every INCR is retried after an unknown outcome (a leader killed while
+    replies were in flight) and still applied once, so the counter equals the acks."""
+    c = own_cluster
+    leader = c.wait_for_leader()
+    acked, unknown = [0], [0]
+    sent_some = trio.Event()
+
+    async def writer() -> None:
+        async with connect(endpoints(c), timeout=30) as kv:
+            for _ in range(40):
+                try:
+                    await kv.incr("counter")
+                    acked[0] += 1
+                except OutcomeUnknown:
+                    unknown[0] += 1
+                if acked[0] >= 20:
+                    sent_some.set()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(writer)
+        await sent_some.wait()
+        c.kill(leader)  # mid-burst: some INCRs are committed with their replies lost
+    c.start(leader)
+    async with connect(endpoints(c), timeout=30) as kv:
+        assert (acked[0], unknown[0]) == (160, 0)
+        assert await kv.get("counter") == b"160"

@@ -23,9 +23,12 @@ TRYAGAIN = b"-TRYAGAIN no leader known; the command was not applied, retry\r\n"
 UNKNOWN = b"-UNKNOWN timed out waiting for a quorum; may or may not have been applied\r\n"
 
 
-def client(*addrs: str, timeout: float = 10.0, leader_grace: float = 0.2) -> Client:
+def client(*addrs: str, timeout: float = 10.0, leader_grace: float = 0.2,
+           sessions: bool = False) -> Client:
+    """A client with fast retries; without sessions unless asked: most tests here are the
+    rules for plain sends (a session makes every write idempotent, tested at the end)."""
     return connect(list(addrs), timeout=timeout, backoff_base=0.001, backoff_cap=0.002,
-                   leader_grace=leader_grace)
+                   leader_grace=leader_grace, sessions=sessions)
 
 
 def closed_port() -> str:
@@ -151,7 +154,7 @@ async def test_a_silent_node_is_given_up_early_for_a_safe_command_only(
     async with connect([addr], timeout=10, attempt_timeout=0.2) as kv:
         assert await kv.get("k") == b"v"  # second attempt, on a new connection
         assert node.connections == 2
-    async with connect([addr], timeout=0.5, attempt_timeout=0.1) as kv:
+    async with connect([addr], timeout=0.5, attempt_timeout=0.1, sessions=False) as kv:
         with pytest.raises(OutcomeUnknown):
             await kv.incr("n")
     assert [c[0] for c in node.seen] == [b"GET", b"GET", b"INCR"]  # INCR sent once
@@ -266,3 +269,47 @@ async def test_a_call_cancelled_by_the_caller_leaves_no_reply_behind(
         release.set()  # the first GET's reply now arrives, on the abandoned connection
         assert await kv.get("b") == b"new"
     assert node.connections == 2
+
+
+# -- sessions ----------------------------------------------------------------------------
+
+
+async def test_with_a_session_an_unknown_incr_is_sent_again_with_its_tag(
+        nursery: trio.Nursery) -> None:
+    node = FakeNode([b":7\r\n", UNKNOWN, b":5\r\n", b":6\r\n"])
+    async with client(await node.serve(nursery), sessions=True) as kv:
+        assert await kv.incr("n") == 5
+        assert await kv.incr("n") == 6
+    sent = node.commands(b"RAFT")
+    assert sent == [[b"RAFT", b"SESSION", b"OPEN", b"300"],
+                    [b"RAFT", b"ONCE", b"7", b"1", b"INCR", b"n"],
+                    [b"RAFT", b"ONCE", b"7", b"1", b"INCR", b"n"],  # the same tag again
+                    [b"RAFT", b"ONCE", b"7", b"2", b"INCR", b"n"]]
+
+
+async def test_reads_and_idempotent_writes_are_not_tagged(nursery: trio.Nursery) -> None:
+    node = FakeNode([b"$1\r\nx\r\n", b"+OK\r\n"])
+    async with client(await node.serve(nursery), sessions=True) as kv:
+        assert await kv.get("k") == b"x"
+        assert await kv.set("k", "v") is True
+    assert node.commands(b"RAFT") == []
+
+
+async def test_a_server_without_sessions_gets_plain_sends(nursery: trio.Nursery) -> None:
+    node = FakeNode([b"-ERR unknown RAFT subcommand\r\n", b":1\r\n", b":2\r\n"])
+    async with client(await node.serve(nursery), sessions=True) as kv:
+        assert await kv.incr("n") == 1
+        assert await kv.incr("n") == 2
+    assert node.commands(b"INCR") == [[b"INCR", b"n"]] * 2
+    assert len(node.commands(b"RAFT")) == 1  # asked once
+
+
+async def test_an_expired_session_after_an_unknown_send_is_an_unknown_outcome(
+        nursery: trio.Nursery) -> None:
+    expired = b"-SESSIONEXPIRED session 7 is unknown or expired\r\n"
+    node = FakeNode([b":7\r\n", UNKNOWN, expired, b":8\r\n", b":1\r\n"])
+    async with client(await node.serve(nursery), sessions=True) as kv:
+        with pytest.raises(OutcomeUnknown, match="SESSIONEXPIRED"):
+            await kv.incr("n")  # the first send may have applied: never sent on a new one
+        assert await kv.incr("n") == 1  # the next call opens a new session
+    assert node.commands(b"RAFT")[-1] == [b"RAFT", b"ONCE", b"8", b"1", b"INCR", b"n"]

@@ -1,0 +1,248 @@
+"""Client sessions: what makes a retried command apply at most once (Raft dissertation 6.3).
+
+A client opens a session (a log entry; its id is the state machine's entry counter at that
+entry, the same on every replica) and tags each write with the session id and a sequence
+number. The table remembers, per session, the replies of the last ``WINDOW`` sequence
+numbers it applied; a duplicate gets the recorded reply instead of being applied again.
+
+The rules a client follows (and the table enforces):
+
+* Sequence numbers start at 1 and grow; they may arrive out of order and with gaps.
+* Sending ``seq`` acknowledges every sequence number at or below ``seq - WINDOW``: their
+  replies may be forgotten. A command at or below the forgotten mark, not recorded, answers
+  an error and is never applied (it may have been, once).
+* A session not used for its timeout expires: a command on it answers ``SESSIONEXPIRED``
+  and is never applied. Time is the log's (the highest leader stamp applied), never a
+  clock, so every replica expires the same sessions at the same entry.
+
+Everything here is bounded: at most ``MAX_SESSIONS`` live sessions (opening one more is
+refused), ``WINDOW`` replies per session, and a recorded reply over ``MAX_REPLY_BYTES`` is
+kept only as the fact that the command applied.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+import attrs
+import msgpack
+
+from wire.reply import ErrorReply, SimpleString
+
+from .errors import KVDecodeError
+
+WINDOW = 64
+MAX_SESSIONS = 16_384
+MAX_REPLY_BYTES = 1024
+DEFAULT_TIMEOUT_MS = 300_000  # 5 minutes, as the trio client's default
+_INT64_MAX = 2**63 - 1
+_EXT_SIMPLE, _EXT_ERROR, _EXT_DROPPED = 1, 2, 3
+
+SESSION_EXPIRED = "SESSIONEXPIRED"
+TOO_MANY = ErrorReply(f"ERR too many client sessions (at most {MAX_SESSIONS})")
+
+
+def expired_error(session: int) -> ErrorReply:
+    return ErrorReply(f"{SESSION_EXPIRED} session {session} is unknown or expired: "
+                      "the command was not applied; open a new session")
+
+
+def forgotten_error(session: int, seq: int) -> ErrorReply:
+    return ErrorReply(f"ERR sequence number {seq} of session {session} is at or below the "
+                      f"acknowledged mark (seq - {WINDOW}): it may have applied, not again")
+
+
+def dropped_error(session: int, seq: int) -> ErrorReply:
+    return ErrorReply(f"ERR sequence number {seq} of session {session} already applied; its "
+                      f"reply was over {MAX_REPLY_BYTES} bytes and was not kept")
+
+
+@attrs.define
+class Session:
+    """One client's record: its timeout, last use (log time) and recent replies."""
+
+    timeout_ms: int
+    last_used: int
+    highest: int = 0  # the highest sequence number applied
+    replies: dict[int, bytes] = attrs.Factory(dict)  # seq -> encoded reply
+
+    @property
+    def deadline(self) -> int:
+        return self.last_used + self.timeout_ms
+
+    @property
+    def forgotten(self) -> int:
+        """Sequence numbers at or below this are acknowledged: their replies are gone."""
+        return max(0, self.highest - WINDOW)
+
+
+class SessionTable:
+    """The sessions of one state machine. Pure: time comes in as arguments."""
+
+    def __init__(self, sessions: dict[int, Session] | None = None) -> None:
+        self._sessions: dict[int, Session] = sessions or {}
+        # One (deadline, id) pair per session, the deadline possibly stale (earlier than the
+        # session's: purge moves it on), plus those of closed sessions until popped.
+        self._heap = [(s.deadline, sid) for sid, s in self._sessions.items()]
+        heapq.heapify(self._heap)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def state(self) -> dict[int, Session]:
+        """Copies of the sessions, for a snapshot."""
+        return {sid: attrs.evolve(s, replies=dict(s.replies)) for sid, s in self._sessions.items()}
+
+    def open(self, sid: int, timeout_ms: int, now: int) -> ErrorReply | None:
+        """Open session ``sid`` (the entry counter) at log time ``now``; an error if full."""
+        self.purge(now)
+        if len(self._sessions) >= MAX_SESSIONS:
+            return TOO_MANY
+        self._sessions[sid] = Session(timeout_ms, now)
+        heapq.heappush(self._heap, (now + timeout_ms, sid))
+        return None
+
+    def close(self, sid: int, now: int) -> bool:
+        """Forget ``sid``; whether it was live."""
+        session = self._live(sid, now)
+        if session is None:
+            return False
+        del self._sessions[sid]
+        if len(self._heap) > 2 * len(self._sessions) + 64:  # closed sessions' stale entries
+            self._heap = [(s.deadline, i) for i, s in self._sessions.items()]
+            heapq.heapify(self._heap)
+        return True
+
+    def recorded(self, sid: int, seq: int, now: int) -> Any:
+        """The answer to (sid, seq) if it must not run: the recorded reply of a duplicate or
+        an error; ``None`` if the command is new and may apply (then call ``record``)."""
+        session = self._live(sid, now)
+        if session is None:
+            return expired_error(sid)
+        session.last_used = now  # its heap entry moves on when popped (see purge)
+        if seq <= session.forgotten:
+            return forgotten_error(sid, seq)
+        blob = session.replies.get(seq)
+        if blob is None:
+            return None
+        reply = decode_reply(blob)
+        return dropped_error(sid, seq) if reply is _DROPPED else reply
+
+    def record(self, sid: int, seq: int, reply: Any) -> None:
+        """Remember ``reply`` as the answer to (sid, seq); forget what the window left."""
+        session = self._sessions[sid]
+        blob = encode_reply(reply)
+        session.replies[seq] = blob if len(blob) <= MAX_REPLY_BYTES else _DROPPED_BLOB
+        if seq > session.highest:
+            session.highest = seq
+            mark = session.forgotten
+            for old in [s for s in session.replies if s <= mark]:
+                del session.replies[old]
+
+    def purge(self, now: int) -> int:
+        """Drop every session whose deadline is at or before ``now``; how many."""
+        heap, sessions, dropped = self._heap, self._sessions, 0
+        while heap and heap[0][0] <= now:
+            _, sid = heapq.heappop(heap)
+            session = sessions.get(sid)
+            if session is None:
+                continue  # closed
+            if session.deadline <= now:
+                del sessions[sid]
+                dropped += 1
+            else:  # used since this entry was pushed: one entry per session, moved on
+                heapq.heappush(heap, (session.deadline, sid))
+        return dropped
+
+    def _live(self, sid: int, now: int) -> Session | None:
+        session = self._sessions.get(sid)
+        if session is not None and session.deadline <= now:
+            del self._sessions[sid]
+            return None
+        return session
+
+
+# -- replies as bytes (for the table and snapshots) --------------------------------------
+
+_DROPPED = object()
+_DROPPED_BLOB = msgpack.packb(msgpack.ExtType(_EXT_DROPPED, b""))
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, SimpleString):
+        return msgpack.ExtType(_EXT_SIMPLE, obj.text.encode())
+    if isinstance(obj, ErrorReply):
+        return msgpack.ExtType(_EXT_ERROR, obj.text.encode())
+    raise TypeError(f"cannot record a {type(obj).__name__} reply")
+
+
+def _ext(code: int, data: bytes) -> Any:
+    if code == _EXT_SIMPLE:
+        return SimpleString(data.decode())
+    if code == _EXT_ERROR:
+        return ErrorReply(data.decode())
+    if code == _EXT_DROPPED:
+        return _DROPPED
+    raise KVDecodeError(f"recorded reply has unknown type {code}")
+
+
+def encode_reply(reply: Any) -> bytes:
+    """A state-machine reply (bytes, int, None, list, SimpleString, ErrorReply) as bytes."""
+    return msgpack.packb(reply, default=_default, use_bin_type=True)
+
+
+def decode_reply(blob: bytes) -> Any:
+    """The reply ``encode_reply`` wrote; ``KVDecodeError`` if the bytes are not one."""
+    try:
+        reply = msgpack.unpackb(blob, ext_hook=_ext, raw=False, use_list=True)
+    except KVDecodeError:
+        raise
+    except Exception as exc:  # msgpack raises several types for the many ways bytes are bad
+        raise KVDecodeError(f"recorded reply is not valid ({exc!r})") from None
+    _check_reply(reply, 0)
+    return reply
+
+
+def _check_reply(reply: Any, depth: int) -> None:
+    if depth > 8:
+        raise KVDecodeError("recorded reply nests too deep")
+    if type(reply) is list:
+        for item in reply:
+            _check_reply(item, depth + 1)
+    elif not (reply is None or reply is _DROPPED
+              or type(reply) in (bytes, int, SimpleString, ErrorReply)):
+        raise KVDecodeError(f"recorded reply holds a {type(reply).__name__}")
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+def sessions_to_wire(sessions: dict[int, Session]) -> list[Any]:
+    """Sessions as a msgpack-ready list, sorted by id: equal tables give equal bytes."""
+    return [[sid, s.timeout_ms, s.last_used, s.highest, sorted(s.replies.items())]
+            for sid, s in sorted(sessions.items())]
+
+
+def sessions_from_wire(obj: Any) -> dict[int, Session]:
+    """The sessions in a snapshot, checked; ``KVDecodeError`` if invalid."""
+    if type(obj) is not list or len(obj) > MAX_SESSIONS:
+        raise KVDecodeError("snapshot sessions are not a bounded list")
+    out: dict[int, Session] = {}
+    for item in obj:
+        if type(item) is not list or len(item) != 5:
+            raise KVDecodeError("snapshot session is not [id, timeout, used, highest, replies]")
+        sid, timeout_ms, last_used, highest, replies = item
+        for value in (sid, timeout_ms, last_used, highest):
+            if type(value) is not int or not 0 <= value <= _INT64_MAX:
+                raise KVDecodeError("snapshot session holds a bad number")
+        if sid in out or type(replies) is not list or len(replies) > WINDOW:
+            raise KVDecodeError("snapshot session is duplicated or holds too many replies")
+        kept: dict[int, bytes] = {}
+        for pair in replies:
+            if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not int
+                    or type(pair[1]) is not bytes or len(pair[1]) > MAX_REPLY_BYTES):
+                raise KVDecodeError("snapshot session reply is not [seq, bytes]")
+            decode_reply(pair[1])
+            kept[pair[0]] = pair[1]
+        out[sid] = Session(timeout_ms, last_used, highest, kept)
+    return out

@@ -1,0 +1,44 @@
+"""``RAFT SESSION OPEN [timeout-seconds] | SESSION CLOSE id | ONCE id seq command...``: client
+sessions on the client port (the state machine's side is raftkv.kv.sessions).
+
+Pure translation into the internal log commands: ``session_open ms``, ``session_close id``
+and ``once id seq command...``. A read wrapped in ``ONCE`` is served as the plain read:
+reads change nothing, so running one twice is harmless and it need not be logged.
+"""
+
+from __future__ import annotations
+
+from raftkv.kv import lookup
+from raftkv.kv.errors import unknown_command
+from raftkv.kv.sessions import DEFAULT_TIMEOUT_MS
+from wire.reply import ErrorReply
+
+USAGE = ErrorReply(
+    "ERR wrong arguments; try RAFT SESSION OPEN [timeout-seconds] | RAFT SESSION CLOSE id | "
+    "RAFT ONCE id seq command [arg ...]"
+)
+
+
+def session_command(args: list[bytes]) -> list[bytes] | ErrorReply:
+    """The state-machine command for ``RAFT SESSION ...`` or ``RAFT ONCE ...`` (``args``
+    starts with RAFT), or the error to answer. The result is validated again on submit."""
+    sub = args[1].lower() if len(args) > 1 else b""
+    if sub == b"once":
+        if len(args) < 5:
+            return USAGE
+        inner = args[4:]
+        spec = lookup(inner[0])
+        if spec is None or spec.internal:  # internal commands are built by the server only
+            return unknown_command(inner)
+        return inner if not spec.is_write else [b"once", args[2], args[3], *inner]
+    action = args[2].lower() if sub == b"session" and len(args) > 2 else b""
+    if action == b"open" and len(args) in (3, 4):
+        if len(args) == 3:
+            return [b"session_open", str(DEFAULT_TIMEOUT_MS).encode()]
+        seconds = args[3]
+        if not seconds.isdigit() or len(seconds) > 12 or int(seconds) == 0:
+            return ErrorReply("ERR session timeout must be a positive number of seconds")
+        return [b"session_open", str(int(seconds) * 1000).encode()]
+    if action == b"close" and len(args) == 4:
+        return [b"session_close", args[3]]
+    return USAGE
