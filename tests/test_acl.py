@@ -278,3 +278,24 @@ def test_scripts_only_for_users_who_may_do_anything_with_data(tmp_path: Path) ->
                *script) == auth.SCRIPT_DENIED
     run(node, Connection(4, "127.0.0.1:5003", user="admin"), *script)
     assert len(node.submitted) == 1
+
+
+def test_session_commands_are_checked_as_the_command_they_carry(tmp_path: Path) -> None:
+    acl = AccessControl.configure(acl_file=acl_file(tmp_path))
+    reader = Connection(2, "127.0.0.1:5001", user="reader")
+    writer = Connection(3, "127.0.0.1:5002", user="writer")
+    once = [b"RAFT", b"ONCE", b"7", b"1"]
+    assert auth.gate(acl, reader, [*once, b"SET", b"app:1", b"v"]) == ErrorReply(
+        "NOPERM User reader has no permissions to run the 'set' command")
+    assert auth.gate(acl, reader, [*once, b"GET", b"other"]) == auth.KEY_DENIED
+    assert auth.gate(acl, reader, [*once, b"GET", b"app:1"]) is None
+    assert auth.gate(acl, reader, [b"RAFT", b"SESSION", b"OPEN"]) == ErrorReply(
+        "NOPERM User reader has no permissions to run the 'raft|session' command")
+    # A writer without @admin may use sessions, but not to carry an admin command.
+    assert auth.gate(acl, writer, [b"RAFT", b"SESSION", b"OPEN"]) is None
+    assert auth.gate(acl, writer, [*once, b"INCR", b"n"]) is None
+    assert auth.gate(acl, writer, [*once, b"FLUSHALL"]) == ErrorReply(
+        "NOPERM User writer has no permissions to run the 'flushall' command")
+    assert auth.gate(acl, writer, [*once, b"RAFT", b"REMOVENODE", b"2"]) == ErrorReply(
+        "NOPERM User writer has no permissions to run the 'raft|removenode' command")
+    assert auth.gate(acl, writer, [b"RAFT", b"REMOVENODE", b"2"]) is not None

@@ -84,8 +84,14 @@ _SUBCOMMANDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
                         "rewrite": _ADMIN}),
     # Membership, leadership, snapshots and backups: an anonymous RAFT REMOVENODE once left
     # a one-voter cluster (issue 13). RAFT STATUS only reads, but tells the topology.
-    "raft": (_ADMIN, {sub: _ADMIN for sub in (
-        "status", "transfer", "snapshot", "backup", "addnode", "removenode", "promote")}),
+    # Client sessions are for any writer (the client library opens one for its first
+    # unsafe write); RAFT ONCE is checked as the command it wraps (raftkv.server.auth).
+    "raft": (_ADMIN, {
+        **{sub: _ADMIN for sub in ("status", "transfer", "snapshot", "backup", "addnode",
+                                   "removenode", "promote")},
+        "session": ("@write", "@fast"),  # it writes a log entry
+        "once": ("@write", "@fast"),
+    }),
 }
 
 

@@ -64,6 +64,12 @@ def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply 
         conn.user = None  # removed or disabled since it authenticated (ACL LOAD)
         return NOAUTH
     cid = command_id(args)
+    if cid == "raft|once" and len(args) > 4:
+        # RAFT ONCE id seq COMMAND...: a session's retry-safe COMMAND, checked as COMMAND
+        # (its rules and its keys), so a session cannot carry what the user may not run.
+        args = args[4:]
+        name = args[0].lower()
+        cid = command_id(args)
     if cid not in COMMAND_CATEGORIES:
         return None  # an unknown command: it answers Redis's unknown-command error
     if not user.may_run(cid):

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import redis
+import trio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+import client as raftkv_client
 from chaos.cluster import LocalCluster
 from raftkv.probe import call, parse_info
 from wire.addr import parse_addr
@@ -154,3 +156,23 @@ def test_only_small_commands_before_auth(cluster: LocalCluster) -> None:
     payload += encode_command("MGET", *["k"] * 20)
     auth, stored, values = exchange(addr, payload, 3)
     assert auth == OK and stored == OK and values == [None] * 20
+
+
+def test_client_library_sessions_as_a_limited_user(cluster: LocalCluster) -> None:
+    """The client library wraps unsafe writes in RAFT ONCE (sessions): a user without
+    @admin can use them, and they carry only what the user may run."""
+    endpoints = ",".join(n.client_addr for n in cluster.nodes.values())
+
+    async def run() -> tuple[object, object]:
+        async with raftkv_client.connect(endpoints, username="app", password="apppw") as kv:
+            first = await kv.incr("app:n")
+            second = await kv.incr("app:n")
+            try:
+                await kv.incr("other")
+            except raftkv_client.ResponseError as exc:
+                return (first, second), str(exc)
+            return (first, second), None
+
+    counts, denied = trio.run(run)
+    assert counts == (1, 2)
+    assert denied is not None and "No permissions to access a key" in denied
