@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 import raftkv.node.run
+from client.security import NOT_NEEDED, HandshakeFailed, check_auth_reply
 from raftkv.cli import main
+from raftkv.probe import AUTH_NOT_NEEDED, call
 from raftkv.server import auth
 from raftkv.server.acl import (
     COMMAND_CATEGORIES,
@@ -25,7 +29,7 @@ from raftkv.server.acl import (
 from raftkv.server.client_port import Connection
 from raftkv.server.commands import LOCAL, TRANSACTION, _command_names, execute
 from raftkv.server.transaction import multi
-from wire.reply import OK, ErrorReply
+from wire.reply import OK, ErrorReply, SimpleString
 
 ACL = """\
 # operators
@@ -299,3 +303,38 @@ def test_session_commands_are_checked_as_the_command_they_carry(tmp_path: Path) 
     assert auth.gate(acl, writer, [*once, b"RAFT", b"REMOVENODE", b"2"]) == ErrorReply(
         "NOPERM User writer has no permissions to run the 'raft|removenode' command")
     assert auth.gate(acl, writer, [b"RAFT", b"REMOVENODE", b"2"]) is not None
+
+
+def test_a_password_in_the_environment_does_not_lock_out_an_open_node() -> None:
+    """raftkv.probe and the client send AUTH when RAFTKV_PASSWORD is set; a node that needs
+    none answers Redis's 'called without any password configured', which they pass over."""
+    assert auth.NO_DEFAULT_PASSWORD.text.startswith(AUTH_NOT_NEEDED)
+    assert auth.NO_DEFAULT_PASSWORD.text.startswith(NOT_NEEDED)
+    check_auth_reply(auth.NO_DEFAULT_PASSWORD)
+    check_auth_reply(OK)
+    with pytest.raises(HandshakeFailed):
+        check_auth_reply(auth.WRONGPASS)
+
+
+def test_probe_passes_over_an_unneeded_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    replies = [b"-" + auth.NO_DEFAULT_PASSWORD.text.encode() + b"\r\n+PONG\r\n",
+               b"-" + auth.WRONGPASS.text.encode() + b"\r\n+PONG\r\n"]
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        for reply in replies:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    monkeypatch.setenv("RAFTKV_PASSWORD", "left-over")
+    try:
+        assert call(f"127.0.0.1:{port}", "PING", timeout=5) == SimpleString("PONG")
+        assert call(f"127.0.0.1:{port}", "PING", timeout=5) == auth.WRONGPASS
+    finally:
+        thread.join(timeout=5)
+        server.close()
