@@ -155,6 +155,9 @@ def test_acl_file_users(tmp_path: Path) -> None:
     off = Connection(4, "127.0.0.1:5003")
     assert run(node, off, "AUTH", "gone", "gonepw") == auth.WRONGPASS
     assert run(node, off, "AUTH", "nobody", "x") == auth.WRONGPASS
+    # Redis's INFO stats counters (no WRONGPASS above this test's first AUTHs).
+    assert acl.stats == {"acl_access_denied_auth": 2, "acl_access_denied_cmd": 7,
+                         "acl_access_denied_key": 2}
 
 
 def test_a_denied_command_in_multi_aborts_it(tmp_path: Path) -> None:

@@ -348,6 +348,9 @@ class AccessControl:
     users: Mapping[str, User]
     acl_file: str = ""
     requirepass: str = attrs.field(default="", repr=False)
+    # Redis's INFO stats counters of refusals (raftkv.server.auth counts them).
+    stats: dict[str, int] = attrs.Factory(lambda: dict.fromkeys(
+        ("acl_access_denied_auth", "acl_access_denied_cmd", "acl_access_denied_key"), 0))
 
     @classmethod
     def configure(cls, requirepass: str = "", acl_file: str = "") -> AccessControl:

@@ -73,9 +73,11 @@ def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply 
     if cid not in COMMAND_CATEGORIES:
         return None  # an unknown command: it answers Redis's unknown-command error
     if not user.may_run(cid):
+        acl.stats["acl_access_denied_cmd"] += 1
         return ErrorReply(f"NOPERM User {user.name} has no permissions to run the "
                           f"'{cid}' command")
     if cid in SCRIPT_IDS and not user.may_script():
+        acl.stats["acl_access_denied_cmd"] += 1
         return SCRIPT_DENIED
     if user.allkeys:
         return None
@@ -83,6 +85,7 @@ def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply 
     if spec is not None and not spec.internal and spec.arity_ok(len(args)):
         for key in spec.keys(args):
             if not user.may_access(key):
+                acl.stats["acl_access_denied_key"] += 1
                 return KEY_DENIED
     return None
 
@@ -96,6 +99,7 @@ def authenticate(acl: AccessControl, conn: Connection, username: bytes,
         conn.user = name
         return None
     conn.auth_failures += 1
+    acl.stats["acl_access_denied_auth"] += 1
     host = conn.addr.rpartition(":")[0]
     _throttle.log(("auth", host), logging.WARNING, "client failed authentication",
                   addr=conn.addr, user=name, failures=conn.auth_failures)

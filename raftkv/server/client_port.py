@@ -142,7 +142,8 @@ class ClientServer:
         self._throttle = LogThrottle(log, 10.0)
 
     def info(self) -> dict[str, Any]:
-        return {**self.stats, **self.loop_lag.info()}
+        tls = {"client_tls_handshake_failures": self.tls.failures} if self.tls else {}
+        return {**self.stats, **self.loop_lag.info(), **self.acl.stats, **tls}
 
     def reset_stats(self) -> None:
         """CONFIG RESETSTAT: the client-port counters and the loop-lag maximum."""

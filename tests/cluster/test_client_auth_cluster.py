@@ -94,6 +94,10 @@ def test_redis_py_sees_redis_errors(cluster: LocalCluster, protocol: int) -> Non
     with pytest.raises(redis.exceptions.NoPermissionError, match="'flushall'"):
         app.flushall()
     assert admin.get("app:1") == b"x"
+    stats = parse_info(call(c.nodes[follower].client_addr, "INFO", "stats", timeout=10))
+    assert int(stats["acl_access_denied_cmd"]) >= 3  # SET, RAFT, FLUSHALL
+    assert int(stats["acl_access_denied_key"]) >= 1
+    assert int(stats["acl_access_denied_auth"]) >= 2
 
 
 def test_redis_cli_and_acl_load(cluster: LocalCluster, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ import client
 from chaos.cluster import LocalCluster
 from client.security import tls_context
 from raftkv import certs
-from raftkv.probe import call
+from raftkv.probe import call, parse_info
 from wire.reply import OK
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -114,6 +114,8 @@ def test_tls_clients_and_what_is_not_tls(cluster: LocalCluster, tmp_path: Path) 
     stalled.close()
     assert time.monotonic() - started < 10  # cut at the 5 s handshake deadline
     wait_for_log(c, follower, "no handshake within 5 s")
+    stats = parse_info(call(c.nodes[follower].client_addr, "INFO", "stats", timeout=10))
+    assert int(stats["client_tls_handshake_failures"]) >= 3  # plain, garbage, stalled
     # A client that trusts another CA refuses the node (it is the client's check).
     other = tmp_path / "other"
     certs.create(other)
