@@ -49,8 +49,9 @@ class Security:
         except trio.BrokenResourceError as exc:
             await stream.aclose()
             cause = exc.__cause__
-            reason = getattr(cause, "reason", None) or getattr(cause, "verify_message", None)
-            raise HandshakeFailed(f"TLS handshake failed: {reason or cause or exc}") from exc
+            parts = [getattr(cause, "reason", None), getattr(cause, "verify_message", None)]
+            reason = ": ".join(p for p in parts if p) or str(cause or exc)
+            raise HandshakeFailed(f"TLS handshake failed: {reason}") from exc
         return tls
 
     def auth_args(self) -> list[str] | None:

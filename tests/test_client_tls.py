@@ -42,6 +42,10 @@ def test_failure_reasons() -> None:
     plain.reason = "WRONG_VERSION_NUMBER"  # type: ignore[misc]
     assert "plain text" in failure_reason(plain)
     assert "no handshake within" in failure_reason(None)
+    expired = ssl.SSLCertVerificationError(1, "verify failed")
+    expired.reason = "CERTIFICATE_VERIFY_FAILED"  # type: ignore[misc]
+    expired.verify_message = "certificate has expired"
+    assert failure_reason(expired) == "CERTIFICATE_VERIFY_FAILED: certificate has expired"
 
 
 def test_serve_checks_the_tls_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -106,6 +106,9 @@ def failure_reason(exc: BaseException | None) -> str:
     cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
     if isinstance(cause, ssl.SSLError):
         reason = cause.reason or cause.__class__.__name__
+        detail = getattr(cause, "verify_message", None)  # "certificate has expired", ...
+        if detail:
+            return f"{reason}: {detail}"
         if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL",
                       "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
             return f"not a TLS handshake (plain text?): {reason}"

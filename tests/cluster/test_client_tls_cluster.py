@@ -5,6 +5,7 @@ with --tls-client-auth only a certificate of the client CA gets in."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 import signal
@@ -18,6 +19,10 @@ from pathlib import Path
 import pytest
 import redis
 import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -123,6 +128,25 @@ def test_tls_clients_and_what_is_not_tls(cluster: LocalCluster, tmp_path: Path) 
         tls_client(c, follower, other / "ca.crt", password="pw").ping()
 
 
+def expired_client_certificate(ca_dir: Path, out: Path) -> tuple[Path, Path]:
+    """A client certificate signed by the cluster's CA that expired yesterday."""
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(certs._name("expired client"))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=3))
+            .not_valid_after(now - datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    out.mkdir()
+    certs.write_pair(out, "client", cert, key)
+    return out / "client.crt", out / "client.key"
+
+
 def test_client_certificates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     c = start(tmp_path, monkeypatch, "--tls-client-auth")
     try:
@@ -135,11 +159,17 @@ def test_client_certificates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             tls_client(c, 1, good / "ca.crt", password="pw",
                        ssl_certfile=str(rogue / "client.crt"),
                        ssl_keyfile=str(rogue / "client.key")).ping()
+        expired_cert, expired_key = expired_client_certificate(good, tmp_path / "expired")
+        with pytest.raises(redis.ConnectionError):
+            tls_client(c, 1, good / "ca.crt", password="pw", ssl_certfile=str(expired_cert),
+                       ssl_keyfile=str(expired_key)).ping()
         r = tls_client(c, 1, good / "ca.crt", password="pw",
                        ssl_certfile=str(good / "client.crt"),
                        ssl_keyfile=str(good / "client.key"))
         assert r.ping() is True
-        wait_for_log(c, 1, "client TLS handshake failed")
+        log = wait_for_log(c, 1, "client TLS handshake failed")
+        wait_for_log(c, 1, "certificate has expired")
+        assert "CERTIFICATE_VERIFY_FAILED" in log or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in log
     finally:
         c.close()
 
