@@ -341,3 +341,12 @@ def test_probe_passes_over_an_unneeded_password(monkeypatch: pytest.MonkeyPatch)
     finally:
         thread.join(timeout=5)
         server.close()
+
+
+def test_command_info_shows_the_categories_the_acl_checks() -> None:
+    acl = AccessControl.configure()
+    node, conn = fake_node(acl), conn_for(acl)
+    (flushall,) = run(node, conn, "COMMAND", "INFO", "flushall")
+    assert {c.text for c in flushall[6]} >= {"@admin", "@dangerous", "@write", "@keyspace"}
+    (get,) = run(node, conn, "COMMAND", "INFO", "get")
+    assert {c.text for c in get[6]} == {"@read", "@string", "@fast"}

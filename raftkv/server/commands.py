@@ -16,6 +16,7 @@ from raftkv import __version__
 from raftkv.kv import COMMANDS, legacy_form, lookup
 from raftkv.node.pending import Pending
 from raftkv.server import transaction
+from raftkv.server.acl import COMMAND_CATEGORIES
 from raftkv.server.admin import raft_command
 from raftkv.server.auth import gate, hello_auth
 from raftkv.server.auth import handlers as auth_handlers
@@ -231,7 +232,8 @@ def _command_entry(name: bytes) -> list[Any] | None:
     if spec is None or spec.internal:
         return None
     flags = {SimpleString(spec.flag if spec.is_write else "readonly")}
-    categories = {SimpleString(category) for category in spec.acl_categories}
+    # The categories the ACL checks (raftkv.server.acl: FLUSHALL is @admin here too).
+    categories = {SimpleString(f"@{c}") for c in COMMAND_CATEGORIES.get(spec.name, ())}
     return [spec.name.encode(), spec.arity, flags, spec.first_key, spec.last_key,
             spec.key_step, categories]
 
