@@ -107,6 +107,9 @@ def _common_run_options(fn):  # type: ignore[no-untyped-def]
         click.option("--unsafe-counters-without-sessions", is_flag=True, hidden=True,
                      help="TEST ONLY: the counter clients retry without a session."),
         click.option("--quiet", is_flag=True, help="No progress lines; the summary only."),
+        click.option("--tls", is_flag=True,
+                     help="A secured cluster: TLS on client and peer ports and a client "
+                          "password (--net proxy, nft or none)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -130,6 +133,9 @@ def _run_options(**kw):  # type: ignore[no-untyped-def]
                                  "--net docker: proxies and nftables rules must be wired "
                                  "into the nodes' --cluster lists from the start",
                                  param_hint="--endpoints")
+    if kw["tls"] and kw["net"] in ("docker", "netns"):
+        raise click.BadParameter("--tls works with --net proxy, nft or none",
+                                 param_hint="--tls")
     # An attached cluster keeps the keys of earlier runs: fresh ones for this run.
     prefix = f"chaos-{seed}-{int(time.time())}-k" if kw["net"] == "docker" else "k"
     return RunOptions(
@@ -141,6 +147,7 @@ def _run_options(**kw):  # type: ignore[no-untyped-def]
         engine=kw["engine"], reconnect=kw["reconnect"],
         check_timeout=kw["check_timeout"], quiet=kw["quiet"], counters=kw["counters"],
         unsafe_counters_without_sessions=kw["unsafe_counters_without_sessions"],
+        tls=kw["tls"],
     )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import attrs
 import trio
 
+from chaos.workload import client_security
 from client.connection import TRANSPORT_ERRORS as LOST
 from client.connection import Connection
 from wire.reply import ErrorReply
@@ -188,7 +189,8 @@ class CounterClient:
 
     async def _connection(self) -> Connection:
         if self._conn is None:
-            self._conn = await Connection.open_host(*self.addrs[self._node])
+            self._conn = await Connection.open_host(*self.addrs[self._node],
+                                                      security=client_security())
         return self._conn
 
     async def _drop(self, next_node: bool = False) -> None:

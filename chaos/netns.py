@@ -197,6 +197,9 @@ class NetnsCluster(LocalCluster):
         # Beyond loopback a node refuses to start with unauthenticated peers (protected
         # mode): the namespaced nodes share a secret, as a real deployment would.
         kw.setdefault("peer_secret", True)
+        # Their client ports are reachable only from this host's namespaces and the
+        # workload does not authenticate: --insecure for the client side's protected mode.
+        kw.setdefault("extra_args", ["--insecure"])
         super().__init__(workdir, nodes, hosts=[client_host(n) for n in net.nodes],
                          ports=[(CLIENT_PORT, PEER_PORT)] * nodes, **kw)  # type: ignore[arg-type]
         self.net = net

@@ -45,6 +45,7 @@ class RunOptions:
     quiet: bool = False
     counters: int = 2  # session clients retrying INCR/APPEND (chaos.counters): exactly-once
     unsafe_counters_without_sessions: bool = False  # test only: the check must then fail
+    tls: bool = False  # TLS on both ports and a client password (secure_cluster)
 
 
 @attrs.frozen

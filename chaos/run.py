@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
+import secrets
 import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -52,6 +56,7 @@ from chaos.workload import (
     info_raft,
     spread,
 )
+from raftkv.certs import create as create_certs
 from raftkv.probe import parse_members
 from wire.addr import parse_addr
 
@@ -415,6 +420,7 @@ async def drive(opts: RunOptions) -> Collected:
 
     workdir = opts.out / "nodes"
     node_args = {i: ["--unsafe-stale-reads"] for i in nodes} if opts.unsafe_stale_reads else {}
+    secured = secure_cluster(opts.out) if opts.tls else {}
     nft_net = None
     netns_net = None
     if opts.net == "netns":
@@ -435,9 +441,9 @@ async def drive(opts: RunOptions) -> Collected:
         cluster = LocalCluster(workdir, opts.nodes, hosts=[nft.host(i) for i in nodes],
                                ports=[(nft.CLIENT_PORT, nft.PEER_PORT)] * opts.nodes,
                                peer_maps={i: nft_net.peer_map(i) for i in nodes},
-                               node_args=node_args)
+                               node_args=node_args, **secured)
     else:  # proxy: the peer maps are set once the proxies listen; none: no maps
-        cluster = LocalCluster(workdir, opts.nodes, node_args=node_args)
+        cluster = LocalCluster(workdir, opts.nodes, node_args=node_args, **secured)
     disks = None
     if set(opts.nemeses) & set(RESOURCE_NEMESES) and TmpfsDisks.available():
         disks = TmpfsDisks()
@@ -596,5 +602,24 @@ def options_to_args(opts: RunOptions) -> list[str]:
         args.append("--unsafe-counters-without-sessions")
     if opts.quiet:
         args.append("--quiet")
+    if opts.tls:
+        args.append("--tls")
     return args
+
+
+def secure_cluster(out: Path) -> dict[str, Any]:
+    """LocalCluster arguments for --tls: certificates and a password made in ``out``; the
+    password and CA go into this process's environment, where raftkv.probe (the harness's
+    INFO calls) and the workload's connections (chaos.workload) read them."""
+    certs_dir = out / "certs"
+    if not (certs_dir / "node.crt").exists():
+        create_certs(certs_dir)
+    password = secrets.token_urlsafe(18)
+    os.environ["RAFTKV_CACERT"] = str(certs_dir / "ca.crt")
+    os.environ["RAFTKV_PASSWORD"] = password
+    os.environ.pop("RAFTKV_USER", None)
+    os.environ["RAFTKV_REQUIREPASS"] = password  # the nodes inherit it (not a flag: ps)
+    return {"peer_tls": certs_dir,
+            "extra_args": ["--tls-cert", str(certs_dir / "node.crt"),
+                           "--tls-key", str(certs_dir / "node.key")]}
 

@@ -16,6 +16,7 @@ never has two operations in flight.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -27,10 +28,18 @@ import trio
 from chaos.history import Op, Value
 from client.connection import TRANSPORT_ERRORS as LOST  # what a broken connection raises
 from client.connection import Connection
+from client.security import Security
+from client.security import from_env as security_from_env
 from raftkv.probe import parse_info
 from wire.reply import ErrorReply, SimpleString
 
 Addr = tuple[str, int]
+
+
+@functools.cache
+def client_security() -> Security | None:
+    """TLS and AUTH from RAFTKV_CACERT/RAFTKV_PASSWORD (set by ``run --tls``), read once."""
+    return security_from_env()
 
 
 async def info_raft(addr: Addr, patience: float = 0.5) -> dict[str, str] | None:
@@ -38,7 +47,7 @@ async def info_raft(addr: Addr, patience: float = 0.5) -> dict[str, str] | None:
     conn = None
     try:
         with trio.fail_after(patience):
-            conn = await Connection.open_host(*addr)
+            conn = await Connection.open_host(*addr, security=client_security())
             text = await conn.request("INFO", "raft")
     except (*LOST, trio.TooSlowError):
         return None
@@ -185,7 +194,7 @@ class Client:
         if self.conn is None:
             try:
                 with trio.fail_at(deadline):
-                    self.conn = await Connection.open_host(*self.addr)
+                    self.conn = await Connection.open_host(*self.addr, security=client_security())
             except (*LOST, trio.TooSlowError) as exc:
                 return self._record(key, f, value, invoke, "fail", None,
                                     f"connect: {_describe(exc)}")
@@ -257,7 +266,7 @@ async def final_reads(addr_of: Callable[[], Awaitable[Addr | None]], keys: Seque
                     continue
                 try:
                     with trio.fail_after(2.0):
-                        conn = await Connection.open_host(*addr)
+                        conn = await Connection.open_host(*addr, security=client_security())
                         try:
                             reply = await conn.request("GET", key)
                         finally:

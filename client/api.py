@@ -14,6 +14,7 @@ open several clients, or pipeline, for parallel traffic.
 from __future__ import annotations
 
 import random
+import ssl as ssl_module
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from client.errors import (
 )
 from client.pipeline import Pipeline
 from client.safety import Safety, classify, word
+from client.security import Security
 from client.status import NodeStatus, cluster_status
 from raftkv.backoff import Backoff
 from wire.reply import ErrorReply
@@ -120,8 +122,14 @@ class Client(Commands):
         rng: random.Random | None = None,
         sessions: bool = True,
         session_timeout: float = 300.0,
+        ssl: ssl_module.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        # TLS and AUTH on every connection (client/security.py); None: plain, anonymous.
+        self.security = (Security(ssl, username, password)
+                         if ssl is not None or password else None)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.leader_grace = leader_grace
@@ -178,7 +186,7 @@ class Client(Commands):
 
     async def cluster_status(self) -> list[NodeStatus]:
         """Every endpoint's Raft state (``raftkv-cli status``), asked of each node."""
-        return await cluster_status(self.endpoints, self.connect_timeout)
+        return await cluster_status(self.endpoints, self.connect_timeout, self.security)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -471,7 +479,7 @@ class Client(Commands):
     async def _open(self, addr: str, errors: list[str]) -> Connection | None:
         with trio.move_on_after(self.connect_timeout):
             try:
-                return await Connection.open(addr)
+                return await Connection.open(addr, self.security)
             except OSError as exc:
                 errors.append(f"{addr}: {failure_reason(exc)}")
                 return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -19,6 +20,7 @@ from client.errors import ConnectionFailed, RaftKVError
 from client.format import JSON, RAW, TTY, Output
 from client.help import overview, usage
 from client.repl import NO_CLUSTER, OK, Repl, exit_status
+from client.security import tls_context
 from client.status import render_table, status_exit_code, to_json
 from client.sync import SyncClient
 from raftkv import __version__
@@ -56,9 +58,22 @@ def _output(raw: bool | None, as_json: bool) -> Output:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Deadline of each command in seconds, retries included.")
+@click.option("--tls", is_flag=True, envvar="RAFTKV_TLS", help="Connect over TLS.")
+@click.option("--cacert", envvar="RAFTKV_CACERT", show_envvar=True, type=click.Path(
+    dir_okay=False), help="CA of the nodes' certificates (implies --tls; default: the "
+    "system's CAs).")
+@click.option("--cert", envvar="RAFTKV_CERT", type=click.Path(dir_okay=False),
+              help="Client certificate, for nodes run with --tls-client-auth.")
+@click.option("--key", envvar="RAFTKV_KEY", type=click.Path(dir_okay=False),
+              help="The private key of --cert.")
+@click.option("--user", envvar="RAFTKV_USER", show_envvar=True, help="ACL user to AUTH as.")
+@click.option("--pass", "password", envvar="RAFTKV_PASSWORD", show_envvar=True,
+              help="Password to AUTH with (prefer the env var: a flag shows in `ps`).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def main(endpoints: str, mode: str | None, stdin_arg: bool, raw: bool | None,
-         as_json: bool, timeout: float, command: tuple[str, ...]) -> None:
+         as_json: bool, timeout: float, tls: bool, cacert: str | None, cert: str | None,
+         key: str | None, user: str | None, password: str | None,
+         command: tuple[str, ...]) -> None:
     """Talk to a RaftKV cluster.
 
     \b
@@ -75,6 +90,11 @@ def main(endpoints: str, mode: str | None, stdin_arg: bool, raw: bool | None,
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--endpoints") from exc
     out = _output(raw, as_json)
+    _SECURITY.clear()
+    try:
+        _SECURITY.update(security_options(tls, cacert, cert, key, user, password))
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--cacert/--cert/--key") from exc
     if mode is None:
         mode = "one-shot" if command else "interactive"
     if command and command[0].lower() == "help":  # answered here, never sent to a node
@@ -94,8 +114,24 @@ def main(endpoints: str, mode: str | None, stdin_arg: bool, raw: bool | None,
     sys.exit(_one_shot(eps, list(command), stdin_arg, out, timeout))
 
 
+# TLS and AUTH options of this invocation for every client it makes (client/security.py).
+_SECURITY: dict[str, Any] = {}
+
+
+def security_options(tls: bool, cacert: str | None, cert: str | None, key: str | None,
+                     user: str | None, password: str | None) -> dict[str, Any]:
+    """Client keyword arguments: ``ssl`` (a context) when TLS is asked for, and the
+    credentials; OSError/ValueError for files that do not load."""
+    options: dict[str, Any] = {}
+    if tls or cacert or cert:
+        options["ssl"] = tls_context(cacert, cert, key)
+    if password:
+        options["username"], options["password"] = user or None, password
+    return options
+
+
 def _connect(eps: list[str], timeout: float) -> SyncClient:
-    return SyncClient(eps, timeout=timeout)
+    return SyncClient(eps, timeout=timeout, **_SECURITY)
 
 
 def _one_shot(eps: list[str], command: list[str], stdin_arg: bool, out: Output,
@@ -118,7 +154,7 @@ def _one_shot(eps: list[str], command: list[str], stdin_arg: bool, out: Output,
 
 
 def _interactive(eps: list[str], out: Output, timeout: float) -> int:
-    kv = SyncClient(eps, timeout=timeout, eager=False)
+    kv = SyncClient(eps, timeout=timeout, eager=False, **_SECURITY)
     with kv:
         interactive = sys.stdin.isatty()
         try:
@@ -132,7 +168,7 @@ def _interactive(eps: list[str], out: Output, timeout: float) -> int:
 
 def _status(eps: list[str], as_json: bool, out: Output, timeout: float) -> int:
     """The table (or JSON) shared with ``raftkv status``; client.status.status_exit_code."""
-    with SyncClient(eps, timeout=timeout, eager=False) as kv:
+    with SyncClient(eps, timeout=timeout, eager=False, **_SECURITY) as kv:
         nodes = kv.cluster_status()
     if as_json:
         out.write(json.dumps(to_json(nodes)) + "\n")

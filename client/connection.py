@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from client.security import HandshakeFailed, Security, check_auth_reply, raw_socket
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.resp import encode_command
@@ -61,21 +62,37 @@ def failure_reason(exc: BaseException) -> str:
 class Connection:
     """A socket stream plus its reply parser; one request/reply exchange at a time."""
 
-    def __init__(self, addr: str, stream: trio.SocketStream) -> None:
+    def __init__(self, addr: str, stream: Any) -> None:
         self.addr = addr
         self.stream = stream
         self.parser = ReplyParser()
 
     @classmethod
-    async def open(cls, addr: str) -> Connection:
+    async def open(cls, addr: str, security: Security | None = None) -> Connection:
         host, port = parse_endpoint(addr)
-        return await cls.open_host(host, port, addr)
+        return await cls.open_host(host, port, addr, security)
 
     @classmethod
-    async def open_host(cls, host: str, port: int, addr: str = "") -> Connection:
+    async def open_host(cls, host: str, port: int, addr: str = "",
+                        security: Security | None = None) -> Connection:
+        """Connect; with ``security``, TLS and AUTH first (client/security.py)."""
         stream = await trio.open_tcp_stream(host, port)
         stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, True)
-        return cls(addr or f"{host}:{port}", stream)
+        if security is None:
+            return cls(addr or f"{host}:{port}", stream)
+        conn = cls(addr or f"{host}:{port}", await security.wrap(stream, host))
+        auth = security.auth_args()
+        if auth is not None:
+            try:
+                check_auth_reply(await conn.request(*auth))
+            except TRANSPORT_ERRORS as exc:
+                await conn.aclose()
+                hint = "" if security.ssl is not None else " (a TLS port? try --tls)"
+                raise HandshakeFailed(f"connection lost during AUTH{hint}: {exc}") from exc
+            except BaseException:
+                await conn.aclose()
+                raise
+        return conn
 
     def stale(self) -> bool:
         """True if an idle connection has something to read: the node closed it (or spoke
@@ -86,7 +103,7 @@ class Connection:
             return True
         poller = select.poll()  # not select(): it cannot watch descriptors past 1023
         try:
-            poller.register(self.stream.socket.fileno(), select.POLLIN)
+            poller.register(raw_socket(self.stream).fileno(), select.POLLIN)
             return bool(poller.poll(0))
         except (OSError, ValueError):
             return True

@@ -14,6 +14,7 @@ import trio
 
 from client.commands import parse_info
 from client.connection import TRANSPORT_ERRORS, Connection, failure_reason, parse_endpoints
+from client.security import Security
 from wire.reply import ErrorReply
 
 
@@ -42,10 +43,11 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-async def probe(endpoint: str, answer_within: float) -> NodeStatus:
+async def probe(endpoint: str, answer_within: float,
+                security: Security | None = None) -> NodeStatus:
     with trio.move_on_after(answer_within):
         try:
-            conn = await Connection.open(endpoint)
+            conn = await Connection.open(endpoint, security)
         except OSError as exc:
             return NodeStatus(endpoint, False, error=failure_reason(exc))
         try:
@@ -72,7 +74,8 @@ async def probe(endpoint: str, answer_within: float) -> NodeStatus:
 
 
 async def cluster_status(endpoints: str | Iterable[str] | None = None,
-                         answer_within: float = 1.0) -> list[NodeStatus]:
+                         answer_within: float = 1.0,
+                         security: Security | None = None) -> list[NodeStatus]:
     """Every endpoint's status, asked concurrently, in the order given.
 
     ``lag`` is how many committed entries a node has still to apply, counted against the
@@ -83,7 +86,7 @@ async def cluster_status(endpoints: str | Iterable[str] | None = None,
     found: list[NodeStatus | None] = [None] * len(eps)
 
     async def one(i: int) -> None:
-        found[i] = await probe(eps[i], answer_within)
+        found[i] = await probe(eps[i], answer_within, security)
 
     async with trio.open_nursery() as nursery:
         for i in range(len(eps)):

@@ -12,6 +12,7 @@ import click
 import trio
 
 import raftkv.serve
+from client.security import from_env as security_from_env
 from client.status import cluster_status, render_table, status_exit_code, to_json
 from raftkv import __version__
 from raftkv.backup import take_backup
@@ -27,6 +28,9 @@ from raftkv.node.settings import NodeSettings, parse_cluster
 from raftkv.recover import recover as do_recover
 from raftkv.restore import RestoreError
 from raftkv.restore import restore as do_restore
+from raftkv.server.acl import AccessControl, ACLError
+from raftkv.server.client_tls import ClientTLSError, client_tls_context
+from raftkv.server.protected_mode import ProtectedModeError, client_auth_warnings
 from raftkv.storage import DiskStorageError
 from wire.addr import parse_addr
 
@@ -82,6 +86,21 @@ def _env(name: str) -> str:
 @click.option("--peer-tls-ca", default="", envvar=_env("PEER_TLS_CA"),
               type=click.Path(dir_okay=False),
               help="The CA that signs every member's peer certificate (both ways checked).")
+@click.option("--requirepass", default="", envvar=_env("REQUIREPASS"), metavar="PASSWORD",
+              help="Clients must AUTH with this password (Redis's requirepass; the default "
+                   "user's). Prefer the env var: a flag shows in `ps`.")
+@click.option("--acl-file", default="", envvar=_env("ACL_FILE"), type=click.Path(dir_okay=False),
+              help="ACL users in Redis's ACL file syntax (`user NAME on >pass ~* +@all`); "
+                   "read at start and on ACL LOAD.")
+@click.option("--tls-cert", default="", envvar=_env("TLS_CERT"), type=click.Path(dir_okay=False),
+              help="The client port speaks TLS only, with this certificate (PEM).")
+@click.option("--tls-key", default="", envvar=_env("TLS_KEY"), type=click.Path(dir_okay=False),
+              help="The private key of --tls-cert.")
+@click.option("--tls-ca", default="", envvar=_env("TLS_CA"), type=click.Path(dir_okay=False),
+              help="The CA that signs client certificates (for --tls-client-auth).")
+@click.option("--tls-client-auth", is_flag=True, envvar=_env("TLS_CLIENT_AUTH"),
+              help="Clients must present a certificate signed by --tls-ca (Redis's "
+                   "tls-auth-clients yes).")
 @click.option("--insecure", is_flag=True, envvar=_env("INSECURE"),
               help="Allow a non-loopback --client-addr/--peer-addr without peer "
                    "authentication (--peer-secret-file or --peer-tls-*).")
@@ -169,6 +188,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
     if learner and not seeds:
         raise click.BadParameter("--learner only applies with --join")
     check_peer_security(client_addr, peer_addr, options)
+    check_client_auth(client_addr, options)
     if options["cluster_id"] and not valid_cluster_id(options["cluster_id"]):
         raise click.BadParameter("1 to 64 of A-Z a-z 0-9 . _ -", param_hint="--cluster-id")
     setup_logging(verbose, fmt=options["log_format"], node_id=node_id)
@@ -192,11 +212,15 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
 @click.option("--port-base", default=7000, show_default=True, type=click.IntRange(1, 63000),
               help="Node N gets client port BASE+N, peer port BASE+100+N, metrics port "
                    "BASE+2000+N.")
+@click.option("--tls", is_flag=True,
+              help="TLS on client and peer ports and a client password: certificates in "
+                   "DATA_DIR/certs, the password in DATA_DIR/client-password (made once).")
 @click.option("-v", "--verbose", count=True, help="Passed to every node.")
-def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, verbose: int) -> None:
+def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, tls: bool,
+       verbose: int) -> None:
     """Start a local cluster: client ports 7001.., peer 7101.., metrics 9001..; Ctrl-C stops it."""
     run_local_cluster(nodes=nodes, data_dir=data_dir, host=host, fsync=fsync, verbose=verbose,
-                      base=port_base)
+                      base=port_base, tls=tls)
 
 
 @main.group()
@@ -231,7 +255,8 @@ def status(endpoints: str, as_json: bool, timeout: float) -> None:
 
     The same table (and --json) as `raftkv-cli status`. Exit status: 0 every node up and
     one leads, 1 some node down or no leader, 2 no node answered."""
-    nodes = trio.run(cluster_status, endpoints, timeout)
+    # TLS and AUTH from RAFTKV_CACERT / RAFTKV_USER / RAFTKV_PASSWORD, as raftkv-cli.
+    nodes = trio.run(cluster_status, endpoints, timeout, security_from_env())
     if as_json:
         click.echo(json.dumps(to_json(nodes)))
     else:
@@ -301,6 +326,28 @@ def check_peer_security(client_addr: str, peer_addr: str, options: dict[str, Any
         raise click.UsageError(str(exc)) from exc
     for warning in warnings:
         click.echo(f"WARNING: {warning}", err=True)
+
+
+def check_client_auth(client_addr: str, options: dict[str, Any]) -> None:
+    """--requirepass and --acl-file load (raftkv.server.acl), a client address beyond
+    loopback has client authentication (raftkv.server.protected_mode), the client TLS files
+    load (raftkv.server.client_tls), before anything starts."""
+    try:
+        acl = AccessControl.configure(options["requirepass"], options["acl_file"])
+    except ACLError as exc:
+        raise click.UsageError(f"--acl-file: {exc}") from exc
+    try:
+        warnings = client_auth_warnings(client_addr, acl, options["insecure"])
+    except ProtectedModeError as exc:
+        raise click.UsageError(str(exc)) from exc
+    for warning in warnings:
+        click.echo(f"WARNING: {warning}", err=True)
+    if options["tls_cert"] or options["tls_key"] or options["tls_client_auth"]:
+        try:
+            client_tls_context(options["tls_cert"], options["tls_key"], options["tls_ca"],
+                               options["tls_client_auth"])
+        except ClientTLSError as exc:
+            raise click.UsageError(str(exc)) from exc
 
 
 def _split(endpoints: str) -> list[str]:

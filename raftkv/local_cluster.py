@@ -23,6 +23,8 @@ from pathlib import Path
 import click
 import trio
 
+from raftkv.local_tls import LocalTLS
+from raftkv.local_tls import prepare as prepare_tls
 from raftkv.node.cluster_id import ensure_cluster_id_file
 from raftkv.node.peer_auth import ensure_secret_file
 from raftkv.probe import call, parse_info
@@ -38,7 +40,8 @@ CLUSTER_ID_FILE = "cluster-id"  # random, made at the first run
 
 
 def node_command(i: int, nodes: int, data_dir: str, host: str, fsync: str,
-                 verbose: int, base: int = 7000, cluster_id: str = "") -> list[str]:
+                 verbose: int, base: int = 7000, cluster_id: str = "",
+                 extra: tuple[str, ...] = ()) -> list[str]:
     cluster = ",".join(f"{n}={host}:{base + 100 + n}" for n in range(1, nodes + 1))
     ports = ports_of(i, base)
     cmd = [sys.executable, "-m", "raftkv", "serve", "--id", str(i),
@@ -50,7 +53,7 @@ def node_command(i: int, nodes: int, data_dir: str, host: str, fsync: str,
         cmd += ["--cluster-id", cluster_id]
     if verbose:
         cmd.append("-" + "v" * verbose)
-    return cmd
+    return cmd + list(extra)
 
 
 async def _stream(i: int, proc: trio.Process) -> None:
@@ -126,7 +129,8 @@ def _cli_command() -> str:
     return f"{sys.executable} -m client"
 
 
-def banner(nodes: int, host: str, base: int, leader: dict[str, str], data_dir: str) -> str:
+def banner(nodes: int, host: str, base: int, leader: dict[str, str], data_dir: str,
+           tls: LocalTLS | None = None) -> str:
     """What `raftkv up` prints once a leader is elected: how to connect, with what is
     installed on this machine, in aligned columns."""
     first = f"{host}:{base + 1}"
@@ -137,9 +141,11 @@ def banner(nodes: int, host: str, base: int, leader: dict[str, str], data_dir: s
     if shutil.which("redis-cli"):
         target = "" if host in ("127.0.0.1", "localhost") else f"-h {host} "
         tools.append((f"redis-cli {target}-p {base + 1}", "any node's port works"))
-    tools += [("raftkv status", "one line per node"),
-              (f"curl http://{host}:{base + 2001}/metrics", "Prometheus metrics (also "
-               "/livez /readyz)")]
+    tools.append(("raftkv status", "one line per node"))
+    if tls is not None:  # TLS on both ports and a password (raftkv/local_tls.py)
+        tools = tls.connect_lines(cli, host, base + 1, bool(shutil.which("redis-cli")))
+    tools.append((f"curl http://{host}:{base + 2001}/metrics",
+                  "Prometheus metrics (also /livez /readyz)"))
     width = max(len(cmd) for cmd, _ in tools)
     metrics = ", ".join(f"http://{host}:{base + 2000 + i}/metrics" for i in range(1, nodes + 1))
     lines = [f"RaftKV cluster of {nodes} up: leader is node {leader['node_id']} "
@@ -151,7 +157,7 @@ def banner(nodes: int, host: str, base: int, leader: dict[str, str], data_dir: s
 
 
 async def _main(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
-                base: int, cluster_id: str) -> int:
+                base: int, cluster_id: str, tls: LocalTLS | None) -> int:
     # Handled explicitly (not KeyboardInterrupt): it works even where a parent shell made
     # SIGINT ignored, and a stop is a normal exit, status 0.
     code = 0
@@ -164,18 +170,21 @@ async def _main(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
                     return
 
             outer.start_soon(stop_on_signal)
-            code = await _supervise(nodes, data_dir, host, fsync, verbose, base, cluster_id)
+            code = await _supervise(nodes, data_dir, host, fsync, verbose, base, cluster_id,
+                                    tls)
             outer.cancel_scope.cancel()
     return code
 
 
 async def _supervise(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
-                     base: int, cluster_id: str) -> int:
+                     base: int, cluster_id: str, tls: LocalTLS | None) -> int:
+    extra = tuple(tls.node_args()) if tls is not None else ()
     procs: list[trio.Process] = []
     async with trio.open_nursery() as nursery:
         for i in range(1, nodes + 1):
             proc = await trio.lowlevel.open_process(
-                node_command(i, nodes, data_dir, host, fsync, verbose, base, cluster_id),
+                node_command(i, nodes, data_dir, host, fsync, verbose, base, cluster_id,
+                             extra),
                 stderr=subprocess.PIPE, start_new_session=True,
             )
             procs.append(proc)
@@ -191,7 +200,7 @@ async def _supervise(nodes: int, data_dir: str, host: str, fsync: str, verbose: 
             if leader is None:
                 click.echo("raftkv up: no leader after 15 s; see the node logs above", err=True)
                 return 1
-            click.echo(banner(nodes, host, base, leader, data_dir))
+            click.echo(banner(nodes, host, base, leader, data_dir, tls))
             for i, proc in enumerate(procs, 1):
                 nursery.start_soon(_report_exit, i, proc)
             await trio.sleep_forever()  # until a signal cancels us
@@ -211,10 +220,16 @@ async def _supervise(nodes: int, data_dir: str, host: str, fsync: str, verbose: 
 
 
 def run_local_cluster(nodes: int, data_dir: str, host: str, fsync: str, verbose: int,
-                      base: int = 7000) -> None:
+                      base: int = 7000, tls: bool = False) -> None:
     # Ctrl-C in the terminal reaches only us (nodes run in their own sessions); we then stop
     # the nodes in order.
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    local_tls = None
+    if tls:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        local_tls = prepare_tls(Path(data_dir), host)
+        # Our own probes and the nodes (their password) read these; not flags (`ps`).
+        os.environ.update(local_tls.client_env())
     problem = preflight(nodes, host, base)
     if problem is not None:
         click.echo(f"raftkv up: {problem}", err=True)
@@ -226,4 +241,5 @@ def run_local_cluster(nodes: int, data_dir: str, host: str, fsync: str, verbose:
                                             Path(data_dir) / "node-1")
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    raise SystemExit(trio.run(_main, nodes, data_dir, host, fsync, verbose, base, cluster_id))
+    raise SystemExit(trio.run(_main, nodes, data_dir, host, fsync, verbose, base, cluster_id,
+                              local_tls))

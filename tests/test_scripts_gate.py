@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from raftkv.server.client_port import Connection
+from raftkv.server.acl import AccessControl
 from raftkv.server.commands import SCRIPTS_DISABLED, execute
+from raftkv.server.connection import Connection
 from raftkv.server.transaction import multi
 from wire.reply import ErrorReply
 
@@ -18,7 +19,7 @@ def node(enable: bool) -> SimpleNamespace:
     return SimpleNamespace(
         id=1, settings=SimpleNamespace(enable_scripts=enable, max_request_bytes=1 << 20),
         submit=lambda args: submitted.append(args) or SimpleNamespace(value="proposed"),
-        submitted=submitted,
+        submitted=submitted, client_server=SimpleNamespace(acl=AccessControl.configure()),
     )
 
 
@@ -26,15 +27,15 @@ def node(enable: bool) -> SimpleNamespace:
                                   [b"EVAL_RO", b"return 1", b"0"], [b"SCRIPT", b"LOAD", b"x"]])
 def test_script_commands_are_refused_unless_enabled(args: list[bytes]) -> None:
     off = node(False)
-    reply = execute(off, Connection(1, "127.0.0.1:1"), args).value
+    reply = execute(off, Connection(1, "127.0.0.1:1", user="default"), args).value
     assert reply == ErrorReply(SCRIPTS_DISABLED) and off.submitted == []
     on = node(True)
-    execute(on, Connection(1, "127.0.0.1:1"), args)
+    execute(on, Connection(1, "127.0.0.1:1", user="default"), args)
     assert on.submitted == [args]
 
 
 def test_a_script_queued_in_multi_aborts_the_transaction() -> None:
-    conn = Connection(1, "127.0.0.1:1")
+    conn = Connection(1, "127.0.0.1:1", user="default")
     multi(conn.tx)
     reply = execute(node(False), conn, [b"EVAL", b"return 1", b"0"]).value
     assert isinstance(reply, ErrorReply) and conn.tx.dirty

@@ -1,7 +1,7 @@
 """Peer-security settings checked before a node starts: the secret file and the TLS files
 load, and protected mode (like Redis's): a listen address beyond loopback needs peer
-authentication unless ``--insecure`` says the network is trusted. Client AUTH/TLS do not
-exist yet, so only the peer side can be required."""
+authentication unless ``--insecure`` says the network is trusted. The client side (AUTH)
+is raftkv.server.protected_mode."""
 
 from __future__ import annotations
 
@@ -73,6 +73,4 @@ def security_warnings(client_addr: str, peer_addr: str, options: Mapping[str, An
         f"refusing to start: {where} is not a loopback address and peers are not "
         f"authenticated. Give --peer-secret-file FILE (a shared secret, e.g. `openssl rand "
         f"-hex 32`) or --peer-tls-cert/--peer-tls-key/--peer-tls-ca (mutual TLS; "
-        f"`raftkv certs create` makes them), or --insecure on a trusted network. Client "
-        f"connections are not authenticated in any case (client TLS/AUTH are not available "
-        f"yet).")
+        f"`raftkv certs create` makes them), or --insecure on a trusted network.")

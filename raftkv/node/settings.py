@@ -75,6 +75,15 @@ class NodeSettings:
     peer_tls_cert: str = ""
     peer_tls_key: str = ""
     peer_tls_ca: str = ""
+    # Client authentication (raftkv.server.acl): the default user's password, ACL users.
+    requirepass: str = attrs.field(default="", repr=False)
+    acl_file: str = ""
+    # TLS on the client port (raftkv.server.client_tls): certificate, key, the CA of client
+    # certificates, and whether clients must present one.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    tls_client_auth: bool = False
     # Allow a non-loopback client or peer address without peer authentication.
     insecure: bool = False
     promote_lag: int = 100

@@ -29,6 +29,9 @@ from raftkv.kv.sliced import SlicedRead
 from raftkv.log import event
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
+from raftkv.server.acl import AccessControl
+from raftkv.server.auth import limit_unauthenticated, restore_limits
+from raftkv.server.client_tls import ClientTLS
 from raftkv.server.commands import execute, is_write
 from raftkv.server.connection import Connection
 from raftkv.server.limits import ClientLimits, cap_max_clients
@@ -108,6 +111,8 @@ class ClientServer:
             max_clients = cap_max_clients(settings.max_clients)
         self.limits = ClientLimits.from_settings(settings, max_clients)
         self.connections: dict[int, Connection] = {}
+        self.acl = AccessControl.configure(settings.requirepass, settings.acl_file)
+        self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
         self.new_clients = 0  # connections that have not sent a complete command yet
         self.loop_lag = LoopLagMonitor()
         self.stats = {"rejected_connections": 0, "client_output_buffer_disconnects": 0,
@@ -117,7 +122,8 @@ class ClientServer:
         node.metrics.add_client_port(lambda: len(self.connections))
 
     def info(self) -> dict[str, Any]:
-        return {**self.stats, **self.loop_lag.info()}
+        tls = {"client_tls_handshake_failures": self.tls.failures} if self.tls else {}
+        return {**self.stats, **self.loop_lag.info(), **self.acl.stats, **tls}
 
     def clients_info(self) -> dict[str, Any]:
         """INFO's clients section."""
@@ -130,7 +136,8 @@ class ClientServer:
         self.stats = dict.fromkeys(self.stats, 0)
         self.loop_lag.reset()
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def handle(self, stream: Any) -> None:
+        """Serve one connection (a trio.SocketStream; TLS is layered on here)."""
         limits = self.limits
         if len(self.connections) >= limits.max_clients:
             await self._refuse(stream, MAX_CLIENTS_REACHED)
@@ -144,10 +151,15 @@ class ClientServer:
             _enable_keepalive(stream.socket)
         except OSError:
             addr = "?"
-        conn = Connection(next(_connection_ids), addr, server=self)
+        conn = Connection(next(_connection_ids), addr, server=self,
+                          user=self.acl.initial_user())
         self.connections[conn.id] = conn
         self.new_clients += 1
         try:
+            if self.tls is not None:
+                stream = await self.tls.accept(stream, addr)  # within the handshake deadline
+                if stream is None:
+                    return
             async with stream, trio.open_nursery() as nursery:
                 conn.scope = nursery.cancel_scope
                 send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW)
@@ -186,6 +198,7 @@ class ClientServer:
         limits = self.limits
         parser = CommandParser(max_bulk_len=limits.max_bulk_len,
                                max_request_len=limits.max_request_bytes)
+        anonymous = limit_unauthenticated(parser, conn)  # small commands until AUTH
         idle = limits.idle_timeout or float("inf")
         order = ProgramOrder()
         # Commands read and not yet answered, with their size: the query buffer.
@@ -220,6 +233,7 @@ class ClientServer:
                             inflight_bytes -= n
                         await order.before(is_write(args))
                         pending = execute(self.node, conn, args)
+                        anonymous = restore_limits(parser, conn, anonymous)
                         self.node.metrics.track(args[0], pending)
                         order.track(pending)
                         if not pending.done:

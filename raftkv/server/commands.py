@@ -16,7 +16,10 @@ from raftkv import __version__
 from raftkv.kv import COMMANDS, legacy_form, lookup
 from raftkv.node.pending import Pending
 from raftkv.server import transaction
+from raftkv.server.acl import COMMAND_CATEGORIES
 from raftkv.server.admin import raft_command
+from raftkv.server.auth import acl_of, gate, hello_auth
+from raftkv.server.auth import handlers as auth_handlers
 from raftkv.server.info import REDIS_COMPAT_VERSION, render_info
 from wire.reply import OK, ErrorReply, SimpleString
 from wire.resp import string2ll
@@ -54,6 +57,11 @@ SCRIPTS_DISABLED = ("ERR scripts are disabled on this node; start every node wit
 
 def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     name = args[0].lower()
+    denied = gate(acl_of(conn), conn, args)  # AUTH and ACL users (auth.py)
+    if denied is not None:
+        if conn.tx.queue is not None:
+            conn.tx.dirty = True  # EXEC will answer EXECABORT, as Redis does
+        return Pending.of(denied)
     control = TRANSACTION.get(name)
     if control is not None:
         return control(node, conn, args)
@@ -132,17 +140,25 @@ def cmd_hello(node: Node, conn: Connection, args: list[bytes]) -> Pending:
         if proto not in (2, 3):
             return _err("NOPROTO unsupported protocol version")
         rest = rest[1:]
+    name: bytes | None = None
+    pair: tuple[bytes, bytes] | None = None
     while rest:
         opt = rest[0].lower()
         if opt == b"setname" and len(rest) >= 2:
             if not _printable(rest[1]):
                 return _err(BAD_CLIENT_NAME)
-            conn.name = rest[1].decode()
+            name = rest[1]
             rest = rest[2:]
         elif opt == b"auth" and len(rest) >= 3:
-            rest = rest[3:]  # no authentication in RaftKV: accepted and ignored
+            pair = (rest[1], rest[2])  # checked below, never accepted unchecked
+            rest = rest[3:]
         else:
             return _err(f"ERR Syntax error in HELLO option '{rest[0].decode(errors='replace')}'")
+    denied = hello_auth(acl_of(conn), conn, pair)
+    if denied is not None:
+        return Pending.of(denied)
+    if name is not None:
+        conn.name = name.decode()
     conn.proto = proto
     return Pending.of({
         "server": "raftkv",
@@ -202,7 +218,7 @@ def _printable(text: bytes) -> bool:
 
 def _client_line(conn: Connection) -> str:
     return (f"id={conn.id} addr={conn.addr} name={conn.name} db=0 resp={conn.proto} "
-            f"lib-name={conn.lib_name} lib-ver={conn.lib_ver}")
+            f"user={conn.user or ''} lib-name={conn.lib_name} lib-ver={conn.lib_ver}")
 
 
 def _command_names() -> set[bytes]:
@@ -217,7 +233,8 @@ def _command_entry(name: bytes) -> list[Any] | None:
     if spec is None or spec.internal:
         return None
     flags = {SimpleString(spec.flag if spec.is_write else "readonly")}
-    categories = {SimpleString(category) for category in spec.acl_categories}
+    # The categories the ACL checks (raftkv.server.acl: FLUSHALL is @admin here too).
+    categories = {SimpleString(f"@{c}") for c in COMMAND_CATEGORIES.get(spec.name, ())}
     return [spec.name.encode(), spec.arity, flags, spec.first_key, spec.last_key,
             spec.key_step, categories]
 
@@ -278,6 +295,7 @@ LOCAL: dict[bytes, Callable[[Any, Any, list[bytes]], Pending]] = {
     b"info": cmd_info,
     b"raft": cmd_raft,
     b"time": cmd_time,
+    **auth_handlers(),  # AUTH, ACL
 }
 
 # Transaction control: handled before queuing (they are what MULTI does not queue).

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from raftkv.server.acl import AccessControl
 from raftkv.server.transaction import Transaction
 
 
@@ -18,6 +19,7 @@ class ClientRegistry(Protocol):
     """The client port as the connection-level commands see it."""
 
     connections: dict[int, Connection]
+    acl: AccessControl  # its users (raftkv.server.auth checks every command against them)
 
     def info(self) -> dict[str, Any]: ...
 
@@ -36,6 +38,8 @@ class Connection:
     name: str = ""
     lib_name: str = ""
     lib_ver: str = ""
+    user: str | None = None  # the ACL user it runs as; None: not authenticated (auth.py)
+    auth_failures: int = 0
     closing: bool = False
     tx: Transaction = attrs.Factory(Transaction)  # MULTI/WATCH state (transaction.py)
     registered: bool = False  # has sent a complete command

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,24 @@ def test_the_partition_verdict_needs_the_node_back_and_99_9_percent_uptime(
                                                                    {"k0": None}, cut)))
     assert report.rejoined and not report.ok and report.uptime is not None
     assert report.uptime < partition.MIN_UPTIME
+
+
+def test_tls_option_round_trip_and_secured_cluster(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from chaos.cli import main
+    from chaos.run import secure_cluster
+
+    args = options_to_args(RunOptions(seed=9, tls=True))
+    assert "--tls" in args and "--tls" not in options_to_args(RunOptions(seed=9))
+    res = CliRunner().invoke(main, [*args, "--net", "netns"])
+    assert res.exit_code == 2 and "--net proxy, nft or none" in res.output
+    for name in ("RAFTKV_CACERT", "RAFTKV_PASSWORD", "RAFTKV_REQUIREPASS"):
+        monkeypatch.setenv(name, "")  # so that monkeypatch restores them afterwards
+    kw = secure_cluster(tmp_path)
+    c = LocalCluster(tmp_path / "nodes", 3, **kw)
+    cmd = c.command(c.nodes[1])
+    assert "--tls-cert" in cmd and "--peer-tls-ca" in cmd
+    assert os.environ["RAFTKV_REQUIREPASS"] == os.environ["RAFTKV_PASSWORD"]
+    assert os.environ["RAFTKV_CACERT"] == str(tmp_path / "certs" / "ca.crt")

@@ -1,0 +1,211 @@
+"""Client authentication and permission checks on the client port (issue 13).
+
+``gate`` runs before every command on the node the client is connected to, so a follower
+refuses a denied command itself instead of forwarding it. ``AUTH`` and ``HELLO ... AUTH``
+check a username/password pair against the node's users (raftkv.server.acl); ``ACL``
+answers WHOAMI, LIST, USERS, CAT and LOAD. The texts are Redis's, so redis-py raises its
+``AuthenticationError`` and ``NoPermissionError``.
+
+A connection may fail ``MAX_AUTH_FAILURES`` times; the next failure closes it, so guessing
+costs a reconnection (and a slot of ``--max-new-clients``) per few attempts. Failures are
+logged at most once per 10 s per remote host, with the user name and never the password.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from raftkv.kv import lookup
+from raftkv.log import event
+from raftkv.node.log_throttle import LogThrottle
+from raftkv.node.pending import Pending
+from raftkv.server.acl import (
+    ALWAYS_ALLOWED,
+    CATEGORIES,
+    COMMAND_CATEGORIES,
+    SCRIPT_IDS,
+    AccessControl,
+    ACLError,
+    command_id,
+    ids_in,
+)
+from wire.reply import OK, ErrorReply
+
+if TYPE_CHECKING:
+    from raftkv.server.connection import Connection
+
+log = logging.getLogger("raftkv.auth")
+_throttle = LogThrottle(log, 10.0)
+
+MAX_AUTH_FAILURES = 10
+NOAUTH = ErrorReply("NOAUTH Authentication required.")
+WRONGPASS = ErrorReply("WRONGPASS invalid username-password pair or user is disabled.")
+HELLO_NOAUTH = ErrorReply(
+    "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+    "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+    "select the RESP protocol version at the same time")
+NO_DEFAULT_PASSWORD = ErrorReply(
+    "ERR AUTH <password> called without any password configured for the default user. "
+    "Are you sure your configuration is correct?")
+KEY_DENIED = ErrorReply("NOPERM No permissions to access a key")
+SCRIPT_DENIED = ErrorReply(
+    "NOPERM scripts are only for users with allkeys and every data command (RaftKV does "
+    "not check a script's redis.call against the user)")
+
+
+def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply | None:
+    """None if ``conn`` may run ``args``; else the error to answer (NOAUTH or NOPERM)."""
+    name = args[0].lower()
+    if name in ALWAYS_ALLOWED:
+        return None
+    user = acl.user(conn.user)
+    if user is None:
+        conn.user = None  # removed or disabled since it authenticated (ACL LOAD)
+        return NOAUTH
+    cid = command_id(args)
+    if cid == "raft|once" and len(args) > 4:
+        # RAFT ONCE id seq COMMAND...: a session's retry-safe COMMAND, checked as COMMAND
+        # (its rules and its keys), so a session cannot carry what the user may not run.
+        args = args[4:]
+        name = args[0].lower()
+        cid = command_id(args)
+    if cid not in COMMAND_CATEGORIES:
+        return None  # an unknown command: it answers Redis's unknown-command error
+    if not user.may_run(cid):
+        acl.stats["acl_access_denied_cmd"] += 1
+        return ErrorReply(f"NOPERM User {user.name} has no permissions to run the "
+                          f"'{cid}' command")
+    if cid in SCRIPT_IDS and not user.may_script():
+        acl.stats["acl_access_denied_cmd"] += 1
+        return SCRIPT_DENIED
+    if user.allkeys:
+        return None
+    spec = lookup(name)
+    if spec is not None and not spec.internal and spec.arity_ok(len(args)):
+        for key in spec.keys(args):
+            if not user.may_access(key):
+                acl.stats["acl_access_denied_key"] += 1
+                return KEY_DENIED
+    return None
+
+
+def authenticate(acl: AccessControl, conn: Connection, username: bytes,
+                 password: bytes) -> ErrorReply | None:
+    """Check the pair; on success ``conn`` runs as that user. Else WRONGPASS (and the
+    connection closes after too many failures)."""
+    name = username.decode("utf-8", "replace")
+    if acl.authenticate(name, password):
+        conn.user = name
+        return None
+    conn.auth_failures += 1
+    acl.stats["acl_access_denied_auth"] += 1
+    host = conn.addr.rpartition(":")[0]
+    _throttle.log(("auth", host), logging.WARNING, "client failed authentication",
+                  addr=conn.addr, user=name, failures=conn.auth_failures)
+    if conn.auth_failures >= MAX_AUTH_FAILURES:
+        event(log, logging.INFO, "closing client after failed authentications",
+              addr=conn.addr, failures=conn.auth_failures)
+        conn.closing = True
+    return WRONGPASS
+
+
+# Before AUTH a client may send only small commands (Redis: 10 arguments of 16 KiB): an
+# anonymous connection cannot make the node buffer a max-request-bytes command.
+UNAUTHENTICATED_LIMITS = {"max_multibulk_len": 10, "max_bulk_len": 16 * 1024,
+                          "max_request_len": 256 * 1024}
+
+
+def limit_unauthenticated(parser: Any, conn: Connection) -> dict[str, Any] | None:
+    """Tighten ``parser`` (a wire.resp.CommandParser) while ``conn`` is not authenticated;
+    the limits it had, to give back with ``restore_limits`` once it is; None if nothing
+    was changed."""
+    if conn.user is not None:
+        return None
+    saved = {name: getattr(parser, name) for name in UNAUTHENTICATED_LIMITS}
+    for name, value in UNAUTHENTICATED_LIMITS.items():
+        current = getattr(parser, name)
+        setattr(parser, name, value if current is None else min(current, value))
+    return saved
+
+
+def restore_limits(parser: Any, conn: Connection,
+                   saved: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The full limits back once ``conn`` has authenticated; what is still saved."""
+    if saved is None or conn.user is None:
+        return saved
+    for name, value in saved.items():
+        setattr(parser, name, value)
+    return None
+
+
+def cmd_auth(acl: AccessControl, conn: Connection, args: list[bytes]) -> Pending:
+    if len(args) == 2:
+        default = acl.users.get("default")
+        if default is not None and default.enabled and default.nopass:
+            return Pending.of(NO_DEFAULT_PASSWORD)
+        error = authenticate(acl, conn, b"default", args[1])
+    elif len(args) == 3:
+        error = authenticate(acl, conn, args[1], args[2])
+    elif len(args) < 2:
+        return Pending.of(ErrorReply("ERR wrong number of arguments for 'auth' command"))
+    else:
+        return Pending.of(ErrorReply("ERR syntax error"))
+    return Pending.of(error or OK)
+
+
+def cmd_acl(acl: AccessControl, conn: Connection, args: list[bytes]) -> Pending:
+    sub = args[1].lower() if len(args) > 1 else b""
+    if sub == b"whoami" and len(args) == 2:
+        return Pending.of(conn.user.encode() if conn.user else None)
+    if sub == b"users" and len(args) == 2:
+        return Pending.of(sorted(name.encode() for name in acl.users))
+    if sub == b"list" and len(args) == 2:
+        return Pending.of([acl.users[n].describe().encode() for n in sorted(acl.users)])
+    if sub == b"cat" and len(args) == 2:
+        return Pending.of([c.encode() for c in CATEGORIES])
+    if sub == b"cat" and len(args) == 3:
+        category = args[2].lower().decode("utf-8", "replace")
+        if category not in CATEGORIES:
+            return Pending.of(ErrorReply(f"ERR Unknown category '{category}'"))
+        return Pending.of([cid.encode() for cid in ids_in(category)])
+    if sub == b"load" and len(args) == 2:
+        try:
+            acl.reload()
+        except ACLError as exc:
+            return Pending.of(ErrorReply(f"ERR {exc}"))
+        event(log, logging.INFO, "ACL file reloaded", path=acl.acl_file, users=len(acl.users))
+        return Pending.of(OK)
+    if sub in (b"setuser", b"deluser", b"getuser"):
+        return Pending.of(ErrorReply(
+            f"ERR ACL {sub.decode().upper()} is not supported: users come from --acl-file "
+            "(edit it on every node, then ACL LOAD on each)"))
+    text = args[1].decode("utf-8", "replace") if len(args) > 1 else ""
+    return Pending.of(ErrorReply(f"ERR unknown subcommand or wrong number of arguments for "
+                                 f"'{text}'. Try ACL WHOAMI|LIST|USERS|CAT|LOAD."))
+
+
+def hello_auth(acl: AccessControl, conn: Connection,
+               pair: tuple[bytes, bytes] | None) -> ErrorReply | None:
+    """HELLO's AUTH option, checked (never accepted unchecked); without it, HELLO needs a
+    connection that is already authenticated."""
+    if pair is not None:
+        return authenticate(acl, conn, *pair)
+    if acl.user(conn.user) is None:
+        return HELLO_NOAUTH
+    return None
+
+
+def handlers() -> dict[bytes, Any]:
+    """AUTH and ACL for the client port's command table."""
+    return {b"auth": lambda node, conn, args: cmd_auth(acl_of(conn), conn, args),
+            b"acl": lambda node, conn, args: cmd_acl(acl_of(conn), conn, args)}
+
+
+_OPEN = AccessControl.configure()  # no users configured: what a port without --requirepass has
+
+
+def acl_of(conn: Connection) -> AccessControl:
+    """The users of the port ``conn`` came in on (a connection made outside a port, in
+    tests, gets the open default)."""
+    return conn.server.acl if conn.server is not None else _OPEN
