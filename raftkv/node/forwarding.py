@@ -23,7 +23,7 @@ from raftkv.node.transport import PeerTransport
 from raftkv.raft import RaftNode, Role
 from wire.raft import ForwardRequest, ForwardResponse
 from wire.reply import ErrorReply
-from wire.resp import encode_reply
+from wire.resp import encode_reply, encode_reply_chunks
 from wire.resp_reply import NEED_MORE, ReplyParser
 
 EMPTY = ErrorReply("ERR empty command")
@@ -101,12 +101,21 @@ class Forwarder:
         limit = self.reply_limit
 
         def send_back(value: Any) -> None:
-            reply = encode_reply(value, 3)
-            if len(reply) > limit:  # would not fit in a frame: the follower's client
-                reply = encode_reply(ErrorReply(  # would wait for nothing
-                    f"ERR the reply ({len(reply)} bytes) is too large to return through "
-                    f"this node; the command was applied; read the result from the leader"
-                ), 3)
+            # Encoded a piece at a time and given up past the limit: a reply may be many
+            # references to one large value (an EXEC of GETs), far larger encoded than in
+            # memory, and must never be encoded whole only to be refused.
+            pieces, size = [], 0
+            for piece in encode_reply_chunks(value, 3):
+                size += len(piece)
+                if size > limit:  # would not fit in a frame: the follower's client
+                    reply = encode_reply(ErrorReply(  # would wait for nothing
+                        f"ERR the reply (over {limit} bytes) is too large to return through "
+                        f"this node; the command was applied; read the result from the leader"
+                    ), 3)
+                    break
+                pieces.append(piece)
+            else:
+                reply = b"".join(pieces)
             self.transport.send(ForwardResponse(
                 term=self.core.term, src=self.id, dst=msg.src, req_id=msg.req_id,
                 reply=reply,

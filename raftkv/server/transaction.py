@@ -87,12 +87,19 @@ def enqueue(node: Node, tx: Transaction, args: list[bytes], local: bool) -> Pend
     if local and name not in _QUEUED_LOCALLY:
         tx.dirty = True
         return Pending.of(NOT_IN_MULTI)
+    size = sum(len(a) + 8 for a in args)
+    if (tx.commands + 1 > MAX_TRANSACTION_COMMANDS
+            or tx.size + size > node.settings.max_request_bytes):
+        tx.dirty = True  # PING/ECHO count too: their arguments wait in the queue as well
+        return Pending.of(TOO_BIG)
     if local:
         item: Any = _local_reply(args)
         if isinstance(item, ErrorReply):
             tx.dirty = True
             return Pending.of(item)
         tx.queue.append(_Ready(item))
+        tx.commands += 1
+        tx.size += size
         return Pending.of(QUEUED)
     args = legacy_form(args)
     spec = lookup(name)
@@ -103,11 +110,6 @@ def enqueue(node: Node, tx: Transaction, args: list[bytes], local: bool) -> Pend
     if error is not None:
         tx.dirty = True
         return Pending.of(error)
-    size = sum(len(a) + 8 for a in args)
-    if (tx.commands + 1 > MAX_TRANSACTION_COMMANDS
-            or tx.size + size > node.settings.max_request_bytes):
-        tx.dirty = True
-        return Pending.of(TOO_BIG)
     tx.queue.append(args)
     tx.commands += 1
     tx.size += size
