@@ -181,6 +181,45 @@ class KVStateMachine:
             return arity_error
         return handler(args)
 
+    def growth_error(self, args: list[bytes], limit: int) -> ErrorReply | None:
+        """Before proposing: STRING_TOO_LONG if ``args`` (or a command inside ONCE or
+        EXEC) would make a value longer than ``limit`` bytes by APPEND or SETRANGE.
+
+        The node passes its --max-request-bytes: a value no client could SET must not be
+        built a piece at a time, each piece copying the whole value on every replica. It
+        reads this node's state, which may lag, so it is a check before proposing only;
+        applying keeps the cluster-wide ``max_value_len`` (deterministic on every replica).
+        """
+        name = args[0].lower() if args else b""
+        if name == b"once" and len(args) > 4:
+            return self.growth_error(args[3:], limit)
+        if name == b"exec" and len(args) == 2:
+            decoded = decode_exec(args[1])
+            if isinstance(decoded, ErrorReply):
+                return None  # validate() answers it
+            grown: dict[bytes, int] = {}  # lengths as the transaction's own appends leave them
+            for command in decoded[1]:
+                error = self._grows(command, limit, grown)
+                if error is not None:
+                    return error
+            return None
+        return self._grows(args, limit, {})
+
+    def _grows(self, args: list[bytes], limit: int, grown: dict[bytes, int]) -> ErrorReply | None:
+        name = args[0].lower() if args else b""
+        if name == b"setrange" and len(args) == 4:
+            offset = parse_int64(args[2])
+            if offset is not None and args[3] and offset + len(args[3]) > limit:
+                return STRING_TOO_LONG
+        elif name == b"append" and len(args) == 3:
+            key = args[1]
+            current = self._data.get(key)
+            length = grown.get(key, len(current) if current is not None else 0)
+            grown[key] = length + len(args[2])
+            if grown[key] > limit:
+                return STRING_TOO_LONG
+        return None
+
     def expired_keys(self, now: int, limit: int) -> list[bytes]:
         """Up to ``limit`` keys whose deadline is at or before ``now``, earliest first: what
         the leader proposes to delete (``EXPIRED``). Changes no state, only the heap cache."""

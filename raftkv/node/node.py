@@ -212,6 +212,8 @@ class Node:
             if size > limit:
                 error = ErrorReply(f"ERR request of {size} bytes exceeds max-request-bytes "
                                    f"{limit}")
+            else:  # nor may APPEND/SETRANGE build a value larger than that
+                error = self.kv.growth_error(args, limit)
         return error if error is not None else self.memory.refuse(args)
 
     def _dispatch(self, args: list[bytes], write: bool, pending: Pending,
