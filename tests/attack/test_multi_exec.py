@@ -63,10 +63,10 @@ FORWARD_CHILD = """
 """
 
 def test_forwarded_reply_is_not_encoded_whole_before_its_size_is_checked() -> None:
-    """The leader's forward replier (``Forwarder._replier``) ran ``encode_reply(value)`` and only then compared the
-    length with the frame limit: an EXEC (or any reply) far larger than a frame costs its
-    whole encoding in memory on the leader. Here, in a child limited to 1.5 GB of address
-    space, a 3 GB reply raises MemoryError instead of answering the too-large error."""
+    """The leader's forward replier (``Forwarder._replier``) ran ``encode_reply(value)``
+    and only then compared the length with the frame limit: an EXEC (or any reply) far
+    larger than a frame cost its whole encoding in memory on the leader. Here, in a child
+    limited to 1.5 GB of address space, a 3 GB reply must answer the too-large error."""
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(FORWARD_CHILD)],
         capture_output=True, text=True, timeout=120,
