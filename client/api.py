@@ -38,10 +38,17 @@ from client.safety import Safety, classify, word
 from client.security import Security
 from client.status import NodeStatus, cluster_status
 from raftkv.backoff import Backoff
+from raftkv.kv import lookup
 from wire.reply import ErrorReply
 from wire.resp import encode_command
 
 _PENDING: Any = object()  # no result yet for this command
+
+
+def _is_kv_write(name: bytes) -> bool:
+    """A state-machine write (what RAFT ONCE may carry), not a connection command."""
+    spec = lookup(name)
+    return spec is not None and spec.is_write and not spec.internal
 
 
 @attrs.define
@@ -145,6 +152,7 @@ class Client(Commands):
         self.sessions = sessions
         self.session_timeout = session_timeout
         self._session: _Session | None = None
+        self._in_multi = False  # the caller sent MULTI: its commands go untagged
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -303,8 +311,15 @@ class Client(Commands):
     async def _tag(self, cmds: Sequence[tuple[Arg, ...]], call: _Call) -> None:
         """Wrap each unsafe write in ``RAFT ONCE id seq``, which makes it safe to send again;
         opens the session first if there is none (or it has been idle too long)."""
-        unsafe = [i for i, kind in enumerate(call.safety) if kind is Safety.UNSAFE
-                  and word(cmds[i][0]) != b"raft"]
+        unsafe = []
+        for i, kind in enumerate(call.safety):
+            name = word(cmds[i][0])
+            if name == b"multi":  # queued commands cannot be RAFT ONCE (not in MULTI)
+                self._in_multi = True
+            elif name in (b"exec", b"discard"):
+                self._in_multi = False
+            elif kind is Safety.UNSAFE and not self._in_multi and _is_kv_write(name):
+                unsafe.append(i)
         if not unsafe:
             return
         session = await self._session_for(call.deadline)

@@ -1,16 +1,16 @@
 """Which commands the client may send again after a failure (pure: no I/O).
 
 A command whose outcome is unknown (a ``-UNKNOWN`` reply, or a connection that failed
-after the request left) may be sent again only if doing it twice is the same as doing it
-once. ``-TRYAGAIN`` and a connection that failed before sending are definite failures:
-every command may be retried after them.
+after the request left) may be sent again only if it changes nothing (a read), or if it
+carries a session tag the server deduplicates (``RAFT ONCE``: see client.api; every write
+gets one while the client has a session). ``-TRYAGAIN`` and a connection that failed
+before sending are definite failures: every command may be retried after them.
 
-Idempotent means the *state* is the same; a retried ``DEL`` may count 0 keys that its
-first, applied, attempt had already removed. ``SET ... NX`` is not idempotent here (a
-retry would answer "not set" about the key it set itself), nor is ``SET ... GET`` (the
-retry returns the value the first attempt wrote), nor ``SET ... EX|PX`` (the retry moves
-the deadline later). Absolute deadlines (``EXPIREAT``, ``PEXPIREAT``, ``SET ... EXAT|PXAT``)
-and ``PERSIST`` are idempotent; relative ones (``EXPIRE``, ``SETEX``) are not.
+No plain write counts as safe to repeat, not even ``SET k v`` or ``DEL k``: "the state is
+the same" holds only without other writers. With one, a retried ``SET k v`` applied a second
+time, after another client's acknowledged ``SET k w``, overwrites it, and a reader sees v,
+w, v for one SET of v (not linearizable; attack2). etcd's client retries a Put only when it
+provably never reached a server, as this client does without a session.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from raftkv.kv import COMMANDS
 
 class Safety(enum.Enum):
     READ = "read"  # changes nothing: always retried
-    IDEMPOTENT = "idempotent"  # retried after an unknown outcome too
+    IDEMPOTENT = "idempotent"  # retried after an unknown outcome too (a RAFT ONCE tag)
     UNSAFE = "unsafe"  # retried only after a definite failure
 
 
@@ -32,8 +32,6 @@ class Safety(enum.Enum):
 READS = frozenset(name.encode() for name, spec in COMMANDS.items() if not spec.is_write) | {
     b"ping", b"echo", b"info", b"command"
 }
-IDEMPOTENT_WRITES = frozenset(
-    b"del unlink mset flushall flushdb persist expireat pexpireat".split())
 _READ_SUBCOMMANDS = {
     b"raft": frozenset({b"status"}),
     b"config": frozenset({b"get"}),
@@ -55,12 +53,6 @@ def classify(args: Sequence[bytes | str | int | float]) -> Safety:
     name = word(args[0])
     if name in READS:
         return Safety.READ
-    if name in IDEMPOTENT_WRITES:
-        return Safety.IDEMPOTENT
-    if name == b"set":
-        options = {word(a) for a in args[3:]}
-        unsafe = options & {b"nx", b"get", b"ex", b"px"}
-        return Safety.UNSAFE if unsafe else Safety.IDEMPOTENT
     subs = _READ_SUBCOMMANDS.get(name)
     if subs is not None and len(args) > 1 and word(args[1]) in subs:
         return Safety.READ
