@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lupa import lua54
 
@@ -46,7 +46,22 @@ from .lua_sandbox import SANDBOX
 
 if TYPE_CHECKING:
     from .commands import Reply
-    from .machine import KVStateMachine
+
+
+class ScriptHost(Protocol):
+    """What a script may ask of the state machine it runs in (KVStateMachine is one);
+    a Protocol, so this module does not import the machine that imports it."""
+
+    @property
+    def expiring(self) -> int: ...
+
+    def call_from_script(self, args: list[bytes], read_only: bool) -> Reply: ...
+
+    def script_body(self, sha: bytes) -> bytes | None: ...
+
+    def remember_script(self, body: bytes) -> None: ...
+
+    def __len__(self) -> int: ...
 
 INSTRUCTION_BUDGET = 10_000_000
 HOOK_STEP = 10_000
@@ -87,7 +102,7 @@ class _Bridge:
     runtime holds the bridge, so keeping it longer would make a cycle that only Python's
     cyclic GC frees, at a moment that differs per replica."""
 
-    def __init__(self, machine: KVStateMachine, read_only: bool, lua: Any) -> None:
+    def __init__(self, machine: ScriptHost, read_only: bool, lua: Any) -> None:
         self.machine = machine
         self.read_only = read_only
         self.lua: Any = lua
@@ -214,7 +229,7 @@ def _parse(flat: list[Any], at: int) -> tuple[Reply, int]:
 class ScriptRunner:
     """Runs EVAL/EVALSHA/EVAL_RO/EVALSHA_RO and checks SCRIPT LOAD bodies."""
 
-    def __init__(self, machine: KVStateMachine) -> None:
+    def __init__(self, machine: ScriptHost) -> None:
         self._machine = machine
 
     def compile_error(self, body: bytes) -> ErrorReply | None:
