@@ -40,12 +40,18 @@ FINAL_PROCESS = "final"
 
 
 def final_reads(history: Sequence[Op], final: Mapping[str, Value],
-                at: float | None = None) -> list[Op]:
-    """The final reads as ok read operations after every recorded time (or at ``at``)."""
-    if at is None:
-        times = [t for op in history for t in (op.invoke, op.complete) if t is not None]
-        at = max(times, default=0.0) + 1.0
-    return [Op(FINAL_PROCESS, key, "read", value, at, at, "ok", node=None)
+                at: float | None = None,
+                span: tuple[float, float] | None = None) -> list[Op]:
+    """The final reads as ok read operations after every recorded time (or at ``at``, or
+    over ``span``, when they really ran: with TTLs, a key may expire meanwhile)."""
+    if span is not None:
+        start, end = span
+    else:
+        if at is None:
+            times = [t for op in history for t in (op.invoke, op.complete) if t is not None]
+            at = max(times, default=0.0) + 1.0
+        start = end = at
+    return [Op(FINAL_PROCESS, key, "read", value, start, end, "ok", node=None)
             for key, value in sorted(final.items())]
 
 
@@ -66,8 +72,12 @@ def lost_writes(history: Iterable[Op], final: Mapping[str, Value]) -> list[Op]:
         u = final[w.key]
         if w.written == u:
             continue
+        # A missing key is explained by an expiring write (this one or a later one: when
+        # exactly is the linearizability model's to judge).
         overwritable = any(
-            x is not w and x.key == w.key and x.writes and x.written == u and x.end >= w.invoke
+            x.key == w.key and x.writes and x.end >= w.invoke
+            and (x.written == u or (u is None and x.ttl is not None))
+            and (x is not w or u is None)
             for x in ops
         )
         if not overwritable:
@@ -108,9 +118,10 @@ def check_durability(
     at: float | None = None,
     max_states: int = DEFAULT_MAX_STATES,
     timeout: float | None = None,
+    span: tuple[float, float] | None = None,
 ) -> Durability:
     """Check the history with the final reads appended, and name the certainly lost writes."""
-    reads = final_reads(history, final, at)
+    reads = final_reads(history, final, at, span)
     written = {op.key for op in history if op.f in ("write", "cas")}
     return Durability(
         linearizability=check([*history, *reads], max_states=max_states, timeout=timeout),

@@ -77,6 +77,10 @@ def _common_run_options(fn):  # type: ignore[no-untyped-def]
                           "no network faults (kill, pause, member only)."),
         click.option("--rate", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
                      help="Operations per second per client."),
+        click.option("--expiring", type=click.FloatRange(0, 1), default=0.0,
+                     show_default=True,
+                     help="Share of writes sent as SET k v PX ms (200-2000 ms), checked "
+                          "with the expiry model."),
         click.option("--counters", type=click.IntRange(min=0), default=2, show_default=True,
                      help="Session clients retrying INCR/APPEND on two shared keys, "
                           "checked for exactly-once (0: none)."),
@@ -122,6 +126,7 @@ def _run_options(**kw):  # type: ignore[no-untyped-def]
     from pathlib import Path
 
     from chaos.run import RunOptions
+    from chaos.workload import Mix
 
     seed = kw["seed"] if kw["seed"] is not None else random.randrange(2**31)
     endpoints = tuple(filter(None, (e.strip() for e in kw["endpoints"].split(","))))
@@ -146,6 +151,7 @@ def _run_options(**kw):  # type: ignore[no-untyped-def]
         endpoints=endpoints, project=kw["project"], docker_network=kw["docker_network"],
         engine=kw["engine"], reconnect=kw["reconnect"],
         check_timeout=kw["check_timeout"], quiet=kw["quiet"], counters=kw["counters"],
+        mix=Mix(expiring=kw["expiring"]),
         unsafe_counters_without_sessions=kw["unsafe_counters_without_sessions"],
         tls=kw["tls"],
     )

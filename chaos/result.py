@@ -60,6 +60,8 @@ class Collected:
     end: float
     leader_at_start: int
     exactly_once: Verdict | None = None  # None: no counter clients in this run
+    # When the final reads ran (run-relative seconds): with TTLs their time matters.
+    final_span: tuple[float, float] | None = None
 
 
 @attrs.frozen

@@ -391,14 +391,16 @@ async def session(opts: RunOptions, control: Control, net: Net,
         leader = await control.leader()
         return addrs[leader] if leader is not None else None
 
+    final_start = rec.now()
     final = await final_reads(leader_addr, config.key_names, 30.0)
+    final_span = (final_start, rec.now())
     exactly_once = None
     if counter_clients:
         got = await final_reads(leader_addr, [counter_keys.counter, counter_keys.log], 30.0)
         exactly_once = (check_counters(tally, got[counter_keys.counter], got[counter_keys.log])
                         if len(got) == 2 else Verdict(False, "no final read of the counters"))
     return Collected(tuple(rec.ops), tuple(injected), tuple(skipped), final, tuple(crashes),
-                     end, leader0, exactly_once)
+                     end, leader0, exactly_once, final_span=final_span)
 
 
 async def drive(opts: RunOptions) -> Collected:
@@ -512,7 +514,8 @@ def analyse(opts: RunOptions, col: Collected) -> RunResult:
     t = time.monotonic()
     lin = check(history, max_states=opts.check_budget, timeout=deadline)
     left = max(10.0, deadline - (time.monotonic() - t))
-    dur = chk.check_durability(history, col.final, max_states=opts.check_budget, timeout=left)
+    dur = chk.check_durability(history, col.final, max_states=opts.check_budget, timeout=left,
+                               span=col.final_span)
     windows = [chk.FaultWindow(f.start, f.end, f.kind) for f in col.faults]
     avail = chk.availability(history, windows, start=0.0, end=min(col.end, opts.duration))
     return RunResult(opts, col, lin, dur, avail, tuple(_judge(opts, col, lin, dur, avail)))
@@ -595,7 +598,8 @@ def options_to_args(opts: RunOptions) -> list[str]:
             "--keys", str(opts.keys), "--seed", str(opts.seed), "--out", str(opts.out),
             "--net", opts.net, "--rate", str(opts.rate), "--op-timeout", str(opts.op_timeout),
             "--check-timeout", str(opts.check_timeout), "--reconnect", opts.reconnect,
-            "--counters", str(opts.counters)]
+            "--counters", str(opts.counters),
+            "--expiring", str(opts.mix.expiring)]
     if opts.unsafe_stale_reads:
         args.append("--unsafe-stale-reads")
     if opts.unsafe_counters_without_sessions:

@@ -58,7 +58,12 @@ class LeaderClock:
         self._last = applied_now
         wall_ms = self._wall() * 1000
         if abs(wall_ms - applied_now) <= AGREE_MS:
-            self._anchor = (applied_now, self._mono())
+            # Anchored at our wall clock, which agrees with the cluster's time: the applied
+            # stamp is older than now by the commit and apply latency (tens to hundreds of
+            # ms under load), and anchoring there held this node's clock that far behind
+            # (the rate bound lets it catch up only at 1/16 speed), so keys stayed visible
+            # past their deadline and new stamps came out early (a chaos run with TTLs).
+            self._anchor = (max(int(wall_ms), applied_now), self._mono())
         # (Else: an old entry replayed, or a leader far off our clock: a floor, no anchor.)
 
     def now(self) -> int:

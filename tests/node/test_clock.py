@@ -87,3 +87,18 @@ def test_a_late_applied_stamp_raises_the_floor_not_the_clock() -> None:
     assert clock.last == late
     assert abs(clock.now() - int(clocks.wall * 1000)) <= 1
     assert abs(clock.stamp() - int(clocks.wall * 1000)) <= 1
+
+
+def test_an_applied_stamp_older_than_our_clock_does_not_hold_it_back() -> None:
+    # A chaos run with TTLs: a follower anchored its clock at each applied stamp, which is
+    # older than now by the commit latency, so it read keys past their deadline (and, as a
+    # new leader, stamped entries early). An agreeing stamp anchors at our wall clock.
+    clock, clocks = make()
+    clocks.advance(10)
+    wall_ms = int(clocks.wall * 1000)
+    clock.observe(wall_ms - 80)  # stamped 80 ms ago by the leader, applied now
+    assert clock.now() == wall_ms
+    clocks.advance(0.5)
+    assert clock.now() == wall_ms + 500
+    clock.observe(wall_ms + 900)  # a leader 400 ms ahead of us: never below it
+    assert clock.now() >= wall_ms + 900
