@@ -235,20 +235,25 @@ class KVStateMachine:
 
     def read_deferred(self, args: list[bytes], now: int | None = None) -> Reply | SlicedRead:
         """``read`` at time ``now``, except for reads that walk a large map: ``KEYS`` and the
-        first ``SCAN`` return a ``SlicedRead`` for the runtime to finish in slices (see
-        sliced.py). KEYS copies the key list and the deadlines now (point in time) and drops
-        the keys expired at the read's time; SCAN answers through ``read`` once the order
-        is built, at ``now`` or the applied stamp of that moment if higher."""
+        first ``SCAN`` or ``RANDOMKEY`` return a ``SlicedRead`` for the runtime to finish in
+        slices (see sliced.py). KEYS copies the key list and the deadlines now (point in
+        time) and drops the keys expired at the read's time; SCAN and RANDOMKEY (which picks
+        by SCAN's hash order) answer through ``read`` once the order is built, at ``now`` or
+        the applied stamp of that moment if higher. RANDOMKEY inside EXEC or a script runs
+        on apply and still finishes the order at once (``_scan_order``)."""
         name = args[0].lower() if args else b""
         if name == b"keys" and len(args) == 2:
             t = self._now if now is None else max(self._now, now)
             deadlines = dict(self._expires) if self._expires else None
             return KeysJob(list(self._data), args[1], deadlines, t)
-        if name == b"scan":
+        if name in (b"scan", b"randomkey"):
             if self._order is None and len(self._data) >= LARGE_MAP:
                 self._order = ScanOrder(())  # records keys added while it is built
                 self._order_build = ScanBuild(list(self._data), self._order)
             build = self._order_build
+            if name == b"randomkey":
+                return self.read(args, now) if build is None else ScanRead(
+                    build, lambda: self.read(args, now))
             options = syntax.parse_scan_options(args) if len(args) >= 2 else None
             if isinstance(options, syntax.ScanOptions) and options.pattern is not None:
                 # The batch without MATCH now (or once built), its keys matched in slices.

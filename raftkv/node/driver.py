@@ -60,6 +60,7 @@ class CoreDriver:
         self._last_leader = 0
         self._last_term = 0
         self._last_role: Role | None = None
+        self._last_transferee = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -144,7 +145,14 @@ class CoreDriver:
             event(log, logging.INFO, "leader elected", leader=leader, term=term)
             self.stats["leader_changes"] += 1
             self.requests.leader_changed(leader)
+        transferee = core.transferee
+        # A leadership transfer that ends without a leader change (the target did not take
+        # over within an election timeout) changes neither leader nor role, yet this node
+        # takes proposals again: the writes parked meanwhile must run now, not time out.
+        transfer_aborted = bool(self._last_transferee) and not transferee
         if (self.requests.parked and leader
-                and (leader != self._last_leader or role is not self._last_role)):
+                and (leader != self._last_leader or role is not self._last_role
+                     or transfer_aborted)):
             self.unpark()
         self._last_leader, self._last_term, self._last_role = leader, term, role
+        self._last_transferee = transferee

@@ -308,3 +308,21 @@ def test_scan_match_splits_the_match_of_one_large_key_over_slices() -> None:
     if isinstance(bad, SlicedRead):
         bad = bad.finish()
     assert bad == kv.read([b"SCAN", b"x", b"MATCH", b"*?b"])
+
+
+def test_first_randomkey_of_a_large_map_builds_the_order_in_slices() -> None:
+    kv, reference = loaded(LARGE_MAP * 3), loaded(LARGE_MAP * 3)
+    job = kv.read_deferred([b"RANDOMKEY"])
+    assert isinstance(job, SlicedRead)
+    assert job.step() is False  # the order is not built in one step
+    steps_to_finish(job)
+    assert job.result == reference.read([b"RANDOMKEY"]) is not None
+    # The built order is kept: the next RANDOMKEY and SCAN are answered at once.
+    assert kv.read_deferred([b"RANDOMKEY"]) == job.result
+    assert not isinstance(kv.read_deferred([b"SCAN", b"0"]), SlicedRead)
+
+
+def test_randomkey_of_a_small_map_is_answered_at_once() -> None:
+    kv = loaded(100)
+    assert kv.read_deferred([b"RANDOMKEY"]) == kv.read([b"RANDOMKEY"]) is not None
+    assert KVStateMachine().read_deferred([b"RANDOMKEY"]) is None
