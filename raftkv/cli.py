@@ -18,6 +18,7 @@ from raftkv import __version__
 from raftkv.backup import take_backup
 from raftkv.backup_file import BackupError, verify_backup
 from raftkv.certs import create as create_certs
+from raftkv.cli_types import FiniteFloatRange
 from raftkv.config_file import config_option
 from raftkv.local_cluster import run_local_cluster
 from raftkv.log import setup_logging
@@ -35,6 +36,8 @@ from raftkv.storage import DiskStorageError
 from wire.addr import parse_addr
 
 LOCAL_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+# A tick longer than a minute makes elections take many minutes: a typo, not a setting.
+MAX_TICK_MS = 60_000.0
 
 
 def not_yet(what: str, issue: str) -> None:
@@ -109,7 +112,8 @@ def _env(name: str) -> str:
 @click.option("--advertise-peer-addr", default="", envvar=_env("ADVERTISE_PEER_ADDR"),
               help="Peer address announced to other nodes (default: --peer-addr).")
 @click.option("--tick-ms", default=10.0, show_default=True, envvar=_env("TICK_MS"),
-              type=click.FloatRange(min=1), help="Length of one logical tick.")
+              type=FiniteFloatRange(min=1, max=MAX_TICK_MS),
+              help="Length of one logical tick (at most 60000).")
 @click.option("--heartbeat-ticks", default=5, show_default=True, envvar=_env("HEARTBEAT_TICKS"),
               type=click.IntRange(min=1))
 @click.option("--election-ticks", default=15, show_default=True, envvar=_env("ELECTION_TICKS"),
@@ -125,7 +129,7 @@ def _env(name: str) -> str:
 @click.option("--max-clients", default=10_000, show_default=True, envvar=_env("MAX_CLIENTS"),
               type=click.IntRange(min=1))
 @click.option("--idle-timeout", default=0.0, show_default=True, envvar=_env("IDLE_TIMEOUT"),
-              type=click.FloatRange(min=0), help="Close idle client connections (0: never).")
+              type=FiniteFloatRange(min=0), help="Close idle client connections (0: never).")
 @click.option("--enable-scripts", is_flag=True, envvar=_env("ENABLE_SCRIPTS"),
               help="Allow EVAL/EVALSHA/SCRIPT (Lua). Off by default: see the README's known "
                    "issues. Set it on every node or on none.")
@@ -142,14 +146,14 @@ def _env(name: str) -> str:
               help="Bytes of replies owed to a client and not yet sent; past it the "
                    "client is disconnected (0: unlimited).")
 @click.option("--client-output-stall-timeout", default=10.0, show_default=True,
-              envvar=_env("CLIENT_OUTPUT_STALL_TIMEOUT"), type=click.FloatRange(min=0.1),
+              envvar=_env("CLIENT_OUTPUT_STALL_TIMEOUT"), type=FiniteFloatRange(min=0.1),
               help="Over half the output-buffer limit the port reads no more commands from "
                    "a client; a client that reads nothing for this long is disconnected.")
 @click.option("--max-new-clients", default=1024, show_default=True,
               envvar=_env("MAX_NEW_CLIENTS"), type=click.IntRange(min=1),
               help="Connections that have not yet sent a complete command.")
 @click.option("--first-command-timeout", default=10.0, show_default=True,
-              envvar=_env("FIRST_COMMAND_TIMEOUT"), type=click.FloatRange(min=0.1),
+              envvar=_env("FIRST_COMMAND_TIMEOUT"), type=FiniteFloatRange(min=0.1),
               help="Seconds a new connection has to send its first complete command.")
 @click.option("--maxmemory", default=0, show_default=True, envvar=_env("MAXMEMORY"),
               type=click.IntRange(min=0),
@@ -189,6 +193,10 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
         raise click.BadParameter("--learner only applies with --join")
     check_peer_security(client_addr, peer_addr, options)
     check_client_auth(client_addr, options)
+    if options["heartbeat_ticks"] >= options["election_ticks"]:
+        raise click.BadParameter(
+            f"must be smaller than --election-ticks ({options['election_ticks']}): followers "
+            "would time out between heartbeats", param_hint="--heartbeat-ticks")
     if options["cluster_id"] and not valid_cluster_id(options["cluster_id"]):
         raise click.BadParameter("1 to 64 of A-Z a-z 0-9 . _ -", param_hint="--cluster-id")
     setup_logging(verbose, fmt=options["log_format"], node_id=node_id)
@@ -248,7 +256,7 @@ def certs_create(out: str, hosts: str) -> None:
 @click.option("--endpoints", default=LOCAL_ENDPOINTS, show_default=True,
               envvar="RAFTKV_ENDPOINTS", help="Client addresses, comma separated.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
-@click.option("--timeout", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+@click.option("--timeout", default=1.0, show_default=True, type=FiniteFloatRange(min=0.01),
               help="How long each node has to answer.")
 def status(endpoints: str, as_json: bool, timeout: float) -> None:
     """One line per node: id, role, term, commit/applied index, lag behind the leader.
@@ -290,7 +298,7 @@ def member_list(endpoints: str) -> None:
 @click.argument("node_id", type=click.IntRange(min=1))
 @click.argument("peer_addr")
 @click.option("--learner", is_flag=True, help="Keep it a learner (no automatic promotion).")
-@click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--timeout", default=15.0, show_default=True, type=FiniteFloatRange(min=0),
               help="Keep retrying while the cluster says TRYAGAIN for this long.")
 @_endpoints_option
 def member_add(node_id: int, peer_addr: str, learner: bool, timeout: float,
@@ -302,7 +310,7 @@ def member_add(node_id: int, peer_addr: str, learner: bool, timeout: float,
 
 @member.command("remove")
 @click.argument("node_id", type=click.IntRange(min=1))
-@click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--timeout", default=15.0, show_default=True, type=FiniteFloatRange(min=0))
 @_endpoints_option
 def member_remove(node_id: int, timeout: float, endpoints: str) -> None:
     """Remove node NODE_ID (a voter or a learner; the leader too)."""
@@ -311,7 +319,7 @@ def member_remove(node_id: int, timeout: float, endpoints: str) -> None:
 
 @member.command("promote")
 @click.argument("node_id", type=click.IntRange(min=1))
-@click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--timeout", default=15.0, show_default=True, type=FiniteFloatRange(min=0))
 @_endpoints_option
 def member_promote(node_id: int, timeout: float, endpoints: str) -> None:
     """Make learner NODE_ID a voter (once it has caught up with the leader)."""
@@ -359,7 +367,7 @@ def _split(endpoints: str) -> list[str]:
 @click.option("--endpoints", default=LOCAL_ENDPOINTS, show_default=True,
               envvar="RAFTKV_ENDPOINTS", help="Client addresses; the first that answers "
               "serves the backup (any node: followers too).")
-@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--timeout", default=30.0, show_default=True, type=FiniteFloatRange(min=0),
               help="Keep trying while no node can start a backup (no leader) this long.")
 def backup(words: tuple[str, ...], endpoints: str, timeout: float) -> None:
     """Write a consistent backup of a live cluster to FILE; `backup verify FILE` checks one.

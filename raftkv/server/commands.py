@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from raftkv import __version__
 from raftkv.kv import COMMANDS, legacy_form, lookup
+from raftkv.kv.errors import unknown_subcommand
 from raftkv.node.pending import Pending
 from raftkv.server import transaction
 from raftkv.server.acl import COMMAND_CATEGORIES
@@ -239,17 +240,49 @@ def _command_entry(name: bytes) -> list[Any] | None:
             spec.key_step, categories]
 
 
+def _command_getkeys(call: list[bytes]) -> Pending:
+    """``COMMAND GETKEYS cmd arg...``: the keys of that call, with Redis's errors (client
+    libraries route by it, so the answer must be the keys, never the command table)."""
+    if not call:
+        return _wrong_args("command|getkeys")
+    name = call[0].lower()
+    spec = lookup(name)
+    if name == b"watch":  # a transaction command, every argument a key
+        keys = call[1:]
+        if not keys:
+            return _err("ERR Invalid number of arguments specified for command")
+        return Pending.of(keys)
+    if spec is None or spec.internal:
+        if name in LOCAL or name in TRANSACTION:
+            return _err("ERR The command has no key arguments")
+        return _err("ERR Invalid command specified")
+    if not spec.arity_ok(len(call)):
+        return _err("ERR Invalid number of arguments specified for command")
+    keys = spec.keys(call)
+    if not keys:
+        return _err("ERR The command has no key arguments")
+    return Pending.of(keys)
+
+
 def cmd_command(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     # redis-cli asks COMMAND DOCS for its hints and copes with an empty answer.
-    sub = args[1].lower() if len(args) > 1 else b""
-    if sub == b"count":
+    if len(args) == 1:
+        return Pending.of([_command_entry(name.encode()) for name, spec in COMMANDS.items()
+                           if not spec.internal])
+    sub = args[1].lower()
+    if sub == b"count" and len(args) == 2:
         return Pending.of(len(_command_names()))
+    if sub == b"list" and len(args) == 2:
+        return Pending.of(sorted(_command_names()))
     if sub == b"docs":
         return Pending.of({})
     if sub == b"info":
         return Pending.of([_command_entry(name) for name in args[2:]])
-    return Pending.of([_command_entry(name.encode()) for name, spec in COMMANDS.items()
-                       if not spec.internal])
+    if sub == b"getkeys":
+        return _command_getkeys(args[2:])
+    if sub in (b"count", b"list"):
+        return _wrong_args(f"command|{sub.decode()}")
+    return Pending.of(unknown_subcommand(args[1], "command"))
 
 
 CONFIG_VALUES = {b"save": b"", b"appendonly": b"yes", b"databases": b"1"}

@@ -4,8 +4,11 @@ A tiny HTTP/1.1 server on trio streams in the node's own event loop, so ``/livez
 that loop turns and scrapes read the node's state without locks. One request per
 connection (``Connection: close``), which is what Prometheus, Kubernetes probes and curl
 are happy with. Every input is bounded: the request head (8 KiB), the time to send it
-(5 s), and the number of connections at once (32; more get a 503 and are closed). The
-exposition text is ``prometheus_client.generate_latest`` (never hand-written).
+(5 s), and the number of connections at once (32). When all 32 are taken, a new
+connection closes the oldest one that has not yet sent its whole request head: otherwise
+32 idle sockets from anyone who can reach the port would make ``/livez`` answer 503 and get
+a healthy node restarted (attack2). Only when all 32 are being answered does a newcomer get
+a 503. The exposition text is ``prometheus_client.generate_latest`` (never hand-written).
 """
 
 from __future__ import annotations
@@ -37,10 +40,22 @@ class HttpServer:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.active = 0
+        # Connections still sending their request head, oldest first (dicts keep order):
+        # the ones a newcomer may evict when the port is full.
+        self.waiting: dict[int, trio.CancelScope] = {}
+        self._next_id = 0
+
+    def _evict_oldest_waiting(self) -> bool:
+        """Close the oldest connection that has not sent a complete head; False if none."""
+        if not self.waiting:
+            return False
+        oldest = next(iter(self.waiting))
+        self.waiting.pop(oldest).cancel()
+        return True
 
     async def handle(self, stream: trio.SocketStream) -> None:
         async with stream:
-            if self.active >= MAX_CONNECTIONS:
+            if self.active >= MAX_CONNECTIONS and not self._evict_oldest_waiting():
                 await self._send(stream, 503, TEXT, b"too many connections\n", head_only=False)
                 return
             self.active += 1
@@ -51,15 +66,32 @@ class HttpServer:
             finally:
                 self.active -= 1
 
-    async def _serve_one(self, stream: trio.SocketStream) -> None:
+    async def _read_head(self, stream: trio.SocketStream) -> bytes | None:
+        """The request head as received (maybe incomplete after the deadline), or None if
+        the peer closed or a newcomer evicted this connection (then nothing is answered)."""
         head = b""
-        with trio.move_on_after(HEAD_TIMEOUT):
-            while b"\r\n\r\n" not in head and b"\n\n" not in head and len(head) <= MAX_HEAD:
-                data = await stream.receive_some(4096)
-                if not data:
-                    return
-                head += data
-        if b"\r\n\r\n" not in head and b"\n\n" not in head:
+        key = self._next_id
+        self._next_id += 1
+        scope = trio.move_on_after(HEAD_TIMEOUT)
+        self.waiting[key] = scope
+        try:
+            with scope:
+                while not _complete(head) and len(head) <= MAX_HEAD:
+                    data = await stream.receive_some(4096)
+                    if not data:
+                        return None
+                    head += data
+        finally:
+            evicted = self.waiting.pop(key, None) is None
+        if evicted and not _complete(head):  # (a head that made it in time is answered)
+            return None
+        return head
+
+    async def _serve_one(self, stream: trio.SocketStream) -> None:
+        head = await self._read_head(stream)
+        if head is None:
+            return
+        if not _complete(head):
             if len(head) > MAX_HEAD:
                 await self._send(stream, 431, TEXT, b"request head too large\n")
             else:
@@ -100,6 +132,11 @@ class HttpServer:
         with trio.move_on_after(SEND_TIMEOUT), contextlib.suppress(
                 trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             await stream.send_all(head if head_only else head + body)
+
+
+def _complete(head: bytes) -> bool:
+    """True once the request head's blank line has arrived."""
+    return b"\r\n\r\n" in head or b"\n\n" in head
 
 
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",

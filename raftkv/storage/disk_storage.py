@@ -37,6 +37,7 @@ import attrs
 from raftkv.raft.log_storage import Compacted, Unavailable, entry_size
 from raftkv.raft.membership import decode_config
 from raftkv.storage import records
+from raftkv.storage.data_files import check_regular
 from raftkv.storage.errors import (
     CorruptionError,
     DataDirLocked,
@@ -277,6 +278,7 @@ class DiskStorage:
         d, policy = self.data_dir, self.fsync_policy
         for name in sorted(os.listdir(d)):
             if name == META_NAME or parse_segment_name(name) or parse_snapshot_name(name):
+                check_regular(os.path.join(d, name))  # a FIFO would block the open below
                 fsync_path(os.path.join(d, name), policy)
         fsync_dir(d, policy)
 

@@ -11,12 +11,16 @@ import os
 
 import attrs
 
+from raftkv.storage.data_files import read_bounded
 from raftkv.storage.errors import CorruptionError, UnsupportedFormat
 from raftkv.storage.files import atomic_write
 from raftkv.storage.fsync import FsyncPolicy
 
 META_NAME = "meta.json"
 FORMAT_VERSION = 1
+# write_meta's document is under 100 bytes; a bigger file is not ours (and deep nesting
+# within it is a RecursionError, refused as unreadable too).
+MAX_META_BYTES = 64 * 1024
 
 
 @attrs.frozen
@@ -35,14 +39,13 @@ def read_meta(directory: str) -> DirMeta | None:
     """The directory's meta, or None if it has none (never initialised)."""
     path = os.path.join(directory, META_NAME)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = read_bounded(path, MAX_META_BYTES)
     except FileNotFoundError:
         return None
     try:
         doc = json.loads(raw)
         fmt = doc["format"]
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise CorruptionError(path, 0, f"unreadable meta file ({e})") from None
     if fmt != FORMAT_VERSION:
         raise UnsupportedFormat(

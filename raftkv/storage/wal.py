@@ -20,6 +20,7 @@ import zlib
 import attrs
 
 from raftkv.storage import records
+from raftkv.storage.data_files import read_bounded
 from raftkv.storage.errors import CorruptionError, UnsupportedFormat
 from raftkv.storage.files import TMP_SUFFIX, Spare, write_all
 from raftkv.storage.fsync import FsyncPolicy, fsync_dir, fsync_fd
@@ -29,6 +30,12 @@ VERSION = 1
 HEADER = struct.Struct("<8sIQ")  # magic, format version, sequence number
 # Unit of a torn write: a sector is written whole or not at all (etcd's minSectorSize).
 SECTOR = 512
+
+# The most bytes one segment file may hold to be read at all. Segments roll at 64 MiB
+# (``segment_size``); one group of entries, or a roll postponed for want of descriptors,
+# can take one past that, but not by gigabytes: a bigger file is not one this node wrote,
+# and reading it whole (as recovery does) would take the memory first (attack2).
+MAX_SEGMENT_FILE = 1024 * 1024 * 1024
 
 _NAME = re.compile(r"^wal-(\d{16})\.log$")
 
@@ -117,9 +124,7 @@ def scan_segment(path: str, seq: int, is_last: bool) -> ScanResult:
     persisted a group's pages out of order, leaving a hole before good data, is therefore
     reported as corruption rather than guessed at.)
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    return scan_data(data, path, seq, is_last)
+    return scan_data(read_bounded(path, MAX_SEGMENT_FILE), path, seq, is_last)
 
 
 def scan_data(data: bytes, path: str, seq: int, is_last: bool) -> ScanResult:
