@@ -82,3 +82,15 @@ def test_each_layering_check_catches_its_violation(tmp_path: Path, rule: str) ->
     """Each rule fails on a planted violation (so the check on the real tree has teeth)."""
     violations = import_graph.layering_violations(_tree(tmp_path, {**CLEAN, **PLANTS[rule]}))
     assert violations[rule], violations
+
+
+def test_test_modules_import_the_way_bare_pytest_does() -> None:
+    """CI runs bare ``pytest``: test files are imported by basename (rootdir-relative
+    ``tests.`` imports fail there), so basenames must be unique across tests/ and helpers
+    are imported by basename (two collection errors in a fresh-clone run, caught late)."""
+    tests = Path(__file__).parent
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+    offenders = [str(p.relative_to(tests)) for p in tests.rglob("*.py")
+                 if re.search(r"^\s*(from|import) tests[. ]", p.read_text(), re.M)]
+    assert offenders == []

@@ -10,10 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from chaos.cluster import LocalCluster
-from raftkv.storage.snapshot_file import HEADER, parse_snapshot_name
-from tests.cluster.test_snapshots import (
+from test_snapshots import (
     EVERY,
     client,
     follower_of,
@@ -22,6 +19,9 @@ from tests.cluster.test_snapshots import (
     wait_until,
     write_keys,
 )
+
+from chaos.cluster import LocalCluster
+from raftkv.storage.snapshot_file import HEADER, parse_snapshot_name
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
