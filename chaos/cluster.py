@@ -28,16 +28,26 @@ from raftkv.node.peer_auth import ensure_secret_file
 from raftkv.probe import info_raft
 from wire.addr import parse_addr
 
+_HANDED_OUT: set[int] = set()  # every port free_ports gave this process
+
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports that were free a moment ago (bound to port 0, then released)."""
+    """``n`` distinct ports that were free a moment ago (bound to port 0, then released),
+    never one this process was given before: the kernel may hand a just-released port out
+    again, and two calls before the first ports are bound (a test's metrics ports, then its
+    cluster's) then got the same one, and a node could not start (CI, once)."""
+    if len(_HANDED_OUT) > 16_000:  # a long session: forget (the early ones are long bound)
+        _HANDED_OUT.clear()
     socks, ports = [], []
     try:
-        for _ in range(n):
+        while len(ports) < n:
             s = socket.socket()
             s.bind((host, 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
+            socks.append(s)  # held until the end: the kernel will not return it meanwhile
+            port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                ports.append(port)
     finally:
         for s in socks:
             s.close()
