@@ -17,18 +17,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
 
-from raftkv.kv import KVState, encode_snapshot
+from raftkv.kv import KVState, KVStateMachine, encode_snapshot
 from raftkv.node.pending import Pending
+from raftkv.node.settings import NodeSettings
 from wire.reply import ErrorReply
-
-if TYPE_CHECKING:
-    from raftkv.kv import KVStateMachine
-    from raftkv.node.settings import NodeSettings
 
 
 class Node(Protocol):

@@ -14,7 +14,7 @@ logged at most once per 10 s per remote host, with the user name and never the p
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from raftkv.kv import lookup
 from raftkv.log import event
@@ -30,10 +30,8 @@ from raftkv.server.acl import (
     command_id,
     ids_in,
 )
+from raftkv.server.connection import Connection
 from wire.reply import OK, ErrorReply
-
-if TYPE_CHECKING:
-    from raftkv.server.connection import Connection
 
 log = logging.getLogger("raftkv.auth")
 _throttle = LogThrottle(log, 10.0)

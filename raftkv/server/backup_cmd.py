@@ -4,13 +4,9 @@ in raftkv.node.backup_source)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from wire.reply import ErrorReply
-
-if TYPE_CHECKING:
-    from raftkv.node.node import Node
 
 USAGE = ErrorReply("ERR usage: RAFT BACKUP | RAFT BACKUP CHUNK id offset | RAFT BACKUP END id")
 

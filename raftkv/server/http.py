@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from raftkv.log import event
+from raftkv.node.node import Node
 from raftkv.server.health import liveness, readiness
 from wire.addr import parse_addr
-
-if TYPE_CHECKING:
-    from raftkv.node.node import Node
 
 log = logging.getLogger("raftkv.http")
 
