@@ -81,7 +81,7 @@ def _common_run_options(fn):  # type: ignore[no-untyped-def]
                      show_default=True,
                      help="Share of writes sent as SET k v PX ms (200-2000 ms), checked "
                           "with the expiry model."),
-        click.option("--counters", type=click.IntRange(min=0), default=2, show_default=True,
+        click.option("--counters", type=click.IntRange(0, 200), default=2, show_default=True,
                      help="Session clients retrying INCR/APPEND on two shared keys, "
                           "checked for exactly-once (0: none)."),
         click.option("--op-timeout", type=click.FloatRange(min=0.1), default=2.5,
