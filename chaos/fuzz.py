@@ -46,17 +46,17 @@ from typing import Any, get_type_hints
 import attrs
 import msgpack
 
-from raftkv.kv.codec import MAX_STAMP, decode_entry, encode_command
+from raftkv.kv.codec import MAX_STAMP, decode_entry, encode_entry
 from raftkv.kv.errors import KVDecodeError
 from raftkv.kv.machine import KVStateMachine
 from raftkv.kv.state import KVState, decode_snapshot, encode_snapshot
-from raftkv.raft.validation import PEER_MESSAGES, check_peer_message
+from raftkv.raft.validation import check_peer_message
 from raftkv.storage import records
 from raftkv.storage.errors import CorruptionError, UnsupportedFormat
 from raftkv.storage.wal import scan_data, segment_header
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
-from wire.raft import Entry, HardState
+from wire.raft import PEER_MESSAGE_TYPES, Entry, HardState
 from wire.record import REGISTRY, decode, encode
 from wire.resp import CommandParser
 from wire.resp import encode_command as resp_command
@@ -222,7 +222,7 @@ def _splits(data: bytes, rng: random.Random) -> Iterator[bytes]:
         pos += step
 
 
-PEER_TYPES = tuple(PEER_MESSAGES)
+PEER_TYPES = PEER_MESSAGE_TYPES
 RECORD_TYPES = [REGISTRY[tag] for tag in sorted(REGISTRY)]
 
 
@@ -307,7 +307,7 @@ def _entry_seed(rng: random.Random) -> bytes:
     args = [rng.choice([b"SET", b"DEL", b"EXPIRED"])] + [
         _rand_bytes(rng, 10) for _ in range(rng.randrange(0, 4))]
     stamp = rng.choice([None, 0, MAX_STAMP, rng.randrange(0, MAX_STAMP)])
-    return encode_command(args, stamp)
+    return encode_entry(args, stamp)
 
 
 _T0 = 1_700_000_000_000  # a stamp, ms since the epoch
@@ -335,7 +335,7 @@ def _machine_snapshot(rng: random.Random) -> bytes:
             args = [b"del", key]
         else:
             args = [b"set", key, _rand_bytes(rng, 10)]
-        reply = kv.apply(encode_command(args, stamp))
+        reply = kv.apply(encode_entry(args, stamp))
         if args[0] == b"session_open" and type(reply) is int:
             sessions.append(reply)
     return kv.snapshot()

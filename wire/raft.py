@@ -6,6 +6,8 @@ carries ``term``, ``src`` and ``dst``.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import attrs
 
 from wire.record import record
@@ -229,7 +231,7 @@ class ForwardResponse:
     reply: bytes
 
 
-# Messages the consensus core steps (RaftNode.step accepts exactly these).
+# Messages the consensus core steps (RaftCore.step accepts exactly these).
 RaftMessage = (
     RequestVote
     | RequestVoteResponse
@@ -241,3 +243,10 @@ RaftMessage = (
     | InstallSnapshot
     | InstallSnapshotResponse
 )
+# Everything a peer may send: the core's messages plus forwarded client commands, which the
+# runtime answers itself.
+PeerMessage = RaftMessage | ForwardRequest | ForwardResponse
+
+# The same unions as tuples of classes, for ``isinstance`` and per-class tables.
+RAFT_MESSAGE_TYPES: tuple[type, ...] = get_args(RaftMessage)
+PEER_MESSAGE_TYPES: tuple[type, ...] = get_args(PeerMessage)

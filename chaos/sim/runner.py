@@ -32,7 +32,7 @@ from chaos.sim.faults import FaultPlanner
 from chaos.sim.invariants import Violation
 from chaos.sim.network import TICK
 from chaos.sim.workload import Workload
-from raftkv.raft import RaftConfig, RaftNode, SafetyViolation
+from raftkv.raft import RaftConfig, RaftCore, SafetyViolation
 
 DEFAULT_TICKS = 500
 LONG_FACTOR = 10
@@ -147,7 +147,7 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
         member_rate = member.uniform(0.005, 0.04)
 
     def make_node(node_id: int, storage: object, node_rng: random.Random) -> object:
-        return RaftNode(node_id, storage, config, node_rng)
+        return RaftCore(node_id, storage, config, node_rng)
 
     cluster = Cluster(
         random.Random(rng.getrandbits(64)),

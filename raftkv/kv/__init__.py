@@ -1,12 +1,12 @@
 """The deterministic key-value state machine every node applies from the Raft log.
 
-``KVStateMachine`` holds the map; ``encode_command``/``decode_command`` define a log entry's
+``KVStateMachine`` holds the map; ``encode_entry``/``decode_command`` define a log entry's
 data; ``lookup``/``check_arity``/``validate`` are the command table the client port uses
 to route a command (``write`` through the log, ``read`` after a ReadIndex) and to reject
 malformed ones before they are proposed.
 """
 
-from .codec import decode_command, decode_entry, encode_command
+from .codec import decode_command, decode_entry, encode_entry
 from .commands import (
     COMMANDS,
     MAX_TRANSACTION_COMMANDS,
@@ -41,7 +41,7 @@ __all__ = [
     "decode_entry",
     "decode_exec",
     "decode_snapshot",
-    "encode_command",
+    "encode_entry",
     "encode_exec",
     "encode_snapshot",
     "legacy_form",

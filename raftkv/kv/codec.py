@@ -25,7 +25,7 @@ _ArgBytes = (bytes, bytearray, memoryview)
 MAX_STAMP = 2**63 - 1
 
 
-def encode_command(args: Sequence[bytes], stamp: int | None = None) -> bytes:
+def encode_entry(args: Sequence[bytes], stamp: int | None = None) -> bytes:
     """The log-entry bytes of ``args`` (a non-empty list of byte strings), stamped if given."""
     if not args:
         raise ValueError("a command has at least its name")

@@ -133,7 +133,7 @@ class KVStateMachine:
         return self._now
 
     def apply(self, data: bytes) -> Reply:
-        """Apply one log entry (see ``encode_command``) and return its reply. Raises only
+        """Apply one log entry (see ``encode_entry``) and return its reply. Raises only
         ``MemoryError`` (which depends on the process, not the entry)."""
         try:
             stamp, args = decode_entry(data)

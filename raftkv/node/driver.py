@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
@@ -27,15 +26,15 @@ from raftkv.node.requests import RequestTracker
 from raftkv.node.snapshots import Snapshotter
 from raftkv.node.sync_thread import SyncThread
 from raftkv.node.transport import PeerTransport
-from raftkv.raft import RaftNode, Role, persist
+from raftkv.raft import RaftCore, Role, persist
 from raftkv.storage import DiskStorage
-from wire.raft import ForwardRequest, ForwardResponse, InstallSnapshot
+from wire.raft import ForwardRequest, ForwardResponse, InstallSnapshot, PeerMessage
 
 log = logging.getLogger("raftkv.node")
 
 
 class CoreDriver:
-    def __init__(self, core: RaftNode, storage: DiskStorage, storage_lock: trio.Lock,
+    def __init__(self, core: RaftCore, storage: DiskStorage, storage_lock: trio.Lock,
                  sync_thread: SyncThread, transport: PeerTransport, applier: Applier,
                  requests: RequestTracker, snapshots: Snapshotter, forwarder: Forwarder,
                  membership: Membership, metrics: NodeMetrics, stats: dict[str, int],
@@ -65,7 +64,7 @@ class CoreDriver:
     def wake(self) -> None:
         self._wake.set()
 
-    async def run_inbound(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
+    async def run_inbound(self, inbound: trio.MemoryReceiveChannel[PeerMessage]) -> None:
         async for msg in inbound:
             self.on_peer_message(msg)
             while True:  # drain what else arrived, then wake the ready loop once
@@ -77,7 +76,7 @@ class CoreDriver:
             self.wake()
             await trio.lowlevel.checkpoint()
 
-    def on_peer_message(self, msg: Any) -> None:
+    def on_peer_message(self, msg: PeerMessage) -> None:
         if isinstance(msg, ForwardRequest):
             self.on_forward_request(msg)
         elif isinstance(msg, ForwardResponse):

@@ -19,13 +19,13 @@ import trio
 from raftkv.kv import KVStateMachine
 from raftkv.node.clock import LeaderClock
 from raftkv.node.pending import Pending
-from raftkv.raft import RaftNode, Role
+from raftkv.raft import RaftCore, Role
 
 PERIOD = 0.1
 BATCH = 500
 
 
-async def active_expiry(core: RaftNode, kv: KVStateMachine, clock: LeaderClock,
+async def active_expiry(core: RaftCore, kv: KVStateMachine, clock: LeaderClock,
                         submit: Callable[[list[bytes]], Pending]) -> None:
     """Run for the node's lifetime (started in its nursery); ``submit`` runs a command."""
     while True:

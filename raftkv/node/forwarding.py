@@ -20,7 +20,7 @@ from raftkv.node.requests import NO_LEADER, RequestTracker
 from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import max_reply_bytes
 from raftkv.node.transport import PeerTransport
-from raftkv.raft import RaftNode, Role
+from raftkv.raft import RaftCore, Role
 from wire.raft import ForwardRequest, ForwardResponse
 from wire.reply import ErrorReply
 from wire.resp import encode_reply, encode_reply_chunks
@@ -44,7 +44,7 @@ def decode_reply(data: bytes) -> Any:
 
 
 class Forwarder:
-    def __init__(self, node_id: int, settings: NodeSettings, core: RaftNode,
+    def __init__(self, node_id: int, settings: NodeSettings, core: RaftCore,
                  transport: PeerTransport, requests: RequestTracker,
                  stats: dict[str, int]) -> None:
         self.id = node_id

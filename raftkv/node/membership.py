@@ -33,7 +33,7 @@ from raftkv.node.requests import RequestTracker
 from raftkv.node.settings import NodeSettings
 from raftkv.node.transport import PeerTransport
 from raftkv.probe import call, describe_members, info_raft, parse_members
-from raftkv.raft import ConfigChangePending, MembershipError, NotLeader, RaftNode, Role
+from raftkv.raft import ConfigChangePending, MembershipError, NotLeader, RaftCore, Role
 from wire.raft import Member
 from wire.reply import OK, ErrorReply
 
@@ -45,7 +45,7 @@ NO_LEADER = ErrorReply("TRYAGAIN no leader known; the membership change was not 
 class Membership:
     """The node's membership bookkeeping; all of it runs in the trio thread."""
 
-    def __init__(self, node_id: int, settings: NodeSettings, core: RaftNode,
+    def __init__(self, node_id: int, settings: NodeSettings, core: RaftCore,
                  transport: PeerTransport, requests: RequestTracker, rng: random.Random,
                  wake: Callable[[], None]) -> None:
         self.id = node_id

@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from raftkv.kv import KVStateMachine, encode_command, lookup, validate
+from raftkv.kv import KVStateMachine, encode_entry, lookup, validate
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
 from raftkv.node.apply import Applier
@@ -40,9 +40,9 @@ from raftkv.node.snapshots import Snapshotter
 from raftkv.node.sync_thread import SyncThread
 from raftkv.node.ticker import Ticker
 from raftkv.node.transport import PeerTransport
-from raftkv.raft import NotLeader, RaftConfig, RaftNode, Role
+from raftkv.raft import NotLeader, RaftConfig, RaftCore, Role
 from raftkv.storage import DiskStorage
-from wire.raft import ForwardRequest
+from wire.raft import ForwardRequest, PeerMessage
 from wire.reply import ErrorReply
 
 log = logging.getLogger("raftkv.node")
@@ -78,7 +78,7 @@ class Node:
         self.ticker = Ticker()  # from the start: /livez may wait for a tick while we open
         # Built by run() once the storage is open.
         self.storage: DiskStorage
-        self.core: RaftNode
+        self.core: RaftCore
         self.transport: PeerTransport
         self.forwarder: Forwarder
         self.membership: Membership
@@ -108,12 +108,12 @@ class Node:
             self.kv.restore(self.storage.snapshot_data())
         self.applier.restored(meta)
         config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks)
-        self.core = RaftNode(self.id, self.storage, config, self.rng)
+        self.core = RaftCore(self.id, self.storage, config, self.rng)
         members, joining = known_members(s, self.storage, self.core)
         event(log, logging.INFO, "node starting", id=self.id, term=self.core.term,
               applied=self.applied, last_index=self.core.last_index)
         self.started_at = trio.current_time()
-        inbound_send, inbound_recv = trio.open_memory_channel[Any](4096)
+        inbound_send, inbound_recv = trio.open_memory_channel[PeerMessage](4096)
         self.transport = build_transport(s, members, inbound_send, self.rng)
         self.forwarder = Forwarder(self.id, s, self.core, self.transport, self.requests,
                                    self.stats)
@@ -224,7 +224,7 @@ class Node:
             if core.role is Role.LEADER:
                 try:
                     # The leader's time goes into the entry: see raftkv/node/clock.py.
-                    index, term = core.propose(encode_command(args, self.clock.stamp()))
+                    index, term = core.propose(encode_entry(args, self.clock.stamp()))
                 except NotLeader:
                     requests.park(args, write, pending, park_until)
                     return

@@ -24,11 +24,11 @@ from raftkv.node.sizes import transport_limits
 from raftkv.node.tls import peer_tls
 from raftkv.node.transport import PeerTransport
 from raftkv.probe import describe_members, info_raft
-from raftkv.raft import RaftNode
-from raftkv.raft.validation import PEER_MESSAGES, check_peer_message
+from raftkv.raft import RaftCore
+from raftkv.raft.validation import check_peer_message
 from raftkv.storage import DiskStorage, open_storage
 from wire.addr import parse_addr
-from wire.raft import ClusterConfig, Member
+from wire.raft import PEER_MESSAGE_TYPES, ClusterConfig, Member
 
 log = logging.getLogger("raftkv.node")
 
@@ -57,7 +57,7 @@ async def open_data(settings: NodeSettings, rng: random.Random
     return s, storage
 
 
-def known_members(settings: NodeSettings, storage: DiskStorage, core: RaftNode
+def known_members(settings: NodeSettings, storage: DiskStorage, core: RaftCore
                   ) -> tuple[dict[int, str], bool]:
     """The members' peer addresses from the data directory (logging where that differs
     from the flags), and whether the node is joining (--join with no configuration yet)."""
@@ -86,7 +86,7 @@ def build_transport(settings: NodeSettings, members: dict[int, str],
         inbound=inbound,
         rng=rng,
         limits=transport_limits(s),
-        message_types=PEER_MESSAGES,
+        message_types=PEER_MESSAGE_TYPES,
         validate=check_peer_message,
         secret=load_secret(s.peer_secret_file) if s.peer_secret_file else None,
         tls=peer_tls(s.peer_tls_cert, s.peer_tls_key, s.peer_tls_ca)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 
@@ -32,7 +31,7 @@ from raftkv.node.snapshot_gate import SnapshotGate
 from raftkv.raft import StorageError
 from raftkv.raft.ready import Ready
 from raftkv.storage import DiskStorage, SnapshotNotWritten, SnapshotWriter
-from wire.raft import InstallSnapshot, SnapshotMeta
+from wire.raft import InstallSnapshot, RaftMessage, SnapshotMeta
 from wire.reply import ErrorReply
 
 log = logging.getLogger("raftkv.node")
@@ -42,7 +41,7 @@ class Snapshotter:
     def __init__(self, storage: DiskStorage, storage_lock: trio.Lock, applier: Applier,
                  metrics: NodeMetrics, every: int, rng: random.Random,
                  background: Callable[..., None], wake: Callable[[], None],
-                 core_step: Callable[[Any], None],
+                 core_step: Callable[[RaftMessage], None],
                  next_tick: Callable[[], Awaitable[int]]) -> None:
         self.storage = storage
         self.storage_lock = storage_lock  # the ready loop holds it around each Ready
@@ -64,7 +63,7 @@ class Snapshotter:
         self.gate = SnapshotGate(step=self._step_checked, writer=lambda: self._writer,
                                  decode=decode_snapshot, next_tick=next_tick, spawn=background)
 
-    def _step_checked(self, msg: Any) -> None:
+    def _step_checked(self, msg: RaftMessage) -> None:
         """A last chunk the gate let through (later than it came: it may be stale)."""
         self._core_step(msg)
         self.wake()
@@ -187,7 +186,7 @@ class Snapshotter:
               bytes=self.storage.snapshot_size(), keys=len(applier.kv),
               ms=round((trio.current_time() - started) * 1000, 1))
 
-    def log_sends(self, messages: list[Any]) -> None:
+    def log_sends(self, messages: list[RaftMessage]) -> None:
         """One INFO line when a snapshot transfer to a follower starts and when it ends."""
         if not log.isEnabledFor(logging.INFO):
             return  # the scan below only feeds these log lines

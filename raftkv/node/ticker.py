@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import trio
 
-from raftkv.raft import RaftNode
+from raftkv.raft import RaftCore
 
 
 class Ticker:
@@ -20,7 +20,7 @@ class Ticker:
         self.ticks = 0
         self._tick_event: trio.Event | None = None
 
-    async def run(self, core: RaftNode, tick_ms: float, wake: Callable[[], None]) -> None:
+    async def run(self, core: RaftCore, tick_ms: float, wake: Callable[[], None]) -> None:
         interval = tick_ms / 1000
         while True:
             await trio.sleep(interval)

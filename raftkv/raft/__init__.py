@@ -1,10 +1,11 @@
 """The sans-IO Raft consensus core: no trio, no sockets, no files, no clock, no global random.
 
-``RaftNode`` is the state machine; the runtime (raftkv/node) or the simulator (chaos/sim)
+``RaftCore`` is the state machine; the runtime (raftkv/node) or the simulator (chaos/sim)
 feeds it ticks and messages and handles the ``Ready`` batches it returns.
 """
 
 from raftkv.raft.config import BUGS, RaftConfig
+from raftkv.raft.core import RaftCore, SafetyViolation
 from raftkv.raft.errors import NotLeader
 from raftkv.raft.log_storage import (
     Compacted,
@@ -15,7 +16,6 @@ from raftkv.raft.log_storage import (
 )
 from raftkv.raft.membership import ConfigChangePending, MembershipError
 from raftkv.raft.memory_storage import MemoryStorage
-from raftkv.raft.node import RaftNode, SafetyViolation
 from raftkv.raft.progress import Progress, ProgressState
 from raftkv.raft.ready import ReadState, Ready, persist
 from raftkv.raft.role import Role
@@ -31,7 +31,7 @@ __all__ = [
     "Progress",
     "ProgressState",
     "RaftConfig",
-    "RaftNode",
+    "RaftCore",
     "ReadState",
     "Ready",
     "Role",

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from wire.raft import Entry, HardState, InstallSnapshot, SnapshotMeta
+from wire.raft import Entry, HardState, InstallSnapshot, RaftMessage, SnapshotMeta
 
 if TYPE_CHECKING:
     from raftkv.raft.log_storage import LogStorage
@@ -39,7 +39,7 @@ class Ready:
     core stops reading storage from the moment it hands out that chunk until ``advance``,
     so the install may run in another thread."""
 
-    messages: list = attrs.field(factory=list)
+    messages: list[RaftMessage] = attrs.field(factory=list)
     entries: list[Entry] = attrs.field(factory=list)
     hard_state: HardState | None = None
     committed_entries: list[Entry] = attrs.field(factory=list)
@@ -77,7 +77,7 @@ def persist(storage: LogStorage, rd: Ready) -> None:
       suffix, and a restarted follower would apply the stale entries as committed.)
     - The cost is the other half-state: entries of term T without the hard state that
       raised the term to T. The core restarts in the highest of the stored term and the last
-      entry's term (``RaftNode._restart_term``), so a node never runs below a term it holds
+      entry's term (``RaftCore._restart_term``), so a node never runs below a term it holds
       an entry of; the simulator checks that after every step ("term below log").
     """
     if rd.entries:

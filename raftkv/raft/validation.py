@@ -33,33 +33,14 @@ from wire.raft import (
     MAX_TERM,
     NOOP,
     NORMAL,
+    PEER_MESSAGE_TYPES,
     AppendEntries,
-    AppendEntriesResponse,
     ClusterConfig,
-    ForwardRequest,
-    ForwardResponse,
     InstallSnapshot,
-    InstallSnapshotResponse,
     ReadIndexRequest,
     ReadIndexResponse,
-    RequestVote,
-    RequestVoteResponse,
-    TimeoutNow,
 )
 
-PEER_MESSAGES = (
-    RequestVote,
-    RequestVoteResponse,
-    AppendEntries,
-    AppendEntriesResponse,
-    TimeoutNow,
-    ReadIndexRequest,
-    ReadIndexResponse,
-    InstallSnapshot,
-    InstallSnapshotResponse,
-    ForwardRequest,
-    ForwardResponse,
-)
 MAX_READ_CTX = 64  # ReadIndex contexts are ours (8 bytes); anything longer is not
 
 _KINDS = (NORMAL, NOOP, CONFIG)
@@ -67,7 +48,7 @@ _KINDS = (NORMAL, NOOP, CONFIG)
 _IDS = frozenset({"src", "dst"})
 _INT_FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in attrs.fields(cls) if f.type in (int, "int") and f.name not in _IDS)
-    for cls in PEER_MESSAGES
+    for cls in PEER_MESSAGE_TYPES
 }
 
 

@@ -22,13 +22,13 @@ CHILD = """
     import resource
     from types import SimpleNamespace
     from raftkv.kv import KVStateMachine
-    from raftkv.kv.codec import encode_command
+    from raftkv.kv.codec import encode_entry
     from raftkv.node.apply import Applier
     from wire.raft import NORMAL
 
     fake = SimpleNamespace(kv=KVStateMachine())
     entry = SimpleNamespace(kind=NORMAL, index=1, term=1,
-                            data=encode_command([b"SETRANGE", b"k", b"300000000", b"x"], 1))
+                            data=encode_entry([b"SETRANGE", b"k", b"300000000", b"x"], 1))
     # Room for the interpreter, not for a 300 MB value: a replica short of memory.
     resource.setrlimit(resource.RLIMIT_AS, (400 * 1024 * 1024, resource.RLIM_INFINITY))
     try:

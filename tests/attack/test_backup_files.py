@@ -33,14 +33,14 @@ import pytest
 
 from raftkv.backup_file import MAGIC, BackupError, BackupHeader, BackupWriter
 from raftkv.kv import KVStateMachine
-from raftkv.kv.codec import encode_command
+from raftkv.kv.codec import encode_entry
 from raftkv.restore import RestoreError, restore
 from wire.raft import MAX_INDEX, MAX_TERM
 
 
 def _one_key_state() -> bytes:
     kv = KVStateMachine()
-    kv.apply(encode_command([b"SET", b"a", b"1"], 1))
+    kv.apply(encode_entry([b"SET", b"a", b"1"], 1))
     return kv.snapshot()
 
 

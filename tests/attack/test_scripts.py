@@ -22,10 +22,10 @@ CHILD_TIMEOUT = 20.0
 
 PRELUDE = textwrap.dedent("""
     import gc
-    from raftkv.kv import KVStateMachine, encode_command
+    from raftkv.kv import KVStateMachine, encode_entry
 
     def ev(kv, body):
-        return kv.apply(encode_command([b"EVAL", body.encode(), b"0"], 1_700_000_000_000))
+        return kv.apply(encode_entry([b"EVAL", body.encode(), b"0"], 1_700_000_000_000))
 
     def rss_mb():
         with open("/proc/self/status") as f:
@@ -115,7 +115,7 @@ def test_redis_call_work_counts_against_the_script_budget() -> None:
         kv = KVStateMachine()
         T = 1_700_000_000_000
         pairs = [x for i in range(100_000) for x in (b"k:%06d" % i, b"v")]
-        kv.apply(encode_command([b"MSET", *pairs], T))
+        kv.apply(encode_entry([b"MSET", *pairs], T))
         print(ev(kv, "for i = 1, 2000 do redis.call('KEYS', '*') end return 1"))
     """)
     assert done.returncode == 0, done.stderr[-2000:]

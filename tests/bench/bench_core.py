@@ -13,7 +13,7 @@ import argparse
 import random
 import time
 
-from raftkv.raft import MemoryStorage, RaftConfig, RaftNode, Role
+from raftkv.raft import MemoryStorage, RaftConfig, RaftCore, Role
 from wire.raft import NORMAL, ClusterConfig, Member
 
 
@@ -21,7 +21,7 @@ def run(entries: int, batch: int, size: int = 100) -> tuple[int, float]:
     ids = [1, 2, 3]
     conf = ClusterConfig(tuple(Member(i, f"n{i}") for i in ids))
     storages = {i: MemoryStorage(conf) for i in ids}
-    nodes = {i: RaftNode(i, storages[i], RaftConfig(), random.Random(i)) for i in ids}
+    nodes = {i: RaftCore(i, storages[i], RaftConfig(), random.Random(i)) for i in ids}
     queue: list = []
     applied = 0
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from raftkv.kv import KVStateMachine, legacy_form, lookup, validate
-from raftkv.kv import encode_command as encode_entry
+from raftkv.kv import KVStateMachine, encode_entry, legacy_form, lookup, validate
 from raftkv.server.commands import is_write
 from wire.reply import OK
 from wire.resp import CommandParser, encode_command, encode_reply

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from chaos.cluster import LocalCluster, free_ports
-from raftkv.kv import encode_command
+from raftkv.kv import encode_entry
 from raftkv.probe import call
 from wire.addr import parse_addr
 from wire.frames import FrameDecoder, encode_frame
@@ -42,7 +42,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 def _forgeries(c: LocalCluster, node: int, sender: int) -> bytes:
     info = c.info(node, timeout=10) or {}
     last = int(info["last_log_index"])
-    entry = Entry(FORGED_TERM, last + 1, NORMAL, encode_command([b"SET", b"forged", b"x"]))
+    entry = Entry(FORGED_TERM, last + 1, NORMAL, encode_entry([b"SET", b"forged", b"x"]))
     return b"".join(encode_frame(encode(m)) for m in (
         AppendEntries(FORGED_TERM, sender, node, last, 0, (entry,), last + 1),
         AppendEntries(FORGED_TERM, sender, node, 0, 0, (), 2**40),

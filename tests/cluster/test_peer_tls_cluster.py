@@ -17,7 +17,7 @@ import pytest
 
 from chaos.cluster import LocalCluster
 from raftkv import certs
-from raftkv.kv import encode_command
+from raftkv.kv import encode_entry
 from raftkv.probe import call
 from wire.addr import parse_addr
 from wire.frames import encode_frame
@@ -32,7 +32,7 @@ FORGED_TERM = 10_000
 
 
 def _forged(cluster_id: str, node: int, sender: int, last: int) -> bytes:
-    entry = Entry(FORGED_TERM, last + 1, NORMAL, encode_command([b"SET", b"forged", b"x"]))
+    entry = Entry(FORGED_TERM, last + 1, NORMAL, encode_entry([b"SET", b"forged", b"x"]))
     return b"".join(encode_frame(encode(m)) for m in (
         Hello(PROTOCOL_VERSION, cluster_id, sender, "127.0.0.1:1", "x"),
         AppendEntries(FORGED_TERM, sender, node, last, 0, (entry,), last + 1),

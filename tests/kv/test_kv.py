@@ -12,7 +12,7 @@ from raftkv.kv import (
     check_arity,
     decode_command,
     decode_snapshot,
-    encode_command,
+    encode_entry,
     lookup,
     validate,
 )
@@ -45,7 +45,7 @@ def kv() -> KVStateMachine:
 
 def run(kv: KVStateMachine, *args: str | bytes):
     """Apply a command through the log encoding, as a node does."""
-    return kv.apply(encode_command(b(*args)))
+    return kv.apply(encode_entry(b(*args)))
 
 
 # -- codec ----------------------------------------------------------------------------------
@@ -53,16 +53,16 @@ def run(kv: KVStateMachine, *args: str | bytes):
 
 def test_encode_decode_round_trip_keeps_bytes_exactly() -> None:
     args = [b"SET", b"k\x00\xff", b"", b"\r\n"]
-    data = encode_command(args)
+    data = encode_entry(args)
     assert msgpack.unpackb(data) == args  # a plain msgpack array of bin strings
     assert decode_command(data) == args
 
 
 def test_encode_rejects_empty_and_non_bytes() -> None:
     with pytest.raises(ValueError):
-        encode_command([])
+        encode_entry([])
     with pytest.raises(TypeError):
-        encode_command([b"SET", "k", b"v"])  # type: ignore[list-item]
+        encode_entry([b"SET", "k", b"v"])  # type: ignore[list-item]
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ def test_check_arity_errors(args: list[bytes], error: ErrorReply, kv: KVStateMac
     assert check_arity(args) == error
     assert validate(args) == error
     if args:
-        assert kv.apply(encode_command(args)) == error  # apply agrees with the pre-check
+        assert kv.apply(encode_entry(args)) == error  # apply agrees with the pre-check
 
 
 def test_check_arity_accepts_good_counts() -> None:
@@ -232,7 +232,7 @@ def test_validate_catches_syntax_before_proposing(
 ) -> None:
     assert check_arity(args) is None
     assert validate(args) == error
-    assert kv.apply(encode_command(args)) == error
+    assert kv.apply(encode_entry(args)) == error
     assert len(kv) == 0
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from raftkv.kv import KVStateMachine, encode_command, encode_exec, validate
+from raftkv.kv import KVStateMachine, encode_entry, encode_exec, validate
 from raftkv.kv import machine as machine_module
 from wire.reply import OK, ErrorReply, SimpleString
 
@@ -31,7 +31,7 @@ def kv() -> KVStateMachine:
 
 def at(kv: KVStateMachine, stamp: int | None, *args: str | bytes | int):
     """Apply a command stamped ``stamp`` (None: an entry from before stamps existed)."""
-    return kv.apply(encode_command(b(*args), stamp))
+    return kv.apply(encode_entry(b(*args), stamp))
 
 
 # -- SET options, TTL, PTTL ----------------------------------------------------------------
@@ -301,10 +301,10 @@ def test_exec_runs_every_command_in_one_entry(kv: KVStateMachine) -> None:
     entry = exec_entry([], ["SET", "a", 1], ["INCR", "a"], ["GET", "a"], ["SET", "s", "x"],
                        ["INCR", "s"], ["GET", "s"])
     # A command failing on the data fails alone, as in Redis; the others still run.
-    assert kv.apply(encode_command(entry, T0)) == [OK, 2, b"2", OK, NOT_INT, b"x"]
+    assert kv.apply(encode_entry(entry, T0)) == [OK, 2, b"2", OK, NOT_INT, b"x"]
     # One that fails its checks makes the entry an error (the server never proposes it).
     entry = exec_entry([], ["SET", "b", 1], ["INCR", "nope", "x"])
-    assert kv.apply(encode_command(entry, T0)) == ErrorReply(
+    assert kv.apply(encode_entry(entry, T0)) == ErrorReply(
         "ERR wrong number of arguments for 'incr' command")
     assert at(kv, T0, "EXISTS", "b") == 0
 
@@ -324,7 +324,7 @@ def test_exec_is_null_if_a_watched_key_changed(change: list, kv: KVStateMachine)
     at(kv, T0, "SET", "w", "v")
     watches = watch(kv, "w")
     at(kv, T0, *change)
-    assert kv.apply(encode_command(exec_entry(watches, ["SET", "x", 1]), T0)) is None
+    assert kv.apply(encode_entry(exec_entry(watches, ["SET", "x", 1]), T0)) is None
     assert at(kv, T0, "EXISTS", "x") == 0
 
 
@@ -332,7 +332,7 @@ def test_watch_of_a_missing_key_sees_it_created_and_deleted_again(kv: KVStateMac
     watches = watch(kv, "m")
     at(kv, T0, "SET", "m", "1")
     at(kv, T0, "DEL", "m")
-    assert kv.apply(encode_command(exec_entry(watches, ["SET", "x", 1]), T0)) is None
+    assert kv.apply(encode_entry(exec_entry(watches, ["SET", "x", 1]), T0)) is None
 
 
 def test_watch_of_a_missing_key_ignores_unrelated_deletions(kv: KVStateMachine) -> None:
@@ -340,7 +340,7 @@ def test_watch_of_a_missing_key_ignores_unrelated_deletions(kv: KVStateMachine) 
     watches = watch(kv, "m")
     at(kv, T0, "DEL", "other")
     at(kv, T0 + 20, "SET", "x", "1")
-    assert kv.apply(encode_command(exec_entry(watches, ["SET", "m", 1]), T0)) == [OK]
+    assert kv.apply(encode_entry(exec_entry(watches, ["SET", "m", 1]), T0)) == [OK]
 
 
 def test_forgetting_deletions_fails_watches_of_missing_keys(
@@ -351,22 +351,22 @@ def test_forgetting_deletions_fails_watches_of_missing_keys(
     for key in ("a", "b", "c"):
         at(kv, T0, "SET", key, "1")
         at(kv, T0, "DEL", key)
-    assert kv.apply(encode_command(exec_entry(watches, ["SET", "m", 1]), T0)) is None
+    assert kv.apply(encode_entry(exec_entry(watches, ["SET", "m", 1]), T0)) is None
 
 
 def test_watch_sees_a_key_expire(kv: KVStateMachine) -> None:
     at(kv, T0, "SET", "w", "v", "PX", 100)
     watches = watch(kv, "w")
-    assert kv.apply(encode_command(exec_entry(watches, ["GET", "w"]), T0 + 50)) == [b"v"]
+    assert kv.apply(encode_entry(exec_entry(watches, ["GET", "w"]), T0 + 50)) == [b"v"]
     watches = watch(kv, "w")
-    assert kv.apply(encode_command(exec_entry(watches, ["GET", "w"]), T0 + 100)) is None
+    assert kv.apply(encode_entry(exec_entry(watches, ["GET", "w"]), T0 + 100)) is None
 
 
 def test_exec_proceeds_if_watched_keys_are_unchanged(kv: KVStateMachine) -> None:
     at(kv, T0, "SET", "w", "v")
     watches = watch(kv, "w", "missing")
     at(kv, T0, "SET", "other", "x")  # other keys may change
-    assert kv.apply(encode_command(exec_entry(watches, ["SET", "w", "2"]), T0)) == [OK]
+    assert kv.apply(encode_entry(exec_entry(watches, ["SET", "w", "2"]), T0)) == [OK]
 
 
 def test_watch_versions_survive_a_snapshot(kv: KVStateMachine) -> None:
@@ -376,7 +376,7 @@ def test_watch_versions_survive_a_snapshot(kv: KVStateMachine) -> None:
     copy.restore(kv.snapshot())
     assert copy.read(b("WATCH", "w")) == kv.read(b("WATCH", "w"))
     at(copy, T0, "SET", "w", "changed")
-    assert copy.apply(encode_command(exec_entry(watches, ["GET", "w"]), T0)) is None
+    assert copy.apply(encode_entry(exec_entry(watches, ["GET", "w"]), T0)) is None
 
 
 @pytest.mark.parametrize("payload", [b"", b"\xc1", msgpack.packb([1, 2]),
@@ -384,7 +384,7 @@ def test_watch_versions_survive_a_snapshot(kv: KVStateMachine) -> None:
                                      msgpack.packb([[[b"k", "x", 1]], []])])
 def test_malformed_exec_payloads_are_errors_not_exceptions(payload: bytes,
                                                            kv: KVStateMachine) -> None:
-    reply = kv.apply(encode_command([b"EXEC", payload], T0))
+    reply = kv.apply(encode_entry([b"EXEC", payload], T0))
     assert isinstance(reply, ErrorReply)
     assert validate([b"EXEC", payload]) == reply
 
@@ -422,7 +422,7 @@ class AgainstTimedDict(RuleBasedStateMachine):
         self.now = T0
 
     def run(self, *args: bytes | str | int):
-        entry = encode_command(b(*args), self.stamp)
+        entry = encode_entry(b(*args), self.stamp)
         reply = self.kv.apply(entry)
         assert self.follower.apply(entry) == reply
         return reply
@@ -518,7 +518,7 @@ def test_replicas_agree_on_any_stamped_history(program: list, cut: int) -> None:
         if i == cut:
             two = KVStateMachine()
             two.restore(one.snapshot())
-        entry = encode_command(args, stamp)
+        entry = encode_entry(args, stamp)
         reply = one.apply(entry)
         assert two.apply(entry) == reply
         assert not isinstance(reply, ErrorReply) or reply.text.startswith("ERR")

@@ -4,7 +4,7 @@ value on every replica)."""
 
 from __future__ import annotations
 
-from raftkv.kv import KVStateMachine, encode_command, encode_exec
+from raftkv.kv import KVStateMachine, encode_entry, encode_exec
 from raftkv.kv.errors import STRING_TOO_LONG
 
 LIMIT = 1000
@@ -12,7 +12,7 @@ LIMIT = 1000
 
 def kv_with(key: bytes, length: int) -> KVStateMachine:
     kv = KVStateMachine()
-    kv.apply(encode_command([b"SET", key, b"x" * length], 1))
+    kv.apply(encode_entry([b"SET", key, b"x" * length], 1))
     return kv
 
 

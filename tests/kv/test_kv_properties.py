@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from raftkv.kv import COMMANDS, KVDecodeError, KVStateMachine, decode_command, encode_command
+from raftkv.kv import COMMANDS, KVDecodeError, KVStateMachine, decode_command, encode_entry
 from raftkv.kv.numbers import parse_int64
 from wire.reply import ErrorReply, SimpleString
 
@@ -70,7 +70,7 @@ def _valid_reply(reply: object) -> bool:
 def test_same_commands_same_replies_and_state(program: list[list[bytes]]) -> None:
     one, two = KVStateMachine(), KVStateMachine()
     for args in program:
-        entry = encode_command(args)
+        entry = encode_entry(args)
         reply = one.apply(entry)
         assert _valid_reply(reply)
         assert two.apply(entry) == reply
@@ -86,13 +86,13 @@ def test_snapshot_restore_continues_identically(
 ) -> None:
     original = KVStateMachine()
     for args in before:
-        original.apply(encode_command(args))
+        original.apply(encode_entry(args))
     copy = KVStateMachine()
-    copy.apply(encode_command([b"SET", b"stale", b"state"]))  # restore replaces, not merges
+    copy.apply(encode_entry([b"SET", b"stale", b"state"]))  # restore replaces, not merges
     copy.restore(original.snapshot())
     assert copy == original and len(copy) == len(original)
     for args in after:
-        entry = encode_command(args)
+        entry = encode_entry(args)
         assert copy.apply(entry) == original.apply(entry)
     assert copy.snapshot() == original.snapshot()
 
@@ -101,23 +101,23 @@ def test_snapshot_restore_continues_identically(
 @given(st.lists(st.binary(max_size=12), max_size=8))
 def test_apply_and_read_never_raise(args: list[bytes]) -> None:
     kv = KVStateMachine()
-    kv.apply(encode_command([b"MSET", b"a", b"1", b"b", b"x"]))
+    kv.apply(encode_entry([b"MSET", b"a", b"1", b"b", b"x"]))
     before = kv.snapshot()
     assert _valid_reply(kv.read(args))
     assert kv.snapshot() == before  # read never changes state, even when refusing
     if args:
-        assert _valid_reply(kv.apply(encode_command(args)))
+        assert _valid_reply(kv.apply(encode_entry(args)))
 
 
 @settings(max_examples=150, deadline=None)
 @given(COMMAND)
 def test_known_commands_never_raise_and_reads_do_not_mutate(args: list[bytes]) -> None:
     kv = KVStateMachine()
-    kv.apply(encode_command([b"MSET", b"a", b"1", b"n", b"9223372036854775806", b"", b"e"]))
+    kv.apply(encode_entry([b"MSET", b"a", b"1", b"n", b"9223372036854775806", b"", b"e"]))
     before = kv.snapshot()
     assert _valid_reply(kv.read(args))
     assert kv.snapshot() == before
-    assert _valid_reply(kv.apply(encode_command(args)))
+    assert _valid_reply(kv.apply(encode_entry(args)))
 
 
 MSGPACK_OBJECTS = st.recursive(
@@ -147,7 +147,7 @@ def test_decoding_garbage_raises_only_the_clear_error(blob: bytes) -> None:
     else:
         assert args and all(type(a) is bytes for a in args)
     kv = KVStateMachine()
-    kv.apply(encode_command([b"SET", b"keep", b"me"]))
+    kv.apply(encode_entry([b"SET", b"keep", b"me"]))
     try:
         kv.restore(blob)
     except KVDecodeError:
@@ -184,14 +184,14 @@ def test_scan_returns_every_stable_key_exactly_once(
 ) -> None:
     kv = KVStateMachine()
     for key in stable:
-        kv.apply(encode_command([b"SET", key, b"v"]))
+        kv.apply(encode_entry([b"SET", key, b"v"]))
     churn = [(add, b"~" + key) for add, key in churn]  # churn keys are never stable ones
     cursor, seen, step = b"0", [], 0
     while True:
         cursor, keys = kv.read([b"SCAN", cursor, b"COUNT", str(count).encode()])
         seen += keys
         for add, key in churn[step : step + 3]:
-            kv.apply(encode_command([b"SET", key, b"x"] if add else [b"DEL", key]))
+            kv.apply(encode_entry([b"SET", key, b"x"] if add else [b"DEL", key]))
         step += 3
         if cursor == b"0":
             break
@@ -211,7 +211,7 @@ class AgainstDict(RuleBasedStateMachine):
         self.follower = KVStateMachine()  # receives a snapshot now and then, then the log
 
     def run(self, *args: bytes):
-        entry = encode_command(list(args))
+        entry = encode_entry(list(args))
         reply = self.kv.apply(entry)
         assert self.follower.apply(entry) == reply
         return reply

@@ -10,7 +10,7 @@ import itertools
 import pytest
 from lupa import lua54
 
-from raftkv.kv import KVStateMachine, encode_command
+from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.kv.lua_patterns import PATTERNS
 from raftkv.kv.scripts import BUDGET_ERROR
 from wire.reply import ErrorReply
@@ -19,7 +19,7 @@ T0 = 1_700_000_000_000
 
 
 def ev(kv: KVStateMachine, body: str, *args: bytes):
-    return kv.apply(encode_command([b"EVAL", body.encode(), b"0", *args], T0))
+    return kv.apply(encode_entry([b"EVAL", body.encode(), b"0", *args], T0))
 
 
 def test_a_backtracking_pattern_hits_the_budget() -> None:
@@ -46,7 +46,7 @@ def test_redis_call_work_is_charged_before_it_is_done() -> None:
     """KEYS walks every key: 100 calls over 1,000 keys cost 30M instructions; the call that
     would cross the budget is refused before it runs."""
     kv = KVStateMachine()
-    kv.apply(encode_command([b"MSET", *itertools.chain.from_iterable(
+    kv.apply(encode_entry([b"MSET", *itertools.chain.from_iterable(
         (b"k%d" % i, b"v") for i in range(1000))], T0))
     reply = ev(kv, "local n = 0 for i = 1, 100 do n = n + #redis.call('KEYS', '*') end "
                "return n")

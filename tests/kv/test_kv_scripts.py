@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from raftkv.kv import KVStateMachine, encode_command
+from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.kv.scripts import BUDGET_ERROR
 from wire.reply import OK, ErrorReply, SimpleString
 
@@ -20,7 +20,7 @@ def b(*args: str | bytes | int) -> list[bytes]:
 def on_both(*args: str | bytes | int):
     """Apply one entry on two fresh replicas; they must agree on the reply and the state."""
     one, two = KVStateMachine(), KVStateMachine()
-    entry = encode_command(b(*args), T0)
+    entry = encode_entry(b(*args), T0)
     reply = one.apply(entry)
     assert two.apply(entry) == reply
     assert one == two
@@ -79,9 +79,9 @@ def test_nothing_nondeterministic_or_outside_is_reachable(body: str, error: str)
 
 def test_no_globals_carry_over_between_calls() -> None:
     kv = KVStateMachine()
-    assert kv.apply(encode_command(b("EVAL", "counter = (counter or 0) + 1; "
+    assert kv.apply(encode_entry(b("EVAL", "counter = (counter or 0) + 1; "
                                      "string.evil = 1; return counter", 0), T0)) == 1
-    assert kv.apply(encode_command(b("EVAL", "counter = (counter or 0) + 1; "
+    assert kv.apply(encode_entry(b("EVAL", "counter = (counter or 0) + 1; "
                                      "return {counter, string.evil}", 0), T0)) == [1]
 
 
@@ -112,7 +112,7 @@ def test_the_memory_cap_fails_the_script() -> None:
 
 def test_time_stands_still_inside_a_script() -> None:
     kv = KVStateMachine()
-    reply = kv.apply(encode_command(b("EVAL", "redis.call('SET', 'k', 'v', 'PX', 100); "
+    reply = kv.apply(encode_entry(b("EVAL", "redis.call('SET', 'k', 'v', 'PX', 100); "
                                       "return redis.call('PTTL', 'k')", 0), T0))
     assert reply == 100
 
@@ -121,19 +121,19 @@ def test_script_load_exists_flush_evalsha_and_snapshots() -> None:
     kv = KVStateMachine()
     body = b"return ARGV[1] .. KEYS[1]"
     sha = hashlib.sha1(body).hexdigest().encode()
-    assert kv.apply(encode_command([b"EVALSHA", sha, b"1", b"k", b"a"], T0)) == ErrorReply(
+    assert kv.apply(encode_entry([b"EVALSHA", sha, b"1", b"k", b"a"], T0)) == ErrorReply(
         "NOSCRIPT No matching script. Please use EVAL.")
-    assert kv.apply(encode_command([b"SCRIPT", b"LOAD", body], T0)) == sha
-    assert kv.apply(encode_command([b"SCRIPT", b"EXISTS", sha, b"0" * 40], T0)) == [1, 0]
+    assert kv.apply(encode_entry([b"SCRIPT", b"LOAD", body], T0)) == sha
+    assert kv.apply(encode_entry([b"SCRIPT", b"EXISTS", sha, b"0" * 40], T0)) == [1, 0]
     copy = KVStateMachine()
     copy.restore(kv.snapshot())
-    assert copy.apply(encode_command([b"EVALSHA", sha.upper(), b"1", b"k", b"a"], T0)) == b"ak"
+    assert copy.apply(encode_entry([b"EVALSHA", sha.upper(), b"1", b"k", b"a"], T0)) == b"ak"
     assert copy.read([b"EVALSHA_RO", sha, b"1", b"k", b"b"]) == b"bk"
-    assert kv.apply(encode_command([b"SCRIPT", b"FLUSH"], T0)) == OK
-    assert kv.apply(encode_command([b"SCRIPT", b"EXISTS", sha], T0)) == [0]
+    assert kv.apply(encode_entry([b"SCRIPT", b"FLUSH"], T0)) == OK
+    assert kv.apply(encode_entry([b"SCRIPT", b"EXISTS", sha], T0)) == [0]
     # EVAL caches its body, so EVALSHA works after it (redis-py's Script relies on this).
-    kv.apply(encode_command([b"EVAL", body, b"1", b"k", b"c"], T0))
-    assert kv.apply(encode_command([b"SCRIPT", b"EXISTS", sha], T0)) == [1]
+    kv.apply(encode_entry([b"EVAL", body, b"1", b"k", b"c"], T0))
+    assert kv.apply(encode_entry([b"SCRIPT", b"EXISTS", sha], T0)) == [1]
 
 
 def test_script_load_rejects_what_does_not_compile() -> None:
@@ -144,7 +144,7 @@ def test_script_load_rejects_what_does_not_compile() -> None:
 
 def test_eval_ro_refuses_writes_and_reads_change_nothing() -> None:
     kv = KVStateMachine()
-    kv.apply(encode_command(b("SET", "k", "v"), T0))
+    kv.apply(encode_entry(b("SET", "k", "v"), T0))
     before = kv.snapshot()
     assert kv.read(b("EVAL_RO", "return redis.call('SET', 'k', 'x')", 0)) == ErrorReply(
         "ERR Write commands are not allowed from read-only scripts.")
@@ -171,7 +171,7 @@ def test_lock_release_script_of_redis_py() -> None:
                "if not token or token ~= ARGV[1] then return 0 end "
                "redis.call('del', KEYS[1]) return 1")
     kv = KVStateMachine()
-    kv.apply(encode_command(b("SET", "lock", "me", "NX", "PX", 1000), T0))
-    assert kv.apply(encode_command(b("EVAL", release, 1, "lock", "other"), T0)) == 0
-    assert kv.apply(encode_command(b("EVAL", release, 1, "lock", "me"), T0)) == 1
+    kv.apply(encode_entry(b("SET", "lock", "me", "NX", "PX", 1000), T0))
+    assert kv.apply(encode_entry(b("EVAL", release, 1, "lock", "other"), T0)) == 0
+    assert kv.apply(encode_entry(b("EVAL", release, 1, "lock", "me"), T0)) == 1
     assert len(kv) == 0

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftkv.kv import KVStateMachine, encode_command, validate
+from raftkv.kv import KVStateMachine, encode_entry, validate
 from raftkv.kv import sessions as sessions_module
 from raftkv.kv.errors import KVDecodeError
 from raftkv.kv.sessions import WINDOW, sessions_from_wire
@@ -26,7 +26,7 @@ def b(*args: str | bytes | int) -> list[bytes]:
 
 
 def at(kv: KVStateMachine, stamp: int, *args: str | bytes | int):
-    return kv.apply(encode_command(b(*args), stamp))
+    return kv.apply(encode_entry(b(*args), stamp))
 
 
 def opened(kv: KVStateMachine, stamp: int = T0, timeout_ms: int = MINUTE) -> int:

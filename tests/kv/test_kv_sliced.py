@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from raftkv.kv import KVStateMachine, encode_command
+from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.kv.glob import stringmatch
 from raftkv.kv.machine import LARGE_MAP, SCAN_MAX_COUNT
 from raftkv.kv.sliced import BUDGET, KeysJob, SlicedRead
@@ -17,7 +17,7 @@ from wire.reply import OK
 
 
 def apply(kv: KVStateMachine, *args: bytes) -> object:
-    return kv.apply(encode_command(list(args)))
+    return kv.apply(encode_entry(list(args)))
 
 
 def loaded(n: int, seed: int = 1) -> KVStateMachine:
@@ -144,7 +144,7 @@ T0 = 1_700_000_000_000
 
 
 def stamped(kv: KVStateMachine, stamp: int, *args: bytes) -> object:
-    return kv.apply(encode_command(list(args), stamp))
+    return kv.apply(encode_entry(list(args), stamp))
 
 
 def with_deadlines(n: int) -> KVStateMachine:

@@ -6,7 +6,7 @@ apply is stuck behind, say)."""
 
 from __future__ import annotations
 
-from raftkv.kv import KVStateMachine, encode_command
+from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.node.apply import Applier
 from raftkv.node.clock import LeaderClock
 from raftkv.node.pending import Pending
@@ -35,7 +35,7 @@ def test_a_read_waiting_for_apply_is_answered_at_its_deadline() -> None:
     requests.sweep(10.0)
     assert late.done and late.value is APPLY_TIMEOUT
     assert not early.done  # the other read keeps waiting, and is served once applied
-    a.apply([Entry(1, i, NORMAL, encode_command([b"SET", b"k", b"%d" % i]))
+    a.apply([Entry(1, i, NORMAL, encode_entry([b"SET", b"k", b"%d" % i]))
              for i in range(1, 6)])
     assert early.done and early.value == b"5"
     assert requests.read_wait == []

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import random
 
-from raftkv.kv import encode_command
+from raftkv.kv import encode_entry
 from raftkv.node.forwarding import Forwarder, decode_reply
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
-from raftkv.raft import MemoryStorage, RaftConfig, RaftNode
+from raftkv.raft import MemoryStorage, RaftConfig, RaftCore
 from raftkv.raft.membership import decode_config, encode_config
 from raftkv.server.admin import membership_command
 from wire.raft import (
@@ -44,12 +44,12 @@ def hostile_entries() -> list[Entry]:
     for addr in HOSTILE_ADDRS:
         config = ClusterConfig((Member(1, "127.0.0.1:1"), Member(9, addr, learner=True)))
         entries.append(Entry(1, 0, CONFIG, encode_config(config)))
-    garbage = [b"", b"\x00", b"\xc1", b"\x93\x01\x02", b"\xff" * 64, encode_command([b"GET"])]
+    garbage = [b"", b"\x00", b"\xc1", b"\x93\x01\x02", b"\xff" * 64, encode_entry([b"GET"])]
     garbage += [rng.randbytes(rng.randrange(1, 200)) for _ in range(200)]
     entries += [Entry(1, 0, NORMAL, data) for data in garbage]
     entries += [Entry(1, 0, CONFIG, data) for data in garbage]  # undecodable configs
     entries += [Entry(1, 0, kind, b"junk") for kind in (NOOP, 3, 2**64 - 1)]
-    entries.append(Entry(1, 0, NORMAL, encode_command([b"SET", b"k", b"v"])))
+    entries.append(Entry(1, 0, NORMAL, encode_entry([b"SET", b"k", b"v"])))
     return [Entry(e.term, i, e.kind, e.data) for i, e in enumerate(entries, start=1)]
 
 
@@ -84,7 +84,7 @@ def test_hostile_forwarded_commands_and_replies_never_raise() -> None:
     settings = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
                             cluster={1: "127.0.0.1:2", 2: "127.0.0.1:3"}, data_dir="/x")
     n = Node(settings, admin=lambda args: membership_command(n, args, forwarded=True))
-    n.core = RaftNode(1, MemoryStorage(ClusterConfig((Member(1, "127.0.0.1:2"),
+    n.core = RaftCore(1, MemoryStorage(ClusterConfig((Member(1, "127.0.0.1:2"),
                                                       Member(2, "127.0.0.1:3")))),
                       RaftConfig(), random.Random(1))
     n.transport = _Sent()  # type: ignore[assignment]

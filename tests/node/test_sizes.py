@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from raftkv.kv import encode_command
+from raftkv.kv import encode_entry
 from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import (
     MIB,
@@ -30,7 +30,7 @@ def test_a_maximal_request_fits_in_a_frame_as_entry_and_as_forward(max_request: 
     many = max(0, (max_request - 30) // 7)
     for args in ([b"SET", b"k", b"v" * value], [b"MSET"] + [b"x"] * many):
         assert request_size(args) <= max_request or max_request < 30
-        entry = Entry(2**62 - 1, 2**62 - 1, NORMAL, encode_command(args))
+        entry = Entry(2**62 - 1, 2**62 - 1, NORMAL, encode_entry(args))
         ae = AppendEntries(2**62 - 1, 2**63 - 1, 2**63 - 1, 2**62 - 2, 2**62 - 1, (entry,),
                            2**62 - 1, 2**62 - 1)
         assert len(encode(ae)) <= limit

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from raftkv.raft import MemoryStorage, RaftConfig, RaftNode, ReadState, Ready, Role, persist
+from raftkv.raft import MemoryStorage, RaftConfig, RaftCore, ReadState, Ready, Role, persist
 from raftkv.raft.membership import decode_config
 from raftkv.raft.memory_storage import MemorySnapshotWriter
 from wire import record as wire_record
@@ -67,7 +67,7 @@ class Cluster:
         self.configs = {i: (configs or {}).get(i, config) for i in self.ids}
         self.seed = seed
         self.storages: dict[int, MemoryStorage] = {}
-        self.nodes: dict[int, RaftNode] = {}
+        self.nodes: dict[int, RaftCore] = {}
         self.queue: list[Any] = []
         self.sent: list[Any] = []  # every message ever handed to the network
         self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
@@ -97,7 +97,7 @@ class Cluster:
     # -- nodes ------------------------------------------------------------------------------
     def start(self, i: int) -> None:
         rng = random.Random(self.seed * 1000 + i + 7919 * len(self.readies[i]))
-        self.nodes[i] = RaftNode(i, self.storages[i], self.configs[i], rng)
+        self.nodes[i] = RaftCore(i, self.storages[i], self.configs[i], rng)
         self.down.discard(i)
 
     def crash(self, i: int) -> None:
@@ -111,7 +111,7 @@ class Cluster:
     def leaders(self) -> list[int]:
         return [i for i, n in self.nodes.items() if i not in self.down and n.role is Role.LEADER]
 
-    def leader(self) -> RaftNode:
+    def leader(self) -> RaftCore:
         (lead,) = self.leaders()
         return self.nodes[lead]
 
@@ -227,7 +227,7 @@ class Cluster:
                     self.nodes[i].tick()
             self.run()
 
-    def elect(self, i: int) -> RaftNode:
+    def elect(self, i: int) -> RaftCore:
         """Make node i leader (campaign and deliver) and let its no-op commit everywhere."""
         self.nodes[i].campaign()
         self.run()

@@ -7,7 +7,7 @@ import random
 import pytest
 from raft_harness import Cluster, entries
 
-from raftkv.raft import BUGS, RaftConfig, RaftNode
+from raftkv.raft import BUGS, RaftConfig, RaftCore
 from wire.raft import AppendEntries, HardState, RequestVote
 
 
@@ -23,12 +23,12 @@ def test_unknown_bug_names_are_refused() -> None:
         RaftConfig(bugs=frozenset({"typo"}))
 
 
-def _node(bugs: tuple[str, ...], terms: tuple[int, ...], term: int) -> tuple[Cluster, RaftNode]:
+def _node(bugs: tuple[str, ...], terms: tuple[int, ...], term: int) -> tuple[Cluster, RaftCore]:
     c = Cluster(3)
     st = c.storages[1]
     st.append(entries(*terms))
     st.set_hard_state(HardState(term=term))
-    return c, RaftNode(1, st, _config(*bugs), random.Random(0))
+    return c, RaftCore(1, st, _config(*bugs), random.Random(0))
 
 
 @pytest.mark.parametrize("bug", [False, True])
@@ -50,7 +50,7 @@ def test_skip_persist_vote(bug: bool) -> None:
         st.set_hard_state(rd.hard_state)
     st.sync()
     st.crash()
-    again = RaftNode(1, st, _config(*(["skip_persist_vote"] if bug else [])), random.Random(0))
+    again = RaftCore(1, st, _config(*(["skip_persist_vote"] if bug else [])), random.Random(0))
     again.step(RequestVote(1, 3, 1, 0, 0))
     (resp,) = again.ready().messages
     assert resp.granted is bug  # with the bug: two votes in term 1

@@ -8,7 +8,7 @@ import random
 import pytest
 from raft_harness import FAST, Cluster, entries, members
 
-from raftkv.raft import NotLeader, RaftNode, Role
+from raftkv.raft import NotLeader, RaftCore, Role
 from raftkv.raft.membership import committed_index, decode_config, encode_config, quorum
 from wire.raft import CONFIG, AppendEntries, Entry, HardState
 
@@ -106,7 +106,7 @@ def test_restart_with_an_uncommitted_config_entry() -> None:
         ]
     )
     st.set_hard_state(HardState(term=2, commit=2))
-    node = RaftNode(2, st, FAST, random.Random(0))
+    node = RaftCore(2, st, FAST, random.Random(0))
     assert node.voters == {1, 2, 3, 4}
     node.step(AppendEntries(3, 1, 2, 2, 1, tuple(entries(3, start=3)), 2, 0))
     assert node.voters == {1, 2}  # back to the committed configuration, not the bootstrap one

@@ -7,7 +7,7 @@ import random
 import pytest
 from raft_harness import FAST, Cluster, entries
 
-from raftkv.raft import MemoryStorage, NotLeader, RaftConfig, RaftNode, Role
+from raftkv.raft import MemoryStorage, NotLeader, RaftConfig, RaftCore, Role
 from wire.raft import (
     MAX_TERM,
     AppendEntries,
@@ -26,7 +26,7 @@ def test_randomized_timeout_is_in_range() -> None:
     c = Cluster(1)
     seen = set()
     for seed in range(200):
-        node = RaftNode(1, c.storages[1], FAST, random.Random(seed))
+        node = RaftCore(1, c.storages[1], FAST, random.Random(seed))
         seen.add(node._randomized_timeout)
     assert seen == set(range(FAST.election_ticks, 2 * FAST.election_ticks))
 
@@ -72,15 +72,15 @@ def test_split_vote_resolves() -> None:
     assert all(n.leader_id == lead for n in c.nodes.values())
 
 
-def _voter(log_terms: tuple[int, ...], term: int = 5, config: RaftConfig = PLAIN) -> RaftNode:
+def _voter(log_terms: tuple[int, ...], term: int = 5, config: RaftConfig = PLAIN) -> RaftCore:
     c = Cluster(3, config=config)
     st = c.storages[1]
     st.append(entries(*log_terms))
     st.set_hard_state(HardState(term=term))
-    return RaftNode(1, st, config, random.Random(0))
+    return RaftCore(1, st, config, random.Random(0))
 
 
-def _ask(node: RaftNode, src: int, term: int, last_index: int, last_term: int) -> bool:
+def _ask(node: RaftCore, src: int, term: int, last_index: int, last_term: int) -> bool:
     node.step(RequestVote(term, src, node.id, last_index, last_term))
     (resp,) = node.ready().messages
     assert isinstance(resp, RequestVoteResponse) and resp.dst == src
@@ -286,7 +286,7 @@ def test_storage_with_prior_state_restarts_as_follower() -> None:
     st = MemoryStorage(Cluster(3).membership)
     st.append(entries(1, 1, 2))
     st.set_hard_state(HardState(term=2, vote=3, commit=2))
-    node = RaftNode(1, st, FAST, random.Random(1))
+    node = RaftCore(1, st, FAST, random.Random(1))
     assert (node.role, node.term, node.vote, node.commit_index, node.last_index) == (
         Role.FOLLOWER,
         2,

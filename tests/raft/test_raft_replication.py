@@ -8,7 +8,7 @@ import attrs
 import pytest
 from raft_harness import Cluster, entries
 
-from raftkv.raft import NotLeader, ProgressState, RaftConfig, RaftNode, Role, entry_size
+from raftkv.raft import NotLeader, ProgressState, RaftConfig, RaftCore, Role, entry_size
 from wire.raft import (
     NOOP,
     AppendEntries,
@@ -131,13 +131,13 @@ def _follower(log_terms: tuple[int, ...], commit: int = 0, term: int = 9, config
     st = c.storages[2]
     st.append(entries(*log_terms))
     st.set_hard_state(HardState(term=term, commit=commit))
-    node = RaftNode(2, st, config, random.Random(0))
+    node = RaftCore(2, st, config, random.Random(0))
     node.step(AppendEntries(term, 1, 2, 0, 0, (), 0, 0))  # meet the leader
     node.ready()
     return node
 
 
-def _append(node: RaftNode, prev: int, prev_term: int, terms=(), commit: int = 0, term: int = 9):
+def _append(node: RaftCore, prev: int, prev_term: int, terms=(), commit: int = 0, term: int = 9):
     ents = tuple(entries(*terms, start=prev + 1))
     node.step(AppendEntries(term, 1, node.id, prev, prev_term, ents, commit, 0))
     (resp,) = node.ready().messages

@@ -6,7 +6,7 @@ import random
 
 from raft_harness import FAST, entries, members
 
-from raftkv.raft import MemoryStorage, RaftNode, Ready, Role, persist
+from raftkv.raft import MemoryStorage, RaftCore, Ready, Role, persist
 from wire.raft import AppendEntries, AppendEntriesResponse, Entry, HardState
 
 
@@ -21,7 +21,7 @@ def torn_follower() -> MemoryStorage:
 
 
 def test_restart_takes_the_term_of_the_last_entry_and_clears_the_vote() -> None:
-    node = RaftNode(6, torn_follower(), FAST, random.Random(1))
+    node = RaftCore(6, torn_follower(), FAST, random.Random(1))
     assert node.term == 9 and node.last_term == 9
     assert node.vote == 0  # no vote in term 9 can have left: it would have been durable
     rd = node.ready()
@@ -30,7 +30,7 @@ def test_restart_takes_the_term_of_the_last_entry_and_clears_the_vote() -> None:
 
 def test_restarted_node_refuses_the_stale_leader_of_the_older_term() -> None:
     st = torn_follower()
-    node = RaftNode(6, st, FAST, random.Random(1))
+    node = RaftCore(6, st, FAST, random.Random(1))
     stale = AppendEntries(term=8, src=4, dst=6, prev_index=3, prev_term=8,
                           entries=(Entry(term=8, index=4, kind=0, data=b"stale"),), commit=3)
     node.step(stale)
@@ -46,7 +46,7 @@ def test_a_stored_term_above_the_log_is_kept_with_its_vote() -> None:
     st = MemoryStorage(members([1, 2, 3, 4, 5, 6]))
     st.append(entries(1, 1))
     st.set_hard_state(HardState(term=5, vote=2, commit=0))
-    node = RaftNode(1, st, FAST, random.Random(1))
+    node = RaftCore(1, st, FAST, random.Random(1))
     assert (node.term, node.vote) == (5, 2)
 
 

@@ -9,7 +9,7 @@ import attrs
 import pytest
 from raft_harness import Cluster, members
 
-from raftkv.raft import MemoryStorage, ProgressState, RaftConfig, RaftNode, Role
+from raftkv.raft import MemoryStorage, ProgressState, RaftConfig, RaftCore, Role
 from wire.raft import (
     CONFIG,
     AppendEntries,
@@ -32,13 +32,13 @@ def is_chunk(m: object) -> bool:
     return isinstance(m, InstallSnapshot)
 
 
-def write(c: Cluster, leader: RaftNode, n: int, tag: str = "v") -> None:
+def write(c: Cluster, leader: RaftCore, n: int, tag: str = "v") -> None:
     for k in range(n):
         leader.propose(f"{tag}{k}-{'x' * 20}".encode())
         c.run()
 
 
-def behind(c: Cluster, lagging: int = 3, n: int = 30) -> RaftNode:
+def behind(c: Cluster, lagging: int = 3, n: int = 30) -> RaftCore:
     """Leader 1; node ``lagging`` misses ``n`` writes; the leader compacts them all away."""
     leader = c.elect(1)
     c.isolate(lagging)

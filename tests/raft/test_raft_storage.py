@@ -7,7 +7,7 @@ import random
 import pytest
 from raft_harness import FAST, Cluster, entries, members
 
-from raftkv.raft import Compacted, MemoryStorage, RaftNode, Role, Unavailable, entry_size
+from raftkv.raft import Compacted, MemoryStorage, RaftCore, Role, Unavailable, entry_size
 from raftkv.raft.membership import encode_config
 from raftkv.raft.raft_log import RaftLog
 from wire.raft import CONFIG, Entry, HardState, SnapshotMeta
@@ -132,7 +132,7 @@ def test_node_starts_from_a_compacted_log() -> None:
     st = _storage(1, 1, 1, 2, 2)
     st.compact(SnapshotMeta(3, 1, CONF), b"snap")
     st.set_hard_state(HardState(2, 0, 4))
-    node = RaftNode(1, st, FAST, random.Random(0))
+    node = RaftCore(1, st, FAST, random.Random(0))
     rd = node.ready()
     assert [e.index for e in rd.committed_entries] == [4]  # from the snapshot on
     assert node.last_index == 5 and node.commit_index == 4

@@ -359,7 +359,7 @@ def test_double_vote_across_restarts() -> None:
 
 
 class ScriptedCore:
-    """Stands in for RaftNode: hands out the Readies a test queues, nothing else."""
+    """Stands in for RaftCore: hands out the Readies a test queues, nothing else."""
 
     def __init__(self, node_id: int, storage: object, rng: random.Random) -> None:
         from raftkv.raft import Role
@@ -535,7 +535,7 @@ def test_planner_is_deterministic() -> None:
 
 # -- whole runs ------------------------------------------------------------------------------
 
-# These need the consensus core (raftkv.raft.RaftNode).
+# These need the consensus core (raftkv.raft.RaftCore).
 
 UNIT_SEEDS = 200
 

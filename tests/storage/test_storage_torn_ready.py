@@ -10,7 +10,7 @@ from pathlib import Path
 
 from storage_model import entries, entry, reopen
 
-from raftkv.raft import RaftConfig, RaftNode, Ready, persist
+from raftkv.raft import RaftConfig, RaftCore, Ready, persist
 from raftkv.storage import records
 from wire.raft import HardState
 
@@ -37,7 +37,7 @@ def test_wal_cut_between_entry_and_hard_state_restarts_in_the_entrys_term(tmp_pa
     s = reopen(data, fsync="always")
     hs, _ = s.initial_state()
     assert hs.term == 8 and s.last_index() == 42 and s.term(42) == 9  # the torn prefix
-    node = RaftNode(1, s, RaftConfig(), random.Random(0))
+    node = RaftCore(1, s, RaftConfig(), random.Random(0))
     assert node.term == 9 and node.vote == 0
     rd = node.ready()
     persist(s, rd)

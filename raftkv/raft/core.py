@@ -1,4 +1,4 @@
-"""RaftNode: the consensus state machine (Ongaro's dissertation, in the etcd-io/raft shape).
+"""RaftCore: the consensus state machine (Ongaro's dissertation, in the etcd-io/raft shape).
 
 Inputs: ``tick()``, ``step(message)``, ``propose(data)``, ``read_index(ctx)``,
 ``transfer_leadership(id)``, ``campaign()``, and ``propose_config(config)`` (the raw
@@ -94,6 +94,7 @@ from wire.raft import (
     MAX_TERM,
     NOOP,
     NORMAL,
+    RAFT_MESSAGE_TYPES,
     AppendEntries,
     AppendEntriesResponse,
     ClusterConfig,
@@ -104,24 +105,14 @@ from wire.raft import (
     InstallSnapshot,
     InstallSnapshotResponse,
     Member,
+    PeerMessage,
+    RaftMessage,
     ReadIndexRequest,
     ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
     TimeoutNow,
-)
-
-_RAFT_MESSAGES = (
-    RequestVote,
-    RequestVoteResponse,
-    AppendEntries,
-    AppendEntriesResponse,
-    TimeoutNow,
-    ReadIndexRequest,
-    ReadIndexResponse,
-    InstallSnapshot,
-    InstallSnapshotResponse,
 )
 
 
@@ -140,7 +131,7 @@ class SafetyViolation(RuntimeError):
     """An invariant that Raft guarantees was broken (e.g. a committed entry conflicts)."""
 
 
-class RaftNode:
+class RaftCore:
     def __init__(self, node_id: int, storage: LogStorage, config: RaftConfig, rng: Any) -> None:
         if node_id < 1:
             raise ValueError("node ids are integers >= 1")
@@ -158,7 +149,7 @@ class RaftNode:
         self._prev_hs = hs  # the hard state storage holds (as far as we were told)
         self._configs = self._load_configs(stored_config)
 
-        self._msgs: list[Any] = []
+        self._msgs: list[RaftMessage] = []
         self._read_states: list[ReadState] = []
         self._failed_reads: list[bytes] = []
         self._recv: _Receive | None = None  # follower: the snapshot being received
@@ -390,11 +381,11 @@ class RaftNode:
         elif not self._send_appends(target):
             self._send_heartbeat(target)  # find out where it stands (a lost append, say)
 
-    def step(self, m: Any) -> None:
+    def step(self, m: PeerMessage) -> None:
         """Handle one peer message addressed to this node."""
         if isinstance(m, ForwardRequest | ForwardResponse):
             raise TypeError(f"{type(m).__name__} is routed by the runtime, not the raft core")
-        if not isinstance(m, _RAFT_MESSAGES):
+        if not isinstance(m, RAFT_MESSAGE_TYPES):
             raise TypeError(f"not a raft message: {m!r}")
         if m.dst != self._id:
             raise ValueError(f"message for node {m.dst} stepped into node {self._id}")
@@ -648,7 +639,7 @@ class RaftNode:
         self._forwarded = keep
 
     # -- message handling ------------------------------------------------------------------
-    def _reply_stale(self, m: Any) -> None:
+    def _reply_stale(self, m: RaftMessage) -> None:
         """A message from an older term. Tell a deposed leader or a candidate our term."""
         if isinstance(m, AppendEntries):
             if self._cfg.check_quorum or self._cfg.pre_vote:
@@ -673,7 +664,7 @@ class RaftNode:
                 InstallSnapshotResponse(self._term, self._id, m.src, m.meta.index, 0, reject=True)
             )
 
-    def _step_leader(self, m: Any) -> None:
+    def _step_leader(self, m: RaftMessage) -> None:
         pr = self._progress.get(m.src)
         if pr is not None and m.term == self._term:
             pr.recent_active = True
@@ -688,7 +679,7 @@ class RaftNode:
             self._handle_snapshot_response(pr, m)
         # Other messages (a stale-bug AppendEntries, late votes, TimeoutNow) mean nothing here.
 
-    def _step_not_leader(self, m: Any) -> None:
+    def _step_not_leader(self, m: RaftMessage) -> None:
         if isinstance(m, AppendEntries):
             if self._role is not Role.FOLLOWER:
                 self._become_follower(self._term, m.src)
@@ -1192,7 +1183,7 @@ class RaftNode:
                 return
 
     # -- plumbing --------------------------------------------------------------------------
-    def _send(self, m: Any) -> None:
+    def _send(self, m: RaftMessage) -> None:
         self._msgs.append(m)
 
     def _hard_state(self) -> HardState:
