@@ -54,6 +54,7 @@ from common import (
     HOST,
     BenchRun,
     CpuSampler,
+    baseline_cluster,
     kill_group,
     load_line,
     percentile,
@@ -64,7 +65,7 @@ from common import (
     scratch_dir,
 )
 
-from chaos.cluster import LocalCluster, NodeProcess, free_ports
+from chaos.cluster import LocalCluster, free_ports
 
 PACKAGES = {"etcd": "etcd-server", "etcdctl": "etcd-client", "wrk": "wrk",
             "redis-benchmark": "redis-tools"}
@@ -269,41 +270,6 @@ def raft_round(cluster: LocalCluster, z: Sizes) -> dict[str, Figure]:
 
 def raft_terms(cluster: LocalCluster) -> list[int]:
     return [int(i["term"]) if i else -1 for i in (cluster.info(n, 2.0) for n in cluster.nodes)]
-
-
-class BaselineCluster(LocalCluster):
-    """A LocalCluster whose nodes run the RaftKV source tree ``src`` (not the installed one):
-    PYTHONPATH first, and ``-P`` so the current directory does not shadow it."""
-
-    def __init__(self, workdir: Path, src: Path, **kw: object) -> None:
-        super().__init__(workdir, **kw)  # type: ignore[arg-type]
-        self.src = src
-
-    def command(self, node: NodeProcess) -> list[str]:
-        python, *rest = super().command(node)
-        return ["env", f"PYTHONPATH={self.src}", python, "-P", *rest]
-
-
-def export_tree(ref: str, dest: Path) -> Path:
-    """The raftkv and wire packages of git ref ``ref`` unpacked under ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    repo = Path(__file__).resolve().parents[2]
-    archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "raftkv", "wire"],
-                             capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return dest
-
-
-@contextlib.contextmanager
-def baseline_cluster(workdir: Path, ref: str) -> Iterator[LocalCluster]:
-    cluster = BaselineCluster(workdir / "cluster", export_tree(ref, workdir / "src"),
-                              nodes=3, fsync="always")
-    try:
-        cluster.start()
-        cluster.wait_for_leader(timeout=30)
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def failovers(cluster: LocalCluster, kills: int) -> list[float | None]:

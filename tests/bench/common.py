@@ -29,7 +29,7 @@ from pathlib import Path
 import attrs
 import redis
 
-from chaos.cluster import LocalCluster, free_ports
+from chaos.cluster import LocalCluster, NodeProcess, free_ports
 from wire.reply import ErrorReply
 from wire.resp import encode_command
 from wire.resp_reply import NEED_MORE, ReplyParser
@@ -392,3 +392,38 @@ def median_ci(values: list[float], draws: int = 2000) -> tuple[float, float, flo
         statistics.median(rng.choices(values, k=len(values))) for _ in range(draws)
     )
     return statistics.median(values), medians[int(0.025 * draws)], medians[int(0.975 * draws)]
+
+
+class BaselineCluster(LocalCluster):
+    """A LocalCluster whose nodes run the RaftKV source tree ``src`` (not the installed one):
+    PYTHONPATH first, and ``-P`` so the current directory does not shadow it."""
+
+    def __init__(self, workdir: Path, src: Path, **kw: object) -> None:
+        super().__init__(workdir, **kw)  # type: ignore[arg-type]
+        self.src = src
+
+    def command(self, node: NodeProcess) -> list[str]:
+        python, *rest = super().command(node)
+        return ["env", f"PYTHONPATH={self.src}", python, "-P", *rest]
+
+
+def export_tree(ref: str, dest: Path) -> Path:
+    """The raftkv and wire packages of git ref ``ref`` unpacked under ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    repo = Path(__file__).resolve().parents[2]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "raftkv", "wire"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+@contextlib.contextmanager
+def baseline_cluster(workdir: Path, ref: str) -> Iterator[LocalCluster]:
+    cluster = BaselineCluster(workdir / "cluster", export_tree(ref, workdir / "src"),
+                              nodes=3, fsync="always")
+    try:
+        cluster.start()
+        cluster.wait_for_leader(timeout=30)
+        yield cluster
+    finally:
+        cluster.close()
