@@ -228,10 +228,6 @@ class ClientServer:
                     return
                 if not data:
                     return
-                # A command streaming in (full reads): fewer, larger reads, so an 8 MiB SET
-                # costs a dozen loop iterations, not 128. Back to 64 KiB otherwise.
-                read_size = (min(2 * read_size, MAX_READ_CHUNK) if len(data) == read_size
-                             else READ_CHUNK)
                 try:
                     parser.feed(data)
                     self.buffers.set_query(conn, parser.buffered + inflight_bytes)
@@ -260,6 +256,13 @@ class ClientServer:
                             return
                         await self._wait_for_output_room(conn)
                     self.buffers.set_query(conn, parser.buffered + inflight_bytes)
+                    # A large argument streaming in (a full read that stays unparsed):
+                    # fewer, larger reads, so an 8 MiB SET costs a dozen loop iterations,
+                    # not 128. Many small arguments keep 64 KiB reads, so each read's
+                    # parse stays short.
+                    read_size = (min(2 * read_size, MAX_READ_CHUNK)
+                                 if len(data) == read_size and parser.buffered >= read_size
+                                 else READ_CHUNK)
                 except ProtocolError as exc:
                     # Redis answers a protocol error and closes the connection.
                     self.stats["client_protocol_errors"] += 1
