@@ -31,6 +31,11 @@ inputs; plus random bytes and random msgpack trees. Structure-aware where a chec
 length would stop everything at the first check: WAL payloads are mutated *under* a valid
 frame checksum, and frames are re-framed around mutated records. Deterministic for a
 seed: a finding names its target, seed and input number, and its input is saved.
+
+The live section at the end (``hostile_traffic``) sends generated hostile inputs to a
+running cluster's client and peer ports instead: the ``hostile`` nemesis of
+``raftkv-chaos run`` (chaos.nemesis), whose run checks linearizability, that every node
+stayed up and that the replicas are identical.
 """
 
 from __future__ import annotations
