@@ -50,7 +50,7 @@ log = logging.getLogger("raftkv.server")
 
 PIPELINE_WINDOW = 1024  # replies owed per connection before the reader stops reading
 READ_CHUNK = 64 * 1024
-MAX_READ_CHUNK = 1024 * 1024  # reads that come back full double, up to this (a large SET)
+MAX_READ_CHUNK = 1024 * 1024  # a full read left unparsed (a large argument) doubles, up to this
 SEND_CHUNK = 64 * 1024  # ready replies are coalesced up to about this many bytes
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 TOO_MANY_NEW = b"-ERR too many connections that have not sent a command yet\r\n"
