@@ -194,7 +194,11 @@ def _execute(opts, args_for_netns):  # type: ignore[no-untyped-def]
                    "node its own address for each peer, while a membership change puts one "
                    "address per member in the log for everyone (all skips it there). "
                    "disk-full (root only, not in all): each node's data directory on its own "
-                   "32 MiB tmpfs; the fault fills one node's to the last 4 KiB.")
+                   "32 MiB tmpfs; the fault fills one node's to the last 4 KiB. "
+                   "Traffic faults (not in all; local backends): hostile (malformed and "
+                   "hostile traffic at both ports of every node; the nodes get a peer "
+                   "secret), fd-exhaust, slow-reader, huge-value; resources = disk-full, "
+                   "fd-exhaust, slow-reader, huge-value.")
 @_common_run_options
 def run(duration: float, nemesis_text: str, **kw: object) -> None:
     """Run real nodes under faults and check the history.

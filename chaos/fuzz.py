@@ -31,6 +31,11 @@ inputs; plus random bytes and random msgpack trees. Structure-aware where a chec
 length would stop everything at the first check: WAL payloads are mutated *under* a valid
 frame checksum, and frames are re-framed around mutated records. Deterministic for a
 seed: a finding names its target, seed and input number, and its input is saved.
+
+The live section at the end (``hostile_traffic``) sends generated hostile inputs to a
+running cluster's client and peer ports instead: the ``hostile`` nemesis of
+``raftkv-chaos run`` (chaos.nemesis), whose run checks linearizability, that every node
+stayed up and that the replicas are identical.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from typing import Any, get_type_hints
 
 import attrs
 import msgpack
+import trio
 
 from raftkv.kv.codec import MAX_STAMP, decode_entry, encode_entry
 from raftkv.kv.errors import KVDecodeError
@@ -56,6 +62,7 @@ from raftkv.storage.errors import CorruptionError, UnsupportedFormat
 from raftkv.storage.wal import scan_data, segment_header
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
+from wire.hello import PROTOCOL_VERSION, Hello, Proof
 from wire.raft import PEER_MESSAGE_TYPES, Entry, HardState
 from wire.record import REGISTRY, decode, encode
 from wire.resp import CommandParser
@@ -505,3 +512,178 @@ def campaign(names: list[str], count: int, seed: int, out_dir: str | None,
     echo(f"{total_inputs} inputs in {time.perf_counter() - started:.1f} s, seed {seed}: "
          f"{total_findings} findings")
     return total_findings
+
+
+# -- live: hostile traffic at a running cluster's ports (the ``hostile`` nemesis) ----------------
+#
+# What a hostile client or an unauthenticated stranger on the network sends: garbage, huge
+# declared lengths, commands with hostile arguments, peer frames without a Hello, bad Hellos,
+# a member's identity without its secret. Writes only ever name keys under HOSTILE_KEY and
+# admin commands only carry ids or addresses every node refuses, so the workload's keys and
+# the membership are untouched unless a node gets something wrong (which the run's checks
+# then catch). Claiming a member's id in a Hello is sent only to a cluster whose peers
+# authenticate (``authenticated``): on an unauthenticated loopback cluster anyone may speak
+# for a member, by design (README "Security").
+
+HOSTILE_KEY = b"hostile:"
+_HOSTILE_ARGS = [b"", b"0", b"-1", b"1", b"9", b"-0", b"1_0", b"0x10", b" 1", b"1 ", b"+1",
+                 b"nan", b"inf", b"-inf", b"1e400", b"3.14", b"18446744073709551616",
+                 b"9223372036854775807", b"-9223372036854775808", b"4294967296",
+                 b"*", b"*?*?*?*?", b"[", b"[^", b"\\", b"[a-\\", b"*[]]*", b"\x00", b"\r\n",
+                 b"\xff\xfe", "\u200b\u00e9".encode(), b"EX", b"PX", b"NX", b"GET", b"KEEPTTL"]
+_BAD_IDS = [b"0", b"-9", b"1_0", b"", b"x", str(2**63).encode(), str(2**64).encode()]
+_BAD_ADDRS = [b"a..b:7000", b"127.0.0.1:99999", b"127.0.0.1:0", "\u200b:7000".encode(),
+              b"", b":", b"[::1", b"127.0.0.1", b"x" * 300 + b":1"]
+# K: a hostile key, A: a hostile argument, I: an id every node refuses, D: a bad address.
+_TEMPLATES = [t.split() for t in (
+    "SET K A", "SET K A EX A", "SET K A PX A NX", "SET K A GET KEEPTTL", "GET K", "APPEND K A",
+    "SETRANGE K A A", "GETRANGE K A A", "INCRBY K A", "INCRBYFLOAT K A", "DECRBY K A",
+    "EXPIRE K A", "PEXPIREAT K A", "TTL K", "MSET K A K A", "MGET K K K", "DEL K", "EXISTS K K",
+    "KEYS A", "SCAN A MATCH A COUNT A", "SCAN A", "STRLEN K", "GETSET K A", "SETNX K A",
+    "MSETNX K A K", "GETDEL K", "GETEX K EX A", "HELLO A", "HELLO 3 AUTH A A", "AUTH A",
+    "CLIENT SETNAME A", "CLIENT SETINFO LIB-NAME A", "ECHO A", "PING A", "OBJECT ENCODING K",
+    "COMMAND GETKEYS A A", "COMMAND INFO A", "INFO A", "DBSIZE", "RANDOMKEY", "MULTI", "EXEC",
+    "DISCARD", "WATCH K", "EVAL A 0", "CONFIG GET A", "RAFT ONCE A A SET K A",
+    "RAFT ADDNODE A D", "RAFT ADDNODE A D LEARNER", "RAFT ADDNODE I D", "RAFT REMOVENODE I",
+    "RAFT PROMOTE I", "RAFT TRANSFER I", "RAFT BACKUP CHUNK A A", "A", "A A A")]
+_READ_ONLY = [b"GET", b"EXISTS", b"TTL", b"STRLEN", b"PING", b"ECHO"]
+_HUGE_HEADERS = [b"*99999999999\r\n", b"*1048577\r\n", b"*-5\r\n", b"*1\r\n$99999999999\r\n",
+                 b"*3\r\n$3\r\nSET\r\n$10\r\nhostile:hk\r\n$99999999999\r\n",
+                 b"*2\r\n$3\r\nGET\r\n$4294967296\r\n", b"*2\r\n$3\r\nGET\r\n$-2\r\n",
+                 b"*1\r\n$9000000\r\n"]
+
+
+def _hostile_arg(rng: random.Random) -> bytes:
+    r = rng.random()
+    if r < 0.7:
+        return rng.choice(_HOSTILE_ARGS)
+    if r < 0.9:
+        return _rand_bytes(rng, rng.randrange(1, 64))
+    return rng.choice([b"x", b"*", b"\x00"]) * rng.choice([1024, 65536, 300_000])
+
+
+def hostile_command(rng: random.Random) -> list[bytes]:
+    """One command from _TEMPLATES with hostile arguments (keys under HOSTILE_KEY)."""
+    out = []
+    for word in rng.choice(_TEMPLATES):
+        if word == "K":
+            out.append(HOSTILE_KEY + _rand_bytes(rng, 8))
+        elif word == "A":
+            out.append(_hostile_arg(rng))
+        elif word == "I":
+            out.append(rng.choice(_BAD_IDS))
+        elif word == "D":
+            out.append(rng.choice(_BAD_ADDRS))
+        else:
+            out.append(word.encode())
+    return out
+
+
+def hostile_client_input(rng: random.Random) -> bytes:
+    """Bytes for the client port: commands, inline lines, garbage, huge declared lengths."""
+    r = rng.random()
+    if r < 0.45:
+        return b"".join(resp_command(*hostile_command(rng)) for _ in range(rng.randrange(1, 6)))
+    if r < 0.55:
+        return b" ".join(a.replace(b"\n", b"") for a in hostile_command(rng)) + b"\r\n"
+    if r < 0.65:
+        return rng.randbytes(rng.randrange(1, 4096))
+    if r < 0.8:
+        return rng.choice(_HUGE_HEADERS) + rng.randbytes(rng.randrange(0, 2048))
+    if r < 0.85:
+        return b"x" * rng.choice([70_000, 200_000])  # an inline line with no end
+    seed = resp_command(rng.choice(_READ_ONLY), HOSTILE_KEY + _rand_bytes(rng, 4))
+    return mutate(seed, rng, [])
+
+
+def hostile_peer_input(rng: random.Random, cluster_id: str, members: list[int], dst: int,
+                       authenticated: bool) -> bytes:
+    """Bytes for ``dst``'s peer port: frames without a Hello, bad Hellos, and (only when
+    the cluster's peers authenticate) a member's Hello with no valid proof, then frames."""
+    r = rng.random()
+    if r < 0.25:  # no Hello at all
+        return b"".join(_peer_structured(rng, []) for _ in range(rng.randrange(1, 4)))
+    if r < 0.3:
+        return rng.randbytes(rng.randrange(1, 4096))
+    if r < 0.35:  # a frame header far past any limit, then some of its "payload"
+        return rng.choice([2**24 + 1, 2**31, 2**32 - 1]).to_bytes(4, "big") + rng.randbytes(512)
+    others = [m for m in members if m != dst]
+    version, cid, node = PROTOCOL_VERSION, cluster_id, rng.choice([99, 2**63 - 1, dst, 0])
+    r = rng.random()
+    if r < 0.2:
+        version = rng.choice([0, 1, 2, 99, 2**64 - 1])
+    elif r < 0.4:
+        cid = rng.choice(["", "other", "x" * 10_000, cluster_id + "\x00"])
+    elif authenticated and others:
+        node = rng.choice(others)  # a member's identity, without the secret
+    nonce = rng.choice([b"", rng.randbytes(32), rng.randbytes(1000)])
+    hello = Hello(version, cid, node, "127.0.0.1:1", "127.0.0.1:2", nonce)
+    out = [encode_frame(encode(hello))]
+    if rng.random() < 0.5:
+        out.append(encode_frame(encode(Proof(rng.randbytes(rng.choice([0, 32, 64]))))))
+    out += [_peer_structured(rng, []) if rng.random() < 0.5
+            else encode_frame(encode(random_record(rng.choice(PEER_TYPES), rng)))
+            for _ in range(rng.randrange(0, 4))]
+    return b"".join(out)
+
+
+@attrs.define
+class LiveStats:
+    """What the hostile traffic did (reported with the fault)."""
+
+    client_inputs: int = 0
+    peer_inputs: int = 0
+    connections: int = 0
+    refused: int = 0  # connects that failed (a node down, full, or paused)
+
+    def summary(self) -> str:
+        return (f"{self.client_inputs} client and {self.peer_inputs} peer inputs on "
+                f"{self.connections} connections ({self.refused} connects failed)")
+
+
+@attrs.frozen
+class LiveTarget:
+    node: int
+    client: tuple[str, int]
+    peer: tuple[str, int]
+
+
+async def hostile_traffic(targets: list[LiveTarget], cluster_id: str, authenticated: bool,
+                          rng: random.Random, stats: LiveStats, workers: int = 4) -> None:
+    """Throw hostile inputs at every target's two ports until cancelled: ``workers``
+    connections at a time, each sending 1-3 inputs, reading what comes back for a moment
+    (so replies are not just queued) and closing."""
+    members = [t.node for t in targets]
+
+    async def worker(wrng: random.Random) -> None:
+        while True:
+            target = wrng.choice(targets)
+            peer = wrng.random() < 0.4
+            host, port = target.peer if peer else target.client
+            try:
+                with trio.fail_after(2):
+                    stream = await trio.open_tcp_stream(host, port)
+            except (OSError, trio.TooSlowError):
+                stats.refused += 1
+                await trio.sleep(0.05)  # a node down or paused: try another soon
+                continue
+            stats.connections += 1
+            async with stream:
+                with trio.move_on_after(3), contextlib.suppress(
+                        trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    for _ in range(wrng.randrange(1, 4)):
+                        if peer:
+                            data = hostile_peer_input(wrng, cluster_id, members, target.node,
+                                                      authenticated)
+                            stats.peer_inputs += 1
+                        else:
+                            data = hostile_client_input(wrng)
+                            stats.client_inputs += 1
+                        await stream.send_all(data)
+                    with trio.move_on_after(0.2):
+                        while await stream.receive_some(65536):
+                            pass
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(workers):
+            nursery.start_soon(worker, random.Random(rng.random()))

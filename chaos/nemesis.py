@@ -16,7 +16,16 @@ and adds it back empty under a new id; ``grow`` adds two empty nodes and, when h
 removes two random members, the leader possibly among them); ``all``. Resource faults,
 named only explicitly (not in ``all``: they need root): disk-full (a node's data directory,
 on its own small tmpfs, is filled to the last few KiB; the node must stop with one clear
-line, and is restarted once the space is freed).
+line, and is restarted once the space is freed). Traffic faults, named only explicitly
+(they need a backend that knows the nodes' ports and processes, ``TrafficControl``):
+hostile (malformed and hostile traffic at every node's client and peer ports while the
+workload runs: chaos.fuzz.hostile_traffic), slow-reader (a client pipelines 256 GETs of a
+1 MiB value and never reads; the node must cut it at its output-buffer limit), huge-value
+(a client SETs values just under --max-request-bytes, and now and then one over it, in a
+loop; skipped when disk-full's 32 MiB disks are in use: it would fill them all),
+fd-exhaust (the node's open-file limit is lowered to what it uses plus 8 and 300
+connections are opened to its client port; the limit is restored when healed). The
+``resources`` name is disk-full, fd-exhaust, slow-reader and huge-value.
 
 Membership changes need a backend whose peer addresses are the same for every node (a
 CONFIG entry carries one address per member for everyone), so only ``--net none`` has
@@ -24,17 +33,26 @@ them; ``all`` skips them elsewhere.
 
 The fault kinds recorded in the history's fault windows are the specific ones (kill,
 kill-leader, pause, isolate-leader, isolate-follower, split, bridge, one-way, latency,
-replace, grow, disk-full), so availability is reported per kind.
+replace, grow, disk-full, hostile, slow-reader, huge-value, fd-exhaust), so availability
+is reported per kind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
-from collections.abc import Callable, Iterable, Sequence
+import resource
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 import attrs
 import trio
+
+from chaos.fuzz import LiveStats, LiveTarget, hostile_traffic
+from chaos.workload import info_raft
+from wire.resp import encode_command
 
 Link = tuple[int, int]
 
@@ -42,6 +60,9 @@ NEMESES = ("kill", "kill-leader", "pause", "partition", "one-way", "latency", "m
 PARTITIONS = ("isolate-leader", "isolate-follower", "split", "bridge")
 MEMBER_KINDS = ("replace", "grow")
 RESOURCE_NEMESES = ("disk-full",)  # need a Control with disks (DiskControl); not in "all"
+# Need a TrafficControl (the nodes' ports and pids); not in "all".
+TRAFFIC_NEMESES = ("hostile", "slow-reader", "huge-value", "fd-exhaust")
+RESOURCES = ("disk-full", "fd-exhaust", "slow-reader", "huge-value")  # --nemesis resources
 # What a backend supports unless it says otherwise (``kinds``): membership changes only
 # where it says so.
 KINDS = ("kill", "kill-leader", "pause", *PARTITIONS, "one-way", "latency")
@@ -63,12 +84,15 @@ def parse_nemeses(text: str) -> tuple[str, ...]:
             names += NEMESES
         elif item == "none":
             continue
-        elif item in NEMESES or item in PARTITIONS or item in RESOURCE_NEMESES:
+        elif item == "resources":
+            names += RESOURCES
+        elif (item in NEMESES or item in PARTITIONS or item in RESOURCE_NEMESES
+              or item in TRAFFIC_NEMESES):
             names.append(item)
         else:
             raise ValueError(f"unknown nemesis {item!r}; choose from "
                              f"{', '.join((*NEMESES, *PARTITIONS, *RESOURCE_NEMESES))}, "
-                             "all, none")
+                             f"{', '.join(TRAFFIC_NEMESES)}, resources, all, none")
     return tuple(dict.fromkeys(names))
 
 
@@ -94,7 +118,8 @@ class Fault:
 
 DURATIONS = {"kill": (2.0, 5.0), "kill-leader": (2.0, 5.0), "pause": (2.0, 5.0),
              "latency": (3.0, 6.0), "replace": (3.0, 6.0), "grow": (4.0, 8.0),
-             "disk-full": (3.0, 6.0)}
+             "disk-full": (3.0, 6.0), "hostile": (5.0, 10.0), "slow-reader": (4.0, 8.0),
+             "huge-value": (3.0, 6.0), "fd-exhaust": (3.0, 6.0)}
 PARTITION_DURATION = (3.0, 7.0)
 
 
@@ -198,6 +223,16 @@ class DiskControl(Control, Protocol):
     async def free_disk(self, node: int) -> None: ...
 
 
+class TrafficControl(Control, Protocol):
+    """A ``Control`` that knows its nodes' ports and processes (for traffic faults)."""
+
+    addrs: dict[int, tuple[str, int]]  # node -> client address
+    peers_authenticated: bool  # a peer secret or peer TLS: a member's Hello needs a proof
+
+    def peer_address(self, node: int) -> tuple[str, int]: ...
+    def pid(self, node: int) -> int | None: ...  # None: not running
+
+
 class Net(Protocol):
     """The network between nodes (proxies, nftables, docker networks)."""
 
@@ -246,6 +281,11 @@ class Nemesis:
         self._paused: set[int] = set()
         self._filled: set[int] = set()
         self._net_dirty = False
+        # Traffic faults run as tasks in this nursery (the session sets it) until healed.
+        self.background: trio.Nursery | None = None
+        self._traffic: list[trio.CancelScope] = []
+        self._traffic_stats: LiveStats | None = None
+        self._fd_limits: dict[int, tuple[int, int, int]] = {}  # node -> pid, soft, hard
 
     @property
     def nodes(self) -> list[int]:
@@ -287,6 +327,8 @@ class Nemesis:
             return await self._member(kind, rng)
         if kind == "disk-full":
             return await self._fill(rng)
+        if kind in TRAFFIC_NEMESES:
+            return await self._start_traffic(kind, rng)
         if kind == "latency":
             delay = rng.uniform(0.02, 0.15)
             jitter = delay / 2
@@ -348,6 +390,77 @@ class Nemesis:
         self._filled.add(node)
         return f"n{node}'s disk full ({what})" + (" (leader)" if leader == node else ""), (node,)
 
+    def _traffic_control(self) -> TrafficControl:
+        if not hasattr(self.control, "peer_address") or self.background is None:
+            raise Unsupported("this backend does not know its nodes' ports and processes")
+        return self.control  # type: ignore[return-value]
+
+    def _spawn(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Run ``job`` in the background until the fault is healed."""
+        scope = trio.CancelScope()
+        self._traffic.append(scope)
+
+        async def run() -> None:
+            with scope, contextlib.suppress(OSError, trio.BrokenResourceError,
+                                            trio.ClosedResourceError, trio.TooSlowError):
+                await job()
+        assert self.background is not None
+        self.background.start_soon(run)
+
+    async def _start_traffic(self, kind: str, rng: random.Random
+                             ) -> tuple[str, tuple[int, ...]]:
+        control = self._traffic_control()
+        nodes = self.nodes
+        if kind == "hostile":
+            targets = [LiveTarget(n, control.addrs[n], control.peer_address(n)) for n in nodes]
+            cluster_id = await _cluster_id(targets)
+            stats = self._traffic_stats = LiveStats()
+            self.applied_at = self.clock()
+            self._spawn(lambda: hostile_traffic(targets, cluster_id,
+                                                control.peers_authenticated, rng, stats))
+            who = "members' ids with a bad proof" if control.peers_authenticated else \
+                "no member's id (peers unauthenticated)"
+            return f"hostile traffic at both ports of every node ({who})", tuple(nodes)
+        on_leader, anyone = rng.random() < 0.5, rng.choice(nodes)
+        leader = await self._leader() if on_leader else None
+        node = leader or anyone
+        addr = control.addrs[node]
+        tag = " (leader)" if leader else ""
+        self.applied_at = self.clock()
+        if kind == "slow-reader":
+            self._spawn(lambda: _slow_reader(addr))
+            return f"a client of n{node}{tag} asks for 256 MiB and reads nothing", (node,)
+        if kind == "huge-value":
+            if getattr(control, "disks", None):
+                # 8 MiB entries fill disk-full's 32 MiB disks on every node in a few
+                # seconds: all of them would stop (correctly), which is not this fault.
+                return "skipped: the data directories are on disk-full's small disks", ()
+            stats = self._traffic_stats = LiveStats()
+            self._spawn(lambda: _huge_values(addr, stats))
+            return f"a client of n{node}{tag} SETs values at the request limit", (node,)
+        pid = control.pid(node)
+        if pid is None:
+            return f"skipped: n{node} is not running", ()
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        used = len(os.listdir(f"/proc/{pid}/fd"))
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (used + 8, hard))
+        self._fd_limits[node] = (pid, soft, hard)
+        self._spawn(lambda: _hold_connections(addr, 300))
+        return (f"n{node}{tag}: open files limited to {used + 8} ({used} in use), "
+                f"300 connections to its client port"), (node,)
+
+    def _stop_traffic(self) -> None:
+        for scope in self._traffic:
+            scope.cancel()
+        self._traffic.clear()
+        for _node, (pid, soft, hard) in sorted(self._fd_limits.items()):
+            with contextlib.suppress(OSError):  # (the node was restarted meanwhile)
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        self._fd_limits.clear()
+        if self._traffic_stats is not None:
+            self.heal_note = f"; {self._traffic_stats.summary()}"
+            self._traffic_stats = None
+
     async def _heal_members(self) -> None:
         """Back to the original size, every member a voter: the grown nodes' count is
         removed again (random members, the leader possibly among them)."""
@@ -404,6 +517,7 @@ class Nemesis:
         if self._net_dirty:
             await self.net.heal()
             self._net_dirty = False
+        self._stop_traffic()
         for node in sorted(self._paused):
             await self.control.resume(node)
         self._paused.clear()
@@ -417,6 +531,86 @@ class Nemesis:
         if self._member_dirty:
             await self._heal_members()
             self._member_dirty = False
+
+
+# -- traffic faults (each runs until cancelled) --------------------------------------------
+
+NEMESIS_BIG = b"nemesis:big"  # keys outside the workload's (chaos.workload: k0, k1, ...)
+NEMESIS_HUGE = b"nemesis:huge"
+
+
+async def _cluster_id(targets: Sequence[LiveTarget]) -> str:
+    """The cluster id from any node's INFO raft ("" if none answers: Hellos then carry a
+    wrong id, which is hostile too)."""
+    for t in targets:
+        info = await info_raft(t.client, patience=2.0)
+        if info and info.get("cluster_id"):
+            return info["cluster_id"]
+    return ""
+
+
+async def _read_reply(stream: trio.SocketStream, patience: float) -> bytes:
+    """What the node answers within ``patience`` s (one read; enough for +OK / -ERR)."""
+    with trio.move_on_after(patience):
+        return await stream.receive_some(65536)
+    return b""
+
+
+async def _slow_reader(addr: tuple[str, int]) -> None:
+    stream = await trio.open_tcp_stream(*addr)
+    async with stream:
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await stream.send_all(encode_command(b"SET", NEMESIS_BIG, b"v" * (1 << 20)))
+        await _read_reply(stream, 10.0)
+        await stream.send_all(encode_command(b"GET", NEMESIS_BIG) * 256)  # blocks: fine
+        await trio.sleep_forever()
+
+
+async def _huge_values(addr: tuple[str, int], stats: LiveStats) -> None:
+    """SET a value just under the default --max-request-bytes (8 MiB), and every third
+    time one over it (the node answers a protocol error and closes)."""
+    at_limit = b"h" * (8 * 1024 * 1024 - 1024)
+    over = b"h" * (9 * 1024 * 1024)
+    n = 0
+    while True:
+        try:
+            stream = await trio.open_tcp_stream(*addr)
+        except OSError:
+            stats.refused += 1
+            await trio.sleep(0.2)  # the node is down or paused
+            continue
+        stats.connections += 1
+        async with stream:
+            with contextlib.suppress(trio.BrokenResourceError, OSError):
+                while True:
+                    n += 1
+                    value = over if n % 3 == 0 else at_limit
+                    await stream.send_all(encode_command(b"SET", NEMESIS_HUGE, value))
+                    stats.client_inputs += 1
+                    reply = await _read_reply(stream, 10.0)
+                    if not reply or value is over:
+                        break
+                    await trio.sleep(0.1)
+
+
+async def _hold_connections(addr: tuple[str, int], count: int) -> None:
+    """Open up to ``count`` connections (until three in a row do not connect) and hold them."""
+    held: list[trio.SocketStream] = []
+    try:
+        misses = 0
+        while len(held) < count and misses < 3:
+            with trio.move_on_after(0.5) as scope:
+                try:
+                    held.append(await trio.open_tcp_stream(*addr))
+                    misses = 0
+                except OSError:
+                    misses += 1
+            misses += scope.cancelled_caught
+        await trio.sleep_forever()
+    finally:
+        for stream in held:
+            with contextlib.suppress(OSError):
+                stream.socket.close()
 
 
 def _group(nodes: Iterable[int]) -> str:

@@ -46,6 +46,7 @@ class RunOptions:
     counters: int = 2  # session clients retrying INCR/APPEND (chaos.counters): exactly-once
     unsafe_counters_without_sessions: bool = False  # test only: the check must then fail
     tls: bool = False  # TLS on both ports and a client password (secure_cluster)
+    compare_replicas: bool = True  # at the end, every node's state digest (chaos.replicas)
 
 
 @attrs.frozen
@@ -62,6 +63,7 @@ class Collected:
     exactly_once: Verdict | None = None  # None: no counter clients in this run
     # When the final reads ran (run-relative seconds): with TTLs their time matters.
     final_span: tuple[float, float] | None = None
+    replicas: Verdict | None = None  # None: not compared (chaos.replicas)
 
 
 @attrs.frozen

@@ -35,6 +35,7 @@ from chaos.linearizability import Result, check
 from chaos.nemesis import (
     MEMBER_KINDS,
     RESOURCE_NEMESES,
+    TRAFFIC_NEMESES,
     Control,
     Injected,
     Nemesis,
@@ -45,6 +46,7 @@ from chaos.nemesis import (
     supported_kinds,
 )
 from chaos.proxy import ProxyMesh
+from chaos.replicas import compare_replicas
 from chaos.result import CheckOutcome, Collected, RunOptions, RunResult
 from chaos.workload import (
     Addr,
@@ -220,6 +222,19 @@ class LocalControl:
     async def leader(self) -> int | None:
         return await find_leader(self.addrs)
 
+    # TrafficControl (chaos.nemesis): the ports and processes the traffic faults act on.
+    @property
+    def peers_authenticated(self) -> bool:
+        args = self.cluster.extra_args
+        return "--peer-secret-file" in args or "--peer-tls-cert" in args
+
+    def peer_address(self, node: int) -> tuple[str, int]:
+        return parse_addr(self.cluster.nodes[node].peer_addr)
+
+    def pid(self, node: int) -> int | None:
+        proc = self.cluster.nodes[node].proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def crashed(self) -> dict[int, int]:
         """Nodes that exited on their own, but for those a full disk stopped as it must
         (one clear line, no traceback): that is the expected reaction to the fault."""
@@ -289,7 +304,7 @@ async def session(opts: RunOptions, control: Control, net: Net,
     progress = Progress(opts, rec)
     supported = supported_kinds(net) | (
         set(RESOURCE_NEMESES) if getattr(control, "disks", None) else set()
-    )
+    ) | (set(TRAFFIC_NEMESES) if hasattr(control, "peer_address") else set())
     schedule = list(opts.schedule if opts.schedule is not None else
                     plan(opts.seed, opts.nemeses, opts.duration, opts.nodes, supported))
     wanted = {k for n in opts.nemeses for k in kinds_of(n)}
@@ -347,6 +362,7 @@ async def session(opts: RunOptions, control: Control, net: Net,
                 await stop.wait()
 
     async with trio.open_nursery() as nursery:
+        nemesis.background = nursery  # traffic faults run here until healed
         for c in clients:
             nursery.start_soon(c.run, stop)
         for cc in counter_clients:
@@ -399,8 +415,9 @@ async def session(opts: RunOptions, control: Control, net: Net,
         got = await final_reads(leader_addr, [counter_keys.counter, counter_keys.log], 30.0)
         exactly_once = (check_counters(tally, got[counter_keys.counter], got[counter_keys.log])
                         if len(got) == 2 else Verdict(False, "no final read of the counters"))
+    replicas = await compare_replicas(addrs) if opts.compare_replicas else None
     return Collected(tuple(rec.ops), tuple(injected), tuple(skipped), final, tuple(crashes),
-                     end, leader0, exactly_once, final_span=final_span)
+                     end, leader0, exactly_once, final_span=final_span, replicas=replicas)
 
 
 async def drive(opts: RunOptions) -> Collected:
@@ -422,7 +439,10 @@ async def drive(opts: RunOptions) -> Collected:
 
     workdir = opts.out / "nodes"
     node_args = {i: ["--unsafe-stale-reads"] for i in nodes} if opts.unsafe_stale_reads else {}
-    secured = secure_cluster(opts.out) if opts.tls else {}
+    # Hostile traffic claims members' ids in its Hellos only where peers authenticate (the
+    # supported configuration, README Security): the run gives its nodes a peer secret.
+    secured = secure_cluster(opts.out) if opts.tls else (
+        {"peer_secret": True} if "hostile" in opts.nemeses else {})
     nft_net = None
     netns_net = None
     if opts.net == "netns":
@@ -555,6 +575,8 @@ def _judge(opts: RunOptions, col: Collected, lin: Result, dur: chk.Durability,
         f"{len(avail.elections)} leader faults recovered within {opts.max_election:.0f} s")))
     if col.exactly_once is not None:
         out.append(CheckOutcome("exactly-once", col.exactly_once.ok, col.exactly_once.summary))
+    if col.replicas is not None:
+        out.append(CheckOutcome("replicas", col.replicas.ok, col.replicas.summary))
     out.append(CheckOutcome("nodes", not col.crashes,
                             "; ".join(col.crashes) or "no node exited on its own"))
     return out

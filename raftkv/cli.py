@@ -149,6 +149,11 @@ def _env(name: str) -> str:
               envvar=_env("CLIENT_OUTPUT_STALL_TIMEOUT"), type=FiniteFloatRange(min=0.1),
               help="Over half the output-buffer limit the port reads no more commands from "
                    "a client; a client that reads nothing for this long is disconnected.")
+@click.option("--client-buffer-total", default=0, show_default=True,
+              envvar=_env("CLIENT_BUFFER_TOTAL"), type=click.IntRange(min=0),
+              help="Bytes of all clients' query and output buffers together; past it the "
+                   "client holding the most is disconnected (Redis's maxmemory-clients). "
+                   "0: a quarter of --maxmemory if set, else 1 GiB.")
 @click.option("--max-new-clients", default=1024, show_default=True,
               envvar=_env("MAX_NEW_CLIENTS"), type=click.IntRange(min=1),
               help="Connections that have not yet sent a complete command.")

@@ -114,7 +114,8 @@ class Node:
               applied=self.applied, last_index=self.core.last_index)
         self.started_at = trio.current_time()
         inbound_send, inbound_recv = trio.open_memory_channel[PeerMessage](4096)
-        self.transport = build_transport(s, members, inbound_send, self.rng)
+        self.transport = build_transport(s, members, inbound_send, self.rng,
+                                         lambda: self.core.term)
         self.forwarder = Forwarder(self.id, s, self.core, self.transport, self.requests,
                                    self.stats)
         self.membership = Membership(self.id, s, self.core, self.transport, self.requests,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -25,7 +26,7 @@ from raftkv.node.tls import peer_tls
 from raftkv.node.transport import PeerTransport
 from raftkv.probe import describe_members, info_raft
 from raftkv.raft import RaftCore
-from raftkv.raft.validation import check_peer_message
+from raftkv.raft.validation import checker
 from raftkv.storage import DiskStorage, open_storage
 from wire.addr import parse_addr
 from wire.raft import PEER_MESSAGE_TYPES, ClusterConfig, Member
@@ -74,7 +75,10 @@ def known_members(settings: NodeSettings, storage: DiskStorage, core: RaftCore
 
 
 def build_transport(settings: NodeSettings, members: dict[int, str],
-                    inbound: trio.MemorySendChannel[Any], rng: random.Random) -> PeerTransport:
+                    inbound: trio.MemorySendChannel[Any], rng: random.Random,
+                    current_term: Callable[[], int]) -> PeerTransport:
+    """The peer transport; ``current_term`` (the core's) bounds how far ahead a peer
+    message's term may be (raftkv.raft.validation.check_term_ahead)."""
     s = settings
     return PeerTransport(
         node_id=s.node_id,
@@ -87,7 +91,7 @@ def build_transport(settings: NodeSettings, members: dict[int, str],
         rng=rng,
         limits=transport_limits(s),
         message_types=PEER_MESSAGE_TYPES,
-        validate=check_peer_message,
+        validate=checker(current_term),
         secret=load_secret(s.peer_secret_file) if s.peer_secret_file else None,
         tls=peer_tls(s.peer_tls_cert, s.peer_tls_key, s.peer_tls_ca)
         if s.peer_tls_cert else None,

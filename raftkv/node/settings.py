@@ -59,6 +59,9 @@ class NodeSettings:
     client_output_buffer_limit: int = 64 * 1024 * 1024  # 0 = unlimited
     # Seconds a client may keep its output buffer over half the limit without reading.
     client_output_stall_timeout: float = 10.0
+    # Every client's query and output buffers together; past it the largest is
+    # disconnected. 0: a quarter of maxmemory if set, else 1 GiB (server/client_buffers.py).
+    client_buffer_total: int = 0
     max_new_clients: int = 1024  # connections that have not sent a complete command yet
     first_command_timeout: float = 10.0  # seconds a new connection has to send one
     maxmemory: int = 0  # bytes of RSS above which writes that grow memory get -OOM; 0 = off

@@ -26,8 +26,15 @@ def request_size(args: list[bytes]) -> int:
     request. It is never below the command's size inside a log entry or a ForwardRequest
     (msgpack frames each argument in at most 5 bytes, RESP in at least 6), so counting
     this way, many tiny arguments cannot outgrow a frame either."""
-    return len(b"*%d\r\n" % len(args)) + sum(len(b"$%d\r\n" % len(a)) + len(a) + 2
-                                               for a in args)
+    # Each argument: "$", its length's digits, CRLF, the bytes, CRLF. Counted with C-level
+    # passes only (a million-argument command took 0.2-0.6 s of the event loop as a
+    # generator); the digits pass only when some argument has more than one digit.
+    lengths = list(map(len, args))
+    n = len(lengths)
+    total = len(b"*%d\r\n" % n) + sum(lengths) + 6 * n
+    if n and max(lengths) >= 10:
+        total += sum(map(len, map(str, lengths))) - n
+    return total
 
 
 def peer_frame_limit(max_request_bytes: int) -> int:

@@ -60,6 +60,10 @@ from wire.record import decode, encode
 log = logging.getLogger("raftkv.transport")
 
 RECEIVE_SIZE = 64 * 1024
+# While reads come back full (a large frame streaming in), each read asks for twice as
+# much, up to this: an 8 MiB entry then takes a dozen loop iterations instead of 128,
+# and its frame reaches the core (resetting the follower's election timer) sooner.
+MAX_RECEIVE_SIZE = 1024 * 1024
 
 # What ends one connection (and only that connection).
 CONNECTION_ERRORS = (
@@ -139,6 +143,33 @@ def _decode(frame: bytes) -> Any:
 
 HELLO_MAX_FRAME = 64 * 1024  # a Hello or Refused: ids, a cluster id, two addresses
 
+# Messages and frames at least this large are encoded or decoded in a worker thread: an
+# 8 MiB entry costs a msgpack copy, a frame copy and on a loaded machine tens of ms, which
+# on the event loop delays heartbeats and ticks (issue 12: one 8 MiB SET could cost an
+# election). The codec's copies are single C calls, so the loop gets the GIL back between
+# them; small messages stay on the loop (a thread hop costs more than encoding them).
+OFF_LOOP_BYTES = 256 * 1024
+
+
+def _bulk_bytes(msg: Any) -> int:
+    """The bytes a message carries in bulk: entries' data, a snapshot chunk, a command's
+    arguments, a forwarded reply (the rest of any message is a few dozen bytes)."""
+    entries = getattr(msg, "entries", None)
+    if entries:
+        return sum(len(e.data) for e in entries)
+    data = getattr(msg, "data", None) or getattr(msg, "reply", None)
+    if isinstance(data, bytes | bytearray):
+        return len(data)
+    args = getattr(msg, "args", None)
+    return sum(map(len, args)) if isinstance(args, tuple) else 0
+
+
+async def _decode_off_loop(frame: bytes) -> Any:
+    """``_decode``, in a worker thread for a large frame (see OFF_LOOP_BYTES)."""
+    if len(frame) >= OFF_LOOP_BYTES:
+        return await trio.to_thread.run_sync(_decode, frame)
+    return _decode(frame)
+
 
 class _FrameReader:
     """Frames from a stream; the timeout is per read, so slow-but-flowing data is fine."""
@@ -148,6 +179,7 @@ class _FrameReader:
         self._decoder = FrameDecoder(max_frame_size)
         self._frames: deque[bytes] = deque()
         self.received = 0  # bytes received so far (what an Ack reports)
+        self._read_size = RECEIVE_SIZE  # grows while reads come back full (MAX_RECEIVE_SIZE)
 
     def allow(self, max_frame_size: int) -> None:
         self._decoder.max_frame_size = max_frame_size
@@ -156,9 +188,11 @@ class _FrameReader:
         """The next frame; None at end of stream; TooSlowError after idle_timeout silence."""
         while not self._frames:
             with trio.fail_after(idle_timeout):
-                data = await self._stream.receive_some(RECEIVE_SIZE)
+                data = await self._stream.receive_some(self._read_size)
             if not data:
                 return None
+            self._read_size = (min(2 * self._read_size, MAX_RECEIVE_SIZE)
+                               if len(data) == self._read_size else RECEIVE_SIZE)
             self.received += len(data)
             self._frames.extend(self._decoder.feed(data))
         return self._frames.popleft()
@@ -578,7 +612,7 @@ class PeerTransport:
                 if first is nothing:
                     data, count = self._ping_frame, 0
                 else:
-                    data, count = self._encode_batch(link, first)
+                    data, count = await self._encode_batch(link, first)
                     if not data:
                         continue
                 delivery.sending(len(data), trio.current_time())
@@ -597,13 +631,17 @@ class PeerTransport:
         except CONNECTION_ERRORS as exc:
             self._debug("link down", peer=link.peer_id, error=_describe(exc))
 
-    def _encode_batch(self, link: _Link, first: Any) -> tuple[bytes, int]:
-        """Encode ``first`` and whatever else is queued, up to about ``batch_bytes``."""
+    async def _encode_batch(self, link: _Link, first: Any) -> tuple[bytes, int]:
+        """Encode ``first`` and whatever else is queued, up to about ``batch_bytes``; a
+        large message in a worker thread (OFF_LOOP_BYTES)."""
         frames: list[bytes] = []
         size = 0
         msg = first
         while True:
-            frame = self._encode(link, msg)
+            if _bulk_bytes(msg) >= OFF_LOOP_BYTES:
+                frame = await trio.to_thread.run_sync(self._encode, link, msg)
+            else:
+                frame = self._encode(link, msg)
             if frame is not None:
                 frames.append(frame)
                 size += len(frame)
@@ -613,7 +651,7 @@ class PeerTransport:
                 msg = link.queue_out.receive_nowait()
             except trio.WouldBlock:
                 break
-        return b"".join(frames), len(frames)
+        return frames[0] if len(frames) == 1 else b"".join(frames), len(frames)
 
     def _encode(self, link: _Link, msg: Any) -> bytes | None:
         try:
@@ -654,7 +692,7 @@ class PeerTransport:
                     break
                 now = trio.current_time()
                 if frame:
-                    msg = _decode(frame)
+                    msg = await _decode_off_loop(frame)
                     heard = now
                     if isinstance(msg, Ack):
                         delivery.ack(msg.received, now)
@@ -815,7 +853,7 @@ class PeerTransport:
                 if frame is None:
                     self._debug("inbound closed by peer", peer=link.peer_id)
                     return
-                msg = _decode(frame)
+                msg = await _decode_off_loop(frame)
                 if isinstance(msg, Ping):
                     link.keepalives += 1
                     self._notify()
@@ -865,7 +903,7 @@ class PeerTransport:
                         first = await link.queue_out.receive()
                 data, count = b"", 0
                 if first is not nothing:
-                    data, count = self._encode_batch(link, first)
+                    data, count = await self._encode_batch(link, first)
                 now = trio.current_time()
                 if now >= next_ack:
                     data += encode_frame(encode(Ack(reader.received)))

@@ -11,7 +11,16 @@ closes that peer's connection (like a garbled frame) and never reaches the core:
 - an AppendEntries' entries are consecutive after ``prev_index``, of known kinds, with
   terms not above the message's, and each CONFIG entry decodes to a configuration with
   valid, distinct member ids (the core decodes it on append: garbage there would raise);
-- a snapshot's metadata the same way.
+- a snapshot's metadata the same way;
+- with the receiver's current term (``checker``), a term at most MAX_TERM_AHEAD (2**32)
+  above it. Without peer authentication (loopback only, see README Security) anyone who
+  reaches the peer port can claim to be a member; one forged heartbeat at MAX_TERM used to
+  make every node adopt a term from which no election can ever be started (term + 1 does
+  not encode), persisted, so restarts did not help. A genuine peer is never that far
+  ahead: terms grow by one per election round, and 2**32 rounds at one per 150 ms take
+  20 years (with PreVote, a partitioned node does not even raise its term). Stepping up
+  2**32 at a time, an attacker needs 2**30 accepted forgeries, each one fsynced by every
+  node, to exhaust the range: peer authentication is the protection, this is the margin.
 
 The transport checks separately that ``src`` is the link's authenticated peer and ``dst``
 is this node. Peer *addresses* in configurations are not checked here: a bad one only
@@ -20,6 +29,7 @@ ever becomes a link that fails to dial (raftkv.node.transport), never a crash.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -41,6 +51,7 @@ from wire.raft import (
     ReadIndexResponse,
 )
 
+MAX_TERM_AHEAD = 2**32  # how far above the receiver's term a message's term may be
 MAX_READ_CTX = 64  # ReadIndex contexts are ours (8 bytes); anything longer is not
 
 _KINDS = (NORMAL, NOOP, CONFIG)
@@ -69,6 +80,23 @@ def check_peer_message(msg: Any) -> None:
         _check_config(meta.config)
     elif isinstance(msg, ReadIndexRequest | ReadIndexResponse) and len(msg.ctx) > MAX_READ_CTX:
         raise ProtocolError("read context too long")
+
+
+def check_term_ahead(msg: Any, current_term: int) -> None:
+    """Raise ProtocolError if ``msg.term`` is more than MAX_TERM_AHEAD above ours."""
+    term = getattr(msg, "term", 0)
+    if term > current_term + MAX_TERM_AHEAD:
+        raise ProtocolError(f"{type(msg).__name__}.term {term} is more than {MAX_TERM_AHEAD} "
+                            f"above this node's term {current_term}")
+
+
+def checker(current_term: Callable[[], int]) -> Callable[[Any], None]:
+    """check_peer_message, then check_term_ahead against ``current_term()`` (the core's
+    term when the message arrives): the transport's ``validate`` in a node."""
+    def check(msg: Any) -> None:
+        check_peer_message(msg)
+        check_term_ahead(msg, current_term())
+    return check
 
 
 def _check_entries(msg: AppendEntries) -> None:

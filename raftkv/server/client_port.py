@@ -31,6 +31,7 @@ from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
 from raftkv.server.acl import AccessControl
 from raftkv.server.auth import limit_unauthenticated, restore_limits
+from raftkv.server.client_buffers import ClientBuffers
 from raftkv.server.client_tls import ClientTLS
 from raftkv.server.commands import execute, is_write
 from raftkv.server.connection import Connection
@@ -49,6 +50,7 @@ log = logging.getLogger("raftkv.server")
 
 PIPELINE_WINDOW = 1024  # replies owed per connection before the reader stops reading
 READ_CHUNK = 64 * 1024
+MAX_READ_CHUNK = 1024 * 1024  # a full read left unparsed (a large argument) doubles, up to this
 SEND_CHUNK = 64 * 1024  # ready replies are coalesced up to about this many bytes
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 TOO_MANY_NEW = b"-ERR too many connections that have not sent a command yet\r\n"
@@ -117,8 +119,9 @@ class ClientServer:
         self.loop_lag = LoopLagMonitor()
         self.stats = {"rejected_connections": 0, "client_output_buffer_disconnects": 0,
                       "client_protocol_errors": 0, "client_timeouts": 0,
-                      "accept_capacity_errors": 0}
+                      "accept_capacity_errors": 0, "client_buffer_total_disconnects": 0}
         self._throttle = LogThrottle(log, 10.0)
+        self.buffers = ClientBuffers(self.limits.buffer_total_bytes, self._disconnect_for_total)
         node.metrics.add_client_port(lambda: len(self.connections))
 
     def info(self) -> dict[str, Any]:
@@ -129,7 +132,9 @@ class ClientServer:
         """INFO's clients section."""
         return {"connected_clients": len(self.connections),
                 "clients_without_command": self.new_clients,
-                "maxclients": self.limits.max_clients}
+                "maxclients": self.limits.max_clients,
+                "client_buffers_bytes": self.buffers.total,
+                "client_buffer_total_limit": self.buffers.limit}
 
     def reset_stats(self) -> None:
         """CONFIG RESETSTAT: the client-port counters and the loop-lag maximum."""
@@ -154,6 +159,7 @@ class ClientServer:
         conn = Connection(next(_connection_ids), addr, server=self,
                           user=self.acl.initial_user())
         self.connections[conn.id] = conn
+        self.buffers.open(conn)
         self.new_clients += 1
         try:
             if self.tls is not None:
@@ -174,6 +180,7 @@ class ClientServer:
             log.exception("client connection failed", extra={"fields": {"conn": conn.id}})
         finally:
             del self.connections[conn.id]
+            self.buffers.close(conn)
             if not conn.registered:
                 self.new_clients -= 1
 
@@ -205,12 +212,13 @@ class ClientServer:
         inflight: deque[tuple[Pending, int]] = deque()
         inflight_bytes = 0
         query_limit = limits.query_buffer_bytes
+        read_size = READ_CHUNK
         async with send:
             while not conn.closing:
                 await self._wait_for_output_room(conn)
                 timeout = idle if conn.registered else limits.first_command_timeout
                 with trio.move_on_after(timeout) as idle_scope:
-                    data = await stream.receive_some(READ_CHUNK)
+                    data = await stream.receive_some(read_size)
                 if idle_scope.cancelled_caught:
                     if conn.registered and conn.owed:
                         continue  # still waiting for or sending replies: not idle
@@ -222,6 +230,7 @@ class ClientServer:
                     return
                 try:
                     parser.feed(data)
+                    self.buffers.set_query(conn, parser.buffered + inflight_bytes)
                     while (args := parser.next_command()) is not None:
                         if not conn.registered:
                             self._register(conn)
@@ -246,6 +255,14 @@ class ClientServer:
                         if conn.closing:
                             return
                         await self._wait_for_output_room(conn)
+                    self.buffers.set_query(conn, parser.buffered + inflight_bytes)
+                    # A large argument streaming in (a full read that stays unparsed):
+                    # fewer, larger reads, so an 8 MiB SET costs a dozen loop iterations,
+                    # not 128. Many small arguments keep 64 KiB reads, so each read's
+                    # parse stays short.
+                    read_size = (min(2 * read_size, MAX_READ_CHUNK)
+                                 if len(data) == read_size and parser.buffered >= read_size
+                                 else READ_CHUNK)
                 except ProtocolError as exc:
                     # Redis answers a protocol error and closes the connection.
                     self.stats["client_protocol_errors"] += 1
@@ -276,6 +293,7 @@ class ClientServer:
             limit = self.limits.output_buffer_bytes
             if limit and conn.out_bytes > limit:
                 self._disconnect_for_output(conn)
+            self.buffers.add_output(conn, slot.size)
         return ready
 
     def _disconnect_for_output(self, conn: Connection) -> None:
@@ -287,6 +305,18 @@ class ClientServer:
                            conn=conn.id, addr=conn.addr, bytes=conn.out_bytes,
                            limit=self.limits.output_buffer_bytes)
         conn.scope.cancel()
+
+    def _disconnect_for_total(self, conn: Connection, size: int, total: int) -> None:
+        """ClientBuffers chose ``conn`` (the largest) to bring the total under its bound."""
+        self.stats["client_buffer_total_disconnects"] += 1
+        self._throttle.log("buffer-total", logging.WARNING,
+                           "client buffers over --client-buffer-total: disconnecting the "
+                           "largest", conn=conn.id, addr=conn.addr, bytes=size,
+                           total_after=total, limit=self.buffers.limit)
+        if conn.scope is not None:
+            conn.scope.cancel()
+        else:
+            conn.closing = True  # (still in its TLS handshake: no nursery yet)
 
     async def _writer(
         self,
@@ -319,6 +349,7 @@ class ClientServer:
                         out.clear()
                         size = 0
                 conn.out_bytes -= slot.size
+                self.buffers.add_output(conn, -slot.size)
                 conn.owed -= 1
                 if conn.out_bytes <= self.limits.output_buffer_bytes // 2:
                     conn.out_drained.set()

@@ -15,6 +15,7 @@ import attrs
 
 from raftkv.log import event
 from raftkv.node.settings import NodeSettings
+from raftkv.server.client_buffers import total_limit
 
 log = logging.getLogger("raftkv.server")
 
@@ -31,6 +32,7 @@ class ClientLimits:
     query_buffer_bytes: int
     output_buffer_bytes: int  # 0: unlimited
     output_stall_timeout: float
+    buffer_total_bytes: int  # all clients' query and output buffers together
     max_clients: int
     max_new_clients: int
     first_command_timeout: float
@@ -44,6 +46,8 @@ class ClientLimits:
             query_buffer_bytes=s.client_query_buffer_limit or 4 * s.max_request_bytes,
             output_buffer_bytes=s.client_output_buffer_limit,
             output_stall_timeout=s.client_output_stall_timeout,
+            buffer_total_bytes=total_limit(s.client_buffer_total, s.maxmemory,
+                                           s.max_request_bytes),
             max_clients=max_clients,
             max_new_clients=min(s.max_new_clients, max_clients),
             first_command_timeout=s.first_command_timeout,

@@ -112,6 +112,12 @@ def open_storage(
     )
 
 
+# An append whose entries carry at least this much data is encoded (msgpack, CRC, copies)
+# by ``sync``, which the node runs in its sync thread, instead of on the event loop: an
+# 8 MiB entry costs several copies and a CRC, tens of ms on a loaded machine (issue 12).
+DEFER_ENCODING_BYTES = 256 * 1024
+
+
 @attrs.define
 class _Replay:
     """The log as the WAL records describe it, before reconciling with the snapshot."""
@@ -151,6 +157,9 @@ class DiskStorage:
         self._closed = False
         self._buf = bytearray()
         self._buf_max_index = 0
+        # Records before ``_buf`` in WAL order when a large append deferred its encoding:
+        # bytes, or the entries whose record ``sync`` encodes (DEFER_ENCODING_BYTES).
+        self._parts: list[bytes | list[Entry]] = []
         self._segments: list[Segment] = []
         self._chunk_reader: SnapshotReader | None = None  # for snapshot_chunk
         self._lock_fd = -1
@@ -502,7 +511,11 @@ class DiskStorage:
             # durable no later than the new entries, i.e. before they can be acknowledged.
             self._buf += records.truncate_record(first - 1)
             del self._entries[first - self._snap.index - 1 :]
-        self._buf += records.entries_record(entries)
+        if sum(len(e.data) for e in entries) >= DEFER_ENCODING_BYTES:
+            self._parts += [bytes(self._buf), list(entries)]
+            self._buf.clear()
+        else:
+            self._buf += records.entries_record(entries)
         self._entries.extend(entries)
         self._buf_max_index = max(self._buf_max_index, entries[-1].index)
 
@@ -517,8 +530,10 @@ class DiskStorage:
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes the next ``sync`` will write (for the WAL bytes metric)."""
-        return len(self._buf)
+        """Bytes the next ``sync`` will write (for the WAL bytes metric; deferred entries
+        counted by their data)."""
+        return len(self._buf) + sum(len(p) if isinstance(p, bytes) else
+                                    sum(len(e.data) for e in p) for p in self._parts)
 
     def sync(self) -> None:
         """Write everything buffered with one write and one fsync (group commit).
@@ -528,14 +543,19 @@ class DiskStorage:
         before the response leaves: both are in this one group, covered by this one fsync.
         """
         self._check_writable()
-        if not self._buf:
+        if not self._buf and not self._parts:
             return
+        data: bytes | bytearray = self._buf
+        if self._parts:  # encoded here, in the caller's (the sync) thread, not on append
+            data = b"".join([p if isinstance(p, bytes) else records.entries_record(p)
+                             for p in self._parts] + [self._buf])
         with self._io("writing the WAL"):
             seg = self._segments[-1]
             if seg.size >= self.segment_size:
                 seg = self._roll(records.hard_state_record(self._durable_hs), optional=True)
-            seg.append(self._buf, self.fsync_policy)
+            seg.append(data, self.fsync_policy)
             seg.max_index = max(seg.max_index, self._buf_max_index)
+            self._parts.clear()
             self._buf.clear()
             self._buf_max_index = 0
             self._durable_hs = self._hs
