@@ -475,7 +475,7 @@ def test_proposal_fates() -> None:
     fates = {v: p.status for v, p in h.proposals.items()}
     assert fates == {b"a": COMMITTED, b"b": LOST, b"c": COMMITTED, b"d": PENDING}
     assert h.unresolved() == []  # term 2 is committed before index 5: term 1 can't come back
-    assert h.proposals[b"d"].status == LOST
+    assert h.proposals[b"d"][0].status == LOST
     h.proposed(2, b"e", 3, 2, 0)
     assert [p.value for p in h.unresolved()] == [b"e"]
     with pytest.raises(Violation, match="proposal placement"):
