@@ -21,10 +21,11 @@ EPOCH_MS = 1_767_225_600_000  # 2026-01-01: stamps look like real ones
 class NodeClocks:
     """The clocks of every node id (new ones get their skew drawn on first use)."""
 
-    def __init__(self, rng: random.Random, skew_ms: int, now: Callable[[], int]) -> None:
+    def __init__(self, rng: random.Random, skew_ms: int,
+                 now: Callable[[], int] = lambda: 0) -> None:
         self.rng = rng
         self.skew_ms = skew_ms
-        self._now = now
+        self.now = now  # the virtual time (ms); the cluster sets it to its own
         self._base: dict[int, int] = {}
         self._jump: dict[int, int] = {}
         self.first_jump: int | None = None  # virtual time of the first jump, if any
@@ -45,13 +46,12 @@ class NodeClocks:
         self._jump.pop(node, None)
         self.offset(node)
         start = self.rng.randrange(1_000_000)  # the monotonic clock's arbitrary origin (ms)
-        now = self._now
 
         def wall() -> float:
-            return (EPOCH_MS + now() + self.offset(node)) / 1000
+            return (EPOCH_MS + self.now() + self.offset(node)) / 1000
 
         def mono() -> float:
-            return (start + now()) / 1000
+            return (start + self.now()) / 1000
 
         return StampClock(wall, mono)
 
@@ -59,4 +59,4 @@ class NodeClocks:
         self._jump[node] = self._jump.get(node, 0) + ms
         self.jumps += 1
         if self.first_jump is None:
-            self.first_jump = self._now()
+            self.first_jump = self.now()

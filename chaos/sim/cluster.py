@@ -119,6 +119,8 @@ class Cluster:
     ) -> None:
         self.rng = rng
         self.kv = kv
+        if kv is not None:
+            kv.clocks.now = lambda: self.now
         self.snap_rng = snapshots  # None: no compaction
         self.snapshot_max = snapshot_max
         self.install_crash_p = 0.03  # chance a Ready with snapshot chunks crashes its node

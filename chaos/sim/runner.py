@@ -176,8 +176,7 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
     kv_clients: KVWorkload | None = None
     jump_rate = 0.0
     if ttl or sessions or params.unsafe_retries:
-        clocks = NodeClocks(random.Random(kvr.getrandbits(64)), kvr.choice(SKEWS_MS),
-                            lambda: cluster.now)
+        clocks = NodeClocks(random.Random(kvr.getrandbits(64)), kvr.choice(SKEWS_MS))
         kv = KVLayer(clocks, random.Random(kvr.getrandbits(64)), ttl)
         kv_clients = KVWorkload(random.Random(kvr.getrandbits(64)), ttl,
                                 sessions or params.unsafe_retries, params.unsafe_retries)

@@ -7,15 +7,19 @@ from resurrecting keys or expiring every key at once:
 * **Never backwards.** A stamp is never below the last stamp this node issued or saw
   applied (``observe``), so a leader whose wall clock steps back cannot make an expired key
   visible again, and a new leader never undoes its predecessor's time.
-* **Bounded rate.** Once anchored (by a stamp it issued, or an applied stamp that agreed
-  with its own wall clock within ``AGREE_MS``), the clock follows the wall clock but moves
-  at most ``1 ± 1/SLEW`` times as fast as the monotonic clock since the anchor. A wall
+* **Bounded rate.** The clock follows the wall clock but moves at most ``1 ± 1/SLEW``
+  times as fast as the monotonic clock since the anchor: the wall clock when the process
+  started, a stamp it issued, an applied stamp that agreed with its own wall clock within
+  ``AGREE_MS``, or the latest reading of its wall clock that was within the bounds. A wall
   clock that jumps an hour ahead makes stamps run 6 % fast until they catch up, instead of
   expiring every key with a TTL below an hour at once; one that jumps back makes them run
   6 % slow.
-* **Unanchored, trust the wall clock** (bounded below). A node that has only replayed old
+* **At start, trust the wall clock** (bounded below). A node that has only replayed old
   entries (a restart after downtime) cannot tell downtime from a clock jump; it takes its
-  wall clock, as every node does when a cluster starts.
+  wall clock, as every node does when a cluster starts. (It used to stay unanchored, and
+  so trust its wall clock, until its first stamp or agreeing applied stamp: a node whose
+  clock jumped an hour ahead before then, once leader, stamped an hour ahead and expired
+  every key and session at once; the simulator's TTL seeds found it, seed 11.)
 
 Reads use ``now()`` (never below the applied stamp, see ``KVStateMachine.read``), so a
 key whose deadline has passed by this node's clock is hidden here even before the
@@ -45,7 +49,7 @@ class StampClock:
         # The rate bound's reference: a stamp and the monotonic time (s) it was true at.
         # Kept as a pair: a late observation raises the floor but must not pair itself
         # with an old monotonic time (that would put the clock ahead by the time between).
-        self._anchor: tuple[int, float] | None = None
+        self._anchor = (int(wall() * 1000), mono())
 
     @property
     def last(self) -> int:
@@ -69,12 +73,16 @@ class StampClock:
     def now(self) -> int:
         """The current time by this node's rules, never below ``last``."""
         wall_ms = int(self._wall() * 1000)
-        if self._anchor is None:
-            return max(wall_ms, self._last)
         stamp, mono = self._anchor
-        elapsed = max(self._mono() - mono, 0.0) * 1000
+        now_mono = self._mono()
+        elapsed = max(now_mono - mono, 0.0) * 1000
         low = stamp + int(elapsed - elapsed / SLEW)
         high = stamp + int(elapsed + elapsed / SLEW)
+        if low <= wall_ms <= high:
+            # A consistent reading: the next ones are bounded from here, so a jump later
+            # gains or loses 1/SLEW of the time since this reading, not since the anchor.
+            self._anchor = (wall_ms, now_mono)
+            return max(wall_ms, self._last)
         return max(min(max(wall_ms, low), high), self._last)
 
     def stamp(self) -> int:

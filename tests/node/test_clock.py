@@ -102,3 +102,29 @@ def test_an_applied_stamp_older_than_our_clock_does_not_hold_it_back() -> None:
     assert clock.now() == wall_ms + 500
     clock.observe(wall_ms + 900)  # a leader 400 ms ahead of us: never below it
     assert clock.now() >= wall_ms + 900
+
+
+def test_a_jump_before_the_first_stamp_is_absorbed_at_a_bounded_rate() -> None:
+    """Simulator seed 11 (--ttl): a node that had neither stamped nor applied an entry
+    agreeing with its clock trusted its wall clock; it jumped an hour ahead, was elected,
+    and stamped an hour ahead: every key and session expired at once. The clock is
+    anchored from the start."""
+    clock, clocks = make()
+    clocks.wall += 3600
+    clocks.mono += 1.0
+    assert clock.now() <= int(T0 * 1000) + 1000 + 1000 // SLEW + 1
+    assert clock.stamp() >= int(T0 * 1000) + 1000 - 1000 // SLEW - 1
+
+
+def test_consistent_readings_move_the_anchor() -> None:
+    """A jump after a long quiet spell gains 1/SLEW of the time since the last consistent
+    reading of the wall clock, not since the last stamp (a partitioned follower)."""
+    clock, clocks = make()
+    clock.stamp()
+    for _ in range(60):  # an hour, read once a minute, no stamps
+        clocks.advance(60.0)
+        clock.now()
+    read = clock.now()
+    clocks.wall += 3600
+    clocks.mono += 1.0
+    assert clock.now() - read <= 1000 + 1000 // SLEW + 1
