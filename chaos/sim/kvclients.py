@@ -163,8 +163,8 @@ class KVWorkload:
             if where is None:
                 client.hint = hint or 0
                 return
-            client.opening = Send(node.id, node.inc, where[0], where[1], tick)
-            cluster.wait_reply(client.opening, lambda reply, c=client: self._opened(c, reply))
+            client.opening = send = Send(node.id, node.inc, where[0], where[1], tick)
+            cluster.wait_reply(send, lambda reply, c=client, s=send: self._opened(c, s, reply))
             return
         if client.op is None:
             client.seq += 1
@@ -209,7 +209,12 @@ class KVWorkload:
             client.send = None  # the op stays: the next step sends it again
             client.hint = 0
 
-    def _opened(self, client: SessionClient, reply: Any) -> None:
+    def _opened(self, client: SessionClient, send: Send, reply: Any) -> None:
+        if client.opening is not send:
+            # An open the client gave up on answered late: it has or opens another session.
+            # (Switching sessions under a command already sent is what client/ must never
+            # do: the command could apply once on each. Seed 34 caught this client doing it.)
+            return
         client.opening = None
         if reply is LOST or self.rng.random() < self.p_lose_reply:
             return  # the session may exist; a new one is opened (it expires unused)

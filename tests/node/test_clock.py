@@ -128,3 +128,18 @@ def test_consistent_readings_move_the_anchor() -> None:
     clocks.wall += 3600
     clocks.mono += 1.0
     assert clock.now() - read <= 1000 + 1000 // SLEW + 1
+
+
+def test_now_never_goes_back_when_an_applied_stamp_re_anchors() -> None:
+    """Simulator seed 38 (--ttl): a node 219 ms behind the leader's stamps ran 1/16 slow
+    from its anchor, then re-anchored at the next applied stamp, below the time it had
+    already read with: the next read went 2 ms back (a key hidden could show again)."""
+    clock, clocks = make()
+    t0 = int(T0 * 1000)
+    clock.observe(t0 + 219)  # the leader is ahead of us (within AGREE_MS): anchored there
+    clocks.advance(0.024)
+    first = clock.now()
+    assert first == t0 + 219 + 24 - 24 // SLEW - 1  # the rate bound's low side
+    clock.observe(t0 + 229)
+    clocks.advance(0.011)
+    assert clock.now() >= first
