@@ -60,5 +60,7 @@ def run_cli(
                 f"sim: {totals.seeds}/{count} seeds, {totals.failed} failed, "
                 f"{time.monotonic() - started:.1f}s"
             )
+    if not quiet and totals.kv_seeds:
+        echo(totals.kv_summary())
     echo(totals.summary(time.monotonic() - started))
     return 1 if totals.failed else 0

@@ -50,8 +50,8 @@ TRACE_LEN = 50
 STORM_PER_NODE = 1000
 # The KV layer (chaos/sim/kvmode.py): by default on in these shares of the seeds, each
 # drawn from its own generator (the other seeds keep their schedules and digests).
-TTL_SHARE = 0.25
-SESSIONS_SHARE = 0.25
+TTL_SHARE = 0.5
+SESSIONS_SHARE = 0.5
 SKEWS_MS = (0, 5, 50, 200)  # the largest node clock skew (either way), by seed
 JUMPS_MS = (300, 2_000, 3_600_000)  # clock steps of a live node, either way
 CHANGES = ("add", "promote", "remove", "replace_leader")
@@ -373,6 +373,8 @@ class Totals:
     lost: int = 0
     reads: int = 0
     faults: dict[str, int] = attrs.Factory(dict)
+    kv_seeds: int = 0  # seeds with the KV layer on, and its counters summed
+    kv: dict[str, int] = attrs.Factory(dict)
 
     def add(self, r: SeedResult) -> None:
         self.seeds += 1
@@ -385,6 +387,14 @@ class Totals:
         self.reads += r.reads
         for kind, n in r.faults:
             self.faults[kind] = self.faults.get(kind, 0) + n
+        if r.kv:
+            self.kv_seeds += 1
+            for name, n in r.kv:
+                self.kv[name] = self.kv.get(name, 0) + n
+
+    def kv_summary(self) -> str:
+        counters = " ".join(f"{k}={v}" for k, v in sorted(self.kv.items()))
+        return f"sim: KV layer on {self.kv_seeds} seeds: {counters}"
 
     def summary(self, wall: float) -> str:
         faults = ",".join(f"{k}:{v}" for k, v in sorted(self.faults.items())) or "none"
