@@ -31,10 +31,10 @@ def main() -> None:
               help="Test only: switch on a deliberate core bug (RaftConfig.bugs).")
 @click.option("--ttl/--no-ttl", default=None,
               help="KV workload with TTLs, skewed and jumping clocks, active expiry "
-                   "(default: half the seeds).")
+                   "(default: 15 % of the seeds).")
 @click.option("--sessions/--no-sessions", default=None,
               help="KV workload of session clients retrying INCR/APPEND with RAFT ONCE "
-                   "(default: half the seeds).")
+                   "(default: 15 % of the seeds).")
 def sim(count: int, seed_start: int, nodes: int | None, steps: int | None, long_: bool,
         quiet: bool, jobs: int, bugs: tuple[str, ...], ttl: bool | None,
         sessions: bool | None) -> None:

@@ -44,8 +44,8 @@ def test_kv_seeds_are_deterministic() -> None:
 
 
 def test_default_seeds_draw_the_kv_layer_for_a_share_only() -> None:
-    on = sum(bool(run_seed(seed, SimParams(ticks=20)).kv) for seed in range(40))
-    assert 18 <= on <= 38  # 3 in 4 expected: half with TTLs, half with sessions
+    on = sum(bool(run_seed(seed, SimParams(ticks=20)).kv) for seed in range(100))
+    assert 12 <= on <= 45  # 28 in 100 expected: 15 % with TTLs, 15 % with sessions
 
 
 # -- regressions: the seeds that found bugs --------------------------------------------------
