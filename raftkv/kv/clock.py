@@ -10,7 +10,8 @@ from resurrecting keys or expiring every key at once:
 * **Bounded rate.** The clock follows the wall clock but moves at most ``1 ± 1/SLEW``
   times as fast as the monotonic clock since the anchor: the wall clock when the process
   started, a stamp it issued, an applied stamp that agreed with its own wall clock within
-  ``AGREE_MS``, or the latest reading of its wall clock that was within the bounds. A wall
+  ``AGREE_MS`` (anchored at the highest of the two and the current time, never below), or
+  the latest reading of its wall clock that was within the bounds. A wall
   clock that jumps an hour ahead makes stamps run 6 % fast until they catch up, instead of
   expiring every key with a TTL below an hour at once; one that jumps back makes them run
   6 % slow.
@@ -73,7 +74,10 @@ class StampClock:
             # ms under load), and anchoring there held this node's clock that far behind
             # (the rate bound lets it catch up only at 1/16 speed), so keys stayed visible
             # past their deadline and new stamps came out early (a chaos run with TTLs).
-            self._anchor = (max(int(wall_ms), applied_now), self._mono())
+            # Nor below the time the rate bound gives now: a wall clock stepped back a
+            # few seconds agrees with a stamp applied late, and anchoring there set the
+            # clock back by the step (simulator seed 32: a key visible 1.5 s late).
+            self._anchor = (max(int(wall_ms), applied_now, self.now()), self._mono())
         # (Else: an old entry replayed, or a leader far off our clock: a floor, no anchor.)
 
     def now(self) -> int:

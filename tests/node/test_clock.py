@@ -143,3 +143,17 @@ def test_now_never_goes_back_when_an_applied_stamp_re_anchors() -> None:
     clock.observe(t0 + 229)
     clocks.advance(0.011)
     assert clock.now() >= first
+
+
+def test_an_agreeing_applied_stamp_does_not_set_a_stepped_back_clock_back() -> None:
+    """Simulator seed 32 (--ttl): a follower's wall clock stepped back 2 s; a stamp applied
+    late (1.5 s old) agreed with it within AGREE_MS and became the anchor, so the node's
+    time fell 1.5 s behind at once (the rate bound allows 1/16 of the elapsed time)."""
+    clock, clocks = make()
+    t0 = int(T0 * 1000)
+    clock.observe(t0)  # a live stamp: anchored at our (true) wall clock
+    clocks.advance(3.0)
+    clocks.wall -= 2.0  # stepped back: reads t0 + 1000 at true time t0 + 3000
+    clock.observe(t0 + 1500)  # stamped 1.5 s ago, applied now: within 1 s of our wall
+    clocks.advance(1.0)
+    assert clock.now() >= t0 + 4000 - 4000 // SLEW - 1

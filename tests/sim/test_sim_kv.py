@@ -44,20 +44,25 @@ def test_kv_seeds_are_deterministic() -> None:
 
 
 def test_default_seeds_draw_the_kv_layer_for_a_share_only() -> None:
-    on = sum(bool(run_seed(seed, SimParams(ticks=20)).kv) for seed in range(100))
+    drawn = SimParams(ticks=20, ttl=None, sessions=None)  # the CLI's default
+    on = sum(bool(run_seed(seed, drawn).kv) for seed in range(100))
+    assert not any(run_seed(seed, SimParams(ticks=20)).kv for seed in range(10))
     assert 12 <= on <= 45  # 28 in 100 expected: 15 % with TTLs, 15 % with sessions
 
 
 # -- regressions: the seeds that found bugs --------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [11, 34, 38, 40])
+@pytest.mark.parametrize("seed", [79, 23, 38, 32, 9, 34])
 def test_regression_seeds_hold(seed: int) -> None:
-    """11: a node whose clock jumped an hour ahead before its clock was first anchored
-    stamped an hour ahead as leader, every session expired (StampClock now anchors at
-    start). 34: the simulated client switched sessions under a command already sent (the
-    simulator's fault). 38, 40: a node's read time went back after a re-anchor (StampClock
-    now never answers less than before)."""
+    """Each failed before its fix (checked by running the old code on these seeds).
+    79: a node whose clock jumped an hour ahead before its clock was first anchored
+    stamped an hour ahead as leader and every session expired (StampClock now anchors at
+    start; first found as seed 11 of an earlier draw). 23, 38: a node's read time went back
+    after a re-anchor (now() never answers less than before). 32: a clock stepped back 2 s
+    agreed with a stamp applied late and anchored there, a key showed 1.5 s late (observe
+    never anchors below now()). 9, 34: the simulated client switched sessions under a
+    command already sent (the simulator's own fault, caught as a double apply)."""
     r = run_seed(seed, KV)
     assert r.ok, (r.prop, r.message)
 
