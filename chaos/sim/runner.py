@@ -50,8 +50,8 @@ TRACE_LEN = 50
 STORM_PER_NODE = 1000
 # The KV layer (chaos/sim/kvmode.py): by default on in these shares of the seeds, each
 # drawn from its own generator (the other seeds keep their schedules and digests). A KV
-# seed costs ~1.8x the CPU of a plain one (TTLs or sessions; ~2.9x both): 15 % each keeps
-# the 2,000-seed quota within ~1.3x of its old runtime; --ttl/--sessions run them all.
+# seed costs ~1.8x the CPU of a plain one (TTLs or sessions; 2-3x both): 15 % each keeps
+# the 2,000-seed quota within ~1.25x of its old runtime; --ttl/--sessions run them all.
 TTL_SHARE = 0.15
 SESSIONS_SHARE = 0.15
 SKEWS_MS = (0, 5, 50, 200)  # the largest node clock skew (either way), by seed
