@@ -67,6 +67,15 @@ def test_regression_seeds_hold(seed: int) -> None:
     assert r.ok, (r.prop, r.message)
 
 
+def test_regression_kv_snapshots_go_in_chunks_of_a_kib_at_least() -> None:
+    """Seed 200404: 32-byte chunks of a KV snapshot (sessions, the append log), one per
+    round trip, kept a follower from catching up within the liveness bound (the
+    simulator's own limit, not the core's)."""
+    r = run_seed(200404, KV)
+    assert r.ok, (r.prop, r.message)
+    assert r.snapshots[1] > 0  # snapshots were installed
+
+
 # -- teeth -------------------------------------------------------------------------------------
 
 
