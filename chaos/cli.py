@@ -29,8 +29,15 @@ def main() -> None:
               help="Worker processes (the results do not depend on it).")
 @click.option("--bug", "bugs", multiple=True, metavar="NAME",
               help="Test only: switch on a deliberate core bug (RaftConfig.bugs).")
+@click.option("--ttl/--no-ttl", default=None,
+              help="KV workload with TTLs, skewed and jumping clocks, active expiry "
+                   "(default: 15 % of the seeds).")
+@click.option("--sessions/--no-sessions", default=None,
+              help="KV workload of session clients retrying INCR/APPEND with RAFT ONCE "
+                   "(default: 15 % of the seeds).")
 def sim(count: int, seed_start: int, nodes: int | None, steps: int | None, long_: bool,
-        quiet: bool, jobs: int, bugs: tuple[str, ...]) -> None:
+        quiet: bool, jobs: int, bugs: tuple[str, ...], ttl: bool | None,
+        sessions: bool | None) -> None:
     """Run seeded deterministic simulations of the consensus core.
 
     Each seed drives one cluster of consensus cores through crashes, torn writes,
@@ -44,7 +51,8 @@ def sim(count: int, seed_start: int, nodes: int | None, steps: int | None, long_
         RaftConfig(bugs=frozenset(bugs))
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--bug") from None
-    code = run_cli(count, seed_start, nodes, steps, long_, quiet, jobs, frozenset(bugs))
+    code = run_cli(count, seed_start, nodes, steps, long_, quiet, jobs, frozenset(bugs),
+                   ttl=ttl, sessions=sessions)
     raise SystemExit(code)
 
 

@@ -36,8 +36,10 @@ from chaos.sim import messages
 from chaos.sim.faults import Fault, View
 from chaos.sim.history import History
 from chaos.sim.invariants import MISSING, SafetyChecker, Violation
+from chaos.sim.kvmode import KVLayer
 from chaos.sim.network import TICK, LinkModel, Network
 from chaos.sim.storage import DiskImage, SimStorage
+from raftkv.kv.codec import encode_entry
 from raftkv.raft.log_storage import Compacted, Unavailable
 from raftkv.raft.membership import ConfigChangePending, MembershipError, decode_config
 from raftkv.raft.ready import persist
@@ -69,6 +71,10 @@ class SimNode:
     writer: Any = None
     snap_due: int = 0
     retired: bool = False  # removed from the cluster and stopped for good (at the heal)
+    # The KV layer (chaos/sim/kvmode.py), when on: this incarnation's state machine and
+    # stamp clock.
+    kv: Any = None
+    clock: Any = None
 
     def term_at(self, index: int) -> int | None:
         try:
@@ -109,8 +115,12 @@ class Cluster:
         rules: bool = True,
         snapshots: random.Random | None = None,
         snapshot_max: int = 40,
+        kv: KVLayer | None = None,
     ) -> None:
         self.rng = rng
+        self.kv = kv
+        if kv is not None:
+            kv.clocks.now = lambda: self.now
         self.snap_rng = snapshots  # None: no compaction
         self.snapshot_max = snapshot_max
         self.install_crash_p = 0.03  # chance a Ready with snapshot chunks crashes its node
@@ -172,6 +182,8 @@ class Cluster:
         node.value = messages.register_from_snapshot(node.image.snapshot_data)
         node.applied_term, node.config = node.image.snapshot.term, node.image.snapshot.config
         node.writer = None
+        if self.kv is not None:
+            self.kv.start(node, node.image.snapshot_data)
         if self.snap_rng is not None:
             node.snap_due = self.snap_rng.randint(1, self.snapshot_max)
         self.checker.incarnation(node.id, node.inc, node.applied)
@@ -186,6 +198,8 @@ class Cluster:
         node.raft = None
         node.writer = None  # a half-received snapshot dies with the process
         self.history.forget_node(node.id, node.inc)
+        if self.kv is not None:
+            self.kv.crashed(node)
         self.event(node.id, "crash" + (" (torn)" if torn else ""), note)
 
     def restart(self, node: SimNode) -> None:
@@ -269,10 +283,16 @@ class Cluster:
         if rd.committed_entries:
             history = self.history
             commit = raft.commit_index
+            kv = self.kv
             for e in rd.committed_entries:
                 checker.apply(node.id, node.inc, e, commit)
                 node.applied = e.index
                 node.applied_term = e.term
+                if kv is not None:
+                    if e.kind == NORMAL:
+                        kv.apply(node, e)
+                    else:
+                        kv.skipped(e)
                 if e.kind == NORMAL:
                     node.value = e.data
                 elif e.kind == CONFIG:
@@ -281,13 +301,15 @@ class Cluster:
                         self.committed_config = (e.index, node.config)
                         self.stats.configs_committed += 1
                 history.applied(e)
+            if kv is not None:
+                node.clock.observe(node.kv.now)  # as the runtime's Applier, per batch
             self.event(node.id, "apply", f"{rd.committed_entries[0].index}..{node.applied}")
             for ctx in history.ready_to_serve(node.id, node.inc, node.applied):
-                history.serve(ctx, node.applied, node.value)
+                self._serve(node, ctx)
         for rs in rd.read_states:
             self.event(node.id, "read index", f"{rs.ctx!r} -> {rs.index}")
             if self.history.read_state(node.id, node.inc, rs.ctx, rs.index, node.applied):
-                self.history.serve(rs.ctx, node.applied, node.value)
+                self._serve(node, rs.ctx)
         for ctx in rd.failed_reads:
             self.history.read_failed(ctx)
         raft.advance(rd)
@@ -297,6 +319,11 @@ class Cluster:
             self.vote_crash_armed = False
             self.crash(node)
             self._restart_at[node.id] = self.now // TICK + 1 + self.disk_rng.randrange(3)
+
+    def _serve(self, node: SimNode, ctx: bytes) -> None:
+        self.history.serve(ctx, node.applied, node.value)
+        if self.kv is not None:
+            self.kv.served(node, self.now)
 
     def _send(self, node: SimNode, outgoing: list[Any]) -> bool | None:
         """Send a Ready's messages, checking each against what is durable; True if a vote
@@ -373,11 +400,13 @@ class Cluster:
                                  node_term=node.raft.term)
             node.applied, node.applied_term, node.config = meta.index, meta.term, meta.config
             node.value = value
+            if self.kv is not None:
+                self.kv.installed(node, meta.index, storage.snapshot_data())
             self.stats.installs += 1
             self.event(node.id, "snapshot installed", f"({meta.index}, {meta.term})")
             history = self.history
             for ctx in history.ready_to_serve(node.id, node.inc, node.applied):
-                history.serve(ctx, node.applied, node.value)
+                self._serve(node, ctx)
         return False
 
     def _install_crash(self) -> bool:
@@ -393,7 +422,9 @@ class Cluster:
         meta = SnapshotMeta(node.applied, node.applied_term, node.config)
         self.checker.snapshot(node.id, node.inc, meta.index, meta.term, node.value, False,
                              node_term=node.raft.term)
-        storage.compact(meta, messages.register_snapshot(node.value, node.applied))
+        data = (messages.register_snapshot(node.value, node.applied) if self.kv is None
+                else self.kv.snapshot(node, node.applied))
+        storage.compact(meta, data)
         node.snap_due = self.snap_rng.randint(1, self.snapshot_max)
         self.stats.snapshots += 1
         self.event(node.id, "snapshot", f"({meta.index}, {meta.term})")
@@ -432,7 +463,10 @@ class Cluster:
 
     # -- clients -------------------------------------------------------------------------------
     def propose(self, node: SimNode, value: bytes) -> int | None:
-        """Propose at ``node``; the leader hint on NotLeader, None on success."""
+        """Propose at ``node``; the leader hint on NotLeader, None on success. With the KV
+        layer, the register's unique value goes as ``SET reg value``."""
+        if self.kv is not None:
+            return self.propose_command(node, [b"SET", b"reg", value])[0]
         if not node.alive:
             return 0
         self.stats.steps += 1
@@ -445,6 +479,37 @@ class Cluster:
         self.event(node.id, "propose", f"{value!r} -> ({index}, {term})")
         self._drain(node)
         return None
+
+    def propose_command(self, node: SimNode, args: list[bytes], op: Any = None
+                        ) -> tuple[int | None, tuple[int, int] | None]:
+        """Propose a KV command at ``node``, stamped by its clock as the runtime's leader
+        does: (None, (index, term)) on success, (leader hint, None) on NotLeader. ``op``:
+        the client command it sends (the exactly-once checks follow it)."""
+        kv = self.kv
+        assert kv is not None
+        if not node.alive:
+            return 0, None
+        self.stats.steps += 1
+        raft = node.raft
+        if raft.role is not messages.LEADER:
+            self.stats.proposals_rejected += 1
+            return raft.leader_id or 0, None
+        data = encode_entry(args, node.clock.stamp())
+        try:
+            index, term = raft.propose(data)
+        except messages.NotLeader as e:
+            self.stats.proposals_rejected += 1
+            return e.leader_id or 0, None
+        self.history.proposed(node.id, data, index, term, self.now)
+        kv.proposed(index, term, self.now, op)
+        self.event(node.id, "propose", f"{b' '.join(args)!r} -> ({index}, {term})")
+        self._drain(node)
+        return None, (index, term)
+
+    def wait_reply(self, send: Any, callback: Callable[[Any], None]) -> None:
+        """A client waits for the reply to ``send`` (node, inc, index, term)."""
+        assert self.kv is not None
+        self.kv.wait_reply(send.node, send.inc, send.index, send.term, callback)
 
     def read(self, node: SimNode, ctx: bytes) -> bool:
         if not node.alive:
@@ -566,12 +631,12 @@ class Cluster:
             return 0
         if lid not in leader.raft.voters:
             return 0
-        for node in self._members(leader):
+        for node in self.members(leader):
             if not node.alive or node.raft.leader_id != lid or node.raft.term != leader.raft.term:
                 return 0
         return lid
 
-    def _members(self, leader: SimNode) -> list[SimNode]:
+    def members(self, leader: SimNode) -> list[SimNode]:
         """The nodes of ``leader``'s configuration (all nodes without membership changes)."""
         if not self.stats.changes:
             return list(self.nodes.values())
@@ -588,7 +653,7 @@ class Cluster:
         """How far the furthest member's state machine is behind leader ``lid``'s commit."""
         leader = self.nodes[lid]
         commit = leader.raft.commit_index
-        return max(commit - node.applied for node in self._members(leader))
+        return max(commit - node.applied for node in self.members(leader))
 
     # -- membership changes ----------------------------------------------------------------------
     def add_node(self, node_id: int, rng: random.Random) -> SimNode:

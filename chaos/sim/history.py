@@ -1,6 +1,8 @@
 """What clients asked and were told: proposal fates and linearizable reads, checked.
 
-Proposals carry unique values, so an applied entry names its proposal. A proposal that got
+Proposals carry unique values in the register workload, so an applied entry names its
+proposal; the KV workload's entries (stamped commands, a retried one possibly identical to
+its first send) may repeat, so each value maps to every proposal of it. A proposal that got
 ``(index, term)`` from ``propose()`` is *committed* when that index is applied with that
 term and *lost* when it is applied with another term. It is also lost once the applied
 (committed) log holds any entry of a later term: terms never decrease along a log, so no
@@ -59,7 +61,7 @@ class History:
     """Client-visible outcomes and their checks (fed by the cluster driver)."""
 
     def __init__(self) -> None:
-        self.proposals: dict[bytes, Proposal] = {}
+        self.proposals: dict[bytes, list[Proposal]] = {}
         self._pending_at: dict[int, list[Proposal]] = {}
         self.register: list[bytes] = [b""]  # register[i]: last NORMAL value after entry i
         self._terms: list[int] = [0]  # _terms[i]: term of the applied entry i
@@ -70,10 +72,8 @@ class History:
 
     # -- proposals -------------------------------------------------------------------------
     def proposed(self, node: int, value: bytes, index: int, term: int, now: int) -> None:
-        if value in self.proposals:
-            raise ValueError(f"value {value!r} proposed twice")
         p = Proposal(value, node, index, term, now)
-        self.proposals[value] = p
+        self.proposals.setdefault(value, []).append(p)
         self.stats.proposed += 1
         if index < len(self.register):
             # Another proposal was already applied there (a leader that lost its log
@@ -86,8 +86,9 @@ class History:
         """An entry was applied by some node (the checker has already verified it agrees
         with every other application at that index)."""
         if entry.kind == NORMAL:
-            p = self.proposals.get(entry.data)
-            if p is not None and (p.index, p.term) != (entry.index, entry.term):
+            same = self.proposals.get(entry.data)
+            if same and all((p.index, p.term) != (entry.index, entry.term) for p in same):
+                p = same[0]
                 raise Violation(
                     "proposal placement",
                     f"value {entry.data!r} was proposed at ({p.index}, {p.term}) but applied "

@@ -32,10 +32,13 @@ def run_cli(
     jobs: int,
     bugs: frozenset[str],
     echo: Callable[[str], None] | None = None,
+    ttl: bool | None = None,
+    sessions: bool | None = None,
 ) -> int:
     if echo is None:
         echo = _echo
-    params = SimParams(nodes=nodes, ticks=steps, long=long, bugs=bugs)
+    params = SimParams(nodes=nodes, ticks=steps, long=long, bugs=bugs, ttl=ttl,
+                       sessions=sessions)
     started = time.monotonic()
     size = f"{nodes} nodes" if nodes else "3/5/7 nodes by seed"
     if not quiet:
@@ -57,5 +60,7 @@ def run_cli(
                 f"sim: {totals.seeds}/{count} seeds, {totals.failed} failed, "
                 f"{time.monotonic() - started:.1f}s"
             )
+    if not quiet and totals.kv_seeds:
+        echo(totals.kv_summary())
     echo(totals.summary(time.monotonic() - started))
     return 1 if totals.failed else 0

@@ -1,25 +1,8 @@
 """The time a node stamps on the entries it proposes as leader, and reads with.
 
-The state machine never reads a clock (raftkv/kv/machine.py); its "now" is the highest
-stamp applied. This module decides the stamps, with three rules that keep a bad wall clock
-from resurrecting keys or expiring every key at once:
-
-* **Never backwards.** A stamp is never below the last stamp this node issued or saw
-  applied (``observe``), so a leader whose wall clock steps back cannot make an expired key
-  visible again, and a new leader never undoes its predecessor's time.
-* **Bounded rate.** Once anchored (by a stamp it issued, or an applied stamp that agreed
-  with its own wall clock within ``AGREE_MS``), the clock follows the wall clock but moves
-  at most ``1 ± 1/SLEW`` times as fast as the monotonic clock since the anchor. A wall
-  clock that jumps an hour ahead makes stamps run 6 % fast until they catch up, instead of
-  expiring every key with a TTL below an hour at once; one that jumps back makes them run
-  6 % slow.
-* **Unanchored, trust the wall clock** (bounded below). A node that has only replayed old
-  entries (a restart after downtime) cannot tell downtime from a clock jump; it takes its
-  wall clock, as every node does when a cluster starts.
-
-Reads use ``now()`` (never below the applied stamp, see ``KVStateMachine.read``), so a
-key whose deadline has passed by this node's clock is hidden here even before the
-leader's ``EXPIRED`` entry removes it everywhere.
+The rules (never backwards, a bounded rate, unanchored trust in the wall clock) live in the
+pure ``raftkv.kv.clock.StampClock`` so that the simulator runs the same code on virtual
+clocks; this module binds it to the process's clocks.
 """
 
 from __future__ import annotations
@@ -27,59 +10,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-SLEW = 16  # stamps gain or lose at most 1/16 of elapsed monotonic time against it
-AGREE_MS = 1000  # an applied stamp this close to our wall clock anchors the rate bound
+from raftkv.kv.clock import AGREE_MS, SLEW, StampClock
+
+__all__ = ["AGREE_MS", "SLEW", "LeaderClock"]
 
 
-class LeaderClock:
-    """Stamps in milliseconds since the Unix epoch; see the module docstring."""
+class LeaderClock(StampClock):
+    """``StampClock`` on this host's wall clock (``time.time``) and ``time.monotonic``."""
 
     def __init__(
         self,
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._wall = wall
-        self._mono = mono
-        self._last = 0  # the highest stamp issued or observed: the floor
-        # The rate bound's reference: a stamp and the monotonic time (s) it was true at.
-        # Kept as a pair: a late observation raises the floor but must not pair itself
-        # with an old monotonic time (that would put the clock ahead by the time between).
-        self._anchor: tuple[int, float] | None = None
-
-    @property
-    def last(self) -> int:
-        return self._last
-
-    def observe(self, applied_now: int) -> None:
-        """The state machine's now after an apply (any leader's stamps)."""
-        if applied_now <= self._last:
-            return
-        self._last = applied_now
-        wall_ms = self._wall() * 1000
-        if abs(wall_ms - applied_now) <= AGREE_MS:
-            # Anchored at our wall clock, which agrees with the cluster's time: the applied
-            # stamp is older than now by the commit and apply latency (tens to hundreds of
-            # ms under load), and anchoring there held this node's clock that far behind
-            # (the rate bound lets it catch up only at 1/16 speed), so keys stayed visible
-            # past their deadline and new stamps came out early (a chaos run with TTLs).
-            self._anchor = (max(int(wall_ms), applied_now), self._mono())
-        # (Else: an old entry replayed, or a leader far off our clock: a floor, no anchor.)
-
-    def now(self) -> int:
-        """The current time by this node's rules, never below ``last``."""
-        wall_ms = int(self._wall() * 1000)
-        if self._anchor is None:
-            return max(wall_ms, self._last)
-        stamp, mono = self._anchor
-        elapsed = max(self._mono() - mono, 0.0) * 1000
-        low = stamp + int(elapsed - elapsed / SLEW)
-        high = stamp + int(elapsed + elapsed / SLEW)
-        return max(min(max(wall_ms, low), high), self._last)
-
-    def stamp(self) -> int:
-        """The stamp for an entry proposed now; it becomes the new anchor."""
-        t = self.now()
-        self._last = t
-        self._anchor = (t, self._mono())
-        return t
+        super().__init__(wall, mono)

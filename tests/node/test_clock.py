@@ -102,3 +102,58 @@ def test_an_applied_stamp_older_than_our_clock_does_not_hold_it_back() -> None:
     assert clock.now() == wall_ms + 500
     clock.observe(wall_ms + 900)  # a leader 400 ms ahead of us: never below it
     assert clock.now() >= wall_ms + 900
+
+
+def test_a_jump_before_the_first_stamp_is_absorbed_at_a_bounded_rate() -> None:
+    """Simulator seed 11 (--ttl): a node that had neither stamped nor applied an entry
+    agreeing with its clock trusted its wall clock; it jumped an hour ahead, was elected,
+    and stamped an hour ahead: every key and session expired at once. The clock is
+    anchored from the start."""
+    clock, clocks = make()
+    clocks.wall += 3600
+    clocks.mono += 1.0
+    assert clock.now() <= int(T0 * 1000) + 1000 + 1000 // SLEW + 1
+    assert clock.stamp() >= int(T0 * 1000) + 1000 - 1000 // SLEW - 1
+
+
+def test_consistent_readings_move_the_anchor() -> None:
+    """A jump after a long quiet spell gains 1/SLEW of the time since the last consistent
+    reading of the wall clock, not since the last stamp (a partitioned follower)."""
+    clock, clocks = make()
+    clock.stamp()
+    for _ in range(60):  # an hour, read once a minute, no stamps
+        clocks.advance(60.0)
+        clock.now()
+    read = clock.now()
+    clocks.wall += 3600
+    clocks.mono += 1.0
+    assert clock.now() - read <= 1000 + 1000 // SLEW + 1
+
+
+def test_now_never_goes_back_when_an_applied_stamp_re_anchors() -> None:
+    """Simulator seed 38 (--ttl): a node 219 ms behind the leader's stamps ran 1/16 slow
+    from its anchor, then re-anchored at the next applied stamp, below the time it had
+    already read with: the next read went 2 ms back (a key hidden could show again)."""
+    clock, clocks = make()
+    t0 = int(T0 * 1000)
+    clock.observe(t0 + 219)  # the leader is ahead of us (within AGREE_MS): anchored there
+    clocks.advance(0.024)
+    first = clock.now()
+    assert first == t0 + 219 + 24 - 24 // SLEW - 1  # the rate bound's low side
+    clock.observe(t0 + 229)
+    clocks.advance(0.011)
+    assert clock.now() >= first
+
+
+def test_an_agreeing_applied_stamp_does_not_set_a_stepped_back_clock_back() -> None:
+    """Simulator seed 32 (--ttl): a follower's wall clock stepped back 2 s; a stamp applied
+    late (1.5 s old) agreed with it within AGREE_MS and became the anchor, so the node's
+    time fell 1.5 s behind at once (the rate bound allows 1/16 of the elapsed time)."""
+    clock, clocks = make()
+    t0 = int(T0 * 1000)
+    clock.observe(t0)  # a live stamp: anchored at our (true) wall clock
+    clocks.advance(3.0)
+    clocks.wall -= 2.0  # stepped back: reads t0 + 1000 at true time t0 + 3000
+    clock.observe(t0 + 1500)  # stamped 1.5 s ago, applied now: within 1 s of our wall
+    clocks.advance(1.0)
+    assert clock.now() >= t0 + 4000 - 4000 // SLEW - 1

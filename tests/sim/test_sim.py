@@ -472,14 +472,20 @@ def test_proposal_fates() -> None:
     h.applied(E(1, 1, b"a"))
     h.applied(E(2, 2, b"c"))
     h.applied(E(2, 2, b"c"))  # another node applying it again changes nothing
-    fates = {v: p.status for v, p in h.proposals.items()}
+    fates = {v: p.status for v, (p,) in h.proposals.items()}
     assert fates == {b"a": COMMITTED, b"b": LOST, b"c": COMMITTED, b"d": PENDING}
     assert h.unresolved() == []  # term 2 is committed before index 5: term 1 can't come back
-    assert h.proposals[b"d"].status == LOST
+    assert h.proposals[b"d"][0].status == LOST
     h.proposed(2, b"e", 3, 2, 0)
     assert [p.value for p in h.unresolved()] == [b"e"]
     with pytest.raises(Violation, match="proposal placement"):
         h.applied(E(3, 2, b"a"))
+    # The KV layer's entries may repeat (a retried command stamped alike): each value maps
+    # to all its proposals, and an entry is placed if any of them is at its (index, term).
+    h.proposed(2, b"a", 4, 2, 0)
+    h.applied(E(3, 2, b"e"))
+    h.applied(E(4, 2, b"a"))
+    assert [p.status for p in h.proposals[b"a"]] == [COMMITTED, COMMITTED]
 
 
 def test_reads_must_cover_everything_committed_before_them() -> None:
