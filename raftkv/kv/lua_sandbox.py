@@ -249,7 +249,116 @@ local safe_utf8 = {
   codepoint = function(s, ...) return counted(utf8_codepoint(s, ...)) end,
 }
 
--- Metatables: no finalizers, no weak tables ----------------------------------------------
+-- The VM's own operations on long strings (lua_rewrite.py turns them into these calls) ---
+-- Strings up to LONG bytes are interned (==, table keys: a pointer test); longer ones are
+-- compared with memcmp, copied by .., hashed as keys: charged by their length.
+local LONG = 40
+local HERE = '[string "<python>"]:'  -- where lupa's chunk (this one) raises errors
+local function raw_lt(a, b) return a < b end
+local function raw_le(a, b) return a <= b end
+local function raw_cat(a, b) return a .. b end
+-- An error raised by the operation itself is reported at the script's line, as the VM
+-- would; one raised inside a metamethod (the script's own code) passes unchanged.
+local function rethrow(err, fallback)
+  if type(err) == 'string' and sub(err, 1, #HERE) == HERE then error(fallback, 3) end
+  error(err, 0)
+end
+local function plain(a, b)
+  local ta, tb = type(a), type(b)
+  return ta == tb and (ta == 'string' or ta == 'number')
+end
+local function eq(a, b)
+  if type(a) == 'string' and type(b) == 'string' then
+    local n = #a
+    if n > LONG and n == #b then charge_bytes(n) end
+  end
+  return a == b
+end
+local function compare(raw, a, b)
+  if plain(a, b) then
+    if type(a) == 'string' then
+      local n = #a
+      if #b < n then n = #b end
+      if n > LONG then charge_bytes(n) end
+    end
+    return raw(a, b)
+  end
+  local ok, r = pcall(raw, a, b)
+  if ok then return r end
+  local t1, t2 = type(a), type(b)
+  rethrow(r, t1 == t2 and format('attempt to compare two %s values', t1)
+    or format('attempt to compare %s with %s', t1, t2))
+end
+local function is_text(v)
+  local t = type(v)
+  return t == 'string' or t == 'number'
+end
+local function cat(...)
+  local n = select('#', ...)
+  local args = {...}
+  local bytes, texts = 0, true
+  for i = 1, n do
+    local v = args[i]
+    if is_text(v) then bytes = bytes + tostr_len(v) else texts = false end
+  end
+  if texts then
+    charge_bytes(bytes)
+    return concat(args, '', 1, n)
+  end
+  local r = args[n]  -- right to left, pairwise, as the VM's concat with a metamethod
+  for i = n - 1, 1, -1 do
+    local a = args[i]
+    charge_bytes(tostr_len(a) + tostr_len(r))
+    local ok, v = pcall(raw_cat, a, r)
+    if not ok then
+      rethrow(v, format('attempt to concatenate a %s value', type(is_text(a) and r or a)))
+    end
+    r = v
+  end
+  return r
+end
+local function key(k)
+  if type(k) == 'string' then
+    local n = #k
+    if n > LONG then charge_bytes(n) end
+  end
+  return k
+end
+local helpers = {
+  __rkv_eq = eq,
+  __rkv_ne = function(a, b) return not eq(a, b) end,
+  __rkv_lt = function(a, b) return compare(raw_lt, a, b) end,
+  __rkv_le = function(a, b) return compare(raw_le, a, b) end,
+  __rkv_gt = function(a, b) return compare(raw_lt, b, a) end,
+  __rkv_ge = function(a, b) return compare(raw_le, b, a) end,
+  __rkv_cat = cat,
+  __rkv_key = key,
+}
+local function safe_rawequal(a, b)
+  eq(a, b)
+  return rawequal(a, b)
+end
+local function safe_rawget(t, k) return rawget(t, key(k)) end
+local function safe_rawset(t, k, v) return rawset(t, key(k), v) end
+
+-- Metatables: no finalizers, no weak tables, short __index chains --------------------------
+-- The VM follows a chain of __index (or __newindex) tables in C, up to 2,000 deep, as one
+-- instruction. Each table's depth is known when its metatable is set, and a table other
+-- metatables already lead to cannot get a new one, so no chain grows past MAX_CHAIN.
+local MAX_CHAIN = 8
+local depth = {}    -- table -> length of the __index / __newindex chain from it
+local targets = {}  -- tables some installed metatable's __index/__newindex lead to
+local function chain_depth(mt)
+  local d = 0
+  for _, event in next, {'__index', '__newindex'} do
+    local target = rawget(mt, event)
+    if type(target) == 'table' then
+      local n = 1 + (depth[target] or 0)
+      if n > d then d = n end
+    end
+  end
+  return d
+end
 local protected = {}  -- installed copy -> true when the script's metatable had __metatable
 local function safe_setmetatable(t, mt)
   if type(t) ~= 'table' then
@@ -262,15 +371,36 @@ local function safe_setmetatable(t, mt)
   local current = dgetmetatable(t)
   if current ~= nil and protected[current] then error('cannot change a protected metatable', 2) end
   if mt == nil then
+    if targets[t] then
+      error('cannot change the metatable of a table another metatable indexes through', 2)
+    end
     dsetmetatable(t, nil)
+    depth[t] = nil
     return t
   end
   if rawget(mt, '__gc') ~= nil then error('__gc metamethods are not allowed in scripts', 2) end
   if rawget(mt, '__mode') ~= nil then
     error('weak tables (__mode) are not allowed in scripts', 2)
   end
+  local call = rawget(mt, '__call')
+  if call ~= nil and type(call) ~= 'function' then
+    error('__call must be a function in scripts', 2)
+  end
+  if targets[t] then
+    error('cannot change the metatable of a table another metatable indexes through', 2)
+  end
+  local d = chain_depth(mt)
+  if d > MAX_CHAIN then
+    error(format('__index/__newindex chains longer than %d are not allowed in scripts',
+                 MAX_CHAIN), 2)
+  end
   local copy = {}
   for k, v in next, mt do copy[k] = v end
+  for _, event in next, {'__index', '__newindex'} do
+    local target = rawget(mt, event)
+    if type(target) == 'table' then targets[target] = true end
+  end
+  depth[t] = d
   if rawget(mt, '__metatable') ~= nil then protected[copy] = true else copy.__metatable = mt end
   dsetmetatable(t, copy)
   return t
@@ -280,7 +410,13 @@ end
 local function key_lt(a, b)
   local ta, tb = type(a), type(b)
   if ta ~= tb then return ta < tb end
-  if ta == 'number' or ta == 'string' then return a < b end
+  if ta == 'string' then
+    local n = #a
+    if #b < n then n = #b end
+    if n > LONG then charge_bytes(n) end
+    return a < b
+  end
+  if ta == 'number' then return a < b end
   if ta == 'boolean' then return (not a) and b end
   error('pairs() over a table with table or function keys is not deterministic', 3)
 end
@@ -395,28 +531,30 @@ end
 local function run(body, keys, argv)
   local env = {
     assert = assert, error = error, ipairs = ipairs, pairs = sorted_pairs, pcall = pcall,
-    rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset, select = select,
+    rawequal = safe_rawequal, rawget = safe_rawget, rawlen = rawlen, rawset = safe_rawset,
+    select = select,
     setmetatable = safe_setmetatable, getmetatable = getmetatable,
     tonumber = safe_tonumber, tostring = safe_tostring, type = type, xpcall = xpcall,
     unpack = safe_table.unpack, string = safe_string, table = safe_table, math = safe_math,
     utf8 = safe_utf8, redis = redis, KEYS = keys, ARGV = argv, _VERSION = _VERSION,
   }
+  for name, helper in next, helpers do env[name] = helper end
   local fn, err = load(body, '@user_script', 't', env)
-  if not fn then return 'error', 'ERR Error compiling script (new function): ' .. err end
-  if keys == nil then return 'compiled', false end
+  if not fn then return 'error', 'ERR Error compiling script (new function): ' .. err, nil end
+  if keys == nil then return 'compiled', false, nil end
   sethook(hook, '', step)
   local ok, value = pcall(fn)
   if ok then
     ok, value = pcall(to_tokens, value)
-    if ok then return 'reply', value end
-    return 'error', value
+    if ok then return 'reply', value, spent end
+    return 'error', value, spent
   end
   if type(value) == 'table' then
     local e = rawget(value, 'err')
-    if type(e) == 'string' then return 'redis_error', e end
+    if type(e) == 'string' then return 'redis_error', e, spent end
   end
-  if type(value) == 'string' then return 'failed', value end
-  return 'failed', safe_tostring(value)
+  if type(value) == 'string' then return 'failed', value, spent end
+  return 'failed', safe_tostring(value), spent
 end
 
 local function finish()

@@ -42,6 +42,7 @@ from wire.reply import ErrorReply, SimpleString
 from . import syntax
 from .errors import NOSCRIPT
 from .lua_patterns import PATTERNS
+from .lua_rewrite import RewriteError, rewrite
 from .lua_sandbox import SANDBOX
 
 if TYPE_CHECKING:
@@ -226,16 +227,47 @@ def _parse(flat: list[Any], at: int) -> tuple[Reply, int]:
     return _error_reply(value), at + 2
 
 
+UNSUPPORTED = ("ERR Error compiling script (new function): user_script: this syntax is "
+               "valid Lua but not supported in scripts (names starting with __rkv_ are "
+               "reserved)")
+REWRITE_CACHE = 256  # rewritten bodies kept per node (a cache, not state)
+
+
 class ScriptRunner:
     """Runs EVAL/EVALSHA/EVAL_RO/EVALSHA_RO and checks SCRIPT LOAD bodies."""
 
     def __init__(self, machine: ScriptHost) -> None:
         self._machine = machine
+        self._rewritten: dict[bytes, bytes | ErrorReply] = {}
+        self.last_cost = 0  # instruction units the last script spent (tests, measurements)
 
     def compile_error(self, body: bytes) -> ErrorReply | None:
         """The compile error of ``body``, or None if it is valid Lua."""
-        reply = self._run(body, None, None, True)
-        return reply if isinstance(reply, ErrorReply) else None
+        prepared = self._prepare(body)
+        return prepared if isinstance(prepared, ErrorReply) else None
+
+    def _prepare(self, body: bytes) -> bytes | ErrorReply:
+        """``body`` rewritten (lua_rewrite.py) and compiled once, or its compile error;
+        a pure function of ``body``, cached."""
+        cached = self._rewritten.get(body)
+        if cached is not None:
+            return cached
+        try:
+            prepared: bytes | ErrorReply = rewrite(body)
+        except RewriteError:
+            prepared = ErrorReply(UNSUPPORTED)
+        else:
+            reply = self._run(prepared, None, None, True)
+            if isinstance(reply, ErrorReply):
+                prepared = ErrorReply(UNSUPPORTED)
+        if isinstance(prepared, ErrorReply):  # Lua's own words if the body is not Lua
+            original = self._run(body, None, None, True)
+            if isinstance(original, ErrorReply):
+                prepared = original
+        if len(self._rewritten) >= REWRITE_CACHE:
+            self._rewritten.pop(next(iter(self._rewritten)))
+        self._rewritten[body] = prepared
+        return prepared
 
     def eval(self, args: list[bytes], *, body: bytes | None, read_only: bool) -> Reply:
         """Run a script invocation (``args`` as the client sent them)."""
@@ -249,7 +281,10 @@ class ScriptRunner:
                 return NOSCRIPT
         elif not read_only:
             machine.remember_script(body)
-        return self._run(body, args[3 : 3 + numkeys], args[3 + numkeys :], read_only)
+        prepared = self._prepare(body)
+        if isinstance(prepared, ErrorReply):
+            return prepared
+        return self._run(prepared, args[3 : 3 + numkeys], args[3 + numkeys :], read_only)
 
     def _run(self, body: bytes, keys: list[bytes] | None, argv: list[bytes] | None,
              read_only: bool) -> Reply:
@@ -257,15 +292,19 @@ class ScriptRunner:
         refers to it once the bridge is closed)."""
         lua = _new_runtime()
         bridge = _Bridge(self._machine, read_only, lua)
+        self.last_cost = INSTRUCTION_BUDGET  # unless the run ends with its count
         try:
             run, finish = lua.execute(SANDBOX, bridge, INSTRUCTION_BUDGET, HOOK_STEP,
                                       BUDGET_ERROR.encode(), PATTERNS.encode(),
                                       MAX_REPLY_DEPTH, MAX_REPLY_ITEMS, MAX_REPLY_BYTES)
             try:
                 if keys is None:
-                    kind, payload = run(body, None, None)
+                    kind, payload, spent = run(body, None, None)
                 else:
-                    kind, payload = run(body, lua.table_from(keys), lua.table_from(argv))
+                    kind, payload, spent = run(body, lua.table_from(keys),
+                                               lua.table_from(argv))
+                if spent is not None:
+                    self.last_cost = int(spent)
                 return _outcome(kind, payload)
             finally:
                 # (over the budget, the hook already fails every instruction)
