@@ -6,8 +6,10 @@ instructions, whatever the operands: comparing two distinct 8 MB strings is one 
 equal twin is in the table. No hook sees those costs, so before a script is compiled its
 source is rewritten, a pure function of the body (the same on every replica):
 
-* ``a OP b`` for those operators becomes ``__rkv_eq(a, b)`` and so on, and a chain
-  ``a .. b .. c`` becomes one ``__rkv_cat(a, b, c)``;
+* ``a OP b`` for those operators becomes ``(__rkv_eq(a, b))`` and so on (in parentheses:
+  ``return a == b`` must not become a tail call, which would drop the script's frame from
+  error positions), and a chain
+  ``a .. b .. c`` becomes one ``__rkv_catn(a, b, c)``;
 * every bracketed key ``t[k]`` and ``{[k] = v}`` becomes ``t[__rkv_key(k)]``;
 
 and the sandbox's helpers (lua_sandbox.py) charge the bytes before doing the operation itself,
@@ -26,7 +28,7 @@ from __future__ import annotations
 import re
 
 PREFIX = "__rkv_"
-HELPERS = ("eq", "ne", "lt", "le", "gt", "ge", "cat", "key")
+HELPERS = ("eq", "ne", "lt", "le", "gt", "ge", "cat", "catn", "key")
 _BINARY = {"==": "eq", "~=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "..": "cat"}
 # lparser.c's priority table: (left, right)
 _PRIORITY = {
@@ -297,7 +299,8 @@ class _Parser:
         if helper is None:
             return (left[0], right[1], None)
         inner = right[2]
-        if helper == "cat" and inner is not None and inner.helper == "cat":
+        if helper == "cat" and inner is not None and inner.helper in ("cat", "catn"):
+            inner.helper = "catn"
             inner.start = left[0]  # a .. (b .. c) unparenthesized: one call, in order
             inner.ops.insert(0, at)
             return (left[0], right[1], inner)
@@ -410,9 +413,9 @@ def rewrite(body: bytes) -> bytes:
     for index, tok in enumerate(tokens):
         out.append(source[pos:tok.start])
         for wrap in sorted(before.get(index, ()), key=lambda w: (-w.end, -w.seq)):
-            out.append(PREFIX + wrap.helper + "(")
+            out.append("(" + PREFIX + wrap.helper + "(")  # (f(x)): never a tail call
         if tok.kind != "eof":
             out.append("," if index in commas else tok.text)
-        out.append(")" * len(after.get(index, ())))
+        out.append("))" * len(after.get(index, ())))
         pos = tok.end
     return "".join(out).encode("latin-1")

@@ -258,9 +258,10 @@ local function raw_lt(a, b) return a < b end
 local function raw_le(a, b) return a <= b end
 local function raw_cat(a, b) return a .. b end
 -- An error raised by the operation itself is reported at the script's line, as the VM
--- would; one raised inside a metamethod (the script's own code) passes unchanged.
+-- would (level 4: rethrow, the slow path, the helper, the script); one raised inside a
+-- metamethod (the script's own code) passes unchanged.
 local function rethrow(err, fallback)
-  if type(err) == 'string' and sub(err, 1, #HERE) == HERE then error(fallback, 3) end
+  if type(err) == 'string' and sub(err, 1, #HERE) == HERE then error(fallback, 4) end
   error(err, 0)
 end
 local function plain(a, b)
@@ -293,28 +294,44 @@ local function is_text(v)
   local t = type(v)
   return t == 'string' or t == 'number'
 end
-local function cat(...)
-  local n = select('#', ...)
-  local args = {...}
-  local bytes, texts = 0, true
-  for i = 1, n do
-    local v = args[i]
-    if is_text(v) then bytes = bytes + tostr_len(v) else texts = false end
-  end
-  if texts then
-    charge_bytes(bytes)
-    return concat(args, '', 1, n)
-  end
-  local r = args[n]  -- right to left, pairwise, as the VM's concat with a metamethod
+local function cat_slow(args, n)  -- right to left, pairwise, as the VM's concat
+  local r = args[n]
   for i = n - 1, 1, -1 do
     local a = args[i]
     charge_bytes(tostr_len(a) + tostr_len(r))
     local ok, v = pcall(raw_cat, a, r)
     if not ok then
-      rethrow(v, format('attempt to concatenate a %s value', type(is_text(a) and r or a)))
+      local bad = a
+      if is_text(a) then bad = r end
+      rethrow(v, format('attempt to concatenate a %s value', type(bad)))
     end
     r = v
   end
+  return r
+end
+local function catn(...)  -- a .. b .. c ...: one copy, as the VM's OP_CONCAT
+  local n = select('#', ...)
+  local args = {...}
+  local bytes = 0
+  for i = 1, n do
+    local v = args[i]
+    if not is_text(v) then
+      local r = cat_slow(args, n)
+      return r
+    end
+    bytes = bytes + tostr_len(v)
+  end
+  charge_bytes(bytes)
+  return concat(args, '', 1, n)
+end
+local function cat2(a, b)  -- a .. b, the common case, without building a table
+  local ta, tb = type(a), type(b)
+  if (ta == 'string' or ta == 'number') and (tb == 'string' or tb == 'number') then
+    local n = (ta == 'string' and #a or 24) + (tb == 'string' and #b or 24)  -- a number
+    if n > LONG then charge_bytes(n) end                       -- prints in 24 bytes or less
+    return a .. b
+  end
+  local r = cat_slow({a, b}, 2)
   return r
 end
 local function key(k)
@@ -327,11 +344,13 @@ end
 local helpers = {
   __rkv_eq = eq,
   __rkv_ne = function(a, b) return not eq(a, b) end,
-  __rkv_lt = function(a, b) return compare(raw_lt, a, b) end,
-  __rkv_le = function(a, b) return compare(raw_le, a, b) end,
-  __rkv_gt = function(a, b) return compare(raw_lt, b, a) end,
-  __rkv_ge = function(a, b) return compare(raw_le, b, a) end,
-  __rkv_cat = cat,
+  -- (not tail calls: an error's level counts these frames)
+  __rkv_lt = function(a, b) local r = compare(raw_lt, a, b) return r end,
+  __rkv_le = function(a, b) local r = compare(raw_le, a, b) return r end,
+  __rkv_gt = function(a, b) local r = compare(raw_lt, b, a) return r end,
+  __rkv_ge = function(a, b) local r = compare(raw_le, b, a) return r end,
+  __rkv_cat = cat2,
+  __rkv_catn = catn,
   __rkv_key = key,
 }
 local function safe_rawequal(a, b)
