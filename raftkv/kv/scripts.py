@@ -14,7 +14,9 @@ same thing on every replica. Each run gets:
 * a **deterministic instruction budget**: a count hook fires every ``HOOK_STEP`` VM
   instructions; after ``INSTRUCTION_BUDGET`` instructions the script fails with the same
   error on every replica (the hook then fires at every instruction, so ``pcall`` cannot
-  swallow it). Writes the script made before failing stay, as in Redis.
+  swallow it). A script that fails (any error it does not catch, the budget, the memory
+  cap, a reply too large) leaves no write behind: ``_Journal`` undoes them (Redis keeps
+  them; a script is one atomic entry here).
 * a **memory cap** (``MAX_MEMORY``), through lupa's allocator: past it the script fails.
 * a **cost for work outside the VM**, in instruction units, from inputs and outputs only:
   ``redis.call`` (``CALL_COST`` plus its arguments, reply and the keys it walks), string
@@ -40,6 +42,7 @@ from lupa import lua54
 from wire.reply import ErrorReply, SimpleString
 
 from . import syntax
+from .commands import lookup
 from .errors import NOSCRIPT
 from .lua_patterns import PATTERNS
 from .lua_rewrite import RewriteError, rewrite
@@ -47,6 +50,9 @@ from .lua_sandbox import SANDBOX
 
 if TYPE_CHECKING:
     from .commands import Reply
+    from .state import KVState
+
+KeyRecord = tuple[bytes | None, int | None, int | None, int | None]
 
 
 class ScriptHost(Protocol):
@@ -62,7 +68,57 @@ class ScriptHost(Protocol):
 
     def remember_script(self, body: bytes) -> None: ...
 
+    def key_record(self, key: bytes) -> KeyRecord: ...
+
+    def restore_key(self, key: bytes, record: KeyRecord) -> None: ...
+
+    def snapshot_state(self) -> KVState: ...
+
+    def replace(self, state: KVState) -> None: ...
+
     def __len__(self) -> int: ...
+
+
+NOT_FROM_SCRIPTS = ErrorReply("ERR This Redis command is not allowed from script")
+
+
+class _Journal:
+    """What a script's commands may change, saved before each runs, so that a script that
+    fails leaves the state as it found it (scripts are atomic on every replica; Redis keeps
+    the writes a failing script made, RaftKV does not).
+
+    Each key a command names is saved once (its value, deadline, modification and deletion
+    indexes); FLUSHALL/FLUSHDB save a copy of the whole state (charged per key). Undone in
+    reverse order. What stays: expired keys a keyless read (KEYS, SCAN) deleted on the way,
+    invisible to every read anyway, and a reset of the deletion indexes (``gone``) if the
+    script's deletions overflowed them, which only makes later EXECs fail, never pass."""
+
+    def __init__(self, machine: ScriptHost) -> None:
+        self._machine = machine
+        self._undo: list[tuple[bytes | None, Any]] = []
+        self._seen: set[bytes] = set()
+
+    def before(self, args: list[bytes]) -> None:
+        spec = lookup(args[0])
+        if spec is None:
+            return
+        if spec.is_write and spec.first_key == 0:  # FLUSHALL, FLUSHDB
+            self._undo.append((None, self._machine.snapshot_state()))
+            self._seen = set()
+            return
+        for key in spec.keys(args):
+            if key not in self._seen:
+                self._seen.add(key)
+                self._undo.append((key, self._machine.key_record(key)))
+
+    def undo(self) -> None:
+        machine = self._machine
+        for key, record in reversed(self._undo):
+            if key is None:
+                machine.replace(record)
+            else:
+                machine.restore_key(key, record)
+        self._undo = []
 
 INSTRUCTION_BUDGET = 10_000_000
 HOOK_STEP = 10_000
@@ -103,10 +159,12 @@ class _Bridge:
     runtime holds the bridge, so keeping it longer would make a cycle that only Python's
     cyclic GC frees, at a moment that differs per replica."""
 
-    def __init__(self, machine: ScriptHost, read_only: bool, lua: Any) -> None:
+    def __init__(self, machine: ScriptHost, read_only: bool, lua: Any,
+                 journal: _Journal) -> None:
         self.machine = machine
         self.read_only = read_only
         self.lua: Any = lua
+        self.journal = journal
         self.ordered = False  # SCAN's order charged already in this script
 
     def close(self) -> None:
@@ -121,6 +179,11 @@ class _Bridge:
         cost += self._walk_cost(args)
         if cost > remaining:  # refused before doing the work: the budget error follows
             return False, cost
+        spec = lookup(args[0])
+        if spec is not None and spec.internal:  # sessions, EXEC, EXPIRED: the server's own
+            return _to_lua(lua, NOT_FROM_SCRIPTS, 0), cost
+        if not self.read_only:
+            self.journal.before(args)
         reply = self.machine.call_from_script(args, self.read_only)
         cost += _reply_cost(reply)
         return _to_lua(lua, reply, 0), cost
@@ -134,6 +197,8 @@ class _Bridge:
             return KEY_COST * len(self.machine)
         if name == b"dbsize":
             return self.machine.expiring
+        if name in (b"flushall", b"flushdb"):  # the journal copies the state first
+            return ORDER_COST * len(self.machine)
         if name in (b"scan", b"randomkey") and not self.ordered:
             self.ordered = True
             return ORDER_COST * len(self.machine)
@@ -291,8 +356,10 @@ class ScriptRunner:
         """One script in a runtime of its own, freed before this returns (nothing else
         refers to it once the bridge is closed)."""
         lua = _new_runtime()
-        bridge = _Bridge(self._machine, read_only, lua)
+        journal = _Journal(self._machine)
+        bridge = _Bridge(self._machine, read_only, lua, journal)
         self.last_cost = INSTRUCTION_BUDGET  # unless the run ends with its count
+        done = False
         try:
             run, finish = lua.execute(SANDBOX, bridge, INSTRUCTION_BUDGET, HOOK_STEP,
                                       BUDGET_ERROR.encode(), PATTERNS.encode(),
@@ -305,6 +372,7 @@ class ScriptRunner:
                                                lua.table_from(argv))
                 if spent is not None:
                     self.last_cost = int(spent)
+                done = kind in (b"reply", b"compiled")
                 return _outcome(kind, payload)
             finally:
                 # (over the budget, the hook already fails every instruction)
@@ -316,6 +384,8 @@ class ScriptRunner:
             return _failure_reply(exc.args[0] if exc.args else "script failed")
         finally:
             bridge.close()
+            if not done:
+                journal.undo()
 
 
 def _outcome(kind: bytes, payload: Any) -> Reply:
