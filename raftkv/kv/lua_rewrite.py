@@ -107,11 +107,23 @@ class _Wrap:
 _Span = tuple[int, int, "_Wrap | None"]
 
 
+# Nesting (blocks and expressions) the parser follows: a few Python frames per level must
+# stay far below the interpreter's recursion limit wherever apply runs; Lua's own parser
+# stops at 200 C levels.
+MAX_LEVELS = 100
+
+
 class _Parser:
     def __init__(self, tokens: list[_Token]) -> None:
         self.toks = tokens
         self.i = 0
         self.wraps: list[_Wrap] = []
+        self.levels = 0
+
+    def _enter(self) -> None:
+        self.levels += 1
+        if self.levels > MAX_LEVELS:
+            raise RewriteError(f"more than {MAX_LEVELS} nested levels")
 
     # -- tokens -------------------------------------------------------------------------
     def _is(self, text: str, ahead: int = 0) -> bool:
@@ -140,6 +152,11 @@ class _Parser:
             raise RewriteError(f"'<eof>' expected near '{self.toks[self.i].text}'")
 
     def _block(self) -> None:
+        self._enter()
+        self._statements()
+        self.levels -= 1
+
+    def _statements(self) -> None:
         while not self._block_ends():
             if self._is("return"):
                 self.i += 1
@@ -274,6 +291,12 @@ class _Parser:
         return self._subexpr(0)
 
     def _subexpr(self, limit: int) -> _Span:
+        self._enter()
+        span = self._operators(limit)
+        self.levels -= 1
+        return span
+
+    def _operators(self, limit: int) -> _Span:
         tok = self.toks[self.i]
         if (tok.kind == "kw" and tok.text == "not") or (
                 tok.kind == "op" and tok.text in ("-", "#", "~")):

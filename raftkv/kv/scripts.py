@@ -292,10 +292,16 @@ def _parse(flat: list[Any], at: int) -> tuple[Reply, int]:
     return _error_reply(value), at + 2
 
 
-UNSUPPORTED = ("ERR Error compiling script (new function): user_script: this syntax is "
-               "valid Lua but not supported in scripts (names starting with __rkv_ are "
-               "reserved)")
+UNSUPPORTED = ("ERR Error compiling script (new function): user_script: valid Lua but not "
+               "supported in scripts (more than 100 nested blocks or expressions, or a name "
+               "starting with __rkv_)")
 REWRITE_CACHE = 256  # rewritten bodies kept per node (a cache, not state)
+# Every replica parses a new body in Python before Lua compiles it (lua_rewrite.py, about
+# 0.3 MB/s; 64 KiB of the densest Lua takes ~0.2 s of CPU here, like a full budget):
+# bodies are bounded so that this costs about what the instruction budget allows.
+MAX_SCRIPT_BYTES = 64 * 1024
+SCRIPT_TOO_LARGE = (f"ERR Error compiling script (new function): the script is larger than "
+                    f"{MAX_SCRIPT_BYTES} bytes")
 
 
 class ScriptRunner:
@@ -314,6 +320,8 @@ class ScriptRunner:
     def _prepare(self, body: bytes) -> bytes | ErrorReply:
         """``body`` rewritten (lua_rewrite.py) and compiled once, or its compile error;
         a pure function of ``body``, cached."""
+        if len(body) > MAX_SCRIPT_BYTES:
+            return ErrorReply(SCRIPT_TOO_LARGE)
         cached = self._rewritten.get(body)
         if cached is not None:
             return cached

@@ -17,7 +17,7 @@ from lupa import lua54
 
 from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.kv.lua_rewrite import RewriteError, rewrite
-from raftkv.kv.scripts import BUDGET_ERROR, UNSUPPORTED
+from raftkv.kv.scripts import BUDGET_ERROR, SCRIPT_TOO_LARGE, UNSUPPORTED
 from wire.reply import ErrorReply
 
 T0 = 1_700_000_000_000
@@ -226,3 +226,14 @@ def test_random_expressions_mean_the_same_after_the_rewrite(expr: str) -> None:
     assert (reply[0] == 1) == bool(ok), (expr, reply, value)
     if ok:
         assert reply[1] == value, expr
+
+
+def test_script_bodies_are_bounded_in_size_and_nesting() -> None:
+    """Every replica parses a new body in Python before Lua compiles it: at most 64 KiB and
+    100 nested levels (the recursion stays far from Python's limit wherever apply runs)."""
+    assert run("return 1" + " " * (64 * 1024 - 8))[0] == 1
+    assert run("return 1" + " " * (64 * 1024 - 7))[0] == ErrorReply(SCRIPT_TOO_LARGE)
+    assert run("return " + "(" * 90 + "1" + ")" * 90)[0] == 1
+    assert run("return " + "(" * 150 + "1" + ")" * 150)[0] == ErrorReply(UNSUPPORTED)
+    nested = "do " * 150 + "end " * 150 + "return 1"
+    assert run(nested)[0] == ErrorReply(UNSUPPORTED)
