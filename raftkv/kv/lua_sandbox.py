@@ -268,11 +268,14 @@ local function plain(a, b)
   local ta, tb = type(a), type(b)
   return ta == tb and (ta == 'string' or ta == 'number')
 end
-local function eq(a, b)
+local function eq_cost(a, b)
   if type(a) == 'string' and type(b) == 'string' then
     local n = #a
     if n > LONG and n == #b then charge_bytes(n) end
   end
+end
+local function eq(a, b)
+  eq_cost(a, b)
   return a == b
 end
 local function compare(raw, a, b)
@@ -354,7 +357,7 @@ local helpers = {
   __rkv_key = key,
 }
 local function safe_rawequal(a, b)
-  eq(a, b)
+  eq_cost(a, b)  -- (not eq: rawequal calls no __eq)
   return rawequal(a, b)
 end
 local function safe_rawget(t, k) return rawget(t, key(k)) end

@@ -110,6 +110,13 @@ def test_metatable_chains_are_short(body: str, error: str) -> None:
     assert isinstance(reply, ErrorReply) and error in reply.text, reply
 
 
+def test_rawequal_calls_no_metamethod() -> None:
+    body = ("local calls = 0 local mt = {__eq = function() calls = calls + 1 return true end} "
+            "local a, b = setmetatable({}, mt), setmetatable({}, mt) "
+            "return {rawequal(a, b) and 1 or 0, a == b and 1 or 0, calls}")
+    assert run(body)[0] == [0, 1, 1]
+
+
 def test_classes_with_inheritance_still_work() -> None:
     body = ("local Base = {} Base.__index = Base function Base.hi(self) return 'hi ' .. self.n end "
             "local Derived = setmetatable({}, {__index = Base}) Derived.__index = Derived "
