@@ -11,6 +11,8 @@ source is rewritten, a pure function of the body (the same on every replica):
   error positions), and a chain
   ``a .. b .. c`` becomes one ``__rkv_catn(a, b, c)``;
 * every bracketed key ``t[k]`` and ``{[k] = v}`` becomes ``t[__rkv_key(k)]``;
+* ``...`` in an expression becomes ``__rkv_va(...)`` (copying n varargs is one
+  instruction in the VM);
 
 and the sandbox's helpers (lua_sandbox.py) charge the bytes before doing the operation itself,
 with the VM's own semantics (metamethods included). Only tokens are inserted: line numbers,
@@ -28,7 +30,7 @@ from __future__ import annotations
 import re
 
 PREFIX = "__rkv_"
-HELPERS = ("eq", "ne", "lt", "le", "gt", "ge", "cat", "catn", "key")
+HELPERS = ("eq", "ne", "lt", "le", "gt", "ge", "cat", "catn", "key", "va")
 _BINARY = {"==": "eq", "~=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "..": "cat"}
 # lparser.c's priority table: (left, right)
 _PRIORITY = {
@@ -331,8 +333,12 @@ class _Parser:
 
     def _simpleexp(self) -> _Span:
         tok = self.toks[self.i]
+        if tok.kind == "op" and tok.text == "...":  # copies every vararg: charged
+            self._wrap("va", self.i, self.i, [])
+            self.i += 1
+            return (self.i - 1, self.i - 1, None)
         if tok.kind in ("num", "str") or (tok.kind == "kw" and tok.text in (
-                "nil", "true", "false")) or (tok.kind == "op" and tok.text == "..."):
+                "nil", "true", "false")):
             self.i += 1
             return (self.i - 1, self.i - 1, None)
         start = self.i
@@ -436,9 +442,12 @@ def rewrite(body: bytes) -> bytes:
     for index, tok in enumerate(tokens):
         out.append(source[pos:tok.start])
         for wrap in sorted(before.get(index, ()), key=lambda w: (-w.end, -w.seq)):
-            out.append("(" + PREFIX + wrap.helper + "(")  # (f(x)): never a tail call
+            # (f(x)): never a tail call; but __rkv_va(...) keeps all its values
+            out.append(PREFIX + "va(" if wrap.helper == "va" else
+                       "(" + PREFIX + wrap.helper + "(")
         if tok.kind != "eof":
             out.append("," if index in commas else tok.text)
-        out.append("))" * len(after.get(index, ())))
+        for wrap in after.get(index, ()):
+            out.append(")" if wrap.helper == "va" else "))")
         pos = tok.end
     return "".join(out).encode("latin-1")

@@ -104,7 +104,8 @@ local safe_string = {
 }
 safe_string.rep = function(s, n, sep)
   local count = raw_tonumber(n)
-  if type(count) == 'number' and count > 0 then
+  if type(count) == 'number' and count > 0 then  -- (lstrlib loops count times, even for '')
+    charge(count)
     charge_bytes(count * tostr_len(s) + (count - 1) * tostr_len(sep))
   end
   return rep(s, n, sep)
@@ -230,8 +231,17 @@ local function safe_sort(t, cmp)
   end
   return sort(t, cmp)
 end
+local function safe_concat(t, sep, i, j)  -- one step per element, even an empty one
+  if type(t) == 'table' then
+    local first, last = raw_tonumber(i) or 1, raw_tonumber(j) or rawlen(t)
+    if last >= first then charge(last - first + 1) end
+  end
+  local r = concat(t, sep, i, j)
+  charge_bytes(#r)
+  return r
+end
 local safe_table = {
-  concat = charged_result(concat),
+  concat = safe_concat,
   insert = insert, remove = remove, move = move, sort = safe_sort, pack = pack,
   unpack = function(...) return counted(unpack(...)) end,
 }
@@ -337,6 +347,10 @@ local function cat2(a, b)  -- a .. b, the common case, without building a table
   local r = cat_slow({a, b}, 2)
   return r
 end
+local function va(...)  -- '...' in an expression copies every value: one unit each
+  charge(select('#', ...))
+  return ...
+end
 local function key(k)
   if type(k) == 'string' then
     local n = #k
@@ -355,6 +369,7 @@ local helpers = {
   __rkv_cat = cat2,
   __rkv_catn = catn,
   __rkv_key = key,
+  __rkv_va = va,
 }
 local function safe_rawequal(a, b)
   eq_cost(a, b)  -- (not eq: rawequal calls no __eq)
@@ -367,7 +382,7 @@ local function safe_rawset(t, k, v) return rawset(t, key(k), v) end
 -- The VM follows a chain of __index (or __newindex) tables in C, up to 2,000 deep, as one
 -- instruction. Each table's depth is known when its metatable is set, and a table other
 -- metatables already lead to cannot get a new one, so no chain grows past MAX_CHAIN.
-local MAX_CHAIN = 8
+local MAX_CHAIN = 4
 local depth = {}    -- table -> length of the __index / __newindex chain from it
 local targets = {}  -- tables some installed metatable's __index/__newindex lead to
 local function chain_depth(mt)

@@ -43,7 +43,8 @@ WRITES = ("redis.call('SET', 'a', 'changed') redis.call('DEL', 'b') "
     ("redis.call('INCR', 'after')", None),  # a command error raised, not caught
     ("return redis.error_reply('MINE')", "MINE"),  # returned, not raised: writes stay
     ("while true do end", BUDGET_ERROR),
-    ("local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 4096) .. i end", MEMORY_ERROR),
+    ("local x = string.rep('xxxxxxxxxxxxxxxx', 256) local t = {} "
+     "for i = 1, 1e9 do t[i] = x .. i end", MEMORY_ERROR),
     ("local t = {} for i = 1, 100 do t[i] = string.rep('x', 1e6) end return t", None),
 ])
 def test_a_failing_script_leaves_no_write(failure: str, error: str | None) -> None:

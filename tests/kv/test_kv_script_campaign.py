@@ -16,7 +16,7 @@ from script_campaign import generate, run_one
 
 pytestmark = pytest.mark.slow
 
-LOOSE_BOUND = 5.0  # seconds per apply on a loaded 2-core machine; measured worst ~0.6 s
+LOOSE_BOUND = 5.0  # seconds of CPU per apply; the campaign's worst is in the README
 
 
 def test_a_sample_of_hostile_scripts_is_bounded_and_deterministic() -> None:

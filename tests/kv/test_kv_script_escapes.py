@@ -93,10 +93,10 @@ def test_short_strings_and_numbers_stay_cheap() -> None:
 
 
 @pytest.mark.parametrize(("body", "error"), [
-    ("local t = {} for i = 1, 9 do t = setmetatable({}, {__index = t}) end return 1",
-     "chains longer than 8"),
-    ("local t = {} for i = 1, 9 do t = setmetatable({}, {__newindex = t}) end return 1",
-     "chains longer than 8"),
+    ("local t = {} for i = 1, 5 do t = setmetatable({}, {__index = t}) end return 1",
+     "chains longer than 4"),
+    ("local t = {} for i = 1, 5 do t = setmetatable({}, {__newindex = t}) end return 1",
+     "chains longer than 4"),
     ("local base = {} local obj = setmetatable({}, {__index = base}) "
      "setmetatable(base, {__index = {}}) return 1", "indexes through"),
     ("local base = {} local obj = setmetatable({}, {__index = base}) "
@@ -115,6 +115,12 @@ def test_rawequal_calls_no_metamethod() -> None:
             "local a, b = setmetatable({}, mt), setmetatable({}, mt) "
             "return {rawequal(a, b) and 1 or 0, a == b and 1 or 0, calls}")
     assert run(body)[0] == [0, 1, 1]
+
+
+def test_a_chain_of_four_is_allowed() -> None:
+    body = ("local t = {x = 'found'} for i = 1, 4 do t = setmetatable({}, {__index = t}) end "
+            "return t.x")
+    assert run(body)[0] == b"found"
 
 
 def test_classes_with_inheritance_still_work() -> None:
@@ -244,3 +250,22 @@ def test_script_bodies_are_bounded_in_size_and_nesting() -> None:
     assert run("return " + "(" * 150 + "1" + ")" * 150)[0] == ErrorReply(UNSUPPORTED)
     nested = "do " * 150 + "end " * 150 + "return 1"
     assert run(nested)[0] == ErrorReply(UNSUPPORTED)
+
+
+@pytest.mark.parametrize("body", [
+    "return #string.rep('', 1e12)",  # lstrlib loops 10^12 times to copy nothing
+    "local t = {} for i = 1, 1000 do t[i] = '' end "  # 1,000 elements per call, no bytes
+    "for i = 1, 1e5 do local s = table.concat(t) end return 1",
+    "local function f(...) local n = 0 for i = 1, 1e5 do n = n + select('#', ...) end "
+    "return n end local t = {} for i = 1, 1e5 do t[i] = i end return f(table.unpack(t))",
+])
+def test_loops_over_empty_strings_and_varargs_are_charged(body: str) -> None:
+    """Found by the campaign: work proportional to a count, not to bytes (one empty
+    table.concat per instruction held the apply loop 38 s within the budget)."""
+    assert run(body)[0] == ErrorReply(BUDGET_ERROR)
+
+
+def test_varargs_keep_every_value() -> None:
+    body = ("local function f(...) local a, b = ... "
+            "return select('#', ...), {...}, a, b, ... end return {f(1, 2, 3)}")
+    assert run(body)[0] == [3, [1, 2, 3], 1, 2, 1, 2, 3]

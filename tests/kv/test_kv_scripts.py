@@ -105,8 +105,8 @@ def test_the_instruction_budget_fails_identically_and_cannot_be_caught() -> None
 
 
 def test_the_memory_cap_fails_the_script() -> None:
-    reply, _ = on_both("EVAL", "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 4096) "
-                       "end", 0)
+    reply, _ = on_both("EVAL", "local t = {} for i = 1, 1e9 do "
+                       "t[i] = string.rep('xxxxxxxxxxxxxxxx', 256) end", 0)
     assert isinstance(reply, ErrorReply) and "memory" in reply.text
 
 
