@@ -10,6 +10,8 @@ The same script scaled up ends with the budget error on every replica.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -269,3 +271,50 @@ def test_varargs_keep_every_value() -> None:
     body = ("local function f(...) local a, b = ... "
             "return select('#', ...), {...}, a, b, ... end return {f(1, 2, 3)}")
     assert run(body)[0] == [3, [1, 2, 3], 1, 2, 1, 2, 3]
+
+
+# Random programs (statements, loops, functions, varargs, computed keys): the same results.
+NAMES = ["a", "b", "s"]
+
+
+def programs() -> st.SearchStrategy[str]:
+    expr = expressions().map(lambda e: re.sub(r"\bn\b", "a", e.replace("L1", "s")))
+    simple = st.one_of(
+        st.tuples(st.sampled_from(NAMES), expr).map(lambda x: f"{x[0]} = {x[1]}"),
+        st.tuples(expr, expr).map(lambda x: f"t[{x[0]}] = {x[1]}"),
+        expr.map(lambda e: f"out[#out + 1] = {e}"),
+        st.just("out[#out + 1] = f(a, s, ...)"),
+        st.just("out[#out + 1] = select('#', ...) .. s"),
+    )
+
+    def blocks(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        body = st.lists(inner, min_size=1, max_size=3).map(" ".join)
+        return st.one_of(
+            st.tuples(expr, body, body).map(lambda x: f"if {x[0]} then {x[1]} else {x[2]} end"),
+            body.map(lambda b: f"for i = 1, 3 do {b} end"),
+            body.map(lambda b: f"do local a = a .. 'x' {b} end"),
+            st.tuples(expr, body).map(
+                lambda x: f"local k = 0 while k < 2 and {x[0]} do k = k + 1 {x[1]} end"),
+        )
+    statement = st.recursive(simple, blocks, max_leaves=6)
+    return st.lists(statement, min_size=1, max_size=6).map(" ".join)
+
+
+PROGRAM = ("local L2 = string.rep('y', 49) .. 'z' local t = {[string.rep('y', 50)] = 'long', "
+           "a = 'A', [1] = 'one', [true] = 'T'} local a, b, s = 1, 'ab', string.rep('y', 50) "
+           "local out = {} local function f(...) return select('#', ...), ... end "
+           "local ok, err = pcall(function(...) BODY end, 'v1', 'v2') "
+           "local r = {ok and 'ok' or 'error'} "
+           "for i = 1, #out do local v = out[i] "
+           "r[#r + 1] = type(v) == 'table' and 'table' or tostring(v) end return r")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_random_programs_mean_the_same_after_the_rewrite(body: str) -> None:
+    source = PROGRAM.replace("BODY", body)
+    reply, _ = run(source)
+    _lua, result = plain_lua(source)
+    assert result[1] is True, result[2]
+    expected = [result[2][i] for i in range(1, len(result[2]) + 1)]
+    assert reply == expected, body
