@@ -228,6 +228,7 @@ PRE = ("local L1 = string.rep('y', 50) local L2 = string.rep('y', 49) .. 'z' "
        "local t = {[L1] = 'long', a = 'A', [1] = 'one', [true] = 'T'} local n = 7 ")
 
 
+@pytest.mark.slow  # ~10 s
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expressions())
 def test_random_expressions_mean_the_same_after_the_rewrite(expr: str) -> None:
@@ -309,6 +310,7 @@ PROGRAM = ("local L2 = string.rep('y', 49) .. 'z' local t = {[string.rep('y', 50
            "r[#r + 1] = type(v) == 'table' and 'table' or tostring(v) end return r")
 
 
+@pytest.mark.slow  # ~15 s
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs())
 def test_random_programs_mean_the_same_after_the_rewrite(body: str) -> None:
