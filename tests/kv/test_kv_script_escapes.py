@@ -320,3 +320,19 @@ def test_random_programs_mean_the_same_after_the_rewrite(body: str) -> None:
     assert result[1] is True, result[2]
     expected = [result[2][i] for i in range(1, len(result[2]) + 1)]
     assert reply == expected, body
+
+
+@pytest.mark.parametrize("command", ["redis.call('APPEND', 'big', 'x')",
+                                     "redis.call('SETRANGE', 'big', '0', 'x')"])
+def test_commands_that_copy_a_value_are_charged_its_length(command: str) -> None:
+    """Found by the campaign: APPEND copies the whole value (Python bytes), so 10,000 small
+    APPENDs to a 100 MB value held the apply loop for minutes within the budget."""
+    kv = KVStateMachine()
+    kv.apply(encode_entry([b"SET", b"big", b"x" * (1 << 20)], T0))
+    reply = kv.apply(encode_entry([b"EVAL", f"for i = 1, 10 do {command} end return 1".encode(),
+                                   b"0"], T0))
+    assert reply == 1
+    assert kv._scripting.last_cost >= 10 * (1 << 20) // BYTES
+    reply = kv.apply(encode_entry([b"EVAL", f"for i = 1, 1e4 do {command} end".encode(),
+                                   b"0"], T0))
+    assert reply == ErrorReply(BUDGET_ERROR)
