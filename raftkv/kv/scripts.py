@@ -19,8 +19,11 @@ same thing on every replica. Each run gets:
   them; a script is one atomic entry here).
 * a **memory cap** (``MAX_MEMORY``), through lupa's allocator: past it the script fails.
 * a **cost for work outside the VM**, in instruction units, from inputs and outputs only:
-  ``redis.call`` (``CALL_COST`` plus its arguments, reply and the keys it walks), string
-  and table functions (lua_sandbox.py), pattern matching run in Lua (lua_patterns.py).
+  ``redis.call`` (``CALL_COST`` plus its arguments, reply, the keys it walks and the value
+  it copies), string and table functions (lua_sandbox.py), pattern matching run in Lua
+  (lua_patterns.py), and the VM's own operations whose cost grows with string length
+  (``==``, ``<``, ``..``, ``t[k]``, ``...``), which the body is rewritten to call charged
+  helpers for before it compiles (lua_rewrite.py; bodies of at most ``MAX_SCRIPT_BYTES``).
 * **teardown at once**: nothing keeps the runtime alive after ``eval`` returns (the bridge
   holds it only while the script runs), so CPython frees it (``lua_close``) right there,
   at the same point of the entry on every replica, with its memory; no finalizer or weak
