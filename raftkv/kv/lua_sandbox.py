@@ -60,10 +60,6 @@ local function hook()
   spent = spent + step
   if spent >= budget then trip() end
 end
-local function counted(...)
-  charge(select('#', ...))
-  return ...
-end
 
 -- Deterministic printing ---------------------------------------------------------------
 local function safe_tostring(v)
@@ -91,13 +87,30 @@ local function charged_result(f)
     return r
   end
 end
+-- string.byte, table.unpack and utf8.codepoint push one value per position: asking for
+-- millions makes Lua grow its stack to the error size (16 MB, zeroed) before refusing, for
+-- one instruction (0.5 ms each). Charged by the positions asked for, before the call.
+local function span(len, i, j)  -- positions i..j of a string (negative from the end, clipped)
+  local first, last = raw_tonumber(i), raw_tonumber(j)
+  if type(first) ~= 'number' or type(last) ~= 'number' then return end
+  if first < 0 then first = len + first + 1 end
+  if last < 0 then last = len + last + 1 end
+  if first < 1 then first = 1 end
+  if last > len then last = len end
+  if last >= first then charge(last - first + 1) end
+end
 local safe_string = {
   len = string.len,
   sub = charged_result(sub),
   upper = charged_result(upper),
   lower = charged_result(lower),
   reverse = charged_result(reverse),
-  byte = function(...) return counted(byte(...)) end,
+  byte = function(s, i, j, ...)
+    if type(s) == 'string' or type(s) == 'number' then
+      span(tostr_len(s), i or 1, j or i or 1)
+    end
+    return byte(s, i, j, ...)
+  end,
   char = function(...) charge(select('#', ...)) return char(...) end,
   find = patterns.find, match = patterns.match, gmatch = patterns.gmatch,
   gsub = patterns.gsub,
@@ -243,7 +256,14 @@ end
 local safe_table = {
   concat = safe_concat,
   insert = insert, remove = remove, move = move, sort = safe_sort, pack = pack,
-  unpack = function(...) return counted(unpack(...)) end,
+  unpack = function(t, i, j, ...)
+    if type(t) == 'table' then
+      if j == nil then j = #t end  -- (once: unpack with an explicit j calls no __len)
+      local first, last = raw_tonumber(i) or 1, raw_tonumber(j)
+      if type(last) == 'number' and last >= first then charge(last - first + 1) end
+    end
+    return unpack(t, i, j, ...)
+  end,
 }
 
 local safe_math = {}
@@ -256,7 +276,12 @@ local safe_utf8 = {
   codes = utf8.codes,
   len = function(s, ...) charge_bytes(tostr_len(s)) return utf8_len(s, ...) end,
   offset = function(s, ...) charge_bytes(tostr_len(s)) return utf8_offset(s, ...) end,
-  codepoint = function(s, ...) return counted(utf8_codepoint(s, ...)) end,
+  codepoint = function(s, i, j, ...)
+    if type(s) == 'string' or type(s) == 'number' then
+      span(tostr_len(s), i or 1, j or i or 1)
+    end
+    return utf8_codepoint(s, i, j, ...)
+  end,
 }
 
 -- The VM's own operations on long strings (lua_rewrite.py turns them into these calls) ---

@@ -348,3 +348,23 @@ def test_a_scan_is_charged_the_keys_it_walks() -> None:
             "return 1")
     assert kv.apply(encode_entry([b"EVAL", body.encode(), b"0"], T0)) == 1
     assert kv._scripting.last_cost >= 3 * 10_000 * 50
+
+
+@pytest.mark.parametrize("call", ["string.byte(A, 1, -1)", "table.unpack(T)",
+                                  "utf8.codepoint(A, 1, -1)"])
+def test_asking_for_millions_of_values_is_charged_before_the_call(call: str) -> None:
+    """Found by the campaign: for 8 million positions Lua grows its stack to the error size
+    (16 MB, zeroed) before refusing, 0.5 ms for one instruction: charged per position."""
+    body = ("local A = ARGV[1] local T = setmetatable({}, {__len = function() return 8e6 end}) "
+            f"for i = 1, 1e5 do pcall(function() return {call} end) end return 1")
+    assert run(body, b"x" * (1 << 23))[0] == ErrorReply(BUDGET_ERROR)
+    reply, cost = run(f"local A = ARGV[1] local T = {{1, 2, 3}} return {{{call}}}", b"abc")
+    assert reply == ([97, 98, 99] if "T" not in call else [1, 2, 3])
+    assert cost >= 3
+
+
+def test_byte_and_unpack_keep_their_meaning() -> None:
+    body = ("local t = {1, 2, 3} return {string.byte('abc', -2), string.byte('abc', 2, 10), "
+            "select('#', string.byte('abc', 5, 1)), table.unpack(t, 2), "
+            "select('#', table.unpack(t, 0, 1)), utf8.codepoint('héllo', 1, 3)}")
+    assert run(body)[0] == [98, 98, 0, 2, 2, 104, 233]  # (middle calls give one value)
