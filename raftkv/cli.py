@@ -130,9 +130,11 @@ def _env(name: str) -> str:
               type=click.IntRange(min=1))
 @click.option("--idle-timeout", default=0.0, show_default=True, envvar=_env("IDLE_TIMEOUT"),
               type=FiniteFloatRange(min=0), help="Close idle client connections (0: never).")
-@click.option("--enable-scripts", is_flag=True, envvar=_env("ENABLE_SCRIPTS"),
-              help="Allow EVAL/EVALSHA/SCRIPT (Lua). Off by default: see the README's known "
-                   "issues. Set it on every node or on none.")
+@click.option("--enable-scripts/--no-scripts", default=True, show_default=True,
+              envvar=_env("ENABLE_SCRIPTS"),
+              help="Allow EVAL/EVALSHA/SCRIPT (Lua; bounded per script, see the README's "
+                   "scripts section). --no-scripts (or RAFTKV_ENABLE_SCRIPTS=0, or "
+                   "enable-scripts = false in --config) refuses them. The same on every node.")
 @click.option("--max-request-bytes", default=8 * 1024 * 1024, show_default=True,
               envvar=_env("MAX_REQUEST_BYTES"), type=click.IntRange(min=1024),
               help="Largest client request (one command as sent, all arguments "

@@ -60,10 +60,6 @@ local function hook()
   spent = spent + step
   if spent >= budget then trip() end
 end
-local function counted(...)
-  charge(select('#', ...))
-  return ...
-end
 
 -- Deterministic printing ---------------------------------------------------------------
 local function safe_tostring(v)
@@ -91,20 +87,38 @@ local function charged_result(f)
     return r
   end
 end
+-- string.byte, table.unpack and utf8.codepoint push one value per position: asking for
+-- millions makes Lua grow its stack to the error size (16 MB, zeroed) before refusing, for
+-- one instruction (0.5 ms each). Charged by the positions asked for, before the call.
+local function span(len, i, j)  -- positions i..j of a string (negative from the end, clipped)
+  local first, last = raw_tonumber(i), raw_tonumber(j)
+  if type(first) ~= 'number' or type(last) ~= 'number' then return end
+  if first < 0 then first = len + first + 1 end
+  if last < 0 then last = len + last + 1 end
+  if first < 1 then first = 1 end
+  if last > len then last = len end
+  if last >= first then charge(last - first + 1) end
+end
 local safe_string = {
   len = string.len,
   sub = charged_result(sub),
   upper = charged_result(upper),
   lower = charged_result(lower),
   reverse = charged_result(reverse),
-  byte = function(...) return counted(byte(...)) end,
+  byte = function(s, i, j, ...)
+    if type(s) == 'string' or type(s) == 'number' then
+      span(tostr_len(s), i or 1, j or i or 1)
+    end
+    return byte(s, i, j, ...)
+  end,
   char = function(...) charge(select('#', ...)) return char(...) end,
   find = patterns.find, match = patterns.match, gmatch = patterns.gmatch,
   gsub = patterns.gsub,
 }
 safe_string.rep = function(s, n, sep)
   local count = raw_tonumber(n)
-  if type(count) == 'number' and count > 0 then
+  if type(count) == 'number' and count > 0 then  -- (lstrlib loops count times, even for '')
+    charge(count)
     charge_bytes(count * tostr_len(s) + (count - 1) * tostr_len(sep))
   end
   return rep(s, n, sep)
@@ -230,10 +244,26 @@ local function safe_sort(t, cmp)
   end
   return sort(t, cmp)
 end
+local function safe_concat(t, sep, i, j)  -- one step per element, even an empty one
+  if type(t) == 'table' then
+    local first, last = raw_tonumber(i) or 1, raw_tonumber(j) or rawlen(t)
+    if last >= first then charge(last - first + 1) end
+  end
+  local r = concat(t, sep, i, j)
+  charge_bytes(#r)
+  return r
+end
 local safe_table = {
-  concat = charged_result(concat),
+  concat = safe_concat,
   insert = insert, remove = remove, move = move, sort = safe_sort, pack = pack,
-  unpack = function(...) return counted(unpack(...)) end,
+  unpack = function(t, i, j, ...)
+    if type(t) == 'table' then
+      if j == nil then j = #t end  -- (once: unpack with an explicit j calls no __len)
+      local first, last = raw_tonumber(i) or 1, raw_tonumber(j)
+      if type(last) == 'number' and last >= first then charge(last - first + 1) end
+    end
+    return unpack(t, i, j, ...)
+  end,
 }
 
 local safe_math = {}
@@ -246,10 +276,151 @@ local safe_utf8 = {
   codes = utf8.codes,
   len = function(s, ...) charge_bytes(tostr_len(s)) return utf8_len(s, ...) end,
   offset = function(s, ...) charge_bytes(tostr_len(s)) return utf8_offset(s, ...) end,
-  codepoint = function(s, ...) return counted(utf8_codepoint(s, ...)) end,
+  codepoint = function(s, i, j, ...)
+    if type(s) == 'string' or type(s) == 'number' then
+      span(tostr_len(s), i or 1, j or i or 1)
+    end
+    return utf8_codepoint(s, i, j, ...)
+  end,
 }
 
--- Metatables: no finalizers, no weak tables ----------------------------------------------
+-- The VM's own operations on long strings (lua_rewrite.py turns them into these calls) ---
+-- Strings up to LONG bytes are interned (==, table keys: a pointer test); longer ones are
+-- compared with memcmp, copied by .., hashed as keys: charged by their length.
+local LONG = 40
+local HERE = '[string "<python>"]:'  -- where lupa's chunk (this one) raises errors
+local function raw_lt(a, b) return a < b end
+local function raw_le(a, b) return a <= b end
+local function raw_cat(a, b) return a .. b end
+-- An error raised by the operation itself is reported at the script's line, as the VM
+-- would (level 4: rethrow, the slow path, the helper, the script); one raised inside a
+-- metamethod (the script's own code) passes unchanged.
+local function rethrow(err, fallback)
+  if type(err) == 'string' and sub(err, 1, #HERE) == HERE then error(fallback, 4) end
+  error(err, 0)
+end
+local function plain(a, b)
+  local ta, tb = type(a), type(b)
+  return ta == tb and (ta == 'string' or ta == 'number')
+end
+local function eq_cost(a, b)
+  if type(a) == 'string' and type(b) == 'string' then
+    local n = #a
+    if n > LONG and n == #b then charge_bytes(n) end
+  end
+end
+local function eq(a, b)
+  eq_cost(a, b)
+  return a == b
+end
+local function compare(raw, a, b)
+  if plain(a, b) then
+    if type(a) == 'string' then
+      local n = #a
+      if #b < n then n = #b end
+      if n > LONG then charge_bytes(n) end
+    end
+    return raw(a, b)
+  end
+  local ok, r = pcall(raw, a, b)
+  if ok then return r end
+  local t1, t2 = type(a), type(b)
+  rethrow(r, t1 == t2 and format('attempt to compare two %s values', t1)
+    or format('attempt to compare %s with %s', t1, t2))
+end
+local function is_text(v)
+  local t = type(v)
+  return t == 'string' or t == 'number'
+end
+local function cat_slow(args, n)  -- right to left, pairwise, as the VM's concat
+  local r = args[n]
+  for i = n - 1, 1, -1 do
+    local a = args[i]
+    charge_bytes(tostr_len(a) + tostr_len(r))
+    local ok, v = pcall(raw_cat, a, r)
+    if not ok then
+      local bad = a
+      if is_text(a) then bad = r end
+      rethrow(v, format('attempt to concatenate a %s value', type(bad)))
+    end
+    r = v
+  end
+  return r
+end
+local function catn(...)  -- a .. b .. c ...: one copy, as the VM's OP_CONCAT
+  local n = select('#', ...)
+  local args = {...}
+  local bytes = 0
+  for i = 1, n do
+    local v = args[i]
+    if not is_text(v) then
+      local r = cat_slow(args, n)
+      return r
+    end
+    bytes = bytes + tostr_len(v)
+  end
+  charge_bytes(bytes)
+  return concat(args, '', 1, n)
+end
+local function cat2(a, b)  -- a .. b, the common case, without building a table
+  local ta, tb = type(a), type(b)
+  if (ta == 'string' or ta == 'number') and (tb == 'string' or tb == 'number') then
+    local n = (ta == 'string' and #a or 24) + (tb == 'string' and #b or 24)  -- a number
+    if n > LONG then charge_bytes(n) end                       -- prints in 24 bytes or less
+    return a .. b
+  end
+  local r = cat_slow({a, b}, 2)
+  return r
+end
+local function va(...)  -- '...' in an expression copies every value: one unit each
+  charge(select('#', ...))
+  return ...
+end
+local function key(k)
+  if type(k) == 'string' then
+    local n = #k
+    if n > LONG then charge_bytes(n) end
+  end
+  return k
+end
+local helpers = {
+  __rkv_eq = eq,
+  __rkv_ne = function(a, b) return not eq(a, b) end,
+  -- (not tail calls: an error's level counts these frames)
+  __rkv_lt = function(a, b) local r = compare(raw_lt, a, b) return r end,
+  __rkv_le = function(a, b) local r = compare(raw_le, a, b) return r end,
+  __rkv_gt = function(a, b) local r = compare(raw_lt, b, a) return r end,
+  __rkv_ge = function(a, b) local r = compare(raw_le, b, a) return r end,
+  __rkv_cat = cat2,
+  __rkv_catn = catn,
+  __rkv_key = key,
+  __rkv_va = va,
+}
+local function safe_rawequal(a, b)
+  eq_cost(a, b)  -- (not eq: rawequal calls no __eq)
+  return rawequal(a, b)
+end
+local function safe_rawget(t, k) return rawget(t, key(k)) end
+local function safe_rawset(t, k, v) return rawset(t, key(k), v) end
+
+-- Metatables: no finalizers, no weak tables, short __index chains --------------------------
+-- The VM follows a chain of __index (or __newindex) tables in C, up to 2,000 deep, as one
+-- instruction. Each table's depth is known when its metatable is set, and a table other
+-- metatables already lead to cannot get a new one, so no chain grows past MAX_CHAIN.
+local MAX_CHAIN = 4
+local depth = {}    -- table -> length of the __index / __newindex chain from it
+local targets = {}  -- tables some installed metatable's __index/__newindex lead to
+local function chain_depth(mt)
+  local d = 0
+  for _, event in next, {'__index', '__newindex'} do
+    local target = rawget(mt, event)
+    if type(target) == 'table' then
+      local n = 1 + (depth[target] or 0)
+      if n > d then d = n end
+    end
+  end
+  return d
+end
 local protected = {}  -- installed copy -> true when the script's metatable had __metatable
 local function safe_setmetatable(t, mt)
   if type(t) ~= 'table' then
@@ -262,15 +433,36 @@ local function safe_setmetatable(t, mt)
   local current = dgetmetatable(t)
   if current ~= nil and protected[current] then error('cannot change a protected metatable', 2) end
   if mt == nil then
+    if targets[t] then
+      error('cannot change the metatable of a table another metatable indexes through', 2)
+    end
     dsetmetatable(t, nil)
+    depth[t] = nil
     return t
   end
   if rawget(mt, '__gc') ~= nil then error('__gc metamethods are not allowed in scripts', 2) end
   if rawget(mt, '__mode') ~= nil then
     error('weak tables (__mode) are not allowed in scripts', 2)
   end
+  local call = rawget(mt, '__call')
+  if call ~= nil and type(call) ~= 'function' then
+    error('__call must be a function in scripts', 2)
+  end
+  if targets[t] then
+    error('cannot change the metatable of a table another metatable indexes through', 2)
+  end
+  local d = chain_depth(mt)
+  if d > MAX_CHAIN then
+    error(format('__index/__newindex chains longer than %d are not allowed in scripts',
+                 MAX_CHAIN), 2)
+  end
   local copy = {}
   for k, v in next, mt do copy[k] = v end
+  for _, event in next, {'__index', '__newindex'} do
+    local target = rawget(mt, event)
+    if type(target) == 'table' then targets[target] = true end
+  end
+  depth[t] = d
   if rawget(mt, '__metatable') ~= nil then protected[copy] = true else copy.__metatable = mt end
   dsetmetatable(t, copy)
   return t
@@ -280,7 +472,13 @@ end
 local function key_lt(a, b)
   local ta, tb = type(a), type(b)
   if ta ~= tb then return ta < tb end
-  if ta == 'number' or ta == 'string' then return a < b end
+  if ta == 'string' then
+    local n = #a
+    if #b < n then n = #b end
+    if n > LONG then charge_bytes(n) end
+    return a < b
+  end
+  if ta == 'number' then return a < b end
   if ta == 'boolean' then return (not a) and b end
   error('pairs() over a table with table or function keys is not deterministic', 3)
 end
@@ -392,31 +590,49 @@ local function to_tokens(value)
 end
 
 -- One run ------------------------------------------------------------------------------
+-- Raising and catching an error costs 0.3-0.6 us (a longjmp, the message, its position):
+-- a loop of pcall(error) would do 30x the budget's time. Every pcall/xpcall pays for one.
+local PCALL_COST = 30
+local function safe_pcall(...)
+  charge(PCALL_COST)
+  return pcall(...)
+end
+local function safe_xpcall(f, handler, ...)
+  charge(PCALL_COST)
+  -- a handler that errors is called again, up to 200 deep, for one xpcall: each call pays
+  return xpcall(f, function(...)
+    charge(PCALL_COST)
+    return handler(...)
+  end, ...)
+end
+
 local function run(body, keys, argv)
   local env = {
-    assert = assert, error = error, ipairs = ipairs, pairs = sorted_pairs, pcall = pcall,
-    rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset, select = select,
+    assert = assert, error = error, ipairs = ipairs, pairs = sorted_pairs, pcall = safe_pcall,
+    rawequal = safe_rawequal, rawget = safe_rawget, rawlen = rawlen, rawset = safe_rawset,
+    select = select,
     setmetatable = safe_setmetatable, getmetatable = getmetatable,
-    tonumber = safe_tonumber, tostring = safe_tostring, type = type, xpcall = xpcall,
+    tonumber = safe_tonumber, tostring = safe_tostring, type = type, xpcall = safe_xpcall,
     unpack = safe_table.unpack, string = safe_string, table = safe_table, math = safe_math,
     utf8 = safe_utf8, redis = redis, KEYS = keys, ARGV = argv, _VERSION = _VERSION,
   }
+  for name, helper in next, helpers do env[name] = helper end
   local fn, err = load(body, '@user_script', 't', env)
-  if not fn then return 'error', 'ERR Error compiling script (new function): ' .. err end
-  if keys == nil then return 'compiled', false end
+  if not fn then return 'error', 'ERR Error compiling script (new function): ' .. err, nil end
+  if keys == nil then return 'compiled', false, nil end
   sethook(hook, '', step)
   local ok, value = pcall(fn)
   if ok then
     ok, value = pcall(to_tokens, value)
-    if ok then return 'reply', value end
-    return 'error', value
+    if ok then return 'reply', value, spent end
+    return 'error', value, spent
   end
   if type(value) == 'table' then
     local e = rawget(value, 'err')
-    if type(e) == 'string' then return 'redis_error', e end
+    if type(e) == 'string' then return 'redis_error', e, spent end
   end
-  if type(value) == 'string' then return 'failed', value end
-  return 'failed', safe_tostring(value)
+  if type(value) == 'string' then return 'failed', value, spent end
+  return 'failed', safe_tostring(value), spent
 end
 
 local function finish()

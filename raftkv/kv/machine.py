@@ -84,6 +84,7 @@ LARGE_MAP = 10_000
 MAX_TOMBS = 100_000  # deleted keys whose deletion index WATCH can tell apart
 _Handler = Callable[[list[bytes]], Reply]
 _Entry = tuple[int, ErrorReply, _Handler, bool]  # arity, its error, handler, is_write
+KeyRecord = tuple[bytes | None, int | None, int | None, int | None]
 _STRING = SimpleString("string")
 _NONE = SimpleString("none")
 
@@ -862,6 +863,36 @@ class KVStateMachine:
     def remember_script(self, body: bytes) -> None:
         """EVAL caches its body, as Redis does, so a later EVALSHA finds it."""
         self._scripts[script_sha(body)] = body
+
+    def key_record(self, key: bytes) -> KeyRecord:
+        """All the state holds about ``key`` (value, deadline, index, deletion index): what
+        a failing script's writes are undone to (scripts.py)."""
+        return (self._data.get(key), self._expires.get(key), self._mods.get(key),
+                self._tombs.get(key))
+
+    def restore_key(self, key: bytes, record: KeyRecord) -> None:
+        """Put ``key`` back as ``key_record`` saw it."""
+        value, deadline, mod, tomb = record
+        data = self._data
+        if value is None:
+            if data.pop(key, None) is not None and self._order is not None:
+                self._order.removed()
+        else:
+            if key not in data and self._order is not None:
+                self._order.added(key)
+            data[key] = value
+        if deadline is not None and self._expires.get(key) != deadline:
+            heapq.heappush(self._heap, (deadline, key))
+        for table, item in ((self._expires, deadline), (self._mods, mod), (self._tombs, tomb)):
+            if item is None:
+                table.pop(key, None)
+            else:
+                table[key] = item
+
+    @property
+    def gone(self) -> int:
+        """The entry that last forgot every deletion index (see the module docstring)."""
+        return self._gone
 
     def call_from_script(self, args: list[bytes], read_only: bool) -> Reply:
         """``redis.call`` inside a script: RaftKV's own commands only, same time as the script."""

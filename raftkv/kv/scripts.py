@@ -14,11 +14,16 @@ same thing on every replica. Each run gets:
 * a **deterministic instruction budget**: a count hook fires every ``HOOK_STEP`` VM
   instructions; after ``INSTRUCTION_BUDGET`` instructions the script fails with the same
   error on every replica (the hook then fires at every instruction, so ``pcall`` cannot
-  swallow it). Writes the script made before failing stay, as in Redis.
+  swallow it). A script that fails (any error it does not catch, the budget, the memory
+  cap, a reply too large) leaves no write behind: ``_Journal`` undoes them (Redis keeps
+  them; a script is one atomic entry here).
 * a **memory cap** (``MAX_MEMORY``), through lupa's allocator: past it the script fails.
 * a **cost for work outside the VM**, in instruction units, from inputs and outputs only:
-  ``redis.call`` (``CALL_COST`` plus its arguments, reply and the keys it walks), string
-  and table functions (lua_sandbox.py), pattern matching run in Lua (lua_patterns.py).
+  ``redis.call`` (``CALL_COST`` plus its arguments, reply, the keys it walks and the value
+  it copies), string and table functions (lua_sandbox.py), pattern matching run in Lua
+  (lua_patterns.py), and the VM's own operations whose cost grows with string length
+  (``==``, ``<``, ``..``, ``t[k]``, ``...``), which the body is rewritten to call charged
+  helpers for before it compiles (lua_rewrite.py; bodies of at most ``MAX_SCRIPT_BYTES``).
 * **teardown at once**: nothing keeps the runtime alive after ``eval`` returns (the bridge
   holds it only while the script runs), so CPython frees it (``lua_close``) right there,
   at the same point of the entry on every replica, with its memory; no finalizer or weak
@@ -40,12 +45,17 @@ from lupa import lua54
 from wire.reply import ErrorReply, SimpleString
 
 from . import syntax
+from .commands import lookup
 from .errors import NOSCRIPT
 from .lua_patterns import PATTERNS
+from .lua_rewrite import RewriteError, rewrite
 from .lua_sandbox import SANDBOX
 
 if TYPE_CHECKING:
     from .commands import Reply
+    from .state import KVState
+
+KeyRecord = tuple[bytes | None, int | None, int | None, int | None]
 
 
 class ScriptHost(Protocol):
@@ -61,7 +71,57 @@ class ScriptHost(Protocol):
 
     def remember_script(self, body: bytes) -> None: ...
 
+    def key_record(self, key: bytes) -> KeyRecord: ...
+
+    def restore_key(self, key: bytes, record: KeyRecord) -> None: ...
+
+    def snapshot_state(self) -> KVState: ...
+
+    def replace(self, state: KVState) -> None: ...
+
     def __len__(self) -> int: ...
+
+
+NOT_FROM_SCRIPTS = ErrorReply("ERR This Redis command is not allowed from script")
+
+
+class _Journal:
+    """What a script's commands may change, saved before each runs, so that a script that
+    fails leaves the state as it found it (scripts are atomic on every replica; Redis keeps
+    the writes a failing script made, RaftKV does not).
+
+    Each key a command names is saved once (its value, deadline, modification and deletion
+    indexes); FLUSHALL/FLUSHDB save a copy of the whole state (charged per key). Undone in
+    reverse order. What stays: expired keys a keyless read (KEYS, SCAN) deleted on the way,
+    invisible to every read anyway, and a reset of the deletion indexes (``gone``) if the
+    script's deletions overflowed them, which only makes later EXECs fail, never pass."""
+
+    def __init__(self, machine: ScriptHost) -> None:
+        self._machine = machine
+        self._undo: list[tuple[bytes | None, Any]] = []
+        self._seen: set[bytes] = set()
+
+    def before(self, args: list[bytes]) -> None:
+        spec = lookup(args[0])
+        if spec is None:
+            return
+        if spec.is_write and spec.first_key == 0:  # FLUSHALL, FLUSHDB
+            self._undo.append((None, self._machine.snapshot_state()))
+            self._seen = set()
+            return
+        for key in spec.keys(args):
+            if key not in self._seen:
+                self._seen.add(key)
+                self._undo.append((key, self._machine.key_record(key)))
+
+    def undo(self) -> None:
+        machine = self._machine
+        for key, record in reversed(self._undo):
+            if key is None:
+                machine.replace(record)
+            else:
+                machine.restore_key(key, record)
+        self._undo = []
 
 INSTRUCTION_BUDGET = 10_000_000
 HOOK_STEP = 10_000
@@ -80,6 +140,8 @@ ITEM_COST = 50  # per argument and per reply element crossing the bridge
 BYTES = 16  # bytes of argument or reply per instruction
 KEY_COST = 300  # per key a command walks (KEYS: 4-6 us per key)
 ORDER_COST = 100  # per key of SCAN's hash order, built once per script (SCAN, RANDOMKEY)
+SCAN_KEY_COST = 50  # per key one SCAN walks (up to its COUNT, at most 10,000): ~0.5 us each
+SCAN_MAX_WALK = 10_000  # machine.py's SCAN_MAX_COUNT
 
 
 def script_sha(body: bytes) -> bytes:
@@ -102,10 +164,12 @@ class _Bridge:
     runtime holds the bridge, so keeping it longer would make a cycle that only Python's
     cyclic GC frees, at a moment that differs per replica."""
 
-    def __init__(self, machine: ScriptHost, read_only: bool, lua: Any) -> None:
+    def __init__(self, machine: ScriptHost, read_only: bool, lua: Any,
+                 journal: _Journal) -> None:
         self.machine = machine
         self.read_only = read_only
         self.lua: Any = lua
+        self.journal = journal
         self.ordered = False  # SCAN's order charged already in this script
 
     def close(self) -> None:
@@ -120,6 +184,11 @@ class _Bridge:
         cost += self._walk_cost(args)
         if cost > remaining:  # refused before doing the work: the budget error follows
             return False, cost
+        spec = lookup(args[0])
+        if spec is not None and spec.internal:  # sessions, EXEC, EXPIRED: the server's own
+            return _to_lua(lua, NOT_FROM_SCRIPTS, 0), cost
+        if not self.read_only:
+            self.journal.before(args)
         reply = self.machine.call_from_script(args, self.read_only)
         cost += _reply_cost(reply)
         return _to_lua(lua, reply, 0), cost
@@ -127,16 +196,29 @@ class _Bridge:
     def _walk_cost(self, args: list[bytes]) -> int:
         """What walking the keyspace costs: KEYS and DBSIZE walk it every time; SCAN and
         RANDOMKEY need SCAN's hash order, which a replica may or may not have built (reads
-        build it), so every replica charges its building once per script."""
+        build it), so every replica charges its building once per script. APPEND and
+        SETRANGE copy the value they change: its length (a 1-byte APPEND to a 100 MB value
+        copies 100 MB; 10,000 of them within the budget took minutes). SCAN walks up to
+        COUNT keys even when MATCH keeps none (9,000 such calls over 20,000 keys: 46 s)."""
         name = args[0].lower()
         if name == b"keys":
             return KEY_COST * len(self.machine)
         if name == b"dbsize":
             return self.machine.expiring
+        if name in (b"flushall", b"flushdb"):  # the journal copies the state first
+            return ORDER_COST * len(self.machine)
+        if name in (b"append", b"setrange") and len(args) >= 2:  # copy the whole value
+            length = self.machine.call_from_script([b"strlen", args[1]], True)
+            return length // BYTES if isinstance(length, int) else 0
+        cost = 0
+        if name == b"scan" and len(args) >= 2:  # walks COUNT keys, whatever MATCH keeps
+            options = syntax.parse_scan_options(args)
+            if isinstance(options, syntax.ScanOptions):
+                cost += SCAN_KEY_COST * min(options.count, SCAN_MAX_WALK, len(self.machine))
         if name in (b"scan", b"randomkey") and not self.ordered:
             self.ordered = True
-            return ORDER_COST * len(self.machine)
-        return 0
+            cost += ORDER_COST * len(self.machine)
+        return cost
 
 
 def _reply_cost(reply: Reply) -> int:
@@ -226,16 +308,55 @@ def _parse(flat: list[Any], at: int) -> tuple[Reply, int]:
     return _error_reply(value), at + 2
 
 
+UNSUPPORTED = ("ERR Error compiling script (new function): user_script: valid Lua but not "
+               "supported in scripts (more than 100 nested blocks or expressions, or a name "
+               "starting with __rkv_)")
+REWRITE_CACHE = 256  # rewritten bodies kept per node (a cache, not state)
+# Every replica parses a new body in Python before Lua compiles it (lua_rewrite.py, about
+# 0.3 MB/s; 64 KiB of the densest Lua takes ~0.2 s of CPU here, like a full budget):
+# bodies are bounded so that this costs about what the instruction budget allows.
+MAX_SCRIPT_BYTES = 64 * 1024
+SCRIPT_TOO_LARGE = (f"ERR Error compiling script (new function): the script is larger than "
+                    f"{MAX_SCRIPT_BYTES} bytes")
+
+
 class ScriptRunner:
     """Runs EVAL/EVALSHA/EVAL_RO/EVALSHA_RO and checks SCRIPT LOAD bodies."""
 
     def __init__(self, machine: ScriptHost) -> None:
         self._machine = machine
+        self._rewritten: dict[bytes, bytes | ErrorReply] = {}
+        self.last_cost = 0  # instruction units the last script spent (tests, measurements)
 
     def compile_error(self, body: bytes) -> ErrorReply | None:
         """The compile error of ``body``, or None if it is valid Lua."""
-        reply = self._run(body, None, None, True)
-        return reply if isinstance(reply, ErrorReply) else None
+        prepared = self._prepare(body)
+        return prepared if isinstance(prepared, ErrorReply) else None
+
+    def _prepare(self, body: bytes) -> bytes | ErrorReply:
+        """``body`` rewritten (lua_rewrite.py) and compiled once, or its compile error;
+        a pure function of ``body``, cached."""
+        if len(body) > MAX_SCRIPT_BYTES:
+            return ErrorReply(SCRIPT_TOO_LARGE)
+        cached = self._rewritten.get(body)
+        if cached is not None:
+            return cached
+        try:
+            prepared: bytes | ErrorReply = rewrite(body)
+        except RewriteError:
+            prepared = ErrorReply(UNSUPPORTED)
+        else:
+            reply = self._run(prepared, None, None, True)
+            if isinstance(reply, ErrorReply):
+                prepared = ErrorReply(UNSUPPORTED)
+        if isinstance(prepared, ErrorReply):  # Lua's own words if the body is not Lua
+            original = self._run(body, None, None, True)
+            if isinstance(original, ErrorReply):
+                prepared = original
+        if len(self._rewritten) >= REWRITE_CACHE:
+            self._rewritten.pop(next(iter(self._rewritten)))
+        self._rewritten[body] = prepared
+        return prepared
 
     def eval(self, args: list[bytes], *, body: bytes | None, read_only: bool) -> Reply:
         """Run a script invocation (``args`` as the client sent them)."""
@@ -249,23 +370,33 @@ class ScriptRunner:
                 return NOSCRIPT
         elif not read_only:
             machine.remember_script(body)
-        return self._run(body, args[3 : 3 + numkeys], args[3 + numkeys :], read_only)
+        prepared = self._prepare(body)
+        if isinstance(prepared, ErrorReply):
+            return prepared
+        return self._run(prepared, args[3 : 3 + numkeys], args[3 + numkeys :], read_only)
 
     def _run(self, body: bytes, keys: list[bytes] | None, argv: list[bytes] | None,
              read_only: bool) -> Reply:
         """One script in a runtime of its own, freed before this returns (nothing else
         refers to it once the bridge is closed)."""
         lua = _new_runtime()
-        bridge = _Bridge(self._machine, read_only, lua)
+        journal = _Journal(self._machine)
+        bridge = _Bridge(self._machine, read_only, lua, journal)
+        self.last_cost = INSTRUCTION_BUDGET  # unless the run ends with its count
+        done = False
         try:
             run, finish = lua.execute(SANDBOX, bridge, INSTRUCTION_BUDGET, HOOK_STEP,
                                       BUDGET_ERROR.encode(), PATTERNS.encode(),
                                       MAX_REPLY_DEPTH, MAX_REPLY_ITEMS, MAX_REPLY_BYTES)
             try:
                 if keys is None:
-                    kind, payload = run(body, None, None)
+                    kind, payload, spent = run(body, None, None)
                 else:
-                    kind, payload = run(body, lua.table_from(keys), lua.table_from(argv))
+                    kind, payload, spent = run(body, lua.table_from(keys),
+                                               lua.table_from(argv))
+                if spent is not None:
+                    self.last_cost = int(spent)
+                done = kind in (b"reply", b"compiled")
                 return _outcome(kind, payload)
             finally:
                 # (over the budget, the hook already fails every instruction)
@@ -277,6 +408,8 @@ class ScriptRunner:
             return _failure_reply(exc.args[0] if exc.args else "script failed")
         finally:
             bridge.close()
+            if not done:
+                journal.undo()
 
 
 def _outcome(kind: bytes, payload: Any) -> Reply:

@@ -50,9 +50,10 @@ class NodeSettings:
     # The largest client request (a command's arguments together). Everything downstream is
     # sized from it: a log entry holding one such request always fits in a peer frame.
     max_request_bytes: int = 8 * 1024 * 1024
-    # EVAL and friends (Lua): off by default until the attacker's findings are fixed (a
-    # script can crash or hang every replica); must be the same on every node.
-    enable_scripts: bool = False
+    # EVAL and friends (Lua): on, as in Redis (every script is bounded by a deterministic
+    # budget and memory cap, kv/scripts.py); --no-scripts refuses them. Must be the same on
+    # every node.
+    enable_scripts: bool = True
     idle_timeout: float = 0.0  # seconds; 0 = never close idle client connections
     # Client-port limits (README "Limits"). 0 for the query buffer: 4 x max_request_bytes.
     client_query_buffer_limit: int = 0

@@ -49,11 +49,10 @@ def is_write(args: list[bytes]) -> bool | None:
     return None if spec is None else spec.is_write
 
 
-# Lua scripts are off unless every node runs with --enable-scripts: the attacker found
-# scripts that crash or hang every replica (README, "Known issues").
+# Lua scripts are on unless the node runs with --no-scripts.
 SCRIPTING = frozenset({b"eval", b"evalsha", b"eval_ro", b"evalsha_ro", b"script"})
-SCRIPTS_DISABLED = ("ERR scripts are disabled on this node; start every node with "
-                    "--enable-scripts (see the README's known issues)")
+SCRIPTS_DISABLED = ("ERR scripts are disabled on this node (it runs with --no-scripts); "
+                    "start every node without it to use EVAL")
 
 
 def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:

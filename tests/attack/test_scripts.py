@@ -134,3 +134,43 @@ def test_a_self_referencing_reply_table_converts_in_bounded_time() -> None:
     """)
     assert done.returncode == 0, done.stderr[-2000:]
 
+
+
+# The VM's own operations on long strings: one instruction each, whatever the length.
+# Measured before the rewrite (README): 2,000 == of two 8 MB strings took 2.7 s, so the
+# 10M budget allowed hours. Each case must now end (the budget error) within CHILD_TIMEOUT.
+VM_ESCAPES = {
+    "long-string ==": "local a, b = string.rep('x', 2^23), string.rep('x', 2^23) "
+                      "local n = 0 for i = 1, 1e7 do if a == b then n = n + 1 end end return n",
+    "long-string <": "local a, b = string.rep('x', 2^23), string.rep('x', 2^23) "
+                     "local n = 0 for i = 1, 1e7 do if a < b then n = n + 1 end end return n",
+    "long-string ..": "local a = string.rep('x', 2^23) "
+                      "for i = 1, 1e7 do local s = a .. 'y' end return 1",
+    "hashing new long keys": "local a = string.rep('x', 2^20) local t = {} "
+                             "for i = 1, 1e7 do t[a .. i] = true t[a .. i] = nil end return 1",
+    "equal twin key lookup": "local a, b = string.rep('x', 2^23), string.rep('x', 2^23) "
+                             "local t = {[a] = 1} local n = 0 "
+                             "for i = 1, 1e7 do n = n + t[b] end return n",
+    "1,900-deep __index chain": "local t = {} for i = 1, 1900 do "
+                                "t = setmetatable({}, {__index = t}) end "
+                                "local n = 0 for i = 1, 1e7 do if t.x then n = n + 1 end end "
+                                "return n",
+    "table.concat of a huge table": "local t = {} for i = 1, 1e5 do t[i] = 'xxxxxxxxxx' end "
+                                    "for i = 1, 1e7 do local s = table.concat(t) end return 1",
+    "table.sort of long strings": "local a = string.rep('x', 2^16) local t = {} "
+                                  "for i = 1, 1000 do t[i] = a .. (i % 7) end "
+                                  "for i = 1, 1e7 do table.sort(t) end return 1",
+}
+
+
+@pytest.mark.parametrize("name", sorted(VM_ESCAPES))
+def test_vm_operations_on_long_strings_cannot_escape_the_budget(name: str) -> None:
+    done = run_child(f"""
+        import time
+        kv = KVStateMachine()
+        start = time.perf_counter()
+        print(ev(kv, {VM_ESCAPES[name]!r}))
+        print("seconds", time.perf_counter() - start)
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ERR" in done.stdout, done.stdout  # the budget, the memory cap or the chain cap

@@ -28,8 +28,8 @@ SNAPSHOT_EVERY = 200
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path, extra_args=["--snapshot-entries", str(SNAPSHOT_EVERY),
-                                        "--enable-scripts"]) as c:
+    # the default configuration: scripts are on (redis-py's Lock releases by script)
+    with LocalCluster(tmp_path, extra_args=["--snapshot-entries", str(SNAPSHOT_EVERY)]) as c:
         c.wait_for_leader()
         yield c
 
