@@ -31,6 +31,7 @@ from raftkv.restore import RestoreError
 from raftkv.restore import restore as do_restore
 from raftkv.server.acl import AccessControl, ACLError
 from raftkv.server.client_tls import ClientTLSError, client_tls_context
+from raftkv.server.http_auth import MetricsSecurity, MetricsSecurityError, metrics_warnings
 from raftkv.server.protected_mode import ProtectedModeError, client_auth_warnings
 from raftkv.storage import DiskStorageError
 from wire.addr import parse_addr
@@ -162,6 +163,24 @@ def _env(name: str) -> str:
 @click.option("--metrics-addr", default="", envvar=_env("METRICS_ADDR"),
               help="HOST:PORT of the HTTP port serving /metrics (Prometheus), /livez and "
                    "/readyz (default: off).")
+@click.option("--metrics-tls-cert", default="", envvar=_env("METRICS_TLS_CERT"),
+              type=click.Path(dir_okay=False),
+              help="The metrics port speaks HTTPS with this certificate (default: the "
+                   "client port's --tls-cert when it has one).")
+@click.option("--metrics-tls-key", default="", envvar=_env("METRICS_TLS_KEY"),
+              type=click.Path(dir_okay=False), help="The private key of --metrics-tls-cert.")
+@click.option("--metrics-tls-ca", default="", envvar=_env("METRICS_TLS_CA"),
+              type=click.Path(dir_okay=False),
+              help="The CA of scrapers' certificates (default: --tls-ca).")
+@click.option("--metrics-tls-client-auth", is_flag=True, envvar=_env("METRICS_TLS_CLIENT_AUTH"),
+              help="Every request to the metrics port (probes too) must present a client "
+                   "certificate signed by --metrics-tls-ca.")
+@click.option("--metrics-plain-http", is_flag=True, envvar=_env("METRICS_PLAIN_HTTP"),
+              help="Keep the metrics port plain HTTP even though the client port has TLS.")
+@click.option("--metrics-token-file", default="", envvar=_env("METRICS_TOKEN_FILE"),
+              type=click.Path(dir_okay=False),
+              help="GET /metrics needs this token (Authorization: Bearer TOKEN, or basic "
+                   "auth with it as password); /livez and /readyz stay open.")
 @click.option("--ready-max-lag", default=1000, show_default=True,
               envvar=_env("READY_MAX_LAG"), type=click.IntRange(min=0),
               help="/readyz answers 503 while applying trails the commit index by more.")
@@ -193,6 +212,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
         raise click.BadParameter("--learner only applies with --join")
     check_peer_security(client_addr, peer_addr, options)
     check_client_auth(client_addr, options)
+    check_metrics_security(options)
     if options["heartbeat_ticks"] >= options["election_ticks"]:
         raise click.BadParameter(
             f"must be smaller than --election-ticks ({options['election_ticks']}): followers "
@@ -356,6 +376,17 @@ def check_client_auth(client_addr: str, options: dict[str, Any]) -> None:
                                options["tls_client_auth"])
         except ClientTLSError as exc:
             raise click.UsageError(str(exc)) from exc
+
+
+def check_metrics_security(options: dict[str, Any]) -> None:
+    """The metrics port's TLS files and token load (raftkv.server.http_auth), before
+    anything starts; warnings for an open /metrics beyond loopback."""
+    try:
+        MetricsSecurity.from_options(options)
+    except MetricsSecurityError as exc:
+        raise click.UsageError(str(exc)) from exc
+    for warning in metrics_warnings(options):
+        click.echo(f"WARNING: {warning}", err=True)
 
 
 def _split(endpoints: str) -> list[str]:
