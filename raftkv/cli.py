@@ -241,8 +241,10 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
               help="Node N gets client port BASE+N, peer port BASE+100+N, metrics port "
                    "BASE+2000+N.")
 @click.option("--tls", is_flag=True,
-              help="TLS on client and peer ports and a client password: certificates in "
-                   "DATA_DIR/certs, the password in DATA_DIR/client-password (made once).")
+              help="TLS on client, peer and metrics ports, a client password and a "
+                   "/metrics token: certificates in DATA_DIR/certs, the password in "
+                   "DATA_DIR/client-password, the token in DATA_DIR/metrics-token (made "
+                   "once).")
 @click.option("-v", "--verbose", count=True, help="Passed to every node.")
 def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, tls: bool,
        verbose: int) -> None:
