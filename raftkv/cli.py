@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from raftkv.certs import create as create_certs
 from raftkv.cli_types import FiniteFloatRange
 from raftkv.config_file import config_option
 from raftkv.local_cluster import run_local_cluster
+from raftkv.local_secrets import init as init_secrets
 from raftkv.log import setup_logging
 from raftkv.member_cli import change, print_members
 from raftkv.node.cluster_id import valid_cluster_id
@@ -272,6 +274,32 @@ def certs_create(out: str, hosts: str) -> None:
     click.echo("\n".join(str(p) for p in written))
     click.echo(f"Peer TLS: raftkv serve ... --peer-tls-cert {out}/node.crt "
                f"--peer-tls-key {out}/node.key --peer-tls-ca {out}/ca.crt")
+
+
+@main.group()
+def secrets() -> None:
+    """Everything a secured cluster needs, in one directory."""
+
+
+@secrets.command("init")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for certificates, peer-secret, admin-password, users.acl, "
+                   "metrics-token and ready (secrets 0600).")
+@click.option("--hosts", default="127.0.0.1,localhost", show_default=True,
+              help="Names and IPs the node certificate is valid for (comma separated).")
+@click.option("--user", default="admin", show_default=True,
+              help="The ACL user made with a random password (the default user is off).")
+def secrets_init(out: str, hosts: str, user: str) -> None:
+    """Make what is missing in OUT (keeps what exists, so it can run at every start):
+    a CA with node and client certificates, a peer secret, an ACL file with one admin
+    user and its random password, a metrics token; `ready` is written last."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", user):
+        raise click.BadParameter("1 to 64 of A-Z a-z 0-9 _ . -", param_hint="--user")
+    try:
+        written = init_secrets(Path(out), tuple(_split(hosts)), user)
+    except (FileExistsError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("\n".join(str(p) for p in written) or f"{out}: complete, nothing to make")
 
 
 @main.command()
