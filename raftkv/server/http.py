@@ -100,7 +100,8 @@ class HttpServer:
         finally:
             evicted = self.waiting.pop(key, None) is None
         if conn is None:  # the deadline or an eviction cut the handshake
-            self._tls_failed(stream, None)
+            self._tls_failed(stream, None, "evicted for a newcomer (port full)" if evicted
+                             else None)
             return None
         if evicted and not _complete(head):  # (a head that made it in time is answered)
             return conn, None
@@ -115,9 +116,10 @@ class HttpServer:
             return None
         return TLSClientStream(tls)
 
-    def _tls_failed(self, stream: trio.SocketStream, exc: BaseException | None) -> None:
+    def _tls_failed(self, stream: trio.SocketStream, exc: BaseException | None,
+                    reason: str | None = None) -> None:
         self.security.tls_failures += 1
-        addr, reason = _peer(stream), failure_reason(exc)
+        addr, reason = _peer(stream), reason or failure_reason(exc)
         self.security.throttle.log(("tls", addr.rpartition(":")[0], reason), logging.WARNING,
                                    "metrics port TLS handshake failed", addr=addr,
                                    reason=reason)

@@ -139,6 +139,21 @@ def test_a_stalled_handshake_blocks_nobody_and_is_cut(node: Node) -> None:
     node.wait_for_log("no handshake within 5 s")
 
 
+def test_stalled_handshakes_over_the_cap_do_not_fail_the_probes(node: Node) -> None:
+    """40 idle sockets (over the port's 32) stall in the TLS handshake; each newcomer
+    evicts the oldest, so a real probe still gets its 200 (as on the plain port)."""
+    ca = str(node.certs / "ca.crt")
+    holders = [socket.create_connection(("127.0.0.1", node.port), timeout=10)
+               for _ in range(40)]
+    try:
+        assert node.curl("/livez", "--cacert", ca)[:2] == (0, "200")
+        assert node.curl("/readyz", "--cacert", ca)[:2] == (0, "200")
+    finally:
+        for s in holders:
+            s.close()
+    node.wait_for_log("evicted for a newcomer (port full)")
+
+
 def test_client_certificate_required_when_asked(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     n = Node(tmp_path, monkeypatch, "--metrics-tls-client-auth")
