@@ -29,17 +29,22 @@ TOKEN = "metrics-token-0123456789abcdef"
 class Node:
     """One real node with TLS on its client port and an ops port."""
 
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str,
+                 client_tls: bool = True) -> None:
         self.certs = tmp_path / "certs"
         certs.create(self.certs)
         self.token_file = tmp_path / "metrics-token"
         self.token_file.write_text(TOKEN + "\n")
         self.token_file.chmod(0o600)
-        monkeypatch.setenv("RAFTKV_CACERT", str(self.certs / "ca.crt"))  # the harness's INFO
+        crt, key, ca = (str(self.certs / n) for n in ("node.crt", "node.key", "ca.crt"))
+        tls = ["--tls-cert", crt, "--tls-key", key, "--tls-ca", ca] if client_tls else []
+        if client_tls:
+            monkeypatch.setenv("RAFTKV_CACERT", ca)  # the harness's INFO calls
+        else:
+            monkeypatch.delenv("RAFTKV_CACERT", raising=False)
         self.port = free_ports(1)[0]
         self.cluster = LocalCluster(tmp_path / "c", nodes=1, fsync="never", extra_args=[
-            "--tls-cert", str(self.certs / "node.crt"), "--tls-key", str(self.certs / "node.key"),
-            "--tls-ca", str(self.certs / "ca.crt"), "--metrics-addr", f"127.0.0.1:{self.port}",
+            *tls, "--metrics-addr", f"127.0.0.1:{self.port}",
             "--metrics-token-file", str(self.token_file), *args])
         self.cluster.start()
         try:
@@ -166,5 +171,20 @@ def test_client_certificate_required_when_asked(tmp_path: Path,
         assert n.curl("/metrics", "--cacert", ca, *mine)[1] == "401"  # the token still
         assert n.curl("/metrics", "--cacert", ca, *mine, "-H",
                       f"Authorization: Bearer {TOKEN}")[1] == "200"
+    finally:
+        n.cluster.close()
+
+
+def test_a_certificate_of_its_own_on_a_plain_client_port(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """--metrics-tls-cert/--metrics-tls-key: HTTPS on the metrics port alone."""
+    other = tmp_path / "metrics-certs"
+    certs.create(other)
+    n = Node(tmp_path, monkeypatch, "--metrics-tls-cert", str(other / "node.crt"),
+             "--metrics-tls-key", str(other / "node.key"), client_tls=False)
+    try:
+        assert n.curl("/readyz", "--cacert", str(other / "ca.crt"))[:2] == (0, "200")
+        code, status, _ = n.curl("/readyz", "--cacert", str(n.certs / "ca.crt"))
+        assert code != 0 and status == "000"  # the other CA does not verify it
     finally:
         n.cluster.close()
