@@ -23,8 +23,10 @@ RUN python3 -m venv /opt/raftkv \
     fi
 
 FROM ${BASE}
+# /secrets: owned by raftkv, so a fresh volume mounted there (docker-compose.secure.yml's
+# secrets container) is writable by the non-root user, as /data is.
 RUN useradd --create-home --uid 10001 raftkv \
- && mkdir -p /data && chown raftkv:raftkv /data
+ && mkdir -p /data /secrets && chown raftkv:raftkv /data /secrets
 COPY --from=build /opt/raftkv /opt/raftkv
 
 USER raftkv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from raftkv.certs import create as create_certs
 from raftkv.cli_types import FiniteFloatRange
 from raftkv.config_file import config_option
 from raftkv.local_cluster import run_local_cluster
+from raftkv.local_secrets import init as init_secrets
 from raftkv.log import setup_logging
 from raftkv.member_cli import change, print_members
 from raftkv.node.cluster_id import valid_cluster_id
@@ -31,6 +33,7 @@ from raftkv.restore import RestoreError
 from raftkv.restore import restore as do_restore
 from raftkv.server.acl import AccessControl, ACLError
 from raftkv.server.client_tls import ClientTLSError, client_tls_context
+from raftkv.server.http_auth import MetricsSecurity, MetricsSecurityError, metrics_warnings
 from raftkv.server.protected_mode import ProtectedModeError, client_auth_warnings
 from raftkv.storage import DiskStorageError
 from wire.addr import parse_addr
@@ -169,6 +172,24 @@ def _env(name: str) -> str:
 @click.option("--metrics-addr", default="", envvar=_env("METRICS_ADDR"),
               help="HOST:PORT of the HTTP port serving /metrics (Prometheus), /livez and "
                    "/readyz (default: off).")
+@click.option("--metrics-tls-cert", default="", envvar=_env("METRICS_TLS_CERT"),
+              type=click.Path(dir_okay=False),
+              help="The metrics port speaks HTTPS with this certificate (default: the "
+                   "client port's --tls-cert when it has one).")
+@click.option("--metrics-tls-key", default="", envvar=_env("METRICS_TLS_KEY"),
+              type=click.Path(dir_okay=False), help="The private key of --metrics-tls-cert.")
+@click.option("--metrics-tls-ca", default="", envvar=_env("METRICS_TLS_CA"),
+              type=click.Path(dir_okay=False),
+              help="The CA of scrapers' certificates (default: --tls-ca).")
+@click.option("--metrics-tls-client-auth", is_flag=True, envvar=_env("METRICS_TLS_CLIENT_AUTH"),
+              help="Every request to the metrics port (probes too) must present a client "
+                   "certificate signed by --metrics-tls-ca.")
+@click.option("--metrics-plain-http", is_flag=True, envvar=_env("METRICS_PLAIN_HTTP"),
+              help="Keep the metrics port plain HTTP even though the client port has TLS.")
+@click.option("--metrics-token-file", default="", envvar=_env("METRICS_TOKEN_FILE"),
+              type=click.Path(dir_okay=False),
+              help="GET /metrics needs this token (Authorization: Bearer TOKEN, or basic "
+                   "auth with it as password); /livez and /readyz stay open.")
 @click.option("--ready-max-lag", default=1000, show_default=True,
               envvar=_env("READY_MAX_LAG"), type=click.IntRange(min=0),
               help="/readyz answers 503 while applying trails the commit index by more.")
@@ -200,6 +221,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
         raise click.BadParameter("--learner only applies with --join")
     check_peer_security(client_addr, peer_addr, options)
     check_client_auth(client_addr, options)
+    check_metrics_security(options)
     if options["heartbeat_ticks"] >= options["election_ticks"]:
         raise click.BadParameter(
             f"must be smaller than --election-ticks ({options['election_ticks']}): followers "
@@ -228,8 +250,10 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
               help="Node N gets client port BASE+N, peer port BASE+100+N, metrics port "
                    "BASE+2000+N.")
 @click.option("--tls", is_flag=True,
-              help="TLS on client and peer ports and a client password: certificates in "
-                   "DATA_DIR/certs, the password in DATA_DIR/client-password (made once).")
+              help="TLS on client, peer and metrics ports, a client password and a "
+                   "/metrics token: certificates in DATA_DIR/certs, the password in "
+                   "DATA_DIR/client-password, the token in DATA_DIR/metrics-token (made "
+                   "once).")
 @click.option("-v", "--verbose", count=True, help="Passed to every node.")
 def up(nodes: int, data_dir: str, host: str, fsync: str, port_base: int, tls: bool,
        verbose: int) -> None:
@@ -257,6 +281,32 @@ def certs_create(out: str, hosts: str) -> None:
     click.echo("\n".join(str(p) for p in written))
     click.echo(f"Peer TLS: raftkv serve ... --peer-tls-cert {out}/node.crt "
                f"--peer-tls-key {out}/node.key --peer-tls-ca {out}/ca.crt")
+
+
+@main.group()
+def secrets() -> None:
+    """Everything a secured cluster needs, in one directory."""
+
+
+@secrets.command("init")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for certificates, peer-secret, admin-password, users.acl, "
+                   "metrics-token and ready (secrets 0600).")
+@click.option("--hosts", default="127.0.0.1,localhost", show_default=True,
+              help="Names and IPs the node certificate is valid for (comma separated).")
+@click.option("--user", default="admin", show_default=True,
+              help="The ACL user made with a random password (the default user is off).")
+def secrets_init(out: str, hosts: str, user: str) -> None:
+    """Make what is missing in OUT (keeps what exists, so it can run at every start):
+    a CA with node and client certificates, a peer secret, an ACL file with one admin
+    user and its random password, a metrics token; `ready` is written last."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", user):
+        raise click.BadParameter("1 to 64 of A-Z a-z 0-9 _ . -", param_hint="--user")
+    try:
+        written = init_secrets(Path(out), tuple(_split(hosts)), user)
+    except (FileExistsError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("\n".join(str(p) for p in written) or f"{out}: complete, nothing to make")
 
 
 @main.command()
@@ -363,6 +413,17 @@ def check_client_auth(client_addr: str, options: dict[str, Any]) -> None:
                                options["tls_client_auth"])
         except ClientTLSError as exc:
             raise click.UsageError(str(exc)) from exc
+
+
+def check_metrics_security(options: dict[str, Any]) -> None:
+    """The metrics port's TLS files and token load (raftkv.server.http_auth), before
+    anything starts; warnings for an open /metrics beyond loopback."""
+    try:
+        MetricsSecurity.from_options(options)
+    except MetricsSecurityError as exc:
+        raise click.UsageError(str(exc)) from exc
+    for warning in metrics_warnings(options):
+        click.echo(f"WARNING: {warning}", err=True)
 
 
 def _split(endpoints: str) -> list[str]:

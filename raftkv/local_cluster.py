@@ -142,12 +142,17 @@ def banner(nodes: int, host: str, base: int, leader: dict[str, str], data_dir: s
         target = "" if host in ("127.0.0.1", "localhost") else f"-h {host} "
         tools.append((f"redis-cli {target}-p {base + 1}", "any node's port works"))
     tools.append(("raftkv status", "one line per node"))
-    if tls is not None:  # TLS on both ports and a password (raftkv/local_tls.py)
+    scheme = "http"
+    if tls is not None:  # TLS on every port, a password, a token (raftkv/local_tls.py)
         tools = tls.connect_lines(cli, host, base + 1, bool(shutil.which("redis-cli")))
-    tools.append((f"curl http://{host}:{base + 2001}/metrics",
-                  "Prometheus metrics (also /livez /readyz)"))
+        tools += tls.metrics_lines(host, base + 2001)
+        scheme = "https"
+    else:
+        tools.append((f"curl http://{host}:{base + 2001}/metrics",
+                      "Prometheus metrics (also /livez /readyz)"))
     width = max(len(cmd) for cmd, _ in tools)
-    metrics = ", ".join(f"http://{host}:{base + 2000 + i}/metrics" for i in range(1, nodes + 1))
+    metrics = ", ".join(f"{scheme}://{host}:{base + 2000 + i}/metrics"
+                        for i in range(1, nodes + 1))
     lines = [f"RaftKV cluster of {nodes} up: leader is node {leader['node_id']} "
              f"(term {leader['term']}); client ports {ports} on {host}",
              *(f"  {cmd:<{width}}  {what}" for cmd, what in tools),

@@ -1,11 +1,14 @@
-"""``raftkv up --tls``: a local cluster with TLS on both ports and a client password.
+"""``raftkv up --tls``: a local cluster with TLS on every port and a client password.
 
 Made once in the data directory and reused by later runs: ``certs/`` (``raftkv certs
 create``: a CA, a node certificate for 127.0.0.1/localhost/the host, a client
-certificate) and ``client-password`` (random, 0600). Every node gets the node certificate
-for its client port and its peer links (mutual TLS) and the password through its
-environment (``RAFTKV_REQUIREPASS``, not a flag: flags show in ``ps``). The lines to
-connect read the password from the file instead of printing it.
+certificate), ``client-password`` and ``metrics-token`` (random, 0600). Every node gets
+the node certificate for its client port and its peer links (mutual TLS), and through the
+client port's certificate its metrics port speaks HTTPS too (raftkv.server.http_auth);
+``GET /metrics`` needs the token (``--metrics-token-file``), ``/livez`` and ``/readyz`` do
+not. The password goes through the nodes' environment (``RAFTKV_REQUIREPASS``, not a
+flag: flags show in ``ps``). The lines to connect read the password and the token from
+their files instead of printing them.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ from pathlib import Path
 import attrs
 
 from raftkv import certs
+from raftkv.node.peer_auth import ensure_secret_file
 
 CERTS_DIR = "certs"
 PASSWORD_FILE = "client-password"
+METRICS_TOKEN_FILE = "metrics-token"
 
 
 @attrs.frozen
 class LocalTLS:
     certs: Path
     password_file: Path
+    metrics_token_file: Path
 
     @property
     def ca(self) -> Path:
@@ -35,7 +41,8 @@ class LocalTLS:
     def node_args(self) -> list[str]:
         crt, key = str(self.certs / "node.crt"), str(self.certs / "node.key")
         return ["--tls-cert", crt, "--tls-key", key, "--peer-tls-cert", crt,
-                "--peer-tls-key", key, "--peer-tls-ca", str(self.ca)]
+                "--peer-tls-key", key, "--peer-tls-ca", str(self.ca),
+                "--metrics-token-file", str(self.metrics_token_file)]
 
     def password(self) -> str:
         return self.password_file.read_text().strip()
@@ -57,6 +64,14 @@ class LocalTLS:
                       "one line per node"))
         return lines
 
+    def metrics_lines(self, host: str, port: int) -> list[tuple[str, str]]:
+        """curl lines for the HTTPS metrics port: /metrics with the token, /readyz without."""
+        ca, token = shlex.quote(str(self.ca)), shlex.quote(str(self.metrics_token_file))
+        url = f"https://{host}:{port}"
+        return [(f'curl --cacert {ca} -H "Authorization: Bearer $(cat {token})" {url}/metrics',
+                 "Prometheus metrics (HTTPS, token)"),
+                (f"curl --cacert {ca} {url}/readyz", "health: /livez /readyz (no token)")]
+
 
 def prepare(data_dir: Path, host: str) -> LocalTLS:
     """The certificates and the password, made if missing."""
@@ -69,4 +84,5 @@ def prepare(data_dir: Path, host: str) -> LocalTLS:
         fd = os.open(password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(24) + "\n")
-    return LocalTLS(out, password)
+    token = ensure_secret_file(data_dir / METRICS_TOKEN_FILE)  # 64 hex digits, 0600
+    return LocalTLS(out, password, token)

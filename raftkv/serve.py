@@ -26,6 +26,7 @@ from raftkv.node.settings import NodeSettings
 from raftkv.server.admin import membership_command
 from raftkv.server.client_port import ClientServer, serve_clients
 from raftkv.server.http import serve_http
+from raftkv.server.http_auth import MetricsSecurity
 from raftkv.storage import DiskStorageError, StorageFailure
 
 log = logging.getLogger("raftkv.node")
@@ -41,10 +42,12 @@ async def serve_until_signalled(settings: NodeSettings, started: list[bool] | No
         async with trio.open_nursery() as nursery:
             metrics = ""
             if settings.metrics_addr:
+                security = MetricsSecurity.from_settings(settings)  # checked by the CLI
                 port = await start_listener(nursery, "--metrics-addr", settings.metrics_addr,
-                                            serve_http, node)
+                                            serve_http, node, security)
                 host = settings.metrics_addr.rpartition(":")[0]
-                metrics = f"http://{host}:{port}/metrics"
+                metrics = f"{security.scheme}://{host}:{port}/metrics" + (
+                    " (token)" if security.token is not None else "")
             await nursery.start(node.run, partial(serve_clients, clients))
             set_term_source(lambda: node.core.term)
             if started is not None:

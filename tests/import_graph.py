@@ -49,6 +49,7 @@ FLOORS: dict[str, int] = {
     "raftkv.config_file": 6,
     "raftkv.local_cluster": 6,
     "raftkv.local_tls": 6,
+    "raftkv.local_secrets": 6,
     "raftkv.member_cli": 6,
     "raftkv.recover": 6,
     "raftkv.restore": 6,

@@ -94,6 +94,14 @@ class NodeSettings:
     # Operations: the HTTP port for /metrics /livez /readyz ("" = off), how far applying
     # may trail the commit index for /readyz to answer 200, and the log line format.
     metrics_addr: str = ""
+    # Its TLS and /metrics token (raftkv.server.http_auth): by default the client port's
+    # certificate when that has TLS; --metrics-plain-http keeps it plain.
+    metrics_tls_cert: str = ""
+    metrics_tls_key: str = ""
+    metrics_tls_ca: str = ""
+    metrics_tls_client_auth: bool = False
+    metrics_plain_http: bool = False
+    metrics_token_file: str = ""
     ready_max_lag: int = 1000
     log_format: str = "text"
     # Test-only: followers answer reads from local state without ReadIndex. It exists so

@@ -9,6 +9,11 @@ connection closes the oldest one that has not yet sent its whole request head: o
 32 idle sockets from anyone who can reach the port would make ``/livez`` answer 503 and get
 a healthy node restarted (attack2). Only when all 32 are being answered does a newcomer get
 a 503. The exposition text is ``prometheus_client.generate_latest`` (never hand-written).
+
+With TLS (raftkv.server.http_auth decides when) the handshake happens inside the same
+5 s window as the request head and counts as "still sending its head", so a stalled
+handshake is cut at the deadline and can be evicted like a slow head. With a token,
+``/metrics`` answers 401 without it; ``/livez`` and ``/readyz`` stay open to probes.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from raftkv.log import event
 from raftkv.node.node import Node
+from raftkv.server.client_tls import TLSClientStream, failure_reason
 from raftkv.server.health import liveness, readiness
+from raftkv.server.http_auth import MetricsSecurity, parse_headers
 from wire.addr import parse_addr
 
 log = logging.getLogger("raftkv.http")
@@ -33,10 +40,13 @@ SEND_TIMEOUT = 10.0
 MAX_CONNECTIONS = 32
 TEXT = "text/plain; charset=utf-8"
 
+Stream = trio.SocketStream | TLSClientStream
+
 
 class HttpServer:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, security: MetricsSecurity | None = None) -> None:
         self.node = node
+        self.security = security if security is not None else MetricsSecurity()
         self.active = 0
         # Connections still sending their request head, oldest first (dicts keep order):
         # the ones a newcomer may evict when the port is full.
@@ -54,7 +64,8 @@ class HttpServer:
     async def handle(self, stream: trio.SocketStream) -> None:
         async with stream:
             if self.active >= MAX_CONNECTIONS and not self._evict_oldest_waiting():
-                await self._send(stream, 503, TEXT, b"too many connections\n", head_only=False)
+                if self.security.context is None:  # (a TLS client could not read it)
+                    await self._send(stream, 503, TEXT, b"too many connections\n")
                 return
             self.active += 1
             try:
@@ -64,29 +75,67 @@ class HttpServer:
             finally:
                 self.active -= 1
 
-    async def _read_head(self, stream: trio.SocketStream) -> bytes | None:
-        """The request head as received (maybe incomplete after the deadline), or None if
-        the peer closed or a newcomer evicted this connection (then nothing is answered)."""
+    async def _open(self, stream: trio.SocketStream) -> tuple[Stream, bytes | None] | None:
+        """The connection to answer on (TLS or plain) and the request head as received
+        (maybe incomplete after the deadline; None if the peer closed or a newcomer
+        evicted this connection: then nothing is answered). None if the TLS handshake
+        failed or did not finish in time (logged)."""
         head = b""
         key = self._next_id
         self._next_id += 1
         scope = trio.move_on_after(HEAD_TIMEOUT)
         self.waiting[key] = scope
+        conn: Stream | None = stream if self.security.context is None else None
         try:
             with scope:
-                while not _complete(head) and len(head) <= MAX_HEAD:
-                    data = await stream.receive_some(4096)
-                    if not data:
+                if conn is None:
+                    conn = await self._handshake(stream)
+                    if conn is None:
                         return None
+                while not _complete(head) and len(head) <= MAX_HEAD:
+                    data = await conn.receive_some(4096)
+                    if not data:
+                        return conn, None
                     head += data
         finally:
             evicted = self.waiting.pop(key, None) is None
-        if evicted and not _complete(head):  # (a head that made it in time is answered)
+        if conn is None:  # the deadline or an eviction cut the handshake
+            self._tls_failed(stream, None, "evicted for a newcomer (port full)" if evicted
+                             else None)
             return None
-        return head
+        if evicted and not _complete(head):  # (a head that made it in time is answered)
+            return conn, None
+        return conn, head
+
+    async def _handshake(self, stream: trio.SocketStream) -> TLSClientStream | None:
+        tls = trio.SSLStream(stream, self.security.context, server_side=True)
+        try:
+            await tls.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._tls_failed(stream, exc)
+            return None
+        return TLSClientStream(tls)
+
+    def _tls_failed(self, stream: trio.SocketStream, exc: BaseException | None,
+                    reason: str | None = None) -> None:
+        self.security.tls_failures += 1
+        addr, reason = _peer(stream), reason or failure_reason(exc)
+        self.security.throttle.log(("tls", addr.rpartition(":")[0], reason), logging.WARNING,
+                                   "metrics port TLS handshake failed", addr=addr,
+                                   reason=reason)
 
     async def _serve_one(self, stream: trio.SocketStream) -> None:
-        head = await self._read_head(stream)
+        opened = await self._open(stream)
+        if opened is None:
+            return
+        conn, head = opened
+        if isinstance(conn, TLSClientStream):
+            async with conn:  # close_notify, with its own deadline
+                await self._answer(conn, head)
+        else:
+            await self._answer(conn, head)
+
+    async def _answer(self, stream: Stream, head: bytes | None) -> None:
         if head is None:
             return
         if not _complete(head):
@@ -102,7 +151,16 @@ class HttpServer:
             return
         method, target = parts[0], parts[1].split(b"?", 1)[0]
         if method not in (b"GET", b"HEAD"):
-            await self._send(stream, 405, TEXT, b"only GET and HEAD\n", allow=True)
+            await self._send(stream, 405, TEXT, b"only GET and HEAD\n",
+                             headers=("Allow: GET, HEAD",))
+            return
+        if target == b"/metrics" and not self.security.authorized(parse_headers(head)):
+            self.security.auth_failures += 1
+            addr = _peer(stream)
+            self.security.throttle.log(("auth", addr.rpartition(":")[0]), logging.WARNING,
+                                       "metrics request unauthorized", addr=addr)
+            await self._send(stream, 401, TEXT, b"unauthorized: /metrics needs the token\n",
+                             head_only=method == b"HEAD", headers=self.security.challenge())
             return
         status, ctype, body = await self.route(target)
         await self._send(stream, status, ctype, body, head_only=method == b"HEAD")
@@ -121,12 +179,12 @@ class HttpServer:
             return 200, TEXT, b"raftkv: /metrics /livez /readyz\n"
         return 404, TEXT, b"not found: try /metrics /livez /readyz\n"
 
-    async def _send(self, stream: trio.SocketStream, status: int, ctype: str, body: bytes,
-                    head_only: bool = False, allow: bool = False) -> None:
+    async def _send(self, stream: Stream, status: int, ctype: str, body: bytes,
+                    head_only: bool = False, headers: tuple[str, ...] = ()) -> None:
         reason = REASONS.get(status, "")
         head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n"
-                + ("Allow: GET, HEAD\r\n" if allow else "") + "\r\n").encode()
+                + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode()
         with trio.move_on_after(SEND_TIMEOUT), contextlib.suppress(
                 trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             await stream.send_all(head if head_only else head + body)
@@ -137,16 +195,27 @@ def _complete(head: bytes) -> bool:
     return b"\r\n\r\n" in head or b"\n\n" in head
 
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+def _peer(stream: Stream) -> str:
+    """The remote address as HOST:PORT, for the log."""
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except (OSError, ValueError, TypeError):
+        return "?"
+    return f"{host}:{port}"
+
+
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+           405: "Method Not Allowed",
            408: "Request Timeout", 431: "Request Header Fields Too Large",
            503: "Service Unavailable"}
 
 
-async def serve_http(node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_http(node: Node, security: MetricsSecurity | None = None, *,
+                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Listen on ``--metrics-addr``; ``task_status`` gets the bound port."""
     host, port = parse_addr(node.settings.metrics_addr)
     listeners = await trio.open_tcp_listeners(port, host=host)
-    server = HttpServer(node)
+    server = HttpServer(node, security)
     async with trio.open_nursery() as nursery:
         task_status.started(listeners[0].socket.getsockname()[1])
         await trio.serve_listeners(server.handle, listeners, handler_nursery=nursery)
