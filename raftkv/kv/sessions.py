@@ -1,9 +1,11 @@
 """Client sessions: what makes a retried command apply at most once (Raft dissertation 6.3).
 
-A client opens a session (a log entry; its id is the state machine's entry counter at that
-entry, the same on every replica) and tags each write with the session id and a sequence
-number. The table remembers, per session, the replies of the last ``WINDOW`` sequence
-numbers it applied; a duplicate gets the recorded reply instead of being applied again.
+A client opens a session (a log entry carrying a random 63-bit id the proposing server drew:
+ids are capabilities, since anyone who knows one can read its recorded replies, so they
+must not be guessable; entries without an id use the state machine's entry counter) and
+tags each write with the session id and a sequence number. The table remembers, per
+session, the replies of the last ``WINDOW`` sequence numbers it applied; a duplicate gets
+the recorded reply instead of being applied again.
 
 The rules a client follows (and the table enforces):
 
@@ -41,6 +43,7 @@ _EXT_SIMPLE, _EXT_ERROR, _EXT_DROPPED = 1, 2, 3
 
 SESSION_EXPIRED = "SESSIONEXPIRED"
 TOO_MANY = ErrorReply(f"ERR too many client sessions (at most {MAX_SESSIONS})")
+ID_IN_USE = ErrorReply("TRYAGAIN that session id is in use; open again")
 
 
 def expired_error(session: int) -> ErrorReply:
@@ -95,10 +98,12 @@ class SessionTable:
         return {sid: attrs.evolve(s, replies=dict(s.replies)) for sid, s in self._sessions.items()}
 
     def open(self, sid: int, timeout_ms: int, now: int) -> ErrorReply | None:
-        """Open session ``sid`` (the entry counter) at log time ``now``; an error if full."""
+        """Open session ``sid`` at log time ``now``; an error if full or ``sid`` is live."""
         self.purge(now)
         if len(self._sessions) >= MAX_SESSIONS:
             return TOO_MANY
+        if self._live(sid, now) is not None:
+            return ID_IN_USE
         self._sessions[sid] = Session(timeout_ms, now)
         heapq.heappush(self._heap, (now + timeout_ms, sid))
         return None
