@@ -56,6 +56,15 @@ SCRIPTS_DISABLED = ("ERR scripts are disabled on this node; start every node wit
                     "--enable-scripts (see the README's known issues)")
 
 
+def _runs_script(args: list[bytes]) -> bool:
+    """EVAL & co., also when carried by ``RAFT ONCE id seq`` (attack3: the switch read the
+    first word only, so RAFT ONCE ran scripts on a node without --enable-scripts)."""
+    name = args[0].lower()
+    if name == b"raft" and len(args) > 4 and args[1].lower() == b"once":
+        name = args[4].lower()
+    return name in SCRIPTING
+
+
 def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     name = args[0].lower()
     denied = gate(acl_of(conn), conn, args)  # AUTH and ACL users (auth.py)
@@ -70,7 +79,7 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
         if conn.tx.queue is not None:
             conn.tx.dirty = True
         return Pending.of(unknown_command(args))
-    if name in SCRIPTING and not node.settings.enable_scripts:
+    if _runs_script(args) and not node.settings.enable_scripts:
         if conn.tx.queue is not None:
             conn.tx.dirty = True  # EXEC will answer EXECABORT, as for any refused command
         return _err(SCRIPTS_DISABLED)
