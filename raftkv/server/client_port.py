@@ -52,6 +52,10 @@ READ_CHUNK = 64 * 1024
 SEND_CHUNK = 64 * 1024  # ready replies are coalesced up to about this many bytes
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 TOO_MANY_NEW = b"-ERR too many connections that have not sent a command yet\r\n"
+# Of --max-new-clients, what one source address may hold (attack3: one host's 1,024 silent
+# sockets, or TLS handshakes it never starts, refused every other client). Legitimate
+# clients leave the count with their first command, so this only bites sockets that idle.
+MAX_NEW_PER_SOURCE = 64
 # errno values that mean "out of descriptors or buffers" on accept: back off, not spin.
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ACCEPT_BACKOFF = (0.01, 1.0)  # first and longest pause after such a failure
@@ -114,6 +118,7 @@ class ClientServer:
         self.acl = AccessControl.configure(settings.requirepass, settings.acl_file)
         self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
         self.new_clients = 0  # connections that have not sent a complete command yet
+        self._new_by_source: dict[str, int] = {}  # the same, per source address
         self.loop_lag = LoopLagMonitor()
         self.stats = {"rejected_connections": 0, "client_output_buffer_disconnects": 0,
                       "client_protocol_errors": 0, "client_timeouts": 0,
@@ -142,19 +147,23 @@ class ClientServer:
         if len(self.connections) >= limits.max_clients:
             await self._refuse(stream, MAX_CLIENTS_REACHED)
             return
-        if self.new_clients >= limits.max_new_clients:
-            await self._refuse(stream, TOO_MANY_NEW)
-            return
         try:
             peer = stream.socket.getpeername()
-            addr = f"{peer[0]}:{peer[1]}"
+            addr, source = f"{peer[0]}:{peer[1]}", str(peer[0])
             _enable_keepalive(stream.socket)
         except OSError:
-            addr = "?"
+            addr, source = "?", "?"
+        from_source = self._new_by_source.get(source, 0)
+        if (self.new_clients >= limits.max_new_clients
+                or from_source >= min(MAX_NEW_PER_SOURCE, limits.max_new_clients)):
+            await self._refuse(stream, TOO_MANY_NEW)
+            return
         conn = Connection(next(_connection_ids), addr, server=self,
                           user=self.acl.initial_user())
+        conn.source = source
         self.connections[conn.id] = conn
         self.new_clients += 1
+        self._new_by_source[source] = from_source + 1
         try:
             if self.tls is not None:
                 stream = await self.tls.accept(stream, addr)  # within the handshake deadline
@@ -175,7 +184,7 @@ class ClientServer:
         finally:
             del self.connections[conn.id]
             if not conn.registered:
-                self.new_clients -= 1
+                self._not_new(conn)
 
     async def _refuse(self, stream: trio.SocketStream, reply: bytes) -> None:
         """Answer a connection we cannot take, as Redis does, and close it at once."""
@@ -190,7 +199,16 @@ class ClientServer:
 
     def _register(self, conn: Connection) -> None:
         conn.registered = True
+        self._not_new(conn)
+
+    def _not_new(self, conn: Connection) -> None:
+        """``conn`` leaves the count of connections without a first command."""
         self.new_clients -= 1
+        left = self._new_by_source[conn.source] - 1
+        if left:
+            self._new_by_source[conn.source] = left
+        else:
+            del self._new_by_source[conn.source]
 
     async def _reader(
         self, stream: trio.SocketStream, conn: Connection, send: trio.MemorySendChannel[Slot]
