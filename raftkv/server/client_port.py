@@ -52,10 +52,18 @@ READ_CHUNK = 64 * 1024
 SEND_CHUNK = 64 * 1024  # ready replies are coalesced up to about this many bytes
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 TOO_MANY_NEW = b"-ERR too many connections that have not sent a command yet\r\n"
-# Of --max-new-clients, what one source address may hold (attack3: one host's 1,024 silent
-# sockets, or TLS handshakes it never starts, refused every other client). Legitimate
-# clients leave the count with their first command, so this only bites sockets that idle.
-MAX_NEW_PER_SOURCE = 64
+# Of --max-new-clients, what one source address may hold: a quarter (256 of the default
+# 1,024), at least 8 (attack3: one host's 1,024 silent sockets, or TLS handshakes it never
+# starts, refused every other client). A quarter, not less: clients leave the count with
+# their first command, but a benchmark or a pool may open a few hundred at once from one
+# host (or one NAT address), each waiting out a TLS handshake on a loaded node.
+NEW_PER_SOURCE_SHARE = 4
+MIN_NEW_PER_SOURCE = 8
+
+
+def new_per_source(max_new_clients: int) -> int:
+    """How many of ``max_new_clients`` one source address may hold."""
+    return max(min(max_new_clients, MIN_NEW_PER_SOURCE), max_new_clients // NEW_PER_SOURCE_SHARE)
 # errno values that mean "out of descriptors or buffers" on accept: back off, not spin.
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ACCEPT_BACKOFF = (0.01, 1.0)  # first and longest pause after such a failure
@@ -155,7 +163,7 @@ class ClientServer:
             addr, source = "?", "?"
         from_source = self._new_by_source.get(source, 0)
         if (self.new_clients >= limits.max_new_clients
-                or from_source >= min(MAX_NEW_PER_SOURCE, limits.max_new_clients)):
+                or from_source >= new_per_source(limits.max_new_clients)):
             await self._refuse(stream, TOO_MANY_NEW)
             return
         conn = Connection(next(_connection_ids), addr, server=self,
