@@ -128,7 +128,7 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec("exec", 2, WRITE, 0, 0, 0, internal=True),
         CommandSpec("expired", -2, WRITE, 1, -1, 1, internal=True),
         # client sessions (sessions.py), built by the server from RAFT SESSION / RAFT ONCE
-        CommandSpec("session_open", 2, WRITE, 0, 0, 0, internal=True),
+        CommandSpec("session_open", -2, WRITE, 0, 0, 0, internal=True),  # ms [id]
         CommandSpec("session_close", 2, WRITE, 0, 0, 0, internal=True),
         CommandSpec("once", -4, WRITE, 0, 0, 0, internal=True),
         # reads
@@ -269,9 +269,15 @@ def parse_session_number(raw: bytes, what: str) -> int | ErrorReply:
 
 
 def _session_open(args: list[bytes]) -> ErrorReply | None:
+    if len(args) > 3:
+        return wrong_arity("session_open")
     timeout = parse_session_number(args[1], "session timeout")
     if isinstance(timeout, ErrorReply):
         return timeout
+    if len(args) == 3:
+        sid = parse_session_number(args[2], "session id")
+        if isinstance(sid, ErrorReply):
+            return sid
     return None if timeout <= MAX_SESSION_TIMEOUT_MS else ErrorReply(
         f"ERR session timeout must be at most {MAX_SESSION_TIMEOUT_MS // 1000} seconds")
 

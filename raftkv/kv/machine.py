@@ -801,11 +801,14 @@ class KVStateMachine:
     # -- client sessions (sessions.py) ----------------------------------------------------
 
     def _session_open(self, args: list[bytes]) -> Reply:
-        """``session_open timeout_ms``: a new session; its id is this entry's counter."""
+        """``session_open timeout_ms [id]``: a new session. Its id is the one the proposing
+        server drew at random (RAFT SESSION OPEN does), so another client cannot guess it;
+        without one (entries written before ids were drawn), this entry's counter."""
         error = validate(args)
         if error is not None:
             return error
-        return self._sessions.open(self._seq, int(args[1]), self._t) or self._seq
+        sid = int(args[2]) if len(args) == 3 else self._seq
+        return self._sessions.open(sid, int(args[1]), self._t) or sid
 
     def _session_close(self, args: list[bytes]) -> Reply:
         error = validate(args)

@@ -1,9 +1,11 @@
 """Client sessions: what makes a retried command apply at most once (Raft dissertation 6.3).
 
-A client opens a session (a log entry; its id is the state machine's entry counter at that
-entry, the same on every replica) and tags each write with the session id and a sequence
-number. The table remembers, per session, the replies of the last ``WINDOW`` sequence
-numbers it applied; a duplicate gets the recorded reply instead of being applied again.
+A client opens a session (a log entry carrying a random 63-bit id the proposing server drew:
+ids are capabilities, since anyone who knows one can read its recorded replies, so they
+must not be guessable; entries without an id use the state machine's entry counter) and
+tags each write with the session id and a sequence number. The table remembers, per
+session, the replies of the last ``WINDOW`` sequence numbers it applied; a duplicate gets
+the recorded reply instead of being applied again.
 
 The rules a client follows (and the table enforces):
 
@@ -16,8 +18,9 @@ The rules a client follows (and the table enforces):
   clock, so every replica expires the same sessions at the same entry.
 
 Everything here is bounded: at most ``MAX_SESSIONS`` live sessions (opening one more is
-refused), ``WINDOW`` replies per session, and a recorded reply over ``MAX_REPLY_BYTES`` is
-kept only as the fact that the command applied.
+refused), ``WINDOW`` replies per session, and a recorded reply over ``MAX_REPLY_BYTES``, or
+one that would take the table's replies past ``MAX_TABLE_REPLY_BYTES``, is kept only as the
+fact that the command applied.
 """
 
 from __future__ import annotations
@@ -35,12 +38,16 @@ from .errors import KVDecodeError
 WINDOW = 64
 MAX_SESSIONS = 16_384
 MAX_REPLY_BYTES = 1024
+# Recorded reply bytes across the whole table (without it: 16,384 x 64 x 1 KiB, 1.1 GB of
+# RSS measured, attack3). Past it a reply is kept only as "applied", like a large one.
+MAX_TABLE_REPLY_BYTES = 64 * 1024 * 1024
 DEFAULT_TIMEOUT_MS = 300_000  # 5 minutes, as the trio client's default
 _INT64_MAX = 2**63 - 1
 _EXT_SIMPLE, _EXT_ERROR, _EXT_DROPPED = 1, 2, 3
 
 SESSION_EXPIRED = "SESSIONEXPIRED"
 TOO_MANY = ErrorReply(f"ERR too many client sessions (at most {MAX_SESSIONS})")
+ID_IN_USE = ErrorReply("TRYAGAIN that session id is in use; open again")
 
 
 def expired_error(session: int) -> ErrorReply:
@@ -55,7 +62,8 @@ def forgotten_error(session: int, seq: int) -> ErrorReply:
 
 def dropped_error(session: int, seq: int) -> ErrorReply:
     return ErrorReply(f"ERR sequence number {seq} of session {session} already applied; its "
-                      f"reply was over {MAX_REPLY_BYTES} bytes and was not kept")
+                      f"reply was not kept (over {MAX_REPLY_BYTES} bytes, or the sessions' "
+                      "replies were over their total bound)")
 
 
 @attrs.define
@@ -82,6 +90,10 @@ class SessionTable:
 
     def __init__(self, sessions: dict[int, Session] | None = None) -> None:
         self._sessions: dict[int, Session] = sessions or {}
+        # Bytes of every recorded reply (a function of the sessions alone, so a replica
+        # restored from a snapshot counts the same as one that applied the log).
+        self._bytes = sum(len(blob) for s in self._sessions.values()
+                          for blob in s.replies.values())
         # One (deadline, id) pair per session, the deadline possibly stale (earlier than the
         # session's: purge moves it on), plus those of closed sessions until popped.
         self._heap = [(s.deadline, sid) for sid, s in self._sessions.items()]
@@ -95,10 +107,13 @@ class SessionTable:
         return {sid: attrs.evolve(s, replies=dict(s.replies)) for sid, s in self._sessions.items()}
 
     def open(self, sid: int, timeout_ms: int, now: int) -> ErrorReply | None:
-        """Open session ``sid`` (the entry counter) at log time ``now``; an error if full."""
+        """Open session ``sid`` at log time ``now``; an error if full or ``sid`` is live."""
         self.purge(now)
         if len(self._sessions) >= MAX_SESSIONS:
             return TOO_MANY
+        if self._live(sid, now) is not None:
+            return ID_IN_USE
+        self._forget(sid)  # an expired one of that id (gone from the table's count)
         self._sessions[sid] = Session(timeout_ms, now)
         heapq.heappush(self._heap, (now + timeout_ms, sid))
         return None
@@ -108,7 +123,7 @@ class SessionTable:
         session = self._live(sid, now)
         if session is None:
             return False
-        del self._sessions[sid]
+        self._forget(sid)
         if len(self._heap) > 2 * len(self._sessions) + 64:  # closed sessions' stale entries
             self._heap = [(s.deadline, i) for i, s in self._sessions.items()]
             heapq.heapify(self._heap)
@@ -133,12 +148,16 @@ class SessionTable:
         """Remember ``reply`` as the answer to (sid, seq); forget what the window left."""
         session = self._sessions[sid]
         blob = encode_reply(reply)
-        session.replies[seq] = blob if len(blob) <= MAX_REPLY_BYTES else _DROPPED_BLOB
+        self._bytes -= len(session.replies.pop(seq, b""))
+        if len(blob) > MAX_REPLY_BYTES or self._bytes + len(blob) > MAX_TABLE_REPLY_BYTES:
+            blob = _DROPPED_BLOB
+        session.replies[seq] = blob
+        self._bytes += len(blob)
         if seq > session.highest:
             session.highest = seq
             mark = session.forgotten
             for old in [s for s in session.replies if s <= mark]:
-                del session.replies[old]
+                self._bytes -= len(session.replies.pop(old))
 
     def purge(self, now: int) -> int:
         """Drop every session whose deadline is at or before ``now``; how many."""
@@ -149,7 +168,7 @@ class SessionTable:
             if session is None:
                 continue  # closed
             if session.deadline <= now:
-                del sessions[sid]
+                self._forget(sid)
                 dropped += 1
             else:  # used since this entry was pushed: one entry per session, moved on
                 heapq.heappush(heap, (session.deadline, sid))
@@ -158,9 +177,15 @@ class SessionTable:
     def _live(self, sid: int, now: int) -> Session | None:
         session = self._sessions.get(sid)
         if session is not None and session.deadline <= now:
-            del self._sessions[sid]
+            self._forget(sid)
             return None
         return session
+
+    def _forget(self, sid: int) -> None:
+        """Drop session ``sid`` (if any) and its replies' bytes."""
+        session = self._sessions.pop(sid, None)
+        if session is not None:
+            self._bytes -= sum(len(blob) for blob in session.replies.values())
 
 
 # -- replies as bytes (for the table and snapshots) --------------------------------------

@@ -46,6 +46,8 @@ def rss_bytes() -> int:
 def grows_memory(args: list[bytes]) -> bool:
     """True for a write command that may add keys or bytes (Redis's denyoom)."""
     name = args[0].lower()
+    if name == b"once" and len(args) > 3:  # a session's write: judged as that write
+        return grows_memory(args[3:])
     if name in SHRINKING:
         return False
     spec = lookup(name)

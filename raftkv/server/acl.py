@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -328,7 +330,13 @@ MAX_ACL_FILE = 4 * 1024 * 1024
 def load_acl_file(path: str, requirepass: str = "") -> dict[str, User]:
     """Read and parse ``path``; ACLError for an unreadable, oversized or invalid file."""
     try:
-        with open(path, "rb") as f:
+        # Without blocking (ACL LOAD runs on the event loop: a FIFO's open would wait for a
+        # writer), and only a regular file (a device would be read to the bound). Links
+        # are followed: a Kubernetes Secret is a symlink.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ACLError(f"ACL file {path} is not a regular file")
             data = f.read(MAX_ACL_FILE + 1)
     except OSError as exc:
         raise ACLError(f"cannot read ACL file {path}: {exc.strerror or exc}") from exc

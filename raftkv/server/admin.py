@@ -13,6 +13,7 @@ a committed entry can no longer be refused, and every node (and every restart) a
 from __future__ import annotations
 
 import re
+import secrets
 from typing import TYPE_CHECKING
 
 from raftkv.node.membership import NO_LEADER
@@ -32,6 +33,7 @@ USAGE = ErrorReply(
     "ERR wrong arguments; try RAFT ADDNODE id peer_addr [LEARNER] | PROMOTE id | REMOVENODE id"
 )
 SUBCOMMANDS = (b"addnode", b"promote", b"removenode")
+SESSION_IDS = 2**63 - 1  # a session id is a positive int64, drawn uniformly
 _DIGITS = re.compile(rb"[0-9]{1,19}")
 
 
@@ -48,7 +50,7 @@ def raft_command(node: Node, args: list[bytes]) -> Pending:
     if sub == b"backup":  # raftkv backup: a consistent copy in chunks (server/backup_cmd.py)
         return backup_command(node, args)
     if sub in (b"session", b"once"):  # client sessions (server/session_cmd.py)
-        command = session_command(args)
+        command = session_command(args, secrets.randbelow(SESSION_IDS) + 1)
         return Pending.of(command) if isinstance(command, ErrorReply) else node.submit(command)
     if sub in SUBCOMMANDS:
         return membership_command(node, args)

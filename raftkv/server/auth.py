@@ -102,8 +102,10 @@ def authenticate(acl: AccessControl, conn: Connection, username: bytes,
     _throttle.log(("auth", host), logging.WARNING, "client failed authentication",
                   addr=conn.addr, user=name, failures=conn.auth_failures)
     if conn.auth_failures >= MAX_AUTH_FAILURES:
-        event(log, logging.INFO, "closing client after failed authentications",
-              addr=conn.addr, failures=conn.auth_failures)
+        # Throttled like the failures: a guesser closes one connection per 10 tries.
+        _throttle.log(("close", host), logging.INFO,
+                      "closing client after failed authentications",
+                      addr=conn.addr, failures=conn.auth_failures)
         conn.closing = True
     return WRONGPASS
 

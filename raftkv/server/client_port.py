@@ -54,6 +54,18 @@ MAX_READ_CHUNK = 1024 * 1024  # a full read left unparsed (a large argument) dou
 SEND_CHUNK = 64 * 1024  # ready replies are coalesced up to about this many bytes
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 TOO_MANY_NEW = b"-ERR too many connections that have not sent a command yet\r\n"
+# Of --max-new-clients, what one source address may hold: a quarter (256 of the default
+# 1,024), at least 8 (attack3: one host's 1,024 silent sockets, or TLS handshakes it never
+# starts, refused every other client). A quarter, not less: clients leave the count with
+# their first command, but a benchmark or a pool may open a few hundred at once from one
+# host (or one NAT address), each waiting out a TLS handshake on a loaded node.
+NEW_PER_SOURCE_SHARE = 4
+MIN_NEW_PER_SOURCE = 8
+
+
+def new_per_source(max_new_clients: int) -> int:
+    """How many of ``max_new_clients`` one source address may hold."""
+    return max(min(max_new_clients, MIN_NEW_PER_SOURCE), max_new_clients // NEW_PER_SOURCE_SHARE)
 # errno values that mean "out of descriptors or buffers" on accept: back off, not spin.
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ACCEPT_BACKOFF = (0.01, 1.0)  # first and longest pause after such a failure
@@ -116,6 +128,7 @@ class ClientServer:
         self.acl = AccessControl.configure(settings.requirepass, settings.acl_file)
         self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
         self.new_clients = 0  # connections that have not sent a complete command yet
+        self._new_by_source: dict[str, int] = {}  # the same, per source address
         self.loop_lag = LoopLagMonitor()
         self.stats = {"rejected_connections": 0, "client_output_buffer_disconnects": 0,
                       "client_protocol_errors": 0, "client_timeouts": 0,
@@ -147,20 +160,24 @@ class ClientServer:
         if len(self.connections) >= limits.max_clients:
             await self._refuse(stream, MAX_CLIENTS_REACHED)
             return
-        if self.new_clients >= limits.max_new_clients:
-            await self._refuse(stream, TOO_MANY_NEW)
-            return
         try:
             peer = stream.socket.getpeername()
-            addr = f"{peer[0]}:{peer[1]}"
+            addr, source = f"{peer[0]}:{peer[1]}", str(peer[0])
             _enable_keepalive(stream.socket)
         except OSError:
-            addr = "?"
+            addr, source = "?", "?"
+        from_source = self._new_by_source.get(source, 0)
+        if (self.new_clients >= limits.max_new_clients
+                or from_source >= new_per_source(limits.max_new_clients)):
+            await self._refuse(stream, TOO_MANY_NEW)
+            return
         conn = Connection(next(_connection_ids), addr, server=self,
                           user=self.acl.initial_user())
+        conn.source = source
         self.connections[conn.id] = conn
         self.buffers.open(conn)
         self.new_clients += 1
+        self._new_by_source[source] = from_source + 1
         try:
             if self.tls is not None:
                 stream = await self.tls.accept(stream, addr)  # within the handshake deadline
@@ -182,7 +199,7 @@ class ClientServer:
             del self.connections[conn.id]
             self.buffers.close(conn)
             if not conn.registered:
-                self.new_clients -= 1
+                self._not_new(conn)
 
     async def _refuse(self, stream: trio.SocketStream, reply: bytes) -> None:
         """Answer a connection we cannot take, as Redis does, and close it at once."""
@@ -197,7 +214,16 @@ class ClientServer:
 
     def _register(self, conn: Connection) -> None:
         conn.registered = True
+        self._not_new(conn)
+
+    def _not_new(self, conn: Connection) -> None:
+        """``conn`` leaves the count of connections without a first command."""
         self.new_clients -= 1
+        left = self._new_by_source[conn.source] - 1
+        if left:
+            self._new_by_source[conn.source] = left
+        else:
+            del self._new_by_source[conn.source]
 
     async def _reader(
         self, stream: trio.SocketStream, conn: Connection, send: trio.MemorySendChannel[Slot]

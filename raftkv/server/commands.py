@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from raftkv import __version__
 from raftkv.kv import COMMANDS, legacy_form, lookup
-from raftkv.kv.errors import unknown_subcommand
+from raftkv.kv.errors import unknown_command, unknown_subcommand
 from raftkv.node.pending import Pending
 from raftkv.server import transaction
 from raftkv.server.acl import COMMAND_CATEGORIES
@@ -55,6 +55,15 @@ SCRIPTS_DISABLED = ("ERR scripts are disabled on this node (it runs with --no-sc
                     "start every node without it to use EVAL")
 
 
+def _runs_script(args: list[bytes]) -> bool:
+    """EVAL & co., also when carried by ``RAFT ONCE id seq`` (attack3: the switch read the
+    first word only, so RAFT ONCE ran scripts on a node without --enable-scripts)."""
+    name = args[0].lower()
+    if name == b"raft" and len(args) > 4 and args[1].lower() == b"once":
+        name = args[4].lower()
+    return name in SCRIPTING
+
+
 def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     name = args[0].lower()
     denied = gate(acl_of(conn), conn, args)  # AUTH and ACL users (auth.py)
@@ -65,7 +74,11 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     control = TRANSACTION.get(name)
     if control is not None:
         return control(node, conn, args)
-    if name in SCRIPTING and not node.settings.enable_scripts:
+    if internal(name):
+        if conn.tx.queue is not None:
+            conn.tx.dirty = True
+        return Pending.of(unknown_command(args))
+    if _runs_script(args) and not node.settings.enable_scripts:
         if conn.tx.queue is not None:
             conn.tx.dirty = True  # EXEC will answer EXECABORT, as for any refused command
         return _err(SCRIPTS_DISABLED)
@@ -75,6 +88,15 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if handler is not None:
         return handler(node, conn, args)
     return node.submit(legacy_form(args))
+
+
+def internal(name: bytes) -> bool:
+    """True for the log's own commands (``once``, ``session_open``, ``expired``...): the
+    server builds them from RAFT ONCE, RAFT SESSION, MULTI and the leader's expiry, and
+    the ACL gate does not know them, so from a client they are unknown commands (attack3:
+    a read-only user ran FLUSHALL as ``once SID 1 FLUSHALL``)."""
+    spec = lookup(name)
+    return spec is not None and spec.internal
 
 
 def cmd_multi(node: Node, conn: Connection, args: list[bytes]) -> Pending:

@@ -43,6 +43,7 @@ class Connection:
     closing: bool = False
     tx: Transaction = attrs.Factory(Transaction)  # MULTI/WATCH state (transaction.py)
     registered: bool = False  # has sent a complete command
+    source: str = ""  # the remote address without its port (per-source limits)
     out_bytes: int = 0  # replies ready and not yet sent (the output buffer)
     owed: int = 0  # replies not yet written, ready or not
     scope: trio.CancelScope | None = None

@@ -19,9 +19,13 @@ USAGE = ErrorReply(
 )
 
 
-def session_command(args: list[bytes]) -> list[bytes] | ErrorReply:
+def session_command(args: list[bytes], new_id: int) -> list[bytes] | ErrorReply:
     """The state-machine command for ``RAFT SESSION ...`` or ``RAFT ONCE ...`` (``args``
-    starts with RAFT), or the error to answer. The result is validated again on submit."""
+    starts with RAFT), or the error to answer. The result is validated again on submit.
+
+    ``new_id`` is the id a session opened here gets: drawn at random by the caller, since
+    a session's id is all it takes to read its recorded replies or advance its sequence
+    numbers (attack3: the entry counter let one ACL user read another's GETSET reply)."""
     sub = args[1].lower() if len(args) > 1 else b""
     if sub == b"once":
         if len(args) < 5:
@@ -33,12 +37,13 @@ def session_command(args: list[bytes]) -> list[bytes] | ErrorReply:
         return inner if not spec.is_write else [b"once", args[2], args[3], *inner]
     action = args[2].lower() if sub == b"session" and len(args) > 2 else b""
     if action == b"open" and len(args) in (3, 4):
+        sid = b"%d" % new_id
         if len(args) == 3:
-            return [b"session_open", str(DEFAULT_TIMEOUT_MS).encode()]
+            return [b"session_open", str(DEFAULT_TIMEOUT_MS).encode(), sid]
         seconds = args[3]
         if not seconds.isdigit() or len(seconds) > 12 or int(seconds) == 0:
             return ErrorReply("ERR session timeout must be a positive number of seconds")
-        return [b"session_open", str(int(seconds) * 1000).encode()]
+        return [b"session_open", str(int(seconds) * 1000).encode(), sid]
     if action == b"close" and len(args) == 4:
         return [b"session_close", args[3]]
     return USAGE

@@ -230,3 +230,17 @@ def test_no_sequence_number_applies_twice_and_replicas_agree(ops: list) -> None:
         assert all(r == replies[0] for r in replies)
     if replica is not None:
         assert replica.snapshot() == kv.snapshot()
+
+
+def test_a_session_opened_with_a_drawn_id_answers_under_that_id() -> None:
+    """RAFT SESSION OPEN puts a random id into the entry (attack3: counter ids let one
+    user guess another's session); the same id again while it is live is refused."""
+    kv = KVStateMachine()
+    sid = 2**62 + 12345
+    assert at(kv, T0, "session_open", MINUTE, sid) == sid
+    assert at(kv, T0 + 1, "once", sid, 1, "incr", "n") == 1
+    again = at(kv, T0 + 2, "session_open", MINUTE, sid)
+    assert isinstance(again, ErrorReply) and again.text.startswith("TRYAGAIN"), again
+    assert at(kv, T0 + 3, "once", sid, 1, "incr", "n") == 1  # still the first session's
+    for bad in ((MINUTE, 0), (MINUTE, -1), (MINUTE, 2**63), (MINUTE, sid, 1)):
+        assert isinstance(at(kv, T0, "session_open", *bad), ErrorReply), bad
