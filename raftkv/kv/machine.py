@@ -59,6 +59,7 @@ from .errors import (
     unknown_command,
     wrong_arity,
 )
+from .feed import ChangeFeed
 from .glob import Glob
 from .numbers import (
     INT64_MAX,
@@ -94,7 +95,8 @@ __all__ = ["MAX_VALUE_LEN", "KVState", "KVStateMachine", "decode_snapshot", "enc
 class KVStateMachine:
     """The key-value map every node builds by applying the Raft log."""
 
-    def __init__(self, *, max_value_len: int = MAX_VALUE_LEN) -> None:
+    def __init__(self, *, max_value_len: int = MAX_VALUE_LEN,
+                 feed: ChangeFeed | None = None) -> None:
         # Must be equal on every node of a cluster, like the code itself.
         self._max_value_len = max_value_len
         self._data: dict[bytes, bytes] = {}
@@ -123,6 +125,9 @@ class KVStateMachine:
         # ``apply``, ``last_changes`` holds the entry's changes for the runtime to read.
         self._recorder = ChangeRecorder()
         self.last_changes: list[Change] = []
+        # The retained tail of those changes (feed.py): history, kept out of ``==`` and
+        # ``digest`` (nodes with other retention bounds hold other tails).
+        self.feed = feed if feed is not None else ChangeFeed()
         self._scripting = ScriptRunner(self)
         # lower-case name -> (arity, arity error, handler, is_write)
         self._dispatch: dict[bytes, _Entry] = {
@@ -165,7 +170,9 @@ class KVStateMachine:
             return ErrorReply(f"ERR internal error applying the command: {type(exc).__name__}")
         finally:
             self._writing = False
-            self.last_changes = self._recorder.take(self._seq if index is None else index)
+            index = self._seq if index is None else index
+            self.last_changes = self._recorder.take(index)
+            self.feed.append(index, self.last_changes)
 
     def read(self, args: list[bytes], now: int | None = None) -> Reply:
         """Answer a read command from the current state at time ``now`` (never below the
@@ -287,12 +294,13 @@ class KVStateMachine:
         """The whole state as msgpack, keys sorted: equal states give identical bytes."""
         return encode_snapshot(self.snapshot_state())
 
-    def snapshot_state(self) -> KVState:
+    def snapshot_state(self, *, with_feed: bool = True) -> KVState:
         """Cheap copies of the state (values are immutable) for ``encode_snapshot``
-        elsewhere, e.g. in a worker thread while this machine keeps applying."""
+        elsewhere, e.g. in a worker thread while this machine keeps applying; with the
+        feed's tail unless ``with_feed`` is false (comparing states, not histories)."""
         return KVState(dict(self._data), dict(self._expires), dict(self._mods), self._now,
                        self._seq, self._gone, dict(self._scripts), dict(self._tombs),
-                       self._sessions.state())
+                       self._sessions.state(), self.feed.state() if with_feed else None)
 
     def state_copy(self) -> dict[bytes, bytes]:
         """A copy of the map of values (tests and checks compare it with a model)."""
@@ -318,6 +326,7 @@ class KVStateMachine:
         self._tombs = state.tombs
         self._scripts = state.scripts
         self._sessions = SessionTable(state.sessions)
+        self.feed.replace(state.feed)
         self._heap = [(deadline, key) for key, deadline in self._expires.items()]
         heapq.heapify(self._heap)
 
@@ -329,7 +338,7 @@ class KVStateMachine:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KVStateMachine):
             return NotImplemented
-        return self.snapshot_state() == other.snapshot_state()
+        return self.snapshot_state(with_feed=False) == other.snapshot_state(with_feed=False)
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
@@ -338,7 +347,8 @@ class KVStateMachine:
 
     def digest(self) -> str:
         """A short fingerprint of the state, equal on nodes with equal states."""
-        return hashlib.blake2b(self.snapshot(), digest_size=16).hexdigest()
+        state = encode_snapshot(self.snapshot_state(with_feed=False))
+        return hashlib.blake2b(state, digest_size=16).hexdigest()
 
     @property
     def expiring(self) -> int:
