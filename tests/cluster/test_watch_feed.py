@@ -82,7 +82,7 @@ def test_a_follower_reader_sees_the_committed_writes_in_order(cluster: LocalClus
 def test_the_feed_survives_a_restart_from_a_snapshot(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
     r = client(cluster, leader)
-    for i in range(130):  # past two snapshots
+    for _ in range(130):  # past two snapshots
         r.incr("n")
     before = r.xrange(FEED, "-", "+", count=1000)
     assert [f[b"value"] for _, f in before] == [str(i).encode() for i in range(1, 131)]
