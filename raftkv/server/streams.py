@@ -25,7 +25,7 @@ to keys its patterns allow (a FLUSHALL always).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -299,7 +299,8 @@ class FeedReader:
         return positions
 
     def _collect(self, after: Id, until: Id, count: int, match: Callable[[Change], bool] | None,
-                 reverse: bool = False, strict: bool = False) -> Iterator[int]:
+                 reverse: bool = False, strict: bool = False
+                 ) -> Generator[int, None, list[Change]]:
         """Walk the feed a slice at a time (yielding the work done); returns the changes.
         ``strict``: a reader resuming after ``after`` (XREAD), so ``Compacted`` is raised
         if the tail no longer reaches back to where the walk stands."""
