@@ -51,6 +51,11 @@ MAX_ID_PART = 2**64 - 1  # Redis's stream ids are two unsigned 64-bit numbers
 # changes, a glob each) takes 50-100 ms, so it runs in slices of about 2 ms, the client
 # port yielding to the loop in between (raftkv.kv.sliced, as KEYS and SCAN do).
 SLICE = 4096
+# Streams one XREAD may name: a blocked reader's filters are checked against every applied
+# change in the apply path, so their number is bounded (they are all views of one feed).
+MAX_XREAD_STREAMS = 32
+TOO_MANY_STREAMS = ErrorReply(f"ERR XREAD reads at most {MAX_XREAD_STREAMS} streams at once "
+                              "(they are all views of one change feed)")
 
 INVALID_ID = ErrorReply("ERR Invalid stream ID specified as stream command argument")
 SYNTAX = ErrorReply("ERR syntax error")
@@ -256,6 +261,8 @@ def parse_xread(args: list[bytes]) -> XRead | ErrorReply:
     if len(rest) % 2:
         return UNBALANCED
     half = len(rest) // 2
+    if half > MAX_XREAD_STREAMS:
+        return TOO_MANY_STREAMS
     return XRead(count, block, list(zip(rest[:half], rest[half:], strict=True)))
 
 
