@@ -6,6 +6,8 @@ allocate stops rather than skip an entry its peers applied (a restart replays it
 NORMAL entry's command goes to the state machine; a CONFIG entry's configuration becomes
 the one a snapshot at this index records; the writes proposed at these indexes get their
 results (raftkv.node.requests), and the confirmed reads waiting for this index are served.
+Observers (the client port's Pub/Sub) hear of each applied NORMAL entry right after it, so
+PUBLISHed messages reach this node's subscribers in log order.
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ class Applier:
         # The term and configuration at ``applied``: a snapshot's meta.
         self.applied_term = 0
         self.applied_config = ClusterConfig()
+        # Called after each NORMAL entry with (its index, the messages it PUBLISHed);
+        # an observer must not raise (one that does is logged and the entry stays applied).
+        self._observers: list[Callable[[int, list[tuple[bytes, bytes]]], None]] = []
+
+    def observe(self, observer: Callable[[int, list[tuple[bytes, bytes]]], None]) -> None:
+        """Call ``observer(index, published)`` after each NORMAL entry is applied."""
+        self._observers.append(observer)
 
     def restored(self, meta: SnapshotMeta) -> None:
         """The state machine now holds the snapshot ``meta`` (at start, or installed)."""
@@ -65,6 +74,8 @@ class Applier:
         for entry in entries:
             requests.applied(entry, self._apply_one(entry))
             self.applied = entry.index
+            if entry.kind == NORMAL:
+                self._tell_observers(entry.index)
         self.stats["applied"] += len(entries)
         if entries:
             self.applied_term = entries[-1].term
@@ -73,6 +84,15 @@ class Applier:
             waiter.pending.set(self.serve_read(waiter.args))
         if kv.retired:
             self._free_retired()
+
+    def _tell_observers(self, index: int) -> None:
+        published = self.kv.take_published()
+        for observer in self._observers:
+            try:
+                observer(index, published)
+            except Exception as exc:  # delivery is best effort; applying must go on
+                event(log, logging.ERROR, "an apply observer failed", index=index,
+                      error=repr(exc))
 
     def _free_retired(self) -> None:
         """Free the maps FLUSHALL (or a snapshot install) dropped, a slice at a time: freeing

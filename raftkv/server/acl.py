@@ -68,6 +68,10 @@ _LOCAL: dict[str, tuple[str, ...]] = {
     "discard": ("@fast", "@transaction"),
     "watch": ("@fast", "@transaction"),
     "unwatch": ("@fast", "@transaction"),
+    "reset": ("@fast", "@connection"),
+    # Pub/Sub (raftkv.server.pubsub); PUBLISH is a state-machine command, also @pubsub
+    **dict.fromkeys(("subscribe", "psubscribe", "unsubscribe", "punsubscribe"),
+                    ("@pubsub", "@slow")),
 }
 # Commands whose subcommands differ: base categories, and each subcommand's.
 _SUBCOMMANDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
@@ -80,6 +84,9 @@ _SUBCOMMANDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
         "id": ("@slow", "@connection"), "setinfo": ("@slow", "@connection"),
         "info": ("@slow", "@connection"), "list": _ADMIN,
     }),
+    "pubsub": (("@pubsub", "@slow"), {"channels": ("@pubsub", "@slow"),
+                                      "numsub": ("@pubsub", "@slow"),
+                                      "numpat": ("@pubsub", "@slow")}),
     "config": (_ADMIN, {"get": _ADMIN, "set": _ADMIN, "resetstat": _ADMIN,
                         "rewrite": _ADMIN}),
     # Membership, leadership, snapshots and backups: an anonymous RAFT REMOVENODE once left
@@ -119,7 +126,7 @@ COMMAND_CATEGORIES: dict[str, frozenset[str]] = _command_table()
 ALL_IDS = frozenset(COMMAND_CATEGORIES)
 # Commands every connection may run, authenticated or not, whatever its rules (Redis's
 # no-auth commands): how a client authenticates and leaves.
-ALWAYS_ALLOWED = frozenset({b"auth", b"hello", b"quit"})
+ALWAYS_ALLOWED = frozenset({b"auth", b"hello", b"quit", b"reset"})
 
 
 # Lua scripts call commands inside the state machine, where neither key patterns nor

@@ -519,6 +519,7 @@ def test_push_is_a_resp3_push_and_a_resp2_array() -> None:
 
 def test_replies_are_sent_one_after_another() -> None:
     both = Replies((Push((b"subscribe", b"a", 1)), Push((b"subscribe", b"b", 2))))
-    expected = b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n"
+    expected = (b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"
+                b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n")
     assert encode_reply(both, 2) == expected
     assert b"".join(encode_reply_chunks(both, 2)) == expected
