@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from raftkv.kv import KVStateMachine
+from raftkv.kv.changes import Change
 from raftkv.log import event
 from raftkv.node.clock import LeaderClock
 from raftkv.node.requests import RequestTracker
@@ -27,6 +28,7 @@ from wire.raft import CONFIG, NORMAL, ClusterConfig, Entry, SnapshotMeta
 from wire.reply import OK, ErrorReply
 
 log = logging.getLogger("raftkv.node")
+Observer = Callable[[int, list[tuple[bytes, bytes]], list[Change]], None]
 
 
 async def free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000) -> None:
@@ -52,12 +54,12 @@ class Applier:
         # The term and configuration at ``applied``: a snapshot's meta.
         self.applied_term = 0
         self.applied_config = ClusterConfig()
-        # Called after each NORMAL entry with (its index, the messages it PUBLISHed);
-        # an observer must not raise (one that does is logged and the entry stays applied).
-        self._observers: list[Callable[[int, list[tuple[bytes, bytes]]], None]] = []
+        # Called after each NORMAL entry with (its index, the messages it PUBLISHed, the
+        # Changes it made); an observer must not raise (one that does is logged).
+        self._observers: list[Observer] = []
 
-    def observe(self, observer: Callable[[int, list[tuple[bytes, bytes]]], None]) -> None:
-        """Call ``observer(index, published)`` after each NORMAL entry is applied."""
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(index, published, changes)`` after each NORMAL entry."""
         self._observers.append(observer)
 
     def restored(self, meta: SnapshotMeta) -> None:
@@ -87,9 +89,10 @@ class Applier:
 
     def _tell_observers(self, index: int) -> None:
         published = self.kv.take_published()
+        changes = self.kv.last_changes
         for observer in self._observers:
             try:
-                observer(index, published)
+                observer(index, published, changes)
             except Exception as exc:  # delivery is best effort; applying must go on
                 event(log, logging.ERROR, "an apply observer failed", index=index,
                       error=repr(exc))
@@ -106,7 +109,7 @@ class Applier:
         MemoryError: a replica that cannot allocate must stop rather than skip the entry."""
         if entry.kind == NORMAL:
             try:
-                return self.kv.apply(entry.data)
+                return self.kv.apply(entry.data, entry.index)
             except MemoryError:
                 raise  # fail-stop, never diverge: see KVStateMachine.apply
             except Exception as exc:  # a state-machine bug must not become a crash loop

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import attrs
 
 from raftkv.kv.glob import Glob
-from raftkv.kv.notify import keyspace_messages
+from raftkv.kv.notify import ChangeLike, keyspace_messages
 from wire.reply import Push, Replies
 
 log = logging.getLogger("raftkv.server")
@@ -149,7 +149,7 @@ class PubSub:
     # -- delivering -------------------------------------------------------------------
 
     def applied(self, index: int, published: list[tuple[bytes, bytes]],
-                changes: Iterable[Any] = ()) -> None:
+                changes: Iterable[ChangeLike] = ()) -> None:
         """An entry was applied: deliver what it PUBLISHed, then its keyspace events."""
         if not self.channels and not self.patterns:
             return
