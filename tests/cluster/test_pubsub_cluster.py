@@ -168,14 +168,19 @@ def test_a_subscriber_that_does_not_read_is_disconnected(cluster: LocalCluster) 
         before = int(client(cluster, f1).info("stats")["client_output_buffer_disconnects"])
         payload = b"x" * 16384
         deadline = time.monotonic() + 30
+        published = 0
         while client(cluster, f1).pubsub_numsub("flood") != [(b"flood", 0)]:
             assert time.monotonic() < deadline, "the subscriber was never disconnected"
             pipe = publisher.pipeline(transaction=False)
             for _ in range(50):
                 pipe.publish("flood", payload)
             pipe.execute()
+            published += 50
         after = int(client(cluster, f1).info("stats")["client_output_buffer_disconnects"])
         assert after > before
+        # By the byte limit (256 KiB + what the sockets hold, a few MiB at most: some
+        # hundreds of 16 KiB messages), long before the backlog of 10,000 messages.
+        assert published < 2000
     finally:
         conn.disconnect()
 
