@@ -83,7 +83,9 @@ def test_delivery_reaches_channels_and_patterns_and_counts_each() -> None:
     assert inbox1 == [Push((b"message", b"news", b"hi")),
                       Push((b"pmessage", b"n?ws", b"news", b"hi"))]
     assert inbox2 == [Push((b"pmessage", b"n*", b"news", b"hi"))]
-    assert port.pubsub.stats["pubsub_messages_delivered"] == 3
+    assert port.pubsub.info() == {"pubsub_channels": 1, "pubsub_patterns": 3,
+                                  "pubsub_messages_delivered": 3}
+    assert " sub=1 psub=2 " in run(two, "CLIENT", "LIST").decode()
     assert run(two, "PUBSUB", "CHANNELS") == [b"news"]
     assert run(two, "PUBSUB", "CHANNELS", "x*") == []
     assert run(two, "PUBSUB", "NUMSUB", "news", "none") == [b"news", 1, b"none", 0]

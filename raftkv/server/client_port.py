@@ -138,7 +138,7 @@ class ClientServer:
     def info(self) -> dict[str, Any]:
         tls = {"client_tls_handshake_failures": self.tls.failures} if self.tls else {}
         return {**self.stats, **self.loop_lag.info(), **self.acl.stats,
-                **self.pubsub.stats, **tls}
+                **self.pubsub.info(), **tls}
 
     def clients_info(self) -> dict[str, Any]:
         """INFO's clients section."""
@@ -149,6 +149,7 @@ class ClientServer:
     def reset_stats(self) -> None:
         """CONFIG RESETSTAT: the client-port counters and the loop-lag maximum."""
         self.stats = dict.fromkeys(self.stats, 0)
+        self.pubsub.reset_stats()
         self.loop_lag.reset()
 
     async def handle(self, stream: Any) -> None:

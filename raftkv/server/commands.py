@@ -253,6 +253,7 @@ def _printable(text: bytes) -> bool:
 
 def _client_line(conn: Connection) -> str:
     return (f"id={conn.id} addr={conn.addr} name={conn.name} db=0 resp={conn.proto} "
+            f"sub={len(conn.subs.channels)} psub={len(conn.subs.patterns)} "
             f"user={conn.user or ''} lib-name={conn.lib_name} lib-ver={conn.lib_ver}")
 
 

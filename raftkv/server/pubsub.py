@@ -185,6 +185,14 @@ class PubSub:
 
     # -- PUBSUB -----------------------------------------------------------------------
 
+    def info(self) -> dict[str, int]:
+        """INFO stats' Pub/Sub fields (Redis's two, and how many messages were pushed)."""
+        return {"pubsub_channels": len(self.channels), "pubsub_patterns": len(self.patterns),
+                **self.stats}
+
+    def reset_stats(self) -> None:
+        self.stats = dict.fromkeys(self.stats, 0)
+
     def active_channels(self, pattern: bytes | None) -> list[bytes]:
         if pattern is None:
             return list(self.channels)
