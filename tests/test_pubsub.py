@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from raftkv.server.acl import AccessControl
+from raftkv.server.acl import AccessControl, parse_acl_text
 from raftkv.server.commands import execute
 from raftkv.server.connection import Connection
 from raftkv.server.pubsub import MAX_SUBSCRIPTIONS, PubSub
@@ -176,3 +176,28 @@ def test_keyspace_events_follow_config_set_on_this_node() -> None:
     assert isinstance(bad, ErrorReply) and "Invalid event class character" in bad.text
     assert run(conn, "CONFIG", "GET", "notify-keyspace-events") == {
         b"notify-keyspace-events": b"AKE"}
+
+
+def test_channel_rules_of_acl_users() -> None:
+    acl = AccessControl(parse_acl_text(
+        "user news on nopass ~* &news:* &exact +@all\n"
+        "user none on nopass ~* +@all\n"
+        "user every on nopass ~* allchannels +@all\n", "f"))
+    port = Port(acl=acl)
+    conn, _ = connect(port, 1, proto=3)
+    denied = ErrorReply("NOPERM No permissions to access a channel")
+    conn.user = "news"
+    assert run(conn, "SUBSCRIBE", "news:a", "exact") == Replies((
+        Push((b"subscribe", b"news:a", 1)), Push((b"subscribe", b"exact", 2))))
+    assert run(conn, "SUBSCRIBE", "news:b", "sport") == denied  # all or nothing
+    assert b"news:b" not in conn.subs.channels
+    assert run(conn, "PSUBSCRIBE", "news:*") == Replies((Push((b"psubscribe", b"news:*", 3)),))
+    assert run(conn, "PSUBSCRIBE", "news:a*") == denied  # a pattern must be one of the user's
+    assert run(conn, "UNSUBSCRIBE", "sport") == Replies((Push((b"unsubscribe", b"sport", 3)),))
+    conn.user = "none"  # a user named in a file starts with no channels (resetchannels)
+    assert run(conn, "SUBSCRIBE", "news:a") == denied
+    conn.user = "every"
+    assert run(conn, "PSUBSCRIBE", "*") == Replies((Push((b"psubscribe", b"*", 4)),))
+    assert acl.stats["acl_access_denied_channel"] == 3
+    assert [u.describe().split(" ", 4)[4] for u in acl.users.values()][:3] == [
+        "~* resetchannels &news:* &exact +@all", "~* resetchannels +@all", "~* &* +@all"]
