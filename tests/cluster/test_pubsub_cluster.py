@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -200,3 +201,24 @@ def test_redis_cli_subscribe(cluster: LocalCluster) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.slow
+def test_idle_timeout_spares_subscribers(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path, nodes=1, extra_args=["--idle-timeout", "1"]) as c:
+        node = c.wait_for_leader()
+        host, port = c.client_addr(node)
+        sub = client(c, node).pubsub()
+        sub.subscribe("still")
+        confirmations(sub, 1)
+        idle = socket.create_connection((host, port), timeout=10)
+        try:
+            idle.sendall(b"PING\r\n")
+            assert idle.recv(64) == b"+PONG\r\n"
+            assert idle.recv(64) == b""  # closed after the idle timeout (recv waits for it)
+        finally:
+            idle.close()
+        # The subscriber was idle as long, and is still subscribed.
+        assert client(c, node).publish("still", "here") == 1
+        assert next_message(sub)["data"] == b"here"
+        sub.close()
