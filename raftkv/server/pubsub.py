@@ -19,7 +19,6 @@ does not read is disconnected at the client output-buffer limit (Redis's
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -28,8 +27,6 @@ import attrs
 from raftkv.kv.glob import Glob
 from raftkv.kv.notify import ChangeLike, keyspace_messages
 from wire.reply import Push, Replies
-
-log = logging.getLogger("raftkv.server")
 
 MAX_SUBSCRIPTIONS = 10_000  # channels + patterns of one connection
 TOO_MANY = (f"ERR too many subscriptions on this connection (at most {MAX_SUBSCRIPTIONS} "
