@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+from click.testing import CliRunner
 
+from raftkv.cli import main
 from raftkv.server.acl import AccessControl, parse_acl_text
 from raftkv.server.commands import execute
 from raftkv.server.connection import Connection
@@ -201,3 +203,9 @@ def test_channel_rules_of_acl_users() -> None:
     assert acl.stats["acl_access_denied_channel"] == 3
     assert [u.describe().split(" ", 4)[4] for u in acl.users.values()][:3] == [
         "~* resetchannels &news:* &exact +@all", "~* resetchannels +@all", "~* &* +@all"]
+
+
+def test_serve_refuses_unknown_notify_flags() -> None:
+    result = CliRunner().invoke(main, ["serve", "--notify-keyspace-events", "KQ"])
+    assert result.exit_code == 2
+    assert "--notify-keyspace-events': unknown flag letter" in result.output
