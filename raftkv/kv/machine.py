@@ -59,6 +59,7 @@ from .errors import (
     unknown_command,
     wrong_arity,
 )
+from .feed import ChangeFeed
 from .glob import Glob
 from .numbers import (
     INT64_MAX,
@@ -84,7 +85,7 @@ LARGE_MAP = 10_000
 
 MAX_TOMBS = 100_000  # deleted keys whose deletion index WATCH can tell apart
 _Handler = Callable[[list[bytes]], Reply]
-_Entry = tuple[int, ErrorReply, _Handler, bool]  # arity, its error, handler, is_write
+_Entry = tuple[int, ErrorReply, _Handler, bool, str]  # arity, error, handler, is_write, name
 _STRING = SimpleString("string")
 _NONE = SimpleString("none")
 
@@ -94,7 +95,8 @@ __all__ = ["MAX_VALUE_LEN", "KVState", "KVStateMachine", "decode_snapshot", "enc
 class KVStateMachine:
     """The key-value map every node builds by applying the Raft log."""
 
-    def __init__(self, *, max_value_len: int = MAX_VALUE_LEN) -> None:
+    def __init__(self, *, max_value_len: int = MAX_VALUE_LEN,
+                 feed: ChangeFeed | None = None) -> None:
         # Must be equal on every node of a cluster, like the code itself.
         self._max_value_len = max_value_len
         self._data: dict[bytes, bytes] = {}
@@ -126,10 +128,14 @@ class KVStateMachine:
         # ``apply``, ``last_changes`` holds the entry's changes for the runtime to read.
         self._recorder = ChangeRecorder()
         self.last_changes: list[Change] = []
+        # The retained tail of those changes (feed.py): history, kept out of ``==`` and
+        # ``digest`` (nodes with other retention bounds hold other tails).
+        self.feed = feed if feed is not None else ChangeFeed()
         self._scripting = ScriptRunner(self)
         # lower-case name -> (arity, arity error, handler, is_write)
         self._dispatch: dict[bytes, _Entry] = {
-            name.encode(): (spec.arity, wrong_arity(name), getattr(self, "_" + name), spec.is_write)
+            name.encode(): (spec.arity, wrong_arity(name), getattr(self, "_" + name), spec.is_write,
+                            name)
             for name, spec in COMMANDS.items()
         }
 
@@ -152,7 +158,9 @@ class KVStateMachine:
         except KVDecodeError as exc:
             return ErrorReply(f"ERR corrupt command in the log: {exc}")
         self._seq += 1
-        self._recorder.reset()
+        if index is None:
+            index = self._seq
+        self._recorder.start(index)
         if stamp is not None and stamp > self._now:
             self._now = stamp
         self._t = self._now
@@ -168,7 +176,8 @@ class KVStateMachine:
             return ErrorReply(f"ERR internal error applying the command: {type(exc).__name__}")
         finally:
             self._writing = False
-            self.last_changes = self._recorder.take(self._seq if index is None else index)
+            self.last_changes = self._recorder.finish(self._data, self._expires)
+            self.feed.append(index, self.last_changes)
 
     def take_published(self) -> list[tuple[bytes, bytes]]:
         """The messages PUBLISHed by the entries applied since the last call, in order."""
@@ -194,18 +203,23 @@ class KVStateMachine:
     def _run(self, args: list[bytes], entry: _Entry | None) -> Reply:
         if entry is None:
             return unknown_command(args)
-        arity, arity_error, handler, _ = entry
+        arity, arity_error, handler, _, name = entry
         argc = len(args)
         if (argc != arity) if arity > 0 else (argc < -arity):
             return arity_error
         if not self._writing:
             return handler(args)
+        # The change record (changes.py), inlined: this is the path of every applied write.
+        # (No try/finally: a command that raises is settled by ``apply``'s ``finish``.)
         recorder = self._recorder
-        outer = recorder.begin(args[0].lower().decode(), self._data, self._expires)
-        try:
-            return handler(args)
-        finally:
-            recorder.end(outer, self._data, self._expires)
+        if recorder.pending:
+            recorder.settle(self._data, self._expires)
+        outer, recorder.op = recorder.op, name
+        reply = handler(args)
+        if recorder.pending:
+            recorder.settle(self._data, self._expires)
+        recorder.op = outer
+        return reply
 
     def growth_error(self, args: list[bytes], limit: int) -> ErrorReply | None:
         """Before proposing: STRING_TOO_LONG if ``args`` (or a command inside ONCE or
@@ -295,12 +309,13 @@ class KVStateMachine:
         """The whole state as msgpack, keys sorted: equal states give identical bytes."""
         return encode_snapshot(self.snapshot_state())
 
-    def snapshot_state(self) -> KVState:
+    def snapshot_state(self, *, with_feed: bool = True) -> KVState:
         """Cheap copies of the state (values are immutable) for ``encode_snapshot``
-        elsewhere, e.g. in a worker thread while this machine keeps applying."""
+        elsewhere, e.g. in a worker thread while this machine keeps applying; with the
+        feed's tail unless ``with_feed`` is false (comparing states, not histories)."""
         return KVState(dict(self._data), dict(self._expires), dict(self._mods), self._now,
                        self._seq, self._gone, dict(self._scripts), dict(self._tombs),
-                       self._sessions.state())
+                       self._sessions.state(), self.feed.state() if with_feed else None)
 
     def state_copy(self) -> dict[bytes, bytes]:
         """A copy of the map of values (tests and checks compare it with a model)."""
@@ -326,6 +341,7 @@ class KVStateMachine:
         self._tombs = state.tombs
         self._scripts = state.scripts
         self._sessions = SessionTable(state.sessions)
+        self.feed.replace(state.feed)
         self._heap = [(deadline, key) for key, deadline in self._expires.items()]
         heapq.heapify(self._heap)
 
@@ -337,7 +353,7 @@ class KVStateMachine:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KVStateMachine):
             return NotImplemented
-        return self.snapshot_state() == other.snapshot_state()
+        return self.snapshot_state(with_feed=False) == other.snapshot_state(with_feed=False)
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
@@ -346,7 +362,8 @@ class KVStateMachine:
 
     def digest(self) -> str:
         """A short fingerprint of the state, equal on nodes with equal states."""
-        return hashlib.blake2b(self.snapshot(), digest_size=16).hexdigest()
+        state = encode_snapshot(self.snapshot_state(with_feed=False))
+        return hashlib.blake2b(state, digest_size=16).hexdigest()
 
     @property
     def expiring(self) -> int:

@@ -6,6 +6,8 @@ allocate stops rather than skip an entry its peers applied (a restart replays it
 NORMAL entry's command goes to the state machine; a CONFIG entry's configuration becomes
 the one a snapshot at this index records; the writes proposed at these indexes get their
 results (raftkv.node.requests), and the confirmed reads waiting for this index are served.
+The changes the entries made (raftkv.kv.changes, kept in the state machine's feed) go to
+the listeners in ``on_changes`` once per batch: blocked XREADs, notifications.
 Observers (the client port's Pub/Sub) hear of each applied NORMAL entry right after it, so
 PUBLISHed messages reach this node's subscribers in log order.
 """
@@ -54,6 +56,9 @@ class Applier:
         # The term and configuration at ``applied``: a snapshot's meta.
         self.applied_term = 0
         self.applied_config = ClusterConfig()
+        # Called with each applied batch's changes (if any), in the trio thread; must not
+        # raise or block (they fill Pendings and set Events).
+        self.on_changes: list[Callable[[list[Change]], None]] = []
         # Called after each NORMAL entry with (its index, the messages it PUBLISHed, the
         # Changes it made); an observer must not raise (one that does is logged).
         self._observers: list[Observer] = []
@@ -65,6 +70,7 @@ class Applier:
     def restored(self, meta: SnapshotMeta) -> None:
         """The state machine now holds the snapshot ``meta`` (at start, or installed)."""
         self.clock.observe(self.kv.now)
+        self.kv.feed.restored_at(meta.index)
         self.applied = meta.index
         self.applied_term, self.applied_config = meta.term, meta.config
 
@@ -73,10 +79,14 @@ class Applier:
 
     def apply(self, entries: list[Entry]) -> None:
         kv, requests = self.kv, self.requests
+        listening = bool(self.on_changes)
+        changes: list[Change] = []
         for entry in entries:
             requests.applied(entry, self._apply_one(entry))
             self.applied = entry.index
             if entry.kind == NORMAL:
+                if listening and kv.last_changes:
+                    changes += kv.last_changes
                 self._tell_observers(entry.index)
         self.stats["applied"] += len(entries)
         if entries:
@@ -84,6 +94,9 @@ class Applier:
         self.clock.observe(kv.now)
         for waiter in requests.reads_applied(self.applied):
             waiter.pending.set(self.serve_read(waiter.args))
+        if changes:
+            for listener in self.on_changes:
+                listener(changes)
         if kv.retired:
             self._free_retired()
 
