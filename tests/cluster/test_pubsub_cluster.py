@@ -222,3 +222,18 @@ def test_idle_timeout_spares_subscribers(tmp_path: Path) -> None:
         assert client(c, node).publish("still", "here") == 1
         assert next_message(sub)["data"] == b"here"
         sub.close()
+
+
+def test_publish_inside_multi_is_delivered_and_answers_zero(cluster: LocalCluster) -> None:
+    f1, f2 = followers(cluster)
+    sub = client(cluster, f1, 3).pubsub()
+    sub.subscribe("tx")
+    confirmations(sub, 1)
+    pipe = client(cluster, f2).pipeline(transaction=True)
+    pipe.publish("tx", "one")
+    pipe.set("tx:key", "v")
+    pipe.publish("tx", "two")
+    # Replies inside EXEC are computed on apply, the same on every replica: 0.
+    assert pipe.execute() == [0, True, 0]
+    assert [next_message(sub)["data"] for _ in range(2)] == [b"one", b"two"]
+    sub.close()
