@@ -4,9 +4,11 @@ CONFIG notify-keyspace-events. Connections here are in-memory: pushes land in a 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 from click.testing import CliRunner
 
 from raftkv.cli import main
@@ -209,3 +211,27 @@ def test_serve_refuses_unknown_notify_flags() -> None:
     result = CliRunner().invoke(main, ["serve", "--notify-keyspace-events", "KQ"])
     assert result.exit_code == 2
     assert "--notify-keyspace-events': unknown flag letter" in result.output
+
+
+async def test_acl_load_closes_subscribers_whose_user_lost_the_channel(tmp_path: Path) -> None:
+    path = tmp_path / "users.acl"
+    path.write_text("user admin on nopass ~* &* +@all\nuser app on nopass ~* &a:* +@all\n")
+    acl = AccessControl.configure(acl_file=str(path))
+    port = Port(acl=acl)
+    admin, _ = connect(port, 1, proto=3)
+    admin.user = "admin"
+    keeps, _ = connect(port, 2, proto=3)
+    loses, _ = connect(port, 3, proto=3)
+    idle, _ = connect(port, 4, proto=3)
+    for conn in (admin, keeps, loses, idle):
+        conn.scope = trio.CancelScope()
+    keeps.user = loses.user = idle.user = "app"
+    run(keeps, "SUBSCRIBE", "a:1")
+    run(loses, "SUBSCRIBE", "a:1", "a:2")
+    path.write_text("user admin on nopass ~* &* +@all\nuser app on nopass ~* &a:1 +@all\n")
+    assert run(admin, "ACL", "LOAD") == SimpleString("OK")
+    assert [c.scope.cancel_called for c in (admin, keeps, loses, idle)] == [
+        False, False, True, False]
+    path.write_text("user admin on nopass ~* &* +@all\nuser app off\n")
+    assert run(admin, "ACL", "LOAD") == SimpleString("OK")
+    assert keeps.scope.cancel_called and not idle.scope.cancel_called  # idle: no subscription

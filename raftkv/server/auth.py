@@ -188,6 +188,7 @@ def cmd_acl(acl: AccessControl, conn: Connection, args: list[bytes]) -> Pending:
         except ACLError as exc:
             return Pending.of(ErrorReply(f"ERR {exc}"))
         event(log, logging.INFO, "ACL file reloaded", path=acl.acl_file, users=len(acl.users))
+        _close_lost_subscribers(acl, conn)
         return Pending.of(OK)
     if sub in (b"setuser", b"deluser", b"getuser"):
         return Pending.of(ErrorReply(
@@ -196,6 +197,25 @@ def cmd_acl(acl: AccessControl, conn: Connection, args: list[bytes]) -> Pending:
     text = args[1].decode("utf-8", "replace") if len(args) > 1 else ""
     return Pending.of(ErrorReply(f"ERR unknown subcommand or wrong number of arguments for "
                                  f"'{text}'. Try ACL WHOAMI|LIST|USERS|CAT|LOAD."))
+
+
+def _close_lost_subscribers(acl: AccessControl, conn: Connection) -> None:
+    """After ACL LOAD, as Redis after an ACL change: close the connections subscribed to a
+    channel or pattern their user may no longer use (or whose user is gone or off), which
+    would otherwise keep receiving messages without running another command."""
+    if conn.server is None:
+        return
+    for other in list(conn.server.connections.values()):
+        subs = other.subs
+        if not subs.count or other.scope is None:
+            continue
+        user = acl.user(other.user)
+        if (user is None
+                or not all(user.may_channel(c, literal=False) for c in subs.channels)
+                or not all(user.may_channel(p, literal=True) for p in subs.patterns)):
+            event(log, logging.INFO, "closing a subscriber its user may no longer be",
+                  conn=other.id, user=other.user)
+            other.scope.cancel()
 
 
 def hello_auth(acl: AccessControl, conn: Connection,
