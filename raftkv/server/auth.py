@@ -213,7 +213,7 @@ def _close_lost_subscribers(acl: AccessControl, conn: Connection) -> None:
         if (user is None
                 or not all(user.may_channel(c, literal=False) for c in subs.channels)
                 or not all(user.may_channel(p, literal=True) for p in subs.patterns)):
-            event(log, logging.INFO, "closing a subscriber its user may no longer be",
+            event(log, logging.INFO, "closing a subscriber: its user lost a channel",
                   conn=other.id, user=other.user)
             other.scope.cancel()
 
