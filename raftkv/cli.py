@@ -21,6 +21,7 @@ from raftkv.backup_file import BackupError, verify_backup
 from raftkv.certs import create as create_certs
 from raftkv.cli_types import FiniteFloatRange
 from raftkv.config_file import config_option
+from raftkv.kv.notify import parse_flags
 from raftkv.local_cluster import run_local_cluster
 from raftkv.local_secrets import init as init_secrets
 from raftkv.log import setup_logging
@@ -56,6 +57,13 @@ def main() -> None:
 
 def _env(name: str) -> str:
     return f"RAFTKV_{name}"
+
+
+def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--notify-keyspace-events: Redis's flag letters, refused at start if unknown."""
+    if parse_flags(value) is None:
+        raise click.BadParameter("unknown flag letter: use some of Ag$lshzxeKEtmdn")
+    return value
 
 
 @main.command()
@@ -149,6 +157,10 @@ def _env(name: str) -> str:
               help="Allow EVAL/EVALSHA/SCRIPT (Lua; bounded per script, see the README's "
                    "scripts section). --no-scripts (or RAFTKV_ENABLE_SCRIPTS=0, or "
                    "enable-scripts = false in --config) refuses them. The same on every node.")
+@click.option("--notify-keyspace-events", default="", envvar=_env("NOTIFY_KEYSPACE_EVENTS"),
+              callback=_notify_flags,
+              help="Redis's keyspace notification flags (e.g. KEA, Ex); per node, "
+                   "CONFIG SET notify-keyspace-events changes them (default: none).")
 @click.option("--max-request-bytes", default=8 * 1024 * 1024, show_default=True,
               envvar=_env("MAX_REQUEST_BYTES"), type=click.IntRange(min=1024),
               help="Largest client request (one command as sent, all arguments "

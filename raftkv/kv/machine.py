@@ -122,6 +122,9 @@ class KVStateMachine:
         # What the running command sees: the time, and whether it may delete expired keys.
         self._t = 0
         self._writing = False
+        # PUBLISH's (channel, message) pairs applied and not yet taken by the runtime,
+        # which delivers them to this node's subscribers (``take_published``).
+        self._published: list[tuple[bytes, bytes]] = []
         # The change feed: what the entry being applied changed (changes.py); after each
         # ``apply``, ``last_changes`` holds the entry's changes for the runtime to read.
         self._recorder = ChangeRecorder()
@@ -176,6 +179,11 @@ class KVStateMachine:
             self._writing = False
             self.last_changes = self._recorder.finish(self._data, self._expires)
             self.feed.append(index, self.last_changes)
+
+    def take_published(self) -> list[tuple[bytes, bytes]]:
+        """The messages PUBLISHed by the entries applied since the last call, in order."""
+        published, self._published = self._published, []
+        return published
 
     def read(self, args: list[bytes], now: int | None = None) -> Reply:
         """Answer a read command from the current state at time ``now`` (never below the
@@ -824,6 +832,15 @@ class KVStateMachine:
             if deadline is not None and deadline <= self._t and self._remove(key):
                 removed += 1
         return removed
+
+    # -- pub/sub ---------------------------------------------------------------------------
+
+    def _publish(self, args: list[bytes]) -> Reply:
+        """``PUBLISH channel message``: recorded for the runtime, no key changes. The reply
+        is 0 here (inside EXEC or a script): how many clients receive it is each node's own
+        business, so the client port answers a plain PUBLISH with its own count."""
+        self._published.append((args[1], args[2]))
+        return 0
 
     # -- transactions ----------------------------------------------------------------------
 

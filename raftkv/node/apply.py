@@ -8,6 +8,8 @@ the one a snapshot at this index records; the writes proposed at these indexes g
 results (raftkv.node.requests), and the confirmed reads waiting for this index are served.
 The changes the entries made (raftkv.kv.changes, kept in the state machine's feed) go to
 the listeners in ``on_changes`` once per batch: blocked XREADs, notifications.
+Observers (the client port's Pub/Sub) hear of each applied NORMAL entry right after it, so
+PUBLISHed messages reach this node's subscribers in log order.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from wire.raft import CONFIG, NORMAL, ClusterConfig, Entry, SnapshotMeta
 from wire.reply import OK, ErrorReply
 
 log = logging.getLogger("raftkv.node")
+Observer = Callable[[int, list[tuple[bytes, bytes]], list[Change]], None]
 
 
 async def free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000) -> None:
@@ -56,6 +59,13 @@ class Applier:
         # Called with each applied batch's changes (if any), in the trio thread; must not
         # raise or block (they fill Pendings and set Events).
         self.on_changes: list[Callable[[list[Change]], None]] = []
+        # Called after each NORMAL entry with (its index, the messages it PUBLISHed, the
+        # Changes it made); an observer must not raise (one that does is logged).
+        self._observers: list[Observer] = []
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(index, published, changes)`` after each NORMAL entry."""
+        self._observers.append(observer)
 
     def restored(self, meta: SnapshotMeta) -> None:
         """The state machine now holds the snapshot ``meta`` (at start, or installed)."""
@@ -74,8 +84,10 @@ class Applier:
         for entry in entries:
             requests.applied(entry, self._apply_one(entry))
             self.applied = entry.index
-            if listening and entry.kind == NORMAL and kv.last_changes:
-                changes += kv.last_changes
+            if entry.kind == NORMAL:
+                if listening and kv.last_changes:
+                    changes += kv.last_changes
+                self._tell_observers(entry.index)
         self.stats["applied"] += len(entries)
         if entries:
             self.applied_term = entries[-1].term
@@ -87,6 +99,16 @@ class Applier:
                 listener(changes)
         if kv.retired:
             self._free_retired()
+
+    def _tell_observers(self, index: int) -> None:
+        published = self.kv.take_published()
+        changes = self.kv.last_changes
+        for observer in self._observers:
+            try:
+                observer(index, published, changes)
+            except Exception as exc:  # delivery is best effort; applying must go on
+                event(log, logging.ERROR, "an apply observer failed", index=index,
+                      error=repr(exc))
 
     def _free_retired(self) -> None:
         """Free the maps FLUSHALL (or a snapshot install) dropped, a slice at a time: freeing
