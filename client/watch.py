@@ -211,7 +211,7 @@ class Watch:
     async def _connection(self) -> Connection:
         if self._conn is not None and not self._conn.stale():
             return self._conn
-        await self._drop()
+        await self._leave()  # closed while idle (the node died): the next node
         errors = []
         for _ in range(len(self.endpoints)):
             addr = self.endpoints[self._next % len(self.endpoints)]
@@ -228,10 +228,7 @@ class Watch:
 
     async def _move(self, reason: str) -> None:
         """Drop this node, wait the back-off, and let the next round try the next one."""
-        if self._conn is not None:
-            self._next = (self._next + 1) % len(self.endpoints)
-            self.resumes += 1
-        await self._drop()
+        await self._leave()
         now = trio.current_time()
         if self._failing_since is None:
             self._failing_since = now
@@ -247,6 +244,13 @@ class Watch:
         self._failing_since = None
         self._backoff.failures = 0
         self._compacted.clear()
+
+    async def _leave(self) -> None:
+        """Drop this node's connection; the next connection tries the next node."""
+        if self._conn is not None:
+            self._next = (self._next + 1) % len(self.endpoints)
+            self.resumes += 1
+        await self._drop()
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None

@@ -3,11 +3,15 @@ node after a kill, a hang, a lost leader or a bad reply never yields a gap or a 
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
+
 import pytest
 import trio
 from fake_feed import Feed, FeedNode, start_nodes
 
-from client import ConnectionFailed, ResponseError, connect
+from client import ConnectionFailed, ResponseError, connect, connect_sync
 from client.feed import ChangeId
 from client.watch import FeedCompacted, Watch
 from wire.reply import ErrorReply
@@ -245,3 +249,55 @@ def test_bad_arguments_are_refused_before_any_connection() -> None:
         Watch(["127.0.0.1:1"], count=0)
     with pytest.raises(ValueError, match="empty key pattern"):
         Watch(["127.0.0.1:1"], "")
+
+
+class FeedThread:
+    """Stand-in nodes in a trio loop of their own thread, for the blocking client."""
+
+    def __init__(self, n: int) -> None:
+        self.feed: Feed
+        self.nodes: list[FeedNode] = []
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        self._n = n
+
+    async def _main(self) -> None:
+        self.token = trio.lowlevel.current_trio_token()
+        self.feed = Feed()
+        self._stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            self.nodes = await start_nodes(nursery, self.feed, 2)
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    def call(self, fn: Callable[[], object]) -> object:
+        return trio.from_thread.run_sync(fn, trio_token=self.token)
+
+    def close(self) -> None:
+        self.call(self._stop.set)
+        self._thread.join()
+
+
+def test_the_sync_client_watches_with_a_blocking_iterator_across_a_kill() -> None:
+    nodes = FeedThread(2)
+    try:
+        for i in range(3):
+            nodes.call(functools.partial(nodes.feed.write, f"k{i}", str(i)))
+        a, b = nodes.nodes
+        with connect_sync([a.addr, b.addr], eager=False) as kv, kv.watch(
+                start="0", block=0.2, count=1, backoff_base=0.001, backoff_cap=0.002) as w:
+            got = [str(next(w).id) for _ in range(2)]
+            nodes.call(a.kill)
+            got += [str(next(w).id)]
+            assert got == ["1-0", "2-0", "3-0"]
+            assert w.watch.resumes == 1 and w.watch.endpoint == b.addr
+            closer = threading.Timer(0.3, w.close)  # another thread ends a blocked next()
+            closer.start()
+            done = list(w)
+            closer.join()
+            assert done == []
+    finally:
+        nodes.close()
