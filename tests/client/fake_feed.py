@@ -9,6 +9,9 @@ or made to misbehave (answer from its last id inclusive: a duplicate).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
 import trio
 
 from client.feed import FEED, ZERO, ChangeId
@@ -143,3 +146,32 @@ async def start_nodes(nursery: trio.Nursery, feed: Feed, n: int) -> list[FeedNod
         await node.serve(nursery)
     return nodes
 
+
+class FeedThread:
+    """Stand-in nodes in a trio loop of their own thread, for the blocking client."""
+
+    def __init__(self, n: int) -> None:
+        self.feed: Feed
+        self.nodes: list[FeedNode] = []
+        self._n = n
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    async def _main(self) -> None:
+        self.token = trio.lowlevel.current_trio_token()
+        self.feed = Feed()
+        self._stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            self.nodes = await start_nodes(nursery, self.feed, self._n)
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    def call(self, fn: Callable[[], object]) -> object:
+        return trio.from_thread.run_sync(fn, trio_token=self.token)
+
+    def close(self) -> None:
+        self.call(self._stop.set)
+        self._thread.join()

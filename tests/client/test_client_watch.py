@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
 
 import pytest
 import trio
-from fake_feed import Feed, FeedNode, start_nodes
+from fake_feed import Feed, FeedNode, FeedThread, start_nodes
 
 from client import ConnectionFailed, ResponseError, connect, connect_sync
 from client.feed import ChangeId
@@ -249,36 +248,6 @@ def test_bad_arguments_are_refused_before_any_connection() -> None:
         Watch(["127.0.0.1:1"], count=0)
     with pytest.raises(ValueError, match="empty key pattern"):
         Watch(["127.0.0.1:1"], "")
-
-
-class FeedThread:
-    """Stand-in nodes in a trio loop of their own thread, for the blocking client."""
-
-    def __init__(self, n: int) -> None:
-        self.feed: Feed
-        self.nodes: list[FeedNode] = []
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        self._n = n
-
-    async def _main(self) -> None:
-        self.token = trio.lowlevel.current_trio_token()
-        self.feed = Feed()
-        self._stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            self.nodes = await start_nodes(nursery, self.feed, 2)
-            self._ready.set()
-            await self._stop.wait()
-            nursery.cancel_scope.cancel()
-
-    def call(self, fn: Callable[[], object]) -> object:
-        return trio.from_thread.run_sync(fn, trio_token=self.token)
-
-    def close(self) -> None:
-        self.call(self._stop.set)
-        self._thread.join()
 
 
 def test_the_sync_client_watches_with_a_blocking_iterator_across_a_kill() -> None:
