@@ -70,8 +70,8 @@ class Watch:
     """``async for change in kv.watch("user:*"): ...``; see the module docstring.
 
     ``last_id`` is where the watch resumes (the last change received, or the resolved
-    start); ``endpoint`` the node it reads from; ``resumes`` how often it moved to another
-    node; ``rejected`` how many replies it refused as malformed or out of order.
+    start); ``started_after`` the start (``"$"`` resolved once read); ``endpoint`` the
+    node it reads from; ``resumes`` how often it moved to another node; ``rejected`` how many replies it refused as malformed or out of order.
     """
 
     def __init__(self, endpoints: Sequence[str], pattern: str | bytes = "*", start: str = "$",
@@ -90,6 +90,7 @@ class Watch:
         self.key = feed_key(pattern)
         self.pattern = pattern
         self.last_id: ChangeId | None = parse_start(start)
+        self.started_after = self.last_id  # "$" once resolved: the changes after it
         self.count = count
         self.block_ms = max(1, round(block * 1000))
         self.connect_timeout = connect_timeout
@@ -156,7 +157,7 @@ class Watch:
         try:
             with trio.fail_after(self.block_ms / 1000 + self.attempt_timeout):
                 if self.last_id is None:
-                    self.last_id = await self._newest(conn)
+                    self.last_id = self.started_after = await self._newest(conn)
                 after = self.last_id
                 reply = await conn.request("XREAD", "COUNT", self.count, "BLOCK", self.block_ms,
                                            "STREAMS", self.key, str(after))

@@ -73,7 +73,7 @@ async def test_dollar_is_resolved_once_so_a_move_before_any_change_loses_none(
     w = watch([a, b], start="$")
     with trio.move_on_after(0.3):  # one empty BLOCK round on a: "$" is now 2-0
         await w.__anext__()
-    assert w.last_id == ChangeId(2, 0)
+    assert w.last_id == w.started_after == ChangeId(2, 0)
     assert a.commands(b"XREAD")[-1][-1] == b"2-0"  # a concrete id, never "$"
     a.kill()
     feed.write("new", "3")  # while the watch has no node
