@@ -71,7 +71,8 @@ class Watch:
 
     ``last_id`` is where the watch resumes (the last change received, or the resolved
     start); ``started_after`` the start (``"$"`` resolved once read); ``endpoint`` the
-    node it reads from; ``resumes`` how often it moved to another node; ``rejected`` how many replies it refused as malformed or out of order.
+    node it reads from; ``resumes`` how often it moved to another node; ``rejected`` how
+    many replies it refused as malformed or out of order.
     """
 
     def __init__(self, endpoints: Sequence[str], pattern: str | bytes = "*", start: str = "$",
