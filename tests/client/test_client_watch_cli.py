@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -79,3 +83,44 @@ def test_rendering_per_mode() -> None:
 def test_no_cluster_exits_2() -> None:
     r = CliRunner().invoke(main, ["-e", "127.0.0.1:1", "watch"])
     assert r.exit_code == 2 and "Could not connect" in r.stderr
+
+
+CLI = str(Path(sys.executable).parent / "raftkv-cli")
+
+
+def spawn(t: FeedThread, *args: str) -> subprocess.Popen[bytes]:
+    eps = ",".join(n.addr for n in t.nodes)
+    return subprocess.Popen([CLI, "-e", eps, "watch", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def test_a_real_process_prints_until_ctrl_c(nodes: FeedThread) -> None:
+    write(nodes, "k", "1")
+    proc = spawn(nodes, "--from", "0")
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"1-0 set k 1\n"
+        write(nodes, "k", "2")
+        assert proc.stdout.readline() == b"2-0 set k 2\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+        assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_closed_pipe_ends_it_quietly(nodes: FeedThread) -> None:
+    write(nodes, "k", "1")
+    proc = spawn(nodes, "--from", "0")
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"1-0 set k 1\n"
+        proc.stdout.close()  # `| head -1`
+        for i in range(50):  # enough writes for one to meet the closed pipe
+            write(nodes, "k", str(i))
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr is not None and proc.stderr.read() == b""
+    finally:
+        proc.kill()
+        proc.wait()
