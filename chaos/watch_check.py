@@ -46,9 +46,12 @@ class WatchLog:
     caught_up: bool = True  # it reached the feed's end for its filter before the deadline
 
 
-def matches(pattern: str, key: bytes) -> bool:
-    """The server's glob (Redis's stringmatchlen) on the key."""
-    return stringmatch(pattern.encode(), key)
+def matches(pattern: str, change: Change) -> bool:
+    """Whether a filtered feed holds ``change``: the server's glob (Redis's stringmatchlen)
+    on its key; a FLUSHALL/FLUSHDB (key ``b""``) concerns every key, so every filter."""
+    if change.key == b"" and change.op in ("flushall", "flushdb"):
+        return True
+    return stringmatch(pattern.encode(), change.key)
 
 
 def _fields(c: Change) -> tuple[object, ...]:
@@ -80,7 +83,7 @@ def check_watcher(log: WatchLog, feed: Sequence[Change]) -> Verdict:
     """One watcher against the reference feed (see the module docstring)."""
     problems = order_problems(log.events, log.start, log.name)
     lo, hi = log.start, log.reached
-    expected = {f.id: f for f in feed if lo < f.id <= hi and matches(log.pattern, f.key)}
+    expected = {f.id: f for f in feed if lo < f.id <= hi and matches(log.pattern, f)}
     got = {c.id: c for c in log.events}
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))

@@ -141,7 +141,7 @@ class WatchFleet:
         except (*TRANSPORT_ERRORS, trio.TooSlowError, BadFeedReply, RuntimeError) as exc:
             await self.close()
             return Verdict(False, f"could not read the feed from {addr}: {exc!r}")
-        targets = [max((c.id for c in feed if matches(str(w.pattern), c.key)
+        targets = [max((c.id for c in feed if matches(str(w.pattern), c)
                         and c.id > self.start), default=self.start) for w in self.watches]
 
         def behind() -> list[int]:

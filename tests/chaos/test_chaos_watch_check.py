@@ -48,6 +48,14 @@ def test_each_kind_of_wrong_sequence_fails(events: list[Change], pattern: str,
     assert not verdict.ok and expect in verdict.summary
 
 
+def test_a_flushall_belongs_to_every_filter() -> None:
+    feed = [*FEED, ch("10-0", "", None, "flushall"), ch("11-0", "k1", "5")]
+    assert check_watcher(log([FEED[0], FEED[2], FEED[4], feed[-2], feed[-1]], "k1",
+                             reached="11-0"), feed).ok
+    v = check_watcher(log([FEED[0], FEED[2], FEED[4], feed[-1]], "k1", reached="11-0"), feed)
+    assert not v.ok and "gap" in v.summary
+
+
 def test_changes_before_the_start_count_as_out_of_order() -> None:
     verdict = check_watcher(log(FEED[2:], start="4-1"), FEED)
     assert not verdict.ok and "out of order, first 4-1 after 4-1" in verdict.summary

@@ -63,7 +63,7 @@ async def test_a_watch_resumes_on_another_node_after_kill_9_mid_burst(tmp_path: 
                 await trio.to_thread.run_sync(c.kill, leader)  # SIGKILL, mid-burst
             new = await trio.to_thread.run_sync(lambda: c.wait_for_leader(exclude=leader))
             feed = await read_feed(c.client_addr(new))
-            wanted = [f.id for f in feed if f.id > start and matches("wf:*", f.key)]
+            wanted = [f.id for f in feed if f.id > start and matches("wf:*", f)]
             with trio.fail_after(20):
                 while got[-1].id < wanted[-1]:
                     await progress[0].wait()
