@@ -114,6 +114,9 @@ def _common_run_options(fn):  # type: ignore[no-untyped-def]
                      help="TEST ONLY: start the nodes with --unsafe-stale-reads."),
         click.option("--unsafe-counters-without-sessions", is_flag=True, hidden=True,
                      help="TEST ONLY: the counter clients retry without a session."),
+        click.option("--unsafe-watch-drop", type=click.IntRange(min=0), default=0, hidden=True,
+                     help="TEST ONLY: watcher 0 forgets every N-th change (the watch check "
+                          "must find the gap)."),
         click.option("--quiet", is_flag=True, help="No progress lines; the summary only."),
         click.option("--tls", is_flag=True,
                      help="A secured cluster: TLS on client and peer ports and a client "
@@ -157,7 +160,7 @@ def _run_options(**kw):  # type: ignore[no-untyped-def]
         check_timeout=kw["check_timeout"], quiet=kw["quiet"], counters=kw["counters"],
         mix=Mix(expiring=kw["expiring"]),
         unsafe_counters_without_sessions=kw["unsafe_counters_without_sessions"],
-        tls=kw["tls"], watchers=kw["watchers"],
+        tls=kw["tls"], watchers=kw["watchers"], unsafe_watch_drop=kw["unsafe_watch_drop"],
     )
 
 

@@ -47,6 +47,7 @@ class RunOptions:
     unsafe_counters_without_sessions: bool = False  # test only: the check must then fail
     tls: bool = False  # TLS on both ports and a client password (secure_cluster)
     watchers: int = 0  # change-feed watchers (chaos.watchers), checked by chaos.watch_check
+    unsafe_watch_drop: int = 0  # test only: watcher 0 forgets every n-th change (a gap)
 
 
 @attrs.frozen

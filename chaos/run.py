@@ -288,7 +288,8 @@ async def session(opts: RunOptions, control: Control, net: Net,
     if not opts.watchers:
         return await _session(opts, control, net, addrs, None)
     await _wait_leader(control, 30.0)
-    fleet = WatchFleet(opts.watchers, addrs, opts.key_prefix, opts.seed)
+    fleet = WatchFleet(opts.watchers, addrs, opts.key_prefix, opts.seed,
+                       drop_every=opts.unsafe_watch_drop)
     async with trio.open_nursery() as nursery:
         await fleet.start_all(nursery)
         try:
@@ -627,6 +628,8 @@ def options_to_args(opts: RunOptions) -> list[str]:
         args.append("--unsafe-stale-reads")
     if opts.unsafe_counters_without_sessions:
         args.append("--unsafe-counters-without-sessions")
+    if opts.unsafe_watch_drop:
+        args += ["--unsafe-watch-drop", str(opts.unsafe_watch_drop)]
     if opts.quiet:
         args.append("--quiet")
     if opts.tls:

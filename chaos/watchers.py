@@ -12,7 +12,7 @@ filter, stops them and hands everything to chaos.watch_check.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 import trio
 
@@ -83,11 +83,22 @@ async def holds(addr: Addr, after: ChangeId) -> bool:
     return not (isinstance(reply, ErrorReply) and COMPACTED in reply.text)
 
 
+async def _numbered(watch: Watch) -> AsyncIterator[tuple[int, Change]]:
+    n = 0
+    async for change in watch:
+        n += 1
+        yield n, change
+
+
 class WatchFleet:
     """N watchers, their records, and the final check."""
 
-    def __init__(self, count: int, addrs: dict[int, Addr], prefix: str, seed: int) -> None:
+    def __init__(self, count: int, addrs: dict[int, Addr], prefix: str, seed: int,
+                 drop_every: int = 0) -> None:
         self.addrs = addrs
+        # TEST ONLY (>0): watcher 0 forgets every drop_every-th change, so the check must
+        # find a gap in a real run.
+        self.drop_every = drop_every
         self.count = count
         self.prefix = prefix
         self.seed = seed
@@ -117,7 +128,9 @@ class WatchFleet:
 
     async def _follow(self, i: int) -> None:
         try:
-            async for change in self.watches[i]:
+            async for n, change in _numbered(self.watches[i]):
+                if i == 0 and self.drop_every and n % self.drop_every == 0:
+                    continue
                 self.events[i].append(change)
                 self._wake()
         except RaftKVError as exc:
