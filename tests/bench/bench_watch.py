@@ -11,13 +11,18 @@ to all watchers together and to each, and how long after the last SET the slowes
 had them all. Rounds of 0 and 100 watchers alternate (A B B A ...) so both see the same
 machine load; the cost figure is the median of the 100/0 SET-rate ratios of adjacent
 rounds with a bootstrap 95% interval. On a shared 2-core machine the watchers' own CPU (in
-this process) competes with the nodes: the cost measured includes it.
+this process) competes with the nodes: the cost measured includes it, so each round also
+prints the CPU the nodes and the watchers used (cores: CPU seconds per second).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import time
+from typing import Any
 
 import trio
 from common import (
@@ -37,7 +42,7 @@ from client.watch import Watch
 
 
 async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests: int,
-                    clients: int) -> dict[str, float]:
+                    clients: int) -> dict[str, Any]:
     nodes = sorted(cluster.nodes)
     start = await newest_id([cluster.client_addr(leader)])
     counts = [0] * watchers
@@ -56,10 +61,14 @@ async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests:
             first = i % len(nodes)
             eps = [cluster.nodes[n].client_addr for n in nodes[first:] + nodes[:first]]
             nursery.start_soon(follow, i, Watch(eps, "*", str(start), block=1.0))
+        nodes_cpu = _cpu([n.proc.pid for n in cluster.nodes.values() if n.proc])
+        own_cpu = time.process_time()
         began = trio.current_time()
         run = await trio.to_thread.run_sync(redis_benchmark, cluster.client_addr(leader)[1],
                                             "set", requests, clients)
         seconds = trio.current_time() - began
+        nodes_cpu = _cpu([n.proc.pid for n in cluster.nodes.values() if n.proc]) - nodes_cpu
+        own_cpu = time.process_time() - own_cpu
         delivered = sum(counts)
         end = await newest_id([cluster.client_addr(leader)])
         drain = 0.0
@@ -74,7 +83,19 @@ async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     return {"set": row.rps if row and not run.returncode else 0.0,
             "events": delivered / seconds, "drain": drain,
             "per_watcher": delivered / seconds / watchers if watchers else 0.0,
-            "alerts": float(len(run.alerts))}
+            "nodes_cpu": nodes_cpu / seconds, "own_cpu": own_cpu / seconds,
+            "alerts": float(len(run.alerts)), "alert": run.alerts[0][:200] if run.alerts else ""}
+
+
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds the processes have used (utime + stime, all threads)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError), \
+                open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -99,8 +120,9 @@ def main() -> int:
             extra = (f", {r['events']:8.0f} changes/s delivered in all "
                      f"({r['per_watcher']:.0f}/s each), all delivered "
                      f"{r['drain']:.2f} s after the last SET" if n else "")
-            warn = f" ({r['alerts']:.0f} alerts)" if r["alerts"] else ""
-            print(f"  {n:3d} watchers: c{args.clients} SET {r['set']:7.0f}/s{extra}{warn}",
+            warn = f" ({r['alerts']:.0f} alerts, first: {r['alert']})" if r["alerts"] else ""
+            print(f"  {n:3d} watchers: c{args.clients} SET {r['set']:7.0f}/s{extra}{warn}; "
+                  f"CPU: nodes {r['nodes_cpu']:.2f} cores, watchers {r['own_cpu']:.2f}",
                   flush=True)
         ratios = paired_ratios(named)
         if ratios:
