@@ -22,6 +22,9 @@ Decisions:
   (etcd's WithRequireLeader), so a watch is not stuck behind a partition.
 - A reply with an id out of order, twice, or malformed is refused whole (``rejected``
   counts them) and the watch moves on: a broken node cannot make it yield a duplicate.
+- A node at its limit of blocked readers or connections, or answering -TRYAGAIN, is left
+  for the next one (with back-off); other error replies (no feed there, an ACL refusal)
+  are the caller's to see.
 - Connection failures are retried forever with back-off (a watch is long-lived, like
   etcd's), unless ``give_up_after`` seconds pass without an answer from any node.
 """
@@ -54,6 +57,10 @@ from raftkv.backoff import Backoff
 from wire.reply import ErrorReply
 
 COMPACTED = "change feed compacted"  # in the server's error text
+# Error replies about this node's state, not the request: another node may serve it.
+NODE_BUSY = ("TRYAGAIN", "UNKNOWN", "LOADING", "BUSY", "MASTERDOWN",
+             "ERR max blocked readers reached", "ERR max number of clients reached",
+             "ERR internal error reading the change feed")
 MAX_COUNT = 10_000
 
 
@@ -204,7 +211,7 @@ class Watch:
             if self._compacted >= set(self.endpoints):
                 raise FeedCompacted(text)
             raise _Move(f"{addr}: {text}")
-        if text.startswith(("TRYAGAIN", "UNKNOWN", "LOADING", "BUSY", "MASTERDOWN")):
+        if text.startswith(NODE_BUSY):
             raise _Move(f"{addr}: {text}")
         raise ResponseError(text)  # the request itself is wrong (or no feed here)
 

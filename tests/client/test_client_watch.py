@@ -194,6 +194,22 @@ async def test_an_error_about_the_request_itself_is_raised(nursery: trio.Nursery
         await take(w, 1)
 
 
+async def test_a_node_at_its_blocked_reader_limit_is_left_for_another(
+        nursery: trio.Nursery) -> None:
+    feed = Feed()
+    a, b = await start_nodes(nursery, feed, 2)
+    feed.write("x", "1")
+    a.answer = _full  # type: ignore[method-assign]
+    w = watch([a, b])
+    assert await take(w, 1) == ["1-0"]
+    assert w.endpoint == b.addr and w.resumes == 1
+
+
+async def _full(cmd: list[bytes]) -> object:
+    return ErrorReply("ERR max blocked readers reached (2, --watch-max-blocked); retry later, "
+                      "or XREAD without BLOCK")
+
+
 async def _refuse(cmd: list[bytes]) -> object:
     return ErrorReply("ERR unknown command 'XREAD'")
 
