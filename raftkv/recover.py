@@ -66,10 +66,11 @@ def recover(data_dir: str, node_id: int, cluster_id: str = "",
         kv = KVStateMachine()
         if snap.index > 0:
             kv.restore(storage.snapshot_data())
+        kv.feed.restored_at(snap.index)  # the change feed's ids are log indexes
         last = storage.last_index()
         for entry in storage.entries(snap.index + 1, last + 1):
             if entry.kind == NORMAL:
-                kv.apply(entry.data)
+                kv.apply(entry.data, entry.index)
         last_term = storage.term(last) if last > snap.index else snap.term
         addr = _peer_addr(config, node_id, peer_addr)
     finally:

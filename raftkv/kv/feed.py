@@ -83,8 +83,13 @@ class ChangeFeed:
             self.last_index = index
         if changes:
             self._items.extend(changes)
-            self.bytes += sum(map(change_size, changes))
-        self._trim()
+            for change in changes:
+                value = change.value
+                self.bytes += CHANGE_OVERHEAD + len(change.key) + (len(value) if value else 0)
+        items, head = self._items, self._head
+        if head < len(items) and (items[head].index <= self.last_index - self.retention_entries
+                                  or self.bytes > self.retention_bytes):
+            self._trim()
 
     def _trim(self) -> None:
         items, head = self._items, self._head

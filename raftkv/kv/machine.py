@@ -85,7 +85,7 @@ LARGE_MAP = 10_000
 
 MAX_TOMBS = 100_000  # deleted keys whose deletion index WATCH can tell apart
 _Handler = Callable[[list[bytes]], Reply]
-_Entry = tuple[int, ErrorReply, _Handler, bool]  # arity, its error, handler, is_write
+_Entry = tuple[int, ErrorReply, _Handler, bool, str]  # arity, error, handler, is_write, name
 _STRING = SimpleString("string")
 _NONE = SimpleString("none")
 
@@ -131,7 +131,8 @@ class KVStateMachine:
         self._scripting = ScriptRunner(self)
         # lower-case name -> (arity, arity error, handler, is_write)
         self._dispatch: dict[bytes, _Entry] = {
-            name.encode(): (spec.arity, wrong_arity(name), getattr(self, "_" + name), spec.is_write)
+            name.encode(): (spec.arity, wrong_arity(name), getattr(self, "_" + name), spec.is_write,
+                            name)
             for name, spec in COMMANDS.items()
         }
 
@@ -154,7 +155,9 @@ class KVStateMachine:
         except KVDecodeError as exc:
             return ErrorReply(f"ERR corrupt command in the log: {exc}")
         self._seq += 1
-        self._recorder.reset()
+        if index is None:
+            index = self._seq
+        self._recorder.start(index)
         if stamp is not None and stamp > self._now:
             self._now = stamp
         self._t = self._now
@@ -170,8 +173,7 @@ class KVStateMachine:
             return ErrorReply(f"ERR internal error applying the command: {type(exc).__name__}")
         finally:
             self._writing = False
-            index = self._seq if index is None else index
-            self.last_changes = self._recorder.take(index)
+            self.last_changes = self._recorder.finish(self._data, self._expires)
             self.feed.append(index, self.last_changes)
 
     def read(self, args: list[bytes], now: int | None = None) -> Reply:
@@ -193,18 +195,23 @@ class KVStateMachine:
     def _run(self, args: list[bytes], entry: _Entry | None) -> Reply:
         if entry is None:
             return unknown_command(args)
-        arity, arity_error, handler, _ = entry
+        arity, arity_error, handler, _, name = entry
         argc = len(args)
         if (argc != arity) if arity > 0 else (argc < -arity):
             return arity_error
         if not self._writing:
             return handler(args)
+        # The change record (changes.py), inlined: this is the path of every applied write.
+        # (No try/finally: a command that raises is settled by ``apply``'s ``finish``.)
         recorder = self._recorder
-        outer = recorder.begin(args[0].lower().decode(), self._data, self._expires)
-        try:
-            return handler(args)
-        finally:
-            recorder.end(outer, self._data, self._expires)
+        if recorder.pending:
+            recorder.settle(self._data, self._expires)
+        outer, recorder.op = recorder.op, name
+        reply = handler(args)
+        if recorder.pending:
+            recorder.settle(self._data, self._expires)
+        recorder.op = outer
+        return reply
 
     def growth_error(self, args: list[bytes], limit: int) -> ErrorReply | None:
         """Before proposing: STRING_TOO_LONG if ``args`` (or a command inside ONCE or

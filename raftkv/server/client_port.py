@@ -131,6 +131,7 @@ class ClientServer:
     def clients_info(self) -> dict[str, Any]:
         """INFO's clients section."""
         return {"connected_clients": len(self.connections),
+                "blocked_clients": len(self.blocked),  # XREAD ... BLOCK (Redis's field)
                 "clients_without_command": self.new_clients,
                 "maxclients": self.limits.max_clients}
 

@@ -156,6 +156,8 @@ def test_recover_a_survivor_into_a_one_node_cluster_that_grows(tmp_path: Path) -
                 pipe.set(f"k:{n}", str(n))
             assert all(pipe.execute())
         commit = int(c.info(leader)["commit_index"])  # type: ignore[index]
+        feed = r.xrange("__raftkv:changes", "-", "+", count=1000)  # ids are log indexes
+        assert len(feed) == 300
         survivor = next(i for i in c.nodes if i != leader)
         wait_for(lambda: int((c.info(survivor) or {}).get("last_applied", 0)) >= commit)
         for i in c.nodes:
@@ -177,6 +179,7 @@ def test_recover_a_survivor_into_a_one_node_cluster_that_grows(tmp_path: Path) -
         assert c.wait_for_leader() == survivor
         s = client(c, survivor)
         assert s.mget([f"k:{n}" for n in range(300)]) == [str(n).encode() for n in range(300)]
+        assert s.xrange("__raftkv:changes", "-", "+", count=1000) == feed  # replayed alike
         assert s.set("after", "1") is True
         members = (c.info(survivor) or {}).get("members", "")
         assert re.fullmatch(rf"{survivor}=[^,]+\(voter\)", members), members

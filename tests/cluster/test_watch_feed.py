@@ -82,7 +82,7 @@ def test_a_follower_reader_sees_the_committed_writes_in_order(cluster: LocalClus
 def test_the_feed_survives_a_restart_from_a_snapshot(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
     r = client(cluster, leader)
-    for i in range(130):  # past two snapshots
+    for _ in range(130):  # past two snapshots
         r.incr("n")
     before = r.xrange(FEED, "-", "+", count=1000)
     assert [f[b"value"] for _, f in before] == [str(i).encode() for i in range(1, 131)]
@@ -137,3 +137,42 @@ def test_blocked_readers_are_bounded_and_a_hang_up_frees_a_slot(cluster: LocalCl
     reply = sockets[0].recv(4096)
     assert b"__raftkv:changes" in reply and b"k" in reply
     sockets[0].close()
+
+
+def test_a_reader_resumes_on_another_node_after_a_kill_without_gap_or_duplicate(
+        cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    first, second = [i for i in cluster.nodes if i != leader]
+    writer = client(cluster, leader)
+    writer.set("start", "x")
+    last = writer.xinfo_stream(FEED)["last-generated-id"].decode()
+    n = 300
+    done = threading.Event()
+
+    def burst() -> None:
+        w = client(cluster, leader)
+        for _ in range(n):
+            w.incr("counter")
+        done.set()
+
+    seen: list[bytes] = []
+    thread = threading.Thread(target=burst)
+    thread.start()
+    r = client(cluster, first, timeout=3)
+    while len(seen) < n // 3:  # part of the burst from the first follower ...
+        for _, entries in r.xread({FEED: last}, count=20, block=2000) or []:
+            for entry_id, fields in entries:
+                seen.append(fields[b"value"])
+                last = entry_id.decode()
+    cluster.kill(first)  # ... which dies in the middle of it
+    r = client(cluster, second, timeout=3)
+    deadline = time.monotonic() + 30
+    while len(seen) < n:
+        assert time.monotonic() < deadline, f"stuck at {len(seen)} of {n}"
+        for _, entries in r.xread({FEED: last}, count=50, block=2000) or []:
+            for entry_id, fields in entries:
+                seen.append(fields[b"value"])
+                last = entry_id.decode()
+    thread.join(30)
+    assert done.is_set()
+    assert seen == [str(i).encode() for i in range(1, n + 1)]  # no gap, no duplicate

@@ -1,0 +1,161 @@
+"""The change feed's tail (raftkv.kv.feed): retention by entries and bytes, the floor that
+tells a reader it missed something, filters, and the tail carried in the snapshot."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from raftkv.kv import KVDecodeError, KVStateMachine, decode_snapshot, encode_entry
+from raftkv.kv.changes import Change
+from raftkv.kv.feed import (
+    CHANGE_OVERHEAD,
+    MAX_POSITION,
+    ChangeFeed,
+    Compacted,
+    FeedState,
+    key_filter,
+)
+from raftkv.kv.state import KVState, encode_snapshot
+
+T0 = 1_700_000_000_000
+TOP = (2**64, 0)
+
+
+def change(index: int, position: int = 0, key: bytes = b"k", op: str = "set",
+           value: bytes | None = b"v") -> Change:
+    return Change(index, position, op, key, value, None)
+
+
+def ids(changes: list[Change]) -> list[tuple[int, int]]:
+    return [c.id for c in changes]
+
+
+def test_retention_keeps_the_last_n_log_entries_and_moves_the_floor() -> None:
+    feed = ChangeFeed(retention_entries=3)
+    feed.append(1, [change(1, 0), change(1, 1)])
+    feed.append(2, [])  # an entry that changed nothing still counts
+    feed.append(3, [change(3)])
+    assert ids(feed.after((0, 0), 10)) == [(1, 0), (1, 1), (3, 0)]
+    feed.append(4, [change(4)])  # entry 1 leaves the window: both its changes go
+    assert ids(feed.after((1, 1), 10)) == [(3, 0), (4, 0)]
+    assert feed.floor == (1, 1)
+    with pytest.raises(Compacted) as caught:
+        feed.after((1, 0), 10)  # (1, 1) was dropped before this reader saw it
+    assert caught.value.oldest == (3, 0) and caught.value.floor == (1, 1)
+    feed.append(6, [])
+    feed.append(7, [])  # entries 3 and 4 leave the window (5, 6, 7): the tail is empty
+    assert len(feed) == 0 and feed.floor == (4, 0)
+    assert feed.after((4, 0), 10) == []
+    with pytest.raises(Compacted) as caught:
+        feed.after((3, 0), 10)
+    assert caught.value.oldest is None
+
+
+def test_retention_by_bytes_drops_single_changes_oldest_first() -> None:
+    size = CHANGE_OVERHEAD + 1 + 10
+    feed = ChangeFeed(retention_entries=1000, retention_bytes=2 * size)
+    feed.append(1, [change(1, 0, value=b"x" * 10), change(1, 1, value=b"y" * 10)])
+    assert feed.bytes == 2 * size and len(feed) == 2
+    feed.append(2, [change(2, 0, value=b"z" * 10)])
+    assert ids(feed.after((1, 0), 10)) == [(1, 1), (2, 0)] and feed.floor == (1, 0)
+    feed.append(3, [change(3, 0, value=b"w" * 1000)])  # alone larger than the bound
+    assert len(feed) == 0 and feed.floor == (3, 0) and feed.bytes == 0
+
+
+def test_ids_compare_index_then_position_and_reads_are_bounded() -> None:
+    feed = ChangeFeed()
+    feed.append(9, [change(9, p) for p in range(12)])
+    feed.append(10, [change(10)])
+    assert ids(feed.after((9, 3), 2)) == [(9, 4), (9, 5)]
+    assert ids(feed.after((9, 11), 5)) == [(10, 0)]
+    assert feed.after((10, 0), 5) == []
+    assert feed.last_id == (10, 0) and feed.first.id == (9, 0)
+    assert ids(feed.between((9, 10), TOP, 10)) == [(9, 10), (9, 11), (10, 0)]
+    assert ids(feed.between((0, 0), (9, 1), 10, reverse=True)) == [(9, 1), (9, 0)]
+    assert ids(feed.between((9, 5), (9, 4), 10)) == []
+
+
+def test_filters_and_flushall_passes_every_filter() -> None:
+    feed = ChangeFeed()
+    feed.append(1, [change(1, 0, b"user:1"), change(1, 1, b"other")])
+    feed.append(2, [change(2, 0, b"", op="flushall", value=None)])
+    feed.append(3, [change(3, 0, b"", op="set")])  # a real key named "": not a flush
+    users = key_filter(lambda key: key.startswith(b"user:"))
+    assert ids(feed.after((0, 0), 10, users)) == [(1, 0), (2, 0)]
+
+
+def test_the_compacted_error_is_never_given_to_a_reader_at_the_floor() -> None:
+    feed = ChangeFeed(retention_entries=1)
+    for i in range(1, 50):
+        feed.append(i, [change(i)])
+        feed.check(feed.floor)  # a reader that saw the last dropped change misses nothing
+
+
+def test_a_snapshot_carries_the_tail_and_floor_exactly() -> None:
+    kv = KVStateMachine(feed=ChangeFeed(retention_entries=25))  # indexes after last - 25
+    for i in range(1, 7):
+        kv.apply(encode_entry([b"SET", b"k%d" % i, b"v"], T0), index=10 * i)
+    copy = KVStateMachine(feed=ChangeFeed(retention_entries=25))
+    copy.restore(kv.snapshot())
+    copy.feed.restored_at(60)
+    assert copy.feed.state() == kv.feed.state()
+    assert ids(copy.feed.after(copy.feed.floor, 10)) == [(40, 0), (50, 0), (60, 0)]
+    assert copy.snapshot() == kv.snapshot()
+    # The next entry is trimmed the same way on both.
+    for machine in (kv, copy):
+        machine.apply(encode_entry([b"DEL", b"k6"], T0), index=70)
+    assert copy.feed.state() == kv.feed.state() and copy.feed.floor == (40, 0)
+    assert ids(copy.feed.after((40, 0), 10)) == [(50, 0), (60, 0), (70, 0)]
+
+
+def test_a_snapshot_without_a_feed_starts_the_feed_at_its_index() -> None:
+    old = encode_snapshot(KVState(data={b"a": b"1"}, seq=7))  # version 2, as before
+    assert msgpack.unpackb(old)[0] == 2 and decode_snapshot(old).feed is None
+    kv = KVStateMachine()
+    kv.restore(old)
+    kv.feed.restored_at(41)
+    assert kv.feed.floor == (41, MAX_POSITION)
+    with pytest.raises(Compacted):
+        kv.feed.after((41, 0), 10)  # entry 41 may have had changes this node never saw
+    assert kv.feed.after(kv.feed.floor, 10) == []
+    kv.apply(encode_entry([b"SET", b"b", b"2"], T0), index=42)
+    assert ids(kv.feed.after(kv.feed.floor, 10)) == [(42, 0)]
+
+
+def test_a_feed_state_survives_restored_at_unchanged() -> None:
+    feed = ChangeFeed()
+    feed.replace(FeedState((5, 2), (change(6),)))
+    feed.restored_at(9)
+    assert feed.floor == (5, 2) and feed.last_id == (6, 0) and feed.last_index == 9
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ("not a list", "not \\[floor"),
+    ([1, 2], "not \\[floor"),
+    ([None, None, [[1, 0, "set", b"k", b"v"]]], "6-item"),
+    ([None, None, [[1, 0, "set", "k", b"v", None]]], "bad key"),
+    ([None, None, [[1, 0, "set", b"k", 5, None]]], "bad key"),
+    ([None, None, [[1, 0, 7, b"k", b"v", None]]], "bad op"),
+    ([None, None, [[1, 0, "x" * 65, b"k", b"v", None]]], "bad op"),
+    ([None, None, [[1, 0, "set", b"k", b"v", -1]]], "deadline"),
+    ([None, None, [[2, 0, "set", b"k", b"v", None], [1, 0, "set", b"k", b"v", None]]],
+     "strictly increasing"),
+    ([None, None, [[1, 0, "set", b"k", b"v", None], [1, 0, "set", b"k", b"v", None]]],
+     "strictly increasing"),
+    ([5, 0, [[4, 9, "set", b"k", b"v", None]]], "strictly increasing"),
+    ([5, None, []], "floor"),
+    ([-1, 0, []], "floor"),
+])
+def test_a_hostile_feed_in_a_snapshot_is_refused(bad: object, message: str) -> None:
+    blob = msgpack.packb([4, {}, {}, {}, 0, 0, 0, {}, {}, [], bad], use_bin_type=True)
+    with pytest.raises(KVDecodeError, match=message):
+        decode_snapshot(blob)
+
+
+def test_the_feed_is_history_not_state() -> None:
+    one, two = KVStateMachine(), KVStateMachine()
+    one.apply(encode_entry([b"SET", b"a", b"1"], T0), index=5)
+    two.apply(encode_entry([b"SET", b"a", b"1"], T0), index=6)  # another log position
+    assert one == two and one.digest() == two.digest()
+    assert one.snapshot() != two.snapshot()

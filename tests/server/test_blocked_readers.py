@@ -1,0 +1,112 @@
+"""Blocked XREAD readers (raftkv.server.blocked_readers): woken only by a change they want,
+answered null at their deadline or when their client hangs up, bounded in number. Time is
+trio's MockClock (autojump), so deadlines are exact and nothing sleeps for real."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import trio
+import trio.testing
+
+from raftkv.kv.changes import Change
+from raftkv.server.blocked_readers import BlockedReaders, too_many
+from wire.reply import ErrorReply
+
+
+def change(index: int, key: bytes) -> Change:
+    return Change(index, 0, "set", key, b"v", None)
+
+
+def wants_key(key: bytes) -> Callable[[Change], bool]:
+    return lambda c: c.key == key
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_a_reader_is_woken_by_a_change_it_wants_only(
+        autojump_clock: trio.testing.MockClock) -> None:
+    readers = BlockedReaders(limit=10)
+    retries: list[int] = []
+
+    def retry() -> object:
+        retries.append(1)
+        return b"answer"
+
+    async with trio.open_nursery() as nursery:
+        pending = readers.block(nursery.start_soon, 0, wants_key(b"a"), retry, [])
+        await trio.testing.wait_all_tasks_blocked()
+        readers.changes_applied([change(1, b"b"), change(2, b"c")])
+        await trio.testing.wait_all_tasks_blocked()
+        assert not pending.done and retries == [] and len(readers) == 1
+        readers.changes_applied([change(3, b"b"), change(4, b"a")])
+        assert await pending.wait() == b"answer"
+    assert retries == [1] and len(readers) == 0
+    assert readers.stats["blocked_readers_served"] == 1
+
+
+async def test_a_reader_woken_for_nothing_keeps_waiting(
+        autojump_clock: trio.testing.MockClock) -> None:
+    readers = BlockedReaders(limit=10)
+    answers = [None, b"second"]  # the first read after a wake finds nothing it may see
+    async with trio.open_nursery() as nursery:
+        pending = readers.block(nursery.start_soon, 0, wants_key(b"a"),
+                                lambda: answers.pop(0), [])
+        await trio.testing.wait_all_tasks_blocked()
+        readers.changes_applied([change(1, b"a")])
+        await trio.testing.wait_all_tasks_blocked()
+        assert not pending.done
+        readers.changes_applied([change(2, b"a")])
+        assert await pending.wait() == b"second"
+
+
+async def test_the_deadline_answers_null(autojump_clock: trio.testing.MockClock) -> None:
+    readers = BlockedReaders(limit=10)
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        pending = readers.block(nursery.start_soon, 1500, wants_key(b"a"), lambda: b"x", [])
+        assert await pending.wait() is None
+        assert trio.current_time() - start == pytest.approx(1.5)
+    assert len(readers) == 0 and readers.stats["blocked_readers_timed_out"] == 1
+
+
+async def test_a_hang_up_frees_the_slot_and_the_limit_holds(
+        autojump_clock: trio.testing.MockClock) -> None:
+    readers = BlockedReaders(limit=2)
+    ends: list[list[Callable[[], None]]] = [[], []]
+    async with trio.open_nursery() as nursery:
+        first = readers.block(nursery.start_soon, 0, wants_key(b"a"), lambda: b"x", ends[0])
+        second = readers.block(nursery.start_soon, 0, wants_key(b"a"), lambda: b"y", ends[1])
+        refused = readers.block(nursery.start_soon, 0, wants_key(b"a"), lambda: b"z", [])
+        assert refused.done and refused.value == too_many(2)
+        assert isinstance(refused.value, ErrorReply) and "max blocked" in refused.value.text
+        await trio.testing.wait_all_tasks_blocked()
+        for callback in ends[0]:  # what Connection.input_ended does
+            callback()
+        assert await first.wait() is None
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(readers) == 1 and ends[0] == []  # (the callback list is emptied)
+        third = readers.block(nursery.start_soon, 0, wants_key(b"a"), lambda: b"w", [])
+        assert not third.done
+        readers.changes_applied([change(1, b"a")])
+        assert await second.wait() == b"y" and await third.wait() == b"w"
+        assert ends[1] == []  # a served reader unregisters its hang-up callback
+
+
+async def test_a_failing_read_answers_an_error_and_the_node_lives_on(
+        autojump_clock: trio.testing.MockClock) -> None:
+    readers = BlockedReaders(limit=2)
+
+    def broken() -> object:
+        raise KeyError("bug")
+
+    async with trio.open_nursery() as nursery:
+        pending = readers.block(nursery.start_soon, 0, wants_key(b"a"), broken, [])
+        await trio.testing.wait_all_tasks_blocked()
+        readers.changes_applied([change(1, b"a")])
+        reply = await pending.wait()
+    assert isinstance(reply, ErrorReply) and "KeyError" in reply.text

@@ -1,0 +1,202 @@
+"""The change feed's stream commands (raftkv.server.streams): id and argument parsing with
+Redis's errors, XREAD/XRANGE/XREVRANGE/XINFO replies, filters, the compacted error and the
+ACL restriction, all on a state machine's feed (no node)."""
+
+from __future__ import annotations
+
+import pytest
+
+from raftkv.kv import KVStateMachine, encode_entry
+from raftkv.kv.feed import ChangeFeed
+from raftkv.server.commands import _writes_feed
+from raftkv.server.streams import (
+    INVALID_ID,
+    MAX_COUNT,
+    NEGATIVE_TIMEOUT,
+    NO_SUCH_KEY,
+    SYNTAX,
+    UNBALANCED,
+    WRITE_TO_FEED,
+    WRONGTYPE,
+    FeedReader,
+    XRead,
+    parse_id,
+    parse_range_id,
+    parse_xread,
+)
+from wire.reply import ErrorReply
+
+T0 = 1_700_000_000_000
+TOP = 2**64 - 1
+
+
+def b(*args: str | int) -> list[bytes]:
+    return [str(a).encode() for a in args]
+
+
+@pytest.fixture
+def kv() -> KVStateMachine:
+    kv = KVStateMachine(feed=ChangeFeed(retention_entries=100))
+    for index, args in ((1, b("SET", "user:1", "alice", "PX", 5000)),
+                        (2, b("MSET", "user:2", "bob", "x", 1)),
+                        (3, b("INCR", "x")),
+                        (4, b("DEL", "user:1"))):
+        kv.apply(encode_entry(args, T0), index=index)
+    return kv
+
+
+def reader(kv: KVStateMachine, may_read=None) -> FeedReader:
+    return FeedReader(kv.feed, may_read, lambda key: kv.read([b"exists", key]) == 1)
+
+
+def xread(kv: KVStateMachine, *args: str | int, proto: int = 2, may_read=None):
+    request = parse_xread(b("XREAD", *args))
+    assert isinstance(request, XRead)
+    r = reader(kv, may_read)
+    positions = r.start(request)
+    if isinstance(positions, ErrorReply):
+        return positions
+    return r.read(positions, request.count, proto)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"5-3", (5, 3)), (b"5", (5, 0)), (b"0", (0, 0)), (b"0-0", (0, 0)),
+    (b"18446744073709551615-18446744073709551615", (TOP, TOP)),
+    (b"18446744073709551616", None), (b"-1", None), (b"5-", None), (b"5-x", None),
+    (b"", None), (b"+5", None), (b" 5", None), (b"5-3-1", None), (b"1e3", None),
+])
+def test_parse_id(raw: bytes, expected: tuple[int, int] | None) -> None:
+    assert parse_id(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "start", "expected"), [
+    (b"-", True, (0, 0)), (b"+", False, (TOP, TOP)), (b"7", True, (7, 0)),
+    (b"7", False, (7, TOP)), (b"(7-2", True, (7, 3)), (b"(7-2", False, (7, 1)),
+    (b"(7-0", False, (6, TOP)), (b"(7-18446744073709551615", True, (8, 0)),
+    (b"(0-0", False, ErrorReply("ERR invalid end ID for the interval")),
+    (b"(18446744073709551615-18446744073709551615", True,
+     ErrorReply("ERR invalid start ID for the interval")),
+    (b"(-", True, INVALID_ID), (b"(+", False, INVALID_ID), (b"x", True, INVALID_ID),
+])
+def test_parse_range_id(raw: bytes, start: bool, expected: object) -> None:
+    assert parse_range_id(raw, start) == expected
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("STREAMS", "s", "0"), XRead(MAX_COUNT, None, [(b"s", b"0")])),
+    (("COUNT", 5, "BLOCK", 0, "STREAMS", "a", "b", "1", "$"),
+     XRead(5, 0, [(b"a", b"1"), (b"b", b"$")])),
+    (("count", 0, "streams", "a", "1"), XRead(MAX_COUNT, None, [(b"a", b"1")])),
+    (("COUNT", 10**9, "STREAMS", "a", "1"), XRead(MAX_COUNT, None, [(b"a", b"1")])),
+    (("STREAMS", "a", "b", "1"), UNBALANCED),
+    (("STREAMS",), SYNTAX),
+    (("COUNT", 5), SYNTAX),
+    (("NOPE", "STREAMS", "a", "1"), SYNTAX),
+    (("COUNT", "x", "STREAMS", "a", "1"),
+     ErrorReply("ERR value is not an integer or out of range")),
+    (("BLOCK", -1, "STREAMS", "a", "1"), NEGATIVE_TIMEOUT),
+    (("BLOCK", "1.5", "STREAMS", "a", "1"),
+     ErrorReply("ERR timeout is not an integer or out of range")),
+])
+def test_parse_xread(args: tuple, expected: object) -> None:
+    assert parse_xread(b("XREAD", *args)) == expected
+
+
+def test_xread_gives_every_change_with_its_fields(kv: KVStateMachine) -> None:
+    assert xread(kv, "STREAMS", "__raftkv:changes", "0") == [[b"__raftkv:changes", [
+        [b"1-0", [b"op", b"set", b"key", b"user:1", b"value", b"alice",
+                  b"deadline", b"%d" % (T0 + 5000)]],
+        [b"2-0", [b"op", b"mset", b"key", b"user:2", b"value", b"bob"]],
+        [b"2-1", [b"op", b"mset", b"key", b"x", b"value", b"1"]],
+        [b"3-0", [b"op", b"incr", b"key", b"x", b"value", b"2"]],
+        [b"4-0", [b"op", b"del", b"key", b"user:1"]],
+    ]]]
+
+
+def test_xread_resumes_after_an_id_filters_and_counts(kv: KVStateMachine) -> None:
+    reply = xread(kv, "COUNT", 1, "STREAMS", "__raftkv:changes", "2-0")
+    assert [e[0] for e in reply[0][1]] == [b"2-1"]
+    reply = xread(kv, "STREAMS", "__raftkv:changes:user:*", "__raftkv:changes", "1", "3")
+    assert [(name, [e[0] for e in entries]) for name, entries in reply] == [
+        (b"__raftkv:changes:user:*", [b"2-0", b"4-0"]), (b"__raftkv:changes", [b"4-0"])]
+    assert xread(kv, "STREAMS", "__raftkv:changes", "4-0") is None
+    assert xread(kv, "STREAMS", "__raftkv:changes", "$") is None
+    resp3 = xread(kv, "STREAMS", "__raftkv:changes:x", "0", proto=3)
+    assert list(resp3) == [b"__raftkv:changes:x"] and len(resp3[b"__raftkv:changes:x"]) == 2
+
+
+def test_xread_on_plain_names_and_bad_ids(kv: KVStateMachine) -> None:
+    assert xread(kv, "STREAMS", "no-such-stream", "0") is None  # an empty stream
+    assert xread(kv, "STREAMS", "x", "0") == WRONGTYPE  # a string key
+    assert xread(kv, "STREAMS", "__raftkv:changes", "1-x") == INVALID_ID
+
+
+def test_resuming_before_the_retained_tail_is_a_compacted_error() -> None:
+    kv = KVStateMachine(feed=ChangeFeed(retention_entries=2))
+    for index in range(1, 6):
+        kv.apply(encode_entry(b("SET", "k", index), T0), index=index)
+    error = xread(kv, "STREAMS", "__raftkv:changes", "2-0")
+    assert isinstance(error, ErrorReply)
+    assert error.text.startswith("ERR change feed compacted: oldest retained id is 4-0 ")
+    assert "up to 3-0 are dropped" in error.text
+    assert "XINFO STREAM __raftkv:changes" in error.text and "SCAN" in error.text
+    assert [e[0] for e in xread(kv, "STREAMS", "__raftkv:changes", "3-0")[0][1]] == [
+        b"4-0", b"5-0"]
+    # "0" means from the oldest retained: never compacted.
+    assert [e[0] for e in xread(kv, "STREAMS", "__raftkv:changes", "0-0")[0][1]] == [
+        b"4-0", b"5-0"]
+
+
+def test_xrange_and_xrevrange(kv: KVStateMachine) -> None:
+    r = reader(kv)
+    ids = lambda reply: [e[0] for e in reply]  # noqa: E731
+    assert ids(r.xrange(b("XRANGE", "__raftkv:changes", "-", "+"), False)) == [
+        b"1-0", b"2-0", b"2-1", b"3-0", b"4-0"]
+    assert ids(r.xrange(b("XRANGE", "__raftkv:changes", "2", "2"), False)) == [b"2-0", b"2-1"]
+    assert ids(r.xrange(b("XRANGE", "__raftkv:changes", "(2-0", "+", "COUNT", 2),
+                        False)) == [b"2-1", b"3-0"]
+    assert ids(r.xrange(b("XREVRANGE", "__raftkv:changes", "+", "-", "COUNT", 2),
+                        True)) == [b"4-0", b"3-0"]
+    assert ids(r.xrange(b("XREVRANGE", "__raftkv:changes:user:*", "(4-0", "-"), True)) == [
+        b"2-0", b"1-0"]
+    assert r.xrange(b("XRANGE", "__raftkv:changes", "-", "+", "COUNT", 0), False) == []
+    assert r.xrange(b("XRANGE", "__raftkv:changes", "-", "+", "COUNT"), False) == SYNTAX
+    assert r.xrange(b("XRANGE", "__raftkv:changes", "x", "+"), False) == INVALID_ID
+    assert r.xrange(b("XRANGE", "nothing", "-", "+"), False) == []
+    assert r.xrange(b("XRANGE", "x", "-", "+"), False) == WRONGTYPE
+
+
+def test_xinfo_stream(kv: KVStateMachine) -> None:
+    info = reader(kv).xinfo(b("XINFO", "STREAM", "__raftkv:changes:user:*"))
+    assert info[b"length"] == 3
+    assert info[b"first-entry"][0] == b"1-0" and info[b"last-entry"][0] == b"4-0"
+    assert info[b"last-generated-id"] == b"4-0"
+    assert info[b"recorded-first-entry-id"] == b"1-0"
+    assert info[b"max-deleted-entry-id"] == b"0-0"
+    assert reader(kv).xinfo(b("XINFO", "STREAM", "nothing")) == NO_SUCH_KEY
+    refused = reader(kv).xinfo(b("XINFO", "GROUPS", "__raftkv:changes"))
+    assert isinstance(refused, ErrorReply) and "no consumer groups" in refused.text
+
+
+def test_a_user_restricted_to_some_keys_sees_only_their_changes(kv: KVStateMachine) -> None:
+    def may_read(key: bytes) -> bool:
+        return key.startswith((b"user:", b"__raftkv:changes"))
+
+    reply = xread(kv, "STREAMS", "__raftkv:changes", "0", may_read=may_read)
+    assert [e[0] for e in reply[0][1]] == [b"1-0", b"2-0", b"4-0"]
+    denied = xread(kv, "STREAMS", "__raftkv:changes", "0",
+                   may_read=lambda key: key.startswith(b"user:"))
+    assert denied == ErrorReply("NOPERM No permissions to access a key")
+
+
+@pytest.mark.parametrize(("args", "refused"), [
+    (b("SET", "__raftkv:changes", "v"), True),
+    (b("MSET", "a", "1", "__raftkv:changes:user:*", "2"), True),
+    (b("DEL", "a", "__raftkv:changes:x"), True),
+    (b("RAFT", "ONCE", 1, 1, "SET", "__raftkv:changes", "v"), True),
+    (b("SET", "a", "__raftkv:changes"), False),  # a value, not a key
+    (b("SET", "__raftkv:changesX", "v"), False),
+    (b("GET", "__raftkv:changes"), False),
+])
+def test_writes_to_the_feed_names_are_refused(args: list[bytes], refused: bool) -> None:
+    assert _writes_feed(args) == (WRITE_TO_FEED if refused else None)
