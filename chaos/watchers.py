@@ -62,19 +62,29 @@ async def newest_id(addrs: Sequence[Addr], patience: float = 30.0) -> ChangeId:
     raise RuntimeError(f"no node answered XREVRANGE on the feed: {last!r}")
 
 
-async def read_feed(addr: Addr) -> list[Change]:
-    """The whole feed (``XRANGE __raftkv:changes - +``, a page at a time) from one node."""
+async def read_feed(addr: Addr, patience: float = 30.0) -> list[Change]:
+    """The whole feed (``XRANGE __raftkv:changes - +``, a page at a time) from one node,
+    after a linearizable read on the same connection: the node serves the feed up to its
+    applied index, and the read waits until that covers every committed write."""
     out: list[Change] = []
     start = "-"
-    while True:
-        reply = await _request(addr, "XRANGE", FEED, start, "+", "COUNT", PAGE)
-        if isinstance(reply, ErrorReply):
-            raise RuntimeError(f"XRANGE on the feed: {reply.text}")
-        page = parse_range(reply)
-        out += page
-        if len(page) < PAGE:
-            return out
-        start = f"{page[-1].index}-{page[-1].position + 1}"
+    with trio.fail_after(patience):
+        conn = await Connection.open_host(*addr, security=client_security())
+        try:
+            barrier = await conn.request("GET", "__raftkv:watch-check-barrier")
+            if isinstance(barrier, ErrorReply):
+                raise RuntimeError(f"read barrier on {addr}: {barrier.text}")
+            while True:
+                reply = await conn.request("XRANGE", FEED, start, "+", "COUNT", PAGE)
+                if isinstance(reply, ErrorReply):
+                    raise RuntimeError(f"XRANGE on the feed: {reply.text}")
+                page = parse_range(reply)
+                out += page
+                if len(page) < PAGE:
+                    return out
+                start = f"{page[-1].index}-{page[-1].position + 1}"
+        finally:
+            await conn.aclose()
 
 
 async def holds(addr: Addr, after: ChangeId) -> bool:
