@@ -61,6 +61,7 @@ async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests:
             first = i % len(nodes)
             eps = [cluster.nodes[n].client_addr for n in nodes[first:] + nodes[:first]]
             nursery.start_soon(follow, i, Watch(eps, "*", str(start), block=1.0))
+        term = await trio.to_thread.run_sync(_term, cluster)
         nodes_cpu = _cpu([n.proc.pid for n in cluster.nodes.values() if n.proc])
         own_cpu = time.process_time()
         began = trio.current_time()
@@ -69,6 +70,7 @@ async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests:
         seconds = trio.current_time() - began
         nodes_cpu = _cpu([n.proc.pid for n in cluster.nodes.values() if n.proc]) - nodes_cpu
         own_cpu = time.process_time() - own_cpu
+        elections = await trio.to_thread.run_sync(_term, cluster) - term
         delivered = sum(counts)
         end = await newest_id([cluster.client_addr(leader)])
         drain = 0.0
@@ -84,7 +86,14 @@ async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests:
             "events": delivered / seconds, "drain": drain,
             "per_watcher": delivered / seconds / watchers if watchers else 0.0,
             "nodes_cpu": nodes_cpu / seconds, "own_cpu": own_cpu / seconds,
-            "alerts": float(len(run.alerts)), "alert": run.alerts[0][:200] if run.alerts else ""}
+            "elections": elections, "alerts": float(len(run.alerts)),
+            "alert": run.alerts[0][:200] if run.alerts else ""}
+
+
+def _term(cluster: LocalCluster) -> int:
+    """The highest term any node reports: a rise during a round is an election."""
+    infos = [cluster.info(i) for i in cluster.nodes]
+    return max(int(i.get("term", 0)) for i in infos if i) if any(infos) else 0
 
 
 def _cpu(pids: list[int]) -> float:
@@ -114,6 +123,7 @@ def main() -> int:
         order += [1, 10]
         named: list[tuple[str, float]] = []
         for n in order:
+            leader, _ = roles(cluster)  # an election in the last round may have moved it
             r = trio.run(one_round, cluster, leader, n, args.requests, args.clients)
             if n in (0, 100):
                 named.append(("with" if n == 100 else "without", r["set"]))
@@ -121,6 +131,8 @@ def main() -> int:
                      f"({r['per_watcher']:.0f}/s each), all delivered "
                      f"{r['drain']:.2f} s after the last SET" if n else "")
             warn = f" ({r['alerts']:.0f} alerts, first: {r['alert']})" if r["alerts"] else ""
+            if r["elections"]:
+                warn += f" [the term rose by {r['elections']} during the round]"
             print(f"  {n:3d} watchers: c{args.clients} SET {r['set']:7.0f}/s{extra}{warn}; "
                   f"CPU: nodes {r['nodes_cpu']:.2f} cores, watchers {r['own_cpu']:.2f}",
                   flush=True)
