@@ -19,7 +19,7 @@ the tail itself; a filtered read walks the tail from its id.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import attrs
 
@@ -29,6 +29,7 @@ MAX_POSITION = 2**63 - 1
 CHANGE_OVERHEAD = 96  # bytes a change costs beyond its key and value (object, id, op)
 DEFAULT_RETENTION_ENTRIES = 100_000
 DEFAULT_RETENTION_BYTES = 64 * 1024 * 1024
+TOP_ID = (2**64, 0)  # above every id
 
 Id = tuple[int, int]  # (log index, position)
 
@@ -159,45 +160,49 @@ class ChangeFeed:
             first = self.first
             raise Compacted(_id(first) if first is not None else None, self.known_floor)
 
-    def _walk(self, lo: int, hi: int, step: int,
-              match: Callable[[Change], bool] | None) -> Iterator[Change]:
+    def walk(self, after: Id, until: Id, count: int, match: Callable[[Change], bool] | None,
+             limit: int, reverse: bool = False) -> tuple[list[Change], Id | None]:
+        """One slice of a read: at most ``limit`` retained changes with after < id <= until
+        examined, oldest first (``reverse``: newest first); up to ``count`` of them that
+        ``match``, and the bound to resume from (the next ``after``, or reversed the next
+        ``until``), None once the range is done or ``count`` is reached. Positions are
+        found by id each time, so the tail may grow or be trimmed between slices."""
         items = self._items
-        for i in range(lo, hi, step):
+        lo = bisect.bisect_right(items, after, lo=self._head, key=_id)
+        hi = bisect.bisect_right(items, until, lo=lo, key=_id)
+        found: list[Change] = []
+        indexes = range(hi - 1, max(lo, hi - limit) - 1, -1) if reverse else range(
+            lo, min(hi, lo + limit))
+        for i in indexes:
             change = items[i]
             if match is None or match(change):
-                yield change
+                found.append(change)
+                if len(found) >= count:
+                    return found, None
+        if len(indexes) == hi - lo:
+            return found, None
+        edge = items[indexes[-1]]
+        if reverse:
+            return found, (edge.index, edge.position - 1) if edge.position else (
+                edge.index - 1, MAX_POSITION)
+        return found, _id(edge)
 
     def after(self, after: Id, count: int,
               match: Callable[[Change], bool] | None = None) -> list[Change]:
         """Up to ``count`` changes with ids above ``after`` that ``match``, oldest first;
-        ``Compacted`` if some after it were dropped."""
+        ``Compacted`` if some after it were dropped. (All at once: see ``walk``.)"""
         self.check(after)
-        lo = bisect.bisect_right(self._items, after, lo=self._head, key=_id)
-        found: list[Change] = []
-        for change in self._walk(lo, len(self._items), 1, match):
-            found.append(change)
-            if len(found) >= count:
-                break
-        return found
+        return self.walk(after, TOP_ID, count, match, len(self._items))[0]
 
     def between(self, start: Id, end: Id, count: int, reverse: bool = False,
                 match: Callable[[Change], bool] | None = None) -> list[Change]:
         """XRANGE (or XREVRANGE): up to ``count`` retained changes with start <= id <= end
         that ``match``, in id order (reversed: newest first). Never ``Compacted``: a range
         reads what is there, as a Redis stream trimmed by MAXLEN does."""
-        items, head = self._items, self._head
-        lo = bisect.bisect_left(items, start, lo=head, key=_id)
-        hi = bisect.bisect_right(items, end, lo=head, key=_id)
-        if lo >= hi or count <= 0:
+        if count <= 0 or start > end:
             return []
-        walk = self._walk(hi - 1, lo - 1, -1, match) if reverse else self._walk(
-            lo, hi, 1, match)
-        found: list[Change] = []
-        for change in walk:
-            found.append(change)
-            if len(found) >= count:
-                break
-        return found
+        after = (start[0], start[1] - 1)  # (position -1 sorts below every real one)
+        return self.walk(after, end, count, match, len(self._items), reverse)[0]
 
 
 def key_filter(match_key: Callable[[bytes], bool]) -> Callable[[Change], bool]:

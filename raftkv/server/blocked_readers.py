@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from raftkv.kv.changes import Change
+from raftkv.kv.sliced import SlicedRead
 from raftkv.node.pending import Pending
 from wire.reply import ErrorReply
 
@@ -67,10 +68,12 @@ class BlockedReaders:
                         break
 
     def block(self, spawn: Spawn, timeout_ms: int, wants: Callable[[Change], bool],
-              retry: Callable[[], Any], on_end: list[Callable[[], None]]) -> Pending:
-        """A Pending answered by ``retry()`` once it gives a reply after a wanted change,
-        or None after ``timeout_ms`` (0: no deadline). ``on_end``: the connection's list
-        of callbacks run when it ends (the reader registers there)."""
+              retry: Callable[[], SlicedRead], on_end: list[Callable[[], None]],
+              first: SlicedRead | None = None) -> Pending:
+        """A Pending answered by ``retry()``'s result (a read done in slices) once it is
+        not None after a wanted change, or None after ``timeout_ms`` (0: no deadline).
+        ``first``: a read still to finish before waiting. ``on_end``: the connection's
+        list of callbacks run when it ends (the reader registers there)."""
         if len(self._readers) >= self.limit:
             self.stats["blocked_readers_refused"] += 1
             return Pending.of(too_many(self.limit))
@@ -84,20 +87,25 @@ class BlockedReaders:
 
         on_end.append(hang_up)
         deadline = math.inf if timeout_ms == 0 else trio.current_time() + timeout_ms / 1000
-        spawn(self._wait, reader, deadline, on_end, hang_up)
+        spawn(self._wait, reader, deadline, on_end, hang_up, first)
         return pending
 
     async def _wait(self, reader: _Reader, deadline: float, on_end: list[Callable[[], None]],
-                    hang_up: Callable[[], None]) -> None:
+                    hang_up: Callable[[], None], first: SlicedRead | None) -> None:
         try:
             with trio.move_on_at(deadline):
                 while not reader.gone:
-                    await reader.wake.wait()
-                    reader.wake = trio.Event()
-                    if reader.gone:
-                        break
+                    if first is None:
+                        await reader.wake.wait()
+                        reader.wake = trio.Event()
+                        if reader.gone:
+                            break
                     try:
-                        reply = reader.retry()
+                        job = first or reader.retry()
+                        first = None
+                        while not job.step():
+                            await trio.lowlevel.checkpoint()
+                        reply = job.result
                     except Exception as exc:  # a bug here must not stop the node's nursery
                         reply = ErrorReply(f"ERR internal error reading the change feed: "
                                            f"{type(exc).__name__}")

@@ -25,14 +25,15 @@ to keys its patterns allow (a FLUSHALL always).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from raftkv.kv.changes import FLUSH_KEY, Change
-from raftkv.kv.feed import ChangeFeed, Compacted, Id, key_filter
+from raftkv.kv.feed import TOP_ID, ChangeFeed, Compacted, Id, key_filter
 from raftkv.kv.glob import Glob
+from raftkv.kv.sliced import SlicedRead
 from raftkv.node.pending import Pending
 from raftkv.server.auth import KEY_DENIED, acl_of
 from raftkv.server.connection import Connection
@@ -46,6 +47,15 @@ FEED_FILTERED = FEED + b":"
 MAX_COUNT = 10_000
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 MAX_ID_PART = 2**64 - 1  # Redis's stream ids are two unsigned 64-bit numbers
+# Changes examined per slice of a read: a filtered read over the whole tail (100,000
+# changes, a glob each) takes 50-100 ms, so it runs in slices of about 2 ms, the client
+# port yielding to the loop in between (raftkv.kv.sliced, as KEYS and SCAN do).
+SLICE = 4096
+# Streams one XREAD may name: a blocked reader's filters are checked against every applied
+# change in the apply path, so their number is bounded (they are all views of one feed).
+MAX_XREAD_STREAMS = 32
+TOO_MANY_STREAMS = ErrorReply(f"ERR XREAD reads at most {MAX_XREAD_STREAMS} streams at once "
+                              "(they are all views of one change feed)")
 
 INVALID_ID = ErrorReply("ERR Invalid stream ID specified as stream command argument")
 SYNTAX = ErrorReply("ERR syntax error")
@@ -251,6 +261,8 @@ def parse_xread(args: list[bytes]) -> XRead | ErrorReply:
     if len(rest) % 2:
         return UNBALANCED
     half = len(rest) // 2
+    if half > MAX_XREAD_STREAMS:
+        return TOO_MANY_STREAMS
     return XRead(count, block, list(zip(rest[:half], rest[half:], strict=True)))
 
 
@@ -293,24 +305,46 @@ class FeedReader:
             positions.append((stream, after))
         return positions
 
-    def read(self, positions: list[tuple[Stream, Id]], count: int, proto: int) -> Any:
-        """XREAD's reply: each stream with entries after its id, or None if none has."""
-        found: list[tuple[bytes, list[Any]]] = []
-        budget = MAX_REPLY_BYTES
-        for stream, after in positions:
-            try:
-                changes = self.feed.after(after, count, stream.match)
-            except Compacted as exc:
-                return compacted(exc, stream.name)
-            changes = _capped(changes)
-            if changes and budget > 0:
-                budget -= sum(map(_size, changes))
-                found.append((stream.name, [render(c) for c in changes]))
-        if not found:
-            return None
-        if proto == 3:
-            return dict(found)
-        return [[name, entries] for name, entries in found]
+    def _collect(self, after: Id, until: Id, count: int, match: Callable[[Change], bool] | None,
+                 reverse: bool = False, strict: bool = False
+                 ) -> Generator[int, None, list[Change]]:
+        """Walk the feed a slice at a time (yielding the work done); returns the changes.
+        ``strict``: a reader resuming after ``after`` (XREAD), so ``Compacted`` is raised
+        if the tail no longer reaches back to where the walk stands."""
+        found: list[Change] = []
+        while True:
+            if strict:
+                self.feed.check(after)
+            chunk, resume = self.feed.walk(after, until, count - len(found), match, SLICE,
+                                           reverse)
+            found += chunk
+            if resume is None:
+                return _capped(found)
+            if reverse:
+                until = resume
+            else:
+                after = resume
+            yield SLICE
+
+    def read(self, positions: list[tuple[Stream, Id]], count: int, proto: int) -> FeedRead:
+        """XREAD's reply, as a read done in slices: each stream with entries after its id,
+        or None if none has."""
+        def body(job: FeedRead) -> Iterator[int]:
+            found: list[tuple[bytes, list[Any]]] = []
+            budget = MAX_REPLY_BYTES
+            for stream, after in positions:
+                try:
+                    changes = yield from self._collect(after, TOP_ID, count, stream.match,
+                                                       strict=True)
+                except Compacted as exc:
+                    job.result = compacted(exc, stream.name)
+                    return
+                if changes and budget > 0:
+                    budget -= sum(map(_size, changes))
+                    found.append((stream.name, [render(c) for c in changes]))
+            if found:
+                job.result = dict(found) if proto == 3 else [list(item) for item in found]
+        return FeedRead(body)
 
     @staticmethod
     def wants(positions: list[tuple[Stream, Id]]) -> Callable[[Change], bool]:
@@ -348,8 +382,15 @@ class FeedReader:
             return stream
         if stream is None:
             return WRONGTYPE if self.key_exists(args[1]) else []
-        changes = self.feed.between(start, end, count, reverse, stream.match)
-        return [render(c) for c in _capped(changes)]
+        if count <= 0 or start > end:
+            return []
+        match = stream.match
+
+        def body(job: FeedRead) -> Iterator[int]:
+            after = (start[0], start[1] - 1)  # (position -1 sorts below every real one)
+            changes = yield from self._collect(after, end, count, match, reverse)
+            job.result = [render(c) for c in changes]
+        return FeedRead(body)
 
     # XINFO STREAM
 
@@ -372,14 +413,20 @@ class FeedReader:
             return stream
         if stream is None:
             return WRONGTYPE if self.key_exists(args[2]) else NO_SUCH_KEY
-        feed = self.feed
-        top = (MAX_ID_PART, MAX_ID_PART)
-        if stream.match is None:
+        feed, match = self.feed, stream.match
+
+        def body(job: FeedRead) -> Iterator[int]:
             length = len(feed)
-        else:
-            length = len(feed.between((0, 0), top, len(feed) or 1, False, stream.match))
-        first = feed.between((0, 0), top, 1, False, stream.match)
-        last = feed.between((0, 0), top, 1, True, stream.match)
+            if match is not None:  # (one pass: the matching changes, first and last)
+                matching = yield from self._collect((-1, 0), TOP_ID, length or 1, match)
+                length = len(matching)
+            first = yield from self._collect((-1, 0), TOP_ID, 1, match)
+            last = yield from self._collect((-1, 0), TOP_ID, 1, match, reverse=True)
+            job.result = self._info(length, first, last)
+        return FeedRead(body)
+
+    def _info(self, length: int, first: list[Change], last: list[Change]) -> dict[bytes, Any]:
+        feed = self.feed
         oldest = feed.first
         return {
             b"length": length,
@@ -393,6 +440,25 @@ class FeedReader:
             b"first-entry": render(first[0]) if first else None,
             b"last-entry": render(last[0]) if last else None,
         }
+
+
+class FeedRead(SlicedRead):
+    """A stream command's reply, computed a slice of the feed at a time: ``body`` yields
+    the work done and sets ``result`` (the client port steps it, yielding to its loop in
+    between; ``settled`` gives the reply at once when one slice is enough)."""
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: Callable[[FeedRead], Iterator[int]]) -> None:
+        self._body = body
+        super().__init__()
+
+    def _run(self) -> Iterator[int]:
+        return self._body(self)
+
+    def settled(self) -> Any:
+        """The reply if the first slice finishes the read, else this read itself."""
+        return self.result if self.step() else self
 
 
 def _reader(node: Node, conn: Connection) -> FeedReader:
@@ -411,26 +477,33 @@ def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if isinstance(positions, ErrorReply):
         return Pending.of(positions)
     proto = conn.proto
-    reply = reader.read(positions, request.count, proto)
-    if reply is not None or request.block is None or not positions:
-        return Pending.of(reply)
+    job = reader.read(positions, request.count, proto)
+    done = job.step()
+    if request.block is None or not positions or (done and job.result is not None):
+        return Pending.of(job.result if done else job)
     blocked = conn.server.blocked if conn.server is not None else None
     if blocked is None:
         return Pending.of(ErrorReply("ERR XREAD BLOCK is not available on this connection"))
+    # Nothing yet (or a long read still going): the blocked reader finishes it, then waits.
     return blocked.block(node.start_background, request.block, reader.wants(positions),
-                         lambda: reader.read(positions, request.count, proto), conn.on_end)
+                         lambda: reader.read(positions, request.count, proto), conn.on_end,
+                         None if done else job)
+
+
+def _settled(reply: Any) -> Pending:
+    return Pending.of(reply.settled() if isinstance(reply, FeedRead) else reply)
 
 
 def cmd_xrange(node: Node, conn: Connection, args: list[bytes]) -> Pending:
-    return Pending.of(_reader(node, conn).xrange(args, reverse=False))
+    return _settled(_reader(node, conn).xrange(args, reverse=False))
 
 
 def cmd_xrevrange(node: Node, conn: Connection, args: list[bytes]) -> Pending:
-    return Pending.of(_reader(node, conn).xrange(args, reverse=True))
+    return _settled(_reader(node, conn).xrange(args, reverse=True))
 
 
 def cmd_xinfo(node: Node, conn: Connection, args: list[bytes]) -> Pending:
-    return Pending.of(_reader(node, conn).xinfo(args))
+    return _settled(_reader(node, conn).xinfo(args))
 
 
 def _refuse(node: Node, conn: Connection, args: list[bytes]) -> Pending:

@@ -176,3 +176,28 @@ def test_a_reader_resumes_on_another_node_after_a_kill_without_gap_or_duplicate(
     thread.join(30)
     assert done.is_set()
     assert seen == [str(i).encode() for i in range(1, n + 1)]  # no gap, no duplicate
+
+
+def test_a_follower_that_installs_a_snapshot_gets_the_leaders_tail(
+        cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    victim = next(i for i in cluster.nodes if i != leader)
+    r = client(cluster, leader)
+    r.set("first", "1")
+    cluster.kill(victim)
+    for _ in range(200):  # the leader snapshots (every 50) and compacts past the victim
+        r.incr("n")
+    before = r.xrange(FEED, "-", "+", count=1000)
+    assert len(before) == 201
+    cluster.start(victim)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if client(cluster, victim).xrange(FEED, "-", "+", count=1000) == before:
+                break
+        except redis.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "the follower's feed differs from the leader's"
+        time.sleep(0.05)
+    # It caught up by the leader's snapshot, not by replaying the log.
+    assert "snapshot installed" in cluster.nodes[victim].log_path.read_text(errors="replace")

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from raftkv.kv.changes import Change
+from raftkv.kv.sliced import SlicedRead
 from raftkv.server.blocked_readers import BlockedReaders, too_many
 from wire.reply import ErrorReply
 
@@ -23,6 +24,27 @@ def wants_key(key: bytes) -> Callable[[Change], bool]:
     return lambda c: c.key == key
 
 
+class Answer(SlicedRead):
+    """A read that takes ``slices`` steps, then answers ``value``."""
+
+    __slots__ = ("slices", "value")
+
+    def __init__(self, value: object, slices: int = 1) -> None:
+        self.value = value
+        self.slices = slices
+        super().__init__()
+
+    def _run(self):
+        for _ in range(self.slices - 1):
+            yield 1 << 20
+        self.result = self.value
+
+
+def answers(*values: object) -> Callable[[], SlicedRead]:
+    queue = list(values)
+    return lambda: Answer(queue.pop(0))
+
+
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
@@ -33,9 +55,9 @@ async def test_a_reader_is_woken_by_a_change_it_wants_only(
     readers = BlockedReaders(limit=10)
     retries: list[int] = []
 
-    def retry() -> object:
+    def retry() -> SlicedRead:
         retries.append(1)
-        return b"answer"
+        return Answer(b"answer", slices=3)
 
     async with trio.open_nursery() as nursery:
         pending = readers.block(nursery.start_soon, 0, wants_key(b"a"), retry, [])
@@ -52,10 +74,10 @@ async def test_a_reader_is_woken_by_a_change_it_wants_only(
 async def test_a_reader_woken_for_nothing_keeps_waiting(
         autojump_clock: trio.testing.MockClock) -> None:
     readers = BlockedReaders(limit=10)
-    answers = [None, b"second"]  # the first read after a wake finds nothing it may see
+    # The first read after a wake finds nothing it may see.
     async with trio.open_nursery() as nursery:
         pending = readers.block(nursery.start_soon, 0, wants_key(b"a"),
-                                lambda: answers.pop(0), [])
+                                answers(None, b"second"), [])
         await trio.testing.wait_all_tasks_blocked()
         readers.changes_applied([change(1, b"a")])
         await trio.testing.wait_all_tasks_blocked()
@@ -68,7 +90,7 @@ async def test_the_deadline_answers_null(autojump_clock: trio.testing.MockClock)
     readers = BlockedReaders(limit=10)
     async with trio.open_nursery() as nursery:
         start = trio.current_time()
-        pending = readers.block(nursery.start_soon, 1500, wants_key(b"a"), lambda: b"x", [])
+        pending = readers.block(nursery.start_soon, 1500, wants_key(b"a"), answers(b"x"), [])
         assert await pending.wait() is None
         assert trio.current_time() - start == pytest.approx(1.5)
     assert len(readers) == 0 and readers.stats["blocked_readers_timed_out"] == 1
@@ -79,9 +101,9 @@ async def test_a_hang_up_frees_the_slot_and_the_limit_holds(
     readers = BlockedReaders(limit=2)
     ends: list[list[Callable[[], None]]] = [[], []]
     async with trio.open_nursery() as nursery:
-        first = readers.block(nursery.start_soon, 0, wants_key(b"a"), lambda: b"x", ends[0])
-        second = readers.block(nursery.start_soon, 0, wants_key(b"a"), lambda: b"y", ends[1])
-        refused = readers.block(nursery.start_soon, 0, wants_key(b"a"), lambda: b"z", [])
+        first = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"x"), ends[0])
+        second = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"y"), ends[1])
+        refused = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"z"), [])
         assert refused.done and refused.value == too_many(2)
         assert isinstance(refused.value, ErrorReply) and "max blocked" in refused.value.text
         await trio.testing.wait_all_tasks_blocked()
@@ -90,7 +112,7 @@ async def test_a_hang_up_frees_the_slot_and_the_limit_holds(
         assert await first.wait() is None
         await trio.testing.wait_all_tasks_blocked()
         assert len(readers) == 1 and ends[0] == []  # (the callback list is emptied)
-        third = readers.block(nursery.start_soon, 0, wants_key(b"a"), lambda: b"w", [])
+        third = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"w"), [])
         assert not third.done
         readers.changes_applied([change(1, b"a")])
         assert await second.wait() == b"y" and await third.wait() == b"w"
@@ -101,7 +123,7 @@ async def test_a_failing_read_answers_an_error_and_the_node_lives_on(
         autojump_clock: trio.testing.MockClock) -> None:
     readers = BlockedReaders(limit=2)
 
-    def broken() -> object:
+    def broken() -> SlicedRead:
         raise KeyError("bug")
 
     async with trio.open_nursery() as nursery:
@@ -110,3 +132,18 @@ async def test_a_failing_read_answers_an_error_and_the_node_lives_on(
         readers.changes_applied([change(1, b"a")])
         reply = await pending.wait()
     assert isinstance(reply, ErrorReply) and "KeyError" in reply.text
+
+
+async def test_a_first_read_still_going_is_finished_before_waiting(
+        autojump_clock: trio.testing.MockClock) -> None:
+    readers = BlockedReaders(limit=2)
+    async with trio.open_nursery() as nursery:
+        found = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(),
+                              [], first=Answer(b"found late", slices=5))
+        assert await found.wait() == b"found late"
+        empty = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"then"),
+                              [], first=Answer(None, slices=5))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not empty.done and len(readers) == 1  # nothing found: it waits
+        readers.changes_applied([change(1, b"a")])
+        assert await empty.wait() == b"then"

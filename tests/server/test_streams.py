@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 
 from raftkv.kv import KVStateMachine, encode_entry
+from raftkv.kv.changes import Change
 from raftkv.kv.feed import ChangeFeed
+from raftkv.kv.sliced import SlicedRead
 from raftkv.server.commands import _writes_feed
 from raftkv.server.streams import (
     INVALID_ID,
@@ -15,6 +17,7 @@ from raftkv.server.streams import (
     NEGATIVE_TIMEOUT,
     NO_SUCH_KEY,
     SYNTAX,
+    TOO_MANY_STREAMS,
     UNBALANCED,
     WRITE_TO_FEED,
     WRONGTYPE,
@@ -45,8 +48,25 @@ def kv() -> KVStateMachine:
     return kv
 
 
+class Reader(FeedReader):
+    """A FeedReader whose sliced reads are run to the end at once."""
+
+    def read(self, *args):
+        return done(super().read(*args))
+
+    def xrange(self, *args, **kwargs):
+        return done(super().xrange(*args, **kwargs))
+
+    def xinfo(self, *args):
+        return done(super().xinfo(*args))
+
+
+def done(reply):
+    return reply.finish() if isinstance(reply, SlicedRead) else reply
+
+
 def reader(kv: KVStateMachine, may_read=None) -> FeedReader:
-    return FeedReader(kv.feed, may_read, lambda key: kv.read([b"exists", key]) == 1)
+    return Reader(kv.feed, may_read, lambda key: kv.read([b"exists", key]) == 1)
 
 
 def xread(kv: KVStateMachine, *args: str | int, proto: int = 2, may_read=None):
@@ -89,6 +109,7 @@ def test_parse_range_id(raw: bytes, start: bool, expected: object) -> None:
     (("count", 0, "streams", "a", "1"), XRead(MAX_COUNT, None, [(b"a", b"1")])),
     (("COUNT", 10**9, "STREAMS", "a", "1"), XRead(MAX_COUNT, None, [(b"a", b"1")])),
     (("STREAMS", "a", "b", "1"), UNBALANCED),
+    (("STREAMS", *["s"] * 33, *["0"] * 33), TOO_MANY_STREAMS),
     (("STREAMS",), SYNTAX),
     (("COUNT", 5), SYNTAX),
     (("NOPE", "STREAMS", "a", "1"), SYNTAX),
@@ -200,3 +221,29 @@ def test_a_user_restricted_to_some_keys_sees_only_their_changes(kv: KVStateMachi
 ])
 def test_writes_to_the_feed_names_are_refused(args: list[bytes], refused: bool) -> None:
     assert _writes_feed(args) == (WRITE_TO_FEED if refused else None)
+
+
+def test_a_long_filtered_read_is_done_in_slices_and_notices_compaction() -> None:
+    feed = ChangeFeed(retention_entries=100_000)
+    for i in range(1, 20_001):
+        feed.append(i, [Change(i, 0, "set", b"other:%d" % i, b"v", None)])
+    feed.append(20_001, [Change(20_001, 0, "set", b"user:1", b"v", None)])
+    r = FeedReader(feed, None, lambda key: False)
+    request = parse_xread(b("XREAD", "STREAMS", "__raftkv:changes:user:*", "0"))
+    positions = r.start(request)
+    job = r.read(positions, MAX_COUNT, 2)
+    assert not job.step()  # 20,000 changes to look at: more than one slice
+    steps = 1
+    while not job.step():
+        steps += 1
+    assert steps >= 2
+    assert job.result == [[b"__raftkv:changes:user:*", [
+        [b"20001-0", [b"op", b"set", b"key", b"user:1", b"value", b"v"]]]]]
+    job = r.read(positions, MAX_COUNT, 2)
+    assert not job.step()
+    feed.retention_entries = 5
+    feed.append(20_002, [])  # the tail is trimmed under the read's feet
+    error = job.finish()
+    assert isinstance(error, ErrorReply) and "change feed compacted" in error.text
+    xrange = r.xrange(b("XREVRANGE", "__raftkv:changes", "+", "-"), True)
+    assert [e[0] for e in done(xrange)] == [b"20001-0", b"20000-0", b"19999-0", b"19998-0"]
