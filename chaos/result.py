@@ -47,6 +47,8 @@ class RunOptions:
     unsafe_counters_without_sessions: bool = False  # test only: the check must then fail
     tls: bool = False  # TLS on both ports and a client password (secure_cluster)
     compare_replicas: bool = True  # at the end, every node's state digest (chaos.replicas)
+    watchers: int = 0  # change-feed watchers (chaos.watchers), checked by chaos.watch_check
+    unsafe_watch_drop: int = 0  # test only: watcher 0 forgets every n-th change (a gap)
 
 
 @attrs.frozen
@@ -64,6 +66,7 @@ class Collected:
     # When the final reads ran (run-relative seconds): with TTLs their time matters.
     final_span: tuple[float, float] | None = None
     replicas: Verdict | None = None  # None: not compared (chaos.replicas)
+    watch: Verdict | None = None  # None: no watchers in this run
 
 
 @attrs.frozen
