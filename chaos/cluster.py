@@ -14,21 +14,60 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from raftkv.local_cluster import ports_of
 from raftkv.node.cluster_id import new_cluster_id
 from raftkv.node.peer_auth import ensure_secret_file
-from raftkv.probe import info_raft
+from raftkv.probe import call, info_raft
 from wire.addr import parse_addr
+from wire.reply import ErrorReply
 
 _HANDED_OUT: set[int] = set()  # every port free_ports gave this process
+
+
+def retry_call(addr: str, *args: str | bytes, timeout: float = 30.0) -> object:
+    """``call`` until the reply is not TRYAGAIN/UNKNOWN (an election is allowed) or
+    ``timeout`` seconds have passed; the last reply either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = call(addr, *args, timeout=15.0)
+        transient = isinstance(reply, ErrorReply) and reply.text.split()[0] in (
+            "TRYAGAIN", "UNKNOWN")
+        if not transient or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.1)  # the cluster asked us to come back later
+
+
+def free_port_base(nodes: int, host: str = "127.0.0.1") -> int:
+    """A ``--port-base`` whose ports ``raftkv up --nodes NODES`` uses (client, peer and
+    metrics port of each node: raftkv.local_cluster.ports_of) were all free a moment ago.
+    ``raftkv up`` checks them again itself and says so if one was taken since."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randint(20000, 50000)
+        socks = []
+        try:
+            for i in range(1, nodes + 1):
+                for port in ports_of(i, base).values():
+                    s = socket.socket()
+                    socks.append(s)
+                    s.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port base")
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -270,6 +309,17 @@ class LocalCluster:
             self._signal_group(node, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.proc.wait(timeout=15)
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[LocalCluster]:
+        """Started, with a leader, for the ``with`` block; closed after it (a start that
+        fails half way is closed too)."""
+        try:
+            self.start()
+            self.wait_for_leader()
+            yield self
+        finally:
+            self.close()
 
     def __enter__(self) -> LocalCluster:
         self.start()

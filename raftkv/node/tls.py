@@ -16,12 +16,33 @@ checks, and the peer secret if set, still apply on top.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 
 import attrs
 
 
 class TLSConfigError(Exception):
     """A certificate, key or CA file that cannot be loaded."""
+
+
+def tls_context(protocol: int, cert: str, key: str, ca: str = "", *,
+                labels: tuple[str, str, str] = ("certificate", "key", "CA"),
+                error: Callable[[str], Exception] = TLSConfigError) -> ssl.SSLContext:
+    """A context of TLS 1.2 or later holding ``cert``/``key`` and, if ``ca`` is given,
+    trusting it. A file that cannot be loaded raises ``error(message)``, the message naming
+    it by its ``labels`` (the flags a user set) so that the fix is obvious."""
+    ctx = ssl.SSLContext(protocol)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise error(f"cannot load {labels[0]} {cert} / {labels[1]} {key}: {exc}") from exc
+    if ca:
+        try:
+            ctx.load_verify_locations(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise error(f"cannot load {labels[2]} {ca}: {exc}") from exc
+    return ctx
 
 
 @attrs.frozen
@@ -32,19 +53,10 @@ class PeerTLS:
 
 def peer_tls(cert: str, key: str, ca: str) -> PeerTLS:
     """Both contexts from PEM files; TLSConfigError names the file that failed."""
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    labels = ("--peer-tls-cert", "--peer-tls-key", "--peer-tls-ca")
+    server = tls_context(ssl.PROTOCOL_TLS_SERVER, cert, key, ca, labels=labels)
+    client = tls_context(ssl.PROTOCOL_TLS_CLIENT, cert, key, ca, labels=labels)
     for ctx in (server, client):
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            ctx.load_cert_chain(cert, key)
-        except (OSError, ssl.SSLError) as exc:
-            raise TLSConfigError(f"cannot load --peer-tls-cert {cert} / --peer-tls-key {key}: "
-                                 f"{exc}") from exc
-        try:
-            ctx.load_verify_locations(cafile=ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise TLSConfigError(f"cannot load --peer-tls-ca {ca}: {exc}") from exc
         ctx.verify_mode = ssl.CERT_REQUIRED
     client.check_hostname = False  # see the module docstring; verify_mode stays REQUIRED
     client.verify_mode = ssl.CERT_REQUIRED

@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from raftkv.node.log_throttle import LogThrottle
+from raftkv.node.tls import tls_context
 
 if TYPE_CHECKING:
     from raftkv.node.settings import NodeSettings
@@ -48,17 +49,8 @@ def client_tls_context(cert: str, key: str, ca: str = "",
     if client_auth and not ca:
         raise ClientTLSError("--tls-client-auth needs --tls-ca (the CA that signs client "
                              "certificates)")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ClientTLSError(f"cannot load --tls-cert {cert} / --tls-key {key}: {exc}") from exc
-    if ca:
-        try:
-            ctx.load_verify_locations(cafile=ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise ClientTLSError(f"cannot load --tls-ca {ca}: {exc}") from exc
+    ctx = tls_context(ssl.PROTOCOL_TLS_SERVER, cert, key, ca,
+                      labels=("--tls-cert", "--tls-key", "--tls-ca"), error=ClientTLSError)
     ctx.verify_mode = ssl.CERT_REQUIRED if client_auth else ssl.CERT_NONE
     # No TLS 1.3 session tickets: nothing to resume (clients keep their connections), and
     # tickets arriving unasked would make an idle client think the node spoke out of turn.

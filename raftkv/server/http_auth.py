@@ -38,6 +38,7 @@ import attrs
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.peer_auth import loose_permissions
 from raftkv.node.security import exposed_addresses
+from raftkv.node.tls import tls_context
 
 log = logging.getLogger("raftkv.http")
 
@@ -75,18 +76,8 @@ def load_token(path: str) -> bytes:
 
 def metrics_tls_context(cert: str, key: str, ca: str, client_auth: bool) -> ssl.SSLContext:
     """The ops port's server context; MetricsSecurityError names what failed."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise MetricsSecurityError(f"metrics port TLS: cannot load certificate {cert} / "
-                                   f"key {key}: {exc}") from exc
-    if client_auth:
-        try:
-            ctx.load_verify_locations(cafile=ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise MetricsSecurityError(f"metrics port TLS: cannot load CA {ca}: {exc}") from exc
+    ctx = tls_context(ssl.PROTOCOL_TLS_SERVER, cert, key, ca if client_auth else "",
+                      error=lambda text: MetricsSecurityError(f"metrics port TLS: {text}"))
     ctx.verify_mode = ssl.CERT_REQUIRED if client_auth else ssl.CERT_NONE
     ctx.num_tickets = 0  # one request per connection: nothing to resume
     return ctx

@@ -29,12 +29,8 @@ BIG_KEY = b"a" * (6 * 1024 * 1024)  # under max-request-bytes (8 MiB)
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     c = LocalCluster(Path(tmp_path_factory.mktemp("attack-client")), fsync="never",
                      extra_args=["--election-ticks", str(ELECTION_TICKS)])
-    c.start()
-    try:
-        c.wait_for_leader()
+    with c.serving():
         yield c
-    finally:
-        c.close()
 
 
 def client(c: LocalCluster, node_id: int) -> redis.Redis:

@@ -23,12 +23,8 @@ pytestmark = [pytest.mark.timeout(60)]
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[LocalCluster]:
     c = LocalCluster(tmp_path, nodes=1, fsync="never", extra_args=["--max-new-clients", "200"])
-    c.start()
-    try:
-        c.wait_for_leader()
+    with c.serving():
         yield c
-    finally:
-        c.close()
 
 
 def test_one_source_cannot_take_every_new_connection_slot(node: LocalCluster) -> None:

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from chaos.cluster import LocalCluster
-from raftkv.probe import call
+from chaos.cluster import LocalCluster, retry_call
 from raftkv.raft.validation import MAX_TERM_AHEAD, check_term_ahead, checker
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
@@ -33,7 +31,7 @@ from wire.frames import encode_frame
 from wire.hello import PROTOCOL_VERSION, Hello
 from wire.raft import MAX_TERM, AppendEntries, RequestVote, RequestVoteResponse
 from wire.record import encode
-from wire.reply import OK, ErrorReply
+from wire.reply import OK
 
 
 def test_a_term_more_than_the_margin_ahead_is_malformed() -> None:
@@ -55,18 +53,6 @@ def test_the_transport_check_reads_the_current_term_at_each_message() -> None:
     check(msg)
     with pytest.raises(ProtocolError, match="out of range"):  # the receipt check still runs
         checker(lambda: MAX_TERM)(AppendEntries(MAX_TERM + 1, 1, 2, 0, 0, (), 0))
-
-
-def retry_call(addr: str, *args: str, timeout: float = 30.0) -> object:
-    """``call`` until the reply is not TRYAGAIN/UNKNOWN (an election is allowed)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = call(addr, *args, timeout=15.0)
-        transient = isinstance(reply, ErrorReply) and reply.text.split()[0] in (
-            "TRYAGAIN", "UNKNOWN")
-        if not transient or time.monotonic() > deadline:
-            return reply
-        time.sleep(0.1)  # the cluster asked us to come back later
 
 
 def forge_heartbeats(c: LocalCluster, leader: int, term: int) -> None:

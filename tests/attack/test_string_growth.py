@@ -35,12 +35,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     c = LocalCluster(Path(tmp_path_factory.mktemp("attack2-strings")), fsync="never",
                      extra_args=["--election-ticks", str(ELECTION_TICKS),
                                  "--max-request-bytes", str(MAX_REQUEST)])
-    c.start()
-    try:
-        c.wait_for_leader()
+    with c.serving():
         yield c
-    finally:
-        c.close()
 
 
 def _info(c: LocalCluster, node_id: int) -> dict[str, str]:

@@ -13,11 +13,12 @@ import threading
 from collections.abc import Callable
 
 import trio
+from fake_node import received_commands
 
 from client.feed import FEED, ZERO, ChangeId
 from raftkv.kv import stringmatch
 from wire.reply import ErrorReply
-from wire.resp import CommandParser, encode_reply
+from wire.resp import encode_reply
 
 
 class Feed:
@@ -73,20 +74,14 @@ class FeedNode:
         self._scope.cancel()
 
     async def handle(self, stream: trio.SocketStream) -> None:
-        parser = CommandParser()
         async with stream:
-            while True:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                parser.feed(data)
-                for cmd in parser:
-                    self.seen.append(cmd)
-                    self.served.set()
-                    self.served = trio.Event()
-                    if self.paused:
-                        await trio.sleep_forever()
-                    await stream.send_all(encode_reply(await self.answer(cmd)))
+            async for cmd in received_commands(stream):
+                self.seen.append(cmd)
+                self.served.set()
+                self.served = trio.Event()
+                if self.paused:
+                    await trio.sleep_forever()
+                await stream.send_all(encode_reply(await self.answer(cmd)))
 
     def commands(self, name: bytes) -> list[list[bytes]]:
         return [c for c in self.seen if c[0].upper() == name]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import attrs
 import trio
@@ -21,6 +21,18 @@ from wire.resp import CommandParser, encode_reply
 
 CLOSE = "close"
 HANG = "hang"
+
+
+async def received_commands(stream: trio.SocketStream) -> AsyncIterator[list[bytes]]:
+    """The commands a client sends on ``stream``, as they arrive, until it hangs up."""
+    parser = CommandParser()
+    while True:
+        data = await stream.receive_some(65536)
+        if not data:
+            return
+        parser.feed(data)
+        for cmd in parser:
+            yield cmd
 
 
 @attrs.frozen
@@ -58,37 +70,31 @@ class FakeNode:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1
-        parser = CommandParser()
         async with stream:
-            while True:
-                data = await stream.receive_some(65536)
-                if not data:
+            async for cmd in received_commands(stream):
+                if cmd[0].upper() == b"INFO":
+                    self.probes += 1
+                    info = f"# Raft\r\nleader_client_addr:{self.leader_addr}\r\n"
+                    await stream.send_all(encode_reply(info.encode()))
+                    continue
+                self.seen.append(cmd)
+                action = self.actions.popleft() if self.actions else self.default
+                if action == HANG:
+                    await trio.sleep_forever()
+                if action == CLOSE:
+                    await self._close(stream)
                     return
-                parser.feed(data)
-                for cmd in parser:
-                    if cmd[0].upper() == b"INFO":
-                        self.probes += 1
-                        info = f"# Raft\r\nleader_client_addr:{self.leader_addr}\r\n"
-                        await stream.send_all(encode_reply(info.encode()))
-                        continue
-                    self.seen.append(cmd)
-                    action = self.actions.popleft() if self.actions else self.default
-                    if action == HANG:
-                        await trio.sleep_forever()
-                    if action == CLOSE:
-                        await self._close(stream)
-                        return
-                    if isinstance(action, Later):
-                        await action.release.wait()
-                        with contextlib.suppress(trio.BrokenResourceError):
-                            await stream.send_all(action.reply)
-                        continue
-                    if isinstance(action, Then):
+                if isinstance(action, Later):
+                    await action.release.wait()
+                    with contextlib.suppress(trio.BrokenResourceError):
                         await stream.send_all(action.reply)
-                        await self._close(stream)
-                        return
-                    assert isinstance(action, bytes)
-                    await stream.send_all(action)
+                    continue
+                if isinstance(action, Then):
+                    await stream.send_all(action.reply)
+                    await self._close(stream)
+                    return
+                assert isinstance(action, bytes)
+                await stream.send_all(action)
 
     async def _close(self, stream: trio.SocketStream) -> None:
         await stream.aclose()

@@ -41,12 +41,8 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCl
     monkeypatch.setenv("RAFTKV_PASSWORD", "defaultpw")
     c = LocalCluster(tmp_path / "c", nodes=3, fsync="never",
                      extra_args=["--acl-file", str(acl), "--requirepass", "defaultpw"])
-    c.start()
-    try:
-        c.wait_for_leader()
+    with c.serving():
         yield c
-    finally:
-        c.close()
 
 
 def client(c: LocalCluster, node: int, protocol: int = 2, **kw: object) -> redis.Redis:

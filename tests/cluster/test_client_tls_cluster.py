@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -27,7 +26,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import client
-from chaos.cluster import LocalCluster
+from chaos.cluster import LocalCluster, free_port_base
 from client.security import tls_context
 from raftkv import certs
 from raftkv.probe import call, parse_info
@@ -215,28 +214,8 @@ def test_raftkv_cli_and_the_client_library(cluster: LocalCluster, tmp_path: Path
     assert out.returncode == 0 and out.stdout.count(" up") == 3, out
 
 
-def free_base() -> int:
-    """A port base whose 9 ports `raftkv up` uses are free now."""
-    for _ in range(200):
-        base = random.randint(20000, 50000)
-        socks = []
-        try:
-            for i in (1, 2, 3):
-                for port in (base + i, base + 100 + i, base + 2000 + i):
-                    s = socket.socket()
-                    socks.append(s)
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port base")
-
-
 def test_raftkv_up_tls(tmp_path: Path) -> None:
-    base = free_base()
+    base = free_port_base(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
     proc = subprocess.Popen([sys.executable, "-m", "raftkv", "up", "--tls", "--data-dir",
                              str(tmp_path / "d"), "--port-base", str(base), "--fsync",

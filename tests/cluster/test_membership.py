@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.cluster import LocalCluster
+from chaos.cluster import LocalCluster, retry_call
 from raftkv.probe import call, parse_members
 from wire.reply import OK, ErrorReply
 from wire.resp import encode_command
@@ -57,21 +57,6 @@ class Writer(threading.Thread):
         while len(self.acked) < start + count:
             assert time.monotonic() < deadline, f"writes stalled ({self.errors} errors)"
             time.sleep(0.05)  # another thread's progress: nothing to wait on
-
-
-def retry_call(addr: str, *args: str, timeout: float = 30.0) -> object:
-    """``call`` until the reply is not a TRYAGAIN/UNKNOWN error or a connection failure."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            reply = call(addr, *args, timeout=10.0)
-        except (OSError, ConnectionError) as exc:
-            reply = ErrorReply(f"TRYAGAIN {exc}")
-        transient = isinstance(reply, ErrorReply) and reply.text.split()[0] in (
-            "TRYAGAIN", "UNKNOWN")
-        if not transient or time.monotonic() > deadline:
-            return reply
-        time.sleep(0.1)  # the cluster asked us to come back later
 
 
 def members(c: LocalCluster, node_id: int) -> dict[int, str]:

@@ -5,13 +5,12 @@ entries near the maximum request size replicate."""
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from chaos.cluster import LocalCluster
+from chaos.cluster import LocalCluster, retry_call
 from raftkv.node.sizes import request_size
 from raftkv.probe import call
 from wire.addr import parse_addr
@@ -58,18 +57,6 @@ def test_hostile_admin_commands_are_refused_and_nothing_dies(cluster: LocalClust
     assert not c.crashed(), c.logs_tail()
     members = (c.info(leader) or {}).get("members", "")
     assert "9=" not in members, members
-
-
-def retry_call(addr: str, *args: str | bytes, timeout: float = 30.0) -> object:
-    """``call`` until the reply is not TRYAGAIN/UNKNOWN (an election is allowed)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = call(addr, *args, timeout=15.0)
-        transient = isinstance(reply, ErrorReply) and reply.text.split()[0] in (
-            "TRYAGAIN", "UNKNOWN")
-        if not transient or time.monotonic() > deadline:
-            return reply
-        time.sleep(0.1)  # the cluster asked us to come back later
 
 
 def _term(c: LocalCluster, node: int) -> int:

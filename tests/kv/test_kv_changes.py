@@ -4,29 +4,16 @@ did to each key, in order; writes that change nothing record nothing."""
 from __future__ import annotations
 
 import pytest
+from kv_log import T0, AppliedLog, b
 
 from raftkv.kv import KVStateMachine, encode_entry, encode_exec
 from raftkv.kv.changes import Change
 
-T0 = 1_700_000_000_000
 
-
-def b(*args: str | bytes | int) -> list[bytes]:
-    return [a if isinstance(a, bytes) else str(a).encode() for a in args]
-
-
-class Log:
-    """A state machine fed entries at increasing log indexes, like the node's applier."""
-
-    def __init__(self) -> None:
-        self.kv = KVStateMachine()
-        self.index = 0
-
+class Log(AppliedLog):
     def apply(self, *args: str | bytes | int, t: int = T0) -> list[tuple]:
-        self.index += 1
-        self.kv.apply(encode_entry(b(*args), t), index=self.index)
         return [(c.position, c.op, c.key, c.value, c.deadline_ms)
-                for c in self.kv.last_changes]
+                for c in self.apply_changes(*args, t=t)]
 
 
 @pytest.fixture

@@ -4,29 +4,18 @@ PUBLISH as a log command: Redis's flag letters and event names, in Redis's order
 from __future__ import annotations
 
 import pytest
+from kv_log import T0, AppliedLog, b
 
 from raftkv.kv import KVStateMachine, encode_entry, encode_exec
 from raftkv.kv.notify import ALL, KEYEVENT, KEYSPACE, flags_text, keyspace_messages, parse_flags
 from wire.reply import ErrorReply
 
-T0 = 1_700_000_000_000
 
-
-def b(*args: str | bytes | int) -> list[bytes]:
-    return [a if isinstance(a, bytes) else str(a).encode() for a in args]
-
-
-class Log:
-    def __init__(self) -> None:
-        self.kv = KVStateMachine()
-        self.index = 0
-
+class Log(AppliedLog):
     def apply(self, *args: str | bytes | int, t: int = T0, flags: str = "KEA") -> list[tuple]:
-        self.index += 1
-        self.kv.apply(encode_entry(b(*args), t), index=self.index)
         flag_bits = parse_flags(flags)
         assert flag_bits is not None
-        return list(keyspace_messages(self.kv.last_changes, flag_bits))
+        return list(keyspace_messages(self.apply_changes(*args, t=t), flag_bits))
 
 
 def events(messages: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -6,36 +6,16 @@ get nothing. The banner shows neither the password nor the token."""
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from chaos.cluster import free_port_base
+
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
-
-
-def free_base() -> int:
-    """A port base whose ports `raftkv up --nodes 1` uses are free now (bound and released
-    at once: `raftkv up` checks them again itself and says so if one was taken since)."""
-    for _ in range(200):
-        base = random.randint(20000, 50000)
-        socks = []
-        try:
-            for port in (base + 1, base + 101, base + 2001):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port base")
 
 
 def run_line(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -44,7 +24,7 @@ def run_line(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_up_tls_prints_working_https_metrics_lines(tmp_path: Path) -> None:
-    base = free_base()
+    base = free_port_base(1)
     data = tmp_path / "d"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
     proc = subprocess.Popen([sys.executable, "-m", "raftkv", "up", "--tls", "--nodes", "1",
