@@ -95,9 +95,16 @@ class ChangeRecorder:
             touch[2] = kind
 
     def note_many(self, keys: list[bytes]) -> None:
-        """The running command set the value of each of ``keys`` (MSET's fast path)."""
+        """The running command set the value of each of ``keys`` (MSET's fast path: ``note``
+        inlined, as an MSET of 100,000 keys is applied in one go on every replica)."""
+        touched, pending, op = self._touched, self.pending, self.op
         for key in keys:
-            self.note(key, VALUE)
+            touch = touched.get(key)
+            if touch is None:
+                touch = touched[key] = [op, key, VALUE]
+                pending.append(touch)
+            else:
+                touch[2] = VALUE
 
     def deleted_by_deadline(self, key: bytes) -> None:
         """The running command gave ``key`` a deadline already past: it is deleted
@@ -117,13 +124,15 @@ class ChangeRecorder:
 
     def settle(self, data: dict[bytes, bytes], expires: dict[bytes, int]) -> None:
         """Turn the pending touches into changes, as the state now stands."""
-        done, index = self._done, self._index
+        done, index, position = self._done, self._index, len(self._done)
+        make, deadline, append = tuple.__new__, expires.get, done.append  # the hot loop's
         for op, key, kind in self.pending:
             if kind == GONE or key not in data:
-                done.append(Change(index, len(done), op, key, None, None))
+                append(make(Change, (index, position, op, key, None, None)))
             else:
-                done.append(Change(index, len(done), op, key,
-                                   data[key] if kind == VALUE else None, expires.get(key)))
+                append(make(Change, (index, position, op, key,
+                                     data[key] if kind == VALUE else None, deadline(key))))
+            position += 1
         self.pending = []
         self._touched = {}
 
