@@ -1,0 +1,60 @@
+"""Attacker round 4: KEYS and SCAN MATCH inside MULTI/EXEC run on every replica's apply loop.
+
+Outside a transaction they are sliced (sliced.py); inside one they run when the EXEC entry
+applies, at once, on every replica. A pattern with ``?``, ``[`` or ``\\`` runs glob.py's
+Python port of Redis's matcher, about 0.5 us per byte of each key: one ``SCAN 0 MATCH ?*x``
+over an 8 MiB key held apply for 3.7 s, and a transaction may queue 100,000 of them (SCAN
+is not even ``@dangerous``: an application user with ``-@dangerous`` can send it). Redis
+does the same work in C, about 1,000 times faster. Expected: the matcher's work in one
+entry is bounded, deterministically (the same answer on every replica): past the bound the
+command answers an error instead of matching on.
+
+The key is 2 MiB so that the unfixed code ends within seconds; the assertions are on the
+replies, not on time.
+"""
+
+from __future__ import annotations
+
+from raftkv.kv import KVStateMachine, encode_entry, encode_exec
+from wire.reply import ErrorReply
+
+T = 1_700_000_000_000
+LONG_KEY = b"a" * (2 * 1024 * 1024)
+
+
+def machine() -> KVStateMachine:
+    kv = KVStateMachine()
+    kv.apply(encode_entry([b"SET", LONG_KEY, b"v"], T))
+    kv.apply(encode_entry([b"MSET", b"user:1", b"x", b"user:2", b"y"], T))
+    return kv
+
+
+def exec_(kv: KVStateMachine, *commands: list[bytes]) -> object:
+    return kv.apply(encode_entry([b"EXEC", encode_exec([], list(commands))], T))
+
+
+def test_slow_patterns_in_one_transaction_are_bounded() -> None:
+    kv = machine()
+    replies = exec_(kv, [b"KEYS", b"?*x"], [b"SCAN", b"0", b"MATCH", b"[a]*x"],
+                    [b"SET", b"k", b"v"])
+    assert isinstance(replies, list)
+    assert isinstance(replies[0], ErrorReply) and "matcher steps" in replies[0].text, replies[0]
+    assert isinstance(replies[1], ErrorReply), replies[1]
+    assert replies[2].text == "OK"  # the other commands of the transaction still run
+
+
+def test_ordinary_patterns_in_a_transaction_still_answer() -> None:
+    kv = machine()
+    replies = exec_(kv, [b"KEYS", b"user:?"], [b"KEYS", b"*x"],
+                    [b"SCAN", b"0", b"MATCH", b"user:[12]"], [b"KEYS", b"u*"])
+    assert isinstance(replies, list)
+    scan = replies.pop(2)
+    assert replies == [[b"user:1", b"user:2"], [], [b"user:1", b"user:2"]]
+    assert scan[0] == b"0" and sorted(scan[1]) == [b"user:1", b"user:2"]  # SCAN's hash order
+
+
+def test_the_bound_is_per_entry() -> None:
+    """Each entry starts afresh: a transaction that hit the bound does not fail the next."""
+    kv = machine()
+    exec_(kv, [b"KEYS", b"?*x"])
+    assert exec_(kv, [b"KEYS", b"user:?"]) == [[b"user:1", b"user:2"]]
