@@ -178,6 +178,7 @@ class KVStateMachine:
         self._t = self._now
         self._writing = True
         self._glob_left = GLOB_STEPS_PER_ENTRY
+        self._scripting.begin_entry()  # the entry's scripts share one budget
         try:
             return self._execute(args)
         except MemoryError:
@@ -206,6 +207,7 @@ class KVStateMachine:
             return ErrorReply(f"ERR '{name}' is a write command: it must go through the log")
         self._t = self._now if now is None else max(self._now, now)
         self._glob_left = UNBOUNDED_STEPS
+        self._scripting.begin_entry()
         try:
             return self._run(args, entry)
         except Exception as exc:  # same guard as apply: a read must not kill the loop
