@@ -86,6 +86,14 @@ SCAN_MAX_COUNT = 10_000
 # in their budget; reads outside the log (``read``, tests and tools) are not bounded.
 GLOB_STEPS_PER_ENTRY = 1_000_000
 UNBOUNDED_STEPS = 1 << 62
+# Keys that KEYS (the whole keyspace each) and SCAN (up to its COUNT) may walk in one entry
+# (~0.2-0.8 s here): a transaction holds 100,000 of them, and with 20,000 keys one EXEC of
+# SCAN 0 COUNT 10000s held every replica ~13 minutes (attack4). Outside MULTI they are
+# sliced reads; scripts charge them in their budget (a script reaches ~200,000 at most).
+WALK_KEYS_PER_ENTRY = 1_000_000
+WALK_OVER = ErrorReply(
+    f"ERR KEYS and SCAN in one transaction may walk at most {WALK_KEYS_PER_ENTRY} keys in "
+    "all: run this one outside MULTI")
 GLOB_WORK_OVER = ErrorReply(
     f"ERR pattern matching in one transaction is limited to {GLOB_STEPS_PER_ENTRY} matcher "
     "steps (patterns with ?, [ or \\ over long keys): run this KEYS or SCAN outside MULTI")
@@ -115,6 +123,7 @@ class KVStateMachine:
         self._mods: dict[bytes, int] = {}  # key -> the entry (seq) that last changed it
         self._now = 0  # the highest stamp applied
         self._glob_left = GLOB_STEPS_PER_ENTRY  # matcher steps this entry may still take
+        self._walk_left = WALK_KEYS_PER_ENTRY  # keys KEYS/SCAN may still walk in this entry
         self._seq = 0  # entries applied
         # WATCH versions of missing keys: the entry that deleted each recently deleted key
         # (at most MAX_TOMBS), else ``_gone``, the entry that last forgot them all.
@@ -178,6 +187,7 @@ class KVStateMachine:
         self._t = self._now
         self._writing = True
         self._glob_left = GLOB_STEPS_PER_ENTRY
+        self._walk_left = WALK_KEYS_PER_ENTRY
         self._scripting.begin_entry()  # the entry's scripts share one budget
         try:
             return self._execute(args)
@@ -206,7 +216,7 @@ class KVStateMachine:
             name = args[0].lower().decode()
             return ErrorReply(f"ERR '{name}' is a write command: it must go through the log")
         self._t = self._now if now is None else max(self._now, now)
-        self._glob_left = UNBOUNDED_STEPS
+        self._glob_left = self._walk_left = UNBOUNDED_STEPS
         self._scripting.begin_entry()
         try:
             return self._run(args, entry)
@@ -1013,12 +1023,22 @@ class KVStateMachine:
     def _keys(self, args: list[bytes]) -> Reply:
         pattern = args[1]
         alive = self._alive
+        if not self._walk(len(self._data)):
+            return WALK_OVER
         if pattern == b"*":
             return sorted(key for key in self._data if alive(key) is not None)
         matched = self._matching(pattern, self._data)
         if isinstance(matched, ErrorReply):
             return matched
         return sorted(key for key in matched if alive(key) is not None)
+
+    def _walk(self, keys: int) -> bool:
+        """Take ``keys`` from this entry's WALK_KEYS_PER_ENTRY; False if too few are left
+        (a function of the entry and the state: every replica answers alike)."""
+        if keys > self._walk_left:
+            return False
+        self._walk_left -= keys
+        return True
 
     def _matching(self, pattern: bytes, keys: Iterable[bytes]) -> list[bytes] | ErrorReply:
         """The ``keys`` that match ``pattern``, in order; GLOB_WORK_OVER once the Python
@@ -1051,6 +1071,8 @@ class KVStateMachine:
         if isinstance(options, ErrorReply):
             return options
         count = min(options.count, SCAN_MAX_COUNT)
+        if not self._walk(min(count, len(self._data))):
+            return WALK_OVER
         following, keys = self._scan_order().batch(self._data, cursor, count)
         if not options.type_matches:
             keys = []
