@@ -91,6 +91,12 @@ UNBOUNDED_STEPS = 1 << 62
 # SCAN 0 COUNT 10000s held every replica ~13 minutes (attack4). Outside MULTI they are
 # sliced reads; scripts charge them in their budget (a script reaches ~200,000 at most).
 WALK_KEYS_PER_ENTRY = 1_000_000
+# Bytes SETRANGE and APPEND may copy in one entry (values are immutable: each copies the
+# whole value, 28-66 ms for 8 MiB here; a transaction holds 100,000 of them: attack4).
+COPY_BYTES_PER_ENTRY = 256 * 1024 * 1024
+COPY_OVER = ErrorReply(
+    f"ERR SETRANGE and APPEND in one transaction may copy at most {COPY_BYTES_PER_ENTRY} "
+    "bytes of values in all: run this one outside MULTI")
 WALK_OVER = ErrorReply(
     f"ERR KEYS and SCAN in one transaction may walk at most {WALK_KEYS_PER_ENTRY} keys in "
     "all: run this one outside MULTI")
@@ -124,6 +130,7 @@ class KVStateMachine:
         self._now = 0  # the highest stamp applied
         self._glob_left = GLOB_STEPS_PER_ENTRY  # matcher steps this entry may still take
         self._walk_left = WALK_KEYS_PER_ENTRY  # keys KEYS/SCAN may still walk in this entry
+        self._copy_left = COPY_BYTES_PER_ENTRY  # value bytes SETRANGE/APPEND may still copy
         self._seq = 0  # entries applied
         # WATCH versions of missing keys: the entry that deleted each recently deleted key
         # (at most MAX_TOMBS), else ``_gone``, the entry that last forgot them all.
@@ -188,6 +195,7 @@ class KVStateMachine:
         self._writing = True
         self._glob_left = GLOB_STEPS_PER_ENTRY
         self._walk_left = WALK_KEYS_PER_ENTRY
+        self._copy_left = COPY_BYTES_PER_ENTRY
         self._scripting.begin_entry()  # the entry's scripts share one budget
         try:
             return self._execute(args)
@@ -607,6 +615,8 @@ class KVStateMachine:
             return len(suffix)
         if len(current) + len(suffix) > self._max_value_len:
             return STRING_TOO_LONG
+        if suffix and not self._copy(len(current) + len(suffix)):  # (b"" adds no copy)
+            return COPY_OVER
         value = current + suffix
         self._store(key, value, keep_ttl=True)
         return len(value)
@@ -620,6 +630,8 @@ class KVStateMachine:
         if not piece:
             return 0 if current is None else len(current)
         base = current or b""
+        if not self._copy(max(len(base), offset + len(piece))):
+            return COPY_OVER
         if len(base) < offset:
             base += b"\0" * (offset - len(base))
         value = base[:offset] + piece + base[offset + len(piece):]
@@ -1031,6 +1043,14 @@ class KVStateMachine:
         if isinstance(matched, ErrorReply):
             return matched
         return sorted(key for key in matched if alive(key) is not None)
+
+    def _copy(self, size: int) -> bool:
+        """Take ``size`` bytes from this entry's COPY_BYTES_PER_ENTRY; False if too few
+        are left (deterministic, like ``_walk``)."""
+        if size > self._copy_left:
+            return False
+        self._copy_left -= size
+        return True
 
     def _walk(self, keys: int) -> bool:
         """Take ``keys`` from this entry's WALK_KEYS_PER_ENTRY; False if too few are left
