@@ -615,7 +615,7 @@ class KVStateMachine:
             return len(suffix)
         if len(current) + len(suffix) > self._max_value_len:
             return STRING_TOO_LONG
-        if suffix and not self._copy(len(current) + len(suffix)):  # (b"" adds no copy)
+        if suffix and not self._copy_bytes(len(current) + len(suffix)):  # (b"" adds no copy)
             return COPY_OVER
         value = current + suffix
         self._store(key, value, keep_ttl=True)
@@ -630,7 +630,7 @@ class KVStateMachine:
         if not piece:
             return 0 if current is None else len(current)
         base = current or b""
-        if not self._copy(max(len(base), offset + len(piece))):
+        if not self._copy_bytes(max(len(base), offset + len(piece))):
             return COPY_OVER
         if len(base) < offset:
             base += b"\0" * (offset - len(base))
@@ -1044,7 +1044,7 @@ class KVStateMachine:
             return matched
         return sorted(key for key in matched if alive(key) is not None)
 
-    def _copy(self, size: int) -> bool:
+    def _copy_bytes(self, size: int) -> bool:
         """Take ``size`` bytes from this entry's COPY_BYTES_PER_ENTRY; False if too few
         are left (deterministic, like ``_walk``)."""
         if size > self._copy_left:

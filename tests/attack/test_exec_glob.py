@@ -88,10 +88,12 @@ def test_bytes_copied_by_setrange_and_append_in_one_transaction_are_bounded() ->
     kv = KVStateMachine()
     kv.apply(encode_entry([b"SET", b"big", b"x" * (4 * 1024 * 1024)], T))
     replies = exec_(kv, *[[b"SETRANGE", b"big", b"0", b"y"]] * 70,
-                    *[[b"APPEND", b"big", b"z"]] * 5, [b"SET", b"x", b"1"])
+                    *[[b"APPEND", b"big", b"z"]] * 5, [b"SET", b"x", b"1"],
+                    [b"COPY", b"big", b"big2"])
     assert isinstance(replies, list)
     assert replies[:63] == [4 * 1024 * 1024] * 63  # 63 x 4 MiB + 4 bytes fit in 256 MiB
     over = replies[64:75]
     assert all(isinstance(r, ErrorReply) and "copy" in r.text for r in over), over[0]
     assert replies[75].text == "OK"
+    assert replies[76] == 1  # COPY shares no bound with them (a reference, not a copy)
     assert kv.apply(encode_entry([b"APPEND", b"big", b"z"], T)) == 4 * 1024 * 1024 + 1
