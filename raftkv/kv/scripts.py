@@ -411,7 +411,12 @@ class ScriptRunner:
         return None
 
     def compile_error(self, body: bytes) -> ErrorReply | None:
-        """The compile error of ``body``, or None if it is valid Lua."""
+        """The compile error of ``body``, or None if it is valid Lua (SCRIPT LOAD on apply:
+        its body counts against the entry's allowance like a script's)."""
+        if len(body) <= MAX_SCRIPT_BYTES:
+            over = self._count_body(body)
+            if over is not None:
+                return over
         prepared = self._prepare(body)
         return prepared if isinstance(prepared, ErrorReply) else None
 
