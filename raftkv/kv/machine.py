@@ -37,7 +37,7 @@ import bisect
 import hashlib
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from wire.reply import OK, ErrorReply, SimpleString
@@ -79,6 +79,30 @@ from .state import KVState, decode_snapshot, encode_snapshot
 # SCAN answers at most this many keys per call whatever COUNT asks (COUNT is a hint in
 # Redis too), so one SCAN cannot hold the node's event loop for long.
 SCAN_MAX_COUNT = 10_000
+# Steps of glob.py's Python matcher (patterns with ?, [ or \\: ~0.5 us a step) that KEYS and
+# SCAN MATCH may take in one entry (a transaction), ~0.5 s: enough for a `KEYS user:?*` over
+# 100,000 short keys. Unbounded, one SCAN MATCH ?*x over an 8 MiB key held every replica's
+# apply for 3.7 s, and a transaction may hold 100,000 of them (attack4). Scripts charge it
+# in their budget; reads outside the log (``read``, tests and tools) are not bounded.
+GLOB_STEPS_PER_ENTRY = 1_000_000
+UNBOUNDED_STEPS = 1 << 62
+# Keys that KEYS (the whole keyspace each) and SCAN (up to its COUNT) may walk in one entry
+# (~0.2-0.8 s here): a transaction holds 100,000 of them, and with 20,000 keys one EXEC of
+# SCAN 0 COUNT 10000s held every replica ~13 minutes (attack4). Outside MULTI they are
+# sliced reads; scripts charge them in their budget (a script reaches ~200,000 at most).
+WALK_KEYS_PER_ENTRY = 1_000_000
+# Bytes SETRANGE and APPEND may copy in one entry (values are immutable: each copies the
+# whole value, 28-66 ms for 8 MiB here; a transaction holds 100,000 of them: attack4).
+COPY_BYTES_PER_ENTRY = 256 * 1024 * 1024
+COPY_OVER = ErrorReply(
+    f"ERR SETRANGE and APPEND in one transaction may copy at most {COPY_BYTES_PER_ENTRY} "
+    "bytes of values in all: run this one outside MULTI")
+WALK_OVER = ErrorReply(
+    f"ERR KEYS and SCAN in one transaction may walk at most {WALK_KEYS_PER_ENTRY} keys in "
+    "all: run this one outside MULTI")
+GLOB_WORK_OVER = ErrorReply(
+    f"ERR pattern matching in one transaction is limited to {GLOB_STEPS_PER_ENTRY} matcher "
+    "steps (patterns with ?, [ or \\ over long keys): run this KEYS or SCAN outside MULTI")
 # Maps at least this large are walked and freed in slices: FLUSHALL and replace hand them
 # to the runtime (``retired``), and the first SCAN builds its order with ``ScanBuild``.
 LARGE_MAP = 10_000
@@ -104,6 +128,9 @@ class KVStateMachine:
         self._expires: dict[bytes, int] = {}  # key -> deadline (ms since the epoch)
         self._mods: dict[bytes, int] = {}  # key -> the entry (seq) that last changed it
         self._now = 0  # the highest stamp applied
+        self._glob_left = GLOB_STEPS_PER_ENTRY  # matcher steps this entry may still take
+        self._walk_left = WALK_KEYS_PER_ENTRY  # keys KEYS/SCAN may still walk in this entry
+        self._copy_left = COPY_BYTES_PER_ENTRY  # value bytes SETRANGE/APPEND may still copy
         self._seq = 0  # entries applied
         # WATCH versions of missing keys: the entry that deleted each recently deleted key
         # (at most MAX_TOMBS), else ``_gone``, the entry that last forgot them all.
@@ -166,6 +193,10 @@ class KVStateMachine:
             self._now = stamp
         self._t = self._now
         self._writing = True
+        self._glob_left = GLOB_STEPS_PER_ENTRY
+        self._walk_left = WALK_KEYS_PER_ENTRY
+        self._copy_left = COPY_BYTES_PER_ENTRY
+        self._scripting.begin_entry()  # the entry's scripts share one budget
         try:
             return self._execute(args)
         except MemoryError:
@@ -193,6 +224,8 @@ class KVStateMachine:
             name = args[0].lower().decode()
             return ErrorReply(f"ERR '{name}' is a write command: it must go through the log")
         self._t = self._now if now is None else max(self._now, now)
+        self._glob_left = self._walk_left = UNBOUNDED_STEPS
+        self._scripting.begin_entry()
         try:
             return self._run(args, entry)
         except Exception as exc:  # same guard as apply: a read must not kill the loop
@@ -582,6 +615,8 @@ class KVStateMachine:
             return len(suffix)
         if len(current) + len(suffix) > self._max_value_len:
             return STRING_TOO_LONG
+        if suffix and not self._copy_bytes(len(current) + len(suffix)):  # (b"" adds no copy)
+            return COPY_OVER
         value = current + suffix
         self._store(key, value, keep_ttl=True)
         return len(value)
@@ -595,6 +630,8 @@ class KVStateMachine:
         if not piece:
             return 0 if current is None else len(current)
         base = current or b""
+        if not self._copy_bytes(max(len(base), offset + len(piece))):
+            return COPY_OVER
         if len(base) < offset:
             base += b"\0" * (offset - len(base))
         value = base[:offset] + piece + base[offset + len(piece):]
@@ -998,10 +1035,53 @@ class KVStateMachine:
     def _keys(self, args: list[bytes]) -> Reply:
         pattern = args[1]
         alive = self._alive
+        if not self._walk(len(self._data)):
+            return WALK_OVER
         if pattern == b"*":
             return sorted(key for key in self._data if alive(key) is not None)
-        match = Glob(pattern).match
-        return sorted(key for key in self._data if match(key) and alive(key) is not None)
+        matched = self._matching(pattern, self._data)
+        if isinstance(matched, ErrorReply):
+            return matched
+        return sorted(key for key in matched if alive(key) is not None)
+
+    def _copy_bytes(self, size: int) -> bool:
+        """Take ``size`` bytes from this entry's COPY_BYTES_PER_ENTRY; False if too few
+        are left (deterministic, like ``_walk``)."""
+        if size > self._copy_left:
+            return False
+        self._copy_left -= size
+        return True
+
+    def _walk(self, keys: int) -> bool:
+        """Take ``keys`` from this entry's WALK_KEYS_PER_ENTRY; False if too few are left
+        (a function of the entry and the state: every replica answers alike)."""
+        if keys > self._walk_left:
+            return False
+        self._walk_left -= keys
+        return True
+
+    def _matching(self, pattern: bytes, keys: Iterable[bytes]) -> list[bytes] | ErrorReply:
+        """The ``keys`` that match ``pattern``, in order; GLOB_WORK_OVER once the Python
+        matcher's steps in this entry pass GLOB_STEPS_PER_ENTRY (a function of the entry and
+        the state: every replica stops at the same key)."""
+        glob = Glob(pattern)
+        if not glob.in_python:  # literals and * only: C-level, linear in the key
+            return [key for key in keys if glob.match(key)]
+        matched: list[bytes] = []
+        left = self._glob_left
+        for key in keys:
+            steps = glob.steps(key)
+            try:
+                while True:
+                    left -= next(steps)
+                    if left < 0:
+                        self._glob_left = 0
+                        return GLOB_WORK_OVER
+            except StopIteration as done:
+                if done.value:
+                    matched.append(key)
+        self._glob_left = left
+        return matched
 
     def _scan(self, args: list[bytes]) -> Reply:
         cursor = parse_cursor(args[1])
@@ -1011,12 +1091,16 @@ class KVStateMachine:
         if isinstance(options, ErrorReply):
             return options
         count = min(options.count, SCAN_MAX_COUNT)
+        if not self._walk(min(count, len(self._data))):
+            return WALK_OVER
         following, keys = self._scan_order().batch(self._data, cursor, count)
         if not options.type_matches:
             keys = []
         elif options.pattern is not None:
-            match = Glob(options.pattern).match
-            keys = [key for key in keys if match(key)]
+            matched = self._matching(options.pattern, keys)
+            if isinstance(matched, ErrorReply):
+                return matched
+            keys = matched
         if self._expires:
             keys = [key for key in keys if self._alive(key) is not None]
         return [str(following).encode(), keys]

@@ -47,6 +47,7 @@ from wire.reply import ErrorReply, SimpleString
 from . import syntax
 from .commands import lookup
 from .errors import NOSCRIPT
+from .glob import Glob
 from .lua_patterns import PATTERNS
 from .lua_rewrite import RewriteError, rewrite
 from .lua_sandbox import SANDBOX
@@ -142,6 +143,9 @@ KEY_COST = 300  # per key a command walks (KEYS: 4-6 us per key)
 ORDER_COST = 100  # per key of SCAN's hash order, built once per script (SCAN, RANDOMKEY)
 SCAN_KEY_COST = 50  # per key one SCAN walks (up to its COUNT, at most 10,000): ~0.5 us each
 SCAN_MAX_WALK = 10_000  # machine.py's SCAN_MAX_COUNT
+# Per unit of glob.py's matcher work (about one step of its Python port, ~0.5 us; a C-level
+# scan of 256 bytes for literal-and-star patterns): KEYS and SCAN MATCH in a script.
+GLOB_STEP_COST = 30
 
 
 def script_sha(body: bytes) -> bytes:
@@ -189,7 +193,13 @@ class _Bridge:
             return _to_lua(lua, NOT_FROM_SCRIPTS, 0), cost
         if not self.read_only:
             self.journal.before(args)
+        glob, args = _split_pattern(args)
         reply = self.machine.call_from_script(args, self.read_only)
+        if glob is not None:
+            reply, work = _filter_counted(glob, reply, (remaining - cost) / GLOB_STEP_COST)
+            cost += work * GLOB_STEP_COST
+            if cost > remaining:
+                return False, cost
         cost += _reply_cost(reply)
         return _to_lua(lua, reply, 0), cost
 
@@ -219,6 +229,51 @@ class _Bridge:
             self.ordered = True
             cost += ORDER_COST * len(self.machine)
         return cost
+
+
+def _split_pattern(args: list[bytes]) -> tuple[Glob | None, list[bytes]]:
+    """KEYS pattern / SCAN ... MATCH pattern: the pattern, and the command with ``*`` in
+    its place, so that the bridge matches the keys itself and charges the matcher's work.
+    The machine's own matching (unsliced on apply) is charged nothing per byte: with a
+    ``?`` or ``[`` pattern, one KEYS over an 8 MiB key ran its Python port for 3.7 s for
+    1,400 units (attack4). Other commands, and malformed ones, pass unchanged."""
+    name = args[0].lower()
+    if name == b"keys" and len(args) == 2 and args[1] != b"*":
+        return Glob(args[1]), [args[0], b"*"]
+    if name != b"scan" or len(args) < 4:
+        return None, args
+    options = syntax.parse_scan_options(args)
+    if not isinstance(options, syntax.ScanOptions) or options.pattern is None:
+        return None, args
+    plain = list(args)
+    for i in range(2, len(plain) - 1, 2):  # well-formed option pairs: parsed above
+        if syntax.option_word(plain[i]) == b"match":
+            plain[i + 1] = b"*"
+    return Glob(options.pattern), plain
+
+
+def _filter_counted(glob: Glob, reply: Reply, limit: float) -> tuple[Reply, int]:
+    """The keys of a KEYS reply (a list) or a SCAN reply ([cursor, keys]) that match
+    ``glob``, and the matcher's work; it stops once the work passes ``limit`` (the script
+    is then over its budget and never sees the reply)."""
+    if not isinstance(reply, list):
+        return reply, 0
+    scan = len(reply) == 2 and isinstance(reply[1], list)
+    keys = reply[1] if scan else reply
+    matched: list[bytes] = []
+    work = 0
+    for key in keys:
+        assert isinstance(key, bytes)
+        steps = glob.steps(key)
+        try:
+            while True:
+                work += next(steps)
+                if work > limit:
+                    return [], work
+        except StopIteration as done:
+            if done.value:
+                matched.append(key)
+    return ([reply[0], matched] if scan else matched), work
 
 
 def _reply_cost(reply: Reply) -> int:
@@ -318,6 +373,14 @@ REWRITE_CACHE = 256  # rewritten bodies kept per node (a cache, not state)
 MAX_SCRIPT_BYTES = 64 * 1024
 SCRIPT_TOO_LARGE = (f"ERR Error compiling script (new function): the script is larger than "
                     f"{MAX_SCRIPT_BYTES} bytes")
+# One log entry (a MULTI/EXEC holds up to 100,000 scripts) shares one INSTRUCTION_BUDGET,
+# and the distinct bodies it runs may total this many bytes, each rewritten and compiled on
+# every replica whatever the cache holds: 100 budget-spending EVALs in one EXEC held every
+# node's apply 28 s, and 128 distinct 64 KiB bodies ~25 s (attack4).
+MAX_BODY_BYTES_PER_ENTRY = 2 * MAX_SCRIPT_BYTES
+BODIES_OVER = ErrorReply(
+    f"ERR the scripts of one transaction may have at most {MAX_BODY_BYTES_PER_ENTRY} bytes of "
+    "distinct bodies")
 
 
 class ScriptRunner:
@@ -327,9 +390,33 @@ class ScriptRunner:
         self._machine = machine
         self._rewritten: dict[bytes, bytes | ErrorReply] = {}
         self.last_cost = 0  # instruction units the last script spent (tests, measurements)
+        self._entry_left = INSTRUCTION_BUDGET
+        self._entry_bodies: set[bytes] = set()
+        self._entry_body_bytes = 0
+
+    def begin_entry(self) -> None:
+        """A new log entry (or read) starts: its scripts share one budget and one allowance
+        of distinct body bytes (the machine calls this; see MAX_BODY_BYTES_PER_ENTRY)."""
+        self._entry_left = INSTRUCTION_BUDGET
+        self._entry_bodies = set()
+        self._entry_body_bytes = 0
+
+    def _count_body(self, body: bytes) -> ErrorReply | None:
+        if body in self._entry_bodies:
+            return None
+        if self._entry_body_bytes + len(body) > MAX_BODY_BYTES_PER_ENTRY:
+            return BODIES_OVER
+        self._entry_bodies.add(body)
+        self._entry_body_bytes += len(body)
+        return None
 
     def compile_error(self, body: bytes) -> ErrorReply | None:
-        """The compile error of ``body``, or None if it is valid Lua."""
+        """The compile error of ``body``, or None if it is valid Lua (SCRIPT LOAD on apply:
+        its body counts against the entry's allowance like a script's)."""
+        if len(body) <= MAX_SCRIPT_BYTES:
+            over = self._count_body(body)
+            if over is not None:
+                return over
         prepared = self._prepare(body)
         return prepared if isinstance(prepared, ErrorReply) else None
 
@@ -364,28 +451,39 @@ class ScriptRunner:
         if isinstance(numkeys, ErrorReply):
             return numkeys
         machine = self._machine
+        given = body is not None
         if body is None:
             body = machine.script_body(args[1])
             if body is None:
                 return NOSCRIPT
-        elif not read_only:
+        if len(body) <= MAX_SCRIPT_BYTES:  # (a larger one is refused without rewriting)
+            over = self._count_body(body)
+            if over is not None:
+                return over
+        if given and not read_only:
             machine.remember_script(body)
         prepared = self._prepare(body)
         if isinstance(prepared, ErrorReply):
             return prepared
-        return self._run(prepared, args[3 : 3 + numkeys], args[3 + numkeys :], read_only)
+        if self._entry_left <= 0:  # earlier scripts of this entry spent the budget
+            self.last_cost = 0
+            return ErrorReply(BUDGET_ERROR)
+        reply = self._run(prepared, args[3 : 3 + numkeys], args[3 + numkeys :], read_only,
+                          self._entry_left)
+        self._entry_left -= self.last_cost
+        return reply
 
     def _run(self, body: bytes, keys: list[bytes] | None, argv: list[bytes] | None,
-             read_only: bool) -> Reply:
+             read_only: bool, budget: int = INSTRUCTION_BUDGET) -> Reply:
         """One script in a runtime of its own, freed before this returns (nothing else
-        refers to it once the bridge is closed)."""
+        refers to it once the bridge is closed); ``budget``: the units it may spend."""
         lua = _new_runtime()
         journal = _Journal(self._machine)
         bridge = _Bridge(self._machine, read_only, lua, journal)
-        self.last_cost = INSTRUCTION_BUDGET  # unless the run ends with its count
+        self.last_cost = budget  # unless the run ends with its count
         done = False
         try:
-            run, finish = lua.execute(SANDBOX, bridge, INSTRUCTION_BUDGET, HOOK_STEP,
+            run, finish = lua.execute(SANDBOX, bridge, budget, HOOK_STEP,
                                       BUDGET_ERROR.encode(), PATTERNS.encode(),
                                       MAX_REPLY_DEPTH, MAX_REPLY_ITEMS, MAX_REPLY_BYTES)
             try:

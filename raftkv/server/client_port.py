@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import itertools
 import logging
 from collections import deque
@@ -76,6 +77,22 @@ MIN_NEW_PER_SOURCE = 8
 def new_per_source(max_new_clients: int) -> int:
     """How many of ``max_new_clients`` one source address may hold."""
     return max(min(max_new_clients, MIN_NEW_PER_SOURCE), max_new_clients // NEW_PER_SOURCE_SHARE)
+
+
+def source_key(host: str) -> str:
+    """The source a connection's slots count against: an IPv4 address, an IPv6 address's
+    /64 (one host usually owns a whole /64: counted per address, one machine would be any
+    number of sources; attack4), an IPv4-mapped IPv6 address as its IPv4 address; anything
+    else as it is."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 # errno values that mean "out of descriptors or buffers" on accept: back off, not spin.
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ACCEPT_BACKOFF = (0.01, 1.0)  # first and longest pause after such a failure
@@ -145,7 +162,8 @@ class ClientServer:
         self.blocked = BlockedReaders(settings.watch_max_blocked)  # XREAD BLOCK (streams.py)
         node.applier.on_changes.append(self.blocked.changes_applied)
         self.new_clients = 0  # connections that have not sent a complete command yet
-        self._new_by_source: dict[str, int] = {}  # the same, per source address
+        # The same per source (source_key), oldest first, each with the scope that evicts it.
+        self._new_by_source: dict[str, dict[int, trio.CancelScope]] = {}
         self.loop_lag = LoopLagMonitor()
         self.stats = {"rejected_connections": 0, "client_output_buffer_disconnects": 0,
                       "client_protocol_errors": 0, "client_timeouts": 0,
@@ -182,13 +200,14 @@ class ClientServer:
             return
         try:
             peer = stream.socket.getpeername()
-            addr, source = f"{peer[0]}:{peer[1]}", str(peer[0])
+            addr, source = f"{peer[0]}:{peer[1]}", source_key(str(peer[0]))
             _enable_keepalive(stream.socket)
         except OSError:
             addr, source = "?", "?"
-        from_source = self._new_by_source.get(source, 0)
-        if (self.new_clients >= limits.max_new_clients
-                or from_source >= new_per_source(limits.max_new_clients)):
+        from_source = len(self._new_by_source.get(source, ()))
+        if (from_source >= new_per_source(limits.max_new_clients)
+                or (self.new_clients >= limits.max_new_clients
+                    and not self._evict_for(from_source))):
             await self._refuse(stream, TOO_MANY_NEW)
             return
         conn = Connection(next(_connection_ids), addr, server=self,
@@ -197,21 +216,25 @@ class ClientServer:
         self.connections[conn.id] = conn
         self.buffers.open(conn)
         self.new_clients += 1
-        self._new_by_source[source] = from_source + 1
+        evict = trio.CancelScope()
+        self._new_by_source.setdefault(source, {})[conn.id] = evict
         try:
-            if self.tls is not None:
-                stream = await self.tls.accept(stream, addr)  # within the handshake deadline
-                if stream is None:
-                    return
-            async with stream, trio.open_nursery() as nursery:
-                conn.scope = nursery.cancel_scope
-                send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW + PUSH_BACKLOG)
-                conn.subs.push = self._pusher(conn, send)
-                nursery.start_soon(self._writer, stream, conn, recv, nursery.cancel_scope)
-                try:
-                    await self._reader(stream, conn, send)
-                finally:
-                    conn.input_ended()  # no more commands: blocked XREADs stop waiting
+            with evict:
+                if self.tls is not None:
+                    stream = await self.tls.accept(stream, addr)  # within the handshake deadline
+                    if stream is None:
+                        return
+                async with stream, trio.open_nursery() as nursery:
+                    conn.scope = nursery.cancel_scope
+                    send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW + PUSH_BACKLOG)
+                    conn.subs.push = self._pusher(conn, send)
+                    nursery.start_soon(self._writer, stream, conn, recv, nursery.cancel_scope)
+                    try:
+                        await self._reader(stream, conn, send)
+                    finally:
+                        conn.input_ended()  # no more commands: blocked XREADs stop waiting
+            if evict.cancelled_caught:
+                await trio.aclose_forcefully(stream)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
             # A client that resets or vanishes (trio wraps it in an ExceptionGroup).
             event(log, logging.DEBUG, "client connection lost", conn=conn.id,
@@ -243,13 +266,35 @@ class ClientServer:
         self._not_new(conn)
 
     def _not_new(self, conn: Connection) -> None:
-        """``conn`` leaves the count of connections without a first command."""
+        """``conn`` leaves the count of connections without a first command (once: an
+        evicted connection left it when it was evicted)."""
+        pending = self._new_by_source.get(conn.source)
+        if pending is None or pending.pop(conn.id, None) is None:
+            return
         self.new_clients -= 1
-        left = self._new_by_source[conn.source] - 1
-        if left:
-            self._new_by_source[conn.source] = left
-        else:
+        if not pending:
             del self._new_by_source[conn.source]
+
+    def _evict_for(self, holding: int) -> bool:
+        """The slots are all taken and a newcomer's source holds ``holding`` of them: close
+        the oldest silent connection of the source that holds the most, if that is more
+        than the newcomer's would hold once admitted (fair shares: sources flooding the
+        port evict each other, never a source with fewer; attack4: four sources at their
+        quarter refused every other client). False if no source holds more."""
+        largest = max(self._new_by_source.items(), key=lambda item: len(item[1]), default=None)
+        if largest is None or len(largest[1]) <= holding + 1:
+            return False
+        source, pending = largest
+        conn_id = next(iter(pending))
+        pending.pop(conn_id).cancel()
+        if not pending:
+            del self._new_by_source[source]
+        self.new_clients -= 1
+        victim = self.connections.get(conn_id)
+        self._throttle.log(("evicted", source), logging.WARNING,
+                           "client connection without a command closed for a newcomer from "
+                           "a source holding fewer", addr=victim.addr if victim else "?")
+        return True
 
     async def _reader(
         self, stream: trio.SocketStream, conn: Connection, send: trio.MemorySendChannel[Slot]

@@ -20,28 +20,40 @@ def fake_stream(host: str) -> SimpleNamespace:
 async def test_caps_in_total_and_per_source_and_frees_slots_at_the_handshake() -> None:
     gate = AcceptGate(max_pending=3, max_per_source=2)
     started: list[str] = []
+    cancelled: list[SimpleNamespace] = []
     release = trio.Event()
 
     async def handler(stream: SimpleNamespace) -> None:
         started.append(stream.socket.getpeername()[0])
-        await release.wait()
+        try:
+            await release.wait()
+        except trio.Cancelled:
+            cancelled.append(stream)
+            raise
 
     gated = gate.wrap(handler)
-    a1, a2, a3, b1, c1 = (fake_stream(h) for h in ("a", "a", "a", "b", "c"))
+    a1, a2, a3, b1, b2, c1 = (fake_stream(h) for h in ("a", "a", "a", "b", "b", "c"))
     async with trio.open_nursery() as nursery:
-        for s in (a1, a2, a3, b1, c1):  # one at a time, as the listener accepts them
+        for s in (a1, a2, a3, b1, b2):  # one at a time, as the listener accepts them
             nursery.start_soon(gated, s)
             await trio.testing.wait_all_tasks_blocked()
-        # a3: over the per-source cap; c1: over the total. Both returned at once.
+        # a3: over the per-source cap; b2: over the total, and b would then hold as many
+        # as a, the largest holder. Both returned at once.
         assert started == ["a", "a", "b"] and gate.pending == 3 and gate.refused == 2
-        gate.handshaken(a1)  # authenticated: its slot is free, the link carries on
-        gate.handshaken(a1)  # (idempotent: the wrapper calls it again at the end)
+        # c1: over the total, but c holds none and a holds two: a's oldest (a1) is
+        # cancelled and c1 takes its slot (attack4: fair shares)
+        nursery.start_soon(gated, c1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert started == ["a", "a", "b", "c"] and cancelled == [a1]
+        assert gate.pending == 3 and gate.refused == 2 and gate.evicted == 1
+        gate.handshaken(a2)  # authenticated: its slot is free, the link carries on
+        gate.handshaken(a2)  # (idempotent: the wrapper calls it again at the end)
         assert gate.pending == 2
         nursery.start_soon(gated, a3)
         await trio.testing.wait_all_tasks_blocked()
-        assert started == ["a", "a", "b", "a"] and gate.pending == 3
+        assert started == ["a", "a", "b", "c", "a"] and gate.pending == 3
         release.set()
-    assert gate.pending == 0
+    assert gate.pending == 0 and cancelled == [a1]
 
 
 def test_caps_must_be_positive() -> None:
