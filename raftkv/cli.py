@@ -126,6 +126,17 @@ def _env(name: str) -> str:
               envvar=_env("SNAPSHOT_ENTRIES"), type=click.IntRange(min=0),
               help="Snapshot and compact the log every N applied entries (0: only on "
                    "RAFT SNAPSHOT).")
+@click.option("--watch-retention-entries", default=100_000, show_default=True,
+              envvar=_env("WATCH_RETENTION_ENTRIES"), type=click.IntRange(min=1),
+              help="The change feed (XREAD __raftkv:changes) keeps the changes of the last N "
+                   "log entries, whatever the snapshots; older ids answer 'compacted'.")
+@click.option("--watch-retention-bytes", default=64 * 1024 * 1024, show_default=True,
+              envvar=_env("WATCH_RETENTION_BYTES"), type=click.IntRange(min=1024),
+              help="And at most this many bytes of them (keys, values, ~96 bytes each).")
+@click.option("--watch-max-blocked", default=1000, show_default=True,
+              envvar=_env("WATCH_MAX_BLOCKED"), type=click.IntRange(min=0),
+              help="XREAD ... BLOCK readers waiting at once on this node; past it a BLOCK "
+                   "answers -ERR (0: BLOCK is refused).")
 @click.option("--max-clients", default=10_000, show_default=True, envvar=_env("MAX_CLIENTS"),
               type=click.IntRange(min=1))
 @click.option("--idle-timeout", default=0.0, show_default=True, envvar=_env("IDLE_TIMEOUT"),

@@ -43,6 +43,7 @@ from typing import Any
 from wire.reply import OK, ErrorReply, SimpleString
 
 from . import syntax
+from .changes import GONE, META, VALUE, Change, ChangeRecorder
 from .codec import decode_entry
 from .commands import COMMANDS, MAX_VALUE_LEN, Reply, check_arity, decode_exec, validate
 from .errors import (
@@ -58,6 +59,7 @@ from .errors import (
     unknown_command,
     wrong_arity,
 )
+from .feed import ChangeFeed
 from .glob import Glob
 from .numbers import (
     INT64_MAX,
@@ -93,7 +95,8 @@ __all__ = ["MAX_VALUE_LEN", "KVState", "KVStateMachine", "decode_snapshot", "enc
 class KVStateMachine:
     """The key-value map every node builds by applying the Raft log."""
 
-    def __init__(self, *, max_value_len: int = MAX_VALUE_LEN) -> None:
+    def __init__(self, *, max_value_len: int = MAX_VALUE_LEN,
+                 feed: ChangeFeed | None = None) -> None:
         # Must be equal on every node of a cluster, like the code itself.
         self._max_value_len = max_value_len
         self._data: dict[bytes, bytes] = {}
@@ -118,6 +121,13 @@ class KVStateMachine:
         # What the running command sees: the time, and whether it may delete expired keys.
         self._t = 0
         self._writing = False
+        # The change feed: what the entry being applied changed (changes.py); after each
+        # ``apply``, ``last_changes`` holds the entry's changes for the runtime to read.
+        self._recorder = ChangeRecorder()
+        self.last_changes: list[Change] = []
+        # The retained tail of those changes (feed.py): history, kept out of ``==`` and
+        # ``digest`` (nodes with other retention bounds hold other tails).
+        self.feed = feed if feed is not None else ChangeFeed()
         self._scripting = ScriptRunner(self)
         # lower-case name -> (arity, arity error, handler, is_write)
         self._dispatch: dict[bytes, _Entry] = {
@@ -132,14 +142,19 @@ class KVStateMachine:
         """The highest stamp applied (ms since the epoch): the replicated clock."""
         return self._now
 
-    def apply(self, data: bytes) -> Reply:
+    def apply(self, data: bytes, index: int | None = None) -> Reply:
         """Apply one log entry (see ``encode_entry``) and return its reply. Raises only
-        ``MemoryError`` (which depends on the process, not the entry)."""
+        ``MemoryError`` (which depends on the process, not the entry).
+
+        ``index`` is the entry's log index, the revision of the changes it makes (left
+        in ``last_changes``); without one (tests, tools) the entry counter stands in."""
+        self.last_changes = []
         try:
             stamp, args = decode_entry(data)
         except KVDecodeError as exc:
             return ErrorReply(f"ERR corrupt command in the log: {exc}")
         self._seq += 1
+        self._recorder.reset()
         if stamp is not None and stamp > self._now:
             self._now = stamp
         self._t = self._now
@@ -155,6 +170,9 @@ class KVStateMachine:
             return ErrorReply(f"ERR internal error applying the command: {type(exc).__name__}")
         finally:
             self._writing = False
+            index = self._seq if index is None else index
+            self.last_changes = self._recorder.take(index)
+            self.feed.append(index, self.last_changes)
 
     def read(self, args: list[bytes], now: int | None = None) -> Reply:
         """Answer a read command from the current state at time ``now`` (never below the
@@ -179,7 +197,14 @@ class KVStateMachine:
         argc = len(args)
         if (argc != arity) if arity > 0 else (argc < -arity):
             return arity_error
-        return handler(args)
+        if not self._writing:
+            return handler(args)
+        recorder = self._recorder
+        outer = recorder.begin(args[0].lower().decode(), self._data, self._expires)
+        try:
+            return handler(args)
+        finally:
+            recorder.end(outer, self._data, self._expires)
 
     def growth_error(self, args: list[bytes], limit: int) -> ErrorReply | None:
         """Before proposing: STRING_TOO_LONG if ``args`` (or a command inside ONCE or
@@ -269,12 +294,13 @@ class KVStateMachine:
         """The whole state as msgpack, keys sorted: equal states give identical bytes."""
         return encode_snapshot(self.snapshot_state())
 
-    def snapshot_state(self) -> KVState:
+    def snapshot_state(self, *, with_feed: bool = True) -> KVState:
         """Cheap copies of the state (values are immutable) for ``encode_snapshot``
-        elsewhere, e.g. in a worker thread while this machine keeps applying."""
+        elsewhere, e.g. in a worker thread while this machine keeps applying; with the
+        feed's tail unless ``with_feed`` is false (comparing states, not histories)."""
         return KVState(dict(self._data), dict(self._expires), dict(self._mods), self._now,
                        self._seq, self._gone, dict(self._scripts), dict(self._tombs),
-                       self._sessions.state())
+                       self._sessions.state(), self.feed.state() if with_feed else None)
 
     def state_copy(self) -> dict[bytes, bytes]:
         """A copy of the map of values (tests and checks compare it with a model)."""
@@ -300,6 +326,7 @@ class KVStateMachine:
         self._tombs = state.tombs
         self._scripts = state.scripts
         self._sessions = SessionTable(state.sessions)
+        self.feed.replace(state.feed)
         self._heap = [(deadline, key) for key, deadline in self._expires.items()]
         heapq.heapify(self._heap)
 
@@ -311,7 +338,7 @@ class KVStateMachine:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KVStateMachine):
             return NotImplemented
-        return self.snapshot_state() == other.snapshot_state()
+        return self.snapshot_state(with_feed=False) == other.snapshot_state(with_feed=False)
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
@@ -320,7 +347,8 @@ class KVStateMachine:
 
     def digest(self) -> str:
         """A short fingerprint of the state, equal on nodes with equal states."""
-        return hashlib.blake2b(self.snapshot(), digest_size=16).hexdigest()
+        state = encode_snapshot(self.snapshot_state(with_feed=False))
+        return hashlib.blake2b(state, digest_size=16).hexdigest()
 
     @property
     def expiring(self) -> int:
@@ -341,7 +369,7 @@ class KVStateMachine:
             deadline = self._expires.get(key)
             if deadline is not None and deadline <= self._t:
                 if self._writing:
-                    self._remove(key)
+                    self._remove(key, lazy=True)
                 return None
         return value
 
@@ -354,10 +382,16 @@ class KVStateMachine:
             self._expires.pop(key, None)
         data[key] = value
         self._mods[key] = self._seq
+        self._recorder.note(key, VALUE)
 
-    def _remove(self, key: bytes) -> bool:
+    def _remove(self, key: bytes, *, lazy: bool = False) -> bool:
+        """Delete ``key``; ``lazy``: because a write met it past its deadline."""
         if self._data.pop(key, None) is None:
             return False
+        if lazy:
+            self._recorder.expired(key)
+        else:
+            self._recorder.note(key, GONE)
         self._expires.pop(key, None)
         self._mods.pop(key, None)
         tombs = self._tombs
@@ -373,6 +407,7 @@ class KVStateMachine:
         self._expires[key] = deadline
         self._mods[key] = self._seq
         heapq.heappush(self._heap, (deadline, key))
+        self._recorder.note(key, META)
 
     def _version(self, key: bytes) -> tuple[int, int]:
         """What WATCH remembers and EXEC compares (see the module docstring)."""
@@ -399,6 +434,7 @@ class KVStateMachine:
         """Give ``key`` (alive) a deadline; one already past deletes it, as Redis does."""
         if deadline <= self._t:
             self._remove(key)
+            self._recorder.deleted_by_deadline(key)
         else:
             self._set_deadline(key, deadline)
 
@@ -412,6 +448,7 @@ class KVStateMachine:
                 self._order.added(key)
             data[key] = args[2]
             self._mods[key] = self._seq
+            self._recorder.note(key, VALUE)
             return OK
         options = syntax.parse_set_options(args)
         if isinstance(options, ErrorReply):
@@ -470,6 +507,7 @@ class KVStateMachine:
             self._expire_at(key, deadline)
         elif options.flags & syntax.SET_PERSIST and self._expires.pop(key, None) is not None:
             self._mods[key] = self._seq
+            self._recorder.note(key, META)
         return value
 
     def _getdel(self, args: list[bytes]) -> Reply:
@@ -571,6 +609,7 @@ class KVStateMachine:
             keys = args[1::2]
             self._data.update(zip(keys, args[2::2], strict=True))
             self._mods.update(dict.fromkeys(keys, self._seq))
+            self._recorder.note_many(keys)
             expires = self._expires
             if expires:  # MSET drops any TTL, as SET does (stale heap pairs are skipped)
                 for key in keys:
@@ -607,6 +646,7 @@ class KVStateMachine:
             self._gone = self._seq
             self._retire(self._tombs)
             self._tombs = {}
+            self._recorder.flushed()
         self._drop_state()
         return OK
 
@@ -742,6 +782,7 @@ class KVStateMachine:
         if self._alive(key) is None or self._expires.pop(key, None) is None:
             return 0
         self._mods[key] = self._seq
+        self._recorder.note(key, META)
         return 1
 
     def _ttl_generic(self, key: bytes, ms: bool, absolute: bool) -> Reply:

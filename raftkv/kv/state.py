@@ -5,8 +5,14 @@ each key's modification index (what WATCH compares), the time ("now", the highes
 applied), the entry counter the modification indexes come from, the loaded scripts, and
 the WATCH versions of missing keys: the entry that deleted each recently deleted key, and
 ``gone``, the entry that last forgot them all; and the client sessions (sessions.py).
+It also carries the change feed's retained tail (feed.py): history, not state, but a node
+restarted from the snapshot or a follower installing it must hold the same tail.
 
-Version 3 is ``[3, {key: value}, {key: deadline_ms}, {key: mod_index}, now, seq, gone,
+Version 4 is version 3 plus the feed: ``[..., [session, ...], [floor_index | nil,
+floor_position | nil, [[index, position, op, key, value | nil, deadline | nil], ...]]]``
+(ids strictly increasing, all above the floor); a state copied without its feed is
+written as version 3 or 2, readable by earlier releases. Version 3 is
+``[3, {key: value}, {key: deadline_ms}, {key: mod_index}, now, seq, gone,
 {sha: body}, {deleted key: index}, [session, ...]]`` (sessions.py); version 2 is the same
 without the sessions; version 1 (``[1, {key: value}]``, from earlier
 releases) still restores, with no expiry and every index 0. Maps are written with keys
@@ -20,10 +26,14 @@ from typing import Any
 import attrs
 import msgpack
 
+from .changes import Change
 from .errors import KVDecodeError
+from .feed import FeedState
 from .sessions import Session, sessions_from_wire, sessions_to_wire
 
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4
+_SESSIONS_VERSION = 3
+MAX_OP_LEN = 64  # an op is a command name
 _INT64_MAX = 2**63 - 1
 
 
@@ -40,6 +50,7 @@ class KVState:
     scripts: dict[bytes, bytes] = attrs.Factory(dict)
     tombs: dict[bytes, int] = attrs.Factory(dict)
     sessions: dict[int, Session] = attrs.Factory(dict)
+    feed: FeedState | None = None  # None: the snapshot carried no feed (feed.py)
 
 
 class _Pairs(list):
@@ -56,10 +67,11 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
         state = KVState(data=state)
     packer = msgpack.Packer(use_bin_type=True)
     pack = packer.pack
-    # Without sessions, version 2: a state that does not use them stays readable by nodes
-    # of the previous release.
-    version = SNAPSHOT_VERSION if state.sessions else 2
-    parts = [packer.pack_array_header(10 if state.sessions else 9), pack(version)]
+    # Without sessions, version 2; without a feed, version 3 at most: a state that does not
+    # use them stays readable by nodes of the previous releases.
+    feed = state.feed
+    version = SNAPSHOT_VERSION if feed else _SESSIONS_VERSION if state.sessions else 2
+    parts = [packer.pack_array_header(_LENGTHS[version]), pack(version)]
     for mapping in (state.data, state.expires, state.mods):
         keys = sorted(mapping)
         parts.append(packer.pack_map_header(len(keys)))
@@ -69,9 +81,18 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
     parts += [pack(state.now), pack(state.seq), pack(state.gone)]
     parts.append(pack(dict(sorted(state.scripts.items()))))
     parts.append(pack(dict(sorted(state.tombs.items()))))
-    if state.sessions:
+    if version >= _SESSIONS_VERSION:
         parts.append(pack(sessions_to_wire(state.sessions)))
+    if feed is not None:
+        floor = feed.floor or (None, None)
+        parts += [packer.pack_array_header(3), pack(floor[0]), pack(floor[1]),
+                  packer.pack_array_header(len(feed.changes))]
+        parts += [pack((c.index, c.position, c.op, c.key, c.value, c.deadline_ms))
+                  for c in feed.changes]
     return b"".join(parts)
+
+
+_LENGTHS = {2: 9, _SESSIONS_VERSION: 10, SNAPSHOT_VERSION: 11}
 
 
 def _check_map(pairs: Any, value_type: type, what: str) -> dict:
@@ -110,7 +131,7 @@ def decode_snapshot(blob: bytes) -> KVState:
     version = obj[0]
     if type(version) is int and version == 1 and len(obj) == 2:
         return KVState(data=_check_map(obj[1], bytes, "values"))
-    if not (type(version) is int and (version, len(obj)) in ((2, 9), (SNAPSHOT_VERSION, 10))):
+    if not (type(version) is int and _LENGTHS.get(version) == len(obj)):
         raise KVDecodeError(f"unsupported snapshot version {version!r}")
     data = _check_map(obj[1], bytes, "values")
     expires = _check_map(obj[2], int, "deadlines")
@@ -119,6 +140,34 @@ def decode_snapshot(blob: bytes) -> KVState:
         raise KVDecodeError("snapshot has deadlines or indexes of missing keys")
     scripts = _check_map(obj[7], bytes, "scripts")
     tombs = _check_map(obj[8], int, "deletions")
-    sessions = sessions_from_wire(obj[9]) if version == SNAPSHOT_VERSION else {}
+    sessions = sessions_from_wire(obj[9]) if version >= _SESSIONS_VERSION else {}
+    feed = _check_feed(obj[10]) if version >= SNAPSHOT_VERSION else None
     return KVState(data, expires, mods, _check_int(obj[4], "now"), _check_int(obj[5], "seq"),
-                   _check_int(obj[6], "gone"), scripts, tombs, sessions)
+                   _check_int(obj[6], "gone"), scripts, tombs, sessions, feed)
+
+
+def _check_feed(raw: Any) -> FeedState:
+    """The feed of a version 4 snapshot, checked as hostile input."""
+    if type(raw) is not list or len(raw) != 3 or type(raw[2]) is not list:
+        raise KVDecodeError("snapshot feed is not [floor index, floor position, changes]")
+    floor: tuple[int, int] | None = None
+    if raw[0] is not None or raw[1] is not None:
+        floor = (_check_int(raw[0], "feed floor"), _check_int(raw[1], "feed floor"))
+    previous = floor or (-1, -1)
+    changes: list[Change] = []
+    for item in raw[2]:
+        if type(item) is not list or len(item) != 6:
+            raise KVDecodeError("snapshot feed holds a change that is not a 6-item array")
+        index, position, op, key, value, deadline = item
+        change_id = (_check_int(index, "change index"), _check_int(position, "change position"))
+        if change_id <= previous:
+            raise KVDecodeError("snapshot feed ids are not strictly increasing above the floor")
+        if type(op) is not str or not 0 < len(op) <= MAX_OP_LEN or not op.isascii():
+            raise KVDecodeError("snapshot feed holds a bad op")
+        if type(key) is not bytes or (value is not None and type(value) is not bytes):
+            raise KVDecodeError("snapshot feed holds a bad key or value")
+        if deadline is not None:
+            _check_int(deadline, "change deadline")
+        previous = change_id
+        changes.append(Change(change_id[0], change_id[1], op, key, value, deadline))
+    return FeedState(floor, tuple(changes))

@@ -6,6 +6,8 @@ allocate stops rather than skip an entry its peers applied (a restart replays it
 NORMAL entry's command goes to the state machine; a CONFIG entry's configuration becomes
 the one a snapshot at this index records; the writes proposed at these indexes get their
 results (raftkv.node.requests), and the confirmed reads waiting for this index are served.
+The changes the entries made (raftkv.kv.changes, kept in the state machine's feed) go to
+the listeners in ``on_changes`` once per batch: blocked XREADs, notifications.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import trio
 
 from raftkv.kv import KVStateMachine
+from raftkv.kv.changes import Change
 from raftkv.log import event
 from raftkv.node.clock import LeaderClock
 from raftkv.node.requests import RequestTracker
@@ -50,10 +53,14 @@ class Applier:
         # The term and configuration at ``applied``: a snapshot's meta.
         self.applied_term = 0
         self.applied_config = ClusterConfig()
+        # Called with each applied batch's changes (if any), in the trio thread; must not
+        # raise or block (they fill Pendings and set Events).
+        self.on_changes: list[Callable[[list[Change]], None]] = []
 
     def restored(self, meta: SnapshotMeta) -> None:
         """The state machine now holds the snapshot ``meta`` (at start, or installed)."""
         self.clock.observe(self.kv.now)
+        self.kv.feed.restored_at(meta.index)
         self.applied = meta.index
         self.applied_term, self.applied_config = meta.term, meta.config
 
@@ -62,15 +69,22 @@ class Applier:
 
     def apply(self, entries: list[Entry]) -> None:
         kv, requests = self.kv, self.requests
+        listening = bool(self.on_changes)
+        changes: list[Change] = []
         for entry in entries:
             requests.applied(entry, self._apply_one(entry))
             self.applied = entry.index
+            if listening and entry.kind == NORMAL and kv.last_changes:
+                changes += kv.last_changes
         self.stats["applied"] += len(entries)
         if entries:
             self.applied_term = entries[-1].term
         self.clock.observe(kv.now)
         for waiter in requests.reads_applied(self.applied):
             waiter.pending.set(self.serve_read(waiter.args))
+        if changes:
+            for listener in self.on_changes:
+                listener(changes)
         if kv.retired:
             self._free_retired()
 
@@ -86,7 +100,7 @@ class Applier:
         MemoryError: a replica that cannot allocate must stop rather than skip the entry."""
         if entry.kind == NORMAL:
             try:
-                return self.kv.apply(entry.data)
+                return self.kv.apply(entry.data, entry.index)
             except MemoryError:
                 raise  # fail-stop, never diverge: see KVStateMachine.apply
             except Exception as exc:  # a state-machine bug must not become a crash loop

@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from raftkv.kv import KVStateMachine, encode_entry, lookup, validate
+from raftkv.kv.feed import ChangeFeed
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
 from raftkv.node.apply import Applier
@@ -60,7 +61,8 @@ class Node:
         self.id = settings.node_id
         self.rng = rng or random.Random()
         self.admin = admin  # runs a forwarded RAFT membership change on the leader
-        self.kv = KVStateMachine()
+        self.kv = KVStateMachine(feed=ChangeFeed(settings.watch_retention_entries,
+                                                 settings.watch_retention_bytes))
         self.clock = LeaderClock()  # stamps our proposals as leader; the time reads use
         self.started_at = 0.0
         self.client_port = 0  # actual bound ports (tests bind port 0)

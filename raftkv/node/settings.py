@@ -45,6 +45,11 @@ class NodeSettings:
     election_ticks: int = 15
     fsync: str = "always"
     snapshot_entries: int = 100_000  # compact every N applied entries; 0: only on request
+    # The change feed (raftkv.kv.feed): the last N log entries' changes, at most B bytes of
+    # them; and how many XREAD BLOCK readers may wait at once (raftkv.server.streams).
+    watch_retention_entries: int = 100_000
+    watch_retention_bytes: int = 64 * 1024 * 1024
+    watch_max_blocked: int = 1000
     max_clients: int = 10_000
     max_bulk_len: int = 512 * 1024 * 1024
     # The largest client request (a command's arguments together). Everything downstream is

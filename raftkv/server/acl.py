@@ -70,6 +70,16 @@ _LOCAL: dict[str, tuple[str, ...]] = {
     "discard": ("@fast", "@transaction"),
     "watch": ("@fast", "@transaction"),
     "unwatch": ("@fast", "@transaction"),
+    # The change feed's read-only streams (raftkv.server.streams); the other stream
+    # commands answer an error, and are categorised as Redis does.
+    "xread": ("@read", "@stream", "@slow", "@blocking"),
+    "xrange": ("@read", "@stream", "@slow"),
+    "xrevrange": ("@read", "@stream", "@slow"),
+    "xinfo": ("@read", "@stream", "@slow"),
+    **dict.fromkeys(("xadd", "xdel", "xtrim", "xgroup", "xsetid", "xack", "xclaim",
+                     "xautoclaim", "xreadgroup"), ("@write", "@stream", "@fast")),
+    "xlen": ("@read", "@stream", "@fast"),
+    "xpending": ("@read", "@stream", "@slow"),
 }
 # Commands whose subcommands differ: base categories, and each subcommand's.
 _SUBCOMMANDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {

@@ -31,6 +31,7 @@ from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
 from raftkv.server.acl import AccessControl
 from raftkv.server.auth import limit_unauthenticated, restore_limits
+from raftkv.server.blocked_readers import BlockedReaders
 from raftkv.server.client_tls import ClientTLS
 from raftkv.server.commands import execute, is_write
 from raftkv.server.connection import Connection
@@ -117,6 +118,8 @@ class ClientServer:
         self.connections: dict[int, Connection] = {}
         self.acl = AccessControl.configure(settings.requirepass, settings.acl_file)
         self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
+        self.blocked = BlockedReaders(settings.watch_max_blocked)  # XREAD BLOCK (streams.py)
+        node.applier.on_changes.append(self.blocked.changes_applied)
         self.new_clients = 0  # connections that have not sent a complete command yet
         self._new_by_source: dict[str, int] = {}  # the same, per source address
         self.loop_lag = LoopLagMonitor()
@@ -173,7 +176,10 @@ class ClientServer:
                 conn.scope = nursery.cancel_scope
                 send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW)
                 nursery.start_soon(self._writer, stream, conn, recv, nursery.cancel_scope)
-                await self._reader(stream, conn, send)
+                try:
+                    await self._reader(stream, conn, send)
+                finally:
+                    conn.input_ended()  # no more commands: blocked XREADs stop waiting
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
             # A client that resets or vanishes (trio wraps it in an ExceptionGroup).
             event(log, logging.DEBUG, "client connection lost", conn=conn.id,

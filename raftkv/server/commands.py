@@ -22,6 +22,8 @@ from raftkv.server.admin import raft_command
 from raftkv.server.auth import acl_of, gate, hello_auth
 from raftkv.server.auth import handlers as auth_handlers
 from raftkv.server.info import REDIS_COMPAT_VERSION, render_info
+from raftkv.server.streams import HANDLERS as STREAM_HANDLERS
+from raftkv.server.streams import writes_feed
 from wire.reply import OK, ErrorReply, SimpleString
 from wire.resp import string2ll
 
@@ -79,6 +81,11 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
         if conn.tx.queue is not None:
             conn.tx.dirty = True
         return Pending.of(unknown_command(args))
+    refused = _writes_feed(args)
+    if refused is not None:
+        if conn.tx.queue is not None:
+            conn.tx.dirty = True  # EXEC will answer EXECABORT, as for any refused command
+        return Pending.of(refused)
     if _runs_script(args) and not node.settings.enable_scripts:
         if conn.tx.queue is not None:
             conn.tx.dirty = True  # EXEC will answer EXECABORT, as for any refused command
@@ -98,6 +105,17 @@ def internal(name: bytes) -> bool:
     a read-only user ran FLUSHALL as ``once SID 1 FLUSHALL``)."""
     spec = lookup(name)
     return spec is not None and spec.internal
+
+
+def _writes_feed(args: list[bytes]) -> ErrorReply | None:
+    """An error if ``args`` writes one of the change feed's names (raftkv.server.streams),
+    directly or wrapped in RAFT ONCE."""
+    if len(args) > 4 and args[0].lower() == b"raft" and args[1].lower() == b"once":
+        args = args[4:]
+    spec = lookup(args[0])
+    if spec is None or not spec.is_write or not spec.arity_ok(len(args)):
+        return None
+    return writes_feed(spec.keys(args))
 
 
 def cmd_multi(node: Node, conn: Connection, args: list[bytes]) -> Pending:
@@ -351,6 +369,7 @@ LOCAL: dict[bytes, Callable[[Any, Any, list[bytes]], Pending]] = {
     b"raft": cmd_raft,
     b"time": cmd_time,
     **auth_handlers(),  # AUTH, ACL
+    **STREAM_HANDLERS,  # XREAD, XRANGE, XREVRANGE, XINFO on the change feed (streams.py)
 }
 
 # Transaction control: handled before queuing (they are what MULTI does not queue).

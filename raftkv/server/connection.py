@@ -6,12 +6,14 @@ Its own module so the command table (raftkv.server.commands) and the client port
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
 import trio
 
 from raftkv.server.acl import AccessControl
+from raftkv.server.blocked_readers import BlockedReaders
 from raftkv.server.transaction import Transaction
 
 
@@ -20,6 +22,7 @@ class ClientRegistry(Protocol):
 
     connections: dict[int, Connection]
     acl: AccessControl  # its users (raftkv.server.auth checks every command against them)
+    blocked: BlockedReaders  # XREAD ... BLOCK readers of the change feed
 
     def info(self) -> dict[str, Any]: ...
 
@@ -50,3 +53,11 @@ class Connection:
     out_drained: trio.Event = attrs.field(factory=trio.Event)
     # The client port it came in on (CLIENT LIST, INFO clients, CONFIG RESETSTAT).
     server: ClientRegistry | None = None
+    # Called once when the client's input ends (it closed, QUIT, an error, the node
+    # stopping): a blocked XREAD stops waiting for a client that is gone.
+    on_end: list[Callable[[], None]] = attrs.Factory(list)
+
+    def input_ended(self) -> None:
+        callbacks, self.on_end = self.on_end, []
+        for callback in callbacks:
+            callback()

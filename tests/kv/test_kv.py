@@ -13,6 +13,7 @@ from raftkv.kv import (
     decode_command,
     decode_snapshot,
     encode_entry,
+    encode_snapshot,
     lookup,
     validate,
 )
@@ -547,12 +548,15 @@ def test_snapshot_is_canonical_and_restores(kv: KVStateMachine) -> None:
     run(kv, "MSET", "b", "2", "a", "1", "c", "\x00")
     other = KVStateMachine()
     run(other, "MSET", "c", "\x00", "a", "1", "b", "2")
-    # Same history up to the order of keys in one entry: identical bytes (maps are sorted).
-    assert kv.snapshot() == other.snapshot()
+    # Same history up to the order of keys in one entry: identical state bytes (maps are
+    # sorted); the change feeds differ (each lists the MSET's keys in its order).
+    state = encode_snapshot(kv.snapshot_state(with_feed=False))
+    assert state == encode_snapshot(other.snapshot_state(with_feed=False))
+    assert kv.snapshot() != other.snapshot()
     assert kv == other and kv.digest() == other.digest()
-    version, values, expires, mods, now, seq, gone, scripts, tombs = msgpack.unpackb(
-        kv.snapshot())
+    version, values, expires, mods, now, seq, gone, scripts, tombs = msgpack.unpackb(state)
     assert (version, values) == (2, {b"a": b"1", b"b": b"2", b"c": b"\x00"})
+    assert msgpack.unpackb(kv.snapshot())[:9] == [4, *msgpack.unpackb(state)[1:]]
     assert (expires, now, seq, gone, scripts, tombs) == ({}, 0, 1, 0, {}, {})
     assert mods == {b"a": 1, b"b": 1, b"c": 1}
     fresh = KVStateMachine()

@@ -1,0 +1,203 @@
+"""The change feed: a bounded tail of the Changes applied entries made (issue 18).
+
+The feed keeps the changes of the last ``retention_entries`` log indexes, and at most
+``retention_bytes`` of them (keys and values plus a fixed overhead a change), dropping the
+oldest change first. ``floor`` is the id of the newest change dropped (or, after a
+snapshot that carried no tail, ``(snapshot index, MAX_POSITION)``): every change with an
+id above the floor is still here. A reader that resumes after id X misses nothing if and
+only if X >= floor; otherwise it gets ``Compacted``, naming the oldest retained id.
+
+Retention is independent of Raft snapshots: the tail travels in the state machine's
+snapshot (state.py), so a restarted node or a follower that installs a snapshot holds the
+same tail as the peer that took it. The bounds are a node's settings (like
+``--max-request-bytes``): nodes with different bounds keep different tails, each exact.
+
+Pure: no clock, no I/O. Reads (``after``, ``between``) are bounded by their COUNT and by
+the tail itself; a filtered read walks the tail from its id.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator
+
+import attrs
+
+from .changes import FLUSH_KEY, Change
+
+MAX_POSITION = 2**63 - 1
+CHANGE_OVERHEAD = 96  # bytes a change costs beyond its key and value (object, id, op)
+DEFAULT_RETENTION_ENTRIES = 100_000
+DEFAULT_RETENTION_BYTES = 64 * 1024 * 1024
+
+Id = tuple[int, int]  # (log index, position)
+
+
+def change_size(change: Change) -> int:
+    return CHANGE_OVERHEAD + len(change.key) + (len(change.value) if change.value else 0)
+
+
+def _id(change: Change) -> Id:
+    return (change.index, change.position)
+
+
+@attrs.frozen
+class FeedState:
+    """The feed as plain data (for a snapshot): its floor and the changes above it.
+    ``floor`` None: not known (a snapshot from before the feed existed), set by
+    ``ChangeFeed.restored_at`` to the snapshot's index."""
+
+    floor: Id | None
+    changes: tuple[Change, ...] = ()
+
+
+class Compacted(Exception):
+    """The reader's id is older than what the feed still holds."""
+
+    def __init__(self, oldest: Id | None, floor: Id) -> None:
+        super().__init__(oldest, floor)
+        self.oldest = oldest  # the oldest change retained, None if the tail is empty
+        self.floor = floor
+
+
+class ChangeFeed:
+    """The retained tail (module docstring): appended to by the state machine's apply."""
+
+    def __init__(self, retention_entries: int = DEFAULT_RETENTION_ENTRIES,
+                 retention_bytes: int = DEFAULT_RETENTION_BYTES) -> None:
+        if retention_entries < 1 or retention_bytes < 1:
+            raise ValueError("the feed's retention bounds are at least 1")
+        self.retention_entries = retention_entries
+        self.retention_bytes = retention_bytes
+        self._items: list[Change] = []
+        self._head = 0  # items before it are dropped (compacted away in bulk)
+        self.bytes = 0
+        self.floor: Id | None = (0, 0)
+        self.last_index = 0  # the highest log index appended (with or without changes)
+
+    # -- the state machine's side ---------------------------------------------------------
+
+    def append(self, index: int, changes: list[Change]) -> None:
+        """The entry at log ``index`` was applied and made ``changes`` (maybe none)."""
+        if index > self.last_index:
+            self.last_index = index
+        if changes:
+            self._items.extend(changes)
+            self.bytes += sum(map(change_size, changes))
+        self._trim()
+
+    def _trim(self) -> None:
+        items, head = self._items, self._head
+        oldest_kept = self.last_index - self.retention_entries  # indexes <= it go
+        dropped: Change | None = None
+        while head < len(items) and (items[head].index <= oldest_kept
+                                     or self.bytes > self.retention_bytes):
+            dropped = items[head]
+            self.bytes -= change_size(dropped)
+            head += 1
+        if dropped is not None:
+            self.floor = _id(dropped)
+        if head > 1024 and head * 2 > len(items):
+            del items[:head]
+            head = 0
+        self._head = head
+
+    def state(self) -> FeedState:
+        """A copy for a snapshot (the changes are immutable: a cheap list copy)."""
+        return FeedState(self.floor, tuple(self._items[self._head:]))
+
+    def replace(self, state: FeedState | None) -> None:
+        """Take a snapshot's feed (None: the snapshot had none; see ``restored_at``)."""
+        if state is None:
+            state = FeedState(None)
+        self._items = list(state.changes)
+        self._head = 0
+        self.bytes = sum(map(change_size, self._items))
+        self.floor = state.floor
+        self.last_index = self._items[-1].index if self._items else 0
+        self._trim()
+
+    def restored_at(self, index: int) -> None:
+        """The state machine now stands at log ``index`` (a snapshot was loaded): a feed
+        the snapshot did not carry starts there, knowing nothing before."""
+        if self.floor is None:
+            self.floor = (index, MAX_POSITION)
+        self.last_index = max(self.last_index, index)
+
+    # -- readers ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
+
+    @property
+    def first(self) -> Change | None:
+        return self._items[self._head] if len(self) else None
+
+    @property
+    def last(self) -> Change | None:
+        return self._items[-1] if len(self) else None
+
+    @property
+    def known_floor(self) -> Id:
+        return self.floor if self.floor is not None else (self.last_index, MAX_POSITION)
+
+    @property
+    def last_id(self) -> Id:
+        """The id of the newest change there is, retained or not (``$``): a reader after it
+        sees only changes made from now on."""
+        last = self.last
+        return _id(last) if last is not None else self.known_floor
+
+    def check(self, after: Id) -> None:
+        """``Compacted`` unless every change after ``after`` is retained."""
+        if after < self.known_floor:
+            first = self.first
+            raise Compacted(_id(first) if first is not None else None, self.known_floor)
+
+    def _walk(self, lo: int, hi: int, step: int,
+              match: Callable[[Change], bool] | None) -> Iterator[Change]:
+        items = self._items
+        for i in range(lo, hi, step):
+            change = items[i]
+            if match is None or match(change):
+                yield change
+
+    def after(self, after: Id, count: int,
+              match: Callable[[Change], bool] | None = None) -> list[Change]:
+        """Up to ``count`` changes with ids above ``after`` that ``match``, oldest first;
+        ``Compacted`` if some after it were dropped."""
+        self.check(after)
+        lo = bisect.bisect_right(self._items, after, lo=self._head, key=_id)
+        found: list[Change] = []
+        for change in self._walk(lo, len(self._items), 1, match):
+            found.append(change)
+            if len(found) >= count:
+                break
+        return found
+
+    def between(self, start: Id, end: Id, count: int, reverse: bool = False,
+                match: Callable[[Change], bool] | None = None) -> list[Change]:
+        """XRANGE (or XREVRANGE): up to ``count`` retained changes with start <= id <= end
+        that ``match``, in id order (reversed: newest first). Never ``Compacted``: a range
+        reads what is there, as a Redis stream trimmed by MAXLEN does."""
+        items, head = self._items, self._head
+        lo = bisect.bisect_left(items, start, lo=head, key=_id)
+        hi = bisect.bisect_right(items, end, lo=head, key=_id)
+        if lo >= hi or count <= 0:
+            return []
+        walk = self._walk(hi - 1, lo - 1, -1, match) if reverse else self._walk(
+            lo, hi, 1, match)
+        found: list[Change] = []
+        for change in walk:
+            found.append(change)
+            if len(found) >= count:
+                break
+        return found
+
+
+def key_filter(match_key: Callable[[bytes], bool]) -> Callable[[Change], bool]:
+    """A change filter from a key predicate; a FLUSHALL concerns every key, so it passes."""
+    def match(change: Change) -> bool:
+        return (change.key == FLUSH_KEY and change.op in ("flushall", "flushdb")) or match_key(
+            change.key)
+    return match
