@@ -84,6 +84,10 @@ def _common_run_options(fn):  # type: ignore[no-untyped-def]
         click.option("--counters", type=click.IntRange(0, 200), default=2, show_default=True,
                      help="Session clients retrying INCR/APPEND on two shared keys, "
                           "checked for exactly-once (0: none)."),
+        click.option("--watchers", type=click.IntRange(0, 64), default=0, show_default=True,
+                     help="Change-feed watchers (client.watch) on different nodes with "
+                          "different filters, checked against the full feed: no gap, "
+                          "duplicate or reorder; every acknowledged write in the feed."),
         click.option("--op-timeout", type=click.FloatRange(min=0.1), default=2.5,
                      show_default=True, help="An operation without a reply by then is "
                                               "'info' (unknown) and the client reconnects."),
@@ -110,6 +114,9 @@ def _common_run_options(fn):  # type: ignore[no-untyped-def]
                      help="TEST ONLY: start the nodes with --unsafe-stale-reads."),
         click.option("--unsafe-counters-without-sessions", is_flag=True, hidden=True,
                      help="TEST ONLY: the counter clients retry without a session."),
+        click.option("--unsafe-watch-drop", type=click.IntRange(min=0), default=0, hidden=True,
+                     help="TEST ONLY: watcher 0 forgets every N-th change (the watch check "
+                          "must find the gap)."),
         click.option("--quiet", is_flag=True, help="No progress lines; the summary only."),
         click.option("--tls", is_flag=True,
                      help="A secured cluster: TLS on client and peer ports and a client "
@@ -153,7 +160,7 @@ def _run_options(**kw):  # type: ignore[no-untyped-def]
         check_timeout=kw["check_timeout"], quiet=kw["quiet"], counters=kw["counters"],
         mix=Mix(expiring=kw["expiring"]),
         unsafe_counters_without_sessions=kw["unsafe_counters_without_sessions"],
-        tls=kw["tls"],
+        tls=kw["tls"], watchers=kw["watchers"], unsafe_watch_drop=kw["unsafe_watch_drop"],
     )
 
 
@@ -258,7 +265,7 @@ def partition(target: str, before: float, delay: float, after: float, **kw: obje
             "--after", str(after), "--nodes", str(opts.nodes), "--clients", str(opts.clients),
             "--keys", str(opts.keys), "--seed", str(opts.seed), "--out", str(opts.out),
             "--net", opts.net, "--rate", str(opts.rate), "--op-timeout", str(opts.op_timeout),
-            "--reconnect", opts.reconnect]
+            "--reconnect", opts.reconnect, "--watchers", str(opts.watchers)]
     result = _execute(opts, args + (["--quiet"] if opts.quiet else []))
     report = scenario.analyse(result)
     click.echo(render(result).rsplit("\n", 1)[0])

@@ -46,6 +46,8 @@ class RunOptions:
     counters: int = 2  # session clients retrying INCR/APPEND (chaos.counters): exactly-once
     unsafe_counters_without_sessions: bool = False  # test only: the check must then fail
     tls: bool = False  # TLS on both ports and a client password (secure_cluster)
+    watchers: int = 0  # change-feed watchers (chaos.watchers), checked by chaos.watch_check
+    unsafe_watch_drop: int = 0  # test only: watcher 0 forgets every n-th change (a gap)
 
 
 @attrs.frozen
@@ -62,6 +64,7 @@ class Collected:
     exactly_once: Verdict | None = None  # None: no counter clients in this run
     # When the final reads ran (run-relative seconds): with TTLs their time matters.
     final_span: tuple[float, float] | None = None
+    watch: Verdict | None = None  # None: no watchers in this run
 
 
 @attrs.frozen

@@ -46,6 +46,7 @@ from chaos.nemesis import (
 )
 from chaos.proxy import ProxyMesh
 from chaos.result import CheckOutcome, Collected, RunOptions, RunResult
+from chaos.watchers import WatchFleet
 from chaos.workload import (
     Addr,
     Client,
@@ -282,7 +283,24 @@ async def _wait_leader(control: Control, patience: float) -> int:
 
 async def session(opts: RunOptions, control: Control, net: Net,
                   addrs: dict[int, Addr]) -> Collected:
-    """The run proper, on a started cluster: clients + nemesis, heal, final reads."""
+    """The run proper, on a started cluster: clients + nemesis, heal, final reads; with
+    ``--watchers``, the watchers run around all of it (they must outlive the writers)."""
+    if not opts.watchers:
+        return await _session(opts, control, net, addrs, None)
+    await _wait_leader(control, 30.0)
+    fleet = WatchFleet(opts.watchers, addrs, opts.key_prefix, opts.seed,
+                       drop_every=opts.unsafe_watch_drop)
+    async with trio.open_nursery() as nursery:
+        await fleet.start_all(nursery)
+        try:
+            return await _session(opts, control, net, addrs, fleet)
+        finally:
+            with trio.CancelScope(shield=True):
+                await fleet.close()
+
+
+async def _session(opts: RunOptions, control: Control, net: Net, addrs: dict[int, Addr],
+                   fleet: WatchFleet | None) -> Collected:
     leader0 = await _wait_leader(control, 30.0)
     t0 = trio.current_time()
     rec = Recorder(lambda: trio.current_time() - t0)
@@ -399,8 +417,12 @@ async def session(opts: RunOptions, control: Control, net: Net,
         got = await final_reads(leader_addr, [counter_keys.counter, counter_keys.log], 30.0)
         exactly_once = (check_counters(tally, got[counter_keys.counter], got[counter_keys.log])
                         if len(got) == 2 else Verdict(False, "no final read of the counters"))
+    watch = None
+    if fleet is not None:
+        progress.say(f"settling {opts.watchers} watchers ...")
+        watch = await fleet.settle(leader_addr, rec.ops, config.key_names)
     return Collected(tuple(rec.ops), tuple(injected), tuple(skipped), final, tuple(crashes),
-                     end, leader0, exactly_once, final_span=final_span)
+                     end, leader0, exactly_once, final_span=final_span, watch=watch)
 
 
 async def drive(opts: RunOptions) -> Collected:
@@ -555,6 +577,8 @@ def _judge(opts: RunOptions, col: Collected, lin: Result, dur: chk.Durability,
         f"{len(avail.elections)} leader faults recovered within {opts.max_election:.0f} s")))
     if col.exactly_once is not None:
         out.append(CheckOutcome("exactly-once", col.exactly_once.ok, col.exactly_once.summary))
+    if col.watch is not None:
+        out.append(CheckOutcome("watch", col.watch.ok, col.watch.summary))
     out.append(CheckOutcome("nodes", not col.crashes,
                             "; ".join(col.crashes) or "no node exited on its own"))
     return out
@@ -598,12 +622,14 @@ def options_to_args(opts: RunOptions) -> list[str]:
             "--keys", str(opts.keys), "--seed", str(opts.seed), "--out", str(opts.out),
             "--net", opts.net, "--rate", str(opts.rate), "--op-timeout", str(opts.op_timeout),
             "--check-timeout", str(opts.check_timeout), "--reconnect", opts.reconnect,
-            "--counters", str(opts.counters),
+            "--counters", str(opts.counters), "--watchers", str(opts.watchers),
             "--expiring", str(opts.mix.expiring)]
     if opts.unsafe_stale_reads:
         args.append("--unsafe-stale-reads")
     if opts.unsafe_counters_without_sessions:
         args.append("--unsafe-counters-without-sessions")
+    if opts.unsafe_watch_drop:
+        args += ["--unsafe-watch-drop", str(opts.unsafe_watch_drop)]
     if opts.quiet:
         args.append("--quiet")
     if opts.tls:

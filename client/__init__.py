@@ -14,15 +14,20 @@ from client.errors import (
     ResponseError,
     TryAgain,
 )
+from client.feed import Change, ChangeId
 from client.pipeline import Pipeline
 from client.safety import Safety, classify
 from client.status import NodeStatus, cluster_status
-from client.sync import SyncClient, SyncPipeline, connect_sync
+from client.sync import SyncClient, SyncPipeline, SyncWatch, connect_sync
+from client.watch import FeedCompacted, Watch
 
 __all__ = [
+    "Change",
+    "ChangeId",
     "Client",
     "ConnectionFailed",
     "DeadlineExceeded",
+    "FeedCompacted",
     "LeaderUnreachable",
     "NodeStatus",
     "OutcomeUnknown",
@@ -32,7 +37,9 @@ __all__ = [
     "Safety",
     "SyncClient",
     "SyncPipeline",
+    "SyncWatch",
     "TryAgain",
+    "Watch",
     "classify",
     "cluster_status",
     "connect",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import ssl as ssl_module
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ from client.pipeline import Pipeline
 from client.safety import Safety, classify, word
 from client.security import Security
 from client.status import NodeStatus, cluster_status
+from client.watch import Watch
 from raftkv.backoff import Backoff
 from raftkv.kv import lookup
 from wire.reply import ErrorReply
@@ -153,6 +155,7 @@ class Client(Commands):
         self.session_timeout = session_timeout
         self._session: _Session | None = None
         self._in_multi = False  # the caller sent MULTI: its commands go untagged
+        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()  # closed with the client
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -182,6 +185,8 @@ class Client(Commands):
 
     async def aclose(self) -> None:
         self._closed = True
+        for w in list(self._watches):
+            await w.aclose()
         await self._drop()
 
     @property
@@ -191,6 +196,22 @@ class Client(Commands):
 
     def pipeline(self) -> Pipeline:
         return Pipeline(self)
+
+    def watch(self, pattern: str | bytes = "*", start: str = "$", **options: Any) -> Watch:
+        """Every change to the keys matching ``pattern`` (a Redis glob), in log order:
+        ``async for change in kv.watch("user:*"):``. ``start``: ``"$"`` only changes from
+        now on, ``"0"`` everything the nodes retain, or the id of the last change seen
+        (resume after it). It reads on its own connection, from any node, and moves to
+        another node when its node fails, never yielding a change twice or skipping one
+        (client.watch); ``options`` go to ``Watch`` (``count``, ``block``, ...)."""
+        if self._closed:
+            raise ConnectionFailed("the client is closed")
+        options.setdefault("connect_timeout", self.connect_timeout)
+        options.setdefault("attempt_timeout", self.attempt_timeout)
+        options.setdefault("security", self.security)
+        watch = Watch(self.endpoints, pattern, start, **options)
+        self._watches.add(watch)
+        return watch
 
     async def cluster_status(self) -> list[NodeStatus]:
         """Every endpoint's Raft state (``raftkv-cli status``), asked of each node."""

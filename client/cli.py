@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from client.api import Client
 from client.connection import DEFAULT_ENDPOINTS, parse_endpoints
 from client.errors import ConnectionFailed, RaftKVError
 from client.format import JSON, RAW, TTY, Output
@@ -23,6 +24,7 @@ from client.repl import NO_CLUSTER, OK, Repl, exit_status
 from client.security import tls_context
 from client.status import render_table, status_exit_code, to_json
 from client.sync import SyncClient
+from client.watch_cli import parse_watch_args, run_watch
 from raftkv import __version__
 from raftkv.kv import legacy_form
 
@@ -81,6 +83,7 @@ def main(endpoints: str, mode: str | None, stdin_arg: bool, raw: bool | None,
       raftkv-cli GET greeting
       echo -n hi | raftkv-cli -x SET k   the last argument from stdin
       raftkv-cli status                  every node: role, term, indexes, lag
+      raftkv-cli watch 'user:*'          every change to user:* as it happens
       raftkv-cli                         interactive (help, Tab completion)
 
     Exit status: 0 success, 1 error reply, 2 no node reachable (or usage error).
@@ -107,6 +110,13 @@ def main(endpoints: str, mode: str | None, stdin_arg: bool, raw: bool | None,
         if rest:
             raise click.UsageError("status takes no arguments (options go before it)")
         sys.exit(_status(eps, as_json or "--json" in command, out, timeout))
+    if command and command[0].lower() == "watch" and mode == "one-shot":
+        # The change feed (not Redis's WATCH, which means nothing outside a connection).
+        params = parse_watch_args(list(command[1:]))
+        if params["as_json"]:
+            out = _output(raw, True)
+        kv = Client(eps, timeout=timeout, eager=False, **_SECURITY)
+        sys.exit(run_watch(kv, params["pattern"], params["start"], params["count"], out))
     if mode == "interactive":
         sys.exit(_interactive(eps, out, timeout))
     if not command:

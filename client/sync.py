@@ -11,15 +11,17 @@ still exits; ``with connect_sync(...)`` closes it properly.
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import trio
 
 from client.api import Client
 from client.commands import Arg, Commands, Convert
+from client.feed import Change
 from client.pipeline import Pipeline
 from client.status import NodeStatus
+from client.watch import Watch
 
 
 class SyncClient(Commands):
@@ -83,6 +85,11 @@ class SyncClient(Commands):
     def pipeline(self) -> SyncPipeline:
         return SyncPipeline(self)
 
+    def watch(self, pattern: str | bytes = "*", start: str = "$", **options: Any) -> SyncWatch:
+        """``for change in kv.watch("user:*"): ...``: the async ``Client.watch`` as a
+        blocking iterator (same resumption across nodes); ``close()`` it, or use ``with``."""
+        return SyncWatch(self, self._client.watch(pattern, start, **options))
+
     def close(self) -> None:
         if self._thread.is_alive() and self._stop is not None:
             trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
@@ -104,6 +111,34 @@ class SyncPipeline(Pipeline):
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:  # type: ignore[override]
         return self._owner._portal(super().execute, raise_on_error)
+
+
+class SyncWatch:
+    """A blocking iterator over an async ``Watch``, each step run in the client's thread."""
+
+    def __init__(self, owner: SyncClient, watch: Watch) -> None:
+        self._owner = owner
+        self.watch = watch  # last_id, endpoint, resumes, rejected
+
+    def __iter__(self) -> Iterator[Change]:
+        return self
+
+    def __next__(self) -> Change:
+        try:
+            return self._owner._portal(self.watch.__anext__)
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        """End the watch (a ``next()`` blocked in another thread returns StopIteration)."""
+        if self._owner._thread.is_alive():
+            self._owner._portal(self.watch.aclose)
+
+    def __enter__(self) -> SyncWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def connect_sync(endpoints: str | Iterable[str] | None = None, **options: Any) -> SyncClient:
