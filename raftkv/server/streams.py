@@ -44,6 +44,12 @@ if TYPE_CHECKING:
 FEED = b"__raftkv:changes"
 FEED_FILTERED = FEED + b":"
 MAX_COUNT = 10_000
+# Streams one XREAD may name: each is walked on every read and matched against every change
+# while the reader blocks (attack3: 200,000 names in one XREAD BLOCK stalled the node for
+# minutes once woken). The feed is one log; a few globs cover what a reader wants.
+MAX_STREAMS = 16
+TOO_MANY_STREAMS = ErrorReply(f"ERR at most {MAX_STREAMS} streams in one XREAD of the change "
+                              "feed (name one filtered stream per glob you need)")
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 MAX_ID_PART = 2**64 - 1  # Redis's stream ids are two unsigned 64-bit numbers
 
@@ -251,6 +257,8 @@ def parse_xread(args: list[bytes]) -> XRead | ErrorReply:
     if len(rest) % 2:
         return UNBALANCED
     half = len(rest) // 2
+    if half > MAX_STREAMS:
+        return TOO_MANY_STREAMS
     return XRead(count, block, list(zip(rest[:half], rest[half:], strict=True)))
 
 
