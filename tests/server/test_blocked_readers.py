@@ -20,10 +20,6 @@ def change(index: int, key: bytes) -> Change:
     return Change(index, 0, "set", key, b"v", None)
 
 
-def wants_key(key: bytes) -> Callable[[Change], bool]:
-    return lambda c: c.key == key
-
-
 class Answer(SlicedRead):
     """A read that takes ``slices`` steps, then answers ``value``."""
 
@@ -50,38 +46,41 @@ def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
 
 
-async def test_a_reader_is_woken_by_a_change_it_wants_only(
+async def test_a_reader_is_read_for_after_each_applied_batch_until_it_finds_something(
         autojump_clock: trio.testing.MockClock) -> None:
     readers = BlockedReaders(limit=10)
     retries: list[int] = []
+    answers_ = [None, b"answer"]
 
     def retry() -> SlicedRead:
         retries.append(1)
-        return Answer(b"answer", slices=3)
+        return Answer(answers_.pop(0), slices=3)
 
     async with trio.open_nursery() as nursery:
-        pending = readers.block(nursery.start_soon, 0, wants_key(b"a"), retry, [])
+        pending = readers.block(nursery.start_soon, 0, retry, [])
         await trio.testing.wait_all_tasks_blocked()
+        assert retries == []  # nothing applied yet: not read
         readers.changes_applied([change(1, b"b"), change(2, b"c")])
+        assert retries == []  # the applier only marks: no read, no matching in apply
         await trio.testing.wait_all_tasks_blocked()
-        assert not pending.done and retries == [] and len(readers) == 1
+        assert not pending.done and retries == [1] and len(readers) == 1
         readers.changes_applied([change(3, b"b"), change(4, b"a")])
         assert await pending.wait() == b"answer"
-    assert retries == [1] and len(readers) == 0
+    assert retries == [1, 1] and len(readers) == 0
     assert readers.stats["blocked_readers_served"] == 1
 
 
-async def test_a_reader_woken_for_nothing_keeps_waiting(
+async def test_a_reader_with_nothing_new_is_not_read(
         autojump_clock: trio.testing.MockClock) -> None:
     readers = BlockedReaders(limit=10)
-    # The first read after a wake finds nothing it may see.
+    news = [False, True]
     async with trio.open_nursery() as nursery:
-        pending = readers.block(nursery.start_soon, 0, wants_key(b"a"),
-                                answers(None, b"second"), [])
+        pending = readers.block(nursery.start_soon, 0,
+                                lambda: Answer(b"second") if news.pop(0) else None, [])
         await trio.testing.wait_all_tasks_blocked()
         readers.changes_applied([change(1, b"a")])
         await trio.testing.wait_all_tasks_blocked()
-        assert not pending.done
+        assert not pending.done and news == [True]
         readers.changes_applied([change(2, b"a")])
         assert await pending.wait() == b"second"
 
@@ -90,7 +89,7 @@ async def test_the_deadline_answers_null(autojump_clock: trio.testing.MockClock)
     readers = BlockedReaders(limit=10)
     async with trio.open_nursery() as nursery:
         start = trio.current_time()
-        pending = readers.block(nursery.start_soon, 1500, wants_key(b"a"), answers(b"x"), [])
+        pending = readers.block(nursery.start_soon, 1500, answers(b"x"), [])
         assert await pending.wait() is None
         assert trio.current_time() - start == pytest.approx(1.5)
     assert len(readers) == 0 and readers.stats["blocked_readers_timed_out"] == 1
@@ -101,9 +100,9 @@ async def test_a_hang_up_frees_the_slot_and_the_limit_holds(
     readers = BlockedReaders(limit=2)
     ends: list[list[Callable[[], None]]] = [[], []]
     async with trio.open_nursery() as nursery:
-        first = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"x"), ends[0])
-        second = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"y"), ends[1])
-        refused = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"z"), [])
+        first = readers.block(nursery.start_soon, 0, answers(b"x"), ends[0])
+        second = readers.block(nursery.start_soon, 0, answers(b"y"), ends[1])
+        refused = readers.block(nursery.start_soon, 0, answers(b"z"), [])
         assert refused.done and refused.value == too_many(2)
         assert isinstance(refused.value, ErrorReply) and "max blocked" in refused.value.text
         await trio.testing.wait_all_tasks_blocked()
@@ -112,10 +111,11 @@ async def test_a_hang_up_frees_the_slot_and_the_limit_holds(
         assert await first.wait() is None
         await trio.testing.wait_all_tasks_blocked()
         assert len(readers) == 1 and ends[0] == []  # (the callback list is emptied)
-        third = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"w"), [])
+        third = readers.block(nursery.start_soon, 0, answers(b"w"), [])
         assert not third.done
         readers.changes_applied([change(1, b"a")])
         assert await second.wait() == b"y" and await third.wait() == b"w"
+        await trio.testing.wait_all_tasks_blocked()
         assert ends[1] == []  # a served reader unregisters its hang-up callback
 
 
@@ -127,7 +127,7 @@ async def test_a_failing_read_answers_an_error_and_the_node_lives_on(
         raise KeyError("bug")
 
     async with trio.open_nursery() as nursery:
-        pending = readers.block(nursery.start_soon, 0, wants_key(b"a"), broken, [])
+        pending = readers.block(nursery.start_soon, 0, broken, [])
         await trio.testing.wait_all_tasks_blocked()
         readers.changes_applied([change(1, b"a")])
         reply = await pending.wait()
@@ -138,10 +138,10 @@ async def test_a_first_read_still_going_is_finished_before_waiting(
         autojump_clock: trio.testing.MockClock) -> None:
     readers = BlockedReaders(limit=2)
     async with trio.open_nursery() as nursery:
-        found = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(),
+        found = readers.block(nursery.start_soon, 0, answers(),
                               [], first=Answer(b"found late", slices=5))
         assert await found.wait() == b"found late"
-        empty = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"then"),
+        empty = readers.block(nursery.start_soon, 0, answers(b"then"),
                               [], first=Answer(None, slices=5))
         await trio.testing.wait_all_tasks_blocked()
         assert not empty.done and len(readers) == 1  # nothing found: it waits
