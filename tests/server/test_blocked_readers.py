@@ -11,8 +11,11 @@ import trio
 import trio.testing
 
 from raftkv.kv.changes import Change
+from raftkv.kv.feed import ChangeFeed
+from raftkv.kv.glob import Glob
 from raftkv.kv.sliced import SlicedRead
 from raftkv.server.blocked_readers import BlockedReaders, too_many
+from raftkv.server.streams import BUDGET, FeedReader, parse_xread
 from wire.reply import ErrorReply
 
 
@@ -147,3 +150,60 @@ async def test_a_first_read_still_going_is_finished_before_waiting(
         assert not empty.done and len(readers) == 1  # nothing found: it waits
         readers.changes_applied([change(1, b"a")])
         assert await empty.wait() == b"then"
+
+
+async def test_many_readers_with_many_globs_cost_the_apply_nothing_and_share_the_loop(
+        autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers x globs x keys of an applied MSET used to be matched inside apply, the loop
+    held (1,000 x 32 x 1,000: 32 million matches). Now the apply only marks the readers;
+    their reads run in the readers' task, and another task runs between any two slices
+    of matcher work (counted in the matcher's own units, not in time)."""
+    units = [0]
+    real_steps = Glob.steps
+
+    def counted(self: Glob, string: bytes):  # type: ignore[no-untyped-def]
+        work = real_steps(self, string)
+        try:
+            while True:
+                unit = next(work)
+                units[0] += unit
+                yield unit
+        except StopIteration as done:
+            return done.value
+
+    monkeypatch.setattr(Glob, "steps", counted)
+    feed = ChangeFeed()
+    reader = FeedReader(feed, None, lambda key: False)
+    readers = BlockedReaders(limit=100)
+    streams = [b"__raftkv:changes:k%d:%d:?*" % (r, g) for r in range(8) for g in range(32)]
+    gaps: list[int] = []
+    async with trio.open_nursery() as nursery:
+        pendings = []
+        for r in range(8):
+            names = streams[32 * r:32 * (r + 1)]
+            request = parse_xread([b"XREAD", b"BLOCK", b"0", b"STREAMS", *names,
+                                   *[b"$"] * len(names)])
+            positions = reader.start(request)
+
+            def retry(positions=positions):  # type: ignore[no-untyped-def]
+                return reader.read(positions, 10, 2, advance=True) if reader.news(
+                    positions) else None
+            pendings.append(readers.block(nursery.start_soon, 0, retry, []))
+        await trio.testing.wait_all_tasks_blocked()
+        feed.append(1, [Change(1, i, "mset", b"other:%d" % i, b"v", None) for i in range(1000)])
+        readers.changes_applied([])  # (what the applier does after the batch)
+        assert units[0] == 0  # nothing matched in the apply path
+
+        seen = 0
+        while units[0] < 8 * 32 * 1000:  # every glob sees every key, in the readers' task
+            await trio.lowlevel.checkpoint()  # (this task gets a turn between slices)
+            gaps.append(units[0] - seen)
+            seen = units[0]
+        await trio.testing.wait_all_tasks_blocked()
+        assert not any(p.done for p in pendings)  # (nothing matched)
+        feed.append(2, [Change(2, r, "set", b"k%d:%d:x" % (r, r), b"v", None) for r in range(8)])
+        readers.changes_applied([])
+        for pending in pendings:
+            reply = await pending.wait()
+            assert reply is not None and b"k" in reply.data
+    assert max(gaps) <= 2 * BUDGET, f"{max(gaps)} units of matching between two checkpoints"
