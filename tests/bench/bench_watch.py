@@ -2,6 +2,7 @@
 ``redis-benchmark -t set -c 50`` runs, and what 100 watchers cost the SET throughput.
 
 Run: .venv/bin/python tests/bench/bench_watch.py [--requests 3000] [--pairs 3] [--dir D]
+                                                 [--baseline REF]
 
 One 3-node cluster (fsync always). In each round, N watchers (client.watch on the whole
 feed, spread over the three nodes, each on its own connection, all in this process) follow
@@ -12,7 +13,11 @@ had them all. Rounds of 0 and 100 watchers alternate (A B B A ...) so both see t
 machine load; the cost figure is the median of the 100/0 SET-rate ratios of adjacent
 rounds with a bootstrap 95% interval. On a shared 2-core machine the watchers' own CPU (in
 this process) competes with the nodes: the cost measured includes it, so each round also
-prints the CPU the nodes and the watchers used (cores: CPU seconds per second).
+prints the CPU the nodes and the watchers used (cores: CPU seconds per second), and the
+nodes' CPU per SET (ms): the node-side cost of the watchers is the rise of that figure,
+free of the watchers' own CPU. ``--baseline REF`` runs every round also on a second
+cluster of git ref REF's raftkv/ and wire/ (right after the same round on this tree, so
+both see the same load) and prints both clusters' figures: a before/after in one run.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 import trio
 from common import (
+    baseline_cluster,
     load_line,
     median_ci,
     paired_ratios,
@@ -113,36 +119,52 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--pairs", type=int, default=3, help="0/100-watcher round pairs")
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--baseline", default=None, metavar="REF",
+                    help="also run every round on a cluster of git ref REF (before/after)")
     args = ap.parse_args()
     print(load_line())
-    with scratch_dir(args.dir, "bench-watch-") as work, raft_cluster(work) as cluster:
-        leader, _ = roles(cluster)
+    with contextlib.ExitStack() as stack:
+        work = stack.enter_context(scratch_dir(args.dir, "bench-watch-"))
+        systems = [("this tree", stack.enter_context(raft_cluster(work / "this")))]
+        if args.baseline:
+            systems.append((args.baseline, stack.enter_context(
+                baseline_cluster(work / "base", args.baseline))))
         order: list[int] = []
         for p in range(args.pairs):
             order += [0, 100] if p % 2 == 0 else [100, 0]
         order += [1, 10]
-        named: list[tuple[str, float]] = []
+        named: dict[str, list[tuple[str, float]]] = {name: [] for name, _ in systems}
+        per_set: dict[str, dict[int, list[float]]] = {name: {} for name, _ in systems}
         for n in order:
-            leader, _ = roles(cluster)  # an election in the last round may have moved it
-            r = trio.run(one_round, cluster, leader, n, args.requests, args.clients)
-            if n in (0, 100):
-                named.append(("with" if n == 100 else "without", r["set"]))
-            extra = (f", {r['events']:8.0f} changes/s delivered in all "
-                     f"({r['per_watcher']:.0f}/s each), all delivered "
-                     f"{r['drain']:.2f} s after the last SET" if n else "")
-            warn = f" ({r['alerts']:.0f} alerts, first: {r['alert']})" if r["alerts"] else ""
-            if r["elections"]:
-                warn += f" [the term rose by {r['elections']} during the round]"
-            print(f"  {n:3d} watchers: c{args.clients} SET {r['set']:7.0f}/s{extra}{warn}; "
-                  f"CPU: nodes {r['nodes_cpu']:.2f} cores, watchers {r['own_cpu']:.2f}",
-                  flush=True)
-        ratios = paired_ratios(named)
-        if ratios:
-            mid, lo, hi = median_ci(ratios)
-            print(f"watch: c{args.clients} SET with 100 watchers / with none over "
-                  f"{len(ratios)} adjacent pairs: ratio {mid:.3f} (cost "
-                  f"{(1 - mid) * 100:+.1f}%), 95% CI of the median {lo:.3f} .. {hi:.3f}; "
-                  f"ratios {', '.join(f'{x:.3f}' for x in ratios)}")
+            for system, cluster in systems:
+                leader, _ = roles(cluster)  # an election in the last round may have moved it
+                r = trio.run(one_round, cluster, leader, n, args.requests, args.clients)
+                if n in (0, 100):
+                    named[system].append(("with" if n == 100 else "without", r["set"]))
+                cost = r["nodes_cpu"] / r["set"] * 1000 if r["set"] else math.inf
+                per_set[system].setdefault(n, []).append(cost)
+                extra = (f", {r['events']:8.0f} changes/s delivered in all "
+                         f"({r['per_watcher']:.0f}/s each), all delivered "
+                         f"{r['drain']:.2f} s after the last SET" if n else "")
+                warn = f" ({r['alerts']:.0f} alerts, first: {r['alert']})" if r["alerts"] else ""
+                if r["elections"]:
+                    warn += f" [the term rose by {r['elections']} during the round]"
+                tag = f"[{system}] " if len(systems) > 1 else ""
+                print(f"  {tag}{n:3d} watchers: c{args.clients} SET {r['set']:7.0f}/s{extra}"
+                      f"{warn}; CPU: nodes {r['nodes_cpu']:.2f} cores ({cost:.2f} ms a SET), "
+                      f"watchers {r['own_cpu']:.2f}", flush=True)
+        for system, _ in systems:
+            ratios = paired_ratios(named[system])
+            tag = f"[{system}] " if len(systems) > 1 else ""
+            if ratios:
+                mid, lo, hi = median_ci(ratios)
+                print(f"{tag}watch: c{args.clients} SET with 100 watchers / with none over "
+                      f"{len(ratios)} adjacent pairs: ratio {mid:.3f} (cost "
+                      f"{(1 - mid) * 100:+.1f}%), 95% CI of the median {lo:.3f} .. {hi:.3f}; "
+                      f"ratios {', '.join(f'{x:.3f}' for x in ratios)}")
+            costs = {n: sorted(v)[len(v) // 2] for n, v in per_set[system].items()}
+            print(f"{tag}nodes' CPU per SET (median, ms): " + ", ".join(
+                f"{n} watchers {c:.2f}" for n, c in sorted(costs.items())))
     print(load_line())
     return 0
 
