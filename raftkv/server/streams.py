@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -233,14 +234,24 @@ def _capped(changes: list[Change]) -> list[Change]:
     return changes
 
 
-def encode_entries(changes: list[Change], proto: int) -> Generator[int, None, list[bytes]]:
-    """Each change as an encoded stream entry, yielding the work done as it goes."""
+def encode_entries(changes: list[Change], cache: ReplyCache | None = None
+                   ) -> Generator[int, None, list[bytes]]:
+    """Each change as an encoded stream entry (the same bytes in RESP2 and RESP3: arrays
+    of bulk strings), yielding the work done as it goes; through ``cache``'s entries, so
+    each change is rendered and encoded once however many readers read it."""
     out: list[bytes] = []
     work = 0
+    known = cache.entries if cache is not None else {}
     for change in changes:
-        piece = encode_reply(render(change), proto)
+        piece = known.get((change.index, change.position))
+        if piece is None:
+            piece = encode_reply(render(change), 2)
+            work += ENCODE_COST + len(piece) // BYTES_PER_UNIT
+            if cache is not None:
+                cache.keep_entry(change, piece)
+        else:
+            work += CHANGE_COST
         out.append(piece)
-        work += ENCODE_COST + len(piece) // BYTES_PER_UNIT
         if work >= 256:
             yield work
             work = 0
@@ -266,14 +277,18 @@ def xread_reply(found: list[tuple[bytes, list[bytes]]], proto: int) -> Encoded:
 
 
 class ReplyCache:
-    """XREAD replies, encoded, for the feed as it stands (its ``version``): readers at the
-    same ids with the same streams, COUNT, protocol and key restriction get the same bytes,
-    encoded once. The watchers of one feed all come back with the id of the last change
-    they got, so after each applied batch a hundred of them ask the same question: the
-    first read answers it, the others share its bytes (README "Watching changes", Cost).
-    Bounded: ``MAX_REPLIES`` replies and ``MAX_BYTES`` in all; emptied when the feed moves."""
+    """A node's encoded feed, shared by its readers: each change's entry, encoded once
+    (ids mean the same change on every node and forever), and whole XREAD replies for the
+    feed as it stands (its ``version``): readers at the same ids with the same streams,
+    COUNT, protocol and key restriction get the same bytes. The watchers of one feed all
+    come back with the id of the last change they got, so after each applied batch a
+    hundred of them ask the same question: the first read answers it, the others share its
+    bytes; a watcher that is behind joins entries encoded for the others (README "Watching
+    changes"). Bounded: ``MAX_REPLIES`` replies and ``MAX_BYTES`` in all, emptied when the
+    feed moves; ``MAX_ENTRIES`` entries and ``MAX_BYTES``, the oldest dropped first."""
 
     MAX_REPLIES = 256
+    MAX_ENTRIES = 100_000
     MAX_BYTES = 32 * 1024 * 1024
 
     def __init__(self, feed: ChangeFeed) -> None:
@@ -281,6 +296,8 @@ class ReplyCache:
         self._version = -1
         self._replies: dict[Any, Encoded] = {}
         self._bytes = 0
+        self.entries: OrderedDict[Id, bytes] = OrderedDict()  # (the oldest kept first)
+        self._entry_bytes = 0
         self.hits = 0
 
     def _now(self) -> None:
@@ -303,6 +320,16 @@ class ReplyCache:
                 and self._bytes + len(reply.data) <= self.MAX_BYTES):
             self._replies[key] = reply
             self._bytes += len(reply.data)
+
+    def keep_entry(self, change: Change, piece: bytes) -> None:
+        """Keep ``change``'s encoded entry (an entry over ``MAX_BYTES / 64`` is not kept)."""
+        if len(piece) > self.MAX_BYTES // 64:
+            return
+        entries = self.entries
+        entries[change.index, change.position] = piece
+        self._entry_bytes += len(piece)
+        while len(entries) > self.MAX_ENTRIES or self._entry_bytes > self.MAX_BYTES:
+            self._entry_bytes -= len(entries.popitem(last=False)[1])
 
 
 _CACHES: weakref.WeakKeyDictionary[ChangeFeed, ReplyCache] = weakref.WeakKeyDictionary()
@@ -501,7 +528,7 @@ class FeedReader:
                 if changes and budget > 0:
                     changes = _capped(changes)
                     budget -= sum(map(_size, changes))
-                    found.append((stream.name, (yield from encode_entries(changes, proto))))
+                    found.append((stream.name, (yield from encode_entries(changes, cache))))
             if found:
                 job.result = xread_reply(found, proto)
                 if cache is not None:  # (if the feed did not move during the read)
@@ -549,7 +576,7 @@ class FeedReader:
         def body(job: FeedRead) -> Iterator[int]:
             after = (start[0], start[1] - 1)  # (position -1 sorts below every real one)
             changes, _ = yield from self._collect(after, end, count, stream, reverse)
-            entries = yield from encode_entries(_capped(changes), 2)
+            entries = yield from encode_entries(_capped(changes), self.cache)
             job.result = Encoded(_array(entries))  # (the same bytes in RESP2 and RESP3)
         return FeedRead(body)
 

@@ -13,11 +13,13 @@ had them all. Rounds of 0 and 100 watchers alternate (A B B A ...) so both see t
 machine load; the cost figure is the median of the 100/0 SET-rate ratios of adjacent
 rounds with a bootstrap 95% interval. On a shared 2-core machine the watchers' own CPU (in
 this process) competes with the nodes: the cost measured includes it, so each round also
-prints the CPU the nodes and the watchers used (cores: CPU seconds per second), and the
-nodes' CPU per SET (ms): the node-side cost of the watchers is the rise of that figure,
-free of the watchers' own CPU. ``--baseline REF`` runs every round also on a second
-cluster of git ref REF's raftkv/ and wire/ (right after the same round on this tree, so
-both see the same load) and prints both clusters' figures: a before/after in one run.
+prints the CPU the nodes and the watchers used while the SETs ran (cores: CPU seconds per
+second), and the nodes' CPU per SET (ms) from the first SET to the last change delivered:
+the node-side cost of the watchers is the rise of that figure, free of the watchers' own
+CPU and of how much CPU the machine's other work left the nodes. ``--baseline REF`` runs
+every round also on a second cluster of git ref REF's raftkv/ and wire/ (right after the
+same round on this tree, so both see the same load) and prints both clusters' figures: a
+before/after in one run.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from chaos.cluster import LocalCluster
 from chaos.watchers import newest_id
 from client.feed import ZERO
 from client.watch import Watch
+from raftkv.probe import call, parse_info
 
 
 async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests: int,
@@ -68,7 +71,9 @@ async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests:
             eps = [cluster.nodes[n].client_addr for n in nodes[first:] + nodes[:first]]
             nursery.start_soon(follow, i, Watch(eps, "*", str(start), block=1.0))
         term = await trio.to_thread.run_sync(_term, cluster)
-        nodes_cpu = _cpu([n.proc.pid for n in cluster.nodes.values() if n.proc])
+        await trio.to_thread.run_sync(_reset_lag, cluster)
+        nodes_cpu = nodes_cpu_start = _cpu([n.proc.pid for n in cluster.nodes.values()
+                                            if n.proc])
         own_cpu = time.process_time()
         began = trio.current_time()
         run = await trio.to_thread.run_sync(redis_benchmark, cluster.client_addr(leader)[1],
@@ -87,12 +92,18 @@ async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests:
             drain = (trio.current_time() - began - seconds if min(last) >= end
                      else math.inf)
         nursery.cancel_scope.cancel()
+    lag = await trio.to_thread.run_sync(_lag, cluster)
+    # The nodes' CPU from the first SET to the last change delivered (the watchers may
+    # still be reading after the last SET): what serving the SETs and their feed cost.
+    nodes_all = _cpu([n.proc.pid for n in cluster.nodes.values() if n.proc]) - nodes_cpu_start
     row = run.rows.get("SET")
     return {"set": row.rps if row and not run.returncode else 0.0,
             "events": delivered / seconds, "drain": drain,
             "per_watcher": delivered / seconds / watchers if watchers else 0.0,
             "nodes_cpu": nodes_cpu / seconds, "own_cpu": own_cpu / seconds,
-            "elections": elections, "alerts": float(len(run.alerts)),
+            "per_set": (nodes_all / requests * 1000 if row and not run.returncode
+                        else math.inf),
+            "elections": elections, "lag": lag, "alerts": float(len(run.alerts)),
             "alert": run.alerts[0][:200] if run.alerts else ""}
 
 
@@ -100,6 +111,23 @@ def _term(cluster: LocalCluster) -> int:
     """The highest term any node reports: a rise during a round is an election."""
     infos = [cluster.info(i) for i in cluster.nodes]
     return max(int(i.get("term", 0)) for i in infos if i) if any(infos) else 0
+
+
+def _reset_lag(cluster: LocalCluster) -> None:
+    for node in cluster.nodes.values():
+        with contextlib.suppress(OSError, ConnectionError):
+            call(node.client_addr, "CONFIG", "RESETSTAT")
+
+
+def _lag(cluster: LocalCluster) -> float:
+    """The longest the nodes' event loops were held during the round (ms; INFO's
+    ``loop_lag_max_ms``, since _reset_lag): how long a heartbeat could have waited."""
+    worst = 0.0
+    for node in cluster.nodes.values():
+        with contextlib.suppress(OSError, ConnectionError, ValueError):
+            worst = max(worst, float(parse_info(call(node.client_addr, "INFO")).get(
+                "loop_lag_max_ms", 0.0)))
+    return worst
 
 
 def _cpu(pids: list[int]) -> float:
@@ -141,7 +169,7 @@ def main() -> int:
                 r = trio.run(one_round, cluster, leader, n, args.requests, args.clients)
                 if n in (0, 100):
                     named[system].append(("with" if n == 100 else "without", r["set"]))
-                cost = r["nodes_cpu"] / r["set"] * 1000 if r["set"] else math.inf
+                cost = r["per_set"]
                 per_set[system].setdefault(n, []).append(cost)
                 extra = (f", {r['events']:8.0f} changes/s delivered in all "
                          f"({r['per_watcher']:.0f}/s each), all delivered "
@@ -151,8 +179,9 @@ def main() -> int:
                     warn += f" [the term rose by {r['elections']} during the round]"
                 tag = f"[{system}] " if len(systems) > 1 else ""
                 print(f"  {tag}{n:3d} watchers: c{args.clients} SET {r['set']:7.0f}/s{extra}"
-                      f"{warn}; CPU: nodes {r['nodes_cpu']:.2f} cores ({cost:.2f} ms a SET), "
-                      f"watchers {r['own_cpu']:.2f}", flush=True)
+                      f"{warn}; CPU: nodes {r['nodes_cpu']:.2f} cores ({cost:.2f} ms a SET, "
+                      f"delivery included), watchers {r['own_cpu']:.2f}; the longest a "
+                      f"node's loop was held: {r['lag']:.0f} ms", flush=True)
         for system, _ in systems:
             ratios = paired_ratios(named[system])
             tag = f"[{system}] " if len(systems) > 1 else ""
@@ -163,7 +192,7 @@ def main() -> int:
                       f"{(1 - mid) * 100:+.1f}%), 95% CI of the median {lo:.3f} .. {hi:.3f}; "
                       f"ratios {', '.join(f'{x:.3f}' for x in ratios)}")
             costs = {n: sorted(v)[len(v) // 2] for n, v in per_set[system].items()}
-            print(f"{tag}nodes' CPU per SET (median, ms): " + ", ".join(
+            print(f"{tag}nodes' CPU per SET, delivery included (median, ms): " + ", ".join(
                 f"{n} watchers {c:.2f}" for n, c in sorted(costs.items())))
     print(load_line())
     return 0

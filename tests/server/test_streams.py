@@ -10,6 +10,7 @@ from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.kv.changes import Change
 from raftkv.kv.feed import ChangeFeed
 from raftkv.kv.sliced import SlicedRead
+from raftkv.server import streams
 from raftkv.server.commands import _writes_feed
 from raftkv.server.streams import (
     INVALID_ID,
@@ -319,3 +320,22 @@ def test_a_blocked_read_that_finds_nothing_moves_its_ids_on(kv: KVStateMachine) 
     positions = [(positions[0][0], (0, 0))]
     assert r.read(positions, MAX_COUNT, 2, advance=True).finish() is None
     assert positions[0][1] == (4, 0) and not r.news(positions)  # next time: only newer
+
+
+def test_each_entry_is_encoded_once_for_every_reader_and_the_kept_entries_are_bounded(
+        kv: KVStateMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = ReplyCache(kv.feed)
+    r = FeedReader(kv.feed, None, lambda key: False, cache)
+    plain = FeedReader(kv.feed, None, lambda key: False)
+    read = lambda reader, start: reader.read(reader.start(parse_xread(  # noqa: E731
+        b("XREAD", "STREAMS", "__raftkv:changes", start))), MAX_COUNT, 2).finish()
+    assert read(r, "0") == read(plain, "0") and len(cache.entries) == 5
+    rendered: list[Change] = []
+    monkeypatch.setattr(streams, "render", lambda c: rendered.append(c) or render(c))
+    for start in ("1", "2-0", "3"):  # readers at other ids: the entries are reused
+        assert read(r, start) == read(plain, start)
+    assert len(rendered) == 4 + 3 + 1  # (only the reader without the cache rendered)
+    monkeypatch.setattr(ReplyCache, "MAX_ENTRIES", 2)
+    kv.apply(encode_entry(b("SET", "y", 1), T0), index=5)
+    assert read(r, "0") == read(plain, "0")
+    assert list(cache.entries) == [(4, 0), (5, 0)]  # the oldest dropped first
