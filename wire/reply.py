@@ -39,7 +39,8 @@ class Push:
 class Encoded:
     """A reply already encoded as RESP for the connection it goes to, sent as it is: one
     encoding shared by many clients waiting for the same bytes (the change feed's XREAD,
-    raftkv.server.streams), and built in slices by its producer, not at send time."""
+    raftkv.server.streams), and built in slices by its producer, not at send time. A whole
+    reply only (not an element of an array)."""
 
     data: bytes
 
