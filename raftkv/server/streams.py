@@ -200,15 +200,6 @@ class Stream:
             return True
         return (yield from self.glob.steps(key))
 
-    def match(self, change: Change) -> bool:
-        """``steps`` run at once (for callers with no loop to yield to)."""
-        work = self.steps(change)
-        try:
-            while True:
-                next(work)
-        except StopIteration as done:
-            return bool(done.value)
-
 
 def render(change: Change) -> list[Any]:
     """A stream entry: ``[id, [op, <op>, key, <key>, value, <value>, deadline, <ms>]]``."""
