@@ -54,6 +54,106 @@ from client.watch import Watch
 from raftkv.probe import call, parse_info
 
 
+class RawWatchers(threading.Thread):
+    """``n`` light watchers of the whole feed in one thread: raw sockets, hiredis's C
+    parser, ``XREAD COUNT 1000 BLOCK 1000`` from the last id, no failover (``--raw``: the
+    SET rate with watchers whose own CPU is small)."""
+
+    def __init__(self, addrs: list[str], n: int, start: tuple[int, int]) -> None:
+        super().__init__(daemon=True)
+        self.addrs, self.n = addrs, n
+        self.last = [start] * n
+        self.count = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        sel = selectors.DefaultSelector()
+        socks: list[socket.socket] = []
+        parsers = []
+        for i in range(self.n):
+            host, port = self.addrs[i % len(self.addrs)].rsplit(":", 1)
+            sock = socket.create_connection((host, int(port)))
+            socks.append(sock)
+            parsers.append(hiredis.Reader())
+            sock.sendall(self._xread(i))
+            sock.setblocking(False)
+            sel.register(sock, selectors.EVENT_READ, i)
+        try:
+            while not self.done.is_set():
+                for key, _ in sel.select(timeout=0.2):
+                    i = key.data
+                    data = socks[i].recv(1 << 20)
+                    if not data:
+                        sel.unregister(socks[i])
+                        continue
+                    parsers[i].feed(data)
+                    while (reply := parsers[i].gets()) is not False:
+                        entries = reply[0][1] if isinstance(reply, list) and reply else []
+                        self.count += len(entries)
+                        if entries:
+                            self.last[i] = _id(entries[-1][0])
+                        socks[i].setblocking(True)
+                        socks[i].sendall(self._xread(i))
+                        socks[i].setblocking(False)
+        finally:
+            for sock in socks:
+                sock.close()
+
+    def _xread(self, i: int) -> bytes:
+        return _command("XREAD", "COUNT", "1000", "BLOCK", "1000", "STREAMS", FEED_NAME,
+                        "{}-{}".format(*self.last[i]))
+
+    def wait_for(self, end: tuple[int, int], timeout: float) -> bool:
+        """Wait until every watcher has ``end`` (True), or ``timeout`` seconds (False)."""
+        deadline = time.monotonic() + timeout
+        while min(self.last) < end:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+
+async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests: int,
+                    clients: int) -> dict[str, Any]:
+    """``one_round`` with ``RawWatchers`` (thread) instead of ``client.watch``."""
+    addrs = [cluster.nodes[n].client_addr for n in sorted(cluster.nodes)]
+    start = await trio.to_thread.run_sync(newest_sync, cluster.nodes[leader].client_addr)
+    raw = RawWatchers(addrs, watchers, start)
+    if watchers:
+        raw.start()
+    term = await trio.to_thread.run_sync(_term, cluster)
+    await trio.to_thread.run_sync(_reset_lag, cluster)
+    pids = [n.proc.pid for n in cluster.nodes.values() if n.proc]
+    nodes_cpu = nodes_cpu_start = _cpu(pids)
+    own_cpu = time.process_time()
+    began = trio.current_time()
+    run = await trio.to_thread.run_sync(redis_benchmark, cluster.client_addr(leader)[1],
+                                        "set", requests, clients)
+    seconds = trio.current_time() - began
+    nodes_cpu = _cpu(pids) - nodes_cpu
+    own_cpu = time.process_time() - own_cpu
+    elections = await trio.to_thread.run_sync(_term, cluster) - term
+    delivered = raw.count
+    end = await trio.to_thread.run_sync(newest_sync, cluster.nodes[leader].client_addr)
+    drain = 0.0
+    if watchers:
+        caught_up = await trio.to_thread.run_sync(raw.wait_for, end, 60.0)
+        drain = trio.current_time() - began - seconds if caught_up else math.inf
+        raw.done.set()
+        await trio.to_thread.run_sync(raw.join)
+    lag = await trio.to_thread.run_sync(_lag, cluster)
+    nodes_all = _cpu(pids) - nodes_cpu_start
+    row = run.rows.get("SET")
+    return {"set": row.rps if row and not run.returncode else 0.0,
+            "events": delivered / seconds, "drain": drain,
+            "per_watcher": delivered / seconds / watchers if watchers else 0.0,
+            "nodes_cpu": nodes_cpu / seconds, "own_cpu": own_cpu / seconds,
+            "per_set": (nodes_all / requests * 1000 if row and not run.returncode
+                        else math.inf),
+            "elections": elections, "lag": lag, "alerts": float(len(run.alerts)),
+            "alert": run.alerts[0][:200] if run.alerts else ""}
+
+
 async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests: int,
                     clients: int) -> dict[str, Any]:
     nodes = sorted(cluster.nodes)
@@ -248,6 +348,9 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--pairs", type=int, default=3, help="0/100-watcher round pairs")
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--raw", action="store_true",
+                    help="light raw-socket watchers (hiredis, one thread) instead of "
+                         "client.watch")
     ap.add_argument("--drain", type=int, default=0, metavar="WATCHERS",
                     help="only the drain round: WATCHERS raw readers of 20,000 changes")
     ap.add_argument("--baseline", default=None, metavar="REF",
@@ -279,7 +382,8 @@ def main() -> int:
         for n in order:
             for system, cluster in systems:
                 leader, _ = roles(cluster)  # an election in the last round may have moved it
-                r = trio.run(one_round, cluster, leader, n, args.requests, args.clients)
+                r = trio.run(raw_round if args.raw else one_round, cluster, leader, n,
+                             args.requests, args.clients)
                 if n in (0, 100):
                     named[system].append(("with" if n == 100 else "without", r["set"]))
                 cost = r["per_set"]
