@@ -36,6 +36,16 @@ class Push:
 
 
 @attrs.frozen
+class Encoded:
+    """A reply already encoded as RESP for the connection it goes to, sent as it is: one
+    encoding shared by many clients waiting for the same bytes (the change feed's XREAD,
+    raftkv.server.streams), and built in slices by its producer, not at send time. A whole
+    reply only (not an element of an array)."""
+
+    data: bytes
+
+
+@attrs.frozen
 class Replies:
     """Several top-level replies to one command, sent one after another."""
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from wire.chunk_buffer import ChunkBuffer
 from wire.errors import ProtocolError
-from wire.reply import OK, ErrorReply, Push, Replies, SimpleString
+from wire.reply import OK, Encoded, ErrorReply, Push, Replies, SimpleString
 
 __all__ = ["CommandParser", "encode_command", "encode_reply", "encode_reply_chunks", "split_args"]
 
@@ -413,6 +413,8 @@ def encode_reply(value: Any, proto: int = 2) -> bytes:
     t = type(value)
     if t is bytes:
         return _bulk(value)
+    if t is Encoded:
+        return value.data
     if value is None:
         return _NULL3 if proto == 3 else _NULL2
     if t is int:
@@ -436,6 +438,9 @@ def encode_reply_chunks(value: Any, proto: int = 2, chunk: int = 64 * 1024) -> I
     sends each piece before asking for the next holds one piece, not the whole reply.
     """
     t = type(value)
+    if t is Encoded:
+        yield value.data
+        return
     if t is bytes:
         if len(value) < _BIG_BULK:
             yield _bulk(value)

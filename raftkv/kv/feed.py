@@ -13,7 +13,8 @@ same tail as the peer that took it. The bounds are a node's settings (like
 ``--max-request-bytes``): nodes with different bounds keep different tails, each exact.
 
 Pure: no clock, no I/O. Reads (``after``, ``between``) are bounded by their COUNT and by
-the tail itself; a filtered read walks the tail from its id.
+the tail itself; a filtered read walks the tail from its id. A reader that must not hold
+its caller for long takes the tail a ``chunk`` at a time (raftkv.server.streams).
 """
 
 from __future__ import annotations
@@ -75,11 +76,13 @@ class ChangeFeed:
         self.bytes = 0
         self.floor: Id | None = (0, 0)
         self.last_index = 0  # the highest log index appended (with or without changes)
+        self.version = 0  # moves on every append, replace and restore: a cache's key
 
     # -- the state machine's side ---------------------------------------------------------
 
     def append(self, index: int, changes: list[Change]) -> None:
         """The entry at log ``index`` was applied and made ``changes`` (maybe none)."""
+        self.version += 1
         if index > self.last_index:
             self.last_index = index
         if changes:
@@ -116,6 +119,7 @@ class ChangeFeed:
         """Take a snapshot's feed (None: the snapshot had none; see ``restored_at``)."""
         if state is None:
             state = FeedState(None)
+        self.version += 1
         self._items = list(state.changes)
         self._head = 0
         self.bytes = sum(map(change_size, self._items))
@@ -126,6 +130,7 @@ class ChangeFeed:
     def restored_at(self, index: int) -> None:
         """The state machine now stands at log ``index`` (a snapshot was loaded): a feed
         the snapshot did not carry starts there, knowing nothing before."""
+        self.version += 1
         if self.floor is None:
             self.floor = (index, MAX_POSITION)
         self.last_index = max(self.last_index, index)
@@ -186,6 +191,17 @@ class ChangeFeed:
             return found, (edge.index, edge.position - 1) if edge.position else (
                 edge.index - 1, MAX_POSITION)
         return found, _id(edge)
+
+    def chunk(self, after: Id, until: Id, size: int, reverse: bool = False) -> list[Change]:
+        """At most ``size`` retained changes with after < id <= until, oldest first
+        (``reverse``: the newest first): a copy, so a reader may hold it while the tail
+        grows or is trimmed, and go on from its last id with the next ``chunk``."""
+        items = self._items
+        lo = bisect.bisect_right(items, after, lo=self._head, key=_id)
+        hi = bisect.bisect_right(items, until, lo=lo, key=_id)
+        if reverse:
+            return items[max(lo, hi - size):hi][::-1]
+        return items[lo:min(hi, lo + size)]
 
     def after(self, after: Id, count: int,
               match: Callable[[Change], bool] | None = None) -> list[Change]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wire.reply import Push, Replies
+from wire.reply import Encoded, Push, Replies
 
 _SAMPLE = 256
 _SMALL = 16  # an integer, null, status or the framing of a value
@@ -40,6 +40,8 @@ def reply_size(value: Any) -> int:
         return _SMALL + sample * n // _SAMPLE
     if t is Push or t is Replies:  # Pub/Sub's messages and confirmations
         return reply_size(value.items)
+    if t is Encoded:  # (shared by the clients it goes to; each is weighed for it)
+        return len(value.data)
     return _SMALL
 
 

@@ -25,19 +25,22 @@ to keys its patterns allow (a FLUSHALL always).
 from __future__ import annotations
 
 import re
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from raftkv.kv.changes import FLUSH_KEY, Change
-from raftkv.kv.feed import TOP_ID, ChangeFeed, Compacted, Id, key_filter
-from raftkv.kv.glob import Glob
+from raftkv.kv.feed import MAX_POSITION, TOP_ID, ChangeFeed, Compacted, Id
+from raftkv.kv.glob import Glob, Steps, stringmatch
 from raftkv.kv.sliced import SlicedRead
 from raftkv.node.pending import Pending
 from raftkv.server.auth import KEY_DENIED, acl_of
 from raftkv.server.connection import Connection
-from wire.reply import ErrorReply
+from wire.reply import Encoded, ErrorReply
+from wire.resp import encode_reply
 
 if TYPE_CHECKING:
     from raftkv.node.node import Node
@@ -47,12 +50,19 @@ FEED_FILTERED = FEED + b":"
 MAX_COUNT = 10_000
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 MAX_ID_PART = 2**64 - 1  # Redis's stream ids are two unsigned 64-bit numbers
-# Changes examined per slice of a read: a filtered read over the whole tail (100,000
-# changes, a glob each) takes 50-100 ms, so it runs in slices of about 2 ms, the client
-# port yielding to the loop in between (raftkv.kv.sliced, as KEYS and SCAN do).
-SLICE = 4096
-# Streams one XREAD may name: a blocked reader's filters are checked against every applied
-# change in the apply path, so their number is bounded (they are all views of one feed).
+# A read is done in slices of about ``BUDGET`` units of work, the client port (or the
+# blocked readers' task) yielding to the loop in between (raftkv.kv.sliced, as KEYS and
+# SCAN do). A unit is about one glob matcher step (raftkv.kv.glob: a `?` or `[` pattern
+# costs a unit a key byte or more, a literal-and-`*` one a unit per 256 bytes), so a slice
+# is bounded by the work done, not by the number of changes: attack3 made 4,096 changes a
+# slice cost 400 ms with `?*?*?*?*b` on 200-byte keys. A unit is about 1 us of CPU here.
+BUDGET = 2048
+BATCH = 256  # changes taken from the tail at once (a list copy) by a read
+CHANGE_COST = 1  # units a change costs a read beyond its filter
+ENCODE_COST = 10  # units a change costs to render and encode, plus its bytes:
+BYTES_PER_UNIT = 512  # bytes of a reply encoded per unit
+# Streams one XREAD may name: each is walked on every read, a blocked reader's after each
+# applied batch, so their number is bounded (they are all views of one feed).
 MAX_XREAD_STREAMS = 32
 TOO_MANY_STREAMS = ErrorReply(f"ERR XREAD reads at most {MAX_XREAD_STREAMS} streams at once "
                               "(they are all views of one change feed)")
@@ -146,31 +156,49 @@ def parse_range_id(raw: bytes, start: bool) -> Id | ErrorReply:
 
 @attrs.frozen
 class Stream:
-    """One virtual stream: its name and which changes it holds."""
+    """One virtual stream: its name and which changes it holds (``glob``: to keys matching
+    it; ``acl``: to keys matching one of the user's key patterns; None: every key). A
+    FLUSHALL is in every stream."""
 
     name: bytes
-    match: Callable[[Change], bool] | None  # None: every change
+    glob: Glob | None
+    acl: tuple[Glob, ...] | None = None
 
     @classmethod
     def named(cls, name: bytes) -> Stream | None:
         if name == FEED:
             return cls(name, None)
         if name.startswith(FEED_FILTERED):
-            return cls(name, key_filter(Glob(name[len(FEED_FILTERED):]).match))
+            return cls(name, Glob(name[len(FEED_FILTERED):]))
         return None
 
-    def restricted(self, may_read: Callable[[bytes], bool] | None) -> Stream:
-        """The same stream as a user who may read only some keys sees it."""
-        if may_read is None:
+    def restricted(self, patterns: tuple[bytes, ...] | None) -> Stream:
+        """The same stream as a user who may read only keys matching ``patterns`` sees it
+        (None: every key)."""
+        if patterns is None:
             return self
-        inner = self.match
+        return Stream(self.name, self.glob, tuple(Glob(p) for p in patterns))
 
-        def match(change: Change) -> bool:
-            flush = change.key == FLUSH_KEY and change.op in ("flushall", "flushdb")
-            if not flush and not may_read(change.key):
+    @property
+    def every(self) -> bool:
+        """Every change is in it (no filter, no restriction): nothing to match."""
+        return self.glob is None and self.acl is None
+
+    def steps(self, change: Change) -> Steps:
+        """Is ``change`` in this stream? A generator yielding the matchers' work
+        (raftkv.kv.glob), so one long key cannot hold a slice for long."""
+        key = change.key
+        if key == FLUSH_KEY and change.op in ("flushall", "flushdb"):
+            return True
+        if self.acl is not None:
+            for glob in self.acl:
+                if (yield from glob.steps(key)):
+                    break
+            else:
                 return False
-            return inner is None or inner(change)
-        return Stream(self.name, match)
+        if self.glob is None:
+            return True
+        return (yield from self.glob.steps(key))
 
 
 def render(change: Change) -> list[Any]:
@@ -195,6 +223,115 @@ def _capped(changes: list[Change]) -> list[Change]:
         if total > MAX_REPLY_BYTES and i > 0:
             return changes[:i]
     return changes
+
+
+def encode_entries(changes: list[Change], cache: ReplyCache | None = None
+                   ) -> Generator[int, None, list[bytes]]:
+    """Each change as an encoded stream entry (the same bytes in RESP2 and RESP3: arrays
+    of bulk strings), yielding the work done as it goes; through ``cache``'s entries, so
+    each change is rendered and encoded once however many readers read it."""
+    out: list[bytes] = []
+    work = 0
+    known = cache.entries if cache is not None else {}
+    for change in changes:
+        piece = known.get((change.index, change.position))
+        if piece is None:
+            piece = encode_reply(render(change), 2)
+            work += ENCODE_COST + len(piece) // BYTES_PER_UNIT
+            if cache is not None:
+                cache.keep_entry(change, piece)
+        else:
+            work += CHANGE_COST
+        out.append(piece)
+        if work >= 256:
+            yield work
+            work = 0
+    if work:
+        yield work
+    return out
+
+
+def _array(pieces: list[bytes]) -> bytes:
+    return b"*%d\r\n" % len(pieces) + b"".join(pieces)
+
+
+def xread_reply(found: list[tuple[bytes, list[bytes]]], proto: int) -> Encoded:
+    """XREAD's reply from each stream's encoded entries: an array of [name, entries] pairs
+    (RESP3: a map of name to entries, a name given twice keeping its last entries, as a
+    dict does)."""
+    if proto == 3:
+        streams = dict(found)
+        return Encoded(b"%%%d\r\n" % len(streams) + b"".join(
+            encode_reply(name, 3) + _array(entries) for name, entries in streams.items()))
+    return Encoded(b"*%d\r\n" % len(found) + b"".join(
+        b"*2\r\n" + encode_reply(name, 2) + _array(entries) for name, entries in found))
+
+
+class ReplyCache:
+    """A node's encoded feed, shared by its readers: each change's entry, encoded once
+    (ids mean the same change on every node and forever), and whole XREAD replies for the
+    feed as it stands (its ``version``): readers at the same ids with the same streams,
+    COUNT, protocol and key restriction get the same bytes. The watchers of one feed all
+    come back with the id of the last change they got, so after each applied batch a
+    hundred of them ask the same question: the first read answers it, the others share its
+    bytes; a watcher that is behind joins entries encoded for the others (README "Watching
+    changes"). Bounded: ``MAX_REPLIES`` replies and ``MAX_BYTES`` in all, emptied when the
+    feed moves; ``MAX_ENTRIES`` entries and ``MAX_BYTES``, the oldest dropped first."""
+
+    MAX_REPLIES = 256
+    MAX_ENTRIES = 100_000
+    MAX_BYTES = 32 * 1024 * 1024
+
+    def __init__(self, feed: ChangeFeed) -> None:
+        self.feed = feed
+        self._version = -1
+        self._replies: dict[Any, Encoded] = {}
+        self._bytes = 0
+        self.entries: OrderedDict[Id, bytes] = OrderedDict()  # (the oldest kept first)
+        self._entry_bytes = 0
+        self.hits = 0
+
+    def _now(self) -> None:
+        if self._version != self.feed.version:
+            self._version = self.feed.version
+            self._replies = {}
+            self._bytes = 0
+
+    def get(self, key: Any) -> Encoded | None:
+        self._now()
+        reply = self._replies.get(key)
+        if reply is not None:
+            self.hits += 1
+        return reply
+
+    def put(self, key: Any, reply: Encoded, version: int) -> None:
+        """Keep ``reply``, read from the feed at ``version``, if the feed is still there."""
+        self._now()
+        if (version == self._version and len(self._replies) < self.MAX_REPLIES
+                and self._bytes + len(reply.data) <= self.MAX_BYTES):
+            self._replies[key] = reply
+            self._bytes += len(reply.data)
+
+    def keep_entry(self, change: Change, piece: bytes) -> None:
+        """Keep ``change``'s encoded entry (an entry over ``MAX_BYTES / 64`` is not kept)."""
+        if len(piece) > self.MAX_BYTES // 64:
+            return
+        entries = self.entries
+        entries[change.index, change.position] = piece
+        self._entry_bytes += len(piece)
+        while len(entries) > self.MAX_ENTRIES or self._entry_bytes > self.MAX_BYTES:
+            self._entry_bytes -= len(entries.popitem(last=False)[1])
+
+
+_CACHES: weakref.WeakKeyDictionary[ChangeFeed, ReplyCache] = weakref.WeakKeyDictionary()
+
+
+def reply_cache(feed: ChangeFeed) -> ReplyCache:
+    """The node's cache of XREAD replies for ``feed``."""
+    cache = _CACHES.get(feed)
+    if cache is None:
+        cache = _CACHES[feed] = ReplyCache(feed)
+    return cache
 
 
 def compacted(exc: Compacted, name: bytes) -> ErrorReply:
@@ -267,20 +404,23 @@ def parse_xread(args: list[bytes]) -> XRead | ErrorReply:
 
 
 class FeedReader:
-    """Answers the stream commands from one node's feed, as one user sees it."""
+    """Answers the stream commands from one node's feed, as one user sees it: a user whose
+    key ``patterns`` are given (None: every key) sees only the changes to keys they match.
+    ``cache``: the node's shared XREAD replies (None: every read is its own)."""
 
-    def __init__(self, feed: ChangeFeed, may_read: Callable[[bytes], bool] | None,
-                 key_exists: Callable[[bytes], bool]) -> None:
+    def __init__(self, feed: ChangeFeed, patterns: tuple[bytes, ...] | None,
+                 key_exists: Callable[[bytes], bool], cache: ReplyCache | None = None) -> None:
         self.feed = feed
-        self.may_read = may_read  # None: every key
+        self.patterns = patterns
         self.key_exists = key_exists  # a plain key of that name exists (WRONGTYPE)
+        self.cache = cache
 
     def stream(self, name: bytes) -> Stream | ErrorReply | None:
         """The virtual stream ``name`` as this user sees it; None for a plain name."""
-        if self.may_read is not None and not self.may_read(name):
+        if self.patterns is not None and not any(stringmatch(p, name) for p in self.patterns):
             return KEY_DENIED
         stream = Stream.named(name)
-        return stream.restricted(self.may_read) if stream is not None else None
+        return stream.restricted(self.patterns) if stream is not None else None
 
     # XREAD
 
@@ -305,56 +445,95 @@ class FeedReader:
             positions.append((stream, after))
         return positions
 
-    def _collect(self, after: Id, until: Id, count: int, match: Callable[[Change], bool] | None,
+    def _collect(self, after: Id, until: Id, count: int, stream: Stream,
                  reverse: bool = False, strict: bool = False
-                 ) -> Generator[int, None, list[Change]]:
-        """Walk the feed a slice at a time (yielding the work done); returns the changes.
-        ``strict``: a reader resuming after ``after`` (XREAD), so ``Compacted`` is raised
-        if the tail no longer reaches back to where the walk stands."""
+                 ) -> Generator[int, None, tuple[list[Change], Id]]:
+        """Walk the feed a ``BATCH`` at a time, yielding the work done; returns up to
+        ``count`` changes of ``stream`` with after < id <= until (``reverse``: the newest
+        first) and where the walk stopped (the last change it examined, or the bound it
+        started from: a reader that found nothing may go on from there). ``strict``: a
+        reader resuming after ``after`` (XREAD), so ``Compacted`` is raised if the tail no
+        longer reaches back to where the walk stands."""
         found: list[Change] = []
+        feed, every = self.feed, stream.every
+        edge = until if reverse else after
         while True:
             if strict:
-                self.feed.check(after)
-            chunk, resume = self.feed.walk(after, until, count - len(found), match, SLICE,
-                                           reverse)
-            found += chunk
-            if resume is None:
-                return _capped(found)
-            if reverse:
-                until = resume
+                feed.check(after)
+            batch = feed.chunk(after, until, BATCH, reverse)
+            if not batch:
+                return found, edge
+            if every:
+                batch = batch[:count - len(found)]
+                found += batch
+                yield CHANGE_COST * len(batch)
             else:
-                after = resume
-            yield SLICE
+                work = 0
+                for i, change in enumerate(batch):
+                    if (yield from stream.steps(change)):
+                        found.append(change)
+                        if len(found) >= count:
+                            batch = batch[:i + 1]
+                            break
+                    work += CHANGE_COST
+                    if work >= 256:
+                        yield work
+                        work = 0
+                yield work + CHANGE_COST
+            last = batch[-1]
+            if reverse:
+                until = edge = ((last.index, last.position - 1) if last.position
+                                else (last.index - 1, MAX_POSITION))
+            else:
+                after = edge = last.id
+            if len(found) >= count:
+                return found, edge
 
-    def read(self, positions: list[tuple[Stream, Id]], count: int, proto: int) -> FeedRead:
-        """XREAD's reply, as a read done in slices: each stream with entries after its id,
-        or None if none has."""
+    def read(self, positions: list[tuple[Stream, Id]], count: int, proto: int,
+             advance: bool = False) -> FeedRead:
+        """XREAD's reply, as a read done in slices: each stream with entries after its id
+        (encoded, shared through the cache), or None if none has. ``advance``: a blocked
+        reader's read; when it finds nothing, each position moves to where its walk
+        stopped, so the next wake-up looks only at changes applied since."""
+        key = (self.patterns, proto, count, tuple((s.name, after) for s, after in positions))
+
         def body(job: FeedRead) -> Iterator[int]:
-            found: list[tuple[bytes, list[Any]]] = []
+            cache = self.cache
+            if cache is not None:
+                shared = cache.get(key)
+                if shared is not None:
+                    job.result = shared
+                    return
+            version = self.feed.version
+            found: list[tuple[bytes, list[bytes]]] = []
+            edges: list[Id] = []
             budget = MAX_REPLY_BYTES
             for stream, after in positions:
                 try:
-                    changes = yield from self._collect(after, TOP_ID, count, stream.match,
-                                                       strict=True)
+                    changes, edge = yield from self._collect(after, TOP_ID, count, stream,
+                                                             strict=True)
                 except Compacted as exc:
                     job.result = compacted(exc, stream.name)
                     return
+                edges.append(edge)
                 if changes and budget > 0:
+                    changes = _capped(changes)
                     budget -= sum(map(_size, changes))
-                    found.append((stream.name, [render(c) for c in changes]))
+                    found.append((stream.name, (yield from encode_entries(changes, cache))))
             if found:
-                job.result = dict(found) if proto == 3 else [list(item) for item in found]
+                job.result = xread_reply(found, proto)
+                if cache is not None:  # (if the feed did not move during the read)
+                    cache.put(key, job.result, version)
+            elif advance:
+                positions[:] = [(stream, edge) for (stream, _), edge in zip(
+                    positions, edges, strict=True)]
         return FeedRead(body)
 
-    @staticmethod
-    def wants(positions: list[tuple[Stream, Id]]) -> Callable[[Change], bool]:
-        """For a blocked reader: is this newly applied change part of its answer?"""
-        def wants(change: Change) -> bool:
-            for stream, after in positions:
-                if change.id > after and (stream.match is None or stream.match(change)):
-                    return True
-            return False
-        return wants
+    def news(self, positions: list[tuple[Stream, Id]]) -> bool:
+        """Could the feed hold something after any of ``positions``? (A blocked reader
+        skips its read when not: a cheap test, no matching.)"""
+        last = self.feed.last_id
+        return any(after < last for _, after in positions)
 
     # XRANGE / XREVRANGE
 
@@ -384,12 +563,12 @@ class FeedReader:
             return WRONGTYPE if self.key_exists(args[1]) else []
         if count <= 0 or start > end:
             return []
-        match = stream.match
 
         def body(job: FeedRead) -> Iterator[int]:
             after = (start[0], start[1] - 1)  # (position -1 sorts below every real one)
-            changes = yield from self._collect(after, end, count, match, reverse)
-            job.result = [render(c) for c in changes]
+            changes, _ = yield from self._collect(after, end, count, stream, reverse)
+            entries = yield from encode_entries(_capped(changes), self.cache)
+            job.result = Encoded(_array(entries))  # (the same bytes in RESP2 and RESP3)
         return FeedRead(body)
 
     # XINFO STREAM
@@ -413,15 +592,15 @@ class FeedReader:
             return stream
         if stream is None:
             return WRONGTYPE if self.key_exists(args[2]) else NO_SUCH_KEY
-        feed, match = self.feed, stream.match
+        feed = self.feed
 
         def body(job: FeedRead) -> Iterator[int]:
             length = len(feed)
-            if match is not None:  # (one pass: the matching changes, first and last)
-                matching = yield from self._collect((-1, 0), TOP_ID, length or 1, match)
+            if not stream.every:  # (one pass: the matching changes, first and last)
+                matching, _ = yield from self._collect((-1, 0), TOP_ID, length or 1, stream)
                 length = len(matching)
-            first = yield from self._collect((-1, 0), TOP_ID, 1, match)
-            last = yield from self._collect((-1, 0), TOP_ID, 1, match, reverse=True)
+            first, _ = yield from self._collect((-1, 0), TOP_ID, 1, stream)
+            last, _ = yield from self._collect((-1, 0), TOP_ID, 1, stream, reverse=True)
             job.result = self._info(length, first, last)
         return FeedRead(body)
 
@@ -456,6 +635,10 @@ class FeedRead(SlicedRead):
     def _run(self) -> Iterator[int]:
         return self._body(self)
 
+    def step(self, budget: int = BUDGET) -> bool:
+        """One slice of the feed's own size (``BUDGET``), whoever steps it."""
+        return super().step(budget)
+
     def settled(self) -> Any:
         """The reply if the first slice finishes the read, else this read itself."""
         return self.result if self.step() else self
@@ -463,9 +646,10 @@ class FeedRead(SlicedRead):
 
 def _reader(node: Node, conn: Connection) -> FeedReader:
     user = acl_of(conn).user(conn.user)
-    may_read = None if user is None or user.allkeys else user.may_access
-    return FeedReader(node.kv.feed, may_read,
-                      lambda key: node.kv.read([b"exists", key]) == 1)
+    patterns = None if user is None or user.allkeys else tuple(user.patterns)
+    feed = node.kv.feed
+    return FeedReader(feed, patterns, lambda key: node.kv.read([b"exists", key]) == 1,
+                      reply_cache(feed))
 
 
 def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
@@ -476,17 +660,22 @@ def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     positions = reader.start(request)
     if isinstance(positions, ErrorReply):
         return Pending.of(positions)
-    proto = conn.proto
-    job = reader.read(positions, request.count, proto)
+    proto, count = conn.proto, request.count
+    job = reader.read(positions, count, proto, advance=request.block is not None)
     done = job.step()
     if request.block is None or not positions or (done and job.result is not None):
         return Pending.of(job.result if done else job)
     blocked = conn.server.blocked if conn.server is not None else None
     if blocked is None:
         return Pending.of(ErrorReply("ERR XREAD BLOCK is not available on this connection"))
-    # Nothing yet (or a long read still going): the blocked reader finishes it, then waits.
-    return blocked.block(node.start_background, request.block, reader.wants(positions),
-                         lambda: reader.read(positions, request.count, proto), conn.on_end,
+    # Nothing yet (or a long read still going): the blocked readers' task finishes it,
+    # then reads again from where it stopped after each applied batch that could matter.
+
+    def retry() -> FeedRead | None:
+        return reader.read(positions, count, proto, advance=True) if reader.news(
+            positions) else None
+
+    return blocked.block(node.start_background, request.block, retry, conn.on_end,
                          None if done else job)
 
 

@@ -2,6 +2,7 @@
 ``redis-benchmark -t set -c 50`` runs, and what 100 watchers cost the SET throughput.
 
 Run: .venv/bin/python tests/bench/bench_watch.py [--requests 3000] [--pairs 3] [--dir D]
+                                                 [--baseline REF]
 
 One 3-node cluster (fsync always). In each round, N watchers (client.watch on the whole
 feed, spread over the three nodes, each on its own connection, all in this process) follow
@@ -12,7 +13,13 @@ had them all. Rounds of 0 and 100 watchers alternate (A B B A ...) so both see t
 machine load; the cost figure is the median of the 100/0 SET-rate ratios of adjacent
 rounds with a bootstrap 95% interval. On a shared 2-core machine the watchers' own CPU (in
 this process) competes with the nodes: the cost measured includes it, so each round also
-prints the CPU the nodes and the watchers used (cores: CPU seconds per second).
+prints the CPU the nodes and the watchers used while the SETs ran (cores: CPU seconds per
+second), and the nodes' CPU per SET (ms) from the first SET to the last change delivered:
+the node-side cost of the watchers is the rise of that figure, free of the watchers' own
+CPU and of how much CPU the machine's other work left the nodes. ``--baseline REF`` runs
+every round also on a second cluster of git ref REF's raftkv/ and wire/ (right after the
+same round on this tree, so both see the same load) and prints both clusters' figures: a
+before/after in one run.
 """
 
 from __future__ import annotations
@@ -21,11 +28,16 @@ import argparse
 import contextlib
 import math
 import os
+import selectors
+import socket
+import threading
 import time
 from typing import Any
 
+import hiredis
 import trio
 from common import (
+    baseline_cluster,
     load_line,
     median_ci,
     paired_ratios,
@@ -39,6 +51,107 @@ from chaos.cluster import LocalCluster
 from chaos.watchers import newest_id
 from client.feed import ZERO
 from client.watch import Watch
+from raftkv.probe import call, parse_info
+
+
+class RawWatchers(threading.Thread):
+    """``n`` light watchers of the whole feed in one thread: raw sockets, hiredis's C
+    parser, ``XREAD COUNT 1000 BLOCK 1000`` from the last id, no failover (``--raw``: the
+    SET rate with watchers whose own CPU is small)."""
+
+    def __init__(self, addrs: list[str], n: int, start: tuple[int, int]) -> None:
+        super().__init__(daemon=True)
+        self.addrs, self.n = addrs, n
+        self.last = [start] * n
+        self.count = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        sel = selectors.DefaultSelector()
+        socks: list[socket.socket] = []
+        parsers = []
+        for i in range(self.n):
+            host, port = self.addrs[i % len(self.addrs)].rsplit(":", 1)
+            sock = socket.create_connection((host, int(port)))
+            socks.append(sock)
+            parsers.append(hiredis.Reader())
+            sock.sendall(self._xread(i))
+            sock.setblocking(False)
+            sel.register(sock, selectors.EVENT_READ, i)
+        try:
+            while not self.done.is_set():
+                for key, _ in sel.select(timeout=0.2):
+                    i = key.data
+                    data = socks[i].recv(1 << 20)
+                    if not data:
+                        sel.unregister(socks[i])
+                        continue
+                    parsers[i].feed(data)
+                    while (reply := parsers[i].gets()) is not False:
+                        entries = reply[0][1] if isinstance(reply, list) and reply else []
+                        self.count += len(entries)
+                        if entries:
+                            self.last[i] = _id(entries[-1][0])
+                        socks[i].setblocking(True)
+                        socks[i].sendall(self._xread(i))
+                        socks[i].setblocking(False)
+        finally:
+            for sock in socks:
+                sock.close()
+
+    def _xread(self, i: int) -> bytes:
+        return _command("XREAD", "COUNT", "1000", "BLOCK", "1000", "STREAMS", FEED_NAME,
+                        "{}-{}".format(*self.last[i]))
+
+    def wait_for(self, end: tuple[int, int], timeout: float) -> bool:
+        """Wait until every watcher has ``end`` (True), or ``timeout`` seconds (False)."""
+        deadline = time.monotonic() + timeout
+        while min(self.last) < end:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+
+async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests: int,
+                    clients: int) -> dict[str, Any]:
+    """``one_round`` with ``RawWatchers`` (thread) instead of ``client.watch``."""
+    addrs = [cluster.nodes[n].client_addr for n in sorted(cluster.nodes)]
+    start = await trio.to_thread.run_sync(newest_sync, cluster.nodes[leader].client_addr)
+    raw = RawWatchers(addrs, watchers, start)
+    if watchers:
+        raw.start()
+    term = await trio.to_thread.run_sync(_term, cluster)
+    await trio.to_thread.run_sync(_reset_lag, cluster)
+    pids = [n.proc.pid for n in cluster.nodes.values() if n.proc]
+    nodes_cpu = nodes_cpu_start = _cpu(pids)
+    own_cpu = time.process_time()
+    began = trio.current_time()
+    run = await trio.to_thread.run_sync(redis_benchmark, cluster.client_addr(leader)[1],
+                                        "set", requests, clients)
+    seconds = trio.current_time() - began
+    nodes_cpu = _cpu(pids) - nodes_cpu
+    own_cpu = time.process_time() - own_cpu
+    elections = await trio.to_thread.run_sync(_term, cluster) - term
+    delivered = raw.count
+    end = await trio.to_thread.run_sync(newest_sync, cluster.nodes[leader].client_addr)
+    drain = 0.0
+    if watchers:
+        caught_up = await trio.to_thread.run_sync(raw.wait_for, end, 60.0)
+        drain = trio.current_time() - began - seconds if caught_up else math.inf
+        raw.done.set()
+        await trio.to_thread.run_sync(raw.join)
+    lag = await trio.to_thread.run_sync(_lag, cluster)
+    nodes_all = _cpu(pids) - nodes_cpu_start
+    row = run.rows.get("SET")
+    return {"set": row.rps if row and not run.returncode else 0.0,
+            "events": delivered / seconds, "drain": drain,
+            "per_watcher": delivered / seconds / watchers if watchers else 0.0,
+            "nodes_cpu": nodes_cpu / seconds, "own_cpu": own_cpu / seconds,
+            "per_set": (nodes_all / requests * 1000 if row and not run.returncode
+                        else math.inf),
+            "elections": elections, "lag": lag, "alerts": float(len(run.alerts)),
+            "alert": run.alerts[0][:200] if run.alerts else ""}
 
 
 async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests: int,
@@ -62,7 +175,9 @@ async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests:
             eps = [cluster.nodes[n].client_addr for n in nodes[first:] + nodes[:first]]
             nursery.start_soon(follow, i, Watch(eps, "*", str(start), block=1.0))
         term = await trio.to_thread.run_sync(_term, cluster)
-        nodes_cpu = _cpu([n.proc.pid for n in cluster.nodes.values() if n.proc])
+        await trio.to_thread.run_sync(_reset_lag, cluster)
+        nodes_cpu = nodes_cpu_start = _cpu([n.proc.pid for n in cluster.nodes.values()
+                                            if n.proc])
         own_cpu = time.process_time()
         began = trio.current_time()
         run = await trio.to_thread.run_sync(redis_benchmark, cluster.client_addr(leader)[1],
@@ -81,12 +196,18 @@ async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests:
             drain = (trio.current_time() - began - seconds if min(last) >= end
                      else math.inf)
         nursery.cancel_scope.cancel()
+    lag = await trio.to_thread.run_sync(_lag, cluster)
+    # The nodes' CPU from the first SET to the last change delivered (the watchers may
+    # still be reading after the last SET): what serving the SETs and their feed cost.
+    nodes_all = _cpu([n.proc.pid for n in cluster.nodes.values() if n.proc]) - nodes_cpu_start
     row = run.rows.get("SET")
     return {"set": row.rps if row and not run.returncode else 0.0,
             "events": delivered / seconds, "drain": drain,
             "per_watcher": delivered / seconds / watchers if watchers else 0.0,
             "nodes_cpu": nodes_cpu / seconds, "own_cpu": own_cpu / seconds,
-            "elections": elections, "alerts": float(len(run.alerts)),
+            "per_set": (nodes_all / requests * 1000 if row and not run.returncode
+                        else math.inf),
+            "elections": elections, "lag": lag, "alerts": float(len(run.alerts)),
             "alert": run.alerts[0][:200] if run.alerts else ""}
 
 
@@ -94,6 +215,120 @@ def _term(cluster: LocalCluster) -> int:
     """The highest term any node reports: a rise during a round is an election."""
     infos = [cluster.info(i) for i in cluster.nodes]
     return max(int(i.get("term", 0)) for i in infos if i) if any(infos) else 0
+
+
+def drain_round(cluster: LocalCluster, node_id: int, watchers: int, changes: int
+                ) -> dict[str, float]:
+    """The node-side cost per delivered change, free of the SETs and of the watchers' own
+    parsing: ``changes`` changes are written first (MSETs of 1,000 keys), then
+    ``watchers`` raw-socket readers (hiredis's C parser, one thread, non-blocking sockets)
+    each read the whole feed from the node with ``XREAD COUNT 1000``, while a PING is
+    sent every 10 ms on another connection. Reports the node's CPU per delivered change
+    (us), the watchers' CPU, and the slowest PING (the loop held by delivery)."""
+    addr = cluster.nodes[node_id].client_addr
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as s:
+        writer = hiredis.Reader()
+        for batch in range(changes // 1000):
+            args = ["MSET"] + [x for i in range(1000) for x in (f"d{batch}:{i}", "v")]
+            s.sendall(_command(*args))
+            reply: Any = False
+            while reply is False:
+                writer.feed(s.recv(65536))
+                reply = writer.gets()
+    end = newest_sync(addr)
+    socks, readers, last = [], [], []
+    start = [b"0"] * watchers
+    pid = cluster.nodes[node_id].proc.pid  # type: ignore[union-attr]
+    node_cpu, own_cpu, began = _cpu([pid]), time.process_time(), time.perf_counter()
+    worst = 0.0
+    stop = threading.Event()
+
+    def pinger() -> None:
+        nonlocal worst
+        with socket.create_connection((host, int(port))) as p:
+            while not stop.is_set():
+                t = time.perf_counter()
+                p.sendall(b"*1\r\n$4\r\nPING\r\n")
+                p.recv(64)
+                worst = max(worst, time.perf_counter() - t)
+                stop.wait(0.01)
+    ping = threading.Thread(target=pinger, daemon=True)
+    ping.start()
+    sel = selectors.DefaultSelector()
+    for i in range(watchers):
+        sock = socket.create_connection((host, int(port)))
+        sock.setblocking(False)
+        socks.append(sock)
+        readers.append(hiredis.Reader())
+        last.append(start[i])
+        sock.sendall(_command("XREAD", "COUNT", "1000", "STREAMS", FEED_NAME, start[i]))
+        sel.register(sock, selectors.EVENT_READ, i)
+    delivered, left = 0, watchers
+    while left:
+        for key, _ in sel.select(timeout=30):
+            i = key.data
+            readers[i].feed(key.fileobj.recv(1 << 20))  # type: ignore[union-attr]
+            while (reply := readers[i].gets()) is not False:
+                entries = reply[0][1] if reply else []
+                delivered += len(entries)
+                if entries:
+                    last[i] = entries[-1][0]
+                if _id(last[i]) >= end:
+                    sel.unregister(key.fileobj)
+                    left -= 1
+                else:
+                    socks[i].setblocking(True)
+                    socks[i].sendall(_command("XREAD", "COUNT", "1000", "STREAMS", FEED_NAME,
+                                              last[i]))
+                    socks[i].setblocking(False)
+    seconds = time.perf_counter() - began
+    node_cpu, own_cpu = _cpu([pid]) - node_cpu, time.process_time() - own_cpu
+    stop.set()
+    ping.join()
+    for sock in socks:
+        sock.close()
+    return {"us_per_change": node_cpu / delivered * 1e6, "delivered": delivered,
+            "seconds": seconds, "node_cpu": node_cpu, "own_cpu": own_cpu,
+            "worst_ping_ms": worst * 1000}
+
+
+FEED_NAME = "__raftkv:changes"
+
+
+def _command(*args: str | bytes) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        data = a.encode() if isinstance(a, str) else a
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _id(raw: bytes) -> tuple[int, int]:
+    index, _, position = raw.partition(b"-")
+    return (int(index), int(position or 0))
+
+
+def newest_sync(addr: str) -> tuple[int, int]:
+    reply = call(addr, "XREVRANGE", FEED_NAME, "+", "-", "COUNT", "1")
+    return _id(reply[0][0]) if isinstance(reply, list) and reply else (0, 0)
+
+
+def _reset_lag(cluster: LocalCluster) -> None:
+    for node in cluster.nodes.values():
+        with contextlib.suppress(OSError, ConnectionError):
+            call(node.client_addr, "CONFIG", "RESETSTAT")
+
+
+def _lag(cluster: LocalCluster) -> float:
+    """The longest the nodes' event loops were held during the round (ms; INFO's
+    ``loop_lag_max_ms``, since _reset_lag): how long a heartbeat could have waited."""
+    worst = 0.0
+    for node in cluster.nodes.values():
+        with contextlib.suppress(OSError, ConnectionError, ValueError):
+            worst = max(worst, float(parse_info(call(node.client_addr, "INFO")).get(
+                "loop_lag_max_ms", 0.0)))
+    return worst
 
 
 def _cpu(pids: list[int]) -> float:
@@ -113,36 +348,71 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--pairs", type=int, default=3, help="0/100-watcher round pairs")
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--raw", action="store_true",
+                    help="light raw-socket watchers (hiredis, one thread) instead of "
+                         "client.watch")
+    ap.add_argument("--drain", type=int, default=0, metavar="WATCHERS",
+                    help="only the drain round: WATCHERS raw readers of 20,000 changes")
+    ap.add_argument("--baseline", default=None, metavar="REF",
+                    help="also run every round on a cluster of git ref REF (before/after)")
     args = ap.parse_args()
     print(load_line())
-    with scratch_dir(args.dir, "bench-watch-") as work, raft_cluster(work) as cluster:
-        leader, _ = roles(cluster)
+    with contextlib.ExitStack() as stack:
+        work = stack.enter_context(scratch_dir(args.dir, "bench-watch-"))
+        systems = [("this tree", stack.enter_context(raft_cluster(work / "this")))]
+        if args.baseline:
+            systems.append((args.baseline, stack.enter_context(
+                baseline_cluster(work / "base", args.baseline))))
+        if args.drain:
+            for system, cluster in systems:
+                leader, _ = roles(cluster)
+                d = drain_round(cluster, leader, args.drain, 20_000)
+                print(f"  [{system}] drain: {args.drain} raw watchers read "
+                      f"{d['delivered']:.0f} changes in {d['seconds']:.1f} s: the node's CPU "
+                      f"{d['us_per_change']:.2f} us a delivered change ({d['node_cpu']:.1f} s),"
+                      f" the watchers' {d['own_cpu']:.1f} s; slowest PING meanwhile "
+                      f"{d['worst_ping_ms']:.0f} ms", flush=True)
+            return 0
         order: list[int] = []
         for p in range(args.pairs):
             order += [0, 100] if p % 2 == 0 else [100, 0]
         order += [1, 10]
-        named: list[tuple[str, float]] = []
+        named: dict[str, list[tuple[str, float]]] = {name: [] for name, _ in systems}
+        per_set: dict[str, dict[int, list[float]]] = {name: {} for name, _ in systems}
         for n in order:
-            leader, _ = roles(cluster)  # an election in the last round may have moved it
-            r = trio.run(one_round, cluster, leader, n, args.requests, args.clients)
-            if n in (0, 100):
-                named.append(("with" if n == 100 else "without", r["set"]))
-            extra = (f", {r['events']:8.0f} changes/s delivered in all "
-                     f"({r['per_watcher']:.0f}/s each), all delivered "
-                     f"{r['drain']:.2f} s after the last SET" if n else "")
-            warn = f" ({r['alerts']:.0f} alerts, first: {r['alert']})" if r["alerts"] else ""
-            if r["elections"]:
-                warn += f" [the term rose by {r['elections']} during the round]"
-            print(f"  {n:3d} watchers: c{args.clients} SET {r['set']:7.0f}/s{extra}{warn}; "
-                  f"CPU: nodes {r['nodes_cpu']:.2f} cores, watchers {r['own_cpu']:.2f}",
-                  flush=True)
-        ratios = paired_ratios(named)
-        if ratios:
-            mid, lo, hi = median_ci(ratios)
-            print(f"watch: c{args.clients} SET with 100 watchers / with none over "
-                  f"{len(ratios)} adjacent pairs: ratio {mid:.3f} (cost "
-                  f"{(1 - mid) * 100:+.1f}%), 95% CI of the median {lo:.3f} .. {hi:.3f}; "
-                  f"ratios {', '.join(f'{x:.3f}' for x in ratios)}")
+            for system, cluster in systems:
+                leader, _ = roles(cluster)  # an election in the last round may have moved it
+                r = trio.run(raw_round if args.raw else one_round, cluster, leader, n,
+                             args.requests, args.clients)
+                if n in (0, 100):
+                    named[system].append(("with" if n == 100 else "without", r["set"]))
+                cost = r["per_set"]
+                per_set[system].setdefault(n, []).append(cost)
+                extra = (f", {r['events']:8.0f} changes/s delivered in all "
+                         f"({r['per_watcher']:.0f}/s each), all delivered "
+                         f"{r['drain']:.2f} s after the last SET" if n else "")
+                warn = f" ({r['alerts']:.0f} alerts, first: {r['alert']})" if r["alerts"] else ""
+                if r["elections"]:
+                    warn += f" [the term rose by {r['elections']} during the round]"
+                tag = f"[{system}] " if len(systems) > 1 else ""
+                print(f"  {tag}{n:3d} watchers: c{args.clients} SET {r['set']:7.0f}/s{extra}"
+                      f"{warn}; CPU: nodes {r['nodes_cpu']:.2f} cores ({cost:.2f} ms a SET, "
+                      f"delivery included), watchers {r['own_cpu']:.2f}; the longest a "
+                      f"node's loop was held: {r['lag']:.0f} ms", flush=True)
+        for system, _ in systems:
+            ratios = paired_ratios(named[system])
+            tag = f"[{system}] " if len(systems) > 1 else ""
+            if ratios:
+                mid, lo, hi = median_ci(ratios)
+                print(f"{tag}watch: c{args.clients} SET with 100 watchers / with none over "
+                      f"{len(ratios)} adjacent pairs: ratio {mid:.3f} (cost "
+                      f"{(1 - mid) * 100:+.1f}%), 95% CI of the median {lo:.3f} .. {hi:.3f}; "
+                      f"ratios {', '.join(f'{x:.3f}' for x in ratios)}")
+            finite = {n: sorted(c for c in v if c < math.inf)  # (a failed round: inf)
+                      for n, v in per_set[system].items()}
+            costs = {n: v[len(v) // 2] for n, v in finite.items() if v}
+            print(f"{tag}nodes' CPU per SET, delivery included (median, ms): " + ", ".join(
+                f"{n} watchers {c:.2f}" for n, c in sorted(costs.items())))
     print(load_line())
     return 0
 

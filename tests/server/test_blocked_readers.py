@@ -11,17 +11,16 @@ import trio
 import trio.testing
 
 from raftkv.kv.changes import Change
+from raftkv.kv.feed import ChangeFeed
+from raftkv.kv.glob import Glob
 from raftkv.kv.sliced import SlicedRead
 from raftkv.server.blocked_readers import BlockedReaders, too_many
+from raftkv.server.streams import BUDGET, FeedReader, parse_xread
 from wire.reply import ErrorReply
 
 
 def change(index: int, key: bytes) -> Change:
     return Change(index, 0, "set", key, b"v", None)
-
-
-def wants_key(key: bytes) -> Callable[[Change], bool]:
-    return lambda c: c.key == key
 
 
 class Answer(SlicedRead):
@@ -50,38 +49,41 @@ def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
 
 
-async def test_a_reader_is_woken_by_a_change_it_wants_only(
+async def test_a_reader_is_read_for_after_each_applied_batch_until_it_finds_something(
         autojump_clock: trio.testing.MockClock) -> None:
     readers = BlockedReaders(limit=10)
     retries: list[int] = []
+    answers_ = [None, b"answer"]
 
     def retry() -> SlicedRead:
         retries.append(1)
-        return Answer(b"answer", slices=3)
+        return Answer(answers_.pop(0), slices=3)
 
     async with trio.open_nursery() as nursery:
-        pending = readers.block(nursery.start_soon, 0, wants_key(b"a"), retry, [])
+        pending = readers.block(nursery.start_soon, 0, retry, [])
         await trio.testing.wait_all_tasks_blocked()
+        assert retries == []  # nothing applied yet: not read
         readers.changes_applied([change(1, b"b"), change(2, b"c")])
+        assert retries == []  # the applier only marks: no read, no matching in apply
         await trio.testing.wait_all_tasks_blocked()
-        assert not pending.done and retries == [] and len(readers) == 1
+        assert not pending.done and retries == [1] and len(readers) == 1
         readers.changes_applied([change(3, b"b"), change(4, b"a")])
         assert await pending.wait() == b"answer"
-    assert retries == [1] and len(readers) == 0
+    assert retries == [1, 1] and len(readers) == 0
     assert readers.stats["blocked_readers_served"] == 1
 
 
-async def test_a_reader_woken_for_nothing_keeps_waiting(
+async def test_a_reader_with_nothing_new_is_not_read(
         autojump_clock: trio.testing.MockClock) -> None:
     readers = BlockedReaders(limit=10)
-    # The first read after a wake finds nothing it may see.
+    news = [False, True]
     async with trio.open_nursery() as nursery:
-        pending = readers.block(nursery.start_soon, 0, wants_key(b"a"),
-                                answers(None, b"second"), [])
+        pending = readers.block(nursery.start_soon, 0,
+                                lambda: Answer(b"second") if news.pop(0) else None, [])
         await trio.testing.wait_all_tasks_blocked()
         readers.changes_applied([change(1, b"a")])
         await trio.testing.wait_all_tasks_blocked()
-        assert not pending.done
+        assert not pending.done and news == [True]
         readers.changes_applied([change(2, b"a")])
         assert await pending.wait() == b"second"
 
@@ -90,7 +92,7 @@ async def test_the_deadline_answers_null(autojump_clock: trio.testing.MockClock)
     readers = BlockedReaders(limit=10)
     async with trio.open_nursery() as nursery:
         start = trio.current_time()
-        pending = readers.block(nursery.start_soon, 1500, wants_key(b"a"), answers(b"x"), [])
+        pending = readers.block(nursery.start_soon, 1500, answers(b"x"), [])
         assert await pending.wait() is None
         assert trio.current_time() - start == pytest.approx(1.5)
     assert len(readers) == 0 and readers.stats["blocked_readers_timed_out"] == 1
@@ -101,9 +103,9 @@ async def test_a_hang_up_frees_the_slot_and_the_limit_holds(
     readers = BlockedReaders(limit=2)
     ends: list[list[Callable[[], None]]] = [[], []]
     async with trio.open_nursery() as nursery:
-        first = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"x"), ends[0])
-        second = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"y"), ends[1])
-        refused = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"z"), [])
+        first = readers.block(nursery.start_soon, 0, answers(b"x"), ends[0])
+        second = readers.block(nursery.start_soon, 0, answers(b"y"), ends[1])
+        refused = readers.block(nursery.start_soon, 0, answers(b"z"), [])
         assert refused.done and refused.value == too_many(2)
         assert isinstance(refused.value, ErrorReply) and "max blocked" in refused.value.text
         await trio.testing.wait_all_tasks_blocked()
@@ -112,10 +114,11 @@ async def test_a_hang_up_frees_the_slot_and_the_limit_holds(
         assert await first.wait() is None
         await trio.testing.wait_all_tasks_blocked()
         assert len(readers) == 1 and ends[0] == []  # (the callback list is emptied)
-        third = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"w"), [])
+        third = readers.block(nursery.start_soon, 0, answers(b"w"), [])
         assert not third.done
         readers.changes_applied([change(1, b"a")])
         assert await second.wait() == b"y" and await third.wait() == b"w"
+        await trio.testing.wait_all_tasks_blocked()
         assert ends[1] == []  # a served reader unregisters its hang-up callback
 
 
@@ -127,7 +130,7 @@ async def test_a_failing_read_answers_an_error_and_the_node_lives_on(
         raise KeyError("bug")
 
     async with trio.open_nursery() as nursery:
-        pending = readers.block(nursery.start_soon, 0, wants_key(b"a"), broken, [])
+        pending = readers.block(nursery.start_soon, 0, broken, [])
         await trio.testing.wait_all_tasks_blocked()
         readers.changes_applied([change(1, b"a")])
         reply = await pending.wait()
@@ -138,12 +141,69 @@ async def test_a_first_read_still_going_is_finished_before_waiting(
         autojump_clock: trio.testing.MockClock) -> None:
     readers = BlockedReaders(limit=2)
     async with trio.open_nursery() as nursery:
-        found = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(),
+        found = readers.block(nursery.start_soon, 0, answers(),
                               [], first=Answer(b"found late", slices=5))
         assert await found.wait() == b"found late"
-        empty = readers.block(nursery.start_soon, 0, wants_key(b"a"), answers(b"then"),
+        empty = readers.block(nursery.start_soon, 0, answers(b"then"),
                               [], first=Answer(None, slices=5))
         await trio.testing.wait_all_tasks_blocked()
         assert not empty.done and len(readers) == 1  # nothing found: it waits
         readers.changes_applied([change(1, b"a")])
         assert await empty.wait() == b"then"
+
+
+async def test_many_readers_with_many_globs_cost_the_apply_nothing_and_share_the_loop(
+        autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers x globs x keys of an applied MSET used to be matched inside apply, the loop
+    held (1,000 x 32 x 1,000: 32 million matches). Now the apply only marks the readers;
+    their reads run in the readers' task, and another task runs between any two slices
+    of matcher work (counted in the matcher's own units, not in time)."""
+    units = [0]
+    real_steps = Glob.steps
+
+    def counted(self: Glob, string: bytes):  # type: ignore[no-untyped-def]
+        work = real_steps(self, string)
+        try:
+            while True:
+                unit = next(work)
+                units[0] += unit
+                yield unit
+        except StopIteration as done:
+            return done.value
+
+    monkeypatch.setattr(Glob, "steps", counted)
+    feed = ChangeFeed()
+    reader = FeedReader(feed, None, lambda key: False)
+    readers = BlockedReaders(limit=100)
+    streams = [b"__raftkv:changes:k%d:%d:?*" % (r, g) for r in range(8) for g in range(32)]
+    gaps: list[int] = []
+    async with trio.open_nursery() as nursery:
+        pendings = []
+        for r in range(8):
+            names = streams[32 * r:32 * (r + 1)]
+            request = parse_xread([b"XREAD", b"BLOCK", b"0", b"STREAMS", *names,
+                                   *[b"$"] * len(names)])
+            positions = reader.start(request)
+
+            def retry(positions=positions):  # type: ignore[no-untyped-def]
+                return reader.read(positions, 10, 2, advance=True) if reader.news(
+                    positions) else None
+            pendings.append(readers.block(nursery.start_soon, 0, retry, []))
+        await trio.testing.wait_all_tasks_blocked()
+        feed.append(1, [Change(1, i, "mset", b"other:%d" % i, b"v", None) for i in range(1000)])
+        readers.changes_applied([])  # (what the applier does after the batch)
+        assert units[0] == 0  # nothing matched in the apply path
+
+        seen = 0
+        while units[0] < 8 * 32 * 1000:  # every glob sees every key, in the readers' task
+            await trio.lowlevel.checkpoint()  # (this task gets a turn between slices)
+            gaps.append(units[0] - seen)
+            seen = units[0]
+        await trio.testing.wait_all_tasks_blocked()
+        assert not any(p.done for p in pendings)  # (nothing matched)
+        feed.append(2, [Change(2, r, "set", b"k%d:%d:x" % (r, r), b"v", None) for r in range(8)])
+        readers.changes_applied([])
+        for pending in pendings:
+            reply = await pending.wait()
+            assert reply is not None and b"k" in reply.data
+    assert max(gaps) <= 2 * BUDGET, f"{max(gaps)} units of matching between two checkpoints"

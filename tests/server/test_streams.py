@@ -10,6 +10,7 @@ from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.kv.changes import Change
 from raftkv.kv.feed import ChangeFeed
 from raftkv.kv.sliced import SlicedRead
+from raftkv.server import streams
 from raftkv.server.commands import _writes_feed
 from raftkv.server.streams import (
     INVALID_ID,
@@ -22,12 +23,16 @@ from raftkv.server.streams import (
     WRITE_TO_FEED,
     WRONGTYPE,
     FeedReader,
+    ReplyCache,
     XRead,
     parse_id,
     parse_range_id,
     parse_xread,
+    render,
 )
-from wire.reply import ErrorReply
+from wire.reply import Encoded, ErrorReply
+from wire.resp import encode_reply
+from wire.resp_reply import NEED_MORE, ReplyParser
 
 T0 = 1_700_000_000_000
 TOP = 2**64 - 1
@@ -61,18 +66,29 @@ class Reader(FeedReader):
         return done(super().xinfo(*args))
 
 
+def decoded(reply):
+    """An encoded reply (what XREAD and XRANGE answer) read back as a client reads it."""
+    if not isinstance(reply, Encoded):
+        return reply
+    parser = ReplyParser()
+    parser.feed(reply.data)
+    value = parser.next_reply()
+    assert parser.next_reply() is NEED_MORE  # (exactly one reply)
+    return value
+
+
 def done(reply):
-    return reply.finish() if isinstance(reply, SlicedRead) else reply
+    return decoded(reply.finish() if isinstance(reply, SlicedRead) else reply)
 
 
-def reader(kv: KVStateMachine, may_read=None) -> FeedReader:
-    return Reader(kv.feed, may_read, lambda key: kv.read([b"exists", key]) == 1)
+def reader(kv: KVStateMachine, patterns=None) -> FeedReader:
+    return Reader(kv.feed, patterns, lambda key: kv.read([b"exists", key]) == 1)
 
 
-def xread(kv: KVStateMachine, *args: str | int, proto: int = 2, may_read=None):
+def xread(kv: KVStateMachine, *args: str | int, proto: int = 2, patterns=None):
     request = parse_xread(b("XREAD", *args))
     assert isinstance(request, XRead)
-    r = reader(kv, may_read)
+    r = reader(kv, patterns)
     positions = r.start(request)
     if isinstance(positions, ErrorReply):
         return positions
@@ -200,13 +216,10 @@ def test_xinfo_stream(kv: KVStateMachine) -> None:
 
 
 def test_a_user_restricted_to_some_keys_sees_only_their_changes(kv: KVStateMachine) -> None:
-    def may_read(key: bytes) -> bool:
-        return key.startswith((b"user:", b"__raftkv:changes"))
-
-    reply = xread(kv, "STREAMS", "__raftkv:changes", "0", may_read=may_read)
+    patterns = (b"user:*", b"__raftkv:changes*")
+    reply = xread(kv, "STREAMS", "__raftkv:changes", "0", patterns=patterns)
     assert [e[0] for e in reply[0][1]] == [b"1-0", b"2-0", b"4-0"]
-    denied = xread(kv, "STREAMS", "__raftkv:changes", "0",
-                   may_read=lambda key: key.startswith(b"user:"))
+    denied = xread(kv, "STREAMS", "__raftkv:changes", "0", patterns=(b"user:*",))
     assert denied == ErrorReply("NOPERM No permissions to access a key")
 
 
@@ -237,7 +250,7 @@ def test_a_long_filtered_read_is_done_in_slices_and_notices_compaction() -> None
     while not job.step():
         steps += 1
     assert steps >= 2
-    assert job.result == [[b"__raftkv:changes:user:*", [
+    assert decoded(job.result) == [[b"__raftkv:changes:user:*", [
         [b"20001-0", [b"op", b"set", b"key", b"user:1", b"value", b"v"]]]]]
     job = r.read(positions, MAX_COUNT, 2)
     assert not job.step()
@@ -247,3 +260,82 @@ def test_a_long_filtered_read_is_done_in_slices_and_notices_compaction() -> None
     assert isinstance(error, ErrorReply) and "change feed compacted" in error.text
     xrange = r.xrange(b("XREVRANGE", "__raftkv:changes", "+", "-"), True)
     assert [e[0] for e in done(xrange)] == [b"20001-0", b"20000-0", b"19999-0", b"19998-0"]
+
+
+def test_a_slice_is_bounded_by_the_work_done_not_by_the_number_of_changes() -> None:
+    """attack3: a `?` glob walked 4,096 changes a slice whatever each cost (400 ms with
+    200-byte keys). One change with a 1 MiB key is now matched over many slices."""
+    feed = ChangeFeed()
+    feed.append(1, [Change(1, 0, "set", b"a" * (1 << 20), b"v", None)])
+    feed.append(2, [Change(2, 0, "set", b"ab", b"v", None)])
+    r = FeedReader(feed, None, lambda key: False)
+    positions = r.start(parse_xread(b("XREAD", "STREAMS", "__raftkv:changes:?*b", "0")))
+    job = r.read(positions, MAX_COUNT, 2)
+    steps = 1
+    while not job.step():
+        steps += 1
+    assert steps >= 100  # (about a unit a byte of the key, BUDGET units a slice)
+    assert [e[0] for e in decoded(job.result)[0][1]] == [b"2-0"]
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_the_encoded_xread_reply_is_the_plain_reply_encoded(kv: KVStateMachine,
+                                                            proto: int) -> None:
+    request = parse_xread(b("XREAD", "STREAMS", "__raftkv:changes:x", "__raftkv:changes",
+                            "__raftkv:changes:x", "0", "3", "2"))
+    r = FeedReader(kv.feed, None, lambda key: False)
+    reply = r.read(r.start(request), MAX_COUNT, proto).finish()
+    x_all = [render(c) for c in kv.feed.after((0, 0), 100) if c.key == b"x"]
+    last = [render(c) for c in kv.feed.after((3, 0), 100)]
+    x_late = [render(c) for c in kv.feed.after((2, 0), 100) if c.key == b"x"]
+    plain: object = [[b"__raftkv:changes:x", x_all], [b"__raftkv:changes", last],
+                     [b"__raftkv:changes:x", x_late]]
+    if proto == 3:  # a map: a name given twice keeps its last entries, as a dict does
+        plain = dict(plain)  # type: ignore[arg-type]
+    assert reply == Encoded(encode_reply(plain, proto))
+
+
+def test_readers_at_the_same_ids_share_one_encoded_reply(kv: KVStateMachine) -> None:
+    cache = ReplyCache(kv.feed)
+    r = FeedReader(kv.feed, None, lambda key: False, cache)
+    request = parse_xread(b("XREAD", "STREAMS", "__raftkv:changes", "1"))
+    first = r.read(r.start(request), MAX_COUNT, 2).finish()
+    again = r.read(r.start(request), MAX_COUNT, 2).finish()
+    assert again is first and cache.hits == 1
+    assert r.read(r.start(request), MAX_COUNT, 3).finish() is not first  # another protocol
+    restricted = FeedReader(kv.feed, (b"*",), lambda key: False, cache)
+    assert restricted.read(restricted.start(request), MAX_COUNT, 2).finish() is not first
+    kv.apply(encode_entry(b("SET", "y", 1), T0), index=5)  # the feed moved: read again
+    moved = r.read(r.start(request), MAX_COUNT, 2).finish()
+    assert moved is not first and decoded(moved)[0][1][-1][0] == b"5-0"
+
+
+def test_a_blocked_read_that_finds_nothing_moves_its_ids_on(kv: KVStateMachine) -> None:
+    r = FeedReader(kv.feed, None, lambda key: False)
+    request = parse_xread(b("XREAD", "BLOCK", 0, "STREAMS", "__raftkv:changes:nobody*",
+                            "__raftkv:changes:user:*", "0", "2-0"))
+    positions = r.start(request)
+    assert r.news(positions)
+    assert r.read(positions, MAX_COUNT, 2).finish() is not None  # (user:1's delete, 4-0)
+    positions = [(positions[0][0], (0, 0))]
+    assert r.read(positions, MAX_COUNT, 2, advance=True).finish() is None
+    assert positions[0][1] == (4, 0) and not r.news(positions)  # next time: only newer
+
+
+def test_each_entry_is_encoded_once_for_every_reader_and_the_kept_entries_are_bounded(
+        kv: KVStateMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = ReplyCache(kv.feed)
+    r = FeedReader(kv.feed, None, lambda key: False, cache)
+    plain = FeedReader(kv.feed, None, lambda key: False)
+    read = lambda reader, start: reader.read(reader.start(parse_xread(  # noqa: E731
+        b("XREAD", "STREAMS", "__raftkv:changes", start))), MAX_COUNT, 2).finish()
+    assert read(r, "0") == read(plain, "0") and len(cache.entries) == 5
+    rendered: list[Change] = []
+    monkeypatch.setattr(streams, "render", lambda c: rendered.append(c) or render(c))
+    for start in ("1", "2-0", "3"):  # readers at other ids: the entries are reused
+        assert read(r, start) == read(plain, start)
+    assert len(rendered) == 4 + 3 + 1  # (only the reader without the cache rendered)
+    monkeypatch.setattr(ReplyCache, "MAX_ENTRIES", 2)
+    kv.apply(encode_entry(b("SET", "y", 1), T0), index=5)
+    assert read(r, "0") == read(plain, "0")
+    assert list(cache.entries) == [(4, 0), (5, 0)]  # the oldest dropped first

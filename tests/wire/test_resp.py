@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from redis.connection import Connection
 
 from wire import ProtocolError
-from wire.reply import OK, ErrorReply, Push, Replies, SimpleString
+from wire.reply import OK, Encoded, ErrorReply, Push, Replies, SimpleString
 from wire.resp import (
     CommandParser,
     encode_command,
@@ -523,3 +523,10 @@ def test_replies_are_sent_one_after_another() -> None:
                 b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n")
     assert encode_reply(both, 2) == expected
     assert b"".join(encode_reply_chunks(both, 2)) == expected
+
+
+def test_an_encoded_reply_goes_out_as_it_is() -> None:
+    """``Encoded``: bytes already in RESP (the change feed's shared XREAD replies)."""
+    data = b"*1\r\n$3\r\nabc\r\n" * 10_000
+    assert encode_reply(Encoded(data), 2) == data and encode_reply(Encoded(data), 3) == data
+    assert b"".join(encode_reply_chunks(Encoded(data), 2, chunk=1024)) == data
