@@ -75,6 +75,10 @@ _TABLE = [
     ("EVALSHA_RO", "sha1 numkeys [key ...] [arg ...]", "Run a loaded read-only script",
      "scripting"),
     ("SCRIPT", "LOAD script | EXISTS sha1 ... | FLUSH", "Manage loaded scripts", "scripting"),
+    ("PUBLISH", "channel message", "Send a message to subscribers on every node; how many "
+     "on this node got it", "pubsub"),
+    ("PUBSUB", "CHANNELS [pattern] | NUMSUB [channel ...] | NUMPAT",
+     "This node's subscriptions", "pubsub"),
     ("TIME", "", "This node's clock: seconds and microseconds", "server"),
     ("PING", "[message]", "PONG, or the message back", "connection"),
     ("ECHO", "message", "The message back", "connection"),
@@ -95,6 +99,7 @@ SUBCOMMANDS: dict[str, tuple[str, ...]] = {
     "RAFT": ("STATUS", "TRANSFER", "SNAPSHOT", "ADDNODE", "PROMOTE", "REMOVENODE"),
     "SCRIPT": ("LOAD", "EXISTS", "FLUSH"),
     "OBJECT": ("ENCODING",),
+    "PUBSUB": ("CHANNELS", "NUMSUB", "NUMPAT"),
 }
 
 

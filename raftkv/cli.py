@@ -20,6 +20,7 @@ from raftkv.backup_file import BackupError, verify_backup
 from raftkv.certs import create as create_certs
 from raftkv.cli_types import FiniteFloatRange
 from raftkv.config_file import config_option
+from raftkv.kv.notify import parse_flags
 from raftkv.local_cluster import run_local_cluster
 from raftkv.log import setup_logging
 from raftkv.member_cli import change, print_members
@@ -53,6 +54,13 @@ def main() -> None:
 
 def _env(name: str) -> str:
     return f"RAFTKV_{name}"
+
+
+def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--notify-keyspace-events: Redis's flag letters, refused at start if unknown."""
+    if parse_flags(value) is None:
+        raise click.BadParameter("unknown flag letter: use some of Ag$lshzxeKEtmdn")
+    return value
 
 
 @main.command()
@@ -133,6 +141,10 @@ def _env(name: str) -> str:
 @click.option("--enable-scripts", is_flag=True, envvar=_env("ENABLE_SCRIPTS"),
               help="Allow EVAL/EVALSHA/SCRIPT (Lua). Off by default: see the README's known "
                    "issues. Set it on every node or on none.")
+@click.option("--notify-keyspace-events", default="", envvar=_env("NOTIFY_KEYSPACE_EVENTS"),
+              callback=_notify_flags,
+              help="Redis's keyspace notification flags (e.g. KEA, Ex); per node, "
+                   "CONFIG SET notify-keyspace-events changes them (default: none).")
 @click.option("--max-request-bytes", default=8 * 1024 * 1024, show_default=True,
               envvar=_env("MAX_REQUEST_BYTES"), type=click.IntRange(min=1024),
               help="Largest client request (one command as sent, all arguments "

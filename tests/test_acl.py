@@ -159,7 +159,7 @@ def test_acl_file_users(tmp_path: Path) -> None:
     assert run(node, off, "AUTH", "nobody", "x") == auth.WRONGPASS
     # Redis's INFO stats counters (no WRONGPASS above this test's first AUTHs).
     assert acl.stats == {"acl_access_denied_auth": 2, "acl_access_denied_cmd": 7,
-                         "acl_access_denied_key": 2}
+                         "acl_access_denied_key": 2, "acl_access_denied_channel": 0}
 
 
 def test_a_denied_command_in_multi_aborts_it(tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_acl_list_shows_no_password_and_reloads_all_or_nothing(tmp_path: Path) -
     lines = run(node, conn, "ACL", "LIST")
     text = b"\n".join(lines).decode()
     assert "adminpw" not in text and hashlib.sha256(b"adminpw").hexdigest() in text
-    assert "user default on nopass ~* resetchannels +@all" in text
+    assert "user default on nopass ~* &* +@all" in text  # Redis's default user: all channels
     assert run(node, conn, "ACL", "USERS") == [b"admin", b"default", b"gone", b"reader",
                                                b"writer"]
     assert b"read" in run(node, conn, "ACL", "CAT")

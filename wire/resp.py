@@ -23,7 +23,7 @@ from typing import Any
 
 from wire.chunk_buffer import ChunkBuffer
 from wire.errors import ProtocolError
-from wire.reply import OK, ErrorReply, SimpleString
+from wire.reply import OK, ErrorReply, Push, Replies, SimpleString
 
 __all__ = ["CommandParser", "encode_command", "encode_reply", "encode_reply_chunks", "split_args"]
 
@@ -519,8 +519,16 @@ def _encode_into(value: Any, proto: int, out: list[bytes]) -> None:
 
 
 def _encode_subclass(value: Any, proto: int, out: list[bytes]) -> None:
-    # Rare: subclasses of the plain types (IntEnum, bytearray, OrderedDict, ...).
-    if isinstance(value, bool):
+    # Rare: Pub/Sub's wrappers, and subclasses of the plain types (IntEnum, bytearray, ...).
+    t = type(value)
+    if t is Push:
+        out.append((b">%d\r\n" if proto == 3 else b"*%d\r\n") % len(value.items))
+        for item in value.items:
+            _encode_into(item, proto, out)
+    elif t is Replies:
+        for item in value.items:
+            _encode_into(item, proto, out)
+    elif isinstance(value, bool):
         _encode_into(bool(value), proto, out)
     elif isinstance(value, int):
         _encode_into(int(value), proto, out)

@@ -67,6 +67,8 @@ class CommandSpec:
     @property
     def acl_categories(self) -> tuple[str, ...]:
         """Redis's ACL categories of this command (COMMAND INFO's seventh field)."""
+        if self.name == "publish":  # a log entry here, but Redis's user sees @pubsub
+            return ("@pubsub",)
         return ("@write" if self.is_write else "@read", _GROUPS.get(self.name, "@string"))
 
     @property
@@ -124,6 +126,9 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec("eval", -3, WRITE, 0, 0, 0),
         CommandSpec("evalsha", -3, WRITE, 0, 0, 0),
         CommandSpec("script", -2, WRITE, 0, 0, 0),
+        # PUBLISH channel message: through the log, so every node delivers it in the same
+        # order (raftkv.server.pubsub); it changes no key
+        CommandSpec("publish", 3, WRITE, 0, 0, 0),
         # RaftKV's own, built by the server: one MULTI's commands; the leader's expiry
         CommandSpec("exec", 2, WRITE, 0, 0, 0, internal=True),
         CommandSpec("expired", -2, WRITE, 1, -1, 1, internal=True),

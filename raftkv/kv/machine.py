@@ -43,6 +43,7 @@ from typing import Any
 from wire.reply import OK, ErrorReply, SimpleString
 
 from . import syntax
+from .changes import GONE, META, VALUE, Change, ChangeRecorder
 from .codec import decode_entry
 from .commands import COMMANDS, MAX_VALUE_LEN, Reply, check_arity, decode_exec, validate
 from .errors import (
@@ -118,6 +119,13 @@ class KVStateMachine:
         # What the running command sees: the time, and whether it may delete expired keys.
         self._t = 0
         self._writing = False
+        # PUBLISH's (channel, message) pairs applied and not yet taken by the runtime,
+        # which delivers them to this node's subscribers (``take_published``).
+        self._published: list[tuple[bytes, bytes]] = []
+        # The change feed: what the entry being applied changed (changes.py); after each
+        # ``apply``, ``last_changes`` holds the entry's changes for the runtime to read.
+        self._recorder = ChangeRecorder()
+        self.last_changes: list[Change] = []
         self._scripting = ScriptRunner(self)
         # lower-case name -> (arity, arity error, handler, is_write)
         self._dispatch: dict[bytes, _Entry] = {
@@ -132,14 +140,19 @@ class KVStateMachine:
         """The highest stamp applied (ms since the epoch): the replicated clock."""
         return self._now
 
-    def apply(self, data: bytes) -> Reply:
+    def apply(self, data: bytes, index: int | None = None) -> Reply:
         """Apply one log entry (see ``encode_entry``) and return its reply. Raises only
-        ``MemoryError`` (which depends on the process, not the entry)."""
+        ``MemoryError`` (which depends on the process, not the entry).
+
+        ``index`` is the entry's log index, the revision of the changes it makes (left
+        in ``last_changes``); without one (tests, tools) the entry counter stands in."""
+        self.last_changes = []
         try:
             stamp, args = decode_entry(data)
         except KVDecodeError as exc:
             return ErrorReply(f"ERR corrupt command in the log: {exc}")
         self._seq += 1
+        self._recorder.reset()
         if stamp is not None and stamp > self._now:
             self._now = stamp
         self._t = self._now
@@ -155,6 +168,12 @@ class KVStateMachine:
             return ErrorReply(f"ERR internal error applying the command: {type(exc).__name__}")
         finally:
             self._writing = False
+            self.last_changes = self._recorder.take(self._seq if index is None else index)
+
+    def take_published(self) -> list[tuple[bytes, bytes]]:
+        """The messages PUBLISHed by the entries applied since the last call, in order."""
+        published, self._published = self._published, []
+        return published
 
     def read(self, args: list[bytes], now: int | None = None) -> Reply:
         """Answer a read command from the current state at time ``now`` (never below the
@@ -179,7 +198,14 @@ class KVStateMachine:
         argc = len(args)
         if (argc != arity) if arity > 0 else (argc < -arity):
             return arity_error
-        return handler(args)
+        if not self._writing:
+            return handler(args)
+        recorder = self._recorder
+        outer = recorder.begin(args[0].lower().decode(), self._data, self._expires)
+        try:
+            return handler(args)
+        finally:
+            recorder.end(outer, self._data, self._expires)
 
     def growth_error(self, args: list[bytes], limit: int) -> ErrorReply | None:
         """Before proposing: STRING_TOO_LONG if ``args`` (or a command inside ONCE or
@@ -341,7 +367,7 @@ class KVStateMachine:
             deadline = self._expires.get(key)
             if deadline is not None and deadline <= self._t:
                 if self._writing:
-                    self._remove(key)
+                    self._remove(key, lazy=True)
                 return None
         return value
 
@@ -354,10 +380,16 @@ class KVStateMachine:
             self._expires.pop(key, None)
         data[key] = value
         self._mods[key] = self._seq
+        self._recorder.note(key, VALUE)
 
-    def _remove(self, key: bytes) -> bool:
+    def _remove(self, key: bytes, *, lazy: bool = False) -> bool:
+        """Delete ``key``; ``lazy``: because a write met it past its deadline."""
         if self._data.pop(key, None) is None:
             return False
+        if lazy:
+            self._recorder.expired(key)
+        else:
+            self._recorder.note(key, GONE)
         self._expires.pop(key, None)
         self._mods.pop(key, None)
         tombs = self._tombs
@@ -373,6 +405,7 @@ class KVStateMachine:
         self._expires[key] = deadline
         self._mods[key] = self._seq
         heapq.heappush(self._heap, (deadline, key))
+        self._recorder.note(key, META)
 
     def _version(self, key: bytes) -> tuple[int, int]:
         """What WATCH remembers and EXEC compares (see the module docstring)."""
@@ -399,6 +432,7 @@ class KVStateMachine:
         """Give ``key`` (alive) a deadline; one already past deletes it, as Redis does."""
         if deadline <= self._t:
             self._remove(key)
+            self._recorder.deleted_by_deadline(key)
         else:
             self._set_deadline(key, deadline)
 
@@ -412,6 +446,7 @@ class KVStateMachine:
                 self._order.added(key)
             data[key] = args[2]
             self._mods[key] = self._seq
+            self._recorder.note(key, VALUE)
             return OK
         options = syntax.parse_set_options(args)
         if isinstance(options, ErrorReply):
@@ -470,6 +505,7 @@ class KVStateMachine:
             self._expire_at(key, deadline)
         elif options.flags & syntax.SET_PERSIST and self._expires.pop(key, None) is not None:
             self._mods[key] = self._seq
+            self._recorder.note(key, META)
         return value
 
     def _getdel(self, args: list[bytes]) -> Reply:
@@ -571,6 +607,7 @@ class KVStateMachine:
             keys = args[1::2]
             self._data.update(zip(keys, args[2::2], strict=True))
             self._mods.update(dict.fromkeys(keys, self._seq))
+            self._recorder.note_many(keys)
             expires = self._expires
             if expires:  # MSET drops any TTL, as SET does (stale heap pairs are skipped)
                 for key in keys:
@@ -607,6 +644,7 @@ class KVStateMachine:
             self._gone = self._seq
             self._retire(self._tombs)
             self._tombs = {}
+            self._recorder.flushed()
         self._drop_state()
         return OK
 
@@ -742,6 +780,7 @@ class KVStateMachine:
         if self._alive(key) is None or self._expires.pop(key, None) is None:
             return 0
         self._mods[key] = self._seq
+        self._recorder.note(key, META)
         return 1
 
     def _ttl_generic(self, key: bytes, ms: bool, absolute: bool) -> Reply:
@@ -775,6 +814,15 @@ class KVStateMachine:
             if deadline is not None and deadline <= self._t and self._remove(key):
                 removed += 1
         return removed
+
+    # -- pub/sub ---------------------------------------------------------------------------
+
+    def _publish(self, args: list[bytes]) -> Reply:
+        """``PUBLISH channel message``: recorded for the runtime, no key changes. The reply
+        is 0 here (inside EXEC or a script): how many clients receive it is each node's own
+        business, so the client port answers a plain PUBLISH with its own count."""
+        self._published.append((args[1], args[2]))
+        return 0
 
     # -- transactions ----------------------------------------------------------------------
 

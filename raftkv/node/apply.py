@@ -6,6 +6,8 @@ allocate stops rather than skip an entry its peers applied (a restart replays it
 NORMAL entry's command goes to the state machine; a CONFIG entry's configuration becomes
 the one a snapshot at this index records; the writes proposed at these indexes get their
 results (raftkv.node.requests), and the confirmed reads waiting for this index are served.
+Observers (the client port's Pub/Sub) hear of each applied NORMAL entry right after it, so
+PUBLISHed messages reach this node's subscribers in log order.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import trio
 
 from raftkv.kv import KVStateMachine
+from raftkv.kv.changes import Change
 from raftkv.log import event
 from raftkv.node.clock import LeaderClock
 from raftkv.node.requests import RequestTracker
@@ -25,6 +28,7 @@ from wire.raft import CONFIG, NORMAL, ClusterConfig, Entry, SnapshotMeta
 from wire.reply import OK, ErrorReply
 
 log = logging.getLogger("raftkv.node")
+Observer = Callable[[int, list[tuple[bytes, bytes]], list[Change]], None]
 
 
 async def free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000) -> None:
@@ -50,6 +54,13 @@ class Applier:
         # The term and configuration at ``applied``: a snapshot's meta.
         self.applied_term = 0
         self.applied_config = ClusterConfig()
+        # Called after each NORMAL entry with (its index, the messages it PUBLISHed, the
+        # Changes it made); an observer must not raise (one that does is logged).
+        self._observers: list[Observer] = []
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(index, published, changes)`` after each NORMAL entry."""
+        self._observers.append(observer)
 
     def restored(self, meta: SnapshotMeta) -> None:
         """The state machine now holds the snapshot ``meta`` (at start, or installed)."""
@@ -65,6 +76,8 @@ class Applier:
         for entry in entries:
             requests.applied(entry, self._apply_one(entry))
             self.applied = entry.index
+            if entry.kind == NORMAL:
+                self._tell_observers(entry.index)
         self.stats["applied"] += len(entries)
         if entries:
             self.applied_term = entries[-1].term
@@ -73,6 +86,16 @@ class Applier:
             waiter.pending.set(self.serve_read(waiter.args))
         if kv.retired:
             self._free_retired()
+
+    def _tell_observers(self, index: int) -> None:
+        published = self.kv.take_published()
+        changes = self.kv.last_changes
+        for observer in self._observers:
+            try:
+                observer(index, published, changes)
+            except Exception as exc:  # delivery is best effort; applying must go on
+                event(log, logging.ERROR, "an apply observer failed", index=index,
+                      error=repr(exc))
 
     def _free_retired(self) -> None:
         """Free the maps FLUSHALL (or a snapshot install) dropped, a slice at a time: freeing
@@ -86,7 +109,7 @@ class Applier:
         MemoryError: a replica that cannot allocate must stop rather than skip the entry."""
         if entry.kind == NORMAL:
             try:
-                return self.kv.apply(entry.data)
+                return self.kv.apply(entry.data, entry.index)
             except MemoryError:
                 raise  # fail-stop, never diverge: see KVStateMachine.apply
             except Exception as exc:  # a state-machine bug must not become a crash loop

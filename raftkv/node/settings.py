@@ -54,6 +54,9 @@ class NodeSettings:
     # script can crash or hang every replica); must be the same on every node.
     enable_scripts: bool = False
     idle_timeout: float = 0.0  # seconds; 0 = never close idle client connections
+    # Redis's notify-keyspace-events flags this node starts with (CONFIG SET changes them
+    # on this node only); "": no keyspace notifications.
+    notify_keyspace_events: str = ""
     # Client-port limits (README "Limits"). 0 for the query buffer: 4 x max_request_bytes.
     client_query_buffer_limit: int = 0
     client_output_buffer_limit: int = 64 * 1024 * 1024  # 0 = unlimited

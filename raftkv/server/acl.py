@@ -9,10 +9,12 @@ expects. A command id is its lower-case name, or ``name|sub`` for the commands w
 subcommands differ in category (ACL, CLIENT, CONFIG, RAFT).
 
 What RaftKV takes of Redis's ACL file syntax (one ``user NAME rule...`` per line) is the
-subset a key-value store needs; channel rules (``&pattern``, ``allchannels``,
-``resetchannels``) and ``sanitize-payload`` are accepted and ignored, so a file written by
-Redis loads; selectors and read/write key patterns (``%R~``, ``(...)``) are refused with a
-clear error. Lines starting with ``#`` are comments (Redis has none).
+subset a key-value store needs, with Redis 7's channel rules for Pub/Sub (``&pattern``,
+``allchannels``, ``resetchannels``; a user named in a file starts with no channels, as
+Redis's ``acl-pubsub-default resetchannels``; the built-in default user has all);
+``sanitize-payload`` is accepted and ignored, so a file written by Redis loads; selectors
+and read/write key patterns (``%R~``, ``(...)``) are refused with a clear error. Lines
+starting with ``#`` are comments (Redis has none).
 
 Passwords are kept only as SHA-256 digests (as Redis keeps them) and compared with
 ``hmac.compare_digest``; nothing here logs or prints a password.
@@ -70,6 +72,10 @@ _LOCAL: dict[str, tuple[str, ...]] = {
     "discard": ("@fast", "@transaction"),
     "watch": ("@fast", "@transaction"),
     "unwatch": ("@fast", "@transaction"),
+    "reset": ("@fast", "@connection"),
+    # Pub/Sub (raftkv.server.pubsub); PUBLISH is a state-machine command, also @pubsub
+    **dict.fromkeys(("subscribe", "psubscribe", "unsubscribe", "punsubscribe"),
+                    ("@pubsub", "@slow")),
 }
 # Commands whose subcommands differ: base categories, and each subcommand's.
 _SUBCOMMANDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
@@ -82,6 +88,9 @@ _SUBCOMMANDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
         "id": ("@slow", "@connection"), "setinfo": ("@slow", "@connection"),
         "info": ("@slow", "@connection"), "list": _ADMIN,
     }),
+    "pubsub": (("@pubsub", "@slow"), {"channels": ("@pubsub", "@slow"),
+                                      "numsub": ("@pubsub", "@slow"),
+                                      "numpat": ("@pubsub", "@slow")}),
     "config": (_ADMIN, {"get": _ADMIN, "set": _ADMIN, "resetstat": _ADMIN,
                         "rewrite": _ADMIN}),
     # Membership, leadership, snapshots and backups: an anonymous RAFT REMOVENODE once left
@@ -121,7 +130,7 @@ COMMAND_CATEGORIES: dict[str, frozenset[str]] = _command_table()
 ALL_IDS = frozenset(COMMAND_CATEGORIES)
 # Commands every connection may run, authenticated or not, whatever its rules (Redis's
 # no-auth commands): how a client authenticates and leaves.
-ALWAYS_ALLOWED = frozenset({b"auth", b"hello", b"quit"})
+ALWAYS_ALLOWED = frozenset({b"auth", b"hello", b"quit", b"reset"})
 
 
 # Lua scripts call commands inside the state machine, where neither key patterns nor
@@ -165,6 +174,8 @@ class User:
     digests: list[str] = attrs.Factory(list)
     allkeys: bool = False
     patterns: list[bytes] = attrs.Factory(list)
+    allchannels: bool = False
+    channels: list[bytes] = attrs.Factory(list)  # Pub/Sub channel patterns (&pattern)
     allowed: set[str] = attrs.Factory(set)
     command_rules: list[str] = attrs.Factory(list)  # as given, for ACL LIST
 
@@ -192,16 +203,23 @@ class User:
                 self.patterns.append(rule[1:].encode())
         elif low == "resetkeys":
             self.allkeys, self.patterns = False, []
-        elif (low in ("allchannels", "resetchannels", "sanitize-payload",
-                      "skip-sanitize-payload") or rule.startswith("&")):
-            pass  # no pub/sub or RESTORE in RaftKV: accepted so that Redis's files load
+        elif low == "allchannels" or rule == "&*":
+            self.allchannels, self.channels = True, []
+        elif rule.startswith("&"):
+            if not self.allchannels:
+                self.channels.append(rule[1:].encode())
+        elif low == "resetchannels":
+            self.allchannels, self.channels = False, []
+        elif low in ("sanitize-payload", "skip-sanitize-payload"):
+            pass  # no RESTORE in RaftKV: accepted so that Redis's files load
         elif low in ("allcommands", "nocommands"):
             self._commands("+@all" if low == "allcommands" else "-@all")
         elif rule[:1] in ("+", "-"):
             self._commands(low)
         elif low == "reset":
-            self.enabled = self.nopass = self.allkeys = False
+            self.enabled = self.nopass = self.allkeys = self.allchannels = False
             self.digests, self.patterns, self.command_rules = [], [], []
+            self.channels = []
             self.allowed = set()
         elif rule.startswith("%") or rule.startswith("("):
             raise ACLError(f"Error in applying operation '{rule}': selectors and read/write "
@@ -266,13 +284,24 @@ class User:
     def may_access(self, key: bytes) -> bool:
         return self.allkeys or any(stringmatch(p, key) for p in self.patterns)
 
+    def may_channel(self, channel: bytes, literal: bool) -> bool:
+        """May this user use ``channel``: PUBLISH and SUBSCRIBE match it against the user's
+        patterns; PSUBSCRIBE's pattern must be one of them literally (as in Redis)."""
+        if self.allchannels:
+            return True
+        if literal:
+            return channel in self.channels
+        return any(stringmatch(p, channel) for p in self.channels)
+
     def describe(self) -> str:
         """The ACL LIST line: never a password, only its digest."""
         parts = ["user", self.name, "on" if self.enabled else "off"]
         parts += ["nopass"] if self.nopass else [f"#{d}" for d in self.digests]
         parts += ["~*"] if self.allkeys else [f"~{p.decode(errors='replace')}"
                                                for p in self.patterns]
-        parts += ["resetchannels", *(self.command_rules or ["-@all"])]
+        parts += ["&*"] if self.allchannels else [
+            "resetchannels", *(f"&{c.decode(errors='replace')}" for c in self.channels)]
+        parts += self.command_rules or ["-@all"]
         return " ".join(parts)
 
 
@@ -284,8 +313,9 @@ def parse_user(words: list[str]) -> User:
 
 
 def default_user(requirepass: str) -> User:
-    """Redis's default user: all keys and commands; ``nopass`` unless --requirepass."""
-    user = parse_user(["default", "on", "nopass", "~*", "+@all"])
+    """Redis's default user: all keys, channels and commands; ``nopass`` unless
+    --requirepass."""
+    user = parse_user(["default", "on", "nopass", "~*", "&*", "+@all"])
     if requirepass:
         user.apply(">" + requirepass)
     return user
@@ -358,7 +388,8 @@ class AccessControl:
     requirepass: str = attrs.field(default="", repr=False)
     # Redis's INFO stats counters of refusals (raftkv.server.auth counts them).
     stats: dict[str, int] = attrs.Factory(lambda: dict.fromkeys(
-        ("acl_access_denied_auth", "acl_access_denied_cmd", "acl_access_denied_key"), 0))
+        ("acl_access_denied_auth", "acl_access_denied_cmd", "acl_access_denied_key",
+         "acl_access_denied_channel"), 0))
 
     @classmethod
     def configure(cls, requirepass: str = "", acl_file: str = "") -> AccessControl:

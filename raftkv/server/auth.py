@@ -27,6 +27,7 @@ from raftkv.server.acl import (
     SCRIPT_IDS,
     AccessControl,
     ACLError,
+    User,
     command_id,
     ids_in,
 )
@@ -47,6 +48,7 @@ NO_DEFAULT_PASSWORD = ErrorReply(
     "ERR AUTH <password> called without any password configured for the default user. "
     "Are you sure your configuration is correct?")
 KEY_DENIED = ErrorReply("NOPERM No permissions to access a key")
+CHANNEL_DENIED = ErrorReply("NOPERM No permissions to access a channel")
 SCRIPT_DENIED = ErrorReply(
     "NOPERM scripts are only for users with allkeys and every data command (RaftKV does "
     "not check a script's redis.call against the user)")
@@ -77,6 +79,9 @@ def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply 
     if cid in SCRIPT_IDS and not user.may_script():
         acl.stats["acl_access_denied_cmd"] += 1
         return SCRIPT_DENIED
+    if not user.allchannels and not _channels_allowed(user, name, args):
+        acl.stats["acl_access_denied_channel"] += 1
+        return CHANNEL_DENIED
     if user.allkeys:
         return None
     spec = lookup(name)
@@ -86,6 +91,16 @@ def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply 
                 acl.stats["acl_access_denied_key"] += 1
                 return KEY_DENIED
     return None
+
+
+def _channels_allowed(user: User, name: bytes, args: list[bytes]) -> bool:
+    """The channel rules for PUBLISH, SUBSCRIBE and PSUBSCRIBE (Redis's checks)."""
+    if name == b"publish":
+        return len(args) != 3 or user.may_channel(args[1], literal=False)
+    if name in (b"subscribe", b"psubscribe"):
+        literal = name == b"psubscribe"
+        return all(user.may_channel(channel, literal) for channel in args[1:])
+    return True
 
 
 def authenticate(acl: AccessControl, conn: Connection, username: bytes,

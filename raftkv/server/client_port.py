@@ -11,6 +11,12 @@ Every buffer is bounded (README "Limits", raftkv.server.limits): a command large
 has read and not yet seen answered exceed the query-buffer limit, or while the output
 buffer is half full; replies ready and not yet sent count against the output-buffer limit,
 past which the client is disconnected (a client that pipelines and never reads).
+
+Pub/Sub messages (raftkv.server.pubsub) join the same reply queue as pushes, weighed into
+the output buffer the same way, so a subscriber that does not read is disconnected at the
+output-buffer limit (Redis's ``client-output-buffer-limit pubsub``); the queue holds up to
+``PUSH_BACKLOG`` messages beyond the pipeline window, and a subscriber that lets more pile
+up is disconnected too.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from raftkv.kv.notify import parse_flags
 from raftkv.kv.sliced import SlicedRead
 from raftkv.log import event
 from raftkv.node.log_throttle import LogThrottle
@@ -37,6 +44,7 @@ from raftkv.server.connection import Connection
 from raftkv.server.limits import ClientLimits, cap_max_clients
 from raftkv.server.loop_lag import LoopLagMonitor
 from raftkv.server.output_buffer import reply_size
+from raftkv.server.pubsub import PubSub
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.reply import ErrorReply
@@ -48,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("raftkv.server")
 
 PIPELINE_WINDOW = 1024  # replies owed per connection before the reader stops reading
+PUSH_BACKLOG = 10_000  # Pub/Sub messages queued for a connection on top of that
 READ_CHUNK = 64 * 1024
 SEND_CHUNK = 64 * 1024  # ready replies are coalesced up to about this many bytes
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
@@ -73,6 +82,7 @@ class Slot:
     proto: int
     close_after: bool = False
     size: int = 0
+    push: bool = False  # a Pub/Sub message, not the reply to a command
 
 
 class ProgramOrder:
@@ -116,6 +126,10 @@ class ClientServer:
         self.limits = ClientLimits.from_settings(settings, max_clients)
         self.connections: dict[int, Connection] = {}
         self.acl = AccessControl.configure(settings.requirepass, settings.acl_file)
+        # This node's subscriptions; applied entries' messages and keyspace events reach
+        # them through the applier (the CLI checked the flags).
+        self.pubsub = PubSub(parse_flags(settings.notify_keyspace_events) or 0)
+        node.applier.observe(self.pubsub.applied)
         self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
         self.new_clients = 0  # connections that have not sent a complete command yet
         self._new_by_source: dict[str, int] = {}  # the same, per source address
@@ -128,7 +142,8 @@ class ClientServer:
 
     def info(self) -> dict[str, Any]:
         tls = {"client_tls_handshake_failures": self.tls.failures} if self.tls else {}
-        return {**self.stats, **self.loop_lag.info(), **self.acl.stats, **tls}
+        return {**self.stats, **self.loop_lag.info(), **self.acl.stats,
+                **self.pubsub.info(), **tls}
 
     def clients_info(self) -> dict[str, Any]:
         """INFO's clients section."""
@@ -139,6 +154,7 @@ class ClientServer:
     def reset_stats(self) -> None:
         """CONFIG RESETSTAT: the client-port counters and the loop-lag maximum."""
         self.stats = dict.fromkeys(self.stats, 0)
+        self.pubsub.reset_stats()
         self.loop_lag.reset()
 
     async def handle(self, stream: Any) -> None:
@@ -171,7 +187,8 @@ class ClientServer:
                     return
             async with stream, trio.open_nursery() as nursery:
                 conn.scope = nursery.cancel_scope
-                send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW)
+                send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW + PUSH_BACKLOG)
+                conn.subs.push = self._pusher(conn, send)
                 nursery.start_soon(self._writer, stream, conn, recv, nursery.cancel_scope)
                 await self._reader(stream, conn, send)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
@@ -182,6 +199,8 @@ class ClientServer:
             # A bug in serving one connection must not take the node down with it.
             log.exception("client connection failed", extra={"fields": {"conn": conn.id}})
         finally:
+            conn.subs.push = None
+            self.pubsub.drop(conn)
             del self.connections[conn.id]
             if not conn.registered:
                 self._not_new(conn)
@@ -230,8 +249,8 @@ class ClientServer:
                 with trio.move_on_after(timeout) as idle_scope:
                     data = await stream.receive_some(READ_CHUNK)
                 if idle_scope.cancelled_caught:
-                    if conn.registered and conn.owed:
-                        continue  # still waiting for or sending replies: not idle
+                    if conn.registered and (conn.owed or conn.subs.count):
+                        continue  # waiting for replies or messages: not idle (Redis too)
                     self.stats["client_timeouts"] += 1
                     event(log, logging.DEBUG, "closing idle client", conn=conn.id,
                           registered=conn.registered)
@@ -250,6 +269,10 @@ class ClientServer:
                             await pending.wait()
                             inflight_bytes -= n
                         await order.before(is_write(args))
+                        while conn.owed - conn.pushes >= PIPELINE_WINDOW:
+                            await conn.out_drained.wait()  # the writer sent one more
+                        # (From here to send() nothing yields, so a SUBSCRIBE's
+                        # confirmation is queued before any message it lets in.)
                         pending = execute(self.node, conn, args)
                         anonymous = restore_limits(parser, conn, anonymous)
                         self.node.metrics.track(args[0], pending)
@@ -284,6 +307,26 @@ class ClientServer:
             if stall.cancelled_caught:
                 self._disconnect_for_output(conn)
                 await trio.lowlevel.checkpoint()  # (cancelled: the connection ends)
+
+    def _pusher(self, conn: Connection, send: trio.MemorySendChannel[Slot]) -> Any:
+        """How Pub/Sub hands ``conn`` a message: queued after the replies owed so far,
+        weighed into the output buffer; False if the connection is going away."""
+        def push(value: Any) -> bool:
+            if conn.scope is not None and conn.scope.cancel_called:
+                return False
+            slot = Slot(Pending.of(value), conn.proto, push=True)
+            try:
+                send.send_nowait(slot)
+            except trio.WouldBlock:  # PUSH_BACKLOG messages it has not read
+                self._disconnect_for_output(conn)
+                return False
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return False
+            conn.owed += 1
+            conn.pushes += 1
+            self._output_meter(conn, slot)(value)
+            return True
+        return push
 
     def _output_meter(self, conn: Connection, slot: Slot) -> Any:
         """A callback for when ``slot``'s reply is ready: weigh it into the output buffer
@@ -338,6 +381,8 @@ class ClientServer:
                         size = 0
                 conn.out_bytes -= slot.size
                 conn.owed -= 1
+                if slot.push:
+                    conn.pushes -= 1
                 if conn.out_bytes <= self.limits.output_buffer_bytes // 2:
                     conn.out_drained.set()
                     conn.out_drained = trio.Event()

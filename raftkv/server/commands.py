@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from raftkv import __version__
 from raftkv.kv import COMMANDS, legacy_form, lookup
 from raftkv.kv.errors import unknown_command, unknown_subcommand
+from raftkv.kv.notify import INVALID_FLAGS, flags_text, parse_flags
 from raftkv.node.pending import Pending
 from raftkv.server import transaction
 from raftkv.server.acl import COMMAND_CATEGORIES
@@ -22,6 +23,15 @@ from raftkv.server.admin import raft_command
 from raftkv.server.auth import acl_of, gate, hello_auth
 from raftkv.server.auth import handlers as auth_handlers
 from raftkv.server.info import REDIS_COMPAT_VERSION, render_info
+from raftkv.server.pubsub import SUBSCRIBED_MODE_COMMANDS, subscribed_mode_error
+from raftkv.server.pubsub_cmd import (
+    cmd_psubscribe,
+    cmd_pubsub,
+    cmd_punsubscribe,
+    cmd_subscribe,
+    cmd_unsubscribe,
+    publish,
+)
 from wire.reply import OK, ErrorReply, SimpleString
 from wire.resp import string2ll
 
@@ -72,6 +82,9 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
         if conn.tx.queue is not None:
             conn.tx.dirty = True  # EXEC will answer EXECABORT, as Redis does
         return Pending.of(denied)
+    if (conn.proto == 2 and conn.subs.count and name not in SUBSCRIBED_MODE_COMMANDS
+            and (name in LOCAL or name in TRANSACTION or lookup(name) is not None)):
+        return _err(subscribed_mode_error(name))  # Redis's RESP2 subscribed mode
     control = TRANSACTION.get(name)
     if control is not None:
         return control(node, conn, args)
@@ -84,10 +97,12 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
             conn.tx.dirty = True  # EXEC will answer EXECABORT, as for any refused command
         return _err(SCRIPTS_DISABLED)
     handler = LOCAL.get(name)
-    if conn.tx.queue is not None and name != b"quit":  # inside MULTI: queue it
+    if conn.tx.queue is not None and name not in (b"quit", b"reset"):  # inside MULTI: queue it
         return transaction.enqueue(node, conn.tx, args, handler is not None)
     if handler is not None:
         return handler(node, conn, args)
+    if name == b"publish":  # a write whose answer is this node's count of receivers
+        return publish(node, conn, args)
     return node.submit(legacy_form(args))
 
 
@@ -133,6 +148,8 @@ def cmd_time(node: Node, conn: Connection, args: list[bytes]) -> Pending:
 def cmd_ping(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if len(args) > 2:
         return _wrong_args("ping")
+    if conn.proto == 2 and conn.subs.count:  # a RESP2 subscriber gets an array, as in Redis
+        return Pending.of([b"pong", args[1] if len(args) == 2 else b""])
     return Pending.of(args[1] if len(args) == 2 else PONG)
 
 
@@ -143,6 +160,23 @@ def cmd_echo(node: Node, conn: Connection, args: list[bytes]) -> Pending:
 def cmd_quit(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     conn.closing = True
     return Pending.of(OK)
+
+
+RESET = SimpleString("RESET")
+
+
+def cmd_reset(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    """Redis's RESET: leave MULTI, forget WATCHes and subscriptions, back to RESP2, no name,
+    and the connection's initial user (so a client that authenticated is no longer)."""
+    if len(args) != 1:
+        return _wrong_args("reset")
+    conn.tx.reset()
+    if conn.server is not None:
+        conn.server.pubsub.drop(conn)
+        conn.user = conn.server.acl.initial_user()
+    conn.proto = 2
+    conn.name = ""
+    return Pending.of(RESET)
 
 
 def cmd_select(node: Node, conn: Connection, args: list[bytes]) -> Pending:
@@ -241,6 +275,7 @@ def _printable(text: bytes) -> bool:
 
 def _client_line(conn: Connection) -> str:
     return (f"id={conn.id} addr={conn.addr} name={conn.name} db=0 resp={conn.proto} "
+            f"sub={len(conn.subs.channels)} psub={len(conn.subs.patterns)} "
             f"user={conn.user or ''} lib-name={conn.lib_name} lib-ver={conn.lib_ver}")
 
 
@@ -310,6 +345,9 @@ def cmd_command(node: Node, conn: Connection, args: list[bytes]) -> Pending:
 CONFIG_VALUES = {b"save": b"", b"appendonly": b"yes", b"databases": b"1"}
 
 
+NOTIFY = b"notify-keyspace-events"
+
+
 def cmd_config(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if len(args) >= 3 and args[1].lower() == b"get":
         found: dict[bytes, bytes] = {}
@@ -317,7 +355,17 @@ def cmd_config(node: Node, conn: Connection, args: list[bytes]) -> Pending:
             key = pattern.lower()
             if key in CONFIG_VALUES:
                 found[key] = CONFIG_VALUES[key]
+            elif key == NOTIFY and conn.server is not None:
+                found[key] = flags_text(conn.server.pubsub.notify_flags).encode()
         return Pending.of(found)
+    if len(args) == 4 and args[1].lower() == b"set" and args[2].lower() == NOTIFY:
+        # Per node, as each Redis server has its own: set it where the subscribers are.
+        flags = parse_flags(args[3].decode("latin-1"))
+        if flags is None:
+            return _err(INVALID_FLAGS)
+        if conn.server is not None:
+            conn.server.pubsub.notify_flags = flags
+        return Pending.of(OK)
     if len(args) == 2 and args[1].lower() == b"resetstat":
         if conn.server is not None:  # as Redis: counters and maxima start again
             conn.server.reset_stats()
@@ -350,6 +398,12 @@ LOCAL: dict[bytes, Callable[[Any, Any, list[bytes]], Pending]] = {
     b"info": cmd_info,
     b"raft": cmd_raft,
     b"time": cmd_time,
+    b"reset": cmd_reset,
+    b"subscribe": cmd_subscribe,
+    b"psubscribe": cmd_psubscribe,
+    b"unsubscribe": cmd_unsubscribe,
+    b"punsubscribe": cmd_punsubscribe,
+    b"pubsub": cmd_pubsub,
     **auth_handlers(),  # AUTH, ACL
 }
 

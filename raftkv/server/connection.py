@@ -12,6 +12,7 @@ import attrs
 import trio
 
 from raftkv.server.acl import AccessControl
+from raftkv.server.pubsub import PubSub, Subscriptions
 from raftkv.server.transaction import Transaction
 
 
@@ -20,6 +21,7 @@ class ClientRegistry(Protocol):
 
     connections: dict[int, Connection]
     acl: AccessControl  # its users (raftkv.server.auth checks every command against them)
+    pubsub: PubSub  # this node's subscriptions (raftkv.server.pubsub)
 
     def info(self) -> dict[str, Any]: ...
 
@@ -42,10 +44,12 @@ class Connection:
     auth_failures: int = 0
     closing: bool = False
     tx: Transaction = attrs.Factory(Transaction)  # MULTI/WATCH state (transaction.py)
+    subs: Subscriptions = attrs.Factory(Subscriptions)  # SUBSCRIBE state (pubsub.py)
     registered: bool = False  # has sent a complete command
     source: str = ""  # the remote address without its port (per-source limits)
     out_bytes: int = 0  # replies ready and not yet sent (the output buffer)
     owed: int = 0  # replies not yet written, ready or not
+    pushes: int = 0  # of which Pub/Sub messages
     scope: trio.CancelScope | None = None
     out_drained: trio.Event = attrs.field(factory=trio.Event)
     # The client port it came in on (CLIENT LIST, INFO clients, CONFIG RESETSTAT).

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from wire.reply import Push, Replies
+
 _SAMPLE = 256
 _SMALL = 16  # an integer, null, status or the framing of a value
 
@@ -36,6 +38,8 @@ def reply_size(value: Any) -> int:
                 break
             sample += weigh(item)
         return _SMALL + sample * n // _SAMPLE
+    if t is Push or t is Replies:  # Pub/Sub's messages and confirmations
+        return reply_size(value.items)
     return _SMALL
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from redis.connection import Connection
 
 from wire import ProtocolError
-from wire.reply import OK, ErrorReply, SimpleString
+from wire.reply import OK, ErrorReply, Push, Replies, SimpleString
 from wire.resp import (
     CommandParser,
     encode_command,
@@ -509,3 +509,17 @@ def test_encode_reply_chunks_joins_to_encode_reply_in_bounded_pieces(value: obje
     assert all(len(p) < 4096 + 1024 or p in (value, b"b" * 100_000) for p in pieces)
     if isinstance(value, list) and len(value) > 1000:
         assert len(pieces) > 10
+
+
+def test_push_is_a_resp3_push_and_a_resp2_array() -> None:
+    message = Push((b"message", b"ch", b"hi"))
+    assert encode_reply(message, 3) == b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"
+    assert encode_reply(message, 2) == b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"
+
+
+def test_replies_are_sent_one_after_another() -> None:
+    both = Replies((Push((b"subscribe", b"a", 1)), Push((b"subscribe", b"b", 2))))
+    expected = (b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"
+                b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n")
+    assert encode_reply(both, 2) == expected
+    assert b"".join(encode_reply_chunks(both, 2)) == expected
