@@ -102,7 +102,10 @@ def publish(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     answer = Pending()
 
     def applied(value: Any) -> None:
-        answer.set(pubsub.receivers(channel) if type(value) is int else value)
+        if type(value) is int:  # this node's count, once its patterns are matched
+            pubsub.count_receivers(channel).add_callback(answer.set)
+        else:
+            answer.set(value)
 
     submitted.add_callback(applied)
     return answer
