@@ -61,6 +61,8 @@ def counted(pubsub: PubSub, channel: bytes) -> int:
 
 def run(conn: Connection, *args: str | bytes) -> Any:
     pending = execute(None, conn, [a.encode() if isinstance(a, str) else a for a in args])
+    if not pending.done:  # PUBSUB CHANNELS pattern: a job of the delivery queue
+        conn.server.pubsub.flush()
     assert pending.done
     return pending.value
 

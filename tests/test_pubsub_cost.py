@@ -202,3 +202,18 @@ async def test_the_delivery_task_yields_between_slices() -> None:
         nursery.cancel_scope.cancel()
     assert turns >= 2
     assert reader.inbox == [Push((b"pmessage", b"c*", b"c", b"one"))]
+
+
+def test_pubsub_channels_with_a_pattern_is_matched_in_slices() -> None:
+    """PUBSUB CHANNELS pattern matched every channel at once; now it is a queue job."""
+    ps = PubSub()
+    conns = [Conn(i) for i in range(3)]
+    for i, conn in enumerate(conns):
+        ps.subscribe(conn, [f"room:{i}:{j}".encode() for j in range(3000)])
+    answer = ps.active_channels(b"room:[01]:*7")
+    assert not answer.done and ps.pending() == 1
+    slices = drain(ps)
+    assert len(slices) >= 2 and max(slices) <= BUDGET + 2 * STEP
+    assert answer.value == [f"room:{i}:{j}".encode() for i in (0, 1) for j in range(3000)
+                            if str(j).endswith("7")]
+    assert ps.active_channels(None).value == list(ps.channels)

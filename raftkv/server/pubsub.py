@@ -62,6 +62,7 @@ MAX_BACKLOG_BYTES = 64 << 20  # their channels and payloads
 _PATTERN_UNITS = 12  # a pattern's match beyond the matcher's own count (generators, calls)
 _MEMO_ENTRIES = 256  # recent channels' pattern matches (PUBLISH's count, then delivery)
 _MEMO_BYTES = 16 << 20
+_MEMO_NAMES = 1_000_000
 
 
 def subscribed_mode_error(name: bytes) -> str:
@@ -88,7 +89,8 @@ class Subscriptions:
 
 @attrs.define(slots=True, eq=False)
 class _Job:
-    """A message to deliver (``message`` None: only PUBLISH's count is wanted)."""
+    """A message to deliver (``message`` None: only PUBLISH's count is wanted), or
+    another matching job (``work`` given: PUBSUB CHANNELS pattern)."""
 
     channel: bytes
     message: bytes | None
@@ -126,7 +128,10 @@ class PubSub:
         self._generation = 0
         self._memo: OrderedDict[bytes, tuple[int, list[bytes]]] = OrderedDict()
         self._memo_bytes = 0
-        self._snapshot: tuple[int, list[tuple[bytes, Glob]]] = (-1, [])
+        self._memo_names = 0
+        self._snapshot: tuple[int, list[bytes]] = (-1, [])
+        # Connections with at least one pattern (the candidates when the queue is full).
+        self._pattern_conns: dict[int, Subscriber] = {}
         self._throttle = LogThrottle(log, 10.0)
 
     # -- subscribing ------------------------------------------------------------------
@@ -152,6 +157,7 @@ class PubSub:
                 mine[name] = None
                 if pattern:
                     self._generation += 1
+                    self._pattern_conns[conn.id] = conn
                     entry = self.patterns.get(name)
                     if entry is None:  # (parsed on its first match, in a slice)
                         entry = self.patterns[name] = (Glob(name), {})
@@ -173,6 +179,8 @@ class PubSub:
             if mine.pop(name, 1) is None:
                 self._forget(conn.id, name, pattern)
             replies.append(Push((kind, name, subs.count)))
+        if not subs.patterns:
+            self._pattern_conns.pop(conn.id, None)
         return Replies(tuple(replies))
 
     def _forget(self, conn_id: int, name: bytes, pattern: bool) -> None:
@@ -199,6 +207,7 @@ class PubSub:
             self._forget(conn.id, name, True)
         subs.channels.clear()
         subs.patterns.clear()
+        self._pattern_conns.pop(conn.id, None)
 
     # -- delivering -------------------------------------------------------------------
 
@@ -246,14 +255,13 @@ class PubSub:
     def _shed(self) -> None:
         """The queue is full: this node matches more than it can. Disconnect the
         connection with the most patterns (its patterns are the work), as Redis drops a
-        subscriber it cannot serve; the queued messages' remaining matches skip them."""
-        most: dict[int, tuple[int, Subscriber]] = {}
-        for _, conns in self.patterns.values():
-            for conn_id, conn in conns.items():
-                most[conn_id] = (most.get(conn_id, (0, conn))[0] + 1, conn)
-        if not most:
+        subscriber it cannot serve; the queued messages' remaining matches skip them.
+        With no pattern left the queued work is cheap (a lookup a message), so the queue
+        drains at the next slice."""
+        if not self._pattern_conns:
             return
-        count, conn = max(most.values(), key=lambda pair: pair[0])
+        conn = max(self._pattern_conns.values(), key=lambda c: len(c.subs.patterns))
+        count = len(conn.subs.patterns)
         self.stats["pubsub_backlog_disconnects"] += 1
         self._throttle.log("backlog", logging.WARNING,
                            "pub/sub delivery backlog full: disconnecting the client with the "
@@ -308,8 +316,9 @@ class PubSub:
             yield 1 + len(snapshot) // 256
             matched = []
             patterns = self.patterns
-            for name, glob in snapshot:
-                if name in patterns and (yield from glob.steps(channel)):
+            for name in snapshot:
+                entry = patterns.get(name)  # (gone since: skipped)
+                if entry is not None and (yield from entry[0].steps(channel)):
                     matched.append(name)
                 yield _PATTERN_UNITS
             if generation == self._generation:
@@ -345,12 +354,11 @@ class PubSub:
                 count += len(entry[1])
         return count
 
-    def _patterns_snapshot(self) -> tuple[int, list[tuple[bytes, Glob]]]:
-        """The node's patterns as a list (a message's match runs over slices while
-        subscriptions change), rebuilt only when they changed."""
+    def _patterns_snapshot(self) -> tuple[int, list[bytes]]:
+        """The node's pattern names as a list (a message's match runs over slices while
+        subscriptions change), copied in C and only when they changed."""
         if self._snapshot[0] != self._generation:
-            self._snapshot = (self._generation,
-                              [(name, entry[0]) for name, entry in self.patterns.items()])
+            self._snapshot = (self._generation, list(self.patterns))
         return self._snapshot
 
     def _memo_get(self, channel: bytes) -> list[bytes] | None:
@@ -360,14 +368,21 @@ class PubSub:
         return found[1]
 
     def _memo_put(self, channel: bytes, generation: int, matched: list[bytes]) -> None:
+        """Remember a match; the memo keeps the newest and at most ``_MEMO_ENTRIES``
+        channels, ``_MEMO_BYTES`` of names and ``_MEMO_NAMES`` matched patterns."""
         old = self._memo.pop(channel, None)
         if old is not None:
             self._memo_bytes -= len(channel)
+            self._memo_names -= len(old[1])
         self._memo[channel] = (generation, matched)
         self._memo_bytes += len(channel)
-        while len(self._memo) > _MEMO_ENTRIES or self._memo_bytes > _MEMO_BYTES:
-            gone, _ = self._memo.popitem(last=False)
+        self._memo_names += len(matched)
+        while len(self._memo) > 1 and (len(self._memo) > _MEMO_ENTRIES
+                                       or self._memo_bytes > _MEMO_BYTES
+                                       or self._memo_names > _MEMO_NAMES):
+            gone, (_, names) = self._memo.popitem(last=False)
             self._memo_bytes -= len(gone)
+            self._memo_names -= len(names)
 
     # -- PUBSUB -----------------------------------------------------------------------
 
@@ -379,11 +394,27 @@ class PubSub:
     def reset_stats(self) -> None:
         self.stats = dict.fromkeys(self.stats, 0)
 
-    def active_channels(self, pattern: bytes | None) -> list[bytes]:
+    def active_channels(self, pattern: bytes | None) -> Pending:
+        """PUBSUB CHANNELS [pattern]: with a pattern, a job of the delivery queue (every
+        channel matched: sliced like a message's patterns)."""
         if pattern is None:
-            return list(self.channels)
-        match = Glob(pattern).match
-        return [channel for channel in self.channels if match(channel)]
+            return Pending.of(list(self.channels))
+        answer = Pending()
+        self._enqueue(_Job(pattern, None, answer, self._channels_work(pattern, answer)))
+        self._pump(BUDGET - self._spent, outside=True)
+        return answer
+
+    def _channels_work(self, pattern: bytes, answer: Pending) -> Generator[int, None, None]:
+        glob = Glob(pattern)
+        names = list(self.channels)
+        yield 1 + len(names) // 256
+        found = []
+        channels = self.channels
+        for channel in names:
+            if channel in channels and (yield from glob.steps(channel)):
+                found.append(channel)
+            yield _PATTERN_UNITS
+        answer.set(found)
 
     def numsub(self, channels: list[bytes]) -> list[Any]:
         out: list[Any] = []

@@ -83,7 +83,7 @@ def cmd_pubsub(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if sub == b"channels":
         if len(args) > 3:
             return _wrong_args("pubsub|channels")
-        return Pending.of(pubsub.active_channels(args[2] if len(args) == 3 else None))
+        return pubsub.active_channels(args[2] if len(args) == 3 else None)
     if sub == b"numsub":
         return Pending.of(pubsub.numsub(args[2:]))
     if sub == b"numpat":
