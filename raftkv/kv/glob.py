@@ -35,6 +35,7 @@ on the first match, inside ``steps``, never in the constructor.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Generator
 
@@ -43,9 +44,10 @@ _MAX_NESTING = 1000
 STEP = 256  # work units between two yields of ``Glob.steps``
 _BYTES_PER_UNIT = 256  # a C-level scan (find, startswith) of this many bytes: one unit
 _CLASS_TESTS_PER_UNIT = 16  # a compiled segment's class tests (position x element) a unit
-_CHUNK = 32  # elements compiled into one regex (compiling is Python work: bounded pieces)
+_CHUNK = 16  # elements compiled into one regex (compiling is Python work: bounded pieces)
 _SEGMENT_UNITS = 32  # building a segment (measured: a few microseconds)
 _COMPILE_UNITS = 256  # re.compile of one chunk (measured: ~50-100 us)
+_CACHED_PATTERN_BYTES = 1024  # stringmatch keeps parsed patterns up to this long
 
 Steps = Generator[int, None, bool]
 # A segment element: a literal byte (int), ``None`` for ``?``, or a 256-byte membership
@@ -154,15 +156,18 @@ class _Segment:
 
     __slots__ = ("chunks", "literal", "size")
 
-    def __init__(self, elements: list[Element]) -> None:
+    def __init__(self, elements: list[Element] | bytes) -> None:
         self.size = len(elements)
         self.literal: bytes | None = None  # all literals: bytes.find
         self.chunks: list[re.Pattern[bytes]] = []  # otherwise (unless all '?'): regexes
-        if all(isinstance(e, int) for e in elements):
+        if isinstance(elements, bytes):
+            self.literal = elements
+        elif all(isinstance(e, int) for e in elements):
             self.literal = bytes(elements)  # type: ignore[arg-type]
 
-    def compile(self, elements: list[Element]) -> Generator[int, None, None]:
-        if self.literal is not None or all(e is None for e in elements):
+    def compile(self, elements: list[Element] | bytes) -> Generator[int, None, None]:
+        if self.literal is not None or isinstance(elements, bytes) or all(
+                e is None for e in elements):
             return
         for i in range(0, len(elements), _CHUNK):
             part = elements[i:i + _CHUNK]
@@ -233,7 +238,16 @@ class Glob:
         self._middle: list[_Segment] = []
 
     def _prepare(self) -> Generator[int, None, None]:
-        segments = yield from _parse(self.pattern)
+        pattern = self.pattern
+        segments: list[list[Element]] | list[bytes]
+        if b"?" in pattern or b"[" in pattern or b"\\" in pattern:
+            segments = yield from _parse(pattern)
+        else:  # literals and stars only, the common case (``user:*``): split in C
+            pieces = pattern.split(b"*")
+            segments = [pieces[0], *(x for x in pieces[1:-1] if x)]
+            if len(pieces) > 1:
+                segments.append(pieces[-1])
+            yield 1 + len(pattern) // _BYTES_PER_UNIT
         # Every '*' run but a final one (an empty last segment) nests one level deeper.
         nesting = len(segments) - 1 - (len(segments) > 1 and not segments[-1])
         if nesting > _MAX_NESTING:
@@ -301,6 +315,13 @@ class Glob:
             return bool(done.value)
 
 
+@functools.lru_cache(maxsize=1024)
+def _cached(pattern: bytes) -> Glob:
+    return Glob(pattern)
+
+
 def stringmatch(pattern: bytes, string: bytes) -> bool:
-    """True if ``string`` matches the Redis glob ``pattern`` (case-sensitive, like KEYS)."""
-    return Glob(pattern).match(string)
+    """True if ``string`` matches the Redis glob ``pattern`` (case-sensitive, like KEYS).
+    Short patterns (ACL rules are checked on every command) are parsed once and kept."""
+    glob = _cached(pattern) if len(pattern) <= _CACHED_PATTERN_BYTES else Glob(pattern)
+    return glob.match(string)

@@ -225,13 +225,14 @@ COSTLY = [b"?*?*b", b"*?b", b"*[b]", b"\\a*b", b"[a]" + b"*" * 5000 + b"b", b"*"
 def test_the_work_grows_linearly_with_the_string(pattern: bytes) -> None:
     """Counted, not timed: matching a 10x longer string costs at most ~10x the work (a
     backtracking or per-byte-retry matcher costs far more), and no single piece of work
-    between two yields is larger than about two STEPs, however long the string."""
+    between two yields is larger than a few STEPs (the largest indivisible piece is one
+    regex compile of a set-heavy chunk), however long the string."""
     small, large = b"a" * 20_000, b"a" * 200_000
     work_small, _, answer_small = _work(pattern, small)
     work_large, largest, answer_large = _work(pattern, large)
     assert answer_small is answer_large is port_match(pattern, b"a" * 2000)
     assert work_large <= 11 * work_small + 2 * STEP
-    assert largest <= 2 * STEP
+    assert largest <= 3 * STEP
 
 
 def test_the_work_is_small_for_the_attack_pattern_on_a_4_mb_channel() -> None:
