@@ -92,14 +92,19 @@ def test_many_connections_times_many_patterns_are_sliced_too() -> None:
 
 @pytest.fixture
 def counted_matches(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every pattern match the broker runs, by pattern."""
+    """Every pattern match the broker runs (in steps or at once), by pattern."""
     calls: list[bytes] = []
-    steps = Glob.steps
+    steps, match = Glob.steps, Glob.match
 
-    def counting(self: Glob, string: bytes) -> Any:
+    def counting_steps(self: Glob, string: bytes) -> Any:
         calls.append(self.pattern)
         return steps(self, string)
-    monkeypatch.setattr(Glob, "steps", counting)
+
+    def counting_match(self: Glob, string: bytes) -> bool:
+        calls.append(self.pattern)
+        return match(self, string)
+    monkeypatch.setattr(Glob, "steps", counting_steps)
+    monkeypatch.setattr(Glob, "match", counting_match)
     return calls
 
 
@@ -110,6 +115,9 @@ def test_publish_count_and_delivery_match_once_on_the_answering_node(
     conns = [Conn(1), Conn(2)]
     ps.psubscribe(conns[0], [b"n*", b"x*", b"?ews"])
     ps.psubscribe(conns[1], [b"n*"])
+    ps.applied(1, [(b"warm", b"up")])  # the patterns are parsed: later matches run at once
+    assert ps.pending() == 0
+    counted_matches.clear()
     answer = ps.count_receivers(b"news")
     ps.applied(1, [(b"news", b"hi")])
     drain(ps)

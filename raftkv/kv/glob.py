@@ -174,6 +174,40 @@ class _Segment:
             self.chunks.append(re.compile(b"".join(_class_regex(e) for e in part)))
             yield _COMPILE_UNITS + 8 * len(part)
 
+    def at_now(self, string: bytes, pos: int) -> bool:
+        """``at`` in one go (no generator: a pattern against a short channel)."""
+        if self.literal is not None:
+            return string.startswith(self.literal, pos)
+        return all(chunk.match(string, pos + i * _CHUNK) is not None
+                   for i, chunk in enumerate(self.chunks))
+
+    def find_now(self, string: bytes, start: int, end: int) -> int:
+        """``find`` in one go."""
+        last = end - self.size
+        if last < start:
+            return -1
+        if self.literal is not None:
+            return string.find(self.literal, start, end)
+        if not self.chunks:
+            return start
+        first = self.chunks[0]
+        per_position = min(self.size, _CHUNK)
+        while start <= last:
+            hit = first.search(string, start, last + per_position)
+            if hit is None:
+                return -1
+            found = hit.start()
+            if self.at_now(string, found):
+                return found
+            start = found + 1
+        return -1
+
+    def per_byte(self) -> float:
+        """Work units a byte of string costs ``find`` at most."""
+        if self.literal is not None:
+            return 1 / _BYTES_PER_UNIT
+        return min(self.size, _CHUNK) / _CLASS_TESTS_PER_UNIT if self.chunks else 0.0
+
     def at(self, string: bytes, pos: int) -> Generator[int, None, bool]:
         """Whether the segment matches ``string[pos:pos + size]`` (which must exist)."""
         if self.literal is not None:
@@ -227,7 +261,7 @@ class Glob:
     """A pattern ready to match many strings: parsed (and its segments compiled) on first
     use. ``pattern`` is the pattern as given."""
 
-    __slots__ = ("_head", "_middle", "_never", "_parsed", "_tail", "pattern")
+    __slots__ = ("_head", "_middle", "_never", "_parsed", "_per_byte", "_tail", "pattern")
 
     def __init__(self, pattern: bytes) -> None:
         self.pattern = pattern
@@ -236,6 +270,7 @@ class Glob:
         self._head: _Segment | None = None
         self._tail: _Segment | None = None  # None: the pattern has no '*'
         self._middle: list[_Segment] = []
+        self._per_byte = 0.0  # the middle segments' search cost, units a byte
 
     def _prepare(self) -> Generator[int, None, None]:
         pattern = self.pattern
@@ -263,7 +298,40 @@ class Glob:
             if len(built) > 1:
                 self._tail = built[-1]
                 self._middle = built[1:-1]
+            self._per_byte = sum(segment.per_byte() for segment in self._middle)
         self._parsed = True
+
+    def cost(self, length: int) -> int | None:
+        """An upper bound on the work units of matching a string of ``length`` bytes with
+        ``match``, or None before the pattern is parsed (the first match parses it, in
+        ``steps``). A caller with a budget may ``match`` at once when this is small."""
+        if not self._parsed:
+            return None
+        head = self._head.size if self._head is not None else 0
+        return (2 + 2 * len(self._middle) + (head + length) // _BYTES_PER_UNIT
+                + int(length * self._per_byte))
+
+    def _match_now(self, string: bytes) -> bool:
+        """``_match`` in one go, once parsed (no generators: most matches are short)."""
+        if not string:
+            return not self.pattern
+        if self._never:
+            return False
+        head, tail = self._head, self._tail
+        assert head is not None
+        n = len(string)
+        if tail is None:
+            return head.size == n and head.at_now(string, 0)
+        end = n - tail.size
+        if end < head.size or not head.at_now(string, 0) or not tail.at_now(string, end):
+            return False
+        at = head.size
+        for segment in self._middle:
+            found = segment.find_now(string, at, end)
+            if found < 0:
+                return False
+            at = found + segment.size
+        return True
 
     def _match(self, string: bytes, sliced: bool) -> Steps:
         if not self._parsed:
@@ -307,12 +375,10 @@ class Glob:
 
     def match(self, string: bytes) -> bool:
         """Match ``string`` at once (for callers with no loop to yield to)."""
-        run = self._match(string, False)
-        try:
-            while True:
-                next(run)
-        except StopIteration as done:
-            return bool(done.value)
+        if not self._parsed:
+            for _ in self._prepare():
+                pass
+        return self._match_now(string)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from raftkv.kv.glob import Glob
+from raftkv.kv.glob import STEP, Glob
 from raftkv.kv.notify import ChangeLike, keyspace_messages
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
@@ -316,11 +316,22 @@ class PubSub:
             yield 1 + len(snapshot) // 256
             matched = []
             patterns = self.patterns
+            size = len(channel)
             for name in snapshot:
                 entry = patterns.get(name)  # (gone since: skipped)
-                if entry is not None and (yield from entry[0].steps(channel)):
+                if entry is None:
+                    continue
+                glob = entry[0]
+                cost = glob.cost(size)
+                if cost is not None and cost <= STEP:  # the common case: at once
+                    if glob.match(channel):
+                        matched.append(name)
+                    yield cost + _PATTERN_UNITS
+                elif (yield from glob.steps(channel)):
                     matched.append(name)
-                yield _PATTERN_UNITS
+                    yield _PATTERN_UNITS
+                else:
+                    yield _PATTERN_UNITS
             if generation == self._generation:
                 self._memo_put(channel, generation, matched)
         if job.message is None:
