@@ -206,7 +206,10 @@ class _Segment:
         """Work units a byte of string costs ``find`` at most."""
         if self.literal is not None:
             return 1 / _BYTES_PER_UNIT
-        return min(self.size, _CHUNK) / _CLASS_TESTS_PER_UNIT if self.chunks else 0.0
+        if not self.chunks:
+            return 0.0
+        # each position: the first chunk, and at a candidate the others (one unit each)
+        return min(self.size, _CHUNK) / _CLASS_TESTS_PER_UNIT + len(self.chunks) - 1
 
     def at(self, string: bytes, pos: int) -> Generator[int, None, bool]:
         """Whether the segment matches ``string[pos:pos + size]`` (which must exist)."""
