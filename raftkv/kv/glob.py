@@ -364,6 +364,11 @@ class Glob:
     def steps(self, string: bytes) -> Steps:
         """Match ``string``, yielding the work done (units of about one old Python matcher
         step, at least one) every ``STEP`` units or so; the generator returns the answer."""
+        if self._parsed:  # most strings: a bounded match at once, no generator below
+            cost = self.cost(len(string))
+            if cost is not None and cost <= STEP:
+                yield cost
+                return self._match_now(string)
         work = 0
         run = self._match(string, True)
         try:
