@@ -225,3 +225,24 @@ def test_pubsub_channels_with_a_pattern_is_matched_in_slices() -> None:
     assert answer.value == [f"room:{i}:{j}".encode() for i in (0, 1) for j in range(3000)
                             if str(j).endswith("7")]
     assert ps.active_channels(None).value == list(ps.channels)
+
+
+def test_a_failing_delivery_is_logged_and_the_queue_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ps = PubSub()
+    conn = Conn(1)
+    ps.psubscribe(conn, [b"n*"])
+    real = Glob.match
+
+    def broken(self: Glob, string: bytes) -> bool:
+        if string == b"bad":
+            raise RuntimeError("bug")
+        return real(self, string)
+    monkeypatch.setattr(Glob, "match", broken)
+    ps.applied(1, [(b"news", b"warm")])  # parsed: later matches run at once
+    answer = ps.count_receivers(b"bad")
+    ps.applied(2, [(b"bad", b"x"), (b"news", b"after")])
+    drain(ps)
+    assert answer.value == pubsub_module.DELIVERY_FAILED
+    assert conn.inbox == [Push((b"pmessage", b"n*", b"news", b"warm")),
+                          Push((b"pmessage", b"n*", b"news", b"after"))]

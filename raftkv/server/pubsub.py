@@ -46,7 +46,7 @@ from raftkv.kv.glob import STEP, Glob
 from raftkv.kv.notify import ChangeLike, keyspace_messages
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
-from wire.reply import Push, Replies
+from wire.reply import ErrorReply, Push, Replies
 
 log = logging.getLogger("raftkv.pubsub")
 
@@ -59,6 +59,7 @@ SUBSCRIBED_MODE_COMMANDS = frozenset({b"subscribe", b"psubscribe", b"unsubscribe
 BUDGET = 8192  # work units (raftkv.kv.glob: ~0.3 us each) per slice: about 2-3 ms
 MAX_BACKLOG = 10_000  # messages queued for delivery on this node
 MAX_BACKLOG_BYTES = 64 << 20  # their channels and payloads
+DELIVERY_FAILED = ErrorReply("ERR Pub/Sub delivery failed on this node (see its log)")
 _PATTERN_UNITS = 12  # a pattern's match beyond the matcher's own count (generators, calls)
 _MEMO_ENTRIES = 256  # recent channels' pattern matches (PUBLISH's count, then delivery)
 _MEMO_BYTES = 16 << 20
@@ -279,13 +280,20 @@ class PubSub:
             job = queue[0]
             if job.work is None:
                 job.work = self._job_work(job)
-            for units in job.work:
-                spent += units
-                if spent >= budget:
-                    break
-            else:
+            try:
+                for units in job.work:
+                    spent += units
+                    if spent >= budget:
+                        break
+                else:
+                    queue.popleft()
+                    self._queued_bytes -= job.size
+            except Exception as exc:  # a bug here must not stop delivery, or the node
+                log.exception("pub/sub delivery failed", extra={"fields": {"error": repr(exc)}})
                 queue.popleft()
                 self._queued_bytes -= job.size
+                if job.answer is not None:
+                    job.answer.set(DELIVERY_FAILED)
         if outside:
             self._spent += spent
         return spent
