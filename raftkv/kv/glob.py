@@ -132,6 +132,13 @@ def _parse(pattern: bytes) -> Generator[int, None, list[list[Element]]]:
     return segments
 
 
+@functools.lru_cache(maxsize=4096)
+def _compile(regex: bytes) -> re.Pattern[bytes]:
+    """Compiled chunks shared between patterns (``[ab]`` in ten thousand of them is one
+    object), beyond ``re``'s own cache of 512."""
+    return re.compile(regex)
+
+
 def _class_regex(element: Element) -> bytes:
     if element is None:
         return rb"[\x00-\xff]"
@@ -171,7 +178,7 @@ class _Segment:
             return
         for i in range(0, len(elements), _CHUNK):
             part = elements[i:i + _CHUNK]
-            self.chunks.append(re.compile(b"".join(_class_regex(e) for e in part)))
+            self.chunks.append(_compile(b"".join(_class_regex(e) for e in part)))
             yield _COMPILE_UNITS + 8 * len(part)
 
     def at_now(self, string: bytes, pos: int) -> bool:
