@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from raftkv.kv import notify
 from raftkv.kv.glob import STEP, Glob
