@@ -271,7 +271,8 @@ class Glob:
     """A pattern ready to match many strings: parsed (and its segments compiled) on first
     use. ``pattern`` is the pattern as given."""
 
-    __slots__ = ("_head", "_middle", "_never", "_parsed", "_per_byte", "_tail", "pattern")
+    __slots__ = ("_base", "_head", "_middle", "_never", "_parsed", "_per_byte", "_short",
+                 "_tail", "pattern")
 
     def __init__(self, pattern: bytes) -> None:
         self.pattern = pattern
@@ -281,6 +282,8 @@ class Glob:
         self._tail: _Segment | None = None  # None: the pattern has no '*'
         self._middle: list[_Segment] = []
         self._per_byte = 0.0  # the middle segments' search cost, units a byte
+        self._base = 2  # the cost of a match apart from the string's length
+        self._short = -1  # strings up to this long cost at most a STEP (``steps``)
 
     def _prepare(self) -> Generator[int, None, None]:
         pattern = self.pattern
@@ -309,6 +312,9 @@ class Glob:
                 self._tail = built[-1]
                 self._middle = built[1:-1]
             self._per_byte = sum(segment.per_byte() for segment in self._middle)
+            self._base = 2 + 2 * len(self._middle) + self._head.size // _BYTES_PER_UNIT
+            rate = self._per_byte + 1 / _BYTES_PER_UNIT
+            self._short = max(-1, int((STEP - self._base - 1) / rate))
         self._parsed = True
 
     def cost(self, length: int) -> int | None:
@@ -317,9 +323,7 @@ class Glob:
         ``steps``). A caller with a budget may ``match`` at once when this is small."""
         if not self._parsed:
             return None
-        head = self._head.size if self._head is not None else 0
-        return (2 + 2 * len(self._middle) + (head + length) // _BYTES_PER_UNIT
-                + int(length * self._per_byte))
+        return self._base + length // _BYTES_PER_UNIT + int(length * self._per_byte)
 
     def _match_now(self, string: bytes) -> bool:
         """``_match`` in one go, once parsed (no generators: most matches are short)."""
@@ -371,11 +375,9 @@ class Glob:
     def steps(self, string: bytes) -> Steps:
         """Match ``string``, yielding the work done (units of about one old Python matcher
         step, at least one) every ``STEP`` units or so; the generator returns the answer."""
-        if self._parsed:  # most strings: a bounded match at once, no generator below
-            cost = self.cost(len(string))
-            if cost is not None and cost <= STEP:
-                yield cost
-                return self._match_now(string)
+        if len(string) <= self._short:  # parsed, and a bounded match: at once
+            yield self._base + len(string) // _BYTES_PER_UNIT + int(len(string) * self._per_byte)
+            return self._match_now(string)
         work = 0
         run = self._match(string, True)
         try:
