@@ -79,9 +79,10 @@ from .state import KVState, decode_snapshot, encode_snapshot
 # SCAN answers at most this many keys per call whatever COUNT asks (COUNT is a hint in
 # Redis too), so one SCAN cannot hold the node's event loop for long.
 SCAN_MAX_COUNT = 10_000
-# Steps of glob.py's Python matcher (patterns with ?, [ or \\: ~0.5 us a step) that KEYS and
-# SCAN MATCH may take in one entry (a transaction), ~0.5 s: enough for a `KEYS user:?*` over
-# 100,000 short keys. Unbounded, one SCAN MATCH ?*x over an 8 MiB key held every replica's
+# Work units of glob.py's matcher (``Glob.steps``, patterns with ?, [ or \\; a unit is about
+# one step of the old byte-at-a-time matcher, ~0.5 us) that KEYS and SCAN MATCH may take in
+# one entry (a transaction), ~0.5 s at worst: enough for a `KEYS user:?*` over 100,000 short
+# keys. Unbounded, one SCAN MATCH ?*x over an 8 MiB key (old matcher) held every replica's
 # apply for 3.7 s, and a transaction may hold 100,000 of them (attack4). Scripts charge it
 # in their budget; reads outside the log (``read``, tests and tools) are not bounded.
 GLOB_STEPS_PER_ENTRY = 1_000_000
@@ -1061,11 +1062,11 @@ class KVStateMachine:
         return True
 
     def _matching(self, pattern: bytes, keys: Iterable[bytes]) -> list[bytes] | ErrorReply:
-        """The ``keys`` that match ``pattern``, in order; GLOB_WORK_OVER once the Python
-        matcher's steps in this entry pass GLOB_STEPS_PER_ENTRY (a function of the entry and
+        """The ``keys`` that match ``pattern``, in order; GLOB_WORK_OVER once the
+        matcher's work units in this entry pass GLOB_STEPS_PER_ENTRY (a function of the entry and
         the state: every replica stops at the same key)."""
         glob = Glob(pattern)
-        if not glob.in_python:  # literals and * only: C-level, linear in the key
+        if glob.literal_and_stars:  # C-level, linear in the key
             return [key for key in keys if glob.match(key)]
         matched: list[bytes] = []
         left = self._glob_left

@@ -529,6 +529,7 @@ async def serve_clients(server: ClientServer, *,
     listeners = await trio.open_tcp_listeners(port, host=host)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.loop_lag.run)
+        nursery.start_soon(server.pubsub.run)  # Pub/Sub delivery, in slices
         for listener in listeners:
             nursery.start_soon(_accept_loop, server, listener, nursery)
         task_status.started(listeners[0].socket.getsockname()[1])

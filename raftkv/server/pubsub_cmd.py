@@ -83,7 +83,7 @@ def cmd_pubsub(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if sub == b"channels":
         if len(args) > 3:
             return _wrong_args("pubsub|channels")
-        return Pending.of(pubsub.active_channels(args[2] if len(args) == 3 else None))
+        return pubsub.active_channels(args[2] if len(args) == 3 else None)
     if sub == b"numsub":
         return Pending.of(pubsub.numsub(args[2:]))
     if sub == b"numpat":
@@ -102,7 +102,10 @@ def publish(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     answer = Pending()
 
     def applied(value: Any) -> None:
-        answer.set(pubsub.receivers(channel) if type(value) is int else value)
+        if type(value) is int:  # this node's count, once its patterns are matched
+            pubsub.count_receivers(channel).add_callback(answer.set)
+        else:
+            answer.set(value)
 
     submitted.add_callback(applied)
     return answer

@@ -255,18 +255,28 @@ def test_mset_without_a_scan_index_matches_the_slow_path() -> None:
 BIG = b"a" * (1 << 18)  # one large key: matching it is the whole job
 
 
-@pytest.mark.parametrize("pattern", [b"*?b", b"*[b]", b"*\\b"])
+# Patterns whose match must search a large key (a middle segment of sets), not only check
+# its ends: the work is linear in the key (raftkv.kv.glob) and still spans slices.
+SEARCHING = [b"*[b]?*", b"*?b?*", b"*[ab]" + b"[ab]" * 8 + b"c*"]
+
+
+@pytest.mark.parametrize("pattern", SEARCHING)
 def test_keys_splits_the_match_of_one_large_key_over_slices(pattern: bytes) -> None:
     """KEYS was sliced by key count: one multi-MiB key and a pattern like ``*?b`` held the
-    event loop for seconds in one step. Now a large key's match spans many slices."""
-    kv = loaded(100)
-    apply(kv, b"SET", BIG, b"v")
-    apply(kv, b"SET", BIG + b"b", b"v")
-    job = kv.read_deferred([b"KEYS", pattern])
-    assert isinstance(job, KeysJob)
-    assert steps_to_finish(job) >= len(BIG) // BUDGET
-    assert job.result == kv.read([b"KEYS", pattern])
-    assert BIG + b"b" in job.result and BIG not in job.result
+    event loop for seconds in one step. Now a large key's match is linear work that spans
+    slices: a 4x longer key takes at most about 4x the slices (counted, not timed)."""
+    slices = []
+    for big in (BIG, BIG * 4):
+        kv = loaded(100)
+        apply(kv, b"SET", big, b"v")
+        apply(kv, b"SET", big + b"bbc", b"v")
+        job = kv.read_deferred([b"KEYS", pattern])
+        assert isinstance(job, KeysJob)
+        slices.append(steps_to_finish(job))
+        assert job.result == kv.read([b"KEYS", pattern])
+        assert big + b"bbc" in job.result and big not in job.result
+    assert slices[0] >= 2
+    assert slices[1] <= 4 * slices[0] + 2
 
 
 @pytest.mark.parametrize("n", [50, LARGE_MAP * 2])
@@ -297,12 +307,16 @@ def test_scan_match_is_sliced_and_answers_what_read_answers(n: int, pattern: byt
 
 
 def test_scan_match_splits_the_match_of_one_large_key_over_slices() -> None:
-    kv = KVStateMachine()
-    apply(kv, b"SET", BIG, b"v")
-    job = kv.read_deferred([b"SCAN", b"0", b"MATCH", b"*?b", b"TYPE", b"string"])
-    assert isinstance(job, SlicedRead)
-    assert steps_to_finish(job) >= len(BIG) // BUDGET
-    assert job.result == [b"0", []]
+    slices = []
+    for big in (BIG, BIG * 4):
+        kv = KVStateMachine()
+        apply(kv, b"SET", big, b"v")
+        job = kv.read_deferred([b"SCAN", b"0", b"MATCH", b"*[b]?*", b"TYPE", b"string"])
+        assert isinstance(job, SlicedRead)
+        slices.append(steps_to_finish(job))
+        assert job.result == [b"0", []]
+    assert slices[0] >= 2
+    assert slices[1] <= 4 * slices[0] + 2
     # Errors in the other options answer as they did.
     bad = kv.read_deferred([b"SCAN", b"x", b"MATCH", b"*?b"])
     if isinstance(bad, SlicedRead):
