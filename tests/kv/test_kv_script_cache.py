@@ -136,6 +136,8 @@ def test_the_cache_and_its_eviction_order_survive_a_snapshot() -> None:
     assert state.eval_order[0] == script_sha(body(1))
     assert state.eval_order[-1] == script_sha(body(0))
     assert encode_snapshot(state) == blob
+    without_feed = decode_snapshot(encode_snapshot(kv.one.snapshot_state(with_feed=False)))
+    assert without_feed.feed is None and without_feed.eval_order == state.eval_order
     restored = Replicas()
     restored.one.restore(blob)
     restored.two.restore(blob)
