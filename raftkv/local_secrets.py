@@ -175,8 +175,8 @@ def check(out: Path, user: str = "admin") -> dict[str, str]:
         problem = _kind_problem(path)
         if problem is None and name != READY:
             problem = _content_problem(out, name, user)
-        if problem is not None:
-            bad[name] = f"{path}: {problem}"
+        if problem is not None:  # (the loaders' own texts name the file already)
+            bad[name] = problem if str(path) in problem else f"{path}: {problem}"
     return bad
 
 

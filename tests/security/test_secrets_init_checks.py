@@ -56,7 +56,7 @@ def test_bad_files_are_refused_one_line_each_and_ready_is_not_written(
     code, output = init(out)
     assert code == 1, output
     lines = output.splitlines()
-    assert any(f"{out / 'peer-secret'}: peer secret file" in line and "at least 16" in line
+    assert any(f"peer secret file {out / 'peer-secret'} holds 5 bytes; at least 16" in line
                for line in lines), output
     assert any(f"{out / 'metrics-token'}: has mode 0644" in line for line in lines), output
     assert any(f"{out / 'admin-password'}: is a symbolic link" in line
