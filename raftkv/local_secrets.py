@@ -173,9 +173,10 @@ def check(out: Path, user: str = "admin") -> dict[str, str]:
         if not _present(path):
             continue
         problem = _kind_problem(path)
-        if problem is None and name != READY:
-            problem = _content_problem(out, name, user)
-        if problem is not None:  # (the loaders' own texts name the file already)
+        if problem is not None:
+            bad[name] = f"{path}: {problem}"
+        elif name != READY and (problem := _content_problem(out, name, user)) is not None:
+            # (the loaders' own texts name the file already)
             bad[name] = problem if str(path) in problem else f"{path}: {problem}"
     return bad
 
