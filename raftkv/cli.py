@@ -23,6 +23,7 @@ from raftkv.cli_types import FiniteFloatRange
 from raftkv.config_file import config_option
 from raftkv.kv.notify import parse_flags
 from raftkv.local_cluster import run_local_cluster
+from raftkv.local_secrets import BadFiles as BadSecretFiles
 from raftkv.local_secrets import init as init_secrets
 from raftkv.log import setup_logging
 from raftkv.member_cli import change, print_members
@@ -319,14 +320,26 @@ def secrets() -> None:
               help="Names and IPs the node certificate is valid for (comma separated).")
 @click.option("--user", default="admin", show_default=True,
               help="The ACL user made with a random password (the default user is off).")
-def secrets_init(out: str, hosts: str, user: str) -> None:
+@click.option("--force", is_flag=True,
+              help="Replace files that fail the checks (links are removed, never followed; "
+                   "a bad certificate file remakes the whole set) instead of refusing.")
+def secrets_init(out: str, hosts: str, user: str, force: bool) -> None:
     """Make what is missing in OUT (keeps what exists, so it can run at every start):
     a CA with node and client certificates, a peer secret, an ACL file with one admin
-    user and its random password, a metrics token; `ready` is written last."""
+    user and its random password, a metrics token; `ready` is written last. What it
+    keeps must pass the checks a node applies at start, be a regular file (not a link)
+    and, for a secret, be 0600; otherwise it prints one line per bad file, writes
+    nothing and exits 1 (or, with --force, replaces them)."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", user):
         raise click.BadParameter("1 to 64 of A-Z a-z 0-9 _ . -", param_hint="--user")
     try:
-        written = init_secrets(Path(out), tuple(_split(hosts)), user)
+        written = init_secrets(Path(out), tuple(_split(hosts)), user, force)
+    except BadSecretFiles as exc:
+        for line in exc.lines:
+            click.echo(f"Error: {line}", err=True)
+        raise click.ClickException(f"{out}: refusing to keep the files above, and not "
+                                   "writing ready; fix or remove them, or run again with "
+                                   "--force to replace them") from exc
     except (FileExistsError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("\n".join(str(p) for p in written) or f"{out}: complete, nothing to make")

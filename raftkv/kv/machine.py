@@ -71,7 +71,8 @@ from .numbers import (
     parse_long_double,
 )
 from .scan import ScanOrder, key_hash
-from .scripts import ScriptRunner, script_sha
+from .script_cache import ScriptCache
+from .scripts import ScriptRunner
 from .sessions import SessionTable
 from .sliced import KeysJob, ScanBuild, ScanMatch, ScanRead, SlicedRead
 from .state import KVState, decode_snapshot, encode_snapshot
@@ -137,7 +138,7 @@ class KVStateMachine:
         # (at most MAX_TOMBS), else ``_gone``, the entry that last forgot them all.
         self._tombs: dict[bytes, int] = {}
         self._gone = 0
-        self._scripts: dict[bytes, bytes] = {}  # sha1 hex -> body (SCRIPT LOAD, EVAL)
+        self._scripts = ScriptCache()  # SCRIPT LOAD and EVAL bodies, bounded (script_cache.py)
         self._sessions = SessionTable()
         # Caches, not state: SCAN's hash order (built by the first SCAN) and a heap of
         # (deadline, key) that may hold stale pairs (checked against _expires when popped).
@@ -349,8 +350,9 @@ class KVStateMachine:
         elsewhere, e.g. in a worker thread while this machine keeps applying; with the
         feed's tail unless ``with_feed`` is false (comparing states, not histories)."""
         return KVState(dict(self._data), dict(self._expires), dict(self._mods), self._now,
-                       self._seq, self._gone, dict(self._scripts), dict(self._tombs),
-                       self._sessions.state(), self.feed.state() if with_feed else None)
+                       self._seq, self._gone, self._scripts.bodies(), dict(self._tombs),
+                       self._sessions.state(), self.feed.state() if with_feed else None,
+                       self._scripts.eval_order())
 
     def state_copy(self) -> dict[bytes, bytes]:
         """A copy of the map of values (tests and checks compare it with a model)."""
@@ -374,7 +376,7 @@ class KVStateMachine:
         self._seq = state.seq
         self._gone = state.gone
         self._tombs = state.tombs
-        self._scripts = state.scripts
+        self._scripts = ScriptCache(state.scripts, state.eval_order)
         self._sessions = SessionTable(state.sessions)
         self.feed.replace(state.feed)
         self._heap = [(deadline, key) for key, deadline in self._expires.items()]
@@ -949,14 +951,12 @@ class KVStateMachine:
     def _script(self, args: list[bytes]) -> Reply:
         sub = syntax.option_word(args[1])
         if sub == b"load" and len(args) == 3:
-            sha = script_sha(args[2])
             error = self._scripting.compile_error(args[2])
             if error is not None:
                 return error
-            self._scripts[sha] = args[2]
-            return sha
+            return self._scripts.load(args[2])
         if sub == b"flush" and len(args) <= 3:
-            self._scripts.clear()
+            self._scripts.flush()
             return OK
         if sub == b"exists":
             return [1 if arg.lower() in self._scripts else 0 for arg in args[2:]]
@@ -964,11 +964,12 @@ class KVStateMachine:
 
     def script_body(self, sha: bytes) -> bytes | None:
         """The loaded script with this sha1 (lower-case hex), or None."""
-        return self._scripts.get(sha.lower())
+        return self._scripts.body(sha.lower())
 
     def remember_script(self, body: bytes) -> None:
-        """EVAL caches its body, as Redis does, so a later EVALSHA finds it."""
-        self._scripts[script_sha(body)] = body
+        """An EVAL or EVALSHA ran ``body`` (it compiled): EVAL caches it, as Redis does, so
+        that a later EVALSHA finds it; either makes an EVAL-cached body the newest."""
+        self._scripts.used_by_eval(body)
 
     def key_record(self, key: bytes) -> KeyRecord:
         """All the state holds about ``key`` (value, deadline, index, deletion index): what

@@ -36,7 +36,6 @@ Lua build with the same limits, like the rest of the code.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -146,11 +145,6 @@ SCAN_MAX_WALK = 10_000  # machine.py's SCAN_MAX_COUNT
 # Per unit of glob.py's matcher work (about one step of its Python port, ~0.5 us; a C-level
 # scan of 256 bytes for literal-and-star patterns): KEYS and SCAN MATCH in a script.
 GLOB_STEP_COST = 30
-
-
-def script_sha(body: bytes) -> bytes:
-    """The SHA1 hex digest SCRIPT LOAD answers and EVALSHA takes (lower case)."""
-    return hashlib.sha1(body).hexdigest().encode()
 
 
 def _new_runtime() -> Any:
@@ -451,7 +445,6 @@ class ScriptRunner:
         if isinstance(numkeys, ErrorReply):
             return numkeys
         machine = self._machine
-        given = body is not None
         if body is None:
             body = machine.script_body(args[1])
             if body is None:
@@ -460,11 +453,11 @@ class ScriptRunner:
             over = self._count_body(body)
             if over is not None:
                 return over
-        if given and not read_only:
-            machine.remember_script(body)
         prepared = self._prepare(body)
-        if isinstance(prepared, ErrorReply):
+        if isinstance(prepared, ErrorReply):  # a body that does not compile is not cached
             return prepared
+        if not read_only:  # (a read runs on one node: it must not change the cache)
+            machine.remember_script(body)
         if self._entry_left <= 0:  # earlier scripts of this entry spent the budget
             self.last_cost = 0
             return ErrorReply(BUDGET_ERROR)

@@ -8,7 +8,11 @@ the WATCH versions of missing keys: the entry that deleted each recently deleted
 It also carries the change feed's retained tail (feed.py): history, not state, but a node
 restarted from the snapshot or a follower installing it must hold the same tail.
 
-Version 4 is version 3 plus the feed: ``[..., [session, ...], [floor_index | nil,
+Version 5 is version 4 plus the EVAL-cached scripts' shas, least recently used first
+(script_cache.py; ``scripts`` holds every body, and those not listed are SCRIPT LOADed), and
+its feed may be nil (a state copied without its feed); it is written only when EVAL has
+cached a script, so other states stay readable by earlier releases (which read every
+script as loaded). Version 4 is version 3 plus the feed: ``[..., [session, ...], [floor_index | nil,
 floor_position | nil, [[index, position, op, key, value | nil, deadline | nil], ...]]]``
 (ids strictly increasing, all above the floor); a state copied without its feed is
 written as version 3 or 2, readable by earlier releases. Version 3 is
@@ -31,7 +35,8 @@ from .errors import KVDecodeError
 from .feed import FeedState
 from .sessions import Session, sessions_from_wire, sessions_to_wire
 
-SNAPSHOT_VERSION = 4
+SNAPSHOT_VERSION = 5
+_FEED_VERSION = 4
 _SESSIONS_VERSION = 3
 MAX_OP_LEN = 64  # an op is a command name
 _INT64_MAX = 2**63 - 1
@@ -51,6 +56,7 @@ class KVState:
     tombs: dict[bytes, int] = attrs.Factory(dict)
     sessions: dict[int, Session] = attrs.Factory(dict)
     feed: FeedState | None = None  # None: the snapshot carried no feed (feed.py)
+    eval_order: list[bytes] = attrs.Factory(list)  # EVAL-cached shas, LRU first
 
 
 class _Pairs(list):
@@ -70,7 +76,8 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
     # Without sessions, version 2; without a feed, version 3 at most: a state that does not
     # use them stays readable by nodes of the previous releases.
     feed = state.feed
-    version = SNAPSHOT_VERSION if feed else _SESSIONS_VERSION if state.sessions else 2
+    version = (SNAPSHOT_VERSION if state.eval_order else _FEED_VERSION if feed
+               else _SESSIONS_VERSION if state.sessions else 2)
     parts = [packer.pack_array_header(_LENGTHS[version]), pack(version)]
     for mapping in (state.data, state.expires, state.mods):
         keys = sorted(mapping)
@@ -83,16 +90,20 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
     parts.append(pack(dict(sorted(state.tombs.items()))))
     if version >= _SESSIONS_VERSION:
         parts.append(pack(sessions_to_wire(state.sessions)))
-    if feed is not None:
+    if version >= _FEED_VERSION and feed is None:
+        parts.append(pack(None))
+    elif feed is not None:
         floor = feed.floor or (None, None)
         parts += [packer.pack_array_header(3), pack(floor[0]), pack(floor[1]),
                   packer.pack_array_header(len(feed.changes))]
         parts += [pack((c.index, c.position, c.op, c.key, c.value, c.deadline_ms))
                   for c in feed.changes]
+    if version >= SNAPSHOT_VERSION:
+        parts.append(pack(state.eval_order))
     return b"".join(parts)
 
 
-_LENGTHS = {2: 9, _SESSIONS_VERSION: 10, SNAPSHOT_VERSION: 11}
+_LENGTHS = {2: 9, _SESSIONS_VERSION: 10, _FEED_VERSION: 11, SNAPSHOT_VERSION: 12}
 
 
 def _check_map(pairs: Any, value_type: type, what: str) -> dict:
@@ -141,9 +152,21 @@ def decode_snapshot(blob: bytes) -> KVState:
     scripts = _check_map(obj[7], bytes, "scripts")
     tombs = _check_map(obj[8], int, "deletions")
     sessions = sessions_from_wire(obj[9]) if version >= _SESSIONS_VERSION else {}
-    feed = _check_feed(obj[10]) if version >= SNAPSHOT_VERSION else None
+    feed = None
+    if version >= _FEED_VERSION and not (version >= SNAPSHOT_VERSION and obj[10] is None):
+        feed = _check_feed(obj[10])
+    eval_order = _check_eval_order(obj[11], scripts) if version >= SNAPSHOT_VERSION else []
     return KVState(data, expires, mods, _check_int(obj[4], "now"), _check_int(obj[5], "seq"),
-                   _check_int(obj[6], "gone"), scripts, tombs, sessions, feed)
+                   _check_int(obj[6], "gone"), scripts, tombs, sessions, feed, eval_order)
+
+
+def _check_eval_order(raw: Any, scripts: dict[bytes, bytes]) -> list[bytes]:
+    """The EVAL-cached shas of a version 5 snapshot: distinct keys of ``scripts``."""
+    if type(raw) is not list or not all(type(sha) is bytes and sha in scripts for sha in raw):
+        raise KVDecodeError("snapshot EVAL-cached scripts are not a list of its scripts' shas")
+    if len(set(raw)) != len(raw):
+        raise KVDecodeError("snapshot EVAL-cached scripts repeat a sha")
+    return raw
 
 
 def _check_feed(raw: Any) -> FeedState:

@@ -61,7 +61,7 @@ def test_secrets_init_completes_a_partial_directory_but_not_partial_certificates
     assert [p.name for p in local_secrets.init(tmp_path / "a", ())] == ["metrics-token",
                                                                         "ready"]
     (tmp_path / "a" / "node.key").unlink()
-    with pytest.raises(FileExistsError, match=r"node\.key"):
+    with pytest.raises(local_secrets.BadFiles, match=r"node\.key"):
         local_secrets.init(tmp_path / "a", ())
     bad = CliRunner().invoke(main, ["secrets", "init", "--out", str(tmp_path / "b"),
                                     "--user", "x y"])
