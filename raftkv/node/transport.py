@@ -179,7 +179,7 @@ def heartbeat_ahead_of(big: Any, msg: Any) -> AppendEntries | None:
     hears its leader, takes the commit index up to that entry, answers the read round
     ``seq``; the original still follows ``big`` in order."""
     if (type(big) is not AppendEntries or type(msg) is not AppendEntries or msg.entries
-            or (msg.term, msg.src, msg.dst) != (big.term, big.src, big.dst)):
+            or not big.entries or (msg.term, msg.src, msg.dst) != (big.term, big.src, big.dst)):
         return None
     if msg.prev_index <= big.prev_index:
         return msg
