@@ -641,7 +641,7 @@ class RaftCore:
             self._transfer_elapsed += 1
             if self._transfer_elapsed >= self._cfg.election_ticks:
                 self._transferee = 0  # target did not take over in time: resume
-        if self._election_elapsed >= self._cfg.election_ticks:
+        if self._election_elapsed >= self._cfg.check_quorum_ticks:
             self._election_elapsed = 0
             if self._cfg.check_quorum:
                 vs = self.voters
