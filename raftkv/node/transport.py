@@ -186,6 +186,11 @@ def heartbeat_ahead_of(big: Any, msg: Any) -> AppendEntries | None:
     return attrs.evolve(msg, prev_index=big.prev_index, prev_term=big.prev_term)
 
 
+def _heartbeat_of(msg: Any) -> Any:
+    """``msg`` without its entries, if it is an AppendEntries (else ``msg``)."""
+    return attrs.evolve(msg, entries=()) if type(msg) is AppendEntries else msg
+
+
 async def _decode_off_loop(frame: bytes) -> Any:
     """``_decode``, in a worker thread for a large frame (see OFF_LOOP_BYTES)."""
     if len(frame) >= OFF_LOOP_BYTES:
@@ -726,6 +731,14 @@ class PeerTransport:
             await trio.sleep_forever()  # stalled: the encode finishes, then the link closes
         if stalled:
             raise trio.TooSlowError  # as a stalled send_all in _send_loop: the link closes
+        # And one right before it: the follower's election timer then starts afresh when the
+        # large frame starts to arrive, not up to a heartbeat interval earlier.
+        lead = heartbeat_ahead_of(big, _heartbeat_of(big))
+        frame = self._encode(link, lead) if lead is not None else None
+        if frame is not None:
+            delivery.sending(len(frame), trio.current_time())
+            with trio.fail_after(self.limits.stall_timeout):
+                await stream.send_all(frame)
         return result[0]
 
     def _encode(self, link: _Link, msg: Any) -> bytes | None:

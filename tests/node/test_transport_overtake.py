@@ -59,6 +59,8 @@ async def test_heartbeats_overtake_a_large_append_being_encoded(
         assert a.t.send(heartbeat(6))
         first = await b.inbox.receive()  # while the append is still being encoded
         release.set()
-        rest = [await b.inbox.receive() for _ in range(2)]
+        rest = [await b.inbox.receive() for _ in range(3)]
     assert first == heartbeat_ahead_of(APPEND, heartbeat(6))
-    assert rest == [APPEND, heartbeat(6)]  # the originals, in their order
+    # One more right before the append (so the follower's timer restarts as it arrives),
+    # then the originals in their order.
+    assert rest == [AppendEntries(3, 1, 2, 5, 2, (), 4, 1), APPEND, heartbeat(6)]
