@@ -19,6 +19,15 @@ add a fresh node next. Removed nodes keep running (and may try to disrupt) until
 where nodes outside every configuration are stopped for good, as an operator would; the
 liveness checks then look at the members of the leader's configuration only.
 
+Slow writes (when the cluster gets a ``slow_writes`` generator): a Ready that must sync may
+stay *in flight* for a while, as the runtime's fsync in its worker thread does: its writes
+are handed to storage and (if ``send_before_sync``) its messages sent, and the fsync, the
+other messages, the apply and ``advance`` happen a few units later. Meanwhile messages and
+ticks keep stepping the core, and after each step the node sends what
+``RaftCore.take_early`` hands out, checked against what is durable like every other
+message; no other Ready is taken until the one in flight is done (one ready loop). A crash
+meanwhile loses the unsynced writes as any crash does.
+
 Virtual time runs in units of 1/``TICK`` of a tick; node i ticks when ``time % TICK`` equals
 its random phase, so ticks and deliveries interleave differently per node and per seed.
 """
@@ -75,6 +84,9 @@ class SimNode:
     # stamp clock.
     kv: Any = None
     clock: Any = None
+    # Slow writes: the Ready whose fsync is in flight, and the time it completes.
+    in_flight: Any = None
+    sync_at: int = 0
 
     def term_at(self, index: int) -> int | None:
         try:
@@ -116,8 +128,11 @@ class Cluster:
         snapshots: random.Random | None = None,
         snapshot_max: int = 40,
         kv: KVLayer | None = None,
+        slow_writes: random.Random | None = None,
     ) -> None:
         self.rng = rng
+        self.write_rng = slow_writes  # None: every Ready is handled at once
+        self.slow_write_p = slow_writes.uniform(0.2, 0.8) if slow_writes else 0.0
         self.kv = kv
         if kv is not None:
             kv.clocks.now = lambda: self.now
@@ -182,6 +197,7 @@ class Cluster:
         node.value = messages.register_from_snapshot(node.image.snapshot_data)
         node.applied_term, node.config = node.image.snapshot.term, node.image.snapshot.config
         node.writer = None
+        node.in_flight = None
         if self.kv is not None:
             self.kv.start(node, node.image.snapshot_data)
         if self.snap_rng is not None:
@@ -197,6 +213,7 @@ class Cluster:
         node.alive = False
         node.raft = None
         node.writer = None  # a half-received snapshot dies with the process
+        node.in_flight = None  # so does a write in flight (storage.crash dropped it)
         self.history.forget_node(node.id, node.inc)
         if self.kv is not None:
             self.kv.crashed(node)
@@ -219,6 +236,14 @@ class Cluster:
                 if msg is None:
                     break
                 self.deliver(msg)
+            if self.write_rng is not None:
+                for node in self.nodes.values():
+                    if node.alive and node.in_flight is not None and node.sync_at <= now:
+                        rd, node.in_flight = node.in_flight, None
+                        self.stats.steps += 1
+                        self._finish(node, rd)
+                        if node.alive:
+                            self._drain(node)
             for node in by_phase[unit]:
                 if node.alive:
                     self.stats.steps += 1
@@ -246,8 +271,18 @@ class Cluster:
         raft = node.raft
         if raft.role is messages.LEADER and raft.term != node.seen_lead:
             self._new_leader(node)  # checked before anything it says goes out
+        if node.in_flight is not None:
+            # A Ready's fsync is in flight: only what may leave before it is durable. The
+            # checks of _observe wait for the Ready's end: until then the core's commit may
+            # point into entries storage has not been handed yet, as it may in the runtime.
+            early = raft.take_early()
+            if early:
+                self._send(node, early)
+            return
         while node.alive and raft.has_ready():
             self._handle(node, raft.ready())
+            if node.in_flight is not None:
+                return
         if node.alive:
             self._observe(node)
 
@@ -266,13 +301,28 @@ class Cluster:
                 leading=raft.role is messages.LEADER,
             )
         persist(storage, rd)
-        vote_granted = False
         early = rd.send_before_sync  # a leader's entries leave during its own fsync
         if early and self._send(node, rd.messages) is None:
             return  # crashed while sending
         if node.torn_armed and (rd.entries or rd.hard_state is not None):
             self.crash(node, torn=True)
             return
+        wr = self.write_rng
+        if (wr is not None and rd.must_sync and not (rd.snapshot_chunks or rd.snapshot_discard)
+                and wr.random() < self.slow_write_p):
+            node.in_flight = rd  # finished by run_tick (_finish) a little later
+            node.sync_at = self.now + wr.randint(1, 3 * TICK)
+            self.event(node.id, "fsync in flight")
+            self._observe(node)  # storage holds all the core's entries now: check them
+            return
+        self._finish(node, rd)
+
+    def _finish(self, node: SimNode, rd: Any) -> None:
+        """The rest of a Ready, from its fsync on."""
+        raft, storage, checker = node.raft, node.storage, self.checker
+        assert storage is not None
+        vote_granted = False
+        early = rd.send_before_sync
         if rd.must_sync:
             storage.sync()
         if not early:
@@ -346,7 +396,8 @@ class Cluster:
             if messages.is_append_ack(msg):
                 match = msg.match_index
                 checker.append_ack(node.id, msg.term, msg.dst, match)
-                if checker.rules and storage.image.term(match) != node.term_at(match):
+                live = node.term_at(match)  # None: compacted, so applied and durable
+                if checker.rules and live is not None and storage.image.term(match) != live:
                     raise Violation(
                         "persistence",
                         f"node {node.id} acknowledges its log up to {match} before that "

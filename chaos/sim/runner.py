@@ -54,6 +54,8 @@ STORM_PER_NODE = 1000
 # the 2,000-seed quota within ~1.25x of its old runtime; --ttl/--sessions run them all.
 TTL_SHARE = 0.15
 SESSIONS_SHARE = 0.15
+# Slow writes: on by default in this share of the seeds (their own generator).
+SLOW_WRITES_SHARE = 0.5
 SKEWS_MS = (0, 5, 50, 200)  # the largest node clock skew (either way), by seed
 JUMPS_MS = (300, 2_000, 3_600_000)  # clock steps of a live node, either way
 KV_MIN_CHUNK = 1024  # snapshot chunk bytes at least, with the KV layer (see run_seed)
@@ -76,6 +78,10 @@ class SimParams:
     # keep their schedules.
     ttl: bool | None = False
     sessions: bool | None = False
+    # Slow writes (Cluster: Readies whose fsync stays in flight while the core is stepped
+    # and sends RaftCore.take_early's messages): None draws it per seed (SLOW_WRITES_SHARE,
+    # its own generator), as the CLI does by default; off here for the pinned seeds.
+    slow_writes: bool | None = False
     # Test only: session clients retry without the ``once`` wrapper (the checker must see
     # a double apply).
     unsafe_retries: bool = False
@@ -95,7 +101,8 @@ class SimParams:
             cmd += f" --bug {bug}"
         drawn = draw_kv(seed)
         for flag, value, default in (("ttl", self.ttl, drawn[0]),
-                                     ("sessions", self.sessions, drawn[1])):
+                                     ("sessions", self.sessions, drawn[1]),
+                                     ("slow-writes", self.slow_writes, draw_slow_writes(seed)[0])):
             if value is not None and value != default:  # else the CLI's draw gives it
                 cmd += f" --{flag}" if value else f" --no-{flag}"
         return cmd
@@ -106,6 +113,12 @@ def draw_kv(seed: int) -> tuple[bool, bool, random.Random]:
     kvr = random.Random(f"kv-{seed}")
     ttl = kvr.random() < TTL_SHARE
     return ttl, kvr.random() < SESSIONS_SHARE, kvr
+
+
+def draw_slow_writes(seed: int) -> tuple[bool, random.Random]:
+    """Whether ``seed`` runs slow writes by default, and their generator."""
+    wr = random.Random(f"slow-writes-{seed}")
+    return wr.random() < SLOW_WRITES_SHARE, wr
 
 
 @attrs.frozen
@@ -204,6 +217,8 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
             # chunks per snapshot in the range the register seeds exercise.
             config = attrs.evolve(config, snapshot_chunk_bytes=KV_MIN_CHUNK)
 
+    drawn_slow, slow_rng = draw_slow_writes(seed)
+    slow = params.slow_writes if params.slow_writes is not None else drawn_slow
     cluster = Cluster(
         random.Random(rng.getrandbits(64)),
         ids,
@@ -214,6 +229,7 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
         snapshots=snap,
         snapshot_max=snapshot_max,
         kv=kv,
+        slow_writes=slow_rng if slow else None,
     )
     planner = FaultPlanner(random.Random(rng.getrandbits(64)), ids)
     clients = Workload(random.Random(rng.getrandbits(64)), ids)

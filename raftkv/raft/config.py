@@ -54,6 +54,17 @@ class RaftConfig:
     )
     pre_vote: bool = True
     check_quorum: bool = True
+    # CheckQuorum's window: a leader that heard from no quorum for this long steps down.
+    # Twice the election timeout, i.e. the longest a follower waits before campaigning
+    # (its timeout is drawn from [election, 2 x election)): a follower busy receiving one
+    # large AppendEntries (an 8 MiB frame took 50-250 ms to arrive and decode on a loaded
+    # 2-core machine, during which it can answer nothing) no longer deposes a leader that
+    # the followers themselves still follow. A leader cut off from its quorum still steps
+    # down before, or about when, the others elect a new one; reads never rely on a lease.
+    check_quorum_ticks: int = attrs.field(
+        default=attrs.Factory(lambda self: 2 * self.election_ticks, takes_self=True),
+        validator=attrs.validators.ge(1),
+    )
     bugs: frozenset[str] = attrs.field(
         default=frozenset(), converter=frozenset, validator=_check_bugs
     )

@@ -481,6 +481,44 @@ class RaftCore:
         self._snap_chunks, self._snap_discard = [], False
         return rd
 
+    def take_early(self) -> list[RaftMessage]:
+        """Messages that may leave *now*, even while the writes of a Ready already handed out
+        are still being made durable (etcd-io/raft's ``msgs`` as against
+        ``msgsAfterAppend``); they are no longer part of the next Ready. Optional: a runtime
+        that never calls it sends everything through ``ready()`` as before.
+
+        Why: a Ready's fsync may take a long time (an 8 MiB entry: 50-200 ms on a loaded
+        disk). Without this, a leader sends no heartbeat and a follower answers none
+        meanwhile, and with default timeouts the cluster holds an election (issue 12).
+
+        Which: nothing unless this node's term and vote are durable (``advance`` of the
+        Ready that changed them has happened) and no received snapshot awaits its install.
+        Then a leader's messages (as ``Ready.send_before_sync``: heartbeats, appends, read
+        answers; none claims anything about its own disk), and a follower's AppendEntries
+        replies that promise nothing beyond what is durable: a rejection, or a success whose
+        ``match_index`` is at most ``stable_index``. Heartbeat replies are built that way
+        (``_handle_append``). Anything else (a vote, an ack of entries still being written,
+        a snapshot acknowledgement) stays for the Ready after the fsync, as before.
+        """
+        if not self._msgs or self._log.pending is not None:
+            return []
+        hs = self._hard_state()
+        if (hs.term, hs.vote) != (self._prev_hs.term, self._prev_hs.vote):
+            return []
+        if self._role is Role.LEADER:
+            early, self._msgs = self._msgs, []
+            return early
+        stable = self._log.stable_index()
+        early, keep = [], []
+        for m in self._msgs:
+            if (type(m) is AppendEntriesResponse and m.term == self._term
+                    and (not m.success or m.match_index <= stable)):
+                early.append(m)
+            else:
+                keep.append(m)
+        self._msgs = keep
+        return early
+
     def advance(self, rd: Ready) -> None:
         """The runtime persisted ``rd``'s entries and hard state and sent its messages."""
         if rd.hard_state is not None:
@@ -603,7 +641,7 @@ class RaftCore:
             self._transfer_elapsed += 1
             if self._transfer_elapsed >= self._cfg.election_ticks:
                 self._transferee = 0  # target did not take over in time: resume
-        if self._election_elapsed >= self._cfg.election_ticks:
+        if self._election_elapsed >= self._cfg.check_quorum_ticks:
             self._election_elapsed = 0
             if self._cfg.check_quorum:
                 vs = self.voters
@@ -801,6 +839,11 @@ class RaftCore:
         )
 
     def _reply_append(self, m: AppendEntries, success: bool, match: int) -> None:
+        if success and not m.entries:
+            # A heartbeat's reply claims only what is durable, so it may leave while a write
+            # is still in flight (take_early) and the leader hears from us whatever our fsync
+            # takes. The append that brought newer entries gets its own full ack.
+            match = min(match, self._log.stable_index())
         self._send(AppendEntriesResponse(self._term, self._id, m.src, success, match, seq=m.seq))
 
     def _append_from_leader(self, ents: list[Entry]) -> None:

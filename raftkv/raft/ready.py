@@ -28,7 +28,10 @@ class Ready:
     ``failed_reads``; then ``node.advance(ready)``. Unless ``send_before_sync`` says
     otherwise, messages go out only after the entries and hard state are durable: that is
     what makes a vote or an append acknowledgement a promise. The runtime, the simulator and
-    the test harness all follow this one contract.
+    the test harness all follow this one contract. While a Ready is in hand (its fsync
+    running), the runtime may send what ``RaftCore.take_early`` hands out at any moment:
+    messages that promise nothing about a write not yet durable (a leader's heartbeats, a
+    follower's heartbeat replies); they are then no part of a later Ready.
 
     Snapshot work (a follower receiving InstallSnapshot): if ``snapshot_discard``, abort the
     partly received snapshot. Then write each of ``snapshot_chunks`` (InstallSnapshot

@@ -223,7 +223,11 @@ def test_a_vote_at_an_absurd_term_is_ignored() -> None:
 def test_check_quorum_steps_down_an_isolated_leader() -> None:
     c = _healthy(FAST)
     c.isolate(1)
-    c.tick(2 * FAST.election_ticks, nodes=[1])
+    # The window is check_quorum_ticks (2 election timeouts): still leading after one.
+    c.tick(FAST.election_ticks, nodes=[1])
+    assert c.nodes[1].role is Role.LEADER
+    # Two windows at most: the first may still count the followers heard before the cut.
+    c.tick(2 * FAST.check_quorum_ticks - FAST.election_ticks, nodes=[1])
     assert c.nodes[1].role is Role.FOLLOWER and c.nodes[1].leader_id == 0
     with pytest.raises(NotLeader):
         c.nodes[1].propose(b"x")

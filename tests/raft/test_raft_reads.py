@@ -100,7 +100,7 @@ def test_check_quorum_step_down_fails_pending_reads() -> None:
     c = _cluster()
     c.nodes[1].read_index(b"r")
     c.isolate(1)
-    c.tick(2 * FAST.election_ticks, nodes=[1])
+    c.tick(2 * FAST.check_quorum_ticks, nodes=[1])  # two CheckQuorum windows at most
     assert c.nodes[1].role is Role.FOLLOWER
     assert c.failed_reads[1] == [b"r"]
 
