@@ -1048,8 +1048,10 @@ class KVStateMachine:
 
     def _copy_bytes(self, size: int) -> bool:
         """Take ``size`` bytes from this entry's COPY_BYTES_PER_ENTRY; False if too few
-        are left (deterministic, like ``_walk``)."""
-        if size > self._copy_left:
+        are left (deterministic, like ``_walk``). The entry's first copy is always allowed:
+        one command alone is bounded by the largest string (a plain SETRANGE to 300 MB must
+        still apply, or fail-stop on a replica short of memory, never answer an error)."""
+        if size > self._copy_left and self._copy_left < COPY_BYTES_PER_ENTRY:
             return False
         self._copy_left -= size
         return True
