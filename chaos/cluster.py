@@ -35,11 +35,18 @@ _HANDED_OUT: set[int] = set()  # every port free_ports gave this process
 
 
 def retry_call(addr: str, *args: str | bytes, timeout: float = 30.0) -> object:
-    """``call`` until the reply is not TRYAGAIN/UNKNOWN (an election is allowed) or
-    ``timeout`` seconds have passed; the last reply either way."""
+    """``call`` until the node answers (a restarted one may not listen yet) with a reply
+    that is not TRYAGAIN/UNKNOWN (an election is allowed), or ``timeout`` seconds have
+    passed: the last reply, or the last connection error raised."""
     deadline = time.monotonic() + timeout
     while True:
-        reply = call(addr, *args, timeout=15.0)
+        try:
+            reply = call(addr, *args, timeout=15.0)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # not listening yet: another process, nothing to wait on
+            continue
         transient = isinstance(reply, ErrorReply) and reply.text.split()[0] in (
             "TRYAGAIN", "UNKNOWN")
         if not transient or time.monotonic() > deadline:
