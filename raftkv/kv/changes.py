@@ -106,6 +106,20 @@ class ChangeRecorder:
             else:
                 touch[2] = VALUE
 
+    def set_many(self, keys: list[bytes], data: dict[bytes, bytes]) -> None:
+        """MSET's fast path: the running command set each of ``keys`` to its value now in
+        ``data`` and dropped its deadline. When nothing else is pending (MSET alone, or
+        first in its transaction step) the changes are built at once, one per distinct key
+        in the order of first touch, without the touch records ``note`` keeps: an MSET of
+        100,000 keys is applied in one go on every replica."""
+        if self.pending:
+            self.note_many(keys)
+            return
+        done, index, op, make = self._done, self._index, self.op, tuple.__new__
+        unique = dict.fromkeys(keys) if len(keys) > 1 else keys
+        done.extend([make(Change, (index, position, op, key, data[key], None))
+                     for position, key in enumerate(unique, len(done))])
+
     def deleted_by_deadline(self, key: bytes) -> None:
         """The running command gave ``key`` a deadline already past: it is deleted
         (recorded as ``del``, whatever the command, as Redis notifies it)."""

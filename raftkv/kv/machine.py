@@ -665,7 +665,7 @@ class KVStateMachine:
             keys = args[1::2]
             self._data.update(zip(keys, args[2::2], strict=True))
             self._mods.update(dict.fromkeys(keys, self._seq))
-            self._recorder.note_many(keys)
+            self._recorder.set_many(keys, self._data)
             expires = self._expires
             if expires:  # MSET drops any TTL, as SET does (stale heap pairs are skipped)
                 for key in keys:

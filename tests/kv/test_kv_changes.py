@@ -43,6 +43,8 @@ def log() -> Log:
     ([("SET", "k", "ab")], ("APPEND", "k", "cd"), [("append", b"k", b"abcd", None)]),
     ([("SET", "k", "abcd")], ("SETRANGE", "k", 1, "X"), [("setrange", b"k", b"aXcd", None)]),
     ([], ("MSET", "a", 1, "b", 2), [("mset", b"a", b"1", None), ("mset", b"b", b"2", None)]),
+    ([("SET", "a", 0, "PX", 100)], ("MSET", "a", 1, "b", 2, "a", 3),  # one change a key: the
+     [("mset", b"a", b"3", None), ("mset", b"b", b"2", None)]),  # last value, the TTL dropped
     ([], ("MSETNX", "a", 1, "b", 2),
      [("msetnx", b"a", b"1", None), ("msetnx", b"b", b"2", None)]),
     ([("SET", "a", "v", "PX", 70)], ("RENAME", "a", "b"),
