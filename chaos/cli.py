@@ -35,9 +35,12 @@ def main() -> None:
 @click.option("--sessions/--no-sessions", default=None,
               help="KV workload of session clients retrying INCR/APPEND with RAFT ONCE "
                    "(default: 15 % of the seeds).")
+@click.option("--txn/--no-txn", default=None,
+              help="KV workload of MULTI/EXEC transactions (WATCH included), Lua scripts, "
+                   "and sessions that expire (default: 10 % of the seeds).")
 def sim(count: int, seed_start: int, nodes: int | None, steps: int | None, long_: bool,
         quiet: bool, jobs: int, bugs: tuple[str, ...], ttl: bool | None,
-        sessions: bool | None) -> None:
+        sessions: bool | None, txn: bool | None) -> None:
     """Run seeded deterministic simulations of the consensus core.
 
     Each seed drives one cluster of consensus cores through crashes, torn writes,
@@ -52,7 +55,7 @@ def sim(count: int, seed_start: int, nodes: int | None, steps: int | None, long_
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--bug") from None
     code = run_cli(count, seed_start, nodes, steps, long_, quiet, jobs, frozenset(bugs),
-                   ttl=ttl, sessions=sessions)
+                   ttl=ttl, sessions=sessions, txn=txn)
     raise SystemExit(code)
 
 

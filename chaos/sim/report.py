@@ -34,11 +34,12 @@ def run_cli(
     echo: Callable[[str], None] | None = None,
     ttl: bool | None = None,
     sessions: bool | None = None,
+    txn: bool | None = None,
 ) -> int:
     if echo is None:
         echo = _echo
     params = SimParams(nodes=nodes, ticks=steps, long=long, bugs=bugs, ttl=ttl,
-                       sessions=sessions)
+                       sessions=sessions, txn=txn)
     started = time.monotonic()
     size = f"{nodes} nodes" if nodes else "3/5/7 nodes by seed"
     if not quiet:

@@ -34,6 +34,8 @@ from chaos.sim.invariants import Violation
 from chaos.sim.kvclients import KVWorkload
 from chaos.sim.kvmode import KVLayer
 from chaos.sim.network import TICK
+from chaos.sim.txnclients import TxnWorkload
+from chaos.sim.txnclients import make as make_txn
 from chaos.sim.workload import Workload
 from raftkv.raft import RaftConfig, RaftCore, SafetyViolation
 
@@ -54,6 +56,9 @@ STORM_PER_NODE = 1000
 # the 2,000-seed quota within ~1.25x of its old runtime; --ttl/--sessions run them all.
 TTL_SHARE = 0.15
 SESSIONS_SHARE = 0.15
+# Transactions, scripts and session expiry (--txn, chaos/sim/txnclients.py): their own
+# generator too, so every other seed (KV ones included) keeps its schedule and digest.
+TXN_SHARE = 0.10
 SKEWS_MS = (0, 5, 50, 200)  # the largest node clock skew (either way), by seed
 JUMPS_MS = (300, 2_000, 3_600_000)  # clock steps of a live node, either way
 KV_MIN_CHUNK = 1024  # snapshot chunk bytes at least, with the KV layer (see run_seed)
@@ -76,6 +81,7 @@ class SimParams:
     # keep their schedules.
     ttl: bool | None = False
     sessions: bool | None = False
+    txn: bool | None = False
     # Test only: session clients retry without the ``once`` wrapper (the checker must see
     # a double apply).
     unsafe_retries: bool = False
@@ -95,7 +101,8 @@ class SimParams:
             cmd += f" --bug {bug}"
         drawn = draw_kv(seed)
         for flag, value, default in (("ttl", self.ttl, drawn[0]),
-                                     ("sessions", self.sessions, drawn[1])):
+                                     ("sessions", self.sessions, drawn[1]),
+                                     ("txn", self.txn, draw_txn(seed)[0])):
             if value is not None and value != default:  # else the CLI's draw gives it
                 cmd += f" --{flag}" if value else f" --no-{flag}"
         return cmd
@@ -106,6 +113,13 @@ def draw_kv(seed: int) -> tuple[bool, bool, random.Random]:
     kvr = random.Random(f"kv-{seed}")
     ttl = kvr.random() < TTL_SHARE
     return ttl, kvr.random() < SESSIONS_SHARE, kvr
+
+
+def draw_txn(seed: int) -> tuple[bool, random.Random]:
+    """Whether ``seed`` runs transactions, scripts and session expiry by default, and the
+    generator of that workload (its own, as the other KV parts' draws stay as they were)."""
+    txr = random.Random(f"txn-{seed}")
+    return txr.random() < TXN_SHARE, txr
 
 
 @attrs.frozen
@@ -186,15 +200,22 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
     drawn_ttl, drawn_sessions, kvr = draw_kv(seed)
     ttl = params.ttl if params.ttl is not None else drawn_ttl
     sessions = params.sessions if params.sessions is not None else drawn_sessions
+    drawn_txn, txr = draw_txn(seed)
+    txn = params.txn if params.txn is not None else drawn_txn
     kv: KVLayer | None = None
     kv_clients: KVWorkload | None = None
+    txn_clients: TxnWorkload | None = None
     jump_rate = 0.0
-    if ttl or sessions or params.unsafe_retries:
+    if ttl or sessions or txn or params.unsafe_retries:
         clocks = NodeClocks(random.Random(kvr.getrandbits(64)), kvr.choice(SKEWS_MS))
         kv = KVLayer(clocks, random.Random(kvr.getrandbits(64)), ttl)
+        # --txn brings session clients whose sessions expire (short timeouts, stalls).
         kv_clients = KVWorkload(random.Random(kvr.getrandbits(64)), ttl,
-                                sessions or params.unsafe_retries, params.unsafe_retries)
+                                sessions or txn or params.unsafe_retries,
+                                params.unsafe_retries, expiry=txn)
         kv_clients.stats = kv.stats
+        if txn:
+            txn_clients, kv.txn = make_txn(random.Random(txr.getrandbits(64)), kv.stats)
         if ttl and kvr.random() < 0.5:
             jump_rate = kvr.uniform(0.002, 0.01)
         if snap is not None and config.snapshot_chunk_bytes < KV_MIN_CHUNK:
@@ -227,6 +248,8 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
             clients.act(cluster)
             if kv_clients is not None:
                 kv_clients.act(cluster, tick)
+                if txn_clients is not None:
+                    txn_clients.act(cluster, tick)
                 if jump_rate and kvr.random() < jump_rate:
                     _jump(cluster, kvr)
             if member is not None and member.random() < member_rate:
@@ -243,6 +266,8 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
             clients.act(cluster, propose=tick < chaos + HEAL_TRAFFIC)
             if kv_clients is not None:
                 kv_clients.act(cluster, tick, propose=tick < chaos + HEAL_TRAFFIC)
+            if txn_clients is not None:
+                txn_clients.act(cluster, tick, propose=tick < chaos + HEAL_TRAFFIC)
             run_tick(cluster, tick)
             tick += 1
             since = tick - chaos
