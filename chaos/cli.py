@@ -37,7 +37,7 @@ def main() -> None:
                    "(default: 15 % of the seeds).")
 @click.option("--txn/--no-txn", default=None,
               help="KV workload of MULTI/EXEC transactions (WATCH included), Lua scripts, "
-                   "and sessions that expire (default: 10 % of the seeds).")
+                   "and sessions that expire (default: half the seeds with --ttl or --sessions).")
 def sim(count: int, seed_start: int, nodes: int | None, steps: int | None, long_: bool,
         quiet: bool, jobs: int, bugs: tuple[str, ...], ttl: bool | None,
         sessions: bool | None, txn: bool | None) -> None:
