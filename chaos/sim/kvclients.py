@@ -12,6 +12,12 @@
   ``RETRY_TICKS``) is sent again with the same (sid, seq) to another node, as client/ does.
   ``unsafe`` sends the same commands and retries without the ``once`` wrapper: the checker
   must then find a double apply (tests/sim/test_sim_kv.py).
+* **Session expiry** (``expiry``, with ``--txn``): each client's session times out after
+  150, 400 or 1,200 ms of log time, and after a reply or a lost one the client may stall
+  for up to ``IDLE_TICKS`` ticks, so retries land on expired sessions: they answer
+  ``SESSIONEXPIRED`` (never applied) and the client, the outcome unknown, does not send
+  the command again and opens a new session. Active expiry runs with ``expiry`` too (the
+  transactions' TTLs).
 """
 
 from __future__ import annotations

@@ -20,7 +20,11 @@ machine's snapshot after the register. Checked:
   its sends; a command whose inner command ran at two indexes was applied twice; a
   duplicate's reply equals the first application's; at the end the counter equals the
   increments applied, the append log holds every applied token once, and every acknowledged
-  command applied.
+  command applied. A duplicate may also answer ``SESSIONEXPIRED`` (without running):
+  ``SessionModel`` (txncheck.py) checks on the reference that a ``once`` answers it exactly
+  when its session is expired by the log's time.
+* **Transactions and scripts** (``--txn``; ``TxnChecks`` in txncheck.py): atomicity, the
+  pair read against the reference, per-command replies, WATCH.
 """
 
 from __future__ import annotations
