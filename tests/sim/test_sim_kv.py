@@ -59,6 +59,14 @@ def test_default_seeds_draw_the_kv_layer_for_a_share_only() -> None:
     assert 30 <= sum(draw_txn(seed, True)[0] for seed in range(100)) <= 70
 
 
+def test_reproducer_names_txn_only_where_the_draw_differs() -> None:
+    """A failing seed's command gives the CLI's default draw the same flags it ran with."""
+    seed = next(s for s in range(100) if draw_txn(s, True)[0])
+    assert "--txn" not in SimParams(ttl=True, sessions=True, txn=None).command(seed, 3)
+    assert "--no-txn" in SimParams(ttl=True, sessions=True, txn=False).command(seed, 3)
+    assert "--txn" in SimParams(ttl=False, sessions=False, txn=True).command(seed, 3)
+
+
 @pytest.mark.slow
 def test_txn_seeds_hold_and_exercise_the_workload() -> None:
     totals: dict[str, int] = {}
