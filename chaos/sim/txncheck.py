@@ -157,7 +157,7 @@ class TxnChecks:
     def served(self, node: Any) -> None:
         """A linearizable read was served on ``node``: check the pair; a WATCH reads here."""
         kv = node.kv
-        t = node.clock.now()
+        t = max(node.clock.now(), kv.now)  # as ``read`` takes it: never below the applied
         got = kv.read([b"MGET", PA, PB], t)
         self.stats.pair_reads += 1
         if type(got) is not list or len(got) != 2 or got[0] != got[1]:
