@@ -38,9 +38,12 @@ def main() -> None:
 @click.option("--slow-writes/--no-slow-writes", default=None,
               help="Readies whose fsync stays in flight while the core is stepped and sends "
                    "what may leave early (default: 50 % of the seeds).")
+@click.option("--txn/--no-txn", default=None,
+              help="KV workload of MULTI/EXEC transactions (WATCH included), Lua scripts, "
+                   "and sessions that expire (default: half the seeds with --ttl or --sessions).")
 def sim(count: int, seed_start: int, nodes: int | None, steps: int | None, long_: bool,
         quiet: bool, jobs: int, bugs: tuple[str, ...], ttl: bool | None,
-        sessions: bool | None, slow_writes: bool | None) -> None:
+        sessions: bool | None, slow_writes: bool | None, txn: bool | None) -> None:
     """Run seeded deterministic simulations of the consensus core.
 
     Each seed drives one cluster of consensus cores through crashes, torn writes,
@@ -55,7 +58,7 @@ def sim(count: int, seed_start: int, nodes: int | None, steps: int | None, long_
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--bug") from None
     code = run_cli(count, seed_start, nodes, steps, long_, quiet, jobs, frozenset(bugs),
-                   ttl=ttl, sessions=sessions, slow_writes=slow_writes)
+                   ttl=ttl, sessions=sessions, slow_writes=slow_writes, txn=txn)
     raise SystemExit(code)
 
 

@@ -12,6 +12,12 @@
   ``RETRY_TICKS``) is sent again with the same (sid, seq) to another node, as client/ does.
   ``unsafe`` sends the same commands and retries without the ``once`` wrapper: the checker
   must then find a double apply (tests/sim/test_sim_kv.py).
+* **Session expiry** (``expiry``, with ``--txn``): each client's session times out after
+  150, 400 or 1,200 ms of log time, and after a reply or a lost one the client may stall
+  for up to ``IDLE_TICKS`` ticks, so retries land on expired sessions: they answer
+  ``SESSIONEXPIRED`` (never applied) and the client, the outcome unknown, does not send
+  the command again and opens a new session. Active expiry runs with ``expiry`` too (the
+  transactions' TTLs).
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ EXPIRY_TICKS = 10  # the runtime proposes expiry batches every 100 ms
 EXPIRY_BATCH = 4
 RETRY_TICKS = 30  # a client gives up waiting for a reply and sends again elsewhere
 SESSION_TIMEOUT_MS = 600_000  # far longer than a run: the sessions never expire here
+# With --txn, sessions that do expire: a timeout of these (ms of log time) by client, and
+# pauses of up to IDLE_TICKS ticks (a stalled client) before its next send or retry.
+SHORT_TIMEOUTS_MS = (150, 400, 1_200)
+IDLE_TICKS = 200
 
 
 @attrs.define(eq=False)
@@ -51,12 +61,15 @@ class SessionClient:
     send: Send | None = None
     hint: int = 0
     ops: list[ClientOp] = attrs.Factory(list)
+    timeout_ms: int = SESSION_TIMEOUT_MS
+    idle_until: int = 0  # a stalled client sends nothing before this tick
 
 
 class KVWorkload:
     """One tick of KV client activity (see the module docstring)."""
 
-    def __init__(self, rng: random.Random, ttl: bool, sessions: bool, unsafe: bool) -> None:
+    def __init__(self, rng: random.Random, ttl: bool, sessions: bool, unsafe: bool,
+                 expiry: bool = False) -> None:
         self.rng = rng
         self.ttl = ttl
         self.p_ttl = rng.uniform(0.05, 0.5) if ttl else 0.0
@@ -69,6 +82,13 @@ class KVWorkload:
         self.writes = 0
         self.stats = KVStats()  # the runner hands it the KV layer's counters
         self.expiring: dict[tuple[int, int], int] = {}  # (node, inc) -> EXPIRED index
+        # Session expiry (--txn): short timeouts, and clients that stall now and then.
+        self.p_idle = 0.0
+        self.expiry = expiry
+        if expiry:
+            self.p_idle = rng.choice((0.05, 0.15, 0.3))
+            for client in self.clients:
+                client.timeout_ms = rng.choice(SHORT_TIMEOUTS_MS)
 
     @property
     def ops(self) -> list[ClientOp]:
@@ -77,11 +97,13 @@ class KVWorkload:
     def act(self, cluster: Cluster, tick: int, propose: bool = True) -> None:
         if not propose:
             return
-        if self.ttl:
+        if self.ttl or self.expiry:  # the pair's TTLs (--txn) expire actively too
             self._expire(cluster, tick)
-            if self.rng.random() < self.p_ttl:
-                self._ttl_write(cluster)
+        if self.ttl and self.rng.random() < self.p_ttl:
+            self._ttl_write(cluster)
         for client in self.clients:
+            if client.idle_until > tick:
+                continue
             if self.rng.random() < self.p_session or client.send or client.opening:
                 self._session_step(cluster, client, tick)
 
@@ -157,7 +179,7 @@ class KVWorkload:
             if node is None:
                 return
             hint, where = cluster.propose_command(
-                node, [b"session_open", b"%d" % SESSION_TIMEOUT_MS])
+                node, [b"session_open", b"%d" % client.timeout_ms])
             if where is None:
                 client.hint = hint or 0
                 return
@@ -206,6 +228,13 @@ class KVWorkload:
         elif client.send is send:
             client.send = None  # the op stays: the next step sends it again
             client.hint = 0
+            self._maybe_stall(client, send)
+
+    def _maybe_stall(self, client: SessionClient, send: Send) -> None:
+        """With --txn, the client may stall before its next send (its session may expire
+        meanwhile: a retry must then answer SESSIONEXPIRED and never apply)."""
+        if self.p_idle and self.rng.random() < self.p_idle:
+            client.idle_until = send.tick + self.rng.randint(1, IDLE_TICKS)
 
     def _opened(self, client: SessionClient, send: Send, reply: Any) -> None:
         if client.opening is not send:
@@ -228,9 +257,10 @@ class KVWorkload:
         op = client.op
         assert op is not None
         client.send = client.op = None
+        self._maybe_stall(client, send)
         if isinstance(reply, ErrorReply):
-            # SESSIONEXPIRED (never here: the timeout is longer than the run) or another
-            # refusal: the outcome is unknown, the op is not sent again.
+            # SESSIONEXPIRED (with --txn's short timeouts) or another refusal: the outcome
+            # is unknown (an earlier send may have applied), the op is not sent again.
             client.sid = None
             return
         op.acked = True

@@ -20,7 +20,11 @@ machine's snapshot after the register. Checked:
   its sends; a command whose inner command ran at two indexes was applied twice; a
   duplicate's reply equals the first application's; at the end the counter equals the
   increments applied, the append log holds every applied token once, and every acknowledged
-  command applied.
+  command applied. A duplicate may also answer ``SESSIONEXPIRED`` (without running):
+  ``SessionModel`` (txncheck.py) checks on the reference that a ``once`` answers it exactly
+  when its session is expired by the log's time.
+* **Transactions and scripts** (``--txn``; ``TxnChecks`` in txncheck.py): atomicity, the
+  pair read against the reference, per-command replies, WATCH.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ import attrs
 
 from chaos.sim.clocks import NodeClocks
 from chaos.sim.invariants import Violation
+from chaos.sim.txncheck import SessionModel, TxnChecks, TxnOp
 from raftkv.kv import KVStateMachine
 from raftkv.kv.clock import AGREE_MS, SLEW
 from raftkv.kv.codec import decode_entry
 from raftkv.kv.errors import KVDecodeError
+from raftkv.kv.sessions import SESSION_EXPIRED
 from wire.raft import NORMAL, Entry
 from wire.reply import ErrorReply
 
@@ -120,6 +126,14 @@ class KVStats:
     retries: int = 0
     duplicates: int = 0  # applications answered from the session table
     acked: int = 0
+    sessions_expired: int = 0  # once entries answered SESSIONEXPIRED, as the model expects
+    txns: int = 0  # transactions applied (reference), watched ones that answered null,
+    txn_aborts: int = 0  # and commands in them that failed on the data
+    txn_errors: int = 0
+    scripts: int = 0
+    script_failures: int = 0
+    watches: int = 0
+    pair_reads: int = 0
 
 
 class KVLayer:
@@ -130,6 +144,9 @@ class KVLayer:
         self.rng = rng  # which key a read looks at
         self.ttl = ttl
         self.stats = KVStats()
+        self.txn: TxnChecks | None = None  # with --txn (txncheck.py)
+        self.session_model = SessionModel()
+        self.session_model.stats = self.stats
         self.replies: dict[int, Any] = {}  # index -> the reply of its first application
         self.digests: dict[int, str] = {}
         # The reference: the committed log applied once, in order.
@@ -170,9 +187,12 @@ class KVLayer:
         self._agree(node, index)
         return snapshot_data(node.value, node.kv)
 
-    def proposed(self, index: int, term: int, now: int, op: ClientOp | None) -> None:
+    def proposed(self, index: int, term: int, now: int, op: ClientOp | TxnOp | None) -> None:
         self.stamped[(index, term)] = now
-        if op is not None:
+        if isinstance(op, TxnOp):
+            assert self.txn is not None
+            self.txn.proposed(index, term, op)
+        elif op is not None:
             self.ops[(index, term)] = op
 
     # -- applying ---------------------------------------------------------------------------
@@ -229,15 +249,21 @@ class KVLayer:
             return
         ref = self.ref
         try:
-            _, args = decode_entry(entry.data)
+            stamp, whole = decode_entry(entry.data)
         except KVDecodeError:
             ref.apply(entry.data)
             return
-        args, _ = inner_command(args)
+        args, _ = inner_command(whole)
         name = args[0].lower()
         keys = args[1:] if name == b"expired" else args[1:2] if name in _KEYED else []
         before = [(k, ref.holds(k), ref.deadline(k)) for k in keys]
-        ref.apply(entry.data)
+        txn = self.txn
+        pair = txn.before(ref, stamp) if txn is not None else None
+        ref.runs = 0
+        reply = ref.apply(entry.data)
+        self.session_model.applied(entry.index, whole, ref.now, reply, ref.runs >= 2)
+        if txn is not None and pair is not None:
+            txn.applied(ref, entry.index, entry.term, name, reply, pair)
         at = self.stamped.get((entry.index, entry.term))
         if at is None:
             return  # not proposed through the simulator's clients (none are)
@@ -284,6 +310,8 @@ class KVLayer:
         """A linearizable read was served on ``node``: with TTL traffic, it reads a key."""
         if self.ttl:
             self.read(node, self.rng.choice(TTL_KEYS), now)
+        if self.txn is not None:
+            self.txn.served(node)
 
     def read(self, node: Any, key: bytes, now: int) -> None:
         """A client reads ``key`` on ``node`` at true time ``now`` (a linearizable read,
@@ -330,6 +358,8 @@ class KVLayer:
                                 f"{op.exec_index} and at {index} (node {node.id})")
             return
         self.stats.duplicates += 1
+        if isinstance(reply, ErrorReply) and reply.text.startswith(SESSION_EXPIRED):
+            return  # its session expired (by the log's rule: SessionModel checks that)
         if op.exec_index is None:
             if not isinstance(reply, ErrorReply):
                 raise Violation("exactly-once", f"{op} at {index} answered {reply!r} from "

@@ -35,11 +35,12 @@ def run_cli(
     ttl: bool | None = None,
     sessions: bool | None = None,
     slow_writes: bool | None = None,
+    txn: bool | None = None,
 ) -> int:
     if echo is None:
         echo = _echo
     params = SimParams(nodes=nodes, ticks=steps, long=long, bugs=bugs, ttl=ttl,
-                       sessions=sessions, slow_writes=slow_writes)
+                       sessions=sessions, slow_writes=slow_writes, txn=txn)
     started = time.monotonic()
     size = f"{nodes} nodes" if nodes else "3/5/7 nodes by seed"
     if not quiet:

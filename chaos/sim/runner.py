@@ -34,6 +34,8 @@ from chaos.sim.invariants import Violation
 from chaos.sim.kvclients import KVWorkload
 from chaos.sim.kvmode import KVLayer
 from chaos.sim.network import TICK
+from chaos.sim.txnclients import TxnWorkload
+from chaos.sim.txnclients import make as make_txn
 from chaos.sim.workload import Workload
 from raftkv.raft import RaftConfig, RaftCore, SafetyViolation
 
@@ -56,6 +58,12 @@ TTL_SHARE = 0.15
 SESSIONS_SHARE = 0.15
 # Slow writes: on by default in this share of the seeds (their own generator).
 SLOW_WRITES_SHARE = 0.5
+# Transactions, scripts and session expiry (--txn, chaos/sim/txnclients.py): by default
+# in this share of the seeds that run TTLs or sessions (~14 % of all), drawn from their own
+# generator, so every other seed (KV ones included) keeps its schedule and digest. Only
+# among KV seeds: a seed that gains the KV layer costs ~1.8x, so 10 % of all seeds cost
+# +17 % CPU on seeds 5000-5199; txn on a KV seed costs ~1.1x of it.
+TXN_SHARE = 0.5
 SKEWS_MS = (0, 5, 50, 200)  # the largest node clock skew (either way), by seed
 JUMPS_MS = (300, 2_000, 3_600_000)  # clock steps of a live node, either way
 KV_MIN_CHUNK = 1024  # snapshot chunk bytes at least, with the KV layer (see run_seed)
@@ -82,6 +90,7 @@ class SimParams:
     # and sends RaftCore.take_early's messages): None draws it per seed (SLOW_WRITES_SHARE,
     # its own generator), as the CLI does by default; off here for the pinned seeds.
     slow_writes: bool | None = False
+    txn: bool | None = False
     # Test only: session clients retry without the ``once`` wrapper (the checker must see
     # a double apply).
     unsafe_retries: bool = False
@@ -100,9 +109,12 @@ class SimParams:
         for bug in sorted(self.bugs):
             cmd += f" --bug {bug}"
         drawn = draw_kv(seed)
+        ttl = drawn[0] if self.ttl is None else self.ttl
+        sessions = drawn[1] if self.sessions is None else self.sessions
         for flag, value, default in (("ttl", self.ttl, drawn[0]),
                                      ("sessions", self.sessions, drawn[1]),
-                                     ("slow-writes", self.slow_writes, draw_slow_writes(seed)[0])):
+                                     ("slow-writes", self.slow_writes, draw_slow_writes(seed)[0]),
+                                     ("txn", self.txn, draw_txn(seed, ttl or sessions)[0])):
             if value is not None and value != default:  # else the CLI's draw gives it
                 cmd += f" --{flag}" if value else f" --no-{flag}"
         return cmd
@@ -119,6 +131,14 @@ def draw_slow_writes(seed: int) -> tuple[bool, random.Random]:
     """Whether ``seed`` runs slow writes by default, and their generator."""
     wr = random.Random(f"slow-writes-{seed}")
     return wr.random() < SLOW_WRITES_SHARE, wr
+
+
+def draw_txn(seed: int, kv: bool) -> tuple[bool, random.Random]:
+    """Whether ``seed`` runs transactions, scripts and session expiry by default (``kv``:
+    it runs TTLs or sessions), and the generator of that workload (its own, so the other
+    KV parts' draws stay as they were)."""
+    txr = random.Random(f"txn-{seed}")
+    return kv and txr.random() < TXN_SHARE, txr
 
 
 @attrs.frozen
@@ -199,15 +219,22 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
     drawn_ttl, drawn_sessions, kvr = draw_kv(seed)
     ttl = params.ttl if params.ttl is not None else drawn_ttl
     sessions = params.sessions if params.sessions is not None else drawn_sessions
+    drawn_txn, txr = draw_txn(seed, ttl or sessions)
+    txn = params.txn if params.txn is not None else drawn_txn
     kv: KVLayer | None = None
     kv_clients: KVWorkload | None = None
+    txn_clients: TxnWorkload | None = None
     jump_rate = 0.0
-    if ttl or sessions or params.unsafe_retries:
+    if ttl or sessions or txn or params.unsafe_retries:
         clocks = NodeClocks(random.Random(kvr.getrandbits(64)), kvr.choice(SKEWS_MS))
         kv = KVLayer(clocks, random.Random(kvr.getrandbits(64)), ttl)
+        # --txn brings session clients whose sessions expire (short timeouts, stalls).
         kv_clients = KVWorkload(random.Random(kvr.getrandbits(64)), ttl,
-                                sessions or params.unsafe_retries, params.unsafe_retries)
+                                sessions or txn or params.unsafe_retries,
+                                params.unsafe_retries, expiry=txn)
         kv_clients.stats = kv.stats
+        if txn:
+            txn_clients, kv.txn = make_txn(random.Random(txr.getrandbits(64)), kv.stats)
         if ttl and kvr.random() < 0.5:
             jump_rate = kvr.uniform(0.002, 0.01)
         if snap is not None and config.snapshot_chunk_bytes < KV_MIN_CHUNK:
@@ -243,6 +270,8 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
             clients.act(cluster)
             if kv_clients is not None:
                 kv_clients.act(cluster, tick)
+                if txn_clients is not None:
+                    txn_clients.act(cluster, tick)
                 if jump_rate and kvr.random() < jump_rate:
                     _jump(cluster, kvr)
             if member is not None and member.random() < member_rate:
@@ -259,6 +288,8 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
             clients.act(cluster, propose=tick < chaos + HEAL_TRAFFIC)
             if kv_clients is not None:
                 kv_clients.act(cluster, tick, propose=tick < chaos + HEAL_TRAFFIC)
+            if txn_clients is not None:
+                txn_clients.act(cluster, tick, propose=tick < chaos + HEAL_TRAFFIC)
             run_tick(cluster, tick)
             tick += 1
             since = tick - chaos

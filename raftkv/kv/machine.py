@@ -462,8 +462,12 @@ class KVStateMachine:
         self._recorder.note(key, META)
 
     def _version(self, key: bytes) -> tuple[int, int]:
-        """What WATCH remembers and EXEC compares (see the module docstring)."""
-        if self._alive(key) is None:
+        """What WATCH remembers and EXEC compares (see the module docstring). It deletes
+        nothing: EXEC's check must not lazily delete a key that expired before the WATCH
+        (that would give it a new deletion index and fail an EXEC nothing changed; the
+        simulator's seed 12 of --txn). The commands that run after it delete it."""
+        deadline = self._expires.get(key)
+        if key not in self._data or (deadline is not None and deadline <= self._t):
             return (0, self._tombs.get(key, self._gone))
         return (1, self._mods.get(key, 0))
 

@@ -362,6 +362,17 @@ def test_watch_sees_a_key_expire(kv: KVStateMachine) -> None:
     assert kv.apply(encode_entry(exec_entry(watches, ["GET", "w"]), T0 + 100)) is None
 
 
+def test_watch_of_a_key_already_expired_ignores_its_deletion_by_exec(kv: KVStateMachine) -> None:
+    """A key that had expired (still in the map) when watched: EXEC's own check must not
+    delete it and see a new deletion index (the simulator's --txn seed 12). Redis 7
+    likewise lets the EXEC run."""
+    at(kv, T0, "SET", "w", "v", "PX", 100)
+    versions = kv.read(b("WATCH", "w"), T0 + 200)
+    watches = [(b"w", v[0], v[1]) for v in versions]
+    assert kv.apply(encode_entry(exec_entry(watches, ["SET", "x", 1]), T0 + 300)) == [OK]
+    assert at(kv, T0 + 300, "EXISTS", "w") == 0
+
+
 def test_exec_proceeds_if_watched_keys_are_unchanged(kv: KVStateMachine) -> None:
     at(kv, T0, "SET", "w", "v")
     watches = watch(kv, "w", "missing")
