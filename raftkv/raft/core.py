@@ -851,6 +851,13 @@ class RaftCore:
         if first <= self._log.last_index():
             # Truncated CONFIG entries put the previous configuration back in force.
             self._configs.truncate_from(first)
+            # An ack still queued for entries this removes would claim, once sent after the
+            # next fsync, entries that are never written: an older term's leader could count
+            # it toward a commit (the simulator, seed 1883: a term-2 ack up to 247 queued,
+            # then a term-3 append truncated from 244). Dropping an ack is always safe.
+            self._msgs = [m for m in self._msgs
+                          if not (type(m) is AppendEntriesResponse and m.success
+                                  and m.match_index >= first)]
         self._log.append(ents)
         for e in ents:
             if e.kind == CONFIG:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from raft_harness import Cluster
 
 from raftkv.raft import RaftConfig, persist
-from wire.raft import AppendEntries, AppendEntriesResponse, RequestVote
+from wire.raft import NORMAL, AppendEntries, AppendEntriesResponse, Entry, RequestVote
 
 
 def follower_with_write_in_flight(c: Cluster):
@@ -92,3 +92,26 @@ def test_nothing_leaves_early_before_the_term_and_vote_are_durable() -> None:
 
 
 FAST_HEARTBEAT = 2  # raft_harness.FAST's heartbeat_ticks
+
+
+def test_a_queued_ack_of_entries_a_new_leader_truncates_is_never_sent() -> None:
+    """The simulator, seed 1883 (5 nodes, slow writes): a follower queued the ack of entries
+    from the term-T leader, then a term-T+1 leader's append replaced them before they were
+    written. Sent after the next fsync, that ack claimed entries the follower never wrote,
+    and the term-T leader could count it toward a commit. It is dropped at the truncation."""
+    c = Cluster(3)
+    leader, f, rd = follower_with_write_in_flight(c)
+    written = rd.entries[-1].index
+    leader.propose(b"y")
+    c.handle(1)
+    for m in c.take(lambda m: m.dst == 2):
+        f.step(m)  # the entry after `written`, in memory, its ack queued
+    old_term = leader.term
+    assert any(isinstance(m, AppendEntriesResponse) and m.success and m.term == old_term
+               and m.match_index == written + 1 for m in f._msgs)
+    replacement = Entry(old_term + 1, written + 1, NORMAL, b"z")
+    f.step(AppendEntries(old_term + 1, 3, 2, written, old_term, (replacement,), 0, 0))
+    c.storages[2].sync()
+    f.advance(rd)
+    acks = [m for m in f.ready().messages if isinstance(m, AppendEntriesResponse) and m.success]
+    assert acks and all(m.term == old_term + 1 for m in acks), acks  # only the new leader's

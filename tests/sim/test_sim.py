@@ -649,6 +649,18 @@ def test_core_regression_a_candidate_that_cannot_win_yields_to_one_that_can() ->
     assert found.ok, f"{found.prop}: {found.message}"
 
 
+def test_core_regression_a_queued_ack_of_truncated_entries_is_dropped() -> None:
+    # Seed 1883 (5 nodes, the CLI's default draws: slow writes and the KV layer with --txn):
+    # a learner queued its ack of term-2 entries up to 247, a term-3 append truncated them
+    # from 244 before they were written, and the ack left after the next fsync. The core
+    # now drops queued acks at a truncation (tests/raft/test_raft_early.py).
+    from chaos.sim.runner import SimParams, run_seed
+
+    found = run_seed(1883, SimParams(nodes=5, ttl=None, sessions=None, slow_writes=None,
+                                     txn=None))
+    assert found.ok, f"{found.prop}: {found.message}"
+
+
 def test_checker_regression_an_ack_in_an_earlier_term_does_not_vouch() -> None:
     # Seed 70010502 (7 nodes, sweep): see test_only_an_ack_in_the_committing_term_vouches...
     from chaos.sim.runner import SimParams, run_seed
