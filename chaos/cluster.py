@@ -77,6 +77,22 @@ def free_port_base(nodes: int, host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port base")
 
 
+def start_raftkv_up(args: Sequence[str], env: Mapping[str, str]
+                    ) -> tuple[subprocess.Popen[str], list[str]]:
+    """``raftkv up ARGS`` in a session of its own (signal its group to stop it), and the
+    lines of its banner: up to "Ctrl-C stops", or all it printed if it exited first."""
+    proc = subprocess.Popen([sys.executable, "-m", "raftkv", "up", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=dict(env), start_new_session=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Ctrl-C stops" in line:
+            break
+    return proc, lines
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     """``n`` distinct ports that were free a moment ago (bound to port 0, then released),
     never one this process was given before: the kernel may hand a just-released port out

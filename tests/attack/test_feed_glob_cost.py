@@ -9,13 +9,12 @@ connection must still be answered within a second, and the leader must keep its 
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from loop_probe import worst_ping_while
 
 from chaos.cluster import LocalCluster
 from raftkv.probe import info_raft
@@ -47,32 +46,9 @@ def test_a_filtered_xread_does_not_hold_the_loop(cluster: LocalCluster) -> None:
                 host, port = cluster.client_addr(leader)
                 r = redis.Redis(host=host, port=port, socket_timeout=60)
     term = info_raft(cluster.nodes[leader].client_addr)["term"]
-    done = threading.Event()
-
-    def slow_read() -> None:
-        try:
-            redis.Redis(host=host, port=port, socket_timeout=60).xread(
-                {"__raftkv:changes:?*?*?*?*?*?*?*?*b": "0"}, count=1)
-        except redis.RedisError:
-            pass
-        finally:
-            done.set()
-    reader = threading.Thread(target=slow_read, daemon=True)
-    reader.start()
-    ping = redis.Redis(host=host, port=port, socket_timeout=5)
-    worst = 0.0
-    try:
-        while not done.is_set():
-            started = time.monotonic()
-            try:
-                ping.ping()
-            except redis.TimeoutError:
-                worst = float("inf")
-                break
-            worst = max(worst, time.monotonic() - started)
-            done.wait(0.05)
-    finally:
-        reader.join(60)
+    reader = redis.Redis(host=host, port=port, socket_timeout=60)
+    worst = worst_ping_while(host, port, lambda: reader.xread(
+        {"__raftkv:changes:?*?*?*?*?*?*?*?*b": "0"}, count=1), timeout=5)
     assert worst < 1.0, f"a PING waited {worst:.1f} s behind one filtered XREAD"
     assert cluster.wait_for_leader() == leader
     assert info_raft(cluster.nodes[leader].client_addr)["term"] == term

@@ -8,13 +8,13 @@ another connection must still be answered within a second."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from loop_probe import worst_ping_while
 
 from chaos.cluster import LocalCluster
 
@@ -48,30 +48,9 @@ def _stall(cluster: LocalCluster, patterns: list[str], channel: str) -> None:
     deadline = time.monotonic() + 30
     while sub.get_message(timeout=1) is not None and time.monotonic() < deadline:
         pass  # the 5,000 psubscribe confirmations
-    done = threading.Event()
-
-    def publish() -> None:
-        try:
-            redis.Redis(host=host, port=port, socket_timeout=60).publish(channel, "m")
-        except redis.RedisError:
-            pass
-        finally:
-            done.set()
-    publisher = threading.Thread(target=publish, daemon=True)
-    publisher.start()
-    ping = redis.Redis(host=host, port=port, socket_timeout=10)
-    worst = 0.0
+    publisher = redis.Redis(host=host, port=port, socket_timeout=60)
     try:
-        while not done.is_set():
-            started = time.monotonic()
-            try:
-                ping.ping()
-            except redis.TimeoutError:
-                worst = float("inf")
-                break
-            worst = max(worst, time.monotonic() - started)
-            done.wait(0.05)
+        worst = worst_ping_while(host, port, lambda: publisher.publish(channel, "m"))
     finally:
-        publisher.join(60)
         sub.close()
     assert worst < 1.0, f"a PING waited {worst:.1f} s behind one PUBLISH"

@@ -54,6 +54,21 @@ from client.watch import Watch
 from raftkv.probe import call, parse_info
 
 
+def _figures(run: Any, requests: int, watchers: int, seconds: float, delivered: int,
+             drain: float, nodes_cpu: float, own_cpu: float, nodes_all: float,
+             elections: float, lag: float) -> dict[str, Any]:
+    """One round's figures (the rows main() prints), from what the round measured."""
+    row = run.rows.get("SET")
+    ok = bool(row) and not run.returncode
+    return {"set": row.rps if ok else 0.0,
+            "events": delivered / seconds, "drain": drain,
+            "per_watcher": delivered / seconds / watchers if watchers else 0.0,
+            "nodes_cpu": nodes_cpu / seconds, "own_cpu": own_cpu / seconds,
+            "per_set": nodes_all / requests * 1000 if ok else math.inf,
+            "elections": elections, "lag": lag, "alerts": float(len(run.alerts)),
+            "alert": run.alerts[0][:200] if run.alerts else ""}
+
+
 class RawWatchers(threading.Thread):
     """``n`` light watchers of the whole feed in one thread: raw sockets, hiredis's C
     parser, ``XREAD COUNT 1000 BLOCK 1000`` from the last id, no failover (``--raw``: the
@@ -143,15 +158,8 @@ async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests:
         await trio.to_thread.run_sync(raw.join)
     lag = await trio.to_thread.run_sync(_lag, cluster)
     nodes_all = _cpu(pids) - nodes_cpu_start
-    row = run.rows.get("SET")
-    return {"set": row.rps if row and not run.returncode else 0.0,
-            "events": delivered / seconds, "drain": drain,
-            "per_watcher": delivered / seconds / watchers if watchers else 0.0,
-            "nodes_cpu": nodes_cpu / seconds, "own_cpu": own_cpu / seconds,
-            "per_set": (nodes_all / requests * 1000 if row and not run.returncode
-                        else math.inf),
-            "elections": elections, "lag": lag, "alerts": float(len(run.alerts)),
-            "alert": run.alerts[0][:200] if run.alerts else ""}
+    return _figures(run, requests, watchers, seconds, delivered, drain, nodes_cpu, own_cpu,
+                    nodes_all, elections, lag)
 
 
 async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests: int,
@@ -200,15 +208,8 @@ async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     # The nodes' CPU from the first SET to the last change delivered (the watchers may
     # still be reading after the last SET): what serving the SETs and their feed cost.
     nodes_all = _cpu([n.proc.pid for n in cluster.nodes.values() if n.proc]) - nodes_cpu_start
-    row = run.rows.get("SET")
-    return {"set": row.rps if row and not run.returncode else 0.0,
-            "events": delivered / seconds, "drain": drain,
-            "per_watcher": delivered / seconds / watchers if watchers else 0.0,
-            "nodes_cpu": nodes_cpu / seconds, "own_cpu": own_cpu / seconds,
-            "per_set": (nodes_all / requests * 1000 if row and not run.returncode
-                        else math.inf),
-            "elections": elections, "lag": lag, "alerts": float(len(run.alerts)),
-            "alert": run.alerts[0][:200] if run.alerts else ""}
+    return _figures(run, requests, watchers, seconds, delivered, drain, nodes_cpu, own_cpu,
+                    nodes_all, elections, lag)
 
 
 def _term(cluster: LocalCluster) -> int:

@@ -26,7 +26,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import client
-from chaos.cluster import LocalCluster, free_port_base
+from chaos.cluster import LocalCluster, free_port_base, start_raftkv_up
 from client.security import tls_context
 from raftkv import certs
 from raftkv.probe import call, parse_info
@@ -217,17 +217,9 @@ def test_raftkv_cli_and_the_client_library(cluster: LocalCluster, tmp_path: Path
 def test_raftkv_up_tls(tmp_path: Path) -> None:
     base = free_port_base(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
-    proc = subprocess.Popen([sys.executable, "-m", "raftkv", "up", "--tls", "--data-dir",
-                             str(tmp_path / "d"), "--port-base", str(base), "--fsync",
-                             "never"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env=env, start_new_session=True)
+    proc, lines = start_raftkv_up(["--tls", "--data-dir", str(tmp_path / "d"),
+                                   "--port-base", str(base), "--fsync", "never"], env)
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # ends with the banner's last line (or the process)
-            lines.append(line)
-            if "Ctrl-C stops" in line:
-                break
         banner = "".join(lines)
         password = (tmp_path / "d" / "client-password").read_text().strip()
         assert "redis-cli --tls --cacert" in banner and password not in banner

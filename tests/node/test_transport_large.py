@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import trio
-from test_transport import LIMITS, Note, connected, start
+from test_transport import LIMITS, Note, mesh
 
 from raftkv.node import transport
 
@@ -40,11 +40,7 @@ async def test_large_messages_are_coded_off_the_loop_and_stay_in_order(
     monkeypatch.setattr(transport, "encode", encode)
     monkeypatch.setattr(transport, "decode", decode)
     with trio.fail_after(20):
-        a = await start(nursery, 1, limits=LIMITS)
-        b = await start(nursery, 2, limits=LIMITS)
-        a.t.update_peers({2: b.addr})
-        b.t.update_peers({1: a.addr})
-        await a.t.wait_until(connected(a, 2))
+        a, b = await mesh(nursery, 2, limits=LIMITS)
         sizes = [0, BIG, 5, BIG + 7, 1]
         for seq, size in enumerate(sizes):
             assert a.t.send(Note(1, 2, seq, b"x" * size))

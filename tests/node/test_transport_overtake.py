@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import trio
-from test_transport import LIMITS, connected, start
+from test_transport import LIMITS, mesh
 
 from raftkv.node import transport
 from raftkv.node.transport import heartbeat_ahead_of
@@ -50,11 +50,7 @@ async def test_heartbeats_overtake_a_large_append_being_encoded(
 
     monkeypatch.setattr(transport, "encode", encode)
     with trio.fail_after(20):
-        a = await start(nursery, 1, limits=LIMITS)
-        b = await start(nursery, 2, limits=LIMITS)
-        a.t.update_peers({2: b.addr})
-        b.t.update_peers({1: a.addr})
-        await a.t.wait_until(connected(a, 2))
+        a, b = await mesh(nursery, 2, limits=LIMITS)
         assert a.t.send(APPEND)
         assert a.t.send(heartbeat(6))
         first = await b.inbox.receive()  # while the append is still being encoded

@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from chaos.cluster import free_port_base
+from chaos.cluster import free_port_base, start_raftkv_up
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -27,17 +26,9 @@ def test_up_tls_prints_working_https_metrics_lines(tmp_path: Path) -> None:
     base = free_port_base(1)
     data = tmp_path / "d"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
-    proc = subprocess.Popen([sys.executable, "-m", "raftkv", "up", "--tls", "--nodes", "1",
-                             "--data-dir", str(data), "--port-base", str(base), "--fsync",
-                             "never"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env=env, start_new_session=True)
+    proc, lines = start_raftkv_up(["--tls", "--nodes", "1", "--data-dir", str(data),
+                                   "--port-base", str(base), "--fsync", "never"], env)
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # ends with the banner's last line (or the process)
-            lines.append(line)
-            if "Ctrl-C stops" in line:
-                break
         banner = "".join(lines)
         token = (data / "metrics-token").read_text().strip()
         password = (data / "client-password").read_text().strip()
