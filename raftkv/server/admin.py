@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import TYPE_CHECKING
 
 from raftkv.node.membership import NO_LEADER
+from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.raft import NotLeader, Role
 from raftkv.server.backup_cmd import backup_command
@@ -25,9 +25,6 @@ from raftkv.server.session_cmd import session_command
 from wire.addr import parse_addr
 from wire.raft import MAX_NODE_ID
 from wire.reply import OK, ErrorReply
-
-if TYPE_CHECKING:
-    from raftkv.node.node import Node
 
 USAGE = ErrorReply(
     "ERR wrong arguments; try RAFT ADDNODE id peer_addr [LEARNER] | PROMOTE id | REMOVENODE id"

@@ -27,7 +27,7 @@ import ipaddress
 import itertools
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
@@ -36,6 +36,7 @@ from raftkv.kv.notify import parse_flags
 from raftkv.kv.sliced import SlicedRead
 from raftkv.log import event
 from raftkv.node.log_throttle import LogThrottle
+from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.server.acl import AccessControl
 from raftkv.server.auth import limit_unauthenticated, restore_limits
@@ -52,9 +53,6 @@ from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.reply import ErrorReply
 from wire.resp import CommandParser, encode_reply_chunks
-
-if TYPE_CHECKING:
-    from raftkv.node.node import Node
 
 log = logging.getLogger("raftkv.server")
 

@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from raftkv.node.log_throttle import LogThrottle
+from raftkv.node.settings import NodeSettings
 from raftkv.node.tls import tls_context
-
-if TYPE_CHECKING:
-    from raftkv.node.settings import NodeSettings
 
 log = logging.getLogger("raftkv.server")
 

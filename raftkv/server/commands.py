@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from raftkv import __version__
 from raftkv.kv import COMMANDS, legacy_form, lookup
 from raftkv.kv.errors import unknown_command, unknown_subcommand
 from raftkv.kv.notify import INVALID_FLAGS, flags_text, parse_flags
+from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.server import transaction
 from raftkv.server.acl import COMMAND_CATEGORIES
 from raftkv.server.admin import raft_command
 from raftkv.server.auth import acl_of, gate, hello_auth
 from raftkv.server.auth import handlers as auth_handlers
+from raftkv.server.connection import Connection
 from raftkv.server.info import REDIS_COMPAT_VERSION, render_info
 from raftkv.server.pubsub import SUBSCRIBED_MODE_COMMANDS, subscribed_mode_error
 from raftkv.server.pubsub_cmd import (
@@ -36,10 +38,6 @@ from raftkv.server.streams import HANDLERS as STREAM_HANDLERS
 from raftkv.server.streams import writes_feed
 from wire.reply import OK, ErrorReply, SimpleString
 from wire.resp import string2ll
-
-if TYPE_CHECKING:
-    from raftkv.node.node import Node
-    from raftkv.server.connection import Connection
 
 PONG = SimpleString("PONG")
 

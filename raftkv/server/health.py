@@ -19,14 +19,10 @@ PreVote forgets the leader.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import trio
 
+from raftkv.node.node import Node
 from raftkv.raft import Role
-
-if TYPE_CHECKING:
-    from raftkv.node.node import Node
 
 
 def readiness(node: Node) -> tuple[bool, str]:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from raftkv import __version__
+from raftkv.node.node import Node
 from raftkv.probe import describe_members
-
-if TYPE_CHECKING:
-    from raftkv.node.node import Node
-    from raftkv.server.connection import ClientRegistry
+from raftkv.server.connection import ClientRegistry
 
 REDIS_COMPAT_VERSION = "7.2.0"  # the Redis protocol level we speak, reported by HELLO/INFO
 DEFAULT = ("server", "clients", "memory", "stats", "replication", "keyspace", "raft")

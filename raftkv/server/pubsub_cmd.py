@@ -10,16 +10,14 @@ Redis Cluster node describes its own.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from raftkv.kv.errors import unknown_subcommand
+from raftkv.node.node import Node
 from raftkv.node.pending import Pending
+from raftkv.server.connection import Connection
 from raftkv.server.pubsub import MAX_SUBSCRIPTIONS, TOO_MANY, PubSub
 from wire.reply import ErrorReply
-
-if TYPE_CHECKING:
-    from raftkv.node.node import Node
-    from raftkv.server.connection import Connection
 
 
 def _wrong_args(name: str) -> Pending:

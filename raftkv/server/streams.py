@@ -28,7 +28,7 @@ import re
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
@@ -36,14 +36,12 @@ from raftkv.kv.changes import FLUSH_KEY, Change
 from raftkv.kv.feed import MAX_POSITION, TOP_ID, ChangeFeed, Compacted, Id
 from raftkv.kv.glob import Glob, Steps, stringmatch
 from raftkv.kv.sliced import SlicedRead
+from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.server.auth import KEY_DENIED, acl_of
 from raftkv.server.connection import Connection
 from wire.reply import Encoded, ErrorReply
 from wire.resp import encode_reply
-
-if TYPE_CHECKING:
-    from raftkv.node.node import Node
 
 FEED = b"__raftkv:changes"
 FEED_FILTERED = FEED + b":"

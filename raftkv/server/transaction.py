@@ -17,7 +17,7 @@ retries instead of running unprotected.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
@@ -30,11 +30,9 @@ from raftkv.kv import (
 )
 from raftkv.kv.commands import MAX_WATCHED_KEYS
 from raftkv.kv.errors import unknown_command
+from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from wire.reply import OK, ErrorReply, SimpleString
-
-if TYPE_CHECKING:
-    from raftkv.node.node import Node
 
 QUEUED = SimpleString("QUEUED")
 EXECABORT = ErrorReply("EXECABORT Transaction discarded because of previous errors.")
