@@ -65,13 +65,31 @@ SCRIPTS_DISABLED = ("ERR scripts are disabled on this node (it runs with --no-sc
                     "start every node without it to use EVAL")
 
 
+def _once_inner(args: list[bytes]) -> list[bytes]:
+    """The command ``RAFT ONCE id seq`` carries, or ``args`` itself."""
+    if len(args) > 4 and args[0].lower() == b"raft" and args[1].lower() == b"once":
+        return args[4:]
+    return args
+
+
 def _runs_script(args: list[bytes]) -> bool:
     """EVAL & co., also when carried by ``RAFT ONCE id seq`` (attack3: the switch read the
     first word only, so RAFT ONCE ran scripts on a node without --enable-scripts)."""
-    name = args[0].lower()
-    if name == b"raft" and len(args) > 4 and args[1].lower() == b"once":
-        name = args[4].lower()
-    return name in SCRIPTING
+    return _once_inner(args)[0].lower() in SCRIPTING
+
+
+def _refused(node: Node, args: list[bytes]) -> ErrorReply | None:
+    """Why the client port refuses ``args`` before running or queueing it, or None: a
+    command of the log's own, a write to the change feed's names, a script on a node
+    with --no-scripts (the last two also inside RAFT ONCE)."""
+    if internal(args[0].lower()):
+        return unknown_command(args)
+    refused = _writes_feed(args)
+    if refused is not None:
+        return refused
+    if _runs_script(args) and not node.settings.enable_scripts:
+        return ErrorReply(SCRIPTS_DISABLED)
+    return None
 
 
 def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
@@ -87,19 +105,11 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     control = TRANSACTION.get(name)
     if control is not None:
         return control(node, conn, args)
-    if internal(name):
-        if conn.tx.queue is not None:
-            conn.tx.dirty = True
-        return Pending.of(unknown_command(args))
-    refused = _writes_feed(args)
+    refused = _refused(node, args)
     if refused is not None:
         if conn.tx.queue is not None:
             conn.tx.dirty = True  # EXEC will answer EXECABORT, as for any refused command
         return Pending.of(refused)
-    if _runs_script(args) and not node.settings.enable_scripts:
-        if conn.tx.queue is not None:
-            conn.tx.dirty = True  # EXEC will answer EXECABORT, as for any refused command
-        return _err(SCRIPTS_DISABLED)
     handler = LOCAL.get(name)
     if conn.tx.queue is not None and name not in (b"quit", b"reset"):  # inside MULTI: queue it
         return transaction.enqueue(node, conn.tx, args, handler is not None)
@@ -122,8 +132,7 @@ def internal(name: bytes) -> bool:
 def _writes_feed(args: list[bytes]) -> ErrorReply | None:
     """An error if ``args`` writes one of the change feed's names (raftkv.server.streams),
     directly or wrapped in RAFT ONCE."""
-    if len(args) > 4 and args[0].lower() == b"raft" and args[1].lower() == b"once":
-        args = args[4:]
+    args = _once_inner(args)
     spec = lookup(args[0])
     if spec is None or not spec.is_write or not spec.arity_ok(len(args)):
         return None
