@@ -77,20 +77,30 @@ def free_port_base(nodes: int, host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port base")
 
 
-def start_raftkv_up(args: Sequence[str], env: Mapping[str, str]
-                    ) -> tuple[subprocess.Popen[str], list[str]]:
-    """``raftkv up ARGS`` in a session of its own (signal its group to stop it), and the
-    lines of its banner: up to "Ctrl-C stops", or all it printed if it exited first."""
+@contextlib.contextmanager
+def raftkv_up(args: Sequence[str], env: Mapping[str, str]
+              ) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """``raftkv up ARGS`` in a session of its own, and the lines of its banner (up to
+    "Ctrl-C stops", or all it printed if it exited first); stopped with Ctrl-C after the
+    block, killed with its process group if it has not exited 20 s later."""
     proc = subprocess.Popen([sys.executable, "-m", "raftkv", "up", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=dict(env), start_new_session=True)
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "Ctrl-C stops" in line:
-            break
-    return proc, lines
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        yield proc, lines
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:

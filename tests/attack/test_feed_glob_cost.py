@@ -9,9 +9,6 @@ connection must still be answered within a second, and the leader must keep its 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import redis
 from loop_probe import worst_ping_while
@@ -22,13 +19,6 @@ from raftkv.server.streams import parse_xread
 from wire.reply import ErrorReply
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path, fsync="never") as c:
-        c.wait_for_leader()
-        yield c
 
 
 def test_a_filtered_xread_does_not_hold_the_loop(cluster: LocalCluster) -> None:

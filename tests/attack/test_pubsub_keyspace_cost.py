@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -15,13 +13,6 @@ import redis
 from chaos.cluster import LocalCluster
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path, fsync="never") as c:
-        c.wait_for_leader()
-        yield c
 
 
 def test_a_huge_keys_events_and_many_patterns_do_not_stall_the_node(

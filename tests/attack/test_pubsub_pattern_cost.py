@@ -9,8 +9,6 @@ another connection must still be answered within a second."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -19,13 +17,6 @@ from loop_probe import worst_ping_while
 from chaos.cluster import LocalCluster
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path, fsync="never") as c:
-        c.wait_for_leader()
-        yield c
 
 
 def test_many_slow_patterns_do_not_stall_a_publish(cluster: LocalCluster) -> None:

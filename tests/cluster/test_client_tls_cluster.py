@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import client
-from chaos.cluster import LocalCluster, free_port_base, start_raftkv_up
+from chaos.cluster import LocalCluster, free_port_base, raftkv_up
 from client.security import tls_context
 from raftkv import certs
 from raftkv.probe import call, parse_info
@@ -217,9 +216,8 @@ def test_raftkv_cli_and_the_client_library(cluster: LocalCluster, tmp_path: Path
 def test_raftkv_up_tls(tmp_path: Path) -> None:
     base = free_port_base(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
-    proc, lines = start_raftkv_up(["--tls", "--data-dir", str(tmp_path / "d"),
-                                   "--port-base", str(base), "--fsync", "never"], env)
-    try:
+    with raftkv_up(["--tls", "--data-dir", str(tmp_path / "d"),
+                    "--port-base", str(base), "--fsync", "never"], env) as (_, lines):
         banner = "".join(lines)
         password = (tmp_path / "d" / "client-password").read_text().strip()
         assert "redis-cli --tls --cacert" in banner and password not in banner
@@ -230,13 +228,6 @@ def test_raftkv_up_tls(tmp_path: Path) -> None:
         plain = subprocess.run(["redis-cli", "-p", str(base + 2), "PING"],
                                capture_output=True, text=True, timeout=20)
         assert "PONG" not in plain.stdout
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def test_join_and_member_commands_on_a_secured_cluster(cluster: LocalCluster) -> None:

@@ -6,13 +6,12 @@ get nothing. The banner shows neither the password nor the token."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from chaos.cluster import free_port_base, start_raftkv_up
+from chaos.cluster import free_port_base, raftkv_up
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -26,9 +25,8 @@ def test_up_tls_prints_working_https_metrics_lines(tmp_path: Path) -> None:
     base = free_port_base(1)
     data = tmp_path / "d"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
-    proc, lines = start_raftkv_up(["--tls", "--nodes", "1", "--data-dir", str(data),
-                                   "--port-base", str(base), "--fsync", "never"], env)
-    try:
+    with raftkv_up(["--tls", "--nodes", "1", "--data-dir", str(data),
+                    "--port-base", str(base), "--fsync", "never"], env) as (_, lines):
         banner = "".join(lines)
         token = (data / "metrics-token").read_text().strip()
         password = (data / "client-password").read_text().strip()
@@ -57,10 +55,3 @@ def test_up_tls_prints_working_https_metrics_lines(tmp_path: Path) -> None:
                                 f"http://127.0.0.1:{base + 2001}/readyz"],
                                capture_output=True, text=True, timeout=30, check=False)
         assert plain.returncode != 0 and plain.stdout == "000", plain
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
