@@ -24,6 +24,7 @@ Pure: no clock, no I/O.
 
 from __future__ import annotations
 
+from itertools import count, repeat
 from typing import NamedTuple
 
 # How a command touched a key (the strongest wins: a SET with a deadline is a SET).
@@ -115,10 +116,14 @@ class ChangeRecorder:
         if self.pending:
             self.note_many(keys)
             return
-        done, index, op, make = self._done, self._index, self.op, tuple.__new__
+        # Built by C-level iterators, no Python code run per key: tuple.__new__ makes each
+        # Change from a zipped row (0.11-0.12 s of apply CPU for a 100,000-key MSET with a
+        # comprehension, against 0.036 s before the feed: README "Watching changes").
+        done = self._done
         unique = dict.fromkeys(keys) if len(keys) > 1 else keys
-        done.extend([make(Change, (index, position, op, key, data[key], None))
-                     for position, key in enumerate(unique, len(done))])
+        done.extend(map(tuple.__new__, repeat(Change), zip(
+            repeat(self._index), count(len(done)), repeat(self.op), unique,
+            map(data.__getitem__, unique), repeat(None))))
 
     def deleted_by_deadline(self, key: bytes) -> None:
         """The running command gave ``key`` a deadline already past: it is deleted
