@@ -15,6 +15,16 @@ The readers asking the same question after a batch share one encoded reply (stre
 ``ReplyCache``): serving a hundred watchers of the whole feed costs one read and a
 hundred socket writes.
 
+Wake-ups are coalesced: two passes start at least ``WAKE_WINDOW`` (5 ms) apart, and a
+blocked XREAD reads the feed up to its last id as of the latest pass (streams.py's
+``ReplyCache.visible``), also when it comes back right after a reply. So a watcher makes
+at most one round trip a window, however many batches the node applies (at c50 SET a
+leader applies hundreds a second, and each used to cost every watcher a reply, a new
+XREAD and its parsing), and gets the window's changes in one reply; a change reaches it
+at most a window after the pass that would have carried it. A pass right after a quiet
+spell starts at once. XREAD without BLOCK, or with a BLOCK shorter than the window, is
+not coalesced (streams.py).
+
 A reader holds no per-event memory (it reads the retained tail when served). Its
 connection ending (its input closed, or the connection torn down) ends its wait at once,
 so a vanished client frees its slot. At most ``limit`` readers block at once on a node
@@ -24,9 +34,12 @@ a null reply, as in Redis.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -41,6 +54,9 @@ Retry = Callable[[], SlicedRead | None]
 # The readers' task yields to the loop after this much work in a row (a read's slice
 # itself is a few ms at most: raftkv.server.streams.BUDGET).
 ROUND_SECONDS = 0.002
+# Passes over the readers start at least this far apart (seconds): the changes applied
+# in between reach a watcher in one reply (README "Watching changes").
+WAKE_WINDOW = 0.005
 
 
 def too_many(limit: int) -> ErrorReply:
@@ -49,23 +65,40 @@ def too_many(limit: int) -> ErrorReply:
 
 
 class _Reader:
-    __slots__ = ("done", "gone", "job", "pending", "retry")
+    __slots__ = ("applied", "done", "hang_up", "job", "on_end", "pending", "retry")
 
-    def __init__(self, pending: Pending, retry: Retry, job: SlicedRead | None) -> None:
+    def __init__(self, pending: Pending, retry: Retry, job: SlicedRead | None,
+                 on_end: list[Callable[[], None]]) -> None:
         self.pending = pending
         self.retry = retry  # a read of what is new, or None: nothing can be
         self.job = job  # the read in progress
-        self.done = trio.Event()  # answered, or its connection ended
-        self.gone = False  # its connection ended
+        self.done = False  # answered, timed out, or its connection ended
+        self.on_end = on_end  # its connection's end callbacks (``hang_up`` is there)
+        self.hang_up: Callable[[], None] = _nothing
+        self.applied = 0  # the batches applied when it blocked (``BlockedReaders.applied``)
+
+
+def _nothing() -> None:
+    return None
 
 
 class BlockedReaders:
-    """The node's blocked XREADs (module docstring)."""
+    """The node's blocked XREADs (module docstring). One task serves them all, their
+    deadlines included (a heap): a blocked XREAD costs no task of its own."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, window: float = WAKE_WINDOW) -> None:
         self.limit = limit
+        self.window = window  # the least time between two passes' starts
+        self.passes = 0  # passes begun (streams.ReplyCache.visible: the horizon's age)
+        self._last_pass = -math.inf
         self._readers: dict[_Reader, None] = {}  # (insertion order: served in turn)
+        # (deadline, order, reader); an answered reader stays until its deadline comes
+        # up or the heap is rebuilt (at most about twice the readers waiting).
+        self._deadlines: list[tuple[float, int, _Reader]] = []
+        self._order = itertools.count()
+        self._sleep_until = -math.inf  # when the idle serving task wakes by itself
         self._dirty = False  # something was applied (or a reader came) since the last pass
+        self.applied = 0  # batches applied (a first read may have missed the later ones)
         self._wake = trio.Event()
         self._serving = False
         self.stats = {"blocked_readers_refused": 0, "blocked_readers_served": 0,
@@ -77,31 +110,42 @@ class BlockedReaders:
     def changes_applied(self, changes: list[Change]) -> None:
         """The applier's listener (once per applied batch with changes): O(1), no matching
         here (module docstring)."""
+        self.applied += 1
         if self._readers:
             self._dirty = True
             self._wake.set()
 
     def block(self, spawn: Spawn, timeout_ms: int, retry: Retry,
-              on_end: list[Callable[[], None]], first: SlicedRead | None = None) -> Pending:
+              on_end: list[Callable[[], None]], first: SlicedRead | None = None,
+              wake: bool = False) -> Pending:
         """A Pending answered by the first non-None result of a read ``retry()`` gives
         (after each applied batch), or None after ``timeout_ms`` (0: no deadline).
-        ``first``: a read still to finish before waiting. ``on_end``: the connection's
-        list of callbacks run when it ends (the reader registers there)."""
+        ``first``: a read still to finish before waiting. ``wake``: there is something
+        to read already (applied after the last pass began): read at the next pass.
+        ``on_end``: the connection's list of callbacks run when it ends (the reader
+        registers there, and unregisters once answered)."""
         if len(self._readers) >= self.limit:
             self.stats["blocked_readers_refused"] += 1
             return Pending.of(too_many(self.limit))
         pending = Pending()
-        reader = _Reader(pending, retry, first)
+        reader = _Reader(pending, retry, first, on_end)
+        reader.applied = self.applied
         self._readers[reader] = None
 
-        def hang_up() -> None:
-            reader.gone = True
-            reader.done.set()
+        def hang_up() -> None:  # (the connection empties its list itself)
+            self._end(reader, None, unregister=False)
 
+        reader.hang_up = hang_up
         on_end.append(hang_up)
-        deadline = math.inf if timeout_ms == 0 else trio.current_time() + timeout_ms / 1000
-        spawn(self._wait, reader, deadline, on_end, hang_up)
-        if first is not None:
+        if timeout_ms:
+            deadline = trio.current_time() + timeout_ms / 1000
+            heapq.heappush(self._deadlines, (deadline, next(self._order), reader))
+            if deadline < self._sleep_until:
+                self._wake.set()  # (the idle task sleeps past it)
+            if len(self._deadlines) > 2 * len(self._readers) + 64:
+                self._deadlines = [item for item in self._deadlines if not item[2].done]
+                heapq.heapify(self._deadlines)
+        if first is not None or wake:
             self._dirty = True
             self._wake.set()
         if not self._serving:
@@ -109,59 +153,97 @@ class BlockedReaders:
             spawn(self._serve)
         return pending
 
-    async def _wait(self, reader: _Reader, deadline: float, on_end: list[Callable[[], None]],
-                    hang_up: Callable[[], None]) -> None:
-        try:
-            with trio.move_on_at(deadline):
-                await reader.done.wait()
-            if not reader.done.is_set():
+    def _end(self, reader: _Reader, reply: Any, unregister: bool = True) -> None:
+        """Answer ``reader`` with ``reply`` (None: null) and forget it."""
+        if reader.done:
+            return
+        reader.done = True
+        del self._readers[reader]
+        if unregister and reader.hang_up in reader.on_end:
+            reader.on_end.remove(reader.hang_up)
+        reader.pending.set(reply)
+        if not self._readers:
+            self._wake.set()  # (the serving task ends)
+
+    def _expire(self) -> None:
+        """Answer null the readers whose deadline has come."""
+        now, heap = trio.current_time(), self._deadlines
+        while heap and heap[0][0] <= now:
+            reader = heapq.heappop(heap)[2]
+            if not reader.done:
                 self.stats["blocked_readers_timed_out"] += 1
-        finally:
-            reader.done.set()  # (the serving task skips it from now on)
-            del self._readers[reader]
-            if hang_up in on_end:
-                on_end.remove(hang_up)
-            reader.pending.set(None)  # timed out, client gone or node stopping: null
-            if not self._readers:
-                self._wake.set()  # (the serving task ends)
+                self._end(reader, None)
+
+    async def _idle(self) -> None:
+        """Wait for a wake-up (an applied batch, a reader, the last one gone) or the next
+        deadline."""
+        if not self._wake.is_set():
+            self._sleep_until = self._deadlines[0][0] if self._deadlines else math.inf
+            try:
+                with trio.move_on_at(self._sleep_until):
+                    await self._wake.wait()
+            finally:
+                self._sleep_until = -math.inf
+        if self._wake.is_set():
+            self._wake = trio.Event()
 
     async def _serve(self) -> None:
         """Serve the readers after each applied batch, while there are any (module
         docstring); a new reader starts the task again."""
         try:
             while self._readers:
+                self._expire()
                 if not self._dirty:
-                    await self._wake.wait()
-                    self._wake = trio.Event()
+                    await self._idle()
                     continue
+                due = self._last_pass + self.window
+                if trio.current_time() < due:  # let the window's changes gather
+                    await trio.sleep_until(due)
+                    self._expire()
                 self._dirty = False
-                began = time.perf_counter()
-                for reader in list(self._readers):
-                    if reader.done.is_set():
-                        continue
-                    reply = None
-                    try:
-                        job = reader.job or reader.retry()
-                        reader.job = job
-                        if job is not None:
-                            while not job.step():
-                                await trio.lowlevel.checkpoint()
-                                began = time.perf_counter()
-                                if reader.done.is_set():
-                                    break
-                            reader.job = None
-                            reply = job.result
-                    except Exception as exc:  # a bug here must not stop the node's nursery
-                        reader.job = None
-                        reply = ErrorReply(f"ERR internal error reading the change feed: "
-                                           f"{type(exc).__name__}")
-                    if reply is not None and not reader.done.is_set():
-                        self.stats["blocked_readers_served"] += 1
-                        reader.pending.set(reply)
-                        reader.done.set()
-                    if time.perf_counter() - began >= ROUND_SECONDS:
-                        await trio.lowlevel.checkpoint()
-                        began = time.perf_counter()
+                self._last_pass = trio.current_time()
+                self.passes += 1
+                await self._pass()
         finally:
             self._serving = False
+            for reader in list(self._readers):  # (the node is stopping: null)
+                self._end(reader, None)
 
+    async def _pass(self) -> None:
+        """Read for each reader in turn, yielding to the loop every ``ROUND_SECONDS``."""
+        began = time.perf_counter()
+        for reader in list(self._readers):
+            if reader.done:
+                continue
+            reply = None
+            try:
+                # A first read (begun before the reader blocked) that finds nothing is
+                # followed by a retry if batches were applied since it blocked: the
+                # pass that would have read them may be this one (the window).
+                first = reader.job is not None
+                job = reader.job or reader.retry()
+                while job is not None:
+                    reader.job = job
+                    while not job.step():
+                        await trio.lowlevel.checkpoint()
+                        began = time.perf_counter()
+                        if reader.done:
+                            break
+                    reader.job = None
+                    reply = job.result
+                    if reply is not None or not first or reader.done or (
+                            reader.applied == self.applied):
+                        break
+                    first = False
+                    job = reader.retry()
+            except Exception as exc:  # a bug here must not stop the node's nursery
+                reader.job = None
+                reply = ErrorReply(f"ERR internal error reading the change feed: "
+                                   f"{type(exc).__name__}")
+            if reply is not None and not reader.done:
+                self.stats["blocked_readers_served"] += 1
+                self._end(reader, reply)
+            if time.perf_counter() - began >= ROUND_SECONDS:
+                await trio.lowlevel.checkpoint()
+                self._expire()
+                began = time.perf_counter()

@@ -288,6 +288,22 @@ class ReplyCache:
         self.entries: OrderedDict[Id, bytes] = OrderedDict()  # (the oldest kept first)
         self._entry_bytes = 0
         self.hits = 0
+        # What blocked XREADs see (``visible``): the feed's last id when the blocked
+        # readers' current pass began.
+        self.horizon: Id = feed.last_id
+        self._pass = -1
+
+    def visible(self, passes: int) -> Id:
+        """The newest id an XREAD ... BLOCK may read: the feed's last id as the blocked
+        readers' pass number ``passes`` (``BlockedReaders.passes``) first asked. Changes
+        applied after it wait for the next pass, at most ``WAKE_WINDOW`` later
+        (raftkv.server.blocked_readers): a watcher gets them all in one reply instead of
+        one round trip per applied batch, and every watcher of a feed asks the same
+        question, answered once."""
+        if passes != self._pass:
+            self._pass = passes
+            self.horizon = self.feed.last_id
+        return self.horizon
 
     def _now(self) -> None:
         if self._version != self.feed.version:
@@ -488,12 +504,14 @@ class FeedReader:
                 return found, edge
 
     def read(self, positions: list[tuple[Stream, Id]], count: int, proto: int,
-             advance: bool = False) -> FeedRead:
+             advance: bool = False, until: Id = TOP_ID) -> FeedRead:
         """XREAD's reply, as a read done in slices: each stream with entries after its id
-        (encoded, shared through the cache), or None if none has. ``advance``: a blocked
+        and up to ``until`` (a blocked reader's horizon, ``ReplyCache.visible``), encoded
+        and shared through the cache, or None if none has. ``advance``: a blocked
         reader's read; when it finds nothing, each position moves to where its walk
         stopped, so the next wake-up looks only at changes applied since."""
-        key = (self.patterns, proto, count, tuple((s.name, after) for s, after in positions))
+        key = (self.patterns, proto, count, until,
+               tuple((s.name, after) for s, after in positions))
 
         def body(job: FeedRead) -> Iterator[int]:
             cache = self.cache
@@ -508,7 +526,7 @@ class FeedReader:
             budget = MAX_REPLY_BYTES
             for stream, after in positions:
                 try:
-                    changes, edge = yield from self._collect(after, TOP_ID, count, stream,
+                    changes, edge = yield from self._collect(after, until, count, stream,
                                                              strict=True)
                 except Compacted as exc:
                     job.result = compacted(exc, stream.name)
@@ -658,23 +676,36 @@ def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     positions = reader.start(request)
     if isinstance(positions, ErrorReply):
         return Pending.of(positions)
-    proto, count = conn.proto, request.count
-    job = reader.read(positions, count, proto, advance=request.block is not None)
-    done = job.step()
-    if request.block is None or not positions or (done and job.result is not None):
-        return Pending.of(job.result if done else job)
+    proto, count, block = conn.proto, request.count, request.block
     blocked = conn.server.blocked if conn.server is not None else None
+    cache = reader.cache
+    # An XREAD ... BLOCK reads up to the horizon of the blocked readers' last pass (its
+    # wake-ups are coalesced: README "Watching changes"); one without BLOCK, or with a
+    # BLOCK shorter than the window, reads everything there is.
+    horizon: Callable[[], Id] | None = None
+    if blocked is not None and cache is not None and block is not None and (
+            block == 0 or block >= blocked.window * 1000):
+        def horizon() -> Id:
+            return cache.visible(blocked.passes)
+    job = reader.read(positions, count, proto, advance=block is not None,
+                      until=horizon() if horizon is not None else TOP_ID)
+    done = job.step()
+    if block is None or not positions or (done and job.result is not None):
+        return Pending.of(job.result if done else job)
     if blocked is None:
         return Pending.of(ErrorReply("ERR XREAD BLOCK is not available on this connection"))
     # Nothing yet (or a long read still going): the blocked readers' task finishes it,
     # then reads again from where it stopped after each applied batch that could matter.
 
     def retry() -> FeedRead | None:
-        return reader.read(positions, count, proto, advance=True) if reader.news(
-            positions) else None
+        if not reader.news(positions):
+            return None
+        return reader.read(positions, count, proto, advance=True,
+                           until=horizon() if horizon is not None else TOP_ID)
 
-    return blocked.block(node.start_background, request.block, retry, conn.on_end,
-                         None if done else job)
+    # Changes past the horizon already: the next pass serves them (within the window).
+    return blocked.block(node.start_background, block, retry, conn.on_end,
+                         None if done else job, wake=done and reader.news(positions))
 
 
 def _settled(reply: Any) -> Pending:

@@ -10,13 +10,20 @@ import pytest
 import trio
 import trio.testing
 
+from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.kv.changes import Change
 from raftkv.kv.feed import ChangeFeed
 from raftkv.kv.glob import Glob
 from raftkv.kv.sliced import SlicedRead
+from raftkv.node.pending import Pending
+from raftkv.server.acl import AccessControl
 from raftkv.server.blocked_readers import BlockedReaders, too_many
-from raftkv.server.streams import BUDGET, FeedReader, parse_xread
-from wire.reply import ErrorReply
+from raftkv.server.connection import Connection
+from raftkv.server.streams import BUDGET, FEED, FeedReader, cmd_xread, parse_xread
+from wire.reply import Encoded, ErrorReply
+from wire.resp_reply import ReplyParser
+
+T0 = 1_700_000_000_000
 
 
 def change(index: int, key: bytes) -> Change:
@@ -109,11 +116,11 @@ async def test_a_hang_up_frees_the_slot_and_the_limit_holds(
         assert refused.done and refused.value == too_many(2)
         assert isinstance(refused.value, ErrorReply) and "max blocked" in refused.value.text
         await trio.testing.wait_all_tasks_blocked()
-        for callback in ends[0]:  # what Connection.input_ended does
+        callbacks, ends[0] = ends[0], []  # what Connection.input_ended does
+        for callback in callbacks:
             callback()
         assert await first.wait() is None
-        await trio.testing.wait_all_tasks_blocked()
-        assert len(readers) == 1 and ends[0] == []  # (the callback list is emptied)
+        assert len(readers) == 1  # (at once: no task of its own to wake first)
         third = readers.block(nursery.start_soon, 0, answers(b"w"), [])
         assert not third.done
         readers.changes_applied([change(1, b"a")])
@@ -207,3 +214,103 @@ async def test_many_readers_with_many_globs_cost_the_apply_nothing_and_share_the
             reply = await pending.wait()
             assert reply is not None and b"k" in reply.data
     assert max(gaps) <= 2 * BUDGET, f"{max(gaps)} units of matching between two checkpoints"
+
+
+class _Port:
+    """What cmd_xread needs of the client port: its users and its blocked readers."""
+
+    def __init__(self, blocked: BlockedReaders) -> None:
+        self.acl = AccessControl.configure()
+        self.blocked = blocked
+
+
+class _Node:
+    def __init__(self, kv: KVStateMachine, spawn: Callable[..., None]) -> None:
+        self.kv = kv
+        self.start_background = spawn
+
+
+def _entries(reply: object) -> list[bytes]:
+    """The ids in an XREAD reply of one stream (None: no reply)."""
+    if reply is None:
+        return []
+    assert isinstance(reply, Encoded)
+    parser = ReplyParser()
+    parser.feed(reply.data)
+    value = parser.next_reply()
+    return [entry[0] for entry in value[0][1]]
+
+
+@pytest.fixture
+def mock_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock()  # (no autojump: the test moves time itself)
+
+
+async def test_blocked_xreads_are_woken_at_most_once_a_window_with_all_of_it(
+        mock_clock: trio.testing.MockClock) -> None:
+    """XREAD ... BLOCK wake-ups are coalesced: passes over the blocked readers start at
+    least the window apart, and a blocked XREAD reads up to the feed's last id as of the
+    last pass, so the batches applied within a window reach a watcher in one reply (one
+    round trip, not one a batch). An XREAD without BLOCK, or with a BLOCK shorter than the
+    window, still sees everything at once."""
+    window = 0.05
+    kv = KVStateMachine(feed=ChangeFeed())
+    blocked = BlockedReaders(limit=10, window=window)
+    conn = Connection(1, "127.0.0.1:1", user="default", server=_Port(blocked))  # type: ignore[arg-type]
+
+    def apply(index: int) -> None:
+        kv.apply(encode_entry([b"SET", b"k%d" % index, b"v"], T0), index=index)
+        blocked.changes_applied(kv.last_changes)
+
+    def xread(*args: bytes | str | int) -> Pending:
+        return cmd_xread(node, conn, [str(a).encode() if not isinstance(a, bytes) else a
+                                      for a in ("XREAD", *args)])
+
+    async with trio.open_nursery() as nursery:
+        node = _Node(kv, nursery.start_soon)
+        first = xread("BLOCK", 0, "STREAMS", FEED, "$")
+        await trio.testing.wait_all_tasks_blocked()
+        assert not first.done
+        apply(1)
+        assert _entries(await first.wait()) == [b"1-0"]  # the first pass: no wait
+        served_at = trio.current_time()
+        watcher = xread("BLOCK", 0, "STREAMS", FEED, "1-0")
+        apply(2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not watcher.done  # (before: answered with 2-0 alone, one reply a batch)
+        late = xread("BLOCK", 0, "STREAMS", FEED, "1-0")
+        assert not late.done  # past the last pass's horizon: waits for the next pass
+        assert _entries(xread("STREAMS", FEED, "1-0").value) == [b"2-0"]  # no BLOCK: now
+        assert _entries(xread("BLOCK", 10, "STREAMS", FEED, "1-0").value) == [b"2-0"]
+        apply(3)
+        mock_clock.jump(window)
+        assert _entries(await watcher.wait()) == [b"2-0", b"3-0"]  # one reply, both
+        assert _entries(await late.wait()) == [b"2-0", b"3-0"]
+        assert trio.current_time() - served_at >= window
+        nursery.cancel_scope.cancel()
+
+
+async def test_one_task_serves_every_reader_and_the_deadlines_kept_stay_bounded(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A blocked XREAD costs no task of its own (a watcher blocks after every reply: a
+    task each time was a spawn and two wake-ups a round trip); the deadlines of readers
+    already answered are dropped as readers come and go."""
+    readers = BlockedReaders(limit=100, window=0.001)
+    spawned: list[object] = []
+    ends: list[list[Callable[[], None]]] = [[] for _ in range(50)]
+    async with trio.open_nursery() as nursery:
+        def spawn(fn: Callable[..., object], *args: object) -> None:
+            spawned.append(fn)
+            nursery.start_soon(fn, *args)
+
+        for _ in range(20):
+            pendings = [readers.block(spawn, 60_000, answers(b"x"), ends[i])
+                        for i in range(50)]
+            readers.changes_applied([])
+            for pending in pendings:
+                assert await pending.wait() == b"x"
+            assert len(readers._deadlines) <= 2 * 50 + 64
+        assert all(end == [] for end in ends)  # each served reader unregistered
+        timed = readers.block(spawn, 1500, answers(b"y"), [])
+        assert await timed.wait() is None  # (the deadline heap still answers it)
+    assert len(spawned) <= 21 and readers.stats["blocked_readers_timed_out"] == 1
