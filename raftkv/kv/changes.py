@@ -24,6 +24,7 @@ Pure: no clock, no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import count, repeat
 from typing import NamedTuple
 
@@ -56,6 +57,93 @@ class Change(NamedTuple):
         return (self.index, self.position)
 
 
+CHANGE_OVERHEAD = 96  # bytes a change costs beyond its key and value (object, id, op)
+BULK_MIN = 64  # an MSET of fewer keys records plain Changes
+_BLOCK = 256  # changes a Bulk expands at once (and keeps)
+
+
+class Bulk:
+    """The changes of one multi-key write (MSET) kept as its key and value lists: change
+    ``i`` sets ``keys[i]`` to ``values[i]``, by ``op``, at revision (index, position + i),
+    without a deadline; the keys are distinct. Applying an MSET of 100,000 keys records
+    one of these (two list references) instead of 100,000 ``Change`` tuples, whose
+    allocation (and the garbage collector's passes over them) was most of the feed's
+    cost in that apply; the changes are made when read, ``_BLOCK`` at a time, and kept.
+    ``index`` and ``position`` are those of its first change (so it sorts among Changes
+    by ``(index, position)``)."""
+
+    __slots__ = ("_made", "index", "keys", "op", "position", "size", "values")
+
+    def __init__(self, index: int, position: int, op: str, keys: list[bytes],
+                 values: list[bytes]) -> None:
+        self.index = index
+        self.position = position
+        self.op = op
+        self.keys = keys
+        self.values = values
+        # (C-level sums: no Python code run per key)
+        self.size = (CHANGE_OVERHEAD * len(keys) + sum(map(len, keys))
+                     + sum(map(len, values)))
+        self._made: dict[int, list[Change]] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __repr__(self) -> str:
+        return f"Bulk({self.index}, {self.position}, {self.op!r}, {len(self)} keys)"
+
+    def change(self, i: int) -> Change:
+        return Change(self.index, self.position + i, self.op, self.keys[i], self.values[i],
+                      None)
+
+    def changes(self, lo: int, hi: int) -> list[Change]:
+        """Changes ``lo`` to ``hi - 1`` (made a block at a time, and kept)."""
+        out: list[Change] = []
+        made = self._made
+        while lo < hi:
+            block, offset = divmod(lo, _BLOCK)
+            got = made.get(block)
+            if got is None:
+                first = block * _BLOCK
+                end = min(first + _BLOCK, len(self.keys))
+                got = made[block] = list(map(tuple.__new__, repeat(Change), zip(
+                    repeat(self.index), count(self.position + first), repeat(self.op),
+                    self.keys[first:end], self.values[first:end], repeat(None))))
+            take = got[offset:offset + hi - lo]
+            out += take
+            lo += len(take)
+        return out
+
+    def sizes(self, lo: int, hi: int) -> int:
+        """The bytes changes ``lo`` to ``hi - 1`` count (C-level sums)."""
+        return (CHANGE_OVERHEAD * (hi - lo) + sum(map(len, self.keys[lo:hi]))
+                + sum(map(len, self.values[lo:hi])))
+
+
+Record = Change | Bulk  # what an applied entry recorded: one change, or an MSET's many
+
+
+def expand(records: list[Record]) -> list[Change]:
+    """The changes ``records`` hold, in order."""
+    out: list[Change] = []
+    for record in records:
+        if type(record) is Bulk:
+            out += record.changes(0, len(record))
+        else:
+            out.append(record)  # type: ignore[arg-type]
+    return out
+
+
+def iter_changes(records: list[Record]) -> Iterator[Change]:
+    """``expand``, lazily (a listener that reads nothing costs nothing)."""
+    for record in records:
+        if type(record) is Bulk:
+            for lo in range(0, len(record), _BLOCK):
+                yield from record.changes(lo, min(lo + _BLOCK, len(record)))
+        else:
+            yield record  # type: ignore[misc]
+
+
 class ChangeRecorder:
     """Collects the changes of one entry while the state machine applies it.
 
@@ -67,14 +155,15 @@ class ChangeRecorder:
     command that raised left and hands over the entry's changes.
     """
 
-    __slots__ = ("_done", "_index", "_touched", "op", "pending")
+    __slots__ = ("_done", "_index", "_next", "_touched", "op", "pending")
 
     def __init__(self) -> None:
         self._index = 0
         self.op = ""  # the running command's name
         self.pending: list[list] = []  # [op, key, kind] in the order of first touch
         self._touched: dict[bytes, list] = {}  # key -> its item in pending
-        self._done: list[Change] = []
+        self._done: list[Record] = []
+        self._next = 0  # the next change's position in the entry
 
     def start(self, index: int) -> None:
         """A new entry, at log ``index``: forget what the previous one recorded."""
@@ -84,6 +173,7 @@ class ChangeRecorder:
             self.pending = []
             self._touched = {}
         self._done = []
+        self._next = 0
 
     def note(self, key: bytes, kind: int) -> None:
         """The running command touched ``key`` (META, VALUE or GONE)."""
@@ -107,23 +197,29 @@ class ChangeRecorder:
             else:
                 touch[2] = VALUE
 
-    def set_many(self, keys: list[bytes], data: dict[bytes, bytes]) -> None:
+    def set_many(self, keys: list[bytes], values: list[bytes] | None,
+                 data: dict[bytes, bytes]) -> None:
         """MSET's fast path: the running command set each of ``keys`` to its value now in
-        ``data`` and dropped its deadline. When nothing else is pending (MSET alone, or
-        first in its transaction step) the changes are built at once, one per distinct key
-        in the order of first touch, without the touch records ``note`` keeps: an MSET of
-        100,000 keys is applied in one go on every replica."""
+        ``data`` and dropped its deadline; ``values``: the values, key by key, when the
+        keys are distinct (None: some repeat). When nothing else is pending (MSET alone,
+        or first in its transaction step) the changes are one per distinct key in the
+        order of first touch, without the touch records ``note`` keeps; from ``BULK_MIN``
+        keys on, one ``Bulk`` holding the lists: an MSET of 100,000 keys is applied in
+        one go on every replica."""
         if self.pending:
             self.note_many(keys)
             return
-        # Built by C-level iterators, no Python code run per key: tuple.__new__ makes each
-        # Change from a zipped row (0.11-0.12 s of apply CPU for a 100,000-key MSET with a
-        # comprehension, against 0.036 s before the feed: README "Watching changes").
-        done = self._done
-        unique = dict.fromkeys(keys) if len(keys) > 1 else keys
-        done.extend(map(tuple.__new__, repeat(Change), zip(
-            repeat(self._index), count(len(done)), repeat(self.op), unique,
-            map(data.__getitem__, unique), repeat(None))))
+        if values is None:
+            keys = list(dict.fromkeys(keys))
+            values = list(map(data.__getitem__, keys))
+        done, index, op, position = self._done, self._index, self.op, self._next
+        if len(keys) >= BULK_MIN:
+            done.append(Bulk(index, position, op, keys, values))
+        else:
+            make = tuple.__new__
+            done += [make(Change, (index, position + i, op, key, value, None))
+                     for i, (key, value) in enumerate(zip(keys, values, strict=True))]
+        self._next = position + len(keys)
 
     def deleted_by_deadline(self, key: bytes) -> None:
         """The running command gave ``key`` a deadline already past: it is deleted
@@ -143,7 +239,7 @@ class ChangeRecorder:
 
     def settle(self, data: dict[bytes, bytes], expires: dict[bytes, int]) -> None:
         """Turn the pending touches into changes, as the state now stands."""
-        done, index, position = self._done, self._index, len(self._done)
+        done, index, position = self._done, self._index, self._next
         make, deadline, append = tuple.__new__, expires.get, done.append  # the hot loop's
         for op, key, kind in self.pending:
             if kind == GONE or key not in data:
@@ -152,12 +248,13 @@ class ChangeRecorder:
                 append(make(Change, (index, position, op, key,
                                      data[key] if kind == VALUE else None, deadline(key))))
             position += 1
+        self._next = position
         self.pending = []
         self._touched = {}
 
-    def finish(self, data: dict[bytes, bytes], expires: dict[bytes, int]) -> list[Change]:
+    def finish(self, data: dict[bytes, bytes], expires: dict[bytes, int]) -> list[Record]:
         """The entry's changes, numbered 0.. (touches of a command that raised included:
-        what it changed is changed)."""
+        what it changed is changed), as records: ``expand`` gives the changes."""
         if self.pending:
             self.settle(data, expires)
         done, self._done = self._done, []

@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from operator import itemgetter
+from operator import attrgetter
 
 import attrs
 
-from .changes import FLUSH_KEY, Change
+from .changes import CHANGE_OVERHEAD, FLUSH_KEY, Bulk, Change, Record, expand
 
 MAX_POSITION = 2**63 - 1
-CHANGE_OVERHEAD = 96  # bytes a change costs beyond its key and value (object, id, op)
 DEFAULT_RETENTION_ENTRIES = 100_000
 DEFAULT_RETENTION_BYTES = 64 * 1024 * 1024
 TOP_ID = (2**64, 0)  # above every id
+TRIM_BLOCK = 1024  # changes of a Bulk weighed at once when trimming by bytes
 
 Id = tuple[int, int]  # (log index, position)
 
@@ -40,19 +40,16 @@ def change_size(change: Change) -> int:
     return CHANGE_OVERHEAD + len(change.key) + (len(change.value) if change.value else 0)
 
 
-_INDEX, _KEY, _VALUE = itemgetter(0), itemgetter(3), itemgetter(4)
-TRIM_BLOCK = 1024  # changes weighed at once when trimming by bytes
-
-
-def changes_size(changes: list[Change]) -> int:
-    """The sum of ``change_size`` over ``changes``, by C-level iterators (no Python code
-    run per change: a 100,000-key MSET is appended in one apply)."""
-    return (CHANGE_OVERHEAD * len(changes) + sum(map(len, map(_KEY, changes)))
-            + sum(map(len, filter(None, map(_VALUE, changes)))))
+def record_size(record: Record) -> int:
+    return record.size if type(record) is Bulk else change_size(record)  # type: ignore[union-attr, arg-type]
 
 
 def _id(change: Change) -> Id:
     return (change.index, change.position)
+
+
+_first_id = attrgetter("index", "position")  # a record's first id (a Change's only one)
+_index = attrgetter("index")
 
 
 @attrs.frozen
@@ -75,7 +72,11 @@ class Compacted(Exception):
 
 
 class ChangeFeed:
-    """The retained tail (module docstring): appended to by the state machine's apply."""
+    """The retained tail (module docstring): appended to by the state machine's apply.
+
+    It holds the entries' records (raftkv.kv.changes): a ``Change``, or a ``Bulk`` for an
+    MSET's many, expanded into changes only when read; the oldest record may have lost a
+    prefix of its changes to the bytes bound (``_skip`` of them)."""
 
     def __init__(self, retention_entries: int = DEFAULT_RETENTION_ENTRIES,
                  retention_bytes: int = DEFAULT_RETENTION_BYTES) -> None:
@@ -83,8 +84,11 @@ class ChangeFeed:
             raise ValueError("the feed's retention bounds are at least 1")
         self.retention_entries = retention_entries
         self.retention_bytes = retention_bytes
-        self._items: list[Change] = []
+        self._items: list[Record] = []
         self._head = 0  # items before it are dropped (compacted away in bulk)
+        self._skip = 0  # changes of items[_head] dropped (a Bulk cut by the bytes bound)
+        self._skip_bytes = 0  # what they weighed
+        self._count = 0  # changes retained
         self.bytes = 0
         self.floor: Id | None = (0, 0)
         self.last_index = 0  # the highest log index appended (with or without changes)
@@ -92,53 +96,85 @@ class ChangeFeed:
 
     # -- the state machine's side ---------------------------------------------------------
 
-    def append(self, index: int, changes: list[Change]) -> None:
-        """The entry at log ``index`` was applied and made ``changes`` (maybe none)."""
+    def append(self, index: int, changes: list[Record]) -> None:
+        """The entry at log ``index`` was applied and made ``changes`` (maybe none; a
+        ``Bulk`` stands for its many)."""
         self.version += 1
         if index > self.last_index:
             self.last_index = index
         if changes:
             self._items.extend(changes)
-            self.bytes += changes_size(changes)
+            for record in changes:
+                if type(record) is Bulk:
+                    self.bytes += record.size
+                    self._count += len(record)
+                else:
+                    self.bytes += change_size(record)  # type: ignore[arg-type]
+                    self._count += 1
         items, head = self._items, self._head
         if head < len(items) and (items[head].index <= self.last_index - self.retention_entries
                                   or self.bytes > self.retention_bytes):
             self._trim()
 
+    def _drop_head(self) -> None:
+        """Drop the rest of the oldest record."""
+        record = self._items[self._head]
+        if type(record) is Bulk:
+            self.bytes -= record.size - self._skip_bytes
+            self._count -= len(record) - self._skip
+        else:
+            self.bytes -= change_size(record)  # type: ignore[arg-type]
+            self._count -= 1
+        self.floor = _last_id(record)
+        self._head += 1
+        self._skip = self._skip_bytes = 0
+
     def _trim(self) -> None:
-        """Drop the oldest changes past either bound. The entries bound cuts at an index
-        (found by bisection), the bytes bound a block of ``TRIM_BLOCK`` at a time while
-        the whole block must go, then change by change: Python work per block, not per
-        change, when a large entry leaves the tail."""
-        items, start = self._items, self._head
-        end = len(items)
+        """Drop the oldest changes past either bound: whole records while the entries
+        bound or the bytes bound wants all of one, then, under the bytes bound, a
+        ``Bulk``'s changes a block and then one at a time."""
+        items = self._items
         oldest_kept = self.last_index - self.retention_entries  # indexes <= it go
-        head = start
-        if head < end and items[head].index <= oldest_kept:
-            head = bisect.bisect_right(items, oldest_kept, lo=head, key=_INDEX)
-            self.bytes -= changes_size(items[start:head])
-        while head < end and self.bytes > self.retention_bytes:
-            block = items[head:head + TRIM_BLOCK]
-            size = changes_size(block)
-            if self.bytes - size > self.retention_bytes:  # every change of it goes
-                self.bytes -= size
-                head += len(block)
+        while self._head < len(items) and items[self._head].index <= oldest_kept:
+            self._drop_head()
+        while self._head < len(items) and self.bytes > self.retention_bytes:
+            record = items[self._head]
+            if type(record) is not Bulk or (
+                    self.bytes - (record.size - self._skip_bytes) + record.sizes(
+                        len(record) - 1, len(record)) > self.retention_bytes):
+                self._drop_head()  # (all of it goes, its last change included)
                 continue
-            for change in block:
-                if self.bytes <= self.retention_bytes:
-                    break
-                self.bytes -= change_size(change)
-                head += 1
-        if head > start:
-            self.floor = _id(items[head - 1])
+            self._cut(record)
+        head = self._head
         if head > 1024 and head * 2 > len(items):
             del items[:head]
-            head = 0
-        self._head = head
+            self._head = 0
+
+    def _cut(self, bulk: Bulk) -> None:
+        """Drop the oldest changes of ``bulk`` (the oldest record) until the bytes bound
+        holds; at least its last change stays."""
+        lo = self._skip
+        while self.bytes > self.retention_bytes:
+            hi = min(lo + TRIM_BLOCK, len(bulk) - 1)
+            size = bulk.sizes(lo, hi)
+            if hi - lo > 1 and self.bytes - size > self.retention_bytes:
+                lo, self.bytes, self._skip_bytes = hi, self.bytes - size, self._skip_bytes + size
+                continue
+            size = bulk.sizes(lo, lo + 1)
+            lo, self.bytes, self._skip_bytes = lo + 1, self.bytes - size, self._skip_bytes + size
+        self._count -= lo - self._skip
+        self._skip = lo
+        self.floor = (bulk.index, bulk.position + lo - 1)
 
     def state(self) -> FeedState:
-        """A copy for a snapshot (the changes are immutable: a cheap list copy)."""
-        return FeedState(self.floor, tuple(self._items[self._head:]))
+        """A copy for a snapshot (the changes are immutable; a ``Bulk``'s are made)."""
+        items = self._items[self._head:]
+        if items and type(items[0]) is Bulk:
+            first = items[0]
+            changes = first.changes(self._skip, len(first)) + expand(items[1:])
+        else:
+            changes = expand(items)
+        return FeedState(self.floor, tuple(changes))
 
     def replace(self, state: FeedState | None) -> None:
         """Take a snapshot's feed (None: the snapshot had none; see ``restored_at``)."""
@@ -146,8 +182,9 @@ class ChangeFeed:
             state = FeedState(None)
         self.version += 1
         self._items = list(state.changes)
-        self._head = 0
-        self.bytes = changes_size(self._items)
+        self._head = self._skip = self._skip_bytes = 0
+        self._count = len(self._items)
+        self.bytes = sum(map(change_size, state.changes))
         self.floor = state.floor
         self.last_index = self._items[-1].index if self._items else 0
         self._trim()
@@ -163,15 +200,21 @@ class ChangeFeed:
     # -- readers ---------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._items) - self._head
+        return self._count
 
     @property
     def first(self) -> Change | None:
-        return self._items[self._head] if len(self) else None
+        if not self._count:
+            return None
+        record = self._items[self._head]
+        return record.change(self._skip) if type(record) is Bulk else record  # type: ignore[union-attr, return-value]
 
     @property
     def last(self) -> Change | None:
-        return self._items[-1] if len(self) else None
+        if not self._count:
+            return None
+        record = self._items[-1]
+        return record.change(len(record) - 1) if type(record) is Bulk else record  # type: ignore[union-attr, return-value, arg-type]
 
     @property
     def known_floor(self) -> Id:
@@ -181,14 +224,70 @@ class ChangeFeed:
     def last_id(self) -> Id:
         """The id of the newest change there is, retained or not (``$``): a reader after it
         sees only changes made from now on."""
-        last = self.last
-        return _id(last) if last is not None else self.known_floor
+        if self._count:
+            return _last_id(self._items[-1])
+        return self.known_floor
 
     def check(self, after: Id) -> None:
         """``Compacted`` unless every change after ``after`` is retained."""
         if after < self.known_floor:
             first = self.first
             raise Compacted(_id(first) if first is not None else None, self.known_floor)
+
+    def _locate(self, after: Id) -> tuple[int, int]:
+        """Where the first retained change with an id above ``after`` is: (record, change
+        in it); (len(items), 0) if none."""
+        items, head = self._items, self._head
+        i = bisect.bisect_right(items, after, lo=head, key=_first_id) - 1
+        if i < head:
+            return head, self._skip
+        record = items[i]
+        if type(record) is Bulk and after[0] == record.index:
+            offset = max(after[1] - record.position + 1, self._skip if i == head else 0)
+            if offset < len(record):
+                return i, offset
+        return i + 1, 0
+
+    def _span(self, after: Id, until: Id) -> tuple[tuple[int, int], tuple[int, int]]:
+        start = self._locate(after)
+        end = self._locate(until)
+        return start, max(start, end)
+
+    def chunk(self, after: Id, until: Id, size: int, reverse: bool = False) -> list[Change]:
+        """At most ``size`` retained changes with after < id <= until, oldest first
+        (``reverse``: the newest first): a copy, so a reader may hold it while the tail
+        grows or is trimmed, and go on from its last id with the next ``chunk``."""
+        (i, lo), (j, hi) = self._span(after, until)
+        items = self._items
+        out: list[Change] = []
+        if reverse:
+            while (j, hi) > (i, lo) and len(out) < size:
+                if hi == 0:
+                    j -= 1
+                    hi = len(items[j]) if type(items[j]) is Bulk else 1  # type: ignore[arg-type]
+                    continue
+                record = items[j]
+                floor = lo if j == i else 0
+                if type(record) is Bulk:
+                    first = max(floor, hi - (size - len(out)))
+                    out += record.changes(first, hi)[::-1]
+                    hi = first
+                else:
+                    out.append(record)  # type: ignore[arg-type]
+                    hi = 0
+            return out
+        while (i, lo) < (j, hi) and len(out) < size:
+            record = items[i]
+            if type(record) is Bulk:
+                end = min(len(record) if i < j else hi, lo + size - len(out))
+                out += record.changes(lo, end)
+                if end < len(record):
+                    lo = end
+                    continue
+            else:
+                out.append(record)  # type: ignore[arg-type]
+            i, lo = i + 1, 0
+        return out
 
     def walk(self, after: Id, until: Id, count: int, match: Callable[[Change], bool] | None,
              limit: int, reverse: bool = False) -> tuple[list[Change], Id | None]:
@@ -197,43 +296,27 @@ class ChangeFeed:
         ``match``, and the bound to resume from (the next ``after``, or reversed the next
         ``until``), None once the range is done or ``count`` is reached. Positions are
         found by id each time, so the tail may grow or be trimmed between slices."""
-        items = self._items
-        lo = bisect.bisect_right(items, after, lo=self._head, key=_id)
-        hi = bisect.bisect_right(items, until, lo=lo, key=_id)
+        changes = self.chunk(after, until, limit + 1, reverse)
         found: list[Change] = []
-        indexes = range(hi - 1, max(lo, hi - limit) - 1, -1) if reverse else range(
-            lo, min(hi, lo + limit))
-        for i in indexes:
-            change = items[i]
+        for change in changes[:limit]:
             if match is None or match(change):
                 found.append(change)
                 if len(found) >= count:
                     return found, None
-        if len(indexes) == hi - lo:
+        if len(changes) <= limit:
             return found, None
-        edge = items[indexes[-1]]
+        edge = changes[limit - 1]
         if reverse:
             return found, (edge.index, edge.position - 1) if edge.position else (
                 edge.index - 1, MAX_POSITION)
         return found, _id(edge)
-
-    def chunk(self, after: Id, until: Id, size: int, reverse: bool = False) -> list[Change]:
-        """At most ``size`` retained changes with after < id <= until, oldest first
-        (``reverse``: the newest first): a copy, so a reader may hold it while the tail
-        grows or is trimmed, and go on from its last id with the next ``chunk``."""
-        items = self._items
-        lo = bisect.bisect_right(items, after, lo=self._head, key=_id)
-        hi = bisect.bisect_right(items, until, lo=lo, key=_id)
-        if reverse:
-            return items[max(lo, hi - size):hi][::-1]
-        return items[lo:min(hi, lo + size)]
 
     def after(self, after: Id, count: int,
               match: Callable[[Change], bool] | None = None) -> list[Change]:
         """Up to ``count`` changes with ids above ``after`` that ``match``, oldest first;
         ``Compacted`` if some after it were dropped. (All at once: see ``walk``.)"""
         self.check(after)
-        return self.walk(after, TOP_ID, count, match, len(self._items))[0]
+        return self.walk(after, TOP_ID, count, match, max(self._count, 1))[0]
 
     def between(self, start: Id, end: Id, count: int, reverse: bool = False,
                 match: Callable[[Change], bool] | None = None) -> list[Change]:
@@ -243,7 +326,13 @@ class ChangeFeed:
         if count <= 0 or start > end:
             return []
         after = (start[0], start[1] - 1)  # (position -1 sorts below every real one)
-        return self.walk(after, end, count, match, len(self._items), reverse)[0]
+        return self.walk(after, end, count, match, max(self._count, 1), reverse)[0]
+
+
+def _last_id(record: Record) -> Id:
+    if type(record) is Bulk:
+        return (record.index, record.position + len(record) - 1)
+    return (record.index, record.position)
 
 
 def key_filter(match_key: Callable[[bytes], bool]) -> Callable[[Change], bool]:

@@ -43,7 +43,7 @@ from typing import Any
 from wire.reply import OK, ErrorReply, SimpleString
 
 from . import syntax
-from .changes import GONE, META, VALUE, Change, ChangeRecorder
+from .changes import GONE, META, VALUE, Change, ChangeRecorder, Record, expand
 from .codec import decode_entry
 from .commands import COMMANDS, MAX_VALUE_LEN, Reply, check_arity, decode_exec, validate
 from .errors import (
@@ -155,9 +155,10 @@ class KVStateMachine:
         # which delivers them to this node's subscribers (``take_published``).
         self._published: list[tuple[bytes, bytes]] = []
         # The change feed: what the entry being applied changed (changes.py); after each
-        # ``apply``, ``last_changes`` holds the entry's changes for the runtime to read.
+        # ``apply``, ``last_records`` holds the entry's change records for the runtime to
+        # read (``last_changes``: the same, expanded).
         self._recorder = ChangeRecorder()
-        self.last_changes: list[Change] = []
+        self.last_records: list[Record] = []
         # The retained tail of those changes (feed.py): history, kept out of ``==`` and
         # ``digest`` (nodes with other retention bounds hold other tails).
         self.feed = feed if feed is not None else ChangeFeed()
@@ -172,6 +173,12 @@ class KVStateMachine:
     # -- the runtime's interface -------------------------------------------------------
 
     @property
+    def last_changes(self) -> list[Change]:
+        """The changes of the entry applied last (``last_records`` expanded: an MSET's
+        changes are one ``Bulk`` record there)."""
+        return expand(self.last_records)
+
+    @property
     def now(self) -> int:
         """The highest stamp applied (ms since the epoch): the replicated clock."""
         return self._now
@@ -181,8 +188,8 @@ class KVStateMachine:
         ``MemoryError`` (which depends on the process, not the entry).
 
         ``index`` is the entry's log index, the revision of the changes it makes (left
-        in ``last_changes``); without one (tests, tools) the entry counter stands in."""
-        self.last_changes = []
+        in ``last_records``); without one (tests, tools) the entry counter stands in."""
+        self.last_records = []
         try:
             stamp, args = decode_entry(data)
         except KVDecodeError as exc:
@@ -210,8 +217,8 @@ class KVStateMachine:
             return ErrorReply(f"ERR internal error applying the command: {type(exc).__name__}")
         finally:
             self._writing = False
-            self.last_changes = self._recorder.finish(self._data, self._expires)
-            self.feed.append(index, self.last_changes)
+            self.last_records = self._recorder.finish(self._data, self._expires)
+            self.feed.append(index, self.last_records)
 
     def take_published(self) -> list[tuple[bytes, bytes]]:
         """The messages PUBLISHed by the entries applied since the last call, in order."""
@@ -666,10 +673,12 @@ class KVStateMachine:
         if len(args) % 2 == 0:
             return check_arity(args)
         if self._order is None:  # no SCAN index to keep up to date: C-level updates
-            keys = args[1::2]
-            self._data.update(zip(keys, args[2::2], strict=True))
-            self._mods.update(dict.fromkeys(keys, self._seq))
-            self._recorder.set_many(keys, self._data)
+            keys, values = args[1::2], args[2::2]
+            self._data.update(zip(keys, values, strict=True))
+            fresh = dict.fromkeys(keys, self._seq)
+            self._mods.update(fresh)
+            self._recorder.set_many(keys, values if len(fresh) == len(keys) else None,
+                                    self._data)
             expires = self._expires
             if expires:  # MSET drops any TTL, as SET does (stale heap pairs are skipped)
                 for key in keys:

@@ -15,13 +15,13 @@ PUBLISHed messages reach this node's subscribers in log order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
 
 from raftkv.kv import KVStateMachine
-from raftkv.kv.changes import Change
+from raftkv.kv.changes import Change, Record, iter_changes
 from raftkv.log import event
 from raftkv.node.clock import LeaderClock
 from raftkv.node.requests import RequestTracker
@@ -30,7 +30,7 @@ from wire.raft import CONFIG, NORMAL, ClusterConfig, Entry, SnapshotMeta
 from wire.reply import OK, ErrorReply
 
 log = logging.getLogger("raftkv.node")
-Observer = Callable[[int, list[tuple[bytes, bytes]], list[Change]], None]
+Observer = Callable[[int, list[tuple[bytes, bytes]], Iterable[Change]], None]
 
 
 async def free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000) -> None:
@@ -56,9 +56,9 @@ class Applier:
         # The term and configuration at ``applied``: a snapshot's meta.
         self.applied_term = 0
         self.applied_config = ClusterConfig()
-        # Called with each applied batch's changes (if any), in the trio thread; must not
-        # raise or block (they fill Pendings and set Events).
-        self.on_changes: list[Callable[[list[Change]], None]] = []
+        # Called with each applied batch's change records (if any; raftkv.kv.changes), in
+        # the trio thread; must not raise or block (they fill Pendings and set Events).
+        self.on_changes: list[Callable[[list[Record]], None]] = []
         # Called after each NORMAL entry with (its index, the messages it PUBLISHed, the
         # Changes it made); an observer must not raise (one that does is logged).
         self._observers: list[Observer] = []
@@ -80,13 +80,13 @@ class Applier:
     def apply(self, entries: list[Entry]) -> None:
         kv, requests = self.kv, self.requests
         listening = bool(self.on_changes)
-        changes: list[Change] = []
+        changes: list[Record] = []
         for entry in entries:
             requests.applied(entry, self._apply_one(entry))
             self.applied = entry.index
             if entry.kind == NORMAL:
-                if listening and kv.last_changes:
-                    changes += kv.last_changes
+                if listening and kv.last_records:
+                    changes += kv.last_records
                 self._tell_observers(entry.index)
         self.stats["applied"] += len(entries)
         if entries:
@@ -102,10 +102,12 @@ class Applier:
 
     def _tell_observers(self, index: int) -> None:
         published = self.kv.take_published()
-        changes = self.kv.last_changes
+        # Lazily: an MSET's changes are made only if an observer reads them (keyspace
+        # notifications on, with subscribers).
+        records = self.kv.last_records
         for observer in self._observers:
             try:
-                observer(index, published, changes)
+                observer(index, published, iter_changes(records))
             except Exception as exc:  # delivery is best effort; applying must go on
                 event(log, logging.ERROR, "an apply observer failed", index=index,
                       error=repr(exc))

@@ -3,11 +3,13 @@ tells a reader it missed something, filters, and the tail carried in the snapsho
 
 from __future__ import annotations
 
+import random
+
 import msgpack
 import pytest
 
 from raftkv.kv import KVDecodeError, KVStateMachine, decode_snapshot, encode_entry
-from raftkv.kv.changes import Change
+from raftkv.kv.changes import Bulk, Change, expand
 from raftkv.kv.feed import (
     CHANGE_OVERHEAD,
     MAX_POSITION,
@@ -159,3 +161,62 @@ def test_the_feed_is_history_not_state() -> None:
     two.apply(encode_entry([b"SET", b"a", b"1"], T0), index=6)  # another log position
     assert one == two and one.digest() == two.digest()
     assert one.snapshot() != two.snapshot()
+
+
+def _bulk(index: int, position: int, n: int, tag: int) -> Bulk:
+    keys = [b"k%d:%d" % (tag, i) for i in range(n)]
+    return Bulk(index, position, "mset", keys, [b"v" * (i % 7) for i in range(n)])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_bulk_record_reads_and_trims_exactly_as_its_changes_would(seed: int) -> None:
+    """An MSET's changes are kept as one Bulk record, made into changes only when read:
+    every read, length, first/last id, floor, retention cut (entries and bytes, inside a
+    bulk too) and snapshot state equals that of the same changes kept one by one."""
+    rng = random.Random(seed)
+    entries, limit = rng.choice([(5, 10**9), (1000, 4000), (3, 2500), (1000, 900)])
+    bulky, plain = ChangeFeed(entries, limit), ChangeFeed(entries, limit)
+    index = 0
+    for _ in range(14):
+        index += rng.choice([1, 1, 2])
+        records: list = []
+        position = 0
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            if rng.random() < 0.5:
+                records.append(_bulk(index, position, rng.choice([1, 2, 5, 40]), index))
+                position += len(records[-1])
+            else:
+                records.append(change(index, position, b"c%d" % position, value=b"x" * 9))
+                position += 1
+        bulky.append(index, records)
+        plain.append(index, expand(records))
+        assert len(bulky) == len(plain) and bulky.bytes == plain.bytes
+        assert bulky.floor == plain.floor and bulky.last_id == plain.last_id
+        assert bulky.first == plain.first and bulky.last == plain.last
+        assert bulky.state() == plain.state()
+        every = ids(plain.between((0, 0), TOP, 10**6))
+        points = [(0, 0), plain.known_floor, *rng.sample(every, min(5, len(every))),
+                  (index, 2), (index + 1, 0)]
+        for after in points:
+            for until in [*points, TOP]:
+                for size in (1, 3, 1000):
+                    for reverse in (False, True):
+                        assert bulky.chunk(after, until, size, reverse) == plain.chunk(
+                            after, until, size, reverse), (after, until, size, reverse)
+                assert bulky.walk(after, until, 4, None, 7) == plain.walk(
+                    after, until, 4, None, 7)
+                assert bulky.walk(after, until, 4, None, 7, True) == plain.walk(
+                    after, until, 4, None, 7, True)
+            if after >= plain.known_floor:
+                assert bulky.after(after, 50) == plain.after(after, 50)
+
+
+def test_an_mset_is_recorded_as_one_bulk_and_read_as_its_changes() -> None:
+    kv = KVStateMachine()
+    pairs = [x for i in range(200) for x in (b"k%03d" % (i % 150), b"v%d" % i)]  # repeats
+    kv.apply(encode_entry([b"MSET", *pairs], T0), index=7)
+    assert [type(r) for r in kv.last_records] == [Bulk]
+    changes = kv.last_changes
+    assert [c.id for c in changes] == [(7, p) for p in range(150)]
+    assert changes[3] == Change(7, 3, "mset", b"k003", b"v153", None)  # the last value
+    assert kv.feed.after((7, 148), 10) == [changes[149]]
