@@ -114,6 +114,14 @@ class Bulk:
             lo += len(take)
         return out
 
+    def iter_changes(self, lo: int = 0) -> Iterator[Change]:
+        """Changes ``lo`` to the last, made one by one and not kept (a snapshot's
+        encoding, in a worker thread: no memory held after it)."""
+        index, op = self.index, self.op
+        for position, key, value in zip(count(self.position + lo), self.keys[lo:],
+                                        self.values[lo:]):
+            yield Change(index, position, op, key, value, None)
+
     def sizes(self, lo: int, hi: int) -> int:
         """The bytes changes ``lo`` to ``hi - 1`` count (C-level sums)."""
         return (CHANGE_OVERHEAD * (hi - lo) + sum(map(len, self.keys[lo:hi]))

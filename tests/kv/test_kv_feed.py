@@ -194,6 +194,10 @@ def test_a_bulk_record_reads_and_trims_exactly_as_its_changes_would(seed: int) -
         assert bulky.floor == plain.floor and bulky.last_id == plain.last_id
         assert bulky.first == plain.first and bulky.last == plain.last
         assert bulky.state() == plain.state()
+        copy = ChangeFeed(entries, limit)  # a snapshot's feed taken as it is (a Tail)
+        copy.replace(bulky.state())
+        assert copy.state() == plain.state() and copy.bytes == plain.bytes
+        assert copy.floor == plain.floor and len(copy) == len(plain)
         every = ids(plain.between((0, 0), TOP, 10**6))
         points = [(0, 0), plain.known_floor, *rng.sample(every, min(5, len(every))),
                   (index, 2), (index + 1, 0)]
@@ -220,3 +224,6 @@ def test_an_mset_is_recorded_as_one_bulk_and_read_as_its_changes() -> None:
     assert [c.id for c in changes] == [(7, p) for p in range(150)]
     assert changes[3] == Change(7, 3, "mset", b"k003", b"v153", None)  # the last value
     assert kv.feed.after((7, 148), 10) == [changes[149]]
+    copy = KVStateMachine()  # through the snapshot's bytes: the same changes
+    copy.restore(kv.snapshot())
+    assert list(copy.feed.state().changes) == changes == list(kv.feed.state().changes)
