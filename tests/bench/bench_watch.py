@@ -79,6 +79,7 @@ class RawWatchers(threading.Thread):
         self.addrs, self.n = addrs, n
         self.last = [start] * n
         self.count = 0
+        self.replies = 0  # XREAD replies with changes: the round trips the watchers made
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -106,6 +107,7 @@ class RawWatchers(threading.Thread):
                         entries = reply[0][1] if isinstance(reply, list) and reply else []
                         self.count += len(entries)
                         if entries:
+                            self.replies += 1
                             self.last[i] = _id(entries[-1][0])
                         socks[i].setblocking(True)
                         socks[i].sendall(self._xread(i))
@@ -158,8 +160,12 @@ async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests:
         await trio.to_thread.run_sync(raw.join)
     lag = await trio.to_thread.run_sync(_lag, cluster)
     nodes_all = _cpu(pids) - nodes_cpu_start
-    return _figures(run, requests, watchers, seconds, delivered, drain, nodes_cpu, own_cpu,
-                    nodes_all, elections, lag)
+    figures = _figures(run, requests, watchers, seconds, delivered, drain, nodes_cpu, own_cpu,
+                       nodes_all, elections, lag)
+    # (How many round trips the watchers made: a reply carries the changes of one or
+    # more applied batches, README "Watching changes": coalesced wake-ups.)
+    figures["replies"] = raw.replies / watchers / seconds if watchers else 0.0
+    return figures
 
 
 async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests: int,
@@ -390,8 +396,10 @@ def main() -> int:
                 cost = r["per_set"]
                 per_set[system].setdefault(n, []).append(cost)
                 extra = (f", {r['events']:8.0f} changes/s delivered in all "
-                         f"({r['per_watcher']:.0f}/s each), all delivered "
-                         f"{r['drain']:.2f} s after the last SET" if n else "")
+                         f"({r['per_watcher']:.0f}/s each"
+                         + (f" in {r['replies']:.0f} replies/s" if "replies" in r else "")
+                         + f"), all delivered {r['drain']:.2f} s after the last SET"
+                         if n else "")
                 warn = f" ({r['alerts']:.0f} alerts, first: {r['alert']})" if r["alerts"] else ""
                 if r["elections"]:
                     warn += f" [the term rose by {r['elections']} during the round]"
