@@ -7,6 +7,7 @@ import pytest
 from kv_log import T0, AppliedLog, b
 
 from raftkv.kv import KVStateMachine, encode_entry, encode_exec
+from raftkv.kv.changes import iter_changes
 from raftkv.kv.notify import ALL, KEYEVENT, KEYSPACE, flags_text, keyspace_messages, parse_flags
 from wire.reply import ErrorReply
 
@@ -124,3 +125,14 @@ def test_publish_is_applied_in_order_and_changes_no_key() -> None:
     assert kv.apply(encode_entry(b("PUBLISH", "ch"), T0), index=3) == ErrorReply(
         "ERR wrong number of arguments for 'publish' command")
     assert kv.take_published() == []
+
+
+def test_a_large_mset_sends_one_set_event_a_key_from_its_bulk_record() -> None:
+    """An MSET of many keys is recorded as one Bulk record; the applier hands observers
+    its changes lazily (iter_changes), and the events are Redis's, key by key, in order."""
+    kv = KVStateMachine()
+    pairs = [x for i in range(300) for x in (b"k%03d" % (i % 250), b"v%d" % i)]
+    kv.apply(encode_entry([b"MSET", *pairs], T0), index=3)
+    assert [type(r).__name__ for r in kv.last_records] == ["Bulk"]
+    messages = list(keyspace_messages(iter_changes(kv.last_records), KEYSPACE | ALL))
+    assert messages == [(b"__keyspace@0__:k%03d" % i, b"set") for i in range(250)]
