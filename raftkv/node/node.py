@@ -32,7 +32,7 @@ from raftkv.node.forwarding import Forwarder
 from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership
 from raftkv.node.memory import MemoryGuard
-from raftkv.node.opening import build_transport, known_members, open_data
+from raftkv.node.opening import build_transport, known_members, load_snapshot_state, open_data
 from raftkv.node.pending import Pending
 from raftkv.node.requests import SHUTTING_DOWN, RequestTracker
 from raftkv.node.settings import NodeSettings
@@ -106,8 +106,7 @@ class Node:
         s, self.storage = await open_data(self.settings, self.rng)
         self.settings = s
         meta = self.storage.snapshot_meta()
-        if meta.index > 0:
-            self.kv.restore(self.storage.snapshot_data())
+        load_snapshot_state(self.storage, self.kv)
         self.applier.restored(meta)
         config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks)
         self.core = RaftCore(self.id, self.storage, config, self.rng)
