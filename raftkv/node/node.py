@@ -47,6 +47,9 @@ from wire.raft import ForwardRequest, PeerMessage
 from wire.reply import ErrorReply
 
 log = logging.getLogger("raftkv.node")
+# Definitely not applied (TRYAGAIN's meaning): the client should ask a member.
+REMOVED = ErrorReply("TRYAGAIN this node was removed from the cluster; send commands to a "
+                     "member")
 
 # A command the leader runs for a follower (RAFT ADDNODE ...): raftkv.server.admin's.
 Admin = Callable[[list[bytes]], Pending]
@@ -196,12 +199,20 @@ class Node:
             return Pending.of(error)
         if self.stopping:
             return Pending.of(SHUTTING_DOWN)
+        if self.removed:
+            return Pending.of(REMOVED)
         spec = lookup(args[0])
         assert spec is not None  # validate() rejects unknown commands
         pending = Pending()
         self._dispatch(args, spec.is_write, pending,
                        trio.current_time() + self.settings.leader_wait)
         return pending
+
+    @property
+    def removed(self) -> bool:
+        """This node is not in its own configuration: its old leader refuses its link, so a
+        command forwarded there only timed out as -UNKNOWN, though never applied (attack5)."""
+        return self.membership.role() == "removed"
 
     def check(self, args: list[bytes]) -> ErrorReply | None:
         """A client's command before it goes anywhere: a known command with the right
