@@ -17,6 +17,12 @@ from wire.resp_reply import NEED_MORE, ReplyParser
 
 DEFAULT_ENDPOINTS = ("127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003")
 
+# The most bytes one reply may take, whatever its shape: Redis's bound for one bulk
+# string (proto-max-bulk-len). The parser bounds each bulk; without a bound on the whole,
+# a hostile server's array of big bulks took all the memory an attempt's time allows
+# (attack5). A module setting, read when a connection opens.
+MAX_REPLY_BYTES = 512 * 1024 * 1024
+
 # What a broken connection raises while sending or receiving.
 TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
                     ProtocolError, EOFError)
@@ -65,7 +71,9 @@ class Connection:
     def __init__(self, addr: str, stream: Any) -> None:
         self.addr = addr
         self.stream = stream
-        self.parser = ReplyParser()
+        self.max_reply_bytes = MAX_REPLY_BYTES
+        # RESP2: this client never sends HELLO 3, so a RESP3 type is a protocol error.
+        self.parser = ReplyParser(max_bulk_len=MAX_REPLY_BYTES, resp2=True)
 
     @classmethod
     async def open(cls, addr: str, security: Security | None = None) -> Connection:
@@ -112,14 +120,20 @@ class Connection:
         await self.stream.send_all(data)
 
     async def receive_reply(self) -> Any:
-        """The next reply value (an ``ErrorReply`` is returned, not raised)."""
+        """The next reply value (an ``ErrorReply`` is returned, not raised);
+        ``ProtocolError`` once it takes more than ``max_reply_bytes``."""
+        taken = self.parser.buffered
         while True:
             reply = self.parser.next_reply()
             if reply is not NEED_MORE:
                 return reply
+            if taken > self.max_reply_bytes:
+                raise ProtocolError(f"Protocol error: a reply of more than "
+                                    f"{self.max_reply_bytes} bytes")
             data = await self.stream.receive_some(65536)
             if not data:
                 raise EOFError(f"{self.addr} closed the connection")
+            taken += len(data)
             self.parser.feed(data)
 
     async def request(self, *args: bytes | str | int | float) -> Any:

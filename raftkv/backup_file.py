@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 from typing import Any, BinaryIO
 
@@ -111,10 +112,13 @@ def read_backup(path: str) -> tuple[BackupHeader, bytes]:
     memory), then the payload is read once: memory holds the payload, never the file twice.
     """
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if not os.path.isfile(path):
+        # Without blocking: a FIFO with no writer would hold ``open`` for good (attack5).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise BackupError(f"{path} is not a regular file")
+            size = st.st_size
             _check_digest(f, path, size)
             f.seek(0)
             head = f.read(len(MAGIC) + 4)
@@ -188,4 +192,15 @@ def check_payload(path: str, header: BackupHeader, payload: bytes) -> BackupHead
         raise BackupError(f"{path}: the state does not decode ({exc})") from None
     if len(state.data) != header.keys:
         raise BackupError(f"{path}: {len(state.data)} keys, header says {header.keys}")
+    # The state must be one a node could hold at the header's index (attack5): restore
+    # writes no snapshot at index 0, so anything in such a state would silently vanish;
+    # and the feed holds only changes of entries up to the index (the restored cluster's
+    # first entry is index + 1, and its changes must sort after every retained one).
+    feed = state.feed
+    if header.index == 0 and (state.data or state.scripts or state.sessions or state.tombs
+                              or (feed is not None and feed.changes)):
+        raise BackupError(f"{path}: a state at index 0 must be empty; this one is not")
+    if feed is not None and ((feed.floor is not None and feed.floor[0] > header.index)
+                             or (feed.changes and feed.changes[-1].index > header.index)):
+        raise BackupError(f"{path}: the change feed holds changes after index {header.index}")
     return header

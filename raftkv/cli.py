@@ -30,6 +30,7 @@ from raftkv.member_cli import change, print_members
 from raftkv.node.cluster_id import valid_cluster_id
 from raftkv.node.security import SecurityConfigError, security_warnings
 from raftkv.node.settings import NodeSettings, parse_cluster
+from raftkv.node.sizes import MAX_REQUEST_BYTES
 from raftkv.recover import recover as do_recover
 from raftkv.restore import RestoreError
 from raftkv.restore import restore as do_restore
@@ -163,7 +164,8 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
               help="Redis's keyspace notification flags (e.g. KEA, Ex); per node, "
                    "CONFIG SET notify-keyspace-events changes them (default: none).")
 @click.option("--max-request-bytes", default=8 * 1024 * 1024, show_default=True,
-              envvar=_env("MAX_REQUEST_BYTES"), type=click.IntRange(min=1024),
+              envvar=_env("MAX_REQUEST_BYTES"),
+              type=click.IntRange(min=1024, max=MAX_REQUEST_BYTES),
               help="Largest client request (one command as sent, all arguments "
                    "together); larger ones get -ERR and the connection is closed.")
 @click.option("--client-query-buffer-limit", default=0, show_default=True,

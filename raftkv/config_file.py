@@ -6,9 +6,13 @@ Read with the standard library's ``tomllib`` and handed to click as the command'
 click's own precedence applies: flag > environment variable > file > built-in default.
 
 Validation: an unknown key, or a value of the wrong shape, is an error naming the key (a
-typo must not silently fall back to a default). Values go through the option's click type
-like a flag's text would. Lists are accepted for the comma-separated flags (``join``), and
-a table for ``cluster`` (``[cluster]`` with ``1 = "host:port"`` lines).
+typo must not silently fall back to a default). A value must have its option's TOML type
+(an integer for an integer option, a number for a float one, a boolean for a flag, a string
+otherwise): click's ``INT`` calls ``int()`` on whatever it gets, so ``heartbeat-ticks =
+2.9`` was silently 2, ``id = true`` node 1, and ``election-ticks = inf`` a traceback
+(attack5). Values then go through the option's click type like a flag's text would. Lists
+are accepted for the comma-separated flags (``join``), and a table for ``cluster``
+(``[cluster]`` with ``1 = "host:port"`` lines).
 """
 
 from __future__ import annotations
@@ -31,6 +35,21 @@ def option_keys(command: click.Command) -> dict[str, str]:
             if opt.startswith("--"):
                 keys[opt[2:]] = param.name
     return keys
+
+
+def _check_type(key: str, value: Any, param: click.Parameter) -> None:
+    """Refuse a TOML value whose type is not the option's (module docstring)."""
+    kind = param.type
+    if isinstance(kind, click.types.BoolParamType):
+        ok, want = type(value) is bool, "a boolean (true or false)"
+    elif isinstance(kind, click.types.IntParamType):
+        ok, want = type(value) is int, "an integer"
+    elif isinstance(kind, click.types.FloatParamType):
+        ok, want = type(value) in (int, float), "a number"
+    else:
+        ok, want = not isinstance(value, bool | int | float), "a string"
+    if not ok:
+        raise click.BadParameter(f"{key!r} must be {want}, not {value!r}")
 
 
 def _value(key: str, value: Any) -> Any:
@@ -63,12 +82,14 @@ def read_config(path: str, command: click.Command) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise click.BadParameter(f"{path} is not valid TOML: {exc}") from None
     keys = option_keys(command)
+    params = {p.name: p for p in command.params}
     out: dict[str, Any] = {}
     for key, value in doc.items():
         name = keys.get(key) or keys.get(key.replace("_", "-"))
         if name is None:
             raise click.BadParameter(
                 f"{path}: unknown setting {key!r}; valid settings: {', '.join(sorted(keys))}")
+        _check_type(key, value, params[name])
         out[name] = _value(key, value)
     return out
 

@@ -48,8 +48,14 @@ def print_members(endpoints: list[str]) -> None:
 
 
 def change(endpoints: list[str], words: list[str], timeout: float) -> None:
-    """Send ``RAFT <words>`` to the first endpoint that answers (it forwards to the leader);
-    retry while the reply is TRYAGAIN, up to ``timeout`` seconds; print the new members."""
+    """Send ``RAFT <words>`` to the endpoints in turn (each forwards to the leader) until
+    one commits it, up to ``timeout`` seconds; print the new members.
+
+    TRYAGAIN and UNKNOWN move on to the next endpoint, not back to the same one: a node
+    that was removed, or is cut off in a minority, answers them for good, and used to
+    end every command although the other endpoints reach the leader (attack5). Sending
+    again after UNKNOWN is safe (README, Membership): an ADDNODE that did commit answers
+    +OK, a REMOVENODE that did says the node is not a member."""
     deadline = time.monotonic() + timeout
     last = ""
     while True:
@@ -64,10 +70,11 @@ def change(endpoints: list[str], words: list[str], timeout: float) -> None:
                 print_members(endpoints)
                 return
             text = reply.text if isinstance(reply, ErrorReply) else repr(reply)
-            if not text.startswith("TRYAGAIN"):
+            if not text.startswith(("TRYAGAIN", "UNKNOWN")):
                 raise click.ClickException(text)
-            last = text
-            break
+            last = f"{addr}: {text}"
+            if time.monotonic() >= deadline:
+                break
         if time.monotonic() >= deadline:
             raise click.ClickException(f"gave up: {last}")
         time.sleep(0.3)  # the cluster asked us to come back later

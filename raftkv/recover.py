@@ -24,7 +24,7 @@ import time
 
 import attrs
 
-from raftkv.kv import KVStateMachine, encode_snapshot
+from raftkv.kv import KVDecodeError, KVStateMachine, encode_snapshot
 from raftkv.restore import RestoreError, config_of, create_data_dir
 from raftkv.storage import open_storage
 from raftkv.storage.meta import read_meta
@@ -65,7 +65,11 @@ def recover(data_dir: str, node_id: int, cluster_id: str = "",
         snap = storage.snapshot_meta()
         kv = KVStateMachine()
         if snap.index > 0:
-            kv.restore(storage.snapshot_data())
+            try:
+                kv.restore(storage.snapshot_data())
+            except KVDecodeError as exc:  # intact (checksum) but unreadable: refuse, no trace
+                raise RestoreError(f"{data_dir}: the snapshot's state does not decode "
+                                   f"({exc})") from None
         kv.feed.restored_at(snap.index)  # the change feed's ids are log indexes
         last = storage.last_index()
         for entry in storage.entries(snap.index + 1, last + 1):

@@ -8,7 +8,9 @@ map -> ``dict``, set -> ``set``, double -> ``float``, boolean -> ``bool``, verba
 lists become tuples (sets become frozensets, maps tuples of pairs) so they can be hashed.
 Attributes (``|``) are parsed and dropped; a push (``>``) is returned as a plain ``list``,
 so a caller that enables RESP3 push must tell pushes from replies by their content.
-Streamed strings and aggregates (``$?``) are not supported.
+Streamed strings and aggregates (``$?``) are not supported. ``resp2=True``: a connection
+that never sent ``HELLO 3`` refuses every RESP3 type as a protocol error (a hostile server's
+push was otherwise a ``list`` where a ``GET`` expects bytes: attack5).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ _SMALL_INTS: dict[bytes, int] = {str(i).encode(): i for i in range(-1, 10_000)}
 _SKIP = object()  # a finished attribute: not a value of its parent
 _AGGREGATES = frozenset(b"*%~>|")
 _BAD_FLOAT_BYTES = frozenset(b" _\t\r\n\x0b\x0c")
+_RESP2 = frozenset(b"+-:$*")
 
 
 def _int(line: bytes) -> int:
@@ -78,6 +81,7 @@ class ReplyParser(ChunkBuffer):
         "max_bulk_len",
         "max_depth",
         "max_line_len",
+        "resp2",
     )
 
     def __init__(
@@ -85,10 +89,12 @@ class ReplyParser(ChunkBuffer):
         max_bulk_len: int = 512 * 1024 * 1024,
         max_depth: int = 64,
         max_line_len: int = 64 * 1024,
+        resp2: bool = False,
     ) -> None:
         self.max_bulk_len = max_bulk_len
         self.max_depth = max_depth
         self.max_line_len = max_line_len
+        self.resp2 = resp2
         super().__init__()
         self._need = 0  # stalled: retry once `buffered >= _need`
         self._scan = 0  # bytes after `_pos` already searched for CRLF
@@ -116,6 +122,7 @@ class ReplyParser(ChunkBuffer):
         pos = self._pos
         n = len(buf)
         stack = self._stack
+        resp2 = self.resp2
         while True:
             if pos >= n:
                 self._pos = pos
@@ -133,6 +140,9 @@ class ReplyParser(ChunkBuffer):
                 raise ProtocolError("Protocol error: too big reply line")
             self._scan = 0
             kind = buf[pos]
+            if resp2 and kind not in _RESP2:
+                raise ProtocolError(f"Protocol error: RESP3 reply type {chr(kind)!r} on a "
+                                    "RESP2 connection")
             line = buf[pos + 1 : nl]
             if kind == 36 or kind == 61 or kind == 33:  # '$' '=' '!'
                 length = _int(line)

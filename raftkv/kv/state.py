@@ -33,6 +33,7 @@ import msgpack
 from .changes import Change
 from .errors import KVDecodeError
 from .feed import FeedState
+from .script_cache import script_sha
 from .sessions import Session, sessions_from_wire, sessions_to_wire
 
 SNAPSHOT_VERSION = 5
@@ -150,6 +151,9 @@ def decode_snapshot(blob: bytes) -> KVState:
     if not expires.keys() <= data.keys() or not mods.keys() <= data.keys():
         raise KVDecodeError("snapshot has deadlines or indexes of missing keys")
     scripts = _check_map(obj[7], bytes, "scripts")
+    if not all(script_sha(body) == sha for sha, body in scripts.items()):
+        # EVALSHA would run another body than the one its sha names (attack5).
+        raise KVDecodeError("snapshot holds a script under another body's sha")
     tombs = _check_map(obj[8], int, "deletions")
     sessions = sessions_from_wire(obj[9]) if version >= _SESSIONS_VERSION else {}
     feed = None

@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -61,13 +62,41 @@ def ensure_cluster_id_file(path: Path, data_dir_of_node: Path) -> str:
     """``raftkv up``'s cluster id: kept in ``path``, made at the first run (random), or
     adopted from an existing node directory made before the file existed."""
     try:
-        text = path.read_text().strip()
+        text = _read_cluster_id_file(path)
     except FileNotFoundError:
         text = stored_cluster_id(str(data_dir_of_node)) or new_cluster_id()
         path.write_text(text + "\n")
     if not valid_cluster_id(text):
         raise ValueError(f"{path} does not hold a valid cluster id: {text[:80]!r}")
     return text
+
+
+MAX_CLUSTER_ID_FILE = 4096  # an id is at most 64 characters
+
+
+def _read_cluster_id_file(path: Path) -> str:
+    """The stripped text of ``path``; ``FileNotFoundError`` if it is missing, otherwise
+    a ``ValueError`` naming it for anything that is not a small regular text file (a
+    directory was a traceback, a FIFO blocked, bytes that are not text an error that did
+    not say which file: attack5)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # (fdopen refuses a directory itself)
+        os.close(fd)
+        raise ValueError(f"{path} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_CLUSTER_ID_FILE + 1)
+    if len(data) > MAX_CLUSTER_ID_FILE:
+        raise ValueError(f"{path} is larger than {MAX_CLUSTER_ID_FILE} bytes; it holds one "
+                         "cluster id")
+    try:
+        return data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} does not hold a valid cluster id (not text)") from None
 
 
 def stored_cluster_id(data_dir: str) -> str | None:

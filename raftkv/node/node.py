@@ -32,7 +32,7 @@ from raftkv.node.forwarding import Forwarder
 from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership
 from raftkv.node.memory import MemoryGuard
-from raftkv.node.opening import build_transport, known_members, open_data
+from raftkv.node.opening import build_transport, known_members, load_snapshot_state, open_data
 from raftkv.node.pending import Pending
 from raftkv.node.requests import SHUTTING_DOWN, RequestTracker
 from raftkv.node.settings import NodeSettings
@@ -47,6 +47,9 @@ from wire.raft import ForwardRequest, PeerMessage
 from wire.reply import ErrorReply
 
 log = logging.getLogger("raftkv.node")
+# Definitely not applied (TRYAGAIN's meaning): the client should ask a member.
+REMOVED = ErrorReply("TRYAGAIN this node was removed from the cluster; send commands to a "
+                     "member")
 
 # A command the leader runs for a follower (RAFT ADDNODE ...): raftkv.server.admin's.
 Admin = Callable[[list[bytes]], Pending]
@@ -106,8 +109,7 @@ class Node:
         s, self.storage = await open_data(self.settings, self.rng)
         self.settings = s
         meta = self.storage.snapshot_meta()
-        if meta.index > 0:
-            self.kv.restore(self.storage.snapshot_data())
+        load_snapshot_state(self.storage, self.kv)
         self.applier.restored(meta)
         config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks)
         self.core = RaftCore(self.id, self.storage, config, self.rng)
@@ -197,12 +199,20 @@ class Node:
             return Pending.of(error)
         if self.stopping:
             return Pending.of(SHUTTING_DOWN)
+        if self.removed:
+            return Pending.of(REMOVED)
         spec = lookup(args[0])
         assert spec is not None  # validate() rejects unknown commands
         pending = Pending()
         self._dispatch(args, spec.is_write, pending,
                        trio.current_time() + self.settings.leader_wait)
         return pending
+
+    @property
+    def removed(self) -> bool:
+        """This node is not in its own configuration: its old leader refuses its link, so a
+        command forwarded there only timed out as -UNKNOWN, though never applied (attack5)."""
+        return self.membership.role() == "removed"
 
     def check(self, args: list[bytes]) -> ErrorReply | None:
         """A client's command before it goes anywhere: a known command with the right

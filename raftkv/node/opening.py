@@ -9,6 +9,7 @@ the members the data directory knows.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ import attrs
 import trio
 
 from raftkv.backoff import Backoff
+from raftkv.kv import KVDecodeError, KVStateMachine
 from raftkv.log import event
 from raftkv.node.cluster_id import resolve_cluster_id
 from raftkv.node.peer_auth import load_secret
@@ -27,7 +29,8 @@ from raftkv.node.transport import PeerTransport
 from raftkv.probe import describe_members, info_raft
 from raftkv.raft import RaftCore
 from raftkv.raft.validation import checker
-from raftkv.storage import DiskStorage, open_storage
+from raftkv.storage import CorruptionError, DiskStorage, open_storage
+from raftkv.storage.snapshot_file import snapshot_name
 from wire.addr import parse_addr
 from wire.raft import PEER_MESSAGE_TYPES, ClusterConfig, Member
 
@@ -56,6 +59,23 @@ async def open_data(settings: NodeSettings, rng: random.Random
         log.warning("fsync=%s: acknowledged writes can be lost on a crash (benchmarks only)",
                     s.fsync)
     return s, storage
+
+
+def load_snapshot_state(storage: DiskStorage, kv: KVStateMachine) -> None:
+    """Restore ``kv`` from the storage's snapshot, if it has one past index 0.
+
+    The file's checksum proved it intact, not its state readable (a newer release's
+    format, a tool's bug, a hand-edited file: attack5): a state that does not decode is a
+    ``CorruptionError`` naming the snapshot file, which ``raftkv serve`` prints as its one
+    refusal line, not a traceback out of the node's nursery."""
+    meta = storage.snapshot_meta()
+    if meta.index == 0:
+        return
+    try:
+        kv.restore(storage.snapshot_data())
+    except KVDecodeError as exc:
+        path = os.path.join(storage.data_dir, snapshot_name(meta.index, meta.term))
+        raise CorruptionError(path, 0, f"its state does not decode ({exc})") from None
 
 
 def known_members(settings: NodeSettings, storage: DiskStorage, core: RaftCore

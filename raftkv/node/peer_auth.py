@@ -60,7 +60,14 @@ def load_secret(path: str | os.PathLike[str]) -> bytes:
 
     At least 16 bytes: a short secret can be brute-forced from one recorded handshake."""
     try:
-        with open(path, "rb") as f:
+        # Without blocking, and only a regular file: the file is read twice (the CLI's
+        # check, then the node's start), so a pipe (``<(...)``) was empty the second time
+        # and a FIFO with no writer blocked ``open`` (attack5). Links are followed (a
+        # Kubernetes Secret is a symlink).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SecretFileError(f"peer secret file {path} is not a regular file")
             data = f.read(MAX_SECRET_BYTES + 1)
     except OSError as exc:
         raise SecretFileError(f"cannot read peer secret file {path}: {exc.strerror}") from exc

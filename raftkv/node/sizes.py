@@ -18,6 +18,9 @@ MIB = 1024 * 1024
 MIN_FRAME_SIZE = 16 * MIB
 FRAME_OVERHEAD = MIB  # message fields, msgpack headers, per-argument lengths
 MAX_FRAME_SIZE = 2**32 - 1  # what the 4-byte frame header can express
+# The largest --max-request-bytes a frame can carry (peer_frame_limit); the flag's upper
+# bound, so a larger value is a usage error rather than a traceback at start (attack5).
+MAX_REQUEST_BYTES = (MAX_FRAME_SIZE - FRAME_OVERHEAD) // 2
 
 
 def request_size(args: list[bytes]) -> int:
@@ -44,7 +47,7 @@ def peer_frame_limit(max_request_bytes: int) -> int:
     limit = max(MIN_FRAME_SIZE, 2 * max_request_bytes + FRAME_OVERHEAD)
     if limit > MAX_FRAME_SIZE:
         raise ValueError(f"max_request_bytes {max_request_bytes} is too large: a peer frame "
-                         f"holds at most {(MAX_FRAME_SIZE - FRAME_OVERHEAD) // 2} bytes of it")
+                         f"holds at most {MAX_REQUEST_BYTES} bytes of it")
     return limit
 
 

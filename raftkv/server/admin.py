@@ -16,7 +16,7 @@ import re
 import secrets
 
 from raftkv.node.membership import NO_LEADER
-from raftkv.node.node import Node
+from raftkv.node.node import REMOVED, Node
 from raftkv.node.pending import Pending
 from raftkv.raft import NotLeader, Role
 from raftkv.server.backup_cmd import backup_command
@@ -93,6 +93,8 @@ def membership_command(node: Node, args: list[bytes], forwarded: bool = False) -
         return Pending.of(ErrorReply(f"ERR {exc}"))
     core = node.core
     if core.role is not Role.LEADER:
+        if node.removed:
+            return Pending.of(REMOVED)
         if forwarded or not core.leader_id:
             return Pending.of(NO_LEADER)
         pending = Pending()

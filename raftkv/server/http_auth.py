@@ -29,7 +29,9 @@ import base64
 import binascii
 import hmac
 import logging
+import os
 import ssl
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,7 +57,13 @@ def load_token(path: str) -> bytes:
     """The token in ``path``: surrounding whitespace stripped, 16 to 4096 visible ASCII
     characters (it travels in an HTTP header; a short one can be guessed)."""
     try:
-        with open(path, "rb") as f:
+        # Only a regular file, opened without blocking: it is read twice (the CLI's check,
+        # then the node's start), so a pipe was empty the second time (attack5).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise MetricsSecurityError(
+                    f"--metrics-token-file: {path} is not a regular file")
             data = f.read(MAX_TOKEN_BYTES + 1)
     except OSError as exc:
         raise MetricsSecurityError(

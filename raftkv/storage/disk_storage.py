@@ -72,7 +72,8 @@ from raftkv.storage.wal import (
     segment_header,
     segment_name,
 )
-from wire.raft import CONFIG, ClusterConfig, Entry, HardState, SnapshotMeta
+from wire.errors import ProtocolError
+from wire.raft import CONFIG, MAX_NODE_ID, ClusterConfig, Entry, HardState, SnapshotMeta
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 LOCK_NAME = "LOCK"
@@ -130,6 +131,18 @@ class _Replay:
     def last(self) -> int:
         assert self.base is not None
         return self.base + len(self.raw)
+
+
+def _check_config_entry(data: bytes, path: str, offset: int) -> None:
+    """A CONFIG entry must decode to a configuration of distinct ids in 1..MAX_NODE_ID,
+    as the peer port requires of a leader's (raftkv.raft.validation): the core decodes it
+    at start, and garbage there was a traceback instead of a refusal (attack5)."""
+    try:
+        ids = [m.id for m in decode_config(data).members]
+    except (ProtocolError, ValueError, TypeError) as exc:
+        raise CorruptionError(path, offset, f"a CONFIG entry does not decode ({exc})") from None
+    if len(set(ids)) != len(ids) or not all(1 <= i <= MAX_NODE_ID for i in ids):
+        raise CorruptionError(path, offset, f"a CONFIG entry has bad member ids {ids}")
 
 
 class DiskStorage:
@@ -356,6 +369,9 @@ class DiskStorage:
                 raise CorruptionError(
                     seg.path, offset, f"entries start at {rec.first}, log ends at {r.last}"
                 )
+            for _term, kind, data in rec.items:
+                if kind == CONFIG:
+                    _check_config_entry(data, seg.path, offset)
             r.raw.extend(rec.items)
             seg.max_index = max(seg.max_index, r.last)
         elif isinstance(rec, records.HardStateRec):

@@ -21,7 +21,16 @@ import zlib
 import attrs
 import msgpack
 
-from wire.raft import Entry, HardState
+from wire.raft import (
+    CONFIG,
+    MAX_INDEX,
+    MAX_NODE_ID,
+    MAX_TERM,
+    NOOP,
+    NORMAL,
+    Entry,
+    HardState,
+)
 
 FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
 
@@ -82,6 +91,19 @@ def _uint(x: object) -> bool:
     return type(x) is int and x >= 0
 
 
+# A record's checksum proves it intact, not sane (attack5): terms and indexes past
+# MAX_TERM/MAX_INDEX (2**62 - 1, as the peer port requires) leave a node whose next term
+# does not encode, or one every peer refuses; a vote is a node id; kinds are the known ones.
+_KINDS = (NORMAL, NOOP, CONFIG)
+_HARD_STATE_MAX = (MAX_TERM, MAX_NODE_ID, MAX_INDEX)  # term, vote, commit
+
+
+def _in_range(kind: int, args: list) -> bool:
+    if kind == HARD_STATE and len(args) == 3:
+        return all(a <= top for a, top in zip(args, _HARD_STATE_MAX, strict=True))
+    return all(a <= MAX_INDEX for a in args)  # == MAX_TERM: one bound for both
+
+
 def decode(payload: bytes | memoryview) -> Record:
     """Decode a checksummed payload; ``ValueError`` says what is wrong with it."""
     try:
@@ -91,8 +113,11 @@ def decode(payload: bytes | memoryview) -> Record:
     if not isinstance(obj, list) or not obj or type(obj[0]) is not int:
         raise ValueError("payload is not a [kind, ...] array")
     kind, args = obj[0], obj[1:]
-    if not all(_uint(a) for a in args if kind != ENTRIES):
-        raise ValueError(f"record kind {kind}: fields must be unsigned integers")
+    if kind != ENTRIES:
+        if not all(_uint(a) for a in args):
+            raise ValueError(f"record kind {kind}: fields must be unsigned integers")
+        if not _in_range(kind, args):
+            raise ValueError(f"record kind {kind}: a field is out of range")
     if kind == ENTRIES:
         if len(args) != 2 or not _uint(args[0]) or args[0] < 1 or not isinstance(args[1], list):
             raise ValueError("malformed entries record")
@@ -100,12 +125,14 @@ def decode(payload: bytes | memoryview) -> Record:
             for term, kind, data in args[1]:
                 if type(term) is not int or type(kind) is not int or type(data) is not bytes:
                     raise ValueError
-                if term < 0 or kind < 0:
+                if not 0 <= term <= MAX_TERM or kind not in _KINDS:
                     raise ValueError
         except (ValueError, TypeError):
             raise ValueError("malformed entry in entries record") from None
         if not args[1]:
             raise ValueError("empty entries record")
+        if args[0] + len(args[1]) - 1 > MAX_INDEX:
+            raise ValueError("entries record past MAX_INDEX")
         return EntriesRec(args[0], args[1])
     if kind == HARD_STATE and len(args) == 3:
         return HardStateRec(HardState(*args))

@@ -25,13 +25,17 @@ import msgpack
 from raftkv.storage.errors import CorruptionError, SnapshotNotWritten, UnsupportedFormat
 from raftkv.storage.files import TMP_SUFFIX, Spare, pwrite_all
 from raftkv.storage.fsync import FsyncPolicy, fsync_dir, fsync_fd
-from wire.raft import ClusterConfig, Member, SnapshotMeta
+from wire.raft import MAX_INDEX, MAX_NODE_ID, MAX_TERM, ClusterConfig, Member, SnapshotMeta
 
 MAGIC = b"RAFTKVSN"
 VERSION = 1
 HEADER = struct.Struct("<8sIIQ")  # magic, version, meta length, data length
 CRC = struct.Struct("<I")
 CHUNK = 1 << 20
+# The most meta bytes a snapshot may claim. ``encode_meta`` writes a few dozen bytes a
+# member; a header claiming more was not written by a node, and the meta is read whole
+# before its checksum can be checked (a 4 GiB claim over a sparse file was a MemoryError).
+MAX_META_BYTES = 1 << 20
 
 _NAME = re.compile(r"^snapshot-(\d{20})-(\d{20})\.snap$")
 
@@ -51,6 +55,10 @@ def encode_meta(meta: SnapshotMeta) -> bytes:
 
 
 def decode_meta(raw: bytes) -> SnapshotMeta:
+    """The meta ``encode_meta`` wrote; ``ValueError`` (or another decode error) if it is not
+    one a node could run with: index and term at most MAX_INDEX / MAX_TERM (so term + 1
+    still encodes; the peers refuse anything above as malformed), member ids distinct and
+    in 1..MAX_NODE_ID, as ``raftkv.raft.validation`` requires of a leader's snapshot."""
     obj = msgpack.unpackb(raw, raw=False)
     index, term, members = obj
     config = ClusterConfig(tuple(
@@ -59,6 +67,11 @@ def decode_meta(raw: bytes) -> SnapshotMeta:
     ))
     if type(index) is not int or type(term) is not int:
         raise ValueError("index and term must be integers")
+    if not (0 <= index <= MAX_INDEX and 0 <= term <= MAX_TERM):
+        raise ValueError(f"index {index} or term {term} out of range")
+    ids = [m.id for m in config.members]
+    if len(set(ids)) != len(ids) or not all(1 <= i <= MAX_NODE_ID for i in ids):
+        raise ValueError(f"bad member ids {ids}")
     return SnapshotMeta(index=index, term=term, config=config)
 
 
@@ -235,6 +248,9 @@ class SnapshotFile:
             raise UnsupportedFormat(
                 f"{path}: snapshot format version {version}; this build reads {VERSION}"
             )
+        if meta_len > MAX_META_BYTES:
+            raise CorruptionError(path, 12, f"meta of {meta_len} bytes claimed, more than "
+                                            f"the {MAX_META_BYTES} a snapshot's meta may hold")
         size = os.fstat(self.fd).st_size
         expected = HEADER.size + meta_len + data_len + CRC.size
         if size != expected:
