@@ -44,6 +44,9 @@ from wire.addr import parse_addr
 LOCAL_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 # A tick longer than a minute makes elections take many minutes: a typo, not a setting.
 MAX_TICK_MS = 60_000.0
+# etcd refuses an election timeout over 50 s: a node that never elects looks healthy and
+# serves nothing (``--election-ticks 2**70`` started, listened and never elected a leader).
+MAX_ELECTION_TIMEOUT_MS = 50_000.0
 
 
 def not_yet(what: str, issue: str) -> None:
@@ -252,6 +255,11 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
         raise click.BadParameter(
             f"must be smaller than --election-ticks ({options['election_ticks']}): followers "
             "would time out between heartbeats", param_hint="--heartbeat-ticks")
+    if options["election_ticks"] * options["tick_ms"] > MAX_ELECTION_TIMEOUT_MS:
+        raise click.BadParameter(
+            f"--election-ticks x --tick-ms is the election timeout; at most "
+            f"{MAX_ELECTION_TIMEOUT_MS:.0f} ms, as in etcd (a node that never elects serves "
+            "nothing)", param_hint="--election-ticks")
     if options["cluster_id"] and not valid_cluster_id(options["cluster_id"]):
         raise click.BadParameter("1 to 64 of A-Z a-z 0-9 . _ -", param_hint="--cluster-id")
     setup_logging(verbose, fmt=options["log_format"], node_id=node_id)

@@ -9,6 +9,7 @@ has ``nan`` and ``inf`` literals, and the flags take ``nan`` too. Live:
   every write ``-TRYAGAIN``, with no error anywhere;
 * ``--idle-timeout nan`` / ``--first-command-timeout nan``: the node runs, and every client
   connection is dropped by a ``ValueError`` in its handler;
+* ``--election-ticks 2**70`` (attack5): the node starts and never elects (as ``inf`` ticks);
 * ``--heartbeat-ticks 5 --election-ticks 2``: a traceback (``ValueError``) instead of a usage
   error.
 A value that cannot work must be a usage error naming the flag, before anything starts.
@@ -51,3 +52,13 @@ def test_heartbeat_not_below_election_is_a_usage_error(tmp_path) -> None:
         "--client-addr", "127.0.0.1:1", "--peer-addr", "127.0.0.1:1",
         "--heartbeat-ticks", "5", "--election-ticks", "2"])
     assert result.exit_code == 2, (result.exit_code, result.output[-500:], result.exception)
+
+
+@pytest.mark.parametrize("ticks, tick_ms", [(str(2**70), "10"), ("5001", "10"), ("4", "15000")])
+def test_election_timeout_over_50_s_is_a_usage_error(tmp_path, ticks: str, tick_ms: str) -> None:
+    result = CliRunner().invoke(serve, [
+        "--id", "1", "--data-dir", str(tmp_path / "d"), "--cluster", "1=127.0.0.1:1",
+        "--client-addr", "127.0.0.1:1", "--peer-addr", "127.0.0.1:1",
+        "--election-ticks", ticks, "--heartbeat-ticks", "1", "--tick-ms", tick_ms])
+    assert result.exit_code == 2, (result.exit_code, result.output[-500:], result.exception)
+    assert "election timeout" in result.output
