@@ -88,8 +88,7 @@ class CoreDriver:
                 except trio.WouldBlock:
                     break
                 self.on_peer_message(msg)
-            self.wake()
-            await trio.lowlevel.checkpoint()
+            self.wake()  # (the next receive yields: the ready loop runs before more)
 
     def on_peer_message(self, msg: PeerMessage) -> None:
         if isinstance(msg, ForwardRequest):
@@ -106,12 +105,19 @@ class CoreDriver:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
+            lock = self.storage_lock
             while self.core.has_ready():
                 self.membership.observe()
                 self._in_ready = True
                 try:
-                    async with self.storage_lock:
+                    try:  # uncontended (nearly always): no trip through the scheduler
+                        lock.acquire_nowait()
+                    except trio.WouldBlock:
+                        await lock.acquire()
+                    try:
                         await self._handle_ready()
+                    finally:
+                        lock.release()
                 finally:
                     self._in_ready = False
             self.snapshots.maybe_start()
