@@ -139,7 +139,14 @@ class CoreDriver:
             # durable before any other message of this Ready (a vote, an append ack) leaves.
             written = storage.buffered_bytes
             started = trio.current_time()
-            await self.sync_thread.run(storage.sync)
+            sync = self.sync_thread
+            if rd.send_before_sync and sync.may_inline(written):
+                # The appends are only queued: let the sender tasks put them on the wire
+                # before the loop waits for the disk. Two passes, since trio runs a batch
+                # of tasks in either order.
+                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
+            await sync.sync(storage.sync, written)
             self.metrics.wal_fsync.observe(trio.current_time() - started)
             self.metrics.wal_bytes.inc(written)
         if not rd.send_before_sync:
