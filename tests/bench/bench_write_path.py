@@ -80,6 +80,8 @@ def main() -> int:
     ap.add_argument("--baseline", default="main", metavar="REF")
     ap.add_argument("--this", default=None, metavar="REF",
                     help="run git ref REF instead of this working tree as the first cluster")
+    ap.add_argument("--also", default="", metavar="REF,...",
+                    help="more git refs, each its own cluster in the same rounds")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rows", default="c1,c50,p16")
     ap.add_argument("--c1-requests", type=int, default=2000)
@@ -90,7 +92,9 @@ def main() -> int:
     for r in rows:
         if r not in ROWS:
             raise SystemExit(f"unknown row {r!r} (choose from {', '.join(ROWS)})")
-    names = [f"this@{args.this}" if args.this else "this", f"base@{args.baseline}"]
+    extra = [r for r in args.also.split(",") if r]
+    names = ([f"this@{args.this}" if args.this else "this", f"base@{args.baseline}"]
+             + [f"also@{r}" for r in extra])
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     print(load_line())
     started = time.perf_counter()
@@ -100,8 +104,13 @@ def main() -> int:
         clusters = {names[0]: stack.enter_context(first),
                     names[1]: stack.enter_context(baseline_cluster(work / "base",
                                                                    args.baseline))}
+        for i, ref in enumerate(extra):
+            clusters[names[2 + i]] = stack.enter_context(
+                baseline_cluster(work / f"also{i}", ref))
         for rnd in range(args.rounds):
-            order = names if rnd % 2 == 0 else names[::-1]
+            order = names[rnd % len(names):] + names[:rnd % len(names)]
+            if rnd % 2:
+                order.reverse()
             for row in rows:
                 n = args.c1_requests if row == "c1" else args.c50_requests
                 for name in order:
@@ -120,10 +129,13 @@ def main() -> int:
                 m = meds[name]
                 print(f"  {row:<4} {name:<16} {m['rps']:8.0f}/s p50 {m['p50']:6.2f} "
                       f"p99 {m['p99']:6.2f} ms  cpu {m['cpu_us']:6.0f} us/SET")
-        if len(meds) == 2:
-            a, b = meds[names[0]], meds[names[1]]
-            print(f"  {row:<4} this/base: ops/s x{a['rps'] / b['rps']:.2f}, "
-                  f"p50 x{a['p50'] / b['p50']:.2f}, cpu/SET x{a['cpu_us'] / b['cpu_us']:.2f}")
+        b = meds.get(names[1])
+        for name in [names[0], *names[2:]]:
+            a = meds.get(name)
+            if a and b:
+                print(f"  {row:<4} {name} / {names[1]}: ops/s x{a['rps'] / b['rps']:.2f}, "
+                      f"p50 x{a['p50'] / b['p50']:.2f}, "
+                      f"cpu/SET x{a['cpu_us'] / b['cpu_us']:.2f}")
     print(f"wall time {time.perf_counter() - started:.0f} s")
     return 0
 
