@@ -26,6 +26,7 @@ import errno
 import ipaddress
 import itertools
 import logging
+import math
 from collections import deque
 from typing import Any
 
@@ -306,7 +307,7 @@ class ClientServer:
         parser = CommandParser(max_bulk_len=limits.max_bulk_len,
                                max_request_len=limits.max_request_bytes)
         anonymous = limit_unauthenticated(parser, conn)  # small commands until AUTH
-        idle = limits.idle_timeout or float("inf")
+        idle = limits.idle_timeout or math.inf
         order = ProgramOrder()
         # Commands read and not yet answered, with their size: the query buffer.
         inflight: deque[tuple[Pending, int]] = deque()
@@ -318,10 +319,15 @@ class ClientServer:
             while not conn.closing:
                 await self._wait_for_output_room(conn)
                 timeout = idle if conn.registered else limits.first_command_timeout
-                with trio.move_on_after(timeout) as idle_scope:
+                if timeout == math.inf:  # no idle timeout: no cancel scope per read either
                     data = await stream.receive_some(read_size)
+                    timed_out = False
+                else:
+                    with trio.move_on_after(timeout) as idle_scope:
+                        data = await stream.receive_some(read_size)
+                    timed_out = idle_scope.cancelled_caught
                 burst = 0
-                if idle_scope.cancelled_caught:
+                if timed_out:
                     if conn.registered and (conn.owed or conn.subs.count):
                         continue  # waiting for replies or messages: not idle (Redis too)
                     self.stats["client_timeouts"] += 1
