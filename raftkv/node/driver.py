@@ -4,10 +4,11 @@ Everything that touches the core runs in the trio thread, so the core needs no l
 ticker calls ``tick``, the inbound task calls ``step``, client requests call ``propose`` or
 ``read_index``; each of them only *wakes* the ready loop, which is the single place that
 persists, sends and applies (``_handle_ready``, in the order raftkv/raft/ready.py writes
-down: the core says which messages may leave before the fsync). Only the fsync runs in a
-worker thread (raftkv.node.sync_thread); while it runs, new proposals accumulate in the
-core and go to disk together in the next Ready (group commit). The ticker is
-raftkv.node.ticker.
+down: the core says which messages may leave before the fsync). Only the fsync may run in
+a worker thread (raftkv.node.sync_thread: on the loop while the disk is quick, since the
+hand-off then costs more than the wait); while it runs, new proposals accumulate in the
+core and go to disk together in the next Ready (group commit). A leader's appends are on
+the wire before its fsync starts either way. The ticker is raftkv.node.ticker.
 
 While a Ready is in hand (its fsync, a snapshot install, the storage lock), every wake also
 sends what the core says may leave at once (``RaftCore.take_early``: a leader's heartbeats,
@@ -88,8 +89,7 @@ class CoreDriver:
                 except trio.WouldBlock:
                     break
                 self.on_peer_message(msg)
-            self.wake()
-            await trio.lowlevel.checkpoint()
+            self.wake()  # (the next receive yields: the ready loop runs before more)
 
     def on_peer_message(self, msg: PeerMessage) -> None:
         if isinstance(msg, ForwardRequest):
@@ -106,12 +106,19 @@ class CoreDriver:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
+            lock = self.storage_lock
             while self.core.has_ready():
                 self.membership.observe()
                 self._in_ready = True
                 try:
-                    async with self.storage_lock:
+                    try:  # uncontended (nearly always): no trip through the scheduler
+                        lock.acquire_nowait()
+                    except trio.WouldBlock:
+                        await lock.acquire()
+                    try:
                         await self._handle_ready()
+                    finally:
+                        lock.release()
                 finally:
                     self._in_ready = False
             self.snapshots.maybe_start()
@@ -133,7 +140,14 @@ class CoreDriver:
             # durable before any other message of this Ready (a vote, an append ack) leaves.
             written = storage.buffered_bytes
             started = trio.current_time()
-            await self.sync_thread.run(storage.sync)
+            sync = self.sync_thread
+            if rd.send_before_sync and sync.may_inline(written):
+                # The appends are only queued: let the sender tasks put them on the wire
+                # before the loop waits for the disk. Two passes, since trio runs a batch
+                # of tasks in either order.
+                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
+            await sync.sync(storage.sync, written)
             self.metrics.wal_fsync.observe(trio.current_time() - started)
             self.metrics.wal_bytes.inc(written)
         if not rd.send_before_sync:

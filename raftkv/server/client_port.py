@@ -26,6 +26,7 @@ import errno
 import ipaddress
 import itertools
 import logging
+import math
 from collections import deque
 from typing import Any
 
@@ -61,6 +62,11 @@ PUSH_BACKLOG = 10_000  # Pub/Sub messages queued for a connection on top of that
 READ_CHUNK = 64 * 1024
 MAX_READ_CHUNK = 1024 * 1024  # a full read left unparsed (a large argument) doubles, up to this
 SEND_CHUNK = 64 * 1024  # ready replies are coalesced up to about this many bytes
+# The reader and the writer pass a pipeline's commands and replies without a trip through
+# the scheduler each (a trio checkpoint per command cost more than parsing it, and let the
+# ready loop take a 16-command pipeline one proposal at a time); each yields at least this
+# often, so one connection's long pipeline cannot hold the loop.
+YIELD_EVERY = 64
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 TOO_MANY_NEW = b"-ERR too many connections that have not sent a command yet\r\n"
 # Of --max-new-clients, what one source address may hold: a quarter (256 of the default
@@ -301,20 +307,27 @@ class ClientServer:
         parser = CommandParser(max_bulk_len=limits.max_bulk_len,
                                max_request_len=limits.max_request_bytes)
         anonymous = limit_unauthenticated(parser, conn)  # small commands until AUTH
-        idle = limits.idle_timeout or float("inf")
+        idle = limits.idle_timeout or math.inf
         order = ProgramOrder()
         # Commands read and not yet answered, with their size: the query buffer.
         inflight: deque[tuple[Pending, int]] = deque()
         inflight_bytes = 0
         query_limit = limits.query_buffer_bytes
         read_size = READ_CHUNK
+        burst = 0  # commands handled since the reader last yielded
         async with send:
             while not conn.closing:
                 await self._wait_for_output_room(conn)
                 timeout = idle if conn.registered else limits.first_command_timeout
-                with trio.move_on_after(timeout) as idle_scope:
+                if timeout == math.inf:  # no idle timeout: no cancel scope per read either
                     data = await stream.receive_some(read_size)
-                if idle_scope.cancelled_caught:
+                    timed_out = False
+                else:
+                    with trio.move_on_after(timeout) as idle_scope:
+                        data = await stream.receive_some(read_size)
+                    timed_out = idle_scope.cancelled_caught
+                burst = 0
+                if timed_out:
                     if conn.registered and (conn.owed or conn.subs.count):
                         continue  # waiting for replies or messages: not idle (Redis too)
                     self.stats["client_timeouts"] += 1
@@ -350,10 +363,17 @@ class ClientServer:
                         slot = Slot(pending, conn.proto, conn.closing)
                         pending.add_callback(self._output_meter(conn, slot))
                         conn.owed += 1
-                        await send.send(slot)
+                        try:  # no trip through the scheduler per pipelined command
+                            send.send_nowait(slot)
+                        except trio.WouldBlock:  # (Pub/Sub pushes filled the queue)
+                            await send.send(slot)
                         if conn.closing:
                             return
                         await self._wait_for_output_room(conn)
+                        burst += 1
+                        if burst >= YIELD_EVERY:  # a long pipeline lets others run
+                            burst = 0
+                            await trio.lowlevel.checkpoint()
                     self.buffers.set_query(conn, parser.buffered + inflight_bytes)
                     # A large argument streaming in (a full read that stays unparsed):
                     # fewer, larger reads, so an 8 MiB SET costs a dozen loop iterations,
@@ -446,8 +466,27 @@ class ClientServer:
     ) -> None:
         out: list[bytes] = []
         size = 0
+        burst = 0  # slots handled since the writer last yielded
         async with recv:
-            async for slot in recv:
+            while True:
+                try:  # a queued slot without a trip through the scheduler
+                    slot = recv.receive_nowait()
+                except trio.WouldBlock:
+                    if out:  # nothing more queued: send what is ready
+                        await stream.send_all(b"".join(out))
+                        out.clear()
+                        size = 0
+                    try:
+                        slot = await recv.receive()
+                    except trio.EndOfChannel:
+                        break
+                    burst = 0
+                except trio.EndOfChannel:
+                    break
+                burst += 1
+                if burst >= YIELD_EVERY:
+                    burst = 0
+                    await trio.lowlevel.checkpoint()
                 if not slot.pending.done:
                     if out:  # send what is answered before waiting on a slow reply
                         await stream.send_all(b"".join(out))
@@ -477,10 +516,6 @@ class ClientServer:
                     conn.out_drained = trio.Event()
                 if slot.close_after:
                     break
-                if out and recv.statistics().current_buffer_used == 0:
-                    await stream.send_all(b"".join(out))
-                    out.clear()
-                    size = 0
             if out:
                 await stream.send_all(b"".join(out))
         if conn.closing:

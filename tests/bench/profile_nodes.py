@@ -27,27 +27,30 @@ from common import CpuSampler, raft_cluster, redis_benchmark, roles, scratch_dir
 
 from chaos.cluster import LocalCluster
 
-# Stages of a write, by the frames a sample's stack holds (first match wins). Stacks under
-# the node's trio loop (run_node) are the main thread; the rest is the fsync worker.
+# Stages of a write, by the frames a sample's stack holds (first match wins; py-spy names
+# methods Class.method). Stacks under the node's trio loop (run_node) are the main thread;
+# the rest is the fsync worker. The WAL fsync runs on the loop while the disk is quick
+# (raftkv.node.sync_thread), so it shows under both.
 MAIN = [
     ("idle: epoll wait", ("get_events",)),
     ("trio scheduler", ("process_events", "reschedule")),
     ("peer send (encode + send syscall)", ("_send_loop", "_encode_batch")),
-    ("peer receive + decode", ("_receive_loop", "_serve_inbound")),
-    ("core.step of peer messages", ("_inbound_loop",)),
+    ("peer receive + decode", ("_receive_loop", "_serve_inbound", "_watch_outbound")),
+    ("core.step of peer messages", ("run_inbound",)),
     ("client reply send", ("ClientServer._writer",)),
     ("client recv", ("ClientServer._reader;", "receive_some")),
     ("client parse + dispatch + propose", ("ClientServer",)),
-    ("fsync hand-off (loop side)", ("to_thread", "start_thread_soon", "sync_thread")),
-    ("persist (WAL encode + write)", ("persist", "wal.py")),
-    ("apply + answer", ("_apply",)),
-    ("ready (core.ready / advance)", ("_ready_loop", "_handle_ready")),
-    ("ticker / sweeper", ("_ticker", "_sweeper")),
+    ("WAL fsync on the loop", ("fsync_fd",)),
+    ("fsync hand-off (loop side)", ("to_thread", "start_thread_soon", "SyncThread.run")),
+    ("persist (WAL encode + write)", ("persist", "wal.py", "DiskStorage.sync")),
+    ("apply + answer", ("Applier.apply",)),
+    ("ready (core.ready / advance)", ("CoreDriver.run", "_handle_ready")),
+    ("ticker / sweeper / loop lag", ("Ticker.run", "run_sweeper", "LoopLagMonitor")),
 ]
 WORKER = [
     ("fsync", ("fsync_fd",)),
     ("sync: other (WAL write)", ("DiskStorage.sync",)),
-    ("idle: waiting for a job", ("_thread_cache", "sync_thread")),
+    ("idle: waiting for a job", ("_thread_cache", "SyncThread._work")),
 ]
 
 
