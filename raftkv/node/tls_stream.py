@@ -28,6 +28,7 @@ socket, so a peer that never reads cannot hold the connection open.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import socket
 import ssl
@@ -256,7 +257,16 @@ async def handshake(tcp: trio.SocketStream, context: ssl.SSLContext, *, server_s
                 error = trio.BrokenResourceError(f"TLS handshake failed: {exc}")
                 raise error from exc
     except BaseException:
+        _discard_unread(sock)
         trio.lowlevel.notify_closing(sock)
         sock.close()
         raise
     return TLSStream(sock, close_timeout)
+
+
+def _discard_unread(sock: ssl.SSLSocket) -> None:
+    """Read and drop what a failed handshake left unread (OpenSSL stops at the first bad
+    record header), so that closing sends a FIN, not a reset: plain text on a TLS port
+    gets a plainly closed connection. One non-blocking read, at most 64 KiB."""
+    with contextlib.suppress(OSError):
+        socket.socket.recv(sock, DEFAULT_RECEIVE_SIZE)  # the raw socket under the TLS
