@@ -9,8 +9,9 @@ afresh in alternating rounds (plain, TLS, plain, TLS, ...): throughput on a shar
 drifts between rounds more than between builds, so the medians of adjacent pairs are
 compared. Prints each run and the TLS/plain ratio of the medians (ops/s, p50, p99), and
 the CPU time per SET summed over the three node processes (utime + stime from
-/proc/PID/stat around each redis-benchmark run): the load of a shared machine moves
-throughput much more than it moves CPU per operation.
+/proc/PID/stat around each redis-benchmark run, less what the idle cluster used in as
+long, sampled for 3 s before its runs): the load of a shared machine moves throughput
+much more than it moves CPU per operation.
 
 ``--baseline REF`` adds, in every round, a TLS cluster running git ref REF's raftkv (a
 before/after of a TLS change in one run: its TLS/plain ratio is against this tree's plain
@@ -23,6 +24,7 @@ import argparse
 import contextlib
 import os
 import statistics
+import time
 from pathlib import Path
 
 from common import (
@@ -40,6 +42,7 @@ from raftkv import certs
 
 PASSWORD = "bench-password"
 TICK = os.sysconf("SC_CLK_TCK")
+IDLE_SAMPLE = 3.0  # seconds of an idle cluster's CPU sampled before its runs
 
 
 def start(workdir: Path, tls: Path | None, fsync: str, src: Path | None) -> LocalCluster:
@@ -67,9 +70,17 @@ def node_cpu(cluster: LocalCluster) -> float:
     return total / TICK
 
 
-def bench(cluster: LocalCluster, tls: Path | None, clients: int,
-          requests: int) -> tuple[BenchRun, float]:
-    """The run and the node CPU per request, in microseconds."""
+def idle_cpu(cluster: LocalCluster, seconds: float = IDLE_SAMPLE) -> float:
+    """CPU seconds per second the idle cluster uses (heartbeats, timers, the sync thread)."""
+    before = node_cpu(cluster)
+    time.sleep(seconds)
+    return (node_cpu(cluster) - before) / seconds
+
+
+def bench(cluster: LocalCluster, tls: Path | None, clients: int, requests: int,
+          idle: float) -> tuple[BenchRun, float]:
+    """The run and the node CPU per request in microseconds, less the idle cluster's CPU
+    over the run's duration (at 1 client, idle work is most of the CPU otherwise)."""
     leader, _ = roles(cluster)
     host, port = cluster.client_addr(leader)
     extra = ["-a", PASSWORD]
@@ -77,7 +88,8 @@ def bench(cluster: LocalCluster, tls: Path | None, clients: int,
         extra += ["--tls", "--cacert", str(tls / "ca.crt")]
     before = node_cpu(cluster)
     run = redis_benchmark(port, "set", requests, clients, host=host, extra=extra)
-    return run, (node_cpu(cluster) - before) / requests * 1e6
+    used = node_cpu(cluster) - before - idle * run.seconds
+    return run, used / requests * 1e6
 
 
 def set_harness_env(tls: Path | None) -> None:
@@ -114,8 +126,9 @@ def main() -> None:
                 set_harness_env(tls)
                 cluster = start(work / f"{name}-{n}", tls, opts.fsync, src)
                 try:
+                    idle = idle_cpu(cluster)
                     for clients, requests in ((50, opts.requests), (1, opts.requests // 10)):
-                        run, cpu = bench(cluster, tls, clients, requests)
+                        run, cpu = bench(cluster, tls, clients, requests, idle)
                         row = run.rows.get("SET")
                         results.setdefault((name, clients), []).append((run, cpu))
                         shown = (f"{row.rps:9.0f} ops/s p50 {row.p50_ms:6.2f} ms p99 "
