@@ -21,6 +21,12 @@ Should OpenSSL still need the other direction's readiness (a TLS 1.3 KeyUpdate a
 while the send buffer is full), the task waits on the same readiness as the task already
 waiting for it, never two waiters on one descriptor.
 
+One difference: TLS alerts now reach the peer. OpenSSL writes them to the socket itself,
+where trio's stream left a failed handshake's alert in its BIO: a client of another CA or
+TLS-shaped garbage gets the alert before the close (plain text still gets none: OpenSSL
+sends no alert to what is not TLS). A failed handshake reads and drops what is left unread
+before closing, so the close is a FIN, not a reset.
+
 TLS has no half-close: ``send_eof`` does nothing (the end comes with ``aclose``), and
 ``aclose`` sends ``close_notify`` for at most ``close_timeout`` seconds before closing the
 socket, so a peer that never reads cannot hold the connection open.

@@ -20,7 +20,7 @@ import trio.testing
 
 from raftkv import certs
 from raftkv.node.tls import peer_tls
-from raftkv.node.tls_stream import RECORD_SIZE, TLSStream, handshake
+from raftkv.node.tls_stream import RECORD_SIZE, TLSStream, _Readiness, handshake
 from raftkv.server.client_tls import client_tls_context
 
 pytestmark = pytest.mark.timeout(60)
@@ -335,3 +335,34 @@ async def test_a_renegotiation_attempt_is_refused(pki) -> None:
     assert b"RENEGOTIATING" in output and b"no renegotiation" in output, output
     assert received == b"before\n"
     assert len(ended) == 1 and isinstance(ended[0].__cause__, ssl.SSLError)
+
+
+async def test_two_tasks_needing_the_same_readiness_share_one_wait() -> None:
+    """A reader that needs the socket writable (OpenSSL answering a TLS 1.3 KeyUpdate
+    while the send buffer is full) while the writer already waits for that: trio allows
+    one waiter per direction, so the second waits for the first's wake-up instead of
+    failing with BusyResourceError."""
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                a.send(b"x" * 65536)
+        writable = _Readiness(a, writable=True)  # type: ignore[arg-type]
+        woken: list[int] = []
+
+        async def wait(n: int) -> None:
+            await writable.wait()
+            woken.append(n)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait, 1)
+                nursery.start_soon(wait, 2)
+                await trio.testing.wait_all_tasks_blocked()
+                assert woken == []
+                b.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    while b.recv(1 << 20):
+                        pass
+        assert sorted(woken) == [1, 2]
