@@ -239,6 +239,8 @@ async def handshake(tcp: trio.SocketStream, context: ssl.SSLContext, *, server_s
     ``ssl.SSLError`` (a certificate of another CA, plain text, ...) or ``OSError``; a
     failed or cancelled one has closed the socket already (closing ``tcp`` after it is
     harmless). Deadlines are the caller's (``trio.move_on_after`` around this)."""
+    if tcp.socket.fileno() == -1:
+        raise trio.ClosedResourceError("the connection was closed before its TLS handshake")
     raw = socket.socket(fileno=tcp.socket.detach())
     try:
         sock = context.wrap_socket(raw, server_side=server_side,

@@ -282,6 +282,14 @@ async def test_a_failed_or_timed_out_handshake_closes_the_socket_at_once(pki) ->
     assert timed_out.value is not None
 
 
+async def test_a_handshake_on_a_closed_connection_says_so(pki) -> None:
+    a, b = socket_pair()
+    await a.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await handshake(a, server_context(pki["good"]), server_side=True)
+    await b.aclose()
+
+
 def test_contexts_refuse_renegotiation(pki) -> None:
     good = pki["good"]
     peer = peer_tls(str(good / "node.crt"), str(good / "node.key"), str(good / "ca.crt"))
