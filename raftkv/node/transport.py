@@ -51,6 +51,7 @@ from raftkv.node import peer_auth
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.peer_accept import AcceptGate
 from raftkv.node.tls import PeerTLS
+from raftkv.node.tls_stream import handshake as tls_handshake
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
@@ -558,9 +559,9 @@ class PeerTransport:
             stream: trio.abc.Stream = tcp
             try:
                 if self._tls is not None:
-                    stream = trio.SSLStream(tcp, self._tls.client, server_hostname=host)
                     try:
-                        await stream.do_handshake()
+                        stream = await tls_handshake(tcp, self._tls.client, server_side=False,
+                                                     server_hostname=host)
                     except trio.BrokenResourceError as exc:
                         raise _TLSFailed(_describe(exc.__cause__ or exc)) from None
                 reader = _FrameReader(stream, self.limits.max_frame_size)
@@ -813,7 +814,17 @@ class PeerTransport:
     async def _handle_inbound(self, tcp: trio.SocketStream) -> None:
         """One accepted connection: TLS and Hello handshakes, then receive until it ends.
 
-        trio.serve_listeners closes the TCP stream when this returns."""
+        trio.serve_listeners closes the TCP stream when this returns; a TLS stream owns
+        the socket once its handshake is done, so it is closed here (forcefully, as an
+        outbound link: close_notify could block on a stalled peer)."""
+        opened: list[trio.abc.Stream] = []
+        try:
+            await self._inbound(tcp, opened)
+        finally:
+            for stream in opened:
+                await trio.aclose_forcefully(stream)
+
+    async def _inbound(self, tcp: trio.SocketStream, opened: list[trio.abc.Stream]) -> None:
         remote = _remote(tcp)
         lim = self.limits
         _tune_socket(tcp, lim.stall_timeout)
@@ -823,9 +834,9 @@ class PeerTransport:
             with trio.fail_after(lim.hello_timeout):
                 if self._tls is not None:
                     phase = "TLS handshake"
-                    stream = trio.SSLStream(tcp, self._tls.server, server_side=True)
                     try:
-                        await stream.do_handshake()
+                        stream = await tls_handshake(tcp, self._tls.server, server_side=True)
+                        opened.append(stream)
                     except trio.BrokenResourceError as exc:
                         self.tls_failures += 1
                         self._warn(("tls-in", remote[0]), "peer TLS handshake failed",

@@ -1,0 +1,376 @@
+"""raftkv/node/tls_stream.py: TLS on a non-blocking SSLSocket, as a trio Stream.
+
+trio's own stream conformance checks, then what a hostile or slow peer can do: writes that
+block half-way (both directions at once), a record that arrives in pieces, an oversized
+record header, a cut without close_notify, a renegotiation attempt, a handshake with a
+certificate of another CA or that never finishes, and a send cancelled half-way."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from raftkv import certs
+from raftkv.node.tls import peer_tls
+from raftkv.node.tls_stream import RECORD_SIZE, TLSStream, _Readiness, handshake
+from raftkv.server.client_tls import client_tls_context
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    good, rogue = tmp_path_factory.mktemp("good"), tmp_path_factory.mktemp("rogue")
+    certs.create(good)
+    certs.create(rogue)
+    return {"good": good, "rogue": rogue}
+
+
+def server_context(d: Path) -> ssl.SSLContext:
+    return client_tls_context(str(d / "node.crt"), str(d / "node.key"))
+
+
+def client_context(ca_dir: Path) -> ssl.SSLContext:
+    """What redis-cli --tls --cacert does: verify the server against the CA, by name."""
+    return ssl.create_default_context(cafile=str(ca_dir / "ca.crt"))
+
+
+def socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    a, b = socket.socketpair()
+    return (trio.SocketStream(trio.socket.from_stdlib_socket(a)),
+            trio.SocketStream(trio.socket.from_stdlib_socket(b)))
+
+
+async def tls_pair(server_ctx: ssl.SSLContext,
+                   client_ctx: ssl.SSLContext) -> tuple[TLSStream, TLSStream]:
+    """(server, client), both handshaken."""
+    a, b = socket_pair()
+    done: dict[str, TLSStream] = {}
+
+    async def serve() -> None:
+        done["server"] = await handshake(a, server_ctx, server_side=True)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        done["client"] = await handshake(b, client_ctx, server_side=False,
+                                         server_hostname="localhost")
+    return done["server"], done["client"]
+
+
+class HandmadeTLSClient:
+    """A TLS client driving OpenSSL by hand (memory BIOs), so that a test decides exactly
+    which bytes reach the server and when: half a record, a forged record header."""
+
+    def __init__(self, stream: trio.SocketStream, ctx: ssl.SSLContext) -> None:
+        self.stream = stream
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+
+    async def handshake(self) -> None:
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self.flush()
+                self.incoming.write(await self.stream.receive_some())
+        await self.flush()
+
+    async def flush(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            await self.stream.send_all(data)
+
+    def record(self, data: bytes) -> bytes:
+        """``data`` encrypted, not sent."""
+        self.tls.write(data)
+        return self.outgoing.read()
+
+
+async def handmade_pair(pki: dict[str, Path]) -> tuple[TLSStream, HandmadeTLSClient]:
+    a, b = socket_pair()
+    client = HandmadeTLSClient(b, client_context(pki["good"]))
+    done: dict[str, TLSStream] = {}
+
+    async def serve() -> None:
+        done["server"] = await handshake(a, server_context(pki["good"]), server_side=True)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        await client.handshake()
+    return done["server"], client
+
+
+async def test_trio_stream_conformance(pki) -> None:
+    async def maker() -> tuple[TLSStream, TLSStream]:
+        return await tls_pair(server_context(pki["good"]), client_context(pki["good"]))
+
+    with trio.fail_after(20):
+        await trio.testing.check_two_way_stream(maker, None)
+
+
+async def test_large_transfers_both_ways_at_once(pki) -> None:
+    """8 MiB each way, each side sending while it receives: the sends block half-way in
+    OpenSSL (SSLWantWriteError) until the other side reads, and neither side's blocked
+    send stops its own receive."""
+    server, client = await tls_pair(server_context(pki["good"]), client_context(pki["good"]))
+    payload = {s: bytes([i]) * 8 * 1024 * 1024 + hashlib.sha256(bytes([i])).digest()
+               for i, s in enumerate((server, client))}
+    got: dict[TLSStream, bytearray] = {server: bytearray(), client: bytearray()}
+
+    async def receive(s: TLSStream, n: int) -> None:
+        while len(got[s]) < n:
+            got[s] += await s.receive_some(1024 * 1024)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.send_all, payload[server])
+            nursery.start_soon(client.send_all, memoryview(payload[client]))
+            nursery.start_soon(receive, server, len(payload[client]))
+            nursery.start_soon(receive, client, len(payload[server]))
+    assert got[server] == payload[client] and got[client] == payload[server]
+    await server.aclose()
+    await client.aclose()
+
+
+async def test_a_receive_gathers_the_full_records_already_there(pki) -> None:
+    """64 KiB sent (four full records) comes back in one receive_some, not one per record."""
+    server, client = await tls_pair(server_context(pki["good"]), client_context(pki["good"]))
+    data = bytes(range(256)) * 256  # 64 KiB
+    await client.send_all(data)  # all of it is in the socket buffer now
+    got = await server.receive_some(len(data))
+    assert len(got) > RECORD_SIZE and data.startswith(got)
+    while len(got) < len(data):
+        got += await server.receive_some(len(data))
+    assert got == data
+    await server.aclose()
+    await client.aclose()
+
+
+async def test_close_notify_ends_the_stream_and_a_cut_is_an_error(pki) -> None:
+    server, client = await tls_pair(server_context(pki["good"]), client_context(pki["good"]))
+    await client.send_all(b"last words")
+    await client.aclose()
+    assert await server.receive_some() == b"last words"
+    assert await server.receive_some() == b""
+    await server.aclose()
+
+    server, client = await tls_pair(server_context(pki["good"]), client_context(pki["good"]))
+    client.socket.close()  # no close_notify: a truncation attacker or a crash
+    with pytest.raises(trio.BrokenResourceError) as info:
+        await server.receive_some()
+    assert isinstance(info.value.__cause__, ssl.SSLError)
+    with pytest.raises(trio.BrokenResourceError):  # and it stays broken
+        await server.receive_some()
+    await server.aclose()
+
+
+async def test_a_record_arriving_in_pieces_is_waited_for(pki) -> None:
+    """A peer that stalls in the middle of a record: the receive blocks (it neither
+    returns part of a record nor spins), then returns the whole once the rest arrives."""
+    server, client = await handmade_pair(pki)
+    record = client.record(b"hello")
+    got: list[bytes] = []
+
+    async def receive() -> None:
+        got.append(await server.receive_some())
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await client.stream.send_all(record[:-3])
+            await trio.testing.wait_all_tasks_blocked()  # never, if the receive spun
+            assert got == []
+            await client.stream.send_all(record[-3:])
+    assert got == [b"hello"]
+    await server.aclose()
+
+
+async def test_an_oversized_record_breaks_that_stream_at_its_header(pki) -> None:
+    """A record header claiming 64 KiB (TLS allows 16 KiB + 256): refused on the header,
+    without waiting for (or buffering) the body."""
+    server, client = await handmade_pair(pki)
+    await client.stream.send_all(b"\x17\x03\x03\xff\xff" + b"\x00" * 100)
+    with trio.fail_after(10), pytest.raises(trio.BrokenResourceError) as info:
+        await server.receive_some()
+    assert isinstance(info.value.__cause__, ssl.SSLError)
+    await server.aclose()
+
+
+async def test_a_send_cancelled_half_way_breaks_the_stream(pki) -> None:
+    """A send that OpenSSL took in part cannot be taken back: cancelled, the stream is
+    broken, and a later send says so even while the peer reads again (OpenSSL would
+    otherwise finish the old record from the new buffer: corrupt data, no error). A
+    second concurrent sender is refused rather than interleaved."""
+    server, client = await tls_pair(server_context(pki["good"]), client_context(pki["good"]))
+
+    async def drain() -> None:
+        with contextlib.suppress(trio.BrokenResourceError):
+            while await server.receive_some():
+                pass
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, b"x" * 8 * 1024 * 1024)  # nobody reads
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                await client.send_all(b"y")
+            nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            with pytest.raises(trio.BrokenResourceError):
+                await client.send_all(b"z" * 16 * 1024 * 1024)
+            await client.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            await client.send_all(b"more")
+    await server.aclose()
+
+
+async def test_a_certificate_of_another_ca_fails_both_sides_and_closes_the_sockets(
+    pki,
+) -> None:
+    """The client checks the server's certificate against its CA: both handshakes fail
+    with the SSL error as the cause, and each socket is closed (the peer sees the end)."""
+    a, b = socket_pair()
+    errors: dict[str, BaseException] = {}
+
+    async def side(name: str, coro) -> None:
+        try:
+            await coro
+        except trio.BrokenResourceError as exc:
+            errors[name] = exc
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(side, "server", handshake(a, server_context(pki["rogue"]),
+                                                         server_side=True))
+            nursery.start_soon(side, "client", handshake(b, client_context(pki["good"]),
+                                                         server_side=False,
+                                                         server_hostname="localhost"))
+    assert isinstance(errors["client"].__cause__, ssl.SSLCertVerificationError)
+    assert isinstance(errors["server"].__cause__, ssl.SSLError)  # the client's alert
+    assert a.socket.fileno() == b.socket.fileno() == -1  # the handshake owned and closed them
+
+
+async def test_a_failed_or_timed_out_handshake_closes_the_socket_at_once(pki) -> None:
+    """Plain text instead of a ClientHello gets nothing but a closed socket (no alert),
+    and a client that connects and never speaks is closed when the caller's deadline
+    cancels the handshake. Closed by the handshake itself, while its error is still
+    alive (and refers to the socket): not whenever the garbage collector gets to it."""
+    a, b = socket_pair()
+    await b.send_all(b"*1\r\n$4\r\nPING\r\n")
+    with trio.fail_after(10):
+        with pytest.raises(trio.BrokenResourceError) as failed:
+            await handshake(a, server_context(pki["good"]), server_side=True)
+        assert "WRONG_VERSION_NUMBER" in str(failed.value.__cause__)
+        assert await b.receive_some() == b""
+
+    a, b = socket_pair()
+    with trio.fail_after(10):
+        with pytest.raises(trio.TooSlowError) as timed_out:
+            with trio.fail_after(0.2):
+                await handshake(a, server_context(pki["good"]), server_side=True)
+        assert await b.receive_some() == b""
+    assert timed_out.value is not None
+
+
+async def test_a_handshake_on_a_closed_connection_says_so(pki) -> None:
+    a, b = socket_pair()
+    await a.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await handshake(a, server_context(pki["good"]), server_side=True)
+    await b.aclose()
+
+
+def test_contexts_refuse_renegotiation(pki) -> None:
+    good = pki["good"]
+    peer = peer_tls(str(good / "node.crt"), str(good / "node.key"), str(good / "ca.crt"))
+    for ctx in (server_context(good), peer.server, peer.client):
+        assert ctx.options & ssl.OP_NO_RENEGOTIATION
+        assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert peer.server.num_tickets == 0
+
+
+async def test_a_renegotiation_attempt_is_refused(pki) -> None:
+    """openssl s_client on TLS 1.2 asks to renegotiate ('R'): refused (no_renegotiation:
+    OpenSSL 3 refuses a client's renegotiation by default, and the contexts set
+    OP_NO_RENEGOTIATION whatever the library's default); the data before it arrived, and
+    the stream then ends with an error rather than a second handshake."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    received = bytearray()
+    ended: list[BaseException] = []
+    got_first_line = trio.Event()
+    cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2",
+           "-CAfile", str(pki["good"] / "ca.crt"), "-servername", "localhost"]
+
+    async def serve() -> None:
+        tcp = await listeners[0].accept()
+        stream = await handshake(tcp, server_context(pki["good"]), server_side=True)
+        async with stream:
+            try:
+                while data := await stream.receive_some():
+                    received.extend(data)
+                    if received.endswith(b"\n"):
+                        got_first_line.set()
+            except trio.BrokenResourceError as exc:
+                ended.append(exc)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            proc = await trio.lowlevel.open_process(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            assert proc.stdin is not None and proc.stdout is not None
+            await proc.stdin.send_all(b"before\n")
+            await got_first_line.wait()
+            await proc.stdin.send_all(b"R\n")
+            output = bytearray()
+            async with proc.stdout:
+                while chunk := await proc.stdout.receive_some():
+                    output += chunk
+            await proc.wait()
+    for listener in listeners:
+        await listener.aclose()
+    assert b"RENEGOTIATING" in output and b"no renegotiation" in output, output
+    assert received == b"before\n"
+    assert len(ended) == 1 and isinstance(ended[0].__cause__, ssl.SSLError)
+
+
+async def test_two_tasks_needing_the_same_readiness_share_one_wait() -> None:
+    """A reader that needs the socket writable (OpenSSL answering a TLS 1.3 KeyUpdate
+    while the send buffer is full) while the writer already waits for that: trio allows
+    one waiter per direction, so the second waits for the first's wake-up instead of
+    failing with BusyResourceError."""
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                a.send(b"x" * 65536)
+        writable = _Readiness(a, writable=True)  # type: ignore[arg-type]
+        woken: list[int] = []
+
+        async def wait(n: int) -> None:
+            await writable.wait()
+            woken.append(n)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait, 1)
+                nursery.start_soon(wait, 2)
+                await trio.testing.wait_all_tasks_blocked()
+                assert woken == []
+                b.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    while b.recv(1 << 20):
+                        pass
+        assert sorted(woken) == [1, 2]
