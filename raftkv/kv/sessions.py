@@ -136,13 +136,11 @@ class SessionTable:
     def recorded(self, sid: int, seq: int, now: int) -> Any:
         """The answer to (sid, seq) if it must not run: the recorded reply of a duplicate or
         an error; ``None`` if the command is new and may apply (then call ``record``)."""
-        # (Inlined ``_live`` and ``forgotten``: this runs for every RAFT ONCE on every replica.)
-        session = self._sessions.get(sid)
-        if session is None or session.last_used + session.timeout_ms <= now:
-            self._forget(sid)
+        session = self._live(sid, now)
+        if session is None:
             return expired_error(sid)
         session.last_used = now  # its heap entry moves on when popped (see purge)
-        if seq <= session.highest - WINDOW or seq <= 0:
+        if seq <= session.highest - WINDOW or seq <= 0:  # (``forgotten``, inlined)
             return forgotten_error(sid, seq)
         blob = session.replies.get(seq)
         if blob is None:
