@@ -22,11 +22,14 @@ below the acknowledged window (refused), so it would measure neither.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import trio
-from common import _schedstat, load_line, median_ci, paired_ratios, raft_cluster, roles, scratch_dir
+from common import _schedstat, load_line, median_ci, paired_ratios, roles, scratch_dir
 
 from chaos.cluster import LocalCluster
 from wire.resp import encode_command
@@ -105,13 +108,27 @@ async def one_round(addr: tuple[str, int], sessions: bool, clients: int,
     return counts[0], trio.current_time() - started, errors
 
 
-def cluster_cpu_ns(cluster: LocalCluster) -> int:
-    """On-CPU ns of every node process, summed over its threads."""
-    total = 0
-    for node in cluster.nodes.values():
+def node_cpu_ns(cluster: LocalCluster) -> dict[int, int]:
+    """On-CPU ns of each node process, summed over its threads."""
+    out = {}
+    for i, node in cluster.nodes.items():
         stat = _schedstat(node.proc.pid) if node.proc else None
-        total += stat[0] if stat else 0
-    return total
+        if stat:
+            out[i] = stat[0]
+    return out
+
+
+@contextlib.contextmanager
+def slow_election_cluster(work: Path) -> Iterator[LocalCluster]:
+    """A started 3-node cluster (fsync always) with a long election timeout: on a loaded
+    2-core machine a spurious election mid-round would end that round's clients."""
+    cluster = LocalCluster(work, extra_args=["--election-ticks", "100"])
+    try:
+        cluster.start()
+        cluster.wait_for_leader(timeout=30)
+        yield cluster
+    finally:
+        cluster.close()
 
 
 def _ci(ratios: list[float]) -> str:
@@ -128,20 +145,25 @@ def main() -> int:
     ap.add_argument("--dir", default=None)
     args = ap.parse_args()
     print(load_line())
-    with scratch_dir(args.dir, "bench-sessions-") as work, raft_cluster(work) as cluster:
-        leader, _ = roles(cluster)
-        addr = cluster.client_addr(leader)
+    with scratch_dir(args.dir, "bench-sessions-") as work, slow_election_cluster(work) as cluster:
         order: list[str] = []
         for r in range(args.rounds):
             order += ["without", "with"] if r % 2 == 0 else ["with", "without"]
         rates: list[tuple[str, float]] = []
         node_cpu: list[tuple[str, float]] = []
         driver_cpu: dict[str, list[float]] = {"without": [], "with": []}
+        split: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}
         for name in order:
-            nodes_before, driver_before = cluster_cpu_ns(cluster), time.process_time_ns()
+            leader, _ = roles(cluster)  # (again each round: a leader change moves it)
+            addr = cluster.client_addr(leader)
+            nodes_before, driver_before = node_cpu_ns(cluster), time.process_time_ns()
             done, took, errors = trio.run(one_round, addr, name == "with", args.clients,
                                           args.seconds)
-            nodes_us = (cluster_cpu_ns(cluster) - nodes_before) / 1000 / max(done, 1)
+            spent = {i: ns - nodes_before.get(i, ns) for i, ns in node_cpu_ns(cluster).items()}
+            per = 1000 * max(done, 1)
+            nodes_us = sum(spent.values()) / per
+            leader_us = spent.get(leader, 0) / per
+            split[name].append((leader_us, nodes_us - leader_us))
             driver_us = (time.process_time_ns() - driver_before) / 1000 / max(done, 1)
             ok = done > 0 and not errors
             rates.append((name, done / took if ok else 0.0))
@@ -150,7 +172,8 @@ def main() -> int:
                 driver_cpu[name].append(driver_us)
             note = f" errors: {errors[0][:80]} (x{len(errors)})" if errors else ""
             print(f"  c{args.clients} INCR {name:>7} sessions: {done / took:8.0f}/s, nodes' CPU "
-                  f"{nodes_us:5.0f} us/INCR, driver's {driver_us:4.0f} us/INCR{note}")
+                  f"{nodes_us:5.0f} us/INCR (leader {leader_us:.0f}), driver's "
+                  f"{driver_us:4.0f} us/INCR{note}")
         ratios = paired_ratios(rates)
         if ratios:
             print(f"sessions: c{args.clients} INCR/s with/without over {len(ratios)} adjacent "
@@ -159,6 +182,11 @@ def main() -> int:
         if cpu_ratios:
             print(f"sessions: nodes' CPU per INCR with/without over {len(cpu_ratios)} adjacent "
                   f"pairs: {_ci(cpu_ratios)}")
+        if split["with"] and split["without"]:
+            print("nodes' CPU per INCR (median): " + ", ".join(
+                f"{name} sessions: leader {statistics.median(a for a, _ in v):.0f} us + the "
+                f"two followers {statistics.median(b for _, b in v):.0f} us"
+                for name, v in split.items()))
         if driver_cpu["with"] and driver_cpu["without"]:
             print("driver's CPU per INCR (median): without "
                   f"{statistics.median(driver_cpu['without']):.1f} us, with "
