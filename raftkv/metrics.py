@@ -1,19 +1,20 @@
 """Prometheus metrics of one node, built on ``prometheus_client`` (one registry per node).
 
-Two kinds of series, so metrics cost nothing measurable on the hot path:
+Nothing on a hot path calls into prometheus_client: every series is *collected at scrape
+time* by this module's collectors, which hand plain numbers to prometheus_client's metric
+families (so the exposition format, names, labels, types and buckets stay the library's):
 
-- Gauges and most counters are *collected at scrape time* from state the node keeps anyway
-  (``NodeCollector``): term, role, indexes, keys, connections, peer links, follower lag, and
-  the counters in ``node.stats`` (plain ``int += 1`` where the event happens). Nothing is
-  updated per event for them.
-- Only what cannot be read back later is updated inline, each in O(1). Per command (the
-  hot path) that is plain Python on the event loop, no locks: a counter and a bucket
-  (``bisect``) of ``CommandStats``, which the collector hands to prometheus_client's
-  ``HistogramMetricFamily`` at scrape time (measured: ~1 us per command, where a
-  ``prometheus_client`` Counter plus Histogram with labels cost ~7 us). Per group commit
-  and per snapshot, the library's own Histogram and Counter. Without ``--metrics-addr``
-  the per-command instruments are switched off (``track`` does nothing), so a node that
-  is not scraped pays nothing per command.
+- Gauges and most counters are read from state the node keeps anyway (``NodeCollector``):
+  term, role, indexes, keys, connections, peer links, follower lag, and the counters in
+  ``node.stats`` (plain ``int += 1`` where the event happens).
+- What cannot be read back later is counted inline into plain Python numbers owned by the
+  node, in O(1) on the event loop, no locks: per command (the hot path) a counter and a
+  histogram bucket (``bisect``) of ``CommandStats``; per group commit and per snapshot a
+  ``Histogram`` / ``Counter`` of this module (the same bisect and adds). A
+  ``prometheus_client`` Counter plus Histogram with labels cost ~7 us per command (each
+  value behind a lock); ``tests/bench/bench_overheads_micro.py`` measures what these cost.
+  Without ``--metrics-addr`` the per-command instruments are switched off (``track`` does
+  nothing), so a node that is not scraped pays nothing per command.
 
 Labels stay bounded: ``command`` is a known command name or ``other`` (never a key or a
 client's word), ``peer`` a member id, ``kind`` one of three read paths.
@@ -27,13 +28,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    ProcessCollector,
-    disable_created_metrics,
-)
+from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -41,6 +36,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from raftkv.kv import COMMANDS
 from raftkv.raft import Role
@@ -92,6 +88,15 @@ def command_label(name: bytes) -> str:
     return text if text in KNOWN_COMMANDS else "other"
 
 
+def cumulative(bounds: tuple[float, ...], buckets: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts as Prometheus's cumulative ``(le, count)`` pairs, ``+Inf`` last."""
+    out, running = [], 0
+    for bound, n in zip((*map(floatToGoString, bounds), "+Inf"), buckets, strict=True):
+        running += n
+        out.append((bound, running))
+    return out
+
+
 class CommandStats:
     """One command label's counter and latency histogram, as plain numbers."""
 
@@ -108,11 +113,53 @@ class CommandStats:
         self.buckets[bisect_left(COMMAND_BUCKETS, seconds)] += 1  # le: bound >= seconds
 
     def cumulative(self) -> list[tuple[str, float]]:
-        out, running = [], 0
-        for bound, n in zip((*map(str, COMMAND_BUCKETS), "+Inf"), self.buckets, strict=True):
-            running += n
-            out.append((bound, running))
-        return out
+        return cumulative(COMMAND_BUCKETS, self.buckets)
+
+
+class Histogram:
+    """A histogram as plain numbers (``observe``: a bisect and two adds, no lock), exposed
+    by ``InstrumentCollector`` like prometheus_client's Histogram of the same name."""
+
+    __slots__ = ("bounds", "buckets", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.buckets = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        self.buckets[bisect_left(self.bounds, value)] += 1  # le: bound >= value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        return cumulative(self.bounds, self.buckets)
+
+
+class LabeledHistogram:
+    """Histograms by one label's value (``labels(value).observe(x)``, as prometheus_client);
+    the values are the caller's constants, never a client's words."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.children: dict[str, Histogram] = {}
+
+    def labels(self, value: str) -> Histogram:
+        child = self.children.get(value)
+        if child is None:
+            child = self.children[value] = Histogram(self.bounds)
+        return child
+
+
+class Counter:
+    """A counter as a plain number (``inc``), exposed by ``InstrumentCollector``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
 
 
 class NodeMetrics:
@@ -125,15 +172,11 @@ class NodeMetrics:
         self.command_stats: dict[str, CommandStats] = {}  # by label
         self._by_name: dict[bytes, CommandStats] = {}  # by the name as the client sent it
         self.registry.register(NodeCollector(node, self.command_stats))
-        self.wal_fsync = Histogram("raftkv_wal_fsync_duration_seconds",
-                                   "One group commit: write and fsync of a WAL batch.",
-                                   buckets=FSYNC_BUCKETS, registry=self.registry)
-        self.wal_bytes = Counter("raftkv_wal_bytes", "Bytes written to the WAL.",
-                                 registry=self.registry)
-        self.snapshot_duration = Histogram(
-            "raftkv_snapshot_duration_seconds",
-            "Taking a snapshot (encode, write, switch) or installing a leader's.",
-            ["op"], buckets=SNAPSHOT_BUCKETS, registry=self.registry)
+        # Updated by the core driver (each group commit) and the snapshotter.
+        self.wal_fsync = Histogram(FSYNC_BUCKETS)
+        self.wal_bytes = Counter()
+        self.snapshot_duration = LabeledHistogram(SNAPSHOT_BUCKETS)
+        self.registry.register(InstrumentCollector(self))
 
     def add_client_port(self, connections: Callable[[], int]) -> None:
         """Export the client port's open connections (it registers itself here: the node
@@ -161,6 +204,32 @@ class NodeMetrics:
         if len(self._by_name) < 4 * len(KNOWN_COMMANDS):  # bounded: case variants
             self._by_name[name] = stats
         return stats
+
+
+class InstrumentCollector(Collector):
+    """The WAL and snapshot instruments, as prometheus_client's Histogram and Counter of
+    these names and buckets would expose them."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        fsync = HistogramMetricFamily("raftkv_wal_fsync_duration_seconds",
+                                      "One group commit: write and fsync of a WAL batch.")
+        fsync.add_metric([], m.wal_fsync.cumulative(), m.wal_fsync.total)
+        yield fsync
+        yield _counter("raftkv_wal_bytes", "Bytes written to the WAL.", m.wal_bytes.value)
+        snapshots = HistogramMetricFamily(
+            "raftkv_snapshot_duration_seconds",
+            "Taking a snapshot (encode, write, switch) or installing a leader's.",
+            labels=["op"])
+        for op, child in m.snapshot_duration.children.items():
+            snapshots.add_metric([op], child.cumulative(), child.total)
+        yield snapshots
 
 
 class ClientPortCollector(Collector):

@@ -6,9 +6,13 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
 from raftkv.metrics import (
     COMMAND_BUCKETS,
+    FSYNC_BUCKETS,
     KNOWN_COMMANDS,
+    SNAPSHOT_BUCKETS,
     CommandStats,
     NodeMetrics,
     command_label,
@@ -43,3 +47,37 @@ def test_labels_are_bounded_and_off_means_nothing_recorded() -> None:
     off = NodeMetrics(SimpleNamespace(), enabled=False)  # type: ignore[arg-type]
     off.track(b"GET", Pending.of(None))
     assert off.command_stats == {}
+
+
+def test_wal_and_snapshot_instruments_expose_what_prometheus_client_would() -> None:
+    """The plain-number instruments against prometheus_client's own Histogram and Counter
+    fed the same values: the same exposition text, names, types, buckets and labels."""
+    ours = NodeMetrics(SimpleNamespace())  # type: ignore[arg-type]
+    theirs = CollectorRegistry()
+    fsync = Histogram("raftkv_wal_fsync_duration_seconds",
+                      "One group commit: write and fsync of a WAL batch.",
+                      buckets=FSYNC_BUCKETS, registry=theirs)
+    wal_bytes = Counter("raftkv_wal_bytes", "Bytes written to the WAL.", registry=theirs)
+    snapshots = Histogram("raftkv_snapshot_duration_seconds",
+                          "Taking a snapshot (encode, write, switch) or installing a leader's.",
+                          ["op"], buckets=SNAPSHOT_BUCKETS, registry=theirs)
+
+    def both() -> tuple[bytes, bytes]:
+        mine = generate_latest(ours.registry)
+        wanted = [line for line in mine.splitlines()
+                  if b"_wal_" in line or b"raftkv_snapshot_duration" in line]
+        return b"\n".join(wanted), generate_latest(theirs).rstrip(b"\n")
+
+    mine, reference = both()
+    assert mine == reference and b'le="0.0005"' in mine  # nothing observed yet: zeros
+    for seconds in (0.0001, 0.0005, 0.0007, 0.002, 0.3, 7.0):  # 0.0005: on a bound (le)
+        ours.wal_fsync.observe(seconds)
+        fsync.observe(seconds)
+    for n in (4096, 123):
+        ours.wal_bytes.inc(n)
+        wal_bytes.inc(n)
+    for op, seconds in (("take", 0.2), ("install", 45.0), ("take", 0.01)):
+        ours.snapshot_duration.labels(op).observe(seconds)
+        snapshots.labels(op).observe(seconds)
+    mine, reference = both()
+    assert mine == reference and b'op="install"' in mine

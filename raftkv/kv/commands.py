@@ -179,6 +179,9 @@ def lookup(name: bytes | str) -> CommandSpec | None:
     return _BY_BYTES.get(name.lower())
 
 
+_PAIRED = frozenset({"mset", "msetnx"})  # key value pairs: an odd count is an arity error
+
+
 def check_arity(args: list[bytes]) -> ErrorReply | None:
     """Redis's error for an unknown command or a wrong argument count, or None if fine.
 
@@ -187,7 +190,7 @@ def check_arity(args: list[bytes]) -> ErrorReply | None:
     spec = _BY_BYTES.get(args[0].lower()) if args else None
     if spec is None:
         return unknown_command(args)
-    paired = spec.name in ("mset", "msetnx")
+    paired = spec.name in _PAIRED
     if not spec.arity_ok(len(args)) or (paired and len(args) % 2 == 0):
         return wrong_arity(spec.name)
     return None
@@ -292,18 +295,31 @@ def _session_close(args: list[bytes]) -> ErrorReply | None:
     return sid if isinstance(sid, ErrorReply) else None
 
 
-def _once(args: list[bytes]) -> ErrorReply | None:
-    for raw, what in ((args[1], "session id"), (args[2], "sequence number")):
-        number = parse_session_number(raw, what)
-        if isinstance(number, ErrorReply):
-            return number
+def once_numbers(args: list[bytes]) -> tuple[int, int] | ErrorReply:
+    """The (session, seq) of ``once session seq command...`` (at least 4 arguments), or
+    the error ``validate`` answers for it: the whole check, the wrapped command's included.
+    The state machine applies with it, so the numbers are parsed once per replica."""
+    sid = parse_session_number(args[1], "session id")
+    if isinstance(sid, ErrorReply):
+        return sid
+    seq = parse_session_number(args[2], "sequence number")
+    if isinstance(seq, ErrorReply):
+        return seq
     inner = args[3:]
     spec = _BY_BYTES.get(inner[0].lower())
-    if spec is not None and spec.name in ("once", "session_open", "session_close"):
+    if spec is None:
+        return unknown_command(inner)
+    if spec.name in ("once", "session_open", "session_close"):
         return ErrorReply("ERR RAFT ONCE cannot wrap a session command")
-    if spec is not None and not spec.is_write:
+    if spec.flag != WRITE:
         return ErrorReply(f"ERR RAFT ONCE wraps writes only; '{spec.name}' is a read")
-    return validate(inner)
+    error = _check(spec, inner)
+    return (sid, seq) if error is None else error
+
+
+def _once(args: list[bytes]) -> ErrorReply | None:
+    checked = once_numbers(args)
+    return checked if isinstance(checked, ErrorReply) else None
 
 
 # Checks that need only the arguments (never the data); commands without one cannot fail so.
@@ -379,8 +395,17 @@ def validate(args: list[bytes]) -> ErrorReply | None:
     A command that passes can still fail on the data: INCR of a non-integer, an overflow,
     APPEND past the size limit.
     """
-    error = check_arity(args)
-    if error is not None:
-        return error
-    check = _SYNTAX.get(args[0].lower().decode())
+    spec = _BY_BYTES.get(args[0].lower()) if args else None
+    if spec is None:
+        return unknown_command(args)
+    return _check(spec, args)
+
+
+def _check(spec: CommandSpec, args: list[bytes]) -> ErrorReply | None:
+    """``validate`` of ``args``, a call of ``spec`` (looked up once, by the caller)."""
+    argc = len(args)
+    if ((argc != spec.arity) if spec.arity > 0 else (argc < -spec.arity)) or (
+            argc % 2 == 0 and spec.name in _PAIRED):
+        return wrong_arity(spec.name)
+    check = _SYNTAX.get(spec.name)
     return None if check is None else check(args)

@@ -45,7 +45,15 @@ from wire.reply import OK, ErrorReply, SimpleString
 from . import syntax
 from .changes import GONE, META, VALUE, Change, ChangeRecorder, Record, expand
 from .codec import decode_entry
-from .commands import COMMANDS, MAX_VALUE_LEN, Reply, check_arity, decode_exec, validate
+from .commands import (
+    COMMANDS,
+    MAX_VALUE_LEN,
+    Reply,
+    check_arity,
+    decode_exec,
+    once_numbers,
+    validate,
+)
 from .errors import (
     FLOAT_NAN_OR_INF,
     INCR_OVERFLOW,
@@ -935,11 +943,12 @@ class KVStateMachine:
         return int(self._sessions.close(int(args[1]), self._t))
 
     def _once(self, args: list[bytes]) -> Reply:
-        """``once session seq command...``: the command at most once per (session, seq)."""
-        error = validate(args)
-        if error is not None:
-            return error
-        sid, seq = int(args[1]), int(args[2])
+        """``once session seq command...``: the command at most once per (session, seq).
+        The log is input too: checked as ``validate`` would (``_run`` checked the arity)."""
+        checked = once_numbers(args)
+        if isinstance(checked, ErrorReply):
+            return checked
+        sid, seq = checked
         answer = self._sessions.recorded(sid, seq, self._t)
         if answer is not None:
             return answer

@@ -47,7 +47,7 @@ def raft_command(node: Node, args: list[bytes]) -> Pending:
     if sub == b"backup":  # raftkv backup: a consistent copy in chunks (server/backup_cmd.py)
         return backup_command(node, args)
     if sub in (b"session", b"once"):  # client sessions (server/session_cmd.py)
-        command = session_command(args, secrets.randbelow(SESSION_IDS) + 1)
+        command = session_command(args, _new_session_id)
         return Pending.of(command) if isinstance(command, ErrorReply) else node.submit(command)
     if sub in SUBCOMMANDS:
         return membership_command(node, args)
@@ -56,6 +56,10 @@ def raft_command(node: Node, args: list[bytes]) -> Pending:
         "SNAPSHOT | ADDNODE id peer_addr [LEARNER] | PROMOTE id | REMOVENODE id | "
         "SESSION OPEN [seconds] | SESSION CLOSE id | ONCE id seq command..."
     ))
+
+
+def _new_session_id() -> int:
+    return secrets.randbelow(SESSION_IDS) + 1
 
 
 def transfer(node: Node, target: bytes) -> Pending:

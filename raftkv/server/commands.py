@@ -51,7 +51,12 @@ def _wrong_args(name: str) -> Pending:
 
 
 def is_write(args: list[bytes]) -> bool | None:
-    """True for commands that go through the log, False for reads, None for the rest."""
+    """True for commands that go through the log, False for reads, None for the rest.
+    ``RAFT ONCE id seq COMMAND...`` is what COMMAND is: the client port orders a read
+    pipelined after a session's write behind it, as after a plain write (it was None, so a
+    GET sent after ``RAFT ONCE ... SET`` on one connection could be read before the SET
+    committed)."""
+    args = _once_inner(args)
     name = args[0].lower()
     if name in LOCAL or name in (b"multi", b"discard", b"unwatch"):
         return None

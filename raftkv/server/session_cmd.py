@@ -8,6 +8,8 @@ reads change nothing, so running one twice is harmless and it need not be logged
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from raftkv.kv import lookup
 from raftkv.kv.errors import unknown_command
 from raftkv.kv.sessions import DEFAULT_TIMEOUT_MS
@@ -19,13 +21,14 @@ USAGE = ErrorReply(
 )
 
 
-def session_command(args: list[bytes], new_id: int) -> list[bytes] | ErrorReply:
+def session_command(args: list[bytes], new_id: Callable[[], int]) -> list[bytes] | ErrorReply:
     """The state-machine command for ``RAFT SESSION ...`` or ``RAFT ONCE ...`` (``args``
     starts with RAFT), or the error to answer. The result is validated again on submit.
 
-    ``new_id`` is the id a session opened here gets: drawn at random by the caller, since
+    ``new_id()`` draws the id a session opened here gets: at random (the caller's), since
     a session's id is all it takes to read its recorded replies or advance its sequence
-    numbers (attack3: the entry counter let one ACL user read another's GETSET reply)."""
+    numbers (attack3: the entry counter let one ACL user read another's GETSET reply).
+    Drawn for OPEN only: a RAFT ONCE, the hot path, needs no random bytes."""
     sub = args[1].lower() if len(args) > 1 else b""
     if sub == b"once":
         if len(args) < 5:
@@ -37,7 +40,7 @@ def session_command(args: list[bytes], new_id: int) -> list[bytes] | ErrorReply:
         return inner if not spec.is_write else [b"once", args[2], args[3], *inner]
     action = args[2].lower() if sub == b"session" and len(args) > 2 else b""
     if action == b"open" and len(args) in (3, 4):
-        sid = b"%d" % new_id
+        sid = b"%d" % new_id()
         if len(args) == 3:
             return [b"session_open", str(DEFAULT_TIMEOUT_MS).encode(), sid]
         seconds = args[3]

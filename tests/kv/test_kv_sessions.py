@@ -248,3 +248,39 @@ def test_a_session_opened_with_a_drawn_id_answers_under_that_id() -> None:
     assert at(kv, T0 + 3, "once", sid, 1, "incr", "n") == 1  # still the first session's
     for bad in ((MINUTE, 0), (MINUTE, -1), (MINUTE, 2**63), (MINUTE, sid, 1)):
         assert isinstance(at(kv, T0, "session_open", *bad), ErrorReply), bad
+
+
+def _window_holds(kv: KVStateMachine) -> None:
+    """Each session keeps replies only inside (forgotten, highest], at most WINDOW, and the
+    table's byte count is what a table rebuilt from the same sessions counts."""
+    table = kv._sessions
+    for session in table.state().values():
+        assert len(session.replies) <= WINDOW
+        assert all(session.forgotten < seq <= session.highest for seq in session.replies)
+    assert table._bytes == type(table)(table.state())._bytes
+
+
+def test_the_window_forgets_step_by_step_and_after_a_jump(kv: KVStateMachine) -> None:
+    sid = opened(kv)
+    for seq in range(1, 3 * WINDOW):  # counting up: the mark moves by one each time
+        assert at(kv, T0, "once", sid, seq, "incr", "n") == seq
+        _window_holds(kv)
+    (session,) = kv._sessions.state().values()
+    assert sorted(session.replies) == list(range(2 * WINDOW, 3 * WINDOW))
+    assert at(kv, T0, "once", sid, 3 * WINDOW + 5, "incr", "n") == 3 * WINDOW  # a small gap
+    _window_holds(kv)
+    assert at(kv, T0, "once", sid, 10 * WINDOW, "incr", "n") == 3 * WINDOW + 1  # a jump
+    _window_holds(kv)
+    (session,) = kv._sessions.state().values()
+    assert sorted(session.replies) == [10 * WINDOW]
+    late = at(kv, T0, "once", sid, 10 * WINDOW - 1, "incr", "n")  # inside: applies
+    assert late == 3 * WINDOW + 2
+    _window_holds(kv)
+
+
+@pytest.mark.parametrize("seq", [0, 36, 101])
+def test_a_snapshot_reply_outside_its_window_is_refused(seq: int) -> None:
+    # highest 100: the window is (36, 100]; a table never holds a reply outside it.
+    with pytest.raises(KVDecodeError):
+        sessions_from_wire([[1, 1000, T0, 100, [[seq, b"\x01"]]]])
+    assert sessions_from_wire([[1, 1000, T0, 100, [[37, b"\x01"], [100, b"\x01"]]]])
