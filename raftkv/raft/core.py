@@ -270,6 +270,40 @@ class RaftCore:
         if self._role is not Role.LEADER:
             self._hup(transfer=False)
 
+    def leader_activity(self, from_id: int) -> None:
+        """The runtime saw bytes of a message from ``from_id`` that cannot be stepped yet (a
+        large frame still arriving or being decoded). If ``from_id`` is the leader of our
+        current term, that is word from it: the election timer restarts, as a heartbeat
+        would restart it. Nothing else changes (no term, vote, log or commit: a partial
+        frame proves only that the leader's process is sending to us).
+
+        Why (issue 12): an 8 MiB AppendEntries took 50-250 ms to arrive and decode on a
+        loaded 2-core machine, longer than the 150 ms election timeout, and a follower
+        campaigned against a live leader that was busy sending it entries."""
+        if self._role is Role.FOLLOWER and from_id and from_id == self._leader:
+            self._election_elapsed = 0
+
+    def leader_unreachable(self, from_id: int) -> None:
+        """The runtime has evidence that the process of ``from_id`` is gone (its connection
+        to us closed and a new dial to it was refused: nothing listens at its peer address,
+        as after a crash or a kill -9 on a host that stays up). If it is our leader, we stop
+        following it and campaign soon, instead of waiting out the rest of the election
+        timeout: the first 1 .. 2 x heartbeat ticks from now, drawn at random so that the
+        survivors, who all see the same loss, rarely campaign together.
+
+        Only timers and the leader hint change, never a term or a vote: Raft's safety does
+        not depend on either, and a false alarm costs at most an election, which PreVote
+        keeps from happening while a quorum still hears the leader (the lease). Forgetting
+        the leader also drops our lease, so a survivor's pre-vote is granted at once. A
+        machine that crashes, or a partition, closes nothing: those still take the
+        election timeout."""
+        if self._role is not Role.FOLLOWER or not from_id or from_id != self._leader:
+            return
+        self._leader = 0
+        self._fail_forwarded_reads()  # they went to that leader: no answer is coming
+        soon = self._election_elapsed + 1 + self._rng.randrange(2 * self._cfg.heartbeat_ticks)
+        self._randomized_timeout = min(self._randomized_timeout, soon)
+
     def propose(self, data: bytes) -> tuple[int, int]:
         """Append a command; returns its (index, term). It is committed if an entry with that
         index *and term* is later applied; another term at that index means it was lost."""
@@ -791,6 +825,11 @@ class RaftCore:
     # -- replication: follower side --------------------------------------------------------
     def _heard_leader(self, leader: int) -> None:
         self._election_elapsed = 0
+        if self._randomized_timeout < self._cfg.election_ticks:
+            # A leader_unreachable hint shortened our timer and the leader turned out alive
+            # (or another took over): back to a full timeout, or we would campaign a few
+            # ticks after every heartbeat.
+            self._restart_election_timer()
         if self._leader != leader:
             if self._leader:
                 self._fail_forwarded_reads()
