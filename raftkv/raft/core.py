@@ -167,6 +167,8 @@ class RaftCore:
         self._transfer_elapsed = 0
         self._reads = LeaderReads()
         self._forwarded: list[ForwardedRead] = []
+        self._unsent_reads: list[bytes] = []  # follower: reads for the next batch
+        self._batch_ids = 0  # follower: the next batch's id (random base: see _flush_reads)
         self._bcast_pending = False  # leader: new entries to send at the next ready()
         self._commit_bcast = False  # leader: commit advanced, tell followers at next ready()
         self._reset(self._restart_term(hs))
@@ -390,8 +392,7 @@ class RaftCore:
         if self._role is Role.LEADER:
             self._leader_read(PendingRead(ctx, 0))
         elif self._leader and self._role is Role.FOLLOWER:
-            self._forwarded.append(ForwardedRead(ctx, self._leader))
-            self._send(ReadIndexRequest(self._term, self._id, self._leader, ctx))
+            self._unsent_reads.append(ctx)  # one request for all of them at ready()
         else:
             raise NotLeader(0, "no leader known")
 
@@ -472,6 +473,7 @@ class RaftCore:
         return bool(
             leader_work
             or self._msgs
+            or self._unsent_reads
             or self._read_states
             or self._failed_reads
             or self._snap_chunks
@@ -485,6 +487,8 @@ class RaftCore:
         """Collect the pending work. Call ``advance`` with it once it has been handled."""
         if self._role is Role.LEADER:
             self._flush_leader()
+        else:
+            self._flush_reads()
         entries = self._log.take_unemitted()
         hs = self._hard_state()
         committed: list[Entry] = []
@@ -705,7 +709,7 @@ class RaftCore:
         for r in self._forwarded:
             r.age += 1
             if r.age >= self._cfg.read_timeout_ticks:
-                self._failed_reads.append(r.ctx)
+                self._failed_reads.extend(r.ctxs)
             else:
                 keep.append(r)
         self._forwarded = keep
@@ -1213,7 +1217,21 @@ class RaftCore:
     # -- reads -----------------------------------------------------------------------------
     def _leader_read(self, read: PendingRead) -> None:
         committed_in_term = self._log.term_or_none(self._commit) == self._term
+        if committed_in_term and read.src and self._quorum_with(read.src):
+            # A voter's request at our term is its word, given after its reads began, that
+            # it had seen no later term; with ours now, that is a quorum. A leader of a later
+            # term elected before those reads began would have needed one of our two votes
+            # (quorums intersect), so every write acknowledged before them is in our commit
+            # index: the heartbeat round would prove nothing more. (3 voters or fewer.)
+            read.index = self._commit
+            self._release_reads([read])
+            return
         self._reads.add(read, committed_in_term)
+
+    def _quorum_with(self, peer: int) -> bool:
+        """This leader and voter ``peer`` are a quorum of the configuration in force."""
+        vs = self.voters
+        return sum(1 for v in vs if v in (self._id, peer)) >= quorum(len(vs))
 
     def _flush_leader(self) -> None:
         """Send what proposals, commits and reads since the last ready() need, batched."""
@@ -1258,17 +1276,41 @@ class RaftCore:
                 self._send(ReadIndexResponse(self._term, self._id, r.src, r.ctx, 0, False))
 
     def _fail_forwarded_reads(self) -> None:
-        self._failed_reads.extend(r.ctx for r in self._forwarded)
-        self._forwarded = []
+        for r in self._forwarded:
+            self._failed_reads.extend(r.ctxs)
+        self._failed_reads.extend(self._unsent_reads)
+        self._forwarded, self._unsent_reads = [], []
+
+    def _flush_reads(self) -> None:
+        """Follower: ask the leader once for every read since the last ready(). The leader
+        answers the batch's id with one index, confirmed by one heartbeat round that
+        started after the request arrived, which is after each of the reads began: the
+        same guarantee each read would get alone, for one message each way.
+
+        Batch ids start at a random 64-bit base, not at 0: a leader's answer to a request
+        sent before a restart of ours must not match a new batch, whose reads began after
+        the index it carries was confirmed (a stale read)."""
+        if not self._unsent_reads:
+            return
+        if not self._leader or self._role is not Role.FOLLOWER:
+            self._fail_forwarded_reads()
+            return
+        if not self._batch_ids:
+            self._batch_ids = self._rng.getrandbits(64) | 1
+        batch = b"*" + self._batch_ids.to_bytes(8, "big")
+        self._batch_ids = self._batch_ids % (2**64 - 1) + 1
+        reads, self._unsent_reads = self._unsent_reads, []
+        self._forwarded.append(ForwardedRead(batch, self._leader, reads))
+        self._send(ReadIndexRequest(self._term, self._id, self._leader, batch))
 
     def _handle_read_response(self, m: ReadIndexResponse) -> None:
         for n, r in enumerate(self._forwarded):
             if r.ctx == m.ctx and r.leader == m.src:
                 del self._forwarded[n]
                 if m.ok:
-                    self._read_states.append(ReadState(m.ctx, m.index))
+                    self._read_states.extend(ReadState(ctx, m.index) for ctx in r.ctxs)
                 else:
-                    self._failed_reads.append(m.ctx)
+                    self._failed_reads.extend(r.ctxs)
                 return
 
     # -- plumbing --------------------------------------------------------------------------
