@@ -66,6 +66,7 @@ from common import (
     redis_benchmark,
     revive_dead,
     roles,
+    save_logs,
     scratch_dir,
 )
 
@@ -428,6 +429,8 @@ def stability(work: Path, seconds: float, snapshot_every: int,
             print("  CHANGE " + line)
         print("  " + cpu.report())
         changed = bool(watcher.changes) or terms0 != terms1
+        if changed:
+            print(f"  node logs kept in {save_logs(cluster, 'stability')}")
         by_snapshot = installs > restart["installs_before"]
         print("  result: " + ("LEADER CHANGE under load" if changed else "no leader change")
               + ("; the restarted follower caught up by snapshot" if by_snapshot
