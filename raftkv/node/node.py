@@ -119,7 +119,9 @@ class Node:
         self.started_at = trio.current_time()
         inbound_send, inbound_recv = trio.open_memory_channel[PeerMessage](4096)
         self.transport = build_transport(s, members, inbound_send, self.rng,
-                                         lambda: self.core.term)
+                                         lambda: self.core.term,
+                                         on_activity=self.core.leader_activity,
+                                         on_peer_gone=self._peer_gone)
         self.forwarder = Forwarder(self.id, s, self.core, self.transport, self.requests,
                                    self.stats)
         self.membership = Membership(self.id, s, self.core, self.transport, self.requests,
@@ -152,6 +154,14 @@ class Node:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.storage.close)
+
+    def _peer_gone(self, peer: int) -> None:
+        """The transport's evidence that ``peer``'s process is gone: if it is our leader,
+        the core campaigns soon instead of at the end of its election timeout."""
+        if peer and peer == self.core.leader_id and self.core.role is Role.FOLLOWER:
+            event(log, logging.INFO, "leader unreachable: its peer port refuses", leader=peer)
+            self.core.leader_unreachable(peer)
+            self.wake()
 
     def start_background(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` as a task of the node (ends with it)."""

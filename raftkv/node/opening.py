@@ -96,9 +96,12 @@ def known_members(settings: NodeSettings, storage: DiskStorage, core: RaftCore
 
 def build_transport(settings: NodeSettings, members: dict[int, str],
                     inbound: trio.MemorySendChannel[Any], rng: random.Random,
-                    current_term: Callable[[], int]) -> PeerTransport:
+                    current_term: Callable[[], int], *,
+                    on_activity: Callable[[int], None] | None = None,
+                    on_peer_gone: Callable[[int], None] | None = None) -> PeerTransport:
     """The peer transport; ``current_term`` (the core's) bounds how far ahead a peer
-    message's term may be (raftkv.raft.validation.check_term_ahead)."""
+    message's term may be (raftkv.raft.validation.check_term_ahead); ``on_activity`` and
+    ``on_peer_gone`` feed the core's leader_activity and leader_unreachable."""
     s = settings
     return PeerTransport(
         node_id=s.node_id,
@@ -115,4 +118,6 @@ def build_transport(settings: NodeSettings, members: dict[int, str],
         secret=load_secret(s.peer_secret_file) if s.peer_secret_file else None,
         tls=peer_tls(s.peer_tls_cert, s.peer_tls_key, s.peer_tls_ca)
         if s.peer_tls_cert else None,
+        on_activity=on_activity,
+        on_peer_gone=on_peer_gone,
     )

@@ -152,6 +152,11 @@ HELLO_MAX_FRAME = 64 * 1024  # a Hello or Refused: ids, a cluster id, two addres
 # them; small messages stay on the loop (a thread hop costs more than encoding them).
 OFF_LOOP_BYTES = 256 * 1024
 
+# While a large frame from a peer is decoded in a worker thread, ``on_activity`` is called
+# this often (seconds): one tick of the default 10 ms, so a follower's election timer never
+# runs while its leader's frame is being decoded (issue 12).
+ACTIVITY_INTERVAL = 0.01
+
 
 def _bulk_bytes(msg: Any) -> int:
     """The bytes a message carries in bulk: entries' data, a snapshot chunk, a command's
@@ -200,7 +205,10 @@ async def _decode_off_loop(frame: bytes) -> Any:
 
 
 class _FrameReader:
-    """Frames from a stream; the timeout is per read, so slow-but-flowing data is fine."""
+    """Frames from a stream; the timeout is per read, so slow-but-flowing data is fine.
+
+    ``on_partial``, if set, is called whenever a read brought bytes of a frame that is not
+    complete yet (a large frame streaming in): the peer is alive and talking to us."""
 
     def __init__(self, stream: trio.abc.ReceiveStream, max_frame_size: int) -> None:
         self._stream = stream
@@ -208,6 +216,7 @@ class _FrameReader:
         self._frames: deque[bytes] = deque()
         self.received = 0  # bytes received so far (what an Ack reports)
         self._read_size = RECEIVE_SIZE  # grows while reads come back full (MAX_RECEIVE_SIZE)
+        self.on_partial: Callable[[], None] | None = None
 
     def allow(self, max_frame_size: int) -> None:
         self._decoder.max_frame_size = max_frame_size
@@ -223,6 +232,8 @@ class _FrameReader:
                                if len(data) == self._read_size else RECEIVE_SIZE)
             self.received += len(data)
             self._frames.extend(self._decoder.feed(data))
+            if not self._frames and self.on_partial is not None:
+                self.on_partial()
         return self._frames.popleft()
 
 
@@ -287,6 +298,7 @@ class _Link:
         self.scope = trio.CancelScope()  # cancelled when the peer is removed
         self.inbound_scope: trio.CancelScope | None = None
         self.connected = False
+        self.dial_refused = False  # our last dial was refused (nothing listens there)
         self.down_since = -math.inf  # since when our outbound connection has been down
         self.client_addr = ""
         self.sent = self.dropped = self.received = self.keepalives = 0
@@ -344,6 +356,8 @@ class PeerTransport:
         validate: Callable[[Any], None] | None = None,
         secret: bytes | None = None,
         tls: PeerTLS | None = None,
+        on_activity: Callable[[int], None] | None = None,
+        on_peer_gone: Callable[[int], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -355,6 +369,11 @@ class PeerTransport:
         self._validate = validate
         self._secret = secret or None
         self._tls = tls
+        # Receive-side signals for the consensus core (RaftCore.leader_activity and
+        # leader_unreachable): bytes of a frame from a peer that is still arriving or being
+        # decoded; and a peer whose connections closed and whose redial was refused.
+        self._on_activity = on_activity
+        self._on_peer_gone = on_peer_gone
         if isinstance(inbound, trio.MemorySendChannel):
             channel = inbound
 
@@ -525,6 +544,9 @@ class PeerTransport:
                 else:
                     self._debug("dial failed", peer=link.peer_id, addr=link.addr,
                                 error=_describe(exc))
+                    if _refused(exc):
+                        link.dial_refused = True
+                        self._maybe_gone(link)
             else:
                 up_since = trio.current_time()
                 await self._run_outbound(link, stream, reader, sent)
@@ -621,10 +643,12 @@ class PeerTransport:
         self, link: _Link, stream: trio.abc.Stream, reader: _FrameReader, sent: int
     ) -> None:
         link.connected = True
+        link.dial_refused = False
         link.connects += 1
         self._debug("link up", peer=link.peer_id, addr=link.addr, connects=link.connects)
         self._notify()
         delivery = _Delivery(sent, trio.current_time())
+        self._watch_activity(link, reader)  # the peer's messages may come this way too
         try:
             async with trio.open_nursery() as conn:
                 conn.start_soon(self._watch_outbound, link, reader, delivery, conn.cancel_scope)
@@ -781,7 +805,7 @@ class PeerTransport:
                     break
                 now = trio.current_time()
                 if frame:
-                    msg = await _decode_off_loop(frame)
+                    msg = await self._decode_from(link, frame)
                     heard = now
                     if isinstance(msg, Ack):
                         delivery.ack(msg.received, now)
@@ -934,6 +958,7 @@ class PeerTransport:
         link.client_addr = hello.client_addr
         self._debug("inbound up", peer=link.peer_id)
         self._notify()
+        self._watch_activity(link, reader)
         try:
             with scope:
                 async with trio.open_nursery() as conn:
@@ -943,6 +968,7 @@ class PeerTransport:
         finally:
             if link.inbound_scope is scope:
                 link.inbound_scope = None
+                self._maybe_gone(link)
             self._notify()
 
     async def _receive_loop(self, link: _Link, reader: _FrameReader) -> None:
@@ -952,7 +978,7 @@ class PeerTransport:
                 if frame is None:
                     self._debug("inbound closed by peer", peer=link.peer_id)
                     return
-                msg = await _decode_off_loop(frame)
+                msg = await self._decode_from(link, frame)
                 if isinstance(msg, Ping):
                     link.keepalives += 1
                     self._notify()
@@ -1016,6 +1042,47 @@ class PeerTransport:
         except CONNECTION_ERRORS as exc:
             self._debug("inbound ping failed", peer=link.peer_id, error=_describe(exc))
         conn_scope.cancel()
+
+    # -- signals for the core: a peer's frame in progress, a peer gone ----------------------
+
+    def _watch_activity(self, link: _Link, reader: _FrameReader) -> None:
+        """Report bytes of an incomplete frame from ``link``'s peer as its activity."""
+        if self._on_activity is not None:
+            activity, peer = self._on_activity, link.peer_id
+            reader.on_partial = lambda: activity(peer)
+
+    async def _decode_from(self, link: _Link, frame: bytes) -> Any:
+        """Decode a frame from ``link``'s peer (``_decode_off_loop``); while a large one is
+        decoded in its worker thread (tens of ms for 8 MiB on a loaded machine), report the
+        peer's activity every ACTIVITY_INTERVAL."""
+        activity = self._on_activity
+        if activity is None or len(frame) < OFF_LOOP_BYTES:
+            return await _decode_off_loop(frame)
+        result: list[Any] = []
+        async with trio.open_nursery() as nursery:
+            async def decode() -> None:
+                try:
+                    result.append(await trio.to_thread.run_sync(_decode, frame))
+                except ProtocolError as exc:
+                    result.append(exc)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(decode)
+            while True:
+                activity(link.peer_id)
+                await trio.sleep(ACTIVITY_INTERVAL)
+        if isinstance(result[0], ProtocolError):
+            raise result[0]
+        activity(link.peer_id)  # and once more now that it is decoded
+        return result[0]
+
+    def _maybe_gone(self, link: _Link) -> None:
+        """Tell the core the peer's process is gone when the evidence says so: no inbound
+        connection from it, ours down, and our last dial refused (a live node listens on its
+        peer port; a killed one's kernel refuses at once)."""
+        if (self._on_peer_gone is not None and link.dial_refused and not link.connected
+                and link.inbound_scope is None and self._links.get(link.peer_id) is link):
+            self._on_peer_gone(link.peer_id)
 
     def _check_hello(self, hello: Hello, *, expect: int | None) -> str:
         """Why ``hello`` is unacceptable ("" if it is fine). ``expect``: the id we dialled."""
@@ -1081,6 +1148,16 @@ def _remote(stream: trio.SocketStream) -> tuple[str, int]:
         return host, port
     except OSError:
         return "?", 0
+
+
+def _refused(exc: BaseException) -> bool:
+    """A dial refused by the peer's host (ECONNREFUSED: nothing listens at that port), as
+    trio reports it: the error itself or, for ``open_tcp_stream``, every attempt's."""
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    cause = exc.__cause__
+    return (isinstance(cause, BaseExceptionGroup) and bool(cause.exceptions)
+            and all(isinstance(e, ConnectionRefusedError) for e in cause.exceptions))
 
 
 def _describe(exc: BaseException) -> str:

@@ -167,6 +167,8 @@ class RaftCore:
         self._transfer_elapsed = 0
         self._reads = LeaderReads()
         self._forwarded: list[ForwardedRead] = []
+        self._unsent_reads: list[bytes] = []  # follower: reads for the next batch
+        self._batch_ids = 0  # follower: the next batch's id (random base: see _flush_reads)
         self._bcast_pending = False  # leader: new entries to send at the next ready()
         self._commit_bcast = False  # leader: commit advanced, tell followers at next ready()
         self._reset(self._restart_term(hs))
@@ -270,6 +272,45 @@ class RaftCore:
         if self._role is not Role.LEADER:
             self._hup(transfer=False)
 
+    def leader_activity(self, from_id: int) -> None:
+        """The runtime saw bytes of a message from ``from_id`` that cannot be stepped yet (a
+        large frame still arriving or being decoded). If ``from_id`` is the leader of our
+        current term, that is word from it: the election timer restarts, as a heartbeat
+        would restart it. Nothing else changes (no term, vote, log or commit: a partial
+        frame proves only that the leader's process is sending to us).
+
+        Why (issue 12): an 8 MiB AppendEntries took 50-250 ms to arrive and decode on a
+        loaded 2-core machine, longer than the 150 ms election timeout, and a follower
+        campaigned against a live leader that was busy sending it entries."""
+        if self._role is Role.FOLLOWER and from_id and from_id == self._leader:
+            self._election_elapsed = 0
+
+    def leader_unreachable(self, from_id: int) -> None:
+        """The runtime has evidence that the process of ``from_id`` is gone (its connection
+        to us closed and a new dial to it was refused: nothing listens at its peer address,
+        as after a crash or a kill -9 on a host that stays up). If it is our leader, we stop
+        following it and campaign soon, instead of waiting out the rest of the election
+        timeout: the survivor with the lowest id one tick from now, the next one a heartbeat
+        interval later, and so on. The survivors all see the same loss at about the same
+        time; drawn at random, their delays let two campaign together often enough (a split
+        vote costs a whole election timeout) and cost 40-90 ms on average (measured); in id
+        order the first goes at once and the others stand by in case it cannot win.
+
+        Only timers and the leader hint change, never a term or a vote: Raft's safety does
+        not depend on either, and a false alarm costs at most an election, which PreVote
+        keeps from happening while a quorum still hears the leader (the lease). Forgetting
+        the leader also drops our lease, so a survivor's pre-vote is granted at once. A
+        machine that crashes, or a partition, closes nothing: those still take the
+        election timeout."""
+        if self._role is not Role.FOLLOWER or not from_id or from_id != self._leader:
+            return
+        self._leader = 0
+        self._fail_forwarded_reads()  # they went to that leader: no answer is coming
+        survivors = sorted(v for v in self.voters if v != from_id)
+        rank = survivors.index(self._id) if self._id in survivors else len(survivors)
+        soon = self._election_elapsed + 1 + rank * self._cfg.heartbeat_ticks
+        self._randomized_timeout = min(self._randomized_timeout, soon)
+
     def propose(self, data: bytes) -> tuple[int, int]:
         """Append a command; returns its (index, term). It is committed if an entry with that
         index *and term* is later applied; another term at that index means it was lost."""
@@ -356,8 +397,7 @@ class RaftCore:
         if self._role is Role.LEADER:
             self._leader_read(PendingRead(ctx, 0))
         elif self._leader and self._role is Role.FOLLOWER:
-            self._forwarded.append(ForwardedRead(ctx, self._leader))
-            self._send(ReadIndexRequest(self._term, self._id, self._leader, ctx))
+            self._unsent_reads.append(ctx)  # one request for all of them at ready()
         else:
             raise NotLeader(0, "no leader known")
 
@@ -438,6 +478,7 @@ class RaftCore:
         return bool(
             leader_work
             or self._msgs
+            or self._unsent_reads
             or self._read_states
             or self._failed_reads
             or self._snap_chunks
@@ -451,6 +492,8 @@ class RaftCore:
         """Collect the pending work. Call ``advance`` with it once it has been handled."""
         if self._role is Role.LEADER:
             self._flush_leader()
+        else:
+            self._flush_reads()
         entries = self._log.take_unemitted()
         hs = self._hard_state()
         committed: list[Entry] = []
@@ -671,7 +714,7 @@ class RaftCore:
         for r in self._forwarded:
             r.age += 1
             if r.age >= self._cfg.read_timeout_ticks:
-                self._failed_reads.append(r.ctx)
+                self._failed_reads.extend(r.ctxs)
             else:
                 keep.append(r)
         self._forwarded = keep
@@ -791,6 +834,11 @@ class RaftCore:
     # -- replication: follower side --------------------------------------------------------
     def _heard_leader(self, leader: int) -> None:
         self._election_elapsed = 0
+        if self._randomized_timeout < self._cfg.election_ticks:
+            # A leader_unreachable hint shortened our timer and the leader turned out alive
+            # (or another took over): back to a full timeout, or we would campaign a few
+            # ticks after every heartbeat.
+            self._restart_election_timer()
         if self._leader != leader:
             if self._leader:
                 self._fail_forwarded_reads()
@@ -1174,7 +1222,21 @@ class RaftCore:
     # -- reads -----------------------------------------------------------------------------
     def _leader_read(self, read: PendingRead) -> None:
         committed_in_term = self._log.term_or_none(self._commit) == self._term
+        if committed_in_term and read.src and self._quorum_with(read.src):
+            # A voter's request at our term is its word, given after its reads began, that
+            # it had seen no later term; with ours now, that is a quorum. A leader of a later
+            # term elected before those reads began would have needed one of our two votes
+            # (quorums intersect), so every write acknowledged before them is in our commit
+            # index: the heartbeat round would prove nothing more. (3 voters or fewer.)
+            read.index = self._commit
+            self._release_reads([read])
+            return
         self._reads.add(read, committed_in_term)
+
+    def _quorum_with(self, peer: int) -> bool:
+        """This leader and voter ``peer`` are a quorum of the configuration in force."""
+        vs = self.voters
+        return sum(1 for v in vs if v in (self._id, peer)) >= quorum(len(vs))
 
     def _flush_leader(self) -> None:
         """Send what proposals, commits and reads since the last ready() need, batched."""
@@ -1219,17 +1281,41 @@ class RaftCore:
                 self._send(ReadIndexResponse(self._term, self._id, r.src, r.ctx, 0, False))
 
     def _fail_forwarded_reads(self) -> None:
-        self._failed_reads.extend(r.ctx for r in self._forwarded)
-        self._forwarded = []
+        for r in self._forwarded:
+            self._failed_reads.extend(r.ctxs)
+        self._failed_reads.extend(self._unsent_reads)
+        self._forwarded, self._unsent_reads = [], []
+
+    def _flush_reads(self) -> None:
+        """Follower: ask the leader once for every read since the last ready(). The leader
+        answers the batch's id with one index, confirmed by one heartbeat round that
+        started after the request arrived, which is after each of the reads began: the
+        same guarantee each read would get alone, for one message each way.
+
+        Batch ids start at a random 64-bit base, not at 0: a leader's answer to a request
+        sent before a restart of ours must not match a new batch, whose reads began after
+        the index it carries was confirmed (a stale read)."""
+        if not self._unsent_reads:
+            return
+        if not self._leader or self._role is not Role.FOLLOWER:
+            self._fail_forwarded_reads()
+            return
+        if not self._batch_ids:
+            self._batch_ids = self._rng.getrandbits(64) | 1
+        batch = b"*" + self._batch_ids.to_bytes(8, "big")
+        self._batch_ids = self._batch_ids % (2**64 - 1) + 1
+        reads, self._unsent_reads = self._unsent_reads, []
+        self._forwarded.append(ForwardedRead(batch, self._leader, reads))
+        self._send(ReadIndexRequest(self._term, self._id, self._leader, batch))
 
     def _handle_read_response(self, m: ReadIndexResponse) -> None:
         for n, r in enumerate(self._forwarded):
             if r.ctx == m.ctx and r.leader == m.src:
                 del self._forwarded[n]
                 if m.ok:
-                    self._read_states.append(ReadState(m.ctx, m.index))
+                    self._read_states.extend(ReadState(ctx, m.index) for ctx in r.ctxs)
                 else:
-                    self._failed_reads.append(m.ctx)
+                    self._failed_reads.extend(r.ctxs)
                 return
 
     # -- plumbing --------------------------------------------------------------------------

@@ -8,7 +8,8 @@ between two rounds share one round (one heartbeat per follower for any number of
 A new leader's reads wait until its no-op entry commits: only then does its commit index
 cover every entry committed by earlier leaders.
 
-Follower side: the read is forwarded to the leader, which answers with a confirmed index.
+Follower side: the reads made between two ready() calls go to the leader as one request
+(a batch id), which it answers with one confirmed index for all of them.
 """
 
 from __future__ import annotations
@@ -75,8 +76,10 @@ class LeaderReads:
 
 @attrs.define
 class ForwardedRead:
-    """A follower's read waiting for the leader's ReadIndexResponse."""
+    """A follower's batch of reads waiting for the leader's ReadIndexResponse: one request
+    (``ctx``, the batch's id) for every read (``ctxs``) made between two ready() calls."""
 
     ctx: bytes
     leader: int
-    age: int = 0  # ticks since it was sent; it fails after an election timeout
+    ctxs: list[bytes]
+    age: int = 0  # ticks since it was sent; it fails after read_timeout_ticks

@@ -1,6 +1,6 @@
-"""Failover time of a 3-node RaftKV cluster: kill -9 the leader under writes, 10 times.
+"""Failover time of a 3-node RaftKV cluster: kill -9 the leader under writes, 20 times.
 
-Run: /work/venv/bin/python tests/bench/bench_failover.py [--rounds 10] [--timeout S] [--dir DIR]
+Run: .venv/bin/python tests/bench/bench_failover.py [--rounds 20] [--timeout S] [--dir DIR]
 
 Each round: find the leader; keep two writer connections per survivor busy with sequential
 SETs (each retried on an error reply, a client timeout or a dropped connection); SIGKILL the
@@ -18,7 +18,8 @@ leader; from then on, every 25 ms, send a one-shot SET on a fresh connection to 
   timeout) with when they ended.
 
 Then the killed node is restarted and the round ends once it is a follower of the new
-leader with everything applied. Targets of the issue: p50 < 300 ms, never > 1 s.
+leader with everything applied. Aim of issue 15: first OK p50 < 200 ms and max < 500 ms, every
+run (p90 printed too).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def caught_up(cluster: LocalCluster, node: int, leader: int) -> bool:
                 and int(mine["last_applied"]) >= int(lead["commit_index"]))
 
 
-def one_round(cluster: LocalCluster, timeout: float) -> dict[str, object]:
+def one_round(cluster: LocalCluster, timeout: float, pause: bool = False) -> dict[str, object]:
     leader, survivors = roles(cluster)
     term0 = int((cluster.info(leader) or {}).get("term", 0))
     rnd = Round()
@@ -153,7 +154,10 @@ def one_round(cluster: LocalCluster, timeout: float) -> dict[str, object]:
     time.sleep(0.3)  # steady writes, so requests are in flight when the leader dies
     with rnd.lock:
         rnd.t_kill = t_kill = time.monotonic()
-    cluster.kill(leader)
+    if pause:
+        cluster.pause(leader)  # SIGSTOP: its sockets stay open (a hung process, a dead host)
+    else:
+        cluster.kill(leader)
     t_agreed = new_leader = None
     next_probe, n_probe = time.monotonic(), 0
     deadline = t_kill + max(15.0, timeout + 5)
@@ -198,6 +202,8 @@ def one_round(cluster: LocalCluster, timeout: float) -> dict[str, object]:
         }
     # Bring the victim back and wait until it follows the new leader and has applied all.
     t0 = time.monotonic()
+    if pause:
+        cluster.kill(leader)  # KILL ends a stopped process as it is (never CONT first)
     cluster.start(leader)
     new = cluster.wait_for_leader(timeout=30)
     while not caught_up(cluster, leader, new):
@@ -217,21 +223,24 @@ def summary(name: str, values: list[float | None]) -> str:
     missing = len(values) - len(got)
     if not got:
         return f"{name}: no round succeeded"
-    ok = percentile(got, 50) < 300 and got[-1] <= 1000 and not missing
-    return (f"{name}: p50 {percentile(got, 50):.0f} ms, max {got[-1]:.0f} ms, "
-            f"min {got[0]:.0f} ms; > 300 ms: {sum(t > 300 for t in got)}, "
-            f"> 1 s: {sum(t > 1000 for t in got)}"
+    ok = percentile(got, 50) < 200 and got[-1] < 500 and not missing
+    return (f"{name}: p50 {percentile(got, 50):.0f} ms, p90 {percentile(got, 90):.0f} ms, "
+            f"max {got[-1]:.0f} ms, min {got[0]:.0f} ms; > 200 ms: {sum(t > 200 for t in got)}, "
+            f"> 500 ms: {sum(t > 500 for t in got)}"
             + (f", never: {missing}" if missing else "")
-            + f"  -> target (p50 < 300 ms, max <= 1 s) {'met' if ok else 'NOT met'}")
+            + f"  -> aim (p50 < 200 ms, max < 500 ms) {'met' if ok else 'NOT met'}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--timeout", type=float, default=10.0,
                     help="client socket timeout, s (above the server's 5 s request timeout, "
                          "so the server's own replies are seen)")
     ap.add_argument("--dir", default=None, help="scratch base directory (a real disk)")
+    ap.add_argument("--pause", action="store_true",
+                    help="SIGSTOP the leader instead of kill -9: nothing closes its sockets, so "
+                         "the survivors find out by their election timeout alone")
     args = ap.parse_args()
     rounds: list[dict[str, object]] = []
     print(load_line())
@@ -240,7 +249,7 @@ def main() -> int:
         for n in range(1, args.rounds + 1):
             for death in revive_dead(cluster):
                 print(f"before round {n}: {death} (restarted)")
-            r = one_round(cluster, args.timeout)
+            r = one_round(cluster, args.timeout, args.pause)
             rounds.append(r)
             print(f"round {n:2}: killed n{r['killed']} -> n{r['new_leader']}; "
                   f"first OK {ms(r['first_ok_ms'])} ({r['by']}); "
@@ -248,7 +257,8 @@ def main() -> int:
                   f"leader agreed {ms(r['agreed_ms'])}; rejoin {r['rejoin_s']:.1f} s\n"
                   f"          errors after kill: {r['errors'] or '-'}; "
                   f"in flight at kill: {r['inflight'] or '-'}", flush=True)
-    print(f"\n{len(rounds)} rounds of kill -9 leader (3 nodes, fsync always, "
+    how = "SIGSTOP" if args.pause else "kill -9"
+    print(f"\n{len(rounds)} rounds of {how} leader (3 nodes, fsync always, "
           f"client timeout {args.timeout:g} s)")
     print(summary("first successful write through a survivor ",
                   [r["first_ok_ms"] for r in rounds]))  # type: ignore[misc]

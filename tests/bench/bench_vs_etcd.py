@@ -21,12 +21,16 @@ alternating (the order flips every round, so neither always gets the quieter mom
 It prints every round's figures, the medians, the ratios RaftKV/etcd with the issue's aim
 for each, the disk's raw fsync time (write+fsync of 100 bytes, tests/bench/bench_wal.py),
 the load average (the machine is shared: say so with the figures) and any leader change of
-either system outside the failover kills. ``--stability S`` adds S seconds of c50 SET plus
-c50 GET on a separate RaftKV cluster snapshotting every 10k entries, and reports leader
-changes (bench_latency.py's INFO watcher). ``--baseline REF`` adds a third system: a
-second 3-node RaftKV running the code of git ref REF (``git archive`` into the scratch
-directory), measured in the same rounds, so a change is judged before/after in one
-invocation on the same machine state. Every process started is killed on exit.
+either system outside the failover kills. ``--stability S`` adds S seconds of c50 SET (over
+100k random keys) plus c50 GET on a separate RaftKV cluster snapshotting every 10k entries,
+with one follower killed a quarter of the way in and restarted once the leader's log is
+compacted past it (so it catches up by snapshot under the load), and reports leader changes
+(bench_latency.py's INFO watcher) and whether that follower installed a snapshot. With
+``--rounds 0 --stability S --failover-kills K`` the K kills follow in the same run.
+``--baseline REF`` adds a third system: a second 3-node RaftKV running the code of git ref
+REF (``git archive`` into the scratch directory), measured in the same rounds, so a change
+is judged before/after in one invocation on the same machine state. Every process started
+is killed on exit.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from common import (
     redis_benchmark,
     revive_dead,
     roles,
+    save_logs,
     scratch_dir,
 )
 
@@ -365,56 +370,194 @@ def report(rounds: list[dict[str, dict[str, Figure]]], fails: dict[str, list[flo
 # -- stability --------------------------------------------------------------------------
 
 
-def stability(work: Path, seconds: float, snapshot_every: int) -> None:
-    """c50 SET + c50 GET on the leader for ``seconds`` (snapshots every ``snapshot_every``
-    entries); report leader changes seen by INFO polling and the snapshots taken."""
+def stability(work: Path, seconds: float, snapshot_every: int,
+              keyspace: int = 100_000) -> bool:
+    """c50 SET + c50 GET on the leader for ``seconds`` (SET over ``keyspace`` random keys,
+    snapshots every ``snapshot_every`` entries); a quarter of the way in, one follower is
+    killed (-9) and, once the leader has compacted its log past what that follower holds,
+    restarted, so it must catch up by snapshot while the load goes on. Reports leader
+    changes seen by INFO polling (the restarted follower's own view is ignored while it is
+    down and until it follows again), the snapshots taken, and whether the restarted
+    follower installed a snapshot. True if no leader changed and it did."""
     cluster = LocalCluster(work, nodes=3, fsync="always",
                            extra_args=["--snapshot-entries", str(snapshot_every)])
     try:
         cluster.start()
-        leader, _ = roles(cluster)
+        leader, followers = roles(cluster)
         port = cluster.client_addr(leader)[1]
-        watcher = Watcher(cluster)
+        watcher = RestartAwareWatcher(cluster)
         watcher.thread.start()
         cpu = CpuSampler(cluster)
         terms0 = raft_terms(cluster)
-        deadline = time.monotonic() + seconds
+        t0 = time.monotonic()
+        deadline = t0 + seconds
         done: dict[str, list[float]] = {"SET": [], "GET": []}
 
         def loop(test: str) -> None:  # short runs, so the load ends near the deadline
+            extra = ["-r", str(keyspace)] if test == "SET" else []
             while time.monotonic() < deadline:
-                f = rb(port, test, 5_000, 50)
-                done[test].append(f.rps)
+                run = redis_benchmark(port, test.lower(), 5_000, 50, extra=extra)
+                row = run.rows.get(test)
+                done[test].append(row.rps if row is not None else 0.0)
 
         threads = [threading.Thread(target=loop, args=(t,), daemon=True) for t in done]
-        t0 = time.monotonic()
         for t in threads:
             t.start()
+        restart = restart_follower(cluster, watcher, leader, followers[0],
+                                   t0 + seconds / 4, deadline)
         for t in threads:
             t.join()
         loaded = time.monotonic() - t0
+        if restart["restarted_at"] is not None:  # let it finish catching up, if it has not
+            wait_caught_up(cluster, leader, followers[0], time.monotonic() + 30)
         watcher.stop.set()
         watcher.thread.join()
         terms1 = raft_terms(cluster)
         snaps = {i: (cluster.info(i, 2.0) or {}).get("snapshot_index") for i in cluster.nodes}
-        print(f"\nstability: {loaded:.0f} s of SET c50 + GET c50 on leader n{leader}, "
-              f"--snapshot-entries {snapshot_every}")
+        installs = count_lines(cluster, followers[0], "snapshot installed")
+        print(f"\nstability: {loaded:.0f} s of SET c50 (-r {keyspace}) + GET c50 on leader "
+              f"n{leader}, --snapshot-entries {snapshot_every}")
         for test, rps in done.items():
             print(f"  {test}: {len(rps)} runs of 5k, ops/s median "
                   f"{statistics.median(rps) if rps else 0:.0f}")
         print(f"  terms before {terms0} after {terms1}; snapshot_index {snaps}")
+        print(f"  follower n{followers[0]}: {restart['note']}; snapshots installed since its "
+              f"restart: {installs - restart['installs_before']}")
         print("  slowest INFO answer: "
               + ", ".join(f"n{i} {v * 1000:.0f} ms" for i, v in watcher.slowest.items()))
         for line in watcher.changes:
             print("  CHANGE " + line)
         print("  " + cpu.report())
-        print("  result: " + ("LEADER CHANGE under load" if watcher.changes or terms0 != terms1
-                              else "no leader change"))
+        changed = bool(watcher.changes) or terms0 != terms1
+        if changed:
+            print(f"  node logs kept in {save_logs(cluster, 'stability')}")
+        by_snapshot = installs > restart["installs_before"]
+        print("  result: " + ("LEADER CHANGE under load" if changed else "no leader change")
+              + ("; the restarted follower caught up by snapshot" if by_snapshot
+                 else "; the restarted follower did NOT install a snapshot"))
+        return not changed and by_snapshot
     finally:
         cluster.close()
 
 
+class RestartAwareWatcher(Watcher):
+    """bench_latency's INFO watcher, told which node is down on purpose: its view is not
+    polled meanwhile, and is taken afresh once it follows a leader again."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        super().__init__(cluster)
+        self.away: set[int] = set()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            for i in self.cluster.nodes:
+                if i in self.away:
+                    continue
+                t = time.monotonic()
+                info = self.cluster.info(i, timeout=5.0)
+                self.slowest[i] = max(self.slowest[i], time.monotonic() - t)
+                if info is None:
+                    self.failed[i] += 1
+                    continue
+                now = (int(info["term"]), int(info["leader_id"]))
+                if i in self.seen and self.seen[i] != now:
+                    self.changes.append(f"t={t - self.t0:5.1f}s n{i}: term/leader "
+                                        f"{self.seen[i]} -> {now} (role {info['role']})")
+                self.seen[i] = now
+
+
+def count_lines(cluster: LocalCluster, node: int, text: str) -> int:
+    path = cluster.nodes[node].log_path
+    return path.read_text(errors="replace").count(text) if path.exists() else 0
+
+
+def wait_caught_up(cluster: LocalCluster, leader: int, node: int, until: float) -> bool:
+    """Poll until ``node`` follows ``leader`` and has applied the leader's commit index."""
+    while time.monotonic() < until:
+        lead, mine = cluster.info(leader, 2.0), cluster.info(node, 2.0)
+        if (lead and mine and int(mine["leader_id"]) == leader
+                and int(mine["last_applied"]) >= int(lead["commit_index"])):
+            return True
+        time.sleep(0.2)  # polling other processes: there is no event to wait on
+    return False
+
+
+def restart_follower(cluster: LocalCluster, watcher: RestartAwareWatcher, leader: int,
+                     node: int, at: float, deadline: float,
+                     margin: int = 2_000) -> dict[str, object]:
+    """At ``at``, kill -9 follower ``node``; restart it once the leader's snapshot index is
+    past the last entry it had (its log is compacted away: only a snapshot can bring it
+    back). Returns what happened, for the report."""
+    out: dict[str, object] = {"restarted_at": None, "installs_before": 0,
+                              "note": "not restarted (the load ended first)"}
+    time.sleep(max(0.0, at - time.monotonic()))  # a deadline in the load, not a sync
+    info = cluster.info(node, 2.0) or {}
+    # A few more entries may reach it between this INFO and the kill: ask for a margin.
+    had = int(info.get("last_log_index", 0)) + margin
+    watcher.away.add(node)
+    watcher.seen.pop(node, None)
+    cluster.kill(node)
+    t_kill = time.monotonic()
+    while time.monotonic() < deadline:
+        snap = int((cluster.info(leader, 2.0) or {}).get("snapshot_index", 0))
+        if snap > had:
+            break
+        time.sleep(0.2)  # polling the leader: there is no event to wait on
+    else:
+        cluster.start(node)
+        watcher.away.discard(node)
+        out["note"] = f"killed at index {had}; the leader never compacted past it"
+        return out
+    out["installs_before"] = count_lines(cluster, node, "snapshot installed")
+    cluster.start(node)
+    out["restarted_at"] = time.monotonic()
+    caught = wait_caught_up(cluster, leader, node, max(deadline, time.monotonic() + 30))
+    watcher.away.discard(node)
+    out["note"] = (f"killed at index {had} {t_kill - watcher.t0:.1f} s in, restarted after "
+                   f"the leader's snapshot passed it, "
+                   + (f"caught up in {time.monotonic() - out['restarted_at']:.1f} s"  # type: ignore[operator]
+                      if caught else "NOT caught up"))
+    return out
+
+
 # -- main -------------------------------------------------------------------------------
+
+
+def run_rounds(n_rounds: int, kills: int, z: Sizes, work: Path, etcd: Etcd,
+               clusters: dict[str, LocalCluster],
+               rounds: list[dict[str, dict[str, Figure]]],
+               fails: dict[str, list[float | None]]) -> None:
+    """Issue 15's rows, the systems alternating, for ``n_rounds``; then the failover kills.
+    Fills ``rounds`` and ``fails``."""
+    eterms0 = etcd.raft_terms()
+    rterms0 = {name: raft_terms(c) for name, c in clusters.items()}
+    for n in range(n_rounds):
+        got: dict[str, dict[str, Figure]] = {}
+        steps: list[Callable[[], None]] = [
+            lambda got=got: got.__setitem__("etcd", etcd_round(etcd, work, z))]
+        steps += [lambda got=got, name=name, c=c: got.__setitem__(name, raft_round(c, z))
+                  for name, c in clusters.items()]
+        shift = n % len(steps)  # rotate the order: nobody always gets the quiet moment
+        for step in steps[shift:] + steps[:shift]:
+            step()
+        rounds.append({"raftkv": got["raftkv"], **{k: v for k, v in got.items()
+                                                   if k != "raftkv"}})
+        print(f"\nround {n + 1} ({load_line()})")
+        for row in got["raftkv"]:
+            for name in [*clusters, "etcd"]:
+                if row in got[name]:
+                    print(f"  {row:<18} {name:<14} {fmt(got[name][row])}")
+        print(flush=True)
+    print(f"leader changes outside the kills: etcd terms {eterms0} -> {etcd.raft_terms()}, "
+          + ", ".join(f"{name} terms {rterms0[name]} -> {raft_terms(c)}"
+                      for name, c in clusters.items()))
+    for n in range(n_rounds if kills else 0):
+        for name, c in clusters.items():
+            f = failovers(c, kills)
+            fails.setdefault(name, []).extend(f)
+            print("failover round {} {}: first OK after kill -9 leader: {}".format(
+                n + 1, name, ", ".join("never" if v is None else f"{v:.0f} ms" for v in f)),
+                flush=True)
 
 
 def main() -> int:
@@ -422,7 +565,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     ap.add_argument("--failover-kills", type=int, default=None,
-                    help="kill -9 leader rounds per round (default 7, quick 1)")
+                    help="kill -9 leader rounds per round (default 7, quick 1); with "
+                         "--rounds 0 --stability S, that many kills after the stability run")
     ap.add_argument("--stability", type=float, default=0.0,
                     help="seconds of c50 SET + c50 GET with snapshots every 10k (0: skip)")
     ap.add_argument("--baseline", default=None, metavar="REF",
@@ -431,7 +575,8 @@ def main() -> int:
     args = ap.parse_args()
     z = (Sizes(seconds=3, n50=10_000, n1=500, nP=30_000) if args.quick
          else Sizes(seconds=8, n50=30_000, n1=2_000, nP=100_000))
-    kills = args.failover_kills if args.failover_kills is not None else (1 if args.quick else 7)
+    kills = args.failover_kills if args.failover_kills is not None else (
+        (1 if args.quick else 7) if args.rounds else 0)
     ensure_packages()
     started = time.monotonic()
     print(load_line(), flush=True)
@@ -440,45 +585,33 @@ def main() -> int:
     with scratch_dir(args.dir, "bench-vs-etcd-") as work, contextlib.ExitStack() as stack:
         fsync_us = 1e6 / raw_fsync_rate(str(work), 2.0)
         print(f"disk: write+fsync of 100 B takes {fsync_us:.0f} us ({work})", flush=True)
-        etcd = stack.enter_context(etcd_cluster(work / "etcd"))
-        clusters = {"raftkv": stack.enter_context(raft_cluster(work / "raftkv", fsync="always"))}
-        if args.baseline:
-            clusters[f"raftkv@{args.baseline}"] = stack.enter_context(
-                baseline_cluster(work / "baseline", args.baseline))
-        eterms0 = etcd.raft_terms()
-        rterms0 = {name: raft_terms(c) for name, c in clusters.items()}
-        for n in range(args.rounds):
-            got: dict[str, dict[str, Figure]] = {}
-            steps: list[Callable[[], None]] = [
-                lambda got=got: got.__setitem__("etcd", etcd_round(etcd, work, z))]
-            steps += [lambda got=got, name=name, c=c: got.__setitem__(name, raft_round(c, z))
-                      for name, c in clusters.items()]
-            shift = n % len(steps)  # rotate the order: nobody always gets the quiet moment
-            for step in steps[shift:] + steps[:shift]:
-                step()
-            rounds.append({"raftkv": got["raftkv"], **{k: v for k, v in got.items()
-                                                       if k != "raftkv"}})
-            print(f"\nround {n + 1} ({load_line()})")
-            for row in got["raftkv"]:
-                for name in [*clusters, "etcd"]:
-                    if row in got[name]:
-                        print(f"  {row:<18} {name:<14} {fmt(got[name][row])}")
-            print(flush=True)
-        print(f"leader changes outside the kills: etcd terms {eterms0} -> {etcd.raft_terms()}, "
-              + ", ".join(f"{name} terms {rterms0[name]} -> {raft_terms(c)}"
-                          for name, c in clusters.items()))
-        for n in range(args.rounds if kills else 0):
-            for name, c in clusters.items():
-                f = failovers(c, kills)
-                fails.setdefault(name, []).extend(f)
-                print("failover round {} {}: first OK after kill -9 leader: {}".format(
-                    n + 1, name, ", ".join("never" if v is None else f"{v:.0f} ms" for v in f)),
-                    flush=True)
+        if args.rounds:  # --rounds 0: no idle clusters beside the stability run
+            etcd = stack.enter_context(etcd_cluster(work / "etcd"))
+            clusters = {"raftkv": stack.enter_context(raft_cluster(work / "raftkv",
+                                                                   fsync="always"))}
+            if args.baseline:
+                clusters[f"raftkv@{args.baseline}"] = stack.enter_context(
+                    baseline_cluster(work / "baseline", args.baseline))
+            run_rounds(args.rounds, kills, z, work, etcd, clusters, rounds, fails)
         stack.close()
         if rounds:  # --rounds 0: only the stability run
             report(rounds, fails, fsync_us)
         if args.stability:
             stability(work / "stability", args.stability, 10_000)
+        if not rounds and args.stability and kills:
+            # --rounds 0 --stability S --failover-kills K: the failover rows in the same run
+            # as the stability check (issue 15), on a fresh cluster.
+            with raft_cluster(work / "failover", fsync="always") as c:
+                f = failovers(c, kills)
+            got = sorted(v for v in f if v is not None)
+            print(f"\nfailover, {len(f)} kills of the leader: first OK after kill -9: "
+                  + ", ".join("never" if v is None else f"{v:.0f} ms" for v in f))
+            if got:
+                print(f"  p50 {percentile(got, 50):.0f} ms, p90 {percentile(got, 90):.0f} ms, "
+                      f"max {got[-1]:.0f} ms, never {len(f) - len(got)}  -> aim (p50 < 200, "
+                      f"max < 500, every run) "
+                      + ("met" if percentile(got, 50) < 200 and got[-1] < 500
+                         and len(got) == len(f) else "NOT met"))
     print(f"\n{load_line()}; wall time {time.monotonic() - started:.0f} s")
     return 0
 

@@ -12,6 +12,7 @@ import random
 import socket
 from collections.abc import Callable, Iterator
 from functools import partial
+from typing import Any
 
 import attrs
 import pytest
@@ -84,6 +85,7 @@ async def start(
     validate: Callable[[object], None] | None = None,
     secret: bytes | None = None,
     tls: PeerTLS | None = None,
+    **extra: Any,
 ) -> Peer:
     send, recv = trio.open_memory_channel[Note](inbox_size)
     t = PeerTransport(
@@ -99,6 +101,7 @@ async def start(
         validate=validate,
         secret=secret,
         tls=tls,
+        **extra,
     )
     scope, stopped = trio.CancelScope(), trio.Event()
 

@@ -110,7 +110,7 @@ def test_read_on_a_follower() -> None:
     follower = c.nodes[2]
     follower.read_index(b"f")
     (req,) = c.take(lambda m: isinstance(m, ReadIndexRequest))
-    assert (req.src, req.dst, req.ctx) == (2, 1, b"f")
+    assert (req.src, req.dst) == (2, 1)  # its ctx is the batch's id (below)
     c.deliver(req)
     c.run()
     responses = [m for m in c.sent if isinstance(m, ReadIndexResponse)]
@@ -198,3 +198,91 @@ def test_a_leader_takes_no_ack_for_a_round_it_has_not_opened() -> None:
     c.heal()
     c.tick(FAST.heartbeat_ticks)
     assert [rs.ctx for rs in c.read_states[1]] == [b"r"]
+
+
+def test_a_followers_reads_between_two_readies_share_one_request_and_one_answer() -> None:
+    c = _cluster()
+    follower = c.nodes[2]
+    for ctx in (b"a", b"b", b"c"):
+        follower.read_index(ctx)
+    (req,) = c.take(lambda m: isinstance(m, ReadIndexRequest))
+    assert req.ctx not in (b"a", b"b", b"c")
+    follower.read_index(b"d")  # after that ready(): the next batch
+    (req2,) = c.take(lambda m: isinstance(m, ReadIndexRequest))
+    assert req2.ctx != req.ctx
+    for r in (req, req2):
+        c.deliver(r)
+    c.run()
+    responses = [m for m in c.sent if isinstance(m, ReadIndexResponse)]
+    assert len(responses) == 2  # one answer per batch, not per read
+    index = c.nodes[1].commit_index
+    assert c.read_states[2] == [ReadState(ctx, index) for ctx in (b"a", b"b", b"c", b"d")]
+
+
+def test_a_batch_fails_whole_and_unsent_reads_fail_with_a_leader_change() -> None:
+    c = _cluster()
+    c.nodes[2].read_index(b"x")
+    c.nodes[2].read_index(b"y")
+    (req,) = c.take(lambda m: isinstance(m, ReadIndexRequest))
+    c.nodes[2].step(ReadIndexResponse(req.term, 1, 2, req.ctx, 0, False))
+    c.flush()
+    assert c.failed_reads[2] == [b"x", b"y"]
+    c.nodes[2].read_index(b"z")  # not sent yet when a new term's leader speaks
+    c.nodes[2].step(AppendEntries(c.nodes[1].term + 1, 3, 2, 0, 0, (), 0, 0))
+    c.flush()
+    assert c.failed_reads[2] == [b"x", b"y", b"z"]
+    assert not c.take(lambda m: isinstance(m, ReadIndexRequest))
+
+
+def test_an_answer_to_a_batch_sent_before_a_restart_serves_no_later_read() -> None:
+    # The leader's answer carries an index confirmed before the follower restarted; a read
+    # made after the restart may need a later one (a write acknowledged in between).
+    c = _cluster()
+    c.nodes[2].read_index(b"before")
+    (old,) = c.take(lambda m: isinstance(m, ReadIndexRequest))
+    c.crash(2)
+    c.start(2)
+    c.tick(FAST.heartbeat_ticks)  # it hears the leader again
+    assert c.nodes[2].leader_id == 1
+    c.nodes[2].read_index(b"after")
+    (new,) = c.take(lambda m: isinstance(m, ReadIndexRequest))
+    assert new.ctx != old.ctx
+    c.nodes[2].step(ReadIndexResponse(old.term, 1, 2, old.ctx, 1, True))
+    c.flush()
+    assert c.read_states[2] == []
+
+
+@pytest.mark.parametrize(("n", "at_once"), [(3, True), (5, False)])
+def test_a_voters_request_counts_as_its_ack_so_three_voters_need_no_round(
+        n: int, at_once: bool) -> None:
+    # With 3 voters, the requesting follower and the leader are a quorum: the request, sent
+    # at the leader's term after the reads began, is the follower's ack. With 5 they are
+    # not, and the leader still confirms with a heartbeat round.
+    c = _cluster(n)
+    c.nodes[2].read_index(b"r")
+    (req,) = c.take(lambda m: isinstance(m, ReadIndexRequest))
+    c.deliver(req)
+    rd = c.handle(1)  # the leader's next Ready, handled as the runtime would
+    assert rd is not None
+    answers = [m for m in rd.messages if isinstance(m, ReadIndexResponse)]
+    beats = [m for m in rd.messages if isinstance(m, AppendEntries)]
+    if at_once:
+        assert [(m.dst, m.ok, m.index) for m in answers] == [(2, True, c.nodes[1].commit_index)]
+        assert beats == []
+    else:
+        assert answers == [] and len(beats) == n - 1
+    c.run()
+    assert c.read_states[2] == [ReadState(b"r", c.nodes[1].commit_index)]
+
+
+def test_a_learners_request_still_takes_a_round() -> None:
+    c = Cluster(3, config=FAST, learners=[3])
+    c.elect(1)
+    c.tick(FAST.heartbeat_ticks)  # the learner hears its leader
+    c.nodes[3].read_index(b"l")
+    (req,) = c.take(lambda m: isinstance(m, ReadIndexRequest))
+    c.deliver(req)
+    rd = c.handle(1)
+    assert rd is not None
+    assert not [m for m in rd.messages if isinstance(m, ReadIndexResponse)]
+    assert sorted(m.dst for m in rd.messages if isinstance(m, AppendEntries)) == [2, 3]

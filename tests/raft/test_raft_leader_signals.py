@@ -1,0 +1,141 @@
+"""The runtime's two hints about the leader (RaftCore.leader_activity, leader_unreachable):
+they move a follower's election timer and leader hint, never a term, a vote or the log."""
+
+from __future__ import annotations
+
+from raft_harness import FAST, Cluster
+
+from raftkv.raft import Role
+from wire.raft import HardState
+
+
+def _healthy() -> Cluster:
+    c = Cluster(3, config=FAST)
+    c.elect(1)
+    c.tick(3)
+    return c
+
+
+def _hard(c: Cluster, i: int) -> HardState:
+    n = c.nodes[i]
+    return HardState(n.term, n.vote, n.commit_index)
+
+
+# -- leader_activity (issue 12: a large frame from the leader still arriving) ----------------
+
+
+def test_activity_from_the_leader_holds_off_an_election() -> None:
+    c = _healthy()
+    c.isolate(1)  # no message gets through; only the runtime's activity hint
+    before = _hard(c, 2)
+    for _ in range(3 * FAST.election_ticks):
+        c.nodes[2].leader_activity(1)
+        c.tick(1, nodes=[2])
+    assert c.nodes[2].role is Role.FOLLOWER and c.nodes[2].leader_id == 1
+    assert _hard(c, 2) == before  # no term, vote or commit change
+    # The contrast: without the hint the same follower campaigns within 2 timeouts.
+    c.tick(2 * FAST.election_ticks, nodes=[2])
+    assert c.nodes[2].role is not Role.FOLLOWER
+
+
+def test_activity_from_anyone_but_the_leader_is_ignored() -> None:
+    c = _healthy()
+    c.isolate(1)
+    for _ in range(2 * FAST.election_ticks):
+        c.nodes[2].leader_activity(3)  # a follower, not our leader
+        c.nodes[2].leader_activity(0)
+        c.nodes[2].leader_activity(99)
+        c.tick(1, nodes=[2])
+    assert c.nodes[2].role is not Role.FOLLOWER
+
+
+def test_activity_changes_nothing_for_a_candidate_or_a_leader() -> None:
+    c = _healthy()
+    leader = c.nodes[1]
+    elapsed = leader.election_elapsed
+    leader.leader_activity(1)
+    assert leader.election_elapsed == elapsed and leader.role is Role.LEADER
+    c.isolate(2)
+    c.tick(2 * FAST.election_ticks, nodes=[2])
+    assert c.nodes[2].role is Role.PRE_CANDIDATE  # it forgot leader 1 when it campaigned
+    c.nodes[2].leader_activity(1)
+    assert c.nodes[2].role is Role.PRE_CANDIDATE and c.nodes[2].leader_id == 0
+
+
+# -- leader_unreachable (its process is gone: kill -9, crash on a host that stays up) ----------
+
+
+def test_an_unreachable_leader_is_replaced_at_the_next_tick() -> None:
+    c = _healthy()
+    term = c.nodes[1].term
+    c.crash(1)
+    for i in (2, 3):
+        c.nodes[i].leader_unreachable(1)
+        assert c.nodes[i].leader_id == 0 and c.nodes[i].term == term  # nothing else yet
+    c.tick(1, nodes=[2, 3])
+    # The lowest id campaigns first, one tick later; the next stands by one heartbeat longer
+    # (so they do not split the vote), and grants it.
+    assert c.leaders() == [2] and c.nodes[2].term == term + 1
+    assert c.nodes[3].leader_id == 2
+
+
+def test_without_the_hint_the_same_crash_waits_for_the_election_timeout() -> None:
+    c = _healthy()
+    c.crash(1)
+    c.tick(2 * FAST.heartbeat_ticks + 1, nodes=[2, 3])
+    assert c.leaders() == []  # FAST's election timeout is 10-19 ticks from the last heartbeat
+
+
+def test_one_survivor_told_is_enough_its_pre_vote_is_granted() -> None:
+    # Node 3 has not noticed yet and still holds the lease when node 2's pre-vote comes, so
+    # it ignores it; node 2 is then no leader's follower and grants node 3's later pre-vote,
+    # or wins once node 3 also times out. Either way a leader comes, as without the hint.
+    c = _healthy()
+    c.crash(1)
+    c.nodes[2].leader_unreachable(1)
+    c.tick(1, nodes=[2, 3])
+    assert c.nodes[2].role is Role.PRE_CANDIDATE and c.leaders() == []  # node 3's lease
+    c.tick(3 * FAST.election_ticks, nodes=[2, 3])
+    (lead,) = c.leaders()
+    assert lead in (2, 3)
+
+
+def test_a_false_alarm_with_a_live_leader_changes_no_term() -> None:
+    # The hint is wrong (node 1 is alive): node 2 campaigns, but node 3 still hears the
+    # leader (the lease) and the leader is inside its own, so the pre-vote fails and node 2
+    # follows the leader again at its next heartbeat.
+    c = _healthy()
+    term = c.nodes[1].term
+    c.nodes[2].leader_unreachable(1)
+    c.tick(2 * FAST.heartbeat_ticks + 1)
+    assert c.leaders() == [1] and all(n.term == term for n in c.nodes.values())
+    assert c.nodes[2].role is Role.FOLLOWER and c.nodes[2].leader_id == 1
+
+
+def test_unreachable_about_another_node_is_ignored() -> None:
+    c = _healthy()
+    before = (c.nodes[2].leader_id, c.nodes[2]._randomized_timeout)
+    c.nodes[2].leader_unreachable(3)
+    c.nodes[2].leader_unreachable(0)
+    assert (c.nodes[2].leader_id, c.nodes[2]._randomized_timeout) == before
+    c.nodes[1].leader_unreachable(1)  # a leader told about itself: nothing
+    assert c.nodes[1].role is Role.LEADER
+
+
+def test_reads_forwarded_to_an_unreachable_leader_fail_at_once() -> None:
+    c = _healthy()
+    c.crash(1)
+    c.nodes[2].read_index(b"r1")
+    c.nodes[2].leader_unreachable(1)
+    c.flush()
+    assert c.failed_reads[2] == [b"r1"]
+
+
+def test_after_a_false_alarm_the_full_election_timeout_is_back() -> None:
+    c = _healthy()
+    c.nodes[3].leader_unreachable(1)  # node 3 would campaign a heartbeat after node 2
+    assert c.nodes[3]._randomized_timeout < FAST.election_ticks
+    c.tick(FAST.heartbeat_ticks, nodes=[1])  # the live leader's heartbeat reaches it first
+    assert c.nodes[3].leader_id == 1
+    # Or it would campaign a few ticks after every heartbeat from now on.
+    assert c.nodes[3]._randomized_timeout >= FAST.election_ticks
