@@ -46,6 +46,7 @@ from raftkv.server.client_buffers import ClientBuffers
 from raftkv.server.client_tls import ClientTLS
 from raftkv.server.commands import execute, is_write
 from raftkv.server.connection import Connection
+from raftkv.server.gc_watch import GcWatch
 from raftkv.server.limits import ClientLimits, cap_max_clients
 from raftkv.server.loop_lag import LoopLagMonitor
 from raftkv.server.output_buffer import reply_size
@@ -169,6 +170,7 @@ class ClientServer:
         # The same per source (source_key), oldest first, each with the scope that evicts it.
         self._new_by_source: dict[str, dict[int, trio.CancelScope]] = {}
         self.loop_lag = LoopLagMonitor()
+        self.gc_watch = GcWatch()  # full collections: a cause of loop stalls
         self.stats = {"rejected_connections": 0, "client_output_buffer_disconnects": 0,
                       "client_protocol_errors": 0, "client_timeouts": 0,
                       "accept_capacity_errors": 0, "client_buffer_total_disconnects": 0}
@@ -178,7 +180,8 @@ class ClientServer:
 
     def info(self) -> dict[str, Any]:
         tls = {"client_tls_handshake_failures": self.tls.failures} if self.tls else {}
-        return {**self.stats, **self.loop_lag.info(), **self.acl.stats,
+        return {**self.stats, **self.loop_lag.info(), **self.gc_watch.info(),
+                **self.acl.stats,
                 **self.pubsub.info(), **tls}
 
     def clients_info(self) -> dict[str, Any]:
@@ -195,6 +198,7 @@ class ClientServer:
         self.stats = dict.fromkeys(self.stats, 0)
         self.pubsub.reset_stats()
         self.loop_lag.reset()
+        self.gc_watch.reset()
 
     async def handle(self, stream: Any) -> None:
         """Serve one connection (a trio.SocketStream; TLS is layered on here)."""
@@ -562,6 +566,7 @@ async def serve_clients(server: ClientServer, *,
     listeners = await trio.open_tcp_listeners(port, host=host)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.loop_lag.run)
+        nursery.start_soon(server.gc_watch.run)
         nursery.start_soon(server.pubsub.run)  # Pub/Sub delivery, in slices
         for listener in listeners:
             nursery.start_soon(_accept_loop, server, listener, nursery)

@@ -4,8 +4,12 @@ maxclients under an open-file limit."""
 
 from __future__ import annotations
 
+import gc
 import resource
 import types
+
+import trio
+import trio.testing
 
 from raftkv.node.forwarding import Forwarder
 from raftkv.node.memory import OOM, MemoryGuard, grows_memory
@@ -13,6 +17,7 @@ from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
 from raftkv.raft import Role
+from raftkv.server.gc_watch import GcWatch
 from raftkv.server.limits import FD_RESERVE, clients_for_descriptors
 from raftkv.server.loop_lag import LoopLagMonitor
 from raftkv.server.output_buffer import reply_size
@@ -98,3 +103,21 @@ def test_maxclients_leaves_a_reserve_of_descriptors() -> None:
     assert clients_for_descriptors(100, 1_000_000) == 100
     assert clients_for_descriptors(100, 10) == 1  # still one, for an administrator
     assert clients_for_descriptors(100, resource.RLIM_INFINITY) == 100
+
+
+async def test_the_gc_watch_times_full_collections_only_while_it_runs() -> None:
+    watch = GcWatch()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch.run)
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect(0)  # a young pass is not a full one
+        assert watch.info()["gc_full_collections"] == 0
+        gc.collect()
+        gc.collect()
+        info = watch.info()
+        assert info["gc_full_collections"] == 2
+        assert info["gc_full_max_ms"] >= info["gc_full_last_ms"] > 0
+        nursery.cancel_scope.cancel()
+    assert watch.observe not in gc.callbacks
+    gc.collect()
+    assert watch.info()["gc_full_collections"] == 2
