@@ -19,7 +19,6 @@ numbers; what was still taken at face value, live:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -27,8 +26,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from backup_helpers import write_backup
 
-from raftkv.backup_file import BackupError, BackupHeader, BackupWriter, verify_backup
+from raftkv.backup_file import BackupError, verify_backup
 from raftkv.kv import KVStateMachine, decode_snapshot, encode_snapshot
 from raftkv.kv.changes import Change
 from raftkv.kv.codec import encode_entry
@@ -38,13 +38,7 @@ from raftkv.restore import RestoreError, restore
 
 
 def _write(path: Path, payload: bytes, **fields: object) -> str:
-    header = dict(cluster_id="old", index=5, term=2, keys=0, bytes=len(payload),
-                  sha256=hashlib.sha256(payload).hexdigest(), created="now", source="test")
-    header.update(fields)
-    writer = BackupWriter(str(path), BackupHeader(**header))  # type: ignore[arg-type]
-    writer.write(payload)
-    writer.finish()
-    return str(path)
+    return write_backup(path, payload, **{"keys": 0, **fields})
 
 
 def _state_with_script() -> bytes:

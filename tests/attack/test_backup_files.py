@@ -22,7 +22,6 @@ size in memory to verify or restore.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -30,8 +29,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from backup_helpers import write_backup
 
-from raftkv.backup_file import MAGIC, BackupError, BackupHeader, BackupWriter
+from raftkv.backup_file import MAGIC, BackupError
 from raftkv.kv import KVStateMachine
 from raftkv.kv.codec import encode_entry
 from raftkv.restore import RestoreError, restore
@@ -44,14 +44,6 @@ def _one_key_state() -> bytes:
     return kv.snapshot()
 
 
-def _write(path: Path, payload: bytes, **fields: object) -> str:
-    header = dict(cluster_id="old", index=5, term=2, keys=1, bytes=len(payload),
-                  sha256=hashlib.sha256(payload).hexdigest(), created="now", source="test")
-    header.update(fields)
-    writer = BackupWriter(str(path), BackupHeader(**header))  # type: ignore[arg-type]
-    writer.write(payload)
-    writer.finish()
-    return str(path)
 
 
 CRAFTED = {
@@ -70,7 +62,7 @@ def test_restore_refuses_a_file_that_cannot_make_a_working_node(tmp_path: Path,
     or that makes a data directory no node can run, instead of writing it and reporting
     success."""
     payload, fields = CRAFTED[case]
-    path = _write(tmp_path / "b.bk", _one_key_state() if payload is None else payload,
+    path = write_backup(tmp_path / "b.bk", _one_key_state() if payload is None else payload,
                   **fields)
     data_dir = tmp_path / "data"
     with pytest.raises((BackupError, RestoreError)):

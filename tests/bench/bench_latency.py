@@ -68,7 +68,8 @@ def stats_line(name: str, lat: list[float], ref: dict[str, float] | None) -> dic
 
 
 class Watcher:
-    """Polls INFO raft of every node; remembers terms, leaders and the slowest answer."""
+    """Polls INFO raft of every node; remembers terms, leaders and the slowest answer. A node
+    in ``away`` (down on purpose) is not polled, and its view is taken afresh once back."""
 
     def __init__(self, cluster: LocalCluster, every: float = 0.5) -> None:
         self.cluster = cluster
@@ -78,16 +79,18 @@ class Watcher:
         self.slowest: dict[int, float] = {i: 0.0 for i in cluster.nodes}
         self.failed: dict[int, int] = {i: 0 for i in cluster.nodes}
         self.seen: dict[int, tuple[int, int]] = {}  # node -> (term, leader)
+        self.away: set[int] = set()
         self.t0 = time.monotonic()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
         while not self.stop.wait(self.every):
             for i in self.cluster.nodes:
+                if i in self.away:
+                    continue
                 t = time.monotonic()
                 info = self.cluster.info(i, timeout=5.0)
-                dt = time.monotonic() - t
-                self.slowest[i] = max(self.slowest[i], dt)
+                self.slowest[i] = max(self.slowest[i], time.monotonic() - t)
                 if info is None:
                     self.failed[i] += 1
                     continue

@@ -29,7 +29,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import trio
-from common import _schedstat, load_line, median_ci, paired_ratios, roles, scratch_dir
+from common import (
+    _schedstat,
+    load_line,
+    median_ci,
+    paired_ratios,
+    raft_cluster,
+    roles,
+    scratch_dir,
+)
 
 from chaos.cluster import LocalCluster
 from wire.resp import encode_command
@@ -122,13 +130,8 @@ def node_cpu_ns(cluster: LocalCluster) -> dict[int, int]:
 def slow_election_cluster(work: Path) -> Iterator[LocalCluster]:
     """A started 3-node cluster (fsync always) with a long election timeout: on a loaded
     2-core machine a spurious election mid-round would end that round's clients."""
-    cluster = LocalCluster(work, extra_args=["--election-ticks", "100"])
-    try:
-        cluster.start()
-        cluster.wait_for_leader(timeout=30)
+    with raft_cluster(work, extra_args=["--election-ticks", "100"]) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def _ci(ratios: list[float]) -> str:

@@ -385,7 +385,7 @@ def stability(work: Path, seconds: float, snapshot_every: int,
         cluster.start()
         leader, followers = roles(cluster)
         port = cluster.client_addr(leader)[1]
-        watcher = RestartAwareWatcher(cluster)
+        watcher = Watcher(cluster)
         watcher.thread.start()
         cpu = CpuSampler(cluster)
         terms0 = raft_terms(cluster)
@@ -440,32 +440,6 @@ def stability(work: Path, seconds: float, snapshot_every: int,
         cluster.close()
 
 
-class RestartAwareWatcher(Watcher):
-    """bench_latency's INFO watcher, told which node is down on purpose: its view is not
-    polled meanwhile, and is taken afresh once it follows a leader again."""
-
-    def __init__(self, cluster: LocalCluster) -> None:
-        super().__init__(cluster)
-        self.away: set[int] = set()
-
-    def run(self) -> None:
-        while not self.stop.wait(self.every):
-            for i in self.cluster.nodes:
-                if i in self.away:
-                    continue
-                t = time.monotonic()
-                info = self.cluster.info(i, timeout=5.0)
-                self.slowest[i] = max(self.slowest[i], time.monotonic() - t)
-                if info is None:
-                    self.failed[i] += 1
-                    continue
-                now = (int(info["term"]), int(info["leader_id"]))
-                if i in self.seen and self.seen[i] != now:
-                    self.changes.append(f"t={t - self.t0:5.1f}s n{i}: term/leader "
-                                        f"{self.seen[i]} -> {now} (role {info['role']})")
-                self.seen[i] = now
-
-
 def count_lines(cluster: LocalCluster, node: int, text: str) -> int:
     path = cluster.nodes[node].log_path
     return path.read_text(errors="replace").count(text) if path.exists() else 0
@@ -482,7 +456,7 @@ def wait_caught_up(cluster: LocalCluster, leader: int, node: int, until: float) 
     return False
 
 
-def restart_follower(cluster: LocalCluster, watcher: RestartAwareWatcher, leader: int,
+def restart_follower(cluster: LocalCluster, watcher: Watcher, leader: int,
                      node: int, at: float, deadline: float,
                      margin: int = 2_000) -> dict[str, object]:
     """At ``at``, kill -9 follower ``node``; restart it once the leader's snapshot index is

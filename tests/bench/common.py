@@ -90,10 +90,11 @@ def kill_group(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 @contextlib.contextmanager
-def raft_cluster(workdir: Path, nodes: int = 3, fsync: str = "always") -> Iterator[LocalCluster]:
+def raft_cluster(workdir: Path, nodes: int = 3, fsync: str = "always",
+                 extra_args: Sequence[str] = ()) -> Iterator[LocalCluster]:
     """A started LocalCluster with an agreed leader; every node's group killed on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
-    cluster = LocalCluster(workdir, nodes=nodes, fsync=fsync)
+    cluster = LocalCluster(workdir, nodes=nodes, fsync=fsync, extra_args=list(extra_args))
     try:
         cluster.start()
         cluster.wait_for_leader(timeout=30)
