@@ -105,7 +105,9 @@ class RequestVoteResponse:
 @attrs.frozen
 class AppendEntries:
     """Entries after ``prev_index`` (empty for a heartbeat). ``seq`` is the leader's latest
-    ReadIndex round number when this was sent; the response echoes it."""
+    ReadIndex round number when this was sent; the response echoes it. ``quiet``: a
+    heartbeat that only carries a new commit index, which the follower answers only if it
+    rejects it (raftkv.raft.core: ``_reply_append``)."""
 
     term: int
     src: int
@@ -115,6 +117,7 @@ class AppendEntries:
     entries: tuple[Entry, ...]
     commit: int
     seq: int = 0
+    quiet: bool = False
 
 
 @record(tag=23)
