@@ -105,9 +105,7 @@ class RequestVoteResponse:
 @attrs.frozen
 class AppendEntries:
     """Entries after ``prev_index`` (empty for a heartbeat). ``seq`` is the leader's latest
-    ReadIndex round number when this was sent; the response echoes it. ``quiet``: a
-    heartbeat that only carries a new commit index, which the follower answers only if it
-    rejects it (raftkv.raft.core: ``_reply_append``)."""
+    ReadIndex round number when this was sent; the response echoes it."""
 
     term: int
     src: int
@@ -117,7 +115,6 @@ class AppendEntries:
     entries: tuple[Entry, ...]
     commit: int
     seq: int = 0
-    quiet: bool = False
 
 
 @record(tag=23)

@@ -887,12 +887,6 @@ class RaftCore:
         )
 
     def _reply_append(self, m: AppendEntries, success: bool, match: int) -> None:
-        if success and m.quiet and not m.entries:
-            # The leader's commit-only heartbeat (``AppendEntries.quiet``): it needs no
-            # answer, and at one client it was a third of a write's messages (README
-            # "Performance"). The periodic heartbeats' answers still report progress,
-            # confirm read rounds and keep CheckQuorum fed; a rejection is always sent.
-            return
         if success and not m.entries:
             # A heartbeat's reply claims only what is durable, so it may leave while a write
             # is still in flight (take_early) and the leader hears from us whatever our fsync
@@ -1017,7 +1011,7 @@ class RaftCore:
         pr.sent_entries(ents[-1].index)
         return pr.state is ProgressState.REPLICATE
 
-    def _send_heartbeat(self, peer: int, quiet: bool = False) -> None:
+    def _send_heartbeat(self, peer: int) -> None:
         pr = self._progress[peer]
         prev = pr.match
         if pr.state is ProgressState.REPLICATE and pr.next - 1 > pr.match:
@@ -1037,8 +1031,7 @@ class RaftCore:
             pr.sent_commit = max(pr.sent_commit, min(self._commit, pr.match))
         self._send(
             AppendEntries(
-                self._term, self._id, peer, prev, prev_term, (), self._commit, self._reads.seq,
-                quiet,
+                self._term, self._id, peer, prev, prev_term, (), self._commit, self._reads.seq
             )
         )
         pr.sent_commit = max(pr.sent_commit, min(self._commit, prev))
@@ -1262,9 +1255,7 @@ class RaftCore:
             for peer in self._peers():
                 sent = self._bcast_pending and self._send_appends(peer)
                 if not sent and (new_round or self._progress[peer].can_bump_commit(self._commit)):
-                    # Only a new commit index to tell: no answer is needed unless it is
-                    # rejected. A read round's heartbeat is answered (the answers confirm it).
-                    self._send_heartbeat(peer, quiet=not new_round)
+                    self._send_heartbeat(peer)
         self._bcast_pending = self._commit_bcast = False
 
     def _maybe_confirm_reads(self) -> None:
