@@ -46,6 +46,9 @@ def exit_status(value: Any) -> int:
 def setup_readline(history: Path) -> Callable[[], None]:
     """Editing, history and completion for a terminal session; returns the saver."""
     try:
+        # Imported here, not at the top: importing readline changes how input() behaves
+        # (and may write a terminal escape), which one-shot commands and pipes must not get.
+        # It is stdlib and imports nothing of ours: no cycle hides behind it.
         import readline
     except ImportError:  # e.g. a Python built without it: plain input() still works
         return lambda: None

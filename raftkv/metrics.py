@@ -26,7 +26,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 from prometheus_client.core import (
@@ -41,9 +41,15 @@ from prometheus_client.utils import floatToGoString
 from raftkv.kv import COMMANDS
 from raftkv.raft import Role
 
-if TYPE_CHECKING:
-    from raftkv.node.pending import Pending
 
+class Completion(Protocol):
+    """What ``NodeMetrics.track`` times: a reply still to come (raftkv.node.pending's
+    ``Pending`` is one). A protocol, so metrics does not import the node layer above it."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def add_callback(self, callback: Callable[[Any], None]) -> None: ...
 
 class Node(Protocol):
     """What the collectors read from the node (raftkv.node.node.Node, which builds its
@@ -183,7 +189,7 @@ class NodeMetrics:
         does not know the port that serves it)."""
         self.registry.register(ClientPortCollector(connections))
 
-    def track(self, name: bytes, pending: Pending) -> None:
+    def track(self, name: bytes, pending: Completion) -> None:
         """Count a command and time it until ``pending`` is set (O(1), no locks)."""
         if not self.enabled:
             return

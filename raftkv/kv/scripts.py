@@ -37,23 +37,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from lupa import lua54
 
 from wire.reply import ErrorReply, SimpleString
 
 from . import syntax
-from .commands import lookup
+from .commands import Reply, lookup
 from .errors import NOSCRIPT
 from .glob import Glob
 from .lua_patterns import PATTERNS
 from .lua_rewrite import RewriteError, rewrite
 from .lua_sandbox import SANDBOX
-
-if TYPE_CHECKING:
-    from .commands import Reply
-    from .state import KVState
+from .state import KVState
 
 KeyRecord = tuple[bytes | None, int | None, int | None, int | None]
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import attrs
 
+from raftkv.raft.log_storage import LogStorage
 from wire.raft import Entry, HardState, InstallSnapshot, RaftMessage, SnapshotMeta
-
-if TYPE_CHECKING:
-    from raftkv.raft.log_storage import LogStorage
 
 
 @attrs.frozen
