@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -32,6 +33,19 @@ from wire.addr import parse_addr
 from wire.reply import ErrorReply
 
 _HANDED_OUT: set[int] = set()  # every port free_ports gave this process
+_OPEN_CLUSTERS: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
+
+
+def kill_every_node() -> None:
+    """SIGKILL the process group of every node of every LocalCluster of this process: the
+    last resort of a harness whose orderly teardown missed its deadline (the nodes live in
+    sessions of their own and would outlive it). Safe from any thread."""
+    for cluster in list(_OPEN_CLUSTERS):
+        for node in list(cluster.nodes.values()):
+            if node.proc is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(node.proc.pid, signal.SIGCONT)
+                    os.killpg(node.proc.pid, signal.SIGKILL)
 
 
 def retry_call(addr: str, *args: str | bytes, timeout: float = 30.0) -> object:
@@ -221,6 +235,7 @@ class LocalCluster:
         self.peer_maps: dict[int, dict[int, str]] = {
             i: dict(m) for i, m in (peer_maps or {}).items()}
         self.node_args: dict[int, list[str]] = {i: list(a) for i, a in (node_args or {}).items()}
+        _OPEN_CLUSTERS.add(self)
 
     # -- processes ------------------------------------------------------------------------
 

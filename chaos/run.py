@@ -19,6 +19,7 @@ import random
 import secrets
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ import trio
 
 from chaos import checks as chk
 from chaos import report
-from chaos.cluster import LocalCluster
+from chaos.cluster import LocalCluster, kill_every_node
 from chaos.counters import CounterClient, CounterKeys, Tally, Verdict, check_counters
 from chaos.disks import TmpfsDisks, stopped_cleanly
 from chaos.linearizability import Result, check
@@ -530,22 +531,60 @@ class Terminated(Exception):
     """SIGTERM or SIGHUP arrived: the run was torn down before its end."""
 
 
+TEARDOWN_DEADLINE = 30.0  # seconds from a stop signal to the forced end (README: chaos)
+
+
+def _force_end(code: int, why: str) -> None:
+    """The orderly teardown missed its deadline (or a second signal asked not to wait):
+    kill every node's process group and leave at once. Runs on a timer thread."""
+    kill_every_node()
+    sys.stderr.write(f"raftkv-chaos: {why}; killed every node process group\n")
+    sys.stderr.flush()
+    os._exit(code)
+
+
 async def drive_until_signalled(opts: RunOptions) -> Collected:
-    """``drive``, but SIGTERM/SIGHUP cancel it like Ctrl-C does, so the ``finally`` blocks
-    still kill the node process groups (they live in their own sessions and would outlive
-    a harness killed outright)."""
-    out: list[Collected] = []
+    """``drive``, but SIGINT, SIGTERM and SIGHUP cancel it, so the ``finally`` blocks still
+    kill the node process groups (they live in their own sessions and would outlive a
+    harness killed outright).
 
-    async def watch() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+    Ctrl-C goes through the same signal receiver rather than trio's default handler, which
+    raises KeyboardInterrupt wherever the main thread happens to be: half-way through a
+    nemesis step or a connection's bookkeeping, it left a run that never finished tearing
+    down (CI, once). Here a signal cancels the run, and KeyboardInterrupt (SIGINT) or
+    Terminated is raised once the teardown is over. The teardown has a deadline:
+    TEARDOWN_DEADLINE seconds after the first signal, or at a second one, every node is
+    killed and the process exits."""
+    stopped: list[int] = []
+    timers: list[threading.Timer] = []
+    collected: Collected | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+
+        async def watch(run: trio.CancelScope) -> None:
             async for signum in signals:
-                raise Terminated(signal.Signals(signum).name)
+                code = 130 if signum == signal.SIGINT else 143
+                if stopped:
+                    _force_end(code, "a second signal during the teardown")
+                stopped.append(signum)
+                timer = threading.Timer(TEARDOWN_DEADLINE, _force_end, (
+                    code, f"the teardown ran past {TEARDOWN_DEADLINE:.0f} s"))
+                timer.daemon = True
+                timer.start()
+                timers.append(timer)
+                run.cancel()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
-        out.append(await drive(opts))
-        nursery.cancel_scope.cancel()
-    return out[0]
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as run:
+                nursery.start_soon(watch, run)
+                collected = await drive(opts)
+            nursery.cancel_scope.cancel()
+    for timer in timers:  # torn down in time
+        timer.cancel()
+    if stopped or collected is None:
+        if stopped and stopped[0] != signal.SIGINT:
+            raise Terminated(signal.Signals(stopped[0]).name)
+        raise KeyboardInterrupt
+    return collected
 
 
 # -- the checks ----------------------------------------------------------------------

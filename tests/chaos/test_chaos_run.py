@@ -144,9 +144,57 @@ def test_a_signalled_run_tears_everything_down(tmp_path: Path, sig: signal.Signa
                 break
         assert processes_mentioning(str(out)), "no node was started"
         proc.send_signal(sig)
-        rest = proc.stderr.read()
-        assert proc.wait(timeout=60) == (143 if sig == signal.SIGTERM else 130), rest
+        _, rest = proc.communicate(timeout=60)  # bounded: a hung teardown fails, fast
+        assert proc.returncode == (143 if sig == signal.SIGTERM else 130), rest
     finally:
         proc.kill()
     assert "torn down" in rest
     assert processes_mentioning(str(out)) == []
+
+
+HUNG_TEARDOWN = """
+import subprocess, sys, trio
+from pathlib import Path
+import chaos.run as run
+from chaos.cluster import LocalCluster
+
+run.TEARDOWN_DEADLINE = float(sys.argv[2])
+cluster = LocalCluster(Path(sys.argv[1]), nodes=1)
+
+async def drive(opts):
+    node = cluster.nodes[1]
+    node.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)",
+                                  sys.argv[1]], start_new_session=True)
+    print("started", flush=True)
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):  # a teardown that never ends
+            await trio.sleep_forever()
+
+run.drive = drive
+trio.run(run.drive_until_signalled, None)
+"""
+
+
+@pytest.mark.parametrize("deadline, signals", [(1.0, 1), (600.0, 2)])
+def test_a_teardown_that_hangs_is_cut_short(tmp_path: Path, deadline: float,
+                                            signals: int) -> None:
+    """The teardown after a signal has a deadline, and a second signal cuts it short: either
+    way every node's process group is killed and the run exits with the signal's status."""
+    proc = subprocess.Popen([sys.executable, "-c", HUNG_TEARDOWN, str(tmp_path), str(deadline)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+        assert processes_mentioning(str(tmp_path))
+        proc.send_signal(signal.SIGINT)
+        if signals == 2:  # the second one while the first is being handled
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert ("ran past 1 s" if signals == 1 else "a second signal") in err
+    assert processes_mentioning(str(tmp_path)) == []
