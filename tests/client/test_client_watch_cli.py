@@ -90,8 +90,11 @@ CLI = str(Path(sys.executable).parent / "raftkv-cli")
 
 def spawn(t: FeedThread, *args: str) -> subprocess.Popen[bytes]:
     eps = ",".join(n.addr for n in t.nodes)
+    # SIGINT as in a terminal: a parent that ignores it (a shell's background job) passes
+    # SIG_IGN on, and Python then leaves Ctrl-C ignored (the test failed so, once).
     return subprocess.Popen([CLI, "-e", eps, "watch", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_a_real_process_prints_until_ctrl_c(nodes: FeedThread) -> None:
