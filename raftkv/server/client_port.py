@@ -44,7 +44,7 @@ from raftkv.server.auth import limit_unauthenticated, restore_limits
 from raftkv.server.blocked_readers import BlockedReaders
 from raftkv.server.client_buffers import ClientBuffers
 from raftkv.server.client_tls import ClientTLS
-from raftkv.server.commands import execute, is_write
+from raftkv.server.commands import FEED_READS, execute, is_write
 from raftkv.server.connection import Connection
 from raftkv.server.gc_watch import GcWatch
 from raftkv.server.limits import ClientLimits, cap_max_clients
@@ -352,12 +352,17 @@ class ClientServer:
                             pending, n = inflight.popleft()
                             await pending.wait()
                             inflight_bytes -= n
-                        await order.before(is_write(args))
+                        write = is_write(args)
+                        after_writes = order.kind is True and write is False
+                        await order.before(write)
+                        barrier = (await self._feed_barrier()
+                                   if after_writes and args[0].lower() in FEED_READS else None)
                         while conn.owed - conn.pushes >= PIPELINE_WINDOW:
                             await conn.out_drained.wait()  # the writer sent one more
                         # (From here to send() nothing yields, so a SUBSCRIBE's
                         # confirmation is queued before any message it lets in.)
-                        pending = execute(self.node, conn, args)
+                        pending = (execute(self.node, conn, args) if barrier is None
+                                   else Pending.of(barrier))
                         anonymous = restore_limits(parser, conn, anonymous)
                         self.node.metrics.track(args[0], pending)
                         order.track(pending)
@@ -394,6 +399,18 @@ class ClientServer:
                     await send.send(Slot(Pending.of(ErrorReply(f"ERR {exc}")), conn.proto, True))
                     conn.closing = True
                     return
+
+    async def _feed_barrier(self) -> ErrorReply | None:
+        """Before a change-feed read that follows this connection's writes: wait until this
+        node has applied them, or answer why not. A follower answers a forwarded write once
+        the leader has applied it, and serves the feed it has applied itself, so without
+        this a follower's ``XRANGE`` missed the ``SET`` acknowledged just before it on the
+        same connection (attack6; ``GET`` waits for a ReadIndex and never did). A ReadIndex
+        read (DBSIZE: cheap, its value unused) is answered once the node has applied
+        everything committed when it was asked, those writes included. Only a feed read
+        right after writes pays it: a watcher's XREADs follow each other."""
+        value = await self.node.submit([b"DBSIZE"]).wait()
+        return value if isinstance(value, ErrorReply) else None
 
     async def _wait_for_output_room(self, conn: Connection) -> None:
         """Read no more commands while the output buffer is over half its limit: a client

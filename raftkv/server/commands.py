@@ -50,14 +50,22 @@ def _wrong_args(name: str) -> Pending:
     return _err(f"ERR wrong number of arguments for '{name}' command")
 
 
+# Reads of the node's own change feed (streams.py): answered by the client port, but reads
+# all the same, ordered behind the connection's writes like GET (attack6: a pipelined
+# ``SET k v; XRANGE __raftkv:changes:k - +`` read the feed before the SET was proposed).
+FEED_READS = frozenset({b"xread", b"xrange", b"xrevrange", b"xinfo"})
+
+
 def is_write(args: list[bytes]) -> bool | None:
     """True for commands that go through the log, False for reads, None for the rest.
     ``RAFT ONCE id seq COMMAND...`` is what COMMAND is: the client port orders a read
     pipelined after a session's write behind it, as after a plain write (it was None, so a
     GET sent after ``RAFT ONCE ... SET`` on one connection could be read before the SET
-    committed)."""
+    committed). The change feed's reads are reads (``FEED_READS``)."""
     args = _once_inner(args)
     name = args[0].lower()
+    if name in FEED_READS:
+        return False
     if name in LOCAL or name in (b"multi", b"discard", b"unwatch"):
         return None
     spec = lookup(args[0])
