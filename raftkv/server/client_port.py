@@ -44,7 +44,7 @@ from raftkv.server.auth import limit_unauthenticated, restore_limits
 from raftkv.server.blocked_readers import BlockedReaders
 from raftkv.server.client_buffers import ClientBuffers
 from raftkv.server.client_tls import ClientTLS
-from raftkv.server.commands import FEED_READS, execute, is_write
+from raftkv.server.commands import AFTER_APPLY, execute, is_write
 from raftkv.server.connection import Connection
 from raftkv.server.gc_watch import GcWatch
 from raftkv.server.limits import ClientLimits, cap_max_clients
@@ -355,8 +355,8 @@ class ClientServer:
                         write = is_write(args)
                         after_writes = order.kind is True and write is False
                         await order.before(write)
-                        barrier = (await self._feed_barrier()
-                                   if after_writes and args[0].lower() in FEED_READS else None)
+                        barrier = (await self._applied_barrier()
+                                   if after_writes and args[0].lower() in AFTER_APPLY else None)
                         while conn.owed - conn.pushes >= PIPELINE_WINDOW:
                             await conn.out_drained.wait()  # the writer sent one more
                         # (From here to send() nothing yields, so a SUBSCRIBE's
@@ -400,15 +400,17 @@ class ClientServer:
                     conn.closing = True
                     return
 
-    async def _feed_barrier(self) -> ErrorReply | None:
-        """Before a change-feed read that follows this connection's writes: wait until this
-        node has applied them, or answer why not. A follower answers a forwarded write once
-        the leader has applied it, and serves the feed it has applied itself, so without
-        this a follower's ``XRANGE`` missed the ``SET`` acknowledged just before it on the
-        same connection (attack6; ``GET`` waits for a ReadIndex and never did). A ReadIndex
-        read (DBSIZE: cheap, its value unused) is answered once the node has applied
-        everything committed when it was asked, those writes included. Only a feed read
-        right after writes pays it: a watcher's XREADs follow each other."""
+    async def _applied_barrier(self) -> ErrorReply | None:
+        """Before a change-feed read or a SUBSCRIBE that follows this connection's writes
+        (``AFTER_APPLY``): wait until this node has applied them, or answer why not. A
+        follower answers a forwarded write once the leader has applied it, and serves the
+        feed (and delivers messages) as it applies them itself, so without this a
+        follower's ``XRANGE`` missed the ``SET`` acknowledged just before it on the same
+        connection, and a ``SUBSCRIBE`` got the ``PUBLISH`` sent before it (attack6;
+        ``GET`` waits for a ReadIndex and never did). A ReadIndex read (DBSIZE: cheap, its
+        value unused) is answered once the node has applied everything committed when it
+        was asked, those writes included. Only such a command right after writes pays it:
+        a watcher's XREADs follow each other."""
         value = await self.node.submit([b"DBSIZE"]).wait()
         return value if isinstance(value, ErrorReply) else None
 

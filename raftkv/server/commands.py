@@ -50,10 +50,13 @@ def _wrong_args(name: str) -> Pending:
     return _err(f"ERR wrong number of arguments for '{name}' command")
 
 
-# Reads of the node's own change feed (streams.py): answered by the client port, but reads
-# all the same, ordered behind the connection's writes like GET (attack6: a pipelined
-# ``SET k v; XRANGE __raftkv:changes:k - +`` read the feed before the SET was proposed).
-FEED_READS = frozenset({b"xread", b"xrange", b"xrevrange", b"xinfo"})
+# Local commands whose answer depends on what this node has applied: reads of its change
+# feed (streams.py), and subscriptions (which messages they get). The client port runs
+# them behind the connection's writes, once this node has applied those (attack6: a
+# pipelined ``SET k v; XRANGE __raftkv:changes:k - +`` read the feed before the SET was
+# proposed, and ``PUBLISH ch m; SUBSCRIBE ch`` delivered m to the later subscription).
+AFTER_APPLY = frozenset({b"xread", b"xrange", b"xrevrange", b"xinfo",
+                         b"subscribe", b"psubscribe"})
 
 
 def is_write(args: list[bytes]) -> bool | None:
@@ -61,10 +64,10 @@ def is_write(args: list[bytes]) -> bool | None:
     ``RAFT ONCE id seq COMMAND...`` is what COMMAND is: the client port orders a read
     pipelined after a session's write behind it, as after a plain write (it was None, so a
     GET sent after ``RAFT ONCE ... SET`` on one connection could be read before the SET
-    committed). The change feed's reads are reads (``FEED_READS``)."""
+    committed). ``AFTER_APPLY`` commands count as reads for that ordering."""
     args = _once_inner(args)
     name = args[0].lower()
-    if name in FEED_READS:
+    if name in AFTER_APPLY:
         return False
     if name in LOCAL or name in (b"multi", b"discard", b"unwatch"):
         return None
