@@ -142,6 +142,18 @@ class ProgramOrder:
             self.outstanding.clear()
             self.kind = write
 
+    async def settle_writes(self) -> bool:
+        """Before a local command that must see this connection's writes (``AFTER_APPLY``):
+        wait for the writes outstanding; whether any came since the last read. The
+        command is not tracked itself (later commands do not wait for it)."""
+        if self.kind is not True:
+            return False
+        for pending in self.outstanding:
+            await pending.wait()
+        self.outstanding.clear()
+        self.kind = None  # answered: the next command need not wait for them again
+        return True
+
     def track(self, pending: Pending) -> None:
         if self.kind is not None and not pending.done:
             outstanding = self.outstanding
@@ -352,11 +364,10 @@ class ClientServer:
                             pending, n = inflight.popleft()
                             await pending.wait()
                             inflight_bytes -= n
-                        write = is_write(args)
-                        after_writes = order.kind is True and write is False
-                        await order.before(write)
-                        barrier = (await self._applied_barrier()
-                                   if after_writes and args[0].lower() in AFTER_APPLY else None)
+                        barrier = None
+                        if args[0].lower() in AFTER_APPLY and await order.settle_writes():
+                            barrier = await self._applied_barrier()
+                        await order.before(is_write(args))
                         while conn.owed - conn.pushes >= PIPELINE_WINDOW:
                             await conn.out_drained.wait()  # the writer sent one more
                         # (From here to send() nothing yields, so a SUBSCRIBE's

@@ -55,6 +55,8 @@ def _wrong_args(name: str) -> Pending:
 # them behind the connection's writes, once this node has applied those (attack6: a
 # pipelined ``SET k v; XRANGE __raftkv:changes:k - +`` read the feed before the SET was
 # proposed, and ``PUBLISH ch m; SUBSCRIBE ch`` delivered m to the later subscription).
+# They stay local for ``is_write``: later commands do not wait for them (a write behind an
+# ``XREAD BLOCK 0`` would wait forever, and the reader would not see the client hang up).
 AFTER_APPLY = frozenset({b"xread", b"xrange", b"xrevrange", b"xinfo",
                          b"subscribe", b"psubscribe"})
 
@@ -64,11 +66,9 @@ def is_write(args: list[bytes]) -> bool | None:
     ``RAFT ONCE id seq COMMAND...`` is what COMMAND is: the client port orders a read
     pipelined after a session's write behind it, as after a plain write (it was None, so a
     GET sent after ``RAFT ONCE ... SET`` on one connection could be read before the SET
-    committed). ``AFTER_APPLY`` commands count as reads for that ordering."""
+    committed)."""
     args = _once_inner(args)
     name = args[0].lower()
-    if name in AFTER_APPLY:
-        return False
     if name in LOCAL or name in (b"multi", b"discard", b"unwatch"):
         return None
     spec = lookup(args[0])

@@ -16,6 +16,8 @@ after ``SET`` on a follower never misses (it waits for a ReadIndex).
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 
 import pytest
@@ -70,3 +72,29 @@ def test_a_feed_read_after_an_acknowledged_write_on_a_follower_sees_it(
     assert missed == 0, (
         f"{missed} of {ROUNDS} XREVRANGE on a follower, each sent after its SET was "
         f"acknowledged on the same connection, missed that SET")
+
+
+def test_a_write_pipelined_behind_a_blocked_xread_does_not_wait_for_it(
+        cluster: LocalCluster) -> None:
+    """The fix must not order later commands behind a feed read: ``XREAD BLOCK 0`` then
+    ``SET`` in one pipeline, and the client hangs up. A first fix counted feed reads as
+    reads, so the SET waited for the XREAD, the connection's reader no longer saw the
+    hang-up, and the blocked slot (of --watch-max-blocked) and the connection stayed
+    forever. The SET applies at once (as before), the slot is freed."""
+    leader = cluster.wait_for_leader()
+    host, port = cluster.client_addr(leader)
+    r = redis.Redis(host=host, port=port, socket_timeout=15)
+    with socket.create_connection((host, port), timeout=15) as sock:
+        sock.sendall(b"*6\r\n$5\r\nXREAD\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n$7\r\nSTREAMS\r\n"
+                     b"$19\r\n__raftkv:changes:z*\r\n$1\r\n$\r\n"
+                     b"*3\r\n$3\r\nSET\r\n$6\r\nbehind\r\n$1\r\n1\r\n")
+        deadline = time.monotonic() + 15
+        while r.get("behind") != b"1":
+            assert time.monotonic() < deadline, "the SET behind a blocked XREAD never applied"
+            time.sleep(0.05)  # another process: nothing to wait on but its answers
+        assert r.info("clients")["blocked_clients"] == 1
+    deadline = time.monotonic() + 15
+    while r.info("clients")["blocked_clients"]:
+        assert time.monotonic() < deadline, (
+            "a blocked XREAD whose client hung up still holds its slot")
+        time.sleep(0.05)
