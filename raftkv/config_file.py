@@ -81,6 +81,8 @@ def read_config(path: str, command: click.Command) -> dict[str, Any]:
         doc = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise click.BadParameter(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nested array or inline table (attack6)
+        raise click.BadParameter(f"{path} nests arrays or tables too deeply") from None
     keys = option_keys(command)
     params = {p.name: p for p in command.params}
     out: dict[str, Any] = {}

@@ -44,7 +44,7 @@ from raftkv.server.auth import limit_unauthenticated, restore_limits
 from raftkv.server.blocked_readers import BlockedReaders
 from raftkv.server.client_buffers import ClientBuffers
 from raftkv.server.client_tls import ClientTLS
-from raftkv.server.commands import execute, is_write
+from raftkv.server.commands import AFTER_APPLY, execute, is_write
 from raftkv.server.connection import Connection
 from raftkv.server.gc_watch import GcWatch
 from raftkv.server.limits import ClientLimits, cap_max_clients
@@ -141,6 +141,18 @@ class ProgramOrder:
                 await pending.wait()
             self.outstanding.clear()
             self.kind = write
+
+    async def settle_writes(self) -> bool:
+        """Before a local command that must see this connection's writes (``AFTER_APPLY``):
+        wait for the writes outstanding; whether any came since the last read. The
+        command is not tracked itself (later commands do not wait for it)."""
+        if self.kind is not True:
+            return False
+        for pending in self.outstanding:
+            await pending.wait()
+        self.outstanding.clear()
+        self.kind = None  # answered: the next command need not wait for them again
+        return True
 
     def track(self, pending: Pending) -> None:
         if self.kind is not None and not pending.done:
@@ -352,12 +364,16 @@ class ClientServer:
                             pending, n = inflight.popleft()
                             await pending.wait()
                             inflight_bytes -= n
+                        barrier = None
+                        if args[0].lower() in AFTER_APPLY and await order.settle_writes():
+                            barrier = await self._applied_barrier()
                         await order.before(is_write(args))
                         while conn.owed - conn.pushes >= PIPELINE_WINDOW:
                             await conn.out_drained.wait()  # the writer sent one more
                         # (From here to send() nothing yields, so a SUBSCRIBE's
                         # confirmation is queued before any message it lets in.)
-                        pending = execute(self.node, conn, args)
+                        pending = (execute(self.node, conn, args) if barrier is None
+                                   else Pending.of(barrier))
                         anonymous = restore_limits(parser, conn, anonymous)
                         self.node.metrics.track(args[0], pending)
                         order.track(pending)
@@ -394,6 +410,20 @@ class ClientServer:
                     await send.send(Slot(Pending.of(ErrorReply(f"ERR {exc}")), conn.proto, True))
                     conn.closing = True
                     return
+
+    async def _applied_barrier(self) -> ErrorReply | None:
+        """Before a change-feed read or a SUBSCRIBE that follows this connection's writes
+        (``AFTER_APPLY``): wait until this node has applied them, or answer why not. A
+        follower answers a forwarded write once the leader has applied it, and serves the
+        feed (and delivers messages) as it applies them itself, so without this a
+        follower's ``XRANGE`` missed the ``SET`` acknowledged just before it on the same
+        connection, and a ``SUBSCRIBE`` got the ``PUBLISH`` sent before it (attack6;
+        ``GET`` waits for a ReadIndex and never did). A ReadIndex read (DBSIZE: cheap, its
+        value unused) is answered once the node has applied everything committed when it
+        was asked, those writes included. Only such a command right after writes pays it:
+        a watcher's XREADs follow each other."""
+        value = await self.node.submit([b"DBSIZE"]).wait()
+        return value if isinstance(value, ErrorReply) else None
 
     async def _wait_for_output_room(self, conn: Connection) -> None:
         """Read no more commands while the output buffer is over half its limit: a client

@@ -50,6 +50,17 @@ def _wrong_args(name: str) -> Pending:
     return _err(f"ERR wrong number of arguments for '{name}' command")
 
 
+# Local commands whose answer depends on what this node has applied: reads of its change
+# feed (streams.py), and subscriptions (which messages they get). The client port runs
+# them behind the connection's writes, once this node has applied those (attack6: a
+# pipelined ``SET k v; XRANGE __raftkv:changes:k - +`` read the feed before the SET was
+# proposed, and ``PUBLISH ch m; SUBSCRIBE ch`` delivered m to the later subscription).
+# They stay local for ``is_write``: later commands do not wait for them (a write behind an
+# ``XREAD BLOCK 0`` would wait forever, and the reader would not see the client hang up).
+AFTER_APPLY = frozenset({b"xread", b"xrange", b"xrevrange", b"xinfo",
+                         b"subscribe", b"psubscribe"})
+
+
 def is_write(args: list[bytes]) -> bool | None:
     """True for commands that go through the log, False for reads, None for the rest.
     ``RAFT ONCE id seq COMMAND...`` is what COMMAND is: the client port orders a read
