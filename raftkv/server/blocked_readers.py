@@ -57,6 +57,13 @@ ROUND_SECONDS = 0.002
 # Passes over the readers start at least this far apart (seconds): the changes applied
 # in between reach a watcher in one reply (README "Watching changes").
 WAKE_WINDOW = 0.005
+# ... and at least this much per reader waiting when the last pass began, up to
+# ``MAX_WINDOW``: a watcher's round trip (its reply sent, its next XREAD read, parsed and
+# blocked) costs the node ~40-80 us whatever it carries, so the node makes at most about
+# 1 / PER_READER_WINDOW of them a second, however many watchers it has (up to
+# MAX_WINDOW * PER_READER_WINDOW of them); more watchers wait longer for a change instead.
+PER_READER_WINDOW = 0.001
+MAX_WINDOW = 0.1
 
 
 def too_many(limit: int) -> ErrorReply:
@@ -86,9 +93,14 @@ class BlockedReaders:
     """The node's blocked XREADs (module docstring). One task serves them all, their
     deadlines included (a heap): a blocked XREAD costs no task of its own."""
 
-    def __init__(self, limit: int, window: float = WAKE_WINDOW) -> None:
+    def __init__(self, limit: int, window: float = WAKE_WINDOW,
+                 per_reader: float = PER_READER_WINDOW, max_window: float = MAX_WINDOW
+                 ) -> None:
         self.limit = limit
         self.window = window  # the least time between two passes' starts
+        self.per_reader = per_reader  # ... and per reader waiting (module docstring)
+        self.max_window = max(window, max_window)
+        self.span = window  # the least time from the last pass's start to the next one's
         self.passes = 0  # passes begun (streams.ReplyCache.visible: the horizon's age)
         self._last_pass = -math.inf
         self._readers: dict[_Reader, None] = {}  # (insertion order: served in turn)
@@ -196,13 +208,15 @@ class BlockedReaders:
                 if not self._dirty:
                     await self._idle()
                     continue
-                due = self._last_pass + self.window
+                due = self._last_pass + self.span
                 if trio.current_time() < due:  # let the window's changes gather
                     await trio.sleep_until(due)
                     self._expire()
                 self._dirty = False
                 self._last_pass = trio.current_time()
                 self.passes += 1
+                self.span = min(max(self.window, len(self._readers) * self.per_reader),
+                                self.max_window)
                 await self._pass()
         finally:
             self._serving = False
