@@ -314,3 +314,35 @@ async def test_one_task_serves_every_reader_and_the_deadlines_kept_stay_bounded(
         timed = readers.block(spawn, 1500, answers(b"y"), [])
         assert await timed.wait() is None  # (the deadline heap still answers it)
     assert len(spawned) <= 21 and readers.stats["blocked_readers_timed_out"] == 1
+
+
+async def test_the_window_grows_with_the_readers_waiting_up_to_its_bound(
+        mock_clock: trio.testing.MockClock) -> None:
+    """A node with many watchers makes a bounded number of round trips a second: the least
+    time between two passes is ``per_reader`` for each reader waiting when the last pass
+    began (at least ``window``, at most ``max_window``). With fsync always a node applies a
+    batch every 10-20 ms, so a fixed 5 ms window coalesced nothing: each watcher made one
+    round trip per batch."""
+    blocked = BlockedReaders(limit=100, window=0.015, per_reader=0.01, max_window=0.05)
+
+    async def served_after(readers: int) -> float:
+        """Block ``readers`` readers, apply a batch, and return how long after the last
+        pass began they were all answered."""
+        began = blocked._last_pass
+        pendings = [blocked.block(nursery.start_soon, 0, answers(b"x"), [])
+                    for _ in range(readers)]
+        blocked.changes_applied([])
+        while not all(p.done for p in pendings):
+            await trio.testing.wait_all_tasks_blocked()
+            if not all(p.done for p in pendings):
+                mock_clock.jump(0.001)
+        return trio.current_time() - began
+
+    async with trio.open_nursery() as nursery:
+        pending = blocked.block(nursery.start_soon, 0, answers(b"x"), [])
+        blocked.changes_applied([])
+        assert await pending.wait() == b"x"  # the first pass: at once
+        assert await served_after(3) == pytest.approx(0.015)  # 1 reader: the least window
+        assert await served_after(20) == pytest.approx(0.03)  # 3 readers: 3 x 10 ms
+        assert await served_after(1) == pytest.approx(0.05)  # 20 readers: the bound
+        nursery.cancel_scope.cancel()
