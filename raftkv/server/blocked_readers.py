@@ -15,15 +15,22 @@ The readers asking the same question after a batch share one encoded reply (stre
 ``ReplyCache``): serving a hundred watchers of the whole feed costs one read and a
 hundred socket writes.
 
-Wake-ups are coalesced: two passes start at least ``WAKE_WINDOW`` (5 ms) apart, and a
-blocked XREAD reads the feed up to its last id as of the latest pass (streams.py's
-``ReplyCache.visible``), also when it comes back right after a reply. So a watcher makes
-at most one round trip a window, however many batches the node applies (at c50 SET a
-leader applies hundreds a second, and each used to cost every watcher a reply, a new
-XREAD and its parsing), and gets the window's changes in one reply; a change reaches it
-at most a window after the pass that would have carried it. A pass right after a quiet
-spell starts at once. XREAD without BLOCK, or with a BLOCK shorter than the window, is
-not coalesced (streams.py).
+Wake-ups are coalesced: two passes start at least a window apart, and a blocked XREAD
+reads the feed up to its last id as of the latest pass (streams.py's
+``ReplyCache.visible``), also when it comes back right after a reply (it then blocks at
+once, nothing read). So a watcher makes at most one round trip a window, however many
+batches the node applies, and gets the window's changes in one reply; a change reaches
+it at most a window after the pass that would have carried it. A pass right after a
+quiet spell starts at once. The window is ``PER_READER_WINDOW`` (2 ms) for each reader
+waiting when the last pass began, at least ``WAKE_WINDOW`` (5 ms), at most
+``MAX_WINDOW`` (100 ms). A watcher's round trip (its reply sent, its next XREAD read,
+parsed and blocked: three task switches and four system calls in the client port) costs
+the node 50-150 us of CPU whatever it carries, and with fsync always a node applies a
+batch every 10-20 ms: a fixed 5 ms window coalesced nothing, and 33 watchers a node made
+60-70 round trips a second each, which cost 100 watchers 60% of the c50 SET rate. Now a
+node makes at most ~500 watcher round trips a second up to 50 watchers (beyond, 10 a
+watcher); 34 watchers wait up to 68 ms for a change. XREAD without BLOCK, or with a
+BLOCK shorter than ``WAKE_WINDOW``, is not coalesced (streams.py).
 
 A reader holds no per-event memory (it reads the retained tail when served). Its
 connection ending (its input closed, or the connection torn down) ends its wait at once,
@@ -58,11 +65,10 @@ ROUND_SECONDS = 0.002
 # in between reach a watcher in one reply (README "Watching changes").
 WAKE_WINDOW = 0.005
 # ... and at least this much per reader waiting when the last pass began, up to
-# ``MAX_WINDOW``: a watcher's round trip (its reply sent, its next XREAD read, parsed and
-# blocked) costs the node ~40-80 us whatever it carries, so the node makes at most about
-# 1 / PER_READER_WINDOW of them a second, however many watchers it has (up to
-# MAX_WINDOW * PER_READER_WINDOW of them); more watchers wait longer for a change instead.
-PER_READER_WINDOW = 0.001
+# ``MAX_WINDOW`` (module docstring): the node makes at most 1 / PER_READER_WINDOW
+# watcher round trips a second for up to MAX_WINDOW / PER_READER_WINDOW watchers; more
+# watchers each wait longer for a change instead.
+PER_READER_WINDOW = 0.002
 MAX_WINDOW = 0.1
 
 
