@@ -192,6 +192,13 @@ class BlockedReaders:
                 self.stats["blocked_readers_timed_out"] += 1
                 self._end(reader, None)
 
+    def _next_deadline(self) -> float:
+        """The earliest deadline of a reader still waiting (inf: none)."""
+        heap = self._deadlines
+        while heap and heap[0][2].done:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else math.inf
+
     async def _idle(self) -> None:
         """Wait for a wake-up (an applied batch, a reader, the last one gone) or the next
         deadline."""
@@ -214,10 +221,12 @@ class BlockedReaders:
                 if not self._dirty:
                     await self._idle()
                     continue
-                due = self._last_pass + self.span
-                if trio.current_time() < due:  # let the window's changes gather
+                # Let the window's changes gather, but not past a deadline: a reader
+                # whose BLOCK ends within the window gets what was applied, not a null
+                # (the pass comes before the deadlines are looked at again).
+                due = min(self._last_pass + self.span, self._next_deadline())
+                if trio.current_time() < due:
                     await trio.sleep_until(due)
-                    self._expire()
                 self._dirty = False
                 self._last_pass = trio.current_time()
                 self.passes += 1

@@ -346,3 +346,34 @@ async def test_the_window_grows_with_the_readers_waiting_up_to_its_bound(
         assert await served_after(20) == pytest.approx(0.03)  # 3 readers: 3 x 10 ms
         assert await served_after(1) == pytest.approx(0.05)  # 20 readers: the bound
         nursery.cancel_scope.cancel()
+
+
+async def test_a_block_ending_within_the_window_gets_what_was_applied_not_null(
+        mock_clock: trio.testing.MockClock) -> None:
+    """The window may be longer than a client's BLOCK (it grows with the readers): a
+    reader whose deadline comes before the next pass is read for at its deadline, and
+    answered with the changes applied meanwhile rather than a null reply."""
+    kv = KVStateMachine(feed=ChangeFeed())
+    blocked = BlockedReaders(limit=10, window=0.05)
+    conn = Connection(1, "127.0.0.1:1", user="default", server=_Port(blocked))  # type: ignore[arg-type]
+
+    def apply(index: int) -> None:
+        kv.apply(encode_entry([b"SET", b"k%d" % index, b"v"], T0), index=index)
+        blocked.changes_applied(kv.last_changes)
+
+    async with trio.open_nursery() as nursery:
+        node = _Node(kv, nursery.start_soon)
+        first = cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED, b"$"])
+        await trio.testing.wait_all_tasks_blocked()
+        apply(1)
+        assert _entries(await first.wait()) == [b"1-0"]  # a pass: the next is 50 ms away
+        began = trio.current_time()
+        short = cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"20", b"STREAMS", FEED, b"1-0"])
+        await trio.testing.wait_all_tasks_blocked()
+        apply(2)
+        while not short.done:
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(0.001)
+        assert _entries(short.value) == [b"2-0"]  # (before: null at 20 ms)
+        assert trio.current_time() - began == pytest.approx(0.02, abs=0.0015)
+        nursery.cancel_scope.cancel()
