@@ -296,7 +296,7 @@ class ReplyCache:
     def visible(self, passes: int) -> Id:
         """The newest id an XREAD ... BLOCK may read: the feed's last id as the blocked
         readers' pass number ``passes`` (``BlockedReaders.passes``) first asked. Changes
-        applied after it wait for the next pass, at most ``WAKE_WINDOW`` later
+        applied after it wait for the next pass, at most a window later
         (raftkv.server.blocked_readers): a watcher gets them all in one reply instead of
         one round trip per applied batch, and every watcher of a feed asks the same
         question, answered once."""
