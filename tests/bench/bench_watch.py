@@ -165,6 +165,7 @@ async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     # (How many round trips the watchers made: a reply carries the changes of one or
     # more applied batches, README "Watching changes": coalesced wake-ups.)
     figures["replies"] = raw.replies / watchers / seconds if watchers else 0.0
+    figures["all_replies"] = float(raw.replies)
     return figures
 
 
@@ -386,6 +387,8 @@ def main() -> int:
         order += [1, 10]
         named: dict[str, list[tuple[str, float]]] = {name: [] for name, _ in systems}
         per_set: dict[str, dict[int, list[float]]] = {name: {} for name, _ in systems}
+        # (--raw: the 100-watcher rounds' (nodes' CPU per SET in ms, XREAD replies in all))
+        replied: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in systems}
         for n in order:
             for system, cluster in systems:
                 leader, _ = roles(cluster)  # an election in the last round may have moved it
@@ -395,6 +398,8 @@ def main() -> int:
                     named[system].append(("with" if n == 100 else "without", r["set"]))
                 cost = r["per_set"]
                 per_set[system].setdefault(n, []).append(cost)
+                if n == 100 and r.get("all_replies") and cost < math.inf:
+                    replied[system].append((cost, r["all_replies"]))
                 extra = (f", {r['events']:8.0f} changes/s delivered in all "
                          f"({r['per_watcher']:.0f}/s each"
                          + (f" in {r['replies']:.0f} replies/s" if "replies" in r else "")
@@ -422,6 +427,13 @@ def main() -> int:
             costs = {n: v[len(v) // 2] for n, v in finite.items() if v}
             print(f"{tag}nodes' CPU per SET, delivery included (median, ms): " + ", ".join(
                 f"{n} watchers {c:.2f}" for n, c in sorted(costs.items())))
+            if 0 in costs and replied[system]:
+                # What a watcher's round trip costs the nodes: the rise of the CPU per SET
+                # over the 0-watcher median, times the SETs, over the replies sent.
+                per_reply = sorted((cost - costs[0]) * args.requests / replies * 1000
+                                   for cost, replies in replied[system])
+                print(f"{tag}nodes' CPU per watcher reply (100-watcher rounds, us): "
+                      + ", ".join(f"{x:.0f}" for x in per_reply))
     print(load_line())
     return 0
 
