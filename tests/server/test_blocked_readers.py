@@ -377,3 +377,35 @@ async def test_a_block_ending_within_the_window_gets_what_was_applied_not_null(
         assert _entries(short.value) == [b"2-0"]  # (before: null at 20 ms)
         assert trio.current_time() - began == pytest.approx(0.02, abs=0.0015)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_watcher_back_right_after_its_reply_blocks_without_a_read(
+        mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every watcher comes back right after its reply with the id of the last change it
+    got, the horizon of the pass that answered it: there is nothing to read until the next
+    pass, so it blocks at once, no read built or stepped (a round trip's own work)."""
+    kv = KVStateMachine(feed=ChangeFeed())
+    blocked = BlockedReaders(limit=10, window=0.05)
+    conn = Connection(1, "127.0.0.1:1", user="default", server=_Port(blocked))  # type: ignore[arg-type]
+    reads: list[int] = []
+    read = FeedReader.read
+    monkeypatch.setattr(FeedReader, "read",
+                        lambda self, *args, **kw: reads.append(1) or read(self, *args, **kw))
+
+    def apply(index: int) -> None:
+        kv.apply(encode_entry([b"SET", b"k%d" % index, b"v"], T0), index=index)
+        blocked.changes_applied(kv.last_changes)
+
+    async with trio.open_nursery() as nursery:
+        node = _Node(kv, nursery.start_soon)
+        first = cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED, b"$"])
+        await trio.testing.wait_all_tasks_blocked()
+        apply(1)
+        assert _entries(await first.wait()) == [b"1-0"]
+        reads.clear()
+        again = cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED, b"1-0"])
+        assert not again.done and reads == []  # blocked, nothing read
+        apply(2)
+        mock_clock.jump(0.05)
+        assert _entries(await again.wait()) == [b"2-0"] and reads == [1]  # the pass's read
+        nursery.cancel_scope.cancel()
