@@ -15,15 +15,22 @@ The readers asking the same question after a batch share one encoded reply (stre
 ``ReplyCache``): serving a hundred watchers of the whole feed costs one read and a
 hundred socket writes.
 
-Wake-ups are coalesced: two passes start at least ``WAKE_WINDOW`` (5 ms) apart, and a
-blocked XREAD reads the feed up to its last id as of the latest pass (streams.py's
-``ReplyCache.visible``), also when it comes back right after a reply. So a watcher makes
-at most one round trip a window, however many batches the node applies (at c50 SET a
-leader applies hundreds a second, and each used to cost every watcher a reply, a new
-XREAD and its parsing), and gets the window's changes in one reply; a change reaches it
-at most a window after the pass that would have carried it. A pass right after a quiet
-spell starts at once. XREAD without BLOCK, or with a BLOCK shorter than the window, is
-not coalesced (streams.py).
+Wake-ups are coalesced: two passes start at least a window apart, and a blocked XREAD
+reads the feed up to its last id as of the latest pass (streams.py's
+``ReplyCache.visible``), also when it comes back right after a reply (it then blocks at
+once, nothing read). So a watcher makes at most one round trip a window, however many
+batches the node applies, and gets the window's changes in one reply; a change reaches
+it at most a window after the pass that would have carried it. A pass right after a
+quiet spell starts at once. The window is ``PER_READER_WINDOW`` (2 ms) for each reader
+waiting when the last pass began, at least ``WAKE_WINDOW`` (5 ms), at most
+``MAX_WINDOW`` (100 ms). A watcher's round trip (its reply sent, its next XREAD read,
+parsed and blocked: three task switches and four system calls in the client port) costs
+the node 50-150 us of CPU whatever it carries, and with fsync always a node applies a
+batch every 10-20 ms: a fixed 5 ms window coalesced nothing, and 33 watchers a node made
+60-70 round trips a second each, which cost 100 watchers 60% of the c50 SET rate. Now a
+node makes at most ~500 watcher round trips a second up to 50 watchers (beyond, 10 a
+watcher); 34 watchers wait up to 68 ms for a change. XREAD without BLOCK, or with a
+BLOCK shorter than ``WAKE_WINDOW``, is not coalesced (streams.py).
 
 A reader holds no per-event memory (it reads the retained tail when served). Its
 connection ending (its input closed, or the connection torn down) ends its wait at once,
@@ -57,6 +64,12 @@ ROUND_SECONDS = 0.002
 # Passes over the readers start at least this far apart (seconds): the changes applied
 # in between reach a watcher in one reply (README "Watching changes").
 WAKE_WINDOW = 0.005
+# ... and at least this much per reader waiting when the last pass began, up to
+# ``MAX_WINDOW`` (module docstring): the node makes at most 1 / PER_READER_WINDOW
+# watcher round trips a second for up to MAX_WINDOW / PER_READER_WINDOW watchers; more
+# watchers each wait longer for a change instead.
+PER_READER_WINDOW = 0.002
+MAX_WINDOW = 0.1
 
 
 def too_many(limit: int) -> ErrorReply:
@@ -86,9 +99,14 @@ class BlockedReaders:
     """The node's blocked XREADs (module docstring). One task serves them all, their
     deadlines included (a heap): a blocked XREAD costs no task of its own."""
 
-    def __init__(self, limit: int, window: float = WAKE_WINDOW) -> None:
+    def __init__(self, limit: int, window: float = WAKE_WINDOW,
+                 per_reader: float = PER_READER_WINDOW, max_window: float = MAX_WINDOW
+                 ) -> None:
         self.limit = limit
         self.window = window  # the least time between two passes' starts
+        self.per_reader = per_reader  # ... and per reader waiting (module docstring)
+        self.max_window = max(window, max_window)
+        self.span = window  # the least time from the last pass's start to the next one's
         self.passes = 0  # passes begun (streams.ReplyCache.visible: the horizon's age)
         self._last_pass = -math.inf
         self._readers: dict[_Reader, None] = {}  # (insertion order: served in turn)
@@ -174,6 +192,13 @@ class BlockedReaders:
                 self.stats["blocked_readers_timed_out"] += 1
                 self._end(reader, None)
 
+    def _next_deadline(self) -> float:
+        """The earliest deadline of a reader still waiting (inf: none)."""
+        heap = self._deadlines
+        while heap and heap[0][2].done:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else math.inf
+
     async def _idle(self) -> None:
         """Wait for a wake-up (an applied batch, a reader, the last one gone) or the next
         deadline."""
@@ -196,13 +221,17 @@ class BlockedReaders:
                 if not self._dirty:
                     await self._idle()
                     continue
-                due = self._last_pass + self.window
-                if trio.current_time() < due:  # let the window's changes gather
+                # Let the window's changes gather, but not past a deadline: a reader
+                # whose BLOCK ends within the window gets what was applied, not a null
+                # (the pass comes before the deadlines are looked at again).
+                due = min(self._last_pass + self.span, self._next_deadline())
+                if trio.current_time() < due:
                     await trio.sleep_until(due)
-                    self._expire()
                 self._dirty = False
                 self._last_pass = trio.current_time()
                 self.passes += 1
+                self.span = min(max(self.window, len(self._readers) * self.per_reader),
+                                self.max_window)
                 await self._pass()
         finally:
             self._serving = False

@@ -296,7 +296,7 @@ class ReplyCache:
     def visible(self, passes: int) -> Id:
         """The newest id an XREAD ... BLOCK may read: the feed's last id as the blocked
         readers' pass number ``passes`` (``BlockedReaders.passes``) first asked. Changes
-        applied after it wait for the next pass, at most ``WAKE_WINDOW`` later
+        applied after it wait for the next pass, at most a window later
         (raftkv.server.blocked_readers): a watcher gets them all in one reply instead of
         one round trip per applied batch, and every watcher of a feed asks the same
         question, answered once."""
@@ -512,9 +512,13 @@ class FeedReader:
         stopped, so the next wake-up looks only at changes applied since."""
         key = (self.patterns, proto, count, until,
                tuple((s.name, after) for s, after in positions))
+        cache = self.cache
+        if cache is not None:  # (a watcher of a busy feed: most reads end here)
+            shared = cache.get(key)
+            if shared is not None:
+                return FeedRead.answered(shared)
 
         def body(job: FeedRead) -> Iterator[int]:
-            cache = self.cache
             if cache is not None:
                 shared = cache.get(key)
                 if shared is not None:
@@ -550,6 +554,13 @@ class FeedReader:
         skips its read when not: a cheap test, no matching.)"""
         last = self.feed.last_id
         return any(after < last for _, after in positions)
+
+    def nothing_before(self, positions: list[tuple[Stream, Id]], until: Id) -> bool:
+        """Is every position at ``until`` or past it, and still retained? Then a read up to
+        ``until`` would find nothing and leave the positions as they are: a watcher back
+        right after its reply, within the blocked readers' window, blocks at once."""
+        floor = self.feed.known_floor
+        return all(until <= after and floor <= after for _, after in positions)
 
     # XRANGE / XREVRANGE
 
@@ -644,9 +655,11 @@ class FeedRead(SlicedRead):
 
     __slots__ = ("_body",)
 
-    def __init__(self, body: Callable[[FeedRead], Iterator[int]]) -> None:
+    def __init__(self, body: Callable[[FeedRead], Iterator[int]], result: Any = None
+                 ) -> None:
         self._body = body
         super().__init__()
+        self.result = result
 
     def _run(self) -> Iterator[int]:
         return self._body(self)
@@ -658,6 +671,15 @@ class FeedRead(SlicedRead):
     def settled(self) -> Any:
         """The reply if the first slice finishes the read, else this read itself."""
         return self.result if self.step() else self
+
+    @classmethod
+    def answered(cls, reply: Any) -> FeedRead:
+        """A read already done: ``reply`` (a shared reply, nothing left to read)."""
+        return cls(_answered, reply)
+
+
+def _answered(job: FeedRead) -> Iterator[int]:
+    return iter(())
 
 
 def _reader(node: Node, conn: Connection) -> FeedReader:
@@ -687,11 +709,16 @@ def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
             block == 0 or block >= blocked.window * 1000):
         def horizon() -> Id:
             return cache.visible(blocked.passes)
-    job = reader.read(positions, count, proto, advance=block is not None,
-                      until=horizon() if horizon is not None else TOP_ID)
-    done = job.step()
-    if block is None or not positions or (done and job.result is not None):
-        return Pending.of(job.result if done else job)
+    until = horizon() if horizon is not None else TOP_ID
+    job: FeedRead | None = None
+    done = True
+    # (A watcher back right after its reply, within the window: nothing to read until
+    # the next pass, so it blocks at once.)
+    if horizon is None or not positions or not reader.nothing_before(positions, until):
+        job = reader.read(positions, count, proto, advance=block is not None, until=until)
+        done = job.step()
+        if block is None or not positions or (done and job.result is not None):
+            return Pending.of(job.result if done else job)
     if blocked is None:
         return Pending.of(ErrorReply("ERR XREAD BLOCK is not available on this connection"))
     # Nothing yet (or a long read still going): the blocked readers' task finishes it,

@@ -20,6 +20,11 @@ CPU and of how much CPU the machine's other work left the nodes. ``--baseline RE
 every round also on a second cluster of git ref REF's raftkv/ and wire/ (right after the
 same round on this tree, so both see the same load) and prints both clusters' figures: a
 before/after in one run.
+
+``--follower N``: a figure the machine's load barely moves. N raw watchers on one follower
+while a paced writer (5 pipelined SETs every 5 ms: many small applied batches, as a fast
+machine's c50 SET makes) writes to the leader, in rounds of 0 and N watchers: the rise of
+the follower's CPU per SET, over N, is the node CPU one change costs one watcher.
 """
 
 from __future__ import annotations
@@ -165,6 +170,7 @@ async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     # (How many round trips the watchers made: a reply carries the changes of one or
     # more applied batches, README "Watching changes": coalesced wake-ups.)
     figures["replies"] = raw.replies / watchers / seconds if watchers else 0.0
+    figures["all_replies"] = float(raw.replies)
     return figures
 
 
@@ -300,6 +306,57 @@ def drain_round(cluster: LocalCluster, node_id: int, watchers: int, changes: int
             "worst_ping_ms": worst * 1000}
 
 
+def paced_writer(addr: str, stop: threading.Event, written: list[int]) -> None:
+    """5 pipelined SETs every 5 ms to ``addr`` until ``stop``: many small applied batches,
+    as a fast machine's c50 SET makes (a window longer than the batch interval shows)."""
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as s:
+        reader, i = hiredis.Reader(), 0
+        while not stop.is_set():
+            s.sendall(b"".join(_command("SET", f"p{i + j}", "v" * 50) for j in range(5)))
+            got = 0
+            while got < 5:
+                reader.feed(s.recv(65536))
+                while reader.gets() is not False:
+                    got += 1
+            i += 5
+            written[0] += 5
+            stop.wait(0.005)
+
+
+def follower_round(cluster: LocalCluster, watchers: int, seconds: float
+                   ) -> tuple[float, float, float]:
+    """``watchers`` raw watchers on one follower while ``paced_writer`` writes to the
+    leader for ``seconds``: (the follower's CPU per SET in us, SETs a second, replies a
+    second per watcher). The follower does nothing for the SETs but apply them, so the
+    rise of its CPU per SET over a 0-watcher round, over ``watchers``, is what serving
+    one change to one watcher costs (CPU time: the machine's load barely moves it)."""
+    leader, followers = roles(cluster)
+    node = cluster.nodes[followers[0]]
+    pid = node.proc.pid  # type: ignore[union-attr]
+    stop, written = threading.Event(), [0]
+    writer = threading.Thread(target=paced_writer, daemon=True,
+                              args=(cluster.nodes[leader].client_addr, stop, written))
+    writer.start()
+    raw = RawWatchers([node.client_addr], watchers, newest_sync(cluster.nodes[leader].client_addr))
+    if watchers:
+        raw.start()
+    try:
+        time.sleep(0.5)
+        cpu, replies, sets, began = _cpu([pid]), raw.replies, written[0], time.perf_counter()
+        time.sleep(seconds)
+        spent = time.perf_counter() - began
+        cpu, replies, sets = _cpu([pid]) - cpu, raw.replies - replies, written[0] - sets
+    finally:
+        stop.set()
+        raw.done.set()
+        writer.join()
+        if watchers:
+            raw.join()
+    return (cpu / sets * 1e6 if sets else math.inf, sets / spent,
+            replies / spent / watchers if watchers else 0.0)
+
+
 FEED_NAME = "__raftkv:changes"
 
 
@@ -360,6 +417,11 @@ def main() -> int:
                          "client.watch")
     ap.add_argument("--drain", type=int, default=0, metavar="WATCHERS",
                     help="only the drain round: WATCHERS raw readers of 20,000 changes")
+    ap.add_argument("--follower", type=int, default=0, metavar="WATCHERS",
+                    help="only the follower rounds: WATCHERS raw watchers on a follower, "
+                         "a paced writer (5 SETs every 5 ms), 0/WATCHERS rounds x --pairs")
+    ap.add_argument("--seconds", type=float, default=6.0,
+                    help="length of a --follower round")
     ap.add_argument("--baseline", default=None, metavar="REF",
                     help="also run every round on a cluster of git ref REF (before/after)")
     args = ap.parse_args()
@@ -370,6 +432,23 @@ def main() -> int:
         if args.baseline:
             systems.append((args.baseline, stack.enter_context(
                 baseline_cluster(work / "base", args.baseline))))
+        if args.follower:
+            costs: dict[str, list[float]] = {name: [] for name, _ in systems}
+            for p in range(args.pairs):
+                for system, cluster in systems if p % 2 == 0 else systems[::-1]:
+                    idle = follower_round(cluster, 0, args.seconds)
+                    busy = follower_round(cluster, args.follower, args.seconds)
+                    cost = (busy[0] - idle[0]) / args.follower
+                    costs[system].append(cost)
+                    print(f"  [{system}] follower CPU per SET: {idle[0]:.0f} us with no watcher "
+                          f"({idle[1]:.0f} SET/s), {busy[0]:.0f} us with {args.follower} "
+                          f"({busy[1]:.0f} SET/s, {busy[2]:.1f} replies a second each): "
+                          f"{cost:.2f} us a change a watcher", flush=True)
+            for system, values in costs.items():
+                print(f"[{system}] follower CPU a change a watcher (median of {len(values)}): "
+                      f"{sorted(values)[len(values) // 2]:.2f} us; "
+                      + ", ".join(f"{v:.2f}" for v in values))
+            return 0
         if args.drain:
             for system, cluster in systems:
                 leader, _ = roles(cluster)
@@ -386,6 +465,8 @@ def main() -> int:
         order += [1, 10]
         named: dict[str, list[tuple[str, float]]] = {name: [] for name, _ in systems}
         per_set: dict[str, dict[int, list[float]]] = {name: {} for name, _ in systems}
+        # (--raw: the 100-watcher rounds' (nodes' CPU per SET in ms, XREAD replies in all))
+        replied: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in systems}
         for n in order:
             for system, cluster in systems:
                 leader, _ = roles(cluster)  # an election in the last round may have moved it
@@ -395,6 +476,8 @@ def main() -> int:
                     named[system].append(("with" if n == 100 else "without", r["set"]))
                 cost = r["per_set"]
                 per_set[system].setdefault(n, []).append(cost)
+                if n == 100 and r.get("all_replies") and cost < math.inf:
+                    replied[system].append((cost, r["all_replies"]))
                 extra = (f", {r['events']:8.0f} changes/s delivered in all "
                          f"({r['per_watcher']:.0f}/s each"
                          + (f" in {r['replies']:.0f} replies/s" if "replies" in r else "")
@@ -422,6 +505,13 @@ def main() -> int:
             costs = {n: v[len(v) // 2] for n, v in finite.items() if v}
             print(f"{tag}nodes' CPU per SET, delivery included (median, ms): " + ", ".join(
                 f"{n} watchers {c:.2f}" for n, c in sorted(costs.items())))
+            if 0 in costs and replied[system]:
+                # What a watcher's round trip costs the nodes: the rise of the CPU per SET
+                # over the 0-watcher median, times the SETs, over the replies sent.
+                per_reply = sorted((cost - costs[0]) * args.requests / replies * 1000
+                                   for cost, replies in replied[system])
+                print(f"{tag}nodes' CPU per watcher reply (100-watcher rounds, us): "
+                      + ", ".join(f"{x:.0f}" for x in per_reply))
     print(load_line())
     return 0
 

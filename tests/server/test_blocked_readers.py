@@ -314,3 +314,98 @@ async def test_one_task_serves_every_reader_and_the_deadlines_kept_stay_bounded(
         timed = readers.block(spawn, 1500, answers(b"y"), [])
         assert await timed.wait() is None  # (the deadline heap still answers it)
     assert len(spawned) <= 21 and readers.stats["blocked_readers_timed_out"] == 1
+
+
+async def test_the_window_grows_with_the_readers_waiting_up_to_its_bound(
+        mock_clock: trio.testing.MockClock) -> None:
+    """A node with many watchers makes a bounded number of round trips a second: the least
+    time between two passes is ``per_reader`` for each reader waiting when the last pass
+    began (at least ``window``, at most ``max_window``). With fsync always a node applies a
+    batch every 10-20 ms, so a fixed 5 ms window coalesced nothing: each watcher made one
+    round trip per batch."""
+    blocked = BlockedReaders(limit=100, window=0.015, per_reader=0.01, max_window=0.05)
+
+    async def served_after(readers: int) -> float:
+        """Block ``readers`` readers, apply a batch, and return how long after the last
+        pass began they were all answered."""
+        began = blocked._last_pass
+        pendings = [blocked.block(nursery.start_soon, 0, answers(b"x"), [])
+                    for _ in range(readers)]
+        blocked.changes_applied([])
+        while not all(p.done for p in pendings):
+            await trio.testing.wait_all_tasks_blocked()
+            if not all(p.done for p in pendings):
+                mock_clock.jump(0.001)
+        return trio.current_time() - began
+
+    async with trio.open_nursery() as nursery:
+        pending = blocked.block(nursery.start_soon, 0, answers(b"x"), [])
+        blocked.changes_applied([])
+        assert await pending.wait() == b"x"  # the first pass: at once
+        assert await served_after(3) == pytest.approx(0.015)  # 1 reader: the least window
+        assert await served_after(20) == pytest.approx(0.03)  # 3 readers: 3 x 10 ms
+        assert await served_after(1) == pytest.approx(0.05)  # 20 readers: the bound
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_block_ending_within_the_window_gets_what_was_applied_not_null(
+        mock_clock: trio.testing.MockClock) -> None:
+    """The window may be longer than a client's BLOCK (it grows with the readers): a
+    reader whose deadline comes before the next pass is read for at its deadline, and
+    answered with the changes applied meanwhile rather than a null reply."""
+    kv = KVStateMachine(feed=ChangeFeed())
+    blocked = BlockedReaders(limit=10, window=0.05)
+    conn = Connection(1, "127.0.0.1:1", user="default", server=_Port(blocked))  # type: ignore[arg-type]
+
+    def apply(index: int) -> None:
+        kv.apply(encode_entry([b"SET", b"k%d" % index, b"v"], T0), index=index)
+        blocked.changes_applied(kv.last_changes)
+
+    async with trio.open_nursery() as nursery:
+        node = _Node(kv, nursery.start_soon)
+        first = cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED, b"$"])
+        await trio.testing.wait_all_tasks_blocked()
+        apply(1)
+        assert _entries(await first.wait()) == [b"1-0"]  # a pass: the next is 50 ms away
+        began = trio.current_time()
+        short = cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"20", b"STREAMS", FEED, b"1-0"])
+        await trio.testing.wait_all_tasks_blocked()
+        apply(2)
+        while not short.done:
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(0.001)
+        assert _entries(short.value) == [b"2-0"]  # (before: null at 20 ms)
+        assert trio.current_time() - began == pytest.approx(0.02, abs=0.0015)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_watcher_back_right_after_its_reply_blocks_without_a_read(
+        mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every watcher comes back right after its reply with the id of the last change it
+    got, the horizon of the pass that answered it: there is nothing to read until the next
+    pass, so it blocks at once, no read built or stepped (a round trip's own work)."""
+    kv = KVStateMachine(feed=ChangeFeed())
+    blocked = BlockedReaders(limit=10, window=0.05)
+    conn = Connection(1, "127.0.0.1:1", user="default", server=_Port(blocked))  # type: ignore[arg-type]
+    reads: list[int] = []
+    read = FeedReader.read
+    monkeypatch.setattr(FeedReader, "read",
+                        lambda self, *args, **kw: reads.append(1) or read(self, *args, **kw))
+
+    def apply(index: int) -> None:
+        kv.apply(encode_entry([b"SET", b"k%d" % index, b"v"], T0), index=index)
+        blocked.changes_applied(kv.last_changes)
+
+    async with trio.open_nursery() as nursery:
+        node = _Node(kv, nursery.start_soon)
+        first = cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED, b"$"])
+        await trio.testing.wait_all_tasks_blocked()
+        apply(1)
+        assert _entries(await first.wait()) == [b"1-0"]
+        reads.clear()
+        again = cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED, b"1-0"])
+        assert not again.done and reads == []  # blocked, nothing read
+        apply(2)
+        mock_clock.jump(0.05)
+        assert _entries(await again.wait()) == [b"2-0"] and reads == [1]  # the pass's read
+        nursery.cancel_scope.cancel()
