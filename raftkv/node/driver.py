@@ -80,16 +80,13 @@ class CoreDriver:
         for msg in self.core.take_early():
             send(msg)
 
-    async def run_inbound(self, inbound: trio.MemoryReceiveChannel[PeerMessage]) -> None:
-        async for msg in inbound:
-            self.on_peer_message(msg)
-            while True:  # drain what else arrived, then wake the ready loop once
-                try:
-                    msg = inbound.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                self.on_peer_message(msg)
-            self.wake()  # (the next receive yields: the ready loop runs before more)
+    def deliver(self, msg: PeerMessage) -> None:
+        """A peer's message, called by the transport's receiving task itself: stepping the
+        core is synchronous, so a channel and a task between them only cost a task switch
+        per inbound read (a follower's append and the leader's ack are in every write's
+        critical path). The receiving task's next read yields, so the ready loop runs."""
+        self.on_peer_message(msg)
+        self.wake()
 
     def on_peer_message(self, msg: PeerMessage) -> None:
         if isinstance(msg, ForwardRequest):
