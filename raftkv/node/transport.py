@@ -51,6 +51,7 @@ from raftkv.backoff import Backoff
 from raftkv.node import peer_auth
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.peer_accept import AcceptGate
+from raftkv.node.plain_stream import PlainStream
 from raftkv.node.tls import PeerTLS
 from raftkv.node.tls_stream import handshake as tls_handshake
 from wire.addr import parse_addr
@@ -692,6 +693,8 @@ class PeerTransport:
                                                      server_hostname=host)
                     except trio.BrokenResourceError as exc:
                         raise _TLSFailed(_describe(exc.__cause__ or exc)) from None
+                else:
+                    stream = PlainStream.adopt(tcp)
                 reader = _FrameReader(stream, self.limits.max_frame_size)
                 nonce = peer_auth.new_nonce() if self._secret else b""
                 hello_frame = self._hello_frame_with(nonce)
@@ -776,7 +779,7 @@ class PeerTransport:
         nothing = object()
         # A plain TCP connection may be written by ``send`` itself while this task waits
         # on an empty queue (``link.direct``); a TLS stream keeps its state in Python.
-        fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        fd = stream.fileno() if isinstance(stream, PlainStream) else -1
         try:
             while True:
                 first: Any = nothing
@@ -999,6 +1002,9 @@ class PeerTransport:
                         self._notify()
                         return
                     phase = "Hello"
+                else:
+                    stream = PlainStream.adopt(tcp)
+                    opened.append(stream)
                 # Until its Hello (and Proof) are checked a connection may send only a
                 # small frame: a stranger must not make us buffer max_frame_size bytes
                 # (17 MiB by default) per connection for the whole handshake timeout.
