@@ -15,8 +15,11 @@ task waiting on the socket; ``trio.BusyResourceError`` for two concurrent receiv
 sends) and the cancellation points: every call raises ``Cancelled`` at its start if its
 scope is cancelled, and every wait is cancellable. What differs: a call that did not have to
 wait yields to the scheduler only every ``YIELD_EVERY`` calls (so a peer that keeps the
-socket full cannot hold the loop), not every time. As with trio's stream, a send cancelled
-after part of its data left leaves the byte stream cut (the transport then closes it).
+socket full cannot hold the loop), not every time; and a receive after one that drained the
+socket (it got less than it asked for) waits for readiness before its ``recv``, which would
+nearly always fail with EAGAIN: one syscall and one exception less per message. As with
+trio's stream, a send cancelled after part of its data left leaves the byte stream cut (the
+transport then closes it).
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class PlainStream(trio.abc.Stream):
         self._sending = False
         self._closed = False
         self._unyielded = 0
+        # The last receive took less than it asked for: the socket was drained, so the next
+        # one waits for readiness first instead of trying a recv that fails with EAGAIN.
+        self._drained = False
 
     @classmethod
     def adopt(cls, tcp: trio.SocketStream) -> PlainStream:
@@ -78,7 +84,10 @@ class PlainStream(trio.abc.Stream):
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             sock = self.socket
-            waited = False
+            waited = self._drained
+            if waited:
+                self._unyielded = 0
+                await trio.lowlevel.wait_readable(sock)
             while True:
                 try:
                     data = sock.recv(size)
@@ -89,6 +98,7 @@ class PlainStream(trio.abc.Stream):
                     await trio.lowlevel.wait_readable(sock)
                 except OSError as exc:
                     raise self._broken(exc) from exc
+            self._drained = 0 < len(data) < size
             if not waited:
                 await self._pace()
             return data

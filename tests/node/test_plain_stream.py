@@ -129,3 +129,35 @@ async def test_calls_that_need_not_wait_yield_only_every_yield_every() -> None:
         nursery.cancel_scope.cancel()
     await a.aclose()
     await b.aclose()
+
+
+class CountingSocket(socket.socket):
+    """A socket that counts its recv calls."""
+
+    recvs = 0
+
+    def recv(self, *args):  # type: ignore[no-untyped-def, override]
+        self.recvs += 1
+        return super().recv(*args)
+
+
+async def test_after_a_read_that_drained_the_socket_the_next_waits_before_recv() -> None:
+    x, y = socket.socketpair()
+    sock = CountingSocket(fileno=x.detach())
+    a, b = PlainStream(sock), PlainStream(y)
+    await b.send_all(b"short")
+    assert await a.receive_some(100) == b"short"  # less than asked for: drained
+    assert sock.recvs == 1
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _append(got, a))
+        await trio.testing.wait_all_tasks_blocked()
+        assert sock.recvs == 1  # waiting for readiness, no recv that would fail (EAGAIN)
+        await b.send_all(b"next")
+    assert got == [b"next"] and sock.recvs == 2
+    await a.aclose()
+    await b.aclose()
+
+
+async def _append(got: list[bytes], stream: PlainStream) -> None:
+    got.append(await stream.receive_some(100))
