@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 import socket
 from collections import deque
@@ -289,10 +288,11 @@ def _tune_socket(stream: trio.SocketStream, stall_timeout: float) -> None:
 
 @attrs.define(slots=True)
 class _Direct:
-    """An idle outbound connection ``send`` may write to itself: its socket's descriptor
-    (non-blocking: trio set it so) and its delivery accounting."""
+    """An idle outbound connection ``send`` may write to itself: its non-blocking socket
+    (the object, not its descriptor: once closed it raises instead of writing to whatever
+    reuses the number) and its delivery accounting."""
 
-    fd: int
+    sock: socket.socket
     delivery: _Delivery
 
 
@@ -541,7 +541,7 @@ class PeerTransport:
         ``msgs`` (one message or a list) to the sender task, whose own write then meets the
         error and ends the connection as any failed send does."""
         try:
-            n = os.write(direct.fd, data)
+            n = direct.sock.send(data)
         except BlockingIOError:
             n = 0
         except OSError:
@@ -779,14 +779,14 @@ class PeerTransport:
         nothing = object()
         # A plain TCP connection may be written by ``send`` itself while this task waits
         # on an empty queue (``link.direct``); a TLS stream keeps its state in Python.
-        fd = stream.fileno() if isinstance(stream, PlainStream) else -1
+        sock = stream.socket if isinstance(stream, PlainStream) else None
         try:
             while True:
                 first: Any = nothing
                 if not (link.held or link.queued()):
                     link.unsent = False  # all written: about to wait on an empty queue
-                    if fd >= 0:
-                        link.direct = _Direct(fd, delivery)
+                    if sock is not None:
+                        link.direct = _Direct(sock, delivery)
                 try:
                     with trio.move_on_after(lim.keepalive_interval):
                         first = await link.next()
