@@ -80,16 +80,13 @@ class CoreDriver:
         for msg in self.core.take_early():
             send(msg)
 
-    async def run_inbound(self, inbound: trio.MemoryReceiveChannel[PeerMessage]) -> None:
-        async for msg in inbound:
-            self.on_peer_message(msg)
-            while True:  # drain what else arrived, then wake the ready loop once
-                try:
-                    msg = inbound.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                self.on_peer_message(msg)
-            self.wake()  # (the next receive yields: the ready loop runs before more)
+    def deliver(self, msg: PeerMessage) -> None:
+        """A peer's message, called by the transport's receiving task itself: stepping the
+        core is synchronous, so a channel and a task between them only cost a task switch
+        per inbound read (a follower's append and the leader's ack are in every write's
+        critical path). The receiving task's next read yields, so the ready loop runs."""
+        self.on_peer_message(msg)
+        self.wake()
 
     def on_peer_message(self, msg: PeerMessage) -> None:
         if isinstance(msg, ForwardRequest):
@@ -131,28 +128,26 @@ class CoreDriver:
         if rd.snapshot_chunks or rd.snapshot_discard:
             await self.snapshots.receive(rd)  # first: this Ready's entries follow it
         persist(storage, rd)
-        send = self.transport.send
+        transport = self.transport
         if rd.send_before_sync:  # the core's call (Ready.send_before_sync)
-            for msg in rd.messages:
-                send(msg)
+            transport.send_many(rd.messages)
         if rd.must_sync:
             # DESIGN.md ordering: the hard state (vote, term) and appended entries are
             # durable before any other message of this Ready (a vote, an append ack) leaves.
             written = storage.buffered_bytes
             started = trio.current_time()
             sync = self.sync_thread
-            if rd.send_before_sync and sync.may_inline(written):
-                # The appends are only queued: let the sender tasks put them on the wire
-                # before the loop waits for the disk. Two passes, since trio runs a batch
-                # of tasks in either order.
+            if rd.send_before_sync and sync.may_inline(written) and transport.backlog():
+                # Some appends are only queued (an idle link's went out in send_many): let
+                # the sender tasks put them on the wire before the loop waits for the disk.
+                # Two passes, since trio runs a batch of tasks in either order.
                 await trio.lowlevel.checkpoint()
                 await trio.lowlevel.checkpoint()
             await sync.sync(storage.sync, written)
             self.metrics.wal_fsync.observe(trio.current_time() - started)
             self.metrics.wal_bytes.inc(written)
         if not rd.send_before_sync:
-            for msg in rd.messages:
-                send(msg)
+            transport.send_many(rd.messages)
         self.snapshots.log_sends(rd.messages)
         if rd.committed_entries:
             self.applier.apply(rd.committed_entries)

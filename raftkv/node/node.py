@@ -43,7 +43,7 @@ from raftkv.node.ticker import Ticker
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftCore, Role
 from raftkv.storage import DiskStorage
-from wire.raft import ForwardRequest, PeerMessage
+from wire.raft import ForwardRequest
 from wire.reply import ErrorReply
 
 log = logging.getLogger("raftkv.node")
@@ -117,8 +117,8 @@ class Node:
         event(log, logging.INFO, "node starting", id=self.id, term=self.core.term,
               applied=self.applied, last_index=self.core.last_index)
         self.started_at = trio.current_time()
-        inbound_send, inbound_recv = trio.open_memory_channel[PeerMessage](4096)
-        self.transport = build_transport(s, members, inbound_send, self.rng,
+        self.transport = build_transport(s, members, lambda msg: self.driver.deliver(msg),
+                                         self.rng,
                                          lambda: self.core.term,
                                          on_activity=self.core.leader_activity,
                                          on_peer_gone=self._peer_gone)
@@ -140,7 +140,6 @@ class Node:
                 self._nursery = nursery
                 self.peer_port = await start_listener(
                     nursery, "--peer-addr", s.peer_addr, self.transport.run)
-                nursery.start_soon(self.driver.run_inbound, inbound_recv)
                 nursery.start_soon(self.driver.run)
                 nursery.start_soon(self.ticker.run, self.core, s.tick_ms, self.wake)
                 nursery.start_soon(self.requests.run_sweeper)

@@ -95,7 +95,7 @@ def known_members(settings: NodeSettings, storage: DiskStorage, core: RaftCore
 
 
 def build_transport(settings: NodeSettings, members: dict[int, str],
-                    inbound: trio.MemorySendChannel[Any], rng: random.Random,
+                    inbound: Callable[[Any], None], rng: random.Random,
                     current_term: Callable[[], int], *,
                     on_activity: Callable[[int], None] | None = None,
                     on_peer_gone: Callable[[int], None] | None = None) -> PeerTransport:

@@ -50,6 +50,7 @@ from raftkv.backoff import Backoff
 from raftkv.node import peer_auth
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.peer_accept import AcceptGate
+from raftkv.node.plain_stream import PlainStream
 from raftkv.node.tls import PeerTLS
 from raftkv.node.tls_stream import handshake as tls_handshake
 from wire.addr import parse_addr
@@ -285,6 +286,25 @@ def _tune_socket(stream: trio.SocketStream, stall_timeout: float) -> None:
                 stream.setsockopt(level, option, value)
 
 
+@attrs.define(slots=True)
+class _Direct:
+    """An idle outbound connection ``send`` may write to itself: its non-blocking socket
+    (the object, not its descriptor: once closed it raises instead of writing to whatever
+    reuses the number) and its delivery accounting."""
+
+    sock: socket.socket
+    delivery: _Delivery
+
+
+# Queued after a direct write the socket took only part of: wakes the sender task, which
+# writes the link's tail first. It encodes to nothing.
+_FLUSH = object()
+
+# A message carrying at least this many bulk bytes always goes through the sender task,
+# which encodes a large one off the loop and can let heartbeats overtake it.
+DIRECT_MAX_BULK = 64 * 1024
+
+
 class _Link:
     """Mutable state of the link to one peer."""
 
@@ -295,6 +315,13 @@ class _Link:
         # Taken off the queue while a large message was encoded, to go out after it in order
         # (see PeerTransport._encode_large).
         self.held: deque[Any] = deque()
+        # Set while the sender task waits on an empty queue over a plain TCP connection:
+        # ``send`` then writes the frame itself (PeerTransport._write_direct).
+        self.direct: _Direct | None = None
+        # The unsent end of a direct write the socket took only part of: the sender task
+        # writes it before anything else (a _FLUSH in the queue wakes it for that).
+        self.tail = b""
+        self.unsent = False  # a message was queued that the sender task has not written
         self.scope = trio.CancelScope()  # cancelled when the peer is removed
         self.inbound_scope: trio.CancelScope | None = None
         self.connected = False
@@ -307,16 +334,26 @@ class _Link:
     def queued(self) -> int:
         return self.queue_in.statistics().current_buffer_used
 
+    def backlog(self) -> bool:
+        """Something is waiting for the sender task (queued, held or a direct write's tail)."""
+        return bool(self.unsent or self.held or self.tail
+                    or self.queue_in.statistics().current_buffer_used)
+
+    def take_tail(self) -> bytes:
+        tail, self.tail = self.tail, b""
+        return tail
+
     def drop_queued(self) -> int:
         """Empty the send queue (its messages are stale once the link failed)."""
         n = len(self.held)
         self.held.clear()
         while True:
             try:
-                self.queue_out.receive_nowait()
+                msg = self.queue_out.receive_nowait()
             except trio.WouldBlock:
                 break
-            n += 1
+            n += msg is not _FLUSH  # (a wake-up for the tail, not a message)
+        self.tail = b""
         self.dropped += n
         return n
 
@@ -433,11 +470,57 @@ class PeerTransport:
                 await trio.aclose_forcefully(listener)
 
     def send(self, msg: Any) -> bool:
-        """Queue ``msg`` for ``msg.dst``; never blocks. False (and counted) if dropped."""
+        """Send ``msg`` to ``msg.dst``; never blocks. False (and counted) if dropped.
+
+        On an idle plain-TCP link (the sender task waits on an empty queue) the frame is
+        written here, with one non-blocking ``send``: at one client every message of a
+        write used to cost a wake-up of the sender task and a trip through the scheduler
+        (README "Performance"). Otherwise it is queued for the sender task, in order."""
         link = self._links.get(msg.dst)
         if link is None:
             self.unroutable += 1
             return False
+        direct = link.direct
+        if direct is not None and _bulk_bytes(msg) < DIRECT_MAX_BULK:
+            frame = self._encode(link, msg)
+            if frame is None:
+                return False
+            return self._write_direct(link, direct, frame, 1, msg)
+        return self._queue(link, msg)
+
+    def send_many(self, msgs: Iterable[Any]) -> int:
+        """``send`` each message, in order; returns how many were sent or queued. Frames
+        for an idle link go out in one write per link (at the end, or before a message
+        that must be queued behind them)."""
+        pending: dict[int, tuple[_Link, list[bytes], list[Any]]] = {}
+        sent = 0
+        for msg in msgs:
+            link = self._links.get(msg.dst)
+            if link is None:
+                self.unroutable += 1
+                continue
+            if link.direct is not None and _bulk_bytes(msg) < DIRECT_MAX_BULK:
+                frame = self._encode(link, msg)
+                if frame is not None:
+                    entry = pending.setdefault(msg.dst, (link, [], []))
+                    entry[1].append(frame)
+                    entry[2].append(msg)
+                continue
+            entry = pending.pop(msg.dst, None)
+            if entry is not None:
+                sent += self._flush_direct(*entry)
+            sent += self._queue(link, msg)
+        for entry in pending.values():
+            sent += self._flush_direct(*entry)
+        return sent
+
+    def backlog(self) -> bool:
+        """Some link has messages its sender task has not written yet."""
+        return any(link.backlog() for link in self._links.values())
+
+    def _queue(self, link: _Link, msg: Any) -> bool:
+        link.direct = None  # the sender task is busy from here: later messages queue
+        link.unsent = True
         try:
             link.queue_in.send_nowait(msg)
         except trio.WouldBlock:
@@ -445,9 +528,34 @@ class PeerTransport:
             return False
         return True
 
-    def send_many(self, msgs: Iterable[Any]) -> int:
-        """``send`` each message; returns how many were queued."""
-        return sum(self.send(msg) for msg in msgs)
+    def _flush_direct(self, link: _Link, frames: list[bytes], msgs: list[Any]) -> int:
+        direct = link.direct
+        if direct is None:  # an earlier write of this batch failed: queue the rest
+            return sum(self._queue(link, msg) for msg in msgs)
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        return len(msgs) if self._write_direct(link, direct, data, len(msgs), msgs) else 0
+
+    def _write_direct(self, link: _Link, direct: _Direct, data: bytes, count: int,
+                      msgs: Any) -> bool:
+        """Write ``data`` (``count`` whole frames) on the idle link's socket. What the socket
+        does not take now becomes the link's tail for the sender task; an error hands
+        ``msgs`` (one message or a list) to the sender task, whose own write then meets the
+        error and ends the connection as any failed send does."""
+        try:
+            n = direct.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            if isinstance(msgs, list):
+                return all([self._queue(link, msg) for msg in msgs])
+            return self._queue(link, msgs)
+        direct.delivery.sending(len(data), trio.current_time())
+        if n < len(data):
+            link.tail = data[n:] if n else data
+            self._queue(link, _FLUSH)
+        link.sent += count
+        self._notify()
+        return True
 
     def update_peers(self, peers: Mapping[int, str]) -> None:
         """Make the links match ``peers`` (id -> "host:port" of every other member).
@@ -586,6 +694,8 @@ class PeerTransport:
                                                      server_hostname=host)
                     except trio.BrokenResourceError as exc:
                         raise _TLSFailed(_describe(exc.__cause__ or exc)) from None
+                else:
+                    stream = PlainStream.adopt(tcp)
                 reader = _FrameReader(stream, self.limits.max_frame_size)
                 nonce = peer_auth.new_nonce() if self._secret else b""
                 hello_frame = self._hello_frame_with(nonce)
@@ -668,11 +778,24 @@ class PeerTransport:
         """Drain the queue onto the socket, several frames per send_all; ping when idle."""
         lim = self.limits
         nothing = object()
+        # A plain TCP connection may be written by ``send`` itself while this task waits
+        # on an empty queue (``link.direct``); a TLS stream keeps its state in Python.
+        sock = stream.socket if isinstance(stream, PlainStream) else None
         try:
             while True:
                 first: Any = nothing
-                with trio.move_on_after(lim.keepalive_interval):
-                    first = await link.next()
+                if not (link.held or link.queued()):
+                    link.unsent = False  # all written: about to wait on an empty queue
+                    if sock is not None:
+                        link.direct = _Direct(sock, delivery)
+                try:
+                    with trio.move_on_after(lim.keepalive_interval):
+                        first = await link.next()
+                finally:
+                    link.direct = None
+                tail = link.take_tail()  # a direct write's unsent end goes before anything
+                if tail and not await self._send_or_stall(link, stream, tail, 0):
+                    return
                 if first is nothing:
                     data, count = self._ping_frame, 0
                 else:
@@ -680,20 +803,30 @@ class PeerTransport:
                     if not data:
                         continue
                 delivery.sending(len(data), trio.current_time())
-                with trio.move_on_after(lim.stall_timeout) as stall:
-                    await stream.send_all(data)
-                if stall.cancelled_caught:
-                    dropped = count + link.drop_queued()
-                    link.dropped += count
-                    self._warn(("stalled", link.peer_id), "send stalled, closing link",
-                               peer=link.peer_id, seconds=lim.stall_timeout, dropped=dropped)
-                    self._notify()
+                if not await self._send_or_stall(link, stream, data, count):
                     return
                 if count:
                     link.sent += count
                     self._notify()
         except CONNECTION_ERRORS as exc:
             self._debug("link down", peer=link.peer_id, error=_describe(exc))
+        finally:
+            link.tail = b""  # a part of a frame means nothing on the next connection
+
+    async def _send_or_stall(self, link: _Link, stream: trio.abc.Stream, data: bytes,
+                             count: int) -> bool:
+        """``send_all`` within ``stall_timeout``; False (queue dropped, warned) if it stalled."""
+        lim = self.limits
+        with trio.move_on_after(lim.stall_timeout) as stall:
+            await stream.send_all(data)
+        if stall.cancelled_caught:
+            dropped = count + link.drop_queued()
+            link.dropped += count
+            self._warn(("stalled", link.peer_id), "send stalled, closing link",
+                       peer=link.peer_id, seconds=lim.stall_timeout, dropped=dropped)
+            self._notify()
+            return False
+        return True
 
     async def _encode_batch(self, link: _Link, first: Any,
                             stream: trio.abc.Stream | None = None,
@@ -705,7 +838,9 @@ class PeerTransport:
         size = 0
         msg = first
         while True:
-            if _bulk_bytes(msg) < OFF_LOOP_BYTES:
+            if msg is _FLUSH:  # the sender task has written the link's tail already
+                frame = None
+            elif _bulk_bytes(msg) < OFF_LOOP_BYTES:
                 frame = self._encode(link, msg)
             elif stream is None or delivery is None:
                 frame = await trio.to_thread.run_sync(self._encode, link, msg)
@@ -868,6 +1003,9 @@ class PeerTransport:
                         self._notify()
                         return
                     phase = "Hello"
+                else:
+                    stream = PlainStream.adopt(tcp)
+                    opened.append(stream)
                 # Until its Hello (and Proof) are checked a connection may send only a
                 # small frame: a stranger must not make us buffer max_frame_size bytes
                 # (17 MiB by default) per connection for the whole handshake timeout.

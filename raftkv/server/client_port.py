@@ -39,6 +39,7 @@ from raftkv.log import event
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
+from raftkv.node.plain_stream import PlainStream
 from raftkv.server.acl import AccessControl
 from raftkv.server.auth import limit_unauthenticated, restore_limits
 from raftkv.server.blocked_readers import BlockedReaders
@@ -244,6 +245,8 @@ class ClientServer:
                     stream = await self.tls.accept(stream, addr)  # within the handshake deadline
                     if stream is None:
                         return
+                else:  # a command and its reply without a scheduler pass each (plain_stream)
+                    stream = PlainStream.adopt(stream)
                 async with stream, trio.open_nursery() as nursery:
                     conn.scope = nursery.cancel_scope
                     send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW + PUSH_BACKLOG)

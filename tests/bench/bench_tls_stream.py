@@ -1,5 +1,6 @@
-"""CPU per round trip of the stream layer alone: plain trio.SocketStream, trio.SSLStream and
-raftkv's TLSStream (raftkv/node/tls_stream.py), one process, a socket pair, an echo task.
+"""CPU per round trip of the stream layer alone: plain trio.SocketStream, raftkv's
+PlainStream (raftkv/node/plain_stream.py), trio.SSLStream and raftkv's TLSStream
+(raftkv/node/tls_stream.py), one process, a socket pair, an echo task.
 
 Run: python tests/bench/bench_tls_stream.py [--trips 20000] [--size 100] [--rounds 3]
 
@@ -23,6 +24,7 @@ from pathlib import Path
 import trio
 
 from raftkv import certs
+from raftkv.node.plain_stream import PlainStream
 from raftkv.node.tls_stream import handshake
 from raftkv.server.client_tls import client_tls_context
 
@@ -37,6 +39,11 @@ def socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
 
 async def plain(_: Path) -> Pair:
     return socket_pair()
+
+
+async def lean(_: Path) -> Pair:
+    a, b = socket.socketpair()
+    return PlainStream(a), PlainStream(b)
 
 
 async def trio_ssl(pki: Path) -> Pair:
@@ -97,7 +104,8 @@ async def round_trips(make: Callable[[Path], Awaitable[Pair]], pki: Path, trips:
 
 
 async def main(trips: int, size: int, rounds: int) -> None:
-    kinds = {"plain": plain, "trio.SSLStream": trio_ssl, "TLSStream": tls_stream}
+    kinds = {"plain": plain, "PlainStream": lean, "trio.SSLStream": trio_ssl,
+             "TLSStream": tls_stream}
     results: dict[str, list[float]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         pki = Path(tmp)

@@ -36,7 +36,7 @@ MAIN = [
     ("trio scheduler", ("process_events", "reschedule")),
     ("peer send (encode + send syscall)", ("_send_loop", "_encode_batch")),
     ("peer receive + decode", ("_receive_loop", "_serve_inbound", "_watch_outbound")),
-    ("core.step of peer messages", ("run_inbound",)),
+    ("core.step of peer messages", ("deliver",)),
     ("client reply send", ("ClientServer._writer",)),
     ("client recv", ("ClientServer._reader;", "receive_some")),
     ("client parse + dispatch + propose", ("ClientServer",)),

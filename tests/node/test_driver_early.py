@@ -57,6 +57,12 @@ class Transport:
         self.more = trio.Event()
         return True
 
+    def send_many(self, msgs: Any) -> int:
+        return sum(self.send(msg) for msg in msgs)
+
+    def backlog(self) -> bool:
+        return False
+
 
 def nothing(*_: Any, **__: Any) -> Any:
     return None

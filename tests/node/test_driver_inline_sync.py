@@ -62,11 +62,19 @@ class Transport:
     def __init__(self) -> None:
         self.queue_in, self.queue_out = trio.open_memory_channel[Any](1000)
         self.wire: list[Any] = []
+        self.queued = 0
         self.driver: CoreDriver | None = None
 
     def send(self, msg: Any) -> bool:
         self.queue_in.send_nowait(msg)
+        self.queued += 1
         return True
+
+    def send_many(self, msgs: Any) -> int:
+        return sum(self.send(msg) for msg in msgs)
+
+    def backlog(self) -> bool:
+        return len(self.wire) < self.queued  # some message is not on the wire yet
 
     async def sender(self) -> None:
         async for msg in self.queue_out:
