@@ -50,6 +50,66 @@ def entries_record(entries: list[Entry]) -> bytes:
     return frame(_packb([ENTRIES, entries[0].index, [[e.term, e.kind, e.data] for e in entries]]))
 
 
+# Entries whose data is at least this large are copied into a group once, by reference,
+# not through msgpack (``append_entries_record``).
+BIG_DATA = 64 * 1024
+_NO_FRAME = bytes(FRAME.size)
+_record_packer = msgpack.Packer(use_bin_type=True)  # used only from the sync thread
+_pack = _record_packer.pack
+_pack_array_header = _record_packer.pack_array_header
+
+
+def _bin_header(n: int) -> bytes:
+    """msgpack's bin header for ``n`` bytes, exactly as ``packb`` writes it."""
+    if n < 0x100:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+def append_entries_record(out: bytearray, entries: list[Entry]) -> None:
+    """Append to ``out`` the very bytes of ``entries_record(entries)``, copying each large
+    entry's data once (into ``out``) where ``entries_record`` copies it four times
+    (msgpack's buffer, its bytes, the frame, the group's join), all holding the GIL.
+
+    Why (issue 12, big values under CPU starvation): the node's sync thread encodes a
+    group while the event loop waits for the GIL; an 8 MiB entry's four copies, on a
+    2-core machine shared with busy processes, held the loop long enough to delay
+    heartbeats. The CRC is computed by zlib over the finished payload, without the GIL."""
+    start = len(out)
+    out += _NO_FRAME
+    out += _pack_array_header(3)
+    out += _pack(ENTRIES)
+    out += _pack(entries[0].index)
+    out += _pack_array_header(len(entries))
+    run: list[list] = []
+    for e in entries:
+        if len(e.data) < BIG_DATA:
+            run.append([e.term, e.kind, e.data])
+            continue
+        if run:
+            _append_run(out, run)
+            run = []
+        out += _pack_array_header(3)
+        out += _pack(e.term)
+        out += _pack(e.kind)
+        out += _bin_header(len(e.data))
+        out += e.data
+    if run:
+        _append_run(out, run)
+    with memoryview(out) as view:
+        crc = zlib.crc32(view[start + FRAME.size :])
+    FRAME.pack_into(out, start, len(out) - start - FRAME.size, crc)
+
+
+def _append_run(out: bytearray, run: list[list]) -> None:
+    """Small entries packed as one list, appended without the list's own header."""
+    packed = _pack(run)
+    with memoryview(packed) as view:
+        out += view[len(_pack_array_header(len(run))) :]
+
+
 def hard_state_record(hs: HardState) -> bytes:
     return frame(_packb([HARD_STATE, hs.term, hs.vote, hs.commit]))
 
