@@ -14,7 +14,9 @@ queued 5 s of forwards behind each other, and all ~170 that timed out answered -
 though most had never left the follower. Now a command still unsent at its deadline
 answers a definite ``-TRYAGAIN ... not sent and not applied`` (``requests.NOT_SENT``), one
 arriving to a full queue ``-TRYAGAIN`` at once (``QUEUE_FULL``), and only a command that
-was sent and not answered in time says -UNKNOWN, as its fate is then truly unknown. The
+was sent and not answered in time says -UNKNOWN, as its fate is then truly unknown.
+Unsent commands go to a new leader when the leader changes; if this node becomes the
+leader, they are parked and proposed here. The
 window also keeps forwards from filling the peer link's send queue (1024 messages), where
 they would crowd out the follower's Raft messages to the leader.
 """
@@ -106,7 +108,7 @@ class Forwarder:
         if not requests.unsent:
             return
         if self.core.role is Role.LEADER:
-            requests.fail_unsent(BECAME_LEADER)  # we cannot forward to ourselves
+            self._park_unsent()
             return
         if not self.core.leader_id:
             return  # no leader known: they wait, until one is or their deadline passes
@@ -115,6 +117,18 @@ class Forwarder:
             if waiter is None:
                 break
             self._send(waiter.args, waiter.pending, waiter.deadline, waiter.size)
+
+    def _park_unsent(self) -> None:
+        """This node leads now: its unsent commands, never sent anywhere, are parked to be
+        proposed here (the driver unparks right after a leader change), as a client of the
+        leader would have had them run. A RAFT membership command is refused instead: it
+        runs through the admin path, not as a write."""
+        requests = self.requests
+        while (waiter := requests.next_unsent()) is not None:
+            if waiter.args and waiter.args[0].lower() == b"raft":
+                waiter.pending.set(BECAME_LEADER)
+            else:
+                requests.park(waiter.args, True, waiter.pending, waiter.deadline)
 
     def _window_open(self, size: int) -> bool:
         requests = self.requests

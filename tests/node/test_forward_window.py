@@ -116,15 +116,21 @@ def test_unsent_commands_go_to_a_new_leader() -> None:
     assert all(not p.done for p in pendings[WINDOW:])
 
 
-def test_a_follower_that_becomes_leader_refuses_its_unsent_commands() -> None:
+def test_a_follower_that_becomes_leader_parks_its_unsent_commands_to_propose_them() -> None:
     fwd, core, transport, requests = _forwarder()
     pendings = [Pending() for _ in range(WINDOW + 2)]
     for i, p in enumerate(pendings):
         fwd.forward(_eval(i), p, DEADLINE)
+    raft = Pending()
+    fwd.forward([b"RAFT", b"REMOVENODE", b"3"], raft, DEADLINE)
     core.role, core.leader_id = Role.LEADER, 1
     requests.leader_changed(1)
-    assert all(p.value is BECAME_LEADER for p in pendings[WINDOW:])
-    assert len(transport.sent) == WINDOW
+    # Never sent: parked, for the node (now leader) to propose them itself, in order.
+    assert [w.args for w in requests.parked] == [_eval(WINDOW), _eval(WINDOW + 1)]
+    assert all(w.write and w.deadline == DEADLINE for w in requests.parked)
+    assert not any(p.done for p in pendings[WINDOW:])
+    assert raft.value is BECAME_LEADER  # a membership change is not a write: refused
+    assert len(transport.sent) == WINDOW and not requests.unsent
 
 
 def test_unsent_commands_are_answered_at_shutdown() -> None:
