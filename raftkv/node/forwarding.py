@@ -48,6 +48,10 @@ BECAME_LEADER = ErrorReply(
     "TRYAGAIN this node became the leader before the command was forwarded; it was not "
     "applied, retry"
 )
+LINK_FULL = ErrorReply(
+    "TRYAGAIN the link to the leader cannot take the command now; it was not sent and not "
+    "applied, retry"
+)
 WINDOW = 128  # forwards in flight (sent, unanswered) to the leader
 WINDOW_BYTES = 32 * 1024 * 1024  # and their arguments' bytes (one bigger command may go alone)
 QUEUE = 4096  # unsent forwards waiting for the window
@@ -144,7 +148,9 @@ class Forwarder:
             args=tuple(args),
         )
         if not self.transport.send(msg):
-            pending.set(NO_LEADER)  # never left this node: definitely not applied
+            # Never left this node (the link's send queue is full or the leader is no
+            # longer a peer): definitely not applied. Not "no leader known": one is.
+            pending.set(LINK_FULL)
             return
         self.requests.track_forward(req_id, pending, deadline, msg.dst, size)
         self.stats["forwarded"] += 1

@@ -13,7 +13,15 @@ from __future__ import annotations
 import types
 from typing import Any
 
-from raftkv.node.forwarding import BECAME_LEADER, QUEUE, QUEUE_FULL, WINDOW, WINDOW_BYTES, Forwarder
+from raftkv.node.forwarding import (
+    BECAME_LEADER,
+    LINK_FULL,
+    QUEUE,
+    QUEUE_FULL,
+    WINDOW,
+    WINDOW_BYTES,
+    Forwarder,
+)
 from raftkv.node.pending import Pending
 from raftkv.node.requests import NOT_SENT, SHUTTING_DOWN, UNKNOWN_FORWARD, RequestTracker
 from raftkv.node.settings import NodeSettings
@@ -27,8 +35,11 @@ DEADLINE = 100.0
 class _Transport:
     def __init__(self) -> None:
         self.sent: list[ForwardRequest] = []
+        self.full = False
 
     def send(self, msg: Any) -> bool:
+        if self.full:
+            return False
         self.sent.append(msg)
         return True
 
@@ -141,3 +152,12 @@ def test_unsent_commands_are_answered_at_shutdown() -> None:
     requests.fail_all(SHUTTING_DOWN)
     assert pendings[-1].value is SHUTTING_DOWN
     assert pendings[0].value is UNKNOWN_FORWARD
+
+
+def test_a_command_the_link_refuses_is_answered_as_not_sent() -> None:
+    fwd, _, transport, requests = _forwarder()
+    transport.full = True  # the peer link's send queue is full
+    p = Pending()
+    fwd.forward(_eval(0), p, DEADLINE)
+    assert p.value is LINK_FULL and LINK_FULL.text.startswith("TRYAGAIN")
+    assert not requests.forwards and requests.forward_bytes == 0
