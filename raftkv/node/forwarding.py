@@ -6,6 +6,19 @@ had sent it, never forwarding it again, and sends the reply back, RESP3-encoded,
 ``ForwardResponse``. Both messages come from peers, so everything they hold is hostile:
 a request is validated like a client's, and a reply that does not parse becomes an error
 for the client, never an exception in the inbound loop.
+
+A follower keeps at most ``WINDOW`` forwards (``WINDOW_BYTES`` of arguments) in flight to
+the leader; the rest wait here, unsent, in a queue bounded by ``QUEUE`` commands and
+``QUEUE_BYTES``. Why (attack round 5): a pipeline of EVALs through a follower under load
+queued 5 s of forwards behind each other, and all ~170 that timed out answered -UNKNOWN,
+though most had never left the follower. Now a command still unsent at its deadline
+answers a definite ``-TRYAGAIN ... not sent and not applied`` (``requests.NOT_SENT``), one
+arriving to a full queue ``-TRYAGAIN`` at once (``QUEUE_FULL``), and only a command that
+was sent and not answered in time says -UNKNOWN, as its fate is then truly unknown.
+Unsent commands go to a new leader when the leader changes; if this node becomes the
+leader, they are parked and proposed here. The
+window also keeps forwards from filling the peer link's send queue (1024 messages), where
+they would crowd out the follower's Raft messages to the leader.
 """
 
 from __future__ import annotations
@@ -18,7 +31,7 @@ import trio
 from raftkv.node.pending import Pending
 from raftkv.node.requests import NO_LEADER, RequestTracker
 from raftkv.node.settings import NodeSettings
-from raftkv.node.sizes import max_reply_bytes
+from raftkv.node.sizes import max_reply_bytes, request_size
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import RaftCore, Role
 from wire.raft import ForwardRequest, ForwardResponse
@@ -27,6 +40,22 @@ from wire.resp import encode_reply, encode_reply_chunks
 from wire.resp_reply import NEED_MORE, ReplyParser
 
 EMPTY = ErrorReply("ERR empty command")
+QUEUE_FULL = ErrorReply(
+    "TRYAGAIN too many commands waiting to be forwarded to the leader; the command was not "
+    "applied, retry"
+)
+BECAME_LEADER = ErrorReply(
+    "TRYAGAIN this node became the leader before the command was forwarded; it was not "
+    "applied, retry"
+)
+LINK_FULL = ErrorReply(
+    "TRYAGAIN the link to the leader cannot take the command now; it was not sent and not "
+    "applied, retry"
+)
+WINDOW = 128  # forwards in flight (sent, unanswered) to the leader
+WINDOW_BYTES = 32 * 1024 * 1024  # and their arguments' bytes (one bigger command may go alone)
+QUEUE = 4096  # unsent forwards waiting for the window
+QUEUE_BYTES = 64 * 1024 * 1024  # and their bytes (one bigger command may wait alone)
 # What a leader runs for a forwarded command: (args) -> its reply, as for a client.
 Run = Callable[[list[bytes]], Pending]
 
@@ -54,24 +83,76 @@ class Forwarder:
         self.stats = stats
         self.request_timeout = settings.request_timeout
         self.reply_limit = max_reply_bytes(settings)
+        requests.on_forwards_changed = self.pump
 
     # -- on a follower --------------------------------------------------------------------
 
     def forward(self, args: list[bytes], pending: Pending, deadline: float | None = None
                 ) -> None:
-        """Send a command to the leader; ``pending`` gets its reply (or UNKNOWN at the
-        deadline, by default the request timeout from now)."""
+        """Send a command to the leader, or queue it until the window has room;
+        ``pending`` gets its reply, or at the deadline (by default the request timeout
+        from now) UNKNOWN if it was sent, TRYAGAIN if it never was."""
         if deadline is None:
             deadline = trio.current_time() + self.request_timeout
+        requests = self.requests
+        size = request_size(args)
+        if not requests.unsent and self._window_open(size):
+            self._send(args, pending, deadline, size)
+            return
+        if requests.unsent and (len(requests.unsent) >= QUEUE
+                                or requests.unsent_bytes + size > QUEUE_BYTES):
+            pending.set(QUEUE_FULL)
+            return
+        requests.queue_unsent(args, pending, deadline, size)
+
+    def pump(self) -> None:
+        """Send unsent commands while the window has room (called when forwards finish
+        and when the leader changes)."""
+        requests = self.requests
+        if not requests.unsent:
+            return
+        if self.core.role is Role.LEADER:
+            self._park_unsent()
+            return
+        if not self.core.leader_id:
+            return  # no leader known: they wait, until one is or their deadline passes
+        while requests.unsent and self._window_open(requests.unsent[0].size):
+            waiter = requests.next_unsent()
+            if waiter is None:
+                break
+            self._send(waiter.args, waiter.pending, waiter.deadline, waiter.size)
+
+    def _park_unsent(self) -> None:
+        """This node leads now: its unsent commands, never sent anywhere, are parked to be
+        proposed here (the driver unparks right after a leader change), as a client of the
+        leader would have had them run. A RAFT membership command is refused instead: it
+        runs through the admin path, not as a write."""
+        requests = self.requests
+        while (waiter := requests.next_unsent()) is not None:
+            if waiter.args and waiter.args[0].lower() == b"raft":
+                waiter.pending.set(BECAME_LEADER)
+            else:
+                requests.park(waiter.args, True, waiter.pending, waiter.deadline)
+
+    def _window_open(self, size: int) -> bool:
+        requests = self.requests
+        if not requests.forwards:
+            return True
+        return (len(requests.forwards) < WINDOW
+                and requests.forward_bytes + size <= WINDOW_BYTES)
+
+    def _send(self, args: list[bytes], pending: Pending, deadline: float, size: int) -> None:
         req_id = self.requests.next_id()
         msg = ForwardRequest(
             term=self.core.term, src=self.id, dst=self.core.leader_id, req_id=req_id,
             args=tuple(args),
         )
         if not self.transport.send(msg):
-            pending.set(NO_LEADER)  # never left this node: definitely not applied
+            # Never left this node (the link's send queue is full or the leader is no
+            # longer a peer): definitely not applied. Not "no leader known": one is.
+            pending.set(LINK_FULL)
             return
-        self.requests.track_forward(req_id, pending, deadline, msg.dst)
+        self.requests.track_forward(req_id, pending, deadline, msg.dst, size)
         self.stats["forwarded"] += 1
 
     def on_response(self, msg: ForwardResponse) -> None:

@@ -1,7 +1,7 @@
 """Every client request the node owes an answer: one waiter type with a deadline, one sweep,
 one fail-all.
 
-A request is a ``Pending`` (raftkv.node.pending) plus a ``Waiter`` in one of five tables,
+A request is a ``Pending`` (raftkv.node.pending) plus a ``Waiter`` in one of six tables,
 each keyed by what will answer it:
 
 - ``writes`` by log index: our proposals, answered when their entry applies (LOST if
@@ -9,12 +9,15 @@ each keyed by what will answer it:
 - ``reads`` by ReadIndex context: reads waiting for a quorum to confirm leadership;
 - ``read_wait``, a heap by read index: confirmed reads waiting for apply to catch up;
 - ``forwards`` by request id: commands forwarded to the leader, answered by its reply;
+- ``unsent``, in arrival order: commands waiting for room in the forwarding window
+  (raftkv.node.forwarding), never sent to any leader;
 - ``parked``, in arrival order: commands waiting for a leader to be known.
 
 Whatever answers a waiter first wins (a Pending takes one value). The sweeper answers every
 waiter whose deadline passed with the waiter's own ``late`` reply, so no client waits
 forever; ``fail_all`` answers everything at shutdown. A write or a forward that times out
-may still have been applied: its answer says UNKNOWN, never "not applied".
+may still have been applied: its answer says UNKNOWN, never "not applied"; a command that
+times out in ``unsent`` never left this node, and its answer says so (TRYAGAIN).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -45,6 +48,10 @@ APPLY_TIMEOUT = ErrorReply(
     "TRYAGAIN the read was confirmed but this node did not apply up to it in time; retry"
 )
 SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
+NOT_SENT = ErrorReply(
+    "TRYAGAIN the command waited too long to be forwarded to the leader; it was not sent "
+    "and not applied, retry"
+)
 
 SWEEP_INTERVAL = 0.05  # seconds between sweeps: how late a deadline may be answered
 
@@ -61,6 +68,7 @@ class Waiter:
     leader: int = 0  # a forward: the leader it went to
     write: bool = False  # a parked command: a write (else a read)
     proposal: bool = False  # our own proposal: counted in proposals_failed when it fails
+    size: int = 0  # a forward or an unsent command: its arguments' bytes
 
     @property
     def maybe_applied(self) -> bool:
@@ -69,7 +77,7 @@ class Waiter:
 
 
 class RequestTracker:
-    """The five tables of waiters (module docstring); all of it runs in the trio thread."""
+    """The six tables of waiters (module docstring); all of it runs in the trio thread."""
 
     def __init__(self, stats: dict[str, int]) -> None:
         self.stats = stats  # the node's counters (proposals_failed)
@@ -78,6 +86,12 @@ class RequestTracker:
         self.read_wait: list[tuple[int, int, Waiter]] = []
         self.forwards: dict[int, Waiter] = {}
         self.parked: deque[Waiter] = deque()
+        self.unsent: deque[Waiter] = deque()
+        self.forward_bytes = 0  # arguments' bytes of the waiters in ``forwards``
+        self.unsent_bytes = 0  # and in ``unsent``
+        # Called whenever ``forwards`` shrank or the leader changed: the forwarder may send
+        # more of ``unsent`` (raftkv.node.forwarding.Forwarder.pump).
+        self.on_forwards_changed: Callable[[], None] | None = None
         self._ids = itertools.count(1)
 
     def next_id(self) -> int:
@@ -145,20 +159,59 @@ class RequestTracker:
     # -- forwards -------------------------------------------------------------------------
 
     def track_forward(self, req_id: int, pending: Pending, deadline: float,
-                      leader: int) -> None:
-        self.forwards[req_id] = Waiter(pending, deadline, UNKNOWN_FORWARD, leader=leader)
+                      leader: int, size: int = 0) -> None:
+        self.forwards[req_id] = Waiter(pending, deadline, UNKNOWN_FORWARD, leader=leader,
+                                       size=size)
+        self.forward_bytes += size
+
+    def _forward_done(self, req_id: int) -> Waiter | None:
+        waiter = self.forwards.pop(req_id, None)
+        if waiter is not None:
+            self.forward_bytes -= waiter.size
+        return waiter
 
     def forward_answered(self, req_id: int) -> Pending | None:
-        waiter = self.forwards.pop(req_id, None)
-        return waiter.pending if waiter is not None else None
+        waiter = self._forward_done(req_id)
+        if waiter is None:
+            return None
+        self._forwards_changed()
+        return waiter.pending
 
     def leader_changed(self, leader: int) -> None:
         """A new leader was elected: commands forwarded to an earlier one will get no reply
-        (that leader is gone or deposed), so answer them now instead of at the timeout."""
+        (that leader is gone or deposed), so answer them now instead of at the timeout.
+        Unsent commands were never sent anywhere: they may go to the new leader."""
         for req_id, waiter in list(self.forwards.items()):
             if waiter.leader != leader:
-                del self.forwards[req_id]
+                self._forward_done(req_id)
                 waiter.pending.set(UNKNOWN_FORWARD)
+        self._forwards_changed()
+
+    def _forwards_changed(self) -> None:
+        if self.on_forwards_changed is not None:
+            self.on_forwards_changed()
+
+    # -- commands waiting for room in the forwarding window ---------------------------------
+
+    def queue_unsent(self, args: list[bytes], pending: Pending, deadline: float,
+                     size: int) -> None:
+        self.unsent.append(Waiter(pending, deadline, NOT_SENT, args, size=size))
+        self.unsent_bytes += size
+
+    def next_unsent(self) -> Waiter | None:
+        """The oldest unsent command still unanswered (taken out), or None."""
+        while self.unsent:
+            waiter = self.unsent.popleft()
+            self.unsent_bytes -= waiter.size
+            if not waiter.pending.done:
+                return waiter
+        return None
+
+    def fail_unsent(self, reply: ErrorReply) -> None:
+        """Answer every unsent command with ``reply`` (a definite "not applied")."""
+        unsent, self.unsent, self.unsent_bytes = self.unsent, deque(), 0
+        for waiter in unsent:
+            waiter.pending.set(reply)
 
     # -- commands waiting for a leader ----------------------------------------------------
 
@@ -180,11 +233,20 @@ class RequestTracker:
 
     def sweep(self, now: float) -> None:
         """Answer every request whose deadline is ``now`` or earlier."""
+        forwards = len(self.forwards)
         for table in (self.writes, self.reads, self.forwards):
             for key, waiter in list(table.items()):
                 if waiter.deadline <= now:
                     del table[key]
+                    if table is self.forwards:
+                        self.forward_bytes -= waiter.size
                     self.fail_write(waiter, waiter.late)
+        if any(w.deadline <= now for w in self.unsent):
+            late = [w for w in self.unsent if w.deadline <= now]
+            self.unsent = deque(w for w in self.unsent if w.deadline > now)
+            self.unsent_bytes = sum(w.size for w in self.unsent)
+            for waiter in late:
+                waiter.pending.set(NOT_SENT)
         if any(item[2].deadline <= now for item in self.read_wait):
             late = [item[2] for item in self.read_wait if item[2].deadline <= now]
             self.read_wait = [item for item in self.read_wait if item[2].deadline > now]
@@ -194,13 +256,15 @@ class RequestTracker:
         parked = self.parked
         while parked and parked[0].deadline <= now:
             parked.popleft().pending.set(NO_LEADER)
+        if len(self.forwards) < forwards:
+            self._forwards_changed()  # room in the window: the next unsent may go
 
     def fail_all(self, reply: ErrorReply) -> None:
         """Answer everything (the node stops): ``reply``, or UNKNOWN where a write or a
         forward may have been applied."""
         waiters = [*self.writes.values(), *self.reads.values(),
                    *(item[2] for item in self.read_wait), *self.forwards.values(),
-                   *self.parked]
+                   *self.parked, *self.unsent]
         for waiter in waiters:
             self.fail_write(waiter, waiter.late if waiter.maybe_applied else reply)
         self.writes.clear()
@@ -208,3 +272,5 @@ class RequestTracker:
         self.read_wait.clear()
         self.forwards.clear()
         self.parked.clear()
+        self.unsent.clear()
+        self.forward_bytes = self.unsent_bytes = 0

@@ -563,8 +563,13 @@ class DiskStorage:
             return
         data: bytes | bytearray = self._buf
         if self._parts:  # encoded here, in the caller's (the sync) thread, not on append
-            data = b"".join([p if isinstance(p, bytes) else records.entries_record(p)
-                             for p in self._parts] + [self._buf])
+            data = bytearray()  # one copy of each large entry's data (append_entries_record)
+            for p in self._parts:
+                if isinstance(p, bytes):
+                    data += p
+                else:
+                    records.append_entries_record(data, p)
+            data += self._buf
         with self._io("writing the WAL"):
             seg = self._segments[-1]
             if seg.size >= self.segment_size:

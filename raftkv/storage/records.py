@@ -50,6 +50,66 @@ def entries_record(entries: list[Entry]) -> bytes:
     return frame(_packb([ENTRIES, entries[0].index, [[e.term, e.kind, e.data] for e in entries]]))
 
 
+# Entries whose data is at least this large are copied into a group once, by reference,
+# not through msgpack (``append_entries_record``).
+BIG_DATA = 64 * 1024
+_NO_FRAME = bytes(FRAME.size)
+_record_packer = msgpack.Packer(use_bin_type=True)  # used only from the sync thread
+_pack = _record_packer.pack
+_pack_array_header = _record_packer.pack_array_header
+
+
+def _bin_header(n: int) -> bytes:
+    """msgpack's bin header for ``n`` bytes, exactly as ``packb`` writes it."""
+    if n < 0x100:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+def append_entries_record(out: bytearray, entries: list[Entry]) -> None:
+    """Append to ``out`` the very bytes of ``entries_record(entries)``, copying each large
+    entry's data once (into ``out``) where ``entries_record`` copies it four times
+    (msgpack's buffer, its bytes, the frame, the group's join), all holding the GIL.
+
+    Why (issue 12, big values under CPU starvation): the node's sync thread encodes a
+    group while the event loop waits for the GIL; an 8 MiB entry's four copies, on a
+    2-core machine shared with busy processes, held the loop long enough to delay
+    heartbeats. The CRC is computed by zlib over the finished payload, without the GIL."""
+    start = len(out)
+    out += _NO_FRAME
+    out += _pack_array_header(3)
+    out += _pack(ENTRIES)
+    out += _pack(entries[0].index)
+    out += _pack_array_header(len(entries))
+    run: list[list] = []
+    for e in entries:
+        if len(e.data) < BIG_DATA:
+            run.append([e.term, e.kind, e.data])
+            continue
+        if run:
+            _append_run(out, run)
+            run = []
+        out += _pack_array_header(3)
+        out += _pack(e.term)
+        out += _pack(e.kind)
+        out += _bin_header(len(e.data))
+        out += e.data
+    if run:
+        _append_run(out, run)
+    with memoryview(out) as view:
+        crc = zlib.crc32(view[start + FRAME.size :])
+    FRAME.pack_into(out, start, len(out) - start - FRAME.size, crc)
+
+
+def _append_run(out: bytearray, run: list[list]) -> None:
+    """Small entries packed as one list, appended without the list's own header."""
+    packed = _pack(run)
+    with memoryview(packed) as view:
+        out += view[len(_pack_array_header(len(run))) :]
+
+
 def hard_state_record(hs: HardState) -> bytes:
     return frame(_packb([HARD_STATE, hs.term, hs.vote, hs.commit]))
 
@@ -104,36 +164,78 @@ def _in_range(kind: int, args: list) -> bool:
     return all(a <= MAX_INDEX for a in args)  # == MAX_TERM: one bound for both
 
 
+# The fewest bytes one entry ``[term, kind, data]`` takes: a fixarray header, a fixint term,
+# a fixint kind and an empty bin8. An entries record claiming more entries than its bytes
+# could hold is refused from its header, before anything is built.
+MIN_ENTRY_BYTES = 5
+
+
 def decode(payload: bytes | memoryview) -> Record:
-    """Decode a checksummed payload; ``ValueError`` says what is wrong with it."""
+    """Decode a checksummed payload; ``ValueError`` says what is wrong with it.
+
+    Decoded in a stream against the record's schema, never as one generic msgpack value: a
+    checksum proves a record intact, not sane, and a generic decode of a 32 MiB record of
+    32M empty arrays builds 32M lists (~64 bytes of memory per input byte, attack round 5)
+    before any check can refuse it. Here every container header is checked against the
+    schema (and against the bytes left) before the next element is read, and the scalar
+    fields may not be containers at all (``max_array_len=0``), so a malformed record is
+    refused at its first wrong element; what is built is only the entries that are valid,
+    at most one ``[term, kind, data]`` per ``MIN_ENTRY_BYTES`` of input: the memory the
+    in-memory log needs for them anyway.
+    """
+    n = len(payload)
+    u = msgpack.Unpacker(
+        raw=False, use_list=True, strict_map_key=True, max_buffer_size=max(n, 1),
+        max_array_len=0, max_map_len=0, max_str_len=0, max_ext_len=0, max_bin_len=n,
+    )
+    u.feed(payload)
     try:
-        obj = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=True)
+        rec = _decode_stream(u, n)
+        if u.tell() != n:
+            raise ValueError(f"{n - u.tell()} trailing bytes after the record")
+    except msgpack.OutOfData:
+        raise ValueError("payload ends inside the record") from None
+    except ValueError:
+        raise
     except Exception as e:  # msgpack raises several unrelated types
         raise ValueError(f"undecodable payload ({e})") from None
-    if not isinstance(obj, list) or not obj or type(obj[0]) is not int:
+    return rec
+
+
+def _array(u: msgpack.Unpacker, what: str) -> int:
+    try:
+        return u.read_array_header()
+    except msgpack.OutOfData:
+        raise
+    except Exception:
+        raise ValueError(f"{what} is not an array") from None
+
+
+def _scalar(u: msgpack.Unpacker, what: str) -> object:
+    try:
+        return u.unpack()
+    except msgpack.OutOfData:
+        raise
+    except Exception as e:
+        raise ValueError(f"{what}: {e}") from None
+
+
+def _decode_stream(u: msgpack.Unpacker, n: int) -> Record:
+    size = _array(u, "payload")
+    if size == 0:
         raise ValueError("payload is not a [kind, ...] array")
-    kind, args = obj[0], obj[1:]
-    if kind != ENTRIES:
-        if not all(_uint(a) for a in args):
-            raise ValueError(f"record kind {kind}: fields must be unsigned integers")
-        if not _in_range(kind, args):
-            raise ValueError(f"record kind {kind}: a field is out of range")
+    kind = _scalar(u, "record kind")
+    if type(kind) is not int:
+        raise ValueError("payload is not a [kind, ...] array")
     if kind == ENTRIES:
-        if len(args) != 2 or not _uint(args[0]) or args[0] < 1 or not isinstance(args[1], list):
-            raise ValueError("malformed entries record")
-        try:
-            for term, kind, data in args[1]:
-                if type(term) is not int or type(kind) is not int or type(data) is not bytes:
-                    raise ValueError
-                if not 0 <= term <= MAX_TERM or kind not in _KINDS:
-                    raise ValueError
-        except (ValueError, TypeError):
-            raise ValueError("malformed entry in entries record") from None
-        if not args[1]:
-            raise ValueError("empty entries record")
-        if args[0] + len(args[1]) - 1 > MAX_INDEX:
-            raise ValueError("entries record past MAX_INDEX")
-        return EntriesRec(args[0], args[1])
+        return _decode_entries(u, n, size - 1)
+    if size - 1 > 3:
+        raise ValueError(f"unknown record kind {kind} with {size - 1} fields")
+    args = [_scalar(u, f"record kind {kind}") for _ in range(size - 1)]
+    if not all(_uint(a) for a in args):
+        raise ValueError(f"record kind {kind}: fields must be unsigned integers")
+    if not _in_range(kind, args):
+        raise ValueError(f"record kind {kind}: a field is out of range")
     if kind == HARD_STATE and len(args) == 3:
         return HardStateRec(HardState(*args))
     if kind == TRUNCATE and len(args) == 1:
@@ -141,3 +243,36 @@ def decode(payload: bytes | memoryview) -> Record:
     if kind == RESET and len(args) == 2:
         return ResetRec(*args)
     raise ValueError(f"unknown record kind {kind} with {len(args)} fields")
+
+
+def _decode_entries(u: msgpack.Unpacker, n: int, fields: int) -> EntriesRec:
+    if fields != 2:
+        raise ValueError("malformed entries record")
+    first = _scalar(u, "entries record")
+    if not _uint(first) or first < 1:
+        raise ValueError("malformed entries record")
+    count = _array(u, "entries record")
+    if count == 0:
+        raise ValueError("empty entries record")
+    if count > (n - u.tell()) // MIN_ENTRY_BYTES:
+        raise ValueError(f"entries record claims {count} entries in {n - u.tell()} bytes")
+    if first + count - 1 > MAX_INDEX:
+        raise ValueError("entries record past MAX_INDEX")
+    items = []
+    append = items.append
+    unpack = u.unpack
+    for _ in range(count):
+        try:
+            if u.read_array_header() != 3:
+                raise ValueError
+            term, kind, data = unpack(), unpack(), unpack()
+        except msgpack.OutOfData:
+            raise
+        except Exception:
+            raise ValueError("malformed entry in entries record") from None
+        if type(term) is not int or type(kind) is not int or type(data) is not bytes:
+            raise ValueError("malformed entry in entries record")
+        if not 0 <= term <= MAX_TERM or kind not in _KINDS:
+            raise ValueError("malformed entry in entries record")
+        append([term, kind, data])
+    return EntriesRec(first, items)

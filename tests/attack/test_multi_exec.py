@@ -41,6 +41,7 @@ FORWARD_CHILD = """
     import resource
     from types import SimpleNamespace
     from raftkv.node.forwarding import Forwarder
+    from raftkv.node.requests import RequestTracker
     from raftkv.node.settings import NodeSettings
     from wire.raft import ForwardRequest, ForwardResponse
 
@@ -49,7 +50,7 @@ FORWARD_CHILD = """
                             cluster={1: "127.0.0.1:2"}, data_dir="/nonexistent",
                             max_request_bytes=1024 * 1024)
     forwarder = Forwarder(1, settings, SimpleNamespace(term=1),
-                          SimpleNamespace(send=sent.append), None, {})
+                          SimpleNamespace(send=sent.append), RequestTracker({}), {})
     msg = ForwardRequest(term=1, src=2, dst=1, req_id=7, args=(b"EXEC", b"..."))
     reply = forwarder._replier(msg)
     # EXEC's reply: 3,000 references to one 1 MiB value (the state machine holds one
