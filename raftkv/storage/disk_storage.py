@@ -3,7 +3,11 @@
 Synchronous and single-threaded by design: the runtime calls it from one worker thread at
 a time (``trio.to_thread.run_sync``). Reads are served from memory: every entry since the
 latest snapshot is kept in a list (snapshots bound the log), so ``term`` is O(1) and
-``entries`` O(size of the result).
+``entries`` O(size of the result). The list holds each entry as a plain ``(term, index,
+kind, data)`` tuple, made back into an ``Entry`` when read: a tuple of ints and bytes is
+one CPython's garbage collector stops tracking, an ``Entry`` (a slotted attrs instance)
+never is, and every full collection walked the whole log on the event loop (issue 12:
+100k entries were most of a 48 ms full pass; ``tests/bench/bench_gc_population.py``).
 
 Writes are group-committed: ``append`` and ``set_hard_state`` only encode records into a
 buffer (and update memory, which the core reads at once); ``sync`` writes the whole buffer
@@ -30,11 +34,11 @@ import fcntl
 import logging
 import os
 from collections.abc import Iterator
-from itertools import islice, pairwise
+from itertools import islice, pairwise, starmap
 
 import attrs
 
-from raftkv.raft.log_storage import Compacted, Unavailable, entry_size
+from raftkv.raft.log_storage import ENTRY_OVERHEAD, Compacted, Unavailable
 from raftkv.raft.membership import decode_config
 from raftkv.storage import records
 from raftkv.storage.data_files import check_regular
@@ -119,6 +123,9 @@ def open_storage(
 DEFER_ENCODING_BYTES = 256 * 1024
 
 
+_Row = tuple[int, int, int, bytes]  # an entry as kept in memory: (term, index, kind, data)
+
+
 @attrs.define
 class _Replay:
     """The log as the WAL records describe it, before reconciling with the snapshot."""
@@ -174,6 +181,7 @@ class DiskStorage:
         # bytes, or the entries whose record ``sync`` encodes (DEFER_ENCODING_BYTES).
         self._parts: list[bytes | list[Entry]] = []
         self._segments: list[Segment] = []
+        self._entries: list[_Row] = []  # (term, index, kind, data) per entry: see the docstring
         self._chunk_reader: SnapshotReader | None = None  # for snapshot_chunk
         self._lock_fd = -1
         self._dir_fd = -1
@@ -389,7 +397,7 @@ class DiskStorage:
         else:
             r.base, r.raw = rec.index, []
 
-    def _reconcile(self, r: _Replay) -> list[Entry] | None:
+    def _reconcile(self, r: _Replay) -> list[_Row] | None:
         """The entries after the snapshot: the ``install_snapshot`` rule, applied on open.
 
         Keep the WAL's suffix after the snapshot index only if the WAL holds the snapshot's
@@ -408,10 +416,8 @@ class DiskStorage:
         if s.index > r.base and r.raw[s.index - r.base - 1][0] != s.term:
             return None
         first = s.index + 1
-        return [
-            Entry(t, i, k, b)  # positional: measurably faster over a whole segment
-            for i, (t, k, b) in enumerate(r.raw[first - r.base - 1 :], start=first)
-        ]
+        return [(t, i, k, b) for i, (t, k, b) in enumerate(r.raw[first - r.base - 1 :],
+                                                            start=first)]
 
     # -- read side (the core) --------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ClusterConfig]:
@@ -424,9 +430,9 @@ class DiskStorage:
         return hs, self._latest_config()
 
     def _latest_config(self) -> ClusterConfig:
-        for e in reversed(self._entries):
-            if e.kind == CONFIG:
-                return decode_config(e.data)
+        for _term, _index, kind, data in reversed(self._entries):
+            if kind == CONFIG:
+                return decode_config(data)
         return self._snap.config
 
     def first_index(self) -> int:
@@ -443,7 +449,7 @@ class DiskStorage:
             return s.term
         if index > s.index + len(self._entries):
             raise Unavailable(index)
-        return self._entries[index - s.index - 1].term
+        return self._entries[index - s.index - 1][0]
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         s = self._snap
@@ -457,14 +463,14 @@ class DiskStorage:
             return []
         start, stop = lo - s.index - 1, hi - s.index - 1
         if max_bytes is None:
-            return self._entries[start:stop]
+            return list(starmap(Entry, islice(self._entries, start, stop)))
         out: list[Entry] = []
         size = 0
-        for e in islice(self._entries, start, stop):
-            size += entry_size(e)
+        for row in islice(self._entries, start, stop):
+            size += len(row[3]) + ENTRY_OVERHEAD  # entry_size
             if out and size > max_bytes:
                 break
-            out.append(e)
+            out.append(Entry(*row))
         return out
 
     def snapshot_meta(self) -> SnapshotMeta:
@@ -532,7 +538,7 @@ class DiskStorage:
             self._buf.clear()
         else:
             self._buf += records.entries_record(entries)
-        self._entries.extend(entries)
+        self._entries += [(e.term, e.index, e.kind, e.data) for e in entries]
         self._buf_max_index = max(self._buf_max_index, entries[-1].index)
 
     def set_hard_state(self, hs: HardState) -> None:
