@@ -29,6 +29,7 @@ from raftkv.node.clock import LeaderClock
 from raftkv.node.driver import CoreDriver
 from raftkv.node.expiry import active_expiry
 from raftkv.node.forwarding import Forwarder
+from raftkv.node.heap import freeze_startup_heap
 from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership
 from raftkv.node.memory import MemoryGuard
@@ -115,7 +116,8 @@ class Node:
         self.core = RaftCore(self.id, self.storage, config, self.rng)
         members, joining = known_members(s, self.storage, self.core)
         event(log, logging.INFO, "node starting", id=self.id, term=self.core.term,
-              applied=self.applied, last_index=self.core.last_index)
+              applied=self.applied, last_index=self.core.last_index,
+              gc_frozen=freeze_startup_heap())
         self.started_at = trio.current_time()
         self.transport = build_transport(s, members, lambda msg: self.driver.deliver(msg),
                                          self.rng,
