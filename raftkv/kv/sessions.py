@@ -34,7 +34,6 @@ import msgpack
 from wire.reply import ErrorReply, SimpleString
 
 from .errors import KVDecodeError
-from .numbers import parse_int64
 
 WINDOW = 64
 MAX_SESSIONS = 16_384
@@ -102,9 +101,6 @@ class SessionTable:
         # new Packer per call. Used only while applying, on one thread, like the rest of
         # the state machine.
         self._pack = msgpack.Packer(default=_default, use_bin_type=True).pack
-        # Session ids as the log spells them -> their value (a cache, not state: every
-        # command of a session carries the same 19 digits).
-        self._ids: dict[bytes, int] = {}
         # Bytes of every recorded reply, each counted as its msgpack encoding (a function of
         # the sessions alone, so a replica restored from a snapshot counts the same as one
         # that applied the log, and as the table counted when it kept the encodings).
@@ -123,17 +119,6 @@ class SessionTable:
         return {sid: attrs.evolve(s, replies={seq: _blob(r, pack) for seq, r in s.replies.items()})
                 for sid, s in self._sessions.items()}
 
-    def session_id(self, raw: bytes) -> int | None:
-        """``raw`` (a session id as the log spells it) as a positive int64, or None."""
-        sid = self._ids.get(raw)
-        if sid is None:
-            sid = parse_int64(raw)
-            if sid is None or sid <= 0:
-                return None
-            if len(self._ids) >= 2 * MAX_SESSIONS:
-                self._ids.clear()
-            self._ids[raw] = sid
-        return sid
 
     def open(self, sid: int, timeout_ms: int, now: int) -> ErrorReply | None:
         """Open session ``sid`` at log time ``now``; an error if full or ``sid`` is live."""
