@@ -70,7 +70,7 @@ def string2ll(s: bytes) -> int | None:
 # do in C what the loop does per argument in Python (0.45 us an argument there, issue 19).
 _BULK_HEADERS_IN: dict[bytes, int] = {b"$%d" % i: i for i in range(10_000)}
 _SPLIT_MIN, _SPLIT_MAX = 3, 64  # arguments (fewer: the loop is as fast)
-_SPLIT_WINDOW = 2048  # bytes of the buffer it looks at (a pipeline is not copied whole)
+_SPLIT_WINDOW = 512  # bytes of the buffer it looks at (a pipeline is not copied whole)
 
 
 def _expected_dollar(byte: int) -> ProtocolError:

@@ -398,7 +398,7 @@ def test_the_fast_path_leaves_bytes_after_a_bulk_unchecked_like_the_loop() -> No
 def test_large_arguments_and_long_pipelines_past_the_split_window() -> None:
     big = encode_command(b"SET", b"k", b"v" * 5000, b"EX", b"10")  # a bulk past 4 digits
     many = encode_command(*[b"a%d" % i for i in range(200)])  # more arguments than it takes
-    pipeline = encode_command(b"SET", b"key", b"x" * 100) * 100  # 13 KiB: over its window
+    pipeline = encode_command(b"SET", b"key", b"x" * 100) * 100  # 13 KiB: many windows
     assert parse_all(big + many + pipeline) == (
         [[b"SET", b"k", b"v" * 5000, b"EX", b"10"], [b"a%d" % i for i in range(200)]]
         + [[b"SET", b"key", b"x" * 100]] * 100)
