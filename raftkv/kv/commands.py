@@ -318,7 +318,7 @@ def _session_close(args: list[bytes]) -> ErrorReply | None:
 def once_numbers(args: list[bytes]) -> tuple[int, int] | ErrorReply:
     """The (session, seq) of ``once session seq command...`` (at least 4 arguments), or
     the error ``validate`` answers for it: the whole check, the wrapped command's included.
-    The state machine applies with it, so the numbers are parsed once per replica."""
+    The state machine's apply checks a subset quickly and calls this for the error text."""
     sid = session_id(args[1])
     if sid is None:
         return parse_session_number(args[1], "session id")  # (its error)
