@@ -318,7 +318,7 @@ def test_a_kept_reply_counts_the_bytes_of_its_encoding(reply: object) -> None:
     assert sessions_module._size(kept) == size
 
 
-def test_a_recorded_list_is_a_copy_and_a_duplicate_answers_it(kv: KVStateMachine) -> None:
+def test_a_recorded_list_is_a_copy_and_a_duplicate_answers_it() -> None:
     table = sessions_module.SessionTable()
     table.open(7, MINUTE, T0)
     reply = [b"a", 1, None]
