@@ -1,0 +1,269 @@
+"""Memory under a long overwrite load: is every node's RSS flat (issue 15, within 10 %)?
+
+Run: .venv/bin/python tests/bench/bench_memory.py [--minutes 10] [--keys 100000]
+                                                  [--interval 10] [--warmup 60] [--dir DIR]
+
+Starts a 3-node RaftKV (fsync always, snapshots at their default, --snapshot-entries
+100000) on free loopback ports, writes ``--keys`` keys first (``key:%012d``, the names
+``redis-benchmark -r`` draws), then for ``--minutes`` runs ``redis-benchmark -t set -c 50
+-r KEYS`` against the leader without a pause (runs of 20k requests back to back) and, beside
+it, a lighter ``-t get -c 5 -r KEYS`` (some reads: their sessions, buffers and ReadIndex
+state must not accumulate either). Every ``--interval`` seconds it samples each node's
+resident set size from /proc/PID/status (VmRSS) and, from INFO, the Raft log held in
+memory (last_log_index - snapshot_index), the key count and the full-GC count, and prints
+one line per sample.
+
+At the end it prints each node's RSS series, its min and max AFTER the warm-up (the first
+``--warmup`` seconds of load, default one minute: the allocator's arenas, the first
+snapshot and the log grow to their working size there; they are excluded and the report
+says so), the spread max/min - 1 and the change from the first to the last sample after
+the warm-up, and the verdict: flat when every node's spread is within ``--tolerance``
+(default 10 %). Expect a saw-tooth inside the spread: the log grows until the next
+snapshot compacts it. A node that grows shows up in both figures.
+
+Every node's process group and every redis-benchmark it started are killed at the end,
+also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import attrs
+import redis
+from common import HOST, load_line, raft_cluster, roles, scratch_dir
+
+from chaos.cluster import LocalCluster
+
+BATCH = 20_000  # requests per redis-benchmark run: short, so the load ends near the deadline
+
+
+def rss_kib(pid: int) -> int | None:
+    """VmRSS of ``pid`` in KiB (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def info_all(cluster: LocalCluster, node: int) -> dict[str, str]:
+    """INFO (default sections) and INFO raft of one node as one dict; {} if it did not
+    answer within 5 s."""
+    host, port = cluster.client_addr(node)
+    try:
+        r = redis.Redis(host=host, port=port, socket_timeout=5, protocol=2)
+        out = {k: str(v) for k, v in r.info("all").items()}
+        raft = cluster.info(node, 5.0) or {}
+        r.close()
+    except (redis.RedisError, OSError):
+        return {}
+    return {**out, **raft}
+
+
+def load_keys(port: int, keys: int, size: int) -> float:
+    """SET every ``key:%012d`` below ``keys`` in pipelined batches; seconds taken."""
+    r = redis.Redis(host=HOST, port=port, socket_timeout=60, protocol=2)
+    value = b"x" * size
+    start = time.monotonic()
+    for lo in range(0, keys, 1000):
+        with r.pipeline(transaction=False) as pipe:
+            for k in range(lo, min(lo + 1000, keys)):
+                pipe.set(f"key:{k:012d}", value)
+            pipe.execute()
+    r.close()
+    return time.monotonic() - start
+
+
+class Load:
+    """redis-benchmark runs back to back until ``stop`` is set, in a thread; every child is
+    tracked so ``kill`` can end the one running (on Ctrl-C too)."""
+
+    def __init__(self, port: int, test: str, clients: int, keys: int, size: int) -> None:
+        self.cmd = ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", test, "-n",
+                    str(BATCH), "-c", str(clients), "-r", str(keys), "-d", str(size), "--csv"]
+        self.stop = threading.Event()
+        self.proc: subprocess.Popen[str] | None = None
+        self.lock = threading.Lock()
+        self.done = 0  # requests of the runs that completed
+        self.rps: list[float] = []
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                if self.stop.is_set():
+                    return
+                self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True)
+            try:
+                out, err = self.proc.communicate(timeout=600)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                out, err = self.proc.communicate()
+                err += " (killed after 600 s)"
+            if self.stop.is_set():
+                return  # killed at the deadline: a partial run has no figure
+            rows = list(csv.DictReader(io.StringIO(out)))
+            if self.proc.returncode or not rows:
+                self.errors.append(f"exit {self.proc.returncode}: {err.strip()[:200]}")
+                time.sleep(1)  # a failed run (leader change?): do not spin; the deadline ends it
+                continue
+            self.done += BATCH
+            self.rps.append(float(rows[0]["rps"]))
+
+    def kill(self) -> None:
+        with self.lock:
+            self.stop.set()
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextlib.contextmanager
+def loads(*items: Load) -> Iterator[tuple[Load, ...]]:
+    try:
+        for item in items:
+            item.thread.start()
+        yield items
+    finally:
+        for item in items:
+            item.kill()
+        for item in items:
+            if item.thread.is_alive():
+                item.thread.join(timeout=30)
+
+
+@attrs.define
+class Sample:
+    t: float  # seconds since the load started
+    rss: dict[int, int | None]  # node -> KiB
+    log: dict[int, int | None]  # node -> entries held since the snapshot
+    keys: dict[int, str]
+    gc: dict[int, str]
+
+
+def sample(cluster: LocalCluster, t: float) -> Sample:
+    s = Sample(t, {}, {}, {}, {})
+    for i, node in cluster.nodes.items():
+        s.rss[i] = rss_kib(node.proc.pid) if node.proc else None
+        info = info_all(cluster, i)
+        try:
+            s.log[i] = int(info["last_log_index"]) - int(info["snapshot_index"])
+        except (KeyError, ValueError):
+            s.log[i] = None
+        s.keys[i] = info.get("db0", "?").split(",")[0].removeprefix("{'keys': ").rstrip("}")
+        s.gc[i] = info.get("gc_full_collections", "?")
+    return s
+
+
+def mib(kib: int | None) -> str:
+    return "gone" if kib is None else f"{kib / 1024:.1f}"
+
+
+def report(samples: list[Sample], warmup: float, tolerance: float) -> bool:
+    nodes = sorted(samples[0].rss)
+    print("\nRSS per node, MiB, every sample (t = seconds since the load started):")
+    for i in nodes:
+        print(f"  n{i}: " + " ".join(f"{mib(s.rss[i])}" for s in samples))
+    after = [s for s in samples if s.t >= warmup]
+    print(f"\nafter the warm-up (samples at t >= {warmup:.0f} s: {len(after)} of "
+          f"{len(samples)}; the first {warmup:.0f} s of load are excluded):")
+    flat = bool(after)
+    for i in nodes:
+        vals = [s.rss[i] for s in after]
+        if not vals or any(v is None for v in vals):
+            print(f"  n{i}: the node was gone in a sample: NOT flat")
+            flat = False
+            continue
+        got = [v for v in vals if v is not None]
+        lo, hi = min(got), max(got)
+        spread = hi / lo - 1
+        drift = got[-1] / got[0] - 1
+        logs = [s.log[i] for s in after if s.log[i] is not None]
+        ok = spread <= tolerance
+        flat = flat and ok
+        print(f"  n{i}: min {mib(lo)} max {mib(hi)} MiB, spread {spread:+.1%}, "
+              f"first->last {mib(got[0])} -> {mib(got[-1])} ({drift:+.1%}); Raft log held "
+              f"{min(logs, default=0)}..{max(logs, default=0)} entries  "
+              f"{'flat' if ok else 'NOT flat'}")
+    print(f"verdict: RSS of every node {'flat' if flat else 'NOT flat'} within "
+          f"{tolerance:.0%} after the warm-up")
+    return flat
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0, help="minutes of load")
+    ap.add_argument("--keys", type=int, default=100_000, help="key space, loaded first")
+    ap.add_argument("--size", type=int, default=3, help="value bytes (redis-benchmark -d)")
+    ap.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
+    ap.add_argument("--warmup", type=float, default=60.0,
+                    help="seconds of load excluded from the flatness verdict")
+    ap.add_argument("--tolerance", type=float, default=0.10, help="allowed max/min - 1")
+    ap.add_argument("--get-clients", type=int, default=5, help="GET connections beside SET c50")
+    ap.add_argument("--dir", default=None, help="scratch base directory (a real disk)")
+    args = ap.parse_args()
+    started = time.monotonic()
+    print(load_line(), flush=True)
+    with scratch_dir(args.dir, "bench-memory-") as work, \
+            raft_cluster(work / "raftkv", fsync="always") as cluster:
+        leader, _ = roles(cluster)
+        port = cluster.client_addr(leader)[1]
+        terms0 = {i: (cluster.info(i, 2.0) or {}).get("term") for i in cluster.nodes}
+        took = load_keys(port, args.keys, args.size)
+        print(f"loaded {args.keys} keys of {args.size} B through leader n{leader} in "
+              f"{took:.1f} s", flush=True)
+        s0 = sample(cluster, 0.0)
+        print("before the load: RSS MiB " + ", ".join(
+            f"n{i} {mib(v)}" for i, v in s0.rss.items()), flush=True)
+        samples: list[Sample] = []
+        seconds = args.minutes * 60
+        with loads(Load(port, "set", 50, args.keys, args.size),
+                   Load(port, "get", args.get_clients, args.keys, args.size)) as (sets, gets):
+            t0 = time.monotonic()
+            while True:
+                t = time.monotonic() - t0
+                s = sample(cluster, t)
+                samples.append(s)
+                print(f"t={t:5.0f}s RSS MiB " + " ".join(
+                    f"n{i} {mib(s.rss[i])}" for i in sorted(s.rss))
+                    + " | log " + " ".join(f"n{i} {s.log[i]}" for i in sorted(s.log))
+                    + " | keys " + "/".join(s.keys[i] for i in sorted(s.keys))
+                    + " | full gc " + "/".join(s.gc[i] for i in sorted(s.gc))
+                    + f" | SETs done {sets.done}", flush=True)
+                if t >= seconds:
+                    break
+                # the sampling period: a deadline for the next sample, not a synchronisation
+                time.sleep(max(0.0, min(args.interval * len(samples), seconds) - t))
+        elapsed = time.monotonic() - t0
+        terms1 = {i: (cluster.info(i, 2.0) or {}).get("term") for i in cluster.nodes}
+        dead = cluster.crashed()
+        print(f"\nload: {elapsed:.0f} s of SET c50 -r {args.keys} (+ GET c{args.get_clients}) on "
+              f"leader n{leader}; {sets.done} SETs in completed runs "
+              f"({sets.done / elapsed:.0f}/s), {gets.done} GETs; failed runs: "
+              f"{len(sets.errors) + len(gets.errors)}")
+        for e in (sets.errors + gets.errors)[:5]:
+            print(f"  {e}")
+        print(f"terms before {terms0} after {terms1}"
+              + ("" if terms0 == terms1 else "  LEADER CHANGE"))
+        if dead:
+            print(f"NODES DIED: {dead}")
+        flat = report(samples, args.warmup, args.tolerance)
+    print(f"\n{load_line()}; wall time {time.monotonic() - started:.0f} s")
+    return 0 if flat and not dead else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
