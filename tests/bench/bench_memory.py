@@ -4,12 +4,13 @@ Run: .venv/bin/python tests/bench/bench_memory.py [--minutes 10] [--keys 100000]
                                                   [--interval 10] [--warmup 60] [--dir DIR]
 
 Starts a 3-node RaftKV (fsync always, snapshots at their default, --snapshot-entries
-100000) on free loopback ports, writes ``--keys`` keys first (``key:%012d``, the names
-``redis-benchmark -r`` draws), then for ``--minutes`` runs ``redis-benchmark -t set -c 50
--r KEYS`` against the leader without a pause (runs of 20k requests back to back) and, beside
-it, a lighter ``-t get -c 5 -r KEYS`` (some reads: their sessions, buffers and ReadIndex
-state must not accumulate either). Every ``--interval`` seconds it samples each node's
-resident set size from /proc/PID/status (VmRSS) and, from INFO, the Raft log held in
+100000, unless ``--snapshot-entries`` says otherwise) on free loopback ports, writes
+``--keys`` keys first (``key:%012d``, the names ``redis-benchmark -r`` draws), then for
+``--minutes`` runs ``redis-benchmark -t set -c 50 -r KEYS`` against the leader without a
+pause (runs of 20k requests back to back; a run a leader change broke is not counted) and,
+beside it, a lighter ``-t get -c 5 -r KEYS`` (some reads: their sessions, buffers and
+ReadIndex state must not accumulate either). Every ``--interval`` seconds it samples each
+node's resident set size from /proc/PID/status (VmRSS) and, from INFO, the Raft log held in
 memory (last_log_index - snapshot_index), the key count and the full-GC count, and prints
 one line per sample.
 
@@ -32,6 +33,7 @@ import contextlib
 import csv
 import io
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,7 +44,8 @@ from common import HOST, load_line, raft_cluster, roles, scratch_dir
 
 from chaos.cluster import LocalCluster
 
-BATCH = 20_000  # requests per redis-benchmark run: short, so the load ends near the deadline
+# requests per redis-benchmark run: short, so the load ends near the deadline
+BATCH = {"set": 20_000, "get": 5_000}
 
 
 def rss_kib(pid: int) -> int | None:
@@ -90,8 +93,9 @@ class Load:
     tracked so ``kill`` can end the one running (on Ctrl-C too)."""
 
     def __init__(self, port: int, test: str, clients: int, keys: int, size: int) -> None:
+        self.batch = BATCH[test]
         self.cmd = ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", test, "-n",
-                    str(BATCH), "-c", str(clients), "-r", str(keys), "-d", str(size), "--csv"]
+                    str(self.batch), "-c", str(clients), "-r", str(keys), "-d", str(size), "--csv"]
         self.stop = threading.Event()
         self.proc: subprocess.Popen[str] | None = None
         self.lock = threading.Lock()
@@ -120,7 +124,7 @@ class Load:
                 self.errors.append(f"exit {self.proc.returncode}: {err.strip()[:200]}")
                 time.sleep(1)  # a failed run (leader change?): do not spin; the deadline ends it
                 continue
-            self.done += BATCH
+            self.done += self.batch
             self.rps.append(float(rows[0]["rps"]))
 
     def kill(self) -> None:
@@ -213,12 +217,16 @@ def main() -> int:
                     help="seconds of load excluded from the flatness verdict")
     ap.add_argument("--tolerance", type=float, default=0.10, help="allowed max/min - 1")
     ap.add_argument("--get-clients", type=int, default=5, help="GET connections beside SET c50")
+    ap.add_argument("--snapshot-entries", type=int, default=None,
+                    help="the nodes' --snapshot-entries (default: theirs, 100000)")
     ap.add_argument("--dir", default=None, help="scratch base directory (a real disk)")
     args = ap.parse_args()
+    extra = ([] if args.snapshot_entries is None
+             else ["--snapshot-entries", str(args.snapshot_entries)])
     started = time.monotonic()
-    print(load_line(), flush=True)
+    print(load_line() + f"; python {sys.executable}", flush=True)
     with scratch_dir(args.dir, "bench-memory-") as work, \
-            raft_cluster(work / "raftkv", fsync="always") as cluster:
+            raft_cluster(work / "raftkv", fsync="always", extra_args=extra) as cluster:
         leader, _ = roles(cluster)
         port = cluster.client_addr(leader)[1]
         terms0 = {i: (cluster.info(i, 2.0) or {}).get("term") for i in cluster.nodes}
