@@ -6,13 +6,13 @@ Run: .venv/bin/python tests/bench/bench_memory.py [--minutes 10] [--keys 100000]
 Starts a 3-node RaftKV (fsync always, snapshots at their default, --snapshot-entries
 100000, unless ``--snapshot-entries`` says otherwise) on free loopback ports, writes
 ``--keys`` keys first (``key:%012d``, the names ``redis-benchmark -r`` draws), then for
-``--minutes`` runs ``redis-benchmark -t set -c 50 -r KEYS`` against the leader without a
-pause (runs of 20k requests back to back; a run a leader change broke is not counted) and,
-beside it, a lighter ``-t get -c 5 -r KEYS`` (some reads: their sessions, buffers and
-ReadIndex state must not accumulate either). Every ``--interval`` seconds it samples each
-node's resident set size from /proc/PID/status (VmRSS) and, from INFO, the Raft log held in
-memory (last_log_index - snapshot_index), the key count and the full-GC count, and prints
-one line per sample.
+``--minutes`` runs ``redis-benchmark -t set -c 50 -r KEYS`` against the leader (of the
+moment) without a pause (runs of 20k requests back to back; a run a leader change broke is
+not counted) and, beside it, a lighter ``-t get -c 5 -r KEYS`` (some reads: their sessions,
+buffers and ReadIndex state must not accumulate either). Every ``--interval`` seconds it
+samples each node's resident set size from /proc/PID/status (VmRSS) and, from INFO, the
+Raft log held in memory (last_log_index - snapshot_index), the key count and the full-GC
+count, and prints one line per sample.
 
 At the end it prints each node's RSS series, its min and max AFTER the warm-up (the first
 ``--warmup`` seconds of load, default one minute: the allocator's arenas, the first
@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import attrs
 import redis
@@ -74,28 +74,44 @@ def info_all(cluster: LocalCluster, node: int) -> dict[str, str]:
     return {**out, **raft}
 
 
-def load_keys(port: int, keys: int, size: int) -> float:
-    """SET every ``key:%012d`` below ``keys`` in pipelined batches; seconds taken."""
-    r = redis.Redis(host=HOST, port=port, socket_timeout=60, protocol=2)
+def load_keys(cluster: LocalCluster, keys: int, size: int) -> tuple[float, int]:
+    """SET every ``key:%012d`` below ``keys`` in pipelined batches of 1000 through the
+    leader; a batch a leader change broke is sent again to the new leader (SET is
+    idempotent), at most 10 times. (seconds taken, batches sent again)."""
     value = b"x" * size
     start = time.monotonic()
+    again = 0
     for lo in range(0, keys, 1000):
-        with r.pipeline(transaction=False) as pipe:
-            for k in range(lo, min(lo + 1000, keys)):
-                pipe.set(f"key:{k:012d}", value)
-            pipe.execute()
-    r.close()
-    return time.monotonic() - start
+        for attempt in range(11):
+            leader, _ = roles(cluster)
+            host, port = cluster.client_addr(leader)
+            r = redis.Redis(host=host, port=port, socket_timeout=60, protocol=2)
+            try:
+                with r.pipeline(transaction=False) as pipe:
+                    for k in range(lo, min(lo + 1000, keys)):
+                        pipe.set(f"key:{k:012d}", value)
+                    pipe.execute()
+                break
+            except (redis.RedisError, OSError):
+                if attempt == 10:
+                    raise
+                again += 1
+            finally:
+                r.close()
+    return time.monotonic() - start, again
 
 
 class Load:
-    """redis-benchmark runs back to back until ``stop`` is set, in a thread; every child is
-    tracked so ``kill`` can end the one running (on Ctrl-C too)."""
+    """redis-benchmark runs back to back until ``stop`` is set, in a thread, each on the
+    leader of the moment (``port``); every child is tracked so ``kill`` can end the one
+    running (on Ctrl-C too)."""
 
-    def __init__(self, port: int, test: str, clients: int, keys: int, size: int) -> None:
+    def __init__(self, port: Callable[[], int], test: str, clients: int, keys: int,
+                 size: int) -> None:
         self.batch = BATCH[test]
-        self.cmd = ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", test, "-n",
-                    str(self.batch), "-c", str(clients), "-r", str(keys), "-d", str(size), "--csv"]
+        self.port = port
+        self.args = ["-t", test, "-n", str(self.batch), "-c", str(clients), "-r", str(keys),
+                     "-d", str(size), "--csv"]
         self.stop = threading.Event()
         self.proc: subprocess.Popen[str] | None = None
         self.lock = threading.Lock()
@@ -109,7 +125,8 @@ class Load:
             with self.lock:
                 if self.stop.is_set():
                     return
-                self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE,
+                cmd = ["redis-benchmark", "-h", HOST, "-p", str(self.port()), *self.args]
+                self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE, text=True)
             try:
                 out, err = self.proc.communicate(timeout=600)
@@ -227,19 +244,23 @@ def main() -> int:
     print(load_line() + f"; python {sys.executable}", flush=True)
     with scratch_dir(args.dir, "bench-memory-") as work, \
             raft_cluster(work / "raftkv", fsync="always", extra_args=extra) as cluster:
-        leader, _ = roles(cluster)
-        port = cluster.client_addr(leader)[1]
         terms0 = {i: (cluster.info(i, 2.0) or {}).get("term") for i in cluster.nodes}
-        took = load_keys(port, args.keys, args.size)
-        print(f"loaded {args.keys} keys of {args.size} B through leader n{leader} in "
-              f"{took:.1f} s", flush=True)
+        took, again = load_keys(cluster, args.keys, args.size)
+        leader, _ = roles(cluster)
+        print(f"loaded {args.keys} keys of {args.size} B in {took:.1f} s ({again} batches "
+              f"sent again after a leader change); leader n{leader}",
+              flush=True)
         s0 = sample(cluster, 0.0)
         print("before the load: RSS MiB " + ", ".join(
             f"n{i} {mib(v)}" for i, v in s0.rss.items()), flush=True)
         samples: list[Sample] = []
         seconds = args.minutes * 60
-        with loads(Load(port, "set", 50, args.keys, args.size),
-                   Load(port, "get", args.get_clients, args.keys, args.size)) as (sets, gets):
+        def port_of_leader() -> int:
+            return cluster.client_addr(roles(cluster)[0])[1]
+
+        with loads(Load(port_of_leader, "set", 50, args.keys, args.size),
+                   Load(port_of_leader, "get", args.get_clients, args.keys,
+                        args.size)) as (sets, gets):
             t0 = time.monotonic()
             while True:
                 t = time.monotonic() - t0
@@ -259,7 +280,7 @@ def main() -> int:
         terms1 = {i: (cluster.info(i, 2.0) or {}).get("term") for i in cluster.nodes}
         dead = cluster.crashed()
         print(f"\nload: {elapsed:.0f} s of SET c50 -r {args.keys} (+ GET c{args.get_clients}) on "
-              f"leader n{leader}; {sets.done} SETs in completed runs "
+              f"the leader (n{leader} at the start); {sets.done} SETs in completed runs "
               f"({sets.done / elapsed:.0f}/s), {gets.done} GETs; failed runs: "
               f"{len(sets.errors) + len(gets.errors)}")
         for e in (sets.errors + gets.errors)[:5]:
