@@ -20,7 +20,10 @@ snapshot and the log grow to their working size there; they are excluded and the
 says so), the spread max/min - 1 and the change from the first to the last sample after
 the warm-up, and the verdict: flat when every node's spread is within ``--tolerance``
 (default 10 %). Expect a saw-tooth inside the spread: the log grows until the next
-snapshot compacts it. A node that grows shows up in both figures.
+snapshot compacts it. A node that grows shows up in both figures. Then the same figures
+from the first sample after every node's second snapshot of the load (one full cycle of the
+log, 0 to --snapshot-entries entries: the allocator keeps that high-water mark, so RSS
+climbs through the first cycle however long it takes, and is the steady state after it).
 
 Every node's process group and every redis-benchmark it started are killed at the end,
 also on Ctrl-C.
@@ -173,6 +176,7 @@ class Sample:
     log: dict[int, int | None]  # node -> entries held since the snapshot
     keys: dict[int, str]
     gc: dict[int, str]
+    snap: dict[int, int | None] = attrs.Factory(dict)  # node -> snapshot_index
 
 
 def sample(cluster: LocalCluster, t: float) -> Sample:
@@ -181,9 +185,10 @@ def sample(cluster: LocalCluster, t: float) -> Sample:
         s.rss[i] = rss_kib(node.proc.pid) if node.proc else None
         info = info_all(cluster, i)
         try:
-            s.log[i] = int(info["last_log_index"]) - int(info["snapshot_index"])
+            s.snap[i] = int(info["snapshot_index"])
+            s.log[i] = int(info["last_log_index"]) - s.snap[i]
         except (KeyError, ValueError):
-            s.log[i] = None
+            s.log[i] = s.snap[i] = None
         s.keys[i] = info.get("db0", "?").split(",")[0].removeprefix("{'keys': ").rstrip("}")
         s.gc[i] = info.get("gc_full_collections", "?")
     return s
@@ -191,6 +196,43 @@ def sample(cluster: LocalCluster, t: float) -> Sample:
 
 def mib(kib: int | None) -> str:
     return "gone" if kib is None else f"{kib / 1024:.1f}"
+
+
+def judge(window: list[Sample], nodes: list[int], tolerance: float) -> bool:
+    """Print each node's min, max, spread and first->last over ``window``; all flat?"""
+    flat = bool(window)
+    for i in nodes:
+        vals = [s.rss[i] for s in window]
+        got = [v for v in vals if v is not None]
+        if not got or len(got) < len(vals):
+            print(f"  n{i}: the node was gone in a sample: NOT flat")
+            flat = False
+            continue
+        lo, hi = min(got), max(got)
+        spread = hi / lo - 1
+        drift = got[-1] / got[0] - 1
+        logs = [s.log[i] for s in window if s.log[i] is not None]
+        ok = spread <= tolerance
+        flat = flat and ok
+        print(f"  n{i}: min {mib(lo)} max {mib(hi)} MiB, spread {spread:+.1%}, "
+              f"first->last {mib(got[0])} -> {mib(got[-1])} ({drift:+.1%}); Raft log held "
+              f"{min(logs, default=0)}..{max(logs, default=0)} entries  "
+              f"{'flat' if ok else 'NOT flat'}")
+    return flat
+
+
+def after_cycle(samples: list[Sample], nodes: list[int]) -> list[Sample]:
+    """The samples after every node took its second snapshot of the load: the first one
+    compacts the log of the initial key load, the second ends the first full cycle of the
+    log (0 to --snapshot-entries entries), whose high-water mark the allocator keeps."""
+    seen: dict[int, set[int]] = {i: set() for i in nodes}
+    for k, s in enumerate(samples):
+        for i in nodes:
+            if s.snap.get(i) is not None:
+                seen[i].add(s.snap[i])  # type: ignore[arg-type]
+        if all(len(v) >= 3 for v in seen.values()):  # the index at t=0, then two more
+            return samples[k:]
+    return []
 
 
 def report(samples: list[Sample], warmup: float, tolerance: float) -> bool:
@@ -201,26 +243,19 @@ def report(samples: list[Sample], warmup: float, tolerance: float) -> bool:
     after = [s for s in samples if s.t >= warmup]
     print(f"\nafter the warm-up (samples at t >= {warmup:.0f} s: {len(after)} of "
           f"{len(samples)}; the first {warmup:.0f} s of load are excluded):")
-    flat = bool(after)
-    for i in nodes:
-        vals = [s.rss[i] for s in after]
-        if not vals or any(v is None for v in vals):
-            print(f"  n{i}: the node was gone in a sample: NOT flat")
-            flat = False
-            continue
-        got = [v for v in vals if v is not None]
-        lo, hi = min(got), max(got)
-        spread = hi / lo - 1
-        drift = got[-1] / got[0] - 1
-        logs = [s.log[i] for s in after if s.log[i] is not None]
-        ok = spread <= tolerance
-        flat = flat and ok
-        print(f"  n{i}: min {mib(lo)} max {mib(hi)} MiB, spread {spread:+.1%}, "
-              f"first->last {mib(got[0])} -> {mib(got[-1])} ({drift:+.1%}); Raft log held "
-              f"{min(logs, default=0)}..{max(logs, default=0)} entries  "
-              f"{'flat' if ok else 'NOT flat'}")
+    flat = judge(after, nodes, tolerance)
     print(f"verdict: RSS of every node {'flat' if flat else 'NOT flat'} within "
           f"{tolerance:.0%} after the warm-up")
+    steady = after_cycle(samples, nodes)
+    if steady:
+        print(f"\nafter one full cycle of the log (every node's second snapshot of the load; "
+              f"samples at t >= {steady[0].t:.0f} s: {len(steady)}):")
+        ok = judge(steady, nodes, tolerance)
+        print(f"  RSS of every node {'flat' if ok else 'NOT flat'} within {tolerance:.0%} "
+              f"after one cycle of the log")
+    else:
+        print("\nthe load did not complete one cycle of the log (two snapshots on every "
+              "node): run longer for the steady state")
     return flat
 
 
