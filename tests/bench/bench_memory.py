@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 
 import attrs
 import redis
+from bench_scale import stop_on_signals
 from common import HOST, load_line, raft_cluster, roles, scratch_dir
 
 from chaos.cluster import LocalCluster
@@ -273,6 +274,7 @@ def main() -> int:
                     help="the nodes' --snapshot-entries (default: theirs, 100000)")
     ap.add_argument("--dir", default=None, help="scratch base directory (a real disk)")
     args = ap.parse_args()
+    stop_on_signals()
     extra = ([] if args.snapshot_entries is None
              else ["--snapshot-entries", str(args.snapshot_entries)])
     started = time.monotonic()

@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import statistics
 import time
 from pathlib import Path
+from types import FrameType
 
 import attrs
 from common import load_line, raft_cluster, redis_benchmark, revive_dead, roles, scratch_dir
@@ -149,6 +151,19 @@ def measure(work: Path, rounds: int, requests: int, extra_args: list[str] | None
     return report(runs)
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM end the run through its ``finally`` blocks, so every node and
+    redis-benchmark is killed: SIGINT is re-armed even when a shell started us with it
+    ignored (a background job), and SIGTERM raises SystemExit instead of ending the
+    process on the spot (the nodes run in sessions of their own and would outlive it)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _exit_on_term)
+
+
+def _exit_on_term(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3, help="pairs of runs (3 5, 5 3, ...)")
@@ -161,6 +176,7 @@ def main() -> int:
                          "figure here, not failover)")
     ap.add_argument("--dir", default=None, help="scratch base directory (a real disk)")
     args = ap.parse_args()
+    stop_on_signals()
     rounds, requests = (2, 10_000) if args.quick else (args.rounds, args.requests)
     started = time.monotonic()
     with scratch_dir(args.dir, "bench-scale-") as work:
