@@ -147,10 +147,13 @@ def _decode(frame: bytes) -> Any:
 HELLO_MAX_FRAME = 64 * 1024  # a Hello or Refused: ids, a cluster id, two addresses
 
 # Messages and frames at least this large are encoded or decoded in a worker thread: an
-# 8 MiB entry costs a msgpack copy, a frame copy and on a loaded machine tens of ms, which
+# 8 MiB entry cost a msgpack copy, a frame copy and on a loaded machine tens of ms, which
 # on the event loop delays heartbeats and ticks (issue 12: one 8 MiB SET could cost an
-# election). The codec's copies are single C calls, so the loop gets the GIL back between
-# them; small messages stay on the loop (a thread hop costs more than encoding them).
+# election). A big value is now sent by reference (``encode_pieces``), so encoding one
+# costs microseconds; a batch of many small entries is still packed for real, and the
+# receive side still decodes, hence the threshold stays. The codec's copies are single C
+# calls, so the loop gets the GIL back between them; small messages stay on the loop (a
+# thread hop costs more than encoding them).
 OFF_LOOP_BYTES = 256 * 1024
 
 # While a large frame from a peer is decoded in a worker thread, ``on_activity`` is called
