@@ -27,6 +27,7 @@ import ipaddress
 import itertools
 import logging
 import math
+import socket
 from collections import deque
 from typing import Any
 
@@ -54,8 +55,8 @@ from raftkv.server.output_buffer import reply_size
 from raftkv.server.pubsub import PubSub
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
-from wire.reply import ErrorReply
-from wire.resp import CommandParser, encode_reply_chunks
+from wire.reply import Encoded, ErrorReply
+from wire.resp import CommandParser, encode_reply, encode_reply_chunks
 
 log = logging.getLogger("raftkv.server")
 
@@ -117,6 +118,40 @@ class Slot:
     close_after: bool = False
     size: int = 0
     push: bool = False  # a Pub/Sub message, not the reply to a command
+
+
+class DirectReply:
+    """The reply to a command answered at once, sent by the reader that parsed it.
+
+    Handing each reply to the writer task cost a task switch (a scheduler pass) per round
+    trip; a client that waits for each reply (PING, GET, a watcher's XREAD) paid it on
+    every command. The reader sends such a reply itself with one non-blocking ``send``
+    when the writer is ``idle`` (waiting for a slot with nothing unsent) and the
+    connection owes no earlier reply, so replies stay in order. A reply too large for one
+    piece, or a read done in slices, goes through the writer as before; so does what the
+    socket did not take (``try_send``'s rest), weighed into the output buffer like any
+    unsent reply, so the output-buffer limits see every byte not yet written.
+    """
+
+    __slots__ = ("idle", "socket")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self.idle = False  # the writer waits for a slot, with nothing left to send
+
+    def try_send(self, value: Any, proto: int) -> tuple[bool, bytes | None]:
+        """(True, None): ``value`` was sent whole; (False, rest): the socket took only
+        part of it (``rest`` is owed); (False, None): not tried, the writer sends it."""
+        if type(value) is SlicedRead or reply_size(value) > SEND_CHUNK:
+            return False, None
+        data = encode_reply(value, proto)
+        try:
+            sent = self.socket.send(data)
+        except BlockingIOError:
+            return False, data
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket error: {exc}") from exc
+        return (True, None) if sent == len(data) else (False, data[sent:])
 
 
 class ProgramOrder:
@@ -251,9 +286,11 @@ class ClientServer:
                     conn.scope = nursery.cancel_scope
                     send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW + PUSH_BACKLOG)
                     conn.subs.push = self._pusher(conn, send)
-                    nursery.start_soon(self._writer, stream, conn, recv, nursery.cancel_scope)
+                    direct = DirectReply(stream.socket) if type(stream) is PlainStream else None
+                    nursery.start_soon(self._writer, stream, conn, recv, nursery.cancel_scope,
+                                       direct)
                     try:
-                        await self._reader(stream, conn, send)
+                        await self._reader(stream, conn, send, direct)
                     finally:
                         conn.input_ended()  # no more commands: blocked XREADs stop waiting
             if evict.cancelled_caught:
@@ -320,7 +357,8 @@ class ClientServer:
         return True
 
     async def _reader(
-        self, stream: trio.SocketStream, conn: Connection, send: trio.MemorySendChannel[Slot]
+        self, stream: trio.SocketStream, conn: Connection, send: trio.MemorySendChannel[Slot],
+        direct: DirectReply | None = None,
     ) -> None:
         limits = self.limits
         parser = CommandParser(max_bulk_len=limits.max_bulk_len,
@@ -383,13 +421,22 @@ class ClientServer:
                         if not pending.done:
                             inflight.append((pending, size))
                             inflight_bytes += size
-                        slot = Slot(pending, conn.proto, conn.closing)
-                        pending.add_callback(self._output_meter(conn, slot))
-                        conn.owed += 1
-                        try:  # no trip through the scheduler per pipelined command
-                            send.send_nowait(slot)
-                        except trio.WouldBlock:  # (Pub/Sub pushes filled the queue)
-                            await send.send(slot)
+                        # Answered at once, with the writer idle and nothing owed before
+                        # it: sent from here (no hand-over to the writer task); only what
+                        # the socket did not take goes through the writer.
+                        sent = rest = None
+                        if (direct is not None and pending.done and direct.idle
+                                and not conn.owed and not conn.closing):
+                            sent, rest = direct.try_send(pending.value, conn.proto)
+                        if not sent:
+                            slot = (Slot(pending, conn.proto, conn.closing) if rest is None
+                                    else Slot(Pending.of(Encoded(rest)), conn.proto))
+                            slot.pending.add_callback(self._output_meter(conn, slot))
+                            conn.owed += 1
+                            try:  # no trip through the scheduler per pipelined command
+                                send.send_nowait(slot)
+                            except trio.WouldBlock:  # (Pub/Sub pushes filled the queue)
+                                await send.send(slot)
                         if conn.closing:
                             return
                         await self._wait_for_output_room(conn)
@@ -500,6 +547,7 @@ class ClientServer:
         conn: Connection,
         recv: trio.MemoryReceiveChannel[Slot],
         scope: trio.CancelScope,
+        direct: DirectReply | None = None,
     ) -> None:
         out: list[bytes] = []
         size = 0
@@ -513,10 +561,15 @@ class ClientServer:
                         await stream.send_all(b"".join(out))
                         out.clear()
                         size = 0
+                    if direct is not None:  # nothing queued, nothing unsent: the reader may
+                        direct.idle = True  # send a ready reply itself (DirectReply)
                     try:
                         slot = await recv.receive()
                     except trio.EndOfChannel:
                         break
+                    finally:
+                        if direct is not None:
+                            direct.idle = False
                     burst = 0
                 except trio.EndOfChannel:
                     break
