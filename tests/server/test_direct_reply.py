@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from chaos.cluster import free_ports
 from raftkv.kv.sliced import SlicedRead
@@ -137,3 +138,51 @@ def test_try_send_whole_part_and_none() -> None:
         with pytest.raises(trio.BrokenResourceError):
             for _ in range(1000):  # the peer is gone: broken, as the writer would raise
                 direct.try_send(b"z", 2)
+
+
+async def test_a_read_index_get_is_sent_without_the_writer(
+        client_port: tuple[str, int]) -> None:
+    """A linearizable GET is answered later (a ReadIndex round): its reply is sent from
+    the task that answers it, the writer is not woken for it either."""
+    stream = await trio.open_tcp_stream(*client_port)
+    async with stream:
+        await stream.send_all(encode_command(b"SET", b"k", b"v"))
+        assert await read_replies(stream, 1) == [b"+OK"]
+        steps = WriterSteps()
+        trio.lowlevel.add_instrument(steps)
+        try:
+            for _ in range(30):
+                await stream.send_all(encode_command(b"GET", b"k"))
+                assert await read_replies(stream, 1) == [b"v"]
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert steps.steps < 5, steps.steps
+
+
+async def test_commands_behind_an_unanswered_get_wait_for_it(
+        client_port: tuple[str, int]) -> None:
+    """GET then, before it is answered, pipelined PINGs and ECHOs (sent by the writer):
+    the GET's reply still comes first, and a client that half-closes right after its GET
+    still gets the reply."""
+    stream = await trio.open_tcp_stream(*client_port)
+    async with stream:
+        await stream.send_all(encode_command(b"SET", b"k", b"v"))
+        assert await read_replies(stream, 1) == [b"+OK"]
+        for i in range(20):
+            await stream.send_all(encode_command(b"GET", b"k"))
+            if i % 2:  # half the time the reader has taken the GET before the rest comes
+                with trio.fail_after(10):
+                    await trio.testing.wait_all_tasks_blocked()
+            await stream.send_all(encode_command(b"PING") + encode_command(b"ECHO", b"e")
+                                  + encode_command(b"GET", b"k"))
+            assert await read_replies(stream, 4) == [b"v", b"+PONG", b"e", b"v"]
+    value = b"v"
+    for i in range(10):  # GET, SET (answered once committed: after the reader ended)...
+        command, expected = ((b"SET", b"k", b"%d" % i), b"+OK") if i % 2 else ((b"GET", b"k"),
+                                                                                 value)
+        stream = await trio.open_tcp_stream(*client_port)
+        async with stream:
+            await stream.send_all(encode_command(*command))
+            await stream.send_eof()
+            assert await read_replies(stream, 1) == [expected]
+        value = b"%d" % i
