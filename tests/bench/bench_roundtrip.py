@@ -8,7 +8,8 @@ baseline_cluster), and from one client connection per cluster sends commands one
 time, each waiting for its reply (a watcher's or an unpipelined client's pattern: every
 request is its own round trip). For each command and cluster it prints the CPU the node
 processes spent per request (summed over the three nodes and their threads, from
-/proc/PID/task/*/schedstat), the median over rounds run interleaved A B B A ..., and this
+/proc/PID/task/*/schedstat, less the cluster's idle CPU rate measured just before over the
+same wall time), the median over rounds run interleaved A B B A ..., and this
 tree's over the baseline's: CPU per operation barely moves with the machine's load, and
 the interleaving exposes both trees to the same load.
 """
@@ -19,11 +20,13 @@ import argparse
 import contextlib
 import socket
 import statistics
+import time
 
 from common import _schedstat, baseline_cluster, load_line, raft_cluster, roles, scratch_dir
 
 from chaos.cluster import LocalCluster
 
+IDLE_SAMPLE = 1.0  # seconds of idle CPU measured before each round
 COMMANDS = {"PING": b"*1\r\n$4\r\nPING\r\n",
             "GET": b"*2\r\n$3\r\nGET\r\n$6\r\nbench0\r\n"}
 
@@ -82,19 +85,30 @@ def main() -> int:
         names = list(trees)
         for command, request in COMMANDS.items():
             per_op: dict[str, list[float]] = {name: [] for name in names}
+            wall: dict[str, list[float]] = {name: [] for name in names}
             for r in range(args.rounds):
                 order = names if r % 2 == 0 else names[::-1]  # A B B A ...
                 for name in order:
-                    before = node_cpu_ns(trees[name])
+                    # The cluster's idle CPU (ticks, heartbeats) over the same wall time is
+                    # taken out: a GET waits for a ReadIndex round, and three idle nodes
+                    # would otherwise count towards it.
+                    idle0, t0 = node_cpu_ns(trees[name]), time.monotonic()
+                    time.sleep(IDLE_SAMPLE)
+                    idle_rate = (node_cpu_ns(trees[name]) - idle0) / (time.monotonic() - t0)
+                    before, t0 = node_cpu_ns(trees[name]), time.monotonic()
                     round_trips(socks[name], request, args.requests)
-                    per_op[name].append((node_cpu_ns(trees[name]) - before)
-                                        / args.requests / 1000)
+                    elapsed = time.monotonic() - t0
+                    spent = node_cpu_ns(trees[name]) - before - idle_rate * elapsed
+                    per_op[name].append(spent / args.requests / 1000)
+                    wall[name].append(elapsed / args.requests * 1e6)
             this, base = (statistics.median(per_op[n]) for n in names)
             ratios = [a / b for a, b in zip(per_op[names[0]], per_op[names[1]], strict=True)]
             print(f"{command:<5} node CPU per round trip: this {this:6.1f} us, "
                   f"{args.baseline} {base:6.1f} us, this/{args.baseline} "
                   f"median {statistics.median(ratios):.2f} "
-                  f"(rounds {', '.join(f'{x:.2f}' for x in ratios)})")
+                  f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}); wall per round trip "
+                  f"{statistics.median(wall[names[0]]):.0f} us, "
+                  f"{statistics.median(wall[names[1]]):.0f} us")
         for sock in socks.values():
             sock.close()
     print(load_line())
