@@ -22,7 +22,15 @@ import socket
 import statistics
 import time
 
-from common import _schedstat, baseline_cluster, load_line, raft_cluster, roles, scratch_dir
+from common import (
+    _schedstat,
+    baseline_cluster,
+    load_line,
+    raft_cluster,
+    redis_benchmark,
+    roles,
+    scratch_dir,
+)
 
 from chaos.cluster import LocalCluster
 
@@ -60,11 +68,33 @@ def round_trips(sock: socket.socket, request: bytes, n: int) -> None:
             break
 
 
+def c50(trees: dict[str, LocalCluster], names: list[str], n: int, rounds: int) -> None:
+    """``redis-benchmark -t get -c 50 -P 1`` on each leader, interleaved: node CPU per GET
+    (ReadIndex rounds shared by the GETs waiting together) and ops/s."""
+    per_op: dict[str, list[float]] = {name: [] for name in names}
+    rps: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            leader, _ = roles(trees[name])
+            _host, port = trees[name].client_addr(leader)
+            before = node_cpu_ns(trees[name])
+            run = redis_benchmark(port, "get", n, 50, 1)
+            per_op[name].append((node_cpu_ns(trees[name]) - before) / n / 1000)
+            rps[name].append(run.rows["GET"].rps if "GET" in run.rows else 0.0)
+    ratios = [a / b for a, b in zip(per_op[names[0]], per_op[names[1]], strict=True)]
+    print(f"GET c50 node CPU per request: this {statistics.median(per_op[names[0]]):6.1f} us, "
+          f"{names[1]} {statistics.median(per_op[names[1]]):6.1f} us, this/{names[1]} median "
+          f"{statistics.median(ratios):.2f} (rounds {', '.join(f'{x:.2f}' for x in ratios)}); "
+          f"ops/s {statistics.median(rps[names[0]]):.0f}, {statistics.median(rps[names[1]]):.0f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--baseline", default="main", metavar="REF")
     ap.add_argument("--requests", type=int, default=3000, help="round trips per round")
     ap.add_argument("--rounds", type=int, default=6, help="rounds per tree and command")
+    ap.add_argument("--c50", type=int, default=20000, metavar="N",
+                    help="GETs per redis-benchmark -c 50 round (0: skip)")
     ap.add_argument("--dir", default=None)
     args = ap.parse_args()
     print(load_line())
@@ -111,6 +141,8 @@ def main() -> int:
                   f"{statistics.median(wall[names[1]]):.0f} us")
         for sock in socks.values():
             sock.close()
+        if args.c50:
+            c50(trees, names, args.c50, args.rounds)
     print(load_line())
     return 0
 
