@@ -602,6 +602,7 @@ class ClientServer:
         size = 0
         burst = 0  # slots handled since the writer last yielded
         after: Slot | None = None  # a slot got while DirectReply still owed one before it
+        slot: Slot | None
         async with recv:
             while True:
                 if after is not None:
