@@ -151,7 +151,7 @@ class DirectReply:
     def try_send(self, value: Any, proto: int) -> tuple[bool, bytes | None]:
         """(True, None): ``value`` was sent whole; (False, rest): the socket took only
         part of it (``rest`` is owed); (False, None): not tried, the writer sends it."""
-        if type(value) is SlicedRead or reply_size(value) > SEND_CHUNK:
+        if isinstance(value, SlicedRead) or reply_size(value) > SEND_CHUNK:
             return False, None
         data = encode_reply(value, proto)
         try:

@@ -18,7 +18,7 @@ import trio.lowlevel
 import trio.testing
 
 from chaos.cluster import free_ports
-from raftkv.kv.sliced import SlicedRead
+from raftkv.kv.sliced import KeysJob, SlicedRead
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
@@ -121,6 +121,7 @@ def test_try_send_whole_part_and_none() -> None:
         # Too large for one piece, or a read in slices: left to the writer, not tried.
         assert direct.try_send(b"x" * (SEND_CHUNK + 1), 2) == (False, None)
         assert direct.try_send(SlicedRead.__new__(SlicedRead), 2) == (False, None)
+        assert direct.try_send(KeysJob.__new__(KeysJob), 2) == (False, None)  # (subclasses)
         # A full socket: the whole encoding (or what is left of it) is owed.
         sent_any = False
         rests = []
@@ -186,3 +187,24 @@ async def test_commands_behind_an_unanswered_get_wait_for_it(
             await stream.send_eof()
             assert await read_replies(stream, 1) == [expected]
         value = b"%d" % i
+
+
+async def test_replies_computed_in_slices_go_through_the_writer(
+        client_port: tuple[str, int]) -> None:
+    """KEYS, SCAN and the feed's XRANGE answer a job run a slice at a time (SlicedRead
+    subclasses): the writer runs it; sent directly, it could not be encoded at all."""
+    stream = await trio.open_tcp_stream(*client_port)
+    async with stream:
+        await stream.send_all(encode_command(b"SET", b"k", b"v"))
+        assert await read_replies(stream, 1) == [b"+OK"]
+        await stream.send_all(encode_command(b"KEYS", b"*"))
+        assert await read_replies(stream, 2) == [b"*1", b"k"]
+        await stream.send_all(encode_command(b"XRANGE", b"__raftkv:changes", b"-", b"+",
+                                             b"COUNT", b"1"))
+        data = b""
+        with trio.fail_after(10):
+            while not data.endswith(b"$1\r\nv\r\n"):
+                data += await stream.receive_some(65536)
+        assert data.startswith(b"*1\r\n*2\r\n") and b"$2\r\nop\r\n$3\r\nset\r\n" in data
+        await stream.send_all(encode_command(b"PING"))
+        assert await read_replies(stream, 1) == [b"+PONG"]
