@@ -121,16 +121,18 @@ class Slot:
 
 
 class DirectReply:
-    """The reply to a command answered at once, sent by the reader that parsed it.
+    """A reply sent without the connection's writer task, on a plain TCP connection.
 
     Handing each reply to the writer task cost a task switch (a scheduler pass) per round
     trip; a client that waits for each reply (PING, GET, a watcher's XREAD) paid it on
-    every command. The reader sends such a reply itself with one non-blocking ``send``
-    when the writer is ``idle`` (waiting for a slot with nothing unsent) and the
-    connection owes no earlier reply, so replies stay in order. A reply too large for one
-    piece, or a read done in slices, goes through the writer as before; so does what the
-    socket did not take (``try_send``'s rest), weighed into the output buffer like any
-    unsent reply, so the output-buffer limits see every byte not yet written.
+    every command. When the writer is ``idle`` (waiting for a slot with nothing unsent)
+    and the connection owes no earlier reply, a reply answered at once is sent by the
+    reader that parsed it, and one answered later (``waiting``) by the task that answers
+    it (ClientServer._reply_when_ready), each with one non-blocking ``send``; replies stay
+    in order. A reply too large for one piece, or a read done in slices, goes through the
+    writer as before; so does what the socket did not take (``try_send``'s rest), weighed
+    into the output buffer like any unsent reply, so the output-buffer limits see every
+    byte not yet written.
     """
 
     __slots__ = ("idle", "socket", "waiting")
