@@ -27,12 +27,19 @@ def encode_frame(payload: bytes, max_frame_size: int = MAX_FRAME_SIZE) -> bytes:
     Raises ``ValueError`` for an empty payload or one longer than ``max_frame_size``: the
     caller built a frame no peer would accept, which is a local bug, not bad input.
     """
-    n = len(payload)
+    return frame_header(len(payload), max_frame_size) + payload
+
+
+def frame_header(n: int, max_frame_size: int = MAX_FRAME_SIZE) -> bytes:
+    """The 4-byte prefix of a frame whose payload is ``n`` bytes, for a payload sent in
+    pieces (``wire.record.encode_frame_pieces``) rather than joined to its header.
+
+    Raises ``ValueError`` as ``encode_frame`` does."""
     if n == 0:
         raise ValueError("empty frame payload")
     if n > max_frame_size:
         raise ValueError(f"frame payload of {n} bytes exceeds max_frame_size {max_frame_size}")
-    return _pack_header(n) + payload
+    return _pack_header(n)
 
 
 class FrameDecoder:

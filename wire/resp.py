@@ -63,6 +63,16 @@ def string2ll(s: bytes) -> int | None:
     return v if _LLONG_MIN <= v <= _LLONG_MAX else None
 
 
+# The fast path of a multibulk (CommandParser._parse): split at CRLF instead of reading
+# each header's length and skipping that many bytes. The two parses agree whenever every
+# header reads "$<len>" and the piece after it has exactly that length, since the CRLF that
+# ends the piece is then the one the length points at. One ``split`` and two ``map`` calls
+# do in C what the loop does per argument in Python (0.45 us an argument there, issue 19).
+_BULK_HEADERS_IN: dict[bytes, int] = {b"$%d" % i: i for i in range(10_000)}
+_SPLIT_MIN, _SPLIT_MAX = 3, 64  # arguments (fewer: the loop is as fast)
+_SPLIT_WINDOW = 512  # bytes of the buffer it looks at (a pipeline is not copied whole)
+
+
 def _expected_dollar(byte: int) -> ProtocolError:
     # addReplyErrorFormat: sdscatvprintf stops at a NUL, CR/LF become spaces.
     got = "" if byte == 0 else " " if byte in (10, 13) else chr(byte)
@@ -282,6 +292,26 @@ class CommandParser(ChunkBuffer):
                 pos = r + 2
                 if count <= 0:
                     continue  # Redis skips empty and null multibulks
+                if _SPLIT_MIN <= count <= _SPLIT_MAX and max_inline >= 5:
+                    # Small bulks free of CRLF, all here: split, not the loop below (see
+                    # _BULK_HEADERS_IN). What this cannot take, the loop parses, raises or
+                    # waits for, as Redis does.
+                    window = buf[pos : pos + _SPLIT_WINDOW]
+                    parts = window.split(b"\r\n", 2 * count)
+                    if len(parts) > 2 * count:
+                        args = parts[1::2]
+                        lens = list(map(len, args))
+                        if (list(map(_BULK_HEADERS_IN.get, parts[0:-1:2])) == lens
+                                and (self.max_bulk_len >= 9999 or max(lens) <= self.max_bulk_len)):
+                            pos += len(window) - len(parts[-1])
+                            max_request = self.max_request_len
+                            if max_request is not None and pos - start > max_request:
+                                raise ProtocolError(_TOO_BIG_REQUEST.format(max_request))
+                            if pos == n:  # drop a consumed buffer now (as below)
+                                self._buf = b""
+                                pos = 0
+                            self._pos = pos
+                            return args
                 args = []
                 left = count
                 bulklen = -1

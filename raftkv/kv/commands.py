@@ -276,6 +276,26 @@ def parse_session_number(raw: bytes, what: str) -> int | ErrorReply:
     return value
 
 
+# Session ids as the commands spell them -> their value: every command of a session
+# carries the same 19 digits, parsed once here (on the proposing node by ``validate``, on
+# every replica by the state machine's apply). A cache, not state; bounded.
+_SESSION_IDS: dict[bytes, int] = {}
+_SESSION_IDS_MAX = 32_768
+
+
+def session_id(raw: bytes) -> int | None:
+    """``raw`` as a session id (a positive int64, strictly spelled), or None."""
+    sid = _SESSION_IDS.get(raw)
+    if sid is None:
+        sid = parse_int64(raw)
+        if sid is None or sid <= 0:
+            return None
+        if len(_SESSION_IDS) >= _SESSION_IDS_MAX:
+            _SESSION_IDS.clear()
+        _SESSION_IDS[raw] = sid
+    return sid
+
+
 def _session_open(args: list[bytes]) -> ErrorReply | None:
     if len(args) > 3:
         return wrong_arity("session_open")
@@ -298,10 +318,10 @@ def _session_close(args: list[bytes]) -> ErrorReply | None:
 def once_numbers(args: list[bytes]) -> tuple[int, int] | ErrorReply:
     """The (session, seq) of ``once session seq command...`` (at least 4 arguments), or
     the error ``validate`` answers for it: the whole check, the wrapped command's included.
-    The state machine applies with it, so the numbers are parsed once per replica."""
-    sid = parse_session_number(args[1], "session id")
-    if isinstance(sid, ErrorReply):
-        return sid
+    The state machine's apply checks a subset quickly and calls this for the error text."""
+    sid = session_id(args[1])
+    if sid is None:
+        return parse_session_number(args[1], "session id")  # (its error)
     seq = parse_session_number(args[2], "sequence number")
     if isinstance(seq, ErrorReply):
         return seq

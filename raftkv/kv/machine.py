@@ -52,6 +52,7 @@ from .commands import (
     check_arity,
     decode_exec,
     once_numbers,
+    session_id,
     validate,
 )
 from .errors import (
@@ -81,7 +82,7 @@ from .numbers import (
 from .scan import ScanOrder, key_hash
 from .script_cache import ScriptCache
 from .scripts import ScriptRunner
-from .sessions import SessionTable
+from .sessions import MAY_APPLY, SessionTable
 from .sliced import KeysJob, ScanBuild, ScanMatch, ScanRead, SlicedRead
 from .state import KVState, decode_snapshot, encode_snapshot
 
@@ -121,6 +122,7 @@ MAX_TOMBS = 100_000  # deleted keys whose deletion index WATCH can tell apart
 _Handler = Callable[[list[bytes]], Reply]
 _Entry = tuple[int, ErrorReply, _Handler, bool, str]  # arity, error, handler, is_write, name
 KeyRecord = tuple[bytes | None, int | None, int | None, int | None]
+_SESSION_COMMANDS = frozenset({"once", "session_open", "session_close"})
 _STRING = SimpleString("string")
 _NONE = SimpleString("none")
 
@@ -944,16 +946,29 @@ class KVStateMachine:
 
     def _once(self, args: list[bytes]) -> Reply:
         """``once session seq command...``: the command at most once per (session, seq).
-        The log is input too: checked as ``validate`` would (``_run`` checked the arity)."""
-        checked = once_numbers(args)
-        if isinstance(checked, ErrorReply):
-            return checked
-        sid, seq = checked
-        answer = self._sessions.recorded(sid, seq, self._t)
-        if answer is not None:
+
+        The proposing node validated the whole entry (``validate``: ``once_numbers``). The
+        log is input too, so applying checks again what decides whether and how the
+        command runs: the two numbers, a known write that is not a session command, its
+        arity; the wrapped command's own syntax is its handler's to refuse, as in an entry
+        without ``once``. Anything off answers ``once_numbers``'s error."""
+        sessions = self._sessions
+        sid = session_id(args[1])
+        seq = parse_int64(args[2])
+        inner = args[3:]
+        entry = self._dispatch.get(inner[0].lower())
+        if (sid is None or seq is None or seq <= 0 or entry is None or not entry[3]
+                or entry[4] in _SESSION_COMMANDS
+                or ((len(inner) != entry[0]) if entry[0] > 0 else (len(inner) < -entry[0]))):
+            checked = once_numbers(args)  # refuses all of these, with validate's text
+            if isinstance(checked, ErrorReply):
+                return checked
+            sid, seq = checked
+        answer = sessions.recorded(sid, seq, self._t)
+        if answer is not MAY_APPLY:
             return answer
-        reply = self._execute(args[3:])
-        self._sessions.record(sid, seq, reply)
+        reply = self._execute(inner)  # (not _run(inner, entry): the simulator counts these)
+        sessions.record(sid, seq, reply)
         return reply
 
     # -- scripts ---------------------------------------------------------------------------

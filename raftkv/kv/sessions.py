@@ -43,6 +43,8 @@ MAX_REPLY_BYTES = 1024
 MAX_TABLE_REPLY_BYTES = 64 * 1024 * 1024
 DEFAULT_TIMEOUT_MS = 300_000  # 5 minutes, as the trio client's default
 _INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1  # msgpack packs up to this (uint 64)
 _EXT_SIMPLE, _EXT_ERROR, _EXT_DROPPED = 1, 2, 3
 
 SESSION_EXPIRED = "SESSIONEXPIRED"
@@ -73,7 +75,9 @@ class Session:
     timeout_ms: int
     last_used: int
     highest: int = 0  # the highest sequence number applied
-    replies: dict[int, bytes] = attrs.Factory(dict)  # seq -> encoded reply
+    # seq -> reply: in a snapshot's state (``SessionTable.state``) each as its msgpack bytes
+    # (``encode_reply``), in the live table as ``_kept`` holds it (see ``record``).
+    replies: dict[int, Any] = attrs.Factory(dict)
 
     @property
     def deadline(self) -> int:
@@ -89,15 +93,18 @@ class SessionTable:
     """The sessions of one state machine. Pure: time comes in as arguments."""
 
     def __init__(self, sessions: dict[int, Session] | None = None) -> None:
-        self._sessions: dict[int, Session] = sessions or {}
+        """``sessions``: as ``state`` gives them (replies as bytes), e.g. from a snapshot."""
+        self._sessions: dict[int, Session] = {
+            sid: attrs.evolve(s, replies={seq: _kept(blob) for seq, blob in s.replies.items()})
+            for sid, s in (sessions or {}).items()}
         # The table's own packer: ``msgpack.packb`` builds (and allocates a buffer for) a
-        # new Packer per call, a third of what recording one reply cost. Used only while
-        # applying, on one thread, like the rest of the state machine.
+        # new Packer per call. Used only while applying, on one thread, like the rest of
+        # the state machine.
         self._pack = msgpack.Packer(default=_default, use_bin_type=True).pack
-        # Bytes of every recorded reply (a function of the sessions alone, so a replica
-        # restored from a snapshot counts the same as one that applied the log).
-        self._bytes = sum(len(blob) for s in self._sessions.values()
-                          for blob in s.replies.values())
+        # Bytes of every recorded reply, each counted as its msgpack encoding (a function of
+        # the sessions alone, so a replica restored from a snapshot counts the same as one
+        # that applied the log, and as the table counted when it kept the encodings).
+        self._bytes = sum(_size(r) for s in self._sessions.values() for r in s.replies.values())
         # One (deadline, id) pair per session, the deadline possibly stale (earlier than the
         # session's: purge moves it on), plus those of closed sessions until popped.
         self._heap = [(s.deadline, sid) for sid, s in self._sessions.items()]
@@ -107,8 +114,11 @@ class SessionTable:
         return len(self._sessions)
 
     def state(self) -> dict[int, Session]:
-        """Copies of the sessions, for a snapshot."""
-        return {sid: attrs.evolve(s, replies=dict(s.replies)) for sid, s in self._sessions.items()}
+        """Copies of the sessions, for a snapshot: each reply as its msgpack bytes."""
+        pack = self._pack
+        return {sid: attrs.evolve(s, replies={seq: _blob(r, pack) for seq, r in s.replies.items()})
+                for sid, s in self._sessions.items()}
+
 
     def open(self, sid: int, timeout_ms: int, now: int) -> ErrorReply | None:
         """Open session ``sid`` at log time ``now``; an error if full or ``sid`` is live."""
@@ -135,29 +145,38 @@ class SessionTable:
 
     def recorded(self, sid: int, seq: int, now: int) -> Any:
         """The answer to (sid, seq) if it must not run: the recorded reply of a duplicate or
-        an error; ``None`` if the command is new and may apply (then call ``record``)."""
+        an error; ``MAY_APPLY`` if the command is new and may apply (then call ``record``).
+        (Not None: a recorded nil, SET NX's "not set", is an answer too. When None meant
+        new, a duplicate of such a command applied again: the SET NX of a retry set the
+        key that someone had deleted since.)"""
         session = self._live(sid, now)
         if session is None:
             return expired_error(sid)
         session.last_used = now  # its heap entry moves on when popped (see purge)
         if seq <= session.highest - WINDOW or seq <= 0:  # (``forgotten``, inlined)
             return forgotten_error(sid, seq)
-        blob = session.replies.get(seq)
-        if blob is None:
-            return None
-        reply = decode_reply(blob)
+        reply = session.replies.get(seq, MAY_APPLY)
+        if type(reply) is _Packed:
+            return decode_reply(reply)
         return dropped_error(sid, seq) if reply is _DROPPED else reply
 
     def record(self, sid: int, seq: int, reply: Any) -> None:
-        """Remember ``reply`` as the answer to (sid, seq); forget what the window left."""
+        """Remember ``reply`` as the answer to (sid, seq); forget what the window left.
+
+        The reply itself is kept when it is immutable (an int, bytes, nil, a status or an
+        error: what writes answer), counted as the bytes its encoding would take; only a
+        list is encoded (copied), since its owner could change it. Encoding every reply
+        cost a Packer call per command, for the rare duplicate."""
         session = self._sessions[sid]
         replies = session.replies
-        blob = self._pack(reply)
-        self._bytes -= len(replies.pop(seq, b""))
-        if len(blob) > MAX_REPLY_BYTES or self._bytes + len(blob) > MAX_TABLE_REPLY_BYTES:
-            blob = _DROPPED_BLOB
-        replies[seq] = blob
-        self._bytes += len(blob)
+        kept, size = _kept_size(reply, self._pack)
+        old = replies.pop(seq, MAY_APPLY)
+        if old is not MAY_APPLY:
+            self._bytes -= _size(old)
+        if size > MAX_REPLY_BYTES or self._bytes + size > MAX_TABLE_REPLY_BYTES:
+            kept, size = _DROPPED, _DROPPED_SIZE
+        replies[seq] = kept
+        self._bytes += size
         highest = session.highest
         if seq > highest:
             session.highest = seq
@@ -175,17 +194,17 @@ class SessionTable:
         """
         replies = session.replies
         if mark - before == 1:  # the usual step: one more number, one reply fewer
-            blob = replies.pop(mark, None)
-            if blob is not None:
-                self._bytes -= len(blob)
+            reply = replies.pop(mark, MAY_APPLY)
+            if reply is not MAY_APPLY:
+                self._bytes -= _size(reply)
         elif mark - before <= len(replies):
             for seq in range(before + 1, mark + 1):
-                blob = replies.pop(seq, None)
-                if blob is not None:
-                    self._bytes -= len(blob)
+                reply = replies.pop(seq, MAY_APPLY)
+                if reply is not MAY_APPLY:
+                    self._bytes -= _size(reply)
         else:  # a jump past more numbers than are recorded: look at those recorded
             for seq in [s for s in replies if s <= mark]:
-                self._bytes -= len(replies.pop(seq))
+                self._bytes -= _size(replies.pop(seq))
 
     def purge(self, now: int) -> int:
         """Drop every session whose deadline is at or before ``now``; how many."""
@@ -213,13 +232,91 @@ class SessionTable:
         """Drop session ``sid`` (if any) and its replies' bytes."""
         session = self._sessions.pop(sid, None)
         if session is not None:
-            self._bytes -= sum(len(blob) for blob in session.replies.values())
+            self._bytes -= sum(_size(reply) for reply in session.replies.values())
 
 
-# -- replies as bytes (for the table and snapshots) --------------------------------------
+# -- recorded replies: kept as they are, counted (and in snapshots) as msgpack bytes ------
 
-_DROPPED = object()
+MAY_APPLY: Any = object()  # ``recorded``'s answer for a command that is new
+_DROPPED: Any = object()  # "applied, its reply not kept"
 _DROPPED_BLOB = msgpack.packb(msgpack.ExtType(_EXT_DROPPED, b""))
+_DROPPED_SIZE = len(_DROPPED_BLOB)
+
+
+class _Packed(bytes):
+    """A recorded reply kept as its msgpack bytes (a list: its owner could change it)."""
+
+    __slots__ = ()
+
+
+def _int_size(value: int) -> int:
+    """Bytes of ``value`` packed by msgpack (positive as uint, negative as int)."""
+    if -32 <= value <= 127:
+        return 1
+    if value > 0:
+        return 2 if value < 1 << 8 else 3 if value < 1 << 16 else 5 if value < 1 << 32 else 9
+    if value >= -(1 << 15):
+        return 2 if value >= -(1 << 7) else 3
+    return 5 if value >= -(1 << 31) else 9
+
+
+def _bytes_size(value: bytes) -> int:
+    n = len(value)
+    return n + (2 if n < 1 << 8 else 3 if n < 1 << 16 else 5)
+
+
+_STATUS_SIZES: dict[Any, int] = {}  # SimpleString -> its packed size (OK, QUEUED, ...)
+
+
+def _kept_size(reply: Any, pack: Any) -> tuple[Any, int]:
+    """What the table keeps for ``reply`` and the bytes it counts: len(pack(reply))."""
+    t = type(reply)
+    if t is int and _INT64_MIN <= reply <= _UINT64_MAX:
+        return reply, _int_size(reply)
+    if t is bytes:
+        return reply, _bytes_size(reply)
+    if reply is None:
+        return None, 1
+    if t is SimpleString:
+        size = _STATUS_SIZES.get(reply)
+        if size is None:
+            size = len(pack(reply))
+            if len(_STATUS_SIZES) < 64:
+                _STATUS_SIZES[reply] = size
+        return reply, size
+    if t is ErrorReply:
+        return reply, len(pack(reply))
+    blob = _Packed(pack(reply))  # a list (or what msgpack refuses: raises, as before)
+    return blob, len(blob)
+
+
+def _size(kept: Any) -> int:
+    """The bytes counted for a reply the table keeps (as ``_kept_size`` counted it)."""
+    t = type(kept)
+    if t is int:
+        return _int_size(kept)
+    if t is bytes:
+        return _bytes_size(kept)
+    if kept is None:
+        return 1
+    if t is _Packed:
+        return len(kept)
+    if kept is _DROPPED:
+        return _DROPPED_SIZE
+    return _kept_size(kept, encode_reply)[1]
+
+
+def _kept(blob: bytes) -> Any:
+    """What the table keeps for a reply recorded as ``blob`` (a snapshot's; checked)."""
+    reply = decode_reply(blob)
+    return _Packed(blob) if type(reply) is list else reply
+
+
+def _blob(kept: Any, pack: Any) -> bytes:
+    """The msgpack bytes of a reply the table keeps (for a snapshot)."""
+    if type(kept) is _Packed:
+        return bytes(kept)
+    return _DROPPED_BLOB if kept is _DROPPED else pack(kept)
 
 
 def _default(obj: Any) -> Any:

@@ -58,7 +58,7 @@ from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
 from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Proof, Refused
 from wire.raft import AppendEntries
-from wire.record import decode, encode
+from wire.record import BIG_BYTES, decode, encode, encode_pieces, frame_pieces
 
 log = logging.getLogger("raftkv.transport")
 
@@ -147,10 +147,13 @@ def _decode(frame: bytes) -> Any:
 HELLO_MAX_FRAME = 64 * 1024  # a Hello or Refused: ids, a cluster id, two addresses
 
 # Messages and frames at least this large are encoded or decoded in a worker thread: an
-# 8 MiB entry costs a msgpack copy, a frame copy and on a loaded machine tens of ms, which
+# 8 MiB entry cost a msgpack copy, a frame copy and on a loaded machine tens of ms, which
 # on the event loop delays heartbeats and ticks (issue 12: one 8 MiB SET could cost an
-# election). The codec's copies are single C calls, so the loop gets the GIL back between
-# them; small messages stay on the loop (a thread hop costs more than encoding them).
+# election). A big value is now sent by reference (``encode_pieces``), so encoding one
+# costs microseconds; a batch of many small entries is still packed for real, and the
+# receive side still decodes, hence the threshold stays. The codec's copies are single C
+# calls, so the loop gets the GIL back between them; small messages stay on the loop (a
+# thread hop costs more than encoding them).
 OFF_LOOP_BYTES = 256 * 1024
 
 # While a large frame from a peer is decoded in a worker thread, ``on_activity`` is called
@@ -196,6 +199,32 @@ def heartbeat_ahead_of(big: Any, msg: Any) -> AppendEntries | None:
 def _heartbeat_of(msg: Any) -> Any:
     """``msg`` without its entries, if it is an AppendEntries (else ``msg``)."""
     return attrs.evolve(msg, entries=()) if type(msg) is AppendEntries else msg
+
+
+def join_small(pieces: list[bytes]) -> list[bytes]:
+    """``pieces`` with every run of small pieces joined into one (fewer writes) and each big
+    one (``BIG_BYTES``: a value passed by reference) left alone, uncopied."""
+    out: list[bytes] = []
+    run: list[bytes] = []
+    for piece in pieces:
+        if len(piece) < BIG_BYTES:
+            run.append(piece)
+            continue
+        if run:
+            out.append(run[0] if len(run) == 1 else b"".join(run))
+            run = []
+        out.append(piece)
+    if run:
+        out.append(run[0] if len(run) == 1 else b"".join(run))
+    return out
+
+
+async def _send_pieces(stream: trio.abc.SendStream, pieces: list[bytes]) -> None:
+    """Write ``pieces`` in order, each with its own ``send_all``: a plain socket sends a big
+    value straight from the caller's buffer (trio slices a memoryview of it); a TLS stream
+    copies each piece into its record layer as it would the joined bytes."""
+    for piece in pieces:
+        await stream.send_all(piece)
 
 
 async def _decode_off_loop(frame: bytes) -> Any:
@@ -482,9 +511,10 @@ class PeerTransport:
             return False
         direct = link.direct
         if direct is not None and _bulk_bytes(msg) < DIRECT_MAX_BULK:
-            frame = self._encode(link, msg)
-            if frame is None:
+            pieces = self._encode(link, msg)
+            if pieces is None:
                 return False
+            frame = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             return self._write_direct(link, direct, frame, 1, msg)
         return self._queue(link, msg)
 
@@ -500,10 +530,10 @@ class PeerTransport:
                 self.unroutable += 1
                 continue
             if link.direct is not None and _bulk_bytes(msg) < DIRECT_MAX_BULK:
-                frame = self._encode(link, msg)
-                if frame is not None:
+                pieces = self._encode(link, msg)
+                if pieces is not None:
                     entry = pending.setdefault(msg.dst, (link, [], []))
-                    entry[1].append(frame)
+                    entry[1].extend(pieces)
                     entry[2].append(msg)
                 continue
             entry = pending.pop(msg.dst, None)
@@ -797,12 +827,12 @@ class PeerTransport:
                 if tail and not await self._send_or_stall(link, stream, tail, 0):
                     return
                 if first is nothing:
-                    data, count = self._ping_frame, 0
+                    data, count = [self._ping_frame], 0
                 else:
                     data, count = await self._encode_batch(link, first, stream, delivery)
                     if not data:
                         continue
-                delivery.sending(len(data), trio.current_time())
+                delivery.sending(sum(map(len, data)), trio.current_time())
                 if not await self._send_or_stall(link, stream, data, count):
                     return
                 if count:
@@ -813,12 +843,16 @@ class PeerTransport:
         finally:
             link.tail = b""  # a part of a frame means nothing on the next connection
 
-    async def _send_or_stall(self, link: _Link, stream: trio.abc.Stream, data: bytes,
-                             count: int) -> bool:
-        """``send_all`` within ``stall_timeout``; False (queue dropped, warned) if it stalled."""
+    async def _send_or_stall(self, link: _Link, stream: trio.abc.Stream,
+                             data: bytes | list[bytes], count: int) -> bool:
+        """``send_all`` of ``data`` (bytes, or pieces sent in turn: ``_send_pieces``) within
+        ``stall_timeout``; False (queue dropped, warned) if it stalled."""
         lim = self.limits
         with trio.move_on_after(lim.stall_timeout) as stall:
-            await stream.send_all(data)
+            if isinstance(data, bytes):
+                await stream.send_all(data)
+            else:
+                await _send_pieces(stream, data)
         if stall.cancelled_caught:
             dropped = count + link.drop_queued()
             link.dropped += count
@@ -830,12 +864,15 @@ class PeerTransport:
 
     async def _encode_batch(self, link: _Link, first: Any,
                             stream: trio.abc.Stream | None = None,
-                            delivery: _Delivery | None = None) -> tuple[bytes, int]:
+                            delivery: _Delivery | None = None) -> tuple[list[bytes], int]:
         """Encode ``first`` and whatever else is queued, up to about ``batch_bytes``; a
         large message in a worker thread (OFF_LOOP_BYTES), letting heartbeats go ahead
-        of it on ``stream`` meanwhile if one is given (``_encode_large``)."""
-        frames: list[bytes] = []
-        size = 0
+        of it on ``stream`` meanwhile if one is given (``_encode_large``).
+
+        Returns the batch as pieces to send in turn (small frames joined, big values by
+        reference: ``join_small``) and the number of messages in it."""
+        pieces: list[bytes] = []
+        count = size = 0
         msg = first
         while True:
             if msg is _FLUSH:  # the sender task has written the link's tail already
@@ -847,18 +884,19 @@ class PeerTransport:
             else:
                 frame = await self._encode_large(link, msg, stream, delivery)
             if frame is not None:
-                frames.append(frame)
-                size += len(frame)
+                pieces += frame
+                count += 1
+                size += sum(map(len, frame))
             if size >= self.limits.batch_bytes:
                 break
             try:
                 msg = link.next_nowait()
             except trio.WouldBlock:
                 break
-        return frames[0] if len(frames) == 1 else b"".join(frames), len(frames)
+        return join_small(pieces), count
 
     async def _encode_large(self, link: _Link, big: Any, stream: trio.abc.Stream,
-                            delivery: _Delivery) -> bytes | None:
+                            delivery: _Delivery) -> list[bytes] | None:
         """Encode ``big`` in a worker thread; meanwhile, every heartbeat queued behind it is
         sent at once in the form ``heartbeat_ahead_of`` gives it (the original stays queued,
         in order, after ``big``).
@@ -867,7 +905,7 @@ class PeerTransport:
         machine, and a heartbeat queued behind it waited for all of it (and then for the
         frame's transfer and decoding): followers heard nothing from a live leader for up
         to 425 ms, past the 150-300 ms election timeout (issue 12 item 2)."""
-        result: list[bytes | None] = []
+        result: list[list[bytes] | None] = []
         stalled = False
         async with trio.open_nursery() as nursery:
             async def encode() -> None:
@@ -882,11 +920,11 @@ class PeerTransport:
                 frame = self._encode(link, ahead) if ahead is not None else None
                 if frame is None:
                     continue
-                delivery.sending(len(frame), trio.current_time())
+                delivery.sending(sum(map(len, frame)), trio.current_time())
                 # Shielded: a frame cut short by the encoder's cancel would break the stream.
                 with trio.CancelScope(shield=True):
                     with trio.move_on_after(self.limits.stall_timeout) as send:
-                        await stream.send_all(frame)
+                        await _send_pieces(stream, frame)
                 stalled = send.cancelled_caught
             await trio.sleep_forever()  # stalled: the encode finishes, then the link closes
         if stalled:
@@ -896,26 +934,30 @@ class PeerTransport:
         lead = heartbeat_ahead_of(big, _heartbeat_of(big))
         frame = self._encode(link, lead) if lead is not None else None
         if frame is not None:
-            delivery.sending(len(frame), trio.current_time())
+            delivery.sending(sum(map(len, frame)), trio.current_time())
             with trio.fail_after(self.limits.stall_timeout):
-                await stream.send_all(frame)
+                await _send_pieces(stream, frame)
         return result[0]
 
-    def _encode(self, link: _Link, msg: Any) -> bytes | None:
+    def _encode(self, link: _Link, msg: Any) -> list[bytes] | None:
+        """``msg``'s frame as pieces (``wire.record.encode_pieces``: a big value is a piece
+        of its own, by reference; a small message is one piece), or None (counted, logged)
+        if it cannot be sent."""
         try:
-            payload = encode(msg)
+            payload = encode_pieces(msg)
         except (ProtocolError, TypeError, ValueError) as exc:
             link.dropped += 1
             self._throttle.log(("unencodable", type(msg).__name__), logging.ERROR,
                                "message not encodable, dropped",
                                peer=link.peer_id, type=type(msg).__name__, error=repr(exc))
             return None
-        if len(payload) > self.limits.max_frame_size:
+        size = sum(map(len, payload))
+        if size > self.limits.max_frame_size:
             link.dropped += 1
             self._warn(("oversized-out", link.peer_id), "message larger than a frame, dropped",
-                       peer=link.peer_id, type=type(msg).__name__, size=len(payload))
+                       peer=link.peer_id, type=type(msg).__name__, size=size)
             return None
-        return encode_frame(payload, self.limits.max_frame_size)
+        return frame_pieces(payload, self.limits.max_frame_size)
 
     async def _watch_outbound(
         self,
@@ -1164,16 +1206,17 @@ class PeerTransport:
                 else:
                     with trio.move_on_at(next_ack):
                         first = await link.next()
-                data, count = b"", 0
+                data: list[bytes] = []
+                count = 0
                 if first is not nothing:
                     data, count = await self._encode_batch(link, first)
                 now = trio.current_time()
                 if now >= next_ack:
-                    data += encode_frame(encode(Ack(reader.received)))
+                    data.append(encode_frame(encode(Ack(reader.received))))
                     next_ack = now + lim.keepalive_interval
                 if data:
                     with trio.fail_after(lim.stall_timeout):
-                        await stream.send_all(data)
+                        await _send_pieces(stream, data)
                 if count:
                     link.sent += count
                     self._notify()

@@ -27,6 +27,7 @@ import ipaddress
 import itertools
 import logging
 import math
+import socket
 from collections import deque
 from typing import Any
 
@@ -54,8 +55,8 @@ from raftkv.server.output_buffer import reply_size
 from raftkv.server.pubsub import PubSub
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
-from wire.reply import ErrorReply
-from wire.resp import CommandParser, encode_reply_chunks
+from wire.reply import Encoded, ErrorReply
+from wire.resp import CommandParser, encode_reply, encode_reply_chunks
 
 log = logging.getLogger("raftkv.server")
 
@@ -117,6 +118,51 @@ class Slot:
     close_after: bool = False
     size: int = 0
     push: bool = False  # a Pub/Sub message, not the reply to a command
+
+
+class DirectReply:
+    """A reply sent without the connection's writer task, on a plain TCP connection.
+
+    Handing each reply to the writer task cost a task switch (a scheduler pass) per round
+    trip; a client that waits for each reply (PING, GET, a watcher's XREAD) paid it on
+    every command. When the writer is ``idle`` (waiting for a slot with nothing unsent)
+    and the connection owes no earlier reply, a reply answered at once is sent by the
+    reader that parsed it, and one answered later (``waiting``) by the task that answers
+    it (ClientServer._reply_when_ready), each with one non-blocking ``send``; replies stay
+    in order. A reply too large for one piece, or a read done in slices, goes through the
+    writer as before; so does what the socket did not take (``try_send``'s rest), weighed
+    into the output buffer like any unsent reply, so the output-buffer limits see every
+    byte not yet written.
+    """
+
+    __slots__ = ("idle", "socket", "waiting")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self.idle = False  # the writer waits for a slot, with nothing left to send
+        # A reply owed (counted in ``owed``) and not in the writer's queue: sent when it is
+        # ready unless the writer gets a later slot first, which makes it take this one
+        # (``take``) and write it before that slot, in order.
+        self.waiting: Slot | None = None
+
+    def take(self) -> Slot | None:
+        """The writer's: the reply owed ahead of the slot it just got, now its to write."""
+        slot, self.waiting = self.waiting, None
+        return slot
+
+    def try_send(self, value: Any, proto: int) -> tuple[bool, bytes | None]:
+        """(True, None): ``value`` was sent whole; (False, rest): the socket took only
+        part of it (``rest`` is owed); (False, None): not tried, the writer sends it."""
+        if isinstance(value, SlicedRead) or reply_size(value) > SEND_CHUNK:
+            return False, None
+        data = encode_reply(value, proto)
+        try:
+            sent = self.socket.send(data)
+        except BlockingIOError:
+            return False, data
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket error: {exc}") from exc
+        return (True, None) if sent == len(data) else (False, data[sent:])
 
 
 class ProgramOrder:
@@ -251,9 +297,11 @@ class ClientServer:
                     conn.scope = nursery.cancel_scope
                     send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW + PUSH_BACKLOG)
                     conn.subs.push = self._pusher(conn, send)
-                    nursery.start_soon(self._writer, stream, conn, recv, nursery.cancel_scope)
+                    direct = DirectReply(stream.socket) if type(stream) is PlainStream else None
+                    nursery.start_soon(self._writer, stream, conn, recv, nursery.cancel_scope,
+                                       direct)
                     try:
-                        await self._reader(stream, conn, send)
+                        await self._reader(stream, conn, send, direct)
                     finally:
                         conn.input_ended()  # no more commands: blocked XREADs stop waiting
             if evict.cancelled_caught:
@@ -320,7 +368,8 @@ class ClientServer:
         return True
 
     async def _reader(
-        self, stream: trio.SocketStream, conn: Connection, send: trio.MemorySendChannel[Slot]
+        self, stream: trio.SocketStream, conn: Connection, send: trio.MemorySendChannel[Slot],
+        direct: DirectReply | None = None,
     ) -> None:
         limits = self.limits
         parser = CommandParser(max_bulk_len=limits.max_bulk_len,
@@ -383,13 +432,28 @@ class ClientServer:
                         if not pending.done:
                             inflight.append((pending, size))
                             inflight_bytes += size
-                        slot = Slot(pending, conn.proto, conn.closing)
-                        pending.add_callback(self._output_meter(conn, slot))
-                        conn.owed += 1
-                        try:  # no trip through the scheduler per pipelined command
-                            send.send_nowait(slot)
-                        except trio.WouldBlock:  # (Pub/Sub pushes filled the queue)
-                            await send.send(slot)
+                        # With the writer idle and nothing owed before it, the reply is
+                        # sent without the writer task: from here if answered at once,
+                        # else when it is (_reply_when_ready); only what the socket does
+                        # not take goes through the writer.
+                        sent = rest = None
+                        if (direct is not None and direct.idle and not conn.owed
+                                and not conn.closing):
+                            if pending.done:
+                                sent, rest = direct.try_send(pending.value, conn.proto)
+                            else:
+                                self._reply_when_ready(conn, direct, send,
+                                                       Slot(pending, conn.proto))
+                                sent = True
+                        if not sent:
+                            slot = (Slot(pending, conn.proto, conn.closing) if rest is None
+                                    else Slot(Pending.of(Encoded(rest)), conn.proto))
+                            slot.pending.add_callback(self._output_meter(conn, slot))
+                            conn.owed += 1
+                            try:  # no trip through the scheduler per pipelined command
+                                send.send_nowait(slot)
+                            except trio.WouldBlock:  # (Pub/Sub pushes filled the queue)
+                                await send.send(slot)
                         if conn.closing:
                             return
                         await self._wait_for_output_room(conn)
@@ -439,6 +503,40 @@ class ClientServer:
             if stall.cancelled_caught:
                 self._disconnect_for_output(conn)
                 await trio.lowlevel.checkpoint()  # (cancelled: the connection ends)
+
+    def _reply_when_ready(self, conn: Connection, direct: DirectReply,
+                          send: trio.MemorySendChannel[Slot], slot: Slot) -> None:
+        """Owe ``slot`` (nothing is owed before it and the writer is idle) and send its
+        reply from the task that answers it (a ReadIndex GET: the node's), without waking
+        the writer: one task switch less per round trip. If the writer gets a later slot
+        first, it takes this one and writes it first (DirectReply.take); if the socket
+        does not take the whole reply, what is left is owed and weighed like any unsent
+        reply. Runs inside ``Pending.set``: it never raises."""
+        conn.owed += 1
+        direct.waiting = slot
+
+        def ready(value: Any) -> None:
+            if direct.waiting is not slot:  # the writer took it
+                return
+            try:
+                sent, rest = direct.try_send(value, slot.proto)
+            except Exception:  # (broken socket...): the writer meets it in its own task
+                sent, rest = False, None
+            if sent:
+                direct.waiting = None
+                conn.owed -= 1
+                return
+            owed = slot if rest is None else Slot(Pending.of(Encoded(rest)), slot.proto)
+            if conn.owed > 1:  # the writer has a later slot: it takes (and weighs) this first
+                direct.waiting = owed
+                return
+            direct.waiting = None
+            self._output_meter(conn, owed)(owed.pending.value)
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError,
+                                     trio.BrokenResourceError):
+                send.send_nowait(owed)  # (closed: the connection is gone)
+
+        slot.pending.add_callback(ready)
 
     def _pusher(self, conn: Connection, send: trio.MemorySendChannel[Slot]) -> Any:
         """How Pub/Sub hands ``conn`` a message: queued after the replies owed so far,
@@ -500,26 +598,44 @@ class ClientServer:
         conn: Connection,
         recv: trio.MemoryReceiveChannel[Slot],
         scope: trio.CancelScope,
+        direct: DirectReply | None = None,
     ) -> None:
         out: list[bytes] = []
         size = 0
         burst = 0  # slots handled since the writer last yielded
+        after: Slot | None = None  # a slot got while DirectReply still owed one before it
+        slot: Slot | None
         async with recv:
             while True:
-                try:  # a queued slot without a trip through the scheduler
-                    slot = recv.receive_nowait()
-                except trio.WouldBlock:
-                    if out:  # nothing more queued: send what is ready
-                        await stream.send_all(b"".join(out))
-                        out.clear()
-                        size = 0
-                    try:
-                        slot = await recv.receive()
+                if after is not None:
+                    slot, after = after, None
+                else:
+                    try:  # a queued slot without a trip through the scheduler
+                        slot = recv.receive_nowait()
+                    except trio.WouldBlock:
+                        if out:  # nothing more queued: send what is ready
+                            await stream.send_all(b"".join(out))
+                            out.clear()
+                            size = 0
+                        if direct is not None:  # nothing queued or unsent: the reader may
+                            direct.idle = True  # send a reply itself (DirectReply)
+                        try:
+                            slot = await recv.receive()
+                        except trio.EndOfChannel:
+                            slot = None
+                        finally:
+                            if direct is not None:
+                                direct.idle = False
+                        burst = 0
                     except trio.EndOfChannel:
+                        slot = None
+                    if direct is not None and (ahead := direct.take()) is not None:
+                        # A reply owed before this slot, or before the end of the commands
+                        # (not lost with the queue): written first, weighed now.
+                        ahead.pending.add_callback(self._output_meter(conn, ahead))
+                        after, slot = slot, ahead
+                    if slot is None:
                         break
-                    burst = 0
-                except trio.EndOfChannel:
-                    break
                 burst += 1
                 if burst >= YIELD_EVERY:
                     burst = 0

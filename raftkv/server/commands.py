@@ -88,22 +88,19 @@ def _once_inner(args: list[bytes]) -> list[bytes]:
     return args
 
 
-def _runs_script(args: list[bytes]) -> bool:
-    """EVAL & co., also when carried by ``RAFT ONCE id seq`` (attack3: the switch read the
-    first word only, so RAFT ONCE ran scripts on a node without --enable-scripts)."""
-    return _once_inner(args)[0].lower() in SCRIPTING
-
-
 def _refused(node: Node, args: list[bytes]) -> ErrorReply | None:
     """Why the client port refuses ``args`` before running or queueing it, or None: a
     command of the log's own, a write to the change feed's names, a script on a node
-    with --no-scripts (the last two also inside RAFT ONCE)."""
+    with --no-scripts (the last two also inside RAFT ONCE, unwrapped once here: attack3,
+    the script switch read the first word only, so RAFT ONCE ran scripts on a node
+    without --enable-scripts)."""
     if internal(args[0].lower()):
         return unknown_command(args)
-    refused = _writes_feed(args)
+    inner = _once_inner(args)
+    refused = _inner_writes_feed(inner)
     if refused is not None:
         return refused
-    if _runs_script(args) and not node.settings.enable_scripts:
+    if inner[0].lower() in SCRIPTING and not node.settings.enable_scripts:
         return ErrorReply(SCRIPTS_DISABLED)
     return None
 
@@ -148,7 +145,11 @@ def internal(name: bytes) -> bool:
 def _writes_feed(args: list[bytes]) -> ErrorReply | None:
     """An error if ``args`` writes one of the change feed's names (raftkv.server.streams),
     directly or wrapped in RAFT ONCE."""
-    args = _once_inner(args)
+    return _inner_writes_feed(_once_inner(args))
+
+
+def _inner_writes_feed(args: list[bytes]) -> ErrorReply | None:
+    """``_writes_feed`` of a command already taken out of RAFT ONCE."""
     spec = lookup(args[0])
     if spec is None or not spec.is_write or not spec.arity_ok(len(args)):
         return None

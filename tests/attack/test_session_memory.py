@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgpack
 
 from raftkv.kv import sessions
-from raftkv.kv.sessions import WINDOW, SessionTable, decode_reply, sessions_to_wire
+from raftkv.kv.sessions import MAY_APPLY, WINDOW, SessionTable, decode_reply, sessions_to_wire
 
 
 def test_recorded_replies_are_bounded_across_the_table() -> None:
@@ -25,10 +25,10 @@ def test_recorded_replies_are_bounded_across_the_table() -> None:
     assert kept <= 64 * 1024 * 1024, f"{kept / 2**20:.0f} MiB of replies kept"
     # A session opened when the budget is spent still records that its commands applied:
     # a duplicate answers the 'already applied' error, never a second apply.
-    assert table.recorded(n_sessions, WINDOW, 0) is not None
+    assert table.recorded(n_sessions, WINDOW, 0) is not MAY_APPLY
     table.open(n_sessions + 1, 600_000, 0)
     table.record(n_sessions + 1, 1, value)
-    assert table.recorded(n_sessions + 1, 1, 0) is not None
+    assert table.recorded(n_sessions + 1, 1, 0) is not MAY_APPLY
 
 
 def test_the_budget_is_the_same_after_a_snapshot() -> None:

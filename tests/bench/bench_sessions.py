@@ -1,6 +1,7 @@
 """The cost of client sessions: c50 INCR with and without ``RAFT ONCE``, in one run.
 
 Run: .venv/bin/python tests/bench/bench_sessions.py [--clients 50] [--seconds 5] [--rounds 8]
+     [--baseline REF]  (also a cluster of git REF's raftkv and wire, in the same rounds)
 
 One 3-node cluster (fsync always). ``--clients`` connections to the leader each send INCR
 after INCR, one at a time, for ``--seconds``: either plainly, or each tagged ``RAFT ONCE id
@@ -9,6 +10,10 @@ alternate (A B B A A B ...) so both see the same machine load; the figures are t
 of the with/without ratios of adjacent rounds, with a bootstrap 95% interval, of throughput
 and of the three nodes' CPU time per INCR (summed over their threads: what RaftKV spends,
 which the machine's load barely moves).
+
+With ``--baseline REF`` a second 3-node cluster runs REF's code, and each round runs the
+four (tree, kind) pairs, this tree and REF alternating (A B B A): the with/without figures
+of each tree, and this tree's CPU per INCR over REF's for each kind, paired by round.
 
 The driver (trio, in this process) shares the CPU with the nodes, so it must cost the same
 per command for both kinds: every request is pre-encoded RESP (a RAFT ONCE request is its
@@ -30,7 +35,9 @@ from pathlib import Path
 
 import trio
 from common import (
+    BaselineCluster,
     _schedstat,
+    export_tree,
     load_line,
     median_ci,
     paired_ratios,
@@ -126,12 +133,74 @@ def node_cpu_ns(cluster: LocalCluster) -> dict[int, int]:
     return out
 
 
+SLOW_ELECTIONS = ["--election-ticks", "100"]
+
+
 @contextlib.contextmanager
 def slow_election_cluster(work: Path) -> Iterator[LocalCluster]:
     """A started 3-node cluster (fsync always) with a long election timeout: on a loaded
     2-core machine a spurious election mid-round would end that round's clients."""
-    with raft_cluster(work, extra_args=["--election-ticks", "100"]) as cluster:
+    with raft_cluster(work, extra_args=SLOW_ELECTIONS) as cluster:
         yield cluster
+
+
+@contextlib.contextmanager
+def slow_election_baseline(work: Path, ref: str) -> Iterator[LocalCluster]:
+    """The same cluster running git ``ref``'s raftkv and wire."""
+    cluster = BaselineCluster(work / "cluster", export_tree(ref, work / "src"), nodes=3,
+                              fsync="always", extra_args=SLOW_ELECTIONS)
+    try:
+        cluster.start()
+        cluster.wait_for_leader(timeout=30)
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def run_round(cluster: LocalCluster, sessions: bool, args: argparse.Namespace
+              ) -> tuple[float, float, float, float, list[str]]:
+    """One round: (INCR/s, nodes' CPU us per INCR, the leader's, the driver's, errors);
+    the rates are 0 if the round failed."""
+    leader, _ = roles(cluster)  # (again each round: a leader change moves it)
+    addr = cluster.client_addr(leader)
+    nodes_before, driver_before = node_cpu_ns(cluster), time.process_time_ns()
+    done, took, errors = trio.run(one_round, addr, sessions, args.clients, args.seconds)
+    spent = {i: ns - nodes_before.get(i, ns) for i, ns in node_cpu_ns(cluster).items()}
+    per = 1000 * max(done, 1)
+    driver_us = (time.process_time_ns() - driver_before) / 1000 / max(done, 1)
+    ok = done > 0 and not errors
+    return (done / took if ok else 0.0, sum(spent.values()) / per if ok else 0.0,
+            spent.get(leader, 0) / per, driver_us, errors)
+
+
+def compare_trees(this: LocalCluster, base: LocalCluster, ref: str,
+                  args: argparse.Namespace) -> None:
+    """Both trees, both kinds, in every round (A B B A order), and the paired ratios."""
+    trees = {"this": this, ref: base}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    for r in range(args.rounds):
+        order = [(t, k) for t in trees for k in ("without", "with")]
+        for tree, kind in (order if r % 2 == 0 else order[::-1]):
+            rate, nodes_us, leader_us, driver_us, errors = run_round(
+                trees[tree], kind == "with", args)
+            cpu.setdefault((tree, kind), []).append(nodes_us)
+            note = f" errors: {errors[0][:80]} (x{len(errors)})" if errors else ""
+            print(f"  {tree:>8} c{args.clients} INCR {kind:>7} sessions: {rate:8.0f}/s, nodes' "
+                  f"CPU {nodes_us:5.0f} us/INCR (leader {leader_us:.0f}), driver's "
+                  f"{driver_us:4.0f} us/INCR{note}")
+    for tree in trees:
+        ratios = [w / wo for w, wo in zip(cpu[(tree, "with")], cpu[(tree, "without")],
+                                          strict=True) if w and wo]
+        if ratios:
+            print(f"{tree}: nodes' CPU per INCR with/without sessions over {len(ratios)} rounds: "
+                  f"{_ci(ratios)}; medians {statistics.median(cpu[(tree, 'without')]):.0f} -> "
+                  f"{statistics.median(cpu[(tree, 'with')]):.0f} us")
+    for kind in ("without", "with"):
+        ratios = [a / b for a, b in zip(cpu[("this", kind)], cpu[(ref, kind)], strict=True)
+                  if a and b]
+        if ratios:
+            print(f"{kind} sessions: nodes' CPU per INCR, this tree / {ref}, over {len(ratios)} "
+                  f"rounds: {_ci(ratios)}")
 
 
 def _ci(ratios: list[float]) -> str:
@@ -146,8 +215,17 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--baseline", metavar="REF", default=None,
+                    help="also run git REF's raftkv and wire in a second cluster, alternating")
     args = ap.parse_args()
     print(load_line())
+    if args.baseline:
+        with (scratch_dir(args.dir, "bench-sessions-") as work,
+              slow_election_cluster(work / "this") as this,
+              slow_election_baseline(work / "base", args.baseline) as base):
+            compare_trees(this, base, args.baseline, args)
+        print(load_line())
+        return 0
     with scratch_dir(args.dir, "bench-sessions-") as work, slow_election_cluster(work) as cluster:
         order: list[str] = []
         for r in range(args.rounds):

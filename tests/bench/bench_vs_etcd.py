@@ -1,7 +1,7 @@
 """RaftKV against etcd 3.4 on the same machine: the figures of issue 15, as medians of rounds.
 
 Run: .venv/bin/python tests/bench/bench_vs_etcd.py [--rounds 3] [--quick] [--dir DIR]
-                                                   [--failover-kills K] [--stability S]
+                                                   [--failover-kills K] [--stability S] [--scale R]
 
 Installs Debian's ``etcd-server``, ``etcd-client`` and ``wrk`` if missing (apt-get, as root
 or through sudo), then starts a 3-node etcd (fsync on: its default) and a 3-node RaftKV
@@ -27,6 +27,9 @@ with one follower killed a quarter of the way in and restarted once the leader's
 compacted past it (so it catches up by snapshot under the load), and reports leader changes
 (bench_latency.py's INFO watcher) and whether that follower installed a snapshot. With
 ``--rounds 0 --stability S --failover-kills K`` the K kills follow in the same run.
+``--scale R`` adds issue 15's 5-node row: R rounds of tests/bench/bench_scale.py (a 3-node
+and a 5-node RaftKV, SET c50 on each leader, alternating; the 5/3 ratio, aim >= 0.7, and
+the CPU per SET of each) on clusters of their own, after the other rows.
 ``--baseline REF`` adds a third system: a second 3-node RaftKV running the code of git ref
 REF (``git archive`` into the scratch directory), measured in the same rounds, so a change
 is judged before/after in one invocation on the same machine state. Every process started
@@ -53,6 +56,7 @@ from pathlib import Path
 import attrs
 from bench_failover import one_round
 from bench_latency import Watcher
+from bench_scale import measure as measure_scale
 from bench_wal import raw_fsync_rate
 from common import (
     HOST,
@@ -543,6 +547,8 @@ def main() -> int:
                          "--rounds 0 --stability S, that many kills after the stability run")
     ap.add_argument("--stability", type=float, default=0.0,
                     help="seconds of c50 SET + c50 GET with snapshots every 10k (0: skip)")
+    ap.add_argument("--scale", type=int, default=0, metavar="R",
+                    help="R rounds of 3 against 5 nodes, SET c50 (bench_scale.py; 0: skip)")
     ap.add_argument("--baseline", default=None, metavar="REF",
                     help="also measure the RaftKV of git ref REF (e.g. main) in the same rounds")
     ap.add_argument("--dir", default=None, help="scratch base directory (a real disk)")
@@ -570,6 +576,9 @@ def main() -> int:
         stack.close()
         if rounds:  # --rounds 0: only the stability run
             report(rounds, fails, fsync_us)
+        if args.scale:
+            print("\n5 nodes against 3 (bench_scale.py):")
+            measure_scale(work / "scale", args.scale, z.n50)
         if args.stability:
             stability(work / "stability", args.stability, 10_000)
         if not rounds and args.stability and kills:

@@ -284,3 +284,45 @@ def test_a_snapshot_reply_outside_its_window_is_refused(seq: int) -> None:
     with pytest.raises(KVDecodeError):
         sessions_from_wire([[1, 1000, T0, 100, [[seq, b"\x01"]]]])
     assert sessions_from_wire([[1, 1000, T0, 100, [[37, b"\x01"], [100, b"\x01"]]]])
+
+
+def test_a_duplicate_whose_first_reply_was_nil_is_not_applied_again(kv: KVStateMachine) -> None:
+    """A recorded nil is an answer: when the table said "new" for it, the retry of a
+    SET NX that found the key set it after someone deleted the key (issue 19)."""
+    sid = opened(kv)
+    at(kv, T0, "set", "k", "v")
+    assert at(kv, T0, "once", sid, 1, "set", "k", "w", "nx") is None  # not set: k exists
+    at(kv, T0, "del", "k")
+    assert at(kv, T0, "once", sid, 1, "set", "k", "w", "nx") is None  # the retry: nil again
+    assert kv.state_copy() == {}
+    restored = KVStateMachine()
+    restored.restore(kv.snapshot())
+    assert at(restored, T0, "once", sid, 1, "set", "k", "w", "nx") is None
+    assert restored.state_copy() == {}
+
+
+replies_st = st.recursive(
+    st.none() | st.integers(-(2**63), 2**63 - 1) | st.binary(max_size=70_000)
+    | st.sampled_from([OK, ErrorReply("ERR x"), sessions_module.SimpleString("QUEUED")]),
+    lambda inner: st.lists(inner, max_size=4), max_leaves=8)
+
+
+@settings(max_examples=200)
+@given(replies_st)
+def test_a_kept_reply_counts_the_bytes_of_its_encoding(reply: object) -> None:
+    """The table keeps a reply as it is and encodes it only for a duplicate or a snapshot,
+    but counts (and bounds) it as its msgpack bytes, as when it kept the encodings: the
+    same replies are dropped as before, on every replica, restored or not."""
+    kept, size = sessions_module._kept_size(reply, sessions_module.encode_reply)
+    assert size == len(sessions_module.encode_reply(reply))
+    assert sessions_module._size(kept) == size
+
+
+def test_a_recorded_list_is_a_copy_and_a_duplicate_answers_it() -> None:
+    table = sessions_module.SessionTable()
+    table.open(7, MINUTE, T0)
+    reply = [b"a", 1, None]
+    table.record(7, 1, reply)
+    reply.append(b"changed by its owner")
+    assert table.recorded(7, 1, T0) == [b"a", 1, None]
+    assert table.recorded(7, 2, T0) is sessions_module.MAY_APPLY

@@ -24,7 +24,7 @@ async def test_large_messages_are_coded_off_the_loop_and_stay_in_order(
         nursery, monkeypatch: pytest.MonkeyPatch) -> None:
     loop = threading.current_thread()
     where: list[tuple[str, int, bool]] = []
-    real_encode, real_decode = transport.encode, transport.decode
+    real_encode, real_decode = transport.encode_pieces, transport.decode
 
     def encode(msg):  # type: ignore[no-untyped-def]
         where.append(("encode", len(getattr(msg, "data", b"")),
@@ -37,7 +37,7 @@ async def test_large_messages_are_coded_off_the_loop_and_stay_in_order(
             where.append(("decode", len(msg.data), threading.current_thread() is loop))
         return msg
 
-    monkeypatch.setattr(transport, "encode", encode)
+    monkeypatch.setattr(transport, "encode_pieces", encode)
     monkeypatch.setattr(transport, "decode", decode)
     with trio.fail_after(20):
         a, b = await mesh(nursery, 2, limits=LIMITS)

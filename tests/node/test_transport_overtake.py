@@ -41,14 +41,14 @@ def test_only_heartbeats_of_the_same_leader_and_term_go_ahead() -> None:
 async def test_heartbeats_overtake_a_large_append_being_encoded(
         nursery, monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
-    real_encode = transport.encode
+    real_encode = transport.encode_pieces
 
     def encode(msg):  # type: ignore[no-untyped-def]
         if getattr(msg, "entries", None):
             assert release.wait(10), "the heartbeat never went ahead"
         return real_encode(msg)
 
-    monkeypatch.setattr(transport, "encode", encode)
+    monkeypatch.setattr(transport, "encode_pieces", encode)
     with trio.fail_after(20):
         a, b = await mesh(nursery, 2, limits=LIMITS)
         assert a.t.send(APPEND)

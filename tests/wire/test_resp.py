@@ -356,6 +356,54 @@ def test_request_over_max_request_len_errors_at_the_header_before_its_payload() 
         parser.next_command()
 
 
+def test_a_whole_small_command_over_max_request_len_is_refused_too() -> None:
+    # Whole in one read, a command of 3 or more small bulks is split at CRLF (the fast
+    # path): it must count the size like the byte-by-byte loop. *3 $3 SET $1 k $4 abcd = 30.
+    command = encode_command(b"SET", b"k", b"abcd")
+    assert len(command) == 30
+    assert parse_all(command, max_request_len=30) == [[b"SET", b"k", b"abcd"]]
+    assert error_of(command, max_request_len=29) == (
+        "Protocol error: request larger than max-request-bytes (29 bytes)")
+    assert error_of(command, max_bulk_len=3) == "Protocol error: invalid bulk length"
+
+
+# Payloads made of the protocol's own pieces: split at CRLF they would read as other
+# headers and bulks, so the fast path must see that the lengths disagree and leave them
+# to the loop (a parse that differs from Redis's would let a client smuggle arguments).
+tricky_arg = st.lists(
+    st.sampled_from([b"\r\n", b"\r", b"\n", b"$", b"$1", b"$3", b"$12", b"*2", b"x", b"0", b""]),
+    max_size=8,
+).map(b"".join)
+
+
+@given(st.lists(st.lists(tricky_arg, min_size=1, max_size=8), min_size=1, max_size=4))
+def test_payloads_that_look_like_protocol_parse_as_their_lengths_say(
+    cmds: list[list[bytes]],
+) -> None:
+    raw = b"".join(encode_command(*args) for args in cmds)
+    assert parse_all(raw) == cmds
+    assert run_split(raw, list(range(len(raw))))[:2] == (cmds, None)  # the loop's parse
+    reader = hiredis.Reader()  # and Redis's own client parser
+    reader.feed(raw)
+    assert [reader.gets() for _ in cmds] == cmds
+
+
+def test_the_fast_path_leaves_bytes_after_a_bulk_unchecked_like_the_loop() -> None:
+    # Redis skips the two bytes after a payload without looking: not CRLF here, so the
+    # split finds no match and the loop parses it, as before.
+    data = b"*3\r\n$1\r\naXY$1\r\nbXY$1\r\ncXY*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
+    assert parse_all(data) == [[b"a", b"b", b"c"]] * 2
+
+
+def test_large_arguments_and_long_pipelines_past_the_split_window() -> None:
+    big = encode_command(b"SET", b"k", b"v" * 5000, b"EX", b"10")  # a bulk past 4 digits
+    many = encode_command(*[b"a%d" % i for i in range(200)])  # more arguments than it takes
+    pipeline = encode_command(b"SET", b"key", b"x" * 100) * 100  # 13 KiB: many windows
+    assert parse_all(big + many + pipeline) == (
+        [[b"SET", b"k", b"v" * 5000, b"EX", b"10"], [b"a%d" % i for i in range(200)]]
+        + [[b"SET", b"key", b"x" * 100]] * 100)
+
+
 def test_request_size_is_counted_per_command_across_stalls() -> None:
     # Two commands of 23 bytes fit a limit of 23 each; a split mid-command keeps the count.
     data = encode_command(b"SET", b"abcd") * 2

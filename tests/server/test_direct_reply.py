@@ -1,0 +1,210 @@
+"""A reply answered at once is sent by the reader that parsed it (client_port.DirectReply).
+
+Handing every reply to the connection's writer task cost a task switch per round trip;
+these tests pin down that an unpipelined client's PINGs no longer wake the writer, that
+replies stay in order when a large reply (sent by the writer) comes between small ones,
+and what ``try_send`` does with a socket that takes all, part or none of a reply."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+
+from chaos.cluster import free_ports
+from raftkv.kv.sliced import KeysJob, SlicedRead
+from raftkv.node.node import Node
+from raftkv.node.pending import Pending
+from raftkv.node.settings import NodeSettings
+from raftkv.raft import Role
+from raftkv.server.client_port import SEND_CHUNK, ClientServer, DirectReply, serve_clients
+from wire.resp import encode_command, encode_reply
+
+
+class WriterSteps(trio.abc.Instrument):
+    """Counts the steps of the client port's writer tasks."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("._writer"):
+            self.steps += 1
+
+
+@pytest.fixture
+async def client_port(tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
+    peer, client = free_ports(2)
+    settings = NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
+                            peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
+                            data_dir=str(tmp_path), fsync="never", snapshot_entries=0)
+    node = Node(settings, admin=Pending.of)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run, partial(serve_clients, ClientServer(node)))
+        with trio.fail_after(30):
+            while node.core.role is not Role.LEADER:
+                await node.driver.role_changed.wait()
+        yield "127.0.0.1", client
+        nursery.cancel_scope.cancel()
+
+
+async def read_replies(stream: trio.SocketStream, n: int) -> list[object]:
+    """The next ``n`` replies: simple lines (status, error, integer) and bulk strings."""
+    buf = b""
+    out: list[object] = []
+    while len(out) < n:
+        with trio.fail_after(20):
+            data = await stream.receive_some(1 << 20)
+        assert data, "connection closed"
+        buf += data
+        while True:
+            end = buf.find(b"\r\n")
+            if end < 0:
+                break
+            if buf[:1] == b"$":
+                size = int(buf[1:end])
+                if len(buf) < end + 2 + size + 2:
+                    break
+                out.append(buf[end + 2:end + 2 + size])
+                buf = buf[end + 2 + size + 2:]
+            else:
+                out.append(buf[:end])
+                buf = buf[end + 2:]
+    assert len(out) == n and not buf
+    return out
+
+
+async def test_unpipelined_pings_do_not_wake_the_writer(client_port: tuple[str, int]) -> None:
+    stream = await trio.open_tcp_stream(*client_port)
+    async with stream:
+        await stream.send_all(encode_command(b"PING"))
+        assert await read_replies(stream, 1) == [b"+PONG"]
+        steps = WriterSteps()
+        trio.lowlevel.add_instrument(steps)
+        try:
+            for i in range(50):
+                await stream.send_all(encode_command(b"ECHO", b"%d" % i))
+                assert await read_replies(stream, 1) == [b"%d" % i]
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        # Through the writer, each reply took at least one writer step (50 or more).
+        assert steps.steps < 5, steps.steps
+
+
+async def test_replies_stay_in_order_around_a_large_one(client_port: tuple[str, int]) -> None:
+    big = b"x" * (4 * SEND_CHUNK)  # sent by the writer, in pieces
+    stream = await trio.open_tcp_stream(*client_port)
+    async with stream:
+        await stream.send_all(encode_command(b"SET", b"big", big))
+        assert await read_replies(stream, 1) == [b"+OK"]
+        for _ in range(3):
+            pipeline = [encode_command(b"ECHO", b"a"), encode_command(b"GET", b"big"),
+                        encode_command(b"ECHO", b"b"), encode_command(b"PING"),
+                        encode_command(b"GET", b"big"), encode_command(b"ECHO", b"c")]
+            await stream.send_all(b"".join(pipeline))
+            assert await read_replies(stream, 6) == [b"a", big, b"b", b"+PONG", big, b"c"]
+
+
+def test_try_send_whole_part_and_none() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        direct = DirectReply(a)
+        assert direct.try_send(b"hello", 2) == (True, None)
+        assert b.recv(100) == encode_reply(b"hello", 2)
+        # Too large for one piece, or a read in slices: left to the writer, not tried.
+        assert direct.try_send(b"x" * (SEND_CHUNK + 1), 2) == (False, None)
+        assert direct.try_send(SlicedRead.__new__(SlicedRead), 2) == (False, None)
+        assert direct.try_send(KeysJob.__new__(KeysJob), 2) == (False, None)  # (subclasses)
+        # A full socket: the whole encoding (or what is left of it) is owed.
+        sent_any = False
+        rests = []
+        while True:
+            sent, rest = direct.try_send(b"y" * 1000, 2)
+            if sent:
+                sent_any = True
+                continue
+            rests.append(rest)
+            break
+        assert sent_any
+        whole = encode_reply(b"y" * 1000, 2)
+        assert rests[0] is not None and whole.endswith(rests[0]) and rests[0]
+        b.close()
+        with pytest.raises(trio.BrokenResourceError):
+            for _ in range(1000):  # the peer is gone: broken, as the writer would raise
+                direct.try_send(b"z", 2)
+
+
+async def test_a_read_index_get_is_sent_without_the_writer(
+        client_port: tuple[str, int]) -> None:
+    """A linearizable GET is answered later (a ReadIndex round): its reply is sent from
+    the task that answers it, the writer is not woken for it either."""
+    stream = await trio.open_tcp_stream(*client_port)
+    async with stream:
+        await stream.send_all(encode_command(b"SET", b"k", b"v"))
+        assert await read_replies(stream, 1) == [b"+OK"]
+        steps = WriterSteps()
+        trio.lowlevel.add_instrument(steps)
+        try:
+            for _ in range(30):
+                await stream.send_all(encode_command(b"GET", b"k"))
+                assert await read_replies(stream, 1) == [b"v"]
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert steps.steps < 5, steps.steps
+
+
+async def test_commands_behind_an_unanswered_get_wait_for_it(
+        client_port: tuple[str, int]) -> None:
+    """GET then, before it is answered, pipelined PINGs and ECHOs (sent by the writer):
+    the GET's reply still comes first, and a client that half-closes right after its GET
+    still gets the reply."""
+    stream = await trio.open_tcp_stream(*client_port)
+    async with stream:
+        await stream.send_all(encode_command(b"SET", b"k", b"v"))
+        assert await read_replies(stream, 1) == [b"+OK"]
+        for i in range(20):
+            await stream.send_all(encode_command(b"GET", b"k"))
+            if i % 2:  # half the time the reader has taken the GET before the rest comes
+                with trio.fail_after(10):
+                    await trio.testing.wait_all_tasks_blocked()
+            await stream.send_all(encode_command(b"PING") + encode_command(b"ECHO", b"e")
+                                  + encode_command(b"GET", b"k"))
+            assert await read_replies(stream, 4) == [b"v", b"+PONG", b"e", b"v"]
+    value = b"v"
+    for i in range(10):  # GET, SET (answered once committed: after the reader ended)...
+        command, expected = ((b"SET", b"k", b"%d" % i), b"+OK") if i % 2 else ((b"GET", b"k"),
+                                                                                 value)
+        stream = await trio.open_tcp_stream(*client_port)
+        async with stream:
+            await stream.send_all(encode_command(*command))
+            await stream.send_eof()
+            assert await read_replies(stream, 1) == [expected]
+        value = b"%d" % i
+
+
+async def test_replies_computed_in_slices_go_through_the_writer(
+        client_port: tuple[str, int]) -> None:
+    """KEYS, SCAN and the feed's XRANGE answer a job run a slice at a time (SlicedRead
+    subclasses): the writer runs it; sent directly, it could not be encoded at all."""
+    stream = await trio.open_tcp_stream(*client_port)
+    async with stream:
+        await stream.send_all(encode_command(b"SET", b"k", b"v"))
+        assert await read_replies(stream, 1) == [b"+OK"]
+        await stream.send_all(encode_command(b"KEYS", b"*"))
+        assert await read_replies(stream, 2) == [b"*1", b"k"]
+        await stream.send_all(encode_command(b"XRANGE", b"__raftkv:changes", b"-", b"+",
+                                             b"COUNT", b"1"))
+        data = b""
+        with trio.fail_after(10):
+            while not data.endswith(b"$1\r\nv\r\n"):
+                data += await stream.receive_some(65536)
+        assert data.startswith(b"*1\r\n*2\r\n") and b"$2\r\nop\r\n$3\r\nset\r\n" in data
+        await stream.send_all(encode_command(b"PING"))
+        assert await read_replies(stream, 1) == [b"+PONG"]
