@@ -141,7 +141,7 @@ def _pack_pieces(value: Any, big: int, out: list[bytes], small: bytearray) -> No
     except each big bytes value: ``small`` is then closed into a piece, and the value is one.
     msgpack's encoding is context-free, so packing part by part gives the same bytes."""
     if type(value) is bytes and len(value) >= big:
-        small += _bin_header(len(value))
+        small += bin_header(len(value))
         out.append(bytes(small))
         small.clear()
         out.append(value)
@@ -153,8 +153,9 @@ def _pack_pieces(value: Any, big: int, out: list[bytes], small: bytearray) -> No
         small += _packer.pack(value)
 
 
-def _bin_header(n: int) -> bytes:
-    """msgpack's bin header for ``n`` bytes, exactly as ``Packer.pack`` writes it."""
+def bin_header(n: int) -> bytes:
+    """msgpack's bin header for ``n`` bytes, exactly as ``Packer.pack`` writes it (so a big
+    value can follow it by reference: here and in the WAL's entries records)."""
     if n < 0x100:
         return b"\xc4" + n.to_bytes(1, "big")
     if n < 0x10000:

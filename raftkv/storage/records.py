@@ -31,6 +31,7 @@ from wire.raft import (
     Entry,
     HardState,
 )
+from wire.record import bin_header
 
 FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
 
@@ -59,15 +60,6 @@ _pack = _record_packer.pack
 _pack_array_header = _record_packer.pack_array_header
 
 
-def _bin_header(n: int) -> bytes:
-    """msgpack's bin header for ``n`` bytes, exactly as ``packb`` writes it."""
-    if n < 0x100:
-        return b"\xc4" + n.to_bytes(1, "big")
-    if n < 0x10000:
-        return b"\xc5" + n.to_bytes(2, "big")
-    return b"\xc6" + n.to_bytes(4, "big")
-
-
 def append_entries_record(out: bytearray, entries: list[Entry]) -> None:
     """Append to ``out`` the very bytes of ``entries_record(entries)``, copying each large
     entry's data once (into ``out``) where ``entries_record`` copies it four times
@@ -94,7 +86,7 @@ def append_entries_record(out: bytearray, entries: list[Entry]) -> None:
         out += _pack_array_header(3)
         out += _pack(e.term)
         out += _pack(e.kind)
-        out += _bin_header(len(e.data))
+        out += bin_header(len(e.data))
         out += e.data
     if run:
         _append_run(out, run)
