@@ -441,7 +441,10 @@ class RaftCore:
                 # (campaignTransfer) trusts the flag at any term; unauthenticated, a forged
                 # or buggy flag could then drag every node to an arbitrary term. Here it
                 # can do no more than a real transfer does: start one election.
-                heard_leader = (
+                # A leader is in its own lease while it leads: its tick counter runs to
+                # check_quorum_ticks, past one election timeout, and CheckQuorum is what
+                # ends a leader that lost its quorum.
+                heard_leader = self._role is Role.LEADER or (
                     self._leader != 0 and self._election_elapsed < self._cfg.election_ticks
                 )
                 if heard_leader and (m.pre_vote or self._cfg.check_quorum):

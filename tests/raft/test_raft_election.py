@@ -204,6 +204,25 @@ def test_leader_lease_ignores_a_higher_term_vote() -> None:
     assert resp.granted and follower.term == c.nodes[1].term + 1
 
 
+@pytest.mark.parametrize("pre_vote", [True, False])
+def test_a_leader_keeps_its_lease_through_its_whole_check_quorum_window(pre_vote: bool) -> None:
+    """A leader is in its own lease for as long as it leads. Its tick counter runs to
+    check_quorum_ticks (two election timeouts), and the lease test "heard a leader within
+    one election timeout" used it: in the second half of every window the leader granted an
+    up-to-date follower's pre-vote and stepped down for its vote. It happened in the quiet
+    60 s stability run (bench_vs_etcd --stability: a follower restarted under load timed
+    out, and the leader, with a quorum, was deposed)."""
+    c = _healthy(FAST)
+    leader = c.nodes[1]
+    term = leader.term
+    c.tick(FAST.election_ticks + 1)  # past one election timeout, inside the window
+    assert leader.role is Role.LEADER and leader.election_elapsed > FAST.election_ticks
+    last = c.storages[2].last_index()
+    leader.step(RequestVote(term + 1, 2, 1, last, term, pre_vote=pre_vote))
+    assert leader.role is Role.LEADER and leader.term == term
+    assert not [m for m in leader.ready().messages if isinstance(m, RequestVoteResponse)]
+
+
 def test_a_vote_at_an_absurd_term_is_ignored() -> None:
     """Terms past MAX_TERM (the runtime refuses them on receipt) change nothing, so no node
     can be stuck at a term it cannot increment (issue 12: 2**64 - 1 with the transfer flag
