@@ -17,6 +17,14 @@ from typing import Any
 
 import click
 
+try:
+    # Used only by a terminal session (setup_readline): input() takes it only when stdin
+    # and stdout are terminals, and the module sends no terminal escape when stdout is not
+    # one, so pipes and one-shot commands are unchanged by importing it here.
+    import readline
+except ImportError:  # a Python built without it: plain input() still works
+    readline = None  # type: ignore[assignment]
+
 from client.errors import ConnectionFailed, DeadlineExceeded, RaftKVError
 from client.format import Output
 from client.help import complete, overview, usage
@@ -45,12 +53,7 @@ def exit_status(value: Any) -> int:
 
 def setup_readline(history: Path) -> Callable[[], None]:
     """Editing, history and completion for a terminal session; returns the saver."""
-    try:
-        # Imported here, not at the top: importing readline changes how input() behaves
-        # (and may write a terminal escape), which one-shot commands and pipes must not get.
-        # It is stdlib and imports nothing of ours: no cycle hides behind it.
-        import readline
-    except ImportError:  # e.g. a Python built without it: plain input() still works
+    if readline is None:
         return lambda: None
     with contextlib.suppress(OSError):
         readline.read_history_file(history)
