@@ -177,6 +177,10 @@ class RequestTracker:
         self._forwards_changed()
         return waiter.pending
 
+    def forward_leaders(self) -> set[int]:
+        """The nodes that owe us the reply to a forward."""
+        return {waiter.leader for waiter in self.forwards.values()}
+
     def leader_changed(self, leader: int) -> None:
         """A new leader was elected: commands forwarded to an earlier one will get no reply
         (that leader is gone or deposed), so answer them now instead of at the timeout.
