@@ -28,6 +28,7 @@ import itertools
 import logging
 import math
 import socket
+import time
 from collections import deque
 from typing import Any
 
@@ -223,7 +224,8 @@ class ClientServer:
         self.pubsub = PubSub(parse_flags(settings.notify_keyspace_events) or 0)
         node.applier.observe(self.pubsub.applied)
         self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
-        self.blocked = BlockedReaders(settings.watch_max_blocked)  # XREAD BLOCK (streams.py)
+        # XREAD BLOCK (streams.py); its window adapts to this process's CPU load.
+        self.blocked = BlockedReaders(settings.watch_max_blocked, cpu=time.process_time)
         node.applier.on_changes.append(self.blocked.changes_applied)
         self.new_clients = 0  # connections that have not sent a complete command yet
         # The same per source (source_key), oldest first, each with the scope that evicts it.
