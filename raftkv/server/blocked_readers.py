@@ -34,11 +34,11 @@ BLOCK shorter than ``WAKE_WINDOW``, is not coalesced (streams.py).
 
 The window also adapts to the node's load, like Redis's batching of client output: a
 round trip costs the same CPU whatever it carries, so a fixed rule made 100 watchers cost
-a node as much CPU as the writes they watch (the c50 SET rate fell 31-60%). Each pass and
-each blocking XREAD measure their own work (``charge``: about half a round trip's CPU,
-the rest being the socket, RESP and the scheduler, hence ``ROUND_TRIP_FACTOR``); at each
-pass the node's CPU since the last one (``cpu``, the process's) less that delivery is the
-node's other work, and the next window is long enough that delivery stays under
+a node as much CPU as the writes they watch (the c50 SET rate fell 31-60%). Each blocking
+XREAD measures its own work (``charge``: about half a round trip's fixed CPU, the rest
+being the socket, RESP, the pass's send and the scheduler, hence ``ROUND_TRIP_FACTOR``);
+at each pass the node's CPU since the last one (``cpu``, the process's) less that
+delivery is the node's other work, and the next window is long enough that delivery stays under
 ``DELIVERY_SHARE`` of that work, or under ``DELIVERY_FLOOR`` of a core if that is more
 (an idle node serves its watchers at once), at most ``MAX_WINDOW``. A busy node thus
 sends fewer, larger replies (a watcher waits up to ``MAX_WINDOW`` for a change), a quiet
@@ -86,9 +86,11 @@ MAX_WINDOW = 0.25
 # node's other work, or this share of a core, whichever is more.
 DELIVERY_SHARE = 0.05
 DELIVERY_FLOOR = 0.01
-# What ``charge`` measures (the pass's reads and sends, the XREAD's parse and block) is
-# about half of a watcher round trip's CPU: its receive, RESP parse and task switches are
-# the rest (cProfile of a follower serving 33 watchers).
+# What ``charge`` measures (an XREAD's parse, first look and block) is about half of the
+# CPU a watcher's round trip costs whatever it carries: its receive and RESP parse, the
+# pass's cached read and send, and the task switches are the rest (cProfile of a follower
+# serving 33 watchers). Encoding the changes is not counted: it costs the same however
+# they are batched.
 ROUND_TRIP_FACTOR = 2.0
 
 
@@ -122,15 +124,13 @@ class BlockedReaders:
     def __init__(self, limit: int, window: float = WAKE_WINDOW,
                  per_reader: float = PER_READER_WINDOW, max_window: float = MAX_WINDOW,
                  cpu: Callable[[], float] | None = None, share: float = DELIVERY_SHARE,
-                 floor: float = DELIVERY_FLOOR,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 floor: float = DELIVERY_FLOOR) -> None:
         self.limit = limit
         # The load rule (module docstring), off without ``cpu`` (the process's CPU seconds).
         self._cpu = cpu
         self.share, self.floor = share, floor
-        self._clock = clock  # times the passes' work (``charge``)
         self._cycle_cpu = cpu() if cpu is not None else 0.0  # at the last pass's start
-        self.delivery = 0.0  # the work of serving readers since then (seconds, ``charge``)
+        self.delivery = 0.0  # blocking XREADs' work since then (seconds, ``charge``)
         self.window = window  # the least time between two passes' starts
         self.per_reader = per_reader  # ... and per reader waiting (module docstring)
         self.max_window = max(window, max_window)
@@ -154,8 +154,8 @@ class BlockedReaders:
         return len(self._readers)
 
     def charge(self, seconds: float) -> None:
-        """Count ``seconds`` of work serving the readers (a blocking XREAD's own) into the
-        delivery the window is sized by (module docstring)."""
+        """Count ``seconds`` of a blocking XREAD's own work into the delivery the window is
+        sized by (module docstring)."""
         self.delivery += seconds
 
     def _next_span(self, now: float) -> float:
@@ -288,8 +288,7 @@ class BlockedReaders:
 
     async def _pass(self) -> None:
         """Read for each reader in turn, yielding to the loop every ``ROUND_SECONDS``."""
-        clock = self._clock
-        began = clock()
+        began = time.perf_counter()
         for reader in list(self._readers):
             if reader.done:
                 continue
@@ -303,9 +302,8 @@ class BlockedReaders:
                 while job is not None:
                     reader.job = job
                     while not job.step():
-                        self.delivery += clock() - began
                         await trio.lowlevel.checkpoint()
-                        began = clock()
+                        began = time.perf_counter()
                         if reader.done:
                             break
                     reader.job = None
@@ -322,9 +320,7 @@ class BlockedReaders:
             if reply is not None and not reader.done:
                 self.stats["blocked_readers_served"] += 1
                 self._end(reader, reply)
-            if clock() - began >= ROUND_SECONDS:
-                self.delivery += clock() - began
+            if time.perf_counter() - began >= ROUND_SECONDS:
                 await trio.lowlevel.checkpoint()
                 self._expire()
-                began = clock()
-        self.delivery += clock() - began
+                began = time.perf_counter()

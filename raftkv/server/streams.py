@@ -697,10 +697,10 @@ def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if blocked is None:
         return _xread(node, conn, args, None)
     began = time.perf_counter()
-    try:
-        return _xread(node, conn, args, blocked)
-    finally:  # (a watcher's XREAD is half of the work of serving it: its window's measure)
-        blocked.charge(time.perf_counter() - began)
+    pending = _xread(node, conn, args, blocked)
+    if not pending.done:  # a watcher's XREAD, half the work of a round trip: the window's
+        blocked.charge(time.perf_counter() - began)  # measure (blocked_readers)
+    return pending
 
 
 def _xread(node: Node, conn: Connection, args: list[bytes], blocked: BlockedReaders | None

@@ -352,16 +352,16 @@ async def test_the_window_grows_so_delivery_keeps_to_its_share_of_the_nodes_load
         mock_clock: trio.testing.MockClock) -> None:
     """A watcher's round trip costs the node the same CPU whatever it carries, so the
     window adapts to load: at each pass, the node's CPU since the last one less the
-    delivery work measured (``charge``, doubled: a round trip's other half) is its other
-    work, and the next pass waits until delivery is at most ``share`` of that work, or of
-    ``floor`` of a core if more, up to ``max_window``. (Before: the window grew only with
+    blocking XREADs' work measured (``charge``, doubled: a round trip's other half) is its
+    other work, and the next pass waits until delivery is at most ``share`` of that work,
+    or ``floor`` of a core if more, up to ``max_window``. (Before: the window grew only with
     the readers waiting, and 100 watchers cost a busy node a third of its SET rate.)"""
     cpu = [10.0]
     blocked = BlockedReaders(limit=100, window=0.005, per_reader=0.0, max_window=0.25,
-                             cpu=lambda: cpu[0], share=0.05, floor=0.01, clock=lambda: 0.0)
+                             cpu=lambda: cpu[0], share=0.05, floor=0.01)
 
     async def next_pass(delivery: float, other: float) -> float:
-        """Charge ``delivery`` seconds of serving readers, let the node do ``other`` CPU
+        """Charge ``delivery`` seconds of XREADs, let the node do ``other`` CPU
         seconds of other work meanwhile, then block a reader and apply a batch: the time
         from the last pass's start to the one that answers it."""
         began = blocked._last_pass
