@@ -343,11 +343,19 @@ _CACHES: weakref.WeakKeyDictionary[ChangeFeed, ReplyCache] = weakref.WeakKeyDict
 
 
 def reply_cache(feed: ChangeFeed) -> ReplyCache:
-    """The node's cache of XREAD replies for ``feed``."""
+    """The node's cache of XREAD replies for ``feed`` (the last one asked for first: a
+    weak-key lookup builds a weak reference, on every watcher's every XREAD)."""
+    last = _LAST_CACHE[0]
+    if last is not None and last.feed is feed:
+        return last
     cache = _CACHES.get(feed)
     if cache is None:
         cache = _CACHES[feed] = ReplyCache(feed)
+    _LAST_CACHE[0] = cache
     return cache
+
+
+_LAST_CACHE: list[ReplyCache | None] = [None]
 
 
 def compacted(exc: Compacted, name: bytes) -> ErrorReply:
@@ -369,6 +377,8 @@ _INTEGER = re.compile(rb"-?[0-9]{1,18}")
 
 def _count(raw: bytes) -> int | ErrorReply:
     """COUNT's value: Redis's integer error; 0 or less means as many as allowed."""
+    if raw.isdigit() and len(raw) <= 18:  # (the usual case, without the regex)
+        return min(int(raw), MAX_COUNT) or MAX_COUNT
     if not _INTEGER.fullmatch(raw):
         return NOT_INTEGER
     value = int(raw)
@@ -376,6 +386,8 @@ def _count(raw: bytes) -> int | ErrorReply:
 
 
 def _timeout(raw: bytes) -> int | ErrorReply:
+    if raw.isdigit() and len(raw) <= 18:  # (the usual case, without the regex)
+        return int(raw)
     if not _INTEGER.fullmatch(raw):
         return BAD_TIMEOUT
     value = int(raw)
