@@ -35,8 +35,8 @@ BLOCK shorter than ``WAKE_WINDOW``, is not coalesced (streams.py).
 The window also adapts to the node's load, like Redis's batching of client output: a
 round trip costs the same CPU whatever it carries, so a fixed rule made 100 watchers cost
 a node as much CPU as the writes they watch (the c50 SET rate fell 31-60%). Each blocking
-XREAD measures its own work (``charge``: about half a round trip's fixed CPU, the rest
-being the socket, RESP, the pass's send and the scheduler, hence ``ROUND_TRIP_FACTOR``);
+XREAD measures its own work (``charge``: about a quarter of a round trip's fixed CPU, the
+rest being the socket, RESP, the pass's send and the scheduler: ``ROUND_TRIP_FACTOR``);
 at each pass the node's CPU since the last one (``cpu``, the process's) less that
 delivery is the node's other work, and the next window is long enough that delivery stays under
 ``DELIVERY_SHARE`` of that work, or under ``DELIVERY_FLOOR`` of a core if that is more
@@ -85,13 +85,13 @@ MAX_WINDOW = 0.25
 # The load's share of the window (module docstring): delivery may use this share of the
 # node's other work, or this share of a core, whichever is more.
 DELIVERY_SHARE = 0.05
-DELIVERY_FLOOR = 0.01
-# What ``charge`` measures (an XREAD's parse, first look and block) is about half of the
-# CPU a watcher's round trip costs whatever it carries: its receive and RESP parse, the
-# pass's cached read and send, and the task switches are the rest (cProfile of a follower
-# serving 33 watchers). Encoding the changes is not counted: it costs the same however
-# they are batched.
-ROUND_TRIP_FACTOR = 2.0
+DELIVERY_FLOOR = 0.02
+# What ``charge`` measures (an XREAD's parse, first look and block: 32-35 us in-process)
+# is about a quarter of the CPU a watcher's round trip costs a node whatever it carries
+# (150-230 us, bench_watch.py --follower 33): its receive and RESP parse, the pass's cached
+# read and send, and the task switches are the rest. Encoding the changes is not counted:
+# it costs the same however they are batched.
+ROUND_TRIP_FACTOR = 4.0
 
 
 def too_many(limit: int) -> ErrorReply:

@@ -17,7 +17,7 @@ from raftkv.kv.glob import Glob
 from raftkv.kv.sliced import SlicedRead
 from raftkv.node.pending import Pending
 from raftkv.server.acl import AccessControl
-from raftkv.server.blocked_readers import BlockedReaders, too_many
+from raftkv.server.blocked_readers import ROUND_TRIP_FACTOR, BlockedReaders, too_many
 from raftkv.server.connection import Connection
 from raftkv.server.streams import BUDGET, FEED, FeedReader, cmd_xread, parse_xread
 from wire.reply import Encoded, ErrorReply
@@ -352,7 +352,8 @@ async def test_the_window_grows_so_delivery_keeps_to_its_share_of_the_nodes_load
         mock_clock: trio.testing.MockClock) -> None:
     """A watcher's round trip costs the node the same CPU whatever it carries, so the
     window adapts to load: at each pass, the node's CPU since the last one less the
-    blocking XREADs' work measured (``charge``, doubled: a round trip's other half) is its
+    blocking XREADs' work measured (``charge``, times ``ROUND_TRIP_FACTOR``: the rest of a
+    round trip) is its
     other work, and the next pass waits until delivery is at most ``share`` of that work,
     or ``floor`` of a core if more, up to ``max_window``. (Before: the window grew only with
     the readers waiting, and 100 watchers cost a busy node a third of its SET rate.)"""
@@ -366,7 +367,7 @@ async def test_the_window_grows_so_delivery_keeps_to_its_share_of_the_nodes_load
         from the last pass's start to the one that answers it."""
         began = blocked._last_pass
         blocked.charge(delivery)
-        cpu[0] += 2 * delivery + other
+        cpu[0] += ROUND_TRIP_FACTOR * delivery + other
         pending = blocked.block(nursery.start_soon, 0, answers(b"x"), [])
         blocked.changes_applied([])
         while not pending.done:
@@ -381,11 +382,11 @@ async def test_the_window_grows_so_delivery_keeps_to_its_share_of_the_nodes_load
         assert await pending.wait() == b"x"  # the first pass: at once
         mock_clock.jump(1.0)
         # An idle node (no other work): 2 ms of delivery a pass at 1% of a core: 200 ms.
-        assert await next_pass(0.001, 0.0) == pytest.approx(1.0, abs=0.002)  # (after a quiet spell)
+        assert await next_pass(0.002 / ROUND_TRIP_FACTOR, 0.0) == pytest.approx(1.0, abs=0.002)
         # A busy node (half a core of other work over the 200 ms): 5% of it is 0.025
         # cores, so 2 ms of delivery a pass makes the window 80 ms.
-        assert await next_pass(0.001, 0.1) == pytest.approx(0.2, abs=0.002)
-        assert await next_pass(0.001, 0.04) == pytest.approx(0.08, abs=0.002)
+        assert await next_pass(0.002 / ROUND_TRIP_FACTOR, 0.1) == pytest.approx(0.2, abs=0.002)
+        assert await next_pass(0.002 / ROUND_TRIP_FACTOR, 0.04) == pytest.approx(0.08, abs=0.002)
         # Delivery far over its share: the window stops at ``max_window``.
         assert await next_pass(0.01, 0.0) == pytest.approx(0.08, abs=0.002)
         assert await next_pass(0.0, 0.0) == pytest.approx(0.25, abs=0.002)
