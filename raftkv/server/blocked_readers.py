@@ -153,6 +153,13 @@ class BlockedReaders:
     def __len__(self) -> int:
         return len(self._readers)
 
+    def info(self) -> dict[str, float | int]:
+        """INFO's stats: readers refused, served and timed out, and the window now (ms)."""
+        return {**self.stats, "blocked_readers_window_ms": round(self.span * 1000, 1)}
+
+    def reset_stats(self) -> None:
+        self.stats = dict.fromkeys(self.stats, 0)
+
     def charge(self, seconds: float) -> None:
         """Count ``seconds`` of a blocking XREAD's own work into the delivery the window is
         sized by (module docstring)."""

@@ -242,6 +242,7 @@ class ClientServer:
     def info(self) -> dict[str, Any]:
         tls = {"client_tls_handshake_failures": self.tls.failures} if self.tls else {}
         return {**self.stats, **self.loop_lag.info(), **self.gc_watch.info(),
+                **self.blocked.info(),
                 **self.acl.stats,
                 **self.pubsub.info(), **tls}
 
@@ -258,6 +259,7 @@ class ClientServer:
         """CONFIG RESETSTAT: the client-port counters and the loop-lag maximum."""
         self.stats = dict.fromkeys(self.stats, 0)
         self.pubsub.reset_stats()
+        self.blocked.reset_stats()
         self.loop_lag.reset()
         self.gc_watch.reset()
 
