@@ -154,8 +154,10 @@ class BlockedReaders:
         return len(self._readers)
 
     def info(self) -> dict[str, float | int]:
-        """INFO's stats: readers refused, served and timed out, and the window now (ms)."""
-        return {**self.stats, "blocked_readers_window_ms": round(self.span * 1000, 1)}
+        """INFO's stats: readers refused, served and timed out, and the window now (ms; 0
+        with no reader blocked)."""
+        span = self.span if self._readers else 0.0
+        return {**self.stats, "blocked_readers_window_ms": round(span * 1000, 1)}
 
     def reset_stats(self) -> None:
         self.stats = dict.fromkeys(self.stats, 0)

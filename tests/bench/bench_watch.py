@@ -181,6 +181,9 @@ async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     delivered = raw.count
     end = await trio.to_thread.run_sync(newest_sync, cluster.nodes[leader].client_addr)
     drain = 0.0
+    # (The blocked readers' window each node has at the last SET: README "Watching
+    # changes"; a baseline without the field shows none.)
+    windows = await trio.to_thread.run_sync(_info_figure, cluster, "blocked_readers_window_ms")
     if watchers:
         caught_up = await trio.to_thread.run_sync(raw.wait_for, end, 60.0)
         drain = trio.current_time() - began - seconds if caught_up else math.inf
@@ -190,6 +193,7 @@ async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     nodes_all = _cpu(pids) - nodes_cpu_start
     figures = _figures(run, requests, watchers, seconds, delivered, drain, nodes_cpu, own_cpu,
                        nodes_all, elections, lag)
+    figures["windows"] = windows
     # (How many round trips the watchers made: a reply carries the changes of one or
     # more applied batches, README "Watching changes": coalesced wake-ups.)
     figures["replies"] = raw.replies / watchers / seconds if watchers else 0.0
@@ -410,12 +414,16 @@ def _reset_lag(cluster: LocalCluster) -> None:
 def _lag(cluster: LocalCluster) -> float:
     """The longest the nodes' event loops were held during the round (ms; INFO's
     ``loop_lag_max_ms``, since _reset_lag): how long a heartbeat could have waited."""
-    worst = 0.0
+    return max(_info_figure(cluster, "loop_lag_max_ms"), default=0.0)
+
+
+def _info_figure(cluster: LocalCluster, field: str) -> list[float]:
+    """``field`` of each node's INFO (the nodes that answer and have it)."""
+    figures = []
     for node in cluster.nodes.values():
-        with contextlib.suppress(OSError, ConnectionError, ValueError):
-            worst = max(worst, float(parse_info(call(node.client_addr, "INFO")).get(
-                "loop_lag_max_ms", 0.0)))
-    return worst
+        with contextlib.suppress(OSError, ConnectionError, ValueError, KeyError):
+            figures.append(float(parse_info(call(node.client_addr, "INFO"))[field]))
+    return figures
 
 
 def _cpu(pids: list[int]) -> float:
@@ -504,6 +512,8 @@ def main() -> int:
                 extra = (f", {r['events']:8.0f} changes/s delivered in all "
                          f"({r['per_watcher']:.0f}/s each"
                          + (f" in {r['replies']:.0f} replies/s" if "replies" in r else "")
+                         + (" (windows " + "/".join(f"{w:.0f}" for w in r["windows"]) + " ms)"
+                            if r.get("windows") else "")
                          + f"), all delivered {r['drain']:.2f} s after the last SET"
                          if n else "")
                 warn = f" ({r['alerts']:.0f} alerts, first: {r['alert']})" if r["alerts"] else ""

@@ -389,6 +389,8 @@ async def test_the_window_grows_so_delivery_keeps_to_its_share_of_the_nodes_load
         assert await next_pass(0.002 / ROUND_TRIP_FACTOR, 0.04) == pytest.approx(0.08, abs=0.002)
         # Delivery far over its share: the window stops at ``max_window``.
         assert await next_pass(0.01, 0.0) == pytest.approx(0.08, abs=0.002)
+        assert blocked.info()["blocked_readers_window_ms"] == 0  # (no reader waits)
+        blocked.block(nursery.start_soon, 0, answers(b"x"), [])
         assert blocked.info()["blocked_readers_window_ms"] == 250  # (INFO stats shows it)
         assert await next_pass(0.0, 0.0) == pytest.approx(0.25, abs=0.002)
         # Nothing to deliver: the least window again.
