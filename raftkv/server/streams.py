@@ -710,8 +710,8 @@ def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
         return _xread(node, conn, args, None)
     began = time.perf_counter()
     pending = _xread(node, conn, args, blocked)
-    if not pending.done:  # a watcher's XREAD, half the work of a round trip: the window's
-        blocked.charge(time.perf_counter() - began)  # measure (blocked_readers)
+    if not pending.done:  # a watcher's XREAD, a quarter of a round trip's work: what the
+        blocked.charge(time.perf_counter() - began)  # window is sized by (blocked_readers)
     return pending
 
 
