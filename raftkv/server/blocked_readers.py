@@ -23,7 +23,7 @@ batches the node applies, and gets the window's changes in one reply; a change r
 it at most a window after the pass that would have carried it. A pass right after a
 quiet spell starts at once. The window is ``PER_READER_WINDOW`` (2 ms) for each reader
 waiting when the last pass began, at least ``WAKE_WINDOW`` (5 ms), at most
-``MAX_WINDOW`` (100 ms). A watcher's round trip (its reply sent, its next XREAD read,
+``MAX_WINDOW`` (250 ms). A watcher's round trip (its reply sent, its next XREAD read,
 parsed and blocked: three task switches and four system calls in the client port) costs
 the node 50-150 us of CPU whatever it carries, and with fsync always a node applies a
 batch every 10-20 ms: a fixed 5 ms window coalesced nothing, and 33 watchers a node made
@@ -31,6 +31,18 @@ batch every 10-20 ms: a fixed 5 ms window coalesced nothing, and 33 watchers a n
 node makes at most ~500 watcher round trips a second up to 50 watchers (beyond, 10 a
 watcher); 34 watchers wait up to 68 ms for a change. XREAD without BLOCK, or with a
 BLOCK shorter than ``WAKE_WINDOW``, is not coalesced (streams.py).
+
+The window also adapts to the node's load, like Redis's batching of client output: a
+round trip costs the same CPU whatever it carries, so a fixed rule made 100 watchers cost
+a node as much CPU as the writes they watch (the c50 SET rate fell 31-60%). Each blocking
+XREAD measures its own work (``charge``: about a quarter of a round trip's fixed CPU, the
+rest being the socket, RESP, the pass's send and the scheduler: ``ROUND_TRIP_FACTOR``);
+at each pass the node's CPU since the last one (``cpu``, the process's) less that
+delivery is the node's other work, and the next window is long enough that delivery stays under
+``DELIVERY_SHARE`` of that work, or under ``DELIVERY_FLOOR`` of a core if that is more
+(an idle node serves its watchers at once), at most ``MAX_WINDOW``. A busy node thus
+sends fewer, larger replies (a watcher waits up to ``MAX_WINDOW`` for a change), a quiet
+one keeps the short window.
 
 A reader holds no per-event memory (it reads the retained tail when served). Its
 connection ending (its input closed, or the connection torn down) ends its wait at once,
@@ -69,7 +81,17 @@ WAKE_WINDOW = 0.005
 # watcher round trips a second for up to MAX_WINDOW / PER_READER_WINDOW watchers; more
 # watchers each wait longer for a change instead.
 PER_READER_WINDOW = 0.002
-MAX_WINDOW = 0.1
+MAX_WINDOW = 0.25
+# The load's share of the window (module docstring): delivery may use this share of the
+# node's other work, or this share of a core, whichever is more.
+DELIVERY_SHARE = 0.05
+DELIVERY_FLOOR = 0.02
+# What ``charge`` measures (an XREAD's parse, first look and block: 32-35 us in-process)
+# is about a quarter of the CPU a watcher's round trip costs a node whatever it carries
+# (150-230 us, bench_watch.py --follower 33): its receive and RESP parse, the pass's cached
+# read and send, and the task switches are the rest. Encoding the changes is not counted:
+# it costs the same however they are batched.
+ROUND_TRIP_FACTOR = 4.0
 
 
 def too_many(limit: int) -> ErrorReply:
@@ -100,9 +122,15 @@ class BlockedReaders:
     deadlines included (a heap): a blocked XREAD costs no task of its own."""
 
     def __init__(self, limit: int, window: float = WAKE_WINDOW,
-                 per_reader: float = PER_READER_WINDOW, max_window: float = MAX_WINDOW
-                 ) -> None:
+                 per_reader: float = PER_READER_WINDOW, max_window: float = MAX_WINDOW,
+                 cpu: Callable[[], float] | None = None, share: float = DELIVERY_SHARE,
+                 floor: float = DELIVERY_FLOOR) -> None:
         self.limit = limit
+        # The load rule (module docstring), off without ``cpu`` (the process's CPU seconds).
+        self._cpu = cpu
+        self.share, self.floor = share, floor
+        self._cycle_cpu = cpu() if cpu is not None else 0.0  # at the last pass's start
+        self.delivery = 0.0  # blocking XREADs' work since then (seconds, ``charge``)
         self.window = window  # the least time between two passes' starts
         self.per_reader = per_reader  # ... and per reader waiting (module docstring)
         self.max_window = max(window, max_window)
@@ -124,6 +152,35 @@ class BlockedReaders:
 
     def __len__(self) -> int:
         return len(self._readers)
+
+    def info(self) -> dict[str, float | int]:
+        """INFO's stats: readers refused, served and timed out, and the window now (ms; 0
+        with no reader blocked)."""
+        span = self.span if self._readers else 0.0
+        return {**self.stats, "blocked_readers_window_ms": round(span * 1000, 1)}
+
+    def reset_stats(self) -> None:
+        self.stats = dict.fromkeys(self.stats, 0)
+
+    def charge(self, seconds: float) -> None:
+        """Count ``seconds`` of a blocking XREAD's own work into the delivery the window is
+        sized by (module docstring)."""
+        self.delivery += seconds
+
+    def _next_span(self, now: float) -> float:
+        """The least time from the pass starting ``now`` to the next one (module
+        docstring): per reader waiting, and long enough that delivery keeps to its share
+        of the node's load."""
+        span = max(self.window, len(self._readers) * self.per_reader)
+        if self._cpu is not None:
+            cpu = self._cpu()
+            used, delivery = cpu - self._cycle_cpu, self.delivery * ROUND_TRIP_FACTOR
+            self._cycle_cpu, self.delivery = cpu, 0.0
+            wall = now - self._last_pass
+            if 0 < wall < math.inf:
+                other = max(used - delivery, 0.0) / wall  # cores
+                span = max(span, delivery / max(self.share * other, self.floor))
+        return min(span, self.max_window)
 
     def changes_applied(self, changes: list[Change]) -> None:
         """The applier's listener (once per applied batch with changes): O(1), no matching
@@ -228,10 +285,10 @@ class BlockedReaders:
                 if trio.current_time() < due:
                     await trio.sleep_until(due)
                 self._dirty = False
-                self._last_pass = trio.current_time()
+                now = trio.current_time()
+                self.span = self._next_span(now)
+                self._last_pass = now
                 self.passes += 1
-                self.span = min(max(self.window, len(self._readers) * self.per_reader),
-                                self.max_window)
                 await self._pass()
         finally:
             self._serving = False

@@ -28,6 +28,7 @@ import itertools
 import logging
 import math
 import socket
+import time
 from collections import deque
 from typing import Any
 
@@ -223,7 +224,8 @@ class ClientServer:
         self.pubsub = PubSub(parse_flags(settings.notify_keyspace_events) or 0)
         node.applier.observe(self.pubsub.applied)
         self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
-        self.blocked = BlockedReaders(settings.watch_max_blocked)  # XREAD BLOCK (streams.py)
+        # XREAD BLOCK (streams.py); its window adapts to this process's CPU load.
+        self.blocked = BlockedReaders(settings.watch_max_blocked, cpu=time.process_time)
         node.applier.on_changes.append(self.blocked.changes_applied)
         self.new_clients = 0  # connections that have not sent a complete command yet
         # The same per source (source_key), oldest first, each with the scope that evicts it.
@@ -240,6 +242,7 @@ class ClientServer:
     def info(self) -> dict[str, Any]:
         tls = {"client_tls_handshake_failures": self.tls.failures} if self.tls else {}
         return {**self.stats, **self.loop_lag.info(), **self.gc_watch.info(),
+                **self.blocked.info(),
                 **self.acl.stats,
                 **self.pubsub.info(), **tls}
 
@@ -256,6 +259,7 @@ class ClientServer:
         """CONFIG RESETSTAT: the client-port counters and the loop-lag maximum."""
         self.stats = dict.fromkeys(self.stats, 0)
         self.pubsub.reset_stats()
+        self.blocked.reset_stats()
         self.loop_lag.reset()
         self.gc_watch.reset()
 

@@ -25,6 +25,7 @@ to keys its patterns allow (a FLUSHALL always).
 from __future__ import annotations
 
 import re
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
@@ -39,6 +40,7 @@ from raftkv.kv.sliced import SlicedRead
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.server.auth import KEY_DENIED, acl_of
+from raftkv.server.blocked_readers import BlockedReaders
 from raftkv.server.connection import Connection
 from wire.reply import Encoded, ErrorReply
 from wire.resp import encode_reply
@@ -341,11 +343,19 @@ _CACHES: weakref.WeakKeyDictionary[ChangeFeed, ReplyCache] = weakref.WeakKeyDict
 
 
 def reply_cache(feed: ChangeFeed) -> ReplyCache:
-    """The node's cache of XREAD replies for ``feed``."""
+    """The node's cache of XREAD replies for ``feed`` (the last one asked for first: a
+    weak-key lookup builds a weak reference, on every watcher's every XREAD)."""
+    last = _LAST_CACHE[0]
+    if last is not None and last.feed is feed:
+        return last
     cache = _CACHES.get(feed)
     if cache is None:
         cache = _CACHES[feed] = ReplyCache(feed)
+    _LAST_CACHE[0] = cache
     return cache
+
+
+_LAST_CACHE: list[ReplyCache | None] = [None]
 
 
 def compacted(exc: Compacted, name: bytes) -> ErrorReply:
@@ -367,6 +377,8 @@ _INTEGER = re.compile(rb"-?[0-9]{1,18}")
 
 def _count(raw: bytes) -> int | ErrorReply:
     """COUNT's value: Redis's integer error; 0 or less means as many as allowed."""
+    if raw.isdigit() and len(raw) <= 18:  # (the usual case, without the regex)
+        return min(int(raw), MAX_COUNT) or MAX_COUNT
     if not _INTEGER.fullmatch(raw):
         return NOT_INTEGER
     value = int(raw)
@@ -374,6 +386,8 @@ def _count(raw: bytes) -> int | ErrorReply:
 
 
 def _timeout(raw: bytes) -> int | ErrorReply:
+    if raw.isdigit() and len(raw) <= 18:  # (the usual case, without the regex)
+        return int(raw)
     if not _INTEGER.fullmatch(raw):
         return BAD_TIMEOUT
     value = int(raw)
@@ -691,6 +705,18 @@ def _reader(node: Node, conn: Connection) -> FeedReader:
 
 
 def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    blocked = conn.server.blocked if conn.server is not None else None
+    if blocked is None:
+        return _xread(node, conn, args, None)
+    began = time.perf_counter()
+    pending = _xread(node, conn, args, blocked)
+    if not pending.done:  # a watcher's XREAD, a quarter of a round trip's work: what the
+        blocked.charge(time.perf_counter() - began)  # window is sized by (blocked_readers)
+    return pending
+
+
+def _xread(node: Node, conn: Connection, args: list[bytes], blocked: BlockedReaders | None
+           ) -> Pending:
     request = parse_xread(args)
     if isinstance(request, ErrorReply):
         return Pending.of(request)
@@ -699,7 +725,6 @@ def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if isinstance(positions, ErrorReply):
         return Pending.of(positions)
     proto, count, block = conn.proto, request.count, request.block
-    blocked = conn.server.blocked if conn.server is not None else None
     cache = reader.cache
     # An XREAD ... BLOCK reads up to the horizon of the blocked readers' last pass (its
     # wake-ups are coalesced: README "Watching changes"); one without BLOCK, or with a

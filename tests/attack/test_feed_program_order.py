@@ -93,6 +93,7 @@ def test_a_write_pipelined_behind_a_blocked_xread_does_not_wait_for_it(
             assert time.monotonic() < deadline, "the SET behind a blocked XREAD never applied"
             time.sleep(0.05)  # another process: nothing to wait on but its answers
         assert r.info("clients")["blocked_clients"] == 1
+        assert "blocked_readers_window_ms" in r.info("stats")  # (the window now: ms)
     deadline = time.monotonic() + 15
     while r.info("clients")["blocked_clients"]:
         assert time.monotonic() < deadline, (

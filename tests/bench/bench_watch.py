@@ -77,7 +77,15 @@ def _figures(run: Any, requests: int, watchers: int, seconds: float, delivered: 
 class RawWatchers(threading.Thread):
     """``n`` light watchers of the whole feed in one thread: raw sockets, hiredis's C
     parser, ``XREAD COUNT 1000 BLOCK 1000`` from the last id, no failover (``--raw``: the
-    SET rate with watchers whose own CPU is small)."""
+    SET rate with watchers whose own CPU is small).
+
+    Each watcher still has its own connection, follows the feed from its own last id and
+    receives every reply whole; but a reply byte-for-byte equal to one already parsed
+    (the node shares one encoded reply among the watchers at the same id: streams.py's
+    ReplyCache) is not parsed again, its count and last id are looked up. Parsing every
+    entry of every reply into Python objects took the bench 0.33-0.45 of the machine's 2
+    cores on a quiet machine, CPU the nodes then lacked: the cost measured was partly the
+    bench's own."""
 
     def __init__(self, addrs: list[str], n: int, start: tuple[int, int]) -> None:
         super().__init__(daemon=True)
@@ -99,6 +107,9 @@ class RawWatchers(threading.Thread):
             sock.sendall(self._xread(i))
             sock.setblocking(False)
             sel.register(sock, selectors.EVENT_READ, i)
+        # A reply's bytes -> (its entries, its last id): the replies the node shares.
+        known: dict[bytes, tuple[int, tuple[int, int] | None]] = {}
+        unparsed = [b""] * self.n  # a reply received in part (one XREAD in flight each)
         try:
             while not self.done.is_set():
                 for key, _ in sel.select(timeout=0.2):
@@ -107,16 +118,28 @@ class RawWatchers(threading.Thread):
                     if not data:
                         sel.unregister(socks[i])
                         continue
-                    parsers[i].feed(data)
-                    while (reply := parsers[i].gets()) is not False:
+                    data = unparsed[i] + data if unparsed[i] else data
+                    seen = known.get(data)
+                    if seen is None:
+                        parser = parsers[i] = hiredis.Reader()
+                        parser.feed(data)
+                        reply = parser.gets()
+                        if reply is False:
+                            unparsed[i] = data
+                            continue
                         entries = reply[0][1] if isinstance(reply, list) and reply else []
-                        self.count += len(entries)
-                        if entries:
-                            self.replies += 1
-                            self.last[i] = _id(entries[-1][0])
-                        socks[i].setblocking(True)
-                        socks[i].sendall(self._xread(i))
-                        socks[i].setblocking(False)
+                        seen = (len(entries), _id(entries[-1][0]) if entries else None)
+                        if len(known) >= 4096:
+                            known.clear()
+                        known[data] = seen
+                    unparsed[i] = b""
+                    self.count += seen[0]
+                    if seen[1] is not None:
+                        self.replies += 1
+                        self.last[i] = seen[1]
+                    socks[i].setblocking(True)
+                    socks[i].sendall(self._xread(i))
+                    socks[i].setblocking(False)
         finally:
             for sock in socks:
                 sock.close()
@@ -158,6 +181,9 @@ async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     delivered = raw.count
     end = await trio.to_thread.run_sync(newest_sync, cluster.nodes[leader].client_addr)
     drain = 0.0
+    # (The blocked readers' window each node has at the last SET: README "Watching
+    # changes"; a baseline without the field shows none.)
+    windows = await trio.to_thread.run_sync(_info_figure, cluster, "blocked_readers_window_ms")
     if watchers:
         caught_up = await trio.to_thread.run_sync(raw.wait_for, end, 60.0)
         drain = trio.current_time() - began - seconds if caught_up else math.inf
@@ -167,6 +193,7 @@ async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     nodes_all = _cpu(pids) - nodes_cpu_start
     figures = _figures(run, requests, watchers, seconds, delivered, drain, nodes_cpu, own_cpu,
                        nodes_all, elections, lag)
+    figures["windows"] = windows
     # (How many round trips the watchers made: a reply carries the changes of one or
     # more applied batches, README "Watching changes": coalesced wake-ups.)
     figures["replies"] = raw.replies / watchers / seconds if watchers else 0.0
@@ -387,12 +414,16 @@ def _reset_lag(cluster: LocalCluster) -> None:
 def _lag(cluster: LocalCluster) -> float:
     """The longest the nodes' event loops were held during the round (ms; INFO's
     ``loop_lag_max_ms``, since _reset_lag): how long a heartbeat could have waited."""
-    worst = 0.0
+    return max(_info_figure(cluster, "loop_lag_max_ms"), default=0.0)
+
+
+def _info_figure(cluster: LocalCluster, field: str) -> list[float]:
+    """``field`` of each node's INFO (the nodes that answer and have it)."""
+    figures = []
     for node in cluster.nodes.values():
-        with contextlib.suppress(OSError, ConnectionError, ValueError):
-            worst = max(worst, float(parse_info(call(node.client_addr, "INFO")).get(
-                "loop_lag_max_ms", 0.0)))
-    return worst
+        with contextlib.suppress(OSError, ConnectionError, ValueError, KeyError):
+            figures.append(float(parse_info(call(node.client_addr, "INFO"))[field]))
+    return figures
 
 
 def _cpu(pids: list[int]) -> float:
@@ -481,6 +512,8 @@ def main() -> int:
                 extra = (f", {r['events']:8.0f} changes/s delivered in all "
                          f"({r['per_watcher']:.0f}/s each"
                          + (f" in {r['replies']:.0f} replies/s" if "replies" in r else "")
+                         + (" (windows " + "/".join(f"{w:.0f}" for w in r["windows"]) + " ms)"
+                            if r.get("windows") else "")
                          + f"), all delivered {r['drain']:.2f} s after the last SET"
                          if n else "")
                 warn = f" ({r['alerts']:.0f} alerts, first: {r['alert']})" if r["alerts"] else ""

@@ -17,7 +17,7 @@ from raftkv.kv.glob import Glob
 from raftkv.kv.sliced import SlicedRead
 from raftkv.node.pending import Pending
 from raftkv.server.acl import AccessControl
-from raftkv.server.blocked_readers import BlockedReaders, too_many
+from raftkv.server.blocked_readers import ROUND_TRIP_FACTOR, BlockedReaders, too_many
 from raftkv.server.connection import Connection
 from raftkv.server.streams import BUDGET, FEED, FeedReader, cmd_xread, parse_xread
 from wire.reply import Encoded, ErrorReply
@@ -345,6 +345,56 @@ async def test_the_window_grows_with_the_readers_waiting_up_to_its_bound(
         assert await served_after(3) == pytest.approx(0.015)  # 1 reader: the least window
         assert await served_after(20) == pytest.approx(0.03)  # 3 readers: 3 x 10 ms
         assert await served_after(1) == pytest.approx(0.05)  # 20 readers: the bound
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_window_grows_so_delivery_keeps_to_its_share_of_the_nodes_load(
+        mock_clock: trio.testing.MockClock) -> None:
+    """A watcher's round trip costs the node the same CPU whatever it carries, so the
+    window adapts to load: at each pass, the node's CPU since the last one less the
+    blocking XREADs' work measured (``charge``, times ``ROUND_TRIP_FACTOR``: the rest of a
+    round trip) is its
+    other work, and the next pass waits until delivery is at most ``share`` of that work,
+    or ``floor`` of a core if more, up to ``max_window``. (Before: the window grew only with
+    the readers waiting, and 100 watchers cost a busy node a third of its SET rate.)"""
+    cpu = [10.0]
+    blocked = BlockedReaders(limit=100, window=0.005, per_reader=0.0, max_window=0.25,
+                             cpu=lambda: cpu[0], share=0.05, floor=0.01)
+
+    async def next_pass(delivery: float, other: float) -> float:
+        """Charge ``delivery`` seconds of XREADs, let the node do ``other`` CPU
+        seconds of other work meanwhile, then block a reader and apply a batch: the time
+        from the last pass's start to the one that answers it."""
+        began = blocked._last_pass
+        blocked.charge(delivery)
+        cpu[0] += ROUND_TRIP_FACTOR * delivery + other
+        pending = blocked.block(nursery.start_soon, 0, answers(b"x"), [])
+        blocked.changes_applied([])
+        while not pending.done:
+            await trio.testing.wait_all_tasks_blocked()
+            if not pending.done:
+                mock_clock.jump(0.001)
+        return trio.current_time() - began
+
+    async with trio.open_nursery() as nursery:
+        pending = blocked.block(nursery.start_soon, 0, answers(b"x"), [])
+        blocked.changes_applied([])
+        assert await pending.wait() == b"x"  # the first pass: at once
+        mock_clock.jump(1.0)
+        # An idle node (no other work): 2 ms of delivery a pass at 1% of a core: 200 ms.
+        assert await next_pass(0.002 / ROUND_TRIP_FACTOR, 0.0) == pytest.approx(1.0, abs=0.002)
+        # A busy node (half a core of other work over the 200 ms): 5% of it is 0.025
+        # cores, so 2 ms of delivery a pass makes the window 80 ms.
+        assert await next_pass(0.002 / ROUND_TRIP_FACTOR, 0.1) == pytest.approx(0.2, abs=0.002)
+        assert await next_pass(0.002 / ROUND_TRIP_FACTOR, 0.04) == pytest.approx(0.08, abs=0.002)
+        # Delivery far over its share: the window stops at ``max_window``.
+        assert await next_pass(0.01, 0.0) == pytest.approx(0.08, abs=0.002)
+        assert blocked.info()["blocked_readers_window_ms"] == 0  # (no reader waits)
+        blocked.block(nursery.start_soon, 0, answers(b"x"), [])
+        assert blocked.info()["blocked_readers_window_ms"] == 250  # (INFO stats shows it)
+        assert await next_pass(0.0, 0.0) == pytest.approx(0.25, abs=0.002)
+        # Nothing to deliver: the least window again.
+        assert await next_pass(0.0, 0.0) == pytest.approx(0.005, abs=0.002)
         nursery.cancel_scope.cancel()
 
 
