@@ -352,3 +352,22 @@ def test_command_info_shows_the_categories_the_acl_checks() -> None:
     assert {c.text for c in flushall[6]} >= {"@admin", "@dangerous", "@write", "@keyspace"}
     (get,) = run(node, conn, "COMMAND", "INFO", "get")
     assert {c.text for c in get[6]} == {"@read", "@string", "@fast"}
+
+
+def test_the_original_set_form_is_checked_against_the_key_patterns(tmp_path: Path) -> None:
+    """attack7: ``set key=value`` (the original RaftKV's form) failed SET's arity in the
+    gate, which then checked no key, and ran as ``SET key value``: a ``~app:*`` user
+    overwrote any key, directly, inside MULTI and on a follower alike."""
+    acl = AccessControl.configure(acl_file=acl_file(
+        tmp_path, ACL + "user app on >apppw ~app:* +@all -@admin -@dangerous\n"))
+    node = fake_node(acl)
+    app = Connection(5, "127.0.0.1:5004", user="app")
+    assert run(node, app, "set", "admin:secret=pwned") == auth.KEY_DENIED
+    assert run(node, app, "SET", "admin:secret=pwned") == auth.KEY_DENIED
+    multi(app.tx)
+    assert run(node, app, "set", "admin:secret=pwned") == auth.KEY_DENIED
+    assert app.tx.dirty and app.tx.queue == []
+    assert node.submitted == []
+    fresh = Connection(6, "127.0.0.1:5005", user="app")
+    run(node, fresh, "set", "app:1=v")
+    assert node.submitted == [[b"set", b"app:1", b"v"]]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from raftkv.kv import lookup
+from raftkv.kv import legacy_form, lookup
 from raftkv.log import event
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
@@ -72,6 +72,10 @@ def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply 
         cid = command_id(args)
     if cid not in COMMAND_CATEGORIES:
         return None  # an unknown command: it answers Redis's unknown-command error
+    # Check the keys of what will run: ``set key=value`` runs as ``SET key value`` (attack7:
+    # as typed it failed SET's arity here, so no key was checked, and any user with SET
+    # overwrote any key).
+    args = legacy_form(args)
     if not user.may_run(cid):
         acl.stats["acl_access_denied_cmd"] += 1
         return ErrorReply(f"NOPERM User {user.name} has no permissions to run the "
