@@ -149,7 +149,9 @@ def _writes_feed(args: list[bytes]) -> ErrorReply | None:
 
 
 def _inner_writes_feed(args: list[bytes]) -> ErrorReply | None:
-    """``_writes_feed`` of a command already taken out of RAFT ONCE."""
+    """``_writes_feed`` of a command already taken out of RAFT ONCE (``set key=value`` as
+    the SET it runs as: attack7, it made a string key named ``__raftkv:changes``)."""
+    args = legacy_form(args)
     spec = lookup(args[0])
     if spec is None or not spec.is_write or not spec.arity_ok(len(args)):
         return None
