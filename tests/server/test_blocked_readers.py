@@ -459,3 +459,41 @@ async def test_a_watcher_back_right_after_its_reply_blocks_without_a_read(
         mock_clock.jump(0.05)
         assert _entries(await again.wait()) == [b"2-0"] and reads == [1]  # the pass's read
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("after", ["user watcher off >wpw ~* +@read\n",
+                                   "user watcher on >wpw ~pub:* ~__raftkv:* +@read\n", ""])
+async def test_a_blocked_reader_gets_only_what_its_user_may_read_after_acl_load(
+        autojump_clock: trio.testing.MockClock, tmp_path, after: str) -> None:
+    """attack7: a blocked XREAD kept the key patterns its user had when it blocked, so a
+    user removed, turned off or narrowed by ACL LOAD still received the next changes to
+    any key (on a 3-node cluster: an admin's key and value, after the user's removal). Now
+    each read checks the user again: gone or off answers NOAUTH, narrowed sees only what
+    it may read now."""
+    path = tmp_path / "users.acl"
+    path.write_text("user watcher on >wpw ~* +@read\n")
+    acl = AccessControl.configure(acl_file=str(path))
+    kv = KVStateMachine(feed=ChangeFeed())
+    blocked = BlockedReaders(limit=10)
+    port = _Port(blocked)
+    port.acl = acl
+    conn = Connection(1, "127.0.0.1:1", user="watcher", server=port)  # type: ignore[arg-type]
+
+    def apply(index: int, key: bytes) -> None:
+        kv.apply(encode_entry([b"SET", key, b"v"], T0), index=index)
+        blocked.changes_applied(kv.last_changes)
+
+    async with trio.open_nursery() as nursery:
+        node = _Node(kv, nursery.start_soon)
+        read = cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED, b"$"])
+        await trio.testing.wait_all_tasks_blocked()
+        path.write_text(after)
+        acl.reload()
+        apply(1, b"admin:secret")
+        apply(2, b"pub:news")
+        reply = await read.wait()
+        if "on" in after:
+            assert _entries(reply) == [b"2-0"]
+        else:
+            assert reply == ErrorReply("NOAUTH Authentication required.")
+        nursery.cancel_scope.cancel()
