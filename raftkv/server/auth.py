@@ -49,6 +49,9 @@ NO_DEFAULT_PASSWORD = ErrorReply(
     "Are you sure your configuration is correct?")
 KEY_DENIED = ErrorReply("NOPERM No permissions to access a key")
 CHANNEL_DENIED = ErrorReply("NOPERM No permissions to access a channel")
+ACL_CHANGED = ErrorReply(
+    "NOPERM ACLs rules changed between the moment the transaction was accumulated and the "
+    "EXEC call. One or more ACL related checks are no longer valid.")
 SCRIPT_DENIED = ErrorReply(
     "NOPERM scripts are only for users with allkeys and every data command (RaftKV does "
     "not check a script's redis.call against the user)")
@@ -248,3 +251,17 @@ def acl_of(conn: Connection) -> AccessControl:
     """The users of the port ``conn`` came in on (a connection made outside a port, in
     tests, gets the open default)."""
     return conn.server.acl if conn.server is not None else _OPEN
+
+
+def queue_still_allowed(acl: AccessControl, conn: Connection) -> bool:
+    """At EXEC: may ``conn``'s user still run every queued command? Checked again only if
+    an ACL LOAD came since MULTI (Redis checks at EXEC too: attack7, a user narrowed
+    between MULTI and EXEC wrote the keys it had lost)."""
+    tx = conn.tx
+    if tx.queue is None or tx.acl_generation == acl.generation:
+        return True
+    stats = dict(acl.stats)  # (a re-check is not a refusal of a command sent)
+    allowed = all(gate(acl, conn, item) is None for item in tx.queue
+                  if isinstance(item, list))
+    acl.stats.update(stats)
+    return allowed
