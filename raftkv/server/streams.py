@@ -37,7 +37,7 @@ from raftkv.kv.changes import FLUSH_KEY, Change
 from raftkv.kv.feed import MAX_POSITION, TOP_ID, ChangeFeed, Compacted, Id
 from raftkv.kv.glob import Glob, Steps, stringmatch
 from raftkv.kv.sliced import SlicedRead
-from raftkv.node.node import Node
+from raftkv.node.node import REMOVED, Node
 from raftkv.node.pending import Pending
 from raftkv.server.auth import KEY_DENIED, NOAUTH, acl_of
 from raftkv.server.blocked_readers import BlockedReaders
@@ -714,6 +714,8 @@ def _reader(node: Node, conn: Connection) -> FeedReader:
 
 
 def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    if node.removed:  # its feed never moves again (attack7: a watch sat there for good)
+        return Pending.of(REMOVED)
     blocked = conn.server.blocked if conn.server is not None else None
     if blocked is None:
         return _xread(node, conn, args, None)
@@ -787,15 +789,19 @@ def _settled(reply: Any) -> Pending:
 
 
 def cmd_xrange(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    if node.removed:
+        return Pending.of(REMOVED)
     return _settled(_reader(node, conn).xrange(args, reverse=False))
 
 
 def cmd_xrevrange(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    if node.removed:
+        return Pending.of(REMOVED)
     return _settled(_reader(node, conn).xrange(args, reverse=True))
 
 
 def cmd_xinfo(node: Node, conn: Connection, args: list[bytes]) -> Pending:
-    return _settled(_reader(node, conn).xinfo(args))
+    return Pending.of(REMOVED) if node.removed else _settled(_reader(node, conn).xinfo(args))
 
 
 def _refuse(node: Node, conn: Connection, args: list[bytes]) -> Pending:

@@ -228,6 +228,7 @@ class _Node:
     def __init__(self, kv: KVStateMachine, spawn: Callable[..., None]) -> None:
         self.kv = kv
         self.start_background = spawn
+        self.removed = False  # (Node.removed: no longer a member)
 
 
 def _entries(reply: object) -> list[bytes]:
@@ -496,4 +497,32 @@ async def test_a_blocked_reader_gets_only_what_its_user_may_read_after_acl_load(
             assert _entries(reply) == [b"2-0"]
         else:
             assert reply == ErrorReply("NOAUTH Authentication required.")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_node_removed_from_the_cluster_sends_its_watchers_elsewhere(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """attack7: a removed node applies nothing more, yet it served its feed as if it were
+    a follower: XREAD answered nothing new for good, a blocked one waited for good, and
+    client.watch (whose node still named a leader in INFO) sat there missing every change
+    (0 of 5 writes, twice, on real nodes). Now it answers the removed node's TRYAGAIN, to
+    a new read at once and to one blocked before the removal within a second, so the
+    watch moves to a member."""
+    from raftkv.node.node import REMOVED
+
+    kv = KVStateMachine(feed=ChangeFeed())
+    node: _Node
+    blocked = BlockedReaders(limit=10, gone=lambda: REMOVED if node.removed else None)
+    conn = Connection(1, "127.0.0.1:1", user="default", server=_Port(blocked))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        node = _Node(kv, nursery.start_soon)
+        waiting = cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED, b"$"])
+        await trio.testing.wait_all_tasks_blocked()
+        began = trio.current_time()
+        node.removed = True
+        assert await waiting.wait() == REMOVED
+        assert trio.current_time() - began <= 1.0
+        assert cmd_xread(node, conn, [b"XREAD", b"STREAMS", FEED, b"0"]).value == REMOVED
+        assert cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED,
+                                      b"$"]).value == REMOVED
         nursery.cancel_scope.cancel()
