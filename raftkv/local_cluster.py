@@ -25,7 +25,7 @@ import trio
 
 from raftkv.local_tls import LocalTLS
 from raftkv.local_tls import prepare as prepare_tls
-from raftkv.node.cluster_id import ensure_cluster_id_file
+from raftkv.node.cluster_id import ensure_cluster_id_file, stored_cluster_id
 from raftkv.node.peer_auth import ensure_secret_file
 from raftkv.probe import call, parse_info
 
@@ -94,6 +94,26 @@ def preflight(nodes: int, host: str, base: int) -> str | None:
                     return (f"{addr} ({flag} of node {i}) is not free: "
                             f"{exc.strerror or exc}; stop what uses it, or use --port-base")
     return None
+
+
+def lost_nodes(nodes: int, data_dir: str) -> str | None:
+    """One line if some of the nodes' directories hold a cluster's state and others are
+    empty, else None. An empty one would bootstrap as if the cluster were new, and a voter
+    that comes back empty under its id can elect a node that missed acknowledged writes
+    (attack7: a deleted ``node-3`` then ``raftkv up``). ``--nodes`` above the cluster's
+    size is the same case: new nodes join a running cluster, they do not bootstrap."""
+    held = [i for i in range(1, nodes + 1)
+            if stored_cluster_id(str(Path(data_dir) / f"node-{i}")) is not None]
+    empty = [i for i in range(1, nodes + 1) if i not in held]
+    if not held or not empty:
+        return None
+    names = ", ".join(f"node-{i}" for i in empty)
+    return (f"{data_dir} holds a cluster ({', '.join(f'node-{i}' for i in held)}) but {names} "
+            f"{'is' if len(empty) == 1 else 'are'} empty: a member that lost its data must not "
+            f"come back under its id (acknowledged writes could be lost). Start the nodes "
+            f"that have data with --nodes {len(held)} if they are 1..{len(held)}, add new "
+            f"members with `raftkv member add` and `raftkv serve --join`, or remove "
+            f"{data_dir} to start a new cluster")
 
 
 async def _wait_for_leader(nodes: int, host: str, base: int,
@@ -235,7 +255,7 @@ def run_local_cluster(nodes: int, data_dir: str, host: str, fsync: str, verbose:
         local_tls = prepare_tls(Path(data_dir), host)
         # Our own probes and the nodes (their password) read these; not flags (`ps`).
         os.environ.update(local_tls.client_env())
-    problem = preflight(nodes, host, base)
+    problem = lost_nodes(nodes, data_dir) or preflight(nodes, host, base)
     if problem is not None:
         click.echo(f"raftkv up: {problem}", err=True)
         raise SystemExit(1)

@@ -352,3 +352,51 @@ def test_command_info_shows_the_categories_the_acl_checks() -> None:
     assert {c.text for c in flushall[6]} >= {"@admin", "@dangerous", "@write", "@keyspace"}
     (get,) = run(node, conn, "COMMAND", "INFO", "get")
     assert {c.text for c in get[6]} == {"@read", "@string", "@fast"}
+
+
+def test_the_original_set_form_is_checked_against_the_key_patterns(tmp_path: Path) -> None:
+    """attack7: ``set key=value`` (the original RaftKV's form) failed SET's arity in the
+    gate, which then checked no key, and ran as ``SET key value``: a ``~app:*`` user
+    overwrote any key, directly, inside MULTI and on a follower alike."""
+    acl = AccessControl.configure(acl_file=acl_file(
+        tmp_path, ACL + "user app on >apppw ~app:* +@all -@admin -@dangerous\n"))
+    node = fake_node(acl)
+    app = Connection(5, "127.0.0.1:5004", user="app")
+    assert run(node, app, "set", "admin:secret=pwned") == auth.KEY_DENIED
+    assert run(node, app, "SET", "admin:secret=pwned") == auth.KEY_DENIED
+    multi(app.tx)
+    assert run(node, app, "set", "admin:secret=pwned") == auth.KEY_DENIED
+    assert app.tx.dirty and app.tx.queue == []
+    assert node.submitted == []
+    fresh = Connection(6, "127.0.0.1:5005", user="app")
+    run(node, fresh, "set", "app:1=v")
+    assert node.submitted == [[b"set", b"app:1", b"v"]]
+
+
+def test_exec_checks_the_queue_again_after_acl_load(tmp_path: Path) -> None:
+    """attack7: the commands of MULTI were checked only as they were queued, so a user
+    narrowed by ACL LOAD between MULTI and EXEC still wrote the keys it had lost (on a
+    3-node cluster: SET admin:k queued as a ~* user, ACL LOAD to ~app:*, EXEC: +OK). As
+    Redis, EXEC checks them again when the users changed since MULTI, and refuses the
+    whole transaction."""
+    from raftkv.node.pending import Pending
+
+    path = acl_file(tmp_path)
+    acl = AccessControl.configure(acl_file=path)
+    node = fake_node(acl)
+    node.submit = lambda args: node.submitted.append(args) or Pending.of([OK])
+    writer = Connection(3, "127.0.0.1:5002", user="writer")
+    assert run(node, writer, "MULTI") == OK
+    assert run(node, writer, "SET", "admin:k", "v") == SimpleString("QUEUED")
+    Path(path).write_text(ACL.replace("{h}", HASH).replace(
+        "writer on #" + HASH + " allkeys", "writer on #" + HASH + " ~app:*"))
+    acl.reload()
+    refused = run(node, writer, "EXEC")
+    assert isinstance(refused, ErrorReply)
+    assert refused.text.startswith("NOPERM ACLs rules changed between the moment")
+    assert node.submitted == [] and writer.tx.queue is None
+    # A transaction within the user's keys still runs after the reload.
+    assert run(node, writer, "MULTI") == OK
+    assert run(node, writer, "SET", "app:k", "v") == SimpleString("QUEUED")
+    assert run(node, writer, "EXEC") == [OK]
+    assert len(node.submitted) == 1

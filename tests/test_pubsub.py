@@ -5,6 +5,7 @@ CONFIG notify-keyspace-events. Connections here are in-memory: pushes land in a 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
@@ -59,8 +60,11 @@ def counted(pubsub: PubSub, channel: bytes) -> int:
     return int(answer.value)
 
 
-def run(conn: Connection, *args: str | bytes) -> Any:
-    pending = execute(None, conn, [a.encode() if isinstance(a, str) else a for a in args])
+MEMBER = SimpleNamespace(removed=False)  # what SUBSCRIBE asks of the node
+
+
+def run(conn: Connection, *args: str | bytes, node: Any = MEMBER) -> Any:
+    pending = execute(node, conn, [a.encode() if isinstance(a, str) else a for a in args])
     if not pending.done:  # PUBSUB CHANNELS pattern: a job of the delivery queue
         conn.server.pubsub.flush()
     assert pending.done
@@ -246,3 +250,15 @@ async def test_acl_load_closes_subscribers_whose_user_lost_the_channel(tmp_path:
     path.write_text("user admin on nopass ~* &* +@all\nuser app off\n")
     assert run(admin, "ACL", "LOAD") == SimpleString("OK")
     assert keeps.scope.cancel_called and not idle.scope.cancel_called  # idle: no subscription
+
+
+def test_a_removed_node_refuses_subscriptions() -> None:
+    """attack7: SUBSCRIBE on a node removed from the cluster succeeded and then delivered
+    nothing, ever (it applies no PUBLISH): TRYAGAIN now, as its other commands answer."""
+    from raftkv.node.node import REMOVED
+
+    conn, _ = connect(Port(), 1)
+    removed = SimpleNamespace(removed=True)
+    assert run(conn, "SUBSCRIBE", "ch", node=removed) == REMOVED
+    assert run(conn, "PSUBSCRIBE", "c*", node=removed) == REMOVED
+    assert not conn.subs.count

@@ -11,7 +11,11 @@ of another cluster that dials us by mistake is refused. Where it comes from, fir
    ``cluster_id``), the same place the joining node already learns the members' peer
    addresses from. The answer is not trusted for anything but the id: a wrong one only
    makes the members refuse this node, and with a peer secret or TLS the node must still
-   authenticate.
+   authenticate. If that member lists this node's id as a *voter*, the node refuses to
+   start (``LostItsData``): a voter comes back empty only when it lost its data, and
+   with its id it would vote again with an empty log and term (attack7: a wiped voter
+   restarted with ``--join`` gave a stale follower the vote that made it leader, and an
+   acknowledged ``SET`` was gone from every node).
 4. Bootstrap with ``--cluster`` on an empty directory: derived from the initial member
    list (sha256 of the sorted ``id=peer_addr`` pairs), like etcd derives its cluster id
    from ``--initial-cluster``: the founding members start independently and must agree
@@ -35,6 +39,7 @@ import trio
 
 from raftkv.backoff import Backoff
 from raftkv.log import event
+from raftkv.probe import parse_members
 from raftkv.storage.meta import read_meta
 
 log = logging.getLogger("raftkv.node")
@@ -111,11 +116,30 @@ class ClusterIdUnknown(ConnectionError):
     """No --join member named the cluster id in time (an OSError: serve exits cleanly)."""
 
 
+class LostItsData(ConnectionError):
+    """A --join node with an empty data directory whose id the cluster lists as a voter
+    (an OSError: serve exits with this one line)."""
+
+
+def check_not_a_voter(info: Mapping[str, str], node_id: int, addr: str) -> None:
+    """Raise LostItsData if ``info`` (a member's INFO raft) lists ``node_id`` as a voter."""
+    member = parse_members(info.get("members", "")).get(node_id)
+    if node_id and member is not None and member[1] == "voter":
+        raise LostItsData(
+            f"node {node_id} is already a voter of this cluster (as {addr} says: "
+            f"{node_id}={member[0]}), but its data directory is empty: a voter that lost "
+            f"its data must not come back under its id (it would vote again with an empty "
+            f"log, and acknowledged writes could be lost). Remove it "
+            f"(raftkv member remove {node_id}) and start it with a new --id (README: "
+            f"Replacing a dead node)")
+
+
 async def learn_cluster_id(
     seeds: Sequence[str],
     fetch: Callable[[str], dict[str, str]],
     backoff: Backoff,
     give_up_after: float = LEARN_TIMEOUT,
+    node_id: int = 0,
 ) -> str:
     """Ask the members at ``seeds`` (client addresses) until one names a valid cluster id;
     ``fetch`` is a blocking INFO raft (run in a thread). Bounded: the node is not serving
@@ -123,14 +147,15 @@ async def learn_cluster_id(
     before it serves), so after ``give_up_after`` seconds it exits with a clear error
     rather than wait unseen."""
     with trio.move_on_after(give_up_after):
-        return await _ask_until_answered(seeds, fetch, backoff)
+        return await _ask_until_answered(seeds, fetch, backoff, node_id)
     raise ClusterIdUnknown(
         f"no --join member ({', '.join(seeds)}) named the cluster id within {give_up_after:g} s; "
         f"are they running? (or give --cluster-id)")
 
 
 async def _ask_until_answered(
-    seeds: Sequence[str], fetch: Callable[[str], dict[str, str]], backoff: Backoff
+    seeds: Sequence[str], fetch: Callable[[str], dict[str, str]], backoff: Backoff,
+    node_id: int = 0,
 ) -> str:
     while True:
         for addr in seeds:
@@ -140,6 +165,7 @@ async def _ask_until_answered(
                 event(log, logging.INFO, "join: member unreachable", endpoint=addr, error=exc)
                 continue
             found = info.get("cluster_id", "")
+            check_not_a_voter(info, node_id, addr)
             if valid_cluster_id(found):
                 return found
             event(log, logging.WARNING, "join: member gave no valid cluster id",
@@ -155,13 +181,16 @@ async def resolve_cluster_id(
     members: Mapping[int, str],
     fetch: Callable[[str], dict[str, str]],
     backoff: Backoff,
+    node_id: int = 0,
 ) -> tuple[str, str]:
-    """(cluster id, where it came from): see the module docstring for the order."""
+    """(cluster id, where it came from): see the module docstring for the order.
+    ``node_id``: this node's, checked against the members a --join node asks (0: not)."""
     if explicit:
         return explicit, "--cluster-id"
     stored = await trio.to_thread.run_sync(stored_cluster_id, data_dir)
     if stored is not None:
         return stored, "data directory"
     if join:
-        return await learn_cluster_id(join, fetch, backoff), "learnt from the cluster"
+        return (await learn_cluster_id(join, fetch, backoff, node_id=node_id),
+                "learnt from the cluster")
     return derived_cluster_id(members), "derived from --cluster"

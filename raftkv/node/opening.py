@@ -46,7 +46,7 @@ async def open_data(settings: NodeSettings, rng: random.Random
     )
     cluster_id, source = await resolve_cluster_id(
         s.data_dir, s.cluster_id, s.join, s.cluster,
-        lambda addr: info_raft(addr, 2.0), Backoff(0.2, 2.0, rng))
+        lambda addr: info_raft(addr, 2.0), Backoff(0.2, 2.0, rng), node_id=s.node_id)
     event(log, logging.INFO, "cluster id", cluster_id=cluster_id, source=source)
     # From here on settings.cluster_id is the cluster's id, whatever decided it.
     s = attrs.evolve(s, cluster_id=cluster_id)

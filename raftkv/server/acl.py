@@ -401,6 +401,8 @@ class AccessControl:
         ("acl_access_denied_auth", "acl_access_denied_cmd", "acl_access_denied_key",
          "acl_access_denied_channel"), 0))
 
+    generation: int = 0  # ACL LOADs done: EXEC checks its queue again past a change
+
     @classmethod
     def configure(cls, requirepass: str = "", acl_file: str = "") -> AccessControl:
         users = (load_acl_file(acl_file, requirepass) if acl_file
@@ -412,6 +414,7 @@ class AccessControl:
         if not self.acl_file:
             raise ACLError("This node is not configured to use an ACL file (--acl-file)")
         self.users = load_acl_file(self.acl_file, self.requirepass)
+        self.generation += 1
 
     def initial_user(self) -> str | None:
         """A new connection is authenticated as ``default`` if it is on and nopass."""

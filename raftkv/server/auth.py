@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from raftkv.kv import lookup
+from raftkv.kv import legacy_form, lookup
 from raftkv.log import event
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
@@ -49,6 +49,9 @@ NO_DEFAULT_PASSWORD = ErrorReply(
     "Are you sure your configuration is correct?")
 KEY_DENIED = ErrorReply("NOPERM No permissions to access a key")
 CHANNEL_DENIED = ErrorReply("NOPERM No permissions to access a channel")
+ACL_CHANGED = ErrorReply(
+    "NOPERM ACLs rules changed between the moment the transaction was accumulated and the "
+    "EXEC call. One or more ACL related checks are no longer valid.")
 SCRIPT_DENIED = ErrorReply(
     "NOPERM scripts are only for users with allkeys and every data command (RaftKV does "
     "not check a script's redis.call against the user)")
@@ -72,6 +75,10 @@ def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply 
         cid = command_id(args)
     if cid not in COMMAND_CATEGORIES:
         return None  # an unknown command: it answers Redis's unknown-command error
+    # Check the keys of what will run: ``set key=value`` runs as ``SET key value`` (attack7:
+    # as typed it failed SET's arity here, so no key was checked, and any user with SET
+    # overwrote any key).
+    args = legacy_form(args)
     if not user.may_run(cid):
         acl.stats["acl_access_denied_cmd"] += 1
         return ErrorReply(f"NOPERM User {user.name} has no permissions to run the "
@@ -244,3 +251,17 @@ def acl_of(conn: Connection) -> AccessControl:
     """The users of the port ``conn`` came in on (a connection made outside a port, in
     tests, gets the open default)."""
     return conn.server.acl if conn.server is not None else _OPEN
+
+
+def queue_still_allowed(acl: AccessControl, conn: Connection) -> bool:
+    """At EXEC: may ``conn``'s user still run every queued command? Checked again only if
+    an ACL LOAD came since MULTI (Redis checks at EXEC too: attack7, a user narrowed
+    between MULTI and EXEC wrote the keys it had lost)."""
+    tx = conn.tx
+    if tx.queue is None or tx.acl_generation == acl.generation:
+        return True
+    stats = dict(acl.stats)  # (a re-check is not a refusal of a command sent)
+    allowed = all(gate(acl, conn, item) is None for item in tx.queue
+                  if isinstance(item, list))
+    acl.stats.update(stats)
+    return allowed

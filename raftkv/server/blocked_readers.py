@@ -92,6 +92,9 @@ DELIVERY_FLOOR = 0.02
 # read and send, and the task switches are the rest. Encoding the changes is not counted:
 # it costs the same however they are batched.
 ROUND_TRIP_FACTOR = 4.0
+# How often an idle serving task asks ``gone`` whether the node can serve the feed at all
+# (a node removed from the cluster applies nothing more: its readers would wait for good).
+GONE_RECHECK = 1.0
 
 
 def too_many(limit: int) -> ErrorReply:
@@ -124,13 +127,17 @@ class BlockedReaders:
     def __init__(self, limit: int, window: float = WAKE_WINDOW,
                  per_reader: float = PER_READER_WINDOW, max_window: float = MAX_WINDOW,
                  cpu: Callable[[], float] | None = None, share: float = DELIVERY_SHARE,
-                 floor: float = DELIVERY_FLOOR) -> None:
+                 floor: float = DELIVERY_FLOOR,
+                 gone: Callable[[], ErrorReply | None] | None = None) -> None:
         self.limit = limit
         # The load rule (module docstring), off without ``cpu`` (the process's CPU seconds).
         self._cpu = cpu
         self.share, self.floor = share, floor
         self._cycle_cpu = cpu() if cpu is not None else 0.0  # at the last pass's start
         self.delivery = 0.0  # blocking XREADs' work since then (seconds, ``charge``)
+        # The error every reader gets once the node cannot serve the feed any more (a
+        # removed member: attack7), else None; asked at least every GONE_RECHECK.
+        self.gone = gone
         self.window = window  # the least time between two passes' starts
         self.per_reader = per_reader  # ... and per reader waiting (module docstring)
         self.max_window = max(window, max_window)
@@ -261,6 +268,8 @@ class BlockedReaders:
         deadline."""
         if not self._wake.is_set():
             self._sleep_until = self._deadlines[0][0] if self._deadlines else math.inf
+            if self.gone is not None:
+                self._sleep_until = min(self._sleep_until, trio.current_time() + GONE_RECHECK)
             try:
                 with trio.move_on_at(self._sleep_until):
                     await self._wake.wait()
@@ -274,6 +283,11 @@ class BlockedReaders:
         docstring); a new reader starts the task again."""
         try:
             while self._readers:
+                error = self.gone() if self.gone is not None else None
+                if error is not None:
+                    for reader in list(self._readers):
+                        self._end(reader, error)
+                    break
                 self._expire()
                 if not self._dirty:
                     await self._idle()

@@ -39,7 +39,7 @@ from raftkv.kv.notify import parse_flags
 from raftkv.kv.sliced import SlicedRead
 from raftkv.log import event
 from raftkv.node.log_throttle import LogThrottle
-from raftkv.node.node import Node
+from raftkv.node.node import REMOVED, Node
 from raftkv.node.pending import Pending
 from raftkv.node.plain_stream import PlainStream
 from raftkv.server.acl import AccessControl
@@ -225,7 +225,9 @@ class ClientServer:
         node.applier.observe(self.pubsub.applied)
         self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
         # XREAD BLOCK (streams.py); its window adapts to this process's CPU load.
-        self.blocked = BlockedReaders(settings.watch_max_blocked, cpu=time.process_time)
+        self.blocked = BlockedReaders(
+            settings.watch_max_blocked, cpu=time.process_time,
+            gone=lambda: REMOVED if node.removed else None)
         node.applier.on_changes.append(self.blocked.changes_applied)
         self.new_clients = 0  # connections that have not sent a complete command yet
         # The same per source (source_key), oldest first, each with the scope that evicts it.

@@ -21,7 +21,7 @@ from raftkv.node.pending import Pending
 from raftkv.server import transaction
 from raftkv.server.acl import COMMAND_CATEGORIES
 from raftkv.server.admin import raft_command
-from raftkv.server.auth import acl_of, gate, hello_auth
+from raftkv.server.auth import ACL_CHANGED, acl_of, gate, hello_auth, queue_still_allowed
 from raftkv.server.auth import handlers as auth_handlers
 from raftkv.server.connection import Connection
 from raftkv.server.info import REDIS_COMPAT_VERSION, render_info
@@ -149,7 +149,9 @@ def _writes_feed(args: list[bytes]) -> ErrorReply | None:
 
 
 def _inner_writes_feed(args: list[bytes]) -> ErrorReply | None:
-    """``_writes_feed`` of a command already taken out of RAFT ONCE."""
+    """``_writes_feed`` of a command already taken out of RAFT ONCE (``set key=value`` as
+    the SET it runs as: attack7, it made a string key named ``__raftkv:changes``)."""
+    args = legacy_form(args)
     spec = lookup(args[0])
     if spec is None or not spec.is_write or not spec.arity_ok(len(args)):
         return None
@@ -157,11 +159,20 @@ def _inner_writes_feed(args: list[bytes]) -> ErrorReply | None:
 
 
 def cmd_multi(node: Node, conn: Connection, args: list[bytes]) -> Pending:
-    return transaction.multi(conn.tx) if len(args) == 1 else _wrong_args("multi")
+    if len(args) != 1:
+        return _wrong_args("multi")
+    if conn.tx.queue is None:
+        conn.tx.acl_generation = acl_of(conn).generation
+    return transaction.multi(conn.tx)
 
 
 def cmd_exec(node: Node, conn: Connection, args: list[bytes]) -> Pending:
-    return transaction.exec_(node, conn.tx) if len(args) == 1 else _wrong_args("exec")
+    if len(args) != 1:
+        return _wrong_args("exec")
+    if not conn.tx.dirty and not queue_still_allowed(acl_of(conn), conn):
+        conn.tx.reset()  # discarded, as Redis does
+        return Pending.of(ACL_CHANGED)
+    return transaction.exec_(node, conn.tx)
 
 
 def cmd_discard(node: Node, conn: Connection, args: list[bytes]) -> Pending:

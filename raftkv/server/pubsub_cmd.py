@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from raftkv.kv.errors import unknown_subcommand
-from raftkv.node.node import Node
+from raftkv.node.node import REMOVED, Node
 from raftkv.node.pending import Pending
 from raftkv.server.connection import Connection
 from raftkv.server.pubsub import MAX_SUBSCRIPTIONS, TOO_MANY, PubSub
@@ -39,11 +39,13 @@ def _room(conn: Connection, names: list[bytes], pattern: bool) -> bool:
 
 
 def cmd_subscribe(node: Node, conn: Connection, args: list[bytes]) -> Pending:
-    return _subscribe(conn, args, pattern=False)
+    # A removed node delivers nothing more (it applies no PUBLISH): TRYAGAIN, as the
+    # rest of its commands (attack7: SUBSCRIBE there succeeded and waited for good).
+    return Pending.of(REMOVED) if node.removed else _subscribe(conn, args, pattern=False)
 
 
 def cmd_psubscribe(node: Node, conn: Connection, args: list[bytes]) -> Pending:
-    return _subscribe(conn, args, pattern=True)
+    return Pending.of(REMOVED) if node.removed else _subscribe(conn, args, pattern=True)
 
 
 def _subscribe(conn: Connection, args: list[bytes], pattern: bool) -> Pending:

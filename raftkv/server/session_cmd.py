@@ -35,7 +35,9 @@ def session_command(args: list[bytes], new_id: Callable[[], int]) -> list[bytes]
             return USAGE
         inner = args[4:]
         spec = lookup(inner[0])
-        if spec is None or spec.internal:  # internal commands are built by the server only
+        # Internal commands are built by the server only; WATCH is the connection's
+        # transaction state, not a read (attack7: it answered the key's internal version).
+        if spec is None or spec.internal or spec.name == "watch":
             return unknown_command(inner)
         return inner if not spec.is_write else [b"once", args[2], args[3], *inner]
     action = args[2].lower() if sub == b"session" and len(args) > 2 else b""

@@ -37,9 +37,9 @@ from raftkv.kv.changes import FLUSH_KEY, Change
 from raftkv.kv.feed import MAX_POSITION, TOP_ID, ChangeFeed, Compacted, Id
 from raftkv.kv.glob import Glob, Steps, stringmatch
 from raftkv.kv.sliced import SlicedRead
-from raftkv.node.node import Node
+from raftkv.node.node import REMOVED, Node
 from raftkv.node.pending import Pending
-from raftkv.server.auth import KEY_DENIED, acl_of
+from raftkv.server.auth import KEY_DENIED, NOAUTH, acl_of
 from raftkv.server.blocked_readers import BlockedReaders
 from raftkv.server.connection import Connection
 from wire.reply import Encoded, ErrorReply
@@ -696,6 +696,15 @@ def _answered(job: FeedRead) -> Iterator[int]:
     return iter(())
 
 
+def _patterns(conn: Connection) -> tuple[bytes, ...] | ErrorReply | None:
+    """The key patterns of ``conn``'s user now (None: every key); NOAUTH if the user is
+    gone or off (ACL LOAD)."""
+    user = acl_of(conn).user(conn.user)
+    if user is None:
+        return NOAUTH
+    return None if user.allkeys else tuple(user.patterns)
+
+
 def _reader(node: Node, conn: Connection) -> FeedReader:
     user = acl_of(conn).user(conn.user)
     patterns = None if user is None or user.allkeys else tuple(user.patterns)
@@ -705,6 +714,8 @@ def _reader(node: Node, conn: Connection) -> FeedReader:
 
 
 def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    if node.removed:  # its feed never moves again (attack7: a watch sat there for good)
+        return Pending.of(REMOVED)
     blocked = conn.server.blocked if conn.server is not None else None
     if blocked is None:
         return _xread(node, conn, args, None)
@@ -750,8 +761,21 @@ def _xread(node: Node, conn: Connection, args: list[bytes], blocked: BlockedRead
     # then reads again from where it stopped after each applied batch that could matter.
 
     def retry() -> FeedRead | None:
+        nonlocal reader
         if not reader.news(positions):
             return None
+        # The user as it is now (attack7: a reader blocked before ACL LOAD removed or
+        # narrowed its user went on receiving changes to any key).
+        patterns = _patterns(conn)
+        if isinstance(patterns, ErrorReply):
+            return FeedRead.answered(patterns)
+        if patterns != reader.patterns:
+            reader = FeedReader(reader.feed, patterns, reader.key_exists, reader.cache)
+            for i, (stream, after) in enumerate(positions):
+                again = reader.stream(stream.name)
+                if not isinstance(again, Stream):
+                    return FeedRead.answered(again if again is not None else KEY_DENIED)
+                positions[i] = (again, after)
         return reader.read(positions, count, proto, advance=True,
                            until=horizon() if horizon is not None else TOP_ID)
 
@@ -765,15 +789,19 @@ def _settled(reply: Any) -> Pending:
 
 
 def cmd_xrange(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    if node.removed:
+        return Pending.of(REMOVED)
     return _settled(_reader(node, conn).xrange(args, reverse=False))
 
 
 def cmd_xrevrange(node: Node, conn: Connection, args: list[bytes]) -> Pending:
+    if node.removed:
+        return Pending.of(REMOVED)
     return _settled(_reader(node, conn).xrange(args, reverse=True))
 
 
 def cmd_xinfo(node: Node, conn: Connection, args: list[bytes]) -> Pending:
-    return _settled(_reader(node, conn).xinfo(args))
+    return Pending.of(REMOVED) if node.removed else _settled(_reader(node, conn).xinfo(args))
 
 
 def _refuse(node: Node, conn: Connection, args: list[bytes]) -> Pending:

@@ -54,6 +54,7 @@ class Transaction:
     dirty: bool = False
     watches: list[tuple[bytes, int, int]] = attrs.Factory(list)
     watch_failed: bool = False
+    acl_generation: int = 0  # the ACL LOADs done at MULTI (auth.queue_still_allowed)
 
     def reset(self) -> None:
         self.queue = None

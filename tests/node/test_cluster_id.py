@@ -99,3 +99,26 @@ async def test_learning_gives_up_with_a_clear_error_when_no_member_answers() -> 
 
     with trio.fail_after(5), pytest.raises(ClusterIdUnknown, match="--cluster-id"):
         await learn_cluster_id(("a:1",), down, backoff(), give_up_after=0.05)
+
+
+async def test_a_join_node_whose_id_is_already_a_voter_refuses_to_start(tmp_path: Path) -> None:
+    """attack7: a voter whose data directory was lost and that came back with --join and
+    its old id voted again with an empty log: it made a stale follower leader, and an
+    acknowledged SET was gone from every node. An empty --join node whose id a member
+    lists as a voter now refuses to start; as a learner (a join that crashed before it
+    stored anything) or a new id, it joins as before."""
+    import raftkv.node.cluster_id as cluster_id
+
+    members = "1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103,4=127.0.0.1:7104(learner)"
+
+    def fetch(addr: str) -> dict[str, str]:
+        return {"cluster_id": "abc123", "members": members}
+
+    fresh = str(tmp_path / "new")
+    with trio.fail_after(5):
+        with pytest.raises(cluster_id.LostItsData, match="node 3 is already a voter"):
+            await resolve_cluster_id(fresh, "", ("a:1",), {}, fetch, backoff(), node_id=3)
+        for joining in (4, 5):
+            got = await resolve_cluster_id(fresh, "", ("a:1",), {}, fetch, backoff(),
+                                           node_id=joining)
+            assert got == ("abc123", "learnt from the cluster")

@@ -228,6 +228,7 @@ class _Node:
     def __init__(self, kv: KVStateMachine, spawn: Callable[..., None]) -> None:
         self.kv = kv
         self.start_background = spawn
+        self.removed = False  # (Node.removed: no longer a member)
 
 
 def _entries(reply: object) -> list[bytes]:
@@ -458,4 +459,70 @@ async def test_a_watcher_back_right_after_its_reply_blocks_without_a_read(
         apply(2)
         mock_clock.jump(0.05)
         assert _entries(await again.wait()) == [b"2-0"] and reads == [1]  # the pass's read
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("after", ["user watcher off >wpw ~* +@read\n",
+                                   "user watcher on >wpw ~pub:* ~__raftkv:* +@read\n", ""])
+async def test_a_blocked_reader_gets_only_what_its_user_may_read_after_acl_load(
+        autojump_clock: trio.testing.MockClock, tmp_path, after: str) -> None:
+    """attack7: a blocked XREAD kept the key patterns its user had when it blocked, so a
+    user removed, turned off or narrowed by ACL LOAD still received the next changes to
+    any key (on a 3-node cluster: an admin's key and value, after the user's removal). Now
+    each read checks the user again: gone or off answers NOAUTH, narrowed sees only what
+    it may read now."""
+    path = tmp_path / "users.acl"
+    path.write_text("user watcher on >wpw ~* +@read\n")
+    acl = AccessControl.configure(acl_file=str(path))
+    kv = KVStateMachine(feed=ChangeFeed())
+    blocked = BlockedReaders(limit=10)
+    port = _Port(blocked)
+    port.acl = acl
+    conn = Connection(1, "127.0.0.1:1", user="watcher", server=port)  # type: ignore[arg-type]
+
+    def apply(index: int, key: bytes) -> None:
+        kv.apply(encode_entry([b"SET", key, b"v"], T0), index=index)
+        blocked.changes_applied(kv.last_changes)
+
+    async with trio.open_nursery() as nursery:
+        node = _Node(kv, nursery.start_soon)
+        read = cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED, b"$"])
+        await trio.testing.wait_all_tasks_blocked()
+        path.write_text(after)
+        acl.reload()
+        apply(1, b"admin:secret")
+        apply(2, b"pub:news")
+        reply = await read.wait()
+        if "on" in after:
+            assert _entries(reply) == [b"2-0"]
+        else:
+            assert reply == ErrorReply("NOAUTH Authentication required.")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_node_removed_from_the_cluster_sends_its_watchers_elsewhere(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """attack7: a removed node applies nothing more, yet it served its feed as if it were
+    a follower: XREAD answered nothing new for good, a blocked one waited for good, and
+    client.watch (whose node still named a leader in INFO) sat there missing every change
+    (0 of 5 writes, twice, on real nodes). Now it answers the removed node's TRYAGAIN, to
+    a new read at once and to one blocked before the removal within a second, so the
+    watch moves to a member."""
+    from raftkv.node.node import REMOVED
+
+    kv = KVStateMachine(feed=ChangeFeed())
+    node: _Node
+    blocked = BlockedReaders(limit=10, gone=lambda: REMOVED if node.removed else None)
+    conn = Connection(1, "127.0.0.1:1", user="default", server=_Port(blocked))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        node = _Node(kv, nursery.start_soon)
+        waiting = cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED, b"$"])
+        await trio.testing.wait_all_tasks_blocked()
+        began = trio.current_time()
+        node.removed = True
+        assert await waiting.wait() == REMOVED
+        assert trio.current_time() - began <= 1.0
+        assert cmd_xread(node, conn, [b"XREAD", b"STREAMS", FEED, b"0"]).value == REMOVED
+        assert cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED,
+                                      b"$"]).value == REMOVED
         nursery.cancel_scope.cancel()

@@ -228,6 +228,9 @@ def test_a_user_restricted_to_some_keys_sees_only_their_changes(kv: KVStateMachi
     (b("MSET", "a", "1", "__raftkv:changes:user:*", "2"), True),
     (b("DEL", "a", "__raftkv:changes:x"), True),
     (b("RAFT", "ONCE", 1, 1, "SET", "__raftkv:changes", "v"), True),
+    (b("set", "__raftkv:changes=v"), True),  # the original form (attack7)
+    (b("set", "__raftkv:changes:x=v"), True),
+    (b("set", "a=__raftkv:changes"), False),
     (b("SET", "a", "__raftkv:changes"), False),  # a value, not a key
     (b("SET", "__raftkv:changesX", "v"), False),
     (b("GET", "__raftkv:changes"), False),
