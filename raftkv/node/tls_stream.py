@@ -221,6 +221,8 @@ class TLSStream(trio.abc.Stream):
 
     async def _fill(self, size: int) -> bool:
         """Read what the socket has into OpenSSL, waiting if nothing; whether it waited."""
+        if self._eof:  # (OpenSSL reports the end itself: never read a closed socket again)
+            raise self._break(ssl.SSLEOFError("EOF occurred in violation of protocol"))
         sock = self.socket
         raw_size = _raw_size(size)
         waited = self._drained
@@ -363,8 +365,6 @@ class TLSStream(trio.abc.Stream):
             except ssl.SSLError as exc:  # (and its CertificateError) included
                 raise trio.BrokenResourceError(f"TLS handshake failed: {exc}") from exc
             await self._flush()
-            if self._eof:  # (OpenSSL raises at the end; this is a safeguard)
-                raise trio.BrokenResourceError("TLS handshake failed: connection closed")
             await self._fill(DEFAULT_RECEIVE_SIZE)
         await self._flush()
 
