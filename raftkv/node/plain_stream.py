@@ -7,7 +7,7 @@ scheduler even when the data was already there, and each yield is a scheduler pa
 ``epoll_wait``) of its own. A c1 write crosses a peer socket four times on the leader and
 twice on each follower; ``tests/bench/bench_tls_stream.py`` measured trio's stream at 60.8
 us per round trip against 47.5 us for the TLS stream (raftkv/node/tls_stream.py), which
-reads its socket directly the same way.
+drives its socket the same way.
 
 What is kept from trio's stream: the errors (``trio.BrokenResourceError`` whose
 ``__cause__`` is the ``OSError``; ``trio.ClosedResourceError`` after ``aclose``, also for a

@@ -52,6 +52,7 @@ from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.peer_accept import AcceptGate
 from raftkv.node.plain_stream import PlainStream
 from raftkv.node.tls import PeerTLS
+from raftkv.node.tls_stream import TLSStream
 from raftkv.node.tls_stream import handshake as tls_handshake
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
@@ -319,14 +320,18 @@ def _tune_socket(stream: trio.SocketStream, stall_timeout: float) -> None:
 class _Direct:
     """An idle outbound connection ``send`` may write to itself: its non-blocking socket
     (the object, not its descriptor: once closed it raises instead of writing to whatever
-    reuses the number) and its delivery accounting."""
+    reuses the number), or its TLS stream, and its delivery accounting."""
 
-    sock: socket.socket
+    sock: socket.socket | None
     delivery: _Delivery
+    # On mTLS the stream encrypts and sends (TLSStream.send_nowait); records the socket
+    # does not take stay in it, and the sender task's next send (of the tail, empty) sends
+    # them first.
+    tls: TLSStream | None = None
 
 
 # Queued after a direct write the socket took only part of: wakes the sender task, which
-# writes the link's tail first. It encodes to nothing.
+# writes the link's tail (or a TLS stream's unsent records) first. It encodes to nothing.
 _FLUSH = object()
 
 # A message carrying at least this many bulk bytes always goes through the sender task,
@@ -501,10 +506,11 @@ class PeerTransport:
     def send(self, msg: Any) -> bool:
         """Send ``msg`` to ``msg.dst``; never blocks. False (and counted) if dropped.
 
-        On an idle plain-TCP link (the sender task waits on an empty queue) the frame is
-        written here, with one non-blocking ``send``: at one client every message of a
-        write used to cost a wake-up of the sender task and a trip through the scheduler
-        (README "Performance"). Otherwise it is queued for the sender task, in order."""
+        On an idle link (the sender task waits on an empty queue) the frame is written
+        here, with one non-blocking ``send`` (TLS: ``TLSStream.send_nowait``): at one
+        client every message of a write used to cost a wake-up of the sender task and a
+        trip through the scheduler (README "Performance"). Otherwise it is queued for the
+        sender task, in order."""
         link = self._links.get(msg.dst)
         if link is None:
             self.unroutable += 1
@@ -571,17 +577,25 @@ class PeerTransport:
         does not take now becomes the link's tail for the sender task; an error hands
         ``msgs`` (one message or a list) to the sender task, whose own write then meets the
         error and ends the connection as any failed send does."""
+        unsent = False
         try:
-            n = direct.sock.send(data)
+            if direct.tls is not None:
+                n = len(data)
+                unsent = not direct.tls.send_nowait(data)
+            else:
+                assert direct.sock is not None
+                n = direct.sock.send(data)
         except BlockingIOError:
             n = 0
-        except OSError:
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                trio.BusyResourceError):
             if isinstance(msgs, list):
                 return all([self._queue(link, msg) for msg in msgs])
             return self._queue(link, msgs)
         direct.delivery.sending(len(data), trio.current_time())
-        if n < len(data):
-            link.tail = data[n:] if n else data
+        if n < len(data) or unsent:
+            if n < len(data):
+                link.tail = data[n:] if n else data
             self._queue(link, _FLUSH)
         link.sent += count
         self._notify()
@@ -808,23 +822,25 @@ class PeerTransport:
         """Drain the queue onto the socket, several frames per send_all; ping when idle."""
         lim = self.limits
         nothing = object()
-        # A plain TCP connection may be written by ``send`` itself while this task waits
-        # on an empty queue (``link.direct``); a TLS stream keeps its state in Python.
+        # The connection may be written by ``send`` itself while this task waits on an
+        # empty queue (``link.direct``): a plain socket, or a TLS stream (send_nowait).
         sock = stream.socket if isinstance(stream, PlainStream) else None
+        tls = stream if isinstance(stream, TLSStream) else None
         try:
             while True:
                 first: Any = nothing
                 if not (link.held or link.queued()):
                     link.unsent = False  # all written: about to wait on an empty queue
-                    if sock is not None:
-                        link.direct = _Direct(sock, delivery)
+                    if sock is not None or tls is not None:
+                        link.direct = _Direct(sock, delivery, tls)
                 try:
                     with trio.move_on_after(lim.keepalive_interval):
                         first = await link.next()
                 finally:
                     link.direct = None
                 tail = link.take_tail()  # a direct write's unsent end goes before anything
-                if tail and not await self._send_or_stall(link, stream, tail, 0):
+                if ((tail or (tls is not None and tls.unsent))
+                        and not await self._send_or_stall(link, stream, tail, 0)):
                     return
                 if first is nothing:
                     data, count = [self._ping_frame], 0

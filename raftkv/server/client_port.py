@@ -42,6 +42,7 @@ from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.node import REMOVED, Node
 from raftkv.node.pending import Pending
 from raftkv.node.plain_stream import PlainStream
+from raftkv.node.tls_stream import TLSStream
 from raftkv.server.acl import AccessControl
 from raftkv.server.auth import limit_unauthenticated, restore_limits
 from raftkv.server.blocked_readers import BlockedReaders
@@ -122,7 +123,7 @@ class Slot:
 
 
 class DirectReply:
-    """A reply sent without the connection's writer task, on a plain TCP connection.
+    """A reply sent without the connection's writer task (plain TCP or TLS).
 
     Handing each reply to the writer task cost a task switch (a scheduler pass) per round
     trip; a client that waits for each reply (PING, GET, a watcher's XREAD) paid it on
@@ -136,10 +137,14 @@ class DirectReply:
     byte not yet written.
     """
 
-    __slots__ = ("idle", "socket", "waiting")
+    __slots__ = ("idle", "socket", "tls", "waiting")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket | None, tls: TLSStream | None = None) -> None:
         self.socket = sock
+        # On a TLS connection the stream encrypts and sends (TLSStream.send_nowait); the
+        # records it could not send wait in it, and an empty rest (weighed as nothing, at
+        # most one reply) makes the writer send them.
+        self.tls = tls
         self.idle = False  # the writer waits for a slot, with nothing left to send
         # A reply owed (counted in ``owed``) and not in the writer's queue: sent when it is
         # ready unless the writer gets a later slot first, which makes it take this one
@@ -157,6 +162,9 @@ class DirectReply:
         if isinstance(value, SlicedRead) or reply_size(value) > SEND_CHUNK:
             return False, None
         data = encode_reply(value, proto)
+        if self.tls is not None:
+            return (True, None) if self.tls.send_nowait(data) else (False, b"")
+        assert self.socket is not None
         try:
             sent = self.socket.send(data)
         except BlockingIOError:
@@ -303,7 +311,9 @@ class ClientServer:
                     conn.scope = nursery.cancel_scope
                     send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW + PUSH_BACKLOG)
                     conn.subs.push = self._pusher(conn, send)
-                    direct = DirectReply(stream.socket) if type(stream) is PlainStream else None
+                    direct = (DirectReply(stream.socket) if type(stream) is PlainStream
+                              else DirectReply(None, stream) if type(stream) is TLSStream
+                              else None)
                     nursery.start_soon(self._writer, stream, conn, recv, nursery.cancel_scope,
                                        direct)
                     try:

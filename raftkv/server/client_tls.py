@@ -10,8 +10,10 @@ and must finish within ``HANDSHAKE_TIMEOUT``: a client that opens a connection a
 (slowloris), sends plain text or garbage, or offers a certificate of another CA is cut off
 with a closed socket and one log line per remote host and reason per 10 s.
 
-The client port then reads and writes a ``raftkv.node.tls_stream.TLSStream`` (OpenSSL on the
-socket itself; trio's SSLStream cost about 30% of SET throughput): TLS has no half-close
+The client port then reads and writes a ``raftkv.node.tls_stream.TLSStream`` (OpenSSL over
+memory BIOs on a non-blocking socket; trio's SSLStream cost about 30% of SET throughput),
+and sends replies without its writer task as on plain text (``DirectReply``, through
+``TLSStream.send_nowait``): TLS has no half-close
 (``send_eof`` does nothing), and closing sends ``close_notify`` with a deadline
 (``CLOSE_TIMEOUT``), so a client that never reads cannot hold the connection open past it.
 ``TLSClientStream`` is the same shape over a ``trio.SSLStream``, for the metrics port.

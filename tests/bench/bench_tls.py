@@ -157,6 +157,24 @@ def main() -> None:
             print(f"      {name:>10}: {trps:.0f} ops/s (p50 {tp50:.2f}, p99 {tp99:.2f} ms, "
                   f"{tcpu:.0f} us CPU/SET); throughput vs plain {100 * (trps / prps - 1):+.1f}%,"
                   f" p50 x{tp50 / pp50:.2f}, CPU/SET x{tcpu / pcpu:.2f}")
+            print(f"      {'':>10}  paired by round: {paired(results, name, clients)}")
+
+
+def paired(results: dict[tuple[str, int], list[tuple[BenchRun, float]]], name: str,
+           clients: int) -> str:
+    """The per-round ratios of ``name`` to plain (same round: the same machine load), as
+    median and range: the spread the ratio of medians hides."""
+    rps, cpu = [], []
+    pairs = zip(results[(name, clients)], results[("plain", clients)], strict=True)
+    for (run, c), (base, bc) in pairs:
+        if "SET" in run.rows and "SET" in base.rows and base.rows["SET"].rps and bc > 0:
+            rps.append(run.rows["SET"].rps / base.rows["SET"].rps)
+            cpu.append(c / bc)
+    if not rps:
+        return "no pairs"
+    return (f"throughput x{statistics.median(rps):.3f} ({min(rps):.3f} .. {max(rps):.3f}), "
+            f"CPU/SET x{statistics.median(cpu):.3f} ({min(cpu):.3f} .. {max(cpu):.3f}), "
+            f"{len(rps)} rounds")
 
 
 if __name__ == "__main__":

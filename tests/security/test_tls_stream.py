@@ -1,4 +1,4 @@
-"""raftkv/node/tls_stream.py: TLS on a non-blocking SSLSocket, as a trio Stream.
+"""raftkv/node/tls_stream.py: TLS over memory BIOs on a non-blocking socket, as a trio Stream.
 
 trio's own stream conformance checks, then what a hostile or slow peer can do: writes that
 block half-way (both directions at once), a record that arrives in pieces, an oversized
@@ -19,8 +19,9 @@ import trio
 import trio.testing
 
 from raftkv import certs
+from raftkv.node import tls_stream
 from raftkv.node.tls import peer_tls
-from raftkv.node.tls_stream import RECORD_SIZE, TLSStream, _Readiness, handshake
+from raftkv.node.tls_stream import RECORD_SIZE, TLSStream, handshake
 from raftkv.server.client_tls import client_tls_context
 
 pytestmark = pytest.mark.timeout(60)
@@ -109,7 +110,11 @@ async def handmade_pair(pki: dict[str, Path]) -> tuple[TLSStream, HandmadeTLSCli
     return done["server"], client
 
 
-async def test_trio_stream_conformance(pki) -> None:
+async def test_trio_stream_conformance(pki, monkeypatch) -> None:
+    """trio's checks, with a yield on every call (they check that each call is a
+    checkpoint); the stream's pacing is checked on its own below."""
+    monkeypatch.setattr(tls_stream, "YIELD_EVERY", 1)
+
     async def maker() -> tuple[TLSStream, TLSStream]:
         return await tls_pair(server_context(pki["good"]), client_context(pki["good"]))
 
@@ -345,32 +350,99 @@ async def test_a_renegotiation_attempt_is_refused(pki) -> None:
     assert len(ended) == 1 and isinstance(ended[0].__cause__, ssl.SSLError)
 
 
-async def test_two_tasks_needing_the_same_readiness_share_one_wait() -> None:
-    """A reader that needs the socket writable (OpenSSL answering a TLS 1.3 KeyUpdate
-    while the send buffer is full) while the writer already waits for that: trio allows
-    one waiter per direction, so the second waits for the first's wake-up instead of
-    failing with BusyResourceError."""
-    a, b = socket.socketpair()
-    with a, b:
-        a.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                a.send(b"x" * 65536)
-        writable = _Readiness(a, writable=True)  # type: ignore[arg-type]
-        woken: list[int] = []
+async def test_records_a_direct_write_left_unsent_go_out_first_and_once(pki) -> None:
+    """send_nowait (a reply or peer frame written without the writer task) on a full
+    socket: False, its records wait in the stream, and the next send (even of nothing)
+    sends them before its own; the peer reads every byte once, in order."""
+    server, client = await tls_pair(server_context(pki["good"]), client_context(pki["good"]))
+    sent = bytearray()
+    n = 0
+    while True:  # nobody reads yet: the socket buffers fill up
+        chunk = b"%08d" % n * 512
+        n += 1
+        sent += chunk
+        if not client.send_nowait(chunk):
+            break
+    assert client.unsent
+    got = bytearray()
 
-        async def wait(n: int) -> None:
-            await writable.wait()
-            woken.append(n)
+    async def receive(n: int) -> None:
+        while len(got) < n:
+            got.extend(await server.receive_some())
 
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(wait, 1)
-                nursery.start_soon(wait, 2)
-                await trio.testing.wait_all_tasks_blocked()
-                assert woken == []
-                b.setblocking(False)
-                with contextlib.suppress(BlockingIOError):
-                    while b.recv(1 << 20):
-                        pass
-        assert sorted(woken) == [1, 2]
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive, len(sent))
+            await client.send_all(b"")  # flushes what send_nowait left
+        assert got == sent and not client.unsent
+        assert client.send_nowait(b"after")  # an emptied socket takes a small one at once
+        await client.send_all(b" and more")
+        got.clear()
+        await receive(len(b"after and more"))
+    assert got == b"after and more"
+    await server.aclose()
+    await client.aclose()
+
+
+async def test_calls_that_need_not_wait_yield_only_every_yield_every(pki) -> None:
+    """No scheduler pass per call when the socket is ready (as PlainStream); but a peer
+    that keeps it ready still lets other tasks run."""
+    server, client = await tls_pair(server_context(pki["good"]), client_context(pki["good"]))
+    ran = 0
+
+    async def other() -> None:
+        nonlocal ran
+        while True:
+            ran += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await trio.lowlevel.checkpoint()  # it runs once per pass through the scheduler
+        start = ran
+        calls = 4 * tls_stream.YIELD_EVERY
+        for _ in range(calls):
+            await client.send_all(b"x")
+        assert 1 <= ran - start <= calls // tls_stream.YIELD_EVERY + 1
+        nursery.cancel_scope.cancel()
+    await server.aclose()
+    await client.aclose()
+
+
+class CountingSocket(socket.socket):
+    """A socket that counts its recv calls."""
+
+    recvs = 0
+
+    def recv(self, *args):  # type: ignore[no-untyped-def, override]
+        self.recvs += 1
+        return super().recv(*args)
+
+
+async def test_a_record_takes_one_recv_and_a_drained_socket_is_waited_on_first(pki) -> None:
+    """One recv per arrival of records (not a header and a body read each, plus one that
+    fails with EAGAIN); after a recv that drained the socket the next receive waits for
+    readiness before its recv."""
+    server, client = await tls_pair(server_context(pki["good"]), client_context(pki["good"]))
+    sock = server.socket = CountingSocket(fileno=server.socket.detach())
+    got: list[bytes] = []
+
+    async def receive() -> None:
+        got.append(await server.receive_some(100))
+
+    before = sock.recvs
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        await client.send_all(b"short")
+    assert got == [b"short"]
+    after_first = sock.recvs
+    assert after_first - before <= 2  # (at most one EAGAIN: the socket was not known drained)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sock.recvs == after_first  # waiting for readiness, no recv that would fail
+        await client.send_all(b"next")
+    assert got == [b"short", b"next"] and sock.recvs == after_first + 1
+    await server.aclose()
+    await client.aclose()

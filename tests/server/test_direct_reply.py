@@ -1,13 +1,15 @@
 """A reply answered at once is sent by the reader that parsed it (client_port.DirectReply).
 
 Handing every reply to the connection's writer task cost a task switch per round trip;
-these tests pin down that an unpipelined client's PINGs no longer wake the writer, that
+these tests pin down (on plain-text and TLS ports) that an unpipelined client's PINGs no
+longer wake the writer, that
 replies stay in order when a large reply (sent by the writer) comes between small ones,
 and what ``try_send`` does with a socket that takes all, part or none of a reply."""
 
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -18,12 +20,16 @@ import trio.lowlevel
 import trio.testing
 
 from chaos.cluster import free_ports
+from raftkv import certs
 from raftkv.kv.sliced import KeysJob, SlicedRead
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
+from raftkv.node.tls_stream import TLSStream
+from raftkv.node.tls_stream import handshake as tls_handshake
 from raftkv.raft import Role
 from raftkv.server.client_port import SEND_CHUNK, ClientServer, DirectReply, serve_clients
+from raftkv.server.client_tls import client_tls_context
 from wire.resp import encode_command, encode_reply
 
 
@@ -38,23 +44,72 @@ class WriterSteps(trio.abc.Instrument):
             self.steps += 1
 
 
-@pytest.fixture
-async def client_port(tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
+@pytest.fixture(params=["plain", "tls"])
+async def client_port(request: pytest.FixtureRequest,
+                      tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
+    """A one-node cluster's client port, plain text or TLS (``open_client`` connects)."""
     peer, client = free_ports(2)
+    tls: dict[str, str] = {}
+    if request.param == "tls":
+        certs.create(tmp_path / "pki")
+        tls = {"tls_cert": str(tmp_path / "pki" / "node.crt"),
+               "tls_key": str(tmp_path / "pki" / "node.key")}
+        _client_contexts[client] = ssl.create_default_context(
+            cafile=str(tmp_path / "pki" / "ca.crt"))
     settings = NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
                             peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
-                            data_dir=str(tmp_path), fsync="never", snapshot_entries=0)
+                            data_dir=str(tmp_path / "data"), fsync="never",
+                            snapshot_entries=0, **tls)  # type: ignore[arg-type]
     node = Node(settings, admin=Pending.of)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run, partial(serve_clients, ClientServer(node)))
-        with trio.fail_after(30):
-            while node.core.role is not Role.LEADER:
-                await node.driver.role_changed.wait()
-        yield "127.0.0.1", client
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run, partial(serve_clients, ClientServer(node)))
+            with trio.fail_after(30):
+                while node.core.role is not Role.LEADER:
+                    await node.driver.role_changed.wait()
+            yield "127.0.0.1", client
+            nursery.cancel_scope.cancel()
+    finally:
+        _client_contexts.pop(client, None)
 
 
-async def read_replies(stream: trio.SocketStream, n: int) -> list[object]:
+_client_contexts: dict[int, ssl.SSLContext] = {}  # port -> how to connect to a TLS one
+
+
+async def open_client(host: str, port: int) -> trio.abc.HalfCloseableStream:
+    """A connection to the fixture's port: TCP, or TLS (verified against the test CA)."""
+    tcp = await trio.open_tcp_stream(host, port)
+    ctx = _client_contexts.get(port)
+    if ctx is None:
+        return tcp
+    tls = trio.SSLStream(tcp, ctx, server_hostname="localhost")
+    await tls.do_handshake()
+    return _NoHalfClose(tls)
+
+
+class _NoHalfClose(trio.abc.HalfCloseableStream):
+    """A client TLS stream whose ``send_eof`` does nothing (TLS has no half-close)."""
+
+    def __init__(self, tls: trio.SSLStream[trio.SocketStream]) -> None:
+        self.tls = tls
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.tls.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.tls.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.tls.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.tls)
+
+
+async def read_replies(stream: trio.abc.ReceiveStream, n: int) -> list[object]:
     """The next ``n`` replies: simple lines (status, error, integer) and bulk strings."""
     buf = b""
     out: list[object] = []
@@ -81,7 +136,7 @@ async def read_replies(stream: trio.SocketStream, n: int) -> list[object]:
 
 
 async def test_unpipelined_pings_do_not_wake_the_writer(client_port: tuple[str, int]) -> None:
-    stream = await trio.open_tcp_stream(*client_port)
+    stream = await open_client(*client_port)
     async with stream:
         await stream.send_all(encode_command(b"PING"))
         assert await read_replies(stream, 1) == [b"+PONG"]
@@ -99,7 +154,7 @@ async def test_unpipelined_pings_do_not_wake_the_writer(client_port: tuple[str, 
 
 async def test_replies_stay_in_order_around_a_large_one(client_port: tuple[str, int]) -> None:
     big = b"x" * (4 * SEND_CHUNK)  # sent by the writer, in pieces
-    stream = await trio.open_tcp_stream(*client_port)
+    stream = await open_client(*client_port)
     async with stream:
         await stream.send_all(encode_command(b"SET", b"big", big))
         assert await read_replies(stream, 1) == [b"+OK"]
@@ -141,11 +196,56 @@ def test_try_send_whole_part_and_none() -> None:
                 direct.try_send(b"z", 2)
 
 
+async def test_try_send_on_tls_leaves_unsent_records_in_the_stream(tmp_path: Path) -> None:
+    """On TLS the stream encrypts at once: a full socket leaves records in it (never the
+    plaintext, which would be encrypted twice), and the rest owed is empty: the writer's
+    next send sends them, first."""
+    certs.create(tmp_path)
+    x, y = socket.socketpair()
+    a = trio.SocketStream(trio.socket.from_stdlib_socket(x))
+    b = trio.SocketStream(trio.socket.from_stdlib_socket(y))
+    done: dict[str, trio.abc.Stream] = {}
+
+    async def serve() -> None:
+        ctx = client_tls_context(str(tmp_path / "node.crt"), str(tmp_path / "node.key"))
+        done["server"] = await tls_handshake(a, ctx, server_side=True)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        client = trio.SSLStream(b, ssl.create_default_context(cafile=str(tmp_path / "ca.crt")),
+                                server_hostname="localhost")
+        await client.do_handshake()
+    server = done["server"]
+    assert isinstance(server, TLSStream)
+    direct = DirectReply(None, server)
+    assert direct.try_send(b"hello", 2) == (True, None)
+    assert await client.receive_some() == encode_reply(b"hello", 2)
+    assert direct.try_send(b"x" * (SEND_CHUNK + 1), 2) == (False, None)
+    sent = 0
+    while (result := direct.try_send(b"y" * 1000, 2)) == (True, None):
+        sent += 1
+    assert result == (False, b"") and server.unsent
+    got = bytearray()
+    whole = encode_reply(b"y" * 1000, 2) * (sent + 1) + encode_reply(b"end", 2)
+
+    async def drain() -> None:
+        while len(got) < len(whole):
+            got.extend(await client.receive_some())
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            await server.send_all(encode_reply(b"end", 2))  # the writer's next send
+    assert got == whole
+    await server.aclose()
+    await trio.aclose_forcefully(client)
+
+
 async def test_a_read_index_get_is_sent_without_the_writer(
         client_port: tuple[str, int]) -> None:
     """A linearizable GET is answered later (a ReadIndex round): its reply is sent from
     the task that answers it, the writer is not woken for it either."""
-    stream = await trio.open_tcp_stream(*client_port)
+    stream = await open_client(*client_port)
     async with stream:
         await stream.send_all(encode_command(b"SET", b"k", b"v"))
         assert await read_replies(stream, 1) == [b"+OK"]
@@ -165,7 +265,7 @@ async def test_commands_behind_an_unanswered_get_wait_for_it(
     """GET then, before it is answered, pipelined PINGs and ECHOs (sent by the writer):
     the GET's reply still comes first, and a client that half-closes right after its GET
     still gets the reply."""
-    stream = await trio.open_tcp_stream(*client_port)
+    stream = await open_client(*client_port)
     async with stream:
         await stream.send_all(encode_command(b"SET", b"k", b"v"))
         assert await read_replies(stream, 1) == [b"+OK"]
@@ -181,7 +281,7 @@ async def test_commands_behind_an_unanswered_get_wait_for_it(
     for i in range(10):  # GET, SET (answered once committed: after the reader ended)...
         command, expected = ((b"SET", b"k", b"%d" % i), b"+OK") if i % 2 else ((b"GET", b"k"),
                                                                                  value)
-        stream = await trio.open_tcp_stream(*client_port)
+        stream = await open_client(*client_port)
         async with stream:
             await stream.send_all(encode_command(*command))
             await stream.send_eof()
@@ -193,7 +293,7 @@ async def test_replies_computed_in_slices_go_through_the_writer(
         client_port: tuple[str, int]) -> None:
     """KEYS, SCAN and the feed's XRANGE answer a job run a slice at a time (SlicedRead
     subclasses): the writer runs it; sent directly, it could not be encoded at all."""
-    stream = await trio.open_tcp_stream(*client_port)
+    stream = await open_client(*client_port)
     async with stream:
         await stream.send_all(encode_command(b"SET", b"k", b"v"))
         assert await read_replies(stream, 1) == [b"+OK"]
