@@ -17,6 +17,7 @@ takes for ``__init__``), rather than a generic walk over the annotations per val
 
 from __future__ import annotations
 
+import io
 import types
 import typing
 from collections.abc import Callable
@@ -170,8 +171,13 @@ def decode(
 
     ``expect`` (a class or a tuple of classes) rejects any other top-level record. Raises
     ``ProtocolError`` on anything that is not a valid record, and nothing else.
+
+    Input of ``STREAM_MIN`` bytes or more is decoded in a stream against the schema
+    (``_stream_decode``), smaller input as one msgpack value then checked (faster).
     """
     n = len(data)
+    if n >= STREAM_MIN:
+        return _stream_decode(data, expect)
     try:
         value = _unpackb(
             data,
@@ -493,3 +499,174 @@ def _decoder(cls: type) -> Converter:
     if cls not in _DECODERS:
         _compile(cls)
     return _DECODERS[cls]
+
+
+# --- streaming decode (large input) -----------------------------------------------------------
+
+# Input at least this large is decoded in a stream (only an authenticated peer may send a
+# frame over 64 KiB; below, the generic decode is the faster one).
+STREAM_MIN = 64 * 1024
+
+
+def _stream_decode(data: bytes | bytearray | memoryview, expect: Any) -> Any:
+    """``decode`` in a stream against the schema, as the WAL's decoder reads its records
+    (raftkv/storage/records.py): every container header is checked against the record's
+    field before its items are read, scalars may not be containers, and only the record's
+    own objects are built. Decoding 16 MiB of one-byte entries as one generic value peaked
+    at 16.6 bytes of memory per input byte, the tuples of the generic value beside the
+    records built from them (9.1 per byte); a malformed frame of nested arrays could cost
+    more before any check refused it."""
+    n = len(data)
+    view = data if isinstance(data, bytes) else memoryview(data).cast("B")
+    try:
+        head = msgpack.Unpacker(raw=False, max_buffer_size=16, max_array_len=0,
+                                max_map_len=0, max_str_len=16, max_bin_len=16, max_ext_len=16)
+        head.feed(view[:16])  # the array header (5 bytes at most) and the tag (9)
+        size = head.read_array_header()
+        if size == 0:
+            raise ProtocolError("expected a record (a non-empty array), got tuple")
+        try:
+            tag = head.unpack()
+        except Exception:  # a container, or a long string: not a tag either way
+            raise ProtocolError("unknown record tag (not an int)") from None
+        cls = REGISTRY.get(tag) if type(tag) is int else None
+        if cls is None:
+            raise ProtocolError(f"unknown record tag {_describe(tag)}")
+        if expect is not None and not issubclass(cls, expect):
+            raise ProtocolError(f"expected {_names(expect)}, got {cls.__name__}")
+        # Read from the caller's bytes in 64 KiB pieces, not fed whole: the unpacker's
+        # buffer holds the largest single value, not a copy of the input.
+        u = msgpack.Unpacker(
+            io.BytesIO(view), read_size=STREAM_MIN, raw=False, use_list=False,
+            strict_map_key=True, max_buffer_size=max(n, STREAM_MIN), max_array_len=0,
+            max_map_len=0, max_ext_len=0, max_str_len=n, max_bin_len=n,
+        )
+        try:
+            value = _streamer(cls)(u, view)
+        except ProtocolError as e:
+            raise ProtocolError(f"{cls.__name__}{e}") from e.__cause__
+        if u.tell() != n:
+            raise ProtocolError(f"trailing bytes after the record ({n - u.tell()} extra)")
+    except ProtocolError:
+        raise
+    except Exception as e:  # msgpack raises several unrelated types (OutOfData among them)
+        raise ProtocolError(f"invalid msgpack: {e!r}") from None
+    return value
+
+
+_STREAMERS: dict[type, Callable[[Any, Any], Any]] = {}
+
+
+def _streamer(cls: type) -> Callable[[Any, Any], Any]:
+    """``cls``'s stream decoder: reads one record from an Unpacker (fed the whole input, so
+    a short one raises OutOfData), checks and builds it. Generated, as ``_compile`` does
+    the others: the streaming decode of 1.4M one-byte entries took 4.1 s of CPU
+    interpreted against 2.9 s for the generic decode. A ProtocolError's text starts with
+    the path below the record (".entries[3].data: ..."), built on the way out."""
+    fn = _STREAMERS.get(cls)
+    if fn is not None:
+        return fn
+    name, fields = _plan(cls)
+    tag = cls.__wire_tag__  # type: ignore[attr-defined]
+    ns: dict[str, Any] = {"cls": cls, "MAX_INT": MAX_INT, "ProtocolError": ProtocolError,
+                          "describe": _describe, "new": object.__new__}
+    for tp in _PRIMS:
+        ns[tp.__name__] = tp
+    src = ["def sdecode(u, d):",
+           "    h = u.read_array_header()",  # ValueError: not an array (caller's message)
+           "    t = u.unpack()",
+           f"    if h != {len(fields) + 1} or type(t) is not int or t != {tag}:",
+           f"        raise ProtocolError(': expected {name} record (tag {tag}, "
+           f"{len(fields)} fields)')",
+           "    unpack = u.unpack"]
+    args = [f"a{i}" for i in range(len(fields))]
+    for a, (field, spec) in zip(args, fields, strict=True):
+        inner = spec.inner if spec.kind == "optional" else spec
+        if inner.kind == "prim":  # type: ignore[union-attr]
+            exp = inner.describe()  # type: ignore[union-attr]
+            guard = f"{a} is not None and " if spec.kind == "optional" else ""
+            src += ["    try:",
+                    f"        {a} = unpack()",
+                    "    except ValueError as e:  # a container where a scalar belongs",
+                    f"        raise ProtocolError(f'.{field}: expected {exp} ({{e}})') from None",
+                    f"    if {guard}({_BAD_PRIM[inner.type].format(v=a)}):",  # type: ignore[union-attr]
+                    f"        raise ProtocolError(f'.{field}: expected {exp}, got '"
+                    f" + describe({a}))"]
+        else:
+            ns[f"s_{a}"] = _stream_converter(spec)
+            src += ["    try:",
+                    f"        {a} = s_{a}(u, d)",
+                    "    except ProtocolError as e:",
+                    f"        raise ProtocolError('.{field}' + str(e)) from e.__cause__"]
+    setters = _slot_setters(cls)
+    if setters is None:
+        src += ["    try:",
+                f"        return cls({', '.join(args)})",
+                "    except Exception as e:",
+                f"        raise ProtocolError(f': {name} rejected its fields: {{e!r}}') from e"]
+    else:
+        src.append("    o = new(cls)")
+        for i, a in enumerate(args):
+            ns[f"set_{a}"] = setters[i]
+            src.append(f"    set_{a}(o, {a})")
+        src.append("    return o")
+    exec(compile("\n".join(src) + "\n", f"<wire.record stream plan for {name}>", "exec"), ns)
+    fn = _STREAMERS[cls] = ns["sdecode"]
+    return fn
+
+
+def _stream_converter(spec: _Spec) -> Callable[[Any, Any], Any]:
+    """The stream decoder of a field that is not a plain scalar (record, tuple, optional)."""
+    if spec.kind == "prim":
+        exp = spec.describe()
+        check = _prim_converter(spec.type, True)  # type: ignore[arg-type]
+
+        def prim(u: Any, d: Any) -> Any:
+            try:
+                return check(u.unpack(), "")
+            except ValueError as e:
+                raise ProtocolError(f": expected {exp} ({e})") from None
+
+        return prim
+    if spec.kind == "record":
+        cls = spec.type
+        record = _streamer(cls)  # type: ignore[arg-type]
+
+        def nested(u: Any, d: Any) -> Any:
+            try:
+                return record(u, d)
+            except ValueError:
+                raise ProtocolError(f": expected {cls.__name__} record (an array)") from None
+
+        return nested
+    inner = _stream_converter(spec.inner)  # type: ignore[arg-type]
+    if spec.kind == "optional":
+
+        def optional(u: Any, d: Any) -> Any:
+            at = u.tell()
+            if at < len(d) and d[at] == 0xC0:  # msgpack's nil
+                u.skip()
+                return None
+            return inner(u, d)
+
+        return optional
+    expected = spec.describe()
+
+    def sequence(u: Any, d: Any) -> Any:
+        try:
+            count = u.read_array_header()
+        except ValueError:
+            raise ProtocolError(f": expected {expected}") from None
+        left = len(d) - u.tell()
+        if count > left:  # every item takes a byte at least
+            raise ProtocolError(f": {count} items claimed in {left} bytes")
+        items: list[Any] = []
+        append = items.append
+        try:
+            for _ in range(count):
+                append(inner(u, d))
+        except ProtocolError as e:
+            raise ProtocolError(f"[{len(items)}]{e}") from e.__cause__
+        return tuple(items)
+
+    return sequence

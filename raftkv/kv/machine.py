@@ -343,6 +343,10 @@ class KVStateMachine:
             if self._order is None and len(self._data) >= LARGE_MAP:
                 self._order = ScanOrder(())  # records keys added while it is built
                 self._order_build = ScanBuild(list(self._data), self._order)
+            elif (self._order_build is None and self._order is not None
+                  and self._order.pending >= LARGE_MAP):  # a big MSET since: merged in slices
+                keys, base = self._order.take_pending(self._data)
+                self._order_build = ScanBuild(keys, self._order, base)
             build = self._order_build
             if name == b"randomkey":
                 return self.read(args, now) if build is None else ScanRead(
@@ -682,20 +686,21 @@ class KVStateMachine:
     def _mset(self, args: list[bytes]) -> Reply:
         if len(args) % 2 == 0:
             return check_arity(args)
-        if self._order is None:  # no SCAN index to keep up to date: C-level updates
-            keys, values = args[1::2], args[2::2]
-            self._data.update(zip(keys, values, strict=True))
-            fresh = dict.fromkeys(keys, self._seq)
-            self._mods.update(fresh)
-            self._recorder.set_many(keys, values if len(fresh) == len(keys) else None,
-                                    self._data)
-            expires = self._expires
-            if expires:  # MSET drops any TTL, as SET does (stale heap pairs are skipped)
-                for key in keys:
-                    expires.pop(key, None)
-            return OK
-        for i in range(1, len(args), 2):
-            self._store(args[i], args[i + 1])
+        # C-level updates, not ``_store`` key by key: a 100,000-key MSET is applied in one
+        # go on every replica (590 ms key by key against 99 ms so, once a SCAN had built
+        # the index; test_heavy_commands).
+        keys, values = args[1::2], args[2::2]
+        data = self._data
+        if self._order is not None:  # SCAN's index learns the new keys (at its next SCAN)
+            self._order.added_many(list(itertools.filterfalse(data.__contains__, keys)))
+        data.update(zip(keys, values, strict=True))
+        fresh = dict.fromkeys(keys, self._seq)
+        self._mods.update(fresh)
+        self._recorder.set_many(keys, values if len(fresh) == len(keys) else None, data)
+        expires = self._expires
+        if expires:  # MSET drops any TTL, as SET does (stale heap pairs are skipped)
+            for key in keys:
+                expires.pop(key, None)
         return OK
 
     def _msetnx(self, args: list[bytes]) -> Reply:

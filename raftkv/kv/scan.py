@@ -55,6 +55,23 @@ class ScanOrder:
         """``key`` was just inserted into the dict (it was absent before)."""
         self._pending.append(key)
 
+    @property
+    def pending(self) -> int:
+        """How many key insertions the next SCAN has to merge (a key may count twice)."""
+        return len(self._pending)
+
+    def take_pending(
+        self, data: Mapping[bytes, bytes]
+    ) -> tuple[list[bytes], list[tuple[int, bytes]]]:
+        """The pending keys still in ``data`` and the current entries, for a merge done
+        elsewhere in slices (``fill`` takes its result); the order has none pending then."""
+        pending, self._pending = self._pending, []
+        return list(filter(data.__contains__, pending)), self._entries
+
+    def added_many(self, keys: list[bytes]) -> None:
+        """Each of ``keys`` was just inserted into the dict (a key may repeat)."""
+        self._pending += keys
+
     def removed(self) -> None:
         """A key was removed from the dict; its entry becomes stale."""
         self._removed += 1

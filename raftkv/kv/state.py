@@ -25,6 +25,7 @@ sorted, so equal states give identical bytes.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import attrs
@@ -117,21 +118,6 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
 _LENGTHS = {2: 9, _SESSIONS_VERSION: 10, _FEED_VERSION: 11, SNAPSHOT_VERSION: 12}
 
 
-def _check_map(pairs: Any, value_type: type, what: str) -> dict:
-    if type(pairs) is not _Pairs:
-        raise KVDecodeError(f"snapshot {what} is not a map")
-    previous = None
-    for key, value in pairs:
-        if type(key) is not bytes or type(value) is not value_type:
-            raise KVDecodeError(f"snapshot {what} has a bad key or value")
-        if value_type is int and not 0 <= value <= _INT64_MAX:
-            raise KVDecodeError(f"snapshot {what} holds {value}, out of range")
-        if previous is not None and key <= previous:
-            raise KVDecodeError(f"snapshot {what} keys are not strictly increasing")
-        previous = key
-    return dict(pairs)
-
-
 def _check_int(value: Any, what: str) -> int:
     if type(value) is not int or not 0 <= value <= _INT64_MAX:
         raise KVDecodeError(f"snapshot {what} is not a non-negative int64")
@@ -139,39 +125,88 @@ def _check_int(value: Any, what: str) -> int:
 
 
 def decode_snapshot(blob: bytes) -> KVState:
-    """The state in a snapshot blob (version 1 or 2), checked; ``KVDecodeError`` if invalid.
+    """The state in a snapshot blob (versions 1 to 5), checked; ``KVDecodeError`` if invalid.
 
     A pure function of the blob, so the runtime can run it in a worker thread: the
     validation loop lets the GIL go back to the event loop, a large map does not stall it.
+
+    Read in a stream: the maps (values, deadlines, indexes, scripts, deletions) go straight
+    into their dicts, checked pair by pair, read from the blob in 64 KiB pieces. Decoded as
+    one value they came as lists of (key, value) tuples first, beside the dicts built from
+    them (issue 12: "snapshot install without holding file and decoded state twice").
     """
+    u = msgpack.Unpacker(io.BytesIO(blob), read_size=_READ_SIZE, raw=False,
+                         object_pairs_hook=_Pairs, max_buffer_size=max(len(blob), _READ_SIZE))
     try:
-        obj = msgpack.unpackb(blob, raw=False, object_pairs_hook=_Pairs)
+        state = _read_state(u)
+        if u.tell() != len(blob):
+            raise KVDecodeError(f"snapshot is not valid msgpack ({len(blob) - u.tell()} "
+                                "trailing bytes)")
+    except KVDecodeError:
+        raise
     except Exception as exc:  # msgpack raises several types for the many ways bytes are bad
         raise KVDecodeError(f"snapshot is not valid msgpack ({exc!r})") from None
-    if type(obj) is not list or not obj:
+    return state
+
+
+_READ_SIZE = 64 * 1024
+
+
+def _read_state(u: msgpack.Unpacker) -> KVState:
+    try:
+        length = u.read_array_header()
+    except ValueError:
+        raise KVDecodeError("snapshot is not a [version, ...] array") from None
+    if length == 0:
         raise KVDecodeError("snapshot is not a [version, ...] array")
-    version = obj[0]
-    if type(version) is int and version == 1 and len(obj) == 2:
-        return KVState(data=_check_map(obj[1], bytes, "values"))
-    if not (type(version) is int and _LENGTHS.get(version) == len(obj)):
+    version = u.unpack()
+    if type(version) is int and version == 1 and length == 2:
+        return KVState(data=_read_map(u, bytes, "values"))
+    if not (type(version) is int and _LENGTHS.get(version) == length):
         raise KVDecodeError(f"unsupported snapshot version {version!r}")
-    data = _check_map(obj[1], bytes, "values")
-    expires = _check_map(obj[2], int, "deadlines")
-    mods = _check_map(obj[3], int, "modification indexes")
+    data = _read_map(u, bytes, "values")
+    expires = _read_map(u, int, "deadlines")
+    mods = _read_map(u, int, "modification indexes")
     if not expires.keys() <= data.keys() or not mods.keys() <= data.keys():
         raise KVDecodeError("snapshot has deadlines or indexes of missing keys")
-    scripts = _check_map(obj[7], bytes, "scripts")
+    now, seq, gone = (_check_int(u.unpack(), what) for what in ("now", "seq", "gone"))
+    scripts = _read_map(u, bytes, "scripts")
     if not all(script_sha(body) == sha for sha, body in scripts.items()):
         # EVALSHA would run another body than the one its sha names (attack5).
         raise KVDecodeError("snapshot holds a script under another body's sha")
-    tombs = _check_map(obj[8], int, "deletions")
-    sessions = sessions_from_wire(obj[9]) if version >= _SESSIONS_VERSION else {}
+    tombs = _read_map(u, int, "deletions")
+    sessions = sessions_from_wire(u.unpack()) if version >= _SESSIONS_VERSION else {}
     feed = None
-    if version >= _FEED_VERSION and not (version >= SNAPSHOT_VERSION and obj[10] is None):
-        feed = _check_feed(obj[10])
-    eval_order = _check_eval_order(obj[11], scripts) if version >= SNAPSHOT_VERSION else []
-    return KVState(data, expires, mods, _check_int(obj[4], "now"), _check_int(obj[5], "seq"),
-                   _check_int(obj[6], "gone"), scripts, tombs, sessions, feed, eval_order)
+    if version >= _FEED_VERSION:
+        raw_feed = u.unpack()
+        if not (version >= SNAPSHOT_VERSION and raw_feed is None):
+            feed = _check_feed(raw_feed)
+    eval_order = _check_eval_order(u.unpack(), scripts) if version >= SNAPSHOT_VERSION else []
+    return KVState(data, expires, mods, now, seq, gone, scripts, tombs, sessions, feed,
+                   eval_order)
+
+
+def _read_map(u: msgpack.Unpacker, value_type: type, what: str) -> dict:
+    """The next map of ``u``: keys bytes, strictly increasing; values ``value_type``."""
+    try:
+        count = u.read_map_header()
+    except ValueError:
+        raise KVDecodeError(f"snapshot {what} is not a map") from None
+    out: dict = {}
+    previous = None
+    unpack = u.unpack
+    for _ in range(count):
+        key = unpack()
+        value = unpack()
+        if type(key) is not bytes or type(value) is not value_type:
+            raise KVDecodeError(f"snapshot {what} has a bad key or value")
+        if value_type is int and not 0 <= value <= _INT64_MAX:
+            raise KVDecodeError(f"snapshot {what} holds {value}, out of range")
+        if previous is not None and key <= previous:
+            raise KVDecodeError(f"snapshot {what} keys are not strictly increasing")
+        previous = key
+        out[key] = value
+    return out
 
 
 def _check_eval_order(raw: Any, scripts: dict[bytes, bytes]) -> list[bytes]:

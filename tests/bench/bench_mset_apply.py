@@ -8,7 +8,9 @@ Run: .venv/bin/python tests/bench/bench_mset_apply.py [--keys 100000] [--rounds 
 Each run is a child process: a state machine applies ``--rounds`` MSETs of fresh keys
 (the state grows, the feed's tail holds them all: ``append``), then ``--rounds`` more on a
 machine whose feed keeps about one MSET's bytes (each MSET pushes the previous one out of
-the tail: ``trim`` too). The child prints each apply's CPU seconds. ``--baseline REF`` runs
+the tail: ``trim`` too), then on one whose SCAN index is built (a SCAN before each MSET:
+``scanned``, which took the key-by-key path until harden7). The child prints each apply's
+CPU seconds. ``--baseline REF`` runs
 the same child on git ref REF's raftkv/ and wire/ too, alternating (A B B A ...) so both
 see the same machine load, and prints the medians side by side and their ratio.
 """
@@ -49,10 +51,13 @@ def mset(tag):
 
 out = {}
 for name, feed in (("append", ChangeFeed and ChangeFeed()),
-                   ("trim", ChangeFeed and ChangeFeed(retention_bytes=keys * 120))):
+                   ("trim", ChangeFeed and ChangeFeed(retention_bytes=keys * 120)),
+                   ("scanned", ChangeFeed and ChangeFeed(retention_bytes=keys * 120))):
     kv = KVStateMachine(feed=feed) if feed is not None else KVStateMachine()
     times = []
     for r in range(rounds):
+        if name == "scanned":  # a SCAN (re)builds SCAN's index before each MSET
+            kv.read([b"SCAN", b"0"])
         entry = mset(b"%s%d" % (name.encode(), r))
         began = time.process_time()
         kv.apply(entry, index=r + 1) if feed is not None else kv.apply(entry)
