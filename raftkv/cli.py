@@ -141,7 +141,8 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option("--snapshot-entries", default=100_000, show_default=True,
               envvar=_env("SNAPSHOT_ENTRIES"), type=click.IntRange(min=0),
               help="Snapshot and compact the log every N applied entries (0: only on "
-                   "RAFT SNAPSHOT).")
+                   "RAFT SNAPSHOT); the leader at multiples of N, each follower at its "
+                   "own offset, so the nodes do not all snapshot at once.")
 @click.option("--watch-retention-entries", default=100_000, show_default=True,
               envvar=_env("WATCH_RETENTION_ENTRIES"), type=click.IntRange(min=1),
               help="The change feed (XREAD __raftkv:changes) keeps the changes of the last N "
