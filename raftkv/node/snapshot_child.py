@@ -16,7 +16,9 @@ disables the garbage collector first (a collection could run finalizers of inher
 objects: a buffered file flushing twice, a socket closing) and restores the default
 handlers of the signals the node catches (a Ctrl-C to the process group then ends the
 child, and the parent retries later). Nothing the other threads may hold at the fork
-(locks of the WAL's sync thread, of logging) is touched in the child. The parent uses the
+(locks of the WAL's sync thread, of logging) is touched in the child. It runs at ``nice``
++10: a child competing as an equal for a starved machine's CPU would take it from the
+node's own loop and its peers'. The parent uses the
 bytes only if the child exited with status 0 after writing them all, and kills and reaps
 a child it no longer waits for.
 """
@@ -33,6 +35,9 @@ from collections.abc import Callable
 import trio
 
 READ_BYTES = 1 << 20
+# The child's scheduling weight against its parent's loop: about a tenth of it (CFS),
+# so on a machine short of CPU the snapshot takes longer rather than the loops waiting.
+NICENESS = 10
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
 
 
@@ -45,6 +50,7 @@ def _child(encode: Callable[[], bytes], w: int) -> None:
     code = 70  # EX_SOFTWARE
     try:
         gc.disable()
+        os.nice(NICENESS)  # background work: the loops (ours, the peers') come first
         signal.set_wakeup_fd(-1)
         for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_DFL)

@@ -24,7 +24,7 @@ from raftkv.node import snapshots
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
-from raftkv.node.snapshot_child import ChildFailed, SnapshotChild
+from raftkv.node.snapshot_child import NICENESS, ChildFailed, SnapshotChild
 from raftkv.node.snapshots import snapshot_due, snapshot_phase
 from raftkv.raft import Role
 from wire.reply import OK
@@ -87,6 +87,11 @@ async def test_a_child_that_fails_gives_no_bytes() -> None:
     with pytest.raises(ChildFailed):
         await SnapshotChild(boom).result()
     assert b"".join(await SnapshotChild(lambda: b"x" * 3_000_000).result()) == b"x" * 3_000_000
+
+
+async def test_the_child_runs_below_the_loop() -> None:
+    got = b"".join(await SnapshotChild(lambda: b"%d" % os.nice(0)).result())
+    assert int(got) == min(19, os.nice(0) + NICENESS)
 
 
 def test_followers_snapshot_apart_from_the_leader_and_from_each_other() -> None:
