@@ -9,16 +9,15 @@ its followers (issue 15's stability run). A forked child has its own GIL and may
 the other core: the loop pays only ``fork`` (copying the page tables) and the page faults
 of copy-on-write while the child lives.
 
-What makes the fork safe beside trio and the node's threads: the child runs only the
-encoder on memory frozen at the fork, writes the bytes to a pipe and leaves by
+What makes the fork safe beside trio and the node's threads: the child closes every
+descriptor but its pipe, runs only the encoder on memory frozen at the fork, writes the
+bytes to the pipe (a parent gone, the write ends it with SIGPIPE) and leaves by
 ``os._exit`` whatever happens (no atexit, no trio, no flushing of inherited buffers). It
 disables the garbage collector first (a collection could run finalizers of inherited
 objects: a buffered file flushing twice, a socket closing) and restores the default
 handlers of the signals the node catches (a Ctrl-C to the process group then ends the
 child, and the parent retries later). Nothing the other threads may hold at the fork
-(locks of the WAL's sync thread, of logging) is touched in the child. It runs at ``nice``
-+10: a child competing as an equal for a starved machine's CPU would take it from the
-node's own loop and its peers'. The parent uses the
+(locks of the WAL's sync thread, of logging) is touched in the child. The parent uses the
 bytes only if the child exited with status 0 after writing them all, and kills and reaps
 a child it no longer waits for.
 """
@@ -35,9 +34,6 @@ from collections.abc import Callable
 import trio
 
 READ_BYTES = 1 << 20
-# The child's scheduling weight against its parent's loop: about a tenth of it (CFS),
-# so on a machine short of CPU the snapshot takes longer rather than the loops waiting.
-NICENESS = 10
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
 
 
@@ -50,7 +46,10 @@ def _child(encode: Callable[[], bytes], w: int) -> None:
     code = 70  # EX_SOFTWARE
     try:
         gc.disable()
-        os.nice(NICENESS)  # background work: the loops (ours, the peers') come first
+        # Only the pipe stays open: a child still encoding when its parent was killed must
+        # not hold the node's ports (its restart could not listen), files or peer links.
+        os.closerange(0, w)
+        os.closerange(w + 1, os.sysconf("SC_OPEN_MAX"))
         signal.set_wakeup_fd(-1)
         for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_DFL)

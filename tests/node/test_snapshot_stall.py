@@ -24,7 +24,7 @@ from raftkv.node import snapshots
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
-from raftkv.node.snapshot_child import NICENESS, ChildFailed, SnapshotChild
+from raftkv.node.snapshot_child import ChildFailed, SnapshotChild
 from raftkv.node.snapshots import snapshot_due, snapshot_phase
 from raftkv.raft import Role
 from wire.reply import OK
@@ -51,18 +51,24 @@ async def no_clients(*args: object,
 async def test_the_loop_answers_while_its_snapshot_is_encoded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started_r, started_w = os.pipe()
-    answer_r, answer_w = os.pipe()
+    # FIFOs by name: the child keeps no inherited descriptor but its own pipe.
+    started, answer = tmp_path / "started", tmp_path / "answer"
+    data_dir = tmp_path / "node"
+    os.mkfifo(started)
+    os.mkfifo(answer)
+    started_r = os.open(started, os.O_RDONLY | os.O_NONBLOCK)
+    answer_w = os.open(answer, os.O_RDWR)  # (a FIFO opened read-write never blocks)
 
     def encode(state: KVState) -> bytes:
-        os.write(started_w, b"s")
+        answer_r = os.open(answer, os.O_RDONLY | os.O_NONBLOCK)
+        os.write(os.open(started, os.O_WRONLY | os.O_NONBLOCK), b"s")
         return b"in time" if gil_holding_wait(answer_r, GIVE_UP_MS) else b"late"
 
     monkeypatch.setattr(snapshots, "encode_snapshot", encode)
     peer, client = free_ports(2)
     settings = NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
                             peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
-                            data_dir=str(tmp_path), fsync="never", snapshot_entries=0)
+                            data_dir=str(data_dir), fsync="never", snapshot_entries=0)
     node = Node(settings, admin=Pending.of)
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run, partial(no_clients))
@@ -75,8 +81,8 @@ async def test_the_loop_answers_while_its_snapshot_is_encoded(
         assert await pending.wait() == node.applied
         data = await trio.to_thread.run_sync(node.storage.snapshot_data)
         nursery.cancel_scope.cancel()
-    for fd in (started_r, started_w, answer_r, answer_w):
-        os.close(fd)
+    os.close(started_r)
+    os.close(answer_w)
     assert data == b"in time"
 
 
@@ -89,9 +95,16 @@ async def test_a_child_that_fails_gives_no_bytes() -> None:
     assert b"".join(await SnapshotChild(lambda: b"x" * 3_000_000).result()) == b"x" * 3_000_000
 
 
-async def test_the_child_runs_below_the_loop() -> None:
-    got = b"".join(await SnapshotChild(lambda: b"%d" % os.nice(0)).result())
-    assert int(got) == min(19, os.nice(0) + NICENESS)
+async def test_the_child_holds_no_descriptor_but_its_pipe() -> None:
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    with listener:
+        got = await SnapshotChild(lambda: " ".join(os.listdir("/proc/self/fd")).encode()
+                                  ).result()
+    fds = b"".join(got).split()
+    assert len(fds) == 2, fds  # the pipe, and the directory listdir reads
+
 
 
 def test_followers_snapshot_apart_from_the_leader_and_from_each_other() -> None:
