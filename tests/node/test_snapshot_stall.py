@@ -129,3 +129,6 @@ def test_followers_snapshot_apart_from_the_leader_and_from_each_other() -> None:
     # A node whose last snapshot is off its points (a role change, RAFT SNAPSHOT) comes
     # back to them: here a follower's last snapshot, then leading.
     assert points(0, start=phase) == [2 * every, 3 * every, 4 * every, 5 * every]
+    # A snapshot lands a few entries past its point; the next is still at the next point.
+    assert points(0, start=every + 1)[:2] == [2 * every, 3 * every]
+    assert points(phase, start=phase + every + 3)[:2] == [phase + 2 * every, phase + 3 * every]
