@@ -50,9 +50,10 @@ def _child(encode: Callable[[], bytes], w: int) -> None:
         # not hold the node's ports (its restart could not listen), files or peer links.
         os.closerange(0, w)
         os.closerange(w + 1, os.sysconf("SC_OPEN_MAX"))
-        signal.set_wakeup_fd(-1)
-        for sig in _SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+        with contextlib.suppress(ValueError):  # (only the main thread may; a loop run in
+            signal.set_wakeup_fd(-1)           # another thread set no handlers anyway)
+            for sig in _SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
         view = memoryview(encode())
         while view:
             view = view[os.write(w, view[:READ_BYTES]):]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import select
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -132,3 +133,15 @@ def test_followers_snapshot_apart_from_the_leader_and_from_each_other() -> None:
     # A snapshot lands a few entries past its point; the next is still at the next point.
     assert points(0, start=every + 1)[:2] == [2 * every, 3 * every]
     assert points(phase, start=phase + every + 3)[:2] == [phase + 2 * every, phase + 3 * every]
+
+
+def test_a_loop_in_another_thread_can_fork_its_encoder() -> None:
+    got: list[bytes] = []
+
+    async def main() -> None:
+        got.append(b"".join(await SnapshotChild(lambda: b"ok").result()))
+
+    thread = threading.Thread(target=trio.run, args=(main,))
+    thread.start()
+    thread.join()
+    assert got == [b"ok"]
