@@ -143,6 +143,11 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
               help="Snapshot and compact the log every N applied entries (0: only on "
                    "RAFT SNAPSHOT); the leader at multiples of N, each follower at its "
                    "own offset, so the nodes do not all snapshot at once.")
+@click.option("--snapshot-fork/--snapshot-thread", default=False, show_default=True,
+              envvar=_env("SNAPSHOT_FORK"),
+              help="Encode this node's snapshots in a forked child (its own GIL: the event "
+                   "loop is not held) instead of a worker thread. Off until measured under "
+                   "load (README: Snapshots that cannot starve the loop).")
 @click.option("--watch-retention-entries", default=100_000, show_default=True,
               envvar=_env("WATCH_RETENTION_ENTRIES"), type=click.IntRange(min=1),
               help="The change feed (XREAD __raftkv:changes) keeps the changes of the last N "

@@ -15,8 +15,8 @@ follower's is a fixed fraction of ``every`` drawn from its id (``snapshot_phase`
 nodes of a cluster do not all compact at once (they did: three snapshots of the same
 index together starved a 2-core machine and the leader's heartbeats with it).
 
-The state is encoded in a forked child (snapshot_child.py), not a worker thread: a thread
-holds the loop's GIL through every long C call of the encoder.
+With --snapshot-fork the state is encoded in a forked child (snapshot_child.py), not a
+worker thread: a thread holds the loop's GIL through every long C call of the encoder.
 
 Receiving: a follower writes received chunks durably as its Readys hand them out (memory
 stays bounded) and installs the last one (raftkv.raft.ready describes the contract).
@@ -77,8 +77,10 @@ class Snapshotter:
                  background: Callable[..., None], wake: Callable[[], None],
                  core_step: Callable[[RaftMessage], None],
                  next_tick: Callable[[], Awaitable[int]],
-                 node_id: int = 0, leading: Callable[[], bool] = lambda: False) -> None:
+                 node_id: int = 0, leading: Callable[[], bool] = lambda: False,
+                 fork: bool = False) -> None:
         self.storage = storage
+        self.fork = fork  # encode in a forked child, else in a worker thread
         self.node_id = node_id
         self.leading = leading
         self.storage_lock = storage_lock  # the ready loop holds it around each Ready
@@ -140,12 +142,14 @@ class Snapshotter:
         a = self.applier
         meta = SnapshotMeta(applied, a.applied_term, a.applied_config)
         kv = a.kv
-        try:
-            # The child sees the state as it is now, at ``applied``: no copy needed.
-            child = SnapshotChild(lambda: encode_snapshot(kv.snapshot_state()))
-        except OSError as exc:  # no memory or no process left for a fork: a thread then
-            event(log, logging.WARNING, "snapshot fork failed", index=meta.index, reason=exc)
-            child = None
+        child = None
+        if self.fork:
+            try:
+                # The child sees the state as it is now, at ``applied``: no copy needed.
+                child = SnapshotChild(lambda: encode_snapshot(kv.snapshot_state()))
+            except OSError as exc:  # no memory or no process left for a fork: a thread
+                event(log, logging.WARNING, "snapshot fork failed", index=meta.index,
+                      reason=exc)
         state = kv.snapshot_state() if child is None else None
         self._running = True
         self.background(self._take, meta, child, state, len(kv), waiters)

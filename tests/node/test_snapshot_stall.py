@@ -69,7 +69,8 @@ async def test_the_loop_answers_while_its_snapshot_is_encoded(
     peer, client = free_ports(2)
     settings = NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
                             peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
-                            data_dir=str(data_dir), fsync="never", snapshot_entries=0)
+                            data_dir=str(data_dir), fsync="never", snapshot_entries=0,
+                            snapshot_fork=True)
     node = Node(settings, admin=Pending.of)
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run, partial(no_clients))
