@@ -10,10 +10,12 @@ serving), and after one could not be written (disk full, no descriptor) the next
 growing delay.
 
 When: at the first log index ``k * every + phase`` at least ``3/4 every`` entries after
-the last snapshot, where the leader's phase is 0 and each
+the last snapshot, where the leader's phase is 0 and, with --snapshot-stagger, each
 follower's is a fixed fraction of ``every`` drawn from its id (``snapshot_phase``), so the
 nodes of a cluster do not all compact at once (they did: three snapshots of the same
-index together starved a 2-core machine and the leader's heartbeats with it).
+index together starved a 2-core machine and the leader's heartbeats with it). Off by
+default: on a loaded machine, followers that are not busy with a snapshot of their own
+time out when the leader stalls on its own (README Performance, branch ``stab``).
 
 With --snapshot-fork the state is encoded in a forked child (snapshot_child.py), not a
 worker thread: a thread holds the loop's GIL through every long C call of the encoder.
@@ -78,8 +80,9 @@ class Snapshotter:
                  core_step: Callable[[RaftMessage], None],
                  next_tick: Callable[[], Awaitable[int]],
                  node_id: int = 0, leading: Callable[[], bool] = lambda: False,
-                 fork: bool = False) -> None:
+                 fork: bool = False, stagger: bool = False) -> None:
         self.storage = storage
+        self.stagger = stagger  # followers at offsets from the leader's points
         self.fork = fork  # encode in a forked child, else in a worker thread
         self.node_id = node_id
         self.leading = leading
@@ -130,7 +133,8 @@ class Snapshotter:
             every = self.every
             if not every or not snapshot_due(applied, self.storage.snapshot_meta().index,
                                              every, snapshot_phase(self.node_id, every,
-                                                                   self.leading())):
+                                                                   not self.stagger
+                                                                   or self.leading())):
                 return
             if not self._serving or trio.current_time() < self._not_before:
                 return
