@@ -142,6 +142,16 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
               envvar=_env("SNAPSHOT_ENTRIES"), type=click.IntRange(min=0),
               help="Snapshot and compact the log every N applied entries (0: only on "
                    "RAFT SNAPSHOT).")
+@click.option("--snapshot-stagger/--no-snapshot-stagger", default=False, show_default=True,
+              envvar=_env("SNAPSHOT_STAGGER"),
+              help="Followers take their automatic snapshots at offsets from the leader's "
+                   "(by node id) instead of at the same index. Off until measured under "
+                   "load (README: Snapshots that cannot starve the loop).")
+@click.option("--snapshot-fork/--snapshot-thread", default=False, show_default=True,
+              envvar=_env("SNAPSHOT_FORK"),
+              help="Encode this node's snapshots in a forked child (its own GIL: the event "
+                   "loop is not held) instead of a worker thread. Off until measured under "
+                   "load (README: Snapshots that cannot starve the loop).")
 @click.option("--watch-retention-entries", default=100_000, show_default=True,
               envvar=_env("WATCH_RETENTION_ENTRIES"), type=click.IntRange(min=1),
               help="The change feed (XREAD __raftkv:changes) keeps the changes of the last N "

@@ -131,7 +131,9 @@ class Node:
         storage_lock = trio.Lock()
         self.snapshots = Snapshotter(self.storage, storage_lock, self.applier, self.metrics,
                                      s.snapshot_entries, self.rng, self.start_background,
-                                     self.wake, self.core.step, self.ticker.next_tick)
+                                     self.wake, self.core.step, self.ticker.next_tick,
+                                     self.id, lambda: self.core.role is Role.LEADER,
+                                     s.snapshot_fork, s.snapshot_stagger)
         sync_thread = SyncThread()  # the WAL fsync worker, alive while run() is
         self.driver = CoreDriver(
             self.core, self.storage, storage_lock, sync_thread, self.transport, self.applier,

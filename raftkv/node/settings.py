@@ -45,6 +45,8 @@ class NodeSettings:
     election_ticks: int = 15
     fsync: str = "always"
     snapshot_entries: int = 100_000  # compact every N applied entries; 0: only on request
+    snapshot_stagger: bool = False  # followers snapshot at offsets by id (node/snapshots.py)
+    snapshot_fork: bool = False  # encode snapshots in a forked child (node/snapshot_child.py)
     # The change feed (raftkv.kv.feed): the last N log entries' changes, at most B bytes of
     # them; and how many XREAD BLOCK readers may wait at once (raftkv.server.streams).
     watch_retention_entries: int = 100_000

@@ -9,6 +9,17 @@ once the node serves (one that needs space it lacks must not stand between a res
 serving), and after one could not be written (disk full, no descriptor) the next waits a
 growing delay.
 
+When: at the first log index ``k * every + phase`` at least ``3/4 every`` entries after
+the last snapshot, where the leader's phase is 0 and, with --snapshot-stagger, each
+follower's is a fixed fraction of ``every`` drawn from its id (``snapshot_phase``), so the
+nodes of a cluster do not all compact at once (they did: three snapshots of the same
+index together starved a 2-core machine and the leader's heartbeats with it). Off by
+default: on a loaded machine, followers that are not busy with a snapshot of their own
+time out when the leader stalls on its own (README Performance, branch ``stab``).
+
+With --snapshot-fork the state is encoded in a forked child (snapshot_child.py), not a
+worker thread: a thread holds the loop's GIL through every long C call of the encoder.
+
 Receiving: a follower writes received chunks durably as its Readys hand them out (memory
 stays bounded) and installs the last one (raftkv.raft.ready describes the contract).
 """
@@ -27,6 +38,7 @@ from raftkv.log import event
 from raftkv.metrics import NodeMetrics
 from raftkv.node.apply import Applier
 from raftkv.node.pending import Pending
+from raftkv.node.snapshot_child import ChildFailed, SnapshotChild
 from raftkv.node.snapshot_gate import SnapshotGate
 from raftkv.raft import StorageError
 from raftkv.raft.ready import Ready
@@ -36,14 +48,44 @@ from wire.reply import ErrorReply
 
 log = logging.getLogger("raftkv.node")
 
+_GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: consecutive ids spread evenly
+
+
+def snapshot_phase(node_id: int, every: int, leading: bool) -> int:
+    """Where in each run of ``every`` entries this node takes its automatic snapshot: 0
+    for the leader (a lagging follower needs its compacted log soonest), and for a
+    follower somewhere in the middle half, fixed by its id (ids 1, 2, 3 of ``every`` =
+    10,000: 5,590, 3,680, 6,770), so followers keep away from the leader and mostly from
+    each other."""
+    if leading:
+        return 0
+    spread = (node_id * _GOLDEN) % 2**64
+    return every // 4 + (every // 2) * spread // 2**64
+
+
+def snapshot_due(applied: int, last: int, every: int, phase: int) -> bool:
+    """Whether a node that applied up to ``applied`` and last compacted at ``last`` is due:
+    at its first point ``k * every + phase`` at least ``3/4 every`` entries after ``last``
+    (a snapshot lands a few entries past its point: 10,001 for 10,000, and the next must
+    still be 20,000). In steady state ``every`` apart; 3/4 to 7/4 of it after a role change
+    or a RAFT SNAPSHOT, which move ``last`` off the node's points."""
+    first = last + every - every // 4
+    return applied >= first + (phase - first) % every
+
 
 class Snapshotter:
     def __init__(self, storage: DiskStorage, storage_lock: trio.Lock, applier: Applier,
                  metrics: NodeMetrics, every: int, rng: random.Random,
                  background: Callable[..., None], wake: Callable[[], None],
                  core_step: Callable[[RaftMessage], None],
-                 next_tick: Callable[[], Awaitable[int]]) -> None:
+                 next_tick: Callable[[], Awaitable[int]],
+                 node_id: int = 0, leading: Callable[[], bool] = lambda: False,
+                 fork: bool = False, stagger: bool = False) -> None:
         self.storage = storage
+        self.stagger = stagger  # followers at offsets from the leader's points
+        self.fork = fork  # encode in a forked child, else in a worker thread
+        self.node_id = node_id
+        self.leading = leading
         self.storage_lock = storage_lock  # the ready loop holds it around each Ready
         self.applier = applier
         self.metrics = metrics
@@ -88,7 +130,11 @@ class Snapshotter:
             return
         applied = self.applier.applied
         if not self._waiters:
-            if not self.every or applied - self.storage.snapshot_meta().index < self.every:
+            every = self.every
+            if not every or not snapshot_due(applied, self.storage.snapshot_meta().index,
+                                             every, snapshot_phase(self.node_id, every,
+                                                                   not self.stagger
+                                                                   or self.leading())):
                 return
             if not self._serving or trio.current_time() < self._not_before:
                 return
@@ -97,16 +143,40 @@ class Snapshotter:
             for pending in waiters:
                 pending.set(self.storage.snapshot_meta().index)
             return
-        self._running = True
         a = self.applier
         meta = SnapshotMeta(applied, a.applied_term, a.applied_config)
-        self.background(self._take, meta, a.kv.snapshot_state(), waiters)
+        kv = a.kv
+        child = None
+        if self.fork:
+            try:
+                # The child sees the state as it is now, at ``applied``: no copy needed.
+                child = SnapshotChild(lambda: encode_snapshot(kv.snapshot_state()))
+            except OSError as exc:  # no memory or no process left for a fork: a thread
+                event(log, logging.WARNING, "snapshot fork failed", index=meta.index,
+                      reason=exc)
+        state = kv.snapshot_state() if child is None else None
+        self._running = True
+        self.background(self._take, meta, child, state, len(kv), waiters)
 
-    async def _take(self, meta: SnapshotMeta, state: KVState, waiters: list[Pending]) -> None:
+    async def _take(self, meta: SnapshotMeta, child: SnapshotChild | None,
+                    state: KVState | None, keys: int, waiters: list[Pending]) -> None:
         started = trio.current_time()
         storage = self.storage
         try:
-            data = await trio.to_thread.run_sync(encode_snapshot, state)
+            data: bytes | list[bytes]
+            if child is not None:
+                try:
+                    data = await child.result()
+                except ChildFailed as exc:
+                    event(log, logging.WARNING, "snapshot child failed", index=meta.index,
+                          reason=exc)
+                    self._backoff.failed()
+                    self._not_before = trio.current_time() + self._backoff.delay()
+                    for pending in waiters:
+                        pending.set(ErrorReply(f"ERR snapshot not written: {exc}"))
+                    return
+            else:
+                data = await trio.to_thread.run_sync(encode_snapshot, state)
             # The file in a worker thread beside the ready loop's log writes: the snapshot
             # covers only applied entries, which are already durable, so no log sync first.
             try:
@@ -134,7 +204,9 @@ class Snapshotter:
                 self.metrics.snapshot_duration.labels("take").observe(took)
                 self._backoff.reset()
                 event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
-                      bytes=len(data), keys=len(state.data), ms=round(took * 1000, 1))
+                      bytes=len(data) if isinstance(data, bytes) else sum(map(len, data)),
+                      keys=keys,
+                      ms=round(took * 1000, 1))
         finally:
             self._running = False
         index = storage.snapshot_meta().index

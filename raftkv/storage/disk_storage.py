@@ -33,7 +33,7 @@ import errno
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import pairwise, starmap
 
 import attrs
@@ -637,10 +637,11 @@ class DiskStorage:
             self.finish_compact(meta, snap)
 
     def prepare_compact(
-        self, meta: SnapshotMeta, data: bytes, sync_log: bool = True
+        self, meta: SnapshotMeta, data: bytes | Sequence[bytes], sync_log: bool = True
     ) -> SnapshotFile | None:
         """The file half of ``compact``: sync, then write the snapshot durably and read it
         back (checksum); returns it for ``finish_compact`` (None: not newer, nothing to do).
+        ``data``: the state's bytes, or their pieces in order.
         It leaves everything the log's readers look at untouched, so it may run in a worker
         thread while the core reads the log, provided nothing else writes to this storage
         meanwhile."""
@@ -656,7 +657,7 @@ class DiskStorage:
             # caller whose snapshot covers only synced entries (the runtime applies only
             # what is durable) passes False and may then run this beside log writes.
             self.sync()
-        self._check_space_for(len(data))
+        self._check_space_for(len(data) if isinstance(data, bytes) else sum(map(len, data)))
         # A failure before the new file is renamed into place is SnapshotNotWritten: it
         # changed nothing visible, the node goes on and may try again (a full disk must
         # not turn a routine compaction into a stop, let alone a crash loop at start).

@@ -18,7 +18,7 @@ import re
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import msgpack
 
@@ -189,11 +189,13 @@ class SnapshotFileWriter:
                 os.unlink(self.tmp)
 
 
-def write_snapshot(directory: str, meta: SnapshotMeta, data: bytes, policy: FsyncPolicy,
-                   spare: Spare | None = None) -> SnapshotFile:
+def write_snapshot(directory: str, meta: SnapshotMeta, data: bytes | Sequence[bytes],
+                   policy: FsyncPolicy, spare: Spare | None = None) -> SnapshotFile:
+    """``data``: the bytes, or their pieces in order (not joined: no copy of it all)."""
     writer = SnapshotFileWriter(directory, meta, policy, spare)
     try:
-        writer.write(0, data)
+        for piece in (data,) if isinstance(data, bytes) else data:
+            writer.write(writer.received, piece)
         return writer.finish()
     except BaseException:
         writer.abort()

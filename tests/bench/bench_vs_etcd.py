@@ -75,6 +75,7 @@ from common import (
 )
 
 from chaos.cluster import LocalCluster, free_ports
+from raftkv.probe import call, parse_info
 
 PACKAGES = {"etcd": "etcd-server", "etcdctl": "etcd-client", "wrk": "wrk",
             "redis-benchmark": "redis-tools"}
@@ -427,6 +428,9 @@ def stability(work: Path, seconds: float, snapshot_every: int,
         print(f"  terms before {terms0} after {terms1}; snapshot_index {snaps}")
         print(f"  follower n{followers[0]}: {restart['note']}; snapshots installed since its "
               f"restart: {installs - restart['installs_before']}")
+        print("  longest loop stall (INFO loop_lag_max_ms; the restarted follower's since "
+              "its restart): " + ", ".join(f"n{i} {loop_lag_max(cluster, i)}"
+                                           for i in cluster.nodes))
         print("  slowest INFO answer: "
               + ", ".join(f"n{i} {v * 1000:.0f} ms" for i, v in watcher.slowest.items()))
         for line in watcher.changes:
@@ -442,6 +446,15 @@ def stability(work: Path, seconds: float, snapshot_every: int,
         return not changed and by_snapshot
     finally:
         cluster.close()
+
+
+def loop_lag_max(cluster: LocalCluster, node: int) -> str:
+    """The node's longest event-loop stall since it started (ms), or "?"."""
+    try:
+        stats = parse_info(call(cluster.nodes[node].client_addr, "INFO"))
+        return f"{float(stats.get('loop_lag_max_ms', 0)):.0f} ms"
+    except (OSError, ConnectionError, ValueError):
+        return "?"
 
 
 def count_lines(cluster: LocalCluster, node: int, text: str) -> int:
