@@ -66,7 +66,15 @@ def is_write(args: list[bytes]) -> bool | None:
     ``RAFT ONCE id seq COMMAND...`` is what COMMAND is: the client port orders a read
     pipelined after a session's write behind it, as after a plain write (it was None, so a
     GET sent after ``RAFT ONCE ... SET`` on one connection could be read before the SET
-    committed)."""
+    committed). Asked for every command: every name but RAFT's is answered from a table
+    (``_KINDS``, built from the same rules once)."""
+    name = args[0].lower()
+    if name != b"raft":
+        return _KINDS.get(name)
+    return _is_write(args)
+
+
+def _is_write(args: list[bytes]) -> bool | None:
     args = _once_inner(args)
     name = args[0].lower()
     if name in LOCAL or name in (b"multi", b"discard", b"unwatch"):
@@ -465,4 +473,13 @@ TRANSACTION: dict[bytes, Callable[[Any, Any, list[bytes]], Pending]] = {
     b"discard": cmd_discard,
     b"watch": cmd_watch,
     b"unwatch": cmd_unwatch,
+}
+
+
+# is_write's answer for every known name but RAFT's (whose answer depends on its arguments);
+# an unknown name is None, as _is_write says.
+_KINDS: dict[bytes, bool | None] = {
+    name: _is_write([name])
+    for name in (*LOCAL, *TRANSACTION, *(n.encode() for n in COMMANDS))
+    if name != b"raft"
 }
