@@ -74,8 +74,10 @@ class Applier:
         self.applied = meta.index
         self.applied_term, self.applied_config = meta.term, meta.config
 
-    def serve_read(self, args: list[bytes]) -> Any:
-        return self.kv.read_deferred(args, self.clock.now())
+    def serve_read(self, args: list[bytes], now: int | None = None) -> Any:
+        """Answer a confirmed read at ``now`` (this node's clock read by the caller, for
+        a batch of reads all confirmed by then), else at the clock read now."""
+        return self.kv.read_deferred(args, self.clock.now() if now is None else now)
 
     def apply(self, entries: list[Entry]) -> None:
         kv, requests = self.kv, self.requests
@@ -92,8 +94,11 @@ class Applier:
         if entries:
             self.applied_term = entries[-1].term
         self.clock.observe(kv.now)
-        for waiter in requests.reads_applied(self.applied):
-            waiter.pending.set(self.serve_read(waiter.args))
+        ready = list(requests.reads_applied(self.applied))
+        if ready:  # one clock reading for all: each read was asked before it
+            now = self.clock.now()
+            for waiter in ready:
+                waiter.pending.set(self.serve_read(waiter.args, now))
         if changes:
             for listener in self.on_changes:
                 listener(changes)

@@ -151,10 +151,15 @@ class CoreDriver:
         self.snapshots.log_sends(rd.messages)
         if rd.committed_entries:
             self.applier.apply(rd.committed_entries)
-        for rs in rd.read_states:
-            waiter = self.requests.read_confirmed(rs.ctx, rs.index, self.applier.applied)
-            if waiter is not None:
-                waiter.pending.set(self.applier.serve_read(waiter.args))
+        if rd.read_states:
+            # One clock reading serves every read confirmed in this Ready: each was asked
+            # before it (its ReadIndex was confirmed), so it is within each read's span.
+            applier, requests = self.applier, self.requests
+            now = applier.clock.now()
+            for rs in rd.read_states:
+                waiter = requests.read_confirmed(rs.ctx, rs.index, applier.applied)
+                if waiter is not None:
+                    waiter.pending.set(applier.serve_read(waiter.args, now))
         for ctx in rd.failed_reads:
             self.requests.read_failed(ctx)
         self.core.advance(rd)

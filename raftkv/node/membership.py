@@ -39,7 +39,7 @@ from raftkv.node.settings import NodeSettings
 from raftkv.node.transport import PeerTransport
 from raftkv.probe import call, describe_members, info_raft, parse_members
 from raftkv.raft import ConfigChangePending, MembershipError, NotLeader, RaftCore, Role
-from wire.raft import Member
+from wire.raft import ClusterConfig, Member
 from wire.reply import OK, ErrorReply
 
 log = logging.getLogger("raftkv.node")
@@ -64,6 +64,7 @@ class Membership:
         self.lingering: dict[int, str] = {}  # removed peers awaited by a forward: id -> addr
         self.seed_peers: dict[int, str] = {}  # --join: members learned from INFO raft
         self.removed_logged = False
+        self._removed_for: tuple[ClusterConfig | None, bool] = (None, False)
 
     # -- links ------------------------------------------------------------------------
     def observe(self) -> None:
@@ -118,6 +119,18 @@ class Membership:
             event(log, logging.INFO, "promoting learner", id=learner, index=index)
             self.wake()
             return
+
+    def removed(self) -> bool:
+        """This node is not in its configuration (a joining node, with none yet, is not
+        removed). Asked on every client command: the answer is kept per configuration
+        (frozen, replaced on each change), not recomputed by a scan of the members."""
+        config = self.core.cluster_config
+        cached, removed = self._removed_for
+        if config is not cached:
+            members = config.members
+            removed = bool(members) and all(m.id != self.id for m in members)
+            self._removed_for = (config, removed)
+        return removed
 
     def role(self) -> str:
         """This node's role for INFO: follower/leader/candidate, or learner, joining

@@ -225,7 +225,7 @@ class Node:
     def removed(self) -> bool:
         """This node is not in its own configuration: its old leader refuses its link, so a
         command forwarded there only timed out as -UNKNOWN, though never applied (attack5)."""
-        return self.membership.role() == "removed"
+        return self.membership.removed()
 
     def check(self, args: list[bytes]) -> ErrorReply | None:
         """A client's command before it goes anywhere: a known command with the right
@@ -234,7 +234,10 @@ class Node:
         error = validate(args)
         if error is None:
             limit = self.settings.max_request_bytes
-            size = request_size(args)
+            # RESP frames an argument in at most 25 bytes more than its own (a length of up
+            # to 20 digits), the whole in at most 24 more: under that bound no exact count.
+            bound = sum(map(len, args)) + 25 * len(args) + 24
+            size = 0 if bound <= limit else request_size(args)
             if size > limit:
                 error = ErrorReply(f"ERR request of {size} bytes exceeds max-request-bytes "
                                    f"{limit}")

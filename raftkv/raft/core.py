@@ -166,6 +166,7 @@ class RaftCore:
         self._transferee = 0
         self._transfer_elapsed = 0
         self._reads = LeaderReads()
+        self._read_rounds = 0  # heartbeat rounds opened for reads, over every term (INFO)
         self._forwarded: list[ForwardedRead] = []
         self._unsent_reads: list[bytes] = []  # follower: reads for the next batch
         self._batch_ids = 0  # follower: the next batch's id (random base: see _flush_reads)
@@ -217,6 +218,11 @@ class RaftCore:
     @property
     def commit_index(self) -> int:
         return self._commit
+
+    @property
+    def read_rounds(self) -> int:
+        """Heartbeat rounds opened to confirm reads (reads per round: how well they batch)."""
+        return self._read_rounds
 
     @property
     def last_index(self) -> int:
@@ -1253,6 +1259,7 @@ class RaftCore:
                 self._reads.unassigned = []
             else:
                 self._reads.start_round(self._commit)
+                self._read_rounds += 1
                 new_round = True
         if self._bcast_pending or new_round or self._commit_bcast:
             for peer in self._peers():

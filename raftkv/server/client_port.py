@@ -399,6 +399,7 @@ class ClientServer:
         query_limit = limits.query_buffer_bytes
         read_size = READ_CHUNK
         burst = 0  # commands handled since the reader last yielded
+        out_limit = limits.output_buffer_bytes  # _wait_for_output_room's, checked inline
         async with send:
             while not conn.closing:
                 await self._wait_for_output_room(conn)
@@ -435,7 +436,9 @@ class ClientServer:
                         barrier = None
                         if args[0].lower() in AFTER_APPLY and await order.settle_writes():
                             barrier = await self._applied_barrier()
-                        await order.before(is_write(args))
+                        write = is_write(args)
+                        if write is not None and write is not order.kind:
+                            await order.before(write)  # (else: nothing to wait for)
                         while conn.owed - conn.pushes >= PIPELINE_WINDOW:
                             await conn.out_drained.wait()  # the writer sent one more
                         # (From here to send() nothing yields, so a SUBSCRIBE's
@@ -472,7 +475,8 @@ class ClientServer:
                                 await send.send(slot)
                         if conn.closing:
                             return
-                        await self._wait_for_output_room(conn)
+                        if out_limit and conn.out_bytes > out_limit // 2:
+                            await self._wait_for_output_room(conn)
                         burst += 1
                         if burst >= YIELD_EVERY:  # a long pipeline lets others run
                             burst = 0

@@ -43,7 +43,8 @@ def _memory(node: Node, clients: ClientRegistry | None) -> dict[str, Any]:
 
 def _stats(node: Node, clients: ClientRegistry | None) -> dict[str, Any]:
     port = clients.info() if clients is not None else {}
-    return {**{f"raft_{k}": v for k, v in node.stats.items()}, **port}
+    return {**{f"raft_{k}": v for k, v in node.stats.items()},
+            "raft_read_rounds": node.core.read_rounds, **port}
 
 
 def _replication(node: Node, clients: ClientRegistry | None) -> dict[str, Any]:

@@ -94,14 +94,27 @@ def shares(path: Path) -> dict[str, tuple[int, int]]:
     return {label: (n, per_thread[label.split(":")[0]]) for label, n in sorted(hits.items())}
 
 
-def applied(cluster: LocalCluster, node: int) -> int:
-    return int((cluster.info(node, 2.0) or {}).get("last_applied", 0))
+def applied(cluster: LocalCluster, node: int, key: str = "last_applied") -> int:
+    """INFO raft's ``key``, or INFO stats' ``raft_reads`` (reads this node served)."""
+    if key == "last_applied":
+        return int((cluster.info(node, 2.0) or {}).get(key, 0))
+    host, port = cluster.client_addr(node)
+    out = subprocess.run(["redis-cli", "-h", host, "-p", str(port), "INFO", "stats"],
+                         capture_output=True, text=True, timeout=10, check=False).stdout
+    for line in out.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.partition(":")[2])
+    return 0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--test", default="set", choices=("set", "get"),
+                    help="redis-benchmark -t (get: linearizable reads)")
+    ap.add_argument("--on", default="leader", choices=("leader", "follower"),
+                    help="the node redis-benchmark talks to")
     ap.add_argument("--out", default="profiles", help="directory for the collapsed stacks")
     ap.add_argument("--dir", default=None, help="scratch base directory (a real disk)")
     args = ap.parse_args()
@@ -110,12 +123,14 @@ def main() -> int:
     with scratch_dir(args.dir, "bench-profile-") as work, \
             raft_cluster(work / "raftkv", fsync="always") as cluster:
         leader, followers = roles(cluster)
-        port = cluster.client_addr(leader)[1]
+        port = cluster.client_addr(leader if args.on == "leader" else followers[0])[1]
+        if args.test == "get":  # the key redis-benchmark reads, so a GET finds a value
+            redis_benchmark(cluster.client_addr(leader)[1], "set", 1, 1)
         stop = threading.Event()
 
         def load() -> None:
             while not stop.is_set():
-                redis_benchmark(port, "set", 2000 if args.clients == 1 else 20_000,
+                redis_benchmark(port, args.test, 2000 if args.clients == 1 else 20_000,
                                 args.clients)
 
         loader = threading.Thread(target=load, daemon=True)
@@ -124,7 +139,10 @@ def main() -> int:
         files = {}
         writes: dict[bool, int] = {}
         for idle in (True, False):
-            first = applied(cluster, leader)
+            # operations done: writes applied, or reads served by the node under load
+            target = leader if args.on == "leader" else followers[0]
+            key = "last_applied" if args.test == "set" else "raft_reads"
+            first = applied(cluster, target, key)
             procs = []
             for name, node in (("leader", leader), ("follower", followers[0])):
                 proc = cluster.nodes[node].proc
@@ -134,7 +152,7 @@ def main() -> int:
                 procs.append(record(proc.pid, path, args.seconds, idle))
             for p in procs:
                 p.wait(timeout=args.seconds + 60)
-            writes[idle] = applied(cluster, leader) - first
+            writes[idle] = applied(cluster, target, key) - first
         stop.set()
         cpu_line = cpu.report()
         loader.join()

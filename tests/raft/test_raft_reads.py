@@ -37,6 +37,21 @@ def test_many_reads_share_one_heartbeat_round() -> None:
     assert c.read_states[1] == [ReadState(ctx, commit) for ctx in (b"a", b"b", b"c", b"d")]
 
 
+def test_read_rounds_counts_one_per_heartbeat_round_not_per_read() -> None:
+    """INFO's raft_read_rounds: how many reads share a round is what a GET bench reads."""
+    c = _cluster()
+    leader = c.nodes[1]
+    before = leader.read_rounds
+    for ctx in (b"a", b"b", b"c"):
+        leader.read_index(ctx)
+    c.run()
+    assert [rs.ctx for rs in c.read_states[1]] == [b"a", b"b", b"c"]
+    assert leader.read_rounds == before + 1
+    leader.read_index(b"d")
+    c.run()
+    assert leader.read_rounds == before + 2
+
+
 def test_reply_to_a_message_sent_before_the_read_does_not_confirm_it() -> None:
     c = _cluster()
     leader = c.nodes[1]
