@@ -65,6 +65,12 @@ class Membership:
         self.seed_peers: dict[int, str] = {}  # --join: members learned from INFO raft
         self.removed_logged = False
         self._removed_for: tuple[ClusterConfig | None, bool] = (None, False)
+        # Only a node that has been a member can be removed. A --join node starts with no
+        # configuration and may first install a snapshot taken before it was added: until
+        # it sees itself it is joining, not removed (it told its clients "this node was
+        # removed" and logged the WARNING to delete its data). A node that starts with a
+        # configuration was a member (or its data is another cluster's, refused earlier).
+        self.was_member = bool(core.cluster_config.members)
 
     # -- links ------------------------------------------------------------------------
     def observe(self) -> None:
@@ -82,7 +88,9 @@ class Membership:
                   members=describe_members(core.cluster_config) or "-",
                   added=",".join(str(i) for i in sorted(known.keys() - before.keys())) or "-",
                   removed=",".join(str(i) for i in sorted(before.keys() - known.keys())) or "-")
-            if known and self.id not in known:
+            if self.id in known:
+                self.was_member = True
+            elif known and self.was_member:
                 if not self.removed_logged:
                     event(log, logging.WARNING, "this node was removed from the cluster; "
                           "stop it (its data directory can be deleted)", id=self.id)
@@ -121,14 +129,17 @@ class Membership:
             return
 
     def removed(self) -> bool:
-        """This node is not in its configuration (a joining node, with none yet, is not
+        """This node was a member and is not in its configuration (a joining node is not
         removed). Asked on every client command: the answer is kept per configuration
         (frozen, replaced on each change), not recomputed by a scan of the members."""
         config = self.core.cluster_config
         cached, removed = self._removed_for
         if config is not cached:
             members = config.members
-            removed = bool(members) and all(m.id != self.id for m in members)
+            if any(m.id == self.id for m in members):
+                self.was_member = True
+            removed = self.was_member and bool(members) and all(m.id != self.id
+                                                                 for m in members)
             self._removed_for = (config, removed)
         return removed
 
@@ -136,11 +147,12 @@ class Membership:
         """This node's role for INFO: follower/leader/candidate, or learner, joining
         (no configuration yet), removed."""
         core = self.core
-        members = core.cluster_config.members
-        if not members:
+        if not core.cluster_config.members:
             return "joining"
-        if all(m.id != self.id for m in members):
+        if self.removed():
             return "removed"
+        if all(m.id != self.id for m in core.cluster_config.members):
+            return "joining"  # a snapshot from before it was added
         if core.is_learner:
             return "learner"
         role = core.role.name.lower()
