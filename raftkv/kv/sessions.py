@@ -149,10 +149,8 @@ class SessionTable:
         (Not None: a recorded nil, SET NX's "not set", is an answer too. When None meant
         new, a duplicate of such a command applied again: the SET NX of a retry set the
         key that someone had deleted since.)"""
-        session = self._sessions.get(sid)  # (``_live`` and ``deadline``, inlined: every
-        if session is None or session.last_used + session.timeout_ms <= now:  # ONCE's path)
-            if session is not None:
-                self._forget(sid)
+        session = self._live(sid, now)
+        if session is None:
             return expired_error(sid)
         session.last_used = now  # its heap entry moves on when popped (see purge)
         if seq <= session.highest - WINDOW or seq <= 0:  # (``forgotten``, inlined)
@@ -234,7 +232,7 @@ class SessionTable:
 
     def _live(self, sid: int, now: int) -> Session | None:
         session = self._sessions.get(sid)
-        if session is not None and session.deadline <= now:
+        if session is not None and session.last_used + session.timeout_ms <= now:  # deadline
             self._forget(sid)
             return None
         return session
