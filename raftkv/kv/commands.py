@@ -276,6 +276,16 @@ def parse_session_number(raw: bytes, what: str) -> int | ErrorReply:
     return value
 
 
+def parse_seq(raw: bytes) -> int | None:
+    """A sequence number (a positive int64, strictly spelled), or None. Those a session
+    counts up to (under 19 digits) are read without ``parse_int64``'s general path, which
+    took twice as long; the rest go through it."""
+    if raw.isdigit() and len(raw) < 19 and raw[0] != 48:  # (isdigit: ASCII only; no "0")
+        return int(raw)
+    seq = parse_int64(raw)
+    return seq if seq is not None and seq > 0 else None
+
+
 # Session ids as the commands spell them -> their value: every command of a session
 # carries the same 19 digits, parsed once here (on the proposing node by ``validate``, on
 # every replica by the state machine's apply). A cache, not state; bounded.
@@ -322,9 +332,9 @@ def once_numbers(args: list[bytes]) -> tuple[int, int] | ErrorReply:
     sid = session_id(args[1])
     if sid is None:
         return parse_session_number(args[1], "session id")  # (its error)
-    seq = parse_session_number(args[2], "sequence number")
-    if isinstance(seq, ErrorReply):
-        return seq
+    seq = parse_seq(args[2])
+    if seq is None:
+        return parse_session_number(args[2], "sequence number")  # (its error)
     inner = args[3:]
     spec = _BY_BYTES.get(inner[0].lower())
     if spec is None:

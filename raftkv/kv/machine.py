@@ -52,6 +52,7 @@ from .commands import (
     check_arity,
     decode_exec,
     once_numbers,
+    parse_seq,
     session_id,
     validate,
 )
@@ -959,10 +960,10 @@ class KVStateMachine:
         without ``once``. Anything off answers ``once_numbers``'s error."""
         sessions = self._sessions
         sid = session_id(args[1])
-        seq = parse_int64(args[2])
+        seq = parse_seq(args[2])
         inner = args[3:]
         entry = self._dispatch.get(inner[0].lower())
-        if (sid is None or seq is None or seq <= 0 or entry is None or not entry[3]
+        if (sid is None or seq is None or entry is None or not entry[3]
                 or entry[4] in _SESSION_COMMANDS
                 or ((len(inner) != entry[0]) if entry[0] > 0 else (len(inner) < -entry[0]))):
             checked = once_numbers(args)  # refuses all of these, with validate's text

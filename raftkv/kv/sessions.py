@@ -156,6 +156,8 @@ class SessionTable:
         if seq <= session.highest - WINDOW or seq <= 0:  # (``forgotten``, inlined)
             return forgotten_error(sid, seq)
         reply = session.replies.get(seq, MAY_APPLY)
+        if reply is MAY_APPLY:
+            return reply
         if type(reply) is _Packed:
             return decode_reply(reply)
         return dropped_error(sid, seq) if reply is _DROPPED else reply
@@ -169,10 +171,12 @@ class SessionTable:
         cost a Packer call per command, for the rare duplicate."""
         session = self._sessions[sid]
         replies = session.replies
-        kept, size = _kept_size(reply, self._pack)
-        old = replies.pop(seq, MAY_APPLY)
-        if old is not MAY_APPLY:
-            self._bytes -= _size(old)
+        if type(reply) is int and 0 <= reply < 1 << 16:  # INCR's usual reply, inlined
+            kept, size = reply, 1 if reply < 128 else 2 if reply < 256 else 3
+        else:
+            kept, size = _kept_size(reply, self._pack)
+        if seq in replies:  # (a duplicate never reaches here: only a test records twice)
+            self._bytes -= _size(replies.pop(seq))
         if size > MAX_REPLY_BYTES or self._bytes + size > MAX_TABLE_REPLY_BYTES:
             kept, size = _DROPPED, _DROPPED_SIZE
         replies[seq] = kept
@@ -182,7 +186,12 @@ class SessionTable:
             session.highest = seq
             mark = seq - WINDOW
             if mark > 0:
-                self._forget_replies(session, max(0, highest - WINDOW), mark)
+                if seq == highest + 1:  # the usual step (``_forget_replies``'s, inlined)
+                    old = replies.pop(mark, MAY_APPLY)
+                    if old is not MAY_APPLY:
+                        self._bytes -= _size(old)
+                else:
+                    self._forget_replies(session, max(0, highest - WINDOW), mark)
 
     def _forget_replies(self, session: Session, before: int, mark: int) -> None:
         """Drop the replies of sequence numbers in (``before``, ``mark``]: the window moved.
@@ -223,7 +232,7 @@ class SessionTable:
 
     def _live(self, sid: int, now: int) -> Session | None:
         session = self._sessions.get(sid)
-        if session is not None and session.deadline <= now:
+        if session is not None and session.last_used + session.timeout_ms <= now:  # deadline
             self._forget(sid)
             return None
         return session

@@ -36,6 +36,9 @@ _DIGITS = re.compile(rb"[0-9]{1,19}")
 
 def raft_command(node: Node, args: list[bytes]) -> Pending:
     sub = args[1].lower() if len(args) > 1 else b""
+    if sub in (b"once", b"session"):  # client sessions (server/session_cmd.py); ONCE is hot
+        command = session_command(args, _new_session_id)
+        return Pending.of(command) if isinstance(command, ErrorReply) else node.submit(command)
     if sub == b"status" and len(args) == 2:
         return Pending.of(raft_info(node))
     if sub == b"transfer" and len(args) == 3:
@@ -46,9 +49,6 @@ def raft_command(node: Node, args: list[bytes]) -> Pending:
         return node.snapshots.request()
     if sub == b"backup":  # raftkv backup: a consistent copy in chunks (server/backup_cmd.py)
         return backup_command(node, args)
-    if sub in (b"session", b"once"):  # client sessions (server/session_cmd.py)
-        command = session_command(args, _new_session_id)
-        return Pending.of(command) if isinstance(command, ErrorReply) else node.submit(command)
     if sub in SUBCOMMANDS:
         return membership_command(node, args)
     return Pending.of(ErrorReply(

@@ -66,13 +66,13 @@ def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply 
     if user is None:
         conn.user = None  # removed or disabled since it authenticated (ACL LOAD)
         return NOAUTH
-    cid = command_id(args)
-    if cid == "raft|once" and len(args) > 4:
+    if name == b"raft" and len(args) > 4 and args[1].lower() == b"once":
         # RAFT ONCE id seq COMMAND...: a session's retry-safe COMMAND, checked as COMMAND
         # (its rules and its keys), so a session cannot carry what the user may not run.
+        # (Tested on the bytes: command_id of the wrapper, then of COMMAND, cost twice.)
         args = args[4:]
         name = args[0].lower()
-        cid = command_id(args)
+    cid = command_id(args)
     if cid not in COMMAND_CATEGORIES:
         return None  # an unknown command: it answers Redis's unknown-command error
     # Check the keys of what will run: ``set key=value`` runs as ``SET key value`` (attack7:

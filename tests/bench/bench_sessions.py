@@ -178,12 +178,14 @@ def compare_trees(this: LocalCluster, base: LocalCluster, ref: str,
     """Both trees, both kinds, in every round (A B B A order), and the paired ratios."""
     trees = {"this": this, ref: base}
     cpu: dict[tuple[str, str], list[float]] = {}
+    rates: dict[tuple[str, str], list[float]] = {}
     for r in range(args.rounds):
         order = [(t, k) for t in trees for k in ("without", "with")]
         for tree, kind in (order if r % 2 == 0 else order[::-1]):
             rate, nodes_us, leader_us, driver_us, errors = run_round(
                 trees[tree], kind == "with", args)
             cpu.setdefault((tree, kind), []).append(nodes_us)
+            rates.setdefault((tree, kind), []).append(rate)
             note = f" errors: {errors[0][:80]} (x{len(errors)})" if errors else ""
             print(f"  {tree:>8} c{args.clients} INCR {kind:>7} sessions: {rate:8.0f}/s, nodes' "
                   f"CPU {nodes_us:5.0f} us/INCR (leader {leader_us:.0f}), driver's "
@@ -195,6 +197,14 @@ def compare_trees(this: LocalCluster, base: LocalCluster, ref: str,
             print(f"{tree}: nodes' CPU per INCR with/without sessions over {len(ratios)} rounds: "
                   f"{_ci(ratios)}; medians {statistics.median(cpu[(tree, 'without')]):.0f} -> "
                   f"{statistics.median(cpu[(tree, 'with')]):.0f} us")
+    for tree in trees:
+        ratios = [w / wo for w, wo in zip(rates[(tree, "with")], rates[(tree, "without")],
+                                          strict=True) if w and wo]
+        if ratios:
+            print(f"{tree}: c{args.clients} INCR/s with/without sessions over {len(ratios)} "
+                  f"rounds: {_ci(ratios)}; medians "
+                  f"{statistics.median(rates[(tree, 'without')]):.0f} -> "
+                  f"{statistics.median(rates[(tree, 'with')]):.0f}/s")
     for kind in ("without", "with"):
         ratios = [a / b for a, b in zip(cpu[("this", kind)], cpu[(ref, kind)], strict=True)
                   if a and b]
