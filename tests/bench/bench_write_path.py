@@ -109,7 +109,7 @@ def main() -> int:
                 baseline_cluster(work / f"also{i}", ref))
         for rnd in range(args.rounds):
             order = names[rnd % len(names):] + names[:rnd % len(names)]
-            if rnd % 2:
+            if rnd % 2 and len(names) > 2:  # (two clusters: the rotation alone alternates)
                 order.reverse()
             for row in rows:
                 n = args.c1_requests if row == "c1" else args.c50_requests
