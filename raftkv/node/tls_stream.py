@@ -78,6 +78,10 @@ class TLSStream(trio.abc.Stream):
         self._broken = False
         self._closed = False
         self._eof = False  # the socket's end was fed to OpenSSL
+        # What ``_more`` met after the data it returned (the peer's close_notify: b"", or
+        # an SSLError), for the next receive: OpenSSL has taken those bytes already, so
+        # the next receive would otherwise wait on a socket the peer may never use again.
+        self._ended: bytes | ssl.SSLError | None = None
         self._unyielded = 0
         # The last recv took less than it asked for: the socket was drained, so the next
         # one waits for readiness first instead of trying a recv that fails with EAGAIN.
@@ -270,6 +274,11 @@ class TLSStream(trio.abc.Stream):
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             tls, incoming = self.ssl_object, self._incoming
+            if isinstance(self._ended, ssl.SSLError):
+                raise self._break(self._ended) from self._ended
+            if self._ended is not None:  # the peer's close_notify: the end, every time
+                await self._pace()
+                return b""
             waited = False
             while True:
                 # Nothing received and undecrypted: the read would only fail (an exception
@@ -298,16 +307,21 @@ class TLSStream(trio.abc.Stream):
             self._receiving = False
 
     def _more(self, first: bytes, size: int) -> bytes:
-        """The records already received after the first, without waiting; an error is
-        left for the next receive (it recurs: the connection is done)."""
+        """The records already received after the first, without waiting. The end met
+        after them (close_notify, an error) is kept for the next receive (``_ended``):
+        OpenSSL has consumed it, so it would not recur before the peer sent again."""
         parts, total = [first], len(first)
         tls, incoming = self.ssl_object, self._incoming
         while total < size and incoming.pending:
             try:
                 data = tls.read(size - total)
-            except ssl.SSLError:  # SSLWantReadError: the rest of a record is to come
+            except ssl.SSLWantReadError:  # the rest of a record is to come
+                break
+            except ssl.SSLError as exc:
+                self._ended = exc
                 break
             if not data:
+                self._ended = b""
                 break
             parts.append(data)
             total += len(data)

@@ -178,6 +178,51 @@ async def test_close_notify_ends_the_stream_and_a_cut_is_an_error(pki) -> None:
     await server.aclose()
 
 
+async def test_an_end_arriving_with_the_last_data_is_not_lost(pki) -> None:
+    """Data and then close_notify (or a forged record) in one TCP read, the socket left
+    open: the receive after the data ends the stream (b"", every time) or raises. tlsatk:
+    the receive gathering records consumed the end and dropped it, so the next one waited
+    on the socket: a client that sent its last command with close_notify and waited for
+    ours kept the connection open, one that sent garbage got the alert but no close."""
+    server, client = await handmade_pair(pki)
+    client.tls.write(b"PING")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.tls.unwrap()  # close_notify, made and not yet sent
+    await client.stream.send_all(client.outgoing.read())
+    got: list[bytes] = []
+
+    async def receive() -> None:
+        got.append(await server.receive_some())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()  # (on main the second receive waits forever)
+    assert got == [b"PING", b"", b""]
+    await server.aclose()
+
+    server, client = await handmade_pair(pki)
+    await client.stream.send_all(client.record(b"PING") + b"\x17\x03\x03\x00\x40" + b"\x00" * 64)
+    assert await server.receive_some() == b"PING"
+    raised: list[BaseException] = []
+
+    async def receive_error() -> None:
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await server.receive_some()
+        raised.append(info.value)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive_error)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert len(raised) == 1 and isinstance(raised[0].__cause__, ssl.SSLError)
+    await server.aclose()
+
+
 async def test_a_record_arriving_in_pieces_is_waited_for(pki) -> None:
     """A peer that stalls in the middle of a record: the receive blocks (it neither
     returns part of a record nor spins), then returns the whole once the rest arrives."""
