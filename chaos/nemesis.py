@@ -51,7 +51,7 @@ import attrs
 import trio
 
 from chaos.fuzz import LiveStats, LiveTarget, hostile_traffic
-from chaos.workload import info_raft
+from chaos.workload import client_security, info_raft
 from wire.resp import encode_command
 
 Link = tuple[int, int]
@@ -549,17 +549,37 @@ async def _cluster_id(targets: Sequence[LiveTarget]) -> str:
     return ""
 
 
-async def _read_reply(stream: trio.SocketStream, patience: float) -> bytes:
+async def _read_reply(stream: trio.abc.Stream, patience: float) -> bytes:
     """What the node answers within ``patience`` s (one read; enough for +OK / -ERR)."""
     with trio.move_on_after(patience):
         return await stream.receive_some(65536)
     return b""
 
 
+async def _open_client(addr: tuple[str, int], rcvbuf: int | None = None) -> trio.abc.Stream:
+    """A client connection as the workload's: under ``run --tls``, TLS and AUTH first
+    (tlsatk: plain text, the traffic faults met the TLS port's handshake refusal and
+    tested nothing there). ``rcvbuf``: set before the handshake (a slow reader)."""
+    tcp = await trio.open_tcp_stream(*addr)
+    if rcvbuf is not None:
+        tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    security = client_security()
+    if security is None:
+        return tcp
+    try:
+        stream = await security.wrap(tcp, addr[0])
+        if (auth := security.auth_args()) is not None:
+            await stream.send_all(encode_command(*(a.encode() for a in auth)))
+            await _read_reply(stream, 10.0)
+    except BaseException:
+        await trio.aclose_forcefully(tcp)
+        raise
+    return stream
+
+
 async def _slow_reader(addr: tuple[str, int]) -> None:
-    stream = await trio.open_tcp_stream(*addr)
+    stream = await _open_client(addr, rcvbuf=4096)
     async with stream:
-        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         await stream.send_all(encode_command(b"SET", NEMESIS_BIG, b"v" * (1 << 20)))
         await _read_reply(stream, 10.0)
         await stream.send_all(encode_command(b"GET", NEMESIS_BIG) * 256)  # blocks: fine
@@ -574,8 +594,8 @@ async def _huge_values(addr: tuple[str, int], stats: LiveStats) -> None:
     n = 0
     while True:
         try:
-            stream = await trio.open_tcp_stream(*addr)
-        except OSError:
+            stream = await _open_client(addr)
+        except (OSError, trio.BrokenResourceError):
             stats.refused += 1
             await trio.sleep(0.2)  # the node is down or paused
             continue

@@ -54,6 +54,9 @@ YIELD_EVERY = 16  # calls that did not wait, between two yields to the scheduler
 WRITE_CHUNK = 256 * 1024  # plaintext encrypted at a time: bounds the unsent records
 MIN_RAW_RECEIVE = 17 * 1024 + 512  # a whole record and its header
 MAX_RAW_RECEIVE = 1024 * 1024
+# Records the peer's own records made us write (KeyUpdate answers, alerts refusing a
+# renegotiation) that may wait unsent: a peer asking for more without reading is cut off.
+MAX_UNREAD_ANSWERS = 64 * 1024
 
 
 def _raw_size(size: int) -> int:
@@ -78,6 +81,11 @@ class TLSStream(trio.abc.Stream):
         self._broken = False
         self._closed = False
         self._eof = False  # the socket's end was fed to OpenSSL
+        # What ``_more`` met after the data it returned (the peer's close_notify: b"", or
+        # an SSLError), for the next receive: OpenSSL has taken those bytes already, so
+        # the next receive would otherwise wait on a socket the peer may never use again.
+        self._ended: bytes | ssl.SSLError | None = None
+        self._answers = 0  # bytes of such answers made since the socket last took everything
         self._unyielded = 0
         # The last recv took less than it asked for: the socket was drained, so the next
         # one waits for readiness first instead of trying a recv that fails with EAGAIN.
@@ -127,6 +135,8 @@ class TLSStream(trio.abc.Stream):
                 n = 0
             if n < len(made):
                 unsent += memoryview(made)[n:]
+            else:
+                self._answers = 0
             return
         if made:
             unsent += made
@@ -136,6 +146,7 @@ class TLSStream(trio.abc.Stream):
             except BlockingIOError:
                 return
             del unsent[:n]
+        self._answers = 0  # the peer read everything: its answers too
 
     def _encrypt(self, data: bytes | bytearray | memoryview) -> None:
         if len(data):
@@ -251,10 +262,24 @@ class TLSStream(trio.abc.Stream):
 
     def _answer(self) -> None:
         """Send what reading made OpenSSL write (an alert, a KeyUpdate), if the socket
-        takes it now; the rest goes with the next send."""
-        if self._outgoing.pending and not self._sending:
+        takes it now; the rest goes with the next send (while a send waits, it is queued
+        behind that send's records, which it would follow in OpenSSL's order anyway).
+        Raises (breaking the stream) once more than MAX_UNREAD_ANSWERS of them wait: a
+        peer sending KeyUpdate requests without reading (tlsatk: 400,000 of them grew the
+        node by 10 MiB, outside every output-buffer limit)."""
+        made = self._outgoing.pending
+        if not made:
+            return
+        self._answers += made
+        if self._sending:  # (every await of a send has moved its own records already)
+            self._unsent += self._outgoing.read()
+        else:
             with contextlib.suppress(OSError):
                 self._push()
+        if self._unsent and self._answers > MAX_UNREAD_ANSWERS:
+            exc = ssl.SSLError(f"the peer left {self._answers} bytes of answers to its "
+                               "own records unread")
+            raise self._break(exc) from exc
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Up to ``max_bytes`` of plaintext (b"" after the peer's close_notify): every
@@ -270,6 +295,11 @@ class TLSStream(trio.abc.Stream):
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             tls, incoming = self.ssl_object, self._incoming
+            if isinstance(self._ended, ssl.SSLError):
+                raise self._break(self._ended) from self._ended
+            if self._ended is not None:  # the peer's close_notify: the end, every time
+                await self._pace()
+                return b""
             waited = False
             while True:
                 # Nothing received and undecrypted: the read would only fail (an exception
@@ -298,16 +328,21 @@ class TLSStream(trio.abc.Stream):
             self._receiving = False
 
     def _more(self, first: bytes, size: int) -> bytes:
-        """The records already received after the first, without waiting; an error is
-        left for the next receive (it recurs: the connection is done)."""
+        """The records already received after the first, without waiting. The end met
+        after them (close_notify, an error) is kept for the next receive (``_ended``):
+        OpenSSL has consumed it, so it would not recur before the peer sent again."""
         parts, total = [first], len(first)
         tls, incoming = self.ssl_object, self._incoming
         while total < size and incoming.pending:
             try:
                 data = tls.read(size - total)
-            except ssl.SSLError:  # SSLWantReadError: the rest of a record is to come
+            except ssl.SSLWantReadError:  # the rest of a record is to come
+                break
+            except ssl.SSLError as exc:
+                self._ended = exc
                 break
             if not data:
+                self._ended = b""
                 break
             parts.append(data)
             total += len(data)

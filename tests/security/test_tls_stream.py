@@ -8,10 +8,13 @@ certificate of another CA or that never finishes, and a send cancelled half-way.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import socket
 import ssl
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -175,6 +178,89 @@ async def test_close_notify_ends_the_stream_and_a_cut_is_an_error(pki) -> None:
     assert isinstance(info.value.__cause__, ssl.SSLError)
     with pytest.raises(trio.BrokenResourceError):  # and it stays broken
         await server.receive_some()
+    await server.aclose()
+
+
+async def test_an_end_arriving_with_the_last_data_is_not_lost(pki) -> None:
+    """Data and then close_notify (or a forged record) in one TCP read, the socket left
+    open: the receive after the data ends the stream (b"", every time) or raises. tlsatk:
+    the receive gathering records consumed the end and dropped it, so the next one waited
+    on the socket: a client that sent its last command with close_notify and waited for
+    ours kept the connection open, one that sent garbage got the alert but no close."""
+    server, client = await handmade_pair(pki)
+    client.tls.write(b"PING")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.tls.unwrap()  # close_notify, made and not yet sent
+    await client.stream.send_all(client.outgoing.read())
+    got: list[bytes] = []
+
+    async def receive() -> None:
+        got.append(await server.receive_some())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()  # (on main the second receive waits forever)
+    assert got == [b"PING", b"", b""]
+    await server.aclose()
+
+    server, client = await handmade_pair(pki)
+    await client.stream.send_all(client.record(b"PING") + b"\x17\x03\x03\x00\x40" + b"\x00" * 64)
+    assert await server.receive_some() == b"PING"
+    raised: list[BaseException] = []
+
+    async def receive_error() -> None:
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await server.receive_some()
+        raised.append(info.value)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive_error)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert len(raised) == 1 and isinstance(raised[0].__cause__, ssl.SSLError)
+    await server.aclose()
+
+
+def _libssl_key_update(tls: ssl.SSLObject) -> Callable[[], None]:
+    """Python's ssl cannot ask for a KeyUpdate: call OpenSSL's SSL_key_update on the
+    SSL* of ``tls`` (CPython's _ssl object: PyObject_HEAD, the socket, then the SSL*),
+    checked by SSL_version before use."""
+    libssl = ctypes.CDLL(ctypes.util.find_library("ssl"))
+    libssl.SSL_version.argtypes = [ctypes.c_void_p]
+    libssl.SSL_key_update.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    ptr = ctypes.c_void_p.from_address(id(tls._sslobj) + 24).value  # type: ignore[attr-defined]
+    assert libssl.SSL_version(ptr) == 0x0304  # TLS 1.3: it is the SSL*
+
+    def request() -> None:
+        assert libssl.SSL_key_update(ptr, 1) == 1  # SSL_KEY_UPDATE_REQUESTED
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.do_handshake()  # writes the KeyUpdate
+    return request
+
+
+async def test_a_peer_asking_for_answers_it_never_reads_is_cut_off(pki) -> None:
+    """Each KeyUpdate request makes us answer with a KeyUpdate; a peer that requests them
+    without reading made those answers wait in the stream without bound (tlsatk: 400,000
+    requests grew a node by 10 MiB, counted in no output-buffer limit). Past
+    MAX_UNREAD_ANSWERS waiting, the stream is broken."""
+    server, client = await handmade_pair(pki)
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    request = _libssl_key_update(client.tls)
+    with pytest.raises(trio.BrokenResourceError) as info:
+        for _ in range(40):  # 20,000 requests: about 440 KB of answers never read
+            for _ in range(500):
+                request()
+            await client.stream.send_all(client.outgoing.read() + client.record(b"x"))
+            got = b""
+            while not got.endswith(b"x"):
+                got += await server.receive_some()
+    assert "unread" in str(info.value.__cause__)
+    assert len(server._unsent) < 2 * tls_stream.MAX_UNREAD_ANSWERS
     await server.aclose()
 
 
