@@ -338,13 +338,17 @@ class ClientServer:
                 self._not_new(conn)
 
     async def _refuse(self, stream: trio.SocketStream, reply: bytes) -> None:
-        """Answer a connection we cannot take, as Redis does, and close it at once."""
+        """Answer a connection we cannot take, as Redis does, and close it at once. On a TLS
+        port it is only closed, as Redis does too: no handshake was made, and a refusal in
+        plain text reached a TLS client as a garbled record ('wrong version number')."""
         self.stats["rejected_connections"] += 1
         self._throttle.log(("refused", reply), logging.WARNING, "client connection refused",
                            reason=reply[5:-2].decode(), clients=len(self.connections),
                            new_clients=self.new_clients)
-        with trio.move_on_after(0.1), contextlib.suppress(trio.BrokenResourceError, OSError):
-            await stream.send_all(reply)
+        if self.tls is None:
+            with (trio.move_on_after(0.1),
+                  contextlib.suppress(trio.BrokenResourceError, OSError)):
+                await stream.send_all(reply)
         with contextlib.suppress(trio.BrokenResourceError, OSError):
             await stream.aclose()
 
