@@ -515,13 +515,15 @@ def _stream_decode(data: bytes | bytearray | memoryview, expect: Any) -> Any:
     own objects are built. Decoding 16 MiB of one-byte entries as one generic value peaked
     at 16.6 bytes of memory per input byte, the tuples of the generic value beside the
     records built from them (9.1 per byte); a malformed frame of nested arrays could cost
-    more before any check refused it."""
+    more before any check refused it. A big value is copied once, from the input
+    (``_Input.big``)."""
     n = len(data)
-    view = data if isinstance(data, bytes) else memoryview(data).cast("B")
+    # BytesIO shares a bytes object's buffer (it would copy anything else, once per reopen).
+    d = data if isinstance(data, bytes) else bytes(data)
     try:
         head = msgpack.Unpacker(raw=False, max_buffer_size=16, max_array_len=0,
                                 max_map_len=0, max_str_len=16, max_bin_len=16, max_ext_len=16)
-        head.feed(view[:16])  # the array header (5 bytes at most) and the tag (9)
+        head.feed(d[:16])  # the array header (5 bytes at most) and the tag (9)
         size = head.read_array_header()
         if size == 0:
             raise ProtocolError("expected a record (a non-empty array), got tuple")
@@ -534,19 +536,13 @@ def _stream_decode(data: bytes | bytearray | memoryview, expect: Any) -> Any:
             raise ProtocolError(f"unknown record tag {_describe(tag)}")
         if expect is not None and not issubclass(cls, expect):
             raise ProtocolError(f"expected {_names(expect)}, got {cls.__name__}")
-        # Read from the caller's bytes in 64 KiB pieces, not fed whole: the unpacker's
-        # buffer holds the largest single value, not a copy of the input.
-        u = msgpack.Unpacker(
-            io.BytesIO(view), read_size=STREAM_MIN, raw=False, use_list=False,
-            strict_map_key=True, max_buffer_size=max(n, STREAM_MIN), max_array_len=0,
-            max_map_len=0, max_ext_len=0, max_str_len=n, max_bin_len=n,
-        )
+        s = _Input(d)
         try:
-            value = _streamer(cls)(u, view)
+            value = _streamer(cls)(s, d)
         except ProtocolError as e:
             raise ProtocolError(f"{cls.__name__}{e}") from e.__cause__
-        if u.tell() != n:
-            raise ProtocolError(f"trailing bytes after the record ({n - u.tell()} extra)")
+        if s.tell() != n:
+            raise ProtocolError(f"trailing bytes after the record ({n - s.tell()} extra)")
     except ProtocolError:
         raise
     except Exception as e:  # msgpack raises several unrelated types (OutOfData among them)
@@ -554,13 +550,88 @@ def _stream_decode(data: bytes | bytearray | memoryview, expect: Any) -> Any:
     return value
 
 
+# The stream decoder reads the input in pieces of READ_SIZE; a value larger than
+# BUFFER_SIZE (so only a 32-bit bin or str: a 16-bit one is at most 65,538 bytes) fills the
+# Unpacker's buffer and is copied by ``_Input.big`` from the input instead.
+READ_SIZE = 64 * 1024
+BUFFER_SIZE = 2 * READ_SIZE
+
+_BIN32, _STR32 = 0xC6, 0xDB
+
+
+class _Input:
+    """A stream decode's input and the Unpacker reading it from ``base``.
+
+    Why not one Unpacker for the whole input (issue 12): it holds a value whole in its
+    buffer before copying it out, so a frame of one 8 MiB entry peaked at twice its size.
+    Here the buffer is bounded (``BUFFER_SIZE``): a value that overflows it is copied
+    straight from the input, once, and a new Unpacker goes on after it. The generated
+    decoders read ``u`` again after anything that may have done so."""
+
+    __slots__ = ("base", "d", "n", "u")
+
+    def __init__(self, d: bytes) -> None:
+        self.d, self.n = d, len(d)
+        self._open(0)
+
+    def _open(self, at: int) -> None:
+        src = io.BytesIO(self.d)
+        src.seek(at)
+        self.base = at
+        self.u = msgpack.Unpacker(
+            src, read_size=READ_SIZE, raw=False, use_list=False, strict_map_key=True,
+            max_buffer_size=BUFFER_SIZE, max_array_len=0, max_map_len=0, max_ext_len=0,
+            max_str_len=self.n, max_bin_len=self.n,
+        )
+
+    def tell(self) -> int:
+        """The input offset of the next value."""
+        return self.base + self.u.tell()
+
+    def big(self, label: str, want: type) -> bytes | str:
+        """The value the Unpacker raised BufferFull on, copied from the input; refused
+        uncopied when it is not of type ``want`` (bytes or str).
+
+        msgpack's Unpacker stops at the value's body once it has read the header (its
+        parser suspends at the start of a value's data), so the 5-byte bin 32 or str 32
+        header lies just before ``tell()``; anything else is refused, never guessed at."""
+        d, at = self.d, self.tell()
+        kind = d[at - 5] if at >= 5 else None
+        size = int.from_bytes(d[at - 4:at], "big")
+        end = at + size
+        if kind not in (_BIN32, _STR32) or size <= BUFFER_SIZE - READ_SIZE:
+            raise ProtocolError(f"{label}: a value overflowed the decode buffer at {at}")
+        if end > self.n:
+            raise ProtocolError(f"{label}: {size} bytes claimed in {self.n - at}")
+        got = bytes if kind == _BIN32 else str
+        if got is not want:
+            raise ProtocolError(f"{label}: expected {_PRIMS[want]}, got {got.__name__}")
+        if kind == _BIN32:
+            value: bytes | str = d[at:end]
+        else:
+            value = _utf8(memoryview(d)[at:end])
+            if value is None:
+                raise ProtocolError(f"{label}: a str that is not UTF-8 at {at}")
+        self._open(end)
+        return value
+
+
+def _utf8(data: memoryview) -> str | None:
+    """``data`` decoded, or None: the UnicodeDecodeError (it holds a copy of ``data``) is
+    dropped here rather than kept as the context of the refusal."""
+    try:
+        return str(data, "utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 _STREAMERS: dict[type, Callable[[Any, Any], Any]] = {}
 
 
 def _streamer(cls: type) -> Callable[[Any, Any], Any]:
-    """``cls``'s stream decoder: reads one record from an Unpacker (fed the whole input, so
-    a short one raises OutOfData), checks and builds it. Generated, as ``_compile`` does
-    the others: the streaming decode of 1.4M one-byte entries took 4.1 s of CPU
+    """``cls``'s stream decoder: reads one record from an ``_Input`` (whose Unpacker reads
+    the whole input, so a short one raises OutOfData), checks and builds it. Generated, as
+    ``_compile`` does the others: the streaming decode of 1.4M one-byte entries took 4.1 s of CPU
     interpreted against 2.9 s for the generic decode. A ProtocolError's text starts with
     the path below the record (".entries[3].data: ..."), built on the way out."""
     fn = _STREAMERS.get(cls)
@@ -569,10 +640,12 @@ def _streamer(cls: type) -> Callable[[Any, Any], Any]:
     name, fields = _plan(cls)
     tag = cls.__wire_tag__  # type: ignore[attr-defined]
     ns: dict[str, Any] = {"cls": cls, "MAX_INT": MAX_INT, "ProtocolError": ProtocolError,
-                          "describe": _describe, "new": object.__new__}
+                          "BufferFull": msgpack.BufferFull, "describe": _describe,
+                          "new": object.__new__}
     for tp in _PRIMS:
         ns[tp.__name__] = tp
-    src = ["def sdecode(u, d):",
+    src = ["def sdecode(s, d):",
+           "    u = s.u",
            "    h = u.read_array_header()",  # ValueError: not an array (caller's message)
            "    t = u.unpack()",
            f"    if h != {len(fields) + 1} or type(t) is not int or t != {tag}:",
@@ -586,8 +659,12 @@ def _streamer(cls: type) -> Callable[[Any, Any], Any]:
             exp = inner.describe()  # type: ignore[union-attr]
             guard = f"{a} is not None and " if spec.kind == "optional" else ""
             src += ["    try:",
-                    f"        {a} = unpack()",
-                    "    except ValueError as e:  # a container where a scalar belongs",
+                    f"        {a} = unpack()"]
+            if inner.type in (bytes, str):  # type: ignore[union-attr]
+                src += ["    except BufferFull:  # a big value: copied from the input",
+                        f"        {a} = s.big('.{field}', {inner.type.__name__})",  # type: ignore[union-attr]
+                        "        unpack = s.u.unpack"]
+            src += ["    except ValueError as e:  # a container where a scalar belongs",
                     f"        raise ProtocolError(f'.{field}: expected {exp} ({{e}})') from None",
                     f"    if {guard}({_BAD_PRIM[inner.type].format(v=a)}):",  # type: ignore[union-attr]
                     f"        raise ProtocolError(f'.{field}: expected {exp}, got '"
@@ -595,9 +672,10 @@ def _streamer(cls: type) -> Callable[[Any, Any], Any]:
         else:
             ns[f"s_{a}"] = _stream_converter(spec)
             src += ["    try:",
-                    f"        {a} = s_{a}(u, d)",
+                    f"        {a} = s_{a}(s, d)",
                     "    except ProtocolError as e:",
-                    f"        raise ProtocolError('.{field}' + str(e)) from e.__cause__"]
+                    f"        raise ProtocolError('.{field}' + str(e)) from e.__cause__",
+                    "    unpack = s.u.unpack"]  # it may have read a big value
     setters = _slot_setters(cls)
     if setters is None:
         src += ["    try:",
@@ -620,10 +698,15 @@ def _stream_converter(spec: _Spec) -> Callable[[Any, Any], Any]:
     if spec.kind == "prim":
         exp = spec.describe()
         check = _prim_converter(spec.type, True)  # type: ignore[arg-type]
+        want = spec.type
 
-        def prim(u: Any, d: Any) -> Any:
+        def prim(s: _Input, d: bytes) -> Any:
             try:
-                return check(u.unpack(), "")
+                return check(s.u.unpack(), "")
+            except msgpack.BufferFull:  # a big value: copied from the input
+                if want is not bytes and want is not str:
+                    raise ProtocolError(f": expected {exp}, got a big value") from None
+                return s.big("", want)
             except ValueError as e:
                 raise ProtocolError(f": expected {exp} ({e})") from None
 
@@ -632,9 +715,9 @@ def _stream_converter(spec: _Spec) -> Callable[[Any, Any], Any]:
         cls = spec.type
         record = _streamer(cls)  # type: ignore[arg-type]
 
-        def nested(u: Any, d: Any) -> Any:
+        def nested(s: _Input, d: bytes) -> Any:
             try:
-                return record(u, d)
+                return record(s, d)
             except ValueError:
                 raise ProtocolError(f": expected {cls.__name__} record (an array)") from None
 
@@ -642,29 +725,29 @@ def _stream_converter(spec: _Spec) -> Callable[[Any, Any], Any]:
     inner = _stream_converter(spec.inner)  # type: ignore[arg-type]
     if spec.kind == "optional":
 
-        def optional(u: Any, d: Any) -> Any:
-            at = u.tell()
+        def optional(s: _Input, d: bytes) -> Any:
+            at = s.tell()
             if at < len(d) and d[at] == 0xC0:  # msgpack's nil
-                u.skip()
+                s.u.skip()
                 return None
-            return inner(u, d)
+            return inner(s, d)
 
         return optional
     expected = spec.describe()
 
-    def sequence(u: Any, d: Any) -> Any:
+    def sequence(s: _Input, d: bytes) -> Any:
         try:
-            count = u.read_array_header()
+            count = s.u.read_array_header()
         except ValueError:
             raise ProtocolError(f": expected {expected}") from None
-        left = len(d) - u.tell()
+        left = len(d) - s.tell()
         if count > left:  # every item takes a byte at least
             raise ProtocolError(f": {count} items claimed in {left} bytes")
         items: list[Any] = []
         append = items.append
         try:
             for _ in range(count):
-                append(inner(u, d))
+                append(inner(s, d))
         except ProtocolError as e:
             raise ProtocolError(f"[{len(items)}]{e}") from e.__cause__
         return tuple(items)
