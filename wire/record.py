@@ -177,7 +177,10 @@ def decode(
     """
     n = len(data)
     if n >= STREAM_MIN:
-        return _stream_decode(data, expect)
+        try:
+            return _stream_decode(data, expect)
+        except _StreamUnsupported:
+            pass  # this msgpack does not stop where _Input.big expects: decode it whole
     try:
         value = _unpackb(
             data,
@@ -543,11 +546,17 @@ def _stream_decode(data: bytes | bytearray | memoryview, expect: Any) -> Any:
             raise ProtocolError(f"{cls.__name__}{e}") from e.__cause__
         if s.tell() != n:
             raise ProtocolError(f"trailing bytes after the record ({n - s.tell()} extra)")
-    except ProtocolError:
+    except (ProtocolError, _StreamUnsupported):
         raise
     except Exception as e:  # msgpack raises several unrelated types (OutOfData among them)
         raise ProtocolError(f"invalid msgpack: {e!r}") from None
     return value
+
+
+class _StreamUnsupported(Exception):
+    """The Unpacker did not stop at a big value's body as ``_Input.big`` relies on (msgpack
+    1.2 does): the frame is then decoded whole, correct at twice a big value's memory,
+    rather than refused, so a msgpack release that changes this cannot stop replication."""
 
 
 # The stream decoder reads the input in pieces of READ_SIZE; a value larger than
@@ -594,13 +603,14 @@ class _Input:
 
         msgpack's Unpacker stops at the value's body once it has read the header (its
         parser suspends at the start of a value's data), so the 5-byte bin 32 or str 32
-        header lies just before ``tell()``; anything else is refused, never guessed at."""
+        header lies just before ``tell()``; anything else is never guessed at: the frame is
+        decoded whole instead (``_StreamUnsupported``)."""
         d, at = self.d, self.tell()
         kind = d[at - 5] if at >= 5 else None
         size = int.from_bytes(d[at - 4:at], "big")
         end = at + size
         if kind not in (_BIN32, _STR32) or size <= BUFFER_SIZE - READ_SIZE:
-            raise ProtocolError(f"{label}: a value overflowed the decode buffer at {at}")
+            raise _StreamUnsupported(f"{label}: a value overflowed the decode buffer at {at}")
         if end > self.n:
             raise ProtocolError(f"{label}: {size} bytes claimed in {self.n - at}")
         got = bytes if kind == _BIN32 else str
