@@ -210,6 +210,22 @@ def decode(
     return dec(value, cls.__name__)
 
 
+def _construct(cls: type, args: list[str], ns: dict[str, Any], rejected: str) -> list[str]:
+    """A generated decoder's last lines: build ``cls`` from its checked fields ``args``,
+    through ``cls(...)`` (its validators run; ``rejected`` is the line raising when they
+    refuse) or, when ``__init__`` only stores, by the stores themselves (a third cheaper)."""
+    setters = _slot_setters(cls)
+    if setters is None:
+        return ["    try:", f"        return cls({', '.join(args)})",
+                "    except Exception as e:", rejected]
+    ns["new"] = object.__new__
+    lines = ["    o = new(cls)"]
+    for i, a in enumerate(args):
+        ns[f"set_{a}"] = setters[i]
+        lines.append(f"    set_{a}(o, {a})")
+    return [*lines, "    return o"]
+
+
 def compile_all() -> None:
     """Build the plan of every registered record now (raises TypeError on a bad annotation).
 
@@ -445,20 +461,7 @@ def _compile(cls: type) -> None:
                 dec.append(f"    {a} = dec_{a}({a}, {where})")
                 enc.append(f"    {a} = enc_{a}({a}, {where})")
         enc.append(f"    return [{', '.join([str(tag), *args])}]")
-        setters = _slot_setters(cls)
-        if setters is None:
-            dec.append("    try:")
-            dec.append(f"        return cls({', '.join(args)})")
-            dec.append("    except Exception as e:")
-            dec.append("        raise bad_fields(label, cls, e) from e")
-        else:
-            # Nothing in __init__ but plain stores: do them directly (a third cheaper).
-            dec.append("    o = new(cls)")
-            for i, a in enumerate(args):
-                ns[f"set_{a}"] = setters[i]
-                dec.append(f"    set_{a}(o, {a})")
-            dec.append("    return o")
-            ns["new"] = object.__new__
+        dec += _construct(cls, args, ns, "        raise bad_fields(label, cls, e) from e")
         source = "\n".join(enc) + "\n\n" + "\n".join(dec) + "\n"
         exec(compile(source, f"<wire.record plan for {cls.__qualname__}>", "exec"), ns)
         _ENCODERS[cls] = ns["encode"]
@@ -650,8 +653,7 @@ def _streamer(cls: type) -> Callable[[Any, Any], Any]:
     name, fields = _plan(cls)
     tag = cls.__wire_tag__  # type: ignore[attr-defined]
     ns: dict[str, Any] = {"cls": cls, "MAX_INT": MAX_INT, "ProtocolError": ProtocolError,
-                          "BufferFull": msgpack.BufferFull, "describe": _describe,
-                          "new": object.__new__}
+                          "BufferFull": msgpack.BufferFull, "describe": _describe}
     for tp in _PRIMS:
         ns[tp.__name__] = tp
     src = ["def sdecode(s, d):",
@@ -686,18 +688,8 @@ def _streamer(cls: type) -> Callable[[Any, Any], Any]:
                     "    except ProtocolError as e:",
                     f"        raise ProtocolError('.{field}' + str(e)) from e.__cause__",
                     "    unpack = s.u.unpack"]  # it may have read a big value
-    setters = _slot_setters(cls)
-    if setters is None:
-        src += ["    try:",
-                f"        return cls({', '.join(args)})",
-                "    except Exception as e:",
-                f"        raise ProtocolError(f': {name} rejected its fields: {{e!r}}') from e"]
-    else:
-        src.append("    o = new(cls)")
-        for i, a in enumerate(args):
-            ns[f"set_{a}"] = setters[i]
-            src.append(f"    set_{a}(o, {a})")
-        src.append("    return o")
+    rejected = f"        raise ProtocolError(f': {name} rejected its fields: {{e!r}}') from e"
+    src += _construct(cls, args, ns, rejected)
     exec(compile("\n".join(src) + "\n", f"<wire.record stream plan for {name}>", "exec"), ns)
     fn = _STREAMERS[cls] = ns["sdecode"]
     return fn
