@@ -103,7 +103,8 @@ def test_delivery_reaches_channels_and_patterns_and_counts_each() -> None:
     assert inbox2 == [Push((b"pmessage", b"n*", b"news", b"hi"))]
     assert port.pubsub.info() == {"pubsub_channels": 1, "pubsub_patterns": 3,
                                   "pubsub_messages_delivered": 3,
-                                  "pubsub_backlog_disconnects": 0}
+                                  "pubsub_backlog_disconnects": 0,
+                                  "pubsub_gone_disconnects": 0}
     assert " sub=1 psub=2 " in run(two, "CLIENT", "LIST").decode()
     assert run(two, "PUBSUB", "CHANNELS") == [b"news"]
     assert run(two, "PUBSUB", "CHANNELS", "x*") == []
@@ -262,3 +263,33 @@ def test_a_removed_node_refuses_subscriptions() -> None:
     assert run(conn, "SUBSCRIBE", "ch", node=removed) == REMOVED
     assert run(conn, "PSUBSCRIBE", "c*", node=removed) == REMOVED
     assert not conn.subs.count
+
+
+async def test_a_node_removed_later_disconnects_its_subscribers(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Subscribers connected before their node was removed waited for good (a removed node
+    applies no PUBLISH): once the node says it is gone, every subscriber is disconnected,
+    and a connection without subscriptions is left alone."""
+    from raftkv.node.node import REMOVED
+
+    node = SimpleNamespace(removed=False)
+    pubsub = PubSub(gone=lambda: REMOVED if node.removed else None)
+    port = Port(pubsub=pubsub)
+    channel, _ = connect(port, 1)
+    pattern, _ = connect(port, 2, proto=3)
+    idle, _ = connect(port, 3)
+    for conn in (channel, pattern, idle):
+        conn.scope = trio.CancelScope()
+    run(channel, "SUBSCRIBE", "a", "b")
+    run(pattern, "PSUBSCRIBE", "a*")
+    run(pattern, "SUBSCRIBE", "a")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pubsub.run)
+        await trio.sleep(5)  # a member: nothing happens
+        assert not any(c.scope.cancel_called for c in (channel, pattern, idle))
+        node.removed = True
+        await trio.sleep(1.5)
+        assert [c.scope.cancel_called for c in (channel, pattern, idle)] == [True, True, False]
+        assert not pubsub.channels and not pubsub.patterns
+        assert pubsub.stats["pubsub_gone_disconnects"] == 2
+        nursery.cancel_scope.cancel()

@@ -229,7 +229,8 @@ class ClientServer:
         self.acl = AccessControl.configure(settings.requirepass, settings.acl_file)
         # This node's subscriptions; applied entries' messages and keyspace events reach
         # them through the applier (the CLI checked the flags).
-        self.pubsub = PubSub(parse_flags(settings.notify_keyspace_events) or 0)
+        self.pubsub = PubSub(parse_flags(settings.notify_keyspace_events) or 0,
+                             gone=lambda: REMOVED if node.removed else None)
         node.applier.observe(self.pubsub.applied)
         self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
         # XREAD BLOCK (streams.py); its window adapts to this process's CPU load.

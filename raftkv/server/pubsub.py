@@ -30,6 +30,12 @@ subscriber that does not read is disconnected at the client output-buffer limit 
 messages and ``MAX_BACKLOG_BYTES``: past either, the node is matching more than it can,
 and the connection holding the most patterns is disconnected (logged, counted in
 ``pubsub_backlog_disconnects``), as Redis drops a subscriber it cannot serve.
+
+A node removed from the cluster applies nothing more, so its subscribers would wait for
+good: the delivery task asks ``gone`` at least every ``GONE_RECHECK`` while anyone is
+subscribed, and once it answers, every subscriber is disconnected (as ``ACL LOAD``
+disconnects one that lost its channel); a client that reconnects to this node is told
+why (SUBSCRIBE answers the removed node's TRYAGAIN) and goes to a member.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from raftkv.kv.glob import STEP, Glob
 from raftkv.kv.notify import ChangeLike, keyspace_messages
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.pending import Pending
+from raftkv.server.blocked_readers import GONE_RECHECK
 from wire.reply import ErrorReply, Push, Replies
 
 log = logging.getLogger("raftkv.pubsub")
@@ -115,11 +122,14 @@ class Subscriber(Protocol):
 class PubSub:
     """This node's subscriptions and the delivery of applied messages to them."""
 
-    def __init__(self, notify_flags: int = 0) -> None:
+    def __init__(self, notify_flags: int = 0,
+                 gone: Callable[[], ErrorReply | None] | None = None) -> None:
+        self.gone = gone  # the node's reason it can deliver nothing more, else None
         self.channels: dict[bytes, dict[int, Subscriber]] = {}
         self.patterns: dict[bytes, tuple[Glob, dict[int, Subscriber]]] = {}
         self.notify_flags = notify_flags  # notify-keyspace-events (raftkv.kv.notify)
-        self.stats = {"pubsub_messages_delivered": 0, "pubsub_backlog_disconnects": 0}
+        self.stats = {"pubsub_messages_delivered": 0, "pubsub_backlog_disconnects": 0,
+                      "pubsub_gone_disconnects": 0}
         self._queue: deque[_Job] = deque()  # messages not fully delivered yet, in order
         self._queued_bytes = 0
         self._spent = 0  # work done outside the delivery task since it last ran
@@ -306,13 +316,36 @@ class PubSub:
         """The delivery task: work through the queue a slice at a time, yielding between
         slices (the client port runs it for as long as it serves)."""
         while True:
-            await self._wake.wait()
+            if self.gone is not None and (self.channels or self.patterns):
+                with trio.move_on_after(GONE_RECHECK):
+                    await self._wake.wait()
+                if self._disconnect_if_gone():
+                    continue
+            else:
+                await self._wake.wait()
             self._wake = trio.Event()
             self._spent = 0
             while self._queue:
                 self._pump(BUDGET)
                 await trio.lowlevel.checkpoint()
             self._spent = 0
+
+    def _disconnect_if_gone(self) -> bool:
+        """If the node can deliver nothing more, disconnect every subscriber (True)."""
+        assert self.gone is not None
+        error = self.gone()
+        if error is None:
+            return False
+        conns = {c.id: c for receivers in self.channels.values() for c in receivers.values()}
+        conns.update(self._pattern_conns)
+        for conn in conns.values():
+            self.drop(conn)
+            if conn.scope is not None:
+                conn.scope.cancel()
+        self.stats["pubsub_gone_disconnects"] += len(conns)
+        self._throttle.log("gone", logging.WARNING, "disconnecting every subscriber",
+                           reason=error.text, clients=len(conns))
+        return True
 
     def _job_work(self, job: _Job) -> Generator[int, None, None]:
         """Match ``job``'s channel against the node's patterns (or take the memo), then
