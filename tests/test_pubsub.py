@@ -280,11 +280,12 @@ async def test_a_node_removed_later_disconnects_its_subscribers(
     idle, _ = connect(port, 3)
     for conn in (channel, pattern, idle):
         conn.scope = trio.CancelScope()
-    run(channel, "SUBSCRIBE", "a", "b")
-    run(pattern, "PSUBSCRIBE", "a*")
-    run(pattern, "SUBSCRIBE", "a")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pubsub.run)
+        await trio.sleep(5)  # the delivery task idles with nobody subscribed
+        run(channel, "SUBSCRIBE", "a", "b")
+        run(pattern, "PSUBSCRIBE", "a*")
+        run(pattern, "SUBSCRIBE", "a")
         await trio.sleep(5)  # a member: nothing happens
         assert not any(c.scope.cancel_called for c in (channel, pattern, idle))
         node.removed = True

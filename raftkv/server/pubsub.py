@@ -160,6 +160,8 @@ class PubSub:
         return self._remove(conn, patterns, b"punsubscribe", True)
 
     def _add(self, conn: Subscriber, names: Iterable[bytes], kind: bytes, pattern: bool) -> Replies:
+        if self.gone is not None and not (self.channels or self.patterns):
+            self._wake.set()  # the delivery task starts asking ``gone``
         subs: Subscriptions = conn.subs
         mine = subs.patterns if pattern else subs.channels
         replies = []
