@@ -107,8 +107,10 @@ class RawWatchers(threading.Thread):
             sock.sendall(self._xread(i))
             sock.setblocking(False)
             sel.register(sock, selectors.EVENT_READ, i)
-        # A reply's bytes -> (its entries, its last id): the replies the node shares.
-        known: dict[bytes, tuple[int, tuple[int, int] | None]] = {}
+        # A reply's (length, ends) -> (its bytes, (its entries, its last id)): the replies
+        # the node shares.
+        known: dict[tuple[int, bytes, bytes],
+                    tuple[bytes, tuple[int, tuple[int, int] | None]]] = {}
         unparsed = [b""] * self.n  # a reply received in part (one XREAD in flight each)
         try:
             while not self.done.is_set():
@@ -119,7 +121,11 @@ class RawWatchers(threading.Thread):
                         sel.unregister(socks[i])
                         continue
                     data = unparsed[i] + data if unparsed[i] else data
-                    seen = known.get(data)
+                    # (Looked up by its length and ends, then compared: hashing a whole
+                    # 100 KB reply cost more than the compare.)
+                    shape = (len(data), data[:64], data[-64:])
+                    hit = known.get(shape)
+                    seen = hit[1] if hit is not None and hit[0] == data else None
                     if seen is None:
                         parser = parsers[i] = hiredis.Reader()
                         parser.feed(data)
@@ -131,15 +137,15 @@ class RawWatchers(threading.Thread):
                         seen = (len(entries), _id(entries[-1][0]) if entries else None)
                         if len(known) >= 4096:
                             known.clear()
-                        known[data] = seen
+                        known[shape] = (data, seen)
                     unparsed[i] = b""
                     self.count += seen[0]
                     if seen[1] is not None:
                         self.replies += 1
                         self.last[i] = seen[1]
-                    socks[i].setblocking(True)
-                    socks[i].sendall(self._xread(i))
-                    socks[i].setblocking(False)
+                    request = self._xread(i)
+                    if socks[i].send(request) < len(request):  # (its send buffer is empty)
+                        raise RuntimeError("a watcher's XREAD was not sent whole")
         finally:
             for sock in socks:
                 sock.close()
@@ -166,6 +172,10 @@ async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     raw = RawWatchers(addrs, watchers, start)
     if watchers:
         raw.start()
+        # The SETs start once every watcher is connected and blocked: 100 connections
+        # accepted and their first XREADs are not what watching costs, and in a round of
+        # a few thousand SETs (under a second) they weighed on the figures.
+        await trio.to_thread.run_sync(_wait_blocked, cluster, watchers, 30.0)
     term = await trio.to_thread.run_sync(_term, cluster)
     await trio.to_thread.run_sync(_reset_lag, cluster)
     pids = [n.proc.pid for n in cluster.nodes.values() if n.proc]
@@ -249,6 +259,17 @@ async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     nodes_all = _cpu([n.proc.pid for n in cluster.nodes.values() if n.proc]) - nodes_cpu_start
     return _figures(run, requests, watchers, seconds, delivered, drain, nodes_cpu, own_cpu,
                     nodes_all, elections, lag)
+
+
+def _wait_blocked(cluster: LocalCluster, watchers: int, timeout: float) -> None:
+    """Wait until the nodes hold ``watchers`` blocked XREADs (INFO's blocked_clients), or
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while sum(_info_figure(cluster, "blocked_clients")) < watchers:
+        if time.monotonic() > deadline:
+            print(f"  (not all {watchers} watchers blocked after {timeout:g} s)", flush=True)
+            return
+        time.sleep(0.02)
 
 
 def _term(cluster: LocalCluster) -> int:
