@@ -473,6 +473,21 @@ class FeedReader:
             positions.append((stream, after))
         return positions
 
+    def resume(self, streams: list[Stream], ids: list[bytes]) -> list[tuple[Stream, Id]] | None:
+        """``start`` for streams already resolved (``LastXRead``): each with its id from
+        ``ids``; None if an id is not valid (the full parse answers why)."""
+        positions: list[tuple[Stream, Id]] = []
+        for stream, raw in zip(streams, ids, strict=True):
+            if raw == b"$":
+                after = self.feed.last_id
+            else:
+                parsed = parse_id(raw)
+                if parsed is None:
+                    return None
+                after = max(parsed, self.feed.known_floor) if parsed == (0, 0) else parsed
+            positions.append((stream, after))
+        return positions
+
     def _collect(self, after: Id, until: Id, count: int, stream: Stream,
                  reverse: bool = False, strict: bool = False
                  ) -> Generator[int, None, tuple[list[Change], Id]]:
@@ -706,8 +721,7 @@ def _patterns(conn: Connection) -> tuple[bytes, ...] | ErrorReply | None:
 
 
 def _reader(node: Node, conn: Connection) -> FeedReader:
-    user = acl_of(conn).user(conn.user)
-    patterns = None if user is None or user.allkeys else tuple(user.patterns)
+    patterns = _user_patterns(conn)
     feed = node.kv.feed
     return FeedReader(feed, patterns, lambda key: node.kv.read([b"exists", key]) == 1,
                       reply_cache(feed))
@@ -726,15 +740,63 @@ def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     return pending
 
 
+class LastXRead:
+    """A connection's last XREAD as parsed (``Connection.last_xread``): its arguments but
+    the ids, its reader and request, and its streams. A watcher sends the same XREAD after
+    every reply but for its ids; parsing it and resolving its streams again was about half
+    of what its re-blocking XREAD cost the node. Kept only for an XREAD of feed streams
+    alone (whether a plain name is a key, WRONGTYPE, is asked each time)."""
+
+    __slots__ = ("head", "reader", "request", "streams")
+
+    def __init__(self, head: list[bytes], reader: FeedReader, request: XRead,
+                 streams: list[Stream]) -> None:
+        self.head = head
+        self.reader = reader
+        self.request = request
+        self.streams = streams
+
+
+def _user_patterns(conn: Connection) -> tuple[bytes, ...] | None:
+    """The key patterns ``_reader`` reads with (None: every key)."""
+    user = acl_of(conn).user(conn.user)
+    return None if user is None or user.allkeys else tuple(user.patterns)
+
+
+def _again(node: Node, conn: Connection, args: list[bytes]
+           ) -> tuple[FeedReader, XRead, list[tuple[Stream, Id]]] | None:
+    """``args`` resolved from the connection's last XREAD if only its ids differ and its
+    user reads with the same key patterns (ACL LOAD may have changed them), else None:
+    what a full parse would give."""
+    last: LastXRead | None = conn.last_xread
+    if last is None:
+        return None
+    n = len(last.streams)
+    reader = last.reader
+    if (len(args) != len(last.head) + n or args[:-n] != last.head
+            or reader.feed is not node.kv.feed or reader.patterns != _user_patterns(conn)):
+        return None
+    positions = reader.resume(last.streams, args[-n:])
+    return None if positions is None else (reader, last.request, positions)
+
+
 def _xread(node: Node, conn: Connection, args: list[bytes], blocked: BlockedReaders | None
            ) -> Pending:
-    request = parse_xread(args)
-    if isinstance(request, ErrorReply):
-        return Pending.of(request)
-    reader = _reader(node, conn)
-    positions = reader.start(request)
-    if isinstance(positions, ErrorReply):
-        return Pending.of(positions)
+    again = _again(node, conn, args)
+    if again is not None:
+        reader, request, positions = again
+    else:
+        request = parse_xread(args)
+        if isinstance(request, ErrorReply):
+            return Pending.of(request)
+        reader = _reader(node, conn)
+        started = reader.start(request)
+        if isinstance(started, ErrorReply):
+            return Pending.of(started)
+        positions = started
+        n = len(request.streams)
+        conn.last_xread = (LastXRead(args[:-n], reader, request, [s for s, _ in positions])
+                           if len(positions) == n else None)
     proto, count, block = conn.proto, request.count, request.block
     cache = reader.cache
     # An XREAD ... BLOCK reads up to the horizon of the blocked readers' last pass (its

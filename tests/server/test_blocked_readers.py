@@ -526,3 +526,58 @@ async def test_a_node_removed_from_the_cluster_sends_its_watchers_elsewhere(
         assert cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED,
                                       b"$"]).value == REMOVED
         nursery.cancel_scope.cancel()
+
+
+async def test_a_watchers_next_xread_is_not_parsed_again_unless_its_user_changed(
+        autojump_clock: trio.testing.MockClock, tmp_path, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """A watcher sends the same XREAD after every reply but for its ids: the connection
+    keeps the last one parsed, with its streams resolved, and only the ids are read again
+    (parsing and resolving were about half of a re-blocking XREAD's work). Another
+    XREAD, or the same one after ACL LOAD narrowed its user, is parsed and checked anew."""
+    from raftkv.server import streams
+
+    parsed = [0]
+    real_parse = streams.parse_xread
+
+    def counted(args: list[bytes]):  # type: ignore[no-untyped-def]
+        parsed[0] += 1
+        return real_parse(args)
+
+    monkeypatch.setattr(streams, "parse_xread", counted)
+    path = tmp_path / "users.acl"
+    path.write_text("user watcher on >wpw ~* +@read\n")
+    acl = AccessControl.configure(acl_file=str(path))
+    kv = KVStateMachine(feed=ChangeFeed())
+    blocked = BlockedReaders(limit=10)
+    port = _Port(blocked)
+    port.acl = acl
+    conn = Connection(1, "127.0.0.1:1", user="watcher", server=port)  # type: ignore[arg-type]
+
+    def apply(index: int, key: bytes) -> None:
+        kv.apply(encode_entry([b"SET", key, b"v"], T0), index=index)
+        blocked.changes_applied(kv.last_changes)
+
+    def xread(last: bytes, name: bytes = FEED) -> Pending:
+        return cmd_xread(node, conn, [b"XREAD", b"COUNT", b"10", b"BLOCK", b"0", b"STREAMS",
+                                      name, last])
+
+    async with trio.open_nursery() as nursery:
+        node = _Node(kv, nursery.start_soon)
+        first = xread(b"$")
+        apply(1, b"a:1")
+        assert _entries(await first.wait()) == [b"1-0"]
+        second = xread(b"1-0")
+        apply(2, b"b:2")
+        assert _entries(await second.wait()) == [b"2-0"]
+        assert parsed[0] == 1  # (before: once an XREAD)
+        assert _entries(xread(b"0").value) == [b"1-0", b"2-0"]  # ids still read each time
+        assert xread(b"1-x").value == streams.INVALID_ID
+        assert _entries(xread(b"0", FEED + b":a:*").value) == [b"1-0"]  # another XREAD
+        assert parsed[0] == 3
+        path.write_text("user watcher on >wpw ~b:* +@read\n")
+        acl.reload()
+        assert xread(b"0").value == ErrorReply(  # the feed's name is no key it may read now
+            "NOPERM No permissions to access a key")
+        assert parsed[0] == 4
+        nursery.cancel_scope.cancel()
