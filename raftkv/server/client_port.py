@@ -67,6 +67,10 @@ PUSH_BACKLOG = 10_000  # Pub/Sub messages queued for a connection on top of that
 READ_CHUNK = 64 * 1024
 MAX_READ_CHUNK = 1024 * 1024  # a full read left unparsed (a large argument) doubles, up to this
 SEND_CHUNK = 64 * 1024  # ready replies are coalesced up to about this many bytes
+# A reply already encoded (Encoded) is sent directly up to this size (DirectReply): a
+# watcher's XREAD reply on a busy node is 64-200 KB, and the writer-task hop cost it a
+# task switch a round trip. (What the socket does not take goes through the writer.)
+DIRECT_ENCODED = 256 * 1024
 # The reader and the writer pass a pipeline's commands and replies without a trip through
 # the scheduler each (a trio checkpoint per command cost more than parsing it, and let the
 # ready loop take a 16-command pipeline one proposal at a time); each yields at least this
@@ -131,10 +135,10 @@ class DirectReply:
     and the connection owes no earlier reply, a reply answered at once is sent by the
     reader that parsed it, and one answered later (``waiting``) by the task that answers
     it (ClientServer._reply_when_ready), each with one non-blocking ``send``; replies stay
-    in order. A reply too large for one piece, or a read done in slices, goes through the
-    writer as before; so does what the socket did not take (``try_send``'s rest), weighed
-    into the output buffer like any unsent reply, so the output-buffer limits see every
-    byte not yet written.
+    in order. A reply too large for one piece (over ``DIRECT_ENCODED`` if already
+    encoded), or a read done in slices, goes through the writer as before; so does what
+    the socket did not take (``try_send``'s rest), weighed into the output buffer like any
+    unsent reply, so the output-buffer limits see every byte not yet written.
     """
 
     __slots__ = ("idle", "socket", "tls", "waiting")
@@ -159,9 +163,14 @@ class DirectReply:
     def try_send(self, value: Any, proto: int) -> tuple[bool, bytes | None]:
         """(True, None): ``value`` was sent whole; (False, rest): the socket took only
         part of it (``rest`` is owed); (False, None): not tried, the writer sends it."""
-        if isinstance(value, SlicedRead) or reply_size(value) > SEND_CHUNK:
+        if type(value) is Encoded:  # (nothing to encode: a watcher's shared XREAD reply)
+            if len(value.data) > DIRECT_ENCODED:
+                return False, None
+            data = value.data
+        elif isinstance(value, SlicedRead) or reply_size(value) > SEND_CHUNK:
             return False, None
-        data = encode_reply(value, proto)
+        else:
+            data = encode_reply(value, proto)
         if self.tls is not None:
             return (True, None) if self.tls.send_nowait(data) else (False, b"")
         assert self.socket is not None
