@@ -211,18 +211,54 @@ def render(change: Change) -> list[Any]:
     return [format_id(change.id), fields]
 
 
+_FIELD_OP = b"$2\r\nop\r\n"
+_FIELD_KEY = b"$3\r\nkey\r\n"
+_FIELD_VALUE = b"$5\r\nvalue\r\n"
+_FIELD_DEADLINE = b"$8\r\ndeadline\r\n"
+_OPS: dict[str, bytes] = {}  # an op's name as a bulk string (a handful of names)
+
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def entry_bytes(change: Change) -> bytes:
+    """``encode_reply(render(change), 2)`` built directly: every watcher's node encodes
+    every change once, and the generic encoder took 2.5 us a change (a third of a c50
+    SET's apply on a follower), this 0.6 us."""
+    op = _OPS.get(change.op)
+    if op is None:
+        op = _bulk(change.op.encode())
+        if len(_OPS) < 64:
+            _OPS[change.op] = op
+    change_id = b"%d-%d" % (change.index, change.position)
+    key, value, deadline = change.key, change.value, change.deadline_ms
+    if value is None and deadline is None:
+        return b"*2\r\n$%d\r\n%b\r\n*4\r\n%b%b%b$%d\r\n%b\r\n" % (
+            len(change_id), change_id, _FIELD_OP, op, _FIELD_KEY, len(key), key)
+    pieces = [b"*2\r\n$%d\r\n%b\r\n*%d\r\n%b%b%b$%d\r\n%b\r\n" % (
+        len(change_id), change_id, 4 + 2 * (value is not None) + 2 * (deadline is not None),
+        _FIELD_OP, op, _FIELD_KEY, len(key), key)]
+    if value is not None:
+        pieces += (_FIELD_VALUE, _bulk(value))
+    if deadline is not None:
+        pieces += (_FIELD_DEADLINE, _bulk(b"%d" % deadline))
+    return b"".join(pieces)
+
+
 def _size(change: Change) -> int:
     return 64 + len(change.key) + (len(change.value) if change.value else 0)
 
 
-def _capped(changes: list[Change]) -> list[Change]:
-    """At most ``MAX_REPLY_BYTES`` of changes (at least one)."""
+def _capped(changes: list[Change]) -> tuple[list[Change], int]:
+    """At most ``MAX_REPLY_BYTES`` of changes (at least one), and their size."""
     total = 0
     for i, change in enumerate(changes):
-        total += _size(change)
-        if total > MAX_REPLY_BYTES and i > 0:
-            return changes[:i]
-    return changes
+        size = _size(change)
+        if total + size > MAX_REPLY_BYTES and i > 0:
+            return changes[:i], total
+        total += size
+    return changes, total
 
 
 def encode_entries(changes: list[Change], cache: ReplyCache | None = None
@@ -233,19 +269,22 @@ def encode_entries(changes: list[Change], cache: ReplyCache | None = None
     out: list[bytes] = []
     work = 0
     known = cache.entries if cache is not None else {}
+    new: list[tuple[Id, bytes]] = []  # (kept in the cache at the end: one trim a read)
     for change in changes:
-        piece = known.get((change.index, change.position))
+        change_id = (change.index, change.position)
+        piece = known.get(change_id)
         if piece is None:
-            piece = encode_reply(render(change), 2)
+            piece = entry_bytes(change)
             work += ENCODE_COST + len(piece) // BYTES_PER_UNIT
-            if cache is not None:
-                cache.keep_entry(change, piece)
+            new.append((change_id, piece))
         else:
             work += CHANGE_COST
         out.append(piece)
         if work >= 256:
             yield work
             work = 0
+    if cache is not None and new:
+        cache.keep_entries(new)
     if work:
         yield work
     return out
@@ -328,13 +367,16 @@ class ReplyCache:
             self._replies[key] = reply
             self._bytes += len(reply.data)
 
-    def keep_entry(self, change: Change, piece: bytes) -> None:
-        """Keep ``change``'s encoded entry (an entry over ``MAX_BYTES / 64`` is not kept)."""
-        if len(piece) > self.MAX_BYTES // 64:
-            return
-        entries = self.entries
-        entries[change.index, change.position] = piece
-        self._entry_bytes += len(piece)
+    def keep_entries(self, pieces: list[tuple[Id, bytes]]) -> None:
+        """Keep these changes' encoded entries (an entry over ``MAX_BYTES / 64`` is not
+        kept), then drop the oldest beyond the bounds."""
+        entries, largest = self.entries, self.MAX_BYTES // 64
+        added = 0
+        for change_id, piece in pieces:
+            if len(piece) <= largest and change_id not in entries:
+                entries[change_id] = piece
+                added += len(piece)
+        self._entry_bytes += added
         while len(entries) > self.MAX_ENTRIES or self._entry_bytes > self.MAX_BYTES:
             self._entry_bytes -= len(entries.popitem(last=False)[1])
 
@@ -566,8 +608,8 @@ class FeedReader:
                     return
                 edges.append(edge)
                 if changes and budget > 0:
-                    changes = _capped(changes)
-                    budget -= sum(map(_size, changes))
+                    changes, size = _capped(changes)
+                    budget -= size
                     found.append((stream.name, (yield from encode_entries(changes, cache))))
             if found:
                 job.result = xread_reply(found, proto)
@@ -623,7 +665,7 @@ class FeedReader:
         def body(job: FeedRead) -> Iterator[int]:
             after = (start[0], start[1] - 1)  # (position -1 sorts below every real one)
             changes, _ = yield from self._collect(after, end, count, stream, reverse)
-            entries = yield from encode_entries(_capped(changes), self.cache)
+            entries = yield from encode_entries(_capped(changes)[0], self.cache)
             job.result = Encoded(_array(entries))  # (the same bytes in RESP2 and RESP3)
         return FeedRead(body)
 
