@@ -90,8 +90,8 @@ DELIVERY_FLOOR = 0.02
 # What ``charge`` measures (an XREAD's parse, first look and block, and the pass's send of
 # its reply: 35-46 us of the loop thread's CPU, thread_time calls included) is about 30%
 # of the CPU a watcher's round trip costs a node whatever it carries (61-167 us, median
-# ~140: 10 rounds of 33 raw watchers on a follower, /tmp/watch3/factor.py in watch3's
-# report; measured/real 0.7-5.2, median 3.4): its receive and RESP parse, the pass's
+# ~140, real/measured 0.7-5.2, median 3.4, in 10 rounds at load 9: bench_watch.py
+# --follower 33 prints both): its receive and RESP parse, the pass's
 # cached read, the wake-ups and the scheduler are the rest. Encoding the changes is not
 # counted: it costs the same however they are batched.
 ROUND_TRIP_FACTOR = 3.5

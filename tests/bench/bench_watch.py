@@ -372,13 +372,25 @@ def paced_writer(addr: str, stop: threading.Event, written: list[int]) -> None:
             stop.wait(0.005)
 
 
+def _measured(addr: str) -> tuple[float, float]:
+    """(INFO's blocked_readers_measured_ms, blocked_readers_served) of one node; (0, 0)
+    from a node without the field."""
+    with contextlib.suppress(OSError, ConnectionError, ValueError, KeyError):
+        info = parse_info(call(addr, "INFO"))
+        return (float(info["blocked_readers_measured_ms"]),
+                float(info["blocked_readers_served"]))
+    return 0.0, 0.0
+
+
 def follower_round(cluster: LocalCluster, watchers: int, seconds: float
-                   ) -> tuple[float, float, float]:
+                   ) -> tuple[float, float, float, float]:
     """``watchers`` raw watchers on one follower while ``paced_writer`` writes to the
     leader for ``seconds``: (the follower's CPU per SET in us, SETs a second, replies a
-    second per watcher). The follower does nothing for the SETs but apply them, so the
-    rise of its CPU per SET over a 0-watcher round, over ``watchers``, is what serving
-    one change to one watcher costs (CPU time: the machine's load barely moves it)."""
+    second per watcher, the work the window's rule measured per reply in us: INFO's
+    blocked_readers_measured_ms over blocked_readers_served, 0 if the node has none). The
+    follower does nothing for the SETs but apply them, so the rise of its CPU per SET over
+    a 0-watcher round, over ``watchers``, is what serving one change to one watcher costs
+    (CPU time: the machine's load barely moves it)."""
     leader, followers = roles(cluster)
     node = cluster.nodes[followers[0]]
     pid = node.proc.pid  # type: ignore[union-attr]
@@ -392,9 +404,13 @@ def follower_round(cluster: LocalCluster, watchers: int, seconds: float
     try:
         time.sleep(0.5)
         cpu, replies, sets, began = _cpu([pid]), raw.replies, written[0], time.perf_counter()
+        measured = _measured(node.client_addr)
         time.sleep(seconds)
         spent = time.perf_counter() - began
         cpu, replies, sets = _cpu([pid]) - cpu, raw.replies - replies, written[0] - sets
+        after = _measured(node.client_addr)
+        per_reply = ((after[0] - measured[0]) * 1000 / (after[1] - measured[1])
+                     if after[1] > measured[1] else 0.0)
     finally:
         stop.set()
         raw.done.set()
@@ -402,7 +418,7 @@ def follower_round(cluster: LocalCluster, watchers: int, seconds: float
         if watchers:
             raw.join()
     return (cpu / sets * 1e6 if sets else math.inf, sets / spent,
-            replies / spent / watchers if watchers else 0.0)
+            replies / spent / watchers if watchers else 0.0, per_reply)
 
 
 FEED_NAME = "__raftkv:changes"
@@ -492,10 +508,15 @@ def main() -> int:
                     busy = follower_round(cluster, args.follower, args.seconds)
                     cost = (busy[0] - idle[0]) / args.follower
                     costs[system].append(cost)
+                    # A reply's real cost to the node (its CPU rise over the replies) against
+                    # what the window's rule measured of it: ROUND_TRIP_FACTOR's ratio.
+                    real = (busy[0] - idle[0]) * busy[1] / (busy[2] * args.follower or 1)
+                    ratio = (f"; real {real:.0f} us a reply, measured {busy[3]:.1f} "
+                             f"(x{real / busy[3]:.1f})" if busy[3] else "")
                     print(f"  [{system}] follower CPU per SET: {idle[0]:.0f} us with no watcher "
                           f"({idle[1]:.0f} SET/s), {busy[0]:.0f} us with {args.follower} "
                           f"({busy[1]:.0f} SET/s, {busy[2]:.1f} replies a second each): "
-                          f"{cost:.2f} us a change a watcher", flush=True)
+                          f"{cost:.2f} us a change a watcher{ratio}", flush=True)
             for system, values in costs.items():
                 print(f"[{system}] follower CPU a change a watcher (median of {len(values)}): "
                       f"{sorted(values)[len(values) // 2]:.2f} us; "
