@@ -35,14 +35,15 @@ BLOCK shorter than ``WAKE_WINDOW``, is not coalesced (streams.py).
 The window also adapts to the node's load, like Redis's batching of client output: a
 round trip costs the same CPU whatever it carries, so a fixed rule made 100 watchers cost
 a node as much CPU as the writes they watch (the c50 SET rate fell 31-60%). Each blocking
-XREAD measures its own work (``charge``: about a quarter of a round trip's fixed CPU, the
-rest being the socket, RESP, the pass's send and the scheduler: ``ROUND_TRIP_FACTOR``);
-at each pass the node's CPU since the last one (``cpu``, the process's) less that
-delivery is the node's other work, and the next window is long enough that delivery stays under
-``DELIVERY_SHARE`` of that work, or under ``DELIVERY_FLOOR`` of a core if that is more
-(an idle node serves its watchers at once), at most ``MAX_WINDOW``. A busy node thus
-sends fewer, larger replies (a watcher waits up to ``MAX_WINDOW`` for a change), a quiet
-one keeps the short window.
+XREAD measures its own work, and the pass each reply's send (``charge``, in the loop
+thread's CPU time: wall time counted other processes' on a loaded machine); together
+about 30% of a round trip's fixed CPU, the rest being the receive, RESP, the wake-ups and
+the scheduler (``ROUND_TRIP_FACTOR``); at each pass the node's CPU since the last one
+(``cpu``, the process's) less that delivery is the node's other work, and the next window
+is long enough that delivery stays under ``DELIVERY_SHARE`` of that work, or under
+``DELIVERY_FLOOR`` of a core if that is more (an idle node serves its watchers at once),
+at most ``MAX_WINDOW``. A busy node thus sends fewer, larger replies (a watcher waits up
+to ``MAX_WINDOW`` for a change), a quiet one keeps the short window.
 
 A reader holds no per-event memory (it reads the retained tail when served). Its
 connection ending (its input closed, or the connection torn down) ends its wait at once,
@@ -86,12 +87,14 @@ MAX_WINDOW = 0.25
 # node's other work, or this share of a core, whichever is more.
 DELIVERY_SHARE = 0.05
 DELIVERY_FLOOR = 0.02
-# What ``charge`` measures (an XREAD's parse, first look and block: 32-35 us in-process)
-# is about a quarter of the CPU a watcher's round trip costs a node whatever it carries
-# (150-230 us, bench_watch.py --follower 33): its receive and RESP parse, the pass's cached
-# read and send, and the task switches are the rest. Encoding the changes is not counted:
-# it costs the same however they are batched.
-ROUND_TRIP_FACTOR = 4.0
+# What ``charge`` measures (an XREAD's parse, first look and block, and the pass's send of
+# its reply: 35-46 us of the loop thread's CPU, thread_time calls included) is about 30%
+# of the CPU a watcher's round trip costs a node whatever it carries (61-167 us, median
+# ~140, real/measured 0.7-5.2, median 3.4, in 10 rounds at load 9: bench_watch.py
+# --follower 33 prints both): its receive and RESP parse, the pass's
+# cached read, the wake-ups and the scheduler are the rest. Encoding the changes is not
+# counted: it costs the same however they are batched.
+ROUND_TRIP_FACTOR = 3.5
 # How often an idle serving task asks ``gone`` whether the node can serve the feed at all
 # (a node removed from the cluster applies nothing more: its readers would wait for good).
 GONE_RECHECK = 1.0
@@ -128,13 +131,16 @@ class BlockedReaders:
                  per_reader: float = PER_READER_WINDOW, max_window: float = MAX_WINDOW,
                  cpu: Callable[[], float] | None = None, share: float = DELIVERY_SHARE,
                  floor: float = DELIVERY_FLOOR,
-                 gone: Callable[[], ErrorReply | None] | None = None) -> None:
+                 gone: Callable[[], ErrorReply | None] | None = None,
+                 thread_cpu: Callable[[], float] = time.thread_time) -> None:
         self.limit = limit
+        self.thread_cpu = thread_cpu  # (the loop thread's CPU seconds: a send's cost)
         # The load rule (module docstring), off without ``cpu`` (the process's CPU seconds).
         self._cpu = cpu
         self.share, self.floor = share, floor
         self._cycle_cpu = cpu() if cpu is not None else 0.0  # at the last pass's start
-        self.delivery = 0.0  # blocking XREADs' work since then (seconds, ``charge``)
+        self.delivery = 0.0  # round trips' measured work since then (seconds, ``charge``)
+        self.measured = 0.0  # ... in all (INFO: what the factor multiplies)
         # The error every reader gets once the node cannot serve the feed any more (a
         # removed member: attack7), else None; asked at least every GONE_RECHECK.
         self.gone = gone
@@ -164,15 +170,18 @@ class BlockedReaders:
         """INFO's stats: readers refused, served and timed out, and the window now (ms; 0
         with no reader blocked)."""
         span = self.span if self._readers else 0.0
-        return {**self.stats, "blocked_readers_window_ms": round(span * 1000, 1)}
+        return {**self.stats, "blocked_readers_window_ms": round(span * 1000, 1),
+                "blocked_readers_measured_ms": round(self.measured * 1000, 1)}
 
     def reset_stats(self) -> None:
         self.stats = dict.fromkeys(self.stats, 0)
+        self.measured = 0.0
 
     def charge(self, seconds: float) -> None:
-        """Count ``seconds`` of a blocking XREAD's own work into the delivery the window is
-        sized by (module docstring)."""
+        """Count ``seconds`` of a round trip's measured work (a blocking XREAD's own, a
+        reply's send) into the delivery the window is sized by (module docstring)."""
         self.delivery += seconds
+        self.measured += seconds
 
     def _next_span(self, now: float) -> float:
         """The least time from the pass starting ``now`` to the next one (module
@@ -342,7 +351,9 @@ class BlockedReaders:
                                    f"{type(exc).__name__}")
             if reply is not None and not reader.done:
                 self.stats["blocked_readers_served"] += 1
-                self._end(reader, reply)
+                sent = self.thread_cpu()
+                self._end(reader, reply)  # (its reply is sent from here: the socket's send)
+                self.charge(self.thread_cpu() - sent)
             if time.perf_counter() - began >= ROUND_SECONDS:
                 await trio.lowlevel.checkpoint()
                 self._expire()

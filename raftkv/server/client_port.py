@@ -67,6 +67,13 @@ PUSH_BACKLOG = 10_000  # Pub/Sub messages queued for a connection on top of that
 READ_CHUNK = 64 * 1024
 MAX_READ_CHUNK = 1024 * 1024  # a full read left unparsed (a large argument) doubles, up to this
 SEND_CHUNK = 64 * 1024  # ready replies are coalesced up to about this many bytes
+# A reply already encoded (Encoded) answered later (a blocked XREAD's, from the blocked
+# readers' pass) is sent directly up to this size (DirectReply): a watcher's reply on a
+# busy node is 64-200 KB, and the writer-task hop cost it a task switch a round trip.
+# (What the socket does not take goes through the writer.) One answered at once keeps
+# SEND_CHUNK: 100 raw readers of the whole feed without BLOCK (bench_watch.py --drain
+# 100) saw a slower PING, 4 runs of 4, with those sent from their readers' tasks.
+DIRECT_ENCODED = 256 * 1024
 # The reader and the writer pass a pipeline's commands and replies without a trip through
 # the scheduler each (a trio checkpoint per command cost more than parsing it, and let the
 # ready loop take a 16-command pipeline one proposal at a time); each yields at least this
@@ -131,10 +138,11 @@ class DirectReply:
     and the connection owes no earlier reply, a reply answered at once is sent by the
     reader that parsed it, and one answered later (``waiting``) by the task that answers
     it (ClientServer._reply_when_ready), each with one non-blocking ``send``; replies stay
-    in order. A reply too large for one piece, or a read done in slices, goes through the
-    writer as before; so does what the socket did not take (``try_send``'s rest), weighed
-    into the output buffer like any unsent reply, so the output-buffer limits see every
-    byte not yet written.
+    in order. A reply too large for one piece (over ``DIRECT_ENCODED`` if already
+    encoded and answered later), or a read done in slices, goes through the writer as
+    before; so does what the socket did not take (``try_send``'s rest), weighed into the
+    output buffer like any unsent reply, so the output-buffer limits see every byte not
+    yet written.
     """
 
     __slots__ = ("idle", "socket", "tls", "waiting")
@@ -156,12 +164,20 @@ class DirectReply:
         slot, self.waiting = self.waiting, None
         return slot
 
-    def try_send(self, value: Any, proto: int) -> tuple[bool, bytes | None]:
+    def try_send(self, value: Any, proto: int, encoded: int = SEND_CHUNK
+                 ) -> tuple[bool, bytes | None]:
         """(True, None): ``value`` was sent whole; (False, rest): the socket took only
-        part of it (``rest`` is owed); (False, None): not tried, the writer sends it."""
-        if isinstance(value, SlicedRead) or reply_size(value) > SEND_CHUNK:
+        part of it (``rest`` is owed); (False, None): not tried, the writer sends it.
+        ``encoded``: the largest reply already encoded to try (``DIRECT_ENCODED`` from
+        the blocked readers' pass, which yields to the loop every few ms)."""
+        if type(value) is Encoded:  # (nothing to encode: a watcher's shared XREAD reply)
+            if len(value.data) > encoded:
+                return False, None
+            data = value.data
+        elif isinstance(value, SlicedRead) or reply_size(value) > SEND_CHUNK:
             return False, None
-        data = encode_reply(value, proto)
+        else:
+            data = encode_reply(value, proto)
         if self.tls is not None:
             return (True, None) if self.tls.send_nowait(data) else (False, b"")
         assert self.socket is not None
@@ -544,7 +560,7 @@ class ClientServer:
             if direct.waiting is not slot:  # the writer took it
                 return
             try:
-                sent, rest = direct.try_send(value, slot.proto)
+                sent, rest = direct.try_send(value, slot.proto, DIRECT_ENCODED)
             except Exception:  # (broken socket...): the writer meets it in its own task
                 sent, rest = False, None
             if sent:

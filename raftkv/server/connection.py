@@ -60,6 +60,9 @@ class Connection:
     # Called once when the client's input ends (it closed, QUIT, an error, the node
     # stopping): a blocked XREAD stops waiting for a client that is gone.
     on_end: list[Callable[[], None]] = attrs.Factory(list)
+    # Its last XREAD's parsed request (raftkv.server.streams.LastXRead): a watcher sends
+    # the same XREAD but for its ids after every reply.
+    last_xread: Any = None
 
     def input_ended(self) -> None:
         callbacks, self.on_end = self.on_end, []

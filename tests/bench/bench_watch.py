@@ -107,8 +107,10 @@ class RawWatchers(threading.Thread):
             sock.sendall(self._xread(i))
             sock.setblocking(False)
             sel.register(sock, selectors.EVENT_READ, i)
-        # A reply's bytes -> (its entries, its last id): the replies the node shares.
-        known: dict[bytes, tuple[int, tuple[int, int] | None]] = {}
+        # A reply's (length, ends) -> (its bytes, (its entries, its last id)): the replies
+        # the node shares.
+        known: dict[tuple[int, bytes, bytes],
+                    tuple[bytes, tuple[int, tuple[int, int] | None]]] = {}
         unparsed = [b""] * self.n  # a reply received in part (one XREAD in flight each)
         try:
             while not self.done.is_set():
@@ -119,7 +121,11 @@ class RawWatchers(threading.Thread):
                         sel.unregister(socks[i])
                         continue
                     data = unparsed[i] + data if unparsed[i] else data
-                    seen = known.get(data)
+                    # (Looked up by its length and ends, then compared: hashing a whole
+                    # 100 KB reply cost more than the compare.)
+                    shape = (len(data), data[:64], data[-64:])
+                    hit = known.get(shape)
+                    seen = hit[1] if hit is not None and hit[0] == data else None
                     if seen is None:
                         parser = parsers[i] = hiredis.Reader()
                         parser.feed(data)
@@ -131,15 +137,15 @@ class RawWatchers(threading.Thread):
                         seen = (len(entries), _id(entries[-1][0]) if entries else None)
                         if len(known) >= 4096:
                             known.clear()
-                        known[data] = seen
+                        known[shape] = (data, seen)
                     unparsed[i] = b""
                     self.count += seen[0]
                     if seen[1] is not None:
                         self.replies += 1
                         self.last[i] = seen[1]
-                    socks[i].setblocking(True)
-                    socks[i].sendall(self._xread(i))
-                    socks[i].setblocking(False)
+                    request = self._xread(i)
+                    if socks[i].send(request) < len(request):  # (its send buffer is empty)
+                        raise RuntimeError("a watcher's XREAD was not sent whole")
         finally:
             for sock in socks:
                 sock.close()
@@ -166,6 +172,10 @@ async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     raw = RawWatchers(addrs, watchers, start)
     if watchers:
         raw.start()
+        # The SETs start once every watcher is connected and blocked: 100 connections
+        # accepted and their first XREADs are not what watching costs, and in a round of
+        # a few thousand SETs (under a second) they weighed on the figures.
+        await trio.to_thread.run_sync(_wait_blocked, cluster, watchers, 30.0)
     term = await trio.to_thread.run_sync(_term, cluster)
     await trio.to_thread.run_sync(_reset_lag, cluster)
     pids = [n.proc.pid for n in cluster.nodes.values() if n.proc]
@@ -249,6 +259,17 @@ async def one_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     nodes_all = _cpu([n.proc.pid for n in cluster.nodes.values() if n.proc]) - nodes_cpu_start
     return _figures(run, requests, watchers, seconds, delivered, drain, nodes_cpu, own_cpu,
                     nodes_all, elections, lag)
+
+
+def _wait_blocked(cluster: LocalCluster, watchers: int, timeout: float) -> None:
+    """Wait until the nodes hold ``watchers`` blocked XREADs (INFO's blocked_clients), or
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while sum(_info_figure(cluster, "blocked_clients")) < watchers:
+        if time.monotonic() > deadline:
+            print(f"  (not all {watchers} watchers blocked after {timeout:g} s)", flush=True)
+            return
+        time.sleep(0.02)
 
 
 def _term(cluster: LocalCluster) -> int:
@@ -351,13 +372,25 @@ def paced_writer(addr: str, stop: threading.Event, written: list[int]) -> None:
             stop.wait(0.005)
 
 
+def _measured(addr: str) -> tuple[float, float]:
+    """(INFO's blocked_readers_measured_ms, blocked_readers_served) of one node; (0, 0)
+    from a node without the field."""
+    with contextlib.suppress(OSError, ConnectionError, ValueError, KeyError):
+        info = parse_info(call(addr, "INFO"))
+        return (float(info["blocked_readers_measured_ms"]),
+                float(info["blocked_readers_served"]))
+    return 0.0, 0.0
+
+
 def follower_round(cluster: LocalCluster, watchers: int, seconds: float
-                   ) -> tuple[float, float, float]:
+                   ) -> tuple[float, float, float, float]:
     """``watchers`` raw watchers on one follower while ``paced_writer`` writes to the
     leader for ``seconds``: (the follower's CPU per SET in us, SETs a second, replies a
-    second per watcher). The follower does nothing for the SETs but apply them, so the
-    rise of its CPU per SET over a 0-watcher round, over ``watchers``, is what serving
-    one change to one watcher costs (CPU time: the machine's load barely moves it)."""
+    second per watcher, the work the window's rule measured per reply in us: INFO's
+    blocked_readers_measured_ms over blocked_readers_served, 0 if the node has none). The
+    follower does nothing for the SETs but apply them, so the rise of its CPU per SET over
+    a 0-watcher round, over ``watchers``, is what serving one change to one watcher costs
+    (CPU time: the machine's load barely moves it)."""
     leader, followers = roles(cluster)
     node = cluster.nodes[followers[0]]
     pid = node.proc.pid  # type: ignore[union-attr]
@@ -371,9 +404,13 @@ def follower_round(cluster: LocalCluster, watchers: int, seconds: float
     try:
         time.sleep(0.5)
         cpu, replies, sets, began = _cpu([pid]), raw.replies, written[0], time.perf_counter()
+        measured = _measured(node.client_addr)
         time.sleep(seconds)
         spent = time.perf_counter() - began
         cpu, replies, sets = _cpu([pid]) - cpu, raw.replies - replies, written[0] - sets
+        after = _measured(node.client_addr)
+        per_reply = ((after[0] - measured[0]) * 1000 / (after[1] - measured[1])
+                     if after[1] > measured[1] else 0.0)
     finally:
         stop.set()
         raw.done.set()
@@ -381,7 +418,7 @@ def follower_round(cluster: LocalCluster, watchers: int, seconds: float
         if watchers:
             raw.join()
     return (cpu / sets * 1e6 if sets else math.inf, sets / spent,
-            replies / spent / watchers if watchers else 0.0)
+            replies / spent / watchers if watchers else 0.0, per_reply)
 
 
 FEED_NAME = "__raftkv:changes"
@@ -471,10 +508,15 @@ def main() -> int:
                     busy = follower_round(cluster, args.follower, args.seconds)
                     cost = (busy[0] - idle[0]) / args.follower
                     costs[system].append(cost)
+                    # A reply's real cost to the node (its CPU rise over the replies) against
+                    # what the window's rule measured of it: ROUND_TRIP_FACTOR's ratio.
+                    real = (busy[0] - idle[0]) * busy[1] / (busy[2] * args.follower or 1)
+                    ratio = (f"; real {real:.0f} us a reply, measured {busy[3]:.1f} "
+                             f"(x{real / busy[3]:.1f})" if busy[3] else "")
                     print(f"  [{system}] follower CPU per SET: {idle[0]:.0f} us with no watcher "
                           f"({idle[1]:.0f} SET/s), {busy[0]:.0f} us with {args.follower} "
                           f"({busy[1]:.0f} SET/s, {busy[2]:.1f} replies a second each): "
-                          f"{cost:.2f} us a change a watcher", flush=True)
+                          f"{cost:.2f} us a change a watcher{ratio}", flush=True)
             for system, values in costs.items():
                 print(f"[{system}] follower CPU a change a watcher (median of {len(values)}): "
                       f"{sorted(values)[len(values) // 2]:.2f} us; "

@@ -360,7 +360,8 @@ async def test_the_window_grows_so_delivery_keeps_to_its_share_of_the_nodes_load
     the readers waiting, and 100 watchers cost a busy node a third of its SET rate.)"""
     cpu = [10.0]
     blocked = BlockedReaders(limit=100, window=0.005, per_reader=0.0, max_window=0.25,
-                             cpu=lambda: cpu[0], share=0.05, floor=0.01)
+                             cpu=lambda: cpu[0], share=0.05, floor=0.01,
+                             thread_cpu=lambda: cpu[0])
 
     async def next_pass(delivery: float, other: float) -> float:
         """Charge ``delivery`` seconds of XREADs, let the node do ``other`` CPU
@@ -525,4 +526,94 @@ async def test_a_node_removed_from_the_cluster_sends_its_watchers_elsewhere(
         assert cmd_xread(node, conn, [b"XREAD", b"STREAMS", FEED, b"0"]).value == REMOVED
         assert cmd_xread(node, conn, [b"XREAD", b"BLOCK", b"0", b"STREAMS", FEED,
                                       b"$"]).value == REMOVED
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_watchers_next_xread_is_not_parsed_again_unless_its_user_changed(
+        autojump_clock: trio.testing.MockClock, tmp_path, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """A watcher sends the same XREAD after every reply but for its ids: the connection
+    keeps the last one parsed, with its streams resolved, and only the ids are read again
+    (parsing and resolving were about half of a re-blocking XREAD's work). Another
+    XREAD, or the same one after ACL LOAD narrowed its user, is parsed and checked anew."""
+    from raftkv.server import streams
+
+    parsed = [0]
+    real_parse = streams.parse_xread
+
+    def counted(args: list[bytes]):  # type: ignore[no-untyped-def]
+        parsed[0] += 1
+        return real_parse(args)
+
+    monkeypatch.setattr(streams, "parse_xread", counted)
+    path = tmp_path / "users.acl"
+    path.write_text("user watcher on >wpw ~* +@read\n")
+    acl = AccessControl.configure(acl_file=str(path))
+    kv = KVStateMachine(feed=ChangeFeed())
+    blocked = BlockedReaders(limit=10)
+    port = _Port(blocked)
+    port.acl = acl
+    conn = Connection(1, "127.0.0.1:1", user="watcher", server=port)  # type: ignore[arg-type]
+
+    def apply(index: int, key: bytes) -> None:
+        kv.apply(encode_entry([b"SET", key, b"v"], T0), index=index)
+        blocked.changes_applied(kv.last_changes)
+
+    def xread(last: bytes, name: bytes = FEED) -> Pending:
+        return cmd_xread(node, conn, [b"XREAD", b"COUNT", b"10", b"BLOCK", b"0", b"STREAMS",
+                                      name, last])
+
+    async with trio.open_nursery() as nursery:
+        node = _Node(kv, nursery.start_soon)
+        first = xread(b"$")
+        apply(1, b"a:1")
+        assert _entries(await first.wait()) == [b"1-0"]
+        second = xread(b"1-0")
+        apply(2, b"b:2")
+        assert _entries(await second.wait()) == [b"2-0"]
+        assert parsed[0] == 1  # (before: once an XREAD)
+        assert _entries(xread(b"0").value) == [b"1-0", b"2-0"]  # ids still read each time
+        assert xread(b"1-x").value == streams.INVALID_ID
+        assert _entries(xread(b"0", FEED + b":a:*").value) == [b"1-0"]  # another XREAD
+        assert parsed[0] == 3
+        path.write_text("user watcher on >wpw ~b:* +@read\n")
+        acl.reload()
+        assert xread(b"0").value == ErrorReply(  # the feed's name is no key it may read now
+            "NOPERM No permissions to access a key")
+        assert parsed[0] == 4
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_replys_send_counts_into_the_delivery_the_window_is_sized_by(
+        mock_clock: trio.testing.MockClock) -> None:
+    """A served reader's reply is sent from the pass (the client port's direct send, in
+    ``Pending.set``): that CPU is a round trip's too, and is charged with the blocking
+    XREAD's own (before: only the XREAD was, a third of what the rule meant to count, so
+    100 watchers cost a busy node far more than its share)."""
+    cpu = [10.0]
+    blocked = BlockedReaders(limit=100, window=0.005, per_reader=0.0, max_window=0.25,
+                             cpu=lambda: cpu[0], share=0.05, floor=0.01,
+                             thread_cpu=lambda: cpu[0])
+
+    def send(value: object) -> None:  # what the direct send costs the loop's thread
+        cpu[0] += 0.002 / ROUND_TRIP_FACTOR
+
+    async with trio.open_nursery() as nursery:
+        first = blocked.block(nursery.start_soon, 0, answers(b"x"), [])
+        blocked.changes_applied([])
+        assert await first.wait() == b"x"  # the first pass: at once
+        mock_clock.jump(1.0)
+        reader = blocked.block(nursery.start_soon, 0, answers(b"y"), [])
+        reader.add_callback(send)
+        blocked.changes_applied([])
+        await trio.testing.wait_all_tasks_blocked()
+        assert await reader.wait() == b"y"
+        assert blocked.delivery == pytest.approx(0.002 / ROUND_TRIP_FACTOR)
+        # An idle node: 2 ms of delivery at 1% of a core makes the next window 200 ms.
+        blocked.block(nursery.start_soon, 0, lambda: None, [])  # (waits on: nothing new)
+        blocked.changes_applied([])
+        mock_clock.jump(0.005)
+        await trio.testing.wait_all_tasks_blocked()
+        assert blocked.passes == 3
+        assert blocked.info()["blocked_readers_window_ms"] == pytest.approx(200.0)
         nursery.cancel_scope.cancel()

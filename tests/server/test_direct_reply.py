@@ -28,8 +28,15 @@ from raftkv.node.settings import NodeSettings
 from raftkv.node.tls_stream import TLSStream
 from raftkv.node.tls_stream import handshake as tls_handshake
 from raftkv.raft import Role
-from raftkv.server.client_port import SEND_CHUNK, ClientServer, DirectReply, serve_clients
+from raftkv.server.client_port import (
+    DIRECT_ENCODED,
+    SEND_CHUNK,
+    ClientServer,
+    DirectReply,
+    serve_clients,
+)
 from raftkv.server.client_tls import client_tls_context
+from wire.reply import Encoded
 from wire.resp import encode_command, encode_reply
 
 
@@ -177,6 +184,18 @@ def test_try_send_whole_part_and_none() -> None:
         assert direct.try_send(b"x" * (SEND_CHUNK + 1), 2) == (False, None)
         assert direct.try_send(SlicedRead.__new__(SlicedRead), 2) == (False, None)
         assert direct.try_send(KeysJob.__new__(KeysJob), 2) == (False, None)  # (subclasses)
+        # A reply already encoded and answered later (a watcher's XREAD reply, often over
+        # 64 KB on a busy node) is sent at once up to DIRECT_ENCODED: no writer-task hop a
+        # round trip. (Answered at once, SEND_CHUNK still: its reader's task sends it.)
+        feed_reply = Encoded(b"e" * (2 * SEND_CHUNK))
+        assert direct.try_send(feed_reply, 2) == (False, None)
+        assert direct.try_send(feed_reply, 2, DIRECT_ENCODED) == (True, None)
+        got = b""
+        while len(got) < len(feed_reply.data):
+            got += b.recv(1 << 20)
+        assert got == feed_reply.data
+        assert direct.try_send(Encoded(b"e" * (DIRECT_ENCODED + 1)), 2,
+                               DIRECT_ENCODED) == (False, None)
         # A full socket: the whole encoding (or what is left of it) is owed.
         sent_any = False
         rests = []
