@@ -1,8 +1,8 @@
 """The Lua side of a script run: the sandbox, the budget and the reply conversion.
 
 ``SANDBOX`` runs first in each fresh runtime (see scripts.py). It receives the Python
-bridge, the budget, the hook step, the budget error text, the pattern matcher's source and
-the reply limits, and returns ``run(body, keys, argv)`` and ``finish()``.
+bridge, the budget, the hook step, the budget error text, the pattern matcher's and the
+sort's sources and the reply limits, and returns ``run(body, keys, argv)`` and ``finish()``.
 
 Why each piece exists (every one closes a way for a script to behave differently on two
 replicas, or to run longer than the budget says):
@@ -13,8 +13,9 @@ replicas, or to run longer than the budget says):
   budget the hook fires at every instruction, so ``pcall`` cannot swallow the error.
 * **C functions that loop** are charged per byte (``BYTES`` bytes per instruction) or
   replaced: pattern matching runs in Lua (lua_patterns.py), ``table.insert/remove/move``
-  are Lua loops, ``string.rep`` is charged before it allocates. ``string.pack/unpack/dump``
-  are not offered (Redis's Lua 5.1 has none of them).
+  are Lua loops, ``table.sort`` runs in Lua (lua_sort.py) unless one order is certain,
+  ``string.rep`` is charged before it allocates. ``string.pack/unpack/dump`` are not
+  offered (Redis's Lua 5.1 has none of them).
 * **No finalizers, no weak tables.** ``setmetatable`` refuses ``__gc`` and ``__mode``, and
   installs a copy of the metatable (``getmetatable`` still answers the script's table), so
   neither can be added later. A finalizer runs when the collector decides, which differs
@@ -29,7 +30,8 @@ replicas, or to run longer than the budget says):
 """
 
 SANDBOX = r"""
-local bridge, budget, step, budget_error, patterns_src, max_depth, max_items, max_bytes = ...
+local bridge, budget, step, budget_error, patterns_src, sort_src, max_depth, max_items,
+  max_bytes = ...
 local sethook, dgetmetatable, dsetmetatable = debug.sethook, debug.getmetatable, debug.setmetatable
 local sort, concat, unpack, pack = table.sort, table.concat, table.unpack, table.pack
 local format, c_find, sub, rep, byte, char = string.format, string.find, string.sub,
@@ -223,27 +225,6 @@ local function move(a1, f, e, t, a2)
   end
   return a2
 end
-local function safe_sort(t, cmp)
-  table_arg(t, 1, 'sort')
-  local mt = dgetmetatable(t)
-  if mt ~= nil and (rawget(mt, '__len') ~= nil or rawget(mt, '__index') ~= nil) then
-    error("table.sort of a table with __len or __index is not allowed in scripts", 2)
-  end
-  local n = rawlen(t)
-  if n > 1 then
-    local steps = n * (log(n, 2) + 1)
-    if cmp == nil then
-      local bytes = 0
-      for i = 1, n do
-        local v = rawget(t, i)
-        if type(v) == 'string' then bytes = bytes + #v end
-      end
-      charge_bytes(bytes * (log(n, 2) + 1))
-    end
-    charge(steps)
-  end
-  return sort(t, cmp)
-end
 local function safe_concat(t, sep, i, j)  -- one step per element, even an empty one
   if type(t) == 'table' then
     local first, last = raw_tonumber(i) or 1, raw_tonumber(j) or rawlen(t)
@@ -255,7 +236,7 @@ local function safe_concat(t, sep, i, j)  -- one step per element, even an empty
 end
 local safe_table = {
   concat = safe_concat,
-  insert = insert, remove = remove, move = move, sort = safe_sort, pack = pack,
+  insert = insert, remove = remove, move = move, pack = pack,  -- (sort: below)
   unpack = function(t, i, j, ...)
     if type(t) == 'table' then
       if j == nil then j = #t end  -- (once: unpack with an explicit j calls no __len)
@@ -383,6 +364,71 @@ local function key(k)
   end
   return k
 end
+-- table.sort: the C sort randomizes its pivot (clock, time) on unbalanced partitions, so
+-- elements the order calls equal, and the order function's calls, differ between replicas.
+-- Strings alone or integers alone, without an order function, have one order whatever the
+-- pivot: the C sort, charged n log n and the bytes; anything else runs lua_sort.py's port.
+local lua_sort = load(sort_src, '=sort', 't')()
+local function default_lt(a, b)  -- a < b, charged as the script's own '<', Lua's errors
+  if plain(a, b) then
+    if type(a) == 'string' then
+      local n = #a
+      if #b < n then n = #b end
+      if n > LONG then charge_bytes(n) end
+    end
+    return a < b
+  end
+  local ok, r = pcall(raw_lt, a, b)
+  if ok then return r end
+  if type(r) == 'string' and sub(r, 1, #HERE) == HERE then
+    local t1, t2 = type(a), type(b)
+    error(t1 == t2 and format('attempt to compare two %s values', t1)
+          or format('attempt to compare %s with %s', t1, t2), 0)
+  end
+  error(r, 0)
+end
+local function safe_sort(t, cmp)
+  table_arg(t, 1, 'sort')
+  local mt = dgetmetatable(t)
+  if mt ~= nil and (rawget(mt, '__len') ~= nil or rawget(mt, '__index') ~= nil) then
+    error("table.sort of a table with __len or __index is not allowed in scripts", 2)
+  end
+  local n = rawlen(t)
+  if n < 2 then return end
+  if n >= 2147483647 then error("bad argument #1 to 'sort' (array too big)", 2) end
+  if cmp ~= nil and type(cmp) ~= 'function' then
+    error(format("bad argument #2 to 'sort' (function expected, got %s)", type(cmp)), 2)
+  end
+  if cmp == nil then
+    local first = rawget(t, 1)
+    local kind = type(first) == 'string' and 'string' or mtype(first)
+    local bytes = 0
+    local copy = {}
+    for i = 1, n do
+      local v = rawget(t, i)
+      if kind == 'string' then
+        if type(v) ~= 'string' then kind = nil break end
+        bytes = bytes + #v
+      elseif mtype(v) ~= 'integer' then
+        kind = nil
+        break
+      end
+      copy[i] = v
+    end
+    if kind == 'string' or kind == 'integer' then  -- one order: the C sort, charged
+      local levels = log(n, 2) + 1
+      charge_bytes(bytes * levels)
+      charge(n * levels)
+      sort(copy)
+      for i = 1, n do t[i] = copy[i] end
+      return
+    end
+    cmp = default_lt
+  end
+  return lua_sort(t, n, cmp)
+end
+safe_table.sort = safe_sort
+
 local helpers = {
   __rkv_eq = eq,
   __rkv_ne = function(a, b) return not eq(a, b) end,
