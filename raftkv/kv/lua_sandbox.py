@@ -175,9 +175,47 @@ local function int_arg(v, n, fname)
   end
   return i
 end
+-- The length of a table: Lua's '#' answers any border (t[n] ~= nil, t[n + 1] == nil), and
+-- which one depends on the table's layout: its array part's size, set by rehashes whose
+-- timing depends on where its string keys hash (the hash seed is per runtime) and its table
+-- keys' addresses. With a hole, replicas answered different lengths (attack8). This one is
+-- found from the contents only: lhash.c's unbound search from 0 (doubling, then halving).
+local maxinteger = math.maxinteger
+local function border(t)
+  if rawget(t, 1) == nil then return 0 end
+  local i, j = 1, 2
+  while rawget(t, j) ~= nil do
+    i = j
+    if j > maxinteger // 2 then  -- built to overflow: a linear search, as lhash.c does
+      i = 1
+      while rawget(t, i + 1) ~= nil do i = i + 1 end
+      return i
+    end
+    j = j * 2
+  end
+  while j - i > 1 do  -- t[i] ~= nil, t[j] == nil
+    local m = (i + j) // 2
+    if rawget(t, m) == nil then j = m else i = m end
+  end
+  return i
+end
+local function len(v)  -- the '#' operator (lua_rewrite.py turns '#x' into this call)
+  local t = type(v)
+  if t == 'string' then return #v end
+  if t ~= 'table' then error(format('attempt to get length of a %s value', t), 2) end
+  local mt = dgetmetatable(v)
+  if mt ~= nil and rawget(mt, '__len') ~= nil then return #v end  -- the script's own __len
+  return border(v)
+end
+local function safe_rawlen(v)
+  local t = type(v)
+  if t == 'table' then return border(v) end
+  if t == 'string' then return #v end
+  error("bad argument #1 to 'rawlen' (table or string expected)", 0)
+end
 local function insert(t, ...)
   table_arg(t, 1, 'insert')
-  local e = #t + 1
+  local e = len(t) + 1
   local nargs = select('#', ...)
   if nargs == 1 then
     t[e] = ...
@@ -192,7 +230,7 @@ local function insert(t, ...)
 end
 local function remove(t, pos)
   table_arg(t, 1, 'remove')
-  local size = #t
+  local size = len(t)
   if pos == nil then pos = size else pos = int_arg(pos, 2, 'remove') end
   if pos ~= size and (pos < 1 or pos > size + 1) then
     error("bad argument #2 to 'remove' (position out of bounds)", 2)
@@ -227,8 +265,9 @@ local function move(a1, f, e, t, a2)
 end
 local function safe_concat(t, sep, i, j)  -- one step per element, even an empty one
   if type(t) == 'table' then
-    local first, last = raw_tonumber(i) or 1, raw_tonumber(j) or rawlen(t)
-    if last >= first then charge(last - first + 1) end
+    if j == nil then j = len(t) end  -- (C concat would take its own '#t')
+    local first, last = raw_tonumber(i) or 1, raw_tonumber(j)
+    if last ~= nil and last >= first then charge(last - first + 1) end
   end
   local r = concat(t, sep, i, j)
   charge_bytes(#r)
@@ -239,7 +278,7 @@ local safe_table = {
   insert = insert, remove = remove, move = move, pack = pack,  -- (sort: below)
   unpack = function(t, i, j, ...)
     if type(t) == 'table' then
-      if j == nil then j = #t end  -- (once: unpack with an explicit j calls no __len)
+      if j == nil then j = len(t) end  -- (once: unpack with an explicit j calls no __len)
       local first, last = raw_tonumber(i) or 1, raw_tonumber(j)
       if type(last) == 'number' and last >= first then charge(last - first + 1) end
     end
@@ -393,7 +432,7 @@ local function safe_sort(t, cmp)
   if mt ~= nil and (rawget(mt, '__len') ~= nil or rawget(mt, '__index') ~= nil) then
     error("table.sort of a table with __len or __index is not allowed in scripts", 2)
   end
-  local n = rawlen(t)
+  local n = border(t)
   if n < 2 then return end
   if n >= 2147483647 then error("bad argument #1 to 'sort' (array too big)", 2) end
   if cmp ~= nil and type(cmp) ~= 'function' then
@@ -441,6 +480,7 @@ local helpers = {
   __rkv_catn = catn,
   __rkv_key = key,
   __rkv_va = va,
+  __rkv_len = len,
 }
 local function safe_rawequal(a, b)
   eq_cost(a, b)  -- (not eq: rawequal calls no __eq)
@@ -655,7 +695,8 @@ end
 local function run(body, keys, argv)
   local env = {
     assert = assert, error = error, ipairs = ipairs, pairs = sorted_pairs, pcall = safe_pcall,
-    rawequal = safe_rawequal, rawget = safe_rawget, rawlen = rawlen, rawset = safe_rawset,
+    rawequal = safe_rawequal, rawget = safe_rawget, rawlen = safe_rawlen,
+    rawset = safe_rawset,
     select = select,
     setmetatable = safe_setmetatable, getmetatable = getmetatable,
     tonumber = safe_tonumber, tostring = safe_tostring, type = type, xpcall = safe_xpcall,
