@@ -555,25 +555,57 @@ local function safe_setmetatable(t, mt)
 end
 
 -- pairs in a deterministic order -------------------------------------------------------
-local function key_lt(a, b)
-  local ta, tb = type(a), type(b)
-  if ta ~= tb then return ta < tb end
-  if ta == 'string' then
-    local n = #a
-    if #b < n then n = #b end
-    if n > LONG then charge_bytes(n) end
-    return a < b
-  end
-  if ta == 'number' then return a < b end
-  if ta == 'boolean' then return (not a) and b end
-  error('pairs() over a table with table or function keys is not deterministic', 3)
-end
+-- The keys come out of next() in hash order (the seed is per runtime), so sorting them with
+-- an order function in Lua made a different number of comparisons, hence instructions and
+-- units, on each replica: a script near the budget ended on some and not others (attack8).
+-- Keys are grouped by type (in the order of their type names, as before) and each group of
+-- numbers or strings is sorted by the C sort without an order function: distinct keys have
+-- one order, no Lua instruction runs, and the cost is charged from the keys alone.
+local TYPE_ORDER = {'boolean', 'function', 'number', 'string', 'table', 'thread', 'userdata'}
+local ORDERED = {boolean = true, number = true, string = true}
 local function sorted_pairs(t)
-  local keys = {}
-  for k in next, t do keys[#keys + 1] = k end
-  local n = #keys
+  local groups = {}
+  local n = 0
+  for k in next, t do
+    local ty = type(k)
+    local g = groups[ty]
+    if g == nil then
+      g = {}
+      groups[ty] = g
+    end
+    g[#g + 1] = k
+    n = n + 1
+  end
+  local keys, m = {}, 0
+  for _, ty in ipairs(TYPE_ORDER) do
+    local g = groups[ty]
+    if g ~= nil then
+      local c = #g
+      if c > 1 then
+        if not ORDERED[ty] then
+          error('pairs() over a table with table or function keys is not deterministic', 2)
+        end
+        if ty == 'boolean' then
+          if g[1] then g[1], g[2] = g[2], g[1] end  -- false first
+        else
+          if ty == 'string' then
+            local bytes = 0
+            for i = 1, c do
+              local k = g[i]
+              if #k > LONG then bytes = bytes + #k end
+            end
+            charge_bytes(bytes * (log(c, 2) + 1))
+          end
+          sort(g)
+        end
+      end
+      for i = 1, c do
+        m = m + 1
+        keys[m] = g[i]
+      end
+    end
+  end
   if n > 1 then charge(n * (log(n, 2) + 1)) end
-  sort(keys, key_lt)
   local i = 0
   return function()
     i = i + 1
