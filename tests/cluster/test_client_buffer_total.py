@@ -127,3 +127,45 @@ def test_many_connections_with_partial_queries_and_unread_replies_stay_under_the
         assert int(parse_info(call(addr, "INFO", "raft", timeout=10))["term"]) == term
         assert c.wait_for_leader() == leader
         assert not c.crashed(), c.logs_tail()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_multi_queues_and_watched_keys_count_toward_the_total(tmp_path: Path) -> None:
+    """attack8: a MULTI queue and WATCHed keys stay in memory as long as the client likes,
+    and no bound counted them (20 connections with an 8 MiB SET queued held 150 MB of a
+    live node, client_buffers_bytes 27). Now they count with the query buffer."""
+    limit = 32 * MiB
+    value = b"x" * (4 * MiB)
+    with LocalCluster(tmp_path, extra_args=["--client-buffer-total", str(limit)],
+                      fsync="never") as c:
+        leader = c.wait_for_leader()
+        addr = c.nodes[leader].client_addr
+        host, port = parse_addr(addr)
+        socks: list[socket.socket] = []
+        try:
+            for i in range(6):  # 4 MiB queued each, and a PING to be counted after it
+                sock = socket.create_connection((host, port), timeout=10)
+                send_quietly(sock, encode_command(b"MULTI") + encode_command(
+                    b"SET", b"k%d" % i, value) + encode_command(b"PING"))
+                socks.append(sock)
+            for i in range(6):  # 4 MiB of watched key each, and a PING
+                sock = socket.create_connection((host, port), timeout=10)
+                send_quietly(sock, encode_command(b"WATCH", b"w%d" % i + value))
+                send_quietly(sock, encode_command(b"PING"))
+                socks.append(sock)
+
+            def settled() -> bool:
+                alive = sum(not closed_by_peer(s) for s in socks)
+                return alive * len(value) <= limit
+
+            wait_for(settled, 30.0, "the node to cut the largest connections")
+            stats = parse_info(call(addr, "INFO", "stats", timeout=10))
+            assert int(stats["client_buffer_total_disconnects"]) >= 4, stats
+            clients = parse_info(call(addr, "INFO", "clients", timeout=10))
+            assert int(clients["client_buffers_bytes"]) <= limit, clients
+        finally:
+            for sock in socks:
+                sock.close()
+        assert call(addr, "SET", "after", "v", timeout=10) == OK
+        assert not c.crashed(), c.logs_tail()
