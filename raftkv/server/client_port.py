@@ -429,7 +429,7 @@ class ClientServer:
                 try:
                     parser.feed(data)
                     self.buffers.set_query(conn, parser.buffered + inflight_bytes
-                                           + conn.tx.held)
+                                           + conn.tx.held + conn.subs.name_bytes)
                     while (args := parser.next_command()) is not None:
                         if not conn.registered:
                             self._register(conn)
@@ -488,7 +488,7 @@ class ClientServer:
                             burst = 0
                             await trio.lowlevel.checkpoint()
                     self.buffers.set_query(conn, parser.buffered + inflight_bytes
-                                           + conn.tx.held)
+                                           + conn.tx.held + conn.subs.name_bytes)
                     # A large argument streaming in (a full read that stays unparsed):
                     # fewer, larger reads, so an 8 MiB SET costs a dozen loop iterations,
                     # not 128. Many small arguments keep 64 KiB reads, so each read's
