@@ -66,7 +66,12 @@ def take_backup(endpoints: list[str], path: str, timeout: float = 30.0,
         keys=int(s["keys"]), bytes=int(s["bytes"]), sha256=str(s["sha256"]),
         created=datetime.now(UTC).isoformat(timespec="seconds"), source=addr)
     token = str(s["id"])
-    writer = BackupWriter(path, header)
+    try:
+        writer = BackupWriter(path, header)
+    except BackupError:
+        with contextlib.suppress(OSError, ConnectionError):
+            call(addr, "RAFT", "BACKUP", "END", token, timeout=5)
+        raise
     try:
         hidden = not show_progress or header.bytes < PROGRESS_OVER
         with click.progressbar(length=header.bytes, label="backup", hidden=hidden,

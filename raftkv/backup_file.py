@@ -17,6 +17,7 @@ also decodes the payload and counts its keys, so a file that verifies restores.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -59,9 +60,26 @@ _FIELDS = {"cluster_id": str, "index": int, "term": int, "keys": int, "bytes": i
            "sha256": str, "created": str, "source": str, "format": int}
 
 
+def _create_private(path: str) -> BinaryIO:
+    """A new file at ``path``, mode 0600, never through a symlink or into an existing file.
+
+    A backup holds every key (and the sessions' recorded replies): open(path, "wb") under
+    the usual umask made it world-readable, and followed a symlink planted at the temp
+    name, so in a shared directory anyone could have ``raftkv backup`` overwrite a file of
+    the operator's with the backup (attack8). A leftover temp file (or link) is removed
+    first; if another appears before the create, O_EXCL refuses it instead of using it."""
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)  # (a symlink itself, not what it points to)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    return open(fd, "wb")
+
+
 class BackupWriter:
     """Writes ``path`` through a temp file: header, payload chunks, digest; ``finish``
-    checks the payload against the header's SHA-256, fsyncs and renames into place."""
+    checks the payload against the header's SHA-256, fsyncs and renames into place (the
+    file is private to its owner: see ``_create_private``)."""
 
     def __init__(self, path: str, header: BackupHeader) -> None:
         self.path = path
@@ -70,7 +88,10 @@ class BackupWriter:
         self.written = 0
         self._payload_hash = hashlib.sha256()
         self._file_hash = hashlib.sha256()
-        self._f: BinaryIO = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish/abort
+        try:
+            self._f: BinaryIO = _create_private(self.tmp)
+        except OSError as exc:
+            raise BackupError(f"cannot write {self.tmp}: {exc.strerror or exc}") from None
         packed = msgpack.packb(header.to_dict(), use_bin_type=True)
         self._put(MAGIC + struct.pack(">I", len(packed)) + packed)
 
@@ -95,11 +116,20 @@ class BackupWriter:
         os.fsync(self._f.fileno())
         self._f.close()
         os.replace(self.tmp, self.path)
+        _fsync_dir(os.path.dirname(os.path.abspath(self.path)))  # the rename, on disk
 
     def abort(self) -> None:
         self._f.close()
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 CHUNK = 1024 * 1024

@@ -13,6 +13,8 @@ source is rewritten, a pure function of the body (the same on every replica):
 * every bracketed key ``t[k]`` and ``{[k] = v}`` becomes ``t[__rkv_key(k)]``;
 * ``...`` in an expression becomes ``__rkv_va(...)`` (copying n varargs is one
   instruction in the VM);
+* ``#x`` becomes ``(__rkv_len(x))``: a table's length found from its contents only (the
+  VM's answers any border, which depends on the table's layout, hence on the runtime);
 
 and the sandbox's helpers (lua_sandbox.py) charge the bytes before doing the operation itself,
 with the VM's own semantics (metamethods included). Only tokens are inserted: line numbers,
@@ -30,7 +32,7 @@ from __future__ import annotations
 import re
 
 PREFIX = "__rkv_"
-HELPERS = ("eq", "ne", "lt", "le", "gt", "ge", "cat", "catn", "key", "va")
+HELPERS = ("eq", "ne", "lt", "le", "gt", "ge", "cat", "catn", "key", "va", "len")
 _BINARY = {"==": "eq", "~=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "..": "cat"}
 # lparser.c's priority table: (left, right)
 _PRIORITY = {
@@ -120,6 +122,7 @@ class _Parser:
         self.toks = tokens
         self.i = 0
         self.wraps: list[_Wrap] = []
+        self.drops: set[int] = set()  # operator tokens a wrap replaces (unary '#')
         self.levels = 0
 
     def _enter(self) -> None:
@@ -305,6 +308,9 @@ class _Parser:
             start = self.i
             self.i += 1
             _, end, _ = self._subexpr(_UNARY_PRIORITY)
+            if tok.text == "#":  # __rkv_len(x): the '#' token itself is dropped
+                self._wrap("len", start, end, [])
+                self.drops.add(start)
             left: _Span = (start, end, None)
         else:
             left = self._simpleexp()
@@ -446,7 +452,7 @@ def rewrite(body: bytes) -> bytes:
             out.append(PREFIX + "va(" if wrap.helper == "va" else
                        "(" + PREFIX + wrap.helper + "(")
         if tok.kind != "eof":
-            out.append("," if index in commas else tok.text)
+            out.append("," if index in commas else "" if index in parser.drops else tok.text)
         for wrap in after.get(index, ()):
             out.append(")" if wrap.helper == "va" else "))")
         pos = tok.end

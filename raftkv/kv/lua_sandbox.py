@@ -1,8 +1,8 @@
 """The Lua side of a script run: the sandbox, the budget and the reply conversion.
 
 ``SANDBOX`` runs first in each fresh runtime (see scripts.py). It receives the Python
-bridge, the budget, the hook step, the budget error text, the pattern matcher's source and
-the reply limits, and returns ``run(body, keys, argv)`` and ``finish()``.
+bridge, the budget, the hook step, the budget error text, the pattern matcher's and the
+sort's sources and the reply limits, and returns ``run(body, keys, argv)`` and ``finish()``.
 
 Why each piece exists (every one closes a way for a script to behave differently on two
 replicas, or to run longer than the budget says):
@@ -13,8 +13,9 @@ replicas, or to run longer than the budget says):
   budget the hook fires at every instruction, so ``pcall`` cannot swallow the error.
 * **C functions that loop** are charged per byte (``BYTES`` bytes per instruction) or
   replaced: pattern matching runs in Lua (lua_patterns.py), ``table.insert/remove/move``
-  are Lua loops, ``string.rep`` is charged before it allocates. ``string.pack/unpack/dump``
-  are not offered (Redis's Lua 5.1 has none of them).
+  are Lua loops, ``table.sort`` runs in Lua (lua_sort.py) unless one order is certain,
+  ``string.rep`` is charged before it allocates. ``string.pack/unpack/dump`` are not
+  offered (Redis's Lua 5.1 has none of them).
 * **No finalizers, no weak tables.** ``setmetatable`` refuses ``__gc`` and ``__mode``, and
   installs a copy of the metatable (``getmetatable`` still answers the script's table), so
   neither can be added later. A finalizer runs when the collector decides, which differs
@@ -29,7 +30,8 @@ replicas, or to run longer than the budget says):
 """
 
 SANDBOX = r"""
-local bridge, budget, step, budget_error, patterns_src, max_depth, max_items, max_bytes = ...
+local bridge, budget, step, budget_error, patterns_src, sort_src, max_depth, max_items,
+  max_bytes = ...
 local sethook, dgetmetatable, dsetmetatable = debug.sethook, debug.getmetatable, debug.setmetatable
 local sort, concat, unpack, pack = table.sort, table.concat, table.unpack, table.pack
 local format, c_find, sub, rep, byte, char = string.format, string.find, string.sub,
@@ -173,9 +175,47 @@ local function int_arg(v, n, fname)
   end
   return i
 end
+-- The length of a table: Lua's '#' answers any border (t[n] ~= nil, t[n + 1] == nil), and
+-- which one depends on the table's layout: its array part's size, set by rehashes whose
+-- timing depends on where its string keys hash (the hash seed is per runtime) and its table
+-- keys' addresses. With a hole, replicas answered different lengths (attack8). This one is
+-- found from the contents only: lhash.c's unbound search from 0 (doubling, then halving).
+local maxinteger = math.maxinteger
+local function border(t)
+  if rawget(t, 1) == nil then return 0 end
+  local i, j = 1, 2
+  while rawget(t, j) ~= nil do
+    i = j
+    if j > maxinteger // 2 then  -- built to overflow: a linear search, as lhash.c does
+      i = 1
+      while rawget(t, i + 1) ~= nil do i = i + 1 end
+      return i
+    end
+    j = j * 2
+  end
+  while j - i > 1 do  -- t[i] ~= nil, t[j] == nil
+    local m = (i + j) // 2
+    if rawget(t, m) == nil then j = m else i = m end
+  end
+  return i
+end
+local function len(v)  -- the '#' operator (lua_rewrite.py turns '#x' into this call)
+  local t = type(v)
+  if t == 'string' then return #v end
+  if t ~= 'table' then error(format('attempt to get length of a %s value', t), 2) end
+  local mt = dgetmetatable(v)
+  if mt ~= nil and rawget(mt, '__len') ~= nil then return #v end  -- the script's own __len
+  return border(v)
+end
+local function safe_rawlen(v)
+  local t = type(v)
+  if t == 'table' then return border(v) end
+  if t == 'string' then return #v end
+  error("bad argument #1 to 'rawlen' (table or string expected)", 0)
+end
 local function insert(t, ...)
   table_arg(t, 1, 'insert')
-  local e = #t + 1
+  local e = len(t) + 1
   local nargs = select('#', ...)
   if nargs == 1 then
     t[e] = ...
@@ -190,7 +230,7 @@ local function insert(t, ...)
 end
 local function remove(t, pos)
   table_arg(t, 1, 'remove')
-  local size = #t
+  local size = len(t)
   if pos == nil then pos = size else pos = int_arg(pos, 2, 'remove') end
   if pos ~= size and (pos < 1 or pos > size + 1) then
     error("bad argument #2 to 'remove' (position out of bounds)", 2)
@@ -223,31 +263,11 @@ local function move(a1, f, e, t, a2)
   end
   return a2
 end
-local function safe_sort(t, cmp)
-  table_arg(t, 1, 'sort')
-  local mt = dgetmetatable(t)
-  if mt ~= nil and (rawget(mt, '__len') ~= nil or rawget(mt, '__index') ~= nil) then
-    error("table.sort of a table with __len or __index is not allowed in scripts", 2)
-  end
-  local n = rawlen(t)
-  if n > 1 then
-    local steps = n * (log(n, 2) + 1)
-    if cmp == nil then
-      local bytes = 0
-      for i = 1, n do
-        local v = rawget(t, i)
-        if type(v) == 'string' then bytes = bytes + #v end
-      end
-      charge_bytes(bytes * (log(n, 2) + 1))
-    end
-    charge(steps)
-  end
-  return sort(t, cmp)
-end
 local function safe_concat(t, sep, i, j)  -- one step per element, even an empty one
   if type(t) == 'table' then
-    local first, last = raw_tonumber(i) or 1, raw_tonumber(j) or rawlen(t)
-    if last >= first then charge(last - first + 1) end
+    if j == nil then j = len(t) end  -- (C concat would take its own '#t')
+    local first, last = raw_tonumber(i) or 1, raw_tonumber(j)
+    if last ~= nil and last >= first then charge(last - first + 1) end
   end
   local r = concat(t, sep, i, j)
   charge_bytes(#r)
@@ -255,10 +275,10 @@ local function safe_concat(t, sep, i, j)  -- one step per element, even an empty
 end
 local safe_table = {
   concat = safe_concat,
-  insert = insert, remove = remove, move = move, sort = safe_sort, pack = pack,
+  insert = insert, remove = remove, move = move, pack = pack,  -- (sort: below)
   unpack = function(t, i, j, ...)
     if type(t) == 'table' then
-      if j == nil then j = #t end  -- (once: unpack with an explicit j calls no __len)
+      if j == nil then j = len(t) end  -- (once: unpack with an explicit j calls no __len)
       local first, last = raw_tonumber(i) or 1, raw_tonumber(j)
       if type(last) == 'number' and last >= first then charge(last - first + 1) end
     end
@@ -383,6 +403,71 @@ local function key(k)
   end
   return k
 end
+-- table.sort: the C sort randomizes its pivot (clock, time) on unbalanced partitions, so
+-- elements the order calls equal, and the order function's calls, differ between replicas.
+-- Strings alone or integers alone, without an order function, have one order whatever the
+-- pivot: the C sort, charged n log n and the bytes; anything else runs lua_sort.py's port.
+local lua_sort = load(sort_src, '=sort', 't')()
+local function default_lt(a, b)  -- a < b, charged as the script's own '<', Lua's errors
+  if plain(a, b) then
+    if type(a) == 'string' then
+      local n = #a
+      if #b < n then n = #b end
+      if n > LONG then charge_bytes(n) end
+    end
+    return a < b
+  end
+  local ok, r = pcall(raw_lt, a, b)
+  if ok then return r end
+  if type(r) == 'string' and sub(r, 1, #HERE) == HERE then
+    local t1, t2 = type(a), type(b)
+    error(t1 == t2 and format('attempt to compare two %s values', t1)
+          or format('attempt to compare %s with %s', t1, t2), 0)
+  end
+  error(r, 0)
+end
+local function safe_sort(t, cmp)
+  table_arg(t, 1, 'sort')
+  local mt = dgetmetatable(t)
+  if mt ~= nil and (rawget(mt, '__len') ~= nil or rawget(mt, '__index') ~= nil) then
+    error("table.sort of a table with __len or __index is not allowed in scripts", 2)
+  end
+  local n = border(t)
+  if n < 2 then return end
+  if n >= 2147483647 then error("bad argument #1 to 'sort' (array too big)", 2) end
+  if cmp ~= nil and type(cmp) ~= 'function' then
+    error(format("bad argument #2 to 'sort' (function expected, got %s)", type(cmp)), 2)
+  end
+  if cmp == nil then
+    local first = rawget(t, 1)
+    local kind = type(first) == 'string' and 'string' or mtype(first)
+    local bytes = 0
+    local copy = {}
+    for i = 1, n do
+      local v = rawget(t, i)
+      if kind == 'string' then
+        if type(v) ~= 'string' then kind = nil break end
+        bytes = bytes + #v
+      elseif mtype(v) ~= 'integer' then
+        kind = nil
+        break
+      end
+      copy[i] = v
+    end
+    if kind == 'string' or kind == 'integer' then  -- one order: the C sort, charged
+      local levels = log(n, 2) + 1
+      charge_bytes(bytes * levels)
+      charge(n * levels)
+      sort(copy)
+      for i = 1, n do t[i] = copy[i] end
+      return
+    end
+    cmp = default_lt
+  end
+  return lua_sort(t, n, cmp)
+end
+safe_table.sort = safe_sort
+
 local helpers = {
   __rkv_eq = eq,
   __rkv_ne = function(a, b) return not eq(a, b) end,
@@ -395,6 +480,7 @@ local helpers = {
   __rkv_catn = catn,
   __rkv_key = key,
   __rkv_va = va,
+  __rkv_len = len,
 }
 local function safe_rawequal(a, b)
   eq_cost(a, b)  -- (not eq: rawequal calls no __eq)
@@ -469,25 +555,57 @@ local function safe_setmetatable(t, mt)
 end
 
 -- pairs in a deterministic order -------------------------------------------------------
-local function key_lt(a, b)
-  local ta, tb = type(a), type(b)
-  if ta ~= tb then return ta < tb end
-  if ta == 'string' then
-    local n = #a
-    if #b < n then n = #b end
-    if n > LONG then charge_bytes(n) end
-    return a < b
-  end
-  if ta == 'number' then return a < b end
-  if ta == 'boolean' then return (not a) and b end
-  error('pairs() over a table with table or function keys is not deterministic', 3)
-end
+-- The keys come out of next() in hash order (the seed is per runtime), so sorting them with
+-- an order function in Lua made a different number of comparisons, hence instructions and
+-- units, on each replica: a script near the budget ended on some and not others (attack8).
+-- Keys are grouped by type (in the order of their type names, as before) and each group of
+-- numbers or strings is sorted by the C sort without an order function: distinct keys have
+-- one order, no Lua instruction runs, and the cost is charged from the keys alone.
+local TYPE_ORDER = {'boolean', 'function', 'number', 'string', 'table', 'thread', 'userdata'}
+local ORDERED = {boolean = true, number = true, string = true}
 local function sorted_pairs(t)
-  local keys = {}
-  for k in next, t do keys[#keys + 1] = k end
-  local n = #keys
+  local groups = {}
+  local n = 0
+  for k in next, t do
+    local ty = type(k)
+    local g = groups[ty]
+    if g == nil then
+      g = {}
+      groups[ty] = g
+    end
+    g[#g + 1] = k
+    n = n + 1
+  end
+  local keys, m = {}, 0
+  for _, ty in ipairs(TYPE_ORDER) do
+    local g = groups[ty]
+    if g ~= nil then
+      local c = #g
+      if c > 1 then
+        if not ORDERED[ty] then
+          error('pairs() over a table with table or function keys is not deterministic', 2)
+        end
+        if ty == 'boolean' then
+          if g[1] then g[1], g[2] = g[2], g[1] end  -- false first
+        else
+          if ty == 'string' then
+            local bytes = 0
+            for i = 1, c do
+              local k = g[i]
+              if #k > LONG then bytes = bytes + #k end
+            end
+            charge_bytes(bytes * (log(c, 2) + 1))
+          end
+          sort(g)
+        end
+      end
+      for i = 1, c do
+        m = m + 1
+        keys[m] = g[i]
+      end
+    end
+  end
   if n > 1 then charge(n * (log(n, 2) + 1)) end
-  sort(keys, key_lt)
   local i = 0
   return function()
     i = i + 1
@@ -512,8 +630,12 @@ local function run_command(protected_call, ...)
   if n == 0 then
     error({err = 'ERR Please specify at least one argument for this redis lib call'}, 3)
   end
-  local args = {}
-  for i = 1, n do args[i] = to_arg((select(i, ...))) end
+  -- One copy of the arguments: select(i, ...) in the loop copied all n of them for each i
+  -- (the VM's VARARG), n^2 copies counted as ~8n instructions: one redis.call of 100,000
+  -- arguments held every replica's apply 87 s inside the budget (attack8).
+  local args = pack(...)
+  args.n = nil
+  for i = 1, n do args[i] = to_arg(args[i]) end
   local reply, cost = bridge(args, budget - spent)
   charge(cost)
   if not protected_call and type(reply) == 'table' and reply.err ~= nil then error(reply, 0) end
@@ -609,7 +731,8 @@ end
 local function run(body, keys, argv)
   local env = {
     assert = assert, error = error, ipairs = ipairs, pairs = sorted_pairs, pcall = safe_pcall,
-    rawequal = safe_rawequal, rawget = safe_rawget, rawlen = rawlen, rawset = safe_rawset,
+    rawequal = safe_rawequal, rawget = safe_rawget, rawlen = safe_rawlen,
+    rawset = safe_rawset,
     select = select,
     setmetatable = safe_setmetatable, getmetatable = getmetatable,
     tonumber = safe_tonumber, tostring = safe_tostring, type = type, xpcall = safe_xpcall,

@@ -50,6 +50,7 @@ from .glob import Glob
 from .lua_patterns import PATTERNS
 from .lua_rewrite import RewriteError, rewrite
 from .lua_sandbox import SANDBOX
+from .lua_sort import SORT
 from .state import KVState
 
 KeyRecord = tuple[bytes | None, int | None, int | None, int | None]
@@ -474,7 +475,7 @@ class ScriptRunner:
         done = False
         try:
             run, finish = lua.execute(SANDBOX, bridge, budget, HOOK_STEP,
-                                      BUDGET_ERROR.encode(), PATTERNS.encode(),
+                                      BUDGET_ERROR.encode(), PATTERNS.encode(), SORT.encode(),
                                       MAX_REPLY_DEPTH, MAX_REPLY_ITEMS, MAX_REPLY_BYTES)
             try:
                 if keys is None:

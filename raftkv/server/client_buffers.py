@@ -1,7 +1,8 @@
 """One bound on every client's buffers together (Redis's ``maxmemory-clients``).
 
 Each connection's query buffer (input read and not yet parsed, plus commands parsed and
-not yet answered) and output buffer (replies ready and not yet sent) has its own limit
+not yet answered, plus its MULTI queue and WATCHed keys: transaction.py) and output buffer
+(replies ready and not yet sent) has its own limit
 (raftkv.server.limits); those alone let 10,000 connections hold 10,000 times a limit.
 This keeps their sum under ``--client-buffer-total``: when a connection's buffers grow
 past it, the connection holding the most is disconnected (with a log line), and the next

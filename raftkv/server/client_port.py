@@ -444,7 +444,8 @@ class ClientServer:
                     return
                 try:
                     parser.feed(data)
-                    self.buffers.set_query(conn, parser.buffered + inflight_bytes)
+                    self.buffers.set_query(conn, parser.buffered + inflight_bytes
+                                           + conn.tx.held + conn.subs.name_bytes)
                     while (args := parser.next_command()) is not None:
                         if not conn.registered:
                             self._register(conn)
@@ -502,7 +503,8 @@ class ClientServer:
                         if burst >= YIELD_EVERY:  # a long pipeline lets others run
                             burst = 0
                             await trio.lowlevel.checkpoint()
-                    self.buffers.set_query(conn, parser.buffered + inflight_bytes)
+                    self.buffers.set_query(conn, parser.buffered + inflight_bytes
+                                           + conn.tx.held + conn.subs.name_bytes)
                     # A large argument streaming in (a full read that stays unparsed):
                     # fewer, larger reads, so an 8 MiB SET costs a dozen loop iterations,
                     # not 128. Many small arguments keep 64 KiB reads, so each read's

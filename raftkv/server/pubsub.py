@@ -79,6 +79,9 @@ def subscribed_mode_error(name: bytes) -> str:
             "(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
 
 
+NAME_OVERHEAD = 64  # a subscription's dict entries (the connection's and the node's)
+
+
 @attrs.define
 class Subscriptions:
     """One connection's channels and patterns (insertion order: UNSUBSCRIBE with no
@@ -86,6 +89,10 @@ class Subscriptions:
 
     channels: dict[bytes, None] = attrs.Factory(dict)
     patterns: dict[bytes, None] = attrs.Factory(dict)
+    # Their names' bytes (each plus NAME_OVERHEAD): the client port counts them with the
+    # connection's query buffer against --client-buffer-total (attack8: 20 channels of
+    # 8 MiB held 183 MB of a live node that no bound counted; 10,000 would be 80 GB).
+    name_bytes: int = 0
     # Hands a message to the connection's reply queue (set by the client port while the
     # connection runs); False if it could not (the connection is closing).
     push: Callable[[Any], bool] | None = None
@@ -168,6 +175,7 @@ class PubSub:
         for name in names:
             if name not in mine:
                 mine[name] = None
+                subs.name_bytes += len(name) + NAME_OVERHEAD
                 if pattern:
                     self._generation += 1
                     self._pattern_conns[conn.id] = conn
@@ -190,6 +198,7 @@ class PubSub:
         replies = []
         for name in names:
             if mine.pop(name, 1) is None:
+                subs.name_bytes -= len(name) + NAME_OVERHEAD
                 self._forget(conn.id, name, pattern)
             replies.append(Push((kind, name, subs.count)))
         if not subs.patterns:
@@ -220,6 +229,7 @@ class PubSub:
             self._forget(conn.id, name, True)
         subs.channels.clear()
         subs.patterns.clear()
+        subs.name_bytes = 0
         self._pattern_conns.pop(conn.id, None)
 
     # -- delivering -------------------------------------------------------------------

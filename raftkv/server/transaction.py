@@ -53,15 +53,28 @@ class Transaction:
     size: int = 0
     dirty: bool = False
     watches: list[tuple[bytes, int, int]] = attrs.Factory(list)
+    watch_bytes: int = 0  # the watched keys' bytes (each plus WATCH_OVERHEAD)
     watch_failed: bool = False
     acl_generation: int = 0  # the ACL LOADs done at MULTI (auth.queue_still_allowed)
 
+    @property
+    def held(self) -> int:
+        """Bytes this connection holds here for as long as it likes: its queue and its
+        watched keys. The client port counts them with its query buffer against
+        --client-buffer-total (attack8: 20 connections with an 8 MiB SET queued, or one
+        with 20 WATCHed 8 MiB keys, held 150-170 MB that no bound counted; 10,000 watched
+        keys of 8 MiB would be 80 GB on one connection)."""
+        return self.size + self.watch_bytes
+
     def reset(self) -> None:
         self.queue = None
-        self.commands = self.size = 0
+        self.commands = self.size = self.watch_bytes = 0
         self.dirty = False
         self.watches = []
         self.watch_failed = False
+
+
+WATCH_OVERHEAD = 64  # a watched key's tuple and its two versions, roughly
 
 
 def _arity(name: str) -> Pending:
@@ -138,6 +151,7 @@ def discard(tx: Transaction) -> Pending:
 
 def unwatch(tx: Transaction) -> Pending:
     tx.watches = []
+    tx.watch_bytes = 0
     tx.watch_failed = False
     return Pending.of(OK)
 
@@ -161,6 +175,10 @@ def watch(node: Node, tx: Transaction, args: list[bytes]) -> Pending:
             tx.watch_failed = True
             reply.set(value if isinstance(value, ErrorReply) else ErrorReply("ERR WATCH failed"))
 
+    # Counted now, with the command that brings them (the port counts after each read):
+    # counted only once the read answered, a client that sends nothing more held them
+    # uncounted. (A failed WATCH keeps its count until EXEC, DISCARD or UNWATCH.)
+    tx.watch_bytes += sum(len(key) + WATCH_OVERHEAD for key in keys)
     node.submit([b"WATCH", *keys]).add_callback(remember)
     return reply
 

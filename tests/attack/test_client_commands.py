@@ -42,3 +42,26 @@ def test_hello_protocol_version_is_a_plain_integer() -> None:
     reply = cmd_hello(NODE, conn, [b"HELLO", b"0_3"]).value
     assert isinstance(reply, ErrorReply), reply
     assert conn.proto == 2
+
+
+BIG = b"n" * (8 * 1024 * 1024 - 200)  # printable: only its length is wrong
+
+
+@pytest.mark.parametrize("call", [
+    [b"CLIENT", b"SETNAME", BIG],
+    [b"CLIENT", b"SETINFO", b"LIB-NAME", BIG],
+    [b"CLIENT", b"SETINFO", b"LIB-VER", BIG],
+    [b"HELLO", b"2", b"SETNAME", BIG],
+], ids=["setname", "lib-name", "lib-ver", "hello-setname"])
+def test_names_and_library_info_are_bounded(call: list[bytes]) -> None:
+    """attack8: a connection keeps these for its life, outside every buffer bound; 12
+    connections with 8 MiB of each held 270 MB of a live node (10,000 connections: 240 GB)."""
+    conn = Connection(1, "127.0.0.1:1")
+    handler = cmd_hello if call[0] == b"HELLO" else cmd_client
+    reply = handler(NODE, conn, call).value
+    assert reply == ErrorReply(
+        "ERR Client names and library info are at most 4096 bytes."), reply
+    assert (conn.name, conn.lib_name, conn.lib_ver) == ("", "", "")
+    if handler is cmd_client:  # (HELLO needs an authenticated connection to succeed)
+        ok = handler(NODE, conn, [*call[:-1], b"n" * 4096]).value
+        assert not isinstance(ok, ErrorReply), ok

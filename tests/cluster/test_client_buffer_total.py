@@ -127,3 +127,90 @@ def test_many_connections_with_partial_queries_and_unread_replies_stay_under_the
         assert int(parse_info(call(addr, "INFO", "raft", timeout=10))["term"]) == term
         assert c.wait_for_leader() == leader
         assert not c.crashed(), c.logs_tail()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_multi_queues_and_watched_keys_count_toward_the_total(tmp_path: Path) -> None:
+    """attack8: a MULTI queue and WATCHed keys stay in memory as long as the client likes,
+    and no bound counted them (20 connections with an 8 MiB SET queued held 150 MB of a
+    live node, client_buffers_bytes 27). Now they count with the query buffer."""
+    limit = 32 * MiB
+    value = b"x" * (4 * MiB)
+    with LocalCluster(tmp_path, extra_args=["--client-buffer-total", str(limit)],
+                      fsync="never") as c:
+        leader = c.wait_for_leader()
+        addr = c.nodes[leader].client_addr
+        host, port = parse_addr(addr)
+        socks: list[socket.socket] = []
+        try:
+            for i in range(6):  # 4 MiB queued each, and a PING to be counted after it
+                sock = socket.create_connection((host, port), timeout=10)
+                send_quietly(sock, encode_command(b"MULTI") + encode_command(
+                    b"SET", b"k%d" % i, value) + encode_command(b"PING"))
+                socks.append(sock)
+            for i in range(6):  # 4 MiB of watched key each, and a PING
+                sock = socket.create_connection((host, port), timeout=10)
+                send_quietly(sock, encode_command(b"WATCH", b"w%d" % i + value))
+                send_quietly(sock, encode_command(b"PING"))
+                socks.append(sock)
+
+            def cut() -> bool:  # (the sockets hold unread replies: ask the node)
+                stats = parse_info(call(addr, "INFO", "stats", timeout=10))
+                return int(stats["client_buffer_total_disconnects"]) >= 4
+
+            wait_for(cut, 30.0, "the node to cut the largest connections")
+            clients = parse_info(call(addr, "INFO", "clients", timeout=10))
+            assert int(clients["client_buffers_bytes"]) <= limit, clients
+        finally:
+            for sock in socks:
+                sock.close()
+        assert call(addr, "SET", "after", "v", timeout=10) == OK
+        assert not c.crashed(), c.logs_tail()
+
+
+def read_confirmation(sock: socket.socket, size: int) -> None:
+    """Read a (P)SUBSCRIBE confirmation echoing a name of about ``size`` bytes."""
+    got = 0
+    with contextlib.suppress(OSError):  # (cut off by the node: that is the point)
+        while got < size:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                return
+            got += len(chunk)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_subscribed_names_count_toward_the_total(tmp_path: Path) -> None:
+    """attack8: a connection may subscribe 10,000 channels or patterns, each name up to
+    --max-request-bytes, kept for its life: 20 names of 8 MiB held 183 MB of a live node
+    with client_buffers_bytes 27. Now they count with the query buffer."""
+    limit = 32 * MiB
+    name = b"c" * (4 * MiB)
+    with LocalCluster(tmp_path, extra_args=["--client-buffer-total", str(limit)],
+                      fsync="never") as c:
+        leader = c.wait_for_leader()
+        addr = c.nodes[leader].client_addr
+        host, port = parse_addr(addr)
+        socks: list[socket.socket] = []
+        try:
+            for i in range(12):  # 4 MiB of channel (or pattern) name each
+                sock = socket.create_connection((host, port), timeout=10)
+                verb = b"SUBSCRIBE" if i % 2 else b"PSUBSCRIBE"
+                send_quietly(sock, encode_command(verb, b"%d" % i + name))
+                socks.append(sock)
+                read_confirmation(sock, len(name))  # (else its output buffer counts)
+
+            def cut() -> bool:  # (the sockets hold unread confirmations: ask the node)
+                stats = parse_info(call(addr, "INFO", "stats", timeout=10))
+                return int(stats["client_buffer_total_disconnects"]) >= 4
+
+            wait_for(cut, 30.0, "the node to cut the largest connections")
+            clients = parse_info(call(addr, "INFO", "clients", timeout=10))
+            assert int(clients["client_buffers_bytes"]) <= limit, clients
+        finally:
+            for sock in socks:
+                sock.close()
+        assert call(addr, "SET", "after", "v", timeout=10) == OK
+        assert not c.crashed(), c.logs_tail()
