@@ -23,8 +23,12 @@ GIL while the state is copied and encoded; on a loaded 2-core machine its loop s
 123-165 ms at its own snapshot, against an election timeout of 150-300 ms. The log just
 grows past the point, up to ``--snapshot-leader-defer`` x ``every`` entries after the last
 snapshot (disk, memory and restart time stay bounded), or until used memory passes half of
---maxmemory; then it snapshots anyway. Followers keep their schedule, and a leader that
-steps down is due at once. RAFT SNAPSHOT is immediate on every node.
+--maxmemory, or while a member is more than ``every`` entries behind; then it snapshots
+anyway. The last because catching a member up from the log cost the leader's loop more
+than a snapshot does (encoded and sent in worker threads): in loaded stability runs a
+follower restarted 20-30k entries behind a deferring leader cost an election both times.
+Followers keep their schedule, and a leader that steps down is due at once. RAFT SNAPSHOT
+is immediate on every node.
 
 With --snapshot-fork the state is encoded in a forked child (snapshot_child.py), not a
 worker thread: a thread holds the loop's GIL through every long C call of the encoder.
@@ -98,10 +102,12 @@ class Snapshotter:
                  next_tick: Callable[[], Awaitable[int]],
                  node_id: int = 0, leading: Callable[[], bool] = lambda: False,
                  fork: bool = False, stagger: bool = False, leader_defer: int = 1,
-                 memory_high: Callable[[], bool] = lambda: False) -> None:
+                 memory_high: Callable[[], bool] = lambda: False,
+                 slowest_match: Callable[[], int | None] = lambda: None) -> None:
         self.storage = storage
         self.leader_defer = leader_defer  # a leader compacts at most this x every entries
         self.memory_high = memory_high  # used memory is high: a leader defers no longer
+        self.slowest_match = slowest_match  # a leader's least caught-up member (None: none)
         self.deferred = 0  # automatic snapshots a leader put off (INFO)
         self.stagger = stagger  # followers at offsets from the leader's points
         self.fork = fork  # encode in a forked child, else in a worker thread
@@ -160,7 +166,7 @@ class Snapshotter:
                                                             not self.stagger or leading)):
                 return
             if (leading and leader_defers(applied, last, every, self.leader_defer)
-                    and not self.memory_high()):
+                    and not self.memory_high() and not self._member_lags(applied)):
                 if not self._deferring:
                     self._deferring = True
                     self.deferred += 1
@@ -187,6 +193,12 @@ class Snapshotter:
         state = kv.snapshot_state() if child is None else None
         self._running = True
         self.background(self._take, meta, child, state, len(kv), waiters)
+
+    def _member_lags(self, applied: int) -> bool:
+        """A member more than ``every`` entries behind: it will need a snapshot, not the
+        log (see the module docstring)."""
+        match = self.slowest_match()
+        return match is not None and match < applied - self.every
 
     async def _take(self, meta: SnapshotMeta, child: SnapshotChild | None,
                     state: KVState | None, keys: int, waiters: list[Pending]) -> None:
