@@ -4,8 +4,8 @@ Its loop serves every client and sends every heartbeat; a snapshot costs that lo
 the GIL (issue 15's stability row: the leader stalled 123-165 ms at its own snapshot). It
 lets its log grow to ``--snapshot-leader-defer`` x ``--snapshot-entries`` entries instead;
 followers keep their schedule, and RAFT SNAPSHOT, a step-down, memory pressure or a member
-more than a run behind end the wait. Driven here through ``Snapshotter.maybe_start`` with the node's parts stubbed out:
-which indexes it starts a snapshot at, one applied entry at a time.
+more than a run behind end the wait. Driven here through ``Snapshotter.maybe_start`` with
+the node's parts stubbed out: which indexes it starts a snapshot at, one entry at a time.
 """
 
 from __future__ import annotations
