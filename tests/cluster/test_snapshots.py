@@ -105,9 +105,7 @@ def test_a_restarted_follower_catches_up_by_snapshot(cluster: LocalCluster) -> N
     lagging = follower_of(c, leader)
     c.kill(lagging)
     write_keys(c, leader, range(2000))
-    # A leader takes its automatic snapshots 4 runs of EVERY apart (--snapshot-leader-defer,
-    # node/snapshots.py): its log is compacted past the lagging follower's all the same.
-    wait_until(lambda: int(raft_info(c, leader)["snapshot_index"]) >= 2000 - 4 * EVERY,
+    wait_until(lambda: int(raft_info(c, leader)["snapshot_index"]) >= 2000 - EVERY,
                what="leader snapshots")
     assert "snapshot taken" in log_text(c, leader)
     c.start(lagging)
