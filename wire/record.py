@@ -17,6 +17,7 @@ takes for ``__init__``), rather than a generic walk over the annotations per val
 
 from __future__ import annotations
 
+import contextvars
 import io
 import types
 import typing
@@ -43,7 +44,13 @@ Converter = Callable[[Any, str], Any]
 
 _ENCODERS: dict[type, Converter] = {}
 _DECODERS: dict[type, Converter] = {}
-_COMPILING: set[type] = set()
+# The classes this thread is compiling (to refuse a recursive record). Per thread, not
+# global: records are encoded on a node's loop and in its worker threads (large peer
+# messages), and a class compiled by two threads at once made the second fail as
+# "recursive" (a new leader's first InstallSnapshot was dropped). Two threads compiling
+# one class both finish; each stores the same converters.
+_COMPILING: contextvars.ContextVar[frozenset[type]] = contextvars.ContextVar(
+    "wire_record_compiling", default=frozenset())
 
 _packer = msgpack.Packer(use_bin_type=True)
 _unpackb = msgpack.unpackb
@@ -406,9 +413,10 @@ def _plan(cls: type) -> tuple[str, list[tuple[str, _Spec]]]:
 
 def _compile(cls: type) -> None:
     """Generate and cache ``cls``'s encoder and decoder."""
-    if cls in _COMPILING:
+    compiling = _COMPILING.get()
+    if cls in compiling:
         raise TypeError(f"{cls.__name__}: recursive record types are not supported")
-    _COMPILING.add(cls)
+    token = _COMPILING.set(compiling | {cls})
     try:
         name, fields = _plan(cls)
         tag = cls.__wire_tag__  # type: ignore[attr-defined]
@@ -467,7 +475,7 @@ def _compile(cls: type) -> None:
         _ENCODERS[cls] = ns["encode"]
         _DECODERS[cls] = ns["decode"]
     finally:
-        _COMPILING.discard(cls)
+        _COMPILING.reset(token)
 
 
 def _slot_setters(cls: type) -> list[Callable[[Any, Any], None]] | None:

@@ -133,7 +133,9 @@ class Node:
                                      s.snapshot_entries, self.rng, self.start_background,
                                      self.wake, self.core.step, self.ticker.next_tick,
                                      self.id, lambda: self.core.role is Role.LEADER,
-                                     s.snapshot_fork, s.snapshot_stagger)
+                                     s.snapshot_fork, s.snapshot_stagger,
+                                     s.snapshot_leader_defer, self._memory_high,
+                                     self._slowest_match)
         sync_thread = SyncThread()  # the WAL fsync worker, alive while run() is
         self.driver = CoreDriver(
             self.core, self.storage, storage_lock, sync_thread, self.transport, self.applier,
@@ -157,6 +159,19 @@ class Node:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.storage.close)
+
+    def _memory_high(self) -> bool:
+        """Used memory past half of --maxmemory: a leader stops deferring its snapshot
+        (its log, held in memory until then, is what a snapshot frees)."""
+        limit = self.settings.maxmemory
+        return bool(limit) and self.memory.used() > limit // 2
+
+    def _slowest_match(self) -> int | None:
+        """The lowest log index a leader knows each other member holds (None: no other
+        member, or not leading)."""
+        matches = [p.match for m in self.core.cluster_config.members if m.id != self.id
+                   if (p := self.core.progress(m.id)) is not None]
+        return min(matches, default=None)
 
     def _peer_gone(self, peer: int) -> None:
         """The transport's evidence that ``peer``'s process is gone: if it is our leader,

@@ -17,6 +17,19 @@ index together starved a 2-core machine and the leader's heartbeats with it). Of
 default: on a loaded machine, followers that are not busy with a snapshot of their own
 time out when the leader stalls on its own (README Performance, branch ``stab``).
 
+A leader defers its own automatic snapshots (``leader_defers``): its loop serves every
+client and sends every heartbeat, and each snapshot it takes costs that loop CPU and the
+GIL while the state is copied and encoded; on a loaded 2-core machine its loop stalled
+123-165 ms at its own snapshot, against an election timeout of 150-300 ms. The log just
+grows past the point, up to ``--snapshot-leader-defer`` x ``every`` entries after the last
+snapshot (disk, memory and restart time stay bounded), or until used memory passes half of
+--maxmemory, or while a member is more than ``every`` entries behind; then it snapshots
+anyway. The last because catching a member up from the log cost the leader's loop more
+than a snapshot does (encoded and sent in worker threads): in loaded stability runs a
+follower restarted 20-30k entries behind a deferring leader cost an election both times.
+Followers keep their schedule, and a leader that steps down is due at once. RAFT SNAPSHOT
+is immediate on every node.
+
 With --snapshot-fork the state is encoded in a forked child (snapshot_child.py), not a
 worker thread: a thread holds the loop's GIL through every long C call of the encoder.
 
@@ -63,14 +76,22 @@ def snapshot_phase(node_id: int, every: int, leading: bool) -> int:
     return every // 4 + (every // 2) * spread // 2**64
 
 
-def snapshot_due(applied: int, last: int, every: int, phase: int) -> bool:
+def snapshot_due(applied: int, last: int, every: int, phase: int, runs: int = 1) -> bool:
     """Whether a node that applied up to ``applied`` and last compacted at ``last`` is due:
-    at its first point ``k * every + phase`` at least ``3/4 every`` entries after ``last``
-    (a snapshot lands a few entries past its point: 10,001 for 10,000, and the next must
-    still be 20,000). In steady state ``every`` apart; 3/4 to 7/4 of it after a role change
-    or a RAFT SNAPSHOT, which move ``last`` off the node's points."""
-    first = last + every - every // 4
+    at its first point ``k * every + phase`` at least ``runs * every - every / 4`` entries
+    after ``last`` (a snapshot lands a few entries past its point: 10,001 for 10,000, and
+    the next must still be 20,000). In steady state ``runs * every`` apart; 3/4 to 7/4 of
+    ``every`` more after a role change or a RAFT SNAPSHOT, which move ``last`` off the
+    node's points."""
+    first = last + runs * every - every // 4
     return applied >= first + (phase - first) % every
+
+
+def leader_defers(applied: int, last: int, every: int, factor: int) -> bool:
+    """Whether a leader skips an automatic snapshot that is due: yes until its point
+    ``factor`` runs of ``every`` entries after ``last`` (``snapshot_due`` with ``runs``;
+    a leader's points are the followers' ``k * every``). ``factor`` 1: never."""
+    return not snapshot_due(applied, last, every, 0, factor)
 
 
 class Snapshotter:
@@ -80,8 +101,14 @@ class Snapshotter:
                  core_step: Callable[[RaftMessage], None],
                  next_tick: Callable[[], Awaitable[int]],
                  node_id: int = 0, leading: Callable[[], bool] = lambda: False,
-                 fork: bool = False, stagger: bool = False) -> None:
+                 fork: bool = False, stagger: bool = False, leader_defer: int = 1,
+                 memory_high: Callable[[], bool] = lambda: False,
+                 slowest_match: Callable[[], int | None] = lambda: None) -> None:
         self.storage = storage
+        self.leader_defer = leader_defer  # a leader compacts at most this x every entries
+        self.memory_high = memory_high  # used memory is high: a leader defers no longer
+        self.slowest_match = slowest_match  # a leader's least caught-up member (None: none)
+        self.deferred = 0  # automatic snapshots a leader put off (INFO)
         self.stagger = stagger  # followers at offsets from the leader's points
         self.fork = fork  # encode in a forked child, else in a worker thread
         self.node_id = node_id
@@ -95,6 +122,7 @@ class Snapshotter:
         self._serving = False  # automatic snapshots only once the node serves
         self._waiters: list[Pending] = []  # RAFT SNAPSHOT callers
         self._running = False
+        self._deferring = False  # a leader is past a point it did not snapshot at
         self._backoff = Backoff(1.0, 60.0, rng)
         self._not_before = 0.0
         self._writer: SnapshotWriter | None = None  # the snapshot being received
@@ -131,11 +159,19 @@ class Snapshotter:
         applied = self.applier.applied
         if not self._waiters:
             every = self.every
-            if not every or not snapshot_due(applied, self.storage.snapshot_meta().index,
-                                             every, snapshot_phase(self.node_id, every,
-                                                                   not self.stagger
-                                                                   or self.leading())):
+            last = self.storage.snapshot_meta().index
+            leading = self.leading()
+            if not every or not snapshot_due(applied, last, every,
+                                             snapshot_phase(self.node_id, every,
+                                                            not self.stagger or leading)):
                 return
+            if (leading and leader_defers(applied, last, every, self.leader_defer)
+                    and not self.memory_high() and not self._member_lags(applied)):
+                if not self._deferring:
+                    self._deferring = True
+                    self.deferred += 1
+                return
+            self._deferring = False
             if not self._serving or trio.current_time() < self._not_before:
                 return
         waiters, self._waiters = self._waiters, []
@@ -157,6 +193,12 @@ class Snapshotter:
         state = kv.snapshot_state() if child is None else None
         self._running = True
         self.background(self._take, meta, child, state, len(kv), waiters)
+
+    def _member_lags(self, applied: int) -> bool:
+        """A member more than ``every`` entries behind: it will need a snapshot, not the
+        log (see the module docstring)."""
+        match = self.slowest_match()
+        return match is not None and match < applied - self.every
 
     async def _take(self, meta: SnapshotMeta, child: SnapshotChild | None,
                     state: KVState | None, keys: int, waiters: list[Pending]) -> None:

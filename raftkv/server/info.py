@@ -70,6 +70,8 @@ def raft_info(node: Node) -> dict[str, Any]:
         "last_applied": node.applied,
         "last_log_index": core.last_index,
         "snapshot_index": node.storage.snapshot_meta().index,
+        # Automatic snapshots this node put off while leading (node/snapshots.py).
+        "snapshots_leader_deferred": node.snapshots.deferred,
         "members": describe_members(core.cluster_config),
         "client_addr": s.client_advertised,
         "peer_addr": s.peer_advertised,

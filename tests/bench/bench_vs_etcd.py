@@ -32,8 +32,10 @@ and a 5-node RaftKV, SET c50 on each leader, alternating; the 5/3 ratio, aim >= 
 the CPU per SET of each) on clusters of their own, after the other rows.
 ``--baseline REF`` adds a third system: a second 3-node RaftKV running the code of git ref
 REF (``git archive`` into the scratch directory), measured in the same rounds, so a change
-is judged before/after in one invocation on the same machine state. Every process started
-is killed on exit.
+is judged before/after in one invocation on the same machine state; with ``--stability S
+--stability-runs N`` too, the stability run is repeated N times on each tree, alternating
+(A B B A ...), and a table pairs their leader changes and longest loop stalls. Every
+process started is killed on exit.
 """
 
 from __future__ import annotations
@@ -60,9 +62,11 @@ from bench_scale import measure as measure_scale
 from bench_wal import raw_fsync_rate
 from common import (
     HOST,
+    BaselineCluster,
     BenchRun,
     CpuSampler,
     baseline_cluster,
+    export_tree,
     kill_group,
     load_line,
     percentile,
@@ -376,16 +380,18 @@ def report(rounds: list[dict[str, dict[str, Figure]]], fails: dict[str, list[flo
 
 
 def stability(work: Path, seconds: float, snapshot_every: int,
-              keyspace: int = 100_000) -> bool:
+              keyspace: int = 100_000, src: Path | None = None) -> dict[str, object]:
     """c50 SET + c50 GET on the leader for ``seconds`` (SET over ``keyspace`` random keys,
     snapshots every ``snapshot_every`` entries); a quarter of the way in, one follower is
     killed (-9) and, once the leader has compacted its log past what that follower holds,
     restarted, so it must catch up by snapshot while the load goes on. Reports leader
     changes seen by INFO polling (the restarted follower's own view is ignored while it is
     down and until it follows again), the snapshots taken, and whether the restarted
-    follower installed a snapshot. True if no leader changed and it did."""
-    cluster = LocalCluster(work, nodes=3, fsync="always",
-                           extra_args=["--snapshot-entries", str(snapshot_every)])
+    follower installed a snapshot. Returns the figures ``stability_table`` compares;
+    ``src``: run that RaftKV source tree (a baseline) instead of the installed one."""
+    extra = ["--snapshot-entries", str(snapshot_every)]
+    cluster = (LocalCluster(work, nodes=3, fsync="always", extra_args=extra) if src is None
+               else BaselineCluster(work, src, nodes=3, fsync="always", extra_args=extra))
     try:
         cluster.start()
         leader, followers = roles(cluster)
@@ -443,9 +449,35 @@ def stability(work: Path, seconds: float, snapshot_every: int,
         print("  result: " + ("LEADER CHANGE under load" if changed else "no leader change")
               + ("; the restarted follower caught up by snapshot" if by_snapshot
                  else "; the restarted follower did NOT install a snapshot"))
-        return not changed and by_snapshot
+        lags = {i: loop_lag_max(cluster, i) for i in cluster.nodes}
+        return {"changes": len(watcher.changes) or int(terms0 != terms1),
+                "leader_stall": lags[leader], "follower_stall": lags[followers[1]],
+                "restarted_stall": lags[followers[0]],
+                "leader_snapshots": count_lines(cluster, leader, "snapshot taken"),
+                "set_rps": statistics.median(done["SET"]) if done["SET"] else 0.0,
+                "by_snapshot": by_snapshot, "load": os.getloadavg()[0]}
     finally:
         cluster.close()
+
+
+def stability_table(got: list[tuple[str, dict[str, object]]]) -> None:
+    """One line per stability run, then per tree: leader changes and stall medians."""
+    keys = ["changes", "leader_stall", "follower_stall", "restarted_stall",
+            "leader_snapshots", "set_rps", "by_snapshot", "load"]
+    print("\nstability runs (stalls: INFO loop_lag_max_ms)")
+    print("  " + " ".join(f"{k:>15}" for k in ["tree", *keys]))
+    for name, r in got:
+        print("  " + " ".join(f"{str(v)[:15]:>15}" for v in [name, *(r[k] for k in keys)]))
+    for name in dict(got):
+        rs = [r for n, r in got if n == name]
+        def ms(key: str, rs: list[dict[str, object]] = rs) -> str:
+            vals = [float(str(r[key]).split()[0]) for r in rs if str(r[key])[0].isdigit()]
+            if not vals:
+                return "?"
+            return f"{statistics.median(vals):.0f} ms {sorted(round(v) for v in vals)}"
+        print(f"  {name}: runs {len(rs)}, with a leader change "
+              f"{sum(1 for r in rs if r['changes'])}; median longest stall: leader "
+              f"{ms('leader_stall')}, other follower {ms('follower_stall')}")
 
 
 def loop_lag_max(cluster: LocalCluster, node: int) -> str:
@@ -560,6 +592,8 @@ def main() -> int:
                          "--rounds 0 --stability S, that many kills after the stability run")
     ap.add_argument("--stability", type=float, default=0.0,
                     help="seconds of c50 SET + c50 GET with snapshots every 10k (0: skip)")
+    ap.add_argument("--stability-runs", type=int, default=0, metavar="N",
+                    help="with --baseline: N stability runs of each tree, alternating")
     ap.add_argument("--scale", type=int, default=0, metavar="R",
                     help="R rounds of 3 against 5 nodes, SET c50 (bench_scale.py; 0: skip)")
     ap.add_argument("--baseline", default=None, metavar="REF",
@@ -592,7 +626,17 @@ def main() -> int:
         if args.scale:
             print("\n5 nodes against 3 (bench_scale.py):")
             measure_scale(work / "scale", args.scale, z.n50)
-        if args.stability:
+        if args.stability and args.baseline and args.stability_runs:
+            src = export_tree(args.baseline, work / "stability-src")
+            got: list[tuple[str, dict[str, object]]] = []
+            for n in range(args.stability_runs * 2):
+                base = n % 4 in (1, 2)  # A B B A
+                name = f"raftkv@{args.baseline}" if base else "raftkv"
+                print(f"\n--- stability run {n + 1}: {name} ({load_line()})", flush=True)
+                got.append((name, stability(work / f"stability-{n}", args.stability, 10_000,
+                                            src=src if base else None)))
+            stability_table(got)
+        elif args.stability:
             stability(work / "stability", args.stability, 10_000)
         if not rounds and args.stability and kills:
             # --rounds 0 --stability S --failover-kills K: the failover rows in the same run

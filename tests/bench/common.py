@@ -405,7 +405,8 @@ class BaselineCluster(LocalCluster):
 
     def command(self, node: NodeProcess) -> list[str]:
         python, *rest = super().command(node)
-        return ["env", f"PYTHONPATH={self.src}", python, "-P", *rest]
+        path = ":".join(filter(None, [str(self.src), os.environ.get("PYTHONPATH", "")]))
+        return ["env", f"PYTHONPATH={path}", python, "-P", *rest]
 
 
 def export_tree(ref: str, dest: Path) -> Path:

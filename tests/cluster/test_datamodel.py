@@ -29,7 +29,9 @@ SNAPSHOT_EVERY = 200
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     # the default configuration: scripts are on (redis-py's Lock releases by script)
-    with LocalCluster(tmp_path, extra_args=["--snapshot-entries", str(SNAPSHOT_EVERY)]) as c:
+    with LocalCluster(tmp_path, extra_args=["--snapshot-entries", str(SNAPSHOT_EVERY),
+                                               # the leader on schedule: followers install
+                                               "--snapshot-leader-defer", "1"]) as c:
         c.wait_for_leader()
         yield c
 

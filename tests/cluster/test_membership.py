@@ -114,7 +114,9 @@ def remove(c: LocalCluster, via: int, node_id: int) -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path, extra_args=["--snapshot-entries", "300"]) as c:
+    with LocalCluster(tmp_path, extra_args=["--snapshot-entries", "300",
+                                               # the leader on schedule: the new node installs
+                                               "--snapshot-leader-defer", "1"]) as c:
         c.wait_for_leader()
         yield c
 

@@ -67,7 +67,9 @@ def test_rogue_ca_and_plain_text_peers_change_nothing(tmp_path: Path) -> None:
     certs.create(good)
     certs.create(rogue)
     with LocalCluster(tmp_path / "c", peer_tls=good,
-                      extra_args=["--snapshot-entries", "40"]) as c:
+                      extra_args=["--snapshot-entries", "40",
+                                  # the leader on schedule: a new member installs
+                                  "--snapshot-leader-defer", "1"]) as c:
         leader = c.wait_for_leader()
         assert call(c.nodes[leader].client_addr, "SET", "before", "1", timeout=10.0) == OK
         for n in range(60):  # past --snapshot-entries: a new member catches up by snapshot

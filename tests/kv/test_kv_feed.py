@@ -216,6 +216,38 @@ def test_a_bulk_record_reads_and_trims_exactly_as_its_changes_would(seed: int) -
                 assert bulky.after(after, 50) == plain.after(after, 50)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_a_large_bulk_is_cut_where_one_change_at_a_time_would_cut_it_in_few_sums(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes bound cuts inside a Bulk of thousands of changes (an MSET of 100k keys on
+    a feed full of earlier ones: issue 12's heavy MSET) at the same change as dropping
+    them one at a time, in a few dozen sums: one block sum per change of the last block
+    was 30 ms of that MSET's apply, on the event loop."""
+    rng = random.Random(seed)
+    n = rng.choice([3000, 5000, 9000])
+    keys = [b"k:%06d" % i for i in range(n)]
+    values = [b"v" * rng.randrange(0, 40) for _ in range(n)]
+    sums = [0]
+    sizes = Bulk.sizes
+
+    def counted(self: Bulk, lo: int, hi: int) -> int:
+        sums[0] += 1
+        return sizes(self, lo, hi)
+
+    limit = rng.randrange(40_000, 300_000)
+    bulky, plain = ChangeFeed(10**6, limit), ChangeFeed(10**6, limit)
+    monkeypatch.setattr(Bulk, "sizes", counted)
+    for index in (1, 2, 3):
+        big = Bulk(index, 0, "mset", keys, values)
+        sums[0] = 0
+        bulky.append(index, [big])
+        assert sums[0] <= n // 1024 + 2 * 11 + 4, sums[0]  # blocks, then halvings
+        plain.append(index, expand([big]))
+        assert bulky.bytes == plain.bytes <= limit and len(bulky) == len(plain)
+        assert bulky.floor == plain.floor and bulky.first == plain.first
+
+
 def test_a_bulk_and_the_changes_made_from_it_are_untracked_by_the_collector() -> None:
     """An MSET's key and value lists, kept in the feed, must not be walked by every full
     collection (issue 12: 1M MSET keys in the tail were 2M references per full pass, on

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import typing
 
 import attrs
@@ -15,7 +16,15 @@ import wire.record
 from wire import ProtocolError
 from wire.frames import FrameDecoder
 from wire.hello import PROTOCOL_VERSION, Hello, Ping, Refused
-from wire.raft import CONFIG, ClusterConfig, Entry, HardState, Member, SnapshotMeta
+from wire.raft import (
+    CONFIG,
+    ClusterConfig,
+    Entry,
+    HardState,
+    InstallSnapshot,
+    Member,
+    SnapshotMeta,
+)
 from wire.record import (
     MAX_INT,
     REGISTRY,
@@ -510,3 +519,47 @@ def test_mutated_encodings_decode_to_a_record_or_protocol_error(obj: object, dat
 def test_floats_survive_exactly(x: float) -> None:
     back = decode(encode(Prims(0, False, b"", "", x)))
     assert back.f == x or (math.isnan(x) and math.isnan(back.f))
+
+
+def test_a_record_compiled_by_two_threads_at_once_encodes_in_both(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Records are encoded on a node's loop and in its worker threads (large peer
+    messages). The first InstallSnapshot of a new leader was dropped with "recursive record
+    types are not supported": the other thread was compiling the class at that moment.
+    Here thread A holds the class mid-compile until thread B's encode of it is done."""
+    msg = InstallSnapshot(4, 1, 2, SnapshotMeta(9, 3, ClusterConfig((Member(1, "h:1"),))),
+                          0, b"data", True)
+    expected = wire.record.encode(msg)
+    monkeypatch.delitem(wire.record._ENCODERS, InstallSnapshot)
+    monkeypatch.delitem(wire.record._DECODERS, InstallSnapshot)
+    b_done = threading.Event()
+    plan = wire.record._plan
+    a_inside = threading.Event()
+
+    def held_plan(cls: type) -> typing.Any:
+        if cls is InstallSnapshot and threading.current_thread() is not b:
+            a_inside.set()
+            assert b_done.wait(30)
+        return plan(cls)
+
+    monkeypatch.setattr(wire.record, "_plan", held_plan)
+    got: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        try:
+            got[name] = wire.record.encode(msg)
+        except TypeError as exc:
+            got[name] = exc
+        finally:
+            if name == "b":
+                b_done.set()
+
+    a = threading.Thread(target=run, args=("a",))
+    b = threading.Thread(target=run, args=("b",))
+    a.start()
+    assert a_inside.wait(30)
+    b.start()
+    a.join(30)
+    b.join(30)
+    assert got == {"a": expected, "b": expected}
