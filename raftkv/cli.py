@@ -147,12 +147,13 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
               help="Followers take their automatic snapshots at offsets from the leader's "
                    "(by node id) instead of at the same index. Off until measured under "
                    "load (README: Snapshots that cannot starve the loop).")
-@click.option("--snapshot-leader-defer", default=4, show_default=True,
+@click.option("--snapshot-leader-defer", default=1, show_default=True,
               envvar=_env("SNAPSHOT_LEADER_DEFER"), type=click.IntRange(min=1),
               help="The leader takes its automatic snapshot only after N x "
                    "--snapshot-entries entries (sooner when used memory passes half of "
                    "--maxmemory): its loop serves everyone, and a snapshot stalls it. "
-                   "Followers keep the schedule; 1: the leader does too.")
+                   "Followers keep the schedule; 1 (default): the leader does too. Opt-in "
+                   "until measured on a quiet machine (README: Limits).")
 @click.option("--snapshot-fork/--snapshot-thread", default=False, show_default=True,
               envvar=_env("SNAPSHOT_FORK"),
               help="Encode this node's snapshots in a forked child (its own GIL: the event "

@@ -47,8 +47,9 @@ class NodeSettings:
     snapshot_entries: int = 100_000  # compact every N applied entries; 0: only on request
     snapshot_stagger: bool = False  # followers snapshot at offsets by id (node/snapshots.py)
     # A leader takes its automatic snapshot only once this many x snapshot_entries entries
-    # went by since its last (node/snapshots.py leader_defers); 1: on schedule like followers.
-    snapshot_leader_defer: int = 4
+    # went by since its last (node/snapshots.py leader_defers); 1: on schedule like followers
+    # (the default: the deferral is opt-in, README Limits).
+    snapshot_leader_defer: int = 1
     snapshot_fork: bool = False  # encode snapshots in a forked child (node/snapshot_child.py)
     # The change feed (raftkv.kv.feed): the last N log entries' changes, at most B bytes of
     # them; and how many XREAD BLOCK readers may wait at once (raftkv.server.streams).
