@@ -516,8 +516,8 @@ class PeerTransport:
             self.unroutable += 1
             return False
         direct = link.direct
-        if direct is not None and _bulk_bytes(msg) < DIRECT_MAX_BULK:
-            pieces = self._encode(link, msg)
+        if direct is not None and (bulk := _bulk_bytes(msg)) < DIRECT_MAX_BULK:
+            pieces = self._encode(link, msg, bulk)
             if pieces is None:
                 return False
             frame = pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -535,8 +535,8 @@ class PeerTransport:
             if link is None:
                 self.unroutable += 1
                 continue
-            if link.direct is not None and _bulk_bytes(msg) < DIRECT_MAX_BULK:
-                pieces = self._encode(link, msg)
+            if link.direct is not None and (bulk := _bulk_bytes(msg)) < DIRECT_MAX_BULK:
+                pieces = self._encode(link, msg, bulk)
                 if pieces is not None:
                     entry = pending.setdefault(msg.dst, (link, [], []))
                     entry[1].extend(pieces)
@@ -893,8 +893,8 @@ class PeerTransport:
         while True:
             if msg is _FLUSH:  # the sender task has written the link's tail already
                 frame = None
-            elif _bulk_bytes(msg) < OFF_LOOP_BYTES:
-                frame = self._encode(link, msg)
+            elif (bulk := _bulk_bytes(msg)) < OFF_LOOP_BYTES:
+                frame = self._encode(link, msg, bulk)
             elif stream is None or delivery is None:
                 frame = await trio.to_thread.run_sync(self._encode, link, msg)
             else:
@@ -955,12 +955,18 @@ class PeerTransport:
                 await _send_pieces(stream, frame)
         return result[0]
 
-    def _encode(self, link: _Link, msg: Any) -> list[bytes] | None:
+    def _encode(self, link: _Link, msg: Any, bulk: int | None = None) -> list[bytes] | None:
         """``msg``'s frame as pieces (``wire.record.encode_pieces``: a big value is a piece
         of its own, by reference; a small message is one piece), or None (counted, logged)
-        if it cannot be sent."""
+        if it cannot be sent. ``bulk`` is ``_bulk_bytes(msg)`` if the caller has it.
+
+        A message whose bulk is under BIG_BYTES is packed whole by ``encode`` (the same
+        bytes): ``encode_pieces`` first walks every field looking for a big value, which
+        made a one-entry AppendEntries cost about three times as much to encode."""
         try:
-            payload = encode_pieces(msg)
+            if bulk is None:
+                bulk = _bulk_bytes(msg)
+            payload = [encode(msg)] if bulk < BIG_BYTES else encode_pieces(msg)
         except (ProtocolError, TypeError, ValueError) as exc:
             link.dropped += 1
             self._throttle.log(("unencodable", type(msg).__name__), logging.ERROR,
