@@ -55,6 +55,7 @@ from raftkv.node.tls import PeerTLS
 from raftkv.node.tls_stream import TLSStream
 from raftkv.node.tls_stream import handshake as tls_handshake
 from wire.addr import parse_addr
+from wire.append import AppendEncoder
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
 from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Proof, Refused
@@ -334,6 +335,10 @@ class _Direct:
 # writes the link's tail (or a TLS stream's unsent records) first. It encodes to nothing.
 _FLUSH = object()
 
+# An AppendEntries of at least this many entries has them packed once for every link
+# (wire.append): below it, the generic encoder costs less than the sharing does.
+SHARE_ENTRIES = 8
+
 # A message carrying at least this many bulk bytes always goes through the sender task,
 # which encodes a large one off the loop and can let heartbeats overtake it.
 DIRECT_MAX_BULK = 64 * 1024
@@ -468,6 +473,7 @@ class PeerTransport:
                             client_addr)
         self._hello_frame = encode_frame(encode(self._hello))
         self._ping_frame = encode_frame(encode(Ping()))
+        self._appends = AppendEncoder()  # (small ones only: never used off the loop)
         self._links: dict[int, _Link] = {}
         self._nursery: trio.Nursery | None = None
         self._changed: trio.Event | None = None
@@ -966,7 +972,12 @@ class PeerTransport:
         try:
             if bulk is None:
                 bulk = _bulk_bytes(msg)
-            payload = [encode(msg)] if bulk < BIG_BYTES else encode_pieces(msg)
+            if bulk >= BIG_BYTES:
+                payload = encode_pieces(msg)
+            elif type(msg) is AppendEntries and len(msg.entries) >= SHARE_ENTRIES:
+                payload = [self._appends.encode(msg)]  # entries packed once for all links
+            else:
+                payload = [encode(msg)]
         except (ProtocolError, TypeError, ValueError) as exc:
             link.dropped += 1
             self._throttle.log(("unencodable", type(msg).__name__), logging.ERROR,

@@ -45,3 +45,14 @@ def test_a_big_value_still_goes_by_reference_in_the_same_bytes() -> None:
     assert pieces is not None
     assert any(p is msg.entries[1].data for p in pieces)
     assert b"".join(pieces) == encode_frame(encode(msg))
+
+
+def test_the_same_entries_to_two_followers_are_packed_once() -> None:
+    t = make()
+    t.update_peers({2: "127.0.0.1:3", 3: "127.0.0.1:4"})
+    ents = append(*[40] * transport.SHARE_ENTRIES).entries
+    msgs = [AppendEntries(3, 1, dst, 9, 3, ents, 9, 4) for dst in (2, 3)]
+    for msg in msgs:
+        pieces = t._encode(t._links[msg.dst], msg)
+        assert pieces is not None and b"".join(pieces) == encode_frame(encode(msg))
+    assert (t._appends.misses, t._appends.hits) == (1, 1)
