@@ -85,6 +85,12 @@ def encode(obj: Any) -> bytes:
         raise ValueError(f"{type(obj).__name__}: unencodable string: {e}") from None
 
 
+def encoder(cls: type) -> Converter:
+    """``cls``'s generated encoder: ``converter(obj, label)`` is ``obj``'s msgpack-ready
+    form (lists), checked as ``encode`` checks it (wire.append packs entries with it)."""
+    return _ENCODERS.get(cls) or _encoder(cls)
+
+
 def encode_frame_record(obj: Any) -> bytes:
     """A complete frame (length prefix included) holding ``encode(obj)``."""
     return encode_frame(encode(obj))

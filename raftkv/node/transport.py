@@ -55,6 +55,7 @@ from raftkv.node.tls import PeerTLS
 from raftkv.node.tls_stream import TLSStream
 from raftkv.node.tls_stream import handshake as tls_handshake
 from wire.addr import parse_addr
+from wire.append import AppendEncoder
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
 from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Proof, Refused
@@ -334,6 +335,10 @@ class _Direct:
 # writes the link's tail (or a TLS stream's unsent records) first. It encodes to nothing.
 _FLUSH = object()
 
+# An AppendEntries of at least this many entries has them packed once for every link
+# (wire.append): below it, the generic encoder costs less than the sharing does.
+SHARE_ENTRIES = 8
+
 # A message carrying at least this many bulk bytes always goes through the sender task,
 # which encodes a large one off the loop and can let heartbeats overtake it.
 DIRECT_MAX_BULK = 64 * 1024
@@ -468,6 +473,7 @@ class PeerTransport:
                             client_addr)
         self._hello_frame = encode_frame(encode(self._hello))
         self._ping_frame = encode_frame(encode(Ping()))
+        self._appends = AppendEncoder()  # (small ones only: never used off the loop)
         self._links: dict[int, _Link] = {}
         self._nursery: trio.Nursery | None = None
         self._changed: trio.Event | None = None
@@ -516,8 +522,8 @@ class PeerTransport:
             self.unroutable += 1
             return False
         direct = link.direct
-        if direct is not None and _bulk_bytes(msg) < DIRECT_MAX_BULK:
-            pieces = self._encode(link, msg)
+        if direct is not None and (bulk := _bulk_bytes(msg)) < DIRECT_MAX_BULK:
+            pieces = self._encode(link, msg, bulk)
             if pieces is None:
                 return False
             frame = pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -535,8 +541,8 @@ class PeerTransport:
             if link is None:
                 self.unroutable += 1
                 continue
-            if link.direct is not None and _bulk_bytes(msg) < DIRECT_MAX_BULK:
-                pieces = self._encode(link, msg)
+            if link.direct is not None and (bulk := _bulk_bytes(msg)) < DIRECT_MAX_BULK:
+                pieces = self._encode(link, msg, bulk)
                 if pieces is not None:
                     entry = pending.setdefault(msg.dst, (link, [], []))
                     entry[1].extend(pieces)
@@ -893,8 +899,8 @@ class PeerTransport:
         while True:
             if msg is _FLUSH:  # the sender task has written the link's tail already
                 frame = None
-            elif _bulk_bytes(msg) < OFF_LOOP_BYTES:
-                frame = self._encode(link, msg)
+            elif (bulk := _bulk_bytes(msg)) < OFF_LOOP_BYTES:
+                frame = self._encode(link, msg, bulk)
             elif stream is None or delivery is None:
                 frame = await trio.to_thread.run_sync(self._encode, link, msg)
             else:
@@ -955,12 +961,23 @@ class PeerTransport:
                 await _send_pieces(stream, frame)
         return result[0]
 
-    def _encode(self, link: _Link, msg: Any) -> list[bytes] | None:
+    def _encode(self, link: _Link, msg: Any, bulk: int | None = None) -> list[bytes] | None:
         """``msg``'s frame as pieces (``wire.record.encode_pieces``: a big value is a piece
         of its own, by reference; a small message is one piece), or None (counted, logged)
-        if it cannot be sent."""
+        if it cannot be sent. ``bulk`` is ``_bulk_bytes(msg)`` if the caller has it.
+
+        A message whose bulk is under BIG_BYTES is packed whole by ``encode`` (the same
+        bytes): ``encode_pieces`` first walks every field looking for a big value, which
+        made a one-entry AppendEntries cost about three times as much to encode."""
         try:
-            payload = encode_pieces(msg)
+            if bulk is None:
+                bulk = _bulk_bytes(msg)
+            if bulk >= BIG_BYTES:
+                payload = encode_pieces(msg)
+            elif type(msg) is AppendEntries and len(msg.entries) >= SHARE_ENTRIES:
+                payload = [self._appends.encode(msg)]  # entries packed once for all links
+            else:
+                payload = [encode(msg)]
         except (ProtocolError, TypeError, ValueError) as exc:
             link.dropped += 1
             self._throttle.log(("unencodable", type(msg).__name__), logging.ERROR,

@@ -10,8 +10,11 @@ clusters alternating (A B, then B A, ...), so both see the same machine load. Be
 redis-benchmark's ops/s, p50 and p99 it prints the CPU time the three node processes used
 per SET (utime + stime of every thread, from /proc/PID/stat, summed over the nodes, less
 what the idle cluster used in the 2 s before the run at the same rate): on a shared machine
-the load moves throughput and latency a lot and CPU per operation much less.
-Medians over the rounds and this tree's figures over the baseline's close the output.
+the load moves throughput and latency a lot and CPU per operation much less. The
+leader's own share is printed beside it (the leader's work, such as encoding the appends
+for every follower, is diluted by the followers' in the sum). Medians over the rounds,
+each round's paired ratios (this tree's run over the baseline's in the same round) and
+their median close the output.
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ from chaos.cluster import LocalCluster
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(cluster: LocalCluster) -> float:
-    """utime + stime of every live node process (all threads), in seconds."""
+def cpu_seconds(cluster: LocalCluster, only: int | None = None) -> float:
+    """utime + stime of every live node process (all threads; or of node ``only``), in
+    seconds."""
     total = 0
     for node in cluster.nodes.values():
-        if node.proc is None or node.proc.poll() is not None:
+        if node.proc is None or node.proc.poll() is not None or only not in (None, node.id):
             continue
         with contextlib.suppress(OSError), open(f"/proc/{node.proc.pid}/stat") as f:
             fields = f.read().rpartition(")")[2].split()
@@ -60,19 +64,22 @@ def run_row(cluster: LocalCluster, row: str, requests: int) -> dict[str, float]:
     clients, pipeline = ROWS[row]
     leader, _ = roles(cluster)
     port = cluster.client_addr(leader)[1]
-    before = cpu_seconds(cluster)
+    before, lbefore = cpu_seconds(cluster), cpu_seconds(cluster, leader)
     time.sleep(IDLE_SECONDS)
     idle_rate = (cpu_seconds(cluster) - before) / IDLE_SECONDS
-    before = cpu_seconds(cluster)
+    lidle_rate = (cpu_seconds(cluster, leader) - lbefore) / IDLE_SECONDS
+    before, lbefore = cpu_seconds(cluster), cpu_seconds(cluster, leader)
     started = time.monotonic()
     run = redis_benchmark(port, "set", requests, clients, pipeline)
-    used = cpu_seconds(cluster) - before - idle_rate * (time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    used = cpu_seconds(cluster) - before - idle_rate * elapsed
+    lused = cpu_seconds(cluster, leader) - lbefore - lidle_rate * elapsed
     result = run.rows.get("SET")
     if result is None or run.returncode:
         print(f"  failed: {'; '.join(run.alerts[:3]) or 'no SET row'}", flush=True)
         return {}
     return {"rps": result.rps, "p50": result.p50_ms, "p99": result.p99_ms,
-            "cpu_us": used / requests * 1e6}
+            "cpu_us": used / requests * 1e6, "leader_us": lused / requests * 1e6}
 
 
 def main() -> int:
@@ -117,7 +124,8 @@ def main() -> int:
                     res = run_row(clusters[name], row, n)
                     results.setdefault((name, row), []).append(res)
                     shown = (f"{res['rps']:8.0f}/s p50 {res['p50']:6.2f} p99 {res['p99']:6.2f} "
-                             f"ms  cpu {res['cpu_us']:6.0f} us/SET" if res else "(failed)")
+                             f"ms  cpu {res['cpu_us']:6.0f} us/SET (leader {res['leader_us']:5.0f})"
+                             if res else "(failed)")
                     print(f"round {rnd + 1} {row:<4} {name:<16} {shown}", flush=True)
     print(f"\nmedians over {args.rounds} rounds ({load_line()}):")
     for row in rows:
@@ -128,9 +136,18 @@ def main() -> int:
                 meds[name] = {k: statistics.median(r[k] for r in got) for k in got[0]}
                 m = meds[name]
                 print(f"  {row:<4} {name:<16} {m['rps']:8.0f}/s p50 {m['p50']:6.2f} "
-                      f"p99 {m['p99']:6.2f} ms  cpu {m['cpu_us']:6.0f} us/SET")
+                      f"p99 {m['p99']:6.2f} ms  cpu {m['cpu_us']:6.0f} us/SET "
+                      f"(leader {m['leader_us']:5.0f})")
         b = meds.get(names[1])
         for name in [names[0], *names[2:]]:
+            pairs = [(x, y) for x, y in zip(results[(name, row)], results[(names[1], row)],
+                                            strict=True) if x and y]
+            if pairs:  # the same round's two runs: the machine's load moved both
+                for key in ("rps", "cpu_us", "leader_us"):
+                    ratios = sorted(x[key] / y[key] for x, y in pairs)
+                    print(f"  {row:<4} {name} / {names[1]} {key} per round: "
+                          f"{' '.join(f'{r:.2f}' for r in ratios)}; "
+                          f"median x{statistics.median(ratios):.2f}")
             a = meds.get(name)
             if a and b:
                 print(f"  {row:<4} {name} / {names[1]}: ops/s x{a['rps'] / b['rps']:.2f}, "

@@ -1,7 +1,8 @@
 """py-spy profiles of a 3-node RaftKV leader and follower under a redis-benchmark SET load.
 
 Run (py-spy in the venv; root, or ptrace allowed):
-  .venv/bin/python tests/bench/profile_nodes.py [--clients 1] [--seconds 10] [--out DIR]
+  .venv/bin/python tests/bench/profile_nodes.py [--clients 1] [--pipeline 1] [--seconds 10]
+      [--out DIR]
 
 Starts a 3-node cluster (fsync always), runs ``redis-benchmark -t set -c CLIENTS`` on the
 leader, and meanwhile records ``py-spy record`` of the leader and of a follower twice: with
@@ -110,6 +111,7 @@ def applied(cluster: LocalCluster, node: int, key: str = "last_applied") -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=1)
+    ap.add_argument("--pipeline", type=int, default=1, help="redis-benchmark -P")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--test", default="set", choices=("set", "get"),
                     help="redis-benchmark -t (get: linearizable reads)")
@@ -131,7 +133,7 @@ def main() -> int:
         def load() -> None:
             while not stop.is_set():
                 redis_benchmark(port, args.test, 2000 if args.clients == 1 else 20_000,
-                                args.clients)
+                                args.clients, args.pipeline)
 
         loader = threading.Thread(target=load, daemon=True)
         loader.start()
@@ -147,7 +149,8 @@ def main() -> int:
             for name, node in (("leader", leader), ("follower", followers[0])):
                 proc = cluster.nodes[node].proc
                 assert proc is not None
-                path = out / f"c{args.clients}-{name}{'-idle' if idle else ''}.txt"
+                path = out / (f"c{args.clients}p{args.pipeline}-{name}"
+                              f"{'-idle' if idle else ''}.txt")
                 files[path.stem] = path
                 procs.append(record(proc.pid, path, args.seconds, idle))
             for p in procs:

@@ -84,7 +84,8 @@ async def test_a_follower_answers_heartbeats_while_its_fsync_runs(nursery) -> No
                            leader_changed=nothing)
     metrics = SimpleNamespace(wal_fsync=stub, wal_bytes=stub)
     driver = CoreDriver(core, storage, trio.Lock(), SyncThread(), transport, stub, stub,
-                        stub, stub, stub, metrics, {"leader_changes": 0}, nothing, nothing)
+                        stub, stub, stub, metrics, {"leader_changes": 0, "wal_syncs": 0}, nothing,
+                        nothing)
     nursery.start_soon(driver.run)
 
     big = Entry(1, 1, 0, b"x" * 1000)

@@ -116,7 +116,8 @@ async def test_the_leaders_appends_leave_before_its_fsync_on_the_loop(nursery) -
                            leader_changed=nothing)
     metrics = SimpleNamespace(wal_fsync=stub, wal_bytes=stub)
     driver = CoreDriver(core, storage, trio.Lock(), InlineSync(), transport, stub, stub,
-                        stub, stub, stub, metrics, {"leader_changes": 0}, nothing, nothing)
+                        stub, stub, stub, metrics, {"leader_changes": 0, "wal_syncs": 0}, nothing,
+                        nothing)
     transport.driver = driver
     nursery.start_soon(transport.sender)
     nursery.start_soon(driver.run)

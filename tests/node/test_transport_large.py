@@ -24,11 +24,19 @@ async def test_large_messages_are_coded_off_the_loop_and_stay_in_order(
         nursery, monkeypatch: pytest.MonkeyPatch) -> None:
     loop = threading.current_thread()
     where: list[tuple[str, int, bool]] = []
-    real_encode, real_decode = transport.encode_pieces, transport.decode
+    real_pieces, real_encode, real_decode = (transport.encode_pieces, transport.encode,
+                                             transport.decode)
 
-    def encode(msg):  # type: ignore[no-untyped-def]
-        where.append(("encode", len(getattr(msg, "data", b"")),
-                      threading.current_thread() is loop))
+    def noted(msg) -> None:  # type: ignore[no-untyped-def]
+        if isinstance(msg, Note):
+            where.append(("encode", len(msg.data), threading.current_thread() is loop))
+
+    def encode_pieces(msg):  # type: ignore[no-untyped-def]
+        noted(msg)
+        return real_pieces(msg)
+
+    def encode(msg):  # type: ignore[no-untyped-def]  (a small message: packed whole)
+        noted(msg)
         return real_encode(msg)
 
     def decode(frame, *args):  # type: ignore[no-untyped-def]
@@ -37,7 +45,8 @@ async def test_large_messages_are_coded_off_the_loop_and_stay_in_order(
             where.append(("decode", len(msg.data), threading.current_thread() is loop))
         return msg
 
-    monkeypatch.setattr(transport, "encode_pieces", encode)
+    monkeypatch.setattr(transport, "encode_pieces", encode_pieces)
+    monkeypatch.setattr(transport, "encode", encode)
     monkeypatch.setattr(transport, "decode", decode)
     with trio.fail_after(20):
         a, b = await mesh(nursery, 2, limits=LIMITS)

@@ -1,0 +1,54 @@
+"""Pipelined writes read together go to disk together: one Ready, one WAL sync (INFO
+``raft_wal_syncs``; ``raft_proposed`` over it is the commands per batch a bench reads)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+from chaos.cluster import free_ports
+from raftkv.node.node import Node
+from raftkv.node.pending import Pending
+from raftkv.node.settings import NodeSettings
+from raftkv.raft import Role
+from raftkv.server.client_port import ClientServer, serve_clients
+from wire.resp import encode_command
+
+
+@pytest.fixture
+async def leader(tmp_path: Path) -> AsyncIterator[Node]:
+    """A one-node cluster, its leader elected, its client port open."""
+    peer, client = free_ports(2)
+    settings = NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
+                            peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
+                            data_dir=str(tmp_path / "data"), snapshot_entries=0)
+    node = Node(settings, admin=Pending.of)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run, partial(serve_clients, ClientServer(node)))
+        with trio.fail_after(30):
+            while node.core.role is not Role.LEADER:
+                await node.driver.role_changed.wait()
+        yield node
+        nursery.cancel_scope.cancel()
+
+
+async def test_sixteen_pipelined_sets_are_one_wal_sync(leader: Node) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", leader.client_port)
+    with trio.fail_after(20):
+        # A first write: the connection is set up, the leader's own entries are synced.
+        await stream.send_all(encode_command(b"SET", b"warm", b"up"))
+        assert await stream.receive_some(100) == b"+OK\r\n"
+        syncs, proposed = leader.stats["wal_syncs"], leader.stats["proposed"]
+        await stream.send_all(b"".join(encode_command(b"SET", b"k%d" % i, b"v")
+                                       for i in range(16)))
+        got = b""
+        while got.count(b"\r\n") < 16:
+            got += await stream.receive_some(1000)
+        assert got == b"+OK\r\n" * 16
+    assert leader.stats["proposed"] - proposed == 16
+    assert leader.stats["wal_syncs"] - syncs == 1
+    await stream.aclose()
