@@ -26,7 +26,7 @@ sorted, so equal states give identical bytes.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import msgpack
@@ -124,25 +124,53 @@ def _check_int(value: Any, what: str) -> int:
     return value
 
 
-def decode_snapshot(blob: bytes) -> KVState:
-    """The state in a snapshot blob (versions 1 to 5), checked; ``KVDecodeError`` if invalid.
+class Readable(Protocol):
+    """What ``decode_snapshot`` reads a snapshot from: a file, or a checked stream of one."""
 
-    A pure function of the blob, so the runtime can run it in a worker thread: the
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class SizedReadable(Readable, Protocol):
+    length: int  # the bytes ``read`` delivers in all
+
+
+def decode_snapshot_stream(stream: SizedReadable) -> KVState:
+    """``decode_snapshot`` of a stream that knows its length (``storage.decode_snapshot``'s
+    checked file data, a received snapshot read back)."""
+    return decode_snapshot(stream, stream.length)
+
+
+def decode_snapshot(blob: bytes | Readable, length: int | None = None) -> KVState:
+    """The state in a snapshot (versions 1 to 5), checked; ``KVDecodeError`` if invalid.
+
+    ``blob``: the snapshot's bytes, or a stream of its ``length`` bytes (a snapshot file's
+    data, read as it is decoded: the file's bytes and the decoded state are never in
+    memory together; issue 12). An ``OSError`` of the stream's ``read`` passes through
+    as it is: a file that cannot be read is not a snapshot that does not decode.
+
+    A pure function of the data, so the runtime can run it in a worker thread: the
     validation loop lets the GIL go back to the event loop, a large map does not stall it.
 
     Read in a stream: the maps (values, deadlines, indexes, scripts, deletions) go straight
-    into their dicts, checked pair by pair, read from the blob in 64 KiB pieces. Decoded as
-    one value they came as lists of (key, value) tuples first, beside the dicts built from
-    them (issue 12: "snapshot install without holding file and decoded state twice").
+    into their dicts, checked pair by pair, read in 64 KiB pieces. Decoded as one value they
+    came as lists of (key, value) tuples first, beside the dicts built from them. The
+    unpacker's buffer holds at most the largest single item (a value) plus one piece.
     """
-    u = msgpack.Unpacker(io.BytesIO(blob), read_size=_READ_SIZE, raw=False,
-                         object_pairs_hook=_Pairs, max_buffer_size=max(len(blob), _READ_SIZE))
+    if isinstance(blob, (bytes, bytearray, memoryview)):
+        length = len(blob)
+        source: Readable = io.BytesIO(blob)
+    elif length is None:
+        raise TypeError("decode_snapshot of a stream needs its length")
+    else:
+        source = blob
+    u = msgpack.Unpacker(source, read_size=_READ_SIZE, raw=False,
+                         object_pairs_hook=_Pairs, max_buffer_size=max(length, _READ_SIZE))
     try:
         state = _read_state(u)
-        if u.tell() != len(blob):
-            raise KVDecodeError(f"snapshot is not valid msgpack ({len(blob) - u.tell()} "
+        if u.tell() != length:
+            raise KVDecodeError(f"snapshot is not valid msgpack ({length - u.tell()} "
                                 "trailing bytes)")
-    except KVDecodeError:
+    except (KVDecodeError, OSError):
         raise
     except Exception as exc:  # msgpack raises several types for the many ways bytes are bad
         raise KVDecodeError(f"snapshot is not valid msgpack ({exc!r})") from None
