@@ -22,12 +22,13 @@ import hashlib
 import os
 import stat
 import struct
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import attrs
 import msgpack
 
-from raftkv.kv import decode_snapshot
+from raftkv.kv import KVState, decode_snapshot
 from wire.raft import MAX_INDEX, MAX_TERM
 
 MAGIC = b"RAFTKV-BACKUP\n"
@@ -135,16 +136,65 @@ def _fsync_dir(path: str) -> None:
 CHUNK = 1024 * 1024
 
 
-def read_backup(path: str) -> tuple[BackupHeader, bytes]:
-    """Header and payload of a verified backup file; BackupError if anything is off.
+class PayloadStream:
+    """A backup's payload read from its file piece by piece, hashed as it is read: a
+    decoder or a snapshot writer streams it (never the whole payload in memory), and
+    ``finish`` checks the SHA-256 of what was read against the header's (the file may
+    have changed since its digest was checked)."""
 
-    The file's digest is checked by streaming it first (a huge or endless file costs no
-    memory), then the payload is read once: memory holds the payload, never the file twice.
-    """
+    def __init__(self, f: BinaryIO, path: str, header: BackupHeader, start: int) -> None:
+        self._f, self._path, self._header, self._start = f, path, header, start
+        self.length = header.bytes
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Back to the payload's first byte, to read it again (and check it again)."""
+        self._f.seek(self._start)
+        self._pos = 0
+        self._hash = hashlib.sha256()
+
+    def read(self, n: int = -1, /) -> bytes:
+        left = self.length - self._pos
+        n = left if n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        try:
+            block = self._f.read(min(n, CHUNK))
+        except OSError as exc:
+            raise BackupError(f"cannot read {self._path}: {exc.strerror or exc}") from None
+        if not block:
+            raise BackupError(f"{self._path} changed while being read")
+        self._hash.update(block)
+        self._pos += len(block)
+        return block
+
+    def pieces(self) -> Iterator[bytes]:
+        """The payload from where the stream is, in pieces of at most CHUNK bytes; the
+        last ``next`` raises ``BackupError`` instead of ending if the checksum differs."""
+        while block := self.read(CHUNK):
+            yield block
+        self.finish()
+
+    def finish(self) -> None:
+        """Read what is left; ``BackupError`` unless the payload's SHA-256 matches."""
+        while self.read(CHUNK):
+            pass
+        if self._hash.hexdigest() != self._header.sha256:
+            raise BackupError(f"{self._path}: payload checksum mismatch")
+
+
+@contextlib.contextmanager
+def open_backup(path: str) -> Iterator[tuple[BackupHeader, PayloadStream]]:
+    """Header and payload stream of a backup file whose digest and header were checked;
+    BackupError if anything is off. The digest is checked by streaming the file first (a
+    huge or endless file costs no memory); the payload is then read as it is used."""
     try:
         # Without blocking: a FIFO with no writer would hold ``open`` for good (attack5).
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with open(fd, "rb") as f:
+    except OSError as exc:
+        raise BackupError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with open(fd, "rb") as f:
+        try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise BackupError(f"{path} is not a regular file")
@@ -163,11 +213,15 @@ def read_backup(path: str) -> tuple[BackupHeader, bytes]:
             if payload_len != header.bytes:
                 raise BackupError(f"{path}: payload is {payload_len} bytes, header says "
                                   f"{header.bytes}")
-            payload = f.read(payload_len)
-    except OSError as exc:
-        raise BackupError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if hashlib.sha256(payload).hexdigest() != header.sha256:
-        raise BackupError(f"{path}: payload checksum mismatch")
+        except OSError as exc:
+            raise BackupError(f"cannot read {path}: {exc.strerror or exc}") from None
+        yield header, PayloadStream(f, path, header, start + hlen)
+
+
+def read_backup(path: str) -> tuple[BackupHeader, bytes]:
+    """Header and payload of a verified backup file (the payload whole, in memory)."""
+    with open_backup(path) as (header, stream):
+        payload = b"".join(stream.pieces())
     return header, payload
 
 
@@ -210,8 +264,24 @@ def _header(raw: bytes) -> BackupHeader:
 
 
 def verify_backup(path: str) -> BackupHeader:
-    """Everything ``read_backup`` checks, plus: the payload decodes to ``keys`` keys."""
-    return check_payload(path, *read_backup(path))
+    """Everything ``open_backup`` checks, plus: the payload decodes to ``keys`` keys of a
+    state a node could hold. Decoded as it is read from the file: memory holds the
+    decoded state, never the payload's bytes beside it."""
+    with open_backup(path) as (header, stream):
+        check_state(path, header, decode_payload(path, stream))
+    return header
+
+
+def decode_payload(path: str, stream: PayloadStream) -> KVState:
+    """The state in ``stream``'s payload, its checksum checked: BackupError if the file
+    changed (checksum) or the state does not decode."""
+    try:
+        state = decode_snapshot(stream, stream.length)
+    except Exception as exc:  # a decode error of any kind means the file is unusable
+        stream.finish()  # a payload that changed since its digest: say so first
+        raise BackupError(f"{path}: the state does not decode ({exc})") from None
+    stream.finish()
+    return state
 
 
 def check_payload(path: str, header: BackupHeader, payload: bytes) -> BackupHeader:
@@ -220,6 +290,12 @@ def check_payload(path: str, header: BackupHeader, payload: bytes) -> BackupHead
         state = decode_snapshot(payload)
     except Exception as exc:  # a decode error of any kind means the file is unusable
         raise BackupError(f"{path}: the state does not decode ({exc})") from None
+    return check_state(path, header, state)
+
+
+def check_state(path: str, header: BackupHeader, state: KVState) -> BackupHeader:
+    """``header`` if ``state`` is one of ``header.keys`` keys a node could hold at the
+    header's index; else BackupError."""
     if len(state.data) != header.keys:
         raise BackupError(f"{path}: {len(state.data)} keys, header says {header.keys}")
     # The state must be one a node could hold at the header's index (attack5): restore

@@ -24,7 +24,7 @@ import time
 
 import attrs
 
-from raftkv.kv import KVDecodeError, KVStateMachine, encode_snapshot
+from raftkv.kv import KVDecodeError, KVStateMachine, decode_snapshot_stream, encode_snapshot
 from raftkv.restore import RestoreError, config_of, create_data_dir
 from raftkv.storage import open_storage
 from raftkv.storage.meta import read_meta
@@ -66,7 +66,7 @@ def recover(data_dir: str, node_id: int, cluster_id: str = "",
         kv = KVStateMachine()
         if snap.index > 0:
             try:
-                kv.restore(storage.snapshot_data())
+                kv.replace(storage.decode_snapshot(decode_snapshot_stream))
             except KVDecodeError as exc:  # intact (checksum) but unreadable: refuse, no trace
                 raise RestoreError(f"{data_dir}: the snapshot's state does not decode "
                                    f"({exc})") from None

@@ -11,8 +11,9 @@ them with the same ``--cluster`` and ``--cluster-id``: they hold exactly the bac
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
-from raftkv.backup_file import BackupError, BackupHeader, check_payload, read_backup
+from raftkv.backup_file import BackupError, BackupHeader, check_state, decode_payload, open_backup
 from raftkv.storage import open_storage
 from wire.raft import ClusterConfig, HardState, Member, SnapshotMeta
 
@@ -26,10 +27,11 @@ def config_of(members: dict[int, str]) -> ClusterConfig:
 
 
 def create_data_dir(data_dir: str, cluster_id: str, node_id: int, config: ClusterConfig,
-                    index: int, term: int, payload: bytes, current_term: int = 0) -> None:
-    """A new data directory whose state is ``payload`` at (``index``, ``term``): snapshot
-    (with ``config``), hard state term ``max(term, current_term)`` and commit ``index``;
-    durable on return."""
+                    index: int, term: int, payload: bytes | Iterable[bytes],
+                    current_term: int = 0) -> None:
+    """A new data directory whose state is ``payload`` (the bytes, or their pieces in
+    order) at (``index``, ``term``): snapshot (with ``config``), hard state term
+    ``max(term, current_term)`` and commit ``index``; durable on return."""
     if os.path.exists(data_dir) and os.listdir(data_dir):
         raise RestoreError(f"{data_dir} exists and is not empty; restore needs a new directory")
     storage = open_storage(data_dir, cluster_id, node_id, config, fsync="always")
@@ -44,17 +46,27 @@ def create_data_dir(data_dir: str, cluster_id: str, node_id: int, config: Cluste
 
 def restore(path: str, data_dir: str, node_id: int, members: dict[int, str],
             cluster_id: str) -> BackupHeader:
-    header, payload = read_backup(path)
-    check_payload(path, header, payload)  # what verify checks: a state no node can load
+    with open_backup(path) as (header, payload):
+        # What verify checks (a state no node can load), decoded as it is read from the
+        # file: the payload's bytes are never in memory beside the decoded state.
+        check_state(path, header, decode_payload(path, payload))
+        _check_args(header, node_id, members, cluster_id)
+        # The snapshot is written from the file in pieces, its checksum checked again
+        # before the snapshot is sealed (a file changed since is refused, nothing written).
+        payload.rewind()
+        create_data_dir(data_dir, cluster_id, node_id, config_of(members), header.index,
+                        header.term, payload.pieces())
+    return header
+
+
+def _check_args(header: BackupHeader, node_id: int, members: dict[int, str],
+                cluster_id: str) -> None:
     if node_id not in members:
         raise RestoreError(f"--id {node_id} is not in --cluster")
     if cluster_id == header.cluster_id:
         raise RestoreError(
             f"--cluster-id {cluster_id!r} is the backed-up cluster's id; a restored cluster "
             "is a new cluster: give it a new id (and start its nodes with it)")
-    create_data_dir(data_dir, cluster_id, node_id, config_of(members), header.index,
-                    header.term, payload)
-    return header
 
 
 __all__ = ["BackupError", "RestoreError", "config_of", "create_data_dir", "restore"]

@@ -10,6 +10,8 @@ answers one confirmation per channel).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import attrs
 
 
@@ -43,6 +45,23 @@ class Encoded:
     reply only (not an element of an array)."""
 
     data: bytes
+
+
+class Streamed:
+    """A whole reply encoded piece by piece as it is sent: ``pieces()`` yields its RESP
+    bytes (the same in RESP2 and RESP3), ``size`` is what it weighs in the output buffer
+    meanwhile. A large read of the change feed is encoded only as fast as its client reads
+    it: a client that does not read holds the references the reply is made from, never
+    the reply itself (raftkv.server.streams). A whole reply only, sent once."""
+
+    __slots__ = ("_pieces", "size")
+
+    def __init__(self, size: int, pieces: Callable[[], Iterator[bytes]]) -> None:
+        self.size = size
+        self._pieces = pieces
+
+    def pieces(self) -> Iterator[bytes]:
+        return self._pieces()
 
 
 @attrs.frozen

@@ -23,7 +23,7 @@ from typing import Any
 
 from wire.chunk_buffer import ChunkBuffer
 from wire.errors import ProtocolError
-from wire.reply import OK, Encoded, ErrorReply, Push, Replies, SimpleString
+from wire.reply import OK, Encoded, ErrorReply, Push, Replies, SimpleString, Streamed
 
 __all__ = ["CommandParser", "encode_command", "encode_reply", "encode_reply_chunks", "split_args"]
 
@@ -445,6 +445,8 @@ def encode_reply(value: Any, proto: int = 2) -> bytes:
         return _bulk(value)
     if t is Encoded:
         return value.data
+    if t is Streamed:
+        return b"".join(value.pieces())
     if value is None:
         return _NULL3 if proto == 3 else _NULL2
     if t is int:
@@ -470,6 +472,9 @@ def encode_reply_chunks(value: Any, proto: int = 2, chunk: int = 64 * 1024) -> I
     t = type(value)
     if t is Encoded:
         yield value.data
+        return
+    if t is Streamed:
+        yield from value.pieces()
         return
     if t is bytes:
         if len(value) < _BIG_BULK:

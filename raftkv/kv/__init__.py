@@ -24,7 +24,7 @@ from .commands import (
 from .errors import KVDecodeError
 from .glob import stringmatch
 from .machine import KVStateMachine
-from .state import KVState, decode_snapshot, encode_snapshot
+from .state import KVState, decode_snapshot, decode_snapshot_stream, encode_snapshot
 
 __all__ = [
     "COMMANDS",
@@ -41,6 +41,7 @@ __all__ = [
     "decode_entry",
     "decode_exec",
     "decode_snapshot",
+    "decode_snapshot_stream",
     "encode_entry",
     "encode_exec",
     "encode_snapshot",

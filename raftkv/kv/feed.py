@@ -52,6 +52,7 @@ def change_size(change: Change | tuple[Any, ...]) -> int:
 
 
 _as_change = Change._make  # a kept plain tuple made a Change again (module docstring)
+_TUPLE = {tuple}
 
 
 def record_size(record: Record) -> int:
@@ -328,13 +329,26 @@ class ChangeFeed:
         end = self._locate(until)
         return start, max(start, end)
 
-    def chunk(self, after: Id, until: Id, size: int, reverse: bool = False) -> list[Change]:
+    def chunk(self, after: Id, until: Id, size: int, reverse: bool = False,
+              plain: bool = False) -> list[Change]:
         """At most ``size`` retained changes with after < id <= until, oldest first
         (``reverse``: the newest first): a copy, so a reader may hold it while the tail
-        grows or is trimmed, and go on from its last id with the next ``chunk``."""
+        grows or is trimmed, and go on from its last id with the next ``chunk``.
+        ``plain``: as plain tuples of a Change's fields (the kept ones themselves, no new
+        object), which the collector does not track: for a reader that holds many."""
+        make = tuple if plain else _as_change
         (i, lo), (j, hi) = self._span(after, until)
         items = self._items
         out: list[Change] = []
+        if plain:  # whole single-change records: one slice of the kept tuples (C speed)
+            if reverse and hi == 0:
+                seg = items[max(i + (lo > 0), j - size):j][::-1]
+                if seg and set(map(type, seg)) == _TUPLE:
+                    out, j = seg, j - len(seg)
+            elif not reverse and lo == 0:
+                seg = items[i:min(j, i + size)]
+                if seg and set(map(type, seg)) == _TUPLE:
+                    out, i = seg, i + len(seg)
         if reverse:
             while (j, hi) > (i, lo) and len(out) < size:
                 if hi == 0:
@@ -345,22 +359,24 @@ class ChangeFeed:
                 floor = lo if j == i else 0
                 if type(record) is Bulk:
                     first = max(floor, hi - (size - len(out)))
-                    out += record.changes(first, hi)[::-1]
+                    bulk = record.changes(first, hi)[::-1]
+                    out += map(tuple, bulk) if plain else bulk  # type: ignore[arg-type]
                     hi = first
                 else:
-                    out.append(_as_change(record))  # type: ignore[arg-type]
+                    out.append(make(record))  # type: ignore[arg-type]
                     hi = 0
             return out
         while (i, lo) < (j, hi) and len(out) < size:
             record = items[i]
             if type(record) is Bulk:
                 end = min(len(record) if i < j else hi, lo + size - len(out))
-                out += record.changes(lo, end)
+                bulk = record.changes(lo, end)
+                out += map(tuple, bulk) if plain else bulk  # type: ignore[arg-type]
                 if end < len(record):
                     lo = end
                     continue
             else:
-                out.append(_as_change(record))  # type: ignore[arg-type]
+                out.append(make(record))  # type: ignore[arg-type]
             i, lo = i + 1, 0
         return out
 

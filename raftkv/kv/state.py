@@ -26,7 +26,7 @@ sorted, so equal states give identical bytes.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import msgpack
@@ -124,25 +124,53 @@ def _check_int(value: Any, what: str) -> int:
     return value
 
 
-def decode_snapshot(blob: bytes) -> KVState:
-    """The state in a snapshot blob (versions 1 to 5), checked; ``KVDecodeError`` if invalid.
+class Readable(Protocol):
+    """What ``decode_snapshot`` reads a snapshot from: a file, or a checked stream of one."""
 
-    A pure function of the blob, so the runtime can run it in a worker thread: the
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class SizedReadable(Readable, Protocol):
+    length: int  # the bytes ``read`` delivers in all
+
+
+def decode_snapshot_stream(stream: SizedReadable) -> KVState:
+    """``decode_snapshot`` of a stream that knows its length (``storage.decode_snapshot``'s
+    checked file data, a received snapshot read back)."""
+    return decode_snapshot(stream, stream.length)
+
+
+def decode_snapshot(blob: bytes | Readable, length: int | None = None) -> KVState:
+    """The state in a snapshot (versions 1 to 5), checked; ``KVDecodeError`` if invalid.
+
+    ``blob``: the snapshot's bytes, or a stream of its ``length`` bytes (a snapshot file's
+    data, read as it is decoded: the file's bytes and the decoded state are never in
+    memory together; issue 12). An ``OSError`` of the stream's ``read`` passes through
+    as it is: a file that cannot be read is not a snapshot that does not decode.
+
+    A pure function of the data, so the runtime can run it in a worker thread: the
     validation loop lets the GIL go back to the event loop, a large map does not stall it.
 
     Read in a stream: the maps (values, deadlines, indexes, scripts, deletions) go straight
-    into their dicts, checked pair by pair, read from the blob in 64 KiB pieces. Decoded as
-    one value they came as lists of (key, value) tuples first, beside the dicts built from
-    them (issue 12: "snapshot install without holding file and decoded state twice").
+    into their dicts, checked pair by pair, read in 64 KiB pieces. Decoded as one value they
+    came as lists of (key, value) tuples first, beside the dicts built from them. The
+    unpacker's buffer holds at most the largest single item (a value) plus one piece.
     """
-    u = msgpack.Unpacker(io.BytesIO(blob), read_size=_READ_SIZE, raw=False,
-                         object_pairs_hook=_Pairs, max_buffer_size=max(len(blob), _READ_SIZE))
+    if isinstance(blob, (bytes, bytearray, memoryview)):
+        length = len(blob)
+        source: Readable = io.BytesIO(blob)
+    elif length is None:
+        raise TypeError("decode_snapshot of a stream needs its length")
+    else:
+        source = blob
+    u = msgpack.Unpacker(source, read_size=_READ_SIZE, raw=False,
+                         object_pairs_hook=_Pairs, max_buffer_size=max(length, _READ_SIZE))
     try:
         state = _read_state(u)
-        if u.tell() != len(blob):
-            raise KVDecodeError(f"snapshot is not valid msgpack ({len(blob) - u.tell()} "
+        if u.tell() != length:
+            raise KVDecodeError(f"snapshot is not valid msgpack ({length - u.tell()} "
                                 "trailing bytes)")
-    except KVDecodeError:
+    except (KVDecodeError, OSError):
         raise
     except Exception as exc:  # msgpack raises several types for the many ways bytes are bad
         raise KVDecodeError(f"snapshot is not valid msgpack ({exc!r})") from None
@@ -176,11 +204,7 @@ def _read_state(u: msgpack.Unpacker) -> KVState:
         raise KVDecodeError("snapshot holds a script under another body's sha")
     tombs = _read_map(u, int, "deletions")
     sessions = sessions_from_wire(u.unpack()) if version >= _SESSIONS_VERSION else {}
-    feed = None
-    if version >= _FEED_VERSION:
-        raw_feed = u.unpack()
-        if not (version >= SNAPSHOT_VERSION and raw_feed is None):
-            feed = _check_feed(raw_feed)
+    feed = _read_feed(u, nil_ok=version >= SNAPSHOT_VERSION) if version >= _FEED_VERSION else None
     eval_order = _check_eval_order(u.unpack(), scripts) if version >= SNAPSHOT_VERSION else []
     return KVState(data, expires, mods, now, seq, gone, scripts, tombs, sessions, feed,
                    eval_order)
@@ -218,28 +242,53 @@ def _check_eval_order(raw: Any, scripts: dict[bytes, bytes]) -> list[bytes]:
     return raw
 
 
-def _check_feed(raw: Any) -> FeedState:
-    """The feed of a version 4 snapshot, checked as hostile input."""
-    if type(raw) is not list or len(raw) != 3 or type(raw[2]) is not list:
-        raise KVDecodeError("snapshot feed is not [floor index, floor position, changes]")
+_BAD_FEED = "snapshot feed is not [floor index, floor position, changes]"
+
+
+def _read_feed(u: msgpack.Unpacker, nil_ok: bool) -> FeedState | None:
+    """The feed of a version 4 or 5 snapshot (nil in 5: none), checked as hostile input.
+
+    Read change by change: as one msgpack value the tail came as a list of 6-item lists
+    beside the ``Change`` tuples built from it (100,000 retained changes: twice the
+    feed's memory at the peak)."""
+    try:
+        length = u.read_array_header()
+    except ValueError:  # not an array (the header is not consumed): nil, or bad
+        if u.unpack() is None and nil_ok:
+            return None
+        raise KVDecodeError(_BAD_FEED) from None
+    if length != 3:
+        raise KVDecodeError(_BAD_FEED)
+    raw_floor = (u.unpack(), u.unpack())
     floor: tuple[int, int] | None = None
-    if raw[0] is not None or raw[1] is not None:
-        floor = (_check_int(raw[0], "feed floor"), _check_int(raw[1], "feed floor"))
+    if raw_floor != (None, None):
+        floor = (_check_int(raw_floor[0], "feed floor"), _check_int(raw_floor[1], "feed floor"))
+    try:
+        count = u.read_array_header()
+    except ValueError:
+        raise KVDecodeError(_BAD_FEED) from None
     previous = floor or (-1, -1)
     changes: list[Change] = []
-    for item in raw[2]:
-        if type(item) is not list or len(item) != 6:
-            raise KVDecodeError("snapshot feed holds a change that is not a 6-item array")
-        index, position, op, key, value, deadline = item
-        change_id = (_check_int(index, "change index"), _check_int(position, "change position"))
-        if change_id <= previous:
-            raise KVDecodeError("snapshot feed ids are not strictly increasing above the floor")
-        if type(op) is not str or not 0 < len(op) <= MAX_OP_LEN or not op.isascii():
-            raise KVDecodeError("snapshot feed holds a bad op")
-        if type(key) is not bytes or (value is not None and type(value) is not bytes):
-            raise KVDecodeError("snapshot feed holds a bad key or value")
-        if deadline is not None:
-            _check_int(deadline, "change deadline")
-        previous = change_id
-        changes.append(Change(change_id[0], change_id[1], op, key, value, deadline))
-    return FeedState(floor, tuple(changes))
+    unpack = u.unpack
+    for _ in range(count):
+        change = _check_change(unpack(), previous)
+        previous = change[:2]
+        changes.append(change)
+    return FeedState(floor, changes)
+
+
+def _check_change(item: Any, previous: tuple[int, int]) -> Change:
+    """One retained change, its id strictly above ``previous``."""
+    if type(item) is not list or len(item) != 6:
+        raise KVDecodeError("snapshot feed holds a change that is not a 6-item array")
+    index, position, op, key, value, deadline = item
+    change_id = (_check_int(index, "change index"), _check_int(position, "change position"))
+    if change_id <= previous:
+        raise KVDecodeError("snapshot feed ids are not strictly increasing above the floor")
+    if type(op) is not str or not 0 < len(op) <= MAX_OP_LEN or not op.isascii():
+        raise KVDecodeError("snapshot feed holds a bad op")
+    if type(key) is not bytes or (value is not None and type(value) is not bytes):
+        raise KVDecodeError("snapshot feed holds a bad key or value")
+    if deadline is not None:
+        _check_int(deadline, "change deadline")
+    return Change(change_id[0], change_id[1], op, key, value, deadline)

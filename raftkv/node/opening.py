@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from raftkv.backoff import Backoff
-from raftkv.kv import KVDecodeError, KVStateMachine
+from raftkv.kv import KVDecodeError, KVStateMachine, decode_snapshot_stream
 from raftkv.log import event
 from raftkv.node.cluster_id import resolve_cluster_id
 from raftkv.node.peer_auth import load_secret
@@ -72,7 +72,7 @@ def load_snapshot_state(storage: DiskStorage, kv: KVStateMachine) -> None:
     if meta.index == 0:
         return
     try:
-        kv.restore(storage.snapshot_data())
+        kv.replace(storage.decode_snapshot(decode_snapshot_stream))
     except KVDecodeError as exc:
         path = os.path.join(storage.data_dir, snapshot_name(meta.index, meta.term))
         raise CorruptionError(path, 0, f"its state does not decode ({exc})") from None

@@ -6,12 +6,13 @@ data does not decode must be refused *before* that, or the node can neither inst
 nor carry on without it (it used to stop). The core stays as it is; this gate sits between
 the peer transport and ``core.step`` for InstallSnapshot messages with ``done`` set:
 
-1. The data is the chunks already written by the node's ``SnapshotWriter`` (read back
-   from its file) plus the last chunk's. If the writer does not hold everything before the
-   last chunk yet (earlier chunks still in a Ready being written), the gate waits a few
-   ticks for it; failing that it steps the message *without* its data and ``done``, which
-   the core can only reject or acknowledge as a duplicate: the leader resends the last
-   chunk later.
+1. The data is the chunks already written by the node's ``SnapshotWriter`` (streamed
+   back from its file as the decoder reads it: the snapshot's bytes are never all in
+   memory beside the decoded state) plus the last chunk's. If the writer does not hold
+   everything before the last chunk yet (earlier chunks still in a Ready being
+   written), the gate waits a few ticks for it; failing that it steps the message
+   *without* its data and ``done``, which the core can only reject or acknowledge as a
+   duplicate: the leader resends the last chunk later.
 2. The data is decoded as the state machine's restore decodes it (``decode_snapshot``),
    in a worker thread. Decoded, the message goes to the core, and the decoded state is
    kept for the install (``take``) so it is not decoded twice.
@@ -41,7 +42,7 @@ import trio
 
 from raftkv.kv import KVDecodeError, KVState
 from raftkv.node.log_throttle import LogThrottle
-from raftkv.storage import DiskStorageError, SnapshotWriter
+from raftkv.storage import SnapshotWriter
 from wire.raft import InstallSnapshot, SnapshotMeta
 
 log = logging.getLogger("raftkv.node")
@@ -53,7 +54,7 @@ class SnapshotGate:
     """The check between the transport and the core for a snapshot's last chunk."""
 
     def __init__(self, *, step: Callable[[Any], None], writer: Callable[[], SnapshotWriter | None],
-                 decode: Callable[[bytes], KVState], next_tick: Callable[[], Awaitable[int]],
+                 decode: Callable[[ReceivedData], KVState], next_tick: Callable[[], Awaitable[int]],
                  spawn: Callable[..., None]) -> None:
         self._step = step
         self._writer = writer
@@ -95,36 +96,35 @@ class SnapshotGate:
     async def _check(self, msg: InstallSnapshot) -> None:
         try:
             data = await self._gather(msg)
+            if data is not None:
+                try:
+                    state = await trio.to_thread.run_sync(self._decode, data)
+                except OSError:  # the receive was dropped meanwhile, or its file unreadable
+                    data = None
+                except KVDecodeError as exc:
+                    self._refuse(msg, data.length, str(exc))
+                    return
+                except Exception as exc:  # a decoder bug must not stop the node either
+                    self._refuse(msg, data.length, f"{type(exc).__name__}: {exc}")
+                    return
             if data is None:
                 # The chunks before it are not (yet) here: the core cannot take this as the
                 # last chunk; it answers with what it holds and the leader resends.
                 self._step(_harmless(msg))
-                return
-            try:
-                state = await trio.to_thread.run_sync(self._decode, data)
-            except KVDecodeError as exc:
-                self._refuse(msg, len(data), str(exc))
-                return
-            except Exception as exc:  # a decoder bug must not stop the node either
-                self._refuse(msg, len(data), f"{type(exc).__name__}: {exc}")
                 return
             self._verified = (msg.meta, state)
             self._step(msg)
         finally:
             self._busy = False
 
-    async def _gather(self, msg: InstallSnapshot) -> bytes | None:
+    async def _gather(self, msg: InstallSnapshot) -> ReceivedData | None:
         """The whole snapshot's data: the writer's file before ``msg.offset``, then ``msg``."""
         if msg.offset == 0:
-            return msg.data
+            return ReceivedData(None, 0, msg.data)
         for _ in range(WAIT_TICKS):
             writer = self._writer()
             if writer is not None and writer.meta == msg.meta and writer.received >= msg.offset:
-                try:
-                    prefix = await trio.to_thread.run_sync(writer.read, msg.offset)
-                except (DiskStorageError, ValueError):  # aborted meanwhile, or unreadable
-                    return None
-                return prefix + msg.data
+                return ReceivedData(writer, msg.offset, msg.data)
             await self._next_tick()
         return None
 
@@ -135,6 +135,35 @@ class SnapshotGate:
                            "snapshot refused", leader=msg.src, index=msg.meta.index,
                            term=msg.meta.term, bytes=size, reason=reason,
                            refusals=self.refusals)
+
+
+class ReceivedData:
+    """A received snapshot's data as a stream: the first ``prefix`` bytes read from the
+    writer's file piece by piece, then the last chunk ``tail``. ``OSError`` from ``read``
+    if the writer was aborted meanwhile."""
+
+    def __init__(self, writer: SnapshotWriter | None, prefix: int, tail: bytes) -> None:
+        self._writer = writer
+        self._prefix = prefix
+        self._tail = memoryview(tail)
+        self.length = prefix + len(tail)
+        self._pos = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        pos = self._pos
+        n = self.length - pos if n < 0 else min(n, self.length - pos)
+        if n <= 0:
+            return b""
+        if pos < self._prefix:
+            assert self._writer is not None
+            block = self._writer.read_at(pos, min(n, self._prefix - pos))
+            if not block:
+                raise OSError(f"received snapshot ends at {pos}, before {self._prefix}")
+        else:
+            start = pos - self._prefix
+            block = bytes(self._tail[start:start + n])
+        self._pos += len(block)
+        return block
 
 
 def _harmless(msg: InstallSnapshot) -> InstallSnapshot:

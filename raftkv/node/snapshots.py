@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from raftkv.backoff import Backoff
-from raftkv.kv import KVState, decode_snapshot, encode_snapshot
+from raftkv.kv import KVState, decode_snapshot_stream, encode_snapshot
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
 from raftkv.node.apply import Applier
@@ -131,7 +131,8 @@ class Snapshotter:
         # A received snapshot is decoded before its last chunk reaches the core
         # (snapshot_gate.py): the core takes the last chunk as installed.
         self.gate = SnapshotGate(step=self._step_checked, writer=lambda: self._writer,
-                                 decode=decode_snapshot, next_tick=next_tick, spawn=background)
+                                 decode=decode_snapshot_stream, next_tick=next_tick,
+                                 spawn=background)
 
     def _step_checked(self, msg: RaftMessage) -> None:
         """A last chunk the gate let through (later than it came: it may be stale)."""
@@ -287,9 +288,9 @@ class Snapshotter:
         meta = writer.meta
         await trio.to_thread.run_sync(writer.finish)
         state = self.gate.take(meta)  # decoded before the core took the last chunk
-        if state is None:
-            data = await trio.to_thread.run_sync(self.storage.snapshot_data)
-            state = await trio.to_thread.run_sync(decode_snapshot, data)
+        if state is None:  # read from the file as it decodes (checksum checked)
+            state = await trio.to_thread.run_sync(self.storage.decode_snapshot,
+                                                  decode_snapshot_stream)
         applier = self.applier
         applier.kv.replace(state)
         applier.restored(meta)

@@ -79,6 +79,11 @@ DIRECT_ENCODED = 256 * 1024
 # ready loop take a 16-command pipeline one proposal at a time); each yields at least this
 # often, so one connection's long pipeline cannot hold the loop.
 YIELD_EVERY = 64
+# Reads done in slices (KEYS, SCAN, XRANGE, ...) that step at once on a node; the others
+# wait their turn. trio runs every ready task before it looks at the network again, so 300
+# connections each stepping a 1-2 ms slice held the loop 300-600 ms between two looks, past
+# the election timeout (tests/bench/attack_xrange_readers.py: the leader lost its term).
+SLICED_AT_ONCE = 2
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 TOO_MANY_NEW = b"-ERR too many connections that have not sent a command yet\r\n"
 # Of --max-new-clients, what one source address may hold: a quarter (256 of the default
@@ -258,6 +263,7 @@ class ClientServer:
         # The same per source (source_key), oldest first, each with the scope that evicts it.
         self._new_by_source: dict[str, dict[int, trio.CancelScope]] = {}
         self.loop_lag = LoopLagMonitor()
+        self.sliced = trio.CapacityLimiter(SLICED_AT_ONCE)  # (FIFO: each gets its turn)
         self.gc_watch = GcWatch()  # full collections: a cause of loop stalls
         self.stats = {"rejected_connections": 0, "client_output_buffer_disconnects": 0,
                       "client_protocol_errors": 0, "client_timeouts": 0,
@@ -613,6 +619,18 @@ class ClientServer:
             self.buffers.add_output(conn, slot.size)
         return ready
 
+    def _reweigh(self, conn: Connection, slot: Slot, value: Any) -> None:
+        """A read done in slices (KEYS, SCAN, a feed read) was weighed as nothing while it
+        ran; now that it has its reply, weigh that, as ``_output_meter`` weighs any reply
+        (a streamed one at what it will send), so the output-buffer limits see it."""
+        size = reply_size(value)
+        delta, slot.size = size - slot.size, size
+        conn.out_bytes += delta
+        limit = self.limits.output_buffer_bytes
+        if limit and conn.out_bytes > limit:
+            self._disconnect_for_output(conn)
+        self.buffers.add_output(conn, delta)
+
     def _disconnect_for_output(self, conn: Connection) -> None:
         if conn.scope is None or conn.scope.cancel_called:
             return
@@ -691,7 +709,8 @@ class ClientServer:
                     await slot.pending.wait()
                 value = slot.pending.value
                 if isinstance(value, SlicedRead):
-                    value = await _finish(value)
+                    value = await _finish(value, self.sliced)
+                    self._reweigh(conn, slot, value)
                 for piece in encode_reply_chunks(value, slot.proto, SEND_CHUNK):
                     if len(piece) >= SEND_CHUNK and not out:
                         await stream.send_all(piece)  # a large piece goes out uncopied
@@ -719,10 +738,12 @@ class ClientServer:
         scope.cancel()
 
 
-async def _finish(job: SlicedRead) -> Any:
-    """Run a KEYS or SCAN job a slice at a time, letting the loop run other tasks between."""
-    while not job.step():
-        await trio.lowlevel.checkpoint()
+async def _finish(job: SlicedRead, limiter: trio.CapacityLimiter) -> Any:
+    """Run a KEYS or SCAN job a slice at a time, letting the loop run other tasks between,
+    once ``limiter`` lets it (at most ``SLICED_AT_ONCE`` jobs step in one pass of the loop)."""
+    async with limiter:
+        while not job.step():
+            await trio.lowlevel.checkpoint()
     return job.result
 
 

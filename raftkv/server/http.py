@@ -37,6 +37,7 @@ log = logging.getLogger("raftkv.http")
 MAX_HEAD = 8 * 1024
 HEAD_TIMEOUT = 5.0
 SEND_TIMEOUT = 10.0
+STALLED_AFTER = 0.5  # an answer not taken by then: its connection may be evicted
 MAX_CONNECTIONS = 32
 TEXT = "text/plain; charset=utf-8"
 
@@ -51,19 +52,44 @@ class HttpServer:
         # Connections still sending their request head, oldest first (dicts keep order):
         # the ones a newcomer may evict when the port is full.
         self.waiting: dict[int, trio.CancelScope] = {}
+        # Connections being answered, oldest first: (when the answer began, its scope). One
+        # whose client has not taken its answer in STALLED_AFTER (it does not read) may be
+        # evicted for a newcomer.
+        self.sending: dict[int, tuple[float, trio.CancelScope]] = {}
         self._next_id = 0
+        self.evicted_stalled = 0
+
+    def _evict_oldest(self, connections: dict[int, trio.CancelScope]) -> bool:
+        """Close the oldest of ``connections``; False if there is none."""
+        if not connections:
+            return False
+        oldest = next(iter(connections))
+        connections.pop(oldest).cancel()
+        return True
 
     def _evict_oldest_waiting(self) -> bool:
         """Close the oldest connection that has not sent a complete head; False if none."""
-        if not self.waiting:
-            return False
-        oldest = next(iter(self.waiting))
-        self.waiting.pop(oldest).cancel()
-        return True
+        return self._evict_oldest(self.waiting)
+
+    def _evict_for_newcomer(self) -> bool:
+        """Make room: the oldest connection still sending its head, else the oldest whose
+        client does not read its answer (32 of them, ``GET /metrics`` and never a read,
+        held every slot for SEND_TIMEOUT, and /livez answered 503 meanwhile)."""
+        if self._evict_oldest(self.waiting):
+            return True
+        if self.sending:
+            oldest = next(iter(self.sending))
+            began, scope = self.sending[oldest]
+            if trio.current_time() - began >= STALLED_AFTER:
+                del self.sending[oldest]
+                scope.cancel()
+                self.evicted_stalled += 1
+                return True
+        return False
 
     async def handle(self, stream: trio.SocketStream) -> None:
         async with stream:
-            if self.active >= MAX_CONNECTIONS and not self._evict_oldest_waiting():
+            if self.active >= MAX_CONNECTIONS and not self._evict_for_newcomer():
                 if self.security.context is None:  # (a TLS client could not read it)
                     await self._send(stream, 503, TEXT, b"too many connections\n")
                 return
@@ -185,9 +211,16 @@ class HttpServer:
         head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n"
                 + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode()
-        with trio.move_on_after(SEND_TIMEOUT), contextlib.suppress(
-                trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            await stream.send_all(head if head_only else head + body)
+        key = self._next_id
+        self._next_id += 1
+        scope = trio.move_on_after(SEND_TIMEOUT)
+        self.sending[key] = (trio.current_time(), scope)
+        try:
+            with scope, contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await stream.send_all(head if head_only else head + body)
+        finally:
+            self.sending.pop(key, None)
 
 
 def _complete(head: bytes) -> bool:

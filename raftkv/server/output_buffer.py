@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wire.reply import Encoded, Push, Replies
+from wire.reply import Encoded, Push, Replies, Streamed
 
 _SAMPLE = 256
 _SMALL = 16  # an integer, null, status or the framing of a value
@@ -42,6 +42,8 @@ def reply_size(value: Any) -> int:
         return reply_size(value.items)
     if t is Encoded:  # (shared by the clients it goes to; each is weighed for it)
         return len(value.data)
+    if t is Streamed:  # (encoded as it is sent: weighed at what it will send)
+        return value.size
     return _SMALL
 
 

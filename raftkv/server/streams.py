@@ -42,13 +42,16 @@ from raftkv.node.pending import Pending
 from raftkv.server.auth import KEY_DENIED, NOAUTH, acl_of
 from raftkv.server.blocked_readers import BlockedReaders
 from raftkv.server.connection import Connection
-from wire.reply import Encoded, ErrorReply
+from wire.reply import Encoded, ErrorReply, Streamed
 from wire.resp import encode_reply
 
 FEED = b"__raftkv:changes"
 FEED_FILTERED = FEED + b":"
 MAX_COUNT = 10_000
 MAX_REPLY_BYTES = 16 * 1024 * 1024
+# An XRANGE/XREVRANGE reply larger than this is encoded as its client reads it (``streamed``).
+STREAM_ABOVE = 64 * 1024
+STREAM_PIECE = 64 * 1024
 MAX_ID_PART = 2**64 - 1  # Redis's stream ids are two unsigned 64-bit numbers
 # A read is done in slices of about ``BUDGET`` units of work, the client port (or the
 # blocked readers' task) yielding to the loop in between (raftkv.kv.sliced, as KEYS and
@@ -57,6 +60,7 @@ MAX_ID_PART = 2**64 - 1  # Redis's stream ids are two unsigned 64-bit numbers
 # is bounded by the work done, not by the number of changes: attack3 made 4,096 changes a
 # slice cost 400 ms with `?*?*?*?*b` on 200-byte keys. A unit is about 1 us of CPU here.
 BUDGET = 2048
+FIRST_SLICE = 256  # an XRANGE's slice in its command handler (``_settled_small``)
 BATCH = 256  # changes taken from the tail at once (a list copy) by a read
 CHANGE_COST = 1  # units a change costs a read beyond its filter
 ENCODE_COST = 10  # units a change costs to render and encode, plus its bytes:
@@ -186,9 +190,10 @@ class Stream:
 
     def steps(self, change: Change) -> Steps:
         """Is ``change`` in this stream? A generator yielding the matchers' work
-        (raftkv.kv.glob), so one long key cannot hold a slice for long."""
-        key = change.key
-        if key == FLUSH_KEY and change.op in ("flushall", "flushdb"):
+        (raftkv.kv.glob), so one long key cannot hold a slice for long. (By position: a
+        ``Change`` or its plain tuple.)"""
+        key = change[3]
+        if key == FLUSH_KEY and change[2] in ("flushall", "flushdb"):
             return True
         if self.acl is not None:
             for glob in self.acl:
@@ -201,14 +206,17 @@ class Stream:
         return (yield from self.glob.steps(key))
 
 
-def render(change: Change) -> list[Any]:
-    """A stream entry: ``[id, [op, <op>, key, <key>, value, <value>, deadline, <ms>]]``."""
-    fields: list[bytes] = [b"op", change.op.encode(), b"key", change.key]
-    if change.value is not None:
-        fields += [b"value", change.value]
-    if change.deadline_ms is not None:
-        fields += [b"deadline", b"%d" % change.deadline_ms]
-    return [format_id(change.id), fields]
+def render(change: Change | tuple[Any, ...]) -> list[Any]:
+    """A stream entry: ``[id, [op, <op>, key, <key>, value, <value>, deadline, <ms>]]``.
+    (By position: a ``Change`` or the plain tuple of its fields, as ``_collect`` gives a
+    read that holds many: ``plain``.)"""
+    index, position, op, key, value, deadline_ms = change
+    fields: list[bytes] = [b"op", op.encode(), b"key", key]
+    if value is not None:
+        fields += [b"value", value]
+    if deadline_ms is not None:
+        fields += [b"deadline", b"%d" % deadline_ms]
+    return [b"%d-%d" % (index, position), fields]
 
 
 _FIELD_OP = b"$2\r\nop\r\n"
@@ -222,16 +230,17 @@ def _bulk(data: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
-def entry_bytes(change: Change) -> bytes:
+def entry_bytes(change: Change | tuple[Any, ...]) -> bytes:
     """``encode_reply(render(change), 2)`` built directly: a node with a watcher encodes
-    every change once, and the generic encoder took 2.5 us of CPU a change, this 1.0."""
-    op = _OPS.get(change.op)
+    every change once, and the generic encoder took 2.5 us of CPU a change, this 1.0.
+    (By position: a ``Change`` or its plain tuple.)"""
+    index, position, op_name, key, value, deadline = change
+    op = _OPS.get(op_name)
     if op is None:
-        op = _bulk(change.op.encode())
+        op = _bulk(op_name.encode())
         if len(_OPS) < 64:
-            _OPS[change.op] = op
-    change_id = b"%d-%d" % (change.index, change.position)
-    key, value, deadline = change.key, change.value, change.deadline_ms
+            _OPS[op_name] = op
+    change_id = b"%d-%d" % (index, position)
     if value is None and deadline is None:
         return b"*2\r\n$%d\r\n%b\r\n*4\r\n%b%b%b$%d\r\n%b\r\n" % (
             len(change_id), change_id, _FIELD_OP, op, _FIELD_KEY, len(key), key)
@@ -245,8 +254,9 @@ def entry_bytes(change: Change) -> bytes:
     return b"".join(pieces)
 
 
-def _size(change: Change) -> int:
-    return 64 + len(change.key) + (len(change.value) if change.value else 0)
+def _size(change: Change | tuple[Any, ...]) -> int:
+    value = change[4]
+    return 64 + len(change[3]) + (len(value) if value else 0)
 
 
 def _capped(changes: list[Change]) -> tuple[list[Change], int]:
@@ -260,6 +270,21 @@ def _capped(changes: list[Change]) -> tuple[list[Change], int]:
     return changes, total
 
 
+def _capped_sliced(changes: list[Change]) -> Generator[int, None, tuple[list[Change], int]]:
+    """``_capped`` and the bytes it keeps, yielding the work as it goes: weighing 16,000
+    changes at once held a slice 10-40 ms (four such slices in one pass of the loop, with
+    300 readers asking, lost the leader its term)."""
+    total = 0
+    for i, change in enumerate(changes):
+        size = _size(change)
+        if total + size > MAX_REPLY_BYTES and i > 0:
+            return changes[:i], total
+        total += size
+        if i & 255 == 255:
+            yield 256 * CHANGE_COST
+    return changes, total
+
+
 def encode_entries(changes: list[Change], cache: ReplyCache | None = None
                    ) -> Generator[int, None, list[bytes]]:
     """Each change as an encoded stream entry (the same bytes in RESP2 and RESP3: arrays
@@ -270,7 +295,7 @@ def encode_entries(changes: list[Change], cache: ReplyCache | None = None
     known = cache.entries if cache is not None else {}
     new: list[tuple[Id, bytes]] = []  # (kept in the cache at the end: one trim a read)
     for change in changes:
-        change_id = (change.index, change.position)
+        change_id = (change[0], change[1])
         piece = known.get(change_id)
         if piece is None:
             piece = entry_bytes(change)
@@ -287,6 +312,37 @@ def encode_entries(changes: list[Change], cache: ReplyCache | None = None
     if work:
         yield work
     return out
+
+
+def streamed(changes: list[Change], size: int, cache: ReplyCache | None = None) -> Streamed:
+    """An array of ``changes``' entries, encoded a piece of about ``STREAM_PIECE`` bytes at
+    a time as the connection's writer sends it (through ``cache``, as ``encode_entries``).
+
+    Why: a reply of the whole feed is up to ``MAX_REPLY_BYTES``; built at once, 300
+    connections asking for it and not reading held 300 of them (5.3 GB peak RSS, the
+    leader's loop stalled for seconds: tests/bench/attack_xrange_readers.py). Streamed,
+    a client that does not read holds the list of changes (references to the feed's own
+    values) and one piece; the reply is weighed at ``size`` in its output buffer, so the
+    output-buffer limits bound what such clients may pin once the feed drops them."""
+    def pieces() -> Iterator[bytes]:
+        known = cache.entries if cache is not None else {}
+        out = [b"*%d\r\n" % len(changes)]
+        held = 0
+        for change in changes:
+            change_id = (change[0], change[1])
+            piece = known.get(change_id)
+            if piece is None:
+                piece = entry_bytes(change)
+                if cache is not None:
+                    cache.keep_entries([(change_id, piece)])
+            out.append(piece)
+            held += len(piece)
+            if held >= STREAM_PIECE:
+                yield b"".join(out)
+                out, held = [], 0
+        if out:
+            yield b"".join(out)
+    return Streamed(size, pieces)
 
 
 def _array(pieces: list[bytes]) -> bytes:
@@ -530,21 +586,24 @@ class FeedReader:
         return positions
 
     def _collect(self, after: Id, until: Id, count: int, stream: Stream,
-                 reverse: bool = False, strict: bool = False
+                 reverse: bool = False, strict: bool = False, plain: bool = False
                  ) -> Generator[int, None, tuple[list[Change], Id]]:
         """Walk the feed a ``BATCH`` at a time, yielding the work done; returns up to
         ``count`` changes of ``stream`` with after < id <= until (``reverse``: the newest
         first) and where the walk stopped (the last change it examined, or the bound it
         started from: a reader that found nothing may go on from there). ``strict``: a
         reader resuming after ``after`` (XREAD), so ``Compacted`` is raised if the tail no
-        longer reaches back to where the walk stands."""
+        longer reaches back to where the walk stands. ``plain``: the changes as plain
+        tuples, which the collector stops tracking (a ``Change`` is a tuple subclass, always
+        tracked): 300 XRANGEs of a 16,000-change tail held 4.8 million tracked Changes, and
+        each full collection walked them all on the loop (1.3 s)."""
         found: list[Change] = []
         feed, every = self.feed, stream.every
         edge = until if reverse else after
         while True:
             if strict:
                 feed.check(after)
-            batch = feed.chunk(after, until, BATCH, reverse)
+            batch = feed.chunk(after, until, BATCH, reverse, plain)
             if not batch:
                 return found, edge
             if every:
@@ -564,12 +623,12 @@ class FeedReader:
                         yield work
                         work = 0
                 yield work + CHANGE_COST
-            last = batch[-1]
+            index, position = batch[-1][:2]
             if reverse:
-                until = edge = ((last.index, last.position - 1) if last.position
-                                else (last.index - 1, MAX_POSITION))
+                until = edge = ((index, position - 1) if position
+                                else (index - 1, MAX_POSITION))
             else:
-                after = edge = last.id
+                after = edge = (index, position)
             if len(found) >= count:
                 return found, edge
 
@@ -663,8 +722,13 @@ class FeedReader:
 
         def body(job: FeedRead) -> Iterator[int]:
             after = (start[0], start[1] - 1)  # (position -1 sorts below every real one)
-            changes, _ = yield from self._collect(after, end, count, stream, reverse)
-            entries = yield from encode_entries(_capped(changes)[0], self.cache)
+            changes, _ = yield from self._collect(after, end, count, stream, reverse,
+                                                  plain=True)
+            changes, size = yield from _capped_sliced(changes)
+            if size > STREAM_ABOVE:  # encoded as the client reads it (``streamed``)
+                job.result = streamed(changes, size, self.cache)
+                return
+            entries = yield from encode_entries(changes, self.cache)
             job.result = Encoded(_array(entries))  # (the same bytes in RESP2 and RESP3)
         return FeedRead(body)
 
@@ -891,16 +955,26 @@ def _settled(reply: Any) -> Pending:
     return Pending.of(reply.settled() if isinstance(reply, FeedRead) else reply)
 
 
+def _settled_small(reply: Any) -> Pending:
+    """``_settled`` with a first slice of ``FIRST_SLICE``: a range read that is longer goes
+    on in the connection's writer, which waits its turn among the node's sliced reads
+    (raftkv.server.client_port ``SLICED_AT_ONCE``); 300 connections asking at once
+    stepped 300 full slices in one pass of the loop, in their command handlers."""
+    if isinstance(reply, FeedRead):
+        return Pending.of(reply.result if reply.step(FIRST_SLICE) else reply)
+    return Pending.of(reply)
+
+
 def cmd_xrange(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if node.removed:
         return Pending.of(REMOVED)
-    return _settled(_reader(node, conn).xrange(args, reverse=False))
+    return _settled_small(_reader(node, conn).xrange(args, reverse=False))
 
 
 def cmd_xrevrange(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if node.removed:
         return Pending.of(REMOVED)
-    return _settled(_reader(node, conn).xrange(args, reverse=True))
+    return _settled_small(_reader(node, conn).xrange(args, reverse=True))
 
 
 def cmd_xinfo(node: Node, conn: Connection, args: list[bytes]) -> Pending:

@@ -33,8 +33,9 @@ import errno
 import fcntl
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import pairwise, starmap
+from typing import TypeVar
 
 import attrs
 
@@ -61,9 +62,11 @@ from raftkv.storage.files import (
 from raftkv.storage.fsync import FsyncPolicy, fsync_dir, fsync_path, hold_dir, release_dir
 from raftkv.storage.meta import META_NAME, DirMeta, read_meta, write_meta
 from raftkv.storage.snapshot_file import (
+    CheckedData,
     SnapshotFile,
     SnapshotFileWriter,
     SnapshotReader,
+    decode_checked,
     parse_snapshot_name,
     snapshot_name,
     write_snapshot,
@@ -78,6 +81,8 @@ from raftkv.storage.wal import (
 )
 from wire.errors import ProtocolError
 from wire.raft import CONFIG, MAX_NODE_ID, ClusterConfig, Entry, HardState, SnapshotMeta
+
+T = TypeVar("T")
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 LOCK_NAME = "LOCK"
@@ -487,6 +492,14 @@ class DiskStorage:
         with self._io("reading the snapshot", write=False):
             return self._current_snapshot().read_data()
 
+    def decode_snapshot(self, decode: Callable[[CheckedData], T]) -> T:
+        """``decode`` of the snapshot's data read from the file as it decodes (never the
+        whole file in memory beside the state), checksum checked before it returns:
+        ``CorruptionError`` if the file rotted, whatever ``decode`` raises if it is intact
+        but does not decode."""
+        with self._io("reading the snapshot", write=False):
+            return decode_checked(self._current_snapshot(), decode)
+
     def open_snapshot(self) -> SnapshotReader:
         """The current snapshot, open for chunked reads (close it when done); it stays
         readable if a newer snapshot replaces it meanwhile."""
@@ -696,7 +709,7 @@ class DiskStorage:
         with self._io("switching to a snapshot"):
             self._switch_snapshot(meta, snap)
 
-    def install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    def install_snapshot(self, meta: SnapshotMeta, data: bytes | Iterable[bytes]) -> None:
         """Replace state with a leader's snapshot (durable on return); keep the log suffix
         only if the entry at ``meta.index`` has ``meta.term``. It must be newer than the
         current snapshot (ValueError otherwise: going back would forget applied state)."""
@@ -856,6 +869,11 @@ class SnapshotWriter:
         ``SnapshotNotWritten`` (the receive is dropped) if it cannot be read back."""
         with self._storage._io("reading back a received snapshot", write=False):
             return self._file.read(end)
+
+    def read_at(self, pos: int, n: int) -> bytes:
+        """Up to ``n`` received bytes from ``pos``, for a decoder streaming them before
+        ``finish``; ``OSError`` if the receive was dropped meanwhile."""
+        return self._file.read_at(pos, n)
 
     def finish(self) -> None:
         """Make it durable and the current snapshot, like ``install_snapshot``."""

@@ -13,12 +13,14 @@ followed by a directory fsync: a crash leaves either the old set of snapshots or
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import struct
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import msgpack
 
@@ -93,6 +95,10 @@ class SnapshotFileWriter:
         self._data_start = HEADER.size + len(self._meta_raw)
         self._received = 0
         self._fd = -1
+        # ``abort`` may run in one worker thread while ``read_at`` streams the received
+        # data to a decoder in another: closing under the lock means a read never reaches
+        # a descriptor number that was closed and given to another file meanwhile.
+        self._lock = threading.Lock()
         with self._unwritten("creating"):
             if spare is not None:
                 self.tmp, self._fd = spare.path, spare.fd
@@ -149,6 +155,15 @@ class SnapshotFileWriter:
             pos += len(block)
         return b"".join(parts)
 
+    def read_at(self, pos: int, n: int) -> bytes:
+        """Up to ``n`` received data bytes from ``pos`` (b"" at the end of what was received);
+        ``OSError`` if the writer was aborted or finished meanwhile."""
+        n = max(0, min(n, self._received - pos))
+        with self._lock:
+            if self._fd < 0:
+                raise OSError(errno.EBADF, f"{self.tmp}: the received snapshot was dropped")
+            return os.pread(self._fd, n, self._data_start + pos) if n else b""
+
     def finish(self) -> SnapshotFile:
         """Seal (data length, checksum), fsync, rename into place, fsync the directory.
 
@@ -171,7 +186,8 @@ class SnapshotFileWriter:
                 pos += len(block)
             pwrite_all(fd, CRC.pack(crc), end)
             fsync_fd(fd, self.policy)
-        self._fd = -1
+        with self._lock:
+            self._fd = -1
         try:
             os.replace(self.tmp, self.path)  # the snapshot exists from here on ...
             fsync_dir(self.directory, self.policy)  # ... and its name is durable from here on
@@ -182,16 +198,18 @@ class SnapshotFileWriter:
 
     def abort(self) -> None:
         """Drop the temp file (idempotent; a no-op after ``finish``)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._lock:
+            fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp)
 
 
-def write_snapshot(directory: str, meta: SnapshotMeta, data: bytes | Sequence[bytes],
+def write_snapshot(directory: str, meta: SnapshotMeta, data: bytes | Iterable[bytes],
                    policy: FsyncPolicy, spare: Spare | None = None) -> SnapshotFile:
-    """``data``: the bytes, or their pieces in order (not joined: no copy of it all)."""
+    """``data``: the bytes, or their pieces in order (not joined: no copy of it all; an
+    error raised by the iterator drops the temp file, nothing becomes visible)."""
     writer = SnapshotFileWriter(directory, meta, policy, spare)
     try:
         for piece in (data,) if isinstance(data, bytes) else data:
@@ -304,6 +322,78 @@ class SnapshotFile:
         if crc != stored:
             raise CorruptionError(self.path, self.data_offset + self.data_len, "checksum mismatch")
         return b"".join(parts)
+
+
+T = TypeVar("T")
+
+
+class CheckedData:
+    """A snapshot's data as a read-only stream, summed as it is read (``verify`` checks the
+    sum): a decoder reads it piece by piece, so the file's bytes and the decoded state are
+    never in memory together. It holds a counted reference on the snapshot's descriptor."""
+
+    def __init__(self, snap: SnapshotFile) -> None:
+        snap.acquire()
+        self._snap: SnapshotFile | None = snap
+        self.length = snap.data_len
+        self._pos = 0
+        try:
+            prefix = os.pread(snap.fd, snap.data_offset, 0)  # header and meta: <= 1 MiB
+        except BaseException:
+            self.close()
+            raise
+        self._crc = zlib.crc32(prefix)
+
+    def read(self, n: int = -1, /) -> bytes:
+        snap = self._snap
+        if snap is None:
+            raise ValueError("snapshot data stream is closed")
+        left = self.length - self._pos
+        n = left if n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        block = os.pread(snap.fd, min(n, CHUNK), snap.data_offset + self._pos)
+        if not block:
+            raise CorruptionError(snap.path, snap.data_offset + self._pos,
+                                  "snapshot file ended early")
+        self._crc = zlib.crc32(block, self._crc)
+        self._pos += len(block)
+        return block
+
+    def verify(self) -> None:
+        """Read what is left, then ``CorruptionError`` unless the stored checksum matches
+        everything read (the file may have rotted since it was opened and checked)."""
+        while self.read(CHUNK):
+            pass
+        snap = self._snap
+        assert snap is not None
+        end = snap.data_offset + self.length
+        (stored,) = CRC.unpack(os.pread(snap.fd, CRC.size, end).ljust(CRC.size, b"\0"))
+        if self._crc != stored:
+            raise CorruptionError(snap.path, end, "checksum mismatch")
+
+    def close(self) -> None:
+        if self._snap is not None:
+            self._snap.release()
+            self._snap = None
+
+
+def decode_checked(snap: SnapshotFile, decode: Callable[[CheckedData], T]) -> T:
+    """``decode`` of the snapshot's data, streamed from the file; the checksum is checked
+    before the result is returned, so a corrupt file yields nothing to apply
+    (``CorruptionError``). A decode that fails on a corrupt file is that CorruptionError
+    too; on an intact one its own error."""
+    data = CheckedData(snap)
+    try:
+        try:
+            result = decode(data)
+        except Exception:
+            data.verify()
+            raise
+        data.verify()
+        return result
+    finally:
+        data.close()
 
 
 class SnapshotReader:

@@ -10,8 +10,8 @@ import attrs
 import pytest
 import trio
 
-from raftkv.kv import KVState, decode_snapshot, encode_snapshot
-from raftkv.node.snapshot_gate import WAIT_TICKS, SnapshotGate
+from raftkv.kv import KVState, decode_snapshot_stream, encode_snapshot
+from raftkv.node.snapshot_gate import WAIT_TICKS, ReceivedData, SnapshotGate
 from wire.raft import ClusterConfig, InstallSnapshot, Member, SnapshotMeta
 
 META = SnapshotMeta(50, 3, ClusterConfig((Member(1, "127.0.0.1:1"), Member(2, "127.0.0.1:2"))))
@@ -29,9 +29,14 @@ class FakeWriter:
     def received(self) -> int:
         return len(self.data)
 
-    def read(self, end: int) -> bytes:
-        assert end <= len(self.data)
-        return self.data[:end]
+    dropped: bool = False
+    largest_read: int = 0
+
+    def read_at(self, pos: int, n: int) -> bytes:
+        if self.dropped:
+            raise OSError("the received snapshot was dropped")
+        self.largest_read = max(self.largest_read, n)
+        return self.data[pos:pos + n]
 
 
 class Harness:
@@ -41,9 +46,9 @@ class Harness:
         self.decodes = 0
         self.ticks = 0
 
-        def decode(blob: bytes) -> KVState:
+        def decode(stream: ReceivedData) -> KVState:
             self.decodes += 1
-            return decode_snapshot(blob)
+            return decode_snapshot_stream(stream)
 
         self.hold_ticks: trio.Event | None = None  # set: ticks wait for it
 
@@ -166,9 +171,9 @@ async def test_a_resend_during_a_long_check_keeps_the_cores_receive_alive(nurser
     release = trio.Event()
     decode = h.gate._decode
 
-    def slow_decode(blob: bytes) -> KVState:
+    def slow_decode(stream: ReceivedData) -> KVState:
         trio.from_thread.run(release.wait)
-        return decode(blob)
+        return decode(stream)
 
     h.gate._decode = slow_decode
     msg = last_chunk(GOOD, at)
@@ -180,3 +185,36 @@ async def test_a_resend_during_a_long_check_keeps_the_cores_receive_alive(nurser
     release.set()
     await h.checked.wait()
     assert h.stepped[-1] == msg and h.gate.take(META) is not None
+
+
+async def test_the_received_chunks_are_read_back_in_pieces_not_whole(nursery) -> None:
+    """The chunks before the last are streamed from the writer's file as the decoder needs
+    them: the received snapshot's bytes are never all in memory beside the decoded state
+    (they were read back whole, then joined with the last chunk: twice the file)."""
+    big = encode_snapshot(KVState(data={b"k%05d" % i: b"v" * 100 for i in range(20_000)}))
+    at = len(big) - 700
+    h = Harness(nursery, FakeWriter(META, big[:at]))
+    msg = last_chunk(big, at)
+    await h.submit(msg)
+    assert h.stepped == [msg]
+    assert h.writer is not None and 0 < h.writer.largest_read <= 64 * 1024 < at
+
+
+async def test_a_receive_dropped_while_it_is_decoded_is_not_refused(nursery) -> None:
+    """The writer is aborted (the core gave the receive up) while the decoder streams it:
+    the snapshot is not bad, so it is not refused; the core gets the harmless message."""
+    big = encode_snapshot(KVState(data={b"k%05d" % i: b"v" * 100 for i in range(20_000)}))
+    at = len(big) - 700
+    h = Harness(nursery, FakeWriter(META, big[:at]))
+    decode = h.gate._decode
+
+    def drop_then_decode(stream: ReceivedData) -> KVState:
+        assert h.writer is not None
+        h.writer.dropped = True
+        return decode(stream)
+
+    h.gate._decode = drop_then_decode
+    msg = last_chunk(big, at)
+    await h.submit(msg)
+    assert h.stepped == [attrs.evolve(msg, data=b"", done=False)]
+    assert h.gate.refusals == 0 and h.gate.take(META) is None

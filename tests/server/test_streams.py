@@ -4,6 +4,8 @@ ACL restriction, all on a state machine's feed (no node)."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from raftkv.kv import KVStateMachine, encode_entry
@@ -30,7 +32,7 @@ from raftkv.server.streams import (
     parse_xread,
     render,
 )
-from wire.reply import Encoded, ErrorReply
+from wire.reply import Encoded, ErrorReply, Streamed
 from wire.resp import encode_reply
 from wire.resp_reply import NEED_MORE, ReplyParser
 
@@ -68,10 +70,10 @@ class Reader(FeedReader):
 
 def decoded(reply):
     """An encoded reply (what XREAD and XRANGE answer) read back as a client reads it."""
-    if not isinstance(reply, Encoded):
+    if not isinstance(reply, Encoded | Streamed):
         return reply
     parser = ReplyParser()
-    parser.feed(reply.data)
+    parser.feed(encode_reply(reply))
     value = parser.next_reply()
     assert parser.next_reply() is NEED_MORE  # (exactly one reply)
     return value
@@ -357,3 +359,33 @@ def test_an_entry_encoded_directly_is_the_generic_encoding_of_its_rendering(
     for key in (b"", b"k", b"key:\x00\r\n" * 9):
         change = Change(2**64 - 1, 2**63 - 1, op, key, value, deadline)
         assert streams.entry_bytes(change) == encode_reply(render(change), 2)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_large_range_is_encoded_as_it_is_sent_never_held_whole(reverse: bool) -> None:
+    """XRANGE - + of a feed of 4 KiB values was encoded whole (16 MiB a reply) as soon as
+    it was read: 300 connections asking and not reading held 300 of them (5.3 GB). Now
+    the reply holds the feed's own change tuples and is encoded a piece at a time as the
+    writer sends it; it weighs what it will send; the pieces make the same reply."""
+    kv = KVStateMachine(feed=ChangeFeed(retention_entries=10_000))
+    for i in range(2000):
+        kv.apply(encode_entry([b"SET", b"k%04d" % i, bytes([i % 251]) * 4096], T0),
+                 index=i + 1)
+    args = b("XREVRANGE", "__raftkv:changes", "+", "-") if reverse else \
+        b("XRANGE", "__raftkv:changes", "-", "+")
+    job = FeedReader(kv.feed, None, lambda key: False).xrange(args, reverse=reverse)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        reply = job.finish()
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert isinstance(reply, Streamed) and held < 256 * 1024, held  # (8 MiB of entries)
+    assert 8_000_000 < reply.size < 9_000_000  # (the entries' bytes)
+    pieces = list(reply.pieces())
+    assert len(pieces) > 100 and max(map(len, pieces)) < 80 * 1024
+    entries = decoded(Encoded(b"".join(pieces)))
+    changes = kv.feed.chunk((0, 0), (TOP, 0), 10_000, reverse)
+    assert entries == [[b"%d-%d" % c.id, [b"op", b"set", b"key", c.key, b"value", c.value]]
+                       for c in changes]

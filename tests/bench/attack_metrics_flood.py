@@ -1,0 +1,165 @@
+"""``/livez`` under a flood of half-open connections to the ops HTTP port (issue 12).
+
+Run: .venv/bin/python tests/bench/attack_metrics_flood.py [--seconds 15] [--holders 500]
+[--mode half,silent,noread] [--baseline REF] [--base-port 7250]
+
+A 3-node cluster with ``--metrics-addr`` on the leader. For each mode, ``--holders``
+connections to the metrics port are opened once and held (``-hold`` modes), or opened
+again as fast as the node closes them by two threads (the others): ``half`` sends half
+a request head and never finishes it, ``silent`` sends nothing, ``noread`` sends
+``GET /metrics`` and never reads the answer (4 KiB receive buffer). Meanwhile a probe
+opens a new connection for ``GET /livez`` every 100 ms, and another client sends
+``SET``/``GET`` to the client port. Printed per mode: the probes' status codes and
+slowest answer, the client's slowest round trip, the node's descriptor count at its
+peak, and whether the leader and its term stayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import redis
+from common import BaselineCluster, export_tree, load_line
+
+from chaos.cluster import LocalCluster
+
+HEADS = {"half": b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+         "silent": b"",
+         "noread": b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"}
+
+
+def livez(addr: tuple[str, int]) -> tuple[str, float]:
+    t0 = time.monotonic()
+    try:
+        with socket.create_connection(addr, timeout=5) as s:
+            s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        status = data.split(b"\r\n", 1)[0].decode(errors="replace")[9:12] or "closed"
+    except OSError as exc:
+        status = type(exc).__name__
+    return status, time.monotonic() - t0
+
+
+def flood(addr: tuple[str, int], head: bytes, holders: int, stop: threading.Event,
+          opened: list[int], reconnect: bool = True) -> None:
+    held: collections.deque[socket.socket] = collections.deque()
+    while not stop.is_set() and (reconnect or opened[0] < holders):
+        try:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(2)
+            s.connect(addr)
+            if head:
+                s.sendall(head)
+            s.setblocking(False)
+            held.append(s)
+            opened[0] += 1
+        except OSError:
+            time.sleep(0.01)  # (the port refused or the backlog is full: try again)
+        while len(held) >= holders:  # keep --holders open: drop the oldest
+            held.popleft().close()
+    stop.wait()
+    for s in held:
+        s.close()
+
+
+def fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+def run(c: LocalCluster, metrics_port: int, modes: list[str], holders: int,
+        seconds: float) -> None:
+    leader = c.wait_for_leader(timeout=30)
+    host, port = c.client_addr(leader)
+    addr = ("127.0.0.1", metrics_port)
+    pid = c.nodes[leader].proc.pid  # type: ignore[union-attr]
+    r = redis.Redis(host=host, port=port, socket_timeout=10)
+    for mode in modes:
+        term = int(c.info(leader)["term"])
+        stop = threading.Event()
+        opened = [0]
+        kind, _, hold = mode.partition("-")
+        share = holders if hold else holders // 2
+        floods = [threading.Thread(target=flood, args=(addr, HEADS[kind], share, stop, opened,
+                                                       not hold))
+                  for _ in range(2 if not hold else 1)]
+        for t in floods:
+            t.start()
+        statuses: collections.Counter[str] = collections.Counter()
+        slowest = client_slowest = 0.0
+        peak_fds = 0
+        n = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            status, took = livez(addr)
+            statuses[status] += 1
+            slowest = max(slowest, took)
+            t0 = time.monotonic()
+            try:
+                r.set(b"probe", b"%d" % n)
+                assert r.get(b"probe") == b"%d" % n
+            except (redis.RedisError, AssertionError):
+                statuses["client-failed"] += 1
+            client_slowest = max(client_slowest, time.monotonic() - t0)
+            peak_fds = max(peak_fds, fds(pid))
+            n += 1
+            time.sleep(0.1)  # the probe's period: nothing to wait on
+        stop.set()
+        for t in floods:
+            t.join()
+        after = c.info(leader) or {}
+        print(f"  {mode:7s}: {opened[0]:,} flood connections; /livez {dict(statuses)}, "
+              f"slowest {slowest * 1000:.0f} ms; client SET+GET slowest "
+              f"{client_slowest * 1000:.0f} ms; node fds peak {peak_fds}; leader "
+              f"{after.get('role')} term {after.get('term')} (was term {term})", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--holders", type=int, default=500)
+    ap.add_argument("--mode", default="half-hold,silent-hold,noread-hold,half,silent,noread")
+    ap.add_argument("--baseline", default="")
+    ap.add_argument("--base-port", type=int, default=7250)
+    a = ap.parse_args()
+    print(load_line())
+    ports = [(a.base_port + 2 * i, a.base_port + 2 * i + 1) for i in range(3)]
+    metrics_port = a.base_port + 10
+    node_args = {i: ["--metrics-addr", f"127.0.0.1:{metrics_port + i}"] for i in (1, 2, 3)}
+    with tempfile.TemporaryDirectory(prefix="bench-httpflood-") as tmp:
+        d = Path(tmp)
+        trees = [("this tree", None)] + ([(a.baseline, a.baseline)] if a.baseline else [])
+        for name, ref in trees:
+            print(f"[{name}]", flush=True)
+            if ref is None:
+                c: LocalCluster = LocalCluster(d / "this", ports=ports, fsync="never",
+                                               node_args=node_args)
+            else:
+                c = BaselineCluster(d / "base", export_tree(ref, d / "src"), ports=ports,
+                                    fsync="never", node_args=node_args)
+            try:
+                c.start()
+                leader = c.wait_for_leader(timeout=30)
+                run(c, metrics_port + leader, a.mode.split(","), a.holders, a.seconds)
+            finally:
+                c.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
