@@ -72,7 +72,9 @@ def is_write(args: list[bytes]) -> bool | None:
     name = args[0].lower()
     if name != b"raft":
         return _KINDS.get(name)
-    return _is_write(args)
+    if len(args) > 4 and args[1].lower() == b"once":  # (``_is_write``'s answer, from the table)
+        return _KINDS.get(args[4].lower())
+    return None  # RAFT's own subcommands are local
 
 
 def _is_write(args: list[bytes]) -> bool | None:
