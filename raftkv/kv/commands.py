@@ -289,20 +289,20 @@ def parse_seq(raw: bytes) -> int | None:
 # Session ids as the commands spell them -> their value: every command of a session
 # carries the same 19 digits, parsed once here (on the proposing node by ``validate``, on
 # every replica by the state machine's apply). A cache, not state; bounded.
-_SESSION_IDS: dict[bytes, int] = {}
-_SESSION_IDS_MAX = 32_768
+SESSION_IDS: dict[bytes, int] = {}
+SESSION_IDS_MAX = 32_768
 
 
 def session_id(raw: bytes) -> int | None:
     """``raw`` as a session id (a positive int64, strictly spelled), or None."""
-    sid = _SESSION_IDS.get(raw)
+    sid = SESSION_IDS.get(raw)
     if sid is None:
         sid = parse_int64(raw)
         if sid is None or sid <= 0:
             return None
-        if len(_SESSION_IDS) >= _SESSION_IDS_MAX:
-            _SESSION_IDS.clear()
-        _SESSION_IDS[raw] = sid
+        if len(SESSION_IDS) >= SESSION_IDS_MAX:
+            SESSION_IDS.clear()
+        SESSION_IDS[raw] = sid
     return sid
 
 

@@ -48,6 +48,7 @@ from .codec import decode_entry
 from .commands import (
     COMMANDS,
     MAX_VALUE_LEN,
+    SESSION_IDS,
     Reply,
     check_arity,
     decode_exec,
@@ -959,8 +960,11 @@ class KVStateMachine:
         arity; the wrapped command's own syntax is its handler's to refuse, as in an entry
         without ``once``. Anything off answers ``once_numbers``'s error."""
         sessions = self._sessions
-        sid = session_id(args[1])
-        seq = parse_seq(args[2])
+        # ``session_id`` and ``parse_seq``'s common cases, inlined (every replica, every
+        # RAFT ONCE): an id seen before, a sequence number under 19 digits.
+        sid = SESSION_IDS.get(args[1]) or session_id(args[1])
+        raw = args[2]
+        seq = int(raw) if raw.isdigit() and len(raw) < 19 and raw[0] != 48 else parse_seq(raw)
         inner = args[3:]
         entry = self._dispatch.get(inner[0].lower())
         if (sid is None or seq is None or entry is None or not entry[3]

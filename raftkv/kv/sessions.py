@@ -171,8 +171,9 @@ class SessionTable:
         cost a Packer call per command, for the rare duplicate."""
         session = self._sessions[sid]
         replies = session.replies
-        if type(reply) is int and 0 <= reply < 1 << 16:  # INCR's usual reply, inlined
-            kept, size = reply, 1 if reply < 128 else 2 if reply < 256 else 3
+        if type(reply) is int and 0 <= reply < 1 << 32:  # INCR's usual reply, inlined
+            kept, size = reply, (1 if reply < 128 else 2 if reply < 256 else 3
+                                 if reply < 1 << 16 else 5)
         else:
             kept, size = _kept_size(reply, self._pack)
         if seq in replies:  # (a duplicate never reaches here: only a test records twice)
@@ -189,7 +190,11 @@ class SessionTable:
                 if seq == highest + 1:  # the usual step (``_forget_replies``'s, inlined)
                     old = replies.pop(mark, MAY_APPLY)
                     if old is not MAY_APPLY:
-                        self._bytes -= _size(old)
+                        # (``_size``; an INCR's reply, the usual one, inlined)
+                        self._bytes -= ((1 if old < 128 else 2 if old < 256 else 3
+                                         if old < 1 << 16 else 5)
+                                        if type(old) is int and 0 <= old < 1 << 32
+                                        else _size(old))
                 else:
                     self._forget_replies(session, max(0, highest - WINDOW), mark)
 

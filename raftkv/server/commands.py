@@ -34,6 +34,7 @@ from raftkv.server.pubsub_cmd import (
     cmd_unsubscribe,
     publish,
 )
+from raftkv.server.session_cmd import once_command
 from raftkv.server.streams import HANDLERS as STREAM_HANDLERS
 from raftkv.server.streams import writes_feed
 from wire.reply import OK, ErrorReply, SimpleString
@@ -71,7 +72,9 @@ def is_write(args: list[bytes]) -> bool | None:
     name = args[0].lower()
     if name != b"raft":
         return _KINDS.get(name)
-    return _is_write(args)
+    if len(args) > 4 and args[1].lower() == b"once":  # (``_is_write``'s answer, from the table)
+        return _KINDS.get(args[4].lower())
+    return None  # RAFT's own subcommands are local
 
 
 def _is_write(args: list[bytes]) -> bool | None:
@@ -126,6 +129,9 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     control = TRANSACTION.get(name)
     if control is not None:
         return control(node, conn, args)
+    if (name == b"raft" and conn.tx.queue is None and len(args) > 4
+            and args[1].lower() == b"once"):
+        return _raft_once(node, args)
     refused = None if name in _PLAIN_READS else _refused(node, args)
     if refused is not None:
         if conn.tx.queue is not None:
@@ -139,6 +145,26 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if name == b"publish":  # a write whose answer is this node's count of receivers
         return publish(node, conn, args)
     return node.submit(legacy_form(args))
+
+
+def _raft_once(node: Node, args: list[bytes]) -> Pending:
+    """``RAFT ONCE id seq command...`` outside MULTI, a session's every write: what
+    ``_refused`` and then RAFT's handler (session_cmd.py) do, with the wrapped command
+    looked up once, not four times (the client port's share of a session's overhead)."""
+    inner = args[4:]
+    lowered = inner[0].lower()
+    spec = lookup(lowered)
+    refused = None
+    if spec is not None and spec.is_write:  # (``_inner_writes_feed``, with its spec)
+        checked = legacy_form(inner)
+        if spec.arity_ok(len(checked)):
+            refused = writes_feed(spec.keys(checked))
+    if refused is None and lowered in SCRIPTING and not node.settings.enable_scripts:
+        refused = ErrorReply(SCRIPTS_DISABLED)
+    if refused is not None:
+        return Pending.of(refused)
+    command = once_command(args, spec)
+    return Pending.of(command) if isinstance(command, ErrorReply) else node.submit(command)
 
 
 # Reads _refused never refuses (not internal, not a write, not a script, not RAFT): GET and

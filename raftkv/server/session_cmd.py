@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from raftkv.kv import lookup
+from raftkv.kv import CommandSpec, lookup
 from raftkv.kv.errors import unknown_command
 from raftkv.kv.sessions import DEFAULT_TIMEOUT_MS
 from wire.reply import ErrorReply
@@ -31,15 +31,7 @@ def session_command(args: list[bytes], new_id: Callable[[], int]) -> list[bytes]
     Drawn for OPEN only: a RAFT ONCE, the hot path, needs no random bytes."""
     sub = args[1].lower() if len(args) > 1 else b""
     if sub == b"once":
-        if len(args) < 5:
-            return USAGE
-        inner = args[4:]
-        spec = lookup(inner[0])
-        # Internal commands are built by the server only; WATCH is the connection's
-        # transaction state, not a read (attack7: it answered the key's internal version).
-        if spec is None or spec.internal or spec.name == "watch":
-            return unknown_command(inner)
-        return inner if not spec.is_write else [b"once", args[2], args[3], *inner]
+        return once_command(args, lookup(args[4])) if len(args) > 4 else USAGE
     action = args[2].lower() if sub == b"session" and len(args) > 2 else b""
     if action == b"open" and len(args) in (3, 4):
         sid = b"%d" % new_id()
@@ -52,3 +44,15 @@ def session_command(args: list[bytes], new_id: Callable[[], int]) -> list[bytes]
     if action == b"close" and len(args) == 4:
         return [b"session_close", args[3]]
     return USAGE
+
+
+def once_command(args: list[bytes], spec: CommandSpec | None) -> list[bytes] | ErrorReply:
+    """``RAFT ONCE id seq command...`` (at least 5 arguments) as a state-machine command,
+    ``spec`` being the wrapped command's (the client port's hot path looked it up already):
+    ``once id seq command...`` for a write, the command itself for a read."""
+    inner = args[4:]
+    # Internal commands are built by the server only; WATCH is the connection's
+    # transaction state, not a read (attack7: it answered the key's internal version).
+    if spec is None or spec.internal or spec.name == "watch":
+        return unknown_command(inner)
+    return inner if not spec.is_write else [b"once", args[2], args[3], *inner]

@@ -331,3 +331,16 @@ def test_a_recorded_list_is_a_copy_and_a_duplicate_answers_it() -> None:
     reply.append(b"changed by its owner")
     assert table.recorded(7, 1, T0) == [b"a", 1, None]
     assert table.recorded(7, 2, T0) is sessions_module.MAY_APPLY
+
+
+@pytest.mark.parametrize("value", [0, 127, 128, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32,
+                                   -1, 2**63 - 1])
+def test_an_int_reply_is_counted_as_its_encoding_as_the_window_moves(value: int) -> None:
+    """``record`` sizes an INCR's reply (and the one the window drops) inline: the count
+    must stay the msgpack bytes a rebuilt table counts, on either side of each int width."""
+    table = sessions_module.SessionTable()
+    table.open(7, MINUTE, T0)
+    for seq in range(1, 2 * WINDOW + 2):  # the window moves by one from WINDOW + 1 on
+        table.record(7, seq, value)
+        assert table._bytes == len(sessions_module.encode_reply(value)) * min(seq, WINDOW)
+        assert table._bytes == type(table)(table.state())._bytes

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from raftkv.kv import COMMANDS
+from raftkv.server.commands import LOCAL, TRANSACTION, _is_write, is_write
 from raftkv.server.session_cmd import session_command
 from wire.reply import ErrorReply
 
@@ -25,3 +27,17 @@ def test_watch_cannot_ride_in_a_session(name: bytes) -> None:
 def test_reads_and_writes_still_translate() -> None:
     assert once(b"GET", b"k") == [b"GET", b"k"]
     assert once(b"INCR", b"k") == [b"once", b"7", b"1", b"INCR", b"k"]
+
+
+def test_raft_once_is_the_kind_of_its_command_by_the_rules() -> None:
+    """``is_write`` answers RAFT ONCE from its table (the client port asks for every
+    command): the same as the rules (``_is_write``) for every name, RAFT's own included."""
+    names = [*LOCAL, *TRANSACTION, *(n.encode() for n in COMMANDS), b"nosuch", b"InCr"]
+    for name in names:
+        for args in ([b"RAFT", b"ONCE", b"7", b"1", name, b"k"],
+                     [b"raft", b"once", b"7", b"1", name]):
+            assert is_write(args) is _is_write(args), args
+    for args in ([b"RAFT", b"STATUS"], [b"RAFT", b"ONCE", b"7", b"1"],
+                 [b"raft", b"session", b"open"],
+                 [b"RAFT", b"ONCE", b"7", b"1", b"RAFT", b"ONCE", b"7", b"1", b"INCR", b"k"]):
+        assert is_write(args) is _is_write(args) is None, args
