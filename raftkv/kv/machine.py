@@ -935,6 +935,17 @@ class KVStateMachine:
     def published_members(self) -> frozenset[int]:
         return frozenset(self._members_published)
 
+    def next_to_publish(self, leader: int, voters: Iterable[int],
+                        match: Callable[[int], int]) -> int:
+        """The first of ``voters`` the leader ``leader`` should publish now, or 0: not yet
+        published, and the leader itself or a voter that acknowledged an entry of its term
+        (``match(id)`` > 0, the leader's progress). The runtime's and the simulator's rule."""
+        for node_id in voters:
+            if node_id not in self._members_published and (node_id == leader
+                                                           or match(node_id) > 0):
+                return node_id
+        return 0
+
     def keep_members(self, ids: Iterable[int]) -> None:
         """A configuration applied: forget the published ids it no longer lists, so an id
         removed (RAFT REMOVENODE) and added again starts unpublished. Called by the runtime

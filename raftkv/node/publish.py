@@ -70,17 +70,14 @@ PUBLISHED, NOT_PUBLISHED, NO_ANSWER, OLDER = "published", "not published", "no a
 
 
 def to_publish(node_id: int, core: RaftCore, kv: KVStateMachine) -> int:
-    """The first voter the leader ``node_id`` should publish now, or 0: a voter of the
-    configuration in force, not yet published, that acknowledged an entry of this term."""
-    for member in core.cluster_config.members:
-        if member.learner or kv.is_published(member.id):
-            continue
-        if member.id == node_id:
-            return member.id
-        progress = core.progress(member.id)
-        if progress is not None and progress.match > 0:
-            return member.id
-    return 0
+    """The first voter the leader ``node_id`` should publish now, or 0
+    (``KVStateMachine.next_to_publish``)."""
+    def match(peer: int) -> int:
+        progress = core.progress(peer)
+        return progress.match if progress is not None else 0
+
+    return kv.next_to_publish(node_id, (m.id for m in core.cluster_config.members
+                                        if not m.learner), match)
 
 
 async def publish_members(node_id: int, core: RaftCore, kv: KVStateMachine,
@@ -162,8 +159,10 @@ async def _ask(node_id: int, peers: Sequence[int], transport: PeerTransport,
             replies[peer] = await pending.wait()
             if classify(replies[peer]) == PUBLISHED:
                 break
-    for req_id, pending in sent.values():
-        if not pending.done:
+    for peer, (req_id, pending) in sent.items():
+        if pending.done:
+            replies[peer] = pending.value  # (answered while we waited for another)
+        else:
             requests.forward_answered(req_id)  # unanswered: forget it
     return replies
 
