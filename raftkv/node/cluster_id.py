@@ -21,7 +21,11 @@ of another cluster that dials us by mistake is refused. Where it comes from, fir
    from ``--initial-cluster``: the founding members start independently and must agree
    without talking. Two clusters bootstrapped on the very same addresses get the same id;
    give them a ``--cluster-id`` (``raftkv up`` makes a random one per data directory and
-   keeps it in ``DATA_DIR/cluster-id``).
+   keeps it in ``DATA_DIR/cluster-id``). An empty founder cannot tell from its flags
+   whether it is new or lost its data, so before it votes it asks its founder peers
+   whether the log has it as published (it served); if one says so it refuses to start
+   with the same ``LostItsData`` line as step 3 (raftkv.node.publish; attack7's loss,
+   with the wiped voter restarted from its ``--cluster`` line).
 """
 
 from __future__ import annotations
