@@ -37,7 +37,7 @@ from wire.reply import ErrorReply
 
 EXPIRY_TICKS = 10  # the runtime proposes expiry batches every 100 ms
 EXPIRY_BATCH = 4
-PUBLISH_TICKS = 20  # the runtime looks for voters to publish every 200 ms
+PUBLISH_TICKS = 10  # the runtime looks for voters to publish every 100 ms
 RETRY_TICKS = 30  # a client gives up waiting for a reply and sends again elsewhere
 SESSION_TIMEOUT_MS = 600_000  # far longer than a run: the sessions never expire here
 # With --txn, sessions that do expire: a timeout of these (ms of log time) by client, and

@@ -56,7 +56,7 @@ from wire.reply import ErrorReply
 
 log = logging.getLogger("raftkv.node")
 
-PERIOD = 0.2  # seconds between the leader's looks for voters to publish
+PERIOD = 0.1  # seconds between the leader's looks for voters to publish
 ROUND_TIMEOUT = 2.0  # seconds one probe round waits for the founders' answers
 PROBE = (b"RAFT", b"PUBLISHED")
 # How a node of an earlier release answers a forwarded RAFT command it does not know
