@@ -347,6 +347,8 @@ class Cluster:
                     node.value = e.data
                 elif e.kind == CONFIG:
                     node.config = decode_config(e.data)
+                    if kv is not None:  # as the runtime's Applier: removed ids unpublished
+                        node.kv.keep_members(m.id for m in node.config.members)
                     if e.index > self.committed_config[0]:
                         self.committed_config = (e.index, node.config)
                         self.stats.configs_committed += 1

@@ -5,6 +5,9 @@
   read the register workload makes (``KVLayer.read`` checks them).
 * **Active expiry**: a node that leads proposes ``EXPIRED key...`` for the keys due by its
   clock, one batch in flight at a time, every ``EXPIRY_TICKS`` (the runtime's 100 ms).
+* **Published members**: a node that leads proposes ``publish_member id`` for each voter
+  that acknowledged an entry of its term, one in flight (raftkv.node.publish's rule); an
+  applied configuration forgets the ids it drops (``Cluster``), on every replica alike.
 * **Sessions** (``sessions``): each client opens a session (``session_open``, the log
   command ``RAFT SESSION OPEN`` becomes), then sends ``once sid seq INCR ctr`` or ``once
   sid seq APPEND log token`` one at a time. A send whose reply is lost (dropped on the way
@@ -34,6 +37,7 @@ from wire.reply import ErrorReply
 
 EXPIRY_TICKS = 10  # the runtime proposes expiry batches every 100 ms
 EXPIRY_BATCH = 4
+PUBLISH_TICKS = 10  # the runtime looks for voters to publish every 100 ms
 RETRY_TICKS = 30  # a client gives up waiting for a reply and sends again elsewhere
 SESSION_TIMEOUT_MS = 600_000  # far longer than a run: the sessions never expire here
 # With --txn, sessions that do expire: a timeout of these (ms of log time) by client, and
@@ -82,6 +86,7 @@ class KVWorkload:
         self.writes = 0
         self.stats = KVStats()  # the runner hands it the KV layer's counters
         self.expiring: dict[tuple[int, int], int] = {}  # (node, inc) -> EXPIRED index
+        self.publishing: dict[tuple[int, int], int] = {}  # (node, inc) -> publish index
         # Session expiry (--txn): short timeouts, and clients that stall now and then.
         self.p_idle = 0.0
         self.expiry = expiry
@@ -99,6 +104,7 @@ class KVWorkload:
             return
         if self.ttl or self.expiry:  # the pair's TTLs (--txn) expire actively too
             self._expire(cluster, tick)
+        self._publish(cluster, tick)
         if self.ttl and self.rng.random() < self.p_ttl:
             self._ttl_write(cluster)
         for client in self.clients:
@@ -168,6 +174,34 @@ class KVWorkload:
             if where is not None:
                 self.expiring[key] = where[0]
                 self.stats.expired_batches += 1
+
+    def _publish(self, cluster: Cluster, tick: int) -> None:
+        """Every leader publishes the voters that served, one entry in flight (the runtime's
+        raftkv.node.publish loop)."""
+        for node in cluster.nodes.values():
+            if not node.alive or node.raft.role is not messages.LEADER:
+                continue
+            key = (node.id, node.inc)
+            index = self.publishing.get(key)
+            if index is not None and node.applied < index:
+                continue
+            self.publishing.pop(key, None)
+            if (tick + node.phase) % PUBLISH_TICKS:
+                continue
+            raft = node.raft
+
+            def match(peer: int, raft: Any = raft) -> int:
+                progress = raft.progress(peer)
+                return progress.match if progress is not None else 0
+
+            voters = [m.id for m in raft.cluster_config.members if not m.learner]
+            member = node.kv.next_to_publish(node.id, voters, match)
+            if not member:
+                continue
+            _, where = cluster.propose_command(node, [b"publish_member", b"%d" % member])
+            if where is not None:
+                self.publishing[key] = where[0]
+                self.stats.members_published += 1
 
     # -- sessions -----------------------------------------------------------------------------
     def _session_step(self, cluster: Cluster, client: SessionClient, tick: int) -> None:

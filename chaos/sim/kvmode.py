@@ -119,6 +119,7 @@ class ClientOp:
 class KVStats:
     ttl_writes: int = 0
     expired_batches: int = 0
+    members_published: int = 0  # publish_member entries proposed (raftkv.node.publish)
     ttl_reads: int = 0
     hidden_reads: int = 0  # reads a node's clock hid before the key left the state
     expiry_removals: int = 0

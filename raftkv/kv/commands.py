@@ -12,6 +12,7 @@ fail for arity or syntax; ``KVStateMachine.apply`` checks again, since the log i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import attrs
@@ -136,6 +137,8 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec("session_open", -2, WRITE, 0, 0, 0, internal=True),  # ms [id]
         CommandSpec("session_close", 2, WRITE, 0, 0, 0, internal=True),
         CommandSpec("once", -4, WRITE, 0, 0, 0, internal=True),
+        # the leader's record that a voter has served (raftkv.node.publish): ``id``
+        CommandSpec("publish_member", 2, WRITE, 0, 0, 0, internal=True),
         # reads
         CommandSpec("get", 2, READ),
         CommandSpec("getrange", 4, READ),
@@ -325,6 +328,23 @@ def _session_close(args: list[bytes]) -> ErrorReply | None:
     return sid if isinstance(sid, ErrorReply) else None
 
 
+MAX_MEMBER_ID = 2**63 - 1  # node ids are 1 .. 2**63 - 1 (wire.raft.MAX_NODE_ID)
+_MEMBER_ID = re.compile(rb"[1-9][0-9]{0,18}")
+
+
+def member_id(text: bytes) -> int | None:
+    """A node id written as ``publish_member`` holds it (no sign, no leading zero), or None."""
+    if type(text) is not bytes or not _MEMBER_ID.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_MEMBER_ID else None
+
+
+def _publish_member(args: list[bytes]) -> ErrorReply | None:
+    return None if member_id(args[1]) is not None else ErrorReply(
+        f"ERR member id must be an integer from 1 to {MAX_MEMBER_ID}")
+
+
 def once_numbers(args: list[bytes]) -> tuple[int, int] | ErrorReply:
     """The (session, seq) of ``once session seq command...`` (at least 4 arguments), or
     the error ``validate`` answers for it: the whole check, the wrapped command's included.
@@ -381,6 +401,7 @@ _SYNTAX: dict[str, Callable[[list[bytes]], ErrorReply | None]] = {
     "session_open": _session_open,
     "session_close": _session_close,
     "once": _once,
+    "publish_member": _publish_member,
 }
 
 

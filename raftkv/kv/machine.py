@@ -52,6 +52,7 @@ from .commands import (
     Reply,
     check_arity,
     decode_exec,
+    member_id,
     once_numbers,
     parse_seq,
     session_id,
@@ -119,6 +120,9 @@ GLOB_WORK_OVER = ErrorReply(
 # Maps at least this large are walked and freed in slices: FLUSHALL and replace hand them
 # to the runtime (``retired``), and the first SCAN builds its order with ``ScanBuild``.
 LARGE_MAP = 10_000
+# Published member ids one state may hold: configurations are far smaller; a hostile log
+# cannot grow the set (or a snapshot) without bound.
+MAX_PUBLISHED = 4096
 
 MAX_TOMBS = 100_000  # deleted keys whose deletion index WATCH can tell apart
 _Handler = Callable[[list[bytes]], Reply]
@@ -152,6 +156,9 @@ class KVStateMachine:
         self._gone = 0
         self._scripts = ScriptCache()  # SCRIPT LOAD and EVAL bodies, bounded (script_cache.py)
         self._sessions = SessionTable()
+        # Voters the leader recorded as having served (``publish_member``): a founder that
+        # comes back empty under a published id lost its data (raftkv.node.publish).
+        self._members_published: set[int] = set()
         # Caches, not state: SCAN's hash order (built by the first SCAN) and a heap of
         # (deadline, key) that may hold stale pairs (checked against _expires when popped).
         self._order: ScanOrder | None = None
@@ -375,7 +382,7 @@ class KVStateMachine:
         return KVState(dict(self._data), dict(self._expires), dict(self._mods), self._now,
                        self._seq, self._gone, self._scripts.bodies(), dict(self._tombs),
                        self._sessions.state(), self.feed.state() if with_feed else None,
-                       self._scripts.eval_order())
+                       self._scripts.eval_order(), set(self._members_published))
 
     def state_copy(self) -> dict[bytes, bytes]:
         """A copy of the map of values (tests and checks compare it with a model)."""
@@ -401,6 +408,7 @@ class KVStateMachine:
         self._tombs = state.tombs
         self._scripts = ScriptCache(state.scripts, state.eval_order)
         self._sessions = SessionTable(state.sessions)
+        self._members_published = set(state.published)
         self.feed.replace(state.feed)
         self._heap = [(deadline, key) for key, deadline in self._expires.items()]
         heapq.heapify(self._heap)
@@ -902,6 +910,47 @@ class KVStateMachine:
             if deadline is not None and deadline <= self._t and self._remove(key):
                 removed += 1
         return removed
+
+    # -- members that served (raftkv.node.publish) -----------------------------------------
+
+    def _publish_member(self, args: list[bytes]) -> Reply:
+        """``publish_member id``: the leader saw voter ``id`` acknowledge an entry. 1 if it
+        is new, 0 if it was published already. Total: the log is input too."""
+        node_id = member_id(args[1])
+        if node_id is None:
+            return ErrorReply("ERR malformed member id in publish_member")
+        if node_id in self._members_published:
+            return 0
+        if len(self._members_published) >= MAX_PUBLISHED:
+            return ErrorReply(f"ERR more than {MAX_PUBLISHED} published members")
+        self._members_published.add(node_id)
+        return 1
+
+    def is_published(self, node_id: int) -> bool:
+        """Whether ``node_id`` has served as a voter of this cluster (and was not removed
+        since)."""
+        return node_id in self._members_published
+
+    @property
+    def published_members(self) -> frozenset[int]:
+        return frozenset(self._members_published)
+
+    def next_to_publish(self, leader: int, voters: Iterable[int],
+                        match: Callable[[int], int]) -> int:
+        """The first of ``voters`` the leader ``leader`` should publish now, or 0: not yet
+        published, and the leader itself or a voter that acknowledged an entry of its term
+        (``match(id)`` > 0, the leader's progress). The runtime's and the simulator's rule."""
+        for node_id in voters:
+            if node_id not in self._members_published and (node_id == leader
+                                                           or match(node_id) > 0):
+                return node_id
+        return 0
+
+    def keep_members(self, ids: Iterable[int]) -> None:
+        """A configuration applied: forget the published ids it no longer lists, so an id
+        removed (RAFT REMOVENODE) and added again starts unpublished. Called by the runtime
+        for every applied CONFIG entry, in log order, on every replica."""
+        self._members_published.intersection_update(ids)
 
     # -- pub/sub ---------------------------------------------------------------------------
 

@@ -8,6 +8,9 @@ the WATCH versions of missing keys: the entry that deleted each recently deleted
 It also carries the change feed's retained tail (feed.py): history, not state, but a node
 restarted from the snapshot or a follower installing it must hold the same tail.
 
+Version 6 is version 5 plus the published members: ``[..., eval_order, [id, ...]]``, ids
+ascending (voters that served, raftkv.node.publish); written only when there are some, so
+other states stay readable by earlier releases; earlier versions decode with none.
 Version 5 is version 4 plus the EVAL-cached scripts' shas, least recently used first
 (script_cache.py; ``scripts`` holds every body, and those not listed are SCRIPT LOADed), and
 its feed may be nil (a state copied without its feed); it is written only when EVAL has
@@ -37,7 +40,9 @@ from .feed import FeedState
 from .script_cache import script_sha
 from .sessions import Session, sessions_from_wire, sessions_to_wire
 
-SNAPSHOT_VERSION = 5
+SNAPSHOT_VERSION = 6
+_EVAL_VERSION = 5
+MAX_PUBLISHED = 4096  # as the state machine's bound
 _FEED_VERSION = 4
 _SESSIONS_VERSION = 3
 MAX_OP_LEN = 64  # an op is a command name
@@ -59,6 +64,7 @@ class KVState:
     sessions: dict[int, Session] = attrs.Factory(dict)
     feed: FeedState | None = None  # None: the snapshot carried no feed (feed.py)
     eval_order: list[bytes] = attrs.Factory(list)  # EVAL-cached shas, LRU first
+    published: set[int] = attrs.Factory(set)  # voters that served (raftkv.node.publish)
 
 
 class _Pairs(list):
@@ -83,8 +89,8 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
     # Without sessions, version 2; without a feed, version 3 at most: a state that does not
     # use them stays readable by nodes of the previous releases.
     feed = state.feed
-    version = (SNAPSHOT_VERSION if state.eval_order else _FEED_VERSION if feed
-               else _SESSIONS_VERSION if state.sessions else 2)
+    version = (SNAPSHOT_VERSION if state.published else _EVAL_VERSION if state.eval_order
+               else _FEED_VERSION if feed else _SESSIONS_VERSION if state.sessions else 2)
     packer.pack_array_header(_LENGTHS[version])
     pack(version)
     for mapping in (state.data, state.expires, state.mods):
@@ -110,12 +116,15 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
         packer.pack_array_header(len(feed.changes))
         for c in feed.changes:
             pack((c.index, c.position, c.op, c.key, c.value, c.deadline_ms))
-    if version >= SNAPSHOT_VERSION:
+    if version >= _EVAL_VERSION:
         pack(state.eval_order)
+    if version >= SNAPSHOT_VERSION:
+        pack(sorted(state.published))
     return packer.bytes()
 
 
-_LENGTHS = {2: 9, _SESSIONS_VERSION: 10, _FEED_VERSION: 11, SNAPSHOT_VERSION: 12}
+_LENGTHS = {2: 9, _SESSIONS_VERSION: 10, _FEED_VERSION: 11, _EVAL_VERSION: 12,
+            SNAPSHOT_VERSION: 13}
 
 
 def _check_int(value: Any, what: str) -> int:
@@ -141,7 +150,7 @@ def decode_snapshot_stream(stream: SizedReadable) -> KVState:
 
 
 def decode_snapshot(blob: bytes | Readable, length: int | None = None) -> KVState:
-    """The state in a snapshot (versions 1 to 5), checked; ``KVDecodeError`` if invalid.
+    """The state in a snapshot (versions 1 to 6), checked; ``KVDecodeError`` if invalid.
 
     ``blob``: the snapshot's bytes, or a stream of its ``length`` bytes (a snapshot file's
     data, read as it is decoded: the file's bytes and the decoded state are never in
@@ -204,10 +213,11 @@ def _read_state(u: msgpack.Unpacker) -> KVState:
         raise KVDecodeError("snapshot holds a script under another body's sha")
     tombs = _read_map(u, int, "deletions")
     sessions = sessions_from_wire(u.unpack()) if version >= _SESSIONS_VERSION else {}
-    feed = _read_feed(u, nil_ok=version >= SNAPSHOT_VERSION) if version >= _FEED_VERSION else None
-    eval_order = _check_eval_order(u.unpack(), scripts) if version >= SNAPSHOT_VERSION else []
+    feed = _read_feed(u, nil_ok=version >= _EVAL_VERSION) if version >= _FEED_VERSION else None
+    eval_order = _check_eval_order(u.unpack(), scripts) if version >= _EVAL_VERSION else []
+    published = _check_published(u.unpack()) if version >= SNAPSHOT_VERSION else set()
     return KVState(data, expires, mods, now, seq, gone, scripts, tombs, sessions, feed,
-                   eval_order)
+                   eval_order, published)
 
 
 def _read_map(u: msgpack.Unpacker, value_type: type, what: str) -> dict:
@@ -231,6 +241,18 @@ def _read_map(u: msgpack.Unpacker, value_type: type, what: str) -> dict:
         previous = key
         out[key] = value
     return out
+
+
+def _check_published(raw: Any) -> set[int]:
+    """The published members of a version 6 snapshot: node ids, strictly ascending."""
+    if type(raw) is not list or len(raw) > MAX_PUBLISHED:
+        raise KVDecodeError("snapshot published members are not a list of node ids")
+    previous = 0
+    for node_id in raw:
+        if type(node_id) is not int or not previous < node_id <= _INT64_MAX:
+            raise KVDecodeError("snapshot published members are not ascending node ids")
+        previous = node_id
+    return set(raw)
 
 
 def _check_eval_order(raw: Any, scripts: dict[bytes, bytes]) -> list[bytes]:

@@ -4,7 +4,8 @@ Apply is total: whatever the log holds, nothing here raises (a raise would stop 
 and every restart would replay the same entry), except MemoryError: a replica that cannot
 allocate stops rather than skip an entry its peers applied (a restart replays it). A
 NORMAL entry's command goes to the state machine; a CONFIG entry's configuration becomes
-the one a snapshot at this index records; the writes proposed at these indexes get their
+the one a snapshot at this index records (and the state machine forgets the published ids
+it no longer lists); the writes proposed at these indexes get their
 results (raftkv.node.requests), and the confirmed reads waiting for this index are served.
 The changes the entries made (raftkv.kv.changes, kept in the state machine's feed) go to
 the listeners in ``on_changes`` once per batch: blocked XREADs, notifications.
@@ -143,5 +144,7 @@ class Applier:
                 event(log, logging.ERROR, "undecodable CONFIG entry ignored",
                       index=entry.index, error=repr(exc))
                 return ErrorReply("ERR undecodable membership change")
+            # A removed id is no longer published (raftkv.node.publish).
+            self.kv.keep_members(m.id for m in self.applied_config.members)
             return OK  # a membership change (RAFT ADDNODE/...) is done once committed
         return None

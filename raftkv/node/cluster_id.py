@@ -21,7 +21,11 @@ of another cluster that dials us by mistake is refused. Where it comes from, fir
    from ``--initial-cluster``: the founding members start independently and must agree
    without talking. Two clusters bootstrapped on the very same addresses get the same id;
    give them a ``--cluster-id`` (``raftkv up`` makes a random one per data directory and
-   keeps it in ``DATA_DIR/cluster-id``).
+   keeps it in ``DATA_DIR/cluster-id``). An empty founder cannot tell from its flags
+   whether it is new or lost its data, so before it votes it asks its founder peers
+   whether the log has it as published (it served); if one says so it refuses to start
+   with the same ``LostItsData`` line as step 3 (raftkv.node.publish; attack7's loss,
+   with the wiped voter restarted from its ``--cluster`` line).
 """
 
 from __future__ import annotations
@@ -125,13 +129,18 @@ def check_not_a_voter(info: Mapping[str, str], node_id: int, addr: str) -> None:
     """Raise LostItsData if ``info`` (a member's INFO raft) lists ``node_id`` as a voter."""
     member = parse_members(info.get("members", "")).get(node_id)
     if node_id and member is not None and member[1] == "voter":
-        raise LostItsData(
-            f"node {node_id} is already a voter of this cluster (as {addr} says: "
-            f"{node_id}={member[0]}), but its data directory is empty: a voter that lost "
-            f"its data must not come back under its id (it would vote again with an empty "
-            f"log, and acknowledged writes could be lost). Remove it "
-            f"(raftkv member remove {node_id}) and start it with a new --id (README: "
-            f"Replacing a dead node)")
+        raise LostItsData(lost_its_data_text(node_id, f"as {addr} says: {node_id}={member[0]}"))
+
+
+def lost_its_data_text(node_id: int, evidence: str) -> str:
+    """The one line a voter that came back empty under its id exits with (--join here,
+    --cluster in raftkv.node.publish)."""
+    return (f"node {node_id} is already a voter of this cluster ({evidence}), but its data "
+            f"directory is empty: a voter that lost its data must not come back under its "
+            f"id (it would vote again with an empty log, and acknowledged writes could be "
+            f"lost). Remove it (raftkv member remove {node_id}, i.e. RAFT REMOVENODE "
+            f"{node_id}) and start it with a new --id and --join (README: Replacing a dead "
+            f"node)")
 
 
 async def learn_cluster_id(

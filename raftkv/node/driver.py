@@ -68,6 +68,10 @@ class CoreDriver:
         self._last_role: Role | None = None
         self._last_transferee = 0
         self._in_ready = False  # a Ready is being handled: its writes may be in flight
+        # Set while a founder on an empty data directory asks whether it served
+        # (raftkv.node.publish): the core hears nothing, so it neither votes nor acks.
+        self.hold = False
+        self.held = 0  # messages dropped meanwhile
 
     def wake(self) -> None:
         self._wake.set()
@@ -93,6 +97,8 @@ class CoreDriver:
             self.on_forward_request(msg)
         elif isinstance(msg, ForwardResponse):
             self.forwarder.on_response(msg)
+        elif self.hold:
+            self.held += 1  # the sender retries: votes, appends and snapshots alike
         elif type(msg) is InstallSnapshot and msg.done:
             self.snapshots.gate.submit(msg)  # decoded before the core may install it
         else:

@@ -178,6 +178,10 @@ class Forwarder:
             reply = run(args)
         reply.add_callback(self._replier(msg))
 
+    def reply(self, msg: ForwardRequest, value: Any) -> None:
+        """Answer ``msg`` with ``value`` at once (a question any node answers)."""
+        self._replier(msg)(value)
+
     def _replier(self, msg: ForwardRequest) -> Callable[[Any], None]:
         limit = self.reply_limit
 

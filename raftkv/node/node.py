@@ -35,6 +35,12 @@ from raftkv.node.membership import Membership
 from raftkv.node.memory import MemoryGuard
 from raftkv.node.opening import build_transport, known_members, load_snapshot_state, open_data
 from raftkv.node.pending import Pending
+from raftkv.node.publish import (
+    answer_probe,
+    must_probe,
+    publish_members,
+    wait_until_unpublished,
+)
 from raftkv.node.requests import SHUTTING_DOWN, RequestTracker
 from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import request_size
@@ -144,10 +150,16 @@ class Node:
         try:
             async with sync_thread, trio.open_nursery() as nursery:
                 self._nursery = nursery
+                founders = [m.id for m in self.core.cluster_config.members if not m.learner]
+                if must_probe(founders, self.id, self._fresh()):
+                    # Held before the peer port listens: a vote request may come at once.
+                    self.driver.hold = self.ticker.hold = True
+                    nursery.start_soon(self._founder_check, founders)
                 self.peer_port = await start_listener(
                     nursery, "--peer-addr", s.peer_addr, self.transport.run)
                 nursery.start_soon(self.driver.run)
                 nursery.start_soon(self.ticker.run, self.core, s.tick_ms, self.wake)
+                nursery.start_soon(publish_members, self.id, self.core, self.kv, self.submit)
                 nursery.start_soon(self.requests.run_sweeper)
                 nursery.start_soon(active_expiry, self.core, self.kv, self.clock, self.submit)
                 self.client_port = await start_listener(
@@ -172,6 +184,20 @@ class Node:
         matches = [p.match for m in self.core.cluster_config.members if m.id != self.id
                    if (p := self.core.progress(m.id)) is not None]
         return min(matches, default=None)
+
+    def _fresh(self) -> bool:
+        """Bootstrapped just now from --cluster: an empty data directory, nothing in it."""
+        return (bool(self.settings.cluster) and not self.settings.join
+                and getattr(self.storage, "created", False) and self.core.term == 0
+                and self.core.last_index == 0 and self.applied == 0)
+
+    async def _founder_check(self, founders: list[int]) -> None:
+        """Hold the core (no votes, no campaign, no acks) until a founder says this node
+        never served; exit (LostItsData) if one says it did (raftkv.node.publish)."""
+        await wait_until_unpublished(self.id, founders, self.transport, self.requests,
+                                     lambda: self.core.term, self.rng)
+        self.driver.hold = self.ticker.hold = False
+        self.wake()
 
     def _peer_gone(self, peer: int) -> None:
         """The transport's evidence that ``peer``'s process is gone: if it is our leader,
@@ -300,7 +326,12 @@ class Node:
             self._dispatch(waiter.args, waiter.write, waiter.pending, waiter.deadline)
 
     def on_forward_request(self, msg: ForwardRequest) -> None:
-        """A follower's command, run as leader (raftkv.node.forwarding)."""
+        """A follower's command, run as leader (raftkv.node.forwarding); or a founder's
+        question whether it served, answered by any node (raftkv.node.publish)."""
+        probe = answer_probe(self.kv, msg.args)
+        if probe is not None:
+            self.forwarder.reply(msg, probe)
+            return
         self.forwarder.on_request(msg, self.check, self._run_forwarded, self.admin)
 
     def _run_forwarded(self, args: list[bytes]) -> Pending:

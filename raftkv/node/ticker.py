@@ -19,12 +19,14 @@ class Ticker:
     def __init__(self) -> None:
         self.ticks = 0
         self._tick_event: trio.Event | None = None
+        self.hold = False  # the core gets no ticks (a founder asking whether it served)
 
     async def run(self, core: RaftCore, tick_ms: float, wake: Callable[[], None]) -> None:
         interval = tick_ms / 1000
         while True:
             await trio.sleep(interval)
-            core.tick()
+            if not self.hold:
+                core.tick()
             self.ticks += 1
             if self._tick_event is not None:
                 self._tick_event.set()

@@ -73,6 +73,8 @@ def raft_info(node: Node) -> dict[str, Any]:
         # Automatic snapshots this node put off while leading (node/snapshots.py).
         "snapshots_leader_deferred": node.snapshots.deferred,
         "members": describe_members(core.cluster_config),
+        # voters the log records as having served (raftkv.node.publish)
+        "published": ",".join(map(str, sorted(node.kv.published_members))),
         "client_addr": s.client_advertised,
         "peer_addr": s.peer_advertised,
         "fsync": s.fsync,

@@ -27,7 +27,7 @@ def _node(submitted: list[list[bytes]]) -> Any:
 @pytest.mark.parametrize("args", [
     [b"EXPIRED", b"k"], [b"once", b"1", b"1", b"FLUSHALL"],
     [b"ONCE", b"1", b"1", b"SET", b"k", b"v"], [b"session_open", b"1000"],
-    [b"SESSION_CLOSE", b"1"]])
+    [b"SESSION_CLOSE", b"1"], [b"publish_member", b"2"], [b"PUBLISH_MEMBER", b"3"]])
 def test_internal_commands_are_unknown_commands(args: list[bytes]) -> None:
     submitted: list[list[bytes]] = []
     conn = Connection(1, "127.0.0.1:1")

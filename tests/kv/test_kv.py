@@ -101,7 +101,7 @@ def test_table_flags_and_arity() -> None:
         "setnx", "setex", "psetex", "getex", "getdel", "getset", "unlink", "incrbyfloat",
         "setrange", "msetnx", "rename", "renamenx", "copy", "flushdb", "expire", "pexpire",
         "expireat", "pexpireat", "persist", "eval", "evalsha", "script", "exec", "expired",
-        "session_open", "session_close", "once", "publish",
+        "session_open", "session_close", "once", "publish", "publish_member",
     }
     reads = {
         "get", "exists", "strlen", "mget", "keys", "scan", "dbsize", "getrange", "touch",

@@ -40,7 +40,8 @@ def test_kv_seeds_hold_and_exercise_the_workload() -> None:
     # before the key left the state), expiry batches, retried session commands answered
     # from the session table, acknowledged ones.
     for name in ("ttl_writes", "ttl_reads", "hidden_reads", "expired_batches",
-                 "expiry_removals", "session_ops", "retries", "duplicates", "acked"):
+                 "expiry_removals", "session_ops", "retries", "duplicates", "acked",
+                 "members_published"):
         assert totals[name] > 0, (name, totals)
 
 

@@ -1,0 +1,267 @@
+"""The founder check and the leader's publishing (raftkv.node.publish), against stand-ins
+for the transport and the core, on trio's MockClock (autojump): no sockets, no real sleeps.
+
+A founder on an empty data directory holds its core until a founder peer answers: any
+"published" makes it refuse (LostItsData, the --join refusal's line); one "not published"
+(or an answer from an earlier release) lets it go on; no answer makes it ask again, with
+no deadline. While it holds, the core hears no peer message and gets no tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from raftkv.kv import KVStateMachine, encode_entry
+from raftkv.node.cluster_id import LostItsData
+from raftkv.node.driver import CoreDriver
+from raftkv.node.publish import (
+    NO_ANSWER,
+    NOT_PUBLISHED,
+    OLDER,
+    PUBLISHED,
+    answer_probe,
+    classify,
+    decide,
+    must_probe,
+    publish_members,
+    wait_until_unpublished,
+)
+from raftkv.node.requests import RequestTracker
+from raftkv.node.ticker import Ticker
+from raftkv.raft import Role
+from wire.raft import ClusterConfig, ForwardRequest, ForwardResponse, Member, RequestVote
+from wire.reply import ErrorReply
+
+OLD_USAGE = ErrorReply(
+    "ERR wrong arguments; try RAFT ADDNODE id peer_addr [LEARNER] | PROMOTE id | REMOVENODE id")
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+# -- the decision ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("reply", "meaning"), [
+    (1, PUBLISHED), (0, NOT_PUBLISHED), (OLD_USAGE, OLDER),
+    (ErrorReply("ERR unknown RAFT subcommand or wrong arguments; try ..."), OLDER),
+    (None, NO_ANSWER), (ErrorReply("UNKNOWN the leader went silent"), NO_ANSWER),
+    (ErrorReply("TRYAGAIN no leader known"), NO_ANSWER), (2, NO_ANSWER), (True, NO_ANSWER),
+    (b"1", NO_ANSWER), ([1], NO_ANSWER)])
+def test_each_reply_means_one_thing(reply: Any, meaning: str) -> None:
+    assert classify(reply) == meaning
+
+
+@pytest.mark.parametrize(("answers", "outcome"), [
+    ([NOT_PUBLISHED, PUBLISHED], PUBLISHED),  # any "published" wins
+    ([NO_ANSWER, PUBLISHED], PUBLISHED),  # the attack: A dead, C knows
+    ([NO_ANSWER, NOT_PUBLISHED], NOT_PUBLISHED),  # one answer is enough
+    ([OLDER, NO_ANSWER], NOT_PUBLISHED),  # an earlier release cannot have published it
+    ([NO_ANSWER, NO_ANSWER], NO_ANSWER),  # never on to voting for want of answers
+    ([], NO_ANSWER)])
+def test_the_round_outcome(answers: list[str], outcome: str) -> None:
+    assert decide(answers) == outcome
+
+
+def test_who_must_probe() -> None:
+    assert must_probe([1, 2, 3], 2, fresh=True)
+    assert not must_probe([1, 2, 3], 2, fresh=False)  # restarted with its data
+    assert not must_probe([1], 1, fresh=True)  # a single-node cluster goes on at once
+    assert not must_probe([], 4, fresh=True)  # --join: no configuration yet
+
+
+def test_any_node_answers_from_its_applied_state() -> None:
+    kv = KVStateMachine()
+    kv.apply(encode_entry([b"publish_member", b"2"], 1))
+    assert answer_probe(kv, (b"RAFT", b"PUBLISHED", b"2")) == 1
+    assert answer_probe(kv, (b"raft", b"published", b"3")) == 0
+    assert isinstance(answer_probe(kv, (b"RAFT", b"PUBLISHED", b"02")), ErrorReply)
+    assert isinstance(answer_probe(kv, (b"RAFT", b"PUBLISHED")), ErrorReply)
+    assert answer_probe(kv, (b"RAFT", b"ADDNODE", b"4", b"h:1")) is None
+    assert answer_probe(kv, (b"SET", b"k", b"v")) is None
+    assert answer_probe(kv, ()) is None
+
+
+# -- the probe loop -------------------------------------------------------------------------
+
+
+class _Peers:
+    """The transport as the probe sees it: ``answer(peer, round)`` is the peer's reply, or
+    None for a peer that never answers (down)."""
+
+    def __init__(self, requests: RequestTracker,
+                 answer: Callable[[int, int], Any]) -> None:
+        self.requests = requests
+        self.answer = answer
+        self.asked: dict[int, int] = {}
+
+    def send(self, msg: ForwardRequest) -> bool:
+        assert msg.args[:2] == (b"RAFT", b"PUBLISHED") and msg.src == 2
+        n = self.asked[msg.dst] = self.asked.get(msg.dst, 0) + 1
+        reply = self.answer(msg.dst, n)
+        if reply is not None:
+            self.later.append((msg.req_id, reply))  # tracked once send returns: later
+        return True
+
+    later: list[tuple[int, Any]]
+
+
+async def _probe(answer: Callable[[int, int], Any]) -> tuple[_Peers, RequestTracker]:
+    requests = RequestTracker({})
+    peers = _Peers(requests, answer)
+    peers.later = []
+
+    async def deliver() -> None:
+        while True:
+            await trio.sleep(0.05)  # the peer's round trip, on the mock clock
+            for req_id, reply in peers.later:
+                pending = requests.forward_answered(req_id)
+                if pending is not None:
+                    pending.set(reply)
+            peers.later.clear()
+
+    refused: list[LostItsData] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(deliver)
+        try:
+            await wait_until_unpublished(2, [1, 2, 3], peers, requests,  # type: ignore[arg-type]
+                                         lambda: 0, random.Random(1))
+        except LostItsData as exc:
+            refused.append(exc)
+        nursery.cancel_scope.cancel()
+    if refused:
+        raise refused[0]
+    return peers, requests
+
+
+async def test_a_published_founder_refuses_though_the_leader_is_dead(autojump_clock) -> None:
+    with pytest.raises(LostItsData) as caught:
+        await _probe(lambda peer, n: None if peer == 1 else 1)
+    text = str(caught.value)
+    assert "node 2 is already a voter of this cluster" in text
+    assert "node 3 has it as published" in text
+    assert "RAFT REMOVENODE 2" in text and "new --id and --join" in text
+
+
+async def test_a_fresh_founder_goes_on_after_one_not_published(autojump_clock) -> None:
+    peers, requests = await _probe(lambda peer, n: None if peer == 1 else 0)
+    assert peers.asked == {1: 1, 3: 1}
+    assert not requests.forwards  # the unanswered probe is forgotten
+
+
+async def test_a_late_founder_waits_without_deadline_until_a_peer_answers(
+        autojump_clock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "raftkv.node")
+    start = trio.current_time()
+    peers, _ = await _probe(lambda peer, n: 0 if peer == 3 and n >= 40 else None)
+    assert peers.asked[3] == 40 and peers.asked[1] == 40
+    assert trio.current_time() - start > 60  # far past any one deadline: it kept asking
+    assert any("waiting for a founder to answer" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_peer_of_an_earlier_release_counts_as_not_published(
+        autojump_clock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "raftkv.node")
+    await _probe(lambda peer, n: OLD_USAGE if peer == 3 else None)
+    assert any("earlier release" in r.getMessage() for r in caplog.records)
+
+
+# -- holding the core -----------------------------------------------------------------------
+
+
+class _Core:
+    role = Role.FOLLOWER
+
+    def __init__(self) -> None:
+        self.stepped: list[Any] = []
+        self.ticks = 0
+
+    def step(self, msg: Any) -> None:
+        self.stepped.append(msg)
+
+    def tick(self) -> None:
+        self.ticks += 1
+
+
+def _driver(core: _Core, forwarded: list[Any], answered: list[Any]) -> CoreDriver:
+    forwarder = SimpleNamespace(on_response=answered.append)
+    nothing: Any = SimpleNamespace()
+    return CoreDriver(core, nothing, trio.Lock(), nothing, nothing, nothing, nothing, nothing,
+                      forwarder, nothing, nothing, {}, forwarded.append, lambda: None)  # type: ignore[arg-type]
+
+
+def test_a_held_driver_gives_the_core_nothing_but_routes_probes() -> None:
+    core, forwarded, answered = _Core(), [], []
+    driver = _driver(core, forwarded, answered)
+    vote = RequestVote(term=5, src=3, dst=2, last_log_index=1, last_log_term=1)
+    probe = ForwardRequest(term=0, src=3, dst=2, req_id=1, args=(b"RAFT", b"PUBLISHED", b"3"))
+    reply = ForwardResponse(term=0, src=3, dst=2, req_id=9, reply=b":0\r\n")
+    driver.hold = True
+    for msg in (vote, probe, reply):
+        driver.on_peer_message(msg)
+    assert core.stepped == [] and driver.held == 1
+    assert forwarded == [probe] and answered == [reply]
+    driver.hold = False
+    driver.on_peer_message(vote)
+    assert core.stepped == [vote]
+
+
+async def test_a_held_ticker_gives_the_core_no_tick(autojump_clock) -> None:
+    core, ticker = _Core(), Ticker()
+    ticker.hold = True
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker.run, core, 10, lambda: None)
+        for _ in range(50):
+            await ticker.next_tick()
+        assert core.ticks == 0  # an empty founder's election timer never runs
+        ticker.hold = False
+        await ticker.next_tick()
+        await ticker.next_tick()
+        assert core.ticks >= 1
+        nursery.cancel_scope.cancel()
+
+
+# -- the leader publishes -------------------------------------------------------------------
+
+
+class _LeaderCore:
+    role = Role.LEADER
+
+    def __init__(self, match: dict[int, int]) -> None:
+        self.match = match
+        self.cluster_config = ClusterConfig((Member(1, "h:1"), Member(2, "h:2"),
+                                             Member(3, "h:3"), Member(4, "h:4", learner=True)))
+
+    def progress(self, peer: int) -> Any:
+        return SimpleNamespace(match=self.match[peer]) if peer in self.match else None
+
+
+async def test_the_leader_publishes_itself_and_the_voters_that_acknowledged(
+        autojump_clock) -> None:
+    kv = KVStateMachine()
+    core = _LeaderCore({2: 0, 3: 4, 4: 9})
+    proposed: list[list[bytes]] = []
+
+    def submit(args: list[bytes]) -> Any:
+        from raftkv.node.pending import Pending
+        proposed.append(args)
+        return Pending.of(kv.apply(encode_entry(args, 1)))
+
+    with trio.move_on_after(5):
+        await publish_members(1, core, kv, submit)  # type: ignore[arg-type]
+    assert kv.published_members == {1, 3}  # 2 never acknowledged; 4 is a learner
+    assert proposed == [[b"publish_member", b"1"], [b"publish_member", b"3"]]
+    core.match[2] = 1
+    with trio.move_on_after(5):
+        await publish_members(1, core, kv, submit)  # type: ignore[arg-type]
+    assert kv.published_members == {1, 2, 3}
