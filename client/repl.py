@@ -10,20 +10,14 @@ from the user: the client reconnects and retries what is safe to retry.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-
-try:
-    # Used only by a terminal session (setup_readline): input() takes it only when stdin
-    # and stdout are terminals, and the module sends no terminal escape when stdout is not
-    # one, so pipes and one-shot commands are unchanged by importing it here.
-    import readline
-except ImportError:  # a Python built without it: plain input() still works
-    readline = None  # type: ignore[assignment]
 
 from client.errors import ConnectionFailed, DeadlineExceeded, RaftKVError
 from client.format import Output
@@ -33,6 +27,12 @@ from client.sync import SyncClient
 from raftkv.kv import legacy_form
 from wire.errors import ProtocolError
 from wire.resp import split_args
+
+# Used only by a terminal session (setup_readline): input() takes it only when stdin and
+# stdout are terminals, and the module sends no terminal escape when stdout is not one, so
+# pipes and one-shot commands are unchanged by importing it here, at the top. A Python
+# built without it has None: plain input() still works.
+readline = importlib.import_module("readline") if importlib.util.find_spec("readline") else None
 
 HISTORY_FILE = Path("~/.raftkv_history")
 
