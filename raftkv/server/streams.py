@@ -563,13 +563,9 @@ class FeedReader:
             stream = self.stream(name)
             if isinstance(stream, ErrorReply):
                 return stream
-            if raw == b"$":
-                after = self.feed.last_id
-            else:
-                parsed = parse_id(raw)
-                if parsed is None:
-                    return INVALID_ID
-                after = max(parsed, self.feed.known_floor) if parsed == (0, 0) else parsed
+            after = self._after(raw)
+            if after is None:
+                return INVALID_ID
             if stream is None:
                 if self.key_exists(name):
                     return WRONGTYPE
@@ -582,15 +578,21 @@ class FeedReader:
         ``ids``; None if an id is not valid (the full parse answers why)."""
         positions: list[tuple[Stream, Id]] = []
         for stream, raw in zip(streams, ids, strict=True):
-            if raw == b"$":
-                after = self.feed.last_id
-            else:
-                parsed = parse_id(raw)
-                if parsed is None:
-                    return None
-                after = max(parsed, self.feed.known_floor) if parsed == (0, 0) else parsed
+            after = self._after(raw)
+            if after is None:
+                return None
             positions.append((stream, after))
         return positions
+
+    def _after(self, raw: bytes) -> Id | None:
+        """The id an XREAD id argument reads after (``$``: the last now; ``0``: the oldest
+        retained), or None if it is not an id."""
+        if raw == b"$":
+            return self.feed.last_id
+        parsed = parse_id(raw)
+        if parsed == (0, 0):
+            return max(parsed, self.feed.known_floor)
+        return parsed
 
     def _collect(self, after: Id, until: Id, count: int, stream: Stream,
                  reverse: bool = False, strict: bool = False, plain: bool = False
