@@ -47,6 +47,9 @@ MAX_TICK_MS = 60_000.0
 # etcd refuses an election timeout over 50 s: a node that never elects looks healthy and
 # serves nothing (``--election-ticks 2**70`` started, listened and never elected a leader).
 MAX_ELECTION_TIMEOUT_MS = 50_000.0
+# A leader deferring its snapshots holds up to N x --snapshot-entries entries in memory and
+# on disk: a mistyped large N is a leader whose log grows until the disk is full.
+MAX_LEADER_DEFER = 16
 
 
 def not_yet(what: str, issue: str) -> None:
@@ -148,7 +151,8 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
                    "(by node id) instead of at the same index. Off until measured under "
                    "load (README: Snapshots that cannot starve the loop).")
 @click.option("--snapshot-leader-defer", default=1, show_default=True,
-              envvar=_env("SNAPSHOT_LEADER_DEFER"), type=click.IntRange(min=1),
+              envvar=_env("SNAPSHOT_LEADER_DEFER"),
+              type=click.IntRange(min=1, max=MAX_LEADER_DEFER),
               help="The leader takes its automatic snapshot only after N x "
                    "--snapshot-entries entries (sooner when used memory passes half of "
                    "--maxmemory): its loop serves everyone, and a snapshot stalls it. "

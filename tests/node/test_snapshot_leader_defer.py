@@ -143,3 +143,16 @@ async def test_a_member_a_run_behind_ends_the_deferral() -> None:
     assert h.apply_to(151) == [151]
     h.match = None  # caught up (by that snapshot): deferring again, from 151
     assert h.apply_to(600) == [600]
+
+
+def test_serve_refuses_a_deferral_past_its_bound() -> None:
+    """A mistyped --snapshot-leader-defer (100000) would be a leader whose log grows until
+    its disk is full: refused before the node starts."""
+    from click.testing import CliRunner
+
+    from raftkv.cli import MAX_LEADER_DEFER, main
+
+    for value in (0, MAX_LEADER_DEFER + 1, 100_000):
+        result = CliRunner().invoke(main, ["serve", "--snapshot-leader-defer", str(value)])
+        assert result.exit_code == 2, result.output
+        assert "--snapshot-leader-defer" in result.output
