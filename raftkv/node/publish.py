@@ -102,7 +102,9 @@ async def publish_members(node_id: int, core: RaftCore, kv: KVStateMachine,
 def answer_probe(kv: KVStateMachine, args: Sequence[bytes]) -> Any:
     """The reply to a peer's ``RAFT PUBLISHED id`` (1 or 0, from this node's applied state),
     or None if ``args`` is not one (it is then an ordinary forwarded command)."""
-    if len(args) < 2 or args[0].upper() != PROBE[0] or args[1].upper() != PROBE[1]:
+    # (Asked of every forwarded command: a length test first, no copy for a SET's name.)
+    if (len(args) < 2 or len(args[0]) != len(PROBE[0]) or args[0].upper() != PROBE[0]
+            or args[1].upper() != PROBE[1]):
         return None
     node_id = member_id(args[2]) if len(args) == 3 else None
     if node_id is None:
