@@ -328,7 +328,7 @@ class Node:
     def on_forward_request(self, msg: ForwardRequest) -> None:
         """A follower's command, run as leader (raftkv.node.forwarding); or a founder's
         question whether it served, answered by any node (raftkv.node.publish)."""
-        probe = answer_probe(self.kv, msg.args)
+        probe = answer_probe(self.kv, msg.args, lambda: self.core.entries_after(self.applied))
         if probe is not None:
             self.forwarder.reply(msg, probe)
             return

@@ -17,7 +17,10 @@ elected the stale C and v1 was gone from every node).
   with other founders, neither votes nor campaigns (the driver and ticker hold the core)
   until a founder peer answers ``RAFT PUBLISHED id``, sent as a ``ForwardRequest`` over
   the authenticated peer port and answered at once by any node (``answer_probe``) from its
-  applied state. Published: the node exits with one line (``LostItsData``). Not
+  applied state and the entries its log holds past it: a node that just restarted answers
+  before it has re-applied its log, and from its applied state alone it said "not
+  published" of a founder its log records (a CI run lost v1 that way). Published: the
+  node exits with one line (``LostItsData``). Not
   published (a fresh cluster, a late founder that never served): it goes on. No answer:
   it asks again, with back-off and no deadline, so a late founder comes up whenever a peer
   does; unlike etcd it never goes on because the peers are unreachable.
@@ -44,14 +47,16 @@ import trio
 
 from raftkv.backoff import Backoff
 from raftkv.kv import KVStateMachine
+from raftkv.kv.codec import decode_command
 from raftkv.kv.commands import member_id
+from raftkv.kv.errors import KVDecodeError
 from raftkv.log import event
 from raftkv.node.cluster_id import LostItsData, lost_its_data_text
 from raftkv.node.pending import Pending
 from raftkv.node.requests import RequestTracker
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import RaftCore, Role
-from wire.raft import ForwardRequest
+from wire.raft import NORMAL, Entry, ForwardRequest
 from wire.reply import ErrorReply
 
 log = logging.getLogger("raftkv.node")
@@ -59,6 +64,7 @@ log = logging.getLogger("raftkv.node")
 PERIOD = 0.1  # seconds between the leader's looks for voters to publish
 ROUND_TIMEOUT = 2.0  # seconds one probe round waits for the founders' answers
 PROBE = (b"RAFT", b"PUBLISHED")
+MARK = b"publish_member"  # the entry's command name, as the leader proposes it
 # How a node of an earlier release answers a forwarded RAFT command it does not know
 # (raftkv.server.admin's usage line), and, on the client port, its unknown subcommand.
 OLD_RELEASE = ("ERR wrong arguments", "ERR unknown RAFT subcommand")
@@ -90,7 +96,7 @@ async def publish_members(node_id: int, core: RaftCore, kv: KVStateMachine,
             member = to_publish(node_id, core, kv)
             if not member:
                 break
-            reply = await submit([b"publish_member", b"%d" % member]).wait()
+            reply = await submit([MARK, b"%d" % member]).wait()
             if not isinstance(reply, int):
                 break
             event(log, logging.INFO, "member published", id=member)
@@ -99,9 +105,12 @@ async def publish_members(node_id: int, core: RaftCore, kv: KVStateMachine,
 # -- answering a probe (any node) ------------------------------------------------------------
 
 
-def answer_probe(kv: KVStateMachine, args: Sequence[bytes]) -> Any:
-    """The reply to a peer's ``RAFT PUBLISHED id`` (1 or 0, from this node's applied state),
-    or None if ``args`` is not one (it is then an ordinary forwarded command)."""
+def answer_probe(kv: KVStateMachine, args: Sequence[bytes],
+                 unapplied: Callable[[], list[Entry] | None]) -> Any:
+    """The reply to a peer's ``RAFT PUBLISHED id``, or None if ``args`` is not one (it is
+    then an ordinary forwarded command). 1 if this node's applied state or an entry of its
+    log past it (``unapplied``: None while a snapshot is being installed) publishes the id,
+    0 if neither does, TRYAGAIN (asked again) if the log cannot be read."""
     # (Asked of every forwarded command: a length test first, no copy for a SET's name.)
     if (len(args) < 2 or len(args[0]) != len(PROBE[0]) or args[0].upper() != PROBE[0]
             or args[1].upper() != PROBE[1]):
@@ -109,7 +118,24 @@ def answer_probe(kv: KVStateMachine, args: Sequence[bytes]) -> Any:
     node_id = member_id(args[2]) if len(args) == 3 else None
     if node_id is None:
         return ErrorReply("ERR RAFT PUBLISHED takes one node id")
-    return int(kv.is_published(node_id))
+    if kv.is_published(node_id):
+        return 1
+    entries = unapplied()
+    if entries is None:
+        return ErrorReply("TRYAGAIN this node is installing a snapshot; ask again")
+    return int(any(publishes(entry, node_id) for entry in entries))
+
+
+def publishes(entry: Entry, node_id: int) -> bool:
+    """Whether the log entry ``entry`` is ``publish_member node_id``. Uncommitted counts: a
+    leader proposes it only after the voter acknowledged an entry, so it served."""
+    if entry.kind != NORMAL or MARK not in entry.data:  # most entries: one bytes search
+        return False
+    try:
+        args = decode_command(entry.data)
+    except KVDecodeError:
+        return False
+    return len(args) == 2 and args[0] == MARK and member_id(args[1]) == node_id
 
 
 # -- probing (a founder starting empty) ------------------------------------------------------

@@ -71,7 +71,7 @@ import attrs
 
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.errors import NotLeader
-from raftkv.raft.log_storage import Compacted, LogStorage
+from raftkv.raft.log_storage import Compacted, LogStorage, Unavailable
 from raftkv.raft.membership import (
     ConfigChangePending,
     ConfigHistory,
@@ -262,6 +262,14 @@ class RaftCore:
     def log_term(self, index: int) -> int | None:
         """Term of entry ``index`` in this node's log (None if compacted or absent)."""
         return self._log.term_or_none(index)
+
+    def entries_after(self, index: int) -> list[Entry] | None:
+        """This node's log entries after ``index``, to its last (None if any of them is
+        compacted or behind a snapshot being installed): read-only introspection."""
+        try:
+            return self._log.entries(index + 1, self._log.last_index() + 1)
+        except (Compacted, Unavailable):
+            return None
 
     # -- inputs ----------------------------------------------------------------------------
     def tick(self) -> None:

@@ -36,8 +36,19 @@ from raftkv.node.publish import (
 )
 from raftkv.node.requests import RequestTracker
 from raftkv.node.ticker import Ticker
-from raftkv.raft import Role
-from wire.raft import ClusterConfig, ForwardRequest, ForwardResponse, Member, RequestVote
+from raftkv.raft import MemoryStorage, RaftConfig, RaftCore, Role
+from wire.raft import (
+    CONFIG,
+    NORMAL,
+    ClusterConfig,
+    Entry,
+    ForwardRequest,
+    ForwardResponse,
+    HardState,
+    Member,
+    RequestVote,
+    SnapshotMeta,
+)
 from wire.reply import ErrorReply
 
 OLD_USAGE = ErrorReply(
@@ -83,13 +94,46 @@ def test_who_must_probe() -> None:
 def test_any_node_answers_from_its_applied_state() -> None:
     kv = KVStateMachine()
     kv.apply(encode_entry([b"publish_member", b"2"], 1))
-    assert answer_probe(kv, (b"RAFT", b"PUBLISHED", b"2")) == 1
-    assert answer_probe(kv, (b"raft", b"published", b"3")) == 0
-    assert isinstance(answer_probe(kv, (b"RAFT", b"PUBLISHED", b"02")), ErrorReply)
-    assert isinstance(answer_probe(kv, (b"RAFT", b"PUBLISHED")), ErrorReply)
-    assert answer_probe(kv, (b"RAFT", b"ADDNODE", b"4", b"h:1")) is None
-    assert answer_probe(kv, (b"SET", b"k", b"v")) is None
-    assert answer_probe(kv, ()) is None
+    assert answer_probe(kv, (b"RAFT", b"PUBLISHED", b"2"), list) == 1
+    assert answer_probe(kv, (b"raft", b"published", b"3"), list) == 0
+    assert isinstance(answer_probe(kv, (b"RAFT", b"PUBLISHED", b"02"), list), ErrorReply)
+    assert isinstance(answer_probe(kv, (b"RAFT", b"PUBLISHED"), list), ErrorReply)
+    assert answer_probe(kv, (b"RAFT", b"ADDNODE", b"4", b"h:1"), list) is None
+    assert answer_probe(kv, (b"SET", b"k", b"v"), list) is None
+    assert answer_probe(kv, (), list) is None
+
+
+def _entry(index: int, data: bytes, kind: int = NORMAL) -> Entry:
+    return Entry(term=1, index=index, kind=kind, data=data)
+
+
+def test_a_node_answers_from_the_log_it_has_not_applied_yet() -> None:
+    """CI's lost v1: the stale C, restarted, answered B's probe before re-applying its log
+    and said "not published" from its empty state; its log recorded B's publication."""
+    kv = KVStateMachine()  # nothing applied yet: a node that has just restarted
+    log = [_entry(1, encode_entry([b"set", b"k", b"v"], 5)),
+           _entry(2, b"\xa0publish_member 2"),  # undecodable, though it holds the name
+           _entry(3, encode_entry([b"publish_member", b"3"], 6)),
+           _entry(4, b"publish_member 1", kind=CONFIG),  # not a command at all
+           _entry(5, encode_entry([b"publish_member", b"4"]))]  # unstamped
+    probe = (b"RAFT", b"PUBLISHED")
+    assert [answer_probe(kv, (*probe, b"%d" % i), lambda: log) for i in (1, 2, 3, 4)] == [
+        0, 0, 1, 1]
+    # A snapshot being installed hides the log: ask again rather than say "not published".
+    busy = answer_probe(kv, (*probe, b"5"), lambda: None)
+    assert classify(busy) == NO_ANSWER
+
+
+def test_the_core_gives_the_entries_past_an_index() -> None:
+    config = ClusterConfig((Member(1, "a:1"), Member(2, "b:1")))
+    st = MemoryStorage(config)
+    st.append([_entry(i, b"e%d" % i) for i in (1, 2, 3)])
+    st.set_hard_state(HardState(term=1, vote=0, commit=1))
+    core = RaftCore(1, st, RaftConfig(), random.Random(1))
+    assert [e.data for e in core.entries_after(1) or []] == [b"e2", b"e3"]
+    assert core.entries_after(3) == []
+    st.compact(SnapshotMeta(2, 1, config), b"")
+    assert core.entries_after(1) is None  # compacted: cannot tell
 
 
 # -- the probe loop -------------------------------------------------------------------------
