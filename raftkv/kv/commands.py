@@ -24,8 +24,15 @@ from . import syntax
 from .errors import INVALID_CURSOR, NOT_FLOAT, NOT_INTEGER, unknown_command, wrong_arity
 from .numbers import parse_cursor, parse_int64, parse_long_double
 
-# Redis's default proto-max-bulk-len: APPEND and SETRANGE may not grow a value past it.
-MAX_VALUE_LEN = 512 * 1024 * 1024
+# The longest value applying an entry may build (Redis's proto-max-bulk-len, 512 MB there):
+# APPEND and SETRANGE may not grow a value past it, nor may a script's write carry a longer
+# argument. Checked at apply, so it is a constant every node and release must agree on (a
+# per-node flag could differ between replicas): the default --max-request-bytes, the size of
+# the largest value a client can SET by default, and below what a forwarded reply carries
+# (raftkv.node.sizes: at least 15 MiB). A value a client SETs whole travels in its entry, so
+# only --max-request-bytes bounds it; with 512 MiB here, a 100-byte EVAL stored 30 MB and
+# `SETRANGE k 100000000 x` 100 MB on every replica (attack8).
+MAX_VALUE_LEN = 8 * 1024 * 1024
 
 # What a command answers with (see wire/reply.py): bulk, null, integer, array, status, error.
 Reply = bytes | int | None | list["Reply"] | SimpleString | ErrorReply

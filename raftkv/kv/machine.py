@@ -135,6 +135,15 @@ _NONE = SimpleString("none")
 __all__ = ["MAX_VALUE_LEN", "KVState", "KVStateMachine", "decode_snapshot", "encode_snapshot"]
 
 
+def _setrange_past(args: list[bytes], limit: int) -> ErrorReply | None:
+    """STRING_TOO_LONG if ``args`` is a SETRANGE writing past ``limit`` bytes."""
+    if len(args) == 4 and args[0].lower() == b"setrange" and args[3]:
+        offset = parse_int64(args[2])
+        if offset is not None and offset + len(args[3]) > limit:
+            return STRING_TOO_LONG
+    return None
+
+
 class KVStateMachine:
     """The key-value map every node builds by applying the Raft log."""
 
@@ -285,12 +294,13 @@ class KVStateMachine:
 
     def growth_error(self, args: list[bytes], limit: int) -> ErrorReply | None:
         """Before proposing: STRING_TOO_LONG if ``args`` (or a command inside ONCE or
-        EXEC) would make a value longer than ``limit`` bytes by APPEND or SETRANGE.
+        EXEC) is a SETRANGE whose offset and piece reach past ``limit`` bytes.
 
         The node passes its --max-request-bytes: a value no client could SET must not be
-        built a piece at a time, each piece copying the whole value on every replica. It
-        reads this node's state, which may lag, so it is a check before proposing only;
-        applying keeps the cluster-wide ``max_value_len`` (deterministic on every replica).
+        built a piece at a time. Only the arguments decide it; APPEND depends on the value's
+        length when the entry applies, which this node's state (it may lag) cannot tell, so
+        the apply check alone (``max_value_len``, the same on every replica) decides it: a
+        stale length here would refuse an APPEND after an acknowledged DEL.
         """
         name = args[0].lower() if args else b""
         if name == b"once" and len(args) > 4:
@@ -299,28 +309,12 @@ class KVStateMachine:
             decoded = decode_exec(args[1])
             if isinstance(decoded, ErrorReply):
                 return None  # validate() answers it
-            grown: dict[bytes, int] = {}  # lengths as the transaction's own appends leave them
             for command in decoded[1]:
-                error = self._grows(command, limit, grown)
+                error = _setrange_past(command, limit)
                 if error is not None:
                     return error
             return None
-        return self._grows(args, limit, {})
-
-    def _grows(self, args: list[bytes], limit: int, grown: dict[bytes, int]) -> ErrorReply | None:
-        name = args[0].lower() if args else b""
-        if name == b"setrange" and len(args) == 4:
-            offset = parse_int64(args[2])
-            if offset is not None and args[3] and offset + len(args[3]) > limit:
-                return STRING_TOO_LONG
-        elif name == b"append" and len(args) == 3:
-            key = args[1]
-            current = self._data.get(key)
-            length = grown.get(key, len(current) if current is not None else 0)
-            grown[key] = length + len(args[2])
-            if grown[key] > limit:
-                return STRING_TOO_LONG
-        return None
+        return _setrange_past(args, limit)
 
     def expired_keys(self, now: int, limit: int) -> list[bytes]:
         """Up to ``limit`` keys whose deadline is at or before ``now``, earliest first: what
@@ -1110,6 +1104,10 @@ class KVStateMachine:
         error = validate(args)
         if error is not None:
             return error
+        if entry[3] and max(map(len, args)) > self._max_value_len:
+            # A write may not store what the script built past the value limit (a 100-byte
+            # EVAL stored 30 MB): the same answer on every replica, from the arguments alone.
+            return STRING_TOO_LONG
         return self._run(args, entry)
 
     # -- reads -----------------------------------------------------------------------------

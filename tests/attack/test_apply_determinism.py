@@ -27,10 +27,14 @@ CHILD = """
     from wire.raft import NORMAL
 
     fake = SimpleNamespace(kv=KVStateMachine())
+    # The largest value applying may build (MAX_VALUE_LEN, 8 MiB), zero-filled and copied.
     entry = SimpleNamespace(kind=NORMAL, index=1, term=1,
-                            data=encode_entry([b"SETRANGE", b"k", b"300000000", b"x"], 1))
-    # Room for the interpreter, not for a 300 MB value: a replica short of memory.
-    resource.setrlimit(resource.RLIMIT_AS, (400 * 1024 * 1024, resource.RLIM_INFINITY))
+                            data=encode_entry([b"SETRANGE", b"k", b"8388600", b"x"], 1))
+    # Room for the interpreter, not for the value: a replica short of memory.
+    with open("/proc/self/status") as status:
+        size = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (size * 1024 + 4 * 1024 * 1024,
+                                            resource.RLIM_INFINITY))
     try:
         reply = Applier._apply_one(fake, entry)
     except MemoryError:
@@ -41,7 +45,7 @@ CHILD = """
 
 
 def test_memory_error_while_applying_stops_the_node_instead_of_skipping_the_entry() -> None:
-    """Replicas with enough memory store the 300 MB value; this one must not carry on
+    """Replicas with enough memory store the 8 MiB value; this one must not carry on
     without it. Today the entry becomes ``-ERR internal error ...: MemoryError`` and the
     replica keeps applying later entries with the key missing."""
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(CHILD)],
