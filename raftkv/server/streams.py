@@ -259,21 +259,10 @@ def _size(change: Change | tuple[Any, ...]) -> int:
     return 64 + len(change[3]) + (len(value) if value else 0)
 
 
-def _capped(changes: list[Change]) -> tuple[list[Change], int]:
-    """At most ``MAX_REPLY_BYTES`` of changes (at least one), and their size."""
-    total = 0
-    for i, change in enumerate(changes):
-        size = _size(change)
-        if total + size > MAX_REPLY_BYTES and i > 0:
-            return changes[:i], total
-        total += size
-    return changes, total
-
-
 def _capped_sliced(changes: list[Change]) -> Generator[int, None, tuple[list[Change], int]]:
-    """``_capped`` and the bytes it keeps, yielding the work as it goes: weighing 16,000
-    changes at once held a slice 10-40 ms (four such slices in one pass of the loop, with
-    300 readers asking, lost the leader its term)."""
+    """At most ``MAX_REPLY_BYTES`` of changes (at least one) and their size, yielding the
+    work as it goes: weighing 16,000 changes at once held a slice 10-40 ms (four such
+    slices in one pass of the loop, with 300 readers asking, lost the leader its term)."""
     total = 0
     for i, change in enumerate(changes):
         size = _size(change)
@@ -331,25 +320,49 @@ def streamed(changes: list[Change], size: int, cache: ReplyCache | None = None) 
     a client that does not read holds the list of changes (references to the feed's own
     values) and one piece; the reply is weighed at ``size`` in its output buffer, so the
     output-buffer limits bound what such clients may pin once the feed drops them."""
+    return Streamed(size, lambda: _entry_pieces(changes, cache))
+
+
+def streamed_xread(taken: list[tuple[bytes, list[Change], int]], proto: int,
+                   cache: ReplyCache | None = None) -> Streamed:
+    """``xread_reply`` of each stream's (name, changes, their size), encoded as it is sent
+    (``streamed``): an XREAD without BLOCK reads as much as an XRANGE of the whole feed."""
+    if proto == 3:  # a map: a name given twice keeps its last entries, as a dict does
+        taken = list({name: (name, changes, size) for name, changes, size in taken}.values())
+        head = b"%%%d\r\n" % len(taken)
+    else:
+        head = b"*%d\r\n" % len(taken)
+    found = [(name, changes) for name, changes, _ in taken]
+    size = sum(len(name) + weight for name, _, weight in taken)
+
     def pieces() -> Iterator[bytes]:
-        known = cache.entries if cache is not None else {}
-        out = [b"*%d\r\n" % len(changes)]
-        held = 0
-        for change in changes:
-            change_id = (change[0], change[1])
-            piece = known.get(change_id)
-            if piece is None:
-                piece = entry_bytes(change)
-                if cache is not None:
-                    cache.keep_entries([(change_id, piece)])
-            out.append(piece)
-            held += len(piece)
-            if held >= STREAM_PIECE:
-                yield b"".join(out)
-                out, held = [], 0
-        if out:
-            yield b"".join(out)
+        yield head
+        for name, changes in found:
+            yield (encode_reply(name, 3) if proto == 3 else
+                   b"*2\r\n" + encode_reply(name, 2))
+            yield from _entry_pieces(changes, cache)
     return Streamed(size, pieces)
+
+
+def _entry_pieces(changes: list[Change], cache: ReplyCache | None) -> Iterator[bytes]:
+    """An array of ``changes``' entries in pieces of about ``STREAM_PIECE`` bytes."""
+    known = cache.entries if cache is not None else {}
+    out = [b"*%d\r\n" % len(changes)]
+    held = 0
+    for change in changes:
+        change_id = (change[0], change[1])
+        piece = known.get(change_id)
+        if piece is None:
+            piece = entry_bytes(change)
+            if cache is not None:
+                cache.keep_entries([(change_id, piece)])
+        out.append(piece)
+        held += len(piece)
+        if held >= STREAM_PIECE:
+            yield b"".join(out)
+            out, held = [], 0
+    if out:
+        yield b"".join(out)
 
 
 def _array(pieces: list[bytes]) -> bytes:
@@ -642,12 +655,15 @@ class FeedReader:
                 return found, edge
 
     def read(self, positions: list[tuple[Stream, Id]], count: int, proto: int,
-             advance: bool = False, until: Id = TOP_ID) -> FeedRead:
+             advance: bool = False, until: Id = TOP_ID, stream: bool = False) -> FeedRead:
         """XREAD's reply, as a read done in slices: each stream with entries after its id
         and up to ``until`` (a blocked reader's horizon, ``ReplyCache.visible``), encoded
         and shared through the cache, or None if none has. ``advance``: a blocked
         reader's read; when it finds nothing, each position moves to where its walk
-        stopped, so the next wake-up looks only at changes applied since."""
+        stopped, so the next wake-up looks only at changes applied since. ``stream``: a
+        reply over ``STREAM_ABOVE`` is encoded as its client reads it (``streamed_xread``)
+        and not shared: an XREAD without BLOCK, one-off like an XRANGE (a watcher's
+        replies are small and shared)."""
         key = (self.patterns, proto, count, until,
                tuple((s.name, after) for s, after in positions))
         cache = self.cache
@@ -663,21 +679,27 @@ class FeedReader:
                     job.result = shared
                     return
             version = self.feed.version
-            found: list[tuple[bytes, list[bytes]]] = []
+            taken: list[tuple[bytes, list[Change], int]] = []
             edges: list[Id] = []
             budget = MAX_REPLY_BYTES
-            for stream, after in positions:
+            for view, after in positions:
                 try:
-                    changes, edge = yield from self._collect(after, until, count, stream,
-                                                             strict=True)
+                    changes, edge = yield from self._collect(after, until, count, view,
+                                                             strict=True, plain=stream)
                 except Compacted as exc:
-                    job.result = compacted(exc, stream.name)
+                    job.result = compacted(exc, view.name)
                     return
                 edges.append(edge)
                 if changes and budget > 0:
-                    changes, size = _capped(changes)
+                    changes, size = yield from _capped_sliced(changes)
                     budget -= size
-                    found.append((stream.name, (yield from encode_entries(changes, cache))))
+                    taken.append((view.name, changes, size))
+            if stream and MAX_REPLY_BYTES - budget > STREAM_ABOVE:
+                job.result = streamed_xread(taken, proto, cache)
+                return
+            found: list[tuple[bytes, list[bytes]]] = []
+            for name, changes, _ in taken:
+                found.append((name, (yield from encode_entries(changes, cache))))
             if found:
                 job.result = xread_reply(found, proto)
                 if cache is not None:  # (if the feed did not move during the read)
@@ -927,8 +949,11 @@ def _xread(node: Node, conn: Connection, args: list[bytes], blocked: BlockedRead
     # (A watcher back right after its reply, within the window: nothing to read until
     # the next pass, so it blocks at once.)
     if horizon is None or not positions or not reader.nothing_before(positions, until):
-        job = reader.read(positions, count, proto, advance=block is not None, until=until)
-        done = job.step()
+        # Without BLOCK, a read like an XRANGE: a large reply streamed, a first slice of
+        # FIRST_SLICE here and the rest in the writer, among the node's SLICED_AT_ONCE.
+        job = reader.read(positions, count, proto, advance=block is not None, until=until,
+                          stream=block is None)
+        done = job.step(FIRST_SLICE if block is None else BUDGET)
         if block is None or not positions or (done and job.result is not None):
             return Pending.of(job.result if done else job)
     if blocked is None:

@@ -5,6 +5,7 @@ ACL restriction, all on a state machine's feed (no node)."""
 from __future__ import annotations
 
 import tracemalloc
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +15,7 @@ from raftkv.kv.feed import ChangeFeed
 from raftkv.kv.sliced import SlicedRead
 from raftkv.server import streams
 from raftkv.server.commands import _writes_feed
+from raftkv.server.connection import Connection
 from raftkv.server.streams import (
     INVALID_ID,
     MAX_COUNT,
@@ -27,6 +29,7 @@ from raftkv.server.streams import (
     FeedReader,
     ReplyCache,
     XRead,
+    cmd_xread,
     parse_id,
     parse_range_id,
     parse_xread,
@@ -413,3 +416,42 @@ def test_entries_a_read_encoded_are_shared_before_it_finishes(
             next(second)
     assert len(encoded) == len(changes)  # the second encoded only what the first had not
     assert ended.value.value == [encode(c) for c in changes]
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_a_large_xread_without_block_is_encoded_as_it_is_sent(proto: int) -> None:
+    """XREAD STREAMS ... 0 without COUNT reads up to 10,000 changes (16 MiB), like XRANGE - +,
+    and was encoded whole at once (XRANGE's were streamed, harden8). Now the handler gives a
+    read done in slices whose reply holds the feed's own changes and is encoded a piece at a
+    time as the writer sends it, weighed at what it will send; the pieces make the same
+    reply, a name given twice included (RESP3: a map keeps its last entries)."""
+    kv = KVStateMachine(feed=ChangeFeed(retention_entries=10_000))
+    for i in range(2000):
+        kv.apply(encode_entry([b"SET", b"k%04d" % i, bytes([i % 251]) * 4096], T0),
+                 index=i + 1)
+    node = SimpleNamespace(kv=kv, removed=False)
+    conn = Connection(1, "127.0.0.1:1", user="default")
+    conn.proto = proto
+    names = [b"__raftkv:changes", b"__raftkv:changes:k1*", b"__raftkv:changes:k1*"]
+    args = [b"XREAD", b"STREAMS", *names, b"0", b"0", b"1500"]
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        pending = cmd_xread(node, conn, args)  # type: ignore[arg-type]
+        job = pending.value
+        assert isinstance(job, SlicedRead)  # (the rest is stepped by the connection's writer)
+        reply = job.finish()
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert isinstance(reply, Streamed) and held < 256 * 1024, held  # (12 MiB of entries)
+    pieces = list(reply.pieces())
+    sent = sum(map(len, pieces))
+    assert 0.9 * sent < reply.size < 1.1 * sent and max(map(len, pieces)) < 80 * 1024
+    every = [render(c) for c in kv.feed.after((0, 0), 10_000)]
+    ones = [render(c) for c in kv.feed.after((0, 0), 10_000) if c.key.startswith(b"k1")]
+    late = [render(c) for c in kv.feed.after((1500, 0), 10_000) if c.key.startswith(b"k1")]
+    plain: object = [[names[0], every], [names[1], ones], [names[2], late]]
+    if proto == 3:
+        plain = dict(plain)  # type: ignore[arg-type]
+    assert b"".join(pieces) == encode_reply(plain, proto)
