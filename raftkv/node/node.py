@@ -186,10 +186,13 @@ class Node:
         return min(matches, default=None)
 
     def _fresh(self) -> bool:
-        """Bootstrapped just now from --cluster: an empty data directory, nothing in it."""
+        """A --cluster founder whose data directory holds nothing but its bootstrap: term 0
+        (it never voted nor heard a leader), no entry, nothing applied. Not only a directory
+        made by this start (attack9: a founder that refused, or was killed while it asked,
+        had made its directory, so started again by a supervisor or by hand it skipped the
+        check, voted with its empty log, and v1 was lost on every node)."""
         return (bool(self.settings.cluster) and not self.settings.join
-                and getattr(self.storage, "created", False) and self.core.term == 0
-                and self.core.last_index == 0 and self.applied == 0)
+                and self.core.term == 0 and self.core.last_index == 0 and self.applied == 0)
 
     async def _founder_check(self, founders: list[int]) -> None:
         """Hold the core (no votes, no campaign, no acks) until a founder says this node

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +24,8 @@ import trio.testing
 from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.node.cluster_id import LostItsData
 from raftkv.node.driver import CoreDriver
+from raftkv.node.node import Node
+from raftkv.node.pending import Pending
 from raftkv.node.publish import (
     NO_ANSWER,
     NOT_PUBLISHED,
@@ -37,8 +40,10 @@ from raftkv.node.publish import (
     wait_until_unpublished,
 )
 from raftkv.node.requests import RequestTracker
+from raftkv.node.settings import NodeSettings
 from raftkv.node.ticker import Ticker
 from raftkv.raft import MemoryStorage, RaftConfig, RaftCore, Role
+from raftkv.storage import open_storage
 from wire.raft import (
     CONFIG,
     NORMAL,
@@ -100,6 +105,36 @@ def test_not_published_needs_a_majority_of_the_founders(answers: list[str], need
 def test_how_many_founders_must_answer() -> None:
     """With the asker, a majority: two wiped founders of five cannot vouch for each other."""
     assert [answers_needed(range(1, n + 1)) for n in (2, 3, 4, 5, 6, 7)] == [1, 1, 2, 2, 3, 3]
+
+
+def _founder(data_dir: Path, node_id: int = 2) -> Node:
+    """A founder of 1, 2, 3 whose storage and core are open on ``data_dir``, as run()
+    opens them (no sockets)."""
+    members = {i: f"127.0.0.1:{7700 + i}" for i in (1, 2, 3)}
+    node = Node(NodeSettings(node_id=node_id, client_addr="127.0.0.1:7799",
+                             peer_addr=members[node_id], cluster=members,
+                             data_dir=str(data_dir)), admin=Pending.of)
+    config = ClusterConfig(tuple(Member(i, a) for i, a in members.items()))
+    node.storage = open_storage(data_dir, "cid", node_id, config, fsync="never")
+    node.core = RaftCore(node_id, node.storage, RaftConfig(), random.Random(1))
+    return node
+
+
+def test_a_founder_started_again_before_it_served_asks_again(tmp_path: Path) -> None:
+    """attack9, live: the wiped founder refused (exit 1); started again, as a supervisor
+    does, its directory was no longer new, so it skipped the check, voted for the stale
+    node, and v1 was gone from every node. Blank storage (term 0, no entry) asks, whoever
+    made it; storage that has a term does not."""
+    first = _founder(tmp_path)
+    assert first.storage.created and first._fresh()
+    first.storage.close()
+    again = _founder(tmp_path)
+    assert not again.storage.created and again._fresh()
+    again.storage.set_hard_state(HardState(term=1, vote=0, commit=0))
+    again.storage.close()
+    served = _founder(tmp_path)
+    assert not served._fresh()  # it heard term 1: a restart with its data, as before
+    served.storage.close()
 
 
 def test_who_must_probe() -> None:
