@@ -107,13 +107,15 @@ def test_how_many_founders_must_answer() -> None:
     assert [answers_needed(range(1, n + 1)) for n in (2, 3, 4, 5, 6, 7)] == [1, 1, 2, 2, 3, 3]
 
 
-def _founder(data_dir: Path, node_id: int = 2) -> Node:
+def _founder(data_dir: Path, node_id: int = 2, join: bool = False) -> Node:
     """A founder of 1, 2, 3 whose storage and core are open on ``data_dir``, as run()
-    opens them (no sockets)."""
+    opens them (no sockets); ``join``: started this time with --join instead."""
     members = {i: f"127.0.0.1:{7700 + i}" for i in (1, 2, 3)}
+    flags: dict[str, Any] = {"cluster": {}, "join": ("127.0.0.1:7701",)} if join else {
+        "cluster": members}
     node = Node(NodeSettings(node_id=node_id, client_addr="127.0.0.1:7799",
-                             peer_addr=members[node_id], cluster=members,
-                             data_dir=str(data_dir)), admin=Pending.of)
+                             peer_addr=members[node_id], data_dir=str(data_dir), **flags),
+                admin=Pending.of)
     config = ClusterConfig(tuple(Member(i, a) for i, a in members.items()))
     node.storage = open_storage(data_dir, "cid", node_id, config, fsync="never")
     node.core = RaftCore(node_id, node.storage, RaftConfig(), random.Random(1))
@@ -130,6 +132,12 @@ def test_a_founder_started_again_before_it_served_asks_again(tmp_path: Path) -> 
     first.storage.close()
     again = _founder(tmp_path)
     assert not again.storage.created and again._fresh()
+    again.storage.close()
+    # Started again with --join (which a directory with a configuration ignores): the same.
+    joined = _founder(tmp_path, join=True)
+    assert joined._fresh() and must_probe([1, 2, 3], 2, joined._fresh())
+    joined.storage.close()
+    again = _founder(tmp_path)
     again.storage.set_hard_state(HardState(term=1, vote=0, commit=0))
     again.storage.close()
     served = _founder(tmp_path)
