@@ -4,7 +4,10 @@ The cluster id is in every peer Hello (and in every peer-authentication proof), 
 of another cluster that dials us by mistake is refused. Where it comes from, first match:
 
 1. ``--cluster-id``: an explicit override (1-64 of ``[A-Za-z0-9._-]``). On a data
-   directory of another cluster the storage refuses to start, naming both ids.
+   directory of another cluster the storage refuses to start, naming both ids. With
+   ``--join`` on an empty directory the members are still asked, as in step 3, for the
+   voter check alone (attack9: with the id given, that check was skipped, and attack7's
+   wiped voter, restarted with ``--join`` and ``--cluster-id``, lost v1 on every node).
 2. The data directory (``meta.json``): once a node has state, its cluster id never
    changes, so a restarted node needs no flag.
 3. ``--join`` on an empty directory: learnt from the members' ``INFO raft`` (field
@@ -149,14 +152,21 @@ async def learn_cluster_id(
     backoff: Backoff,
     give_up_after: float = LEARN_TIMEOUT,
     node_id: int = 0,
+    given: bool = False,
 ) -> str:
     """Ask the members at ``seeds`` (client addresses) until one names a valid cluster id;
     ``fetch`` is a blocking INFO raft (run in a thread). Bounded: the node is not serving
     yet (it cannot open its data directory without the id, and does not handle signals
     before it serves), so after ``give_up_after`` seconds it exits with a clear error
-    rather than wait unseen."""
+    rather than wait unseen. ``given``: the id was given (--cluster-id); asked only for
+    the voter check, and the error says so."""
     with trio.move_on_after(give_up_after):
         return await _ask_until_answered(seeds, fetch, backoff, node_id)
+    if given:
+        raise ClusterIdUnknown(
+            f"no --join member ({', '.join(seeds)}) answered within {give_up_after:g} s; "
+            f"are they running? (a --join node on an empty data directory asks them whether "
+            f"node {node_id} is already a voter before it starts, --cluster-id or not)")
     raise ClusterIdUnknown(
         f"no --join member ({', '.join(seeds)}) named the cluster id within {give_up_after:g} s; "
         f"are they running? (or give --cluster-id)")
@@ -194,9 +204,17 @@ async def resolve_cluster_id(
 ) -> tuple[str, str]:
     """(cluster id, where it came from): see the module docstring for the order.
     ``node_id``: this node's, checked against the members a --join node asks (0: not)."""
-    if explicit:
+    if explicit and not join:
         return explicit, "--cluster-id"
     stored = await trio.to_thread.run_sync(stored_cluster_id, data_dir)
+    if explicit:
+        if stored is None:  # an empty --join node: the voter check (docstring, step 1)
+            learnt = await learn_cluster_id(join, fetch, backoff, node_id=node_id, given=True)
+            if learnt != explicit:
+                event(log, logging.WARNING, "join: the members name another cluster id than "
+                      "--cluster-id (they will refuse this node)", given=explicit,
+                      theirs=learnt)
+        return explicit, "--cluster-id"
     if stored is not None:
         return stored, "data directory"
     if join:

@@ -27,9 +27,13 @@ OOM = ErrorReply("OOM command not allowed when used memory > 'maxmemory'.")
 # Writes that never grow the map (Redis: the write commands without the denyoom flag).
 # EXPIRED is the active expiry's own deletion (node/expiry.py): refusing it would stop
 # the leader reclaiming the memory of expired keys exactly when memory is short.
+# publish_member is the leader's record that a voter served (node/publish.py; one id in a
+# set of at most 4,096): refused, no voter was published on a node over --maxmemory, and
+# a wiped founder was let back to vote (attack9: a cluster started with --maxmemory under
+# its RSS published nobody).
 SHRINKING = frozenset({b"del", b"unlink", b"flushall", b"flushdb", b"persist", b"expire",
                        b"pexpire", b"expireat", b"pexpireat", b"getdel", b"discard",
-                       b"expired"})
+                       b"expired", b"publish_member"})
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

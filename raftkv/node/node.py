@@ -186,10 +186,15 @@ class Node:
         return min(matches, default=None)
 
     def _fresh(self) -> bool:
-        """Bootstrapped just now from --cluster: an empty data directory, nothing in it."""
-        return (bool(self.settings.cluster) and not self.settings.join
-                and getattr(self.storage, "created", False) and self.core.term == 0
-                and self.core.last_index == 0 and self.applied == 0)
+        """Storage that holds nothing but a bootstrap: term 0 (it never voted nor heard a
+        leader), no entry, nothing applied; its founders (``must_probe``) are the members
+        the bootstrap listed (none for a --join node, which learns them from a leader, at
+        term 1 or more). Whatever made the directory and whatever this start's flags
+        (attack9: a founder that refused, or was killed while it asked, had made its
+        directory; started again by a supervisor, or with --join, which a directory with a
+        configuration ignores, it skipped the check, voted with its empty log, and v1 was
+        lost on every node)."""
+        return self.core.term == 0 and self.core.last_index == 0 and self.applied == 0
 
     async def _founder_check(self, founders: list[int]) -> None:
         """Hold the core (no votes, no campaign, no acks) until a founder says this node

@@ -21,9 +21,19 @@ elected the stale C and v1 was gone from every node).
   before it has re-applied its log, and from its applied state alone it said "not
   published" of a founder its log records (a CI run lost v1 that way). Published: the
   node exits with one line (``LostItsData``). Not
-  published (a fresh cluster, a late founder that never served): it goes on. No answer:
-  it asks again, with back-off and no deadline, so a late founder comes up whenever a peer
-  does; unlike etcd it never goes on because the peers are unreachable.
+  published (a fresh cluster, a late founder that never served), answered by enough
+  founders that they and the node itself are a majority of the founders: it goes on.
+  Fewer (no answer, or too few): it asks again, with back-off and no deadline, so a late
+  founder comes up whenever a peer does; unlike etcd it never goes on because the peers
+  are unreachable.
+
+  Why a majority (attack9): a founder that is itself still asking answers "not published"
+  from its empty state (it must: in a new cluster every founder asks). Taking one answer,
+  two wiped founders of five, restarted while the other three were down, each heard "not
+  published" from the other, went on, and with a stale founder elected a leader without
+  the acknowledged write. The wiped founders are a minority (the loss Raft survives), so
+  alone they cannot make a majority of answers: at least one founder that kept its data
+  must say "not published".
 
   Why a ``ForwardRequest`` and not a new record: the peer codec is strict (fixed arity,
   known tags), so a node of an older release would drop the connection on an unknown
@@ -150,16 +160,22 @@ def classify(reply: Any) -> str:
     return NO_ANSWER  # not sent, timed out, or anything unexpected: ask again
 
 
-def decide(answers: Iterable[str]) -> str:
+def decide(answers: Iterable[str], needed: int = 1) -> str:
     """The round's outcome from its answers: PUBLISHED if any says so; NOT_PUBLISHED if
-    at least one founder answered (an older release counts as "not published"); otherwise
-    NO_ANSWER (ask again)."""
-    seen = set(answers)
+    at least ``needed`` founders answered (an older release counts as "not published");
+    otherwise NO_ANSWER (ask again)."""
+    seen = list(answers)
     if PUBLISHED in seen:
         return PUBLISHED
-    if seen & {NOT_PUBLISHED, OLDER}:
+    if sum(a in (NOT_PUBLISHED, OLDER) for a in seen) >= needed:
         return NOT_PUBLISHED
     return NO_ANSWER
+
+
+def answers_needed(founders: Iterable[int]) -> int:
+    """How many founder peers must answer "not published": with the asking founder, a
+    majority of the founders (3 founders: 1, 5: 2, 7: 3). See the module docstring."""
+    return len(set(founders)) // 2
 
 
 def must_probe(founders: Iterable[int], node_id: int, fresh: bool) -> bool:
@@ -201,12 +217,13 @@ async def wait_until_unpublished(node_id: int, founders: Sequence[int],
     """Return once a founder peer says ``node_id`` is not published; raise LostItsData if
     one says it is. No deadline: see the module docstring."""
     peers = sorted(i for i in founders if i != node_id)
+    needed = answers_needed([*founders, node_id])
     backoff = Backoff(0.2, 2.0, rng)
     rounds = 0
     while True:
         replies = await _ask(node_id, peers, transport, requests, term())
         answers = {peer: classify(reply) for peer, reply in replies.items()}
-        outcome = decide(answers.values())
+        outcome = decide(answers.values(), needed)
         if outcome == PUBLISHED:
             peer = next(p for p, a in answers.items() if a == PUBLISHED)
             raise LostItsData(lost_its_data_text(
@@ -223,7 +240,8 @@ async def wait_until_unpublished(node_id: int, founders: Sequence[int],
         if rounds % 10 == 0:
             event(log, logging.INFO, "founder check: waiting for a founder to answer "
                   "before voting (an empty data directory may be a lost one)",
-                  peers=",".join(map(str, peers)), rounds=rounds)
+                  peers=",".join(map(str, peers)), needed=needed,
+                  answers=_describe(answers), rounds=rounds)
         rounds += 1
         backoff.failed()
         await trio.sleep(backoff.delay())

@@ -78,6 +78,13 @@ def test_a_wiped_founder_restarted_with_its_cluster_line_refuses_and_v1_survives
         assert node_b.proc.poll() == 1, f"the wiped founder still runs:\n{log[-2000:]}"
         assert f"node {b} is already a voter of this cluster" in log
         assert "its data directory is empty" in log and "new --id" in log
+        # Started again, as a supervisor would (attack9: its first start had made the
+        # directory, so this one skipped the check, voted, and v1 was lost): it refuses again.
+        c.start(b)
+        assert node_b.proc.wait(timeout=60) == 1
+        node_b.expect_exit = True
+        assert node_b.log_path.read_text(errors="replace").count(
+            f"node {b} is already a voter of this cluster") == 2
 
 
 def test_founders_started_seconds_apart_form_a_cluster(tmp_path: Path) -> None:

@@ -122,3 +122,42 @@ async def test_a_join_node_whose_id_is_already_a_voter_refuses_to_start(tmp_path
             got = await resolve_cluster_id(fresh, "", ("a:1",), {}, fetch, backoff(),
                                            node_id=joining)
             assert got == ("abc123", "learnt from the cluster")
+
+
+async def test_a_join_node_given_its_cluster_id_is_still_checked(tmp_path: Path) -> None:
+    """attack9, live: attack7's wiped voter restarted with --join *and* --cluster-id (the
+    README's advice for clusters on the same addresses) skipped the members' answer, so
+    the voter check with it: it voted for the stale node and v1 was gone from every node.
+    With the id given the members are still asked (for the check alone); a node with data
+    is not asked, nor one without --join."""
+    import raftkv.node.cluster_id as cluster_id
+
+    members = "1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103"
+    asked: list[str] = []
+
+    def fetch(addr: str) -> dict[str, str]:
+        asked.append(addr)
+        return {"cluster_id": "abc123", "members": members}
+
+    fresh = str(tmp_path / "new")
+    with trio.fail_after(5):
+        with pytest.raises(cluster_id.LostItsData, match="node 3 is already a voter"):
+            await resolve_cluster_id(fresh, "abc123", ("a:1",), {}, fetch, backoff(),
+                                     node_id=3)
+        got = await resolve_cluster_id(fresh, "abc123", ("a:1",), {}, fetch, backoff(),
+                                       node_id=4)
+        assert got == ("abc123", "--cluster-id") and asked == ["a:1", "a:1"]
+    used = tmp_path / "used"
+    open_storage(used, "abc123", 3, ClusterConfig((Member(1, MEMBERS[1]),)),
+                 fsync="never").close()
+    assert await resolve_cluster_id(str(used), "abc123", ("a:1",), {}, no_fetch, backoff(),
+                                    node_id=3) == ("abc123", "--cluster-id")
+
+
+async def test_a_given_id_join_node_gives_up_naming_the_check() -> None:
+    def down(addr: str) -> dict[str, str]:
+        raise OSError("connection refused")
+
+    with trio.fail_after(5), pytest.raises(ClusterIdUnknown, match="already a voter"):
+        await learn_cluster_id(("a:1",), down, backoff(), give_up_after=0.05, node_id=3,
+                               given=True)

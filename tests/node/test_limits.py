@@ -47,6 +47,14 @@ def test_over_maxmemory_only_writes_that_grow_memory_are_refused_with_redis_text
     assert grows_memory([b"set"]) and not grows_memory([b"del"])
 
 
+def test_the_leader_publishes_voters_over_maxmemory() -> None:
+    """attack9: publish_member (node/publish.py) was refused like a SET, so a cluster over
+    --maxmemory published no voter (live: INFO published empty on every node with
+    --maxmemory 10000000) and a wiped founder restarted with --cluster was let vote."""
+    assert guard(used=101).refuse([b"publish_member", b"2"]) is None
+    assert not grows_memory([b"publish_member", b"2"])
+
+
 def test_used_memory_is_sampled_at_most_once_per_interval() -> None:
     reads, now = [], [0.0]
     g = MemoryGuard(1, interval=0.1, measure=lambda: reads.append(1) or 5,

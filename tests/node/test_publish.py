@@ -1,9 +1,10 @@
 """The founder check and the leader's publishing (raftkv.node.publish), against stand-ins
 for the transport and the core, on trio's MockClock (autojump): no sockets, no real sleeps.
 
-A founder on an empty data directory holds its core until a founder peer answers: any
-"published" makes it refuse (LostItsData, the --join refusal's line); one "not published"
-(or an answer from an earlier release) lets it go on; no answer makes it ask again, with
+A founder on an empty data directory holds its core until founder peers answer: any
+"published" makes it refuse (LostItsData, the --join refusal's line); "not published" (or
+an answer from an earlier release) from enough peers to make, with it, a majority of the
+founders lets it go on; no answer makes it ask again, with
 no deadline. While it holds, the core hears no peer message and gets no tick.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,12 +24,15 @@ import trio.testing
 from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.node.cluster_id import LostItsData
 from raftkv.node.driver import CoreDriver
+from raftkv.node.node import Node
+from raftkv.node.pending import Pending
 from raftkv.node.publish import (
     NO_ANSWER,
     NOT_PUBLISHED,
     OLDER,
     PUBLISHED,
     answer_probe,
+    answers_needed,
     classify,
     decide,
     must_probe,
@@ -35,8 +40,10 @@ from raftkv.node.publish import (
     wait_until_unpublished,
 )
 from raftkv.node.requests import RequestTracker
+from raftkv.node.settings import NodeSettings
 from raftkv.node.ticker import Ticker
 from raftkv.raft import MemoryStorage, RaftConfig, RaftCore, Role
+from raftkv.storage import open_storage
 from wire.raft import (
     CONFIG,
     NORMAL,
@@ -82,6 +89,60 @@ def test_each_reply_means_one_thing(reply: Any, meaning: str) -> None:
     ([], NO_ANSWER)])
 def test_the_round_outcome(answers: list[str], outcome: str) -> None:
     assert decide(answers) == outcome
+
+
+@pytest.mark.parametrize(("answers", "needed", "outcome"), [
+    ([NOT_PUBLISHED, NO_ANSWER, NO_ANSWER, NO_ANSWER], 2, NO_ANSWER),  # 2 of 5: ask again
+    ([NOT_PUBLISHED, OLDER, NO_ANSWER, NO_ANSWER], 2, NOT_PUBLISHED),  # 3 of 5
+    ([NOT_PUBLISHED, NOT_PUBLISHED, PUBLISHED, NO_ANSWER], 2, PUBLISHED),
+    ([NOT_PUBLISHED, NOT_PUBLISHED, NO_ANSWER, NO_ANSWER, NO_ANSWER, NO_ANSWER], 3,
+     NO_ANSWER)])  # 3 of 7
+def test_not_published_needs_a_majority_of_the_founders(answers: list[str], needed: int,
+                                                        outcome: str) -> None:
+    assert decide(answers, needed) == outcome
+
+
+def test_how_many_founders_must_answer() -> None:
+    """With the asker, a majority: two wiped founders of five cannot vouch for each other."""
+    assert [answers_needed(range(1, n + 1)) for n in (2, 3, 4, 5, 6, 7)] == [1, 1, 2, 2, 3, 3]
+
+
+def _founder(data_dir: Path, node_id: int = 2, join: bool = False) -> Node:
+    """A founder of 1, 2, 3 whose storage and core are open on ``data_dir``, as run()
+    opens them (no sockets); ``join``: started this time with --join instead."""
+    members = {i: f"127.0.0.1:{7700 + i}" for i in (1, 2, 3)}
+    flags: dict[str, Any] = {"cluster": {}, "join": ("127.0.0.1:7701",)} if join else {
+        "cluster": members}
+    node = Node(NodeSettings(node_id=node_id, client_addr="127.0.0.1:7799",
+                             peer_addr=members[node_id], data_dir=str(data_dir), **flags),
+                admin=Pending.of)
+    config = ClusterConfig(tuple(Member(i, a) for i, a in members.items()))
+    node.storage = open_storage(data_dir, "cid", node_id, config, fsync="never")
+    node.core = RaftCore(node_id, node.storage, RaftConfig(), random.Random(1))
+    return node
+
+
+def test_a_founder_started_again_before_it_served_asks_again(tmp_path: Path) -> None:
+    """attack9, live: the wiped founder refused (exit 1); started again, as a supervisor
+    does, its directory was no longer new, so it skipped the check, voted for the stale
+    node, and v1 was gone from every node. Blank storage (term 0, no entry) asks, whoever
+    made it; storage that has a term does not."""
+    first = _founder(tmp_path)
+    assert first.storage.created and first._fresh()
+    first.storage.close()
+    again = _founder(tmp_path)
+    assert not again.storage.created and again._fresh()
+    again.storage.close()
+    # Started again with --join (which a directory with a configuration ignores): the same.
+    joined = _founder(tmp_path, join=True)
+    assert joined._fresh() and must_probe([1, 2, 3], 2, joined._fresh())
+    joined.storage.close()
+    again = _founder(tmp_path)
+    again.storage.set_hard_state(HardState(term=1, vote=0, commit=0))
+    again.storage.close()
+    served = _founder(tmp_path)
+    assert not served._fresh()  # it heard term 1: a restart with its data, as before
+    served.storage.close()
 
 
 def test_who_must_probe() -> None:
@@ -160,7 +221,8 @@ class _Peers:
     later: list[tuple[int, Any]]
 
 
-async def _probe(answer: Callable[[int, int], Any]) -> tuple[_Peers, RequestTracker]:
+async def _probe(answer: Callable[[int, int], Any],
+                 founders: tuple[int, ...] = (1, 2, 3)) -> tuple[_Peers, RequestTracker]:
     requests = RequestTracker({})
     peers = _Peers(requests, answer)
     peers.later = []
@@ -178,7 +240,8 @@ async def _probe(answer: Callable[[int, int], Any]) -> tuple[_Peers, RequestTrac
     async with trio.open_nursery() as nursery:
         nursery.start_soon(deliver)
         try:
-            await wait_until_unpublished(2, [1, 2, 3], peers, requests,  # type: ignore[arg-type]
+            await wait_until_unpublished(2, list(founders), peers,  # type: ignore[arg-type]
+                                         requests,
                                          lambda: 0, random.Random(1))
         except LostItsData as exc:
             refused.append(exc)
@@ -201,6 +264,27 @@ async def test_a_fresh_founder_goes_on_after_one_not_published(autojump_clock) -
     peers, requests = await _probe(lambda peer, n: None if peer == 1 else 0)
     assert peers.asked == {1: 1, 3: 1}
     assert not requests.forwards  # the unanswered probe is forgotten
+
+
+async def test_two_wiped_founders_of_five_do_not_vouch_for_each_other(autojump_clock) -> None:
+    """attack9, live on 5 real nodes: v1 acknowledged by 1, 2, 3 while 4 and 5 were down;
+    2 and 3 wiped and restarted with --cluster while 1, 4 and 5 were down. Each answered
+    the other "not published" (a founder that is itself asking knows nothing) and went on;
+    4 and 5 restarted, 4 won with their votes and v1 was gone from every node. Now 3's
+    answer alone (2 of 5 with the asker) is not enough: 2 asks again until 4 is back and
+    says it is published."""
+    with pytest.raises(LostItsData) as caught:
+        await _probe(lambda peer, n: 0 if peer == 3 else 1 if peer == 4 and n >= 5 else None,
+                     founders=(1, 2, 3, 4, 5))
+    assert "node 4 has it as published" in str(caught.value)
+
+
+async def test_a_majority_of_founders_not_published_lets_a_new_one_go_on(
+        autojump_clock) -> None:
+    # Five founders of a new cluster, two of them down: two answers and the asker are 3 of 5.
+    peers, _ = await _probe(lambda peer, n: 0 if peer in (3, 4) and n >= 3 else None,
+                            founders=(1, 2, 3, 4, 5))
+    assert peers.asked == {1: 3, 3: 3, 4: 3, 5: 3}
 
 
 async def test_a_late_founder_waits_without_deadline_until_a_peer_answers(
