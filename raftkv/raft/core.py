@@ -167,6 +167,7 @@ class RaftCore:
         self._transfer_elapsed = 0
         self._reads = LeaderReads()
         self._read_rounds = 0  # heartbeat rounds opened for reads, over every term (INFO)
+        self._committed_in_term = 0  # a term whose entry the commit index was seen at
         self._forwarded: list[ForwardedRead] = []
         self._unsent_reads: list[bytes] = []  # follower: reads for the next batch
         self._batch_ids = 0  # follower: the next batch's id (random base: see _flush_reads)
@@ -1238,7 +1239,13 @@ class RaftCore:
 
     # -- reads -----------------------------------------------------------------------------
     def _leader_read(self, read: PendingRead) -> None:
-        committed_in_term = self._log.term_or_none(self._commit) == self._term
+        term = self._term
+        committed_in_term = self._committed_in_term == term
+        if not committed_in_term and self._log.term_or_none(self._commit) == term:
+            # Kept for the term: a leader's commit index only moves on through its own
+            # term's entries, so once there it stays there (no log lookup per read).
+            self._committed_in_term = term
+            committed_in_term = True
         if committed_in_term and read.src and self._quorum_with(read.src):
             # A voter's request at our term is its word, given after its reads began, that
             # it had seen no later term; with ours now, that is a quorum. A leader of a later
