@@ -469,6 +469,9 @@ class PeerTransport:
                 callback(msg)
 
             self._deliver = deliver
+        # The callback itself, if it is one: the inbound loop calls it without a coroutine.
+        self._deliver_now: Callable[[Any], None] | None = (
+            None if isinstance(inbound, trio.MemorySendChannel) else inbound)
         self._hello = Hello(PROTOCOL_VERSION, cluster_id, node_id, advertise_peer_addr,
                             client_addr)
         self._hello_frame = encode_frame(encode(self._hello))
@@ -1191,13 +1194,20 @@ class PeerTransport:
                 if frame is None:
                     self._debug("inbound closed by peer", peer=link.peer_id)
                     return
-                msg = await self._decode_from(link, frame)
+                # A small frame (nearly all: acks, heartbeats) is decoded and delivered
+                # here, without the two coroutines _decode_from and _deliver cost (neither
+                # yields for it).
+                msg = (_decode(frame) if len(frame) < OFF_LOOP_BYTES
+                       else await self._decode_from(link, frame))
                 if isinstance(msg, Ping):
                     link.keepalives += 1
                     self._notify()
                     continue
                 self._check_message(link, msg)
-                await self._deliver(msg)
+                if self._deliver_now is not None:
+                    self._deliver_now(msg)
+                else:
+                    await self._deliver(msg)
                 link.received += 1
                 self._notify()
         except trio.TooSlowError:
