@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from raftkv.kv import KVStateMachine, encode_entry, lookup, validate
+from raftkv.kv import CommandSpec, KVStateMachine, check_call, encode_entry, lookup, validate
 from raftkv.kv.feed import ChangeFeed
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
@@ -253,6 +253,9 @@ class Node:
 
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
+        spec = lookup(args[0])
+        if spec is not None and not spec.is_write:
+            return self._submit_read(args, spec)
         error = self.check(args)
         if error is not None:
             return Pending.of(error)
@@ -265,6 +268,43 @@ class Node:
         pending = Pending()
         self._dispatch(args, spec.is_write, pending,
                        trio.current_time() + self.settings.leader_wait)
+        return pending
+
+    def _submit_read(self, args: list[bytes], spec: CommandSpec) -> Pending:
+        """``submit`` of a read, ``spec`` looked up once: ``check`` is its arity, syntax and
+        size (a read neither grows a value nor memory), and the ReadIndex is asked at
+        once (``_dispatch``'s read branch, with one clock reading for both deadlines)."""
+        error = check_call(spec, args)
+        if error is None:
+            limit = self.settings.max_request_bytes
+            if sum(map(len, args)) + 25 * len(args) + 24 > limit:  # (see ``check``)
+                size = request_size(args)
+                if size > limit:
+                    error = ErrorReply(f"ERR request of {size} bytes exceeds "
+                                       f"max-request-bytes {limit}")
+        if error is not None:
+            return Pending.of(error)
+        if self.stopping:
+            return Pending.of(SHUTTING_DOWN)
+        if self.membership.removed():
+            return Pending.of(REMOVED)
+        pending = Pending()
+        now = trio.current_time()
+        settings, core = self.settings, self.core
+        if settings.unsafe_stale_reads and core.role is not Role.LEADER:
+            self._dispatch(args, False, pending, now + settings.leader_wait)
+            return pending
+        ctx = self.requests.next_id().to_bytes(8, "big")
+        try:
+            core.read_index(ctx)
+        except NotLeader:
+            self.requests.park(args, False, pending, now + settings.leader_wait)
+            return pending
+        self.requests.track_read(ctx, pending, args, now + settings.request_timeout)
+        stats = self.stats
+        stats["reads"] += 1
+        stats["reads_leader" if core.role is Role.LEADER else "reads_follower"] += 1
+        self.wake()
         return pending
 
     @property

@@ -167,6 +167,7 @@ class RaftCore:
         self._transfer_elapsed = 0
         self._reads = LeaderReads()
         self._read_rounds = 0  # heartbeat rounds opened for reads, over every term (INFO)
+        self._committed_in_term = 0  # a term whose entry the commit index was seen at
         self._forwarded: list[ForwardedRead] = []
         self._unsent_reads: list[bytes] = []  # follower: reads for the next batch
         self._batch_ids = 0  # follower: the next batch's id (random base: see _flush_reads)
@@ -715,6 +716,7 @@ class RaftCore:
                 if active < quorum(len(vs)):
                     self._become_follower(self._term, 0)  # lost our quorum: stop leading
                     return
+        reads = self._reads
         if self._heartbeat_elapsed >= self._cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             for peer in self._peers():
@@ -722,6 +724,11 @@ class RaftCore:
                 if pr.state is ProgressState.PROBE:
                     pr.probe_sent = False  # the next reply may send the probe again
                 self._send_heartbeat(peer)
+            reads.told_all = reads.seq
+        elif reads.overdue():  # a read round its chosen peers left unanswered for a tick
+            for peer in self._peers():
+                self._send_heartbeat(peer)
+            reads.told_all = reads.seq
         self._tick_snapshots()
 
     def _tick_forwarded_reads(self) -> None:
@@ -1238,7 +1245,13 @@ class RaftCore:
 
     # -- reads -----------------------------------------------------------------------------
     def _leader_read(self, read: PendingRead) -> None:
-        committed_in_term = self._log.term_or_none(self._commit) == self._term
+        term = self._term
+        committed_in_term = self._committed_in_term == term
+        if not committed_in_term and self._log.term_or_none(self._commit) == term:
+            # Kept for the term: a leader's commit index only moves on through its own
+            # term's entries, so once there it stays there (no log lookup per read).
+            self._committed_in_term = term
+            committed_in_term = True
         if committed_in_term and read.src and self._quorum_with(read.src):
             # A voter's request at our term is its word, given after its reads began, that
             # it had seen no later term; with ours now, that is a quorum. A leader of a later
@@ -1270,11 +1283,28 @@ class RaftCore:
                 self._read_rounds += 1
                 new_round = True
         if self._bcast_pending or new_round or self._commit_bcast:
+            askers = self._round_peers() if new_round else ()
             for peer in self._peers():
                 sent = self._bcast_pending and self._send_appends(peer)
-                if not sent and (new_round or self._progress[peer].can_bump_commit(self._commit)):
+                if not sent and (peer in askers
+                                 or self._progress[peer].can_bump_commit(self._commit)):
                     self._send_heartbeat(peer)
         self._bcast_pending = self._commit_bcast = False
+
+    def _round_peers(self) -> list[int]:
+        """The peers a read round's heartbeat goes to: the voters a quorum needs besides
+        us, those that answered the latest rounds first (raftkv.raft.read_only)."""
+        voters = self.voters
+        peers = self._peers()
+        if self._id not in voters:
+            return peers
+        need = quorum(len(voters)) - 1
+        others = [p for p in peers if p in voters]
+        if need >= len(others):
+            return peers
+        progress = self._progress
+        others.sort(key=lambda p: progress[p].acked_seq, reverse=True)
+        return others[:need]
 
     def _maybe_confirm_reads(self) -> None:
         if not self._reads.rounds:

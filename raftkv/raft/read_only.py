@@ -8,6 +8,13 @@ between two rounds share one round (one heartbeat per follower for any number of
 A new leader's reads wait until its no-op entry commits: only then does its commit index
 cover every entry committed by earlier leaders.
 
+A round's heartbeat goes only to as many voters as a quorum needs besides the leader,
+those that answered the latest rounds first: the others' answers would confirm nothing
+more, and each cost the leader a message in and the follower a message each way. A round
+still unconfirmed at the next tick goes to every peer (a chosen follower that is slow or
+gone costs the reads a tick or two, not a heartbeat interval); every heartbeat and append
+carries the latest round number anyway.
+
 Follower side: the reads made between two ready() calls go to the leader as one request
 (a batch id), which it answers with one confirmed index for all of them.
 """
@@ -32,6 +39,19 @@ class LeaderReads:
     waiting_commit: list[PendingRead] = attrs.field(factory=list)  # before the no-op commits
     unassigned: list[PendingRead] = attrs.field(factory=list)  # next round's reads
     rounds: deque[tuple[int, list[PendingRead]]] = attrs.field(factory=deque)
+    # A round's heartbeat goes to the voters a quorum needs, not to every peer (the core's
+    # ``_round_peers``); rounds up to ``told_all`` were also sent to every peer, and
+    # ``waited`` is the oldest round the last tick found unconfirmed.
+    told_all: int = 0
+    waited: int = 0
+
+    def overdue(self) -> bool:
+        """At a tick: is the oldest round unconfirmed since the last tick, and not yet sent
+        to every peer? (Its chosen peers are slow or gone: the others should hear it.)"""
+        oldest = self.rounds[0][0] if self.rounds else 0
+        late = oldest > self.told_all and oldest == self.waited
+        self.waited = oldest
+        return late
 
     def add(self, read: PendingRead, committed_in_term: bool) -> None:
         (self.unassigned if committed_in_term else self.waiting_commit).append(read)

@@ -25,6 +25,7 @@ from raftkv.server.acl import (
     CATEGORIES,
     COMMAND_CATEGORIES,
     SCRIPT_IDS,
+    SIMPLE_IDS,
     AccessControl,
     ACLError,
     User,
@@ -72,9 +73,11 @@ def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply 
         # (Tested on the bytes: command_id of the wrapper, then of COMMAND, cost twice.)
         args = args[4:]
         name = args[0].lower()
-    cid = command_id(args)
-    if cid not in COMMAND_CATEGORIES:
-        return None  # an unknown command: it answers Redis's unknown-command error
+    cid = SIMPLE_IDS.get(name)
+    if cid is None:
+        cid = command_id(args)
+        if cid not in COMMAND_CATEGORIES:
+            return None  # an unknown command: it answers Redis's unknown-command error
     # Check the keys of what will run: ``set key=value`` runs as ``SET key value`` (attack7:
     # as typed it failed SET's arity here, so no key was checked, and any user with SET
     # overwrote any key).

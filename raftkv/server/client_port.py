@@ -429,7 +429,8 @@ class ClientServer:
         out_limit = limits.output_buffer_bytes  # _wait_for_output_room's, checked inline
         async with send:
             while not conn.closing:
-                await self._wait_for_output_room(conn)
+                if out_limit and conn.out_bytes > out_limit // 2:  # (else: no coroutine)
+                    await self._wait_for_output_room(conn)
                 timeout = idle if conn.registered else limits.first_command_timeout
                 if timeout == math.inf:  # no idle timeout: no cancel scope per read either
                     data = await stream.receive_some(read_size)
@@ -459,7 +460,8 @@ class ClientServer:
                         while inflight and (inflight[0][0].done
                                             or inflight_bytes + size > query_limit):
                             pending, n = inflight.popleft()
-                            await pending.wait()
+                            if not pending.done:  # (a done one: no coroutine to await)
+                                await pending.wait()
                             inflight_bytes -= n
                         barrier = None
                         if args[0].lower() in AFTER_APPLY and await order.settle_writes():

@@ -24,17 +24,66 @@ def test_many_reads_share_one_heartbeat_round() -> None:
         leader.read_index(ctx)
     out = c.take()
     beats = [m for m in out if isinstance(m, AppendEntries)]
-    assert sorted(m.dst for m in beats) == [2, 3]  # one message per follower for four reads
-    assert len({m.seq for m in beats}) == 1 and beats[0].seq >= 1
+    # One message for four reads, to the one follower a quorum needs besides the leader.
+    assert len(beats) == 1 and beats[0].dst in (2, 3) and beats[0].seq >= 1
     assert c.read_states[1] == []  # nothing is served before a quorum confirms
     # One follower's reply makes a quorum (with the leader itself).
-    c.deliver(next(m for m in beats if m.dst == 2))
+    c.deliver(beats[0])
     (resp,) = c.take(lambda m: isinstance(m, AppendEntriesResponse))
     assert resp.seq == beats[0].seq
     c.deliver(resp)
     c.flush()
     commit = leader.commit_index
     assert c.read_states[1] == [ReadState(ctx, commit) for ctx in (b"a", b"b", b"c", b"d")]
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_a_read_round_goes_to_the_voters_a_quorum_needs_those_that_answered_first(
+        n: int) -> None:
+    """Each other follower's answer would confirm nothing more, and cost the leader a
+    message in and that follower one each way."""
+    c = _cluster(n)
+    leader = c.nodes[1]
+    leader.read_index(b"a")
+    first = [m for m in c.take() if isinstance(m, AppendEntries)]
+    assert len(first) == n // 2
+    for m in first:
+        c.deliver(m)
+    c.run()
+    assert [rs.ctx for rs in c.read_states[1]] == [b"a"]
+    leader.read_index(b"b")  # the same followers again: they answered the latest round
+    again = [m for m in c.take() if isinstance(m, AppendEntries)]
+    assert sorted(m.dst for m in again) == sorted(m.dst for m in first)
+
+
+def test_a_round_its_chosen_follower_leaves_unanswered_reaches_every_peer_a_tick_later(
+        ) -> None:
+    c = _cluster(config=RaftConfig(election_ticks=50, heartbeat_ticks=20))  # no heartbeat
+    leader = c.nodes[1]
+    leader.read_index(b"a")
+    (beat,) = [m for m in c.take() if isinstance(m, AppendEntries)]
+    other = 5 - beat.dst  # (ids 2 and 3)
+    c.crash(beat.dst)  # the chosen one is gone: its heartbeat is never answered
+
+    def beats_to_other() -> list[AppendEntries]:
+        sent = c.appends_to(other, c.sent[mark:])
+        return sent
+
+    mark = len(c.sent)
+    c.tick(1)  # the round may still be answered within this tick
+    assert beats_to_other() == [] and c.read_states[1] == []
+    c.tick(1)  # unanswered for a whole tick: every peer hears it (before any heartbeat)
+    (late,) = beats_to_other()
+    assert late.seq >= beat.seq
+    assert [rs.ctx for rs in c.read_states[1]] == [b"a"]  # the other answered it
+    mark = len(c.sent)
+    leader.read_index(b"b")  # the next round goes to the follower that answered
+    c.run()
+    assert [rs.ctx for rs in c.read_states[1]] == [b"a", b"b"]
+    assert len(beats_to_other()) == 1
+    mark = len(c.sent)
+    c.tick(2)  # nothing overdue: no heartbeat before the interval
+    assert beats_to_other() == []
 
 
 def test_read_rounds_counts_one_per_heartbeat_round_not_per_read() -> None:
@@ -285,7 +334,7 @@ def test_a_voters_request_counts_as_its_ack_so_three_voters_need_no_round(
         assert [(m.dst, m.ok, m.index) for m in answers] == [(2, True, c.nodes[1].commit_index)]
         assert beats == []
     else:
-        assert answers == [] and len(beats) == n - 1
+        assert answers == [] and len(beats) == n // 2  # the followers a quorum needs
     c.run()
     assert c.read_states[2] == [ReadState(b"r", c.nodes[1].commit_index)]
 
