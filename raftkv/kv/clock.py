@@ -82,9 +82,11 @@ class StampClock:
 
     def now(self) -> int:
         """The current time by this node's rules, never below ``last``."""
-        wall_ms = int(self._wall() * 1000)
+        return self._now_at(int(self._wall() * 1000), self._mono())
+
+    def _now_at(self, wall_ms: int, now_mono: float) -> int:
+        """``now()`` given one reading of each clock (``stamp`` reuses its monotonic one)."""
         stamp, mono = self._anchor
-        now_mono = self._mono()
         elapsed = max(now_mono - mono, 0.0) * 1000
         low = stamp + int(elapsed - elapsed / SLEW)
         high = stamp + int(elapsed + elapsed / SLEW)
@@ -100,7 +102,11 @@ class StampClock:
 
     def stamp(self) -> int:
         """The stamp for an entry proposed now; it becomes the new anchor."""
-        t = self.now()
+        # One reading of each clock (the monotonic one also anchors the stamp): a stamp is
+        # taken per proposal, and a third clock read was a measurable share of it.
+        wall_ms = int(self._wall() * 1000)
+        now_mono = self._mono()
+        t = self._now_at(wall_ms, now_mono)
         self._last = t
-        self._anchor = (t, self._mono())
+        self._anchor = (t, now_mono)
         return t

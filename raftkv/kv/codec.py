@@ -23,6 +23,10 @@ from .errors import KVDecodeError
 _ArgBytes = (bytes, bytearray, memoryview)
 # A stamp is a non-negative int64 number of milliseconds since the Unix epoch.
 MAX_STAMP = 2**63 - 1
+# One packer for every entry: ``msgpack.packb`` builds a Packer per call, about two thirds
+# of an entry's encoding (a proposal each; issue 15). Same bytes. Shared by threads: packing
+# bytes and ints runs no Python code, so one call is not interleaved with another.
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 def encode_entry(args: Sequence[bytes], stamp: int | None = None) -> bytes:
@@ -33,10 +37,10 @@ def encode_entry(args: Sequence[bytes], stamp: int | None = None) -> bytes:
         if not isinstance(arg, _ArgBytes):
             raise TypeError(f"command arguments are bytes, not {type(arg).__name__}")
     if stamp is None:
-        return msgpack.packb(list(args), use_bin_type=True)
+        return _pack(list(args))
     if type(stamp) is not int or not 0 <= stamp <= MAX_STAMP:
         raise ValueError(f"a stamp is a non-negative int64, not {stamp!r}")
-    return msgpack.packb([stamp, *args], use_bin_type=True)
+    return _pack([stamp, *args])
 
 
 def decode_entry(data: bytes) -> tuple[int | None, list[bytes]]:

@@ -266,8 +266,8 @@ class Node:
         spec = lookup(args[0])
         assert spec is not None  # validate() rejects unknown commands
         pending = Pending()
-        self._dispatch(args, spec.is_write, pending,
-                       trio.current_time() + self.settings.leader_wait)
+        now = trio.current_time()  # (read once: the park and the request deadlines)
+        self._dispatch(args, spec.is_write, pending, now + self.settings.leader_wait, now)
         return pending
 
     def _submit_read(self, args: list[bytes], spec: CommandSpec) -> Pending:
@@ -332,9 +332,9 @@ class Node:
         return error if error is not None else self.memory.refuse(args)
 
     def _dispatch(self, args: list[bytes], write: bool, pending: Pending,
-                  park_until: float) -> None:
+                  park_until: float, now: float | None = None) -> None:
         core, requests = self.core, self.requests
-        deadline = trio.current_time() + self.settings.request_timeout
+        deadline = (trio.current_time() if now is None else now) + self.settings.request_timeout
         if write:
             if core.role is Role.LEADER:
                 try:
@@ -381,7 +381,8 @@ class Node:
 
     def _run_forwarded(self, args: list[bytes]) -> Pending:
         reply = Pending()
-        self._dispatch(args, True, reply, trio.current_time())
+        now = trio.current_time()
+        self._dispatch(args, True, reply, now, now)
         return reply
 
     def leader_client_addr(self) -> str:

@@ -57,7 +57,7 @@ from raftkv.server.output_buffer import reply_size
 from raftkv.server.pubsub import PubSub
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
-from wire.reply import Encoded, ErrorReply
+from wire.reply import Encoded, ErrorReply, SimpleString
 from wire.resp import CommandParser, encode_reply, encode_reply_chunks
 
 log = logging.getLogger("raftkv.server")
@@ -84,6 +84,9 @@ YIELD_EVERY = 64
 # connections each stepping a 1-2 ms slice held the loop 300-600 ms between two looks, past
 # the election timeout (tests/bench/attack_xrange_readers.py: the leader lost its term).
 SLICED_AT_ONCE = 2
+# Replies encode_reply_chunks encodes in one piece anyway: the writer encodes them itself,
+# without a generator per reply (a pipelined SET's +OK; issue 15).
+ONE_PIECE = frozenset({SimpleString, ErrorReply, int, bool, float, type(None)})
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 TOO_MANY_NEW = b"-ERR too many connections that have not sent a command yet\r\n"
 # Of --max-new-clients, what one source address may hold: a quarter (256 of the default
@@ -470,7 +473,7 @@ class ClientServer:
                         if write is not None and write is not order.kind:
                             await order.before(write)  # (else: nothing to wait for)
                         while conn.owed - conn.pushes >= PIPELINE_WINDOW:
-                            await conn.out_drained.wait()  # the writer sent one more
+                            await conn.drained().wait()  # the writer sent one more
                         # (From here to send() nothing yields, so a SUBSCRIBE's
                         # confirmation is queued before any message it lets in.)
                         pending = (execute(self.node, conn, args) if barrier is None
@@ -550,7 +553,7 @@ class ClientServer:
         limit = self.limits.output_buffer_bytes
         while limit and conn.out_bytes > limit // 2:
             with trio.move_on_after(self.limits.output_stall_timeout) as stall:
-                await conn.out_drained.wait()
+                await conn.drained().wait()
             if stall.cancelled_caught:
                 self._disconnect_for_output(conn)
                 await trio.lowlevel.checkpoint()  # (cancelled: the connection ends)
@@ -713,7 +716,10 @@ class ClientServer:
                 if isinstance(value, SlicedRead):
                     value = await _finish(value, self.sliced)
                     self._reweigh(conn, slot, value)
-                for piece in encode_reply_chunks(value, slot.proto, SEND_CHUNK):
+                pieces: Any = ((encode_reply(value, slot.proto),)
+                               if type(value) in ONE_PIECE  # (+OK, an int...)
+                               else encode_reply_chunks(value, slot.proto, SEND_CHUNK))
+                for piece in pieces:
                     if len(piece) >= SEND_CHUNK and not out:
                         await stream.send_all(piece)  # a large piece goes out uncopied
                         continue
@@ -728,9 +734,10 @@ class ClientServer:
                 conn.owed -= 1
                 if slot.push:
                     conn.pushes -= 1
-                if conn.out_bytes <= self.limits.output_buffer_bytes // 2:
-                    conn.out_drained.set()
-                    conn.out_drained = trio.Event()
+                if (conn.out_drained is not None
+                        and conn.out_bytes <= self.limits.output_buffer_bytes // 2):
+                    conn.out_drained.set()  # (a reader waits for room: Connection.drained)
+                    conn.out_drained = None
                 if slot.close_after:
                     break
             if out:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raftkv import __version__
-from raftkv.kv import COMMANDS, legacy_form, lookup
+from raftkv.kv import COMMANDS, CommandSpec, legacy_form, lookup
 from raftkv.kv.errors import unknown_command, unknown_subcommand
 from raftkv.kv.notify import INVALID_FLAGS, flags_text, parse_flags
 from raftkv.node.node import Node
@@ -105,13 +105,20 @@ def _refused(node: Node, args: list[bytes]) -> ErrorReply | None:
     with --no-scripts (the last two also inside RAFT ONCE, unwrapped once here: attack3,
     the script switch read the first word only, so RAFT ONCE ran scripts on a node
     without --enable-scripts)."""
-    if internal(args[0].lower()):
+    # (Asked of every write: the command is looked up once, and again only inside RAFT
+    # ONCE; ``set key=value``'s legacy form keeps its name, so its spec.)
+    name = args[0].lower()
+    spec = lookup(name)
+    if spec is not None and spec.internal:
         return unknown_command(args)
     inner = _once_inner(args)
-    refused = _inner_writes_feed(inner)
+    if inner is not args:
+        name = inner[0].lower()
+        spec = lookup(name)
+    refused = _spec_writes_feed(spec, legacy_form(inner))
     if refused is not None:
         return refused
-    if inner[0].lower() in SCRIPTING and not node.settings.enable_scripts:
+    if name in SCRIPTING and not node.settings.enable_scripts:
         return ErrorReply(SCRIPTS_DISABLED)
     return None
 
@@ -195,7 +202,11 @@ def _inner_writes_feed(args: list[bytes]) -> ErrorReply | None:
     """``_writes_feed`` of a command already taken out of RAFT ONCE (``set key=value`` as
     the SET it runs as: attack7, it made a string key named ``__raftkv:changes``)."""
     args = legacy_form(args)
-    spec = lookup(args[0])
+    return _spec_writes_feed(lookup(args[0]), args)
+
+
+def _spec_writes_feed(spec: CommandSpec | None, args: list[bytes]) -> ErrorReply | None:
+    """``_inner_writes_feed`` of ``args`` (in its legacy form), a call of ``spec``."""
     if spec is None or not spec.is_write or not spec.arity_ok(len(args)):
         return None
     return writes_feed(spec.keys(args))

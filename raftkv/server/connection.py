@@ -54,7 +54,10 @@ class Connection:
     owed: int = 0  # replies not yet written, ready or not
     pushes: int = 0  # of which Pub/Sub messages
     scope: trio.CancelScope | None = None
-    out_drained: trio.Event = attrs.field(factory=trio.Event)
+    # Set by the writer when the output buffer is at most half full again, for a reader
+    # waiting for room (``drained``); made only when one waits: a new Event per reply
+    # written was a measurable share of a pipelined SET on the leader (issue 15).
+    out_drained: trio.Event | None = None
     # The client port it came in on (CLIENT LIST, INFO clients, CONFIG RESETSTAT).
     server: ClientRegistry | None = None
     # Called once when the client's input ends (it closed, QUIT, an error, the node
@@ -63,6 +66,12 @@ class Connection:
     # Its last XREAD's parsed request (raftkv.server.streams.LastXRead): a watcher sends
     # the same XREAD but for its ids after every reply.
     last_xread: Any = None
+
+    def drained(self) -> trio.Event:
+        """The event the writer sets once the output buffer is at most half full again."""
+        if self.out_drained is None:
+            self.out_drained = trio.Event()
+        return self.out_drained
 
     def input_ended(self) -> None:
         callbacks, self.on_end = self.on_end, []

@@ -11,6 +11,7 @@ from raftkv.kv import (
     KVStateMachine,
     check_arity,
     decode_command,
+    decode_entry,
     decode_snapshot,
     encode_entry,
     encode_snapshot,
@@ -620,3 +621,21 @@ def test_every_table_command_has_a_handler(kv: KVStateMachine) -> None:
         args = [name.encode()] + [b"0"] * (abs(spec.arity) - 1)
         reply = run(kv, *args)
         assert not (isinstance(reply, ErrorReply) and "unknown command" in reply.text)
+
+
+@pytest.mark.parametrize("args", [
+    [b"SET", b"k", b"v" * 100],
+    [b"set", b"k=v"],
+    [b"MSET", *[b"k%d" % i for i in range(40)]],
+    [b"SET", bytearray(b"k"), memoryview(b"v" * 70_000)],
+    [b"APPEND", b"", b""],
+])
+@pytest.mark.parametrize("stamp", [None, 0, 1_733_380_000_123, 2**63 - 1])
+def test_an_entry_is_msgpack_of_stamp_and_args(args: list[bytes], stamp: int | None) -> None:
+    """The log's format (the entry encoder shares one Packer, not one per call): the same
+    bytes as msgpack.packb, one entry after another."""
+    items = [bytes(a) for a in args] if stamp is None else [stamp, *map(bytes, args)]
+    for _ in range(2):
+        data = encode_entry(args, stamp)
+        assert data == msgpack.packb(items, use_bin_type=True)
+        assert decode_entry(data) == (stamp, [bytes(a) for a in args])

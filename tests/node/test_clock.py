@@ -157,3 +157,25 @@ def test_an_agreeing_applied_stamp_does_not_set_a_stepped_back_clock_back() -> N
     clock.observe(t0 + 1500)  # stamped 1.5 s ago, applied now: within 1 s of our wall
     clocks.advance(1.0)
     assert clock.now() >= t0 + 4000 - 4000 // SLEW - 1
+
+
+def test_a_stamp_reads_each_clock_once() -> None:
+    """A stamp is taken per proposal: one reading of each clock, and the monotonic one
+    anchors it (it used to read the monotonic clock twice)."""
+    clocks = Clocks()
+    reads = {"wall": 0, "mono": 0}
+
+    def wall() -> float:
+        reads["wall"] += 1
+        return clocks.wall
+
+    def mono() -> float:
+        reads["mono"] += 1
+        return clocks.mono
+
+    clock = LeaderClock(wall, mono)
+    reads.update(wall=0, mono=0)
+    first = clock.stamp()
+    assert reads == {"wall": 1, "mono": 1}
+    clocks.advance(0.25)
+    assert clock.stamp() == first + 250  # anchored at the reading it took

@@ -14,7 +14,7 @@ from raftkv.kv.changes import Change
 from raftkv.kv.feed import ChangeFeed
 from raftkv.kv.sliced import SlicedRead
 from raftkv.server import streams
-from raftkv.server.commands import _writes_feed
+from raftkv.server.commands import _refused, _writes_feed
 from raftkv.server.connection import Connection
 from raftkv.server.streams import (
     INVALID_ID,
@@ -242,6 +242,10 @@ def test_a_user_restricted_to_some_keys_sees_only_their_changes(kv: KVStateMachi
 ])
 def test_writes_to_the_feed_names_are_refused(args: list[bytes], refused: bool) -> None:
     assert _writes_feed(args) == (WRITE_TO_FEED if refused else None)
+    # And so does the client port's check before any command runs (it looks the command
+    # up once: a write's hot path, issue 15).
+    node = SimpleNamespace(settings=SimpleNamespace(enable_scripts=True))
+    assert _refused(node, args) == (WRITE_TO_FEED if refused else None)  # type: ignore[arg-type]
 
 
 def test_a_long_filtered_read_is_done_in_slices_and_notices_compaction() -> None:
@@ -455,3 +459,22 @@ def test_a_large_xread_without_block_is_encoded_as_it_is_sent(proto: int) -> Non
     if proto == 3:
         plain = dict(plain)  # type: ignore[arg-type]
     assert b"".join(pieces) == encode_reply(plain, proto)
+
+
+@pytest.mark.parametrize(("args", "scripts", "refused"), [
+    (b("EVAL", "return 1", 0), False, "scripts"),
+    (b("RAFT", "ONCE", 1, 1, "EVAL", "return 1", 0), False, "scripts"),
+    (b("EVAL", "return 1", 0), True, None),
+    (b("once", 1, 1, "SET", "a", "b"), True, "unknown"),  # the log's own command
+    (b("RAFT", "ONCE", 1, 1, "once", 1, 1, "SET", "a", "b"), True, None),  # RAFT answers it
+    (b("SET", "a", "b"), False, None),
+])
+def test_the_client_port_refuses_internal_commands_and_disabled_scripts(
+        args: list[bytes], scripts: bool, refused: str | None) -> None:
+    node = SimpleNamespace(settings=SimpleNamespace(enable_scripts=scripts))
+    reply = _refused(node, args)  # type: ignore[arg-type]
+    if refused is None:
+        assert reply is None
+    else:
+        assert isinstance(reply, ErrorReply)
+        assert ("disabled" if refused == "scripts" else "unknown command") in reply.text
