@@ -327,7 +327,7 @@ class Node:
             if size > limit:
                 error = ErrorReply(f"ERR request of {size} bytes exceeds max-request-bytes "
                                    f"{limit}")
-            else:  # nor may APPEND/SETRANGE build a value larger than that
+            else:  # nor may SETRANGE reach past it (APPEND is decided at apply)
                 error = self.kv.growth_error(args, limit)
         return error if error is not None else self.memory.refuse(args)
 
