@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from raftkv.kv import CommandSpec, KVStateMachine, check_call, encode_entry, lookup, validate
+from raftkv.kv import KVStateMachine, check_call, encode_entry, lookup, validate
 from raftkv.kv.feed import ChangeFeed
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
@@ -255,56 +255,23 @@ class Node:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
         spec = lookup(args[0])
         if spec is not None and not spec.is_write:
-            return self._submit_read(args, spec)
-        error = self.check(args)
+            # A read's check is its arity, syntax and size: it neither grows a value nor
+            # memory (and ``spec`` is looked up once).
+            error = check_call(spec, args)
+            if error is None:
+                error = self._size_error(args)
+        else:
+            error = self.check(args)
         if error is not None:
             return Pending.of(error)
         if self.stopping:
             return Pending.of(SHUTTING_DOWN)
         if self.removed:
             return Pending.of(REMOVED)
-        spec = lookup(args[0])
         assert spec is not None  # validate() rejects unknown commands
         pending = Pending()
         now = trio.current_time()  # (read once: the park and the request deadlines)
         self._dispatch(args, spec.is_write, pending, now + self.settings.leader_wait, now)
-        return pending
-
-    def _submit_read(self, args: list[bytes], spec: CommandSpec) -> Pending:
-        """``submit`` of a read, ``spec`` looked up once: ``check`` is its arity, syntax and
-        size (a read neither grows a value nor memory), and the ReadIndex is asked at
-        once (``_dispatch``'s read branch, with one clock reading for both deadlines)."""
-        error = check_call(spec, args)
-        if error is None:
-            limit = self.settings.max_request_bytes
-            if sum(map(len, args)) + 25 * len(args) + 24 > limit:  # (see ``check``)
-                size = request_size(args)
-                if size > limit:
-                    error = ErrorReply(f"ERR request of {size} bytes exceeds "
-                                       f"max-request-bytes {limit}")
-        if error is not None:
-            return Pending.of(error)
-        if self.stopping:
-            return Pending.of(SHUTTING_DOWN)
-        if self.membership.removed():
-            return Pending.of(REMOVED)
-        pending = Pending()
-        now = trio.current_time()
-        settings, core = self.settings, self.core
-        if settings.unsafe_stale_reads and core.role is not Role.LEADER:
-            self._dispatch(args, False, pending, now + settings.leader_wait)
-            return pending
-        ctx = self.requests.next_id().to_bytes(8, "big")
-        try:
-            core.read_index(ctx)
-        except NotLeader:
-            self.requests.park(args, False, pending, now + settings.leader_wait)
-            return pending
-        self.requests.track_read(ctx, pending, args, now + settings.request_timeout)
-        stats = self.stats
-        stats["reads"] += 1
-        stats["reads_leader" if core.role is Role.LEADER else "reads_follower"] += 1
-        self.wake()
         return pending
 
     @property
@@ -319,17 +286,22 @@ class Node:
         bound: raftkv.node.sizes) and, for one that grows memory, under --maxmemory."""
         error = validate(args)
         if error is None:
-            limit = self.settings.max_request_bytes
-            # RESP frames an argument in at most 25 bytes more than its own (a length of up
-            # to 20 digits), the whole in at most 24 more: under that bound no exact count.
-            bound = sum(map(len, args)) + 25 * len(args) + 24
-            size = 0 if bound <= limit else request_size(args)
-            if size > limit:
-                error = ErrorReply(f"ERR request of {size} bytes exceeds max-request-bytes "
-                                   f"{limit}")
-            else:  # nor may SETRANGE reach past it (APPEND is decided at apply)
-                error = self.kv.growth_error(args, limit)
+            error = self._size_error(args)
+        if error is None:  # nor may SETRANGE reach past it (APPEND is decided at apply)
+            error = self.kv.growth_error(args, self.settings.max_request_bytes)
         return error if error is not None else self.memory.refuse(args)
+
+    def _size_error(self, args: list[bytes]) -> ErrorReply | None:
+        """The error for a command larger than --max-request-bytes, as sent, or None."""
+        limit = self.settings.max_request_bytes
+        # RESP frames an argument in at most 25 bytes more than its own (a length of up to
+        # 20 digits), the whole in at most 24 more: under that bound no exact count.
+        if sum(map(len, args)) + 25 * len(args) + 24 <= limit:
+            return None
+        size = request_size(args)
+        if size <= limit:
+            return None
+        return ErrorReply(f"ERR request of {size} bytes exceeds max-request-bytes {limit}")
 
     def _dispatch(self, args: list[bytes], write: bool, pending: Pending,
                   park_until: float, now: float | None = None) -> None:
