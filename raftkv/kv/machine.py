@@ -136,11 +136,11 @@ __all__ = ["MAX_VALUE_LEN", "KVState", "KVStateMachine", "decode_snapshot", "enc
 
 
 def _setrange_past(args: list[bytes], limit: int) -> ErrorReply | None:
-    """STRING_TOO_LONG if ``args`` is a SETRANGE writing past ``limit`` bytes."""
-    if len(args) == 4 and args[0].lower() == b"setrange" and args[3]:
-        offset = parse_int64(args[2])
-        if offset is not None and offset + len(args[3]) > limit:
-            return STRING_TOO_LONG
+    """STRING_TOO_LONG if ``args`` is a SETRANGE writing past ``limit`` bytes (its other
+    errors are validate()'s to answer)."""
+    if (len(args) == 4 and args[0].lower() == b"setrange"
+            and syntax.check_setrange(args, limit) is STRING_TOO_LONG):
+        return STRING_TOO_LONG
     return None
 
 
