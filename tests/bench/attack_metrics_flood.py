@@ -1,32 +1,37 @@
 """``/livez`` under a flood of half-open connections to the ops HTTP port (issue 12).
 
 Run: .venv/bin/python tests/bench/attack_metrics_flood.py [--seconds 15] [--holders 500]
-[--mode half,silent,noread] [--baseline REF] [--base-port 7250]
+[--mode half,silent,noread] [--baseline REF] [--rounds N] [--base-port 7250]
 
 A 3-node cluster with ``--metrics-addr`` on the leader. For each mode, ``--holders``
 connections to the metrics port are opened once and held (``-hold`` modes), or opened
-again as fast as the node closes them by two threads (the others): ``half`` sends half
+again as fast as the node closes them by two processes (the others; processes, not
+threads: the probe and the client below must not wait for the flood's GIL, or the faster
+the node refuses the flood, the slower they look): ``half`` sends half
 a request head and never finishes it, ``silent`` sends nothing, ``noread`` sends
 ``GET /metrics`` and never reads the answer (4 KiB receive buffer). Meanwhile a probe
 opens a new connection for ``GET /livez`` every 100 ms, and another client sends
-``SET``/``GET`` to the client port. Printed per mode: the probes' status codes and
-slowest answer, the client's slowest round trip, the node's descriptor count at its
-peak, and whether the leader and its term stayed.
+``SET``/``GET`` to the client port. Printed per mode: the probes' status codes, median
+and slowest answer, the client's slowest round trip, the node's descriptor count at its
+peak, the leader's CPU (all threads) per second of the mode, and whether the leader and
+its term stayed. With ``--baseline`` and ``--rounds N``, the trees alternate (A B, B A,
+...), each round on a fresh cluster.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import multiprocessing
 import os
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
-from common import BaselineCluster, export_tree, load_line
+from common import BaselineCluster, _schedstat, export_tree, load_line
 
 from chaos.cluster import LocalCluster
 
@@ -52,10 +57,12 @@ def livez(addr: tuple[str, int]) -> tuple[str, float]:
     return status, time.monotonic() - t0
 
 
-def flood(addr: tuple[str, int], head: bytes, holders: int, stop: threading.Event,
-          opened: list[int], reconnect: bool = True) -> None:
+def flood(addr: tuple[str, int], head: bytes, holders: int, stop: Any,
+          opened: Any, reconnect: bool = True) -> None:
+    """Open connections (in a process of its own) until ``stop``; ``opened`` counts them."""
     held: collections.deque[socket.socket] = collections.deque()
-    while not stop.is_set() and (reconnect or opened[0] < holders):
+    n = 0
+    while not stop.is_set() and (reconnect or n < holders):
         try:
             s = socket.socket()
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -65,7 +72,8 @@ def flood(addr: tuple[str, int], head: bytes, holders: int, stop: threading.Even
                 s.sendall(head)
             s.setblocking(False)
             held.append(s)
-            opened[0] += 1
+            n += 1
+            opened.value = n
         except OSError:
             time.sleep(0.01)  # (the port refused or the backlog is full: try again)
         while len(held) >= holders:  # keep --holders open: drop the oldest
@@ -91,24 +99,27 @@ def run(c: LocalCluster, metrics_port: int, modes: list[str], holders: int,
     r = redis.Redis(host=host, port=port, socket_timeout=10)
     for mode in modes:
         term = int(c.info(leader)["term"])
-        stop = threading.Event()
-        opened = [0]
+        ctx = multiprocessing.get_context("fork")
+        stop = ctx.Event()
         kind, _, hold = mode.partition("-")
         share = holders if hold else holders // 2
-        floods = [threading.Thread(target=flood, args=(addr, HEADS[kind], share, stop, opened,
-                                                       not hold))
-                  for _ in range(2 if not hold else 1)]
+        counts = [ctx.Value("q", 0, lock=False) for _ in range(2 if not hold else 1)]
+        floods = [ctx.Process(target=flood, args=(addr, HEADS[kind], share, stop, count,
+                                                  not hold)) for count in counts]
         for t in floods:
             t.start()
         statuses: collections.Counter[str] = collections.Counter()
         slowest = client_slowest = 0.0
         peak_fds = 0
         n = 0
+        took_all: list[float] = []
+        cpu0 = _schedstat(pid)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             status, took = livez(addr)
             statuses[status] += 1
             slowest = max(slowest, took)
+            took_all.append(took)
             t0 = time.monotonic()
             try:
                 r.set(b"probe", b"%d" % n)
@@ -119,12 +130,17 @@ def run(c: LocalCluster, metrics_port: int, modes: list[str], holders: int,
             peak_fds = max(peak_fds, fds(pid))
             n += 1
             time.sleep(0.1)  # the probe's period: nothing to wait on
+        cpu1 = _schedstat(pid)
+        cpu = (cpu1[0] - cpu0[0]) / 1e9 / seconds if cpu0 and cpu1 else float("nan")
         stop.set()
         for t in floods:
             t.join()
         after = c.info(leader) or {}
-        print(f"  {mode:7s}: {opened[0]:,} flood connections; /livez {dict(statuses)}, "
-              f"slowest {slowest * 1000:.0f} ms; client SET+GET slowest "
+        median = sorted(took_all)[len(took_all) // 2] if took_all else float("nan")
+        opened = sum(count.value for count in counts)
+        print(f"  {mode:7s}: {opened:,} flood connections; /livez {dict(statuses)}, "
+              f"median {median * 1000:.0f} ms, slowest {slowest * 1000:.0f} ms; leader CPU "
+              f"{cpu:.2f} s/s; client SET+GET slowest "
               f"{client_slowest * 1000:.0f} ms; node fds peak {peak_fds}; leader "
               f"{after.get('role')} term {after.get('term')} (was term {term})", flush=True)
 
@@ -135,6 +151,7 @@ def main() -> int:
     ap.add_argument("--holders", type=int, default=500)
     ap.add_argument("--mode", default="half-hold,silent-hold,noread-hold,half,silent,noread")
     ap.add_argument("--baseline", default="")
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--base-port", type=int, default=7250)
     a = ap.parse_args()
     print(load_line())
@@ -144,20 +161,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-httpflood-") as tmp:
         d = Path(tmp)
         trees = [("this tree", None)] + ([(a.baseline, a.baseline)] if a.baseline else [])
-        for name, ref in trees:
-            print(f"[{name}]", flush=True)
-            if ref is None:
-                c: LocalCluster = LocalCluster(d / "this", ports=ports, fsync="never",
-                                               node_args=node_args)
-            else:
-                c = BaselineCluster(d / "base", export_tree(ref, d / "src"), ports=ports,
-                                    fsync="never", node_args=node_args)
-            try:
-                c.start()
-                leader = c.wait_for_leader(timeout=30)
-                run(c, metrics_port + leader, a.mode.split(","), a.holders, a.seconds)
-            finally:
-                c.close()
+        src = export_tree(a.baseline, d / "src") if a.baseline else None
+        for rnd in range(a.rounds):
+            for name, ref in (trees if rnd % 2 == 0 else trees[::-1]):
+                print(f"[round {rnd + 1}: {name}] {load_line()}", flush=True)
+                work = d / f"r{rnd}-{'base' if ref else 'this'}"
+                if ref is None:
+                    c: LocalCluster = LocalCluster(work, ports=ports, fsync="never",
+                                                   node_args=node_args)
+                else:
+                    assert src is not None
+                    c = BaselineCluster(work, src, ports=ports, fsync="never",
+                                        node_args=node_args)
+                try:
+                    c.start()
+                    leader = c.wait_for_leader(timeout=30)
+                    run(c, metrics_port + leader, a.mode.split(","), a.holders, a.seconds)
+                finally:
+                    c.close()
     return 0
 
 
