@@ -67,6 +67,14 @@ ADMIT_RATE = 64.0
 # and a silent connection takes no slot until it sends or this passes.
 DEFER_ACCEPT = 2
 MAX_PROBES = 32
+# Fresh /metrics renderings a second (bursts of RENDER_BURST); past it a scrape gets the
+# last rendering again, at most 1/RENDER_RATE s old. A rendering costs the loop 0.5-10 ms
+# of CPU on loaded shared cores; under a flood of `GET /metrics` never read, the 64
+# admissions a second rendered 64 times a second, most of the leader's CPU, and its loop
+# fell so far behind (ticks at half its followers' rate) that it lost its term in 7 of 11
+# runs (harden10; `tests/bench/attack_metrics_flood.py`). Prometheus scrapes every 15 s or so.
+RENDER_RATE = 4.0
+RENDER_BURST = 8.0
 PROBES = (b"/livez", b"/readyz")
 FULL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n" \
     b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
@@ -92,6 +100,10 @@ class HttpServer:
         self.sending: dict[int, tuple[float, trio.CancelScope]] = {}
         self._next_id = 0
         self.evicted_stalled = 0
+        self.renders = 0  # fresh /metrics renderings (``_metrics``)
+        self._render_tokens = RENDER_BURST
+        self._render_tokens_at = trio.current_time()
+        self._rendered: bytes | None = None
 
     def _evict_oldest_waiting(self, since: float = 0.0) -> bool:
         """Close the oldest connection that has not sent a complete head (and has been
@@ -313,7 +325,7 @@ class HttpServer:
     async def route(self, path: bytes) -> tuple[int, str, bytes]:
         node = self.node
         if path == b"/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(node.metrics.registry)
+            return 200, CONTENT_TYPE_LATEST, self._metrics()
         if path == b"/livez":
             ok, why = await liveness(node)
             return (200 if ok else 503), TEXT, f"{why}\n".encode()
@@ -323,6 +335,19 @@ class HttpServer:
         if path == b"/":
             return 200, TEXT, b"raftkv: /metrics /livez /readyz\n"
         return 404, TEXT, b"not found: try /metrics /livez /readyz\n"
+
+    def _metrics(self) -> bytes:
+        """The exposition text: a fresh rendering within RENDER_RATE, else the last one."""
+        now = trio.current_time()
+        self._render_tokens = min(RENDER_BURST, self._render_tokens
+                                  + (now - self._render_tokens_at) * RENDER_RATE)
+        self._render_tokens_at = now
+        if self._render_tokens < 1 and self._rendered is not None:
+            return self._rendered
+        self._render_tokens -= 1
+        self.renders += 1
+        self._rendered = generate_latest(self.node.metrics.registry)
+        return self._rendered
 
     async def _send(self, stream: Stream, status: int, ctype: str, body: bytes,
                     head_only: bool = False, headers: tuple[str, ...] = ()) -> None:
