@@ -21,6 +21,8 @@ from raftkv.backup_file import BackupError, verify_backup
 from raftkv.certs import create as create_certs
 from raftkv.cli_types import FiniteFloatRange
 from raftkv.config_file import config_option
+from raftkv.kv import MAX_TRANSACTION_COMMANDS
+from raftkv.kv.key_cap import DEFAULT_MAX_KEYS_PER_COMMAND
 from raftkv.kv.notify import parse_flags
 from raftkv.local_cluster import run_local_cluster
 from raftkv.local_secrets import BadFiles as BadSecretFiles
@@ -192,6 +194,13 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
               type=click.IntRange(min=1024, max=MAX_REQUEST_BYTES),
               help="Largest client request (one command as sent, all arguments "
                    "together); larger ones get -ERR and the connection is closed.")
+@click.option("--max-keys-per-command", default=DEFAULT_MAX_KEYS_PER_COMMAND,
+              show_default=True, envvar=_env("MAX_KEYS_PER_COMMAND"),
+              type=click.IntRange(min=1, max=MAX_TRANSACTION_COMMANDS),
+              help="Keys one command may name (MSET, DEL, MGET...), and all the commands "
+                   "of one MULTI/EXEC together (each at least 1); more get -ERR before "
+                   "they are proposed: one entry applies in one step of the event loop. "
+                   "Set it alike on every node.")
 @click.option("--client-query-buffer-limit", default=0, show_default=True,
               envvar=_env("CLIENT_QUERY_BUFFER_LIMIT"), type=click.IntRange(min=0),
               help="Bytes of a client's commands read but not yet answered; past it the "

@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from raftkv.kv import KVStateMachine, check_call, encode_entry, lookup, validate
+from raftkv.kv import KVStateMachine, check_call, encode_entry, key_cap, lookup, validate
 from raftkv.kv.feed import ChangeFeed
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
@@ -258,6 +258,8 @@ class Node:
             # A read's check is its arity, syntax and size: it neither grows a value nor
             # memory (and ``spec`` is looked up once).
             error = check_call(spec, args)
+            if error is None and len(args) > self.settings.max_keys_per_command + 1:
+                error = key_cap.refusal(args, self.settings.max_keys_per_command)
             if error is None:
                 error = self._size_error(args)
         else:
@@ -282,9 +284,12 @@ class Node:
 
     def check(self, args: list[bytes]) -> ErrorReply | None:
         """A client's command before it goes anywhere: a known command with the right
-        arguments, within --max-request-bytes (every peer-side size is derived from that
-        bound: raftkv.node.sizes) and, for one that grows memory, under --maxmemory."""
+        arguments, naming at most --max-keys-per-command keys (raftkv.kv.key_cap), within
+        --max-request-bytes (every peer-side size is derived from that bound:
+        raftkv.node.sizes) and, for one that grows memory, under --maxmemory."""
         error = validate(args)
+        if error is None:
+            error = key_cap.refusal(args, self.settings.max_keys_per_command)
         if error is None:
             error = self._size_error(args)
         if error is None:  # nor may SETRANGE reach past it (APPEND is decided at apply)

@@ -6,6 +6,7 @@ import re
 
 import attrs
 
+from raftkv.kv.key_cap import DEFAULT_MAX_KEYS_PER_COMMAND
 from wire.addr import parse_addr
 from wire.raft import MAX_NODE_ID
 
@@ -61,6 +62,9 @@ class NodeSettings:
     # The largest client request (a command's arguments together). Everything downstream is
     # sized from it: a log entry holding one such request always fits in a peer frame.
     max_request_bytes: int = 8 * 1024 * 1024
+    # Keys one command (or one MULTI/EXEC, all its commands) may name: one entry applies in
+    # one step of the event loop (raftkv/kv/key_cap.py). Checked before proposing or reading.
+    max_keys_per_command: int = DEFAULT_MAX_KEYS_PER_COMMAND
     # EVAL and friends (Lua): on, as in Redis (every script is bounded by a deterministic
     # budget and memory cap, kv/scripts.py); --no-scripts refuses them. Must be the same on
     # every node.

@@ -282,6 +282,19 @@ class RaftCore:
             self._tick_receive()
         self._tick_forwarded_reads()
 
+    def heartbeat_late(self, ticks: int) -> None:
+        """The runtime's ticks came ``ticks`` intervals late (its loop was starved or busy):
+        a leader counts them toward its next heartbeat, and only there, so the tick that
+        follows sends it if a heartbeat interval has passed in real time. Ticks are not
+        caught up otherwise (a busy node slows its election and check-quorum clocks rather
+        than burst into an election), but the followers' clocks run on: a leader starved
+        on shared cores ticked at a third of their rate, so its heartbeats came every
+        ~150 ms against their 150-300 ms election timeout, and it lost its term (harden10,
+        a metrics-port flood). An early heartbeat is always safe."""
+        if self._role is Role.LEADER and ticks > 0:
+            self._heartbeat_elapsed = max(self._heartbeat_elapsed, min(
+                self._heartbeat_elapsed + ticks, self._cfg.heartbeat_ticks - 1))
+
     def campaign(self) -> None:
         """Start an election now (with PreVote if enabled). No-op for leaders and non-voters."""
         if self._role is not Role.LEADER:

@@ -8,7 +8,10 @@ are happy with. Every input is bounded: the request head (8 KiB), the time to se
 connection closes the oldest one that has not yet sent its whole request head: otherwise
 32 idle sockets from anyone who can reach the port would make ``/livez`` answer 503 and get
 a healthy node restarted (attack2). Only when all 32 are being answered does a newcomer get
-a 503. The exposition text is ``prometheus_client.generate_latest`` (never hand-written).
+a 503. A reconnect flood is refused at accept, at most ADMIT_RATE newcomers a second take
+the 32 slots, and probes whose head came with the connection have slots of their own
+(see ACCEPT_BATCH below). The exposition text is ``prometheus_client.generate_latest``
+(never hand-written).
 
 With TLS (raftkv.server.http_auth decides when) the handshake happens inside the same
 5 s window as the request head and counts as "still sending its head", so a stalled
@@ -19,7 +22,9 @@ handshake is cut at the deadline and can be evicted like a slow head. With a tok
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import socket
 from typing import Any
 
 import trio
@@ -27,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from raftkv.log import event
 from raftkv.node.node import Node
+from raftkv.server.client_port import ACCEPT_BACKOFF, ACCEPT_CAPACITY_ERRNOS
 from raftkv.server.client_tls import TLSClientStream, failure_reason
 from raftkv.server.health import liveness, readiness
 from raftkv.server.http_auth import MetricsSecurity, parse_headers
@@ -40,6 +46,38 @@ SEND_TIMEOUT = 10.0
 STALLED_AFTER = 0.5  # an answer not taken by then: its connection may be evicted
 MAX_CONNECTIONS = 32
 TEXT = "text/plain; charset=utf-8"
+# A flood that reconnects thousands of times a second kept the kernel's accept queue full
+# (4,096 here): one accept a pass of the loop, then a task that evicted another, so a
+# probe's connection waited 1-2.5 s in the queue or timed out (attack_metrics_flood.py).
+# Now the port accepts up to ACCEPT_BATCH connections a wake-up and looks at what each
+# has sent already (``admit``): a complete ``/livez`` or ``/readyz`` head is answered in
+# one of MAX_PROBES slots of its own (its answer is one small write: it cannot hold a
+# slot), and when the port is full, a connection with nothing or half a head may evict
+# only one that has had STALLED_AFTER to send its head; else it is refused at once,
+# without a task.
+ACCEPT_BATCH = 64
+# New connections a second the 32 slots take (in bursts of up to 32); past it they are
+# refused at accept. A scrape every few seconds is the port's usual load; without this
+# bound, a flood of complete ``GET /metrics`` accepted as fast as it came cost the node
+# most of a core (~0.5 ms each) and its leadership. Probes are not counted.
+ADMIT_RATE = 64.0
+# Seconds the kernel holds a connection that has sent nothing before handing it over
+# (TCP_DEFER_ACCEPT): a probe's head then comes with its connection, so ``admit`` sees it
+# (without, a probe accepted before its head arrived found a full port and got a 503),
+# and a silent connection takes no slot until it sends or this passes.
+DEFER_ACCEPT = 2
+MAX_PROBES = 32
+# Fresh /metrics renderings a second (bursts of RENDER_BURST); past it a scrape gets the
+# last rendering again, at most 1/RENDER_RATE s old. A rendering costs the loop 0.5-10 ms
+# of CPU on loaded shared cores; under a flood of `GET /metrics` never read, the 64
+# admissions a second rendered 64 times a second, most of the leader's CPU, and its loop
+# fell so far behind (ticks at half its followers' rate) that it lost its term in 7 of 11
+# runs (harden10; `tests/bench/attack_metrics_flood.py`). Prometheus scrapes every 15 s or so.
+RENDER_RATE = 4.0
+RENDER_BURST = 8.0
+PROBES = (b"/livez", b"/readyz")
+FULL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n" \
+    b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
 
 Stream = trio.SocketStream | TLSClientStream
 
@@ -50,32 +88,41 @@ class HttpServer:
         self.security = security if security is not None else MetricsSecurity()
         self.active = 0
         # Connections still sending their request head, oldest first (dicts keep order):
-        # the ones a newcomer may evict when the port is full.
-        self.waiting: dict[int, trio.CancelScope] = {}
+        # the ones a newcomer may evict when the port is full, with when they began.
+        self.waiting: dict[int, tuple[float, trio.CancelScope]] = {}
+        self.probes = 0  # probe connections being answered (``admit``)
+        self._tokens = float(MAX_CONNECTIONS)  # admissions ADMIT_RATE allows now
+        self._tokens_at = trio.current_time()
+        self.refused = 0  # connections closed at accept: the port full, nothing to evict
         # Connections being answered, oldest first: (when the answer began, its scope). One
         # whose client has not taken its answer in STALLED_AFTER (it does not read) may be
         # evicted for a newcomer.
         self.sending: dict[int, tuple[float, trio.CancelScope]] = {}
         self._next_id = 0
         self.evicted_stalled = 0
+        self.renders = 0  # fresh /metrics renderings (``_metrics``)
+        self._render_tokens = RENDER_BURST
+        self._render_tokens_at = trio.current_time()
+        self._rendered: bytes | None = None
 
-    def _evict_oldest(self, connections: dict[int, trio.CancelScope]) -> bool:
-        """Close the oldest of ``connections``; False if there is none."""
-        if not connections:
+    def _evict_oldest_waiting(self, since: float = 0.0) -> bool:
+        """Close the oldest connection that has not sent a complete head (and has been
+        sending it for ``since`` seconds at least); False if none."""
+        if not self.waiting:
             return False
-        oldest = next(iter(connections))
-        connections.pop(oldest).cancel()
+        oldest = next(iter(self.waiting))
+        began, scope = self.waiting[oldest]
+        if trio.current_time() - began < since:
+            return False
+        del self.waiting[oldest]
+        scope.cancel()
         return True
-
-    def _evict_oldest_waiting(self) -> bool:
-        """Close the oldest connection that has not sent a complete head; False if none."""
-        return self._evict_oldest(self.waiting)
 
     def _evict_for_newcomer(self) -> bool:
         """Make room: the oldest connection still sending its head, else the oldest whose
         client does not read its answer (32 of them, ``GET /metrics`` and never a read,
         held every slot for SEND_TIMEOUT, and /livez answered 503 meanwhile)."""
-        if self._evict_oldest(self.waiting):
+        if self._evict_oldest_waiting():
             return True
         if self.sending:
             oldest = next(iter(self.sending))
@@ -88,18 +135,102 @@ class HttpServer:
         return False
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one connection whose head was not looked at (a TLS port's, or a test's)."""
         async with stream:
             if self.active >= MAX_CONNECTIONS and not self._evict_for_newcomer():
                 if self.security.context is None:  # (a TLS client could not read it)
                     await self._send(stream, 503, TEXT, b"too many connections\n")
                 return
             self.active += 1
-            try:
-                await self._serve_one(stream)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                event(log, logging.DEBUG, "http connection lost", error=exc)
-            finally:
-                self.active -= 1
+            await self._serve_counted(stream)
+
+    def admit(self, sock: socket.socket, nursery: trio.Nursery) -> None:
+        """A plain connection just accepted: start serving it, or refuse it at once (503
+        and close, no task: a flood's connection must cost the loop little). Its head so
+        far is read without taking it (MSG_PEEK): a probe's came with its connection."""
+        try:
+            head = sock.recv(MAX_HEAD + 1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            head = b""
+        except OSError:
+            sock.close()
+            return
+        complete = _complete(head)
+        if complete and self.probes < MAX_PROBES and _target(head) in PROBES:
+            self.probes += 1
+            nursery.start_soon(self._serve_probe, _stream(sock))
+            return
+        if not self._admission() or not self._room(complete):
+            self.refuse(sock)
+            return
+        self.active += 1
+        nursery.start_soon(self._serve_admitted, _stream(sock))
+
+    def _room(self, complete: bool) -> bool:
+        """A slot for a newcomer: a free one, else one evicted for it (``complete``: its
+        head is in, as ``handle`` evicts; else only a connection that has had
+        STALLED_AFTER to send its head, so a flood's newcomers do not evict each other)."""
+        if self.active < MAX_CONNECTIONS:
+            return True
+        return (self._evict_for_newcomer() if complete
+                else self._evict_oldest_waiting(STALLED_AFTER))
+
+    def admit_tls(self, sock: socket.socket, nursery: trio.Nursery) -> None:
+        """A TLS connection just accepted: served as ``handle`` serves it, within the
+        admission rate (its head, encrypted, cannot be looked at)."""
+        if not self._admission():
+            self.refuse(sock)
+            return
+        nursery.start_soon(self.handle, _stream(sock))
+
+    def refuse(self, sock: socket.socket) -> None:
+        """Close a connection at accept, without a task (on a plain port, a 503 first)."""
+        self.refused += 1
+        if self.security.context is None:
+            with contextlib.suppress(OSError):
+                sock.send(FULL)
+        sock.close()
+
+    def _admission(self) -> bool:
+        """Take one of the admissions ADMIT_RATE allows; False if none is left."""
+        now = trio.current_time()
+        self._tokens = min(float(MAX_CONNECTIONS),
+                           self._tokens + (now - self._tokens_at) * ADMIT_RATE)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    async def _serve_admitted(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            await self._serve_counted(stream)
+
+    async def _serve_counted(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._serve_one(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            event(log, logging.DEBUG, "http connection lost", error=exc)
+        finally:
+            self.active -= 1
+
+    async def _serve_probe(self, stream: trio.SocketStream) -> None:
+        """A ``/livez`` or ``/readyz`` whose whole head is in: answered outside the 32
+        slots, never evicted (its head is read at once, its answer is one small write)."""
+        try:
+            async with stream:
+                with trio.move_on_after(HEAD_TIMEOUT + SEND_TIMEOUT):
+                    head = b""
+                    while not _complete(head) and len(head) <= MAX_HEAD:
+                        data = await stream.receive_some(MAX_HEAD + 1)
+                        if not data:
+                            return
+                        head += data
+                    await self._answer(stream, head)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            event(log, logging.DEBUG, "http connection lost", error=exc)
+        finally:
+            self.probes -= 1
 
     async def _open(self, stream: trio.SocketStream) -> tuple[Stream, bytes | None] | None:
         """The connection to answer on (TLS or plain) and the request head as received
@@ -110,7 +241,7 @@ class HttpServer:
         key = self._next_id
         self._next_id += 1
         scope = trio.move_on_after(HEAD_TIMEOUT)
-        self.waiting[key] = scope
+        self.waiting[key] = (trio.current_time(), scope)
         conn: Stream | None = stream if self.security.context is None else None
         try:
             with scope:
@@ -194,7 +325,7 @@ class HttpServer:
     async def route(self, path: bytes) -> tuple[int, str, bytes]:
         node = self.node
         if path == b"/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(node.metrics.registry)
+            return 200, CONTENT_TYPE_LATEST, self._metrics()
         if path == b"/livez":
             ok, why = await liveness(node)
             return (200 if ok else 503), TEXT, f"{why}\n".encode()
@@ -204,6 +335,19 @@ class HttpServer:
         if path == b"/":
             return 200, TEXT, b"raftkv: /metrics /livez /readyz\n"
         return 404, TEXT, b"not found: try /metrics /livez /readyz\n"
+
+    def _metrics(self) -> bytes:
+        """The exposition text: a fresh rendering within RENDER_RATE, else the last one."""
+        now = trio.current_time()
+        self._render_tokens = min(RENDER_BURST, self._render_tokens
+                                  + (now - self._render_tokens_at) * RENDER_RATE)
+        self._render_tokens_at = now
+        if self._render_tokens < 1 and self._rendered is not None:
+            return self._rendered
+        self._render_tokens -= 1
+        self.renders += 1
+        self._rendered = generate_latest(self.node.metrics.registry)
+        return self._rendered
 
     async def _send(self, stream: Stream, status: int, ctype: str, body: bytes,
                     head_only: bool = False, headers: tuple[str, ...] = ()) -> None:
@@ -226,6 +370,18 @@ class HttpServer:
 def _complete(head: bytes) -> bool:
     """True once the request head's blank line has arrived."""
     return b"\r\n\r\n" in head or b"\n\n" in head
+
+
+def _target(head: bytes) -> bytes:
+    """The path a GET or HEAD request line asks for (b"" for anything else)."""
+    parts = head.split(b"\n", 1)[0].split()
+    if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD"):
+        return b""
+    return parts[1].split(b"?", 1)[0]
+
+
+def _stream(sock: socket.socket) -> trio.SocketStream:
+    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
 
 
 def _peer(stream: Stream) -> str:
@@ -251,4 +407,48 @@ async def serve_http(node: Node, security: MetricsSecurity | None = None, *,
     server = HttpServer(node, security)
     async with trio.open_nursery() as nursery:
         task_status.started(listeners[0].socket.getsockname()[1])
-        await trio.serve_listeners(server.handle, listeners, handler_nursery=nursery)
+        for listener in listeners:
+            nursery.start_soon(_accept_loop, server, listener, nursery)
+
+
+async def _accept_loop(server: HttpServer, listener: trio.SocketListener,
+                       nursery: trio.Nursery) -> None:
+    """Accept up to ACCEPT_BATCH connections a wake-up (trio's listener takes one a pass
+    of the loop); a plain port's through ``admit``, a TLS port's each in its own task.
+    Out of descriptors or buffers: pause, doubling, as the client port does."""
+    trio_sock = listener.socket
+    sock = socket.socket(trio_sock.family, trio_sock.type, trio_sock.proto,
+                         fileno=trio_sock.detach())
+    sock.setblocking(False)
+    if hasattr(socket, "TCP_DEFER_ACCEPT"):  # (Linux) hand over a connection once it sent
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT)
+    first, longest = ACCEPT_BACKOFF
+    delay = first
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    conn, _ = sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                        if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                            continue  # (that connection went away: accept the next)
+                        raise
+                    server.security.throttle.log(
+                        "accept", logging.WARNING, "metrics port accept failed: backing off",
+                        error=errno.errorcode.get(exc.errno or 0, exc.errno), delay_s=delay)
+                    await trio.sleep(delay)
+                    delay = min(longest, delay * 2)
+                    break
+                delay = first
+                conn.setblocking(False)  # (accept's socket blocks, whatever the listener)
+                if server.security.context is None:
+                    server.admit(conn, nursery)
+                else:
+                    server.admit_tls(conn, nursery)
+    finally:
+        trio.lowlevel.notify_closing(sock)
+        sock.close()

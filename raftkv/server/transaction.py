@@ -24,6 +24,7 @@ import attrs
 from raftkv.kv import (
     MAX_TRANSACTION_COMMANDS,
     encode_exec,
+    key_cap,
     legacy_form,
     lookup,
     validate,
@@ -51,6 +52,7 @@ class Transaction:
     queue: list[list[bytes] | Any] | None = None
     commands: int = 0
     size: int = 0
+    keys: int = 0  # the queued commands' keys (raftkv.kv.key_cap), each at least 1
     dirty: bool = False
     watches: list[tuple[bytes, int, int]] = attrs.Factory(list)
     watch_bytes: int = 0  # the watched keys' bytes (each plus WATCH_OVERHEAD)
@@ -68,7 +70,7 @@ class Transaction:
 
     def reset(self) -> None:
         self.queue = None
-        self.commands = self.size = self.watch_bytes = 0
+        self.commands = self.size = self.keys = self.watch_bytes = 0
         self.dirty = False
         self.watches = []
         self.watch_failed = False
@@ -119,10 +121,15 @@ def enqueue(node: Node, tx: Transaction, args: list[bytes], local: bool) -> Pend
         tx.dirty = True
         return Pending.of(unknown_command(args))
     error = validate(args)
+    if error is None:  # (the whole queue is one entry, applied in one step of the loop)
+        keys = tx.keys + key_cap.weight(args)
+        limit = node.settings.max_keys_per_command
+        error = key_cap.too_many(keys, limit, transaction=True) if keys > limit else None
     if error is not None:
         tx.dirty = True
         return Pending.of(error)
     tx.queue.append(args)
+    tx.keys = keys
     tx.commands += 1
     tx.size += size
     return Pending.of(QUEUED)

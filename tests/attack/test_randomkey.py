@@ -58,7 +58,8 @@ def _info(c: LocalCluster, node_id: int) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     c = LocalCluster(Path(tmp_path_factory.mktemp("attack2-randomkey")), fsync="never",
-                     extra_args=["--election-ticks", str(ELECTION_TICKS)])
+                     extra_args=["--election-ticks", str(ELECTION_TICKS),
+                                 "--max-keys-per-command", str(BATCH)])  # (loading)
     c.start()
     try:
         c.wait_for_leader()

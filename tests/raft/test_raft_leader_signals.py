@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from raft_harness import FAST, Cluster
 
-from raftkv.raft import Role
+from raftkv.raft import RaftConfig, Role
 from wire.raft import HardState
 
 
@@ -139,3 +139,40 @@ def test_after_a_false_alarm_the_full_election_timeout_is_back() -> None:
     assert c.nodes[3].leader_id == 1
     # Or it would campaign a few ticks after every heartbeat from now on.
     assert c.nodes[3]._randomized_timeout >= FAST.election_ticks
+
+
+# -- heartbeat_late (harden10: a leader starved of CPU ticked at a third of its followers'
+# rate, so its heartbeats came later than their election timeout) ---------------------------
+
+
+def _sent_by_leader_on_tick(c: Cluster, late: int = 0) -> int:
+    """Messages leader 1 sends on its next tick, after ``late`` intervals it missed."""
+    before = len(c.sent)
+    if late:
+        c.nodes[1].heartbeat_late(late)
+    c.tick(1, nodes=[1])
+    return sum(1 for m in c.sent[before:] if m.src == 1)
+
+
+def test_a_late_tick_still_sends_the_leaders_heartbeat_on_time() -> None:
+    config = RaftConfig(election_ticks=15, heartbeat_ticks=5)
+    c = Cluster(3, config=config)
+    c.elect(1)
+    while not _sent_by_leader_on_tick(c):  # up to the tick that sends a heartbeat
+        pass
+    assert _sent_by_leader_on_tick(c) == 0  # one tick later: not due
+    # The runtime's tick came 4 intervals late: a heartbeat interval has passed.
+    elapsed = c.nodes[1].election_elapsed
+    assert _sent_by_leader_on_tick(c, late=4) == 2  # one heartbeat to each follower
+    assert c.nodes[1].election_elapsed == elapsed + 1  # its check-quorum clock: 1 tick
+    assert _sent_by_leader_on_tick(c) == 0  # and the interval starts again from there
+    assert _sent_by_leader_on_tick(c, late=1) == 0  # late, but not an interval yet
+
+
+def test_late_ticks_change_nothing_on_a_follower() -> None:
+    c = _healthy()
+    follower = c.nodes[2]
+    elapsed, hard = follower.election_elapsed, _hard(c, 2)
+    follower.heartbeat_late(1000)
+    assert follower.election_elapsed == elapsed and _hard(c, 2) == hard
+    assert follower.role is Role.FOLLOWER
