@@ -349,6 +349,38 @@ async def test_the_window_grows_with_the_readers_waiting_up_to_its_bound(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_nodes_feed_round_trips_stay_about_a_hundred_a_second_however_many_watch(
+        mock_clock: trio.testing.MockClock) -> None:
+    """The defaults bound a node's watcher round trips a second, not each watcher's: a
+    round trip costs the node 100-300 us of CPU whatever it carries, and at 2 ms a reader
+    (up to 500 a second, 250 ms at most) 100 watchers still cost the c50 SET rate 20%.
+    With 1, 10 and 100 readers waiting, the next pass starts 10 ms, 100 ms and 1 s after
+    the last one began: about 100 replies a second, each carrying more changes."""
+    blocked = BlockedReaders(limit=1000)  # (no CPU reading: the load rule is off)
+
+    async def served_after(readers: int) -> float:
+        began = blocked._last_pass
+        pendings = [blocked.block(nursery.start_soon, 0, answers(b"x"), [])
+                    for _ in range(readers)]
+        blocked.changes_applied([])
+        while not all(p.done for p in pendings):
+            await trio.testing.wait_all_tasks_blocked()
+            if not all(p.done for p in pendings):
+                mock_clock.jump(0.001)
+        return trio.current_time() - began
+
+    async with trio.open_nursery() as nursery:
+        pending = blocked.block(nursery.start_soon, 0, answers(b"x"), [])
+        blocked.changes_applied([])
+        assert await pending.wait() == b"x"  # the first pass: at once
+        assert await served_after(10) == pytest.approx(0.01, abs=0.002)  # 1 waited: 10 ms
+        assert await served_after(100) == pytest.approx(0.1, abs=0.002)  # 10: 100 ms
+        assert await served_after(300) == pytest.approx(1.0, abs=0.002)  # 100: 1 s
+        assert await served_after(1) == pytest.approx(1.0, abs=0.002)  # 300: the bound
+        assert await served_after(1) == pytest.approx(0.01, abs=0.002)
+        nursery.cancel_scope.cancel()
+
+
 async def test_the_window_grows_so_delivery_keeps_to_its_share_of_the_nodes_load(
         mock_clock: trio.testing.MockClock) -> None:
     """A watcher's round trip costs the node the same CPU whatever it carries, so the
