@@ -55,16 +55,16 @@ async def _send_and_read(stream: trio.SocketStream, data: bytes, replies: int) -
 
 async def test_pipelined_appends_to_a_big_value_are_applied_one_per_batch(
         leader: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    copies_per_batch: list[int] = []
-    apply = leader.applier.apply
+    copies_per_batch: list[int] = []  # in each Ready's committed entries
+    apply = leader.driver._apply
 
-    def counting(entries: list) -> None:
+    async def counting(entries: list) -> None:
         copies_per_batch.append(sum(
             1 for e in entries if e.kind == NORMAL
             and decode_entry(e.data)[1][0].lower() in (b"append", b"setrange")))
-        apply(entries)
+        await apply(entries)
 
-    monkeypatch.setattr(leader.applier, "apply", counting)
+    monkeypatch.setattr(leader.driver, "_apply", counting)
     one = await trio.open_tcp_stream("127.0.0.1", leader.client_port)
     two = await trio.open_tcp_stream("127.0.0.1", leader.client_port)
     with trio.fail_after(60):
