@@ -436,6 +436,12 @@ class KVStateMachine:
         """``key``'s expiry deadline in ms, or None (tests and checks)."""
         return self._expires.get(key)
 
+    def stored_len(self, key: bytes) -> int:
+        """The length of ``key``'s stored value (0 if none), whatever its deadline: what
+        an APPEND or SETRANGE of it would copy (the client port takes turns on large ones)."""
+        value = self._data.get(key)
+        return len(value) if value is not None else 0
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _alive(self, key: bytes) -> bytes | None:

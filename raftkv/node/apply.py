@@ -16,6 +16,8 @@ PUBLISHed messages reach this node's subscribers in log order.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,6 +34,7 @@ from wire.reply import OK, ErrorReply
 
 log = logging.getLogger("raftkv.node")
 Observer = Callable[[int, list[tuple[bytes, bytes]], Iterable[Change]], None]
+monotonic = time.monotonic  # (a module attribute: tests replace it)
 
 
 async def free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000) -> None:
@@ -80,10 +83,14 @@ class Applier:
         a batch of reads all confirmed by then), else at the clock read now."""
         return self.kv.read_deferred(args, self.clock.now() if now is None else now)
 
-    def apply(self, entries: list[Entry]) -> None:
+    def apply(self, entries: list[Entry], until: float = math.inf) -> int:
+        """Apply ``entries`` in order; with ``until`` (a ``monotonic()`` time), stop after
+        the entry that reaches it, having applied at least one: how many were applied (the
+        driver lets the loop run, then applies the rest: see ``CoreDriver._apply``)."""
         kv, requests = self.kv, self.requests
         listening = bool(self.on_changes)
         changes: list[Record] = []
+        done = 0
         for entry in entries:
             requests.applied(entry, self._apply_one(entry))
             self.applied = entry.index
@@ -91,9 +98,12 @@ class Applier:
                 if listening and kv.last_records:
                     changes += kv.last_records
                 self._tell_observers(entry.index)
-        self.stats["applied"] += len(entries)
-        if entries:
-            self.applied_term = entries[-1].term
+            done += 1
+            if until != math.inf and monotonic() >= until:
+                break
+        self.stats["applied"] += done
+        if done:
+            self.applied_term = entries[done - 1].term
         self.clock.observe(kv.now)
         ready = list(requests.reads_applied(self.applied))
         if ready:  # one clock reading for all: each read was asked before it
@@ -105,6 +115,7 @@ class Applier:
                 listener(changes)
         if kv.retired:
             self._free_retired()
+        return done
 
     def _tell_observers(self, index: int) -> None:
         published = self.kv.take_published()

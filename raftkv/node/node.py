@@ -161,7 +161,8 @@ class Node:
                 nursery.start_soon(self.ticker.run, self.core, s.tick_ms, self.wake)
                 nursery.start_soon(publish_members, self.id, self.core, self.kv, self.submit)
                 nursery.start_soon(self.requests.run_sweeper)
-                nursery.start_soon(active_expiry, self.core, self.kv, self.clock, self.submit)
+                nursery.start_soon(active_expiry, self.core, self.kv, self.clock, self.submit,
+                                  s.max_request_bytes)
                 self.client_port = await start_listener(
                     nursery, "--client-addr", s.client_addr, serve_clients)
                 if joining:

@@ -30,6 +30,7 @@ import math
 import socket
 import time
 from collections import deque
+from functools import partial
 from typing import Any
 
 import attrs
@@ -50,6 +51,8 @@ from raftkv.server.client_buffers import ClientBuffers
 from raftkv.server.client_tls import ClientTLS
 from raftkv.server.commands import AFTER_APPLY, execute, is_write
 from raftkv.server.connection import Connection
+from raftkv.server.copy_turn import CANDIDATES as COPY_CANDIDATES
+from raftkv.server.copy_turn import copies_big
 from raftkv.server.gc_watch import GcWatch
 from raftkv.server.limits import ClientLimits, cap_max_clients
 from raftkv.server.loop_lag import LoopLagMonitor
@@ -267,6 +270,7 @@ class ClientServer:
         self._new_by_source: dict[str, dict[int, trio.CancelScope]] = {}
         self.loop_lag = LoopLagMonitor()
         self.sliced = trio.CapacityLimiter(SLICED_AT_ONCE)  # (FIFO: each gets its turn)
+        self.copy_turn = trio.Semaphore(1)  # one large APPEND/SETRANGE at a time (FIFO)
         self.gc_watch = GcWatch()  # full collections: a cause of loop stalls
         self.stats = {"rejected_connections": 0, "client_output_buffer_disconnects": 0,
                       "client_protocol_errors": 0, "client_timeouts": 0,
@@ -467,17 +471,31 @@ class ClientServer:
                                 await pending.wait()
                             inflight_bytes -= n
                         barrier = None
-                        if args[0].lower() in AFTER_APPLY and await order.settle_writes():
+                        name = args[0].lower()
+                        if name in AFTER_APPLY and await order.settle_writes():
                             barrier = await self._applied_barrier()
                         write = is_write(args)
                         if write is not None and write is not order.kind:
                             await order.before(write)  # (else: nothing to wait for)
                         while conn.owed - conn.pushes >= PIPELINE_WINDOW:
                             await conn.drained().wait()  # the writer sent one more
+                        turn = None  # a large copy waits for its turn (copy_turn.py)
+                        if name in COPY_CANDIDATES and copies_big(self.node.kv, name, args,
+                                                                  conn.tx.queue or ()):
+                            turn = self.copy_turn
+                            await turn.acquire()
                         # (From here to send() nothing yields, so a SUBSCRIBE's
                         # confirmation is queued before any message it lets in.)
-                        pending = (execute(self.node, conn, args) if barrier is None
-                                   else Pending.of(barrier))
+                        if turn is None:
+                            pending = (execute(self.node, conn, args) if barrier is None
+                                       else Pending.of(barrier))
+                        else:  # (never a barrier: no AFTER_APPLY command copies)
+                            try:
+                                pending = execute(self.node, conn, args)
+                            except BaseException:
+                                turn.release()
+                                raise
+                            pending.add_callback(partial(_release, turn))  # once answered
                         anonymous = restore_limits(parser, conn, anonymous)
                         self.node.metrics.track(args[0], pending)
                         order.track(pending)
@@ -745,6 +763,10 @@ class ClientServer:
         if conn.closing:
             await _drain_after_error(stream, self.limits.max_request_bytes)
         scope.cancel()
+
+
+def _release(turn: trio.Semaphore, _value: Any) -> None:
+    turn.release()
 
 
 async def _finish(job: SlicedRead, limiter: trio.CapacityLimiter) -> Any:

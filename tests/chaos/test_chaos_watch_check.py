@@ -48,6 +48,15 @@ def test_each_kind_of_wrong_sequence_fails(events: list[Change], pattern: str,
     assert not verdict.ok and expect in verdict.summary
 
 
+def test_a_change_past_the_reference_feeds_end_is_not_judged() -> None:
+    """The feed is read before the watchers finish: one may get a later change (an
+    EXPIRED entry of the active expiry), which the reference cannot hold."""
+    later = ch("10-0", "k1", None, "expired")
+    assert check_watcher(log([*FEED, later], reached="10-0"), FEED).ok
+    verdict = check_watcher(log([*FEED[:-1], later], reached="10-0"), FEED)
+    assert not verdict.ok and "gap" in verdict.summary  # what the feed holds still counts
+
+
 def test_a_flushall_belongs_to_every_filter() -> None:
     feed = [*FEED, ch("10-0", "", None, "flushall"), ch("11-0", "k1", "5")]
     assert check_watcher(log([FEED[0], FEED[2], FEED[4], feed[-2], feed[-1]], "k1",

@@ -79,7 +79,8 @@ async def test_a_follower_answers_heartbeats_while_its_fsync_runs(nursery) -> No
     core = RaftCore(2, storage, RaftConfig(), rng=random.Random(0))
     transport = Transport()
     stub = SimpleNamespace(observe=nothing, maybe_start=nothing, receive=nothing,
-                           log_sends=nothing, apply=nothing, applied=0, inc=nothing,
+                           log_sends=nothing, apply=lambda entries, until: len(entries),
+                           applied=0, inc=nothing,
                            read_confirmed=nothing, read_failed=nothing, parked=False,
                            leader_changed=nothing)
     metrics = SimpleNamespace(wal_fsync=stub, wal_bytes=stub)

@@ -111,7 +111,8 @@ async def test_the_leaders_appends_leave_before_its_fsync_on_the_loop(nursery) -
     storage = Storage(config, transport.wire)
     core = elected_leader(storage)
     stub = SimpleNamespace(observe=nothing, maybe_start=nothing, receive=nothing,
-                           log_sends=nothing, apply=nothing, applied=0, inc=nothing,
+                           log_sends=nothing, apply=lambda entries, until: len(entries),
+                           applied=0, inc=nothing,
                            read_confirmed=nothing, read_failed=nothing, parked=False,
                            leader_changed=nothing)
     metrics = SimpleNamespace(wal_fsync=stub, wal_bytes=stub)
