@@ -50,7 +50,8 @@ def acl_file(tmp_path: Path, text: str = ACL) -> str:
 def fake_node(acl: AccessControl) -> Any:
     submitted: list[list[bytes]] = []
     node = SimpleNamespace(
-        id=1, settings=SimpleNamespace(enable_scripts=False, max_request_bytes=1 << 20),
+        id=1, settings=SimpleNamespace(enable_scripts=False, max_request_bytes=1 << 20,
+                                  max_keys_per_command=1024),
         submit=lambda args: submitted.append(args) or SimpleNamespace(value="proposed"),
         submitted=submitted, client_server=SimpleNamespace(acl=acl, connections={}),
         core=SimpleNamespace(leader_id=1))

@@ -56,11 +56,16 @@ TEXT = "text/plain; charset=utf-8"
 # only one that has had STALLED_AFTER to send its head; else it is refused at once,
 # without a task.
 ACCEPT_BATCH = 64
-# New connections a second the 32 slots take (in bursts of up to 32); past it they are
+# New connections a second the 32 slots take (in bursts of ADMIT_BURST); past it they are
 # refused at accept. A scrape every few seconds is the port's usual load; without this
 # bound, a flood of complete ``GET /metrics`` accepted as fast as it came cost the node
 # most of a core (~0.5 ms each) and its leadership. Probes are not counted.
 ADMIT_RATE = 64.0
+# Admissions at once before that rate applies: a port-full of stalled connections and a
+# port-full of newcomers that evict them (a TLS port cannot look at a probe's head to give
+# it a slot of its own; with a burst of one port-full, 40 stalled handshakes left no
+# admission for the probe that followed them within 1/ADMIT_RATE s).
+ADMIT_BURST = 2.0 * MAX_CONNECTIONS
 # Seconds the kernel holds a connection that has sent nothing before handing it over
 # (TCP_DEFER_ACCEPT): a probe's head then comes with its connection, so ``admit`` sees it
 # (without, a probe accepted before its head arrived found a full port and got a 503),
@@ -91,7 +96,7 @@ class HttpServer:
         # the ones a newcomer may evict when the port is full, with when they began.
         self.waiting: dict[int, tuple[float, trio.CancelScope]] = {}
         self.probes = 0  # probe connections being answered (``admit``)
-        self._tokens = float(MAX_CONNECTIONS)  # admissions ADMIT_RATE allows now
+        self._tokens = ADMIT_BURST  # admissions ADMIT_RATE allows now
         self._tokens_at = trio.current_time()
         self.refused = 0  # connections closed at accept: the port full, nothing to evict
         # Connections being answered, oldest first: (when the answer began, its scope). One
@@ -194,8 +199,7 @@ class HttpServer:
     def _admission(self) -> bool:
         """Take one of the admissions ADMIT_RATE allows; False if none is left."""
         now = trio.current_time()
-        self._tokens = min(float(MAX_CONNECTIONS),
-                           self._tokens + (now - self._tokens_at) * ADMIT_RATE)
+        self._tokens = min(ADMIT_BURST, self._tokens + (now - self._tokens_at) * ADMIT_RATE)
         self._tokens_at = now
         if self._tokens < 1:
             return False
