@@ -21,20 +21,16 @@ reads the feed up to its last id as of the latest pass (streams.py's
 once, nothing read). So a watcher makes at most one round trip a window, however many
 batches the node applies, and gets the window's changes in one reply; a change reaches
 it at most a window after the pass that would have carried it. A pass right after a
-quiet spell starts at once. The window is ``PER_READER_WINDOW`` (10 ms) for each reader
+quiet spell starts at once. The window is ``PER_READER_WINDOW`` (2 ms) for each reader
 waiting when the last pass began, at least ``WAKE_WINDOW`` (5 ms), at most
-``MAX_WINDOW`` (1 s): the node's feed round trips a second are bounded, not each
-watcher's, so they stay about 100 a second however many watchers there are (up to 100 a
-node; beyond, one a second each) and each reply carries more changes instead. A
-watcher's round trip (its reply sent, its next XREAD read, parsed and blocked: three task
-switches and four system calls in the client port) costs the node 100-300 us of CPU
-whatever it carries (bench_watch.py --follower, load 11: 163-304 us), and with fsync
-always a node applies a batch every 10-20 ms: a fixed 5 ms window coalesced nothing, and
-33 watchers a node made 60-70 round trips a second each, which cost 100 watchers 60% of
-the c50 SET rate; 2 ms a reader (at most 500 round trips a second, 250 ms at most) still
-cost them 20%. 33 watchers on a node now wait up to 330 ms for a change, one watcher
-10 ms. XREAD without BLOCK, or with a BLOCK shorter than ``WAKE_WINDOW``, is not
-coalesced (streams.py).
+``MAX_WINDOW`` (250 ms). A watcher's round trip (its reply sent, its next XREAD read,
+parsed and blocked: three task switches and four system calls in the client port) costs
+the node 50-150 us of CPU whatever it carries, and with fsync always a node applies a
+batch every 10-20 ms: a fixed 5 ms window coalesced nothing, and 33 watchers a node made
+60-70 round trips a second each, which cost 100 watchers 60% of the c50 SET rate. Now a
+node makes at most ~500 watcher round trips a second up to 50 watchers (beyond, 10 a
+watcher); 34 watchers wait up to 68 ms for a change. XREAD without BLOCK, or with a
+BLOCK shorter than ``WAKE_WINDOW``, is not coalesced (streams.py).
 
 The window also adapts to the node's load, like Redis's batching of client output: a
 round trip costs the same CPU whatever it carries, so a fixed rule made 100 watchers cost
@@ -83,10 +79,10 @@ ROUND_SECONDS = 0.002
 WAKE_WINDOW = 0.005
 # ... and at least this much per reader waiting when the last pass began, up to
 # ``MAX_WINDOW`` (module docstring): the node makes at most 1 / PER_READER_WINDOW
-# watcher round trips a second (100) for up to MAX_WINDOW / PER_READER_WINDOW watchers;
-# more watchers each wait longer for a change instead.
-PER_READER_WINDOW = 0.01
-MAX_WINDOW = 1.0
+# watcher round trips a second for up to MAX_WINDOW / PER_READER_WINDOW watchers; more
+# watchers each wait longer for a change instead.
+PER_READER_WINDOW = 0.002
+MAX_WINDOW = 0.25
 # The load's share of the window (module docstring): delivery may use this share of the
 # node's other work, or this share of a core, whichever is more.
 DELIVERY_SHARE = 0.05
@@ -163,11 +159,6 @@ class BlockedReaders:
         self._dirty = False  # something was applied (or a reader came) since the last pass
         self.applied = 0  # batches applied (a first read may have missed the later ones)
         self._wake = trio.Event()
-        # Readers whose first read is still going (they are behind the horizon: there is
-        # something to read now), finished at once rather than at the next pass
-        # (``_catch_up``), and the event that cuts the wait for the window short for them.
-        self._behind: list[_Reader] = []
-        self._hurry = trio.Event()
         self._serving = False
         self.stats = {"blocked_readers_refused": 0, "blocked_readers_served": 0,
                       "blocked_readers_timed_out": 0}
@@ -245,11 +236,7 @@ class BlockedReaders:
             if len(self._deadlines) > 2 * len(self._readers) + 64:
                 self._deadlines = [item for item in self._deadlines if not item[2].done]
                 heapq.heapify(self._deadlines)
-        if first is not None:
-            self._behind.append(reader)
-            self._hurry.set()
-            self._wake.set()
-        elif wake:
+        if first is not None or wake:
             self._dirty = True
             self._wake.set()
         if not self._serving:
@@ -311,22 +298,15 @@ class BlockedReaders:
                         self._end(reader, error)
                     break
                 self._expire()
-                if self._behind:
-                    await self._catch_up()
-                    continue
                 if not self._dirty:
                     await self._idle()
                     continue
                 # Let the window's changes gather, but not past a deadline: a reader
                 # whose BLOCK ends within the window gets what was applied, not a null
-                # (the pass comes before the deadlines are looked at again); a reader
-                # behind the horizon is caught up meanwhile.
+                # (the pass comes before the deadlines are looked at again).
                 due = min(self._last_pass + self.span, self._next_deadline())
                 if trio.current_time() < due:
-                    with trio.move_on_at(due):
-                        await self._hurry.wait()
-                    if self._behind:
-                        continue
+                    await trio.sleep_until(due)
                 self._dirty = False
                 now = trio.current_time()
                 self.span = self._next_span(now)
@@ -338,24 +318,10 @@ class BlockedReaders:
             for reader in list(self._readers):  # (the node is stopping: null)
                 self._end(reader, None)
 
-    async def _catch_up(self) -> None:
-        """Finish the first reads still going (a watcher that got ``COUNT`` changes and
-        came back for the rest of the window's, which one slice did not read): there is
-        something for them now, so they do not wait for the next pass, a window later
-        (with 1 s windows, 300 watchers of c50 SET fell 1-2 s behind)."""
-        readers, self._behind = self._behind, []
-        self._hurry = trio.Event()
-        await self._read_for([r for r in readers if r.job is not None])
-
     async def _pass(self) -> None:
         """Read for each reader in turn, yielding to the loop every ``ROUND_SECONDS``."""
-        await self._read_for(list(self._readers))
-
-    async def _read_for(self, readers: list[_Reader]) -> None:
-        """Read for each of ``readers`` in turn (its read still going, else a new one),
-        yielding to the loop every ``ROUND_SECONDS``."""
         began = time.perf_counter()
-        for reader in readers:
+        for reader in list(self._readers):
             if reader.done:
                 continue
             reply = None

@@ -241,13 +241,9 @@ def entry_bytes(change: Change | tuple[Any, ...]) -> bytes:
         if len(_OPS) < 64:
             _OPS[op_name] = op
     change_id = b"%d-%d" % (index, position)
-    if deadline is None:  # (most changes: one format, no list of pieces)
-        if value is None:
-            return b"*2\r\n$%d\r\n%b\r\n*4\r\n%b%b%b$%d\r\n%b\r\n" % (
-                len(change_id), change_id, _FIELD_OP, op, _FIELD_KEY, len(key), key)
-        return b"*2\r\n$%d\r\n%b\r\n*6\r\n%b%b%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
-            len(change_id), change_id, _FIELD_OP, op, _FIELD_KEY, len(key), key,
-            _FIELD_VALUE, len(value), value)
+    if value is None and deadline is None:
+        return b"*2\r\n$%d\r\n%b\r\n*4\r\n%b%b%b$%d\r\n%b\r\n" % (
+            len(change_id), change_id, _FIELD_OP, op, _FIELD_KEY, len(key), key)
     pieces = [b"*2\r\n$%d\r\n%b\r\n*%d\r\n%b%b%b$%d\r\n%b\r\n" % (
         len(change_id), change_id, 4 + 2 * (value is not None) + 2 * (deadline is not None),
         _FIELD_OP, op, _FIELD_KEY, len(key), key)]
@@ -393,14 +389,8 @@ class ReplyCache:
     come back with the id of the last change they got, so after each applied batch a
     hundred of them ask the same question: the first read answers it, the others share its
     bytes; a watcher that is behind joins entries encoded for the others (README "Watching
-    changes"). A read up to a bound (a blocked reader's horizon, ``visible``) answers the
-    same however the feed moves past it, so its reply is kept until the bound moves, not
-    until the feed does: a pass over a hundred watchers yields to the loop every few ms,
-    entries are applied meanwhile, and each change of version made the next watcher read
-    and join its reply again. Bounded: ``MAX_REPLIES`` replies and ``MAX_BYTES`` in all,
-    (both kinds together), emptied when the feed moves (unbounded reads) or the bound
-    does (bounded ones);
-    ``MAX_ENTRIES`` entries and ``MAX_BYTES``, the oldest dropped first."""
+    changes"). Bounded: ``MAX_REPLIES`` replies and ``MAX_BYTES`` in all, emptied when the
+    feed moves; ``MAX_ENTRIES`` entries and ``MAX_BYTES``, the oldest dropped first."""
 
     MAX_REPLIES = 256
     MAX_ENTRIES = 100_000
@@ -411,9 +401,6 @@ class ReplyCache:
         self._version = -1
         self._replies: dict[Any, Encoded] = {}
         self._bytes = 0
-        self._until: Id = TOP_ID  # the bound of the replies in ``_bounded``
-        self._bounded: dict[Any, Encoded] = {}
-        self._bounded_bytes = 0
         self.entries: OrderedDict[Id, bytes] = OrderedDict()  # (the oldest kept first)
         self._entry_bytes = 0
         self.hits = 0
@@ -440,34 +427,20 @@ class ReplyCache:
             self._replies = {}
             self._bytes = 0
 
-    def get(self, key: Any, until: Id = TOP_ID) -> Encoded | None:
-        """The reply kept for ``key``, a read up to ``until`` (TOP_ID: unbounded)."""
-        if until != TOP_ID:
-            reply = self._bounded.get(key) if until == self._until else None
-        else:
-            self._now()
-            reply = self._replies.get(key)
+    def get(self, key: Any) -> Encoded | None:
+        self._now()
+        reply = self._replies.get(key)
         if reply is not None:
             self.hits += 1
         return reply
 
-    def put(self, key: Any, reply: Encoded, version: int, until: Id = TOP_ID) -> None:
-        """Keep ``reply``, read from the feed at ``version`` up to ``until``, if the feed
-        (unbounded) or the bound (bounded) is still where the read began."""
-        size = len(reply.data)
-        if until != TOP_ID:
-            if until != self._until:
-                self._until, self._bounded, self._bounded_bytes = until, {}, 0
-            if (len(self._bounded) < self.MAX_REPLIES
-                    and self._bytes + self._bounded_bytes + size <= self.MAX_BYTES):
-                self._bounded[key] = reply
-                self._bounded_bytes += size
-            return
+    def put(self, key: Any, reply: Encoded, version: int) -> None:
+        """Keep ``reply``, read from the feed at ``version``, if the feed is still there."""
         self._now()
         if (version == self._version and len(self._replies) < self.MAX_REPLIES
-                and self._bytes + self._bounded_bytes + size <= self.MAX_BYTES):
+                and self._bytes + len(reply.data) <= self.MAX_BYTES):
             self._replies[key] = reply
-            self._bytes += size
+            self._bytes += len(reply.data)
 
     def keep_entries(self, pieces: list[tuple[Id, bytes]]) -> None:
         """Keep these changes' encoded entries (an entry over ``MAX_BYTES / 64`` is not
@@ -695,13 +668,13 @@ class FeedReader:
                tuple((s.name, after) for s, after in positions))
         cache = self.cache
         if cache is not None:  # (a watcher of a busy feed: most reads end here)
-            shared = cache.get(key, until)
+            shared = cache.get(key)
             if shared is not None:
                 return FeedRead.answered(shared)
 
         def body(job: FeedRead) -> Iterator[int]:
             if cache is not None:
-                shared = cache.get(key, until)
+                shared = cache.get(key)
                 if shared is not None:
                     job.result = shared
                     return
@@ -712,7 +685,7 @@ class FeedReader:
             for view, after in positions:
                 try:
                     changes, edge = yield from self._collect(after, until, count, view,
-                                                             strict=True, plain=True)
+                                                             strict=True, plain=stream)
                 except Compacted as exc:
                     job.result = compacted(exc, view.name)
                     return
@@ -730,7 +703,7 @@ class FeedReader:
             if found:
                 job.result = xread_reply(found, proto)
                 if cache is not None:  # (if the feed did not move during the read)
-                    cache.put(key, job.result, version, until)
+                    cache.put(key, job.result, version)
             elif advance:
                 positions[:] = [(stream, edge) for (stream, _), edge in zip(
                     positions, edges, strict=True)]
