@@ -11,23 +11,40 @@ slice: another task, given a turn only by the loop, sees the batch half applied.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
 
+from chaos.cluster import free_ports
 from raftkv.node import apply as apply_module
 from raftkv.node.node import Node
+from raftkv.node.pending import Pending
+from raftkv.node.settings import NodeSettings
+from raftkv.raft import Role
+from raftkv.server.client_port import ClientServer, serve_clients
 from wire.resp import encode_command
 
 
 @pytest.fixture
-async def leader(one_node_leader: Callable[..., AbstractAsyncContextManager[Node]]
-                 ) -> AsyncIterator[Node]:
+async def leader(tmp_path: Path) -> AsyncIterator[Node]:
     """A one-node cluster, its leader elected, its client port open."""
-    async with one_node_leader() as node:
+    peer, client = free_ports(2)
+    settings = NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
+                            peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
+                            data_dir=str(tmp_path / "data"), snapshot_entries=0)
+    node = Node(settings, admin=Pending.of)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run, partial(serve_clients, ClientServer(node)))
+        with trio.fail_after(30):
+            while node.core.role is not Role.LEADER:
+                await node.driver.role_changed.wait()
+            while not node.kv.is_published(1):
+                await node.next_tick()
         yield node
+        nursery.cancel_scope.cancel()
 
 
 async def test_the_loop_runs_between_the_entries_of_one_batch(
