@@ -53,6 +53,7 @@ FLOORS: dict[str, int] = {
     "raftkv.member_cli": 6,
     "raftkv.recover": 6,
     "raftkv.restore": 6,
+    "raftkv.testing": 6,
     "client": 6,
     "chaos": 6,
 }

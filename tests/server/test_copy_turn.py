@@ -9,7 +9,6 @@ stalled 21-23 s, the leader lost its term, a probe SET took 24 s.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,8 @@ import trio
 from chaos.cluster import free_ports
 from raftkv.kv import KVStateMachine, decode_entry, encode_entry
 from raftkv.node.node import Node
-from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
-from raftkv.raft import Role
-from raftkv.server.client_port import ClientServer, serve_clients
 from raftkv.server.copy_turn import BIG_COPY, copies_big
+from raftkv.testing import one_node_leader
 from wire.raft import NORMAL
 from wire.resp import encode_command
 
@@ -30,19 +26,8 @@ from wire.resp import encode_command
 @pytest.fixture
 async def leader(tmp_path: Path) -> AsyncIterator[Node]:
     """A one-node cluster, its leader elected, its client port open."""
-    peer, client = free_ports(2)
-    settings = NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
-                            peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
-                            data_dir=str(tmp_path / "data"), snapshot_entries=0,
-                            fsync="never")
-    node = Node(settings, admin=Pending.of)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run, partial(serve_clients, ClientServer(node)))
-        with trio.fail_after(30):
-            while node.core.role is not Role.LEADER:
-                await node.driver.role_changed.wait()
+    async with one_node_leader(tmp_path / "data", *free_ports(2), fsync="never") as node:
         yield node
-        nursery.cancel_scope.cancel()
 
 
 async def _send_and_read(stream: trio.SocketStream, data: bytes, replies: int) -> bytes:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,32 +11,15 @@ import trio
 
 from chaos.cluster import free_ports
 from raftkv.node.node import Node
-from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
-from raftkv.raft import Role
-from raftkv.server.client_port import ClientServer, serve_clients
+from raftkv.testing import one_node_leader
 from wire.resp import encode_command
 
 
 @pytest.fixture
 async def leader(tmp_path: Path) -> AsyncIterator[Node]:
     """A one-node cluster, its leader elected, its client port open."""
-    peer, client = free_ports(2)
-    settings = NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
-                            peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
-                            data_dir=str(tmp_path / "data"), snapshot_entries=0)
-    node = Node(settings, admin=Pending.of)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run, partial(serve_clients, ClientServer(node)))
-        with trio.fail_after(30):
-            while node.core.role is not Role.LEADER:
-                await node.driver.role_changed.wait()
-            # The leader's own publish_member entry (raftkv.node.publish) is proposed once
-            # it leads: counted meanwhile, it made a test below see 17 proposals for 16 SETs.
-            while not node.kv.is_published(1):
-                await node.next_tick()
+    async with one_node_leader(tmp_path / "data", *free_ports(2)) as node:
         yield node
-        nursery.cancel_scope.cancel()
 
 
 async def test_sixteen_pipelined_sets_are_one_wal_sync(leader: Node) -> None:
