@@ -41,9 +41,13 @@ def main() -> None:
 @click.option("--txn/--no-txn", default=None,
               help="KV workload of MULTI/EXEC transactions (WATCH included), Lua scripts, "
                    "and sessions that expire (default: half the seeds with --ttl or --sessions).")
+@click.option("--gone-hints/--no-gone-hints", default=None,
+              help="Survivors of a crash are told the node is gone, as a refused peer port "
+                   "tells the runtime (default: 50 % of the seeds).")
 def sim(count: int, seed_start: int, nodes: int | None, steps: int | None, long_: bool,
         quiet: bool, jobs: int, bugs: tuple[str, ...], ttl: bool | None,
-        sessions: bool | None, slow_writes: bool | None, txn: bool | None) -> None:
+        sessions: bool | None, slow_writes: bool | None, txn: bool | None,
+        gone_hints: bool | None) -> None:
     """Run seeded deterministic simulations of the consensus core.
 
     Each seed drives one cluster of consensus cores through crashes, torn writes,
@@ -58,7 +62,8 @@ def sim(count: int, seed_start: int, nodes: int | None, steps: int | None, long_
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--bug") from None
     code = run_cli(count, seed_start, nodes, steps, long_, quiet, jobs, frozenset(bugs),
-                   ttl=ttl, sessions=sessions, slow_writes=slow_writes, txn=txn)
+                   ttl=ttl, sessions=sessions, slow_writes=slow_writes, txn=txn,
+                   gone_hints=gone_hints)
     raise SystemExit(code)
 
 

@@ -129,8 +129,13 @@ class Cluster:
         snapshot_max: int = 40,
         kv: KVLayer | None = None,
         slow_writes: random.Random | None = None,
+        gone_hints: random.Random | None = None,
     ) -> None:
         self.rng = rng
+        # The runtime's hint that a peer's process is gone (its port refuses: kill -9 on a
+        # host that stays up) reaches some survivors of a crash, each after its own delay.
+        self.hint_rng = gone_hints
+        self._hints: list[tuple[int, int, int]] = []  # (tick, node told, node gone)
         self.write_rng = slow_writes  # None: every Ready is handled at once
         self.slow_write_p = slow_writes.uniform(0.2, 0.8) if slow_writes else 0.0
         self.kv = kv
@@ -218,6 +223,16 @@ class Cluster:
         if self.kv is not None:
             self.kv.crashed(node)
         self.event(node.id, "crash" + (" (torn)" if torn else ""), note)
+        if self.hint_rng is not None:
+            self._schedule_hints(node.id)
+
+    def _schedule_hints(self, gone: int) -> None:
+        """Survivors learn of the crash at different times (a dial retry apart), some never
+        (a partitioned one); a hint that comes after a quick restart is a false alarm."""
+        rng, tick = self.hint_rng, self.now // TICK
+        for other in self.ids:
+            if other != gone and rng.random() < 0.75:  # type: ignore[union-attr]
+                self._hints.append((tick + rng.randint(0, 8), other, gone))  # type: ignore[union-attr]
 
     def restart(self, node: SimNode) -> None:
         if not node.alive and not node.retired:
@@ -255,6 +270,16 @@ class Cluster:
         for n in [n for n, t in self._restart_at.items() if t <= tick]:
             del self._restart_at[n]
             self.restart(self.nodes[n])
+        if self._hints:
+            due = [h for h in self._hints if h[0] <= tick]
+            self._hints = [h for h in self._hints if h[0] > tick]
+            for _, told, gone in due:
+                node = self.nodes.get(told)
+                if node is not None and node.alive:
+                    self.stats.faults["gone_hint"] = self.stats.faults.get("gone_hint", 0) + 1
+                    self.event(told, "gone hint", gone)
+                    node.raft.leader_unreachable(gone)
+                    self._drain(node)
 
     def deliver(self, msg: Any) -> None:
         node = self.nodes[msg.dst]

@@ -36,11 +36,13 @@ def run_cli(
     sessions: bool | None = None,
     slow_writes: bool | None = None,
     txn: bool | None = None,
+    gone_hints: bool | None = None,
 ) -> int:
     if echo is None:
         echo = _echo
     params = SimParams(nodes=nodes, ticks=steps, long=long, bugs=bugs, ttl=ttl,
-                       sessions=sessions, slow_writes=slow_writes, txn=txn)
+                       sessions=sessions, slow_writes=slow_writes, txn=txn,
+                       gone_hints=gone_hints)
     started = time.monotonic()
     size = f"{nodes} nodes" if nodes else "3/5/7 nodes by seed"
     if not quiet:

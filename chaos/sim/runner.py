@@ -58,6 +58,9 @@ TTL_SHARE = 0.15
 SESSIONS_SHARE = 0.15
 # Slow writes: on by default in this share of the seeds (their own generator).
 SLOW_WRITES_SHARE = 0.5
+# The runtime's refused-port hint after a crash (RaftCore.leader_unreachable): on by default
+# in this share of the seeds (their own generator).
+GONE_HINTS_SHARE = 0.5
 # Transactions, scripts and session expiry (--txn, chaos/sim/txnclients.py): by default
 # in this share of the seeds that run TTLs or sessions (~14 % of all), drawn from their own
 # generator, so every other seed (KV ones included) keeps its schedule and digest. Only
@@ -91,6 +94,7 @@ class SimParams:
     # its own generator), as the CLI does by default; off here for the pinned seeds.
     slow_writes: bool | None = False
     txn: bool | None = False
+    gone_hints: bool | None = False
     # Test only: session clients retry without the ``once`` wrapper (the checker must see
     # a double apply).
     unsafe_retries: bool = False
@@ -114,7 +118,8 @@ class SimParams:
         for flag, value, default in (("ttl", self.ttl, drawn[0]),
                                      ("sessions", self.sessions, drawn[1]),
                                      ("slow-writes", self.slow_writes, draw_slow_writes(seed)[0]),
-                                     ("txn", self.txn, draw_txn(seed, ttl or sessions)[0])):
+                                     ("txn", self.txn, draw_txn(seed, ttl or sessions)[0]),
+                                     ("gone-hints", self.gone_hints, draw_gone_hints(seed)[0])):
             if value is not None and value != default:  # else the CLI's draw gives it
                 cmd += f" --{flag}" if value else f" --no-{flag}"
         return cmd
@@ -131,6 +136,12 @@ def draw_slow_writes(seed: int) -> tuple[bool, random.Random]:
     """Whether ``seed`` runs slow writes by default, and their generator."""
     wr = random.Random(f"slow-writes-{seed}")
     return wr.random() < SLOW_WRITES_SHARE, wr
+
+
+def draw_gone_hints(seed: int) -> tuple[bool, random.Random]:
+    """Whether ``seed`` tells survivors of a crash that the node is gone, and their generator."""
+    gr = random.Random(f"gone-hints-{seed}")
+    return gr.random() < GONE_HINTS_SHARE, gr
 
 
 def draw_txn(seed: int, kv: bool) -> tuple[bool, random.Random]:
@@ -246,6 +257,8 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
 
     drawn_slow, slow_rng = draw_slow_writes(seed)
     slow = params.slow_writes if params.slow_writes is not None else drawn_slow
+    drawn_hints, hints_rng = draw_gone_hints(seed)
+    hints = params.gone_hints if params.gone_hints is not None else drawn_hints
     cluster = Cluster(
         random.Random(rng.getrandbits(64)),
         ids,
@@ -257,6 +270,7 @@ def run_seed(seed: int, params: SimParams = SimParams()) -> SeedResult:
         snapshot_max=snapshot_max,
         kv=kv,
         slow_writes=slow_rng if slow else None,
+        gone_hints=hints_rng if hints else None,
     )
     planner = FaultPlanner(random.Random(rng.getrandbits(64)), ids)
     clients = Workload(random.Random(rng.getrandbits(64)), ids)

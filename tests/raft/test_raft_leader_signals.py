@@ -112,6 +112,37 @@ def test_a_false_alarm_with_a_live_leader_changes_no_term() -> None:
     assert c.nodes[2].role is Role.FOLLOWER and c.nodes[2].leader_id == 1
 
 
+def test_survivors_that_campaign_together_retry_in_id_order() -> None:
+    # Sightings of the refused port differ by up to a dial retry: node 3 (the higher id,
+    # a heartbeat later) saw it first, node 2 a heartbeat after it, so both campaign in the
+    # same tick, each grants the other's pre-vote and the vote splits (bench, 07:50 UTC:
+    # a 250 ms failover). The rivals back off in id order, not for a random full timeout.
+    c = _healthy()
+    term = c.nodes[1].term
+    c.crash(1)
+    c.nodes[3].leader_unreachable(1)
+    c.tick(FAST.heartbeat_ticks, nodes=[2, 3])
+    c.nodes[2].leader_unreachable(1)
+    c.tick(1, nodes=[2, 3])
+    assert {c.nodes[2].role, c.nodes[3].role} == {Role.CANDIDATE}  # split at term + 1
+    assert c.nodes[2].term == c.nodes[3].term == term + 1
+    c.tick(2, nodes=[2, 3])
+    assert c.leaders() == [2] and c.nodes[3].leader_id == 2
+    # Node 3 follows with a full election timeout again (it heard the leader).
+    assert c.nodes[3]._randomized_timeout >= FAST.election_ticks
+
+
+def test_rivals_without_a_gone_leader_still_back_off_at_random() -> None:
+    # The same split without the runtime's hint (a partition healed): no id order.
+    c = _healthy()
+    c.crash(1)
+    for i in (2, 3):
+        c.nodes[i]._randomized_timeout = c.nodes[i].election_elapsed + 1
+    c.tick(1, nodes=[2, 3])
+    assert {c.nodes[2].role, c.nodes[3].role} == {Role.CANDIDATE}
+    assert all(c.nodes[i]._randomized_timeout >= FAST.election_ticks for i in (2, 3))
+
+
 def test_unreachable_about_another_node_is_ignored() -> None:
     c = _healthy()
     before = (c.nodes[2].leader_id, c.nodes[2]._randomized_timeout)
