@@ -1,4 +1,4 @@
-"""chaos.watchers.holds: whether the feed still holds the run's beginning (attack11).
+"""chaos.watchers: the reference feed read whole, and whether it holds the run's beginning.
 
 A run whose watchers start at 0-0 asked ``XREAD ... 0-0``, which the node reads from the
 oldest retained change and never answers "compacted": with the feed trimmed by retention
@@ -17,8 +17,10 @@ from client.feed import ZERO, ChangeId
 from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.kv.feed import ChangeFeed
 from raftkv.kv.sliced import SlicedRead
-from raftkv.server.streams import FeedReader, XRead, parse_xread
+from raftkv.server.streams import MAX_REPLY_BYTES, FeedReader, XRead, parse_xread
 from wire.reply import ErrorReply
+from wire.resp import encode_reply
+from wire.resp_reply import ReplyParser
 
 T0 = 1_700_000_000_000
 
@@ -57,3 +59,44 @@ async def test_a_whole_feed_holds_a_run_from_zero(monkeypatch: pytest.MonkeyPatc
     _node_with(_feed(retained=100), monkeypatch)
     assert await watchers.holds(("node", 1), ZERO)
     assert await watchers.holds(("node", 1), ChangeId(4, 0))
+
+
+class _Conn:
+    """A client connection to a node holding ``kv``: its GET, and its XRANGE as the
+    node answers it (bounded in bytes as well as by COUNT)."""
+
+    def __init__(self, kv: KVStateMachine) -> None:
+        self.kv = kv
+
+    async def request(self, *args: object) -> object:
+        raw = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        if raw[0] == b"GET":
+            return None
+        reply = FeedReader(self.kv.feed, None, lambda key: True).xrange(raw, False)
+        reply = reply.finish() if isinstance(reply, SlicedRead) else reply
+        parser = ReplyParser()
+        parser.feed(encode_reply(reply))
+        return parser.next_reply()
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_the_whole_feed_is_read_past_pages_cut_short_by_their_bytes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """attack11 (seed 2222 with 256 KiB APPENDs beside it): an XRANGE reply is bounded at
+    about MAX_REPLY_BYTES, so a page of big values came back shorter than COUNT, which the
+    harness took for the feed's end: 202 acknowledged writes 'missing from the feed'."""
+    kv = KVStateMachine(feed=ChangeFeed(retention_entries=1000, retention_bytes=1 << 30))
+    big = b"x" * (MAX_REPLY_BYTES // 8)
+    for index in range(1, 21):
+        kv.apply(encode_entry([b"SET", b"k%d" % index, big], T0), index=index)
+    kv.apply(encode_entry([b"SET", b"last", b"1"], T0), index=21)
+
+    async def open_host(*args: object, **kwargs: object) -> _Conn:
+        return _Conn(kv)
+
+    monkeypatch.setattr(watchers.Connection, "open_host", open_host)
+    feed = await watchers.read_feed(("node", 1))
+    assert [c.key for c in feed][-1] == b"last"  # (before: k7, the end of the first page)
+    assert len(feed) == 21
