@@ -9,9 +9,9 @@ connection closes the oldest one that has not yet sent its whole request head: o
 32 idle sockets from anyone who can reach the port would make ``/livez`` answer 503 and get
 a healthy node restarted (attack2). Only when all 32 are being answered does a newcomer get
 a 503. A reconnect flood is refused at accept, at most ADMIT_RATE newcomers a second take
-the 32 slots, and probes whose head came with the connection have slots of their own
-(see ACCEPT_BATCH below). The exposition text is ``prometheus_client.generate_latest``
-(never hand-written).
+the 32 slots, and probes whose head came with the connection are answered at accept
+(``_answer_probe_now``), else in slots of their own (see ACCEPT_BATCH below). The
+exposition text is ``prometheus_client.generate_latest`` (never hand-written).
 
 With TLS (raftkv.server.http_auth decides when) the handshake happens inside the same
 5 s window as the request head and counts as "still sending its head", so a stalled
@@ -50,11 +50,11 @@ TEXT = "text/plain; charset=utf-8"
 # (4,096 here): one accept a pass of the loop, then a task that evicted another, so a
 # probe's connection waited 1-2.5 s in the queue or timed out (attack_metrics_flood.py).
 # Now the port accepts up to ACCEPT_BATCH connections a wake-up and looks at what each
-# has sent already (``admit``): a complete ``/livez`` or ``/readyz`` head is answered in
-# one of MAX_PROBES slots of its own (its answer is one small write: it cannot hold a
-# slot), and when the port is full, a connection with nothing or half a head may evict
-# only one that has had STALLED_AFTER to send its head; else it is refused at once,
-# without a task.
+# has sent already (``admit``): a complete ``/livez`` or ``/readyz`` head is answered
+# there and then (``_answer_probe_now``), or if ``/livez`` must wait for a tick, in one of
+# MAX_PROBES slots of its own (its answer is one small write: it cannot hold a slot),
+# and when the port is full, a connection with nothing or half a head may evict only one
+# that has had STALLED_AFTER to send its head; else it is refused at once, without a task.
 ACCEPT_BATCH = 64
 # New connections a second the 32 slots take (in bursts of ADMIT_BURST); past it they are
 # refused at accept. A scrape every few seconds is the port's usual load; without this
