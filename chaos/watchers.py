@@ -79,17 +79,21 @@ async def read_feed(addr: Addr, patience: float = 30.0) -> list[Change]:
                 if isinstance(reply, ErrorReply):
                     raise RuntimeError(f"XRANGE on the feed: {reply.text}")
                 page = parse_range(reply)
+                if not page:  # (a short page is not the end: a reply is also bounded in
+                    return out  # bytes, ~16 MiB, so big values cut it short: attack11)
                 out += page
-                if len(page) < PAGE:
-                    return out
                 start = f"{page[-1].index}-{page[-1].position + 1}"
         finally:
             await conn.aclose()
 
 
 async def holds(addr: Addr, after: ChangeId) -> bool:
-    """False if the node answers that the feed after ``after`` was compacted away."""
-    reply = await _request(addr, "XREAD", "COUNT", 1, "STREAMS", FEED, str(after))
+    """False if the node answers that the feed after ``after`` was compacted away. For
+    0-0 it asks after 0-1: ``0``/``0-0`` read from the oldest retained change and are
+    never "compacted", so a run from the start whose feed retention had trimmed was
+    judged complete, and its writes "missing from the feed" (attack11)."""
+    raw = "0-1" if after == ChangeId(0, 0) else str(after)
+    reply = await _request(addr, "XREAD", "COUNT", 1, "STREAMS", FEED, raw)
     return not (isinstance(reply, ErrorReply) and COMPACTED in reply.text)
 
 

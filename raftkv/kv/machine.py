@@ -316,14 +316,18 @@ class KVStateMachine:
             return None
         return _setrange_past(args, limit)
 
-    def expired_keys(self, now: int, limit: int) -> list[bytes]:
+    def expired_keys(self, now: int, limit: int,
+                     fits: Callable[[bytes], bool] | None = None) -> list[bytes]:
         """Up to ``limit`` keys whose deadline is at or before ``now``, earliest first: what
-        the leader proposes to delete (``EXPIRED``). Changes no state, only the heap cache."""
+        the leader proposes to delete (``EXPIRED``). Changes no state, only the heap cache.
+        A key ``fits`` refuses (one no ``EXPIRED`` can carry) leaves the cache for good, to
+        the reads that hide it and the writes that meet it: kept as a candidate, a batch of
+        them due first filled every batch, and no other key expired again (attack11)."""
         heap, expires = self._heap, self._expires
         found: list[tuple[int, bytes]] = []
         while heap and heap[0][0] <= now and len(found) < limit:
             deadline, key = heapq.heappop(heap)
-            if expires.get(key) == deadline:
+            if expires.get(key) == deadline and (fits is None or fits(key)):
                 found.append((deadline, key))
         for item in found:  # until the deletion applies, they stay candidates
             heapq.heappush(heap, item)

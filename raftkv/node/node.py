@@ -223,6 +223,9 @@ class Node:
     async def next_tick(self) -> int:
         return await self.ticker.next_tick()
 
+    def ticked_within(self, seconds: float) -> int | None:
+        return self.ticker.ticked_within(seconds)
+
     async def stop(self, transfer_timeout: float = 1.0) -> None:
         """Graceful stop: a leader hands leadership to the most caught-up voter first."""
         self.stopping = True

@@ -10,6 +10,7 @@ node's construction, so a probe during startup waits instead of failing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import trio
@@ -20,6 +21,7 @@ from raftkv.raft import RaftCore
 class Ticker:
     def __init__(self) -> None:
         self.ticks = 0
+        self.ticked_at = -math.inf  # trio.current_time() of the last tick
         self._tick_event: trio.Event | None = None
         self.hold = False  # the core gets no ticks (a founder asking whether it served)
 
@@ -36,10 +38,15 @@ class Ticker:
                     core.heartbeat_late(late)
                 core.tick()
             self.ticks += 1
+            self.ticked_at = trio.current_time()
             if self._tick_event is not None:
                 self._tick_event.set()
                 self._tick_event = None
             wake()
+
+    def ticked_within(self, seconds: float) -> int | None:
+        """The tick count if the ticker ticked within the last ``seconds``, else None."""
+        return self.ticks if trio.current_time() - self.ticked_at <= seconds else None
 
     async def next_tick(self) -> int:
         """Wait for the ticker's next tick (liveness: the loop and the ticker turn)."""

@@ -53,6 +53,18 @@ def readiness(node: Node) -> tuple[bool, str]:
     return True, why
 
 
+# A tick this recent proves the ticker alive, and the loop turns (it runs the caller): the
+# probe is answered at once, not after the next tick (raftkv.server.http answers it at accept).
+TICKED_RECENTLY = 0.5
+
+
+def liveness_now(node: Node) -> tuple[bool, str] | None:
+    """``liveness`` without waiting, if the ticker ticked within TICKED_RECENTLY; else None
+    (the caller waits for the next tick)."""
+    tick = node.ticked_within(TICKED_RECENTLY)
+    return None if tick is None else (True, f"ok (tick {tick})")
+
+
 async def liveness(node: Node, limit: float = 2.0) -> tuple[bool, str]:
     """Wait (through the event loop) for the ticker's next tick, up to ``limit`` seconds."""
     with trio.move_on_after(limit):

@@ -9,9 +9,9 @@ connection closes the oldest one that has not yet sent its whole request head: o
 32 idle sockets from anyone who can reach the port would make ``/livez`` answer 503 and get
 a healthy node restarted (attack2). Only when all 32 are being answered does a newcomer get
 a 503. A reconnect flood is refused at accept, at most ADMIT_RATE newcomers a second take
-the 32 slots, and probes whose head came with the connection have slots of their own
-(see ACCEPT_BATCH below). The exposition text is ``prometheus_client.generate_latest``
-(never hand-written).
+the 32 slots, and probes whose head came with the connection are answered at accept
+(``_answer_probe_now``), else in slots of their own (see ACCEPT_BATCH below). The
+exposition text is ``prometheus_client.generate_latest`` (never hand-written).
 
 With TLS (raftkv.server.http_auth decides when) the handshake happens inside the same
 5 s window as the request head and counts as "still sending its head", so a stalled
@@ -34,7 +34,7 @@ from raftkv.log import event
 from raftkv.node.node import Node
 from raftkv.server.client_port import ACCEPT_BACKOFF, ACCEPT_CAPACITY_ERRNOS
 from raftkv.server.client_tls import TLSClientStream, failure_reason
-from raftkv.server.health import liveness, readiness
+from raftkv.server.health import liveness, liveness_now, readiness
 from raftkv.server.http_auth import MetricsSecurity, parse_headers
 from wire.addr import parse_addr
 
@@ -50,11 +50,11 @@ TEXT = "text/plain; charset=utf-8"
 # (4,096 here): one accept a pass of the loop, then a task that evicted another, so a
 # probe's connection waited 1-2.5 s in the queue or timed out (attack_metrics_flood.py).
 # Now the port accepts up to ACCEPT_BATCH connections a wake-up and looks at what each
-# has sent already (``admit``): a complete ``/livez`` or ``/readyz`` head is answered in
-# one of MAX_PROBES slots of its own (its answer is one small write: it cannot hold a
-# slot), and when the port is full, a connection with nothing or half a head may evict
-# only one that has had STALLED_AFTER to send its head; else it is refused at once,
-# without a task.
+# has sent already (``admit``): a complete ``/livez`` or ``/readyz`` head is answered
+# there and then (``_answer_probe_now``), or if ``/livez`` must wait for a tick, in one of
+# MAX_PROBES slots of its own (its answer is one small write: it cannot hold a slot),
+# and when the port is full, a connection with nothing or half a head may evict only one
+# that has had STALLED_AFTER to send its head; else it is refused at once, without a task.
 ACCEPT_BATCH = 64
 # New connections a second the 32 slots take (in bursts of ADMIT_BURST); past it they are
 # refused at accept. A scrape every few seconds is the port's usual load; without this
@@ -96,6 +96,7 @@ class HttpServer:
         # the ones a newcomer may evict when the port is full, with when they began.
         self.waiting: dict[int, tuple[float, trio.CancelScope]] = {}
         self.probes = 0  # probe connections being answered (``admit``)
+        self.probes_at_once = 0  # probes answered at accept (``_answer_probe_now``)
         self._tokens = ADMIT_BURST  # admissions ADMIT_RATE allows now
         self._tokens_at = trio.current_time()
         self.refused = 0  # connections closed at accept: the port full, nothing to evict
@@ -161,15 +162,45 @@ class HttpServer:
             sock.close()
             return
         complete = _complete(head)
-        if complete and self.probes < MAX_PROBES and _target(head) in PROBES:
-            self.probes += 1
-            nursery.start_soon(self._serve_probe, _stream(sock))
-            return
+        if complete and _target(head) in PROBES:
+            if self._answer_probe_now(sock, head):
+                return
+            if self.probes < MAX_PROBES:
+                self.probes += 1
+                nursery.start_soon(self._serve_probe, _stream(sock))
+                return
         if not self._admission() or not self._room(complete):
             self.refuse(sock)
             return
         self.active += 1
         nursery.start_soon(self._serve_admitted, _stream(sock))
+
+    def _answer_probe_now(self, sock: socket.socket, head: bytes) -> bool:
+        """Answer a probe whose head is in (``head``) here, at accept, and close: True if
+        done. ``/readyz`` always; ``/livez`` when the ticker ticked just now, else False
+        (it waits for the next tick in a probe slot). Answered at once, a probe costs the
+        loop what a refusal does, and a flood of probes never fills the slots a real one
+        needs (attack11: complete ``GET /readyz`` heads reconnecting as fast as answered
+        held the 32 probe slots and, past them, the admissions and the 32 others: 59 of 76
+        real probes got ``503 too many connections``, 62 of 85 for ``/livez``)."""
+        parts = head.split(b"\n", 1)[0].split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            return False  # (``_answer`` says why, in a slot)
+        if parts[1].split(b"?", 1)[0] == b"/readyz":
+            ok, why = readiness(self.node)
+        else:
+            live = liveness_now(self.node)
+            if live is None:
+                return False
+            ok, why = live
+        answer = _response((200 if ok else 503), TEXT, f"{why}\n".encode(),
+                           head_only=parts[0] == b"HEAD")
+        self.probes_at_once += 1
+        with contextlib.suppress(OSError):  # (gone, or a full buffer: it is closed anyway)
+            sock.recv(len(head))  # take what was peeked: closed unread, it would reset
+            sock.send(answer)
+        sock.close()
+        return True
 
     def _room(self, complete: bool) -> bool:
         """A slot for a newcomer: a free one, else one evicted for it (``complete``: its
@@ -355,10 +386,7 @@ class HttpServer:
 
     async def _send(self, stream: Stream, status: int, ctype: str, body: bytes,
                     head_only: bool = False, headers: tuple[str, ...] = ()) -> None:
-        reason = REASONS.get(status, "")
-        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n"
-                + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode()
+        answer = _response(status, ctype, body, head_only, headers)
         key = self._next_id
         self._next_id += 1
         scope = trio.move_on_after(SEND_TIMEOUT)
@@ -366,9 +394,19 @@ class HttpServer:
         try:
             with scope, contextlib.suppress(
                     trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                await stream.send_all(head if head_only else head + body)
+                await stream.send_all(answer)
         finally:
             self.sending.pop(key, None)
+
+
+def _response(status: int, ctype: str, body: bytes, head_only: bool = False,
+              headers: tuple[str, ...] = ()) -> bytes:
+    """A whole HTTP/1.1 answer (its head alone for HEAD), ``Connection: close``."""
+    reason = REASONS.get(status, "")
+    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+            + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode()
+    return head if head_only else head + body
 
 
 def _complete(head: bytes) -> bool:

@@ -38,7 +38,10 @@ from raftkv.probe import call, parse_info
 
 HEADS = {"half": b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Slow: ",
          "silent": b"",
-         "noread": b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"}
+         "noread": b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+         # complete probe heads: answered in the probe slots, outside the admission rate
+         "readyz": b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n",
+         "livez": b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"}
 
 
 def livez(addr: tuple[str, int]) -> tuple[str, float]:

@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from raftkv.kv import KVStateMachine, encode_entry
-from raftkv.node.expiry import active_expiry, fitting
+from raftkv.node.expiry import BATCH, active_expiry, fitting
 from raftkv.node.pending import Pending
 from raftkv.node.sizes import request_size
 from raftkv.raft import Role
@@ -31,7 +31,8 @@ def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
 
 
-def _leader_with(keys: list[bytes]) -> tuple[KVStateMachine, list[list[bytes]], object]:
+def _leader_with(keys: list[bytes], limit: int = LIMIT,
+                 ) -> tuple[KVStateMachine, list[list[bytes]], object]:
     """A state holding ``keys`` all due at T0 + 10, and a ``submit`` that refuses an
     oversized command as ``Node.check`` does and otherwise applies it at T0 + 20."""
     kv = KVStateMachine()
@@ -41,18 +42,18 @@ def _leader_with(keys: list[bytes]) -> tuple[KVStateMachine, list[list[bytes]], 
 
     def submit(args: list[bytes]) -> Pending:
         sent.append(args)
-        if request_size(args) > LIMIT:
+        if request_size(args) > limit:
             return Pending.of(ErrorReply("ERR request exceeds max-request-bytes"))
         return Pending.of(kv.apply(encode_entry(args, T0 + 20)))
 
     return kv, sent, submit
 
 
-async def _expire(kv: KVStateMachine, submit: object) -> None:
+async def _expire(kv: KVStateMachine, submit: object, limit: int = LIMIT) -> None:
     core = SimpleNamespace(role=Role.LEADER)
     clock = SimpleNamespace(now=lambda: T0 + 20)
     with trio.move_on_after(5):  # (virtual seconds: 50 expiry periods)
-        await active_expiry(core, kv, clock, submit, LIMIT)  # type: ignore[arg-type]
+        await active_expiry(core, kv, clock, submit, limit)  # type: ignore[arg-type]
 
 
 async def test_due_keys_whose_names_exceed_the_request_bound_together_all_expire(
@@ -83,6 +84,19 @@ async def test_a_key_too_long_to_go_alone_does_not_hold_back_the_others(
     assert len(kv) == 1  # the long one, hidden from reads as it is past its deadline
     assert all(too_long not in args for args in sent)
     assert sorted(k for args in sent for k in args[1:]) == [b"a", b"b"]
+
+
+async def test_a_batch_of_keys_too_long_to_go_alone_does_not_stop_expiry(
+        autojump_clock) -> None:
+    """attack11: the keys too long to go alone stayed candidates at the head of the heap,
+    so a whole BATCH (500) of them, due first, filled every batch: each came out empty and
+    no other key was deleted again (a script may write 500 such names)."""
+    limit = 1024
+    too_long = [b"A%03d" % i + b"x" * limit for i in range(BATCH)]
+    kv, sent, submit = _leader_with([*too_long, b"small1", b"small2"], limit)
+    await _expire(kv, submit, limit)
+    assert len(kv) == BATCH  # only the long ones, hidden from reads past their deadline
+    assert sorted(k for args in sent for k in args[1:]) == [b"small1", b"small2"]
 
 
 def test_fitting_takes_a_prefix_within_the_bound() -> None:

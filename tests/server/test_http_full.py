@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry
 from chaos.cluster import free_ports
 from raftkv.server.http import MAX_CONNECTIONS, STALLED_AFTER, HttpServer, serve_http
 
+MAX_PROBES = 32  # (raftkv.server.http.MAX_PROBES: written out, so this runs on main too)
+
 ADMIT_RATE = 64.0  # (raftkv.server.http.ADMIT_RATE: written out, so this runs on main too)
 ADMIT_BURST = 2 * MAX_CONNECTIONS  # (raftkv.server.http.ADMIT_BURST, likewise)
 
@@ -38,6 +40,9 @@ class FakeNode:
         await trio.sleep(0.01)
         self.ticks += 1
         return self.ticks
+
+    def ticked_within(self, seconds: float) -> int | None:
+        return None  # (not known: /livez waits for the next tick)
 
 
 async def _answer(client: trio.abc.Stream) -> bytes:
@@ -103,6 +108,9 @@ class _QuickNode(FakeNode):
         self.ticks += 1
         return self.ticks
 
+    def ticked_within(self, seconds: float) -> int | None:
+        return self.ticks
+
 
 @pytest.fixture
 def stopped_clock() -> trio.testing.MockClock:
@@ -152,6 +160,7 @@ async def _answer_of(sock: socket.socket) -> bytes:
 HALF = b"GET /livez HTTP/1.1\r\nX-Slow: "
 LIVEZ = b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"
 ROOT = b"GET / HTTP/1.1\r\n\r\n"
+READYZ = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 async def test_a_reconnect_flood_is_refused_at_accept_and_a_probe_still_gets_in(
@@ -234,3 +243,37 @@ async def test_a_scrape_flood_renders_metrics_a_few_times_a_second(
     before = counter.collected
     await server.route(b"/metrics")
     assert counter.collected == before + 1
+
+
+class _TickingNode(FakeNode):
+    """A node on ``addr`` whose ticker ticked just now, and whose next tick comes only when
+    the (stopped) clock moves: a probe that waits for it holds its slot meanwhile."""
+
+    def __init__(self, addr: str) -> None:
+        super().__init__()
+        self.settings = SimpleNamespace(metrics_addr=addr)
+
+    def ticked_within(self, seconds: float) -> int | None:
+        return self.ticks
+
+
+async def test_a_flood_of_probes_does_not_crowd_out_a_probe(
+        stopped_clock: trio.testing.MockClock) -> None:
+    """attack11 (attack_metrics_flood.py ``readyz``, ``livez``): complete probe heads that
+    reconnect as fast as they are answered took the MAX_PROBES probe slots, then the
+    admissions and the 32 other slots, each waiting for the next tick: 59 of 76 real
+    ``/readyz`` probes (62 of 85 ``/livez``) got ``503 too many connections``. Now a probe
+    is answered at accept when the ticker ticked just now (``/readyz`` always)."""
+    async with trio.open_nursery() as nursery:
+        port = free_ports(1)[0]
+        await nursery.start(serve_http, _TickingNode(f"127.0.0.1:{port}"))
+        flood = [_client(port, LIVEZ) for _ in range(MAX_PROBES + MAX_CONNECTIONS)]
+        await trio.testing.wait_all_tasks_blocked()  # (the port took the flood in)
+        for head in (LIVEZ, READYZ):
+            with _client(port, head) as probe:  # (before: 503 too many connections)
+                answer = await _answer_of(probe)
+                assert b"too many connections" not in answer, answer
+        for s in flood:
+            s.close()
+        nursery.cancel_scope.cancel()
+
