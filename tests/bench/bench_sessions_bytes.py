@@ -12,13 +12,16 @@ INCR's. One 3-node cluster (fsync always, bench_sessions.py's); each round runs 
 kinds in a rotated order (reversed every other round); printed: per kind and round the
 INCR/s, the nodes' and the leader's CPU per INCR and the leader's WAL syncs per INCR (how
 many INCRs share a group commit), then the median ratios to ``plain`` over the rounds with
-a bootstrap 95% interval of the median.
+a bootstrap 95% interval of the median, and each kind's median user and system (kernel)
+CPU per INCR of the leader and of the two followers (``/proc/PID/stat``, 10 ms ticks).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
+import statistics
 
 import trio
 from bench_sessions import _client, node_cpu_ns, slow_election_cluster
@@ -29,6 +32,14 @@ from chaos.cluster import LocalCluster
 PAD = b"x" * 34  # INCR ctr0 + PAD: 56 bytes as an entry, as RAFT ONCE's
 KINDS = ("plain", "padded", "once")
 FIGURES = ("INCR/s", "nodes' CPU/INCR", "leader's CPU/INCR", "leader's WAL syncs/INCR")
+TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+
+
+def user_system_us(pid: int) -> tuple[float, float]:
+    """The process's (user, system) CPU so far, in us (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) * TICK_US, int(fields[12]) * TICK_US
 
 
 async def one_round(addr: tuple[str, int], kind: str, clients: int,
@@ -58,22 +69,34 @@ def main() -> int:
     args = ap.parse_args()
     print(load_line())
     rows: dict[str, list[tuple[float, float, float, float]]] = collections.defaultdict(list)
+    # kind -> role -> [(user, system) us per INCR of the round]
+    split: dict[str, dict[str, list[tuple[float, float]]]] = collections.defaultdict(
+        lambda: collections.defaultdict(list))
     with scratch_dir(args.dir, "bench-sessions-bytes-") as work, \
             slow_election_cluster(work / "c") as cluster:
         for r in range(args.rounds):
             order = list(KINDS[r % 3:] + KINDS[:r % 3])
             for kind in (order if r % 2 == 0 else order[::-1]):
                 leader, _ = roles(cluster)
+                pids = {i: node.proc.pid for i, node in cluster.nodes.items() if node.proc}
+                times = {i: user_system_us(pid) for i, pid in pids.items()}
                 syncs, cpu = wal_syncs(cluster, leader), node_cpu_ns(cluster)
                 done, took, errors = trio.run(one_round, cluster.client_addr(leader), kind,
                                               args.clients, args.seconds)
                 syncs = wal_syncs(cluster, leader) - syncs
+                after = {i: user_system_us(pid) for i, pid in pids.items()}
                 spent = {i: ns - cpu.get(i, ns) for i, ns in node_cpu_ns(cluster).items()}
                 ok = done > 0 and not errors
                 row = ((done / took, sum(spent.values()) / 1000 / done,
                         spent.get(leader, 0) / 1000 / done, syncs / done) if ok
                        else (0.0, 0.0, 0.0, 0.0))
                 rows[kind].append(row)
+                if ok:
+                    for role, ids in (("leader", [leader]),
+                                      ("followers", [i for i in pids if i != leader])):
+                        split[kind][role].append(
+                            (sum(after[i][0] - times[i][0] for i in ids) / done,
+                             sum(after[i][1] - times[i][1] for i in ids) / done))
                 note = f" errors: {errors[0][:80]} (x{len(errors)})" if errors else ""
                 print(f"  round {r} {kind:>6}: {row[0]:6.0f} INCR/s, nodes' CPU {row[1]:5.1f} "
                       f"us/INCR (leader {row[2]:5.1f}), leader's WAL syncs/INCR "
@@ -87,6 +110,10 @@ def main() -> int:
                 print(f"{kind}/plain {what}: median {(mid - 1) * 100:+.1f}% (95% CI of the "
                       f"median {(lo - 1) * 100:+.1f}% .. {(hi - 1) * 100:+.1f}%) over "
                       f"{len(ratios)} rounds")
+    for kind in KINDS:
+        print(f"{kind}: user + system CPU per INCR (medians): " + ", ".join(
+            f"{role} {statistics.median(u for u, _ in v):.1f} + "
+            f"{statistics.median(k for _, k in v):.1f} us" for role, v in split[kind].items()))
     print(load_line())
     return 0
 
