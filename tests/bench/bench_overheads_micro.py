@@ -22,6 +22,8 @@ measured is RaftKV's own code.
      validation, entry encoding, proposal), the node's ready loop, WAL write (no fsync),
      apply, the reply's RESP encoding, on an in-process one-node node with 50 commands in
      flight (a leader's share of the work, without the replication to followers).
+   ``once xN`` is ``RAFT ONCE`` with ``SESSIONS`` sessions taking turns, as the cluster
+   bench's clients do (one session each): every command touches another session's record.
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ class _NoNode:
 # -- 2. sessions --------------------------------------------------------------------------
 
 SID = 4_611_686_018_427_387_905  # a 19-digit id, as RAFT SESSION OPEN draws them
+SESSIONS = 50  # ``once xN``: as many sessions as bench_sessions.py's clients
+MANY = f"once x{SESSIONS}"
 
 
 def requests(kind: str, n: int) -> list[bytes]:
@@ -125,17 +129,24 @@ def parse(reqs: list[bytes]) -> float:
     return (time.process_time_ns() - started) / len(reqs)
 
 
+def _sids(kind: str) -> list[int]:
+    """The sessions ``kind``'s entries take turns on."""
+    return [SID + i for i in range(SESSIONS if kind == MANY else 1)]
+
+
 def entries(kind: str, n: int) -> list[bytes]:
     stamp = 1_700_000_000_000
     if kind == "plain":
         return [encode_entry([b"INCR", b"ctr%d" % (i % KEYS)], stamp) for i in range(n)]
-    return [encode_entry([b"once", b"%d" % SID, b"%d" % (i + 1), b"INCR",
-                          b"ctr%d" % (i % KEYS)], stamp) for i in range(n)]
+    sids = _sids(kind)
+    return [encode_entry([b"once", b"%d" % sids[i % len(sids)], b"%d" % (i // len(sids) + 1),
+                          b"INCR", b"ctr%d" % (i % KEYS)], stamp) for i in range(n)]
 
 
 def apply(kind: str, data: list[bytes]) -> float:
     kv = KVStateMachine()
-    kv.apply(encode_entry([b"session_open", b"300000", b"%d" % SID], 1_700_000_000_000))
+    for sid in _sids(kind):
+        kv.apply(encode_entry([b"session_open", b"300000", b"%d" % sid], 1_700_000_000_000))
     started = time.process_time_ns()
     for entry in data:
         kv.apply(entry)
@@ -172,13 +183,25 @@ class OnceRequests:
                                b"ctr%d" % (i % KEYS)) for i in range(n)]
 
 
+class TakingTurns:
+    """``OnceRequests`` of several sessions, one command of each in turn."""
+
+    def __init__(self, sids: list[int]) -> None:
+        self.sessions = [OnceRequests(sid) for sid in sids]
+
+    def __call__(self, n: int) -> list[bytes]:
+        per = -(-n // len(self.sessions))
+        batches = [make(per) for make in self.sessions]
+        return [batch[i] for i in range(per) for batch in batches][:n]
+
+
 async def sessions_end_to_end(work: Path, n: int, repeats: int) -> dict[str, float]:
     peer, client = free_ports(2)
     settings = NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
                             peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
                             data_dir=str(work), fsync="never", snapshot_entries=0)
     node = Node(settings, admin=Pending.of)
-    results: dict[str, list[float]] = {"plain": [], "once": []}
+    results: dict[str, list[float]] = {"plain": [], "once": [], MANY: []}
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run, partial(serve_clients, ClientServer(node)))
         with trio.fail_after(30):
@@ -187,13 +210,17 @@ async def sessions_end_to_end(work: Path, n: int, repeats: int) -> dict[str, flo
         conn = Connection(id=1, addr="bench", user="default")
         sid = await execute(node, conn, [b"RAFT", b"SESSION", b"OPEN"]).wait()
         assert isinstance(sid, int), sid
-        make = {"plain": partial(requests, "plain"), "once": OnceRequests(sid)}
+        sids = [sid]
+        for _ in range(SESSIONS - 1):
+            sids.append(await execute(node, conn, [b"RAFT", b"SESSION", b"OPEN"]).wait())
+        make = {"plain": partial(requests, "plain"), "once": OnceRequests(sid),
+                MANY: TakingTurns(sids)}
         for kind in results:  # warm up, and check that both kinds succeed
             reqs = make[kind](WINDOW)
             reply = await execute(node, conn, _args(reqs[-1])).wait()
             assert isinstance(reply, int), reply
         for r in range(repeats):
-            for kind in (["plain", "once"] if r % 2 == 0 else ["once", "plain"]):
+            for kind in (list(results) if r % 2 == 0 else list(results)[::-1]):
                 results[kind].append(await end_to_end(node, make[kind](n), conn))
         nursery.cancel_scope.cancel()
     return {k: min(v) for k, v in results.items()}
@@ -224,7 +251,7 @@ def measure(n: int, repeats: int) -> dict[str, dict[str, float]]:
                                                   b"3", b"d") for i in range(n)]}
     figures["parse: plain commands"] = interleaved(
         {k: partial(parse, v) for k, v in others.items()}, repeats)
-    data = {kind: entries(kind, n) for kind in ("plain", "once")}
+    data = {kind: entries(kind, n) for kind in ("plain", "once", MANY)}
     figures["sessions: apply (each replica)"] = interleaved(
         {k: partial(apply, k, v) for k, v in data.items()}, repeats)
     with tempfile.TemporaryDirectory(prefix="bench-micro-") as work:
@@ -252,6 +279,8 @@ def against(ref: str, n: int, repeats: int, rounds: int) -> None:
           f"{rounds} alternating processes x {repeats} runs of {n}:")
     for stage in got["after"][0]:
         for kind in got["after"][0][stage]:
+            if kind not in got["before"][0].get(stage, {}):
+                continue  # (a kind REF does not measure)
             before = min(f[stage][kind] for f in got["before"])
             after = min(f[stage][kind] for f in got["after"])
             print(f"  {stage + ' ' + kind:<56} {before:8.0f} -> {after:8.0f} "
