@@ -100,6 +100,29 @@ def test_one_survivor_told_is_enough_its_pre_vote_is_granted() -> None:
     assert lead in (2, 3)
 
 
+class _Slowest:
+    """An rng whose every election timeout is the longest one."""
+
+    def randrange(self, lo: int, hi: int) -> int:
+        return hi - 1
+
+
+def test_a_pre_candidate_told_asks_again_each_heartbeat() -> None:
+    # Node 3 has not seen node 1 go (its sighting came late) and ignores node 2's pre-vote
+    # while its lease lasts. Node 2 asks again each heartbeat interval, not after a random
+    # full timeout, so it leads about when node 3's lease ends (node 3 campaigns later).
+    c = _healthy()
+    for i in (2, 3):
+        c.nodes[i]._rng = _Slowest()
+        c.nodes[i]._randomized_timeout = 2 * FAST.election_ticks - 1
+    c.crash(1)
+    c.nodes[2].leader_unreachable(1)
+    c.tick(1, nodes=[2, 3])
+    assert c.nodes[2].role is Role.PRE_CANDIDATE and c.leaders() == []
+    c.tick(FAST.election_ticks + FAST.heartbeat_ticks, nodes=[2, 3])
+    assert c.leaders() == [2]
+
+
 def test_a_false_alarm_with_a_live_leader_changes_no_term() -> None:
     # The hint is wrong (node 1 is alive): node 2 campaigns, but node 3 still hears the
     # leader (the lease) and the leader is inside its own, so the pre-vote fails and node 2
