@@ -307,7 +307,7 @@ class Node:
             error = self._size_error(args)
         if error is None:  # nor may SETRANGE reach past it (APPEND is decided at apply)
             error = self.kv.growth_error(args, self.settings.max_request_bytes)
-        if error is None:  # an EXEC's copies and keyspace walks, by this node's state
+        if error is None and len(args) in (2, 5):  # an EXEC (or ONCE of one): copies, walks
             error = entry_cost.refusal(self.kv, args,
                                        copy_limit=2 * self.settings.max_request_bytes,
                                        walk_limit=self.settings.max_keys_per_command)
