@@ -9,15 +9,19 @@ loop. Two kinds of work in it depend on the state, not on its size as sent:
   (0.14-0.54 ms a MiB: ``tests/bench/bench_tx_cost.py``), seconds under load;
 - ``KEYS`` walks the whole keyspace, ``SCAN`` and ``RANDOMKEY`` need SCAN's hash order,
   which a replica that never served a SCAN builds whole from every key, and ``DBSIZE``
-  walks every key with a deadline. Outside ``MULTI`` they are reads served in slices.
+  walks every key with a deadline. Outside ``MULTI`` the first three are reads served in
+  slices.
 
 So the node a client talks to, and the leader again for a forwarded ``EXEC``, estimates
 both from its own state plus the transaction's earlier writes, and refuses the ``EXEC``
 (``EXECABORT``, as Redis answers an ``EXEC`` it rejects, e.g. for ``OOM``) when it would
 copy more than ``copy_limit`` bytes (the node passes 2 x ``--max-request-bytes``; a
 transaction may always copy as much as its largest copy, as at apply: one command alone is
-allowed outside ``MULTI``)
-or walk more than ``walk_limit`` keys (``--max-keys-per-command``).
+allowed outside ``MULTI``), or walk more than ``walk_limit`` keys
+(``--max-keys-per-command``), or when its ``KEYS`` and ``SCAN MATCH`` patterns with ``?``,
+``[`` or ``\\`` would take the matcher (a Python port of Redis's) more than GLOB_UNITS over
+those keys (0.03-1 us a unit, by pattern): the node runs the matcher itself to find out, up
+to that bound.
 
 It is an estimate and only decides what is proposed: never checked at apply, so entries
 already in a log apply exactly as before, and the apply bounds in ``machine.py``
@@ -32,13 +36,22 @@ grows by what a script could add.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from typing import Protocol
 
 from wire.reply import ErrorReply
 
-from .commands import MAX_VALUE_LEN, decode_exec
+from . import syntax
+from .commands import MAX_VALUE_LEN, decode_exec, lookup
+from .glob import Glob
 from .scripts import INSTRUCTION_BUDGET, ITEM_COST
 
+# Matcher work units (glob.py's ``steps``, ~0.5 us each) that the patterns with ``?``, ``[``
+# or ``\\`` of an EXEC's KEYS and SCAN MATCH may take over the keys, ~5 ms: the proposer runs
+# the matcher itself, up to this many units, to find out (the apply bound, 1,000,000 units,
+# is ~0.5 s on every replica).
+GLOB_UNITS = 10_000
 # Keys one script may add (an MSET through redis.call costs ITEM_COST per argument).
 SCRIPT_MAY_ADD = INSTRUCTION_BUDGET // ITEM_COST
 _SCRIPTS = frozenset({b"eval", b"evalsha"})
@@ -50,6 +63,8 @@ class StateView(Protocol):
     """What the estimate reads of the state machine (KVStateMachine has it)."""
 
     def stored_len(self, key: bytes) -> int: ...
+
+    def key_names(self) -> Iterable[bytes]: ...
 
     def __len__(self) -> int: ...
 
@@ -98,7 +113,7 @@ def refusal(kv: StateView, args: list[bytes], *, copy_limit: int,
     decoded = decode_exec(args[1])
     if isinstance(decoded, ErrorReply):
         return None  # validate() answers it
-    copied, largest, walked = estimate(kv, decoded[1])
+    copied, largest, walked, patterns = estimate(kv, decoded[1])
     if copied > max(copy_limit, largest):
         return _abort(f"ERR SETRANGE and APPEND in this transaction would copy {copied} bytes "
                       f"of values, over {copy_limit} (2 x max-request-bytes): run them "
@@ -107,19 +122,45 @@ def refusal(kv: StateView, args: list[bytes], *, copy_limit: int,
         return _abort(f"ERR KEYS, SCAN, RANDOMKEY and DBSIZE in this transaction would walk "
                       f"{walked} keys, over max-keys-per-command {walk_limit}: run them "
                       "outside MULTI")
+    if patterns and _glob_units(kv, patterns, decoded[1]) > GLOB_UNITS:
+        return _abort(f"ERR pattern matching in this transaction would take over {GLOB_UNITS} "
+                      "matcher steps (patterns with ?, [ or \\ over long keys): run this KEYS "
+                      "or SCAN outside MULTI")
     return None
+
+
+def _glob_units(kv: StateView, patterns: list[bytes], commands: list[list[bytes]]) -> int:
+    """The matcher's work for ``patterns`` over this node's keys and the keys the
+    transaction names (an over-count: each pattern over all of them), stopping past
+    GLOB_UNITS. Called once the walk is within bounds, so at most that many keys."""
+    named = [key for args in commands if (spec := lookup(args[0])) is not None
+             for key in spec.keys(args)]
+    work = 0
+    for pattern in patterns:
+        glob = Glob(pattern)
+        if glob.literal_and_stars:  # (matched in C, uncounted at apply too)
+            continue
+        for key in itertools.chain(kv.key_names(), named):
+            for units in glob.steps(key):
+                work += units
+            if work > GLOB_UNITS:
+                return work
+    return work
 
 
 def _abort(reason: str) -> ErrorReply:
     return ErrorReply(f"EXECABORT Transaction discarded because of: {reason}")
 
 
-def estimate(kv: StateView, commands: list[list[bytes]]) -> tuple[int, int, int]:
-    """(value bytes copied, the largest copy, keys walked) by ``commands`` applied in order
-    on ``kv``: an upper estimate (see the module's docstring)."""
+def estimate(kv: StateView,
+             commands: list[list[bytes]]) -> tuple[int, int, int, list[bytes]]:
+    """(value bytes copied, the largest copy, keys walked, the KEYS and SCAN MATCH
+    patterns) by ``commands`` applied in order on ``kv``: an upper estimate (see the
+    module's docstring)."""
     shadow = _Shadow(kv)
     copies: list[int] = []
     walked = 0
+    patterns: list[bytes] = []
     for args in commands:
         if not args:
             continue
@@ -157,6 +198,12 @@ def estimate(kv: StateView, commands: list[list[bytes]]) -> tuple[int, int, int]
             shadow.size += SCRIPT_MAY_ADD
         elif name in _WALKS_ALL:
             walked += shadow.size
+            if name == b"keys" and n == 2:
+                patterns.append(args[1])
+            elif name == b"scan" and n >= 4:
+                options = syntax.parse_scan_options(args)
+                if isinstance(options, syntax.ScanOptions) and options.pattern is not None:
+                    patterns.append(options.pattern)
         elif name == b"dbsize":
             walked += kv.expiring
-    return sum(copies), max(copies, default=0), walked
+    return sum(copies), max(copies, default=0), walked, patterns

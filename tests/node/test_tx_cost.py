@@ -22,7 +22,7 @@ VALUE = 600_000  # three copies of it fit in LIMIT, four do not
 def node(**settings: object) -> Node:
     s = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
                      cluster={1: "127.0.0.1:2"}, data_dir="unused",
-                     max_request_bytes=MIB, **settings)  # type: ignore[arg-type]
+                     **{"max_request_bytes": MIB, **settings})  # type: ignore[arg-type]
     return Node(s, admin=Pending.of)
 
 
@@ -126,3 +126,24 @@ def test_exec_through_the_client_ports_transaction_answers_execabort() -> None:
     reply = transaction.exec_(n, tx)
     assert reply.done and text(reply.value).startswith(WALK_OVER)
     assert tx.queue is None  # the transaction is over, as after any EXEC
+
+
+GLOB_OVER = "EXECABORT Transaction discarded because of: ERR pattern matching in this"
+
+
+def test_patterns_over_long_keys_are_matched_by_the_proposer_up_to_a_bound() -> None:
+    """Three 1 MiB key names: ``*a?b*`` searches each (~590,000 matcher units, which every
+    replica would spend at apply, unsliced); ``*x*`` is matched in C and not counted, and
+    ``?*x`` looks at both ends of a key only."""
+    n = node(max_keys_per_command=8)
+    apply(n, b"MSET", *[a for i in range(3) for a in (b"%d" % i + b"a" * MIB, b"v")])
+    assert n.check(exec_args([b"KEYS", b"*x*"], [b"SCAN", b"0", b"MATCH", b"?*x"])) is None
+    for walk in ([b"KEYS", b"*a?b*"], [b"SCAN", b"0", b"MATCH", b"*a?b*", b"COUNT", b"5"]):
+        refused = text(n.check(exec_args(walk)))
+        assert refused == (f"{GLOB_OVER} transaction would take over 10000 matcher steps "
+                           "(patterns with ?, [ or \\ over long keys): run this KEYS or SCAN "
+                           "outside MULTI"), walk
+    # the transaction's own keys count too
+    n = node(max_keys_per_command=8, max_request_bytes=8 * MIB)
+    long = [[b"SET", b"%d" % i + b"a" * MIB, b"v"] for i in range(3)]
+    assert text(n.check(exec_args(*long, [b"KEYS", b"*a?b*"]))).startswith(GLOB_OVER)
