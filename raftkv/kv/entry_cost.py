@@ -47,10 +47,10 @@ from .commands import MAX_VALUE_LEN, decode_exec, lookup
 from .glob import Glob
 from .scripts import INSTRUCTION_BUDGET, ITEM_COST
 
-# Matcher work units (glob.py's ``steps``, ~0.5 us each) that the patterns with ``?``, ``[``
-# or ``\\`` of an EXEC's KEYS and SCAN MATCH may take over the keys, ~5 ms: the proposer runs
-# the matcher itself, up to this many units, to find out (the apply bound, 1,000,000 units,
-# is ~0.5 s on every replica).
+# Matcher work units (glob.py's ``steps``: 0.03-1 us each here, by pattern) that the
+# patterns with ``?``, ``[`` or ``\\`` of an EXEC's KEYS and SCAN MATCH may take over the
+# keys, at most ~10 ms: the proposer runs the matcher itself, up to this many units, to find
+# out (the apply bound, GLOB_STEPS_PER_ENTRY's 1,000,000 units, is up to ~1 s per replica).
 GLOB_UNITS = 10_000
 # Keys one script may add (an MSET through redis.call costs ITEM_COST per argument).
 SCRIPT_MAY_ADD = INSTRUCTION_BUDGET // ITEM_COST

@@ -35,9 +35,12 @@ def _exec(*commands: list[bytes]) -> list[bytes]:
     return [b"EXEC", encode_exec([], list(commands))]
 
 
-def _state(keys: int, big: bool) -> KVStateMachine:
+def _state(keys: int, big: bool, name_len: int = 0) -> KVStateMachine:
     kv = KVStateMachine(feed=ChangeFeed())
-    if keys < 0:  # keys with a deadline (far away)
+    if name_len:  # three keys with long names
+        kv.apply(encode_entry([b"MSET", *[a for i in range(3)
+                                          for a in (b"%d" % i + b"a" * name_len, b"v")]], T0))
+    elif keys < 0:  # keys with a deadline (far away)
         kv.apply(encode_entry(_exec(*[[b"SETEX", b"key:%07d" % i, b"100000", b"v"]
                                       for i in range(-keys)]), T0))
     elif keys:
@@ -54,7 +57,8 @@ def _script(body: str) -> list[bytes]:
 
 # name -> (keys in the state (negative: with deadlines), an 8 MiB value in it, the entry's
 # args); an EXEC with ``SCAN`` (upper case) runs on a replica that has SCAN's order built
-CASES: dict[str, Callable[[int], tuple[int, bool, list[bytes]]]] = {
+# (and, for the pattern rows, the length of three keys' names that make the state)
+CASES: dict[str, Callable[[int], tuple]] = {
     "main: EXEC of 32 APPENDs to 8 MiB (256 MiB)":
         lambda s: (0, True, _exec(*[[b"APPEND", b"big", b"y"]] * 32)),
     "branch: EXEC of 2 APPENDs to 8 MiB (16 MiB)":
@@ -71,6 +75,10 @@ CASES: dict[str, Callable[[int], tuple[int, bool, list[bytes]]]] = {
         lambda s: (WALK_LIMIT, False, _exec([b"KEYS", b"*"])),
     "branch: EXEC of SCAN 0 (1,024 keys, order built)":
         lambda s: (WALK_LIMIT, False, _exec([b"SCAN", b"0"])),
+    "main: EXEC of KEYS *a?b* (3 keys of 1 MiB)":
+        lambda s: (0, False, _exec([b"KEYS", b"*a?b*"]), 1 << 20),
+    "branch: EXEC of KEYS *a?b* (3 keys of 16 KiB)":
+        lambda s: (0, False, _exec([b"KEYS", b"*a?b*"]), 1 << 14),
     "script: empty loop to the budget":
         lambda s: (0, False, _script("local i = 0 while true do i = i + 1 end")),
     "script: redis.call SET loop to the budget":
@@ -92,8 +100,8 @@ def main() -> int:
     verdicts: dict[str, str] = {}
     for _ in range(args.rounds):
         for name, case in CASES.items():
-            keys, big, entry = case(args.state)
-            kv = _state(keys, big)
+            keys, big, entry, *name_len = case(args.state)
+            kv = _state(keys, big, *name_len)
             if len(entry) == 2 and b"SCAN" in entry[1]:
                 kv.apply(encode_entry([b"SCAN", b"0"], T0))  # (a replica that has the order)
             error = refusal(kv, entry, copy_limit=COPY_LIMIT, walk_limit=WALK_LIMIT)
