@@ -50,7 +50,7 @@ from .scripts import INSTRUCTION_BUDGET, ITEM_COST
 # Matcher work units (glob.py's ``steps``: 0.03-1 us each here, by pattern) that the
 # patterns with ``?``, ``[`` or ``\\`` of an EXEC's KEYS and SCAN MATCH may take over the
 # keys, at most ~10 ms: the proposer runs the matcher itself, up to this many units, to find
-# out (the apply bound, GLOB_STEPS_PER_ENTRY's 1,000,000 units, is up to ~1 s per replica).
+# out (the apply bound, GLOB_STEPS_PER_ENTRY's 1,000,000 units, is ~0.5 s on every replica).
 GLOB_UNITS = 10_000
 # Keys one script may add (an MSET through redis.call costs ITEM_COST per argument).
 SCRIPT_MAY_ADD = INSTRUCTION_BUDGET // ITEM_COST
@@ -129,18 +129,20 @@ def refusal(kv: StateView, args: list[bytes], *, copy_limit: int,
     return None
 
 
-def _glob_units(kv: StateView, patterns: list[bytes], commands: list[list[bytes]]) -> int:
-    """The matcher's work for ``patterns`` over this node's keys and the keys the
-    transaction names (an over-count: each pattern over all of them), stopping past
-    GLOB_UNITS. Called once the walk is within bounds, so at most that many keys."""
+def _glob_units(kv: StateView, patterns: list[tuple[bytes, bool]],
+                commands: list[list[bytes]]) -> int:
+    """The matcher's work for ``patterns`` (each with whether this node's keys are still
+    there: no FLUSHALL before it) over this node's keys and the keys the transaction names
+    (an over-count: each pattern over all of them), stopping past GLOB_UNITS (every key
+    costs a unit at least, so that many keys at most)."""
     named = [key for args in commands if (spec := lookup(args[0])) is not None
              for key in spec.keys(args)]
     work = 0
-    for pattern in patterns:
+    for pattern, with_state in patterns:
         glob = Glob(pattern)
         if glob.literal_and_stars:  # (matched in C, uncounted at apply too)
             continue
-        for key in itertools.chain(kv.key_names(), named):
+        for key in itertools.chain(kv.key_names() if with_state else (), named):
             for units in glob.steps(key):
                 work += units
             if work > GLOB_UNITS:
@@ -153,14 +155,14 @@ def _abort(reason: str) -> ErrorReply:
 
 
 def estimate(kv: StateView,
-             commands: list[list[bytes]]) -> tuple[int, int, int, list[bytes]]:
+             commands: list[list[bytes]]) -> tuple[int, int, int, list[tuple[bytes, bool]]]:
     """(value bytes copied, the largest copy, keys walked, the KEYS and SCAN MATCH
     patterns) by ``commands`` applied in order on ``kv``: an upper estimate (see the
     module's docstring)."""
     shadow = _Shadow(kv)
     copies: list[int] = []
     walked = 0
-    patterns: list[bytes] = []
+    patterns: list[tuple[bytes, bool]] = []
     for args in commands:
         if not args:
             continue
@@ -199,11 +201,11 @@ def estimate(kv: StateView,
         elif name in _WALKS_ALL:
             walked += shadow.size
             if name == b"keys" and n == 2:
-                patterns.append(args[1])
+                patterns.append((args[1], not shadow.flushed))
             elif name == b"scan" and n >= 4:
                 options = syntax.parse_scan_options(args)
                 if isinstance(options, syntax.ScanOptions) and options.pattern is not None:
-                    patterns.append(options.pattern)
+                    patterns.append((options.pattern, not shadow.flushed))
         elif name == b"dbsize":
             walked += kv.expiring
     return sum(copies), max(copies, default=0), walked, patterns

@@ -143,6 +143,7 @@ def test_patterns_over_long_keys_are_matched_by_the_proposer_up_to_a_bound() -> 
         assert refused == (f"{GLOB_OVER} transaction would take over 10000 matcher steps "
                            "(patterns with ?, [ or \\ over long keys): run this KEYS or SCAN "
                            "outside MULTI"), walk
+    assert n.check(exec_args([b"FLUSHALL"], [b"KEYS", b"*a?b*"])) is None  # none left
     # the transaction's own keys count too
     n = node(max_keys_per_command=8, max_request_bytes=8 * MIB)
     long = [[b"SET", b"%d" % i + b"a" * MIB, b"v"] for i in range(3)]
