@@ -19,7 +19,15 @@ from typing import Any
 
 import trio
 
-from raftkv.kv import KVStateMachine, check_call, encode_entry, key_cap, lookup, validate
+from raftkv.kv import (
+    KVStateMachine,
+    check_call,
+    encode_entry,
+    entry_cost,
+    key_cap,
+    lookup,
+    validate,
+)
 from raftkv.kv.feed import ChangeFeed
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
@@ -288,7 +296,8 @@ class Node:
 
     def check(self, args: list[bytes]) -> ErrorReply | None:
         """A client's command before it goes anywhere: a known command with the right
-        arguments, naming at most --max-keys-per-command keys (raftkv.kv.key_cap), within
+        arguments, naming at most --max-keys-per-command keys (raftkv.kv.key_cap), an EXEC
+        within what it may copy and walk when it applies (raftkv.kv.entry_cost), within
         --max-request-bytes (every peer-side size is derived from that bound:
         raftkv.node.sizes) and, for one that grows memory, under --maxmemory."""
         error = validate(args)
@@ -298,6 +307,10 @@ class Node:
             error = self._size_error(args)
         if error is None:  # nor may SETRANGE reach past it (APPEND is decided at apply)
             error = self.kv.growth_error(args, self.settings.max_request_bytes)
+        if error is None and len(args) in (2, 5):  # an EXEC (or ONCE of one): copies, walks
+            error = entry_cost.refusal(self.kv, args,
+                                       copy_limit=2 * self.settings.max_request_bytes,
+                                       walk_limit=self.settings.max_keys_per_command)
         return error if error is not None else self.memory.refuse(args)
 
     def _size_error(self, args: list[bytes]) -> ErrorReply | None:

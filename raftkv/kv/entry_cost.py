@@ -1,0 +1,211 @@
+"""What one ``MULTI``/``EXEC`` would cost every replica when it applies, bounded before it
+is proposed (issue 12, ``harden11``).
+
+A transaction is one log entry, applied atomically in one step of every replica's event
+loop. Two kinds of work in it depend on the state, not on its size as sent:
+
+- ``APPEND``/``SETRANGE`` copy the whole value (values are immutable bytes): an ``EXEC`` of
+  32 one-byte ``APPEND``s to an 8 MiB value copies 256 MiB, ~140 ms of CPU here unloaded
+  (0.14-0.54 ms a MiB: ``tests/bench/bench_tx_cost.py``), seconds under load;
+- ``KEYS`` walks the whole keyspace, ``SCAN`` and ``RANDOMKEY`` need SCAN's hash order,
+  which a replica that never served a SCAN builds whole from every key, and ``DBSIZE``
+  walks every key with a deadline. Outside ``MULTI`` the first three are reads served in
+  slices.
+
+So the node a client talks to, and the leader again for a forwarded ``EXEC``, estimates
+both from its own state plus the transaction's earlier writes, and refuses the ``EXEC``
+(``EXECABORT``, as Redis answers an ``EXEC`` it rejects, e.g. for ``OOM``) when it would
+copy more than ``copy_limit`` bytes (the node passes 2 x ``--max-request-bytes``; a
+transaction may always copy as much as its largest copy, as at apply: one command alone is
+allowed outside ``MULTI``), or walk more than ``walk_limit`` keys
+(``--max-keys-per-command``), or when its ``KEYS`` and ``SCAN MATCH`` patterns with ``?``,
+``[`` or ``\\`` would take the matcher (a Python port of Redis's) more than GLOB_UNITS over
+those keys (0.03-1 us a unit, by pattern): the node runs the matcher itself to find out, up
+to that bound.
+
+It is an estimate and only decides what is proposed: never checked at apply, so entries
+already in a log apply exactly as before, and the apply bounds in ``machine.py``
+(``COPY_BYTES_PER_ENTRY``, ``WALK_KEYS_PER_ENTRY``) stay the backstop for what it cannot
+see: writes proposed but not yet applied on this node (a lagging follower's state is
+checked again by the leader, whose own state lags its log by the entries in flight).
+It over-counts rather than under-counts: expired keys count, an ``NX`` write counts as
+written, and after a script (which may write any key) an ``APPEND``/``SETRANGE`` of a key
+the transaction did not write since counts as copying a maximal value, and the keyspace
+grows by what a script could add.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import Protocol
+
+from wire.reply import ErrorReply
+
+from . import syntax
+from .commands import MAX_VALUE_LEN, decode_exec, lookup
+from .glob import Glob
+from .scripts import INSTRUCTION_BUDGET, ITEM_COST
+
+# Matcher work units (glob.py's ``steps``: 0.03-1 us each here, by pattern) that the
+# patterns with ``?``, ``[`` or ``\\`` of an EXEC's KEYS and SCAN MATCH may take over the
+# keys, at most ~10 ms: the proposer runs the matcher itself, up to this many units, to find
+# out (the apply bound, GLOB_STEPS_PER_ENTRY's 1,000,000 units, is ~0.5 s on every replica).
+GLOB_UNITS = 10_000
+# Keys one script may add (an MSET through redis.call costs ITEM_COST per argument).
+SCRIPT_MAY_ADD = INSTRUCTION_BUDGET // ITEM_COST
+_SCRIPTS = frozenset({b"eval", b"evalsha"})
+_WALKS_ALL = frozenset({b"keys", b"scan", b"randomkey"})
+_DELETES = frozenset({b"del", b"unlink", b"getdel"})
+
+
+class StateView(Protocol):
+    """What the estimate reads of the state machine (KVStateMachine has it)."""
+
+    def stored_len(self, key: bytes) -> int: ...
+
+    def key_names(self) -> Iterable[bytes]: ...
+
+    def __len__(self) -> int: ...
+
+    @property
+    def expiring(self) -> int: ...
+
+
+class _Shadow:
+    """Value lengths and keyspace size as the transaction's earlier commands leave them."""
+
+    def __init__(self, kv: StateView) -> None:
+        self.kv = kv
+        self.lengths: dict[bytes, int] = {}
+        self.size = len(kv)
+        self.flushed = False
+        self.scripted = False  # a script ran: lengths not written since are unknown
+
+    def length(self, key: bytes) -> int:
+        known = self.lengths.get(key)
+        if known is not None:
+            return known
+        if self.scripted:
+            return MAX_VALUE_LEN
+        return 0 if self.flushed else self.kv.stored_len(key)
+
+    def write(self, key: bytes, length: int) -> None:
+        if key not in self.lengths and (self.flushed or self.kv.stored_len(key) == 0):
+            self.size += 1  # (an empty or expired value counts as new: an over-count)
+        self.lengths[key] = length
+
+    def delete(self, key: bytes) -> None:
+        self.lengths[key] = 0
+
+    def flush(self) -> None:
+        self.lengths, self.size, self.flushed, self.scripted = {}, 0, True, False
+
+
+def refusal(kv: StateView, args: list[bytes], *, copy_limit: int,
+            walk_limit: int) -> ErrorReply | None:
+    """EXECABORT if ``args`` (an ``EXEC payload``, also inside ``once id seq``) would copy
+    or walk more than its limits by this state; else None (any other command: None)."""
+    if len(args) == 5 and args[0].lower() == b"once":
+        args = args[3:]
+    if len(args) != 2 or args[0].lower() != b"exec":
+        return None
+    decoded = decode_exec(args[1])
+    if isinstance(decoded, ErrorReply):
+        return None  # validate() answers it
+    copied, largest, walked, patterns = estimate(kv, decoded[1])
+    if copied > max(copy_limit, largest):
+        return _abort(f"ERR SETRANGE and APPEND in this transaction would copy {copied} bytes "
+                      f"of values, over {copy_limit} (2 x max-request-bytes): run them "
+                      "outside MULTI")
+    if walked > walk_limit:
+        return _abort(f"ERR KEYS, SCAN, RANDOMKEY and DBSIZE in this transaction would walk "
+                      f"{walked} keys, over max-keys-per-command {walk_limit}: run them "
+                      "outside MULTI")
+    if patterns and _glob_units(kv, patterns, decoded[1]) > GLOB_UNITS:
+        return _abort(f"ERR pattern matching in this transaction would take over {GLOB_UNITS} "
+                      "matcher steps (patterns with ?, [ or \\ over long keys): run this KEYS "
+                      "or SCAN outside MULTI")
+    return None
+
+
+def _glob_units(kv: StateView, patterns: list[tuple[bytes, bool]],
+                commands: list[list[bytes]]) -> int:
+    """The matcher's work for ``patterns`` (each with whether this node's keys are still
+    there: no FLUSHALL before it) over this node's keys and the keys the transaction names
+    (an over-count: each pattern over all of them), stopping past GLOB_UNITS (every key
+    costs a unit at least, so that many keys at most)."""
+    named = [key for args in commands if (spec := lookup(args[0])) is not None
+             for key in spec.keys(args)]
+    work = 0
+    for pattern, with_state in patterns:
+        glob = Glob(pattern)
+        if glob.literal_and_stars:  # (matched in C, uncounted at apply too)
+            continue
+        for key in itertools.chain(kv.key_names() if with_state else (), named):
+            for units in glob.steps(key):
+                work += units
+            if work > GLOB_UNITS:
+                return work
+    return work
+
+
+def _abort(reason: str) -> ErrorReply:
+    return ErrorReply(f"EXECABORT Transaction discarded because of: {reason}")
+
+
+def estimate(kv: StateView,
+             commands: list[list[bytes]]) -> tuple[int, int, int, list[tuple[bytes, bool]]]:
+    """(value bytes copied, the largest copy, keys walked, the KEYS and SCAN MATCH
+    patterns) by ``commands`` applied in order on ``kv``: an upper estimate (see the
+    module's docstring)."""
+    shadow = _Shadow(kv)
+    copies: list[int] = []
+    walked = 0
+    patterns: list[tuple[bytes, bool]] = []
+    for args in commands:
+        if not args:
+            continue
+        name = args[0].lower()
+        n = len(args)
+        if name == b"append" and n == 3:
+            current = shadow.length(args[1])
+            if current and args[2]:
+                copies.append(current + len(args[2]))
+            shadow.write(args[1], current + len(args[2]))
+        elif name == b"setrange" and n == 4 and args[3]:
+            end = int(args[2]) + len(args[3]) if args[2].isdigit() else 0
+            size = max(shadow.length(args[1]), end)
+            copies.append(size)
+            shadow.write(args[1], size)
+        elif name in (b"set", b"getset", b"setnx") and n >= 3:
+            shadow.write(args[1], len(args[2]))
+        elif name in (b"setex", b"psetex") and n == 4:
+            shadow.write(args[1], len(args[3]))
+        elif name in (b"mset", b"msetnx"):
+            for i in range(1, n - 1, 2):
+                shadow.write(args[i], len(args[i + 1]))
+        elif name in _DELETES:
+            for key in args[1:]:
+                shadow.delete(key)
+        elif name in (b"rename", b"renamenx", b"copy") and n >= 3:
+            shadow.write(args[2], shadow.length(args[1]))
+            if name != b"copy":
+                shadow.delete(args[1])
+        elif name in (b"flushall", b"flushdb"):
+            shadow.flush()
+        elif name in _SCRIPTS:
+            shadow.scripted = True
+            shadow.lengths = {}
+            shadow.size += SCRIPT_MAY_ADD
+        elif name in _WALKS_ALL:
+            walked += shadow.size
+            if name == b"keys" and n == 2:
+                patterns.append((args[1], not shadow.flushed))
+            elif name == b"scan" and n >= 4:
+                options = syntax.parse_scan_options(args)
+                if isinstance(options, syntax.ScanOptions) and options.pattern is not None:
+                    patterns.append((options.pattern, not shadow.flushed))
+        elif name == b"dbsize":
+            walked += kv.expiring
+    return sum(copies), max(copies, default=0), walked, patterns

@@ -1,0 +1,150 @@
+"""An EXEC that would copy or walk too much when it applies is refused before it is proposed
+(raftkv/kv/entry_cost.py, issue 12, harden11), by the state of the node that checks it (the
+one a client talks to, and the leader again for a forwarded EXEC). On main one EXEC of 32
+one-byte APPENDs to an 8 MiB value copied 256 MiB on every replica (~140 ms of CPU
+unloaded, seconds under load), and KEYS, SCAN, RANDOMKEY or DBSIZE inside MULTI walked the
+whole keyspace at apply. Entries already in a log still apply as before."""
+
+from __future__ import annotations
+
+from raftkv.kv import encode_entry, encode_exec
+from raftkv.node.node import Node
+from raftkv.node.pending import Pending
+from raftkv.node.settings import NodeSettings
+from raftkv.server import transaction
+from raftkv.server.transaction import QUEUED, Transaction
+
+MIB = 1024 * 1024
+LIMIT = 2 * MIB  # what the nodes below may copy: 2 x their max-request-bytes (1 MiB)
+VALUE = 600_000  # three copies of it fit in LIMIT, four do not
+
+
+def node(**settings: object) -> Node:
+    s = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
+                     cluster={1: "127.0.0.1:2"}, data_dir="unused",
+                     **{"max_request_bytes": MIB, **settings})  # type: ignore[arg-type]
+    return Node(s, admin=Pending.of)
+
+
+def apply(n: Node, *args: bytes) -> object:
+    """Apply ``args`` as a committed entry would (the entry counter is its index)."""
+    return n.kv.apply(encode_entry(list(args), 1_700_000_000_000))
+
+
+def exec_args(*commands: list[bytes]) -> list[bytes]:
+    return [b"EXEC", encode_exec([], list(commands))]
+
+
+def text(reply: object) -> str:
+    return getattr(reply, "text", "")
+
+
+COPY_OVER = "EXECABORT Transaction discarded because of: ERR SETRANGE and APPEND in this"
+WALK_OVER = "EXECABORT Transaction discarded because of: ERR KEYS, SCAN, RANDOMKEY and DBSIZE"
+
+
+def test_appends_to_a_big_value_are_bounded_in_all_and_old_entries_still_apply() -> None:
+    n = node()
+    apply(n, b"SET", b"big", b"x" * VALUE)
+    three = exec_args(*[[b"APPEND", b"big", b"y"]] * 3)
+    assert n.check(three) is None
+    four = exec_args(*[[b"APPEND", b"big", b"y"]] * 4)
+    refused = text(n.check(four))
+    assert refused.startswith(COPY_OVER), refused
+    assert f"would copy {4 * VALUE + 10} bytes of values, over {LIMIT}" in refused
+    # the same, forwarded inside RAFT ONCE; and nothing is proposed
+    assert text(n.check([b"once", b"1", b"1", *four])).startswith(COPY_OVER)
+    assert text(n.submit(four).value).startswith(COPY_OVER)
+    # an entry already in a log applies as it did: the bound is never checked at apply
+    assert apply(n, *four) == [VALUE + 1, VALUE + 2, VALUE + 3, VALUE + 4]
+
+
+def test_the_transactions_own_writes_count() -> None:
+    n = node()
+    appends = [[b"APPEND", b"k", b"y"]] * 4
+    assert n.check(exec_args(*appends)) is None  # k is missing: the first creates it
+    built = exec_args([b"SET", b"k", b"x" * VALUE], *appends)
+    assert text(n.check(built)).startswith(COPY_OVER)
+    for reset in ([b"DEL", b"k"], [b"FLUSHALL"]):
+        assert n.check(exec_args([b"SET", b"k", b"x" * VALUE], reset, *appends)) is None
+    moved = exec_args([b"SET", b"a", b"x" * VALUE], [b"RENAME", b"a", b"k"], *appends)
+    assert text(n.check(moved)).startswith(COPY_OVER)
+
+
+def test_setrange_far_into_a_value_counts_the_value_it_builds() -> None:
+    n = node()
+    far = [b"SETRANGE", b"k", b"%d" % (VALUE - 1), b"y"]
+    assert n.check(exec_args(*[far] * 3)) is None
+    assert text(n.check(exec_args(*[far] * 4))).startswith(COPY_OVER)
+
+
+def test_one_copy_larger_than_the_bound_is_allowed_alone() -> None:
+    """As at apply: a single APPEND to a value longer than the bound is allowed (it would
+    be outside MULTI), a second one is not."""
+    n = node()
+    apply(n, b"SET", b"big", b"x" * (3 * MIB))
+    assert n.check(exec_args([b"APPEND", b"big", b"y"], [b"INCR", b"n"])) is None
+    assert text(n.check(exec_args(*[[b"APPEND", b"big", b"y"]] * 2))).startswith(COPY_OVER)
+
+
+def test_after_a_script_a_copy_counts_as_a_maximal_value() -> None:
+    """A script may have written any key, at up to 8 MiB."""
+    n = node()
+    script = [b"EVAL", b"redis.call('SET', KEYS[1], string.rep('x', 8000000))", b"1", b"k"]
+    assert n.check(exec_args(script, [b"APPEND", b"k", b"y"])) is None
+    assert text(n.check(exec_args(script, *[[b"APPEND", b"k", b"y"]] * 2))).startswith(
+        COPY_OVER)
+
+
+def test_keyspace_walks_in_a_transaction_are_bounded_by_the_keyspace() -> None:
+    n = node(max_keys_per_command=5)
+    apply(n, b"MSET", *[a for i in range(5) for a in (b"k%d" % i, b"v")])
+    for walk in ([b"KEYS", b"*"], [b"SCAN", b"0"], [b"RANDOMKEY"]):
+        assert n.check(exec_args(walk)) is None, walk
+        refused = text(n.check(exec_args([b"SET", b"new", b"v"], walk)))
+        assert refused == (f"{WALK_OVER} in this transaction would walk 6 keys, over "
+                           "max-keys-per-command 5: run them outside MULTI"), walk
+    assert text(n.check(exec_args([b"KEYS", b"*"], [b"SCAN", b"0"]))).startswith(WALK_OVER)
+    assert n.check(exec_args([b"FLUSHALL"], [b"SET", b"a", b"v"], [b"KEYS", b"*"])) is None
+
+
+def test_dbsize_in_a_transaction_counts_the_keys_with_a_deadline() -> None:
+    n = node(max_keys_per_command=3)
+    apply(n, b"MSET", *[a for i in range(10) for a in (b"k%d" % i, b"v")])
+    assert n.check(exec_args(*[[b"DBSIZE"]] * 3)) is None  # no deadlines: nothing walked
+    for i in range(2):
+        apply(n, b"EXPIRE", b"k%d" % i, b"100")
+    assert n.check(exec_args([b"DBSIZE"])) is None
+    assert text(n.check(exec_args([b"DBSIZE"], [b"DBSIZE"]))).startswith(WALK_OVER)
+
+
+def test_exec_through_the_client_ports_transaction_answers_execabort() -> None:
+    n = node(max_keys_per_command=2)
+    apply(n, b"MSET", b"a", b"1", b"b", b"2", b"c", b"3")
+    tx = Transaction(queue=[])
+    assert transaction.enqueue(n, tx, [b"KEYS", b"*"], False).value is QUEUED
+    reply = transaction.exec_(n, tx)
+    assert reply.done and text(reply.value).startswith(WALK_OVER)
+    assert tx.queue is None  # the transaction is over, as after any EXEC
+
+
+GLOB_OVER = "EXECABORT Transaction discarded because of: ERR pattern matching in this"
+
+
+def test_patterns_over_long_keys_are_matched_by_the_proposer_up_to_a_bound() -> None:
+    """Three 1 MiB key names: ``*a?b*`` searches each (~590,000 matcher units, which every
+    replica would spend at apply, unsliced); ``*x*`` is matched in C and not counted, and
+    ``?*x`` looks at both ends of a key only."""
+    n = node(max_keys_per_command=8)
+    apply(n, b"MSET", *[a for i in range(3) for a in (b"%d" % i + b"a" * MIB, b"v")])
+    assert n.check(exec_args([b"KEYS", b"*x*"], [b"SCAN", b"0", b"MATCH", b"?*x"])) is None
+    for walk in ([b"KEYS", b"*a?b*"], [b"SCAN", b"0", b"MATCH", b"*a?b*", b"COUNT", b"5"]):
+        refused = text(n.check(exec_args(walk)))
+        assert refused == (f"{GLOB_OVER} transaction would take over 10000 matcher steps "
+                           "(patterns with ?, [ or \\ over long keys): run this KEYS or SCAN "
+                           "outside MULTI"), walk
+    assert n.check(exec_args([b"FLUSHALL"], [b"KEYS", b"*a?b*"])) is None  # none left
+    # the transaction's own keys count too
+    n = node(max_keys_per_command=8, max_request_bytes=8 * MIB)
+    long = [[b"SET", b"%d" % i + b"a" * MIB, b"v"] for i in range(3)]
+    assert text(n.check(exec_args(*long, [b"KEYS", b"*a?b*"]))).startswith(GLOB_OVER)
