@@ -125,6 +125,7 @@ LARGE_MAP = 10_000
 MAX_PUBLISHED = 4096
 
 MAX_TOMBS = 100_000  # deleted keys whose deletion index WATCH can tell apart
+HEAP_SLACK = 1024  # stale expiry-heap entries always allowed (``_push_deadline``)
 _Handler = Callable[[list[bytes]], Reply]
 _Entry = tuple[int, ErrorReply, _Handler, bool, str]  # arity, error, handler, is_write, name
 KeyRecord = tuple[bytes | None, int | None, int | None, int | None]
@@ -326,9 +327,11 @@ class KVStateMachine:
         heap, expires = self._heap, self._expires
         found: list[tuple[int, bytes]] = []
         while heap and heap[0][0] <= now and len(found) < limit:
-            deadline, key = heapq.heappop(heap)
-            if expires.get(key) == deadline and (fits is None or fits(key)):
-                found.append((deadline, key))
+            item = heapq.heappop(heap)
+            deadline, key = item
+            if (expires.get(key) == deadline and (fits is None or fits(key))
+                    and (not found or found[-1] != item)):  # (a deadline pushed twice)
+                found.append(item)
         for item in found:  # until the deletion applies, they stay candidates
             heapq.heappush(heap, item)
         return [key for _, key in found]
@@ -498,8 +501,20 @@ class KVStateMachine:
     def _set_deadline(self, key: bytes, deadline: int) -> None:
         self._expires[key] = deadline
         self._mods[key] = self._seq
-        heapq.heappush(self._heap, (deadline, key))
+        self._push_deadline(deadline, key)
         self._recorder.note(key, META)
+
+    def _push_deadline(self, deadline: int, key: bytes) -> None:
+        """Add a candidate to the expiry heap. Only the leader's expiry pass pops stale
+        ones (a deadline changed or the key gone), so on a node that never leads every write
+        with a TTL left one behind for good: 100,000 ``SET k v PX`` to 10 keys held 100,000
+        (harden11). Past twice the live deadlines the heap is rebuilt from them: amortized
+        O(1) a push, and the same keys come out in the same order."""
+        heap = self._heap
+        heapq.heappush(heap, (deadline, key))
+        if len(heap) > 2 * len(self._expires) + HEAP_SLACK:
+            self._heap = [(d, k) for k, d in self._expires.items()]
+            heapq.heapify(self._heap)
 
     def _version(self, key: bytes) -> tuple[int, int]:
         """What WATCH remembers and EXEC compares (see the module docstring). It deletes
@@ -1093,13 +1108,14 @@ class KVStateMachine:
             if key not in data and self._order is not None:
                 self._order.added(key)
             data[key] = value
-        if deadline is not None and self._expires.get(key) != deadline:
-            heapq.heappush(self._heap, (deadline, key))
+        new_deadline = deadline is not None and self._expires.get(key) != deadline
         for table, item in ((self._expires, deadline), (self._mods, mod), (self._tombs, tomb)):
             if item is None:
                 table.pop(key, None)
             else:
                 table[key] = item
+        if new_deadline:  # (after the table: a rebuild of the heap reads it)
+            self._push_deadline(deadline, key)  # type: ignore[arg-type]
 
     @property
     def gone(self) -> int:

@@ -538,3 +538,23 @@ def test_replicas_agree_on_any_stamped_history(program: list, cut: int) -> None:
         deadline = one.deadline(key)
         if one.read([b"EXISTS", key]) == 1 and deadline is not None:
             assert deadline > one.now
+
+
+def test_the_expiry_heap_stays_bounded_on_a_node_that_never_leads(kv: KVStateMachine) -> None:
+    # Only the leader's expiry pass popped stale candidates: a follower kept one heap entry
+    # for every write with a TTL for good (harden11: 100,000 SET PX to 10 keys, 100,000).
+    for i in range(5_000):
+        at(kv, T0 + i, "SET", f"k{i % 10}", "v", "PX", 1_000_000)
+    assert len(kv._heap) <= 2 * 10 + machine_module.HEAP_SLACK
+    # What the leader would expire is unchanged: each key once, at its last deadline.
+    assert sorted(kv.expired_keys(T0 + 10_000_000, 100)) == [b"k%d" % i for i in range(10)]
+
+
+def test_a_rebuilt_heap_keeps_a_deadline_a_failed_script_restored(kv: KVStateMachine,
+                                                                  monkeypatch) -> None:
+    monkeypatch.setattr(machine_module, "HEAP_SLACK", 0)  # rebuild at every push past 2x
+    at(kv, T0, "SET", "k", "v", "PX", 100)
+    record = kv.key_record(b"k")
+    at(kv, T0, "PERSIST", "k")
+    kv.restore_key(b"k", record)
+    assert kv.expired_keys(T0 + 100, 10) == [b"k"]
