@@ -1,6 +1,6 @@
 """The server side of ``raftkv backup``: a consistent copy of the state, read in chunks.
 
-``start()`` takes the state at a linearizable point: it runs a ReadIndex read (``DBSIZE``)
+``start()`` takes the state at a linearizable point: it runs a ReadIndex read (``Node.barrier``)
 through the node, and the moment that read is answered (in the loop, synchronously) the
 node has applied at least the read index confirmed by a quorum, so every write
 acknowledged before the backup began is in the copy taken right then. The copy is encoded
@@ -78,7 +78,7 @@ class BackupSource:
                 f"TRYAGAIN {MAX_SESSIONS} backups are already in progress on this node"))
         node = self.node
         reply = Pending()
-        barrier = node.submit([b"DBSIZE"])
+        barrier = node.barrier()
         self._starting += 1
 
         def at_linearizable_point(value: Any) -> None:

@@ -65,6 +65,8 @@ log = logging.getLogger("raftkv.node")
 # Definitely not applied (TRYAGAIN's meaning): the client should ask a member.
 REMOVED = ErrorReply("TRYAGAIN this node was removed from the cluster; send commands to a "
                      "member")
+# The read ``Node.barrier`` waits for: through ReadIndex like any read, O(1) on any state.
+BARRIER_READ = (b"EXISTS", b"")
 
 # A command the leader runs for a follower (RAFT ADDNODE ...): raftkv.server.admin's.
 Admin = Callable[[list[bytes]], Pending]
@@ -287,6 +289,13 @@ class Node:
         now = trio.current_time()  # (read once: the park and the request deadlines)
         self._dispatch(args, spec.is_write, pending, now + self.settings.leader_wait, now)
         return pending
+
+    def barrier(self) -> Pending:
+        """A linearizable point: answered (None's place taken by the read's value, or an
+        ErrorReply) once this node has applied everything committed when it was asked. The
+        read is ``EXISTS ""``, which costs the same on any state; ``DBSIZE``, used before,
+        walked every key with a deadline (16 ms on 1M of them, harden11)."""
+        return self.submit(list(BARRIER_READ))
 
     @property
     def removed(self) -> bool:

@@ -557,11 +557,11 @@ class ClientServer:
         feed (and delivers messages) as it applies them itself, so without this a
         follower's ``XRANGE`` missed the ``SET`` acknowledged just before it on the same
         connection, and a ``SUBSCRIBE`` got the ``PUBLISH`` sent before it (attack6;
-        ``GET`` waits for a ReadIndex and never did). A ReadIndex read (DBSIZE: cheap, its
-        value unused) is answered once the node has applied everything committed when it
-        was asked, those writes included. Only such a command right after writes pays it:
-        a watcher's XREADs follow each other."""
-        value = await self.node.submit([b"DBSIZE"]).wait()
+        ``GET`` waits for a ReadIndex and never did). ``Node.barrier``, a ReadIndex read, is
+        answered once the node has applied everything committed when it was asked, those
+        writes included. Only such a command right after writes pays it: a watcher's
+        XREADs follow each other."""
+        value = await self.node.barrier().wait()
         return value if isinstance(value, ErrorReply) else None
 
     async def _wait_for_output_room(self, conn: Connection) -> None:
