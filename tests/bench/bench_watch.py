@@ -611,8 +611,10 @@ def main() -> int:
         # (--raw: each round's change delay to its watchers, p50 and p99 ms, by watchers)
         delays: dict[str, dict[int, list[tuple[float, float]]]] = {
             name: {} for name, _ in systems}
-        for n in order:
-            for system, cluster in systems:
+        for k, n in enumerate(order):
+            # (Which tree goes first alternates: in one run the tree that always went
+            # first had 0.68x the other's SET rate in its 0-watcher rounds, same code.)
+            for system, cluster in systems if k % 2 == 0 else systems[::-1]:
                 leader, _ = roles(cluster)  # an election in the last round may have moved it
                 r = trio.run(raw_round if args.raw else one_round, cluster, leader, n,
                              args.requests, args.clients)
@@ -661,6 +663,17 @@ def main() -> int:
                           f"{n} watchers {_mid([d[0] for d in v]):.0f} / "
                           f"{_mid([d[1] for d in v]):.0f}"
                           for n, v in sorted(delays[system].items())))
+            if len(systems) > 1 and system != systems[0][0]:
+                # The same slot's rounds of the two trees, this tree over the baseline:
+                # the 0-watcher rounds run the same code, so they show the bias left.
+                for n in (0, 100):
+                    mine, theirs = per_set[systems[0][0]].get(n, []), per_set[system].get(n, [])
+                    pairs = [a / b for a, b in zip(mine, theirs, strict=False)
+                             if 0 < b < math.inf and a < math.inf]
+                    if pairs:
+                        print(f"nodes' CPU per SET, {n} watchers, this tree / {system} in the "
+                              f"same slot (median of {len(pairs)}): {_mid(pairs):.3f}; "
+                              + ", ".join(f"{x:.2f}" for x in sorted(pairs)))
             if 0 in costs and replied[system]:
                 # What a watcher's round trip costs the nodes: the rise of the CPU per SET
                 # over the 0-watcher median, times the SETs, over the replies sent.
