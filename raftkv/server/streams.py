@@ -241,9 +241,13 @@ def entry_bytes(change: Change | tuple[Any, ...]) -> bytes:
         if len(_OPS) < 64:
             _OPS[op_name] = op
     change_id = b"%d-%d" % (index, position)
-    if value is None and deadline is None:
-        return b"*2\r\n$%d\r\n%b\r\n*4\r\n%b%b%b$%d\r\n%b\r\n" % (
-            len(change_id), change_id, _FIELD_OP, op, _FIELD_KEY, len(key), key)
+    if deadline is None:  # (most changes: one format, no list of pieces)
+        if value is None:
+            return b"*2\r\n$%d\r\n%b\r\n*4\r\n%b%b%b$%d\r\n%b\r\n" % (
+                len(change_id), change_id, _FIELD_OP, op, _FIELD_KEY, len(key), key)
+        return b"*2\r\n$%d\r\n%b\r\n*6\r\n%b%b%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
+            len(change_id), change_id, _FIELD_OP, op, _FIELD_KEY, len(key), key,
+            _FIELD_VALUE, len(value), value)
     pieces = [b"*2\r\n$%d\r\n%b\r\n*%d\r\n%b%b%b$%d\r\n%b\r\n" % (
         len(change_id), change_id, 4 + 2 * (value is not None) + 2 * (deadline is not None),
         _FIELD_OP, op, _FIELD_KEY, len(key), key)]
@@ -685,7 +689,7 @@ class FeedReader:
             for view, after in positions:
                 try:
                     changes, edge = yield from self._collect(after, until, count, view,
-                                                             strict=True, plain=stream)
+                                                             strict=True, plain=True)
                 except Compacted as exc:
                     job.result = compacted(exc, view.name)
                     return
