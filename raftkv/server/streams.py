@@ -393,8 +393,13 @@ class ReplyCache:
     come back with the id of the last change they got, so after each applied batch a
     hundred of them ask the same question: the first read answers it, the others share its
     bytes; a watcher that is behind joins entries encoded for the others (README "Watching
-    changes"). Bounded: ``MAX_REPLIES`` replies and ``MAX_BYTES`` in all, emptied when the
-    feed moves; ``MAX_ENTRIES`` entries and ``MAX_BYTES``, the oldest dropped first."""
+    changes"). A read up to a bound (a blocked reader's horizon, ``visible``) answers the
+    same however the feed moves past it, so its reply is kept until the bound moves, not
+    until the feed does: a pass over a hundred watchers yields to the loop every few ms,
+    entries are applied meanwhile, and each change of version made the next watcher read
+    and join its reply again. Bounded: ``MAX_REPLIES`` replies and ``MAX_BYTES`` in all,
+    emptied when the feed moves (unbounded reads) or the bound does (bounded ones);
+    ``MAX_ENTRIES`` entries and ``MAX_BYTES``, the oldest dropped first."""
 
     MAX_REPLIES = 256
     MAX_ENTRIES = 100_000
@@ -405,6 +410,9 @@ class ReplyCache:
         self._version = -1
         self._replies: dict[Any, Encoded] = {}
         self._bytes = 0
+        self._until: Id = TOP_ID  # the bound of the replies in ``_bounded``
+        self._bounded: dict[Any, Encoded] = {}
+        self._bounded_bytes = 0
         self.entries: OrderedDict[Id, bytes] = OrderedDict()  # (the oldest kept first)
         self._entry_bytes = 0
         self.hits = 0
@@ -431,20 +439,34 @@ class ReplyCache:
             self._replies = {}
             self._bytes = 0
 
-    def get(self, key: Any) -> Encoded | None:
-        self._now()
-        reply = self._replies.get(key)
+    def get(self, key: Any, until: Id = TOP_ID) -> Encoded | None:
+        """The reply kept for ``key``, a read up to ``until`` (TOP_ID: unbounded)."""
+        if until != TOP_ID:
+            reply = self._bounded.get(key) if until == self._until else None
+        else:
+            self._now()
+            reply = self._replies.get(key)
         if reply is not None:
             self.hits += 1
         return reply
 
-    def put(self, key: Any, reply: Encoded, version: int) -> None:
-        """Keep ``reply``, read from the feed at ``version``, if the feed is still there."""
+    def put(self, key: Any, reply: Encoded, version: int, until: Id = TOP_ID) -> None:
+        """Keep ``reply``, read from the feed at ``version`` up to ``until``, if the feed
+        (unbounded) or the bound (bounded) is still where the read began."""
+        size = len(reply.data)
+        if until != TOP_ID:
+            if until != self._until:
+                self._until, self._bounded, self._bounded_bytes = until, {}, 0
+            if (len(self._bounded) < self.MAX_REPLIES
+                    and self._bounded_bytes + size <= self.MAX_BYTES):
+                self._bounded[key] = reply
+                self._bounded_bytes += size
+            return
         self._now()
         if (version == self._version and len(self._replies) < self.MAX_REPLIES
-                and self._bytes + len(reply.data) <= self.MAX_BYTES):
+                and self._bytes + size <= self.MAX_BYTES):
             self._replies[key] = reply
-            self._bytes += len(reply.data)
+            self._bytes += size
 
     def keep_entries(self, pieces: list[tuple[Id, bytes]]) -> None:
         """Keep these changes' encoded entries (an entry over ``MAX_BYTES / 64`` is not
@@ -672,13 +694,13 @@ class FeedReader:
                tuple((s.name, after) for s, after in positions))
         cache = self.cache
         if cache is not None:  # (a watcher of a busy feed: most reads end here)
-            shared = cache.get(key)
+            shared = cache.get(key, until)
             if shared is not None:
                 return FeedRead.answered(shared)
 
         def body(job: FeedRead) -> Iterator[int]:
             if cache is not None:
-                shared = cache.get(key)
+                shared = cache.get(key, until)
                 if shared is not None:
                     job.result = shared
                     return
@@ -707,7 +729,7 @@ class FeedReader:
             if found:
                 job.result = xread_reply(found, proto)
                 if cache is not None:  # (if the feed did not move during the read)
-                    cache.put(key, job.result, version)
+                    cache.put(key, job.result, version, until)
             elif advance:
                 positions[:] = [(stream, edge) for (stream, _), edge in zip(
                     positions, edges, strict=True)]
