@@ -398,7 +398,8 @@ class ReplyCache:
     until the feed does: a pass over a hundred watchers yields to the loop every few ms,
     entries are applied meanwhile, and each change of version made the next watcher read
     and join its reply again. Bounded: ``MAX_REPLIES`` replies and ``MAX_BYTES`` in all,
-    emptied when the feed moves (unbounded reads) or the bound does (bounded ones);
+    (both kinds together), emptied when the feed moves (unbounded reads) or the bound
+    does (bounded ones);
     ``MAX_ENTRIES`` entries and ``MAX_BYTES``, the oldest dropped first."""
 
     MAX_REPLIES = 256
@@ -458,13 +459,13 @@ class ReplyCache:
             if until != self._until:
                 self._until, self._bounded, self._bounded_bytes = until, {}, 0
             if (len(self._bounded) < self.MAX_REPLIES
-                    and self._bounded_bytes + size <= self.MAX_BYTES):
+                    and self._bytes + self._bounded_bytes + size <= self.MAX_BYTES):
                 self._bounded[key] = reply
                 self._bounded_bytes += size
             return
         self._now()
         if (version == self._version and len(self._replies) < self.MAX_REPLIES
-                and self._bytes + size <= self.MAX_BYTES):
+                and self._bytes + self._bounded_bytes + size <= self.MAX_BYTES):
             self._replies[key] = reply
             self._bytes += size
 

@@ -347,6 +347,23 @@ def test_a_read_up_to_a_horizon_is_shared_after_the_feed_moves_past_it(
     assert r.read(r.start(request), MAX_COUNT, 2).finish() is not unbounded
 
 
+def test_the_shared_replies_bounded_and_not_keep_to_one_byte_bound(
+        kv: KVStateMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = ReplyCache(kv.feed)
+    r = FeedReader(kv.feed, None, lambda key: False, cache)
+    one = r.read(r.start(parse_xread(b("XREAD", "STREAMS", "__raftkv:changes", "0"))),
+                 MAX_COUNT, 2).finish()
+    monkeypatch.setattr(ReplyCache, "MAX_BYTES", len(one.data) + 10)
+    horizon = kv.feed.last_id
+    for start in ("0", "1", "2"):  # the first fills the bound: the others are not kept
+        request = parse_xread(b("XREAD", "BLOCK", 0, "STREAMS", "__raftkv:changes", start))
+        r.read(r.start(request), MAX_COUNT, 2, True, horizon).finish()
+        r.read(r.start(parse_xread(b("XREAD", "STREAMS", "__raftkv:changes", start))),
+               MAX_COUNT, 2).finish()
+    assert cache._bytes + cache._bounded_bytes <= ReplyCache.MAX_BYTES
+    assert len(cache._bounded) + len(cache._replies) == 1
+
+
 def test_a_blocked_read_that_finds_nothing_moves_its_ids_on(kv: KVStateMachine) -> None:
     r = FeedReader(kv.feed, None, lambda key: False)
     request = parse_xread(b("XREAD", "BLOCK", 0, "STREAMS", "__raftkv:changes:nobody*",
