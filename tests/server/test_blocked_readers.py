@@ -159,6 +159,32 @@ async def test_a_first_read_still_going_is_finished_before_waiting(
         assert await empty.wait() == b"then"
 
 
+async def test_a_reader_behind_the_horizon_is_caught_up_without_waiting_for_the_window(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A watcher that got COUNT changes comes back for the rest of the window's: its read
+    starts in its XREAD and, if one slice does not finish it, goes on in the readers'
+    task at once, not at the next pass a window later (with 1 s windows 300 watchers of
+    c50 SET fell 1-2 s behind, each such read parked a window)."""
+    readers = BlockedReaders(limit=10, window=0.5, per_reader=0.5, max_window=0.5)
+    async with trio.open_nursery() as nursery:
+        served = readers.block(nursery.start_soon, 0, answers(b"x"), [])
+        readers.changes_applied([])
+        assert await served.wait() == b"x"  # a pass: the next is 0.5 s after it
+        began = trio.current_time()
+        behind = readers.block(nursery.start_soon, 0, answers(), [],
+                               first=Answer(b"the rest", slices=5))
+        assert await behind.wait() == b"the rest"
+        assert trio.current_time() - began < 0.5
+        empty = readers.block(nursery.start_soon, 0, answers(b"later"), [],
+                              first=Answer(None, slices=5))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not empty.done  # (nothing found: it waits for what is applied next)
+        readers.changes_applied([change(1, b"a")])
+        assert await empty.wait() == b"later"
+        assert trio.current_time() - began >= 0.5  # (that one at the next pass)
+        nursery.cancel_scope.cancel()
+
+
 async def test_many_readers_with_many_globs_cost_the_apply_nothing_and_share_the_loop(
         autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """Readers x globs x keys of an applied MSET used to be matched inside apply, the loop
