@@ -25,7 +25,6 @@ to keys its patterns allow (a FLUSHALL always).
 from __future__ import annotations
 
 import re
-import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
@@ -893,14 +892,7 @@ def _reader(node: Node, conn: Connection) -> FeedReader:
 def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if node.removed:  # its feed never moves again (attack7: a watch sat there for good)
         return Pending.of(REMOVED)
-    blocked = conn.server.blocked if conn.server is not None else None
-    if blocked is None:
-        return _xread(node, conn, args, None)
-    began = time.thread_time()  # (CPU time: on a loaded machine wall time counts others')
-    pending = _xread(node, conn, args, blocked)
-    if not pending.done:  # a watcher's XREAD, part of a round trip's work: what the
-        blocked.charge(time.thread_time() - began)  # window is sized by (blocked_readers)
-    return pending
+    return _xread(node, conn, args, conn.server.blocked if conn.server is not None else None)
 
 
 class LastXRead:
