@@ -24,6 +24,7 @@ to keys its patterns allow (a FLUSHALL always).
 
 from __future__ import annotations
 
+import math
 import re
 import weakref
 from collections import OrderedDict
@@ -1000,8 +1001,12 @@ def _xread(node: Node, conn: Connection, args: list[bytes], blocked: BlockedRead
                            until=horizon() if horizon is not None else TOP_ID)
 
     # Changes past the horizon already: the next pass serves them (within the window).
+    # (A reader of the whole feed has a full reply once COUNT changes are applied: the
+    # readers' task need not wait its window for more.)
+    full = count if all(stream.every for stream, _ in positions) else math.inf
     return blocked.block(node.start_background, block, retry, conn.on_end,
-                         None if done else job, wake=done and reader.news(positions))
+                         None if done else job, wake=done and reader.news(positions),
+                         full=full)
 
 
 def _settled(reply: Any) -> Pending:

@@ -409,6 +409,45 @@ async def test_a_nodes_window_is_ten_ms_a_reader_waiting_up_to_a_second(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_pass_starts_early_once_every_waiting_readers_reply_is_full(
+        mock_clock: trio.testing.MockClock) -> None:
+    """Once the changes applied since the last pass fill the reply of every reader waiting
+    (``full``: a whole-feed reader's COUNT), the pass starts at once: waiting out the window
+    would save no round trip, as a watcher back for the rest after COUNT is read for at
+    once, and only delay the changes. A reader whose reply may not be full (a filter:
+    ``full`` inf) keeps the window. (Before: every pass waited the whole window.)"""
+    blocked = BlockedReaders(limit=10, window=0.005, per_reader=1.0, max_window=1.0)
+    batch = [change(1, b"k")] * 2
+
+    async with trio.open_nursery() as nursery:
+        first = blocked.block(nursery.start_soon, 0, answers(b"x"), [], full=3)
+        blocked.changes_applied(batch)
+        assert await first.wait() == b"x"  # the first pass: at once
+        began = trio.current_time()
+        counted = blocked.block(nursery.start_soon, 0, answers(b"y"), [], full=3)
+        more = blocked.block(nursery.start_soon, 0, answers(b"z"), [], full=4)
+        blocked.changes_applied(batch)
+        mock_clock.jump(0.1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not counted.done  # 2 of 3 changes: the window goes on
+        blocked.changes_applied(batch)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (counted.value, more.value) == (b"y", b"z")  # 4 changes fill both: at once
+        assert trio.current_time() - began == pytest.approx(0.1)
+        # A filtered reader among them: its reply may not be full, the window holds.
+        blocked.block(nursery.start_soon, 0, lambda: None, [], full=3)  # (nothing for it)
+        filtered = blocked.block(nursery.start_soon, 0, answers(b"f"), [])
+        began = trio.current_time()
+        for _ in range(10):
+            blocked.changes_applied(batch)
+        while not filtered.done:
+            await trio.testing.wait_all_tasks_blocked()
+            if not filtered.done:
+                mock_clock.jump(0.01)
+        assert trio.current_time() - began == pytest.approx(1.0, abs=0.011)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_block_ending_within_the_window_gets_what_was_applied_not_null(
         mock_clock: trio.testing.MockClock) -> None:
     """The window may be longer than a client's BLOCK (it grows with the readers): a
