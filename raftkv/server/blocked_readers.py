@@ -175,8 +175,8 @@ class BlockedReaders:
         """The applier's listener (once per applied batch with changes): O(1), no matching
         here (module docstring)."""
         self.applied += 1
-        self._since += len(changes)
         if self._readers:
+            self._since += len(changes)
             self._dirty = True
             self._wake.set()
             if self._since >= self._full:
