@@ -29,8 +29,8 @@ reply carries more changes instead. A watcher's round trip (its reply sent, its 
 XREAD read, parsed and blocked: three task switches and four system calls in the client
 port) costs the node 100-300 us of CPU whatever it carries, and with fsync always a node
 applies a batch every 10-20 ms: a fixed 5 ms window coalesced nothing (100 watchers cost
-60% of the c50 SET rate), 2 ms a reader still cost them 17%. One watcher waits up to
-10 ms for a change, 34 on a node up to 340 ms.
+60% of the c50 SET rate), 2 ms a reader and a load rule (below) 17%. One watcher waits
+up to 10 ms for a change, 34 on a node up to 340 ms.
 
 The window depends on the readers waiting only, not on what delivery costs. An earlier
 rule also lengthened it while the node's measured delivery work was large against its
