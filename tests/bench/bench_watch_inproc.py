@@ -105,7 +105,7 @@ def main() -> int:
     args = ap.parse_args()
     made: list[blocked_readers.BlockedReaders] = []
     init = blocked_readers.BlockedReaders.__init__
-    _, per_reader, max_window, _ = init.__defaults__ or ()
+    _, per_reader, max_window, *_ = init.__defaults__ or ()
     per_reader = args.per_reader / 1000 if args.per_reader is not None else per_reader
     max_window = args.max_window / 1000 if args.max_window is not None else max_window
 
