@@ -21,29 +21,31 @@ reads the feed up to its last id as of the latest pass (streams.py's
 once, nothing read). So a watcher makes at most one round trip a window, however many
 batches the node applies, and gets the window's changes in one reply; a change reaches
 it at most a window after the pass that would have carried it. A pass right after a
-quiet spell starts at once. The window is ``PER_READER_WINDOW`` (2 ms) for each reader
+quiet spell starts at once. The window is ``PER_READER_WINDOW`` (10 ms) for each reader
 waiting when the last pass began, at least ``WAKE_WINDOW`` (5 ms), at most
-``MAX_WINDOW`` (250 ms). A watcher's round trip (its reply sent, its next XREAD read,
-parsed and blocked: three task switches and four system calls in the client port) costs
-the node 50-150 us of CPU whatever it carries, and with fsync always a node applies a
-batch every 10-20 ms: a fixed 5 ms window coalesced nothing, and 33 watchers a node made
-60-70 round trips a second each, which cost 100 watchers 60% of the c50 SET rate. Now a
-node makes at most ~500 watcher round trips a second up to 50 watchers (beyond, 10 a
-watcher); 34 watchers wait up to 68 ms for a change. XREAD without BLOCK, or with a
-BLOCK shorter than ``WAKE_WINDOW``, is not coalesced (streams.py).
+``MAX_WINDOW`` (1 s), and nothing else: a node makes at most ~100 watcher round trips a
+second however many watchers it has (up to 100; beyond, one a second each), and each
+reply carries more changes instead. A watcher's round trip (its reply sent, its next
+XREAD read, parsed and blocked: three task switches and four system calls in the client
+port) costs the node 100-300 us of CPU whatever it carries, and with fsync always a node
+applies a batch every 10-20 ms: a fixed 5 ms window coalesced nothing (100 watchers cost
+60% of the c50 SET rate), 2 ms a reader and a load rule (below) 17%. One watcher waits
+up to 10 ms for a change, 34 on a node up to 340 ms.
 
-The window also adapts to the node's load, like Redis's batching of client output: a
-round trip costs the same CPU whatever it carries, so a fixed rule made 100 watchers cost
-a node as much CPU as the writes they watch (the c50 SET rate fell 31-60%). Each blocking
-XREAD measures its own work, and the pass each reply's send (``charge``, in the loop
-thread's CPU time: wall time counted other processes' on a loaded machine); together
-about 30% of a round trip's fixed CPU, the rest being the receive, RESP, the wake-ups and
-the scheduler (``ROUND_TRIP_FACTOR``); at each pass the node's CPU since the last one
-(``cpu``, the process's) less that delivery is the node's other work, and the next window
-is long enough that delivery stays under ``DELIVERY_SHARE`` of that work, or under
-``DELIVERY_FLOOR`` of a core if that is more (an idle node serves its watchers at once),
-at most ``MAX_WINDOW``. A busy node thus sends fewer, larger replies (a watcher waits up
-to ``MAX_WINDOW`` for a change), a quiet one keeps the short window.
+The window depends on the readers waiting only, not on what delivery costs. An earlier
+rule also lengthened it while the node's measured delivery work was large against its
+other work; but that work grew with the replies (a watcher back for the rest after
+``COUNT`` has them read at once, in its XREAD: up to a thousand changes encoded and
+charged), so a long window could make the next one longer: with it, one watcher of c50
+SET was seen at 454 ms windows and 256 ms p50 for a change (watch4, quiet machine). What
+a reply costs per change is the same however changes are batched; only the number of
+round trips depends on the window.
+A pass also starts before its window is over once enough changes were applied to fill
+every waiting reader's reply (its ``COUNT``, for readers of the whole feed): waiting longer
+would save no round trip, as a watcher back for the rest after ``COUNT`` is read for at
+once. With c50 SET at 6,000 changes a second and ``COUNT 1000``, 34 watchers on a node get
+a reply every ~170 ms, not every 340. XREAD without BLOCK, or with a BLOCK shorter than
+``WAKE_WINDOW``, is not coalesced (streams.py).
 
 A reader holds no per-event memory (it reads the retained tail when served). Its
 connection ending (its input closed, or the connection torn down) ends its wait at once,
@@ -79,22 +81,10 @@ ROUND_SECONDS = 0.002
 WAKE_WINDOW = 0.005
 # ... and at least this much per reader waiting when the last pass began, up to
 # ``MAX_WINDOW`` (module docstring): the node makes at most 1 / PER_READER_WINDOW
-# watcher round trips a second for up to MAX_WINDOW / PER_READER_WINDOW watchers; more
-# watchers each wait longer for a change instead.
-PER_READER_WINDOW = 0.002
-MAX_WINDOW = 0.25
-# The load's share of the window (module docstring): delivery may use this share of the
-# node's other work, or this share of a core, whichever is more.
-DELIVERY_SHARE = 0.05
-DELIVERY_FLOOR = 0.02
-# What ``charge`` measures (an XREAD's parse, first look and block, and the pass's send of
-# its reply: 35-46 us of the loop thread's CPU, thread_time calls included) is about 30%
-# of the CPU a watcher's round trip costs a node whatever it carries (61-167 us, median
-# ~140, real/measured 0.7-5.2, median 3.4, in 10 rounds at load 9: bench_watch.py
-# --follower 33 prints both): its receive and RESP parse, the pass's
-# cached read, the wake-ups and the scheduler are the rest. Encoding the changes is not
-# counted: it costs the same however they are batched.
-ROUND_TRIP_FACTOR = 3.5
+# watcher round trips a second (100) for up to MAX_WINDOW / PER_READER_WINDOW watchers;
+# more watchers each wait longer for a change instead.
+PER_READER_WINDOW = 0.01
+MAX_WINDOW = 1.0
 # How often an idle serving task asks ``gone`` whether the node can serve the feed at all
 # (a node removed from the cluster applies nothing more: its readers would wait for good).
 GONE_RECHECK = 1.0
@@ -106,7 +96,7 @@ def too_many(limit: int) -> ErrorReply:
 
 
 class _Reader:
-    __slots__ = ("applied", "done", "hang_up", "job", "on_end", "pending", "retry")
+    __slots__ = ("applied", "done", "full", "hang_up", "job", "on_end", "pending", "retry")
 
     def __init__(self, pending: Pending, retry: Retry, job: SlicedRead | None,
                  on_end: list[Callable[[], None]]) -> None:
@@ -117,6 +107,7 @@ class _Reader:
         self.on_end = on_end  # its connection's end callbacks (``hang_up`` is there)
         self.hang_up: Callable[[], None] = _nothing
         self.applied = 0  # the batches applied when it blocked (``BlockedReaders.applied``)
+        self.full = math.inf  # the changes that fill its reply (``BlockedReaders.block``)
 
 
 def _nothing() -> None:
@@ -129,18 +120,8 @@ class BlockedReaders:
 
     def __init__(self, limit: int, window: float = WAKE_WINDOW,
                  per_reader: float = PER_READER_WINDOW, max_window: float = MAX_WINDOW,
-                 cpu: Callable[[], float] | None = None, share: float = DELIVERY_SHARE,
-                 floor: float = DELIVERY_FLOOR,
-                 gone: Callable[[], ErrorReply | None] | None = None,
-                 thread_cpu: Callable[[], float] = time.thread_time) -> None:
+                 gone: Callable[[], ErrorReply | None] | None = None) -> None:
         self.limit = limit
-        self.thread_cpu = thread_cpu  # (the loop thread's CPU seconds: a send's cost)
-        # The load rule (module docstring), off without ``cpu`` (the process's CPU seconds).
-        self._cpu = cpu
-        self.share, self.floor = share, floor
-        self._cycle_cpu = cpu() if cpu is not None else 0.0  # at the last pass's start
-        self.delivery = 0.0  # round trips' measured work since then (seconds, ``charge``)
-        self.measured = 0.0  # ... in all (INFO: what the factor multiplies)
         # The error every reader gets once the node cannot serve the feed any more (a
         # removed member: attack7), else None; asked at least every GONE_RECHECK.
         self.gone = gone
@@ -159,6 +140,16 @@ class BlockedReaders:
         self._dirty = False  # something was applied (or a reader came) since the last pass
         self.applied = 0  # batches applied (a first read may have missed the later ones)
         self._wake = trio.Event()
+        # Readers whose first read is still going (they are behind the horizon: there is
+        # something to read now), finished at once rather than at the next pass
+        # (``_catch_up``), and the event that cuts the wait for the window short for them.
+        self._behind: list[_Reader] = []
+        self._hurry = trio.Event()
+        # Changes applied since the last pass began, and how many fill the reply of every
+        # reader waiting for the next one (``block``'s ``full``): then the pass starts at
+        # once, the window notwithstanding.
+        self._since = 0
+        self._full = 0.0  # (the largest ``full`` of the readers waiting; 0: none)
         self._serving = False
         self.stats = {"blocked_readers_refused": 0, "blocked_readers_served": 0,
                       "blocked_readers_timed_out": 0}
@@ -170,57 +161,47 @@ class BlockedReaders:
         """INFO's stats: readers refused, served and timed out, and the window now (ms; 0
         with no reader blocked)."""
         span = self.span if self._readers else 0.0
-        return {**self.stats, "blocked_readers_window_ms": round(span * 1000, 1),
-                "blocked_readers_measured_ms": round(self.measured * 1000, 1)}
+        return {**self.stats, "blocked_readers_window_ms": round(span * 1000, 1)}
 
     def reset_stats(self) -> None:
         self.stats = dict.fromkeys(self.stats, 0)
-        self.measured = 0.0
 
-    def charge(self, seconds: float) -> None:
-        """Count ``seconds`` of a round trip's measured work (a blocking XREAD's own, a
-        reply's send) into the delivery the window is sized by (module docstring)."""
-        self.delivery += seconds
-        self.measured += seconds
-
-    def _next_span(self, now: float) -> float:
-        """The least time from the pass starting ``now`` to the next one (module
-        docstring): per reader waiting, and long enough that delivery keeps to its share
-        of the node's load."""
-        span = max(self.window, len(self._readers) * self.per_reader)
-        if self._cpu is not None:
-            cpu = self._cpu()
-            used, delivery = cpu - self._cycle_cpu, self.delivery * ROUND_TRIP_FACTOR
-            self._cycle_cpu, self.delivery = cpu, 0.0
-            wall = now - self._last_pass
-            if 0 < wall < math.inf:
-                other = max(used - delivery, 0.0) / wall  # cores
-                span = max(span, delivery / max(self.share * other, self.floor))
-        return min(span, self.max_window)
+    def _next_span(self) -> float:
+        """The least time from the pass starting now to the next one: per reader waiting,
+        whatever the replies cost (module docstring)."""
+        return min(max(self.window, len(self._readers) * self.per_reader), self.max_window)
 
     def changes_applied(self, changes: list[Change]) -> None:
         """The applier's listener (once per applied batch with changes): O(1), no matching
         here (module docstring)."""
         self.applied += 1
         if self._readers:
+            self._since += len(changes)
             self._dirty = True
             self._wake.set()
+            if self._since >= self._full:
+                self._hurry.set()
 
     def block(self, spawn: Spawn, timeout_ms: int, retry: Retry,
               on_end: list[Callable[[], None]], first: SlicedRead | None = None,
-              wake: bool = False) -> Pending:
+              wake: bool = False, full: float = math.inf) -> Pending:
         """A Pending answered by the first non-None result of a read ``retry()`` gives
         (after each applied batch), or None after ``timeout_ms`` (0: no deadline).
         ``first``: a read still to finish before waiting. ``wake``: there is something
         to read already (applied after the last pass began): read at the next pass.
         ``on_end``: the connection's list of callbacks run when it ends (the reader
-        registers there, and unregisters once answered)."""
+        registers there, and unregisters once answered). ``full``: how many changes
+        applied after the last pass fill its reply (its COUNT, for a reader of the whole
+        feed; inf: any number may not): once that many are applied for every reader
+        waiting, the next pass starts at once (module docstring)."""
         if len(self._readers) >= self.limit:
             self.stats["blocked_readers_refused"] += 1
             return Pending.of(too_many(self.limit))
         pending = Pending()
         reader = _Reader(pending, retry, first, on_end)
         reader.applied = self.applied
+        reader.full = full
+        self._full = max(self._full, full)
         self._readers[reader] = None
 
         def hang_up() -> None:  # (the connection empties its list itself)
@@ -236,7 +217,11 @@ class BlockedReaders:
             if len(self._deadlines) > 2 * len(self._readers) + 64:
                 self._deadlines = [item for item in self._deadlines if not item[2].done]
                 heapq.heapify(self._deadlines)
-        if first is not None or wake:
+        if first is not None:
+            self._behind.append(reader)
+            self._hurry.set()
+            self._wake.set()
+        elif wake:
             self._dirty = True
             self._wake.set()
         if not self._serving:
@@ -298,30 +283,54 @@ class BlockedReaders:
                         self._end(reader, error)
                     break
                 self._expire()
+                if self._behind:
+                    await self._catch_up()
+                    continue
                 if not self._dirty:
                     await self._idle()
                     continue
                 # Let the window's changes gather, but not past a deadline: a reader
                 # whose BLOCK ends within the window gets what was applied, not a null
-                # (the pass comes before the deadlines are looked at again).
+                # (the pass comes before the deadlines are looked at again); a reader
+                # behind the horizon is caught up meanwhile.
                 due = min(self._last_pass + self.span, self._next_deadline())
-                if trio.current_time() < due:
-                    await trio.sleep_until(due)
+                if trio.current_time() < due and self._since < self._full:
+                    with trio.move_on_at(due):
+                        await self._hurry.wait()
+                    if self._behind:
+                        continue
                 self._dirty = False
                 now = trio.current_time()
-                self.span = self._next_span(now)
+                self.span = self._next_span()
                 self._last_pass = now
                 self.passes += 1
+                self._since = 0
+                self._hurry = trio.Event()  # (nothing is behind: see above)
                 await self._pass()
+                self._full = max((r.full for r in self._readers), default=0.0)
         finally:
             self._serving = False
             for reader in list(self._readers):  # (the node is stopping: null)
                 self._end(reader, None)
 
+    async def _catch_up(self) -> None:
+        """Finish the first reads still going (a watcher that got ``COUNT`` changes and
+        came back for the rest of the window's, which one slice did not read): there is
+        something for them now, so they do not wait for the next pass, a window later
+        (with 1 s windows, 300 watchers of c50 SET fell 1-2 s behind)."""
+        readers, self._behind = self._behind, []
+        self._hurry = trio.Event()
+        await self._read_for([r for r in readers if r.job is not None])
+
     async def _pass(self) -> None:
         """Read for each reader in turn, yielding to the loop every ``ROUND_SECONDS``."""
+        await self._read_for(list(self._readers))
+
+    async def _read_for(self, readers: list[_Reader]) -> None:
+        """Read for each of ``readers`` in turn (its read still going, else a new one),
+        yielding to the loop every ``ROUND_SECONDS``."""
         began = time.perf_counter()
-        for reader in list(self._readers):
+        for reader in readers:
             if reader.done:
                 continue
             reply = None
@@ -351,9 +360,7 @@ class BlockedReaders:
                                    f"{type(exc).__name__}")
             if reply is not None and not reader.done:
                 self.stats["blocked_readers_served"] += 1
-                sent = self.thread_cpu()
                 self._end(reader, reply)  # (its reply is sent from here: the socket's send)
-                self.charge(self.thread_cpu() - sent)
             if time.perf_counter() - began >= ROUND_SECONDS:
                 await trio.lowlevel.checkpoint()
                 self._expire()

@@ -28,7 +28,6 @@ import itertools
 import logging
 import math
 import socket
-import time
 from collections import deque
 from functools import partial
 from typing import Any
@@ -260,10 +259,9 @@ class ClientServer:
                              gone=lambda: REMOVED if node.removed else None)
         node.applier.observe(self.pubsub.applied)
         self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
-        # XREAD BLOCK (streams.py); its window adapts to this process's CPU load.
-        self.blocked = BlockedReaders(
-            settings.watch_max_blocked, cpu=time.process_time,
-            gone=lambda: REMOVED if node.removed else None)
+        # XREAD BLOCK (streams.py); its window grows with the readers waiting.
+        self.blocked = BlockedReaders(settings.watch_max_blocked,
+                                      gone=lambda: REMOVED if node.removed else None)
         node.applier.on_changes.append(self.blocked.changes_applied)
         self.new_clients = 0  # connections that have not sent a complete command yet
         # The same per source (source_key), oldest first, each with the scope that evicts it.

@@ -24,8 +24,8 @@ to keys its patterns allow (a FLUSHALL always).
 
 from __future__ import annotations
 
+import math
 import re
-import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
@@ -241,9 +241,13 @@ def entry_bytes(change: Change | tuple[Any, ...]) -> bytes:
         if len(_OPS) < 64:
             _OPS[op_name] = op
     change_id = b"%d-%d" % (index, position)
-    if value is None and deadline is None:
-        return b"*2\r\n$%d\r\n%b\r\n*4\r\n%b%b%b$%d\r\n%b\r\n" % (
-            len(change_id), change_id, _FIELD_OP, op, _FIELD_KEY, len(key), key)
+    if deadline is None:  # (most changes: one format, no list of pieces)
+        if value is None:
+            return b"*2\r\n$%d\r\n%b\r\n*4\r\n%b%b%b$%d\r\n%b\r\n" % (
+                len(change_id), change_id, _FIELD_OP, op, _FIELD_KEY, len(key), key)
+        return b"*2\r\n$%d\r\n%b\r\n*6\r\n%b%b%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
+            len(change_id), change_id, _FIELD_OP, op, _FIELD_KEY, len(key), key,
+            _FIELD_VALUE, len(value), value)
     pieces = [b"*2\r\n$%d\r\n%b\r\n*%d\r\n%b%b%b$%d\r\n%b\r\n" % (
         len(change_id), change_id, 4 + 2 * (value is not None) + 2 * (deadline is not None),
         _FIELD_OP, op, _FIELD_KEY, len(key), key)]
@@ -389,8 +393,14 @@ class ReplyCache:
     come back with the id of the last change they got, so after each applied batch a
     hundred of them ask the same question: the first read answers it, the others share its
     bytes; a watcher that is behind joins entries encoded for the others (README "Watching
-    changes"). Bounded: ``MAX_REPLIES`` replies and ``MAX_BYTES`` in all, emptied when the
-    feed moves; ``MAX_ENTRIES`` entries and ``MAX_BYTES``, the oldest dropped first."""
+    changes"). A read up to a bound (a blocked reader's horizon, ``visible``) answers the
+    same however the feed moves past it, so its reply is kept until the bound moves, not
+    until the feed does: a pass over a hundred watchers yields to the loop every few ms,
+    entries are applied meanwhile, and each change of version made the next watcher read
+    and join its reply again. Bounded: ``MAX_REPLIES`` replies and ``MAX_BYTES`` in all,
+    (both kinds together), emptied when the feed moves (unbounded reads) or the bound
+    does (bounded ones);
+    ``MAX_ENTRIES`` entries and ``MAX_BYTES``, the oldest dropped first."""
 
     MAX_REPLIES = 256
     MAX_ENTRIES = 100_000
@@ -401,6 +411,9 @@ class ReplyCache:
         self._version = -1
         self._replies: dict[Any, Encoded] = {}
         self._bytes = 0
+        self._until: Id = TOP_ID  # the bound of the replies in ``_bounded``
+        self._bounded: dict[Any, Encoded] = {}
+        self._bounded_bytes = 0
         self.entries: OrderedDict[Id, bytes] = OrderedDict()  # (the oldest kept first)
         self._entry_bytes = 0
         self.hits = 0
@@ -427,20 +440,34 @@ class ReplyCache:
             self._replies = {}
             self._bytes = 0
 
-    def get(self, key: Any) -> Encoded | None:
-        self._now()
-        reply = self._replies.get(key)
+    def get(self, key: Any, until: Id = TOP_ID) -> Encoded | None:
+        """The reply kept for ``key``, a read up to ``until`` (TOP_ID: unbounded)."""
+        if until != TOP_ID:
+            reply = self._bounded.get(key) if until == self._until else None
+        else:
+            self._now()
+            reply = self._replies.get(key)
         if reply is not None:
             self.hits += 1
         return reply
 
-    def put(self, key: Any, reply: Encoded, version: int) -> None:
-        """Keep ``reply``, read from the feed at ``version``, if the feed is still there."""
+    def put(self, key: Any, reply: Encoded, version: int, until: Id = TOP_ID) -> None:
+        """Keep ``reply``, read from the feed at ``version`` up to ``until``, if the feed
+        (unbounded) or the bound (bounded) is still where the read began."""
+        size = len(reply.data)
+        if until != TOP_ID:
+            if until != self._until:
+                self._until, self._bounded, self._bounded_bytes = until, {}, 0
+            if (len(self._bounded) < self.MAX_REPLIES
+                    and self._bytes + self._bounded_bytes + size <= self.MAX_BYTES):
+                self._bounded[key] = reply
+                self._bounded_bytes += size
+            return
         self._now()
         if (version == self._version and len(self._replies) < self.MAX_REPLIES
-                and self._bytes + len(reply.data) <= self.MAX_BYTES):
+                and self._bytes + self._bounded_bytes + size <= self.MAX_BYTES):
             self._replies[key] = reply
-            self._bytes += len(reply.data)
+            self._bytes += size
 
     def keep_entries(self, pieces: list[tuple[Id, bytes]]) -> None:
         """Keep these changes' encoded entries (an entry over ``MAX_BYTES / 64`` is not
@@ -668,13 +695,13 @@ class FeedReader:
                tuple((s.name, after) for s, after in positions))
         cache = self.cache
         if cache is not None:  # (a watcher of a busy feed: most reads end here)
-            shared = cache.get(key)
+            shared = cache.get(key, until)
             if shared is not None:
                 return FeedRead.answered(shared)
 
         def body(job: FeedRead) -> Iterator[int]:
             if cache is not None:
-                shared = cache.get(key)
+                shared = cache.get(key, until)
                 if shared is not None:
                     job.result = shared
                     return
@@ -685,7 +712,7 @@ class FeedReader:
             for view, after in positions:
                 try:
                     changes, edge = yield from self._collect(after, until, count, view,
-                                                             strict=True, plain=stream)
+                                                             strict=True, plain=True)
                 except Compacted as exc:
                     job.result = compacted(exc, view.name)
                     return
@@ -703,7 +730,7 @@ class FeedReader:
             if found:
                 job.result = xread_reply(found, proto)
                 if cache is not None:  # (if the feed did not move during the read)
-                    cache.put(key, job.result, version)
+                    cache.put(key, job.result, version, until)
             elif advance:
                 positions[:] = [(stream, edge) for (stream, _), edge in zip(
                     positions, edges, strict=True)]
@@ -866,14 +893,7 @@ def _reader(node: Node, conn: Connection) -> FeedReader:
 def cmd_xread(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if node.removed:  # its feed never moves again (attack7: a watch sat there for good)
         return Pending.of(REMOVED)
-    blocked = conn.server.blocked if conn.server is not None else None
-    if blocked is None:
-        return _xread(node, conn, args, None)
-    began = time.thread_time()  # (CPU time: on a loaded machine wall time counts others')
-    pending = _xread(node, conn, args, blocked)
-    if not pending.done:  # a watcher's XREAD, part of a round trip's work: what the
-        blocked.charge(time.thread_time() - began)  # window is sized by (blocked_readers)
-    return pending
+    return _xread(node, conn, args, conn.server.blocked if conn.server is not None else None)
 
 
 class LastXRead:
@@ -981,8 +1001,12 @@ def _xread(node: Node, conn: Connection, args: list[bytes], blocked: BlockedRead
                            until=horizon() if horizon is not None else TOP_ID)
 
     # Changes past the horizon already: the next pass serves them (within the window).
+    # (A reader of the whole feed has a full reply once COUNT changes are applied: the
+    # readers' task need not wait its window for more.)
+    full = count if all(stream.every for stream, _ in positions) else math.inf
     return blocked.block(node.start_background, block, retry, conn.on_end,
-                         None if done else job, wake=done and reader.news(positions))
+                         None if done else job, wake=done and reader.news(positions),
+                         full=full)
 
 
 def _settled(reply: Any) -> Pending:

@@ -46,6 +46,7 @@ from common import (
     load_line,
     median_ci,
     paired_ratios,
+    percentile,
     raft_cluster,
     redis_benchmark,
     roles,
@@ -93,6 +94,8 @@ class RawWatchers(threading.Thread):
         self.last = [start] * n
         self.count = 0
         self.replies = 0  # XREAD replies with changes: the round trips the watchers made
+        # (probe number, when a watcher had the reply carrying it): ``Probes`` latency.
+        self.received: list[tuple[int, float]] = []
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -110,7 +113,7 @@ class RawWatchers(threading.Thread):
         # A reply's (length, ends) -> (its bytes, (its entries, its last id)): the replies
         # the node shares.
         known: dict[tuple[int, bytes, bytes],
-                    tuple[bytes, tuple[int, tuple[int, int] | None]]] = {}
+                    tuple[bytes, tuple[int, tuple[int, int] | None, tuple[int, ...]]]] = {}
         unparsed = [b""] * self.n  # a reply received in part (one XREAD in flight each)
         try:
             while not self.done.is_set():
@@ -134,11 +137,15 @@ class RawWatchers(threading.Thread):
                             unparsed[i] = data
                             continue
                         entries = reply[0][1] if isinstance(reply, list) and reply else []
-                        seen = (len(entries), _id(entries[-1][0]) if entries else None)
+                        seen = (len(entries), _id(entries[-1][0]) if entries else None,
+                                _probes(entries))
                         if len(known) >= 4096:
                             known.clear()
                         known[shape] = (data, seen)
                     unparsed[i] = b""
+                    if seen[2]:
+                        now = time.perf_counter()
+                        self.received += [(probe, now) for probe in seen[2]]
                     self.count += seen[0]
                     if seen[1] is not None:
                         self.replies += 1
@@ -181,12 +188,17 @@ async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     pids = [n.proc.pid for n in cluster.nodes.values() if n.proc]
     nodes_cpu = nodes_cpu_start = _cpu(pids)
     own_cpu = time.process_time()
+    # (In every round, so the 0- and 100-watcher rounds carry the same writes.)
+    probes = Probes(cluster.nodes[leader].client_addr)
+    probes.start()
     began = trio.current_time()
     run = await trio.to_thread.run_sync(redis_benchmark, cluster.client_addr(leader)[1],
                                         "set", requests, clients)
     seconds = trio.current_time() - began
     nodes_cpu = _cpu(pids) - nodes_cpu
     own_cpu = time.process_time() - own_cpu
+    probes.done.set()
+    await trio.to_thread.run_sync(probes.join)
     elections = await trio.to_thread.run_sync(_term, cluster) - term
     delivered = raw.count
     end = await trio.to_thread.run_sync(newest_sync, cluster.nodes[leader].client_addr)
@@ -208,6 +220,10 @@ async def raw_round(cluster: LocalCluster, leader: int, watchers: int, requests:
     # more applied batches, README "Watching changes": coalesced wake-ups.)
     figures["replies"] = raw.replies / watchers / seconds if watchers else 0.0
     figures["all_replies"] = float(raw.replies)
+    # From a probe's acknowledgement to each watcher's reception of it (ms).
+    latencies = probes.latencies(raw.received)
+    figures["latency"] = ((percentile(latencies, 50), percentile(latencies, 99))
+                          if latencies else None)
     return figures
 
 
@@ -422,6 +438,54 @@ def follower_round(cluster: LocalCluster, watchers: int, seconds: float
 
 
 FEED_NAME = "__raftkv:changes"
+PROBE = b"probe:"
+
+
+def _probes(entries: list[Any]) -> tuple[int, ...]:
+    """The probe numbers among a reply's entries (``Probes``' keys)."""
+    found = []
+    for _, fields in entries:
+        key = fields[3] if len(fields) > 3 else b""
+        if key.startswith(PROBE):
+            found.append(int(key[len(PROBE):]))
+    return tuple(found)
+
+
+class Probes(threading.Thread):
+    """A SET of ``probe:<n>`` to ``addr`` every ``every`` seconds, each acknowledgement's
+    time noted: a raw watcher's reception of probe n, less that time, is how long a change
+    took from its write's acknowledgement (applied on the leader) to a watcher, coalescing
+    window included (the latency the window costs)."""
+
+    def __init__(self, addr: str, every: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.addr, self.every = addr, every
+        self.acked: dict[int, float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        host, port = self.addr.rsplit(":", 1)
+        with contextlib.suppress(OSError), socket.create_connection((host, int(port))) as s:
+            reader, n = hiredis.Reader(), 0
+            while not self.done.is_set():
+                s.sendall(_command("SET", PROBE + b"%d" % n, "x"))
+                reply: Any = False
+                while reply is False:
+                    data = s.recv(4096)
+                    if not data:
+                        return
+                    reader.feed(data)
+                    reply = reader.gets()
+                if reply == b"OK":
+                    self.acked[n] = time.perf_counter()
+                n += 1
+                self.done.wait(self.every)
+
+    def latencies(self, received: list[tuple[int, float]]) -> list[float]:
+        """Each reception's delay after its probe's acknowledgement (ms, sorted; a watcher
+        faster than the probe's own reply counts 0)."""
+        return sorted(max(at - self.acked[n], 0.0) * 1000 for n, at in received
+                      if n in self.acked)
 
 
 def _command(*args: str | bytes) -> bytes:
@@ -461,6 +525,10 @@ def _info_figure(cluster: LocalCluster, field: str) -> list[float]:
         with contextlib.suppress(OSError, ConnectionError, ValueError, KeyError):
             figures.append(float(parse_info(call(node.client_addr, "INFO"))[field]))
     return figures
+
+
+def _mid(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def _cpu(pids: list[int]) -> float:
@@ -540,8 +608,13 @@ def main() -> int:
         per_set: dict[str, dict[int, list[float]]] = {name: {} for name, _ in systems}
         # (--raw: the 100-watcher rounds' (nodes' CPU per SET in ms, XREAD replies in all))
         replied: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in systems}
-        for n in order:
-            for system, cluster in systems:
+        # (--raw: each round's change delay to its watchers, p50 and p99 ms, by watchers)
+        delays: dict[str, dict[int, list[tuple[float, float]]]] = {
+            name: {} for name, _ in systems}
+        for k, n in enumerate(order):
+            # (Which tree goes first alternates: in one run the tree that always went
+            # first had 0.68x the other's SET rate in its 0-watcher rounds, same code.)
+            for system, cluster in systems if k % 2 == 0 else systems[::-1]:
                 leader, _ = roles(cluster)  # an election in the last round may have moved it
                 r = trio.run(raw_round if args.raw else one_round, cluster, leader, n,
                              args.requests, args.clients)
@@ -549,6 +622,8 @@ def main() -> int:
                     named[system].append(("with" if n == 100 else "without", r["set"]))
                 cost = r["per_set"]
                 per_set[system].setdefault(n, []).append(cost)
+                if r.get("latency"):
+                    delays[system].setdefault(n, []).append(r["latency"])
                 if n == 100 and r.get("all_replies") and cost < math.inf:
                     replied[system].append((cost, r["all_replies"]))
                 extra = (f", {r['events']:8.0f} changes/s delivered in all "
@@ -557,6 +632,8 @@ def main() -> int:
                          + (" (windows " + "/".join(f"{w:.0f}" for w in r["windows"]) + " ms)"
                             if r.get("windows") else "")
                          + f"), all delivered {r['drain']:.2f} s after the last SET"
+                         + (" (a change's delay to a watcher p50 {:.0f} ms, p99 {:.0f})".format(
+                             *r["latency"]) if r.get("latency") else "")
                          if n else "")
                 warn = f" ({r['alerts']:.0f} alerts, first: {r['alert']})" if r["alerts"] else ""
                 if r["elections"]:
@@ -580,6 +657,23 @@ def main() -> int:
             costs = {n: v[len(v) // 2] for n, v in finite.items() if v}
             print(f"{tag}nodes' CPU per SET, delivery included (median, ms): " + ", ".join(
                 f"{n} watchers {c:.2f}" for n, c in sorted(costs.items())))
+            if delays[system]:
+                print(f"{tag}a change's delay from its SET's acknowledgement to a watcher "
+                      "(median over rounds of each round's p50 / p99, ms): " + ", ".join(
+                          f"{n} watchers {_mid([d[0] for d in v]):.0f} / "
+                          f"{_mid([d[1] for d in v]):.0f}"
+                          for n, v in sorted(delays[system].items())))
+            if len(systems) > 1 and system != systems[0][0]:
+                # The same slot's rounds of the two trees, this tree over the baseline:
+                # the 0-watcher rounds run the same code, so they show the bias left.
+                for n in (0, 100):
+                    mine, theirs = per_set[systems[0][0]].get(n, []), per_set[system].get(n, [])
+                    pairs = [a / b for a, b in zip(mine, theirs, strict=False)
+                             if 0 < b < math.inf and a < math.inf]
+                    if pairs:
+                        print(f"nodes' CPU per SET, {n} watchers, this tree / {system} in the "
+                              f"same slot (median of {len(pairs)}): {_mid(pairs):.3f}; "
+                              + ", ".join(f"{x:.2f}" for x in sorted(pairs)))
             if 0 in costs and replied[system]:
                 # What a watcher's round trip costs the nodes: the rise of the CPU per SET
                 # over the 0-watcher median, times the SETs, over the replies sent.

@@ -324,6 +324,46 @@ def test_readers_at_the_same_ids_share_one_encoded_reply(kv: KVStateMachine) -> 
     assert moved is not first and decoded(moved)[0][1][-1][0] == b"5-0"
 
 
+def test_a_read_up_to_a_horizon_is_shared_after_the_feed_moves_past_it(
+        kv: KVStateMachine) -> None:
+    """Blocked readers read up to the last pass's horizon, which an entry applied past it
+    does not change: their shared reply outlives the feed's version (a pass over a hundred
+    watchers yields to the loop while entries are applied, and each new version made the
+    next watcher read and join its reply again), until the horizon moves."""
+    cache = ReplyCache(kv.feed)
+    r = FeedReader(kv.feed, None, lambda key: False, cache)
+    request = parse_xread(b("XREAD", "BLOCK", 0, "STREAMS", "__raftkv:changes", "1"))
+    horizon = kv.feed.last_id
+    first = r.read(r.start(request), MAX_COUNT, 2, True, horizon).finish()
+    kv.apply(encode_entry(b("SET", "y", 1), T0), index=5)  # past the horizon
+    again = r.read(r.start(request), MAX_COUNT, 2, True, horizon).finish()
+    assert again is first and cache.hits == 1
+    assert [e[0] for e in decoded(again)[0][1]] == [b"2-0", b"2-1", b"3-0", b"4-0"]
+    moved = r.read(r.start(request), MAX_COUNT, 2, True, kv.feed.last_id).finish()
+    assert moved is not first and decoded(moved)[0][1][-1][0] == b"5-0"  # a new horizon
+    assert r.read(r.start(request), MAX_COUNT, 2, True, horizon).finish() is not first
+    unbounded = r.read(r.start(request), MAX_COUNT, 2).finish()
+    kv.apply(encode_entry(b("SET", "y", 2), T0), index=6)  # (unbounded: the feed moved)
+    assert r.read(r.start(request), MAX_COUNT, 2).finish() is not unbounded
+
+
+def test_the_shared_replies_bounded_and_not_keep_to_one_byte_bound(
+        kv: KVStateMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = ReplyCache(kv.feed)
+    r = FeedReader(kv.feed, None, lambda key: False, cache)
+    one = r.read(r.start(parse_xread(b("XREAD", "STREAMS", "__raftkv:changes", "0"))),
+                 MAX_COUNT, 2).finish()
+    monkeypatch.setattr(ReplyCache, "MAX_BYTES", len(one.data) + 10)
+    horizon = kv.feed.last_id
+    for start in ("0", "1", "2"):  # the first fills the bound: the others are not kept
+        request = parse_xread(b("XREAD", "BLOCK", 0, "STREAMS", "__raftkv:changes", start))
+        r.read(r.start(request), MAX_COUNT, 2, True, horizon).finish()
+        r.read(r.start(parse_xread(b("XREAD", "STREAMS", "__raftkv:changes", start))),
+               MAX_COUNT, 2).finish()
+    assert cache._bytes + cache._bounded_bytes <= ReplyCache.MAX_BYTES
+    assert len(cache._bounded) + len(cache._replies) == 1
+
+
 def test_a_blocked_read_that_finds_nothing_moves_its_ids_on(kv: KVStateMachine) -> None:
     r = FeedReader(kv.feed, None, lambda key: False)
     request = parse_xread(b("XREAD", "BLOCK", 0, "STREAMS", "__raftkv:changes:nobody*",
