@@ -377,12 +377,8 @@ def paced_writer(addr: str, stop: threading.Event, written: list[int]) -> None:
     with socket.create_connection((host, int(port))) as s:
         reader, i = hiredis.Reader(), 0
         while not stop.is_set():
-            s.sendall(b"".join(_command("SET", f"p{i + j}", "v" * 50) for j in range(5)))
-            got = 0
-            while got < 5:
-                reader.feed(s.recv(65536))
-                while reader.gets() is not False:
-                    got += 1
+            pipelined(s, reader, b"".join(_command("SET", f"p{i + j}", "v" * 50)
+                                          for j in range(5)), 5)
             i += 5
             written[0] += 5
             stop.wait(0.005)
@@ -486,6 +482,16 @@ class Probes(threading.Thread):
         faster than the probe's own reply counts 0)."""
         return sorted(max(at - self.acked[n], 0.0) * 1000 for n, at in received
                       if n in self.acked)
+
+
+def pipelined(sock: socket.socket, reader: Any, payload: bytes, replies: int) -> None:
+    """Send ``payload`` and read ``replies`` RESP replies with hiredis ``reader``."""
+    sock.sendall(payload)
+    got = 0
+    while got < replies:
+        reader.feed(sock.recv(65536))
+        while reader.gets() is not False:
+            got += 1
 
 
 def _command(*args: str | bytes) -> bytes:

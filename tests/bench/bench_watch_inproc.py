@@ -32,7 +32,7 @@ from pathlib import Path
 
 import hiredis
 import trio
-from bench_watch import RawWatchers, _command, newest_sync
+from bench_watch import RawWatchers, _command, newest_sync, pipelined
 
 import raftkv.server.blocked_readers as blocked_readers
 from chaos.cluster import free_ports
@@ -45,13 +45,8 @@ def writer(addr: str, rate: float, stop: threading.Event, written: list[int]) ->
     with socket.create_connection((host, int(port))) as s:
         reader, i, due = hiredis.Reader(), 0, time.perf_counter()
         while not stop.is_set():
-            s.sendall(b"".join(_command("SET", f"key:{(i + j) % 100_000:012d}", "xxx")
-                               for j in range(50)))
-            got = 0
-            while got < 50:
-                reader.feed(s.recv(65536))
-                while reader.gets() is not False:
-                    got += 1
+            pipelined(s, reader, b"".join(_command("SET", f"key:{(i + j) % 100_000:012d}",
+                                                   "xxx") for j in range(50)), 50)
             i += 50
             written[0] += 50
             if rate:
