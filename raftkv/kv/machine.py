@@ -1050,7 +1050,9 @@ class KVStateMachine:
         answer = sessions.recorded(sid, seq, self._t)
         if answer is not MAY_APPLY:
             return answer
-        reply = self._execute(inner)  # (not _run(inner, entry): the simulator counts these)
+        # (``_run`` with the entry looked up above, not ``_execute``, which looks it up
+        # again: the simulator's CountingKV counts the commands run at ``_run``.)
+        reply = self._run(inner, entry)
         sessions.record(sid, seq, reply)
         return reply
 
