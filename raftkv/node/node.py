@@ -282,8 +282,15 @@ class Node:
             error = self.check(args)
         if error is not None:
             return Pending.of(error)
+        if self.stopping:
+            return Pending.of(SHUTTING_DOWN)
+        if self.removed:
+            return Pending.of(REMOVED)
         assert spec is not None  # validate() rejects unknown commands
-        return self._submit_checked(args, spec.is_write)
+        pending = Pending()
+        now = trio.current_time()  # (read once: the park and the request deadlines)
+        self._dispatch(args, spec.is_write, pending, now + self.settings.leader_wait, now)
+        return pending
 
     def submit_once(self, entry: list[bytes], spec: CommandSpec | None) -> Pending:
         """``submit`` of ``once id seq command...``, a session's write (the client port's
@@ -296,16 +303,14 @@ class Node:
         error = self.check(entry, validated=True)
         if error is not None:
             return Pending.of(error)
-        return self._submit_checked(entry, True)
-
-    def _submit_checked(self, args: list[bytes], write: bool) -> Pending:
+        # (``submit``'s end, repeated rather than shared: a call more on every write.)
         if self.stopping:
             return Pending.of(SHUTTING_DOWN)
         if self.removed:
             return Pending.of(REMOVED)
         pending = Pending()
-        now = trio.current_time()  # (read once: the park and the request deadlines)
-        self._dispatch(args, write, pending, now + self.settings.leader_wait, now)
+        now = trio.current_time()
+        self._dispatch(entry, True, pending, now + self.settings.leader_wait, now)
         return pending
 
     def barrier(self) -> Pending:
