@@ -66,13 +66,14 @@ LOST = _Lost()  # what a waiting client gets when its send will never be answere
 class CountingKV(KVStateMachine):
     """A ``KVStateMachine`` that counts the commands it runs, so the checker can tell an
     applied ``once`` (its inner command ran) from a duplicate answered from the session
-    table: ``runs`` after ``apply`` is 2 for the first and 1 for the second."""
+    table: ``runs`` after ``apply`` is 2 for the first and 1 for the second. (Counted at
+    ``_run``, where ``once`` runs its command: every command an entry runs passes there.)"""
 
     runs = 0
 
-    def _execute(self, args: list[bytes]) -> Any:
+    def _run(self, args: list[bytes], entry: Any) -> Any:
         self.runs += 1
-        return super()._execute(args)
+        return super()._run(args, entry)
 
     def holds(self, key: bytes) -> bool:
         """Whether ``key`` is in the map, expired or not."""

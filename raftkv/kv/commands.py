@@ -171,6 +171,9 @@ COMMANDS: dict[str, CommandSpec] = {
 }
 
 _BY_BYTES: dict[bytes, CommandSpec] = {name.encode(): spec for name, spec in COMMANDS.items()}
+# The table by lower-case bytes name: for a hot path that has lowered the name already
+# (``lookup`` lowers it again, and is a call).
+SPECS = _BY_BYTES
 
 
 def legacy_form(args: list[bytes]) -> list[bytes]:
@@ -358,17 +361,24 @@ def once_numbers(args: list[bytes]) -> tuple[int, int] | ErrorReply:
     """The (session, seq) of ``once session seq command...`` (at least 4 arguments), or
     the error ``validate`` answers for it: the whole check, the wrapped command's included.
     The state machine's apply checks a subset quickly and calls this for the error text."""
+    inner = args[3:]
+    return check_once(args[1], args[2], _BY_BYTES.get(inner[0].lower()), inner)
+
+
+def check_once(raw_sid: bytes, raw_seq: bytes, spec: CommandSpec | None,
+               inner: list[bytes]) -> tuple[int, int] | ErrorReply:
+    """``once_numbers`` of ``once raw_sid raw_seq *inner``, ``spec`` being ``inner``'s
+    command (or None): the leader's RAFT ONCE has looked it up already, and this is every
+    check ``validate`` makes of the entry, each once (``Node.submit_once``)."""
     # (``session_id`` and ``parse_seq``'s common cases inlined: the leader validates every
     # RAFT ONCE; an id seen before, a sequence number under 19 digits.)
-    sid = SESSION_IDS.get(args[1]) or session_id(args[1])
+    sid = SESSION_IDS.get(raw_sid) or session_id(raw_sid)
     if sid is None:
-        return parse_session_number(args[1], "session id")  # (its error)
-    raw = args[2]
-    seq = int(raw) if raw.isdigit() and len(raw) < 19 and raw[0] != 48 else parse_seq(raw)
+        return parse_session_number(raw_sid, "session id")  # (its error)
+    seq = (int(raw_seq) if raw_seq.isdigit() and len(raw_seq) < 19 and raw_seq[0] != 48
+           else parse_seq(raw_seq))
     if seq is None:
-        return parse_session_number(args[2], "sequence number")  # (its error)
-    inner = args[3:]
-    spec = _BY_BYTES.get(inner[0].lower())
+        return parse_session_number(raw_seq, "sequence number")  # (its error)
     if spec is None:
         return unknown_command(inner)
     if spec.name in ("once", "session_open", "session_close"):

@@ -304,8 +304,9 @@ class KVStateMachine:
         stale length here would refuse an APPEND after an acknowledged DEL.
         """
         name = args[0].lower() if args else b""
-        if name == b"once" and len(args) > 4:
-            return self.growth_error(args[3:], limit)
+        while name == b"once" and len(args) > 4:  # (a loop, not a call: every RAFT ONCE)
+            args = args[3:]
+            name = args[0].lower()
         if name == b"exec" and len(args) == 2:
             decoded = decode_exec(args[1])
             if isinstance(decoded, ErrorReply):
@@ -1050,7 +1051,9 @@ class KVStateMachine:
         answer = sessions.recorded(sid, seq, self._t)
         if answer is not MAY_APPLY:
             return answer
-        reply = self._execute(inner)  # (not _run(inner, entry): the simulator counts these)
+        # (``_run`` with the entry looked up above, not ``_execute``, which looks it up
+        # again: the simulator's CountingKV counts the commands run at ``_run``.)
+        reply = self._run(inner, entry)
         sessions.record(sid, seq, reply)
         return reply
 

@@ -20,8 +20,10 @@ from typing import Any
 import trio
 
 from raftkv.kv import (
+    CommandSpec,
     KVStateMachine,
     check_call,
+    check_once,
     encode_entry,
     entry_cost,
     key_cap,
@@ -290,6 +292,27 @@ class Node:
         self._dispatch(args, spec.is_write, pending, now + self.settings.leader_wait, now)
         return pending
 
+    def submit_once(self, entry: list[bytes], spec: CommandSpec | None) -> Pending:
+        """``submit`` of ``once id seq command...``, a session's write (the client port's
+        RAFT ONCE), ``spec`` being the wrapped command's, which the caller looked up: the
+        same checks as ``check`` of the entry, each made once (``validate`` of the entry
+        looked the command up again, through three more calls), still before proposing."""
+        checked = check_once(entry[1], entry[2], spec, entry[3:])
+        if type(checked) is not tuple:
+            return Pending.of(checked)
+        error = self.check(entry, validated=True)
+        if error is not None:
+            return Pending.of(error)
+        # (``submit``'s end, repeated rather than shared: a call more on every write.)
+        if self.stopping:
+            return Pending.of(SHUTTING_DOWN)
+        if self.removed:
+            return Pending.of(REMOVED)
+        pending = Pending()
+        now = trio.current_time()
+        self._dispatch(entry, True, pending, now + self.settings.leader_wait, now)
+        return pending
+
     def barrier(self) -> Pending:
         """A linearizable point: answered (None's place taken by the read's value, or an
         ErrorReply) once this node has applied everything committed when it was asked. The
@@ -303,13 +326,14 @@ class Node:
         command forwarded there only timed out as -UNKNOWN, though never applied (attack5)."""
         return self.membership.removed()
 
-    def check(self, args: list[bytes]) -> ErrorReply | None:
+    def check(self, args: list[bytes], validated: bool = False) -> ErrorReply | None:
         """A client's command before it goes anywhere: a known command with the right
         arguments, naming at most --max-keys-per-command keys (raftkv.kv.key_cap), an EXEC
         within what it may copy and walk when it applies (raftkv.kv.entry_cost), within
         --max-request-bytes (every peer-side size is derived from that bound:
-        raftkv.node.sizes) and, for one that grows memory, under --maxmemory."""
-        error = validate(args)
+        raftkv.node.sizes) and, for one that grows memory, under --maxmemory.
+        ``validated``: the caller ran ``validate``'s checks already (``submit_once``)."""
+        error = None if validated else validate(args)
         if error is None:
             error = key_cap.refusal(args, self.settings.max_keys_per_command)
         if error is None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raftkv import __version__
-from raftkv.kv import COMMANDS, CommandSpec, legacy_form, lookup
+from raftkv.kv import COMMANDS, SPECS, CommandSpec, legacy_form, lookup
 from raftkv.kv.errors import unknown_command, unknown_subcommand
 from raftkv.kv.notify import INVALID_FLAGS, flags_text, parse_flags
 from raftkv.node.node import Node
@@ -157,21 +157,24 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
 def _raft_once(node: Node, args: list[bytes]) -> Pending:
     """``RAFT ONCE id seq command...`` outside MULTI, a session's every write: what
     ``_refused`` and then RAFT's handler (session_cmd.py) do, with the wrapped command
-    looked up once, not four times (the client port's share of a session's overhead)."""
+    looked up once, not four times (the client port's share of a session's overhead),
+    and the entry checked by ``Node.submit_once`` with that spec, not looked up again."""
     inner = args[4:]
     lowered = inner[0].lower()
-    spec = lookup(lowered)
+    spec = SPECS.get(lowered)
     refused = None
     if spec is not None and spec.is_write:  # (``_inner_writes_feed``, with its spec)
-        checked = legacy_form(inner)
+        checked = legacy_form(inner) if len(inner) == 2 else inner  # (its one case inlined)
         if spec.arity_ok(len(checked)):
             refused = writes_feed(spec.keys(checked))
     if refused is None and lowered in SCRIPTING and not node.settings.enable_scripts:
         refused = ErrorReply(SCRIPTS_DISABLED)
     if refused is not None:
         return Pending.of(refused)
-    command = once_command(args, spec)
-    return Pending.of(command) if isinstance(command, ErrorReply) else node.submit(command)
+    if spec is None or spec.internal or spec.name == "watch" or not spec.is_write:
+        command = once_command(args, spec)  # an error, or the read it carries
+        return Pending.of(command) if isinstance(command, ErrorReply) else node.submit(command)
+    return node.submit_once([b"once", args[2], args[3], *inner], spec)
 
 
 # Reads _refused never refuses (not internal, not a write, not a script, not RAFT): GET and

@@ -31,11 +31,13 @@ def copies_big(kv: KVStateMachine, name: bytes, args: list[bytes],
     """Whether ``args`` (``name`` its lowered command name) copies a value of at least
     ``BIG_COPY`` bytes by this node's state; ``queued``: the connection's MULTI queue,
     which an EXEC sends."""
-    if name == b"raft":
+    if name == b"raft":  # (every RAFT ONCE asks: its name first, before any copy)
         if len(args) < 5 or args[1].lower() != b"once":
             return False
+        name = args[4].lower()
+        if name not in _COPIES and name != b"exec":
+            return False
         args = args[4:]
-        name = args[0].lower()
     if name in _COPIES:
         return len(args) >= 3 and kv.stored_len(args[1]) >= BIG_COPY
     if name == b"exec":

@@ -22,6 +22,7 @@ def _node(submitted: list[list[bytes]]) -> Any:
         submitted.append(args)
         return Pending.of(1)
     return SimpleNamespace(id=1, core=SimpleNamespace(leader_id=1), submit=submit,
+                           submit_once=lambda entry, spec: submit(entry),
                            settings=SimpleNamespace(enable_scripts=False))
 
 
