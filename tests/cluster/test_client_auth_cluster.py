@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +58,19 @@ def last_index(c: LocalCluster, node: int) -> int:
                                timeout=10))["last_log_index"])
 
 
+def settled_index(c: LocalCluster, leader: int, timeout: float = 20.0) -> int:
+    """The leader's last index once it has published every voter (raftkv.node.publish):
+    those entries follow an election by a commit round each, and under load they came
+    between a test's before and after (index 5, not 3: a flake)."""
+    voters = ",".join(map(str, sorted(c.nodes)))
+    deadline = time.monotonic() + timeout
+    while True:
+        info = parse_info(call(c.nodes[leader].client_addr, "INFO", "raft", timeout=10))
+        if info["published"] == voters or time.monotonic() > deadline:
+            return int(info["last_log_index"])
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_redis_py_sees_redis_errors(cluster: LocalCluster, protocol: int) -> None:
     c = cluster
@@ -75,7 +89,7 @@ def test_redis_py_sees_redis_errors(cluster: LocalCluster, protocol: int) -> Non
     assert admin.get("k") == b"v"
     for node in (follower, leader):
         reader = client(c, node, protocol, username="reader", password="readpw")
-        before = last_index(c, leader)
+        before = settled_index(c, leader)
         with pytest.raises(redis.exceptions.NoPermissionError,
                            match="User reader has no permissions to run the 'set' command"):
             reader.set("k", "w")
