@@ -28,10 +28,11 @@ already in a log apply exactly as before, and the apply bounds in ``machine.py``
 (``COPY_BYTES_PER_ENTRY``, ``WALK_KEYS_PER_ENTRY``) stay the backstop for what it cannot
 see: writes proposed but not yet applied on this node (a lagging follower's state is
 checked again by the leader, whose own state lags its log by the entries in flight).
-It over-counts rather than under-counts: expired keys count, an ``NX`` write counts as
-written, and after a script (which may write any key) an ``APPEND``/``SETRANGE`` of a key
-the transaction did not write since counts as copying a maximal value, and the keyspace
-grows by what a script could add.
+It over-counts rather than under-counts: expired keys count, a write that may not happen
+(``NX``, ``XX``, ``CAS``, ``RENAMENX``, ``COPY``, ``RENAME`` of a missing key) leaves the
+longer of the two lengths, and after a script (which may write any key) an
+``APPEND``/``SETRANGE`` of a key the transaction did not write since counts as copying a
+maximal value, and the keyspace grows by what a script could add.
 """
 
 from __future__ import annotations
@@ -95,6 +96,13 @@ class _Shadow:
             self.size += 1  # (an empty or expired value counts as new: an over-count)
         self.lengths[key] = length
 
+    def maybe_write(self, key: bytes, length: int) -> None:
+        """A write that may not happen (NX, XX, CAS, RENAME of a missing key, COPY onto
+        an existing one): the longer of the two lengths. Taking the new one under-counted:
+        ``SET k x NX`` on an 8 MiB ``k`` left it 8 MiB, and the APPENDs after it copied 256
+        MiB at apply with the estimate at a few bytes (attack12)."""
+        self.write(key, max(self.length(key), length))
+
     def delete(self, key: bytes) -> None:
         self.lengths[key] = 0
 
@@ -150,6 +158,15 @@ def _glob_units(kv: StateView, patterns: list[tuple[bytes, bool]],
     return work
 
 
+def _conditional(args: list[bytes]) -> bool:
+    """Whether ``SET key value [options]`` may leave the key as it was (NX, XX)."""
+    if len(args) == 3 or args[0].lower() != b"set":
+        return False
+    options = syntax.parse_set_options(args)
+    return not isinstance(options, syntax.SetOptions) or bool(
+        options.flags & (syntax.SET_NX | syntax.SET_XX))
+
+
 def _abort(reason: str) -> ErrorReply:
     return ErrorReply(f"EXECABORT Transaction discarded because of: {reason}")
 
@@ -178,20 +195,29 @@ def estimate(kv: StateView,
             size = max(shadow.length(args[1]), end)
             copies.append(size)
             shadow.write(args[1], size)
-        elif name in (b"set", b"getset", b"setnx") and n >= 3:
+        elif name in (b"set", b"getset") and n >= 3 and not _conditional(args):
             shadow.write(args[1], len(args[2]))
+        elif name in (b"set", b"setnx") and n >= 3:  # (SET with NX or XX)
+            shadow.maybe_write(args[1], len(args[2]))
+        elif name == b"cas" and n == 4:
+            shadow.maybe_write(args[1], len(args[3]))
         elif name in (b"setex", b"psetex") and n == 4:
             shadow.write(args[1], len(args[3]))
         elif name in (b"mset", b"msetnx"):
+            put = shadow.write if name == b"mset" else shadow.maybe_write
             for i in range(1, n - 1, 2):
-                shadow.write(args[i], len(args[i + 1]))
+                put(args[i], len(args[i + 1]))
         elif name in _DELETES:
             for key in args[1:]:
                 shadow.delete(key)
         elif name in (b"rename", b"renamenx", b"copy") and n >= 3:
-            shadow.write(args[2], shadow.length(args[1]))
-            if name != b"copy":
-                shadow.delete(args[1])
+            # The source may be missing or the destination kept (RENAMENX, COPY without
+            # REPLACE): the destination may keep its length; the source goes only when
+            # RENAME moves it to another key.
+            if args[1] != args[2]:
+                shadow.maybe_write(args[2], shadow.length(args[1]))
+                if name == b"rename":
+                    shadow.delete(args[1])
         elif name in (b"flushall", b"flushdb"):
             shadow.flush()
         elif name in _SCRIPTS:

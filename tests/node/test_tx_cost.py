@@ -148,3 +148,24 @@ def test_patterns_over_long_keys_are_matched_by_the_proposer_up_to_a_bound() -> 
     n = node(max_keys_per_command=8, max_request_bytes=8 * MIB)
     long = [[b"SET", b"%d" % i + b"a" * MIB, b"v"] for i in range(3)]
     assert text(n.check(exec_args(*long, [b"KEYS", b"*a?b*"]))).startswith(GLOB_OVER)
+
+
+def test_a_write_that_may_not_happen_keeps_the_length_it_may_leave() -> None:
+    """attack12: ``SET big x NX`` (and SETNX, MSETNX, a CAS that fails, RENAME of a missing
+    key or of a key onto itself, RENAMENX or COPY onto an existing key) leaves ``big`` as
+    it was, but the estimate took the new length: the APPENDs after it passed the check
+    and copied up to 256 MiB at apply (0.13 s of CPU for 100 one-byte APPENDs to 8 MiB)."""
+    n = node()
+    apply(n, b"SET", b"big", b"x" * VALUE)
+    apply(n, b"SET", b"small", b"x")
+    appends = [[b"APPEND", b"big", b"y"]] * 4
+    for first in ([b"SET", b"big", b"x", b"NX"], [b"SETNX", b"big", b"x"],
+                  [b"MSETNX", b"big", b"x"], [b"CAS", b"big", b"nope", b"x"],
+                  [b"SET", b"big", b"x", b"XX", b"EX", b"10"],
+                  [b"RENAME", b"missing", b"big"], [b"RENAME", b"big", b"big"],
+                  [b"RENAMENX", b"small", b"big"], [b"COPY", b"small", b"big"]):
+        assert text(n.check(exec_args(first, *appends))).startswith(COPY_OVER), first
+    # an unconditional write still sets the length: these copy a few bytes
+    for first in ([b"SET", b"big", b"x"], [b"SET", b"big", b"x", b"GET", b"EX", b"10"],
+                  [b"GETSET", b"big", b"x"]):
+        assert n.check(exec_args(first, *appends)) is None, first
