@@ -7,7 +7,7 @@ whole keyspace at apply. Entries already in a log still apply as before."""
 
 from __future__ import annotations
 
-from raftkv.kv import encode_entry, encode_exec
+from raftkv.kv import encode_entry, encode_exec, entry_cost, glob
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
@@ -169,3 +169,14 @@ def test_a_write_that_may_not_happen_keeps_the_length_it_may_leave() -> None:
     for first in ([b"SET", b"big", b"x"], [b"SET", b"big", b"x", b"GET", b"EX", b"10"],
                   [b"GETSET", b"big", b"x"]):
         assert n.check(exec_args(first, *appends)) is None, first
+
+
+def test_the_proposers_matching_stops_within_a_long_key() -> None:
+    """attack12: the bound was tested after each whole key, so one 4 MiB key name made the
+    check of a 20-byte ``EXEC`` of ``KEYS *a?b*`` match all of it (787,000 units, 30-60
+    ms of the proposer's loop each time it was sent, every time refused)."""
+    n = node(max_keys_per_command=8)
+    apply(n, b"SET", b"a" * (4 * MIB), b"v")
+    work = entry_cost._glob_units(n.kv, [(b"*a?b*", True)], [])
+    assert entry_cost.GLOB_UNITS < work <= entry_cost.GLOB_UNITS + 2 * glob.STEP
+    assert text(n.check(exec_args([b"KEYS", b"*a?b*"]))).startswith(GLOB_OVER)
