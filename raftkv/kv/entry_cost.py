@@ -46,7 +46,7 @@ from wire.reply import ErrorReply
 from . import syntax
 from .commands import MAX_VALUE_LEN, decode_exec, lookup
 from .glob import Glob
-from .scripts import INSTRUCTION_BUDGET, ITEM_COST
+from .scripts import CALL_COST, INSTRUCTION_BUDGET, ITEM_COST
 
 # Matcher work units (glob.py's ``steps``: 0.03-1 us each here, by pattern) that the
 # patterns with ``?``, ``[`` or ``\\`` of an EXEC's KEYS and SCAN MATCH may take over the
@@ -58,6 +58,11 @@ SCRIPT_MAY_ADD = INSTRUCTION_BUDGET // ITEM_COST
 _SCRIPTS = frozenset({b"eval", b"evalsha"})
 _WALKS_ALL = frozenset({b"keys", b"scan", b"randomkey"})
 _DELETES = frozenset({b"del", b"unlink", b"getdel"})
+# Writes that may give their (one) destination key a deadline, which DBSIZE then walks.
+_MAY_EXPIRE = frozenset({b"set", b"setex", b"psetex", b"getex", b"expire", b"pexpire",
+                         b"expireat", b"pexpireat", b"copy", b"rename", b"renamenx"})
+# Deadlines the scripts of one transaction may add (a redis.call each; one shared budget).
+SCRIPT_MAY_EXPIRE = INSTRUCTION_BUDGET // CALL_COST
 
 
 class StateView(Protocol):
@@ -82,6 +87,7 @@ class _Shadow:
         self.size = len(kv)
         self.flushed = False
         self.scripted = False  # a script ran: lengths not written since are unknown
+        self.deadlines = kv.expiring  # keys with a deadline (an over-count: none end)
 
     def length(self, key: bytes) -> int:
         known = self.lengths.get(key)
@@ -108,6 +114,7 @@ class _Shadow:
 
     def flush(self) -> None:
         self.lengths, self.size, self.flushed, self.scripted = {}, 0, True, False
+        self.deadlines = 0
 
 
 def refusal(kv: StateView, args: list[bytes], *, copy_limit: int,
@@ -224,6 +231,7 @@ def estimate(kv: StateView,
             shadow.scripted = True
             shadow.lengths = {}
             shadow.size += SCRIPT_MAY_ADD
+            shadow.deadlines += SCRIPT_MAY_EXPIRE
         elif name in _WALKS_ALL:
             walked += shadow.size
             if name == b"keys" and n == 2:
@@ -233,5 +241,9 @@ def estimate(kv: StateView,
                 if isinstance(options, syntax.ScanOptions) and options.pattern is not None:
                     patterns.append((options.pattern, not shadow.flushed))
         elif name == b"dbsize":
-            walked += kv.expiring
+            # (the transaction's own deadlines too: 512 SETEX then 512 DBSIZE walked 262,144
+            # deadlines at apply with the estimate at 0, attack12)
+            walked += shadow.deadlines
+        if name in _MAY_EXPIRE:
+            shadow.deadlines += 1
     return sum(copies), max(copies, default=0), walked, patterns

@@ -180,3 +180,20 @@ def test_the_proposers_matching_stops_within_a_long_key() -> None:
     work = entry_cost._glob_units(n.kv, [(b"*a?b*", True)], [])
     assert entry_cost.GLOB_UNITS < work <= entry_cost.GLOB_UNITS + 2 * glob.STEP
     assert text(n.check(exec_args([b"KEYS", b"*a?b*"]))).startswith(GLOB_OVER)
+
+
+def test_dbsize_counts_the_deadlines_the_transaction_gives() -> None:
+    """attack12: DBSIZE walks every key with a deadline at apply (unbounded there), and the
+    estimate counted only the node's: 512 SETEX then 512 DBSIZE walked 262,144 deadlines
+    with the estimate at 0; after a script setting 5,000 keys with PX, 1,023 DBSIZE walked
+    5 million."""
+    n = node(max_keys_per_command=1024)
+    setex = [[b"SETEX", b"k%d" % i, b"100", b"v"] for i in range(512)]
+    assert n.check(exec_args(*setex, [b"DBSIZE"])) is None  # 512 walked
+    assert text(n.check(exec_args(*setex, [b"DBSIZE"], [b"DBSIZE"], [b"DBSIZE"]))).startswith(
+        WALK_OVER)
+    script = [b"EVAL", b"for i=1,5000 do redis.call('SET', 'k'..i, 'v', 'PX', '100000') end",
+              b"0"]
+    assert text(n.check(exec_args(script, [b"DBSIZE"]))).startswith(WALK_OVER)
+    assert n.check(exec_args(script, [b"FLUSHALL"], [b"DBSIZE"])) is None
+    assert n.check(exec_args([b"DBSIZE"], script)) is None  # a walk before the script
