@@ -58,7 +58,7 @@ from raftkv.node.ticker import Ticker
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftCore, Role
 from raftkv.storage import DiskStorage
-from wire.raft import ForwardRequest
+from wire.raft import NORMAL, ForwardRequest
 from wire.reply import ErrorReply
 
 log = logging.getLogger("raftkv.node")
@@ -319,8 +319,20 @@ class Node:
         if error is None and len(args) in (2, 5):  # an EXEC (or ONCE of one): copies, walks
             error = entry_cost.refusal(self.kv, args,
                                        copy_limit=2 * self.settings.max_request_bytes,
-                                       walk_limit=self.settings.max_keys_per_command)
+                                       walk_limit=self.settings.max_keys_per_command,
+                                       unapplied=self._unapplied_data)
         return error if error is not None else self.memory.refuse(args)
+
+    def _unapplied_data(self) -> list[bytes] | None:
+        """The data of the commands in this node's log past its applied index (None while
+        a snapshot is being installed): what applies before anything proposed now."""
+        core = getattr(self, "core", None)
+        if core is None:
+            return []  # (not opened yet: no log, nothing in flight)
+        if core.last_index - self.applied > entry_cost.INFLIGHT_COMMANDS:
+            return None  # (too many to replay: not fetched)
+        entries = core.entries_after(self.applied)
+        return None if entries is None else [e.data for e in entries if e.kind == NORMAL]
 
     def _size_error(self, args: list[bytes]) -> ErrorReply | None:
         """The error for a command larger than --max-request-bytes, as sent, or None."""
