@@ -250,3 +250,21 @@ async def test_a_leader_checks_against_its_proposed_writes(tmp_path: Path) -> No
             assert text(node.check(four)).startswith(COPY_OVER)
             await pending.wait()
             assert text(node.check(four)).startswith(COPY_OVER)
+
+
+async def test_an_exec_parked_behind_writes_is_checked_again_when_they_are_proposed(
+        tmp_path: Path) -> None:
+    """attack12: commands parked while there is no leader are dispatched in order once
+    one is known; an EXEC checked while ``SET k <600 KB>`` was parked before it (in no log)
+    was proposed after it unchecked."""
+    async with one_node_leader(tmp_path / "data", *free_ports(2), fsync="never",
+                               max_request_bytes=MIB) as node:
+        with trio.fail_after(20):
+            four = exec_args(*[[b"APPEND", b"k", b"y"]] * 4)
+            assert node.check(four) is None
+            until = trio.current_time() + 10
+            node.requests.park([b"SET", b"k", b"x" * VALUE], True, Pending(), until)
+            parked = Pending()
+            node.requests.park(four, True, parked, until)
+            node._unpark()
+            assert text(await parked.wait()).startswith(COPY_OVER)
