@@ -60,7 +60,7 @@ from raftkv.node.ticker import Ticker
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import NotLeader, RaftConfig, RaftCore, Role
 from raftkv.storage import DiskStorage
-from wire.raft import ForwardRequest
+from wire.raft import NORMAL, ForwardRequest
 from wire.reply import ErrorReply
 
 log = logging.getLogger("raftkv.node")
@@ -341,10 +341,26 @@ class Node:
         if error is None:  # nor may SETRANGE reach past it (APPEND is decided at apply)
             error = self.kv.growth_error(args, self.settings.max_request_bytes)
         if error is None and len(args) in (2, 5):  # an EXEC (or ONCE of one): copies, walks
-            error = entry_cost.refusal(self.kv, args,
-                                       copy_limit=2 * self.settings.max_request_bytes,
-                                       walk_limit=self.settings.max_keys_per_command)
+            error = self._cost_error(args)
         return error if error is not None else self.memory.refuse(args)
+
+    def _cost_error(self, args: list[bytes]) -> ErrorReply | None:
+        """An EXEC's copies and walks when it applies after this node's log (entry_cost)."""
+        return entry_cost.refusal(self.kv, args,
+                                  copy_limit=2 * self.settings.max_request_bytes,
+                                  walk_limit=self.settings.max_keys_per_command,
+                                  unapplied=self._unapplied_data)
+
+    def _unapplied_data(self) -> list[bytes] | None:
+        """The data of the commands in this node's log past its applied index (None while
+        a snapshot is being installed): what applies before anything proposed now."""
+        core = getattr(self, "core", None)
+        if core is None:
+            return []  # (not opened yet: no log, nothing in flight)
+        if core.last_index - self.applied > entry_cost.INFLIGHT_COMMANDS:
+            return None  # (too many to replay: not fetched)
+        entries = core.entries_after(self.applied)
+        return None if entries is None else [e.data for e in entries if e.kind == NORMAL]
 
     def _size_error(self, args: list[bytes]) -> ErrorReply | None:
         """The error for a command larger than --max-request-bytes, as sent, or None."""
@@ -395,6 +411,13 @@ class Node:
 
     def _unpark(self) -> None:
         for waiter in self.requests.unpark():
+            if waiter.write and len(waiter.args) in (2, 5):
+                # An EXEC parked behind writes was checked before they were in any log;
+                # they are proposed (or forwarded) just before it now (attack12).
+                error = self._cost_error(waiter.args)
+                if error is not None:
+                    waiter.pending.set(error)
+                    continue
             self._dispatch(waiter.args, waiter.write, waiter.pending, waiter.deadline)
 
     def on_forward_request(self, msg: ForwardRequest) -> None:
