@@ -29,7 +29,7 @@ import pytest
 pytestmark = pytest.mark.timeout(60)
 
 CHILD = """
-    import resource, sys
+    import sys
     import client.connection
     client.connection.MAX_REPLY_BYTES = int(sys.argv[2])
     from client.errors import RaftKVError
@@ -39,7 +39,11 @@ CHILD = """
         print("reply", repr(reply)[:200])
     except RaftKVError as exc:
         print("error", type(exc).__name__, str(exc)[:300])
-    print("maxrss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    # The peak of this process's own memory (VmHWM, kB). Not getrusage's ru_maxrss: Linux
+    # keeps it across execve, so after a vfork from a large pytest it reported the
+    # parent's peak (224-397 MB, a flake whenever a big test module ran first).
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print("maxrss_mb", int(hwm.split()[1]) // 1024)
 """
 
 
