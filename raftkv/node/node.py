@@ -282,14 +282,19 @@ class Node:
             error = self.check(args)
         if error is not None:
             return Pending.of(error)
+        assert spec is not None  # validate() rejects unknown commands
+        return self._admit(args, spec.is_write)
+
+    def _admit(self, args: list[bytes], write: bool) -> Pending:
+        """A checked command on its way (``_dispatch``), unless this node is stopping or
+        was removed from the cluster."""
         if self.stopping:
             return Pending.of(SHUTTING_DOWN)
         if self.removed:
             return Pending.of(REMOVED)
-        assert spec is not None  # validate() rejects unknown commands
         pending = Pending()
         now = trio.current_time()  # (read once: the park and the request deadlines)
-        self._dispatch(args, spec.is_write, pending, now + self.settings.leader_wait, now)
+        self._dispatch(args, write, pending, now + self.settings.leader_wait, now)
         return pending
 
     def submit_once(self, entry: list[bytes], spec: CommandSpec | None) -> Pending:
@@ -303,15 +308,7 @@ class Node:
         error = self.check(entry, validated=True)
         if error is not None:
             return Pending.of(error)
-        # (``submit``'s end, repeated rather than shared: a call more on every write.)
-        if self.stopping:
-            return Pending.of(SHUTTING_DOWN)
-        if self.removed:
-            return Pending.of(REMOVED)
-        pending = Pending()
-        now = trio.current_time()
-        self._dispatch(entry, True, pending, now + self.settings.leader_wait, now)
-        return pending
+        return self._admit(entry, True)
 
     def barrier(self) -> Pending:
         """A linearizable point: answered (None's place taken by the read's value, or an
