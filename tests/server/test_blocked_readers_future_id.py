@@ -6,7 +6,9 @@
 such readers on a follower with a paced writer (5 pipelined SETs every 5 ms to the leader)
 raised the follower's CPU per SET 1.32x (1.28-1.43, 3 paired rounds) against the same
 readers with COUNT 1000, and 1.43x (1.38-1.52) against a16fd17's tree with COUNT 1
-(a16fd17: COUNT 1 / COUNT 1000 0.98). Fails on main: 10 passes in 0.1 s, not 1-2.
+(a16fd17: COUNT 1 / COUNT 1000 0.98); 900 readers (the limit is 1,000): 2.22x
+(2.06-2.39, 2 rounds) against both, 532 against 240 us a SET.
+Fails on main: 10 passes in 0.1 s, not 1-2.
 Fix sketch: a reader's ``full`` counts only changes past its own id (or is inf while its
 id is past the feed's top), or a reader read for in a pass that found nothing is not
 full until its COUNT of changes past its id exist."""
