@@ -1,10 +1,10 @@
-"""attack13 (found and left): ``Node.check``, the leader's only check of a follower's
+"""attack13 (fixed: ``unbuilt_error``): ``Node.check``, the leader's only check of a follower's
 forwarded entry, takes a ``once`` entry wrapping an internal command (``expired``,
 ``publish_member``, ``exec`` of ``once``s) that the client port never builds, and
 ``entry_cost`` does not look inside a ``once`` within an EXEC: forty ``once id n APPEND k
 x`` in one EXEC pass the copy bound that forty plain APPENDs fail. Only a peer can send
 these (the client port refuses internal commands inside RAFT ONCE and MULTI), so this is
-defence in depth: every input is hostile, the forwarded one too. Both tests fail on main."""
+defence in depth: every input is hostile, the forwarded one too. Both failed before the fix."""
 
 from __future__ import annotations
 
