@@ -1,14 +1,14 @@
-"""attack13: a blocked XREAD of the whole feed at an id past every change (Redis accepts one) with COUNT 1 is counted as "full" after one applied change (streams.py:
-``full = count`` for a whole-feed reader), so every applied batch starts a pass at once
-(watch5's early pass), though its read finds nothing and it stays blocked: the window
-(10 ms a reader waiting, up to 1 s) is defeated by readers that are never served. Live, 200
-such readers on a follower with a paced writer (5 pipelined SETs every 5 ms to the leader)
-raised the follower's CPU per SET 1.32x (1.28-1.43, 3 paired rounds) against the same
-readers with COUNT 1000, and 1.43x (1.38-1.52) against a16fd17's tree with COUNT 1
-(a16fd17: COUNT 1 / COUNT 1000 0.98); 900 readers (the limit is 1,000): 2.22x
-(2.06-2.39, 2 rounds) against both, 532 against 240 us a SET.
-Failed before the fix: 10 passes in 0.1 s, not 1-2. Fixed: a pass starts early only once
-EARLY_PASS_CHANGES changes were applied, whatever the readers' COUNT."""
+"""attack13: a blocked XREAD of the whole feed at an id past every change (Redis accepts one)
+with COUNT 1 is counted as "full" after one applied change (streams.py: ``full = count`` for
+a whole-feed reader), so every applied batch starts a pass at once (watch5's early pass),
+though its read finds nothing and it stays blocked: the window (10 ms a reader waiting, up
+to 1 s) is defeated by readers that are never served. Live, 200 such readers on a follower
+with a paced writer (5 pipelined SETs every 5 ms to the leader) raised the follower's CPU
+per SET 1.32x (1.28-1.43, 3 paired rounds) against the same readers with COUNT 1000, and
+1.43x (1.38-1.52) against a16fd17's tree with COUNT 1 (a16fd17: COUNT 1 / COUNT 1000 0.98);
+900 readers (the limit is 1,000): 2.22x (2.06-2.39, 2 rounds) against both, 532 against 240
+us a SET. Failed before the fix: 10 passes in 0.1 s, not 1-2. Fixed: a pass starts early
+only once EARLY_PASS_CHANGES changes were applied, whatever the readers' COUNT."""
 
 from __future__ import annotations
 
