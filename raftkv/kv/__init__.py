@@ -22,6 +22,7 @@ from .commands import (
     encode_exec,
     legacy_form,
     lookup,
+    unbuilt_error,
     validate,
 )
 from .errors import KVDecodeError
@@ -54,5 +55,6 @@ __all__ = [
     "legacy_form",
     "lookup",
     "stringmatch",
+    "unbuilt_error",
     "validate",
 ]

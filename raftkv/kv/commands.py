@@ -283,6 +283,34 @@ def _exec(args: list[bytes]) -> ErrorReply | None:
     return None
 
 
+def unbuilt_error(args: list[bytes]) -> ErrorReply | None:
+    """An entry ``validate`` accepts but no node builds: ``once`` of an internal command
+    other than ``exec``, or an internal command inside an ``exec`` (attack13: a follower's
+    forwarded ``once id seq expired k`` or an EXEC of ``once``-wrapped APPENDs, which
+    entry_cost did not weigh, reached the log). Checked before proposing only (Node.check):
+    apply still takes what it took, so entries already in logs apply as before."""
+    name = args[0].lower()
+    if name == b"once" and len(args) > 3:
+        spec = lookup(args[3])
+        if spec is not None and spec.internal and spec.name != "exec":
+            return ErrorReply(f"ERR RAFT ONCE cannot wrap the internal command "
+                              f"'{spec.name}'")
+        if spec is None or spec.name != "exec" or len(args) != 5:
+            return None
+        args = args[3:]
+    elif name != b"exec" or len(args) != 2:
+        return None
+    decoded = decode_exec(args[1])
+    if isinstance(decoded, ErrorReply):
+        return None  # (validate's to answer)
+    for command in decoded[1]:
+        spec = lookup(command[0]) if command else None
+        if spec is not None and spec.internal:
+            return ErrorReply(f"ERR the internal command '{spec.name}' cannot run inside "
+                              "a transaction")
+    return None
+
+
 def parse_session_number(raw: bytes, what: str) -> int | ErrorReply:
     """A session id, sequence number or timeout: a positive int64."""
     value = parse_int64(raw)

@@ -28,6 +28,7 @@ from raftkv.kv import (
     entry_cost,
     key_cap,
     lookup,
+    unbuilt_error,
     validate,
 )
 from raftkv.kv.feed import ChangeFeed
@@ -329,8 +330,10 @@ class Node:
         within what it may copy and walk when it applies (raftkv.kv.entry_cost), within
         --max-request-bytes (every peer-side size is derived from that bound:
         raftkv.node.sizes) and, for one that grows memory, under --maxmemory.
-        ``validated``: the caller ran ``validate``'s checks already (``submit_once``)."""
-        error = None if validated else validate(args)
+        ``validated``: the caller ran ``validate``'s checks already (``submit_once``).
+        Entries no node builds (``unbuilt_error``: a forwarded ``once`` of an internal
+        command, internal commands inside an EXEC) are refused here too."""
+        error = None if validated else (validate(args) or unbuilt_error(args))
         if error is None:
             error = key_cap.refusal(args, self.settings.max_keys_per_command)
         if error is None:

@@ -17,7 +17,7 @@ from raftkv.kv.glob import Glob
 from raftkv.kv.sliced import SlicedRead
 from raftkv.node.pending import Pending
 from raftkv.server.acl import AccessControl
-from raftkv.server.blocked_readers import BlockedReaders, too_many
+from raftkv.server.blocked_readers import EARLY_PASS_CHANGES, BlockedReaders, too_many
 from raftkv.server.connection import Connection
 from raftkv.server.streams import BUDGET, FEED, FeedReader, cmd_xread, parse_xread
 from wire.reply import Encoded, ErrorReply
@@ -417,25 +417,25 @@ async def test_a_pass_starts_early_once_every_waiting_readers_reply_is_full(
     once, and only delay the changes. A reader whose reply may not be full (a filter:
     ``full`` inf) keeps the window. (Before: every pass waited the whole window.)"""
     blocked = BlockedReaders(limit=10, window=0.005, per_reader=1.0, max_window=1.0)
-    batch = [change(1, b"k")] * 2
+    batch = [change(1, b"k")] * 600
 
     async with trio.open_nursery() as nursery:
-        first = blocked.block(nursery.start_soon, 0, answers(b"x"), [], full=3)
+        first = blocked.block(nursery.start_soon, 0, answers(b"x"), [], full=1100)
         blocked.changes_applied(batch)
         assert await first.wait() == b"x"  # the first pass: at once
         began = trio.current_time()
-        counted = blocked.block(nursery.start_soon, 0, answers(b"y"), [], full=3)
-        more = blocked.block(nursery.start_soon, 0, answers(b"z"), [], full=4)
+        counted = blocked.block(nursery.start_soon, 0, answers(b"y"), [], full=1100)
+        more = blocked.block(nursery.start_soon, 0, answers(b"z"), [], full=1200)
         blocked.changes_applied(batch)
         mock_clock.jump(0.1)
         await trio.testing.wait_all_tasks_blocked()
-        assert not counted.done  # 2 of 3 changes: the window goes on
+        assert not counted.done  # 600 of 1,100 changes: the window goes on
         blocked.changes_applied(batch)
         await trio.testing.wait_all_tasks_blocked()
-        assert (counted.value, more.value) == (b"y", b"z")  # 4 changes fill both: at once
+        assert (counted.value, more.value) == (b"y", b"z")  # 1,200 changes fill both: at once
         assert trio.current_time() - began == pytest.approx(0.1)
         # A filtered reader among them: its reply may not be full, the window holds.
-        blocked.block(nursery.start_soon, 0, lambda: None, [], full=3)  # (nothing for it)
+        blocked.block(nursery.start_soon, 0, lambda: None, [], full=1100)  # (nothing for it)
         filtered = blocked.block(nursery.start_soon, 0, answers(b"f"), [])
         began = trio.current_time()
         for _ in range(10):
@@ -445,6 +445,29 @@ async def test_a_pass_starts_early_once_every_waiting_readers_reply_is_full(
             if not filtered.done:
                 mock_clock.jump(0.01)
         assert trio.current_time() - began == pytest.approx(1.0, abs=0.011)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_small_count_starts_no_early_pass_before_the_floor(
+        mock_clock: trio.testing.MockClock) -> None:
+    """attack13: readers with COUNT 1 (or at an id past the feed's top, which no change
+    fills) counted as full after one change, so every applied batch started a pass and the
+    window never held (900 of them: a follower's CPU per SET 2.2x). A pass starts early
+    only once EARLY_PASS_CHANGES changes were applied, whatever the COUNT."""
+    blocked = BlockedReaders(limit=10, window=0.005, per_reader=1.0, max_window=1.0)
+    async with trio.open_nursery() as nursery:
+        first = blocked.block(nursery.start_soon, 0, answers(b"x"), [], full=1)
+        blocked.changes_applied([change(1, b"k")])
+        assert await first.wait() == b"x"  # the first pass: at once
+        start = blocked.passes
+        waiting = blocked.block(nursery.start_soon, 0, answers(b"y"), [], full=1)
+        for _ in range(EARLY_PASS_CHANGES - 1):  # one change a batch, the window (1 s) on
+            blocked.changes_applied([change(1, b"k")])
+            await trio.testing.wait_all_tasks_blocked()
+        assert blocked.passes == start and not waiting.done
+        blocked.changes_applied([change(1, b"k")])  # the floor reached: at once
+        await trio.testing.wait_all_tasks_blocked()
+        assert waiting.value == b"y" and blocked.passes == start + 1
         nursery.cancel_scope.cancel()
 
 
