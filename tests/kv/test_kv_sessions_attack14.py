@@ -1,4 +1,12 @@
-"""Attacker round 14: recorded replies that the table writes but cannot read back.
+"""Attacker round 14: script replies the session table records badly.
+
+A reply out of msgpack's range (a script's ``return 1e300``: a 301-digit int) made
+``record`` raise after the script had written: apply answered ``ERR internal error
+applying the command: TypeError``, the (session, seq) stayed unrecorded, and every retry
+ran the script again (live, 3 nodes: the same ``RAFT ONCE id 1 EVAL ...`` sent to each
+node incremented the key three times, on every replica).
+
+Recorded replies that the table writes but cannot read back:
 
 A script may answer a table nested up to 64 levels (``scripts.MAX_REPLY_DEPTH``), and
 ``RAFT ONCE id seq EVAL ...`` records that reply; ``decode_reply`` refuses more than 8
@@ -43,3 +51,14 @@ def test_a_snapshot_holding_a_deeply_nested_recorded_reply_restores() -> None:
     copy = KVStateMachine()
     copy.restore(kv.snapshot())  # raised KVDecodeError: "recorded reply nests too deep"
     assert copy.snapshot() == kv.snapshot()
+
+
+HUGE = "redis.call('incr', 'n') return 1e300"  # a float the reply turns into a huge int
+
+
+def test_a_retried_script_whose_reply_is_out_of_range_applies_once() -> None:
+    kv = KVStateMachine()
+    sid = at(kv, T0, "session_open", MINUTE)
+    first = at(kv, T0 + 1, "once", sid, 1, "eval", HUGE, 0)
+    again = at(kv, T0 + 2, "once", sid, 1, "eval", HUGE, 0)
+    assert kv.state_copy()[b"n"] == b"1", (first, again)  # was b"2": applied twice
