@@ -7,16 +7,20 @@ next call went out on a new connection to another node, which had seen neither:
   raises ``WatchError`` on a connection error while watching.
 - after ``MULTI``: the queued ``SET tb 1`` ran at once (``+OK``, not ``+QUEUED``) and the
   ``EXEC`` failed (``ERR EXEC without MULTI``): half of the transaction applied.
+
+Now every command of a transaction whose connection is gone raises ``TransactionLost``
+without being sent, until the command that ends it (which raises it too); then the
+client is usable again.
 """
 
 from __future__ import annotations
 
-import contextlib
-
+import pytest
 import trio
 from fake_node import CLOSE, FakeNode, Then
 
-from client import Client, connect
+from client import Client, TransactionLost, connect
+from wire.reply import SimpleString
 
 
 def _client(addr: str) -> Client:
@@ -27,23 +31,38 @@ def _client(addr: str) -> Client:
 async def test_a_watch_lost_with_its_connection_does_not_let_exec_run(
         nursery: trio.Nursery) -> None:
     # The node answers WATCH and then goes away; a fresh connection knows no WATCH, so
-    # it queues the SET and runs the EXEC, as a real node does.
+    # it would queue the SET and run the EXEC, as a real node does.
     node = FakeNode([Then(b"+OK\r\n", CLOSE), b"+OK\r\n", b"+QUEUED\r\n", b"*1\r\n+OK\r\n"])
     async with _client(await node.serve(nursery)) as kv:
-        for args in (("WATCH", "k"), ("MULTI",), ("SET", "k", "6"), ("EXEC",)):
-            try:
-                reply = await kv.execute(*args)
-            except Exception:  # (the client refusing to go on is a fix)
-                return
-        assert reply is None, f"EXEC ran on a connection without the WATCH: {reply!r}"
+        await kv.execute("WATCH", "k")
+        for args in (("MULTI",), ("SET", "k", "6"), ("EXEC",)):
+            with pytest.raises(TransactionLost):
+                await kv.execute(*args)
+        assert await kv.execute("SET", "k", "7") is not None  # EXEC ended it: usable again
+    assert node.commands(b"EXEC") == [] and node.commands(b"MULTI") == []
+    assert node.commands(b"SET") == [[b"SET", b"k", b"7"]]
 
 
 async def test_a_command_queued_after_a_lost_multi_is_not_run_on_its_own(
         nursery: trio.Nursery) -> None:
-    # The node answers MULTI and then goes away; a fresh connection runs a SET at once.
+    # The node answers MULTI and then goes away; a fresh connection would run a SET at once.
     node = FakeNode([Then(b"+OK\r\n", CLOSE), b"+OK\r\n", b"-ERR EXEC without MULTI\r\n"])
     async with _client(await node.serve(nursery)) as kv:
         await kv.execute("MULTI")
-        with contextlib.suppress(Exception):  # (refused: the transaction is lost, not half-run)
+        with pytest.raises(TransactionLost):
             await kv.execute("SET", "tb", "1")
+        with pytest.raises(TransactionLost):
+            await kv.execute("DISCARD")
     assert node.commands(b"SET") == [], "a queued SET went out on a connection without MULTI"
+    assert node.commands(b"DISCARD") == []
+
+
+async def test_a_transaction_on_a_live_connection_runs_as_sent(nursery: trio.Nursery) -> None:
+    node = FakeNode([b"+OK\r\n", b"+OK\r\n", b"+QUEUED\r\n", b"*1\r\n+OK\r\n"])
+    async with _client(await node.serve(nursery)) as kv:
+        await kv.execute("WATCH", "k")
+        await kv.execute("MULTI")
+        await kv.execute("SET", "k", "6")
+        assert await kv.execute("EXEC") == [SimpleString("OK")]
+    assert [c[0] for c in node.seen] == [b"WATCH", b"MULTI", b"SET", b"EXEC"]
+    assert node.connections == 1
