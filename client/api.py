@@ -287,6 +287,9 @@ class Client(Commands):
             await self._retry_loop(call)
             return self._untag(call)
         finally:
+            # Untagged from here on exactly while the server holds a MULTI of ours (a MULTI
+            # that failed left the flag set, and later writes went without the session).
+            self._in_multi = self._txn_multi
             self._lock.release()
 
     async def _retry_loop(self, call: _Call) -> None:

@@ -19,7 +19,7 @@ import pytest
 import trio
 from fake_node import CLOSE, FakeNode, Then
 
-from client import Client, TransactionLost, connect
+from client import Client, ResponseError, TransactionLost, connect
 from wire.reply import SimpleString
 
 
@@ -66,3 +66,17 @@ async def test_a_transaction_on_a_live_connection_runs_as_sent(nursery: trio.Nur
         assert await kv.execute("EXEC") == [SimpleString("OK")]
     assert [c[0] for c in node.seen] == [b"WATCH", b"MULTI", b"SET", b"EXEC"]
     assert node.connections == 1
+
+
+async def test_a_refused_multi_leaves_later_writes_in_the_session(
+        nursery: trio.Nursery) -> None:
+    """attack14: a MULTI that failed left the client's "in MULTI" flag set, so every later
+    write went without its session (no exactly-once retry) until an EXEC or DISCARD."""
+    node = FakeNode([b"-ERR MULTI calls can not be nested\r\n", b":7\r\n", b":1\r\n"])
+    async with connect([await node.serve(nursery)], timeout=5.0, backoff_base=0.001,
+                       backoff_cap=0.002, sessions=True) as kv:
+        with pytest.raises(ResponseError):
+            await kv.execute("MULTI")
+        assert await kv.incr("n") == 1
+    incr = [c for c in node.seen if b"INCR" in (w.upper() for w in c)]
+    assert incr and incr[0][:2] == [b"RAFT", b"ONCE"], node.seen
