@@ -11,7 +11,9 @@ from client.errors import (
     LeaderUnreachable,
     OutcomeUnknown,
     RaftKVError,
+    ReplyNotKept,
     ResponseError,
+    TransactionLost,
     TryAgain,
 )
 from client.feed import Change, ChangeId
@@ -33,11 +35,13 @@ __all__ = [
     "OutcomeUnknown",
     "Pipeline",
     "RaftKVError",
+    "ReplyNotKept",
     "ResponseError",
     "Safety",
     "SyncClient",
     "SyncPipeline",
     "SyncWatch",
+    "TransactionLost",
     "TryAgain",
     "Watch",
     "classify",

@@ -13,6 +13,7 @@ open several clients, or pipeline, for parallel traffic.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import ssl as ssl_module
 import weakref
@@ -30,7 +31,9 @@ from client.errors import (
     LeaderUnreachable,
     OutcomeUnknown,
     RaftKVError,
+    ReplyNotKept,
     ResponseError,
+    TransactionLost,
     TryAgain,
     error_from_reply,
 )
@@ -41,10 +44,14 @@ from client.status import NodeStatus, cluster_status
 from client.watch import Watch
 from raftkv.backoff import Backoff
 from raftkv.kv import lookup
-from wire.reply import ErrorReply
+from wire.reply import ErrorReply, SimpleString
 from wire.resp import encode_command
 
 _PENDING: Any = object()  # no result yet for this command
+OK = SimpleString("OK")
+_ENDS_TRANSACTION = frozenset({b"exec", b"discard", b"reset"})
+_APPLIES_NOTHING = frozenset({b"multi", b"watch", b"unwatch", b"discard", b"reset"})
+FULL_TABLE = "ERR too many client sessions"  # raftkv.kv.sessions.TOO_MANY: full for now
 
 
 def _is_kv_write(name: bytes) -> bool:
@@ -70,6 +77,7 @@ class _Call:
     deadline: float
     safety: list[Safety]
     payloads: list[bytes]
+    names: list[bytes]  # each command's name, lower case
     results: list[Any] = attrs.field(init=False)
     sends: list[int] = attrs.field(init=False)  # attempts that sent each command
     tagged: dict[int, int] = attrs.Factory(dict)  # command -> its session (RAFT ONCE)
@@ -100,6 +108,7 @@ class _Attempt:
     """What one send-and-receive round got through before it ended."""
 
     addr: str | None = None
+    conn: Connection | None = None
     sent: bool = False
     replies: list[Any] = attrs.Factory(list)
     failure: BaseException | None = None
@@ -155,6 +164,10 @@ class Client(Commands):
         self.session_timeout = session_timeout
         self._session: _Session | None = None
         self._in_multi = False  # the caller sent MULTI: its commands go untagged
+        # The connection on which the server holds this client's WATCH or MULTI (None: no
+        # transaction open). A new connection would not have them: see ``_transaction_lost``.
+        self._txn_conn: Connection | None = None
+        self._txn_multi = False
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()  # closed with the client
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -187,7 +200,23 @@ class Client(Commands):
         self._closed = True
         for w in list(self._watches):
             await w.aclose()
-        await self._drop()
+        try:
+            await self._close_session()
+        finally:
+            await self._drop()
+
+    async def _close_session(self) -> None:
+        """Free this client's session on the server: a short-lived client (a ``raftkv-cli``
+        call, a ``connect_sync`` per request) left it in the table for its whole timeout,
+        and 300 such clients left 300 sessions (attack14). Best effort: on the connection
+        already open, within ``connect_timeout``, and not while another task's call holds
+        the connection (the session then expires on its own)."""
+        session, self._session = self._session, None
+        conn = self._conn
+        if session is None or conn is None or self._lock.locked() or conn.stale():
+            return
+        with trio.move_on_after(self.connect_timeout), contextlib.suppress(*TRANSPORT_ERRORS):
+            await conn.request(b"RAFT", b"SESSION", b"CLOSE", session.sid)
 
     @property
     def current_endpoint(self) -> str | None:
@@ -247,7 +276,7 @@ class Client(Commands):
             raise ValueError("empty command")
         payloads = [encode_command(*c) for c in cmds]  # bad argument types fail here
         call = _Call(self.timeout, trio.current_time() + self.timeout,
-                     [classify(c) for c in cmds], payloads)
+                     [classify(c) for c in cmds], payloads, [word(c[0]) for c in cmds])
         with trio.move_on_at(call.deadline) as waited:
             await self._lock.acquire()  # another task's call is using the connection
         if waited.cancelled_caught:
@@ -258,6 +287,9 @@ class Client(Commands):
             await self._retry_loop(call)
             return self._untag(call)
         finally:
+            # Untagged from here on exactly while the server holds a MULTI of ours (a MULTI
+            # that failed left the flag set, and later writes went without the session).
+            self._in_multi = self._txn_multi
             self._lock.release()
 
     async def _retry_loop(self, call: _Call) -> None:
@@ -267,6 +299,10 @@ class Client(Commands):
         todo = list(range(len(call.payloads)))
         backoff = Backoff(*self._backoff, self._rng)
         while True:
+            if self._txn_conn is not None and (self._conn is not self._txn_conn
+                                               or self._txn_conn.stale()):
+                self._transaction_lost(call, todo)
+                return
             attempt = _Attempt()
             # Only sends that are safe to repeat give up on a silent node early (it may be
             # paused) to try another; an unsafe one waits for its answer.
@@ -281,6 +317,7 @@ class Client(Commands):
                 await self._drop()  # cut short by the caller: a late reply would be misread
                 raise
             self._absorb(attempt, todo, results)
+            self._track(call, todo, attempt)
             if attempt.sent:
                 call.note_sent(todo)
             if scope.cancelled_caught and give_up < call.deadline:
@@ -310,7 +347,7 @@ class Client(Commands):
             if not all(may_retry(i) for i in suffix):
                 for i in suffix:
                     if i in unanswered:
-                        results[i] = self._lost(attempt)
+                        results[i] = self._unanswered(call, i, attempt)
                 return
             call.last = attempt.failure if todo[first] in unanswered else results[todo[first]]
             if isinstance(call.last, TryAgain | OutcomeUnknown) or attempt.failure is not None:
@@ -373,6 +410,8 @@ class Client(Commands):
                 return self._session
             retryable = reply is None or (isinstance(reply, ErrorReply) and reply.text.startswith(
                 ("TRYAGAIN", "UNKNOWN")))
+            if isinstance(reply, ErrorReply) and reply.text.startswith(FULL_TABLE):
+                return None  # full for now (attack14): plain sends, and ask again next call
             if not retryable:
                 self.sessions = False  # a server without sessions: plain sends from now on
                 return None
@@ -396,7 +435,48 @@ class Client(Commands):
                               else TryAgain(f"TRYAGAIN {error.text}"))
             elif "acknowledged mark" in error.text:
                 results[i] = OutcomeUnknown(f"UNKNOWN {error.text}")
+            elif error.code == "ERR" and "already applied; its reply was not kept" in error.text:
+                results[i] = ReplyNotKept(error.text)
         return results
+
+    # -- transactions: WATCH and MULTI live on one connection --------------------------------
+
+    def _track(self, call: _Call, todo: list[int], attempt: _Attempt) -> None:
+        """Note the WATCH or MULTI the server now holds on this attempt's connection, and
+        the EXEC, DISCARD, UNWATCH or RESET that ended it."""
+        for i, reply in zip(todo, attempt.replies, strict=False):
+            name = call.names[i]
+            if name in (b"watch", b"multi") and reply == OK:
+                self._txn_conn = attempt.conn
+                self._txn_multi = self._txn_multi or name == b"multi"
+            elif name in _ENDS_TRANSACTION or (name == b"unwatch" and not self._txn_multi):
+                self._txn_conn, self._txn_multi = None, False
+
+    def _transaction_lost(self, call: _Call, todo: list[int]) -> None:
+        """The connection holding the WATCH or MULTI is gone, and with it the server's
+        transaction: nothing is sent (attack14: on a new connection ``EXEC`` ran without
+        its ``WATCH``, and a queued ``SET`` ran at once, alone). Each command fails."""
+        for i in todo:
+            call.results[i] = self._lost_transaction(call.names[i])
+
+    def _lost_transaction(self, name: bytes) -> TransactionLost:
+        what = "MULTI" if self._txn_multi else "WATCH"
+        if name in _ENDS_TRANSACTION or (name == b"unwatch" and not self._txn_multi):
+            self._txn_conn, self._txn_multi, self._in_multi = None, False, False
+        return TransactionLost(
+            f"the connection holding this client's {what} was lost, and the server "
+            "discarded the transaction (nothing of it was applied): start it again")
+
+    def _unanswered(self, call: _Call, i: int, attempt: _Attempt) -> RaftKVError:
+        """A command sent and not answered, whose connection failed: ``OutcomeUnknown``,
+        unless it was part of a transaction that connection held and cannot have applied
+        (queued after MULTI, or one that applies nothing)."""
+        name = call.names[i]
+        txn = self._txn_conn
+        if (txn is not None and txn is attempt.conn and self._conn is not txn
+                and (name in _APPLIES_NOTHING or (self._txn_multi and name != b"exec"))):
+            return self._lost_transaction(name)
+        return self._lost(attempt)
 
     @staticmethod
     def _absorb(attempt: _Attempt, todo: list[int], results: list[Any]) -> None:
@@ -419,7 +499,7 @@ class Client(Commands):
         except ConnectionFailed as exc:
             attempt.failure = exc
             return
-        attempt.addr = conn.addr
+        attempt.addr, attempt.conn = conn.addr, conn
         attempt.sent = True
         try:
             await conn.send(data)

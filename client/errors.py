@@ -38,6 +38,25 @@ class OutcomeUnknown(ResponseError):
     """
 
 
+class ReplyNotKept(ResponseError):
+    """The write **was applied**, exactly once, but the server did not keep its reply.
+
+    A retry inside a session (``RAFT ONCE``) whose first send applied, when the server
+    dropped the recorded reply (over 1 KiB, or the sessions' replies over their total
+    bound). Not the command's own error: do not send it again.
+    """
+
+
+class TransactionLost(RaftKVError):
+    """The connection holding this client's ``WATCH`` or ``MULTI`` was lost: the server
+    discarded the transaction, and nothing queued in it was applied.
+
+    Raised for every command of the transaction until ``EXEC``, ``DISCARD``, ``UNWATCH``
+    or ``RESET`` ends it (those raise it too, and end it); none of them is sent. Start
+    again from ``WATCH``/``MULTI`` (redis-py raises ``WatchError`` in the same spot).
+    """
+
+
 class ConnectionFailed(RaftKVError, ConnectionError):
     """No node could be reached (or every connection failed) before the call's deadline."""
 

@@ -300,7 +300,17 @@ def _kept_size(reply: Any, pack: Any) -> tuple[Any, int]:
         return reply, size
     if t is ErrorReply:
         return reply, len(pack(reply))
-    blob = _Packed(pack(reply))  # a list (or what msgpack refuses: raises, as before)
+    # A list, or what a script answered that msgpack cannot hold (an int past 64 bits:
+    # ``return 1e300``). Kept only if ``decode_reply`` reads it back; else "applied, reply
+    # not kept". attack14: the pack raised after the script had written, the (session, seq)
+    # stayed unrecorded and every retry ran the script again; and a table nested past
+    # ``decode_reply``'s depth was kept, so its retry answered an internal error and every
+    # snapshot holding it failed to load.
+    try:
+        _check_reply(reply, 0)
+        blob = _Packed(pack(reply))
+    except (KVDecodeError, TypeError, ValueError, OverflowError):
+        return _DROPPED, _DROPPED_SIZE
     return blob, len(blob)
 
 
@@ -368,8 +378,13 @@ def decode_reply(blob: bytes) -> Any:
     return reply
 
 
+# A recorded reply nests at most this deep: a script's reply up to its own bound (64,
+# ``scripts.MAX_REPLY_DEPTH``), inside an EXEC's list, with room to spare.
+MAX_DEPTH = 80
+
+
 def _check_reply(reply: Any, depth: int) -> None:
-    if depth > 8:
+    if depth > MAX_DEPTH:
         raise KVDecodeError("recorded reply nests too deep")
     if type(reply) is list:
         for item in reply:

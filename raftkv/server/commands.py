@@ -160,13 +160,13 @@ def _raft_once(node: Node, args: list[bytes]) -> Pending:
     looked up once, not four times (the client port's share of a session's overhead),
     and the entry checked by ``Node.submit_once`` with that spec, not looked up again."""
     inner = args[4:]
+    if len(inner) == 2:  # ``set key=value`` runs as the SET it means, in a session too
+        inner = legacy_form(inner)  # (attack14: it answered a wrong number of arguments)
     lowered = inner[0].lower()
     spec = SPECS.get(lowered)
     refused = None
-    if spec is not None and spec.is_write:  # (``_inner_writes_feed``, with its spec)
-        checked = legacy_form(inner) if len(inner) == 2 else inner  # (its one case inlined)
-        if spec.arity_ok(len(checked)):
-            refused = writes_feed(spec.keys(checked))
+    if spec is not None and spec.is_write and spec.arity_ok(len(inner)):
+        refused = writes_feed(spec.keys(inner))  # (``_inner_writes_feed``, with its spec)
     if refused is None and lowered in SCRIPTING and not node.settings.enable_scripts:
         refused = ErrorReply(SCRIPTS_DISABLED)
     if refused is not None:

@@ -296,7 +296,8 @@ async def test_with_a_session_an_unknown_incr_is_sent_again_with_its_tag(
     assert sent == [[b"RAFT", b"SESSION", b"OPEN", b"300"],
                     [b"RAFT", b"ONCE", b"7", b"1", b"INCR", b"n"],
                     [b"RAFT", b"ONCE", b"7", b"1", b"INCR", b"n"],  # the same tag again
-                    [b"RAFT", b"ONCE", b"7", b"2", b"INCR", b"n"]]
+                    [b"RAFT", b"ONCE", b"7", b"2", b"INCR", b"n"],
+                    [b"RAFT", b"SESSION", b"CLOSE", b"7"]]  # the client closed: it frees it
 
 
 async def test_every_write_is_tagged_and_reads_and_connection_commands_are_not(
@@ -308,7 +309,8 @@ async def test_every_write_is_tagged_and_reads_and_connection_commands_are_not(
         assert await kv.execute("CLIENT", "SETNAME", "me") == SimpleString("OK")
     assert node.commands(b"RAFT") == [[b"RAFT", b"SESSION", b"OPEN", b"300"],
                                       [b"RAFT", b"ONCE", b"3", b"1", b"SET", b"k", b"v"],
-                                      [b"RAFT", b"ONCE", b"3", b"1", b"SET", b"k", b"v"]]
+                                      [b"RAFT", b"ONCE", b"3", b"1", b"SET", b"k", b"v"],
+                                      [b"RAFT", b"SESSION", b"CLOSE", b"3"]]
     assert node.commands(b"CLIENT") == [[b"CLIENT", b"SETNAME", b"me"]]
 
 
@@ -329,4 +331,5 @@ async def test_an_expired_session_after_an_unknown_send_is_an_unknown_outcome(
         with pytest.raises(OutcomeUnknown, match="SESSIONEXPIRED"):
             await kv.incr("n")  # the first send may have applied: never sent on a new one
         assert await kv.incr("n") == 1  # the next call opens a new session
-    assert node.commands(b"RAFT")[-1] == [b"RAFT", b"ONCE", b"8", b"1", b"INCR", b"n"]
+    assert node.commands(b"RAFT")[-2:] == [[b"RAFT", b"ONCE", b"8", b"1", b"INCR", b"n"],
+                                           [b"RAFT", b"SESSION", b"CLOSE", b"8"]]
