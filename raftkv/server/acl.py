@@ -27,12 +27,14 @@ import hmac
 import os
 import re
 import stat
+import time
 from collections.abc import Iterable, Mapping
 
 import attrs
 
 from raftkv.kv import COMMANDS
 from raftkv.kv.glob import stringmatch
+from raftkv.server.auth_limit import FailedAuths
 
 # Redis's categories (ACL CAT), those RaftKV has commands in or that Redis users name.
 CATEGORIES = (
@@ -406,6 +408,8 @@ class AccessControl:
          "acl_access_denied_channel"), 0))
 
     generation: int = 0  # ACL LOADs done: EXEC checks its queue again past a change
+    # Failed AUTHs per source address (raftkv.server.auth_limit).
+    failures: FailedAuths = attrs.Factory(lambda: FailedAuths(time.monotonic))
 
     @classmethod
     def configure(cls, requirepass: str = "", acl_file: str = "") -> AccessControl:
