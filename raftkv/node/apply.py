@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -27,7 +27,7 @@ from raftkv.kv import KVStateMachine
 from raftkv.kv.changes import Change, Record, iter_changes
 from raftkv.log import event
 from raftkv.node.clock import LeaderClock
-from raftkv.node.requests import RequestTracker
+from raftkv.node.requests import ReadBatch, RequestTracker
 from raftkv.raft.membership import decode_config
 from wire.raft import CONFIG, NORMAL, ClusterConfig, Entry, SnapshotMeta
 from wire.reply import OK, ErrorReply
@@ -109,7 +109,7 @@ class Applier:
         if ready:  # one clock reading for all: each read was asked before it
             now = self.clock.now()
             for waiter in ready:
-                waiter.pending.set(self.serve_read(waiter.args, now))
+                cast(ReadBatch, waiter.pending).serve(self.serve_read, now)
         if changes:
             for listener in self.on_changes:
                 listener(changes)

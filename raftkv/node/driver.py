@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import trio
 
@@ -30,7 +31,7 @@ from raftkv.node import apply as apply_module
 from raftkv.node.apply import Applier
 from raftkv.node.forwarding import Forwarder
 from raftkv.node.membership import Membership
-from raftkv.node.requests import RequestTracker
+from raftkv.node.requests import ReadBatch, RequestTracker
 from raftkv.node.snapshots import Snapshotter
 from raftkv.node.sync_thread import SyncThread
 from raftkv.node.transport import PeerTransport
@@ -48,7 +49,8 @@ class CoreDriver:
                  requests: RequestTracker, snapshots: Snapshotter, forwarder: Forwarder,
                  membership: Membership, metrics: NodeMetrics, stats: dict[str, int],
                  on_forward_request: Callable[[ForwardRequest], None],
-                 unpark: Callable[[], None]) -> None:
+                 unpark: Callable[[], None],
+                 ask_reads: Callable[[], None] = lambda: None) -> None:
         self.core = core
         self.storage = storage
         self.storage_lock = storage_lock
@@ -63,6 +65,9 @@ class CoreDriver:
         self.stats = stats
         self.on_forward_request = on_forward_request  # the leader runs a follower's command
         self.unpark = unpark  # a leader is known: run the commands that waited for one
+        # The reads taken since the last look at the core go to it as one ReadIndex
+        # (Node._ask_reads), before every look: they join the next Ready's round.
+        self.ask_reads = ask_reads
         self.role_changed = trio.Event()  # set (and replaced) at every role change
         self._wake = trio.Event()
         self._last_leader = 0
@@ -112,7 +117,7 @@ class CoreDriver:
             await self._wake.wait()
             self._wake = trio.Event()
             lock = self.storage_lock
-            while self.core.has_ready():
+            while self._has_ready():
                 self.membership.observe()
                 self._in_ready = True
                 try:
@@ -129,6 +134,10 @@ class CoreDriver:
             self.snapshots.maybe_start()
             self._observe_leadership()
             self.membership.observe()
+
+    def _has_ready(self) -> bool:
+        self.ask_reads()
+        return self.core.has_ready()
 
     async def _handle_ready(self) -> None:
         rd = self.core.ready()
@@ -172,7 +181,7 @@ class CoreDriver:
             for rs in rd.read_states:
                 waiter = confirmed(rs.ctx, rs.index, applied)
                 if waiter is not None:
-                    waiter.pending.set(serve(waiter.args, now))
+                    cast(ReadBatch, waiter.pending).serve(serve, now)  # each its own value
         for ctx in rd.failed_reads:
             self.requests.read_failed(ctx)
         self.core.advance(rd)

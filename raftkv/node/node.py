@@ -159,7 +159,7 @@ class Node:
         self.driver = CoreDriver(
             self.core, self.storage, storage_lock, sync_thread, self.transport, self.applier,
             self.requests, self.snapshots, self.forwarder, self.membership, self.metrics,
-            self.stats, self.on_forward_request, self._unpark)
+            self.stats, self.on_forward_request, self._unpark, ask_reads=self._ask_reads)
         try:
             async with sync_thread, trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -397,17 +397,28 @@ class Node:
             # deliberately unsafe: see NodeSettings
             pending.set(self.applier.serve_read(args))
             self.stats["reads_stale"] += 1
-        else:
-            ctx = requests.next_id().to_bytes(8, "big")
-            try:
-                core.read_index(ctx)
-            except NotLeader:
-                requests.park(args, write, pending, park_until)
-                return
-            requests.track_read(ctx, pending, args, deadline)
-            self.stats["reads"] += 1
-            self.stats["reads_leader" if core.role is Role.LEADER else "reads_follower"] += 1
-            self.wake()
+        elif requests.add_read(args, pending, deadline, park_until):
+            self.wake()  # (a later read of the batch: the loop has not asked it yet)
+
+    def _ask_reads(self) -> None:
+        """The ready loop's, before it looks at the core: ask the reads taken since its last
+        pass as one ReadIndex (raftkv.node.requests.ReadBatch)."""
+        requests = self.requests
+        batch = requests.take_read_batch()
+        if batch is None:
+            return
+        core = self.core
+        ctx = requests.next_id().to_bytes(8, "big")
+        try:
+            core.read_index(ctx)
+        except NotLeader:
+            for args, pending, park_until in batch.reads:
+                requests.park(args, False, pending, park_until)
+            return
+        requests.track_read(ctx, batch)
+        n = len(batch.reads)
+        self.stats["reads"] += n
+        self.stats["reads_leader" if core.role is Role.LEADER else "reads_follower"] += n
 
     def _unpark(self) -> None:
         for waiter in self.requests.unpark():

@@ -10,7 +10,7 @@ from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.node.apply import Applier
 from raftkv.node.clock import LeaderClock
 from raftkv.node.pending import Pending
-from raftkv.node.requests import APPLY_TIMEOUT, RequestTracker
+from raftkv.node.requests import APPLY_TIMEOUT, ReadBatch, RequestTracker
 from wire.raft import NORMAL, Entry
 
 
@@ -24,8 +24,10 @@ def test_a_read_waiting_for_apply_is_answered_at_its_deadline() -> None:
     a = applier()
     requests = a.requests
     late, early = Pending(), Pending()
-    requests.track_read(b"a", late, [b"GET", b"k"], 10.0)
-    requests.track_read(b"b", early, [b"GET", b"k"], 20.0)
+    for ctx, pending, deadline in ((b"a", late, 10.0), (b"b", early, 20.0)):
+        batch = ReadBatch(deadline)
+        batch.reads.append(([b"GET", b"k"], pending, deadline))
+        requests.track_read(ctx, batch)
     # confirmed at index 5; nothing applied yet
     assert requests.read_confirmed(b"a", 5, a.applied) is None
     assert requests.read_confirmed(b"b", 5, a.applied) is None
