@@ -25,3 +25,23 @@ async def test_a_queued_command_whose_exec_was_sent_is_not_reported_unapplied(
         results = await pipe.execute(raise_on_error=False)
     assert isinstance(results[2], OutcomeUnknown), results  # EXEC: sent, unanswered
     assert not isinstance(results[1], TransactionLost), results
+
+
+async def test_after_an_exec_of_unknown_outcome_the_client_sends_again(
+        nursery: trio.Nursery) -> None:
+    # EXEC sent, its connection lost before the reply: OutcomeUnknown, rightly. The
+    # transaction is over either way (the server ran EXEC or discarded the MULTI with the
+    # connection), but the client still holds it open: the next, unrelated SET raises
+    # TransactionLost without being sent, and so does every command until the caller
+    # sends a DISCARD it has no reason to send.
+    node = FakeNode([b"+OK\r\n", b"+QUEUED\r\n", CLOSE, b"+OK\r\n"])
+    async with connect([await node.serve(nursery)], timeout=5.0, backoff_base=0.001,
+                       backoff_cap=0.002, sessions=False) as kv:
+        await kv.execute("MULTI")
+        await kv.execute("INCR", "n")
+        try:
+            await kv.execute("EXEC")
+        except OutcomeUnknown:
+            pass
+        assert await kv.execute("SET", "other", "1") is not None
+    assert node.commands(b"SET") == [[b"SET", b"other", b"1"]]
