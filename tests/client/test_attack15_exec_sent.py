@@ -7,6 +7,7 @@ a caller who starts the transaction again applies the INCR twice."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 from fake_node import CLOSE, FakeNode
 
@@ -39,9 +40,7 @@ async def test_after_an_exec_of_unknown_outcome_the_client_sends_again(
                        backoff_cap=0.002, sessions=False) as kv:
         await kv.execute("MULTI")
         await kv.execute("INCR", "n")
-        try:
+        with pytest.raises(OutcomeUnknown):
             await kv.execute("EXEC")
-        except OutcomeUnknown:
-            pass
         assert await kv.execute("SET", "other", "1") is not None
     assert node.commands(b"SET") == [[b"SET", b"other", b"1"]]
