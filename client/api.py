@@ -14,6 +14,8 @@ open several clients, or pipeline, for parallel traffic.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import math
 import random
 import ssl as ssl_module
 import weakref
@@ -48,6 +50,15 @@ from wire.reply import ErrorReply, SimpleString
 from wire.resp import encode_command
 
 _PENDING: Any = object()  # no result yet for this command
+# Who makes a call: a SyncClient's calls (each a new task in its trio thread) set their
+# user thread here; otherwise the calling trio task. A caller whose WATCH or MULTI the
+# server holds keeps the connection until it ends them (``Client._hold``).
+CALLER: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "raftkv_client_caller", default=None)
+
+
+def _caller() -> object:
+    return CALLER.get() or trio.lowlevel.current_task()
 OK = SimpleString("OK")
 _ENDS_TRANSACTION = frozenset({b"exec", b"discard", b"reset"})
 _APPLIES_NOTHING = frozenset({b"multi", b"watch", b"unwatch", b"discard", b"reset"})
@@ -157,7 +168,11 @@ class Client(Commands):
         self._backoff = (backoff_base, backoff_cap)
         self._rng = rng or random.Random()
         self._conn: Connection | None = None
-        self._lock = trio.Lock()
+        # Who holds the connection: one call at a time, and the caller whose WATCH or MULTI
+        # the server holds until it ends it (``_hold``). Not a trio.Lock: a SyncClient's
+        # calls are each a new task, and the holder is the caller (``CALLER``).
+        self._holder: object | None = None
+        self._released = trio.Event()
         self._after: str | None = None  # endpoint that failed last: try the others first
         self._closed = False
         self.sessions = sessions
@@ -186,7 +201,9 @@ class Client(Commands):
         Raises ``ConnectionFailed`` when no endpoint answers, so a command line can say
         "no cluster" at once instead of retrying until the deadline.
         """
-        async with self._lock:
+        caller = _caller()
+        await self._hold(caller, math.inf)
+        try:
             if self._conn is None or self._conn.stale():
                 await self._drop()
                 while self._conn is None:
@@ -195,6 +212,8 @@ class Client(Commands):
                     except LeaderUnreachable:
                         await trio.sleep(self._backoff[0])  # ends: leader_grace passes
             return self._conn.addr
+        finally:
+            self._let_go(caller)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -213,7 +232,7 @@ class Client(Commands):
         the connection (the session then expires on its own)."""
         session, self._session = self._session, None
         conn = self._conn
-        if session is None or conn is None or self._lock.locked() or conn.stale():
+        if session is None or conn is None or self._holder is not None or conn.stale():
             return
         with trio.move_on_after(self.connect_timeout), contextlib.suppress(*TRANSPORT_ERRORS):
             await conn.request(b"RAFT", b"SESSION", b"CLOSE", session.sid)
@@ -277,9 +296,9 @@ class Client(Commands):
         payloads = [encode_command(*c) for c in cmds]  # bad argument types fail here
         call = _Call(self.timeout, trio.current_time() + self.timeout,
                      [classify(c) for c in cmds], payloads, [word(c[0]) for c in cmds])
-        with trio.move_on_at(call.deadline) as waited:
-            await self._lock.acquire()  # another task's call is using the connection
-        if waited.cancelled_caught:
+        caller = _caller()
+        # Another call is using the connection, or another caller's WATCH/MULTI holds it.
+        if not await self._hold(caller, call.deadline):
             return [call.expire(i, False) for i in range(len(cmds))]
         try:
             if self.sessions:
@@ -290,7 +309,27 @@ class Client(Commands):
             # Untagged from here on exactly while the server holds a MULTI of ours (a MULTI
             # that failed left the flag set, and later writes went without the session).
             self._in_multi = self._txn_multi
-            self._lock.release()
+            # While the server holds this caller's WATCH or MULTI, the connection stays its
+            # own: another task's SET went into the open MULTI, was told True, and the
+            # DISCARD dropped it (attack15). Let go once the transaction ends.
+            if self._txn_conn is None:
+                self._let_go(caller)
+
+    async def _hold(self, caller: object, deadline: float) -> bool:
+        """Take the connection for ``caller`` (already its own while its transaction is
+        open); False if ``deadline`` passes first."""
+        with trio.move_on_at(deadline):
+            while self._holder is not None and self._holder != caller:
+                await self._released.wait()
+            self._holder = caller
+            return True
+        return False
+
+    def _let_go(self, caller: object) -> None:
+        if self._holder == caller:
+            self._holder = None
+            self._released.set()
+            self._released = trio.Event()
 
     async def _retry_loop(self, call: _Call) -> None:
         """Send the call's commands until each has its answer, or its deadline passes, or
@@ -299,6 +338,10 @@ class Client(Commands):
         todo = list(range(len(call.payloads)))
         backoff = Backoff(*self._backoff, self._rng)
         while True:
+            if self._closed:  # (by another task: never reconnect a closed client, attack15)
+                for i in todo:
+                    results[i] = ConnectionFailed("the client was closed")
+                return
             if self._txn_conn is not None and (self._conn is not self._txn_conn
                                                or self._txn_conn.stale()):
                 self._transaction_lost(call, todo)
@@ -347,7 +390,7 @@ class Client(Commands):
             if not all(may_retry(i) for i in suffix):
                 for i in suffix:
                     if i in unanswered:
-                        results[i] = self._unanswered(call, i, attempt)
+                        results[i] = self._unanswered(call, todo, i, attempt)
                 return
             call.last = attempt.failure if todo[first] in unanswered else results[todo[first]]
             if isinstance(call.last, TryAgain | OutcomeUnknown) or attempt.failure is not None:
@@ -467,14 +510,22 @@ class Client(Commands):
             f"the connection holding this client's {what} was lost, and the server "
             "discarded the transaction (nothing of it was applied): start it again")
 
-    def _unanswered(self, call: _Call, i: int, attempt: _Attempt) -> RaftKVError:
+    def _unanswered(self, call: _Call, todo: list[int], i: int,
+                    attempt: _Attempt) -> RaftKVError:
         """A command sent and not answered, whose connection failed: ``OutcomeUnknown``,
-        unless it was part of a transaction that connection held and cannot have applied
-        (queued after MULTI, or one that applies nothing)."""
+        unless it was part of a transaction that connection held and cannot have applied:
+        queued after MULTI with no EXEC sent after it, or one that applies nothing."""
         name = call.names[i]
         txn = self._txn_conn
-        if (txn is not None and txn is attempt.conn and self._conn is not txn
-                and (name in _APPLIES_NOTHING or (self._txn_multi and name != b"exec"))):
+        if txn is None or txn is not attempt.conn or self._conn is txn:
+            return self._lost(attempt)
+        if name in _ENDS_TRANSACTION:  # sent: the server ran it or dropped the transaction
+            self._txn_conn, self._txn_multi, self._in_multi = None, False, False
+            return self._lost(attempt)  # (attack15: the transaction stayed open after it)
+        # A queued command is applied by an EXEC sent after it, if that EXEC ran (attack15:
+        # MULTI; INCR; EXEC pipelined and unanswered reported INCR as not applied).
+        exec_sent = any(j > i and call.names[j] == b"exec" for j in todo)
+        if name in _APPLIES_NOTHING or (self._txn_multi and not exec_sent):
             return self._lost_transaction(name)
         return self._lost(attempt)
 
@@ -520,6 +571,8 @@ class Client(Commands):
     # -- connections -------------------------------------------------------------------------
 
     async def _connection(self) -> Connection:
+        if self._closed:
+            raise ConnectionFailed("the client was closed")
         if self._conn is not None and self._conn.stale():
             await self._drop()
         if self._conn is None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from client.api import Client
+from client.api import CALLER, Client
 from client.commands import Arg, Commands, Convert
 from client.feed import Change
 from client.pipeline import Pipeline
@@ -56,7 +56,13 @@ class SyncClient(Commands):
     def _portal(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         if not self._thread.is_alive():
             raise RuntimeError("the client is closed")
-        return trio.from_thread.run(fn, *args, trio_token=self._token)
+        caller = ("thread", threading.get_ident())  # (Client._hold: one caller per thread)
+
+        async def as_caller() -> Any:
+            CALLER.set(caller)
+            return await fn(*args)
+
+        return trio.from_thread.run(as_caller, trio_token=self._token)
 
     # -- API -------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import pytest
 import trio
 from fake_node import CLOSE, FakeNode, Then
 
-from client import Client, ResponseError, TransactionLost, connect
+from client import Client, ResponseError, TransactionLost, connect, connect_sync
 from wire.reply import SimpleString
 
 
@@ -80,3 +80,18 @@ async def test_a_refused_multi_leaves_later_writes_in_the_session(
         assert await kv.incr("n") == 1
     incr = [c for c in node.seen if b"INCR" in (w.upper() for w in c)]
     assert incr and incr[0][:2] == [b"RAFT", b"ONCE"], node.seen
+
+
+async def test_a_sync_client_keeps_its_own_multi_across_calls(nursery: trio.Nursery) -> None:
+    """Each SyncClient call is a new task in the client's trio thread: the MULTI's holder
+    is the calling thread, so its next calls are not kept waiting for the connection."""
+    node = FakeNode([b"+OK\r\n", b"+QUEUED\r\n", b"*1\r\n:1\r\n"])
+    addr = await node.serve(nursery)
+
+    def transaction() -> object:
+        with connect_sync([addr], timeout=5.0, sessions=False) as kv:
+            kv.execute("MULTI")
+            kv.execute("INCR", "n")
+            return kv.execute("EXEC")
+
+    assert await trio.to_thread.run_sync(transaction) == [1]
