@@ -44,7 +44,7 @@ from wire.reply import OK, ErrorReply, SimpleString
 
 from . import syntax
 from .changes import GONE, META, VALUE, Change, ChangeRecorder, Record, expand
-from .codec import decode_entry
+from .codec import decode_entry_level
 from .commands import (
     COMMANDS,
     MAX_VALUE_LEN,
@@ -54,6 +54,7 @@ from .commands import (
     decode_exec,
     member_id,
     once_numbers,
+    parse_level,
     parse_seq,
     session_id,
     validate,
@@ -71,6 +72,15 @@ from .errors import (
     unknown_command,
     wrong_arity,
 )
+from .features import (
+    BUDGET_LEVEL,
+    DEFAULT_BUDGET,
+    FEATURE_LEVEL,
+    EntryNeedsLevel,
+    budget_error,
+    cluster_level,
+    parse_budget,
+)
 from .feed import ChangeFeed
 from .glob import Glob
 from .numbers import (
@@ -84,7 +94,7 @@ from .numbers import (
 )
 from .scan import ScanOrder, key_hash
 from .script_cache import ScriptCache
-from .scripts import ScriptRunner
+from .scripts import KEYED, ScriptRunner
 from .sessions import MAY_APPLY, SessionTable
 from .sliced import KeysJob, ScanBuild, ScanMatch, ScanRead, SlicedRead
 from .state import KVState, decode_snapshot, encode_snapshot
@@ -169,6 +179,14 @@ class KVStateMachine:
         # Voters the leader recorded as having served (``publish_member``): a founder that
         # comes back empty under a published id lost its data (raftkv.node.publish).
         self._members_published: set[int] = set()
+        # Members' feature levels as the leader recorded them (``member_level``), and the
+        # ids of the applied configuration (``keep_members``; not state: the runtime's):
+        # ``cluster_level`` is the lowest over them (raftkv.kv.features).
+        self._levels: dict[int, int] = {}
+        self._config_ids: frozenset[int] = frozenset()
+        # The budget of scripts outside the log (EVAL_RO, reads): the node's
+        # --script-budget; no replica depends on it.
+        self.read_budget = DEFAULT_BUDGET
         # Caches, not state: SCAN's hash order (built by the first SCAN) and a heap of
         # (deadline, key) that may hold stale pairs (checked against _expires when popped).
         self._order: ScanOrder | None = None
@@ -180,6 +198,7 @@ class KVStateMachine:
         # What the running command sees: the time, and whether it may delete expired keys.
         self._t = 0
         self._writing = False
+        self._outer: list[bytes] = []  # the entry being applied (``_budget``)
         # PUBLISH's (channel, message) pairs applied and not yet taken by the runtime,
         # which delivers them to this node's subscribers (``take_published``).
         self._published: list[tuple[bytes, bytes]] = []
@@ -214,15 +233,18 @@ class KVStateMachine:
 
     def apply(self, data: bytes, index: int | None = None) -> Reply:
         """Apply one log entry (see ``encode_entry``) and return its reply. Raises only
-        ``MemoryError`` (which depends on the process, not the entry).
+        ``MemoryError`` (which depends on the process, not the entry) and
+        ``EntryNeedsLevel`` (a form of a later release: the node must stop, not skip it).
 
         ``index`` is the entry's log index, the revision of the changes it makes (left
         in ``last_records``); without one (tests, tools) the entry counter stands in."""
         self.last_records = []
         try:
-            stamp, args = decode_entry(data)
+            stamp, level, args = decode_entry_level(data)
         except KVDecodeError as exc:
             return ErrorReply(f"ERR corrupt command in the log: {exc}")
+        if level > FEATURE_LEVEL:  # a later release's form: skipping it would diverge
+            raise EntryNeedsLevel(index, level)
         self._seq += 1
         if index is None:
             index = self._seq
@@ -235,6 +257,7 @@ class KVStateMachine:
         self._walk_left = WALK_KEYS_PER_ENTRY
         self._copy_left = COPY_BYTES_PER_ENTRY
         self._scripting.begin_entry()  # the entry's scripts share one budget
+        self._outer = args  # (``budget`` is valid only as the entry itself)
         try:
             return self._execute(args)
         except MemoryError:
@@ -263,7 +286,7 @@ class KVStateMachine:
             return ErrorReply(f"ERR '{name}' is a write command: it must go through the log")
         self._t = self._now if now is None else max(self._now, now)
         self._glob_left = self._walk_left = UNBOUNDED_STEPS
-        self._scripting.begin_entry()
+        self._scripting.begin_entry(self.read_budget, KEYED)  # (one node: no divergence)
         try:
             return self._run(args, entry)
         except Exception as exc:  # same guard as apply: a read must not kill the loop
@@ -380,11 +403,19 @@ class KVStateMachine:
     def snapshot_state(self, *, with_feed: bool = True) -> KVState:
         """Cheap copies of the state (values are immutable) for ``encode_snapshot``
         elsewhere, e.g. in a worker thread while this machine keeps applying; with the
-        feed's tail unless ``with_feed`` is false (comparing states, not histories)."""
+        feed's tail unless ``with_feed`` is false (comparing states, not histories).
+
+        The members' levels go in only while every member is at level 1 or more (they
+        then read snapshot version 7): a snapshot must stay readable by a member of the
+        previous release, and levels are the leader's to learn again (features.py). Not
+        compared either (``with_feed`` false): a node restored without them holds the
+        same data."""
+        levels = (dict(self._levels) if with_feed and self.cluster_level >= BUDGET_LEVEL
+                  else {})
         return KVState(dict(self._data), dict(self._expires), dict(self._mods), self._now,
                        self._seq, self._gone, self._scripts.bodies(), dict(self._tombs),
                        self._sessions.state(), self.feed.state() if with_feed else None,
-                       self._scripts.eval_order(), set(self._members_published))
+                       self._scripts.eval_order(), set(self._members_published), levels)
 
     def state_copy(self) -> dict[bytes, bytes]:
         """A copy of the map of values (tests and checks compare it with a model)."""
@@ -411,6 +442,7 @@ class KVStateMachine:
         self._scripts = ScriptCache(state.scripts, state.eval_order)
         self._sessions = SessionTable(state.sessions)
         self._members_published = set(state.published)
+        self._levels = dict(state.levels)
         self.feed.replace(state.feed)
         self._heap = [(deadline, key) for key, deadline in self._expires.items()]
         heapq.heapify(self._heap)
@@ -974,8 +1006,53 @@ class KVStateMachine:
     def keep_members(self, ids: Iterable[int]) -> None:
         """A configuration applied: forget the published ids it no longer lists, so an id
         removed (RAFT REMOVENODE) and added again starts unpublished. Called by the runtime
-        for every applied CONFIG entry, in log order, on every replica."""
+        for every applied CONFIG entry, in log order, on every replica, and for the
+        configuration of a snapshot restored. Their levels go the same way."""
+        ids = frozenset(ids)
         self._members_published.intersection_update(ids)
+        self._config_ids = ids
+        for node_id in [i for i in self._levels if i not in ids]:
+            del self._levels[node_id]
+
+    # -- feature levels (raftkv.kv.features) -----------------------------------------------
+
+    def _member_level(self, args: list[bytes]) -> Reply:
+        """``member_level id level``: the leader learned member ``id`` applies entry forms
+        up to ``level``. 1 if that changed the record, 0 if not; an id outside the applied
+        configuration is refused (it would be forgotten at once). Total."""
+        node_id, level = member_id(args[1]), parse_level(args[2])
+        if node_id is None or level is None:
+            return ErrorReply("ERR malformed member_level")
+        if node_id not in self._config_ids:
+            return ErrorReply(f"ERR node {node_id} is not a member")
+        if self._levels.get(node_id) == level:
+            return 0
+        self._levels[node_id] = level
+        return 1
+
+    @property
+    def member_levels(self) -> dict[int, int]:
+        """The recorded level of each member that has one (a copy)."""
+        return dict(self._levels)
+
+    @property
+    def cluster_level(self) -> int:
+        """The lowest level over the applied configuration's members (unknown: 0)."""
+        return cluster_level(self._levels, self._config_ids)
+
+    def _budget(self, args: list[bytes]) -> Reply:
+        """``budget units inner...``: ``inner`` (it runs scripts) with the script budget
+        the leader recorded and the KEYED charges (features.py). A malformed one answers
+        its error, deterministically; it is never nested (``budget_error``)."""
+        if args is not self._outer:  # inside EXEC or once: it would reset the budget
+            return ErrorReply("ERR budget is valid only as a whole entry")
+        error = budget_error(args)
+        if error is not None:
+            return error
+        units = parse_budget(args[1])
+        assert units is not None  # (budget_error checked it)
+        self._scripting.begin_entry(units, KEYED)
+        return self._execute(args[2:])
 
     # -- pub/sub ---------------------------------------------------------------------------
 
