@@ -117,6 +117,15 @@ def main() -> int:
                 results.setdefault(name, []).append(measure(c, a.keys, a.rounds))
             finally:
                 c.close()
+    if a.baseline:  # clusters 0 and 3 ran the baseline, 1 and 2 this tree: pairs (0,1) (3,2)
+        base, this = results[a.baseline], results["this tree"]
+        for case in base[0]:
+            for what, k in (("lag", 0), ("CPU", 1)):
+                ratios = [statistics.median(s[k] for s in t[case])
+                          / statistics.median(s[k] for s in b[case])
+                          for b, t in ((base[0], this[0]), (base[1], this[1]))]
+                print(f"  paired ratio this/baseline {case:16s} {what}: "
+                      + ", ".join(f"{r:.3f}" for r in ratios))
     for name, runs in results.items():
         print(f"[{name}] worst loop lag of any node (ms) / CPU per node (ms), median of "
               f"{len(runs)} cluster(s) x {a.rounds} rounds x 3 nodes")
