@@ -288,14 +288,17 @@ def _exec(args: list[bytes]) -> ErrorReply | None:
 
 
 def unbuilt_error(args: list[bytes]) -> ErrorReply | None:
-    """An entry ``validate`` accepts but no node builds: ``once`` of an internal command
-    other than ``exec``, or an internal command inside an ``exec`` (attack13: a follower's
+    """An entry ``validate`` accepts but no node builds: ``budget`` and ``member_level``
+    (the leader writes them itself), ``once`` of an internal command other than ``exec``,
+    or an internal command inside an ``exec`` (attack13: a follower's
     forwarded ``once id seq expired k`` or an EXEC of ``once``-wrapped APPENDs, which
     entry_cost did not weigh, reached the log). Checked before proposing only (Node.check):
     apply still takes what it took, so entries already in logs apply as before."""
     name = args[0].lower()
-    if name == b"budget":  # the leader writes it as it proposes (raftkv.kv.features)
-        return ErrorReply("ERR the internal command 'budget' is written by the leader only")
+    if name in (b"budget", b"member_level"):  # the leader's own (raftkv.kv.features): a
+        # forwarded member_level could open the gate for a member that cannot read the form
+        return ErrorReply(f"ERR the internal command '{name.decode()}' is written by the "
+                          "leader only")
     if name == b"once" and len(args) > 3:
         spec = lookup(args[3])
         if spec is not None and spec.internal and spec.name != "exec":

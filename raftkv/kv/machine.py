@@ -1006,8 +1006,8 @@ class KVStateMachine:
     def keep_members(self, ids: Iterable[int]) -> None:
         """A configuration applied: forget the published ids it no longer lists, so an id
         removed (RAFT REMOVENODE) and added again starts unpublished. Called by the runtime
-        for every applied CONFIG entry, in log order, on every replica, and for the
-        configuration of a snapshot restored. Their levels go the same way."""
+        for every applied CONFIG entry, in log order, on every replica. Their levels go the
+        same way (and its ids become ``cluster_level``'s: see ``configured``)."""
         ids = frozenset(ids)
         self._members_published.intersection_update(ids)
         self._config_ids = ids
@@ -1015,6 +1015,11 @@ class KVStateMachine:
             del self._levels[node_id]
 
     # -- feature levels (raftkv.kv.features) -----------------------------------------------
+
+    def configured(self, ids: Iterable[int]) -> None:
+        """The configuration of a snapshot restored: the ids ``cluster_level`` and
+        ``member_level`` go by (nothing forgotten: the snapshot's state is as it was)."""
+        self._config_ids = frozenset(ids)
 
     def _member_level(self, args: list[bytes]) -> Reply:
         """``member_level id level``: the leader learned member ``id`` applies entry forms

@@ -80,7 +80,7 @@ class Applier:
         self.kv.feed.restored_at(meta.index)
         self.applied = meta.index
         self.applied_term, self.applied_config = meta.term, meta.config
-        self.kv.keep_members(m.id for m in meta.config.members)  # (cluster_level's ids)
+        self.kv.configured(m.id for m in meta.config.members)  # (cluster_level's ids)
 
     def serve_read(self, args: list[bytes], now: int | None = None) -> Any:
         """Answer a confirmed read at ``now`` (this node's clock read by the caller, for

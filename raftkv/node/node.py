@@ -181,7 +181,7 @@ class Node:
                 nursery.start_soon(self.ticker.run, self.core, s.tick_ms, self.wake)
                 nursery.start_soon(publish_members, self.id, self.core, self.kv, self.submit)
                 self.levels = LevelLearner(self.id, self.level, self.core, self.kv,
-                                           self.transport, self.requests, self.submit,
+                                           self.transport, self.requests, self.propose_own,
                                            self._applied_ids)
                 nursery.start_soon(self.levels.run)
                 nursery.start_soon(self.requests.run_sweeper)
@@ -321,6 +321,12 @@ class Node:
         if error is not None:
             return Pending.of(error)
         return self._admit(entry, True)
+
+    def propose_own(self, args: list[bytes]) -> Pending:
+        """An entry this node builds as leader (``member_level``, which ``check`` refuses
+        from anyone else): validated, then on its way like a client's write."""
+        error = validate(args)
+        return Pending.of(error) if error is not None else self._admit(args, True)
 
     def barrier(self) -> Pending:
         """A linearizable point: answered (None's place taken by the read's value, or an
