@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from typing import Any, Protocol
 
 import attrs
@@ -137,7 +136,6 @@ def budget_error(budget: int) -> str:
 
 
 BUDGET_ERROR = budget_error(INSTRUCTION_BUDGET)
-_BUDGET_TEXT = re.compile(r"ERR Script exceeded the instruction budget \(\d+ instructions\)")
 MEMORY_ERROR = "ERR Script exceeded the memory limit"
 
 # What work outside the VM costs, in instructions (one takes ~15 ns here). Measured on the
@@ -341,37 +339,38 @@ def _one_line(raw: Any) -> str:
     return _as_text(raw).split("\nstack traceback:", 1)[0].replace("\r", " ").replace("\n", " ")
 
 
-def _error_reply(raw: Any) -> ErrorReply:
-    """An error the script raised (a Redis error table's text, or a message)."""
+def _error_reply(raw: Any, over: str = BUDGET_ERROR) -> ErrorReply:
+    """An error the script raised (a Redis error table's text, or a message); ``over``:
+    the entry's budget error, which a text holding it becomes (exactly as before for the
+    old form: a session may keep the reply)."""
     text = _one_line(raw)
-    over = _BUDGET_TEXT.search(text)
-    if over is not None:
-        return ErrorReply(over.group())
+    if over in text:
+        return ErrorReply(over)
     code = text.split(" ", 1)[0]
     if not code or not code.isupper():
         text = "ERR " + text
     return ErrorReply(text)
 
 
-def _failure_reply(raw: Any) -> ErrorReply:
+def _failure_reply(raw: Any, over: str = BUDGET_ERROR) -> ErrorReply:
     """A Lua error that ended the script: Redis's ``Error running script`` text."""
     text = _one_line(raw)
-    over = _BUDGET_TEXT.search(text)
-    if over is not None:
-        return ErrorReply(over.group())
+    if over in text:
+        return ErrorReply(over)
     if "not enough memory" in text:
         return ErrorReply(MEMORY_ERROR)
     return ErrorReply("ERR Error running script: " + text)
 
 
-def from_tokens(tokens: Any) -> Reply:
-    """The reply the sandbox's ``to_tokens`` flattened (see lua_sandbox.py)."""
+def from_tokens(tokens: Any, over: str = BUDGET_ERROR) -> Reply:
+    """The reply the sandbox's ``to_tokens`` flattened (see lua_sandbox.py); ``over``: the
+    entry's budget error (``_error_reply``)."""
     flat = [tokens[i] for i in range(1, tokens[b"n"] + 1)]
-    reply, _ = _parse(flat, 0)
+    reply, _ = _parse(flat, 0, over)
     return reply
 
 
-def _parse(flat: list[Any], at: int) -> tuple[Reply, int]:
+def _parse(flat: list[Any], at: int, over: str) -> tuple[Reply, int]:
     tag = flat[at]
     if tag == b"n":
         return None, at + 1
@@ -379,7 +378,7 @@ def _parse(flat: list[Any], at: int) -> tuple[Reply, int]:
         items: list[Reply] = []
         at += 2
         for _ in range(flat[at - 1]):
-            item, at = _parse(flat, at)
+            item, at = _parse(flat, at, over)
             items.append(item)
         return items, at
     value = flat[at + 1]
@@ -391,7 +390,7 @@ def _parse(flat: list[Any], at: int) -> tuple[Reply, int]:
         return value, at + 2
     if tag == b"s":
         return SimpleString(_one_line(value)), at + 2
-    return _error_reply(value), at + 2
+    return _error_reply(value, over), at + 2
 
 
 UNSUPPORTED = ("ERR Error compiling script (new function): user_script: valid Lua but not "
@@ -517,10 +516,10 @@ class ScriptRunner:
         bridge = _Bridge(self._machine, read_only, lua, journal, self._charges)
         self.last_cost = budget  # unless the run ends with its count
         done = False
+        over = budget_error(self._budget)
         try:
-            run, finish = lua.execute(SANDBOX, bridge, budget, HOOK_STEP,
-                                      budget_error(self._budget).encode(), PATTERNS.encode(),
-                                      SORT.encode(),
+            run, finish = lua.execute(SANDBOX, bridge, budget, HOOK_STEP, over.encode(),
+                                      PATTERNS.encode(), SORT.encode(),
                                       MAX_REPLY_DEPTH, MAX_REPLY_ITEMS, MAX_REPLY_BYTES)
             try:
                 if keys is None:
@@ -531,7 +530,7 @@ class ScriptRunner:
                 if spent is not None:
                     self.last_cost = int(spent)
                 done = kind in (b"reply", b"compiled")
-                return _outcome(kind, payload)
+                return _outcome(kind, payload, over)
             finally:
                 # (over the budget, the hook already fails every instruction)
                 with contextlib.suppress(lua54.LuaError):
@@ -539,20 +538,20 @@ class ScriptRunner:
         except lua54.LuaMemoryError:
             return ErrorReply(MEMORY_ERROR)
         except lua54.LuaError as exc:
-            return _failure_reply(exc.args[0] if exc.args else "script failed")
+            return _failure_reply(exc.args[0] if exc.args else "script failed", over)
         finally:
             bridge.close()
             if not done:
                 journal.undo()
 
 
-def _outcome(kind: bytes, payload: Any) -> Reply:
+def _outcome(kind: bytes, payload: Any, over: str) -> Reply:
     if kind == b"reply":
-        return from_tokens(payload)
+        return from_tokens(payload, over)
     if kind == b"compiled":
         return None
     if kind == b"redis_error":
-        return _error_reply(payload)
+        return _error_reply(payload, over)
     if kind == b"failed":
-        return _failure_reply(payload)
+        return _failure_reply(payload, over)
     return ErrorReply(_one_line(payload))  # texts the sandbox wrote ("ERR ...")

@@ -210,3 +210,16 @@ def test_a_budget_entry_in_flight_is_unwrapped_for_the_transaction_estimate() ->
                                  unapplied=lambda: [encode_entry(wrapped, T, 1)])
     assert refused is not None and "walk" in refused.text
     assert entry_cost.refusal(kv, four, copy_limit=1 << 20, walk_limit=1024) is None
+
+
+def test_an_error_naming_another_budget_is_left_as_the_old_form_leaves_it() -> None:
+    """A script's own error text is turned into the budget error only if it holds the
+    entry's own budget error, as before: an old-form reply (which a session may keep, in
+    state) is the same on either release."""
+    kv = machine()
+    fake = b"error('ERR Script exceeded the instruction budget (20000 instructions)')"
+    assert run(kv, [b"EVAL", fake, b"0"]) == ErrorReply(
+        "ERR Error running script: user_script:1: ERR Script exceeded the instruction "
+        "budget (20000 instructions)")
+    assert run(kv, wrap([b"EVAL", fake, b"0"], 20_000), 1) == ErrorReply(
+        "ERR Script exceeded the instruction budget (20000 instructions)")
