@@ -93,3 +93,51 @@ def test_an_entry_above_the_level_stops_the_node_with_one_line() -> None:
     line = fatal_line(ExceptionGroup("node", [raised.value]), True)
     assert line == (f"stopping: entry 9 needs feature level {FEATURE_LEVEL + 1}; this "
                     f"release reads up to {FEATURE_LEVEL}: upgrade this node")
+
+
+async def test_the_leader_asks_again_when_a_link_reconnects_or_the_term_changes() -> None:
+    """An upgrade or a downgrade restarts the member: its link connects again, and the
+    leader asks it again rather than trust what it learned (and records a change)."""
+    from raftkv.kv import KVStateMachine
+    from raftkv.node.features import LevelLearner
+    from raftkv.raft import Role
+
+    kv = KVStateMachine()
+    kv.keep_members([1, 2, 3])
+    links = {2: SimpleNamespace(reconnects=0, connected=True),
+             3: SimpleNamespace(reconnects=0, connected=True)}
+    members = [SimpleNamespace(id=i) for i in (1, 2, 3)]
+    core = SimpleNamespace(role=Role.LEADER, term=5,
+                           cluster_config=SimpleNamespace(members=members))
+    levels = {2: 0, 3: 1}
+    asked: list[list[int]] = []
+    proposed: list[list[bytes]] = []
+
+    def submit(args: list[bytes]) -> Pending:
+        proposed.append(args)
+        return Pending.of(kv.apply(encode_entry(args, 1)))
+
+    learner = LevelLearner(1, 1, core, kv, SimpleNamespace(stats=lambda: links),  # type: ignore
+                           None, submit, lambda: [1, 2, 3])  # type: ignore[arg-type]
+
+    async def ask(peers: list[int]) -> dict[int, object]:
+        asked.append(sorted(peers))
+        return {p: levels[p] for p in peers}
+
+    learner._ask = ask  # type: ignore[method-assign]
+    for _ in range(4):  # one proposal per step: 1 and 3 at level 1 (2 at 0: nothing new)
+        await learner.step()
+    assert asked == [[2, 3]] and kv.member_levels == {1: 1, 3: 1}
+    levels[2] = 1  # node 2 upgraded and restarted: its link connected again
+    links[2] = SimpleNamespace(reconnects=1, connected=True)
+    await learner.step()
+    assert asked == [[2, 3], [2]] and kv.member_levels == {1: 1, 2: 1, 3: 1}
+    assert kv.cluster_level == 1
+    levels[3] = 0  # node 3 went back to an earlier release
+    links[3] = SimpleNamespace(reconnects=1, connected=True)
+    await learner.step()
+    assert kv.member_levels[3] == 0 and kv.cluster_level == 0
+    core.term = 6  # a new term: everyone asked again
+    await learner.step()
+    assert asked[-1] == [2, 3]
+    assert [a[0] for a in proposed] == [b"member_level"] * 4
