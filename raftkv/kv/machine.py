@@ -73,7 +73,6 @@ from .errors import (
     wrong_arity,
 )
 from .features import (
-    BUDGET_LEVEL,
     DEFAULT_BUDGET,
     FEATURE_LEVEL,
     EntryNeedsLevel,
@@ -403,19 +402,12 @@ class KVStateMachine:
     def snapshot_state(self, *, with_feed: bool = True) -> KVState:
         """Cheap copies of the state (values are immutable) for ``encode_snapshot``
         elsewhere, e.g. in a worker thread while this machine keeps applying; with the
-        feed's tail unless ``with_feed`` is false (comparing states, not histories).
-
-        The members' levels go in only while every member is at level 1 or more (they
-        then read snapshot version 7): a snapshot must stay readable by a member of the
-        previous release, and levels are the leader's to learn again (features.py). Not
-        compared either (``with_feed`` false): a node restored without them holds the
-        same data."""
-        levels = (dict(self._levels) if with_feed and self.cluster_level >= BUDGET_LEVEL
-                  else {})
+        feed's tail unless ``with_feed`` is false (comparing states, not histories)."""
         return KVState(dict(self._data), dict(self._expires), dict(self._mods), self._now,
                        self._seq, self._gone, self._scripts.bodies(), dict(self._tombs),
                        self._sessions.state(), self.feed.state() if with_feed else None,
-                       self._scripts.eval_order(), set(self._members_published), levels)
+                       self._scripts.eval_order(), set(self._members_published),
+                       dict(self._levels))
 
     def state_copy(self) -> dict[bytes, bytes]:
         """A copy of the map of values (tests and checks compare it with a model)."""

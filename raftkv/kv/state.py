@@ -10,7 +10,7 @@ restarted from the snapshot or a follower installing it must hold the same tail.
 
 Version 7 is version 6 plus the members' feature levels: ``[..., [id, ...], [[id, level],
 ...]]``, ids ascending (raftkv.kv.features); written only when there are some, which the
-state machine gives only once every member reads version 7.
+leader records only once every member is at level 1 (and reads version 7).
 Version 6 is version 5 plus the published members: ``[..., eval_order, [id, ...]]``, ids
 ascending (voters that served, raftkv.node.publish); written only when there are some, so
 other states stay readable by earlier releases; earlier versions decode with none.

@@ -10,7 +10,9 @@ answers what its own level is (raftkv.kv.features holds the rule and the gate).
   strict (fixed arity, known tags), nothing new can ride in Hello or Raft messages.
 - **Recording**: when a learned level differs from the applied one (unknown counts 0), the
   leader proposes ``member_level id level``, one at a time; members whose configuration
-  has not applied yet wait (the state machine refuses ids it does not list).
+  has not applied yet wait (the state machine refuses ids it does not list). Levels are
+  recorded only once every member is known at level 1 or more, or to lower one: a state
+  holding levels is a snapshot of version 7, which the previous release cannot read.
 - **The gate** (``Node.entry_data``): a form of level L is written only while every
   member of the applied configuration and of the leader's latest one (a member being
   added receives entries before its configuration applies) is recorded at L or more.
@@ -116,10 +118,17 @@ class LevelLearner:
         await self._record()
 
     async def _record(self) -> None:
+        """Record what changed, one entry at a time: every level once every member of the
+        latest configuration is known at 1 or more (before that nothing is recorded, so
+        snapshots stay readable by a member of the previous release), and a level lower
+        than the one recorded (a member went back) at once, which closes the gate."""
         applied = set(self.applied_members())
         recorded = self.kv.member_levels
+        members = [m.id for m in self.core.cluster_config.members]
+        risen = all(self.learned.get(m, 0) >= 1 for m in members)
         for member, level in sorted(self.learned.items()):
-            if member in applied and recorded.get(member, 0) != level:
+            if member in applied and recorded.get(member, 0) != level and (
+                    risen or level < recorded.get(member, 0)):
                 if self.core.role is not Role.LEADER:
                     return
                 reply = await self.submit(
