@@ -10,9 +10,10 @@ answers what its own level is (raftkv.kv.features holds the rule and the gate).
   strict (fixed arity, known tags), nothing new can ride in Hello or Raft messages.
 - **Recording**: when a learned level differs from the applied one (unknown counts 0), the
   leader proposes ``member_level id level``, one at a time; members whose configuration
-  has not applied yet wait (the state machine refuses ids it does not list). Levels are
-  recorded only once every member is known at level 1 or more, or to lower one: a state
-  holding levels is a snapshot of version 7, which the previous release cannot read.
+  has not applied yet wait (an applied configuration forgets the ids it does not list).
+  Levels are recorded only once every member is known at level 1 or more, or to lower
+  one: a state holding levels is a snapshot of version 7, which the previous release
+  cannot read.
 - **The gate** (``Node.entry_data``): a form of level L is written only while every
   member of the applied configuration and of the leader's latest one (a member being
   added receives entries before its configuration applies) is recorded at L or more.
