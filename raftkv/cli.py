@@ -22,6 +22,7 @@ from raftkv.certs import create as create_certs
 from raftkv.cli_types import FiniteFloatRange
 from raftkv.config_file import config_option
 from raftkv.kv import MAX_TRANSACTION_COMMANDS
+from raftkv.kv.features import DEFAULT_BUDGET, MAX_BUDGET, MIN_BUDGET
 from raftkv.kv.key_cap import DEFAULT_MAX_KEYS_PER_COMMAND
 from raftkv.kv.notify import parse_flags
 from raftkv.local_cluster import run_local_cluster
@@ -201,6 +202,12 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
                    "of one MULTI/EXEC together (each at least 1); more get -ERR before "
                    "they are proposed: one entry applies in one step of the event loop. "
                    "Set it alike on every node.")
+@click.option("--script-budget", default=DEFAULT_BUDGET, show_default=True,
+              envvar=_env("SCRIPT_BUDGET"), type=click.IntRange(min=MIN_BUDGET, max=MAX_BUDGET),
+              help="Instruction units the scripts of one entry may spend (a full budget holds "
+                   "every replica's apply a few ms); the leader records its value in each "
+                   "entry once every member reads it, so nodes may differ without diverging. "
+                   "Also this node's EVAL_RO budget.")
 @click.option("--client-query-buffer-limit", default=0, show_default=True,
               envvar=_env("CLIENT_QUERY_BUFFER_LIMIT"), type=click.IntRange(min=0),
               help="Bytes of a client's commands read but not yet answered; past it the "

@@ -19,6 +19,7 @@ from functools import partial
 
 import trio
 
+from raftkv.kv.features import EntryNeedsLevel
 from raftkv.log import event, set_term_source
 from raftkv.node.listen import first_listen_error, start_listener
 from raftkv.node.node import Node
@@ -79,6 +80,9 @@ def fatal_line(exc: BaseException, started: bool) -> str | None:
     failure is named, not the "failed earlier" refusals that may follow it.
     """
     found = leaves(exc)
+    newer = [leaf for leaf in found if isinstance(leaf, EntryNeedsLevel)]
+    if newer:  # a later release's entry: never skipped (raftkv.kv.features)
+        return f"stopping: {newer[0]}"
     storage = [leaf for leaf in found if isinstance(leaf, DiskStorageError)]
     storage.sort(key=lambda e: isinstance(e, StorageFailure) and "failed earlier" in str(e))
     if storage:

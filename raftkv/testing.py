@@ -40,7 +40,8 @@ async def one_node_leader(data_dir: Path, peer_port: int, client_port: int,
         with trio.fail_after(30):
             while node.core.role is not Role.LEADER:
                 await node.driver.role_changed.wait()
-            while not node.kv.is_published(1):
+            # (and its own feature level recorded: no entry of its own comes later)
+            while not node.kv.is_published(1) or node.kv.cluster_level != node.level:
                 await node.next_tick()
         yield node
         nursery.cancel_scope.cancel()

@@ -146,6 +146,10 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec("once", -4, WRITE, 0, 0, 0, internal=True),
         # the leader's record that a voter has served (raftkv.node.publish): ``id``
         CommandSpec("publish_member", 2, WRITE, 0, 0, 0, internal=True),
+        # the leader's record of a member's feature level (raftkv.kv.features): ``id level``
+        CommandSpec("member_level", 3, WRITE, 0, 0, 0, internal=True),
+        # the level-1 form of an entry that runs scripts: ``units inner...`` (features.py)
+        CommandSpec("budget", -3, WRITE, 0, 0, 0, internal=True),
         # reads
         CommandSpec("get", 2, READ),
         CommandSpec("getrange", 4, READ),
@@ -284,12 +288,17 @@ def _exec(args: list[bytes]) -> ErrorReply | None:
 
 
 def unbuilt_error(args: list[bytes]) -> ErrorReply | None:
-    """An entry ``validate`` accepts but no node builds: ``once`` of an internal command
-    other than ``exec``, or an internal command inside an ``exec`` (attack13: a follower's
+    """An entry ``validate`` accepts but no node builds: ``budget`` and ``member_level``
+    (the leader writes them itself), ``once`` of an internal command other than ``exec``,
+    or an internal command inside an ``exec`` (attack13: a follower's
     forwarded ``once id seq expired k`` or an EXEC of ``once``-wrapped APPENDs, which
     entry_cost did not weigh, reached the log). Checked before proposing only (Node.check):
     apply still takes what it took, so entries already in logs apply as before."""
     name = args[0].lower()
+    if name in (b"budget", b"member_level"):  # the leader's own (raftkv.kv.features): a
+        # forwarded member_level could open the gate for a member that cannot read the form
+        return ErrorReply(f"ERR the internal command '{name.decode()}' is written by the "
+                          "leader only")
     if name == b"once" and len(args) > 3:
         spec = lookup(args[3])
         if spec is not None and spec.internal and spec.name != "exec":
@@ -385,6 +394,26 @@ def _publish_member(args: list[bytes]) -> ErrorReply | None:
         f"ERR member id must be an integer from 1 to {MAX_MEMBER_ID}")
 
 
+MAX_LEVEL = 2**16  # feature levels are 0 .. MAX_LEVEL - 1 (raftkv.kv.features)
+
+
+def parse_level(raw: bytes) -> int | None:
+    """A feature level as ``member_level`` writes it (plain digits, no leading zero)."""
+    if type(raw) is not bytes or not raw.isdigit() or len(raw) > 5 or (
+            len(raw) > 1 and raw[0] == 48):
+        return None
+    value = int(raw)
+    return value if value < MAX_LEVEL else None
+
+
+def _member_level(args: list[bytes]) -> ErrorReply | None:
+    if member_id(args[1]) is None:
+        return ErrorReply(f"ERR member id must be an integer from 1 to {MAX_MEMBER_ID}")
+    if parse_level(args[2]) is None:
+        return ErrorReply(f"ERR feature level must be an integer from 0 to {MAX_LEVEL - 1}")
+    return None
+
+
 def once_numbers(args: list[bytes]) -> tuple[int, int] | ErrorReply:
     """The (session, seq) of ``once session seq command...`` (at least 4 arguments), or
     the error ``validate`` answers for it: the whole check, the wrapped command's included.
@@ -452,6 +481,7 @@ _SYNTAX: dict[str, Callable[[list[bytes]], ErrorReply | None]] = {
     "session_close": _session_close,
     "once": _once,
     "publish_member": _publish_member,
+    "member_level": _member_level,
 }
 
 

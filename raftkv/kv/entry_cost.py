@@ -205,9 +205,9 @@ def _conditional(args: list[bytes]) -> bool:
 
 
 def inflight(entries: Iterable[bytes] | None) -> list[list[bytes]] | None:
-    """The commands of ``entries`` (log-entry data; an EXEC's, a RAFT ONCE's unwrapped), or
-    None past INFLIGHT_COMMANDS or INFLIGHT_BYTES (or if ``entries`` is None). An entry that
-    does not decode is skipped (apply skips it too)."""
+    """The commands of ``entries`` (log-entry data; an EXEC's, a RAFT ONCE's, a budget's
+    unwrapped), or None past INFLIGHT_COMMANDS or INFLIGHT_BYTES (or if ``entries`` is
+    None). An entry that does not decode is skipped (apply skips it too)."""
     if entries is None:
         return None
     out: list[list[bytes]] = []
@@ -220,6 +220,8 @@ def inflight(entries: Iterable[bytes] | None) -> list[list[bytes]] | None:
             args = decode_entry(data)[1]
         except KVDecodeError:
             continue
+        if len(args) > 2 and args[0].lower() == b"budget":  # (features.py's level-1 form)
+            args = args[2:]
         if len(args) > 3 and args[0].lower() == b"once":
             args = args[3:]
         if len(args) == 2 and args[0].lower() == b"exec":

@@ -44,7 +44,7 @@ from wire.reply import OK, ErrorReply, SimpleString
 
 from . import syntax
 from .changes import GONE, META, VALUE, Change, ChangeRecorder, Record, expand
-from .codec import decode_entry
+from .codec import decode_entry_level
 from .commands import (
     COMMANDS,
     MAX_VALUE_LEN,
@@ -54,6 +54,7 @@ from .commands import (
     decode_exec,
     member_id,
     once_numbers,
+    parse_level,
     parse_seq,
     session_id,
     validate,
@@ -71,6 +72,14 @@ from .errors import (
     unknown_command,
     wrong_arity,
 )
+from .features import (
+    DEFAULT_BUDGET,
+    FEATURE_LEVEL,
+    EntryNeedsLevel,
+    budget_error,
+    cluster_level,
+    parse_budget,
+)
 from .feed import ChangeFeed
 from .glob import Glob
 from .numbers import (
@@ -84,7 +93,7 @@ from .numbers import (
 )
 from .scan import ScanOrder, key_hash
 from .script_cache import ScriptCache
-from .scripts import ScriptRunner
+from .scripts import KEYED, ScriptRunner
 from .sessions import MAY_APPLY, SessionTable
 from .sliced import KeysJob, ScanBuild, ScanMatch, ScanRead, SlicedRead
 from .state import KVState, decode_snapshot, encode_snapshot
@@ -169,6 +178,14 @@ class KVStateMachine:
         # Voters the leader recorded as having served (``publish_member``): a founder that
         # comes back empty under a published id lost its data (raftkv.node.publish).
         self._members_published: set[int] = set()
+        # Members' feature levels as the leader recorded them (``member_level``), and the
+        # ids of the applied configuration (``keep_members``; not state: the runtime's):
+        # ``cluster_level`` is the lowest over them (raftkv.kv.features).
+        self._levels: dict[int, int] = {}
+        self._config_ids: frozenset[int] = frozenset()
+        # The budget of scripts outside the log (EVAL_RO, reads): the node's
+        # --script-budget; no replica depends on it.
+        self.read_budget = DEFAULT_BUDGET
         # Caches, not state: SCAN's hash order (built by the first SCAN) and a heap of
         # (deadline, key) that may hold stale pairs (checked against _expires when popped).
         self._order: ScanOrder | None = None
@@ -180,6 +197,7 @@ class KVStateMachine:
         # What the running command sees: the time, and whether it may delete expired keys.
         self._t = 0
         self._writing = False
+        self._outer: list[bytes] = []  # the entry being applied (``_budget``)
         # PUBLISH's (channel, message) pairs applied and not yet taken by the runtime,
         # which delivers them to this node's subscribers (``take_published``).
         self._published: list[tuple[bytes, bytes]] = []
@@ -214,15 +232,18 @@ class KVStateMachine:
 
     def apply(self, data: bytes, index: int | None = None) -> Reply:
         """Apply one log entry (see ``encode_entry``) and return its reply. Raises only
-        ``MemoryError`` (which depends on the process, not the entry).
+        ``MemoryError`` (which depends on the process, not the entry) and
+        ``EntryNeedsLevel`` (a form of a later release: the node must stop, not skip it).
 
         ``index`` is the entry's log index, the revision of the changes it makes (left
         in ``last_records``); without one (tests, tools) the entry counter stands in."""
         self.last_records = []
         try:
-            stamp, args = decode_entry(data)
+            stamp, level, args = decode_entry_level(data)
         except KVDecodeError as exc:
             return ErrorReply(f"ERR corrupt command in the log: {exc}")
+        if level > FEATURE_LEVEL:  # a later release's form: skipping it would diverge
+            raise EntryNeedsLevel(index, level)
         self._seq += 1
         if index is None:
             index = self._seq
@@ -235,6 +256,7 @@ class KVStateMachine:
         self._walk_left = WALK_KEYS_PER_ENTRY
         self._copy_left = COPY_BYTES_PER_ENTRY
         self._scripting.begin_entry()  # the entry's scripts share one budget
+        self._outer = args  # (``budget`` is valid only as the entry itself)
         try:
             return self._execute(args)
         except MemoryError:
@@ -263,7 +285,7 @@ class KVStateMachine:
             return ErrorReply(f"ERR '{name}' is a write command: it must go through the log")
         self._t = self._now if now is None else max(self._now, now)
         self._glob_left = self._walk_left = UNBOUNDED_STEPS
-        self._scripting.begin_entry()
+        self._scripting.begin_entry(self.read_budget, KEYED)  # (one node: no divergence)
         try:
             return self._run(args, entry)
         except Exception as exc:  # same guard as apply: a read must not kill the loop
@@ -384,7 +406,8 @@ class KVStateMachine:
         return KVState(dict(self._data), dict(self._expires), dict(self._mods), self._now,
                        self._seq, self._gone, self._scripts.bodies(), dict(self._tombs),
                        self._sessions.state(), self.feed.state() if with_feed else None,
-                       self._scripts.eval_order(), set(self._members_published))
+                       self._scripts.eval_order(), set(self._members_published),
+                       dict(self._levels))
 
     def state_copy(self) -> dict[bytes, bytes]:
         """A copy of the map of values (tests and checks compare it with a model)."""
@@ -411,6 +434,7 @@ class KVStateMachine:
         self._scripts = ScriptCache(state.scripts, state.eval_order)
         self._sessions = SessionTable(state.sessions)
         self._members_published = set(state.published)
+        self._levels = dict(state.levels)
         self.feed.replace(state.feed)
         self._heap = [(deadline, key) for key, deadline in self._expires.items()]
         heapq.heapify(self._heap)
@@ -974,8 +998,60 @@ class KVStateMachine:
     def keep_members(self, ids: Iterable[int]) -> None:
         """A configuration applied: forget the published ids it no longer lists, so an id
         removed (RAFT REMOVENODE) and added again starts unpublished. Called by the runtime
-        for every applied CONFIG entry, in log order, on every replica."""
+        for every applied CONFIG entry, in log order, on every replica. Their levels go the
+        same way (and its ids become ``cluster_level``'s: see ``configured``)."""
+        ids = frozenset(ids)
         self._members_published.intersection_update(ids)
+        self._config_ids = ids
+        for node_id in [i for i in self._levels if i not in ids]:
+            del self._levels[node_id]
+
+    # -- feature levels (raftkv.kv.features) -----------------------------------------------
+
+    def configured(self, ids: Iterable[int]) -> None:
+        """The configuration of a snapshot restored: the ids ``cluster_level`` and
+        ``member_level`` go by (nothing forgotten: the snapshot's state is as it was)."""
+        self._config_ids = frozenset(ids)
+
+    def _member_level(self, args: list[bytes]) -> Reply:
+        """``member_level id level``: the leader learned member ``id`` applies entry forms
+        up to ``level``. 1 if that changed the record, 0 if not. Total. Any id is taken, as
+        ``publish_member`` takes it (a configuration forgets it): the founders' first
+        configuration is not in the log, so a check against the applied one would refuse on
+        a node that joined what the founders took (a chaos run's replicas differed so)."""
+        node_id, level = member_id(args[1]), parse_level(args[2])
+        if node_id is None or level is None:
+            return ErrorReply("ERR malformed member_level")
+        if self._levels.get(node_id) == level:
+            return 0
+        if node_id not in self._levels and len(self._levels) >= MAX_PUBLISHED:
+            return ErrorReply(f"ERR more than {MAX_PUBLISHED} member levels")
+        self._levels[node_id] = level
+        return 1
+
+    @property
+    def member_levels(self) -> dict[int, int]:
+        """The recorded level of each member that has one (a copy)."""
+        return dict(self._levels)
+
+    @property
+    def cluster_level(self) -> int:
+        """The lowest level over the applied configuration's members (unknown: 0)."""
+        return cluster_level(self._levels, self._config_ids)
+
+    def _budget(self, args: list[bytes]) -> Reply:
+        """``budget units inner...``: ``inner`` (it runs scripts) with the script budget
+        the leader recorded and the KEYED charges (features.py). A malformed one answers
+        its error, deterministically; it is never nested (``budget_error``)."""
+        if args is not self._outer:  # inside EXEC or once: it would reset the budget
+            return ErrorReply("ERR budget is valid only as a whole entry")
+        error = budget_error(args)
+        if error is not None:
+            return error
+        units = parse_budget(args[1])
+        assert units is not None  # (budget_error checked it)
+        self._scripting.begin_entry(units, KEYED)
+        return self._execute(args[2:])
 
     # -- pub/sub ---------------------------------------------------------------------------
 

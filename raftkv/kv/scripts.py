@@ -39,6 +39,7 @@ import contextlib
 import math
 from typing import Any, Protocol
 
+import attrs
 from lupa import lua54
 
 from wire.reply import ErrorReply, SimpleString
@@ -127,7 +128,14 @@ MAX_MEMORY = 64 * 1024 * 1024
 MAX_REPLY_DEPTH = 64
 MAX_REPLY_ITEMS = 1_000_000
 MAX_REPLY_BYTES = MAX_MEMORY
-BUDGET_ERROR = f"ERR Script exceeded the instruction budget ({INSTRUCTION_BUDGET} instructions)"
+
+
+def budget_error(budget: int) -> str:
+    """The error of a script over ``budget`` units (the entry's budget named)."""
+    return f"ERR Script exceeded the instruction budget ({budget} instructions)"
+
+
+BUDGET_ERROR = budget_error(INSTRUCTION_BUDGET)
 MEMORY_ERROR = "ERR Script exceeded the memory limit"
 
 # What work outside the VM costs, in instructions (one takes ~15 ns here). Measured on the
@@ -140,6 +148,28 @@ KEY_COST = 300  # per key a command walks (KEYS: 4-6 us per key)
 ORDER_COST = 100  # per key of SCAN's hash order, built once per script (SCAN, RANDOMKEY)
 SCAN_KEY_COST = 50  # per key one SCAN walks (up to its COUNT, at most 10,000): ~0.5 us each
 SCAN_MAX_WALK = 10_000  # machine.py's SCAN_MAX_COUNT
+
+
+@attrs.frozen
+class Charges:
+    """What a ``redis.call`` costs beyond its bytes: per call, per argument, and per key
+    argument of a read and of a write (``spec.keys``: MSET's keys, not its values)."""
+
+    call: int
+    item: int
+    read_key: int
+    write_key: int
+
+
+# Entries of the old form (no ``budget`` recorded; raftkv.kv.features): a key argument
+# cost ITEM_COST like any argument. Kept as it is forever: entries in logs apply so.
+LEGACY = Charges(CALL_COST, ITEM_COST, 0, 0)
+# The ``budget`` form and scripts outside the log: a key argument is charged what it
+# costs. Measured in one apply (tests/bench/attack_script_keys.py, load ~2, one unit
+# ~4-5 ns as a budget-spending loop spends them): per key in one call, DEL 3.0 us, MSET
+# 1.8 us (a pair), MGET and EXISTS 1.25 us; a GET loop 2.4 us a call, a SET loop 3.8 us.
+# So ~300 units a key read, ~700 a key written, on top of the call and its items.
+KEYED = Charges(CALL_COST, ITEM_COST, 300, 700)
 # Per unit of glob.py's matcher work (about one step of its Python port, ~0.5 us; a C-level
 # scan of 256 bytes for literal-and-star patterns): KEYS and SCAN MATCH in a script.
 GLOB_STEP_COST = 30
@@ -161,8 +191,9 @@ class _Bridge:
     cyclic GC frees, at a moment that differs per replica."""
 
     def __init__(self, machine: ScriptHost, read_only: bool, lua: Any,
-                 journal: _Journal) -> None:
+                 journal: _Journal, charges: Charges = LEGACY) -> None:
         self.machine = machine
+        self.charges = charges
         self.read_only = read_only
         self.lua: Any = lua
         self.journal = journal
@@ -176,11 +207,15 @@ class _Bridge:
         if lua is None:
             return False, 0
         args = [lua_args[i] for i in range(1, len(lua_args) + 1)]
-        cost = CALL_COST + ITEM_COST * len(args) + sum(map(len, args)) // BYTES
+        charges = self.charges
+        cost = charges.call + charges.item * len(args) + sum(map(len, args)) // BYTES
+        spec = lookup(args[0])
+        if spec is not None and charges.read_key and spec.arity_ok(len(args)):
+            cost += len(spec.keys(args)) * (
+                charges.write_key if spec.is_write else charges.read_key)
         cost += self._walk_cost(args)
         if cost > remaining:  # refused before doing the work: the budget error follows
             return False, cost
-        spec = lookup(args[0])
         if spec is not None and spec.internal:  # sessions, EXEC, EXPIRED: the server's own
             return _to_lua(lua, NOT_FROM_SCRIPTS, 0), cost
         if not self.read_only:
@@ -304,35 +339,38 @@ def _one_line(raw: Any) -> str:
     return _as_text(raw).split("\nstack traceback:", 1)[0].replace("\r", " ").replace("\n", " ")
 
 
-def _error_reply(raw: Any) -> ErrorReply:
-    """An error the script raised (a Redis error table's text, or a message)."""
+def _error_reply(raw: Any, over: str = BUDGET_ERROR) -> ErrorReply:
+    """An error the script raised (a Redis error table's text, or a message); ``over``:
+    the entry's budget error, which a text holding it becomes (exactly as before for the
+    old form: a session may keep the reply)."""
     text = _one_line(raw)
-    if BUDGET_ERROR in text:
-        return ErrorReply(BUDGET_ERROR)
+    if over in text:
+        return ErrorReply(over)
     code = text.split(" ", 1)[0]
     if not code or not code.isupper():
         text = "ERR " + text
     return ErrorReply(text)
 
 
-def _failure_reply(raw: Any) -> ErrorReply:
+def _failure_reply(raw: Any, over: str = BUDGET_ERROR) -> ErrorReply:
     """A Lua error that ended the script: Redis's ``Error running script`` text."""
     text = _one_line(raw)
-    if BUDGET_ERROR in text:
-        return ErrorReply(BUDGET_ERROR)
+    if over in text:
+        return ErrorReply(over)
     if "not enough memory" in text:
         return ErrorReply(MEMORY_ERROR)
     return ErrorReply("ERR Error running script: " + text)
 
 
-def from_tokens(tokens: Any) -> Reply:
-    """The reply the sandbox's ``to_tokens`` flattened (see lua_sandbox.py)."""
+def from_tokens(tokens: Any, over: str = BUDGET_ERROR) -> Reply:
+    """The reply the sandbox's ``to_tokens`` flattened (see lua_sandbox.py); ``over``: the
+    entry's budget error (``_error_reply``)."""
     flat = [tokens[i] for i in range(1, tokens[b"n"] + 1)]
-    reply, _ = _parse(flat, 0)
+    reply, _ = _parse(flat, 0, over)
     return reply
 
 
-def _parse(flat: list[Any], at: int) -> tuple[Reply, int]:
+def _parse(flat: list[Any], at: int, over: str) -> tuple[Reply, int]:
     tag = flat[at]
     if tag == b"n":
         return None, at + 1
@@ -340,7 +378,7 @@ def _parse(flat: list[Any], at: int) -> tuple[Reply, int]:
         items: list[Reply] = []
         at += 2
         for _ in range(flat[at - 1]):
-            item, at = _parse(flat, at)
+            item, at = _parse(flat, at, over)
             items.append(item)
         return items, at
     value = flat[at + 1]
@@ -352,7 +390,7 @@ def _parse(flat: list[Any], at: int) -> tuple[Reply, int]:
         return value, at + 2
     if tag == b"s":
         return SimpleString(_one_line(value)), at + 2
-    return _error_reply(value), at + 2
+    return _error_reply(value, over), at + 2
 
 
 UNSUPPORTED = ("ERR Error compiling script (new function): user_script: valid Lua but not "
@@ -383,13 +421,18 @@ class ScriptRunner:
         self._rewritten: dict[bytes, bytes | ErrorReply] = {}
         self.last_cost = 0  # instruction units the last script spent (tests, measurements)
         self._entry_left = INSTRUCTION_BUDGET
+        self._budget = INSTRUCTION_BUDGET
+        self._charges = LEGACY
         self._entry_bodies: set[bytes] = set()
         self._entry_body_bytes = 0
 
-    def begin_entry(self) -> None:
+    def begin_entry(self, budget: int = INSTRUCTION_BUDGET, charges: Charges = LEGACY) -> None:
         """A new log entry (or read) starts: its scripts share one budget and one allowance
-        of distinct body bytes (the machine calls this; see MAX_BODY_BYTES_PER_ENTRY)."""
-        self._entry_left = INSTRUCTION_BUDGET
+        of distinct body bytes (the machine calls this; see MAX_BODY_BYTES_PER_ENTRY).
+        ``budget`` and ``charges``: the old form's by default (entries without ``budget``
+        apply so forever), the recorded budget and KEYED for the ``budget`` form."""
+        self._entry_left = self._budget = budget
+        self._charges = charges
         self._entry_bodies = set()
         self._entry_body_bytes = 0
 
@@ -458,7 +501,7 @@ class ScriptRunner:
             machine.remember_script(body)
         if self._entry_left <= 0:  # earlier scripts of this entry spent the budget
             self.last_cost = 0
-            return ErrorReply(BUDGET_ERROR)
+            return ErrorReply(budget_error(self._budget))
         reply = self._run(prepared, args[3 : 3 + numkeys], args[3 + numkeys :], read_only,
                           self._entry_left)
         self._entry_left -= self.last_cost
@@ -470,12 +513,13 @@ class ScriptRunner:
         refers to it once the bridge is closed); ``budget``: the units it may spend."""
         lua = _new_runtime()
         journal = _Journal(self._machine)
-        bridge = _Bridge(self._machine, read_only, lua, journal)
+        bridge = _Bridge(self._machine, read_only, lua, journal, self._charges)
         self.last_cost = budget  # unless the run ends with its count
         done = False
+        over = budget_error(self._budget)
         try:
-            run, finish = lua.execute(SANDBOX, bridge, budget, HOOK_STEP,
-                                      BUDGET_ERROR.encode(), PATTERNS.encode(), SORT.encode(),
+            run, finish = lua.execute(SANDBOX, bridge, budget, HOOK_STEP, over.encode(),
+                                      PATTERNS.encode(), SORT.encode(),
                                       MAX_REPLY_DEPTH, MAX_REPLY_ITEMS, MAX_REPLY_BYTES)
             try:
                 if keys is None:
@@ -486,7 +530,7 @@ class ScriptRunner:
                 if spent is not None:
                     self.last_cost = int(spent)
                 done = kind in (b"reply", b"compiled")
-                return _outcome(kind, payload)
+                return _outcome(kind, payload, over)
             finally:
                 # (over the budget, the hook already fails every instruction)
                 with contextlib.suppress(lua54.LuaError):
@@ -494,20 +538,20 @@ class ScriptRunner:
         except lua54.LuaMemoryError:
             return ErrorReply(MEMORY_ERROR)
         except lua54.LuaError as exc:
-            return _failure_reply(exc.args[0] if exc.args else "script failed")
+            return _failure_reply(exc.args[0] if exc.args else "script failed", over)
         finally:
             bridge.close()
             if not done:
                 journal.undo()
 
 
-def _outcome(kind: bytes, payload: Any) -> Reply:
+def _outcome(kind: bytes, payload: Any, over: str) -> Reply:
     if kind == b"reply":
-        return from_tokens(payload)
+        return from_tokens(payload, over)
     if kind == b"compiled":
         return None
     if kind == b"redis_error":
-        return _error_reply(payload)
+        return _error_reply(payload, over)
     if kind == b"failed":
-        return _failure_reply(payload)
+        return _failure_reply(payload, over)
     return ErrorReply(_one_line(payload))  # texts the sandbox wrote ("ERR ...")

@@ -8,6 +8,9 @@ the WATCH versions of missing keys: the entry that deleted each recently deleted
 It also carries the change feed's retained tail (feed.py): history, not state, but a node
 restarted from the snapshot or a follower installing it must hold the same tail.
 
+Version 7 is version 6 plus the members' feature levels: ``[..., [id, ...], [[id, level],
+...]]``, ids ascending (raftkv.kv.features); written only when there are some, which the
+leader records only once every member is at level 1 (and reads version 7).
 Version 6 is version 5 plus the published members: ``[..., eval_order, [id, ...]]``, ids
 ascending (voters that served, raftkv.node.publish); written only when there are some, so
 other states stay readable by earlier releases; earlier versions decode with none.
@@ -40,7 +43,9 @@ from .feed import FeedState
 from .script_cache import script_sha
 from .sessions import Session, sessions_from_wire, sessions_to_wire
 
-SNAPSHOT_VERSION = 6
+SNAPSHOT_VERSION = 7
+_PUBLISHED_VERSION = 6
+MAX_LEVEL = 2**16  # feature levels are 0 .. MAX_LEVEL - 1 (commands.MAX_LEVEL)
 _EVAL_VERSION = 5
 MAX_PUBLISHED = 4096  # as the state machine's bound
 _FEED_VERSION = 4
@@ -65,6 +70,7 @@ class KVState:
     feed: FeedState | None = None  # None: the snapshot carried no feed (feed.py)
     eval_order: list[bytes] = attrs.Factory(list)  # EVAL-cached shas, LRU first
     published: set[int] = attrs.Factory(set)  # voters that served (raftkv.node.publish)
+    levels: dict[int, int] = attrs.Factory(dict)  # members' feature levels (features.py)
 
 
 class _Pairs(list):
@@ -89,7 +95,8 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
     # Without sessions, version 2; without a feed, version 3 at most: a state that does not
     # use them stays readable by nodes of the previous releases.
     feed = state.feed
-    version = (SNAPSHOT_VERSION if state.published else _EVAL_VERSION if state.eval_order
+    version = (SNAPSHOT_VERSION if state.levels else _PUBLISHED_VERSION if state.published
+               else _EVAL_VERSION if state.eval_order
                else _FEED_VERSION if feed else _SESSIONS_VERSION if state.sessions else 2)
     packer.pack_array_header(_LENGTHS[version])
     pack(version)
@@ -118,13 +125,15 @@ def encode_snapshot(state: KVState | dict[bytes, bytes]) -> bytes:
             pack((c.index, c.position, c.op, c.key, c.value, c.deadline_ms))
     if version >= _EVAL_VERSION:
         pack(state.eval_order)
-    if version >= SNAPSHOT_VERSION:
+    if version >= _PUBLISHED_VERSION:
         pack(sorted(state.published))
+    if version >= SNAPSHOT_VERSION:
+        pack([[node_id, state.levels[node_id]] for node_id in sorted(state.levels)])
     return packer.bytes()
 
 
 _LENGTHS = {2: 9, _SESSIONS_VERSION: 10, _FEED_VERSION: 11, _EVAL_VERSION: 12,
-            SNAPSHOT_VERSION: 13}
+            _PUBLISHED_VERSION: 13, SNAPSHOT_VERSION: 14}
 
 
 def _check_int(value: Any, what: str) -> int:
@@ -150,7 +159,7 @@ def decode_snapshot_stream(stream: SizedReadable) -> KVState:
 
 
 def decode_snapshot(blob: bytes | Readable, length: int | None = None) -> KVState:
-    """The state in a snapshot (versions 1 to 6), checked; ``KVDecodeError`` if invalid.
+    """The state in a snapshot (versions 1 to 7), checked; ``KVDecodeError`` if invalid.
 
     ``blob``: the snapshot's bytes, or a stream of its ``length`` bytes (a snapshot file's
     data, read as it is decoded: the file's bytes and the decoded state are never in
@@ -215,9 +224,10 @@ def _read_state(u: msgpack.Unpacker) -> KVState:
     sessions = sessions_from_wire(u.unpack()) if version >= _SESSIONS_VERSION else {}
     feed = _read_feed(u, nil_ok=version >= _EVAL_VERSION) if version >= _FEED_VERSION else None
     eval_order = _check_eval_order(u.unpack(), scripts) if version >= _EVAL_VERSION else []
-    published = _check_published(u.unpack()) if version >= SNAPSHOT_VERSION else set()
+    published = _check_published(u.unpack()) if version >= _PUBLISHED_VERSION else set()
+    levels = _check_levels(u.unpack()) if version >= SNAPSHOT_VERSION else {}
     return KVState(data, expires, mods, now, seq, gone, scripts, tombs, sessions, feed,
-                   eval_order, published)
+                   eval_order, published, levels)
 
 
 def _read_map(u: msgpack.Unpacker, value_type: type, what: str) -> dict:
@@ -253,6 +263,22 @@ def _check_published(raw: Any) -> set[int]:
             raise KVDecodeError("snapshot published members are not ascending node ids")
         previous = node_id
     return set(raw)
+
+
+def _check_levels(raw: Any) -> dict[int, int]:
+    """The members' levels of a version 7 snapshot: [id, level] pairs, ids ascending."""
+    if type(raw) is not list or len(raw) > MAX_PUBLISHED:
+        raise KVDecodeError("snapshot member levels are not a list of [id, level]")
+    previous = 0
+    levels: dict[int, int] = {}
+    for pair in raw:
+        if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not int
+                or type(pair[1]) is not int or not previous < pair[0] <= _INT64_MAX
+                or not 0 <= pair[1] < MAX_LEVEL):
+            raise KVDecodeError("snapshot member levels are not ascending [id, level] pairs")
+        previous = pair[0]
+        levels[pair[0]] = pair[1]
+    return levels
 
 
 def _check_eval_order(raw: Any, scripts: dict[bytes, bytes]) -> list[bytes]:

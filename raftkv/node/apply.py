@@ -3,10 +3,12 @@
 Apply is total: whatever the log holds, nothing here raises (a raise would stop the node,
 and every restart would replay the same entry), except MemoryError: a replica that cannot
 allocate stops rather than skip an entry its peers applied (a restart replays it). A
-NORMAL entry's command goes to the state machine; a CONFIG entry's configuration becomes
-the one a snapshot at this index records (and the state machine forgets the published ids
-it no longer lists); the writes proposed at these indexes get their
-results (raftkv.node.requests), and the confirmed reads waiting for this index are served.
+NORMAL entry's command goes to the state machine (an entry of a form above this release's
+feature level stops the node: ``EntryNeedsLevel``, raftkv.kv.features); a CONFIG entry's
+configuration becomes the one a snapshot at this index records (and the state machine
+forgets the published ids and levels it no longer lists); the writes proposed at these
+indexes get their results (raftkv.node.requests), and the confirmed reads waiting for
+this index are served.
 The changes the entries made (raftkv.kv.changes, kept in the state machine's feed) go to
 the listeners in ``on_changes`` once per batch: blocked XREADs, notifications.
 Observers (the client port's Pub/Sub) hear of each applied NORMAL entry right after it, so
@@ -25,6 +27,7 @@ import trio
 
 from raftkv.kv import KVStateMachine
 from raftkv.kv.changes import Change, Record, iter_changes
+from raftkv.kv.features import EntryNeedsLevel
 from raftkv.log import event
 from raftkv.node.clock import LeaderClock
 from raftkv.node.requests import ReadBatch, RequestTracker
@@ -77,6 +80,7 @@ class Applier:
         self.kv.feed.restored_at(meta.index)
         self.applied = meta.index
         self.applied_term, self.applied_config = meta.term, meta.config
+        self.kv.configured(m.id for m in meta.config.members)  # (cluster_level's ids)
 
     def serve_read(self, args: list[bytes], now: int | None = None) -> Any:
         """Answer a confirmed read at ``now`` (this node's clock read by the caller, for
@@ -142,7 +146,7 @@ class Applier:
         if entry.kind == NORMAL:
             try:
                 return self.kv.apply(entry.data, entry.index)
-            except MemoryError:
+            except (MemoryError, EntryNeedsLevel):
                 raise  # fail-stop, never diverge: see KVStateMachine.apply
             except Exception as exc:  # a state-machine bug must not become a crash loop
                 event(log, logging.ERROR, "applying an entry failed", index=entry.index,

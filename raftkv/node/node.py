@@ -31,6 +31,7 @@ from raftkv.kv import (
     unbuilt_error,
     validate,
 )
+from raftkv.kv.features import BUDGET_LEVEL, FEATURE_LEVEL, runs_scripts, wrap
 from raftkv.kv.feed import ChangeFeed
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
@@ -39,6 +40,7 @@ from raftkv.node.backup_source import BackupSource
 from raftkv.node.clock import LeaderClock
 from raftkv.node.driver import CoreDriver
 from raftkv.node.expiry import active_expiry
+from raftkv.node.features import LevelLearner, answer_features, gate_level
 from raftkv.node.forwarding import Forwarder
 from raftkv.node.heap import freeze_startup_heap
 from raftkv.node.listen import start_listener
@@ -79,13 +81,17 @@ class Node:
     """One RaftKV node: core + storage + state machine + peer transport."""
 
     def __init__(self, settings: NodeSettings, *, admin: Admin,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, level: int = FEATURE_LEVEL) -> None:
         self.settings = settings
         self.id = settings.node_id
+        # The feature level this node reports to a leader's RAFT FEATURES (tests stand in
+        # for an earlier release with 0; it does not change what this node applies).
+        self.level = level
         self.rng = rng or random.Random()
         self.admin = admin  # runs a forwarded RAFT membership change on the leader
         self.kv = KVStateMachine(feed=ChangeFeed(settings.watch_retention_entries,
                                                  settings.watch_retention_bytes))
+        self.kv.read_budget = settings.script_budget
         self.clock = LeaderClock()  # stamps our proposals as leader; the time reads use
         self.started_at = 0.0
         self.client_port = 0  # actual bound ports (tests bind port 0)
@@ -110,6 +116,7 @@ class Node:
         self.snapshots: Snapshotter
         self.driver: CoreDriver
         self._nursery: trio.Nursery
+        self.levels: LevelLearner
 
     @property
     def applied(self) -> int:
@@ -173,6 +180,10 @@ class Node:
                 nursery.start_soon(self.driver.run)
                 nursery.start_soon(self.ticker.run, self.core, s.tick_ms, self.wake)
                 nursery.start_soon(publish_members, self.id, self.core, self.kv, self.submit)
+                self.levels = LevelLearner(self.id, self.level, self.core, self.kv,
+                                           self.transport, self.requests, self.propose_own,
+                                           self._applied_ids)
+                nursery.start_soon(self.levels.run)
                 nursery.start_soon(self.requests.run_sweeper)
                 nursery.start_soon(active_expiry, self.core, self.kv, self.clock, self.submit,
                                   s.max_request_bytes)
@@ -311,6 +322,12 @@ class Node:
             return Pending.of(error)
         return self._admit(entry, True)
 
+    def propose_own(self, args: list[bytes]) -> Pending:
+        """An entry this node builds as leader (``member_level``, which ``check`` refuses
+        from anyone else): validated, then on its way like a client's write."""
+        error = validate(args)
+        return Pending.of(error) if error is not None else self._admit(args, True)
+
     def barrier(self) -> Pending:
         """A linearizable point: answered (None's place taken by the read's value, or an
         ErrorReply) once this node has applied everything committed when it was asked. The
@@ -381,8 +398,7 @@ class Node:
         if write:
             if core.role is Role.LEADER:
                 try:
-                    # The leader's time goes into the entry: see raftkv/node/clock.py.
-                    index, term = core.propose(encode_entry(args, self.clock.stamp()))
+                    index, term = core.propose(self.entry_data(args))
                 except NotLeader:
                     requests.park(args, write, pending, park_until)
                     return
@@ -420,6 +436,24 @@ class Node:
         self.stats["reads"] += n
         self.stats["reads_leader" if core.role is Role.LEADER else "reads_follower"] += n
 
+    def entry_data(self, args: list[bytes]) -> bytes:
+        """The log entry the leader proposes for ``args``: stamped with its time (see
+        raftkv/node/clock.py) and, if it runs scripts and every member reads the form,
+        holding this node's --script-budget (raftkv.kv.features)."""
+        stamp = self.clock.stamp()
+        if runs_scripts(args) and self.gate_level() >= BUDGET_LEVEL:
+            return encode_entry(wrap(args, self.settings.script_budget), stamp, BUDGET_LEVEL)
+        return encode_entry(args, stamp)
+
+    def gate_level(self) -> int:
+        """The level every member reads: the lowest recorded over the applied and the
+        latest configuration (raftkv.node.features)."""
+        return gate_level(self.kv.member_levels, self._applied_ids(),
+                          (m.id for m in self.core.cluster_config.members))
+
+    def _applied_ids(self) -> list[int]:
+        return [m.id for m in self.applier.applied_config.members]
+
     def _unpark(self) -> None:
         for waiter in self.requests.unpark():
             if waiter.write and len(waiter.args) in (2, 5):
@@ -434,6 +468,10 @@ class Node:
     def on_forward_request(self, msg: ForwardRequest) -> None:
         """A follower's command, run as leader (raftkv.node.forwarding); or a founder's
         question whether it served, answered by any node (raftkv.node.publish)."""
+        level = answer_features(msg.args, self.level)
+        if level is not None:
+            self.forwarder.reply(msg, level)
+            return
         probe = answer_probe(self.kv, msg.args, lambda: self.core.entries_after(self.applied))
         if probe is not None:
             self.forwarder.reply(msg, probe)

@@ -6,6 +6,7 @@ import re
 
 import attrs
 
+from raftkv.kv.features import DEFAULT_BUDGET, MAX_BUDGET, MIN_BUDGET
 from raftkv.kv.key_cap import DEFAULT_MAX_KEYS_PER_COMMAND
 from wire.addr import parse_addr
 from wire.raft import MAX_NODE_ID
@@ -69,6 +70,11 @@ class NodeSettings:
     # budget and memory cap, kv/scripts.py); --no-scripts refuses them. Must be the same on
     # every node.
     enable_scripts: bool = True
+    # Instruction units the scripts of one entry may spend (raftkv.kv.features): the leader
+    # records its own in each entry that runs scripts, once every member reads that form;
+    # this node's reads (EVAL_RO) use it too.
+    script_budget: int = attrs.field(default=DEFAULT_BUDGET, validator=[
+        attrs.validators.ge(MIN_BUDGET), attrs.validators.le(MAX_BUDGET)])
     idle_timeout: float = 0.0  # seconds; 0 = never close idle client connections
     # Redis's notify-keyspace-events flags this node starts with (CONFIG SET changes them
     # on this node only); "": no keyspace notifications.

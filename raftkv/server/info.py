@@ -75,6 +75,12 @@ def raft_info(node: Node) -> dict[str, Any]:
         "members": describe_members(core.cluster_config),
         # voters the log records as having served (raftkv.node.publish)
         "published": ",".join(map(str, sorted(node.kv.published_members))),
+        # entry forms this node applies, the level every member reads (the gate), and
+        # each member's recorded level (raftkv.kv.features)
+        "feature_level": node.level,
+        "cluster_level": node.kv.cluster_level,
+        "member_levels": ",".join(f"{i}={level}" for i, level
+                                  in sorted(node.kv.member_levels.items())),
         "client_addr": s.client_advertised,
         "peer_addr": s.peer_advertised,
         "fsync": s.fsync,

@@ -11,6 +11,11 @@ this process, on a state of 2 x ``--keys`` keys with the change feed on (CPU tim
 ``--keys`` keys (which the key cap refuses before proposing), the same ``DEL`` from a
 script (``unpack`` of a table it built), the script building that table alone, and a
 script whose second ``DEL`` goes over the budget (its first is undone).
+
+With ``--budget UNITS`` (a tree with the feature gate, raftkv/kv/features.py) every
+script case runs a second time in the level-1 form the leader writes once every member
+reads it (``budget UNITS ...``: that budget and the per-key charges), and three more
+budget-spending scripts are timed: a GET loop, a SET loop and a table build alone.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--budget", type=int, default=0,
+                    help="also the budget form with this many units")
     a = ap.parse_args()
     print(load_line())
     n = b"%d" % a.keys
@@ -48,12 +55,25 @@ def main() -> int:
             b"EVAL", BUILD + b"redis.call('DEL', unpack(t)) return redis.call('DEL', unpack(t))",
             b"0", n],
     }
+    forms = {name: (args, 0) for name, args in cases.items()}
+    if a.budget:
+        from raftkv.kv.features import wrap
+        loops = {
+            "GET loop": b"for i = 1, 100000000 do redis.call('GET', 'key:1') end",
+            "SET loop": b"for i = 1, 100000000 do redis.call('SET', 'key:1', 'v') end",
+            "table build, no end": b"local t = {} for i = 1, 100000000 do t[i] = 'k' .. i end",
+        }
+        extra = {name: [b"EVAL", body, b"0"] for name, body in loops.items()}
+        for name, args in [*cases.items(), *extra.items()]:
+            if args[0] == b"EVAL":
+                forms[f"[{a.budget}] {name}"] = (wrap(args, a.budget), 1)
+    cases = {name: args for name, (args, _) in forms.items()}
     took: dict[str, list[float]] = {name: [] for name in cases}
     index = 1
     for _ in range(a.rounds):
         for name, args in cases.items():
             index += 1
-            entry = encode_entry(args, T0)
+            entry = encode_entry(args, T0, forms[name][1])
             t = time.process_time()
             reply = kv.apply(entry, index=index)
             took[name].append(time.process_time() - t)

@@ -59,14 +59,16 @@ def last_index(c: LocalCluster, node: int) -> int:
 
 
 def settled_index(c: LocalCluster, leader: int, timeout: float = 20.0) -> int:
-    """The leader's last index once it has published every voter (raftkv.node.publish):
-    those entries follow an election by a commit round each, and under load they came
-    between a test's before and after (index 5, not 3: a flake)."""
+    """The leader's last index once it has published every voter (raftkv.node.publish)
+    and recorded their feature levels (raftkv.node.features): those entries follow an
+    election by a commit round each, and under load they came between a test's before and
+    after (index 5, not 3: a flake)."""
     voters = ",".join(map(str, sorted(c.nodes)))
     deadline = time.monotonic() + timeout
     while True:
         info = parse_info(call(c.nodes[leader].client_addr, "INFO", "raft", timeout=10))
-        if info["published"] == voters or time.monotonic() > deadline:
+        if ((info["published"] == voters and info.get("cluster_level") == "1")
+                or time.monotonic() > deadline):
             return int(info["last_log_index"])
         time.sleep(0.05)
 

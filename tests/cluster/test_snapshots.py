@@ -131,7 +131,8 @@ def test_raft_snapshot_command_compacts_now(cluster: LocalCluster) -> None:
         # the "nothing new applied" check (attack9: 2 of 3 runs at load 7-10, main too).
         wait_until(lambda node_id=node_id: (
             int((info := raft_info(c, node_id))["last_applied"]) >= 150
-            and info.get("published") == voters), what="apply")
+            and info.get("published") == voters
+            and info.get("cluster_level") == "1"), what="apply")
         before = int(raft_info(c, node_id)["snapshot_index"])
         index = r.execute_command("RAFT", "SNAPSHOT")
         assert isinstance(index, int) and index >= 150 > before

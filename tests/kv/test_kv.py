@@ -102,7 +102,8 @@ def test_table_flags_and_arity() -> None:
         "setnx", "setex", "psetex", "getex", "getdel", "getset", "unlink", "incrbyfloat",
         "setrange", "msetnx", "rename", "renamenx", "copy", "flushdb", "expire", "pexpire",
         "expireat", "pexpireat", "persist", "eval", "evalsha", "script", "exec", "expired",
-        "session_open", "session_close", "once", "publish", "publish_member",
+        "session_open", "session_close", "once", "publish", "publish_member", "member_level",
+        "budget",
     }
     reads = {
         "get", "exists", "strlen", "mget", "keys", "scan", "dbsize", "getrange", "touch",

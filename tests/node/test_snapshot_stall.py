@@ -21,6 +21,7 @@ import trio
 
 from chaos.cluster import free_ports
 from raftkv.kv import KVState
+from raftkv.kv.features import FEATURE_LEVEL
 from raftkv.node import snapshots
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
@@ -77,7 +78,8 @@ async def test_the_loop_answers_while_its_snapshot_is_encoded(
         while node.core.role is not Role.LEADER:
             await node.driver.role_changed.wait()
         assert await node.submit([b"SET", b"k", b"v"]).wait() == OK
-        while not node.kv.is_published(1):  # the leader's own entry: none may apply later
+        # the leader's own entries (published, its feature level): none may apply later
+        while not node.kv.is_published(1) or node.kv.cluster_level != FEATURE_LEVEL:
             await node.next_tick()
         pending = node.snapshots.request()  # RAFT SNAPSHOT
         await trio.lowlevel.wait_readable(started_r)

@@ -1,0 +1,110 @@
+"""Feature levels: which entry forms a release applies, and the gate that writes a new form
+only once every member reads it.
+
+Why: an entry form a node does not know is skipped by it (an unknown command answers an
+error and changes nothing), so a cluster in a rolling upgrade would diverge the moment a
+new form reached a node of the previous release. So each release applies entry forms up
+to ``FEATURE_LEVEL``; the leader learns every member's level (raftkv.node.features),
+records it in the log (``member_level id level``, a form every release reads: an older one
+skips it harmlessly as an unknown command), and writes a form of level L only while
+``cluster_level`` (the lowest level over every member of the applied configuration,
+voters and learners, unknown counting 0) is at least L.
+
+An entry of a gated form carries its level in the codec's slot after the stamp
+(codec.py), so a release meeting a form above its own stops (``EntryNeedsLevel``) instead
+of skipping it: a downgrade past a level the cluster reached is refused, never silent.
+
+Level 1: the script budget recorded in the entry, ``budget <units> <inner...>`` (the
+inner command runs scripts: EVAL/EVALSHA, an EXEC holding one, a ``once`` of those); its
+scripts run with ``units`` and the per-key charges of scripts.py's ``KEYED`` charges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from wire.reply import ErrorReply
+
+from .commands import MAX_LEVEL, decode_exec, parse_level
+
+FEATURE_LEVEL = 1  # the newest entry forms this release applies
+BUDGET_LEVEL = 1  # the level of the ``budget`` form
+BUDGET = b"budget"
+MEMBER_LEVEL = b"member_level"
+# --script-budget's bounds (instruction units): the leader's value goes into the entry.
+MIN_BUDGET = 10_000
+MAX_BUDGET = 100_000_000
+# The leader's default: a script that spends it all holds every replica's apply a few ms
+# (README, Scripts: the measurement). Entries without ``budget`` keep 10,000,000.
+DEFAULT_BUDGET = 1_000_000
+# The leader's default: a script that spends it all holds every replica's apply a few ms
+# (README, Scripts: the measurement). Entries without ``budget`` keep 10,000,000.
+DEFAULT_BUDGET = 1_000_000
+_SCRIPTED = frozenset({b"eval", b"evalsha"})
+
+
+class EntryNeedsLevel(Exception):
+    """A committed entry of a form above this release's level: the node must stop (to skip
+    it would diverge from the members that apply it)."""
+
+    def __init__(self, index: int | None, level: int) -> None:
+        self.index, self.level = index, level
+        where = f"entry {index}" if index is not None else "an entry"
+        super().__init__(f"{where} needs feature level {level}; this release reads up to "
+                         f"{FEATURE_LEVEL}: upgrade this node")
+
+
+def cluster_level(levels: Mapping[int, int], members: Iterable[int]) -> int:
+    """The lowest level over ``members`` (an unknown member counts 0; no member: 0)."""
+    return min((levels.get(m, 0) for m in members), default=0)
+
+
+def parse_budget(raw: bytes) -> int | None:
+    """The units of a ``budget`` entry: plain digits within MIN_BUDGET .. MAX_BUDGET."""
+    if type(raw) is not bytes or not raw.isdigit() or len(raw) > 9 or raw[0] == 48:
+        return None
+    value = int(raw)
+    return value if MIN_BUDGET <= value <= MAX_BUDGET else None
+
+
+def runs_scripts(args: list[bytes]) -> bool:
+    """Whether ``args`` (a checked entry) runs a script when applied: EVAL/EVALSHA, an
+    EXEC holding one, or ``once`` of either (the forms ``budget`` may wrap)."""
+    name = args[0].lower() if args else b""
+    if name == b"once" and len(args) > 4:
+        args = args[3:]
+        name = args[0].lower()
+    if name in _SCRIPTED:
+        return True
+    if name != b"exec" or len(args) != 2 or b"val" not in args[1].lower():
+        return False  # (no EVAL/EVALSHA in it: one bytes search, no decoding)
+    decoded = decode_exec(args[1])
+    return not isinstance(decoded, ErrorReply) and any(
+        command and command[0].lower() in _SCRIPTED for command in decoded[1])
+
+
+def wrap(args: list[bytes], units: int) -> list[bytes]:
+    """``args`` in the level-1 form that records the script budget ``units``."""
+    return [BUDGET, b"%d" % units, *args]
+
+
+def budget_error(args: list[bytes]) -> ErrorReply | None:
+    """Why ``budget <units> <inner...>`` is malformed, or None: units within the bounds,
+    an inner command that runs scripts (``runs_scripts``), no nested ``budget``."""
+    if len(args) < 3:
+        return ErrorReply("ERR wrong number of arguments for 'budget' command")
+    if parse_budget(args[1]) is None:
+        return ErrorReply(f"ERR script budget must be an integer from {MIN_BUDGET} to "
+                          f"{MAX_BUDGET}")
+    if not runs_scripts(args[2:]):
+        return ErrorReply("ERR budget wraps only commands that run scripts")
+    return None
+
+
+def member_level_error(args: list[bytes], member_id: int | None) -> ErrorReply | None:
+    """Why ``member_level <id> <level>`` is malformed (``member_id``: its id parsed)."""
+    if member_id is None:
+        return ErrorReply("ERR malformed member id in member_level")
+    if parse_level(args[2]) is None:
+        return ErrorReply(f"ERR feature level must be an integer from 0 to {MAX_LEVEL - 1}")
+    return None

@@ -1,0 +1,145 @@
+"""The runtime side of feature levels (raftkv.node.features): answering RAFT FEATURES,
+reading a member's reply (an earlier release's usage error is level 0), refusing a
+``budget`` entry no leader built before it is proposed, and stopping with one line on an
+entry above this release's level."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from raftkv.kv import encode_entry, encode_exec
+from raftkv.kv.features import FEATURE_LEVEL, EntryNeedsLevel
+from raftkv.node.apply import Applier
+from raftkv.node.features import answer_features, classify_level, gate_level
+from raftkv.node.node import Node
+from raftkv.node.pending import Pending
+from raftkv.node.settings import NodeSettings
+from raftkv.serve import fatal_line
+from raftkv.server.admin import USAGE
+from wire.raft import NORMAL, Entry
+from wire.reply import ErrorReply
+
+SPEND = [b"EVAL", b"while true do end", b"0"]
+
+
+def node(level: int = FEATURE_LEVEL, **settings: object) -> Node:
+    s = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
+                     cluster={1: "127.0.0.1:2"}, data_dir="unused",
+                     **settings)  # type: ignore[arg-type]
+    return Node(s, admin=Pending.of, level=level)
+
+
+def test_raft_features_is_answered_with_the_nodes_level() -> None:
+    assert answer_features([b"RAFT", b"FEATURES"], 1) == 1
+    assert answer_features([b"raft", b"features"], 0) == 0
+    assert answer_features([b"RAFT", b"FEATURES", b"x"], 1) is None
+    assert answer_features([b"SET", b"k"], 1) is None
+
+
+def test_a_reply_of_an_earlier_release_is_level_0_and_anything_else_unknown() -> None:
+    assert classify_level(USAGE) == 0  # this release's own usage line, as main's
+    assert classify_level(1) == 1 and classify_level(0) == 0
+    assert classify_level(None) is None and classify_level(-1) is None
+    assert classify_level(ErrorReply("TRYAGAIN no leader")) is None
+    assert classify_level(2**16) is None
+
+
+def test_the_gate_counts_the_latest_configuration_too() -> None:
+    """A member being added receives entries before its configuration applies."""
+    assert gate_level({1: 1, 2: 1, 3: 1}, [1, 2, 3], [1, 2, 3]) == 1
+    assert gate_level({1: 1, 2: 1, 3: 1}, [1, 2, 3], [1, 2, 3, 4]) == 0
+
+
+@pytest.mark.parametrize("args", [
+    [b"budget", b"1000000", *SPEND],
+    [b"budget", b"-5", *SPEND],
+    [b"budget", b"x", b"SET", b"k", b"v"],
+    [b"once", b"1", b"1", b"budget", b"1000000", *SPEND],
+    [b"EXEC", encode_exec([], [[b"budget", b"1000000", *SPEND]])],
+    [b"member_level", b"1", b"1"],  # a forwarded one could open the gate
+    [b"once", b"1", b"1", b"member_level", b"1", b"1"],
+])
+def test_a_leaders_own_entry_from_outside_is_refused_before_proposing(
+        args: list[bytes]) -> None:
+    refused = node().check(args)
+    assert isinstance(refused, ErrorReply), args
+    assert "budget" in refused.text or "member_level" in refused.text
+
+
+def test_the_leader_writes_the_old_form_while_the_gate_is_closed() -> None:
+    n = node(script_budget=50_000)
+    n.core = SimpleNamespace(cluster_config=n.applier.applied_config)  # type: ignore
+    n.kv.keep_members([1])
+    old = n.entry_data(list(SPEND))
+    assert b"budget" not in old
+    n.applier.applied_config = SimpleNamespace(members=[SimpleNamespace(id=1)])  # type: ignore
+    n.core = SimpleNamespace(cluster_config=n.applier.applied_config)  # type: ignore
+    n.kv.apply(encode_entry([b"member_level", b"1", b"1"], 1))
+    assert n.gate_level() == 1
+    new = n.entry_data(list(SPEND))
+    assert b"budget" in new and b"50000" in new
+    assert b"budget" not in n.entry_data([b"SET", b"k", b"v"])
+
+
+def test_an_entry_above_the_level_stops_the_node_with_one_line() -> None:
+    n = node()
+    entry = Entry(term=1, index=9, kind=NORMAL,
+                  data=encode_entry([b"SET", b"k", b"v"], 1, FEATURE_LEVEL + 1))
+    with pytest.raises(EntryNeedsLevel) as raised:
+        Applier.apply(n.applier, [entry])
+    assert n.kv.state_copy() == {}
+    line = fatal_line(ExceptionGroup("node", [raised.value]), True)
+    assert line == (f"stopping: entry 9 needs feature level {FEATURE_LEVEL + 1}; this "
+                    f"release reads up to {FEATURE_LEVEL}: upgrade this node")
+
+
+async def test_the_leader_asks_again_when_a_link_reconnects_or_the_term_changes() -> None:
+    """An upgrade or a downgrade restarts the member: its link connects again, and the
+    leader asks it again rather than trust what it learned (and records a change)."""
+    from raftkv.kv import KVStateMachine
+    from raftkv.node.features import LevelLearner
+    from raftkv.raft import Role
+
+    kv = KVStateMachine()
+    kv.keep_members([1, 2, 3])
+    links = {2: SimpleNamespace(reconnects=0, connected=True),
+             3: SimpleNamespace(reconnects=0, connected=True)}
+    members = [SimpleNamespace(id=i) for i in (1, 2, 3)]
+    core = SimpleNamespace(role=Role.LEADER, term=5,
+                           cluster_config=SimpleNamespace(members=members))
+    levels = {2: 0, 3: 1}
+    asked: list[list[int]] = []
+    proposed: list[list[bytes]] = []
+
+    def submit(args: list[bytes]) -> Pending:
+        proposed.append(args)
+        return Pending.of(kv.apply(encode_entry(args, 1)))
+
+    learner = LevelLearner(1, 1, core, kv, SimpleNamespace(stats=lambda: links),  # type: ignore
+                           None, submit, lambda: [1, 2, 3])  # type: ignore[arg-type]
+
+    async def ask(peers: list[int]) -> dict[int, object]:
+        asked.append(sorted(peers))
+        return {p: levels[p] for p in peers}
+
+    learner._ask = ask  # type: ignore[method-assign]
+    for _ in range(3):  # 2 at level 0: nothing recorded (a snapshot would be version 7)
+        await learner.step()
+    assert asked == [[2, 3]] and kv.member_levels == {}
+    levels[2] = 1  # node 2 upgraded and restarted: its link connected again
+    links[2] = SimpleNamespace(reconnects=1, connected=True)
+    for _ in range(3):  # one proposal per step
+        await learner.step()
+    assert asked == [[2, 3], [2]] and kv.member_levels == {1: 1, 2: 1, 3: 1}
+    assert kv.cluster_level == 1
+    levels[3] = 0  # node 3 went back to an earlier release
+    links[3] = SimpleNamespace(reconnects=1, connected=True)
+    await learner.step()
+    assert kv.member_levels[3] == 0 and kv.cluster_level == 0
+    core.term = 6  # a new term: everyone asked again
+    await learner.step()
+    assert asked[-1] == [2, 3]
+    assert [a[0] for a in proposed] == [b"member_level"] * 4
+    assert kv.snapshot()[1] == 7
