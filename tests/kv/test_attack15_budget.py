@@ -27,11 +27,12 @@ def test_an_exec_holding_eval_ro_is_written_in_the_budget_form() -> None:
 def test_scripts_of_one_exec_are_charged_what_starting_each_costs() -> None:
     # Each script of an entry runs in a runtime of its own (scripts.py's _new_runtime and
     # the sandbox set up), ~0.9 ms of CPU here, but is charged only its few VM
-    # instructions. MULTI + 100,000 ``EVAL "return 1" 0`` + EXEC (a 2 MB request, within
-    # MAX_TRANSACTION_COMMANDS and the default request size) is one entry that stays far
-    # under the 1,000,000-unit default: its apply held every replica 91 s of CPU
-    # (20,000 scripts: 18 s). So a script must cost at least what starting one costs, and
-    # an entry of many is bounded by the recorded budget. Here at the lowest budget
+    # instructions. One entry of 100,000 ``EVAL "return 1" 0`` applied in 91 s of CPU
+    # under the 1,000,000-unit default. A client's MULTI stops at --max-keys-per-command
+    # (an EVAL weighs one): live, 3 nodes at cluster level 1, MULTI + 1,000
+    # ``EVAL "return 1" 0`` + EXEC held every node's loop 0.9-1.6 s (loop_lag_max_ms),
+    # the budget-spending loop 2-5 ms (same cluster, alternated, 3 rounds each). So a
+    # script must cost at least what starting one costs. Here at the lowest budget
     # (10,000 units), 100 scripts (~90 ms) must reach it.
     entry = [b"EXEC", encode_exec([], [[b"EVAL", b"return 1", b"0"]] * 100)]
     kv = KVStateMachine()
