@@ -19,8 +19,8 @@ def test_an_exec_holding_eval_ro_is_written_in_the_budget_form() -> None:
     assert runs_scripts(entry)
     kv = KVStateMachine()
     kv.keep_members((1, 2, 3))
-    reply = kv.apply(encode_entry(wrap(entry, 50_000), T, 1))
-    assert reply == [ErrorReply("ERR Script exceeded the instruction budget (50000 "
+    reply = kv.apply(encode_entry(wrap(entry, 250_000), T, 1))
+    assert reply == [ErrorReply("ERR Script exceeded the instruction budget (250000 "
                                 "instructions)")]
 
 
@@ -33,10 +33,10 @@ def test_scripts_of_one_exec_are_charged_what_starting_each_costs() -> None:
     # ``EVAL "return 1" 0`` + EXEC held every node's loop 0.9-1.6 s (loop_lag_max_ms),
     # the budget-spending loop 2-5 ms (same cluster, alternated, 3 rounds each). So a
     # script must cost at least what starting one costs. Here at the lowest budget
-    # (10,000 units), 100 scripts (~90 ms) must reach it.
+    # (200,000 units, START_COST 100,000 a script), 100 scripts (~90 ms) must reach it.
     entry = [b"EXEC", encode_exec([], [[b"EVAL", b"return 1", b"0"]] * 100)]
     kv = KVStateMachine()
     kv.keep_members((1, 2, 3))
-    replies = kv.apply(encode_entry(wrap(entry, 10_000), T, 1))
+    replies = kv.apply(encode_entry(wrap(entry, 200_000), T, 1))
     assert isinstance(replies, list)
     assert any(isinstance(r, ErrorReply) and "instruction budget" in r.text for r in replies)
