@@ -159,6 +159,7 @@ class Charges:
     item: int
     read_key: int
     write_key: int
+    start: int = 0  # per script run: its fresh runtime and sandbox (``_run``)
 
 
 # Entries of the old form (no ``budget`` recorded; raftkv.kv.features): a key argument
@@ -169,7 +170,14 @@ LEGACY = Charges(CALL_COST, ITEM_COST, 0, 0)
 # ~4-5 ns as a budget-spending loop spends them): per key in one call, DEL 3.0 us, MSET
 # 1.8 us (a pair), MGET and EXISTS 1.25 us; a GET loop 2.4 us a call, a SET loop 3.8 us.
 # So ~300 units a key read, ~700 a key written, on top of the call and its items.
-KEYED = Charges(CALL_COST, ITEM_COST, 300, 700)
+# What starting one script costs every replica: a fresh LuaRuntime and its sandbox setup
+# (``_run``), ~960 us in one apply at load ~5, where a budget-spending loop spends 10M units
+# in ~60 ms (6 ns a unit): ~160,000 units. Charged 100,000 (a faster start may come), so
+# the default budget (1,000,000) runs at most 9 scripts an entry.
+START_COST = 100_000
+# A script's start is charged too (attack15: 1,000 `EVAL "return 1" 0` in one EXEC, a few
+# units each, held every replica 0.9-1.6 s): START_COST, its runtime and sandbox's setup.
+KEYED = Charges(CALL_COST, ITEM_COST, 300, 700, START_COST)
 # Per unit of glob.py's matcher work (about one step of its Python port, ~0.5 us; a C-level
 # scan of 256 bytes for literal-and-star patterns): KEYS and SCAN MATCH in a script.
 GLOB_STEP_COST = 30
@@ -499,9 +507,12 @@ class ScriptRunner:
             return prepared
         if not read_only:  # (a read runs on one node: it must not change the cache)
             machine.remember_script(body)
-        if self._entry_left <= 0:  # earlier scripts of this entry spent the budget
+        start = self._charges.start
+        if self._entry_left <= start:  # earlier scripts of this entry spent the budget
             self.last_cost = 0
+            self._entry_left = 0
             return ErrorReply(budget_error(self._budget))
+        self._entry_left -= start
         reply = self._run(prepared, args[3 : 3 + numkeys], args[3 + numkeys :], read_only,
                           self._entry_left)
         self._entry_left -= self.last_cost

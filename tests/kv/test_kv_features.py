@@ -16,7 +16,7 @@ from raftkv.kv.features import (
     runs_scripts,
     wrap,
 )
-from raftkv.kv.scripts import CALL_COST, INSTRUCTION_BUDGET, ITEM_COST
+from raftkv.kv.scripts import CALL_COST, INSTRUCTION_BUDGET, ITEM_COST, START_COST
 from wire.reply import OK, ErrorReply
 
 T = 1_700_000_000_000
@@ -87,9 +87,9 @@ def test_levels_go_in_snapshots_of_version_7_when_there_are_some() -> None:
 
 
 def test_the_codec_carries_a_level_and_older_decoders_see_no_command() -> None:
-    data = encode_entry([b"budget", b"50000", *SPEND], T, 1)
-    assert decode_entry_level(data) == (T, 1, [b"budget", b"50000", *SPEND])
-    assert decode_entry(data) == (T, [b"budget", b"50000", *SPEND])
+    data = encode_entry([b"budget", b"250000", *SPEND], T, 1)
+    assert decode_entry_level(data) == (T, 1, [b"budget", b"250000", *SPEND])
+    assert decode_entry(data) == (T, [b"budget", b"250000", *SPEND])
     assert decode_entry_level(encode_entry([b"GET", b"k"], T)) == (T, 0, [b"GET", b"k"])
 
 
@@ -121,18 +121,18 @@ def test_an_old_form_entry_applies_with_the_old_charges_and_budget() -> None:
 
 def test_the_budget_form_spends_the_recorded_budget_and_names_it() -> None:
     kv = filled()
-    assert run(kv, wrap(SPEND, 20_000), 1) == ErrorReply(
-        "ERR Script exceeded the instruction budget (20000 instructions)")
-    assert kv._scripting.last_cost == 20_000
+    assert run(kv, wrap(SPEND, 220_000), 1) == ErrorReply(
+        "ERR Script exceeded the instruction budget (220000 instructions)")
+    assert kv._scripting.last_cost == 220_000 - START_COST  # (its start charged first)
     # 2,000 keys deleted cost 1.4M units: refused whole by a 1M budget (nothing deleted)
     assert run(kv, wrap(DEL_ALL, 1_000_000), 1) == ErrorReply(
         "ERR Script exceeded the instruction budget (1000000 instructions)")
     assert len(kv) == N
     assert run(kv, [b"session_open", b"60000", b"5"]) == 5
     exec_args = [b"exec", encode_exec([], [[b"SET", b"a", b"1"], SPEND])]
-    reply = run(kv, wrap([b"once", b"5", b"1", *exec_args], 30_000), 1)
+    reply = run(kv, wrap([b"once", b"5", b"1", *exec_args], 230_000), 1)
     assert reply == [OK, ErrorReply(
-        "ERR Script exceeded the instruction budget (30000 instructions)")]
+        "ERR Script exceeded the instruction budget (230000 instructions)")]
 
 
 @pytest.mark.parametrize("args", [
@@ -143,12 +143,12 @@ def test_the_budget_form_spends_the_recorded_budget_and_names_it() -> None:
     [b"budget", b"99999999999999999999", *SPEND],
     [b"budget", b"1e6", *SPEND],
     [b"budget", b"010000", *SPEND],
-    [b"budget", b"50000", b"budget", b"50000", *SPEND],  # nested
-    [b"budget", b"50000", b"SET", b"k", b"v"],  # not a script
-    [b"budget", b"50000", b"exec", encode_exec([], [[b"SET", b"k", b"v"]])],
-    [b"budget", b"50000"],
+    [b"budget", b"250000", b"budget", b"250000", *SPEND],  # nested
+    [b"budget", b"250000", b"SET", b"k", b"v"],  # not a script
+    [b"budget", b"250000", b"exec", encode_exec([], [[b"SET", b"k", b"v"]])],
+    [b"budget", b"250000"],
     [b"exec", encode_exec([], [[b"budget", b"10000000", *SPEND], SPEND])],  # inside EXEC
-    [b"budget", b"50000", b"exec", encode_exec([], [[b"budget", b"100000000", *SPEND]])],
+    [b"budget", b"250000", b"exec", encode_exec([], [[b"budget", b"100000000", *SPEND]])],
 ])
 def test_a_hostile_budget_entry_is_refused_and_applies_as_an_error(args: list[bytes]) -> None:
     if args[0] == b"budget":
@@ -170,11 +170,11 @@ def test_budget_inside_an_entry_never_resets_the_entrys_budget() -> None:
     inside = [b"exec", encode_exec([], [[b"budget", b"10000000", *SPEND], SPEND])]
     assert run(kv, inside) == [whole, over]
     nested = wrap([b"exec", encode_exec([], [[b"budget", b"100000000", *SPEND], SPEND])],
-                  20_000)
+                  220_000)
     assert run(kv, nested, 1) == [whole, ErrorReply(
-        "ERR Script exceeded the instruction budget (20000 instructions)")]
+        "ERR Script exceeded the instruction budget (220000 instructions)")]
     assert run(kv, [b"session_open", b"60000", b"5"]) == 5
-    assert run(kv, [b"once", b"5", b"1", *wrap(SPEND, 20_000)]) == whole
+    assert run(kv, [b"once", b"5", b"1", *wrap(SPEND, 220_000)]) == whole
 
 
 def test_runs_scripts_finds_scripts_in_once_and_exec_only() -> None:
@@ -182,14 +182,16 @@ def test_runs_scripts_finds_scripts_in_once_and_exec_only() -> None:
     assert runs_scripts([b"once", b"1", b"2", *SPEND])
     assert runs_scripts([b"exec", encode_exec([], [[b"SET", b"k", b"v"], SPEND])])
     assert not runs_scripts([b"exec", encode_exec([], [[b"SET", b"k", b"eval"]])])
-    assert not runs_scripts([b"SET", b"eval", b"v"]) and not runs_scripts([b"EVAL_RO"])
+    assert not runs_scripts([b"SET", b"eval", b"v"])
+    # (EVAL_RO alone is a read, never proposed; inside an EXEC it runs at apply: attack15)
+    assert runs_scripts([b"exec", encode_exec([], [[b"EVAL_RO", b"return 1", b"0"]])])
 
 
 def test_read_only_scripts_use_the_nodes_budget_and_the_keyed_charges() -> None:
     kv = filled()
-    kv.read_budget = 20_000
+    kv.read_budget = 220_000
     assert kv.read([b"EVAL_RO", b"while true do end", b"0"]) == ErrorReply(
-        "ERR Script exceeded the instruction budget (20000 instructions)")
+        "ERR Script exceeded the instruction budget (220000 instructions)")
     kv.read_budget = 10_000_000
     mget = [b"EVAL_RO", BUILD + b"return #redis.call('MGET', unpack(t))", b"0"]
     assert kv.read(mget) == N
@@ -216,12 +218,12 @@ def test_an_error_naming_another_budget_is_left_as_the_old_form_leaves_it() -> N
     entry's own budget error, as before: an old-form reply (which a session may keep, in
     state) is the same on either release."""
     kv = machine()
-    fake = b"error('ERR Script exceeded the instruction budget (20000 instructions)')"
+    fake = b"error('ERR Script exceeded the instruction budget (220000 instructions)')"
     assert run(kv, [b"EVAL", fake, b"0"]) == ErrorReply(
         "ERR Error running script: user_script:1: ERR Script exceeded the instruction "
-        "budget (20000 instructions)")
-    assert run(kv, wrap([b"EVAL", fake, b"0"], 20_000), 1) == ErrorReply(
-        "ERR Script exceeded the instruction budget (20000 instructions)")
+        "budget (220000 instructions)")
+    assert run(kv, wrap([b"EVAL", fake, b"0"], 220_000), 1) == ErrorReply(
+        "ERR Script exceeded the instruction budget (220000 instructions)")
 
 
 def test_a_node_that_joined_applies_member_level_as_a_founder_does() -> None:

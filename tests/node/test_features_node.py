@@ -69,7 +69,7 @@ def test_a_leaders_own_entry_from_outside_is_refused_before_proposing(
 
 
 def test_the_leader_writes_the_old_form_while_the_gate_is_closed() -> None:
-    n = node(script_budget=50_000)
+    n = node(script_budget=250_000)
     n.core = SimpleNamespace(cluster_config=n.applier.applied_config)  # type: ignore
     n.kv.keep_members([1])
     old = n.entry_data(list(SPEND))
@@ -79,7 +79,7 @@ def test_the_leader_writes_the_old_form_while_the_gate_is_closed() -> None:
     n.kv.apply(encode_entry([b"member_level", b"1", b"1"], 1))
     assert n.gate_level() == 1
     new = n.entry_data(list(SPEND))
-    assert b"budget" in new and b"50000" in new
+    assert b"budget" in new and b"250000" in new
     assert b"budget" not in n.entry_data([b"SET", b"k", b"v"])
 
 
