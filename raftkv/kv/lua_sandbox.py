@@ -1,8 +1,9 @@
 """The Lua side of a script run: the sandbox, the budget and the reply conversion.
 
-``SANDBOX`` runs first in each fresh runtime (see scripts.py). It receives the Python
-bridge, the budget, the hook step, the budget error text, the pattern matcher's and the
-sort's sources and the reply limits, and returns ``run(body, keys, argv)`` and ``finish()``.
+``SANDBOX`` runs first in each fresh runtime (see scripts.py), as bytecode compiled once
+per process. It receives the Python bridge, the budget, the hook step, the budget error
+text, the pattern matcher's and the sort's bytecode (likewise) and the reply limits, and
+returns ``run(body, keys, argv)`` and ``finish()``.
 
 Why each piece exists (every one closes a way for a script to behave differently on two
 replicas, or to run longer than the budget says):
@@ -81,7 +82,7 @@ local function tostr_len(v)
 end
 
 -- string -------------------------------------------------------------------------------
-local patterns = load(patterns_src, '=patterns', 't')(charge_bytes, c_find, raw_tostring)
+local patterns = load(patterns_src, '=patterns', 'b')(charge_bytes, c_find, raw_tostring)
 local function charged_result(f)
   return function(...)
     local r = f(...)
@@ -407,7 +408,7 @@ end
 -- elements the order calls equal, and the order function's calls, differ between replicas.
 -- Strings alone or integers alone, without an order function, have one order whatever the
 -- pivot: the C sort, charged n log n and the bytes; anything else runs lua_sort.py's port.
-local lua_sort = load(sort_src, '=sort', 't')()
+local lua_sort = load(sort_src, '=sort', 'b')()
 local function default_lt(a, b)  -- a < b, charged as the script's own '<', Lua's errors
   if plain(a, b) then
     if type(a) == 'string' then
