@@ -32,11 +32,8 @@ BUDGET_LEVEL = 1  # the level of the ``budget`` form
 BUDGET = b"budget"
 MEMBER_LEVEL = b"member_level"
 # --script-budget's bounds (instruction units): the leader's value goes into the entry.
-MIN_BUDGET = 200_000  # (scripts.START_COST, 100,000, is charged before a script runs)
+MIN_BUDGET = 100_000  # (scripts.START_COST, 50,000, is charged before a script runs)
 MAX_BUDGET = 100_000_000
-# The leader's default: a script that spends it all holds every replica's apply a few ms
-# (README, Scripts: the measurement). Entries without ``budget`` keep 10,000,000.
-DEFAULT_BUDGET = 1_000_000
 # The leader's default: a script that spends it all holds every replica's apply a few ms
 # (README, Scripts: the measurement). Entries without ``budget`` keep 10,000,000.
 DEFAULT_BUDGET = 1_000_000

@@ -170,11 +170,12 @@ LEGACY = Charges(CALL_COST, ITEM_COST, 0, 0)
 # ~4-5 ns as a budget-spending loop spends them): per key in one call, DEL 3.0 us, MSET
 # 1.8 us (a pair), MGET and EXISTS 1.25 us; a GET loop 2.4 us a call, a SET loop 3.8 us.
 # So ~300 units a key read, ~700 a key written, on top of the call and its items.
-# What starting one script costs every replica: a fresh LuaRuntime and its sandbox setup
-# (``_run``), ~960 us in one apply at load ~5, where a budget-spending loop spends 10M units
-# in ~60 ms (6 ns a unit): ~160,000 units. Charged 100,000 (a faster start may come), so
-# the default budget (1,000,000) runs at most 9 scripts an entry.
-START_COST = 100_000
+# What starting one script costs every replica: a fresh LuaRuntime and its sandbox loaded
+# from bytecode (``_run``), ~265 us in one apply at load 5-7 (luafast; ~960 us when the
+# sandbox was compiled each time), where a budget-spending loop spends 10M units in ~60 ms
+# (6 ns a unit): ~44,000 units. So the default budget (1,000,000) runs at most 19 scripts
+# an entry (attack15: 1,000 in one EXEC held every replica 0.9-1.6 s).
+START_COST = 50_000
 # A script's start is charged too (attack15: 1,000 `EVAL "return 1" 0` in one EXEC, a few
 # units each, held every replica 0.9-1.6 s): START_COST, its runtime and sandbox's setup.
 KEYED = Charges(CALL_COST, ITEM_COST, 300, 700, START_COST)
