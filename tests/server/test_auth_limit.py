@@ -9,6 +9,7 @@ from typing import Any
 from raftkv.server import auth
 from raftkv.server.acl import AccessControl
 from raftkv.server.auth_limit import FailedAuths
+from raftkv.server.client_port import source_key
 from raftkv.server.commands import execute
 from raftkv.server.connection import Connection
 from wire.reply import OK, ErrorReply
@@ -79,3 +80,41 @@ def test_a_guessing_source_is_refused_before_its_password_is_checked() -> None:
     again = Connection(11, "192.0.2.7:6001")
     again.source = "192.0.2.7"
     assert _auth(node, again, "s3cret") == OK  # a try back after 1 / RATE
+
+
+def test_attack16_a_neighbour_on_the_same_ipv6_subnet_cannot_lock_a_client_out() -> None:
+    """attack16: source_key counts an IPv6 address as its /64, but a /64 is a whole LAN or
+    cloud subnet (an AWS VPC subnet, a SLAAC office LAN, every fe80:: link-local host of a
+    link), not one host: one neighbour's 100 wrong passwords, then 10 a second, refuse
+    every other machine of the subnet its RIGHT password, indefinitely."""
+    clock = Clock()
+    acl = AccessControl.configure(requirepass="s3cret")
+    acl.failures = FailedAuths(clock)
+    node = _node(acl)
+    for prefix in ("2001:db8:1:2", "fe80:"):
+        for i in range(200):  # the neighbour guesses (new connections)
+            bad = Connection(i, f"[{prefix}::bad]:{5000 + i}")
+            bad.source = source_key(f"{prefix}::bad")
+            _auth(node, bad, f"guess{i}")
+        good = Connection(999, f"[{prefix}::10]:6000")
+        good.source = source_key(f"{prefix}::10")  # another machine of the same subnet
+        assert _auth(node, good, "s3cret") == OK, prefix
+
+
+def test_attack16_a_source_out_of_tries_gets_none_back_by_filling_the_table() -> None:
+    """attack16: with the table full the stalest source is forgotten, even one with no
+    tries left, and comes back with a whole burst: a guesser who owns a /48 (65,536 /64s,
+    what an IPv6 customer is given) cycles through MAX_SOURCES + 1 of them and guesses
+    without limit at the same instant (4,097 x 100 guesses with the clock stopped;
+    here with a table of 8: 900, and the first /64 gets 100 more). Entries refilled to
+    the burst could be forgotten losslessly; an exhausted one cannot."""
+    clock = Clock()
+    limit = FailedAuths(clock, max_sources=8)  # (MAX_SOURCES: the same, 4,096 times slower)
+    sources = [source_key(f"2001:db8:7:{i:x}::1") for i in range(8 + 1)]
+    guesses = 0
+    for source in sources:
+        while limit.allowed(source):
+            limit.failed(source)
+            guesses += 1
+    assert not limit.allowed(sources[0]), (
+        f"{guesses} guesses at one instant, and the first /64 is allowed again")
