@@ -8,7 +8,7 @@ from typing import Any
 
 from raftkv.server import auth
 from raftkv.server.acl import AccessControl
-from raftkv.server.auth_limit import FailedAuths
+from raftkv.server.auth_limit import FailedAuths, auth_source
 from raftkv.server.client_port import source_key
 from raftkv.server.commands import execute
 from raftkv.server.connection import Connection
@@ -40,12 +40,25 @@ def test_a_source_has_a_burst_of_failures_then_its_rate() -> None:
     assert limit.retry_after("10.0.0.1") == 0.0  # never more than the burst back
 
 
-def test_the_table_of_sources_is_bounded_and_forgets_the_stalest() -> None:
-    limit = FailedAuths(Clock(), burst=1, max_sources=2)
-    for source in ("a", "b", "a", "c"):  # "a" used again: "b" is the stalest
-        limit.failed(source)
-    assert len(limit._tokens) == 2
-    assert limit.allowed("b") and not limit.allowed("a") and not limit.allowed("c")
+def test_the_table_forgets_only_refilled_sources_and_new_ones_share_one_bucket() -> None:
+    clock = Clock()
+    limit = FailedAuths(clock, burst=1, rate=1.0, max_sources=2)
+    limit.failed("a")
+    limit.failed("b")  # the table is full of used sources
+    assert limit.allowed("c")  # a new one: the overflow bucket's try
+    limit.failed("c")
+    assert not limit.allowed("d") and not limit.allowed("a")  # overflow used up too
+    assert len(limit._tokens) == 3  # a, b and the overflow bucket
+    clock.now += 1.0  # "a" and "b" refilled: forgetting one loses nothing
+    limit.failed("d")
+    assert "d" in limit._tokens and len(limit._tokens) == 3
+    assert not limit.allowed("d")
+
+
+def test_a_failures_address_is_the_whole_host_and_mapped_ipv4_is_ipv4() -> None:
+    assert auth_source("[2001:db8::1]:6379") == "2001:db8::1"
+    assert auth_source("[::ffff:192.0.2.1]:6379") == "192.0.2.1"
+    assert auth_source("192.0.2.1:6379") == "192.0.2.1"
 
 
 def _node(acl: AccessControl) -> Any:
