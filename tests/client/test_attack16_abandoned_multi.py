@@ -19,6 +19,7 @@ import threading
 
 import pytest
 import trio
+import trio.testing
 
 from chaos.cluster import LocalCluster
 from client import RaftKVError, SyncClient, connect
@@ -72,16 +73,36 @@ async def test_a_task_that_ends_with_multi_open_does_not_hang_the_clients_other_
         assert not scope.cancelled_caught, "connect_once still waiting after 10 s"
 
 
-async def test_a_call_kept_out_by_an_ended_tasks_multi_says_why(
+async def test_an_ended_tasks_multi_is_dropped_and_a_live_ones_wait_says_why(
         cluster: LocalCluster) -> None:
+    """A task that ended with MULTI open loses it (the connection is dropped, so the server
+    discards it): the next call runs as a plain command. A call kept out by a live task's
+    open MULTI fails at its deadline saying so (it was a bare DeadlineExceeded)."""
     eps = [n.client_addr for n in cluster.nodes.values()]
     async with connect(eps, timeout=2.0) as kv:
+        await kv.set("a16:task", "v")
+
         async def sends_multi_and_ends() -> None:
             await kv.execute("MULTI")
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sends_multi_and_ends)
-        with pytest.raises(RaftKVError) as failed:
-            await kv.get("a16:task")
-        assert "MULTI" in str(failed.value) or "transaction" in str(failed.value), (
-            f"{failed.value!r}: nothing says another caller's transaction holds the client")
+        assert await kv.get("a16:task") == b"v"  # not +QUEUED: the old MULTI is gone
+
+        release = trio.Event()
+
+        async def holds_multi() -> None:
+            await kv.execute("MULTI")
+            await release.wait()
+            await kv.execute("DISCARD")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(holds_multi)
+            await trio.testing.wait_all_tasks_blocked()
+            kv.timeout = 0.5
+            with pytest.raises(RaftKVError) as failed:
+                await kv.get("a16:task")
+            kv.timeout = 2.0
+            release.set()
+        assert "MULTI" in str(failed.value), repr(failed.value)
+        assert await kv.get("a16:task") == b"v"  # the DISCARD let the connection go
