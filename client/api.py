@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import math
+import inspect
 import random
 import ssl as ssl_module
+import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -51,14 +52,24 @@ from wire.resp import encode_command
 
 _PENDING: Any = object()  # no result yet for this command
 # Who makes a call: a SyncClient's calls (each a new task in its trio thread) set their
-# user thread here; otherwise the calling trio task. A caller whose WATCH or MULTI the
-# server holds keeps the connection until it ends them (``Client._hold``).
-CALLER: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+# user thread (the Thread object: an ident is reused once its thread ends, attack16) here;
+# otherwise the calling trio task. A caller whose WATCH or MULTI the server holds keeps the
+# connection until it ends them (``Client._hold``), or until the caller itself ends.
+CALLER: contextvars.ContextVar[threading.Thread | None] = contextvars.ContextVar(
     "raftkv_client_caller", default=None)
+_HOLDER_POLL = 0.1  # seconds between looks at whether the holder still exists
 
 
 def _caller() -> object:
     return CALLER.get() or trio.lowlevel.current_task()
+
+
+def _ended(caller: object) -> bool:
+    """Has ``caller`` (a Thread, or a trio Task) ended?"""
+    if isinstance(caller, threading.Thread):
+        return not caller.is_alive()
+    coro = getattr(caller, "coro", None)
+    return coro is not None and inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
 OK = SimpleString("OK")
 _ENDS_TRANSACTION = frozenset({b"exec", b"discard", b"reset"})
 _APPLIES_NOTHING = frozenset({b"multi", b"watch", b"unwatch", b"discard", b"reset"})
@@ -202,7 +213,9 @@ class Client(Commands):
         "no cluster" at once instead of retrying until the deadline.
         """
         caller = _caller()
-        await self._hold(caller, math.inf)
+        if not await self._hold(caller, trio.current_time() + self.timeout):
+            raise DeadlineExceeded(f"deadline of {self.timeout}s passed: "
+                                   f"{self._held_why() or 'another call used the connection'}")
         try:
             if self._conn is None or self._conn.stale():
                 await self._drop()
@@ -299,6 +312,7 @@ class Client(Commands):
         caller = _caller()
         # Another call is using the connection, or another caller's WATCH/MULTI holds it.
         if not await self._hold(caller, call.deadline):
+            call.last = self._held_why()
             return [call.expire(i, False) for i in range(len(cmds))]
         try:
             if self.sessions:
@@ -317,13 +331,29 @@ class Client(Commands):
 
     async def _hold(self, caller: object, deadline: float) -> bool:
         """Take the connection for ``caller`` (already its own while its transaction is
-        open); False if ``deadline`` passes first."""
+        open); False if ``deadline`` passes first. A holder that ended with its WATCH or
+        MULTI open (an exception between MULTI and EXEC) loses it: the connection is
+        dropped, so the server discards that transaction (attack16: the client hung, or a
+        new thread with a reused ident wrote into the old MULTI)."""
         with trio.move_on_at(deadline):
             while self._holder is not None and self._holder != caller:
-                await self._released.wait()
+                if self._txn_conn is not None and _ended(self._holder):
+                    self._txn_conn, self._txn_multi, self._in_multi = None, False, False
+                    self._holder = None
+                    await self._drop()
+                    break
+                with trio.move_on_after(_HOLDER_POLL):
+                    await self._released.wait()
             self._holder = caller
             return True
         return False
+
+    def _held_why(self) -> RaftKVError | None:
+        """Why a call could not have the connection, if a transaction holds it."""
+        if self._txn_conn is None:
+            return None
+        return RaftKVError("another task's (or thread's) open WATCH/MULTI holds this "
+                           "client's connection until its EXEC, DISCARD, UNWATCH or RESET")
 
     def _let_go(self, caller: object) -> None:
         if self._holder == caller:
@@ -344,8 +374,12 @@ class Client(Commands):
                 return
             if self._txn_conn is not None and (self._conn is not self._txn_conn
                                                or self._txn_conn.stale()):
-                self._transaction_lost(call, todo)
-                return
+                if call.names[todo[0]] not in (b"multi", b"watch"):
+                    self._transaction_lost(call, todo)
+                    return
+                # Starting again, as TransactionLost says: the lost one is over (attack16:
+                # MULTI was refused too, for ever, so a retry loop spun).
+                self._txn_conn, self._txn_multi = None, False
             attempt = _Attempt()
             # Only sends that are safe to repeat give up on a silent node early (it may be
             # paused) to try another; an unsafe one waits for its answer.

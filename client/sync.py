@@ -56,7 +56,7 @@ class SyncClient(Commands):
     def _portal(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         if not self._thread.is_alive():
             raise RuntimeError("the client is closed")
-        caller = ("thread", threading.get_ident())  # (Client._hold: one caller per thread)
+        caller = threading.current_thread()  # (Client._hold: one caller per thread)
 
         async def as_caller() -> Any:
             CALLER.set(caller)

@@ -7,7 +7,7 @@ answers WHOAMI, LIST, USERS, CAT and LOAD. The texts are Redis's, so redis-py ra
 ``AuthenticationError`` and ``NoPermissionError``.
 
 A connection may fail ``MAX_AUTH_FAILURES`` times; the next failure closes it, so guessing
-costs a reconnection (and a slot of ``--max-new-clients``) per few attempts, and a source
+costs a reconnection (and a slot of ``--max-new-clients``) per few attempts, and an
 address past ``auth_limit.BURST`` failures gets ``auth_limit.RATE`` tries a second. Failures are
 logged at most once per 10 s per remote host, with the user name and never the password.
 """
@@ -34,6 +34,7 @@ from raftkv.server.acl import (
     command_id,
     ids_in,
 )
+from raftkv.server.auth_limit import auth_source
 from raftkv.server.connection import Connection
 from wire.reply import OK, ErrorReply
 
@@ -120,18 +121,18 @@ def authenticate(acl: AccessControl, conn: Connection, username: bytes,
     """Check the pair; on success ``conn`` runs as that user. Else WRONGPASS (and the
     connection closes after too many failures)."""
     name = username.decode("utf-8", "replace")
-    failures = acl.failures
-    if not failures.allowed(conn.source):  # guessing too fast: not even checked
+    failures, source = acl.failures, auth_source(conn.addr)
+    if not failures.allowed(source):  # guessing too fast: not even checked
         acl.stats["acl_access_denied_auth"] += 1
-        _throttle.log(("guessing", conn.source), logging.WARNING,
+        _throttle.log(("guessing", source), logging.WARNING,
                       "refusing AUTH: too many failures from this source", addr=conn.addr)
         conn.closing = True
         return ErrorReply(f"ERR too many failed authentications from this address; retry in "
-                          f"{max(1, math.ceil(failures.retry_after(conn.source)))} s")
+                          f"{max(1, math.ceil(failures.retry_after(source)))} s")
     if acl.authenticate(name, password):
         conn.user = name
         return None
-    failures.failed(conn.source)
+    failures.failed(source)
     conn.auth_failures += 1
     acl.stats["acl_access_denied_auth"] += 1
     host = conn.addr.rpartition(":")[0]

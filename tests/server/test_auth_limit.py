@@ -8,7 +8,8 @@ from typing import Any
 
 from raftkv.server import auth
 from raftkv.server.acl import AccessControl
-from raftkv.server.auth_limit import FailedAuths
+from raftkv.server.auth_limit import FailedAuths, auth_source
+from raftkv.server.client_port import source_key
 from raftkv.server.commands import execute
 from raftkv.server.connection import Connection
 from wire.reply import OK, ErrorReply
@@ -39,12 +40,25 @@ def test_a_source_has_a_burst_of_failures_then_its_rate() -> None:
     assert limit.retry_after("10.0.0.1") == 0.0  # never more than the burst back
 
 
-def test_the_table_of_sources_is_bounded_and_forgets_the_stalest() -> None:
-    limit = FailedAuths(Clock(), burst=1, max_sources=2)
-    for source in ("a", "b", "a", "c"):  # "a" used again: "b" is the stalest
-        limit.failed(source)
-    assert len(limit._tokens) == 2
-    assert limit.allowed("b") and not limit.allowed("a") and not limit.allowed("c")
+def test_the_table_forgets_only_refilled_sources_and_new_ones_share_one_bucket() -> None:
+    clock = Clock()
+    limit = FailedAuths(clock, burst=1, rate=1.0, max_sources=2)
+    limit.failed("a")
+    limit.failed("b")  # the table is full of used sources
+    assert limit.allowed("c")  # a new one: the overflow bucket's try
+    limit.failed("c")
+    assert not limit.allowed("d") and not limit.allowed("a")  # overflow used up too
+    assert len(limit._tokens) == 3  # a, b and the overflow bucket
+    clock.now += 1.0  # "a" and "b" refilled: forgetting one loses nothing
+    limit.failed("d")
+    assert "d" in limit._tokens and len(limit._tokens) == 3
+    assert not limit.allowed("d")
+
+
+def test_a_failures_address_is_the_whole_host_and_mapped_ipv4_is_ipv4() -> None:
+    assert auth_source("[2001:db8::1]:6379") == "2001:db8::1"
+    assert auth_source("[::ffff:192.0.2.1]:6379") == "192.0.2.1"
+    assert auth_source("192.0.2.1:6379") == "192.0.2.1"
 
 
 def _node(acl: AccessControl) -> Any:
@@ -79,3 +93,41 @@ def test_a_guessing_source_is_refused_before_its_password_is_checked() -> None:
     again = Connection(11, "192.0.2.7:6001")
     again.source = "192.0.2.7"
     assert _auth(node, again, "s3cret") == OK  # a try back after 1 / RATE
+
+
+def test_attack16_a_neighbour_on_the_same_ipv6_subnet_cannot_lock_a_client_out() -> None:
+    """attack16: source_key counts an IPv6 address as its /64, but a /64 is a whole LAN or
+    cloud subnet (an AWS VPC subnet, a SLAAC office LAN, every fe80:: link-local host of a
+    link), not one host: one neighbour's 100 wrong passwords, then 10 a second, refuse
+    every other machine of the subnet its RIGHT password, indefinitely."""
+    clock = Clock()
+    acl = AccessControl.configure(requirepass="s3cret")
+    acl.failures = FailedAuths(clock)
+    node = _node(acl)
+    for prefix in ("2001:db8:1:2", "fe80:"):
+        for i in range(200):  # the neighbour guesses (new connections)
+            bad = Connection(i, f"[{prefix}::bad]:{5000 + i}")
+            bad.source = source_key(f"{prefix}::bad")
+            _auth(node, bad, f"guess{i}")
+        good = Connection(999, f"[{prefix}::10]:6000")
+        good.source = source_key(f"{prefix}::10")  # another machine of the same subnet
+        assert _auth(node, good, "s3cret") == OK, prefix
+
+
+def test_attack16_a_source_out_of_tries_gets_none_back_by_filling_the_table() -> None:
+    """attack16: with the table full the stalest source is forgotten, even one with no
+    tries left, and comes back with a whole burst: a guesser who owns a /48 (65,536 /64s,
+    what an IPv6 customer is given) cycles through MAX_SOURCES + 1 of them and guesses
+    without limit at the same instant (4,097 x 100 guesses with the clock stopped;
+    here with a table of 8: 900, and the first /64 gets 100 more). Entries refilled to
+    the burst could be forgotten losslessly; an exhausted one cannot."""
+    clock = Clock()
+    limit = FailedAuths(clock, max_sources=8)  # (MAX_SOURCES: the same, 4,096 times slower)
+    sources = [source_key(f"2001:db8:7:{i:x}::1") for i in range(8 + 1)]
+    guesses = 0
+    for source in sources:
+        while limit.allowed(source):
+            limit.failed(source)
+            guesses += 1
+    assert not limit.allowed(sources[0]), (
+        f"{guesses} guesses at one instant, and the first /64 is allowed again")
