@@ -160,6 +160,7 @@ class Charges:
     read_key: int
     write_key: int
     start: int = 0  # per script run: its fresh runtime and sandbox (``_run``)
+    alloc: int = 0  # per KiB the script allocates (0: not charged, the collector runs)
 
 
 # Entries of the old form (no ``budget`` recorded; raftkv.kv.features): a key argument
@@ -176,9 +177,10 @@ LEGACY = Charges(CALL_COST, ITEM_COST, 0, 0)
 # (6 ns a unit): ~44,000 units. So the default budget (1,000,000) runs at most 19 scripts
 # an entry (attack15: 1,000 in one EXEC held every replica 0.9-1.6 s).
 START_COST = 50_000
+ALLOC_COST = 32  # per KiB a budget-form script allocates (measured: see below)
 # A script's start is charged too (attack15: 1,000 `EVAL "return 1" 0` in one EXEC, a few
 # units each, held every replica 0.9-1.6 s): START_COST, its runtime and sandbox's setup.
-KEYED = Charges(CALL_COST, ITEM_COST, 300, 700, START_COST)
+KEYED = Charges(CALL_COST, ITEM_COST, 300, 700, START_COST, ALLOC_COST)
 # Per unit of glob.py's matcher work (about one step of its Python port, ~0.5 us; a C-level
 # scan of 256 bytes for literal-and-star patterns): KEYS and SCAN MATCH in a script.
 GLOB_STEP_COST = 30
@@ -552,7 +554,8 @@ class ScriptRunner:
         try:
             run, finish = lua.execute(_SANDBOX_CODE, bridge, budget, HOOK_STEP, over.encode(),
                                       _PATTERNS_CODE, _SORT_CODE, MAX_REPLY_DEPTH,
-                                      MAX_REPLY_ITEMS, MAX_REPLY_BYTES, mode="b")
+                                      MAX_REPLY_ITEMS, MAX_REPLY_BYTES, self._charges.alloc,
+                                      mode="b")
             try:
                 if keys is None:
                     kind, payload, spent = run(body, None, None)
