@@ -83,8 +83,9 @@ def main() -> int:
         res = paired(body(inner, 1_000_000_000), 1_000_000, args.rounds)
         a = statistics.median(x[0] for x in res["A"])
         b = statistics.median(x[0] for x in res["B"])
-        ratios = sorted(y[0] / x[0] for x, y in zip(res["A"], res["B"]))
-        print(f"  {name:12s} A {a:7.2f} ms  B {b:7.2f} ms  B/A median {statistics.median(ratios):.3f}"
+        ratios = sorted(y[0] / x[0] for x, y in zip(res["A"], res["B"], strict=True))
+        mid = statistics.median(ratios)
+        print(f"  {name:12s} A {a:7.2f} ms  B {b:7.2f} ms  B/A median {mid:.3f}"
               f" [{ratios[0]:.3f}..{ratios[-1]:.3f}]  B: {res['B'][0][2]}")
     return 0
 
