@@ -32,7 +32,8 @@ replicas, or to run longer than the budget says):
 
 SANDBOX = r"""
 local bridge, budget, step, budget_error, patterns_src, sort_src, max_depth, max_items,
-  max_bytes = ...
+  max_bytes, per_kib = ...
+local gc = collectgarbage  -- the host's only: scripts' environment has no collectgarbage
 local sethook, dgetmetatable, dsetmetatable = debug.sethook, debug.getmetatable, debug.setmetatable
 local sort, concat, unpack, pack = table.sort, table.concat, table.unpack, table.pack
 local format, c_find, sub, rep, byte, char = string.format, string.find, string.sub,
@@ -59,8 +60,30 @@ local function charge(n)
   if spent >= budget then trip() end
 end
 local function charge_bytes(n) charge(n / BYTES) end
+-- Allocation (the budget form only, per_kib > 0): the collector is stopped for the run, so
+-- the heap only grows and its growth since the last hook is what the script allocated
+-- (a table constructor allocates 4 KiB in ~12 instructions: attack16). The heap's size is
+-- the allocator's count of the same allocations in the same order, the same on every
+-- replica; the runtime's max_memory then also bounds a script that churns.
+-- Garbage is collected here, in the hook, when the heap has doubled since the last
+-- collection (and grown by COLLECT_KIB): at the same points on every replica, its cost
+-- amortised into the charge per KiB, and churn reuses memory instead of reaching the cap.
+-- (No finalizers run: scripts cannot set __gc.)
+local COLLECT_KIB = 1024
+local heap_kib, live_kib = 0, 0
 local function hook()
   spent = spent + step
+  if per_kib > 0 then
+    local now = gc('count')
+    -- (an emergency collection at the memory cap shrinks the heap: never a credit)
+    if now > heap_kib then spent = spent + (now - heap_kib) * per_kib end
+    heap_kib = now
+    if now > 2 * live_kib and now > live_kib + COLLECT_KIB then
+      gc('collect')
+      heap_kib = gc('count')
+      live_kib = heap_kib
+    end
+  end
   if spent >= budget then trip() end
 end
 
@@ -744,6 +767,11 @@ local function run(body, keys, argv)
   local fn, err = load(body, '@user_script', 't', env)
   if not fn then return 'error', 'ERR Error compiling script (new function): ' .. err, nil end
   if keys == nil then return 'compiled', false, nil end
+  if per_kib > 0 then
+    gc('stop')
+    heap_kib = gc('count')
+    live_kib = heap_kib
+  end
   sethook(hook, '', step)
   local ok, value = pcall(fn)
   if ok then

@@ -160,6 +160,7 @@ class Charges:
     read_key: int
     write_key: int
     start: int = 0  # per script run: its fresh runtime and sandbox (``_run``)
+    alloc: int = 0  # per KiB the script allocates (0: not charged, the collector runs)
 
 
 # Entries of the old form (no ``budget`` recorded; raftkv.kv.features): a key argument
@@ -176,9 +177,17 @@ LEGACY = Charges(CALL_COST, ITEM_COST, 0, 0)
 # (6 ns a unit): ~44,000 units. So the default budget (1,000,000) runs at most 19 scripts
 # an entry (attack15: 1,000 in one EXEC held every replica 0.9-1.6 s).
 START_COST = 50_000
+# What a budget-form script allocates, per KiB (lua_sandbox.py's hook: the heap's growth,
+# the collector stopped and run in the hook). attack16: a constructor of 250 nils is ~12
+# instructions for 4 KiB, and a loop of them spent the 1M default in ~50 ms vs ~4 ms for
+# a plain loop. Beyond their instructions' own cost, as a plain loop spends units
+# (tests/bench/attack_script_alloc.py, load 1-2.5): tables ~13 units a KiB, string-keyed
+# tables ~27, closures ~49. At 32, the 1M default takes 7 ms of constructors, 10 ms of
+# closures or string-keyed tables, 4 ms of a plain loop; 64 MiB costs ~2.1M units.
+ALLOC_COST = 32
 # A script's start is charged too (attack15: 1,000 `EVAL "return 1" 0` in one EXEC, a few
 # units each, held every replica 0.9-1.6 s): START_COST, its runtime and sandbox's setup.
-KEYED = Charges(CALL_COST, ITEM_COST, 300, 700, START_COST)
+KEYED = Charges(CALL_COST, ITEM_COST, 300, 700, START_COST, ALLOC_COST)
 # Per unit of glob.py's matcher work (about one step of its Python port, ~0.5 us; a C-level
 # scan of 256 bytes for literal-and-star patterns): KEYS and SCAN MATCH in a script.
 GLOB_STEP_COST = 30
@@ -552,7 +561,8 @@ class ScriptRunner:
         try:
             run, finish = lua.execute(_SANDBOX_CODE, bridge, budget, HOOK_STEP, over.encode(),
                                       _PATTERNS_CODE, _SORT_CODE, MAX_REPLY_DEPTH,
-                                      MAX_REPLY_ITEMS, MAX_REPLY_BYTES, mode="b")
+                                      MAX_REPLY_ITEMS, MAX_REPLY_BYTES, self._charges.alloc,
+                                      mode="b")
             try:
                 if keys is None:
                     kind, payload, spent = run(body, None, None)

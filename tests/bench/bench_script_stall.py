@@ -5,7 +5,8 @@ Run: .venv/bin/python tests/bench/bench_script_stall.py [--baseline main] [--key
      [--rounds 3] [--base-port 7800]
 
 Cases, each on the leader: a budget-spending loop (fails at the budget: 10M units on a
-tree without the budget form, --script-budget 1M by default with it), and a script that
+tree without the budget form, --script-budget 1M by default with it), a loop of table
+constructors that allocate 4 KiB each (attack16; same budget), and a script that
 builds a table of ``--keys`` key names and DELs them all (``attack_script_keys.py``'s, the
 keys loaded first). Per case and node: INFO's ``loop_lag_max_ms`` after CONFIG RESETSTAT
 (the loop-lag monitor, raftkv/server/loop_lag.py: how late a 10 ms sleep woke), and the
@@ -28,6 +29,9 @@ from common import BaselineCluster, _schedstat, export_tree, load_line
 from chaos.cluster import LocalCluster
 
 SPEND = "local x = 0 for i = 1, 100000000 do x = x + 1 end return x"
+NILS = ", ".join(["nil"] * 250)
+CTOR = ("local x = 0 for i = 1, 100000000 do local t = {" + NILS + ", i} x = x + 1 end "
+        "return x")  # attack16: ~12 instructions allocate 4 KiB
 DEL = ("local t = {} for i = 1, tonumber(ARGV[1]) do t[i] = 'key:' .. i end "
        "return redis.call('DEL', unpack(t))")
 
@@ -61,7 +65,8 @@ def measure(c: LocalCluster, keys: int, rounds: int) -> dict[str, list[tuple[flo
             if time.monotonic() > deadline:
                 raise TimeoutError("the gate never opened")
             time.sleep(0.05)
-    out: dict[str, list[tuple[float, float]]] = {"spend loop": [], f"DEL {keys} keys": []}
+    out: dict[str, list[tuple[float, float]]] = {"spend loop": [], "constructors": [],
+                                                   f"DEL {keys} keys": []}
     for _ in range(rounds):
         for name in out:
             if name.startswith("DEL"):
@@ -74,6 +79,8 @@ def measure(c: LocalCluster, keys: int, rounds: int) -> dict[str, list[tuple[flo
             try:
                 if name.startswith("DEL"):
                     reply = conns[leader].eval(DEL, 0, keys)
+                elif name == "constructors":
+                    reply = conns[leader].eval(CTOR, 0)
                 else:
                     reply = conns[leader].eval(SPEND, 0)
             except redis.ResponseError as exc:
