@@ -194,6 +194,7 @@ class Client(Commands):
         # transaction open). A new connection would not have them: see ``_transaction_lost``.
         self._txn_conn: Connection | None = None
         self._txn_multi = False
+        self._txn_watch = False  # (a WATCH is part of it: only a new WATCH starts again)
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()  # closed with the client
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -338,7 +339,7 @@ class Client(Commands):
         with trio.move_on_at(deadline):
             while self._holder is not None and self._holder != caller:
                 if self._txn_conn is not None and _ended(self._holder):
-                    self._txn_conn, self._txn_multi, self._in_multi = None, False, False
+                    self._end_transaction()
                     self._holder = None
                     await self._drop()
                     break
@@ -374,12 +375,14 @@ class Client(Commands):
                 return
             if self._txn_conn is not None and (self._conn is not self._txn_conn
                                                or self._txn_conn.stale()):
-                if call.names[todo[0]] not in (b"multi", b"watch"):
+                first = call.names[todo[0]]
+                if not (first == b"watch" or (first == b"multi" and not self._txn_watch)):
                     self._transaction_lost(call, todo)
                     return
                 # Starting again, as TransactionLost says: the lost one is over (attack16:
-                # MULTI was refused too, for ever, so a retry loop spun).
-                self._txn_conn, self._txn_multi = None, False
+                # MULTI was refused too, for ever, so a retry loop spun). Not a MULTI after
+                # a lost WATCH: its EXEC would run unwatched (attack14's lost update).
+                self._end_transaction()
             attempt = _Attempt()
             # Only sends that are safe to repeat give up on a silent node early (it may be
             # paused) to try another; an unsafe one waits for its answer.
@@ -526,8 +529,15 @@ class Client(Commands):
             if name in (b"watch", b"multi") and reply == OK:
                 self._txn_conn = attempt.conn
                 self._txn_multi = self._txn_multi or name == b"multi"
+                self._txn_watch = self._txn_watch or name == b"watch"
             elif name in _ENDS_TRANSACTION or (name == b"unwatch" and not self._txn_multi):
-                self._txn_conn, self._txn_multi = None, False
+                self._end_transaction(keep_multi_flag=True)
+
+    def _end_transaction(self, keep_multi_flag: bool = False) -> None:
+        """The server holds no WATCH or MULTI of ours any more."""
+        self._txn_conn, self._txn_multi, self._txn_watch = None, False, False
+        if not keep_multi_flag:  # (``_run`` sets it from ``_txn_multi`` after the call)
+            self._in_multi = False
 
     def _transaction_lost(self, call: _Call, todo: list[int]) -> None:
         """The connection holding the WATCH or MULTI is gone, and with it the server's
@@ -539,7 +549,7 @@ class Client(Commands):
     def _lost_transaction(self, name: bytes) -> TransactionLost:
         what = "MULTI" if self._txn_multi else "WATCH"
         if name in _ENDS_TRANSACTION or (name == b"unwatch" and not self._txn_multi):
-            self._txn_conn, self._txn_multi, self._in_multi = None, False, False
+            self._end_transaction()
         return TransactionLost(
             f"the connection holding this client's {what} was lost, and the server "
             "discarded the transaction (nothing of it was applied): start it again")
@@ -554,7 +564,7 @@ class Client(Commands):
         if txn is None or txn is not attempt.conn or self._conn is txn:
             return self._lost(attempt)
         if name in _ENDS_TRANSACTION:  # sent: the server ran it or dropped the transaction
-            self._txn_conn, self._txn_multi, self._in_multi = None, False, False
+            self._end_transaction()
             return self._lost(attempt)  # (attack15: the transaction stayed open after it)
         # A queued command is applied by an EXEC sent after it, if that EXEC ran (attack15:
         # MULTI; INCR; EXEC pipelined and unanswered reported INCR as not applied).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from fake_node import CLOSE, FakeNode, Then
 
 from client import Client, ResponseError, TransactionLost, connect, connect_sync
@@ -95,3 +96,19 @@ async def test_a_sync_client_keeps_its_own_multi_across_calls(nursery: trio.Nurs
             return kv.execute("EXEC")
 
     assert await trio.to_thread.run_sync(transaction) == [1]
+
+
+async def test_after_a_lost_watch_only_a_new_watch_starts_again(nursery: trio.Nursery) -> None:
+    """The WATCH's connection is seen closed before the next call (the stale check), so
+    MULTI is not sent: run on a new connection, its EXEC would be unwatched (a MULTI after
+    a lost MULTI alone starts again: test_attack16_start_again). A new WATCH starts again."""
+    node = FakeNode([Then(b"+OK\r\n", CLOSE), b"+OK\r\n", b"+OK\r\n"])
+    async with _client(await node.serve(nursery)) as kv:
+        await kv.execute("WATCH", "k")
+        await node.closed.wait()
+        await trio.testing.wait_all_tasks_blocked()  # (the FIN is in the client's socket)
+        with pytest.raises(TransactionLost):
+            await kv.execute("MULTI")
+        assert await kv.execute("WATCH", "k") == SimpleString("OK")
+        assert await kv.execute("MULTI") == SimpleString("OK")
+    assert [c[0] for c in node.seen] == [b"WATCH", b"WATCH", b"MULTI"]
