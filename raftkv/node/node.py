@@ -138,7 +138,8 @@ class Node:
         meta = self.storage.snapshot_meta()
         load_snapshot_state(self.storage, self.kv)
         self.applier.restored(meta)
-        config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks)
+        config = RaftConfig(election_ticks=s.election_ticks, heartbeat_ticks=s.heartbeat_ticks,
+                            lazy_commit=True)
         self.core = RaftCore(self.id, self.storage, config, self.rng)
         members, joining = known_members(s, self.storage, self.core)
         event(log, logging.INFO, "node starting", id=self.id, term=self.core.term,

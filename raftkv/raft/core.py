@@ -173,7 +173,12 @@ class RaftCore:
         self._unsent_reads: list[bytes] = []  # follower: reads for the next batch
         self._batch_ids = 0  # follower: the next batch's id (random base: see _flush_reads)
         self._bcast_pending = False  # leader: new entries to send at the next ready()
-        self._commit_bcast = False  # leader: commit advanced, tell followers at next ready()
+        # Leader: the commit index advanced past what some follower was told. It rides on
+        # the next AppendEntries with entries; an empty one carries it at the next ready(),
+        # or with ``lazy_commit`` once it is due (``_commit_due``: the next tick, a read
+        # round, a follower's read released).
+        self._commit_bcast = False
+        self._commit_due = False  # leader: tell followers the commit index at next ready()
         self._reset(self._restart_term(hs))
 
     def _restart_term(self, hs: HardState) -> int:
@@ -511,7 +516,8 @@ class RaftCore:
     # -- outputs ---------------------------------------------------------------------------
     def has_ready(self) -> bool:
         leader_work = self._role is Role.LEADER and bool(
-            self._bcast_pending or self._commit_bcast or self._reads.unassigned
+            self._bcast_pending or self._commit_due or self._reads.unassigned
+            or (self._commit_bcast and not self._cfg.lazy_commit)
         )
         return bool(
             leader_work
@@ -627,7 +633,7 @@ class RaftCore:
         self._restart_election_timer()
         self._votes = {}
         self._transferee = 0
-        self._bcast_pending = self._commit_bcast = False
+        self._bcast_pending = self._commit_bcast = self._commit_due = False
         self._fail_leader_reads()
         self._fail_forwarded_reads()
         self._discard_receive()  # a new term's leader starts its transfer over
@@ -723,6 +729,8 @@ class RaftCore:
             self._hup(transfer=False)
 
     def _tick_leader(self) -> None:
+        if self._commit_bcast:
+            self._commit_due = True  # no append carried it for a tick: an empty one does
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
         if self._transferee:
@@ -1316,14 +1324,18 @@ class RaftCore:
                 self._reads.start_round(self._commit)
                 self._read_rounds += 1
                 new_round = True
-        if self._bcast_pending or new_round or self._commit_bcast:
+        commit_due = self._commit_due or (self._commit_bcast and (
+            new_round or not self._cfg.lazy_commit))
+        if self._bcast_pending or new_round or commit_due:
             askers = self._round_peers() if new_round else ()
             for peer in self._peers():
                 sent = self._bcast_pending and self._send_appends(peer)
-                if not sent and (peer in askers
-                                 or self._progress[peer].can_bump_commit(self._commit)):
+                if not sent and (peer in askers or (
+                        commit_due and self._progress[peer].can_bump_commit(self._commit))):
                     self._send_heartbeat(peer)
-        self._bcast_pending = self._commit_bcast = False
+        if commit_due:
+            self._commit_bcast = False  # every follower that could use it was told
+        self._bcast_pending = self._commit_due = False
 
     def _round_peers(self) -> list[int]:
         """The peers a read round's heartbeat goes to: the voters a quorum needs besides
@@ -1354,6 +1366,12 @@ class RaftCore:
                 self._read_states.append(ReadState(r.ctx, r.index))
             else:
                 self._send(ReadIndexResponse(self._term, self._id, r.src, r.ctx, r.index, True))
+                pr = self._progress.get(r.src)
+                if self._cfg.lazy_commit and pr is not None and pr.can_bump_commit(
+                        self._commit):
+                    # Its read waits to apply up to r.index: let it learn that index is
+                    # committed now, not at the next tick (see _commit_due).
+                    self._send_heartbeat(r.src)
 
     def _fail_leader_reads(self) -> None:
         for r in self._reads.drain():
