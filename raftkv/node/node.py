@@ -28,6 +28,7 @@ from raftkv.kv import (
     entry_cost,
     key_cap,
     lookup,
+    shared_exec,
     unbuilt_error,
     validate,
 )
@@ -315,10 +316,17 @@ class Node:
         RAFT ONCE), ``spec`` being the wrapped command's, which the caller looked up: the
         same checks as ``check`` of the entry, each made once (``validate`` of the entry
         looked the command up again, through three more calls), still before proposing."""
-        checked = check_once(entry[1], entry[2], spec, entry[3:])
-        if type(checked) is not tuple:
-            return Pending.of(checked)
-        error = self.check(entry, validated=True)
+        shared = len(entry) == 5  # (an EXEC's payload: decoded once for both checks)
+        if shared:
+            shared_exec(entry[4])
+        try:
+            checked = check_once(entry[1], entry[2], spec, entry[3:])
+            if type(checked) is not tuple:
+                return Pending.of(checked)
+            error = self.check(entry, validated=True)
+        finally:
+            if shared:
+                shared_exec(None)
         if error is not None:
             return Pending.of(error)
         return self._admit(entry, True)
@@ -351,6 +359,16 @@ class Node:
         ``validated``: the caller ran ``validate``'s checks already (``submit_once``).
         Entries no node builds (``unbuilt_error``: a forwarded ``once`` of an internal
         command, internal commands inside an EXEC) are refused here too."""
+        shared = len(args) in (2, 5)  # (``EXEC payload``, ``once id seq EXEC payload``)
+        if shared:  # its checks share one decode of the payload
+            shared_exec(args[-1])
+        try:
+            return self._check(args, validated)
+        finally:
+            if shared:
+                shared_exec(None)
+
+    def _check(self, args: list[bytes], validated: bool) -> ErrorReply | None:
         error = None if validated else (validate(args) or unbuilt_error(args))
         if error is None:
             error = key_cap.refusal(args, self.settings.max_keys_per_command)
