@@ -374,25 +374,24 @@ class Node:
         if shared:
             shared_exec(args[-1])
         try:
-            error = self._check(args, validated)
+            settings = self.settings
+            error = None if validated else (validate(args) or unbuilt_error(args))
+            if error is None:
+                error = key_cap.refusal(args, settings.max_keys_per_command)
+            if error is None:
+                error = self._size_error(args)
+            if error is None:  # nor may SETRANGE reach past it (APPEND is decided at apply)
+                error = self.kv.growth_error(args, settings.max_request_bytes)
+            if error is None and shared:  # an EXEC (or ONCE of one): copies, walks
+                error = self._cost_error(args)
+            if error is None:
+                error = self.memory.refuse(args)
             if error is not None:
                 return error
             return (spec is None or spec.name in MAY_RUN_SCRIPTS) and runs_scripts(args)
         finally:
             if shared:
                 shared_exec(None)
-
-    def _check(self, args: list[bytes], validated: bool) -> ErrorReply | None:
-        error = None if validated else (validate(args) or unbuilt_error(args))
-        if error is None:
-            error = key_cap.refusal(args, self.settings.max_keys_per_command)
-        if error is None:
-            error = self._size_error(args)
-        if error is None:  # nor may SETRANGE reach past it (APPEND is decided at apply)
-            error = self.kv.growth_error(args, self.settings.max_request_bytes)
-        if error is None and len(args) in (2, 5):  # an EXEC (or ONCE of one): copies, walks
-            error = self._cost_error(args)
-        return error if error is not None else self.memory.refuse(args)
 
     def _cost_error(self, args: list[bytes]) -> ErrorReply | None:
         """An EXEC's copies and walks when it applies after this node's log (entry_cost)."""
