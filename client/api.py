@@ -20,7 +20,7 @@ import random
 import ssl as ssl_module
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -57,11 +57,40 @@ _PENDING: Any = object()  # no result yet for this command
 # connection until it ends them (``Client._hold``), or until the caller itself ends.
 CALLER: contextvars.ContextVar[threading.Thread | None] = contextvars.ContextVar(
     "raftkv_client_caller", default=None)
-_HOLDER_POLL = 0.1  # seconds between looks at whether the holder still exists
+_HOLDER_POLL = 0.1  # seconds between looks at whether a holding thread still exists
 
 
 def _caller() -> object:
     return CALLER.get() or trio.lowlevel.current_task()
+
+
+class _HolderEnds(trio.abc.Instrument):
+    """Wakes the calls waiting for a client's connection when the task holding it exits:
+    trio's ``task_exited`` hook, installed only while a call waits behind a task (it sees
+    every task of the run that exits meanwhile: one ``is`` each)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.waiters = 0
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        client = self.client
+        if task is client._holder:
+            client._released.set()
+            client._released = trio.Event()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if not self.waiters:
+            trio.lowlevel.add_instrument(self)
+        self.waiters += 1
+        try:
+            yield
+        finally:
+            self.waiters -= 1
+            if not self.waiters:
+                with contextlib.suppress(KeyError):  # (trio drops an instrument that raised)
+                    trio.lowlevel.remove_instrument(self)
 
 
 def _ended(caller: object) -> bool:
@@ -184,6 +213,7 @@ class Client(Commands):
         # calls are each a new task, and the holder is the caller (``CALLER``).
         self._holder: object | None = None
         self._released = trio.Event()
+        self._holder_ends = _HolderEnds(self)
         self._after: str | None = None  # endpoint that failed last: try the others first
         self._closed = False
         self.sessions = sessions
@@ -335,7 +365,9 @@ class Client(Commands):
         open); False if ``deadline`` passes first. A holder that ended with its WATCH or
         MULTI open (an exception between MULTI and EXEC) loses it: the connection is
         dropped, so the server discards that transaction (attack16: the client hung, or a
-        new thread with a reused ident wrote into the old MULTI)."""
+        new thread with a reused ident wrote into the old MULTI). A task's end wakes the
+        wait (``_HolderEnds``); a thread's is polled, every _HOLDER_POLL: Python has no
+        hook for it, and its Thread object outlives it (no weakref finalizer fires)."""
         with trio.move_on_at(deadline):
             while self._holder is not None and self._holder != caller:
                 if self._txn_conn is not None and _ended(self._holder):
@@ -343,8 +375,12 @@ class Client(Commands):
                     self._holder = None
                     await self._drop()
                     break
-                with trio.move_on_after(_HOLDER_POLL):
-                    await self._released.wait()
+                if isinstance(self._holder, trio.lowlevel.Task):
+                    with self._holder_ends.installed():
+                        await self._released.wait()
+                else:
+                    with trio.move_on_after(_HOLDER_POLL):
+                        await self._released.wait()
             self._holder = caller
             return True
         return False

@@ -22,6 +22,7 @@ from .commands import (
     encode_exec,
     legacy_form,
     lookup,
+    shared_exec,
     unbuilt_error,
     validate,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "encode_snapshot",
     "legacy_form",
     "lookup",
+    "shared_exec",
     "stringmatch",
     "unbuilt_error",
     "validate",

@@ -493,8 +493,35 @@ def encode_exec(watches: list[tuple[bytes, int, int]], commands: list[list[bytes
 Watches = list[tuple[bytes, int, int]]  # (key, exists, modification index) per watched key
 
 
-def decode_exec(payload: bytes) -> tuple[Watches, list[list[bytes]]] | ErrorReply:
-    """The (watches, commands) of an ``encode_exec`` payload, checked; an error if malformed."""
+Decoded = tuple[Watches, list[list[bytes]]] | ErrorReply
+
+# The payload of the EXEC being checked before it is proposed, and its decode once made
+# (``shared_exec``): validate's ``_exec``, ``unbuilt_error``, ``growth_error``,
+# ``entry_cost`` and ``runs_scripts`` each decoded the same payload, up to five times.
+_SHARED: list[bytes | Decoded | None] = [None, None]
+
+
+def decode_exec(payload: bytes) -> Decoded:
+    """The (watches, commands) of an ``encode_exec`` payload, checked; an error if malformed.
+    Decoded once for the payload ``shared_exec`` names (its callers only read it)."""
+    shared = _SHARED
+    if payload is shared[0]:  # (this very object, held meanwhile: ``is``, never ``==``)
+        if shared[1] is None:
+            shared[1] = _decode_exec(payload)
+        return shared[1]  # type: ignore[return-value]
+    return _decode_exec(payload)
+
+
+def shared_exec(payload: bytes | None) -> None:
+    """Decode ``payload`` (the last argument of an entry being checked) at most once until
+    ``shared_exec(None)``, which drops it: the proposer brackets its checks of one command
+    with the two calls, so a decode is shared only within them and never kept (naming the
+    same payload again keeps its decode: RAFT ONCE's checks hold its inner EXEC's)."""
+    if payload is None or payload is not _SHARED[0]:
+        _SHARED[0], _SHARED[1] = payload, None
+
+
+def _decode_exec(payload: bytes) -> Decoded:
     bad = ErrorReply("ERR malformed transaction")
     try:
         obj = msgpack.unpackb(payload, raw=False)

@@ -38,6 +38,9 @@ MAX_BUDGET = 100_000_000
 # (README, Scripts: the measurement). Entries without ``budget`` keep 10,000,000.
 DEFAULT_BUDGET = 1_000_000
 _SCRIPTED = frozenset({b"eval", b"evalsha", b"eval_ro", b"evalsha_ro"})  # (RO: in EXEC)
+# The commands (CommandSpec.name) whose entries may run scripts: ``runs_scripts`` is False
+# for every other, so a proposer that has looked the command up need not ask it.
+MAY_RUN_SCRIPTS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "exec", "once"})
 
 
 class EntryNeedsLevel(Exception):

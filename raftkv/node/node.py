@@ -28,10 +28,11 @@ from raftkv.kv import (
     entry_cost,
     key_cap,
     lookup,
+    shared_exec,
     unbuilt_error,
     validate,
 )
-from raftkv.kv.features import BUDGET_LEVEL, FEATURE_LEVEL, runs_scripts, wrap
+from raftkv.kv.features import BUDGET_LEVEL, FEATURE_LEVEL, MAY_RUN_SCRIPTS, runs_scripts, wrap
 from raftkv.kv.feed import ChangeFeed
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
@@ -97,6 +98,8 @@ class Node:
         self.client_port = 0  # actual bound ports (tests bind port 0)
         self.peer_port = 0
         self.stopping = False
+        # (a forwarded command passed ``_check_forwarded``: whether it runs scripts)
+        self._forwarded: tuple[list[bytes] | None, bool] = (None, False)
         self.stats = {"proposed": 0, "forwarded": 0, "reads": 0, "applied": 0,
                       "proposals_failed": 0, "leader_changes": 0, "reads_leader": 0,
                       "reads_follower": 0, "reads_stale": 0, "wal_syncs": 0}
@@ -283,31 +286,30 @@ class Node:
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
         spec = lookup(args[0])
-        if spec is not None and not spec.is_write:
-            # A read's check is its arity, syntax and size: it neither grows a value nor
-            # memory (and ``spec`` is looked up once).
-            error = check_call(spec, args)
-            if error is None and len(args) > self.settings.max_keys_per_command + 1:
-                error = key_cap.refusal(args, self.settings.max_keys_per_command)
-            if error is None:
-                error = self._size_error(args)
-        else:
-            error = self.check(args)
-        if error is not None:
-            return Pending.of(error)
-        assert spec is not None  # validate() rejects unknown commands
-        return self._admit(args, spec.is_write)
+        if spec is None or spec.is_write:
+            checked = self._checked(args, spec)  # (validate() rejects unknown commands)
+            if type(checked) is not bool:
+                return Pending.of(checked)
+            return self._admit(args, True, checked)
+        # A read's check is its arity, syntax and size: it neither grows a value nor
+        # memory (and ``spec`` is looked up once).
+        error = check_call(spec, args)
+        if error is None and len(args) > self.settings.max_keys_per_command + 1:
+            error = key_cap.refusal(args, self.settings.max_keys_per_command)
+        if error is None:
+            error = self._size_error(args)
+        return Pending.of(error) if error is not None else self._admit(args, False)
 
-    def _admit(self, args: list[bytes], write: bool) -> Pending:
+    def _admit(self, args: list[bytes], write: bool, scripted: bool = False) -> Pending:
         """A checked command on its way (``_dispatch``), unless this node is stopping or
-        was removed from the cluster."""
+        was removed from the cluster. ``scripted``: a write that runs scripts."""
         if self.stopping:
             return Pending.of(SHUTTING_DOWN)
         if self.removed:
             return Pending.of(REMOVED)
         pending = Pending()
         now = trio.current_time()  # (read once: the park and the request deadlines)
-        self._dispatch(args, write, pending, now + self.settings.leader_wait, now)
+        self._dispatch(args, write, pending, now + self.settings.leader_wait, now, scripted)
         return pending
 
     def submit_once(self, entry: list[bytes], spec: CommandSpec | None) -> Pending:
@@ -315,19 +317,27 @@ class Node:
         RAFT ONCE), ``spec`` being the wrapped command's, which the caller looked up: the
         same checks as ``check`` of the entry, each made once (``validate`` of the entry
         looked the command up again, through three more calls), still before proposing."""
-        checked = check_once(entry[1], entry[2], spec, entry[3:])
-        if type(checked) is not tuple:
+        shared = len(entry) == 5  # (an EXEC's payload: decoded once for both checks)
+        if shared:
+            shared_exec(entry[4])
+        try:
+            numbers = check_once(entry[1], entry[2], spec, entry[3:])
+            if type(numbers) is not tuple:
+                return Pending.of(numbers)
+            checked = self._checked(entry, validated=True)
+        finally:
+            if shared:
+                shared_exec(None)
+        if type(checked) is not bool:
             return Pending.of(checked)
-        error = self.check(entry, validated=True)
-        if error is not None:
-            return Pending.of(error)
-        return self._admit(entry, True)
+        return self._admit(entry, True, checked)
 
     def propose_own(self, args: list[bytes]) -> Pending:
         """An entry this node builds as leader (``member_level``, which ``check`` refuses
         from anyone else): validated, then on its way like a client's write."""
         error = validate(args)
-        return Pending.of(error) if error is not None else self._admit(args, True)
+        return (Pending.of(error) if error is not None
+                else self._admit(args, True, runs_scripts(args)))
 
     def barrier(self) -> Pending:
         """A linearizable point: answered (None's place taken by the read's value, or an
@@ -351,16 +361,37 @@ class Node:
         ``validated``: the caller ran ``validate``'s checks already (``submit_once``).
         Entries no node builds (``unbuilt_error``: a forwarded ``once`` of an internal
         command, internal commands inside an EXEC) are refused here too."""
-        error = None if validated else (validate(args) or unbuilt_error(args))
-        if error is None:
-            error = key_cap.refusal(args, self.settings.max_keys_per_command)
-        if error is None:
-            error = self._size_error(args)
-        if error is None:  # nor may SETRANGE reach past it (APPEND is decided at apply)
-            error = self.kv.growth_error(args, self.settings.max_request_bytes)
-        if error is None and len(args) in (2, 5):  # an EXEC (or ONCE of one): copies, walks
-            error = self._cost_error(args)
-        return error if error is not None else self.memory.refuse(args)
+        checked = self._checked(args, validated=validated)
+        return checked if type(checked) is not bool else None
+
+    def _checked(self, args: list[bytes], spec: CommandSpec | None = None,
+                 validated: bool = False) -> ErrorReply | bool:
+        """``check``'s error or, if it passed, whether ``args`` runs scripts when it applies
+        (``runs_scripts``): decided here, once, and carried with the command to
+        ``entry_data`` (each proposal asked it again), not asked at all of a ``spec`` that
+        cannot (SET); one decode of an EXEC's payload is shared by every check of it."""
+        shared = len(args) in (2, 5)  # (``EXEC payload``, ``once id seq EXEC payload``)
+        if shared:
+            shared_exec(args[-1])
+        try:
+            settings = self.settings
+            error = None if validated else (validate(args) or unbuilt_error(args))
+            if error is None:
+                error = key_cap.refusal(args, settings.max_keys_per_command)
+            if error is None:
+                error = self._size_error(args)
+            if error is None:  # nor may SETRANGE reach past it (APPEND is decided at apply)
+                error = self.kv.growth_error(args, settings.max_request_bytes)
+            if error is None and shared:  # an EXEC (or ONCE of one): copies, walks
+                error = self._cost_error(args)
+            if error is None:
+                error = self.memory.refuse(args)
+            if error is not None:
+                return error
+            return (spec is None or spec.name in MAY_RUN_SCRIPTS) and runs_scripts(args)
+        finally:
+            if shared:
+                shared_exec(None)
 
     def _cost_error(self, args: list[bytes]) -> ErrorReply | None:
         """An EXEC's copies and walks when it applies after this node's log (entry_cost)."""
@@ -393,15 +424,15 @@ class Node:
         return ErrorReply(f"ERR request of {size} bytes exceeds max-request-bytes {limit}")
 
     def _dispatch(self, args: list[bytes], write: bool, pending: Pending,
-                  park_until: float, now: float | None = None) -> None:
+                  park_until: float, now: float | None = None, scripted: bool = False) -> None:
         core, requests = self.core, self.requests
         deadline = (trio.current_time() if now is None else now) + self.settings.request_timeout
         if write:
             if core.role is Role.LEADER:
                 try:
-                    index, term = core.propose(self.entry_data(args))
+                    index, term = core.propose(self.entry_data(args, scripted))
                 except NotLeader:
-                    requests.park(args, write, pending, park_until)
+                    requests.park(args, write, pending, park_until, scripted)
                     return
                 requests.track_write(index, term, pending, deadline)
                 self.stats["proposed"] += 1
@@ -409,7 +440,7 @@ class Node:
             elif core.leader_id:
                 self.forwarder.forward(args, pending, deadline)
             else:
-                requests.park(args, write, pending, park_until)
+                requests.park(args, write, pending, park_until, scripted)
         elif self.settings.unsafe_stale_reads and core.role is not Role.LEADER:
             # deliberately unsafe: see NodeSettings
             pending.set(self.applier.serve_read(args))
@@ -437,12 +468,15 @@ class Node:
         self.stats["reads"] += n
         self.stats["reads_leader" if core.role is Role.LEADER else "reads_follower"] += n
 
-    def entry_data(self, args: list[bytes]) -> bytes:
+    def entry_data(self, args: list[bytes], scripted: bool | None = None) -> bytes:
         """The log entry the leader proposes for ``args``: stamped with its time (see
         raftkv/node/clock.py) and, if it runs scripts and every member reads the form,
-        holding this node's --script-budget (raftkv.kv.features)."""
+        holding this node's --script-budget (raftkv.kv.features). ``scripted``: whether
+        it runs scripts, as its check found (``_checked``; None: asked here)."""
         stamp = self.clock.stamp()
-        if runs_scripts(args) and self.gate_level() >= BUDGET_LEVEL:
+        if scripted is None:
+            scripted = runs_scripts(args)
+        if scripted and self.gate_level() >= BUDGET_LEVEL:
             return encode_entry(wrap(args, self.settings.script_budget), stamp, BUDGET_LEVEL)
         return encode_entry(args, stamp)
 
@@ -464,7 +498,8 @@ class Node:
                 if error is not None:
                     waiter.pending.set(error)
                     continue
-            self._dispatch(waiter.args, waiter.write, waiter.pending, waiter.deadline)
+            self._dispatch(waiter.args, waiter.write, waiter.pending, waiter.deadline,
+                           scripted=waiter.scripted)
 
     def on_forward_request(self, msg: ForwardRequest) -> None:
         """A follower's command, run as leader (raftkv.node.forwarding); or a founder's
@@ -477,12 +512,25 @@ class Node:
         if probe is not None:
             self.forwarder.reply(msg, probe)
             return
-        self.forwarder.on_request(msg, self.check, self._run_forwarded, self.admin)
+        self.forwarder.on_request(msg, self._check_forwarded, self._run_forwarded, self.admin)
+
+    def _check_forwarded(self, args: list[bytes]) -> ErrorReply | None:
+        """``check`` of a forwarded command, keeping whether it runs scripts for
+        ``_run_forwarded``, which the forwarder calls next with the same list."""
+        checked = self._checked(args)
+        if type(checked) is not bool:
+            return checked
+        self._forwarded = (args, checked)
+        return None
 
     def _run_forwarded(self, args: list[bytes]) -> Pending:
+        checked, scripted = self._forwarded
+        self._forwarded = (None, False)
+        if checked is not args:  # (another list: its own answer, never this one's)
+            scripted = runs_scripts(args)
         reply = Pending()
         now = trio.current_time()
-        self._dispatch(args, True, reply, now, now)
+        self._dispatch(args, True, reply, now, now, scripted)
         return reply
 
     def leader_client_addr(self) -> str:

@@ -101,6 +101,7 @@ class Waiter:
     write: bool = False  # a parked command: a write (else a read)
     proposal: bool = False  # our own proposal: counted in proposals_failed when it fails
     size: int = 0  # a forward or an unsent command: its arguments' bytes
+    scripted: bool = False  # a parked write that runs scripts (its check found: Node)
 
     @property
     def maybe_applied(self) -> bool:
@@ -267,8 +268,10 @@ class RequestTracker:
 
     # -- commands waiting for a leader ----------------------------------------------------
 
-    def park(self, args: list[bytes], write: bool, pending: Pending, until: float) -> None:
-        self.parked.append(Waiter(pending, until, NO_LEADER, args, write=write))
+    def park(self, args: list[bytes], write: bool, pending: Pending, until: float,
+             scripted: bool = False) -> None:
+        self.parked.append(Waiter(pending, until, NO_LEADER, args, write=write,
+                                  scripted=scripted))
 
     def unpark(self) -> list[Waiter]:
         """Take every parked command still unanswered (a leader is known: run them)."""

@@ -11,13 +11,16 @@ Keyed by the whole address (``auth_source``), IPv6 too: a /64 is a whole LAN or 
 subnet, and one neighbour's guesses must not refuse the others their right password
 (attack16). An address with tries used up is never forgotten while the table is full (a
 guesser owning many addresses got a fresh burst by filling it: attack16); only entries
-refilled to the burst are, losslessly. Past ``MAX_SOURCES`` addresses with tries used,
+refilled to the burst are, losslessly, the one refilled first, found through a heap of the
+times the entries refill (scanning all 4,096 addresses on each failed AUTH while the
+table was full cost O(n) each: tidy17). Past ``MAX_SOURCES`` addresses with tries used,
 new addresses share one more bucket (``OVERFLOW``): such a guesser gets ``RATE`` a second
 more in all, and new addresses may wait while it lasts; known ones are not touched.
 """
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 from collections.abc import Callable
 
@@ -51,8 +54,12 @@ class FailedAuths:
     burst: int = BURST
     rate: float = RATE
     max_sources: int = MAX_SOURCES
-    # address -> (tokens, when counted); insertion order is staleness (moved on each use)
+    # address -> (tokens, when counted)
     _tokens: dict[str, tuple[float, float]] = attrs.Factory(dict)
+    # (when it is refilled to the burst, address) for every address in ``_tokens`` but
+    # OVERFLOW, and stale pairs of addresses counted again since or forgotten: dropped
+    # when met at the top, and all at once when they outnumber the live ones
+    _refills: list[tuple[float, str]] = attrs.Factory(list)
 
     def allowed(self, source: str) -> bool:
         """May ``source`` try a password now (has it a failure left)?"""
@@ -65,7 +72,12 @@ class FailedAuths:
         self._tokens.pop(key, None)
         if key != OVERFLOW and len(self._tokens) >= self.max_sources:
             self._forget_one_refilled()
-        self._tokens[key] = (max(0.0, left - 1.0), self.clock())
+        tokens, now = max(0.0, left - 1.0), self.clock()
+        self._tokens[key] = (tokens, now)
+        if key != OVERFLOW:
+            heapq.heappush(self._refills, (self._refill_time(tokens, now), key))
+            if len(self._refills) > 2 * len(self._tokens) + 16:
+                self._compact()
 
     def retry_after(self, source: str) -> float:
         """Seconds until ``source`` has a try again (0 if it has one)."""
@@ -79,16 +91,32 @@ class FailedAuths:
         return source if self._refilled() is not None else OVERFLOW
 
     def _refilled(self) -> str | None:
-        """The stalest address refilled to the burst (forgetting it loses nothing)."""
-        for source in self._tokens:
-            if source != OVERFLOW and self._left(source) >= self.burst - _EPSILON:
-                return source
+        """The address refilled to the burst first, if one is (forgetting it loses
+        nothing): the top of ``_refills`` once its stale pairs are dropped."""
+        refills = self._refills
+        while refills:
+            when, source = refills[0]
+            known = self._tokens.get(source)
+            if known is None or when != self._refill_time(*known):
+                heapq.heappop(refills)  # forgotten, or counted again since
+                continue
+            return source if self._left(source) >= self.burst - _EPSILON else None
         return None
+
+    def _refill_time(self, tokens: float, then: float) -> float:
+        return then + (self.burst - tokens) / self.rate
+
+    def _compact(self) -> None:
+        """``_refills`` with its live pairs only (O(n), once per n failures at least)."""
+        self._refills = [(self._refill_time(*known), source)
+                         for source, known in self._tokens.items() if source != OVERFLOW]
+        heapq.heapify(self._refills)
 
     def _forget_one_refilled(self) -> None:
         source = self._refilled()
         if source is not None:
             del self._tokens[source]
+            heapq.heappop(self._refills)  # (its pair: the top)
 
     def _left(self, source: str) -> float:
         known = self._tokens.get(source)

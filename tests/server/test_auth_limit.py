@@ -131,3 +131,42 @@ def test_attack16_a_source_out_of_tries_gets_none_back_by_filling_the_table() ->
             guesses += 1
     assert not limit.allowed(sources[0]), (
         f"{guesses} guesses at one instant, and the first /64 is allowed again")
+
+
+class CountingClock(Clock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+def test_a_full_table_finds_the_refilled_address_without_reading_every_one() -> None:
+    """tidy17: with the table full, each failed AUTH scanned every address (4,096) for one
+    refilled to the burst. The rules stay: only a refilled address is forgotten (here the
+    one in the middle of the table), an exhausted one never, new ones share OVERFLOW."""
+    clock = CountingClock()
+    limit = FailedAuths(clock, burst=2, rate=1.0, max_sources=1000)
+    sources = [f"10.0.{i // 256}.{i % 256}" for i in range(1000)]
+    for source in sources:
+        limit.failed(source)
+        if source != sources[500]:
+            limit.failed(source)  # every try used but the middle one's: it refills first
+    clock.reads = 0
+    for new in ("192.0.2.1", "192.0.2.2"):
+        assert limit.allowed(new)  # (OVERFLOW's two tries)
+        limit.failed(new)
+    assert clock.reads < 40, clock.reads  # (every address's tokens read: over 2,000)
+    assert "192.0.2.1" not in limit._tokens and not limit.allowed("192.0.2.9")
+    clock.now += 1.0  # the middle one is refilled, no other
+    clock.reads = 0
+    limit.failed("192.0.2.3")
+    assert clock.reads < 20, clock.reads
+    assert "192.0.2.3" in limit._tokens and sources[500] not in limit._tokens
+    assert all(s in limit._tokens for s in sources if s != sources[500])
+    assert limit._tokens[sources[0]] == (0.0, 100.0)  # the exhausted ones kept their count
+    for _ in range(10_000):  # one address failing again and again: its stale refill
+        limit.failed(sources[1])  # times are dropped, bounded by the table
+    assert len(limit._refills) <= 2 * len(limit._tokens) + 16
