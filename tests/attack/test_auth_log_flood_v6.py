@@ -6,7 +6,9 @@ is a whole address, IPv6 included, and one machine holds a /64 (2^64 addresses; 
 VM is routinely given one). A guesser that takes a new address of its /64 for every
 connection (it must anyway: each address has only ``auth_limit.BURST`` failures) writes
 a line per connection: at attack14's 13,390 guesses a second, ~1,300 lines a second.
-The throttle's key table is bounded (1,024), the log is not."""
+The throttle's key table is bounded (1,024), the log is not. Live (one node at the default
+log level, one process cycling 4,826 source addresses of 127.0.0.0/8 for 5 s, plus 5 s
+from one address): 1,967 "client failed authentication" WARNING lines, ~390 a second."""
 
 from __future__ import annotations
 

@@ -6,7 +6,10 @@ prefix, ``ip -6 addr add`` in a loop): it takes a new address every 100 failures
 clock stopped it gets ``MAX_SOURCES`` x ``BURST`` = 409,600 guesses at once, then, each
 of its 4,096 addresses refilling at ``RATE``, 40,960 a second for good: three times
 attack14's 13,390 a second without any limit, i.e. as fast as the node can answer. The
-README's bound ("a burst of 100, then 10 a second") holds for IPv4 only.
+README's bound ("a burst of 100, then 10 a second") holds for IPv4 only. Live (one node,
+--requirepass, one process, 10 wrong passwords per connection, 5 s each, load ~11): from
+one source address 30 wrong passwords checked a second (6,059 refused); cycling through
+4,826 source addresses of 127.0.0.0/8 (standing in for a /64) 3,932 a second, 0 refused.
 
 A fix that keeps attack16's rule: a second, larger bucket per /64 (say 10 x the burst and
 10 x the rate) next to the per-address one. A neighbour's 200 failures (attack16's test)
