@@ -8,7 +8,8 @@ answers WHOAMI, LIST, USERS, CAT and LOAD. The texts are Redis's, so redis-py ra
 
 A connection may fail ``MAX_AUTH_FAILURES`` times; the next failure closes it, so guessing
 costs a reconnection (and a slot of ``--max-new-clients``) per few attempts, and an
-address past ``auth_limit.BURST`` failures gets ``auth_limit.RATE`` tries a second. Failures are
+address past ``auth_limit.BURST`` failures gets ``auth_limit.RATE`` tries a second (an IPv6
+/64 ten times both). Failures are
 logged at most once per 10 s per remote host, with the user name and never the password.
 """
 
