@@ -17,6 +17,7 @@ from click.testing import CliRunner
 import raftkv.serve
 from client.security import NOT_NEEDED, HandshakeFailed, check_auth_reply
 from raftkv.cli import main
+from raftkv.node.log_throttle import LogThrottle
 from raftkv.probe import AUTH_NOT_NEEDED, call
 from raftkv.server import auth
 from raftkv.server.acl import (
@@ -210,7 +211,10 @@ def test_too_many_failures_close_the_connection() -> None:
     assert conn.closing
 
 
-def test_password_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_password_is_never_logged(caplog: pytest.LogCaptureFixture,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A throttle of its own: the module's caps the lines of every test in this process.
+    monkeypatch.setattr(auth, "_throttle", LogThrottle(auth.log, 10.0, max_lines=auth.LOG_LINES))
     acl = AccessControl.configure(requirepass="s3cret")
     node = fake_node(acl)
     conn = Connection(1, "127.0.0.77:5000")  # a host no other test's throttled line used

@@ -4,7 +4,9 @@ answers what its own level is (raftkv.kv.features holds the rule and the gate).
 - **Asking** (``LevelLearner``, the leader): ``RAFT FEATURES`` sent as a ``ForwardRequest``
   over the authenticated peer port, to every member of the configuration (voters and
   learners) when its term starts and whenever that member's link connects again (a
-  restart: an upgrade or a downgrade), and again while a member has not answered. A
+  restart: an upgrade or a downgrade) or is a new link (the id was removed and added
+  again: maybe another node), and again while a member has not answered. A member that
+  leaves the latest configuration is forgotten at once. A
   node of an earlier release answers its usage error (``OLD_RELEASE``, as for
   raftkv.node.publish's probe): level 0. Why a ``ForwardRequest``: the peer codec is
   strict (fixed arity, known tags), nothing new can ride in Hello or Raft messages.
@@ -82,7 +84,9 @@ class LevelLearner:
         self.applied_members = applied_members
         self.learned: dict[int, int] = {}  # this term's answers
         self._term = 0
-        self._links: dict[int, tuple[int, bool]] = {}  # (reconnects, connected) per peer
+        # (generation, reconnects, connected) per peer: a change is a new connection, and
+        # a new generation a new link (the peer was removed and added again)
+        self._links: dict[int, tuple[int, int, bool]] = {}
 
     async def run(self) -> None:
         """For the node's lifetime: while it leads, keep ``learned`` current and record it."""
@@ -94,19 +98,21 @@ class LevelLearner:
             await self.step()
 
     async def step(self) -> None:
-        """One look: forget what a new term or a reconnected link makes stale, ask the
-        members not known, then record one difference."""
+        """One look: forget what a new term, a member's removal or a reconnected (or new)
+        link makes stale, ask the members not known, then record one difference."""
         core = self.core
         if core.term != self._term:
             self._term = core.term
             self.learned = {}
+        members = [m.id for m in core.cluster_config.members]
+        for gone in set(self.learned).difference(members, (self.id,)):
+            del self.learned[gone]  # removed: if added again, it may be another node
         for peer, stats in self.transport.stats().items():
-            link = (stats.reconnects, stats.connected)
+            link = (stats.generation, stats.reconnects, stats.connected)
             if self._links.get(peer) != link:  # a new connection: maybe a new release
                 self._links[peer] = link
                 self.learned.pop(peer, None)
         self.learned[self.id] = self.level
-        members = [m.id for m in core.cluster_config.members]
         unknown = [m for m in members if m not in self.learned]
         if unknown:
             for peer, reply in (await self._ask(unknown)).items():

@@ -118,6 +118,9 @@ class LinkStats:
     keepalives: int  # Pings received on the peer's outbound connection, Acks on ours
     refused: int  # handshakes the peer refused (or whose Hello did not match)
     dial_failures: int = 0  # dials that failed (unreachable, refused, bad address)
+    # Which link this is: a peer removed and added again (same id) gets a new link whose
+    # counters start again at 0, so only this tells it from the old one.
+    generation: int = 0
 
 
 class _Refused(Exception):
@@ -368,9 +371,10 @@ DIRECT_MAX_BULK = 64 * 1024
 class _Link:
     """Mutable state of the link to one peer."""
 
-    def __init__(self, peer_id: int, addr: str, queue_len: int) -> None:
+    def __init__(self, peer_id: int, addr: str, queue_len: int, generation: int = 0) -> None:
         self.peer_id = peer_id
         self.addr = addr
+        self.generation = generation  # distinct per link this transport made (LinkStats)
         self.queue_in, self.queue_out = trio.open_memory_channel[Any](queue_len)
         # Taken off the queue while a large message was encoded, to go out after it in order
         # (see PeerTransport._encode_large).
@@ -499,6 +503,7 @@ class PeerTransport:
         self._ping_frame = encode_frame(encode(Ping()))
         self._appends = AppendEncoder()  # (small ones only: never used off the loop)
         self._links: dict[int, _Link] = {}
+        self._generation = 0  # links made so far: each new _Link takes the next number
         self._nursery: trio.Nursery | None = None
         self._changed: trio.Event | None = None
         self._throttle = LogThrottle(log)
@@ -650,7 +655,9 @@ class PeerTransport:
                 self._debug("peer removed", peer=peer_id, addr=link.addr)
         for peer_id, addr in peers.items():
             if peer_id not in self._links:
-                link = self._links[peer_id] = _Link(peer_id, addr, self.limits.send_queue)
+                self._generation += 1
+                link = self._links[peer_id] = _Link(peer_id, addr, self.limits.send_queue,
+                                                    self._generation)
                 if self._nursery is not None:
                     self._nursery.start_soon(self._run_link, link)
         self._notify()
@@ -678,6 +685,7 @@ class PeerTransport:
                 keepalives=link.keepalives,
                 refused=link.refused,
                 dial_failures=link.dial_failures,
+                generation=link.generation,
             )
             for peer_id, link in self._links.items()
         }

@@ -8,8 +8,10 @@ answers WHOAMI, LIST, USERS, CAT and LOAD. The texts are Redis's, so redis-py ra
 
 A connection may fail ``MAX_AUTH_FAILURES`` times; the next failure closes it, so guessing
 costs a reconnection (and a slot of ``--max-new-clients``) per few attempts, and an
-address past ``auth_limit.BURST`` failures gets ``auth_limit.RATE`` tries a second. Failures are
-logged at most once per 10 s per remote host, with the user name and never the password.
+address past ``auth_limit.BURST`` failures gets ``auth_limit.RATE`` tries a second (an IPv6
+/64 ten times both). Failures are logged at most once per 10 s per remote host (an IPv6
+/64: one machine may take a new address per connection, attack17) and ``LOG_LINES`` per
+10 s in all, with the user name and never the password.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ from raftkv.server.acl import (
     command_id,
     ids_in,
 )
-from raftkv.server.auth_limit import auth_source
+from raftkv.server.auth_limit import auth_source, subnet_of
 from raftkv.server.connection import Connection
 from wire.reply import OK, ErrorReply
 
 log = logging.getLogger("raftkv.auth")
-_throttle = LogThrottle(log, 10.0)
+LOG_LINES = 30  # auth lines per 10 s from all sources (a /48 holds 65,536 /64s)
+_throttle = LogThrottle(log, 10.0, max_lines=LOG_LINES)
 
 MAX_AUTH_FAILURES = 10
 NOAUTH = ErrorReply("NOAUTH Authentication required.")
@@ -122,9 +125,10 @@ def authenticate(acl: AccessControl, conn: Connection, username: bytes,
     connection closes after too many failures)."""
     name = username.decode("utf-8", "replace")
     failures, source = acl.failures, auth_source(conn.addr)
+    host = subnet_of(source) or source  # what the log lines are throttled by
     if not failures.allowed(source):  # guessing too fast: not even checked
         acl.stats["acl_access_denied_auth"] += 1
-        _throttle.log(("guessing", source), logging.WARNING,
+        _throttle.log(("guessing", host), logging.WARNING,
                       "refusing AUTH: too many failures from this source", addr=conn.addr)
         conn.closing = True
         return ErrorReply(f"ERR too many failed authentications from this address; retry in "
@@ -135,7 +139,6 @@ def authenticate(acl: AccessControl, conn: Connection, username: bytes,
     failures.failed(source)
     conn.auth_failures += 1
     acl.stats["acl_access_denied_auth"] += 1
-    host = conn.addr.rpartition(":")[0]
     _throttle.log(("auth", host), logging.WARNING, "client failed authentication",
                   addr=conn.addr, user=name, failures=conn.auth_failures)
     if conn.auth_failures >= MAX_AUTH_FAILURES:

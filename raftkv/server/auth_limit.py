@@ -9,13 +9,23 @@ gets ``RATE`` tries a second. Redis has no such bound.
 
 Keyed by the whole address (``auth_source``), IPv6 too: a /64 is a whole LAN or cloud
 subnet, and one neighbour's guesses must not refuse the others their right password
-(attack16). An address with tries used up is never forgotten while the table is full (a
-guesser owning many addresses got a fresh burst by filling it: attack16); only entries
-refilled to the burst are, losslessly, the one refilled first, found through a heap of the
-times the entries refill (scanning all 4,096 addresses on each failed AUTH while the
-table was full cost O(n) each: tidy17). Past ``MAX_SOURCES`` addresses with tries used,
-new addresses share one more bucket (``OVERFLOW``): such a guesser gets ``RATE`` a second
-more in all, and new addresses may wait while it lasts; known ones are not touched.
+(attack16). But one machine may hold a whole /64 and take a new address every ``BURST``
+failures (attack17: 409,600 guesses at once, 40,960 a second after), so an IPv6 address's
+/64 has a bucket too, ``SUBNET_FACTOR`` times the burst and the rate, and a try needs a
+token of both. A neighbour uses at most ``BURST`` of its subnet's ``SUBNET_FACTOR *
+BURST`` before its own address is refused, so it alone never locks the subnet out; a
+guesser cycling addresses gets the subnet's 1,000, then 100 a second. IPv4 (and
+IPv4-mapped IPv6) stays per address: NAT puts many users behind one, and a /24 is not one
+machine.
+
+An entry (address or /64) with tries used up is never forgotten while the table is full
+(a guesser owning many addresses got a fresh burst by filling it: attack16); only entries
+refilled to their burst are, losslessly, the one refilled first, found through a heap of
+the times the entries refill (scanning all 4,096 addresses on each failed AUTH while the
+table was full cost O(n) each: tidy17). Past ``MAX_SOURCES`` entries with tries used,
+new addresses (and subnets) share one more bucket (``OVERFLOW``): such a guesser gets
+``RATE`` a second more in all, and new addresses may wait while it lasts; known ones are
+not touched.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ import attrs
 
 BURST = 100  # failed AUTHs an address may make at once
 RATE = 10.0  # failures a second an address gets back
+SUBNET_FACTOR = 10  # an IPv6 /64's bucket: this many times an address's burst and rate
+SUBNET_PREFIX = 64  # the IPv6 prefix one machine may own (SLAAC, a cloud VM's prefix)
 MAX_SOURCES = 4096
 OVERFLOW = "*"  # the bucket of new addresses while the table is full of used ones
 _EPSILON = 1e-9  # (a clock's float steps: 0.1 s at 10 a second is 0.9999999999999 tokens)
@@ -46,9 +58,25 @@ def auth_source(addr: str) -> str:
     return str(ip)
 
 
+def subnet_of(source: str) -> str | None:
+    """The IPv6 /64 (``2001:db8::/64``) whose bucket ``source`` also drains, or None (IPv4,
+    a mapped IPv4, not an address)."""
+    if ":" not in source:
+        return None
+    try:
+        ip = ipaddress.IPv6Address(source.split("%", 1)[0])
+    except ValueError:
+        return None
+    if ip.ipv4_mapped is not None:
+        return None
+    return str(ipaddress.IPv6Network((ip, SUBNET_PREFIX), strict=False))
+
+
 @attrs.define
 class FailedAuths:
-    """Per-address tokens of failed authentication (``clock``: seconds, monotonic)."""
+    """Per-address (and per IPv6 /64) tokens of failed authentication (``clock``:
+    seconds, monotonic; ``burst`` and ``rate`` are an address's, a /64 has
+    ``SUBNET_FACTOR`` times both)."""
 
     clock: Callable[[], float]
     burst: int = BURST
@@ -62,12 +90,31 @@ class FailedAuths:
     _refills: list[tuple[float, str]] = attrs.Factory(list)
 
     def allowed(self, source: str) -> bool:
-        """May ``source`` try a password now (has it a failure left)?"""
-        return self._left(self._key(source)) >= 1.0 - _EPSILON
+        """May ``source`` try a password now (has it, and its /64, a failure left)?"""
+        return all(self._left(key) >= 1.0 - _EPSILON for key in self._keys(source))
 
     def failed(self, source: str) -> None:
-        """Count one failed AUTH of ``source``."""
-        key = self._key(source)
+        """Count one failed AUTH of ``source`` (and of its /64)."""
+        counted: set[str] = set()
+        for name in (source, subnet_of(source)):
+            if name is None:
+                continue
+            key = self._key(name)
+            if key in counted:  # (one OVERFLOW token a failure at most)
+                continue
+            counted.add(key)
+            self._count(key)
+
+    def retry_after(self, source: str) -> float:
+        """Seconds until ``source`` has a try again (0 if it has one)."""
+        waits = [0.0]
+        for key in self._keys(source):
+            missing = 1.0 - self._left(key)
+            if missing > _EPSILON:
+                waits.append(missing / self._rate(key))
+        return max(waits)
+
+    def _count(self, key: str) -> None:
         left = self._left(key)
         self._tokens.pop(key, None)
         if key != OVERFLOW and len(self._tokens) >= self.max_sources:
@@ -75,14 +122,23 @@ class FailedAuths:
         tokens, now = max(0.0, left - 1.0), self.clock()
         self._tokens[key] = (tokens, now)
         if key != OVERFLOW:
-            heapq.heappush(self._refills, (self._refill_time(tokens, now), key))
+            heapq.heappush(self._refills, (self._refill_time(key, tokens, now), key))
             if len(self._refills) > 2 * len(self._tokens) + 16:
                 self._compact()
 
-    def retry_after(self, source: str) -> float:
-        """Seconds until ``source`` has a try again (0 if it has one)."""
-        missing = 1.0 - self._left(self._key(source))
-        return 0.0 if missing <= _EPSILON else missing / self.rate
+    def _keys(self, source: str) -> list[str]:
+        """The buckets a try of ``source`` needs: its own, and its /64's for IPv6."""
+        subnet = subnet_of(source)
+        keys = [self._key(source)]
+        if subnet is not None:
+            keys.append(self._key(subnet))
+        return keys
+
+    def _burst(self, key: str) -> float:
+        return float(self.burst * (SUBNET_FACTOR if "/" in key else 1))
+
+    def _rate(self, key: str) -> float:
+        return self.rate * (SUBNET_FACTOR if "/" in key else 1)
 
     def _key(self, source: str) -> str:
         """``source``, or OVERFLOW for an unknown one while the table is full of used ones."""
@@ -97,18 +153,18 @@ class FailedAuths:
         while refills:
             when, source = refills[0]
             known = self._tokens.get(source)
-            if known is None or when != self._refill_time(*known):
+            if known is None or when != self._refill_time(source, *known):
                 heapq.heappop(refills)  # forgotten, or counted again since
                 continue
-            return source if self._left(source) >= self.burst - _EPSILON else None
+            return source if self._left(source) >= self._burst(source) - _EPSILON else None
         return None
 
-    def _refill_time(self, tokens: float, then: float) -> float:
-        return then + (self.burst - tokens) / self.rate
+    def _refill_time(self, key: str, tokens: float, then: float) -> float:
+        return then + (self._burst(key) - tokens) / self._rate(key)
 
     def _compact(self) -> None:
         """``_refills`` with its live pairs only (O(n), once per n failures at least)."""
-        self._refills = [(self._refill_time(*known), source)
+        self._refills = [(self._refill_time(source, *known), source)
                          for source, known in self._tokens.items() if source != OVERFLOW]
         heapq.heapify(self._refills)
 
@@ -121,6 +177,6 @@ class FailedAuths:
     def _left(self, source: str) -> float:
         known = self._tokens.get(source)
         if known is None:
-            return float(self.burst)
+            return self._burst(source)
         tokens, then = known
-        return min(float(self.burst), tokens + (self.clock() - then) * self.rate)
+        return min(self._burst(source), tokens + (self.clock() - then) * self._rate(source))

@@ -104,8 +104,8 @@ async def test_the_leader_asks_again_when_a_link_reconnects_or_the_term_changes(
 
     kv = KVStateMachine()
     kv.keep_members([1, 2, 3])
-    links = {2: SimpleNamespace(reconnects=0, connected=True),
-             3: SimpleNamespace(reconnects=0, connected=True)}
+    links = {2: SimpleNamespace(generation=1, reconnects=0, connected=True),
+             3: SimpleNamespace(generation=2, reconnects=0, connected=True)}
     members = [SimpleNamespace(id=i) for i in (1, 2, 3)]
     core = SimpleNamespace(role=Role.LEADER, term=5,
                            cluster_config=SimpleNamespace(members=members))
@@ -129,13 +129,13 @@ async def test_the_leader_asks_again_when_a_link_reconnects_or_the_term_changes(
         await learner.step()
     assert asked == [[2, 3]] and kv.member_levels == {}
     levels[2] = 1  # node 2 upgraded and restarted: its link connected again
-    links[2] = SimpleNamespace(reconnects=1, connected=True)
+    links[2] = SimpleNamespace(generation=1, reconnects=1, connected=True)
     for _ in range(3):  # one proposal per step
         await learner.step()
     assert asked == [[2, 3], [2]] and kv.member_levels == {1: 1, 2: 1, 3: 1}
     assert kv.cluster_level == 1
     levels[3] = 0  # node 3 went back to an earlier release
-    links[3] = SimpleNamespace(reconnects=1, connected=True)
+    links[3] = SimpleNamespace(generation=2, reconnects=1, connected=True)
     await learner.step()
     assert kv.member_levels[3] == 0 and kv.cluster_level == 0
     core.term = 6  # a new term: everyone asked again

@@ -568,6 +568,28 @@ def test_log_throttle_suppresses_repeats_per_key() -> None:
     assert fields == [{"n": 1}, {"n": 4}, {"n": 5, "suppressed": 2}]
 
 
+def test_log_throttle_caps_the_lines_of_all_keys_and_says_how_many_it_dropped() -> None:
+    """attack17: one guesser may own many keys (the /64s of a /48): ``max_lines`` bounds
+    every key's lines together per interval, and the next line says what it dropped."""
+    records: list[logging.LogRecord] = []
+    logger = logging.getLogger("raftkv.test-throttle-cap")
+    logger.setLevel(logging.WARNING)
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    now = [0.0]
+    throttle = LogThrottle(logger, interval=10.0, clock=lambda: now[0], max_lines=2)
+    try:
+        logged = [throttle.log(("auth", n), logging.WARNING, "event", n=n) for n in range(50)]
+        assert logged == [True, True] + [False] * 48
+        now[0] = 10.0
+        assert throttle.log(("auth", 99), logging.WARNING, "event", n=99)
+    finally:
+        logger.removeHandler(handler)
+    fields = [r.fields for r in records]  # type: ignore[attr-defined]
+    assert fields == [{"n": 0}, {"n": 1}, {"n": 99, "others_suppressed": 48}]
+
+
 # -- hostile configuration -----------------------------------------------------------
 
 # What committed CONFIG entries may hold (tests/node/test_hostile_config.py replays them

@@ -8,7 +8,7 @@ from typing import Any
 
 from raftkv.server import auth
 from raftkv.server.acl import AccessControl
-from raftkv.server.auth_limit import FailedAuths, auth_source
+from raftkv.server.auth_limit import SUBNET_FACTOR, FailedAuths, auth_source, subnet_of
 from raftkv.server.client_port import source_key
 from raftkv.server.commands import execute
 from raftkv.server.connection import Connection
@@ -170,3 +170,28 @@ def test_a_full_table_finds_the_refilled_address_without_reading_every_one() -> 
     for _ in range(10_000):  # one address failing again and again: its stale refill
         limit.failed(sources[1])  # times are dropped, bounded by the table
     assert len(limit._refills) <= 2 * len(limit._tokens) + 16
+
+
+def test_an_ipv6_subnet_has_ten_times_the_bucket_and_ipv4_stays_per_address() -> None:
+    """attack17: a machine owning a /64 takes a new address every burst, so the /64 has
+    a bucket of SUBNET_FACTOR x the burst and the rate; an IPv4 /24 is not one machine."""
+    clock = Clock()
+    limit = FailedAuths(clock, burst=2, rate=1.0)
+    guesses = 0
+    for i in range(1, 20):
+        source = f"2001:db8:5::{i:x}"
+        while limit.allowed(source):
+            limit.failed(source)
+            guesses += 1
+    assert guesses == 2 * SUBNET_FACTOR
+    fresh = "2001:db8:5::ffff"
+    assert not limit.allowed(fresh) and limit.retry_after(fresh) == 1.0 / SUBNET_FACTOR
+    assert limit.allowed("2001:db8:6::1")  # another /64 is not touched
+    clock.now += 1.0 / SUBNET_FACTOR
+    assert limit.allowed(fresh)  # the /64 refills at SUBNET_FACTOR x the rate
+    for i in range(1, 20):  # IPv4 (and mapped IPv4): each address its own burst
+        source = auth_source(f"[::ffff:192.0.2.{i}]:1")
+        for _ in range(2):
+            assert limit.allowed(source)
+            limit.failed(source)
+    assert subnet_of("192.0.2.1") is None and subnet_of("::ffff:192.0.2.1") is None
