@@ -225,6 +225,9 @@ class Client(Commands):
         self._txn_conn: Connection | None = None
         self._txn_multi = False
         self._txn_watch = False  # (a WATCH is part of it: only a new WATCH starts again)
+        # TransactionLost was handed to the caller for the open transaction: only then is a
+        # WATCH (or MULTI) on a lost connection "starting again" (attack17).
+        self._told_lost = False
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()  # closed with the client
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -412,12 +415,15 @@ class Client(Commands):
             if self._txn_conn is not None and (self._conn is not self._txn_conn
                                                or self._txn_conn.stale()):
                 first = call.names[todo[0]]
-                if not (first == b"watch" or (first == b"multi" and not self._txn_watch)):
+                again = first == b"watch" or (first == b"multi" and not self._txn_watch)
+                if not (again and self._told_lost and not call.sends[todo[0]]):
                     self._transaction_lost(call, todo)
                     return
                 # Starting again, as TransactionLost says: the lost one is over (attack16:
                 # MULTI was refused too, for ever, so a retry loop spun). Not a MULTI after
-                # a lost WATCH: its EXEC would run unwatched (attack14's lost update).
+                # a lost WATCH: its EXEC would run unwatched (attack14's lost update). And
+                # only once the caller was told: a WATCH after a silent loss adds a key to
+                # the lost watch, and its EXEC would run without the first (attack17).
                 self._end_transaction()
             attempt = _Attempt()
             # Only sends that are safe to repeat give up on a silent node early (it may be
@@ -572,6 +578,7 @@ class Client(Commands):
     def _end_transaction(self, keep_multi_flag: bool = False) -> None:
         """The server holds no WATCH or MULTI of ours any more."""
         self._txn_conn, self._txn_multi, self._txn_watch = None, False, False
+        self._told_lost = False
         if not keep_multi_flag:  # (``_run`` sets it from ``_txn_multi`` after the call)
             self._in_multi = False
 
@@ -584,6 +591,7 @@ class Client(Commands):
 
     def _lost_transaction(self, name: bytes) -> TransactionLost:
         what = "MULTI" if self._txn_multi else "WATCH"
+        self._told_lost = True  # (the caller gets it: now a new WATCH starts again)
         if name in _ENDS_TRANSACTION or (name == b"unwatch" and not self._txn_multi):
             self._end_transaction()
         return TransactionLost(
