@@ -426,6 +426,7 @@ class Client(Commands):
                 # the lost watch, and its EXEC would run without the first (attack17).
                 self._end_transaction()
             attempt = _Attempt()
+            bound = self._txn_conn is not None  # a WATCH/MULTI holds the connection
             # Only sends that are safe to repeat give up on a silent node early (it may be
             # paused) to try another; an unsafe one waits for its answer.
             safe = all(safety[i] is not Safety.UNSAFE for i in todo)
@@ -459,6 +460,16 @@ class Client(Commands):
             if first is None:
                 return
             suffix = todo[first:]
+            bound = attempt.sent and (bound or self._txn_conn is not None)
+            if bound and (attempt.failure is None or self._txn_conn is None):
+                # The server's WATCH/MULTI lives on this connection: never drop it or send
+                # elsewhere (attack17: a second WATCH's -TRYAGAIN dropped the first WATCH,
+                # an EXEC's went out alone on a new connection). The caller gets the
+                # TryAgain; a lost connection is TransactionLost at the loop's top.
+                for i in suffix:
+                    if results[i] is _PENDING:
+                        results[i] = self._unanswered(call, todo, i, attempt)
+                return
 
             def may_retry(i: int, attempt: _Attempt = attempt,
                           unanswered: set[int] = unanswered) -> bool:

@@ -1,0 +1,33 @@
+"""fix18c: a ``-TRYAGAIN`` inside an open WATCH/MULTI is the caller's, on its connection.
+
+The retry loop dropped the connection before retrying a ``-TRYAGAIN``; while the server
+holds this client's WATCH or MULTI there, that discarded the transaction (attack17). Now
+the caller gets ``TryAgain`` and the connection, with its WATCH, stays: the caller's
+retry of the command goes out on it."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from fake_node import FakeNode
+
+from client import TryAgain, connect
+from wire.reply import SimpleString
+
+
+async def test_a_second_watch_s_tryagain_is_raised_and_the_first_watch_kept(
+        nursery: trio.Nursery) -> None:
+    node = FakeNode([b"+OK\r\n", b"-TRYAGAIN no leader known; retry\r\n", b"+OK\r\n",
+                     b"+OK\r\n", b"+QUEUED\r\n", b"*1\r\n+OK\r\n"])
+    async with connect([await node.serve(nursery)], timeout=5.0, backoff_base=0.001,
+                       backoff_cap=0.002, sessions=False) as kv:
+        await kv.execute("WATCH", "a")
+        with pytest.raises(TryAgain):
+            await kv.execute("WATCH", "b")
+        await kv.execute("WATCH", "b")  # the caller's retry, on the same connection
+        await kv.execute("MULTI")
+        await kv.execute("SET", "a", "6")
+        assert await kv.execute("EXEC") == [SimpleString("OK")]
+    assert node.connections == 1
+    assert [c[0] for c in node.seen] == [b"WATCH", b"WATCH", b"WATCH", b"MULTI", b"SET",
+                                         b"EXEC"]
