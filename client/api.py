@@ -460,7 +460,9 @@ class Client(Commands):
             if first is None:
                 return
             suffix = todo[first:]
-            bound = attempt.sent and (bound or self._txn_conn is not None)
+            # (an EXEC or DISCARD sent ended it in ``_track``: it was bound all the same)
+            bound = attempt.sent and (bound or self._txn_conn is not None or any(
+                call.names[i] in (b"exec", b"discard") for i in todo))
             if bound and (attempt.failure is None or self._txn_conn is None):
                 # The server's WATCH/MULTI lives on this connection: never drop it or send
                 # elsewhere (attack17: a second WATCH's -TRYAGAIN dropped the first WATCH,

@@ -31,3 +31,17 @@ async def test_a_second_watch_s_tryagain_is_raised_and_the_first_watch_kept(
     assert node.connections == 1
     assert [c[0] for c in node.seen] == [b"WATCH", b"WATCH", b"WATCH", b"MULTI", b"SET",
                                          b"EXEC"]
+
+
+async def test_a_pipelined_exec_answered_tryagain_is_not_resent_alone(
+        nursery: trio.Nursery) -> None:
+    node = FakeNode([b"+OK\r\n", b"+QUEUED\r\n", b"-TRYAGAIN proposal lost; retry\r\n",
+                     b"-ERR EXEC without MULTI\r\n"])
+    async with connect([await node.serve(nursery)], timeout=5.0, backoff_base=0.001,
+                       backoff_cap=0.002, sessions=False) as kv:
+        pipe = kv.pipeline()
+        pipe.execute_command("MULTI").execute_command("SET", "k", "v")
+        pipe.execute_command("EXEC")
+        with pytest.raises(TryAgain):
+            await pipe.execute()
+    assert [c[0] for c in node.seen] == [b"MULTI", b"SET", b"EXEC"]
