@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 import trio
 
-from client.commands import Arg, Commands, Convert, parse_info
+from client.commands import Arg, Commands, Convert, convert_reply, parse_info
 from client.connection import TRANSPORT_ERRORS, Connection, failure_reason, parse_endpoints
 from client.errors import (
     ConnectionFailed,
@@ -325,8 +325,7 @@ class Client(Commands):
         return self._call_async(args, convert)
 
     async def _call_async(self, args: tuple[Arg, ...], convert: Convert) -> Any:
-        reply = await self.execute(*args)
-        return convert(reply) if convert is not None else reply
+        return convert_reply(await self.execute(*args), convert)
 
     # -- the retry loop ----------------------------------------------------------------------
 

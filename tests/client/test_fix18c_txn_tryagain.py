@@ -45,3 +45,16 @@ async def test_a_pipelined_exec_answered_tryagain_is_not_resent_alone(
         with pytest.raises(TryAgain):
             await pipe.execute()
     assert [c[0] for c in node.seen] == [b"MULTI", b"SET", b"EXEC"]
+
+
+async def test_typed_commands_queued_in_a_multi_are_not_told_applied(
+        nursery: trio.Nursery) -> None:
+    queued = b"+QUEUED\r\n"
+    node = FakeNode([b"+OK\r\n", queued, queued, queued, queued, b"+OK\r\n"])
+    async with connect([await node.serve(nursery)], timeout=5.0, sessions=False) as kv:
+        await kv.execute("MULTI")
+        assert await kv.set("a", "1") is False  # (was True: any status read as success)
+        assert await kv.mset({"b": "2"}) is False
+        assert await kv.cas("a", "1", "3") is False
+        assert await kv.scan() == SimpleString("QUEUED")  # (was a TypeError in the convert)
+        await kv.execute("DISCARD")
