@@ -132,6 +132,7 @@ class _Call:
     results: list[Any] = attrs.field(init=False)
     sends: list[int] = attrs.field(init=False)  # attempts that sent each command
     tagged: dict[int, int] = attrs.Factory(dict)  # command -> its session (RAFT ONCE)
+    maybe: set[int] = attrs.Factory(set)  # sent, then unanswered or -UNKNOWN: may have applied
     last: BaseException | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -494,6 +495,8 @@ class Client(Commands):
                         results[i] = call.expire(i, False)
                 return
             await trio.sleep(delay)
+            call.maybe.update(i for i in suffix if isinstance(results[i], OutcomeUnknown) or (
+                attempt.sent and i in unanswered))
             for i in suffix:
                 results[i] = _PENDING
             todo = suffix
@@ -597,9 +600,22 @@ class Client(Commands):
     def _transaction_lost(self, call: _Call, todo: list[int]) -> None:
         """The connection holding the WATCH or MULTI is gone, and with it the server's
         transaction: nothing is sent (attack14: on a new connection ``EXEC`` ran without
-        its ``WATCH``, and a queued ``SET`` ran at once, alone). Each command fails."""
-        for i in todo:
-            call.results[i] = self._lost_transaction(call.names[i])
+        its ``WATCH``, and a queued ``SET`` ran at once, alone). Each command fails; one
+        this call sent that may have applied (a write run at once after ``WATCH``, sent
+        with its session and unanswered) is ``OutcomeUnknown``: "nothing applied" would
+        have the caller send it again (attack17 follow-up: an ``INCR`` twice)."""
+        for pos, i in enumerate(todo):
+            name = call.names[i]
+            queued = self._txn_multi and not any(
+                call.names[j] == b"exec" for j in todo[pos + 1:])
+            if (i in call.maybe and call.safety[i] is not Safety.READ
+                    and name not in _APPLIES_NOTHING and not queued):
+                call.results[i] = OutcomeUnknown(
+                    "UNKNOWN the connection holding this client's WATCH/MULTI failed after "
+                    "the command was sent; it may or may not have been applied (the "
+                    "transaction is lost: start it again)")
+            else:
+                call.results[i] = self._lost_transaction(name)
 
     def _lost_transaction(self, name: bytes) -> TransactionLost:
         what = "MULTI" if self._txn_multi else "WATCH"

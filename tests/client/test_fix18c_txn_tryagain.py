@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 import trio
-from fake_node import FakeNode
+from fake_node import CLOSE, FakeNode
 
-from client import TryAgain, connect
+from client import OutcomeUnknown, TransactionLost, TryAgain, connect
 from wire.reply import SimpleString
 
 
@@ -58,3 +58,18 @@ async def test_typed_commands_queued_in_a_multi_are_not_told_applied(
         assert await kv.cas("a", "1", "3") is False
         assert await kv.scan() == SimpleString("QUEUED")  # (was a TypeError in the convert)
         await kv.execute("DISCARD")
+
+
+async def test_a_write_run_after_watch_and_lost_is_unknown_not_transaction_lost(
+        nursery: trio.Nursery) -> None:
+    """An INCR after WATCH runs at once: sent with its session and unanswered, it may have
+    applied. TransactionLost ("nothing applied") would have the caller send it again."""
+    node = FakeNode([b"+OK\r\n", b":5\r\n", CLOSE])
+    async with connect([await node.serve(nursery)], timeout=5.0, backoff_base=0.001,
+                       backoff_cap=0.002) as kv:
+        await kv.execute("WATCH", "a")
+        with pytest.raises(OutcomeUnknown):
+            await kv.execute("INCR", "n")
+        with pytest.raises(TransactionLost):  # the rest of the transaction, as before
+            await kv.execute("MULTI")
+    assert [c[0] for c in node.seen] == [b"WATCH", b"RAFT", b"RAFT"]
