@@ -552,7 +552,8 @@ class Client(Commands):
             if not retryable:
                 self.sessions = False  # a server without sessions: plain sends from now on
                 return None
-            await self._drop()
+            if reply is None or self._txn_conn is None:  # (keep a WATCH/MULTI's connection)
+                await self._drop()
             await trio.sleep(min(backoff.delay(), max(0.0, deadline - trio.current_time())))
             backoff.failed()
         return None

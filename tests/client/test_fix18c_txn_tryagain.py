@@ -73,3 +73,14 @@ async def test_a_write_run_after_watch_and_lost_is_unknown_not_transaction_lost(
         with pytest.raises(TransactionLost):  # the rest of the transaction, as before
             await kv.execute("MULTI")
     assert [c[0] for c in node.seen] == [b"WATCH", b"RAFT", b"RAFT"]
+
+
+async def test_a_session_open_answered_tryagain_keeps_the_watch_connection(
+        nursery: trio.Nursery) -> None:
+    node = FakeNode([b"+OK\r\n", b"-TRYAGAIN no leader known; retry\r\n", b":5\r\n",
+                     b":1\r\n"])
+    async with connect([await node.serve(nursery)], timeout=5.0, backoff_base=0.001,
+                       backoff_cap=0.002) as kv:
+        await kv.execute("WATCH", "a")
+        assert await kv.execute("INCR", "n") == 1  # its session opened on the second try
+    assert node.connections == 1
