@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 import trio
 
-from client.commands import Arg, Commands, Convert, parse_info
+from client.commands import Arg, Commands, Convert, convert_reply, parse_info
 from client.connection import TRANSPORT_ERRORS, Connection, failure_reason, parse_endpoints
 from client.errors import (
     ConnectionFailed,
@@ -132,6 +132,7 @@ class _Call:
     results: list[Any] = attrs.field(init=False)
     sends: list[int] = attrs.field(init=False)  # attempts that sent each command
     tagged: dict[int, int] = attrs.Factory(dict)  # command -> its session (RAFT ONCE)
+    maybe: set[int] = attrs.Factory(set)  # sent, then unanswered or -UNKNOWN: may have applied
     last: BaseException | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -225,6 +226,9 @@ class Client(Commands):
         self._txn_conn: Connection | None = None
         self._txn_multi = False
         self._txn_watch = False  # (a WATCH is part of it: only a new WATCH starts again)
+        # TransactionLost was handed to the caller for the open transaction: only then is a
+        # WATCH (or MULTI) on a lost connection "starting again" (attack17).
+        self._told_lost = False
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()  # closed with the client
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -322,8 +326,7 @@ class Client(Commands):
         return self._call_async(args, convert)
 
     async def _call_async(self, args: tuple[Arg, ...], convert: Convert) -> Any:
-        reply = await self.execute(*args)
-        return convert(reply) if convert is not None else reply
+        return convert_reply(await self.execute(*args), convert)
 
     # -- the retry loop ----------------------------------------------------------------------
 
@@ -412,14 +415,18 @@ class Client(Commands):
             if self._txn_conn is not None and (self._conn is not self._txn_conn
                                                or self._txn_conn.stale()):
                 first = call.names[todo[0]]
-                if not (first == b"watch" or (first == b"multi" and not self._txn_watch)):
+                again = first == b"watch" or (first == b"multi" and not self._txn_watch)
+                if not (again and self._told_lost and not call.sends[todo[0]]):
                     self._transaction_lost(call, todo)
                     return
                 # Starting again, as TransactionLost says: the lost one is over (attack16:
                 # MULTI was refused too, for ever, so a retry loop spun). Not a MULTI after
-                # a lost WATCH: its EXEC would run unwatched (attack14's lost update).
+                # a lost WATCH: its EXEC would run unwatched (attack14's lost update). And
+                # only once the caller was told: a WATCH after a silent loss adds a key to
+                # the lost watch, and its EXEC would run without the first (attack17).
                 self._end_transaction()
             attempt = _Attempt()
+            bound = self._txn_conn is not None  # a WATCH/MULTI holds the connection
             # Only sends that are safe to repeat give up on a silent node early (it may be
             # paused) to try another; an unsafe one waits for its answer.
             safe = all(safety[i] is not Safety.UNSAFE for i in todo)
@@ -453,6 +460,18 @@ class Client(Commands):
             if first is None:
                 return
             suffix = todo[first:]
+            # (an EXEC or DISCARD sent ended it in ``_track``: it was bound all the same)
+            bound = attempt.sent and (bound or self._txn_conn is not None or any(
+                call.names[i] in (b"exec", b"discard") for i in todo))
+            if bound and (attempt.failure is None or self._txn_conn is None):
+                # The server's WATCH/MULTI lives on this connection: never drop it or send
+                # elsewhere (attack17: a second WATCH's -TRYAGAIN dropped the first WATCH,
+                # an EXEC's went out alone on a new connection). The caller gets the
+                # TryAgain; a lost connection is TransactionLost at the loop's top.
+                for i in suffix:
+                    if results[i] is _PENDING:
+                        results[i] = self._unanswered(call, todo, i, attempt)
+                return
 
             def may_retry(i: int, attempt: _Attempt = attempt,
                           unanswered: set[int] = unanswered) -> bool:
@@ -476,6 +495,8 @@ class Client(Commands):
                         results[i] = call.expire(i, False)
                 return
             await trio.sleep(delay)
+            call.maybe.update(i for i in suffix if isinstance(results[i], OutcomeUnknown) or (
+                attempt.sent and i in unanswered))
             for i in suffix:
                 results[i] = _PENDING
             todo = suffix
@@ -531,7 +552,8 @@ class Client(Commands):
             if not retryable:
                 self.sessions = False  # a server without sessions: plain sends from now on
                 return None
-            await self._drop()
+            if reply is None or self._txn_conn is None:  # (keep a WATCH/MULTI's connection)
+                await self._drop()
             await trio.sleep(min(backoff.delay(), max(0.0, deadline - trio.current_time())))
             backoff.failed()
         return None
@@ -572,18 +594,33 @@ class Client(Commands):
     def _end_transaction(self, keep_multi_flag: bool = False) -> None:
         """The server holds no WATCH or MULTI of ours any more."""
         self._txn_conn, self._txn_multi, self._txn_watch = None, False, False
+        self._told_lost = False
         if not keep_multi_flag:  # (``_run`` sets it from ``_txn_multi`` after the call)
             self._in_multi = False
 
     def _transaction_lost(self, call: _Call, todo: list[int]) -> None:
         """The connection holding the WATCH or MULTI is gone, and with it the server's
         transaction: nothing is sent (attack14: on a new connection ``EXEC`` ran without
-        its ``WATCH``, and a queued ``SET`` ran at once, alone). Each command fails."""
-        for i in todo:
-            call.results[i] = self._lost_transaction(call.names[i])
+        its ``WATCH``, and a queued ``SET`` ran at once, alone). Each command fails; one
+        this call sent that may have applied (a write run at once after ``WATCH``, sent
+        with its session and unanswered) is ``OutcomeUnknown``: "nothing applied" would
+        have the caller send it again (attack17 follow-up: an ``INCR`` twice)."""
+        for pos, i in enumerate(todo):
+            name = call.names[i]
+            queued = self._txn_multi and not any(
+                call.names[j] == b"exec" for j in todo[pos + 1:])
+            if (i in call.maybe and call.safety[i] is not Safety.READ
+                    and name not in _APPLIES_NOTHING and not queued):
+                call.results[i] = OutcomeUnknown(
+                    "UNKNOWN the connection holding this client's WATCH/MULTI failed after "
+                    "the command was sent; it may or may not have been applied (the "
+                    "transaction is lost: start it again)")
+            else:
+                call.results[i] = self._lost_transaction(name)
 
     def _lost_transaction(self, name: bytes) -> TransactionLost:
         what = "MULTI" if self._txn_multi else "WATCH"
+        self._told_lost = True  # (the caller gets it: now a new WATCH starts again)
         if name in _ENDS_TRANSACTION or (name == b"unwatch" and not self._txn_multi):
             self._end_transaction()
         return TransactionLost(

@@ -18,14 +18,35 @@ Arg = bytes | str | int | float
 Convert = Callable[[Any], Any] | None
 
 
+OK = SimpleString("OK")
+QUEUED = SimpleString("QUEUED")  # a command queued in an open MULTI: not applied (yet)
+
+
 def ok(reply: Any) -> bool:
-    """``+OK`` (or any status) -> True."""
-    return isinstance(reply, SimpleString)
+    """``+OK`` -> True; anything else (``+QUEUED``: not applied yet) -> False."""
+    return reply == OK
 
 
 def set_result(reply: Any) -> bool:
-    """SET without GET: ``+OK`` -> True, nil (NX/XX condition not met) -> False."""
-    return isinstance(reply, SimpleString)
+    """SET without GET: ``+OK`` -> True; nil (NX/XX condition not met) or ``+QUEUED`` (in
+    a MULTI, applied only if its EXEC runs) -> False, as redis-py (attack17: a thread
+    pool's next job wrote into an abandoned MULTI and was told True)."""
+    return reply == OK
+
+
+def cas_result(reply: Any) -> bool:
+    return reply == 1
+
+
+_BOOLEAN = (ok, set_result, cas_result)  # each reads ``+QUEUED`` as False
+
+
+def convert_reply(reply: Any, convert: Convert) -> Any:
+    """``convert(reply)``, but a ``+QUEUED`` reply comes back as it is (other conversions
+    would misread or crash on it), except to the True/False ones, which say False."""
+    if convert is None or (reply == QUEUED and convert not in _BOOLEAN):
+        return reply
+    return convert(reply)
 
 
 def pong(reply: Any) -> Any:
@@ -137,7 +158,7 @@ class Commands:
 
     def cas(self, key: Arg, expected: Arg, new: Arg) -> Any:
         """Compare-and-swap: True if the value was ``expected`` and is now ``new``."""
-        return self._call(("CAS", key, expected, new), lambda r: r == 1)
+        return self._call(("CAS", key, expected, new), cas_result)
 
     # -- keyspace --------------------------------------------------------------------------
 

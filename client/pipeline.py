@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from client.commands import Arg, Commands, Convert
+from client.commands import Arg, Commands, Convert, convert_reply
 from client.errors import RaftKVError
 
 
@@ -50,10 +50,8 @@ class Pipeline(Commands):
         results = await self._client._run([args for args, _ in queue])
         out: list[Any] = []
         for result, (_, convert) in zip(results, queue, strict=True):
-            if isinstance(result, RaftKVError) or convert is None:
-                out.append(result)
-            else:
-                out.append(convert(result))
+            out.append(result if isinstance(result, RaftKVError)
+                       else convert_reply(result, convert))
         if raise_on_error:
             for result in out:
                 if isinstance(result, RaftKVError):
