@@ -459,7 +459,7 @@ class Node:
                     return
                 requests.track_write(index, term, pending, deadline)
                 self.stats["proposed"] += 1
-                self.wake()
+                self.driver.proposed()
             elif core.leader_id:
                 self.forwarder.forward(args, pending, deadline)
             else:

@@ -11,6 +11,7 @@ import trio
 from raftkv.kv import COMMANDS, decode_entry, lookup
 from raftkv.kv import commands as kv_commands
 from raftkv.node import node as node_module
+from raftkv.node.driver import CoreDriver
 from raftkv.node.memory import MemoryGuard
 from raftkv.node.node import PLAIN_WRITES, Node
 from raftkv.node.pending import Pending
@@ -81,25 +82,54 @@ def test_over_maxmemory_a_growing_plain_write_is_refused_and_a_shrinking_one_is_
     assert n.submit(shrink).value == node_module.SHUTTING_DOWN
 
 
-def test_a_plain_write_s_entry_is_entry_data_s(monkeypatch) -> None:
+class Core:
+    """A leader's core that records proposals and has no message to send early."""
+
+    role = node_module.Role.LEADER
+
+    def __init__(self) -> None:
+        self.proposed: list[bytes] = []
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        self.proposed.append(data)
+        return len(self.proposed), 1
+
+    def take_early(self) -> list[object]:
+        raise AssertionError("a proposal asked for early messages")
+
+
+def leader(monkeypatch: pytest.MonkeyPatch) -> Node:
+    """``node()`` as leader, a Ready in hand (its fsync running), the ready loop asleep."""
     n = node()
-    proposed: list[bytes] = []
-
-    class Core:
-        role = node_module.Role.LEADER
-
-        def propose(self, data: bytes) -> tuple[int, int]:
-            proposed.append(data)
-            return len(proposed), 1
-
     n.core = Core()  # type: ignore[assignment]
-    monkeypatch.setattr(n, "wake", lambda: None)
     monkeypatch.setattr(Node, "removed", property(lambda self: False))
+    n.driver = CoreDriver(n.core, *[None] * 11, on_forward_request=print,  # type: ignore[arg-type]
+                          unpark=print)
+    n.driver._in_ready = True
+    return n
+
+
+def submit(n: Node, args: list[bytes]) -> Pending:
+    async def run() -> Pending:
+        return n.submit(args)
+
+    return trio.run(run)
+
+
+def test_a_plain_write_s_entry_is_entry_data_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    n = leader(monkeypatch)
     args = [b"SET", b"k", b"v", b"PX", b"100"]
-
-    async def submit() -> None:
-        n.submit(args)
-
-    trio.run(submit)
-    assert decode_entry(proposed[0])[1] == args
+    submit(n, args)
+    assert decode_entry(n.core.proposed[0])[1] == args  # type: ignore[attr-defined]
     assert decode_entry(n.entry_data(args))[1] == args
+
+
+def test_a_proposal_wakes_the_ready_loop_without_asking_for_early_messages(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``RaftCore.propose`` queues no message: a proposal made while a Ready is in hand
+    has nothing to send early (``CoreDriver.proposed``), a write of any kind."""
+    n = leader(monkeypatch)
+    for args in ([b"SET", b"k", b"v"], [b"SETRANGE", b"k", b"0", b"v"]):
+        n.driver._wake = trio.Event()
+        assert not submit(n, args).done
+        assert n.driver._wake.is_set()
