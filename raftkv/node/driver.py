@@ -85,6 +85,13 @@ class CoreDriver:
         if self._in_ready:
             self.send_early()
 
+    def proposed(self) -> None:
+        """Wake the ready loop for a leader's proposal. ``RaftCore.propose`` queues no
+        message (its append leaves with the next Ready), so it lets nothing leave early:
+        no ``send_early`` (a pipelined SET on a saturated leader asked the core for early
+        messages once per command, while a Ready was in hand; p16)."""
+        self._wake.set()
+
     def send_early(self) -> None:
         """Send what may leave before the Ready in hand is durable (the core decides)."""
         send = self.transport.send

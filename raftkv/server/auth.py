@@ -64,9 +64,12 @@ SCRIPT_DENIED = ErrorReply(
     "not check a script's redis.call against the user)")
 
 
-def gate(acl: AccessControl, conn: Connection, args: list[bytes]) -> ErrorReply | None:
-    """None if ``conn`` may run ``args``; else the error to answer (NOAUTH or NOPERM)."""
-    name = args[0].lower()
+def gate(acl: AccessControl, conn: Connection, args: list[bytes],
+         name: bytes | None = None) -> ErrorReply | None:
+    """None if ``conn`` may run ``args``; else the error to answer (NOAUTH or NOPERM).
+    ``name``: ``args[0].lower()``, if the caller has it."""
+    if name is None:
+        name = args[0].lower()
     if name in ALWAYS_ALLOWED:
         return None
     user = acl.user(conn.user)

@@ -472,7 +472,7 @@ class ClientServer:
                         name = args[0].lower()
                         if name in AFTER_APPLY and await order.settle_writes():
                             barrier = await self._applied_barrier()
-                        write = is_write(args)
+                        write = is_write(args, name)
                         if write is not None and write is not order.kind:
                             await order.before(write)  # (else: nothing to wait for)
                         while conn.owed - conn.pushes >= PIPELINE_WINDOW:
@@ -485,11 +485,11 @@ class ClientServer:
                         # (From here to send() nothing yields, so a SUBSCRIBE's
                         # confirmation is queued before any message it lets in.)
                         if turn is None:
-                            pending = (execute(self.node, conn, args) if barrier is None
+                            pending = (execute(self.node, conn, args, name) if barrier is None
                                        else Pending.of(barrier))
                         else:  # (never a barrier: no AFTER_APPLY command copies)
                             try:
-                                pending = execute(self.node, conn, args)
+                                pending = execute(self.node, conn, args, name)
                             except BaseException:
                                 turn.release()
                                 raise

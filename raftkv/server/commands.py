@@ -62,14 +62,16 @@ AFTER_APPLY = frozenset({b"xread", b"xrange", b"xrevrange", b"xinfo",
                          b"subscribe", b"psubscribe"})
 
 
-def is_write(args: list[bytes]) -> bool | None:
+def is_write(args: list[bytes], name: bytes | None = None) -> bool | None:
     """True for commands that go through the log, False for reads, None for the rest.
     ``RAFT ONCE id seq COMMAND...`` is what COMMAND is: the client port orders a read
     pipelined after a session's write behind it, as after a plain write (it was None, so a
     GET sent after ``RAFT ONCE ... SET`` on one connection could be read before the SET
     committed). Asked for every command: every name but RAFT's is answered from a table
-    (``_KINDS``, built from the same rules once)."""
-    name = args[0].lower()
+    (``_KINDS``, built from the same rules once). ``name``: ``args[0].lower()``, if the
+    caller has it."""
+    if name is None:
+        name = args[0].lower()
     if name != b"raft":
         return _KINDS.get(name)
     if len(args) > 4 and args[1].lower() == b"once":  # (``_is_write``'s answer, from the table)
@@ -99,16 +101,18 @@ def _once_inner(args: list[bytes]) -> list[bytes]:
     return args
 
 
-def _refused(node: Node, args: list[bytes]) -> ErrorReply | None:
+def _refused(node: Node, args: list[bytes], name: bytes | None = None) -> ErrorReply | None:
     """Why the client port refuses ``args`` before running or queueing it, or None: a
     command of the log's own, a write to the change feed's names, a script on a node
     with --no-scripts (the last two also inside RAFT ONCE, unwrapped once here: attack3,
     the script switch read the first word only, so RAFT ONCE ran scripts on a node
     without --enable-scripts)."""
     # (Asked of every write: the command is looked up once, and again only inside RAFT
-    # ONCE; ``set key=value``'s legacy form keeps its name, so its spec.)
-    name = args[0].lower()
-    spec = lookup(name)
+    # ONCE; ``set key=value``'s legacy form keeps its name, so its spec. ``name``:
+    # ``args[0].lower()``, if the caller has it.)
+    if name is None:
+        name = args[0].lower()
+    spec = SPECS.get(name)
     if spec is not None and spec.internal:
         return unknown_command(args)
     inner = _once_inner(args)
@@ -123,9 +127,13 @@ def _refused(node: Node, args: list[bytes]) -> ErrorReply | None:
     return None
 
 
-def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
-    name = args[0].lower()
-    denied = gate(acl_of(conn), conn, args)  # AUTH and ACL users (auth.py)
+def execute(node: Node, conn: Connection, args: list[bytes],
+            name: bytes | None = None) -> Pending:
+    """Run a client's command; ``name``: ``args[0].lower()``, if the caller has it (the
+    client port: each call below took it again, a pipelined SET's share; p16)."""
+    if name is None:
+        name = args[0].lower()
+    denied = gate(acl_of(conn), conn, args, name)  # AUTH and ACL users (auth.py)
     if denied is not None:
         if conn.tx.queue is not None:
             conn.tx.dirty = True  # EXEC will answer EXECABORT, as Redis does
@@ -139,7 +147,7 @@ def execute(node: Node, conn: Connection, args: list[bytes]) -> Pending:
     if (name == b"raft" and conn.tx.queue is None and len(args) > 4
             and args[1].lower() == b"once"):
         return _raft_once(node, args)
-    refused = None if name in _PLAIN_READS else _refused(node, args)
+    refused = None if name in _PLAIN_READS else _refused(node, args, name)
     if refused is not None:
         if conn.tx.queue is not None:
             conn.tx.dirty = True  # EXEC will answer EXECABORT, as for any refused command

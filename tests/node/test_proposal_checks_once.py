@@ -69,7 +69,7 @@ def leader() -> tuple[Node, Leader]:
     n.kv.apply(codec.encode_entry([b"member_level", b"1", b"1"], 1))  # the gate is open
     core = Leader(members)
     n.core = core  # type: ignore[assignment]
-    n.driver = SimpleNamespace(wake=lambda: None)  # type: ignore[assignment]
+    n.driver = SimpleNamespace(wake=lambda: None, proposed=lambda: None)  # type: ignore[assignment]
     n.membership = SimpleNamespace(removed=lambda: False)  # type: ignore[assignment]
     return n, core
 
