@@ -1,0 +1,157 @@
+"""raftkv.node.read_poller: client sockets registered once on one edge-triggered epoll; a
+parked reader wakes on data, on close (ClosedResourceError) and on cancellation, an edge
+seen while nobody waited is kept, and no registration outlives its socket."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+from raftkv.node.plain_stream import PlainStream
+from raftkv.node.read_poller import ReadPoller
+
+
+def pair(poller: ReadPoller) -> tuple[PlainStream, PlainStream]:
+    """``a`` reads through the poller; ``b`` is a plain peer."""
+    x, y = socket.socketpair()
+    return PlainStream(x, poller), PlainStream(y)
+
+
+async def _receive(got: list[bytes | BaseException], stream: PlainStream) -> None:
+    try:
+        got.append(await stream.receive_some(100))
+    except trio.ClosedResourceError as exc:
+        got.append(exc)
+
+
+async def test_a_parked_reader_is_woken_by_the_poller_not_by_trios_own_wait() -> None:
+    poller = ReadPoller.current()
+    a, b = pair(poller)
+    assert a.fileno() in poller.registered
+    woke_by: list[str] = []
+
+    class Steps(trio.abc.Instrument):
+        def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+            if task.name == "reader":
+                try:
+                    woke_by.append(trio.lowlevel.current_task().name)
+                except RuntimeError:  # (rescheduled by trio's own IO manager)
+                    woke_by.append("trio")
+
+    got: list[bytes | BaseException] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_receive, got, a, name="reader")
+        await trio.testing.wait_all_tasks_blocked()
+        steps = Steps()
+        trio.lowlevel.add_instrument(steps)
+        await b.send_all(b"hello")
+    trio.lowlevel.remove_instrument(steps)
+    assert got == [b"hello"]
+    assert woke_by == ["raftkv.read_poller"]  # the poller's task, not trio's epoll
+    await a.aclose()
+    await b.aclose()
+    assert poller.registered == frozenset()
+
+
+async def test_close_wakes_a_parked_reader_and_unregisters_before_the_fd_is_reused() -> None:
+    poller = ReadPoller.current()
+    a, b = pair(poller)
+    fd = a.fileno()
+    got: list[bytes | BaseException] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_receive, got, a)
+        await trio.testing.wait_all_tasks_blocked()
+        await a.aclose()
+    assert len(got) == 1 and isinstance(got[0], trio.ClosedResourceError)
+    assert fd not in poller.registered
+    # The fd number is reused by the next socket: its data wakes its own reader only.
+    c, d = pair(poller)
+    assert c.fileno() == fd
+    later: list[bytes | BaseException] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_receive, later, c)
+        await trio.testing.wait_all_tasks_blocked()
+        await d.send_all(b"mine")
+    assert later == [b"mine"] and len(got) == 1
+    for s in (b, c, d):
+        await s.aclose()
+    assert poller.registered == frozenset()
+
+
+async def test_a_socket_closed_behind_the_pollers_back_is_replaced_on_reuse() -> None:
+    poller = ReadPoller.current()
+    a, b = pair(poller)
+    fd = a.fileno()
+    a.socket.close()  # (not through aclose: the kernel drops it from the epoll)
+    c, d = pair(poller)
+    assert c.fileno() == fd and fd in poller.registered
+    await d.send_all(b"ok")
+    with trio.fail_after(5):
+        assert await c.receive_some(100) == b"ok"
+    for s in (b, c, d):
+        await s.aclose()
+    assert poller.registered == frozenset()
+
+
+async def test_a_cancelled_wait_leaves_nothing_parked_and_the_next_read_works() -> None:
+    poller = ReadPoller.current()
+    a, b = pair(poller)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.receive_some, 100)
+        await trio.testing.wait_all_tasks_blocked()
+        assert list(poller._parked) == [a.fileno()]
+        nursery.cancel_scope.cancel()
+    assert poller._parked == {}
+    await b.send_all(b"after")
+    with trio.fail_after(5):
+        assert await a.receive_some(100) == b"after"
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_an_edge_seen_while_the_reader_was_busy_is_not_lost() -> None:
+    """Edge-triggered: data that arrives while the reader does something else is reported
+    once; after a read that drained the socket the next read must still get it."""
+    poller = ReadPoller.current()
+    a, b = pair(poller)
+    await b.send_all(b"one")
+    with trio.fail_after(5):
+        assert await a.receive_some(100) == b"one"  # short: drained, next one waits first
+    await b.send_all(b"two")
+    await trio.testing.wait_all_tasks_blocked()  # the poller saw the edge, nobody parked
+    assert poller._parked == {}
+    with trio.fail_after(5):
+        assert await a.receive_some(100) == b"two"
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_two_receivers_at_once_is_busy() -> None:
+    poller = ReadPoller.current()
+    a, b = pair(poller)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.receive_some)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await a.receive_some()
+        nursery.cancel_scope.cancel()
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_many_connections_opened_and_closed_leave_no_registration() -> None:
+    poller = ReadPoller.current()
+    for _ in range(5):
+        streams = [pair(poller) for _ in range(40)]
+        assert len(poller.registered) == 40
+        async with trio.open_nursery() as nursery:
+            for a, _b in streams[::2]:  # half of them with a reader parked when closed
+                nursery.start_soon(_receive, [], a)
+            await trio.testing.wait_all_tasks_blocked()
+            for a, b in streams:
+                await a.aclose()
+                await b.aclose()
+        assert poller.registered == frozenset() and poller._parked == {}
