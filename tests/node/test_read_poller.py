@@ -155,3 +155,28 @@ async def test_many_connections_opened_and_closed_leave_no_registration() -> Non
                 await a.aclose()
                 await b.aclose()
         assert poller.registered == frozenset() and poller._parked == {}
+
+
+async def test_a_parked_reader_outlives_a_stopped_poller_on_trios_own_wait() -> None:
+    poller = ReadPoller()  # (its own, run here so that the test can stop it)
+    got: list[bytes | BaseException] = []
+    poller_scope = trio.CancelScope()
+    async with trio.open_nursery() as outer:
+        outer.start_soon(_run_in, poller_scope, poller)
+        a, b = pair(poller)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_receive, got, a)
+            await trio.testing.wait_all_tasks_blocked()
+            assert list(poller._parked) == [a.fileno()]
+            poller_scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert poller.closed and poller._parked == {} and got == []
+            await b.send_all(b"still")
+    assert got == [b"still"]
+    await a.aclose()
+    await b.aclose()
+
+
+async def _run_in(scope: trio.CancelScope, poller: ReadPoller) -> None:
+    with scope:
+        await poller.run()
