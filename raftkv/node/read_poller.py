@@ -4,9 +4,13 @@ Why: trio's ``wait_readable`` registers its fd with ``EPOLLONESHOT``, so every w
 an ``epoll_ctl(MOD)`` re-arm plus trio's registration bookkeeping, and every wake its
 ``process_events`` entry; on a leader serving GETs at c50 that was 18-20% of the GIL
 samples (the per-command share of a one-command round trip). Here each client socket is
-registered once for its life (``EPOLLIN | EPOLLET``), one system task waits on this
-epoll's own fd with trio's ``wait_readable`` (one re-arm per pass of the loop, for all the
-sockets that became readable in it) and wakes the parked readers.
+registered once for its life (``EPOLLIN | EPOLLET``), and the parked readers are woken
+from a poll of this epoll in the same pass of trio's loop as trio's own would have woken
+them: an instrument's ``after_io_wait`` hook (run after trio's IO wait, before the pass's
+batch of tasks is taken). A system task waits on this epoll's fd with trio's
+``wait_readable``, so that trio's IO wait returns when a client socket becomes readable,
+and polls it too (should the hook be gone). A reader woken by the task instead of the hook
+ran a pass later, and a pass later missed its proposal batch: SET c50 cost x1.07 CPU.
 
 Edge-triggered, so a socket its reader is not waiting on (busy answering, stopped at its
 output-buffer or pipeline bound) is reported once and then left alone, never polled in a
@@ -47,6 +51,7 @@ class ReadPoller:
         self._parked: dict[int, trio.lowlevel.Task] = {}
         self._ready: set[int] = set()  # an edge reported while no reader was parked
         self.closed = False
+        self.hook = _AfterIOWait(self)
 
     @classmethod
     def current(cls) -> ReadPoller:
@@ -57,6 +62,7 @@ class ReadPoller:
             poller = cls()
             _current.set(poller)
             trio.lowlevel.spawn_system_task(poller.run, name="raftkv.read_poller")
+            trio.lowlevel.add_instrument(poller.hook)
             return poller
 
     @property
@@ -116,25 +122,42 @@ class ReadPoller:
 
         await trio.lowlevel.wait_task_rescheduled(abort)
 
+    def wake(self) -> None:
+        """Reschedule the readers whose sockets became readable; remember the others."""
+        parked, ready = self._parked, self._ready
+        for fd, _flags in self._epoll.poll(0, MAX_EVENTS):
+            task = parked.pop(fd, None)
+            if task is None:
+                ready.add(fd)
+            else:
+                trio.lowlevel.reschedule(task)
+
     async def run(self) -> None:
-        """Wake the readers whose sockets became readable, once per pass of trio's loop."""
-        epoll, parked, ready = self._epoll, self._parked, self._ready
-        reschedule = trio.lowlevel.reschedule
+        """Wake trio's IO wait when a registered socket becomes readable (and wake its
+        reader, if the hook has not already)."""
         try:
             while True:
-                await trio.lowlevel.wait_readable(epoll.fileno())
-                for fd, _flags in epoll.poll(0, MAX_EVENTS):
-                    task = parked.pop(fd, None)
-                    if task is None:
-                        ready.add(fd)
-                    else:
-                        reschedule(task)
+                await trio.lowlevel.wait_readable(self._epoll.fileno())
+                self.wake()
         except Exception:  # (a bug here must not take the node down: trio's waits remain)
             log.exception("read poller failed; client reads fall back to trio's waits")
         finally:
             # Parked readers try their recv again, then wait with trio's own wait_readable.
             self.closed = True
-            for fd, task in list(parked.items()):
-                del parked[fd]
-                reschedule(task)
-            epoll.close()
+            with contextlib.suppress(KeyError, RuntimeError):
+                trio.lowlevel.remove_instrument(self.hook)
+            for fd, task in list(self._parked.items()):
+                del self._parked[fd]
+                trio.lowlevel.reschedule(task)
+            self._epoll.close()
+
+
+class _AfterIOWait(trio.abc.Instrument):
+    """Wakes the poller's readers right after trio's IO wait, in the same pass (trio drops
+    an instrument that raises, with a log line: the poller's task then wakes them)."""
+
+    def __init__(self, poller: ReadPoller) -> None:
+        self.poller = poller
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.poller.wake()

@@ -27,33 +27,42 @@ async def _receive(got: list[bytes | BaseException], stream: PlainStream) -> Non
         got.append(exc)
 
 
-async def test_a_parked_reader_is_woken_by_the_poller_not_by_trios_own_wait() -> None:
+async def test_a_parked_reader_waits_on_the_poller_and_wakes_in_the_next_pass() -> None:
+    """Not on trio's epoll (no re-arm per wait), and woken in the first pass of trio's loop
+    after its data arrived, as trio's own wait would (the poller's task, a pass later,
+    made readers miss their proposal batch)."""
     poller = ReadPoller.current()
     a, b = pair(poller)
     assert a.fileno() in poller.registered
-    woke_by: list[str] = []
+    passes = 0
+    reader_ran_at: list[int] = []
 
-    class Steps(trio.abc.Instrument):
-        def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+    class Passes(trio.abc.Instrument):
+        def before_io_wait(self, timeout: float) -> None:
+            nonlocal passes
+            passes += 1
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
             if task.name == "reader":
-                try:
-                    woke_by.append(trio.lowlevel.current_task().name)
-                except RuntimeError:  # (rescheduled by trio's own IO manager)
-                    woke_by.append("trio")
+                reader_ran_at.append(passes)
 
     got: list[bytes | BaseException] = []
     async with trio.open_nursery() as nursery:
+        await trio.testing.wait_all_tasks_blocked()
+        trio_readers = trio.lowlevel.current_statistics().io_statistics.tasks_waiting_read
         nursery.start_soon(_receive, got, a, name="reader")
         await trio.testing.wait_all_tasks_blocked()
-        steps = Steps()
-        trio.lowlevel.add_instrument(steps)
-        await b.send_all(b"hello")
-    trio.lowlevel.remove_instrument(steps)
+        assert list(poller._parked) == [a.fileno()]
+        assert (trio.lowlevel.current_statistics().io_statistics.tasks_waiting_read
+                == trio_readers)  # the reader is not one of trio's
+        instrument = Passes()
+        trio.lowlevel.add_instrument(instrument)
+        reader_ran_at.clear()
+        sent_at = passes
+        b.socket.send(b"hello")  # (no checkpoint between the send and the count)
+    trio.lowlevel.remove_instrument(instrument)
     assert got == [b"hello"]
-    assert woke_by == ["raftkv.read_poller"]  # the poller's task, not trio's epoll
-    await a.aclose()
-    await b.aclose()
-    assert poller.registered == frozenset()
+    assert reader_ran_at[0] == sent_at + 1
 
 
 async def test_close_wakes_a_parked_reader_and_unregisters_before_the_fd_is_reused() -> None:
