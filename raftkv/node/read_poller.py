@@ -52,6 +52,8 @@ class ReadPoller:
         self._ready: set[int] = set()  # an edge reported while no reader was parked
         self.closed = False
         self.hook = _AfterIOWait(self)
+        self.task: trio.lowlevel.Task | None = None  # run()'s
+        self.polls = 0
 
     @classmethod
     def current(cls) -> ReadPoller:
@@ -125,6 +127,7 @@ class ReadPoller:
     def wake(self) -> None:
         """Reschedule the readers whose sockets became readable; remember the others."""
         parked, ready = self._parked, self._ready
+        self.polls += 1
         for fd, _flags in self._epoll.poll(0, MAX_EVENTS):
             task = parked.pop(fd, None)
             if task is None:
@@ -135,8 +138,11 @@ class ReadPoller:
     async def run(self) -> None:
         """Wake trio's IO wait when a registered socket becomes readable (and wake its
         reader, if the hook has not already)."""
+        self.task = task = trio.lowlevel.current_task()
         try:
             while True:
+                # trio resets this to None when it wakes the task: the hook polls then only
+                task.custom_sleep_data = self
                 await trio.lowlevel.wait_readable(self._epoll.fileno())
                 self.wake()
         except Exception:  # (a bug here must not take the node down: trio's waits remain)
@@ -160,4 +166,8 @@ class _AfterIOWait(trio.abc.Instrument):
         self.poller = poller
 
     def after_io_wait(self, timeout: float) -> None:
-        self.poller.wake()
+        # Only in a pass whose IO wait reported the epoll readable (it woke the task): no
+        # syscall in the passes that have nothing for it.
+        task = self.poller.task
+        if task is None or task.custom_sleep_data is None:
+            self.poller.wake()

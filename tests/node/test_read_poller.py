@@ -189,3 +189,19 @@ async def test_a_parked_reader_outlives_a_stopped_poller_on_trios_own_wait() -> 
 async def _run_in(scope: trio.CancelScope, poller: ReadPoller) -> None:
     with scope:
         await poller.run()
+
+
+async def test_passes_with_nothing_for_the_poller_do_not_poll_it() -> None:
+    poller = ReadPoller.current()
+    a, b = pair(poller)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_receive, [], a)
+        await trio.testing.wait_all_tasks_blocked()
+        polls = poller.polls
+        for _ in range(50):  # 50 passes of trio's loop, no client data
+            await trio.lowlevel.checkpoint()
+        assert poller.polls == polls
+        await b.send_all(b"x")
+    assert poller.polls > polls
+    await a.aclose()
+    await b.aclose()
