@@ -47,7 +47,8 @@ class PlainStream(trio.abc.Stream):
         if poller is not None:
             try:
                 poller.register(sock.fileno())
-            except OSError:  # (out of epoll watches: trio's waits still work)
+            except (OSError, ValueError):  # (out of epoll watches, or the poller's epoll
+                # closed under it: trio's waits still work)
                 self._poller = None
         self._receiving = False
         self._sending = False

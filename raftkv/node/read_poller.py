@@ -56,10 +56,13 @@ class ReadPoller:
         self.polls = 0
 
     @classmethod
-    def current(cls) -> ReadPoller:
-        """This run's poller, its task started on first use."""
+    def current(cls) -> ReadPoller | None:
+        """This run's poller, its task started on first use; None once it has stopped (a
+        bug stopped it: new connections wait with trio's own ``wait_readable``, as its
+        parked readers do, rather than register with a closed epoll; attack17)."""
         try:
-            return _current.get()
+            poller = _current.get()
+            return None if poller.closed else poller
         except LookupError:
             poller = cls()
             _current.set(poller)
