@@ -29,6 +29,8 @@ import socket
 
 import trio
 
+from raftkv.node.read_poller import ReadPoller
+
 DEFAULT_RECEIVE_SIZE = 64 * 1024
 YIELD_EVERY = 16  # calls that did not wait, between two yields to the scheduler
 
@@ -36,9 +38,18 @@ YIELD_EVERY = 16  # calls that did not wait, between two yields to the scheduler
 class PlainStream(trio.abc.Stream):
     """A connected TCP socket (make one with ``adopt``)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, poller: ReadPoller | None = None) -> None:
         sock.setblocking(False)
         self.socket = sock  # for getpeername, setsockopt, fileno
+        # A client connection's reads wait on the shared poller (read_poller.py: no
+        # epoll_ctl per wait); a peer link's on trio's own wait_readable.
+        self._poller = poller
+        if poller is not None:
+            try:
+                poller.register(sock.fileno())
+            except (OSError, ValueError):  # (out of epoll watches, or the poller's epoll
+                # closed under it: trio's waits still work)
+                self._poller = None
         self._receiving = False
         self._sending = False
         self._closed = False
@@ -48,12 +59,12 @@ class PlainStream(trio.abc.Stream):
         self._drained = False
 
     @classmethod
-    def adopt(cls, tcp: trio.SocketStream) -> PlainStream:
+    def adopt(cls, tcp: trio.SocketStream, poller: ReadPoller | None = None) -> PlainStream:
         """The stream over ``tcp``'s socket, which it then owns (closing ``tcp`` after it is
-        harmless: its socket is detached)."""
+        harmless: its socket is detached); its reads wait on ``poller`` if given."""
         if tcp.socket.fileno() == -1:
             raise trio.ClosedResourceError("the connection was closed")
-        return cls(socket.socket(fileno=tcp.socket.detach()))
+        return cls(socket.socket(fileno=tcp.socket.detach()), poller)
 
     def fileno(self) -> int:
         return self.socket.fileno()
@@ -84,10 +95,13 @@ class PlainStream(trio.abc.Stream):
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             sock = self.socket
+            poller = self._poller
             waited = self._drained
+            if waited and poller is not None and poller.take_ready(sock.fileno()):
+                waited = False  # (readable since it drained: an edge the poller kept)
             if waited:
                 self._unyielded = 0
-                await trio.lowlevel.wait_readable(sock)
+                await self._wait_readable(sock)
             while True:
                 try:
                     data = sock.recv(size)
@@ -95,7 +109,7 @@ class PlainStream(trio.abc.Stream):
                 except BlockingIOError:
                     waited = True
                     self._unyielded = 0
-                    await trio.lowlevel.wait_readable(sock)
+                    await self._wait_readable(sock)
                 except OSError as exc:
                     raise self._broken(exc) from exc
             self._drained = 0 < len(data) < size
@@ -104,6 +118,12 @@ class PlainStream(trio.abc.Stream):
             return data
         finally:
             self._receiving = False
+
+    async def _wait_readable(self, sock: socket.socket) -> None:
+        if self._poller is None:
+            await trio.lowlevel.wait_readable(sock)
+        else:
+            await self._poller.wait_readable(sock.fileno())
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._sending:
@@ -156,6 +176,8 @@ class PlainStream(trio.abc.Stream):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._poller is not None:  # (before the fd number can be reused)
+                self._poller.forget(self.socket.fileno())
             trio.lowlevel.notify_closing(self.socket)  # wakes a task waiting on it
             self.socket.close()
         await trio.lowlevel.checkpoint()

@@ -42,6 +42,7 @@ from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.node import REMOVED, Node
 from raftkv.node.pending import Pending
 from raftkv.node.plain_stream import PlainStream
+from raftkv.node.read_poller import ReadPoller
 from raftkv.node.tls_stream import TLSStream
 from raftkv.server.acl import AccessControl
 from raftkv.server.auth import limit_unauthenticated, restore_limits
@@ -334,7 +335,7 @@ class ClientServer:
                     if stream is None:
                         return
                 else:  # a command and its reply without a scheduler pass each (plain_stream)
-                    stream = PlainStream.adopt(stream)
+                    stream = PlainStream.adopt(stream, ReadPoller.current())
                 async with stream, trio.open_nursery() as nursery:
                     conn.scope = nursery.cancel_scope
                     send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW + PUSH_BACKLOG)
