@@ -357,9 +357,12 @@ class DiskStorage:
             if scan.tail_problem is not None:
                 truncate_durably(path, scan.good_end, self.fsync_policy)
                 seg.alloc = scan.good_end
+                ahead = scan.size - max(scan.written_end, scan.good_end)
                 self.recovery_notes.append(
                     f"truncated torn tail of {segment_name(seq)} at byte {scan.good_end} "
-                    f"({scan.size - scan.good_end} bytes dropped: {scan.tail_problem})"
+                    f"({scan.written_end - scan.good_end} bytes dropped: "
+                    f"{scan.tail_problem}"
+                    + (f"; {ahead} zero bytes allocated ahead cut with them)" if ahead else ")")
                 )
             self._segments.append(seg)
         if replay.hs is None:

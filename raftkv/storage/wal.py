@@ -177,6 +177,9 @@ class ScanResult:
     # Why the bytes from good_end on were judged a torn tail; None if there are none, or
     # if they are all zeros (space allocated ahead: a segment's normal end, kept as is).
     tail_problem: str | None
+    # With a tail_problem: the offset just past the tail's last non-zero byte, so that what
+    # a repair drops is told apart from the zeros allocated after it (attack17).
+    written_end: int = 0
 
 
 def scan_segment(path: str, seq: int, is_last: bool) -> ScanResult:
@@ -246,7 +249,8 @@ def scan_data(data: bytes, path: str, seq: int, is_last: bool) -> ScanResult:
         if is_last and final:
             verdict = is_torn(view, pos, end)
             if verdict is None:
-                return ScanResult(out, pos, n, problem)
+                written = len(data[pos:].rstrip(b"\0"))  # (a torn record: one group's size)
+                return ScanResult(out, pos, n, problem, pos + written)
             problem = f"{problem} in a complete final record ({verdict}): not a torn write"
         raise CorruptionError(path, pos, problem)
     return ScanResult(out, pos, n, None)
