@@ -2,9 +2,12 @@
 
 ``TmpfsDisks.mount`` puts a tmpfs of ``size`` on each data directory before the nodes
 start (root only: mount needs CAP_SYS_ADMIN); ``fill`` allocates a ballast file that
-leaves ``SLACK`` bytes free, so the node's next writes find the disk full; ``free``
-removes it. ``stopped_cleanly`` tells whether a node that exited on a full disk did so the
-way it must: one ``raftkv serve: stopping: ...`` line naming the full disk, no traceback.
+leaves ``SLACK`` bytes free, so the node's next writes that need new space find the disk
+full; ``free`` removes it. The WAL writes into space it allocated ahead
+(``raftkv.storage.wal``), so a node goes on until that is used up: ``wal_space_ahead``
+says how much that is, for the nemesis to write that much through the node.
+``stopped_cleanly`` tells whether a node that exited on a full disk did so the way it
+must: one ``raftkv serve: stopping: ...`` line naming the full disk, no traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import contextlib
 import os
 import subprocess
 from pathlib import Path
+
+from raftkv.storage.errors import CorruptionError, UnsupportedFormat
+from raftkv.storage.wal import parse_segment_name, scan_segment
 
 BALLAST = "chaos-ballast"  # not a RaftKV file name: recovery ignores it
 SLACK = 4096  # one page: the node fills it within a second or two of writes
@@ -57,6 +63,20 @@ class TmpfsDisks:
     def free(self, node: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.mounts[node] / BALLAST).unlink()
+
+
+def wal_space_ahead(data_dir: Path) -> int:
+    """Bytes the newest WAL segment in ``data_dir`` holds allocated past its records: what
+    the node can still write to its log on a full disk (read only; 0 if it cannot tell)."""
+    try:
+        seqs = sorted(s for n in os.listdir(data_dir) if (s := parse_segment_name(n)))
+        if not seqs:
+            return 0
+        path = data_dir / f"wal-{seqs[-1]:016d}.log"
+        scan = scan_segment(str(path), seqs[-1], is_last=True)
+    except (OSError, CorruptionError, UnsupportedFormat):  # mid-write, or gone meanwhile
+        return 0
+    return scan.size - scan.good_end
 
 
 def stopped_cleanly(log: Path, since: int) -> bool:

@@ -31,7 +31,7 @@ from chaos import checks as chk
 from chaos import report
 from chaos.cluster import LocalCluster, kill_every_node
 from chaos.counters import CounterClient, CounterKeys, Tally, Verdict, check_counters
-from chaos.disks import TmpfsDisks, stopped_cleanly
+from chaos.disks import SLACK, TmpfsDisks, stopped_cleanly, wal_space_ahead
 from chaos.linearizability import Result, check
 from chaos.nemesis import (
     MEMBER_KINDS,
@@ -200,7 +200,31 @@ class LocalControl:
         log = self.cluster.nodes[node].log_path
         self._full[node] = log.stat().st_size if log.exists() else 0
         self._freed.discard(node)
-        return await trio.to_thread.run_sync(self._disks.fill, node)
+        done = await trio.to_thread.run_sync(self._disks.fill, node)
+        ahead = wal_space_ahead(self._disks.mounts[node])
+        if ahead:  # the node's WAL goes on in the space it allocated ahead: use it up
+            sent = await trio.to_thread.run_sync(self._write_through, node, ahead + SLACK)
+            done += f"; {sent // 1024} KiB written for its WAL's {ahead // 1024} KiB ahead"
+        return done
+
+    def _write_through(self, node: int, size: int, deadline: float = 5.0) -> int:
+        """SET ``chaos-ballast`` (not a workload key) through ``node`` in 64 KiB values
+        until ``size`` bytes went out, an error, or ``deadline`` seconds; bytes sent."""
+        from raftkv.probe import call
+        from wire.reply import ErrorReply
+
+        sent, end = 0, time.monotonic() + deadline
+        value = b"b" * 65536
+        while sent < size and time.monotonic() < end:
+            try:
+                reply = call(self.cluster.nodes[node].client_addr, "SET", "chaos-ballast",
+                             value, timeout=2.0)
+            except (OSError, ConnectionError):
+                break
+            if isinstance(reply, ErrorReply):
+                break
+            sent += len(value)
+        return sent
 
     async def free_disk(self, node: int) -> None:
         """Free the space. The node may still be on its way out (it found the disk full

@@ -11,8 +11,9 @@ never is, and every full collection walked the whole log on the event loop (issu
 
 Writes are group-committed: ``append`` and ``set_hard_state`` only encode records into a
 buffer (and update memory, which the core reads at once); ``sync`` writes the whole buffer
-with one ``write`` and one ``fsync``. ``compact``, ``install_snapshot`` and a finished
-``SnapshotWriter`` first sync the buffer, then are durable when they return.
+with one ``pwrite`` and one ``fdatasync`` (into space allocated ahead: ``wal``).
+``compact``, ``install_snapshot`` and a finished ``SnapshotWriter`` first sync the
+buffer, then are durable when they return.
 
 Crash reasoning (what recovery sees after a crash at any point):
 - a group is appended then fsynced; a crash mid-group leaves a prefix of it, possibly cut
@@ -349,14 +350,19 @@ class DiskStorage:
             path = os.path.join(d, segment_name(seq))
             last = i == len(seqs) - 1
             scan = scan_segment(path, seq, last)
-            seg = Segment(seq=seq, path=path, max_index=0, size=scan.good_end)
+            # A zero tail (space allocated ahead) stays: the next group is written over it.
+            seg = Segment(seq=seq, path=path, max_index=0, size=scan.good_end, alloc=scan.size)
             for offset, rec in scan.records:
                 self._replay_record(replay, rec, seg, offset)
             if scan.tail_problem is not None:
                 truncate_durably(path, scan.good_end, self.fsync_policy)
+                seg.alloc = scan.good_end
+                ahead = scan.size - max(scan.written_end, scan.good_end)
                 self.recovery_notes.append(
                     f"truncated torn tail of {segment_name(seq)} at byte {scan.good_end} "
-                    f"({scan.size - scan.good_end} bytes dropped: {scan.tail_problem})"
+                    f"({scan.written_end - scan.good_end} bytes dropped: "
+                    f"{scan.tail_problem}"
+                    + (f"; {ahead} zero bytes allocated ahead cut with them)" if ahead else ")")
                 )
             self._segments.append(seg)
         if replay.hs is None:
@@ -599,7 +605,7 @@ class DiskStorage:
             seg = self._segments[-1]
             if seg.size >= self.segment_size:
                 seg = self._roll(records.hard_state_record(self._durable_hs), optional=True)
-            seg.append(data, self.fsync_policy)
+            seg.append(data, self.fsync_policy, self.segment_size)
             seg.max_index = max(seg.max_index, self._buf_max_index)
             self._parts.clear()
             self._buf.clear()
@@ -613,6 +619,7 @@ class DiskStorage:
         appending to the current segment, whose size limit is only a target, and try again
         at the next sync; nothing was created, so nothing is lost."""
         old = self._segments[-1]
+        old.seal(self.fsync_policy)  # before the next segment exists: see wal's docstring
         spare, self._spare_segment = self._spare_segment, None
         try:
             seg = create_segment(self.data_dir, old.seq + 1, preamble, self.fsync_policy, spare)
@@ -634,7 +641,7 @@ class DiskStorage:
         """Best effort: without a spare, the next new file is opened when needed."""
         d = self.data_dir
         if self._spare_segment is None:
-            self._spare_segment = Spare.create(d, "wal", os.O_WRONLY | os.O_APPEND)
+            self._spare_segment = Spare.create(d, "wal", os.O_WRONLY)
         if self._spare_snapshot is None:
             self._spare_snapshot = Spare.create(d, "snapshot", os.O_RDWR)
 
@@ -808,12 +815,17 @@ class DiskStorage:
         return self._failed is not None
 
     def close(self, sync: bool = True) -> None:
-        """Sync what is buffered (unless ``sync=False`` or failed), release the directory."""
+        """Sync what is buffered (unless ``sync=False`` or failed), cut the active segment's
+        zero tail (best effort: recovery copes with one), release the directory. A clean
+        close thus leaves every segment ending at its last record."""
         if self._closed:
             return
         try:
             if sync and self._failed is None:
                 self.sync()
+                if self._segments:
+                    with contextlib.suppress(OSError):
+                        self._segments[-1].seal(self.fsync_policy)
         finally:
             self._closed = True
             self._release()

@@ -43,6 +43,13 @@ def fsync_fd(fd: int, policy: FsyncPolicy) -> None:
         os.fsync(fd)
 
 
+def fdatasync_fd(fd: int, policy: FsyncPolicy) -> None:
+    """Only for a write that left the file's size as it was (a WAL group written into
+    space allocated ahead): the data and what is needed to read it back, not timestamps."""
+    if policy is FsyncPolicy.ALWAYS:
+        os.fdatasync(fd)
+
+
 # Directories an open storage holds a descriptor on (path -> fd), so that fsyncing them
 # needs no new descriptor: with every descriptor taken (clients can use them all up), an
 # ``open`` would fail with EMFILE and turn a routine fsync into a StorageFailure.

@@ -9,7 +9,8 @@ one client, ``c50`` 50 clients, ``p16`` 50 clients pipelining 16) round by round
 clusters alternating (A B, then B A, ...), so both see the same machine load. Besides
 redis-benchmark's ops/s, p50 and p99 it prints the CPU time the three node processes used
 per SET (utime + stime of every thread, from /proc/PID/stat, summed over the nodes, less
-what the idle cluster used in the 2 s before the run at the same rate): on a shared machine
+what the idle cluster used in the 2 s before the run at the same rate) and the leader's
+SETs per WAL sync (its group size, from INFO): on a shared machine
 the load moves throughput and latency a lot and CPU per operation much less. The
 leader's own share is printed beside it (the leader's work, such as encoding the appends
 for every follower, is diluted by the followers' in the sum). Medians over the rounds,
@@ -27,6 +28,7 @@ import time
 
 from common import (
     baseline_cluster,
+    conn,
     load_line,
     raft_cluster,
     redis_benchmark,
@@ -68,18 +70,27 @@ def run_row(cluster: LocalCluster, row: str, requests: int) -> dict[str, float]:
     time.sleep(IDLE_SECONDS)
     idle_rate = (cpu_seconds(cluster) - before) / IDLE_SECONDS
     lidle_rate = (cpu_seconds(cluster, leader) - lbefore) / IDLE_SECONDS
+    syncs = wal_syncs(cluster, leader)
     before, lbefore = cpu_seconds(cluster), cpu_seconds(cluster, leader)
     started = time.monotonic()
     run = redis_benchmark(port, "set", requests, clients, pipeline)
     elapsed = time.monotonic() - started
     used = cpu_seconds(cluster) - before - idle_rate * elapsed
     lused = cpu_seconds(cluster, leader) - lbefore - lidle_rate * elapsed
+    syncs = wal_syncs(cluster, leader) - syncs
     result = run.rows.get("SET")
     if result is None or run.returncode:
         print(f"  failed: {'; '.join(run.alerts[:3]) or 'no SET row'}", flush=True)
         return {}
     return {"rps": result.rps, "p50": result.p50_ms, "p99": result.p99_ms,
-            "cpu_us": used / requests * 1e6, "leader_us": lused / requests * 1e6}
+            "cpu_us": used / requests * 1e6, "leader_us": lused / requests * 1e6,
+            "sets_per_sync": requests / max(syncs, 1)}
+
+
+def wal_syncs(cluster: LocalCluster, node: int) -> int:
+    """The node's WAL group commits so far (INFO's ``raft_wal_syncs``): SETs per sync is
+    the group size, which a faster sync shrinks (and CPU per SET then rises with it)."""
+    return int(conn(cluster, node).info("all").get("raft_wal_syncs", 0))
 
 
 def main() -> int:
@@ -125,7 +136,7 @@ def main() -> int:
                     results.setdefault((name, row), []).append(res)
                     shown = (f"{res['rps']:8.0f}/s p50 {res['p50']:6.2f} p99 {res['p99']:6.2f} "
                              f"ms  cpu {res['cpu_us']:6.0f} us/SET (leader {res['leader_us']:5.0f})"
-                             if res else "(failed)")
+                             f"  {res['sets_per_sync']:5.1f} SET/sync" if res else "(failed)")
                     print(f"round {rnd + 1} {row:<4} {name:<16} {shown}", flush=True)
     print(f"\nmedians over {args.rounds} rounds ({load_line()}):")
     for row in rows:
@@ -137,13 +148,13 @@ def main() -> int:
                 m = meds[name]
                 print(f"  {row:<4} {name:<16} {m['rps']:8.0f}/s p50 {m['p50']:6.2f} "
                       f"p99 {m['p99']:6.2f} ms  cpu {m['cpu_us']:6.0f} us/SET "
-                      f"(leader {m['leader_us']:5.0f})")
+                      f"(leader {m['leader_us']:5.0f})  {m['sets_per_sync']:5.1f} SET/sync")
         b = meds.get(names[1])
         for name in [names[0], *names[2:]]:
             pairs = [(x, y) for x, y in zip(results[(name, row)], results[(names[1], row)],
                                             strict=True) if x and y]
             if pairs:  # the same round's two runs: the machine's load moved both
-                for key in ("rps", "cpu_us", "leader_us"):
+                for key in ("rps", "cpu_us", "leader_us", "sets_per_sync"):
                     ratios = sorted(x[key] / y[key] for x, y in pairs)
                     print(f"  {row:<4} {name} / {names[1]} {key} per round: "
                           f"{' '.join(f'{r:.2f}' for r in ratios)}; "

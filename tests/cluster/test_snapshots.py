@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from chaos.cluster import LocalCluster
+from raftkv.storage.wal import parse_segment_name, scan_segment
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -165,8 +166,11 @@ def test_a_torn_wal_tail_is_truncated_and_the_node_catches_up(cluster: LocalClus
     c.kill(victim)
     data_dir = c.nodes[victim].data_dir
     newest = max(p for p in os.listdir(data_dir) if p.startswith("wal-") and p.endswith(".log"))
-    with open(data_dir / newest, "ab") as f:
-        f.write(random.Random(7).randbytes(777))  # a torn write at the tail
+    # A torn write at the tail: at the end of the records, over the zeros allocated ahead.
+    end = scan_segment(str(data_dir / newest), parse_segment_name(newest), True).good_end
+    with open(data_dir / newest, "r+b") as f:
+        f.seek(end)
+        f.write(random.Random(7).randbytes(777))
     write_keys(c, leader, range(500, 1200))
     c.start(victim)
     wait_until(lambda: "truncated torn tail" in log_text(c, victim), what="tail truncation")

@@ -2,13 +2,16 @@
 leave behind while DiskStorage runs.
 
 ``FsRecorder`` wraps the ``os`` calls that mutate files (open with O_CREAT, write, pwrite,
-ftruncate, replace, unlink, fsync). After each mutation inside the data directory it copies
-the directory's files: those are the states a process kill leaves. It also checks the fsync
-discipline that makes these states the complete list for a *power loss* as well:
+ftruncate, posix_fallocate, replace, unlink, fsync, fdatasync). After each mutation inside
+the data directory it copies the directory's files: those are the states a process kill
+leaves. It also checks the fsync discipline that makes these states the complete list for
+a *power loss* as well:
 - at most one non-temp file holds unsynced data at any time, and a write never starts
   while a rename/unlink is not yet made durable by a directory fsync;
 - a file is fsynced before it is renamed into place;
-- every storage call returns with no unsynced data or directory change left behind.
+- every storage call returns with no unsynced data or directory change left behind;
+- ``fdatasync`` counts as a sync only of a file whose size is what its last ``fsync``
+  saw (the WAL's rule: a group that changed the size is made durable by ``fsync``).
 Under that discipline a power loss can only lose (part of) the latest write, so the
 recorded states plus every cut of each WAL write ("torn" variants, including the variant
 where the cut-off bytes read back as zeros) cover every crash.
@@ -34,15 +37,18 @@ class FsRecorder:
     def __init__(self, directory: str) -> None:
         self.dir = os.path.abspath(directory)
         self.states: list[tuple[Files, Any]] = []  # (files, tag)
-        self.writes: list[tuple[int, str, bytes]] = []  # (state index, file name, appended)
+        # (state index, file name, offset, bytes written, the file's bytes before)
+        self.writes: list[tuple[int, str, int, bytes, bytes]] = []
         self._fdpath: dict[int, str] = {}
         self._dirty: set[str] = set()
+        self._synced_size: dict[str, int] = {}  # path -> its size at its last fsync
         self._dir_dirty = False
 
     # -- patching --------------------------------------------------------------------------
     def install(self, monkeypatch) -> None:
         real = {n: getattr(os, n) for n in ("open", "write", "pwrite", "ftruncate", "fsync")}
-        real |= {n: getattr(os, n) for n in ("replace", "unlink", "close")}
+        real |= {n: getattr(os, n) for n in ("replace", "unlink", "close", "fdatasync",
+                                              "posix_fallocate", "fstat")}
 
         def ours(path: str) -> bool:
             return os.path.abspath(path).startswith(self.dir)
@@ -73,8 +79,13 @@ class FsRecorder:
                 base = os.path.basename(path)
                 new = self.states[-1][0].get(base, b"")
                 old = before.get(base, b"")
-                if name == "write" and base.startswith("wal-") and new.startswith(old):
-                    self.writes.append((len(self.states) - 1, base, new[len(old) :]))
+                if not base.startswith("wal-"):
+                    return result
+                if name == "write" and new.startswith(old):
+                    self.writes.append((len(self.states) - 1, base, len(old), new[len(old):], old))
+                elif name == "pwrite":
+                    data, offset = bytes(args[0][:result]), args[1]
+                    self.writes.append((len(self.states) - 1, base, offset, data, old))
                 return result
 
             return op
@@ -87,7 +98,16 @@ class FsRecorder:
                 self._dir_dirty = False
             elif path is not None:
                 self._dirty.discard(path)
+                self._synced_size[path] = real["fstat"](fd).st_size
             return result
+
+        def p_fdatasync(fd):
+            path = self._fdpath.get(fd)
+            if path is None or not ours(path):
+                return real["fdatasync"](fd)
+            if real["fstat"](fd).st_size == self._synced_size.get(path):
+                self._dirty.discard(path)
+            return None
 
         def p_replace(src, dst):
             src_full = os.path.abspath(src)
@@ -125,7 +145,9 @@ class FsRecorder:
         monkeypatch.setattr(os, "write", data_op("write"))
         monkeypatch.setattr(os, "pwrite", data_op("pwrite"))
         monkeypatch.setattr(os, "ftruncate", data_op("ftruncate"))
+        monkeypatch.setattr(os, "posix_fallocate", data_op("posix_fallocate"))
         monkeypatch.setattr(os, "fsync", p_fsync)
+        monkeypatch.setattr(os, "fdatasync", p_fdatasync)
         monkeypatch.setattr(os, "replace", p_replace)
         monkeypatch.setattr(os, "unlink", p_unlink)
 
@@ -173,6 +195,12 @@ class FsRecorder:
         state ``every_byte_from``), plus the same write with its unwritten part reading
         back as zeros at full length.
 
+        A cut leaves the file ending there (as an append cut short does; for a write into
+        space allocated ahead that is more than a crash can do, and recovery must cope all
+        the same), or, at a sector boundary, the file as it was after the cut (space
+        allocated ahead keeps its zeros; a process killed mid-write leaves a page
+        boundary, a power loss a sector one).
+
         Zeros come only where a power loss can leave them: from the write's first byte (none
         of its data reached the disk, its size did) or from a sector boundary on (sectors
         are written whole: a write's data can stop only at one). A zero run that starts
@@ -180,21 +208,28 @@ class FsRecorder:
         refuse it (test_storage_recovery checks that), so it is not a crash state here.
         """
         out: list[tuple[Files, Any, str]] = []
-        for index, name, data in self.writes:
+        for index, name, offset, data, old in self.writes:
             files, tag = self.states[index]
-            base = files[name][: len(files[name]) - len(data)]
+            new = files[name]
+            head, rest = new[:offset], new[offset + len(data):]
             n = len(data)
             if index >= every_byte_from:
                 cuts = range(n)
             else:
                 cuts = sorted({*range(0, min(n, 10)), n // 2, n - 1, *range(10, n, 17)})
+            label = f"{name} +{offset}"
             for k in cuts:
                 torn = dict(files)
-                torn[name] = base + data[:k]
-                out.append((torn, tag, f"{name} cut at +{k}/{n} (state {index})"))
-            first_boundary = -len(base) % SECTOR
+                torn[name] = head + data[:k]
+                out.append((torn, tag, f"{label} cut at +{k}/{n} (state {index})"))
+            first_boundary = -offset % SECTOR
+            for k in range(first_boundary, n, SECTOR):
+                if offset + k < len(old):
+                    kept = dict(files)
+                    kept[name] = head + data[:k] + old[offset + k:]
+                    out.append((kept, tag, f"{label} stops at +{k}/{n} (state {index})"))
             for k in sorted({0, *range(first_boundary, n, SECTOR)}):
                 zeros = dict(files)
-                zeros[name] = base + data[:k] + b"\0" * (n - k)
-                out.append((zeros, tag, f"{name} zeroed from +{k}/{n} (state {index})"))
+                zeros[name] = head + data[:k] + b"\0" * (n - k) + rest
+                out.append((zeros, tag, f"{label} zeroed from +{k}/{n} (state {index})"))
         return out

@@ -14,6 +14,7 @@ import os
 import attrs
 
 from raftkv.storage import DiskStorage, open_storage
+from raftkv.storage.wal import parse_segment_name, scan_segment
 from wire.raft import ClusterConfig, Entry, HardState, Member, SnapshotMeta
 
 CONFIG = ClusterConfig((Member(1, "127.0.0.1:7101"), Member(2, "127.0.0.1:7102")))
@@ -100,6 +101,14 @@ def state_of(storage: DiskStorage) -> State:
 
 def reopen(path: str | os.PathLike[str], fsync: str = "never", **kw) -> DiskStorage:
     return open_storage(path, CLUSTER, 1, CONFIG, fsync=fsync, **kw)
+
+
+def wal_end(path: str | os.PathLike[str]) -> int:
+    """Where the records of the segment file ``path`` end: its size less the zeros
+    allocated ahead (``raftkv.storage.wal``), which an open segment has past its end."""
+    seq = parse_segment_name(os.path.basename(path))
+    assert seq is not None, path
+    return scan_segment(os.fspath(path), seq, is_last=True).good_end
 
 
 def materialise(files: dict[str, bytes], path: str) -> None:

@@ -114,25 +114,32 @@ def test_unsynced_writes_are_lost_synced_ones_kept(tmp_path):
     s.close()
 
 
-def test_group_commit_is_one_write_and_one_fsync(tmp_path, monkeypatch):
+def test_group_commit_is_one_pwrite_and_one_fdatasync(tmp_path, monkeypatch):
+    """A group is one pwrite at the segment's end and one fdatasync; the first group after
+    opening allocates space ahead (the file grows: a full fsync), the next ones fit in it."""
     s = reopen(tmp_path, fsync="always")
     calls: list[str] = []
-    real_write, real_fsync = os.write, os.fsync
-    monkeypatch.setattr(os, "write", lambda fd, b: calls.append("write") or real_write(fd, b))
-    monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd))
-    for i in range(1, 11):
-        s.append([entry(i, 1)])
-        s.set_hard_state(HardState(1, 1, i - 1))
-    assert calls == []  # buffered only
-    s.sync()
-    assert calls == ["write", "fsync"]
-    s.sync()  # nothing buffered: no I/O at all
-    assert calls == ["write", "fsync"]
+    for name in ("write", "pwrite", "fsync", "fdatasync", "posix_fallocate"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
+    for group in range(3):
+        for i in range(group * 10 + 1, group * 10 + 11):
+            s.append([entry(i, 1)])
+            s.set_hard_state(HardState(1, 1, i - 1))
+        assert calls == []  # buffered only
+        s.sync()
+        if group == 0:
+            assert calls == ["posix_fallocate", "pwrite", "fsync"]
+        else:
+            assert calls == ["pwrite", "fdatasync"]
+        calls.clear()
+        s.sync()  # nothing buffered: no I/O at all
+        assert calls == []
     monkeypatch.undo()
     s.close()
     s = reopen(tmp_path)
-    assert s.last_index() == 10
-    assert s.initial_state()[0] == HardState(1, 1, 9)
+    assert s.last_index() == 30
+    assert s.initial_state()[0] == HardState(1, 1, 29)
     s.close()
 
 
@@ -144,8 +151,10 @@ def test_fsync_never_skips_fsync_and_warns(tmp_path, monkeypatch):
     s = reopen(tmp_path, fsync="never")
     fsyncs: list[int] = []
     monkeypatch.setattr(os, "fsync", fsyncs.append)
-    s.append(entries(1, 3, term=1))
-    s.sync()
+    monkeypatch.setattr(os, "fdatasync", fsyncs.append)
+    for i in range(1, 4):  # a group that allocates space ahead, then ones that fit in it
+        s.append([entry(i, 1)])
+        s.sync()
     s.compact(SnapshotMeta(2, 1, CONFIG), b"snap")
     assert fsyncs == []
     monkeypatch.undo()
