@@ -110,13 +110,18 @@ def failure_reason(exc: BaseException | None) -> str:
     return f"connection closed during the handshake ({type(cause).__name__})"
 
 
+LOG_LINES = 30  # handshake failure lines per 10 s over every address (attack17's rule)
+
+
 @attrs.define
 class ClientTLS:
     """The client port's TLS: the context, failure counters and the rate-limited log."""
 
     context: ssl.SSLContext
     failures: int = 0
-    throttle: LogThrottle = attrs.Factory(lambda: LogThrottle(log, 10.0))
+    # One line per address and reason a 10 s, and LOG_LINES in all: a scanner that takes a
+    # new address (of its IPv6 /64) for every connection writes no line per connection.
+    throttle: LogThrottle = attrs.Factory(lambda: LogThrottle(log, 10.0, max_lines=LOG_LINES))
 
     @classmethod
     def from_settings(cls, settings: NodeSettings) -> ClientTLS | None:

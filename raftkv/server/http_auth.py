@@ -47,6 +47,7 @@ log = logging.getLogger("raftkv.http")
 MIN_TOKEN_BYTES = 16
 MAX_TOKEN_BYTES = 4096
 REALM = 'realm="raftkv metrics"'
+LOG_LINES = 30  # TLS and token failure lines per 10 s over every address
 
 
 class MetricsSecurityError(ValueError):
@@ -125,7 +126,8 @@ class MetricsSecurity:
 
     context: ssl.SSLContext | None = None
     token: bytes | None = None
-    throttle: LogThrottle = attrs.Factory(lambda: LogThrottle(log, 10.0))
+    # Per address a 10 s and LOG_LINES in all (client_tls.py's rule, for the same reason).
+    throttle: LogThrottle = attrs.Factory(lambda: LogThrottle(log, 10.0, max_lines=LOG_LINES))
     tls_failures: int = 0
     auth_failures: int = 0
 
