@@ -73,7 +73,6 @@ class CoreDriver:
         self._last_leader = 0
         self._last_term = 0
         self._last_role: Role | None = None
-        self._last_transferee = 0
         self._in_ready = False  # a Ready is being handled: its writes may be in flight
         # Set while a founder on an empty data directory asks whether it served
         # (raftkv.node.publish): the core hears nothing, so it neither votes nor acks.
@@ -221,13 +220,11 @@ class CoreDriver:
             self.stats["leader_changes"] += 1
             self.requests.leader_changed(leader)
         transferee = core.transferee
-        # A leadership transfer that ends without a leader change (the target did not take
-        # over within an election timeout) changes neither leader nor role, yet this node
-        # takes proposals again: the writes parked meanwhile must run now, not time out.
-        transfer_aborted = bool(self._last_transferee) and not transferee
-        if (self.requests.parked and leader
-                and (leader != self._last_leader or role is not self._last_role
-                     or transfer_aborted)):
+        # Parked commands run as soon as the core would take them: as leader not handing
+        # over, or as a follower that knows its leader. Not only at a change seen here: a
+        # follower can turn candidate and back to the same leader between two looks, and a
+        # transfer can end without a leader change (attack16, attack12).
+        if self.requests.parked and ((role is Role.LEADER and not transferee)
+                                     or (role is Role.FOLLOWER and leader)):
             self.unpark()
         self._last_leader, self._last_term, self._last_role = leader, term, role
-        self._last_transferee = transferee

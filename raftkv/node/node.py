@@ -451,7 +451,13 @@ class Node:
         core, requests = self.core, self.requests
         deadline = (trio.current_time() if now is None else now) + self.settings.request_timeout
         if write:
-            if core.role is Role.LEADER:
+            if requests.parked:
+                # Behind the commands waiting for a leader, which the driver runs first
+                # once it looks: a connection's pipelined writes reach the log in its order
+                # even when a leader became known between the two (attack16's window).
+                requests.park(args, write, pending, park_until, scripted)
+                self.wake()
+            elif core.role is Role.LEADER:
                 try:
                     index, term = core.propose(self.entry_data(args, scripted))
                 except NotLeader:
