@@ -1,4 +1,5 @@
-"""An in-process one-node cluster for tests and benchmarks, like ``trio.testing``.
+"""Stand-ins for tests and benchmarks, like ``trio.testing``: an in-process one-node
+cluster, and a client connection to it that has been answered.
 
 A test that needs a real leader (its driver, applier and client port on real sockets) but
 not separate processes runs it here: ``Node.run`` with the client port served, the node
@@ -29,19 +30,55 @@ async def one_node_leader(data_dir: Path, peer_port: int, client_port: int,
                           **settings: Any) -> AsyncIterator[Node]:
     """Node 1 alone on 127.0.0.1, leading, its client port open; ``settings`` override
     NodeSettings' defaults (snapshots are off unless asked for). Stopped on exit."""
+    async with one_node_port(data_dir, peer_port, client_port, **settings) as (node, _):
+        yield node
+
+
+@asynccontextmanager
+async def one_node_port(data_dir: Path, peer_port: int, client_port: int, *,
+                        max_clients: int | None = None,
+                        **settings: Any) -> AsyncIterator[tuple[Node, ClientServer]]:
+    """``one_node_leader``, and the ClientServer of its client port (``max_clients``:
+    its connection cap, else the settings')."""
     peer_addr = f"127.0.0.1:{peer_port}"
     settings.setdefault("snapshot_entries", 0)
     node = Node(NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client_port}",
                              peer_addr=peer_addr, cluster={1: peer_addr},
                              data_dir=str(data_dir), **settings),
                 admin=Pending.of)
+    server = ClientServer(node, max_clients=max_clients)
     async with trio.open_nursery() as nursery:
-        await nursery.start(node.run, partial(serve_clients, ClientServer(node)))
+        await nursery.start(node.run, partial(serve_clients, server))
         with trio.fail_after(30):
             while node.core.role is not Role.LEADER:
                 await node.driver.role_changed.wait()
             # (and its own feature level recorded: no entry of its own comes later)
             while not node.kv.is_published(1) or node.kv.cluster_level != node.level:
                 await node.next_tick()
-        yield node
+        yield node, server
         nursery.cancel_scope.cancel()
+
+
+async def read_line(stream: trio.abc.ReceiveStream) -> bytes:
+    """What ``stream`` receives up to the end of a line: one simple reply (less if the
+    other side closes first, b"" if at once)."""
+    data = b""
+    while not data.endswith(b"\r\n"):
+        more = await stream.receive_some(4096)
+        if not more:
+            break
+        data += more
+    return data
+
+
+async def connect_and_ping(client_port: int) -> trio.SocketStream:
+    """A connection to 127.0.0.1's ``client_port`` that has been answered a PING: accepted
+    and served, its reader waiting for the next command. AssertionError with what came
+    back if not ``+PONG``."""
+    stream = await trio.open_tcp_stream("127.0.0.1", client_port)
+    await stream.send_all(b"PING\r\n")
+    reply = await read_line(stream)
+    if reply != b"+PONG\r\n":
+        await stream.aclose()
+        raise AssertionError(f"PING got {reply!r}")
+    return stream
