@@ -1,5 +1,6 @@
 """Stand-ins for tests and benchmarks, like ``trio.testing``: an in-process one-node
-cluster, and a client connection to it that has been answered.
+cluster, a client connection to it that has been answered, and a leader's level learner on
+stand-ins.
 
 A test that needs a real leader (its driver, applier and client port on real sockets) but
 not separate processes runs it here: ``Node.run`` with the client port served, the node
@@ -14,10 +15,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import trio
 
+from raftkv.kv import KVStateMachine, encode_entry
+from raftkv.node.features import LevelLearner
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
@@ -82,3 +86,46 @@ async def connect_and_ping(client_port: int) -> trio.SocketStream:
         await stream.aclose()
         raise AssertionError(f"PING got {reply!r}")
     return stream
+
+
+class LeaderLevels:
+    """A leader's ``LevelLearner`` (node 1 at level 1, term 5) on stand-ins, without a
+    node: ``members`` in its configuration (``config.members``) and applied
+    (``applied``), a link per peer (``links``: each its own generation, connected), peers
+    that answer RAFT FEATURES from ``levels`` (who each look asked: ``asked``), and
+    proposals applied to ``kv`` at once (``proposed``)."""
+
+    def __init__(self, levels: dict[int, object], members: tuple[int, ...] = (1, 2, 3)) -> None:
+        self.levels = levels
+        self.kv = KVStateMachine()
+        self.kv.keep_members(list(members))
+        self.applied = list(members)
+        self.links = {peer: link(generation) for generation, peer
+                      in enumerate((m for m in members if m != 1), start=1)}
+        self.config = SimpleNamespace(members=[SimpleNamespace(id=m) for m in members])
+        self.core = SimpleNamespace(role=Role.LEADER, term=5, cluster_config=self.config)
+        self.asked: list[list[int]] = []
+        self.proposed: list[list[bytes]] = []
+        transport = SimpleNamespace(stats=lambda: self.links)
+        self.learner = LevelLearner(1, 1, self.core, self.kv, transport,  # type: ignore
+                                    None, self._submit,  # type: ignore[arg-type]
+                                    lambda: list(self.applied))
+        self.learner._ask = self._ask  # type: ignore[method-assign]
+
+    async def steps(self, n: int) -> None:
+        """``n`` of the leader's looks."""
+        for _ in range(n):
+            await self.learner.step()
+
+    def _submit(self, args: list[bytes]) -> Pending:
+        self.proposed.append(args)
+        return Pending.of(self.kv.apply(encode_entry(args, 1)))
+
+    async def _ask(self, peers: list[int]) -> dict[int, object]:
+        self.asked.append(sorted(peers))
+        return {p: self.levels[p] for p in peers}
+
+
+def link(generation: int, reconnects: int = 0) -> SimpleNamespace:
+    """A connected peer link's stats as ``PeerTransport.stats`` gives them."""
+    return SimpleNamespace(generation=generation, reconnects=reconnects, connected=True)
