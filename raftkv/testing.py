@@ -1,6 +1,6 @@
 """Stand-ins for tests and benchmarks, like ``trio.testing``: an in-process one-node
-cluster, a client connection to it that has been answered, and a leader's level learner on
-stand-ins.
+cluster, a client connection to it that has been answered, a node that is never run, and a
+leader's level learner on stand-ins.
 
 A test that needs a real leader (its driver, applier and client port on real sockets) but
 not separate processes runs it here: ``Node.run`` with the client port served, the node
@@ -21,12 +21,21 @@ from typing import Any
 import trio
 
 from raftkv.kv import KVStateMachine, encode_entry
+from raftkv.kv.features import FEATURE_LEVEL
 from raftkv.node.features import LevelLearner
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.node.settings import NodeSettings
 from raftkv.raft import Role
 from raftkv.server.client_port import ClientServer, serve_clients
+
+
+def idle_node(level: int = FEATURE_LEVEL, **settings: Any) -> Node:
+    """Node 1 of a one-node cluster, built and never run (no data directory, no sockets):
+    what it checks and submits before its driver; ``settings`` override NodeSettings'."""
+    return Node(NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
+                             cluster={1: "127.0.0.1:2"}, data_dir="unused", **settings),
+                admin=Pending.of, level=level)
 
 
 @asynccontextmanager

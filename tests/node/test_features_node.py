@@ -13,23 +13,16 @@ from raftkv.kv import encode_entry, encode_exec
 from raftkv.kv.features import FEATURE_LEVEL, EntryNeedsLevel
 from raftkv.node.apply import Applier
 from raftkv.node.features import answer_features, classify_level, gate_level
-from raftkv.node.node import Node
-from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
 from raftkv.serve import fatal_line
 from raftkv.server.admin import USAGE
-from raftkv.testing import LeaderLevels, link
+from raftkv.testing import LeaderLevels, idle_node, link
 from wire.raft import NORMAL, Entry
 from wire.reply import ErrorReply
 
 SPEND = [b"EVAL", b"while true do end", b"0"]
 
 
-def node(level: int = FEATURE_LEVEL, **settings: object) -> Node:
-    s = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                     cluster={1: "127.0.0.1:2"}, data_dir="unused",
-                     **settings)  # type: ignore[arg-type]
-    return Node(s, admin=Pending.of, level=level)
+node = idle_node
 
 
 def test_raft_features_is_answered_with_the_nodes_level() -> None:
