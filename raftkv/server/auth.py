@@ -36,7 +36,7 @@ from raftkv.server.acl import (
     command_id,
     ids_in,
 )
-from raftkv.server.auth_limit import auth_source, subnet_of
+from raftkv.server.auth_limit import auth_source, machine_of
 from raftkv.server.connection import Connection
 from wire.reply import OK, ErrorReply
 
@@ -128,7 +128,7 @@ def authenticate(acl: AccessControl, conn: Connection, username: bytes,
     connection closes after too many failures)."""
     name = username.decode("utf-8", "replace")
     failures, source = acl.failures, auth_source(conn.addr)
-    host = subnet_of(source) or source  # what the log lines are throttled by
+    host = machine_of(source)  # what the log lines are throttled by
     if not failures.allowed(source):  # guessing too fast: not even checked
         acl.stats["acl_access_denied_auth"] += 1
         _throttle.log(("guessing", host), logging.WARNING,

@@ -47,29 +47,46 @@ _EPSILON = 1e-9  # (a clock's float steps: 0.1 s at 10 a second is 0.99999999999
 
 def auth_source(addr: str) -> str:
     """The address a connection's failed AUTHs count against: its host without the port
-    (``[v6]:port`` or ``v4:port``), an IPv4-mapped IPv6 address as its IPv4 address."""
-    host = addr.rpartition(":")[0].strip("[]") or addr
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
+    (``[v6]:port`` or ``v4:port``) as ``host_address`` gives it."""
+    return host_address(addr.rpartition(":")[0].strip("[]") or addr)
+
+
+def host_address(host: str) -> str:
+    """``host`` in one spelling: an IP address's canonical text (an IPv4-mapped IPv6
+    address as its IPv4 address, a zone dropped); anything else as it is."""
+    ip = _ip(host)
+    return host if ip is None else str(ip)
 
 
 def subnet_of(source: str) -> str | None:
     """The IPv6 /64 (``2001:db8::/64``) whose bucket ``source`` also drains, or None (IPv4,
     a mapped IPv4, not an address)."""
-    if ":" not in source:
-        return None
+    ip = _ip(source) if ":" in source else None
+    return _subnet(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+
+
+def machine_of(host: str) -> str:
+    """What one machine at ``host`` is known by: an IPv6 address's /64 (one machine may
+    own all of it, and take a new address per connection), else ``host_address(host)``."""
+    ip = _ip(host)
+    if isinstance(ip, ipaddress.IPv6Address):
+        return _subnet(ip)
+    return host if ip is None else str(ip)
+
+
+def _subnet(ip: ipaddress.IPv6Address) -> str:
+    return str(ipaddress.IPv6Network((ip, SUBNET_PREFIX), strict=False))
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` spells (an IPv4-mapped one as IPv4), None if not one."""
     try:
-        ip = ipaddress.IPv6Address(source.split("%", 1)[0])
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return None
-    if ip.ipv4_mapped is not None:
-        return None
-    return str(ipaddress.IPv6Network((ip, SUBNET_PREFIX), strict=False))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 @attrs.define

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import itertools
 import logging
 import math
@@ -46,6 +45,7 @@ from raftkv.node.read_poller import ReadPoller
 from raftkv.node.tls_stream import TLSStream
 from raftkv.server.acl import AccessControl
 from raftkv.server.auth import limit_unauthenticated, restore_limits
+from raftkv.server.auth_limit import machine_of
 from raftkv.server.blocked_readers import BlockedReaders
 from raftkv.server.client_buffers import ClientBuffers
 from raftkv.server.client_tls import ClientTLS
@@ -106,20 +106,12 @@ def new_per_source(max_new_clients: int) -> int:
     return max(min(max_new_clients, MIN_NEW_PER_SOURCE), max_new_clients // NEW_PER_SOURCE_SHARE)
 
 
-def source_key(host: str) -> str:
-    """The source a connection's slots count against: an IPv4 address, an IPv6 address's
-    /64 (one host usually owns a whole /64: counted per address, one machine would be any
-    number of sources; attack4), an IPv4-mapped IPv6 address as its IPv4 address; anything
-    else as it is."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
+# The source a connection's slots count against: an IPv4 address, an IPv6 address's /64
+# (one host usually owns a whole /64: counted per address, one machine would be any number
+# of sources; attack4), an IPv4-mapped IPv6 address as its IPv4 address.
+source_key = machine_of
+
+
 # errno values that mean "out of descriptors or buffers" on accept: back off, not spin.
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ACCEPT_BACKOFF = (0.01, 1.0)  # first and longest pause after such a failure

@@ -16,7 +16,8 @@ exposition text is ``prometheus_client.generate_latest`` (never hand-written).
 With TLS (raftkv.server.http_auth decides when) the handshake happens inside the same
 5 s window as the request head and counts as "still sending its head", so a stalled
 handshake is cut at the deadline and can be evicted like a slow head. With a token,
-``/metrics`` answers 401 without it; ``/livez`` and ``/readyz`` stay open to probes.
+``/metrics`` answers 401 without it (429 to an address that sent too many wrong ones);
+``/livez`` and ``/readyz`` stay open to probes.
 """
 
 from __future__ import annotations
@@ -346,16 +347,39 @@ class HttpServer:
             await self._send(stream, 405, TEXT, b"only GET and HEAD\n",
                              headers=("Allow: GET, HEAD",))
             return
-        if target == b"/metrics" and not self.security.authorized(parse_headers(head)):
-            self.security.auth_failures += 1
-            addr = _peer(stream)
-            self.security.throttle.log(("auth", addr.rpartition(":")[0]), logging.WARNING,
-                                       "metrics request unauthorized", addr=addr)
-            await self._send(stream, 401, TEXT, b"unauthorized: /metrics needs the token\n",
-                             head_only=method == b"HEAD", headers=self.security.challenge())
+        refused = self._metrics_refused(stream, head) if target == b"/metrics" else None
+        if refused is not None:
+            status, body, headers = refused
+            await self._send(stream, status, TEXT, body, head_only=method == b"HEAD",
+                             headers=headers)
             return
         status, ctype, body = await self.route(target)
         await self._send(stream, status, ctype, body, head_only=method == b"HEAD")
+
+    def _metrics_refused(self, stream: Stream,
+                         head: bytes) -> tuple[int, bytes, tuple[str, ...]] | None:
+        """Why ``/metrics`` is refused (status, body, headers), None if it is not: 429 to a
+        source that sent too many wrong tokens (its token not even compared), 401 to a
+        request without the right token."""
+        security = self.security
+        if security.token is None:
+            return None
+        addr = _peer(stream)
+        host = addr.rpartition(":")[0]
+        wait = security.retry_after(addr)
+        if wait:
+            security.guessing_refused += 1
+            security.throttle.log(("guessing", host), logging.WARNING,
+                                  "refusing metrics request: too many wrong tokens from this "
+                                  "source", addr=addr, retry_after_s=wait)
+            return (429, f"too many wrong tokens from this address; retry in {wait} s\n"
+                    .encode(), (f"Retry-After: {wait}",))
+        if security.authorized(parse_headers(head), addr):
+            return None
+        security.auth_failures += 1
+        security.throttle.log(("auth", host), logging.WARNING, "metrics request unauthorized",
+                              addr=addr)
+        return 401, b"unauthorized: /metrics needs the token\n", security.challenge()
 
     async def route(self, path: bytes) -> tuple[int, str, bytes]:
         node = self.node
@@ -437,7 +461,8 @@ def _peer(stream: Stream) -> str:
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            405: "Method Not Allowed",
-           408: "Request Timeout", 431: "Request Header Fields Too Large",
+           408: "Request Timeout", 429: "Too Many Requests",
+           431: "Request Header Fields Too Large",
            503: "Service Unavailable"}
 
 

@@ -17,7 +17,11 @@ What the port speaks, decided once at start (``MetricsSecurity.from_settings``):
   Otherwise 401 with ``WWW-Authenticate``. ``/livez`` and ``/readyz`` stay open: load
   balancers and kubelets probe them without credentials, and they tell no more than
   "ready" or a one-line reason. Tokens are compared with ``hmac.compare_digest`` and never
-  logged.
+  logged. Wrong tokens drain the source address's bucket of failures as wrong AUTH
+  passwords do on the client port (raftkv.server.auth_limit: per address, an IPv6 /64
+  too); an address with none left gets 429 with ``Retry-After`` before its token is even
+  compared (a right guess would still tell), so a guesser gets ``auth_limit.RATE`` tries a
+  second, not as many as the port answers.
 
 Everything is loaded before the node starts; a file that does not load is a usage error
 naming its flag.
@@ -29,9 +33,11 @@ import base64
 import binascii
 import hmac
 import logging
+import math
 import os
 import ssl
 import stat
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +47,7 @@ from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.peer_auth import loose_permissions
 from raftkv.node.security import exposed_addresses
 from raftkv.node.tls import tls_context
+from raftkv.server.auth_limit import FailedAuths, auth_source
 
 log = logging.getLogger("raftkv.http")
 
@@ -128,8 +135,11 @@ class MetricsSecurity:
     token: bytes | None = None
     # Per address a 10 s and LOG_LINES in all (client_tls.py's rule, for the same reason).
     throttle: LogThrottle = attrs.Factory(lambda: LogThrottle(log, 10.0, max_lines=LOG_LINES))
+    # Wrong tokens per source address, as wrong AUTH passwords on the client port.
+    failures: FailedAuths = attrs.Factory(lambda: FailedAuths(time.monotonic))
     tls_failures: int = 0
     auth_failures: int = 0
+    guessing_refused: int = 0  # /metrics requests refused (429), their token not compared
 
     @classmethod
     def from_options(cls, o: Mapping[str, Any]) -> MetricsSecurity:
@@ -149,12 +159,29 @@ class MetricsSecurity:
     def scheme(self) -> str:
         return "https" if self.context is not None else "http"
 
-    def authorized(self, headers: Mapping[bytes, bytes]) -> bool:
-        """True if no token is configured or the request carries it."""
+    def retry_after(self, addr: str) -> int:
+        """Whole seconds before ``addr`` (HOST:PORT) may present a token again: 0 if it may
+        now (or no token is configured)."""
+        if self.token is None:
+            return 0
+        source = auth_source(addr)
+        if self.failures.allowed(source):
+            return 0
+        return max(1, math.ceil(self.failures.retry_after(source)))
+
+    def authorized(self, headers: Mapping[bytes, bytes], addr: str | None = None) -> bool:
+        """True if no token is configured or the request carries it. A wrong token counts
+        against ``addr``'s failures (no token at all is no guess: not counted)."""
         if self.token is None:
             return True
         given = presented_token(headers.get(b"authorization", b""))
-        return given is not None and hmac.compare_digest(given, self.token)
+        if given is None:
+            return False
+        if hmac.compare_digest(given, self.token):
+            return True
+        if addr is not None:
+            self.failures.failed(auth_source(addr))
+        return False
 
     def challenge(self) -> tuple[str, ...]:
         """Headers of a 401: both schemes the port accepts."""

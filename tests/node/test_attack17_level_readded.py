@@ -20,93 +20,50 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from raftkv.kv import KVStateMachine, encode_entry
-from raftkv.node.features import LevelLearner
-from raftkv.node.pending import Pending
-from raftkv.raft import Role
+from raftkv.testing import LeaderLevels, link
 
 
 async def test_a_member_removed_and_added_again_is_asked_again() -> None:
-    kv = KVStateMachine()
-    kv.keep_members([1, 2, 3])
-    links = {2: SimpleNamespace(generation=1, reconnects=0, connected=True),
-             3: SimpleNamespace(generation=2, reconnects=0, connected=True)}
-    config = SimpleNamespace(members=[SimpleNamespace(id=i) for i in (1, 2, 3)])
-    core = SimpleNamespace(role=Role.LEADER, term=5, cluster_config=config)
-    applied = [1, 2, 3]
-    levels = {2: 1, 3: 1}
-    asked: list[list[int]] = []
-
-    def submit(args: list[bytes]) -> Pending:
-        return Pending.of(kv.apply(encode_entry(args, 1)))
-
-    learner = LevelLearner(1, 1, core, kv, SimpleNamespace(stats=lambda: links),  # type: ignore
-                           None, submit, lambda: list(applied))  # type: ignore[arg-type]
-
-    async def ask(peers: list[int]) -> dict[int, object]:
-        asked.append(sorted(peers))
-        return {p: levels[p] for p in peers}
-
-    learner._ask = ask  # type: ignore[method-assign]
-    for _ in range(4):
-        await learner.step()
+    leader = LeaderLevels({2: 1, 3: 1})
+    kv = leader.kv
+    await leader.steps(4)
     assert kv.member_levels == {1: 1, 2: 1, 3: 1} and kv.cluster_level == 1
 
     # RAFT REMOVENODE 3: applied on every replica (the level of 3 is forgotten), the link
     # closed; the learner looks while 3 is out.
-    config.members = [m for m in config.members if m.id != 3]
-    applied[:] = [1, 2]
-    kv.keep_members(applied)
-    del links[3]
-    await learner.step()
+    leader.config.members = [m for m in leader.config.members if m.id != 3]
+    leader.applied[:] = [1, 2]
+    kv.keep_members(leader.applied)
+    del leader.links[3]
+    await leader.steps(1)
     # RAFT ADDNODE 3 <new address>: another process (standing in for an earlier release)
     # under the same id; its new link connects, its stats as the old link's were.
-    config.members = [*config.members, SimpleNamespace(id=3)]
-    applied[:] = [1, 2, 3]
-    kv.keep_members(applied)
-    links[3] = SimpleNamespace(generation=3, reconnects=0, connected=True)
-    levels[3] = 0
-    for _ in range(4):
-        await learner.step()
+    leader.config.members = [*leader.config.members, SimpleNamespace(id=3)]
+    leader.applied[:] = [1, 2, 3]
+    kv.keep_members(leader.applied)
+    leader.links[3] = link(generation=3)
+    leader.levels[3] = 0
+    await leader.steps(4)
     assert kv.member_levels.get(3, 0) == 0, (
         f"recorded level {kv.member_levels.get(3)} for the re-added member 3, which was "
-        f"never asked (asked: {asked})")
+        f"never asked (asked: {leader.asked})")
     assert kv.cluster_level == 0
 
 
 async def test_a_member_removed_and_added_again_between_two_looks_is_asked_again() -> None:
     """The removal and the re-add both land between two of the leader's looks: only the
     new link's generation tells it from the old one (its counters read as the old ones)."""
-    kv = KVStateMachine()
-    kv.keep_members([1, 2, 3])
-    links = {2: SimpleNamespace(generation=1, reconnects=0, connected=True),
-             3: SimpleNamespace(generation=2, reconnects=0, connected=True)}
-    config = SimpleNamespace(members=[SimpleNamespace(id=i) for i in (1, 2, 3)])
-    core = SimpleNamespace(role=Role.LEADER, term=5, cluster_config=config)
-    levels = {2: 1, 3: 1}
-    asked: list[list[int]] = []
-
-    def submit(args: list[bytes]) -> Pending:
-        return Pending.of(kv.apply(encode_entry(args, 1)))
-
-    learner = LevelLearner(1, 1, core, kv, SimpleNamespace(stats=lambda: links),  # type: ignore
-                           None, submit, lambda: [1, 2, 3])  # type: ignore[arg-type]
-
-    async def ask(peers: list[int]) -> dict[int, object]:
-        asked.append(sorted(peers))
-        return {p: levels[p] for p in peers}
-
-    learner._ask = ask  # type: ignore[method-assign]
-    for _ in range(4):
-        await learner.step()
+    leader = LeaderLevels({2: 1, 3: 1})
+    kv = leader.kv
+    await leader.steps(4)
     assert kv.member_levels == {1: 1, 2: 1, 3: 1}
     kv.keep_members([1, 2])  # removed and added again, the learner not looking
     kv.keep_members([1, 2, 3])
-    links[3] = SimpleNamespace(generation=3, reconnects=0, connected=True)
-    levels[3] = 0
-    for _ in range(4):
-        await learner.step()
-    assert asked[-1] == [3] and kv.member_levels.get(3, 0) == 0 and kv.cluster_level == 0
+    leader.links[3] = link(generation=3)
+    leader.levels[3] = 0
+    await leader.steps(4)
+    assert leader.asked[-1] == [3] and kv.member_levels.get(3, 0) == 0
+    assert kv.cluster_level == 0
 
 
 def test_a_peer_removed_and_added_again_gets_a_new_link_generation() -> None:

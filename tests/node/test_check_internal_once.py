@@ -12,18 +12,14 @@ import pytest
 
 from raftkv.kv import encode_entry, encode_exec
 from raftkv.node.node import Node
-from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
+from raftkv.testing import idle_node
 
 SID = b"4611686018427387905"
 LIMIT = 4096
 
 
 def node() -> Node:
-    s = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                     cluster={1: "127.0.0.1:2"}, data_dir="unused", max_request_bytes=LIMIT,
-                     max_keys_per_command=64)
-    return Node(s, admin=Pending.of)
+    return idle_node(max_request_bytes=LIMIT, max_keys_per_command=64)
 
 
 @pytest.mark.parametrize("inner", [[b"expired", b"k"], [b"publish_member", b"1"]])

@@ -13,22 +13,16 @@ from raftkv.kv import encode_entry, encode_exec
 from raftkv.kv.features import FEATURE_LEVEL, EntryNeedsLevel
 from raftkv.node.apply import Applier
 from raftkv.node.features import answer_features, classify_level, gate_level
-from raftkv.node.node import Node
-from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
 from raftkv.serve import fatal_line
 from raftkv.server.admin import USAGE
+from raftkv.testing import LeaderLevels, idle_node, link
 from wire.raft import NORMAL, Entry
 from wire.reply import ErrorReply
 
 SPEND = [b"EVAL", b"while true do end", b"0"]
 
 
-def node(level: int = FEATURE_LEVEL, **settings: object) -> Node:
-    s = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                     cluster={1: "127.0.0.1:2"}, data_dir="unused",
-                     **settings)  # type: ignore[arg-type]
-    return Node(s, admin=Pending.of, level=level)
+node = idle_node
 
 
 def test_raft_features_is_answered_with_the_nodes_level() -> None:
@@ -98,48 +92,21 @@ def test_an_entry_above_the_level_stops_the_node_with_one_line() -> None:
 async def test_the_leader_asks_again_when_a_link_reconnects_or_the_term_changes() -> None:
     """An upgrade or a downgrade restarts the member: its link connects again, and the
     leader asks it again rather than trust what it learned (and records a change)."""
-    from raftkv.kv import KVStateMachine
-    from raftkv.node.features import LevelLearner
-    from raftkv.raft import Role
-
-    kv = KVStateMachine()
-    kv.keep_members([1, 2, 3])
-    links = {2: SimpleNamespace(generation=1, reconnects=0, connected=True),
-             3: SimpleNamespace(generation=2, reconnects=0, connected=True)}
-    members = [SimpleNamespace(id=i) for i in (1, 2, 3)]
-    core = SimpleNamespace(role=Role.LEADER, term=5,
-                           cluster_config=SimpleNamespace(members=members))
-    levels = {2: 0, 3: 1}
-    asked: list[list[int]] = []
-    proposed: list[list[bytes]] = []
-
-    def submit(args: list[bytes]) -> Pending:
-        proposed.append(args)
-        return Pending.of(kv.apply(encode_entry(args, 1)))
-
-    learner = LevelLearner(1, 1, core, kv, SimpleNamespace(stats=lambda: links),  # type: ignore
-                           None, submit, lambda: [1, 2, 3])  # type: ignore[arg-type]
-
-    async def ask(peers: list[int]) -> dict[int, object]:
-        asked.append(sorted(peers))
-        return {p: levels[p] for p in peers}
-
-    learner._ask = ask  # type: ignore[method-assign]
-    for _ in range(3):  # 2 at level 0: nothing recorded (a snapshot would be version 7)
-        await learner.step()
+    leader = LeaderLevels({2: 0, 3: 1})
+    kv, asked = leader.kv, leader.asked
+    await leader.steps(3)  # 2 at level 0: nothing recorded (a snapshot would be version 7)
     assert asked == [[2, 3]] and kv.member_levels == {}
-    levels[2] = 1  # node 2 upgraded and restarted: its link connected again
-    links[2] = SimpleNamespace(generation=1, reconnects=1, connected=True)
-    for _ in range(3):  # one proposal per step
-        await learner.step()
+    leader.levels[2] = 1  # node 2 upgraded and restarted: its link connected again
+    leader.links[2] = link(generation=1, reconnects=1)
+    await leader.steps(3)  # one proposal per step
     assert asked == [[2, 3], [2]] and kv.member_levels == {1: 1, 2: 1, 3: 1}
     assert kv.cluster_level == 1
-    levels[3] = 0  # node 3 went back to an earlier release
-    links[3] = SimpleNamespace(generation=2, reconnects=1, connected=True)
-    await learner.step()
+    leader.levels[3] = 0  # node 3 went back to an earlier release
+    leader.links[3] = link(generation=2, reconnects=1)
+    await leader.steps(1)
     assert kv.member_levels[3] == 0 and kv.cluster_level == 0
-    core.term = 6  # a new term: everyone asked again
-    await learner.step()
+    leader.core.term = 6  # a new term: everyone asked again
+    await leader.steps(1)
     assert asked[-1] == [2, 3]
-    assert [a[0] for a in proposed] == [b"member_level"] * 4
+    assert [a[0] for a in leader.proposed] == [b"member_level"] * 4
     assert kv.snapshot()[1] == 7

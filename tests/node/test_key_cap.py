@@ -7,19 +7,14 @@ read, on the node a client talks to and on the leader for a forwarded one. On ma
 from __future__ import annotations
 
 from raftkv.kv import KVStateMachine, encode_entry, encode_exec
-from raftkv.node.node import Node
-from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
 from raftkv.server import transaction
 from raftkv.server.transaction import EXECABORT, QUEUED, Transaction
+from raftkv.testing import idle_node
 
 LIMIT = 1024  # the default
 
 
-def node(**settings: object) -> Node:
-    s = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                     cluster={1: "127.0.0.1:2"}, data_dir="unused", **settings)  # type: ignore[arg-type]
-    return Node(s, admin=Pending.of)
+node = idle_node
 
 
 def keys(n: int, tag: bytes = b"k") -> list[bytes]:

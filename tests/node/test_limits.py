@@ -13,14 +13,13 @@ import trio.testing
 
 from raftkv.node.forwarding import Forwarder
 from raftkv.node.memory import OOM, MemoryGuard, grows_memory
-from raftkv.node.node import Node
 from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
 from raftkv.raft import Role
 from raftkv.server.gc_watch import GcWatch
 from raftkv.server.limits import FD_RESERVE, clients_for_descriptors
 from raftkv.server.loop_lag import LoopLagMonitor
 from raftkv.server.output_buffer import reply_size
+from raftkv.testing import idle_node
 from wire.raft import ForwardRequest, ForwardResponse
 from wire.reply import OK
 from wire.resp import encode_reply
@@ -68,13 +67,11 @@ def test_used_memory_is_sampled_at_most_once_per_interval() -> None:
 def test_a_forwarded_write_is_checked_again_on_the_leader() -> None:
     # A follower under its limit forwards a SET; the leader is over its own: -OOM comes back.
     sent: list[object] = []
-    settings = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                            cluster={1: "127.0.0.1:2"}, data_dir="unused")
-    node = Node(settings, admin=Pending.of)
+    node = idle_node()
     node.memory = guard(used=500)
     core = types.SimpleNamespace(role=Role.LEADER, term=3)
     transport = types.SimpleNamespace(send=sent.append)
-    forwarder = Forwarder(1, settings, core, transport, node.requests, node.stats)  # type: ignore[arg-type]
+    forwarder = Forwarder(1, node.settings, core, transport, node.requests, node.stats)  # type: ignore[arg-type]
     msg = ForwardRequest(term=3, src=2, dst=1, req_id=7, args=(b"SET", b"k", b"v"))
 
     def run(args: list[bytes]) -> Pending:

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from raftkv.node.driver import CoreDriver
-from raftkv.node.node import Node
 from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
 from raftkv.raft import Role
+from raftkv.testing import idle_node
 
 
 def _nothing(*_: Any, **__: Any) -> None:
@@ -89,9 +88,7 @@ class Forwards:
 
 
 async def test_a_write_after_parked_ones_reaches_the_log_behind_them() -> None:
-    s = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                     cluster={1: "127.0.0.1:2"}, data_dir="unused")
-    n = Node(s, admin=Pending.of)
+    n = idle_node()
     core = SimpleNamespace(role=Role.FOLLOWER, leader_id=0)
     n.core = core  # type: ignore[assignment]
     n.forwarder = forwards = Forwards()  # type: ignore[assignment]

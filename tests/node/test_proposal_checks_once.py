@@ -18,9 +18,8 @@ from raftkv.kv.features import BUDGET
 from raftkv.node import node as node_module
 from raftkv.node.forwarding import Forwarder
 from raftkv.node.node import Node
-from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
 from raftkv.raft import NotLeader, Role
+from raftkv.testing import idle_node
 from wire.raft import ForwardRequest
 
 EVAL = [b"EVAL", b"return 1", b"0"]
@@ -60,9 +59,7 @@ class Leader:
 
 
 def leader() -> tuple[Node, Leader]:
-    settings = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                            cluster={1: "127.0.0.1:2"}, data_dir="unused")
-    n = Node(settings, admin=Pending.of)
+    n = idle_node()
     members = SimpleNamespace(members=[SimpleNamespace(id=1)])
     n.applier.applied_config = members  # type: ignore[assignment]
     n.kv.keep_members([1])

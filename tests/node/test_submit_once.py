@@ -10,18 +10,14 @@ import pytest
 from raftkv.kv import encode_exec, lookup
 from raftkv.node.memory import MemoryGuard
 from raftkv.node.node import Node
-from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
+from raftkv.testing import idle_node
 
 SID = b"4611686018427387905"
 LIMIT = 4096  # --max-request-bytes here
 
 
 def node() -> Node:
-    s = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                     cluster={1: "127.0.0.1:2"}, data_dir="unused", max_request_bytes=LIMIT,
-                     max_keys_per_command=8)
-    return Node(s, admin=Pending.of)
+    return idle_node(max_request_bytes=LIMIT, max_keys_per_command=8)
 
 
 def once(*inner: bytes, sid: bytes = SID, seq: bytes = b"7") -> list[bytes]:

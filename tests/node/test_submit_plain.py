@@ -15,16 +15,13 @@ from raftkv.node.driver import CoreDriver
 from raftkv.node.memory import MemoryGuard
 from raftkv.node.node import PLAIN_WRITES, Node
 from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
+from raftkv.testing import idle_node
 
 LIMIT = 4096  # --max-request-bytes here
 
 
 def node() -> Node:
-    s = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                     cluster={1: "127.0.0.1:2"}, data_dir="unused", max_request_bytes=LIMIT,
-                     max_keys_per_command=8)
-    return Node(s, admin=Pending.of)
+    return idle_node(max_request_bytes=LIMIT, max_keys_per_command=8)
 
 
 REFUSED = [

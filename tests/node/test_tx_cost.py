@@ -15,10 +15,9 @@ from chaos.cluster import free_ports
 from raftkv.kv import encode_entry, encode_exec, entry_cost, glob
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
 from raftkv.server import transaction
 from raftkv.server.transaction import QUEUED, Transaction
-from raftkv.testing import one_node_leader
+from raftkv.testing import idle_node, one_node_leader
 
 MIB = 1024 * 1024
 LIMIT = 2 * MIB  # what the nodes below may copy: 2 x their max-request-bytes (1 MiB)
@@ -26,10 +25,7 @@ VALUE = 600_000  # three copies of it fit in LIMIT, four do not
 
 
 def node(**settings: object) -> Node:
-    s = NodeSettings(node_id=1, client_addr="127.0.0.1:1", peer_addr="127.0.0.1:2",
-                     cluster={1: "127.0.0.1:2"}, data_dir="unused",
-                     **{"max_request_bytes": MIB, **settings})  # type: ignore[arg-type]
-    return Node(s, admin=Pending.of)
+    return idle_node(**{"max_request_bytes": MIB, **settings})
 
 
 def apply(n: Node, *args: bytes) -> object:

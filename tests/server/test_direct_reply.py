@@ -11,7 +11,6 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,20 +21,11 @@ import trio.testing
 from chaos.cluster import free_ports
 from raftkv import certs
 from raftkv.kv.sliced import KeysJob, SlicedRead
-from raftkv.node.node import Node
-from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
 from raftkv.node.tls_stream import TLSStream
 from raftkv.node.tls_stream import handshake as tls_handshake
-from raftkv.raft import Role
-from raftkv.server.client_port import (
-    DIRECT_ENCODED,
-    SEND_CHUNK,
-    ClientServer,
-    DirectReply,
-    serve_clients,
-)
+from raftkv.server.client_port import DIRECT_ENCODED, SEND_CHUNK, DirectReply
 from raftkv.server.client_tls import client_tls_context
+from raftkv.testing import one_node_leader
 from wire.reply import Encoded
 from wire.resp import encode_command, encode_reply
 
@@ -63,19 +53,9 @@ async def client_port(request: pytest.FixtureRequest,
                "tls_key": str(tmp_path / "pki" / "node.key")}
         _client_contexts[client] = ssl.create_default_context(
             cafile=str(tmp_path / "pki" / "ca.crt"))
-    settings = NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
-                            peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
-                            data_dir=str(tmp_path / "data"), fsync="never",
-                            snapshot_entries=0, **tls)  # type: ignore[arg-type]
-    node = Node(settings, admin=Pending.of)
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.run, partial(serve_clients, ClientServer(node)))
-            with trio.fail_after(30):
-                while node.core.role is not Role.LEADER:
-                    await node.driver.role_changed.wait()
+        async with one_node_leader(tmp_path / "data", peer, client, fsync="never", **tls):
             yield "127.0.0.1", client
-            nursery.cancel_scope.cancel()
     finally:
         _client_contexts.pop(client, None)
 

@@ -7,43 +7,26 @@ as a garbled record ('wrong version number'; tlsatk). Redis closes such a connec
 from __future__ import annotations
 
 import ssl
-from functools import partial
 from pathlib import Path
 
 import trio
 
 from chaos.cluster import free_ports
 from raftkv import certs
-from raftkv.node.node import Node
-from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
-from raftkv.raft import Role
-from raftkv.server.client_port import ClientServer, serve_clients
+from raftkv.testing import one_node_port
 
 
-def _settings(tmp_path: Path, tls: bool) -> NodeSettings:
-    peer, client = free_ports(2)
+async def _refusal(tmp_path: Path, tls: bool) -> bytes:
+    """What a connection beyond a cap of one reads before the port closes it."""
+    peer, port = free_ports(2)
     extra: dict[str, str] = {}
     if tls:
         certs.create(tmp_path / "pki")
         extra = {"tls_cert": str(tmp_path / "pki" / "node.crt"),
                  "tls_key": str(tmp_path / "pki" / "node.key")}
-    return NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
-                        peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
-                        data_dir=str(tmp_path / "data"), fsync="never", snapshot_entries=0,
-                        **extra)  # type: ignore[arg-type]
-
-
-async def _refusal(tmp_path: Path, tls: bool) -> bytes:
-    """What a connection beyond a cap of one reads before the port closes it."""
-    settings = _settings(tmp_path, tls)
-    port = int(settings.client_addr.rsplit(":", 1)[1])
-    node = Node(settings, admin=Pending.of)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run, partial(serve_clients, ClientServer(node, max_clients=1)))
+    async with one_node_port(tmp_path / "data", peer, port, max_clients=1, fsync="never",
+                             **extra):
         with trio.fail_after(30):
-            while node.core.role is not Role.LEADER:
-                await node.driver.role_changed.wait()
             first = await trio.open_tcp_stream("127.0.0.1", port)
             if tls:
                 ctx = ssl.create_default_context(cafile=str(tmp_path / "pki" / "ca.crt"))
@@ -56,7 +39,6 @@ async def _refusal(tmp_path: Path, tls: bool) -> bytes:
             while chunk := await second.receive_some(1024):
                 got += chunk
         await first.aclose()
-        nursery.cancel_scope.cancel()
     return got
 
 
