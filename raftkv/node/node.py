@@ -56,7 +56,7 @@ from raftkv.node.publish import (
     publish_members,
     wait_until_unpublished,
 )
-from raftkv.node.requests import SHUTTING_DOWN, RequestTracker
+from raftkv.node.requests import NOT_LEADER_NOW, SHUTTING_DOWN, RequestTracker
 from raftkv.node.settings import NodeSettings
 from raftkv.node.sizes import request_size
 from raftkv.node.snapshots import Snapshotter
@@ -458,14 +458,8 @@ class Node:
                 requests.park(args, write, pending, park_until, scripted)
                 self.wake()
             elif core.role is Role.LEADER:
-                try:
-                    index, term = core.propose(self.entry_data(args, scripted))
-                except NotLeader:
+                if not self._propose(args, pending, deadline, scripted):
                     requests.park(args, write, pending, park_until, scripted)
-                    return
-                requests.track_write(index, term, pending, deadline)
-                self.stats["proposed"] += 1
-                self.driver.proposed()
             elif core.leader_id:
                 self.forwarder.forward(args, pending, deadline)
             else:
@@ -476,6 +470,19 @@ class Node:
             self.stats["reads_stale"] += 1
         elif requests.add_read(args, pending, deadline, park_until):
             self.wake()  # (a later read of the batch: the loop has not asked it yet)
+
+    def _propose(self, args: list[bytes], pending: Pending, deadline: float,
+                 scripted: bool) -> bool:
+        """Propose a write as leader, tracked until it applies; False if the core refuses
+        (a leadership transfer, or no longer leader)."""
+        try:
+            index, term = self.core.propose(self.entry_data(args, scripted))
+        except NotLeader:
+            return False
+        self.requests.track_write(index, term, pending, deadline)
+        self.stats["proposed"] += 1
+        self.driver.proposed()
+        return True
 
     def _ask_reads(self) -> None:
         """The ready loop's, before it looks at the core: ask the reads taken since its last
@@ -557,9 +564,15 @@ class Node:
         self._forwarded = (None, False)
         if checked is not args:  # (another list: its own answer, never this one's)
             scripted = runs_scripts(args)
+        # Proposed here or refused for good, never parked or sent on: the follower may
+        # already have sent the connection's next write to a newer leader, which would
+        # then run it first (attack18: SET k 1, SET k 2 through a follower during a
+        # leadership transfer left k at 1, both answered OK). A definite TRYAGAIN keeps
+        # the client's order: the write it retries comes after what it already sent.
         reply = Pending()
-        now = trio.current_time()
-        self._dispatch(args, True, reply, now, now, scripted)
+        if self.core.role is not Role.LEADER or not self._propose(
+                args, reply, trio.current_time() + self.settings.request_timeout, scripted):
+            return Pending.of(NOT_LEADER_NOW)
         return reply
 
     def leader_client_addr(self) -> str:

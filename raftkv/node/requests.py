@@ -54,6 +54,11 @@ NOT_SENT = ErrorReply(
     "and not applied, retry"
 )
 
+NOT_LEADER_NOW = ErrorReply(
+    "TRYAGAIN the leader this write was forwarded to is no longer taking writes; it was not "
+    "applied, retry"
+)
+
 SWEEP_INTERVAL = 0.05  # seconds between sweeps: how late a deadline may be answered
 
 
