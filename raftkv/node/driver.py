@@ -55,6 +55,8 @@ class CoreDriver:
         self.storage = storage
         self.storage_lock = storage_lock
         self.sync_thread = sync_thread
+        # The WAL's write and fsync apart (DiskStorage; SyncThread's AIO path), if it can.
+        self._split = storage if hasattr(storage, "sync_write") else None
         self.transport = transport
         self.applier = applier
         self.requests = requests
@@ -160,13 +162,15 @@ class CoreDriver:
             written = storage.buffered_bytes
             started = trio.current_time()
             sync = self.sync_thread
-            if rd.send_before_sync and sync.may_inline(written) and transport.backlog():
+            split = self._split
+            if (rd.send_before_sync and sync.may_inline(written, split is not None)
+                    and transport.backlog()):
                 # Some appends are only queued (an idle link's went out in send_many): let
                 # the sender tasks put them on the wire before the loop waits for the disk.
                 # Two passes, since trio runs a batch of tasks in either order.
                 await trio.lowlevel.checkpoint()
                 await trio.lowlevel.checkpoint()
-            await sync.sync(storage.sync, written)
+            await sync.sync(storage.sync, written, split)
             # INFO raft_wal_syncs: raft_proposed (or raft_applied) over it is how many
             # commands share a Ready, an fsync and an append to each follower.
             self.stats["wal_syncs"] += 1
