@@ -4,10 +4,11 @@ Everything that touches the core runs in the trio thread, so the core needs no l
 ticker calls ``tick``, the inbound task calls ``step``, client requests call ``propose`` or
 ``read_index``; each of them only *wakes* the ready loop, which is the single place that
 persists, sends and applies (``_handle_ready``, in the order raftkv/raft/ready.py writes
-down: the core says which messages may leave before the fsync). Only the fsync may run in
-a worker thread (raftkv.node.sync_thread: on the loop while the disk is quick, since the
-hand-off then costs more than the wait); while it runs, new proposals accumulate in the
-core and go to disk together in the next Ready (group commit). A leader's appends are on
+down: the core says which messages may leave before the fsync). Only the fsync runs
+elsewhere (raftkv.node.sync_thread: a small group's in the kernel, through AIO, the loop
+waiting on an eventfd; without AIO, or for a large group, in a worker thread or, while the
+disk is quick, on the loop); while it runs, new proposals accumulate in the core and go to
+disk together in the next Ready (group commit). A leader's appends are on
 the wire before its fsync starts either way. The ticker is raftkv.node.ticker.
 
 While a Ready is in hand (its fsync, a snapshot install, the storage lock), every wake also
