@@ -6,9 +6,9 @@
 node started with ``--fsync never`` (54 test files start nodes so, e.g.
 tests/attack/conftest.py's cluster; the benchmarks' rows that leave the disk out) now
 fsyncs every WAL group, in a kernel worker. Measured with the real AioFsync (a data
-directory under /work, twice each): 300 one-entry groups under ``fsync=never`` took 0.51 s (1.7 ms a group, the disk's
-fsync) against 0.005-0.008 s on main's path; the CI suite runs its clusters with
-``never`` and is near its 20 min budget.
+directory under /work, twice each): 300 one-entry groups under ``fsync=never`` took
+0.51 s (1.7 ms a group, the disk's fsync) against 0.005-0.008 s on main's path; the CI
+suite runs its clusters with ``never`` and is near its 20 min budget.
 """
 
 from __future__ import annotations
