@@ -28,7 +28,8 @@ Where the kernel offers it, a small group's fsync goes to neither: ``sync`` writ
 on the loop and hands the fsync to the kernel's AIO (raftkv.storage.aio), then waits for its
 eventfd like for any socket. The loop neither blocks on the disk nor pays a thread's
 hand-off (about 50 us of CPU per fsync, ``bench_sync_handoff.py``). The thread stays for
-large groups (their ``pwrite`` too is long) and for kernels without AIO fsync.
+large groups (their ``pwrite`` too is long), for a group that starts a new segment (its
+creation and the directory's fsync), and for kernels without AIO fsync.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ MIN_SAMPLES = 4  # measured in the thread first
 class SplitSync(Protocol):
     """A WAL whose group write and fsync can be run apart (``DiskStorage.sync_write``)."""
 
+    @property
+    def rolls_next(self) -> bool: ...
     def sync_write(self) -> tuple[int, bool] | None: ...
     def sync_fd(self, fd: int, datasync: bool) -> None: ...
     def synced(self, error: OSError | None) -> None: ...
@@ -133,9 +136,11 @@ class SyncThread:
         raised) when this returns, in submission order."""
         if (split is not None and self._aio is not None and nbytes <= INLINE_MAX_BYTES
                 and not self._in_flight):
-            await self._sync_aio(split)
-            return
-        if self.may_inline(nbytes):
+            if not split.rolls_next:
+                await self._sync_aio(split)
+                return
+            # (A group that starts a new segment: in the thread, below.)
+        elif self.may_inline(nbytes):
             self.inline += 1
             self._recent.append(self._timed(fn))
             return

@@ -601,13 +601,20 @@ class DiskStorage:
         if pending is not None:
             self.sync_fd(*pending)
 
+    @property
+    def rolls_next(self) -> bool:
+        """Whether the next group starts a new segment: created, written and fsynced with
+        its directory where the group is written (a few ms), so not on the loop."""
+        return bool(self._segments) and self._segments[-1].size >= self.segment_size
+
     def sync_write(self) -> tuple[int, bool] | None:
         """``sync`` in two halves, for a caller that runs the fsync elsewhere (the kernel's
         AIO: raftkv.storage.aio): write the buffered group and return ``(fd, datasync)``,
         the descriptor to ``fdatasync`` (``datasync``) or ``fsync``; then either
         ``sync_fd(fd, datasync)`` or, once that fsync has run, ``synced(error)``. Nothing
         is durable before that, and nothing else may be written meanwhile (the runtime
-        holds the storage lock). None: nothing to sync (nothing buffered), done."""
+        holds the storage lock). None: nothing to sync (nothing buffered, or ``--fsync
+        never``), done."""
         self._check_writable()
         if not self._buf and not self._parts:
             return None
@@ -630,6 +637,9 @@ class DiskStorage:
             self._buf.clear()
             self._buf_max_index = 0
             self._syncing_hs = self._hs
+        if self.fsync_policy is not FsyncPolicy.ALWAYS:  # (--fsync never: no fsync to run)
+            self.synced(None)
+            return None
         return seg.fd, datasync
 
     def sync_fd(self, fd: int, datasync: bool) -> None:

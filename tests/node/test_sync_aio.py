@@ -178,3 +178,30 @@ async def test_a_large_group_is_still_written_in_the_thread(tmp_path, monkeypatc
     assert aio.submitted == [] and [t for _, t in calls] == [thread]
     monkeypatch.undo()
     s.close()
+
+
+async def test_a_group_that_starts_a_segment_is_written_in_the_thread(
+        tmp_path, monkeypatch) -> None:
+    """A new segment is created, written and fsynced with its directory (a few ms): in the
+    thread, not on the loop, whatever the kernel's AIO could do for the group's fsync."""
+    s = open_storage(tmp_path, "c", 1, CONFIG, fsync="always", segment_size=512)
+    aio = FakeAio()
+    with trio.fail_after(10):
+        async with SyncThread(aio=lambda: aio) as worker:
+            index = 0
+            while not s.rolls_next:
+                index += 1
+                fill(s, index, index)
+                await worker.sync(s.sync, s.buffered_bytes, s)
+            by_aio = len(aio.submitted)
+            calls = spy_fsyncs(monkeypatch)
+            fill(s, index + 1, index + 1)
+            await worker.sync(s.sync, s.buffered_bytes, s)
+            thread = worker._thread.ident
+    assert by_aio == index and len(aio.submitted) == by_aio  # (the roll's group: not AIO)
+    assert calls and {t for _, t in calls} == {thread}
+    monkeypatch.undo()
+    s.close(sync=False)
+    s = storage(tmp_path)
+    assert s.last_index() == index + 1
+    s.close()
