@@ -4,10 +4,11 @@ Everything that touches the core runs in the trio thread, so the core needs no l
 ticker calls ``tick``, the inbound task calls ``step``, client requests call ``propose`` or
 ``read_index``; each of them only *wakes* the ready loop, which is the single place that
 persists, sends and applies (``_handle_ready``, in the order raftkv/raft/ready.py writes
-down: the core says which messages may leave before the fsync). Only the fsync may run in
-a worker thread (raftkv.node.sync_thread: on the loop while the disk is quick, since the
-hand-off then costs more than the wait); while it runs, new proposals accumulate in the
-core and go to disk together in the next Ready (group commit). A leader's appends are on
+down: the core says which messages may leave before the fsync). Only the fsync runs
+elsewhere (raftkv.node.sync_thread: a small group's in the kernel, through AIO, the loop
+waiting on an eventfd; without AIO, or for a large group, in a worker thread or, while the
+disk is quick, on the loop); while it runs, new proposals accumulate in the core and go to
+disk together in the next Ready (group commit). A leader's appends are on
 the wire before its fsync starts either way. The ticker is raftkv.node.ticker.
 
 While a Ready is in hand (its fsync, a snapshot install, the storage lock), every wake also
@@ -55,6 +56,8 @@ class CoreDriver:
         self.storage = storage
         self.storage_lock = storage_lock
         self.sync_thread = sync_thread
+        # The WAL's write and fsync apart (DiskStorage; SyncThread's AIO path), if it can.
+        self._split = storage if hasattr(storage, "sync_write") else None
         self.transport = transport
         self.applier = applier
         self.requests = requests
@@ -160,13 +163,15 @@ class CoreDriver:
             written = storage.buffered_bytes
             started = trio.current_time()
             sync = self.sync_thread
-            if rd.send_before_sync and sync.may_inline(written) and transport.backlog():
+            split = self._split
+            if (rd.send_before_sync and sync.may_inline(written, split is not None)
+                    and transport.backlog()):
                 # Some appends are only queued (an idle link's went out in send_many): let
                 # the sender tasks put them on the wire before the loop waits for the disk.
                 # Two passes, since trio runs a batch of tasks in either order.
                 await trio.lowlevel.checkpoint()
                 await trio.lowlevel.checkpoint()
-            await sync.sync(storage.sync, written)
+            await sync.sync(storage.sync, written, split)
             # INFO raft_wal_syncs: raft_proposed (or raft_applied) over it is how many
             # commands share a Ready, an fsync and an append to each follower.
             self.stats["wal_syncs"] += 1

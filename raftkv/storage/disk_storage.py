@@ -60,7 +60,15 @@ from raftkv.storage.files import (
     remove_durably,
     truncate_durably,
 )
-from raftkv.storage.fsync import FsyncPolicy, fsync_dir, fsync_path, hold_dir, release_dir
+from raftkv.storage.fsync import (
+    FsyncPolicy,
+    fdatasync_fd,
+    fsync_dir,
+    fsync_fd,
+    fsync_path,
+    hold_dir,
+    release_dir,
+)
 from raftkv.storage.meta import META_NAME, DirMeta, read_meta, write_meta
 from raftkv.storage.snapshot_file import (
     CheckedData,
@@ -367,7 +375,7 @@ class DiskStorage:
             self._segments.append(seg)
         if replay.hs is None:
             raise CorruptionError(self._segments[0].path, 0, "no hard state record in the WAL")
-        self._hs = self._durable_hs = replay.hs
+        self._hs = self._durable_hs = self._syncing_hs = replay.hs
         entries = self._reconcile(replay)
         if entries is None:
             # The snapshot voids the whole WAL: a crash interrupted an install before its
@@ -589,9 +597,27 @@ class DiskStorage:
         state (term, vote) and the entries behind any vote or append response are on disk
         before the response leaves: both are in this one group, covered by this one fsync.
         """
+        pending = self.sync_write()
+        if pending is not None:
+            self.sync_fd(*pending)
+
+    @property
+    def rolls_next(self) -> bool:
+        """Whether the next group starts a new segment: created, written and fsynced with
+        its directory where the group is written (a few ms), so not on the loop."""
+        return bool(self._segments) and self._segments[-1].size >= self.segment_size
+
+    def sync_write(self) -> tuple[int, bool] | None:
+        """``sync`` in two halves, for a caller that runs the fsync elsewhere (the kernel's
+        AIO: raftkv.storage.aio): write the buffered group and return ``(fd, datasync)``,
+        the descriptor to ``fdatasync`` (``datasync``) or ``fsync``; then either
+        ``sync_fd(fd, datasync)`` or, once that fsync has run, ``synced(error)``. Nothing
+        is durable before that, and nothing else may be written meanwhile (the runtime
+        holds the storage lock). None: nothing to sync (nothing buffered, or ``--fsync
+        never``), done."""
         self._check_writable()
         if not self._buf and not self._parts:
-            return
+            return None
         data: bytes | bytearray = self._buf
         if self._parts:  # encoded here, in the caller's (the sync) thread, not on append
             data = bytearray()  # one copy of each large entry's data (append_entries_record)
@@ -605,12 +631,31 @@ class DiskStorage:
             seg = self._segments[-1]
             if seg.size >= self.segment_size:
                 seg = self._roll(records.hard_state_record(self._durable_hs), optional=True)
-            seg.append(data, self.fsync_policy, self.segment_size)
+            datasync = seg.write(data, self.segment_size)
             seg.max_index = max(seg.max_index, self._buf_max_index)
             self._parts.clear()
             self._buf.clear()
             self._buf_max_index = 0
-            self._durable_hs = self._hs
+            self._syncing_hs = self._hs
+        if self.fsync_policy is not FsyncPolicy.ALWAYS:  # (--fsync never: no fsync to run)
+            self.synced(None)
+            return None
+        return seg.fd, datasync
+
+    def sync_fd(self, fd: int, datasync: bool) -> None:
+        """The second half of ``sync``: the fsync itself (``sync_write``)."""
+        with self._io("writing the WAL"):
+            (fdatasync_fd if datasync else fsync_fd)(fd, self.fsync_policy)
+        self.synced(None)
+
+    def synced(self, error: OSError | None) -> None:
+        """The fsync of ``sync_write``'s group ran elsewhere and returned, or raised
+        ``error``: a failed fsync fails the storage for good (nothing is retried: the
+        pages it covered may be gone), as in ``sync``."""
+        if error is not None:
+            with self._io("writing the WAL"):
+                raise error
+        self._durable_hs = self._syncing_hs
 
     def _roll(self, preamble: bytes, optional: bool = False) -> Segment:
         """Start the next segment, created complete with ``preamble`` (durable hard state),

@@ -95,6 +95,15 @@ class Segment:
         """One group: one ``pwrite`` at the logical end, then one ``fdatasync`` (group
         commit), or an ``fsync`` if the group extends the file (``limit``: the segment
         size; space is allocated ahead only up to it)."""
+        if self.write(data, limit):
+            fdatasync_fd(self.fd, policy)
+        else:
+            fsync_fd(self.fd, policy)
+
+    def write(self, data: bytes | bytearray, limit: int) -> bool:
+        """``append`` without its sync: write the group; True if an ``fdatasync`` makes it
+        durable, False if it needs an ``fsync`` (it changed the file's size). The caller
+        syncs ``fd`` before anything relies on the group."""
         end = self.size + len(data)
         extends = end > self.alloc
         if extends:
@@ -105,9 +114,8 @@ class Segment:
             # The file's size changed: fsync commits it with the data. (fdatasync would
             # too, as metadata needed to read the data, but this keeps the rule plain.)
             self.alloc = max(self.alloc, end)
-            fsync_fd(self.fd, policy)
-        else:
-            fdatasync_fd(self.fd, policy)
+            return False
+        return True
 
     def _allocate(self, end: int, limit: int) -> None:
         """Extend the file to hold ``end`` bytes plus room ahead (see PREALLOC_MIN). Best

@@ -4,10 +4,14 @@ Run: .venv/bin/python tests/bench/bench_sync_handoff.py [--ops 300] [--rounds 6]
 
 A trio loop writes 100 bytes and fsyncs them ``--ops`` times on the loop (what
 ``SyncThread.sync`` does while the disk is quick), then the same through
-``SyncThread.run`` (the hand-off to the worker thread and back), alternating the order
-every round. Prints the medians per operation: wall time (the disk plus, for the thread,
+``SyncThread.run`` (the hand-off to the worker thread and back), and the same write with
+its fsync run by the kernel's AIO (``SyncThread.sync`` given a split WAL: the node's path
+for a small group where the kernel has AIO fsync), rotating the order every round. Prints
+the medians per operation: wall time (the disk plus, for the thread,
 the hand-off) and this process's CPU time (the hand-off's cost, which the machine's load
-moves little). The file is under --dir (default /work/tmp): a real disk, not tmpfs.
+moves little). The AIO fsync's kernel work runs in a kworker, outside this process: its
+CPU figure leaves that out (``bench_write_path.py`` prints the kworkers' CPU too). The
+file is under --dir (default /work/tmp): a real disk, not tmpfs.
 """
 
 from __future__ import annotations
@@ -28,16 +32,35 @@ async def measure(fd: int, ops: int, rounds: int) -> dict[str, list[tuple[float,
         os.write(fd, b"x" * 100)
         os.fsync(fd)
 
-    results: dict[str, list[tuple[float, float]]] = {"loop": [], "thread": []}
+    class Split:  # SplitSync over the one file: the write here, the fsync by the kernel
+        def sync_write(self) -> tuple[int, bool]:
+            os.write(fd, b"x" * 100)
+            return fd, False
+
+        def sync_fd(self, fd_: int, datasync: bool) -> None:
+            os.fsync(fd_)
+
+        def synced(self, error: OSError | None) -> None:
+            if error is not None:
+                raise error
+
+    split = Split()
+    modes = ["loop", "thread", "aio"]
+    results: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     async with SyncThread() as worker:
+        if not worker.uses_aio:
+            modes.remove("aio")
+            del results["aio"]
         for rnd in range(rounds):
-            for mode in ("loop", "thread") if rnd % 2 == 0 else ("thread", "loop"):
+            for mode in modes[rnd % len(modes):] + modes[:rnd % len(modes)]:
                 cpu, wall = time.process_time(), time.perf_counter()
                 for _ in range(ops):
                     if mode == "loop":
                         sync()
-                    else:
+                    elif mode == "thread":
                         await worker.run(sync)
+                    else:
+                        await worker.sync(sync, 100, split)
                 results[mode].append(((time.perf_counter() - wall) / ops * 1e6,
                                       (time.process_time() - cpu) / ops * 1e6))
     return results

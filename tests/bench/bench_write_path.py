@@ -9,7 +9,10 @@ one client, ``c50`` 50 clients, ``p16`` 50 clients pipelining 16) round by round
 clusters alternating (A B, then B A, ...), so both see the same machine load. Besides
 redis-benchmark's ops/s, p50 and p99 it prints the CPU time the three node processes used
 per SET (utime + stime of every thread, from /proc/PID/stat, summed over the nodes, less
-what the idle cluster used in the 2 s before the run at the same rate) and the leader's
+what the idle cluster used in the 2 s before the run at the same rate), the same for the
+kernel's worker threads (``kworker*``, ``jbd2*``: an fsync submitted through AIO runs in a
+kworker, not in the node; the figure includes other processes' disk work, so compare it
+paired, and ``cpu+k`` is the two summed) and the leader's
 SETs per WAL sync (its group size, from INFO): on a shared machine
 the load moves throughput and latency a lot and CPU per operation much less. The
 leader's own share is printed beside it (the leader's work, such as encoding the appends
@@ -41,6 +44,21 @@ from chaos.cluster import LocalCluster
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def kernel_workers_seconds() -> float:
+    """utime + stime of the kernel's worker and journal threads (kworker*, jbd2*)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError), open(f"/proc/{entry.name}/stat") as f:
+            text = f.read()
+        name = text[text.find("(") + 1:text.rfind(")")]
+        if name.startswith(("kworker", "jbd2")):
+            fields = text.rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
 def cpu_seconds(cluster: LocalCluster, only: int | None = None) -> float:
     """utime + stime of every live node process (all threads; or of node ``only``), in
     seconds."""
@@ -67,16 +85,20 @@ def run_row(cluster: LocalCluster, row: str, requests: int) -> dict[str, float]:
     leader, _ = roles(cluster)
     port = cluster.client_addr(leader)[1]
     before, lbefore = cpu_seconds(cluster), cpu_seconds(cluster, leader)
+    kbefore = kernel_workers_seconds()
     time.sleep(IDLE_SECONDS)
     idle_rate = (cpu_seconds(cluster) - before) / IDLE_SECONDS
     lidle_rate = (cpu_seconds(cluster, leader) - lbefore) / IDLE_SECONDS
+    kidle_rate = (kernel_workers_seconds() - kbefore) / IDLE_SECONDS
     syncs = wal_syncs(cluster, leader)
     before, lbefore = cpu_seconds(cluster), cpu_seconds(cluster, leader)
+    kbefore = kernel_workers_seconds()
     started = time.monotonic()
     run = redis_benchmark(port, "set", requests, clients, pipeline)
     elapsed = time.monotonic() - started
     used = cpu_seconds(cluster) - before - idle_rate * elapsed
     lused = cpu_seconds(cluster, leader) - lbefore - lidle_rate * elapsed
+    kused = kernel_workers_seconds() - kbefore - kidle_rate * elapsed
     syncs = wal_syncs(cluster, leader) - syncs
     result = run.rows.get("SET")
     if result is None or run.returncode:
@@ -84,6 +106,7 @@ def run_row(cluster: LocalCluster, row: str, requests: int) -> dict[str, float]:
         return {}
     return {"rps": result.rps, "p50": result.p50_ms, "p99": result.p99_ms,
             "cpu_us": used / requests * 1e6, "leader_us": lused / requests * 1e6,
+            "kworker_us": kused / requests * 1e6, "cpu_k_us": (used + kused) / requests * 1e6,
             "sets_per_sync": requests / max(syncs, 1)}
 
 
@@ -136,6 +159,7 @@ def main() -> int:
                     results.setdefault((name, row), []).append(res)
                     shown = (f"{res['rps']:8.0f}/s p50 {res['p50']:6.2f} p99 {res['p99']:6.2f} "
                              f"ms  cpu {res['cpu_us']:6.0f} us/SET (leader {res['leader_us']:5.0f})"
+                             f" kworkers {res['kworker_us']:5.0f} cpu+k {res['cpu_k_us']:6.0f}"
                              f"  {res['sets_per_sync']:5.1f} SET/sync" if res else "(failed)")
                     print(f"round {rnd + 1} {row:<4} {name:<16} {shown}", flush=True)
     print(f"\nmedians over {args.rounds} rounds ({load_line()}):")
@@ -148,13 +172,14 @@ def main() -> int:
                 m = meds[name]
                 print(f"  {row:<4} {name:<16} {m['rps']:8.0f}/s p50 {m['p50']:6.2f} "
                       f"p99 {m['p99']:6.2f} ms  cpu {m['cpu_us']:6.0f} us/SET "
-                      f"(leader {m['leader_us']:5.0f})  {m['sets_per_sync']:5.1f} SET/sync")
+                      f"(leader {m['leader_us']:5.0f}) kworkers {m['kworker_us']:5.0f} "
+                      f"cpu+k {m['cpu_k_us']:6.0f}  {m['sets_per_sync']:5.1f} SET/sync")
         b = meds.get(names[1])
         for name in [names[0], *names[2:]]:
             pairs = [(x, y) for x, y in zip(results[(name, row)], results[(names[1], row)],
                                             strict=True) if x and y]
             if pairs:  # the same round's two runs: the machine's load moved both
-                for key in ("rps", "cpu_us", "leader_us", "sets_per_sync"):
+                for key in ("rps", "cpu_us", "cpu_k_us", "leader_us", "sets_per_sync"):
                     ratios = sorted(x[key] / y[key] for x, y in pairs)
                     print(f"  {row:<4} {name} / {names[1]} {key} per round: "
                           f"{' '.join(f'{r:.2f}' for r in ratios)}; "

@@ -43,6 +43,7 @@ MAIN = [
     ("client parse + dispatch + propose", ("ClientServer",)),
     ("WAL fsync on the loop", ("fsync_fd",)),
     ("fsync hand-off (loop side)", ("to_thread", "start_thread_soon", "SyncThread.run")),
+    ("fsync by AIO (submit + reap)", ("AioFsync",)),
     ("persist (WAL encode + write)", ("persist", "wal.py", "DiskStorage.sync")),
     ("apply + answer", ("Applier.apply",)),
     ("ready (core.ready / advance)", ("CoreDriver.run", "_handle_ready")),

@@ -42,7 +42,8 @@ class SyncThread:
     async def run(self, fn: Any) -> Any:
         return await trio.to_thread.run_sync(fn)
 
-    async def sync(self, fn: Any, nbytes: int) -> Any:  # (this fsync blocks: never inline)
+    async def sync(self, fn: Any, nbytes: int,
+                   split: Any = None) -> Any:  # (this fsync blocks: never inline)
         return await self.run(fn)
 
 

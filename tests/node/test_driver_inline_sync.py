@@ -45,10 +45,10 @@ class Storage(MemoryStorage):
 class InlineSync:
     """A SyncThread on a quick disk: every sync runs on the loop."""
 
-    def may_inline(self, nbytes: int) -> bool:
+    def may_inline(self, nbytes: int, split: bool = False) -> bool:
         return True
 
-    async def sync(self, fn: Any, nbytes: int) -> None:
+    async def sync(self, fn: Any, nbytes: int, split: Any = None) -> None:
         fn()
 
     async def run(self, fn: Any) -> Any:
