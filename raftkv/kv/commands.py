@@ -67,10 +67,11 @@ class CommandSpec:
     last_key: int = 1
     key_step: int = 1
     internal: bool = False  # built by the server, not typed by users (COMMAND hides it)
+    # ``flag == WRITE``, kept: asked of every command on its way (a property was a call).
+    is_write: bool = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def is_write(self) -> bool:
-        return self.flag == WRITE
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "is_write", self.flag == WRITE)
 
     @property
     def acl_categories(self) -> tuple[str, ...]:

@@ -124,6 +124,9 @@ class Node:
         self.kv.read_budget = settings.script_budget
         self.clock = LeaderClock()  # stamps our proposals as leader; the time reads use
         self.started_at = 0.0
+        # trio's clock, read per command: ``run`` binds its clock's own method (one call,
+        # where ``trio.current_time`` is three).
+        self._now: Callable[[], float] = trio.current_time
         self.client_port = 0  # actual bound ports (tests bind port 0)
         self.peer_port = 0
         self.stopping = False
@@ -177,7 +180,8 @@ class Node:
         event(log, logging.INFO, "node starting", id=self.id, term=self.core.term,
               applied=self.applied, last_index=self.core.last_index,
               gc_frozen=freeze_startup_heap())
-        self.started_at = trio.current_time()
+        self._now = trio.lowlevel.current_clock().current_time
+        self.started_at = self._now()
         self.transport = build_transport(s, members, lambda msg: self.driver.deliver(msg),
                                          self.rng,
                                          lambda: self.core.term,
@@ -325,10 +329,10 @@ class Node:
         was removed from the cluster. ``scripted``: a write that runs scripts."""
         if self.stopping:
             return Pending.of(SHUTTING_DOWN)
-        if self.removed:
+        if self.membership.removed():  # (``removed``, without the property's call)
             return Pending.of(REMOVED)
         pending = Pending()
-        now = trio.current_time()  # (read once: the park and the request deadlines)
+        now = self._now()  # (read once: the park and the request deadlines)
         self._dispatch(args, write, pending, now + self.settings.leader_wait, now, scripted)
         return pending
 
@@ -464,7 +468,7 @@ class Node:
     def _dispatch(self, args: list[bytes], write: bool, pending: Pending,
                   park_until: float, now: float | None = None, scripted: bool = False) -> None:
         core, requests = self.core, self.requests
-        deadline = (trio.current_time() if now is None else now) + self.settings.request_timeout
+        deadline = (self._now() if now is None else now) + self.settings.request_timeout
         if write:
             if requests.parked:
                 # Behind the commands waiting for a leader, which the driver runs first

@@ -7,6 +7,8 @@ share on a saturated leader)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import trio
 
@@ -126,7 +128,7 @@ def leader(monkeypatch: pytest.MonkeyPatch) -> Node:
     """``node()`` as leader, a Ready in hand (its fsync running), the ready loop asleep."""
     n = node()
     n.core = Core()  # type: ignore[assignment]
-    monkeypatch.setattr(Node, "removed", property(lambda self: False))
+    n.membership = SimpleNamespace(removed=lambda: False)  # type: ignore[assignment]
     n.driver = CoreDriver(n.core, *[None] * 11, on_forward_request=print,  # type: ignore[arg-type]
                           unpark=print)
     n.driver._in_ready = True
