@@ -188,15 +188,11 @@ def test_a_stamp_reads_each_clock_once() -> None:
 
 class Reference(StampClock):
     """``stamp`` by the rules, without its shortcut for a stamp within the rate bound's
-    step of the last one (lead50)."""
+    step of the last one (lead50): ``now()``, which raises the floor."""
 
     def stamp(self) -> int:
-        wall_ms = int(self._wall() * 1000)
-        now_mono = self._mono()
-        t = self._now_at(wall_ms, now_mono)
+        t = self._now_at(int(self._wall() * 1000), self._mono())
         self._last = t
-        if t != self._anchor[0]:
-            self._anchor = (t, now_mono)
         return t
 
 
@@ -243,7 +239,8 @@ def test_a_stamp_in_the_last_stamps_millisecond_answers_what_the_rules_answer(
         if rng.random() < 0.002:
             clocks.wall += rng.choice((-5.0, -0.002, 0.002, 5.0))
         assert (fast._last, fast._anchor, fast._read) == (ref._last, ref._anchor, ref._read)
-    assert fast.computed < 0.8 * stamps  # (the shortcut was taken, and checked, often)
+    assert fast.computed < stamps  # (the shortcut was taken, and checked; rarely while
+    # a step or a stall keeps the wall clock out of bounds: the anchor stays behind)
 
 
 def test_stamps_in_one_millisecond_skip_the_rules_computation(monkeypatch) -> None:
@@ -259,13 +256,15 @@ def test_stamps_in_one_millisecond_skip_the_rules_computation(monkeypatch) -> No
     assert clock.stamp() == first + 1 and len(computed) == 1
 
 
-@pytest.mark.parametrize("interval", [0.0001, 0.0005, 0.00095, 0.003])
+@pytest.mark.parametrize("interval", [0.0001, 0.0005, 0.00095, 0.00105, 0.0015, 0.003])
 def test_stamps_follow_the_wall_clock_whatever_their_rate(interval: float) -> None:
     """lead50: each stamp anchored the rate bound at itself, a whole millisecond, with the
     monotonic time of that moment, so a stamp less than 16/17 ms later could not move (the
     bound allows 1 + 1/16 of the elapsed time) and lost that time. A leader proposing more
     often than that (SET c50: every ~0.1 ms) stamped every entry with the millisecond the
-    load began: for a second of load, every stamp and read stayed at 0 ms."""
+    load began: for a second of load, every stamp and read stayed at 0 ms. Stamps 1-2 ms
+    apart still lost up to a millisecond each where the bound capped them (attack18: 190
+    ms behind after 4 s at 1.05 ms; 892 ms at random 0.3-1.7 ms intervals)."""
     clock, clocks = make()
     first = clock.stamp()
     for _ in range(int(1.0 / interval)):
