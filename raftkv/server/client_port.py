@@ -178,8 +178,10 @@ class DirectReply:
             if len(value.data) > encoded:
                 return False, None
             data = value.data
-        elif t in ONE_PIECE:  # (+OK, an int...: small, not weighed first)
+        elif t in ONE_PIECE:  # (+OK, an int...: encoded, not weighed first)
             data = encode_reply(value, proto)
+            if len(data) > SEND_CHUNK:  # (a script's {ok=...} or {err=...} can be large)
+                return False, None
         elif isinstance(value, SlicedRead) or reply_size(value) > SEND_CHUNK:
             return False, None
         else:
