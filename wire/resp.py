@@ -227,6 +227,11 @@ class CommandParser(ChunkBuffer):
             self._join()
         elif self._chunks:
             self._join()
+        elif self._args is None and self._pos >= len(self._buf):
+            # Everything fed was parsed: ``_parse`` would stall for one byte (a reader
+            # asks once more after each read's last command: three calls saved a read).
+            self._need = 1
+            return None
         try:
             return self._parse()
         except ProtocolError as exc:

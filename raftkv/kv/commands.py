@@ -67,10 +67,11 @@ class CommandSpec:
     last_key: int = 1
     key_step: int = 1
     internal: bool = False  # built by the server, not typed by users (COMMAND hides it)
+    # ``flag == WRITE``, kept: asked of every command on its way (a property was a call).
+    is_write: bool = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def is_write(self) -> bool:
-        return self.flag == WRITE
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "is_write", self.flag == WRITE)
 
     @property
     def acl_categories(self) -> tuple[str, ...]:
@@ -274,8 +275,9 @@ def _eval(args: list[bytes]) -> ErrorReply | None:
     return numkeys if isinstance(numkeys, ErrorReply) else None
 
 
-def _exec(args: list[bytes]) -> ErrorReply | None:
-    decoded = decode_exec(args[1])
+def _exec(args: list[bytes], decoded: Decoded | None = None) -> ErrorReply | None:
+    if decoded is None:
+        decoded = decode_exec(args[1])
     if isinstance(decoded, ErrorReply):
         return decoded
     for command in decoded[1]:
@@ -287,13 +289,14 @@ def _exec(args: list[bytes]) -> ErrorReply | None:
     return None
 
 
-def unbuilt_error(args: list[bytes]) -> ErrorReply | None:
+def unbuilt_error(args: list[bytes], decoded: Decoded | None = None) -> ErrorReply | None:
     """An entry ``validate`` accepts but no node builds: ``budget`` and ``member_level``
     (the leader writes them itself), ``once`` of an internal command other than ``exec``,
     or an internal command inside an ``exec`` (attack13: a follower's
     forwarded ``once id seq expired k`` or an EXEC of ``once``-wrapped APPENDs, which
     entry_cost did not weigh, reached the log). Checked before proposing only (Node.check):
-    apply still takes what it took, so entries already in logs apply as before."""
+    apply still takes what it took, so entries already in logs apply as before.
+    ``decoded``: ``exec_of(args)``, if the caller has it."""
     name = args[0].lower()
     if name in (b"budget", b"member_level"):  # the leader's own (raftkv.kv.features): a
         # forwarded member_level could open the gate for a member that cannot read the form
@@ -309,7 +312,8 @@ def unbuilt_error(args: list[bytes]) -> ErrorReply | None:
         args = args[3:]
     elif name != b"exec" or len(args) != 2:
         return None
-    decoded = decode_exec(args[1])
+    if decoded is None:
+        decoded = decode_exec(args[1])
     if isinstance(decoded, ErrorReply):
         return None  # (validate's to answer)
     for command in decoded[1]:
@@ -414,19 +418,23 @@ def _member_level(args: list[bytes]) -> ErrorReply | None:
     return None
 
 
-def once_numbers(args: list[bytes]) -> tuple[int, int] | ErrorReply:
+def once_numbers(args: list[bytes], decoded: Decoded | None = None
+                 ) -> tuple[int, int] | ErrorReply:
     """The (session, seq) of ``once session seq command...`` (at least 4 arguments), or
     the error ``validate`` answers for it: the whole check, the wrapped command's included.
-    The state machine's apply checks a subset quickly and calls this for the error text."""
+    The state machine's apply checks a subset quickly and calls this for the error text.
+    ``decoded``: ``exec_of(args)``, if the caller has it."""
     inner = args[3:]
-    return check_once(args[1], args[2], _BY_BYTES.get(inner[0].lower()), inner)
+    return check_once(args[1], args[2], _BY_BYTES.get(inner[0].lower()), inner, decoded)
 
 
 def check_once(raw_sid: bytes, raw_seq: bytes, spec: CommandSpec | None,
-               inner: list[bytes]) -> tuple[int, int] | ErrorReply:
+               inner: list[bytes], decoded: Decoded | None = None
+               ) -> tuple[int, int] | ErrorReply:
     """``once_numbers`` of ``once raw_sid raw_seq *inner``, ``spec`` being ``inner``'s
     command (or None): the leader's RAFT ONCE has looked it up already, and this is every
-    check ``validate`` makes of the entry, each once (``Node.submit_once``)."""
+    check ``validate`` makes of the entry, each once (``Node.submit_once``). ``decoded``:
+    ``exec_of`` of the entry (its inner EXEC's payload), if the caller has it."""
     # (``session_id`` and ``parse_seq``'s common cases inlined: the leader validates every
     # RAFT ONCE; an id seen before, a sequence number under 19 digits.)
     sid = SESSION_IDS.get(raw_sid) or session_id(raw_sid)
@@ -442,12 +450,12 @@ def check_once(raw_sid: bytes, raw_seq: bytes, spec: CommandSpec | None,
         return ErrorReply("ERR RAFT ONCE cannot wrap a session command")
     if spec.flag != WRITE:
         return ErrorReply(f"ERR RAFT ONCE wraps writes only; '{spec.name}' is a read")
-    error = check_call(spec, inner)
+    error = check_call(spec, inner, decoded)
     return (sid, seq) if error is None else error
 
 
-def _once(args: list[bytes]) -> ErrorReply | None:
-    checked = once_numbers(args)
+def _once(args: list[bytes], decoded: Decoded | None = None) -> ErrorReply | None:
+    checked = once_numbers(args, decoded)
     return checked if isinstance(checked, ErrorReply) else None
 
 
@@ -495,33 +503,23 @@ Watches = list[tuple[bytes, int, int]]  # (key, exists, modification index) per 
 
 Decoded = tuple[Watches, list[list[bytes]]] | ErrorReply
 
-# The payload of the EXEC being checked before it is proposed, and its decode once made
-# (``shared_exec``): validate's ``_exec``, ``unbuilt_error``, ``growth_error``,
-# ``entry_cost`` and ``runs_scripts`` each decoded the same payload, up to five times.
-_SHARED: list[bytes | Decoded | None] = [None, None]
+
+def exec_of(args: list[bytes]) -> Decoded | None:
+    """The decoded payload of an ``EXEC payload`` entry, or of ``once id seq EXEC payload``
+    (an error if malformed); None for any other command. The node decodes it once before
+    proposing and hands it to each check that reads it (``validate``, ``unbuilt_error``,
+    ``key_cap``, ``growth_error``, ``entry_cost``, ``runs_scripts``: each decoded it, up to
+    five times); a check called without it decodes the payload itself."""
+    n = len(args)
+    if n == 2 and args[0].lower() == b"exec":
+        return decode_exec(args[1])
+    if n == 5 and args[3].lower() == b"exec" and args[0].lower() == b"once":
+        return decode_exec(args[4])
+    return None
 
 
 def decode_exec(payload: bytes) -> Decoded:
-    """The (watches, commands) of an ``encode_exec`` payload, checked; an error if malformed.
-    Decoded once for the payload ``shared_exec`` names (its callers only read it)."""
-    shared = _SHARED
-    if payload is shared[0]:  # (this very object, held meanwhile: ``is``, never ``==``)
-        if shared[1] is None:
-            shared[1] = _decode_exec(payload)
-        return shared[1]  # type: ignore[return-value]
-    return _decode_exec(payload)
-
-
-def shared_exec(payload: bytes | None) -> None:
-    """Decode ``payload`` (the last argument of an entry being checked) at most once until
-    ``shared_exec(None)``, which drops it: the proposer brackets its checks of one command
-    with the two calls, so a decode is shared only within them and never kept (naming the
-    same payload again keeps its decode: RAFT ONCE's checks hold its inner EXEC's)."""
-    if payload is None or payload is not _SHARED[0]:
-        _SHARED[0], _SHARED[1] = payload, None
-
-
-def _decode_exec(payload: bytes) -> Decoded:
+    """The (watches, commands) of an ``encode_exec`` payload, checked; an error if malformed."""
     bad = ErrorReply("ERR malformed transaction")
     try:
         obj = msgpack.unpackb(payload, raw=False)
@@ -547,7 +545,7 @@ def _decode_exec(payload: bytes) -> Decoded:
     return watches, raw_commands
 
 
-def validate(args: list[bytes]) -> ErrorReply | None:
+def validate(args: list[bytes], decoded: Decoded | None = None) -> ErrorReply | None:
     """Every error ``args`` gets whatever the data holds (arity, syntax), or None.
 
     A command that passes can still fail on the data: INCR of a non-integer, an overflow,
@@ -556,14 +554,21 @@ def validate(args: list[bytes]) -> ErrorReply | None:
     spec = _BY_BYTES.get(args[0].lower()) if args else None
     if spec is None:
         return unknown_command(args)
-    return check_call(spec, args)
+    return check_call(spec, args, decoded)
 
 
-def check_call(spec: CommandSpec, args: list[bytes]) -> ErrorReply | None:
-    """``validate`` of ``args``, a call of ``spec`` (looked up once, by the caller)."""
+def check_call(spec: CommandSpec, args: list[bytes], decoded: Decoded | None = None
+               ) -> ErrorReply | None:
+    """``validate`` of ``args``, a call of ``spec`` (looked up once, by the caller);
+    ``decoded``: ``exec_of(args)``, if the caller has it (an EXEC, or ONCE of one)."""
     argc = len(args)
     if ((argc != spec.arity) if spec.arity > 0 else (argc < -spec.arity)) or (
             argc % 2 == 0 and spec.name in _PAIRED):
         return wrong_arity(spec.name)
+    if decoded is not None:  # (the caller decoded the payload: ``exec_of``)
+        if spec.name == "exec":
+            return _exec(args, decoded)
+        if spec.name == "once":
+            return _once(args, decoded)
     check = _SYNTAX.get(spec.name)
     return None if check is None else check(args)

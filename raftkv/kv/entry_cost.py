@@ -48,7 +48,7 @@ from wire.reply import ErrorReply
 
 from . import syntax
 from .codec import KVDecodeError, decode_entry
-from .commands import MAX_VALUE_LEN, decode_exec, lookup
+from .commands import MAX_VALUE_LEN, Decoded, decode_exec, lookup
 from .glob import Glob
 from .scripts import CALL_COST, INSTRUCTION_BUDGET, ITEM_COST
 
@@ -137,18 +137,19 @@ class _Shadow:
 
 def refusal(kv: StateView, args: list[bytes], *, copy_limit: int, walk_limit: int,
             unapplied: Callable[[], Iterable[bytes] | None] | None = None,
-            ) -> ErrorReply | None:
+            decoded: Decoded | None = None) -> ErrorReply | None:
     """EXECABORT if ``args`` (an ``EXEC payload``, also inside ``once id seq``) would copy
     or walk more than its limits by this state; else None (any other command: None).
     ``unapplied``: the data of the entries in this node's log past its applied index (None
     if it cannot tell), which apply before the transaction: ``SET k <8 MiB>`` pipelined
     before an ``EXEC`` of APPENDs to ``k`` was checked against a ``k`` it had not made yet
-    (attack12)."""
+    (attack12). ``decoded``: ``exec_of(args)`` (commands.py), if the caller has it."""
     if len(args) == 5 and args[0].lower() == b"once":
         args = args[3:]
     if len(args) != 2 or args[0].lower() != b"exec":
         return None
-    decoded = decode_exec(args[1])
+    if decoded is None:
+        decoded = decode_exec(args[1])
     if isinstance(decoded, ErrorReply):
         return None  # validate() answers it
     commands = decoded[1]

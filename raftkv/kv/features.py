@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 
 from wire.reply import ErrorReply
 
-from .commands import MAX_LEVEL, decode_exec, parse_level
+from .commands import MAX_LEVEL, Decoded, decode_exec, parse_level
 
 FEATURE_LEVEL = 1  # the newest entry forms this release applies
 BUDGET_LEVEL = 1  # the level of the ``budget`` form
@@ -67,9 +67,10 @@ def parse_budget(raw: bytes) -> int | None:
     return value if MIN_BUDGET <= value <= MAX_BUDGET else None
 
 
-def runs_scripts(args: list[bytes]) -> bool:
+def runs_scripts(args: list[bytes], decoded: Decoded | None = None) -> bool:
     """Whether ``args`` (a checked entry) runs a script when applied: EVAL/EVALSHA, an
-    EXEC holding one, or ``once`` of either (the forms ``budget`` may wrap)."""
+    EXEC holding one, or ``once`` of either (the forms ``budget`` may wrap). ``decoded``:
+    ``exec_of(args)`` (commands.py), if the caller has it."""
     name = args[0].lower() if args else b""
     if name == b"once" and len(args) > 4:
         args = args[3:]
@@ -78,7 +79,8 @@ def runs_scripts(args: list[bytes]) -> bool:
         return True
     if name != b"exec" or len(args) != 2 or b"val" not in args[1].lower():
         return False  # (no EVAL/EVALSHA in it: one bytes search, no decoding)
-    decoded = decode_exec(args[1])
+    if decoded is None:
+        decoded = decode_exec(args[1])
     return not isinstance(decoded, ErrorReply) and any(
         command and command[0].lower() in _SCRIPTED for command in decoded[1])
 

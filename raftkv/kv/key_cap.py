@@ -22,30 +22,33 @@ from __future__ import annotations
 
 from wire.reply import ErrorReply
 
-from .commands import decode_exec, lookup
+from .commands import Decoded, decode_exec, lookup
 
 DEFAULT_MAX_KEYS_PER_COMMAND = 1024
 _DEPTH = 3  # RAFT ONCE of an EXEC is as deep as entries nest; deeper ones weigh 1
 
 
-def weight(args: list[bytes], depth: int = 0) -> int:
-    """The keys ``args`` (a command that passed ``validate``) makes an apply or a read walk."""
+def weight(args: list[bytes], depth: int = 0, decoded: Decoded | None = None) -> int:
+    """The keys ``args`` (a command that passed ``validate``) makes an apply or a read walk.
+    ``decoded``: ``exec_of(args)`` (commands.py), if the caller has it."""
     spec = lookup(args[0]) if args else None
     if spec is None or depth > _DEPTH:
         return 1
     if spec.name == "exec":
-        decoded = decode_exec(args[1]) if len(args) == 2 else None
+        if decoded is None and len(args) == 2:
+            decoded = decode_exec(args[1])
         if decoded is None or isinstance(decoded, ErrorReply):
             return 1  # (apply answers it an error without walking anything)
         return sum(weight(command, depth + 1) for command in decoded[1]) or 1
     if spec.name == "once":
-        return weight(args[3:], depth + 1) if len(args) > 3 else 1
+        return weight(args[3:], depth + 1, decoded) if len(args) > 3 else 1
     if spec.internal:  # the leader's own EXPIRED batches (500 keys) pass whatever the flag
         return 1
     return max(1, len(spec.keys(args)))
 
 
-def refusal(args: list[bytes], limit: int) -> ErrorReply | None:
+def refusal(args: list[bytes], limit: int, decoded: Decoded | None = None
+            ) -> ErrorReply | None:
     """The error for ``args`` if it names more than ``limit`` keys, else None. Cheap for
     the common case: a command of at most ``limit`` arguments after its name names at most
     that many keys, and an EXEC payload shorter than 2 x ``limit`` bytes carries fewer
@@ -53,7 +56,7 @@ def refusal(args: list[bytes], limit: int) -> ErrorReply | None:
     argc = len(args)
     if argc <= limit + 1 and not (argc in (2, 5) and len(args[-1]) >= 2 * limit):
         return None  # (2, 5: ``EXEC payload``, ``once id seq EXEC payload``)
-    keys = weight(args)
+    keys = weight(args, decoded=decoded)
     if keys <= limit:
         return None
     return too_many(keys, limit, transaction=_is_exec(args))

@@ -49,6 +49,7 @@ from .commands import (
     COMMANDS,
     MAX_VALUE_LEN,
     SESSION_IDS,
+    Decoded,
     Reply,
     check_arity,
     decode_exec,
@@ -315,7 +316,8 @@ class KVStateMachine:
         recorder.op = outer
         return reply
 
-    def growth_error(self, args: list[bytes], limit: int) -> ErrorReply | None:
+    def growth_error(self, args: list[bytes], limit: int, decoded: Decoded | None = None
+                     ) -> ErrorReply | None:
         """Before proposing: STRING_TOO_LONG if ``args`` (or a command inside ONCE or
         EXEC) is a SETRANGE whose offset and piece reach past ``limit`` bytes.
 
@@ -323,14 +325,16 @@ class KVStateMachine:
         built a piece at a time. Only the arguments decide it; APPEND depends on the value's
         length when the entry applies, which this node's state (it may lag) cannot tell, so
         the apply check alone (``max_value_len``, the same on every replica) decides it: a
-        stale length here would refuse an APPEND after an acknowledged DEL.
+        stale length here would refuse an APPEND after an acknowledged DEL. ``decoded``:
+        ``exec_of(args)`` (commands.py), if the caller has it.
         """
         name = args[0].lower() if args else b""
         while name == b"once" and len(args) > 4:  # (a loop, not a call: every RAFT ONCE)
             args = args[3:]
             name = args[0].lower()
         if name == b"exec" and len(args) == 2:
-            decoded = decode_exec(args[1])
+            if decoded is None:
+                decoded = decode_exec(args[1])
             if isinstance(decoded, ErrorReply):
                 return None  # validate() answers it
             for command in decoded[1]:

@@ -17,6 +17,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import trio
 
 from raftkv.kv import (
@@ -27,12 +28,13 @@ from raftkv.kv import (
     check_once,
     encode_entry,
     entry_cost,
+    exec_of,
     key_cap,
     lookup,
-    shared_exec,
     unbuilt_error,
     validate,
 )
+from raftkv.kv.commands import Decoded
 from raftkv.kv.features import BUDGET_LEVEL, FEATURE_LEVEL, MAY_RUN_SCRIPTS, runs_scripts, wrap
 from raftkv.kv.feed import ChangeFeed
 from raftkv.log import event
@@ -75,14 +77,31 @@ REMOVED = ErrorReply("TRYAGAIN this node was removed from the cluster; send comm
 # The read ``Node.barrier`` waits for: through ReadIndex like any read, O(1) on any state.
 BARRIER_READ = (b"EXISTS", b"")
 
-# Writes whose checks before proposing are their arity and syntax, the key cap, the size
-# and memory alone: none is internal (``unbuilt_error``), a SETRANGE (``growth_error``), a
-# script (``runs_scripts``) or an EXEC (``entry_cost``), so ``submit`` skips those (each
-# lowercased the name again: a pipelined SET's share on a saturated leader, p16).
-PLAIN_WRITES = frozenset(
-    name for name, spec in COMMANDS.items()
-    if spec.is_write and not spec.internal
-    and name not in ("setrange", "eval", "evalsha", "eval_ro", "evalsha_ro", "script"))
+
+@attrs.frozen
+class Checks:
+    """Which of ``Node._checked``'s checks can refuse a call of one command, and whether
+    its entry may run scripts: decided once per command (``CHECKS``), so a plain write
+    (SET) skips what cannot refuse it (each skipped check lowercased the name again: a
+    pipelined SET's share on a saturated leader, p16) and every check stays in one place.
+    A check added to ``_checked`` runs for every command unless one of these says not."""
+
+    write: bool  # through the log: --maxmemory may refuse it (a read never grows memory)
+    # An internal form (``unbuilt_error``; ``once``, ``exec``: also what they carry) or a
+    # SETRANGE (``growth_error``): the checks of what the entry builds or holds.
+    entry: bool
+    scripts: bool  # it may run scripts (``runs_scripts`` is asked; else False)
+
+
+def checks_of(spec: CommandSpec) -> Checks:
+    return Checks(write=spec.is_write, entry=spec.internal or spec.name == "setrange",
+                  scripts=spec.is_write and spec.name in MAY_RUN_SCRIPTS)
+
+
+CHECKS = {name: checks_of(spec) for name, spec in COMMANDS.items()}
+UNKNOWN = Checks(write=True, entry=True, scripts=True)  # (``validate`` refuses it anyway)
+ONCE = COMMANDS["once"]
+_UNDECODED: Decoded = ErrorReply("(not decoded yet)")  # ``_checked``'s default: decode here
 
 # A command the leader runs for a follower (RAFT ADDNODE ...): raftkv.server.admin's.
 Admin = Callable[[list[bytes]], Pending]
@@ -105,6 +124,9 @@ class Node:
         self.kv.read_budget = settings.script_budget
         self.clock = LeaderClock()  # stamps our proposals as leader; the time reads use
         self.started_at = 0.0
+        # trio's clock, read per command: ``run`` binds its clock's own method (one call,
+        # where ``trio.current_time`` is three).
+        self._now: Callable[[], float] = trio.current_time
         self.client_port = 0  # actual bound ports (tests bind port 0)
         self.peer_port = 0
         self.stopping = False
@@ -158,7 +180,8 @@ class Node:
         event(log, logging.INFO, "node starting", id=self.id, term=self.core.term,
               applied=self.applied, last_index=self.core.last_index,
               gc_frozen=freeze_startup_heap())
-        self.started_at = trio.current_time()
+        self._now = trio.lowlevel.current_clock().current_time
+        self.started_at = self._now()
         self.transport = build_transport(s, members, lambda msg: self.driver.deliver(msg),
                                          self.rng,
                                          lambda: self.core.term,
@@ -296,42 +319,20 @@ class Node:
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
         spec = lookup(args[0])
-        if spec is not None and spec.name in PLAIN_WRITES:
-            error = self._check_plain(spec, args)
-            return Pending.of(error) if error is not None else self._admit(args, True)
-        if spec is None or spec.is_write:
-            checked = self._checked(args, spec)  # (validate() rejects unknown commands)
-            if type(checked) is not bool:
-                return Pending.of(checked)
-            return self._admit(args, True, checked)
-        # A read's check is its arity, syntax and size: it neither grows a value nor
-        # memory (and ``spec`` is looked up once).
-        error = check_call(spec, args)
-        if error is None and len(args) > self.settings.max_keys_per_command + 1:
-            error = key_cap.refusal(args, self.settings.max_keys_per_command)
-        if error is None:
-            error = self._size_error(args)
-        return Pending.of(error) if error is not None else self._admit(args, False)
-
-    def _check_plain(self, spec: CommandSpec, args: list[bytes]) -> ErrorReply | None:
-        """``check`` of a call of ``spec``, one of ``PLAIN_WRITES``: the same answer, from
-        the checks that can refuse it (it runs no script: ``_admit``'s default)."""
-        error = check_call(spec, args)
-        if error is None:
-            error = key_cap.refusal(args, self.settings.max_keys_per_command)
-        if error is None:
-            error = self._size_error(args)
-        return error if error is not None else self.memory.refuse(args)
+        checked = self._checked(spec, args)
+        if type(checked) is not bool:
+            return Pending.of(checked)
+        return self._admit(args, spec.is_write, checked)  # type: ignore[union-attr]
 
     def _admit(self, args: list[bytes], write: bool, scripted: bool = False) -> Pending:
         """A checked command on its way (``_dispatch``), unless this node is stopping or
         was removed from the cluster. ``scripted``: a write that runs scripts."""
         if self.stopping:
             return Pending.of(SHUTTING_DOWN)
-        if self.removed:
+        if self.membership.removed():  # (``removed``, without the property's call)
             return Pending.of(REMOVED)
         pending = Pending()
-        now = trio.current_time()  # (read once: the park and the request deadlines)
+        now = self._now()  # (read once: the park and the request deadlines)
         self._dispatch(args, write, pending, now + self.settings.leader_wait, now, scripted)
         return pending
 
@@ -340,17 +341,11 @@ class Node:
         RAFT ONCE), ``spec`` being the wrapped command's, which the caller looked up: the
         same checks as ``check`` of the entry, each made once (``validate`` of the entry
         looked the command up again, through three more calls), still before proposing."""
-        shared = len(entry) == 5  # (an EXEC's payload: decoded once for both checks)
-        if shared:
-            shared_exec(entry[4])
-        try:
-            numbers = check_once(entry[1], entry[2], spec, entry[3:])
-            if type(numbers) is not tuple:
-                return Pending.of(numbers)
-            checked = self._checked(entry, validated=True)
-        finally:
-            if shared:
-                shared_exec(None)
+        decoded = exec_of(entry)  # (an EXEC's payload: decoded once for every check)
+        numbers = check_once(entry[1], entry[2], spec, entry[3:], decoded)
+        if type(numbers) is not tuple:
+            return Pending.of(numbers)
+        checked = self._checked(ONCE, entry, validated=True, decoded=decoded)
         if type(checked) is not bool:
             return Pending.of(checked)
         return self._admit(entry, True, checked)
@@ -384,44 +379,68 @@ class Node:
         ``validated``: the caller ran ``validate``'s checks already (``submit_once``).
         Entries no node builds (``unbuilt_error``: a forwarded ``once`` of an internal
         command, internal commands inside an EXEC) are refused here too."""
-        checked = self._checked(args, validated=validated)
+        checked = self._checked(lookup(args[0]) if args else None, args, validated)
         return checked if type(checked) is not bool else None
 
-    def _checked(self, args: list[bytes], spec: CommandSpec | None = None,
-                 validated: bool = False) -> ErrorReply | bool:
-        """``check``'s error or, if it passed, whether ``args`` runs scripts when it applies
-        (``runs_scripts``): decided here, once, and carried with the command to
-        ``entry_data`` (each proposal asked it again), not asked at all of a ``spec`` that
-        cannot (SET); one decode of an EXEC's payload is shared by every check of it."""
-        shared = len(args) in (2, 5)  # (``EXEC payload``, ``once id seq EXEC payload``)
-        if shared:
-            shared_exec(args[-1])
-        try:
-            settings = self.settings
-            error = None if validated else (validate(args) or unbuilt_error(args))
-            if error is None:
-                error = key_cap.refusal(args, settings.max_keys_per_command)
-            if error is None:
-                error = self._size_error(args)
-            if error is None:  # nor may SETRANGE reach past it (APPEND is decided at apply)
-                error = self.kv.growth_error(args, settings.max_request_bytes)
-            if error is None and shared:  # an EXEC (or ONCE of one): copies, walks
-                error = self._cost_error(args)
-            if error is None:
-                error = self.memory.refuse(args)
+    def _checked(self, spec: CommandSpec | None, args: list[bytes], validated: bool = False,
+                 decoded: Decoded | None = _UNDECODED) -> ErrorReply | bool:
+        """``check``'s error for ``args``, a call of ``spec`` (None: unknown) or, if it
+        passed, whether it runs scripts when it applies (``runs_scripts``): decided here,
+        once, and carried with the command to ``entry_data`` (each proposal asked it
+        again). Every check of every command is here, in one order; ``CHECKS`` says which
+        cannot refuse a call of ``spec`` (a read, a plain write). An EXEC's payload
+        (``exec_of``) is decoded once and handed to each check that reads it; ``decoded``:
+        that, if the caller has it. ``validated``: the caller ran ``validate``'s checks."""
+        checks = UNKNOWN if spec is None else CHECKS[spec.name]
+        entry = checks.entry
+        if not entry:
+            decoded = None
+        elif decoded is _UNDECODED:
+            decoded = exec_of(args)
+        if not validated:
+            error = validate(args) if spec is None else check_call(spec, args, decoded)
             if error is not None:
                 return error
-            return (spec is None or spec.name in MAY_RUN_SCRIPTS) and runs_scripts(args)
-        finally:
-            if shared:
-                shared_exec(None)
+        if entry:  # a form no node builds from a client's command
+            error = unbuilt_error(args, decoded)
+            if error is not None:
+                return error
+        settings = self.settings
+        cap = settings.max_keys_per_command
+        # (A command of at most ``cap`` arguments after its name names at most ``cap``
+        # keys, unless it carries an EXEC: key_cap.refusal's own shortcut, without a call;
+        # ``cap`` is at least 1.)
+        if len(args) > cap + 1 or decoded is not None:
+            error = key_cap.refusal(args, cap, decoded)
+            if error is not None:
+                return error
+        limit = settings.max_request_bytes
+        # (Under this bound no exact count: ``_size_error``'s own shortcut, without a call.)
+        if sum(map(len, args)) + 25 * len(args) + 24 > limit:
+            error = self._size_error(args)
+            if error is not None:
+                return error
+        if entry:  # nor may SETRANGE reach past it (APPEND is decided at apply)
+            error = self.kv.growth_error(args, limit, decoded)
+            if error is not None:
+                return error
+        if decoded is not None:  # an EXEC (or ONCE of one): copies, walks
+            error = self._cost_error(args, decoded)
+            if error is not None:
+                return error
+        if checks.write and self.memory.limit:  # (no limit: ``refuse``'s own shortcut)
+            error = self.memory.refuse(args)
+            if error is not None:
+                return error
+        return checks.scripts and runs_scripts(args, decoded)
 
-    def _cost_error(self, args: list[bytes]) -> ErrorReply | None:
+    def _cost_error(self, args: list[bytes], decoded: Decoded | None = None
+                    ) -> ErrorReply | None:
         """An EXEC's copies and walks when it applies after this node's log (entry_cost)."""
         return entry_cost.refusal(self.kv, args,
                                   copy_limit=2 * self.settings.max_request_bytes,
                                   walk_limit=self.settings.max_keys_per_command,
-                                  unapplied=self._unapplied_data)
+                                  unapplied=self._unapplied_data, decoded=decoded)
 
     def _unapplied_data(self) -> list[bytes] | None:
         """The data of the commands in this node's log past its applied index (None while
@@ -449,7 +468,7 @@ class Node:
     def _dispatch(self, args: list[bytes], write: bool, pending: Pending,
                   park_until: float, now: float | None = None, scripted: bool = False) -> None:
         core, requests = self.core, self.requests
-        deadline = (trio.current_time() if now is None else now) + self.settings.request_timeout
+        deadline = (self._now() if now is None else now) + self.settings.request_timeout
         if write:
             if requests.parked:
                 # Behind the commands waiting for a leader, which the driver runs first
@@ -553,7 +572,7 @@ class Node:
     def _check_forwarded(self, args: list[bytes]) -> ErrorReply | None:
         """``check`` of a forwarded command, keeping whether it runs scripts for
         ``_run_forwarded``, which the forwarder calls next with the same list."""
-        checked = self._checked(args)
+        checked = self._checked(lookup(args[0]) if args else None, args)
         if type(checked) is not bool:
             return checked
         self._forwarded = (args, checked)

@@ -60,9 +60,9 @@ class ClientBuffers:
         held = self._held.get(conn.id)
         if held is None:
             return
-        self.total += size - held[1]
+        total = self.total = self.total + size - held[1]
         held[1] = size
-        if size:
+        if size and total > self.limit:  # (``_enforce``'s own test: a call saved, twice a read)
             self._enforce()
 
     def add_output(self, conn: Connection, delta: int) -> None:
@@ -71,7 +71,7 @@ class ClientBuffers:
             return
         held[2] += delta
         self.total += delta
-        if delta > 0:
+        if delta > 0 and self.total > self.limit:
             self._enforce()
 
     def bytes_of(self, conn: Connection) -> int:

@@ -49,7 +49,7 @@ from raftkv.server.auth_limit import machine_of
 from raftkv.server.blocked_readers import BlockedReaders
 from raftkv.server.client_buffers import ClientBuffers
 from raftkv.server.client_tls import ClientTLS
-from raftkv.server.commands import AFTER_APPLY, execute, is_write
+from raftkv.server.commands import AFTER_APPLY, KINDS, execute, is_write
 from raftkv.server.connection import Connection
 from raftkv.server.copy_turn import CANDIDATES as COPY_CANDIDATES
 from raftkv.server.copy_turn import copies_big
@@ -173,10 +173,15 @@ class DirectReply:
         part of it (``rest`` is owed); (False, None): not tried, the writer sends it.
         ``encoded``: the largest reply already encoded to try (``DIRECT_ENCODED`` from
         the blocked readers' pass, which yields to the loop every few ms)."""
-        if type(value) is Encoded:  # (nothing to encode: a watcher's shared XREAD reply)
+        t = type(value)
+        if t is Encoded:  # (nothing to encode: a watcher's shared XREAD reply)
             if len(value.data) > encoded:
                 return False, None
             data = value.data
+        elif t in ONE_PIECE:  # (+OK, an int...: encoded, not weighed first)
+            data = encode_reply(value, proto)
+            if len(data) > SEND_CHUNK:  # (a script's {ok=...} or {err=...} can be large)
+                return False, None
         elif isinstance(value, SlicedRead) or reply_size(value) > SEND_CHUNK:
             return False, None
         else:
@@ -425,6 +430,9 @@ class ClientServer:
         read_size = READ_CHUNK
         burst = 0  # commands handled since the reader last yielded
         out_limit = limits.output_buffer_bytes  # _wait_for_output_room's, checked inline
+        node = self.node
+        # (Per connection, not per command: a call less for each when metrics are off.)
+        track = node.metrics.track if node.metrics.enabled else None
         async with send:
             while not conn.closing:
                 if out_limit and conn.out_bytes > out_limit // 2:  # (else: no coroutine)
@@ -465,30 +473,32 @@ class ClientServer:
                         name = args[0].lower()
                         if name in AFTER_APPLY and await order.settle_writes():
                             barrier = await self._applied_barrier()
-                        write = is_write(args, name)
+                        write = KINDS.get(name) if name != b"raft" else is_write(args, name)
                         if write is not None and write is not order.kind:
                             await order.before(write)  # (else: nothing to wait for)
                         while conn.owed - conn.pushes >= PIPELINE_WINDOW:
                             await conn.drained().wait()  # the writer sent one more
                         turn = None  # a large copy waits for its turn (copy_turn.py)
-                        if name in COPY_CANDIDATES and copies_big(self.node.kv, name, args,
+                        if name in COPY_CANDIDATES and copies_big(node.kv, name, args,
                                                                   conn.tx.queue or ()):
                             turn = self.copy_turn
                             await turn.acquire()
                         # (From here to send() nothing yields, so a SUBSCRIBE's
                         # confirmation is queued before any message it lets in.)
                         if turn is None:
-                            pending = (execute(self.node, conn, args, name) if barrier is None
+                            pending = (execute(node, conn, args, name) if barrier is None
                                        else Pending.of(barrier))
                         else:  # (never a barrier: no AFTER_APPLY command copies)
                             try:
-                                pending = execute(self.node, conn, args, name)
+                                pending = execute(node, conn, args, name)
                             except BaseException:
                                 turn.release()
                                 raise
                             pending.add_callback(partial(_release, turn))  # once answered
-                        anonymous = restore_limits(parser, conn, anonymous)
-                        self.node.metrics.track(args[0], pending)
+                        if anonymous is not None:
+                            anonymous = restore_limits(parser, conn, anonymous)
+                        if track is not None:
+                            track(args[0], pending)
                         order.track(pending)
                         if not pending.done:
                             inflight.append((pending, size))

@@ -36,7 +36,7 @@ from raftkv.server.pubsub_cmd import (
 )
 from raftkv.server.session_cmd import once_command
 from raftkv.server.streams import HANDLERS as STREAM_HANDLERS
-from raftkv.server.streams import writes_feed
+from raftkv.server.streams import WRITE_TO_FEED, is_feed_name, writes_feed
 from wire.reply import OK, ErrorReply, SimpleString
 from wire.resp import string2ll
 
@@ -68,14 +68,14 @@ def is_write(args: list[bytes], name: bytes | None = None) -> bool | None:
     pipelined after a session's write behind it, as after a plain write (it was None, so a
     GET sent after ``RAFT ONCE ... SET`` on one connection could be read before the SET
     committed). Asked for every command: every name but RAFT's is answered from a table
-    (``_KINDS``, built from the same rules once). ``name``: ``args[0].lower()``, if the
+    (``KINDS``, built from the same rules once). ``name``: ``args[0].lower()``, if the
     caller has it."""
     if name is None:
         name = args[0].lower()
     if name != b"raft":
-        return _KINDS.get(name)
+        return KINDS.get(name)
     if len(args) > 4 and args[1].lower() == b"once":  # (``_is_write``'s answer, from the table)
-        return _KINDS.get(args[4].lower())
+        return KINDS.get(args[4].lower())
     return None  # RAFT's own subcommands are local
 
 
@@ -115,11 +115,11 @@ def _refused(node: Node, args: list[bytes], name: bytes | None = None) -> ErrorR
     spec = SPECS.get(name)
     if spec is not None and spec.internal:
         return unknown_command(args)
-    inner = _once_inner(args)
+    inner = _once_inner(args) if name == b"raft" else args
     if inner is not args:
         name = inner[0].lower()
         spec = lookup(name)
-    refused = _spec_writes_feed(spec, legacy_form(inner))
+    refused = _spec_writes_feed(spec, legacy_form(inner) if len(inner) == 2 else inner)
     if refused is not None:
         return refused
     if name in SCRIPTING and not node.settings.enable_scripts:
@@ -138,7 +138,9 @@ def execute(node: Node, conn: Connection, args: list[bytes],
         if conn.tx.queue is not None:
             conn.tx.dirty = True  # EXEC will answer EXECABORT, as Redis does
         return Pending.of(denied)
-    if (conn.proto == 2 and conn.subs.count and name not in SUBSCRIBED_MODE_COMMANDS
+    subs = conn.subs  # (its ``count``, without the property's call: asked of every command)
+    if (conn.proto == 2 and (subs.channels or subs.patterns)
+            and name not in SUBSCRIBED_MODE_COMMANDS
             and (name in LOCAL or name in TRANSACTION or lookup(name) is not None)):
         return _err(subscribed_mode_error(name))  # Redis's RESP2 subscribed mode
     control = TRANSACTION.get(name)
@@ -159,7 +161,7 @@ def execute(node: Node, conn: Connection, args: list[bytes],
         return handler(node, conn, args)
     if name == b"publish":  # a write whose answer is this node's count of receivers
         return publish(node, conn, args)
-    return node.submit(legacy_form(args))
+    return node.submit(legacy_form(args) if len(args) == 2 else args)
 
 
 def _raft_once(node: Node, args: list[bytes]) -> Pending:
@@ -220,7 +222,17 @@ def _spec_writes_feed(spec: CommandSpec | None, args: list[bytes]) -> ErrorReply
     """``_inner_writes_feed`` of ``args`` (in its legacy form), a call of ``spec``."""
     if spec is None or not spec.is_write or not spec.arity_ok(len(args)):
         return None
+    at = _ONE_KEY.get(spec.name)
+    if at is not None:  # (SET, INCR...: its one key, without a list and two calls)
+        return WRITE_TO_FEED if is_feed_name(args[at]) else None
     return writes_feed(spec.keys(args))
+
+
+# Writes that name exactly one key, at this position, whatever their arguments: what
+# ``CommandSpec.keys`` answers for them is that one argument (scripts count their keys).
+_ONE_KEY = {name: spec.first_key for name, spec in COMMANDS.items()
+            if spec.is_write and spec.first_key > 0 and spec.last_key == spec.first_key
+            and name not in ("eval", "evalsha", "eval_ro", "evalsha_ro")}
 
 
 def cmd_multi(node: Node, conn: Connection, args: list[bytes]) -> Pending:
@@ -553,7 +565,7 @@ TRANSACTION: dict[bytes, Callable[[Any, Any, list[bytes]], Pending]] = {
 
 # is_write's answer for every known name but RAFT's (whose answer depends on its arguments);
 # an unknown name is None, as _is_write says.
-_KINDS: dict[bytes, bool | None] = {
+KINDS: dict[bytes, bool | None] = {
     name: _is_write([name])
     for name in (*LOCAL, *TRANSACTION, *(n.encode() for n in COMMANDS))
     if name != b"raft"

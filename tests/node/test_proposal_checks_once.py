@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import msgpack
 import pytest
 
-from raftkv.kv import codec, commands, encode_exec
-from raftkv.kv.features import BUDGET
+from raftkv.kv import KVStateMachine, codec, commands, encode_exec, entry_cost, key_cap
+from raftkv.kv.features import BUDGET, runs_scripts
 from raftkv.node import node as node_module
 from raftkv.node.forwarding import Forwarder
 from raftkv.node.node import Node
@@ -107,7 +107,8 @@ async def test_a_write_is_not_asked_again_whether_it_runs_scripts(
     n, core = leader()
     asked: list[list[bytes]] = []
     real = node_module.runs_scripts
-    monkeypatch.setattr(node_module, "runs_scripts", lambda a: asked.append(a) or real(a))
+    monkeypatch.setattr(node_module, "runs_scripts",
+                        lambda a, d=None: asked.append(a) or real(a, d))
     n.submit([b"SET", b"k", b"v"])
     n.submit([b"INCR", b"n"])
     assert len(core.proposed) == 2 and asked == []  # (a SET cannot run scripts)
@@ -136,17 +137,45 @@ async def test_an_exec_is_decoded_once_before_it_is_proposed(
     n.submit_once([b"once", b"1", b"1", b"EXEC", payload], commands.lookup(b"EXEC"))
     assert len(decoded) == 2 and core.proposed[1][0] == BUDGET
     n.submit([b"EXEC", payload])  # a new check: a new decode (none is kept past it)
-    assert len(decoded) == 3 and commands._SHARED == [None, None]
+    assert len(decoded) == 3
+    n.forwarder = Forwarder(1, n.settings, core, SimpleNamespace(send=lambda m: None),  # type: ignore
+                            n.requests, n.stats)
+    n.on_forward_request(ForwardRequest(term=1, src=2, dst=1, req_id=1,  # a follower's
+                                        args=(b"EXEC", payload)))
+    assert len(decoded) == 4 and core.proposed[3][0] == BUDGET
 
 
-def test_a_shared_decode_is_never_another_payloads() -> None:
+def test_the_kv_checks_keep_no_decode_between_calls() -> None:
+    """The decode is handed to each check (``exec_of``), not kept in the kv layer: a check
+    called without it decodes the payload it is given, whatever was checked before."""
+    assert not hasattr(commands, "_SHARED") and not hasattr(commands, "shared_exec")
     first = encode_exec([], [[b"SET", b"a", b"1"]])
-    other = bytes(bytearray(first))  # equal, another object
-    commands.shared_exec(first)
-    try:
-        one = commands.decode_exec(first)
-        assert commands.decode_exec(first) is one
-        assert commands.decode_exec(other) is not one  # (decoded on its own)
-    finally:
-        commands.shared_exec(None)
-    assert commands.decode_exec(first) is not one
+    one = commands.exec_of([b"EXEC", first])
+    assert commands.decode_exec(first) is not one and commands.decode_exec(first) == one
+    assert commands.exec_of([b"once", b"1", b"1", b"exec", first]) == one
+    assert commands.exec_of([b"GET", first]) is None
+
+
+@pytest.mark.parametrize("check", [
+    lambda args, d: commands.validate(args, d),
+    lambda args, d: commands.unbuilt_error(args, d),
+    lambda args, d: key_cap.refusal(args, 1, d),
+    lambda args, d: runs_scripts(args, d),
+    lambda args, d: entry_cost.refusal(KVStateMachine(), args, copy_limit=1, walk_limit=1,
+                                       decoded=d),
+    lambda args, d: KVStateMachine().growth_error(args, 1, d),
+])
+def test_a_check_given_the_decoded_exec_does_not_decode_it_again(
+        check, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = encode_exec([], [[b"SETRANGE", b"k", b"5", b"xy"], [b"APPEND", b"k", b"x"],
+                               [b"SET", b"j", b"1"], EVAL])
+    for args in ([b"EXEC", payload], [b"once", b"1", b"1", b"EXEC", payload]):
+        decoded = commands.exec_of(args)
+        expected = check(args, None)  # (decoded by the check itself)
+
+        def never(*_: object, **__: object) -> object:
+            raise AssertionError("decoded again")
+
+        monkeypatch.setattr(commands.msgpack, "unpackb", never)
+        assert check(args, decoded) == expected
+        monkeypatch.undo()

@@ -26,7 +26,7 @@ from raftkv.node.tls_stream import handshake as tls_handshake
 from raftkv.server.client_port import DIRECT_ENCODED, SEND_CHUNK, DirectReply
 from raftkv.server.client_tls import client_tls_context
 from raftkv.testing import one_node_leader
-from wire.reply import Encoded
+from wire.reply import Encoded, ErrorReply, SimpleString
 from wire.resp import encode_command, encode_reply
 
 
@@ -164,6 +164,12 @@ def test_try_send_whole_part_and_none() -> None:
         assert direct.try_send(b"x" * (SEND_CHUNK + 1), 2) == (False, None)
         assert direct.try_send(SlicedRead.__new__(SlicedRead), 2) == (False, None)
         assert direct.try_send(KeysJob.__new__(KeysJob), 2) == (False, None)  # (subclasses)
+        # A status or error text as large (a script's {ok=...}): left to the writer, which
+        # weighs it, not handed whole to the socket or a TLS stream (attack18).
+        assert direct.try_send(SimpleString("s" * SEND_CHUNK), 2) == (False, None)
+        assert direct.try_send(ErrorReply("ERR " + "e" * SEND_CHUNK), 2) == (False, None)
+        assert direct.try_send(SimpleString("OK"), 2) == (True, None)
+        assert b.recv(100) == b"+OK\r\n"
         # A reply already encoded and answered later (a watcher's XREAD reply, often over
         # 64 KB on a busy node) is sent at once up to DIRECT_ENCODED: no writer-task hop a
         # round trip. (Answered at once, SEND_CHUNK still: its reader's task sends it.)
