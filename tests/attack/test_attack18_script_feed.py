@@ -6,7 +6,10 @@ each write, so the feed (``__raftkv:changes``, what ``XREAD`` and ``kv.watch`` s
 what keyspace notifications are made from) told every watcher ``set k v`` at that entry's
 revision while ``k`` still held its old value on every replica: a consumer that mirrors
 the store from the feed diverges, and a watcher waiting for ``k`` to change wakes on a
-write that never happened.
+write that never happened. Over the wire (one-node leader, redis-py): after ``SET k old``,
+``EVAL "redis.call('SET', KEYS[1], 'never'); redis.call('FLUSHALL'); error('undone')" 1 k``
+answered its error, ``GET k`` was ``old`` and ``DBSIZE`` 1, but ``XRANGE __raftkv:changes``
+ended with ``3-0 set k never`` and ``3-1 flushall``: a mirror built from the feed is empty.
 """
 
 from __future__ import annotations
