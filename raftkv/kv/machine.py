@@ -1130,7 +1130,9 @@ class KVStateMachine:
         # (``_run`` with the entry looked up above, not ``_execute``, which looks it up
         # again: the simulator's CountingKV counts the commands run at ``_run``.)
         reply = self._run(inner, entry)
-        sessions.record(sid, seq, reply)
+        # Into the table the state holds now, not ``sessions``: a failing script's undo
+        # may have put another in its place (attack18).
+        self._sessions.record(sid, seq, reply)
         return reply
 
     # -- scripts ---------------------------------------------------------------------------
