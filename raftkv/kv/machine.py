@@ -1198,6 +1198,21 @@ class KVStateMachine:
         if new_deadline:  # (after the table: a rebuild of the heap reads it)
             self._push_deadline(deadline, key)  # type: ignore[arg-type]
 
+    def change_mark(self) -> tuple[int, int, int]:
+        """Where the entry's change records and PUBLISHed messages stand as a script
+        starts: what ``retract_changes`` goes back to if the script fails."""
+        recorder = self._recorder
+        if recorder.pending:
+            recorder.settle(self._data, self._expires)
+        return (*recorder.mark(), len(self._published))
+
+    def retract_changes(self, mark: tuple[int, int, int]) -> None:
+        """A failing script's writes were undone: what they told the feed, watchers,
+        keyspace notifications and subscribers since ``mark`` is dropped with them."""
+        if self._writing:
+            self._recorder.retract(mark[:2], self._data, self._expires)
+        del self._published[mark[2]:]
+
     @property
     def gone(self) -> int:
         """The entry that last forgot every deletion index (see the module docstring)."""

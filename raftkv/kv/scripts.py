@@ -74,6 +74,10 @@ class ScriptHost(Protocol):
 
     def restore_key(self, key: bytes, record: KeyRecord) -> None: ...
 
+    def change_mark(self) -> Any: ...
+
+    def retract_changes(self, mark: Any) -> None: ...
+
     def snapshot_state(self) -> KVState: ...
 
     def replace(self, state: KVState) -> None: ...
@@ -91,14 +95,18 @@ class _Journal:
 
     Each key a command names is saved once (its value, deadline, modification and deletion
     indexes); FLUSHALL/FLUSHDB save a copy of the whole state (charged per key). Undone in
-    reverse order. What stays: expired keys a keyless read (KEYS, SCAN) deleted on the way,
-    invisible to every read anyway, and a reset of the deletion indexes (``gone``) if the
+    reverse order; then what the undone writes recorded for the change feed (XREAD,
+    kv.watch, keyspace notifications) and the PUBLISHes of the script are dropped
+    (``retract_changes``): they never happened. What stays: expired keys a keyless read
+    (KEYS, SCAN) deleted on the way, invisible to every read anyway (their ``expired``
+    changes stay in the feed), and a reset of the deletion indexes (``gone``) if the
     script's deletions overflowed them, which only makes later EXECs fail, never pass."""
 
     def __init__(self, machine: ScriptHost) -> None:
         self._machine = machine
         self._undo: list[tuple[bytes | None, Any]] = []
         self._seen: set[bytes] = set()
+        self._mark = machine.change_mark()  # the change feed's records, as they stand
 
     def before(self, args: list[bytes]) -> None:
         spec = lookup(args[0])
@@ -121,6 +129,7 @@ class _Journal:
             else:
                 machine.restore_key(key, record)
         self._undo = []
+        machine.retract_changes(self._mark)  # the writes never happened: nor their changes
 
 INSTRUCTION_BUDGET = 10_000_000
 HOOK_STEP = 10_000
