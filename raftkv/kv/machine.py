@@ -138,6 +138,9 @@ HEAP_SLACK = 1024  # stale expiry-heap entries always allowed (``_push_deadline`
 _Handler = Callable[[list[bytes]], Reply]
 _Entry = tuple[int, ErrorReply, _Handler, bool, str]  # arity, error, handler, is_write, name
 KeyRecord = tuple[bytes | None, int | None, int | None, int | None]
+# data, expires, mods, the deadline heap, tombs, gone (``keyspace``)
+Keyspace = tuple[dict[bytes, bytes], dict[bytes, int], dict[bytes, int],
+                 list[tuple[int, bytes]], dict[bytes, int], int]
 _SESSION_COMMANDS = frozenset({"once", "session_open", "session_close"})
 _STRING = SimpleString("string")
 _NONE = SimpleString("none")
@@ -1212,6 +1215,26 @@ class KVStateMachine:
         if self._writing:
             self._recorder.retract(mark[:2], self._data, self._expires)
         del self._published[mark[2]:]
+
+    def keyspace(self) -> Keyspace:
+        """The maps FLUSHALL replaces, by reference, and the deletion index: what a failing
+        script's undo puts back if a FLUSHALL does run (``flushed``)."""
+        return (self._data, self._expires, self._mods, self._heap, self._tombs, self._gone)
+
+    def flushed(self, saved: Keyspace) -> bool:
+        """Whether a FLUSHALL replaced every map of ``saved`` (it ran, on a non-empty
+        keyspace), so that nothing will change them again."""
+        return self._data is not saved[0] and self._tombs is not saved[4]
+
+    def restore_keyspace(self, saved: Keyspace) -> None:
+        """Put back the keyspace a FLUSHALL dropped (``keyspace``, ``flushed``): the maps
+        the script wrote since are dropped, the old ones no longer handed to the runtime
+        to free."""
+        self._drop_state()
+        self._retire(self._tombs)
+        back = {id(old) for old in saved[:5]}
+        self.retired[:] = [old for old in self.retired if id(old) not in back]
+        self._data, self._expires, self._mods, self._heap, self._tombs, self._gone = saved
 
     @property
     def gone(self) -> int:
