@@ -264,6 +264,28 @@ class ChangeRecorder:
         self.pending = []
         self._touched = {}
 
+    def mark(self) -> tuple[int, int]:
+        """Where the entry's records stand (settled: nothing ``pending``), for ``retract``."""
+        return (len(self._done), self._next)
+
+    def retract(self, mark: tuple[int, int], data: dict[bytes, bytes],
+                expires: dict[bytes, int]) -> None:
+        """Forget what was recorded since ``mark``: a failing script's writes, which its
+        journal has just undone (``data`` as it now stands), never happened. Kept: an
+        ``expired`` change of a key still gone (a keyless read deleted it on the way, and
+        the journal leaves that), renumbered from the mark's position."""
+        if self.pending:
+            self.settle(data, expires)
+        done, position = self._done, mark[1]
+        kept: list[Record] = []
+        for record in done[mark[0]:]:
+            if type(record) is Change and record.op == "expired" and record.key not in data:
+                kept.append(record._replace(position=position))
+                position += 1
+        del done[mark[0]:]
+        done += kept
+        self._next = position
+
     def finish(self, data: dict[bytes, bytes], expires: dict[bytes, int]) -> list[Record]:
         """The entry's changes, numbered 0.. (touches of a command that raised included:
         what it changed is changed), as records: ``expand`` gives the changes."""

@@ -139,6 +139,9 @@ HEAP_SLACK = 1024  # stale expiry-heap entries always allowed (``_push_deadline`
 _Handler = Callable[[list[bytes]], Reply]
 _Entry = tuple[int, ErrorReply, _Handler, bool, str]  # arity, error, handler, is_write, name
 KeyRecord = tuple[bytes | None, int | None, int | None, int | None]
+# data, expires, mods, the deadline heap, tombs, gone (``keyspace``)
+Keyspace = tuple[dict[bytes, bytes], dict[bytes, int], dict[bytes, int],
+                 list[tuple[int, bytes]], dict[bytes, int], int]
 _SESSION_COMMANDS = frozenset({"once", "session_open", "session_close"})
 _STRING = SimpleString("string")
 _NONE = SimpleString("none")
@@ -1134,7 +1137,9 @@ class KVStateMachine:
         # (``_run`` with the entry looked up above, not ``_execute``, which looks it up
         # again: the simulator's CountingKV counts the commands run at ``_run``.)
         reply = self._run(inner, entry)
-        sessions.record(sid, seq, reply)
+        # Into the table the state holds now, not ``sessions``: a failing script's undo
+        # may have put another in its place (attack18).
+        self._sessions.record(sid, seq, reply)
         return reply
 
     # -- scripts ---------------------------------------------------------------------------
@@ -1199,6 +1204,41 @@ class KVStateMachine:
                 table[key] = item
         if new_deadline:  # (after the table: a rebuild of the heap reads it)
             self._push_deadline(deadline, key)  # type: ignore[arg-type]
+
+    def change_mark(self) -> tuple[int, int, int]:
+        """Where the entry's change records and PUBLISHed messages stand as a script
+        starts: what ``retract_changes`` goes back to if the script fails."""
+        recorder = self._recorder
+        if recorder.pending:
+            recorder.settle(self._data, self._expires)
+        return (*recorder.mark(), len(self._published))
+
+    def retract_changes(self, mark: tuple[int, int, int]) -> None:
+        """A failing script's writes were undone: what they told the feed, watchers,
+        keyspace notifications and subscribers since ``mark`` is dropped with them."""
+        if self._writing:
+            self._recorder.retract(mark[:2], self._data, self._expires)
+        del self._published[mark[2]:]
+
+    def keyspace(self) -> Keyspace:
+        """The maps FLUSHALL replaces, by reference, and the deletion index: what a failing
+        script's undo puts back if a FLUSHALL does run (``flushed``)."""
+        return (self._data, self._expires, self._mods, self._heap, self._tombs, self._gone)
+
+    def flushed(self, saved: Keyspace) -> bool:
+        """Whether a FLUSHALL replaced every map of ``saved`` (it ran, on a non-empty
+        keyspace), so that nothing will change them again."""
+        return self._data is not saved[0] and self._tombs is not saved[4]
+
+    def restore_keyspace(self, saved: Keyspace) -> None:
+        """Put back the keyspace a FLUSHALL dropped (``keyspace``, ``flushed``): the maps
+        the script wrote since are dropped, the old ones no longer handed to the runtime
+        to free."""
+        self._drop_state()
+        self._retire(self._tombs)
+        back = {id(old) for old in saved[:5]}
+        self.retired[:] = [old for old in self.retired if id(old) not in back]
+        self._data, self._expires, self._mods, self._heap, self._tombs, self._gone = saved
 
     @property
     def gone(self) -> int:

@@ -52,7 +52,6 @@ from .lua_patterns import PATTERNS
 from .lua_rewrite import RewriteError, rewrite
 from .lua_sandbox import SANDBOX
 from .lua_sort import SORT
-from .state import KVState
 
 KeyRecord = tuple[bytes | None, int | None, int | None, int | None]
 
@@ -74,9 +73,15 @@ class ScriptHost(Protocol):
 
     def restore_key(self, key: bytes, record: KeyRecord) -> None: ...
 
-    def snapshot_state(self) -> KVState: ...
+    def change_mark(self) -> Any: ...
 
-    def replace(self, state: KVState) -> None: ...
+    def retract_changes(self, mark: Any) -> None: ...
+
+    def keyspace(self) -> Any: ...
+
+    def flushed(self, saved: Any) -> bool: ...
+
+    def restore_keyspace(self, saved: Any) -> None: ...
 
     def __len__(self) -> int: ...
 
@@ -90,37 +95,63 @@ class _Journal:
     the writes a failing script made, RaftKV does not).
 
     Each key a command names is saved once (its value, deadline, modification and deletion
-    indexes); FLUSHALL/FLUSHDB save a copy of the whole state (charged per key). Undone in
-    reverse order. What stays: expired keys a keyless read (KEYS, SCAN) deleted on the way,
-    invisible to every read anyway, and a reset of the deletion indexes (``gone``) if the
-    script's deletions overflowed them, which only makes later EXECs fail, never pass."""
+    indexes). The first FLUSHALL/FLUSHDB that empties a non-empty keyspace keeps the maps
+    it drops (``keyspace``: references; it puts new maps in their place, so nothing writes
+    to the old ones again) and ends the journal: putting them back undoes all the script
+    did after it, however many FLUSHALLs follow (attack18: each one copied the whole
+    state, the change feed and sessions included). Undone in reverse order; then what the
+    undone writes recorded for the change feed (XREAD, kv.watch, keyspace notifications)
+    and the script's PUBLISHes are dropped (``retract_changes``): they never happened.
+    What stays: expired keys a keyless read (KEYS, SCAN) deleted on the way, invisible to
+    every read anyway (their ``expired`` changes stay in the feed), and a reset of the
+    deletion indexes (``gone``) if the script's deletions overflowed them before any
+    FLUSHALL, which only makes later EXECs fail, never pass. (PUBLISH names no key and
+    changes no state: nothing to save; it was taken for a FLUSHALL, a whole copy a call.)"""
 
     def __init__(self, machine: ScriptHost) -> None:
         self._machine = machine
         self._undo: list[tuple[bytes | None, Any]] = []
         self._seen: set[bytes] = set()
+        self._mark = machine.change_mark()  # the change feed's records, as they stand
+        self._flushing: Any = None  # the keyspace as a FLUSHALL about to run found it
+        self._flushed = False  # a FLUSHALL's undo is saved: it puts back all that follows
 
     def before(self, args: list[bytes]) -> None:
+        if self._flushed:
+            return
         spec = lookup(args[0])
         if spec is None:
             return
-        if spec.is_write and spec.first_key == 0:  # FLUSHALL, FLUSHDB
-            self._undo.append((None, self._machine.snapshot_state()))
-            self._seen = set()
+        if spec.name in _FLUSHES:
+            if len(self._machine):  # (of an empty one: nothing a key record cannot undo)
+                self._flushing = self._machine.keyspace()
             return
         for key in spec.keys(args):
             if key not in self._seen:
                 self._seen.add(key)
                 self._undo.append((key, self._machine.key_record(key)))
 
+    def after(self) -> None:
+        """The command ``before`` saw has run: a FLUSHALL that did replace the keyspace's
+        maps leaves the old ones untouched, so they are its undo (no copy)."""
+        saved, self._flushing = self._flushing, None
+        if saved is not None and self._machine.flushed(saved):
+            self._undo.append((None, saved))
+            self._flushed = True
+
     def undo(self) -> None:
+        self.after()  # (a command that raised)
         machine = self._machine
         for key, record in reversed(self._undo):
             if key is None:
-                machine.replace(record)
+                machine.restore_keyspace(record)
             else:
                 machine.restore_key(key, record)
         self._undo = []
+        machine.retract_changes(self._mark)  # the writes never happened: nor their changes
+
+
+_FLUSHES = frozenset(("flushall", "flushdb"))
 
 INSTRUCTION_BUDGET = 10_000_000
 HOOK_STEP = 10_000
@@ -260,6 +291,8 @@ class _Bridge:
             self.journal.before(args)
         glob, args = _split_pattern(args)
         reply = self.machine.call_from_script(args, self.read_only)
+        if not self.read_only:
+            self.journal.after()
         if glob is not None:
             reply, work = _filter_counted(glob, reply, (remaining - cost) / GLOB_STEP_COST)
             cost += work * GLOB_STEP_COST
@@ -280,8 +313,8 @@ class _Bridge:
             return KEY_COST * len(self.machine)
         if name == b"dbsize":
             return self.machine.expiring
-        if name in (b"flushall", b"flushdb"):  # the journal copies the state first
-            return ORDER_COST * len(self.machine)
+        if name in (b"flushall", b"flushdb"):  # drops the keyspace (the journal copies
+            return ORDER_COST * len(self.machine)  # nothing: kept as entries apply so)
         if name in (b"append", b"setrange") and len(args) >= 2:  # copy the whole value
             length = self.machine.call_from_script([b"strlen", args[1]], True)
             return length // BYTES if isinstance(length, int) else 0
