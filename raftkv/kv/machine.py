@@ -1287,8 +1287,8 @@ class KVStateMachine:
         alive = self._alive
         if not self._walk(len(self._data)):
             return WALK_OVER
-        if pattern == b"*":
-            return sorted(key for key in self._data if alive(key) is not None)
+        if pattern == b"*":  # (a list: ``alive`` deletes expired keys in a write's apply)
+            return sorted(key for key in list(self._data) if alive(key) is not None)
         matched = self._matching(pattern, self._data)
         if isinstance(matched, ErrorReply):
             return matched
