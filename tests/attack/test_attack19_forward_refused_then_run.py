@@ -10,7 +10,9 @@ log as [W2], not a prefix of [W1, W2]. With the client library's sessions this i
 order, not just a failed write: ``client.pipeline()`` resends the suffix from the first
 ``TryAgain`` (both are ``RAFT ONCE`` tagged, so "safe"), W1 (seq n) now applies after W2
 (seq n+1), and W2's resend is a duplicate answered from the session table: ``APPEND k a;
-APPEND k b`` ends as ``"ba"``, both answered as applied. A fix keeps a follower's forwarded
+APPEND k b`` ends as ``"ba"``, and ``SET k 1; SET k 2`` (every write is tagged; sessions are
+on by default) leaves ``k`` at 1, both answered ``OK``: attack18's symptom, back through
+the client's retry. A fix keeps a follower's forwarded
 writes in the order it sent them: what the leader proposes of them is a prefix (it refuses
 everything behind a refused one, or holds them in order until it can run or refuse all).
 """
