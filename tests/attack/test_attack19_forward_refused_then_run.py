@@ -56,7 +56,8 @@ async def test_a_refused_forward_is_not_overtaken_by_the_next_one_from_the_same_
         return ForwardRequest(term=3, src=3, dst=1, req_id=req_id, args=tuple(args))
 
     leader.on_forward_request(forwarded(1, W1))  # during the hand-over
-    assert [(m.req_id, decode_reply(m.reply)) for m in sent] == [(1, NOT_LEADER_NOW)]
+    # (Today: answered -TRYAGAIN at once. A fix may instead hold it, in order.)
+    assert [decode_reply(m.reply) for m in sent] in ([NOT_LEADER_NOW], []), sent
     core.transferee = 0  # the transfer timed out: L leads on, as before
     leader.on_forward_request(forwarded(2, W2))  # the connection's next write, right behind
 
