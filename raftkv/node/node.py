@@ -466,7 +466,12 @@ class Node:
         return ErrorReply(f"ERR request of {size} bytes exceeds max-request-bytes {limit}")
 
     def _dispatch(self, args: list[bytes], write: bool, pending: Pending,
-                  park_until: float, now: float | None = None, scripted: bool = False) -> None:
+                  park_until: float, now: float | None = None, scripted: bool = False,
+                  forwarded: bool = False) -> None:
+        """Propose, forward, park or read ``args``. ``forwarded``: a write a follower sent
+        this node as leader, proposed here (at once, or once a transfer ends) or refused
+        for good, never sent on: the follower may already have sent the connection's next
+        write to a newer leader, which would then run it first (attack18)."""
         core, requests = self.core, self.requests
         deadline = (self._now() if now is None else now) + self.settings.request_timeout
         if write:
@@ -474,11 +479,13 @@ class Node:
                 # Behind the commands waiting for a leader, which the driver runs first
                 # once it looks: a connection's pipelined writes reach the log in its order
                 # even when a leader became known between the two (attack16's window).
-                requests.park(args, write, pending, park_until, scripted)
+                requests.park(args, write, pending, park_until, scripted, forwarded)
                 self.wake()
             elif core.role is Role.LEADER:
                 if not self._propose(args, pending, deadline, scripted):
-                    requests.park(args, write, pending, park_until, scripted)
+                    requests.park(args, write, pending, park_until, scripted, forwarded)
+            elif forwarded:
+                pending.set(NOT_LEADER_NOW)
             elif core.leader_id:
                 self.forwarder.forward(args, pending, deadline)
             else:
@@ -554,7 +561,7 @@ class Node:
                     waiter.pending.set(error)
                     continue
             self._dispatch(waiter.args, waiter.write, waiter.pending, waiter.deadline,
-                           scripted=waiter.scripted)
+                           scripted=waiter.scripted, forwarded=waiter.forwarded)
 
     def on_forward_request(self, msg: ForwardRequest) -> None:
         """A follower's command, run as leader (raftkv.node.forwarding); or a founder's
@@ -583,15 +590,15 @@ class Node:
         self._forwarded = (None, False)
         if checked is not args:  # (another list: its own answer, never this one's)
             scripted = runs_scripts(args)
-        # Proposed here or refused for good, never parked or sent on: the follower may
-        # already have sent the connection's next write to a newer leader, which would
-        # then run it first (attack18: SET k 1, SET k 2 through a follower during a
-        # leadership transfer left k at 1, both answered OK). A definite TRYAGAIN keeps
-        # the client's order: the write it retries comes after what it already sent.
-        reply = Pending()
-        if self.core.role is not Role.LEADER or not self._propose(
-                args, reply, trio.current_time() + self.settings.request_timeout, scripted):
+        # Refused at once unless leader; as leader, parked while a transfer runs (behind
+        # the follower's earlier writes, in order: a transfer that ends without a leader
+        # change proposes them all; attack19) and refused if it hands over.
+        if self.core.role is not Role.LEADER:
             return Pending.of(NOT_LEADER_NOW)
+        reply = Pending()
+        now = self._now()
+        self._dispatch(args, True, reply, now + self.settings.leader_wait, now, scripted,
+                       forwarded=True)
         return reply
 
     def leader_client_addr(self) -> str:

@@ -107,6 +107,7 @@ class Waiter:
     proposal: bool = False  # our own proposal: counted in proposals_failed when it fails
     size: int = 0  # a forward or an unsent command: its arguments' bytes
     scripted: bool = False  # a parked write that runs scripts (its check found: Node)
+    forwarded: bool = False  # a parked write a follower forwarded: never sent on (Node)
 
     @property
     def maybe_applied(self) -> bool:
@@ -274,9 +275,9 @@ class RequestTracker:
     # -- commands waiting for a leader ----------------------------------------------------
 
     def park(self, args: list[bytes], write: bool, pending: Pending, until: float,
-             scripted: bool = False) -> None:
+             scripted: bool = False, forwarded: bool = False) -> None:
         self.parked.append(Waiter(pending, until, NO_LEADER, args, write=write,
-                                  scripted=scripted))
+                                  scripted=scripted, forwarded=forwarded))
 
     def unpark(self) -> list[Waiter]:
         """Take every parked command still unanswered (a leader is known: run them)."""

@@ -1,6 +1,7 @@
-"""A write forwarded to this node runs here as leader or is refused for good: never parked,
-never forwarded again. The follower that sent it may already have sent the same
-connection's next write to a newer leader (attack18), so a second hop could overtake it."""
+"""A write forwarded to this node runs here as leader (at once, or parked in order until a
+transfer ends) or is refused for good: never forwarded again. The follower that sent it
+may already have sent the same connection's next write to a newer leader (attack18), so
+a second hop could overtake it."""
 
 from __future__ import annotations
 
@@ -36,10 +37,14 @@ async def test_a_node_that_stepped_down_refuses_a_forwarded_write_instead_of_sen
     assert sent == [] and not n.requests.parked
 
 
-async def test_a_leader_handing_over_refuses_a_forwarded_write_instead_of_parking_it() -> None:
+async def test_a_leader_handing_over_parks_a_forwarded_write_and_refuses_it_once_gone(
+) -> None:
     core = SimpleNamespace(role=Role.LEADER, leader_id=1, transferee=2, propose=_refuse,
                            cluster_config=SimpleNamespace(members=[]))
     n, sent = _stand_in(core)
     reply = n._run_forwarded(WRITE)
+    assert not reply.done and [w.forwarded for w in n.requests.parked] == [True]
+    core.role, core.leader_id, core.transferee = Role.FOLLOWER, 2, 0  # handed over
+    n._unpark()
     assert reply.done and reply.value == NOT_LEADER_NOW
-    assert sent == [] and not n.requests.parked
+    assert sent == [] and not n.requests.parked  # never sent on to the new leader
