@@ -1,0 +1,36 @@
+"""attack19 (clockfix): a new leader whose wall clock is behind the cluster's time by more
+than AGREE_MS issues the same stamp over and over until its wall clock catches up.
+
+``observe`` raises the floor (``_last``) to the predecessor's stamps but, being far off,
+does not anchor there. With ``stamp`` no longer re-anchoring, every reading of this node's
+(self-consistent) wall clock is within the rate bound, re-anchors at the wall clock, and
+``max(wall, last)`` answers the floor again: the clock stands still for the whole gap
+(5 s here), breaking the module's rate bound (at least 1 - 1/SLEW of monotonic time), and
+a key with ``PX 1000`` set just before the leader change stays visible ~5 s. On main the
+stamp re-anchored at the floor, so the stamps moved on from it (900 ms in
+this 1 s: 9 of every 10 ms, the truncation attack18 found; the rule asks >= 937).
+"""
+
+from __future__ import annotations
+
+from raftkv.kv.clock import SLEW, StampClock
+
+T0 = 1_700_000_000.0
+
+
+def test_new_leader_behind_the_floor_keeps_stamping_forward() -> None:
+    wall, mono = [T0], [100.0]
+    clock = StampClock(lambda: wall[0], lambda: mono[0])
+    # The predecessor (its clock 5 s ahead) applied stamps we now observe: far off ours.
+    floor = int(T0 * 1000) + 5000
+    clock.observe(floor)
+    first = clock.stamp()
+    assert first == floor
+    stamps = []
+    for _ in range(100):  # one write every 10 ms for 1 s, as the new leader
+        wall[0] += 0.010
+        mono[0] += 0.010
+        stamps.append(clock.stamp())
+    elapsed_ms = 1000
+    # The rate bound: the clock moves at least (1 - 1/SLEW) as fast as monotonic time.
+    assert stamps[-1] - first >= elapsed_ms - elapsed_ms // SLEW - 1, stamps[-5:]
