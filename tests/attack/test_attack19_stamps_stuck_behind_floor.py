@@ -34,3 +34,28 @@ def test_new_leader_behind_the_floor_keeps_stamping_forward() -> None:
     elapsed_ms = 1000
     # The rate bound: the clock moves at least (1 - 1/SLEW) as fast as monotonic time.
     assert stamps[-1] - first >= elapsed_ms - elapsed_ms // SLEW - 1, stamps[-5:]
+
+
+def test_stamps_keep_moving_after_a_forward_step_is_undone() -> None:
+    """The same stall on one leader, no leader change: its wall clock steps an hour ahead
+    (stamps run 17/16 fast, 10 s -> 625 ms ahead), then NTP steps it back. Every reading is
+    now within the bound from the old anchor, so the clock re-anchors at the wall clock
+    and answers the floor, unchanged, until the wall clock catches up 625 ms later (main:
+    the stamps go on at >= 15/16 speed from the floor)."""
+    wall, mono = [T0], [100.0]
+    clock = StampClock(lambda: wall[0], lambda: mono[0])
+    clock.stamp()
+    wall[0] += 3600
+    for _ in range(1000):  # 10 s of writes, one every 10 ms
+        wall[0] += 0.010
+        mono[0] += 0.010
+        clock.stamp()
+    wall[0] -= 3600  # corrected
+    ahead = clock.stamp()
+    assert ahead - int(wall[0] * 1000) > 500  # the stamps ran fast meanwhile
+    stamps = []
+    for _ in range(40):  # 400 ms of writes
+        wall[0] += 0.010
+        mono[0] += 0.010
+        stamps.append(clock.stamp())
+    assert stamps[-1] - ahead >= 400 - 400 // SLEW - 1, (ahead, stamps[-5:])
