@@ -52,10 +52,11 @@ class StampClock:
         self._wall = wall
         self._mono = mono
         self._last = 0  # the highest stamp issued or observed: the floor
-        # The rate bound's reference: a stamp and the monotonic time (s) it was true at.
-        # Kept as a pair: a late observation raises the floor but must not pair itself
-        # with an old monotonic time (that would put the clock ahead by the time between).
-        self._anchor = (int(wall() * 1000), mono())
+        # The rate bound's reference: the clock's exact value (ms, a float: never rounded,
+        # so re-anchoring loses nothing) and the monotonic time (s) it was true at. Kept as
+        # a pair: a late observation raises the floor but must not pair itself with an
+        # old monotonic time (that would put the clock ahead by the time between).
+        self._anchor = (wall() * 1000, mono())
         self._read = 0  # the highest ``now()`` answered: reads never go back
 
     @property
@@ -77,52 +78,46 @@ class StampClock:
             # Nor below the time the rate bound gives now: a wall clock stepped back a
             # few seconds agrees with a stamp applied late, and anchoring there set the
             # clock back by the step (simulator seed 32: a key visible 1.5 s late).
-            self._anchor = (max(int(wall_ms), applied_now, self.now()), self._mono())
+            self._anchor = (max(wall_ms, applied_now, self.now()), self._mono())
         # (Else: an old entry replayed, or a leader far off our clock: a floor, no anchor.)
 
     def now(self) -> int:
         """The current time by this node's rules, never below ``last``."""
-        return self._now_at(int(self._wall() * 1000), self._mono())
+        return int(self._at(self._wall() * 1000, self._mono()))
 
-    def _now_at(self, wall_ms: int, now_mono: float) -> int:
-        """``now()`` given one reading of each clock (``stamp`` reuses its monotonic one)."""
+    def _at(self, wall_ms: float, now_mono: float) -> float:
+        """The clock's exact value (ms) given one reading of each clock, never below the
+        floor or a time already answered; a reading within the rate bound anchors it."""
         stamp, mono = self._anchor
         elapsed = max(now_mono - mono, 0.0) * 1000
-        low = stamp + int(elapsed - elapsed / SLEW)
-        high = stamp + int(elapsed + elapsed / SLEW)
+        low = stamp + elapsed - elapsed / SLEW
+        high = stamp + elapsed + elapsed / SLEW
         if low <= wall_ms <= high:
             # A consistent reading: the next ones are bounded from here, so a jump later
             # gains or loses 1/SLEW of the time since this reading, not since the anchor.
             self._anchor = (wall_ms, now_mono)
-            t = max(wall_ms, self._last, self._read)
+            t = wall_ms
         else:
-            t = max(min(max(wall_ms, low), high), self._last, self._read)
-        self._read = t
+            t = min(max(wall_ms, low), high)
+        if t < self._last or t < self._read:
+            t = max(self._last, self._read)
+        self._read = int(t)
         return t
 
     def stamp(self) -> int:
-        """The stamp for an entry proposed now: ``now()``, which it raises the floor to."""
+        """The stamp for an entry proposed now; the clock's value then anchors the rate
+        bound and raises the floor."""
         # One reading of each clock (the monotonic one also anchors the stamp): a stamp is
         # taken per proposal, and a third clock read was a measurable share of it.
-        wall_ms = int(self._wall() * 1000)
         now_mono = self._mono()
-        last = self._last
-        anchor, mono = self._anchor
-        if last == anchor == self._read and now_mono - mono < 0.0009:
-            # Under 16/17 ms after the anchor, which is the last stamp (nothing read or
-            # observed since): the rate bound lets the clock move by less than 1 ms, so
-            # ``_now_at`` answers that stamp again, anchored at this reading only if the
-            # wall clock agrees. A busy leader stamps several entries a millisecond (SET
-            # c50: ~9), each paying that computation.
-            if wall_ms == last:
-                self._anchor = (last, now_mono)
-            return last
-        t = self._now_at(wall_ms, now_mono)
-        # Not re-anchored here: ``_now_at`` re-anchors at a reading of the wall clock that
-        # is within the bounds. A stamp the bound capped is a whole millisecond short of
-        # where the bound allows: anchored there, with the monotonic time of now, the
-        # clock lost that fraction at every capped stamp (attack18: stamps 0.3-1.7 ms
-        # apart ended 892 ms behind the wall clock after 4 s, and keys with a TTL read
-        # as missing early). Kept, the previous anchor bounds the next stamps exactly.
-        self._last = t
-        return t
+        t = self._at(self._wall() * 1000, now_mono)
+        # Anchored at the exact value: a stamp the bound capped continues from where the
+        # bound allowed, and one the floor set (a predecessor's stamps ahead of our wall
+        # clock) moves on from the floor at least 1 - 1/SLEW as fast as monotonic time.
+        # (Rounded to whole milliseconds, capped stamps lost the fraction each time and
+        # fell behind the wall clock under load, so keys with a TTL read as missing early,
+        # attack18; anchored only at wall readings, stamps stood still while the floor
+        # was above the wall clock, attack19.)
+        self._anchor = (t, now_mono)
+        self._last = stamp = int(t)
+        return stamp
