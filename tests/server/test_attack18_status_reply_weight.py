@@ -32,8 +32,8 @@ from raftkv.node.settings import NodeSettings
 from raftkv.raft import Role
 from raftkv.server.client_port import ClientServer, serve_clients
 from raftkv.server.output_buffer import reply_size
-from wire.reply import ErrorReply, SimpleString
-from wire.resp import encode_command
+from wire.reply import ErrorReply, Push, Replies, SimpleString
+from wire.resp import encode_command, encode_reply
 
 VALUE = 3_000_000  # over the output-buffer limit below
 LIMIT = 1_000_000
@@ -97,3 +97,28 @@ async def test_a_large_status_reply_counts_against_the_output_buffer_on_tls(
         assert server.stats["client_output_buffer_disconnects"] == 1, len(got)
         await trio.aclose_forcefully(stream)
         nursery.cancel_scope.cancel()
+
+
+class _Bytes(bytes):
+    pass
+
+
+class _List(list):  # type: ignore[type-arg]
+    pass
+
+
+def test_every_reply_type_weighs_at_least_its_encoding() -> None:
+    """Statuses, errors, texts, big integers, doubles, pushes, maps, sets and subclasses of
+    the plain types: none weighs less than it encodes to (nor far more: at most 4x a
+    non-ASCII text, whose UTF-8 length is not looked at)."""
+    n = 100_000
+    for value in (SimpleString("x" * n), ErrorReply("ERR " + "x" * n), "x" * n, "é" * n,
+                  10 ** 4000, -(10 ** 4000), 1.0e-300, float("-inf"), True,
+                  Push((b"message", b"ch", SimpleString("x" * n))),
+                  Replies((SimpleString("x" * n), ErrorReply("ERR " + "y" * n))),
+                  {b"k": SimpleString("x" * n)}, {SimpleString("x" * n)},
+                  [ErrorReply("ERR " + "x" * 100)] * 1000, _Bytes(b"x" * n),
+                  bytearray(n), _List([b"x" * 100] * 1000)):
+        for proto in (2, 3):
+            encoded = len(encode_reply(value, proto))
+            assert encoded <= reply_size(value) <= 4 * encoded + 64, (type(value), proto)
