@@ -17,6 +17,13 @@ of skipping it: a downgrade past a level the cluster reached is refused, never s
 Level 1: the script budget recorded in the entry, ``budget <units> <inner...>`` (the
 inner command runs scripts: EVAL/EVALSHA, an EXEC holding one, a ``once`` of those); its
 scripts run with ``units`` and the per-key charges of scripts.py's ``KEYED`` charges.
+
+Level 2: EXEC (alone or in ``once``) compares the WATCH version of a key past its deadline
+but not yet deleted as ``(0, index of its last write)``, not its deletion index: a key
+created (or written) after a WATCH saw it missing, and expired before EXEC, fails the EXEC
+as Redis's does (attack18). Below it, EXEC keeps the old comparison: each replica decides
+WATCH at EXEC's apply, so a rule that differs from the previous release's must wait until
+every member applies it, or one replica would run the transaction and another not.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from wire.reply import ErrorReply
 
 from .commands import MAX_LEVEL, Decoded, decode_exec, parse_level
 
-FEATURE_LEVEL = 1  # the newest entry forms this release applies
+FEATURE_LEVEL = 2  # the newest entry forms this release applies
 BUDGET_LEVEL = 1  # the level of the ``budget`` form
+WATCH_LEVEL = 2  # EXEC's WATCH versions of expired keys (the docstring's level 2)
 BUDGET = b"budget"
 MEMBER_LEVEL = b"member_level"
 # --script-budget's bounds (instruction units): the leader's value goes into the entry.
@@ -83,6 +91,14 @@ def runs_scripts(args: list[bytes], decoded: Decoded | None = None) -> bool:
         decoded = decode_exec(args[1])
     return not isinstance(decoded, ErrorReply) and any(
         command and command[0].lower() in _SCRIPTED for command in decoded[1])
+
+
+def is_exec(args: list[bytes]) -> bool:
+    """Whether ``args`` (a checked entry) is EXEC, or ``once`` of it (the forms whose
+    WATCH comparison ``WATCH_LEVEL`` changes)."""
+    n = len(args)
+    return (n == 2 and args[0].lower() == b"exec") or (
+        n == 5 and args[0].lower() == b"once" and args[3].lower() == b"exec")
 
 
 def wrap(args: list[bytes], units: int) -> list[bytes]:

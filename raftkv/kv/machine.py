@@ -18,7 +18,11 @@ time from the node, never below the applied now, and hide expired keys without d
 index to it. A key's version is ``(1, index)`` while it exists, and ``(0, index of the
 entry that deleted it)`` when missing; the last ``MAX_TOMBS`` deletions are remembered, and
 past that they are all forgotten at once, which changes the version of every missing key
-(EXEC then fails although Redis would not: conservative, never the reverse).
+(EXEC then fails although Redis would not: conservative, never the reverse). A key past its
+deadline, not yet deleted, is ``(0, index)`` (its last write's): a create and its expiry
+between WATCH and EXEC change it, as in Redis. Before ``WATCH_LEVEL`` (features.py) it was
+its deletion index, as if the key had never been written: EXEC entries below that level,
+and reads while the cluster is below it, keep that rule (every replica must agree).
 
 Semantics follow Redis 7 for the supported commands, with these differences:
 
@@ -76,6 +80,7 @@ from .errors import (
 from .features import (
     DEFAULT_BUDGET,
     FEATURE_LEVEL,
+    WATCH_LEVEL,
     EntryNeedsLevel,
     budget_error,
     cluster_level,
@@ -201,6 +206,7 @@ class KVStateMachine:
         # What the running command sees: the time, and whether it may delete expired keys.
         self._t = 0
         self._writing = False
+        self._level = 0  # the feature level of the entry being applied (``_version``)
         self._outer: list[bytes] = []  # the entry being applied (``_budget``)
         # PUBLISH's (channel, message) pairs applied and not yet taken by the runtime,
         # which delivers them to this node's subscribers (``take_published``).
@@ -248,6 +254,7 @@ class KVStateMachine:
             return ErrorReply(f"ERR corrupt command in the log: {exc}")
         if level > FEATURE_LEVEL:  # a later release's form: skipping it would diverge
             raise EntryNeedsLevel(index, level)
+        self._level = level
         self._seq += 1
         if index is None:
             index = self._seq
@@ -553,9 +560,15 @@ class KVStateMachine:
         nothing: EXEC's check must not lazily delete a key that expired before the WATCH
         (that would give it a new deletion index and fail an EXEC nothing changed; the
         simulator's seed 12 of --txn). The commands that run after it delete it."""
-        deadline = self._expires.get(key)
-        if key not in self._data or (deadline is not None and deadline <= self._t):
+        if key not in self._data:
             return (0, self._tombs.get(key, self._gone))
+        deadline = self._expires.get(key)
+        if deadline is not None and deadline <= self._t:
+            # Expired, still in the map: its last write's index, which a create bumps
+            # (before WATCH_LEVEL, its deletion index, which a create leaves: see above).
+            level = self._level if self._writing else self.cluster_level
+            mod = self._mods.get(key) if level >= WATCH_LEVEL else None
+            return (0, self._tombs.get(key, self._gone) if mod is None else mod)
         return (1, self._mods.get(key, 0))
 
     def _incr_by(self, key: bytes, amount: int) -> Reply:

@@ -35,7 +35,15 @@ from raftkv.kv import (
     validate,
 )
 from raftkv.kv.commands import Decoded
-from raftkv.kv.features import BUDGET_LEVEL, FEATURE_LEVEL, MAY_RUN_SCRIPTS, runs_scripts, wrap
+from raftkv.kv.features import (
+    BUDGET_LEVEL,
+    FEATURE_LEVEL,
+    MAY_RUN_SCRIPTS,
+    WATCH_LEVEL,
+    is_exec,
+    runs_scripts,
+    wrap,
+)
 from raftkv.kv.feed import ChangeFeed
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
@@ -533,14 +541,21 @@ class Node:
     def entry_data(self, args: list[bytes], scripted: bool | None = None) -> bytes:
         """The log entry the leader proposes for ``args``: stamped with its time (see
         raftkv/node/clock.py) and, if it runs scripts and every member reads the form,
-        holding this node's --script-budget (raftkv.kv.features). ``scripted``: whether
-        it runs scripts, as its check found (``_checked``; None: asked here)."""
+        holding this node's --script-budget (raftkv.kv.features); an EXEC, at WATCH_LEVEL
+        once every member reads it (its WATCH sees an expired key's writes). ``scripted``:
+        whether it runs scripts, as its check found (``_checked``; None: asked here)."""
         stamp = self.clock.stamp()
         if scripted is None:
             scripted = runs_scripts(args)
-        if scripted and self.gate_level() >= BUDGET_LEVEL:
-            return encode_entry(wrap(args, self.settings.script_budget), stamp, BUDGET_LEVEL)
-        return encode_entry(args, stamp)
+        exec_ = is_exec(args)
+        if not scripted and not exec_:
+            return encode_entry(args, stamp)
+        gate = self.gate_level()
+        level = WATCH_LEVEL if exec_ and gate >= WATCH_LEVEL else 0
+        if scripted and gate >= BUDGET_LEVEL:
+            return encode_entry(wrap(args, self.settings.script_budget), stamp,
+                                max(level, BUDGET_LEVEL))
+        return encode_entry(args, stamp, level)
 
     def gate_level(self) -> int:
         """The level every member reads: the lowest recorded over the applied and the

@@ -9,19 +9,30 @@ than a few thousand steps.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-from wire.reply import Encoded, Push, Replies, Streamed
+from wire.reply import Encoded, ErrorReply, Push, Replies, SimpleString, Streamed
 
 _SAMPLE = 256
-_SMALL = 16  # an integer, null, status or the framing of a value
+_SMALL = 16  # an integer, null, boolean or the framing of a value
+_DOUBLE = 40  # a double: framing and up to 24 characters (``-1.2345678901234567e-308``)
+_INT64 = 1 << 63
 
 
 def reply_size(value: Any) -> int:
-    """Approximate encoded size of ``value`` in bytes (exact for bytes, sampled arrays)."""
+    """Approximate encoded size of ``value`` in bytes: exact for bytes and ASCII texts
+    (status and error texts too: ``{ok=value}`` from a script is as large as the value),
+    sampled for large arrays, maps and sets. O(1) but for sampling and a non-ASCII text."""
     t = type(value)
-    if t is bytes or t is str:
+    if t is bytes:
         return len(value) + _SMALL
+    if value is None:
+        return _SMALL
+    if t is SimpleString or t is ErrorReply:
+        return _text_size(value.text) + _SMALL
+    if t is int:  # (past 64 bits: a RESP3 big number or a bulk string of its digits)
+        return _SMALL if -_INT64 <= value < _INT64 else value.bit_length() // 3 + 2 * _SMALL
     if t is list or t is tuple or t is set or t is frozenset or t is dict:
         n = len(value)
         if t is dict:
@@ -38,12 +49,44 @@ def reply_size(value: Any) -> int:
                 break
             sample += weigh(item)
         return _SMALL + sample * n // _SAMPLE
+    if t is str:
+        return _text_size(value) + _SMALL
+    if t is float:
+        return _DOUBLE
     if t is Push or t is Replies:  # Pub/Sub's messages and confirmations
         return reply_size(value.items)
     if t is Encoded:  # (shared by the clients it goes to; each is weighed for it)
         return len(value.data)
     if t is Streamed:  # (encoded as it is sent: weighed at what it will send)
         return value.size
+    if t is bool:
+        return _SMALL
+    return _subclass_size(value)
+
+
+def _text_size(text: str) -> int:
+    """Its UTF-8 length: exact for ASCII (``isascii`` is O(1)), else at most 4 a character."""
+    return len(text) if text.isascii() else 4 * len(text)
+
+
+def _subclass_size(value: Any) -> int:
+    """Rare: subclasses of the plain types (IntEnum, bytearray, ...), weighed as the plain
+    value ``wire.resp`` encodes them as."""
+    if isinstance(value, bool):
+        return _SMALL
+    if isinstance(value, int):
+        return reply_size(int(value))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return memoryview(value).nbytes + _SMALL
+    if isinstance(value, str):
+        return _text_size(value) + _SMALL
+    if isinstance(value, float):
+        return _DOUBLE
+    if isinstance(value, list | tuple | set | frozenset | dict):
+        pairs = isinstance(value, dict)
+        sample = list(itertools.islice(value.items() if pairs else value, _SAMPLE))
+        weigh = _pair_size if pairs else reply_size
+        return _SMALL + sum(weigh(item) for item in sample) * len(value) // max(1, len(sample))
     return _SMALL
 
 

@@ -19,6 +19,7 @@ from redis.retry import Retry
 
 import client as raftkv_client
 from chaos.cluster import LocalCluster
+from raftkv.kv.features import FEATURE_LEVEL
 from raftkv.probe import call, parse_info
 from wire.addr import parse_addr
 from wire.reply import OK, ErrorReply
@@ -67,7 +68,7 @@ def settled_index(c: LocalCluster, leader: int, timeout: float = 20.0) -> int:
     deadline = time.monotonic() + timeout
     while True:
         info = parse_info(call(c.nodes[leader].client_addr, "INFO", "raft", timeout=10))
-        if ((info["published"] == voters and info.get("cluster_level") == "1")
+        if ((info["published"] == voters and info.get("cluster_level") == str(FEATURE_LEVEL))
                 or time.monotonic() > deadline):
             return int(info["last_log_index"])
         time.sleep(0.05)

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from chaos.cluster import LocalCluster
+from raftkv.kv.features import FEATURE_LEVEL
 from raftkv.storage.wal import parse_segment_name, scan_segment
 
 pytestmark = pytest.mark.timeout(240)
@@ -133,7 +134,7 @@ def test_raft_snapshot_command_compacts_now(cluster: LocalCluster) -> None:
         wait_until(lambda node_id=node_id: (
             int((info := raft_info(c, node_id))["last_applied"]) >= 150
             and info.get("published") == voters
-            and info.get("cluster_level") == "1"), what="apply")
+            and info.get("cluster_level") == str(FEATURE_LEVEL)), what="apply")
         before = int(raft_info(c, node_id)["snapshot_index"])
         index = r.execute_command("RAFT", "SNAPSHOT")
         assert isinstance(index, int) and index >= 150 > before
