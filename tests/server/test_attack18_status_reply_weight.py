@@ -14,6 +14,13 @@ connection's ``out_bytes`` at 3,200 and no disconnect; 200 GETs were cut off, +0
 a TLS connection the direct path hands the whole encoding to the TLS stream and weighs
 the (empty) rest as nothing. lead50's
 a9602bb sends every one-piece reply without weighing it first: the same, on every port.
+
+The same bound is defeated by an array whose first 256 items (the sample ``reply_size``
+weighs) are small: ``EVAL_RO`` returning 256 empty strings then 14 copies of a 4 MB value
+weighs 4,336 bytes for 56 MB (14 separate objects once converted from Lua); 20 of them
+pipelined and unread held +1,071 MB, ``out_bytes`` 86,720, no disconnect
+(/tmp/a18/array_mem.py). ``MGET`` of 256 missing keys then a large key many times is
+weighed the same (its items share one object: the accounting, not the memory).
 """
 
 from __future__ import annotations
@@ -42,6 +49,11 @@ LIMIT = 1_000_000
 def test_a_status_or_error_reply_weighs_its_length() -> None:
     assert reply_size(SimpleString("x" * VALUE)) >= VALUE
     assert reply_size(ErrorReply("ERR " + "x" * VALUE)) >= VALUE
+
+
+def test_an_array_is_not_weighed_by_its_small_first_items() -> None:
+    reply = [b""] * 256 + [b"x" * 1_000_000 for _ in range(14)]
+    assert reply_size(reply) >= 14_000_000 // 2
 
 
 async def _read_line(stream: trio.SSLStream) -> bytes:
