@@ -32,9 +32,9 @@ def reply_size(value: Any) -> int:
     if t is int:  # (past 64 bits: a RESP3 big number or a bulk string of its digits)
         return _SMALL if -_INT64 <= value < _INT64 else value.bit_length() // 3 + 2 * _SMALL
     if t is list or t is tuple or t is set or t is frozenset:
-        return _items_size(value)
+        return _SMALL + _items_size(value)
     if t is dict:
-        return _items_size(value.keys()) + _items_size(value.values())
+        return _SMALL + _items_size(value.keys()) + _items_size(value.values())
     if t is str:
         return _text_size(value) + _SMALL
     if t is float:
@@ -69,17 +69,18 @@ def _subclass_size(value: Any) -> int:
     if isinstance(value, float):
         return _DOUBLE
     if isinstance(value, dict):
-        return _items_size(value.keys()) + _items_size(value.values())
+        return _SMALL + _items_size(value.keys()) + _items_size(value.values())
     if isinstance(value, list | tuple | set | frozenset):
-        return _items_size(value)
+        return _SMALL + _items_size(value)
     return _SMALL
 
 
 def _items_size(items: Any) -> int:
-    """An array's, a set's or half a map's weight, item by item: exact, as a sample is not
-    (attack18: 256 empty strings then 14 values of 4 MB weighed 4,336 bytes from the first
-    256). Linear, as building and encoding the reply are; a bytes item costs one check."""
-    total = _SMALL
+    """The items' weight (an array's, a set's, half a map's), item by item: exact, as a
+    sample is not (attack18: 256 empty strings then 14 values of 4 MB weighed 4,336 bytes
+    from the first 256). Linear, as building and encoding the reply are; a bytes item
+    costs one check."""
+    total = 0
     for item in items:
         total += len(item) + _SMALL if type(item) is bytes else reply_size(item)
     return total
