@@ -413,30 +413,22 @@ class Node:
             error = unbuilt_error(args, decoded)
             if error is not None:
                 return error
-        settings = self.settings
-        cap = settings.max_keys_per_command
-        # (A command of at most ``cap`` arguments after its name names at most ``cap``
-        # keys, unless it carries an EXEC: key_cap.refusal's own shortcut, without a call;
-        # ``cap`` is at least 1.)
-        if len(args) > cap + 1 or decoded is not None:
-            error = key_cap.refusal(args, cap, decoded)
-            if error is not None:
-                return error
-        limit = settings.max_request_bytes
-        # (Under this bound no exact count: ``_size_error``'s own shortcut, without a call.)
-        if sum(map(len, args)) + 25 * len(args) + 24 > limit:
-            error = self._size_error(args)
-            if error is not None:
-                return error
+        # (Each check below answers the common case from its own cheap bound.)
+        error = key_cap.refusal(args, self.settings.max_keys_per_command, decoded)
+        if error is not None:
+            return error
+        error = self._size_error(args)
+        if error is not None:
+            return error
         if entry:  # nor may SETRANGE reach past it (APPEND is decided at apply)
-            error = self.kv.growth_error(args, limit, decoded)
+            error = self.kv.growth_error(args, self.settings.max_request_bytes, decoded)
             if error is not None:
                 return error
         if decoded is not None:  # an EXEC (or ONCE of one): copies, walks
             error = self._cost_error(args, decoded)
             if error is not None:
                 return error
-        if checks.write and self.memory.limit:  # (no limit: ``refuse``'s own shortcut)
+        if checks.write:
             error = self.memory.refuse(args)
             if error is not None:
                 return error
