@@ -121,6 +121,10 @@ class WatchFleet:
         self.names: list[str] = []
         self.events: list[list[Change]] = []
         self.errors: list[str | None] = []
+        # The last change each watcher's iterator yielded, forgotten ones included: what
+        # settle waits for. A watcher that forgot the feed's last change has still read up
+        # to it; waiting for its events to show it waited out the whole patience.
+        self.seen: list[ChangeId] = []
         self._progress = trio.Event()  # set when any watcher received a change or ended
 
     async def start_all(self, nursery: trio.Nursery) -> None:
@@ -137,15 +141,16 @@ class WatchFleet:
             self.watches.append(watch)
             self.names.append(f"w{i}@n{order[0]}")
             self.events.append([])
+            self.seen.append(self.start)
             self.errors.append(None)
             nursery.start_soon(self._follow, i)
 
     async def _follow(self, i: int) -> None:
         try:
             async for n, change in _numbered(self.watches[i]):
-                if i == 0 and self.drop_every and n % self.drop_every == 0:
-                    continue
-                self.events[i].append(change)
+                self.seen[i] = change.id
+                if not (i == 0 and self.drop_every and n % self.drop_every == 0):
+                    self.events[i].append(change)
                 self._wake()
         except RaftKVError as exc:
             self.errors[i] = f"{type(exc).__name__}: {exc}"
@@ -173,7 +178,7 @@ class WatchFleet:
 
         def behind() -> list[int]:
             return [i for i in range(len(self.watches))
-                    if self.errors[i] is None and self._reached(i) < targets[i]]
+                    if self.errors[i] is None and self.seen[i] < targets[i]]
 
         with trio.move_on_after(patience):
             while behind():
