@@ -13,6 +13,11 @@ round 19's symptom (the client's session retry of the pipeline then applies ``W1
 ``W2``: ``SET k 1; SET k 2`` ends at 1, both ``OK``). A local client's pipelined writes
 parked at the leader expire the same way.
 
+Live (3 nodes, ``--election-ticks 300``, the transfer's target SIGSTOPped, ``RAFT
+TRANSFER`` to it): one raw connection to a follower sends ``APPEND k a,``, then 1.5 s later
+``APPEND k b,`` without reading: 2.04 s ``-TRYAGAIN no leader known; the command was not
+applied``, 3.10 s ``:2``; ``k`` is ``b,``.
+
 Right: what the leader proposes of one follower's forwarded writes is a prefix of them in
 the order sent. Refusing a parked write refuses every write parked behind it (from that
 follower, or all of them), or parked writes wait as long as the transfer can last.
