@@ -4,7 +4,9 @@ Every call (one command or a pipeline) runs under one deadline and goes through 
 the single place that decides whether a failed command is sent again (see
 ``client.safety``): after ``-TRYAGAIN`` or a connection that failed before the request
 left, always; after ``-UNKNOWN``, a connection lost after sending, reads and idempotent
-writes only. Anything else is reported to the caller (``OutcomeUnknown``), never hidden.
+writes only; in a pipeline, only while no later command of it was (or may have been)
+applied, so a refused write never applies behind a later one (``_may_resend``). Anything
+else is reported to the caller (``TryAgain``, ``OutcomeUnknown``), never hidden.
 
 A client holds one connection, preferably to the leader (``INFO raft`` names it, which
 saves followers the forwarding hop); concurrent tasks share it one exchange at a time, so
@@ -473,13 +475,7 @@ class Client(Commands):
                         results[i] = self._unanswered(call, todo, i, attempt)
                 return
 
-            def may_retry(i: int, attempt: _Attempt = attempt,
-                          unanswered: set[int] = unanswered) -> bool:
-                if i in unanswered:
-                    return not attempt.sent or safety[i] is not Safety.UNSAFE
-                return isinstance(results[i], TryAgain) or safety[i] is not Safety.UNSAFE
-
-            if not all(may_retry(i) for i in suffix):
+            if not self._may_resend(call, suffix, attempt, unanswered):
                 for i in suffix:
                     if i in unanswered:
                         results[i] = self._unanswered(call, todo, i, attempt)
@@ -500,6 +496,28 @@ class Client(Commands):
             for i in suffix:
                 results[i] = _PENDING
             todo = suffix
+
+    @staticmethod
+    def _may_resend(call: _Call, suffix: list[int], attempt: _Attempt,
+                    unanswered: set[int]) -> bool:
+        """Whether ``suffix``, from the first command without a definite answer, may be
+        sent again: sending that one again is safe (it was refused, never sent, or is a
+        read or a session's write), and no later command was applied, or may have been
+        (answered anything but -TRYAGAIN, -UNKNOWN included, or sent and not answered;
+        reads apply nothing). Else the refused command would apply after a later one of the same
+        pipeline: ``APPEND k a,`` refused and ``APPEND k b,`` applied left ``b,a,``, both
+        reported done (attack20). Then the caller gets each failure as it is, as a Redis
+        pipeline reports a failed command and runs the rest."""
+        safety, results = call.safety, call.results
+        first, later = suffix[0], suffix[1:]
+        if first in unanswered:
+            safe = not attempt.sent or safety[first] is not Safety.UNSAFE
+        else:
+            safe = isinstance(results[first], TryAgain) or safety[first] is not Safety.UNSAFE
+        return safe and not any(
+            safety[i] is not Safety.READ and (
+                attempt.sent if i in unanswered else not isinstance(results[i], TryAgain))
+            for i in later)
 
     # -- sessions: every write at most once (raftkv.kv.sessions) -----------------------------
 

@@ -19,9 +19,13 @@ class Pipeline(Commands):
     """``pipe = kv.pipeline(); pipe.set("a", 1).incr("n"); await pipe.execute()``.
 
     Not a transaction: each command is applied on its own. A failure part-way follows the
-    client's retry rules from the first command that did not get a definite answer: the
-    rest are sent again only if that is safe for every one of them (each got -TRYAGAIN or
-    is a read or idempotent); otherwise the unanswered ones get ``OutcomeUnknown``.
+    client's retry rules from the first command that did not get a definite answer: it and
+    the rest are sent again only if sending it again is safe (it got -TRYAGAIN, or is a
+    read or idempotent) and no later command was applied or may have been (each later one
+    got -TRYAGAIN, was never sent, or is a read): a refused write is never applied behind
+    a later one (attack20). Otherwise each failed command keeps its error (-TRYAGAIN as
+    ``TryAgain``, an unanswered one as ``OutcomeUnknown``), as a Redis pipeline reports a
+    failed command and runs the rest.
     """
 
     def __init__(self, client: Client) -> None:

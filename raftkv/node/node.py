@@ -144,7 +144,7 @@ class Node:
                       "proposals_failed": 0, "leader_changes": 0, "reads_leader": 0,
                       "reads_follower": 0, "reads_stale": 0, "wal_syncs": 0}
         self.metrics = NodeMetrics(self, enabled=bool(settings.metrics_addr))
-        self.requests = RequestTracker(self.stats)
+        self.requests = RequestTracker(self.stats, self._leads)
         self.applier = Applier(self.kv, self.clock, self.requests, self.stats,
                                self.start_background)
         self.backups = BackupSource(self)  # RAFT BACKUP sessions
@@ -570,6 +570,11 @@ class Node:
             self._dispatch(waiter.args, waiter.write, waiter.pending, waiter.deadline,
                            scripted=waiter.scripted, forwarded=waiter.forwarded)
 
+    def _leads(self) -> bool:
+        """Whether this node leads now (before ``run`` opened the core: no)."""
+        core = getattr(self, "core", None)
+        return core is not None and core.role is Role.LEADER
+
     def on_forward_request(self, msg: ForwardRequest) -> None:
         """A follower's command, run as leader (raftkv.node.forwarding); or a founder's
         question whether it served, answered by any node (raftkv.node.publish)."""
@@ -599,7 +604,9 @@ class Node:
             scripted = runs_scripts(args)
         # Refused at once unless leader; as leader, parked while a transfer runs (behind
         # the follower's earlier writes, in order: a transfer that ends without a leader
-        # change proposes them all; attack19) and refused if it hands over.
+        # change proposes them all; attack19) and refused if it hands over. Their park
+        # deadline does not count while this node leads: the transfer decides them all,
+        # in order, within an election timeout (raftkv.node.requests; attack20).
         if self.core.role is not Role.LEADER:
             return Pending.of(NOT_LEADER_NOW)
         reply = Pending()

@@ -12,13 +12,24 @@ each keyed by what will answer it:
 - ``forwards`` by request id: commands forwarded to the leader, answered by its reply;
 - ``unsent``, in arrival order: commands waiting for room in the forwarding window
   (raftkv.node.forwarding), never sent to any leader;
-- ``parked``, in arrival order: commands waiting for a leader to be known.
+- ``parked``, in arrival order: commands waiting for a leader to be known (or, at a
+  leader handing over, for the transfer to end).
 
 Whatever answers a waiter first wins (a Pending takes one value). The sweeper answers every
 waiter whose deadline passed with the waiter's own ``late`` reply, so no client waits
 forever; ``fail_all`` answers everything at shutdown. A write or a forward that times out
 may still have been applied: its answer says UNKNOWN, never "not applied"; a command that
 times out in ``unsent`` never left this node, and its answer says so (TRYAGAIN).
+
+Parked commands are the exception to "each its own deadline" while this node leads: a
+leader parks writes only while it hands over, and the transfer decides them all, in order
+(proposed if it ends with this node leading, else refused or sent on by the driver); it
+ends within one election timeout, which bounds their wait. Had each kept its own deadline
+(``leader_wait``, 2 s, under an election timeout of up to 50 s), the sweep refused a
+follower's forwarded ``W1`` while the transfer ran, and its ``W2``, parked later, was then
+proposed: the log held ``W2`` without ``W1`` (attack20). Once this node no longer leads,
+the forwarded writes parked while it led are refused together, at the next sweep, whatever
+their deadlines: all or none of them, never a later one without an earlier one.
 """
 
 from __future__ import annotations
@@ -118,8 +129,10 @@ class Waiter:
 class RequestTracker:
     """The six tables of waiters (module docstring); all of it runs in the trio thread."""
 
-    def __init__(self, stats: dict[str, int]) -> None:
+    def __init__(self, stats: dict[str, int],
+                 leading: Callable[[], bool] = lambda: False) -> None:
         self.stats = stats  # the node's counters (proposals_failed)
+        self.leading = leading  # whether this node leads now (the parked sweep's rule)
         self.writes: dict[int, Waiter] = {}
         self.reads: dict[bytes, Waiter] = {}
         self.read_batch: ReadBatch | None = None  # the reads not yet asked of the core
@@ -318,11 +331,24 @@ class RequestTracker:
             heapq.heapify(self.read_wait)
             for waiter in late:
                 waiter.pending.set(APPLY_TIMEOUT)
-        parked = self.parked
-        while parked and parked[0].deadline <= now:
-            parked.popleft().pending.set(NO_LEADER)
+        self._sweep_parked(now)
         if len(self.forwards) < forwards:
             self._forwards_changed()  # room in the window: the next unsent may go
+
+    def _sweep_parked(self, now: float) -> None:
+        """Parked commands: none while this node leads (a transfer decides them, module
+        docstring); else every forwarded write, refused, and the rest by their deadlines."""
+        parked = self.parked
+        if not parked or self.leading():
+            return
+        if any(w.forwarded for w in parked):
+            self.parked = deque(w for w in parked if not w.forwarded)
+            for waiter in parked:
+                if waiter.forwarded:
+                    waiter.pending.set(NOT_LEADER_NOW)
+            parked = self.parked
+        while parked and parked[0].deadline <= now:
+            parked.popleft().pending.set(NO_LEADER)
 
     def fail_all(self, reply: ErrorReply) -> None:
         """Answer everything (the node stops): ``reply``, or UNKNOWN where a write or a

@@ -333,3 +333,42 @@ async def test_an_expired_session_after_an_unknown_send_is_an_unknown_outcome(
         assert await kv.incr("n") == 1  # the next call opens a new session
     assert node.commands(b"RAFT")[-2:] == [[b"RAFT", b"ONCE", b"8", b"1", b"INCR", b"n"],
                                            [b"RAFT", b"SESSION", b"CLOSE", b"8"]]
+
+
+# -- a pipeline's refused command is never applied behind a later one (attack20) ----------
+
+
+async def test_a_session_pipeline_is_not_resent_after_a_later_unknown(
+        nursery: trio.Nursery) -> None:
+    # INCR a refused, INCR b's outcome unknown: b may have applied, and a resent a could
+    # apply after it; each keeps its error, and nothing is sent again.
+    node = FakeNode([b":7\r\n", TRYAGAIN, UNKNOWN])
+    async with client(await node.serve(nursery), sessions=True) as kv:
+        results = await kv.pipeline().incr("a").incr("b").execute(raise_on_error=False)
+    assert [type(r) for r in results] == [TryAgain, OutcomeUnknown], results
+    assert [c[4:] for c in node.commands(b"RAFT") if c[1] == b"ONCE"] == [
+        [b"INCR", b"a"], [b"INCR", b"b"]]
+
+
+async def test_a_session_pipeline_whose_replies_were_lost_is_not_resent(
+        nursery: trio.Nursery) -> None:
+    # Both sent, the connection lost before any reply: b may have applied without a (a
+    # refused), so neither is sent again; a lone write would be (the session's rule).
+    node = FakeNode([b":7\r\n", CLOSE])
+    async with client(await node.serve(nursery), sessions=True) as kv:
+        results = await kv.pipeline().incr("a").incr("b").execute(raise_on_error=False)
+    assert [type(r) for r in results] == [OutcomeUnknown, OutcomeUnknown], results
+    assert node.connections == 1
+
+
+async def test_a_session_pipeline_is_resent_when_no_later_write_applied(
+        nursery: trio.Nursery) -> None:
+    # Refused, refused; then refused and a read: nothing later applied, so both go again.
+    node = FakeNode([b":7\r\n", TRYAGAIN, TRYAGAIN, b":1\r\n", b":2\r\n",
+                     TRYAGAIN, b"$1\r\n1\r\n", b":3\r\n", b"$1\r\n3\r\n"])
+    async with client(await node.serve(nursery), sessions=True) as kv:
+        assert await kv.pipeline().incr("a").incr("b").execute() == [1, 2]
+        assert await kv.pipeline().incr("a").get("a").execute() == [3, b"3"]
+    sent = [c[4:] if c[0] == b"RAFT" else c for c in node.seen
+            if c[:2] != [b"RAFT", b"SESSION"]]
+    assert sent == [[b"INCR", b"a"], [b"INCR", b"b"]] * 2 + [[b"INCR", b"a"], [b"GET", b"a"]] * 2
