@@ -21,6 +21,8 @@ EXEC at ``FEATURE_LEVEL``; at level 0 it fails the same way).
 
 from __future__ import annotations
 
+import pytest
+
 from raftkv.kv import KVStateMachine, encode_entry, encode_exec
 from raftkv.kv.features import FEATURE_LEVEL
 from wire.reply import OK
@@ -49,3 +51,20 @@ def test_an_expired_key_reaped_after_its_watch_still_runs_exec() -> None:
     assert kv.read(b("GET", "k"), T0 + 250) is None  # missing still: nothing changed
     entry = [b"EXEC", encode_exec([(b"k", version[0], version[1])], [b("SET", "x", "1")])]
     assert kv.apply(encode_entry(entry, T0 + 300, level)) == [OK]
+
+
+@pytest.mark.parametrize("command", [["DEL", "k"], ["UNLINK", "k"], ["PERSIST", "k"],
+                                     ["EXPIRE", "k", "100"], ["GETDEL", "k"]])
+def test_a_no_op_on_the_expired_watched_key_still_runs_exec(command: list[str]) -> None:
+    """The same through another client's command that meets the expired key and finds it
+    missing (``DEL`` answers 0, ``PERSIST`` 0, ``EXPIRE`` 0, ``GETDEL`` nil): it deletes
+    it on the way, with the same new tomb. Redis 7 runs these EXECs too (the deletion of
+    a key already expired at WATCH is no change; the command itself changed nothing)."""
+    kv = KVStateMachine()
+    kv.keep_members([1])
+    at(kv, T0, "member_level", 1, FEATURE_LEVEL)
+    at(kv, T0, "SET", "k", "v", "PX", 100)
+    (version,) = kv.read(b("WATCH", "k"), T0 + 150)
+    assert at(kv, T0 + 200, *command) in (0, None)  # it found nothing
+    entry = [b"EXEC", encode_exec([(b"k", version[0], version[1])], [b("SET", "x", "1")])]
+    assert kv.apply(encode_entry(entry, T0 + 300, FEATURE_LEVEL)) == [OK]
