@@ -22,7 +22,10 @@ past that they are all forgotten at once, which changes the version of every mis
 deadline, not yet deleted, is ``(0, index)`` (its last write's): a create and its expiry
 between WATCH and EXEC change it, as in Redis. Before ``WATCH_LEVEL`` (features.py) it was
 its deletion index, as if the key had never been written: EXEC entries below that level,
-and reads while the cluster is below it, keep that rule (every replica must agree).
+and reads while the cluster is below it, keep that rule (every replica must agree). The
+deletion of a key already past its deadline (``EXPIRED``, or a write meeting it) is no
+change while the cluster is at ``REAP_LEVEL``: its tomb is its last write's index, the
+version WATCH saw, so a WATCH before it and an EXEC after it compare equal (attack20).
 
 Semantics follow Redis 7 for the supported commands, with these differences:
 
@@ -80,6 +83,7 @@ from .errors import (
 from .features import (
     DEFAULT_BUDGET,
     FEATURE_LEVEL,
+    REAP_LEVEL,
     WATCH_LEVEL,
     EntryNeedsLevel,
     budget_error,
@@ -519,17 +523,23 @@ class KVStateMachine:
         self._recorder.note(key, VALUE)
 
     def _remove(self, key: bytes, *, lazy: bool = False) -> bool:
-        """Delete ``key``; ``lazy``: because a write met it past its deadline."""
+        """Delete ``key``; ``lazy``: because a write met it past its deadline. A key past
+        its deadline keeps its version at ``REAP_LEVEL``, decided by ``cluster_level``: the
+        deletion is no EXEC entry that could carry a level."""
         if self._data.pop(key, None) is None:
             return False
         if lazy:
             self._recorder.expired(key)
         else:
             self._recorder.note(key, GONE)
-        self._expires.pop(key, None)
-        self._mods.pop(key, None)
+        deadline = self._expires.pop(key, None)
+        mod = self._mods.pop(key, None)
         tombs = self._tombs
-        tombs[key] = self._seq
+        if (mod is not None and deadline is not None and deadline <= self._t
+                and self.cluster_level >= REAP_LEVEL):
+            tombs[key] = mod  # it was missing already: its version stays (module docstring)
+        else:
+            tombs[key] = self._seq
         if len(tombs) > MAX_TOMBS:  # forget them all: every missing key's version changes
             tombs.clear()
             self._gone = self._seq
