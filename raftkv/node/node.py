@@ -143,7 +143,8 @@ class Node:
         self._forwarded: tuple[list[bytes] | None, bool] = (None, False)
         self.stats = {"proposed": 0, "forwarded": 0, "reads": 0, "applied": 0,
                       "proposals_failed": 0, "leader_changes": 0, "reads_leader": 0,
-                      "reads_follower": 0, "reads_stale": 0, "wal_syncs": 0}
+                      "reads_follower": 0, "reads_stale": 0, "wal_syncs": 0,
+                      "forward_replies_dropped": 0}
         self.metrics = NodeMetrics(self, enabled=bool(settings.metrics_addr))
         self.requests = RequestTracker(self.stats)
         self.applier = Applier(self.kv, self.clock, self.requests, self.stats,
