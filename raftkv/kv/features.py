@@ -28,10 +28,14 @@ every member applies it, or one replica would run the transaction and another no
 Level 3: the deletion of a key already past its deadline (the active expiry's ``EXPIRED``,
 or a write that meets it) is no change: its tomb keeps the index of its last write, which
 is what WATCH of the expired key recorded, so the EXEC runs, as Redis 7's does (attack20).
-A deletion decides it at its own apply, from ``cluster_level`` (replicated: the recorded
-levels and the applied configuration), so only while every member applies level 3; the
-leader tags EXEC at level 3 then, so that a member downgraded past it stops at the next
-EXEC instead of deciding one over tombs its release wrote otherwise.
+A deletion decides it at its own apply, from the recorded levels alone (every one at 3 or
+above: ``KVStateMachine._reaps_keep_versions``; a configuration's ids are not replicated
+state for a node that joined and replays the founders' entries), so only while every
+member applies level 3; the leader tags EXEC at level 3 then, so that a member downgraded
+past it stops at the next EXEC instead of deciding one over tombs its release wrote
+otherwise. (Not closed: a member downgraded past level 3 deletes expired keys the old way
+until the leader records its level, and an EXEC at level 2 after that may read such a
+tomb; a downgrade past a level reached is refused, not supported.)
 """
 
 from __future__ import annotations

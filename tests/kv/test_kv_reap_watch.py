@@ -88,3 +88,44 @@ def test_the_kept_version_survives_a_snapshot() -> None:
     copy.restore(kv.snapshot())
     copy.keep_members([1])
     assert exec_(copy, T0 + 300, version, REAP_LEVEL) == [OK]
+
+
+def test_a_node_that_joined_decides_a_deletion_as_the_founders_do() -> None:
+    """The founders' first configuration is not in the log: a node that joined replays
+    their entries with none. A gate over the configuration's ids kept the old rule there
+    while the founders had the new one: their tombs, and so their EXECs, would differ."""
+    founder, joiner = KVStateMachine(), KVStateMachine()
+    founder.keep_members([1, 2, 3])
+    for kv in (founder, joiner):
+        for i in (1, 2, 3):
+            at(kv, T0, "member_level", i, REAP_LEVEL)
+        at(kv, T0, "SET", "k", "v", "PX", 100)
+        at(kv, T0 + 200, "EXPIRED", "k")
+    assert founder.snapshot() == joiner.snapshot()
+    (version,) = founder.read(b("WATCH", "k"), T0 + 210)
+    assert tuple(version) == (0, 4)  # the SET's entry (the 4th), not the EXPIRED's
+
+
+def test_a_member_new_to_the_configuration_closes_the_gate_until_recorded() -> None:
+    """A member added (maybe of an earlier release) counts 0 until the leader records its
+    level: the deletion of an expired key is a change again meanwhile."""
+    kv = machine(REAP_LEVEL)
+    kv.keep_members([1, 2])  # RAFT ADDNODE 2 applied
+    assert kv.member_levels == {1: REAP_LEVEL, 2: 0}
+    at(kv, T0, "SET", "k", "v", "PX", 100)
+    (version,) = kv.read(b("WATCH", "k"), T0 + 150)
+    at(kv, T0 + 200, "EXPIRED", "k")
+    assert exec_(kv, T0 + 300, version, REAP_LEVEL) is None
+    at(kv, T0 + 300, "member_level", 2, REAP_LEVEL)  # recorded: open again
+    at(kv, T0 + 300, "SET", "k", "v", "PX", 100)
+    (version,) = kv.read(b("WATCH", "k"), T0 + 450)
+    at(kv, T0 + 500, "EXPIRED", "k")
+    assert exec_(kv, T0 + 600, version, REAP_LEVEL) == [OK]
+
+
+def test_no_level_recorded_leaves_the_record_empty() -> None:
+    """Before any level is recorded a configuration records none (a state with levels is
+    a snapshot of version 7, which a member of an earlier release cannot read)."""
+    kv = KVStateMachine()
+    kv.keep_members([1, 2, 3])
+    assert kv.member_levels == {}

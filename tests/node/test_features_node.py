@@ -139,3 +139,14 @@ async def test_the_leader_asks_again_when_a_link_reconnects_or_the_term_changes(
     assert asked[-1] == [2, 3]
     assert [a[0] for a in leader.proposed] == [b"member_level"] * 4
     assert kv.snapshot()[1] == 7
+
+
+async def test_the_leader_records_the_lowest_levels_first() -> None:
+    """A deletion reads the record without the configuration (REAP_LEVEL, raftkv.kv): a
+    record that rose above a member not yet recorded would open its gate too early."""
+    leader = LeaderLevels({2: 0, 3: 1})
+    leader.levels.update({2: 1, 3: 1})  # (all at level 1 or more: recording starts)
+    leader.learner.level = 2  # node 1 runs a later release than 2 and 3
+    await leader.steps(4)
+    recorded = [(a[1], a[2]) for a in leader.proposed]
+    assert recorded == [(b"2", b"1"), (b"3", b"1"), (b"1", b"2")]
