@@ -25,7 +25,8 @@ count messages, not bytes: and a 70-byte write may return a 15 MiB value (``EVAL
 GET). So the replies queued on all links together are bounded by ``--client-buffer-total``
 (``sizes.forward_reply_limit``), as the leader's own clients' buffers are (attack20: 128
 pipelined EVALs through a paused follower grew the leader by 520 MiB). A reply that does
-not fit (unless none is queued: one may go alone) is not held: the follower gets
+not fit (unless none is queued: one may go alone; nor one of ``SMALL_REPLY`` or less, as
+every refusal is) is not held: the follower gets
 ``REPLY_DROPPED`` instead and disconnects its client, as Redis disconnects a client over
 its output buffer limit. The command was applied, so nothing claims it was not: the
 client's connection ends with its outcome unknown to it, and an older follower shows the
@@ -67,6 +68,9 @@ REPLY_DROPPED = ErrorReply(
     "ERR the command was applied, but its reply was dropped: the leader holds at most "
     "--client-buffer-total of replies for other nodes' clients; closing the connection"
 )
+# A reply this small is always held: an error saying the command was not applied must
+# reach its client, and the follower's WINDOW bounds them (8 MiB a follower).
+SMALL_REPLY = 64 * 1024
 WINDOW = 128  # forwards in flight (sent, unanswered) to the leader
 WINDOW_BYTES = 32 * 1024 * 1024  # and their arguments' bytes (one bigger command may go alone)
 QUEUE = 4096  # unsent forwards waiting for the window
@@ -220,7 +224,8 @@ class Forwarder:
             else:
                 reply = b"".join(pieces)
                 held = self.transport.reply_bytes()
-                if held and held + len(reply) > self.held_limit:  # (module docstring)
+                if (len(reply) > SMALL_REPLY and held
+                        and held + len(reply) > self.held_limit):  # (module docstring)
                     reply = encode_reply(REPLY_DROPPED, 3)
                     self.stats["forward_replies_dropped"] += 1
             self.transport.send(ForwardResponse(

@@ -21,6 +21,7 @@ from raftkv.node.sizes import forward_reply_limit
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import Role
 from wire.raft import AppendEntries, ForwardRequest, ForwardResponse
+from wire.reply import ErrorReply
 from wire.resp import encode_reply
 from wire.resp_reply import ReplyParser
 
@@ -88,11 +89,18 @@ def test_replies_past_the_limit_are_dropped_and_say_the_command_was_applied() ->
     assert decoded(transport.sent[-1].reply) == b"small"
 
 
-def test_one_reply_larger_than_the_limit_goes_alone() -> None:
+def test_one_reply_larger_than_the_limit_goes_alone_and_small_ones_always() -> None:
     fwd, transport, stats = leader()
     run_forwarded(fwd, b"x" * (2 * LIMIT), 1)
     assert decoded(transport.sent[0].reply) == b"x" * (2 * LIMIT)
     assert stats["forward_replies_dropped"] == 0
+    # Over the limit now: a refusal still reaches its client as it is (it must not turn
+    # into a reply saying the command was applied), and so does any small reply.
+    refused = ErrorReply("TRYAGAIN no leader known; the command was not applied, retry")
+    run_forwarded(fwd, refused, 2)
+    run_forwarded(fwd, 7, 3)
+    run_forwarded(fwd, b"x" * VALUE, 4)
+    assert [decoded(m.reply) for m in transport.sent[1:]] == [refused, 7, REPLY_DROPPED]
 
 
 def test_the_follower_hands_its_client_port_the_one_dropped_instance() -> None:
