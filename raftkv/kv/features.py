@@ -24,6 +24,18 @@ created (or written) after a WATCH saw it missing, and expired before EXEC, fail
 as Redis's does (attack18). Below it, EXEC keeps the old comparison: each replica decides
 WATCH at EXEC's apply, so a rule that differs from the previous release's must wait until
 every member applies it, or one replica would run the transaction and another not.
+
+Level 3: the deletion of a key already past its deadline (the active expiry's ``EXPIRED``,
+or a write that meets it) is no change: its tomb keeps the index of its last write, which
+is what WATCH of the expired key recorded, so the EXEC runs, as Redis 7's does (attack20).
+A deletion decides it at its own apply, from the recorded levels alone (every one at 3 or
+above: ``KVStateMachine._reaps_keep_versions``; a configuration's ids are not replicated
+state for a node that joined and replays the founders' entries), so only while every
+member applies level 3; the leader tags EXEC at level 3 then, so that a member downgraded
+past it stops at the next EXEC instead of deciding one over tombs its release wrote
+otherwise. (Not closed: a member downgraded past level 3 deletes expired keys the old way
+until the leader records its level, and an EXEC at level 2 after that may read such a
+tomb; a downgrade past a level reached is refused, not supported.)
 """
 
 from __future__ import annotations
@@ -34,9 +46,10 @@ from wire.reply import ErrorReply
 
 from .commands import MAX_LEVEL, Decoded, decode_exec, parse_level
 
-FEATURE_LEVEL = 2  # the newest entry forms this release applies
+FEATURE_LEVEL = 3  # the newest entry forms this release applies
 BUDGET_LEVEL = 1  # the level of the ``budget`` form
 WATCH_LEVEL = 2  # EXEC's WATCH versions of expired keys (the docstring's level 2)
+REAP_LEVEL = 3  # an expired key's deletion keeps its version (the docstring's level 3)
 BUDGET = b"budget"
 MEMBER_LEVEL = b"member_level"
 # --script-budget's bounds (instruction units): the leader's value goes into the entry.
@@ -95,7 +108,7 @@ def runs_scripts(args: list[bytes], decoded: Decoded | None = None) -> bool:
 
 def is_exec(args: list[bytes]) -> bool:
     """Whether ``args`` (a checked entry) is EXEC, or ``once`` of it (the forms whose
-    WATCH comparison ``WATCH_LEVEL`` changes)."""
+    WATCH comparison ``WATCH_LEVEL`` and ``REAP_LEVEL`` change)."""
     n = len(args)
     return (n == 2 and args[0].lower() == b"exec") or (
         n == 5 and args[0].lower() == b"once" and args[3].lower() == b"exec")

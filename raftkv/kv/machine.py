@@ -22,7 +22,11 @@ past that they are all forgotten at once, which changes the version of every mis
 deadline, not yet deleted, is ``(0, index)`` (its last write's): a create and its expiry
 between WATCH and EXEC change it, as in Redis. Before ``WATCH_LEVEL`` (features.py) it was
 its deletion index, as if the key had never been written: EXEC entries below that level,
-and reads while the cluster is below it, keep that rule (every replica must agree).
+and reads while the cluster is below it, keep that rule (every replica must agree). The
+deletion of a key already past its deadline (``EXPIRED``, or a write meeting it) is no
+change while every recorded member level is ``REAP_LEVEL`` or above: its tomb is its last
+write's index, the version WATCH saw, so a WATCH before it and an EXEC after it compare
+equal (attack20).
 
 Semantics follow Redis 7 for the supported commands, with these differences:
 
@@ -80,6 +84,7 @@ from .errors import (
 from .features import (
     DEFAULT_BUDGET,
     FEATURE_LEVEL,
+    REAP_LEVEL,
     WATCH_LEVEL,
     EntryNeedsLevel,
     budget_error,
@@ -519,23 +524,40 @@ class KVStateMachine:
         self._recorder.note(key, VALUE)
 
     def _remove(self, key: bytes, *, lazy: bool = False) -> bool:
-        """Delete ``key``; ``lazy``: because a write met it past its deadline."""
+        """Delete ``key``; ``lazy``: because a write met it past its deadline. A key past
+        its deadline keeps its version at ``REAP_LEVEL`` (``_reaps_keep_versions``: the
+        deletion is no EXEC entry that could carry a level)."""
         if self._data.pop(key, None) is None:
             return False
         if lazy:
             self._recorder.expired(key)
         else:
             self._recorder.note(key, GONE)
-        self._expires.pop(key, None)
-        self._mods.pop(key, None)
+        deadline = self._expires.pop(key, None)
+        mod = self._mods.pop(key, None)
         tombs = self._tombs
-        tombs[key] = self._seq
+        if (mod is not None and deadline is not None and deadline <= self._t
+                and self._reaps_keep_versions()):
+            tombs[key] = mod  # it was missing already: its version stays (module docstring)
+        else:
+            tombs[key] = self._seq
         if len(tombs) > MAX_TOMBS:  # forget them all: every missing key's version changes
             tombs.clear()
             self._gone = self._seq
         if self._order is not None:
             self._order.removed()
         return True
+
+    def _reaps_keep_versions(self) -> bool:
+        """REAP_LEVEL's gate, at a deletion: every recorded member level at it or above.
+        The record alone, not ``cluster_level``: a node that joined replays the entries
+        before the first configuration entry with no configuration (the founders' is not
+        in the log), where the founders have theirs, so a gate over the configuration's
+        ids would differ between replicas there. It is the members' lowest all the same:
+        ``keep_members`` records a member new to a configuration at 0, and the leader
+        records the lowest levels first (raftkv.node.features)."""
+        levels = self._levels
+        return bool(levels) and min(levels.values()) >= REAP_LEVEL
 
     def _set_deadline(self, key: bytes, deadline: int) -> None:
         self._expires[key] = deadline
@@ -1019,12 +1041,18 @@ class KVStateMachine:
         """A configuration applied: forget the published ids it no longer lists, so an id
         removed (RAFT REMOVENODE) and added again starts unpublished. Called by the runtime
         for every applied CONFIG entry, in log order, on every replica. Their levels go the
-        same way (and its ids become ``cluster_level``'s: see ``configured``)."""
+        same way (and its ids become ``cluster_level``'s: see ``configured``); once any
+        level is recorded, an id new to the record is recorded at 0, as the leader counts
+        a member it has not recorded (``_reaps_keep_versions`` reads the record alone)."""
         ids = frozenset(ids)
         self._members_published.intersection_update(ids)
         self._config_ids = ids
-        for node_id in [i for i in self._levels if i not in ids]:
-            del self._levels[node_id]
+        levels = self._levels
+        for node_id in [i for i in levels if i not in ids]:
+            del levels[node_id]
+        if levels:  # a new member counts 0 until recorded (``_reaps_keep_versions``)
+            for node_id in sorted(ids - levels.keys()):
+                levels[node_id] = 0
 
     # -- feature levels (raftkv.kv.features) -----------------------------------------------
 

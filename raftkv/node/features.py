@@ -11,7 +11,9 @@ answers what its own level is (raftkv.kv.features holds the rule and the gate).
   raftkv.node.publish's probe): level 0. Why a ``ForwardRequest``: the peer codec is
   strict (fixed arity, known tags), nothing new can ride in Hello or Raft messages.
 - **Recording**: when a learned level differs from the applied one (unknown counts 0), the
-  leader proposes ``member_level id level``, one at a time; members whose configuration
+  leader proposes ``member_level id level``, one at a time, the lowest levels first (a
+  member new to a configuration is recorded at 0 by the configuration itself, in
+  ``KVStateMachine.keep_members``); members whose configuration
   has not applied yet wait (an applied configuration forgets the ids it does not list).
   Levels are recorded only once every member is known at level 1 or more, or to lower
   one: a state holding levels is a snapshot of version 7, which the previous release
@@ -133,7 +135,9 @@ class LevelLearner:
         recorded = self.kv.member_levels
         members = [m.id for m in self.core.cluster_config.members]
         risen = all(self.learned.get(m, 0) >= 1 for m in members)
-        for member, level in sorted(self.learned.items()):
+        # The lowest levels first: the record never rises above the members' lowest,
+        # which a deletion reads without the configuration (REAP_LEVEL, raftkv.kv).
+        for member, level in sorted(self.learned.items(), key=lambda item: item[::-1]):
             if member in applied and recorded.get(member, 0) != level and (
                     risen or level < recorded.get(member, 0)):
                 if self.core.role is not Role.LEADER:

@@ -19,6 +19,18 @@ Unsent commands go to a new leader when the leader changes; if this node becomes
 leader, they are parked and proposed here. The
 window also keeps forwards from filling the peer link's send queue (1024 messages), where
 they would crowd out the follower's Raft messages to the leader.
+
+The leader holds the replies it owes followers' clients in the links' send queues, which
+count messages, not bytes: and a 70-byte write may return a 15 MiB value (``EVAL`` of a
+GET). So the replies queued on all links together are bounded by ``--client-buffer-total``
+(``sizes.forward_reply_limit``), as the leader's own clients' buffers are (attack20: 128
+pipelined EVALs through a paused follower grew the leader by 520 MiB). A reply that does
+not fit (unless none is queued: one may go alone; nor one of ``SMALL_REPLY`` or less, as
+every refusal is) is not held: the follower gets
+``REPLY_DROPPED`` instead and disconnects its client, as Redis disconnects a client over
+its output buffer limit. The command was applied, so nothing claims it was not: the
+client's connection ends with its outcome unknown to it, and an older follower shows the
+error's text, which says it was applied.
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ import trio
 from raftkv.node.pending import Pending
 from raftkv.node.requests import NO_LEADER, RequestTracker
 from raftkv.node.settings import NodeSettings
-from raftkv.node.sizes import max_reply_bytes, request_size
+from raftkv.node.sizes import forward_reply_limit, max_reply_bytes, request_size
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import RaftCore, Role
 from wire.raft import ForwardRequest, ForwardResponse
@@ -52,6 +64,13 @@ LINK_FULL = ErrorReply(
     "TRYAGAIN the link to the leader cannot take the command now; it was not sent and not "
     "applied, retry"
 )
+REPLY_DROPPED = ErrorReply(
+    "ERR the command was applied, but its reply was dropped: the leader holds at most "
+    "--client-buffer-total of replies for other nodes' clients; closing the connection"
+)
+# A reply this small is always held: an error saying the command was not applied must
+# reach its client, and the follower's WINDOW bounds them (8 MiB a follower).
+SMALL_REPLY = 64 * 1024
 WINDOW = 128  # forwards in flight (sent, unanswered) to the leader
 WINDOW_BYTES = 32 * 1024 * 1024  # and their arguments' bytes (one bigger command may go alone)
 QUEUE = 4096  # unsent forwards waiting for the window
@@ -83,6 +102,7 @@ class Forwarder:
         self.stats = stats
         self.request_timeout = settings.request_timeout
         self.reply_limit = max_reply_bytes(settings)
+        self.held_limit = forward_reply_limit(settings)  # replies queued, all links
         requests.on_forwards_changed = self.pump
 
     # -- on a follower --------------------------------------------------------------------
@@ -158,7 +178,9 @@ class Forwarder:
     def on_response(self, msg: ForwardResponse) -> None:
         pending = self.requests.forward_answered(msg.req_id)
         if pending is not None:
-            pending.set(decode_reply(msg.reply))
+            value = decode_reply(msg.reply)
+            # The one instance the client port disconnects on (it compares identity).
+            pending.set(REPLY_DROPPED if value == REPLY_DROPPED else value)
 
     # -- on the leader --------------------------------------------------------------------
 
@@ -201,6 +223,11 @@ class Forwarder:
                 pieces.append(piece)
             else:
                 reply = b"".join(pieces)
+                held = self.transport.reply_bytes()
+                if (len(reply) > SMALL_REPLY and held
+                        and held + len(reply) > self.held_limit):  # (module docstring)
+                    reply = encode_reply(REPLY_DROPPED, 3)
+                    self.stats["forward_replies_dropped"] += 1
             self.transport.send(ForwardResponse(
                 term=self.core.term, src=self.id, dst=msg.src, req_id=msg.req_id,
                 reply=reply,

@@ -39,6 +39,7 @@ from raftkv.kv.features import (
     BUDGET_LEVEL,
     FEATURE_LEVEL,
     MAY_RUN_SCRIPTS,
+    REAP_LEVEL,
     WATCH_LEVEL,
     is_exec,
     runs_scripts,
@@ -142,7 +143,8 @@ class Node:
         self._forwarded: tuple[list[bytes] | None, bool] = (None, False)
         self.stats = {"proposed": 0, "forwarded": 0, "reads": 0, "applied": 0,
                       "proposals_failed": 0, "leader_changes": 0, "reads_leader": 0,
-                      "reads_follower": 0, "reads_stale": 0, "wal_syncs": 0}
+                      "reads_follower": 0, "reads_stale": 0, "wal_syncs": 0,
+                      "forward_replies_dropped": 0}
         self.metrics = NodeMetrics(self, enabled=bool(settings.metrics_addr))
         self.requests = RequestTracker(self.stats, self._leads)
         self.applier = Applier(self.kv, self.clock, self.requests, self.stats,
@@ -534,7 +536,8 @@ class Node:
         """The log entry the leader proposes for ``args``: stamped with its time (see
         raftkv/node/clock.py) and, if it runs scripts and every member reads the form,
         holding this node's --script-budget (raftkv.kv.features); an EXEC, at WATCH_LEVEL
-        once every member reads it (its WATCH sees an expired key's writes). ``scripted``:
+        once every member reads it (its WATCH sees an expired key's writes), at REAP_LEVEL
+        once every member reads that (a member downgraded past it stops). ``scripted``:
         whether it runs scripts, as its check found (``_checked``; None: asked here)."""
         stamp = self.clock.stamp()
         if scripted is None:
@@ -543,7 +546,7 @@ class Node:
         if not scripted and not exec_:
             return encode_entry(args, stamp)
         gate = self.gate_level()
-        level = WATCH_LEVEL if exec_ and gate >= WATCH_LEVEL else 0
+        level = min(gate, REAP_LEVEL) if exec_ and gate >= WATCH_LEVEL else 0
         if scripted and gate >= BUDGET_LEVEL:
             return encode_entry(wrap(args, self.settings.script_budget), stamp,
                                 max(level, BUDGET_LEVEL))

@@ -15,6 +15,7 @@ from raftkv.node.settings import NodeSettings
 from raftkv.node.transport import TransportLimits
 
 MIB = 1024 * 1024
+GiB = 1024 * MIB
 MIN_FRAME_SIZE = 16 * MIB
 FRAME_OVERHEAD = MIB  # message fields, msgpack headers, per-argument lengths
 MAX_FRAME_SIZE = 2**32 - 1  # what the 4-byte frame header can express
@@ -68,3 +69,21 @@ def max_reply_bytes(settings: NodeSettings) -> int:
 
 def transport_limits(settings: NodeSettings) -> TransportLimits:
     return TransportLimits(max_frame_size=peer_frame_limit(settings.max_request_bytes))
+
+
+def total_limit(requested: int, maxmemory: int, max_request_bytes: int) -> int:
+    """``--client-buffer-total`` as given, or for 0 (auto): a quarter of ``--maxmemory``
+    when that is set (at least 4 maximal requests), else 1 GiB."""
+    if requested:
+        return requested
+    if maxmemory:
+        return max(maxmemory // 4, 4 * max_request_bytes)
+    return GiB
+
+
+def forward_reply_limit(settings: NodeSettings) -> int:
+    """The bytes of replies to forwarded commands a leader holds queued for followers, all
+    links together: ``--client-buffer-total``, as for its own clients' buffers (they are
+    replies owed to clients, only of other nodes; raftkv.node.forwarding)."""
+    return total_limit(settings.client_buffer_total, settings.maxmemory,
+                       settings.max_request_bytes)

@@ -59,7 +59,7 @@ from wire.append import AppendEncoder
 from wire.errors import ProtocolError
 from wire.frames import FrameDecoder, encode_frame
 from wire.hello import PROTOCOL_VERSION, Ack, Hello, Ping, Proof, Refused
-from wire.raft import AppendEntries
+from wire.raft import AppendEntries, ForwardResponse
 from wire.record import BIG_BYTES, decode, encode, encode_pieces, frame_pieces
 
 log = logging.getLogger("raftkv.transport")
@@ -386,6 +386,8 @@ class _Link:
         # writes it before anything else (a _FLUSH in the queue wakes it for that).
         self.tail = b""
         self.unsent = False  # a message was queued that the sender task has not written
+        # Bytes of forwarded replies in the queue and ``held`` (``PeerTransport.reply_bytes``)
+        self.reply_bytes = 0
         self.scope = trio.CancelScope()  # cancelled when the peer is removed
         self.inbound_scope: trio.CancelScope | None = None
         self.connected = False
@@ -407,10 +409,22 @@ class _Link:
         tail, self.tail = self.tail, b""
         return tail
 
+    def put(self, msg: Any) -> None:
+        """Queue ``msg`` for the sender task; trio.WouldBlock if the queue is full."""
+        self.queue_in.send_nowait(msg)
+        if type(msg) is ForwardResponse:
+            self.reply_bytes += len(msg.reply)
+
+    def _taken(self, msg: Any) -> Any:
+        if type(msg) is ForwardResponse:
+            self.reply_bytes -= len(msg.reply)
+        return msg
+
     def drop_queued(self) -> int:
         """Empty the send queue (its messages are stale once the link failed)."""
         n = len(self.held)
         self.held.clear()
+        self.reply_bytes = 0
         while True:
             try:
                 msg = self.queue_out.receive_nowait()
@@ -423,11 +437,13 @@ class _Link:
 
     async def next(self) -> Any:
         """The next message to send: a held one first, else the queue's (waiting for it)."""
-        return self.held.popleft() if self.held else await self.queue_out.receive()
+        return self._taken(self.held.popleft() if self.held
+                           else await self.queue_out.receive())
 
     def next_nowait(self) -> Any:
         """``next`` without waiting; raises trio.WouldBlock when there is none."""
-        return self.held.popleft() if self.held else self.queue_out.receive_nowait()
+        return self._taken(self.held.popleft() if self.held
+                           else self.queue_out.receive_nowait())
 
 
 class PeerTransport:
@@ -585,6 +601,12 @@ class PeerTransport:
             sent += self._flush_direct(*entry)
         return sent
 
+    def reply_bytes(self) -> int:
+        """Bytes of forwarded replies (``ForwardResponse``) queued on every link and not
+        yet taken by its sender task: what a leader holds for followers' clients, which
+        raftkv.node.forwarding bounds (a reply being written is not counted: one a link)."""
+        return sum(link.reply_bytes for link in self._links.values())
+
     def backlog(self) -> bool:
         """Some link has messages its sender task has not written yet."""
         return any(link.backlog() for link in self._links.values())
@@ -593,7 +615,7 @@ class PeerTransport:
         link.direct = None  # the sender task is busy from here: later messages queue
         link.unsent = True
         try:
-            link.queue_in.send_nowait(msg)
+            link.put(msg)
         except trio.WouldBlock:
             link.dropped += 1
             return False

@@ -19,19 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from raftkv.node.sizes import GiB, total_limit
 from raftkv.server.connection import Connection
 
-GiB = 1024 * 1024 * 1024
-
-
-def total_limit(requested: int, maxmemory: int, max_request_bytes: int) -> int:
-    """``--client-buffer-total`` as given, or for 0 (auto): a quarter of ``--maxmemory``
-    when that is set (at least 4 maximal requests), else 1 GiB."""
-    if requested:
-        return requested
-    if maxmemory:
-        return max(maxmemory // 4, 4 * max_request_bytes)
-    return GiB
+# (total_limit lives with the node's sizes: the leader bounds forwarded replies by it too)
+__all__ = ["ClientBuffers", "GiB", "total_limit"]
 
 
 class ClientBuffers:

@@ -37,6 +37,7 @@ import trio
 from raftkv.kv.notify import parse_flags
 from raftkv.kv.sliced import SlicedRead
 from raftkv.log import event
+from raftkv.node.forwarding import REPLY_DROPPED
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.node import REMOVED, Node
 from raftkv.node.pending import Pending
@@ -270,7 +271,8 @@ class ClientServer:
         self.gc_watch = GcWatch()  # full collections: a cause of loop stalls
         self.stats = {"rejected_connections": 0, "client_output_buffer_disconnects": 0,
                       "client_protocol_errors": 0, "client_timeouts": 0,
-                      "accept_capacity_errors": 0, "client_buffer_total_disconnects": 0}
+                      "accept_capacity_errors": 0, "client_buffer_total_disconnects": 0,
+                      "client_reply_dropped_disconnects": 0}
         self._throttle = LogThrottle(log, 10.0)
         self.buffers = ClientBuffers(self.limits.buffer_total_bytes, self._disconnect_for_total)
         node.metrics.add_client_port(lambda: len(self.connections))
@@ -591,6 +593,9 @@ class ClientServer:
         def ready(value: Any) -> None:
             if direct.waiting is not slot:  # the writer took it
                 return
+            if value is REPLY_DROPPED:
+                self._disconnect_for_dropped(conn)
+                return
             try:
                 sent, rest = direct.try_send(value, slot.proto, DIRECT_ENCODED)
             except Exception:  # (broken socket...): the writer meets it in its own task
@@ -635,6 +640,8 @@ class ClientServer:
         """A callback for when ``slot``'s reply is ready: weigh it into the output buffer
         and disconnect the client if the buffer passes its limit."""
         def ready(value: Any) -> None:
+            if value is REPLY_DROPPED:
+                self._disconnect_for_dropped(conn)
             slot.size = reply_size(value)
             conn.out_bytes += slot.size
             limit = self.limits.output_buffer_bytes
@@ -663,6 +670,19 @@ class ClientServer:
                            "client output buffer limit reached: disconnecting",
                            conn=conn.id, addr=conn.addr, bytes=conn.out_bytes,
                            limit=self.limits.output_buffer_bytes)
+        conn.scope.cancel()
+
+    def _disconnect_for_dropped(self, conn: Connection) -> None:
+        """The leader did not hold the reply of ``conn``'s forwarded command (over its
+        bound, raftkv.node.forwarding): disconnected as for its own output buffer limit,
+        the command's outcome unknown to it (it was applied)."""
+        if conn.scope is None or conn.scope.cancel_called:
+            return
+        self.stats["client_reply_dropped_disconnects"] += 1
+        self._throttle.log("reply-dropped", logging.WARNING,
+                           "the leader dropped a forwarded reply (over its "
+                           "--client-buffer-total for other nodes' clients): disconnecting",
+                           conn=conn.id, addr=conn.addr)
         conn.scope.cancel()
 
     def _disconnect_for_total(self, conn: Connection, size: int, total: int) -> None:

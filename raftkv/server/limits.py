@@ -15,7 +15,7 @@ import attrs
 
 from raftkv.log import event
 from raftkv.node.settings import NodeSettings
-from raftkv.server.client_buffers import total_limit
+from raftkv.node.sizes import total_limit
 
 log = logging.getLogger("raftkv.server")
 

@@ -40,7 +40,7 @@ class Net:
             if isinstance(msg, ForwardRequest):
                 self.sent.append(msg)
             return True
-        return SimpleNamespace(send=send)
+        return SimpleNamespace(send=send, reply_bytes=lambda: 0)
 
     def arrived_at(self, node: int) -> list[list[bytes]]:
         return [list(m.args) for m in self.sent if m.dst == node]

@@ -55,8 +55,8 @@ def test_cluster_level_is_the_min_over_members_learners_and_unknown_included() -
     assert run(kv, [b"member_level", b"4", b"1"]) == 1
     assert kv.cluster_level == 1
     assert run(kv, [b"member_level", b"4", b"1"]) == 0  # no change
-    kv.keep_members((1, 2, 3, 5))  # 4 removed, 5 added: forgotten, unknown
-    assert kv.member_levels == {1: 1, 2: 1, 3: 1} and kv.cluster_level == 0
+    kv.keep_members((1, 2, 3, 5))  # 4 removed, 5 added: forgotten, unknown (recorded 0)
+    assert kv.member_levels == {1: 1, 2: 1, 3: 1, 5: 0} and kv.cluster_level == 0
 
 
 @pytest.mark.parametrize("args", [

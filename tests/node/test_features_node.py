@@ -11,7 +11,13 @@ import pytest
 
 from raftkv.kv import encode_entry, encode_exec
 from raftkv.kv.codec import decode_entry_level
-from raftkv.kv.features import BUDGET_LEVEL, FEATURE_LEVEL, WATCH_LEVEL, EntryNeedsLevel
+from raftkv.kv.features import (
+    BUDGET_LEVEL,
+    FEATURE_LEVEL,
+    REAP_LEVEL,
+    WATCH_LEVEL,
+    EntryNeedsLevel,
+)
 from raftkv.node.apply import Applier
 from raftkv.node.features import answer_features, classify_level, gate_level
 from raftkv.serve import fatal_line
@@ -79,9 +85,10 @@ def test_the_leader_writes_the_old_form_while_the_gate_is_closed() -> None:
 
 
 def test_the_leader_writes_exec_at_the_watch_level_once_every_member_reads_it() -> None:
-    """EXEC's WATCH of an expired key changed at WATCH_LEVEL (raftkv.kv.features): below
-    it every replica must keep the old rule, so the leader tags EXEC (alone, in ``once``,
-    with a script) only once the gate is open; other entries keep their level."""
+    """EXEC's WATCH of an expired key changed at WATCH_LEVEL and REAP_LEVEL
+    (raftkv.kv.features): below each, every replica must keep the old rule, so the leader
+    tags EXEC (alone, in ``once``, with a script) at the highest level the gate opens;
+    other entries keep their level."""
     n = node()
     n.applier.applied_config = SimpleNamespace(members=[SimpleNamespace(id=1)])  # type: ignore
     n.core = SimpleNamespace(cluster_config=n.applier.applied_config)  # type: ignore
@@ -90,7 +97,8 @@ def test_the_leader_writes_exec_at_the_watch_level_once_every_member_reads_it() 
     once = [b"once", b"1", b"1", *plain]
     scripted = [b"EXEC", encode_exec([], [[b"EVAL", b"return 1", b"0"]])]
     set_ = [b"SET", b"k", b"v"]
-    levels = {1: [0, 0, BUDGET_LEVEL, 0], WATCH_LEVEL: [WATCH_LEVEL] * 3 + [0]}
+    levels = {1: [0, 0, BUDGET_LEVEL, 0], WATCH_LEVEL: [WATCH_LEVEL] * 3 + [0],
+              REAP_LEVEL: [REAP_LEVEL] * 3 + [0]}
     for gate, want in levels.items():
         n.kv.apply(encode_entry([b"member_level", b"1", b"%d" % gate], 1))
         assert n.gate_level() == gate
@@ -131,3 +139,14 @@ async def test_the_leader_asks_again_when_a_link_reconnects_or_the_term_changes(
     assert asked[-1] == [2, 3]
     assert [a[0] for a in leader.proposed] == [b"member_level"] * 4
     assert kv.snapshot()[1] == 7
+
+
+async def test_the_leader_records_the_lowest_levels_first() -> None:
+    """A deletion reads the record without the configuration (REAP_LEVEL, raftkv.kv): a
+    record that rose above a member not yet recorded would open its gate too early."""
+    leader = LeaderLevels({2: 0, 3: 1})
+    leader.levels.update({2: 1, 3: 1})  # (all at level 1 or more: recording starts)
+    leader.learner.level = 2  # node 1 runs a later release than 2 and 3
+    await leader.steps(4)
+    recorded = [(a[1], a[2]) for a in leader.proposed]
+    assert recorded == [(b"2", b"1"), (b"3", b"1"), (b"1", b"2")]

@@ -76,6 +76,9 @@ class _Sent:
         self.messages.append(msg)
         return True
 
+    def reply_bytes(self) -> int:  # (forwarded replies queued: none is held here)
+        return 0
+
 
 def test_hostile_forwarded_commands_and_replies_never_raise() -> None:
     """ForwardRequest/ForwardResponse come from peers: their contents are hostile too. A

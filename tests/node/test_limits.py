@@ -70,7 +70,7 @@ def test_a_forwarded_write_is_checked_again_on_the_leader() -> None:
     node = idle_node()
     node.memory = guard(used=500)
     core = types.SimpleNamespace(role=Role.LEADER, term=3)
-    transport = types.SimpleNamespace(send=sent.append)
+    transport = types.SimpleNamespace(send=sent.append, reply_bytes=lambda: 0)
     forwarder = Forwarder(1, node.settings, core, transport, node.requests, node.stats)  # type: ignore[arg-type]
     msg = ForwardRequest(term=3, src=2, dst=1, req_id=7, args=(b"SET", b"k", b"v"))
 
