@@ -31,7 +31,6 @@ from collections import deque
 from functools import partial
 from typing import Any
 
-import attrs
 import trio
 
 from raftkv.kv.notify import parse_flags
@@ -120,16 +119,35 @@ AFTER_ERROR_DRAIN = 1.0  # seconds to read and drop input after a protocol error
 _connection_ids = itertools.count(1)
 
 
-@attrs.define
 class Slot:
     """A reply owed to the client, encoded with the protocol in force when it was asked;
-    ``size`` is its weight in the output buffer once ready."""
+    ``size`` is its weight in the output buffer once ready (``weigh``)."""
 
-    pending: Pending
-    proto: int
-    close_after: bool = False
-    size: int = 0
-    push: bool = False  # a Pub/Sub message, not the reply to a command
+    __slots__ = ("close_after", "conn", "pending", "proto", "push", "server", "size")
+
+    def __init__(self, pending: Pending, proto: int, server: ClientServer, conn: Connection,
+                 close_after: bool = False, push: bool = False) -> None:
+        self.pending = pending
+        self.proto = proto
+        self.server = server
+        self.conn = conn
+        self.close_after = close_after
+        self.size = 0
+        self.push = push  # a Pub/Sub message, not the reply to a command
+
+    def weigh(self, value: Any) -> None:
+        """The callback for when the reply is ready: weigh it into the output buffer and
+        disconnect the client if the buffer passes its limit. (A method of the slot, not a
+        closure built for each: ~120 ns less per command, the closure's cells and the call
+        that built it; p16.)"""
+        size = self.size = reply_size(value)
+        conn = self.conn
+        conn.out_bytes += size
+        server = self.server
+        limit = server.limits.output_buffer_bytes
+        if limit and conn.out_bytes > limit:
+            server._disconnect_for_output(conn)
+        server.buffers.add_output(conn, size)
 
 
 class DirectReply:
@@ -514,12 +532,13 @@ class ClientServer:
                                 sent, rest = direct.try_send(pending.value, conn.proto)
                             else:
                                 self._reply_when_ready(conn, direct, send,
-                                                       Slot(pending, conn.proto))
+                                                       Slot(pending, conn.proto, self, conn))
                                 sent = True
                         if not sent:
-                            slot = (Slot(pending, conn.proto, conn.closing) if rest is None
-                                    else Slot(Pending.of(Encoded(rest)), conn.proto))
-                            slot.pending.add_callback(self._output_meter(conn, slot))
+                            slot = (Slot(pending, conn.proto, self, conn, conn.closing)
+                                    if rest is None else
+                                    Slot(Pending.of(Encoded(rest)), conn.proto, self, conn))
+                            slot.pending.add_callback(slot.weigh)
                             conn.owed += 1
                             try:  # no trip through the scheduler per pipelined command
                                 send.send_nowait(slot)
@@ -547,7 +566,8 @@ class ClientServer:
                     self.stats["client_protocol_errors"] += 1
                     event(log, logging.DEBUG, "client protocol error", conn=conn.id, error=exc)
                     conn.owed += 1
-                    await send.send(Slot(Pending.of(ErrorReply(f"ERR {exc}")), conn.proto, True))
+                    await send.send(Slot(Pending.of(ErrorReply(f"ERR {exc}")), conn.proto,
+                                         self, conn, True))
                     conn.closing = True
                     return
 
@@ -599,12 +619,13 @@ class ClientServer:
                 direct.waiting = None
                 conn.owed -= 1
                 return
-            owed = slot if rest is None else Slot(Pending.of(Encoded(rest)), slot.proto)
+            owed = (slot if rest is None
+                    else Slot(Pending.of(Encoded(rest)), slot.proto, self, conn))
             if conn.owed > 1:  # the writer has a later slot: it takes (and weighs) this first
                 direct.waiting = owed
                 return
             direct.waiting = None
-            self._output_meter(conn, owed)(owed.pending.value)
+            owed.weigh(owed.pending.value)
             with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError,
                                      trio.BrokenResourceError):
                 send.send_nowait(owed)  # (closed: the connection is gone)
@@ -617,7 +638,7 @@ class ClientServer:
         def push(value: Any) -> bool:
             if conn.scope is not None and conn.scope.cancel_called:
                 return False
-            slot = Slot(Pending.of(value), conn.proto, push=True)
+            slot = Slot(Pending.of(value), conn.proto, self, conn, push=True)
             try:
                 send.send_nowait(slot)
             except trio.WouldBlock:  # PUSH_BACKLOG messages it has not read
@@ -627,25 +648,13 @@ class ClientServer:
                 return False
             conn.owed += 1
             conn.pushes += 1
-            self._output_meter(conn, slot)(value)
+            slot.weigh(value)
             return True
         return push
 
-    def _output_meter(self, conn: Connection, slot: Slot) -> Any:
-        """A callback for when ``slot``'s reply is ready: weigh it into the output buffer
-        and disconnect the client if the buffer passes its limit."""
-        def ready(value: Any) -> None:
-            slot.size = reply_size(value)
-            conn.out_bytes += slot.size
-            limit = self.limits.output_buffer_bytes
-            if limit and conn.out_bytes > limit:
-                self._disconnect_for_output(conn)
-            self.buffers.add_output(conn, slot.size)
-        return ready
-
     def _reweigh(self, conn: Connection, slot: Slot, value: Any) -> None:
         """A read done in slices (KEYS, SCAN, a feed read) was weighed as nothing while it
-        ran; now that it has its reply, weigh that, as ``_output_meter`` weighs any reply
+        ran; now that it has its reply, weigh that, as ``Slot.weigh`` weighs any reply
         (a streamed one at what it will send), so the output-buffer limits see it."""
         size = reply_size(value)
         delta, slot.size = size - slot.size, size
@@ -714,10 +723,11 @@ class ClientServer:
                         burst = 0
                     except trio.EndOfChannel:
                         slot = None
-                    if direct is not None and (ahead := direct.take()) is not None:
+                    if direct is not None and direct.waiting is not None:
+                        ahead = direct.take()  # (asked only when one waits: a call a slot)
                         # A reply owed before this slot, or before the end of the commands
                         # (not lost with the queue): written first, weighed now.
-                        ahead.pending.add_callback(self._output_meter(conn, ahead))
+                        ahead.pending.add_callback(ahead.weigh)
                         after, slot = slot, ahead
                     if slot is None:
                         break
@@ -732,22 +742,31 @@ class ClientServer:
                         size = 0
                     await slot.pending.wait()
                 value = slot.pending.value
-                if isinstance(value, SlicedRead):
-                    value = await _finish(value, self.sliced)
-                    self._reweigh(conn, slot, value)
-                pieces: Any = ((encode_reply(value, slot.proto),)
-                               if type(value) in ONE_PIECE  # (+OK, an int...)
-                               else encode_reply_chunks(value, slot.proto, SEND_CHUNK))
-                for piece in pieces:
+                if type(value) in ONE_PIECE:  # (+OK, an int...: one piece, no generator)
+                    piece = encode_reply(value, slot.proto)
                     if len(piece) >= SEND_CHUNK and not out:
                         await stream.send_all(piece)  # a large piece goes out uncopied
-                        continue
-                    out.append(piece)
-                    size += len(piece)
-                    if size >= SEND_CHUNK:
-                        await stream.send_all(b"".join(out))
-                        out.clear()
-                        size = 0
+                    else:
+                        out.append(piece)
+                        size += len(piece)
+                        if size >= SEND_CHUNK:
+                            await stream.send_all(b"".join(out))
+                            out.clear()
+                            size = 0
+                else:
+                    if isinstance(value, SlicedRead):
+                        value = await _finish(value, self.sliced)
+                        self._reweigh(conn, slot, value)
+                    for piece in encode_reply_chunks(value, slot.proto, SEND_CHUNK):
+                        if len(piece) >= SEND_CHUNK and not out:
+                            await stream.send_all(piece)  # a large piece goes out uncopied
+                            continue
+                        out.append(piece)
+                        size += len(piece)
+                        if size >= SEND_CHUNK:
+                            await stream.send_all(b"".join(out))
+                            out.clear()
+                            size = 0
                 conn.out_bytes -= slot.size
                 self.buffers.add_output(conn, -slot.size)
                 conn.owed -= 1
