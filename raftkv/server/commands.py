@@ -133,7 +133,9 @@ def execute(node: Node, conn: Connection, args: list[bytes],
     client port: each call below took it again, a pipelined SET's share; p16)."""
     if name is None:
         name = args[0].lower()
-    denied = gate(acl_of(conn), conn, args, name)  # AUTH and ACL users (auth.py)
+    server = conn.server  # (``acl_of``, without its call)
+    denied = gate(server.acl if server is not None else acl_of(conn), conn, args,
+                  name)  # AUTH and ACL users (auth.py)
     if denied is not None:
         if conn.tx.queue is not None:
             conn.tx.dirty = True  # EXEC will answer EXECABORT, as Redis does
