@@ -326,7 +326,12 @@ class Node:
 
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
-        spec = lookup(args[0])
+        return self.submit_call(args, lookup(args[0]))
+
+    def submit_call(self, args: list[bytes], spec: CommandSpec | None) -> Pending:
+        """``submit`` of ``args``, a call of ``spec`` (None: unknown), which the caller
+        looked up by the name it had lowered already (the client port: ``lookup`` lowered
+        it again, in a call of its own, for every command)."""
         checked = self._checked(spec, args)
         if type(checked) is not bool:
             return Pending.of(checked)
