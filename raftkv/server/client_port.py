@@ -123,10 +123,11 @@ class Slot:
     """A reply owed to the client, encoded with the protocol in force when it was asked;
     ``size`` is its weight in the output buffer once ready (``weigh``)."""
 
-    __slots__ = ("close_after", "conn", "pending", "proto", "push", "server", "size")
+    __slots__ = ("close_after", "conn", "direct", "pending", "proto", "push", "server", "size")
 
     def __init__(self, pending: Pending, proto: int, server: ClientServer, conn: Connection,
-                 close_after: bool = False, push: bool = False) -> None:
+                 close_after: bool = False, push: bool = False,
+                 direct: DirectReply | None = None) -> None:
         self.pending = pending
         self.proto = proto
         self.server = server
@@ -134,6 +135,7 @@ class Slot:
         self.close_after = close_after
         self.size = 0
         self.push = push  # a Pub/Sub message, not the reply to a command
+        self.direct = direct  # sent by the task that answers it (``send_direct``), if it can
 
     def weigh(self, value: Any) -> None:
         """The callback for when the reply is ready: weigh it into the output buffer and
@@ -148,6 +150,39 @@ class Slot:
         if limit and conn.out_bytes > limit:
             server._disconnect_for_output(conn)
         server.buffers.add_output(conn, size)
+
+    def send_direct(self, value: Any) -> None:
+        """The callback of a reply owed with nothing before it while the writer was idle
+        (``ClientServer._reply_when_ready``): send it from the task that answers it (a
+        ReadIndex GET: the node's), without waking the writer. If the writer got a later
+        slot first, it took this one and writes it first (DirectReply.take); if the socket
+        does not take the whole reply, what is left is owed and weighed like any unsent
+        reply. Runs inside ``Pending.set``: it never raises. (A method, not a closure
+        built per command: ~150 ns less per unpipelined command.)"""
+        direct = self.direct
+        if direct is None or direct.waiting is not self:  # (None: not sent directly)
+            return  # the writer took it
+        try:
+            sent, rest = direct.try_send(value, self.proto, DIRECT_ENCODED)
+        except Exception:  # (broken socket...): the writer meets it in its own task
+            sent, rest = False, None
+        conn = self.conn
+        if sent:
+            direct.waiting = None
+            conn.owed -= 1
+            return
+        owed = (self if rest is None
+                else Slot(Pending.of(Encoded(rest)), self.proto, self.server, conn))
+        if conn.owed > 1:  # the writer has a later slot: it takes (and weighs) this first
+            direct.waiting = owed
+            return
+        direct.waiting = None
+        owed.weigh(owed.pending.value)
+        send = direct.send  # (set by ClientServer.handle before any command is read)
+        if send is not None:
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError,
+                                     trio.BrokenResourceError):
+                send.send_nowait(owed)  # (closed: the connection is gone)
 
 
 class DirectReply:
@@ -166,10 +201,12 @@ class DirectReply:
     yet written.
     """
 
-    __slots__ = ("idle", "socket", "tls", "waiting")
+    __slots__ = ("idle", "send", "socket", "tls", "waiting")
 
     def __init__(self, sock: socket.socket | None, tls: TLSStream | None = None) -> None:
         self.socket = sock
+        # The writer's queue, for what the socket does not take (ClientServer.handle).
+        self.send: trio.MemorySendChannel[Slot] | None = None
         # On a TLS connection the stream encrypts and sends (TLSStream.send_nowait); the
         # records it could not send wait in it, and an empty rest (weighed as nothing, at
         # most one reply) makes the writer send them.
@@ -358,6 +395,8 @@ class ClientServer:
                     direct = (DirectReply(stream.socket) if type(stream) is PlainStream
                               else DirectReply(None, stream) if type(stream) is TLSStream
                               else None)
+                    if direct is not None:
+                        direct.send = send
                     nursery.start_soon(self._writer, stream, conn, recv, nursery.cancel_scope,
                                        direct)
                     try:
@@ -531,8 +570,9 @@ class ClientServer:
                             if pending.done:
                                 sent, rest = direct.try_send(pending.value, conn.proto)
                             else:
-                                self._reply_when_ready(conn, direct, send,
-                                                       Slot(pending, conn.proto, self, conn))
+                                self._reply_when_ready(
+                                    conn, direct,
+                                    Slot(pending, conn.proto, self, conn, direct=direct))
                                 sent = True
                         if not sent:
                             slot = (Slot(pending, conn.proto, self, conn, conn.closing)
@@ -597,40 +637,13 @@ class ClientServer:
                 self._disconnect_for_output(conn)
                 await trio.lowlevel.checkpoint()  # (cancelled: the connection ends)
 
-    def _reply_when_ready(self, conn: Connection, direct: DirectReply,
-                          send: trio.MemorySendChannel[Slot], slot: Slot) -> None:
+    def _reply_when_ready(self, conn: Connection, direct: DirectReply, slot: Slot) -> None:
         """Owe ``slot`` (nothing is owed before it and the writer is idle) and send its
-        reply from the task that answers it (a ReadIndex GET: the node's), without waking
-        the writer: one task switch less per round trip. If the writer gets a later slot
-        first, it takes this one and writes it first (DirectReply.take); if the socket
-        does not take the whole reply, what is left is owed and weighed like any unsent
-        reply. Runs inside ``Pending.set``: it never raises."""
+        reply from the task that answers it, without waking the writer: one task switch
+        less per round trip (``Slot.send_direct``)."""
         conn.owed += 1
         direct.waiting = slot
-
-        def ready(value: Any) -> None:
-            if direct.waiting is not slot:  # the writer took it
-                return
-            try:
-                sent, rest = direct.try_send(value, slot.proto, DIRECT_ENCODED)
-            except Exception:  # (broken socket...): the writer meets it in its own task
-                sent, rest = False, None
-            if sent:
-                direct.waiting = None
-                conn.owed -= 1
-                return
-            owed = (slot if rest is None
-                    else Slot(Pending.of(Encoded(rest)), slot.proto, self, conn))
-            if conn.owed > 1:  # the writer has a later slot: it takes (and weighs) this first
-                direct.waiting = owed
-                return
-            direct.waiting = None
-            owed.weigh(owed.pending.value)
-            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError,
-                                     trio.BrokenResourceError):
-                send.send_nowait(owed)  # (closed: the connection is gone)
-
-        slot.pending.add_callback(ready)
+        slot.pending.add_callback(slot.send_direct)
 
     def _pusher(self, conn: Connection, send: trio.MemorySendChannel[Slot]) -> Any:
         """How Pub/Sub hands ``conn`` a message: queued after the replies owed so far,
