@@ -34,7 +34,7 @@ from raftkv.kv import (
     unbuilt_error,
     validate,
 )
-from raftkv.kv.commands import Decoded
+from raftkv.kv.commands import SPECS, Decoded
 from raftkv.kv.features import (
     BUDGET_LEVEL,
     FEATURE_LEVEL,
@@ -326,12 +326,7 @@ class Node:
 
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
-        return self.submit_call(args, lookup(args[0]))
-
-    def submit_call(self, args: list[bytes], spec: CommandSpec | None) -> Pending:
-        """``submit`` of ``args``, a call of ``spec`` (None: unknown), which the caller
-        looked up by the name it had lowered already (the client port: ``lookup`` lowered
-        it again, in a call of its own, for every command)."""
+        spec = SPECS.get(args[0].lower())  # (``lookup`` of bytes, without its call)
         checked = self._checked(spec, args)
         if type(checked) is not bool:
             return Pending.of(checked)
