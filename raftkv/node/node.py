@@ -34,7 +34,7 @@ from raftkv.kv import (
     unbuilt_error,
     validate,
 )
-from raftkv.kv.commands import Decoded
+from raftkv.kv.commands import SPECS, Decoded
 from raftkv.kv.features import (
     BUDGET_LEVEL,
     FEATURE_LEVEL,
@@ -328,7 +328,7 @@ class Node:
 
     def submit(self, args: list[bytes]) -> Pending:
         """Run a state-machine command: writes through the log, reads through ReadIndex."""
-        spec = lookup(args[0])
+        spec = SPECS.get(args[0].lower())  # (``lookup`` of bytes, without its call)
         checked = self._checked(spec, args)
         if type(checked) is not bool:
             return Pending.of(checked)

@@ -31,7 +31,6 @@ from collections import deque
 from functools import partial
 from typing import Any
 
-import attrs
 import trio
 
 from raftkv.kv.notify import parse_flags
@@ -121,16 +120,75 @@ AFTER_ERROR_DRAIN = 1.0  # seconds to read and drop input after a protocol error
 _connection_ids = itertools.count(1)
 
 
-@attrs.define
 class Slot:
     """A reply owed to the client, encoded with the protocol in force when it was asked;
-    ``size`` is its weight in the output buffer once ready."""
+    ``size`` is its weight in the output buffer once ready (``weigh``)."""
 
-    pending: Pending
-    proto: int
-    close_after: bool = False
-    size: int = 0
-    push: bool = False  # a Pub/Sub message, not the reply to a command
+    __slots__ = ("close_after", "conn", "direct", "pending", "proto", "push", "server", "size")
+
+    def __init__(self, pending: Pending, proto: int, server: ClientServer, conn: Connection,
+                 close_after: bool = False, push: bool = False,
+                 direct: DirectReply | None = None) -> None:
+        self.pending = pending
+        self.proto = proto
+        self.server = server
+        self.conn = conn
+        self.close_after = close_after
+        self.size = 0
+        self.push = push  # a Pub/Sub message, not the reply to a command
+        self.direct = direct  # sent by the task that answers it (``send_direct``), if it can
+
+    def weigh(self, value: Any) -> None:
+        """The callback for when the reply is ready: weigh it into the output buffer and
+        disconnect the client if the buffer passes its limit. (A method of the slot, not a
+        closure built for each: ~120 ns less per command, the closure's cells and the call
+        that built it; p16.)"""
+        size = self.size = reply_size(value)
+        conn = self.conn
+        conn.out_bytes += size
+        server = self.server
+        if value is REPLY_DROPPED:
+            server.disconnect_for_dropped(conn)
+        limit = server.limits.output_buffer_bytes
+        if limit and conn.out_bytes > limit:
+            server.disconnect_for_output(conn)
+        server.buffers.add_output(conn, size)
+
+    def send_direct(self, value: Any) -> None:
+        """The callback of a reply owed with nothing before it while the writer was idle
+        (``ClientServer._reply_when_ready``): send it from the task that answers it (a
+        ReadIndex GET: the node's), without waking the writer. If the writer got a later
+        slot first, it took this one and writes it first (DirectReply.take); if the socket
+        does not take the whole reply, what is left is owed and weighed like any unsent
+        reply. Runs inside ``Pending.set``: it never raises. (A method, not a closure
+        built per command: ~150 ns less per unpipelined command.)"""
+        direct = self.direct
+        if direct is None or direct.waiting is not self:  # (None: not sent directly)
+            return  # the writer took it
+        if value is REPLY_DROPPED:
+            self.server.disconnect_for_dropped(self.conn)
+            return
+        try:
+            sent, rest = direct.try_send(value, self.proto, DIRECT_ENCODED)
+        except Exception:  # (broken socket...): the writer meets it in its own task
+            sent, rest = False, None
+        conn = self.conn
+        if sent:
+            direct.waiting = None
+            conn.owed -= 1
+            return
+        owed = (self if rest is None
+                else Slot(Pending.of(Encoded(rest)), self.proto, self.server, conn))
+        if conn.owed > 1:  # the writer has a later slot: it takes (and weighs) this first
+            direct.waiting = owed
+            return
+        direct.waiting = None
+        owed.weigh(owed.pending.value)
+        send = direct.send  # (set by ClientServer.handle before any command is read)
+        if send is not None:
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError,
+                                     trio.BrokenResourceError):
+                send.send_nowait(owed)  # (closed: the connection is gone)
 
 
 class DirectReply:
@@ -149,10 +207,13 @@ class DirectReply:
     yet written.
     """
 
-    __slots__ = ("idle", "socket", "tls", "waiting")
+    __slots__ = ("idle", "send", "socket", "tls", "waiting")
 
-    def __init__(self, sock: socket.socket | None, tls: TLSStream | None = None) -> None:
+    def __init__(self, sock: socket.socket | None, tls: TLSStream | None = None,
+                 send: trio.MemorySendChannel[Slot] | None = None) -> None:
         self.socket = sock
+        # The writer's queue, for what the socket does not take (ClientServer.handle).
+        self.send = send
         # On a TLS connection the stream encrypts and sends (TLSStream.send_nowait); the
         # records it could not send wait in it, and an empty rest (weighed as nothing, at
         # most one reply) makes the writer send them.
@@ -339,8 +400,9 @@ class ClientServer:
                     conn.scope = nursery.cancel_scope
                     send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW + PUSH_BACKLOG)
                     conn.subs.push = self._pusher(conn, send)
-                    direct = (DirectReply(stream.socket) if type(stream) is PlainStream
-                              else DirectReply(None, stream) if type(stream) is TLSStream
+                    direct = (DirectReply(stream.socket, send=send)
+                              if type(stream) is PlainStream
+                              else DirectReply(None, stream, send) if type(stream) is TLSStream
                               else None)
                     nursery.start_soon(self._writer, stream, conn, recv, nursery.cancel_scope,
                                        direct)
@@ -515,13 +577,15 @@ class ClientServer:
                             if pending.done:
                                 sent, rest = direct.try_send(pending.value, conn.proto)
                             else:
-                                self._reply_when_ready(conn, direct, send,
-                                                       Slot(pending, conn.proto))
+                                self._reply_when_ready(
+                                    conn, direct,
+                                    Slot(pending, conn.proto, self, conn, direct=direct))
                                 sent = True
                         if not sent:
-                            slot = (Slot(pending, conn.proto, conn.closing) if rest is None
-                                    else Slot(Pending.of(Encoded(rest)), conn.proto))
-                            slot.pending.add_callback(self._output_meter(conn, slot))
+                            slot = (Slot(pending, conn.proto, self, conn, conn.closing)
+                                    if rest is None else
+                                    Slot(Pending.of(Encoded(rest)), conn.proto, self, conn))
+                            slot.pending.add_callback(slot.weigh)
                             conn.owed += 1
                             try:  # no trip through the scheduler per pipelined command
                                 send.send_nowait(slot)
@@ -549,7 +613,8 @@ class ClientServer:
                     self.stats["client_protocol_errors"] += 1
                     event(log, logging.DEBUG, "client protocol error", conn=conn.id, error=exc)
                     conn.owed += 1
-                    await send.send(Slot(Pending.of(ErrorReply(f"ERR {exc}")), conn.proto, True))
+                    await send.send(Slot(Pending.of(ErrorReply(f"ERR {exc}")), conn.proto,
+                                         self, conn, True))
                     conn.closing = True
                     return
 
@@ -576,45 +641,16 @@ class ClientServer:
             with trio.move_on_after(self.limits.output_stall_timeout) as stall:
                 await conn.drained().wait()
             if stall.cancelled_caught:
-                self._disconnect_for_output(conn)
+                self.disconnect_for_output(conn)
                 await trio.lowlevel.checkpoint()  # (cancelled: the connection ends)
 
-    def _reply_when_ready(self, conn: Connection, direct: DirectReply,
-                          send: trio.MemorySendChannel[Slot], slot: Slot) -> None:
+    def _reply_when_ready(self, conn: Connection, direct: DirectReply, slot: Slot) -> None:
         """Owe ``slot`` (nothing is owed before it and the writer is idle) and send its
-        reply from the task that answers it (a ReadIndex GET: the node's), without waking
-        the writer: one task switch less per round trip. If the writer gets a later slot
-        first, it takes this one and writes it first (DirectReply.take); if the socket
-        does not take the whole reply, what is left is owed and weighed like any unsent
-        reply. Runs inside ``Pending.set``: it never raises."""
+        reply from the task that answers it, without waking the writer: one task switch
+        less per round trip (``Slot.send_direct``)."""
         conn.owed += 1
         direct.waiting = slot
-
-        def ready(value: Any) -> None:
-            if direct.waiting is not slot:  # the writer took it
-                return
-            if value is REPLY_DROPPED:
-                self._disconnect_for_dropped(conn)
-                return
-            try:
-                sent, rest = direct.try_send(value, slot.proto, DIRECT_ENCODED)
-            except Exception:  # (broken socket...): the writer meets it in its own task
-                sent, rest = False, None
-            if sent:
-                direct.waiting = None
-                conn.owed -= 1
-                return
-            owed = slot if rest is None else Slot(Pending.of(Encoded(rest)), slot.proto)
-            if conn.owed > 1:  # the writer has a later slot: it takes (and weighs) this first
-                direct.waiting = owed
-                return
-            direct.waiting = None
-            self._output_meter(conn, owed)(owed.pending.value)
-            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError,
-                                     trio.BrokenResourceError):
-                send.send_nowait(owed)  # (closed: the connection is gone)
-
-        slot.pending.add_callback(ready)
+        slot.pending.add_callback(slot.send_direct)
 
     def _pusher(self, conn: Connection, send: trio.MemorySendChannel[Slot]) -> Any:
         """How Pub/Sub hands ``conn`` a message: queued after the replies owed so far,
@@ -622,47 +658,33 @@ class ClientServer:
         def push(value: Any) -> bool:
             if conn.scope is not None and conn.scope.cancel_called:
                 return False
-            slot = Slot(Pending.of(value), conn.proto, push=True)
+            slot = Slot(Pending.of(value), conn.proto, self, conn, push=True)
             try:
                 send.send_nowait(slot)
             except trio.WouldBlock:  # PUSH_BACKLOG messages it has not read
-                self._disconnect_for_output(conn)
+                self.disconnect_for_output(conn)
                 return False
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return False
             conn.owed += 1
             conn.pushes += 1
-            self._output_meter(conn, slot)(value)
+            slot.weigh(value)
             return True
         return push
 
-    def _output_meter(self, conn: Connection, slot: Slot) -> Any:
-        """A callback for when ``slot``'s reply is ready: weigh it into the output buffer
-        and disconnect the client if the buffer passes its limit."""
-        def ready(value: Any) -> None:
-            if value is REPLY_DROPPED:
-                self._disconnect_for_dropped(conn)
-            slot.size = reply_size(value)
-            conn.out_bytes += slot.size
-            limit = self.limits.output_buffer_bytes
-            if limit and conn.out_bytes > limit:
-                self._disconnect_for_output(conn)
-            self.buffers.add_output(conn, slot.size)
-        return ready
-
     def _reweigh(self, conn: Connection, slot: Slot, value: Any) -> None:
         """A read done in slices (KEYS, SCAN, a feed read) was weighed as nothing while it
-        ran; now that it has its reply, weigh that, as ``_output_meter`` weighs any reply
+        ran; now that it has its reply, weigh that, as ``Slot.weigh`` weighs any reply
         (a streamed one at what it will send), so the output-buffer limits see it."""
         size = reply_size(value)
         delta, slot.size = size - slot.size, size
         conn.out_bytes += delta
         limit = self.limits.output_buffer_bytes
         if limit and conn.out_bytes > limit:
-            self._disconnect_for_output(conn)
+            self.disconnect_for_output(conn)
         self.buffers.add_output(conn, delta)
 
-    def _disconnect_for_output(self, conn: Connection) -> None:
+    def disconnect_for_output(self, conn: Connection) -> None:
         if conn.scope is None or conn.scope.cancel_called:
             return
         self.stats["client_output_buffer_disconnects"] += 1
@@ -672,7 +694,7 @@ class ClientServer:
                            limit=self.limits.output_buffer_bytes)
         conn.scope.cancel()
 
-    def _disconnect_for_dropped(self, conn: Connection) -> None:
+    def disconnect_for_dropped(self, conn: Connection) -> None:
         """The leader did not hold the reply of ``conn``'s forwarded command (over its
         bound, raftkv.node.forwarding): disconnected as for its own output buffer limit,
         the command's outcome unknown to it (it was applied)."""
@@ -734,10 +756,11 @@ class ClientServer:
                         burst = 0
                     except trio.EndOfChannel:
                         slot = None
-                    if direct is not None and (ahead := direct.take()) is not None:
+                    if direct is not None and direct.waiting is not None:
+                        ahead = direct.take()  # (asked only when one waits: a call a slot)
                         # A reply owed before this slot, or before the end of the commands
                         # (not lost with the queue): written first, weighed now.
-                        ahead.pending.add_callback(self._output_meter(conn, ahead))
+                        ahead.pending.add_callback(ahead.weigh)
                         after, slot = slot, ahead
                     if slot is None:
                         break
@@ -752,22 +775,31 @@ class ClientServer:
                         size = 0
                     await slot.pending.wait()
                 value = slot.pending.value
-                if isinstance(value, SlicedRead):
-                    value = await _finish(value, self.sliced)
-                    self._reweigh(conn, slot, value)
-                pieces: Any = ((encode_reply(value, slot.proto),)
-                               if type(value) in ONE_PIECE  # (+OK, an int...)
-                               else encode_reply_chunks(value, slot.proto, SEND_CHUNK))
-                for piece in pieces:
+                if type(value) in ONE_PIECE:  # (+OK, an int...: one piece, no generator)
+                    piece = encode_reply(value, slot.proto)
                     if len(piece) >= SEND_CHUNK and not out:
                         await stream.send_all(piece)  # a large piece goes out uncopied
-                        continue
-                    out.append(piece)
-                    size += len(piece)
-                    if size >= SEND_CHUNK:
-                        await stream.send_all(b"".join(out))
-                        out.clear()
-                        size = 0
+                    else:
+                        out.append(piece)
+                        size += len(piece)
+                        if size >= SEND_CHUNK:
+                            await stream.send_all(b"".join(out))
+                            out.clear()
+                            size = 0
+                else:
+                    if isinstance(value, SlicedRead):
+                        value = await _finish(value, self.sliced)
+                        self._reweigh(conn, slot, value)
+                    for piece in encode_reply_chunks(value, slot.proto, SEND_CHUNK):
+                        if len(piece) >= SEND_CHUNK and not out:
+                            await stream.send_all(piece)  # a large piece goes out uncopied
+                            continue
+                        out.append(piece)
+                        size += len(piece)
+                        if size >= SEND_CHUNK:
+                            await stream.send_all(b"".join(out))
+                            out.clear()
+                            size = 0
                 conn.out_bytes -= slot.size
                 self.buffers.add_output(conn, -slot.size)
                 conn.owed -= 1

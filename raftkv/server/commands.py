@@ -133,7 +133,9 @@ def execute(node: Node, conn: Connection, args: list[bytes],
     client port: each call below took it again, a pipelined SET's share; p16)."""
     if name is None:
         name = args[0].lower()
-    denied = gate(acl_of(conn), conn, args, name)  # AUTH and ACL users (auth.py)
+    server = conn.server  # (``acl_of``, without its call)
+    denied = gate(server.acl if server is not None else acl_of(conn), conn, args,
+                  name)  # AUTH and ACL users (auth.py)
     if denied is not None:
         if conn.tx.queue is not None:
             conn.tx.dirty = True  # EXEC will answer EXECABORT, as Redis does
@@ -161,7 +163,8 @@ def execute(node: Node, conn: Connection, args: list[bytes],
         return handler(node, conn, args)
     if name == b"publish":  # a write whose answer is this node's count of receivers
         return publish(node, conn, args)
-    return node.submit(legacy_form(args) if len(args) == 2 else args)
+    # (Only a SET of two words can be ``set key=value``: a GET skips the call.)
+    return node.submit(legacy_form(args) if len(args) == 2 and name == b"set" else args)
 
 
 def _raft_once(node: Node, args: list[bytes]) -> Pending:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wire.reply import Encoded, ErrorReply, Push, Replies, SimpleString, Streamed
+from wire.reply import OK, Encoded, ErrorReply, Push, Replies, SimpleString, Streamed
 
 _SMALL = 16  # an integer, null, boolean or the framing of a value
 _DOUBLE = 40  # a double: framing and up to 24 characters (``-1.2345678901234567e-308``)
@@ -22,6 +22,8 @@ def reply_size(value: Any) -> int:
     (status and error texts too: ``{ok=value}`` from a script is as large as the value),
     summed over the items of arrays, maps and sets. O(1) but for those and a non-ASCII
     text."""
+    if value is OK:  # (every SET's reply: its weight without a call)
+        return _OK_SIZE
     t = type(value)
     if t is bytes:
         return len(value) + _SMALL
@@ -48,6 +50,9 @@ def reply_size(value: Any) -> int:
     if t is bool:
         return _SMALL
     return _subclass_size(value)
+
+
+_OK_SIZE = len(OK.text) + _SMALL  # (what the SimpleString line below gives it)
 
 
 def _text_size(text: str) -> int:

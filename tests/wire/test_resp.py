@@ -111,6 +111,16 @@ def test_multibulk_count_over_the_limit() -> None:
     assert error_of(b"*5\r\n", max_multibulk_len=4) == "Protocol error: invalid multibulk length"
 
 
+def test_a_short_multibulk_header_meets_the_same_limits() -> None:
+    """A 4-byte header ("*3\\r\\n", read by one lookup) is held to the header limits the
+    search for its CR applies: the count limit and the header's length limit."""
+    command = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
+    assert parse_all(command, max_multibulk_len=3) == [[b"SET", b"k", b"v"]]
+    assert error_of(command, max_multibulk_len=2) == "Protocol error: invalid multibulk length"
+    assert error_of(command, max_inline_len=1) == "Protocol error: too big mbulk count string"
+    assert parse_all(b"*3\r\n$3\r\nSET\r\n", max_inline_len=4) == []  # waits for the rest
+
+
 @pytest.mark.parametrize(
     ("data", "got"),
     [
