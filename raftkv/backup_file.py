@@ -81,7 +81,7 @@ def check_target(path: str) -> None:
     """BackupError unless ``path`` can name the new backup file: not a directory (nor a
     name ending in a slash), in a directory that exists. Checked before a node is asked,
     so a mistyped path costs nothing rather than the whole transfer (attack21)."""
-    if not path or path.endswith(("/", os.sep)) or os.path.isdir(path):
+    if not path or path.endswith(os.sep) or os.path.isdir(path):
         raise BackupError(f"{path or repr(path)} is a directory: name the backup FILE in it")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
