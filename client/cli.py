@@ -23,6 +23,7 @@ from client.help import overview, usage
 from client.repl import NO_CLUSTER, OK, Repl, exit_status
 from client.security import tls_context
 from client.status import render_table, status_exit_code, to_json
+from client.subscribe_cli import is_subscribe, run_subscribe
 from client.sync import SyncClient
 from client.watch_cli import parse_watch_args, run_watch
 from raftkv import __version__
@@ -149,6 +150,8 @@ def _one_shot(eps: list[str], command: list[str], stdin_arg: bool, out: Output,
     args = legacy_form([os.fsencode(a) for a in command])
     if stdin_arg:
         args.append(sys.stdin.buffer.read())
+    if is_subscribe(args):  # stays and prints messages, on a connection of its own
+        return run_subscribe(Client(eps, timeout=timeout, eager=False, **_SECURITY), args, out)
     try:
         kv = _connect(eps, timeout)
     except ConnectionFailed as exc:

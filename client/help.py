@@ -77,6 +77,10 @@ _TABLE = [
     ("SCRIPT", "LOAD script | EXISTS sha1 ... | FLUSH", "Manage loaded scripts", "scripting"),
     ("PUBLISH", "channel message", "Send a message to subscribers on every node; how many "
      "on this node got it", "pubsub"),
+    ("SUBSCRIBE", "channel [channel ...]", "Print the channels' messages as they arrive, "
+     "until Ctrl-C", "pubsub"),
+    ("PSUBSCRIBE", "pattern [pattern ...]", "Print messages of channels matching the glob "
+     "patterns, until Ctrl-C", "pubsub"),
     ("PUBSUB", "CHANNELS [pattern] | NUMSUB [channel ...] | NUMPAT",
      "This node's subscriptions", "pubsub"),
     ("TIME", "", "This node's clock: seconds and microseconds", "server"),

@@ -23,6 +23,7 @@ from client.errors import ConnectionFailed, DeadlineExceeded, RaftKVError
 from client.format import Output
 from client.help import complete, overview, usage
 from client.status import render_table
+from client.subscribe_cli import INTERRUPTED, is_subscribe, run_subscribe
 from client.sync import SyncClient
 from raftkv.kv import legacy_form
 from wire.errors import ProtocolError
@@ -143,6 +144,9 @@ class Repl:
         if name == "status" and len(args) == 1:
             self.show_status()
             return True
+        if is_subscribe(args):
+            self.subscribe(args)
+            return True
         try:
             value = self.kv.execute(*args)
         except RaftKVError as exc:
@@ -150,6 +154,16 @@ class Repl:
         self.status = max(self.status, exit_status(value))
         self.out.reply(value)
         return True
+
+    def subscribe(self, args: list[bytes]) -> None:
+        """Print messages until Ctrl-C, then back to the prompt. The subscription has a
+        connection of its own (client.subscribe_cli), closed on the way out, so the
+        session's connection is never left subscribed (attack21)."""
+        status = run_subscribe(self.kv.client, args, self.out, self.kv.current_endpoint)
+        if status == INTERRUPTED:
+            self.out.write("\n")
+        else:
+            self.status = max(self.status, status)
 
     def show_status(self) -> None:
         nodes = self.kv.cluster_status()

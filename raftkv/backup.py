@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from raftkv.backup_file import BackupError, BackupHeader, BackupWriter
+from raftkv.backup_file import BackupError, BackupHeader, BackupWriter, check_target
 from raftkv.probe import call
 from wire.reply import ErrorReply
 
@@ -60,6 +60,7 @@ def take_backup(endpoints: list[str], path: str, timeout: float = 30.0,
     def log(text: str) -> None:
         click.echo(f"raftkv backup: {text}", err=True)
 
+    check_target(path)
     addr, s = start_backup(endpoints, time.monotonic() + timeout, log)
     header = BackupHeader(
         cluster_id=str(s["cluster_id"]), index=int(s["index"]), term=int(s["term"]),

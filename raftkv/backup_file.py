@@ -77,6 +77,17 @@ def _create_private(path: str) -> BinaryIO:
     return open(fd, "wb")
 
 
+def check_target(path: str) -> None:
+    """BackupError unless ``path`` can name the new backup file: not a directory (nor a
+    name ending in a slash), in a directory that exists. Checked before a node is asked,
+    so a mistyped path costs nothing rather than the whole transfer (attack21)."""
+    if not path or path.endswith(os.sep) or os.path.isdir(path):
+        raise BackupError(f"{path or repr(path)} is a directory: name the backup FILE in it")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise BackupError(f"cannot write {path}: no directory {parent}")
+
+
 class BackupWriter:
     """Writes ``path`` through a temp file: header, payload chunks, digest; ``finish``
     checks the payload against the header's SHA-256, fsyncs and renames into place (the
@@ -116,7 +127,10 @@ class BackupWriter:
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
-        os.replace(self.tmp, self.path)
+        try:
+            os.replace(self.tmp, self.path)  # (a directory made there since check_target)
+        except OSError as exc:
+            raise BackupError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         _fsync_dir(os.path.dirname(os.path.abspath(self.path)))  # the rename, on disk
 
     def abort(self) -> None:
@@ -193,11 +207,13 @@ def open_backup(path: str) -> Iterator[tuple[BackupHeader, PayloadStream]]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise BackupError(f"cannot read {path}: {exc.strerror or exc}") from None
+    # Checked before ``open(fd)``, which raises IsADirectoryError on a directory (attack21).
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise BackupError(f"{path} is not a regular file")
     with open(fd, "rb") as f:
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise BackupError(f"{path} is not a regular file")
             size = st.st_size
             _check_digest(f, path, size)
             f.seek(0)

@@ -8,6 +8,7 @@ import attrs
 
 from raftkv.kv.features import DEFAULT_BUDGET, MAX_BUDGET, MIN_BUDGET
 from raftkv.kv.key_cap import DEFAULT_MAX_KEYS_PER_COMMAND
+from raftkv.raft.membership import check_peer_addr_free
 from wire.addr import parse_addr
 from wire.raft import MAX_NODE_ID
 
@@ -17,7 +18,9 @@ _ID = re.compile(r"[0-9]{1,19}")
 
 
 def parse_cluster(text: str) -> dict[int, str]:
-    """``1=host:port,2=host:port`` -> {1: "host:port", ...} (like etcd's --initial-cluster)."""
+    """``1=host:port,2=host:port`` -> {1: "host:port", ...} (like etcd's --initial-cluster).
+
+    Ids and peer addresses must be distinct (etcd refuses a duplicated URL too)."""
     members: dict[int, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         ident, sep, addr = item.partition("=")
@@ -26,6 +29,10 @@ def parse_cluster(text: str) -> dict[int, str]:
         parse_addr(addr)
         if int(ident) in members:
             raise ValueError(f"node id {ident} appears twice in the cluster list")
+        try:
+            check_peer_addr_free(members.items(), addr)  # as RAFT ADDNODE would
+        except ValueError as exc:
+            raise ValueError(f"node {ident} in the cluster list: {exc}") from None
         members[int(ident)] = addr
     if not members:
         raise ValueError("the cluster list is empty")

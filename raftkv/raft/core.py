@@ -397,13 +397,22 @@ class RaftCore:
         self._check_can_propose()
         new = with_promoted(self.cluster_config, node_id)
         if not self._caught_up(node_id, max_lag):
-            pr = self._progress.get(node_id)
-            match = pr.match if pr is not None else 0
-            raise ConfigChangePending(
-                f"learner {node_id} is not caught up (has {match} of {self.last_index}"
-                f" entries, must be within {max_lag}); retry later"
-            )
+            raise ConfigChangePending(self._not_caught_up(node_id, max_lag))
         return self.propose_config(new)
+
+    def _not_caught_up(self, node_id: int, max_lag: int) -> str:
+        """Why ``promote_learner`` refuses. A learner that acknowledged nothing is refused
+        whatever the lag; "has 0 of 57 entries, must be within 100" contradicted itself and
+        hid that the learner never answered (not started, or cannot reach us) (attack21)."""
+        pr = self._progress.get(node_id)
+        if pr is None or pr.match == 0:
+            if pr is not None and pr.recent_active:
+                return (f"learner {node_id} is not caught up (it answers, but holds none of "
+                        f"the leader's {self.last_index} entries yet); retry later")
+            return (f"learner {node_id} is not caught up: it has not answered the leader "
+                    "(is it running, and can it reach its peers?); retry once it does")
+        return (f"learner {node_id} is not caught up (has {pr.match} of {self.last_index}"
+                f" entries, must be within {max_lag}); retry later")
 
     def remove_member(self, node_id: int) -> tuple[int, int]:
         """Remove a voter or a learner. Removing the leader itself is allowed: it leads

@@ -7,6 +7,8 @@ CONFIG entry therefore rolls the configuration back, which ``ConfigHistory`` sup
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 from wire import record as wire_record
@@ -125,6 +127,15 @@ def find_member(config: ClusterConfig, node_id: int) -> Member | None:
     return None
 
 
+def check_peer_addr_free(members: Iterable[tuple[int, str]], peer_addr: str) -> None:
+    """MembershipError if one of ``members`` (id, peer address) already has ``peer_addr``:
+    two members at one address are one process, so one of them is a voter nobody reaches.
+    The one check for ``RAFT ADDNODE`` and the ``--cluster`` list (attack21)."""
+    for node_id, addr in members:
+        if addr == peer_addr:
+            raise MembershipError(f"peer address {peer_addr} is already node {node_id}'s")
+
+
 def _sorted(members: list[Member]) -> ClusterConfig:
     return ClusterConfig(tuple(sorted(members, key=lambda m: m.id)))
 
@@ -138,9 +149,7 @@ def with_learner(
         raise MembershipError("node ids are integers >= 1")
     if find_member(config, node_id) is not None:
         raise MembershipError(f"node {node_id} is already a member")
-    for m in config.members:
-        if m.peer_addr == peer_addr:
-            raise MembershipError(f"peer address {peer_addr} is already node {m.id}'s")
+    check_peer_addr_free(((m.id, m.peer_addr) for m in config.members), peer_addr)
     return _sorted([*config.members, Member(node_id, peer_addr, True, promote)])
 
 

@@ -34,6 +34,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import pairwise, starmap
 from typing import TypeVar
@@ -166,6 +167,21 @@ def _check_config_entry(data: bytes, path: str, offset: int) -> None:
         raise CorruptionError(path, offset, f"a CONFIG entry has bad member ids {ids}")
 
 
+def _refuse_foreign(d: str) -> list[str]:
+    """The names in ``d`` (which has no meta.json), all of them files an interrupted
+    bootstrap leaves; NotADataDir naming the first that is not."""
+    snap0, seg1 = snapshot_name(0, 0), segment_name(1)
+    seg1_size = len(segment_header(1) + records.hard_state_record(HardState()))
+    names = sorted(os.listdir(d))
+    for name in names:
+        ours = name in (LOCK_NAME, snap0) or name.endswith(TMP_SUFFIX)
+        if name == seg1:
+            ours = os.path.getsize(os.path.join(d, name)) == seg1_size
+        if not ours:
+            raise NotADataDir(f"{d} has no {META_NAME} but holds {name!r}: not a RaftKV dir")
+    return names
+
+
 class DiskStorage:
     """A durable LogStorage (raftkv.raft.log_storage) on a local directory."""
 
@@ -223,6 +239,7 @@ class DiskStorage:
             except OSError as e:
                 raise DataDirNotWritable(f"cannot create data dir {d}: {e}") from None
             fsync_dir(os.path.dirname(d), policy)  # the new directory's name is durable
+        self._refuse_if_foreign()
         self._probe_writable()
         self._lock()
         self._dir_fd = hold_dir(d)
@@ -262,13 +279,31 @@ class DiskStorage:
             raise DataDirNotWritable(f"data dir {d} is not writable: {e.strerror} "
                                      f"({e.filename or d})") from None
 
+    def _refuse_if_foreign(self) -> None:
+        """NotADataDir for a directory without meta.json holding what no interrupted
+        bootstrap leaves, before the probe or the lock create anything in it: a mistyped
+        ``--data-dir ~`` was refused but left a LOCK file behind (attack21). ``_initialise``
+        checks again under the lock (a bootstrap may have run in between)."""
+        if not os.path.lexists(os.path.join(self.data_dir, META_NAME)):
+            _refuse_foreign(self.data_dir)
+
     def _lock(self) -> None:
-        """One storage per directory: two nodes on one WAL would destroy it."""
-        self._lock_fd = os.open(os.path.join(self.data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT)
+        """One storage per directory: two nodes on one WAL would destroy it.
+
+        The file is created 0644 like every other file here (it holds nothing, so nothing
+        needs hiding; the directory's own mode is what guards the data). It was created with
+        the default 0o777, executable under umask 022 (attack21); an old one loses its
+        execute bits."""
+        path = os.path.join(self.data_dir, LOCK_NAME)
+        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DataDirLocked(f"data dir {self.data_dir} is in use by another node") from None
+        mode = stat.S_IMODE(os.fstat(self._lock_fd).st_mode)
+        if mode & 0o111:
+            with contextlib.suppress(OSError):  # (not ours to change: harmless, keep going)
+                os.fchmod(self._lock_fd, mode & ~0o111)
 
     def _initialise(self, meta: DirMeta, bootstrap: ClusterConfig) -> None:
         """Bootstrap snapshot, first segment, then meta.json last: its presence means done.
@@ -278,16 +313,10 @@ class DiskStorage:
         is not ours and is refused.
         """
         d, policy = self.data_dir, self.fsync_policy
-        snap0, seg1 = snapshot_name(0, 0), segment_name(1)
-        preamble = records.hard_state_record(HardState())
-        for name in sorted(os.listdir(d)):
-            ours = name in (LOCK_NAME, snap0) or name.endswith(TMP_SUFFIX)
-            if name == seg1:
-                ours = os.path.getsize(os.path.join(d, name)) == len(segment_header(1) + preamble)
-            if not ours:
-                raise NotADataDir(f"{d} has no {META_NAME} but holds {name!r}: not a RaftKV dir")
+        for name in _refuse_foreign(d):
             if name != LOCK_NAME:
                 remove_durably(d, name, policy)
+        preamble = records.hard_state_record(HardState())
         write_snapshot(d, SnapshotMeta(index=0, term=0, config=bootstrap), b"", policy).release()
         create_segment(d, 1, preamble, policy).close()
         write_meta(d, meta, policy)

@@ -168,7 +168,9 @@ def test_promotion_waits_until_the_learner_caught_up() -> None:
     c.isolate(4)
     leader.add_learner(4, "h:4", promote=True)
     c.tick(3)
-    with pytest.raises(ConfigChangePending, match="learner 4 is not caught up"):
+    # Isolated from the start: it never answered, and the refusal says so (attack21).
+    with pytest.raises(ConfigChangePending, match="learner 4 is not caught up: it has not "
+                       "answered the leader"):
         leader.promote_learner(4, max_lag=5)
     assert leader.learners_to_promote(max_lag=5) == []
     c.heal()
