@@ -142,10 +142,12 @@ class Applier:
     def _tell_observers(self, index: int, records: list[Record]) -> None:
         published = self.kv.take_published()
         # Lazily: an MSET's changes are made only if an observer reads them (keyspace
-        # notifications on, with subscribers).
+        # notifications on, with subscribers). One plain change (a SET's) is its own
+        # iterable: no generator an entry for it.
+        changes = records if len(records) == 1 and type(records[0]) is Change else None
         for observer in self._observers:
             try:
-                observer(index, published, iter_changes(records))
+                observer(index, published, iter_changes(records) if changes is None else changes)
             except Exception as exc:  # delivery is best effort; applying must go on
                 event(log, logging.ERROR, "an apply observer failed", index=index,
                       error=repr(exc))
