@@ -197,6 +197,16 @@ class ChangeRecorder:
         elif kind != META:
             touch[2] = kind
 
+    def set_value(self, key: bytes, value: bytes) -> None:
+        """The running command set ``key`` to ``value``, without a deadline, and touches
+        nothing else (a plain SET), with nothing ``pending``: its change, made now. What
+        ``note`` and then ``settle`` would make, without the touch record, a list and a
+        dict a write (about 0.4 us of a SET's apply on every replica: issue 15)."""
+        position = self._next
+        self._done.append(tuple.__new__(Change, (self._index, position, self.op, key, value,
+                                                 None)))
+        self._next = position + 1
+
     def note_many(self, keys: list[bytes]) -> None:
         """The running command set the value of each of ``keys`` (MSET's fast path: ``note``
         inlined, as an MSET of 100,000 keys is applied in one go on every replica)."""

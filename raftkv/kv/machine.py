@@ -252,18 +252,20 @@ class KVStateMachine:
 
         ``index`` is the entry's log index, the revision of the changes it makes (left
         in ``last_records``); without one (tests, tools) the entry counter stands in."""
-        self.last_records = []
         try:
             stamp, level, args = decode_entry_level(data)
         except KVDecodeError as exc:
+            self.last_records = []
             return ErrorReply(f"ERR corrupt command in the log: {exc}")
         if level > FEATURE_LEVEL:  # a later release's form: skipping it would diverge
+            self.last_records = []
             raise EntryNeedsLevel(index, level)
         self._level = level
         self._seq += 1
         if index is None:
             index = self._seq
-        self._recorder.start(index)
+        recorder = self._recorder
+        recorder.start(index)
         if stamp is not None and stamp > self._now:
             self._now = stamp
         self._t = self._now
@@ -273,8 +275,8 @@ class KVStateMachine:
         self._copy_left = COPY_BYTES_PER_ENTRY
         self._scripting.begin_entry()  # the entry's scripts share one budget
         self._outer = args  # (``budget`` is valid only as the entry itself)
-        try:
-            return self._execute(args)
+        try:  # (``_execute``, inlined: a decoded entry holds at least its name)
+            return self._run(args, self._dispatch.get(args[0].lower()))
         except MemoryError:
             # Not a property of the entry: this replica, short of memory, would skip what its
             # peers applied and diverge for good. Stop instead (Redis's OOM handler does);
@@ -284,8 +286,8 @@ class KVStateMachine:
             return ErrorReply(f"ERR internal error applying the command: {type(exc).__name__}")
         finally:
             self._writing = False
-            self.last_records = self._recorder.finish(self._data, self._expires)
-            self.feed.append(index, self.last_records)
+            self.last_records = records = recorder.finish(self._data, self._expires)
+            self.feed.append(index, records)
 
     def take_published(self) -> list[tuple[bytes, bytes]]:
         """The messages PUBLISHed by the entries applied since the last call, in order."""
@@ -624,9 +626,13 @@ class KVStateMachine:
             data = self._data
             if self._order is not None and key not in data:
                 self._order.added(key)
-            data[key] = args[2]
+            data[key] = value = args[2]
             self._mods[key] = self._seq
-            self._recorder.note(key, VALUE)
+            recorder = self._recorder
+            if recorder.pending:  # (``_run`` settles before each command: not seen)
+                recorder.note(key, VALUE)
+            else:  # the change as ``settle`` would make it: deadline None (no TTLs at all)
+                recorder.set_value(key, value)
             return OK
         options = syntax.parse_set_options(args)
         if isinstance(options, ErrorReply):

@@ -92,18 +92,36 @@ class Applier:
         the entry that reaches it, having applied at least one: how many were applied (the
         driver lets the loop run, then applies the rest: see ``CoreDriver._apply``)."""
         kv, requests = self.kv, self.requests
+        kv_apply, writes, observers = kv.apply, requests.writes, self._observers
         listening = bool(self.on_changes)
+        timed = until != math.inf
         changes: list[Record] = []
         done = 0
+        # ``_apply_one``, ``requests.applied`` and ``_tell_observers`` inlined for NORMAL
+        # entries (about 0.5 us of a SET's ~5 us here: issue 15), in the same order: the
+        # waiter is answered, ``applied`` moves, then the observers hear of it.
         for entry in entries:
-            requests.applied(entry, self._apply_one(entry))
-            self.applied = entry.index
+            index = entry.index
             if entry.kind == NORMAL:
-                if listening and kv.last_records:
-                    changes += kv.last_records
-                self._tell_observers(entry.index)
+                try:
+                    result = kv_apply(entry.data, index)
+                except (MemoryError, EntryNeedsLevel):
+                    raise  # fail-stop, never diverge: see KVStateMachine.apply
+                except Exception as exc:  # a state-machine bug must not become a crash loop
+                    result = _failed(index, exc)
+                if index in writes:  # (a follower has none)
+                    requests.applied(entry, result)
+                self.applied = index
+                records = kv.last_records
+                if listening and records:
+                    changes += records
+                if observers:
+                    self._tell_observers(index, records)
+            else:
+                requests.applied(entry, self._apply_one(entry))
+                self.applied = index
             done += 1
-            if until != math.inf and monotonic() >= until:
+            if timed and monotonic() >= until:
                 break
         self.stats["applied"] += done
         if done:
@@ -121,14 +139,15 @@ class Applier:
             self._free_retired()
         return done
 
-    def _tell_observers(self, index: int) -> None:
+    def _tell_observers(self, index: int, records: list[Record]) -> None:
         published = self.kv.take_published()
         # Lazily: an MSET's changes are made only if an observer reads them (keyspace
-        # notifications on, with subscribers).
-        records = self.kv.last_records
+        # notifications on, with subscribers). One plain change (a SET's) is its own
+        # iterable: no generator an entry for it.
+        changes = records if len(records) == 1 and type(records[0]) is Change else None
         for observer in self._observers:
             try:
-                observer(index, published, iter_changes(records))
+                observer(index, published, iter_changes(records) if changes is None else changes)
             except Exception as exc:  # delivery is best effort; applying must go on
                 event(log, logging.ERROR, "an apply observer failed", index=index,
                       error=repr(exc))
@@ -149,9 +168,7 @@ class Applier:
             except (MemoryError, EntryNeedsLevel):
                 raise  # fail-stop, never diverge: see KVStateMachine.apply
             except Exception as exc:  # a state-machine bug must not become a crash loop
-                event(log, logging.ERROR, "applying an entry failed", index=entry.index,
-                      error=repr(exc))
-                return ErrorReply(f"ERR applying the command failed: {type(exc).__name__}")
+                return _failed(entry.index, exc)
         if entry.kind == CONFIG:
             try:
                 self.applied_config = decode_config(entry.data)
@@ -163,3 +180,9 @@ class Applier:
             self.kv.keep_members(m.id for m in self.applied_config.members)
             return OK  # a membership change (RAFT ADDNODE/...) is done once committed
         return None
+
+
+def _failed(index: int, exc: Exception) -> ErrorReply:
+    """The reply of a NORMAL entry whose apply raised (a state-machine bug), logged."""
+    event(log, logging.ERROR, "applying an entry failed", index=index, error=repr(exc))
+    return ErrorReply(f"ERR applying the command failed: {type(exc).__name__}")

@@ -1018,8 +1018,7 @@ class RaftCore:
         return self._append_entry(kind, data)
 
     def _append_entry(self, kind: int, data: bytes) -> Entry:
-        e = Entry(self._term, self._log.last_index() + 1, kind, data)
-        self._log.append([e])
+        e = self._log.append_next(self._term, kind, data)
         self._bcast_pending = True
         if kind == CONFIG:
             self._configs.push(e.index, decode_config(data))

@@ -149,6 +149,20 @@ class RaftLog:
             self.unstable = list(entries)
         self.emitted = min(self.emitted, first - 1)
 
+    def append_next(self, term: int, kind: int, data: bytes) -> Entry:
+        """Append one entry after the last (a leader's proposal) and return it: ``append``
+        of that one entry, without its list, its gap and replacement tests and its second
+        ``last_index`` (a proposal each on the leader; issue 15). ``emitted`` never
+        exceeds the last index, so it stays as it is."""
+        unstable = self.unstable
+        if not unstable:
+            e = Entry(term, self.last_index() + 1, kind, data)
+            self.append([e])
+            return e
+        e = Entry(term, self.offset + len(unstable), kind, data)
+        unstable.append(e)
+        return e
+
     def take_unemitted(self) -> list[Entry]:
         """Unstable entries not yet handed out in a Ready (and mark them handed out)."""
         start = max(self.emitted + 1, self.offset)

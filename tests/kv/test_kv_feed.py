@@ -55,6 +55,51 @@ def test_retention_keeps_the_last_n_log_entries_and_moves_the_floor() -> None:
     assert caught.value.oldest is None
 
 
+def test_a_full_feed_keeps_exactly_its_window_whatever_the_records_and_bounds() -> None:
+    """Against a model (every change ever appended, filtered by both bounds): single
+    changes dropped one an entry (``append``'s own path), next to MSET Bulks, changeless
+    entries, several changes an entry, the bytes bound cutting into a Bulk, and the
+    compaction of the dropped head (thousands of appends)."""
+    def weigh(c: Change) -> int:
+        return CHANGE_OVERHEAD + len(c.key) + len(c.value or b"")
+
+    rng = random.Random(7)
+    for entries_bound, bytes_bound in ((1, 10**9), (3, 10**9), (50, 10**9), (5, 2000),
+                                       (40, 12_000)):
+        feed = ChangeFeed(retention_entries=entries_bound, retention_bytes=bytes_bound)
+        every: list[Change] = []
+        first = index = 0  # every[first:] is the window
+        for _ in range(3000):
+            index += rng.choice((1, 1, 1, 2))
+            records: list[Change | Bulk] = []
+            position = 0
+            for _ in range(rng.choice((0, 1, 1, 1, 1, 1, 2))):
+                if rng.random() < 0.05:
+                    n = rng.randint(1, 40)
+                    bulk = Bulk(index, position, "mset", [b"m%d" % i for i in range(n)],
+                                [b"v" * rng.randint(0, 9)] * n)
+                    records.append(bulk)
+                    every += bulk.changes(0, n)
+                    position += n
+                else:
+                    one = change(index, position, key=b"k" * rng.randint(1, 9),
+                                 value=rng.choice((None, b"x" * rng.randint(0, 30))))
+                    records.append(one)
+                    every.append(one)
+                    position += 1
+            feed.append(index, records)
+            weight = sum(map(weigh, every[first:]))  # the model: drop the oldest while
+            while first < len(every) and (every[first].index <= index - entries_bound
+                                          or weight > bytes_bound):  # a bound wants it
+                weight -= weigh(every[first])
+                first += 1
+            kept = every[first:]
+            assert feed.after(feed.known_floor, len(kept) + 1) == kept
+            assert len(feed) == len(kept) and feed.bytes == weight
+            if first:
+                assert feed.floor == every[first - 1].id
+
+
 def test_retention_by_bytes_drops_single_changes_oldest_first() -> None:
     size = CHANGE_OVERHEAD + 1 + 10
     feed = ChangeFeed(retention_entries=1000, retention_bytes=2 * size)

@@ -119,6 +119,24 @@ def test_raft_log_unstable_tail_supersedes_storage() -> None:
     assert [e.term for e in log.entries(1, 5)] == [1, 1, 3, 4]
 
 
+def test_append_next_is_append_of_one_entry_after_the_last() -> None:
+    """A leader's proposal: after storage's last entry, after an unstable tail (emitted or
+    not), and after a restored snapshot, as ``append`` of that one entry would do."""
+    st = _storage(1, 1, 2)
+    log, ref = RaftLog(st), RaftLog(_storage(1, 1, 2))
+    for term, kind, data in ((2, 0, b"a"), (3, 0, b"b"), (3, CONFIG, b"c"), (3, 0, b"")):
+        e = log.append_next(term, kind, data)
+        ref.append([Entry(term, ref.last_index() + 1, kind, data)])
+        assert e == Entry(term, ref.last_index(), kind, data)
+        assert (log.unstable, log.offset, log.emitted) == (ref.unstable, ref.offset, ref.emitted)
+        if data == b"b":  # handed out in a Ready: only what follows is unemitted
+            assert log.take_unemitted() == ref.take_unemitted() != []
+    assert [x.data for x in log.take_unemitted()] == [b"c", b""]
+    log.restore(SnapshotMeta(9, 3, CONF))
+    assert log.append_next(4, 0, b"d") == Entry(4, 10, 0, b"d")
+    assert log.last_index() == 10 and [x.index for x in log.take_unemitted()] == [10]
+
+
 def test_raft_log_term_searches() -> None:
     log = RaftLog(_storage(1, 1, 1, 4, 4, 5, 5, 6, 6, 6))
     assert log.first_index_of_term(9, floor=1) == 8
