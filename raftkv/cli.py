@@ -19,7 +19,7 @@ from raftkv import __version__
 from raftkv.backup import take_backup
 from raftkv.backup_file import BackupError, verify_backup
 from raftkv.certs import create as create_certs
-from raftkv.cli_types import FiniteFloatRange
+from raftkv.cli_types import ClusterId, FiniteFloatRange
 from raftkv.config_file import config_option
 from raftkv.kv import MAX_TRANSACTION_COMMANDS
 from raftkv.kv.features import DEFAULT_BUDGET, MAX_BUDGET, MIN_BUDGET
@@ -30,7 +30,6 @@ from raftkv.local_secrets import BadFiles as BadSecretFiles
 from raftkv.local_secrets import init as init_secrets
 from raftkv.log import setup_logging
 from raftkv.member_cli import change, print_members
-from raftkv.node.cluster_id import valid_cluster_id
 from raftkv.node.security import SecurityConfigError, security_warnings
 from raftkv.node.settings import NodeSettings, parse_cluster
 from raftkv.node.sizes import MAX_REQUEST_BYTES
@@ -95,7 +94,7 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
               help="With --join: stay a non-voting learner (RAFT PROMOTE makes it a voter).")
 @click.option("--data-dir", required=True, envvar=_env("DATA_DIR"), type=click.Path(),
               help="Where this node keeps its log and snapshots.")
-@click.option("--cluster-id", default="", envvar=_env("CLUSTER_ID"),
+@click.option("--cluster-id", default="", envvar=_env("CLUSTER_ID"), type=ClusterId(True),
               help="Override the cluster id (peers with another one are refused). Default: "
                    "kept in the data directory; a --join node learns it from the cluster; "
                    "a --cluster bootstrap derives it from the member list.")
@@ -297,8 +296,6 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
             f"--election-ticks x --tick-ms is the election timeout; at most "
             f"{MAX_ELECTION_TIMEOUT_MS:.0f} ms, as in etcd (a node that never elects serves "
             "nothing)", param_hint="--election-ticks")
-    if options["cluster_id"] and not valid_cluster_id(options["cluster_id"]):
-        raise click.BadParameter("1 to 64 of A-Z a-z 0-9 . _ -", param_hint="--cluster-id")
     setup_logging(verbose, fmt=options["log_format"], node_id=node_id)
     settings = NodeSettings(
         node_id=node_id, client_addr=client_addr, peer_addr=peer_addr, cluster=members,
@@ -552,7 +549,7 @@ def backup(words: tuple[str, ...], endpoints: str, timeout: float) -> None:
               help="The id of the member this directory is for.")
 @click.option("--cluster", required=True,
               help="The NEW cluster's voters: 1=HOST:PORT,2=HOST:PORT,... (peer addresses).")
-@click.option("--cluster-id", required=True,
+@click.option("--cluster-id", required=True, type=ClusterId(False),
               help="The NEW cluster's id (must differ from the backed-up cluster's); start "
                    "its nodes with the same --cluster-id.")
 def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: str) -> None:
@@ -584,7 +581,7 @@ def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: st
               help="The surviving node's id.")
 @click.option("--force-new-cluster", is_flag=True,
               help="Required: you accept that writes only the lost nodes had are gone.")
-@click.option("--cluster-id", default="",
+@click.option("--cluster-id", default="", type=ClusterId(True),
               help="Give the one-node cluster a new id (default: keep the old one).")
 @click.option("--peer-addr", default="",
               help="Its peer address (default: the one in its configuration).")

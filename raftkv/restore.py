@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable
 
 from raftkv.backup_file import BackupError, BackupHeader, check_state, decode_payload, open_backup
+from raftkv.node.cluster_id import valid_cluster_id
 from raftkv.storage import open_storage
 from wire.raft import ClusterConfig, HardState, Member, SnapshotMeta
 
@@ -59,14 +60,23 @@ def restore(path: str, data_dir: str, node_id: int, members: dict[int, str],
     return header
 
 
+def check_cluster_id(cluster_id: str) -> None:
+    """Refuse an id ``serve`` would refuse: the cluster written could never be joined."""
+    if not valid_cluster_id(cluster_id):
+        raise RestoreError(f"--cluster-id {cluster_id!r}: a cluster id is 1 to 64 of "
+                           "A-Z a-z 0-9 . _ -")
+
+
 def _check_args(header: BackupHeader, node_id: int, members: dict[int, str],
                 cluster_id: str) -> None:
     if node_id not in members:
         raise RestoreError(f"--id {node_id} is not in --cluster")
+    check_cluster_id(cluster_id)
     if cluster_id == header.cluster_id:
         raise RestoreError(
             f"--cluster-id {cluster_id!r} is the backed-up cluster's id; a restored cluster "
             "is a new cluster: give it a new id (and start its nodes with it)")
 
 
-__all__ = ["BackupError", "RestoreError", "config_of", "create_data_dir", "restore"]
+__all__ = ["BackupError", "RestoreError", "check_cluster_id", "config_of", "create_data_dir",
+           "restore"]
