@@ -34,7 +34,7 @@ from raftkv.node.security import SecurityConfigError, security_warnings
 from raftkv.node.settings import NodeSettings, parse_cluster
 from raftkv.node.sizes import MAX_REQUEST_BYTES
 from raftkv.recover import recover as do_recover
-from raftkv.restore import RestoreError
+from raftkv.restore import DEFAULT_BUMP, RestoreError
 from raftkv.restore import restore as do_restore
 from raftkv.server.acl import AccessControl, ACLError
 from raftkv.server.client_tls import ClientTLSError, client_tls_context
@@ -552,23 +552,32 @@ def backup(words: tuple[str, ...], endpoints: str, timeout: float) -> None:
 @click.option("--cluster-id", required=True, type=ClusterId(False),
               help="The NEW cluster's id (must differ from the backed-up cluster's); start "
                    "its nodes with the same --cluster-id.")
-def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: str) -> None:
+@click.option("--bump-index", "bump", type=click.IntRange(min=1), default=DEFAULT_BUMP,
+              show_default=True,
+              help="Start the new cluster's log (and change ids) this far past the backup's "
+                   "index: more than the old cluster committed after the backup, so no "
+                   "change id is issued twice. Use the same value for every member.")
+def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: str,
+            bump: int) -> None:
     """Prepare DATA_DIR for member ID of a NEW cluster holding FILE's state.
 
     Run it for every member with the same FILE, --cluster and --cluster-id, then start the
-    members with `raftkv serve --id I --data-dir DIR --cluster ... --cluster-id ...`."""
+    members with `raftkv serve --id I --data-dir DIR --cluster ... --cluster-id ...`.
+    The change feed starts empty: a watcher of the old cluster that resumes gets the
+    "change feed compacted" error and resyncs (etcd's --bump-revision --mark-compacted)."""
     try:
         members = parse_cluster(cluster)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--cluster") from None
     started = time.monotonic()
     try:
-        h = do_restore(file, data_dir, node_id, members, cluster_id)
+        r = do_restore(file, data_dir, node_id, members, cluster_id, bump)
     except (BackupError, RestoreError, DiskStorageError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    h = r.header
     click.echo(f"restored {h.keys} keys (index {h.index}, term {h.term} of cluster "
                f"{h.cluster_id!r}) into {data_dir} for node {node_id} of new cluster "
-               f"{cluster_id!r} in {time.monotonic() - started:.2f} s\n"
+               f"{cluster_id!r} at index {r.index} in {time.monotonic() - started:.2f} s\n"
                f"start it with: raftkv serve --id {node_id} --data-dir {data_dir} "
                f"--peer-addr {members[node_id]} --cluster {cluster} --cluster-id {cluster_id}"
                " --client-addr HOST:PORT")
