@@ -70,3 +70,19 @@ def test_recover_refuses_a_cluster_id_serve_would_refuse(tmp_path: Path,
                                        "--force-new-cluster", "--cluster-id", cluster_id])
     assert result.exit_code != 0, result.output
     assert '"cluster_id": "good"' in (data_dir / "meta.json").read_text()
+
+
+@pytest.mark.parametrize("peer_addr", ["nohost", "127.0.0.1:99999", "127.0.0.1:0"])
+def test_recover_refuses_a_peer_addr_serve_would_refuse(tmp_path: Path,
+                                                        peer_addr: str) -> None:
+    """The same for ``recover --peer-addr`` (live: ``--peer-addr nohost`` recovered, and
+    printed ``raftkv serve ... --peer-addr nohost``, which serve refuses)."""
+    data_dir = tmp_path / "n1"
+    made = CliRunner().invoke(main, ["restore", _backup(tmp_path), "--data-dir",
+                                     str(data_dir), "--id", "1", "--cluster", CLUSTER,
+                                     "--cluster-id", "good"])
+    assert made.exit_code == 0, made.output
+    result = CliRunner().invoke(main, ["recover", "--data-dir", str(data_dir), "--id", "1",
+                                       "--force-new-cluster", "--peer-addr", peer_addr])
+    assert result.exit_code != 0, result.output
+    assert "--peer-addr" in result.output
