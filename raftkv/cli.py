@@ -606,6 +606,11 @@ def recover(data_dir: str, node_id: int, force_new_cluster: bool, cluster_id: st
         raise click.UsageError(
             "recover rewrites the membership to this one node and can drop writes that only "
             "the lost nodes had; pass --force-new-cluster to do it")
+    if peer_addr:  # serve's rule: the printed start command must work (attack21)
+        try:
+            parse_addr(peer_addr)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--peer-addr") from None
     click.echo("WARNING: forcing a new one-node cluster from node "
                f"{node_id}'s data in {data_dir}", err=True)
     try:

@@ -28,6 +28,7 @@ from raftkv.kv import KVDecodeError, KVStateMachine, decode_snapshot_stream, enc
 from raftkv.restore import RestoreError, check_cluster_id, config_of, create_data_dir
 from raftkv.storage import open_storage
 from raftkv.storage.meta import read_meta
+from wire.addr import parse_addr
 from wire.raft import NORMAL, ClusterConfig
 
 
@@ -44,6 +45,10 @@ class Recovered:
 
 def _peer_addr(config: ClusterConfig, node_id: int, override: str) -> str:
     if override:
+        try:
+            parse_addr(override)
+        except ValueError as exc:
+            raise RestoreError(f"--peer-addr: {exc}") from None
         return override
     for member in config.members:
         if member.id == node_id:
