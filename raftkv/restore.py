@@ -88,8 +88,12 @@ def restore(path: str, data_dir: str, node_id: int, members: dict[int, str],
         raise RestoreError(f"--bump-index {bump}: from 1 to {MAX_INDEX - header.index} for "
                            f"this backup (index {header.index})")
     # The old cluster's ids up to ``index`` are compacted: the tail it retained is history
-    # the new cluster does not continue.
+    # the new cluster does not continue (module docstring).
     state.feed = FeedState((index, MAX_POSITION))
+    # Nor has any member of the new cluster served yet: with the old cluster's published
+    # voters, a member whose restore was forgotten was told it had lost its data and to
+    # leave under a new id (attack21); each is published again once it serves.
+    state.published = set()
     pieces = snapshot_pieces(state, PIECE_BYTES)
     del state  # the pieces' generator holds it until the last piece: freed before the seal
     create_data_dir(data_dir, cluster_id, node_id, config_of(members), index, header.term,

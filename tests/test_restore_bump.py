@@ -91,3 +91,19 @@ def test_the_snapshot_in_pieces_is_the_snapshot() -> None:
     pieces = list(snapshot_pieces(state, 64 * 1024))
     assert len(pieces) > 5 and min(map(len, pieces[:-1])) >= 64 * 1024  # only full ones
     assert b"".join(pieces) == encode_snapshot(state) == kv.snapshot()
+
+
+def test_no_member_of_the_new_cluster_is_published_yet(tmp_path: Path) -> None:
+    kv = KVStateMachine()
+    for index, node_id in enumerate((1, 2), start=1):
+        kv.apply(encode_entry([b"publish_member", str(node_id).encode()], 1), index=index)
+    assert kv.snapshot_state().published == {1, 2}
+    payload = kv.snapshot()
+    header = BackupHeader(cluster_id="old", index=2, term=1, keys=0, bytes=len(payload),
+                          sha256=hashlib.sha256(payload).hexdigest(), created="now",
+                          source="test")
+    writer = BackupWriter(str(tmp_path / "b.bak"), header)
+    writer.write(payload)
+    writer.finish()
+    restore(str(tmp_path / "b.bak"), str(tmp_path / "n1"), 1, MEMBERS, "new")
+    assert _load(tmp_path / "n1", 1)[1].snapshot_state().published == set()
