@@ -19,7 +19,7 @@ from raftkv import __version__
 from raftkv.backup import take_backup
 from raftkv.backup_file import BackupError, verify_backup
 from raftkv.certs import create as create_certs
-from raftkv.cli_types import FiniteFloatRange
+from raftkv.cli_types import ClusterId, FiniteFloatRange
 from raftkv.config_file import config_option
 from raftkv.kv import MAX_TRANSACTION_COMMANDS
 from raftkv.kv.features import DEFAULT_BUDGET, MAX_BUDGET, MIN_BUDGET
@@ -30,12 +30,11 @@ from raftkv.local_secrets import BadFiles as BadSecretFiles
 from raftkv.local_secrets import init as init_secrets
 from raftkv.log import setup_logging
 from raftkv.member_cli import change, print_members
-from raftkv.node.cluster_id import valid_cluster_id
 from raftkv.node.security import SecurityConfigError, security_warnings
 from raftkv.node.settings import NodeSettings, parse_cluster
 from raftkv.node.sizes import MAX_REQUEST_BYTES
 from raftkv.recover import recover as do_recover
-from raftkv.restore import RestoreError
+from raftkv.restore import DEFAULT_BUMP, RestoreError
 from raftkv.restore import restore as do_restore
 from raftkv.server.acl import AccessControl, ACLError
 from raftkv.server.client_tls import ClientTLSError, client_tls_context
@@ -95,7 +94,7 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
               help="With --join: stay a non-voting learner (RAFT PROMOTE makes it a voter).")
 @click.option("--data-dir", required=True, envvar=_env("DATA_DIR"), type=click.Path(),
               help="Where this node keeps its log and snapshots.")
-@click.option("--cluster-id", default="", envvar=_env("CLUSTER_ID"),
+@click.option("--cluster-id", default="", envvar=_env("CLUSTER_ID"), type=ClusterId(True),
               help="Override the cluster id (peers with another one are refused). Default: "
                    "kept in the data directory; a --join node learns it from the cluster; "
                    "a --cluster bootstrap derives it from the member list.")
@@ -297,8 +296,6 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
             f"--election-ticks x --tick-ms is the election timeout; at most "
             f"{MAX_ELECTION_TIMEOUT_MS:.0f} ms, as in etcd (a node that never elects serves "
             "nothing)", param_hint="--election-ticks")
-    if options["cluster_id"] and not valid_cluster_id(options["cluster_id"]):
-        raise click.BadParameter("1 to 64 of A-Z a-z 0-9 . _ -", param_hint="--cluster-id")
     setup_logging(verbose, fmt=options["log_format"], node_id=node_id)
     settings = NodeSettings(
         node_id=node_id, client_addr=client_addr, peer_addr=peer_addr, cluster=members,
@@ -552,26 +549,35 @@ def backup(words: tuple[str, ...], endpoints: str, timeout: float) -> None:
               help="The id of the member this directory is for.")
 @click.option("--cluster", required=True,
               help="The NEW cluster's voters: 1=HOST:PORT,2=HOST:PORT,... (peer addresses).")
-@click.option("--cluster-id", required=True,
+@click.option("--cluster-id", required=True, type=ClusterId(False),
               help="The NEW cluster's id (must differ from the backed-up cluster's); start "
                    "its nodes with the same --cluster-id.")
-def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: str) -> None:
+@click.option("--bump-index", "bump", type=click.IntRange(min=1), default=DEFAULT_BUMP,
+              show_default=True,
+              help="Start the new cluster's log (and change ids) this far past the backup's "
+                   "index: more than the old cluster committed after the backup, so no "
+                   "change id is issued twice. Use the same value for every member.")
+def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: str,
+            bump: int) -> None:
     """Prepare DATA_DIR for member ID of a NEW cluster holding FILE's state.
 
     Run it for every member with the same FILE, --cluster and --cluster-id, then start the
-    members with `raftkv serve --id I --data-dir DIR --cluster ... --cluster-id ...`."""
+    members with `raftkv serve --id I --data-dir DIR --cluster ... --cluster-id ...`.
+    The change feed starts empty: a watcher of the old cluster that resumes gets the
+    "change feed compacted" error and resyncs (etcd's --bump-revision --mark-compacted)."""
     try:
         members = parse_cluster(cluster)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--cluster") from None
     started = time.monotonic()
     try:
-        h = do_restore(file, data_dir, node_id, members, cluster_id)
+        r = do_restore(file, data_dir, node_id, members, cluster_id, bump)
     except (BackupError, RestoreError, DiskStorageError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    h = r.header
     click.echo(f"restored {h.keys} keys (index {h.index}, term {h.term} of cluster "
                f"{h.cluster_id!r}) into {data_dir} for node {node_id} of new cluster "
-               f"{cluster_id!r} in {time.monotonic() - started:.2f} s\n"
+               f"{cluster_id!r} at index {r.index} in {time.monotonic() - started:.2f} s\n"
                f"start it with: raftkv serve --id {node_id} --data-dir {data_dir} "
                f"--peer-addr {members[node_id]} --cluster {cluster} --cluster-id {cluster_id}"
                " --client-addr HOST:PORT")
@@ -584,7 +590,7 @@ def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: st
               help="The surviving node's id.")
 @click.option("--force-new-cluster", is_flag=True,
               help="Required: you accept that writes only the lost nodes had are gone.")
-@click.option("--cluster-id", default="",
+@click.option("--cluster-id", default="", type=ClusterId(True),
               help="Give the one-node cluster a new id (default: keep the old one).")
 @click.option("--peer-addr", default="",
               help="Its peer address (default: the one in its configuration).")
@@ -600,6 +606,11 @@ def recover(data_dir: str, node_id: int, force_new_cluster: bool, cluster_id: st
         raise click.UsageError(
             "recover rewrites the membership to this one node and can drop writes that only "
             "the lost nodes had; pass --force-new-cluster to do it")
+    if peer_addr:  # serve's rule: the printed start command must work (attack21)
+        try:
+            parse_addr(peer_addr)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--peer-addr") from None
     click.echo("WARNING: forcing a new one-node cluster from node "
                f"{node_id}'s data in {data_dir}", err=True)
     try:

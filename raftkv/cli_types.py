@@ -1,5 +1,9 @@
 """Click parameter types for ``raftkv`` flags that plain click types let through.
 
+``ClusterId``: ``serve``, ``restore`` and ``recover`` all take ``--cluster-id`` and must
+refuse alike (attack21: restore wrote ids serve refuses, e.g. ``''`` from an unset shell
+variable, into ``meta.json``; the node then ran under an id no ``--join`` node accepts).
+
 ``click.FloatRange`` compares with ``<``/``>``, and NaN passes every comparison, so
 ``--tick-ms nan`` (or TOML's ``nan``/``inf`` literals, or ``RAFTKV_TICK_MS=nan``) reached
 the runtime and crashed it, or, for ``inf``, silently stopped the clock. Flags, env vars
@@ -13,6 +17,8 @@ from typing import Any
 
 import click
 
+from raftkv.node.cluster_id import valid_cluster_id
+
 
 class FiniteFloatRange(click.FloatRange):
     """A ``FloatRange`` that also refuses NaN and +/-infinity (a usage error naming the flag)."""
@@ -25,3 +31,19 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{number!r} is not a finite number.", param, ctx)
         return number
+
+
+class ClusterId(click.ParamType):
+    """A cluster id (``valid_cluster_id``); ``""`` only where it means "the default"."""
+
+    name = "cluster id"
+
+    def __init__(self, allow_empty: bool) -> None:
+        self.allow_empty = allow_empty
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        text = str(value)
+        if (text == "" and self.allow_empty) or valid_cluster_id(text):
+            return text
+        self.fail(f"{text!r}: a cluster id is 1 to 64 of A-Z a-z 0-9 . _ -", param, ctx)

@@ -25,9 +25,10 @@ import time
 import attrs
 
 from raftkv.kv import KVDecodeError, KVStateMachine, decode_snapshot_stream, encode_snapshot
-from raftkv.restore import RestoreError, config_of, create_data_dir
+from raftkv.restore import RestoreError, check_cluster_id, config_of, create_data_dir
 from raftkv.storage import open_storage
 from raftkv.storage.meta import read_meta
+from wire.addr import parse_addr
 from wire.raft import NORMAL, ClusterConfig
 
 
@@ -44,6 +45,10 @@ class Recovered:
 
 def _peer_addr(config: ClusterConfig, node_id: int, override: str) -> str:
     if override:
+        try:
+            parse_addr(override)
+        except ValueError as exc:
+            raise RestoreError(f"--peer-addr: {exc}") from None
         return override
     for member in config.members:
         if member.id == node_id:
@@ -54,6 +59,8 @@ def _peer_addr(config: ClusterConfig, node_id: int, override: str) -> str:
 
 def recover(data_dir: str, node_id: int, cluster_id: str = "",
             peer_addr: str = "") -> Recovered:
+    if cluster_id:
+        check_cluster_id(cluster_id)
     meta = read_meta(data_dir)
     if meta is None:
         raise RestoreError(f"{data_dir} is not a RaftKV data directory")

@@ -44,6 +44,7 @@ FLOORS: dict[str, int] = {
     # Programs: the composition root and the command-line tools on top of everything.
     "raftkv.serve": 6,
     "raftkv.cli": 6,
+    "raftkv.cli_types": 6,  # the CLI's parameter types (a cluster id: raftkv.node's rule)
     "raftkv.__main__": 6,
     "raftkv.backup": 6,
     "raftkv.config_file": 6,

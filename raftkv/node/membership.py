@@ -173,7 +173,10 @@ class Membership:
             node_id, self.settings.promote_lag))
 
     def remove(self, node_id: int) -> Pending:
-        return self._propose("removenode", node_id, lambda: self.core.remove_member(node_id))
+        """Remove ``node_id``, unless the voters left would have no quorum this leader hears
+        from (``RaftCore.remove_member``'s ``strict``): -TRYAGAIN, nothing proposed."""
+        return self._propose("removenode", node_id,
+                             lambda: self.core.remove_member(node_id, strict=True))
 
     def _propose(self, change: str, node_id: int,
                  propose: Callable[[], tuple[int, int]]) -> Pending:

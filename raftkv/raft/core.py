@@ -75,6 +75,7 @@ from raftkv.raft.log_storage import Compacted, LogStorage, Unavailable
 from raftkv.raft.membership import (
     ConfigChangePending,
     ConfigHistory,
+    check_removal_keeps_quorum,
     check_single_change,
     committed_index,
     decode_config,
@@ -414,13 +415,24 @@ class RaftCore:
         return (f"learner {node_id} is not caught up (has {pr.match} of {self.last_index}"
                 f" entries, must be within {max_lag}); retry later")
 
-    def remove_member(self, node_id: int) -> tuple[int, int]:
+    def remove_member(self, node_id: int, strict: bool = False) -> tuple[int, int]:
         """Remove a voter or a learner. Removing the leader itself is allowed: it leads
-        (without counting itself) until the change commits, then steps down (4.2.2)."""
+        (without counting itself) until the change commits, then steps down (4.2.2).
+        ``strict`` (the runtime's RAFT REMOVENODE; etcd's --strict-reconfig-check): also
+        refuse, with ConfigChangePending, a removal after which the voters this leader has
+        heard from lately are no quorum of those left (``check_removal_keeps_quorum``)."""
         self._check_can_propose()
         new = without_member(self.cluster_config, node_id)
         check_single_change(self.cluster_config, new)
+        if strict:
+            check_removal_keeps_quorum(node_id, new, self._heard_lately())
         return self.propose_config(new)
+
+    def _heard_lately(self) -> frozenset[int]:
+        """Leader: itself and the peers it heard from in this CheckQuorum period or the
+        previous one (a period has just begun when every flag was reset)."""
+        return frozenset(peer for peer, pr in self._progress.items()
+                         if peer == self._id or pr.recent_active or pr.active_before)
 
     def learners_to_promote(self, max_lag: int) -> list[int]:
         """Leader: learners marked ``promote`` that are caught up (to within ``max_lag``)."""
@@ -748,18 +760,18 @@ class RaftCore:
                 self._transferee = 0  # target did not take over in time: resume
         if self._election_elapsed >= self._cfg.check_quorum_ticks:
             self._election_elapsed = 0
-            if self._cfg.check_quorum:
-                vs = self.voters
-                active = sum(
-                    1
-                    for v in vs
-                    if v == self._id or (v in self._progress and self._progress[v].recent_active)
-                )
-                for peer, pr in self._progress.items():
-                    pr.recent_active = peer == self._id
-                if active < quorum(len(vs)):
-                    self._become_follower(self._term, 0)  # lost our quorum: stop leading
-                    return
+            vs = self.voters
+            active = sum(
+                1
+                for v in vs
+                if v == self._id or (v in self._progress and self._progress[v].recent_active)
+            )
+            for peer, pr in self._progress.items():
+                pr.active_before = pr.recent_active
+                pr.recent_active = peer == self._id
+            if self._cfg.check_quorum and active < quorum(len(vs)):
+                self._become_follower(self._term, 0)  # lost our quorum: stop leading
+                return
         reads = self._reads
         if self._heartbeat_elapsed >= self._cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0

@@ -184,3 +184,28 @@ def check_single_change(old: ClusterConfig, new: ClusterConfig) -> None:
         )
     if not voters(new):
         raise MembershipError("a configuration needs at least one voter")
+
+
+def check_removal_keeps_quorum(node_id: int, new: ClusterConfig, heard: frozenset[int]) -> None:
+    """Refuse (ConfigChangePending: it can work once they are back) a removal that leaves
+    fewer voters the leader hears from (``heard``) than a quorum of the voters left: the
+    new configuration is in force at once, so the change itself could not commit, the
+    leader would step down, and a cluster that tolerated a failure would stop (attack21;
+    etcd: "re-configuration failed due to not enough started members"). Removing the dead
+    member instead is what removal is for, and passes."""
+    rest = voters(new)
+    live = rest & heard
+    need = quorum(len(rest))
+    if len(live) >= need:
+        return
+    silent = ",".join(str(v) for v in sorted(rest - heard))
+    raise ConfigChangePending(
+        f"removing node {node_id} would leave voters {_ids(rest)}, of which the leader "
+        f"hears from {len(live)} (not from {silent}), and {need} are needed to commit: the "
+        f"cluster would stop. Bring {silent} back first, or remove an unreachable member "
+        "(not enough started members)"
+    )
+
+
+def _ids(ids: frozenset[int]) -> str:
+    return ",".join(str(i) for i in sorted(ids))

@@ -107,6 +107,7 @@ class Progress:
     pending_snapshot: int = 0  # SNAPSHOT: index of the snapshot being sent
     transfer: SnapshotTransfer | None = None  # SNAPSHOT: the chunked transfer in progress
     recent_active: bool = False  # heard from within the current CheckQuorum period
+    active_before: bool = False  # heard from within the previous one (a removal's check)
     acked_seq: int = 0  # highest ReadIndex round this follower has answered
     sent_commit: int = 0  # highest commit index this follower has been told it may use
 

@@ -266,3 +266,31 @@ def test_snapshot_meta_keeps_the_promote_flag_and_reads_old_members() -> None:
 
     old = msgpack.packb([9, 2, [[1, "a:1", False], [4, "d:4", True]]])
     assert decode_meta(old).config.members[1] == Member(4, "d:4", True, False)
+
+
+def test_a_strict_removal_must_leave_a_quorum_the_leader_hears_from() -> None:
+    c = Cluster(3)
+    leader = c.elect(1)
+    c.isolate(3)  # down: last heard at the election, two CheckQuorum periods ago
+    c.tick(2 * FAST.check_quorum_ticks)
+    assert leader.role is Role.LEADER  # 2 of 3 still a quorum
+    last = leader.last_index
+    for target in (2, 1):  # a live follower, or the leader itself: {x, 3} needs 3
+        with pytest.raises(ConfigChangePending, match="not from 3"):
+            leader.remove_member(target, strict=True)
+    assert leader.last_index == last and leader.voters == {1, 2, 3}  # nothing proposed
+    leader.remove_member(3, strict=True)  # removing the dead one is what removal is for
+    c.tick(3)
+    assert not leader.config_pending and leader.voters == {1, 2}
+
+
+def test_a_peer_heard_in_the_previous_period_still_counts() -> None:
+    c = Cluster(3)
+    leader = c.elect(1)  # both followers heard in this period
+    c.isolate(2)
+    c.isolate(3)
+    c.tick(FAST.check_quorum_ticks, nodes=[1])  # the period ends: every flag was reset
+    assert leader.role is Role.LEADER
+    c.heal()
+    leader.remove_member(3, strict=True)  # 2 was heard lately: {1, 2} is a quorum
+    assert leader.config_pending
