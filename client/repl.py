@@ -23,8 +23,9 @@ from client.errors import ConnectionFailed, DeadlineExceeded, RaftKVError
 from client.format import Output
 from client.help import complete, overview, usage
 from client.status import render_table
-from client.subscribe_cli import INTERRUPTED, is_subscribe, run_subscribe
+from client.subscribe_cli import is_subscribe, run_subscribe
 from client.sync import SyncClient
+from client.until_stopped import INTERRUPTED
 from raftkv.kv import legacy_form
 from wire.errors import ProtocolError
 from wire.resp import split_args

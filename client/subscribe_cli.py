@@ -19,8 +19,6 @@ within ``--timeout``, 130 on Ctrl-C.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 
 import trio
@@ -29,10 +27,10 @@ from client.api import Client
 from client.connection import TRANSPORT_ERRORS, Connection, failure_reason
 from client.errors import ConnectionFailed
 from client.format import TTY, Output
+from client.until_stopped import run_until_stopped
 from wire.reply import ErrorReply
 from wire.resp import encode_command
 
-INTERRUPTED = 130
 SUBSCRIBE_COMMANDS = frozenset({b"subscribe", b"psubscribe"})
 
 
@@ -96,15 +94,4 @@ def run_subscribe(client: Client, args: Sequence[bytes], out: Output,
     if first in endpoints:
         endpoints.remove(first)
         endpoints.insert(0, first)
-    try:
-        return trio.run(follow, client, endpoints, list(args), out)
-    except KeyboardInterrupt:
-        return INTERRUPTED
-    except BrokenPipeError:
-        # The reader left (`| head`): stop quietly, and keep Python's exit-time flush of
-        # stdout from failing again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except ConnectionFailed as exc:
-        out.error(f"Could not connect to RaftKV: {exc}")
-        return 2
+    return run_until_stopped(out, follow, client, endpoints, list(args), out)

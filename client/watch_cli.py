@@ -16,19 +16,15 @@ the reader of a pipe goes away, 130 on Ctrl-C.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from typing import Any
 
 import click
-import trio
 
 from client.api import Client
-from client.errors import ConnectionFailed, RaftKVError
+from client.errors import RaftKVError
 from client.feed import Change, ChangeId
 from client.format import JSON, RAW, Output, quote
-
-INTERRUPTED = 130
+from client.until_stopped import run_until_stopped
 
 
 def render(change: Change, mode: str) -> str:
@@ -64,21 +60,10 @@ def run_watch(client: Client, pattern: str, start: str, count: int | None,
               out: Output) -> int:
     """The exit status of ``raftkv-cli watch``."""
     try:
-        trio.run(follow, client, pattern, start, count, out)
-    except KeyboardInterrupt:
-        return INTERRUPTED
-    except BrokenPipeError:
-        # The reader left (`| head`): stop quietly, and keep Python's exit-time flush of
-        # stdout from failing again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except ConnectionFailed as exc:
-        out.error(f"Could not connect to RaftKV: {exc}")
-        return 2
+        return run_until_stopped(out, follow, client, pattern, start, count, out)
     except RaftKVError as exc:
         out.error(f"(error) {exc}")
         return 1
-    return 0
 
 
 def parse_watch_args(args: list[str], ctx_name: str = "raftkv-cli watch") -> dict[str, Any]:
