@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from raftkv.node.cluster_id import valid_cluster_id
+from raftkv.node.cluster_id import CLUSTER_ID_RULE, valid_cluster_id
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -46,4 +46,4 @@ class ClusterId(click.ParamType):
         text = str(value)
         if (text == "" and self.allow_empty) or valid_cluster_id(text):
             return text
-        self.fail(f"{text!r}: a cluster id is 1 to 64 of A-Z a-z 0-9 . _ -", param, ctx)
+        self.fail(f"{text!r}: {CLUSTER_ID_RULE}", param, ctx)

@@ -28,7 +28,7 @@ import attrs
 from raftkv.backup_file import BackupError, BackupHeader, check_state, decode_payload, open_backup
 from raftkv.kv.feed import MAX_POSITION, FeedState
 from raftkv.kv.state import snapshot_pieces
-from raftkv.node.cluster_id import valid_cluster_id
+from raftkv.node.cluster_id import CLUSTER_ID_RULE, valid_cluster_id
 from raftkv.storage import open_storage
 from wire.raft import MAX_INDEX, ClusterConfig, HardState, Member, SnapshotMeta
 
@@ -104,8 +104,7 @@ def restore(path: str, data_dir: str, node_id: int, members: dict[int, str],
 def check_cluster_id(cluster_id: str) -> None:
     """Refuse an id ``serve`` would refuse: the cluster written could never be joined."""
     if not valid_cluster_id(cluster_id):
-        raise RestoreError(f"--cluster-id {cluster_id!r}: a cluster id is 1 to 64 of "
-                           "A-Z a-z 0-9 . _ -")
+        raise RestoreError(f"--cluster-id {cluster_id!r}: {CLUSTER_ID_RULE}")
 
 
 def _check_args(header: BackupHeader, node_id: int, members: dict[int, str],

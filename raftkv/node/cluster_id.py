@@ -53,6 +53,7 @@ log = logging.getLogger("raftkv.node")
 
 LEARN_TIMEOUT = 60.0  # seconds a --join node waits for a member to name the cluster id
 _VALID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CLUSTER_ID_RULE = "a cluster id is 1 to 64 of A-Z a-z 0-9 . _ -"  # _VALID, for messages
 
 
 def valid_cluster_id(text: str) -> bool:

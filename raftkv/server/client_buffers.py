@@ -19,11 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from raftkv.node.sizes import GiB, total_limit
 from raftkv.server.connection import Connection
-
-# (total_limit lives with the node's sizes: the leader bounds forwarded replies by it too)
-__all__ = ["ClientBuffers", "GiB", "total_limit"]
 
 
 class ClientBuffers:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from chaos.cluster import LocalCluster
+from raftkv.node.sizes import GiB, total_limit
 from raftkv.probe import call, parse_info
-from raftkv.server.client_buffers import ClientBuffers, GiB, total_limit
+from raftkv.server.client_buffers import ClientBuffers
 from raftkv.server.connection import Connection
 from wire.addr import parse_addr
 from wire.reply import OK
