@@ -29,7 +29,13 @@ from .commands import (
 from .errors import KVDecodeError
 from .glob import stringmatch
 from .machine import KVStateMachine
-from .state import KVState, decode_snapshot, decode_snapshot_stream, encode_snapshot
+from .state import (
+    KVState,
+    decode_snapshot,
+    decode_snapshot_stream,
+    encode_snapshot,
+    snapshot_pieces,
+)
 
 __all__ = [
     "COMMANDS",
@@ -56,6 +62,7 @@ __all__ = [
     "exec_of",
     "legacy_form",
     "lookup",
+    "snapshot_pieces",
     "stringmatch",
     "unbuilt_error",
     "validate",
