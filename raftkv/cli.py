@@ -6,8 +6,9 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import trio
@@ -542,6 +543,17 @@ def backup(words: tuple[str, ...], endpoints: str, timeout: float) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def bump_index_option(past: str) -> Callable[[F], F]:
+    """``--bump-index`` of restore and recover (raftkv.restore.bump_past)."""
+    return click.option(
+        "--bump-index", "bump", type=click.IntRange(min=1), default=DEFAULT_BUMP,
+        show_default=True,
+        help=f"Start the new cluster's log (and change ids) this far past {past}")
+
+
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--data-dir", required=True, type=click.Path(), help="New, empty directory.")
@@ -552,11 +564,9 @@ def backup(words: tuple[str, ...], endpoints: str, timeout: float) -> None:
 @click.option("--cluster-id", required=True, type=ClusterId(False),
               help="The NEW cluster's id (must differ from the backed-up cluster's); start "
                    "its nodes with the same --cluster-id.")
-@click.option("--bump-index", "bump", type=click.IntRange(min=1), default=DEFAULT_BUMP,
-              show_default=True,
-              help="Start the new cluster's log (and change ids) this far past the backup's "
-                   "index: more than the old cluster committed after the backup, so no "
-                   "change id is issued twice. Use the same value for every member.")
+@bump_index_option("the backup's index: more than the old cluster committed after the "
+                   "backup, so no change id is issued twice. Use the same value for every "
+                   "member.")
 def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: str,
             bump: int) -> None:
     """Prepare DATA_DIR for member ID of a NEW cluster holding FILE's state.
@@ -594,8 +604,10 @@ def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: st
               help="Give the one-node cluster a new id (default: keep the old one).")
 @click.option("--peer-addr", default="",
               help="Its peer address (default: the one in its configuration).")
+@bump_index_option("the survivor's last index: more than the lost nodes could have "
+                   "appended past it, so no change id is issued twice.")
 def recover(data_dir: str, node_id: int, force_new_cluster: bool, cluster_id: str,
-            peer_addr: str) -> None:
+            peer_addr: str, bump: int) -> None:
     """DISASTER RECOVERY: turn a stopped survivor's data into a one-node cluster.
 
     Only when a majority of the voters is lost for good. Keeps every entry in the
@@ -614,12 +626,13 @@ def recover(data_dir: str, node_id: int, force_new_cluster: bool, cluster_id: st
     click.echo("WARNING: forcing a new one-node cluster from node "
                f"{node_id}'s data in {data_dir}", err=True)
     try:
-        r = do_recover(data_dir, node_id, cluster_id, peer_addr)
+        r = do_recover(data_dir, node_id, cluster_id, peer_addr, bump)
     except (RestoreError, DiskStorageError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
-        f"recovered {r.keys} keys at index {r.index} (term {r.term}; {r.beyond_commit} "
-        f"entries past the known commit index kept) into a one-node cluster: node {node_id} "
+        f"recovered {r.keys} keys (last index {r.last}, term {r.term}; {r.beyond_commit} "
+        f"entries past the known commit index kept) into a one-node cluster at index "
+        f"{r.index} (change ids before it: compacted): node {node_id} "
         f"at {r.peer_addr}, cluster id {r.cluster_id!r}\nold data kept in {r.old_dir}\n"
         f"start it with: raftkv serve --id {node_id} --data-dir {data_dir} "
         f"--peer-addr {r.peer_addr} --cluster {node_id}={r.peer_addr} "
