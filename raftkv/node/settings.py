@@ -15,6 +15,7 @@ from wire.raft import MAX_NODE_ID
 __all__ = ["NodeSettings", "parse_addr", "parse_cluster"]  # parse_addr: re-exported
 
 _ID = re.compile(r"[0-9]{1,19}")
+LEADER_WAIT_MIN = 2.0  # seconds: NodeSettings.leader_wait's floor
 
 
 def parse_cluster(text: str) -> dict[int, str]:
@@ -98,7 +99,6 @@ class NodeSettings:
     first_command_timeout: float = 10.0  # seconds a new connection has to send one
     maxmemory: int = 0  # bytes of RSS above which writes that grow memory get -OOM; 0 = off
     request_timeout: float = 5.0
-    leader_wait: float = 2.0  # how long a command waits for a leader before -TRYAGAIN
     # Membership: --join (client addresses of members; an empty node asks to be added),
     # --learner (stay a learner once joined), and how close to the leader's log a learner
     # must be before the leader promotes it.
@@ -138,6 +138,22 @@ class NodeSettings:
     # Test-only: followers answer reads from local state without ReadIndex. It exists so
     # the chaos suite can prove its checker catches stale reads; never use it otherwise.
     unsafe_stale_reads: bool = False
+
+    @property
+    def election_timeout(self) -> float:
+        """Seconds: the shortest election timeout (a follower's is drawn in [1, 2) of it)."""
+        return self.election_ticks * self.tick_ms / 1000
+
+    @property
+    def leader_wait(self) -> float:
+        """Seconds a command waits for a leader before ``-TRYAGAIN``: at least 2 s, and at
+        least 3 election timeouts, so that a normal election fits in it whatever
+        ``--election-ticks`` says (a fixed 2 s refused commands during every election once
+        the timeout was 2 s or more). A leader that crashed is noticed within 2 timeouts
+        (the randomized timeout is drawn in [1, 2) of it), and the third covers the
+        pre-vote and vote round trips, or most of a split vote's retry; etcd bounds a
+        request by 5 s + 2 election timeouts for the same reason."""
+        return max(LEADER_WAIT_MIN, 3 * self.election_timeout)
 
     @property
     def client_advertised(self) -> str:
