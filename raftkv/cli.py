@@ -32,7 +32,7 @@ from raftkv.local_secrets import init as init_secrets
 from raftkv.log import setup_logging
 from raftkv.member_cli import change, print_members
 from raftkv.node.security import SecurityConfigError, security_warnings
-from raftkv.node.settings import NodeSettings, parse_cluster
+from raftkv.node.settings import NodeSettings, check_own_entry, parse_cluster
 from raftkv.node.sizes import MAX_REQUEST_BYTES
 from raftkv.recover import recover as do_recover
 from raftkv.restore import DEFAULT_BUMP, RestoreError
@@ -283,6 +283,10 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
         raise click.BadParameter(str(exc)) from exc
     if not seeds and node_id not in members:
         raise click.BadParameter(f"--id {node_id} is not in --cluster {cluster}")
+    try:
+        check_own_entry(node_id, members, peer_addr, options["advertise_peer_addr"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if learner and not seeds:
         raise click.BadParameter("--learner only applies with --join")
     check_peer_security(client_addr, peer_addr, options)

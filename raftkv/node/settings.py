@@ -12,9 +12,11 @@ from raftkv.raft.membership import check_peer_addr_free
 from wire.addr import parse_addr
 from wire.raft import MAX_NODE_ID
 
-__all__ = ["NodeSettings", "parse_addr", "parse_cluster"]  # parse_addr: re-exported
+# parse_addr: re-exported
+__all__ = ["NodeSettings", "check_own_entry", "parse_addr", "parse_cluster"]
 
 _ID = re.compile(r"[0-9]{1,19}")
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})  # parse_addr's form of a listen-on-all host
 LEADER_WAIT_MIN = 2.0  # seconds: NodeSettings.leader_wait's floor
 
 
@@ -38,6 +40,27 @@ def parse_cluster(text: str) -> dict[int, str]:
     if not members:
         raise ValueError("the cluster list is empty")
     return members
+
+
+def check_own_entry(node_id: int, members: dict[int, str], peer_addr: str,
+                    advertise_peer_addr: str = "") -> None:
+    """ValueError unless node ``node_id``'s entry in ``members`` (``--cluster``) is the
+    address it announces (``--advertise-peer-addr``, else ``--peer-addr``), as etcd refuses
+    ``--initial-advertise-peer-urls`` that differ from the member's ``--initial-cluster``
+    entry: the other nodes dial the entry, this node tells them the other address, and
+    which one is right depends on who asks. A wildcard ``--peer-addr`` (``0.0.0.0``,
+    ``[::]``) is a listen address: only its port must be the entry's."""
+    entry = members.get(node_id)
+    flag, own = ("--advertise-peer-addr", advertise_peer_addr) if advertise_peer_addr \
+        else ("--peer-addr", peer_addr)
+    if entry is None:
+        return
+    host, port = parse_addr(own)
+    if flag == "--peer-addr" and host in WILDCARD_HOSTS:
+        host = parse_addr(entry)[0]  # listening on every address: the entry's is one of them
+    if parse_addr(entry) != (host, port):
+        raise ValueError(f"{flag} {own} differs from node {node_id}'s entry in --cluster "
+                         f"({entry}); they must be the same address")
 
 
 @attrs.frozen
