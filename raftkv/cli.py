@@ -26,7 +26,7 @@ from raftkv.kv import MAX_TRANSACTION_COMMANDS
 from raftkv.kv.features import DEFAULT_BUDGET, MAX_BUDGET, MIN_BUDGET
 from raftkv.kv.key_cap import DEFAULT_MAX_KEYS_PER_COMMAND
 from raftkv.kv.notify import parse_flags
-from raftkv.local_cluster import run_local_cluster
+from raftkv.local_cluster import MAX_UP_NODES, run_local_cluster
 from raftkv.local_secrets import BadFiles as BadSecretFiles
 from raftkv.local_secrets import init as init_secrets
 from raftkv.log import setup_logging
@@ -314,7 +314,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
 
 
 @main.command()
-@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, MAX_UP_NODES))
 @click.option("--data-dir", default="./raftkv-data", show_default=True, type=click.Path())
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--fsync", type=click.Choice(["always", "never"]), default="always",
