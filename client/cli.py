@@ -20,7 +20,7 @@ from client.connection import DEFAULT_ENDPOINTS, parse_endpoints
 from client.errors import ConnectionFailed, RaftKVError
 from client.format import JSON, RAW, TTY, Output
 from client.help import overview, usage
-from client.repl import NO_CLUSTER, OK, Repl, exit_status
+from client.repl import NO_CLUSTER, OK, Repl, exit_status, refused_here
 from client.security import tls_context
 from client.status import render_table, status_exit_code, to_json
 from client.subscribe_cli import is_subscribe, run_subscribe
@@ -152,6 +152,10 @@ def _one_shot(eps: list[str], command: list[str], stdin_arg: bool, out: Output,
         args.append(sys.stdin.buffer.read())
     if is_subscribe(args):  # stays and prints messages, on a connection of its own
         return run_subscribe(Client(eps, timeout=timeout, eager=False, **_SECURITY), args, out)
+    refused = refused_here(args)
+    if refused is not None:
+        out.reply(refused)
+        return exit_status(refused)
     try:
         kv = _connect(eps, timeout)
     except ConnectionFailed as exc:

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from client.errors import ConnectionFailed, DeadlineExceeded, RaftKVError
+from client.errors import ConnectionFailed, DeadlineExceeded, RaftKVError, ResponseError
 from client.format import Output
 from client.help import complete, overview, usage
 from client.status import render_table
@@ -45,6 +45,24 @@ OK, ERROR_REPLY, NO_CLUSTER = 0, 1, 2
 def parse_line(line: str) -> list[bytes]:
     """A typed line -> command arguments (redis-cli quoting, via ``wire.resp.split_args``)."""
     return legacy_form(split_args(line.encode("utf-8", "surrogateescape")))
+
+
+# ``HELLO 3`` is refused here, not sent: the server would switch the connection to RESP3,
+# which this client's parser does not read (client.connection), so the map it answers
+# was a protocol error, reported as UNKNOWN, and the connection was dropped. Switching
+# the CLI to RESP3 as redis-cli does would not hold either: the client reopens
+# connections on its own (leader changes, retries), each in RESP2, so the switch would be
+# undone silently. HELLO 2 (or HELLO alone) still shows the HELLO reply.
+HELLO_3_REFUSED = ResponseError(
+    "ERR raftkv-cli speaks RESP2 only: HELLO 3 would switch this connection to RESP3, which "
+    "it does not read; nothing was sent. Use HELLO 2 (or HELLO) here, or redis-cli -3")
+
+
+def refused_here(args: list[bytes]) -> ResponseError | None:
+    """The error for a command the CLI does not send (``HELLO 3``), else None."""
+    if len(args) > 1 and args[0].lower() == b"hello" and args[1] == b"3":
+        return HELLO_3_REFUSED
+    return None
 
 
 def exit_status(value: Any) -> int:
@@ -148,10 +166,12 @@ class Repl:
         if is_subscribe(args):
             self.subscribe(args)
             return True
-        try:
-            value = self.kv.execute(*args)
-        except RaftKVError as exc:
-            value = exc
+        value = refused_here(args)
+        if value is None:
+            try:
+                value = self.kv.execute(*args)
+            except RaftKVError as exc:
+                value = exc
         self.status = max(self.status, exit_status(value))
         self.out.reply(value)
         return True

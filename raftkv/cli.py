@@ -6,8 +6,9 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import trio
@@ -25,13 +26,13 @@ from raftkv.kv import MAX_TRANSACTION_COMMANDS
 from raftkv.kv.features import DEFAULT_BUDGET, MAX_BUDGET, MIN_BUDGET
 from raftkv.kv.key_cap import DEFAULT_MAX_KEYS_PER_COMMAND
 from raftkv.kv.notify import parse_flags
-from raftkv.local_cluster import run_local_cluster
+from raftkv.local_cluster import MAX_UP_NODES, run_local_cluster
 from raftkv.local_secrets import BadFiles as BadSecretFiles
 from raftkv.local_secrets import init as init_secrets
 from raftkv.log import setup_logging
 from raftkv.member_cli import change, print_members
 from raftkv.node.security import SecurityConfigError, security_warnings
-from raftkv.node.settings import NodeSettings, parse_cluster
+from raftkv.node.settings import NodeSettings, check_own_entry, parse_cluster
 from raftkv.node.sizes import MAX_REQUEST_BYTES
 from raftkv.recover import recover as do_recover
 from raftkv.restore import DEFAULT_BUMP, RestoreError
@@ -282,6 +283,10 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
         raise click.BadParameter(str(exc)) from exc
     if not seeds and node_id not in members:
         raise click.BadParameter(f"--id {node_id} is not in --cluster {cluster}")
+    try:
+        check_own_entry(node_id, members, peer_addr, options["advertise_peer_addr"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if learner and not seeds:
         raise click.BadParameter("--learner only applies with --join")
     check_peer_security(client_addr, peer_addr, options)
@@ -309,7 +314,7 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
 
 
 @main.command()
-@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, MAX_UP_NODES))
 @click.option("--data-dir", default="./raftkv-data", show_default=True, type=click.Path())
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--fsync", type=click.Choice(["always", "never"]), default="always",
@@ -542,6 +547,17 @@ def backup(words: tuple[str, ...], endpoints: str, timeout: float) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def bump_index_option(past: str) -> Callable[[F], F]:
+    """``--bump-index`` of restore and recover (raftkv.restore.bump_past)."""
+    return click.option(
+        "--bump-index", "bump", type=click.IntRange(min=1), default=DEFAULT_BUMP,
+        show_default=True,
+        help=f"Start the new cluster's log (and change ids) this far past {past}")
+
+
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--data-dir", required=True, type=click.Path(), help="New, empty directory.")
@@ -552,11 +568,9 @@ def backup(words: tuple[str, ...], endpoints: str, timeout: float) -> None:
 @click.option("--cluster-id", required=True, type=ClusterId(False),
               help="The NEW cluster's id (must differ from the backed-up cluster's); start "
                    "its nodes with the same --cluster-id.")
-@click.option("--bump-index", "bump", type=click.IntRange(min=1), default=DEFAULT_BUMP,
-              show_default=True,
-              help="Start the new cluster's log (and change ids) this far past the backup's "
-                   "index: more than the old cluster committed after the backup, so no "
-                   "change id is issued twice. Use the same value for every member.")
+@bump_index_option("the backup's index: more than the old cluster committed after the "
+                   "backup, so no change id is issued twice. Use the same value for every "
+                   "member.")
 def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: str,
             bump: int) -> None:
     """Prepare DATA_DIR for member ID of a NEW cluster holding FILE's state.
@@ -594,8 +608,10 @@ def restore(file: str, data_dir: str, node_id: int, cluster: str, cluster_id: st
               help="Give the one-node cluster a new id (default: keep the old one).")
 @click.option("--peer-addr", default="",
               help="Its peer address (default: the one in its configuration).")
+@bump_index_option("the survivor's last index: more than the lost nodes could have "
+                   "appended past it, so no change id is issued twice.")
 def recover(data_dir: str, node_id: int, force_new_cluster: bool, cluster_id: str,
-            peer_addr: str) -> None:
+            peer_addr: str, bump: int) -> None:
     """DISASTER RECOVERY: turn a stopped survivor's data into a one-node cluster.
 
     Only when a majority of the voters is lost for good. Keeps every entry in the
@@ -614,12 +630,13 @@ def recover(data_dir: str, node_id: int, force_new_cluster: bool, cluster_id: st
     click.echo("WARNING: forcing a new one-node cluster from node "
                f"{node_id}'s data in {data_dir}", err=True)
     try:
-        r = do_recover(data_dir, node_id, cluster_id, peer_addr)
+        r = do_recover(data_dir, node_id, cluster_id, peer_addr, bump)
     except (RestoreError, DiskStorageError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
-        f"recovered {r.keys} keys at index {r.index} (term {r.term}; {r.beyond_commit} "
-        f"entries past the known commit index kept) into a one-node cluster: node {node_id} "
+        f"recovered {r.keys} keys (last index {r.last}, term {r.term}; {r.beyond_commit} "
+        f"entries past the known commit index kept) into a one-node cluster at index "
+        f"{r.index} (change ids before it: compacted): node {node_id} "
         f"at {r.peer_addr}, cluster id {r.cluster_id!r}\nold data kept in {r.old_dir}\n"
         f"start it with: raftkv serve --id {node_id} --data-dir {data_dir} "
         f"--peer-addr {r.peer_addr} --cluster {node_id}={r.peer_addr} "

@@ -28,6 +28,10 @@ from raftkv.local_tls import prepare as prepare_tls
 from raftkv.node.cluster_id import ensure_cluster_id_file, stored_cluster_id
 from raftkv.node.peer_auth import ensure_secret_file
 from raftkv.probe import call, parse_info
+from raftkv.storage import DiskStorageError, open_storage
+from wire.raft import ClusterConfig
+
+MAX_UP_NODES = 9  # ``raftkv up --nodes``' bound (cli.py)
 
 
 def ports_of(i: int, base: int) -> dict[str, int]:
@@ -114,6 +118,52 @@ def lost_nodes(nodes: int, data_dir: str) -> str | None:
             f"that have data with --nodes {len(held)} if they are 1..{len(held)}, add new "
             f"members with `raftkv member add` and `raftkv serve --join`, or remove "
             f"{data_dir} to start a new cluster")
+
+
+def stored_voters(nodes: int, data_dir: str) -> list[int] | None:
+    """The voters of the cluster in ``data_dir``, as the most advanced of node-1..N's
+    directories records them (its log's last configuration); None if none holds state or
+    none can be read (e.g. a running node holds its lock)."""
+    best: tuple[int, list[int]] | None = None
+    for i in range(1, nodes + 1):
+        d = str(Path(data_dir) / f"node-{i}")
+        cluster_id = stored_cluster_id(d)
+        if cluster_id is None:
+            continue
+        try:
+            storage = open_storage(d, cluster_id, i, ClusterConfig(), fsync="never")
+        except (DiskStorageError, OSError, ValueError):
+            continue
+        try:
+            _, config = storage.initial_state()
+            last = storage.last_index()
+        finally:
+            storage.close(sync=False)
+        voters = sorted(m.id for m in config.members if not m.learner)
+        if best is None or last > best[0]:
+            best = (last, voters)
+    return None if best is None else best[1]
+
+
+def short_of_quorum(nodes: int, data_dir: str) -> str | None:
+    """One line if ``--nodes`` starts too few of the directory's voters to elect a leader
+    (``--nodes 1`` over a 3-node cluster's directory, which only said "no leader after 15
+    s"): what the directory holds and what to run instead; else None."""
+    voters = stored_voters(nodes, data_dir)
+    if not voters:
+        return None
+    started = [v for v in voters if v <= nodes]
+    if len(started) > len(voters) // 2:
+        return None
+    held = ", ".join(map(str, voters))
+    if voters == list(range(1, len(voters) + 1)) and len(voters) <= MAX_UP_NODES:
+        instead = f"run `raftkv up --data-dir {data_dir} --nodes {len(voters)}`"
+    else:
+        instead = ("start its other voters with `raftkv serve` on their own data, or, if "
+                   "they are lost for good, see `raftkv recover --force-new-cluster`")
+    return (f"{data_dir} holds a cluster of {len(voters)} voters (nodes {held}); --nodes "
+            f"{nodes} starts {len(started)} of them, not a majority, so no leader can be "
+            f"elected: {instead}")
 
 
 async def _wait_for_leader(nodes: int, host: str, base: int,
@@ -255,7 +305,8 @@ def run_local_cluster(nodes: int, data_dir: str, host: str, fsync: str, verbose:
         local_tls = prepare_tls(Path(data_dir), host)
         # Our own probes and the nodes (their password) read these; not flags (`ps`).
         os.environ.update(local_tls.client_env())
-    problem = lost_nodes(nodes, data_dir) or preflight(nodes, host, base)
+    problem = (lost_nodes(nodes, data_dir) or preflight(nodes, host, base)
+               or short_of_quorum(nodes, data_dir))
     if problem is not None:
         click.echo(f"raftkv up: {problem}", err=True)
         raise SystemExit(1)

@@ -12,6 +12,13 @@ It turns one surviving node's data into a one-node cluster that can grow again w
 3. move the directory aside to ``DIR.before-recover-<UTC time>`` (nothing is deleted) and
    write a new ``DIR`` whose snapshot holds that state and whose only member is node I.
 
+The new directory's snapshot is not at the survivor's last index L but ``bump`` (default
+2^40, ``--bump-index``) past it, its change feed compacted there, as ``raftkv restore``
+does (``restore.bump_past``): change ids are log indexes, and the lost nodes may have
+issued ids past L (entries only they had); from L the new cluster would issue them again
+for other changes, and a watcher of those nodes resuming from its last id would miss
+changes silently. Now such a resume gets "change feed compacted ... resync".
+
 What it cannot do: bring back writes that only the lost nodes had. Pick the survivor with
 the highest last log index (``raftkv status`` before the loss, or the INFO of the
 survivors), and never restart a lost node with its old data afterwards.
@@ -24,8 +31,17 @@ import time
 
 import attrs
 
-from raftkv.kv import KVDecodeError, KVStateMachine, decode_snapshot_stream, encode_snapshot
-from raftkv.restore import RestoreError, check_cluster_id, config_of, create_data_dir
+from raftkv.kv import KVDecodeError, KVStateMachine, decode_snapshot_stream
+from raftkv.kv.state import snapshot_pieces
+from raftkv.restore import (
+    DEFAULT_BUMP,
+    PIECE_BYTES,
+    RestoreError,
+    bump_past,
+    check_cluster_id,
+    config_of,
+    create_data_dir,
+)
 from raftkv.storage import open_storage
 from raftkv.storage.meta import read_meta
 from wire.addr import parse_addr
@@ -34,7 +50,8 @@ from wire.raft import NORMAL, ClusterConfig
 
 @attrs.frozen
 class Recovered:
-    index: int
+    index: int  # the new directory's snapshot index: its log and change ids go on from here
+    last: int  # the survivor's last log index (what it held)
     term: int
     keys: int
     beyond_commit: int  # entries kept past the commit index the survivor knew
@@ -58,7 +75,10 @@ def _peer_addr(config: ClusterConfig, node_id: int, override: str) -> str:
 
 
 def recover(data_dir: str, node_id: int, cluster_id: str = "",
-            peer_addr: str = "") -> Recovered:
+            peer_addr: str = "", bump: int = DEFAULT_BUMP) -> Recovered:
+    """Rewrite ``data_dir`` (module docstring); ``bump`` >= 1: how far past the
+    survivor's last index the new cluster starts. Everything is checked before the
+    directory is moved aside."""
     if cluster_id:
         check_cluster_id(cluster_id)
     meta = read_meta(data_dir)
@@ -86,12 +106,18 @@ def recover(data_dir: str, node_id: int, cluster_id: str = "",
         addr = _peer_addr(config, node_id, peer_addr)
     finally:
         storage.close(sync=False)
+    keys = len(kv)
+    state = kv.snapshot_state()
+    del kv
+    index = bump_past(state, last, bump, "this survivor's log")
+    pieces = snapshot_pieces(state, PIECE_BYTES)
+    del state  # the pieces' generator holds it until the last piece (as restore does)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     old_dir = f"{data_dir.rstrip('/')}.before-recover-{stamp}"
     os.rename(data_dir, old_dir)
     new_id = cluster_id or meta.cluster_id
-    create_data_dir(data_dir, new_id, node_id, config_of({node_id: addr}), last, last_term,
-                    encode_snapshot(kv.snapshot_state()), current_term=hs.term)
-    return Recovered(index=last, term=max(hs.term, last_term), keys=len(kv),
+    create_data_dir(data_dir, new_id, node_id, config_of({node_id: addr}), index, last_term,
+                    pieces, current_term=hs.term)
+    return Recovered(index=index, last=last, term=max(hs.term, last_term), keys=keys,
                      beyond_commit=max(0, last - hs.commit),
                      peer_addr=addr, cluster_id=new_id, old_dir=old_dir)

@@ -27,7 +27,7 @@ import attrs
 
 from raftkv.backup_file import BackupError, BackupHeader, check_state, decode_payload, open_backup
 from raftkv.kv.feed import MAX_POSITION, FeedState
-from raftkv.kv.state import snapshot_pieces
+from raftkv.kv.state import KVState, snapshot_pieces
 from raftkv.node.cluster_id import CLUSTER_ID_RULE, valid_cluster_id
 from raftkv.storage import open_storage
 from wire.raft import MAX_INDEX, ClusterConfig, HardState, Member, SnapshotMeta
@@ -83,13 +83,7 @@ def restore(path: str, data_dir: str, node_id: int, members: dict[int, str],
         state = decode_payload(path, payload)
         check_state(path, header, state)
     _check_args(header, node_id, members, cluster_id)
-    index = header.index + bump
-    if bump < 1 or index > MAX_INDEX:
-        raise RestoreError(f"--bump-index {bump}: from 1 to {MAX_INDEX - header.index} for "
-                           f"this backup (index {header.index})")
-    # The old cluster's ids up to ``index`` are compacted: the tail it retained is history
-    # the new cluster does not continue (module docstring).
-    state.feed = FeedState((index, MAX_POSITION))
+    index = bump_past(state, header.index, bump, "this backup")
     # Nor has any member of the new cluster served yet: with the old cluster's published
     # voters, a member whose restore was forgotten was told it had lost its data and to
     # leave under a new id (attack21); each is published again once it serves.
@@ -99,6 +93,23 @@ def restore(path: str, data_dir: str, node_id: int, members: dict[int, str],
     create_data_dir(data_dir, cluster_id, node_id, config_of(members), index, header.term,
                     pieces)
     return Restored(header, index)
+
+
+def bump_past(state: KVState, index: int, bump: int, what: str) -> int:
+    """Move ``state``, taken at log ``index``, to ``index + bump`` with its change feed
+    compacted there, and return that index: every change id a new history issues is then
+    above any the old one could have issued, and a resume from an old id gets "compacted
+    ... resync" rather than silently nothing (module docstring). Shared by ``restore`` and
+    ``recover --force-new-cluster`` (whose lost nodes may have issued ids past the
+    survivor's last entry). ``what`` names ``index``'s source in the range error."""
+    new = index + bump
+    if bump < 1 or new > MAX_INDEX:
+        raise RestoreError(f"--bump-index {bump}: from 1 to {MAX_INDEX - index} for "
+                           f"{what} (index {index})")
+    # The old ids up to ``new`` are compacted: the tail retained is history the new
+    # cluster does not continue.
+    state.feed = FeedState((new, MAX_POSITION))
+    return new
 
 
 def check_cluster_id(cluster_id: str) -> None:
@@ -118,5 +129,5 @@ def _check_args(header: BackupHeader, node_id: int, members: dict[int, str],
             "is a new cluster: give it a new id (and start its nodes with it)")
 
 
-__all__ = ["DEFAULT_BUMP", "BackupError", "RestoreError", "Restored", "check_cluster_id",
-           "config_of", "create_data_dir", "restore"]
+__all__ = ["DEFAULT_BUMP", "BackupError", "RestoreError", "Restored", "bump_past",
+           "check_cluster_id", "config_of", "create_data_dir", "restore"]

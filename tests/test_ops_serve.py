@@ -41,8 +41,9 @@ def test_config_file_precedence_flag_env_file_default(
         monkeypatch.delenv(var, raising=False)
     conf = tmp_path / "raftkv.toml"
     conf.write_text(
-        'id = 2\ndata-dir = "/tmp/x"\nclient-addr = "127.0.0.1:7777"\ntick-ms = 20.0\n'
-        'election-ticks = 30\nmetrics-addr = "127.0.0.1:9009"\nlog-format = "json"\n'
+        'id = 2\ndata-dir = "/tmp/x"\nclient-addr = "127.0.0.1:7777"\n'
+        'peer-addr = "127.0.0.1:7102"\ntick-ms = 20.0\nelection-ticks = 30\n'
+        'metrics-addr = "127.0.0.1:9009"\nlog-format = "json"\n'
         '[cluster]\n1 = "127.0.0.1:7101"\n2 = "127.0.0.1:7102"\n'
     )
     base = ["--config", str(conf)]

@@ -12,9 +12,12 @@ from raftkv.raft.membership import check_peer_addr_free
 from wire.addr import parse_addr
 from wire.raft import MAX_NODE_ID
 
-__all__ = ["NodeSettings", "parse_addr", "parse_cluster"]  # parse_addr: re-exported
+# parse_addr: re-exported
+__all__ = ["NodeSettings", "check_own_entry", "parse_addr", "parse_cluster"]
 
 _ID = re.compile(r"[0-9]{1,19}")
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})  # parse_addr's form of a listen-on-all host
+LEADER_WAIT_MIN = 2.0  # seconds: NodeSettings.leader_wait's floor
 
 
 def parse_cluster(text: str) -> dict[int, str]:
@@ -37,6 +40,27 @@ def parse_cluster(text: str) -> dict[int, str]:
     if not members:
         raise ValueError("the cluster list is empty")
     return members
+
+
+def check_own_entry(node_id: int, members: dict[int, str], peer_addr: str,
+                    advertise_peer_addr: str = "") -> None:
+    """ValueError unless node ``node_id``'s entry in ``members`` (``--cluster``) is the
+    address it announces (``--advertise-peer-addr``, else ``--peer-addr``), as etcd refuses
+    ``--initial-advertise-peer-urls`` that differ from the member's ``--initial-cluster``
+    entry: the other nodes dial the entry, this node tells them the other address, and
+    which one is right depends on who asks. A wildcard ``--peer-addr`` (``0.0.0.0``,
+    ``[::]``) is a listen address: only its port must be the entry's."""
+    entry = members.get(node_id)
+    flag, own = ("--advertise-peer-addr", advertise_peer_addr) if advertise_peer_addr \
+        else ("--peer-addr", peer_addr)
+    if entry is None:
+        return
+    host, port = parse_addr(own)
+    if flag == "--peer-addr" and host in WILDCARD_HOSTS:
+        host = parse_addr(entry)[0]  # listening on every address: the entry's is one of them
+    if parse_addr(entry) != (host, port):
+        raise ValueError(f"{flag} {own} differs from node {node_id}'s entry in --cluster "
+                         f"({entry}); they must be the same address")
 
 
 @attrs.frozen
@@ -98,7 +122,6 @@ class NodeSettings:
     first_command_timeout: float = 10.0  # seconds a new connection has to send one
     maxmemory: int = 0  # bytes of RSS above which writes that grow memory get -OOM; 0 = off
     request_timeout: float = 5.0
-    leader_wait: float = 2.0  # how long a command waits for a leader before -TRYAGAIN
     # Membership: --join (client addresses of members; an empty node asks to be added),
     # --learner (stay a learner once joined), and how close to the leader's log a learner
     # must be before the leader promotes it.
@@ -138,6 +161,22 @@ class NodeSettings:
     # Test-only: followers answer reads from local state without ReadIndex. It exists so
     # the chaos suite can prove its checker catches stale reads; never use it otherwise.
     unsafe_stale_reads: bool = False
+
+    @property
+    def election_timeout(self) -> float:
+        """Seconds: the shortest election timeout (a follower's is drawn in [1, 2) of it)."""
+        return self.election_ticks * self.tick_ms / 1000
+
+    @property
+    def leader_wait(self) -> float:
+        """Seconds a command waits for a leader before ``-TRYAGAIN``: at least 2 s, and at
+        least 3 election timeouts, so that a normal election fits in it whatever
+        ``--election-ticks`` says (a fixed 2 s refused commands during every election once
+        the timeout was 2 s or more). A leader that crashed is noticed within 2 timeouts
+        (the randomized timeout is drawn in [1, 2) of it), and the third covers the
+        pre-vote and vote round trips, or most of a split vote's retry; etcd bounds a
+        request by 5 s + 2 election timeouts for the same reason."""
+        return max(LEADER_WAIT_MIN, 3 * self.election_timeout)
 
     @property
     def client_advertised(self) -> str:

@@ -753,6 +753,9 @@ class PeerTransport:
             except CONNECTION_ERRORS as exc:
                 if isinstance(exc, ProtocolError):
                     self._protocol_error(link.peer_id, link.addr, exc)
+                elif isinstance(exc, socket.gaierror):  # a misspelt or gone name: say so
+                    self._warn(("unresolvable", link.peer_id), "cannot resolve peer address",
+                               peer=link.peer_id, addr=link.addr, error=_describe(exc))
                 else:
                     self._debug("dial failed", peer=link.peer_id, addr=link.addr,
                                 error=_describe(exc))

@@ -46,11 +46,27 @@ def session_command(args: list[bytes], new_id: Callable[[], int]) -> list[bytes]
     return USAGE
 
 
+# The connection's transaction state (server/transaction.py): not one command the log
+# applies, so nothing a session could record once and answer again.
+TRANSACTION_COMMANDS = frozenset({b"multi", b"exec", b"discard", b"watch", b"unwatch"})
+
+
+def not_wrappable(name: bytes) -> ErrorReply:
+    """What ``RAFT ONCE id seq NAME`` answers for a transaction command ``NAME``."""
+    return ErrorReply(
+        f"ERR RAFT ONCE cannot wrap {name.decode().upper()}: MULTI, EXEC, DISCARD, WATCH and "
+        "UNWATCH change this connection's transaction state, they are not one command the "
+        "log applies, so there is no reply to record once; send it without RAFT ONCE")
+
+
 def once_command(args: list[bytes], spec: CommandSpec | None) -> list[bytes] | ErrorReply:
     """``RAFT ONCE id seq command...`` (at least 5 arguments) as a state-machine command,
     ``spec`` being the wrapped command's (the client port's hot path looked it up already):
     ``once id seq command...`` for a write, the command itself for a read."""
     inner = args[4:]
+    name = inner[0].lower()
+    if name in TRANSACTION_COMMANDS:  # (it answered "unknown command": session 11)
+        return not_wrappable(name)
     # Internal commands are built by the server only; WATCH is the connection's
     # transaction state, not a read (attack7: it answered the key's internal version).
     if spec is None or spec.internal or spec.name == "watch":

@@ -179,8 +179,12 @@ def test_recover_a_survivor_into_a_one_node_cluster_that_grows(tmp_path: Path) -
         assert c.wait_for_leader() == survivor
         s = client(c, survivor)
         assert s.mget([f"k:{n}" for n in range(300)]) == [str(n).encode() for n in range(300)]
-        assert s.xrange("__raftkv:changes", "-", "+", count=1000) == feed  # replayed alike
+        # The one-node cluster starts 2^40 past the survivor's log, its feed compacted
+        # there (a lost node may have issued ids past it): a resume gets "compacted".
+        assert s.xrange("__raftkv:changes", "-", "+", count=1000) == []
         assert s.set("after", "1") is True
+        with pytest.raises(redis.ResponseError, match="compacted"):
+            s.xread({"__raftkv:changes": feed[-1][0]}, count=10)
         members = (c.info(survivor) or {}).get("members", "")
         assert re.fullmatch(rf"{survivor}=[^,]+\(voter\)", members), members
         new = c.add_node(9, join=[survivor])

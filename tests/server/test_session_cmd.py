@@ -19,9 +19,23 @@ def test_watch_cannot_ride_in_a_session(name: bytes) -> None:
     """attack7: ``RAFT ONCE id seq WATCH k`` went to the node as a read of the key's
     version, answering the internal ``[exists, version]`` pair (``1, 27``) instead of OK,
     and watched nothing: a client that then ran MULTI/EXEC believed the key guarded. WATCH
-    is the connection's transaction state, like MULTI and EXEC: unknown inside ONCE."""
+    is the connection's transaction state, like MULTI and EXEC: refused inside ONCE."""
     reply = once(name, b"k")
-    assert isinstance(reply, ErrorReply) and reply.text.startswith("ERR unknown command")
+    assert isinstance(reply, ErrorReply) and reply.text.startswith(
+        "ERR RAFT ONCE cannot wrap WATCH: ")
+
+
+@pytest.mark.parametrize("words", [[b"MULTI"], [b"exec"], [b"Discard"], [b"WATCH", b"k"],
+                                   [b"UNWATCH"]])
+def test_a_transaction_command_is_refused_saying_why(words: list[bytes]) -> None:
+    """Session 11: ``RAFT ONCE id seq MULTI`` answered "unknown command", as if MULTI did
+    not exist; it says RAFT ONCE cannot wrap it, and why."""
+    reply = once(*words)
+    name = words[0].decode().upper()
+    assert reply == ErrorReply(
+        f"ERR RAFT ONCE cannot wrap {name}: MULTI, EXEC, DISCARD, WATCH and UNWATCH change "
+        "this connection's transaction state, they are not one command the log applies, so "
+        "there is no reply to record once; send it without RAFT ONCE")
 
 
 def test_reads_and_writes_still_translate() -> None:
