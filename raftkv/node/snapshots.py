@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 
@@ -64,16 +64,25 @@ log = logging.getLogger("raftkv.node")
 _GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: consecutive ids spread evenly
 
 
-SNAPSHOT_PIECE = 1 << 20  # bytes per piece of a snapshot's encoding (encoded_in_pieces)
+SNAPSHOT_PIECE = 1 << 20  # bytes per piece of a snapshot's encoding (EncodedPieces)
 
 
-def encoded_in_pieces(state: KVState) -> list[bytes]:
-    """The snapshot's bytes as pieces, for the file writer: one ``bytes`` of it all meant
-    the packer's buffer growing by doubling, then a copy of it; the pieces hold it once.
-    With 100k keys and their feed, the nodes' RSS rose 8-16 MiB above the steady state
-    while a snapshot was encoded (tests/bench/bench_memory.py). Looking at the size after
-    every item costs ~30 ms more CPU per 100k keys in the worker thread."""
-    return list(snapshot_pieces(state, SNAPSHOT_PIECE))
+class EncodedPieces:
+    """A node's own snapshot, encoded piece by piece as the file writer takes them, and
+    the bytes it came to. One ``bytes`` of it all meant the packer's buffer growing by
+    doubling, then a copy of it, held until written: with 100k keys and their feed, the
+    nodes' RSS rose 8-16 MiB over the steady state while a snapshot was taken
+    (tests/bench/bench_memory.py). Looking at the size after every item costs ~30 ms more
+    CPU per 100k keys in the worker thread."""
+
+    def __init__(self, state: KVState) -> None:
+        self._pieces = snapshot_pieces(state, SNAPSHOT_PIECE)
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self._pieces:
+            self.size += len(piece)
+            yield piece
 
 
 def snapshot_phase(node_id: int, every: int, leading: bool) -> int:
@@ -218,7 +227,7 @@ class Snapshotter:
         started = trio.current_time()
         storage = self.storage
         try:
-            data: bytes | list[bytes]
+            data: bytes | list[bytes] | EncodedPieces
             if child is not None:
                 try:
                     data = await child.result()
@@ -231,7 +240,7 @@ class Snapshotter:
                         pending.set(ErrorReply(f"ERR snapshot not written: {exc}"))
                     return
             else:
-                data = await trio.to_thread.run_sync(encoded_in_pieces, state)
+                data = EncodedPieces(state)  # (encoded in the thread that writes the file)
             # The file in a worker thread beside the ready loop's log writes: the snapshot
             # covers only applied entries, which are already durable, so no log sync first.
             try:
@@ -259,7 +268,8 @@ class Snapshotter:
                 self.metrics.snapshot_duration.labels("take").observe(took)
                 self._backoff.reset()
                 event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
-                      bytes=len(data) if isinstance(data, bytes) else sum(map(len, data)),
+                      bytes=(len(data) if isinstance(data, bytes) else data.size
+                             if isinstance(data, EncodedPieces) else sum(map(len, data))),
                       keys=keys,
                       ms=round(took * 1000, 1))
         finally:

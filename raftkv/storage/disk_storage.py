@@ -35,7 +35,7 @@ import fcntl
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise, starmap
 from operator import itemgetter
 from typing import TypeVar
@@ -739,11 +739,13 @@ class DiskStorage:
             self.finish_compact(meta, snap)
 
     def prepare_compact(
-        self, meta: SnapshotMeta, data: bytes | Sequence[bytes], sync_log: bool = True
+        self, meta: SnapshotMeta, data: bytes | Iterable[bytes], sync_log: bool = True
     ) -> SnapshotFile | None:
         """The file half of ``compact``: sync, then write the snapshot durably and read it
         back (checksum); returns it for ``finish_compact`` (None: not newer, nothing to do).
-        ``data``: the state's bytes, or their pieces in order.
+        ``data``: the state's bytes, or their pieces in order: a list or tuple of them (the
+        free space checked for their sum first), or an iterator that encodes them as they
+        are written (each piece checked before it is written: the sum is not known yet).
         It leaves everything the log's readers look at untouched, so it may run in a worker
         thread while the core reads the log, provided nothing else writes to this storage
         meanwhile."""
@@ -759,12 +761,22 @@ class DiskStorage:
             # caller whose snapshot covers only synced entries (the runtime applies only
             # what is durable) passes False and may then run this beside log writes.
             self.sync()
-        self._check_space_for(len(data) if isinstance(data, bytes) else sum(map(len, data)))
+        if isinstance(data, bytes):
+            self._check_space_for(len(data))
+        elif isinstance(data, (list, tuple)):
+            self._check_space_for(sum(map(len, data)))
+        else:
+            data = self._space_checked(data)
         # A failure before the new file is renamed into place is SnapshotNotWritten: it
         # changed nothing visible, the node goes on and may try again (a full disk must
         # not turn a routine compaction into a stop, let alone a crash loop at start).
         with self._io("writing a snapshot"):
             return write_snapshot(self.data_dir, meta, data, self.fsync_policy)
+
+    def _space_checked(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
+        for piece in pieces:
+            self._check_space_for(len(piece))
+            yield piece
 
     def _check_space_for(self, size: int) -> None:
         """Refuse (SnapshotNotWritten) a snapshot that would leave less than

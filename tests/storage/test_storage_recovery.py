@@ -375,6 +375,35 @@ def test_a_snapshot_that_would_leave_too_little_space_is_not_written(tmp_path, m
     s.close()
 
 
+def test_a_streamed_snapshot_checks_the_space_for_each_piece_as_it_comes(tmp_path, monkeypatch):
+    """Pieces from an iterator (the node encodes its own snapshot as it is written): the
+    total is not known first, so each piece is checked before it is written; the piece
+    that would leave too little space stops the snapshot, and nothing else fails."""
+    s = reopen(tmp_path, fsync="always")
+    s.append(entries(1, 5, term=1))
+    s.sync()
+    real = os.statvfs(tmp_path)
+    free_blocks = SNAPSHOT_HEADROOM // real.f_frsize + 2  # headroom + 2 blocks free
+    fake = os.statvfs_result((*real[:4], free_blocks, *real[5:]))
+    monkeypatch.setattr(os, "statvfs", lambda path: fake)
+    before = sorted(os.listdir(tmp_path))
+    asked: list[int] = []
+
+    def pieces():
+        for n in (100, 100, 3 * real.f_frsize, 100):
+            asked.append(n)
+            yield b"x" * n
+
+    with pytest.raises(SnapshotNotWritten, match="not enough free space"):
+        s.compact(SnapshotMeta(4, 1, CONFIG), pieces())
+    assert asked == [100, 100, 3 * real.f_frsize]  # stopped at the piece that did not fit
+    assert sorted(os.listdir(tmp_path)) == before  # the temp file is gone
+    s.compact(SnapshotMeta(4, 1, CONFIG), iter([b"y" * 100, b"z" * 50]))
+    assert not s.failed and s.snapshot_meta().index == 4
+    assert s.snapshot_data() == b"y" * 100 + b"z" * 50
+    s.close()
+
+
 def test_open_fsyncs_every_file_it_trusts_and_the_directory(tmp_path, monkeypatch):
     """What an earlier process wrote may be only in the page cache (it died before its
     fsync): open makes it durable before acting on it, segments, snapshot, meta and the
