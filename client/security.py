@@ -70,8 +70,10 @@ NOT_NEEDED = "ERR AUTH <password> called without any password configured"
 
 
 def check_auth_reply(reply: object) -> None:
+    """HandshakeFailed for a refused AUTH, worded as redis-cli's ``AUTH failed: WRONGPASS
+    ...``."""
     if isinstance(reply, ErrorReply) and not reply.text.startswith(NOT_NEEDED):
-        raise HandshakeFailed(reply.text)
+        raise HandshakeFailed(f"AUTH failed: {reply.text}")
 
 
 def raw_socket(stream: Any) -> Any:
