@@ -200,7 +200,7 @@ class Client(Commands):
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         # TLS and AUTH on every connection (client/security.py); None: plain, anonymous.
-        self.security = (Security(ssl, username, password)
+        self.security = (Security(ssl, username, password or None)
                          if ssl is not None or password else None)
         self.timeout = timeout
         self.connect_timeout = connect_timeout

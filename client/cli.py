@@ -89,6 +89,7 @@ def main(endpoints: str, mode: str | None, stdin_arg: bool, raw: bool | None,
 
     Exit status: 0 success, 1 error reply, 2 no node reachable (or usage error).
     """
+    refuse_mistyped_option(command)
     try:
         eps = parse_endpoints(endpoints)
     except ValueError as exc:
@@ -123,6 +124,18 @@ def main(endpoints: str, mode: str | None, stdin_arg: bool, raw: bool | None,
     if not command:
         raise click.UsageError("--mode one-shot needs a command")
     sys.exit(_one_shot(eps, list(command), stdin_arg, out, timeout))
+
+
+def refuse_mistyped_option(command: tuple[str, ...]) -> None:
+    """A usage error (exit 2, nothing connected) for a command whose first word starts
+    with ``-``: no Redis command does, so it is an option click did not know. It passes
+    it on as the command (``ignore_unknown_options``), and every word after it with it
+    (``allow_interspersed_args=False``): ``--tls-ca ca.pem ... --pass s3cret GET k`` went to
+    the node in plain text, password included, and came back printed (attack22).
+    redis-cli's message; a value glued on with ``=`` is not shown."""
+    if command and command[0].startswith("-"):
+        option = command[0].split("=", 1)[0]
+        raise click.UsageError(f"Unrecognized option or bad number of args for: '{option}'")
 
 
 # TLS and AUTH options of this invocation for every client it makes (client/security.py).

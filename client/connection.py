@@ -93,6 +93,9 @@ class Connection:
         if auth is not None:
             try:
                 check_auth_reply(await conn.request(*auth))
+            except HandshakeFailed:  # the node's refusal, as it said it (an OSError too)
+                await conn.aclose()
+                raise
             except TRANSPORT_ERRORS as exc:
                 await conn.aclose()
                 hint = "" if security.ssl is not None else " (a TLS port? try --tls)"

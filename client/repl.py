@@ -25,6 +25,7 @@ from client.help import complete, overview, usage
 from client.status import render_table
 from client.subscribe_cli import is_subscribe, run_subscribe
 from client.sync import SyncClient
+from client.typed_auth import after_success
 from client.until_stopped import INTERRUPTED
 from raftkv.kv import legacy_form
 from wire.errors import ProtocolError
@@ -104,6 +105,7 @@ class Repl:
         self.out = out
         self.interactive = interactive
         self.status = OK
+        self.initial_security = kv.client.security  # the command line's (RESET's)
 
     def prompt(self) -> str:
         return f"raftkv {self.kv.current_endpoint or 'not connected'}> "
@@ -172,6 +174,9 @@ class Repl:
                 value = self.kv.execute(*args)
             except RaftKVError as exc:
                 value = exc
+            else:  # a typed AUTH holds for every connection the REPL opens (attack22)
+                client = self.kv.client
+                client.security = after_success(client.security, self.initial_security, args)
         self.status = max(self.status, exit_status(value))
         self.out.reply(value)
         return True

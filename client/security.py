@@ -36,8 +36,9 @@ def tls_context(cacert: str | None = None, cert: str | None = None,
 @attrs.frozen
 class Security:
     ssl: ssl.SSLContext | None = None
-    username: str | None = None
-    password: str | None = attrs.field(default=None, repr=False)
+    # str from options and the environment; bytes as typed in the REPL (client.typed_auth).
+    username: str | bytes | None = None
+    password: str | bytes | None = attrs.field(default=None, repr=False)
 
     async def wrap(self, stream: trio.SocketStream, host: str) -> Any:
         """``stream``, or a TLS stream over it once the handshake is done."""
@@ -54,8 +55,9 @@ class Security:
             raise HandshakeFailed(f"TLS handshake failed: {reason}") from exc
         return tls
 
-    def auth_args(self) -> list[str] | None:
-        if not self.password:
+    def auth_args(self) -> list[str | bytes] | None:
+        """None without a password; an empty one is sent (a ``nopass`` user takes it)."""
+        if self.password is None:
             return None
         return ["AUTH", self.username, self.password] if self.username else [
             "AUTH", self.password]
@@ -68,8 +70,10 @@ NOT_NEEDED = "ERR AUTH <password> called without any password configured"
 
 
 def check_auth_reply(reply: object) -> None:
+    """HandshakeFailed for a refused AUTH, worded as redis-cli's ``AUTH failed: WRONGPASS
+    ...``."""
     if isinstance(reply, ErrorReply) and not reply.text.startswith(NOT_NEEDED):
-        raise HandshakeFailed(reply.text)
+        raise HandshakeFailed(f"AUTH failed: {reply.text}")
 
 
 def raw_socket(stream: Any) -> Any:

@@ -31,6 +31,16 @@ every refusal is) is not held: the follower gets
 its output buffer limit. The command was applied, so nothing claims it was not: the
 client's connection ends with its outcome unknown to it, and an older follower shows the
 error's text, which says it was applied.
+
+A dropped reply is known by ``DROPPED_MARK``, bytes after the reply in the response's
+``reply`` field, never by its text: a script returns any text, and a follower closed its
+client (losing what was pipelined behind) on a script's error that read as
+``REPLY_DROPPED`` (attack22). Not a new ``ForwardResponse`` field: the peer codec is strict
+(fixed arity, wire.record), so a node of the previous release would refuse the frame and
+drop the link. Mixed releases: a previous release's follower reads only the first reply
+(``decode_reply``), ``REPLY_DROPPED``'s text, and disconnects as it did; a previous
+release's leader sends no mark, so its drop reaches a new follower's client as that error
+(saying the command was applied), the connection kept.
 """
 
 from __future__ import annotations
@@ -68,6 +78,10 @@ REPLY_DROPPED = ErrorReply(
     "ERR the command was applied, but its reply was dropped: the leader holds at most "
     "--client-buffer-total of replies for other nodes' clients; closing the connection"
 )
+# After a dropped reply's encoding (module docstring): a second RESP value, where a
+# reply (one value, encoded by the leader) never has anything.
+DROPPED_MARK = b"+raftkv:reply-dropped\r\n"
+DROPPED_BYTES = encode_reply(REPLY_DROPPED, 3) + DROPPED_MARK
 # A reply this small is always held: an error saying the command was not applied must
 # reach its client, and the follower's WINDOW bounds them (8 MiB a follower).
 SMALL_REPLY = 64 * 1024
@@ -80,7 +94,9 @@ Run = Callable[[list[bytes]], Pending]
 
 
 def decode_reply(data: bytes) -> Any:
-    """A forwarded reply (RESP3 bytes from the leader) back to a reply value."""
+    """A forwarded reply (RESP3 bytes from the leader) back to a reply value; the one
+    ``REPLY_DROPPED`` instance (the client port disconnects on it) only for a reply the
+    leader marked dropped (``DROPPED_MARK``), whatever another reply's text."""
     malformed = ErrorReply("ERR malformed reply from the leader")
     parser = ReplyParser()
     try:  # peer input: anything it holds must become an answer, never an exception
@@ -88,7 +104,11 @@ def decode_reply(data: bytes) -> Any:
         value = parser.next_reply()
     except Exception:
         return malformed
-    return malformed if value is NEED_MORE else value
+    if value is NEED_MORE:
+        return malformed
+    if parser.buffered == len(DROPPED_MARK) and data.endswith(DROPPED_MARK):
+        return REPLY_DROPPED
+    return value
 
 
 class Forwarder:
@@ -178,9 +198,7 @@ class Forwarder:
     def on_response(self, msg: ForwardResponse) -> None:
         pending = self.requests.forward_answered(msg.req_id)
         if pending is not None:
-            value = decode_reply(msg.reply)
-            # The one instance the client port disconnects on (it compares identity).
-            pending.set(REPLY_DROPPED if value == REPLY_DROPPED else value)
+            pending.set(decode_reply(msg.reply))
 
     # -- on the leader --------------------------------------------------------------------
 
@@ -226,7 +244,7 @@ class Forwarder:
                 held = self.transport.reply_bytes()
                 if (len(reply) > SMALL_REPLY and held
                         and held + len(reply) > self.held_limit):  # (module docstring)
-                    reply = encode_reply(REPLY_DROPPED, 3)
+                    reply = DROPPED_BYTES
                     self.stats["forward_replies_dropped"] += 1
             self.transport.send(ForwardResponse(
                 term=self.core.term, src=self.id, dst=msg.src, req_id=msg.req_id,

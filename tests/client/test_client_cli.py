@@ -94,6 +94,14 @@ def test_usage_errors_exit_2(cluster: LocalCluster) -> None:
     assert CliRunner().invoke(main, ["-e", "nonsense", "GET", "a"]).exit_code == 2
 
 
+def test_a_mistyped_option_glued_to_its_value_is_refused_without_showing_it() -> None:
+    """(attack22) ``--password=s3cret``: named in the usage error, its value not shown."""
+    r = CliRunner().invoke(main, ["-e", closed_endpoint(), "--password=s3cret", "GET", "k"])
+    assert r.exit_code == 2
+    assert "Unrecognized option or bad number of args for: '--password'" in r.output
+    assert "s3cret" not in r.output
+
+
 def test_status_table(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
     for args in (["status"], ["STATUS"]):

@@ -13,7 +13,15 @@ from __future__ import annotations
 import types
 from typing import Any
 
-from raftkv.node.forwarding import REPLY_DROPPED, Forwarder
+import attrs
+
+from raftkv.node.forwarding import (
+    DROPPED_BYTES,
+    DROPPED_MARK,
+    REPLY_DROPPED,
+    Forwarder,
+    decode_reply,
+)
 from raftkv.node.pending import Pending
 from raftkv.node.requests import RequestTracker
 from raftkv.node.settings import NodeSettings
@@ -21,6 +29,7 @@ from raftkv.node.sizes import forward_reply_limit
 from raftkv.node.transport import PeerTransport
 from raftkv.raft import Role
 from wire.raft import AppendEntries, ForwardRequest, ForwardResponse
+from wire.record import decode, encode
 from wire.reply import ErrorReply
 from wire.resp import encode_reply
 from wire.resp_reply import ReplyParser
@@ -83,6 +92,7 @@ def test_replies_past_the_limit_are_dropped_and_say_the_command_was_applied() ->
     values = [decoded(m.reply) for m in transport.sent]
     assert values[:2] == [big, big]  # 2 x 400 kB held: the third would pass 1 MB
     assert values[2:] == [REPLY_DROPPED, REPLY_DROPPED]
+    assert [m.reply for m in transport.sent[2:]] == [DROPPED_BYTES, DROPPED_BYTES]  # marked
     assert stats["forward_replies_dropped"] == 2
     assert "was applied" in REPLY_DROPPED.text and "not applied" not in REPLY_DROPPED.text
     run_forwarded(fwd, b"small", 9)  # a reply that still fits is sent
@@ -113,8 +123,24 @@ def test_the_follower_hands_its_client_port_the_one_dropped_instance() -> None:
     pending = Pending()
     fwd.forward([b"SET", b"k", b"v"], pending, 100.0)
     (msg,) = sent
-    fwd.on_response(ForwardResponse(4, 2, 1, msg.req_id, encode_reply(REPLY_DROPPED, 3)))
+    fwd.on_response(ForwardResponse(4, 2, 1, msg.req_id, DROPPED_BYTES))
     assert pending.value is REPLY_DROPPED
+
+
+def test_only_the_mark_makes_a_reply_dropped_not_its_text() -> None:
+    """(attack22) A script's error with REPLY_DROPPED's text, or a previous release's
+    unmarked drop, is an error for the client, not the instance it is disconnected on."""
+    same_text = encode_reply(ErrorReply(REPLY_DROPPED.text), 3)
+    assert decode_reply(same_text) == REPLY_DROPPED
+    assert decode_reply(same_text) is not REPLY_DROPPED
+    assert decode_reply(DROPPED_BYTES) is REPLY_DROPPED
+    # The mark must follow exactly one reply.
+    assert decode_reply(same_text + DROPPED_MARK + DROPPED_MARK) is not REPLY_DROPPED
+    # A previous release's follower reads the first reply only: REPLY_DROPPED's text, on
+    # which it disconnects as before; the record is the same (its codec is strict).
+    assert decoded(DROPPED_BYTES) == REPLY_DROPPED
+    frame = ForwardResponse(4, 2, 1, 7, DROPPED_BYTES)
+    assert decode(encode(frame)) == frame and len(attrs.fields(ForwardResponse)) == 5
 
 
 def test_the_transport_counts_the_replies_queued_until_taken_or_dropped() -> None:
