@@ -415,10 +415,13 @@ class Node:
             error = unbuilt_error(args, decoded)
             if error is not None:
                 return error
-        # (Each check below answers the common case from its own cheap bound.)
-        error = key_cap.refusal(args, self.settings.max_keys_per_command, decoded)
-        if error is not None:
-            return error
+        # (Each check below answers the common case from its own cheap bound; the two
+        # that a plain write's arguments pass are asked without their calls, ~0.15 us.)
+        limit = self.settings.max_keys_per_command
+        if len(args) > limit + 1 or entry:  # (else it names at most ``limit`` keys)
+            error = key_cap.refusal(args, limit, decoded)
+            if error is not None:
+                return error
         error = self._size_error(args)
         if error is not None:
             return error
@@ -430,7 +433,7 @@ class Node:
             error = self._cost_error(args, decoded)
             if error is not None:
                 return error
-        if checks.write:
+        if checks.write and self.memory.limit:  # (no --maxmemory: nothing to refuse)
             error = self.memory.refuse(args)
             if error is not None:
                 return error

@@ -15,12 +15,16 @@ import trio
 
 
 class Pending:
-    __slots__ = ("_callbacks", "_event", "done", "value")
+    __slots__ = ("_callback", "_callbacks", "_event", "done", "value")
 
     def __init__(self) -> None:
         self.done = False
         self.value: Any = None
         self._event: trio.Event | None = None
+        # The first callback in a slot of its own, any later ones in a list: nearly every
+        # Pending gets one (the client port's reply slot), and a list built per command
+        # for it cost ~0.1 us of each (allocation, append, loop; p16).
+        self._callback: Callable[[Any], None] | None = None
         self._callbacks: list[Callable[[Any], None]] | None = None
 
     @classmethod
@@ -38,18 +42,24 @@ class Pending:
         self.value = value
         if self._event is not None:
             self._event.set()
-        if self._callbacks:
-            for cb in self._callbacks:
-                cb(value)
-            self._callbacks = None
+        first = self._callback
+        if first is not None:
+            self._callback = None
+            first(value)
+            if self._callbacks:
+                for cb in self._callbacks:
+                    cb(value)
+                self._callbacks = None
 
     def add_callback(self, cb: Callable[[Any], None]) -> None:
-        """Call ``cb(value)`` once set (immediately if already set)."""
+        """Call ``cb(value)`` once set (immediately if already set); in the order added."""
         if self.done:
             cb(self.value)
+        elif self._callback is None:
+            self._callback = cb
+        elif self._callbacks is None:
+            self._callbacks = [cb]
         else:
-            if self._callbacks is None:
-                self._callbacks = []
             self._callbacks.append(cb)
 
     async def wait(self) -> Any:

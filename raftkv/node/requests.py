@@ -159,8 +159,10 @@ class RequestTracker:
             # An entry of an older term we proposed at this index is gone from our log, now
             # that we lead and reuse the index: it never committed (Leader Completeness).
             self.fail_write(old, LOST)
-        self.writes[index] = Waiter(pending, deadline, UNKNOWN_TIMEOUT, term=term,
-                                    proposal=True)
+        # Positionally (args, term, leader, write, proposal): attrs' __init__ given keywords
+        # took ~0.2 us more, a leader's every proposal (p16).
+        self.writes[index] = Waiter(pending, deadline, UNKNOWN_TIMEOUT, [], term, 0, False,
+                                    True)
 
     def applied(self, entry: Entry, result: Any) -> None:
         """``entry`` was applied with ``result``: answer the write proposed at its index."""

@@ -355,7 +355,12 @@ class RaftCore:
     def propose(self, data: bytes) -> tuple[int, int]:
         """Append a command; returns its (index, term). It is committed if an entry with that
         index *and term* is later applied; another term at that index means it was lost."""
-        e = self._append_as_leader(NORMAL, data)
+        # ``_append_as_leader`` of a NORMAL entry, its two calls and the check's inlined:
+        # a leader proposes every client write here (~0.2 us of each, p16).
+        if self._role is not Role.LEADER or self._transferee:
+            self._check_can_propose()  # (raises NotLeader)
+        e = self._log.append_next(self._term, NORMAL, data)
+        self._bcast_pending = True
         return e.index, e.term
 
     def propose_config(self, config: ClusterConfig) -> tuple[int, int]:
