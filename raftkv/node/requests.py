@@ -25,7 +25,7 @@ Parked commands are the exception to "each its own deadline" while this node lea
 leader parks writes only while it hands over, and the transfer decides them all, in order
 (proposed if it ends with this node leading, else refused or sent on by the driver); it
 ends within one election timeout, which bounds their wait. Had each kept its own deadline
-(``leader_wait``, 2 s, under an election timeout of up to 50 s), the sweep refused a
+(``leader_wait``, then a fixed 2 s under an election timeout of up to 50 s), the sweep refused a
 follower's forwarded ``W1`` while the transfer ran, and its ``W2``, parked later, was then
 proposed: the log held ``W2`` without ``W1`` (attack20). Once this node no longer leads,
 the forwarded writes parked while it led are refused together, at the next sweep, whatever
