@@ -1,15 +1,13 @@
-"""perffollow 6d59d04 (ChangeFeed: the entries bound trimmed TRIM_SLACK indexes late,
-readers settle first) is wrong for a replica that loads a snapshot whose index is past
-its feed's last NORMAL entry (the snapshot's index is a new leader's NOOP or a CONFIG
-entry: neither reaches the state machine, so the snapshotting replica's feed never saw
-that index). ``restored_at`` raises ``last_index`` to the snapshot's index and the
-branch's readers (and ``state``) then ``_settle`` against it, dropping changes the peer
-that took the snapshot, at the same applied index, still serves: the two replicas answer
-XRANGE/XREAD differently and encode different snapshots at the same index.
-
-Right (main): loading a snapshot does not trim; the feed is exactly the one the snapshot
-carried until the next NORMAL entry appends (which trims every replica alike), so every
-replica at one applied index holds, serves and snapshots the same tail."""
+"""Loading a snapshot never trims the change feed: every replica at one applied index
+holds, serves and snapshots the same tail. A replica loads snapshots whose index is past
+its feed's last NORMAL entry (a new leader's NOOP or a CONFIG entry: neither reaches the
+state machine, so the snapshotting replica's feed never saw that index), and
+``restored_at`` raises ``last_index`` to it. A trim deferred to the readers (perffollow
+6d59d04, attack22b; not merged) then settled against that index and dropped changes the
+peer that took the snapshot still served: the two replicas answered XRANGE/XREAD
+differently and encoded different snapshots at the same index. Right (main, and Redis's
+replicas alike): the feed is exactly the one the snapshot carried until the next NORMAL
+entry appends, which trims every replica alike."""
 
 from __future__ import annotations
 
