@@ -174,7 +174,7 @@ class ChangeFeed:
                     self.bytes += record.size
                     self._count += len(record)
                 else:
-                    items.append(tuple(record))  # (module docstring: not a Change)
+                    items.append(record[:])  # a plain tuple (module docstring; [:] beats tuple())
                     value = record[4]  # (change_size, inlined: a call per applied write)
                     self.bytes += CHANGE_OVERHEAD + len(record[3]) + (len(value) if value else 0)  # type: ignore[arg-type]
                     self._count += 1

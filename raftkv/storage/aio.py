@@ -57,6 +57,31 @@ class _IoEvent(ctypes.Structure):
                 ("res", ctypes.c_int64), ("res2", ctypes.c_int64)]
 
 
+class _AioRing(ctypes.Structure):  # struct aio_ring (fs/aio.c): the completion ring's header
+    _fields_ = [("id", ctypes.c_uint32), ("nr", ctypes.c_uint32), ("head", ctypes.c_uint32),
+                ("tail", ctypes.c_uint32), ("magic", ctypes.c_uint32),
+                ("compat_features", ctypes.c_uint32), ("incompat_features", ctypes.c_uint32),
+                ("header_length", ctypes.c_uint32)]
+
+
+AIO_RING_MAGIC = 0xA10A10A1
+_NO_WAIT = (ctypes.c_long * 2)(0, 0)  # io_getevents' timeout: never wait (it is const)
+
+
+def _user_ring(ctx: int) -> tuple[_AioRing, ctypes.Array[_IoEvent]] | None:
+    """The context's completion ring, mapped in our memory (io_setup's context id is its
+    address: the kernel ABI libaio and fio reap from), where it can be read safely: x86-64
+    (stores are seen in order, so an event is complete once ``tail`` is past it) and the
+    header the kernel writes (its magic, no incompatible features)."""
+    if platform.machine() != "x86_64" or not ctx:
+        return None
+    ring = _AioRing.from_address(ctx)
+    if (ring.magic != AIO_RING_MAGIC or ring.incompat_features != 0 or ring.nr == 0
+            or ring.header_length != ctypes.sizeof(_AioRing)):
+        return None
+    return ring, (_IoEvent * ring.nr).from_address(ctx + ring.header_length)
+
+
 class AioFsync:
     """One AIO context and its eventfd; one fsync in flight at a time (``submit``, wait
     until ``fileno()`` is readable, ``reap``)."""
@@ -72,6 +97,7 @@ class AioFsync:
         self._iocb.aio_resfd = efd
         self._iocbs = (ctypes.POINTER(_Iocb) * 1)(ctypes.pointer(self._iocb))
         self._event = (_IoEvent * 1)()
+        self._ring = _user_ring(ctx.value or 0)
         self.in_flight = False
 
     @classmethod
@@ -120,8 +146,21 @@ class AioFsync:
             os.eventfd_read(self._efd)
         except BlockingIOError:
             return False
-        timeout = (ctypes.c_long * 2)(0, 0)  # it is done: never wait here
-        n = self._syscall(self._getevents, self._ctx, 1, 1, self._event, timeout)
+        # The kernel puts the event in the ring before it signals the eventfd: take it from
+        # there, as io_getevents would (the kernel reads the head we move when it counts
+        # free slots), without that syscall (one fewer a WAL fsync on every node, and a
+        # ctypes call: ~1.5 us of the loop; perf-follow). Else (no usable ring, or nothing
+        # in it) io_getevents, which does not wait: the fsync is done.
+        user = self._ring
+        if user is not None and (ring := user[0]).head != ring.tail:
+            head = ring.head % ring.nr
+            res = user[1][head].res
+            ring.head = (head + 1) % ring.nr
+            self.in_flight = False
+            if res < 0:
+                raise OSError(-res, os.strerror(-res))
+            return True
+        n = self._syscall(self._getevents, self._ctx, 1, 1, self._event, _NO_WAIT)
         if n != 1:
             err = ctypes.get_errno() if n < 0 else errno.EIO
             self.in_flight = False  # (the context is unusable: the caller fails the disk)
@@ -135,6 +174,7 @@ class AioFsync:
     def close(self) -> None:
         """Free the context (the kernel waits for an fsync still in flight) and the fd."""
         if self._efd >= 0:
+            self._ring = None  # (unmapped by io_destroy)
             self._syscall(self._destroy, self._ctx)
             os.close(self._efd)
             self._efd = -1
