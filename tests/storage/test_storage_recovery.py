@@ -358,17 +358,24 @@ def test_enospc_while_writing_a_snapshot_leaves_the_old_one_and_storage_works(
     s.close()
 
 
-def test_a_snapshot_that_would_leave_too_little_space_is_not_written(tmp_path, monkeypatch):
+def storage_two_blocks_over_the_headroom(tmp_path, monkeypatch):
+    """A storage with 5 entries on a disk that reports the snapshot headroom plus two
+    blocks free; and the block size."""
     s = reopen(tmp_path, fsync="always")
     s.append(entries(1, 5, term=1))
     s.sync()
     real = os.statvfs(tmp_path)
-    free_blocks = SNAPSHOT_HEADROOM // real.f_frsize + 2  # headroom + 2 blocks free
+    free_blocks = SNAPSHOT_HEADROOM // real.f_frsize + 2
     fake = os.statvfs_result((*real[:4], free_blocks, *real[5:]))
     monkeypatch.setattr(os, "statvfs", lambda path: fake)
+    return s, real.f_frsize
+
+
+def test_a_snapshot_that_would_leave_too_little_space_is_not_written(tmp_path, monkeypatch):
+    s, block = storage_two_blocks_over_the_headroom(tmp_path, monkeypatch)
     before = sorted(os.listdir(tmp_path))
     with pytest.raises(SnapshotNotWritten, match="not enough free space"):
-        s.compact(SnapshotMeta(4, 1, CONFIG), b"x" * (3 * real.f_frsize))
+        s.compact(SnapshotMeta(4, 1, CONFIG), b"x" * (3 * block))
     assert sorted(os.listdir(tmp_path)) == before  # not even a temp file was written
     s.compact(SnapshotMeta(4, 1, CONFIG), b"x" * 100)  # a small one still fits
     assert not s.failed and s.snapshot_meta().index == 4
@@ -379,24 +386,18 @@ def test_a_streamed_snapshot_checks_the_space_for_each_piece_as_it_comes(tmp_pat
     """Pieces from an iterator (the node encodes its own snapshot as it is written): the
     total is not known first, so each piece is checked before it is written; the piece
     that would leave too little space stops the snapshot, and nothing else fails."""
-    s = reopen(tmp_path, fsync="always")
-    s.append(entries(1, 5, term=1))
-    s.sync()
-    real = os.statvfs(tmp_path)
-    free_blocks = SNAPSHOT_HEADROOM // real.f_frsize + 2  # headroom + 2 blocks free
-    fake = os.statvfs_result((*real[:4], free_blocks, *real[5:]))
-    monkeypatch.setattr(os, "statvfs", lambda path: fake)
+    s, block = storage_two_blocks_over_the_headroom(tmp_path, monkeypatch)
     before = sorted(os.listdir(tmp_path))
     asked: list[int] = []
 
     def pieces():
-        for n in (100, 100, 3 * real.f_frsize, 100):
+        for n in (100, 100, 3 * block, 100):
             asked.append(n)
             yield b"x" * n
 
     with pytest.raises(SnapshotNotWritten, match="not enough free space"):
         s.compact(SnapshotMeta(4, 1, CONFIG), pieces())
-    assert asked == [100, 100, 3 * real.f_frsize]  # stopped at the piece that did not fit
+    assert asked == [100, 100, 3 * block]  # stopped at the piece that did not fit
     assert sorted(os.listdir(tmp_path)) == before  # the temp file is gone
     s.compact(SnapshotMeta(4, 1, CONFIG), iter([b"y" * 100, b"z" * 50]))
     assert not s.failed and s.snapshot_meta().index == 4
