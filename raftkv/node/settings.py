@@ -73,7 +73,8 @@ def check_own_entry(node_id: int, members: dict[int, str], peer_addr: str,
         entry_family = _family(entry_host)
         if entry_family is None or entry_family == _family(host):
             host = entry_host
-    if (entry_host, entry_port) != (host, port):
+    # Hostnames are case-insensitive (RFC 4343), and so are IPv6 literals' hex digits.
+    if (entry_host.lower(), entry_port) != (host.lower(), port):
         raise ValueError(f"{flag} {own} differs from node {node_id}'s entry in --cluster "
                          f"({entry}); they must be the same address")
 
