@@ -7,6 +7,7 @@
 from client.api import Client, connect
 from client.errors import (
     ConnectionFailed,
+    CredentialsRefused,
     DeadlineExceeded,
     LeaderUnreachable,
     OutcomeUnknown,
@@ -28,6 +29,7 @@ __all__ = [
     "ChangeId",
     "Client",
     "ConnectionFailed",
+    "CredentialsRefused",
     "DeadlineExceeded",
     "FeedCompacted",
     "LeaderUnreachable",

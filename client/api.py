@@ -32,6 +32,7 @@ from client.commands import Arg, Commands, Convert, convert_reply, parse_info
 from client.connection import TRANSPORT_ERRORS, Connection, failure_reason, parse_endpoints
 from client.errors import (
     ConnectionFailed,
+    CredentialsRefused,
     DeadlineExceeded,
     LeaderUnreachable,
     OutcomeUnknown,
@@ -44,7 +45,7 @@ from client.errors import (
 )
 from client.pipeline import Pipeline
 from client.safety import Safety, classify, word
-from client.security import Security
+from client.security import AuthRefused, Security
 from client.status import NodeStatus, cluster_status
 from client.watch import Watch
 from raftkv.backoff import Backoff
@@ -739,10 +740,11 @@ class Client(Commands):
         lives on but is unroutable from here, say).
         """
         errors: list[str] = []
+        refused: list[str] = []  # the nodes that refused our AUTH
         fallback: Connection | None = None
         unreachable = ""
         for addr in self._order():
-            conn = await self._open(addr, errors)
+            conn = await self._open(addr, errors, refused)
             if conn is None:
                 continue
             leader = await self._leader_of(conn, errors)
@@ -751,7 +753,7 @@ class Client(Commands):
                 continue
             if not leader or leader == addr:
                 break
-            direct = await self._open(leader, errors)
+            direct = await self._open(leader, errors, refused)
             if direct is not None:
                 self._unreachable_since.pop(leader, None)
                 if leader not in self.endpoints:
@@ -774,18 +776,21 @@ class Client(Commands):
                 raise LeaderUnreachable(
                     f"the nodes name {unreachable} as leader but it cannot be reached "
                     "(an election is probably under way)")
-            raise ConnectionFailed("could not reach any node: " + "; ".join(
-                dict.fromkeys(errors)))
+            failed = CredentialsRefused if refused else ConnectionFailed
+            raise failed("could not reach any node: " + "; ".join(dict.fromkeys(errors)))
         if fallback is not None and fallback is not conn:
             await fallback.aclose()
         return conn
 
-    async def _open(self, addr: str, errors: list[str]) -> Connection | None:
+    async def _open(self, addr: str, errors: list[str],
+                    refused: list[str]) -> Connection | None:
         with trio.move_on_after(self.connect_timeout):
             try:
                 return await Connection.open(addr, self.security)
             except OSError as exc:
                 errors.append(f"{addr}: {failure_reason(exc)}")
+                if isinstance(exc, AuthRefused):
+                    refused.append(addr)
                 return None
         errors.append(f"{addr}: connect timed out")
         return None

@@ -61,6 +61,11 @@ class ConnectionFailed(RaftKVError, ConnectionError):
     """No node could be reached (or every connection failed) before the call's deadline."""
 
 
+class CredentialsRefused(ConnectionFailed):
+    """No node could be used and at least one refused the client's AUTH on connect: no
+    command was sent (raftkv-cli's REPL then drops a typed AUTH's credentials)."""
+
+
 class LeaderUnreachable(ConnectionFailed):
     """The nodes name a leader this client cannot reach (usually: it just died)."""
 

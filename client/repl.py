@@ -19,13 +19,19 @@ from typing import Any
 
 import click
 
-from client.errors import ConnectionFailed, DeadlineExceeded, RaftKVError, ResponseError
+from client.errors import (
+    ConnectionFailed,
+    CredentialsRefused,
+    DeadlineExceeded,
+    RaftKVError,
+    ResponseError,
+)
 from client.format import Output
 from client.help import complete, overview, usage
 from client.status import render_table
 from client.subscribe_cli import is_subscribe, run_subscribe
 from client.sync import SyncClient
-from client.typed_auth import after_success
+from client.typed_auth import after_success, typed_credentials
 from client.until_stopped import INTERRUPTED
 from raftkv.kv import legacy_form
 from wire.errors import ProtocolError
@@ -171,15 +177,46 @@ class Repl:
         value = refused_here(args)
         if value is None:
             try:
-                value = self.kv.execute(*args)
-            except RaftKVError as exc:
-                value = exc
-            else:  # a typed AUTH holds for every connection the REPL opens (attack22)
-                client = self.kv.client
-                client.security = after_success(client.security, self.initial_security, args)
+                value = self.execute(args)
+            except CredentialsRefused as exc:
+                value = self.drop_typed_credentials(args, exc)
         self.status = max(self.status, exit_status(value))
         self.out.reply(value)
         return True
+
+    def execute(self, args: list[bytes]) -> Any:
+        """The command's reply (or error); a typed AUTH that succeeded then holds for every
+        connection the REPL opens (attack22). CredentialsRefused propagates."""
+        try:
+            value = self.kv.execute(*args)
+        except CredentialsRefused:
+            raise
+        except RaftKVError as exc:
+            return exc
+        client = self.kv.client
+        client.security = after_success(client.security, self.initial_security, args)
+        return value
+
+    def drop_typed_credentials(self, args: list[bytes], exc: CredentialsRefused) -> Any:
+        """The nodes refuse the credentials of an AUTH typed earlier (its password was
+        changed): without this every command, the AUTH with the new password and RESET
+        too, failed to connect until the REPL was restarted (attack23). Back to the
+        command line's ``--user/--pass`` (or none); a command that sets credentials itself
+        (AUTH, HELLO .. AUTH, RESET) is then sent. Any other was not sent, and is not
+        re-sent as another user: the user is told, once, and decides."""
+        client = self.kv.client
+        if client.security == self.initial_security:
+            return exc  # the command line's own credentials: nothing to fall back to
+        client.security = self.initial_security
+        if typed_credentials(args) is not None or [a.lower() for a in args] == [b"reset"]:
+            try:
+                return self.execute(args)
+            except CredentialsRefused as again:
+                return again
+        self.out.error("the nodes refuse the credentials of the AUTH typed earlier; the "
+                       "command was not sent. New connections now use the command line's "
+                       "--user/--pass (or none): type AUTH again to change that")
+        return exc
 
     def subscribe(self, args: list[bytes]) -> None:
         """Print messages until Ctrl-C, then back to the prompt. The subscription has a

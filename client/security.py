@@ -23,6 +23,10 @@ class HandshakeFailed(ConnectionError):
     """TLS failed or the node refused the credentials."""
 
 
+class AuthRefused(HandshakeFailed):
+    """The node answered the connection's AUTH with an error (WRONGPASS, ...)."""
+
+
 def tls_context(cacert: str | None = None, cert: str | None = None,
                 key: str | None = None) -> ssl.SSLContext:
     """A client context: verify the node against ``cacert`` (else the system's CAs) and
@@ -73,7 +77,7 @@ def check_auth_reply(reply: object) -> None:
     """HandshakeFailed for a refused AUTH, worded as redis-cli's ``AUTH failed: WRONGPASS
     ...``."""
     if isinstance(reply, ErrorReply) and not reply.text.startswith(NOT_NEEDED):
-        raise HandshakeFailed(f"AUTH failed: {reply.text}")
+        raise AuthRefused(f"AUTH failed: {reply.text}")
 
 
 def raw_socket(stream: Any) -> Any:

@@ -31,6 +31,7 @@ from raftkv.local_secrets import BadFiles as BadSecretFiles
 from raftkv.local_secrets import init as init_secrets
 from raftkv.log import setup_logging
 from raftkv.member_cli import change, print_members
+from raftkv.node.cluster_id import stored_cluster_id
 from raftkv.node.security import SecurityConfigError, security_warnings
 from raftkv.node.settings import NodeSettings, check_own_entry, parse_cluster
 from raftkv.node.sizes import MAX_REQUEST_BYTES
@@ -284,7 +285,8 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
     if not seeds and node_id not in members:
         raise click.BadParameter(f"--id {node_id} is not in --cluster {cluster}")
     try:
-        check_own_entry(node_id, members, peer_addr, options["advertise_peer_addr"])
+        if not _holds_state(options["data_dir"]):
+            check_own_entry(node_id, members, peer_addr, options["advertise_peer_addr"])
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if learner and not seeds:
@@ -311,6 +313,17 @@ def serve(node_id: int, client_addr: str, peer_addr: str, cluster: str, join: st
         click.echo("WARNING: --unsafe-stale-reads: reads on followers may be stale "
                    "(a test-only switch)", err=True)
     raftkv.serve.run_node(settings)
+
+
+def _holds_state(data_dir: str) -> bool:
+    """True if ``data_dir`` holds a node's state: the node restarts from it and ignores
+    ``--cluster`` (README), so an own entry there that no longer matches (a unit file
+    older than ``raftkv recover --peer-addr NEW``) must not stop it. An unreadable meta
+    counts as state: the node's own open reports it."""
+    try:
+        return stored_cluster_id(data_dir) is not None
+    except (DiskStorageError, OSError):
+        return True
 
 
 @main.command()

@@ -28,8 +28,8 @@ from raftkv.local_tls import prepare as prepare_tls
 from raftkv.node.cluster_id import ensure_cluster_id_file, stored_cluster_id
 from raftkv.node.peer_auth import ensure_secret_file
 from raftkv.probe import call, parse_info
-from raftkv.storage import DiskStorageError, open_storage
-from wire.raft import ClusterConfig
+from raftkv.storage import DiskStorageError
+from raftkv.storage.peek import peek_config
 
 MAX_UP_NODES = 9  # ``raftkv up --nodes``' bound (cli.py)
 
@@ -123,22 +123,16 @@ def lost_nodes(nodes: int, data_dir: str) -> str | None:
 def stored_voters(nodes: int, data_dir: str) -> list[int] | None:
     """The voters of the cluster in ``data_dir``, as the most advanced of node-1..N's
     directories records them (its log's last configuration); None if none holds state or
-    none can be read (e.g. a running node holds its lock)."""
+    none can be read."""
     best: tuple[int, list[int]] | None = None
     for i in range(1, nodes + 1):
         d = str(Path(data_dir) / f"node-{i}")
-        cluster_id = stored_cluster_id(d)
-        if cluster_id is None:
+        if stored_cluster_id(d) is None:
             continue
-        try:
-            storage = open_storage(d, cluster_id, i, ClusterConfig(), fsync="never")
+        try:  # read only: the node's own open repairs what needs it, and logs it (attack23)
+            last, config = peek_config(d)
         except (DiskStorageError, OSError, ValueError):
             continue
-        try:
-            _, config = storage.initial_state()
-            last = storage.last_index()
-        finally:
-            storage.close(sync=False)
         voters = sorted(m.id for m in config.members if not m.learner)
         if best is None or last > best[0]:
             best = (last, voters)

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 import raftkv.serve
 from raftkv.cli import serve
 from raftkv.node.settings import check_own_entry
+from raftkv.storage import open_storage
+from wire.raft import ClusterConfig, Member
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -63,3 +65,12 @@ def test_an_advertised_address_is_what_must_match() -> None:
     with pytest.raises(ValueError, match=r"--advertise-peer-addr 127.0.0.2:7101 differs .*"
                                          r"\(127.0.0.1:7101\)"):
         check_own_entry(1, CLUSTER, "127.0.0.1:7101", "127.0.0.2:7101")
+
+
+def test_a_restart_ignores_a_stale_cluster_entry(tmp_path: Path, no_node: list[object]) -> None:
+    """A node restarted on its data directory ignores --cluster (README): an entry there
+    older than ``raftkv recover --peer-addr NEW`` (an old unit file) must not stop it."""
+    config = ClusterConfig((Member(1, "127.0.0.1:7201"), Member(2, "127.0.0.1:7102")))
+    open_storage(tmp_path / "d", "abc", 1, config, fsync="never").close()
+    code, output = _serve(tmp_path, "--peer-addr", "127.0.0.1:7201")
+    assert code == 0 and len(no_node) == 1, output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 import attrs
@@ -42,6 +43,14 @@ def parse_cluster(text: str) -> dict[int, str]:
     return members
 
 
+def _family(host: str) -> int | None:
+    """4 or 6 for an IP literal, None for a hostname."""
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None
+
+
 def check_own_entry(node_id: int, members: dict[int, str], peer_addr: str,
                     advertise_peer_addr: str = "") -> None:
     """ValueError unless node ``node_id``'s entry in ``members`` (``--cluster``) is the
@@ -49,16 +58,23 @@ def check_own_entry(node_id: int, members: dict[int, str], peer_addr: str,
     ``--initial-advertise-peer-urls`` that differ from the member's ``--initial-cluster``
     entry: the other nodes dial the entry, this node tells them the other address, and
     which one is right depends on who asks. A wildcard ``--peer-addr`` (``0.0.0.0``,
-    ``[::]``) is a listen address: only its port must be the entry's."""
+    ``[::]``) is a listen address: only its port must be the entry's, and an IP-literal entry
+    must be of its family (the other family's peers cannot reach it)."""
     entry = members.get(node_id)
     flag, own = ("--advertise-peer-addr", advertise_peer_addr) if advertise_peer_addr \
         else ("--peer-addr", peer_addr)
     if entry is None:
         return
     host, port = parse_addr(own)
+    entry_host, entry_port = parse_addr(entry)
     if flag == "--peer-addr" and host in WILDCARD_HOSTS:
-        host = parse_addr(entry)[0]  # listening on every address: the entry's is one of them
-    if parse_addr(entry) != (host, port):
+        # Listening on every address of ITS family (trio binds [::] IPv6-only): the entry's
+        # is one of them unless it is a literal of the other family; a hostname can't be judged.
+        entry_family = _family(entry_host)
+        if entry_family is None or entry_family == _family(host):
+            host = entry_host
+    # Hostnames are case-insensitive (RFC 4343), and so are IPv6 literals' hex digits.
+    if (entry_host.lower(), entry_port) != (host.lower(), port):
         raise ValueError(f"{flag} {own} differs from node {node_id}'s entry in --cluster "
                          f"({entry}); they must be the same address")
 

@@ -194,6 +194,28 @@ def _refuse_foreign(d: str) -> list[str]:
     return names
 
 
+def reconcile(r: _Replay, s: SnapshotMeta, first_segment: str) -> list[_Row] | None:
+    """The entries after the snapshot: the ``install_snapshot`` rule, applied on open.
+
+    Keep the WAL's suffix after the snapshot index only if the WAL holds the snapshot's
+    entry with the snapshot's term (or starts right after it); otherwise the WAL is older
+    than the snapshot (an install the crash interrupted) and is void: None.
+    """
+    if r.base is None:
+        return []
+    if r.base > s.index:
+        raise CorruptionError(
+            first_segment, 0, f"WAL starts at {r.base + 1}, after snapshot {s.index}"
+        )
+    if s.index > r.last:
+        return None
+    if s.index > r.base and r.raw[s.index - r.base - 1][0] != s.term:
+        return None
+    first = s.index + 1
+    return [(t, i, k, b) for i, (t, k, b) in enumerate(r.raw[first - r.base - 1 :],
+                                                        start=first)]
+
+
 class DiskStorage:
     """A durable LogStorage (raftkv.raft.log_storage) on a local directory."""
 
@@ -463,26 +485,7 @@ class DiskStorage:
             r.base, r.raw = rec.index, []
 
     def _reconcile(self, r: _Replay) -> list[_Row] | None:
-        """The entries after the snapshot: the ``install_snapshot`` rule, applied on open.
-
-        Keep the WAL's suffix after the snapshot index only if the WAL holds the snapshot's
-        entry with the snapshot's term (or starts right after it); otherwise the WAL is older
-        than the snapshot (an install the crash interrupted) and is void: None.
-        """
-        s = self._snap
-        if r.base is None:
-            return []
-        if r.base > s.index:
-            raise CorruptionError(
-                self._segments[0].path, 0, f"WAL starts at {r.base + 1}, after snapshot {s.index}"
-            )
-        if s.index > r.last:
-            return None
-        if s.index > r.base and r.raw[s.index - r.base - 1][0] != s.term:
-            return None
-        first = s.index + 1
-        return [(t, i, k, b) for i, (t, k, b) in enumerate(r.raw[first - r.base - 1 :],
-                                                            start=first)]
+        return reconcile(r, self._snap, self._segments[0].path)
 
     # -- read side (the core) --------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ClusterConfig]:
