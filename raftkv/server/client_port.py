@@ -316,8 +316,9 @@ class ClientServer:
         # This node's subscriptions; applied entries' messages and keyspace events reach
         # them through the applier (the CLI checked the flags).
         self.pubsub = PubSub(parse_flags(settings.notify_keyspace_events) or 0,
-                             gone=lambda: REMOVED if node.removed else None)
-        node.applier.observe(self.pubsub.applied)
+                             gone=lambda: REMOVED if node.removed else None,
+                             on_listening=node.applier.listen)
+        node.applier.observe(self.pubsub.applied, listening=False)
         self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
         # XREAD BLOCK (streams.py); its window grows with the readers waiting.
         self.blocked = BlockedReaders(settings.watch_max_blocked,
