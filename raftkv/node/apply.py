@@ -41,9 +41,6 @@ monotonic = time.monotonic  # (a module attribute: tests replace it)
 # At most this many of the leader's own proposals keep their decoded arguments
 # (``Applier.proposed``); past it they are dropped, and their entries are decoded.
 PROPOSED_KEPT = 4096
-# Only an entry of at most this many bytes keeps them: at most ~16 MiB held so, and a
-# larger entry's decode is little beside its apply.
-PROPOSED_BYTES = 4096
 
 
 async def free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000) -> None:

@@ -48,7 +48,7 @@ from raftkv.kv.features import (
 from raftkv.kv.feed import ChangeFeed
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
-from raftkv.node.apply import PROPOSED_BYTES, PROPOSED_KEPT, Applier
+from raftkv.node.apply import PROPOSED_KEPT, Applier
 from raftkv.node.backup_source import BackupSource
 from raftkv.node.clock import LeaderClock
 from raftkv.node.driver import CoreDriver
@@ -511,8 +511,8 @@ class Node:
         else:  # ``entry_data``'s plain form, its decode kept for our own apply (below)
             stamp = self.clock.stamp()
             data = encode_entry(args, stamp)
-            plain = args[:] if len(data) <= PROPOSED_BYTES else None
-            for arg in plain or ():
+            plain = args[:]
+            for arg in plain:
                 if type(arg) is not bytes:  # (decoded, it would be bytes: not kept)
                     plain = None
                     break

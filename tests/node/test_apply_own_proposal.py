@@ -13,7 +13,7 @@ import trio
 from raftkv.kv import encode_entry
 from raftkv.kv import machine as machine_module
 from raftkv.node import node as node_module
-from raftkv.node.apply import PROPOSED_BYTES, PROPOSED_KEPT
+from raftkv.node.apply import PROPOSED_KEPT
 from raftkv.node.driver import CoreDriver
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
@@ -119,9 +119,3 @@ def test_a_kept_proposal_goes_when_another_kind_of_entry_applies_at_its_index(
     submit(n, [b"SET", b"k", b"v"])
     n.applier.apply([Entry(2, 1, NOOP, b"")])
     assert not n.applier.proposed and n.kv.read([b"GET", b"k"]) is None
-
-
-def test_a_large_proposal_keeps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    n = leader(monkeypatch)
-    submit(n, [b"SET", b"k", b"v" * PROPOSED_BYTES])
-    assert n.core.proposed and not n.applier.proposed  # type: ignore[attr-defined]
