@@ -80,9 +80,6 @@ class Applier:
         # arguments that data decodes to), filled by Node._propose, taken as applied. An
         # entry is applied from them only if it holds that very ``data`` object: an entry
         # replaced at the index (a new leader's), or read back from disk, is decoded.
-        # Each is dropped once an entry at its index applies, whatever entry (one a
-        # truncation dropped goes when its replacement applies), all on a restore; at
-        # most PROPOSED_KEPT (cleared when full).
         self.proposed: dict[int, tuple[bytes, int, list[bytes]]] = {}
 
     def observe(self, observer: Observer, listening: bool = True) -> None:
@@ -145,8 +142,6 @@ class Applier:
                 if observers and (self.listening or kv.published):
                     self._tell_observers(index, records)
             else:
-                if proposed:
-                    proposed.pop(index, None)  # (ours was truncated: a new leader's entry)
                 requests.applied(entry, self._apply_one(entry))
                 self.applied = index
             done += 1

@@ -18,7 +18,7 @@ from raftkv.node.driver import CoreDriver
 from raftkv.node.node import Node
 from raftkv.node.pending import Pending
 from raftkv.testing import idle_node
-from wire.raft import NOOP, NORMAL, Entry
+from wire.raft import NORMAL, Entry
 
 
 class Core:
@@ -110,12 +110,3 @@ def test_the_kept_proposals_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     n.applier.proposed.update({-i: (b"", 0, []) for i in range(PROPOSED_KEPT)})
     submit(n, [b"SET", b"k", b"v"])
     assert list(n.applier.proposed) == [1]
-
-
-def test_a_kept_proposal_goes_when_another_kind_of_entry_applies_at_its_index(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A new leader's NOOP replaced ours: its arguments are not held any longer."""
-    n = leader(monkeypatch)
-    submit(n, [b"SET", b"k", b"v"])
-    n.applier.apply([Entry(2, 1, NOOP, b"")])
-    assert not n.applier.proposed and n.kv.read([b"GET", b"k"]) is None
