@@ -246,28 +246,21 @@ class KVStateMachine:
         """The highest stamp applied (ms since the epoch): the replicated clock."""
         return self._now
 
-    def apply(self, data: bytes, index: int | None = None,
-              decoded: tuple[bytes, int, list[bytes]] | None = None) -> Reply:
+    def apply(self, data: bytes, index: int | None = None) -> Reply:
         """Apply one log entry (see ``encode_entry``) and return its reply. Raises only
         ``MemoryError`` (which depends on the process, not the entry) and
         ``EntryNeedsLevel`` (a form of a later release: the node must stop, not skip it).
 
         ``index`` is the entry's log index, the revision of the changes it makes (left
-        in ``last_records``); without one (tests, tools) the entry counter stands in.
-        ``decoded``: (``data``, stamp, arguments), what ``data`` decodes to (a plain level-0
-        entry), given by a leader applying its own proposal: not decoded again (~0.5 us)."""
-        if decoded is not None:
-            _, stamp, args = decoded
-            level = 0
-        else:
-            try:
-                stamp, level, args = decode_entry_level(data)
-            except KVDecodeError as exc:
-                self.last_records = []
-                return ErrorReply(f"ERR corrupt command in the log: {exc}")
-            if level > FEATURE_LEVEL:  # a later release's form: skipping it would diverge
-                self.last_records = []
-                raise EntryNeedsLevel(index, level)
+        in ``last_records``); without one (tests, tools) the entry counter stands in."""
+        try:
+            stamp, level, args = decode_entry_level(data)
+        except KVDecodeError as exc:
+            self.last_records = []
+            return ErrorReply(f"ERR corrupt command in the log: {exc}")
+        if level > FEATURE_LEVEL:  # a later release's form: skipping it would diverge
+            self.last_records = []
+            raise EntryNeedsLevel(index, level)
         self._level = level
         self._seq += 1
         if index is None:

@@ -38,9 +38,6 @@ from wire.reply import OK, ErrorReply
 log = logging.getLogger("raftkv.node")
 Observer = Callable[[int, list[tuple[bytes, bytes]], Iterable[Change]], None]
 monotonic = time.monotonic  # (a module attribute: tests replace it)
-# At most this many of the leader's own proposals keep their decoded arguments
-# (``Applier.proposed``); past it they are dropped, and their entries are decoded.
-PROPOSED_KEPT = 4096
 
 
 async def free_in_slices(data: dict[bytes, bytes] | list[Any], step: int = 5000) -> None:
@@ -76,11 +73,6 @@ class Applier:
         # such an entry tells them nothing (``listen``: the client port's Pub/Sub, which
         # ignores entries while it has no subscription; ~0.3 us a SET).
         self.listening = 0
-        # The leader's own plain proposals: index -> (the entry's data, its stamp, the
-        # arguments that data decodes to), filled by Node._propose, taken as applied. An
-        # entry is applied from them only if it holds that very ``data`` object: an entry
-        # replaced at the index (a new leader's), or read back from disk, is decoded.
-        self.proposed: dict[int, tuple[bytes, int, list[bytes]]] = {}
 
     def observe(self, observer: Observer, listening: bool = True) -> None:
         """Call ``observer(index, published, changes)`` after each NORMAL entry; one not
@@ -97,7 +89,6 @@ class Applier:
         self.clock.observe(self.kv.now)
         self.kv.feed.restored_at(meta.index)
         self.applied = meta.index
-        self.proposed.clear()  # (none of them applies now: the snapshot holds them)
         self.applied_term, self.applied_config = meta.term, meta.config
         self.kv.configured(m.id for m in meta.config.members)  # (cluster_level's ids)
 
@@ -112,7 +103,6 @@ class Applier:
         driver lets the loop run, then applies the rest: see ``CoreDriver._apply``)."""
         kv, requests = self.kv, self.requests
         kv_apply, writes, observers = kv.apply, requests.writes, self._observers
-        proposed = self.proposed
         listening = bool(self.on_changes)
         timed = until != math.inf
         changes: list[Record] = []
@@ -123,12 +113,8 @@ class Applier:
         for entry in entries:
             index = entry.index
             if entry.kind == NORMAL:
-                mine = proposed.pop(index, None) if proposed else None
                 try:
-                    if mine is not None and mine[0] is entry.data:
-                        result = kv_apply(entry.data, index, mine)
-                    else:
-                        result = kv_apply(entry.data, index)
+                    result = kv_apply(entry.data, index)
                 except (MemoryError, EntryNeedsLevel):
                     raise  # fail-stop, never diverge: see KVStateMachine.apply
                 except Exception as exc:  # a state-machine bug must not become a crash loop

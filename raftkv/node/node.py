@@ -48,7 +48,7 @@ from raftkv.kv.features import (
 from raftkv.kv.feed import ChangeFeed
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
-from raftkv.node.apply import PROPOSED_KEPT, Applier
+from raftkv.node.apply import Applier
 from raftkv.node.backup_source import BackupSource
 from raftkv.node.clock import LeaderClock
 from raftkv.node.driver import CoreDriver
@@ -506,28 +506,10 @@ class Node:
                  scripted: bool) -> bool:
         """Propose a write as leader, tracked until it applies; False if the core refuses
         (a leadership transfer, or no longer leader)."""
-        if scripted or is_exec(args):
-            data, plain = self.entry_data(args, scripted), None
-        else:  # ``entry_data``'s plain form, its decode kept for our own apply (below)
-            stamp = self.clock.stamp()
-            data = encode_entry(args, stamp)
-            plain = args[:]
-            for arg in plain:
-                if type(arg) is not bytes:  # (decoded, it would be bytes: not kept)
-                    plain = None
-                    break
         try:
-            index, term = self.core.propose(data)
+            index, term = self.core.propose(self.entry_data(args, scripted))
         except NotLeader:
             return False
-        if plain is not None:
-            # The leader applies its own entry without decoding it again (~0.5 us of a
-            # SET): the arguments its bytes decode to, a copy of plain bytes (Applier.apply
-            # takes them only while the entry it applies holds these very bytes).
-            proposed = self.applier.proposed
-            if len(proposed) >= PROPOSED_KEPT:
-                proposed.clear()  # (indexes truncated away or installed past: never applied)
-            proposed[index] = (data, stamp, plain)
         self.requests.track_write(index, term, pending, deadline)
         self.stats["proposed"] += 1
         self.driver.proposed()
