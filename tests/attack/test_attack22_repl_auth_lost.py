@@ -33,14 +33,11 @@ user's commands as someone else.
 
 from __future__ import annotations
 
-import queue
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from repl_pipes import Repl
 
 from chaos.cluster import LocalCluster
 
@@ -58,34 +55,6 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
                       extra_args=["--acl-file", str(acl)]) as c:
         c.wait_for_leader()
         yield c
-
-
-class Repl:
-    """raftkv-cli's REPL on pipes: one line in, its reply's first non-empty line out."""
-
-    def __init__(self, endpoints: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "client", "-e", endpoints, "--timeout", "20"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").strip()
-            if line:
-                self.lines.put(line)
-
-    def ask(self, line: str) -> str:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        self.proc.stdin.flush()
-        return self.lines.get(timeout=60)
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 def test_a_typed_auth_survives_a_reconnect(cluster: LocalCluster) -> None:
