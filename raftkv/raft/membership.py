@@ -56,10 +56,7 @@ class ConfigHistory:
     never be truncated away)."""
 
     items: list[tuple[int, ClusterConfig]]
-    # Of the configuration in force; kept up to date because quorum math runs per message,
-    # and ``current`` is asked on every client command (whether this node was removed):
-    # an attribute, not a property's call (~60 ns).
-    current: ClusterConfig = attrs.field(init=False)
+    # Of the configuration in force; kept up to date because quorum math runs per message.
     voters: frozenset[int] = attrs.field(init=False)
     learners: frozenset[int] = attrs.field(init=False)
 
@@ -67,9 +64,12 @@ class ConfigHistory:
         self._changed()
 
     def _changed(self) -> None:
-        self.current = current = self.items[-1][1]
-        self.voters = voters(current)
-        self.learners = learners(current)
+        self.voters = voters(self.current)
+        self.learners = learners(self.current)
+
+    @property
+    def current(self) -> ClusterConfig:
+        return self.items[-1][1]
 
     @property
     def index(self) -> int:
