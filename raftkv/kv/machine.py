@@ -214,8 +214,9 @@ class KVStateMachine:
         self._level = 0  # the feature level of the entry being applied (``_version``)
         self._outer: list[bytes] = []  # the entry being applied (``_budget``)
         # PUBLISH's (channel, message) pairs applied and not yet taken by the runtime,
-        # which delivers them to this node's subscribers (``take_published``).
-        self._published: list[tuple[bytes, bytes]] = []
+        # which delivers them to this node's subscribers (``take_published``; read, not
+        # changed, by the runtime to skip an entry that PUBLISHed nothing).
+        self.published: list[tuple[bytes, bytes]] = []
         # The change feed: what the entry being applied changed (changes.py); after each
         # ``apply``, ``last_records`` holds the entry's change records for the runtime to
         # read (``last_changes``: the same, expanded).
@@ -291,7 +292,7 @@ class KVStateMachine:
 
     def take_published(self) -> list[tuple[bytes, bytes]]:
         """The messages PUBLISHed by the entries applied since the last call, in order."""
-        published, self._published = self._published, []
+        published, self.published = self.published, []
         return published
 
     def read(self, args: list[bytes], now: int | None = None) -> Reply:
@@ -1113,7 +1114,7 @@ class KVStateMachine:
         """``PUBLISH channel message``: recorded for the runtime, no key changes. The reply
         is 0 here (inside EXEC or a script): how many clients receive it is each node's own
         business, so the client port answers a plain PUBLISH with its own count."""
-        self._published.append((args[1], args[2]))
+        self.published.append((args[1], args[2]))
         return 0
 
     # -- transactions ----------------------------------------------------------------------
@@ -1258,14 +1259,14 @@ class KVStateMachine:
         recorder = self._recorder
         if recorder.pending:
             recorder.settle(self._data, self._expires)
-        return (*recorder.mark(), len(self._published))
+        return (*recorder.mark(), len(self.published))
 
     def retract_changes(self, mark: tuple[int, int, int]) -> None:
         """A failing script's writes were undone: what they told the feed, watchers,
         keyspace notifications and subscribers since ``mark`` is dropped with them."""
         if self._writing:
             self._recorder.retract(mark[:2], self._data, self._expires)
-        del self._published[mark[2]:]
+        del self.published[mark[2]:]
 
     def keyspace(self) -> Keyspace:
         """The maps FLUSHALL replaces, by reference, and the deletion index: what a failing

@@ -316,8 +316,9 @@ class ClientServer:
         # This node's subscriptions; applied entries' messages and keyspace events reach
         # them through the applier (the CLI checked the flags).
         self.pubsub = PubSub(parse_flags(settings.notify_keyspace_events) or 0,
-                             gone=lambda: REMOVED if node.removed else None)
-        node.applier.observe(self.pubsub.applied)
+                             gone=lambda: REMOVED if node.removed else None,
+                             on_listening=node.applier.listen)
+        node.applier.observe(self.pubsub.applied, listening=False)
         self.tls = ClientTLS.from_settings(settings)  # None: plain text (client_tls.py)
         # XREAD BLOCK (streams.py); its window grows with the readers waiting.
         self.blocked = BlockedReaders(settings.watch_max_blocked,
@@ -730,6 +731,11 @@ class ClientServer:
         out: list[bytes] = []
         size = 0
         burst = 0  # slots handled since the writer last yielded
+        # The bytes of the slots written since the buffer total was last told: told before
+        # the writer awaits anything (or runs a callback that may weigh a reply), so no
+        # other code sees another total than a call a slot gave; ~90 ns a pipelined SET.
+        released = 0
+        buffers = self.buffers
         after: Slot | None = None  # a slot got while DirectReply still owed one before it
         slot: Slot | None
         async with recv:
@@ -740,6 +746,9 @@ class ClientServer:
                     try:  # a queued slot without a trip through the scheduler
                         slot = recv.receive_nowait()
                     except trio.WouldBlock:
+                        if released:
+                            buffers.add_output(conn, -released)
+                            released = 0
                         if out:  # nothing more queued: send what is ready
                             await stream.send_all(b"".join(out))
                             out.clear()
@@ -757,6 +766,9 @@ class ClientServer:
                     except trio.EndOfChannel:
                         slot = None
                     if direct is not None and direct.waiting is not None:
+                        if released:
+                            buffers.add_output(conn, -released)
+                            released = 0
                         ahead = direct.take()  # (asked only when one waits: a call a slot)
                         # A reply owed before this slot, or before the end of the commands
                         # (not lost with the queue): written first, weighed now.
@@ -767,8 +779,14 @@ class ClientServer:
                 burst += 1
                 if burst >= YIELD_EVERY:
                     burst = 0
+                    if released:
+                        buffers.add_output(conn, -released)
+                        released = 0
                     await trio.lowlevel.checkpoint()
                 if not slot.pending.done:
+                    if released:
+                        buffers.add_output(conn, -released)
+                        released = 0
                     if out:  # send what is answered before waiting on a slow reply
                         await stream.send_all(b"".join(out))
                         out.clear()
@@ -778,15 +796,24 @@ class ClientServer:
                 if type(value) in ONE_PIECE:  # (+OK, an int...: one piece, no generator)
                     piece = encode_reply(value, slot.proto)
                     if len(piece) >= SEND_CHUNK and not out:
+                        if released:
+                            buffers.add_output(conn, -released)
+                            released = 0
                         await stream.send_all(piece)  # a large piece goes out uncopied
                     else:
                         out.append(piece)
                         size += len(piece)
                         if size >= SEND_CHUNK:
+                            if released:
+                                buffers.add_output(conn, -released)
+                                released = 0
                             await stream.send_all(b"".join(out))
                             out.clear()
                             size = 0
                 else:
+                    if released:  # (every await below, and _reweigh's weighing)
+                        buffers.add_output(conn, -released)
+                        released = 0
                     if isinstance(value, SlicedRead):
                         value = await _finish(value, self.sliced)
                         self._reweigh(conn, slot, value)
@@ -801,7 +828,7 @@ class ClientServer:
                             out.clear()
                             size = 0
                 conn.out_bytes -= slot.size
-                self.buffers.add_output(conn, -slot.size)
+                released += slot.size
                 conn.owed -= 1
                 if slot.push:
                     conn.pushes -= 1
@@ -811,6 +838,8 @@ class ClientServer:
                     conn.out_drained = None
                 if slot.close_after:
                     break
+            if released:
+                buffers.add_output(conn, -released)
             if out:
                 await stream.send_all(b"".join(out))
         if conn.closing:

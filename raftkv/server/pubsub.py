@@ -130,8 +130,13 @@ class PubSub:
     """This node's subscriptions and the delivery of applied messages to them."""
 
     def __init__(self, notify_flags: int = 0,
-                 gone: Callable[[], ErrorReply | None] | None = None) -> None:
+                 gone: Callable[[], ErrorReply | None] | None = None,
+                 on_listening: Callable[[bool], None] | None = None) -> None:
         self.gone = gone  # the node's reason it can deliver nothing more, else None
+        # Told True when the first subscription is made, False when the last goes:
+        # ``applied`` ignores an entry while there is none (the applier then skips it).
+        self.on_listening = on_listening
+        self._listening = False  # what ``on_listening`` was told last
         self.channels: dict[bytes, dict[int, Subscriber]] = {}
         self.patterns: dict[bytes, tuple[Glob, dict[int, Subscriber]]] = {}
         self.notify_flags = notify_flags  # notify-keyspace-events (raftkv.kv.notify)
@@ -169,6 +174,13 @@ class PubSub:
     def _add(self, conn: Subscriber, names: Iterable[bytes], kind: bytes, pattern: bool) -> Replies:
         if self.gone is not None and not (self.channels or self.patterns):
             self._wake.set()  # the delivery task starts asking ``gone``
+        try:
+            return self._add_names(conn, names, kind, pattern)
+        finally:
+            self._tell_listening()
+
+    def _add_names(self, conn: Subscriber, names: Iterable[bytes], kind: bytes,
+                   pattern: bool) -> Replies:
         subs: Subscriptions = conn.subs
         mine = subs.patterns if pattern else subs.channels
         replies = []
@@ -213,12 +225,22 @@ class PubSub:
                 entry[1].pop(conn_id, None)
                 if not entry[1]:
                     del self.patterns[name]
+                    self._tell_listening()
         else:
             receivers = self.channels.get(name)
             if receivers is not None:
                 receivers.pop(conn_id, None)
                 if not receivers:
                     del self.channels[name]
+                    self._tell_listening()
+
+    def _tell_listening(self) -> None:
+        """Tell ``on_listening`` when the first subscription was made or the last went."""
+        listening = bool(self.channels or self.patterns)
+        if listening is not self._listening:
+            self._listening = listening
+            if self.on_listening is not None:
+                self.on_listening(listening)
 
     def drop(self, conn: Subscriber) -> None:
         """The connection is gone (or RESET): forget all its subscriptions."""
