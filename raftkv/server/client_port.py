@@ -576,7 +576,11 @@ class ClientServer:
                         if (direct is not None and direct.idle and not conn.owed
                                 and not conn.closing):
                             if pending.done:
-                                sent, rest = direct.try_send(pending.value, conn.proto)
+                                # (A drop answered before this look goes the writer's way:
+                                # Slot.weigh disconnects the client; sent here, the client
+                                # got the drop's text and stayed connected.)
+                                if pending.value is not REPLY_DROPPED:
+                                    sent, rest = direct.try_send(pending.value, conn.proto)
                             else:
                                 self._reply_when_ready(
                                     conn, direct,
