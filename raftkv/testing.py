@@ -72,6 +72,27 @@ async def one_node_port(data_dir: Path, peer_port: int, client_port: int, *,
         nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def in_process_cluster(tmp: Path, levels: list[int], ports: list[int],
+                             **settings: Any) -> AsyncIterator[list[Node]]:
+    """``len(levels)`` nodes on 127.0.0.1 in this trio run (node ``i + 1`` at feature level
+    ``levels[i]``), each with its client port; ``ports``: ``2 * len(levels)`` free ones,
+    peers' first. fsync off and 5 ms ticks unless ``settings`` say otherwise."""
+    n = len(levels)
+    peers = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(n)}
+    settings = {"snapshot_entries": 0, "fsync": "never", "tick_ms": 5.0, **settings}
+    nodes = [Node(NodeSettings(node_id=i, client_addr=f"127.0.0.1:{ports[n + i - 1]}",
+                               peer_addr=peers[i], cluster=peers,
+                               data_dir=str(tmp / str(i)), **settings),
+                  admin=Pending.of, level=level)
+             for i, level in zip(peers, levels, strict=True)]
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            nursery.start_soon(partial(node.run, partial(serve_clients, ClientServer(node))))
+        yield nodes
+        nursery.cancel_scope.cancel()
+
+
 async def read_line(stream: trio.abc.ReceiveStream) -> bytes:
     """What ``stream`` receives up to the end of a line: one simple reply (less if the
     other side closes first, b"" if at once)."""

@@ -34,7 +34,7 @@ from raftkv.kv import (
     unbuilt_error,
     validate,
 )
-from raftkv.kv.commands import SPECS, Decoded
+from raftkv.kv.commands import SPECS, Decoded, encode_exec
 from raftkv.kv.features import (
     BUDGET_LEVEL,
     FEATURE_LEVEL,
@@ -345,6 +345,26 @@ class Node:
         now = self._now()  # (read once: the park and the request deadlines)
         self._dispatch(args, write, pending, now + self.settings.leader_wait, now, scripted)
         return pending
+
+    def checked(self, spec: CommandSpec, args: list[bytes]) -> ErrorReply | bool:
+        """``submit``'s checks of a call of ``spec`` (``_checked``): the error, or whether
+        the command runs scripts. For the client port's write runs (``submit_run``)."""
+        return self._checked(spec, args)
+
+    def submit_run(self, commands: list[list[bytes]]) -> Pending:
+        """Plain one-key writes of one connection's pipeline, each of which passed
+        ``checked`` (no scripts), proposed as one log entry: an EXEC of them without WATCH
+        (raftkv.server.write_runs), answered with the array of their replies. One command
+        goes as itself. Not checked again as an EXEC: each command was, and the run holds
+        at most ``max_keys_per_command`` of them, each naming one key."""
+        if len(commands) == 1:
+            return self._admit(commands[0], True)
+        return self._admit([b"EXEC", encode_exec([], commands)], True)
+
+    @property
+    def leads(self) -> bool:
+        """Whether this node leads now."""
+        return self._leads()
 
     def submit_once(self, entry: list[bytes], spec: CommandSpec | None) -> Pending:
         """``submit`` of ``once id seq command...``, a session's write (the client port's

@@ -49,7 +49,7 @@ from raftkv.server.auth_limit import machine_of
 from raftkv.server.blocked_readers import BlockedReaders
 from raftkv.server.client_buffers import ClientBuffers
 from raftkv.server.client_tls import ClientTLS
-from raftkv.server.commands import AFTER_APPLY, KINDS, execute, is_write
+from raftkv.server.commands import AFTER_APPLY, KINDS, execute, is_write, run_member
 from raftkv.server.connection import Connection
 from raftkv.server.copy_turn import CANDIDATES as COPY_CANDIDATES
 from raftkv.server.copy_turn import copies_big
@@ -58,6 +58,7 @@ from raftkv.server.limits import ClientLimits, cap_max_clients
 from raftkv.server.loop_lag import LoopLagMonitor
 from raftkv.server.output_buffer import reply_size
 from raftkv.server.pubsub import PubSub
+from raftkv.server.write_runs import answer_run, may_join, run_bytes
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.reply import Encoded, ErrorReply, SimpleString
@@ -498,6 +499,8 @@ class ClientServer:
         node = self.node
         # (Per connection, not per command: a call less for each when metrics are off.)
         track = node.metrics.track if node.metrics.enabled else None
+        # Pipelined plain writes proposed together (write_runs.py): at most this many.
+        run_limit = min(node.settings.write_run, node.settings.max_keys_per_command)
         async with send:
             while not conn.closing:
                 if out_limit and conn.out_bytes > out_limit // 2:  # (else: no coroutine)
@@ -524,7 +527,16 @@ class ClientServer:
                     parser.feed(data)
                     self.buffers.set_query(conn, parser.buffered + inflight_bytes
                                            + conn.tx.held + conn.subs.name_bytes)
-                    while (args := parser.next_command()) is not None:
+                    carried: tuple[list[bytes], ErrorReply | None] | None = None
+                    while True:
+                        if carried is None:
+                            args = parser.next_command()
+                            if args is None:
+                                break
+                            answer = None
+                        else:  # the command a run stopped at, refused (answer) or not
+                            args, answer = carried
+                            carried = None
                         if not conn.registered:
                             self._register(conn)
                         size = sum(map(len, args))
@@ -550,9 +562,29 @@ class ClientServer:
                             await turn.acquire()
                         # (From here to send() nothing yields, so a SUBSCRIBE's
                         # confirmation is queued before any message it lets in.)
-                        if turn is None:
-                            pending = (execute(node, conn, args, name) if barrier is None
-                                       else Pending.of(barrier))
+                        run = None
+                        if answer is not None:  # (a write: no barrier, no turn)
+                            pending = Pending.of(answer)
+                        elif turn is None:
+                            if (barrier is None and run_limit > 1 and anonymous is None
+                                    and conn.tx.queue is None and may_join(args, name)
+                                    and node.leads):
+                                answer = run_member(node, conn, args, name)
+                                if answer is None:
+                                    run, size, carried = self._gather_run(
+                                        parser, conn, args, size, run_limit,
+                                        query_limit - inflight_bytes)
+                                    pending = node.submit_run(run)
+                                    if len(run) > 1:
+                                        reply = Pending()
+                                        pending.add_callback(
+                                            partial(answer_run, reply, len(run), conn.proto))
+                                        pending = reply
+                                else:
+                                    pending = Pending.of(answer)
+                            else:
+                                pending = (execute(node, conn, args, name) if barrier is None
+                                           else Pending.of(barrier))
                         else:  # (never a barrier: no AFTER_APPLY command copies)
                             try:
                                 pending = execute(node, conn, args, name)
@@ -563,7 +595,11 @@ class ClientServer:
                         if anonymous is not None:
                             anonymous = restore_limits(parser, conn, anonymous)
                         if track is not None:
-                            track(args[0], pending)
+                            if run is None:
+                                track(args[0], pending)
+                            else:
+                                for command in run:
+                                    track(command[0], pending)
                         order.track(pending)
                         if not pending.done:
                             inflight.append((pending, size))
@@ -600,7 +636,7 @@ class ClientServer:
                             return
                         if out_limit and conn.out_bytes > out_limit // 2:
                             await self._wait_for_output_room(conn)
-                        burst += 1
+                        burst += 1 if run is None else len(run)
                         if burst >= YIELD_EVERY:  # a long pipeline lets others run
                             burst = 0
                             await trio.lowlevel.checkpoint()
@@ -622,6 +658,35 @@ class ClientServer:
                                          self, conn, True))
                     conn.closing = True
                     return
+
+    def _gather_run(self, parser: CommandParser, conn: Connection, first: list[bytes],
+                    size: int, limit: int, room: int,
+                    ) -> tuple[list[list[bytes]], int, tuple[list[bytes], ErrorReply | None]
+                               | None]:
+        """The run that starts with ``first`` (``size`` bytes of arguments; it joined):
+        the commands parsed after it that may join (write_runs.py), each checked as
+        ``execute`` would, up to ``limit`` commands and ``run_bytes`` bytes together, and
+        no more than ``room`` (what the query buffer has left). Returns the run, its size
+        and the command it stopped at (with its error if it was refused), which the reader
+        handles next like any other: nothing is awaited here, so the run is proposed
+        before anything parsed after it."""
+        node = self.node
+        run = [first]
+        most = min(run_bytes(node.settings.max_request_bytes), room)
+        while len(run) < limit:
+            args = parser.next_command()
+            if args is None:
+                break
+            name = args[0].lower()
+            more = sum(map(len, args))
+            if size + more > most or not may_join(args, name):
+                return run, size, (args, None)
+            error = run_member(node, conn, args, name)
+            if error is not None:
+                return run, size, (args, error)
+            run.append(args)
+            size += more
+        return run, size, None
 
     async def _applied_barrier(self) -> ErrorReply | None:
         """Before a change-feed read or a SUBSCRIBE that follows this connection's writes

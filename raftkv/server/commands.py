@@ -16,7 +16,7 @@ from raftkv import __version__
 from raftkv.kv import COMMANDS, SPECS, CommandSpec, legacy_form, lookup
 from raftkv.kv.errors import unknown_command, unknown_subcommand
 from raftkv.kv.notify import INVALID_FLAGS, flags_text, parse_flags
-from raftkv.node.node import Node
+from raftkv.node.node import CHECKS, Node
 from raftkv.node.pending import Pending
 from raftkv.server import transaction
 from raftkv.server.acl import COMMAND_CATEGORIES
@@ -37,6 +37,7 @@ from raftkv.server.pubsub_cmd import (
 from raftkv.server.session_cmd import once_command
 from raftkv.server.streams import FEED, WRITE_TO_FEED, is_feed_name, writes_feed
 from raftkv.server.streams import HANDLERS as STREAM_HANDLERS
+from raftkv.server.write_runs import RUN_WRITES
 from wire.reply import OK, ErrorReply, SimpleString
 from wire.resp import string2ll
 
@@ -175,6 +176,26 @@ def execute(node: Node, conn: Connection, args: list[bytes],
         return publish(node, conn, args)
     # (Only a SET of two words can be ``set key=value``: a GET skips the call.)
     return node.submit(legacy_form(args) if len(args) == 2 and name == b"set" else args)
+
+
+def run_member(node: Node, conn: Connection, args: list[bytes], name: bytes
+               ) -> ErrorReply | None:
+    """``execute`` of a write ``write_runs.may_join`` accepted, on a connection outside
+    MULTI: None if it passed every check a command gets there (ACL, subscribed mode,
+    ``_refusal``, ``Node.checked``) and may join the connection's run (the client port
+    proposes the run, ``Node.submit_run``), else its error, which is its answer."""
+    server = conn.server
+    denied = gate(server.acl if server is not None else acl_of(conn), conn, args, name)
+    if denied is not None:
+        return denied
+    subs = conn.subs
+    if conn.proto == 2 and (subs.channels or subs.patterns):
+        return ErrorReply(subscribed_mode_error(name))
+    refused = _refusal(node, args, name)
+    if refused is not None:
+        return refused
+    checked = node.checked(SPECS[name], args)
+    return None if checked is False else checked  # (True, runs scripts: never, see below)
 
 
 def _raft_once(node: Node, args: list[bytes]) -> Pending:
@@ -591,3 +612,11 @@ KINDS: dict[bytes, bool | None] = {
     for name in (*LOCAL, *TRANSACTION, *(n.encode() for n in COMMANDS))
     if name != b"raft"
 }
+
+
+# ``run_member`` is ``execute``'s path for write_runs' commands only because none of them
+# is local, transaction control, PUBLISH or RAFT, or runs scripts (a run's entry records
+# no script budget).
+if RUN_WRITES & {*LOCAL, *TRANSACTION, b"publish", b"raft"} or any(
+        CHECKS[name.decode()].scripts or not KINDS[name] for name in RUN_WRITES):
+    raise RuntimeError("write_runs.RUN_WRITES holds a command run_member cannot run")

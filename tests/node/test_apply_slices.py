@@ -26,8 +26,9 @@ from wire.resp import encode_command
 
 @pytest.fixture
 async def leader(tmp_path: Path) -> AsyncIterator[Node]:
-    """A one-node cluster, its leader elected, its client port open."""
-    async with one_node_leader(tmp_path / "data", *free_ports(2)) as node:
+    """A one-node cluster, its leader elected, its client port open, each write its own
+    entry (a pipeline's writes are one otherwise: raftkv.server.write_runs)."""
+    async with one_node_leader(tmp_path / "data", *free_ports(2), write_run=1) as node:
         yield node
 
 

@@ -6,53 +6,29 @@ the old form, and its scripts' old charges and 10M budget."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
+from chaos.cluster import free_ports
 from raftkv.kv.codec import decode_entry_level
 from raftkv.node.node import Node
-from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
 from raftkv.raft import Role
-from raftkv.server.client_port import ClientServer, serve_clients
+from raftkv.testing import in_process_cluster
 from wire.raft import NORMAL
 
 pytestmark = pytest.mark.timeout(60)
 EVAL = [b"EVAL", b"return 1", b"0"]
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @asynccontextmanager
 async def cluster(tmp: Path, levels: list[int]) -> AsyncIterator[list[Node]]:
-    ports = _free_ports(2 * len(levels))
-    peers = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(len(levels))}
-    nodes = [Node(NodeSettings(node_id=i, client_addr=f"127.0.0.1:{ports[len(levels) + i - 1]}",
-                               peer_addr=peers[i], cluster=peers, data_dir=str(tmp / str(i)),
-                               snapshot_entries=0, fsync="never", tick_ms=5.0,
-                               script_budget=250_000),
-                  admin=Pending.of, level=level)
-             for i, level in zip(peers, levels, strict=True)]
-    async with trio.open_nursery() as nursery:
-        for node in nodes:
-            nursery.start_soon(partial(node.run, partial(serve_clients, ClientServer(node))))
+    async with in_process_cluster(tmp, levels, free_ports(2 * len(levels)),
+                                  script_budget=250_000) as nodes:
         yield nodes
-        nursery.cancel_scope.cancel()
 
 
 async def _leader_knows_all(nodes: list[Node]) -> Node:

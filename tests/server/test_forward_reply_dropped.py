@@ -51,6 +51,7 @@ async def test_a_dropped_forwarded_reply_disconnects_the_client(
         return submitted[-1]
 
     node.submit = submit  # type: ignore[method-assign]
+    node.submit_run = submit  # type: ignore[method-assign]  # (the leader's SET: a run of one)
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run, partial(serve_clients, server))
         with trio.fail_after(30):
