@@ -58,7 +58,7 @@ from raftkv.server.limits import ClientLimits, cap_max_clients
 from raftkv.server.loop_lag import LoopLagMonitor
 from raftkv.server.output_buffer import reply_size
 from raftkv.server.pubsub import PubSub
-from raftkv.server.write_runs import answer_run, may_join, run_bytes
+from raftkv.server.write_runs import RUN_WRITES, answer_run, may_join, run_bytes
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.reply import Encoded, ErrorReply, SimpleString
@@ -566,13 +566,17 @@ class ClientServer:
                         if answer is not None:  # (a write: no barrier, no turn)
                             pending = Pending.of(answer)
                         elif turn is None:
-                            if (barrier is None and run_limit > 1 and anonymous is None
-                                    and conn.tx.queue is None and may_join(args, name)
-                                    and node.leads):
+                            # (A write that may join a run: never a barrier, AFTER_APPLY's.)
+                            if (name in RUN_WRITES and anonymous is None
+                                    and conn.tx.queue is None and may_join(args, name)):
                                 answer = run_member(node, conn, args, name)
-                                if answer is None:
+                                if answer is not None:
+                                    pending = Pending.of(answer)
+                                elif run_limit == 1 or (after := _next_or_none(parser)) is None:
+                                    pending = node.submit_run([args])  # (alone: as itself)
+                                else:
                                     run, size, carried = self._gather_run(
-                                        parser, conn, args, size, run_limit,
+                                        parser, conn, args, after, size, run_limit,
                                         query_limit - inflight_bytes)
                                     pending = node.submit_run(run)
                                     if len(run) > 1:
@@ -580,8 +584,6 @@ class ClientServer:
                                         pending.add_callback(
                                             partial(answer_run, reply, len(run), conn.proto))
                                         pending = reply
-                                else:
-                                    pending = Pending.of(answer)
                             else:
                                 pending = (execute(node, conn, args, name) if barrier is None
                                            else Pending.of(barrier))
@@ -660,23 +662,23 @@ class ClientServer:
                     return
 
     def _gather_run(self, parser: CommandParser, conn: Connection, first: list[bytes],
-                    size: int, limit: int, room: int,
+                    args: list[bytes], size: int, limit: int, room: int,
                     ) -> tuple[list[list[bytes]], int, tuple[list[bytes], ErrorReply | None]
                                | None]:
-        """The run that starts with ``first`` (``size`` bytes of arguments; it joined):
-        the commands parsed after it that may join (write_runs.py), each checked as
-        ``execute`` would, up to ``limit`` commands and ``run_bytes`` bytes together, and
-        no more than ``room`` (what the query buffer has left). Returns the run, its size
-        and the command it stopped at (with its error if it was refused), which the reader
-        handles next like any other: nothing is awaited here, so the run is proposed
-        before anything parsed after it."""
+        """The run that starts with ``first`` (``size`` bytes of arguments; it joined),
+        ``args`` the command parsed after it: the commands from there that may join
+        (write_runs.py), each checked as ``execute`` would, up to ``limit`` commands and
+        ``run_bytes`` bytes together, and no more than ``room`` (what the query buffer
+        has left). Only a leader builds runs. Returns the run, its size and the command it
+        stopped at (with its error if it was refused), which the reader handles next like
+        any other: nothing is awaited here, so the run is proposed before anything parsed
+        after it."""
         node = self.node
         run = [first]
+        if not node.leads:
+            return run, size, (args, None)
         most = min(run_bytes(node.settings.max_request_bytes), room)
-        while len(run) < limit:
-            args = parser.next_command()
-            if args is None:
-                break
+        while True:
             name = args[0].lower()
             more = sum(map(len, args))
             if size + more > most or not may_join(args, name):
@@ -686,7 +688,11 @@ class ClientServer:
                 return run, size, (args, error)
             run.append(args)
             size += more
-        return run, size, None
+            if len(run) == limit:
+                return run, size, None
+            args = _next_or_none(parser)
+            if args is None:
+                return run, size, None
 
     async def _applied_barrier(self) -> ErrorReply | None:
         """Before a change-feed read or a SUBSCRIBE that follows this connection's writes
@@ -914,6 +920,17 @@ class ClientServer:
         if conn.closing:
             await _drain_after_error(stream, self.limits.max_request_bytes)
         scope.cancel()
+
+
+def _next_or_none(parser: CommandParser) -> list[bytes] | None:
+    """The next command for a run, or None, also where the input is malformed: the
+    parser keeps its error and raises it at the reader's next call, after the run is
+    proposed (else the run's commands were checked and never answered, and the protocol
+    error's reply was read as the first one's)."""
+    try:
+        return parser.next_command()
+    except ProtocolError:
+        return None
 
 
 def _release(turn: trio.Semaphore, _value: Any) -> None:

@@ -163,6 +163,21 @@ async def test_followers_forward_each_write_and_every_replica_applies_the_runs(
         assert len({n.kv.digest() for n in nodes}) == 1
 
 
+async def test_a_run_before_a_protocol_error_is_proposed_and_answered_first(
+        tmp_path: Path) -> None:
+    async with one_node_leader(tmp_path / "d", *free_ports(2)) as node:
+        stream = await trio.open_tcp_stream("127.0.0.1", node.client_port)
+        with trio.fail_after(20):
+            await stream.send_all(encode_command(b"SET", b"a", b"1")
+                                  + encode_command(b"INCR", b"n") + b"*1\r\n$x\r\n")
+            got = b""
+            while data := await stream.receive_some(1000):
+                got += data
+        assert got.startswith(b"+OK\r\n:1\r\n-ERR Protocol error")
+        assert node.kv.read([b"GET", b"a"]) == b"1"
+        await stream.aclose()
+
+
 def test_what_may_join() -> None:
     assert may_join([b"SET", b"k", b"v"], b"set")
     assert may_join([b"SET", b"k", b"v", b"EX", b"1"], b"set")
