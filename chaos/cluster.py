@@ -36,6 +36,11 @@ _HANDED_OUT: set[int] = set()  # every port free_ports gave this process
 _OPEN_CLUSTERS: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
 
 
+# For a cluster whose tests count log entries by the writes they pipeline (snapshot
+# thresholds): each write its own entry, not gathered into runs (raftkv.node.gathered).
+ONE_ENTRY_PER_WRITE = ["--write-run", "1"]
+
+
 def kill_every_node() -> None:
     """SIGKILL the process group of every node of every LocalCluster of this process: the
     last resort of a harness whose orderly teardown missed its deadline (the nodes live in

@@ -203,6 +203,12 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
                    "of one MULTI/EXEC together (each at least 1); more get -ERR before "
                    "they are proposed: one entry applies in one step of the event loop. "
                    "Set it alike on every node.")
+@click.option("--write-run", default=32, show_default=True, envvar=_env("WRITE_RUN"),
+              type=click.IntRange(min=1, max=MAX_TRANSACTION_COMMANDS),
+              help="As leader, propose up to this many of a client's pipelined plain "
+                   "one-key writes (SET, INCR...) as one log entry, and gather runs of "
+                   "several clients into one (never more than --max-keys-per-command "
+                   "commands); 1: every write its own entry.")
 @click.option("--script-budget", default=DEFAULT_BUDGET, show_default=True,
               envvar=_env("SCRIPT_BUDGET"), type=click.IntRange(min=MIN_BUDGET, max=MAX_BUDGET),
               help="Instruction units the scripts of one entry may spend (a full budget holds "

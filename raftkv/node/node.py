@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -34,7 +35,7 @@ from raftkv.kv import (
     unbuilt_error,
     validate,
 )
-from raftkv.kv.commands import SPECS, Decoded, encode_exec
+from raftkv.kv.commands import SPECS, Decoded
 from raftkv.kv.features import (
     BUDGET_LEVEL,
     FEATURE_LEVEL,
@@ -55,6 +56,7 @@ from raftkv.node.driver import CoreDriver
 from raftkv.node.expiry import active_expiry
 from raftkv.node.features import LevelLearner, answer_features, gate_level
 from raftkv.node.forwarding import Forwarder
+from raftkv.node.gathered import Gathered, entry_args, run_bytes, share
 from raftkv.node.heap import freeze_startup_heap
 from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership
@@ -139,6 +141,9 @@ class Node:
         self.client_port = 0  # actual bound ports (tests bind port 0)
         self.peer_port = 0
         self.stopping = False
+        # Client write runs for the ready loop's next look (raftkv.node.gathered).
+        self._gathered = Gathered(settings.max_keys_per_command,
+                                  run_bytes(settings.max_request_bytes))
         # (a forwarded command passed ``_check_forwarded``: whether it runs scripts)
         self._forwarded: tuple[list[bytes] | None, bool] = (None, False)
         self.stats = {"proposed": 0, "forwarded": 0, "reads": 0, "applied": 0,
@@ -213,7 +218,7 @@ class Node:
         self.driver = CoreDriver(
             self.core, self.storage, storage_lock, sync_thread, self.transport, self.applier,
             self.requests, self.snapshots, self.forwarder, self.membership, self.metrics,
-            self.stats, self.on_forward_request, self._unpark, ask_reads=self._ask_reads)
+            self.stats, self.on_forward_request, self._unpark, ask_reads=self._before_look)
         try:
             async with sync_thread, trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -351,15 +356,46 @@ class Node:
         the command runs scripts. For the client port's write runs (``submit_run``)."""
         return self._checked(spec, args)
 
-    def submit_run(self, commands: list[list[bytes]]) -> Pending:
-        """Plain one-key writes of one connection's pipeline, each of which passed
-        ``checked`` (no scripts), proposed as one log entry: an EXEC of them without WATCH
-        (raftkv.server.write_runs), answered with the array of their replies. One command
-        goes as itself. Not checked again as an EXEC: each command was, and the run holds
-        at most ``max_keys_per_command`` of them, each naming one key."""
-        if len(commands) == 1:
-            return self._admit(commands[0], True)
-        return self._admit([b"EXEC", encode_exec([], commands)], True)
+    def submit_run(self, commands: list[list[bytes]], size: int) -> Pending:
+        """Plain one-key writes of one connection (raftkv.server.write_runs), each of
+        which passed ``checked`` (no scripts), ``size`` bytes of arguments together:
+        answered with the reply of a lone command, the array of a run's replies. A
+        leader gathers them with other connections' runs into one entry at the ready
+        loop's next look (raftkv.node.gathered); else they go as one entry (an EXEC
+        without WATCH, for several) the way of any write. Not checked again as an EXEC:
+        each command was, and an entry holds at most ``max_keys_per_command`` of them,
+        each naming one key, and ``run_bytes`` of arguments."""
+        gathered = self._gathered
+        if (self.stopping or self.settings.write_run == 1 or self.requests.parked
+                or not self._leads() or self.membership.removed()
+                or len(commands) > gathered.max_commands or size > gathered.max_bytes):
+            return self._admit(entry_args(commands), True)
+        if gathered.items and not gathered.fits(len(commands), size):
+            self._propose_gathered()
+        pending = Pending()
+        now = self._now()
+        gathered.add((commands, pending, now + self.settings.leader_wait,
+                      now + self.settings.request_timeout), size)
+        if len(gathered.items) == 1:
+            self.driver.proposed()  # (the ready loop's next look proposes them)
+        return pending
+
+    def _propose_gathered(self) -> None:
+        """Propose the runs gathered (``submit_run``) as one entry; parked, each its
+        own, if this node no longer leads (or is handing leadership over)."""
+        items = self._gathered.take()
+        if not items:
+            return
+        if len(items) == 1:
+            commands, whole, _, deadline = items[0]
+        else:
+            commands = [command for item in items for command in item[0]]
+            whole = Pending()
+            whole.add_callback(partial(share, items))
+            deadline = min(item[3] for item in items)
+        if not self._propose(entry_args(commands), whole, deadline, False):
+            for commands, pending, park_until, _ in items:
+                self.requests.park(entry_args(commands), True, pending, park_until)
 
     @property
     def leads(self) -> bool:
@@ -500,6 +536,8 @@ class Node:
         core, requests = self.core, self.requests
         deadline = (self._now() if now is None else now) + self.settings.request_timeout
         if write:
+            if self._gathered.items:  # a connection's earlier runs reach the log first
+                self._propose_gathered()
             if requests.parked:
                 # Behind the commands waiting for a leader, which the driver runs first
                 # once it looks: a connection's pipelined writes reach the log in its order
@@ -535,9 +573,16 @@ class Node:
         self.driver.proposed()
         return True
 
+    def _before_look(self) -> None:
+        """The ready loop's, before it looks at the core: propose the write runs gathered
+        since its last pass as one entry, ask the reads as one ReadIndex."""
+        if self._gathered.items:
+            self._propose_gathered()
+        self._ask_reads()
+
     def _ask_reads(self) -> None:
-        """The ready loop's, before it looks at the core: ask the reads taken since its last
-        pass as one ReadIndex (raftkv.node.requests.ReadBatch)."""
+        """Ask the reads taken since the ready loop's last pass as one ReadIndex
+        (raftkv.node.requests.ReadBatch)."""
         requests = self.requests
         batch = requests.take_read_batch()
         if batch is None:

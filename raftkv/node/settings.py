@@ -114,8 +114,9 @@ class NodeSettings:
     # one step of the event loop (raftkv/kv/key_cap.py). Checked before proposing or reading.
     max_keys_per_command: int = DEFAULT_MAX_KEYS_PER_COMMAND
     # A leader proposes up to this many of one connection's pipelined plain one-key writes
-    # (SET, INCR...: raftkv.server.write_runs) as one log entry, never more than
-    # max_keys_per_command; 1: each write its own entry.
+    # (SET, INCR...: raftkv.server.write_runs) as one log entry, and gathers several
+    # connections' runs into one (raftkv.node.gathered), never more than
+    # max_keys_per_command commands; 1: each write its own entry.
     write_run: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     # EVAL and friends (Lua): on, as in Redis (every script is bounded by a deterministic
     # budget and memory cap, kv/scripts.py); --no-scripts refuses them. Must be the same on

@@ -37,6 +37,7 @@ from raftkv.kv.notify import parse_flags
 from raftkv.kv.sliced import SlicedRead
 from raftkv.log import event
 from raftkv.node.forwarding import REPLY_DROPPED
+from raftkv.node.gathered import run_bytes
 from raftkv.node.log_throttle import LogThrottle
 from raftkv.node.node import REMOVED, Node
 from raftkv.node.pending import Pending
@@ -58,7 +59,7 @@ from raftkv.server.limits import ClientLimits, cap_max_clients
 from raftkv.server.loop_lag import LoopLagMonitor
 from raftkv.server.output_buffer import reply_size
 from raftkv.server.pubsub import PubSub
-from raftkv.server.write_runs import RUN_WRITES, answer_run, may_join, run_bytes
+from raftkv.server.write_runs import RUN_WRITES, answer_run, may_join
 from wire.addr import parse_addr
 from wire.errors import ProtocolError
 from wire.reply import Encoded, ErrorReply, SimpleString
@@ -573,12 +574,12 @@ class ClientServer:
                                 if answer is not None:
                                     pending = Pending.of(answer)
                                 elif run_limit == 1 or (after := _next_or_none(parser)) is None:
-                                    pending = node.submit_run([args])  # (alone: as itself)
+                                    pending = node.submit_run([args], size)  # (alone)
                                 else:
                                     run, size, carried = self._gather_run(
                                         parser, conn, args, after, size, run_limit,
                                         query_limit - inflight_bytes)
-                                    pending = node.submit_run(run)
+                                    pending = node.submit_run(run, size)
                                     if len(run) > 1:
                                         reply = Pending()
                                         pending.add_callback(

@@ -37,9 +37,6 @@ from wire.resp import encode_reply
 
 RUN_WRITES = frozenset({b"set", b"setnx", b"setex", b"psetex", b"incr", b"decr", b"incrby",
                         b"decrby"})
-# The arguments of one run together: well inside every entry bound (max-request-bytes is
-# at least this; see ``run_bytes``) and a short apply.
-MAX_RUN_BYTES = 64 * 1024
 MALFORMED_RUN = ErrorReply("ERR internal error: a pipelined run's reply did not match it")
 
 
@@ -55,11 +52,6 @@ def may_join(args: list[bytes], name: bytes) -> bool:
     if n == 3:
         return True
     return n > 3 and all(arg.lower() != b"get" for arg in args[3:])
-
-
-def run_bytes(max_request_bytes: int) -> int:
-    """The arguments one run may hold on a node with this ``--max-request-bytes``."""
-    return min(MAX_RUN_BYTES, max_request_bytes // 2)
 
 
 def answer_run(reply: Pending, count: int, proto: int, value: Any) -> None:

@@ -20,7 +20,7 @@ from test_snapshots import (
     write_keys,
 )
 
-from chaos.cluster import LocalCluster
+from chaos.cluster import ONE_ENTRY_PER_WRITE, LocalCluster
 from raftkv.storage.snapshot_file import HEADER, parse_snapshot_name
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -28,7 +28,8 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path, extra_args=["--snapshot-entries", str(EVERY)]) as c:
+    with LocalCluster(tmp_path, extra_args=["--snapshot-entries", str(EVERY),
+                                            *ONE_ENTRY_PER_WRITE]) as c:
         c.wait_for_leader()
         yield c
 

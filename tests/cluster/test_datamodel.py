@@ -19,7 +19,7 @@ import pytest
 import redis
 from redis.lock import Lock
 
-from chaos.cluster import LocalCluster
+from chaos.cluster import ONE_ENTRY_PER_WRITE, LocalCluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,7 +31,8 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     # the default configuration: scripts are on (redis-py's Lock releases by script)
     with LocalCluster(tmp_path, extra_args=["--snapshot-entries", str(SNAPSHOT_EVERY),
                                                # the leader on schedule: followers install
-                                               "--snapshot-leader-defer", "1"]) as c:
+                                               "--snapshot-leader-defer", "1",
+                                               *ONE_ENTRY_PER_WRITE]) as c:
         c.wait_for_leader()
         yield c
 

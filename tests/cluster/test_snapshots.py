@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from chaos.cluster import LocalCluster
+from chaos.cluster import ONE_ENTRY_PER_WRITE, LocalCluster
 from raftkv.kv.features import FEATURE_LEVEL
 from raftkv.storage.wal import parse_segment_name, scan_segment
 
@@ -23,7 +23,8 @@ EVERY = 200
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path, extra_args=["--snapshot-entries", str(EVERY)]) as c:
+    with LocalCluster(tmp_path, extra_args=["--snapshot-entries", str(EVERY),
+                                            *ONE_ENTRY_PER_WRITE]) as c:
         c.wait_for_leader()
         yield c
 
