@@ -183,6 +183,9 @@ class KVStateMachine:
         self._walk_left = WALK_KEYS_PER_ENTRY  # keys KEYS/SCAN may still walk in this entry
         self._copy_left = COPY_BYTES_PER_ENTRY  # value bytes SETRANGE/APPEND may still copy
         self._seq = 0  # entries applied
+        # Commands applied by this process (an EXEC's each count; not state): what a node's
+        # automatic snapshots count, a write run's entry being many (raftkv.node.snapshots).
+        self.commands_applied = 0
         # WATCH versions of missing keys: the entry that deleted each recently deleted key
         # (at most MAX_TOMBS), else ``_gone``, the entry that last forgot them all.
         self._tombs: dict[bytes, int] = {}
@@ -263,6 +266,7 @@ class KVStateMachine:
             raise EntryNeedsLevel(index, level)
         self._level = level
         self._seq += 1
+        self.commands_applied += 1
         if index is None:
             index = self._seq
         recorder = self._recorder
@@ -1135,6 +1139,8 @@ class KVStateMachine:
         for key, exists, index in watches:
             if self._version(key) != (exists, index):
                 return None
+        if self._writing:  # (the entry counted one)
+            self.commands_applied += len(commands) - 1
         replies: list[Reply] = [self._execute(command) for command in commands]
         return replies
 

@@ -17,6 +17,13 @@ index together starved a 2-core machine and the leader's heartbeats with it). Of
 default: on a loaded machine, followers that are not busy with a snapshot of their own
 time out when the leader stalls on its own (README Performance, branch ``stab``).
 
+The schedule counts commands where entries hold several: it stands at the applied index
+or, if more, at the last snapshot's index plus the commands applied since
+(``KVStateMachine.commands_applied``: each command of an EXEC counts). So a leader's
+entries of gathered write runs (raftkv.node.gathered, up to --max-keys-per-command SETs
+each) keep the log between two snapshots, and a restart's replay, about as large as
+``every`` plain writes made them; with one command an entry nothing changes.
+
 A leader defers its own automatic snapshots (``leader_defers``): its loop serves every
 client and sends every heartbeat, and each snapshot it takes costs that loop CPU and the
 GIL while the state is copied and encoded; on a loaded 2-core machine its loop stalled
@@ -130,6 +137,9 @@ class Snapshotter:
         self.memory_high = memory_high  # used memory is high: a leader defers no longer
         self.slowest_match = slowest_match  # a leader's least caught-up member (None: none)
         self.deferred = 0  # automatic snapshots a leader put off (INFO)
+        # ``kv.commands_applied`` at the last snapshot taken or installed (or at start: the
+        # log since the snapshot is replayed, and counted, before serving).
+        self._commands_at_last = 0
         self.stagger = stagger  # followers at offsets from the leader's points
         self.fork = fork  # encode in a forked child, else in a worker thread
         self.node_id = node_id
@@ -183,11 +193,14 @@ class Snapshotter:
             every = self.every
             last = self.storage.snapshot_meta().index
             leading = self.leading()
-            if not every or not snapshot_due(applied, last, every,
+            # Where the schedule stands: the applied index, or past it by the commands
+            # applied since ``last`` if those are more (entries of several commands).
+            at = max(applied, last + self.applier.kv.commands_applied - self._commands_at_last)
+            if not every or not snapshot_due(at, last, every,
                                              snapshot_phase(self.node_id, every,
                                                             not self.stagger or leading)):
                 return
-            if (leading and leader_defers(applied, last, every, self.leader_defer)
+            if (leading and leader_defers(at, last, every, self.leader_defer)
                     and not self.memory_high() and not self._member_lags(applied)):
                 if not self._deferring:
                     self._deferring = True
@@ -204,6 +217,7 @@ class Snapshotter:
         a = self.applier
         meta = SnapshotMeta(applied, a.applied_term, a.applied_config)
         kv = a.kv
+        self._commands_at_last = kv.commands_applied  # (a failed one waits as long again)
         child = None
         if self.fork:
             try:
@@ -316,6 +330,7 @@ class Snapshotter:
         applier = self.applier
         applier.kv.replace(state)
         applier.restored(meta)
+        self._commands_at_last = applier.kv.commands_applied
         applier.requests.covered_by_snapshot(meta.index)
         applier.apply([])  # serve the reads that waited for this index
         self.metrics.snapshot_duration.labels("install").observe(trio.current_time() - started)

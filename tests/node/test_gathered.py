@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from chaos.cluster import free_ports
+from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.node.gathered import MISMATCH, Gathered, entry_args, share
 from raftkv.node.pending import Pending
 from raftkv.testing import one_node_leader
@@ -75,3 +76,29 @@ def test_bounds_and_entry_forms() -> None:
     assert len(gathered.take()) == 1 and gathered.fits(3, 100)
     assert entry_args([[b"SET", b"a", b"1"]]) == [b"SET", b"a", b"1"]
     assert entry_args([[b"SET", b"a", b"1"], [b"INCR", b"b"]])[0] == b"EXEC"
+
+
+async def test_automatic_snapshots_count_the_commands_of_gathered_entries(
+        tmp_path: Path) -> None:
+    """``--snapshot-entries 100`` with runs of 32 commands an entry: a snapshot after about
+    100 commands (4 entries), not after 100 entries (3,200 commands)."""
+    async with one_node_leader(tmp_path / "d", *free_ports(2), snapshot_entries=100) as node:
+        first = node.applier.applied
+        commands = node.kv.commands_applied
+        n = 0
+        while node.storage.snapshot_meta().index == 0:
+            assert node.applier.applied - first < 10  # (entries: far fewer than 100)
+            await node.submit_run([[b"SET", b"k%d" % (n + i), b"v"] for i in range(32)],
+                                  300).wait()
+            n += 32
+            await node.next_tick()
+        assert 100 <= node.kv.commands_applied - commands < 200
+
+
+def test_the_state_machine_counts_each_command_of_an_exec() -> None:
+    kv = KVStateMachine()
+    kv.apply(encode_entry([b"SET", b"a", b"1"], 1), 1)
+    kv.apply(encode_entry(entry_args([[b"INCR", b"a"]] * 5), 2), 2)
+    assert kv.commands_applied == 6 and kv.read([b"GET", b"a"]) == b"6"
+    kv.read(entry_args([[b"GET", b"a"]] * 3))  # a read changes no count
+    assert kv.commands_applied == 6

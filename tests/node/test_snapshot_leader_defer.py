@@ -30,6 +30,8 @@ class _Storage:
 
 
 class _KV:
+    commands_applied = 0  # (one command an entry: the schedule is the index's)
+
     def snapshot_state(self) -> str:
         return "state"
 
@@ -76,6 +78,7 @@ class Harness:
         before = len(self.started)
         while self.applier.applied < last:
             self.applier.applied += 1
+            self.applier.kv.commands_applied += 1
             self.snap.maybe_start()
         return self.started[before:]
 
