@@ -32,7 +32,8 @@ TTLS = [b"5000000", b"0", b"-1", b"abc", b"9223372036854775807", b"100000",
 
 def _cmd(rng: random.Random) -> list[bytes]:
     k = rng.choice(KEYS)
-    v = rng.choice([b"v", b"12", rng.choice(INTS), b"x" * rng.randint(0, 40)])
+    v = rng.choice([b"v", b"12", rng.choice(INTS), b"x" * rng.randint(0, 40),
+                    b"y" * rng.choice([200, 480, 700, 990, 3000])])
     r = rng.random()
     if r < 0.22:
         c = [b"SET", k, v]
@@ -128,7 +129,7 @@ async def main(seed: int, trials: int, **settings: Any) -> int:
             runs = await stack.enter_async_context(
                 one_node_leader(Path(tmp) / "r", *free_ports(2), **settings))
             alone = await stack.enter_async_context(
-                one_node_leader(Path(tmp) / "a", *free_ports(2), write_run=1, **settings))
+                one_node_leader(Path(tmp) / "a", *free_ports(2), **{**settings, "write_run": 1}))
             await _setup(runs.client_port)
             await _setup(alone.client_port)
             subs = []
@@ -176,7 +177,7 @@ async def main(seed: int, trials: int, **settings: Any) -> int:
                 await _send(node.client_port, [encode_command(b"SET", b"zzend", b"1")], b"")
                 got = b""
                 with trio.fail_after(20):
-                    while b"zzend" not in got:
+                    while b"zzend" not in got and settings.get("notify_keyspace_events"):
                         got += await sub.receive_some(65536)
                 feeds.append(got)
             print("feed entries:", feeds[0].count(b"op"), "notifications bytes:", len(feeds[1]))
