@@ -1,12 +1,12 @@
 """Write runs under leader kills and transfers (attack24), on real processes. Not a test:
 ``python tests/attack/chaos_write_runs.py SECONDS [CLIENTS]``.
 
-Each client pipelines batches of ``INCR c<i>`` and ``SET k<i>:<n> <n>`` (one run each on
-a leader) to a node, reconnecting anywhere on errors, while the leader is killed -9 and
-restarted or asked to transfer. Checked at the end: every acknowledged SET is there with
-its value; each client's acknowledged INCR values are strictly increasing and distinct;
-its counter is at least the acknowledged count and at most acknowledged + unknown (a write
-answered with any other error must not have applied)."""
+Each client pipelines batches of ``INCR c<i>`` and ``SET k<i>:<n> <n>`` (one run each on a
+leader) to a node, reconnecting anywhere on errors, while the leader is killed -9 and
+restarted, paused (SIGSTOP) and resumed, or asked to transfer. Checked at the end: every
+acknowledged SET is there with its value; each client's acknowledged INCR values are
+strictly increasing and distinct; its counter is at least the acknowledged count and at
+most acknowledged + unknown (a write answered with any other error must not have applied)."""
 
 from __future__ import annotations
 
@@ -132,7 +132,12 @@ def main(seconds: float, clients: int) -> int:
         while time.monotonic() < end:
             time.sleep(random.uniform(0.5, 1.5))
             leader = cluster.wait_for_leader(timeout=30)
-            if random.random() < 0.5:
+            roll = random.random()
+            if roll < 0.3:
+                cluster.pause(leader)  # a deposed leader that comes back (CheckQuorum)
+                time.sleep(random.uniform(0.3, 1.5))
+                cluster.resume(leader)
+            elif roll < 0.6:
                 cluster.kill(leader)
                 time.sleep(random.uniform(0.2, 1.0))
                 cluster.start(leader)
