@@ -48,6 +48,8 @@ async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
 @pytest.mark.parametrize(("bad", "error"), [
     (b"*x\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
     (b"set k \"unbalanced\r\n", b"-ERR Protocol error: unbalanced quotes in request\r\n"),
+    (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$9999999999\r\n",  # over --max-request-bytes
+     b"-ERR Protocol error: invalid bulk length\r\n"),
 ])
 async def test_writes_before_a_protocol_error_are_run_and_answered(
         node: Node, bad: bytes, error: bytes) -> None:
