@@ -1,6 +1,10 @@
 """Differential fuzzer for write runs (attack24): random pipelines sent to a node that
 builds runs (write_run 32) and one that does not (write_run 1), replies compared byte for
-byte, then the states. Not a test: ``python tests/attack/fuzz_write_runs.py SEED N``."""
+byte, then the states, the change feed (ids and deadlines masked) and, with
+``notify_keyspace_events=KEA``, keyspace notifications. Not a test:
+``python tests/attack/fuzz_write_runs.py SEED N [setting=value...]`` (NodeSettings of
+both nodes, e.g. ``max_request_bytes=1024``: seed 8 meets the protocol-error drop of
+test_attack24_protocol_error_drops_run.py through an oversized bulk)."""
 
 from __future__ import annotations
 
