@@ -16,6 +16,11 @@ another kind of the same connection) proposes the gathered runs first
 nothing: a connection's read waits for its writes' replies (the client port's
 ProgramOrder), and another client can only have seen a write acknowledged once applied.
 
+A run that cannot be proposed as leader (a transfer under way, commands waiting for a
+leader, not the leader) goes a command at a time the way of any write: parked, then
+proposed or forwarded each alone, never as an EXEC, which the next leader would check as
+a client's (its key cap, its request size) and might refuse whole (attack24).
+
 Bounds: one entry holds at most ``max_commands`` commands (``--max-keys-per-command``:
 each names one key) and ``max_bytes`` bytes of arguments; a run that would pass either
 proposes what was gathered first.
@@ -79,6 +84,23 @@ class Gathered:
         items, self.items = self.items, []
         self.commands = self.bytes = 0
         return items
+
+
+def joined(parts: list[Pending], into: Pending | None = None) -> Pending:
+    """A Pending (``into``, or a new one) answered with the list of ``parts``' values
+    once every part is answered: a run whose commands went each its own way."""
+    whole = Pending() if into is None else into
+    left = len(parts)
+
+    def one_answered(_value: Any) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0:
+            whole.set([part.value for part in parts])
+
+    for part in parts:
+        part.add_callback(one_answered)
+    return whole
 
 
 def share(items: list[Item], value: Any) -> None:

@@ -56,7 +56,7 @@ from raftkv.node.driver import CoreDriver
 from raftkv.node.expiry import active_expiry
 from raftkv.node.features import LevelLearner, answer_features, gate_level
 from raftkv.node.forwarding import Forwarder
-from raftkv.node.gathered import Gathered, entry_args, run_bytes, share
+from raftkv.node.gathered import Gathered, entry_args, joined, run_bytes, share
 from raftkv.node.heap import freeze_startup_heap
 from raftkv.node.listen import start_listener
 from raftkv.node.membership import Membership
@@ -361,15 +361,18 @@ class Node:
         which passed ``checked`` (no scripts), ``size`` bytes of arguments together:
         answered with the reply of a lone command, the array of a run's replies. A
         leader gathers them with other connections' runs into one entry at the ready
-        loop's next look (raftkv.node.gathered); else they go as one entry (an EXEC
-        without WATCH, for several) the way of any write. Not checked again as an EXEC:
+        loop's next look (raftkv.node.gathered); else each goes alone the way of any
+        write (parked, forwarded: never as an EXEC a leader would check as a client's).
+        Not checked again as an EXEC:
         each command was, and an entry holds at most ``max_keys_per_command`` of them,
         each naming one key, and ``run_bytes`` of arguments."""
         gathered = self._gathered
         if (self.stopping or self.settings.write_run == 1 or self.requests.parked
                 or not self._leads() or self.membership.removed()
                 or len(commands) > gathered.max_commands or size > gathered.max_bytes):
-            return self._admit(entry_args(commands), True)
+            if len(commands) == 1:
+                return self._admit(commands[0], True)
+            return joined([self._admit(command, True) for command in commands])
         if gathered.items and not gathered.fits(len(commands), size):
             self._propose_gathered()
         pending = Pending()
@@ -394,8 +397,15 @@ class Node:
             whole.add_callback(partial(share, items))
             deadline = min(item[3] for item in items)
         if not self._propose(entry_args(commands), whole, deadline, False):
-            for commands, pending, park_until, _ in items:
-                self.requests.park(entry_args(commands), True, pending, park_until)
+            park = self.requests.park
+            for commands, pending, park_until, _ in items:  # each command alone, in order
+                if len(commands) == 1:
+                    park(commands[0], True, pending, park_until)
+                    continue
+                parts = [Pending() for _ in commands]
+                for command, part in zip(commands, parts, strict=True):
+                    park(command, True, part, park_until)
+                joined(parts, pending)
 
     @property
     def leads(self) -> bool:

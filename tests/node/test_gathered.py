@@ -10,7 +10,7 @@ import pytest
 
 from chaos.cluster import free_ports
 from raftkv.kv import KVStateMachine, encode_entry
-from raftkv.node.gathered import MISMATCH, Gathered, entry_args, share
+from raftkv.node.gathered import MISMATCH, Gathered, entry_args, joined, share
 from raftkv.node.pending import Pending
 from raftkv.testing import one_node_leader
 from wire.reply import OK, ErrorReply
@@ -102,3 +102,13 @@ def test_the_state_machine_counts_each_command_of_an_exec() -> None:
     assert kv.commands_applied == 6 and kv.read([b"GET", b"a"]) == b"6"
     kv.read(entry_args([[b"GET", b"a"]] * 3))  # a read changes no count
     assert kv.commands_applied == 6
+
+
+def test_a_run_gone_a_command_at_a_time_is_answered_once_all_are() -> None:
+    parts = [Pending(), Pending(), Pending()]
+    whole = joined(parts)
+    parts[2].set(3)
+    parts[0].set(OK)
+    assert not whole.done
+    parts[1].set(ErrorReply("ERR x"))
+    assert whole.value == [OK, ErrorReply("ERR x"), 3]
