@@ -126,11 +126,12 @@ class Slot:
     """A reply owed to the client, encoded with the protocol in force when it was asked;
     ``size`` is its weight in the output buffer once ready (``weigh``)."""
 
-    __slots__ = ("close_after", "conn", "direct", "pending", "proto", "push", "server", "size")
+    __slots__ = ("close_after", "conn", "direct", "extra", "pending", "proto", "push",
+                 "server", "size")
 
     def __init__(self, pending: Pending, proto: int, server: ClientServer, conn: Connection,
                  close_after: bool = False, push: bool = False,
-                 direct: DirectReply | None = None) -> None:
+                 direct: DirectReply | None = None, extra: int = 0) -> None:
         self.pending = pending
         self.proto = proto
         self.server = server
@@ -139,6 +140,7 @@ class Slot:
         self.size = 0
         self.push = push  # a Pub/Sub message, not the reply to a command
         self.direct = direct  # sent by the task that answers it (``send_direct``), if it can
+        self.extra = extra  # a write run's replies past the first (``Connection.run_extra``)
 
     def weigh(self, value: Any) -> None:
         """The callback for when the reply is ready: weigh it into the output buffer and
@@ -178,9 +180,11 @@ class Slot:
         if sent:
             direct.waiting = None
             conn.owed -= 1
+            conn.run_extra -= self.extra
             return
         owed = (self if rest is None
-                else Slot(Pending.of(Encoded(rest)), self.proto, self.server, conn))
+                else Slot(Pending.of(Encoded(rest)), self.proto, self.server, conn,
+                          extra=self.extra))
         if conn.owed > 1:  # the writer has a later slot: it takes (and weighs) this first
             direct.waiting = owed
             return
@@ -554,7 +558,7 @@ class ClientServer:
                         write = KINDS.get(name) if name != b"raft" else is_write(args, name)
                         if write is not None and write is not order.kind:
                             await order.before(write)  # (else: nothing to wait for)
-                        while conn.owed - conn.pushes >= PIPELINE_WINDOW:
+                        while conn.owed - conn.pushes + conn.run_extra >= PIPELINE_WINDOW:
                             await conn.drained().wait()  # the writer sent one more
                         turn = None  # a large copy waits for its turn (copy_turn.py)
                         if name in COPY_CANDIDATES and copies_big(node.kv, name, args,
@@ -612,6 +616,7 @@ class ClientServer:
                         # else when it is (_reply_when_ready); only what the socket does
                         # not take goes through the writer.
                         sent = rest = None
+                        extra = 0 if run is None else len(run) - 1
                         if (direct is not None and direct.idle and not conn.owed
                                 and not conn.closing):
                             if pending.done:
@@ -623,14 +628,19 @@ class ClientServer:
                             else:
                                 self._reply_when_ready(
                                     conn, direct,
-                                    Slot(pending, conn.proto, self, conn, direct=direct))
+                                    Slot(pending, conn.proto, self, conn, direct=direct,
+                                         extra=extra))
+                                conn.run_extra += extra
                                 sent = True
                         if not sent:
-                            slot = (Slot(pending, conn.proto, self, conn, conn.closing)
+                            slot = (Slot(pending, conn.proto, self, conn, conn.closing,
+                                         extra=extra)
                                     if rest is None else
-                                    Slot(Pending.of(Encoded(rest)), conn.proto, self, conn))
+                                    Slot(Pending.of(Encoded(rest)), conn.proto, self, conn,
+                                         extra=extra))
                             slot.pending.add_callback(slot.weigh)
                             conn.owed += 1
+                            conn.run_extra += extra
                             try:  # no trip through the scheduler per pipelined command
                                 send.send_nowait(slot)
                             except trio.WouldBlock:  # (Pub/Sub pushes filled the queue)
@@ -906,6 +916,7 @@ class ClientServer:
                 conn.out_bytes -= slot.size
                 released += slot.size
                 conn.owed -= 1
+                conn.run_extra -= slot.extra
                 if slot.push:
                     conn.pushes -= 1
                 if (conn.out_drained is not None

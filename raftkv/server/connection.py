@@ -53,6 +53,9 @@ class Connection:
     out_bytes: int = 0  # replies ready and not yet sent (the output buffer)
     owed: int = 0  # replies not yet written, ready or not
     pushes: int = 0  # of which Pub/Sub messages
+    # The replies owed in write runs' slots past each slot's first: the pipeline window
+    # counts replies, and a run's slot holds several (raftkv.server.write_runs).
+    run_extra: int = 0
     scope: trio.CancelScope | None = None
     # Set by the writer when the output buffer is at most half full again, for a reader
     # waiting for room (``drained``); made only when one waits: a new Event per reply
