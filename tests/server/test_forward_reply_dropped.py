@@ -51,7 +51,8 @@ async def test_a_dropped_forwarded_reply_disconnects_the_client(
         return submitted[-1]
 
     node.submit = submit  # type: ignore[method-assign]
-    node.submit_run = submit  # type: ignore[method-assign]  # (the leader's SET: a run of one)
+    # (The leader's SET: a write run of one.)
+    node.submit_run = lambda commands, size: submit(commands[0])  # type: ignore[method-assign]
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run, partial(serve_clients, server))
         with trio.fail_after(30):
