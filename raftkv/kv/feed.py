@@ -1,11 +1,14 @@
 """The change feed: a bounded tail of the Changes applied entries made (issue 18).
 
-The feed keeps the changes of the last ``retention_entries`` log indexes, and at most
-``retention_bytes`` of them (keys and values plus a fixed overhead a change), dropping the
-oldest change first. ``floor`` is the id of the newest change dropped (or, after a
-snapshot that carried no tail, ``(snapshot index, MAX_POSITION)``): every change with an
-id above the floor is still here. A reader that resumes after id X misses nothing if and
-only if X >= floor; otherwise it gets ``Compacted``, naming the oldest retained id.
+The feed keeps the changes of the last ``retention_entries`` log indexes, at most
+``retention_entries`` changes (an entry may hold many: an MSET, a transaction, a leader's
+write runs, raftkv.node.gathered, which made 27-32 SETs one entry and the feed as many
+times longer for the same bound: attack24), and at most ``retention_bytes`` of them (keys
+and values plus a fixed overhead a change), dropping the oldest change first. ``floor``
+is the id of the newest change dropped (or, after a snapshot that carried no tail,
+``(snapshot index, MAX_POSITION)``): every change with an id above the floor is still
+here. A reader that resumes after id X misses nothing if and only if X >= floor;
+otherwise it gets ``Compacted``, naming the oldest retained id.
 
 Retention is independent of Raft snapshots: the tail travels in the state machine's
 snapshot (state.py), so a restarted node or a follower that installs a snapshot holds the
@@ -184,11 +187,12 @@ class ChangeFeed:
         oldest_kept = self.last_index - self.retention_entries  # indexes <= it go
         first = items[head]
         if type(first) is Bulk:
-            if first.index <= oldest_kept or self.bytes > self.retention_bytes:
+            if (first.index <= oldest_kept or self.bytes > self.retention_bytes
+                    or self._count > self.retention_entries):
                 self._trim()
             return
         if first[0] > oldest_kept:  # type: ignore[index, operator]
-            if self.bytes > self.retention_bytes:
+            if self.bytes > self.retention_bytes or self._count > self.retention_entries:
                 self._trim()
             return
         # A full feed under single-key writes drops one old change per entry: that
@@ -200,8 +204,9 @@ class ChangeFeed:
         self.floor = first[:2]  # type: ignore[index, assignment]
         self._head = head = head + 1
         self._skip = self._skip_bytes = 0
-        if self.bytes > self.retention_bytes or (head < len(items) and (
-                type(nxt := items[head]) is Bulk or nxt[0] <= oldest_kept)):  # type: ignore[index, operator]
+        if self.bytes > self.retention_bytes or self._count > self.retention_entries or (
+                head < len(items) and (
+                    type(nxt := items[head]) is Bulk or nxt[0] <= oldest_kept)):  # type: ignore[index, operator]
             self._trim()
         elif head > 1024 and head * 2 > len(items):  # (as ``_trim`` ends)
             del items[:head]
@@ -228,6 +233,19 @@ class ChangeFeed:
         oldest_kept = self.last_index - self.retention_entries  # indexes <= it go
         while self._head < len(items) and _index_of(items[self._head]) <= oldest_kept:
             self._drop_head()
+        while self._count > self.retention_entries:  # (so at least one change stays)
+            record = items[self._head]
+            over = self._count - self.retention_entries
+            if type(record) is not Bulk or len(record) - self._skip <= over:
+                self._drop_head()
+                continue
+            lo = self._skip + over  # the oldest ``over`` changes of the oldest record go
+            size = record.sizes(self._skip, lo)
+            self.bytes -= size
+            self._skip_bytes += size
+            self._count -= over
+            self._skip = lo
+            self.floor = (record.index, record.position + lo - 1)
         while self._head < len(items) and self.bytes > self.retention_bytes:
             record = items[self._head]
             if type(record) is not Bulk or (

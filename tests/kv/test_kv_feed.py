@@ -56,7 +56,8 @@ def test_retention_keeps_the_last_n_log_entries_and_moves_the_floor() -> None:
 
 
 def test_a_full_feed_keeps_exactly_its_window_whatever_the_records_and_bounds() -> None:
-    """Against a model (every change ever appended, filtered by both bounds): single
+    """Against a model (every change ever appended, filtered by the bounds: the last N
+    entries, at most N changes, at most B bytes): single
     changes dropped one an entry (``append``'s own path), next to MSET Bulks, changeless
     entries, several changes an entry, the bytes bound cutting into a Bulk, and the
     compaction of the dropped head (thousands of appends)."""
@@ -65,7 +66,7 @@ def test_a_full_feed_keeps_exactly_its_window_whatever_the_records_and_bounds() 
 
     rng = random.Random(7)
     for entries_bound, bytes_bound in ((1, 10**9), (3, 10**9), (50, 10**9), (5, 2000),
-                                       (40, 12_000)):
+                                       (40, 12_000), (200, 10**9)):
         feed = ChangeFeed(retention_entries=entries_bound, retention_bytes=bytes_bound)
         every: list[Change] = []
         first = index = 0  # every[first:] is the window
@@ -90,6 +91,7 @@ def test_a_full_feed_keeps_exactly_its_window_whatever_the_records_and_bounds() 
             feed.append(index, records)
             weight = sum(map(weigh, every[first:]))  # the model: drop the oldest while
             while first < len(every) and (every[first].index <= index - entries_bound
+                                          or len(every) - first > entries_bound
                                           or weight > bytes_bound):  # a bound wants it
                 weight -= weigh(every[first])
                 first += 1
@@ -338,3 +340,20 @@ def test_retained_changes_are_not_objects_the_garbage_collector_walks() -> None:
     assert feed.after((9_998, 0), 10) == [Change(9_999, 0, "set", b"k9999", b"v", None),
                                           Change(10_000, 0, "set", b"k10000", b"v", None)]
     assert all(type(change) is Change for change in feed.after((0, 0), 10_000))
+
+
+def test_retention_also_bounds_the_changes_kept() -> None:
+    """An entry of many changes (a leader's write runs: 32 SETs an entry) counts each
+    against ``retention_entries``: the feed keeps at most that many changes, cutting into
+    the oldest Bulk if it must, as long as entries of one change kept it (attack24: a feed
+    32 times longer for the same bound)."""
+    feed = ChangeFeed(retention_entries=10)
+    for index in (1, 2, 3):
+        feed.append(index, [change(index, p, key=b"k%d" % p) for p in range(4)])
+    assert len(feed) == 10 and feed.floor == (1, 1)
+    assert ids(feed.after(feed.floor, 20))[0] == (1, 2)
+    feed.append(4, [Bulk(4, 0, "mset", [b"m%d" % i for i in range(8)], [b"v"] * 8)])
+    assert len(feed) == 10 and feed.floor == (3, 1)  # two of entry 3's four go
+    feed.append(5, [Bulk(5, 0, "mset", [b"n%d" % i for i in range(25)], [b"v"] * 25)])
+    assert len(feed) == 10 and feed.floor == (5, 14)  # the rest, and 15 of entry 5's
+    assert ids(feed.after(feed.floor, 20)) == [(5, p) for p in range(15, 25)]
