@@ -170,7 +170,8 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option("--watch-retention-entries", default=100_000, show_default=True,
               envvar=_env("WATCH_RETENTION_ENTRIES"), type=click.IntRange(min=1),
               help="The change feed (XREAD __raftkv:changes) keeps the changes of the last N "
-                   "log entries, whatever the snapshots; older ids answer 'compacted'.")
+                   "log entries, and at most N changes, whatever the snapshots; older ids "
+                   "answer 'compacted'.")
 @click.option("--watch-retention-bytes", default=64 * 1024 * 1024, show_default=True,
               envvar=_env("WATCH_RETENTION_BYTES"), type=click.IntRange(min=1024),
               help="And at most this many bytes of them (keys, values, ~96 bytes each).")
