@@ -317,6 +317,8 @@ class Node:
                             await self.driver.role_changed.wait()
                 except NotLeader:
                     pass
+        for item in self._gathered.take():  # never proposed: never applied
+            item[1].set(SHUTTING_DOWN)
         self.requests.fail_all(SHUTTING_DOWN)
         self._nursery.cancel_scope.cancel()
 

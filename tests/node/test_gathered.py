@@ -12,6 +12,7 @@ from chaos.cluster import free_ports
 from raftkv.kv import KVStateMachine, encode_entry
 from raftkv.node.gathered import MISMATCH, Gathered, entry_args, joined, share
 from raftkv.node.pending import Pending
+from raftkv.node.requests import SHUTTING_DOWN
 from raftkv.testing import one_node_leader
 from wire.reply import OK, ErrorReply
 
@@ -112,3 +113,10 @@ def test_a_run_gone_a_command_at_a_time_is_answered_once_all_are() -> None:
     assert not whole.done
     parts[1].set(ErrorReply("ERR x"))
     assert whole.value == [OK, ErrorReply("ERR x"), 3]
+
+
+async def test_runs_gathered_when_the_node_stops_are_answered(tmp_path: Path) -> None:
+    async with one_node_leader(tmp_path / "d", *free_ports(2)) as node:
+        run = node.submit_run([[b"SET", b"a", b"1"], [b"INCR", b"n"]], 10)
+        await node.stop()
+        assert run.done and run.value is SHUTTING_DOWN  # (never proposed)
