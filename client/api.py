@@ -5,8 +5,10 @@ the single place that decides whether a failed command is sent again (see
 ``client.safety``): after ``-TRYAGAIN`` or a connection that failed before the request
 left, always; after ``-UNKNOWN``, a connection lost after sending, reads and idempotent
 writes only; in a pipeline, only while no later command of it was (or may have been)
-applied, so a refused write never applies behind a later one (``_may_resend``). Anything
-else is reported to the caller (``TryAgain``, ``OutcomeUnknown``), never hidden.
+applied, so a refused write never applies behind a later one (``_may_resend``). Nodes
+that refuse the client's credentials are not asked again (``CredentialsRefused``, at once);
+dead ones are, until the deadline. Anything else is reported to the caller (``TryAgain``,
+``OutcomeUnknown``), never hidden.
 
 A client holds one connection, preferably to the leader (``INFO raft`` names it, which
 saves followers the forwarding hop); concurrent tasks share it one exchange at a time, so
@@ -156,6 +158,15 @@ class _Call:
             return type(self.last)(str(self.last))
         reason = f"; last failure: {self.last}" if self.last is not None else ""
         return DeadlineExceeded(f"deadline of {self.limit}s passed{reason}")
+
+    def refused(self, i: int, exc: CredentialsRefused) -> RaftKVError:
+        """The result of command ``i`` when the nodes refuse the client's credentials before
+        it could be sent (again): ``OutcomeUnknown`` if an earlier send may have applied
+        it, as at the deadline (``expire``)."""
+        if self.safety[i] is not Safety.READ and (
+                i in self.maybe or (i in self.tagged and self.sends[i] > 0)):
+            return OutcomeUnknown(f"UNKNOWN an earlier send may have been applied; now {exc}")
+        return CredentialsRefused(str(exc))
 
 
 @attrs.define
@@ -442,6 +453,15 @@ class Client(Commands):
             except BaseException:
                 await self._drop()  # cut short by the caller: a late reply would be misread
                 raise
+            if isinstance(attempt.failure, CredentialsRefused):
+                # Live nodes checked the credentials and refused them: asking again until
+                # the deadline got the same answer (and counted against their AUTH
+                # throttle), and raftkv-cli's REPL fell back from a typed AUTH whose
+                # password was changed only after --timeout (attack23). A dead node is
+                # still asked again (ConnectionFailed), until the deadline.
+                for i in todo:
+                    results[i] = call.refused(i, attempt.failure)
+                return
             self._absorb(attempt, todo, results)
             self._track(call, todo, attempt)
             if attempt.sent:
@@ -564,6 +584,8 @@ class Client(Commands):
             if type(reply) is int:
                 self._session = _Session(reply, trio.current_time())
                 return self._session
+            if isinstance(attempt.failure, CredentialsRefused):
+                return None  # (the call's own send says so at once: ``_retry_loop``)
             retryable = reply is None or (isinstance(reply, ErrorReply) and reply.text.startswith(
                 ("TRYAGAIN", "UNKNOWN")))
             if isinstance(reply, ErrorReply) and reply.text.startswith(FULL_TABLE):
@@ -789,7 +811,7 @@ class Client(Commands):
                 return await Connection.open(addr, self.security)
             except OSError as exc:
                 errors.append(f"{addr}: {failure_reason(exc)}")
-                if isinstance(exc, AuthRefused):
+                if isinstance(exc, AuthRefused) and exc.credentials_refused:
                     refused.append(addr)
                 return None
         errors.append(f"{addr}: connect timed out")

@@ -62,8 +62,10 @@ class ConnectionFailed(RaftKVError, ConnectionError):
 
 
 class CredentialsRefused(ConnectionFailed):
-    """No node could be used and at least one refused the client's AUTH on connect: no
-    command was sent (raftkv-cli's REPL then drops a typed AUTH's credentials)."""
+    """No node could be used and at least one checked the client's AUTH on connect and
+    refused it (WRONGPASS, NOAUTH): no command was sent. Raised at once, not retried until
+    the deadline as a dead node is (raftkv-cli's REPL then drops a typed AUTH's
+    credentials)."""
 
 
 class LeaderUnreachable(ConnectionFailed):

@@ -26,6 +26,18 @@ class HandshakeFailed(ConnectionError):
 class AuthRefused(HandshakeFailed):
     """The node answered the connection's AUTH with an error (WRONGPASS, ...)."""
 
+    def __init__(self, reply: str) -> None:
+        super().__init__(f"AUTH failed: {reply}")
+        self.reply = reply
+
+    @property
+    def credentials_refused(self) -> bool:
+        """The node checked the credentials and said no (WRONGPASS; NOAUTH): asking again
+        gets the same answer. Not a node too busy to check them (``ERR max number of
+        clients reached``, ``ERR too many failed authentications ...; retry in N s``),
+        which is worth asking again, like a dead node."""
+        return self.reply.split(" ", 1)[0] in REFUSALS
+
 
 def tls_context(cacert: str | None = None, cert: str | None = None,
                 key: str | None = None) -> ssl.SSLContext:
@@ -71,13 +83,15 @@ class Security:
 # password was not needed, so the connection is as good as authenticated (a RAFTKV_PASSWORD
 # left in the environment must not make an open cluster unreachable).
 NOT_NEEDED = "ERR AUTH <password> called without any password configured"
+# The error codes of a node that checked the credentials and refused them.
+REFUSALS = frozenset({"WRONGPASS", "NOAUTH"})
 
 
 def check_auth_reply(reply: object) -> None:
     """HandshakeFailed for a refused AUTH, worded as redis-cli's ``AUTH failed: WRONGPASS
     ...``."""
     if isinstance(reply, ErrorReply) and not reply.text.startswith(NOT_NEEDED):
-        raise AuthRefused(f"AUTH failed: {reply.text}")
+        raise AuthRefused(reply.text)
 
 
 def raw_socket(stream: Any) -> Any:

@@ -123,6 +123,14 @@ class LinkStats:
     generation: int = 0
 
 
+@attrs.frozen
+class SendMark:
+    """A down link's state when a message was sent to it (``PeerTransport.send_mark``)."""
+
+    link: Any  # the _Link (a peer removed and added again gets a new one)
+    ordinal: int  # the message's place in the link's queue (``_Link.puts``)
+
+
 class _Refused(Exception):
     """The peer refused our Hello, or its Hello was not what we dialled."""
 
@@ -396,6 +404,10 @@ class _Link:
         self.client_addr = ""
         self.sent = self.dropped = self.received = self.keepalives = 0
         self.connects = self.refused = self.dial_failures = 0
+        # Items ever queued (each one's ordinal), and the ordinals ``drop_queued`` last
+        # took out of the queue unwritten: the queue holds the latest ``puts`` in order.
+        self.puts = 0
+        self.last_drop = (0, -1)
 
     def queued(self) -> int:
         return self.queue_in.statistics().current_buffer_used
@@ -412,6 +424,7 @@ class _Link:
     def put(self, msg: Any) -> None:
         """Queue ``msg`` for the sender task; trio.WouldBlock if the queue is full."""
         self.queue_in.send_nowait(msg)
+        self.puts += 1
         if type(msg) is ForwardResponse:
             self.reply_bytes += len(msg.reply)
 
@@ -425,12 +438,16 @@ class _Link:
         n = len(self.held)
         self.held.clear()
         self.reply_bytes = 0
+        removed = 0
         while True:
             try:
                 msg = self.queue_out.receive_nowait()
             except trio.WouldBlock:
                 break
+            removed += 1
             n += msg is not _FLUSH  # (a wake-up for the tail, not a message)
+        if removed:
+            self.last_drop = (self.puts - removed + 1, self.puts)
         self.tail = b""
         self.dropped += n
         return n
@@ -711,6 +728,24 @@ class PeerTransport:
             )
             for peer_id, link in self._links.items()
         }
+
+    def send_mark(self, peer_id: int) -> SendMark | None:
+        """Taken just before ``send`` of a message to ``peer_id``, for ``dropped_since``;
+        None while the link is up (``send`` may write the message itself then)."""
+        link = self._links.get(peer_id)
+        if link is None or link.connected:
+            return None
+        return SendMark(link, link.puts + 1)  # (``send`` queues it next, as that one)
+
+    def dropped_since(self, peer_id: int, mark: SendMark | None) -> bool:
+        """Whether the message sent to ``peer_id`` just after ``send_mark`` gave ``mark``
+        was dropped unwritten (a dial failed, or the link stalled, and ``drop_queued``
+        emptied the queue with it in it): no answer to it can come. False when it cannot
+        tell (another drop since). Changes are seen by ``wait_until``."""
+        if mark is None or self._links.get(peer_id) is not mark.link:
+            return False
+        first, last = mark.link.last_drop
+        return first <= mark.ordinal <= last
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds; re-checked whenever a link's state or counters

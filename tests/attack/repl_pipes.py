@@ -11,9 +11,9 @@ import threading
 class Repl:
     """raftkv-cli's REPL on pipes: one line in, its reply's first non-empty line out."""
 
-    def __init__(self, endpoints: str) -> None:
+    def __init__(self, endpoints: str, timeout: float = 20) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "client", "-e", endpoints, "--timeout", "20"],
+            [sys.executable, "-m", "client", "-e", endpoints, "--timeout", str(timeout)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

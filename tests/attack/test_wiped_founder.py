@@ -38,12 +38,17 @@ def _wait_exit_or_leader(c: LocalCluster, node_id: int, leader_among: list[int],
         time.sleep(0.1)  # other processes: nothing to wait on but their state
 
 
+def published(c: LocalCluster, node_id: int) -> set[int]:
+    """The members ``node_id``'s log has as published (empty if it does not answer)."""
+    info = c.info(node_id) or {}
+    return {int(i) for i in info.get("published", "").split(",") if i}
+
+
 def _wait_published(c: LocalCluster, node_id: int, ids: set[int],
                     timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        info = c.info(node_id) or {}
-        if {int(i) for i in info.get("published", "").split(",") if i} >= ids:
+        if published(c, node_id) >= ids:
             return
         time.sleep(0.05)  # another process: nothing to wait on but its state
     raise AssertionError(f"node {node_id} never had {ids} published: {c.info(node_id)}")
@@ -90,9 +95,10 @@ def test_a_wiped_founder_restarted_with_its_cluster_line_refuses_and_v1_survives
 def test_founders_started_seconds_apart_form_a_cluster(tmp_path: Path) -> None:
     c = LocalCluster(tmp_path, fsync="never")
     try:
-        for i in c.nodes:
+        for n, i in enumerate(c.nodes):
+            if n:
+                time.sleep(2)  # the point of the test: founders that start late
             c.start(i)
-            time.sleep(2)  # the point of the test: founders that start late
         leader = c.wait_for_leader(timeout=60)
         assert retry_call(c.nodes[leader].client_addr, "SET", "k", "v") == OK
         for i in c.nodes:
@@ -111,7 +117,11 @@ def test_a_founder_started_after_the_others_served_still_joins(tmp_path: Path) -
                 c.start(i)
         leader = c.wait_for_leader(among=[i for i in c.nodes if i != late], timeout=60)
         assert retry_call(c.nodes[leader].client_addr, "SET", "k", "v") == OK
-        time.sleep(10)  # the brief's case: a founder 10 s late (the others publish meanwhile)
+        # The brief's case: a founder 10 s late, by when the others have published
+        # themselves (they served) and it has not; waited for as that, not as 10 s (the
+        # peers' dial back-off is at most 1 s, so nothing else changes with the wait).
+        _wait_published(c, leader, {i for i in c.nodes if i != late})
+        assert late not in published(c, leader)
         c.start(late)
         assert retry_call(c.nodes[late].client_addr, "GET", "k", timeout=60) == b"v"
         info = c.info(late, timeout=2.0)

@@ -4,7 +4,8 @@ Every command except ``INFO`` (the client's leader probe) is recorded in ``seen`
 answered by the next scripted action: reply bytes, ``CLOSE`` (read the command, close
 without replying), ``HANG`` (read it, never reply), ``Then(reply, CLOSE)`` (reply,
 then close the idle connection) or ``Later(reply, event)`` (reply once the event is set).
-With the script used up, commands get ``default``.
+With the script used up, commands get ``default``. An ``AUTH`` with a password in
+``refused_passwords`` is recorded and answered ``WRONGPASS``, whatever the script says.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import trio
 from wire.resp import CommandParser, encode_reply
 
 CLOSE = "close"
+WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
 HANG = "hang"
 
 
@@ -60,6 +62,7 @@ class FakeNode:
         self.probes = 0  # INFO requests (the client's leader probes)
         self.closed = trio.Event()  # set once the node has closed a connection itself
         self.addr = ""
+        self.refused_passwords: set[bytes] = set()  # (a password rotated away)
 
     async def serve(self, nursery: trio.Nursery) -> str:
         listeners = await nursery.start(
@@ -78,6 +81,9 @@ class FakeNode:
                     await stream.send_all(encode_reply(info.encode()))
                     continue
                 self.seen.append(cmd)
+                if cmd[0].upper() == b"AUTH" and cmd[-1] in self.refused_passwords:
+                    await stream.send_all(WRONGPASS)
+                    continue
                 action = self.actions.popleft() if self.actions else self.default
                 if action == HANG:
                     await trio.sleep_forever()

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -31,6 +32,7 @@ from raftkv.node.publish import (
     NOT_PUBLISHED,
     OLDER,
     PUBLISHED,
+    ROUND_TIMEOUT,
     answer_probe,
     answers_needed,
     classify,
@@ -202,43 +204,84 @@ def test_the_core_gives_the_entries_past_an_index() -> None:
 
 class _Peers:
     """The transport as the probe sees it: ``answer(peer, round)`` is the peer's reply, or
-    None for a peer that never answers (down)."""
+    None for a peer that never answers (down). A peer in ``unsent`` is not up: the
+    transport drops what is sent to it when its dial fails, ``DIAL`` later."""
 
     def __init__(self, requests: RequestTracker,
-                 answer: Callable[[int, int], Any]) -> None:
+                 answer: Callable[[int, int], Any], unsent: frozenset[int]) -> None:
         self.requests = requests
         self.answer = answer
+        self.unsent = unsent
         self.asked: dict[int, int] = {}
+        self.failed_dials: dict[int, int] = dict.fromkeys(unsent, 0)
+        self.changed = trio.Event()
+
+    def send_mark(self, peer: int) -> int | None:
+        return self.failed_dials.get(peer)
 
     def send(self, msg: ForwardRequest) -> bool:
         assert msg.args[:2] == (b"RAFT", b"PUBLISHED") and msg.src == 2
         n = self.asked[msg.dst] = self.asked.get(msg.dst, 0) + 1
         reply = self.answer(msg.dst, n)
-        if reply is not None:
-            self.later.append((msg.req_id, reply))  # tracked once send returns: later
+        if msg.dst in self.unsent:
+            assert reply is None, "a peer that is not up cannot answer"
+        elif isinstance(reply, Slow):
+            self.later.append((msg.req_id, reply.reply, trio.current_time() + reply.delay))
+        elif reply is not None:  # tracked once send returns: later
+            self.later.append((msg.req_id, reply, trio.current_time()))
         return True
 
-    later: list[tuple[int, Any]]
+    def dropped_since(self, peer: int, mark: int | None) -> bool:
+        return mark is not None and self.failed_dials[peer] > mark
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self.changed.wait()
+
+    async def dial(self) -> None:
+        """The transport's dials to the peers that are not up: each fails, DIAL apart."""
+        while True:
+            await trio.sleep(DIAL)
+            for peer in self.unsent:
+                self.failed_dials[peer] += 1
+            self.changed.set()
+            self.changed = trio.Event()
+
+    later: list[tuple[int, Any, float]]  # (request, reply, not before)
+
+
+@attrs.frozen
+class Slow:
+    """A reply that comes ``delay`` seconds late."""
+
+    delay: float
+    reply: Any
+
+
+DIAL = 0.1  # (the real transport's first dials: 10 ms apart, growing to 1 s)
 
 
 async def _probe(answer: Callable[[int, int], Any],
-                 founders: tuple[int, ...] = (1, 2, 3)) -> tuple[_Peers, RequestTracker]:
+                 founders: tuple[int, ...] = (1, 2, 3),
+                 unsent: frozenset[int] = frozenset()) -> tuple[_Peers, RequestTracker]:
     requests = RequestTracker({})
-    peers = _Peers(requests, answer)
+    peers = _Peers(requests, answer, unsent)
     peers.later = []
 
     async def deliver() -> None:
         while True:
             await trio.sleep(0.05)  # the peer's round trip, on the mock clock
-            for req_id, reply in peers.later:
+            now = trio.current_time()
+            for req_id, reply, _ in [x for x in peers.later if x[2] <= now]:
                 pending = requests.forward_answered(req_id)
                 if pending is not None:
                     pending.set(reply)
-            peers.later.clear()
+            peers.later = [x for x in peers.later if x[2] > now]
 
     refused: list[LostItsData] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(deliver)
+        nursery.start_soon(peers.dial)
         try:
             await wait_until_unpublished(2, list(founders), peers,  # type: ignore[arg-type]
                                          requests,
@@ -264,6 +307,28 @@ async def test_a_fresh_founder_goes_on_after_one_not_published(autojump_clock) -
     peers, requests = await _probe(lambda peer, n: None if peer == 1 else 0)
     assert peers.asked == {1: 1, 3: 1}
     assert not requests.forwards  # the unanswered probe is forgotten
+
+
+async def test_a_probe_dropped_unsent_is_not_waited_for(autojump_clock) -> None:
+    """A fresh cluster's founders start together: a probe sent before a peer listens is
+    dropped when the dial to it fails. The round ends then, not at its 2 s deadline (every
+    3-node cluster start waited it out), with the same answers: 3's "not published"."""
+    start = trio.current_time()
+    peers, requests = await _probe(lambda peer, n: 0 if peer == 3 else None,
+                                   unsent=frozenset({1}))
+    assert peers.asked == {1: 1, 3: 1}
+    assert trio.current_time() - start < ROUND_TIMEOUT  # (the mock clock's: 0.1 s)
+    assert not requests.forwards
+
+
+async def test_a_dropped_probe_does_not_end_the_wait_for_another_peer(
+        autojump_clock) -> None:
+    """1's probe is dropped at once, 3 answers "published" only after a second: the
+    founder still hears it and refuses, as it did when it waited out the deadline."""
+    with pytest.raises(LostItsData) as caught:
+        await _probe(lambda peer, n: None if peer == 1 else Slow(1.0, 1),
+                     unsent=frozenset({1}))
+    assert "node 3 has it as published" in str(caught.value)
 
 
 async def test_two_wiped_founders_of_five_do_not_vouch_for_each_other(autojump_clock) -> None:

@@ -428,6 +428,27 @@ async def test_failed_dial_drops_what_was_queued(nursery) -> None:
     assert a.t.stats()[2].queued == 0 and a.t.unroutable == 5
 
 
+async def test_a_message_sent_while_the_link_is_down_is_known_dropped_or_delivered(
+        nursery) -> None:
+    """``send_mark``/``dropped_since`` (the founder probe's early end): a message queued
+    while the link is down is dropped when the next dial fails, and said so; one queued
+    before a dial that succeeds is delivered, and never said dropped."""
+    with trio.fail_after(5):
+        a = await start(nursery, 1)
+        gone = await start(nursery, 2)
+        await gone.stop()  # a port nothing listens on any more
+        b = await start(nursery, 3, {1: a.addr})
+        a.t.update_peers({2: gone.addr, 3: b.addr})  # neither link is up yet
+        marks = {peer: a.t.send_mark(peer) for peer in (2, 3)}
+        assert None not in marks.values()
+        assert a.t.send(Note(1, 2, 0)) and a.t.send(Note(1, 3, 0))
+        await a.t.wait_until(lambda: a.t.dropped_since(2, marks[2]))
+        assert await b.inbox.receive() == Note(1, 3, 0)
+        await a.t.wait_until(connected(a, 3))
+        assert not a.t.dropped_since(3, marks[3])
+        assert a.t.send_mark(3) is None  # up: a message written may be answered
+
+
 async def test_a_newer_inbound_connection_replaces_the_older(nursery) -> None:
     with trio.fail_after(5):
         a = await start(nursery, 1, {9: "127.0.0.1:9"})
