@@ -69,7 +69,8 @@ class CoreDriver:
         self.on_forward_request = on_forward_request  # the leader runs a follower's command
         self.unpark = unpark  # a leader is known: run the commands that waited for one
         # The reads taken since the last look at the core go to it as one ReadIndex
-        # (Node._ask_reads), before every look: they join the next Ready's round.
+        # (Node._before_look, which proposes the gathered write runs first), before every
+        # look: they join the next Ready's round.
         self.ask_reads = ask_reads
         self.role_changed = trio.Event()  # set (and replaced) at every role change
         self._wake = trio.Event()
