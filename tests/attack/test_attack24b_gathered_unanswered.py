@@ -1,0 +1,57 @@
+"""attack24b: a write run gathered for the ready loop's next look (raftkv.node.gathered)
+is in no table the node answers from, so the two paths that owe every client a reply
+skip it.
+
+1. The request sweeper (``Requests.sweep``: "a reply is owed to every client") answers a
+   plain write -UNKNOWN at its deadline while the ready loop is held up (a slow fsync, a
+   snapshot's ``finish_compact`` holding the storage lock); a gathered run waits until the
+   loop comes back, however long that is: its client hangs past --request-timeout.
+2. ``Node.stop`` answers what ``Requests`` holds (``fail_all``): a single node (no
+   transfer target) stops without the ready loop looking again, so the gathered run is
+   never answered; its client only sees the connection close (the same write proposed
+   alone got "TRYAGAIN the node is shutting down").
+
+Each test runs the same moment for a plain write (``submit``, what ``--write-run 1``
+does) and a gathered run, and expects the same: an answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from chaos.cluster import free_ports
+from raftkv.testing import one_node_leader
+from wire.reply import ErrorReply
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_the_sweeper_answers_a_gathered_run_like_a_plain_write(tmp_path: Path) -> None:
+    async with one_node_leader(tmp_path / "d", *free_ports(2)) as node:
+        lock = node.driver.storage_lock
+        await lock.acquire()  # the ready loop's next Ready waits (a stalled fsync/snapshot)
+        try:
+            plain = node.submit([b"SET", b"a", b"1"])  # proposed now, tracked
+            await trio.testing.wait_all_tasks_blocked()  # the loop now waits for the lock
+            run = node.submit_run([[b"SET", b"b", b"1"]], 5)  # gathered for the next look
+            # Every deadline has passed: what the sweeper does at --request-timeout.
+            node.requests.sweep(trio.current_time() + 10 * node.settings.request_timeout)
+            assert isinstance(plain.value, ErrorReply)  # -UNKNOWN: the client is answered
+            assert run.done, "the gathered run's client is still waiting"
+        finally:
+            lock.release()
+
+
+async def test_stop_answers_a_gathered_run_like_a_plain_write(tmp_path: Path) -> None:
+    async with one_node_leader(tmp_path / "d", *free_ports(2)) as node:
+        plain = node.submit([b"SET", b"a", b"1"])
+        run = node.submit_run([[b"SET", b"b", b"1"]], 5)
+        other = node.submit_run([[b"INCR", b"n"], [b"INCR", b"n"]], 6)
+        # (submit_run's gathering happens after ``plain``'s proposal: no flush between)
+        await node.stop()
+        assert isinstance(plain.value, ErrorReply)
+        assert run.done and other.done, "gathered runs stopped without an answer"
