@@ -4,11 +4,13 @@ connection's replies and keys do not depend on how the connections interleave), 
 fuzz_write_runs.py's random pipelines in random pieces; the same pieces go to a node that
 gathers (write_run 32) and one that does not (write_run 1). Each connection's replies
 (ids and TTLs masked) and the final states must be equal. Not a test:
-``python tests/attack/fuzz_gathered_conns.py SEED N [CONNS] [setting=value...]``."""
+``python tests/attack/fuzz_gathered_conns.py SEED N [CONNS] [setting=value...]`` (``tls=1``:
+the client port on TLS)."""
 
 from __future__ import annotations
 
 import random
+import ssl
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import trio
 
 from chaos.cluster import free_ports
+from raftkv import certs
 from raftkv.testing import one_node_leader
 from tests.attack.fuzz_write_runs import ID, KEYS, _cmd, _encode, _state
 from wire.resp import encode_command
@@ -54,8 +57,12 @@ def _mine(c: list[bytes], cid: int) -> list[bytes] | None:
     return [c[0], *(p + a if a in KEYS else a for a in c[1:])]
 
 
-async def _conn(port: int, chunks: list[bytes], rng: random.Random) -> bytes:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+async def _conn(port: int, chunks: list[bytes], rng: random.Random,
+                tls: ssl.SSLContext | None = None) -> bytes:
+    stream: Any = await trio.open_tcp_stream("127.0.0.1", port)
+    if tls is not None:  # (the TLS connection's direct replies: TLSStream.send_nowait)
+        stream = trio.SSLStream(stream, tls, server_hostname="127.0.0.1")
+        await stream.do_handshake()
     end = encode_command(b"ECHO", b"#end#")
     got = b""
     with trio.fail_after(30):
@@ -83,8 +90,8 @@ async def _conn(port: int, chunks: list[bytes], rng: random.Random) -> bytes:
 
 
 async def _into(outs: list[bytes], cid: int, port: int, chunks: list[bytes],
-                r: float) -> None:
-    outs[cid] = await _conn(port, chunks, random.Random(r))
+                r: float, tls: ssl.SSLContext | None) -> None:
+    outs[cid] = await _conn(port, chunks, random.Random(r), tls)
 
 
 def _pieces(rng: random.Random, data: bytes) -> list[bytes]:
@@ -94,6 +101,11 @@ def _pieces(rng: random.Random, data: bytes) -> list[bytes]:
 
 async def trial(seed: int, conns: int, **settings: Any) -> list[str]:
     rng = random.Random(seed)
+    tls = None
+    if settings.pop("tls", 0):
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
     plans = []
     for cid in range(conns):
         cmds = []
@@ -107,6 +119,10 @@ async def trial(seed: int, conns: int, **settings: Any) -> list[str]:
     results = []
     proposed: list[int] = []
     with TemporaryDirectory() as tmp:
+        if tls is not None:
+            certs.create(Path(tmp) / "c")
+            settings.update(tls_cert=str(Path(tmp) / "c/node.crt"),
+                            tls_key=str(Path(tmp) / "c/node.key"))
         for run in (32, 1):
             async with AsyncExitStack() as stack:
                 node = await stack.enter_async_context(one_node_leader(
@@ -115,7 +131,7 @@ async def trial(seed: int, conns: int, **settings: Any) -> list[str]:
                 outs: list[bytes] = [b""] * conns
                 async with trio.open_nursery() as nursery:
                     for cid, (chunks, r) in enumerate(plans):
-                        nursery.start_soon(_into, outs, cid, port, chunks, r)
+                        nursery.start_soon(_into, outs, cid, port, chunks, r, tls)
                 results.append(([ID.sub(b"#", o) for o in outs], _state(node)))
                 proposed.append(node.stats["proposed"])
     (a, sa), (b, sb) = results
