@@ -55,3 +55,30 @@ async def test_stop_answers_a_gathered_run_like_a_plain_write(tmp_path: Path) ->
         await node.stop()
         assert isinstance(plain.value, ErrorReply)
         assert run.done and other.done, "gathered runs stopped without an answer"
+
+
+async def test_a_gathered_run_waits_out_a_disk_stall_a_plain_write_is_answered_in(
+        tmp_path: Path) -> None:
+    """The realistic hold-up: the WAL's fsync hangs (a stalled disk). A plain write
+    proposed meanwhile is tracked and answered -UNKNOWN at its deadline; a gathered run
+    waits for the disk, however long."""
+    async with one_node_leader(tmp_path / "d", *free_ports(2), fsync="always") as node:
+        disk = trio.Event()
+        sync_thread = node.driver.sync_thread
+        real_sync = sync_thread.sync
+
+        async def stalled_sync(*args: object) -> None:
+            await disk.wait()
+            await real_sync(*args)  # type: ignore[arg-type]
+
+        sync_thread.sync = stalled_sync  # type: ignore[method-assign]
+        try:
+            first = node.submit([b"SET", b"x", b"1"])  # its Ready's fsync hangs
+            await trio.testing.wait_all_tasks_blocked()
+            plain = node.submit([b"SET", b"a", b"1"])
+            run = node.submit_run([[b"SET", b"b", b"1"]], 5)
+            node.requests.sweep(trio.current_time() + 10 * node.settings.request_timeout)
+            assert first.done and plain.done  # -UNKNOWN: each client is answered
+            assert run.done, "the gathered run's client waits for the disk"
+        finally:
+            disk.set()
