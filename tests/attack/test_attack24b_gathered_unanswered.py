@@ -11,8 +11,9 @@ skip it.
    never answered; its client only sees the connection close (the same write proposed
    alone got "TRYAGAIN the node is shutting down").
 
-Each test runs the same moment for a plain write (``submit``, what ``--write-run 1``
-does) and a gathered run, and expects the same: an answer.
+Each test runs the same moment for a plain write (``submit``) and a write of the client
+port's run path (``submit_run``), and expects both answered: with ``write_run`` 1 (no
+gathering: ``submit_run`` proposes at once) each passes, with 32 (the default) each fails.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from wire.reply import ErrorReply
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_the_sweeper_answers_a_gathered_run_like_a_plain_write(tmp_path: Path) -> None:
-    async with one_node_leader(tmp_path / "d", *free_ports(2)) as node:
+@pytest.mark.parametrize("write_run", [1, 32])
+async def test_the_sweeper_answers_a_gathered_run_like_a_plain_write(
+        write_run: int, tmp_path: Path) -> None:
+    async with one_node_leader(tmp_path / "d", *free_ports(2), write_run=write_run) as node:
         lock = node.driver.storage_lock
         await lock.acquire()  # the ready loop's next Ready waits (a stalled fsync/snapshot)
         try:
@@ -46,8 +49,10 @@ async def test_the_sweeper_answers_a_gathered_run_like_a_plain_write(tmp_path: P
             lock.release()
 
 
-async def test_stop_answers_a_gathered_run_like_a_plain_write(tmp_path: Path) -> None:
-    async with one_node_leader(tmp_path / "d", *free_ports(2)) as node:
+@pytest.mark.parametrize("write_run", [1, 32])
+async def test_stop_answers_a_gathered_run_like_a_plain_write(
+        write_run: int, tmp_path: Path) -> None:
+    async with one_node_leader(tmp_path / "d", *free_ports(2), write_run=write_run) as node:
         plain = node.submit([b"SET", b"a", b"1"])
         run = node.submit_run([[b"SET", b"b", b"1"]], 5)
         other = node.submit_run([[b"INCR", b"n"], [b"INCR", b"n"]], 6)
@@ -57,12 +62,14 @@ async def test_stop_answers_a_gathered_run_like_a_plain_write(tmp_path: Path) ->
         assert run.done and other.done, "gathered runs stopped without an answer"
 
 
-async def test_a_gathered_run_waits_out_a_disk_stall_a_plain_write_is_answered_in(
+@pytest.mark.parametrize("write_run", [1, 32])
+async def test_a_gathered_run_waits_out_a_disk_stall_a_plain_write_is_answered_in(write_run: int,
         tmp_path: Path) -> None:
     """The realistic hold-up: the WAL's fsync hangs (a stalled disk). A plain write
     proposed meanwhile is tracked and answered -UNKNOWN at its deadline; a gathered run
     waits for the disk, however long."""
-    async with one_node_leader(tmp_path / "d", *free_ports(2), fsync="always") as node:
+    async with one_node_leader(tmp_path / "d", *free_ports(2), write_run=write_run,
+                               fsync="always") as node:
         disk = trio.Event()
         sync_thread = node.driver.sync_thread
         real_sync = sync_thread.sync
