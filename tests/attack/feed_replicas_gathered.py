@@ -18,8 +18,9 @@ import threading
 import time
 from pathlib import Path
 
+from chaos_write_runs import Conn
+
 from chaos.cluster import LocalCluster
-from tests.attack.chaos_write_runs import Conn
 from wire.resp import encode_command
 
 FEED = b"__raftkv:changes"

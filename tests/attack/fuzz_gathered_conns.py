@@ -18,11 +18,11 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import trio
+from fuzz_write_runs import ID, KEYS, _cmd, _encode, _state
 
 from chaos.cluster import free_ports
 from raftkv import certs
 from raftkv.testing import one_node_leader
-from tests.attack.fuzz_write_runs import ID, KEYS, _cmd, _encode, _state
 from wire.resp import encode_command
 
 
