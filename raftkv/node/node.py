@@ -151,7 +151,7 @@ class Node:
                       "reads_follower": 0, "reads_stale": 0, "wal_syncs": 0,
                       "forward_replies_dropped": 0}
         self.metrics = NodeMetrics(self, enabled=bool(settings.metrics_addr))
-        self.requests = RequestTracker(self.stats, self._leads)
+        self.requests = RequestTracker(self.stats, self._leads, self._gathered)
         self.applier = Applier(self.kv, self.clock, self.requests, self.stats,
                                self.start_background)
         self.backups = BackupSource(self)  # RAFT BACKUP sessions

@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 import trio
 
+from raftkv.node.gathered import Gathered
 from raftkv.node.pending import Pending
 from wire.raft import NOOP, Entry
 from wire.reply import ErrorReply
@@ -60,6 +61,10 @@ APPLY_TIMEOUT = ErrorReply(
     "TRYAGAIN the read was confirmed but this node did not apply up to it in time; retry"
 )
 SHUTTING_DOWN = ErrorReply("TRYAGAIN the node is shutting down; the command was not applied")
+NOT_PROPOSED = ErrorReply(
+    "TRYAGAIN the write waited too long to be proposed (the leader's loop was held up); it "
+    "was not applied, retry"
+)
 NOT_SENT = ErrorReply(
     "TRYAGAIN the command waited too long to be forwarded to the leader; it was not sent "
     "and not applied, retry"
@@ -130,9 +135,13 @@ class RequestTracker:
     """The six tables of waiters (module docstring); all of it runs in the trio thread."""
 
     def __init__(self, stats: dict[str, int],
-                 leading: Callable[[], bool] = lambda: False) -> None:
+                 leading: Callable[[], bool] = lambda: False,
+                 gathered: Gathered | None = None) -> None:
         self.stats = stats  # the node's counters (proposals_failed)
         self.leading = leading  # whether this node leads now (the parked sweep's rule)
+        # The write runs a leader gathered for its ready loop's next look (gathered.py):
+        # swept too, since a loop held up (a stalled fsync) looks no more.
+        self.gathered = gathered
         self.writes: dict[int, Waiter] = {}
         self.reads: dict[bytes, Waiter] = {}
         self.read_batch: ReadBatch | None = None  # the reads not yet asked of the core
@@ -314,6 +323,12 @@ class RequestTracker:
         if batch is not None and batch.deadline <= now:  # (the ready loop is held up)
             self.read_batch = None
             batch.set(READ_FAILED)
+        gathered = self.gathered
+        if gathered is not None and gathered.items and gathered.items[0][3] <= now:
+            # (Held up too. All of them: they wait behind the same loop, and none was
+            # proposed, so none can apply once answered.)
+            for item in gathered.take():
+                item[1].set(NOT_PROPOSED)
         for table in (self.writes, self.reads, self.forwards):
             for key, waiter in list(table.items()):
                 if waiter.deadline <= now:
