@@ -1,5 +1,6 @@
 """Write runs under leader kills and transfers (attack24), on real processes. Not a test:
-``python tests/attack/chaos_write_runs.py SECONDS [CLIENTS]``.
+``python tests/attack/chaos_write_runs.py SECONDS [CLIENTS] [--mixed]``; ``--mixed``
+(attack24b): batches of 1 (lone writes, gathered across connections), 3 or 24.
 
 Each client pipelines batches of ``INCR c<i>`` and ``SET k<i>:<n> <n>`` (one run each on a
 leader) to a node, reconnecting anywhere on errors, while the leader is killed -9 and
@@ -22,6 +23,8 @@ from chaos.cluster import LocalCluster
 from wire.resp import encode_command
 
 BATCH = 24
+MIXED = "--mixed" in sys.argv[1:]
+SIZES = [1, 1, 1, 3, BATCH] if MIXED else [BATCH]
 
 
 class Conn:
@@ -78,7 +81,7 @@ class Client(threading.Thread):
                     node = random.choice([i for i, n in self.cluster.nodes.items() if n.alive])
                     conn = Conn(self.cluster.client_addr(node))
                 cmds = []
-                for _ in range(BATCH):
+                for _ in range(random.choice(SIZES)):
                     if random.random() < 0.5:
                         cmds.append([b"INCR", b"c%d" % self.cid])
                     else:
@@ -193,5 +196,6 @@ def main(seconds: float, clients: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(1 if main(float(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 4)
+    numbers = [arg for arg in sys.argv[1:] if arg != "--mixed"]
+    sys.exit(1 if main(float(numbers[0]), int(numbers[1]) if len(numbers) > 1 else 4)
              else 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 
@@ -108,3 +109,12 @@ class FakeNode:
 
     def commands(self, name: bytes) -> list[list[bytes]]:
         return [c for c in self.seen if c[0].upper() == name]
+
+
+def closed_port() -> str:
+    """An address on 127.0.0.1 where nothing listens: connecting is refused."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"127.0.0.1:{port}"

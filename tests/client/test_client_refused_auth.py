@@ -8,11 +8,9 @@ anything itself.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import trio
-from fake_node import CLOSE, WRONGPASS, FakeNode, Then
+from fake_node import CLOSE, WRONGPASS, FakeNode, Then, closed_port
 
 from client import Client, CredentialsRefused, connect
 from client.format import Output
@@ -24,14 +22,6 @@ HOUR = 3600.0
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 FULL = b"-ERR max number of clients reached\r\n"
 THROTTLED = b"-ERR too many failed authentications from this address; retry in 1 s\r\n"
-
-
-def closed_port() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now: connecting is refused
-    return f"127.0.0.1:{port}"
 
 
 def client(*addrs: str, sessions: bool = False) -> Client:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import trio
 import trio.testing
-from fake_node import CLOSE, HANG, FakeNode, Later, Then
+from fake_node import CLOSE, HANG, FakeNode, Later, Then, closed_port
 
 from client import (
     Client,
@@ -30,14 +28,6 @@ def client(*addrs: str, timeout: float = 10.0, leader_grace: float = 0.2,
     rules for plain sends (a session makes every write idempotent, tested at the end)."""
     return connect(list(addrs), timeout=timeout, backoff_base=0.001, backoff_cap=0.002,
                    leader_grace=leader_grace, sessions=sessions)
-
-
-def closed_port() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now: connecting is refused
-    return f"127.0.0.1:{port}"
 
 
 async def test_tryagain_is_retried_even_for_incr(nursery: trio.Nursery) -> None:
