@@ -85,6 +85,12 @@ class Gathered:
         self.commands = self.bytes = 0
         return items
 
+    def fail(self, reply: ErrorReply) -> None:
+        """Answer every run gathered with ``reply`` and drop them: none was proposed, so
+        none can apply (the node stops, or its loop was held up past their deadline)."""
+        for item in self.take():
+            item[1].set(reply)
+
 
 def joined(parts: list[Pending], into: Pending | None = None) -> Pending:
     """A Pending (``into``, or a new one) answered with the list of ``parts``' values

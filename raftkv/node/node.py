@@ -317,8 +317,7 @@ class Node:
                             await self.driver.role_changed.wait()
                 except NotLeader:
                     pass
-        for item in self._gathered.take():  # never proposed: never applied
-            item[1].set(SHUTTING_DOWN)
+        self._gathered.fail(SHUTTING_DOWN)
         self.requests.fail_all(SHUTTING_DOWN)
         self._nursery.cancel_scope.cancel()
 
@@ -353,7 +352,6 @@ class Node:
         self._dispatch(args, write, pending, now + self.settings.leader_wait, now, scripted)
         return pending
 
-
     def submit_run(self, commands: list[list[bytes]], size: int) -> Pending:
         """Plain one-key writes of one connection (raftkv.server.write_runs), each of
         which passed ``checked`` (no scripts), ``size`` bytes of arguments together:
@@ -361,9 +359,9 @@ class Node:
         leader gathers them with other connections' runs into one entry at the ready
         loop's next look (raftkv.node.gathered); else each goes alone the way of any
         write (parked, forwarded: never as an EXEC a leader would check as a client's).
-        Not checked again as an EXEC:
-        each command was, and an entry holds at most ``max_keys_per_command`` of them,
-        each naming one key, and ``run_bytes`` of arguments."""
+        Not checked again as an EXEC: each command was, and an entry holds at most
+        ``max_keys_per_command`` of them, each naming one key, and ``run_bytes`` of
+        arguments."""
         gathered = self._gathered
         # (``core``: served clients come after ``run`` opened it; ``_leads``, uncalled.)
         if (self.stopping or self.settings.write_run == 1 or self.requests.parked

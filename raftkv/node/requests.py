@@ -325,10 +325,7 @@ class RequestTracker:
             batch.set(READ_FAILED)
         gathered = self.gathered
         if gathered is not None and gathered.items and gathered.items[0][3] <= now:
-            # (Held up too. All of them: they wait behind the same loop, and none was
-            # proposed, so none can apply once answered.)
-            for item in gathered.take():
-                item[1].set(NOT_PROPOSED)
+            gathered.fail(NOT_PROPOSED)  # (held up too: all of them wait behind that loop)
         for table in (self.writes, self.reads, self.forwards):
             for key, waiter in list(table.items()):
                 if waiter.deadline <= now:

@@ -21,8 +21,8 @@ small (SET without GET, SETNX, SETEX, PSETEX, INCR, DECR, INCRBY, DECRBY); each 
 checked as it would be alone (ACL, refusals, ``Node.checked``: arity, size, memory), and
 the first one refused ends the run and is answered with its error after it. A run holds at
 most ``NodeSettings.write_run`` commands (never more than ``max_keys_per_command``) and
-``MAX_RUN_BYTES`` of arguments, and only a leader builds one (a follower forwards each
-write as before): the EXEC is proposed without the checks a client's EXEC gets, which
+``raftkv.node.gathered.run_bytes`` of arguments, and only a leader builds one (a follower
+forwards each write as before): the EXEC is proposed without the checks a client's EXEC gets, which
 is sound only because its commands were each checked by the node that proposes it.
 """
 
