@@ -21,6 +21,7 @@ import trio
 
 from raftkv.kv.features import EntryNeedsLevel
 from raftkv.log import event, set_term_source
+from raftkv.node.large_blocks import fix_mmap_threshold
 from raftkv.node.listen import first_listen_error, start_listener
 from raftkv.node.node import Node
 from raftkv.node.settings import NodeSettings
@@ -93,6 +94,7 @@ def fatal_line(exc: BaseException, started: bool) -> str | None:
 
 
 def run_node(settings: NodeSettings) -> None:
+    fix_mmap_threshold()  # (process-wide: raftkv.node.large_blocks)
     started: list[bool] = []
     try:
         trio.run(serve_until_signalled, settings, started)

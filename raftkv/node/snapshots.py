@@ -241,25 +241,28 @@ class Snapshotter:
         started = trio.current_time()
         storage = self.storage
         try:
-            data: bytes | list[bytes] | EncodedPieces
-            if child is not None:
-                try:
-                    data = await child.result()
-                except ChildFailed as exc:
-                    event(log, logging.WARNING, "snapshot child failed", index=meta.index,
-                          reason=exc)
-                    self._backoff.failed()
-                    self._not_before = trio.current_time() + self._backoff.delay()
-                    for pending in waiters:
-                        pending.set(ErrorReply(f"ERR snapshot not written: {exc}"))
-                    return
-            else:
-                data = EncodedPieces(state)  # (encoded in the thread that writes the file)
+            data: SnapshotChild | EncodedPieces
             # The file in a worker thread beside the ready loop's log writes: the snapshot
             # covers only applied entries, which are already durable, so no log sync first.
+            # (The file is read back and checked there too, not on the loop.)
             try:
-                # (The file is read back and checked there too, not on the loop.)
-                snap = await trio.to_thread.run_sync(storage.prepare_compact, meta, data, False)
+                if child is not None:
+                    data = child  # (its bytes written as they come from its pipe)
+                    try:
+                        snap = await child.stream_to(
+                            lambda pieces: storage.prepare_compact(meta, pieces, False))
+                    except ChildFailed as exc:
+                        event(log, logging.WARNING, "snapshot child failed",
+                              index=meta.index, reason=exc)
+                        self._backoff.failed()
+                        self._not_before = trio.current_time() + self._backoff.delay()
+                        for pending in waiters:
+                            pending.set(ErrorReply(f"ERR snapshot not written: {exc}"))
+                        return
+                else:
+                    data = EncodedPieces(state)  # (encoded in the thread that writes the file)
+                    snap = await trio.to_thread.run_sync(storage.prepare_compact, meta, data,
+                                                         False)
             except (ValueError, StorageError) as exc:
                 # A leader's snapshot replaced our log meanwhile: this one is moot.
                 event(log, logging.INFO, "snapshot skipped", index=meta.index, reason=exc)
@@ -282,8 +285,7 @@ class Snapshotter:
                 self.metrics.snapshot_duration.labels("take").observe(took)
                 self._backoff.reset()
                 event(log, logging.INFO, "snapshot taken", index=meta.index, term=meta.term,
-                      bytes=(len(data) if isinstance(data, bytes) else data.size
-                             if isinstance(data, EncodedPieces) else sum(map(len, data))),
+                      bytes=data.size,
                       keys=keys,
                       ms=round(took * 1000, 1))
         finally:
