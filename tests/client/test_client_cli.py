@@ -4,13 +4,13 @@ exit codes, pipes (a scripted REPL surviving a leader kill) and a real terminal 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fake_node import closed_port
 
 from chaos.cluster import LocalCluster
 from client import cli as cli_module
@@ -23,14 +23,6 @@ CLI = str(Path(sys.executable).parent / "raftkv-cli")
 
 def eps(c: LocalCluster) -> str:
     return ",".join(n.client_addr for n in c.nodes.values())
-
-
-def closed_endpoint() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"127.0.0.1:{port}"
 
 
 def run(c: LocalCluster, *args: str, input: str | bytes | None = None):
@@ -70,7 +62,7 @@ def test_one_shot_error_reply_exits_1(cluster: LocalCluster) -> None:
 
 
 def test_no_cluster_exits_2() -> None:
-    r = CliRunner().invoke(main, ["-e", f"{closed_endpoint()},{closed_endpoint()}", "GET", "a"])
+    r = CliRunner().invoke(main, ["-e", f"{closed_port()},{closed_port()}", "GET", "a"])
     assert r.exit_code == 2
     assert "Could not connect to RaftKV" in r.stderr and "Connection refused" in r.stderr
     assert r.stdout == ""
@@ -85,7 +77,7 @@ def test_endpoints_from_environment(cluster: LocalCluster) -> None:
     run(cluster, "SET", "cli:env", "yes")
     r = CliRunner().invoke(main, ["GET", "cli:env"], env={"RAFTKV_ENDPOINTS": eps(cluster)})
     assert (r.exit_code, r.stdout) == (0, "yes\n")
-    r = CliRunner().invoke(main, ["GET", "x"], env={"RAFTKV_ENDPOINTS": closed_endpoint()})
+    r = CliRunner().invoke(main, ["GET", "x"], env={"RAFTKV_ENDPOINTS": closed_port()})
     assert r.exit_code == 2
 
 
@@ -96,7 +88,7 @@ def test_usage_errors_exit_2(cluster: LocalCluster) -> None:
 
 def test_a_mistyped_option_glued_to_its_value_is_refused_without_showing_it() -> None:
     """(attack22) ``--password=s3cret``: named in the usage error, its value not shown."""
-    r = CliRunner().invoke(main, ["-e", closed_endpoint(), "--password=s3cret", "GET", "k"])
+    r = CliRunner().invoke(main, ["-e", closed_port(), "--password=s3cret", "GET", "k"])
     assert r.exit_code == 2
     assert "Unrecognized option or bad number of args for: '--password'" in r.output
     assert "s3cret" not in r.output
@@ -160,7 +152,7 @@ def test_real_process_exit_codes(cluster: LocalCluster) -> None:
     assert err.returncode == 0
     err = subprocess.run([*base, "INCR", "cli:p"], capture_output=True, timeout=30)
     assert err.returncode == 1
-    none = subprocess.run([CLI, "-e", closed_endpoint(), "PING"], capture_output=True,
+    none = subprocess.run([CLI, "-e", closed_port(), "PING"], capture_output=True,
                           timeout=30)
     assert none.returncode == 2 and b"Could not connect" in none.stderr
     piped = subprocess.run([*base, "-x", "SET", "cli:q"], input=b"\x00\xffbin",
