@@ -165,9 +165,11 @@ def _notify_flags(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option("--snapshot-fork/--snapshot-thread", default=True, show_default=True,
               envvar=_env("SNAPSHOT_FORK"),
               help="Encode this node's snapshots in a forked child, as Redis's BGSAVE does "
-                   "(its own GIL, and no copy of the state in the node: the file is written "
-                   "as the child's bytes come), or in a worker thread beside the event loop "
-                   "(a copy of the large maps, ~10 MB at 100k keys, while it encodes).")
+                   "(its own GIL; the node's RSS does not grow: the file is written as the "
+                   "child's bytes come), or in a worker thread beside the event loop (a copy "
+                   "of the large maps, ~10 MB at 100k keys, in the node while it encodes). "
+                   "The child's pages turn private as it reads them (reference counts): "
+                   "while it encodes the host needs up to the node's heap again.")
 @click.option("--watch-retention-entries", default=100_000, show_default=True,
               envvar=_env("WATCH_RETENTION_ENTRIES"), type=click.IntRange(min=1),
               help="The change feed (XREAD __raftkv:changes) keeps the changes of the last N "

@@ -95,6 +95,10 @@ def fatal_line(exc: BaseException, started: bool) -> str | None:
 
 def run_node(settings: NodeSettings) -> None:
     fix_mmap_threshold()  # (process-wide: raftkv.node.large_blocks)
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        # Inherited from a supervisor: the kernel would reap our snapshot encoders itself
+        # (raftkv.node.snapshot_child), their exit status lost and their pids free.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     started: list[bool] = []
     try:
         trio.run(serve_until_signalled, settings, started)

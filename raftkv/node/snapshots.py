@@ -53,7 +53,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import trio
 
 from raftkv.backoff import Backoff
-from raftkv.kv import KVState, decode_snapshot_stream, encode_snapshot, snapshot_pieces
+from raftkv.kv import KVState, decode_snapshot_stream, snapshot_pieces
 from raftkv.log import event
 from raftkv.metrics import NodeMetrics
 from raftkv.node.apply import Applier
@@ -222,7 +222,9 @@ class Snapshotter:
         if self.fork:
             try:
                 # The child sees the state as it is now, at ``applied``: no copy needed.
-                child = SnapshotChild(lambda: encode_snapshot(kv.snapshot_state()))
+                # (It writes each piece as it is packed: the stall watch sees it working.)
+                child = SnapshotChild(
+                    lambda: snapshot_pieces(kv.snapshot_state(), SNAPSHOT_PIECE))
             except OSError as exc:  # no memory or no process left for a fork: a thread
                 event(log, logging.WARNING, "snapshot fork failed", index=meta.index,
                       reason=exc)

@@ -24,6 +24,11 @@ from wire.raft import ClusterConfig, Member, SnapshotMeta
 BIG = 16 * READ_BYTES  # far more than a pipe holds: the child blocks until it is read
 
 
+def pieces() -> Iterator[bytes]:
+    """What the child encodes: BIG bytes in pieces, as ``snapshot_pieces`` gives them."""
+    return (b"s" * READ_BYTES for _ in range(BIG // READ_BYTES))
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (not yet exited: a zombie counts as gone)."""
     try:
@@ -42,7 +47,7 @@ def reaped(pid: int) -> bool:
 
 
 async def test_pieces_reach_the_consumer_while_the_child_still_writes() -> None:
-    child = SnapshotChild(lambda: b"s" * BIG)
+    child = SnapshotChild(pieces)
     pid = child.pid
     seen: list[tuple[int, bool]] = []
 
@@ -60,7 +65,7 @@ async def test_pieces_reach_the_consumer_while_the_child_still_writes() -> None:
 
 
 async def test_a_child_killed_midway_leaves_no_snapshot_file(tmp_path: Path) -> None:
-    child = SnapshotChild(lambda: b"s" * BIG)
+    child = SnapshotChild(pieces)
     meta = SnapshotMeta(5, 1, ClusterConfig((Member(1, "127.0.0.1:7101"),)))
 
     def write(pieces: Iterator[bytes]) -> object:

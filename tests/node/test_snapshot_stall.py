@@ -61,12 +61,12 @@ async def test_the_loop_answers_while_its_snapshot_is_encoded(
     started_r = os.open(started, os.O_RDONLY | os.O_NONBLOCK)
     answer_w = os.open(answer, os.O_RDWR)  # (a FIFO opened read-write never blocks)
 
-    def encode(state: KVState) -> bytes:
+    def encode(state: KVState, piece_bytes: int) -> list[bytes]:
         answer_r = os.open(answer, os.O_RDONLY | os.O_NONBLOCK)
         os.write(os.open(started, os.O_WRONLY | os.O_NONBLOCK), b"s")
-        return b"in time" if gil_holding_wait(answer_r, GIVE_UP_MS) else b"late"
+        return [b"in time" if gil_holding_wait(answer_r, GIVE_UP_MS) else b"late"]
 
-    monkeypatch.setattr(snapshots, "encode_snapshot", encode)
+    monkeypatch.setattr(snapshots, "snapshot_pieces", encode)
     peer, client = free_ports(2)
     settings = NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
                             peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
