@@ -123,11 +123,19 @@ class CoreDriver:
 
     async def run(self) -> None:
         """The ready loop."""
+        lock = self.storage_lock
         while True:
             await self._wake.wait()
-            self._wake = trio.Event()
-            lock = self.storage_lock
-            while self._has_ready():
+            while True:
+                # A fresh event before every look at the core, not once per wake: a wake
+                # while a Ready was handled (a peer's ack, a proposal, a tick) is seen by
+                # the look that follows it, so only a wake after the last look turns the
+                # loop again. (One event per wake, set during the Ready, turned the loop
+                # once more for nothing: a scheduler pass and a task step in half of a c1
+                # SET's on the leader, count_task_steps.py.)
+                self._wake = trio.Event()
+                if not self._has_ready():
+                    break
                 self.membership.observe()
                 self._in_ready = True
                 try:
