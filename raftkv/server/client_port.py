@@ -92,6 +92,13 @@ SLICED_AT_ONCE = 2
 # Replies encode_reply_chunks encodes in one piece anyway: the writer encodes them itself,
 # without a generator per reply (a pipelined SET's +OK; issue 15).
 ONE_PIECE = frozenset({SimpleString, ErrorReply, int, bool, float, type(None)})
+# A plain connection accepted while at most this many are open (itself included) waits for
+# its bytes with trio's own ``wait_readable``, not on the shared poller: the poller's task
+# takes a step of its own (a poll and trio's re-arm of its epoll) each time the poller's
+# epoll turns readable, which pays off when many connections are read in one pass, not for
+# one or two clients (at one client, one of a SET's ~5.8 task steps on the leader,
+# count_task_steps.py). Every later connection uses the poller, as before.
+OWN_WAITS_UP_TO = 2
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 TOO_MANY_NEW = b"-ERR too many connections that have not sent a command yet\r\n"
 # Of --max-new-clients, what one source address may hold: a quarter (256 of the default
@@ -402,7 +409,9 @@ class ClientServer:
                     if stream is None:
                         return
                 else:  # a command and its reply without a scheduler pass each (plain_stream)
-                    stream = PlainStream.adopt(stream, ReadPoller.current())
+                    stream = PlainStream.adopt(
+                        stream, ReadPoller.current()
+                        if len(self.connections) > OWN_WAITS_UP_TO else None)
                 async with stream, trio.open_nursery() as nursery:
                     conn.scope = nursery.cancel_scope
                     send, recv = trio.open_memory_channel[Slot](PIPELINE_WINDOW + PUSH_BACKLOG)

@@ -18,6 +18,7 @@ import trio.testing
 
 from chaos.cluster import free_ports
 from raftkv.node.read_poller import ReadPoller
+from raftkv.server.client_port import OWN_WAITS_UP_TO
 from raftkv.testing import connect_and_ping, one_node_leader, read_line
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,8 +38,12 @@ async def test_a_client_connecting_after_the_poller_failed_is_served(port: int) 
     epoll is closed, so every connection accepted afterwards fails in ``register`` with a
     ValueError (not the OSError ``PlainStream`` falls back on) and is dropped unanswered:
     the node serves no new plain-text client until it restarts."""
+    # (The first connections wait with trio's own waits, OWN_WAITS_UP_TO: ``first`` is the
+    # one after them, on the poller.)
+    before = [await connect_and_ping(port) for _ in range(OWN_WAITS_UP_TO)]
     first = await connect_and_ping(port)
     poller = ReadPoller.current()
+    assert poller.registered
 
     def broken() -> None:  # (a bug in wake(): the hook is dropped, the task ends)
         raise RuntimeError("injected")
@@ -54,3 +59,5 @@ async def test_a_client_connecting_after_the_poller_failed_is_served(port: int) 
     assert not waited.cancelled_caught, "a new client after the poller failed: no reply in 2 s"
     await first.aclose()
     await late.aclose()
+    for c in before:
+        await c.aclose()
