@@ -1,10 +1,10 @@
 """attack25b: three real ``CoreDriver``s (raftkv.node.driver) around three cores, wired by
 in-memory links whose receiving tasks call ``deliver`` (as a node's peer links do: a
 message is stepped in its receiving task), fsyncs and receives that yield a random number
-of times, under trio's MockClock with autojump: virtual time only moves when every task is blocked. A write or
-read that is answered only after time moved waited for a tick (a lost wake-up: nothing
-woke the loop for a Ready left unhandled). Checked too: every node applies the same
-entries, each once, in order."""
+of times, under trio's MockClock with autojump: virtual time only moves when every task is
+blocked. A write or read that is answered only after time moved waited for a tick (a lost
+wake-up: nothing woke the loop for a Ready left unhandled). Checked too: every node applies
+the same entries, each once, in order."""
 
 from __future__ import annotations
 
