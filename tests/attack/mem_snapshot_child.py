@@ -11,7 +11,6 @@ child's peaks: what the machine holds for a snapshot, not only the node.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import threading
 import time
 
 import redis
+from proc_tree import children
 
 from chaos.cluster import free_ports
 
@@ -36,15 +36,6 @@ def rollup(pid: int) -> dict[str, int]:
     return out
 
 
-def children(pid: int) -> list[int]:
-    kids: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids += [int(k) for k in f.read().split()]
-    except FileNotFoundError:
-        pass
-    return kids
 
 
 def main(mode: str, keys: int, size: int) -> None:

@@ -22,20 +22,10 @@ from pathlib import Path
 
 import redis
 import trio
+from proc_tree import children
 
 from chaos.cluster import ONE_ENTRY_PER_WRITE, LocalCluster
 from chaos.replicas import compare_replicas
-
-
-def children(pid: int) -> list[int]:
-    kids: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids += [int(k) for k in f.read().split()]
-    except FileNotFoundError:
-        pass
-    return kids
 
 
 def fds(pid: int) -> int:

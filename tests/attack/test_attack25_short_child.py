@@ -13,7 +13,6 @@ data directory.
 from __future__ import annotations
 
 import os
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,17 +21,8 @@ import trio
 from chaos.cluster import free_ports
 from raftkv.kv import KVState, decode_snapshot_stream, encode_snapshot
 from raftkv.node import snapshots
-from raftkv.node.node import Node
-from raftkv.node.pending import Pending
-from raftkv.node.settings import NodeSettings
-from raftkv.raft import Role
+from raftkv.testing import one_node_leader
 from wire.reply import OK, ErrorReply
-
-
-async def no_clients(*args: object,
-                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    task_status.started()
-    await trio.sleep_forever()
 
 
 def half_then_exit_0(state: KVState, piece_bytes: int) -> bytes:
@@ -56,16 +46,8 @@ def _open(fd: int) -> bool:
 async def test_a_child_that_exits_0_early_leaves_no_truncated_snapshot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    peer, client = free_ports(2)
-    settings = NodeSettings(node_id=1, client_addr=f"127.0.0.1:{client}",
-                            peer_addr=f"127.0.0.1:{peer}", cluster={1: f"127.0.0.1:{peer}"},
-                            data_dir=str(tmp_path / "node"), fsync="never",
-                            snapshot_entries=0, snapshot_fork=True)
-    node = Node(settings, admin=Pending.of)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run, partial(no_clients))
-        while node.core.role is not Role.LEADER:
-            await node.driver.role_changed.wait()
+    async with one_node_leader(tmp_path / "node", *free_ports(2), fsync="never",
+                               snapshot_fork=True) as node:
         for i in range(200):
             assert await node.submit([b"SET", b"k%d" % i, b"v" * 100]).wait() == OK
         monkeypatch.setattr(snapshots, "snapshot_pieces", half_then_exit_0)
@@ -81,7 +63,6 @@ async def test_a_child_that_exits_0_early_leaves_no_truncated_snapshot(
                                                         decode_snapshot_stream)
             except Exception as exc:  # (any failure to decode is the finding)
                 decoded = exc
-        nursery.cancel_scope.cancel()
     # A new current snapshot must be a whole one; refusing it is right too.
     if taken:
         assert isinstance(decoded, KVState), f"current snapshot does not decode: {decoded!r}"

@@ -198,16 +198,22 @@ class Node:
             self.driver.wake()
 
 
+def start(nursery: trio.Nursery, net: Any, nodes: dict[int, Any]) -> None:
+    """Each node's ready loop, its receiving link and its ticks."""
+    for i, n in nodes.items():
+        nursery.start_soon(n.driver.run)
+        nursery.start_soon(net.receive, i, n.driver)
+        nursery.start_soon(n.tick)
+
+
 async def run_seed(seed: int, clients: int, ops: int, lock_holder: bool) -> list[str]:
     rng = random.Random(seed)
     net = Net(rng)
     nodes = {i: Node(i, net, rng) for i in (1, 2, 3)}
     stalls: list[str] = []
     async with trio.open_nursery() as nursery:
-        for i, n in nodes.items():
-            nursery.start_soon(n.driver.run)
-            nursery.start_soon(net.receive, i, n.driver)
-            nursery.start_soon(n.tick)
+        start(nursery, net, nodes)
+        for n in nodes.values():
             n.applier.on_apply = n.on_apply
             if lock_holder:
                 nursery.start_soon(n.hold_lock, random.Random(rng.random()))
@@ -288,10 +294,8 @@ async def run_faults(seed: int) -> list[str]:
     nodes = {i: Node(i, net, rng) for i in (1, 2, 3)}
     acked: list[tuple[int, bytes]] = []
     async with trio.open_nursery() as nursery:
-        for i, n in nodes.items():
-            nursery.start_soon(n.driver.run)
-            nursery.start_soon(net.receive, i, n.driver)
-            nursery.start_soon(n.tick)
+        start(nursery, net, nodes)
+        for n in nodes.values():
             n.applier.on_apply = n.on_apply
 
         def leader() -> Node | None:
@@ -385,10 +389,7 @@ async def run_promotion(seed: int) -> list[str]:
     net = Net(rng, (1, 2, 3, 4))
     nodes = {i: Node(i, net, rng, LEARNER_CONFIG) for i in (1, 2, 3, 4)}
     async with trio.open_nursery() as nursery:
-        for i, n in nodes.items():
-            nursery.start_soon(n.driver.run)
-            nursery.start_soon(net.receive, i, n.driver)
-            nursery.start_soon(n.tick)
+        start(nursery, net, nodes)
         nodes[1].core.campaign()
         nodes[1].driver.wake()
         leader = nodes[1]
