@@ -250,17 +250,8 @@ class Snapshotter:
             try:
                 if child is not None:
                     data = child  # (its bytes written as they come from its pipe)
-                    try:
-                        snap = await child.stream_to(
-                            lambda pieces: storage.prepare_compact(meta, pieces, False))
-                    except ChildFailed as exc:
-                        event(log, logging.WARNING, "snapshot child failed",
-                              index=meta.index, reason=exc)
-                        self._backoff.failed()
-                        self._not_before = trio.current_time() + self._backoff.delay()
-                        for pending in waiters:
-                            pending.set(ErrorReply(f"ERR snapshot not written: {exc}"))
-                        return
+                    snap = await child.stream_to(
+                        lambda pieces: storage.prepare_compact(meta, pieces, False))
                 else:
                     data = EncodedPieces(state)  # (encoded in the thread that writes the file)
                     snap = await trio.to_thread.run_sync(storage.prepare_compact, meta, data,
@@ -269,14 +260,16 @@ class Snapshotter:
                 # A leader's snapshot replaced our log meanwhile: this one is moot.
                 event(log, logging.INFO, "snapshot skipped", index=meta.index, reason=exc)
                 snap = None
-            except SnapshotNotWritten as exc:
+            except (SnapshotNotWritten, ChildFailed) as exc:
                 # Nothing changed on disk and the log goes on: not a reason to stop. Try
-                # again later (growing delays), so a full disk does not crash-loop us.
+                # again later (growing delays), so a full disk or an encoder that keeps
+                # failing does not crash-loop us.
                 self._backoff.failed()
                 delay = self._backoff.delay()
                 self._not_before = trio.current_time() + delay
-                event(log, logging.WARNING, "snapshot not written", index=meta.index,
-                      reason=exc, retry_in_s=round(delay, 1))
+                event(log, logging.WARNING, "snapshot child failed"
+                      if isinstance(exc, ChildFailed) else "snapshot not written",
+                      index=meta.index, reason=exc, retry_in_s=round(delay, 1))
                 for pending in waiters:
                     pending.set(ErrorReply(f"ERR snapshot not written: {exc}"))
                 return
