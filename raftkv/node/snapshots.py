@@ -224,7 +224,7 @@ class Snapshotter:
                 # The child sees the state as it is now, at ``applied``: no copy needed.
                 # (It writes each piece as it is packed: the stall watch sees it working.)
                 child = SnapshotChild(
-                    lambda: snapshot_pieces(kv.snapshot_state(), SNAPSHOT_PIECE))
+                    lambda: snapshot_pieces(kv.snapshot_state(copy=False), SNAPSHOT_PIECE))
             except OSError as exc:  # no memory or no process left for a fork: a thread
                 event(log, logging.WARNING, "snapshot fork failed", index=meta.index,
                       reason=exc)

@@ -546,6 +546,19 @@ def test_a_cursor_past_every_key_ends_the_scan(kv: KVStateMachine) -> None:
 # -- snapshot ------------------------------------------------------------------------------
 
 
+def test_snapshot_state_without_copies_encodes_the_same_and_copies_stay_as_taken(
+        kv: KVStateMachine) -> None:
+    run(kv, "MSET", "a", "1", "b", "2")
+    run(kv, "DEL", "b")  # (a tomb)
+    copied, shared = kv.snapshot_state(), kv.snapshot_state(copy=False)
+    assert encode_snapshot(copied) == encode_snapshot(shared) == kv.snapshot()
+    run(kv, "SET", "a", "changed")
+    # The copies are the state as it was; the shared maps are the machine's own (only for
+    # an encoder that runs before the next apply, as a forked child's does).
+    assert copied.data == {b"a": b"1"} and shared.data == {b"a": b"changed"}
+    assert encode_snapshot(kv.snapshot_state(copy=False)) == kv.snapshot()
+
+
 def test_snapshot_is_canonical_and_restores(kv: KVStateMachine) -> None:
     run(kv, "MSET", "b", "2", "a", "1", "c", "\x00")
     other = KVStateMachine()
