@@ -162,10 +162,6 @@ class SnapshotChild:
             os.close(self._r)
         return got.unwrap()
 
-    async def result(self) -> list[bytes]:
-        """The child's pieces (``stream_to`` keeping them all)."""
-        return await self.stream_to(list)
-
     async def _watch(self) -> None:
         """Kill the child once it has been silent for ``STALL_SECONDS``, or when
         ``stream_to`` is cancelled (or done: the child was reaped by then)."""

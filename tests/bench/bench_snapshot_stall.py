@@ -50,7 +50,7 @@ async def fork_way(m: KVStateMachine) -> int:
     t0 = time.perf_counter()
     child = SnapshotChild(lambda: encode_snapshot(m.snapshot_state()))
     FORKS.append(1000 * (time.perf_counter() - t0))
-    return sum(map(len, await child.result()))
+    return sum(map(len, await child.stream_to(list)))
 
 
 async def one(way, m: KVStateMachine) -> dict[str, float]:  # type: ignore[no-untyped-def]

@@ -97,8 +97,8 @@ async def test_a_child_that_fails_gives_no_bytes() -> None:
         raise RuntimeError("encoder bug")
 
     with pytest.raises(ChildFailed):
-        await SnapshotChild(boom).result()
-    assert b"".join(await SnapshotChild(lambda: b"x" * 3_000_000).result()) == b"x" * 3_000_000
+        await SnapshotChild(boom).stream_to(list)
+    assert b"".join(await SnapshotChild(lambda: b"x" * 3_000_000).stream_to(list)) == b"x" * 3_000_000
 
 
 async def test_the_child_holds_no_descriptor_but_its_pipe() -> None:
@@ -107,7 +107,7 @@ async def test_the_child_holds_no_descriptor_but_its_pipe() -> None:
     listener.listen()
     with listener:
         got = await SnapshotChild(lambda: " ".join(os.listdir("/proc/self/fd")).encode()
-                                  ).result()
+                                  ).stream_to(list)
     fds = b"".join(got).split()
     assert len(fds) == 2, fds  # the pipe, and the directory listdir reads
 
@@ -144,7 +144,7 @@ def test_a_loop_in_another_thread_can_fork_its_encoder() -> None:
     got: list[bytes] = []
 
     async def main() -> None:
-        got.append(b"".join(await SnapshotChild(lambda: b"ok").result()))
+        got.append(b"".join(await SnapshotChild(lambda: b"ok").stream_to(list)))
 
     thread = threading.Thread(target=trio.run, args=(main,))
     thread.start()
