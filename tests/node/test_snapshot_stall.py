@@ -98,7 +98,8 @@ async def test_a_child_that_fails_gives_no_bytes() -> None:
 
     with pytest.raises(ChildFailed):
         await SnapshotChild(boom).stream_to(list)
-    assert b"".join(await SnapshotChild(lambda: b"x" * 3_000_000).stream_to(list)) == b"x" * 3_000_000
+    whole = await SnapshotChild(lambda: b"x" * 3_000_000).stream_to(list)
+    assert b"".join(whole) == b"x" * 3_000_000
 
 
 async def test_the_child_holds_no_descriptor_but_its_pipe() -> None:
